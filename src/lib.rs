@@ -7,8 +7,13 @@
 
 pub mod admin;
 pub mod client;
+
+pub mod app;
 pub mod config;
 pub mod pool;
 pub mod protocol;
 pub mod router;
+mod serve;
 pub mod server;
+
+pub use serve::run;

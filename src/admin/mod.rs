@@ -1,1 +1,3 @@
-//! (being written)
+//! Admin console (PgBouncer-compatible, over psql) and Prometheus metrics.
+
+pub mod console;

@@ -1,1 +1,194 @@
-//! (being written)
+//! One task per client: login, then the transaction loop ([`session`]).
+
+pub mod login;
+mod queue;
+pub mod session;
+
+use crate::app::{App, ClientHandle};
+use crate::protocol::{self, sqlstate};
+use crate::server::{params, ParamSet};
+use arc_swap::ArcSwapOption;
+use bytes::BytesMut;
+use login::{LoginError, Startup};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+
+/// The client socket type (plain TCP for now; TLS wraps it later).
+pub type ClientStream = tokio::net::TcpStream;
+
+/// Serve one accepted client connection until it ends.
+pub async fn serve(app: Arc<App>, mut stream: ClientStream) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let count = app.client_count.fetch_add(1, Ordering::AcqRel) + 1;
+    let res = run(&app, &mut stream, peer, count).await;
+    app.client_count.fetch_sub(1, Ordering::AcqRel);
+    if let Err(e) = res {
+        tracing::debug!(?peer, "login refused: {}", e.message);
+        let mut out = BytesMut::new();
+        protocol::fatal_response(&mut out, e.code, &e.message);
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&out)).await;
+    }
+}
+
+async fn run(
+    app: &Arc<App>,
+    stream: &mut ClientStream,
+    peer: Option<std::net::SocketAddr>,
+    count: usize,
+) -> Result<(), LoginError> {
+    let snap = app.snapshot.load_full();
+    let login_timeout = snap.config.pool_defaults().client_login_timeout.as_std();
+    let startup = tokio::time::timeout(login_timeout, login::read_startup(stream))
+        .await
+        .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))??;
+    let params = match startup {
+        None => return Ok(()),
+        Some(Startup::Cancel { pid, secret }) => {
+            if let Some(h) = app.clients.find_for_cancel(pid, secret) {
+                if let Some(key) = h.server.load_full() {
+                    crate::server::send_cancel(*key).await;
+                }
+            }
+            return Ok(());
+        }
+        Some(Startup::Login { params }) => params,
+    };
+    if app.shutting_down.load(Ordering::Acquire) {
+        return Err(LoginError::new(
+            sqlstate::ADMIN_SHUTDOWN,
+            "shardbouncer is shutting down",
+        ));
+    }
+    if count > snap.config.limits.max_client_conn {
+        return Err(LoginError::new(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            format!(
+                "no more connections allowed (max_client_conn = {})",
+                snap.config.limits.max_client_conn
+            ),
+        ));
+    }
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let Some(user) = get("user").map(str::to_owned) else {
+        return Err(LoginError::new(
+            sqlstate::INVALID_AUTHORIZATION,
+            "no PostgreSQL user name specified in startup packet",
+        ));
+    };
+    if get("replication").is_some_and(|v| v != "false" && v != "0" && v != "off") {
+        return Err(LoginError::new(
+            sqlstate::PROTOCOL_VIOLATION,
+            "replication connections are not supported",
+        ));
+    }
+    let database = get("database").unwrap_or(&user).to_string();
+    let login = ClientLogin::from_params(&params)?;
+    let db = snap.dbs.get(&database).cloned();
+    let is_admin = crate::config::ADMIN_DBS.contains(&database.as_str());
+    if db.is_none() && !is_admin {
+        return Err(LoginError::new(
+            sqlstate::INVALID_CATALOG_NAME,
+            format!("database \"{database}\" does not exist"),
+        ));
+    }
+    let stored = snap.config.user(&user).map(|u| u.password.clone());
+    let Some(stored) = stored else {
+        // Same message as a wrong password: do not reveal which user names exist.
+        return Err(LoginError::new(
+            sqlstate::INVALID_PASSWORD,
+            format!("password authentication failed for user \"{user}\""),
+        ));
+    };
+    tokio::time::timeout(
+        login_timeout,
+        login::authenticate(stream, snap.config.auth.kind, &user, stored.as_deref()),
+    )
+    .await
+    .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))??;
+
+    let id = app.next_client_id();
+    let handle = Arc::new(ClientHandle {
+        id,
+        secret: rand::random(),
+        server: ArcSwapOption::empty(),
+        user: user.clone(),
+        database: database.clone(),
+        addr: peer,
+        kill: Notify::new(),
+        killed: AtomicBool::new(false),
+        connect_time: SystemTime::now(),
+    });
+    if is_admin {
+        return crate::admin::console::serve(app, stream, &handle).await;
+    }
+    let db = db.expect("checked above");
+    app.clients.insert(handle.clone());
+    let res = session::Session::new(app.clone(), db, user, stored, login, handle.clone())
+        .run(stream)
+        .await;
+    app.clients.remove(id);
+    if let Err(e) = res {
+        tracing::debug!(client = id, "session ended: {e}");
+    }
+    Ok(())
+}
+
+/// Session parameters a client asked for at login.
+#[derive(Debug, Default)]
+pub struct ClientLogin {
+    /// Tracked (reported) parameters, e.g. application_name, TimeZone.
+    pub reported: ParamSet,
+    /// Other settings (search_path, statement_timeout, ...), applied with set_config.
+    pub unreported: ParamSet,
+    /// Raw tenant settings found at startup (name, value), for routing.
+    pub settings: Vec<(String, String)>,
+}
+
+impl ClientLogin {
+    /// Sort startup parameters into reported/unreported settings.
+    pub fn from_params(params: &[(String, String)]) -> Result<ClientLogin, LoginError> {
+        let mut out = ClientLogin::default();
+        let add = |k: &str, v: &str, out: &mut ClientLogin| {
+            if let Some(c) = params::canonical(k) {
+                out.reported.set(c, v);
+            } else {
+                out.unreported.set(&k.to_ascii_lowercase(), v);
+            }
+        };
+        for (k, v) in params {
+            match k.as_str() {
+                "user" | "database" | "replication" => {}
+                "options" => {
+                    let opts = protocol::startup::parse_options(v)
+                        .map_err(|e| LoginError::new(sqlstate::PROTOCOL_VIOLATION, e))?;
+                    for (k, v) in opts {
+                        out.settings.push((k.clone(), v.clone()));
+                        add(&k, &v, &mut out);
+                    }
+                }
+                _ => {
+                    out.settings.push((k.clone(), v.clone()));
+                    add(k, v, &mut out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove a setting (the tenant key must never reach Postgres).
+    pub fn take_setting(&mut self, key: &str) -> Option<String> {
+        self.unreported.remove(&key.to_ascii_lowercase());
+        let pos = self
+            .settings
+            .iter()
+            .rposition(|(k, _)| k.eq_ignore_ascii_case(key))?;
+        let v = self.settings.remove(pos).1;
+        self.settings.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
+        Some(v)
+    }
+}

@@ -1,1 +1,689 @@
-//! (being written)
+//! TOML configuration: schema (serde), validation, and the live snapshot.
+//!
+//! The whole configuration is parsed into [`Config`], validated, and then published as
+//! an immutable `Arc` snapshot through [`Live`] (arc-swap). Readers on the hot path take
+//! a cheap snapshot per transaction; a reload builds a complete new snapshot and swaps it
+//! in atomically, so no reader ever sees half a config.
+
+mod duration;
+
+pub use duration::Duration;
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Pooling mode: when a server connection is returned to its pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// Server is released when the client disconnects.
+    Session,
+    /// Server is released at the end of each transaction (ReadyForQuery 'I').
+    Transaction,
+    /// Server is released after every statement; multi-statement transactions are refused.
+    Statement,
+}
+
+impl PoolMode {
+    /// The lowercase name used in the config and the console.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+            PoolMode::Statement => "statement",
+        }
+    }
+}
+
+/// How clients authenticate to shardbouncer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AuthType {
+    /// SCRAM-SHA-256 (the default).
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// MD5 challenge-response.
+    #[serde(rename = "md5")]
+    Md5,
+    /// No password check (the user must still exist in `[[users]]`).
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+/// `[listen]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// TCP address to accept clients on.
+    #[serde(default = "default_listen_addr")]
+    pub addr: String,
+}
+
+fn default_listen_addr() -> String {
+    "127.0.0.1:6432".into()
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            addr: default_listen_addr(),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Maximum simultaneous client connections; more are refused with 53300.
+    #[serde(default = "default_max_client_conn")]
+    pub max_client_conn: usize,
+    /// Largest protocol message accepted from a client (bytes); larger ones close it with 08P01.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+    /// How long SIGTERM/SIGINT waits for running transactions before exiting.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: Duration,
+}
+
+fn default_max_client_conn() -> usize {
+    10000
+}
+fn default_max_message_size() -> usize {
+    256 * 1024 * 1024
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_client_conn: default_max_client_conn(),
+            max_message_size: default_max_message_size(),
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+/// Pool settings. `[pool]` holds the defaults; each database may override any key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolOverrides {
+    /// See [`PoolSettings::mode`].
+    pub mode: Option<PoolMode>,
+    /// See [`PoolSettings::default_pool_size`].
+    pub default_pool_size: Option<usize>,
+    /// See [`PoolSettings::min_pool_size`].
+    pub min_pool_size: Option<usize>,
+    /// See [`PoolSettings::reserve_pool_size`].
+    pub reserve_pool_size: Option<usize>,
+    /// See [`PoolSettings::reserve_pool_timeout`].
+    pub reserve_pool_timeout: Option<Duration>,
+    /// See [`PoolSettings::server_connect_timeout`].
+    pub server_connect_timeout: Option<Duration>,
+    /// See [`PoolSettings::query_wait_timeout`].
+    pub query_wait_timeout: Option<Duration>,
+    /// See [`PoolSettings::idle_transaction_timeout`].
+    pub idle_transaction_timeout: Option<Duration>,
+    /// See [`PoolSettings::client_idle_timeout`].
+    pub client_idle_timeout: Option<Duration>,
+    /// See [`PoolSettings::client_login_timeout`].
+    pub client_login_timeout: Option<Duration>,
+    /// See [`PoolSettings::server_idle_timeout`].
+    pub server_idle_timeout: Option<Duration>,
+    /// See [`PoolSettings::server_lifetime`].
+    pub server_lifetime: Option<Duration>,
+    /// See [`PoolSettings::server_reset_query`].
+    pub server_reset_query: Option<String>,
+}
+
+/// Effective pool settings of one database (defaults merged with its overrides).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSettings {
+    /// transaction | session | statement.
+    pub mode: PoolMode,
+    /// Server connections per (database, user, shard).
+    pub default_pool_size: usize,
+    /// Connections kept open even when idle.
+    pub min_pool_size: usize,
+    /// Extra connections allowed once a client has waited `reserve_pool_timeout`.
+    pub reserve_pool_size: usize,
+    /// Wait before the reserve pool may be used.
+    pub reserve_pool_timeout: Duration,
+    /// How long to keep trying to reach a server before failing the client's query.
+    pub server_connect_timeout: Duration,
+    /// A client waiting longer than this for a server gets an error (0 = forever).
+    pub query_wait_timeout: Duration,
+    /// Close a client idle inside a transaction this long (0 = off).
+    pub idle_transaction_timeout: Duration,
+    /// Close a client idle outside a transaction this long (0 = off).
+    pub client_idle_timeout: Duration,
+    /// Close a client that has not finished logging in after this long.
+    pub client_login_timeout: Duration,
+    /// Close server connections idle in the pool this long (0 = off).
+    pub server_idle_timeout: Duration,
+    /// Close server connections older than this when they return to the pool (0 = off).
+    pub server_lifetime: Duration,
+    /// Query run before a server is reused by another client in session mode.
+    pub server_reset_query: String,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            mode: PoolMode::Transaction,
+            default_pool_size: 20,
+            min_pool_size: 0,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: Duration::from_secs(5),
+            server_connect_timeout: Duration::from_secs(5),
+            query_wait_timeout: Duration::from_secs(120),
+            idle_transaction_timeout: Duration::ZERO,
+            client_idle_timeout: Duration::ZERO,
+            client_login_timeout: Duration::from_secs(60),
+            server_idle_timeout: Duration::from_secs(600),
+            server_lifetime: Duration::from_secs(3600),
+            server_reset_query: "DISCARD ALL".into(),
+        }
+    }
+}
+
+impl PoolSettings {
+    /// Apply overrides on top of `self`.
+    pub fn merged(&self, o: &PoolOverrides) -> PoolSettings {
+        PoolSettings {
+            mode: o.mode.unwrap_or(self.mode),
+            default_pool_size: o.default_pool_size.unwrap_or(self.default_pool_size),
+            min_pool_size: o.min_pool_size.unwrap_or(self.min_pool_size),
+            reserve_pool_size: o.reserve_pool_size.unwrap_or(self.reserve_pool_size),
+            reserve_pool_timeout: o.reserve_pool_timeout.unwrap_or(self.reserve_pool_timeout),
+            server_connect_timeout: o
+                .server_connect_timeout
+                .unwrap_or(self.server_connect_timeout),
+            query_wait_timeout: o.query_wait_timeout.unwrap_or(self.query_wait_timeout),
+            idle_transaction_timeout: o
+                .idle_transaction_timeout
+                .unwrap_or(self.idle_transaction_timeout),
+            client_idle_timeout: o.client_idle_timeout.unwrap_or(self.client_idle_timeout),
+            client_login_timeout: o.client_login_timeout.unwrap_or(self.client_login_timeout),
+            server_idle_timeout: o.server_idle_timeout.unwrap_or(self.server_idle_timeout),
+            server_lifetime: o.server_lifetime.unwrap_or(self.server_lifetime),
+            server_reset_query: o
+                .server_reset_query
+                .clone()
+                .unwrap_or_else(|| self.server_reset_query.clone()),
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// scram-sha-256 | md5 | trust.
+    #[serde(rename = "type", default = "default_auth_type")]
+    pub kind: AuthType,
+}
+
+fn default_auth_type() -> AuthType {
+    AuthType::ScramSha256
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            kind: default_auth_type(),
+        }
+    }
+}
+
+/// One `[[users]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// The name clients log in with.
+    pub name: String,
+    /// Plaintext, a `SCRAM-SHA-256$...` verifier, or an `md5...` hash.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// One shard (a Postgres server) of a database.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shard {
+    /// Shard name, referenced by shard maps.
+    pub name: String,
+    /// Host name or IP of the server.
+    pub host: String,
+    /// TCP port of the server.
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+
+/// What to do with a statement whose tenant cannot be found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoTenant {
+    /// Refuse it with an error naming the key (fail closed).
+    Reject,
+    /// Send it to `default_shard`.
+    Default,
+}
+
+/// A place the tenant may be read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantSource {
+    /// A startup parameter, `options=-c key=v`, or a user-name suffix.
+    Startup,
+    /// A SQL comment (`/* key=v */` or sqlcommenter).
+    Comment,
+    /// `SET key = v` / `SET LOCAL key = v`.
+    Set,
+    /// A scan of the statement for `key = literal` or `key = $n`.
+    Scan,
+}
+
+/// `[databases.NAME.routing]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    /// The tenant key name.
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// Sources, in precedence order.
+    #[serde(default = "default_sources")]
+    pub sources: Vec<TenantSource>,
+    /// reject | default.
+    #[serde(default = "default_no_tenant")]
+    pub no_tenant: NoTenant,
+    /// Shard for tenant-less statements when `no_tenant = "default"`.
+    #[serde(default)]
+    pub default_shard: Option<String>,
+    /// A tenant given at connect time cannot be changed later.
+    #[serde(default)]
+    pub lock_startup_tenant: bool,
+    /// A user name `app<suffix>42` carries tenant 42 (opt-in), e.g. ".".
+    #[serde(default)]
+    pub user_suffix: Option<String>,
+    /// Shard map file; relative to the config file's directory.
+    #[serde(default)]
+    pub shard_map: Option<PathBuf>,
+}
+
+fn default_key() -> String {
+    "tenant_id".into()
+}
+fn default_sources() -> Vec<TenantSource> {
+    vec![
+        TenantSource::Startup,
+        TenantSource::Comment,
+        TenantSource::Set,
+        TenantSource::Scan,
+    ]
+}
+fn default_no_tenant() -> NoTenant {
+    NoTenant::Reject
+}
+
+/// `[databases.NAME]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "toml::Table")]
+pub struct Database {
+    /// Database name on the servers (default: the section name).
+    #[serde(default)]
+    pub dbname: Option<String>,
+    /// User toward Postgres (default: the client's own).
+    #[serde(default)]
+    pub server_user: Option<String>,
+    /// Password toward Postgres (default: the client's, when stored in plaintext).
+    #[serde(default)]
+    pub server_password: Option<String>,
+    /// The servers; one shard means a plain pooler.
+    pub shards: Vec<Shard>,
+    /// Routing settings (needed only with several shards).
+    #[serde(default)]
+    pub routing: Option<Routing>,
+    /// Maximum client connections to this database (0 = unlimited).
+    #[serde(default)]
+    pub max_db_connections: usize,
+    /// Per-database pool overrides (any `[pool]` key).
+    #[serde(flatten)]
+    pub pool: PoolOverrides,
+}
+
+/// Keys a `[databases.NAME]` table may hold besides the `[pool]` keys.
+const DATABASE_KEYS: &[&str] = &[
+    "dbname",
+    "server_user",
+    "server_password",
+    "shards",
+    "routing",
+    "max_db_connections",
+];
+/// The `[pool]` keys, which a database may override.
+const POOL_KEYS: &[&str] = &[
+    "mode",
+    "default_pool_size",
+    "min_pool_size",
+    "reserve_pool_size",
+    "reserve_pool_timeout",
+    "server_connect_timeout",
+    "query_wait_timeout",
+    "idle_transaction_timeout",
+    "client_idle_timeout",
+    "client_login_timeout",
+    "server_idle_timeout",
+    "server_lifetime",
+    "server_reset_query",
+];
+
+/// The same shape as [`Database`], deserialized after the key check.
+#[derive(Deserialize)]
+struct DatabaseRaw {
+    #[serde(default)]
+    dbname: Option<String>,
+    #[serde(default)]
+    server_user: Option<String>,
+    #[serde(default)]
+    server_password: Option<String>,
+    shards: Vec<Shard>,
+    #[serde(default)]
+    routing: Option<Routing>,
+    #[serde(default)]
+    max_db_connections: usize,
+    #[serde(flatten)]
+    pool: PoolOverrides,
+}
+
+impl TryFrom<toml::Table> for Database {
+    type Error = String;
+
+    /// serde cannot combine `deny_unknown_fields` with `flatten`, so unknown keys are
+    /// checked here by name before the typed parse.
+    fn try_from(t: toml::Table) -> Result<Self, String> {
+        if let Some(k) = t
+            .keys()
+            .find(|k| !DATABASE_KEYS.contains(&k.as_str()) && !POOL_KEYS.contains(&k.as_str()))
+        {
+            return Err(format!(
+                "unknown field `{k}`, expected one of {}",
+                DATABASE_KEYS
+                    .iter()
+                    .chain(POOL_KEYS)
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let r = DatabaseRaw::deserialize(toml::Value::Table(t)).map_err(|e| e.to_string())?;
+        Ok(Database {
+            dbname: r.dbname,
+            server_user: r.server_user,
+            server_password: r.server_password,
+            shards: r.shards,
+            routing: r.routing,
+            max_db_connections: r.max_db_connections,
+            pool: r.pool,
+        })
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Users allowed every console command.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Users allowed only SHOW commands.
+    #[serde(default)]
+    pub stats_users: Vec<String>,
+    /// Prometheus listener address (`/metrics`).
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
+}
+
+/// The complete configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[listen]`
+    #[serde(default)]
+    pub listen: Listen,
+    /// `[limits]`
+    #[serde(default)]
+    pub limits: Limits,
+    /// `[pool]` defaults.
+    #[serde(default)]
+    pub pool: PoolOverrides,
+    /// `[auth]`
+    #[serde(default)]
+    pub auth: Auth,
+    /// `[[users]]`
+    #[serde(default)]
+    pub users: Vec<User>,
+    /// `[databases.NAME]`
+    #[serde(default)]
+    pub databases: BTreeMap<String, Database>,
+    /// `[admin]`
+    #[serde(default)]
+    pub admin: Admin,
+    /// Directory of the config file: relative paths (shard maps) resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Virtual database names that reach the admin console.
+pub const ADMIN_DBS: [&str; 2] = ["pgbouncer", "shardbouncer"];
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        let mut cfg = Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        cfg.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(cfg)
+    }
+
+    /// Parse and validate config text (relative paths resolve against the current directory).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Effective pool settings of the `[pool]` section alone.
+    pub fn pool_defaults(&self) -> PoolSettings {
+        PoolSettings::default().merged(&self.pool)
+    }
+
+    /// Effective pool settings of a database.
+    pub fn pool_settings(&self, db: &Database) -> PoolSettings {
+        self.pool_defaults().merged(&db.pool)
+    }
+
+    /// Look a user up by name.
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    /// Resolve a path given in the config relative to the config file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.listen
+            .addr
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("[listen] addr {:?}: {e}", self.listen.addr))?;
+        if self.limits.max_client_conn == 0 {
+            return Err("[limits] max_client_conn must be at least 1".into());
+        }
+        if self.limits.max_message_size < 1024 {
+            return Err("[limits] max_message_size must be at least 1024".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for u in &self.users {
+            if u.name.is_empty() {
+                return Err("[[users]] entry with an empty name".into());
+            }
+            if !seen.insert(u.name.as_str()) {
+                return Err(format!("[[users]] {:?} is listed twice", u.name));
+            }
+        }
+        if let Some(a) = &self.admin.metrics_addr {
+            a.parse::<std::net::SocketAddr>()
+                .map_err(|e| format!("[admin] metrics_addr {a:?}: {e}"))?;
+        }
+        let defaults = self.pool_defaults();
+        check_pool("[pool]", &defaults)?;
+        for (name, db) in &self.databases {
+            if ADMIN_DBS.contains(&name.as_str()) {
+                return Err(format!(
+                    "[databases.{name}]: {name:?} is reserved for the admin console"
+                ));
+            }
+            if db.shards.is_empty() {
+                return Err(format!("[databases.{name}] needs at least one shard"));
+            }
+            let mut names = std::collections::HashSet::new();
+            for s in &db.shards {
+                if s.name.is_empty() || !names.insert(s.name.as_str()) {
+                    return Err(format!(
+                        "[databases.{name}] shard names must be unique and non-empty (got {:?})",
+                        s.name
+                    ));
+                }
+                if s.host.is_empty() {
+                    return Err(format!("[databases.{name}] shard {:?} has no host", s.name));
+                }
+            }
+            check_pool(&format!("[databases.{name}]"), &defaults.merged(&db.pool))?;
+            if let Some(r) = &db.routing {
+                if r.key.is_empty() || r.key.len() > 63 {
+                    return Err(format!(
+                        "[databases.{name}.routing] key must be 1..63 bytes"
+                    ));
+                }
+                if let Some(d) = &r.default_shard {
+                    if !db.shards.iter().any(|s| &s.name == d) {
+                        return Err(format!(
+                            "[databases.{name}.routing] default_shard {d:?} is not one of its shards"
+                        ));
+                    }
+                }
+                if r.no_tenant == NoTenant::Default && r.default_shard.is_none() {
+                    return Err(format!(
+                        "[databases.{name}.routing] no_tenant = \"default\" needs default_shard"
+                    ));
+                }
+                if matches!(&r.user_suffix, Some(s) if s.is_empty()) {
+                    return Err(format!(
+                        "[databases.{name}.routing] user_suffix must not be empty"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_pool(section: &str, p: &PoolSettings) -> Result<(), String> {
+    if p.default_pool_size == 0 {
+        return Err(format!("{section} default_pool_size must be at least 1"));
+    }
+    if p.min_pool_size > p.default_pool_size {
+        return Err(format!(
+            "{section} min_pool_size ({}) exceeds default_pool_size ({})",
+            p.min_pool_size, p.default_pool_size
+        ));
+    }
+    if p.server_connect_timeout.is_zero() {
+        return Err(format!("{section} server_connect_timeout must be positive"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[databases.app]
+shards = [ { name = "s0", host = "127.0.0.1", port = 5432 } ]
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MIN).unwrap();
+        assert_eq!(c.listen.addr, "127.0.0.1:6432");
+        assert_eq!(c.limits.max_client_conn, 10000);
+        let p = c.pool_settings(&c.databases["app"]);
+        assert_eq!(p.mode, PoolMode::Transaction);
+        assert_eq!(p.default_pool_size, 20);
+        assert_eq!(p.query_wait_timeout.as_std().as_secs(), 120);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("[pool]\nbogus_key = 1\n").unwrap_err();
+        assert!(e.contains("bogus_key"), "{e}");
+        let e = Config::parse(&format!("{MIN}\nfrobnicate = true\n")).unwrap_err();
+        assert!(e.contains("frobnicate"), "{e}");
+    }
+
+    #[test]
+    fn database_overrides_pool_keys() {
+        let c = Config::parse(
+            r#"
+[pool]
+default_pool_size = 7
+[databases.app]
+mode = "session"
+query_wait_timeout = "250ms"
+shards = [ { name = "s0", host = "h" } ]
+"#,
+        )
+        .unwrap();
+        let p = c.pool_settings(&c.databases["app"]);
+        assert_eq!(p.mode, PoolMode::Session);
+        assert_eq!(p.default_pool_size, 7);
+        assert_eq!(p.query_wait_timeout.as_std().as_millis(), 250);
+        assert_eq!(c.databases["app"].shards[0].port, 5432);
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_with_reason() {
+        for (text, needle) in [
+            ("[listen]\naddr = \"nope\"\n", "addr"),
+            ("[pool]\nmode = \"sometimes\"\n", "sometimes"),
+            ("[pool]\nquery_wait_timeout = \"5 parsecs\"\n", "parsecs"),
+            ("[pool]\ndefault_pool_size = 0\n", "default_pool_size"),
+            ("[databases.app]\nshards = []\n", "at least one shard"),
+            ("[databases.pgbouncer]\nshards = [ { name = \"s0\", host = \"h\" } ]\n", "reserved"),
+            (
+                "[databases.app]\nshards = [ { name = \"s0\", host = \"h\" } ]\n[databases.app.routing]\ndefault_shard = \"s9\"\n",
+                "s9",
+            ),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.contains(needle), "{text:?} gave {e:?}");
+        }
+    }
+}

@@ -1,4 +1,258 @@
-//! PostgreSQL wire protocol: framing and the few typed views we need. Pure, no I/O.
+//! PostgreSQL wire protocol: framing, startup packets, builders for the messages we
+//! originate, and typed views of the few messages we inspect. Pure, no I/O.
+//!
+//! Forwarded traffic is never re-encoded: the I/O layers find frame boundaries with
+//! [`frame_header`] and pass the bytes through untouched. Only the messages that
+//! routing or pooling must understand are looked at, through borrowed views.
 
 pub mod md5;
+pub mod messages;
 pub mod scram;
+pub mod startup;
+
+pub use messages::*;
+pub use startup::{parse_startup, StartupPacket};
+
+/// Length of a regular message header: one tag byte plus a 4-byte length.
+pub const HEADER_LEN: usize = 5;
+
+/// Why a frame is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// The length field is below 4 (it counts itself).
+    BadLength(i32),
+    /// The message is larger than the configured maximum.
+    TooLarge {
+        /// Declared total length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::BadLength(l) => write!(f, "invalid message length {l}"),
+            FrameError::TooLarge { len, max } => {
+                write!(f, "message of {len} bytes exceeds max_message_size ({max})")
+            }
+        }
+    }
+}
+
+/// Peek at a regular message header (`tag`, 4-byte length) at the start of `buf`.
+///
+/// Returns `Ok(None)` when fewer than 5 bytes are buffered, otherwise the tag and the
+/// total frame size in bytes (tag included).
+#[inline]
+pub fn frame_header(buf: &[u8], max: usize) -> Result<Option<(u8, usize)>, FrameError> {
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+    if len < 4 {
+        return Err(FrameError::BadLength(len));
+    }
+    let total = len as usize + 1;
+    if total > max {
+        return Err(FrameError::TooLarge { len: total, max });
+    }
+    Ok(Some((buf[0], total)))
+}
+
+/// Split a NUL-terminated string off the front of `b`: `(string, rest)`.
+#[inline]
+pub fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let i = memchr::memchr(0, b)?;
+    Some((&b[..i], &b[i + 1..]))
+}
+
+/// Read a big-endian i16 off the front of `b`.
+#[inline]
+pub fn get_i16(b: &[u8]) -> Option<(i16, &[u8])> {
+    let (h, t) = b.split_first_chunk::<2>()?;
+    Some((i16::from_be_bytes(*h), t))
+}
+
+/// Read a big-endian i32 off the front of `b`.
+#[inline]
+pub fn get_i32(b: &[u8]) -> Option<(i32, &[u8])> {
+    let (h, t) = b.split_first_chunk::<4>()?;
+    Some((i32::from_be_bytes(*h), t))
+}
+
+/// Read a big-endian u32 off the front of `b`.
+#[inline]
+pub fn get_u32(b: &[u8]) -> Option<(u32, &[u8])> {
+    let (h, t) = b.split_first_chunk::<4>()?;
+    Some((u32::from_be_bytes(*h), t))
+}
+
+/// Typed view of a Parse ('P') message body.
+#[derive(Debug, Clone, Copy)]
+pub struct Parse<'a> {
+    /// Prepared statement name ("" = unnamed).
+    pub name: &'a [u8],
+    /// Query text.
+    pub query: &'a [u8],
+    /// Raw parameter type OIDs (4 bytes each, big-endian).
+    pub param_types: &'a [u8],
+}
+
+impl<'a> Parse<'a> {
+    /// Parse the body (after the 5-byte header).
+    pub fn parse(body: &'a [u8]) -> Option<Parse<'a>> {
+        let (name, rest) = cstr(body)?;
+        let (query, rest) = cstr(rest)?;
+        let (n, rest) = get_i16(rest)?;
+        let n = usize::try_from(n).ok()?;
+        let param_types = rest.get(..n * 4)?;
+        Some(Parse {
+            name,
+            query,
+            param_types,
+        })
+    }
+
+    /// Type OID of parameter `i` (0-based), if declared.
+    pub fn param_type(&self, i: usize) -> Option<u32> {
+        let b = self.param_types.get(i * 4..i * 4 + 4)?;
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+/// Typed view of a Bind ('B') message body, enough to read one parameter.
+#[derive(Debug, Clone, Copy)]
+pub struct Bind<'a> {
+    /// Portal name.
+    pub portal: &'a [u8],
+    /// Statement name.
+    pub statement: &'a [u8],
+    formats: &'a [u8],
+    nformats: usize,
+    params: &'a [u8],
+    nparams: usize,
+}
+
+impl<'a> Bind<'a> {
+    /// Parse the body (after the 5-byte header).
+    pub fn parse(body: &'a [u8]) -> Option<Bind<'a>> {
+        let (portal, rest) = cstr(body)?;
+        let (statement, rest) = cstr(rest)?;
+        let (nf, rest) = get_i16(rest)?;
+        let nformats = usize::try_from(nf).ok()?;
+        let formats = rest.get(..nformats * 2)?;
+        let rest = &rest[nformats * 2..];
+        let (np, params) = get_i16(rest)?;
+        let nparams = usize::try_from(np).ok()?;
+        Some(Bind {
+            portal,
+            statement,
+            formats,
+            nformats,
+            params,
+            nparams,
+        })
+    }
+
+    /// Number of parameters.
+    pub fn param_count(&self) -> usize {
+        self.nparams
+    }
+
+    /// Format code of parameter `i` (0 text, 1 binary).
+    pub fn format(&self, i: usize) -> i16 {
+        let at = match self.nformats {
+            0 => return 0,
+            1 => 0,
+            _ => i,
+        };
+        self.formats
+            .get(at * 2..at * 2 + 2)
+            .map(|b| i16::from_be_bytes([b[0], b[1]]))
+            .unwrap_or(0)
+    }
+
+    /// Value of parameter `i` (0-based): `Some(None)` for SQL NULL, `None` if malformed.
+    pub fn param(&self, i: usize) -> Option<Option<&'a [u8]>> {
+        if i >= self.nparams {
+            return None;
+        }
+        let mut rest = self.params;
+        for k in 0..=i {
+            let (len, r) = get_i32(rest)?;
+            if len < 0 {
+                if k == i {
+                    return Some(None);
+                }
+                rest = r;
+                continue;
+            }
+            let len = len as usize;
+            let v = r.get(..len)?;
+            if k == i {
+                return Some(Some(v));
+            }
+            rest = &r[len..];
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_needs_five_bytes_and_sane_length() {
+        assert_eq!(frame_header(b"Q\0\0", 100), Ok(None));
+        assert_eq!(frame_header(b"Q\0\0\0\x08abcd", 100), Ok(Some((b'Q', 9))));
+        assert_eq!(
+            frame_header(b"Q\0\0\0\x03", 100),
+            Err(FrameError::BadLength(3))
+        );
+        assert_eq!(
+            frame_header(b"Q\xff\xff\xff\xff", 100),
+            Err(FrameError::BadLength(-1))
+        );
+        assert!(matches!(
+            frame_header(b"Q\0\0\x10\0", 100),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn bind_params_read_back() {
+        // portal "", stmt "s", 1 format (binary), 2 params: NULL, "abc"; 0 result formats
+        let mut b = Vec::new();
+        b.extend_from_slice(b"\0s\0");
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b.extend_from_slice(&2i16.to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.extend_from_slice(&3i32.to_be_bytes());
+        b.extend_from_slice(b"abc");
+        b.extend_from_slice(&0i16.to_be_bytes());
+        let bind = Bind::parse(&b).unwrap();
+        assert_eq!(bind.statement, b"s");
+        assert_eq!(bind.param_count(), 2);
+        assert_eq!(bind.param(0), Some(None));
+        assert_eq!(bind.param(1), Some(Some(&b"abc"[..])));
+        assert_eq!(bind.param(2), None);
+        assert_eq!(bind.format(1), 1);
+    }
+
+    #[test]
+    fn parse_view_reads_types() {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"\0SELECT $1\0");
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b.extend_from_slice(&20u32.to_be_bytes());
+        let p = Parse::parse(&b).unwrap();
+        assert_eq!(p.query, b"SELECT $1");
+        assert_eq!(p.param_type(0), Some(20));
+        assert_eq!(p.param_type(1), None);
+        assert!(Parse::parse(b"\0SELECT\0\0\x05").is_none());
+    }
+}

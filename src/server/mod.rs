@@ -1,1 +1,466 @@
-//! (being written)
+//! Backend (Postgres) connections: connect, authenticate, track reported parameters,
+//! bring session parameters in line with a client, and reset.
+
+pub mod params;
+
+pub use params::{ParamSet, TRACKED_PARAMS};
+
+use crate::protocol::{self, md5, scram, sqlstate, ErrorInfo};
+use bytes::{Buf, Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database name on the server.
+    pub dbname: String,
+    /// Role to log in as.
+    pub user: String,
+    /// Password (plaintext), if any.
+    pub password: Option<String>,
+}
+
+/// What it takes to cancel a query running on a server.
+#[derive(Debug, Clone, Copy)]
+pub struct CancelKey {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// Backend pid.
+    pub pid: i32,
+    /// Backend secret.
+    pub secret: i32,
+}
+
+/// Why a server connection failed.
+#[derive(Debug, Clone)]
+pub enum ServerError {
+    /// TCP-level or protocol failure; retrying may help.
+    Io(String),
+    /// The server refused us with an ErrorResponse (bad password, unknown db...).
+    Refused(ErrorInfo),
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerError::Io(s) => f.write_str(s),
+            ServerError::Refused(e) => write!(f, "{} ({})", e.message, e.code),
+        }
+    }
+}
+
+impl ServerError {
+    /// Whether trying again (within server_connect_timeout) can succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ServerError::Io(_) => true,
+            // Too many connections or the server starting up/shutting down: transient.
+            ServerError::Refused(e) => matches!(e.code.as_str(), "53300" | "57P03" | "57P01"),
+        }
+    }
+
+    /// SQLSTATE to report to a client.
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            ServerError::Io(_) => sqlstate::CANNOT_CONNECT,
+            ServerError::Refused(e) => &e.code,
+        }
+    }
+}
+
+fn io_err(e: impl std::fmt::Display) -> ServerError {
+    ServerError::Io(e.to_string())
+}
+
+/// Monotonic id source for server connections (console `ptr`/`id`).
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// One authenticated backend connection.
+pub struct ServerConn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Unread bytes already received from the server.
+    pub rbuf: BytesMut,
+    /// Process-unique id.
+    pub id: u64,
+    /// Cancel key, shared with the client that holds this server.
+    pub cancel: Arc<CancelKey>,
+    /// Parameters as reported at connect time: the server's defaults.
+    pub initial: ParamSet,
+    /// Parameters as currently set on the server.
+    pub current: ParamSet,
+    /// Settings Postgres does not report (search_path, statement_timeout, ...) that we
+    /// set on this server; a key that is absent is at the server's default.
+    pub unreported: ParamSet,
+    /// When the connection was made.
+    pub created: Instant,
+    /// When it last went back to the pool.
+    pub last_used: Instant,
+    /// Pool generation it belongs to (RECONNECT bumps the pool's).
+    pub generation: u64,
+    /// Set when the connection must not be reused.
+    pub broken: bool,
+    /// Local address of the socket (console).
+    pub local_addr: Option<SocketAddr>,
+}
+
+impl ServerConn {
+    /// Connect and log in. One attempt; the pool retries within `server_connect_timeout`.
+    pub async fn connect(target: &Target, timeout: Duration) -> Result<ServerConn, ServerError> {
+        match tokio::time::timeout(timeout, Self::connect_inner(target)).await {
+            Ok(r) => r,
+            Err(_) => Err(ServerError::Io(format!(
+                "timed out connecting to {}:{}",
+                target.host, target.port
+            ))),
+        }
+    }
+
+    async fn connect_inner(t: &Target) -> Result<ServerConn, ServerError> {
+        let stream = TcpStream::connect((t.host.as_str(), t.port))
+            .await
+            .map_err(|e| {
+                ServerError::Io(format!("cannot connect to {}:{}: {e}", t.host, t.port))
+            })?;
+        stream.set_nodelay(true).map_err(io_err)?;
+        let addr = stream.peer_addr().map_err(io_err)?;
+        let local_addr = stream.local_addr().ok();
+        let mut conn = ServerConn {
+            stream,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            cancel: Arc::new(CancelKey {
+                addr,
+                pid: 0,
+                secret: 0,
+            }),
+            initial: ParamSet::default(),
+            current: ParamSet::default(),
+            unreported: ParamSet::default(),
+            created: Instant::now(),
+            last_used: Instant::now(),
+            generation: 0,
+            broken: false,
+            local_addr,
+        };
+        let mut out = BytesMut::new();
+        protocol::startup_message(&mut out, &[("user", &t.user), ("database", &t.dbname)]);
+        conn.stream.write_all(&out).await.map_err(io_err)?;
+        let mut scram_client: Option<scram::ScramClient> = None;
+        let (mut pid, mut secret) = (0, 0);
+        loop {
+            let (tag, body) = conn.read_message().await?;
+            match tag {
+                b'R' => {
+                    let mut b = &body[..];
+                    if b.len() < 4 {
+                        return Err(io_err("short authentication message"));
+                    }
+                    let code = b.get_i32();
+                    out.clear();
+                    match code {
+                        0 => {}
+                        3 => {
+                            let pw = need_password(t)?;
+                            let mut d = pw.as_bytes().to_vec();
+                            d.push(0);
+                            protocol::password_message(&mut out, &d);
+                        }
+                        5 => {
+                            let pw = need_password(t)?;
+                            let salt: [u8; 4] = b
+                                .get(..4)
+                                .and_then(|s| s.try_into().ok())
+                                .ok_or_else(|| io_err("short md5 salt"))?;
+                            let resp = if pw.starts_with("md5") && pw.len() == 35 {
+                                md5::md5_salted_from_hash(pw, salt)
+                                    .ok_or_else(|| io_err("invalid md5 hash"))?
+                            } else {
+                                md5::md5_salted_from_password(&t.user, pw, salt)
+                            };
+                            let mut d = resp.into_bytes();
+                            d.push(0);
+                            protocol::password_message(&mut out, &d);
+                        }
+                        10 => {
+                            // Mechanisms list: we speak SCRAM-SHA-256 without channel binding.
+                            let offered = b.split(|&c| c == 0).any(|m| m == b"SCRAM-SHA-256");
+                            if !offered {
+                                return Err(io_err(
+                                    "server offered no SASL mechanism we support (need SCRAM-SHA-256)",
+                                ));
+                            }
+                            let pw = need_password(t)?;
+                            let c = scram::ScramClient::new(pw, scram::generate_nonce());
+                            protocol::sasl_initial_response(
+                                &mut out,
+                                "SCRAM-SHA-256",
+                                &c.client_first(),
+                            );
+                            scram_client = Some(c);
+                        }
+                        11 => {
+                            let c = scram_client
+                                .as_mut()
+                                .ok_or_else(|| io_err("unexpected SASLContinue"))?;
+                            let fin = c
+                                .handle_server_first(b)
+                                .map_err(|e| io_err(format!("SCRAM: {e}")))?;
+                            protocol::password_message(&mut out, &fin);
+                        }
+                        12 => {
+                            let c = scram_client
+                                .as_ref()
+                                .ok_or_else(|| io_err("unexpected SASLFinal"))?;
+                            c.verify_server_final(b)
+                                .map_err(|e| io_err(format!("SCRAM: server signature: {e}")))?;
+                        }
+                        other => {
+                            return Err(io_err(format!(
+                                "unsupported authentication request {other} from server"
+                            )))
+                        }
+                    }
+                    if !out.is_empty() {
+                        conn.stream.write_all(&out).await.map_err(io_err)?;
+                    }
+                }
+                b'S' => {
+                    if let Some((k, v)) = params::parse_parameter_status(&body) {
+                        conn.initial.set(k, v);
+                    }
+                }
+                b'K' => {
+                    let mut b = &body[..];
+                    if b.len() >= 8 {
+                        pid = b.get_i32();
+                        secret = b.get_i32();
+                    }
+                }
+                b'E' => return Err(ServerError::Refused(protocol::parse_error(&body))),
+                b'Z' => break,
+                // NoticeResponse, NegotiateProtocolVersion: nothing to do.
+                _ => {}
+            }
+        }
+        conn.cancel = Arc::new(CancelKey {
+            addr: conn.cancel.addr,
+            pid,
+            secret,
+        });
+        conn.current = conn.initial.clone();
+        Ok(conn)
+    }
+
+    /// Read one whole message (login and maintenance paths only; the forwarding path
+    /// scans frames in place instead).
+    pub async fn read_message(&mut self) -> Result<(u8, Bytes), ServerError> {
+        loop {
+            if let Some((tag, len)) = protocol::frame_header(&self.rbuf, 1 << 30).map_err(io_err)? {
+                if self.rbuf.len() >= len {
+                    let mut frame = self.rbuf.split_to(len);
+                    frame.advance(5);
+                    return Ok((tag, frame.freeze()));
+                }
+                self.rbuf.reserve(len - self.rbuf.len());
+            }
+            let n = self.stream.read_buf(&mut self.rbuf).await.map_err(io_err)?;
+            if n == 0 {
+                return Err(io_err("server closed the connection"));
+            }
+        }
+    }
+
+    /// Run a simple query whose results are internal; returns the first row's values.
+    /// ParameterStatus updates are tracked.
+    pub async fn internal_row(&mut self, sql: &str) -> Result<Vec<Option<String>>, ServerError> {
+        let mut out = BytesMut::new();
+        protocol::query(&mut out, sql);
+        self.stream.write_all(&out).await.map_err(io_err)?;
+        let mut first: Option<Vec<Option<String>>> = None;
+        let mut err = None;
+        loop {
+            let (tag, body) = self.read_message().await?;
+            match tag {
+                b'D' if first.is_none() => first = Some(decode_data_row(&body)),
+                b'S' => self.track_parameter_status(&body),
+                b'E' => err = Some(protocol::parse_error(&body)),
+                b'Z' => {
+                    if body.first() != Some(&b'I') {
+                        self.broken = true;
+                    }
+                    break;
+                }
+                _ => {}
+            }
+        }
+        match err {
+            Some(e) => Err(ServerError::Refused(e)),
+            None => Ok(first.unwrap_or_default()),
+        }
+    }
+
+    /// Record a ParameterStatus body the server sent.
+    pub fn track_parameter_status(&mut self, body: &[u8]) {
+        if let Some((k, v)) = params::parse_parameter_status(body) {
+            self.current.set(k, v);
+        }
+    }
+
+    /// Build the statement that makes this server's session settings match a client's:
+    /// `want` holds reported parameters the client set (absent = the server default),
+    /// `want_unreported` the other settings it set. Returns `None` when nothing differs,
+    /// which is the common case.
+    pub fn sync_statement(&self, want: &ParamSet, want_unreported: &ParamSet) -> Option<String> {
+        let mut sql = String::new();
+        for &key in TRACKED_PARAMS {
+            let desired = want.get(key).or_else(|| self.initial.get(key));
+            let Some(desired) = desired else { continue };
+            if self.current.get(key) != Some(desired) {
+                push_set_config(&mut sql, key, desired);
+            }
+        }
+        for (k, v) in want_unreported.iter() {
+            if self.unreported.get(k) != Some(v) {
+                push_set_config(&mut sql, k, v);
+            }
+        }
+        for (k, _) in self.unreported.iter() {
+            if want_unreported.get(k).is_none() && is_plain_name(k) {
+                if !sql.is_empty() {
+                    sql.push(';');
+                }
+                sql.push_str("RESET ");
+                sql.push_str(k);
+            }
+        }
+        (!sql.is_empty()).then_some(sql)
+    }
+
+    /// Note that a statement from [`sync_statement`](Self::sync_statement) was sent.
+    pub fn assume_synced(&mut self, want_unreported: &ParamSet) {
+        if self.unreported != *want_unreported {
+            self.unreported = want_unreported.clone();
+        }
+    }
+
+    /// Close politely (Terminate), ignoring errors.
+    pub async fn terminate(mut self) {
+        let mut out = BytesMut::new();
+        protocol::terminate(&mut out);
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.stream.write_all(&out)).await;
+    }
+
+    /// True if the server has sent something (or closed) while idle: such a connection
+    /// is not safe to hand out. Uses tokio's cached readiness, so it costs no syscall
+    /// when nothing arrived.
+    pub fn has_unexpected_input(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        match self.stream.try_read(&mut probe) {
+            Ok(_) => true, // data or EOF
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(_) => true,
+        }
+    }
+}
+
+/// Decode a DataRow body into text values.
+pub fn decode_data_row(body: &[u8]) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    let Some((n, mut rest)) = protocol::get_i16(body) else {
+        return out;
+    };
+    for _ in 0..n.max(0) {
+        let Some((len, r)) = protocol::get_i32(rest) else {
+            break;
+        };
+        if len < 0 {
+            out.push(None);
+            rest = r;
+            continue;
+        }
+        let Some(v) = r.get(..len as usize) else {
+            break;
+        };
+        out.push(Some(String::from_utf8_lossy(v).into_owned()));
+        rest = &r[len as usize..];
+    }
+    out
+}
+
+/// A setting name safe to splice into `RESET name`.
+fn is_plain_name(k: &str) -> bool {
+    !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+}
+
+fn push_set_config(sql: &mut String, key: &str, value: &str) {
+    if sql.is_empty() {
+        sql.push_str("SELECT ");
+    } else if sql.ends_with(')') {
+        sql.push(',');
+    } else {
+        sql.push_str(";SELECT ");
+    }
+    sql.push_str("pg_catalog.set_config(");
+    push_literal(sql, key);
+    sql.push(',');
+    push_literal(sql, value);
+    sql.push_str(",false)");
+}
+
+/// Append a standard-conforming SQL string literal.
+pub fn push_literal(sql: &mut String, v: &str) {
+    sql.push('\'');
+    for c in v.chars() {
+        if c == '\'' {
+            sql.push('\'');
+        }
+        if c != '\0' {
+            sql.push(c);
+        }
+    }
+    sql.push('\'');
+}
+
+fn need_password(t: &Target) -> Result<&str, ServerError> {
+    t.password.as_deref().ok_or_else(|| {
+        ServerError::Refused(ErrorInfo {
+            severity: "FATAL".into(),
+            code: sqlstate::INVALID_PASSWORD.into(),
+            message: format!(
+                "server asked for a password for user {:?} but none is configured (set server_password)",
+                t.user
+            ),
+        })
+    })
+}
+
+/// Send a CancelRequest for `key` on a fresh connection.
+pub async fn send_cancel(key: CancelKey) {
+    let mut out = BytesMut::new();
+    protocol::cancel_request(&mut out, key.pid, key.secret);
+    let fut = async {
+        let mut s = TcpStream::connect(key.addr).await?;
+        s.write_all(&out).await?;
+        // Postgres closes the socket once processed; wait for that so the cancel is delivered.
+        let mut b = [0u8; 1];
+        let _ = s.read(&mut b).await;
+        Ok::<_, std::io::Error>(())
+    };
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(5), fut).await {
+        tracing::warn!("cancel request to {} timed out: {e}", key.addr);
+    }
+}

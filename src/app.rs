@@ -1,0 +1,291 @@
+//! Process-wide state: the live configuration snapshot, the pools, and the registry of
+//! connected clients. Shared by every task as `Arc<App>`.
+
+use crate::config::{Config, Database, PoolSettings};
+use crate::pool::{Pool, PoolKey, Pools};
+use crate::server::{CancelKey, Target};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tokio::sync::Notify;
+
+/// Everything a client needs about one configured database, precomputed at load time.
+pub struct DbRuntime {
+    /// Name clients connect to.
+    pub name: String,
+    /// The config section.
+    pub cfg: Database,
+    /// Effective pool settings.
+    pub settings: PoolSettings,
+}
+
+impl DbRuntime {
+    /// Server-side database name.
+    pub fn dbname(&self) -> &str {
+        self.cfg.dbname.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Index of a shard by name.
+    pub fn shard_index(&self, name: &str) -> Option<usize> {
+        self.cfg.shards.iter().position(|s| s.name == name)
+    }
+}
+
+/// An immutable, validated configuration generation.
+pub struct Snapshot {
+    /// The parsed config.
+    pub config: Config,
+    /// Databases by name.
+    pub dbs: HashMap<String, Arc<DbRuntime>>,
+    /// Monotonic reload counter.
+    pub generation: u64,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+}
+
+impl Snapshot {
+    /// Build a snapshot from a validated config.
+    pub fn build(config: Config, generation: u64) -> Result<Snapshot, String> {
+        let mut dbs = HashMap::new();
+        for (name, db) in &config.databases {
+            let settings = config.pool_settings(db);
+            dbs.insert(
+                name.clone(),
+                Arc::new(DbRuntime {
+                    name: name.clone(),
+                    cfg: db.clone(),
+                    settings,
+                }),
+            );
+        }
+        Ok(Snapshot {
+            config,
+            dbs,
+            generation,
+            loaded_at: SystemTime::now(),
+        })
+    }
+}
+
+/// What the registry knows about a connected client (console and cancel).
+pub struct ClientHandle {
+    /// Process-unique id (also the BackendKeyData pid we hand out).
+    pub id: i32,
+    /// BackendKeyData secret.
+    pub secret: i32,
+    /// Cancel key of the server it is attached to right now, if any.
+    pub server: ArcSwapOption<CancelKey>,
+    /// Client user and database, for the console.
+    pub user: String,
+    /// Database name.
+    pub database: String,
+    /// Peer address.
+    pub addr: Option<std::net::SocketAddr>,
+    /// Set by KILL / KILL_CLIENT / shutdown: the session ends at the next opportunity.
+    pub kill: Notify,
+    /// Whether `kill` was fired (checked when the notify raced).
+    pub killed: AtomicBool,
+    /// When the client connected.
+    pub connect_time: SystemTime,
+}
+
+/// Registry of logged-in clients, by id.
+#[derive(Default)]
+pub struct Clients {
+    map: Mutex<HashMap<i32, Arc<ClientHandle>>>,
+}
+
+impl Clients {
+    /// Register a client.
+    pub fn insert(&self, h: Arc<ClientHandle>) {
+        self.map.lock().unwrap().insert(h.id, h);
+    }
+
+    /// Unregister.
+    pub fn remove(&self, id: i32) {
+        self.map.lock().unwrap().remove(&id);
+    }
+
+    /// Find by BackendKeyData; the secret must match.
+    pub fn find_for_cancel(&self, pid: i32, secret: i32) -> Option<Arc<ClientHandle>> {
+        let m = self.map.lock().unwrap();
+        m.get(&pid).filter(|h| h.secret == secret).cloned()
+    }
+
+    /// All clients, by id.
+    pub fn all(&self) -> Vec<Arc<ClientHandle>> {
+        let m = self.map.lock().unwrap();
+        let mut v: Vec<_> = m.values().cloned().collect();
+        v.sort_by_key(|h| h.id);
+        v
+    }
+}
+
+impl ClientHandle {
+    /// Ask the client's session to end.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.kill.notify_waiters();
+        self.kill.notify_one();
+    }
+}
+
+/// The process.
+pub struct App {
+    /// Live configuration.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Where the config was read from (for reloads).
+    pub config_path: Option<PathBuf>,
+    /// Server pools.
+    pub pools: Pools,
+    /// Logged-in clients.
+    pub clients: Clients,
+    /// Connected client sockets (including those logging in), for max_client_conn.
+    pub client_count: AtomicUsize,
+    /// Clients attached to a server right now (shutdown waits for these).
+    pub active_transactions: AtomicUsize,
+    /// Fired when `active_transactions` drops, so shutdown can wait on an event.
+    pub tx_done: Notify,
+    /// Set once shutdown begins: sessions end at their next idle point.
+    pub shutting_down: AtomicBool,
+    /// Wakes idle sessions when shutdown begins.
+    pub shutdown: Notify,
+    next_client_id: AtomicU64,
+    generation: AtomicU64,
+    reload_lock: Mutex<()>,
+}
+
+impl App {
+    /// Create the process state from a validated config.
+    pub fn new(config: Config, config_path: Option<PathBuf>) -> Result<Arc<App>, String> {
+        let snap = Snapshot::build(config, 1)?;
+        Ok(Arc::new(App {
+            snapshot: ArcSwap::from_pointee(snap),
+            config_path,
+            pools: Pools::default(),
+            clients: Clients::default(),
+            client_count: AtomicUsize::new(0),
+            active_transactions: AtomicUsize::new(0),
+            tx_done: Notify::new(),
+            shutting_down: AtomicBool::new(false),
+            shutdown: Notify::new(),
+            next_client_id: AtomicU64::new(1),
+            generation: AtomicU64::new(1),
+            reload_lock: Mutex::new(()),
+        }))
+    }
+
+    /// Next client id (positive i32, wraps well before overflow).
+    pub fn next_client_id(&self) -> i32 {
+        (self.next_client_id.fetch_add(1, Ordering::Relaxed) % (i32::MAX as u64 - 1)) as i32 + 1
+    }
+
+    /// The pool for (database, user, shard), created on first use.
+    pub fn pool(
+        &self,
+        db: &DbRuntime,
+        user: &str,
+        shard: usize,
+        password: Option<&str>,
+    ) -> Arc<Pool> {
+        let shard_cfg = &db.cfg.shards[shard];
+        let key = PoolKey {
+            database: db.name.clone(),
+            user: user.to_string(),
+            shard: shard_cfg.name.clone(),
+        };
+        self.pools.get_or_create(&key, || {
+            (
+                self::target_for(db, shard, user, password),
+                db.settings.clone(),
+            )
+        })
+    }
+
+    /// Re-read the config file and swap it in; on any error the old config stays.
+    /// Returns a description of what changed.
+    pub fn reload(&self) -> Result<String, String> {
+        let _g = self.reload_lock.lock().unwrap();
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or("no config file to reload")?;
+        let config = Config::load(path)?;
+        let old = self.snapshot.load_full();
+        let mut notes = Vec::new();
+        if config.listen.addr != old.config.listen.addr {
+            notes.push(format!(
+                "[listen] addr changed to {} but needs a restart; still listening on {}",
+                config.listen.addr, old.config.listen.addr
+            ));
+        }
+        if config.admin.metrics_addr != old.config.admin.metrics_addr {
+            notes.push("[admin] metrics_addr change needs a restart".to_string());
+        }
+        let gen = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let snap = Snapshot::build(config, gen)?;
+        // Existing pools: apply new targets/settings; drop pools of removed databases/shards.
+        for pool in self.pools.all() {
+            let Some(db) = snap.dbs.get(&pool.key.database) else {
+                continue;
+            };
+            let Some(idx) = db.shard_index(&pool.key.shard) else {
+                continue;
+            };
+            let pw = snap
+                .config
+                .user(&pool.key.user)
+                .and_then(|u| u.password.as_deref());
+            pool.update(target_for(db, idx, &pool.key.user, pw), db.settings.clone());
+        }
+        self.pools.retain(|k| {
+            snap.dbs
+                .get(&k.database)
+                .is_some_and(|db| db.shard_index(&k.shard).is_some())
+        });
+        self.snapshot.store(Arc::new(snap));
+        for n in &notes {
+            tracing::warn!("{n}");
+        }
+        Ok(if notes.is_empty() {
+            format!("configuration reloaded (generation {gen})")
+        } else {
+            format!(
+                "configuration reloaded (generation {gen}); {}",
+                notes.join("; ")
+            )
+        })
+    }
+
+    /// Called when a client detaches from a server.
+    pub fn transaction_finished(&self) {
+        self.active_transactions.fetch_sub(1, Ordering::AcqRel);
+        self.tx_done.notify_waiters();
+    }
+}
+
+/// Connection target for a shard as a given client user.
+pub fn target_for(db: &DbRuntime, shard: usize, user: &str, password: Option<&str>) -> Target {
+    let s = &db.cfg.shards[shard];
+    let server_user = db
+        .cfg
+        .server_user
+        .clone()
+        .unwrap_or_else(|| user.to_string());
+    // A client's own password is usable toward Postgres only in plaintext form.
+    let password = db.cfg.server_password.clone().or_else(|| {
+        password
+            .filter(|p| !p.starts_with("SCRAM-SHA-256$"))
+            .map(str::to_owned)
+    });
+    Target {
+        host: s.host.clone(),
+        port: s.port,
+        dbname: db.dbname().to_string(),
+        user: server_user,
+        password,
+    }
+}

@@ -1,0 +1,95 @@
+//! A queue of outbound byte chunks written with vectored I/O.
+//!
+//! Forwarded frames are split off the read buffer as `Bytes` (reference counted, no
+//! copy) and queued here; one `write_vectored` sends many of them in a single syscall.
+
+use bytes::{Buf, Bytes};
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// Pending outbound chunks.
+#[derive(Default)]
+pub struct OutQueue {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl OutQueue {
+    /// Queue a chunk.
+    #[inline]
+    pub fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.len += b.len();
+            self.chunks.push_back(b);
+        }
+    }
+
+    /// Bytes queued.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Nothing queued.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Write what the socket takes in one call; returns bytes written (0 = closed).
+    pub async fn write_some<W: AsyncWrite + Unpin>(&self, w: &mut W) -> std::io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); 32];
+        let mut n = 0;
+        for (slot, c) in slices.iter_mut().zip(self.chunks.iter()) {
+            *slot = IoSlice::new(c);
+            n += 1;
+        }
+        w.write_vectored(&slices[..n]).await
+    }
+
+    /// Drop `n` written bytes from the front.
+    pub fn advance(&mut self, mut n: usize) {
+        self.len -= n.min(self.len);
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            if front.len() <= n {
+                n -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+
+    /// Write everything (used outside the event loop, e.g. at login and exit).
+    pub async fn flush_all<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<()> {
+        while let Some(c) = self.chunks.pop_front() {
+            w.write_all(&c).await?;
+        }
+        self.len = 0;
+        w.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advance_across_chunks() {
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"abc"));
+        q.push(Bytes::from_static(b""));
+        q.push(Bytes::from_static(b"defg"));
+        assert_eq!(q.len(), 7);
+        q.advance(4);
+        assert_eq!(q.len(), 3);
+        assert_eq!(&q.chunks[0][..], b"efg");
+        q.advance(3);
+        assert!(q.is_empty());
+    }
+}

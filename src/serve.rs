@@ -1,0 +1,110 @@
+//! The process main loop: accept clients, run pool maintenance, handle signals.
+
+use crate::app::App;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Run until SIGINT/SIGTERM (or a console SHUTDOWN) and the graceful drain finish.
+pub async fn run(app: Arc<App>) -> Result<(), String> {
+    let snap = app.snapshot.load_full();
+    let addr = snap.config.listen.addr.clone();
+    let listener = bind(&addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tracing::info!("listening on {addr}");
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    tokio::spawn(maintenance(app.clone()));
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    tokio::spawn(crate::client::serve(app.clone(), stream));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = hup.recv() => match app.reload() {
+                Ok(msg) => tracing::info!("SIGHUP: {msg}"),
+                Err(e) => tracing::error!("SIGHUP: reload rejected, keeping the old configuration: {e}"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = app.shutdown.notified(), if app.shutting_down.load(Ordering::Acquire) => break,
+        }
+        if app.shutting_down.load(Ordering::Acquire) {
+            break;
+        }
+    }
+    drop(listener);
+    shutdown(&app).await;
+    Ok(())
+}
+
+fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    TcpListener::from_std(sock.into())
+}
+
+/// Stop accepting, let running transactions finish (bounded), then return.
+pub async fn shutdown(app: &Arc<App>) {
+    tracing::info!("shutting down: waiting for running transactions");
+    app.shutting_down.store(true, Ordering::Release);
+    app.shutdown.notify_waiters();
+    let limit = app.snapshot.load().config.limits.shutdown_timeout.as_std();
+    let wait = async {
+        loop {
+            let done = app.tx_done.notified();
+            if app.active_transactions.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            done.await;
+        }
+    };
+    if tokio::time::timeout(limit, wait).await.is_err() {
+        tracing::warn!(
+            "shutdown_timeout reached with {} transactions still running",
+            app.active_transactions.load(Ordering::Acquire)
+        );
+    }
+    // Idle clients were told at the shutdown notification; give their writes a moment
+    // to leave by closing every pool's servers.
+    for p in app.pools.all() {
+        p.close_all();
+    }
+    tracing::info!("shutdown complete");
+}
+
+/// Once a second: expire idle servers and keep min_pool_size warm in every pool that
+/// exists (pools are created by the first client of a (database, user, shard), as in
+/// PgBouncer).
+async fn maintenance(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if app.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        for p in app.pools.all() {
+            let p = p.clone();
+            tokio::spawn(async move { p.maintain().await });
+        }
+    }
+}
