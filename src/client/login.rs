@@ -92,7 +92,12 @@ pub async fn read_startup(s: &mut ClientStream) -> Result<Option<Startup>, Login
                     .collect();
                 if minor > 0 || !unsupported.is_empty() {
                     let mut out = BytesMut::new();
-                    protocol::negotiate_protocol_version(&mut out, 0, &unsupported);
+                    // Postgres sends the full newest version code (3.0), not just the minor.
+                    protocol::negotiate_protocol_version(
+                        &mut out,
+                        protocol::startup::PROTOCOL_3_0,
+                        &unsupported,
+                    );
                     s.write_all(&out).await.map_err(|e| {
                         LoginError::new(sqlstate::PROTOCOL_VIOLATION, e.to_string())
                     })?;

@@ -564,6 +564,20 @@ impl Session {
                 b'Z' => {
                     let status = rest.get(5).copied().unwrap_or(b'I');
                     self.pending_rfq = self.pending_rfq.saturating_sub(1);
+                    if !swallowing && self.mode == PoolMode::Statement && status != b'I' {
+                        // Refuse before the client sees ReadyForQuery: the server is
+                        // inside a transaction block and cannot be shared.
+                        if pos > 0 {
+                            let chunk = rbuf.split_to(pos).freeze();
+                            self.to_client.push(chunk);
+                        }
+                        att.co.conn.broken = true;
+                        self.emit_fatal(
+                            sqlstate::FEATURE_NOT_SUPPORTED,
+                            "transaction blocks not allowed in statement pooling mode",
+                        );
+                        return Err("transaction in statement mode".into());
+                    }
                     if swallowing {
                         self.swallow_rfq -= 1;
                     } else {
@@ -635,13 +649,6 @@ impl Session {
         }
         match self.mode {
             PoolMode::Session => Ok(()),
-            PoolMode::Statement if self.tx_status != b'I' => {
-                self.emit_fatal(
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    "transaction blocks not allowed in statement pooling mode",
-                );
-                Err("transaction in statement mode".into())
-            }
             _ if self.tx_status != b'I' => Ok(()),
             _ => {
                 self.release().await;
@@ -703,7 +710,8 @@ impl Session {
 
     /// The client is gone: return the server only if it is clean, else close it.
     async fn detach_on_exit(&mut self) {
-        let clean = self.pending_rfq == 0
+        let clean = self.server.as_ref().is_some_and(|a| !a.co.conn.broken)
+            && self.pending_rfq == 0
             && !self.ext_open
             && self.tx_status == b'I'
             && self.s_stream_left == 0

@@ -161,10 +161,11 @@ pub fn empty_query(buf: &mut BytesMut) {
     finish(buf, at);
 }
 
-/// NegotiateProtocolVersion: newest minor we support and the options we ignored.
-pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: i32, unsupported: &[&str]) {
+/// NegotiateProtocolVersion: newest version we support (full code, as Postgres sends)
+/// and the options we ignored.
+pub fn negotiate_protocol_version(buf: &mut BytesMut, version: i32, unsupported: &[&str]) {
     let at = begin(buf, b'v');
-    buf.put_i32(minor);
+    buf.put_i32(version);
     buf.put_i32(unsupported.len() as i32);
     for o in unsupported {
         put_cstr(buf, o.as_bytes());

@@ -1,0 +1,950 @@
+//! Core pooler behaviour through real drivers against real Postgres (issue: core pooler).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use support::{basic_config, Bouncer, PgCluster};
+use tokio_postgres::error::SqlState;
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no code: {e}"))
+}
+
+/// The server's (or pooler's) message text; tokio-postgres' Display only says "db error".
+fn msg(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
+async fn port_of(c: &tokio_postgres::Client) -> String {
+    c.query_one("SELECT current_setting('port')", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Count server connections of role `app` on a cluster (excluding this query's).
+fn app_backends(pg: &PgCluster) -> usize {
+    pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend'",
+    )
+    .parse()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_and_extended_queries_pass_through() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(&[&pg], ""));
+    let c = b.connect("app", "secret", "app").await;
+    assert_eq!(port_of(&c).await, pg.port.to_string());
+    // Extended protocol with parameters (tokio-postgres prepares unnamed/named statements).
+    let row = c
+        .query_one("SELECT $1::int + $2::int", &[&40i32, &2i32])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+    // Simple protocol, multi-statement.
+    let msgs = c.simple_query("SELECT 1; SELECT 'two'").await.unwrap();
+    let rows: Vec<_> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap().to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows, vec!["1", "two"]);
+    // Errors come back and the connection stays usable.
+    let e = c
+        .simple_query("SELECT * FROM no_such_table")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::UNDEFINED_TABLE));
+    assert_eq!(
+        c.query_one("SELECT 7", &[]).await.unwrap().get::<_, i32>(0),
+        7
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_works_and_sslmode_require_is_refused() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(&[&pg], ""));
+    let out = b.psql("app", "secret", "app", "SELECT 40 + 2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    // sslmode=require: we answer the SSLRequest with 'N', so psql must refuse to go on.
+    let out = std::process::Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} user=app password=secret dbname=app sslmode=require",
+            b.port
+        ))
+        .args(["-X", "-c", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SSL"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_database_user_and_wrong_password_are_refused() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(&[&pg], ""));
+    let e = tokio_postgres::connect(&b.conn_str("app", "secret", "nope"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("unknown database must fail");
+    assert_eq!(code(&e), "3D000");
+    let e = tokio_postgres::connect(&b.conn_str("app", "wrong", "app"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("wrong password must fail");
+    assert_eq!(code(&e), "28P01");
+    let e = tokio_postgres::connect(&b.conn_str("mallory", "x", "app"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("unknown user must fail");
+    assert_eq!(code(&e), "28P01");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_auth_md5_and_trust_and_scram_verifier() {
+    let pg = PgCluster::start();
+    // md5 with a stored md5 hash; the server side keeps using the plaintext server_password.
+    let cfg = basic_config(&[&pg], "")
+        .replace("type = \"scram-sha-256\"", "type = \"md5\"")
+        .replace(
+            "name = \"app\"\npassword = \"secret\"\n",
+            &format!(
+                "name = \"app\"\npassword = \"{}\"\n",
+                shardbouncer::protocol::md5::md5_password_hash("app", "secret")
+            ),
+        );
+    let b = Bouncer::start(&cfg);
+    let c = b.connect("app", "secret", "app").await;
+    assert_eq!(port_of(&c).await, pg.port.to_string());
+    assert!(
+        tokio_postgres::connect(&b.conn_str("app", "bad", "app"), tokio_postgres::NoTls)
+            .await
+            .is_err()
+    );
+    drop(b);
+
+    // SCRAM against a stored verifier (no plaintext in the config for the client side).
+    let v = shardbouncer::protocol::scram::ScramVerifier::from_password(
+        "secret",
+        b"0123456789abcdef",
+        4096,
+    )
+    .to_string_form();
+    let cfg = basic_config(&[&pg], "").replace(
+        "name = \"app\"\npassword = \"secret\"\n",
+        &format!("name = \"app\"\npassword = \"{v}\"\n"),
+    );
+    let b = Bouncer::start(&cfg);
+    let c = b.connect("app", "secret", "app").await;
+    assert_eq!(port_of(&c).await, pg.port.to_string());
+    drop(b);
+
+    // trust: any password is accepted for a configured user.
+    let cfg = basic_config(&[&pg], "").replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    let c = b.connect("app", "whatever", "app").await;
+    assert_eq!(port_of(&c).await, pg.port.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_auth_methods_scram_md5_cleartext_trust() {
+    let pg = PgCluster::start();
+    for (user, pw) in [
+        ("app", "secret"),
+        ("md5user", "md5pass"),
+        ("plainuser", "plainpass"),
+        ("trustuser", ""),
+    ] {
+        let cfg = format!(
+            "[listen]\naddr = \"127.0.0.1:{{PORT}}\"\n[auth]\ntype = \"trust\"\n[[users]]\nname = \"u\"\n\
+             [databases.app]\nserver_user = \"{user}\"\n{}\
+             shards = [ {{ name = \"s0\", host = \"127.0.0.1\", port = {} }} ]\n",
+            if pw.is_empty() { String::new() } else { format!("server_password = \"{pw}\"\n") },
+            pg.port
+        );
+        let b = Bouncer::start(&cfg);
+        let c = b.connect("u", "", "app").await;
+        let who: String = c
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(who, user);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_client_conn_refuses_with_53300() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "").replace("[pool]", "[limits]\nmax_client_conn = 2\n[pool]");
+    let b = Bouncer::start(&cfg);
+    let _c1 = b.connect("app", "secret", "app").await;
+    let _c2 = b.connect("app", "secret", "app").await;
+    let e = tokio_postgres::connect(&b.conn_str("app", "secret", "app"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("third client must be refused");
+    assert_eq!(code(&e), "53300");
+    assert!(msg(&e).contains("max_client_conn"), "{}", msg(&e));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_share_a_small_pool() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(&[&pg], "default_pool_size = 3\n"));
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        clients.push(b.connect("app", "secret", "app").await);
+    }
+    let mut tasks = Vec::new();
+    for (i, c) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for j in 0..10 {
+                let tx = c.simple_query("BEGIN").await.unwrap();
+                drop(tx);
+                let v: i32 = c
+                    .query_one("SELECT $1::int", &[&((i * 100 + j) as i32)])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(v, (i * 100 + j) as i32);
+                c.simple_query("COMMIT").await.unwrap();
+            }
+            c
+        }));
+    }
+    let mut clients = Vec::new();
+    for t in tasks {
+        clients.push(t.await.unwrap());
+    }
+    assert!(
+        app_backends(&pg) <= 3,
+        "pool of 3 opened {} servers",
+        app_backends(&pg)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_pool_size_is_kept_warm() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(
+        &[&pg],
+        "default_pool_size = 5\nmin_pool_size = 3\n",
+    ));
+    // The pool exists once a client has used it; maintenance then fills it to 3.
+    let c = b.connect("app", "secret", "app").await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while app_backends(&pg) < 3 {
+        assert!(Instant::now() < deadline, "min_pool_size never reached");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(app_backends(&pg), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_holds_its_server_until_commit() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(
+        &[&pg],
+        "default_pool_size = 1\nquery_wait_timeout = \"1s\"\n",
+    ));
+    let a = b.connect("app", "secret", "app").await;
+    let other = b.connect("app", "secret", "app").await;
+    a.simple_query("BEGIN").await.unwrap();
+    let pid_a: i32 = a
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The only server is pinned to `a`: `other` waits, then times out with an error.
+    let e = other.simple_query("SELECT 1").await.unwrap_err();
+    assert!(msg(&e).contains("query_wait_timeout"), "{}", msg(&e));
+    let pid_a2: i32 = a
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pid_a, pid_a2, "a transaction must stay on one server");
+    a.simple_query("COMMIT").await.unwrap();
+    // Released: the other client gets the same (only) server now.
+    let pid_o: i32 = other
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pid_o, pid_a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_and_statement_modes() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(
+        &[&pg],
+        "mode = \"session\"\ndefault_pool_size = 2\n",
+    ));
+    let c1 = b.connect("app", "secret", "app").await;
+    let c2 = b.connect("app", "secret", "app").await;
+    let p1: i32 = c1
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let p2: i32 = c2
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(p1, p2);
+    // Session mode: session state (a temp table) survives between transactions.
+    c1.simple_query("CREATE TEMP TABLE t(x int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let n: i64 = c1
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    drop(b);
+
+    let b = Bouncer::start(&basic_config(&[&pg], "mode = \"statement\"\n"));
+    let c = b.connect("app", "secret", "app").await;
+    assert_eq!(
+        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
+    let e = c.simple_query("BEGIN").await.unwrap_err();
+    assert!(msg(&e).contains("statement pooling mode"), "{}", msg(&e));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out_and_notices() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(&[&pg], ""));
+    let c = b.connect("app", "secret", "app").await;
+    c.simple_query("CREATE TABLE IF NOT EXISTS copy_t (id int, name text); TRUNCATE copy_t")
+        .await
+        .unwrap();
+    let data: String = (1..=5000).map(|i| format!("{i}\tname{i}\n")).collect();
+    let mut child = std::process::Command::new("psql")
+        .arg(b.conn_str("app", "secret", "app"))
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "COPY copy_t FROM STDIN",
+        ])
+        .output_with_stdin(data.as_bytes());
+    assert!(
+        child.status.success(),
+        "{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM copy_t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 5000);
+    child = std::process::Command::new("psql")
+        .arg(b.conn_str("app", "secret", "app"))
+        .args([
+            "-X",
+            "-q",
+            "-c",
+            "COPY (SELECT * FROM copy_t ORDER BY id) TO STDOUT",
+        ])
+        .output_with_stdin(b"");
+    assert!(child.status.success());
+    assert_eq!(String::from_utf8_lossy(&child.stdout), data);
+    // Notices pass through (psql prints them on stderr).
+    let out = b.psql(
+        "app",
+        "secret",
+        "app",
+        "DO $$ BEGIN RAISE NOTICE 'hello from server'; END $$",
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hello from server"));
+}
+
+/// Small helper so tests can feed stdin to a command.
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output;
+}
+
+impl OutputWithStdin for std::process::Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output {
+        let mut child = self
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_result_streams_through() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(&[&pg], ""));
+    let c = b.connect("app", "secret", "app").await;
+    // ~100 MB in 1 KB rows, plus one single 20 MB value.
+    let row = c
+        .query_one(
+            "SELECT sum(length(x))::int8 FROM (SELECT repeat('x', 1024) AS x FROM generate_series(1, 100000)) s",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1024 * 100000);
+    let mut total = 0usize;
+    let mut rows = 0usize;
+    for m in c
+        .simple_query("SELECT repeat('x', 1024) FROM generate_series(1, 100000)")
+        .await
+        .unwrap()
+    {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            total += r.get(0).unwrap().len();
+            rows += 1;
+        }
+    }
+    assert_eq!(rows, 100000);
+    assert_eq!(total, 1024 * 100000);
+    let big: String = c
+        .query_one("SELECT repeat('y', 20 * 1024 * 1024)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(big.len(), 20 * 1024 * 1024);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_parameters_follow_the_client_and_do_not_leak() {
+    let pg = PgCluster::start();
+    // Pool of 2 so the two clients' transactions are spread over both servers.
+    let b = Bouncer::start(&basic_config(&[&pg], "default_pool_size = 2\n"));
+    let setter = b.connect("app", "secret", "app").await;
+    let other = b.connect("app", "secret", "app").await;
+    setter
+        .simple_query("SET TimeZone = 'Asia/Tokyo'; SET application_name = 'setter'; SET search_path = myschema, public; SET DateStyle = 'German'")
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        // Hold one server in a transaction so the setter is forced onto the other one
+        // on alternate rounds.
+        other.simple_query("BEGIN").await.unwrap();
+        let s = setter
+            .query_one(
+                "SELECT current_setting('TimeZone'), current_setting('application_name'), current_setting('search_path'), current_setting('DateStyle')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(s.get::<_, String>(0), "Asia/Tokyo");
+        assert_eq!(s.get::<_, String>(1), "setter");
+        assert_eq!(s.get::<_, String>(2), "myschema, public");
+        assert_eq!(s.get::<_, String>(3), "German, DMY");
+        let o = other
+            .query_one(
+                "SELECT current_setting('TimeZone'), current_setting('application_name'), current_setting('search_path')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_ne!(o.get::<_, String>(0), "Asia/Tokyo");
+        assert_ne!(o.get::<_, String>(1), "setter");
+        assert_ne!(o.get::<_, String>(2), "myschema, public");
+        other.simple_query("COMMIT").await.unwrap();
+    }
+    // Startup parameters follow too (application_name and options=-c).
+    let cs = format!(
+        "{} application_name=fromstartup options='-c statement_timeout=1234'",
+        b.conn_str("app", "secret", "app")
+    );
+    let (c3, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..4 {
+        other.simple_query("BEGIN").await.unwrap();
+        let r = c3
+            .query_one(
+                "SELECT current_setting('application_name'), current_setting('statement_timeout')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.get::<_, String>(0), "fromstartup");
+        assert_eq!(r.get::<_, String>(1), "1234ms");
+        let r = other
+            .query_one("SELECT current_setting('statement_timeout')", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.get::<_, String>(0), "0");
+        other.simple_query("COMMIT").await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_only_the_right_query() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(&[&pg], ""));
+    let victim = b.connect("app", "secret", "app").await;
+    let bystander = b.connect("app", "secret", "app").await;
+    let token = victim.cancel_token();
+    let slow = tokio::spawn(async move {
+        let started = Instant::now();
+        let r = victim.simple_query("SELECT pg_sleep(30)").await;
+        (r, started.elapsed(), victim)
+    });
+    let bystander_slow = tokio::spawn(async move {
+        let r = bystander.simple_query("SELECT pg_sleep(1.5), 'done'").await;
+        (r, bystander)
+    });
+    // Wait until the victim's query is actually running on a server.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'") != "1" {
+        assert!(Instant::now() < deadline, "query never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (r, took, victim) = slow.await.unwrap();
+    let e = r.unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::QUERY_CANCELED));
+    assert!(took < Duration::from_secs(10));
+    // The bystander's query was not cancelled.
+    let (r, _b) = bystander_slow.await.unwrap();
+    assert!(r.is_ok(), "bystander was affected: {r:?}");
+    // And the victim's connection is still usable.
+    assert_eq!(
+        victim
+            .query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_vanishing_mid_transaction_never_returns_a_dirty_server() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(&[&pg], "default_pool_size = 1\n"));
+    {
+        let c = b.connect("app", "secret", "app").await;
+        c.simple_query("CREATE TABLE IF NOT EXISTS dirty(x int)")
+            .await
+            .unwrap();
+        c.simple_query("BEGIN; INSERT INTO dirty VALUES (1)")
+            .await
+            .unwrap();
+        // Dropped here: the socket closes with the transaction open.
+    }
+    let c = b.connect("app", "secret", "app").await;
+    // If the server came back dirty we'd still be in that transaction and see the row.
+    // Simple protocol: a fresh implicit transaction has now() = statement_timestamp().
+    let r = c
+        .simple_query("SELECT now() = statement_timestamp()")
+        .await
+        .unwrap();
+    let fresh = r.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap().to_string()),
+        _ => None,
+    });
+    assert_eq!(
+        fresh.as_deref(),
+        Some("t"),
+        "got a server still inside the dead client's transaction"
+    );
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM dirty", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the dead client's insert must have been rolled back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_backend_errors_one_client_and_is_replaced() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(&[&pg], "default_pool_size = 2\n"));
+    let victim = b.connect("app", "secret", "app").await;
+    let other = b.connect("app", "secret", "app").await;
+    victim.simple_query("BEGIN").await.unwrap();
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    pg.psql("postgres", &format!("SELECT pg_terminate_backend({pid})"));
+    assert!(victim.simple_query("SELECT 1").await.is_err());
+    // Other clients see nothing, and the pool replaces the dead server.
+    for _ in 0..5 {
+        assert_eq!(
+            other
+                .query_one("SELECT 1", &[])
+                .await
+                .unwrap()
+                .get::<_, i32>(0),
+            1
+        );
+    }
+    // An idle pooled server killed between transactions is skipped, not handed out.
+    let pid2: i32 = other
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    pg.psql("postgres", &format!("SELECT pg_terminate_backend({pid2})"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pg.psql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid2}"),
+    ) != "0"
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(
+            other
+                .query_one("SELECT 1", &[])
+                .await
+                .unwrap()
+                .get::<_, i32>(0),
+            1
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_shard_errors_after_connect_timeout_and_recovers() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(&[&pg], "server_connect_timeout = \"1s\"\n"));
+    let c = b.connect("app", "secret", "app").await;
+    c.simple_query("SELECT 1").await.unwrap();
+    pg.stop();
+    let t = Instant::now();
+    let e = c.simple_query("SELECT 1").await.unwrap_err();
+    let took = t.elapsed();
+    assert!(
+        msg(&e).contains("s0"),
+        "error should name the shard: {}",
+        msg(&e)
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    pg.restart();
+    // Service resumes by itself on the same client connection.
+    assert_eq!(
+        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_without_dropping_clients() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "default_pool_size = 1\n");
+    let b = Bouncer::start(&cfg);
+    let c = b.connect("app", "secret", "app").await;
+    c.simple_query("SELECT 1").await.unwrap();
+    // Add a second database name for the same server, and grow the pool.
+    let cfg2 = format!(
+        "{}\n[databases.app2]\ndbname = \"app\"\nserver_user = \"app\"\nserver_password = \"secret\"\nshards = [ {{ name = \"s0\", host = \"127.0.0.1\", port = {} }} ]\n",
+        cfg.replace("default_pool_size = 1", "default_pool_size = 4"),
+        pg.port
+    );
+    b.write_config(&cfg2);
+    b.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let c2 = loop {
+        match tokio_postgres::connect(&b.conn_str("app", "secret", "app2"), tokio_postgres::NoTls)
+            .await
+        {
+            Ok((c2, conn)) => {
+                tokio::spawn(conn);
+                break c2;
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "reload never applied: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(
+        c2.query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+    // The first client was not dropped.
+    assert_eq!(
+        c.query_one("SELECT 2", &[]).await.unwrap().get::<_, i32>(0),
+        2
+    );
+    // A broken config is rejected and the old one stays.
+    b.write_config("this is [not toml");
+    b.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.log().contains("reload rejected") {
+        assert!(
+            Instant::now() < deadline,
+            "no rejection logged:\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        c2.query_one("SELECT 3", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_running_transactions_finish() {
+    let pg = PgCluster::start();
+    let mut b = Bouncer::start(&basic_config(&[&pg], ""));
+    let c = b.connect("app", "secret", "app").await;
+    c.simple_query("BEGIN").await.unwrap();
+    let running = tokio::spawn(async move {
+        let r = c.simple_query("SELECT pg_sleep(1); COMMIT").await;
+        (r, c)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1)%' AND state = 'active'") != "1" {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.signal(libc::SIGTERM);
+    let (r, _c) = running.await.unwrap();
+    assert!(r.is_ok(), "running transaction must complete: {r:?}");
+    let status = b
+        .wait_exit(Duration::from_secs(20))
+        .expect("process must exit");
+    assert!(status.success(), "{status:?}");
+    // New connections are refused once it has exited.
+    assert!(TcpStream::connect(("127.0.0.1", b.port)).is_err());
+}
+
+/// Write a raw startup packet for `user`/`database` (trust auth) and read until ReadyForQuery.
+fn raw_login(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut body = 196608i32.to_be_bytes().to_vec();
+    for kv in ["user", "app", "database", "app"] {
+        body.extend_from_slice(kv.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut pkt = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    pkt.extend_from_slice(&body);
+    s.write_all(&pkt).unwrap();
+    loop {
+        let (tag, _) = read_msg(&mut s).expect("login");
+        if tag == b'Z' {
+            break;
+        }
+    }
+    s
+}
+
+fn read_msg(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut hdr = [0u8; 5];
+    s.read_exact(&mut hdr).ok()?;
+    let len = i32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize;
+    let mut body = vec![0u8; len - 4];
+    s.read_exact(&mut body).ok()?;
+    Some((hdr[0], body))
+}
+
+fn error_code(body: &[u8]) -> String {
+    let info = shardbouncer::protocol::parse_error(body);
+    info.code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_get_08p01_and_a_closed_socket() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"")
+        .replace("[pool]", "[limits]\nmax_message_size = 65536\n[pool]");
+    let b = Bouncer::start(&cfg);
+    let cases: Vec<Vec<u8>> = vec![
+        b"Q\x00\x00\x00\x02".to_vec(),    // length below 4
+        b"Q\xff\xff\xff\xf0".to_vec(),    // negative length
+        b"Q\x00\x10\x00\x00".to_vec(),    // 1 MiB > max_message_size
+        b"\x01\x00\x00\x00\x04".to_vec(), // unknown message type
+    ];
+    for bad in cases {
+        let mut s = raw_login(b.port);
+        s.write_all(&bad).unwrap();
+        let (tag, body) = read_msg(&mut s).expect("an ErrorResponse before close");
+        assert_eq!(tag, b'E');
+        assert_eq!(error_code(&body), "08P01", "for {bad:?}");
+        // Then the socket is closed.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+    // A garbage startup packet is refused with 08P01 too.
+    let mut s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"\x00\x00\x00\x08\x00\x09\x00\x00").unwrap();
+    let (tag, body) = read_msg(&mut s).unwrap();
+    assert_eq!(tag, b'E');
+    assert_eq!(error_code(&body), "08P01");
+    // The pooler is still fine.
+    let c = b.connect("app", "", "app").await;
+    assert_eq!(
+        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_and_gss_requests_get_n_and_minor_versions_are_negotiated() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "").replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    for code in [80877103i32, 80877104] {
+        let mut s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut p = 8i32.to_be_bytes().to_vec();
+        p.extend_from_slice(&code.to_be_bytes());
+        s.write_all(&p).unwrap();
+        let mut r = [0u8; 1];
+        s.read_exact(&mut r).unwrap();
+        assert_eq!(&r, b"N");
+    }
+    // Protocol 3.2 with a _pq_ option: NegotiateProtocolVersion(3.0, [option]) then login.
+    let mut s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut body = (196608i32 + 2).to_be_bytes().to_vec();
+    for kv in ["user", "app", "database", "app", "_pq_.fancy", "1"] {
+        body.extend_from_slice(kv.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut pkt = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    pkt.extend_from_slice(&body);
+    s.write_all(&pkt).unwrap();
+    let (tag, body) = read_msg(&mut s).unwrap();
+    assert_eq!(tag, b'v');
+    assert_eq!(i32::from_be_bytes(body[0..4].try_into().unwrap()), 196608);
+    assert_eq!(i32::from_be_bytes(body[4..8].try_into().unwrap()), 1);
+    assert_eq!(&body[8..], b"_pq_.fancy\0");
+    let mut saw_ready = false;
+    while let Some((tag, _)) = read_msg(&mut s) {
+        if tag == b'Z' {
+            saw_ready = true;
+            break;
+        }
+    }
+    assert!(saw_ready);
+}
+
+#[test]
+fn check_flag_validates_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[databases.app]\nshards = [ { name = \"s0\", host = \"127.0.0.1\" } ]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardbouncer"))
+        .args(["--check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[pool]\ndefault_pool_sise = 3\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardbouncer"))
+        .args(["--check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("default_pool_sise"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardbouncer"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn pgbench_through_a_pool_of_five() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(&[&pg], "default_pool_size = 5\n"));
+    let conn = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new("pgbench");
+        cmd.env("PGPASSWORD", "secret")
+            .args(["-h", "127.0.0.1", "-p", &b.port.to_string(), "-U", "app"])
+            .args(extra)
+            .arg("app");
+        cmd.output().unwrap()
+    };
+    let init = conn(&["-i", "-q", "-s", "1"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    for mode in ["simple", "extended"] {
+        let out = conn(&["-c", "50", "-j", "2", "-t", "40", "-S", "-M", mode]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("number of failed transactions: 0 (0.000%)"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("number of transactions actually processed: 2000/2000"),
+            "{stdout}"
+        );
+    }
+    assert!(app_backends(&pg) <= 5);
+}
