@@ -1,1 +1,1870 @@
-//! (being written)
+//! Allocation-free SQL tenant scanner.
+//!
+//! Given one simple-query string (or a Parse message's query) and the name of
+//! the routing key (default `tenant_id`), find what the statement says about
+//! the tenant: a `SET key = ...` / `RESET key`, a lone `BEGIN`, a routing
+//! comment (`/* tenant_id=42 */`, sqlcommenter `/*tenant_id='42'*/`), or an
+//! equality predicate / INSERT value in the SQL itself.
+//!
+//! Design constraints, and why:
+//! * **No allocation, linear time, never panics**: this runs on every query
+//!   and on attacker-controlled bytes. The lexer is a cursor over `&[u8]`;
+//!   lookahead clones the cursor (a `usize`) and is bounded, except for the
+//!   INSERT value walk which is guarded so it runs at most once per byte.
+//! * **Fail closed**: a wrong route is a data leak, so anything we do not
+//!   understand exactly (`tenant_id = 5 + 1`, `NOT tenant_id = 5`,
+//!   `tenant_id IN (1, 2)`, casts that could change the value, unterminated
+//!   literals, ...) yields *no* tenant rather than a guess.
+//! * **Lex like Postgres**: string literals (`'..'`, `E'..'`, `U&'..'`),
+//!   dollar quotes, quoted identifiers and nested comments are skipped with
+//!   Postgres' own rules, so `SELECT 'tenant_id = 5'` names no tenant. We
+//!   assume `standard_conforming_strings = on` (the default since 9.1).
+
+use super::key::{KeyBuilder, TenantKey};
+use memchr::{memchr, memchr2, memmem};
+use std::fmt;
+use std::ops::ControlFlow;
+
+/// Where the tenant of a transaction came from (for logs and the admin
+/// console).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// The startup packet (user name / options).
+    Startup,
+    /// A routing comment in the statement.
+    Comment,
+    /// A `SET key = ...` earlier in the session.
+    Set,
+    /// A predicate or INSERT value found by scanning the SQL.
+    Scan,
+    /// The database's configured default tenant.
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Startup => "startup",
+            Source::Comment => "comment",
+            Source::Set => "set",
+            Source::Scan => "scan",
+            Source::Default => "default",
+        })
+    }
+}
+
+/// What one statement (simple-query text or a Parse's query string) says about routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Statement<'a> {
+    /// `SET [SESSION | LOCAL] key = value` or `SET key TO value`, alone.
+    /// `value` is the raw token; decode it with [`TenantToken::to_key`].
+    SetTenant {
+        /// `SET LOCAL`: the tenant lasts until the end of the transaction.
+        local: bool,
+        /// The value as written.
+        value: TenantToken<'a>,
+    },
+    /// `RESET key`, or `SET key TO DEFAULT` / `= DEFAULT` (also with LOCAL).
+    ResetTenant,
+    /// BEGIN / START TRANSACTION / BEGIN TRANSACTION/WORK with optional
+    /// isolation/read only modes, alone (nothing else in the text but
+    /// comments, whitespace, ';'). A BEGIN carrying a routing comment is
+    /// reported as [`Statement::Other`] instead, so the comment is not lost.
+    Begin,
+    /// Anything else, with the first tenant found in it. The caller should
+    /// prefer `comment` over `scan`.
+    Other {
+        /// First tenant named in a routing comment.
+        comment: Option<TenantToken<'a>>,
+        /// First tenant found by scanning predicates / INSERT values.
+        scan: Option<TenantToken<'a>>,
+    },
+}
+
+/// A tenant value as it appears in the SQL text, not yet decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantToken<'a> {
+    /// Unquoted literal or number, e.g. 42 or -7, taken verbatim.
+    Bare(&'a [u8]),
+    /// Contents of a '...' literal, still escaped ('' doubled), or E'...' (backslash escapes)
+    Quoted {
+        /// Bytes between the quotes.
+        raw: &'a [u8],
+        /// `E'...'`: backslash escapes apply.
+        escape: bool,
+    },
+    /// sqlcommenter value: URL-encoded, \' escaped
+    UrlEncoded(&'a [u8]),
+    /// $n placeholder (1-based) — value comes from the Bind message
+    Param(u16),
+    /// Unquoted identifier used as a SET value (`SET tenant_id = acme`);
+    /// Postgres folds it to lower case, and so does [`TenantToken::to_key`].
+    Ident(&'a [u8]),
+    /// Double-quoted identifier used as a SET value (`SET tenant_id =
+    /// "Acme"`): case preserved, `""` doubled.
+    QuotedIdent(&'a [u8]),
+}
+
+impl TenantToken<'_> {
+    /// Decode into a TenantKey (unescape '' / E'' backslashes / %XX / \').
+    /// None if invalid or too long, and always None for [`TenantToken::Param`]
+    /// (its value is in the Bind message).
+    pub fn to_key(&self) -> Option<TenantKey> {
+        match *self {
+            TenantToken::Bare(b) => TenantKey::new(b),
+            TenantToken::Ident(b) => {
+                // Postgres' downcase_identifier folds only ASCII in UTF-8
+                // databases.
+                let mut k = KeyBuilder::new();
+                for &c in b {
+                    k.push(c.to_ascii_lowercase())?;
+                }
+                k.finish()
+            }
+            TenantToken::QuotedIdent(b) => undouble(b, b'"'),
+            TenantToken::Quoted { raw, escape: false } => undouble(raw, b'\''),
+            TenantToken::Quoted { raw, escape: true } => decode_estring(raw),
+            TenantToken::UrlEncoded(raw) => decode_url(raw),
+            TenantToken::Param(_) => None,
+        }
+    }
+}
+
+fn undouble(raw: &[u8], q: u8) -> Option<TenantKey> {
+    let mut k = KeyBuilder::new();
+    let mut i = 0;
+    while i < raw.len() {
+        let c = raw[i];
+        k.push(c)?;
+        // The lexer guarantees quotes come in pairs inside the body.
+        i += if c == q && raw.get(i + 1) == Some(&q) {
+            2
+        } else {
+            1
+        };
+    }
+    k.finish()
+}
+
+fn hex_val(c: u8) -> Option<u32> {
+    (c as char).to_digit(16)
+}
+
+/// Reads exactly `n` hex digits at `raw[i..]`.
+fn hex_n(raw: &[u8], i: usize, n: usize) -> Option<u32> {
+    let digits = raw.get(i..i.checked_add(n)?)?;
+    digits
+        .iter()
+        .try_fold(0u32, |acc, &c| Some(acc * 16 + hex_val(c)?))
+}
+
+/// Decodes the body of an `E'...'` literal with Postgres' escape rules.
+fn decode_estring(raw: &[u8]) -> Option<TenantKey> {
+    let mut k = KeyBuilder::new();
+    let mut i = 0;
+    while i < raw.len() {
+        let c = raw[i];
+        if c == b'\'' {
+            // Doubled quote.
+            k.push(b'\'')?;
+            i += 2;
+            continue;
+        }
+        if c != b'\\' {
+            k.push(c)?;
+            i += 1;
+            continue;
+        }
+        let e = *raw.get(i + 1)?;
+        i += 2;
+        match e {
+            b'b' => k.push(0x08)?,
+            b'f' => k.push(0x0c)?,
+            b'n' => k.push(b'\n')?,
+            b'r' => k.push(b'\r')?,
+            b't' => k.push(b'\t')?,
+            b'0'..=b'7' => {
+                let mut v = (e - b'0') as u32;
+                let mut n = 1;
+                while n < 3 {
+                    match raw.get(i) {
+                        Some(&d @ b'0'..=b'7') => {
+                            v = v * 8 + (d - b'0') as u32;
+                            i += 1;
+                            n += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                k.push(v as u8)?; // Postgres truncates to one byte too.
+            }
+            b'x' if raw.get(i).and_then(|&c| hex_val(c)).is_some() => {
+                let mut v = hex_val(raw[i])?;
+                i += 1;
+                if let Some(d) = raw.get(i).and_then(|&c| hex_val(c)) {
+                    v = v * 16 + d;
+                    i += 1;
+                }
+                k.push(v as u8)?;
+            }
+            b'u' | b'U' => {
+                let n = if e == b'u' { 4 } else { 8 };
+                let mut cp = hex_n(raw, i, n)?;
+                i += n;
+                if (0xD800..0xDC00).contains(&cp) {
+                    // High surrogate: Postgres requires a low surrogate next.
+                    if raw.get(i) != Some(&b'\\') {
+                        return None;
+                    }
+                    let n2 = match raw.get(i + 1) {
+                        Some(b'u') => 4,
+                        Some(b'U') => 8,
+                        _ => return None,
+                    };
+                    let lo = hex_n(raw, i + 2, n2)?;
+                    if !(0xDC00..0xE000).contains(&lo) {
+                        return None;
+                    }
+                    i += 2 + n2;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                }
+                k.push_char(char::from_u32(cp)?)?;
+            }
+            other => k.push(other)?,
+        }
+    }
+    k.finish()
+}
+
+/// Decodes a sqlcommenter value: `%XX` escapes and `\'`.
+fn decode_url(raw: &[u8]) -> Option<TenantKey> {
+    let mut k = KeyBuilder::new();
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'%' => {
+                let v = hex_n(raw, i + 1, 2)?;
+                k.push(v as u8)?;
+                i += 3;
+            }
+            b'\\' if raw.get(i + 1) == Some(&b'\'') => {
+                k.push(b'\'')?;
+                i += 2;
+            }
+            c => {
+                k.push(c)?;
+                i += 1;
+            }
+        }
+    }
+    k.finish()
+}
+
+// ---------------------------------------------------------------------------
+// Lexer
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum K {
+    Ident,
+    QIdent,
+    /// `'...'`, `N'...'` (escape false) or `E'...'` (escape true).
+    Str {
+        escape: bool,
+    },
+    Dollar,
+    /// Other literals we never route on: B'..', X'..', U&'..', U&"..".
+    Lit,
+    /// Digits only.
+    Int,
+    /// Decimal / exponent / malformed number.
+    Num,
+    Param(u16),
+    Op,
+    LParen,
+    RParen,
+    LBrack,
+    RBrack,
+    Comma,
+    Semi,
+    Dot,
+    Colon,
+    Cast,
+    Comment,
+    /// Anything else, including unterminated literals.
+    Other,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tok {
+    k: K,
+    /// Token span.
+    s: usize,
+    e: usize,
+    /// Body span (inside quotes / comment delimiters).
+    bs: usize,
+    be: usize,
+}
+
+#[inline]
+fn is_ident_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
+}
+
+#[inline]
+fn is_ident_cont(c: u8) -> bool {
+    is_ident_start(c) || c.is_ascii_digit() || c == b'$'
+}
+
+#[inline]
+fn is_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+#[inline]
+fn is_op_char(c: u8) -> bool {
+    matches!(
+        c,
+        b'+' | b'-'
+            | b'*'
+            | b'/'
+            | b'<'
+            | b'>'
+            | b'='
+            | b'~'
+            | b'!'
+            | b'@'
+            | b'#'
+            | b'%'
+            | b'^'
+            | b'&'
+            | b'|'
+            | b'`'
+            | b'?'
+    )
+}
+
+#[derive(Clone, Copy)]
+struct Lexer<'a> {
+    s: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(s: &'a [u8]) -> Self {
+        Lexer { s, pos: 0 }
+    }
+
+    #[inline]
+    fn at(&self, i: usize) -> u8 {
+        self.s.get(i).copied().unwrap_or(0)
+    }
+
+    fn tok(&mut self, k: K, s: usize, e: usize) -> Tok {
+        self.pos = e;
+        Tok {
+            k,
+            s,
+            e,
+            bs: s,
+            be: e,
+        }
+    }
+
+    fn body(&mut self, k: K, s: usize, e: usize, bs: usize, be: usize) -> Tok {
+        self.pos = e;
+        Tok { k, s, e, bs, be }
+    }
+
+    /// Finds the end of a quoted run starting at `i` (just after the opening
+    /// quote `q`). Returns (index of closing quote, index after it). Doubled
+    /// quotes continue the run; with `backslash`, `\x` skips x.
+    fn quoted_end(&self, mut i: usize, q: u8, backslash: bool) -> Option<(usize, usize)> {
+        let s = self.s;
+        loop {
+            let rest = s.get(i..)?;
+            let off = if backslash {
+                memchr2(q, b'\\', rest)?
+            } else {
+                memchr(q, rest)?
+            };
+            let j = i + off;
+            if s[j] == b'\\' {
+                i = j + 2;
+                continue;
+            }
+            if s.get(j + 1) == Some(&q) {
+                i = j + 2;
+                continue;
+            }
+            return Some((j, j + 1));
+        }
+    }
+
+    fn string(&mut self, s: usize, open: usize, k: K, backslash: bool, q: u8) -> Tok {
+        match self.quoted_end(open + 1, q, backslash) {
+            Some((close, end)) => self.body(k, s, end, open + 1, close),
+            // Unterminated: Postgres would reject the statement; swallow the
+            // rest so nothing inside can be mistaken for SQL.
+            None => self.tok(K::Other, s, self.s.len()),
+        }
+    }
+
+    /// Next token including comments; `None` at end of input.
+    fn next_raw(&mut self) -> Option<Tok> {
+        let b = self.s;
+        let mut i = self.pos;
+        while i < b.len() && is_space(b[i]) {
+            i += 1;
+        }
+        let c = *b.get(i)?;
+        let n1 = self.at(i + 1);
+        let s = i;
+        Some(match c {
+            b'-' if n1 == b'-' => {
+                let end = memchr(b'\n', &b[i..]).map_or(b.len(), |o| i + o);
+                self.body(K::Comment, s, end, s + 2, end)
+            }
+            b'/' if n1 == b'*' => {
+                let mut depth = 1usize;
+                let mut j = i + 2;
+                loop {
+                    match memchr2(b'*', b'/', &b[j.min(b.len())..]) {
+                        None => break self.body(K::Comment, s, b.len(), s + 2, b.len()),
+                        Some(o) => {
+                            let p = j + o;
+                            let nx = self.at(p + 1);
+                            if b[p] == b'/' && nx == b'*' {
+                                depth += 1;
+                                j = p + 2;
+                            } else if b[p] == b'*' && nx == b'/' {
+                                depth -= 1;
+                                j = p + 2;
+                                if depth == 0 {
+                                    break self.body(K::Comment, s, j, s + 2, p);
+                                }
+                            } else {
+                                j = p + 1;
+                            }
+                        }
+                    }
+                }
+            }
+            b'\'' => self.string(s, s, K::Str { escape: false }, false, b'\''),
+            b'"' => self.string(s, s, K::QIdent, false, b'"'),
+            b'$' => {
+                if n1.is_ascii_digit() {
+                    let mut j = i + 1;
+                    let mut v: u32 = 0;
+                    while j < b.len() && b[j].is_ascii_digit() {
+                        v = v.saturating_mul(10).saturating_add((b[j] - b'0') as u32);
+                        j += 1;
+                    }
+                    if j < b.len() && is_ident_cont(b[j]) || v == 0 || v > u16::MAX as u32 {
+                        // Trailing junk or out-of-range parameter number.
+                        self.tok(K::Other, s, j)
+                    } else {
+                        self.tok(K::Param(v as u16), s, j)
+                    }
+                } else {
+                    // Dollar quote $tag$...$tag$; tag chars exclude '$'.
+                    let mut j = i + 1;
+                    while j < b.len() && is_ident_cont(b[j]) && b[j] != b'$' {
+                        j += 1;
+                    }
+                    if self.at(j) == b'$' {
+                        let tag = &b[s..=j];
+                        match memmem::find(&b[j + 1..], tag) {
+                            Some(o) => {
+                                let close = j + 1 + o;
+                                self.body(K::Dollar, s, close + tag.len(), j + 1, close)
+                            }
+                            None => self.tok(K::Other, s, b.len()),
+                        }
+                    } else {
+                        self.tok(K::Other, s, i + 1)
+                    }
+                }
+            }
+            b'0'..=b'9' => self.number(s),
+            b'.' if n1.is_ascii_digit() => self.number(s),
+            b'.' => self.tok(K::Dot, s, s + 1),
+            b'(' => self.tok(K::LParen, s, s + 1),
+            b')' => self.tok(K::RParen, s, s + 1),
+            b'[' => self.tok(K::LBrack, s, s + 1),
+            b']' => self.tok(K::RBrack, s, s + 1),
+            b',' => self.tok(K::Comma, s, s + 1),
+            b';' => self.tok(K::Semi, s, s + 1),
+            b':' if n1 == b':' => self.tok(K::Cast, s, s + 2),
+            b':' => self.tok(K::Colon, s, s + 1),
+            c if is_ident_start(c) => {
+                let mut j = i + 1;
+                while j < b.len() && is_ident_cont(b[j]) {
+                    j += 1;
+                }
+                let nx = self.at(j);
+                if j == i + 1 {
+                    match (c.to_ascii_lowercase(), nx) {
+                        (b'e', b'\'') => {
+                            return Some(self.string(s, j, K::Str { escape: true }, true, b'\''))
+                        }
+                        (b'n', b'\'') => {
+                            return Some(self.string(s, j, K::Str { escape: false }, false, b'\''))
+                        }
+                        (b'b' | b'x', b'\'') => {
+                            return Some(self.string(s, j, K::Lit, false, b'\''))
+                        }
+                        (b'u', b'&') => match self.at(j + 1) {
+                            b'\'' => return Some(self.string(s, j + 1, K::Lit, false, b'\'')),
+                            b'"' => return Some(self.string(s, j + 1, K::Lit, false, b'"')),
+                            _ => {}
+                        },
+                        _ => {}
+                    }
+                }
+                self.tok(K::Ident, s, j)
+            }
+            c if is_op_char(c) => {
+                let mut j = i;
+                while j < b.len() && is_op_char(b[j]) {
+                    // A comment start ends the operator.
+                    if j > i
+                        && ((b[j] == b'-' && self.at(j + 1) == b'-')
+                            || (b[j] == b'/' && self.at(j + 1) == b'*'))
+                    {
+                        break;
+                    }
+                    j += 1;
+                }
+                // Postgres: a multi-char operator may not end in + or -
+                // unless it contains one of ~ ! @ # % ^ & | ` ?, so "=-7"
+                // lexes as "=" "-" "7".
+                if j - i > 1 && !b[i..j].iter().any(|c| b"~!@#%^&|`?".contains(c)) {
+                    while j - i > 1 && matches!(b[j - 1], b'+' | b'-') {
+                        j -= 1;
+                    }
+                }
+                self.tok(K::Op, s, j)
+            }
+            _ => self.tok(K::Other, s, s + 1),
+        })
+    }
+
+    fn number(&mut self, s: usize) -> Tok {
+        let b = self.s;
+        let mut j = s;
+        let mut int = true;
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
+        }
+        if self.at(j) == b'.' && self.at(j + 1) != b'.' {
+            int = false;
+            j += 1;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+        }
+        if matches!(self.at(j), b'e' | b'E') {
+            let mut k = j + 1;
+            if matches!(self.at(k), b'+' | b'-') {
+                k += 1;
+            }
+            if self.at(k).is_ascii_digit() {
+                int = false;
+                j = k;
+                while j < b.len() && b[j].is_ascii_digit() {
+                    j += 1;
+                }
+            }
+        }
+        if j < b.len() && (is_ident_cont(b[j]) || b[j] == b'.') {
+            // "123abc": an error in PG 15+, an alias in older versions;
+            // never a routable literal.
+            int = false;
+        }
+        self.tok(if int { K::Int } else { K::Num }, s, j)
+    }
+
+    /// Next significant token (comments skipped).
+    fn next_sig(&mut self) -> Option<Tok> {
+        loop {
+            let t = self.next_raw()?;
+            if t.k != K::Comment {
+                return Some(t);
+            }
+        }
+    }
+
+    fn peek_sig(&self) -> Option<Tok> {
+        let mut l = *self;
+        l.next_sig()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers over tokens
+// ---------------------------------------------------------------------------
+
+#[inline]
+fn text<'a>(sql: &'a [u8], t: &Tok) -> &'a [u8] {
+    &sql[t.s..t.e]
+}
+
+#[inline]
+fn body<'a>(sql: &'a [u8], t: &Tok) -> &'a [u8] {
+    &sql[t.bs..t.be]
+}
+
+#[inline]
+fn is_kw(sql: &[u8], t: &Tok, kw: &[u8]) -> bool {
+    t.k == K::Ident && text(sql, t).eq_ignore_ascii_case(kw)
+}
+
+fn is_any_kw(sql: &[u8], t: &Tok, kws: &[&[u8]]) -> bool {
+    t.k == K::Ident && kws.iter().any(|k| text(sql, t).eq_ignore_ascii_case(k))
+}
+
+#[inline]
+fn is_identlike(t: &Tok) -> bool {
+    matches!(t.k, K::Ident | K::QIdent)
+}
+
+fn is_op(sql: &[u8], t: &Tok, op: &[u8]) -> bool {
+    t.k == K::Op && text(sql, t) == op
+}
+
+/// Does identifier token `t` name the column/parameter `key`? Unquoted
+/// identifiers compare case-insensitively, quoted ones exactly.
+fn ident_eq(sql: &[u8], t: &Tok, key: &[u8]) -> bool {
+    match t.k {
+        K::Ident => text(sql, t).eq_ignore_ascii_case(key),
+        K::QIdent => {
+            let raw = body(sql, t);
+            let mut i = 0;
+            let mut n = 0;
+            while i < raw.len() {
+                if key.get(n) != Some(&raw[i]) {
+                    return false;
+                }
+                i += if raw[i] == b'"' { 2 } else { 1 };
+                n += 1;
+            }
+            n == key.len()
+        }
+        _ => false,
+    }
+}
+
+/// Tokens after which `key = value` is a standalone conjunct/disjunct, not
+/// an operand of some tighter-binding operator (`x - tenant_id = 5`,
+/// `NOT tenant_id = 5`, `UPDATE .. SET tenant_id = 5`).
+fn pred_ok(sql: &[u8], p: Option<Tok>) -> bool {
+    match p {
+        None => true,
+        Some(t) => match t.k {
+            K::Semi | K::LParen => true,
+            K::Ident => is_any_kw(sql, &t, &[b"WHERE", b"AND", b"OR", b"ON"]),
+            _ => false,
+        },
+    }
+}
+
+/// Tokens that may follow `key = value` without changing what the value
+/// means (`tenant_id = 5 + 1`, `tenant_id = 5 IS FALSE`, `'a' || 'b'`,
+/// `'x' COLLATE ..` do change it).
+fn follower_ok(sql: &[u8], lx: &Lexer<'_>) -> bool {
+    match lx.peek_sig() {
+        None => true,
+        Some(t) => match t.k {
+            K::Semi | K::RParen | K::Comma => true,
+            K::Ident => is_any_kw(
+                sql,
+                &t,
+                &[
+                    b"AND",
+                    b"OR",
+                    b"ORDER",
+                    b"GROUP",
+                    b"LIMIT",
+                    b"OFFSET",
+                    b"FETCH",
+                    b"RETURNING",
+                    b"FOR",
+                    b"HAVING",
+                    b"WINDOW",
+                    b"UNION",
+                    b"INTERSECT",
+                    b"EXCEPT",
+                    b"ON",
+                    b"WHERE",
+                    b"JOIN",
+                    b"INNER",
+                    b"LEFT",
+                    b"RIGHT",
+                    b"FULL",
+                    b"CROSS",
+                    b"NATURAL",
+                    b"DO",
+                ],
+            ),
+            _ => false,
+        },
+    }
+}
+
+/// Types a routing value may be cast to without changing its text: no
+/// length modifiers (`varchar(2)` truncates), no `char` (pads/truncates).
+const SAFE_CASTS: &[&[u8]] = &[
+    b"int",
+    b"int2",
+    b"int4",
+    b"int8",
+    b"integer",
+    b"bigint",
+    b"smallint",
+    b"text",
+    b"varchar",
+    b"uuid",
+];
+
+/// Reads one routable value at the cursor: integer (optionally with an
+/// adjacent leading `-`), string, dollar-quoted string or `$n`, followed by
+/// any number of safe casts.
+fn read_value<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<TenantToken<'a>> {
+    let t = lx.next_sig()?;
+    let tok = match t.k {
+        K::Int => TenantToken::Bare(text(sql, &t)),
+        K::Op if text(sql, &t) == b"-" => {
+            let n = lx.next_raw()?;
+            if n.k != K::Int || n.s != t.e {
+                return None;
+            }
+            TenantToken::Bare(&sql[t.s..n.e])
+        }
+        K::Str { escape } => TenantToken::Quoted {
+            raw: body(sql, &t),
+            escape,
+        },
+        K::Dollar => {
+            let raw = body(sql, &t);
+            // Reuse the Quoted decoder only when it cannot misread '' pairs.
+            if memchr(b'\'', raw).is_some() {
+                return None;
+            }
+            TenantToken::Quoted { raw, escape: false }
+        }
+        K::Param(n) => TenantToken::Param(n),
+        _ => return None,
+    };
+    while lx.peek_sig().is_some_and(|t| t.k == K::Cast) {
+        lx.next_sig();
+        let ty = lx.next_sig()?;
+        if !is_any_kw(sql, &ty, SAFE_CASTS) {
+            return None;
+        }
+        if lx
+            .peek_sig()
+            .is_some_and(|t| matches!(t.k, K::LParen | K::LBrack | K::Dot))
+        {
+            return None;
+        }
+    }
+    Some(tok)
+}
+
+/// After an identifier equal to the key: `= value` or `IN (value)`.
+fn forward_match<'a>(sql: &'a [u8], mut lx: Lexer<'a>) -> Option<TenantToken<'a>> {
+    let t = lx.next_sig()?;
+    let v = if is_op(sql, &t, b"=") {
+        read_value(sql, &mut lx)?
+    } else if is_kw(sql, &t, b"IN") {
+        if lx.next_sig()?.k != K::LParen {
+            return None;
+        }
+        let v = read_value(sql, &mut lx)?;
+        if lx.next_sig()?.k != K::RParen {
+            return None;
+        }
+        v
+    } else {
+        return None;
+    };
+    follower_ok(sql, &lx).then_some(v)
+}
+
+/// `value = [qual.]key`, starting at the value.
+fn reverse_match<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8]) -> Option<TenantToken<'a>> {
+    let v = read_value(sql, &mut lx)?;
+    let eq = lx.next_sig()?;
+    if !is_op(sql, &eq, b"=") {
+        return None;
+    }
+    let mut id = lx.next_sig()?;
+    if !is_identlike(&id) {
+        return None;
+    }
+    while lx.peek_sig().is_some_and(|t| t.k == K::Dot) {
+        lx.next_sig();
+        id = lx.next_sig()?;
+        if !is_identlike(&id) {
+            return None;
+        }
+    }
+    (ident_eq(sql, &id, key) && follower_ok(sql, &lx)).then_some(v)
+}
+
+/// Walks the VALUES rows of `INSERT INTO t (cols) VALUES (...), ...` and
+/// calls `f` with the value at column `idx` of every row. Returns the end
+/// position, or `None` if any row's value is not a plain literal/parameter
+/// (then the whole INSERT names no tenant: reporting only some rows would
+/// let a second tenant's row ride along unnoticed).
+fn insert_rows<'a>(
+    sql: &'a [u8],
+    mut lx: Lexer<'a>,
+    idx: usize,
+    f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>,
+) -> Option<ControlFlow<(), usize>> {
+    loop {
+        if lx.next_sig()?.k != K::LParen {
+            return None;
+        }
+        let mut col = 0usize;
+        let mut depth = 0usize;
+        let mut found = None;
+        let mut at_elem_start = true;
+        loop {
+            if at_elem_start && depth == 0 && col == idx {
+                let mut l2 = lx;
+                let v = read_value(sql, &mut l2)?;
+                if !l2
+                    .peek_sig()
+                    .is_some_and(|t| matches!(t.k, K::Comma | K::RParen))
+                {
+                    return None;
+                }
+                found = Some(v);
+                lx = l2;
+            }
+            at_elem_start = false;
+            let t = lx.next_sig()?;
+            match t.k {
+                K::LParen | K::LBrack => depth += 1,
+                K::RBrack => depth = depth.checked_sub(1)?,
+                K::RParen if depth == 0 => break,
+                K::RParen => depth -= 1,
+                K::Comma if depth == 0 => {
+                    col += 1;
+                    at_elem_start = true;
+                }
+                K::Semi => return None,
+                _ => {}
+            }
+        }
+        if let ControlFlow::Break(()) = f(found?) {
+            return Some(ControlFlow::Break(()));
+        }
+        if lx.peek_sig().is_some_and(|t| t.k == K::Comma) {
+            lx.next_sig();
+        } else {
+            return Some(ControlFlow::Continue(lx.pos));
+        }
+    }
+}
+
+/// After `INSERT`: `INTO name [AS alias] (cols) [OVERRIDING x VALUE] VALUES`.
+/// Returns (index of the key column, cursor before the first row).
+fn insert_header<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8]) -> Option<(usize, Lexer<'a>)> {
+    if !is_kw(sql, &lx.next_sig()?, b"INTO") {
+        return None;
+    }
+    let mut t = lx.next_sig()?;
+    if !is_identlike(&t) {
+        return None;
+    }
+    loop {
+        t = lx.next_sig()?;
+        if t.k != K::Dot {
+            break;
+        }
+        if !is_identlike(&lx.next_sig()?) {
+            return None;
+        }
+    }
+    if is_kw(sql, &t, b"AS") {
+        if !is_identlike(&lx.next_sig()?) {
+            return None;
+        }
+        t = lx.next_sig()?;
+    }
+    if t.k != K::LParen {
+        return None;
+    }
+    let mut idx = None;
+    let mut n = 0usize;
+    loop {
+        let c = lx.next_sig()?;
+        if !is_identlike(&c) {
+            return None;
+        }
+        if idx.is_none() && ident_eq(sql, &c, key) {
+            idx = Some(n);
+        }
+        n += 1;
+        let sep = lx.next_sig()?;
+        match sep.k {
+            K::Comma => {}
+            K::RParen => break,
+            _ => return None,
+        }
+    }
+    let idx = idx?;
+    let mut t = lx.next_sig()?;
+    if is_kw(sql, &t, b"OVERRIDING") {
+        lx.next_sig()?;
+        if !is_kw(sql, &lx.next_sig()?, b"VALUE") {
+            return None;
+        }
+        t = lx.next_sig()?;
+    }
+    if !is_kw(sql, &t, b"VALUES") {
+        return None;
+    }
+    Some((idx, lx))
+}
+
+/// Routing pairs inside one comment body: `key=v`, `key: v`, `key='v'`.
+/// Single-quoted spans are skipped so another pair's value (`route='..
+/// tenant_id=5'`) cannot pose as the key.
+fn comment_pairs<'a>(
+    c: &'a [u8],
+    key: &[u8],
+    f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    if key.is_empty() {
+        return ControlFlow::Continue(());
+    }
+    let k0 = key[0];
+    let mut i = 0;
+    while i < c.len() {
+        let Some(o) = memchr::memchr3(
+            b'\'',
+            k0.to_ascii_lowercase(),
+            k0.to_ascii_uppercase(),
+            &c[i..],
+        ) else {
+            break;
+        };
+        let p = i + o;
+        if c[p] == b'\'' && k0 != b'\'' {
+            // Skip a quoted span (sqlcommenter escapes quotes as \').
+            let mut j = p + 1;
+            loop {
+                match memchr2(b'\'', b'\\', c.get(j..).unwrap_or(&[])) {
+                    None => return ControlFlow::Continue(()),
+                    Some(o) if c[j + o] == b'\\' => j += o + 2,
+                    Some(o) => {
+                        j += o + 1;
+                        break;
+                    }
+                }
+            }
+            i = j;
+            continue;
+        }
+        i = p + 1;
+        let before_ok = p == 0 || {
+            let b = c[p - 1];
+            !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'$' | b'-') || b >= 0x80)
+        };
+        let end = p + key.len();
+        if !before_ok || !c.get(p..end).is_some_and(|w| w.eq_ignore_ascii_case(key)) {
+            continue;
+        }
+        let mut j = end;
+        while j < c.len() && matches!(c[j], b' ' | b'\t') {
+            j += 1;
+        }
+        if !matches!(c.get(j), Some(b'=') | Some(b':')) {
+            continue;
+        }
+        j += 1;
+        while j < c.len() && matches!(c[j], b' ' | b'\t') {
+            j += 1;
+        }
+        if c.get(j) == Some(&b'\'') {
+            let vs = j + 1;
+            let mut q = vs;
+            let close = loop {
+                match memchr2(b'\'', b'\\', c.get(q..).unwrap_or(&[])) {
+                    None => break None,
+                    Some(o) if c[q + o] == b'\\' => q += o + 2,
+                    Some(o) => break Some(q + o),
+                }
+            };
+            let Some(close) = close else {
+                return ControlFlow::Continue(());
+            };
+            i = close + 1;
+            // `'o''brien'` is SQL quoting, not sqlcommenter: refuse rather
+            // than route on "o".
+            let after_ok = match c.get(close + 1) {
+                None => true,
+                Some(&b) => is_space(b) || matches!(b, b',' | b';' | b'*' | b'/' | b')'),
+            };
+            if after_ok {
+                f(TenantToken::UrlEncoded(&c[vs..close]))?;
+            }
+        } else {
+            let vs = j;
+            while j < c.len()
+                && !is_space(c[j])
+                && !matches!(c[j], b',' | b';')
+                && !(c[j] == b'*' && c.get(j + 1) == Some(&b'/'))
+                && !(c[j] == b'/' && c.get(j + 1) == Some(&b'*'))
+            {
+                j += 1;
+            }
+            i = j;
+            let v = &c[vs..j];
+            if !v.is_empty() && !v.iter().any(|&b| b == b'\'' || b == b'"') {
+                f(TenantToken::Bare(v))?;
+            }
+        }
+    }
+    ControlFlow::Continue(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Src {
+    Comment,
+    Scan,
+}
+
+/// One pass over the statement reporting every tenant mention in textual
+/// order, until `f` breaks.
+fn drive<'a>(
+    sql: &'a [u8],
+    key: &[u8],
+    f: &mut dyn FnMut(Src, TenantToken<'a>) -> ControlFlow<()>,
+) {
+    let _ = drive_inner(sql, key, f);
+}
+
+fn drive_inner<'a>(
+    sql: &'a [u8],
+    key: &[u8],
+    f: &mut dyn FnMut(Src, TenantToken<'a>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let mut lx = Lexer::new(sql);
+    let mut p1: Option<Tok> = None;
+    let mut p2: Option<Tok> = None;
+    let mut chain_pred: Option<Tok> = None;
+    // INSERT rows already walked; prevents re-walking nested INSERT text
+    // (keeps the scan linear on adversarial input).
+    let mut insert_done = 0usize;
+    loop {
+        let before = lx;
+        let Some(t) = lx.next_raw() else { break };
+        match t.k {
+            K::Comment => {
+                comment_pairs(body(sql, &t), key, &mut |v| f(Src::Comment, v))?;
+                continue;
+            }
+            K::Ident | K::QIdent => {
+                let continues =
+                    p1.is_some_and(|p| p.k == K::Dot) && p2.is_some_and(|p| is_identlike(&p));
+                if !continues {
+                    chain_pred = p1;
+                }
+                if ident_eq(sql, &t, key) && pred_ok(sql, chain_pred) {
+                    if let Some(v) = forward_match(sql, lx) {
+                        f(Src::Scan, v)?;
+                    }
+                }
+                if t.s >= insert_done && is_kw(sql, &t, b"INSERT") {
+                    if let Some((idx, rows)) = insert_header(sql, lx, key) {
+                        if let Some(ControlFlow::Continue(end)) =
+                            insert_rows(sql, rows, idx, &mut |_| ControlFlow::Continue(()))
+                        {
+                            insert_done = end;
+                            insert_rows(sql, rows, idx, &mut |v| f(Src::Scan, v))
+                                .unwrap_or(ControlFlow::Continue(0))?;
+                        }
+                    }
+                }
+            }
+            K::Int | K::Str { .. } | K::Dollar | K::Param(_) => {
+                if pred_ok(sql, p1) {
+                    if let Some(v) = reverse_match(sql, before, key) {
+                        f(Src::Scan, v)?;
+                    }
+                }
+            }
+            K::Op if text(sql, &t) == b"-" => {
+                if pred_ok(sql, p1) {
+                    if let Some(v) = reverse_match(sql, before, key) {
+                        f(Src::Scan, v)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        p2 = p1;
+        p1 = Some(t);
+    }
+    ControlFlow::Continue(())
+}
+
+/// True if only `;` (and comments/whitespace) remain.
+fn only_semis(mut lx: Lexer<'_>) -> bool {
+    loop {
+        match lx.next_sig() {
+            None => return true,
+            Some(t) if t.k == K::Semi => {}
+            Some(_) => return false,
+        }
+    }
+}
+
+/// Matches a (possibly dotted) parameter name against `key`, part by part
+/// (`app.tenant_id` = `app` `.` `tenant_id`).
+fn param_name_matches(sql: &[u8], lx: &mut Lexer<'_>, key: &[u8]) -> bool {
+    let mut parts = key.split(|&b| b == b'.');
+    let mut first = true;
+    loop {
+        let Some(part) = parts.next() else {
+            // All parts matched; the name must end here.
+            return !lx.peek_sig().is_some_and(|t| t.k == K::Dot);
+        };
+        if !first && !lx.next_sig().is_some_and(|t| t.k == K::Dot) {
+            return false;
+        }
+        first = false;
+        match lx.next_sig() {
+            Some(t) if ident_eq(sql, &t, part) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// SET / RESET / BEGIN, when they make up the whole text.
+fn whole_statement<'a>(sql: &'a [u8], key: &[u8]) -> Option<Statement<'a>> {
+    let mut lx = Lexer::new(sql);
+    let first = lx.next_sig()?;
+    if is_kw(sql, &first, b"RESET") {
+        return (param_name_matches(sql, &mut lx, key) && only_semis(lx))
+            .then_some(Statement::ResetTenant);
+    }
+    if is_kw(sql, &first, b"SET") {
+        let mut local = false;
+        let save = lx;
+        let t = lx.next_sig()?;
+        if is_kw(sql, &t, b"LOCAL") {
+            local = true;
+        } else if !is_kw(sql, &t, b"SESSION") {
+            lx = save;
+        }
+        if !param_name_matches(sql, &mut lx, key) {
+            return None;
+        }
+        let t = lx.next_sig()?;
+        if !(is_op(sql, &t, b"=") || is_kw(sql, &t, b"TO")) {
+            return None;
+        }
+        let v = lx.next_sig()?;
+        let value = match v.k {
+            K::Ident if is_kw(sql, &v, b"DEFAULT") => {
+                return only_semis(lx).then_some(Statement::ResetTenant);
+            }
+            K::Ident => TenantToken::Ident(text(sql, &v)),
+            K::QIdent => TenantToken::QuotedIdent(body(sql, &v)),
+            K::Int | K::Num => TenantToken::Bare(text(sql, &v)),
+            K::Op if text(sql, &v) == b"-" => {
+                let n = lx.next_raw()?;
+                if !matches!(n.k, K::Int | K::Num) || n.s != v.e {
+                    return None;
+                }
+                TenantToken::Bare(&sql[v.s..n.e])
+            }
+            K::Str { escape } => TenantToken::Quoted {
+                raw: body(sql, &v),
+                escape,
+            },
+            K::Dollar if memchr(b'\'', body(sql, &v)).is_none() => TenantToken::Quoted {
+                raw: body(sql, &v),
+                escape: false,
+            },
+            _ => return None,
+        };
+        return only_semis(lx).then_some(Statement::SetTenant { local, value });
+    }
+    let begin = if is_kw(sql, &first, b"BEGIN") {
+        if lx
+            .peek_sig()
+            .is_some_and(|t| is_any_kw(sql, &t, &[b"TRANSACTION", b"WORK"]))
+        {
+            lx.next_sig();
+        }
+        true
+    } else if is_kw(sql, &first, b"START") {
+        lx.next_sig()
+            .is_some_and(|t| is_kw(sql, &t, b"TRANSACTION"))
+    } else {
+        false
+    };
+    if !begin {
+        return None;
+    }
+    loop {
+        match lx.next_sig() {
+            None => break,
+            Some(t) if t.k == K::Semi => {
+                if !only_semis(lx) {
+                    return None;
+                }
+                break;
+            }
+            Some(t) if t.k == K::Comma => {}
+            Some(t)
+                if is_any_kw(
+                    sql,
+                    &t,
+                    &[
+                        b"ISOLATION",
+                        b"LEVEL",
+                        b"SERIALIZABLE",
+                        b"REPEATABLE",
+                        b"READ",
+                        b"COMMITTED",
+                        b"UNCOMMITTED",
+                        b"WRITE",
+                        b"ONLY",
+                        b"NOT",
+                        b"DEFERRABLE",
+                    ],
+                ) => {}
+            Some(_) => return None,
+        }
+    }
+    // A routing comment on BEGIN must not be dropped.
+    let mut comment = None;
+    drive(sql, key, &mut |src, v| {
+        if src == Src::Comment {
+            comment = Some(v);
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    Some(match comment {
+        Some(c) => Statement::Other {
+            comment: Some(c),
+            scan: None,
+        },
+        None => Statement::Begin,
+    })
+}
+
+/// Classifies one statement and finds its tenant (see [`Statement`]).
+/// `key` is the routing key name, e.g. `b"tenant_id"`.
+pub fn scan<'a>(sql: &'a [u8], key: &[u8]) -> Statement<'a> {
+    if let Some(st) = whole_statement(sql, key) {
+        return st;
+    }
+    let mut comment = None;
+    let mut found = None;
+    drive(sql, key, &mut |src, v| {
+        match src {
+            Src::Comment if comment.is_none() => comment = Some(v),
+            Src::Scan if found.is_none() => found = Some(v),
+            _ => {}
+        }
+        if comment.is_some() && found.is_some() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    Statement::Other {
+        comment,
+        scan: found,
+    }
+}
+
+/// Calls `f` with every tenant mention (comment and scan, in textual order)
+/// in `sql`, including all statements of a multi-statement string, so the
+/// caller can refuse a statement naming two tenants on different shards.
+/// SET/RESET values are not mentions (they change the session, see [`scan`]).
+pub fn scan_all_tenants(sql: &[u8], key: &[u8], mut f: impl FnMut(TenantToken<'_>)) {
+    drive(sql, key, &mut |_, v| {
+        f(v);
+        ControlFlow::Continue(())
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEY: &[u8] = b"tenant_id";
+
+    fn key_of(t: TenantToken<'_>) -> String {
+        t.to_key()
+            .map(|k| k.as_str().to_string())
+            .unwrap_or_else(|| format!("<{t:?}>"))
+    }
+
+    /// The scan-source tenant of `sql`, decoded.
+    fn scan_key(sql: &str) -> Option<String> {
+        match scan(sql.as_bytes(), KEY) {
+            Statement::Other { scan, .. } => scan.map(key_of),
+            other => panic!("{sql:?} classified as {other:?}"),
+        }
+    }
+
+    fn comment_key(sql: &str) -> Option<String> {
+        match scan(sql.as_bytes(), KEY) {
+            Statement::Other { comment, .. } => comment.map(key_of),
+            other => panic!("{sql:?} classified as {other:?}"),
+        }
+    }
+
+    fn all(sql: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        scan_all_tenants(sql.as_bytes(), KEY, |t| v.push(key_of(t)));
+        v
+    }
+
+    #[test]
+    fn scan_positive() {
+        let cases: &[(&str, &str)] = &[
+            ("SELECT * FROM t WHERE tenant_id = 42", "42"),
+            ("select * from t where TENANT_ID=42;", "42"),
+            ("SELECT * FROM t WHERE t.tenant_id = 42 AND x = 1", "42"),
+            ("SELECT * FROM t WHERE \"tenant_id\" = 'acme'", "acme"),
+            ("SELECT * FROM s.t x WHERE x.\"tenant_id\"='acme'", "acme"),
+            ("SELECT * FROM t WHERE s.t.tenant_id = 7 ORDER BY 1", "7"),
+            ("SELECT * FROM t WHERE tenant_id = -7", "-7"),
+            ("SELECT * FROM t WHERE tenant_id=-7", "-7"),
+            ("SELECT * FROM t WHERE tenant_id IN (42)", "42"),
+            ("SELECT * FROM t WHERE tenant_id in ('a''b')", "a'b"),
+            ("SELECT * FROM t WHERE tenant_id = E'a\\'b\\x41'", "a'bA"),
+            ("SELECT * FROM t WHERE tenant_id = e'caf\\u00e9'", "café"),
+            ("SELECT * FROM t WHERE tenant_id = '42'::bigint", "42"),
+            ("SELECT * FROM t WHERE tenant_id = $$acme$$", "acme"),
+            (
+                "SELECT * FROM t WHERE tenant_id = $q$acme$q$ LIMIT 1",
+                "acme",
+            ),
+            ("SELECT * FROM t WHERE 42 = tenant_id", "42"),
+            (
+                "SELECT * FROM t WHERE x = 1 AND 'acme' = t.tenant_id",
+                "acme",
+            ),
+            ("SELECT * FROM t WHERE (tenant_id = 5)", "5"),
+            (
+                "SELECT * FROM a JOIN b ON b.tenant_id = 5 WHERE a.x = 1",
+                "5",
+            ),
+            ("SELECT * FROM t WHERE tenant_id /* c */ = /* d */ 9", "9"),
+            ("SELECT * FROM t WHERE tenant_id = 9 -- trailing\n", "9"),
+            ("UPDATE t SET x = 1 WHERE tenant_id = 3 RETURNING *", "3"),
+            ("DELETE FROM t WHERE tenant_id = 3", "3"),
+            ("SELECT * FROM t WHERE tenant_id = 1 OR tenant_id = 2", "1"),
+            ("SELECT * FROM t WHERE tenant_id = N'acme'", "acme"),
+            ("SELECT 1; SELECT * FROM t WHERE tenant_id = 8", "8"),
+            ("INSERT INTO t (a, tenant_id, b) VALUES (1, 42, 'x')", "42"),
+            (
+                "insert into s.t as z (tenant_id) values ('acme') returning id",
+                "acme",
+            ),
+            (
+                "INSERT INTO t (a, \"tenant_id\") VALUES (f(1, 2), -3)",
+                "-3",
+            ),
+            (
+                "INSERT INTO t (a, tenant_id) VALUES (ARRAY[1,2], $2::int8) ON CONFLICT DO NOTHING",
+                "42",
+            ),
+            (
+                "INSERT INTO t (tenant_id, a) OVERRIDING SYSTEM VALUE VALUES (5, 1)",
+                "5",
+            ),
+            (
+                "WITH x AS (INSERT INTO t (tenant_id) VALUES (6) RETURNING *) SELECT * FROM x",
+                "6",
+            ),
+        ];
+        for (sql, want) in cases {
+            let got = match scan(sql.as_bytes(), KEY) {
+                Statement::Other {
+                    scan: Some(TenantToken::Param(2)),
+                    ..
+                } => Some("42".to_string()),
+                Statement::Other { scan, .. } => scan.map(key_of),
+                other => panic!("{sql:?} classified as {other:?}"),
+            };
+            assert_eq!(got.as_deref(), Some(*want), "{sql}");
+        }
+    }
+
+    #[test]
+    fn params() {
+        assert_eq!(
+            scan(b"SELECT * FROM t WHERE tenant_id=$1", KEY),
+            Statement::Other {
+                comment: None,
+                scan: Some(TenantToken::Param(1))
+            }
+        );
+        assert_eq!(
+            scan(
+                b"SELECT * FROM t WHERE tenant_id = $12::uuid AND a = $1",
+                KEY
+            ),
+            Statement::Other {
+                comment: None,
+                scan: Some(TenantToken::Param(12))
+            }
+        );
+        assert_eq!(
+            scan(b"INSERT INTO t (a, tenant_id) VALUES ($1, $2)", KEY),
+            Statement::Other {
+                comment: None,
+                scan: Some(TenantToken::Param(2))
+            }
+        );
+        assert_eq!(TenantToken::Param(1).to_key(), None);
+        assert_eq!(scan_key("SELECT * FROM t WHERE tenant_id = $0"), None);
+        assert_eq!(scan_key("SELECT * FROM t WHERE tenant_id = $70000"), None);
+    }
+
+    #[test]
+    fn scan_negative() {
+        let cases = [
+            "SELECT 'tenant_id = 5'",
+            "SELECT E'\\' tenant_id = 5 '",
+            "SELECT U&'tenant_id = 5'",
+            "SELECT $$ tenant_id = 5 $$",
+            "SELECT $x$ $$ tenant_id = 5 $x$",
+            "SELECT \"tenant_id = 5\"",
+            "SELECT 1 -- tenant_id = 5",
+            "SELECT /* /* nested */ tenant_id = 5 */ 1",
+            "SELECT * FROM t WHERE other_tenant_id = 5",
+            "SELECT * FROM t WHERE tenant_id_2 = 5",
+            "SELECT * FROM t WHERE tenant_id > 5",
+            "SELECT * FROM t WHERE tenant_id >= 5",
+            "SELECT * FROM t WHERE tenant_id == 5",
+            "SELECT * FROM t WHERE tenant_id = 5 + 1",
+            "SELECT * FROM t WHERE tenant_id = 5 - 1",
+            "SELECT * FROM t WHERE tenant_id = 5 * 2",
+            "SELECT * FROM t WHERE tenant_id = 'a' || 'b'",
+            "SELECT * FROM t WHERE tenant_id = 'a'\n'b'",
+            "SELECT * FROM t WHERE tenant_id = 5 IS FALSE",
+            "SELECT * FROM t WHERE tenant_id = 'x' COLLATE \"C\"",
+            "SELECT * FROM t WHERE NOT tenant_id = 5",
+            "SELECT * FROM t WHERE x - tenant_id = 5",
+            "SELECT * FROM t WHERE tenant_id IN (1, 2)",
+            "SELECT * FROM t WHERE tenant_id NOT IN (1)",
+            "SELECT * FROM t WHERE tenant_id = ANY($1)",
+            "SELECT * FROM t WHERE tenant_id = 4.2",
+            "SELECT * FROM t WHERE tenant_id = 1e3",
+            "SELECT * FROM t WHERE tenant_id = 5abc",
+            "SELECT * FROM t WHERE tenant_id = - 5",
+            "SELECT * FROM t WHERE tenant_id = other_col",
+            "SELECT * FROM t WHERE tenant_id = 'acme'::varchar(2)",
+            "SELECT * FROM t WHERE tenant_id = 'acme'::char",
+            "SELECT * FROM t WHERE tenant_id = 'x",
+            "SELECT * FROM t WHERE tenant_id = f(5)",
+            "SELECT * FROM t WHERE tenant_id.x = 5",
+            "SELECT * FROM t WHERE \"TENANT_ID\" = 5",
+            "SELECT * FROM t WHERE 5 = tenant_id + 1",
+            "SELECT * FROM t WHERE 5 = tenant_id(1)",
+            "SELECT tenant_id = 5 FROM t",
+            "UPDATE t SET tenant_id = 5",
+            "SELECT * FROM t WHERE CASE WHEN tenant_id = 5 THEN true END",
+            "INSERT INTO t (a, tenant_id) VALUES (1, 2 + 3)",
+            "INSERT INTO t (a, tenant_id) VALUES (1, DEFAULT)",
+            "INSERT INTO t (a, tenant_id) VALUES (1)",
+            "INSERT INTO t (a, tenant_id) VALUES (1, 5), (2, f(x))",
+            "INSERT INTO t (a, tenant_id) SELECT 1, 2",
+            "INSERT INTO t VALUES (1, 2)",
+            "INSERT INTO t (a, b) VALUES (1, 2)",
+            "SELECT a$$ FROM t WHERE x = $$ tenant_id = 5 $$",
+        ];
+        for sql in cases {
+            assert_eq!(scan_key(sql), None, "{sql}");
+        }
+        // `a$$b` is one identifier, so the `$$` does not open a quote.
+        assert_eq!(
+            scan_key("SELECT a$$b FROM t WHERE tenant_id = 5"),
+            Some("5".into())
+        );
+    }
+
+    #[test]
+    fn multi_row_insert_reports_every_row() {
+        let sql = "INSERT INTO t (tenant_id, a) VALUES (1, 'x'), (2, 'y')";
+        assert_eq!(scan_key(sql).as_deref(), Some("1"));
+        assert_eq!(all(sql), vec!["1", "2"]);
+    }
+
+    #[test]
+    fn scan_all_reports_conflicts() {
+        assert_eq!(
+            all("/* tenant_id=9 */ SELECT * FROM t WHERE tenant_id = 1 OR tenant_id = 2; SELECT 1 WHERE 3 = tenant_id"),
+            vec!["9", "1", "2", "3"]
+        );
+        assert!(all("SELECT 1").is_empty());
+    }
+
+    #[test]
+    fn comments() {
+        let cases: &[(&str, &str)] = &[
+            ("/* tenant_id=42 */ SELECT 1", "42"),
+            ("SELECT 1 /* tenant_id: 42 */", "42"),
+            ("SELECT 1 /*tenant_id='42',controller='x'*/", "42"),
+            (
+                "SELECT 1 /*action='index',controller='users',tenant_id='ac%20me'*/",
+                "ac me",
+            ),
+            ("SELECT 1 /*tenant_id='o\\'brien'*/", "o'brien"),
+            ("SELECT 1 /*tenant_id='caf%C3%A9'*/", "café"),
+            ("SELECT 1 /* app:x, tenant_id:acme */", "acme"),
+            ("SELECT 1 /*application:App,TENANT_ID:acme*/", "acme"),
+            ("SELECT 1 -- tenant_id=42\n", "42"),
+            ("SELECT 1 --tenant_id=42", "42"),
+            ("SELECT 1 /* outer /* inner */ tenant_id=7 */", "7"),
+            ("SELECT 1 /* x */ /* tenant_id = 8 */", "8"),
+            ("SELECT 1 /*tenant_id=5*/", "5"),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(comment_key(sql).as_deref(), Some(*want), "{sql}");
+        }
+        let neg = [
+            "SELECT 1 /* other_tenant_id=5 */",
+            "SELECT 1 /* tenant_id_2=5 */",
+            "SELECT 1 /* app.tenant_id=5 */",
+            "SELECT 1 /* tenant_id */",
+            "SELECT 1 /* tenant_id= */",
+            "SELECT 1 /* tenant_id 5 */",
+            "SELECT 1 /*route='/x/tenant_id=5'*/",
+            "SELECT 1 /*tenant_id='o''brien'*/",
+            "SELECT 1 /*tenant_id='unterminated*/",
+            "SELECT '/* tenant_id=5 */'",
+            "SELECT $$ -- tenant_id=5 $$",
+        ];
+        for sql in neg {
+            let got = comment_key(sql);
+            assert!(
+                got.is_none() || got.as_deref().is_some_and(|g| g.starts_with('<')),
+                "{sql}: {got:?}"
+            );
+        }
+        // Invalid percent-encoding decodes to nothing (fail closed).
+        assert_eq!(
+            scan(b"SELECT 1 /*tenant_id='a%zz'*/", KEY),
+            Statement::Other {
+                comment: Some(TenantToken::UrlEncoded(b"a%zz")),
+                scan: None
+            }
+        );
+        assert_eq!(TenantToken::UrlEncoded(b"a%zz").to_key(), None);
+        assert_eq!(TenantToken::UrlEncoded(b"a%2").to_key(), None);
+    }
+
+    #[test]
+    fn comment_and_scan_both_reported() {
+        assert_eq!(
+            scan(
+                b"SELECT * FROM t WHERE tenant_id = 1 /*tenant_id='2'*/",
+                KEY
+            ),
+            Statement::Other {
+                comment: Some(TenantToken::UrlEncoded(b"2")),
+                scan: Some(TenantToken::Bare(b"1")),
+            }
+        );
+    }
+
+    #[test]
+    fn set_statements() {
+        fn set(sql: &str) -> Statement<'_> {
+            scan(sql.as_bytes(), KEY)
+        }
+        let val = |st: Statement<'_>| match st {
+            Statement::SetTenant { local, value } => (local, key_of(value)),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(val(set("SET tenant_id = 42")), (false, "42".into()));
+        assert_eq!(val(set("SET tenant_id TO 'acme';")), (false, "acme".into()));
+        assert_eq!(val(set("set SESSION tenant_id=7")), (false, "7".into()));
+        assert_eq!(
+            val(set("SET LOCAL tenant_id = 42 /* c */ ;;")),
+            (true, "42".into())
+        );
+        assert_eq!(val(set("SET tenant_id = -7")), (false, "-7".into()));
+        assert_eq!(val(set("SET tenant_id = Acme")), (false, "acme".into()));
+        assert_eq!(val(set("SET tenant_id = \"Acme\"")), (false, "Acme".into()));
+        assert_eq!(val(set("SET tenant_id = E'a\\tb'")), (false, "a\tb".into()));
+        assert_eq!(val(set("SET \"tenant_id\" = 'x'")), (false, "x".into()));
+        assert_eq!(set("RESET tenant_id"), Statement::ResetTenant);
+        assert_eq!(set("reset TENANT_ID;"), Statement::ResetTenant);
+        assert_eq!(set("SET tenant_id TO DEFAULT"), Statement::ResetTenant);
+        assert_eq!(set("SET tenant_id = default;"), Statement::ResetTenant);
+        for other in [
+            "SET search_path = x",
+            "SET tenant_id = 1, 2",
+            "SET tenant_id = 1; SELECT 1",
+            "SET tenant_id",
+            "SET tenant_id = $1",
+            "SET other_tenant_id = 1",
+            "RESET ALL",
+            "RESET tenant_id, x",
+            "SET SESSION AUTHORIZATION x",
+        ] {
+            assert!(matches!(set(other), Statement::Other { .. }), "{other}");
+        }
+        // Dotted keys (custom GUC style).
+        assert!(matches!(
+            scan(b"SET app.tenant_id = 3", b"app.tenant_id"),
+            Statement::SetTenant {
+                local: false,
+                value: TenantToken::Bare(b"3")
+            }
+        ));
+        assert_eq!(
+            scan(b"RESET app.tenant_id", b"app.tenant_id"),
+            Statement::ResetTenant
+        );
+        assert!(matches!(
+            scan(b"SET app.tenant_id = 3", b"tenant_id"),
+            Statement::Other { .. }
+        ));
+        assert!(matches!(
+            scan(b"SET tenant_id = 3", b"app.tenant_id"),
+            Statement::Other { .. }
+        ));
+    }
+
+    #[test]
+    fn begin_statements() {
+        for sql in [
+            "BEGIN",
+            "begin;",
+            "BEGIN TRANSACTION",
+            "BEGIN WORK;",
+            "START TRANSACTION",
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+            "START TRANSACTION ISOLATION LEVEL SERIALIZABLE READ WRITE NOT DEFERRABLE;",
+            "/* c */ BEGIN -- x\n ;",
+        ] {
+            assert_eq!(scan(sql.as_bytes(), KEY), Statement::Begin, "{sql}");
+        }
+        for sql in ["BEGIN; SELECT 1", "START", "BEGIN foo", "BEGINS"] {
+            assert!(
+                matches!(scan(sql.as_bytes(), KEY), Statement::Other { .. }),
+                "{sql}"
+            );
+        }
+        assert_eq!(
+            scan(b"BEGIN /* tenant_id=4 */", KEY),
+            Statement::Other {
+                comment: Some(TenantToken::Bare(b"4")),
+                scan: None
+            }
+        );
+    }
+
+    #[test]
+    fn custom_key_and_case() {
+        assert_eq!(
+            scan(b"SELECT * FROM t WHERE Org_Id = 1", b"org_id"),
+            Statement::Other {
+                comment: None,
+                scan: Some(TenantToken::Bare(b"1"))
+            }
+        );
+        // Quoted identifiers compare exactly.
+        assert!(matches!(
+            scan(b"SELECT * FROM t WHERE \"OrgId\" = 1", b"OrgId"),
+            Statement::Other { scan: Some(_), .. }
+        ));
+        assert!(matches!(
+            scan(b"SELECT * FROM t WHERE \"orgid\" = 1", b"OrgId"),
+            Statement::Other { scan: None, .. }
+        ));
+        assert!(matches!(
+            scan(b"SELECT * FROM t WHERE \"a\"\"b\" = 1", b"a\"b"),
+            Statement::Other { scan: Some(_), .. }
+        ));
+        // Empty key never matches anything.
+        assert_eq!(
+            scan(b"SELECT 1 /* =5 */", b""),
+            Statement::Other {
+                comment: None,
+                scan: None
+            }
+        );
+    }
+
+    #[test]
+    fn to_key_decoding() {
+        let q = |raw: &'static [u8], escape| {
+            TenantToken::Quoted { raw, escape }
+                .to_key()
+                .map(|k| k.as_str().to_string())
+        };
+        assert_eq!(q(b"it''s", false).as_deref(), Some("it's"));
+        assert_eq!(q(b"a\\nb", false).as_deref(), Some("a\\nb"));
+        assert_eq!(q(b"a\\nb", true).as_deref(), Some("a\nb"));
+        assert_eq!(
+            q(b"\\101\\x42\\u0043\\U00000044", true).as_deref(),
+            Some("ABCD")
+        );
+        assert_eq!(q(b"\\ud83e\\udd80", true).as_deref(), Some("🦀"));
+        assert_eq!(q(b"\\ud83e", true), None);
+        assert_eq!(q(b"\\u12", true), None);
+        assert_eq!(q(b"\\0", true), None); // NUL
+        assert_eq!(q(b"\\377", true), None); // invalid UTF-8
+        assert_eq!(q(b"\\q\\\\", true).as_deref(), Some("q\\"));
+        assert_eq!(q(b"x\\", true), None);
+        assert_eq!(q(b"", false), None);
+        assert_eq!(q(&[b'a'; 64], false), None);
+        assert_eq!(TenantToken::Bare(b"\xff").to_key(), None);
+        assert_eq!(TenantToken::Ident(b"AbC").to_key().unwrap().as_str(), "abc");
+        assert_eq!(
+            TenantToken::QuotedIdent(b"a\"\"B")
+                .to_key()
+                .unwrap()
+                .as_str(),
+            "a\"B"
+        );
+    }
+
+    #[test]
+    fn source_display() {
+        let all = [
+            Source::Startup,
+            Source::Comment,
+            Source::Set,
+            Source::Scan,
+            Source::Default,
+        ];
+        let s: Vec<String> = all.iter().map(|s| s.to_string()).collect();
+        assert_eq!(s, ["startup", "comment", "set", "scan", "default"]);
+    }
+
+    #[test]
+    fn pathological_inputs_terminate() {
+        // Nested INSERTs and deep nesting stay linear.
+        let mut s = String::new();
+        for _ in 0..5000 {
+            s.push_str("INSERT INTO t (tenant_id) VALUES (");
+        }
+        let _ = scan(s.as_bytes(), KEY);
+        let _ = scan(&b"/*".repeat(10000), KEY);
+        let _ = scan(&b"tenant_id = ".repeat(10000), KEY);
+        let _ = scan(&b"$a$".repeat(10000), KEY);
+        let _ = scan(b"'", KEY);
+        let _ = scan(b"E'\\", KEY);
+        let _ = scan(b"$", KEY);
+        let _ = scan(b"U&", KEY);
+    }
+
+    fn sqlish() -> impl Strategy<Value = Vec<u8>> {
+        let atoms = prop_oneof![
+            Just(b"tenant_id".to_vec()),
+            Just(b"TENANT_ID".to_vec()),
+            Just(b"\"tenant_id\"".to_vec()),
+            Just(b" = ".to_vec()),
+            Just(b"=".to_vec()),
+            Just(b"42".to_vec()),
+            Just(b"-".to_vec()),
+            Just(b"'acme'".to_vec()),
+            Just(b"'".to_vec()),
+            Just(b"E'".to_vec()),
+            Just(b"\\".to_vec()),
+            Just(b"$$".to_vec()),
+            Just(b"$1".to_vec()),
+            Just(b"/*".to_vec()),
+            Just(b"*/".to_vec()),
+            Just(b"--".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"(".to_vec()),
+            Just(b")".to_vec()),
+            Just(b",".to_vec()),
+            Just(b";".to_vec()),
+            Just(b"::".to_vec()),
+            Just(b"WHERE ".to_vec()),
+            Just(b"INSERT INTO t (a, tenant_id) VALUES ".to_vec()),
+            Just(b"SET ".to_vec()),
+            Just(b"BEGIN".to_vec()),
+            Just(b" IN ".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..4),
+        ];
+        proptest::collection::vec(atoms, 0..24).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn never_panics_on_bytes(b in proptest::collection::vec(any::<u8>(), 0..300), k in proptest::collection::vec(any::<u8>(), 0..12)) {
+            let _ = scan(&b, &k);
+            scan_all_tenants(&b, &k, |t| { let _ = t.to_key(); });
+            let _ = scan(&b, KEY);
+        }
+
+        #[test]
+        fn never_panics_on_sqlish(b in sqlish()) {
+            if let Statement::Other { comment, scan } = scan(&b, KEY) {
+                let _ = comment.map(|t| t.to_key());
+                let _ = scan.map(|t| t.to_key());
+            }
+            scan_all_tenants(&b, KEY, |t| { let _ = t.to_key(); });
+        }
+
+        /// Whatever surrounds it, a predicate hidden in a literal, dollar
+        /// quote, quoted identifier or comment is never a scan tenant.
+        #[test]
+        fn hidden_mentions_ignored(junk in "[a-z0-9 ]{0,20}", wrap in 0usize..5) {
+            let inner = format!("{junk} tenant_id = 5 {junk}");
+            let sql = match wrap {
+                0 => format!("SELECT '{inner}'"),
+                1 => format!("SELECT $tag${inner}$tag$"),
+                2 => format!("SELECT \"{inner}\""),
+                3 => format!("SELECT 1 /* x /* {inner} */ {inner} */"),
+                _ => format!("SELECT E'\\'{inner}'"),
+            };
+            let mut n = 0;
+            let mut scan_hits = 0;
+            drive(sql.as_bytes(), KEY, &mut |src, _| { n += 1; if src == Src::Scan { scan_hits += 1; } ControlFlow::Continue(()) });
+            prop_assert_eq!(scan_hits, 0, "{}", sql);
+            if wrap != 3 { prop_assert_eq!(n, 0, "{}", sql); }
+        }
+
+        /// Any valid key round-trips through an SQL literal and a
+        /// sqlcommenter value.
+        #[test]
+        fn literal_roundtrip(s in "[^\u{0}]{1,20}") {
+            prop_assume!(s.len() <= 63);
+            let lit = s.replace('\'', "''");
+            let sql = format!("SELECT * FROM t WHERE tenant_id = '{lit}'");
+            let got = scan_key(&sql);
+            prop_assert_eq!(got.as_deref(), Some(s.as_str()));
+            let enc: String = s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+            let sql = format!("SELECT 1 /*tenant_id='{enc}'*/");
+            let got = comment_key(&sql);
+            prop_assert_eq!(got.as_deref(), Some(s.as_str()));
+        }
+
+        #[test]
+        fn integers_roundtrip(v in any::<i64>()) {
+            let sql = format!("SELECT * FROM t WHERE tenant_id = {v}");
+            let k = match scan(sql.as_bytes(), KEY) { Statement::Other { scan: Some(t), .. } => t.to_key(), _ => None };
+            prop_assert_eq!(k.and_then(|k| k.as_i64()), Some(v));
+        }
+    }
+}

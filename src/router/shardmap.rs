@@ -1,1 +1,789 @@
-//! (being written)
+//! Shard map: which shard owns a tenant.
+//!
+//! Parsed from a small TOML file (see [`ShardMap::parse`]) and validated
+//! strictly, because a map that parses "mostly" is a map that mis-routes:
+//! unknown fields, unknown shard names, overlapping or gapped ranges and
+//! partial hash-range coverage are all errors. Lookups never allocate.
+
+use super::hash::{
+    citus_shard_index, hashint8, hashint8extended, hashtext, hashtextextended, partition_row_hash,
+    uuid_hash, uuid_hash_extended, PARTITION_SEED,
+};
+use super::key::TenantKey;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// How tenants are placed on shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Citus hash distribution: the type's 32-bit hash picks one of n uniform
+    /// int32 ranges (or explicit `[[hash_ranges]]`).
+    Citus,
+    /// Native `PARTITION BY HASH` with `MODULUS n`: shard i holds remainder i.
+    Partition,
+    /// Explicit inclusive integer key ranges.
+    Range,
+}
+
+/// How a key is turned into a hash (the distribution column's type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    /// Canonical integers hash as int8, everything else as text. Keys that
+    /// Postgres could read either way ("042", " 42") are refused. Note this
+    /// guess is wrong for a *text* column holding numeric-looking tenants:
+    /// declare `key_type = "text"` for those.
+    Auto,
+    /// bigint/int column: keys must parse as int8 (Postgres `int8in` rules).
+    Bigint,
+    /// text/varchar column: keys hash as text, always.
+    Text,
+    /// uuid column: keys must be UUIDs.
+    Uuid,
+}
+
+/// Why a key went to its shard (for logs and the admin console).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteReason {
+    /// Listed in `[tenants]`.
+    Override,
+    /// citus: hash value + shard (or hash range) index; partition: row hash
+    /// (as i64) + remainder.
+    Hash {
+        /// The hash the decision was made on.
+        hash: i64,
+        /// Citus shard / hash-range index, or the partition remainder.
+        index: u32,
+    },
+    /// The integer range that contains the key.
+    Range {
+        /// Inclusive lower bound.
+        from: i64,
+        /// Inclusive upper bound.
+        to: i64,
+    },
+}
+
+/// The outcome of routing one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Index into the database's shard list.
+    pub shard: usize,
+    /// Why.
+    pub reason: RouteReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IntRange {
+    from: i64,
+    to: i64,
+    shard: usize,
+}
+
+/// A validated shard map for one database.
+#[derive(Debug, Clone)]
+pub struct ShardMap {
+    /// Map format version (positive integer).
+    pub version: i64,
+    /// Placement method.
+    pub method: Method,
+    key_type: KeyType,
+    shard_names: Vec<String>,
+    /// Integer ranges (method = range) sorted by `from`, contiguous.
+    ranges: Vec<IntRange>,
+    /// Explicit Citus hash ranges sorted, covering all of int32 (empty =
+    /// uniform split).
+    hash_ranges: Vec<IntRange>,
+    overrides: HashMap<String, usize>,
+    overrides_per_shard: Vec<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMap {
+    version: Option<toml::Value>,
+    method: Option<String>,
+    key_type: Option<String>,
+    ranges: Option<Vec<RawRange>>,
+    hash_ranges: Option<Vec<RawHashRange>>,
+    tenants: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRange {
+    from: i64,
+    to: i64,
+    shard: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHashRange {
+    min: i64,
+    max: i64,
+    shard: String,
+}
+
+fn shard_index(names: &[String], name: &str, ctx: &dyn Fn() -> String) -> Result<usize, String> {
+    names
+        .iter()
+        .position(|n| n == name)
+        .ok_or_else(|| format!("unknown shard name {name:?} in {}", ctx()))
+}
+
+/// Sorts, then checks ranges are non-empty, non-overlapping and contiguous.
+fn check_ranges(ranges: &mut [IntRange], what: &str) -> Result<(), String> {
+    for r in ranges.iter() {
+        if r.from > r.to {
+            return Err(format!("{what} {}..={} is empty (from > to)", r.from, r.to));
+        }
+    }
+    ranges.sort_by_key(|r| r.from);
+    for w in ranges.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if b.from <= a.to {
+            return Err(format!(
+                "overlapping {what}s {}..={} and {}..={}",
+                a.from, a.to, b.from, b.to
+            ));
+        }
+        // a.to < b.from here, so a.to + 1 cannot overflow.
+        if b.from != a.to + 1 {
+            return Err(format!(
+                "gap between {what}s {}..={} and {}..={} ({}..={} is not covered)",
+                a.from,
+                a.to,
+                b.from,
+                b.to,
+                a.to + 1,
+                b.from - 1
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a UUID in the forms Postgres' `uuid_in` accepts: 32 hex digits,
+/// optionally in braces, with an optional hyphen after any group of four
+/// digits.
+pub fn parse_uuid(s: &[u8]) -> Option<[u8; 16]> {
+    let s = match (s.first(), s.last()) {
+        (Some(b'{'), Some(b'}')) if s.len() >= 2 => &s[1..s.len() - 1],
+        _ => s,
+    };
+    let mut out = [0u8; 16];
+    let mut n = 0usize; // hex digits consumed
+    let mut i = 0usize;
+    while n < 32 {
+        let d = (*s.get(i)? as char).to_digit(16)? as u8;
+        out[n / 2] |= if n % 2 == 0 { d << 4 } else { d };
+        n += 1;
+        i += 1;
+        if n % 4 == 0 && n < 32 && s.get(i) == Some(&b'-') {
+            i += 1;
+        }
+    }
+    (i == s.len()).then_some(out)
+}
+
+impl ShardMap {
+    /// Parse + validate against the database's shard names (order = shard
+    /// index order used by citus/partition hashing).
+    ///
+    /// Format:
+    /// ```toml
+    /// version = 1
+    /// method = "citus"        # citus | partition | range
+    /// key_type = "auto"       # optional: auto | bigint | text | uuid
+    /// [[ranges]]              # method = range only; inclusive, contiguous
+    /// from = 0
+    /// to = 9999
+    /// shard = "s0"
+    /// [[hash_ranges]]         # method = citus only; must cover all of int32
+    /// min = -2147483648
+    /// max = 2147483647
+    /// shard = "s0"
+    /// [tenants]               # overrides, always win
+    /// "42" = "s1"
+    /// ```
+    pub fn parse(text: &str, shard_names: &[String]) -> Result<ShardMap, String> {
+        if shard_names.is_empty() {
+            return Err("database has no shards".into());
+        }
+        for (i, n) in shard_names.iter().enumerate() {
+            if shard_names[..i].contains(n) {
+                return Err(format!("duplicate shard name {n:?}"));
+            }
+        }
+        let raw: RawMap = toml::from_str(text).map_err(|e| format!("invalid shard map: {e}"))?;
+        let version = match raw.version {
+            None => return Err("version missing (expected `version = 1`)".into()),
+            Some(toml::Value::Integer(v)) if v > 0 => v,
+            Some(v) => return Err(format!("version must be a positive integer, got {v}")),
+        };
+        let method = match raw.method.as_deref() {
+            None => return Err("method missing (expected citus, partition or range)".into()),
+            Some("citus") => Method::Citus,
+            Some("partition") => Method::Partition,
+            Some("range") => Method::Range,
+            Some(m) => {
+                return Err(format!(
+                    "unknown method {m:?} (expected citus, partition or range)"
+                ))
+            }
+        };
+        let key_type = match raw.key_type.as_deref() {
+            None | Some("auto") => KeyType::Auto,
+            Some("bigint") => KeyType::Bigint,
+            Some("text") => KeyType::Text,
+            Some("uuid") => KeyType::Uuid,
+            Some(k) => {
+                return Err(format!(
+                    "unknown key_type {k:?} (expected auto, bigint, text or uuid)"
+                ))
+            }
+        };
+
+        let mut ranges = Vec::new();
+        match (method, raw.ranges) {
+            (Method::Range, None) => return Err("method = \"range\" but no [[ranges]]".into()),
+            (Method::Range, Some(rs)) if rs.is_empty() => {
+                return Err("method = \"range\" but no [[ranges]]".into())
+            }
+            (Method::Range, Some(rs)) => {
+                for r in rs {
+                    let shard = shard_index(shard_names, &r.shard, &|| {
+                        format!("[[ranges]] {}..={}", r.from, r.to)
+                    })?;
+                    ranges.push(IntRange {
+                        from: r.from,
+                        to: r.to,
+                        shard,
+                    });
+                }
+                check_ranges(&mut ranges, "range")?;
+                if matches!(key_type, KeyType::Text | KeyType::Uuid) {
+                    return Err(
+                        "method = \"range\" needs integer keys (key_type auto or bigint)".into(),
+                    );
+                }
+            }
+            (_, Some(_)) => return Err("[[ranges]] is only valid with method = \"range\"".into()),
+            (_, None) => {}
+        }
+
+        let mut hash_ranges = Vec::new();
+        match (method, raw.hash_ranges) {
+            (Method::Citus, Some(hrs)) => {
+                if hrs.is_empty() {
+                    return Err("[[hash_ranges]] is empty".into());
+                }
+                for r in hrs {
+                    for v in [r.min, r.max] {
+                        if v < i32::MIN as i64 || v > i32::MAX as i64 {
+                            return Err(format!(
+                                "[[hash_ranges]] bound {v} is outside the int32 hash space"
+                            ));
+                        }
+                    }
+                    let shard = shard_index(shard_names, &r.shard, &|| {
+                        format!("[[hash_ranges]] {}..={}", r.min, r.max)
+                    })?;
+                    hash_ranges.push(IntRange {
+                        from: r.min,
+                        to: r.max,
+                        shard,
+                    });
+                }
+                check_ranges(&mut hash_ranges, "hash range")?;
+                let (lo, hi) = (hash_ranges[0].from, hash_ranges[hash_ranges.len() - 1].to);
+                if lo != i32::MIN as i64 || hi != i32::MAX as i64 {
+                    return Err(format!(
+                        "[[hash_ranges]] cover {lo}..={hi} but must cover the whole int32 hash space {}..={}",
+                        i32::MIN,
+                        i32::MAX
+                    ));
+                }
+            }
+            (_, Some(_)) => {
+                return Err("[[hash_ranges]] is only valid with method = \"citus\"".into())
+            }
+            (_, None) => {}
+        }
+
+        let mut overrides = HashMap::new();
+        let mut overrides_per_shard = vec![0; shard_names.len()];
+        for (tenant, shard) in raw.tenants.unwrap_or_default() {
+            if TenantKey::new(tenant.as_bytes()).is_none() {
+                return Err(format!(
+                    "invalid tenant key {tenant:?} in [tenants] (must be 1..=63 bytes, no NUL)"
+                ));
+            }
+            let idx = shard_index(shard_names, &shard, &|| format!("[tenants] {tenant:?}"))?;
+            overrides_per_shard[idx] += 1;
+            overrides.insert(tenant, idx);
+        }
+
+        Ok(ShardMap {
+            version,
+            method,
+            key_type,
+            shard_names: shard_names.to_vec(),
+            ranges,
+            hash_ranges,
+            overrides,
+            overrides_per_shard,
+        })
+    }
+
+    /// A trivial map used when a database has no shard_map file: everything hashes citus-style over the shards.
+    pub fn default_for(shard_names: &[String]) -> ShardMap {
+        ShardMap {
+            version: 1,
+            method: Method::Citus,
+            key_type: KeyType::Auto,
+            shard_names: shard_names.to_vec(),
+            ranges: Vec::new(),
+            hash_ranges: Vec::new(),
+            overrides: HashMap::new(),
+            overrides_per_shard: vec![0; shard_names.len()],
+        }
+    }
+
+    /// The key type hashing assumes.
+    pub fn key_type(&self) -> KeyType {
+        self.key_type
+    }
+
+    /// Shard names in index order.
+    pub fn shard_names(&self) -> &[String] {
+        &self.shard_names
+    }
+
+    /// Number of `[tenants]` overrides.
+    pub fn overrides_len(&self) -> usize {
+        self.overrides.len()
+    }
+
+    /// Number of `[[ranges]]` (method = range).
+    pub fn ranges_len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Override count per shard (for the admin console).
+    pub fn overrides_for(&self, shard: usize) -> usize {
+        self.overrides_per_shard.get(shard).copied().unwrap_or(0)
+    }
+
+    /// Integer value of `key` for int8 hashing / ranges, per key type.
+    fn int_key(&self, key: &TenantKey) -> Result<Option<i64>, String> {
+        match self.key_type {
+            KeyType::Auto => {
+                if key.is_ambiguous_integer() {
+                    return Err(format!(
+                        "tenant key {key:?} is not a canonical integer; refusing to guess its type"
+                    ));
+                }
+                Ok(key.as_i64())
+            }
+            KeyType::Bigint => key
+                .parse_pg_int8()
+                .map(Some)
+                .ok_or_else(|| format!("tenant key {key:?} is not a bigint")),
+            KeyType::Text | KeyType::Uuid => Ok(None),
+        }
+    }
+
+    fn uuid_key(key: &TenantKey) -> Result<[u8; 16], String> {
+        parse_uuid(key.as_bytes()).ok_or_else(|| format!("tenant key {key:?} is not a uuid"))
+    }
+
+    /// Route a key. `Err(reason)` when the key cannot be placed without
+    /// guessing: method = range and no range covers the key or the key isn't
+    /// an integer; a key that does not fit the declared `key_type`; an
+    /// ambiguous integer-looking key under `key_type = "auto"`; or a map with
+    /// no shards.
+    pub fn route(&self, key: &TenantKey) -> Result<Route, String> {
+        if let Some(&shard) = self.overrides.get(key.as_str()) {
+            return Ok(Route {
+                shard,
+                reason: RouteReason::Override,
+            });
+        }
+        let n = self.shard_names.len();
+        if n == 0 {
+            return Err("database has no shards".into());
+        }
+        match self.method {
+            Method::Citus => {
+                let h = match self.key_type {
+                    KeyType::Uuid => uuid_hash(&Self::uuid_key(key)?),
+                    _ => match self.int_key(key)? {
+                        Some(v) => hashint8(v),
+                        None => hashtext(key.as_bytes()),
+                    },
+                };
+                if self.hash_ranges.is_empty() {
+                    let index = citus_shard_index(h, n as u32);
+                    Ok(Route {
+                        shard: index as usize,
+                        reason: RouteReason::Hash {
+                            hash: h as i64,
+                            index,
+                        },
+                    })
+                } else {
+                    let (i, r) = find_range(&self.hash_ranges, h as i64)
+                        .ok_or_else(|| format!("no hash range covers hash {h}"))?;
+                    Ok(Route {
+                        shard: r.shard,
+                        reason: RouteReason::Hash {
+                            hash: h as i64,
+                            index: i as u32,
+                        },
+                    })
+                }
+            }
+            Method::Partition => {
+                let h = match self.key_type {
+                    KeyType::Uuid => uuid_hash_extended(&Self::uuid_key(key)?, PARTITION_SEED),
+                    _ => match self.int_key(key)? {
+                        Some(v) => hashint8extended(v, PARTITION_SEED),
+                        None => hashtextextended(key.as_bytes(), PARTITION_SEED),
+                    },
+                };
+                let row = partition_row_hash(h as u64);
+                let rem = row % n as u64;
+                Ok(Route {
+                    shard: rem as usize,
+                    reason: RouteReason::Hash {
+                        hash: row as i64,
+                        index: rem as u32,
+                    },
+                })
+            }
+            Method::Range => {
+                let v = match self.key_type {
+                    KeyType::Bigint => self.int_key(key)?,
+                    _ => key.as_i64(),
+                }
+                .ok_or_else(|| {
+                    format!("tenant key {key:?} is not an integer (shard map method is range)")
+                })?;
+                let (_, r) = find_range(&self.ranges, v)
+                    .ok_or_else(|| format!("no range covers tenant key {v}"))?;
+                Ok(Route {
+                    shard: r.shard,
+                    reason: RouteReason::Range {
+                        from: r.from,
+                        to: r.to,
+                    },
+                })
+            }
+        }
+    }
+}
+
+/// Binary search over sorted, non-overlapping ranges.
+fn find_range(ranges: &[IntRange], v: i64) -> Option<(usize, &IntRange)> {
+    let i = ranges.partition_point(|r| r.from <= v).checked_sub(1)?;
+    let r = ranges.get(i)?;
+    (v <= r.to).then_some((i, r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::hash::{
+        citus_shard_index, hashint8, hashtext, partition_index_int8, partition_index_text,
+    };
+    use super::*;
+    use proptest::prelude::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("s{i}")).collect()
+    }
+
+    fn k(s: &str) -> TenantKey {
+        TenantKey::new(s.as_bytes()).unwrap()
+    }
+
+    fn err(text: &str) -> String {
+        ShardMap::parse(text, &names(4)).unwrap_err()
+    }
+
+    #[test]
+    fn citus_default_and_overrides() {
+        let m = ShardMap::parse(
+            "version = 1\nmethod = \"citus\"\n[tenants]\n\"42\" = \"s1\"\nacme = \"s3\"\n",
+            &names(4),
+        )
+        .unwrap();
+        assert_eq!(m.version, 1);
+        assert_eq!(m.method, Method::Citus);
+        assert_eq!(m.overrides_len(), 2);
+        assert_eq!(m.overrides_for(1), 1);
+        assert_eq!(m.overrides_for(3), 1);
+        assert_eq!(m.overrides_for(0), 0);
+        assert_eq!(m.overrides_for(99), 0);
+        assert_eq!(
+            m.route(&k("42")).unwrap(),
+            Route {
+                shard: 1,
+                reason: RouteReason::Override
+            }
+        );
+        assert_eq!(m.route(&k("acme")).unwrap().shard, 3);
+        let r = m.route(&k("7")).unwrap();
+        let h = hashint8(7);
+        assert_eq!(
+            r,
+            Route {
+                shard: citus_shard_index(h, 4) as usize,
+                reason: RouteReason::Hash {
+                    hash: h as i64,
+                    index: citus_shard_index(h, 4)
+                }
+            }
+        );
+        let h = hashtext(b"globex");
+        assert_eq!(
+            m.route(&k("globex")).unwrap().shard,
+            citus_shard_index(h, 4) as usize
+        );
+        // Ambiguous integers are refused under auto.
+        assert!(m.route(&k("042")).is_err());
+        assert!(m.route(&k(" 42")).is_err());
+        // ...but overrides still win, verbatim.
+        let d = ShardMap::default_for(&names(4));
+        assert_eq!(d.route(&k("7")).unwrap(), m.route(&k("7")).unwrap());
+        assert_eq!(d.overrides_len(), 0);
+    }
+
+    #[test]
+    fn key_types() {
+        let big = ShardMap::parse(
+            "version = 1\nmethod = \"citus\"\nkey_type = \"bigint\"",
+            &names(8),
+        )
+        .unwrap();
+        assert_eq!(big.key_type(), KeyType::Bigint);
+        assert_eq!(big.route(&k("042")).unwrap(), big.route(&k("42")).unwrap());
+        assert!(big.route(&k("acme")).is_err());
+        let text = ShardMap::parse(
+            "version = 1\nmethod = \"citus\"\nkey_type = \"text\"",
+            &names(8),
+        )
+        .unwrap();
+        match text.route(&k("42")).unwrap().reason {
+            RouteReason::Hash { hash, .. } => assert_eq!(hash, hashtext(b"42") as i64),
+            r => panic!("{r:?}"),
+        }
+        let uuid = ShardMap::parse(
+            "version = 1\nmethod = \"citus\"\nkey_type = \"uuid\"",
+            &names(8),
+        )
+        .unwrap();
+        let a = uuid
+            .route(&k("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"))
+            .unwrap();
+        assert_eq!(
+            a,
+            uuid.route(&k("{A0EEBC999C0B4EF8BB6D6BB9BD380A11}"))
+                .unwrap()
+        );
+        assert_eq!(
+            a,
+            uuid.route(&k("a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11"))
+                .unwrap()
+        );
+        assert!(uuid.route(&k("not-a-uuid")).is_err());
+        assert!(uuid
+            .route(&k("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1"))
+            .is_err());
+        assert!(uuid
+            .route(&k("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111"))
+            .is_err());
+    }
+
+    #[test]
+    fn parse_uuid_forms() {
+        let u = parse_uuid(b"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap();
+        assert_eq!(u[0], 0xa0);
+        assert_eq!(u[15], 0x11);
+        assert!(parse_uuid(b"").is_none());
+        assert!(parse_uuid(b"{}").is_none());
+        assert!(parse_uuid(b"a0eebc99--9c0b-4ef8-bb6d-6bb9bd380a11").is_none());
+        assert!(parse_uuid(b"-a0eebc999c0b4ef8bb6d6bb9bd380a11").is_none());
+        assert!(parse_uuid(b"a0eebc999c0b4ef8bb6d6bb9bd380a11-").is_none());
+    }
+
+    #[test]
+    fn partition_method() {
+        let m = ShardMap::parse("version = 1\nmethod = \"partition\"", &names(4)).unwrap();
+        for v in [-5i64, 0, 1, 42, i64::MAX] {
+            let r = m.route(&k(&v.to_string())).unwrap();
+            assert_eq!(r.shard as u64, partition_index_int8(v, 4));
+        }
+        for s in ["acme", "globex", "x"] {
+            assert_eq!(
+                m.route(&k(s)).unwrap().shard as u64,
+                partition_index_text(s.as_bytes(), 4)
+            );
+        }
+    }
+
+    #[test]
+    fn range_method() {
+        let text = r#"
+version = 2
+method = "range"
+[[ranges]]
+from = 10000
+to = 19999
+shard = "s1"
+[[ranges]]
+from = 0
+to = 9999
+shard = "s0"
+[tenants]
+acme = "s2"
+"#;
+        let m = ShardMap::parse(text, &names(3)).unwrap();
+        assert_eq!(m.ranges_len(), 2);
+        assert_eq!(
+            m.route(&k("0")).unwrap(),
+            Route {
+                shard: 0,
+                reason: RouteReason::Range { from: 0, to: 9999 }
+            }
+        );
+        assert_eq!(m.route(&k("9999")).unwrap().shard, 0);
+        assert_eq!(m.route(&k("10000")).unwrap().shard, 1);
+        assert_eq!(m.route(&k("19999")).unwrap().shard, 1);
+        assert!(m.route(&k("20000")).is_err());
+        assert!(m.route(&k("-1")).is_err());
+        assert!(m.route(&k("globex")).is_err());
+        assert!(m.route(&k("042")).is_err());
+        assert_eq!(m.route(&k("acme")).unwrap().reason, RouteReason::Override);
+        // Extreme bounds do not overflow.
+        let m = ShardMap::parse(
+            "version=1\nmethod=\"range\"\n[[ranges]]\nfrom=-9223372036854775808\nto=-1\nshard=\"s0\"\n[[ranges]]\nfrom=0\nto=9223372036854775807\nshard=\"s1\"",
+            &names(2),
+        )
+        .unwrap();
+        assert_eq!(m.route(&k(&i64::MIN.to_string())).unwrap().shard, 0);
+        assert_eq!(m.route(&k(&i64::MAX.to_string())).unwrap().shard, 1);
+    }
+
+    #[test]
+    fn citus_hash_ranges() {
+        let text = r#"
+version = 1
+method = "citus"
+[[hash_ranges]]
+min = 0
+max = 2147483647
+shard = "s0"
+[[hash_ranges]]
+min = -2147483648
+max = -1
+shard = "s1"
+"#;
+        let m = ShardMap::parse(text, &names(2)).unwrap();
+        for v in 0..200i64 {
+            let h = hashint8(v);
+            let want = if h >= 0 { 0 } else { 1 };
+            assert_eq!(m.route(&k(&v.to_string())).unwrap().shard, want);
+        }
+    }
+
+    #[test]
+    fn validation_errors() {
+        let cases: &[(&str, &str)] = &[
+            ("method = \"citus\"", "version missing"),
+            ("version = 0\nmethod = \"citus\"", "positive integer"),
+            ("version = \"1\"\nmethod = \"citus\"", "positive integer"),
+            ("version = 1", "method missing"),
+            ("version = 1\nmethod = \"hash\"", "unknown method \"hash\""),
+            ("version = 1\nmethod = \"citus\"\nkey_type = \"int\"", "unknown key_type"),
+            ("version = 1\nmethod = \"citus\"\nfoo = 1", "unknown field `foo`"),
+            ("version = 1\nmethod = \"range\"", "no [[ranges]]"),
+            ("version = 1\nmethod = \"range\"\nranges = []", "no [[ranges]]"),
+            ("version = 1\nmethod = \"citus\"\n[tenants]\nacme = \"s9\"", "unknown shard name \"s9\" in [tenants] \"acme\""),
+            ("version = 1\nmethod = \"citus\"\n[tenants]\nacme = 1", "invalid shard map"),
+            (
+                "version = 1\nmethod = \"range\"\n[[ranges]]\nfrom = 0\nto = 9999\nshard = \"s0\"\n[[ranges]]\nfrom = 5000\nto = 6000\nshard = \"s1\"",
+                "overlapping ranges 0..=9999 and 5000..=6000",
+            ),
+            (
+                "version = 1\nmethod = \"range\"\n[[ranges]]\nfrom = 0\nto = 9999\nshard = \"s0\"\n[[ranges]]\nfrom = 10001\nto = 20000\nshard = \"s1\"",
+                "gap between ranges 0..=9999 and 10001..=20000 (10000..=10000 is not covered)",
+            ),
+            ("version = 1\nmethod = \"range\"\n[[ranges]]\nfrom = 5\nto = 4\nshard = \"s0\"", "from > to"),
+            ("version = 1\nmethod = \"range\"\n[[ranges]]\nfrom = 5\nto = 9\nshard = \"x\"", "unknown shard name \"x\" in [[ranges]] 5..=9"),
+            ("version = 1\nmethod = \"range\"\n[[ranges]]\nfrom = 5\nto = 9\nshard = \"s0\"\nextra = 1", "unknown field `extra`"),
+            ("version = 1\nmethod = \"range\"\nkey_type = \"text\"\n[[ranges]]\nfrom = 5\nto = 9\nshard = \"s0\"", "integer keys"),
+            ("version = 1\nmethod = \"citus\"\n[[ranges]]\nfrom = 5\nto = 9\nshard = \"s0\"", "only valid with method = \"range\""),
+            ("version = 1\nmethod = \"range\"\n[[ranges]]\nfrom = 5\nto = 9\nshard = \"s0\"\n[[hash_ranges]]\nmin = -2147483648\nmax = 2147483647\nshard = \"s0\"", "only valid with method = \"citus\""),
+            ("version = 1\nmethod = \"citus\"\n[[hash_ranges]]\nmin = -2147483648\nmax = 0\nshard = \"s0\"", "must cover the whole int32"),
+            ("version = 1\nmethod = \"citus\"\n[[hash_ranges]]\nmin = -2147483649\nmax = 0\nshard = \"s0\"", "outside the int32"),
+            ("version = 1\nmethod = \"citus\"\n[tenants]\n\"\" = \"s0\"", "invalid tenant key"),
+            ("not toml [", "invalid shard map"),
+        ];
+        for (text, want) in cases {
+            let e = err(text);
+            assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
+        }
+        assert!(ShardMap::parse("version = 1\nmethod = \"citus\"", &[])
+            .unwrap_err()
+            .contains("no shards"));
+        assert!(
+            ShardMap::parse("version = 1\nmethod = \"citus\"", &["a".into(), "a".into()])
+                .unwrap_err()
+                .contains("duplicate shard name")
+        );
+    }
+
+    #[test]
+    fn default_for_no_shards_does_not_panic() {
+        let m = ShardMap::default_for(&[]);
+        assert!(m.route(&k("1")).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,200}") {
+            if let Ok(m) = ShardMap::parse(&s, &names(3)) {
+                let _ = m.route(&k("42"));
+            }
+        }
+
+        #[test]
+        fn citus_route_in_bounds(v in any::<i64>(), n in 1usize..64) {
+            let m = ShardMap::default_for(&names(n));
+            let r = m.route(&k(&v.to_string())).unwrap();
+            prop_assert!(r.shard < n);
+        }
+
+        #[test]
+        fn ranges_route_to_containing_range(cuts in proptest::collection::btree_set(any::<i64>(), 1..10), v in any::<i64>()) {
+            let cuts: Vec<i64> = cuts.into_iter().collect();
+            // Contiguous ranges [cuts[i], cuts[i+1]-1], last to i64::MAX.
+            let mut text = String::from("version = 1\nmethod = \"range\"\n");
+            for (i, &from) in cuts.iter().enumerate() {
+                let to = cuts.get(i + 1).map_or(i64::MAX, |n| n - 1);
+                text.push_str(&format!("[[ranges]]\nfrom = {from}\nto = {to}\nshard = \"s{}\"\n", i % 3));
+            }
+            let m = ShardMap::parse(&text, &names(3)).unwrap();
+            let r = m.route(&k(&v.to_string()));
+            if v < cuts[0] {
+                prop_assert!(r.is_err());
+            } else {
+                match r.unwrap().reason {
+                    RouteReason::Range { from, to } => prop_assert!(from <= v && v <= to),
+                    other => prop_assert!(false, "{:?}", other),
+                }
+            }
+        }
+    }
+}
