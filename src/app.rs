@@ -1,7 +1,8 @@
 //! Process-wide state: the live configuration snapshot, the pools, and the registry of
 //! connected clients. Shared by every task as `Arc<App>`.
 
-use crate::config::{Config, Database, PoolSettings};
+use crate::config::{Config, Database, NoTenant, PoolSettings, TenantSource};
+use crate::router::ShardMap;
 use crate::pool::{Pool, PoolKey, Pools};
 use crate::server::{CancelKey, Target};
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -12,6 +13,35 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::Notify;
 
+/// Routing settings of a database with its loaded shard map.
+pub struct RoutingRt {
+    /// Tenant key name (e.g. `tenant_id`).
+    pub key: String,
+    /// Sources in precedence order.
+    pub sources: Vec<TenantSource>,
+    /// Policy for statements with no tenant.
+    pub no_tenant: NoTenant,
+    /// Index of `default_shard`.
+    pub default_shard: Option<usize>,
+    /// A tenant given at connect cannot be changed.
+    pub lock_startup_tenant: bool,
+    /// User-name suffix separator carrying the tenant (`app.42`).
+    pub user_suffix: Option<String>,
+    /// The shard map.
+    pub map: Arc<ShardMap>,
+    /// Where the map came from (`None`: built in, hashing over the shards).
+    pub map_source: Option<PathBuf>,
+    /// When the map was loaded.
+    pub loaded_at: SystemTime,
+}
+
+impl RoutingRt {
+    /// Whether `s` is an enabled source.
+    pub fn has(&self, s: TenantSource) -> bool {
+        self.sources.contains(&s)
+    }
+}
+
 /// Everything a client needs about one configured database, precomputed at load time.
 pub struct DbRuntime {
     /// Name clients connect to.
@@ -20,6 +50,10 @@ pub struct DbRuntime {
     pub cfg: Database,
     /// Effective pool settings.
     pub settings: PoolSettings,
+    /// Tenant routing; `None` for a plain single-shard pooler.
+    pub routing: Option<Arc<RoutingRt>>,
+    /// Snapshot generation this was built in.
+    pub generation: u64,
 }
 
 impl DbRuntime {
@@ -47,17 +81,21 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Build a snapshot from a validated config.
+    /// Build a snapshot from a validated config, loading and validating every shard
+    /// map. Any error rejects the whole snapshot.
     pub fn build(config: Config, generation: u64) -> Result<Snapshot, String> {
         let mut dbs = HashMap::new();
         for (name, db) in &config.databases {
             let settings = config.pool_settings(db);
+            let routing = load_routing(&config, name, db)?;
             dbs.insert(
                 name.clone(),
                 Arc::new(DbRuntime {
                     name: name.clone(),
                     cfg: db.clone(),
                     settings,
+                    routing,
+                    generation,
                 }),
             );
         }
@@ -68,6 +106,44 @@ impl Snapshot {
             loaded_at: SystemTime::now(),
         })
     }
+}
+
+/// Routing runtime for a database: configured, or implied by having several shards.
+fn load_routing(config: &Config, name: &str, db: &Database) -> Result<Option<Arc<RoutingRt>>, String> {
+    let r = match (&db.routing, db.shards.len()) {
+        (Some(r), _) => r.clone(),
+        (None, 1) => return Ok(None),
+        (None, _) => toml::from_str::<crate::config::Routing>("")
+            .map_err(|e| format!("internal: default routing: {e}"))?,
+    };
+    let names: Vec<String> = db.shards.iter().map(|s| s.name.clone()).collect();
+    let (map, source) = match &r.shard_map {
+        Some(p) => {
+            let path = config.resolve(p);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!("[databases.{name}.routing] shard_map {}: {e}", path.display())
+            })?;
+            let map = ShardMap::parse(&text, &names)
+                .map_err(|e| format!("shard map {} (database {name}): {e}", path.display()))?;
+            (map, Some(path))
+        }
+        None => (ShardMap::default_for(&names), None),
+    };
+    let default_shard = r
+        .default_shard
+        .as_ref()
+        .and_then(|d| names.iter().position(|n| n == d));
+    Ok(Some(Arc::new(RoutingRt {
+        key: r.key.clone(),
+        sources: r.sources.clone(),
+        no_tenant: r.no_tenant,
+        default_shard,
+        lock_startup_tenant: r.lock_startup_tenant,
+        user_suffix: r.user_suffix.clone(),
+        map: Arc::new(map),
+        map_source: source,
+        loaded_at: SystemTime::now(),
+    })))
 }
 
 /// What the registry knows about a connected client (console and cancel).

@@ -1,7 +1,9 @@
 //! One task per client: login, then the transaction loop ([`session`]).
 
 pub mod login;
+mod expect;
 mod queue;
+mod route;
 pub mod session;
 
 use crate::app::{App, ClientHandle};
@@ -96,6 +98,22 @@ async fn run(
             format!("database \"{database}\" does not exist"),
         ));
     }
+    // Opt-in `user_suffix`: "app.42" logs in as "app" with tenant 42 (split at the
+    // last separator, so user names may contain it too).
+    let mut tenant_from_user = None;
+    let mut user = user;
+    if let Some(sfx) = db
+        .as_ref()
+        .and_then(|d| d.routing.as_ref())
+        .and_then(|r| r.user_suffix.clone())
+    {
+        if snap.config.user(&user).is_none() {
+            if let Some(i) = user.rfind(sfx.as_str()) {
+                tenant_from_user = Some(user[i + sfx.len()..].to_string());
+                user.truncate(i);
+            }
+        }
+    }
     let stored = snap.config.user(&user).map(|u| u.password.clone());
     let Some(stored) = stored else {
         // Same message as a wrong password: do not reveal which user names exist.
@@ -127,15 +145,55 @@ async fn run(
         return crate::admin::console::serve(app, stream, &handle).await;
     }
     let db = db.expect("checked above");
+    let startup_tenant = match &db.routing {
+        Some(rt) => startup_tenant(rt, &login, tenant_from_user.as_deref())?,
+        None => None,
+    };
     app.clients.insert(handle.clone());
-    let res = session::Session::new(app.clone(), db, user, stored, login, handle.clone())
-        .run(stream)
-        .await;
+    let res = session::Session::new(
+        app.clone(),
+        db,
+        user,
+        stored,
+        login,
+        handle.clone(),
+        startup_tenant,
+    )
+    .run(stream)
+    .await;
     app.clients.remove(id);
     if let Err(e) = res {
         tracing::debug!(client = id, "session ended: {e}");
     }
     Ok(())
+}
+
+/// The tenant a client gave at connect: a startup parameter named like the key,
+/// `options=-c key=v`, or the user-name suffix.
+fn startup_tenant(
+    rt: &crate::app::RoutingRt,
+    login: &ClientLogin,
+    from_user: Option<&str>,
+) -> Result<Option<crate::router::TenantKey>, LoginError> {
+    if !rt.has(crate::config::TenantSource::Startup) {
+        return Ok(None);
+    }
+    let given = login
+        .settings
+        .iter()
+        .rev()
+        .find(|(k, _)| k.eq_ignore_ascii_case(&rt.key))
+        .map(|(_, v)| v.as_str())
+        .or(from_user);
+    match given {
+        None => Ok(None),
+        Some(v) => crate::router::TenantKey::new(v.as_bytes()).map(Some).ok_or_else(|| {
+            LoginError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("invalid {} at connect: tenant keys are 1 to 63 bytes of UTF-8", rt.key),
+            )
+        }),
+    }
 }
 
 /// Session parameters a client asked for at login.

@@ -1,19 +1,29 @@
 //! The transaction loop of one logged-in client.
 //!
-//! A single event loop moves bytes both ways: client → server frames are inspected
-//! only as far as pooling and routing need, server → client frames are scanned for
-//! ReadyForQuery / ParameterStatus and forwarded as zero-copy `Bytes` chunks. Writes
-//! are queued and sent from the same `select!`, so neither side can deadlock the other
-//! and a slow reader applies back-pressure instead of growing buffers without bound.
+//! A single event loop moves bytes both ways. Client → server frames are inspected
+//! only as far as pooling, prepared statements and routing need; server → client
+//! frames are matched against [`Expectations`] and forwarded as zero-copy `Bytes`
+//! runs. Writes are queued and sent from the same `select!`, so neither side can
+//! deadlock the other and a slow reader applies back-pressure instead of growing
+//! buffers without bound.
+//!
+//! For a sharded database, work is routed in units: a simple Query, or an extended
+//! protocol batch up to Sync/Flush. A bare `BEGIN` is answered locally and replayed
+//! on the shard of the first statement that names a tenant.
 
+use super::expect::{Entry, Expectations, Mode};
 use super::queue::OutQueue;
+use super::route::{self, Mention, Target, TenantState};
 use super::ClientLogin;
-use crate::app::{App, ClientHandle, DbRuntime};
-use crate::config::PoolMode;
+use crate::app::{App, ClientHandle, DbRuntime, RoutingRt};
+use crate::config::{PoolMode, TenantSource};
 use crate::pool::{Checkout, Pool};
-use crate::protocol::{self, sqlstate};
+use crate::protocol::{self, sqlstate, Bind, Parse};
+use crate::router::{scan, Source, Statement, TenantKey};
 use crate::server::params;
+use crate::server::prepared::{self, replies, StmtDef};
 use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,12 +34,23 @@ const HIGH_WATER: usize = 512 * 1024;
 /// Frames bigger than this that may be streamed (DataRow, CopyData) are forwarded
 /// piecemeal instead of being buffered whole.
 const STREAM_THRESHOLD: usize = 64 * 1024;
+/// Most statement names one client may hold (a runaway client cannot grow memory).
+const MAX_CLIENT_STATEMENTS: usize = 10_000;
 
 /// A server attached to this client for the current transaction (or session).
 struct Attached {
     co: Checkout,
     pool: Arc<Pool>,
+    shard: usize,
     since: Instant,
+}
+
+/// A unit of routed work.
+enum Unit {
+    /// A simple Query or FunctionCall (tag, frame).
+    Simple(u8, Bytes),
+    /// Extended-protocol messages up to and including a Sync or Flush.
+    Batch(Vec<(u8, Bytes)>),
 }
 
 /// What the event loop saw.
@@ -54,7 +75,6 @@ pub struct Session {
     password: Option<String>,
     login: ClientLogin,
     handle: Arc<ClientHandle>,
-    mode: PoolMode,
     max_msg: usize,
     server: Option<Attached>,
     /// Bytes read from the client, not yet processed.
@@ -62,15 +82,17 @@ pub struct Session {
     to_client: OutQueue,
     to_server: OutQueue,
     scratch: BytesMut,
-    /// ReadyForQuery messages still owed by the server.
-    pending_rfq: u32,
-    /// Of those, how many belong to statements we injected (answers are dropped).
-    swallow_rfq: u32,
-    /// Transaction status from the last ReadyForQuery the client saw.
+    /// Responses the attached server owes, in order.
+    expect: Expectations,
+    /// An ErrorResponse was seen for the entry at the head of `expect`.
+    head_failed: bool,
+    /// Transaction status as the client sees it.
     tx_status: u8,
+    /// Transaction status of the attached server (last ReadyForQuery).
+    server_status: u8,
     /// Extended-protocol messages sent since the last Sync.
     ext_open: bool,
-    /// After an error we raised mid-batch: drop client messages until Sync.
+    /// After an error we raised with no server: drop client messages until Sync.
     skip_until_sync: bool,
     /// Bytes of a large client frame still to pass through unparsed.
     c_stream_left: usize,
@@ -85,6 +107,22 @@ pub struct Session {
     bytes_out: u64,
     queries: u64,
     query_us: u64,
+    /// The client's named prepared statements.
+    stmts: HashMap<Bytes, Arc<StmtDef>>,
+    /// Routing facts of the unnamed statement (sharded databases).
+    unnamed: Option<Arc<StmtDef>>,
+    /// Tenant settings of the session.
+    tenants: TenantState,
+    /// A BEGIN answered locally, to replay on the first routed shard.
+    held_begin: Option<Bytes>,
+    /// Extended messages held until the batch can be routed.
+    batch: Vec<(u8, Bytes)>,
+    /// Work that must wait until the attached server is released.
+    stalled: Option<Unit>,
+    /// Tenant the current transaction is pinned by.
+    tx_tenant: Option<(TenantKey, Source)>,
+    /// Tenant-free work running outside a held BEGIN: the client must keep seeing 'T'.
+    masquerade: bool,
 }
 
 impl Session {
@@ -94,13 +132,17 @@ impl Session {
         db: Arc<DbRuntime>,
         user: String,
         password: Option<String>,
-        login: ClientLogin,
+        mut login: ClientLogin,
         handle: Arc<ClientHandle>,
+        startup_tenant: Option<TenantKey>,
     ) -> Session {
         let snap = app.snapshot.load();
         let max_msg = snap.config.limits.max_message_size;
-        let mode = db.settings.mode;
         drop(snap);
+        if let Some(rt) = &db.routing {
+            // The tenant key is ours: it must never reach Postgres as a setting.
+            login.take_setting(&rt.key);
+        }
         Session {
             app,
             db,
@@ -108,16 +150,16 @@ impl Session {
             password,
             login,
             handle,
-            mode,
             max_msg,
             server: None,
             cbuf: BytesMut::with_capacity(8192),
             to_client: OutQueue::default(),
             to_server: OutQueue::default(),
             scratch: BytesMut::with_capacity(1024),
-            pending_rfq: 0,
-            swallow_rfq: 0,
+            expect: Expectations::default(),
+            head_failed: false,
             tx_status: b'I',
+            server_status: b'I',
             ext_open: false,
             skip_until_sync: false,
             c_stream_left: 0,
@@ -129,7 +171,22 @@ impl Session {
             bytes_out: 0,
             queries: 0,
             query_us: 0,
+            stmts: HashMap::new(),
+            unnamed: None,
+            tenants: TenantState {
+                startup: startup_tenant,
+                ..Default::default()
+            },
+            held_begin: None,
+            batch: Vec::new(),
+            stalled: None,
+            tx_tenant: None,
+            masquerade: false,
         }
+    }
+
+    fn mode(&self) -> PoolMode {
+        self.db.settings.mode
     }
 
     fn pool_for(&self, shard: usize) -> Arc<Pool> {
@@ -141,6 +198,17 @@ impl Session {
     fn emit(&mut self) {
         let b = self.scratch.split().freeze();
         self.to_client.push(b);
+    }
+
+    /// Queue a reply built in `scratch` in protocol order: directly when nothing is
+    /// owed by a server, else behind what is owed.
+    fn reply(&mut self, tag: u8) {
+        let b = self.scratch.split().freeze();
+        if self.expect.is_empty() {
+            self.to_client.push(b);
+        } else {
+            self.expect.push(Entry::synthetic(tag, b));
+        }
     }
 
     fn emit_error(&mut self, code: &str, msg: &str) {
@@ -160,7 +228,7 @@ impl Session {
 
     /// Send AuthenticationOk, ParameterStatus, BackendKeyData and ReadyForQuery.
     async fn greet(&mut self, stream: &mut super::ClientStream) -> Result<(), End> {
-        let pool = self.pool_for(self.login_shard());
+        let pool = self.pool_for(self.any_shard());
         let mut defaults = pool.server_params.lock().unwrap().clone();
         if defaults.is_none() {
             // First client of this pool: log a server in to learn its parameters.
@@ -181,15 +249,19 @@ impl Session {
         protocol::ready_for_query(&mut self.scratch, b'I');
         self.emit();
         pool.stats.login_count.fetch_add(1, Ordering::Relaxed);
-        self.to_client
-            .flush_all(stream)
-            .await
-            .map_err(|e| e.to_string())
+        self.to_client.flush_all(stream).await.map_err(|e| e.to_string())
     }
 
-    /// Shard whose parameters the client sees at login.
-    fn login_shard(&self) -> usize {
-        0
+    /// A shard for work that touches no tenant: the session tenant's, else the
+    /// default shard, else the first.
+    fn any_shard(&self) -> usize {
+        let Some(rt) = &self.db.routing else { return 0 };
+        self.tenants
+            .set
+            .or(self.tenants.startup)
+            .and_then(|k| rt.map.route(&k).ok().map(|r| r.shard))
+            .or(rt.default_shard)
+            .unwrap_or(0)
     }
 
     /// Run until the client leaves, is killed, or the process shuts down.
@@ -255,26 +327,27 @@ impl Session {
     /// Wait for the next I/O event or timer.
     async fn wait(&mut self, stream: &mut super::ClientStream) -> Event {
         let settings = &self.db.settings;
-        let deadline = match &self.server {
-            None => settings.client_idle_timeout.non_zero().map(|t| {
+        let idle_in_tx = self.expect.is_empty() && self.tx_status != b'I';
+        let deadline = if idle_in_tx {
+            settings.idle_transaction_timeout.non_zero().map(|t| {
+                (
+                    self.last_activity + t,
+                    sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
+                    "idle_transaction_timeout",
+                )
+            })
+        } else if self.server.is_none() {
+            settings.client_idle_timeout.non_zero().map(|t| {
                 (
                     self.last_activity + t,
                     sqlstate::ADMIN_SHUTDOWN,
                     "client_idle_timeout",
                 )
-            }),
-            Some(_) if self.pending_rfq == 0 && self.tx_status != b'I' => {
-                settings.idle_transaction_timeout.non_zero().map(|t| {
-                    (
-                        self.last_activity + t,
-                        sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
-                        "idle_transaction_timeout",
-                    )
-                })
-            }
-            Some(_) => None,
+            })
+        } else {
+            None
         };
-        let read_client = self.to_server.len() < HIGH_WATER && !self.skip_blocked();
+        let read_client = self.to_server.len() < HIGH_WATER && self.stalled.is_none();
         let read_server = self.to_client.len() < HIGH_WATER;
         let idle_for_shutdown = self.server.is_none();
         let (mut cr, mut cw) = stream.split();
@@ -334,17 +407,18 @@ impl Session {
         }
     }
 
-    fn skip_blocked(&self) -> bool {
-        false
-    }
-
-    /// Handle every complete client frame in `cbuf`.
+    /// Handle every complete client frame in `cbuf` (and stalled work first).
     async fn process_client(&mut self) -> Result<(), End> {
         if self.handle.killed.load(Ordering::Acquire) {
             self.emit_fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by administrator");
             return Err("killed".into());
         }
-        while self.to_server.len() < HIGH_WATER {
+        if self.stalled.is_some() && self.server.is_none() {
+            if let Some(unit) = self.stalled.take() {
+                self.route_unit(unit).await?;
+            }
+        }
+        while self.to_server.len() < HIGH_WATER && self.stalled.is_none() {
             if self.c_stream_left > 0 {
                 let n = self.c_stream_left.min(self.cbuf.len());
                 if n == 0 {
@@ -385,6 +459,7 @@ impl Session {
             let frame = self.cbuf.split_to(len).freeze();
             self.handle_client_frame(tag, frame).await?;
         }
+        self.drain_synthetic();
         Ok(())
     }
 
@@ -393,73 +468,718 @@ impl Session {
             if tag == b'S' {
                 self.skip_until_sync = false;
                 if self.server.is_some() {
-                    self.send_to_server(tag, frame);
+                    self.send_ext(tag, frame);
                 } else {
                     self.emit_rfq();
                 }
             }
             return Ok(());
         }
+        let routed = self.db.routing.is_some();
         match tag {
             b'X' => Err("client terminated".into()),
-            b'Q' | b'F' | b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => {
-                if self.server.is_none() {
-                    // Nothing to do on a server: answer locally instead of checking one out.
-                    if tag == b'S' {
-                        self.emit_rfq();
+            b'Q' | b'F' => {
+                if routed {
+                    self.route_unit(Unit::Simple(tag, frame)).await
+                } else {
+                    if self.server.is_none() && !self.attach_or_fail(0, tag).await {
                         return Ok(());
                     }
-                    if tag == b'H' {
-                        return Ok(());
-                    }
-                    if let Err((code, msg)) = self.attach(0).await {
-                        self.emit_error(code, &msg);
-                        if tag == b'Q' || tag == b'F' {
-                            self.emit_rfq();
-                        } else {
-                            self.skip_until_sync = true;
-                        }
-                        return Ok(());
-                    }
+                    self.forward_simple(tag, frame);
+                    Ok(())
                 }
-                if tag == b'Q' || tag == b'P' {
-                    self.note_statement(&frame[5..]);
+            }
+            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => {
+                if routed {
+                    self.batch.push((tag, frame));
+                    if tag == b'S' || tag == b'H' {
+                        let b = std::mem::take(&mut self.batch);
+                        self.route_unit(Unit::Batch(b)).await?;
+                    } else if self.batch.len() > 100_000 {
+                        self.emit_fatal(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            "too many extended-protocol messages without Sync",
+                        );
+                        return Err("unbounded batch".into());
+                    }
+                    Ok(())
+                } else {
+                    self.plain_ext(tag, frame).await;
+                    Ok(())
                 }
-                self.send_to_server(tag, frame);
-                Ok(())
             }
             b'd' | b'c' | b'f' => {
                 if self.server.is_some() {
-                    self.send_to_server(tag, frame);
+                    self.to_server.push(frame);
                 }
                 Ok(())
             }
             other => {
                 self.emit_fatal(
                     sqlstate::PROTOCOL_VIOLATION,
-                    &format!("invalid frontend message type {}", other),
+                    &format!("invalid frontend message type {other}"),
                 );
                 Err(format!("invalid frontend message type {other}"))
             }
         }
     }
 
-    /// Queue a client frame for the attached server, keeping the protocol counters.
-    fn send_to_server(&mut self, tag: u8, frame: Bytes) {
-        match tag {
-            b'Q' | b'F' | b'S' => {
-                if self.pending_rfq == 0 {
-                    self.query_start = Some(Instant::now());
+    /// Extended-protocol message for a single-shard database.
+    async fn plain_ext(&mut self, tag: u8, frame: Bytes) {
+        if self.server.is_none() {
+            match tag {
+                // Nothing is in flight: answer without taking a server.
+                b'S' => return self.emit_rfq(),
+                b'H' => return,
+                b'C' if is_named_statement_close(&frame) => {
+                    self.close_statement(&frame);
+                    return;
                 }
-                self.pending_rfq += 1;
-                if tag == b'S' {
-                    self.ext_open = false;
+                _ => {}
+            }
+            if !self.attach_or_fail(0, tag).await {
+                return;
+            }
+        }
+        self.forward_ext(tag, frame);
+    }
+
+    /// Attach a server for `shard`; on failure tell the client and return false.
+    async fn attach_or_fail(&mut self, shard: usize, tag: u8) -> bool {
+        match self.attach(shard).await {
+            Ok(()) => true,
+            Err((code, msg)) => {
+                self.fail_unattached(tag, code, &msg);
+                false
+            }
+        }
+    }
+
+    /// Report an error for work that has no server: a Query gets ReadyForQuery at
+    /// once; an extended batch is skipped up to its Sync.
+    fn fail_unattached(&mut self, last_tag: u8, code: &str, msg: &str) {
+        self.emit_error(code, msg);
+        match last_tag {
+            b'Q' | b'F' | b'S' => self.emit_rfq(),
+            _ => self.skip_until_sync = true,
+        }
+    }
+
+    // ----- routing ---------------------------------------------------------------
+
+    /// Pick up a reloaded configuration between transactions: "the next transaction
+    /// uses the new map".
+    fn refresh_db(&mut self) {
+        if self.server.is_some() || self.held_begin.is_some() {
+            return;
+        }
+        let snap = self.app.snapshot.load();
+        if snap.generation != self.db.generation {
+            if let Some(db) = snap.dbs.get(&self.db.name) {
+                self.db = db.clone();
+            }
+        }
+    }
+
+    /// Route one unit of work on a sharded database.
+    async fn route_unit(&mut self, unit: Unit) -> Result<(), End> {
+        self.refresh_db();
+        let Some(rt) = self.db.routing.clone() else {
+            // Routing was removed by a reload: behave as a single-shard pooler.
+            return self.dispatch(Target::Any, unit).await;
+        };
+        let target = match &unit {
+            Unit::Simple(b'Q', frame) => {
+                let sql = query_text(frame);
+                if let Some(done) = self.local_statement(&rt, sql) {
+                    return done;
+                }
+                self.target_for_text(&rt, sql)
+            }
+            Unit::Simple(_, _) => self.target_without_tenant(&rt, false),
+            Unit::Batch(msgs) => self.target_for_batch(&rt, msgs),
+        };
+        match target {
+            Ok(t) => self.dispatch(t, unit).await,
+            Err(e) => {
+                self.unit_error(unit, e.code, &e.message);
+                Ok(())
+            }
+        }
+    }
+
+    /// SET/RESET of the tenant key, and BEGIN/COMMIT while a BEGIN is held: answered
+    /// here, never sent to Postgres. Returns `None` for anything else.
+    fn local_statement(&mut self, rt: &RoutingRt, sql: &[u8]) -> Option<Result<(), End>> {
+        let st = scan(sql, rt.key.as_bytes());
+        match st {
+            Statement::SetTenant { local, value } if rt.has(TenantSource::Set) => {
+                let key = match route::decode(rt, &value) {
+                    Ok(k) => k,
+                    Err(e) => return Some(self.simple_error_reply(e.code, &e.message)),
+                };
+                if let Err((code, msg)) = self.set_tenant(rt, local, Some(key)) {
+                    return Some(self.simple_error_reply(code, &msg));
+                }
+                self.simple_reply("SET");
+                Some(Ok(()))
+            }
+            Statement::ResetTenant if rt.has(TenantSource::Set) => {
+                if let Err((code, msg)) = self.set_tenant(rt, false, None) {
+                    return Some(self.simple_error_reply(code, &msg));
+                }
+                self.tenants.local = None;
+                self.simple_reply("RESET");
+                Some(Ok(()))
+            }
+            Statement::Begin if self.server.is_none() && self.held_begin.is_none() => {
+                // Hold it until a statement names the tenant (and so the shard).
+                let mut b = BytesMut::new();
+                protocol::query(&mut b, std::str::from_utf8(sql).unwrap_or("BEGIN"));
+                self.held_begin = Some(b.freeze());
+                self.tx_status = b'T';
+                self.simple_reply("BEGIN");
+                Some(Ok(()))
+            }
+            _ if self.server.is_none() && self.held_begin.is_some() => {
+                let tag = if route::is_bare(sql, &[b"COMMIT", b"END"]) {
+                    "COMMIT"
+                } else if route::is_bare(sql, &[b"ROLLBACK", b"ABORT"]) {
+                    "ROLLBACK"
+                } else {
+                    return None;
+                };
+                // Nothing ran: ending the held transaction needs no server.
+                self.held_begin = None;
+                self.tenants.local = None;
+                self.tx_status = b'I';
+                self.simple_reply(tag);
+                Some(Ok(()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Apply `SET [LOCAL] key = v` (`None`: RESET).
+    fn set_tenant(
+        &mut self,
+        rt: &RoutingRt,
+        local: bool,
+        key: Option<TenantKey>,
+    ) -> Result<(), (&'static str, String)> {
+        if local {
+            if self.tx_status == b'I' {
+                // As Postgres: SET LOCAL outside a transaction has no effect.
+                protocol::error_fields(
+                    &mut self.scratch,
+                    b'N',
+                    "WARNING",
+                    "25P01",
+                    "SET LOCAL can only be used in transaction blocks",
+                );
+                self.reply(b'N');
+                return Ok(());
+            }
+            if let (Some(k), Some(att)) = (key, &self.server) {
+                let shard = route::route_key(rt, &k).map_err(|e| (e.code, e.message))?;
+                if shard != att.shard {
+                    return Err(self.cross_shard_message(rt, &k, shard));
                 }
             }
-            b'P' | b'B' | b'D' | b'E' | b'C' => self.ext_open = true,
-            _ => {}
+            self.tenants.local = key;
+            return Ok(());
+        }
+        if rt.lock_startup_tenant {
+            if let Some(st) = self.tenants.startup {
+                if key != Some(st) {
+                    return Err((
+                        sqlstate::INSUFFICIENT_PRIVILEGE,
+                        format!(
+                            "{} was fixed at connect ('{st}') and lock_startup_tenant is on",
+                            rt.key
+                        ),
+                    ));
+                }
+            }
+        }
+        self.tenants.set = key;
+        Ok(())
+    }
+
+    fn cross_shard_message(&self, rt: &RoutingRt, key: &TenantKey, shard: usize) -> (&'static str, String) {
+        let names = rt.map.shard_names();
+        let pinned = self.server.as_ref().map(|a| a.shard).unwrap_or(0);
+        let by = match &self.tx_tenant {
+            Some((t, src)) => format!(" by {} '{t}' ({src})", rt.key),
+            None => String::new(),
+        };
+        (
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!(
+                "cross-shard transaction refused: {k} '{key}' lives on shard {s} but this transaction is pinned to shard {p}{by}",
+                k = rt.key,
+                s = names.get(shard).map(String::as_str).unwrap_or("?"),
+                p = names.get(pinned).map(String::as_str).unwrap_or("?"),
+            ),
+        )
+    }
+
+    /// CommandComplete + ReadyForQuery for a locally answered simple Query.
+    fn simple_reply(&mut self, tag: &str) {
+        protocol::command_complete(&mut self.scratch, tag);
+        protocol::ready_for_query(&mut self.scratch, self.tx_status);
+        self.reply(b'Q');
+    }
+
+    /// An error for a simple Query we answer ourselves.
+    fn simple_error_reply(&mut self, code: &str, msg: &str) -> Result<(), End> {
+        if self.server.is_some() {
+            // Fail the server's transaction too, exactly as Postgres would.
+            self.inject_error_simple(code, msg);
+        } else {
+            if self.tx_status == b'T' {
+                self.tx_status = b'E';
+            }
+            protocol::error_response(&mut self.scratch, code, msg);
+            protocol::ready_for_query(&mut self.scratch, self.tx_status);
+            self.reply(b'Q');
+        }
+        Ok(())
+    }
+
+    fn target_for_text(&mut self, rt: &RoutingRt, sql: &[u8]) -> Result<Target, route::RouteError> {
+        let mut mentions = Vec::new();
+        route::text_mentions(rt, sql, &mut mentions)?;
+        match route::resolve(rt, &self.tenants, &mentions)? {
+            Some((tenant, source, shard)) => Ok(Target::Shard {
+                shard,
+                tenant: Some(tenant),
+                source,
+            }),
+            None => self.target_without_tenant(rt, route::is_tenant_free(sql)),
+        }
+    }
+
+    /// No tenant named: stay on the pinned shard, run anywhere if harmless, else
+    /// apply `no_tenant`.
+    fn target_without_tenant(&self, rt: &RoutingRt, harmless: bool) -> Result<Target, route::RouteError> {
+        if let Some(att) = &self.server {
+            if self.server_status != b'I' || !self.expect.is_empty() {
+                return Ok(Target::Shard {
+                    shard: att.shard,
+                    tenant: None,
+                    source: Source::Default,
+                });
+            }
+        }
+        if harmless {
+            return Ok(Target::Any);
+        }
+        route::no_tenant(rt)
+    }
+
+    /// Route an extended-protocol batch by the tenants its Binds name.
+    fn target_for_batch(&mut self, rt: &RoutingRt, msgs: &[(u8, Bytes)]) -> Result<Target, route::RouteError> {
+        let mut mentions: Vec<Mention> = Vec::new();
+        let mut local: Vec<(&[u8], Arc<StmtDef>)> = Vec::new();
+        let mut unnamed = self.unnamed.clone();
+        let mut executes = false;
+        let mut all_harmless = true;
+        for (tag, frame) in msgs {
+            let body = &frame[5..];
+            match tag {
+                b'P' => {
+                    let Some(p) = Parse::parse(body) else { continue };
+                    let def = Arc::new(StmtDef::new(&p, route::stmt_routing(rt, p.query)));
+                    if !route::is_tenant_free(p.query) {
+                        all_harmless = false;
+                    }
+                    if p.name.is_empty() {
+                        unnamed = Some(def);
+                    } else {
+                        local.push((p.name, def));
+                    }
+                }
+                b'B' => {
+                    let Some(b) = Bind::parse(body) else { continue };
+                    let def = if b.statement.is_empty() {
+                        unnamed.clone()
+                    } else {
+                        local
+                            .iter()
+                            .rev()
+                            .find(|(n, _)| *n == b.statement)
+                            .map(|(_, d)| d.clone())
+                            .or_else(|| self.stmts.get(b.statement).cloned())
+                    };
+                    if let Some(def) = def {
+                        if !route::is_tenant_free(&def.query) {
+                            all_harmless = false;
+                        }
+                        route::bind_mentions(rt, &def, &b, &mut mentions)?;
+                    }
+                }
+                b'E' => executes = true,
+                _ => {}
+            }
+        }
+        match route::resolve(rt, &self.tenants, &mentions)? {
+            Some((tenant, source, shard)) => Ok(Target::Shard {
+                shard,
+                tenant: Some(tenant),
+                source,
+            }),
+            // Parse/Describe alone read only the schema, the same on every shard.
+            None => self.target_without_tenant(rt, !executes || all_harmless),
+        }
+    }
+
+    /// Send routed work where it belongs.
+    async fn dispatch(&mut self, target: Target, unit: Unit) -> Result<(), End> {
+        if let Some(att) = &self.server {
+            let cur = att.shard;
+            let want = match target {
+                Target::Shard { shard, .. } => shard,
+                Target::Any => cur,
+            };
+            if want == cur {
+                self.forward_unit(unit);
+                return Ok(());
+            }
+            if !self.expect.is_empty() || !self.to_server.is_empty() || self.ext_open {
+                // The server is still busy: wait for it to finish before deciding.
+                self.stalled = Some(unit);
+                return Ok(());
+            }
+            if self.server_status != b'I' || self.mode() == PoolMode::Session {
+                let rt = self.db.routing.clone();
+                if let (Some(rt), Target::Shard { tenant: Some(k), .. }) = (rt, target) {
+                    let (code, msg) = self.cross_shard_message(&rt, &k, want);
+                    self.unit_error(unit, code, &msg);
+                    return Ok(());
+                }
+                self.forward_unit(unit);
+                return Ok(());
+            }
+            self.release().await;
+        }
+        let (shard, tenant) = match target {
+            Target::Shard {
+                shard,
+                tenant,
+                source,
+            } => (shard, tenant.map(|t| (t, source))),
+            Target::Any => (self.any_shard(), None),
+        };
+        if let Err((code, msg)) = self.attach(shard).await {
+            self.unit_error(unit, code, &msg);
+            return Ok(());
+        }
+        if matches!(target, Target::Any) {
+            // Work that needs no tenant runs outside a held BEGIN, which stays held.
+            self.masquerade = self.held_begin.is_some();
+        } else if let Some(begin) = self.held_begin.take() {
+            self.expect.push(Entry::swallow(b'Q'));
+            self.to_server.push(begin);
+        }
+        if tenant.is_some() {
+            self.tx_tenant = tenant;
+        }
+        self.forward_unit(unit);
+        Ok(())
+    }
+
+    fn forward_unit(&mut self, unit: Unit) {
+        match unit {
+            Unit::Simple(tag, frame) => self.forward_simple(tag, frame),
+            Unit::Batch(msgs) => {
+                for (tag, frame) in msgs {
+                    self.forward_ext(tag, frame);
+                }
+            }
+        }
+        self.drain_synthetic();
+    }
+
+    /// Refuse a unit of work with an error, keeping protocol and transaction state
+    /// exactly as Postgres would.
+    fn unit_error(&mut self, unit: Unit, code: &str, msg: &str) {
+        let last = match &unit {
+            Unit::Simple(tag, _) => *tag,
+            Unit::Batch(m) => m.last().map(|(t, _)| *t).unwrap_or(b'S'),
+        };
+        if self.server.is_some() {
+            match last {
+                b'H' => {
+                    self.inject_error_ext(code, msg);
+                    self.ext_open = true;
+                    self.skip_until_sync = true;
+                }
+                // An error then ReadyForQuery is also the right answer to a batch.
+                _ => self.inject_error_simple(code, msg),
+            }
+        } else {
+            if self.tx_status == b'T' {
+                self.tx_status = b'E';
+            }
+            self.fail_unattached(last, code, msg);
+        }
+    }
+
+    // ----- forwarding --------------------------------------------------------------
+
+    /// Forward a simple Query / FunctionCall to the attached server.
+    fn forward_simple(&mut self, tag: u8, frame: Bytes) {
+        let mut clear_prepared = false;
+        if tag == b'Q' {
+            let sql = query_text(&frame);
+            let mut kwbuf = [0u8; 16];
+            match route::first_keyword(sql, &mut kwbuf) {
+                b"DEALLOCATE" => return self.deallocate(sql),
+                b"DISCARD" if contains_ci(sql, b"all") => {
+                    self.stmts.clear();
+                    clear_prepared = true;
+                }
+                _ => {}
+            }
+            self.note_statement(sql);
+        }
+        if self.expect.ready_owed() == 0 {
+            self.query_start = Some(Instant::now());
+        }
+        let mut e = Entry::forward(tag);
+        e.clear_prepared = clear_prepared;
+        self.expect.push(e);
+        self.to_server.push(frame);
+    }
+
+    /// `DEALLOCATE name` / `DEALLOCATE ALL` act on the client's own names.
+    fn deallocate(&mut self, sql: &[u8]) {
+        let text = String::from_utf8_lossy(sql);
+        let mut words = text
+            .trim()
+            .trim_end_matches(';')
+            .split_whitespace()
+            .skip(1)
+            .peekable();
+        if words.peek().is_some_and(|w| w.eq_ignore_ascii_case("prepare")) {
+            words.next();
+        }
+        let name = words.next().unwrap_or("");
+        if name.eq_ignore_ascii_case("all") {
+            self.stmts.clear();
+            self.simple_reply("DEALLOCATE ALL");
+            return;
+        }
+        let name = if name.len() >= 2 && name.starts_with('"') && name.ends_with('"') {
+            name[1..name.len() - 1].replace("\"\"", "\"")
+        } else {
+            name.to_ascii_lowercase()
+        };
+        if self.stmts.remove(name.as_bytes()).is_some() {
+            self.simple_reply("DEALLOCATE");
+        } else {
+            let msg = format!("prepared statement \"{name}\" does not exist");
+            let _ = self.simple_error_reply("26000", &msg);
+        }
+    }
+
+    /// Forward one extended-protocol message, translating statement names.
+    fn forward_ext(&mut self, tag: u8, frame: Bytes) {
+        let body = &frame[5..];
+        match tag {
+            b'P' => {
+                let Some(p) = Parse::parse(body) else {
+                    return self.inject_error_ext(sqlstate::PROTOCOL_VIOLATION, "malformed Parse message");
+                };
+                self.note_statement(p.query);
+                if p.name.is_empty() {
+                    if let Some(rt) = &self.db.routing {
+                        self.unnamed = Some(Arc::new(StmtDef::new(&p, route::stmt_routing(rt, p.query))));
+                    }
+                    self.send_ext(tag, frame);
+                    return;
+                }
+                if self.stmts.contains_key(p.name) {
+                    let msg = format!(
+                        "prepared statement \"{}\" already exists",
+                        String::from_utf8_lossy(p.name)
+                    );
+                    return self.inject_error_ext("42P05", &msg);
+                }
+                if self.stmts.len() >= MAX_CLIENT_STATEMENTS {
+                    return self.inject_error_ext(
+                        "53400",
+                        "too many prepared statements on this connection",
+                    );
+                }
+                let routing = self
+                    .db
+                    .routing
+                    .as_ref()
+                    .map(|rt| route::stmt_routing(rt, p.query))
+                    .unwrap_or_default();
+                let def = Arc::new(StmtDef::new(&p, routing));
+                self.stmts.insert(Bytes::copy_from_slice(p.name), def.clone());
+                let conn = &mut self.server.as_mut().expect("attached").co.conn;
+                if conn.prepared.touch(&def) {
+                    self.expect
+                        .push(Entry::synthetic(b'P', Bytes::from_static(replies::PARSE_COMPLETE)));
+                } else {
+                    conn.prepared.insert(def.clone());
+                    let msg = def.parse_message(&mut self.scratch);
+                    self.expect.push(Entry::forward(b'P').with_stmt(def));
+                    self.to_server.push(msg);
+                    self.ext_open = true;
+                }
+            }
+            b'B' | b'D' => {
+                let named = match tag {
+                    b'B' => Bind::parse(body).map(|b| b.statement),
+                    _ => describe_statement_name(body),
+                };
+                let Some(name) = named else {
+                    if tag == b'B' {
+                        return self.inject_error_ext(sqlstate::PROTOCOL_VIOLATION, "malformed Bind message");
+                    }
+                    // Describe of a portal, or malformed: the server judges it.
+                    return self.send_ext(tag, frame);
+                };
+                if name.is_empty() {
+                    let e = match (tag, &self.unnamed) {
+                        (b'D', Some(u)) => Entry::forward(tag).with_stmt(u.clone()),
+                        _ => Entry::forward(tag),
+                    };
+                    self.expect.push(e);
+                    self.to_server.push(frame);
+                    self.ext_open = true;
+                    return;
+                }
+                let Some(def) = self.stmts.get(name).cloned() else {
+                    let msg = format!(
+                        "prepared statement \"{}\" does not exist",
+                        String::from_utf8_lossy(name)
+                    );
+                    return self.inject_error_ext("26000", &msg);
+                };
+                self.ensure_prepared(&def);
+                let Some(msg) = prepared::rewrite_name(&mut self.scratch, &frame, &def.server_name) else {
+                    return self.inject_error_ext(sqlstate::PROTOCOL_VIOLATION, "malformed message");
+                };
+                let e = if tag == b'D' {
+                    Entry::forward(tag).with_stmt(def)
+                } else {
+                    Entry::forward(tag)
+                };
+                self.expect.push(e);
+                self.to_server.push(msg);
+                self.ext_open = true;
+            }
+            b'C' if is_named_statement_close(&frame) => self.close_statement(&frame),
+            _ => self.send_ext(tag, frame),
+        }
+    }
+
+    /// Queue an extended message unchanged, with its expectation.
+    fn send_ext(&mut self, tag: u8, frame: Bytes) {
+        match tag {
+            b'H' => {}
+            b'S' => {
+                if self.expect.ready_owed() == 0 {
+                    self.query_start = Some(Instant::now());
+                }
+                self.expect.push(Entry::forward(tag));
+                self.ext_open = false;
+            }
+            _ => {
+                self.expect.push(Entry::forward(tag));
+                self.ext_open = true;
+            }
         }
         self.to_server.push(frame);
+    }
+
+    /// Close of a named statement: the client's name goes, the server keeps the
+    /// statement for others; answered locally, in order.
+    fn close_statement(&mut self, frame: &[u8]) {
+        if let Some(name) = describe_statement_name(&frame[5..]) {
+            self.stmts.remove(name);
+        }
+        self.scratch.extend_from_slice(replies::CLOSE_COMPLETE);
+        self.reply(b'C');
+    }
+
+    /// Prepare `def` on the attached server if it lacks it (the ParseComplete is
+    /// swallowed; an error stands for the client's Bind/Describe).
+    fn ensure_prepared(&mut self, def: &Arc<StmtDef>) {
+        let conn = &mut self.server.as_mut().expect("attached").co.conn;
+        if conn.prepared.touch(def) {
+            return;
+        }
+        conn.prepared.insert(def.clone());
+        let msg = def.parse_message(&mut self.scratch);
+        let mut e = Entry::forward(b'P').with_stmt(def.clone());
+        e.mode = Mode::SwallowOk;
+        self.expect.push(e);
+        self.to_server.push(msg);
+    }
+
+    /// Make the server raise `code`/`msg` in an extended batch: the client sees the
+    /// error where its message stood, and Postgres skips to Sync and fails the
+    /// transaction exactly as for its own errors.
+    fn inject_error_ext(&mut self, code: &str, msg: &str) {
+        let Some(sql) = raise_sql(code, msg) else { return };
+        let p = Parse {
+            name: b"",
+            query: sql.as_bytes(),
+            param_types: &[],
+        };
+        let def = StmtDef::new(&p, Default::default());
+        let mut parse = BytesMut::new();
+        {
+            use bytes::BufMut;
+            parse.put_u8(b'P');
+            parse.put_i32((4 + 1 + sql.len() + 1 + 2) as i32);
+            parse.put_u8(0);
+            parse.put_slice(sql.as_bytes());
+            parse.put_u8(0);
+            parse.put_i16(0);
+            // Bind "" "" with no params and no result formats.
+            parse.put_slice(b"B\0\0\0\x0c\0\0\0\0\0\0\0\0");
+            parse.put_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        }
+        drop(def);
+        self.expect.push(Entry::swallow(b'P'));
+        self.expect.push(Entry::swallow(b'B'));
+        let mut e = Entry::forward(b'E');
+        e.mode = Mode::SwallowOk;
+        self.expect.push(e);
+        self.to_server.push(parse.freeze());
+        self.ext_open = true;
+    }
+
+    /// Same for a simple Query: the server raises the error, then ReadyForQuery.
+    fn inject_error_simple(&mut self, code: &str, msg: &str) {
+        let Some(sql) = raise_sql(code, msg) else { return };
+        let mut b = BytesMut::new();
+        protocol::query(&mut b, &sql);
+        if self.expect.ready_owed() == 0 {
+            self.query_start = Some(Instant::now());
+        }
+        self.expect.push(Entry::forward(b'Q'));
+        self.to_server.push(b.freeze());
+    }
+
+    /// Emit synthetic replies that have reached the head of the queue.
+    fn drain_synthetic(&mut self) {
+        while let Some(e) = self.expect.front() {
+            if e.synthetic.is_none() {
+                break;
+            }
+            if let Some(b) = self.expect.pop().and_then(|e| e.synthetic) {
+                self.to_client.push(b);
+            }
+        }
     }
 
     /// Remember whether a statement may change settings Postgres does not report.
@@ -483,63 +1203,90 @@ impl Session {
                 crate::pool::PoolError::Closed => sqlstate::CANNOT_CONNECT,
             };
             let shard_name = &self.db.cfg.shards[shard].name;
-            (
-                code,
-                format!("shard {shard_name} of database {}: {e}", self.db.name),
-            )
+            (code, format!("shard {shard_name} of database {}: {e}", self.db.name))
         })?;
         self.handle.server.store(Some(co.conn.cancel.clone()));
         self.app.active_transactions.fetch_add(1, Ordering::AcqRel);
         let mut att = Attached {
             co,
             pool,
+            shard,
             since: Instant::now(),
         };
+        self.server_status = b'I';
+        let conn = &mut att.co.conn;
+        // Keep the server's statement cache bounded: close the least used first.
+        let cap = self.db.settings.max_prepared_statements;
+        let evicted = conn.prepared.evict_over(cap);
+        if !evicted.is_empty() {
+            for d in evicted {
+                let c = prepared::close_message(&mut self.scratch, &d.server_name);
+                self.to_server.push(c);
+                self.expect.push(Entry::swallow(b'C'));
+            }
+            let mut b = BytesMut::new();
+            protocol::sync(&mut b);
+            self.to_server.push(b.freeze());
+            self.expect.push(Entry::swallow(b'S'));
+        }
         let want_unreported = &self.login.unreported;
-        if let Some(sql) = att
-            .co
-            .conn
-            .sync_statement(&self.login.reported, want_unreported)
-        {
+        if let Some(sql) = conn.sync_statement(&self.login.reported, want_unreported) {
             let mut b = BytesMut::new();
             protocol::query(&mut b, &sql);
             self.to_server.push(b.freeze());
-            self.pending_rfq += 1;
-            self.swallow_rfq += 1;
-            att.co.conn.assume_synced(want_unreported);
+            self.expect.push(Entry::swallow(b'Q'));
+            conn.assume_synced(want_unreported);
         }
         self.server = Some(att);
         Ok(())
     }
 
-    /// Scan what the server sent: track ReadyForQuery and ParameterStatus, drop the
-    /// answers to injected statements, forward the rest as zero-copy chunks.
+    /// Scan what the server sent: match responses to expectations, drop the answers
+    /// to injected statements, forward the rest as zero-copy runs.
     async fn process_server(&mut self) -> Result<(), End> {
-        let Some(att) = self.server.as_mut() else {
-            return Ok(());
-        };
-        let rbuf = &mut att.co.conn.rbuf;
+        let pool_mode = self.db.settings.mode;
+        let Some(att) = self.server.as_mut() else { return Ok(()) };
+        let crate::server::ServerConn {
+            rbuf,
+            prepared: server_stmts,
+            current: server_params,
+            broken,
+            ..
+        } = &mut att.co.conn;
         // `pos` = end of the run of complete frames to forward as one chunk.
         let mut pos = 0;
         loop {
             if self.s_stream_left > 0 {
-                debug_assert_eq!(pos, 0);
                 let n = self.s_stream_left.min(rbuf.len());
                 if n == 0 {
                     break;
                 }
                 let chunk = rbuf.split_to(n).freeze();
                 self.s_stream_left -= n;
-                self.bytes_out += 0;
                 self.to_client.push(chunk);
                 continue;
+            }
+            // Synthetic replies whose turn has come go out before this frame.
+            if self.expect.front().is_some_and(|e| e.synthetic.is_some()) {
+                if pos > 0 {
+                    self.to_client.push(rbuf.split_to(pos).freeze());
+                    pos = 0;
+                }
+                while let Some(e) = self.expect.front() {
+                    if e.synthetic.is_none() {
+                        break;
+                    }
+                    if let Some(b) = self.expect.pop().and_then(|e| e.synthetic) {
+                        self.to_client.push(b);
+                    }
+                }
             }
             let rest = &rbuf[pos..];
             let (tag, len) = match protocol::frame_header(rest, usize::MAX >> 1) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => {
-                    att.co.conn.broken = true;
+                    *broken = true;
                     self.emit_fatal(
                         sqlstate::PROTOCOL_VIOLATION,
                         &format!("invalid message from server: {e}"),
@@ -547,145 +1294,191 @@ impl Session {
                     return Err(format!("server protocol error: {e}"));
                 }
             };
+            let mode = match tag {
+                // Asynchronous messages belong to no entry.
+                b'N' | b'A' => Mode::Forward,
+                _ => self.expect.front().map(|e| e.mode).unwrap_or(Mode::Forward),
+            };
             if rest.len() < len {
-                if (tag == b'D' || tag == b'd') && len > STREAM_THRESHOLD && self.swallow_rfq == 0 {
-                    // Forward what we have of a big row/copy chunk; stream the remainder.
+                if (tag == b'D' || tag == b'd') && len > STREAM_THRESHOLD && mode == Mode::Forward {
+                    // Forward what we have of a big row/copy chunk; stream the rest.
                     let total = rbuf.len();
-                    let chunk = rbuf.split_to(total).freeze();
-                    self.to_client.push(chunk);
+                    self.to_client.push(rbuf.split_to(total).freeze());
                     self.s_stream_left = len - (total - pos);
                     pos = 0;
                     continue;
                 }
                 break;
             }
-            let swallowing = self.swallow_rfq > 0;
+            let mut forward = match mode {
+                Mode::Forward => true,
+                Mode::Swallow => false,
+                Mode::SwallowOk => tag == b'E',
+            };
+            let mut replace: Option<Bytes> = None;
             match tag {
-                b'Z' => {
-                    let status = rest.get(5).copied().unwrap_or(b'I');
-                    self.pending_rfq = self.pending_rfq.saturating_sub(1);
-                    if !swallowing && self.mode == PoolMode::Statement && status != b'I' {
-                        // Refuse before the client sees ReadyForQuery: the server is
-                        // inside a transaction block and cannot be shared.
-                        if pos > 0 {
-                            let chunk = rbuf.split_to(pos).freeze();
-                            self.to_client.push(chunk);
-                        }
-                        att.co.conn.broken = true;
-                        self.emit_fatal(
-                            sqlstate::FEATURE_NOT_SUPPORTED,
-                            "transaction blocks not allowed in statement pooling mode",
-                        );
-                        return Err("transaction in statement mode".into());
-                    }
-                    if swallowing {
-                        self.swallow_rfq -= 1;
-                    } else {
-                        self.tx_status = status;
-                        self.queries += 1;
-                        if let Some(t) = self.query_start.take() {
-                            self.query_us += t.elapsed().as_micros() as u64;
-                        }
-                        if self.pending_rfq > 0 {
-                            self.query_start = Some(Instant::now());
-                        }
-                    }
-                }
                 b'S' => {
                     if let Some((k, v)) = params::parse_parameter_status(&rest[5..len]) {
-                        att.co.conn.current.set(k, v);
+                        server_params.set(k, v);
                         if let Some(c) = params::canonical(k) {
                             // The client's own view follows what its server reports.
                             self.login.reported.set(c, v);
                         }
                     }
                 }
-                _ => {}
+                b't' => {
+                    if let Some(e) = self.expect.front() {
+                        if let Some(def) = &e.stmt {
+                            let _ = def.described.set(parse_param_description(&rest[5..len]));
+                        }
+                    }
+                }
+                b'N' | b'A' => {}
+                _ => {
+                    if tag == b'E' {
+                        self.head_failed = true;
+                        if mode == Mode::Swallow {
+                            // A failed settings sync: tell the client as a warning.
+                            let info = protocol::parse_error(&rest[5..len]);
+                            tracing::warn!(client = self.handle.id, "internal statement failed on server: {}", info.message);
+                            let mut w = BytesMut::from(&rest[..len]);
+                            w[0] = b'N';
+                            replace = Some(w.freeze());
+                            forward = false;
+                        }
+                    }
+                    let completes = self
+                        .expect
+                        .front()
+                        .is_some_and(|e| e.completed_by(tag));
+                    if completes {
+                        let e = self.expect.pop().expect("front exists");
+                        let failed = std::mem::take(&mut self.head_failed);
+                        if e.tag == b'P' && failed {
+                            if let Some(def) = &e.stmt {
+                                server_stmts.remove(def);
+                                if e.mode == Mode::Forward {
+                                    // A failed Parse creates no statement, as in Postgres.
+                                    self.stmts.retain(|_, d| !Arc::ptr_eq(d, def));
+                                }
+                            }
+                        }
+                        if tag == b'E' && e.is_extended() {
+                            // Postgres now skips to Sync; so do we, undoing
+                            // prepares that will not happen.
+                            for d in self.expect.skip_to_sync() {
+                                if let (b'P', Some(def)) = (d.tag, &d.stmt) {
+                                    server_stmts.remove(def);
+                                    if d.mode == Mode::Forward {
+                                        self.stmts.retain(|_, x| !Arc::ptr_eq(x, def));
+                                    }
+                                }
+                            }
+                        }
+                        if e.clear_prepared && !failed {
+                            server_stmts.clear();
+                        }
+                        if tag == b'Z' {
+                            let status = rest.get(5).copied().unwrap_or(b'I');
+                            self.server_status = status;
+                            if e.mode == Mode::Forward {
+                                self.queries += 1;
+                                if let Some(t) = self.query_start.take() {
+                                    self.query_us += t.elapsed().as_micros() as u64;
+                                }
+                                if self.expect.ready_owed() > 0 {
+                                    self.query_start = Some(Instant::now());
+                                }
+                                if pool_mode == PoolMode::Statement && status != b'I' {
+                                    // Refuse before the client sees ReadyForQuery: the
+                                    // server is inside a transaction block.
+                                    if pos > 0 {
+                                        self.to_client.push(rbuf.split_to(pos).freeze());
+                                    }
+                                    *broken = true;
+                                    self.emit_fatal(
+                                        sqlstate::FEATURE_NOT_SUPPORTED,
+                                        "transaction blocks not allowed in statement pooling mode",
+                                    );
+                                    return Err("transaction in statement mode".into());
+                                }
+                                if self.masquerade {
+                                    // Work done outside a held BEGIN: the client is
+                                    // still in its (virtual) transaction.
+                                    let mut z = BytesMut::from(&rest[..len]);
+                                    z[5] = self.tx_status;
+                                    replace = Some(z.freeze());
+                                    forward = false;
+                                } else {
+                                    self.tx_status = status;
+                                    if status == b'I' {
+                                        self.tenants.local = None;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
-            if swallowing {
-                // Flush the forwardable run before this frame, then drop or convert it.
+            if forward {
+                pos += len;
+            } else {
                 if pos > 0 {
-                    let chunk = rbuf.split_to(pos).freeze();
-                    self.to_client.push(chunk);
+                    self.to_client.push(rbuf.split_to(pos).freeze());
                     pos = 0;
                 }
-                let mut frame = rbuf.split_to(len);
-                if tag == b'E' {
-                    // A failed settings sync: tell the client as a warning, not an error.
-                    frame[0] = b'N';
-                    let info = protocol::parse_error(&frame[5..]);
-                    tracing::warn!(
-                        client = self.handle.id,
-                        "session setting failed on server: {}",
-                        info.message
-                    );
-                    self.to_client.push(frame.freeze());
+                let _ = rbuf.split_to(len);
+                if let Some(r) = replace {
+                    self.to_client.push(r);
                 }
-            } else {
-                pos += len;
             }
         }
         if pos > 0 {
-            let chunk = rbuf.split_to(pos).freeze();
-            self.to_client.push(chunk);
+            self.to_client.push(rbuf.split_to(pos).freeze());
         }
+        self.drain_synthetic();
         self.maybe_release().await
     }
 
     /// Release the server if the transaction is over and nothing is in flight.
     async fn maybe_release(&mut self) -> Result<(), End> {
-        let Some(att) = self.server.as_ref() else {
-            return Ok(());
-        };
-        if self.pending_rfq > 0
+        let Some(att) = self.server.as_ref() else { return Ok(()) };
+        if !self.expect.is_empty()
             || self.ext_open
             || !self.to_server.is_empty()
             || self.s_stream_left > 0
+            || !att.co.conn.rbuf.is_empty()
+            || self.server_status != b'I'
+            || self.mode() == PoolMode::Session
         {
             return Ok(());
         }
-        if !att.co.conn.rbuf.is_empty() {
-            return Ok(());
-        }
-        match self.mode {
-            PoolMode::Session => Ok(()),
-            _ if self.tx_status != b'I' => Ok(()),
-            _ => {
-                self.release().await;
-                Ok(())
-            }
-        }
+        self.release().await;
+        Ok(())
     }
 
     /// Return the server to its pool after a finished transaction.
     async fn release(&mut self) {
-        let Some(mut att) = self.server.take() else {
-            return;
-        };
+        let Some(mut att) = self.server.take() else { return };
         if self.touched_unreported {
             self.touched_unreported = false;
             sync_unreported_back(&mut att, &mut self.login).await;
         }
         self.handle.server.store(None);
+        let xact_us = att.since.elapsed().as_micros() as u64;
         let stats = &att.pool.stats;
         stats.xact_count.fetch_add(1, Ordering::Relaxed);
-        stats
-            .xact_time_us
-            .fetch_add(att.since.elapsed().as_micros() as u64, Ordering::Relaxed);
+        stats.xact_time_us.fetch_add(xact_us, Ordering::Relaxed);
         stats.query_count.fetch_add(self.queries, Ordering::Relaxed);
-        stats
-            .query_time_us
-            .fetch_add(self.query_us, Ordering::Relaxed);
-        stats
-            .bytes_received
-            .fetch_add(self.bytes_in, Ordering::Relaxed);
-        stats
-            .bytes_sent
-            .fetch_add(self.bytes_out, Ordering::Relaxed);
+        stats.query_time_us.fetch_add(self.query_us, Ordering::Relaxed);
+        stats.bytes_received.fetch_add(self.bytes_in, Ordering::Relaxed);
+        stats.bytes_sent.fetch_add(self.bytes_out, Ordering::Relaxed);
         self.queries = 0;
         self.query_us = 0;
         self.bytes_in = 0;
         self.bytes_out = 0;
+        self.masquerade = false;
+        self.tx_tenant = None;
         att.pool.checkin(att.co);
         self.app.transaction_finished();
     }
@@ -701,6 +1494,7 @@ impl Session {
             att.pool.discard(att.co);
             self.app.transaction_finished();
         }
+        self.expect.clear();
         self.emit_fatal(
             sqlstate::CONNECTION_FAILURE,
             "server connection lost; the transaction was aborted",
@@ -711,21 +1505,21 @@ impl Session {
     /// The client is gone: return the server only if it is clean, else close it.
     async fn detach_on_exit(&mut self) {
         let clean = self.server.as_ref().is_some_and(|a| !a.co.conn.broken)
-            && self.pending_rfq == 0
+            && self.expect.is_empty()
             && !self.ext_open
-            && self.tx_status == b'I'
+            && self.server_status == b'I'
             && self.s_stream_left == 0
             && self.c_stream_left == 0;
-        let Some(mut att) = self.server.take() else {
-            return;
-        };
+        let Some(mut att) = self.server.take() else { return };
         self.handle.server.store(None);
-        if clean && self.mode == PoolMode::Session {
+        if clean && self.mode() == PoolMode::Session {
             let q = att.pool.settings.load().server_reset_query.clone();
             if !q.is_empty() {
-                // Flush anything still queued first (the server is idle, so it is nothing).
                 let ok = att.co.conn.internal_row(&q).await.is_ok();
                 att.co.conn.unreported = Default::default();
+                if contains_ci(q.as_bytes(), b"discard all") || contains_ci(q.as_bytes(), b"deallocate") {
+                    att.co.conn.prepared.clear();
+                }
                 if !ok {
                     att.co.conn.broken = true;
                 }
@@ -774,6 +1568,50 @@ async fn sync_unreported_back(att: &mut Attached, login: &mut ClientLogin) {
     }
 }
 
+/// SQL that makes the server raise an error with our SQLSTATE and message.
+fn raise_sql(code: &str, msg: &str) -> Option<String> {
+    if code.len() != 5 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    // The message goes inside a dollar-quoted body as a standard string literal.
+    let mut lit = String::new();
+    crate::server::push_literal(&mut lit, &msg.replace('$', "＄"));
+    Some(format!(
+        "DO $shardbouncer$BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = {lit}; END$shardbouncer$"
+    ))
+}
+
+/// The statement name of a Describe/Close body aimed at a statement ('S').
+fn describe_statement_name(body: &[u8]) -> Option<&[u8]> {
+    let (&kind, rest) = body.split_first()?;
+    if kind != b'S' {
+        return None;
+    }
+    protocol::cstr(rest).map(|(n, _)| n)
+}
+
+fn is_named_statement_close(frame: &[u8]) -> bool {
+    frame.first() == Some(&b'C') && describe_statement_name(&frame[5..]).is_some_and(|n| !n.is_empty())
+}
+
+/// Query text of a 'Q' frame (without the trailing NUL).
+fn query_text(frame: &[u8]) -> &[u8] {
+    let b = frame.get(5..).unwrap_or_default();
+    b.strip_suffix(b"\0").unwrap_or(b)
+}
+
+/// Parameter type OIDs from a ParameterDescription body.
+fn parse_param_description(body: &[u8]) -> Vec<u32> {
+    let Some((n, mut rest)) = protocol::get_i16(body) else { return Vec::new() };
+    let mut v = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n.max(0) {
+        let Some((oid, r)) = protocol::get_u32(rest) else { break };
+        v.push(oid);
+        rest = r;
+    }
+    v
+}
+
 /// Parameters reported at login when no server could be reached yet.
 fn fallback_params() -> crate::server::ParamSet {
     let mut p = crate::server::ParamSet::default();
@@ -794,7 +1632,7 @@ fn fallback_params() -> crate::server::ParamSet {
 }
 
 /// ASCII case-insensitive substring search (needle given in lowercase).
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     if needle.is_empty() || hay.len() < needle.len() {
         return needle.is_empty();
     }
@@ -818,7 +1656,7 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::contains_ci;
+    use super::*;
 
     #[test]
     fn contains_ci_finds_mixed_case() {
@@ -826,5 +1664,12 @@ mod tests {
         assert!(!contains_ci(b"SELECT 1", b"search_path"));
         assert!(contains_ci(b"reset", b"reset"));
         assert!(!contains_ci(b"rese", b"reset"));
+    }
+
+    #[test]
+    fn raise_sql_is_safe() {
+        let s = raise_sql("0A000", "it's $x$ here").unwrap();
+        assert!(s.contains("'it''s ＄x＄ here'"));
+        assert!(raise_sql("0A0'0", "x").is_none());
     }
 }

@@ -136,6 +136,8 @@ pub struct PoolOverrides {
     pub server_lifetime: Option<Duration>,
     /// See [`PoolSettings::server_reset_query`].
     pub server_reset_query: Option<String>,
+    /// See [`PoolSettings::max_prepared_statements`].
+    pub max_prepared_statements: Option<usize>,
 }
 
 /// Effective pool settings of one database (defaults merged with its overrides).
@@ -167,6 +169,8 @@ pub struct PoolSettings {
     pub server_lifetime: Duration,
     /// Query run before a server is reused by another client in session mode.
     pub server_reset_query: String,
+    /// Named prepared statements kept per server connection (LRU beyond this).
+    pub max_prepared_statements: usize,
 }
 
 impl Default for PoolSettings {
@@ -185,6 +189,7 @@ impl Default for PoolSettings {
             server_idle_timeout: Duration::from_secs(600),
             server_lifetime: Duration::from_secs(3600),
             server_reset_query: "DISCARD ALL".into(),
+            max_prepared_statements: 200,
         }
     }
 }
@@ -213,6 +218,9 @@ impl PoolSettings {
                 .server_reset_query
                 .clone()
                 .unwrap_or_else(|| self.server_reset_query.clone()),
+            max_prepared_statements: o
+                .max_prepared_statements
+                .unwrap_or(self.max_prepared_statements),
         }
     }
 }
@@ -382,6 +390,7 @@ const POOL_KEYS: &[&str] = &[
     "server_idle_timeout",
     "server_lifetime",
     "server_reset_query",
+    "max_prepared_statements",
 ];
 
 /// The same shape as [`Database`], deserialized after the key check.

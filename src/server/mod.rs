@@ -2,6 +2,7 @@
 //! bring session parameters in line with a client, and reset.
 
 pub mod params;
+pub mod prepared;
 
 pub use params::{ParamSet, TRACKED_PARAMS};
 
@@ -97,6 +98,8 @@ pub struct ServerConn {
     pub initial: ParamSet,
     /// Parameters as currently set on the server.
     pub current: ParamSet,
+    /// Named statements prepared on this server (content-addressed).
+    pub prepared: prepared::ServerStatements,
     /// Settings Postgres does not report (search_path, statement_timeout, ...) that we
     /// set on this server; a key that is absent is at the server's default.
     pub unreported: ParamSet,
@@ -144,6 +147,7 @@ impl ServerConn {
             }),
             initial: ParamSet::default(),
             current: ParamSet::default(),
+            prepared: Default::default(),
             unreported: ParamSet::default(),
             created: Instant::now(),
             last_used: Instant::now(),

@@ -1,0 +1,226 @@
+//! What the server owes us, in order.
+//!
+//! Every message sent to the server that produces a response pushes one entry; the
+//! server's responses complete entries front to back. An entry says what to do with
+//! its responses: forward them to the client, swallow them (statements shardbouncer
+//! injected: settings sync, a held BEGIN, a lazy re-prepare), or emit a synthetic
+//! reply in its place (a Close or a Parse that shardbouncer answered itself). Because
+//! synthetic replies wait for their turn in the queue, answers stay in protocol order
+//! even in deep pipelines.
+//!
+//! After an ErrorResponse to an extended-protocol message, Postgres skips everything
+//! up to the next Sync; [`Expectations::skip_to_sync`] drops the same entries.
+
+use crate::server::prepared::StmtDef;
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// How to treat the responses of one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The client's own message: forward its responses.
+    Forward,
+    /// Injected by us: drop its responses (errors become warnings).
+    Swallow,
+    /// Injected by us on the client's behalf (a lazy re-prepare): drop the success
+    /// reply, forward an error, which then stands for the client's message.
+    SwallowOk,
+}
+
+/// One expected response sequence.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The message tag that was sent (P, B, D, E, C, S, Q, F).
+    pub tag: u8,
+    /// What to do with its responses.
+    pub mode: Mode,
+    /// A reply to emit in place of a server response (nothing was sent for it).
+    pub synthetic: Option<Bytes>,
+    /// For Parse: the statement that becomes prepared on this server when it succeeds.
+    /// For Describe of a statement: where to record the inferred parameter types.
+    pub stmt: Option<Arc<StmtDef>>,
+    /// A simple Query that drops every prepared statement (DISCARD ALL): on success
+    /// the server's statement cache is known to be empty.
+    pub clear_prepared: bool,
+}
+
+impl Entry {
+    /// A client message whose responses are forwarded.
+    pub fn forward(tag: u8) -> Entry {
+        Entry {
+            tag,
+            mode: Mode::Forward,
+            synthetic: None,
+            stmt: None,
+            clear_prepared: false,
+        }
+    }
+
+    /// An injected message whose responses are dropped.
+    pub fn swallow(tag: u8) -> Entry {
+        Entry {
+            tag,
+            mode: Mode::Swallow,
+            synthetic: None,
+            stmt: None,
+            clear_prepared: false,
+        }
+    }
+
+    /// A reply we produce ourselves, emitted when its turn comes. `tag` is the
+    /// client message it answers (S for a locally answered Sync, and so on).
+    pub fn synthetic(tag: u8, reply: Bytes) -> Entry {
+        Entry {
+            tag,
+            mode: Mode::Forward,
+            synthetic: Some(reply),
+            stmt: None,
+            clear_prepared: false,
+        }
+    }
+
+    /// Attach a statement.
+    pub fn with_stmt(mut self, s: Arc<StmtDef>) -> Entry {
+        self.stmt = Some(s);
+        self
+    }
+
+    /// Whether `resp` (a server message tag) finishes this entry.
+    pub fn completed_by(&self, resp: u8) -> bool {
+        if resp == b'E' {
+            // An error ends an extended message; a Query/Sync still ends with
+            // ReadyForQuery (a Sync can fail at commit time).
+            return self.is_extended();
+        }
+        match self.tag {
+            b'P' => resp == b'1',
+            b'B' => resp == b'2',
+            b'D' => resp == b'T' || resp == b'n',
+            b'E' => matches!(resp, b'C' | b'I' | b's'),
+            b'C' => resp == b'3',
+            b'S' | b'Q' | b'F' => resp == b'Z',
+            _ => false,
+        }
+    }
+
+    /// Whether an error in this entry makes the server skip to the next Sync.
+    pub fn is_extended(&self) -> bool {
+        matches!(self.tag, b'P' | b'B' | b'D' | b'E' | b'C')
+    }
+
+    /// Whether this entry ends with ReadyForQuery.
+    pub fn ends_with_ready(&self) -> bool {
+        matches!(self.tag, b'S' | b'Q' | b'F')
+    }
+}
+
+/// The queue of expectations for the attached server.
+#[derive(Debug, Default)]
+pub struct Expectations {
+    q: VecDeque<Entry>,
+    ready_owed: usize,
+}
+
+impl Expectations {
+    /// Add an entry.
+    #[inline]
+    pub fn push(&mut self, e: Entry) {
+        if e.ends_with_ready() && e.synthetic.is_none() {
+            self.ready_owed += 1;
+        }
+        self.q.push_back(e);
+    }
+
+    /// The oldest entry.
+    #[inline]
+    pub fn front(&self) -> Option<&Entry> {
+        self.q.front()
+    }
+
+    /// Remove the oldest entry.
+    #[inline]
+    pub fn pop(&mut self) -> Option<Entry> {
+        let e = self.q.pop_front()?;
+        if e.ends_with_ready() && e.synthetic.is_none() {
+            self.ready_owed -= 1;
+        }
+        Some(e)
+    }
+
+    /// Nothing owed.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    /// ReadyForQuery messages the server still owes.
+    #[inline]
+    pub fn ready_owed(&self) -> usize {
+        self.ready_owed
+    }
+
+    /// Entries pending.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    /// After an error in an extended-protocol message: drop what Postgres will skip,
+    /// i.e. every entry before the next Sync (synthetic ones included: the server
+    /// would not have answered them either).
+    /// Returns the dropped entries (an error path, so allocating is fine).
+    pub fn skip_to_sync(&mut self) -> Vec<Entry> {
+        let mut dropped = Vec::new();
+        while let Some(e) = self.q.front() {
+            if e.tag == b'S' {
+                break;
+            }
+            if let Some(e) = self.pop() {
+                dropped.push(e);
+            }
+        }
+        dropped
+    }
+
+    /// Forget everything (the server is gone).
+    pub fn clear(&mut self) {
+        self.q.clear();
+        self.ready_owed = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_rules() {
+        assert!(Entry::forward(b'P').completed_by(b'1'));
+        assert!(!Entry::forward(b'P').completed_by(b'2'));
+        assert!(Entry::forward(b'D').completed_by(b'n'));
+        assert!(!Entry::forward(b'D').completed_by(b't'));
+        assert!(Entry::forward(b'E').completed_by(b's'));
+        assert!(Entry::forward(b'Q').completed_by(b'Z'));
+        assert!(!Entry::forward(b'Q').completed_by(b'C'));
+        assert!(Entry::forward(b'B').completed_by(b'E'));
+        assert!(!Entry::forward(b'S').completed_by(b'E'));
+    }
+
+    #[test]
+    fn skip_to_sync_keeps_the_sync() {
+        let mut x = Expectations::default();
+        x.push(Entry::forward(b'P'));
+        x.push(Entry::forward(b'B'));
+        x.push(Entry::synthetic(b'C', Bytes::from_static(b"3\0\0\0\x04")));
+        x.push(Entry::forward(b'S'));
+        x.push(Entry::forward(b'Q'));
+        assert_eq!(x.ready_owed(), 2);
+        x.pop();
+        x.skip_to_sync();
+        assert_eq!(x.front().unwrap().tag, b'S');
+        assert_eq!(x.len(), 2);
+        x.pop();
+        assert_eq!(x.ready_owed(), 1);
+    }
+}

@@ -1,0 +1,269 @@
+//! Named prepared statements in transaction mode.
+//!
+//! A client's statement names are private to the client; on servers, statements are
+//! content-addressed: the same query text and parameter types get the same server-side
+//! name (`sb_<hash>`) on every server, so one preparation serves every client that
+//! uses that statement. Each server keeps an LRU of what it has prepared, bounded by
+//! `max_prepared_statements`; statements a server lacks are prepared lazily right
+//! before the Bind or Describe that needs them.
+
+use crate::protocol::{self, Parse};
+use crate::router::TenantKey;
+use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock};
+
+/// Routing facts about a statement, found once at Parse time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StmtRouting {
+    /// A tenant named in a routing comment.
+    pub comment: Option<TenantKey>,
+    /// A tenant found by the scan (a literal).
+    pub scan: Option<TenantKey>,
+    /// `key = $n`: the tenant is Bind parameter n (1-based).
+    pub param: Option<u16>,
+    /// Whether the statement is a bare BEGIN / START TRANSACTION.
+    pub is_begin: bool,
+}
+
+/// A statement as prepared on servers.
+#[derive(Debug)]
+pub struct StmtDef {
+    /// Content hash (query text + parameter types).
+    pub hash: u64,
+    /// Name used on servers: `sb_` + 16 hex digits.
+    pub server_name: String,
+    /// Query text.
+    pub query: Bytes,
+    /// Raw parameter-type section of the Parse (count + OIDs).
+    pub types: Bytes,
+    /// Routing facts.
+    pub routing: StmtRouting,
+    /// Parameter types reported by the server (ParameterDescription), if seen.
+    pub described: OnceLock<Vec<u32>>,
+}
+
+impl StmtDef {
+    /// Build from a client Parse.
+    pub fn new(p: &Parse<'_>, routing: StmtRouting) -> StmtDef {
+        let mut types = BytesMut::with_capacity(2 + p.param_types.len());
+        types.put_i16((p.param_types.len() / 4) as i16);
+        types.put_slice(p.param_types);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        p.query.hash(&mut h);
+        p.param_types.hash(&mut h);
+        let hash = h.finish();
+        StmtDef {
+            hash,
+            server_name: format!("sb_{hash:016x}"),
+            query: Bytes::copy_from_slice(p.query),
+            types: types.freeze(),
+            routing,
+            described: OnceLock::new(),
+        }
+    }
+
+    /// Same statement (content equality, guarding against hash collisions).
+    pub fn same(&self, other: &StmtDef) -> bool {
+        self.hash == other.hash && self.query == other.query && self.types == other.types
+    }
+
+    /// Declared or described type of parameter `i` (0-based); 0 when unknown.
+    pub fn param_type(&self, i: usize) -> u32 {
+        let declared = self
+            .types
+            .get(2 + i * 4..2 + i * 4 + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(0);
+        if declared != 0 {
+            return declared;
+        }
+        self.described
+            .get()
+            .and_then(|v| v.get(i).copied())
+            .unwrap_or(0)
+    }
+
+    /// The Parse message that prepares this statement on a server.
+    pub fn parse_message(&self, out: &mut BytesMut) -> Bytes {
+        out.put_u8(b'P');
+        let at = out.len();
+        out.put_i32(0);
+        out.put_slice(self.server_name.as_bytes());
+        out.put_u8(0);
+        out.put_slice(&self.query);
+        out.put_u8(0);
+        out.put_slice(&self.types);
+        let len = (out.len() - at) as i32;
+        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        out.split().freeze()
+    }
+}
+
+/// Statements prepared on one server, with least-recently-used eviction.
+#[derive(Debug, Default)]
+pub struct ServerStatements {
+    map: HashMap<u64, (Arc<StmtDef>, u64)>,
+    tick: u64,
+}
+
+impl ServerStatements {
+    /// Whether this exact statement is prepared here (and mark it used).
+    pub fn touch(&mut self, def: &StmtDef) -> bool {
+        self.tick += 1;
+        match self.map.get_mut(&def.hash) {
+            Some((d, t)) if d.same(def) => {
+                *t = self.tick;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Record a statement as prepared (or being prepared: a Parse is in flight).
+    pub fn insert(&mut self, def: Arc<StmtDef>) {
+        self.tick += 1;
+        self.map.insert(def.hash, (def, self.tick));
+    }
+
+    /// Remove least-recently-used statements beyond `cap`; the caller closes them on
+    /// the server. Done only when the server is idle, so the Close cannot be skipped
+    /// by an error elsewhere in a pipeline.
+    pub fn evict_over(&mut self, cap: usize) -> Vec<Arc<StmtDef>> {
+        let cap = cap.max(1);
+        let mut out = Vec::new();
+        while self.map.len() > cap {
+            let Some((&h, _)) = self.map.iter().min_by_key(|(_, (_, t))| *t) else { break };
+            if let Some((d, _)) = self.map.remove(&h) {
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    /// Forget a statement (its Parse failed or was skipped).
+    pub fn remove(&mut self, def: &StmtDef) {
+        if self.map.get(&def.hash).is_some_and(|(d, _)| d.same(def)) {
+            self.map.remove(&def.hash);
+        }
+    }
+
+    /// Forget everything (DISCARD ALL / DEALLOCATE ALL ran on the server).
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    /// Number prepared.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when none.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Build a Close(statement) for a server-side name.
+pub fn close_message(out: &mut BytesMut, server_name: &str) -> Bytes {
+    out.put_u8(b'C');
+    let at = out.len();
+    out.put_i32(0);
+    out.put_u8(b'S');
+    out.put_slice(server_name.as_bytes());
+    out.put_u8(0);
+    let len = (out.len() - at) as i32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    out.split().freeze()
+}
+
+/// Rewrite a Bind (statement name at the second field) or a Describe/Close of a
+/// statement to use `server_name`. `frame` is the whole client message.
+pub fn rewrite_name(out: &mut BytesMut, frame: &[u8], server_name: &str) -> Option<Bytes> {
+    let tag = *frame.first()?;
+    let body = frame.get(5..)?;
+    out.put_u8(tag);
+    let at = out.len();
+    out.put_i32(0);
+    match tag {
+        b'B' => {
+            let (portal, rest) = protocol::cstr(body)?;
+            let (_, rest) = protocol::cstr(rest)?;
+            out.put_slice(portal);
+            out.put_u8(0);
+            out.put_slice(server_name.as_bytes());
+            out.put_u8(0);
+            out.put_slice(rest);
+        }
+        b'D' | b'C' => {
+            out.put_u8(*body.first()?);
+            out.put_slice(server_name.as_bytes());
+            out.put_u8(0);
+        }
+        _ => return None,
+    }
+    let len = (out.len() - at) as i32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    Some(out.split().freeze())
+}
+
+/// Static replies used for locally answered messages.
+pub mod replies {
+    /// ParseComplete.
+    pub const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
+    /// CloseComplete.
+    pub const CLOSE_COMPLETE: &[u8] = b"3\0\0\0\x04";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(q: &str) -> Arc<StmtDef> {
+        let p = Parse {
+            name: b"x",
+            query: q.as_bytes(),
+            param_types: &[],
+        };
+        Arc::new(StmtDef::new(&p, StmtRouting::default()))
+    }
+
+    #[test]
+    fn content_addressed_names() {
+        assert_eq!(def("SELECT 1").server_name, def("SELECT 1").server_name);
+        assert_ne!(def("SELECT 1").server_name, def("SELECT 2").server_name);
+        assert_eq!(def("SELECT 1").server_name.len(), 19);
+    }
+
+    #[test]
+    fn lru_evicts_least_recent() {
+        let mut s = ServerStatements::default();
+        let (a, b, c) = (def("a"), def("b"), def("c"));
+        s.insert(a.clone());
+        s.insert(b.clone());
+        assert!(s.touch(&a));
+        s.insert(c.clone());
+        let ev = s.evict_over(2);
+        assert_eq!(ev.len(), 1);
+        assert!(ev[0].same(&b));
+        assert!(s.touch(&a) && s.touch(&c) && !s.touch(&b));
+    }
+
+    #[test]
+    fn rewrite_bind_keeps_the_rest() {
+        let mut f = BytesMut::new();
+        f.put_u8(b'B');
+        f.put_i32(4 + 2 + 3 + 4);
+        f.put_slice(b"p\0");
+        f.put_slice(b"s1\0");
+        f.put_slice(&[0, 0, 0, 0]);
+        let mut out = BytesMut::new();
+        let r = rewrite_name(&mut out, &f, "sb_0000000000000001").unwrap();
+        assert_eq!(&r[5..7], b"p\0");
+        assert_eq!(&r[7..27], b"sb_0000000000000001\0");
+        assert_eq!(&r[27..], &[0, 0, 0, 0]);
+        let len = i32::from_be_bytes([r[1], r[2], r[3], r[4]]) as usize;
+        assert_eq!(len + 1, r.len());
+    }
+}
