@@ -2,8 +2,8 @@
 //! connected clients. Shared by every task as `Arc<App>`.
 
 use crate::config::{Config, Database, NoTenant, PoolSettings, TenantSource};
-use crate::router::ShardMap;
 use crate::pool::{Pool, PoolKey, Pools};
+use crate::router::ShardMap;
 use crate::server::{CancelKey, Target};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::collections::HashMap;
@@ -109,7 +109,11 @@ impl Snapshot {
 }
 
 /// Routing runtime for a database: configured, or implied by having several shards.
-fn load_routing(config: &Config, name: &str, db: &Database) -> Result<Option<Arc<RoutingRt>>, String> {
+fn load_routing(
+    config: &Config,
+    name: &str,
+    db: &Database,
+) -> Result<Option<Arc<RoutingRt>>, String> {
     let r = match (&db.routing, db.shards.len()) {
         (Some(r), _) => r.clone(),
         (None, 1) => return Ok(None),
@@ -121,7 +125,10 @@ fn load_routing(config: &Config, name: &str, db: &Database) -> Result<Option<Arc
         Some(p) => {
             let path = config.resolve(p);
             let text = std::fs::read_to_string(&path).map_err(|e| {
-                format!("[databases.{name}.routing] shard_map {}: {e}", path.display())
+                format!(
+                    "[databases.{name}.routing] shard_map {}: {e}",
+                    path.display()
+                )
             })?;
             let map = ShardMap::parse(&text, &names)
                 .map_err(|e| format!("shard map {} (database {name}): {e}", path.display()))?;

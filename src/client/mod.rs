@@ -1,7 +1,7 @@
 //! One task per client: login, then the transaction loop ([`session`]).
 
-pub mod login;
 mod expect;
+pub mod login;
 mod queue;
 mod route;
 pub mod session;
@@ -187,12 +187,17 @@ fn startup_tenant(
         .or(from_user);
     match given {
         None => Ok(None),
-        Some(v) => crate::router::TenantKey::new(v.as_bytes()).map(Some).ok_or_else(|| {
-            LoginError::new(
-                sqlstate::INVALID_PARAMETER_VALUE,
-                format!("invalid {} at connect: tenant keys are 1 to 63 bytes of UTF-8", rt.key),
-            )
-        }),
+        Some(v) => crate::router::TenantKey::new(v.as_bytes())
+            .map(Some)
+            .ok_or_else(|| {
+                LoginError::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!(
+                        "invalid {} at connect: tenant keys are 1 to 63 bytes of UTF-8",
+                        rt.key
+                    ),
+                )
+            }),
     }
 }
 

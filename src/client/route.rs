@@ -180,11 +180,7 @@ pub fn no_tenant(rt: &RoutingRt) -> Result<Target, RouteError> {
 }
 
 /// Tenant mentions of a simple-query text (every statement in it).
-pub fn text_mentions(
-    rt: &RoutingRt,
-    sql: &[u8],
-    out: &mut Vec<Mention>,
-) -> Result<(), RouteError> {
+pub fn text_mentions(rt: &RoutingRt, sql: &[u8], out: &mut Vec<Mention>) -> Result<(), RouteError> {
     let key = rt.key.as_bytes();
     // Classified first mentions (comment vs scan) ...
     if let Statement::Other { comment, scan: sc } = scan(sql, key) {
@@ -438,8 +434,17 @@ pub fn is_tenant_free(sql: &[u8]) -> bool {
     let kw = first_keyword(sql, &mut b);
     matches!(
         kw,
-        b"" | b"SET" | b"RESET" | b"SHOW" | b"DISCARD" | b"DEALLOCATE" | b"COMMIT" | b"ROLLBACK"
-            | b"END" | b"ABORT" | b"SAVEPOINT" | b"RELEASE"
+        b"" | b"SET"
+            | b"RESET"
+            | b"SHOW"
+            | b"DISCARD"
+            | b"DEALLOCATE"
+            | b"COMMIT"
+            | b"ROLLBACK"
+            | b"END"
+            | b"ABORT"
+            | b"SAVEPOINT"
+            | b"RELEASE"
     )
 }
 
@@ -450,7 +455,10 @@ mod tests {
     #[test]
     fn keywords() {
         let mut b = [0u8; 16];
-        assert_eq!(first_keyword(b"  /* x */ -- y\n commit;", &mut b), b"COMMIT");
+        assert_eq!(
+            first_keyword(b"  /* x */ -- y\n commit;", &mut b),
+            b"COMMIT"
+        );
         assert!(is_bare(b"COMMIT", &[b"COMMIT", b"END"]));
         assert!(is_bare(b" end transaction ; ", &[b"COMMIT", b"END"]));
         assert!(!is_bare(b"COMMIT AND CHAIN", &[b"COMMIT"]));

@@ -249,7 +249,10 @@ impl Session {
         protocol::ready_for_query(&mut self.scratch, b'I');
         self.emit();
         pool.stats.login_count.fetch_add(1, Ordering::Relaxed);
-        self.to_client.flush_all(stream).await.map_err(|e| e.to_string())
+        self.to_client
+            .flush_all(stream)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// A shard for work that touches no tenant: the session tenant's, else the
@@ -527,6 +530,26 @@ impl Session {
     /// Extended-protocol message for a single-shard database.
     async fn plain_ext(&mut self, tag: u8, frame: Bytes) {
         if self.server.is_none() {
+            // Named Parses followed by Sync are answered without a server (see
+            // `parse_locally`); hold them until we see what follows.
+            if tag == b'P' && is_named_parse(&frame) && self.batch.iter().all(|(t, _)| *t == b'P') {
+                self.batch.push((tag, frame));
+                return;
+            }
+            if tag == b'S' && !self.batch.is_empty() {
+                let held = std::mem::take(&mut self.batch);
+                return self.parse_locally(held);
+            }
+            if !self.batch.is_empty() {
+                let held = std::mem::take(&mut self.batch);
+                if !self.attach_or_fail(0, held[0].0).await {
+                    return;
+                }
+                for (t, f) in held {
+                    self.forward_ext(t, f);
+                }
+                return self.forward_ext(tag, frame);
+            }
             match tag {
                 // Nothing is in flight: answer without taking a server.
                 b'S' => return self.emit_rfq(),
@@ -542,6 +565,49 @@ impl Session {
             }
         }
         self.forward_ext(tag, frame);
+    }
+
+    /// Answer named Parses + Sync without a server: register the statements and
+    /// reply ParseComplete + ReadyForQuery. The statement is prepared (and so
+    /// validated) lazily on the server that first executes or describes it; a syntax
+    /// error then surfaces at that Bind/Describe. Without this, a client that blocks
+    /// on a Parse while its other connections hold every server in a transaction
+    /// (pgbench -M prepared does exactly that) deadlocks on any transaction pooler.
+    fn parse_locally(&mut self, msgs: Vec<(u8, Bytes)>) {
+        for (_, frame) in &msgs {
+            let Some(p) = Parse::parse(&frame[5..]) else {
+                return self.fail_unattached(
+                    b'S',
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "malformed Parse message",
+                );
+            };
+            if self.stmts.contains_key(p.name) {
+                let msg = format!(
+                    "prepared statement \"{}\" already exists",
+                    String::from_utf8_lossy(p.name)
+                );
+                return self.fail_unattached(b'S', "42P05", &msg);
+            }
+            if self.stmts.len() >= MAX_CLIENT_STATEMENTS {
+                return self.fail_unattached(
+                    b'S',
+                    "53400",
+                    "too many prepared statements on this connection",
+                );
+            }
+            let routing = self
+                .db
+                .routing
+                .as_ref()
+                .map(|rt| route::stmt_routing(rt, p.query))
+                .unwrap_or_default();
+            let def = Arc::new(StmtDef::new(&p, routing));
+            self.stmts.insert(Bytes::copy_from_slice(p.name), def);
+            self.scratch.extend_from_slice(replies::PARSE_COMPLETE);
+            self.emit();
+        }
+        self.emit_rfq();
     }
 
     /// Attach a server for `shard`; on failure tell the client and return false.
@@ -588,6 +654,15 @@ impl Session {
             // Routing was removed by a reload: behave as a single-shard pooler.
             return self.dispatch(Target::Any, unit).await;
         };
+        if let Unit::Batch(msgs) = &unit {
+            if self.server.is_none() && is_parse_only_batch(msgs) {
+                if let Unit::Batch(msgs) = unit {
+                    let held = msgs.into_iter().filter(|(t, _)| *t == b'P').collect();
+                    self.parse_locally(held);
+                }
+                return Ok(());
+            }
+        }
         let target = match &unit {
             Unit::Simple(b'Q', frame) => {
                 let sql = query_text(frame);
@@ -706,7 +781,12 @@ impl Session {
         Ok(())
     }
 
-    fn cross_shard_message(&self, rt: &RoutingRt, key: &TenantKey, shard: usize) -> (&'static str, String) {
+    fn cross_shard_message(
+        &self,
+        rt: &RoutingRt,
+        key: &TenantKey,
+        shard: usize,
+    ) -> (&'static str, String) {
         let names = rt.map.shard_names();
         let pinned = self.server.as_ref().map(|a| a.shard).unwrap_or(0);
         let by = match &self.tx_tenant {
@@ -762,7 +842,11 @@ impl Session {
 
     /// No tenant named: stay on the pinned shard, run anywhere if harmless, else
     /// apply `no_tenant`.
-    fn target_without_tenant(&self, rt: &RoutingRt, harmless: bool) -> Result<Target, route::RouteError> {
+    fn target_without_tenant(
+        &self,
+        rt: &RoutingRt,
+        harmless: bool,
+    ) -> Result<Target, route::RouteError> {
         if let Some(att) = &self.server {
             if self.server_status != b'I' || !self.expect.is_empty() {
                 return Ok(Target::Shard {
@@ -779,7 +863,11 @@ impl Session {
     }
 
     /// Route an extended-protocol batch by the tenants its Binds name.
-    fn target_for_batch(&mut self, rt: &RoutingRt, msgs: &[(u8, Bytes)]) -> Result<Target, route::RouteError> {
+    fn target_for_batch(
+        &mut self,
+        rt: &RoutingRt,
+        msgs: &[(u8, Bytes)],
+    ) -> Result<Target, route::RouteError> {
         let mut mentions: Vec<Mention> = Vec::new();
         let mut local: Vec<(&[u8], Arc<StmtDef>)> = Vec::new();
         let mut unnamed = self.unnamed.clone();
@@ -789,7 +877,9 @@ impl Session {
             let body = &frame[5..];
             match tag {
                 b'P' => {
-                    let Some(p) = Parse::parse(body) else { continue };
+                    let Some(p) = Parse::parse(body) else {
+                        continue;
+                    };
                     let def = Arc::new(StmtDef::new(&p, route::stmt_routing(rt, p.query)));
                     if !route::is_tenant_free(p.query) {
                         all_harmless = false;
@@ -853,7 +943,13 @@ impl Session {
             }
             if self.server_status != b'I' || self.mode() == PoolMode::Session {
                 let rt = self.db.routing.clone();
-                if let (Some(rt), Target::Shard { tenant: Some(k), .. }) = (rt, target) {
+                if let (
+                    Some(rt),
+                    Target::Shard {
+                        tenant: Some(k), ..
+                    },
+                ) = (rt, target)
+                {
                     let (code, msg) = self.cross_shard_message(&rt, &k, want);
                     self.unit_error(unit, code, &msg);
                     return Ok(());
@@ -962,7 +1058,10 @@ impl Session {
             .split_whitespace()
             .skip(1)
             .peekable();
-        if words.peek().is_some_and(|w| w.eq_ignore_ascii_case("prepare")) {
+        if words
+            .peek()
+            .is_some_and(|w| w.eq_ignore_ascii_case("prepare"))
+        {
             words.next();
         }
         let name = words.next().unwrap_or("");
@@ -990,12 +1089,14 @@ impl Session {
         match tag {
             b'P' => {
                 let Some(p) = Parse::parse(body) else {
-                    return self.inject_error_ext(sqlstate::PROTOCOL_VIOLATION, "malformed Parse message");
+                    return self
+                        .inject_error_ext(sqlstate::PROTOCOL_VIOLATION, "malformed Parse message");
                 };
                 self.note_statement(p.query);
                 if p.name.is_empty() {
                     if let Some(rt) = &self.db.routing {
-                        self.unnamed = Some(Arc::new(StmtDef::new(&p, route::stmt_routing(rt, p.query))));
+                        self.unnamed =
+                            Some(Arc::new(StmtDef::new(&p, route::stmt_routing(rt, p.query))));
                     }
                     self.send_ext(tag, frame);
                     return;
@@ -1020,11 +1121,14 @@ impl Session {
                     .map(|rt| route::stmt_routing(rt, p.query))
                     .unwrap_or_default();
                 let def = Arc::new(StmtDef::new(&p, routing));
-                self.stmts.insert(Bytes::copy_from_slice(p.name), def.clone());
+                self.stmts
+                    .insert(Bytes::copy_from_slice(p.name), def.clone());
                 let conn = &mut self.server.as_mut().expect("attached").co.conn;
                 if conn.prepared.touch(&def) {
-                    self.expect
-                        .push(Entry::synthetic(b'P', Bytes::from_static(replies::PARSE_COMPLETE)));
+                    self.expect.push(Entry::synthetic(
+                        b'P',
+                        Bytes::from_static(replies::PARSE_COMPLETE),
+                    ));
                 } else {
                     conn.prepared.insert(def.clone());
                     let msg = def.parse_message(&mut self.scratch);
@@ -1040,7 +1144,10 @@ impl Session {
                 };
                 let Some(name) = named else {
                     if tag == b'B' {
-                        return self.inject_error_ext(sqlstate::PROTOCOL_VIOLATION, "malformed Bind message");
+                        return self.inject_error_ext(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            "malformed Bind message",
+                        );
                     }
                     // Describe of a portal, or malformed: the server judges it.
                     return self.send_ext(tag, frame);
@@ -1063,8 +1170,10 @@ impl Session {
                     return self.inject_error_ext("26000", &msg);
                 };
                 self.ensure_prepared(&def);
-                let Some(msg) = prepared::rewrite_name(&mut self.scratch, &frame, &def.server_name) else {
-                    return self.inject_error_ext(sqlstate::PROTOCOL_VIOLATION, "malformed message");
+                let Some(msg) = prepared::rewrite_name(&mut self.scratch, &frame, &def.server_name)
+                else {
+                    return self
+                        .inject_error_ext(sqlstate::PROTOCOL_VIOLATION, "malformed message");
                 };
                 let e = if tag == b'D' {
                     Entry::forward(tag).with_stmt(def)
@@ -1128,7 +1237,9 @@ impl Session {
     /// error where its message stood, and Postgres skips to Sync and fails the
     /// transaction exactly as for its own errors.
     fn inject_error_ext(&mut self, code: &str, msg: &str) {
-        let Some(sql) = raise_sql(code, msg) else { return };
+        let Some(sql) = raise_sql(code, msg) else {
+            return;
+        };
         let p = Parse {
             name: b"",
             query: sql.as_bytes(),
@@ -1160,7 +1271,9 @@ impl Session {
 
     /// Same for a simple Query: the server raises the error, then ReadyForQuery.
     fn inject_error_simple(&mut self, code: &str, msg: &str) {
-        let Some(sql) = raise_sql(code, msg) else { return };
+        let Some(sql) = raise_sql(code, msg) else {
+            return;
+        };
         let mut b = BytesMut::new();
         protocol::query(&mut b, &sql);
         if self.expect.ready_owed() == 0 {
@@ -1203,8 +1316,12 @@ impl Session {
                 crate::pool::PoolError::Closed => sqlstate::CANNOT_CONNECT,
             };
             let shard_name = &self.db.cfg.shards[shard].name;
-            (code, format!("shard {shard_name} of database {}: {e}", self.db.name))
+            (
+                code,
+                format!("shard {shard_name} of database {}: {e}", self.db.name),
+            )
         })?;
+        tracing::trace!(client = self.handle.id, server = co.conn.id, "attach");
         self.handle.server.store(Some(co.conn.cancel.clone()));
         self.app.active_transactions.fetch_add(1, Ordering::AcqRel);
         let mut att = Attached {
@@ -1245,7 +1362,9 @@ impl Session {
     /// to injected statements, forward the rest as zero-copy runs.
     async fn process_server(&mut self) -> Result<(), End> {
         let pool_mode = self.db.settings.mode;
-        let Some(att) = self.server.as_mut() else { return Ok(()) };
+        let Some(att) = self.server.as_mut() else {
+            return Ok(());
+        };
         let crate::server::ServerConn {
             rbuf,
             prepared: server_stmts,
@@ -1340,17 +1459,18 @@ impl Session {
                         if mode == Mode::Swallow {
                             // A failed settings sync: tell the client as a warning.
                             let info = protocol::parse_error(&rest[5..len]);
-                            tracing::warn!(client = self.handle.id, "internal statement failed on server: {}", info.message);
+                            tracing::warn!(
+                                client = self.handle.id,
+                                "internal statement failed on server: {}",
+                                info.message
+                            );
                             let mut w = BytesMut::from(&rest[..len]);
                             w[0] = b'N';
                             replace = Some(w.freeze());
                             forward = false;
                         }
                     }
-                    let completes = self
-                        .expect
-                        .front()
-                        .is_some_and(|e| e.completed_by(tag));
+                    let completes = self.expect.front().is_some_and(|e| e.completed_by(tag));
                     if completes {
                         let e = self.expect.pop().expect("front exists");
                         let failed = std::mem::take(&mut self.head_failed);
@@ -1442,7 +1562,9 @@ impl Session {
 
     /// Release the server if the transaction is over and nothing is in flight.
     async fn maybe_release(&mut self) -> Result<(), End> {
-        let Some(att) = self.server.as_ref() else { return Ok(()) };
+        let Some(att) = self.server.as_ref() else {
+            return Ok(());
+        };
         if !self.expect.is_empty()
             || self.ext_open
             || !self.to_server.is_empty()
@@ -1459,7 +1581,10 @@ impl Session {
 
     /// Return the server to its pool after a finished transaction.
     async fn release(&mut self) {
-        let Some(mut att) = self.server.take() else { return };
+        let Some(mut att) = self.server.take() else {
+            return;
+        };
+        tracing::trace!(client = self.handle.id, server = att.co.conn.id, "release");
         if self.touched_unreported {
             self.touched_unreported = false;
             sync_unreported_back(&mut att, &mut self.login).await;
@@ -1470,9 +1595,15 @@ impl Session {
         stats.xact_count.fetch_add(1, Ordering::Relaxed);
         stats.xact_time_us.fetch_add(xact_us, Ordering::Relaxed);
         stats.query_count.fetch_add(self.queries, Ordering::Relaxed);
-        stats.query_time_us.fetch_add(self.query_us, Ordering::Relaxed);
-        stats.bytes_received.fetch_add(self.bytes_in, Ordering::Relaxed);
-        stats.bytes_sent.fetch_add(self.bytes_out, Ordering::Relaxed);
+        stats
+            .query_time_us
+            .fetch_add(self.query_us, Ordering::Relaxed);
+        stats
+            .bytes_received
+            .fetch_add(self.bytes_in, Ordering::Relaxed);
+        stats
+            .bytes_sent
+            .fetch_add(self.bytes_out, Ordering::Relaxed);
         self.queries = 0;
         self.query_us = 0;
         self.bytes_in = 0;
@@ -1510,14 +1641,18 @@ impl Session {
             && self.server_status == b'I'
             && self.s_stream_left == 0
             && self.c_stream_left == 0;
-        let Some(mut att) = self.server.take() else { return };
+        let Some(mut att) = self.server.take() else {
+            return;
+        };
         self.handle.server.store(None);
         if clean && self.mode() == PoolMode::Session {
             let q = att.pool.settings.load().server_reset_query.clone();
             if !q.is_empty() {
                 let ok = att.co.conn.internal_row(&q).await.is_ok();
                 att.co.conn.unreported = Default::default();
-                if contains_ci(q.as_bytes(), b"discard all") || contains_ci(q.as_bytes(), b"deallocate") {
+                if contains_ci(q.as_bytes(), b"discard all")
+                    || contains_ci(q.as_bytes(), b"deallocate")
+                {
                     att.co.conn.prepared.clear();
                 }
                 if !ok {
@@ -1590,8 +1725,22 @@ fn describe_statement_name(body: &[u8]) -> Option<&[u8]> {
     protocol::cstr(rest).map(|(n, _)| n)
 }
 
+fn is_named_parse(frame: &[u8]) -> bool {
+    frame.first() == Some(&b'P') && frame.get(5).is_some_and(|&b| b != 0)
+}
+
+/// Named Parses then one Sync, nothing else.
+fn is_parse_only_batch(msgs: &[(u8, Bytes)]) -> bool {
+    msgs.len() >= 2
+        && msgs.last().is_some_and(|(t, _)| *t == b'S')
+        && msgs[..msgs.len() - 1]
+            .iter()
+            .all(|(t, f)| *t == b'P' && is_named_parse(f))
+}
+
 fn is_named_statement_close(frame: &[u8]) -> bool {
-    frame.first() == Some(&b'C') && describe_statement_name(&frame[5..]).is_some_and(|n| !n.is_empty())
+    frame.first() == Some(&b'C')
+        && describe_statement_name(&frame[5..]).is_some_and(|n| !n.is_empty())
 }
 
 /// Query text of a 'Q' frame (without the trailing NUL).
@@ -1602,10 +1751,14 @@ fn query_text(frame: &[u8]) -> &[u8] {
 
 /// Parameter type OIDs from a ParameterDescription body.
 fn parse_param_description(body: &[u8]) -> Vec<u32> {
-    let Some((n, mut rest)) = protocol::get_i16(body) else { return Vec::new() };
+    let Some((n, mut rest)) = protocol::get_i16(body) else {
+        return Vec::new();
+    };
     let mut v = Vec::with_capacity(n.max(0) as usize);
     for _ in 0..n.max(0) {
-        let Some((oid, r)) = protocol::get_u32(rest) else { break };
+        let Some((oid, r)) = protocol::get_u32(rest) else {
+            break;
+        };
         v.push(oid);
         rest = r;
     }

@@ -134,7 +134,9 @@ impl ServerStatements {
         let cap = cap.max(1);
         let mut out = Vec::new();
         while self.map.len() > cap {
-            let Some((&h, _)) = self.map.iter().min_by_key(|(_, (_, t))| *t) else { break };
+            let Some((&h, _)) = self.map.iter().min_by_key(|(_, (_, t))| *t) else {
+                break;
+            };
             if let Some((d, _)) = self.map.remove(&h) {
                 out.push(d);
             }
