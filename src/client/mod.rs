@@ -96,6 +96,18 @@ async fn run(
             format!("database \"{database}\" does not exist"),
         ));
     }
+    if !is_admin && app.admin.is_disabled(&database) {
+        return Err(LoginError::new(
+            crate::admin::DATABASE_DISABLED,
+            format!("database \"{database}\" is disabled (console DISABLE)"),
+        ));
+    }
+    if !is_admin && app.admin.draining.load(Ordering::Acquire) {
+        return Err(LoginError::new(
+            sqlstate::ADMIN_SHUTDOWN,
+            "shardbouncer is shutting down",
+        ));
+    }
     let stored = snap.config.user(&user).map(|u| u.password.clone());
     let Some(stored) = stored else {
         // Same message as a wrong password: do not reveal which user names exist.
@@ -122,6 +134,10 @@ async fn run(
         kill: Notify::new(),
         killed: AtomicBool::new(false),
         connect_time: SystemTime::now(),
+        activity: crate::admin::ClientActivity::new(
+            get("application_name").unwrap_or(""),
+            stream.local_addr().ok(),
+        ),
     });
     if is_admin {
         return crate::admin::console::serve(app, stream, &handle).await;
