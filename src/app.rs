@@ -173,6 +173,8 @@ pub struct ClientHandle {
     pub killed: AtomicBool,
     /// When the client connected.
     pub connect_time: SystemTime,
+    /// Console view of what the client is doing (waiting, last request, shard).
+    pub activity: crate::admin::ClientActivity,
 }
 
 /// Registry of logged-in clients, by id.
@@ -236,6 +238,10 @@ pub struct App {
     pub shutting_down: AtomicBool,
     /// Wakes idle sessions when shutdown begins.
     pub shutdown: Notify,
+    /// Per-tenant statistics (SHOW TENANTS, tenant metrics).
+    pub tenants: crate::admin::tenants::TenantRegistry,
+    /// Console state: DISABLEd / PAUSEd databases, SHUTDOWN WAIT_FOR_CLIENTS.
+    pub admin: crate::admin::AdminState,
     next_client_id: AtomicU64,
     generation: AtomicU64,
     reload_lock: Mutex<()>,
@@ -255,6 +261,8 @@ impl App {
             tx_done: Notify::new(),
             shutting_down: AtomicBool::new(false),
             shutdown: Notify::new(),
+            tenants: Default::default(),
+            admin: Default::default(),
             next_client_id: AtomicU64::new(1),
             generation: AtomicU64::new(1),
             reload_lock: Mutex::new(()),

@@ -17,6 +17,21 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     tokio::spawn(maintenance(app.clone()));
+    crate::admin::start(&app)?;
+    // Long-lived so a console SHUTDOWN (flag + notify_waiters) cannot slip between
+    // two polls: `enable` registers the waiter before the flag is checked.
+    let console_shutdown = async {
+        loop {
+            let n = app.shutdown.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if app.shutting_down.load(Ordering::Acquire) {
+                return;
+            }
+            n.await;
+        }
+    };
+    tokio::pin!(console_shutdown);
     loop {
         tokio::select! {
             r = listener.accept() => match r {
@@ -30,12 +45,18 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
                 }
             },
             _ = hup.recv() => match app.reload() {
-                Ok(msg) => tracing::info!("SIGHUP: {msg}"),
-                Err(e) => tracing::error!("SIGHUP: reload rejected, keeping the old configuration: {e}"),
+                Ok(msg) => {
+                    crate::admin::metrics::reload(true);
+                    tracing::info!("SIGHUP: {msg}")
+                }
+                Err(e) => {
+                    crate::admin::metrics::reload(false);
+                    tracing::error!("SIGHUP: reload rejected, keeping the old configuration: {e}")
+                }
             },
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = app.shutdown.notified(), if app.shutting_down.load(Ordering::Acquire) => break,
+            _ = &mut console_shutdown => break,
         }
         if app.shutting_down.load(Ordering::Acquire) {
             break;

@@ -1,19 +1,768 @@
 //! The admin console reached through the virtual database `pgbouncer` / `shardbouncer`.
+//!
+//! The console speaks the simple query protocol only, one command per query, and
+//! answers like PgBouncer: SHOW results as text/int4/int8/numeric result sets tagged
+//! `SHOW`, control commands tagged with their own name, errors as ERROR with a
+//! SQLSTATE (42601 syntax, 42501 privileges, F0000 failed RELOAD).
 
-use crate::app::{App, ClientHandle};
+use super::command::{self, Command, ShutdownMode};
+use super::show::{self, Table};
+use crate::app::{App, ClientHandle, Snapshot};
 use crate::client::login::LoginError;
 use crate::client::ClientStream;
-use crate::protocol::sqlstate;
+use crate::config::Config;
+use crate::protocol::{self, sqlstate};
+use bytes::BytesMut;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Serve a logged-in console client.
+/// Largest message the console accepts (commands are short).
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// What a console user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// `[admin] users`: everything.
+    Admin,
+    /// `[admin] stats_users`: SHOW only.
+    Stats,
+}
+
+/// A console error: SQLSTATE and message.
+type CmdError = (&'static str, String);
+
+fn err(code: &'static str, msg: impl Into<String>) -> CmdError {
+    (code, msg.into())
+}
+
+/// What a command produced.
+enum Reply {
+    /// A result set, tagged SHOW.
+    Rows(Table),
+    /// A bare CommandComplete with this tag.
+    Done(&'static str),
+    /// A NOTICE with detail, then CommandComplete.
+    Notice(&'static str, String, &'static str),
+}
+
+/// Serve a logged-in console client (password already checked by the caller).
 pub async fn serve(
-    _app: &Arc<App>,
-    _stream: &mut ClientStream,
-    _handle: &Arc<ClientHandle>,
+    app: &Arc<App>,
+    stream: &mut ClientStream,
+    handle: &Arc<ClientHandle>,
 ) -> Result<(), LoginError> {
-    Err(LoginError::new(
-        sqlstate::INSUFFICIENT_PRIVILEGE,
-        "the admin console is not available in this build",
-    ))
+    let snap = app.snapshot.load_full();
+    let role = if snap.config.admin.users.contains(&handle.user) {
+        Role::Admin
+    } else if snap.config.admin.stats_users.contains(&handle.user) {
+        Role::Stats
+    } else {
+        return Err(LoginError::new(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            "not allowed to connect to the admin console",
+        ));
+    };
+    drop(snap);
+    let mut out = BytesMut::new();
+    protocol::auth_ok(&mut out);
+    for (k, v) in [
+        ("server_version", "1.24.0/shardbouncer"),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("IntervalStyle", "postgres"),
+        ("TimeZone", "UTC"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+        ("is_superuser", "off"),
+        (
+            "application_name",
+            handle.activity.application_name.as_str(),
+        ),
+    ] {
+        protocol::parameter_status(&mut out, k, v);
+    }
+    protocol::backend_key_data(&mut out, handle.id, handle.secret);
+    protocol::ready_for_query(&mut out, b'I');
+    if stream.write_all(&out).await.is_err() {
+        return Ok(());
+    }
+    app.clients.insert(handle.clone());
+    let mut c = Console {
+        app: app.clone(),
+        handle: handle.clone(),
+        role,
+        out: BytesMut::new(),
+    };
+    let res = c.run(stream).await;
+    app.clients.remove(handle.id);
+    if let Err(e) = res {
+        tracing::debug!(client = handle.id, "console session ended: {e}");
+    }
+    Ok(())
+}
+
+struct Console {
+    app: Arc<App>,
+    handle: Arc<ClientHandle>,
+    role: Role,
+    out: BytesMut,
+}
+
+impl Console {
+    async fn run(&mut self, stream: &mut ClientStream) -> Result<(), String> {
+        let mut buf = BytesMut::with_capacity(4096);
+        // After an extended-protocol message: ignore everything up to the next Sync.
+        let mut skip_until_sync = false;
+        loop {
+            if self.handle.killed.load(Ordering::Acquire) {
+                protocol::fatal_response(
+                    &mut self.out,
+                    sqlstate::ADMIN_SHUTDOWN,
+                    "client killed by administrator",
+                );
+                let _ = stream.write_all(&self.out).await;
+                return Err("killed".into());
+            }
+            if self.app.shutting_down.load(Ordering::Acquire) {
+                protocol::fatal_response(
+                    &mut self.out,
+                    sqlstate::ADMIN_SHUTDOWN,
+                    "shardbouncer is shutting down",
+                );
+                let _ = stream.write_all(&self.out).await;
+                return Err("shutdown".into());
+            }
+            // Handle every complete message already read.
+            loop {
+                let (tag, len) = match protocol::frame_header(&buf, MAX_MESSAGE) {
+                    Ok(Some(h)) => h,
+                    Ok(None) => break,
+                    Err(e) => {
+                        protocol::fatal_response(
+                            &mut self.out,
+                            sqlstate::PROTOCOL_VIOLATION,
+                            &format!("invalid frontend message: {e}"),
+                        );
+                        let _ = stream.write_all(&self.out).await;
+                        return Err(e.to_string());
+                    }
+                };
+                if buf.len() < len {
+                    buf.reserve(len - buf.len());
+                    break;
+                }
+                let frame = buf.split_to(len);
+                let body = &frame[5..];
+                match tag {
+                    b'X' => return Ok(()),
+                    b'Q' => {
+                        let q = body.strip_suffix(b"\0").unwrap_or(body);
+                        let q = String::from_utf8_lossy(q).into_owned();
+                        let end = self.query(&q, stream).await?;
+                        protocol::ready_for_query(&mut self.out, b'I');
+                        stream
+                            .write_all(&self.out)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        self.out.clear();
+                        if end {
+                            return Ok(());
+                        }
+                    }
+                    b'S' => {
+                        skip_until_sync = false;
+                        protocol::ready_for_query(&mut self.out, b'I');
+                    }
+                    b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'F' => {
+                        if !skip_until_sync {
+                            protocol::error_response(
+                                &mut self.out,
+                                sqlstate::FEATURE_NOT_SUPPORTED,
+                                "extended query protocol not supported by admin console",
+                            );
+                            if tag == b'F' {
+                                // FunctionCall is answered directly, no Sync follows.
+                                protocol::ready_for_query(&mut self.out, b'I');
+                            } else {
+                                skip_until_sync = true;
+                            }
+                        }
+                    }
+                    b'd' | b'c' | b'f' => {}
+                    other => {
+                        protocol::fatal_response(
+                            &mut self.out,
+                            sqlstate::PROTOCOL_VIOLATION,
+                            &format!("invalid frontend message type {other}"),
+                        );
+                        let _ = stream.write_all(&self.out).await;
+                        return Err(format!("invalid message type {other}"));
+                    }
+                }
+            }
+            if !self.out.is_empty() {
+                stream
+                    .write_all(&self.out)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.out.clear();
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(4096);
+            }
+            let shutdown = self.app.shutdown.notified();
+            tokio::pin!(shutdown);
+            shutdown.as_mut().enable();
+            if self.app.shutting_down.load(Ordering::Acquire) {
+                continue;
+            }
+            tokio::select! {
+                _ = self.handle.kill.notified() => {}
+                _ = &mut shutdown => {}
+                r = stream.read_buf(&mut buf) => match r {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
+                },
+            }
+        }
+    }
+
+    /// Run one query and queue its reply (without ReadyForQuery). Returns true when
+    /// the console connection should close afterwards (SHUTDOWN).
+    async fn query(&mut self, q: &str, stream: &mut ClientStream) -> Result<bool, String> {
+        let cmd = match command::parse(q) {
+            Ok(c) => c,
+            Err(e) => {
+                protocol::error_response(&mut self.out, sqlstate::SYNTAX_ERROR, &e.0);
+                return Ok(false);
+            }
+        };
+        if cmd == Command::Empty {
+            protocol::empty_query(&mut self.out);
+            return Ok(false);
+        }
+        if self.role == Role::Stats && !cmd.read_only() {
+            protocol::error_response(
+                &mut self.out,
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                "admin access needed",
+            );
+            return Ok(false);
+        }
+        let shutdown = matches!(cmd, Command::Shutdown(_));
+        if shutdown {
+            // Answer first: the process is about to stop accepting and exit.
+            protocol::command_complete(&mut self.out, "SHUTDOWN");
+            protocol::ready_for_query(&mut self.out, b'I');
+            let _ = stream.write_all(&self.out).await;
+            let _ = stream.flush().await;
+            self.out.clear();
+        }
+        match self.exec(cmd).await {
+            Ok(Reply::Rows(t)) => self.write_table(&t),
+            Ok(Reply::Done(tag)) => protocol::command_complete(&mut self.out, tag),
+            Ok(Reply::Notice(msg, detail, tag)) => {
+                notice(&mut self.out, msg, &detail);
+                protocol::command_complete(&mut self.out, tag);
+            }
+            Err((code, msg)) => protocol::error_response(&mut self.out, code, &msg),
+        }
+        if shutdown {
+            self.out.clear();
+            return Err("shutdown requested".into());
+        }
+        Ok(false)
+    }
+
+    fn write_table(&mut self, t: &Table) {
+        protocol::row_description(&mut self.out, &t.cols);
+        for r in &t.rows {
+            protocol::data_row(&mut self.out, r);
+        }
+        protocol::command_complete(&mut self.out, "SHOW");
+    }
+
+    async fn exec(&mut self, cmd: Command) -> Result<Reply, CmdError> {
+        let app = self.app.clone();
+        match cmd {
+            Command::Empty => Ok(Reply::Done("")),
+            Command::Show(what, args) => self.show(&what, &args),
+            Command::Pause(db) => self.pause(db).await.map(|_| Reply::Done("PAUSE")),
+            Command::Resume(db) => resume(&app, db).map(|_| Reply::Done("RESUME")),
+            Command::Reconnect(db) => {
+                for p in target_pools(&app, db.as_deref())? {
+                    p.reconnect();
+                }
+                Ok(Reply::Done("RECONNECT"))
+            }
+            Command::Disable(db) => {
+                check_db(&app, &db)?;
+                app.admin.set_disabled(&db, true);
+                tracing::info!("DISABLE {db}: new logins are refused");
+                Ok(Reply::Done("DISABLE"))
+            }
+            Command::Enable(db) => {
+                check_db(&app, &db)?;
+                app.admin.set_disabled(&db, false);
+                tracing::info!("ENABLE {db}");
+                Ok(Reply::Done("ENABLE"))
+            }
+            Command::Kill(db) => {
+                let pools = target_pools(&app, db.as_deref())?;
+                for c in app.clients.all() {
+                    let hit = match &db {
+                        Some(d) => &c.database == d,
+                        None => !show::is_admin_db(&c.database),
+                    };
+                    if hit {
+                        c.kill();
+                    }
+                }
+                for p in pools {
+                    p.reconnect();
+                }
+                tracing::info!("KILL {}", db.as_deref().unwrap_or("(all)"));
+                Ok(Reply::Done("KILL"))
+            }
+            Command::KillClient(id) => {
+                let id: i32 = id
+                    .parse()
+                    .map_err(|_| err(sqlstate::INVALID_PARAMETER_VALUE, "invalid client id"))?;
+                let c = app
+                    .clients
+                    .all()
+                    .into_iter()
+                    .find(|c| c.id == id)
+                    .ok_or_else(|| err("42704", "client not found"))?;
+                c.kill();
+                tracing::info!("KILL_CLIENT {id}");
+                Ok(Reply::Done("KILL_CLIENT"))
+            }
+            Command::Reload => match app.reload() {
+                Ok(msg) => {
+                    super::metrics::reload(true);
+                    tracing::info!("RELOAD: {msg}");
+                    Ok(Reply::Done("RELOAD"))
+                }
+                Err(e) => {
+                    super::metrics::reload(false);
+                    tracing::error!("RELOAD rejected, keeping the old configuration: {e}");
+                    Err(err(
+                        sqlstate::CONFIG_FILE_ERROR,
+                        format!("RELOAD failed, configuration unchanged: {e}"),
+                    ))
+                }
+            },
+            Command::Set(key, value) => {
+                apply_set(&app, &key, &value)
+                    .map_err(|e| err(sqlstate::INVALID_PARAMETER_VALUE, e))?;
+                tracing::info!("SET {key} = {value}");
+                Ok(Reply::Done("SET"))
+            }
+            Command::Shutdown(mode) => {
+                shutdown(&app, mode);
+                Ok(Reply::Done("SHUTDOWN"))
+            }
+        }
+    }
+
+    fn show(&self, what: &str, args: &[String]) -> Result<Reply, CmdError> {
+        let app = &self.app;
+        let no_args = || -> Result<(), CmdError> {
+            if args.is_empty() {
+                Ok(())
+            } else {
+                Err(err(
+                    sqlstate::SYNTAX_ERROR,
+                    format!("SHOW {} takes no argument", what.to_uppercase()),
+                ))
+            }
+        };
+        let table = match what {
+            "help" => {
+                no_args()?;
+                return Ok(Reply::Notice(
+                    "Console usage",
+                    show::HELP.to_string(),
+                    "SHOW",
+                ));
+            }
+            "version" => show::version(),
+            "config" => show::config(&app.snapshot.load().config),
+            "databases" => show::databases(app),
+            "pools" => show::pools(app),
+            "clients" => show::clients(app),
+            "servers" => show::servers(app),
+            "stats" => show::stats(app),
+            "stats_totals" => show::stats_totals(app),
+            "stats_averages" => show::stats_averages(app),
+            "totals" => show::totals(app),
+            "lists" => show::lists(app),
+            "users" => show::users(app),
+            "state" => show::state(app),
+            "shards" => show::shards(app),
+            "shard_map" => {
+                no_args()?;
+                let snap = app.snapshot.load_full();
+                show::shard_map(&app.admin.router_view().shard_maps(&snap))
+            }
+            "tenants" => {
+                let n = match args {
+                    [] => 100,
+                    [n] => n.parse().map_err(|_| {
+                        err(
+                            sqlstate::SYNTAX_ERROR,
+                            format!("SHOW TENANTS takes a count, got {n:?}"),
+                        )
+                    })?,
+                    _ => return Err(err(sqlstate::SYNTAX_ERROR, "usage: SHOW TENANTS [n]")),
+                };
+                show::tenants(app, n)
+            }
+            "route" => {
+                let snap = app.snapshot.load_full();
+                let view = app.admin.router_view();
+                let rows = match args {
+                    [key] => {
+                        let mut dbs: Vec<&String> = snap.dbs.keys().collect();
+                        dbs.sort();
+                        dbs.into_iter()
+                            .map(|d| (d.clone(), key.clone(), view.route(&snap, d, key)))
+                            .collect::<Vec<_>>()
+                    }
+                    [db, key] => {
+                        check_db(app, db)?;
+                        vec![(db.clone(), key.clone(), view.route(&snap, db, key))]
+                    }
+                    _ => {
+                        return Err(err(
+                            sqlstate::SYNTAX_ERROR,
+                            "usage: SHOW ROUTE [<db>] '<key>'",
+                        ))
+                    }
+                };
+                show::route(&rows)
+            }
+            other => {
+                return Err(err(
+                    sqlstate::SYNTAX_ERROR,
+                    format!(
+                        "unknown SHOW subcommand \"{}\" (see SHOW HELP)",
+                        other.to_uppercase()
+                    ),
+                ))
+            }
+        };
+        if !matches!(what, "tenants" | "route") {
+            no_args()?;
+        }
+        Ok(Reply::Rows(table))
+    }
+
+    /// PAUSE [db]: hold new transactions, wait for running ones to end, then close
+    /// the servers (as PgBouncer does, so the database can be restarted).
+    async fn pause(&self, db: Option<String>) -> Result<(), CmdError> {
+        let app = &self.app;
+        match &db {
+            None => {
+                if app.admin.paused_all.swap(true, Ordering::AcqRel) {
+                    return Err(err("55000", "already suspended/paused"));
+                }
+            }
+            Some(d) => {
+                check_db(app, d)?;
+                if app.admin.is_paused(d) {
+                    return Err(err("55000", format!("database {d} is already paused")));
+                }
+                app.admin.set_paused(d, true);
+            }
+        }
+        tracing::info!(
+            "PAUSE {}: waiting for running transactions",
+            db.as_deref().unwrap_or("(all)")
+        );
+        let pools = target_pools(app, db.as_deref())?;
+        for p in &pools {
+            p.pause();
+        }
+        loop {
+            let done = app.tx_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            let active: usize = pools
+                .iter()
+                .map(|p| p.stats.active.load(Ordering::Acquire))
+                .sum();
+            if active == 0 {
+                break;
+            }
+            tokio::select! {
+                _ = &mut done => {}
+                _ = self.handle.kill.notified() => return Err(err(sqlstate::ADMIN_SHUTDOWN, "killed")),
+            }
+        }
+        for p in &pools {
+            p.reconnect();
+        }
+        tracing::info!("PAUSE {}: done", db.as_deref().unwrap_or("(all)"));
+        Ok(())
+    }
+}
+
+/// A NOTICE with message and detail (SHOW HELP).
+fn notice(out: &mut BytesMut, msg: &str, detail: &str) {
+    use bytes::BufMut;
+    out.put_u8(b'N');
+    let at = out.len();
+    out.put_i32(0);
+    for (f, v) in [
+        (b'S', "NOTICE"),
+        (b'V', "NOTICE"),
+        (b'C', "00000"),
+        (b'M', msg),
+        (b'D', detail),
+    ] {
+        out.put_u8(f);
+        out.put_slice(v.as_bytes());
+        out.put_u8(0);
+    }
+    out.put_u8(0);
+    let len = (out.len() - at) as i32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn check_db(app: &App, db: &str) -> Result<(), CmdError> {
+    if show::is_admin_db(db) {
+        return Err(err(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("cannot do that to the admin database {db}"),
+        ));
+    }
+    if !app.snapshot.load().dbs.contains_key(db) {
+        return Err(err(
+            sqlstate::INVALID_CATALOG_NAME,
+            format!("no such database: {db}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Pools of `db`, or all pools.
+fn target_pools(app: &App, db: Option<&str>) -> Result<Vec<Arc<crate::pool::Pool>>, CmdError> {
+    if let Some(d) = db {
+        check_db(app, d)?;
+    }
+    Ok(app
+        .pools
+        .all()
+        .into_iter()
+        .filter(|p| db.map_or(true, |d| p.key.database == d))
+        .collect())
+}
+
+/// Whether new checkouts on pools of `db` must stay held by a console PAUSE.
+pub fn pause_applies(app: &App, db: &str) -> bool {
+    app.admin.paused_all.load(Ordering::Acquire) || app.admin.is_paused(db)
+}
+
+fn resume(app: &App, db: Option<String>) -> Result<(), CmdError> {
+    match &db {
+        None => {
+            if !app.admin.paused_all.swap(false, Ordering::AcqRel) {
+                return Err(err("55000", "pooler is not paused/suspended"));
+            }
+        }
+        Some(d) => {
+            check_db(app, d)?;
+            if !app.admin.is_paused(d) {
+                return Err(err("55000", format!("database {d} is not paused")));
+            }
+            app.admin.set_paused(d, false);
+        }
+    }
+    for p in app.pools.all() {
+        if !pause_applies(app, &p.key.database) {
+            p.resume();
+        }
+    }
+    tracing::info!("RESUME {}", db.as_deref().unwrap_or("(all)"));
+    Ok(())
+}
+
+fn shutdown(app: &Arc<App>, mode: ShutdownMode) {
+    match mode {
+        ShutdownMode::Immediate | ShutdownMode::WaitForServers => {
+            tracing::info!("SHUTDOWN command issued");
+            begin_shutdown(app);
+        }
+        ShutdownMode::WaitForClients => {
+            tracing::info!("SHUTDOWN WAIT_FOR_CLIENTS: refusing new logins, waiting for clients");
+            app.admin.draining.store(true, Ordering::Release);
+            let app = app.clone();
+            tokio::spawn(async move {
+                // Clients leave on their own schedule and the registry has no event
+                // for it, so look a few times a second.
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    tick.tick().await;
+                    let left = app
+                        .clients
+                        .all()
+                        .iter()
+                        .filter(|c| !show::is_admin_db(&c.database))
+                        .count();
+                    if left == 0 {
+                        break;
+                    }
+                }
+                begin_shutdown(&app);
+            });
+        }
+    }
+}
+
+fn begin_shutdown(app: &App) {
+    app.shutting_down.store(true, Ordering::Release);
+    app.shutdown.notify_waiters();
+}
+
+/// Parse a SET value for a duration key: a bare number is seconds (PgBouncer's
+/// unit); otherwise the config syntax ("250ms", "5m").
+fn parse_duration(v: &str) -> Result<crate::config::Duration, String> {
+    if let Ok(n) = v.trim().parse::<f64>() {
+        if !(0.0..=1e10).contains(&n) {
+            return Err(format!("invalid duration {v:?}: out of range"));
+        }
+        return crate::config::Duration::parse(&format!("{}us", (n * 1e6).round() as u64));
+    }
+    crate::config::Duration::parse(v)
+}
+
+fn parse_size(v: &str) -> Result<usize, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("invalid value {v:?}: expected a non-negative integer"))
+}
+
+/// Change one setting in a copy of the live config and apply it, like a reload of
+/// just that key: pools get the new settings now, new clients get them at login.
+/// A later RELOAD re-reads the file and so undoes it (as in PgBouncer).
+pub fn apply_set(app: &App, key: &str, value: &str) -> Result<(), String> {
+    let key = key.to_ascii_lowercase();
+    if !show::CHANGEABLE.contains(&key.as_str()) {
+        return Err(format!(
+            "{key} cannot be changed at run time (see SHOW CONFIG)"
+        ));
+    }
+    loop {
+        let old = app.snapshot.load_full();
+        let mut cfg = old.config.clone();
+        set_key(&mut cfg, &key, value)?;
+        validate(&cfg)?;
+        let new = Arc::new(Snapshot::build(cfg, old.generation)?);
+        let prev = app.snapshot.compare_and_swap(&old, new.clone());
+        if Arc::ptr_eq(&prev, &old) {
+            apply_to_pools(app, &new);
+            return Ok(());
+        }
+        // A reload raced us: redo the change on top of what it installed.
+    }
+}
+
+fn set_key(cfg: &mut Config, key: &str, v: &str) -> Result<(), String> {
+    let p = &mut cfg.pool;
+    match key {
+        "max_client_conn" => cfg.limits.max_client_conn = parse_size(v)?,
+        "default_pool_size" => p.default_pool_size = Some(parse_size(v)?),
+        "min_pool_size" => p.min_pool_size = Some(parse_size(v)?),
+        "reserve_pool_size" => p.reserve_pool_size = Some(parse_size(v)?),
+        "reserve_pool_timeout" => p.reserve_pool_timeout = Some(parse_duration(v)?),
+        "server_connect_timeout" => p.server_connect_timeout = Some(parse_duration(v)?),
+        "query_wait_timeout" => p.query_wait_timeout = Some(parse_duration(v)?),
+        "idle_transaction_timeout" => p.idle_transaction_timeout = Some(parse_duration(v)?),
+        "client_idle_timeout" => p.client_idle_timeout = Some(parse_duration(v)?),
+        "client_login_timeout" => p.client_login_timeout = Some(parse_duration(v)?),
+        "server_idle_timeout" => p.server_idle_timeout = Some(parse_duration(v)?),
+        "server_lifetime" => p.server_lifetime = Some(parse_duration(v)?),
+        "server_reset_query" => p.server_reset_query = Some(v.to_string()),
+        other => return Err(format!("{other} cannot be changed at run time")),
+    }
+    Ok(())
+}
+
+/// The checks `Config::parse` makes on pool settings, for a config changed by SET.
+fn validate(cfg: &Config) -> Result<(), String> {
+    if cfg.limits.max_client_conn == 0 {
+        return Err("max_client_conn must be at least 1".into());
+    }
+    let check = |what: &str, p: &crate::config::PoolSettings| -> Result<(), String> {
+        if p.default_pool_size == 0 {
+            return Err(format!("{what}: default_pool_size must be at least 1"));
+        }
+        if p.min_pool_size > p.default_pool_size {
+            return Err(format!(
+                "{what}: min_pool_size ({}) exceeds default_pool_size ({})",
+                p.min_pool_size, p.default_pool_size
+            ));
+        }
+        if p.server_connect_timeout.is_zero() {
+            return Err(format!("{what}: server_connect_timeout must be positive"));
+        }
+        Ok(())
+    };
+    check("[pool]", &cfg.pool_defaults())?;
+    for (name, db) in &cfg.databases {
+        check(&format!("database {name}"), &cfg.pool_settings(db))?;
+    }
+    Ok(())
+}
+
+/// Give every live pool its settings from `snap` (same as a reload does).
+fn apply_to_pools(app: &App, snap: &Snapshot) {
+    for pool in app.pools.all() {
+        let Some(db) = snap.dbs.get(&pool.key.database) else {
+            continue;
+        };
+        let Some(idx) = db.shard_index(&pool.key.shard) else {
+            continue;
+        };
+        let pw = snap
+            .config
+            .user(&pool.key.user)
+            .and_then(|u| u.password.as_deref());
+        pool.update(
+            crate::app::target_for(db, idx, &pool.key.user, pw),
+            db.settings.clone(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_durations_accept_seconds_and_units() {
+        assert_eq!(parse_duration("30").unwrap().as_std().as_secs(), 30);
+        assert_eq!(parse_duration("0.5").unwrap().as_std().as_millis(), 500);
+        assert_eq!(parse_duration("250ms").unwrap().as_std().as_millis(), 250);
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn set_validates_like_the_config_file() {
+        let mut cfg =
+            Config::parse("[databases.app]\nshards = [ { name = \"s0\", host = \"h\" } ]\n")
+                .unwrap();
+        set_key(&mut cfg, "default_pool_size", "3").unwrap();
+        assert!(validate(&cfg).is_ok());
+        set_key(&mut cfg, "min_pool_size", "4").unwrap();
+        assert!(validate(&cfg).unwrap_err().contains("min_pool_size"));
+        assert!(set_key(&mut cfg, "default_pool_size", "x").is_err());
+    }
 }

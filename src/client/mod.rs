@@ -98,6 +98,18 @@ async fn run(
             format!("database \"{database}\" does not exist"),
         ));
     }
+    if !is_admin && app.admin.is_disabled(&database) {
+        return Err(LoginError::new(
+            crate::admin::DATABASE_DISABLED,
+            format!("database \"{database}\" is disabled (console DISABLE)"),
+        ));
+    }
+    if !is_admin && app.admin.draining.load(Ordering::Acquire) {
+        return Err(LoginError::new(
+            sqlstate::ADMIN_SHUTDOWN,
+            "shardbouncer is shutting down",
+        ));
+    }
     // Opt-in `user_suffix`: "app.42" logs in as "app" with tenant 42 (split at the
     // last separator, so user names may contain it too).
     let mut tenant_from_user = None;
@@ -140,6 +152,10 @@ async fn run(
         kill: Notify::new(),
         killed: AtomicBool::new(false),
         connect_time: SystemTime::now(),
+        activity: crate::admin::ClientActivity::new(
+            get("application_name").unwrap_or(""),
+            stream.local_addr().ok(),
+        ),
     });
     if is_admin {
         return crate::admin::console::serve(app, stream, &handle).await;

@@ -387,7 +387,7 @@ pub fn is_bare(sql: &[u8], words: &[&[u8]]) -> bool {
         i += 1;
     }
     let rest = skip_space_and_comments(rest);
-    i == 1 && rest.iter().all(|&c| c == b';' || c.is_ascii_whitespace())
+    (1..=2).contains(&i) && rest.iter().all(|&c| c == b';' || c.is_ascii_whitespace())
 }
 
 fn skip_space_and_comments(mut s: &[u8]) -> &[u8] {

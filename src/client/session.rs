@@ -1309,7 +1309,10 @@ impl Session {
     /// line with this client's, pipelined ahead of the client's first message.
     async fn attach(&mut self, shard: usize) -> Result<(), (&'static str, String)> {
         let pool = self.pool_for(shard);
-        let co = pool.checkout().await.map_err(|e| {
+        self.handle.activity.waiting(shard);
+        let res = pool.checkout().await;
+        self.handle.activity.attached();
+        let co = res.map_err(|e| {
             let code = match &e {
                 crate::pool::PoolError::WaitTimeout => sqlstate::QUERY_CANCELED,
                 crate::pool::PoolError::Connect(_) => sqlstate::CANNOT_CONNECT,
@@ -1594,6 +1597,7 @@ impl Session {
         let stats = &att.pool.stats;
         stats.xact_count.fetch_add(1, Ordering::Relaxed);
         stats.xact_time_us.fetch_add(xact_us, Ordering::Relaxed);
+        crate::admin::metrics::record_transaction(&att.pool, xact_us, self.query_us, self.queries);
         stats.query_count.fetch_add(self.queries, Ordering::Relaxed);
         stats
             .query_time_us

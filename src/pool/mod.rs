@@ -102,6 +102,8 @@ pub struct Pool {
     /// DISABLE / removed from config.
     pub disabled: AtomicBool,
     resume: Notify,
+    /// Histogram handles, created on the first transaction (admin::metrics).
+    pub metrics: std::sync::OnceLock<crate::admin::metrics::PoolMetrics>,
 }
 
 /// A server checked out of a pool. Give it back with [`Pool::checkin`].
@@ -132,6 +134,7 @@ impl Pool {
             paused: AtomicBool::new(false),
             disabled: AtomicBool::new(false),
             resume: Notify::new(),
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -174,6 +177,13 @@ impl Pool {
     /// Number of idle servers.
     pub fn idle_count(&self) -> usize {
         self.idle.lock().unwrap().len()
+    }
+
+    /// Visit the idle servers (console SHOW SERVERS); `f` runs under the idle lock.
+    pub fn for_each_idle(&self, mut f: impl FnMut(&ServerConn)) {
+        for c in self.idle.lock().unwrap().iter() {
+            f(c);
+        }
     }
 
     /// Take a server, waiting up to `query_wait_timeout`. Connects a new one when the

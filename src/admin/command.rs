@@ -1,0 +1,290 @@
+//! Parsing of console commands.
+//!
+//! The grammar follows PgBouncer's: `WORD [WORD] [;]` or `SET key (=|TO) value [;]`,
+//! case-insensitive, `SELECT x` an alias of `SHOW x`. shardbouncer adds a few router
+//! commands with a quoted argument (`SHOW ROUTE [db] 'key'`, `SHOW TENANTS [n]`).
+
+/// A parsed console command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `SHOW what [args...]` (lowercased `what`; args as given, unquoted).
+    Show(String, Vec<String>),
+    /// `PAUSE [db]`
+    Pause(Option<String>),
+    /// `RESUME [db]`
+    Resume(Option<String>),
+    /// `RECONNECT [db]`
+    Reconnect(Option<String>),
+    /// `DISABLE db`
+    Disable(String),
+    /// `ENABLE db`
+    Enable(String),
+    /// `KILL [db]`
+    Kill(Option<String>),
+    /// `KILL_CLIENT id`
+    KillClient(String),
+    /// `RELOAD`
+    Reload,
+    /// `SHUTDOWN [WAIT_FOR_CLIENTS | WAIT_FOR_SERVERS]`
+    Shutdown(ShutdownMode),
+    /// `SET key = value`
+    Set(String, String),
+    /// An empty query string.
+    Empty,
+}
+
+/// How SHUTDOWN ends the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Stop now; running transactions get `shutdown_timeout` to finish.
+    Immediate,
+    /// Stop accepting; exit when every client has disconnected.
+    WaitForClients,
+    /// Stop accepting; exit once running transactions are done (same as SIGINT).
+    WaitForServers,
+}
+
+impl Command {
+    /// Whether a stats user may run it (only the read-only SHOW commands).
+    pub fn read_only(&self) -> bool {
+        matches!(self, Command::Show(..) | Command::Empty)
+    }
+}
+
+/// A parse failure: the message for an ERROR 42601.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tok {
+    /// A bare word (lowercased) or a "quoted identifier" (as written).
+    Word(String),
+    /// A 'string literal' (unescaped).
+    Str(String),
+    /// `=`
+    Eq,
+}
+
+fn tokenize(q: &str) -> Result<Vec<Tok>, ParseError> {
+    let mut out = Vec::new();
+    let mut it = q.char_indices().peekable();
+    while let Some(&(i, c)) = it.peek() {
+        if c.is_whitespace() {
+            it.next();
+        } else if c == '=' {
+            it.next();
+            out.push(Tok::Eq);
+        } else if c == '\'' || c == '"' {
+            it.next();
+            let mut s = String::new();
+            let mut closed = false;
+            while let Some((_, d)) = it.next() {
+                if d == c {
+                    // A doubled quote stands for itself.
+                    if it.peek().map(|&(_, e)| e) == Some(c) {
+                        it.next();
+                        s.push(c);
+                    } else {
+                        closed = true;
+                        break;
+                    }
+                } else {
+                    s.push(d);
+                }
+            }
+            if !closed {
+                return Err(ParseError(format!("unterminated quoted string at {i}")));
+            }
+            out.push(if c == '\'' { Tok::Str(s) } else { Tok::Word(s) });
+        } else {
+            let mut s = String::new();
+            while let Some(&(_, d)) = it.peek() {
+                if d.is_whitespace() || d == '=' || d == '\'' || d == '"' {
+                    break;
+                }
+                s.push(d.to_ascii_lowercase());
+                it.next();
+            }
+            out.push(Tok::Word(s));
+        }
+    }
+    Ok(out)
+}
+
+fn text(t: &Tok) -> Option<&str> {
+    match t {
+        Tok::Word(s) | Tok::Str(s) => Some(s),
+        Tok::Eq => None,
+    }
+}
+
+/// Parse one console query.
+pub fn parse(query: &str) -> Result<Command, ParseError> {
+    let q = query.trim();
+    let q = q.strip_suffix(';').unwrap_or(q).trim_end();
+    if q.is_empty() {
+        return Ok(Command::Empty);
+    }
+    let toks = tokenize(q)?;
+    let word = |i: usize| match toks.get(i) {
+        Some(Tok::Word(w)) => Some(w.as_str()),
+        _ => None,
+    };
+    let Some(cmd) = word(0) else {
+        return Err(syntax(q));
+    };
+    let args: Vec<&Tok> = toks[1..].iter().collect();
+    let opt_arg = || -> Result<Option<String>, ParseError> {
+        match args.as_slice() {
+            [] => Ok(None),
+            [t] => text(t)
+                .map(|s| Some(s.to_string()))
+                .ok_or_else(|| syntax(q)),
+            _ => Err(syntax(q)),
+        }
+    };
+    let req_arg = |what: &str| -> Result<String, ParseError> {
+        opt_arg()?.ok_or_else(|| ParseError(format!("{} requires {what}", cmd.to_uppercase())))
+    };
+    Ok(match cmd {
+        "show" | "select" => {
+            let Some(what) = word(1) else {
+                return Err(ParseError(format!(
+                    "{} needs a subcommand, e.g. SHOW HELP",
+                    cmd.to_uppercase()
+                )));
+            };
+            let rest = toks[2..]
+                .iter()
+                .map(|t| text(t).map(str::to_string).ok_or_else(|| syntax(q)))
+                .collect::<Result<Vec<_>, _>>()?;
+            Command::Show(what.to_string(), rest)
+        }
+        "pause" => Command::Pause(opt_arg()?),
+        "resume" => Command::Resume(opt_arg()?),
+        "reconnect" => Command::Reconnect(opt_arg()?),
+        "kill" => Command::Kill(opt_arg()?),
+        "disable" => Command::Disable(req_arg("a database name")?),
+        "enable" => Command::Enable(req_arg("a database name")?),
+        "kill_client" => Command::KillClient(req_arg("a client id")?),
+        "reload" => {
+            if !args.is_empty() {
+                return Err(syntax(q));
+            }
+            Command::Reload
+        }
+        "shutdown" => match opt_arg()?.as_deref() {
+            None => Command::Shutdown(ShutdownMode::Immediate),
+            Some(m) if m.eq_ignore_ascii_case("wait_for_clients") => {
+                Command::Shutdown(ShutdownMode::WaitForClients)
+            }
+            Some(m) if m.eq_ignore_ascii_case("wait_for_servers") => {
+                Command::Shutdown(ShutdownMode::WaitForServers)
+            }
+            Some(_) => return Err(syntax(q)),
+        },
+        "set" => match args.as_slice() {
+            [Tok::Word(k), Tok::Eq, v] => Command::Set(k.clone(), text(v).unwrap().to_string()),
+            [Tok::Word(k), Tok::Word(to), v] if to == "to" && text(v).is_some() => {
+                Command::Set(k.clone(), text(v).unwrap().to_string())
+            }
+            _ => {
+                return Err(ParseError(
+                    "syntax error: expected SET key = value".to_string(),
+                ))
+            }
+        },
+        other => {
+            return Err(ParseError(format!(
+                "unknown command \"{}\" (see SHOW HELP)",
+                other.to_uppercase()
+            )))
+        }
+    })
+}
+
+fn syntax(q: &str) -> ParseError {
+    ParseError(format!("syntax error in admin command: {q}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_and_select_are_case_insensitive_with_optional_semicolon() {
+        let want = Command::Show("pools".into(), vec![]);
+        for q in [
+            "SHOW POOLS",
+            "show pools;",
+            "  Select Pools ; ",
+            "SHOW\tpools",
+        ] {
+            assert_eq!(parse(q).unwrap(), want, "{q}");
+        }
+    }
+
+    #[test]
+    fn router_commands_take_quoted_arguments() {
+        assert_eq!(
+            parse("SHOW ROUTE 'acme''s'").unwrap(),
+            Command::Show("route".into(), vec!["acme's".into()])
+        );
+        assert_eq!(
+            parse("show route app '42';").unwrap(),
+            Command::Show("route".into(), vec!["app".into(), "42".into()])
+        );
+        assert_eq!(
+            parse("SHOW TENANTS 5").unwrap(),
+            Command::Show("tenants".into(), vec!["5".into()])
+        );
+    }
+
+    #[test]
+    fn control_commands() {
+        assert_eq!(parse("PAUSE").unwrap(), Command::Pause(None));
+        assert_eq!(
+            parse("pause app;").unwrap(),
+            Command::Pause(Some("app".into()))
+        );
+        assert_eq!(
+            parse("PAUSE \"MyDb\"").unwrap(),
+            Command::Pause(Some("MyDb".into()))
+        );
+        assert_eq!(
+            parse("KILL_CLIENT 17").unwrap(),
+            Command::KillClient("17".into())
+        );
+        assert_eq!(
+            parse("shutdown wait_for_clients").unwrap(),
+            Command::Shutdown(ShutdownMode::WaitForClients)
+        );
+        assert_eq!(parse("RELOAD;").unwrap(), Command::Reload);
+        assert!(parse("RELOAD now").is_err());
+        assert!(parse("DISABLE").unwrap_err().0.contains("database"));
+        assert!(parse("PAUSE a b").is_err());
+    }
+
+    #[test]
+    fn set_forms() {
+        let want = Command::Set("default_pool_size".into(), "7".into());
+        for q in [
+            "SET default_pool_size = 7",
+            "set default_pool_size=7;",
+            "SET default_pool_size TO '7'",
+        ] {
+            assert_eq!(parse(q).unwrap(), want, "{q}");
+        }
+        assert!(parse("SET default_pool_size").is_err());
+    }
+
+    #[test]
+    fn unknown_and_empty() {
+        assert!(parse("FROBNICATE").unwrap_err().0.contains("FROBNICATE"));
+        assert_eq!(parse("  ;").unwrap(), Command::Empty);
+        assert!(parse("SHOW").is_err());
+        assert!(parse("SHOW 'x").is_err());
+        assert!(!parse("PAUSE").unwrap().read_only());
+        assert!(parse("SHOW STATS").unwrap().read_only());
+    }
+}

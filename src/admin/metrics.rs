@@ -1,0 +1,286 @@
+//! Prometheus metrics (`/metrics` on `[admin] metrics_addr`).
+//!
+//! Nothing here runs per message. Pool counters already live in `PoolStats`
+//! atomics; [`refresh`] copies them into the exporter once a second
+//! (`counter.absolute`, `gauge.set`). The only per-transaction work is
+//! [`record_transaction`], which feeds two histograms through handles cached in
+//! the pool, and the router's counters ([`routing_decision`] and friends), which use
+//! handles cached per database so the hot path does no registry lookup or allocation.
+//!
+//! Tenant series are bounded: only the top [`TOP_TENANTS`] tenants are exported,
+//! refreshed every [`TENANT_REFRESH_SECS`], and gauges not refreshed for a minute are
+//! dropped by the exporter, so tenants that fall out of the top do not linger.
+
+use crate::app::App;
+use crate::pool::Pool;
+use metrics::{counter, gauge, histogram, Counter, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+/// Tenants exported as series.
+pub const TOP_TENANTS: usize = 20;
+/// How often the tenant series are recomputed.
+pub const TENANT_REFRESH_SECS: u64 = 10;
+/// Gauges not set for this long disappear from `/metrics` (tenants that left the
+/// top, pools that were removed).
+const GAUGE_IDLE: Duration = Duration::from_secs(60);
+
+/// Histogram buckets (seconds) for transaction and query durations.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Install the global recorder and the HTTP listener. Must run inside the runtime.
+pub fn install(addr: &str) -> Result<(), String> {
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("[admin] metrics_addr {addr:?}: {e}"))?;
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), BUCKETS)
+        .map_err(|e| e.to_string())?
+        .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(GAUGE_IDLE))
+        .install()
+        .map_err(|e| format!("cannot start the metrics listener on {addr}: {e}"))
+}
+
+/// Histogram handles of one pool, created on its first transaction.
+pub struct PoolMetrics {
+    xact: Histogram,
+    query: Histogram,
+}
+
+impl PoolMetrics {
+    fn new(p: &Pool) -> PoolMetrics {
+        let k = &p.key;
+        let labels = [
+            ("database", k.database.clone()),
+            ("user", k.user.clone()),
+            ("shard", k.shard.clone()),
+        ];
+        PoolMetrics {
+            xact: histogram!("shardbouncer_transaction_duration_seconds", &labels),
+            query: histogram!("shardbouncer_query_duration_seconds", &labels),
+        }
+    }
+}
+
+/// Called by the session once per finished transaction: `xact_us` is the time the
+/// server was held, `query_us` the summed time of its `queries` queries (the session
+/// flushes per transaction, so each query is recorded at the transaction's mean).
+pub fn record_transaction(pool: &Pool, xact_us: u64, query_us: u64, queries: u64) {
+    let m = pool.metrics.get_or_init(|| PoolMetrics::new(pool));
+    m.xact.record(xact_us as f64 / 1e6);
+    if queries > 0 {
+        m.query
+            .record_many(query_us as f64 / 1e6 / queries as f64, queries as usize);
+    }
+}
+
+/// Where a routing decision found the tenant.
+const SOURCES: [&str; 6] = ["startup", "comment", "set", "scan", "default", "other"];
+
+struct DbRouting {
+    decisions: [Counter; 6],
+    rejected: Counter,
+    cross_shard: Counter,
+}
+
+impl DbRouting {
+    fn new(db: &str) -> DbRouting {
+        let d = db.to_string();
+        DbRouting {
+            decisions: SOURCES.map(|s| {
+                counter!("shardbouncer_routing_decisions_total", "database" => d.clone(), "source" => s)
+            }),
+            rejected: counter!("shardbouncer_routing_rejected_total", "database" => d.clone()),
+            cross_shard: counter!("shardbouncer_cross_shard_refused_total", "database" => d),
+        }
+    }
+}
+
+fn routing(db: &str, f: impl FnOnce(&DbRouting)) {
+    static CACHE: OnceLock<RwLock<HashMap<String, DbRouting>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(r) = cache.read().unwrap().get(db) {
+        return f(r);
+    }
+    let mut w = cache.write().unwrap();
+    f(w.entry(db.to_string())
+        .or_insert_with(|| DbRouting::new(db)));
+}
+
+/// A statement of `database` was routed using the tenant found in `source`
+/// (startup, comment, set, scan or default).
+pub fn routing_decision(database: &str, source: &str) {
+    let i = SOURCES[..5].iter().position(|s| *s == source).unwrap_or(5);
+    routing(database, |r| r.decisions[i].increment(1));
+}
+
+/// A statement of `database` was refused because no tenant could be found.
+pub fn routing_rejected(database: &str) {
+    routing(database, |r| r.rejected.increment(1));
+}
+
+/// A transaction of `database` was refused for touching a second shard.
+pub fn cross_shard_refused(database: &str) {
+    routing(database, |r| r.cross_shard.increment(1));
+}
+
+/// A configuration (or shard map) reload finished.
+pub fn reload(ok: bool) {
+    counter!("shardbouncer_reloads_total", "result" => if ok { "ok" } else { "failed" })
+        .increment(1);
+}
+
+fn map_versions() -> &'static Mutex<HashMap<String, u64>> {
+    static V: OnceLock<Mutex<HashMap<String, u64>>> = OnceLock::new();
+    V.get_or_init(Default::default)
+}
+
+/// The shard map of `database` is now at `version`.
+pub fn map_version(database: &str, version: u64) {
+    map_versions()
+        .lock()
+        .unwrap()
+        .insert(database.to_string(), version);
+    gauge!("shardbouncer_shard_map_version", "database" => database.to_string())
+        .set(version as f64);
+}
+
+/// Copy the live state into the exporter (once a second, from the admin task).
+pub fn refresh(app: &App, tenants: bool) {
+    let snap = app.snapshot.load_full();
+    gauge!("shardbouncer_config_generation").set(snap.generation as f64);
+    for (db, v) in map_versions().lock().unwrap().iter() {
+        gauge!("shardbouncer_shard_map_version", "database" => db.clone()).set(*v as f64);
+    }
+    let clients = app.clients.all();
+    // Per (database, user, shard): clients active / waiting, oldest wait.
+    let mut cl: HashMap<(&str, &str, usize), (u64, u64, f64)> = HashMap::new();
+    for c in &clients {
+        let e = cl
+            .entry((&c.database, &c.user, c.activity.shard()))
+            .or_default();
+        match c.activity.wait_time() {
+            Some(w) => {
+                e.1 += 1;
+                e.2 = e.2.max(w.as_secs_f64());
+            }
+            None => e.0 += 1,
+        }
+    }
+    let mut shards: HashMap<(String, String), (usize, usize, usize, bool)> = HashMap::new();
+    for p in app.pools.all() {
+        let k = &p.key;
+        let st = &p.stats;
+        let idx = snap
+            .dbs
+            .get(&k.database)
+            .and_then(|d| d.shard_index(&k.shard));
+        let (active_cl, waiting_cl, maxwait) = idx
+            .and_then(|i| cl.get(&(k.database.as_str(), k.user.as_str(), i)).copied())
+            .unwrap_or_default();
+        let waiting = st.waiting.load(Ordering::Relaxed) as u64;
+        let l = |s: &'static str| {
+            [
+                ("database", k.database.clone()),
+                ("user", k.user.clone()),
+                ("shard", k.shard.clone()),
+                ("state", s.to_string()),
+            ]
+        };
+        let base = [
+            ("database", k.database.clone()),
+            ("user", k.user.clone()),
+            ("shard", k.shard.clone()),
+        ];
+        gauge!("shardbouncer_pool_clients", &l("active"))
+            .set(active_cl.saturating_sub(waiting.saturating_sub(waiting_cl)) as f64);
+        gauge!("shardbouncer_pool_clients", &l("waiting")).set(waiting.max(waiting_cl) as f64);
+        let active = st.active.load(Ordering::Relaxed);
+        let idle = p.idle_count();
+        let login = st.connecting.load(Ordering::Relaxed);
+        gauge!("shardbouncer_pool_servers", &l("active")).set(active as f64);
+        gauge!("shardbouncer_pool_servers", &l("idle")).set(idle as f64);
+        gauge!("shardbouncer_pool_servers", &l("login")).set(login as f64);
+        gauge!("shardbouncer_pool_maxwait_seconds", &base).set(maxwait);
+        gauge!("shardbouncer_pool_paused", &base)
+            .set(f64::from(u8::from(p.paused.load(Ordering::Relaxed))));
+        let c = |name: &'static str, v: &std::sync::atomic::AtomicU64| {
+            counter!(name, &base).absolute(v.load(Ordering::Relaxed));
+        };
+        c("shardbouncer_pool_transactions_total", &st.xact_count);
+        c("shardbouncer_pool_queries_total", &st.query_count);
+        c("shardbouncer_pool_bytes_received_total", &st.bytes_received);
+        c("shardbouncer_pool_bytes_sent_total", &st.bytes_sent);
+        c(
+            "shardbouncer_pool_server_assignments_total",
+            &st.assignments,
+        );
+        c("shardbouncer_pool_client_logins_total", &st.login_count);
+        c(
+            "shardbouncer_pool_transaction_time_microseconds_total",
+            &st.xact_time_us,
+        );
+        c(
+            "shardbouncer_pool_query_time_microseconds_total",
+            &st.query_time_us,
+        );
+        c(
+            "shardbouncer_pool_wait_time_microseconds_total",
+            &st.wait_time_us,
+        );
+        let e = shards
+            .entry((k.database.clone(), k.shard.clone()))
+            .or_default();
+        e.0 += active;
+        e.1 += idle;
+        e.2 += login;
+        e.3 |= st.last_error.lock().unwrap().is_some();
+    }
+    for (name, db) in &snap.dbs {
+        for sh in &db.cfg.shards {
+            let (active, idle, login, down) = shards
+                .get(&(name.clone(), sh.name.clone()))
+                .copied()
+                .unwrap_or_default();
+            let l = |s: &'static str| {
+                [
+                    ("database", name.clone()),
+                    ("shard", sh.name.clone()),
+                    ("state", s.to_string()),
+                ]
+            };
+            let base = [("database", name.clone()), ("shard", sh.name.clone())];
+            gauge!("shardbouncer_shard_up", &base).set(if down { 0.0 } else { 1.0 });
+            gauge!("shardbouncer_shard_servers", &l("active")).set(active as f64);
+            gauge!("shardbouncer_shard_servers", &l("idle")).set(idle as f64);
+            gauge!("shardbouncer_shard_servers", &l("login")).set(login as f64);
+        }
+        let n = clients.iter().filter(|c| &c.database == name).count();
+        gauge!("shardbouncer_database_clients", "database" => name.clone()).set(n as f64);
+        gauge!("shardbouncer_database_disabled", "database" => name.clone())
+            .set(f64::from(u8::from(app.admin.is_disabled(name))));
+    }
+    gauge!("shardbouncer_client_connections").set(app.client_count.load(Ordering::Relaxed) as f64);
+    if tenants {
+        gauge!("shardbouncer_tenants_tracked").set(app.tenants.len() as f64);
+        for t in app.tenants.top(TOP_TENANTS) {
+            let l = [
+                ("database", t.database.clone()),
+                ("tenant", t.tenant.clone()),
+                ("shard", t.shard.clone()),
+            ];
+            gauge!("shardbouncer_tenant_transactions", &l).set(t.xact_count as f64);
+            gauge!("shardbouncer_tenant_queries", &l).set(t.query_count as f64);
+            gauge!("shardbouncer_tenant_transaction_time_seconds", &l)
+                .set(t.total_xact_time_us as f64 / 1e6);
+            gauge!("shardbouncer_tenant_waiting", &l).set(t.waiting as f64);
+        }
+    }
+}

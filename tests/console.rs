@@ -1,0 +1,756 @@
+//! The admin console, end to end: real Postgres, the real binary, psql and tokio-postgres.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+const ADMIN: (&str, &str) = ("admin", "adminpw");
+const STATS: (&str, &str) = ("stats", "statspw");
+
+/// `basic_config` plus an admin and a stats user.
+fn config(pg: &PgCluster, pool_extra: &str) -> String {
+    format!(
+        "{}\n[[users]]\nname = \"admin\"\npassword = \"adminpw\"\n\n[[users]]\nname = \"stats\"\npassword = \"statspw\"\n\n\
+         [admin]\nusers = [\"admin\"]\nstats_users = [\"stats\"]\n",
+        basic_config(&[pg], pool_extra)
+    )
+}
+
+struct Res {
+    cols: Vec<String>,
+    rows: Vec<Vec<Option<String>>>,
+}
+
+impl Res {
+    fn col(&self, name: &str) -> usize {
+        self.cols
+            .iter()
+            .position(|c| c == name)
+            .unwrap_or_else(|| panic!("no column {name} in {:?}", self.cols))
+    }
+    /// Value of `col` in the first row whose column `key_col` equals `key`.
+    fn get(&self, key_col: &str, key: &str, col: &str) -> Option<String> {
+        let k = self.col(key_col);
+        let c = self.col(col);
+        self.rows
+            .iter()
+            .find(|r| r[k].as_deref() == Some(key))
+            .unwrap_or_else(|| panic!("no row with {key_col}={key}: {:?}", self.rows))[c]
+            .clone()
+    }
+}
+
+async fn q(c: &Client, sql: &str) -> Res {
+    let msgs = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    let mut cols = Vec::new();
+    let mut rows = Vec::new();
+    for m in msgs {
+        match m {
+            SimpleQueryMessage::RowDescription(d) => {
+                cols = d.iter().map(|c| c.name().to_string()).collect()
+            }
+            SimpleQueryMessage::Row(r) => {
+                rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => {}
+        }
+    }
+    Res { cols, rows }
+}
+
+/// The SQLSTATE and message of a failing console command.
+async fn q_err(c: &Client, sql: &str) -> (String, String) {
+    let e = c
+        .simple_query(sql)
+        .await
+        .expect_err(&format!("{sql} should fail"));
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e:?}"));
+    (db.code().code().to_string(), db.message().to_string())
+}
+
+async fn admin(b: &Bouncer) -> Client {
+    b.connect(ADMIN.0, ADMIN.1, "pgbouncer").await
+}
+
+async fn app(b: &Bouncer) -> Client {
+    b.connect(APP_USER, APP_PASSWORD, "app").await
+}
+
+/// Poll `cond` (a console query) until it holds; for state the console reports
+/// asynchronously (a client starting to wait), with a generous timeout.
+async fn until<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const POOLS_COLS: &[&str] = &[
+    "database",
+    "user",
+    "cl_active",
+    "cl_waiting",
+    "cl_active_cancel_req",
+    "cl_waiting_cancel_req",
+    "sv_active",
+    "sv_active_cancel",
+    "sv_being_canceled",
+    "sv_idle",
+    "sv_used",
+    "sv_tested",
+    "sv_login",
+    "maxwait",
+    "maxwait_us",
+    "pool_mode",
+    "load_balance_hosts",
+    "shard",
+];
+
+const SOCKET_COLS: &[&str] = &[
+    "type",
+    "user",
+    "database",
+    "replication",
+    "state",
+    "addr",
+    "port",
+    "local_addr",
+    "local_port",
+    "connect_time",
+    "request_time",
+    "wait",
+    "wait_us",
+    "close_needed",
+    "ptr",
+    "link",
+    "remote_pid",
+    "tls",
+    "application_name",
+    "prepared_statements",
+    "id",
+];
+
+const STAT_NAMES: &[&str] = &[
+    "server_assignment_count",
+    "xact_count",
+    "query_count",
+    "received",
+    "sent",
+    "xact_time",
+    "query_time",
+    "wait_time",
+    "client_parse_count",
+    "server_parse_count",
+    "bind_count",
+    "client_login_count",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn show_commands_have_pgbouncer_columns() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&config(&pg, ""));
+    let a = admin(&b).await;
+    let c = app(&b).await;
+    c.simple_query("SELECT 1").await.unwrap();
+
+    let pools = q(&a, "SHOW POOLS").await;
+    assert_eq!(pools.cols, POOLS_COLS);
+    assert_eq!(pools.get("database", "app", "user").as_deref(), Some("app"));
+    assert_eq!(pools.get("database", "app", "shard").as_deref(), Some("s0"));
+    assert_eq!(
+        pools.get("database", "app", "cl_active").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        pools.get("database", "app", "sv_idle").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        pools.get("database", "app", "pool_mode").as_deref(),
+        Some("transaction")
+    );
+
+    let dbs = q(&a, "show databases;").await;
+    assert_eq!(
+        dbs.cols,
+        [
+            "name",
+            "host",
+            "port",
+            "database",
+            "force_user",
+            "pool_size",
+            "min_pool_size",
+            "reserve_pool_size",
+            "server_lifetime",
+            "pool_mode",
+            "load_balance_hosts",
+            "max_connections",
+            "current_connections",
+            "max_client_connections",
+            "current_client_connections",
+            "paused",
+            "disabled",
+            "shard"
+        ]
+    );
+    assert_eq!(dbs.get("name", "app", "port"), Some(pg.port.to_string()));
+    assert_eq!(dbs.get("name", "app", "pool_size").as_deref(), Some("5"));
+    assert_eq!(dbs.get("name", "app", "shard").as_deref(), Some("s0"));
+    assert_eq!(
+        dbs.get("name", "app", "current_connections").as_deref(),
+        Some("1")
+    );
+
+    let clients = q(&a, "SHOW CLIENTS").await;
+    assert_eq!(clients.cols, SOCKET_COLS);
+    assert_eq!(clients.get("database", "app", "type").as_deref(), Some("C"));
+    assert_eq!(
+        clients.get("database", "app", "state").as_deref(),
+        Some("idle")
+    );
+    // The console's own connection is listed too.
+    assert_eq!(
+        clients.get("user", "admin", "database").as_deref(),
+        Some("pgbouncer")
+    );
+    let servers = q(&a, "SELECT SERVERS").await;
+    assert_eq!(servers.cols, SOCKET_COLS);
+    assert_eq!(
+        servers.get("database", "app", "state").as_deref(),
+        Some("idle")
+    );
+    assert_eq!(
+        servers.get("database", "app", "port"),
+        Some(pg.port.to_string())
+    );
+
+    let mut stats_cols = vec!["database".to_string()];
+    stats_cols.extend(STAT_NAMES.iter().map(|n| format!("total_{n}")));
+    stats_cols.extend(
+        STAT_NAMES
+            .iter()
+            .map(|n| format!("avg_{}", if *n == "received" { "recv" } else { n })),
+    );
+    assert_eq!(q(&a, "SHOW STATS").await.cols, stats_cols);
+    let mut short = vec!["database".to_string()];
+    short.extend(STAT_NAMES.iter().map(|n| match *n {
+        "received" => "bytes_received".to_string(),
+        "sent" => "bytes_sent".to_string(),
+        n => n.to_string(),
+    }));
+    assert_eq!(q(&a, "SHOW STATS_TOTALS").await.cols, short);
+    assert_eq!(q(&a, "SHOW STATS_AVERAGES").await.cols, short);
+    let totals = q(&a, "SHOW TOTALS").await;
+    assert_eq!(totals.cols, ["name", "value"]);
+    assert_eq!(totals.rows.len(), 24);
+    assert_eq!(q(&a, "SHOW LISTS").await.cols, ["list", "items"]);
+    assert_eq!(
+        q(&a, "SHOW USERS").await.cols,
+        [
+            "name",
+            "pool_size",
+            "reserve_pool_size",
+            "pool_mode",
+            "max_user_connections",
+            "current_connections",
+            "max_user_client_connections",
+            "current_client_connections"
+        ]
+    );
+    let state = q(&a, "SHOW STATE").await;
+    assert_eq!(state.get("key", "paused", "value").as_deref(), Some("no"));
+    let version = q(&a, "SHOW VERSION").await;
+    assert_eq!(version.cols, ["version"]);
+    assert!(version.rows[0][0]
+        .as_deref()
+        .unwrap()
+        .starts_with("shardbouncer "));
+    let config = q(&a, "SHOW CONFIG").await;
+    assert_eq!(config.cols, ["key", "value", "default", "changeable"]);
+    assert_eq!(
+        config.get("key", "default_pool_size", "value").as_deref(),
+        Some("5")
+    );
+
+    // Router tables.
+    let shards = q(&a, "SHOW SHARDS").await;
+    assert_eq!(
+        shards.cols,
+        [
+            "shard",
+            "database",
+            "host",
+            "port",
+            "pool_size",
+            "active",
+            "idle",
+            "overrides",
+            "state",
+            "last_error"
+        ]
+    );
+    assert_eq!(shards.get("shard", "s0", "state").as_deref(), Some("up"));
+    assert_eq!(shards.get("shard", "s0", "idle").as_deref(), Some("1"));
+    assert_eq!(shards.get("shard", "s0", "overrides").as_deref(), Some("0"));
+    let map = q(&a, "SHOW SHARD_MAP").await;
+    assert_eq!(
+        map.cols,
+        [
+            "database",
+            "version",
+            "method",
+            "loaded_at",
+            "source",
+            "overrides",
+            "ranges"
+        ]
+    );
+    assert_eq!(map.get("database", "app", "version").as_deref(), Some("0"));
+    assert_eq!(
+        map.get("database", "app", "source").as_deref(),
+        Some("(none)")
+    );
+    let route = q(&a, "SHOW ROUTE 'acme'").await;
+    assert_eq!(
+        route.cols,
+        ["database", "key", "shard", "reason", "map_version"]
+    );
+    assert_eq!(route.get("database", "app", "shard").as_deref(), Some("s0"));
+    assert_eq!(
+        route.get("database", "app", "reason").as_deref(),
+        Some("single shard")
+    );
+    let tenants = q(&a, "SHOW TENANTS 10").await;
+    assert_eq!(
+        tenants.cols,
+        [
+            "database",
+            "tenant",
+            "shard",
+            "xact_count",
+            "query_count",
+            "total_xact_time",
+            "avg_xact_time",
+            "waiting",
+            "last_seen"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn psql_sees_pgbouncer_output() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&config(&pg, ""));
+    let psql = |sql: &str| {
+        std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &b.port.to_string(), "-U", "admin"])
+            .args(["-d", "pgbouncer", "-X", "-A", "-F|", "-c", sql])
+            .env("PGPASSWORD", "adminpw")
+            .output()
+            .unwrap()
+    };
+    let out = psql("SHOW POOLS");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().next().unwrap(), POOLS_COLS.join("|"));
+    // SHOW HELP answers with a NOTICE, as PgBouncer does.
+    let out = psql("show help");
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NOTICE:  Console usage"), "{err}");
+    assert!(err.contains("SHOW HELP|CONFIG|DATABASES"), "{err}");
+    // The harness psql (tuples only) works as a stats user too.
+    let out = b.psql(STATS.0, STATS.1, "shardbouncer", "SHOW STATE");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "active|yes\npaused|no\nsuspended|no\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_counters_are_exact() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&config(&pg, ""));
+    let c = app(&b).await;
+    for i in 0..7 {
+        c.simple_query("BEGIN").await.unwrap();
+        c.simple_query(&format!("SELECT {i}")).await.unwrap();
+        c.simple_query("COMMIT").await.unwrap();
+    }
+    let a = admin(&b).await;
+    let s = q(&a, "SHOW STATS").await;
+    let v = |col: &str| s.get("database", "app", col).unwrap();
+    assert_eq!(v("total_xact_count"), "7");
+    assert_eq!(v("total_query_count"), "21");
+    assert_eq!(v("total_client_login_count"), "1");
+    assert!(v("total_received").parse::<u64>().unwrap() > 0);
+    assert!(v("total_sent").parse::<u64>().unwrap() > 0);
+    assert!(
+        v("total_xact_time").parse::<u64>().unwrap()
+            >= v("total_query_time").parse::<u64>().unwrap()
+    );
+    let t = q(&a, "SHOW STATS_TOTALS").await;
+    assert_eq!(t.get("database", "app", "xact_count").as_deref(), Some("7"));
+    assert_eq!(
+        t.get("database", "app", "query_count").as_deref(),
+        Some("21")
+    );
+    let totals = q(&a, "SHOW TOTALS").await;
+    assert_eq!(
+        totals.get("name", "total_query_count", "value").as_deref(),
+        Some("21")
+    );
+
+    // Each autocommit statement is one transaction and one query.
+    for _ in 0..3 {
+        c.simple_query("SELECT 1").await.unwrap();
+    }
+    let s = q(&a, "SHOW STATS").await;
+    assert_eq!(
+        s.get("database", "app", "total_xact_count").as_deref(),
+        Some("10")
+    );
+    assert_eq!(
+        s.get("database", "app", "total_query_count").as_deref(),
+        Some("24")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_waits_for_running_transaction_and_holds_new_ones() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&config(&pg, ""));
+    let a1 = admin(&b).await;
+    let a2 = admin(&b).await;
+    let busy = app(&b).await;
+    let late = app(&b).await;
+    busy.simple_query("BEGIN").await.unwrap();
+    busy.simple_query("SELECT 1").await.unwrap();
+
+    let pause = tokio::spawn(async move {
+        a1.simple_query("PAUSE").await.unwrap();
+        a1
+    });
+    until("SHOW STATE says paused", || async {
+        q(&a2, "SHOW STATE")
+            .await
+            .get("key", "paused", "value")
+            .as_deref()
+            == Some("yes")
+    })
+    .await;
+    // A transaction is still running, so PAUSE has not answered.
+    assert!(!pause.is_finished());
+
+    // A new transaction is held...
+    let held = tokio::spawn(async move {
+        let r = late.simple_query("SELECT 42").await.unwrap();
+        match &r[1] {
+            SimpleQueryMessage::Row(row) => row.get(0).unwrap().to_string(),
+            m => panic!("{m:?}"),
+        }
+    });
+    until("the new client waits", || async {
+        q(&a2, "SHOW POOLS")
+            .await
+            .get("database", "app", "cl_waiting")
+            .as_deref()
+            == Some("1")
+    })
+    .await;
+    let clients = q(&a2, "SHOW CLIENTS").await;
+    assert!(
+        clients
+            .rows
+            .iter()
+            .any(|r| r[4].as_deref() == Some("waiting")),
+        "{:?}",
+        clients.rows
+    );
+
+    // ...and PAUSE answers once the running transaction ends.
+    busy.simple_query("COMMIT").await.unwrap();
+    let a1 = tokio::time::timeout(Duration::from_secs(10), pause)
+        .await
+        .expect("PAUSE returns after COMMIT")
+        .unwrap();
+    assert!(!held.is_finished(), "a held query ran during PAUSE");
+    // PAUSE closed the servers (so the database could be restarted).
+    let pools = q(&a2, "SHOW POOLS").await;
+    assert_eq!(
+        pools.get("database", "app", "sv_active").as_deref(),
+        Some("0")
+    );
+    // (A server returned in the same instant may be closed by maintenance instead.)
+    until("servers closed by PAUSE", || async {
+        q(&a2, "SHOW POOLS")
+            .await
+            .get("database", "app", "sv_idle")
+            .as_deref()
+            == Some("0")
+    })
+    .await;
+    assert_eq!(q_err(&a1, "PAUSE").await.1, "already suspended/paused");
+
+    q(&a1, "RESUME").await;
+    let v = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("held query completes after RESUME")
+        .unwrap();
+    assert_eq!(v, "42");
+    assert_eq!(
+        q_err(&a1, "RESUME").await.1,
+        "pooler is not paused/suspended"
+    );
+
+    // PAUSE of one database, with nothing running, answers at once.
+    q(&a1, "PAUSE app").await;
+    let dbs = q(&a1, "SHOW DATABASES").await;
+    assert_eq!(dbs.get("name", "app", "paused").as_deref(), Some("1"));
+    q(&a1, "RESUME app").await;
+    busy.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_with_a_broken_file_keeps_the_old_config() {
+    let pg = PgCluster::start();
+    let good = config(&pg, "");
+    let b = Bouncer::start(&good);
+    let a = admin(&b).await;
+    b.write_config(&format!("{good}\n[pool]\nthis is not toml\n"));
+    let (code, msg) = q_err(&a, "RELOAD").await;
+    assert_eq!(code, "F0000", "{msg}");
+    assert!(msg.contains("RELOAD failed"), "{msg}");
+    let cfg = q(&a, "SHOW CONFIG").await;
+    assert_eq!(
+        cfg.get("key", "default_pool_size", "value").as_deref(),
+        Some("5")
+    );
+    // The pooler still works.
+    app(&b).await.simple_query("SELECT 1").await.unwrap();
+
+    b.write_config(&config(&pg, "default_pool_size = 9"));
+    q(&a, "RELOAD;").await;
+    let cfg = q(&a, "SHOW CONFIG").await;
+    assert_eq!(
+        cfg.get("key", "default_pool_size", "value").as_deref(),
+        Some("9")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_client_disable_enable_kill_reconnect() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&config(&pg, ""));
+    let a = admin(&b).await;
+    let victim = app(&b).await;
+    let other = app(&b).await;
+    victim.simple_query("SELECT 1").await.unwrap();
+    let clients = q(&a, "SHOW CLIENTS").await;
+    let (id_col, db_col) = (clients.col("id"), clients.col("database"));
+    let ids: Vec<String> = clients
+        .rows
+        .iter()
+        .filter(|r| r[db_col].as_deref() == Some("app"))
+        .map(|r| r[id_col].clone().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    // The victim connected first, so it has the lower id.
+    let victim_id = ids
+        .iter()
+        .min_by_key(|s| s.parse::<i32>().unwrap())
+        .unwrap();
+    q(&a, &format!("KILL_CLIENT {victim_id}")).await;
+    let e = victim.simple_query("SELECT 1").await.unwrap_err();
+    assert!(
+        victim.is_closed() || e.to_string().contains("killed") || e.as_db_error().is_some(),
+        "{e:?}"
+    );
+    other.simple_query("SELECT 1").await.unwrap();
+    let (code, msg) = q_err(&a, "KILL_CLIENT 999999").await;
+    assert_eq!((code.as_str(), msg.as_str()), ("42704", "client not found"));
+
+    // DISABLE refuses new logins with a clear error; existing clients keep working.
+    q(&a, "DISABLE app").await;
+    let e = b
+        .try_connect(APP_USER, APP_PASSWORD, "app")
+        .await
+        .unwrap_err();
+    let db = e.as_db_error().expect("a server error");
+    assert!(db.message().contains("disabled"), "{}", db.message());
+    other.simple_query("SELECT 1").await.unwrap();
+    let dbs = q(&a, "SHOW DATABASES").await;
+    assert_eq!(dbs.get("name", "app", "disabled").as_deref(), Some("1"));
+    q(&a, "ENABLE app").await;
+    let again = app(&b).await;
+    again.simple_query("SELECT 1").await.unwrap();
+
+    // RECONNECT closes idle servers; the next query gets a fresh one.
+    q(&a, "RECONNECT app").await;
+    assert_eq!(
+        q(&a, "SHOW POOLS")
+            .await
+            .get("database", "app", "sv_idle")
+            .as_deref(),
+        Some("0")
+    );
+    again.simple_query("SELECT 1").await.unwrap();
+
+    // KILL app drops every client of the database.
+    q(&a, "KILL app").await;
+    for c in [&other, &again] {
+        assert!(c.simple_query("SELECT 1").await.is_err());
+    }
+    assert_eq!(
+        q_err(&a, "KILL nosuchdb").await.1,
+        "no such database: nosuchdb"
+    );
+    app(&b).await.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn privileges_syntax_and_extended_protocol() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&config(&pg, ""));
+    // A plain user may not reach the console at all.
+    let e = b
+        .try_connect(APP_USER, APP_PASSWORD, "pgbouncer")
+        .await
+        .unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code().code(), "42501");
+    // A stats user may SHOW but not control.
+    let s = b.connect(STATS.0, STATS.1, "pgbouncer").await;
+    q(&s, "SHOW POOLS").await;
+    for cmd in [
+        "PAUSE",
+        "RELOAD",
+        "KILL_CLIENT 1",
+        "SET default_pool_size = 3",
+        "SHUTDOWN",
+    ] {
+        assert_eq!(
+            q_err(&s, cmd).await,
+            ("42501".to_string(), "admin access needed".to_string()),
+            "{cmd}"
+        );
+    }
+    let a = admin(&b).await;
+    let (code, msg) = q_err(&a, "FROBNICATE").await;
+    assert_eq!(code, "42601");
+    assert!(msg.contains("unknown command"), "{msg}");
+    assert_eq!(q_err(&a, "SHOW NOTHING").await.0, "42601");
+    // Extended protocol gets an error, and the connection stays usable.
+    let e = a.query("SHOW POOLS", &[]).await.unwrap_err();
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("extended query protocol not supported by admin console"),
+        "{e:?}"
+    );
+    q(&a, "SHOW VERSION").await;
+    // An empty query is fine.
+    a.simple_query("").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn set_changes_live_settings() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&config(&pg, ""));
+    let a = admin(&b).await;
+    let c = app(&b).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    q(&a, "SET default_pool_size = 3").await;
+    q(&a, "set query_wait_timeout to '7'").await;
+    q(&a, "SET server_idle_timeout = 250ms").await;
+    let cfg = q(&a, "SHOW CONFIG").await;
+    assert_eq!(
+        cfg.get("key", "default_pool_size", "value").as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        cfg.get("key", "query_wait_timeout", "value").as_deref(),
+        Some("7")
+    );
+    assert_eq!(
+        cfg.get("key", "server_idle_timeout", "value").as_deref(),
+        Some("0.25")
+    );
+    assert_eq!(
+        q(&a, "SHOW DATABASES")
+            .await
+            .get("name", "app", "pool_size")
+            .as_deref(),
+        Some("3")
+    );
+    // The live pool follows: its idle server expires after 250ms.
+    until("idle server expired", || async {
+        q(&a, "SHOW POOLS")
+            .await
+            .get("database", "app", "sv_idle")
+            .as_deref()
+            == Some("0")
+    })
+    .await;
+    assert_eq!(q_err(&a, "SET min_pool_size = 10").await.0, "22023");
+    assert_eq!(q_err(&a, "SET listen_addr = 'x'").await.0, "22023");
+    assert_eq!(q_err(&a, "SET default_pool_size = lots").await.0, "22023");
+    c.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_exits_cleanly() {
+    let pg = PgCluster::start();
+    let mut b = Bouncer::start(&config(&pg, ""));
+    let a = admin(&b).await;
+    let c = app(&b).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let _ = a.simple_query("SHUTDOWN").await;
+    let st = b
+        .wait_exit(Duration::from_secs(15))
+        .expect("process exits after SHUTDOWN");
+    assert!(st.success(), "{st}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_wait_for_clients_waits_for_the_last_client() {
+    let pg = PgCluster::start();
+    let mut b = Bouncer::start(&config(&pg, ""));
+    let a = admin(&b).await;
+    let c = app(&b).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    q(&a, "SHUTDOWN WAIT_FOR_CLIENTS").await;
+    // New logins are refused while the existing client keeps working.
+    let e = b
+        .try_connect(APP_USER, APP_PASSWORD, "app")
+        .await
+        .unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code().code(), "57P01");
+    c.simple_query("SELECT 2").await.unwrap();
+    assert!(b.wait_exit(Duration::from_millis(0)).is_none());
+    drop(c);
+    let st = b
+        .wait_exit(Duration::from_secs(15))
+        .expect("exits once the last client left");
+    assert!(st.success(), "{st}");
+}

@@ -1,0 +1,135 @@
+//! `/metrics`, scraped with a plain HTTP GET while real traffic runs.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+use support::*;
+
+fn scrape(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+/// The value of the sample whose name and labels start with `prefix` (e.g.
+/// `shardbouncer_pool_transactions_total{database="app"`; labels render in the
+/// order the code gives them).
+fn sample(body: &str, prefix: &str) -> Option<f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Scrape until `prefix` has value `want` (the exporter is refreshed once a second).
+fn wait_for(port: u16, prefix: &str, want: f64) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = scrape(port);
+        if sample(&body, prefix) == Some(want) {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{prefix} never reached {want}; last scrape:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_follow_traffic() {
+    let pg = PgCluster::start();
+    let mport = free_port();
+    let cfg = format!(
+        "{}\n[[users]]\nname = \"admin\"\npassword = \"adminpw\"\n\n[admin]\nusers = [\"admin\"]\nmetrics_addr = \"127.0.0.1:{mport}\"\n",
+        basic_config(&[&pg], "")
+    );
+    let b = Bouncer::start(&cfg);
+    let c = b.connect(APP_USER, APP_PASSWORD, "app").await;
+    for _ in 0..5 {
+        c.simple_query("SELECT 1").await.unwrap();
+    }
+    let pool = r#"{database="app",user="app",shard="s0"}"#;
+    let body = wait_for(
+        mport,
+        &format!("shardbouncer_pool_transactions_total{pool}"),
+        5.0,
+    );
+    assert_eq!(
+        sample(&body, &format!("shardbouncer_pool_queries_total{pool}")),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            r#"shardbouncer_pool_servers{database="app",user="app",shard="s0",state="idle"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            r#"shardbouncer_pool_clients{database="app",user="app",shard="s0",state="active"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&body, r#"shardbouncer_shard_up{database="app",shard="s0"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!("shardbouncer_transaction_duration_seconds_count{pool}")
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!("shardbouncer_query_duration_seconds_count{pool}")
+        ),
+        Some(5.0)
+    );
+    assert!(body.contains("shardbouncer_transaction_duration_seconds_bucket{"));
+    assert!(sample(&body, &format!("shardbouncer_pool_bytes_sent_total{pool}")).unwrap() > 0.0);
+
+    // The values move with more traffic.
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query("SELECT 1").await.unwrap();
+    let body = wait_for(
+        mport,
+        r#"shardbouncer_pool_servers{database="app",user="app",shard="s0",state="active"}"#,
+        1.0,
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!("shardbouncer_pool_transactions_total{pool}")
+        ),
+        Some(5.0)
+    );
+    c.simple_query("COMMIT").await.unwrap();
+    let body = wait_for(
+        mport,
+        &format!("shardbouncer_pool_transactions_total{pool}"),
+        6.0,
+    );
+    assert_eq!(
+        sample(&body, &format!("shardbouncer_pool_queries_total{pool}")),
+        Some(8.0)
+    );
+
+    // Console reloads are counted.
+    let a = b.connect("admin", "adminpw", "pgbouncer").await;
+    a.simple_query("RELOAD").await.unwrap();
+    wait_for(mport, r#"shardbouncer_reloads_total{result="ok"}"#, 1.0);
+}
