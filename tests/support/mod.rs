@@ -1,0 +1,19 @@
+//! Integration-test harness for shardbouncer: throwaway real PostgreSQL clusters
+//! ([`PgCluster`]) and a supervised shardbouncer process ([`Bouncer`]).
+//!
+//! Use it from an integration test with `mod support;` and then
+//! `use support::*;`. Nothing here is mocked: every cluster is a real
+//! `postgres` started with `pg_ctl`, and every bouncer is the real
+//! `shardbouncer` binary built by cargo for this test run.
+//!
+//! Clean-up is tied to `Drop`: a test that panics still stops its servers
+//! and removes their temp dirs while unwinding.
+#![allow(dead_code)]
+
+mod bouncer;
+mod pg;
+mod util;
+
+pub use bouncer::{basic_config, Bouncer};
+pub use pg::{PgCluster, APP_PASSWORD, APP_USER};
+pub use util::free_port;
