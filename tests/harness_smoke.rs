@@ -152,9 +152,8 @@ fn basic_config_shape() {
 }
 
 /// Bouncer lifecycle against the real binary. Ignored until the binary
-/// implements `--config` and listens (run with `cargo test -- --ignored`).
+/// implements `--config` and listens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a working shardbouncer binary"]
 async fn bouncer_lifecycle() {
     let a = PgCluster::start();
     let b = PgCluster::start();

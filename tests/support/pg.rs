@@ -73,7 +73,8 @@ const PORT_ATTEMPTS: usize = 8;
 /// `unix_socket_directories=<dir>`, `max_connections=300`, `fsync=off`,
 /// `synchronous_commit=off`, `full_page_writes=off`,
 /// `password_encryption='scram-sha-256'`, `log_min_messages=warning`,
-/// `shared_buffers=32MB`. `pg_hba.conf` trusts local sockets and `postgres`,
+/// `shared_buffers=32MB` (plus `dynamic_shared_memory_type=mmap`, so an
+/// immediate stop leaves nothing behind in /dev/shm). `pg_hba.conf` trusts local sockets and `postgres`,
 /// uses md5 for `md5user`, cleartext `password` for `plainuser`, trust for
 /// `trustuser` and scram-sha-256 for everyone else on 127.0.0.1. Roles:
 /// `app`/`secret` (SCRAM verifier), `md5user`/`md5pass` (MD5 hash stored),
