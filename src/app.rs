@@ -337,6 +337,16 @@ impl App {
                 .get(&k.database)
                 .is_some_and(|db| db.shard_index(&k.shard).is_some())
         });
+        for (name, db) in &snap.dbs {
+            if let Some(rt) = &db.routing {
+                tracing::info!(
+                    "database {name}: shard map version {} ({} overrides)",
+                    rt.map.version,
+                    rt.map.overrides_len()
+                );
+                crate::admin::metrics::map_version(name, rt.map.version.max(0) as u64);
+            }
+        }
         self.snapshot.store(Arc::new(snap));
         for n in &notes {
             tracing::warn!("{n}");

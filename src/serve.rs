@@ -17,6 +17,24 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     tokio::spawn(maintenance(app.clone()));
+    if app.config_path.is_some() {
+        let (a1, a2) = (app.clone(), app.clone());
+        tokio::spawn(crate::config::watch::run(
+            move || watched_files(&a1),
+            move || match a2.reload() {
+                Ok(msg) => {
+                    crate::admin::metrics::reload(true);
+                    tracing::info!("file change: {msg}");
+                }
+                Err(e) => {
+                    crate::admin::metrics::reload(false);
+                    tracing::error!(
+                        "file change: reload rejected, keeping the old configuration: {e}"
+                    );
+                }
+            },
+        ));
+    }
     crate::admin::start(&app)?;
     // Long-lived so a console SHUTDOWN (flag + notify_waiters) cannot slip between
     // two polls: `enable` registers the waiter before the flag is checked.
@@ -65,6 +83,17 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
     drop(listener);
     shutdown(&app).await;
     Ok(())
+}
+
+/// The config file and every shard map it names.
+fn watched_files(app: &App) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = app.config_path.iter().cloned().collect();
+    for db in app.snapshot.load().dbs.values() {
+        if let Some(p) = db.routing.as_ref().and_then(|r| r.map_source.clone()) {
+            v.push(p);
+        }
+    }
+    v
 }
 
 fn bind(addr: &str) -> std::io::Result<TcpListener> {

@@ -50,7 +50,7 @@ impl Default for AdminState {
             paused_all: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             router: ArcSwap::from_pointee(
-                Box::new(routing::NoRouter) as Box<dyn routing::RouterView>
+                Box::new(routing::SnapshotRouter) as Box<dyn routing::RouterView>
             ),
             averages: Mutex::default(),
         }
@@ -180,6 +180,11 @@ pub fn start(app: &Arc<App>) -> Result<(), String> {
         }
         None => false,
     };
+    for (name, db) in &snap.dbs {
+        if let Some(rt) = &db.routing {
+            metrics::map_version(name, rt.map.version.max(0) as u64);
+        }
+    }
     let app = app.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

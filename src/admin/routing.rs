@@ -49,6 +49,126 @@ pub trait RouterView: Send + Sync {
     fn overrides(&self, snap: &Snapshot, database: &str, shard: &str) -> u64;
 }
 
+/// The router's answers, read from the live configuration snapshot (each database's
+/// [`RoutingRt`](crate::app::RoutingRt) and shard map).
+pub struct SnapshotRouter;
+
+impl RouterView for SnapshotRouter {
+    fn shard_maps(&self, snap: &Snapshot) -> Vec<ShardMapInfo> {
+        let mut names: Vec<&String> = snap.dbs.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| {
+                let db = &snap.dbs[name];
+                match &db.routing {
+                    Some(rt) => ShardMapInfo {
+                        database: name.clone(),
+                        version: rt.map.version.max(0) as u64,
+                        method: method_name(rt.map.method).to_string(),
+                        loaded_at: Some(rt.loaded_at),
+                        source: rt
+                            .map_source
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|| "(built in)".to_string()),
+                        overrides: rt.map.overrides_len() as u64,
+                        ranges: rt.map.ranges_len() as u64,
+                    },
+                    None => ShardMapInfo {
+                        database: name.clone(),
+                        version: 0,
+                        method: "single".to_string(),
+                        loaded_at: Some(snap.loaded_at),
+                        source: "(none)".to_string(),
+                        overrides: 0,
+                        ranges: 0,
+                    },
+                }
+            })
+            .collect()
+    }
+
+    fn route(&self, snap: &Snapshot, database: &str, key: &str) -> RouteInfo {
+        let Some(db) = snap.dbs.get(database) else {
+            return RouteInfo {
+                shard: None,
+                reason: format!("no such database: {database}"),
+                map_version: 0,
+            };
+        };
+        let Some(rt) = &db.routing else {
+            return RouteInfo {
+                shard: Some(db.cfg.shards[0].name.clone()),
+                reason: "single shard".to_string(),
+                map_version: 0,
+            };
+        };
+        let version = rt.map.version.max(0) as u64;
+        let Some(k) = crate::router::TenantKey::new(key.as_bytes()) else {
+            return RouteInfo {
+                shard: None,
+                reason: "invalid key: tenant keys are 1 to 63 bytes of UTF-8".to_string(),
+                map_version: version,
+            };
+        };
+        match rt.map.route(&k) {
+            Ok(r) => RouteInfo {
+                shard: rt.map.shard_names().get(r.shard).cloned(),
+                reason: describe(&r.reason, rt.map.method, k.as_i64().is_some()),
+                map_version: version,
+            },
+            Err(e) => RouteInfo {
+                shard: None,
+                reason: e,
+                map_version: version,
+            },
+        }
+    }
+
+    fn overrides(&self, snap: &Snapshot, database: &str, shard: &str) -> u64 {
+        let Some(rt) = snap.dbs.get(database).and_then(|d| d.routing.as_ref()) else {
+            return 0;
+        };
+        rt.map
+            .shard_names()
+            .iter()
+            .position(|n| n == shard)
+            .map(|i| rt.map.overrides_for(i) as u64)
+            .unwrap_or(0)
+    }
+}
+
+fn method_name(m: crate::router::Method) -> &'static str {
+    match m {
+        crate::router::Method::Citus => "citus",
+        crate::router::Method::Partition => "partition",
+        crate::router::Method::Range => "range",
+    }
+}
+
+fn describe(r: &crate::router::RouteReason, m: crate::router::Method, int: bool) -> String {
+    use crate::router::RouteReason;
+    match r {
+        RouteReason::Override => "override ([tenants] in the shard map)".to_string(),
+        RouteReason::Hash { hash, index } => match m {
+            crate::router::Method::Partition => format!(
+                "partition hash {hash} ({}), remainder {index}",
+                if int {
+                    "hashint8extended"
+                } else {
+                    "hashtextextended"
+                }
+            ),
+            _ => format!(
+                "citus hash {hash} ({}), hash range {index}",
+                if int { "hashint8" } else { "hashtext" }
+            ),
+        },
+        RouteReason::Range { from, to } => format!("range {from}..={to}"),
+    }
+}
+
 /// The view used before the router is wired in.
 pub struct NoRouter;
 

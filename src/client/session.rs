@@ -804,6 +804,20 @@ impl Session {
         )
     }
 
+    /// Routing refusals feed the metrics.
+    fn count_refusal(&self, code: &str) {
+        if self.db.routing.is_none() {
+            return;
+        }
+        match code {
+            sqlstate::NO_TENANT => crate::admin::metrics::routing_rejected(&self.db.name),
+            sqlstate::FEATURE_NOT_SUPPORTED => {
+                crate::admin::metrics::cross_shard_refused(&self.db.name)
+            }
+            _ => {}
+        }
+    }
+
     /// CommandComplete + ReadyForQuery for a locally answered simple Query.
     fn simple_reply(&mut self, tag: &str) {
         protocol::command_complete(&mut self.scratch, tag);
@@ -813,6 +827,7 @@ impl Session {
 
     /// An error for a simple Query we answer ourselves.
     fn simple_error_reply(&mut self, code: &str, msg: &str) -> Result<(), End> {
+        self.count_refusal(code);
         if self.server.is_some() {
             // Fail the server's transaction too, exactly as Postgres would.
             self.inject_error_simple(code, msg);
@@ -978,6 +993,9 @@ impl Session {
             self.expect.push(Entry::swallow(b'Q'));
             self.to_server.push(begin);
         }
+        if let Target::Shard { source, .. } = target {
+            crate::admin::metrics::routing_decision(&self.db.name, source_name(source));
+        }
         if tenant.is_some() {
             self.tx_tenant = tenant;
         }
@@ -1000,6 +1018,7 @@ impl Session {
     /// Refuse a unit of work with an error, keeping protocol and transaction state
     /// exactly as Postgres would.
     fn unit_error(&mut self, unit: Unit, code: &str, msg: &str) {
+        self.count_refusal(code);
         let last = match &unit {
             Unit::Simple(tag, _) => *tag,
             Unit::Batch(m) => m.last().map(|(t, _)| *t).unwrap_or(b'S'),
@@ -1598,6 +1617,7 @@ impl Session {
         stats.xact_count.fetch_add(1, Ordering::Relaxed);
         stats.xact_time_us.fetch_add(xact_us, Ordering::Relaxed);
         crate::admin::metrics::record_transaction(&att.pool, xact_us, self.query_us, self.queries);
+        let stats_queries = self.queries;
         stats.query_count.fetch_add(self.queries, Ordering::Relaxed);
         stats
             .query_time_us
@@ -1613,7 +1633,17 @@ impl Session {
         self.bytes_in = 0;
         self.bytes_out = 0;
         self.masquerade = false;
-        self.tx_tenant = None;
+        if let Some((tenant, _)) = self.tx_tenant.take() {
+            let shard = &att.pool.key.shard;
+            let queries = stats_queries;
+            self.app.tenants.record_transaction(
+                &self.db.name,
+                tenant.as_str(),
+                shard,
+                xact_us,
+                queries,
+            );
+        }
         att.pool.checkin(att.co);
         self.app.transaction_finished();
     }
@@ -1704,6 +1734,17 @@ async fn sync_unreported_back(att: &mut Attached, login: &mut ClientLogin) {
             tracing::warn!("reading back session settings failed: {e}");
             att.co.conn.broken = true;
         }
+    }
+}
+
+/// Metric label of a tenant source.
+fn source_name(s: Source) -> &'static str {
+    match s {
+        Source::Startup => "startup",
+        Source::Comment => "comment",
+        Source::Set => "set",
+        Source::Scan => "scan",
+        Source::Default => "default",
     }
 }
 

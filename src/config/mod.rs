@@ -6,6 +6,7 @@
 //! in atomically, so no reader ever sees half a config.
 
 mod duration;
+pub mod watch;
 
 pub use duration::Duration;
 
