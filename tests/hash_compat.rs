@@ -373,10 +373,10 @@ async fn hashes_match_postgres() {
 
     // Real PARTITION BY HASH tables, several moduli.
     for modulus in [2u64, 3, 4, 7] {
-        let mut ddl = format!(
+        let mut ddl = String::from(
             "DROP TABLE IF EXISTS pi, pt; \
              CREATE TABLE pi (k bigint) PARTITION BY HASH (k); \
-             CREATE TABLE pt (k text) PARTITION BY HASH (k);"
+             CREATE TABLE pt (k text) PARTITION BY HASH (k);",
         );
         for r in 0..modulus {
             ddl.push_str(&format!(

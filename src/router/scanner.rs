@@ -1016,12 +1016,17 @@ fn comment_pairs<'a>(
             }
         } else {
             let vs = j;
-            while j < c.len()
-                && !is_space(c[j])
-                && !matches!(c[j], b',' | b';')
-                && !(c[j] == b'*' && c.get(j + 1) == Some(&b'/'))
-                && !(c[j] == b'/' && c.get(j + 1) == Some(&b'*'))
-            {
+            // Unquoted values end at whitespace, a pair separator, or a
+            // comment delimiter.
+            let ends_value = |j: usize| {
+                let b = c[j];
+                let n = c.get(j + 1).copied();
+                is_space(b)
+                    || matches!(b, b',' | b';')
+                    || (b == b'*' && n == Some(b'/'))
+                    || (b == b'/' && n == Some(b'*'))
+            };
+            while j < c.len() && !ends_value(j) {
                 j += 1;
             }
             i = j;
@@ -1093,18 +1098,12 @@ fn drive_inner<'a>(
                     }
                 }
             }
-            K::Int | K::Str { .. } | K::Dollar | K::Param(_) => {
-                if pred_ok(sql, p1) {
-                    if let Some(v) = reverse_match(sql, before, key) {
-                        f(Src::Scan, v)?;
-                    }
-                }
-            }
-            K::Op if text(sql, &t) == b"-" => {
-                if pred_ok(sql, p1) {
-                    if let Some(v) = reverse_match(sql, before, key) {
-                        f(Src::Scan, v)?;
-                    }
+            // A value that may start `value = key` (reversed comparison).
+            K::Int | K::Str { .. } | K::Dollar | K::Param(_) | K::Op
+                if (t.k != K::Op || text(sql, &t) == b"-") && pred_ok(sql, p1) =>
+            {
+                if let Some(v) = reverse_match(sql, before, key) {
+                    f(Src::Scan, v)?;
                 }
             }
             _ => {}
