@@ -43,6 +43,9 @@ pub enum Target {
     /// The statement touches no tenant data (SET, SHOW, describe-only batches...):
     /// any shard will do, and it does not pin a transaction.
     Any,
+    /// Undecidable until the attached server finishes what is in flight (whether
+    /// that work opens a transaction decides where this goes).
+    Pending,
 }
 
 /// A routing failure, reported to the client as an error.

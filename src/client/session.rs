@@ -416,7 +416,8 @@ impl Session {
             self.emit_fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by administrator");
             return Err("killed".into());
         }
-        if self.stalled.is_some() && self.server.is_none() {
+        // Stalled work is decided once the server has answered everything in flight.
+        if self.stalled.is_some() && self.expect.is_empty() && self.to_server.is_empty() {
             if let Some(unit) = self.stalled.take() {
                 self.route_unit(unit).await?;
             }
@@ -674,6 +675,7 @@ impl Session {
             Unit::Simple(_, _) => self.target_without_tenant(&rt, false),
             Unit::Batch(msgs) => self.target_for_batch(&rt, msgs),
         };
+        tracing::trace!(client = self.handle.id, ?target, attached = self.server.is_some(), status = ?(self.server_status as char), owed = self.expect.ready_owed(), "route");
         match target {
             Ok(t) => self.dispatch(t, unit).await,
             Err(e) => {
@@ -863,7 +865,11 @@ impl Session {
         harmless: bool,
     ) -> Result<Target, route::RouteError> {
         if let Some(att) = &self.server {
-            if self.server_status != b'I' || !self.expect.is_empty() {
+            // An extended batch in progress continues on its server.
+            if !self.ext_open && !self.expect.is_empty() {
+                return Ok(Target::Pending);
+            }
+            if self.ext_open || self.server_status != b'I' {
                 return Ok(Target::Shard {
                     shard: att.shard,
                     tenant: None,
@@ -941,22 +947,26 @@ impl Session {
 
     /// Send routed work where it belongs.
     async fn dispatch(&mut self, target: Target, unit: Unit) -> Result<(), End> {
+        if target == Target::Pending {
+            self.stalled = Some(unit);
+            return Ok(());
+        }
         if let Some(att) = &self.server {
             let cur = att.shard;
             let want = match target {
                 Target::Shard { shard, .. } => shard,
-                Target::Any => cur,
+                Target::Any | Target::Pending => cur,
             };
             if want == cur {
                 self.forward_unit(unit);
                 return Ok(());
             }
-            if !self.expect.is_empty() || !self.to_server.is_empty() || self.ext_open {
+            if !self.ext_open && (!self.expect.is_empty() || !self.to_server.is_empty()) {
                 // The server is still busy: wait for it to finish before deciding.
                 self.stalled = Some(unit);
                 return Ok(());
             }
-            if self.server_status != b'I' || self.mode() == PoolMode::Session {
+            if self.ext_open || self.server_status != b'I' || self.mode() == PoolMode::Session {
                 let rt = self.db.routing.clone();
                 if let (
                     Some(rt),
@@ -980,7 +990,7 @@ impl Session {
                 tenant,
                 source,
             } => (shard, tenant.map(|t| (t, source))),
-            Target::Any => (self.any_shard(), None),
+            Target::Any | Target::Pending => (self.any_shard(), None),
         };
         if let Err((code, msg)) = self.attach(shard).await {
             self.unit_error(unit, code, &msg);

@@ -1,0 +1,699 @@
+//! Tenant routing through real Postgres shards (issue: tenant-aware shard routing).
+//!
+//! Each shard holds `accounts(tenant_id, name)` rows for the tenants the shard map
+//! places on it, so a wrong route shows up as missing data, and
+//! `current_setting('port')` says which server answered.
+
+mod support;
+
+use shardbouncer::router::{ShardMap, TenantKey};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{Bouncer, PgCluster};
+use tokio_postgres::SimpleQueryMessage;
+
+const MAP: &str = r#"
+version = 1
+method = "citus"
+[tenants]
+"42" = "s1"
+acme = "s1"
+"#;
+
+/// Two shards and a bouncer routing `app` over them with `MAP`.
+struct Fixture {
+    shards: Vec<PgCluster>,
+    bouncer: Bouncer,
+    map: ShardMap,
+}
+
+fn config(shards: &[PgCluster], routing_extra: &str) -> String {
+    let list: Vec<String> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            format!(
+                "{{ name = \"s{i}\", host = \"127.0.0.1\", port = {} }}",
+                c.port
+            )
+        })
+        .collect();
+    format!(
+        r#"[listen]
+addr = "127.0.0.1:{{PORT}}"
+[pool]
+default_pool_size = 4
+server_connect_timeout = "1s"
+[auth]
+type = "scram-sha-256"
+[[users]]
+name = "app"
+password = "secret"
+[[users]]
+name = "admin"
+password = "admin"
+[admin]
+users = ["admin"]
+[databases.app]
+server_user = "app"
+server_password = "secret"
+shards = [ {} ]
+[databases.app.routing]
+key = "tenant_id"
+shard_map = "{{DIR}}/shardmap.toml"
+{routing_extra}
+"#,
+        list.join(", ")
+    )
+}
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("s{i}")).collect()
+}
+
+impl Fixture {
+    fn start(n: usize, routing_extra: &str) -> Fixture {
+        let shards: Vec<PgCluster> = (0..n).map(|_| PgCluster::start()).collect();
+        let map = ShardMap::parse(MAP, &names(n)).unwrap();
+        // Seed every shard with the rows of the tenants it owns.
+        let tenants = [
+            "1", "2", "3", "4", "5", "6", "7", "42", "acme", "globex", "-9",
+        ];
+        for (i, c) in shards.iter().enumerate() {
+            let mut sql = String::from(
+                "CREATE TABLE accounts (tenant_id text, name text);\nGRANT ALL ON accounts TO app;\n",
+            );
+            for t in tenants {
+                if route(&map, t) == i {
+                    sql.push_str(&format!(
+                        "INSERT INTO accounts VALUES ('{t}', 'owner of {t}');\n"
+                    ));
+                }
+            }
+            c.psql("app", &sql);
+        }
+        let bouncer =
+            Bouncer::start_with_files(&config(&shards, routing_extra), &[("shardmap.toml", MAP)]);
+        Fixture {
+            shards,
+            bouncer,
+            map,
+        }
+    }
+
+    fn port_of(&self, tenant: &str) -> String {
+        self.shards[route(&self.map, tenant)].port.to_string()
+    }
+
+    async fn client(&self, extra: &str) -> tokio_postgres::Client {
+        let cs = format!("{} {extra}", self.bouncer.conn_str("app", "secret", "app"));
+        let (c, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c
+    }
+}
+
+fn route(map: &ShardMap, t: &str) -> usize {
+    map.route(&TenantKey::new(t.as_bytes()).unwrap())
+        .unwrap()
+        .shard
+}
+
+/// First column of the first row of a simple query.
+async fn one(c: &tokio_postgres::Client, sql: &str) -> Result<String, tokio_postgres::Error> {
+    for m in c.simple_query(sql).await? {
+        if let SimpleQueryMessage::Row(r) = m {
+            return Ok(r.get(0).unwrap_or("").to_string());
+        }
+    }
+    Ok(String::new())
+}
+
+fn msg(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_map_spreads_tenants_over_both_shards() {
+    // Guard for the other tests: they need tenants on each shard.
+    let map = ShardMap::parse(MAP, &names(2)).unwrap();
+    let on: Vec<usize> = ["1", "2", "3", "4", "5", "6", "7"]
+        .iter()
+        .map(|t| route(&map, t))
+        .collect();
+    assert!(on.contains(&0) && on.contains(&1), "{on:?}");
+    assert_eq!(route(&map, "42"), 1);
+    assert_eq!(route(&map, "acme"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_parameter_routes_and_never_reaches_postgres() {
+    let f = Fixture::start(2, "");
+    for t in ["42", "1", "2", "3", "acme"] {
+        let c = f.client(&format!("options='-c tenant_id={t}'")).await;
+        assert_eq!(
+            one(&c, "SELECT current_setting('port')").await.unwrap(),
+            f.port_of(t),
+            "tenant {t}"
+        );
+        let owner = one(&c, "SELECT name FROM accounts WHERE tenant_id = current_setting('app.dummy', true) OR true ORDER BY name LIMIT 1")
+            .await
+            .unwrap();
+        assert!(!owner.is_empty());
+        // The tenant key is stripped: Postgres never saw it as a setting.
+        let seen = one(
+            &c,
+            "SELECT coalesce(current_setting('tenant_id', true), 'absent')",
+        )
+        .await
+        .unwrap();
+        assert_eq!(seen, "absent");
+    }
+    // psql with options=-ctenant_id=42, as in the README.
+    let out = std::process::Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} user=app password=secret dbname=app options=-ctenant_id=42",
+            f.bouncer.port
+        ))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT current_setting('port'), name FROM accounts ORDER BY 2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{}|owner of 42", f.port_of("42"))),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_suffix_carries_the_tenant() {
+    let f = Fixture::start(2, "user_suffix = \".\"");
+    let cs = f.bouncer.conn_str("app.42", "secret", "app");
+    let (c, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(
+        one(&c, "SELECT current_setting('port')").await.unwrap(),
+        f.port_of("42")
+    );
+    assert_eq!(one(&c, "SELECT current_user").await.unwrap(), "app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comments_route_including_sqlcommenter() {
+    let f = Fixture::start(2, "");
+    let c = f.client("").await;
+    for t in ["1", "2", "3", "42"] {
+        let got = one(
+            &c,
+            &format!("/* tenant_id={t} */ SELECT current_setting('port')"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, f.port_of(t));
+        let got = one(
+            &c,
+            &format!("SELECT current_setting('port') /* tenant_id: {t} */"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, f.port_of(t));
+        // sqlcommenter as Rails/Django/Spring emit it: sorted, URL-encoded, quoted.
+        let got = one(
+            &c,
+            &format!("SELECT current_setting('port') /*controller='users',tenant_id='{t}',traceparent='00-abc'*/"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, f.port_of(t));
+    }
+    let got = one(
+        &c,
+        "SELECT string_agg(name, ',') FROM accounts WHERE name LIKE '%acme' /*tenant_id='ac%6De'*/",
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, "owner of acme");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_tenant_is_answered_by_the_pooler() {
+    let f = Fixture::start(2, "");
+    let c = f.client("").await;
+    c.simple_query("SET tenant_id = 42").await.unwrap();
+    assert_eq!(
+        one(&c, "SELECT current_setting('port')").await.unwrap(),
+        f.port_of("42")
+    );
+    c.simple_query("SET tenant_id TO 'acme'").await.unwrap();
+    assert_eq!(
+        one(
+            &c,
+            "SELECT string_agg(name, ',') FROM accounts WHERE name LIKE '%acme'"
+        )
+        .await
+        .unwrap(),
+        "owner of acme"
+    );
+    for t in ["1", "2", "3"] {
+        c.simple_query(&format!("SET tenant_id = {t}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            one(&c, "SELECT current_setting('port')").await.unwrap(),
+            f.port_of(t)
+        );
+    }
+    // SET LOCAL lasts for the transaction only.
+    c.simple_query("RESET tenant_id").await.unwrap();
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query("SET LOCAL tenant_id = 42").await.unwrap();
+    assert_eq!(
+        one(&c, "SELECT current_setting('port')").await.unwrap(),
+        f.port_of("42")
+    );
+    c.simple_query("COMMIT").await.unwrap();
+    let e = c
+        .simple_query("SELECT current_setting('port')")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42P17", "{}", msg(&e));
+    assert!(msg(&e).contains("tenant_id"), "{}", msg(&e));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_finds_literals_and_bind_parameters() {
+    let f = Fixture::start(2, "");
+    let c = f.client("").await;
+    for t in ["1", "2", "3", "42", "acme"] {
+        let got = one(
+            &c,
+            &format!("SELECT name FROM accounts a WHERE a.tenant_id = '{t}'"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, format!("owner of {t}"));
+        let got = one(
+            &c,
+            &format!("SELECT name FROM accounts WHERE \"tenant_id\" IN ('{t}')"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, format!("owner of {t}"));
+        // Extended protocol: text parameter bound at Bind (named statement, tokio-postgres).
+        let row = c
+            .query_one("SELECT name FROM accounts WHERE tenant_id = $1", &[&t])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), format!("owner of {t}"));
+    }
+    // Binary int8 parameter: tokio-postgres sends bigint in binary.
+    for t in [1i64, 2, 3, 42] {
+        let row = c
+            .query_one(
+                "SELECT current_setting('port') WHERE $1::int8 = $1 AND 'tenant_id' <> '' AND true",
+                &[&t],
+            )
+            .await;
+        // No tenant_id = $n here: must be refused, not guessed.
+        assert!(row.is_err());
+        let row = c
+            .query_one(
+                "SELECT current_setting('port') FROM (SELECT $1::int8 AS tenant_id) s WHERE tenant_id = $1",
+                &[&t],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            row.get::<_, String>(0),
+            f.port_of(&t.to_string()),
+            "tenant {t}"
+        );
+    }
+    // Keys inside literals, dollar quotes and quoted identifiers are not scanned.
+    let e = c
+        .simple_query("SELECT 'tenant_id = 42' AS \"tenant_id = 7\", $$ tenant_id = 9 $$")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42P17");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_shard_transactions_are_refused() {
+    let f = Fixture::start(2, "");
+    let (a, b) = pick_two_shards(&f);
+    let c = f.client("").await;
+    c.simple_query("BEGIN").await.unwrap();
+    assert_eq!(
+        one(
+            &c,
+            &format!("SELECT current_setting('port') /* tenant_id={a} */")
+        )
+        .await
+        .unwrap(),
+        f.port_of(&a)
+    );
+    let e = c
+        .simple_query(&format!(
+            "SELECT name FROM accounts WHERE tenant_id = '{b}'"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000");
+    let m = msg(&e);
+    assert!(
+        m.contains(&format!("'{a}'")) && m.contains(&format!("'{b}'")),
+        "{m}"
+    );
+    assert!(m.contains("s0") && m.contains("s1"), "{m}");
+    // The transaction is failed like any error in Postgres.
+    let e = c.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(code(&e), "25P02");
+    c.simple_query("ROLLBACK").await.unwrap();
+    // One statement naming tenants on two shards is refused too.
+    let e = c
+        .simple_query(&format!("SELECT * FROM accounts WHERE tenant_id = '{a}' UNION ALL SELECT * FROM accounts WHERE tenant_id = '{b}'"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000");
+    // And nothing ran on the second shard: its table is untouched by a refused write.
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query(&format!(
+        "INSERT INTO accounts (tenant_id, name) VALUES ('{a}', 'x')"
+    ))
+    .await
+    .unwrap();
+    assert!(c
+        .simple_query(&format!(
+            "INSERT INTO accounts (tenant_id, name) VALUES ('{b}', 'leak')"
+        ))
+        .await
+        .is_err());
+    c.simple_query("ROLLBACK").await.unwrap();
+    let leaked = f.shards[route(&f.map, &b)]
+        .psql("app", "SELECT count(*) FROM accounts WHERE name = 'leak'");
+    assert_eq!(leaked, "0");
+}
+
+/// Two integer tenants on different shards.
+fn pick_two_shards(f: &Fixture) -> (String, String) {
+    let a = (1..100)
+        .map(|i| i.to_string())
+        .find(|t| route(&f.map, t) == 0)
+        .unwrap();
+    let b = (1..100)
+        .map(|i| i.to_string())
+        .find(|t| route(&f.map, t) == 1)
+        .unwrap();
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_tenant_reject_and_default() {
+    let f = Fixture::start(2, "");
+    let c = f.client("").await;
+    let e = c
+        .simple_query("SELECT count(*) FROM accounts")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42P17");
+    let m = msg(&e);
+    assert!(
+        m.contains("tenant_id") && m.contains("SET tenant_id"),
+        "{m}"
+    );
+    // Tenant-free statements run anywhere and never fail for lack of a tenant.
+    c.simple_query("SET statement_timeout = '5s'")
+        .await
+        .unwrap();
+    assert_eq!(one(&c, "SHOW statement_timeout").await.unwrap(), "5s");
+    drop(f);
+
+    let f = Fixture::start(2, "no_tenant = \"default\"\ndefault_shard = \"s1\"");
+    let c = f.client("").await;
+    assert_eq!(
+        one(&c, "SELECT current_setting('port')").await.unwrap(),
+        f.shards[1].port.to_string()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begin_is_held_until_the_tenant_is_known() {
+    let f = Fixture::start(2, "");
+    let (a, b) = pick_two_shards(&f);
+    for t in [&a, &b] {
+        // tokio-postgres transaction(): BEGIN goes out as a simple query first.
+        let mut c = f.client("").await;
+        let tx = c.transaction().await.unwrap();
+        let row = tx
+            .query_one("SELECT current_setting('port'), now() = statement_timestamp() FROM accounts WHERE tenant_id = $1", &[t])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), f.port_of(t));
+        tx.execute(
+            "INSERT INTO accounts (tenant_id, name) VALUES ($1, 'rolled back')",
+            &[t],
+        )
+        .await
+        .unwrap();
+        tx.rollback().await.unwrap();
+        let n = f.shards[route(&f.map, t)].psql(
+            "app",
+            "SELECT count(*) FROM accounts WHERE name = 'rolled back'",
+        );
+        assert_eq!(
+            n, "0",
+            "the held BEGIN must have been replayed: the insert was rolled back"
+        );
+    }
+    // psql: BEGIN; ...; COMMIT as separate statements.
+    let script = format!(
+        "BEGIN;\nSELECT current_setting('port') FROM accounts WHERE tenant_id = '{b}';\nINSERT INTO accounts (tenant_id, name) VALUES ('{b}', 'committed');\nCOMMIT;\n"
+    );
+    let out = std::process::Command::new("psql")
+        .arg(f.bouncer.conn_str("app", "secret", "app"))
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = f.shards[route(&f.map, &b)].psql(
+        "app",
+        "SELECT count(*) FROM accounts WHERE name = 'committed'",
+    );
+    assert_eq!(n, "1");
+    // A BEGIN followed by COMMIT with nothing in between needs no server at all.
+    let c = f.client("").await;
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query("COMMIT").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_moves_a_tenant_under_load_without_failures() {
+    let f = Fixture::start(2, "");
+    let (a, _) = pick_two_shards(&f);
+    // Tenant `a` lives on s0; copy its row to s1 so reads succeed on both sides.
+    f.shards[1].psql(
+        "app",
+        &format!("INSERT INTO accounts VALUES ('{a}', 'owner of {a}')"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let c = f.client(&format!("options='-c tenant_id={a}'")).await;
+        let (stop, done) = (stop.clone(), done.clone());
+        workers.push(tokio::spawn(async move {
+            let mut ports = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                c.simple_query("BEGIN").await.expect("begin");
+                let p = one(&c, "SELECT current_setting('port') FROM accounts LIMIT 1")
+                    .await
+                    .expect("select");
+                let p2 = one(&c, "SELECT current_setting('port')")
+                    .await
+                    .expect("select 2");
+                assert_eq!(p, p2, "a transaction moved shards mid-way");
+                c.simple_query("COMMIT").await.expect("commit");
+                ports.push((started, p));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            ports
+        }));
+    }
+    let wait_for = |n: usize| {
+        let done = done.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while done.load(Ordering::Relaxed) < n {
+                assert!(Instant::now() < deadline, "workers stalled");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    wait_for(50).await;
+    // Move tenant `a` to s1 by rewriting the map on disk (the file watcher reloads).
+    let moved = format!("version = 2\nmethod = \"citus\"\n[tenants]\n\"42\" = \"s1\"\nacme = \"s1\"\n\"{a}\" = \"s1\"\n");
+    f.bouncer.write_file("shardmap.toml", &moved);
+    let s1 = f.shards[1].port.to_string();
+    let probe = f.client(&format!("options='-c tenant_id={a}'")).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while one(&probe, "SELECT current_setting('port')").await.unwrap() != s1 {
+        assert!(
+            Instant::now() < deadline,
+            "map change never applied:\n{}",
+            f.bouncer.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let switched = Instant::now();
+    let after = done.load(Ordering::Relaxed);
+    wait_for(after + 50).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.expect("a worker failed a transaction"));
+    }
+    // Every transaction that began after the new map was seen is on the new shard.
+    let late: Vec<_> = all.iter().filter(|(t, _)| *t > switched).collect();
+    assert!(late.len() >= 40, "{}", late.len());
+    assert!(late.iter().all(|(_, p)| *p == s1), "{late:?}");
+    assert!(all.iter().any(|(_, p)| *p == f.shards[0].port.to_string()));
+    // An invalid map is rejected with the reason and the old one stays.
+    f.bouncer.write_file(
+        "shardmap.toml",
+        "version = 3\nmethod = \"citus\"\n[tenants]\nacme = \"s9\"\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f.bouncer.log().contains("s9") {
+        assert!(
+            Instant::now() < deadline,
+            "rejection not logged:\n{}",
+            f.bouncer.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        one(&probe, "SELECT current_setting('port')").await.unwrap(),
+        s1
+    );
+    // SIGHUP reloads too: move it back.
+    f.bouncer.write_file("shardmap.toml", MAP);
+    f.bouncer.signal(libc::SIGHUP);
+    let s0 = f.shards[0].port.to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while one(&probe, "SELECT current_setting('port')").await.unwrap() != s0 {
+        assert!(Instant::now() < deadline, "SIGHUP reload never applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_shard_fails_only_its_tenants() {
+    let f = Fixture::start(2, "");
+    let (a, b) = pick_two_shards(&f);
+    let c = f.client("").await;
+    f.shards[1].stop();
+    let e = c
+        .simple_query(&format!(
+            "SELECT name FROM accounts WHERE tenant_id = '{b}'"
+        ))
+        .await
+        .unwrap_err();
+    assert!(msg(&e).contains("s1"), "{}", msg(&e));
+    for _ in 0..3 {
+        let got = one(
+            &c,
+            &format!("SELECT name FROM accounts WHERE tenant_id = '{a}'"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, format!("owner of {a}"));
+    }
+    // New clients whose tenant lives on the healthy shard log in and work.
+    let c2 = f.client(&format!("options='-c tenant_id={a}'")).await;
+    assert_eq!(
+        one(&c2, "SELECT current_setting('port')").await.unwrap(),
+        f.port_of(&a)
+    );
+    f.shards[1].restart();
+    let got = one(
+        &c,
+        &format!("SELECT name FROM accounts WHERE tenant_id = '{b}'"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, format!("owner of {b}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_shows_routes_maps_and_tenants() {
+    let f = Fixture::start(2, "");
+    let c = f.client("").await;
+    for _ in 0..3 {
+        one(&c, "SELECT 1 /* tenant_id=42 */").await.unwrap();
+    }
+    one(&c, "SELECT 1 /* tenant_id=acme */").await.unwrap();
+    let admin = f.bouncer.connect("admin", "admin", "pgbouncer").await;
+    let rows = |msgs: Vec<SimpleQueryMessage>| -> Vec<Vec<String>> {
+        msgs.into_iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or("").to_string())
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    };
+    let r = rows(admin.simple_query("SHOW ROUTE '42'").await.unwrap());
+    assert_eq!(r.len(), 1);
+    assert!(
+        r[0].contains(&"s1".to_string()) && r[0].iter().any(|v| v.contains("override")),
+        "{r:?}"
+    );
+    let r = rows(admin.simple_query("SHOW ROUTE '1'").await.unwrap());
+    let expected = format!("s{}", route(&f.map, "1"));
+    assert!(
+        r[0].contains(&expected) && r[0].iter().any(|v| v.contains("hashint8")),
+        "{r:?}"
+    );
+    let r = rows(admin.simple_query("SHOW SHARD_MAP").await.unwrap());
+    assert!(
+        r[0].contains(&"citus".to_string()) && r[0].contains(&"1".to_string()),
+        "{r:?}"
+    );
+    let r = rows(admin.simple_query("SHOW TENANTS").await.unwrap());
+    let top = &r[0];
+    assert!(
+        top.contains(&"42".to_string()) && top.contains(&"3".to_string()),
+        "{r:?}"
+    );
+    assert!(r.iter().any(|row| row.contains(&"acme".to_string())));
+}
