@@ -227,7 +227,10 @@ impl App {
         };
         self.pools.get_or_create(&key, || {
             let mut target = self::target_for(db, shard, user, password);
-            target.scram_keys = self.auth.keys_for(&db.name, user);
+            // Keys prove the client's own role; they mean nothing for a server_user.
+            if target.user == user {
+                target.scram_keys = self.auth.keys_for(&db.name, user);
+            }
             (target, db.settings.clone())
         })
     }
@@ -243,7 +246,7 @@ impl App {
                 continue;
             }
             let t = pool.target.load_full();
-            if t.password.is_none() && t.scram_keys != Some(keys) {
+            if t.password.is_none() && t.user == user && t.scram_keys != Some(keys) {
                 let mut nt = (*t).clone();
                 nt.scram_keys = Some(keys);
                 // Stored directly (not Pool::update): nothing about existing servers changed.

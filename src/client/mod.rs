@@ -60,6 +60,8 @@ async fn run(
         }
         Some(Startup::Login { params }) => params,
     };
+    // Checked for logins only: a CancelRequest (handled above) carries no credentials
+    // and libpq sends it unencrypted.
     if snap.tls.client_mode == crate::config::ClientTlsMode::Require && !stream.is_tls() {
         return Err(LoginError::new(
             sqlstate::INVALID_AUTHORIZATION,
