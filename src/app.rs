@@ -54,6 +54,8 @@ pub struct DbRuntime {
     pub routing: Option<Arc<RoutingRt>>,
     /// Snapshot generation this was built in.
     pub generation: u64,
+    /// TLS toward this database's servers.
+    pub server_tls: crate::tls::ServerTls,
 }
 
 impl DbRuntime {
@@ -78,12 +80,23 @@ pub struct Snapshot {
     pub generation: u64,
     /// When it was loaded.
     pub loaded_at: SystemTime,
+    /// TLS acceptor and connector built from `[tls]`.
+    pub tls: crate::tls::TlsRuntime,
+    /// Users from `[auth] auth_file` (secret `None` = empty password).
+    pub file_users: HashMap<String, Option<String>>,
 }
 
 impl Snapshot {
     /// Build a snapshot from a validated config, loading and validating every shard
     /// map. Any error rejects the whole snapshot.
     pub fn build(config: Config, generation: u64) -> Result<Snapshot, String> {
+        // Files are read here, so a reload with a broken certificate or auth file
+        // fails as a whole and the previous snapshot stays.
+        let tls = crate::tls::TlsRuntime::load(&config)?;
+        let file_users = match &config.auth.auth_file {
+            Some(f) => crate::auth::userlist::load(&config.resolve(f))?,
+            None => HashMap::new(),
+        };
         let mut dbs = HashMap::new();
         for (name, db) in &config.databases {
             let settings = config.pool_settings(db);
@@ -96,6 +109,7 @@ impl Snapshot {
                     settings,
                     routing,
                     generation,
+                    server_tls: tls.server.clone(),
                 }),
             );
         }
@@ -104,7 +118,18 @@ impl Snapshot {
             dbs,
             generation,
             loaded_at: SystemTime::now(),
+            tls,
+            file_users,
         })
+    }
+
+    /// A configured user's secret: `[[users]]` first (so the config can override a
+    /// stale file entry), then the auth_file. `None` if the user is in neither.
+    pub fn password_of(&self, user: &str) -> Option<Option<String>> {
+        if let Some(u) = self.config.user(user) {
+            return Some(u.password.clone());
+        }
+        self.file_users.get(user).cloned()
     }
 }
 
@@ -242,6 +267,8 @@ pub struct App {
     pub tenants: crate::admin::tenants::TenantRegistry,
     /// Console state: DISABLEd / PAUSEd databases, SHUTDOWN WAIT_FOR_CLIENTS.
     pub admin: crate::admin::AdminState,
+    /// auth_query cache, failed-login limiter, SCRAM pass-through keys.
+    pub auth: crate::auth::AuthState,
     next_client_id: AtomicU64,
     generation: AtomicU64,
     reload_lock: Mutex<()>,
@@ -263,6 +290,7 @@ impl App {
             shutdown: Notify::new(),
             tenants: Default::default(),
             admin: Default::default(),
+            auth: crate::auth::AuthState::default(),
             next_client_id: AtomicU64::new(1),
             generation: AtomicU64::new(1),
             reload_lock: Mutex::new(()),
@@ -289,11 +317,33 @@ impl App {
             shard: shard_cfg.name.clone(),
         };
         self.pools.get_or_create(&key, || {
-            (
-                self::target_for(db, shard, user, password),
-                db.settings.clone(),
-            )
+            let mut target = self::target_for(db, shard, user, password);
+            // Keys prove the client's own role; they mean nothing for a server_user.
+            if target.user == user {
+                target.scram_keys = self.auth.keys_for(&db.name, user);
+            }
+            (target, db.settings.clone())
         })
+    }
+
+    /// A client proved `keys` with SCRAM: keep them for pass-through toward Postgres,
+    /// and give them to this (database, user)'s existing pools that have no password.
+    pub fn remember_scram_keys(&self, database: &str, user: &str, keys: crate::auth::ScramKeys) {
+        if !self.auth.remember_keys(database, user, keys) {
+            return;
+        }
+        for pool in self.pools.all() {
+            if pool.key.database != database || pool.key.user != user {
+                continue;
+            }
+            let t = pool.target.load_full();
+            if t.password.is_none() && t.user == user && t.scram_keys != Some(keys) {
+                let mut nt = (*t).clone();
+                nt.scram_keys = Some(keys);
+                // Stored directly (not Pool::update): nothing about existing servers changed.
+                pool.target.store(Arc::new(nt));
+            }
+        }
     }
 
     /// Re-read the config file and swap it in; on any error the old config stays.
@@ -326,11 +376,14 @@ impl App {
             let Some(idx) = db.shard_index(&pool.key.shard) else {
                 continue;
             };
+            let old = pool.target.load_full();
+            // Users from auth_query are not in the snapshot: keep what they brought.
             let pw = snap
-                .config
-                .user(&pool.key.user)
-                .and_then(|u| u.password.as_deref());
-            pool.update(target_for(db, idx, &pool.key.user, pw), db.settings.clone());
+                .password_of(&pool.key.user)
+                .unwrap_or_else(|| old.password.clone());
+            let mut target = target_for(db, idx, &pool.key.user, pw.as_deref());
+            target.scram_keys = old.scram_keys;
+            pool.update(target, db.settings.clone());
         }
         self.pools.retain(|k| {
             snap.dbs
@@ -388,5 +441,7 @@ pub fn target_for(db: &DbRuntime, shard: usize, user: &str, password: Option<&st
         dbname: db.dbname().to_string(),
         user: server_user,
         password,
+        scram_keys: None,
+        tls: db.server_tls.clone(),
     }
 }

@@ -6,14 +6,17 @@
 //! pure parts fuzzable and benchmarkable.
 
 pub mod admin;
+pub mod auth;
 pub mod client;
 
 pub mod app;
 pub mod config;
+pub mod net;
 pub mod pool;
 pub mod protocol;
 pub mod router;
 mod serve;
 pub mod server;
+pub mod tls;
 
 pub use serve::run;

@@ -1,7 +1,8 @@
-//! Client login: startup packets (SSL/GSS refusal, cancel, protocol negotiation) and
-//! authentication (SCRAM-SHA-256, md5, trust) against `[[users]]`.
+//! Client login: startup packets (TLS upgrade or SSL/GSS refusal, cancel, protocol
+//! negotiation) and authentication (SCRAM-SHA-256, md5, trust) of a looked-up secret.
 
 use super::ClientStream;
+use crate::auth::ScramKeys;
 use crate::config::AuthType;
 use crate::protocol::{self, md5, scram, sqlstate, StartupPacket};
 use bytes::BytesMut;
@@ -68,14 +69,45 @@ async fn read_startup_packet(s: &mut ClientStream) -> Result<Option<Vec<u8>>, Lo
     Ok(Some(body))
 }
 
-/// Run the startup phase: refuse SSL/GSS encryption (until TLS lands), negotiate the
-/// protocol version, and return the login parameters or a cancel request.
-pub async fn read_startup(s: &mut ClientStream) -> Result<Option<Startup>, LoginError> {
+/// Run the startup phase: upgrade to TLS when asked and `acceptor` is configured
+/// (else answer 'N'), refuse GSS encryption, negotiate the protocol version, and
+/// return the login parameters or a cancel request.
+pub async fn read_startup(
+    s: &mut ClientStream,
+    acceptor: Option<&tokio_rustls::TlsAcceptor>,
+) -> Result<Option<Startup>, LoginError> {
     loop {
         let Some(body) = read_startup_packet(s).await? else {
             return Ok(None);
         };
         match protocol::parse_startup(&body) {
+            Ok(StartupPacket::Ssl) if s.is_tls() => {
+                return Err(LoginError::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "SSLRequest received on an already encrypted connection",
+                ));
+            }
+            Ok(StartupPacket::Ssl) if acceptor.is_some() => {
+                // Bytes sent before the handshake would be taken as if they had come
+                // through TLS (CVE-2021-23214): refuse instead.
+                if s.has_pending_input() {
+                    return Err(LoginError::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "received unencrypted data after SSL request",
+                    ));
+                }
+                s.write_all(b"S")
+                    .await
+                    .map_err(|e| LoginError::new(sqlstate::PROTOCOL_VIOLATION, e.to_string()))?;
+                if let Some(acceptor) = acceptor {
+                    s.accept_tls(acceptor).await.map_err(|e| {
+                        LoginError::new(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            format!("TLS handshake failed: {e}"),
+                        )
+                    })?;
+                }
+            }
             Ok(StartupPacket::Ssl) | Ok(StartupPacket::GssEnc) => {
                 s.write_all(b"N")
                     .await
@@ -157,14 +189,17 @@ fn auth_failed(user: &str) -> LoginError {
 
 /// Authenticate the client as `user` whose stored secret is `stored` (plaintext,
 /// SCRAM verifier or md5 hash; `None` = no password configured).
+///
+/// When the client proved itself with SCRAM against a stored verifier, returns the
+/// keys for SCRAM pass-through toward Postgres.
 pub async fn authenticate(
     s: &mut ClientStream,
     kind: AuthType,
     user: &str,
     stored: Option<&str>,
-) -> Result<(), LoginError> {
+) -> Result<Option<ScramKeys>, LoginError> {
     if kind == AuthType::Trust {
-        return Ok(());
+        return Ok(None);
     }
     let Some(stored) = stored else {
         return Err(auth_failed(user));
@@ -174,7 +209,11 @@ pub async fn authenticate(
     let use_scram = kind == AuthType::ScramSha256 && !is_md5;
     let mut out = BytesMut::new();
     if use_scram {
-        let verifier = match scram::ScramVerifier::parse(stored) {
+        let parsed = scram::ScramVerifier::parse(stored);
+        // Keys derived from a plaintext password with our own random salt would not
+        // match the server's verifier; only a stored verifier gives usable keys.
+        let from_verifier = parsed.is_some();
+        let verifier = match parsed {
             Some(v) => v,
             None => {
                 let mut salt = [0u8; 16];
@@ -222,7 +261,13 @@ pub async fn authenticate(
         })?;
         protocol::auth_sasl_data(&mut out, 12, &fin);
         write(s, &mut out).await?;
-        Ok(())
+        Ok(server
+            .client_key()
+            .filter(|_| from_verifier)
+            .map(|client_key| ScramKeys {
+                client_key,
+                server_key: server.verifier().server_key,
+            }))
     } else {
         if stored.starts_with("SCRAM-SHA-256$") {
             return Err(LoginError::new(
@@ -237,7 +282,7 @@ pub async fn authenticate(
         let (_, body) = read_auth_message(s).await?;
         let resp = body.strip_suffix(b"\0").unwrap_or(&body);
         if md5::md5_verify(user, stored, salt, resp) {
-            Ok(())
+            Ok(None)
         } else {
             Err(auth_failed(user))
         }

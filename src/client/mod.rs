@@ -18,13 +18,14 @@ use std::time::SystemTime;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
-/// The client socket type (plain TCP for now; TLS wraps it later).
-pub type ClientStream = tokio::net::TcpStream;
+/// The client socket type: plain TCP, or TLS after an SSLRequest.
+pub type ClientStream = crate::net::Stream;
 
 /// Serve one accepted client connection until it ends.
-pub async fn serve(app: Arc<App>, mut stream: ClientStream) {
-    let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().ok();
+pub async fn serve(app: Arc<App>, tcp: tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let peer = tcp.peer_addr().ok();
+    let mut stream = ClientStream::Plain(tcp);
     let count = app.client_count.fetch_add(1, Ordering::AcqRel) + 1;
     let res = run(&app, &mut stream, peer, count).await;
     app.client_count.fetch_sub(1, Ordering::AcqRel);
@@ -45,7 +46,8 @@ async fn run(
 ) -> Result<(), LoginError> {
     let snap = app.snapshot.load_full();
     let login_timeout = snap.config.pool_defaults().client_login_timeout.as_std();
-    let startup = tokio::time::timeout(login_timeout, login::read_startup(stream))
+    let acceptor = snap.tls.acceptor.as_ref();
+    let startup = tokio::time::timeout(login_timeout, login::read_startup(stream, acceptor))
         .await
         .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))??;
     let params = match startup {
@@ -60,6 +62,14 @@ async fn run(
         }
         Some(Startup::Login { params }) => params,
     };
+    // Checked for logins only: a CancelRequest (handled above) carries no credentials
+    // and libpq sends it unencrypted.
+    if snap.tls.client_mode == crate::config::ClientTlsMode::Require && !stream.is_tls() {
+        return Err(LoginError::new(
+            sqlstate::INVALID_AUTHORIZATION,
+            "SSL required",
+        ));
+    }
     if app.shutting_down.load(Ordering::Acquire) {
         return Err(LoginError::new(
             sqlstate::ADMIN_SHUTDOWN,
@@ -126,20 +136,16 @@ async fn run(
             }
         }
     }
-    let stored = snap.config.user(&user).map(|u| u.password.clone());
-    let Some(stored) = stored else {
-        // Same message as a wrong password: do not reveal which user names exist.
-        return Err(LoginError::new(
-            sqlstate::INVALID_PASSWORD,
-            format!("password authentication failed for user \"{user}\""),
-        ));
-    };
-    tokio::time::timeout(
+    let stored = crate::auth::login::check_and_authenticate(
+        app,
+        &snap,
+        stream,
+        db.as_deref(),
+        &user,
+        peer,
         login_timeout,
-        login::authenticate(stream, snap.config.auth.kind, &user, stored.as_deref()),
     )
-    .await
-    .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))??;
+    .await?;
 
     let id = app.next_client_id();
     let handle = Arc::new(ClientHandle {
@@ -154,7 +160,7 @@ async fn run(
         connect_time: SystemTime::now(),
         activity: crate::admin::ClientActivity::new(
             get("application_name").unwrap_or(""),
-            stream.local_addr().ok(),
+            stream.tcp().and_then(|t| t.local_addr().ok()),
         ),
     });
     if is_admin {

@@ -6,9 +6,11 @@
 //! in atomically, so no reader ever sees half a config.
 
 mod duration;
+mod tls;
 pub mod watch;
 
 pub use duration::Duration;
+pub use tls::{ClientTlsMode, ServerTlsMode, TlsConfig};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -233,16 +235,62 @@ pub struct Auth {
     /// scram-sha-256 | md5 | trust.
     #[serde(rename = "type", default = "default_auth_type")]
     pub kind: AuthType,
+    /// PgBouncer-style userlist (`"user" "secret"` per line), relative to the config
+    /// file's dir; reloaded with the config. `[[users]]` entries win over the file.
+    #[serde(default)]
+    pub auth_file: Option<PathBuf>,
+    /// Role used to run `auth_query` for users found in neither `[[users]]` nor the
+    /// auth_file; its own password must be in one of those (or the server trusts it).
+    #[serde(default)]
+    pub auth_user: Option<String>,
+    /// Query returning (name, secret) for `$1`, run on the database's first shard.
+    #[serde(default = "default_auth_query")]
+    pub auth_query: String,
+    /// How long an auth_query answer (including "no such user") is reused.
+    #[serde(default = "default_auth_cache_ttl")]
+    pub auth_cache_ttl: Duration,
+    /// Failed logins from one address within `auth_failure_window` before that address
+    /// is refused for `auth_failure_cooldown` (0 = no limit).
+    #[serde(default = "default_auth_failure_limit")]
+    pub auth_failure_limit: u32,
+    /// Window in which failed logins are counted.
+    #[serde(default = "default_auth_failure_window")]
+    pub auth_failure_window: Duration,
+    /// How long an address that hit the limit is refused (without a password check).
+    #[serde(default = "default_auth_failure_cooldown")]
+    pub auth_failure_cooldown: Duration,
 }
 
 fn default_auth_type() -> AuthType {
     AuthType::ScramSha256
+}
+fn default_auth_query() -> String {
+    "SELECT usename, passwd FROM pg_shadow WHERE usename=$1".into()
+}
+fn default_auth_cache_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_auth_failure_limit() -> u32 {
+    5
+}
+fn default_auth_failure_window() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_auth_failure_cooldown() -> Duration {
+    Duration::from_secs(60)
 }
 
 impl Default for Auth {
     fn default() -> Self {
         Auth {
             kind: default_auth_type(),
+            auth_file: None,
+            auth_user: None,
+            auth_query: default_auth_query(),
+            auth_cache_ttl: default_auth_cache_ttl(),
+            auth_failure_limit: default_auth_failure_limit(),
+            auth_failure_window: default_auth_failure_window(),
+            auth_failure_cooldown: default_auth_failure_cooldown(),
         }
     }
 }
@@ -485,6 +533,9 @@ pub struct Config {
     /// `[admin]`
     #[serde(default)]
     pub admin: Admin,
+    /// `[tls]`
+    #[serde(default)]
+    pub tls: TlsConfig,
     /// Directory of the config file: relative paths (shard maps) resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -547,6 +598,13 @@ impl Config {
         }
         if self.limits.max_message_size < 1024 {
             return Err("[limits] max_message_size must be at least 1024".into());
+        }
+        self.tls.validate()?;
+        if self.auth.auth_query.trim().is_empty() {
+            return Err("[auth] auth_query must not be empty".into());
+        }
+        if matches!(&self.auth.auth_user, Some(u) if u.is_empty()) {
+            return Err("[auth] auth_user must not be empty".into());
         }
         let mut seen = std::collections::HashSet::new();
         for u in &self.users {

@@ -25,8 +25,12 @@ pub struct Target {
     pub dbname: String,
     /// Role to log in as.
     pub user: String,
-    /// Password (plaintext), if any.
+    /// Password (plaintext or md5 hash), if any.
     pub password: Option<String>,
+    /// SCRAM keys proven by a client (pass-through), used when there is no password.
+    pub scram_keys: Option<crate::auth::ScramKeys>,
+    /// TLS toward this server.
+    pub tls: crate::tls::ServerTls,
 }
 
 /// What it takes to cancel a query running on a server.
@@ -86,8 +90,8 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 
 /// One authenticated backend connection.
 pub struct ServerConn {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The socket (plain or TLS).
+    pub stream: crate::net::Stream,
     /// Unread bytes already received from the server.
     pub rbuf: BytesMut,
     /// Process-unique id.
@@ -136,6 +140,8 @@ impl ServerConn {
         stream.set_nodelay(true).map_err(io_err)?;
         let addr = stream.peer_addr().map_err(io_err)?;
         let local_addr = stream.local_addr().ok();
+        let mut stream = crate::net::Stream::Plain(stream);
+        crate::tls::negotiate_server(&mut stream, &t.tls, &t.host).await?;
         let mut conn = ServerConn {
             stream,
             rbuf: BytesMut::with_capacity(16 * 1024),
@@ -202,8 +208,18 @@ impl ServerConn {
                                     "server offered no SASL mechanism we support (need SCRAM-SHA-256)",
                                 ));
                             }
-                            let pw = need_password(t)?;
-                            let c = scram::ScramClient::new(pw, scram::generate_nonce());
+                            let c = match (&t.password, &t.scram_keys) {
+                                (Some(pw), _) => {
+                                    scram::ScramClient::new(pw, scram::generate_nonce())
+                                }
+                                // Pass-through: keys a client proved with SCRAM.
+                                (None, Some(k)) => scram::ScramClient::with_keys(
+                                    k.client_key,
+                                    k.server_key,
+                                    scram::generate_nonce(),
+                                ),
+                                (None, None) => return Err(no_password(t)),
+                            };
                             protocol::sasl_initial_response(
                                 &mut out,
                                 "SCRAM-SHA-256",
@@ -370,12 +386,8 @@ impl ServerConn {
         if !self.rbuf.is_empty() {
             return true;
         }
-        let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Ok(_) => true, // data or EOF
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-            Err(_) => true,
-        }
+        // Peek, not read: a TLS record must stay in the socket for rustls.
+        self.stream.has_pending_input()
     }
 }
 
@@ -440,15 +452,17 @@ pub fn push_literal(sql: &mut String, v: &str) {
 }
 
 fn need_password(t: &Target) -> Result<&str, ServerError> {
-    t.password.as_deref().ok_or_else(|| {
-        ServerError::Refused(ErrorInfo {
-            severity: "FATAL".into(),
-            code: sqlstate::INVALID_PASSWORD.into(),
-            message: format!(
-                "server asked for a password for user {:?} but none is configured (set server_password)",
-                t.user
-            ),
-        })
+    t.password.as_deref().ok_or_else(|| no_password(t))
+}
+
+fn no_password(t: &Target) -> ServerError {
+    ServerError::Refused(ErrorInfo {
+        severity: "FATAL".into(),
+        code: sqlstate::INVALID_PASSWORD.into(),
+        message: format!(
+            "server asked for a password for user {:?} but none is configured (set server_password)",
+            t.user
+        ),
     })
 }
 

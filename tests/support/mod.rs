@@ -14,6 +14,7 @@ mod bouncer;
 mod pg;
 mod util;
 
+#[allow(unused_imports)] // not every test crate uses every helper
 pub use bouncer::{basic_config, Bouncer};
 pub use pg::{PgCluster, APP_PASSWORD, APP_USER};
 pub use util::free_port;

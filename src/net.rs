@@ -1,0 +1,311 @@
+//! One socket type for both sides: plain TCP or TLS over TCP.
+//!
+//! [`Stream`] is what the client task and [`ServerConn`](crate::server::ServerConn)
+//! hold. It implements `AsyncRead`/`AsyncWrite`, and [`Stream::split`] gives the
+//! session loop a reader and a writer it can poll at the same time: the zero-cost
+//! `TcpStream::split` for plain sockets, `tokio::io::split` for TLS (whose record
+//! layer needs one owner for both directions).
+//!
+//! TLS writes acknowledge bytes only once they have left for the socket (see
+//! [`Stream::poll_write`]): rustls accepts plaintext into an internal buffer even when
+//! the socket is full, and the session loop stops calling `write` once its queue is
+//! empty, so bytes left in that buffer would never be sent.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A TLS-wrapped socket with the bookkeeping of [`Stream::poll_write`].
+pub struct Tls<T> {
+    inner: T,
+    /// Bytes accepted by rustls for the last write, while the flush is pending.
+    accepted: usize,
+}
+
+/// A client or server socket.
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS where shardbouncer is the TLS server (a client connection).
+    TlsServer(Box<Tls<tokio_rustls::server::TlsStream<TcpStream>>>),
+    /// TLS where shardbouncer is the TLS client (a Postgres connection).
+    TlsClient(Box<Tls<tokio_rustls::client::TlsStream<TcpStream>>>),
+    /// Transient state while a socket is being upgraded (or after a failed upgrade):
+    /// every operation fails.
+    Closed,
+}
+
+impl From<TcpStream> for Stream {
+    fn from(s: TcpStream) -> Stream {
+        Stream::Plain(s)
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection is closed")
+}
+
+impl Stream {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Plain(s) => Some(s),
+            Stream::TlsServer(t) => Some(t.inner.get_ref().0),
+            Stream::TlsClient(t) => Some(t.inner.get_ref().0),
+            Stream::Closed => None,
+        }
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::TlsServer(_) | Stream::TlsClient(_))
+    }
+
+    /// Perform the server side of a TLS handshake on a plain socket (after answering
+    /// an SSLRequest with 'S'). On failure the stream is left [`Stream::Closed`].
+    pub async fn accept_tls(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> io::Result<()> {
+        let Stream::Plain(tcp) = std::mem::replace(self, Stream::Closed) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "TLS requested on a connection that is not plain TCP",
+            ));
+        };
+        let tls = acceptor.accept(tcp).await?;
+        *self = Stream::TlsServer(Box::new(Tls {
+            inner: tls,
+            accepted: 0,
+        }));
+        Ok(())
+    }
+
+    /// Perform the client side of a TLS handshake on a plain socket (after the server
+    /// answered our SSLRequest with 'S'). On failure the stream is left [`Stream::Closed`].
+    pub async fn connect_tls(
+        &mut self,
+        connector: &tokio_rustls::TlsConnector,
+        name: rustls_pki_types::ServerName<'static>,
+    ) -> io::Result<()> {
+        let Stream::Plain(tcp) = std::mem::replace(self, Stream::Closed) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "TLS requested on a connection that is not plain TCP",
+            ));
+        };
+        let tls = connector.connect(name, tcp).await?;
+        *self = Stream::TlsClient(Box::new(Tls {
+            inner: tls,
+            accepted: 0,
+        }));
+        Ok(())
+    }
+
+    /// Non-blocking: has the peer sent bytes (or closed) that nobody has read yet?
+    ///
+    /// Looks at the socket without consuming (a TLS record must stay for rustls), and
+    /// uses tokio's cached readiness, so nothing is paid when nothing arrived. For TLS
+    /// any record counts, including a close_notify alert.
+    pub fn has_pending_input(&self) -> bool {
+        let Some(tcp) = self.tcp() else {
+            return true;
+        };
+        let waker = Waker::from(Arc::new(NoopWake));
+        let mut cx = Context::from_waker(&waker);
+        let mut probe = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut probe);
+        // Ready with data, EOF (0 bytes) or an error: all mean "not idle".
+        tcp.poll_peek(&mut cx, &mut buf).is_ready()
+    }
+
+    /// Split into a reader and a writer that can be polled concurrently.
+    pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
+        match self {
+            Stream::Plain(s) => {
+                let (r, w) = s.split();
+                (ReadHalf::Plain(r), WriteHalf::Plain(w))
+            }
+            other => {
+                let (r, w) = tokio::io::split(other);
+                (ReadHalf::Shared(r), WriteHalf::Shared(w))
+            }
+        }
+    }
+}
+
+/// A waker that does nothing: readiness probes must not schedule anything.
+struct NoopWake;
+
+impl Wake for NoopWake {
+    fn wake(self: Arc<Self>) {}
+}
+
+/// Write through TLS, acknowledging bytes only once rustls has handed them to the
+/// socket. If the socket blocks after rustls took `n` bytes, we return `Pending`
+/// and remember `n`; the next call (which, as with any `AsyncWrite` after `Pending`,
+/// re-presents the same data) finishes the flush and reports `n`.
+fn tls_write<T: AsyncWrite + Unpin>(
+    t: &mut Tls<T>,
+    cx: &mut Context<'_>,
+    write: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+) -> Poll<io::Result<usize>> {
+    if t.accepted > 0 {
+        match Pin::new(&mut t.inner).poll_flush(cx) {
+            Poll::Ready(Ok(())) => return Poll::Ready(Ok(std::mem::take(&mut t.accepted))),
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    let n = match write(Pin::new(&mut t.inner), cx) {
+        Poll::Ready(Ok(n)) => n,
+        other => return other,
+    };
+    if n == 0 {
+        return Poll::Ready(Ok(0));
+    }
+    match Pin::new(&mut t.inner).poll_flush(cx) {
+        Poll::Ready(Ok(())) => Poll::Ready(Ok(n)),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => {
+            t.accepted = n;
+            Poll::Pending
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::TlsServer(t) => Pin::new(&mut t.inner).poll_read(cx, buf),
+            Stream::TlsClient(t) => Pin::new(&mut t.inner).poll_read(cx, buf),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::TlsServer(t) => tls_write(t, cx, |s, cx| s.poll_write(cx, buf)),
+            Stream::TlsClient(t) => tls_write(t, cx, |s, cx| s.poll_write(cx, buf)),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::TlsServer(t) => tls_write(t, cx, |s, cx| s.poll_write_vectored(cx, bufs)),
+            Stream::TlsClient(t) => tls_write(t, cx, |s, cx| s.poll_write_vectored(cx, bufs)),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::TlsServer(t) => Pin::new(&mut t.inner).poll_flush(cx),
+            Stream::TlsClient(t) => Pin::new(&mut t.inner).poll_flush(cx),
+            Stream::Closed => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::TlsServer(t) => Pin::new(&mut t.inner).poll_shutdown(cx),
+            Stream::TlsClient(t) => Pin::new(&mut t.inner).poll_shutdown(cx),
+            Stream::Closed => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Reading half of [`Stream::split`].
+pub enum ReadHalf<'a> {
+    /// Plain TCP: borrowed half, no locking.
+    Plain(tokio::net::tcp::ReadHalf<'a>),
+    /// TLS: both halves share the stream.
+    Shared(tokio::io::ReadHalf<&'a mut Stream>),
+}
+
+/// Writing half of [`Stream::split`].
+pub enum WriteHalf<'a> {
+    /// Plain TCP: borrowed half, no locking.
+    Plain(tokio::net::tcp::WriteHalf<'a>),
+    /// TLS: both halves share the stream.
+    Shared(tokio::io::WriteHalf<&'a mut Stream>),
+}
+
+impl AsyncRead for ReadHalf<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Plain(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Shared(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_write(cx, buf),
+            WriteHalf::Shared(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteHalf::Shared(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_flush(cx),
+            WriteHalf::Shared(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalf::Shared(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Production auth: auth_file, auth_query with SCRAM pass-through, md5 hash reuse,
+//! failed-login limiting. Real Postgres roles, real drivers.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::{Bouncer, PgCluster};
+
+fn msg(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| format!("{} ({})", d.message(), d.code().code()))
+        .unwrap_or_else(|| e.to_string())
+}
+
+/// One database `app` over `pg` without server_user/server_password, so every user
+/// logs in to Postgres as itself with whatever secret shardbouncer has for it.
+fn config(pg: &PgCluster, auth_extra: &str, users: &str) -> String {
+    format!(
+        "[listen]\naddr = \"127.0.0.1:{{PORT}}\"\n\n\
+         [pool]\nmode = \"transaction\"\ndefault_pool_size = 3\n\n\
+         [auth]\ntype = \"scram-sha-256\"\n{auth_extra}\n\n\
+         {users}\n\n\
+         [databases.app]\n\
+         shards = [ {{ name = \"s0\", host = \"127.0.0.1\", port = {} }} ]\n",
+        pg.port
+    )
+}
+
+async fn current_user(c: &tokio_postgres::Client) -> String {
+    c.query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn verifier(pg: &PgCluster, role: &str) -> String {
+    pg.psql(
+        "postgres",
+        &format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_file_with_scram_verifier_and_md5_hash_and_reload() {
+    let pg = PgCluster::start();
+    let app_verifier = verifier(&pg, "app");
+    assert!(app_verifier.starts_with("SCRAM-SHA-256$"), "{app_verifier}");
+    let md5_hash = verifier(&pg, "md5user");
+    assert!(md5_hash.starts_with("md5"), "{md5_hash}");
+    let userlist = format!(
+        ";; PgBouncer-style userlist\n\"app\" \"{app_verifier}\"\n\"md5user\" \"{md5_hash}\"\n"
+    );
+    let b = Bouncer::start_with_files(
+        &config(&pg, "auth_file = \"userlist.txt\"", ""),
+        &[("userlist.txt", &userlist)],
+    );
+    // SCRAM against the stored verifier; toward Postgres by SCRAM pass-through (no
+    // plaintext password exists anywhere in the config).
+    let c = b.connect("app", "secret", "app").await;
+    assert_eq!(current_user(&c).await, "app");
+    // md5 toward the client (the stored secret is an md5 hash) and hash reuse toward
+    // the server (pg_hba uses md5 for md5user).
+    let c2 = b.connect("md5user", "md5pass", "app").await;
+    assert_eq!(current_user(&c2).await, "md5user");
+    let e = b.try_connect("app", "wrong", "app").await.unwrap_err();
+    assert!(
+        msg(&e).contains("password authentication failed"),
+        "{}",
+        msg(&e)
+    );
+    let e = b
+        .try_connect("plainuser", "plainpass", "app")
+        .await
+        .unwrap_err();
+    assert!(
+        msg(&e).contains("password authentication failed"),
+        "{}",
+        msg(&e)
+    );
+
+    // The file is re-read on SIGHUP.
+    b.write_file(
+        "userlist.txt",
+        &format!("{userlist}\"plainuser\" \"plainpass\"\n"),
+    );
+    b.signal(libc::SIGHUP);
+    wait_for_log(&b, "configuration reloaded");
+    let c3 = b.connect("plainuser", "plainpass", "app").await;
+    assert_eq!(current_user(&c3).await, "plainuser");
+    // Connected clients are untouched.
+    assert_eq!(current_user(&c).await, "app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_query_with_scram_pass_through_for_a_user_only_in_postgres() {
+    let pg = PgCluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE ROLE onlypg LOGIN PASSWORD 'pg-only-pass';\n\
+         \\connect app\n\
+         GRANT ALL ON SCHEMA public TO onlypg;",
+    );
+    // auth_user postgres: the harness's pg_hba trusts it from 127.0.0.1.
+    let b = Bouncer::start(&config(
+        &pg,
+        "auth_user = \"postgres\"\nauth_cache_ttl = \"1s\"",
+        "",
+    ));
+    let c = b.connect("onlypg", "pg-only-pass", "app").await;
+    assert_eq!(current_user(&c).await, "onlypg");
+    // Several transactions, a second client, so more server logins use the keys.
+    let c2 = b.connect("onlypg", "pg-only-pass", "app").await;
+    let (a, bb) = tokio::join!(
+        c.query_one("SELECT pg_sleep(0.2)::text, 1", &[]),
+        c2.query_one("SELECT pg_sleep(0.2)::text, 2", &[])
+    );
+    a.unwrap();
+    bb.unwrap();
+    // md5-hashed role through auth_query: md5 to the client, hash reuse to the server.
+    let c3 = b.connect("md5user", "md5pass", "app").await;
+    assert_eq!(current_user(&c3).await, "md5user");
+
+    let e = b
+        .try_connect("onlypg", "not-the-password", "app")
+        .await
+        .unwrap_err();
+    assert!(
+        msg(&e).contains("password authentication failed"),
+        "{}",
+        msg(&e)
+    );
+    let e = b.try_connect("nosuchrole", "x", "app").await.unwrap_err();
+    assert!(
+        msg(&e).contains("password authentication failed"),
+        "{}",
+        msg(&e)
+    );
+
+    // A changed password takes effect once the cache entry expires.
+    pg.psql("postgres", "ALTER ROLE onlypg PASSWORD 'new-pass'");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let c4 = b.connect("onlypg", "new-pass", "app").await;
+    assert_eq!(current_user(&c4).await, "onlypg");
+    // The password is never logged.
+    let log = b.log();
+    assert!(!log.contains("not-the-password") && !log.contains("pg-only-pass"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_trigger_a_cooldown_for_the_address() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&config(
+        &pg,
+        "auth_failure_limit = 3\nauth_failure_window = \"30s\"\nauth_failure_cooldown = \"1s\"",
+        "[[users]]\nname = \"app\"\npassword = \"secret\"\n",
+    ));
+    // Below the limit nothing changes.
+    for _ in 0..2 {
+        let e = b.try_connect("app", "wrong", "app").await.unwrap_err();
+        assert!(
+            msg(&e).contains("password authentication failed"),
+            "{}",
+            msg(&e)
+        );
+    }
+    b.connect("app", "secret", "app").await;
+    let e = b.try_connect("app", "wrong", "app").await.unwrap_err();
+    assert!(
+        msg(&e).contains("password authentication failed"),
+        "{}",
+        msg(&e)
+    );
+    // Limit reached: even the right password is refused, before any check.
+    let started = Instant::now();
+    let e = b.try_connect("app", "secret", "app").await.unwrap_err();
+    assert!(
+        msg(&e).contains("too many failed login attempts") && msg(&e).contains("28000"),
+        "{}",
+        msg(&e)
+    );
+    let e = b.try_connect("someone", "else", "app").await.unwrap_err();
+    assert!(
+        msg(&e).contains("too many failed login attempts"),
+        "{}",
+        msg(&e)
+    );
+    // After the cooldown the address may log in again.
+    tokio::time::sleep(Duration::from_millis(1100).saturating_sub(started.elapsed())).await;
+    let c = b.connect("app", "secret", "app").await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let log = b.log();
+    assert!(log.contains("login failed"), "{log}");
+    assert!(log.contains("app"), "{log}");
+    assert!(!log.contains("wrong\""), "password in log:\n{log}");
+}
+
+#[test]
+fn bad_auth_file_is_refused_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sb.toml");
+    std::fs::write(
+        &cfg,
+        "[auth]\nauth_file = \"users.txt\"\n[databases.app]\nshards = [ { name = \"s0\", host = \"h\" } ]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("users.txt"), "\"app\" \"x\"\napp secret\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardbouncer"))
+        .arg("--check")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("users.txt") && err.contains("line 2"), "{err}");
+}
+
+fn wait_for_log(b: &Bouncer, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in log:\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
