@@ -215,11 +215,7 @@ pub async fn authenticate(
         let from_verifier = parsed.is_some();
         let verifier = match parsed {
             Some(v) => v,
-            None => {
-                let mut salt = [0u8; 16];
-                rand::Rng::fill(&mut rand::thread_rng(), &mut salt[..]);
-                scram::ScramVerifier::from_password(stored, &salt, 4096)
-            }
+            None => plaintext_verifier(user, stored),
         };
         let mut server = scram::ScramServer::new(verifier, scram::generate_nonce());
         protocol::auth_sasl(&mut out);
@@ -287,6 +283,24 @@ pub async fn authenticate(
             Err(auth_failed(user))
         }
     }
+}
+
+/// A SCRAM verifier for a plaintext password, with a per-user salt chosen once per
+/// process: the derivation is then cached (see `scram::salted_password`) instead of
+/// paying 4096 PBKDF2 rounds on every login.
+fn plaintext_verifier(user: &str, password: &str) -> scram::ScramVerifier {
+    type Salts = std::sync::Mutex<std::collections::HashMap<String, [u8; 16]>>;
+    static SALTS: std::sync::OnceLock<Salts> = std::sync::OnceLock::new();
+    let salts = SALTS.get_or_init(Default::default);
+    let salt = {
+        let mut m = salts.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() > 100_000 {
+            m.clear();
+        }
+        *m.entry(user.to_string())
+            .or_insert_with(scram::generate_salt)
+    };
+    scram::ScramVerifier::from_password(password, &salt, 4096)
 }
 
 async fn write(s: &mut ClientStream, out: &mut BytesMut) -> Result<(), LoginError> {

@@ -124,8 +124,32 @@ fn xor32(a: &[u8; SCRAM_KEY_LEN], b: &[u8; SCRAM_KEY_LEN]) -> [u8; SCRAM_KEY_LEN
 /// `Hi()` of RFC 5802, i.e. PBKDF2-HMAC-SHA-256 with a 32-byte output.
 /// An iteration count of 0 is treated as 1.
 fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; SCRAM_KEY_LEN] {
+    // PBKDF2 is deliberately slow (4096 HMAC rounds) and the same (password, salt,
+    // iterations) recurs for every login of a user and every server connection of a
+    // pool, so results are memoized in a small bounded cache keyed by a digest of the
+    // inputs (the password itself is not kept as a key).
+    use sha2::Digest;
+    type Cache = std::sync::Mutex<std::collections::HashMap<[u8; 32], [u8; SCRAM_KEY_LEN]>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let mut h = Sha256::new();
+    h.update((password.len() as u64).to_be_bytes());
+    h.update(password);
+    h.update((salt.len() as u64).to_be_bytes());
+    h.update(salt);
+    h.update(iterations.to_be_bytes());
+    let key: [u8; 32] = h.finalize().into();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(v) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
+        return v;
+    }
     let mut out = [0u8; SCRAM_KEY_LEN];
     pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations.max(1), &mut out);
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= 4096 {
+            c.clear();
+        }
+        c.insert(key, out);
+    }
     out
 }
 

@@ -12,6 +12,7 @@
 
 mod bouncer;
 mod pg;
+pub mod raw;
 mod util;
 
 #[allow(unused_imports)] // not every test crate uses every helper

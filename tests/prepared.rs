@@ -1,0 +1,276 @@
+//! Named prepared statements in transaction mode (issue: prepared statements, TLS, auth).
+
+mod support;
+
+use shardbouncer::router::{ShardMap, TenantKey};
+use std::time::Duration;
+use support::raw::{first_column, first_error, tags, Raw};
+use support::{basic_config, Bouncer, PgCluster};
+
+fn trust(cfg: String) -> String {
+    cfg.replace("type = \"scram-sha-256\"", "type = \"trust\"")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_exact_errors_for_statement_names() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&trust(basic_config(&[&pg], "default_pool_size = 1\n")));
+    let mut c = Raw::login(b.port, "app", "app");
+    // A name reused without Close: 42P05, and the pipeline skips to Sync.
+    let m = c
+        .parse("s1", "SELECT 1")
+        .sync()
+        .parse("s1", "SELECT 2")
+        .bind("s1", &[])
+        .execute()
+        .sync()
+        .run(2);
+    assert_eq!(first_error(&m).as_deref(), Some("42P05"), "{}", tags(&m));
+    assert_eq!(tags(&m), "1ZEZ");
+    // The first definition is intact.
+    let m = c.bind("s1", &[]).execute().sync().run(1);
+    assert_eq!(first_column(&m), vec!["1"]);
+    // An unknown name: 26000.
+    let m = c.bind("nope", &[]).execute().sync().run(1);
+    assert_eq!(first_error(&m).as_deref(), Some("26000"));
+    let m = c.describe_stmt("nope").sync().run(1);
+    assert_eq!(first_error(&m).as_deref(), Some("26000"));
+    // Close frees the name for reuse.
+    let m = c
+        .close_stmt("s1")
+        .sync()
+        .parse("s1", "SELECT 3")
+        .bind("s1", &[])
+        .execute()
+        .sync()
+        .run(2);
+    assert_eq!(tags(&m), "3Z12DCZ");
+    assert_eq!(first_column(&m), vec!["3"]);
+    // DEALLOCATE name / ALL and DISCARD ALL clear the client's names.
+    let m = c.query("DEALLOCATE s1").run(1);
+    assert_eq!(first_error(&m), None, "{m:?}");
+    let m = c.bind("s1", &[]).execute().sync().run(1);
+    assert_eq!(first_error(&m).as_deref(), Some("26000"));
+    let m = c.query("DEALLOCATE s1").run(1);
+    assert_eq!(first_error(&m).as_deref(), Some("26000"));
+    c.parse("a", "SELECT 'a'")
+        .parse("b", "SELECT 'b'")
+        .sync()
+        .run(1);
+    let m = c.query("DEALLOCATE ALL").run(1);
+    assert_eq!(first_error(&m), None);
+    assert_eq!(
+        first_error(&c.bind("a", &[]).execute().sync().run(1)).as_deref(),
+        Some("26000")
+    );
+    c.parse("a", "SELECT 'a'").sync().run(1);
+    let m = c.query("DISCARD ALL").run(1);
+    assert_eq!(first_error(&m), None, "{m:?}");
+    assert_eq!(
+        first_error(&c.bind("a", &[]).execute().sync().run(1)).as_deref(),
+        Some("26000")
+    );
+    // After DISCARD ALL the server's cache is empty too: preparing again works.
+    let m = c
+        .parse("a", "SELECT 'again'")
+        .bind("a", &[])
+        .execute()
+        .sync()
+        .run(1);
+    assert_eq!(first_column(&m), vec!["again"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_keep_order_and_skip_to_sync_after_errors() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&trust(basic_config(&[&pg], "default_pool_size = 1\n")));
+    let mut c = Raw::login(b.port, "app", "app");
+    c.query("CREATE TABLE IF NOT EXISTS pipe(x int)").run(1);
+    // Many statements before one Sync, an error in the middle: nothing after it runs,
+    // and the implicit transaction (the first insert) is rolled back as in Postgres.
+    let m = c
+        .parse("ins", "INSERT INTO pipe VALUES ($1)")
+        .bind("ins", &["1"])
+        .execute()
+        .parse("bad", "SELECT * FROM no_such_table")
+        .bind("ins", &["2"])
+        .execute()
+        .sync()
+        .run(1);
+    assert_eq!(tags(&m), "12CEZ", "{m:?}");
+    assert_eq!(first_error(&m).as_deref(), Some("42P01"));
+    let m = c.query("SELECT count(*) FROM pipe").run(1);
+    assert_eq!(first_column(&m), vec!["0"]);
+    // The failed Parse created no statement.
+    assert_eq!(
+        first_error(&c.bind("bad", &[]).execute().sync().run(1)).as_deref(),
+        Some("26000")
+    );
+    // Three syncs pipelined; each answers in order even when the pooler answers
+    // some messages itself (Close) and prepares lazily on another server.
+    let m = c
+        .bind("ins", &["5"])
+        .execute()
+        .sync()
+        .close_stmt("ins")
+        .sync()
+        .parse("q", "SELECT count(*) FROM pipe")
+        .bind("q", &[])
+        .execute()
+        .sync()
+        .run(3);
+    assert_eq!(tags(&m), "2CZ3Z12DCZ", "{m:?}");
+    assert_eq!(first_column(&m), vec!["1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_follow_clients_across_servers_and_shards() {
+    let s0 = PgCluster::start();
+    let s1 = PgCluster::start();
+    let map = "version = 1\nmethod = \"citus\"\n";
+    let names = vec!["s0".to_string(), "s1".to_string()];
+    let parsed = ShardMap::parse(map, &names).unwrap();
+    let ports = [s0.port.to_string(), s1.port.to_string()];
+    let cfg = format!(
+        "{}[databases.app.routing]\nshard_map = \"{{DIR}}/map.toml\"\n",
+        basic_config(&[&s0, &s1], "default_pool_size = 2\n")
+    );
+    let b = Bouncer::start_with_files(&cfg, &[("map.toml", map)]);
+    // 200 clients, pool of 2 per shard (4 servers): each prepares once and reuses
+    // its statement for tenants on both shards.
+    let mut tasks = Vec::new();
+    for i in 0..200i64 {
+        let cs = b.conn_str("app", "secret", "app");
+        let ports = ports.clone();
+        let parsed = parsed.clone();
+        tasks.push(tokio::spawn(async move {
+            let (c, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let st = c
+                .prepare("SELECT current_setting('port'), $1::int8 FROM (SELECT $1::int8 AS tenant_id) t WHERE tenant_id = $1")
+                .await
+                .unwrap();
+            for k in 0..6i64 {
+                let t = i * 7 + k;
+                let row = c.query_one(&st, &[&t]).await.unwrap();
+                let want = parsed.route(&TenantKey::new(t.to_string().as_bytes()).unwrap()).unwrap().shard;
+                assert_eq!(row.get::<_, String>(0), ports[want], "tenant {t}");
+                assert_eq!(row.get::<_, i64>(1), t);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Each server holds one copy of the statement, not one per client.
+    let n = s0.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'",
+    );
+    assert!(n.parse::<i32>().unwrap() <= 2, "{n}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_change_between_uses() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(&[&pg], "default_pool_size = 2\n"));
+    let c = b.connect("app", "secret", "app").await;
+    c.batch_execute("CREATE TABLE evolve(id int, a text); INSERT INTO evolve VALUES (1, 'one')")
+        .await
+        .unwrap();
+    let st = c
+        .prepare("SELECT a FROM evolve WHERE id = $1")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.query_one(&st, &[&1i32])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        "one"
+    );
+    // Another client changes the table; the statement's result type is unchanged,
+    // so it keeps working (replanned) on whichever server runs it.
+    let other = b.connect("app", "secret", "app").await;
+    other
+        .batch_execute("ALTER TABLE evolve ADD COLUMN b int; CREATE INDEX ON evolve(id)")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            c.query_one(&st, &[&1i32])
+                .await
+                .unwrap()
+                .get::<_, String>(0),
+            "one"
+        );
+    }
+    // Dropping the table makes it fail cleanly, and recreating it heals it.
+    other.batch_execute("DROP TABLE evolve").await.unwrap();
+    let e = c.query_one(&st, &[&1i32]).await.unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42P01"), "{e:?}");
+    other
+        .batch_execute(
+            "CREATE TABLE evolve(id int, a text); INSERT INTO evolve VALUES (1, 'reborn')",
+        )
+        .await
+        .unwrap();
+    // The statement was prepared on a server before the drop; re-prepare per PG rules.
+    let st = c
+        .prepare("SELECT a FROM evolve WHERE id = $1")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.query_one(&st, &[&1i32])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        "reborn"
+    );
+}
+
+#[test]
+fn pgbench_prepared_100_clients_pool_of_10() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(&[&pg], "default_pool_size = 10\n"));
+    let run = |extra: &[&str]| {
+        std::process::Command::new("pgbench")
+            .env("PGPASSWORD", "secret")
+            .args(["-h", "127.0.0.1", "-p", &b.port.to_string(), "-U", "app"])
+            .args(extra)
+            .arg("app")
+            .output()
+            .unwrap()
+    };
+    let init = run(&["-i", "-q", "-s", "1"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    for script in [&["-S"][..], &[][..]] {
+        let mut args = vec!["-c", "100", "-j", "2", "-t", "20", "-M", "prepared"];
+        args.extend_from_slice(script);
+        let out = run(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("number of failed transactions: 0 (0.000%)"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("actually processed: 2000/2000"), "{stdout}");
+    }
+    let servers: i32 = pg
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'",
+        )
+        .parse()
+        .unwrap();
+    assert!(servers <= 10, "{servers}");
+    let _ = Duration::from_secs(0);
+}

@@ -1,0 +1,169 @@
+//! A minimal blocking protocol client for tests that must control the exact
+//! messages (named statements, pipelines, malformed frames). Trust auth only.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// One backend message: tag and body.
+pub type Msg = (u8, Vec<u8>);
+
+/// A raw frontend connection.
+pub struct Raw {
+    /// The socket.
+    pub s: TcpStream,
+    out: Vec<u8>,
+}
+
+impl Raw {
+    /// Connect and log in as `user` to `db` (the bouncer must use trust auth);
+    /// reads up to the first ReadyForQuery.
+    pub fn login(port: u16, user: &str, db: &str) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut r = Raw { s, out: Vec::new() };
+        let mut body = 196608i32.to_be_bytes().to_vec();
+        for kv in ["user", user, "database", db] {
+            body.extend_from_slice(kv.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut pkt = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        pkt.extend_from_slice(&body);
+        r.s.write_all(&pkt).unwrap();
+        let msgs = r.read_until_ready();
+        assert!(
+            msgs.iter().any(|(t, _)| *t == b'Z'),
+            "login failed: {msgs:?}"
+        );
+        r
+    }
+
+    fn msg(&mut self, tag: u8, body: &[u8]) -> &mut Raw {
+        self.out.push(tag);
+        self.out
+            .extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        self.out.extend_from_slice(body);
+        self
+    }
+
+    /// Parse(name, sql) with no declared types.
+    pub fn parse(&mut self, name: &str, sql: &str) -> &mut Raw {
+        let mut b = Vec::new();
+        b.extend_from_slice(name.as_bytes());
+        b.push(0);
+        b.extend_from_slice(sql.as_bytes());
+        b.push(0);
+        b.extend_from_slice(&0i16.to_be_bytes());
+        self.msg(b'P', &b)
+    }
+
+    /// Bind(unnamed portal, stmt) with text parameters.
+    pub fn bind(&mut self, stmt: &str, params: &[&str]) -> &mut Raw {
+        let mut b = vec![0u8];
+        b.extend_from_slice(stmt.as_bytes());
+        b.push(0);
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b.extend_from_slice(&(params.len() as i16).to_be_bytes());
+        for p in params {
+            b.extend_from_slice(&(p.len() as i32).to_be_bytes());
+            b.extend_from_slice(p.as_bytes());
+        }
+        b.extend_from_slice(&0i16.to_be_bytes());
+        self.msg(b'B', &b)
+    }
+
+    /// Describe(statement).
+    pub fn describe_stmt(&mut self, stmt: &str) -> &mut Raw {
+        let mut b = vec![b'S'];
+        b.extend_from_slice(stmt.as_bytes());
+        b.push(0);
+        self.msg(b'D', &b)
+    }
+
+    /// Execute(unnamed portal, all rows).
+    pub fn execute(&mut self) -> &mut Raw {
+        self.msg(b'E', b"\0\0\0\0\0")
+    }
+
+    /// Close(statement).
+    pub fn close_stmt(&mut self, stmt: &str) -> &mut Raw {
+        let mut b = vec![b'S'];
+        b.extend_from_slice(stmt.as_bytes());
+        b.push(0);
+        self.msg(b'C', &b)
+    }
+
+    /// Sync.
+    pub fn sync(&mut self) -> &mut Raw {
+        self.msg(b'S', b"")
+    }
+
+    /// Simple Query.
+    pub fn query(&mut self, sql: &str) -> &mut Raw {
+        let mut b = sql.as_bytes().to_vec();
+        b.push(0);
+        self.msg(b'Q', &b)
+    }
+
+    /// Send what was built, then read until `n` ReadyForQuery messages arrived.
+    pub fn run(&mut self, n: usize) -> Vec<Msg> {
+        let out = std::mem::take(&mut self.out);
+        self.s.write_all(&out).unwrap();
+        let mut all = Vec::new();
+        for _ in 0..n {
+            all.extend(self.read_until_ready());
+        }
+        all
+    }
+
+    /// Read messages up to and including the next ReadyForQuery.
+    pub fn read_until_ready(&mut self) -> Vec<Msg> {
+        let mut v = Vec::new();
+        loop {
+            let Some(m) = self.read_msg() else {
+                panic!("connection closed; got so far: {v:?}")
+            };
+            let done = m.0 == b'Z';
+            v.push(m);
+            if done {
+                return v;
+            }
+        }
+    }
+
+    /// One message, or `None` at EOF.
+    pub fn read_msg(&mut self) -> Option<Msg> {
+        let mut hdr = [0u8; 5];
+        self.s.read_exact(&mut hdr).ok()?;
+        let len = i32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize;
+        let mut body = vec![0u8; len.saturating_sub(4)];
+        self.s.read_exact(&mut body).ok()?;
+        Some((hdr[0], body))
+    }
+}
+
+/// Tags of messages, as a string (e.g. "12CZ").
+pub fn tags(msgs: &[Msg]) -> String {
+    msgs.iter().map(|(t, _)| *t as char).collect()
+}
+
+/// SQLSTATE of the first ErrorResponse, if any.
+pub fn first_error(msgs: &[Msg]) -> Option<String> {
+    msgs.iter()
+        .find(|(t, _)| *t == b'E')
+        .map(|(_, b)| shardbouncer::protocol::parse_error(b).code)
+}
+
+/// Text values of DataRows (first column).
+pub fn first_column(msgs: &[Msg]) -> Vec<String> {
+    msgs.iter()
+        .filter(|(t, _)| *t == b'D')
+        .filter_map(|(_, b)| {
+            shardbouncer::server::decode_data_row(b)
+                .into_iter()
+                .next()
+                .flatten()
+        })
+        .collect()
+}
