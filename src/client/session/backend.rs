@@ -1,0 +1,431 @@
+//! Server side of a session: attaching a pooled server (settings sync, statement
+//! cache upkeep), matching its responses to expectations, and releasing it.
+
+use super::*;
+
+impl Session {
+    /// Check a server out of the pool for `shard` and bring its session settings in
+    /// line with this client's, pipelined ahead of the client's first message.
+    pub(super) async fn attach(&mut self, shard: usize) -> Result<(), (&'static str, String)> {
+        let pool = self.pool_for(shard);
+        self.handle.activity.waiting(shard);
+        let res = pool.checkout().await;
+        self.handle.activity.attached();
+        let co = res.map_err(|e| {
+            let code = match &e {
+                crate::pool::PoolError::WaitTimeout => sqlstate::QUERY_CANCELED,
+                crate::pool::PoolError::Connect(_) => sqlstate::CANNOT_CONNECT,
+                crate::pool::PoolError::Closed => sqlstate::CANNOT_CONNECT,
+            };
+            let shard_name = &self.db.cfg.shards[shard].name;
+            (
+                code,
+                format!("shard {shard_name} of database {}: {e}", self.db.name),
+            )
+        })?;
+        tracing::trace!(client = self.handle.id, server = co.conn.id, "attach");
+        self.handle.server.store(Some(co.conn.cancel.clone()));
+        self.app.active_transactions.fetch_add(1, Ordering::AcqRel);
+        let mut att = Attached {
+            co,
+            pool,
+            shard,
+            since: Instant::now(),
+        };
+        self.server_status = b'I';
+        let conn = &mut att.co.conn;
+        // Keep the server's statement cache bounded: close the least used first.
+        let cap = self.db.settings.max_prepared_statements;
+        let evicted = conn.prepared.evict_over(cap);
+        if !evicted.is_empty() {
+            for d in evicted {
+                let c = prepared::close_message(&mut self.scratch, &d.server_name);
+                self.to_server.push(c);
+                self.expect.push(Entry::swallow(b'C'));
+            }
+            let mut b = BytesMut::new();
+            protocol::sync(&mut b);
+            self.to_server.push(b.freeze());
+            self.expect.push(Entry::swallow(b'S'));
+        }
+        let want_unreported = &self.login.unreported;
+        if let Some(sql) = conn.sync_statement(&self.login.reported, want_unreported) {
+            let mut b = BytesMut::new();
+            protocol::query(&mut b, &sql);
+            self.to_server.push(b.freeze());
+            self.expect.push(Entry::swallow(b'Q'));
+            conn.assume_synced(want_unreported);
+        }
+        self.server = Some(att);
+        Ok(())
+    }
+
+    /// Scan what the server sent: match responses to expectations, drop the answers
+    /// to injected statements, forward the rest as zero-copy runs.
+    pub(super) async fn process_server(&mut self) -> Result<(), End> {
+        let pool_mode = self.db.settings.mode;
+        let Some(att) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let crate::server::ServerConn {
+            rbuf,
+            prepared: server_stmts,
+            current: server_params,
+            broken,
+            ..
+        } = &mut att.co.conn;
+        // `pos` = end of the run of complete frames to forward as one chunk.
+        let mut pos = 0;
+        loop {
+            if self.s_stream_left > 0 {
+                let n = self.s_stream_left.min(rbuf.len());
+                if n == 0 {
+                    break;
+                }
+                let chunk = rbuf.split_to(n).freeze();
+                self.s_stream_left -= n;
+                self.to_client.push(chunk);
+                continue;
+            }
+            // Synthetic replies whose turn has come go out before this frame.
+            if self.expect.front().is_some_and(|e| e.synthetic.is_some()) {
+                if pos > 0 {
+                    self.to_client.push(rbuf.split_to(pos).freeze());
+                    pos = 0;
+                }
+                while let Some(e) = self.expect.front() {
+                    if e.synthetic.is_none() {
+                        break;
+                    }
+                    if let Some(b) = self.expect.pop().and_then(|e| e.synthetic) {
+                        self.to_client.push(b);
+                    }
+                }
+            }
+            let rest = &rbuf[pos..];
+            let (tag, len) = match protocol::frame_header(rest, usize::MAX >> 1) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    *broken = true;
+                    self.emit_fatal(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        &format!("invalid message from server: {e}"),
+                    );
+                    return Err(format!("server protocol error: {e}"));
+                }
+            };
+            let mode = match tag {
+                // Asynchronous messages belong to no entry.
+                b'N' | b'A' => Mode::Forward,
+                _ => self.expect.front().map(|e| e.mode).unwrap_or(Mode::Forward),
+            };
+            if rest.len() < len {
+                if (tag == b'D' || tag == b'd') && len > STREAM_THRESHOLD && mode == Mode::Forward {
+                    // Forward what we have of a big row/copy chunk; stream the rest.
+                    let total = rbuf.len();
+                    self.to_client.push(rbuf.split_to(total).freeze());
+                    self.s_stream_left = len - (total - pos);
+                    pos = 0;
+                    continue;
+                }
+                break;
+            }
+            let mut forward = match mode {
+                Mode::Forward => true,
+                Mode::Swallow => false,
+                Mode::SwallowOk => tag == b'E',
+            };
+            let mut replace: Option<Bytes> = None;
+            match tag {
+                b'S' => {
+                    if let Some((k, v)) = params::parse_parameter_status(&rest[5..len]) {
+                        server_params.set(k, v);
+                        if let Some(c) = params::canonical(k) {
+                            // The client's own view follows what its server reports.
+                            self.login.reported.set(c, v);
+                        }
+                    }
+                }
+                b't' => {
+                    if let Some(e) = self.expect.front() {
+                        if let Some(def) = &e.stmt {
+                            let _ = def.described.set(parse_param_description(&rest[5..len]));
+                        }
+                    }
+                }
+                b'N' | b'A' => {}
+                _ => {
+                    if tag == b'E' {
+                        self.head_failed = true;
+                        if mode == Mode::Swallow {
+                            // A failed settings sync: tell the client as a warning.
+                            let info = protocol::parse_error(&rest[5..len]);
+                            tracing::warn!(
+                                client = self.handle.id,
+                                "internal statement failed on server: {}",
+                                info.message
+                            );
+                            let mut w = BytesMut::from(&rest[..len]);
+                            w[0] = b'N';
+                            replace = Some(w.freeze());
+                            forward = false;
+                        }
+                    }
+                    let completes = self.expect.front().is_some_and(|e| e.completed_by(tag));
+                    if completes {
+                        let e = self.expect.pop().expect("front exists");
+                        let failed = std::mem::take(&mut self.head_failed);
+                        if e.tag == b'P' && failed {
+                            if let Some(def) = &e.stmt {
+                                server_stmts.remove(def);
+                                if e.mode == Mode::Forward {
+                                    // A failed Parse creates no statement, as in Postgres.
+                                    self.stmts.retain(|_, d| !Arc::ptr_eq(d, def));
+                                }
+                            }
+                        }
+                        if tag == b'E' && e.is_extended() {
+                            // Postgres now skips to Sync; so do we, undoing
+                            // prepares that will not happen.
+                            for d in self.expect.skip_to_sync() {
+                                if let (b'P', Some(def)) = (d.tag, &d.stmt) {
+                                    server_stmts.remove(def);
+                                    if d.mode == Mode::Forward {
+                                        self.stmts.retain(|_, x| !Arc::ptr_eq(x, def));
+                                    }
+                                }
+                            }
+                        }
+                        if e.clear_prepared && !failed {
+                            server_stmts.clear();
+                        }
+                        if tag == b'Z' {
+                            let status = rest.get(5).copied().unwrap_or(b'I');
+                            self.server_status = status;
+                            if e.mode == Mode::Forward {
+                                self.queries += 1;
+                                if let Some(t) = self.query_start.take() {
+                                    self.query_us += t.elapsed().as_micros() as u64;
+                                }
+                                if self.expect.ready_owed() > 0 {
+                                    self.query_start = Some(Instant::now());
+                                }
+                                if pool_mode == PoolMode::Statement && status != b'I' {
+                                    // Refuse before the client sees ReadyForQuery: the
+                                    // server is inside a transaction block.
+                                    if pos > 0 {
+                                        self.to_client.push(rbuf.split_to(pos).freeze());
+                                    }
+                                    *broken = true;
+                                    self.emit_fatal(
+                                        sqlstate::FEATURE_NOT_SUPPORTED,
+                                        "transaction blocks not allowed in statement pooling mode",
+                                    );
+                                    return Err("transaction in statement mode".into());
+                                }
+                                if self.masquerade {
+                                    // Work done outside a held BEGIN: the client is
+                                    // still in its (virtual) transaction.
+                                    let mut z = BytesMut::from(&rest[..len]);
+                                    z[5] = self.tx_status;
+                                    replace = Some(z.freeze());
+                                    forward = false;
+                                } else {
+                                    self.tx_status = status;
+                                    if status == b'I' {
+                                        self.tenants.local = None;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if forward {
+                pos += len;
+            } else {
+                if pos > 0 {
+                    self.to_client.push(rbuf.split_to(pos).freeze());
+                    pos = 0;
+                }
+                let _ = rbuf.split_to(len);
+                if let Some(r) = replace {
+                    self.to_client.push(r);
+                }
+            }
+        }
+        if pos > 0 {
+            self.to_client.push(rbuf.split_to(pos).freeze());
+        }
+        self.drain_synthetic();
+        self.maybe_release().await
+    }
+
+    /// Release the server if the transaction is over and nothing is in flight.
+    pub(super) async fn maybe_release(&mut self) -> Result<(), End> {
+        let Some(att) = self.server.as_ref() else {
+            return Ok(());
+        };
+        if !self.expect.is_empty()
+            || self.ext_open
+            || !self.to_server.is_empty()
+            || self.s_stream_left > 0
+            || !att.co.conn.rbuf.is_empty()
+            || self.server_status != b'I'
+            || self.mode() == PoolMode::Session
+        {
+            return Ok(());
+        }
+        self.release().await;
+        Ok(())
+    }
+
+    /// Return the server to its pool after a finished transaction.
+    pub(super) async fn release(&mut self) {
+        let Some(mut att) = self.server.take() else {
+            return;
+        };
+        tracing::trace!(client = self.handle.id, server = att.co.conn.id, "release");
+        if self.touched_unreported {
+            self.touched_unreported = false;
+            sync_unreported_back(&mut att, &mut self.login).await;
+        }
+        self.handle.server.store(None);
+        let xact_us = att.since.elapsed().as_micros() as u64;
+        let stats = &att.pool.stats;
+        stats.xact_count.fetch_add(1, Ordering::Relaxed);
+        stats.xact_time_us.fetch_add(xact_us, Ordering::Relaxed);
+        crate::admin::metrics::record_transaction(&att.pool, xact_us, self.query_us, self.queries);
+        let stats_queries = self.queries;
+        stats.query_count.fetch_add(self.queries, Ordering::Relaxed);
+        stats
+            .query_time_us
+            .fetch_add(self.query_us, Ordering::Relaxed);
+        stats
+            .bytes_received
+            .fetch_add(self.bytes_in, Ordering::Relaxed);
+        stats
+            .bytes_sent
+            .fetch_add(self.bytes_out, Ordering::Relaxed);
+        self.queries = 0;
+        self.query_us = 0;
+        self.bytes_in = 0;
+        self.bytes_out = 0;
+        self.masquerade = false;
+        if let Some((tenant, _)) = self.tx_tenant.take() {
+            let shard = &att.pool.key.shard;
+            let queries = stats_queries;
+            self.app.tenants.record_transaction(
+                &self.db.name,
+                tenant.as_str(),
+                shard,
+                xact_us,
+                queries,
+            );
+        }
+        att.pool.checkin(att.co);
+        self.app.transaction_finished();
+    }
+
+    /// The server connection died under us: tell the client and end the session.
+    pub(super) async fn server_lost(&mut self) -> Result<(), End> {
+        if let Some(mut att) = self.server.take() {
+            // Forward whatever the server said last (e.g. FATAL 57P01 from pg_terminate_backend).
+            att.co.conn.broken = true;
+            let rest = att.co.conn.rbuf.split().freeze();
+            self.to_client.push(rest);
+            self.handle.server.store(None);
+            att.pool.discard(att.co);
+            self.app.transaction_finished();
+        }
+        self.expect.clear();
+        self.emit_fatal(
+            sqlstate::CONNECTION_FAILURE,
+            "server connection lost; the transaction was aborted",
+        );
+        Err("server connection lost".into())
+    }
+
+    /// The client is gone: return the server only if it is clean, else close it.
+    pub(super) async fn detach_on_exit(&mut self) {
+        let clean = self.server.as_ref().is_some_and(|a| !a.co.conn.broken)
+            && self.expect.is_empty()
+            && !self.ext_open
+            && self.server_status == b'I'
+            && self.s_stream_left == 0
+            && self.c_stream_left == 0;
+        let Some(mut att) = self.server.take() else {
+            return;
+        };
+        self.handle.server.store(None);
+        if clean && self.mode() == PoolMode::Session {
+            let q = att.pool.settings.load().server_reset_query.clone();
+            if !q.is_empty() {
+                let ok = att.co.conn.internal_row(&q).await.is_ok();
+                att.co.conn.unreported = Default::default();
+                if contains_ci(q.as_bytes(), b"discard all")
+                    || contains_ci(q.as_bytes(), b"deallocate")
+                {
+                    att.co.conn.prepared.clear();
+                }
+                if !ok {
+                    att.co.conn.broken = true;
+                }
+            }
+        }
+        if clean {
+            att.pool.checkin(att.co);
+        } else {
+            att.pool.discard(att.co);
+        }
+        self.app.transaction_finished();
+    }
+}
+
+pub(super) async fn sync_unreported_back(att: &mut Attached, login: &mut ClientLogin) {
+    let mut keys: Vec<String> = vec!["search_path".to_string()];
+    for (k, _) in login.unreported.iter().chain(att.co.conn.unreported.iter()) {
+        if !keys.iter().any(|x| x == k) {
+            keys.push(k.to_string());
+        }
+    }
+    let mut sql = String::from("SELECT ");
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("pg_catalog.current_setting(");
+        crate::server::push_literal(&mut sql, k);
+        sql.push_str(",true)");
+    }
+    match att.co.conn.internal_row(&sql).await {
+        Ok(row) => {
+            for (k, v) in keys.iter().zip(row) {
+                if let Some(v) = v {
+                    login.unreported.set(k, &v);
+                    att.co.conn.unreported.set(k, &v);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!("reading back session settings failed: {e}");
+            att.co.conn.broken = true;
+        }
+    }
+}
+
+pub(super) fn parse_param_description(body: &[u8]) -> Vec<u32> {
+    let Some((n, mut rest)) = protocol::get_i16(body) else {
+        return Vec::new();
+    };
+    let mut v = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n.max(0) {
+        let Some((oid, r)) = protocol::get_u32(rest) else {
+            break;
+        };
+        v.push(oid);
+        rest = r;
+    }
+    v
+}
