@@ -560,7 +560,7 @@ fn target_pools(app: &App, db: Option<&str>) -> Result<Vec<Arc<crate::pool::Pool
         .pools
         .all()
         .into_iter()
-        .filter(|p| db.map_or(true, |d| p.key.database == d))
+        .filter(|p| db.is_none_or(|d| p.key.database == d))
         .collect())
 }
 

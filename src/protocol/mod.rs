@@ -102,6 +102,8 @@ pub struct Parse<'a> {
 
 impl<'a> Parse<'a> {
     /// Parse the body (after the 5-byte header).
+    // The message is called Parse; `Parse::parse` reads like every other view's parser.
+    #[allow(clippy::self_named_constructors)]
     pub fn parse(body: &'a [u8]) -> Option<Parse<'a>> {
         let (name, rest) = cstr(body)?;
         let (query, rest) = cstr(rest)?;
