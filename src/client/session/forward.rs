@@ -45,6 +45,37 @@ impl Session {
         self.forward_ext(tag, frame);
     }
 
+    /// Record a client's named Parse under its name (Postgres's rules: a name in use
+    /// is 42P05), with the routing facts of its text.
+    pub(super) fn register_statement(
+        &mut self,
+        p: &Parse<'_>,
+    ) -> Result<Arc<StmtDef>, (&'static str, String)> {
+        if self.stmts.contains_key(p.name) {
+            let msg = format!(
+                "prepared statement \"{}\" already exists",
+                String::from_utf8_lossy(p.name)
+            );
+            return Err(("42P05", msg));
+        }
+        if self.stmts.len() >= MAX_CLIENT_STATEMENTS {
+            return Err((
+                "53400",
+                "too many prepared statements on this connection".to_string(),
+            ));
+        }
+        let routing = self
+            .db
+            .routing
+            .as_ref()
+            .map(|rt| route::stmt_routing(rt, p.query))
+            .unwrap_or_default();
+        let def = Arc::new(StmtDef::new(p, routing));
+        self.stmts
+            .insert(Bytes::copy_from_slice(p.name), def.clone());
+        Ok(def)
+    }
+
     /// Answer named Parses + Sync without a server: register the statements and
     /// reply ParseComplete + ReadyForQuery. The statement is prepared (and so
     /// validated) lazily on the server that first executes or describes it; a syntax
@@ -60,28 +91,9 @@ impl Session {
                     "malformed Parse message",
                 );
             };
-            if self.stmts.contains_key(p.name) {
-                let msg = format!(
-                    "prepared statement \"{}\" already exists",
-                    String::from_utf8_lossy(p.name)
-                );
-                return self.fail_unattached(b'S', "42P05", &msg);
+            if let Err((code, msg)) = self.register_statement(&p) {
+                return self.fail_unattached(b'S', code, &msg);
             }
-            if self.stmts.len() >= MAX_CLIENT_STATEMENTS {
-                return self.fail_unattached(
-                    b'S',
-                    "53400",
-                    "too many prepared statements on this connection",
-                );
-            }
-            let routing = self
-                .db
-                .routing
-                .as_ref()
-                .map(|rt| route::stmt_routing(rt, p.query))
-                .unwrap_or_default();
-            let def = Arc::new(StmtDef::new(&p, routing));
-            self.stmts.insert(Bytes::copy_from_slice(p.name), def);
             self.scratch.extend_from_slice(replies::PARSE_COMPLETE);
             self.emit();
         }
@@ -186,28 +198,10 @@ impl Session {
                     self.send_ext(tag, frame);
                     return;
                 }
-                if self.stmts.contains_key(p.name) {
-                    let msg = format!(
-                        "prepared statement \"{}\" already exists",
-                        String::from_utf8_lossy(p.name)
-                    );
-                    return self.inject_error_ext("42P05", &msg);
-                }
-                if self.stmts.len() >= MAX_CLIENT_STATEMENTS {
-                    return self.inject_error_ext(
-                        "53400",
-                        "too many prepared statements on this connection",
-                    );
-                }
-                let routing = self
-                    .db
-                    .routing
-                    .as_ref()
-                    .map(|rt| route::stmt_routing(rt, p.query))
-                    .unwrap_or_default();
-                let def = Arc::new(StmtDef::new(&p, routing));
-                self.stmts
-                    .insert(Bytes::copy_from_slice(p.name), def.clone());
+                let def = match self.register_statement(&p) {
+                    Ok(def) => def,
+                    Err((code, msg)) => return self.inject_error_ext(code, &msg),
+                };
                 let conn = &mut self.server.as_mut().expect("attached").co.conn;
                 if conn.prepared.touch(&def) {
                     self.expect.push(Entry::synthetic(

@@ -471,7 +471,9 @@ impl Session {
             self.handle_client_frame(tag, frame).await?;
         }
         self.drain_synthetic();
-        Ok(())
+        // Work answered locally while a server was attached produces no server
+        // traffic that would trigger the release: check here too.
+        self.maybe_release().await
     }
 
     async fn handle_client_frame(&mut self, tag: u8, frame: Bytes) -> Result<(), End> {
@@ -493,6 +495,14 @@ impl Session {
                 if routed {
                     self.route_unit(Unit::Simple(tag, frame)).await
                 } else {
+                    let mut kw = [0u8; 16];
+                    if tag == b'Q'
+                        && route::first_keyword(query_text(&frame), &mut kw) == b"DEALLOCATE"
+                    {
+                        // Acts on the client's own statement names: no server needed.
+                        self.deallocate(query_text(&frame));
+                        return Ok(());
+                    }
                     if self.server.is_none() && !self.attach_or_fail(0, tag).await {
                         return Ok(());
                     }

@@ -63,6 +63,12 @@ impl Session {
         rt: &RoutingRt,
         sql: &[u8],
     ) -> Option<Result<(), End>> {
+        let mut kw = [0u8; 16];
+        if route::first_keyword(sql, &mut kw) == b"DEALLOCATE" {
+            // It acts on the client's own statement names only: no server needed.
+            self.deallocate(sql);
+            return Some(Ok(()));
+        }
         let st = scan(sql, rt.key.as_bytes());
         match st {
             Statement::SetTenant { local, value } if rt.has(TenantSource::Set) => {
@@ -337,7 +343,30 @@ impl Session {
                 Target::Any | Target::Pending => cur,
             };
             if want == cur {
+                if let Target::Shard { tenant, source, .. } = target {
+                    if self.masquerade {
+                        // The server was taken for tenant-free work outside the held
+                        // BEGIN; this work needs the transaction: open it now.
+                        self.open_held_transaction();
+                    }
+                    if self.tx_tenant.is_none() {
+                        if let Some(t) = tenant {
+                            self.tx_tenant = Some((t, source));
+                            crate::admin::metrics::routing_decision(
+                                &self.db.name,
+                                source_name(source),
+                            );
+                        }
+                    }
+                }
                 self.forward_unit(unit);
+                return Ok(());
+            }
+            if self.masquerade && self.ext_open {
+                // A tenant-free batch (Parse/Describe/Flush) is open on a server of
+                // the wrong shard: end it, let the server go, then route this.
+                self.end_open_batch();
+                self.stalled = Some(unit);
                 return Ok(());
             }
             if !self.ext_open && (!self.expect.is_empty() || !self.to_server.is_empty()) {
@@ -390,6 +419,29 @@ impl Session {
         }
         self.forward_unit(unit);
         Ok(())
+    }
+
+    /// Replay the held BEGIN on the attached server (ending an open tenant-free
+    /// batch first, so BEGIN starts a real transaction block).
+    pub(super) fn open_held_transaction(&mut self) {
+        self.end_open_batch();
+        if let Some(begin) = self.held_begin.take() {
+            self.expect.push(Entry::swallow(b'Q'));
+            self.to_server.push(begin);
+        }
+        self.masquerade = false;
+    }
+
+    /// Close an extended batch the client left open with Flush, with a Sync whose
+    /// ReadyForQuery the client never sees.
+    pub(super) fn end_open_batch(&mut self) {
+        if self.ext_open {
+            let mut b = BytesMut::new();
+            protocol::sync(&mut b);
+            self.expect.push(Entry::swallow(b'S'));
+            self.to_server.push(b.freeze());
+            self.ext_open = false;
+        }
     }
 
     pub(super) fn forward_unit(&mut self, unit: Unit) {
