@@ -1,0 +1,166 @@
+"""asyncpg at its defaults (named prepared statements, statement cache, type
+introspection on first use of a non-builtin type) through shardbouncer."""
+
+import asyncio
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import *  # noqa: E402,F403
+
+import asyncpg  # noqa: E402
+
+C = Checks()
+
+
+async def connect(db=DB, **kw):
+    return await asyncpg.connect(host=HOST, port=PORT, user=USER, password=PASSWORD, database=db, **kw)
+
+
+async def worker(w):
+    base = 1000 * (w + 1)
+    conn = await connect()
+    try:
+        C.eq(f"w{w} port", await conn.fetchval("SELECT current_setting('port')"), SINGLE_PG_PORT)
+        for i in range(LOOPS):
+            await conn.execute("INSERT INTO items (id, name, n) VALUES ($1, $2, $3)", base + i, f"w{w}-{i}", i * 10)
+        for i in range(LOOPS):
+            row = await conn.fetchrow("SELECT name, n FROM items WHERE id = $1", base + i)
+            C.eq(f"w{w} select {i}", tuple(row), (f"w{w}-{i}", i * 10))
+        # Explicit prepared statement object.
+        stmt = await conn.prepare("SELECT n FROM items WHERE id = $1")
+        for i in range(LOOPS):
+            C.eq(f"w{w} prepared {i}", await stmt.fetchval(base + i), i * 10)
+        # Transaction: commit.
+        async with conn.transaction():
+            await conn.execute("INSERT INTO items (id, name, n) VALUES ($1, $2, $3)", base + 500, "committed", 1)
+            C.eq(f"w{w} in-tx", await conn.fetchval("SELECT count(*) FROM items WHERE id = $1", base + 500), 1)
+        # Rollback.
+        tr = conn.transaction()
+        await tr.start()
+        await conn.execute("INSERT INTO items (id, name, n) VALUES ($1, $2, $3)", base + 600, "rolled back", 1)
+        C.eq(f"w{w} sees own insert", await conn.fetchval("SELECT count(*) FROM items WHERE id = $1", base + 600), 1)
+        await tr.rollback()
+        C.eq(
+            f"w{w} committed kept, rolled back gone",
+            await conn.fetchval("SELECT count(*) FROM items WHERE id = ANY($1::int[])", [base + 500, base + 600]),
+            1,
+        )
+        # Error inside a transaction (the context manager rolls back).
+        try:
+            async with conn.transaction():
+                await conn.execute("INSERT INTO items (id, name, n) VALUES ($1, $2, $3)", base + 700, "doomed", 1)
+                await conn.fetchval("SELECT 1 / $1::int", 0)
+            fail(f"w{w}: division by zero did not raise")
+        except asyncpg.exceptions.DivisionByZeroError:
+            C.ok("division by zero raised", True)
+        C.eq(f"w{w} doomed insert gone", await conn.fetchval("SELECT count(*) FROM items WHERE id = $1", base + 700), 0)
+        try:
+            await conn.execute("INSERT INTO items (id, name, n) VALUES ($1, $2, $3)", base, "dup", 1)
+            fail("duplicate insert did not raise")
+        except asyncpg.exceptions.UniqueViolationError:
+            C.ok("unique violation", True)
+        # Many short transactions.
+        for i in range(LOOPS):
+            async with conn.transaction():
+                C.eq(f"w{w} tx select {i}", await conn.fetchval("SELECT n FROM items WHERE id = $1", base + i), i * 10)
+        # executemany (one Sync for the whole batch).
+        await conn.executemany(
+            "INSERT INTO items (id, name, n) VALUES ($1, $2, $3)", [(base + 900 + k, "many", k) for k in range(10)]
+        )
+        C.eq(f"w{w} executemany", await conn.fetchval("SELECT count(*) FROM items WHERE name = 'many' AND id BETWEEN $1 AND $1 + 999", base), 10)
+        # Non-builtin type: asyncpg introspects the enum's OID with its own query.
+        C.eq(f"w{w} enum", await conn.fetchval("SELECT 'happy'::mood"), "happy")
+        C.eq(f"w{w} enum array", await conn.fetchval("SELECT ARRAY['sad', 'ok']::mood[]"), ["sad", "ok"])
+        # Simple-protocol script.
+        await conn.execute("SELECT 1; SELECT 2")
+    finally:
+        await conn.close()
+
+
+async def pool_test():
+    pool = await asyncpg.create_pool(host=HOST, port=PORT, user=USER, password=PASSWORD, database=DB, min_size=2, max_size=10)
+    try:
+
+        async def job(j):
+            for i in range(LOOPS):
+                async with pool.acquire() as conn:
+                    C.eq(f"pool {j} {i}", await conn.fetchval("SELECT $1::int * 2", j * 100 + i), (j * 100 + i) * 2)
+
+        await asyncio.gather(*(job(j) for j in range(20)))
+    finally:
+        await pool.close()
+
+
+async def sharded_startup_tenant():
+    port = TENANT_PORTS["42"]
+    # asyncpg sends server_settings as startup parameters: tenant_id=42.
+    conn = await connect(SHARDED_DB, server_settings={"tenant_id": "42"})
+    try:
+        C.eq("startup tenant port", await conn.fetchval("SELECT current_setting('port')"), port)
+        for i in range(LOOPS):
+            rows = await conn.fetch("SELECT name, current_setting('port') FROM accounts WHERE name = $1", "owner of 42")
+            C.eq(f"startup tenant rows {i}", [tuple(r) for r in rows], [("owner of 42", port)])
+        C.eq("startup tenant enum", await conn.fetchval("SELECT 'ok'::text"), "ok")
+        tr = conn.transaction()
+        await tr.start()
+        await conn.execute("INSERT INTO accounts VALUES ($1, $2)", "42", "temp")
+        await tr.rollback()
+        C.eq("startup tenant rollback", await conn.fetchval("SELECT count(*) FROM accounts WHERE name = 'temp'"), 0)
+    finally:
+        await conn.close()
+    # The same through options=-c tenant_id=42, as libpq-style drivers send it.
+    conn = await connect(SHARDED_DB, server_settings={"options": "-c tenant_id=42"})
+    try:
+        C.eq("startup options tenant port", await conn.fetchval("SELECT current_setting('port')"), port)
+    finally:
+        await conn.close()
+
+
+async def sharded_param_tenant(w):
+    conn = await connect(SHARDED_DB)
+    try:
+        for i in range(LOOPS):
+            for t, port in TENANT_PORTS.items():
+                rows = await conn.fetch("SELECT name, current_setting('port') FROM accounts WHERE tenant_id = $1", t)
+                C.eq(f"w{w} tenant {t} loop {i}", [tuple(r) for r in rows], [(f"owner of {t}", port)])
+        for t in TENANT_PORTS:
+            tr = conn.transaction()
+            await tr.start()
+            await conn.execute("INSERT INTO accounts (tenant_id, name) VALUES ($1, $2)", t, f"tmp{w}")
+            C.eq(
+                f"w{w} tenant {t} sees insert",
+                await conn.fetchval("SELECT count(*) FROM accounts WHERE tenant_id = $1 AND name = $2", t, f"tmp{w}"),
+                1,
+            )
+            await tr.rollback()
+            C.eq(
+                f"w{w} tenant {t} rolled back",
+                await conn.fetchval("SELECT count(*) FROM accounts WHERE tenant_id = $1 AND name = $2", t, f"tmp{w}"),
+                0,
+            )
+    finally:
+        await conn.close()
+
+
+async def main():
+    step("single database, %d concurrent connections" % WORKERS)
+    await asyncio.gather(*(worker(w) for w in range(WORKERS)))
+    step("single database, asyncpg pool")
+    await pool_test()
+    step("sharded: tenant as a startup parameter")
+    await sharded_startup_tenant()
+    step("sharded: tenant as a parameter, %d concurrent connections" % WORKERS)
+    await asyncio.gather(*(sharded_param_tenant(w) for w in range(WORKERS)))
+    C.done()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except SystemExit:
+        raise
+    except BaseException:
+        import traceback
+
+        fail(traceback.format_exc())
