@@ -10,6 +10,7 @@ use shardbouncer::router::{ShardMap, TenantKey};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::raw::{first_error, tags, Raw};
 use support::{Bouncer, PgCluster};
 use tokio_postgres::SimpleQueryMessage;
 
@@ -74,6 +75,10 @@ fn names(n: usize) -> Vec<String> {
 
 impl Fixture {
     fn start(n: usize, routing_extra: &str) -> Fixture {
+        Fixture::start_auth(n, routing_extra, "scram-sha-256")
+    }
+
+    fn start_auth(n: usize, routing_extra: &str, auth: &str) -> Fixture {
         let shards: Vec<PgCluster> = (0..n).map(|_| PgCluster::start()).collect();
         let map = ShardMap::parse(MAP, &names(n)).unwrap();
         // Seed every shard with the rows of the tenants it owns.
@@ -93,8 +98,9 @@ impl Fixture {
             }
             c.psql("app", &sql);
         }
-        let bouncer =
-            Bouncer::start_with_files(&config(&shards, routing_extra), &[("shardmap.toml", MAP)]);
+        let cfg =
+            config(&shards, routing_extra).replace("\"scram-sha-256\"", &format!("\"{auth}\""));
+        let bouncer = Bouncer::start_with_files(&cfg, &[("shardmap.toml", MAP)]);
         Fixture {
             shards,
             bouncer,
@@ -696,4 +702,42 @@ async fn console_shows_routes_maps_and_tenants() {
         "{r:?}"
     );
     assert!(r.iter().any(|row| row.contains(&"acme".to_string())));
+}
+
+/// Regression: a statement prepared with Parse/Describe/Flush while BEGIN is held
+/// runs on a server taken outside the transaction; the tenant's work that follows
+/// on the same shard must still be inside the replayed BEGIN, so ROLLBACK undoes it
+/// (asyncpg does exactly this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_begin_survives_a_describe_only_batch() {
+    let f = Fixture::start_auth(2, "", "trust");
+    let (a, b) = pick_two_shards(&f);
+    for t in [&a, &b] {
+        let mut c = Raw::login(f.bouncer.port, "app", "app");
+        let m = c.query("BEGIN").run(1);
+        assert_eq!(tags(&m), "CZ");
+        let name = format!("ins_{t}");
+        c.parse(
+            &name,
+            "INSERT INTO accounts (tenant_id, name) VALUES ($1, $2)",
+        )
+        .describe_stmt(&name);
+        c.msg_flush();
+        let m = c.run_until(b'n');
+        assert_eq!(tags(&m), "1tn", "{m:?}");
+        let m = c
+            .bind(&name, &[t, "must roll back"])
+            .execute()
+            .sync()
+            .run(1);
+        assert_eq!(first_error(&m), None, "{m:?}");
+        assert_eq!(m.last().unwrap().1, b"T", "still in the transaction: {m:?}");
+        let m = c.query("ROLLBACK").run(1);
+        assert_eq!(first_error(&m), None);
+        let n = f.shards[route(&f.map, t)].psql(
+            "app",
+            "SELECT count(*) FROM accounts WHERE name = 'must roll back'",
+        );
+        assert_eq!(n, "0", "tenant {t}: the insert escaped the transaction");
+    }
 }

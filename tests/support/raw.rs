@@ -94,6 +94,26 @@ impl Raw {
         self.msg(b'C', &b)
     }
 
+    /// Flush.
+    pub fn msg_flush(&mut self) -> &mut Raw {
+        self.msg(b'H', b"")
+    }
+
+    /// Send what was built, then read until a message with tag `last` arrives.
+    pub fn run_until(&mut self, last: u8) -> Vec<Msg> {
+        let out = std::mem::take(&mut self.out);
+        self.s.write_all(&out).unwrap();
+        let mut v = Vec::new();
+        loop {
+            let m = self.read_msg().expect("connection closed");
+            let done = m.0 == last;
+            v.push(m);
+            if done {
+                return v;
+            }
+        }
+    }
+
     /// Sync.
     pub fn sync(&mut self) -> &mut Raw {
         self.msg(b'S', b"")
