@@ -135,14 +135,17 @@ fn client_config(
                 .build()
                 .map_err(|e| format!("[tls] server_ca: {e}"))?
         }
-        (ServerTlsMode::VerifyCa, Some(roots)) => Arc::new(CaOnlyVerifier {
-            roots: Arc::new(roots),
+        (ServerTlsMode::VerifyCa, Some(roots)) => Arc::new(ChainVerifier {
+            roots: Some(Arc::new(roots)),
             provider: p,
         }),
         (ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull, None) => {
             return Err("[tls] verify-ca / verify-full need `server_ca`".into())
         }
-        _ => Arc::new(NoVerifier { provider: p }),
+        _ => Arc::new(ChainVerifier {
+            roots: None,
+            provider: p,
+        }),
     };
     Ok(builder
         .dangerous()
@@ -255,67 +258,16 @@ pub async fn negotiate_server(
         .map_err(|e| refused(format!("TLS handshake with server {host} failed: {e}")))
 }
 
-/// `require` / `prefer`: encryption without authentication of the server, as libpq.
+/// `verify-ca` (`roots` set): the chain must lead to `server_ca`, the host name is
+/// not checked. `require` / `prefer` (`roots` unset): encryption without
+/// authenticating the server, as libpq does. Handshake signatures are always checked.
 #[derive(Debug)]
-struct NoVerifier {
+struct ChainVerifier {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for NoVerifier {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// `verify-ca`: the chain must lead to `server_ca`; the host name is not checked.
-#[derive(Debug)]
-struct CaOnlyVerifier {
-    roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for CaOnlyVerifier {
+impl ServerCertVerifier for ChainVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -324,10 +276,13 @@ impl ServerCertVerifier for CaOnlyVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &cert,
-            &self.roots,
+            roots,
             intermediates,
             now,
             self.provider.signature_verification_algorithms.all,

@@ -5,6 +5,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
+use support::raw::Raw;
 use support::{basic_config, Bouncer, PgCluster};
 use tokio_postgres::error::SqlState;
 
@@ -760,37 +761,6 @@ async fn sigterm_lets_running_transactions_finish() {
     assert!(TcpStream::connect(("127.0.0.1", b.port)).is_err());
 }
 
-/// Write a raw startup packet for `user`/`database` (trust auth) and read until ReadyForQuery.
-fn raw_login(port: u16) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut body = 196608i32.to_be_bytes().to_vec();
-    for kv in ["user", "app", "database", "app"] {
-        body.extend_from_slice(kv.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut pkt = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    pkt.extend_from_slice(&body);
-    s.write_all(&pkt).unwrap();
-    loop {
-        let (tag, _) = read_msg(&mut s).expect("login");
-        if tag == b'Z' {
-            break;
-        }
-    }
-    s
-}
-
-fn read_msg(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let mut hdr = [0u8; 5];
-    s.read_exact(&mut hdr).ok()?;
-    let len = i32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize;
-    let mut body = vec![0u8; len - 4];
-    s.read_exact(&mut body).ok()?;
-    Some((hdr[0], body))
-}
-
 fn error_code(body: &[u8]) -> String {
     let info = shardbouncer::protocol::parse_error(body);
     info.code
@@ -810,20 +780,19 @@ async fn malformed_frames_get_08p01_and_a_closed_socket() {
         b"\x01\x00\x00\x00\x04".to_vec(), // unknown message type
     ];
     for bad in cases {
-        let mut s = raw_login(b.port);
-        s.write_all(&bad).unwrap();
-        let (tag, body) = read_msg(&mut s).expect("an ErrorResponse before close");
+        let mut r = Raw::login(b.port, "app", "app");
+        r.s.write_all(&bad).unwrap();
+        let (tag, body) = r.read_msg().expect("an ErrorResponse before close");
         assert_eq!(tag, b'E');
         assert_eq!(error_code(&body), "08P01", "for {bad:?}");
         // Then the socket is closed.
-        let mut rest = Vec::new();
-        let _ = s.read_to_end(&mut rest);
+        assert!(r.read_msg().is_none());
     }
     // A garbage startup packet is refused with 08P01 too.
     let mut s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"\x00\x00\x00\x08\x00\x09\x00\x00").unwrap();
-    let (tag, body) = read_msg(&mut s).unwrap();
+    let (tag, body) = support::raw::read_msg(&mut s).unwrap();
     assert_eq!(tag, b'E');
     assert_eq!(error_code(&body), "08P01");
     // The pooler is still fine.
@@ -861,13 +830,13 @@ async fn ssl_and_gss_requests_get_n_and_minor_versions_are_negotiated() {
     let mut pkt = ((body.len() + 4) as i32).to_be_bytes().to_vec();
     pkt.extend_from_slice(&body);
     s.write_all(&pkt).unwrap();
-    let (tag, body) = read_msg(&mut s).unwrap();
+    let (tag, body) = support::raw::read_msg(&mut s).unwrap();
     assert_eq!(tag, b'v');
     assert_eq!(i32::from_be_bytes(body[0..4].try_into().unwrap()), 196608);
     assert_eq!(i32::from_be_bytes(body[4..8].try_into().unwrap()), 1);
     assert_eq!(&body[8..], b"_pq_.fancy\0");
     let mut saw_ready = false;
-    while let Some((tag, _)) = read_msg(&mut s) {
+    while let Some((tag, _)) = support::raw::read_msg(&mut s) {
         if tag == b'Z' {
             saw_ready = true;
             break;

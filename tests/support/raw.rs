@@ -154,13 +154,18 @@ impl Raw {
 
     /// One message, or `None` at EOF.
     pub fn read_msg(&mut self) -> Option<Msg> {
-        let mut hdr = [0u8; 5];
-        self.s.read_exact(&mut hdr).ok()?;
-        let len = i32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize;
-        let mut body = vec![0u8; len.saturating_sub(4)];
-        self.s.read_exact(&mut body).ok()?;
-        Some((hdr[0], body))
+        read_msg(&mut self.s)
     }
+}
+
+/// Read one backend message from any stream, or `None` at EOF.
+pub fn read_msg(s: &mut impl Read) -> Option<Msg> {
+    let mut hdr = [0u8; 5];
+    s.read_exact(&mut hdr).ok()?;
+    let len = i32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize;
+    let mut body = vec![0u8; len.saturating_sub(4)];
+    s.read_exact(&mut body).ok()?;
+    Some((hdr[0], body))
 }
 
 /// Tags of messages, as a string (e.g. "12CZ").
