@@ -60,16 +60,7 @@ fn route(map: &ShardMap, t: &str) -> usize {
 }
 
 fn config(shards: &[PgCluster]) -> String {
-    let list: Vec<String> = shards
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            format!(
-                "{{ name = \"s{i}\", host = \"127.0.0.1\", port = {} }}",
-                c.port
-            )
-        })
-        .collect();
+    let list = support::shard_list(shards.iter());
     format!(
         r#"[listen]
 addr = "127.0.0.1:{{PORT}}"
@@ -98,7 +89,7 @@ key = "tenant_id"
 shard_map = "{{DIR}}/shardmap.toml"
 "#,
         single = list[0],
-        all = list.join(", "),
+        all = list,
     )
 }
 

@@ -30,16 +30,7 @@ struct Fixture {
 }
 
 fn config(shards: &[PgCluster], routing_extra: &str) -> String {
-    let list: Vec<String> = shards
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            format!(
-                "{{ name = \"s{i}\", host = \"127.0.0.1\", port = {} }}",
-                c.port
-            )
-        })
-        .collect();
+    let list = support::shard_list(shards.iter());
     format!(
         r#"[listen]
 addr = "127.0.0.1:{{PORT}}"
@@ -65,7 +56,7 @@ key = "tenant_id"
 shard_map = "{{DIR}}/shardmap.toml"
 {routing_extra}
 "#,
-        list.join(", ")
+        list
     )
 }
 

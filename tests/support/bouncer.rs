@@ -364,6 +364,20 @@ fn listener_owned_by(pid: u32, port: u16) -> Option<bool> {
     }))
 }
 
+/// The TOML array body of `shards = [ ... ]` for clusters named s0, s1, ...
+pub fn shard_list<'a>(clusters: impl Iterator<Item = &'a PgCluster>) -> String {
+    clusters
+        .enumerate()
+        .map(|(i, c)| {
+            format!(
+                "{{ name = \"s{i}\", host = \"127.0.0.1\", port = {} }}",
+                c.port
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A config for one database `app` over `clusters` (one shard per cluster,
 /// named `s0`, `s1`, ...), listening on `127.0.0.1:{PORT}`, transaction
 /// pooling with `default_pool_size = 5`, SCRAM client auth for `app`/`secret`.
@@ -385,16 +399,7 @@ pub fn basic_config(clusters: &[&PgCluster], pool_extra: &str) -> String {
         }
     }
     pool.push_str(pool_extra.trim());
-    let shards: Vec<String> = clusters
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            format!(
-                "{{ name = \"s{i}\", host = \"127.0.0.1\", port = {} }}",
-                c.port
-            )
-        })
-        .collect();
+    let shards = shard_list(clusters.iter().copied());
     format!(
         "[listen]\n\
          addr = \"127.0.0.1:{{PORT}}\"\n\
@@ -416,6 +421,6 @@ pub fn basic_config(clusters: &[&PgCluster], pool_extra: &str) -> String {
          shards = [ {shards} ]\n",
         user = super::APP_USER,
         password = super::APP_PASSWORD,
-        shards = shards.join(", "),
+        shards = shards,
     )
 }

@@ -16,6 +16,6 @@ pub mod raw;
 mod util;
 
 #[allow(unused_imports)] // not every test crate uses every helper
-pub use bouncer::{basic_config, Bouncer};
+pub use bouncer::{basic_config, shard_list, Bouncer};
 pub use pg::{PgCluster, APP_PASSWORD, APP_USER};
 pub use util::free_port;
