@@ -88,7 +88,7 @@ shards = [ {all} ]
 key = "tenant_id"
 shard_map = "{{DIR}}/shardmap.toml"
 "#,
-        single = list[0],
+        single = support::shard_list(shards.iter().take(1)),
         all = list,
     )
 }
