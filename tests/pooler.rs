@@ -774,10 +774,13 @@ async fn malformed_frames_get_08p01_and_a_closed_socket() {
         .replace("[pool]", "[limits]\nmax_message_size = 65536\n[pool]");
     let b = Bouncer::start(&cfg);
     let cases: Vec<Vec<u8>> = vec![
-        b"Q\x00\x00\x00\x02".to_vec(),    // length below 4
-        b"Q\xff\xff\xff\xf0".to_vec(),    // negative length
-        b"Q\x00\x10\x00\x00".to_vec(),    // 1 MiB > max_message_size
-        b"\x01\x00\x00\x00\x04".to_vec(), // unknown message type
+        b"Q\x00\x00\x00\x02".to_vec(),         // length below 4
+        b"Q\xff\xff\xff\xf0".to_vec(),         // negative length
+        b"Q\x00\x10\x00\x00".to_vec(),         // 1 MiB > max_message_size
+        b"\x01\x00\x00\x00\x04".to_vec(),      // unknown message type
+        b"Q\x00\x00\x00\x0cSELECT 1".to_vec(), // query without its NUL
+        b"B\x00\x00\x00\x12\0\0\0\0\0\x01\0\0\0\x3042\0\0".to_vec(), // parameter longer than the message
+        b"D\x00\x00\x00\x08Xs1\0".to_vec(),                          // Describe of neither S nor P
     ];
     for bad in cases {
         let mut r = Raw::login(b.port, "app", "app");

@@ -163,6 +163,11 @@ impl<'a> Bind<'a> {
         self.nparams
     }
 
+    /// Number of parameter format codes given (0, 1 for all, or one each).
+    pub fn format_count(&self) -> usize {
+        self.nformats
+    }
+
     /// Format code of parameter `i` (0 text, 1 binary).
     pub fn format(&self, i: usize) -> i16 {
         let at = match self.nformats {
@@ -202,9 +207,90 @@ impl<'a> Bind<'a> {
     }
 }
 
+/// Check the structure of a frontend message body (after the 5-byte header) of the
+/// kinds shardbouncer inspects or forwards in a session, so that malformed input is
+/// refused up front (FATAL 08P01, as Postgres does) instead of being half-routed.
+/// Returns a description of what is wrong.
+pub fn validate_frontend(tag: u8, body: &[u8]) -> Result<(), &'static str> {
+    let nul_terminated_once =
+        |b: &[u8]| b.last() == Some(&0) && memchr::memchr(0, b) == Some(b.len() - 1);
+    match tag {
+        b'Q' => nul_terminated_once(body)
+            .then_some(())
+            .ok_or("Query text must be one NUL-terminated string"),
+        b'P' => {
+            let p = Parse::parse(body).ok_or("malformed Parse message")?;
+            let used = p.name.len() + 1 + p.query.len() + 1 + 2 + p.param_types.len();
+            (used == body.len())
+                .then_some(())
+                .ok_or("trailing bytes in Parse message")
+        }
+        b'B' => {
+            let b = Bind::parse(body).ok_or("malformed Bind message")?;
+            // Walk every parameter and the result formats: lengths must fit exactly.
+            let mut rest = b.params;
+            for _ in 0..b.param_count() {
+                let (len, r) = get_i32(rest).ok_or("malformed Bind message")?;
+                rest = if len < 0 {
+                    if len != -1 {
+                        return Err("malformed Bind message");
+                    }
+                    r
+                } else {
+                    r.get(len as usize..).ok_or("malformed Bind message")?
+                };
+            }
+            let (n, r) = get_i16(rest).ok_or("malformed Bind message")?;
+            let n = usize::try_from(n).map_err(|_| "malformed Bind message")?;
+            if b.format_count() > 1 && b.format_count() != b.param_count() {
+                return Err("Bind message has an invalid number of parameter formats");
+            }
+            (r.len() == n * 2)
+                .then_some(())
+                .ok_or("malformed Bind message")
+        }
+        b'D' | b'C' => match body.split_first() {
+            Some((b'S' | b'P', name)) => nul_terminated_once(name)
+                .then_some(())
+                .ok_or("malformed Describe/Close message"),
+            _ => Err("Describe/Close must name a statement (S) or portal (P)"),
+        },
+        b'E' => {
+            let (_, rest) = cstr(body).ok_or("malformed Execute message")?;
+            (rest.len() == 4)
+                .then_some(())
+                .ok_or("malformed Execute message")
+        }
+        b'S' | b'H' | b'X' | b'c' => body
+            .is_empty()
+            .then_some(())
+            .ok_or("unexpected bytes in a message that has no body"),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validation_accepts_real_messages_and_refuses_garbage() {
+        assert!(validate_frontend(b'Q', b"SELECT 1\0").is_ok());
+        assert!(validate_frontend(b'Q', b"SELECT 1").is_err());
+        assert!(validate_frontend(b'Q', b"SELECT\01\0").is_err());
+        assert!(validate_frontend(b'P', b"s\0SELECT $1\0\0\x01\0\0\0\x17").is_ok());
+        assert!(validate_frontend(b'P', b"s\0SELECT\0\0\x01").is_err());
+        // Bind: portal "", stmt "", 0 formats, 1 param of 2 bytes, 0 result formats.
+        assert!(validate_frontend(b'B', b"\0\0\0\0\0\x01\0\0\0\x0242\0\0").is_ok());
+        assert!(validate_frontend(b'B', b"\0\0\0\0\0\x01\0\0\0\x0942\0\0").is_err());
+        assert!(validate_frontend(b'B', b"\0\0\0\0\0\x01\xff\xff\xff\xfe\0\0").is_err());
+        assert!(validate_frontend(b'D', b"Ss1\0").is_ok());
+        assert!(validate_frontend(b'D', b"Xs1\0").is_err());
+        assert!(validate_frontend(b'E', b"\0\0\0\0\0").is_ok());
+        assert!(validate_frontend(b'E', b"\0\0\0").is_err());
+        assert!(validate_frontend(b'S', b"").is_ok());
+        assert!(validate_frontend(b'S', b"x").is_err());
+    }
 
     #[test]
     fn header_needs_five_bytes_and_sane_length() {

@@ -477,6 +477,15 @@ impl Session {
     }
 
     async fn handle_client_frame(&mut self, tag: u8, frame: Bytes) -> Result<(), End> {
+        if let Err(what) = protocol::validate_frontend(tag, &frame[5..]) {
+            // As Postgres: a malformed message ends the connection.
+            self.emit_fatal(sqlstate::PROTOCOL_VIOLATION, what);
+            return Err(what.into());
+        }
+        if self.server.is_none() && self.held_begin.is_none() {
+            // Between transactions: pick up reloaded settings and maps.
+            self.refresh_db();
+        }
         if self.skip_until_sync {
             if tag == b'S' {
                 self.skip_until_sync = false;
