@@ -277,7 +277,7 @@ mod tests {
     fn validation_accepts_real_messages_and_refuses_garbage() {
         assert!(validate_frontend(b'Q', b"SELECT 1\0").is_ok());
         assert!(validate_frontend(b'Q', b"SELECT 1").is_err());
-        assert!(validate_frontend(b'Q', b"SELECT\01\0").is_err());
+        assert!(validate_frontend(b'Q', b"SELECT\0\x31\0").is_err());
         assert!(validate_frontend(b'P', b"s\0SELECT $1\0\0\x01\0\0\0\x17").is_ok());
         assert!(validate_frontend(b'P', b"s\0SELECT\0\0\x01").is_err());
         // Bind: portal "", stmt "", 0 formats, 1 param of 2 bytes, 0 result formats.
