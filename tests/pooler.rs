@@ -920,3 +920,88 @@ fn pgbench_through_a_pool_of_five() {
     }
     assert!(app_backends(&pg) <= 5);
 }
+
+/// Connect and keep the connection task's handle, to await the server closing it.
+async fn connect_watched(
+    b: &Bouncer,
+) -> (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (c, conn) =
+        tokio_postgres::connect(&b.conn_str("app", "secret", "app"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    (c, tokio::spawn(conn))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeouts_close_clients() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(
+        &[&pg],
+        "idle_transaction_timeout = \"300ms\"\nclient_idle_timeout = \"600ms\"\n",
+    ));
+    // Idle inside a transaction: closed with 25P03, and its server is not reused dirty.
+    let (c, conn) = connect_watched(&b).await;
+    c.simple_query(
+        "BEGIN; CREATE TABLE IF NOT EXISTS idle_t(x int); INSERT INTO idle_t VALUES (1)",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let res = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("closed")
+        .unwrap();
+    let e = res.expect_err("the connection must end with an error");
+    assert_eq!(e.code().map(|c| c.code()), Some("25P03"), "{e:?}");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // Idle outside a transaction: closed after client_idle_timeout.
+    let (c, conn) = connect_watched(&b).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("closed")
+        .unwrap();
+    assert!(res.is_err(), "{res:?}");
+    // The transaction of the first client was rolled back (its table with it).
+    let (c, _conn) = connect_watched(&b).await;
+    let gone: bool = c
+        .query_one("SELECT to_regclass('idle_t') IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(gone);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_pool_serves_a_client_that_waited() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(
+        &[&pg],
+        "default_pool_size = 1\nreserve_pool_size = 1\nreserve_pool_timeout = \"200ms\"\nquery_wait_timeout = \"5s\"\n",
+    ));
+    let a = b.connect("app", "secret", "app").await;
+    let other = b.connect("app", "secret", "app").await;
+    a.simple_query("BEGIN").await.unwrap();
+    a.simple_query("SELECT 1").await.unwrap();
+    // The only regular server is pinned to `a`; after 200 ms the reserve one serves `other`.
+    let t = Instant::now();
+    assert_eq!(
+        other
+            .query_one("SELECT 2", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        2
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert_eq!(app_backends(&pg), 2);
+    a.simple_query("COMMIT").await.unwrap();
+}

@@ -686,13 +686,15 @@ async fn console_shows_routes_maps_and_tenants() {
         r[0].contains(&"citus".to_string()) && r[0].contains(&"1".to_string()),
         "{r:?}"
     );
+    // Columns: database, tenant, shard, xact_count, query_count, total_xact_time,
+    // avg_xact_time, waiting, last_seen. Counters are exact; hottest tenant first.
     let r = rows(admin.simple_query("SHOW TENANTS").await.unwrap());
-    let top = &r[0];
-    assert!(
-        top.contains(&"42".to_string()) && top.contains(&"3".to_string()),
-        "{r:?}"
-    );
-    assert!(r.iter().any(|row| row.contains(&"acme".to_string())));
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(&r[0][..5], &["app", "42", "s1", "3", "3"], "{r:?}");
+    assert_eq!(&r[1][..5], &["app", "acme", "s1", "1", "1"], "{r:?}");
+    assert_eq!(r[0][7], "0");
+    let r = rows(admin.simple_query("SHOW TENANTS 1").await.unwrap());
+    assert_eq!(r.len(), 1);
 }
 
 /// Regression: a statement prepared with Parse/Describe/Flush while BEGIN is held
@@ -731,4 +733,26 @@ async fn held_begin_survives_a_describe_only_batch() {
         );
         assert_eq!(n, "0", "tenant {t}: the insert escaped the transaction");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_startup_tenant_refuses_a_different_set() {
+    let f = Fixture::start(2, "lock_startup_tenant = true");
+    let c = f.client("options='-c tenant_id=42'").await;
+    let e = c.simple_query("SET tenant_id = 1").await.unwrap_err();
+    assert_eq!(code(&e), "42501", "{}", msg(&e));
+    c.simple_query("SET tenant_id = 42").await.unwrap();
+    assert_eq!(
+        one(&c, "SELECT current_setting('port')").await.unwrap(),
+        f.port_of("42")
+    );
+    // A statement naming another shard's tenant is refused (fail closed).
+    let (a, _) = pick_two_shards(&f);
+    let e = c
+        .simple_query(&format!(
+            "SELECT name FROM accounts WHERE tenant_id = '{a}'"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{}", msg(&e));
 }
