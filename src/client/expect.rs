@@ -40,6 +40,9 @@ pub struct Entry {
     /// For Parse: the statement that becomes prepared on this server when it succeeds.
     /// For Describe of a statement: where to record the inferred parameter types.
     pub stmt: Option<Arc<StmtDef>>,
+    /// A Describe of the unnamed statement: its ParameterDescription goes to the
+    /// session's unnamed-statement slot.
+    pub describes_unnamed: bool,
     /// A simple Query that drops every prepared statement (DISCARD ALL): on success
     /// the server's statement cache is known to be empty.
     pub clear_prepared: bool,
@@ -54,6 +57,7 @@ impl Entry {
             synthetic: None,
             stmt: None,
             clear_prepared: false,
+            describes_unnamed: false,
         }
     }
 
@@ -65,6 +69,7 @@ impl Entry {
             synthetic: None,
             stmt: None,
             clear_prepared: false,
+            describes_unnamed: false,
         }
     }
 
@@ -77,6 +82,7 @@ impl Entry {
             synthetic: Some(reply),
             stmt: None,
             clear_prepared: false,
+            describes_unnamed: false,
         }
     }
 

@@ -6,7 +6,7 @@ use crate::app::RoutingRt;
 use crate::config::{NoTenant, TenantSource};
 use crate::protocol::Bind;
 use crate::router::{scan, scan_all_tenants, Source, Statement, TenantKey, TenantToken};
-use crate::server::prepared::{StmtDef, StmtRouting};
+use crate::server::prepared::StmtRouting;
 
 /// The tenant settings of a session.
 #[derive(Debug, Default, Clone)]
@@ -76,7 +76,10 @@ pub fn decode(rt: &RoutingRt, t: &TenantToken<'_>) -> Result<TenantKey, RouteErr
 
 /// Routing facts of a statement text, for a Parse.
 pub fn stmt_routing(rt: &RoutingRt, query: &[u8]) -> StmtRouting {
-    let mut r = StmtRouting::default();
+    let mut r = StmtRouting {
+        tenant_free: is_tenant_free(query),
+        ..Default::default()
+    };
     match scan(query, rt.key.as_bytes()) {
         Statement::Begin => r.is_begin = true,
         Statement::Other { comment, scan } => {
@@ -234,11 +237,11 @@ pub fn text_mentions(rt: &RoutingRt, sql: &[u8], out: &mut Vec<Mention>) -> Resu
 /// Mentions contributed by executing `def` with `bind`.
 pub fn bind_mentions(
     rt: &RoutingRt,
-    def: &StmtDef,
+    r: &StmtRouting,
+    param_type: impl Fn(usize) -> u32,
     bind: &Bind<'_>,
     out: &mut Vec<Mention>,
 ) -> Result<(), RouteError> {
-    let r = &def.routing;
     if let (Some(k), true) = (r.comment, rt.has(TenantSource::Comment)) {
         out.push(Mention {
             key: k,
@@ -256,7 +259,7 @@ pub fn bind_mentions(
     }
     if let Some(n) = r.param {
         let i = usize::from(n).saturating_sub(1);
-        let key = param_key(bind, i, def.param_type(i)).map_err(|m| {
+        let key = param_key(bind, i, param_type(i)).map_err(|m| {
             err(
                 crate::protocol::sqlstate::INVALID_PARAMETER_VALUE,
                 format!("{} parameter ${n}: {m}", rt.key),
@@ -268,6 +271,40 @@ pub fn bind_mentions(
         });
     }
     Ok(())
+}
+
+/// Routing facts of the client's unnamed statement, kept in place: an unnamed Parse
+/// per statement is the common extended-protocol pattern, so it must not allocate.
+#[derive(Debug, Default)]
+pub struct UnnamedStmt {
+    /// Facts from the query text.
+    pub routing: StmtRouting,
+    /// Parameter types declared in the Parse.
+    pub declared: Vec<u32>,
+    /// Parameter types the server described (ParameterDescription).
+    pub described: Vec<u32>,
+}
+
+impl UnnamedStmt {
+    /// Replace with a new unnamed Parse.
+    pub fn set(&mut self, routing: StmtRouting, p: &crate::protocol::Parse<'_>) {
+        self.routing = routing;
+        self.declared.clear();
+        self.declared.extend(
+            p.param_types
+                .chunks_exact(4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])),
+        );
+        self.described.clear();
+    }
+
+    /// Declared, else described, type of parameter `i`; 0 when unknown.
+    pub fn param_type(&self, i: usize) -> u32 {
+        match self.declared.get(i) {
+            Some(&t) if t != 0 => t,
+            _ => self.described.get(i).copied().unwrap_or(0),
+        }
+    }
 }
 
 /// Decode Bind parameter `i` as a tenant key, text or binary (int2/4/8, text, uuid).

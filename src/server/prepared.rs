@@ -25,6 +25,8 @@ pub struct StmtRouting {
     pub param: Option<u16>,
     /// Whether the statement is a bare BEGIN / START TRANSACTION.
     pub is_begin: bool,
+    /// The statement touches no tenant data (SET, SHOW, DEALLOCATE...).
+    pub tenant_free: bool,
 }
 
 /// A statement as prepared on servers.

@@ -149,8 +149,12 @@ impl Session {
                 }
                 b't' => {
                     if let Some(e) = self.expect.front() {
-                        if let Some(def) = &e.stmt {
-                            let _ = def.described.set(parse_param_description(&rest[5..len]));
+                        let body = &rest[5..len];
+                        if e.describes_unnamed {
+                            self.unnamed.described.clear();
+                            self.unnamed.described.extend(param_description(body));
+                        } else if let Some(def) = &e.stmt {
+                            let _ = def.described.set(param_description(body).collect());
                         }
                     }
                 }
@@ -415,17 +419,14 @@ pub(super) async fn sync_unreported_back(att: &mut Attached, login: &mut ClientL
     }
 }
 
-pub(super) fn parse_param_description(body: &[u8]) -> Vec<u32> {
-    let Some((n, mut rest)) = protocol::get_i16(body) else {
-        return Vec::new();
-    };
-    let mut v = Vec::with_capacity(n.max(0) as usize);
-    for _ in 0..n.max(0) {
-        let Some((oid, r)) = protocol::get_u32(rest) else {
-            break;
-        };
-        v.push(oid);
-        rest = r;
-    }
-    v
+/// Parameter type OIDs from a ParameterDescription body.
+pub(super) fn param_description(body: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    let n = protocol::get_i16(body)
+        .map(|(n, _)| n.max(0) as usize)
+        .unwrap_or(0);
+    body.get(2..)
+        .unwrap_or_default()
+        .chunks_exact(4)
+        .take(n)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
 }

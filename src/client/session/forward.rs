@@ -192,8 +192,7 @@ impl Session {
                 self.note_statement(p.query);
                 if p.name.is_empty() {
                     if let Some(rt) = &self.db.routing {
-                        self.unnamed =
-                            Some(Arc::new(StmtDef::new(&p, route::stmt_routing(rt, p.query))));
+                        self.unnamed.set(route::stmt_routing(rt, p.query), &p);
                     }
                     self.send_ext(tag, frame);
                     return;
@@ -232,10 +231,8 @@ impl Session {
                     return self.send_ext(tag, frame);
                 };
                 if name.is_empty() {
-                    let e = match (tag, &self.unnamed) {
-                        (b'D', Some(u)) => Entry::forward(tag).with_stmt(u.clone()),
-                        _ => Entry::forward(tag),
-                    };
+                    let mut e = Entry::forward(tag);
+                    e.describes_unnamed = tag == b'D';
                     self.expect.push(e);
                     self.to_server.push(frame);
                     self.ext_open = true;

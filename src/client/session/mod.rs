@@ -110,7 +110,12 @@ pub struct Session {
     /// The client's named prepared statements.
     stmts: HashMap<Bytes, Arc<StmtDef>>,
     /// Routing facts of the unnamed statement (sharded databases).
-    unnamed: Option<Arc<StmtDef>>,
+    unnamed: route::UnnamedStmt,
+    /// Reused buffer for the tenant mentions of a unit of work.
+    mentions: Vec<Mention>,
+    /// Reused buffer: named statements parsed within the batch being routed
+    /// (index of the Parse in the batch, routing facts).
+    batch_stmts: Vec<(usize, crate::server::prepared::StmtRouting)>,
     /// Tenant settings of the session.
     tenants: TenantState,
     /// A BEGIN answered locally, to replay on the first routed shard.
@@ -179,7 +184,9 @@ impl Session {
             queries: 0,
             query_us: 0,
             stmts: HashMap::new(),
-            unnamed: None,
+            unnamed: Default::default(),
+            mentions: Vec::new(),
+            batch_stmts: Vec::new(),
             tenants: TenantState {
                 startup: startup_tenant,
                 ..Default::default()

@@ -3,6 +3,7 @@
 //! resolution, and dispatch to the right shard (or a refusal).
 
 use super::*;
+use crate::server::prepared::StmtRouting;
 
 impl Session {
     /// Pick up a reloaded configuration between transactions: "the next transaction
@@ -274,60 +275,109 @@ impl Session {
         rt: &RoutingRt,
         msgs: &[(u8, Bytes)],
     ) -> Result<Target, route::RouteError> {
-        let mut mentions: Vec<Mention> = Vec::new();
-        let mut local: Vec<(&[u8], Arc<StmtDef>)> = Vec::new();
-        let mut unnamed = self.unnamed.clone();
+        // Reused buffers: routing a batch allocates nothing once warmed up.
+        let mut mentions = std::mem::take(&mut self.mentions);
+        let mut local = std::mem::take(&mut self.batch_stmts);
+        mentions.clear();
+        local.clear();
+        let res = self
+            .batch_mentions(rt, msgs, &mut mentions, &mut local)
+            .and_then(|(executes, all_harmless)| {
+                match route::resolve(rt, &self.tenants, &mentions)? {
+                    Some((tenant, source, shard)) => Ok(Target::Shard {
+                        shard,
+                        tenant: Some(tenant),
+                        source,
+                    }),
+                    // Parse/Describe alone read only the schema, the same on every shard.
+                    None => self.target_without_tenant(rt, !executes || all_harmless),
+                }
+            });
+        self.mentions = mentions;
+        self.batch_stmts = local;
+        res
+    }
+
+    /// Collect the tenant mentions of a batch's Binds; returns whether it executes
+    /// anything and whether everything it executes is tenant-free.
+    fn batch_mentions(
+        &self,
+        rt: &RoutingRt,
+        msgs: &[(u8, Bytes)],
+        mentions: &mut Vec<Mention>,
+        local: &mut Vec<(usize, StmtRouting)>,
+    ) -> Result<(bool, bool), route::RouteError> {
+        // The unnamed statement as of this point in the batch: a Parse in the batch
+        // (its index), else the one from an earlier batch.
+        let mut unnamed_at: Option<(usize, StmtRouting)> = None;
         let mut executes = false;
         let mut all_harmless = true;
-        for (tag, frame) in msgs {
+        let parse_at = |idx: usize| Parse::parse(&msgs[idx].1[5..]);
+        for (idx, (tag, frame)) in msgs.iter().enumerate() {
             let body = &frame[5..];
             match tag {
                 b'P' => {
                     let Some(p) = Parse::parse(body) else {
                         continue;
                     };
-                    let def = Arc::new(StmtDef::new(&p, route::stmt_routing(rt, p.query)));
-                    if !route::is_tenant_free(p.query) {
-                        all_harmless = false;
-                    }
+                    let r = route::stmt_routing(rt, p.query);
                     if p.name.is_empty() {
-                        unnamed = Some(def);
+                        unnamed_at = Some((idx, r));
                     } else {
-                        local.push((p.name, def));
+                        local.push((idx, r));
                     }
                 }
                 b'B' => {
                     let Some(b) = Bind::parse(body) else { continue };
-                    let def = if b.statement.is_empty() {
-                        unnamed.clone()
+                    let in_batch = if b.statement.is_empty() {
+                        unnamed_at
                     } else {
                         local
                             .iter()
                             .rev()
-                            .find(|(n, _)| *n == b.statement)
-                            .map(|(_, d)| d.clone())
-                            .or_else(|| self.stmts.get(b.statement).cloned())
+                            .find(|(at, _)| parse_at(*at).is_some_and(|p| p.name == b.statement))
+                            .copied()
                     };
-                    if let Some(def) = def {
-                        if !route::is_tenant_free(&def.query) {
-                            all_harmless = false;
+                    let r = match in_batch {
+                        Some((at, r)) => {
+                            let ty = |i| parse_at(at).and_then(|p| p.param_type(i)).unwrap_or(0);
+                            route::bind_mentions(rt, &r, ty, &b, mentions)?;
+                            r
                         }
-                        route::bind_mentions(rt, &def, &b, &mut mentions)?;
+                        None if b.statement.is_empty() => {
+                            let u = &self.unnamed;
+                            route::bind_mentions(
+                                rt,
+                                &u.routing,
+                                |i| u.param_type(i),
+                                &b,
+                                mentions,
+                            )?;
+                            u.routing
+                        }
+                        None => match self.stmts.get(b.statement) {
+                            Some(def) => {
+                                route::bind_mentions(
+                                    rt,
+                                    &def.routing,
+                                    |i| def.param_type(i),
+                                    &b,
+                                    mentions,
+                                )?;
+                                def.routing
+                            }
+                            None => continue,
+                        },
+                    };
+                    if !r.tenant_free {
+                        all_harmless = false;
                     }
                 }
                 b'E' => executes = true,
                 _ => {}
             }
         }
-        match route::resolve(rt, &self.tenants, &mentions)? {
-            Some((tenant, source, shard)) => Ok(Target::Shard {
-                shard,
-                tenant: Some(tenant),
-                source,
-            }),
-            // Parse/Describe alone read only the schema, the same on every shard.
-            None => self.target_without_tenant(rt, !executes || all_harmless),
-        }
+        Ok((executes, all_harmless))
     }
 
     /// Send routed work where it belongs.
