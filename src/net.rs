@@ -13,8 +13,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -111,8 +110,7 @@ impl Stream {
         let Some(tcp) = self.tcp() else {
             return true;
         };
-        let waker = Waker::from(Arc::new(NoopWake));
-        let mut cx = Context::from_waker(&waker);
+        let mut cx = Context::from_waker(Waker::noop());
         let mut probe = [0u8; 1];
         let mut buf = ReadBuf::new(&mut probe);
         // Ready with data, EOF (0 bytes) or an error: all mean "not idle".
@@ -132,13 +130,6 @@ impl Stream {
             }
         }
     }
-}
-
-/// A waker that does nothing: readiness probes must not schedule anything.
-struct NoopWake;
-
-impl Wake for NoopWake {
-    fn wake(self: Arc<Self>) {}
 }
 
 /// Write through TLS, acknowledging bytes only once rustls has handed them to the
