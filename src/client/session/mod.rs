@@ -111,6 +111,9 @@ pub struct Session {
     stmts: HashMap<Bytes, Arc<StmtDef>>,
     /// Routing facts of the unnamed statement (sharded databases).
     unnamed: route::UnnamedStmt,
+    /// Pools by shard index, for `db.generation` = `pools_gen`.
+    pools: Vec<Option<Arc<Pool>>>,
+    pools_gen: u64,
     /// Reused buffer for the tenant mentions of a unit of work.
     mentions: Vec<Mention>,
     /// Reused buffer: named statements parsed within the batch being routed
@@ -187,6 +190,8 @@ impl Session {
             unnamed: Default::default(),
             mentions: Vec::new(),
             batch_stmts: Vec::new(),
+            pools: Vec::new(),
+            pools_gen: 0,
             tenants: TenantState {
                 startup: startup_tenant,
                 ..Default::default()
@@ -203,9 +208,25 @@ impl Session {
         self.db.settings.mode
     }
 
-    fn pool_for(&self, shard: usize) -> Arc<Pool> {
-        self.app
-            .pool(&self.db, &self.user, shard, self.password.as_deref())
+    /// The pool of `shard`, cached per session: looking it up in the process-wide
+    /// map costs a lock and a key built from three strings, once per transaction
+    /// otherwise. A reload (new generation) empties the cache.
+    fn pool_for(&mut self, shard: usize) -> Arc<Pool> {
+        if self.pools_gen != self.db.generation {
+            self.pools.clear();
+            self.pools_gen = self.db.generation;
+        }
+        if let Some(Some(p)) = self.pools.get(shard) {
+            return p.clone();
+        }
+        let p = self
+            .app
+            .pool(&self.db, &self.user, shard, self.password.as_deref());
+        if self.pools.len() <= shard {
+            self.pools.resize(shard + 1, None);
+        }
+        self.pools[shard] = Some(p.clone());
+        p
     }
 
     /// Queue a message we built in `scratch` for the client.
