@@ -133,3 +133,62 @@ async fn metrics_follow_traffic() {
     a.simple_query("RELOAD").await.unwrap();
     wait_for(mport, r#"shardbouncer_reloads_total{result="ok"}"#, 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_counters_move() {
+    use shardbouncer::router::{ShardMap, TenantKey};
+    let s0 = PgCluster::start();
+    let s1 = PgCluster::start();
+    let mport = free_port();
+    let cfg = format!(
+        "{}[databases.app.routing]\nkey = \"tenant_id\"\n[admin]\nmetrics_addr = \"127.0.0.1:{mport}\"\n",
+        basic_config(&[&s0, &s1], "")
+    );
+    let b = Bouncer::start(&cfg);
+    let map = ShardMap::default_for(&["s0".to_string(), "s1".to_string()]);
+    let on = |t: &i64| {
+        map.route(&TenantKey::new(t.to_string().as_bytes()).unwrap())
+            .unwrap()
+            .shard
+    };
+    let a = (1..100).find(|t| on(t) == 0).unwrap();
+    let z = (1..100).find(|t| on(t) == 1).unwrap();
+    let c = b.connect("app", "secret", "app").await;
+    c.simple_query(&format!("SELECT 1 /* tenant_id={a} */"))
+        .await
+        .unwrap();
+    c.simple_query(&format!(
+        "SELECT 1 FROM (SELECT {z} AS tenant_id) t WHERE tenant_id = {z}"
+    ))
+    .await
+    .unwrap();
+    assert!(c.simple_query("SELECT 1").await.is_err()); // no tenant: rejected
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query(&format!("SELECT 1 /* tenant_id={a} */"))
+        .await
+        .unwrap();
+    assert!(c
+        .simple_query(&format!("SELECT 1 /* tenant_id={z} */"))
+        .await
+        .is_err());
+    c.simple_query("ROLLBACK").await.unwrap();
+    let body = scrape(mport);
+    let get = |p: &str| sample(&body, p).unwrap_or_else(|| panic!("{p} missing:\n{body}"));
+    assert_eq!(
+        get("shardbouncer_routing_decisions_total{database=\"app\",source=\"comment\"}"),
+        2.0
+    );
+    assert_eq!(
+        get("shardbouncer_routing_decisions_total{database=\"app\",source=\"scan\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("shardbouncer_routing_rejected_total{database=\"app\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("shardbouncer_cross_shard_refused_total{database=\"app\"}"),
+        1.0
+    );
+    assert_eq!(get("shardbouncer_shard_map_version{database=\"app\"}"), 1.0);
+}
