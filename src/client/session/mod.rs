@@ -266,6 +266,17 @@ impl Session {
         let pool = self.pool_for(self.any_shard());
         let mut defaults = pool.server_params.lock().unwrap().clone();
         if defaults.is_none() {
+            // Any shard's parameters will do (they are the same Postgres settings);
+            // this keeps logins fast while the preferred shard is down.
+            for shard in 0..self.db.cfg.shards.len() {
+                let other = self.pool_for(shard);
+                defaults = other.server_params.lock().unwrap().clone();
+                if defaults.is_some() {
+                    break;
+                }
+            }
+        }
+        if defaults.is_none() {
             // First client of this pool: log a server in to learn its parameters.
             if let Ok(co) = pool.checkout().await {
                 pool.checkin(co);
