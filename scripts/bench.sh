@@ -260,7 +260,22 @@ port_of() {
 
 # ---- runs ----------------------------------------------------------------------
 mkdir -p "$OUT/raw"
-declare -A TPS LAT FAIL
+declare -A TPS LAT FAIL CPU
+CLK_TCK=$(getconf CLK_TCK)
+
+pooler_pid() { # the process whose CPU time a run is charged to (none for postgres)
+    case $1 in
+        pgbouncer) cat "$TMP/pgbouncer.pid" 2>/dev/null || true ;;
+        shardbouncer) echo "$SB_PID" ;;
+        *) ;;
+    esac
+}
+
+cpu_ticks() { # utime + stime of PID in clock ticks (all threads)
+    [[ -n $1 && -r /proc/$1/stat ]] || return 0
+    # Fields after the parenthesised command name; utime and stime are 14 and 15.
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 reset_tables() { # what pgbench does before a run, done once directly for every target
@@ -291,19 +306,30 @@ run_one() { # run_one WORKLOAD TARGET
         say "$w / $t: skipped (PgBouncer $PGB_VERSION has no max_prepared_statements; needs >= 1.21)"
         TPS[$w,$t]="n/a"
         LAT[$w,$t]=""
+        CPU[$w,$t]=""
         FAIL[$w,$t]=""
         echo "skipped: PgBouncer $PGB_VERSION lacks max_prepared_statements" >"$raw"
         return
     fi
     reset_tables
     say "$w / $t: pgbench ${args[*]} -c $clients -j $THREADS -T $DURATION"
-    local rc=0
+    local rc=0 pid cpu0 cpu1
+    pid=$(pooler_pid "$t")
+    cpu0=$(cpu_ticks "$pid")
     "$PGBENCH" -n -h 127.0.0.1 -p "$port" -U app "${args[@]}" -c "$clients" -j "$THREADS" \
         -T "$DURATION" app >"$raw" 2>&1 || rc=$?
-    local tps lat failed
+    cpu1=$(cpu_ticks "$pid")
+    local tps lat failed txns
     tps=$(awk '/^tps = / { printf "%.0f", $3; exit }' "$raw")
     lat=$(awk '/^latency average = / { printf "%.2f", $4; exit }' "$raw")
     failed=$(awk '/^number of failed transactions: / { print $5; exit }' "$raw")
+    txns=$(awk '/^number of transactions actually processed: / { print $6; exit }' "$raw")
+    CPU[$w,$t]=""
+    if [[ -n $cpu0 && -n $cpu1 && ${txns:-0} -gt 0 ]]; then
+        # user+system time of the pooler process per transaction, in microseconds
+        CPU[$w,$t]=$(awk -v d=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v n="$txns" \
+            'BEGIN { printf "%.0f", d / hz * 1e6 / n }')
+    fi
     if [[ $rc -ne 0 || -z $tps ]]; then
         printf '   pgbench failed (exit %s); last lines of %s:\n' "$rc" "$raw" >&2
         tail -n 5 "$raw" >&2
@@ -312,7 +338,7 @@ run_one() { # run_one WORKLOAD TARGET
     TPS[$w,$t]=$tps
     LAT[$w,$t]=$lat
     FAIL[$w,$t]=${failed:-0}
-    printf '   tps %s, latency %s ms, failed %s\n' "$tps" "${lat:--}" "${failed:-0}" >&2
+    printf '   tps %s, latency %s ms, failed %s, pooler CPU %s us/txn\n' "$tps" "${lat:--}" "${failed:-0}" "${CPU[$w,$t]:--}" >&2
 }
 
 for w in $WORKLOADS; do
@@ -367,6 +393,21 @@ ratio() { # shardbouncer tps / pgbouncer tps
         for t in $TARGETS; do printf ' %s |' "$(cell "$w" "$t")"; done
         printf ' %s |\n' "$(ratio "$w")"
     done
+    if [[ " $TARGETS " == *" pgbouncer "* || " $TARGETS " == *" shardbouncer "* ]]; then
+        echo
+        echo "Pooler CPU time (user+system, from /proc) per transaction, in microseconds:"
+        echo
+        printf '| workload |'
+        for t in $TARGETS; do [[ $t == postgres ]] || printf ' %s |' "$t"; done
+        printf '\n|---|'
+        for t in $TARGETS; do [[ $t == postgres ]] || printf '%s' '---:|'; done
+        printf '\n'
+        for w in $WORKLOADS; do
+            printf '| %s |' "$w"
+            for t in $TARGETS; do [[ $t == postgres ]] || printf ' %s |' "${CPU[$w,$t]:--}"; done
+            printf '\n'
+        done
+    fi
     if [[ $PGB_PREPARED == 0 && " $TARGETS " == *" pgbouncer "* ]]; then
         echo
         echo "PgBouncer $PGB_VERSION predates max_prepared_statements (1.21), so -M prepared is not run against it (n/a)."
