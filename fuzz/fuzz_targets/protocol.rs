@@ -92,26 +92,25 @@ fn bind_view(body: &[u8]) {
 }
 
 fn startup(body: &[u8]) {
-    match parse_startup(body) {
-        Ok(StartupPacket::Startup { params, .. }) => {
-            for (k, v) in &params {
-                assert!(!k.is_empty());
-                assert!(!k.contains('\0') && !v.contains('\0'));
-                if k == "options" {
-                    let _ = parse_options(v);
-                }
-            }
-            // Rebuilding the packet must decode to the same parameters.
-            let pairs: Vec<(&str, &str)> =
-                params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let mut out = BytesMut::new();
-            protocol::startup_message(&mut out, &pairs);
-            match parse_startup(&out[4..]) {
-                Ok(StartupPacket::Startup { params: again, .. }) => assert_eq!(again, params),
-                other => panic!("startup round trip: {other:?}"),
+    if let Ok(StartupPacket::Startup { params, .. }) = parse_startup(body) {
+        for (k, v) in &params {
+            assert!(!k.is_empty());
+            assert!(!k.contains('\0') && !v.contains('\0'));
+            if k == "options" {
+                let _ = parse_options(v);
             }
         }
-        Ok(_) | Err(_) => {}
+        // Rebuilding the packet must decode to the same parameters.
+        let pairs: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut out = BytesMut::new();
+        protocol::startup_message(&mut out, &pairs);
+        match parse_startup(&out[4..]) {
+            Ok(StartupPacket::Startup { params: again, .. }) => assert_eq!(again, params),
+            other => panic!("startup round trip: {other:?}"),
+        }
     }
 }
 
@@ -158,7 +157,10 @@ fuzz_target!(|data: &[u8]| {
         .map(|s| (s != "NULL").then_some(s))
         .collect();
     protocol::data_row(&mut buf, &vals);
-    assert_eq!(frame_header(&buf, usize::MAX >> 1), Ok(Some((b'D', buf.len()))));
+    assert_eq!(
+        frame_header(&buf, usize::MAX >> 1),
+        Ok(Some((b'D', buf.len())))
+    );
     let decoded = decode_data_row(&buf[HEADER_LEN..]);
     assert_eq!(decoded.len(), vals.len());
     for (d, v) in decoded.iter().zip(&vals) {
@@ -168,5 +170,8 @@ fuzz_target!(|data: &[u8]| {
     buf.clear();
     protocol::parameter_status(&mut buf, a, b);
     let (k, v) = parse_parameter_status(&buf[HEADER_LEN..]).expect("own ParameterStatus");
-    assert_eq!((k, v), (a.replace('\0', "").as_str(), b.replace('\0', "").as_str()));
+    assert_eq!(
+        (k, v),
+        (a.replace('\0', "").as_str(), b.replace('\0', "").as_str())
+    );
 });
