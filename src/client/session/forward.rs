@@ -374,10 +374,7 @@ impl Session {
     /// Remember whether a statement may change settings Postgres does not report.
     pub(super) fn note_statement(&mut self, body: &[u8]) {
         if !self.touched_unreported {
-            self.touched_unreported = contains_ci(body, b"search_path")
-                || contains_ci(body, b"discard")
-                || contains_ci(body, b"reset")
-                || (!self.login.unreported.is_empty() && contains_ci(body, b"set"));
+            self.touched_unreported = may_change_settings(body, !self.login.unreported.is_empty());
         }
     }
 }

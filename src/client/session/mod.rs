@@ -328,13 +328,21 @@ impl Session {
     }
 
     async fn event_loop(&mut self, stream: &mut super::ClientStream) -> Result<(), End> {
+        // Wake-ups for KILL and shutdown are registered once for the whole session:
+        // re-registering them on every event costs a lock each time.
+        let (handle, app) = (self.handle.clone(), self.app.clone());
+        let kill = handle.kill.notified();
+        let shutdown = app.shutdown.notified();
+        tokio::pin!(kill, shutdown);
+        kill.as_mut().enable();
+        shutdown.as_mut().enable();
         loop {
             self.process_client().await?;
             if self.server.is_none() && self.app.shutting_down.load(Ordering::Acquire) {
                 self.emit_fatal(sqlstate::ADMIN_SHUTDOWN, "shardbouncer is shutting down");
                 return Err("shutdown".into());
             }
-            let ev = self.wait(stream).await;
+            let ev = self.wait(stream, kill.as_mut(), shutdown.as_mut()).await;
             match ev {
                 Event::ClientRead(Ok(0)) => return Err("client closed the connection".into()),
                 Event::ClientRead(Ok(n)) => {
@@ -368,13 +376,22 @@ impl Session {
                     self.emit_fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by administrator");
                     return Err("killed".into());
                 }
-                Event::Shutdown => {}
+                Event::Shutdown => {
+                    // Re-arm; the check at the top of the loop ends an idle session.
+                    shutdown.set(app.shutdown.notified());
+                    shutdown.as_mut().enable();
+                }
             }
         }
     }
 
     /// Wait for the next I/O event or timer.
-    async fn wait(&mut self, stream: &mut super::ClientStream) -> Event {
+    async fn wait(
+        &mut self,
+        stream: &mut super::ClientStream,
+        kill: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        shutdown: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    ) -> Event {
         let settings = &self.db.settings;
         let idle_in_tx = self.expect.is_empty() && self.tx_status != b'I';
         let deadline = if idle_in_tx {
@@ -403,8 +420,6 @@ impl Session {
         let cbuf = &mut self.cbuf;
         let to_client = &self.to_client;
         let to_server = &self.to_server;
-        let handle = &self.handle;
-        let app = &self.app;
         let (srv_read, srv_write) = match self.server.as_mut() {
             Some(a) => {
                 let conn = &mut a.co.conn;
@@ -441,7 +456,7 @@ impl Session {
         };
         tokio::select! {
             biased;
-            _ = handle.kill.notified() => Event::Killed,
+            _ = kill => Event::Killed,
             r = to_client.write_some(&mut cw), if !to_client.is_empty() => Event::ClientWrote(r),
             r = server_write => Event::ServerWrote(r),
             r = server_read => Event::ServerRead(r),
@@ -452,7 +467,7 @@ impl Session {
                 cr.read_buf(cbuf).await
             }, if read_client => Event::ClientRead(r),
             (code, msg) = timer => Event::Timeout(code, msg),
-            _ = app.shutdown.notified(), if idle_for_shutdown => Event::Shutdown,
+            _ = shutdown, if idle_for_shutdown => Event::Shutdown,
         }
     }
 
