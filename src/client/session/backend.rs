@@ -387,6 +387,8 @@ impl Session {
     }
 }
 
+/// After a transaction that may have changed unreported settings, read their values
+/// back so the client keeps them and the server's bookkeeping stays true.
 pub(super) async fn sync_unreported_back(att: &mut Attached, login: &mut ClientLogin) {
     let mut keys: Vec<String> = vec!["search_path".to_string()];
     for (k, _) in login.unreported.iter().chain(att.co.conn.unreported.iter()) {

@@ -609,6 +609,7 @@ impl Session {
     }
 }
 
+/// Parameters reported at login when no server could be reached yet.
 fn fallback_params() -> crate::server::ParamSet {
     let mut p = crate::server::ParamSet::default();
     for (k, v) in [

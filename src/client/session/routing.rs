@@ -533,6 +533,7 @@ impl Session {
     }
 }
 
+/// Metric label of a tenant source.
 pub(super) fn source_name(s: Source) -> &'static str {
     match s {
         Source::Startup => "startup",

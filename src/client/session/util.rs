@@ -3,6 +3,8 @@
 use crate::protocol;
 use bytes::Bytes;
 
+/// SQL that makes the server raise an error with our SQLSTATE and message (so the
+/// transaction state on the server is exactly that of a Postgres error).
 pub(super) fn raise_sql(code: &str, msg: &str) -> Option<String> {
     if code.len() != 5 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return None;
@@ -15,6 +17,7 @@ pub(super) fn raise_sql(code: &str, msg: &str) -> Option<String> {
     ))
 }
 
+/// The statement name of a Describe/Close body aimed at a statement ('S').
 pub(super) fn describe_statement_name(body: &[u8]) -> Option<&[u8]> {
     let (&kind, rest) = body.split_first()?;
     if kind != b'S' {
@@ -23,10 +26,12 @@ pub(super) fn describe_statement_name(body: &[u8]) -> Option<&[u8]> {
     protocol::cstr(rest).map(|(n, _)| n)
 }
 
+/// A Parse of a named statement.
 pub(super) fn is_named_parse(frame: &[u8]) -> bool {
     frame.first() == Some(&b'P') && frame.get(5).is_some_and(|&b| b != 0)
 }
 
+/// Named Parses then one Sync, nothing else.
 pub(super) fn is_parse_only_batch(msgs: &[(u8, Bytes)]) -> bool {
     msgs.len() >= 2
         && msgs.last().is_some_and(|(t, _)| *t == b'S')
@@ -35,11 +40,13 @@ pub(super) fn is_parse_only_batch(msgs: &[(u8, Bytes)]) -> bool {
             .all(|(t, f)| *t == b'P' && is_named_parse(f))
 }
 
+/// A Close of a named statement.
 pub(super) fn is_named_statement_close(frame: &[u8]) -> bool {
     frame.first() == Some(&b'C')
         && describe_statement_name(&frame[5..]).is_some_and(|n| !n.is_empty())
 }
 
+/// Query text of a 'Q' frame (without the trailing NUL).
 pub(super) fn query_text(frame: &[u8]) -> &[u8] {
     let b = frame.get(5..).unwrap_or_default();
     b.strip_suffix(b"\0").unwrap_or(b)
