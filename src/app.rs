@@ -259,6 +259,8 @@ pub struct App {
     pub active_transactions: AtomicUsize,
     /// Fired when `active_transactions` drops, so shutdown can wait on an event.
     pub tx_done: Notify,
+    /// Tasks waiting on `tx_done` (see [`App::watch_transactions`]).
+    pub tx_waiters: AtomicUsize,
     /// Set once shutdown begins: sessions end at their next idle point.
     pub shutting_down: AtomicBool,
     /// Wakes idle sessions when shutdown begins.
@@ -286,6 +288,7 @@ impl App {
             client_count: AtomicUsize::new(0),
             active_transactions: AtomicUsize::new(0),
             tx_done: Notify::new(),
+            tx_waiters: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             shutdown: Notify::new(),
             tenants: Default::default(),
@@ -416,8 +419,19 @@ impl App {
 
     /// Called when a client detaches from a server.
     pub fn transaction_finished(&self) {
-        self.active_transactions.fetch_sub(1, Ordering::AcqRel);
-        self.tx_done.notify_waiters();
+        self.active_transactions.fetch_sub(1, Ordering::SeqCst);
+        // Notify takes a lock: pay it only when someone (shutdown, PAUSE) listens.
+        if self.tx_waiters.load(Ordering::SeqCst) > 0 {
+            self.tx_done.notify_waiters();
+        }
+    }
+
+    /// Register as a listener of `tx_done` for as long as the guard lives. Register
+    /// *before* creating the `Notified` and checking the condition, so a transaction
+    /// finishing in between is never missed.
+    pub fn watch_transactions(&self) -> TxWatch<'_> {
+        self.tx_waiters.fetch_add(1, Ordering::SeqCst);
+        TxWatch(self)
     }
 }
 
@@ -443,5 +457,14 @@ pub fn target_for(db: &DbRuntime, shard: usize, user: &str, password: Option<&st
         password,
         scram_keys: None,
         tls: db.server_tls.clone(),
+    }
+}
+
+/// Guard of [`App::watch_transactions`].
+pub struct TxWatch<'a>(&'a App);
+
+impl Drop for TxWatch<'_> {
+    fn drop(&mut self) {
+        self.0.tx_waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }

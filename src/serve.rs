@@ -118,6 +118,7 @@ pub async fn shutdown(app: &Arc<App>) {
     app.shutting_down.store(true, Ordering::Release);
     app.shutdown.notify_waiters();
     let limit = app.snapshot.load().config.limits.shutdown_timeout.as_std();
+    let _watch = app.watch_transactions();
     let wait = async {
         loop {
             let done = app.tx_done.notified();

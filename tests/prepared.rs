@@ -274,3 +274,34 @@ fn pgbench_prepared_100_clients_pool_of_10() {
     assert!(servers <= 10, "{servers}");
     let _ = Duration::from_secs(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parse_and_bind_counters_are_exact() {
+    let pg = PgCluster::start();
+    let cfg = format!(
+        "{}[[users]]\nname = \"admin\"\npassword = \"admin\"\n[admin]\nusers = [\"admin\"]\n",
+        basic_config(&[&pg], "default_pool_size = 1\n")
+    );
+    let b = Bouncer::start(&cfg);
+    let c = b.connect("app", "secret", "app").await;
+    let st = c.prepare("SELECT $1::int + 1").await.unwrap();
+    for i in 0..3i32 {
+        let v: i32 = c.query_one(&st, &[&i]).await.unwrap().get(0);
+        assert_eq!(v, i + 1);
+    }
+    let admin = b.connect("admin", "admin", "pgbouncer").await;
+    let msgs = admin.simple_query("SHOW STATS_TOTALS").await.unwrap();
+    let row = msgs
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some("app") => {
+                Some(r)
+            }
+            _ => None,
+        })
+        .expect("a row for app");
+    // One client Parse, prepared once on the only server, bound three times.
+    assert_eq!(row.get("client_parse_count"), Some("1"));
+    assert_eq!(row.get("server_parse_count"), Some("1"));
+    assert_eq!(row.get("bind_count"), Some("3"));
+}

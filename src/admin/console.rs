@@ -489,6 +489,7 @@ impl Console {
         for p in &pools {
             p.pause();
         }
+        let _watch = app.watch_transactions();
         loop {
             let done = app.tx_done.notified();
             tokio::pin!(done);

@@ -520,6 +520,12 @@ pub struct DbTotals {
     pub wait_time: u64,
     /// client_login_count
     pub logins: u64,
+    /// client_parse_count
+    pub client_parses: u64,
+    /// server_parse_count
+    pub server_parses: u64,
+    /// bind_count
+    pub binds: u64,
 }
 
 impl DbTotals {
@@ -535,10 +541,12 @@ impl DbTotals {
         self.query_time += l(&st.query_time_us);
         self.wait_time += l(&st.wait_time_us);
         self.logins += l(&st.login_count);
+        self.client_parses += l(&st.client_parse_count);
+        self.server_parses += l(&st.server_parse_count);
+        self.binds += l(&st.bind_count);
     }
 
-    /// The 12 values in PgBouncer's column order (parse/bind counts are 0: the
-    /// pooler does not track prepared statements).
+    /// The 12 values in PgBouncer's column order.
     fn values(&self) -> [u64; 12] {
         [
             self.assignments,
@@ -549,9 +557,9 @@ impl DbTotals {
             self.xact_time,
             self.query_time,
             self.wait_time,
-            0,
-            0,
-            0,
+            self.client_parses,
+            self.server_parses,
+            self.binds,
             self.logins,
         ]
     }
@@ -649,6 +657,9 @@ pub fn sample_averages(app: &App) {
                     query_time: per(c.query_time, o.query_time, queries),
                     wait_time: rate(c.wait_time, o.wait_time),
                     logins: rate(c.logins, o.logins),
+                    client_parses: rate(c.client_parses, o.client_parses),
+                    server_parses: rate(c.server_parses, o.server_parses),
+                    binds: rate(c.binds, o.binds),
                 },
             );
         }

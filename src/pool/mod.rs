@@ -65,6 +65,12 @@ pub struct PoolStats {
     pub wait_time_us: AtomicU64,
     /// Client logins.
     pub login_count: AtomicU64,
+    /// Parse messages from clients.
+    pub client_parse_count: AtomicU64,
+    /// Parse messages sent to servers (lazy re-prepares included).
+    pub server_parse_count: AtomicU64,
+    /// Bind messages from clients.
+    pub bind_count: AtomicU64,
     /// Clients currently waiting for a server.
     pub waiting: AtomicUsize,
     /// Servers currently handed out.

@@ -312,6 +312,15 @@ impl Session {
         stats
             .bytes_sent
             .fetch_add(self.bytes_out, Ordering::Relaxed);
+        for (a, v) in [
+            (&stats.client_parse_count, &mut self.client_parses),
+            (&stats.server_parse_count, &mut self.server_parses),
+            (&stats.bind_count, &mut self.binds),
+        ] {
+            if *v > 0 {
+                a.fetch_add(std::mem::take(v), Ordering::Relaxed);
+            }
+        }
         self.queries = 0;
         self.query_us = 0;
         self.bytes_in = 0;

@@ -91,6 +91,7 @@ impl Session {
                     "malformed Parse message",
                 );
             };
+            self.client_parses += 1;
             if let Err((code, msg)) = self.register_statement(&p) {
                 return self.fail_unattached(b'S', code, &msg);
             }
@@ -190,7 +191,9 @@ impl Session {
                         .inject_error_ext(sqlstate::PROTOCOL_VIOLATION, "malformed Parse message");
                 };
                 self.note_statement(p.query);
+                self.client_parses += 1;
                 if p.name.is_empty() {
+                    self.server_parses += 1;
                     if let Some(rt) = &self.db.routing {
                         self.unnamed.set(route::stmt_routing(rt, p.query), &p);
                     }
@@ -210,12 +213,16 @@ impl Session {
                 } else {
                     conn.prepared.insert(def.clone());
                     let msg = def.parse_message(&mut self.scratch);
+                    self.server_parses += 1;
                     self.expect.push(Entry::forward(b'P').with_stmt(def));
                     self.to_server.push(msg);
                     self.ext_open = true;
                 }
             }
             b'B' | b'D' => {
+                if tag == b'B' {
+                    self.binds += 1;
+                }
                 let named = match tag {
                     b'B' => Bind::parse(body).map(|b| b.statement),
                     _ => describe_statement_name(body),
@@ -303,6 +310,7 @@ impl Session {
         }
         conn.prepared.insert(def.clone());
         let msg = def.parse_message(&mut self.scratch);
+        self.server_parses += 1;
         let mut e = Entry::forward(b'P').with_stmt(def.clone());
         e.mode = Mode::SwallowOk;
         self.expect.push(e);

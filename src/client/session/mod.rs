@@ -107,6 +107,9 @@ pub struct Session {
     bytes_out: u64,
     queries: u64,
     query_us: u64,
+    client_parses: u64,
+    server_parses: u64,
+    binds: u64,
     /// The client's named prepared statements.
     stmts: HashMap<Bytes, Arc<StmtDef>>,
     /// Routing facts of the unnamed statement (sharded databases).
@@ -186,6 +189,9 @@ impl Session {
             bytes_out: 0,
             queries: 0,
             query_us: 0,
+            client_parses: 0,
+            server_parses: 0,
+            binds: 0,
             stmts: HashMap::new(),
             unnamed: Default::default(),
             mentions: Vec::new(),
