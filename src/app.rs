@@ -369,7 +369,7 @@ impl App {
         if config.admin.metrics_addr != old.config.admin.metrics_addr {
             notes.push("[admin] metrics_addr change needs a restart".to_string());
         }
-        let gen = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let gen = self.next_generation();
         let snap = Snapshot::build(config, gen)?;
         // Existing pools: apply new targets/settings; drop pools of removed databases/shards.
         for pool in self.pools.all() {
@@ -415,6 +415,11 @@ impl App {
                 notes.join("; ")
             )
         })
+    }
+
+    /// A fresh configuration generation number.
+    pub fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// Called when a client detaches from a server.

@@ -654,7 +654,7 @@ fn parse_size(v: &str) -> Result<usize, String> {
 /// A later RELOAD re-reads the file and so undoes it (as in PgBouncer).
 pub fn apply_set(app: &App, key: &str, value: &str) -> Result<(), String> {
     let key = key.to_ascii_lowercase();
-    if !show::CHANGEABLE.contains(&key.as_str()) {
+    if !show::changeable(&key) {
         return Err(format!(
             "{key} cannot be changed at run time (see SHOW CONFIG)"
         ));
@@ -663,8 +663,9 @@ pub fn apply_set(app: &App, key: &str, value: &str) -> Result<(), String> {
         let old = app.snapshot.load_full();
         let mut cfg = old.config.clone();
         set_key(&mut cfg, &key, value)?;
-        validate(&cfg)?;
-        let new = Arc::new(Snapshot::build(cfg, old.generation)?);
+        cfg.validate()?;
+        // A new generation: live sessions pick the change up between transactions.
+        let new = Arc::new(Snapshot::build(cfg, app.next_generation())?);
         let prev = app.snapshot.compare_and_swap(&old, new.clone());
         if Arc::ptr_eq(&prev, &old) {
             apply_to_pools(app, &new);
@@ -690,34 +691,8 @@ fn set_key(cfg: &mut Config, key: &str, v: &str) -> Result<(), String> {
         "server_idle_timeout" => p.server_idle_timeout = Some(parse_duration(v)?),
         "server_lifetime" => p.server_lifetime = Some(parse_duration(v)?),
         "server_reset_query" => p.server_reset_query = Some(v.to_string()),
+        "max_prepared_statements" => p.max_prepared_statements = Some(parse_size(v)?),
         other => return Err(format!("{other} cannot be changed at run time")),
-    }
-    Ok(())
-}
-
-/// The checks `Config::parse` makes on pool settings, for a config changed by SET.
-fn validate(cfg: &Config) -> Result<(), String> {
-    if cfg.limits.max_client_conn == 0 {
-        return Err("max_client_conn must be at least 1".into());
-    }
-    let check = |what: &str, p: &crate::config::PoolSettings| -> Result<(), String> {
-        if p.default_pool_size == 0 {
-            return Err(format!("{what}: default_pool_size must be at least 1"));
-        }
-        if p.min_pool_size > p.default_pool_size {
-            return Err(format!(
-                "{what}: min_pool_size ({}) exceeds default_pool_size ({})",
-                p.min_pool_size, p.default_pool_size
-            ));
-        }
-        if p.server_connect_timeout.is_zero() {
-            return Err(format!("{what}: server_connect_timeout must be positive"));
-        }
-        Ok(())
-    };
-    check("[pool]", &cfg.pool_defaults())?;
-    for (name, db) in &cfg.databases {
-        check(&format!("database {name}"), &cfg.pool_settings(db))?;
     }
     Ok(())
 }
@@ -761,9 +736,9 @@ mod tests {
             Config::parse("[databases.app]\nshards = [ { name = \"s0\", host = \"h\" } ]\n")
                 .unwrap();
         set_key(&mut cfg, "default_pool_size", "3").unwrap();
-        assert!(validate(&cfg).is_ok());
+        assert!(cfg.validate().is_ok());
         set_key(&mut cfg, "min_pool_size", "4").unwrap();
-        assert!(validate(&cfg).unwrap_err().contains("min_pool_size"));
+        assert!(cfg.validate().unwrap_err().contains("min_pool_size"));
         assert!(set_key(&mut cfg, "default_pool_size", "x").is_err());
     }
 }

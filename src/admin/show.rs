@@ -125,23 +125,12 @@ fn secs(d: crate::config::Duration) -> String {
     }
 }
 
-/// Keys SET may change, applied to the `[pool]` defaults (and `[limits]` for
-/// max_client_conn). Databases that override a key keep their own value.
-pub const CHANGEABLE: &[&str] = &[
-    "max_client_conn",
-    "default_pool_size",
-    "min_pool_size",
-    "reserve_pool_size",
-    "reserve_pool_timeout",
-    "server_connect_timeout",
-    "query_wait_timeout",
-    "idle_transaction_timeout",
-    "client_idle_timeout",
-    "client_login_timeout",
-    "server_idle_timeout",
-    "server_lifetime",
-    "server_reset_query",
-];
+/// Whether SET may change `key` at run time: every `[pool]` key except `mode` (it
+/// changes how sessions work), applied to the `[pool]` defaults, and `[limits]
+/// max_client_conn`. Databases that override a key keep their own value.
+pub fn changeable(key: &str) -> bool {
+    key == "max_client_conn" || (key != "mode" && crate::config::POOL_KEYS.contains(&key))
+}
 
 fn pool_values(p: &PoolSettings) -> Vec<(&'static str, String)> {
     vec![
@@ -158,6 +147,10 @@ fn pool_values(p: &PoolSettings) -> Vec<(&'static str, String)> {
         ("server_idle_timeout", secs(p.server_idle_timeout)),
         ("server_lifetime", secs(p.server_lifetime)),
         ("server_reset_query", p.server_reset_query.clone()),
+        (
+            "max_prepared_statements",
+            p.max_prepared_statements.to_string(),
+        ),
     ]
 }
 
@@ -196,7 +189,7 @@ pub fn config(cfg: &Config) -> Table {
     let mut def = general(&dflt);
     def.extend(pool_values(&dflt.pool_defaults()));
     for ((k, v), (_, d)) in cur.into_iter().zip(def) {
-        let changeable = if CHANGEABLE.contains(&k) { "yes" } else { "no" };
+        let changeable = if changeable(k) { "yes" } else { "no" };
         t.push(vec![s(k), s(v), s(d), s(changeable)]);
     }
     t
@@ -1005,7 +998,7 @@ mod tests {
         assert_eq!(row[1].as_deref(), Some("7"));
         assert_eq!(row[2].as_deref(), Some("20"));
         assert_eq!(row[3].as_deref(), Some("yes"));
-        for k in CHANGEABLE {
+        for k in crate::config::POOL_KEYS.iter().filter(|k| changeable(k)) {
             assert!(
                 t.rows.iter().any(|r| r[0].as_deref() == Some(k)),
                 "{k} missing from SHOW CONFIG"

@@ -425,7 +425,7 @@ const DATABASE_KEYS: &[&str] = &[
     "max_db_connections",
 ];
 /// The `[pool]` keys, which a database may override.
-const POOL_KEYS: &[&str] = &[
+pub const POOL_KEYS: &[&str] = &[
     "mode",
     "default_pool_size",
     "min_pool_size",
@@ -588,7 +588,8 @@ impl Config {
         }
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Check values and cross-references (also used for console SET).
+    pub fn validate(&self) -> Result<(), String> {
         self.listen
             .addr
             .parse::<std::net::SocketAddr>()
