@@ -305,3 +305,30 @@ async fn parse_and_bind_counters_are_exact() {
     assert_eq!(row.get("server_parse_count"), Some("1"));
     assert_eq!(row.get("bind_count"), Some("3"));
 }
+
+/// COPY FROM STDIN over the extended protocol, as libpq's PQexecParams sends it
+/// (Parse/Bind/Execute/Sync in one go): Postgres ignores that Sync during COPY IN,
+/// so the pooler must not wait for its ReadyForQuery, nor release the server before
+/// the client's Sync after CopyDone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_through_the_extended_protocol() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&trust(basic_config(&[&pg], "default_pool_size = 1\n")));
+    let mut c = Raw::login(b.port, "app", "app");
+    c.query("CREATE TABLE copy_ext(x int)").run(1);
+    let m = c
+        .parse("", "COPY copy_ext FROM STDIN")
+        .bind("", &[])
+        .execute()
+        .sync()
+        .run_until(b'G');
+    assert_eq!(tags(&m), "12G", "{m:?}");
+    let m = c.copy_data(b"1\n2\n3\n").copy_done().sync().run(1);
+    assert_eq!(tags(&m), "CZ", "{m:?}");
+    let m = c.query("SELECT count(*) FROM copy_ext").run(1);
+    assert_eq!(first_column(&m), vec!["3"]);
+    // The only server went back clean: another client gets it and sees the rows.
+    let mut d = Raw::login(b.port, "app", "app");
+    let m = d.query("SELECT count(*) FROM copy_ext").run(1);
+    assert_eq!(first_column(&m), vec!["3"]);
+}

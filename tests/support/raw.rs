@@ -94,6 +94,16 @@ impl Raw {
         self.msg(b'C', &b)
     }
 
+    /// CopyData.
+    pub fn copy_data(&mut self, data: &[u8]) -> &mut Raw {
+        self.msg(b'd', data)
+    }
+
+    /// CopyDone.
+    pub fn copy_done(&mut self) -> &mut Raw {
+        self.msg(b'c', b"")
+    }
+
     /// Flush.
     pub fn msg_flush(&mut self) -> &mut Raw {
         self.msg(b'H', b"")

@@ -158,6 +158,14 @@ impl Session {
                         }
                     }
                 }
+                b'G' if self.expect.front().is_some_and(|e| e.tag == b'E') => {
+                    // COPY FROM STDIN via the extended protocol: Syncs sent behind
+                    // the Execute are ignored by Postgres until the copy ends, and the
+                    // server must stay ours until the client's own Sync after it.
+                    self.expect.drop_syncs_after_head();
+                    self.ext_open = true;
+                    self.copy_in_ext = true;
+                }
                 b'N' | b'A' => {}
                 _ => {
                     if tag == b'E' {

@@ -94,6 +94,9 @@ pub struct Session {
     ext_open: bool,
     /// After an error we raised with no server: drop client messages until Sync.
     skip_until_sync: bool,
+    /// In COPY FROM STDIN started by an extended Execute: the server ignores Sync
+    /// and Flush until CopyDone/CopyFail, so they pass through unanswered.
+    copy_in_ext: bool,
     /// Bytes of a large client frame still to pass through unparsed.
     c_stream_left: usize,
     /// Bytes of a large server frame still to pass through unparsed.
@@ -180,6 +183,7 @@ impl Session {
             server_status: b'I',
             ext_open: false,
             skip_until_sync: false,
+            copy_in_ext: false,
             c_stream_left: 0,
             s_stream_left: 0,
             touched_unreported: false,
@@ -541,6 +545,17 @@ impl Session {
             // As Postgres: a malformed message ends the connection.
             self.emit_fatal(sqlstate::PROTOCOL_VIOLATION, what);
             return Err(what.into());
+        }
+        if self.copy_in_ext {
+            match tag {
+                // Ignored by the server during COPY IN: no answer to expect.
+                b'S' | b'H' => {
+                    self.to_server.push(frame);
+                    return Ok(());
+                }
+                b'c' | b'f' => self.copy_in_ext = false,
+                _ => {}
+            }
         }
         if self.server.is_none() && self.held_begin.is_none() {
             // Between transactions: pick up reloaded settings and maps.
