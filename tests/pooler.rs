@@ -15,6 +15,11 @@ fn code(e: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| format!("no code: {e}"))
 }
 
+/// Run a query returning one int4 and return it.
+async fn int_of(c: &tokio_postgres::Client, sql: &str) -> i32 {
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
 /// The server's (or pooler's) message text; tokio-postgres' Display only says "db error".
 fn msg(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
@@ -67,10 +72,7 @@ async fn simple_and_extended_queries_pass_through() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(&SqlState::UNDEFINED_TABLE));
-    assert_eq!(
-        c.query_one("SELECT 7", &[]).await.unwrap().get::<_, i32>(0),
-        7
-    );
+    assert_eq!(int_of(&c, "SELECT 7").await, 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,10 +334,7 @@ async fn session_and_statement_modes() {
 
     let b = Bouncer::start(&basic_config(&[&pg], "mode = \"statement\"\n"));
     let c = b.connect("app", "secret", "app").await;
-    assert_eq!(
-        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
-        1
-    );
+    assert_eq!(int_of(&c, "SELECT 1").await, 1);
     let e = c.simple_query("BEGIN").await.unwrap_err();
     assert!(msg(&e).contains("statement pooling mode"), "{}", msg(&e));
 }
@@ -544,14 +543,7 @@ async fn cancel_reaches_only_the_right_query() {
     let (r, _b) = bystander_slow.await.unwrap();
     assert!(r.is_ok(), "bystander was affected: {r:?}");
     // And the victim's connection is still usable.
-    assert_eq!(
-        victim
-            .query_one("SELECT 1", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        1
-    );
+    assert_eq!(int_of(&victim, "SELECT 1").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -608,14 +600,7 @@ async fn terminated_backend_errors_one_client_and_is_replaced() {
     assert!(victim.simple_query("SELECT 1").await.is_err());
     // Other clients see nothing, and the pool replaces the dead server.
     for _ in 0..5 {
-        assert_eq!(
-            other
-                .query_one("SELECT 1", &[])
-                .await
-                .unwrap()
-                .get::<_, i32>(0),
-            1
-        );
+        assert_eq!(int_of(&other, "SELECT 1").await, 1);
     }
     // An idle pooled server killed between transactions is skipped, not handed out.
     let pid2: i32 = other
@@ -634,14 +619,7 @@ async fn terminated_backend_errors_one_client_and_is_replaced() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for _ in 0..5 {
-        assert_eq!(
-            other
-                .query_one("SELECT 1", &[])
-                .await
-                .unwrap()
-                .get::<_, i32>(0),
-            1
-        );
+        assert_eq!(int_of(&other, "SELECT 1").await, 1);
     }
 }
 
@@ -666,10 +644,7 @@ async fn dead_shard_errors_after_connect_timeout_and_recovers() {
     );
     pg.restart();
     // Service resumes by itself on the same client connection.
-    assert_eq!(
-        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
-        1
-    );
+    assert_eq!(int_of(&c, "SELECT 1").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -702,18 +677,9 @@ async fn sighup_reloads_without_dropping_clients() {
             }
         }
     };
-    assert_eq!(
-        c2.query_one("SELECT 1", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        1
-    );
+    assert_eq!(int_of(&c2, "SELECT 1").await, 1);
     // The first client was not dropped.
-    assert_eq!(
-        c.query_one("SELECT 2", &[]).await.unwrap().get::<_, i32>(0),
-        2
-    );
+    assert_eq!(int_of(&c, "SELECT 2").await, 2);
     // A broken config is rejected and the old one stays.
     b.write_config("this is [not toml");
     b.signal(libc::SIGHUP);
@@ -726,13 +692,7 @@ async fn sighup_reloads_without_dropping_clients() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        c2.query_one("SELECT 3", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        3
-    );
+    assert_eq!(int_of(&c2, "SELECT 3").await, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -800,10 +760,7 @@ async fn malformed_frames_get_08p01_and_a_closed_socket() {
     assert_eq!(error_code(&body), "08P01");
     // The pooler is still fine.
     let c = b.connect("app", "", "app").await;
-    assert_eq!(
-        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
-        1
-    );
+    assert_eq!(int_of(&c, "SELECT 1").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -988,14 +945,7 @@ async fn reserve_pool_serves_a_client_that_waited() {
     a.simple_query("SELECT 1").await.unwrap();
     // The only regular server is pinned to `a`; after 200 ms the reserve one serves `other`.
     let t = Instant::now();
-    assert_eq!(
-        other
-            .query_one("SELECT 2", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        2
-    );
+    assert_eq!(int_of(&other, "SELECT 2").await, 2);
     assert!(
         t.elapsed() >= Duration::from_millis(150),
         "{:?}",

@@ -3,6 +3,7 @@
 import os
 import sys
 import threading
+import traceback
 
 HOST = os.environ.get("SB_HOST", "127.0.0.1")
 PORT = int(os.environ["SB_PORT"])
@@ -47,3 +48,22 @@ def fail(msg):
 
 def step(msg):
     print(f"-- {msg}", flush=True)
+
+
+def run_threads(fn, n):
+    """Run fn(0..n) on n threads; fail with every worker's traceback if any raised."""
+    errs = []
+
+    def wrap(i):
+        try:
+            fn(i)
+        except Exception:
+            errs.append(traceback.format_exc())
+
+    ts = [threading.Thread(target=wrap, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errs:
+        fail("worker raised:\n" + "\n".join(errs))

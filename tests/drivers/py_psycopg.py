@@ -2,7 +2,6 @@
 
 import sys
 import threading
-import traceback
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
 from common import *  # noqa: E402,F403
@@ -90,24 +89,6 @@ def worker(w):
         # Enum type: psycopg looks up nothing by default; text result.
         row = conn.execute("SELECT 'happy'::mood").fetchone()
         C.eq(f"w{w} enum", row[0], "happy")
-
-
-def run_threads(fn, n):
-    errs = []
-
-    def wrap(i):
-        try:
-            fn(i)
-        except Exception:
-            errs.append(traceback.format_exc())
-
-    ts = [threading.Thread(target=wrap, args=(i,)) for i in range(n)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    if errs:
-        fail("worker raised:\n" + "\n".join(errs))
 
 
 def sharded_startup_tenant():

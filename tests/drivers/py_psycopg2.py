@@ -3,8 +3,6 @@ autocommit off) through shardbouncer."""
 
 import os
 import sys
-import threading
-import traceback
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import *  # noqa: E402,F403
@@ -58,24 +56,6 @@ def worker(w):
         conn.commit()
     finally:
         conn.close()
-
-
-def run_threads(fn, n):
-    errs = []
-
-    def wrap(i):
-        try:
-            fn(i)
-        except Exception:
-            errs.append(traceback.format_exc())
-
-    ts = [threading.Thread(target=wrap, args=(i,)) for i in range(n)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    if errs:
-        fail("worker raised:\n" + "\n".join(errs))
 
 
 def sharded(w):
