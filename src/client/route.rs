@@ -186,10 +186,16 @@ pub fn no_tenant(rt: &RoutingRt) -> Result<Target, RouteError> {
 }
 
 /// Tenant mentions of a simple-query text (every statement in it).
-pub fn text_mentions(rt: &RoutingRt, sql: &[u8], out: &mut Vec<Mention>) -> Result<(), RouteError> {
+/// `st` is the text's classification by [`scan`], done once by the caller.
+pub fn text_mentions(
+    rt: &RoutingRt,
+    st: Statement<'_>,
+    sql: &[u8],
+    out: &mut Vec<Mention>,
+) -> Result<(), RouteError> {
     let key = rt.key.as_bytes();
     // Classified first mentions (comment vs scan) ...
-    if let Statement::Other { comment, scan: sc } = scan(sql, key) {
+    if let Statement::Other { comment, scan: sc } = st {
         if let (Some(c), true) = (comment, rt.has(TenantSource::Comment)) {
             out.push(Mention {
                 key: decode(rt, &c)?,

@@ -39,10 +39,12 @@ impl Session {
         let target = match &unit {
             Unit::Simple(b'Q', frame) => {
                 let sql = query_text(frame);
-                if let Some(done) = self.local_statement(&rt, sql) {
+                // One classification of the text serves both steps.
+                let st = scan(sql, rt.key.as_bytes());
+                if let Some(done) = self.local_statement(&rt, sql, st) {
                     return done;
                 }
-                self.target_for_text(&rt, sql)
+                self.target_for_text(&rt, sql, st)
             }
             Unit::Simple(_, _) => self.target_without_tenant(&rt, false),
             Unit::Batch(msgs) => self.target_for_batch(&rt, msgs),
@@ -63,6 +65,7 @@ impl Session {
         &mut self,
         rt: &RoutingRt,
         sql: &[u8],
+        st: Statement<'_>,
     ) -> Option<Result<(), End>> {
         let mut kw = [0u8; 16];
         if route::first_keyword(sql, &mut kw) == b"DEALLOCATE" {
@@ -70,7 +73,6 @@ impl Session {
             self.deallocate(sql);
             return Some(Ok(()));
         }
-        let st = scan(sql, rt.key.as_bytes());
         match st {
             Statement::SetTenant { local, value } if rt.has(TenantSource::Set) => {
                 let key = match route::decode(rt, &value) {
@@ -230,17 +232,23 @@ impl Session {
         &mut self,
         rt: &RoutingRt,
         sql: &[u8],
+        st: Statement<'_>,
     ) -> Result<Target, route::RouteError> {
-        let mut mentions = Vec::new();
-        route::text_mentions(rt, sql, &mut mentions)?;
-        match route::resolve(rt, &self.tenants, &mentions)? {
-            Some((tenant, source, shard)) => Ok(Target::Shard {
-                shard,
-                tenant: Some(tenant),
-                source,
-            }),
-            None => self.target_without_tenant(rt, route::is_tenant_free(sql)),
-        }
+        // Reused buffer: no allocation per query once warmed up.
+        let mut mentions = std::mem::take(&mut self.mentions);
+        mentions.clear();
+        let res = route::text_mentions(rt, st, sql, &mut mentions)
+            .and_then(|()| route::resolve(rt, &self.tenants, &mentions))
+            .and_then(|found| match found {
+                Some((tenant, source, shard)) => Ok(Target::Shard {
+                    shard,
+                    tenant: Some(tenant),
+                    source,
+                }),
+                None => self.target_without_tenant(rt, route::is_tenant_free(sql)),
+            });
+        self.mentions = mentions;
+        res
     }
 
     /// No tenant named: stay on the pinned shard, run anywhere if harmless, else
