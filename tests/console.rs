@@ -712,6 +712,14 @@ async fn set_changes_live_settings() {
             == Some("0")
     })
     .await;
+    // A size past what a pool can hold is refused, not a crashed console.
+    assert_eq!(
+        q_err(&a, "SET default_pool_size = 18446744073709551615")
+            .await
+            .0,
+        "22023"
+    );
+    q(&a, "SHOW VERSION").await;
     assert_eq!(q_err(&a, "SET min_pool_size = 10").await.0, "22023");
     assert_eq!(q_err(&a, "SET listen_addr = 'x'").await.0, "22023");
     assert_eq!(q_err(&a, "SET default_pool_size = lots").await.0, "22023");
@@ -753,4 +761,114 @@ async fn shutdown_wait_for_clients_waits_for_the_last_client() {
         .wait_exit(Duration::from_secs(15))
         .expect("exits once the last client left");
     assert!(st.success(), "{st}");
+}
+
+/// `(user, database)` of every row of SHOW CLIENTS, sorted.
+async fn client_list(c: &Client) -> Vec<(String, String)> {
+    let r = q(c, "SHOW CLIENTS").await;
+    let (u, d) = (r.col("user"), r.col("database"));
+    let mut v: Vec<(String, String)> = r
+        .rows
+        .iter()
+        .map(|row| (row[u].clone().unwrap(), row[d].clone().unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// `sql` fails with 42601 and the same connection still answers.
+async fn syntax_error_then_usable(c: &Client, sql: &str) {
+    let (code, msg) = q_err(c, sql).await;
+    assert_eq!(code, "42601", "{sql:?}: {msg}");
+    let v = q(c, "SHOW VERSION").await;
+    assert_eq!(v.rows.len(), 1, "{sql:?}");
+}
+
+fn pair(user: &str, db: &str) -> (String, String) {
+    (user.to_string(), db.to_string())
+}
+
+/// Regression: `SET x = =` panicked the console task. The parser runs before the
+/// role check, so a stats user could do it, and every panic leaked a
+/// max_client_conn slot and left a ghost in SHOW CLIENTS, until all logins got
+/// 53300. Now it is a 42601 like any syntax error and the console stays usable.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_commands_are_syntax_errors_and_leak_no_client_slots() {
+    const MAX_CLIENT_CONN: usize = 4;
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&format!(
+        "{}\n[limits]\nmax_client_conn = {MAX_CLIENT_CONN}\n",
+        config(&pg, "")
+    ));
+    let s = b.connect(STATS.0, STATS.1, "pgbouncer").await;
+
+    // Several on one connection, as a stats user (parsing comes before the role check).
+    for _ in 0..4 {
+        syntax_error_then_usable(&s, "SET x = =").await;
+    }
+    for sql in [
+        "SET x = =;",
+        "set x==",
+        "SET = 1",
+        "SET x TO =",
+        "SHOW =",
+        "=",
+        "'",
+        "\"",
+        "SHOW ROUTE 'unterminated",
+        "SET \"\" = 1",
+        "SET ключ = =",
+        "SHOW ROUTE '日本語",
+        "😀",
+    ] {
+        syntax_error_then_usable(&s, sql).await;
+    }
+
+    // Twelve on fresh connections (three leaked slots used to lock everyone out
+    // here). Each connection's slot and registry entry go when it closes.
+    for i in 0..12 {
+        let db = if i % 2 == 0 {
+            "pgbouncer"
+        } else {
+            "shardbouncer"
+        };
+        let c = b.connect(STATS.0, STATS.1, db).await;
+        syntax_error_then_usable(&c, "SET x = =").await;
+        if i % 3 == 0 {
+            syntax_error_then_usable(&c, "SET x = =").await;
+        }
+        let mut live = vec![pair("stats", "pgbouncer"), pair("stats", db)];
+        live.sort();
+        assert_eq!(client_list(&s).await, live);
+        drop(c);
+        until("the closed console client leaves SHOW CLIENTS", || async {
+            client_list(&s).await == [pair("stats", "pgbouncer")]
+        })
+        .await;
+    }
+    syntax_error_then_usable(&s, "SET x = =").await;
+
+    // Every slot is free again: applications connect (no 53300) ...
+    let a1 = app(&b).await;
+    a1.simple_query("SELECT 1").await.unwrap();
+    let a2 = app(&b).await;
+    let s2 = b.connect(STATS.0, STATS.1, "shardbouncer").await;
+    a2.simple_query("SELECT 1").await.unwrap();
+    // ... up to exactly max_client_conn, and not one more.
+    let e = b
+        .try_connect(APP_USER, APP_PASSWORD, "app")
+        .await
+        .expect_err("one client over max_client_conn");
+    assert_eq!(e.as_db_error().unwrap().code().code(), "53300", "{e:?}");
+    // SHOW CLIENTS lists exactly the live clients: no ghosts.
+    let mut want = vec![
+        pair(APP_USER, "app"),
+        pair(APP_USER, "app"),
+        pair("stats", "pgbouncer"),
+        pair("stats", "shardbouncer"),
+    ];
+    want.sort();
+    assert_eq!(want.len(), MAX_CLIENT_CONN);
+    assert_eq!(client_list(&s2).await, want);
+    a1.simple_query("SELECT 2").await.unwrap();
 }

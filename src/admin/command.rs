@@ -51,15 +51,16 @@ impl Command {
     }
 }
 
-/// A parse failure: the message for an ERROR 42601.
+/// A parse failure: the message for an ERROR 42601 (never a panic: the parser
+/// runs before the role check, so any console user can reach it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError(pub String);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Tok {
-    /// A bare word (lowercased) or a "quoted identifier" (as written).
+    /// A bare word (lowercased) or a "quoted identifier" (as written, never empty).
     Word(String),
-    /// A 'string literal' (unescaped).
+    /// A 'string literal' (unescaped, may be empty).
     Str(String),
     /// `=`
     Eq,
@@ -93,7 +94,17 @@ fn tokenize(q: &str) -> Result<Vec<Tok>, ParseError> {
                 }
             }
             if !closed {
-                return Err(ParseError(format!("unterminated quoted string at {i}")));
+                return Err(ParseError(format!(
+                    "unterminated quoted string at character {}",
+                    char_pos(q, i)
+                )));
+            }
+            if c == '"' && s.is_empty() {
+                // As in Postgres: `""` names nothing.
+                return Err(ParseError(format!(
+                    "zero-length delimited identifier at character {}",
+                    char_pos(q, i)
+                )));
             }
             out.push(if c == '\'' { Tok::Str(s) } else { Tok::Word(s) });
         } else {
@@ -111,6 +122,11 @@ fn tokenize(q: &str) -> Result<Vec<Tok>, ParseError> {
     Ok(out)
 }
 
+/// 1-based character (not byte) position of byte offset `at` in `q`, for messages.
+fn char_pos(q: &str, at: usize) -> usize {
+    q.char_indices().take_while(|&(i, _)| i < at).count() + 1
+}
+
 fn text(t: &Tok) -> Option<&str> {
     match t {
         Tok::Word(s) | Tok::Str(s) => Some(s),
@@ -119,6 +135,9 @@ fn text(t: &Tok) -> Option<&str> {
 }
 
 /// Parse one console query.
+///
+/// Never panics: every malformed input is a [`ParseError`] (fuzzed by
+/// `fuzz/fuzz_targets/console.rs`).
 pub fn parse(query: &str) -> Result<Command, ParseError> {
     let q = query.trim();
     let q = q.strip_suffix(';').unwrap_or(q).trim_end();
@@ -126,16 +145,12 @@ pub fn parse(query: &str) -> Result<Command, ParseError> {
         return Ok(Command::Empty);
     }
     let toks = tokenize(q)?;
-    let word = |i: usize| match toks.get(i) {
-        Some(Tok::Word(w)) => Some(w.as_str()),
-        _ => None,
+    let (cmd, args) = match toks.split_first() {
+        Some((Tok::Word(w), rest)) => (w.as_str(), rest),
+        _ => return Err(syntax(q)),
     };
-    let Some(cmd) = word(0) else {
-        return Err(syntax(q));
-    };
-    let args: Vec<&Tok> = toks[1..].iter().collect();
     let opt_arg = || -> Result<Option<String>, ParseError> {
-        match args.as_slice() {
+        match args {
             [] => Ok(None),
             [t] => text(t)
                 .map(|s| Some(s.to_string()))
@@ -148,17 +163,17 @@ pub fn parse(query: &str) -> Result<Command, ParseError> {
     };
     Ok(match cmd {
         "show" | "select" => {
-            let Some(what) = word(1) else {
+            let Some((Tok::Word(what), rest)) = args.split_first() else {
                 return Err(ParseError(format!(
                     "{} needs a subcommand, e.g. SHOW HELP",
                     cmd.to_uppercase()
                 )));
             };
-            let rest = toks[2..]
+            let rest = rest
                 .iter()
                 .map(|t| text(t).map(str::to_string).ok_or_else(|| syntax(q)))
                 .collect::<Result<Vec<_>, _>>()?;
-            Command::Show(what.to_string(), rest)
+            Command::Show(what.clone(), rest)
         }
         "pause" => Command::Pause(opt_arg()?),
         "resume" => Command::Resume(opt_arg()?),
@@ -183,17 +198,19 @@ pub fn parse(query: &str) -> Result<Command, ParseError> {
             }
             Some(_) => return Err(syntax(q)),
         },
-        "set" => match args.as_slice() {
-            [Tok::Word(k), Tok::Eq, v] => Command::Set(k.clone(), text(v).unwrap().to_string()),
-            [Tok::Word(k), Tok::Word(to), v] if to == "to" && text(v).is_some() => {
-                Command::Set(k.clone(), text(v).unwrap().to_string())
-            }
-            _ => {
-                return Err(ParseError(
-                    "syntax error: expected SET key = value".to_string(),
-                ))
-            }
-        },
+        "set" => {
+            // `SET key = value` or `SET key TO value`; the value is a word or a
+            // 'string' (never `=`: `SET x = =` is a syntax error, not a panic).
+            let (key, value) = match args {
+                [Tok::Word(k), Tok::Eq, v] => (k, v),
+                [Tok::Word(k), Tok::Word(to), v] if to == "to" => (k, v),
+                _ => return Err(set_usage()),
+            };
+            let Some(value) = text(value) else {
+                return Err(set_usage());
+            };
+            Command::Set(key.clone(), value.to_string())
+        }
         other => {
             return Err(ParseError(format!(
                 "unknown command \"{}\" (see SHOW HELP)",
@@ -205,6 +222,10 @@ pub fn parse(query: &str) -> Result<Command, ParseError> {
 
 fn syntax(q: &str) -> ParseError {
     ParseError(format!("syntax error in admin command: {q}"))
+}
+
+fn set_usage() -> ParseError {
+    ParseError("syntax error: expected SET key = value".to_string())
 }
 
 #[cfg(test)]
@@ -286,5 +307,134 @@ mod tests {
         assert!(parse("SHOW 'x").is_err());
         assert!(!parse("PAUSE").unwrap().read_only());
         assert!(parse("SHOW STATS").unwrap().read_only());
+    }
+
+    /// Every malformed query is a ParseError (the console's 42601), never a panic:
+    /// the parser runs before the role check, so a stats user can send any of these.
+    #[test]
+    fn malformed_queries_are_errors_not_panics() {
+        for q in [
+            // The reported crash: `=` where the value goes.
+            "SET x = =",
+            "SET x = =;",
+            "set x==",
+            "SET x TO =",
+            "SET = 1",
+            "SET = =",
+            "SET x =",
+            "SET x TO",
+            "SET x = 1 2",
+            "SET 'x' = 1",
+            "SET",
+            "SET =",
+            "SET x",
+            // `=` in other positions.
+            "=",
+            "= ;",
+            "==",
+            "=SHOW POOLS",
+            "SHOW =",
+            "SHOW = pools",
+            "SHOW ROUTE =",
+            "SHOW ROUTE 'a' =",
+            "SELECT =",
+            "PAUSE =",
+            "DISABLE =",
+            "KILL_CLIENT =",
+            "SHUTDOWN =",
+            "RELOAD =",
+            // Quotes.
+            "'",
+            "\"",
+            "''",
+            "\"\"",
+            "'x'",
+            "SHOW 'pools'",
+            "SHOW \"pools",
+            "SHOW ROUTE 'unterminated",
+            "SHOW ROUTE 'a''",
+            "SET x = 'unterminated",
+            "SET \"\" = 1",
+            "PAUSE \"\"",
+            "SHOW \"\"",
+            // Multi-byte UTF-8 everywhere, including right after a quote and at
+            // the start of the error offset.
+            "é",
+            "'é",
+            "\"日本",
+            "SHOW ROUTE '日本語",
+            "SET ключ = =",
+            "SET = 'значение'",
+            "😀 😀",
+            "SHOW",
+            "SHOW;",
+            "\u{85}=",
+            "\u{a0}'",
+        ] {
+            match parse(q) {
+                Err(ParseError(msg)) => assert!(!msg.is_empty(), "{q:?}"),
+                Ok(c) => panic!("{q:?} parsed as {c:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn set_value_must_be_a_word_or_string() {
+        assert_eq!(
+            parse("SET x = =").unwrap_err().0,
+            "syntax error: expected SET key = value"
+        );
+        assert_eq!(
+            parse("SET x TO =").unwrap_err().0,
+            "syntax error: expected SET key = value"
+        );
+        // Quoted keys keep their case; an empty string literal is a valid value
+        // (e.g. to clear server_reset_query); a key is never empty.
+        assert_eq!(
+            parse("SET \"Key\" = ''").unwrap(),
+            Command::Set("Key".into(), String::new())
+        );
+        assert_eq!(
+            parse("SET server_reset_query TO 'DISCARD ALL;'").unwrap(),
+            Command::Set("server_reset_query".into(), "DISCARD ALL;".into())
+        );
+        assert!(parse("SET \"\" = 1").unwrap_err().0.contains("zero-length"));
+    }
+
+    #[test]
+    fn multibyte_utf8_is_handled_by_character() {
+        assert_eq!(
+            parse("SHOW ROUTE '日本語'").unwrap(),
+            Command::Show("route".into(), vec!["日本語".into()])
+        );
+        assert_eq!(
+            parse("SHOW ROUTE \"Ünïcödé\" 'k😀'").unwrap(),
+            Command::Show("route".into(), vec!["Ünïcödé".into(), "k😀".into()])
+        );
+        // Bare words are lowercased in ASCII only.
+        assert_eq!(
+            parse("PAUSE ÄbC").unwrap(),
+            Command::Pause(Some("Äbc".into()))
+        );
+        // Positions in messages count characters, not bytes.
+        assert_eq!(
+            parse("SHOW ROUTE 'é' 'x").unwrap_err().0,
+            "unterminated quoted string at character 16"
+        );
+        assert!(parse("ÉTAT").unwrap_err().0.contains("ÉTAT"));
+    }
+
+    #[test]
+    fn trailing_semicolon_is_optional() {
+        for q in [
+            "SHOW POOLS",
+            "SET x = =",
+            "SHOW ROUTE 'a",
+            "=",
+            "PAUSE app",
+            "  ",
+        ] {
+            assert_eq!(parse(&format!("{q};")), parse(q), "{q:?}");
+        }
     }
 }

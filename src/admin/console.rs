@@ -9,7 +9,7 @@ use super::command::{self, Command, ShutdownMode};
 use super::show::{self, Table};
 use crate::app::{App, ClientHandle, Snapshot};
 use crate::client::login::LoginError;
-use crate::client::ClientStream;
+use crate::client::{ClientStream, Registered};
 use crate::config::Config;
 use crate::protocol::{self, sqlstate};
 use bytes::BytesMut;
@@ -89,7 +89,8 @@ pub async fn serve(
     if stream.write_all(&out).await.is_err() {
         return Ok(());
     }
-    app.clients.insert(handle.clone());
+    // Unregistered on drop, even if the session panics (no ghost in SHOW CLIENTS).
+    let registered = Registered::new(app, handle.clone());
     let mut c = Console {
         app: app.clone(),
         handle: handle.clone(),
@@ -97,7 +98,7 @@ pub async fn serve(
         out: BytesMut::new(),
     };
     let res = c.run(stream).await;
-    app.clients.remove(handle.id);
+    drop(registered);
     if let Err(e) = res {
         tracing::debug!(client = handle.id, "console session ended: {e}");
     }
@@ -643,10 +644,22 @@ fn parse_duration(v: &str) -> Result<crate::config::Duration, String> {
     crate::config::Duration::parse(v)
 }
 
+/// Largest size a SET accepts (PgBouncer's settings are C ints). Without a bound,
+/// `SET default_pool_size = 18446744073709551615` would overflow the pool's
+/// semaphore and panic the console task.
+const MAX_SET_SIZE: usize = i32::MAX as usize;
+
 fn parse_size(v: &str) -> Result<usize, String> {
-    v.trim()
+    let n: usize = v
+        .trim()
         .parse()
-        .map_err(|_| format!("invalid value {v:?}: expected a non-negative integer"))
+        .map_err(|_| format!("invalid value {v:?}: expected a non-negative integer"))?;
+    if n > MAX_SET_SIZE {
+        return Err(format!(
+            "invalid value {v:?}: out of range (at most {MAX_SET_SIZE})"
+        ));
+    }
+    Ok(n)
 }
 
 /// Change one setting in a copy of the live config and apply it, like a reload of
@@ -740,5 +753,58 @@ mod tests {
         set_key(&mut cfg, "min_pool_size", "4").unwrap();
         assert!(cfg.validate().unwrap_err().contains("min_pool_size"));
         assert!(set_key(&mut cfg, "default_pool_size", "x").is_err());
+        // Bounded, so a huge size cannot overflow a pool's semaphore (a panic).
+        assert!(
+            set_key(&mut cfg, "default_pool_size", "18446744073709551615")
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(set_key(&mut cfg, "reserve_pool_size", "2147483648").is_err());
+        set_key(&mut cfg, "max_client_conn", "2147483647").unwrap();
+    }
+
+    /// A client task that ends by panicking still gives back its max_client_conn
+    /// slot and leaves no ghost in SHOW CLIENTS (the guards console and session use).
+    #[tokio::test]
+    async fn a_panicking_client_task_releases_its_slot_and_registry_entry() {
+        use crate::client::CountGuard;
+        use std::sync::atomic::AtomicBool;
+        let cfg = Config::parse("[databases.app]\nshards = [ { name = \"s0\", host = \"h\" } ]\n")
+            .unwrap();
+        let app = App::new(cfg, None).unwrap();
+        let handle = Arc::new(ClientHandle {
+            id: 7,
+            secret: 1,
+            server: arc_swap::ArcSwapOption::empty(),
+            user: "stats".into(),
+            database: "pgbouncer".into(),
+            addr: None,
+            kill: tokio::sync::Notify::new(),
+            killed: AtomicBool::new(false),
+            connect_time: std::time::SystemTime::now(),
+            activity: crate::admin::ClientActivity::new("", None),
+        });
+        for _ in 0..3 {
+            let (a, h) = (app.clone(), handle.clone());
+            let task = tokio::spawn(async move {
+                let (_slot, n) = CountGuard::take(&a);
+                assert_eq!(n, 1);
+                let _registered = Registered::new(&a, h);
+                assert_eq!(a.clients.all().len(), 1);
+                tokio::task::yield_now().await;
+                panic!("client task panics (expected by this test)");
+            });
+            assert!(task.await.unwrap_err().is_panic());
+            assert_eq!(app.client_count.load(Ordering::Acquire), 0);
+            assert!(app.clients.all().is_empty());
+        }
+        // And on a normal end, of course.
+        {
+            let (_slot, n) = CountGuard::take(&app);
+            let _registered = Registered::new(&app, handle.clone());
+            assert_eq!((n, app.clients.all().len()), (1, 1));
+        }
+        assert_eq!(app.client_count.load(Ordering::Acquire), 0);
+        assert!(app.clients.all().is_empty());
     }
 }

@@ -26,15 +26,56 @@ pub async fn serve(app: Arc<App>, tcp: tokio::net::TcpStream) {
     let _ = tcp.set_nodelay(true);
     let peer = tcp.peer_addr().ok();
     let mut stream = ClientStream::Plain(tcp);
-    let count = app.client_count.fetch_add(1, Ordering::AcqRel) + 1;
+    let (slot, count) = CountGuard::take(&app);
     let res = run(&app, &mut stream, peer, count).await;
-    app.client_count.fetch_sub(1, Ordering::AcqRel);
+    drop(slot);
     if let Err(e) = res {
         tracing::debug!(?peer, "login refused: {}", e.message);
         let mut out = BytesMut::new();
         protocol::fatal_response(&mut out, e.code, &e.message);
         let _ =
             tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&out)).await;
+    }
+}
+
+/// One `max_client_conn` slot (`app.client_count`), given back when dropped: also
+/// when the client task panics, so a crash cannot leak slots until every login is
+/// refused with 53300.
+pub(crate) struct CountGuard<'a>(&'a App);
+
+impl<'a> CountGuard<'a> {
+    /// Take a slot; also returns the count including this client.
+    pub(crate) fn take(app: &'a App) -> (CountGuard<'a>, usize) {
+        let count = app.client_count.fetch_add(1, Ordering::AcqRel) + 1;
+        (CountGuard(app), count)
+    }
+}
+
+impl Drop for CountGuard<'_> {
+    fn drop(&mut self) {
+        self.0.client_count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A client's entry in `app.clients` (SHOW CLIENTS, cancel lookup, KILL), removed
+/// when dropped: also when the task panics, so it leaves no ghost behind.
+pub(crate) struct Registered<'a> {
+    app: &'a App,
+    id: i32,
+}
+
+impl<'a> Registered<'a> {
+    /// Insert `handle` into the registry for as long as the guard lives.
+    pub(crate) fn new(app: &'a App, handle: Arc<ClientHandle>) -> Registered<'a> {
+        let id = handle.id;
+        app.clients.insert(handle);
+        Registered { app, id }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.app.clients.remove(self.id);
     }
 }
 
@@ -171,7 +212,7 @@ async fn run(
         Some(rt) => startup_tenant(rt, &login, tenant_from_user.as_deref())?,
         None => None,
     };
-    app.clients.insert(handle.clone());
+    let registered = Registered::new(app, handle.clone());
     let res = session::Session::new(
         app.clone(),
         db,
@@ -183,7 +224,7 @@ async fn run(
     )
     .run(stream)
     .await;
-    app.clients.remove(id);
+    drop(registered);
     if let Err(e) = res {
         tracing::debug!(client = id, "session ended: {e}");
     }
