@@ -1,8 +1,14 @@
-//! Criterion benchmarks for the pure routing path: scanning a statement for
-//! its tenant and looking the tenant up in a shard map.
+//! Criterion benchmarks for the pure routing path: analyzing a statement (its
+//! forms, tenants and effects), the whole routing decision, and looking a tenant
+//! up in a shard map.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use shardbouncer::router::{scan, ShardMap, TenantKey};
+use shardbouncer::router::bind::ParamValues;
+use shardbouncer::router::{
+    analyze, decide, Facts, Item, NoTenant, Routing, SessionView, ShardMap, Source, TenantKey,
+    Tenants, Tx, Unit,
+};
+use std::sync::Arc;
 
 const KEY: &[u8] = b"tenant_id";
 
@@ -16,14 +22,77 @@ fn bench_scanner(c: &mut Criterion) {
     long.push_str("1 FROM orders t JOIN items i ON i.order_id = t.id WHERE t.status = 'open' AND t.tenant_id = 4242 LIMIT 10");
     let commented = b"SELECT * FROM users WHERE id = $1 /*action='show',controller='users',framework='rails',tenant_id='acme%20corp'*/";
 
-    c.bench_function("scan/short_oltp", |b| {
-        b.iter(|| scan(black_box(short), KEY))
+    let multi = b"SET statement_timeout = '5s'; SELECT * FROM t WHERE tenant_id IN (1, 2, 3); COMMIT";
+    let mut f = Facts::default();
+    c.bench_function("analyze/short_oltp", |b| {
+        b.iter(|| analyze(black_box(short), KEY, true, &mut f))
     });
-    c.bench_function("scan/2kb_key_at_end", |b| {
-        b.iter(|| scan(black_box(long.as_bytes()), KEY))
+    c.bench_function("analyze/2kb_key_at_end", |b| {
+        b.iter(|| analyze(black_box(long.as_bytes()), KEY, true, &mut f))
     });
-    c.bench_function("scan/sqlcommenter", |b| {
-        b.iter(|| scan(black_box(commented), KEY))
+    c.bench_function("analyze/sqlcommenter", |b| {
+        b.iter(|| analyze(black_box(commented), KEY, true, &mut f))
+    });
+    c.bench_function("analyze/multi_statement", |b| {
+        b.iter(|| analyze(black_box(multi), KEY, true, &mut f))
+    });
+    c.bench_function("analyze/unrouted", |b| {
+        b.iter(|| analyze(black_box(short), b"", true, &mut f))
+    });
+}
+
+/// Two text-format Bind values.
+struct Two;
+
+impl ParamValues for Two {
+    fn count(&self) -> usize {
+        2
+    }
+    fn format(&self, _: usize) -> i16 {
+        0
+    }
+    fn each(&self, f: &mut dyn FnMut(usize, Option<&[u8]>)) {
+        f(0, Some(b"4242"));
+        f(1, Some(b"17"));
+    }
+}
+
+fn bench_decide(c: &mut Criterion) {
+    let names: Vec<String> = (0..4).map(|i| format!("s{i}")).collect();
+    let r = Routing {
+        key: "tenant_id".into(),
+        sources: vec![Source::Startup, Source::Comment, Source::Set, Source::Scan],
+        no_tenant: NoTenant::Reject,
+        default_shard: None,
+        lock_startup_tenant: false,
+        user_suffix: None,
+        map: Arc::new(ShardMap::default_for(&names)),
+        map_source: None,
+        loaded_at: std::time::SystemTime::now(),
+    };
+    let t = Tenants::default();
+    let view = SessionView {
+        tenants: &t,
+        tx: Tx::Idle,
+        pinned_by: None,
+        std_strings: true,
+    };
+    let mut scratch = Vec::new();
+    let mut f = Facts::default();
+    analyze(b"SELECT * FROM t WHERE tenant_id = 4242 AND id = 1", KEY, true, &mut f);
+    c.bench_function("decide/simple_query", |b| {
+        b.iter(|| decide(&r, &view, Unit::query(black_box(&f)), &mut scratch))
+    });
+    let mut p = Facts::default();
+    analyze(b"SELECT * FROM t WHERE tenant_id = $1 AND id = $2", KEY, true, &mut p);
+    c.bench_function("decide/bind_batch", |b| {
+        b.iter(|| {
+            let items = [
+                Item::Bind(black_box(&p), Default::default(), Two),
+                Item::Execute,
+            ];
+            decide(&r, &view, Unit::batch(items.into_iter()), &mut scratch)
+        })
     });
 }
 
@@ -61,5 +130,5 @@ fn bench_shardmap(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_scanner, bench_shardmap);
+criterion_group!(benches, bench_scanner, bench_decide, bench_shardmap);
 criterion_main!(benches);

@@ -4,6 +4,7 @@
 use crate::config::{Config, Database, NoTenant, PoolSettings, TenantSource};
 use crate::pool::{Pool, PoolKey, Pools};
 use crate::router::ShardMap;
+use crate::router::Source;
 use crate::server::{CancelKey, Target};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::collections::HashMap;
@@ -13,34 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::Notify;
 
-/// Routing settings of a database with its loaded shard map.
-pub struct RoutingRt {
-    /// Tenant key name (e.g. `tenant_id`).
-    pub key: String,
-    /// Sources in precedence order.
-    pub sources: Vec<TenantSource>,
-    /// Policy for statements with no tenant.
-    pub no_tenant: NoTenant,
-    /// Index of `default_shard`.
-    pub default_shard: Option<usize>,
-    /// A tenant given at connect cannot be changed.
-    pub lock_startup_tenant: bool,
-    /// User-name suffix separator carrying the tenant (`app.42`).
-    pub user_suffix: Option<String>,
-    /// The shard map.
-    pub map: Arc<ShardMap>,
-    /// Where the map came from (`None`: built in, hashing over the shards).
-    pub map_source: Option<PathBuf>,
-    /// When the map was loaded.
-    pub loaded_at: SystemTime,
-}
-
-impl RoutingRt {
-    /// Whether `s` is an enabled source.
-    pub fn has(&self, s: TenantSource) -> bool {
-        self.sources.contains(&s)
-    }
-}
+/// Routing settings of a database with its loaded shard map (the router's type).
+pub type RoutingRt = crate::router::Routing;
 
 /// Everything a client needs about one configured database, precomputed at load time.
 pub struct DbRuntime {
@@ -165,10 +140,24 @@ fn load_routing(
         .default_shard
         .as_ref()
         .and_then(|d| names.iter().position(|n| n == d));
+    let no_tenant = match (r.no_tenant, default_shard) {
+        (NoTenant::Default, Some(d)) => crate::router::NoTenant::Default(d),
+        _ => crate::router::NoTenant::Reject,
+    };
+    let sources = r
+        .sources
+        .iter()
+        .map(|s| match s {
+            TenantSource::Startup => Source::Startup,
+            TenantSource::Comment => Source::Comment,
+            TenantSource::Set => Source::Set,
+            TenantSource::Scan => Source::Scan,
+        })
+        .collect();
     Ok(Some(Arc::new(RoutingRt {
         key: r.key.clone(),
-        sources: r.sources.clone(),
-        no_tenant: r.no_tenant,
+        sources,
+        no_tenant,
         default_shard,
         lock_startup_tenant: r.lock_startup_tenant,
         user_suffix: r.user_suffix.clone(),

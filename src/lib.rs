@@ -17,6 +17,7 @@ pub mod protocol;
 pub mod router;
 mod serve;
 pub mod server;
+pub mod sqlstate;
 pub mod tls;
 
 pub use serve::run;

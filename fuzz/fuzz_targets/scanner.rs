@@ -1,34 +1,78 @@
-//! Fuzz the SQL tenant scanner: arbitrary statement bytes and key names.
+//! Fuzz the SQL analysis (statement forms, tenant mentions, effects): arbitrary
+//! statement bytes and key names, under both `standard_conforming_strings`.
+//!
+//! Invariants beyond "no panic":
+//! * the facts are self-consistent (an empty text is tenant-free, parameters are
+//!   sorted and in range, a valid `SET key` carries its value, mentions are
+//!   bounded and valid keys);
+//! * `analyze` reports exactly the mentions `scanner::mentions` finds;
+//! * a comment in front of a text changes nothing about it.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shardbouncer::router::scanner::{scan, scan_all_tenants, Statement};
+use shardbouncer::router::statement::{analyze, Facts, Kind, MAX_MENTIONS};
+use shardbouncer::router::{mentions, TenantToken};
 
 fuzz_target!(|data: &[u8]| {
     // First byte picks how much of the rest is the key name, so key names
-    // are fuzzed too (including empty, dotted and non-UTF-8 ones).
-    let (key, sql): (&[u8], &[u8]) = match data.split_first() {
-        Some((&n, rest)) if n < 0x20 => {
-            let n = (n as usize).min(rest.len());
-            (&rest[..n], &rest[n..])
+    // are fuzzed too (including empty, dotted and non-UTF-8 ones); its top bit
+    // picks standard_conforming_strings.
+    let (std, key, sql): (bool, &[u8], &[u8]) = match data.split_first() {
+        Some((&n, rest)) if n & 0x7f < 0x20 => {
+            let k = ((n & 0x7f) as usize).min(rest.len());
+            (n & 0x80 == 0, &rest[..k], &rest[k..])
         }
-        _ => (b"tenant_id", data),
+        _ => (true, b"tenant_id", data),
     };
-    match scan(sql, key) {
-        Statement::SetTenant { value, .. } => {
-            let _ = value.to_key();
-        }
-        Statement::Other { comment, scan } => {
-            if let Some(k) = comment.and_then(|t| t.to_key()) {
-                let _ = (k.as_str(), k.as_i64(), k.is_ambiguous_integer());
-            }
-            if let Some(k) = scan.and_then(|t| t.to_key()) {
-                let _ = (k.as_str(), k.as_i64(), k.parse_pg_int8());
-            }
-        }
-        Statement::ResetTenant | Statement::Begin => {}
+    let mut f = Facts::default();
+    analyze(sql, key, std, &mut f);
+    if f.count == 0 {
+        assert_eq!(f.first, Kind::Empty);
+        assert!(f.tenant_free);
     }
-    scan_all_tenants(sql, key, |t| {
-        let _ = t.to_key();
-    });
+    assert!(f.params.windows(2).all(|w| w[0] < w[1]), "{:?}", f.params);
+    assert!(f.params.iter().all(|&p| p >= 1));
+    assert!(f.mentions.len() <= MAX_MENTIONS);
+    for m in &f.mentions {
+        assert!(!m.key.as_str().is_empty() && m.key.as_bytes().len() <= 63);
+    }
+    if matches!(f.first, Kind::SetTenant { .. }) && f.violation.is_none() {
+        assert!(f.set_value.is_some());
+    }
+    if key.is_empty() {
+        assert!(f.mentions.is_empty() && f.params.is_empty());
+    }
+    // The same mentions as the scanner reports on its own.
+    if f.violation.is_none() {
+        let mut direct = Vec::new();
+        let mut params = Vec::new();
+        mentions(sql, key, std, |_, t| match t {
+            TenantToken::Param(n) => params.push(n),
+            t => direct.push(t.to_key().expect("valid when no violation")),
+        });
+        let mut seen: Vec<_> = f.mentions.iter().map(|m| m.key).collect();
+        seen.dedup();
+        direct.dedup();
+        // `analyze` works per statement; a key repeated across a statement
+        // boundary is folded by neither, so compare as sets.
+        seen.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        seen.dedup();
+        direct.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        direct.dedup();
+        assert_eq!(seen, direct);
+        params.sort_unstable();
+        params.dedup();
+        assert_eq!(params, f.params);
+    }
+    // A leading comment is neutral.
+    let mut prefixed = b"/* c */ ".to_vec();
+    prefixed.extend_from_slice(sql);
+    let mut g = Facts::default();
+    analyze(&prefixed, key, std, &mut g);
+    assert_eq!(f.count, g.count);
+    assert_eq!(f.first, g.first);
+    assert_eq!(f.mentions, g.mentions);
+    assert_eq!(f.params, g.params);
+    assert_eq!(f.effects, g.effects);
+    assert_eq!(f.violation, g.violation);
 });

@@ -43,9 +43,9 @@ pub struct Entry {
     /// A Describe of the unnamed statement: its ParameterDescription goes to the
     /// session's unnamed-statement slot.
     pub describes_unnamed: bool,
-    /// A simple Query that drops every prepared statement (DISCARD ALL): on success
-    /// the server's statement cache is known to be empty.
-    pub clear_prepared: bool,
+    /// A simple Query that drops every prepared statement (DISCARD ALL, DEALLOCATE
+    /// ALL): on success the client's own statement names are gone, as in Postgres.
+    pub drops_statements: bool,
 }
 
 impl Entry {
@@ -56,7 +56,7 @@ impl Entry {
             mode: Mode::Forward,
             synthetic: None,
             stmt: None,
-            clear_prepared: false,
+            drops_statements: false,
             describes_unnamed: false,
         }
     }
@@ -68,7 +68,7 @@ impl Entry {
             mode: Mode::Swallow,
             synthetic: None,
             stmt: None,
-            clear_prepared: false,
+            drops_statements: false,
             describes_unnamed: false,
         }
     }
@@ -81,7 +81,7 @@ impl Entry {
             mode: Mode::Forward,
             synthetic: Some(reply),
             stmt: None,
-            clear_prepared: false,
+            drops_statements: false,
             describes_unnamed: false,
         }
     }

@@ -3,7 +3,6 @@
 mod expect;
 pub mod login;
 mod queue;
-mod route;
 pub mod session;
 
 use crate::app::{App, ClientHandle};
@@ -238,7 +237,7 @@ fn startup_tenant(
     login: &ClientLogin,
     from_user: Option<&str>,
 ) -> Result<Option<crate::router::TenantKey>, LoginError> {
-    if !rt.has(crate::config::TenantSource::Startup) {
+    if !rt.has(crate::router::Source::Startup) {
         return Ok(None);
     }
     let given = login

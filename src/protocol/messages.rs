@@ -3,44 +3,8 @@
 
 use bytes::{BufMut, BytesMut};
 
-/// SQLSTATE codes used by shardbouncer's own errors.
-pub mod sqlstate {
-    /// protocol_violation
-    pub const PROTOCOL_VIOLATION: &str = "08P01";
-    /// connection_failure
-    pub const CONNECTION_FAILURE: &str = "08006";
-    /// sqlclient_unable_to_establish_sqlconnection
-    pub const CANNOT_CONNECT: &str = "08001";
-    /// invalid_password
-    pub const INVALID_PASSWORD: &str = "28P01";
-    /// invalid_authorization_specification
-    pub const INVALID_AUTHORIZATION: &str = "28000";
-    /// invalid_catalog_name (unknown database)
-    pub const INVALID_CATALOG_NAME: &str = "3D000";
-    /// too_many_connections
-    pub const TOO_MANY_CONNECTIONS: &str = "53300";
-    /// feature_not_supported (cross-shard refusal)
-    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
-    /// query_canceled (used for wait timeouts, like PgBouncer)
-    pub const QUERY_CANCELED: &str = "57014";
-    /// admin_shutdown
-    pub const ADMIN_SHUTDOWN: &str = "57P01";
-    /// idle_in_transaction_session_timeout
-    pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
-    /// insufficient_privilege
-    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
-    /// syntax_error
-    pub const SYNTAX_ERROR: &str = "42601";
-    /// The routing error: no tenant could be found for a statement (shardbouncer's own code,
-    /// in the "invalid_table_definition"-adjacent class 42P17 as the routing spec allows).
-    pub const NO_TENANT: &str = "42P17";
-    /// invalid_parameter_value
-    pub const INVALID_PARAMETER_VALUE: &str = "22023";
-    /// config_file_error (failed RELOAD)
-    pub const CONFIG_FILE_ERROR: &str = "F0000";
-    /// internal_error
-    pub const INTERNAL_ERROR: &str = "XX000";
-}
+/// SQLSTATE codes (re-exported: they live in [`crate::sqlstate`]).
+pub use crate::sqlstate;
 
 /// Start a tagged message; returns the offset of its length field for [`finish`].
 #[inline]

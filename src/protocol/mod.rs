@@ -207,6 +207,35 @@ impl<'a> Bind<'a> {
     }
 }
 
+impl crate::router::bind::ParamValues for Bind<'_> {
+    fn count(&self) -> usize {
+        self.nparams
+    }
+
+    fn format(&self, i: usize) -> i16 {
+        Bind::format(self, i)
+    }
+
+    fn each(&self, f: &mut dyn FnMut(usize, Option<&[u8]>)) {
+        let mut rest = self.params;
+        for i in 0..self.nparams {
+            let Some((len, r)) = get_i32(rest) else {
+                return;
+            };
+            if len < 0 {
+                f(i, None);
+                rest = r;
+                continue;
+            }
+            let Some(v) = r.get(..len as usize) else {
+                return;
+            };
+            f(i, Some(v));
+            rest = &r[len as usize..];
+        }
+    }
+}
+
 /// Check the structure of a frontend message body (after the 5-byte header) of the
 /// kinds shardbouncer inspects or forwards in a session, so that malformed input is
 /// refused up front (FATAL 08P01, as Postgres does) instead of being half-routed.

@@ -1,16 +1,30 @@
-//! Tenant extraction and shard lookup. Pure: no I/O, fuzzable.
+//! Tenant extraction and the routing decision. Pure: no I/O, fuzzable.
 //!
+//! * [`lexer`]: Postgres-compatible SQL lexing (literals, quotes, comments).
+//! * [`scanner`]: every tenant a statement mentions (comment, predicate, INSERT).
+//! * [`statement`]: the statements of a text, their forms and side effects.
+//! * [`decide`]: the one function that routes a unit of work.
+//! * [`bind`]: Bind parameter values as tenant keys.
 //! * [`hash`]: Postgres-compatible hash functions (lookup3, `hashint8`, ...).
 //! * [`key`]: [`TenantKey`], an inline, allocation-free tenant identifier.
-//! * [`scanner`]: finds the tenant a statement names (SET, comment, predicate).
 //! * [`shardmap`]: maps a tenant key to a shard (Citus ranges, hash
 //!   partitions, integer ranges, explicit overrides).
 
+pub mod bind;
+pub mod decide;
+#[cfg(test)]
+mod decide_tests;
 pub mod hash;
 pub mod key;
+mod lexer;
 pub mod scanner;
 pub mod shardmap;
+pub mod statement;
 
+pub use decide::{
+    decide, Decision, Item, Local, NoTenant, Refusal, Routing, SessionView, Tenants, Tx, Unit,
+};
 pub use key::TenantKey;
-pub use scanner::{scan, scan_all_tenants, Source, Statement, TenantToken};
+pub use scanner::{mentions, Source, TenantToken};
 pub use shardmap::{KeyType, Method, Route, RouteReason, ShardMap};
+pub use statement::{analyze, analyze_checked, Effects, Facts, Kind, Mention};

@@ -1,27 +1,29 @@
-//! Allocation-free SQL tenant scanner.
+//! Allocation-free SQL tenant scanner: finds every tenant a statement mentions.
 //!
-//! Given one simple-query string (or a Parse message's query) and the name of
-//! the routing key (default `tenant_id`), find what the statement says about
-//! the tenant: a `SET key = ...` / `RESET key`, a lone `BEGIN`, a routing
-//! comment (`/* tenant_id=42 */`, sqlcommenter `/*tenant_id='42'*/`), or an
-//! equality predicate / INSERT value in the SQL itself.
+//! Given a statement text and the name of the routing key (default `tenant_id`),
+//! report each routing comment (`/* tenant_id=42 */`, sqlcommenter
+//! `/*tenant_id='42'*/`) and each equality predicate, IN list or INSERT value on
+//! the key (`tenant_id = 42`, `t.tenant_id IN ($1, $2)`, `42 = tenant_id`,
+//! `INSERT INTO t (tenant_id, ..) VALUES (..), (..)`).
 //!
 //! Design constraints, and why:
 //! * **No allocation, linear time, never panics**: this runs on every query
 //!   and on attacker-controlled bytes. The lexer is a cursor over `&[u8]`;
 //!   lookahead clones the cursor (a `usize`) and is bounded, except for the
-//!   INSERT value walk which is guarded so it runs at most once per byte.
-//! * **Fail closed**: a wrong route is a data leak, so anything we do not
-//!   understand exactly (`tenant_id = 5 + 1`, `NOT tenant_id = 5`,
-//!   `tenant_id IN (1, 2)`, casts that could change the value, unterminated
-//!   literals, ...) yields *no* tenant rather than a guess.
-//! * **Lex like Postgres**: string literals (`'..'`, `E'..'`, `U&'..'`),
-//!   dollar quotes, quoted identifiers and nested comments are skipped with
-//!   Postgres' own rules, so `SELECT 'tenant_id = 5'` names no tenant. We
-//!   assume `standard_conforming_strings = on` (the default since 9.1).
+//!   INSERT value and IN-list walks, which are guarded to stay linear.
+//! * **Every mention**: a caller must see all of them (every row of a
+//!   multi-row INSERT, every element of an IN list, every OR branch) so that a
+//!   statement naming tenants on two shards is refused, never half-routed.
+//! * **Nothing misread**: anything not understood exactly (`tenant_id = 5 + 1`,
+//!   `NOT tenant_id = 5`, casts that could change the value, unterminated
+//!   literals, ...) yields no mention rather than a guess.
+//! * **Lex like Postgres** ([`super::lexer`]): nothing inside a literal, dollar
+//!   quote, quoted identifier or comment is SQL, honouring the client's
+//!   `standard_conforming_strings`.
 
 use super::key::{KeyBuilder, TenantKey};
-use memchr::{memchr, memchr2, memmem};
+use super::lexer::*;
+use memchr::{memchr, memchr2};
 use std::fmt;
 use std::ops::ControlFlow;
 
@@ -51,34 +53,6 @@ impl fmt::Display for Source {
             Source::Default => "default",
         })
     }
-}
-
-/// What one statement (simple-query text or a Parse's query string) says about routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Statement<'a> {
-    /// `SET [SESSION | LOCAL] key = value` or `SET key TO value`, alone.
-    /// `value` is the raw token; decode it with [`TenantToken::to_key`].
-    SetTenant {
-        /// `SET LOCAL`: the tenant lasts until the end of the transaction.
-        local: bool,
-        /// The value as written.
-        value: TenantToken<'a>,
-    },
-    /// `RESET key`, or `SET key TO DEFAULT` / `= DEFAULT` (also with LOCAL).
-    ResetTenant,
-    /// BEGIN / START TRANSACTION / BEGIN TRANSACTION/WORK with optional
-    /// isolation/read only modes, alone (nothing else in the text but
-    /// comments, whitespace, ';'). A BEGIN carrying a routing comment is
-    /// reported as [`Statement::Other`] instead, so the comment is not lost.
-    Begin,
-    /// Anything else, with the first tenant found in it. The caller should
-    /// prefer `comment` over `scan`.
-    Other {
-        /// First tenant named in a routing comment.
-        comment: Option<TenantToken<'a>>,
-        /// First tenant found by scanning predicates / INSERT values.
-        scan: Option<TenantToken<'a>>,
-    },
 }
 
 /// A tenant value as it appears in the SQL text, not yet decoded.
@@ -260,401 +234,6 @@ fn decode_url(raw: &[u8]) -> Option<TenantKey> {
     k.finish()
 }
 
-// ---------------------------------------------------------------------------
-// Lexer
-// ---------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum K {
-    Ident,
-    QIdent,
-    /// `'...'`, `N'...'` (escape false) or `E'...'` (escape true).
-    Str {
-        escape: bool,
-    },
-    Dollar,
-    /// Other literals we never route on: B'..', X'..', U&'..', U&"..".
-    Lit,
-    /// Digits only.
-    Int,
-    /// Decimal / exponent / malformed number.
-    Num,
-    Param(u16),
-    Op,
-    LParen,
-    RParen,
-    LBrack,
-    RBrack,
-    Comma,
-    Semi,
-    Dot,
-    Colon,
-    Cast,
-    Comment,
-    /// Anything else, including unterminated literals.
-    Other,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Tok {
-    k: K,
-    /// Token span.
-    s: usize,
-    e: usize,
-    /// Body span (inside quotes / comment delimiters).
-    bs: usize,
-    be: usize,
-}
-
-#[inline]
-fn is_ident_start(c: u8) -> bool {
-    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
-}
-
-#[inline]
-fn is_ident_cont(c: u8) -> bool {
-    is_ident_start(c) || c.is_ascii_digit() || c == b'$'
-}
-
-#[inline]
-fn is_space(c: u8) -> bool {
-    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
-}
-
-#[inline]
-fn is_op_char(c: u8) -> bool {
-    matches!(
-        c,
-        b'+' | b'-'
-            | b'*'
-            | b'/'
-            | b'<'
-            | b'>'
-            | b'='
-            | b'~'
-            | b'!'
-            | b'@'
-            | b'#'
-            | b'%'
-            | b'^'
-            | b'&'
-            | b'|'
-            | b'`'
-            | b'?'
-    )
-}
-
-#[derive(Clone, Copy)]
-struct Lexer<'a> {
-    s: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Lexer<'a> {
-    fn new(s: &'a [u8]) -> Self {
-        Lexer { s, pos: 0 }
-    }
-
-    #[inline]
-    fn at(&self, i: usize) -> u8 {
-        self.s.get(i).copied().unwrap_or(0)
-    }
-
-    fn tok(&mut self, k: K, s: usize, e: usize) -> Tok {
-        self.pos = e;
-        Tok {
-            k,
-            s,
-            e,
-            bs: s,
-            be: e,
-        }
-    }
-
-    fn body(&mut self, k: K, s: usize, e: usize, bs: usize, be: usize) -> Tok {
-        self.pos = e;
-        Tok { k, s, e, bs, be }
-    }
-
-    /// Finds the end of a quoted run starting at `i` (just after the opening
-    /// quote `q`). Returns (index of closing quote, index after it). Doubled
-    /// quotes continue the run; with `backslash`, `\x` skips x.
-    fn quoted_end(&self, mut i: usize, q: u8, backslash: bool) -> Option<(usize, usize)> {
-        let s = self.s;
-        loop {
-            let rest = s.get(i..)?;
-            let off = if backslash {
-                memchr2(q, b'\\', rest)?
-            } else {
-                memchr(q, rest)?
-            };
-            let j = i + off;
-            if s[j] == b'\\' {
-                i = j + 2;
-                continue;
-            }
-            if s.get(j + 1) == Some(&q) {
-                i = j + 2;
-                continue;
-            }
-            return Some((j, j + 1));
-        }
-    }
-
-    fn string(&mut self, s: usize, open: usize, k: K, backslash: bool, q: u8) -> Tok {
-        match self.quoted_end(open + 1, q, backslash) {
-            Some((close, end)) => self.body(k, s, end, open + 1, close),
-            // Unterminated: Postgres would reject the statement; swallow the
-            // rest so nothing inside can be mistaken for SQL.
-            None => self.tok(K::Other, s, self.s.len()),
-        }
-    }
-
-    /// Next token including comments; `None` at end of input.
-    fn next_raw(&mut self) -> Option<Tok> {
-        let b = self.s;
-        let mut i = self.pos;
-        while i < b.len() && is_space(b[i]) {
-            i += 1;
-        }
-        let c = *b.get(i)?;
-        let n1 = self.at(i + 1);
-        let s = i;
-        Some(match c {
-            b'-' if n1 == b'-' => {
-                let end = memchr(b'\n', &b[i..]).map_or(b.len(), |o| i + o);
-                self.body(K::Comment, s, end, s + 2, end)
-            }
-            b'/' if n1 == b'*' => {
-                let mut depth = 1usize;
-                let mut j = i + 2;
-                loop {
-                    match memchr2(b'*', b'/', &b[j.min(b.len())..]) {
-                        None => break self.body(K::Comment, s, b.len(), s + 2, b.len()),
-                        Some(o) => {
-                            let p = j + o;
-                            let nx = self.at(p + 1);
-                            if b[p] == b'/' && nx == b'*' {
-                                depth += 1;
-                                j = p + 2;
-                            } else if b[p] == b'*' && nx == b'/' {
-                                depth -= 1;
-                                j = p + 2;
-                                if depth == 0 {
-                                    break self.body(K::Comment, s, j, s + 2, p);
-                                }
-                            } else {
-                                j = p + 1;
-                            }
-                        }
-                    }
-                }
-            }
-            b'\'' => self.string(s, s, K::Str { escape: false }, false, b'\''),
-            b'"' => self.string(s, s, K::QIdent, false, b'"'),
-            b'$' => {
-                if n1.is_ascii_digit() {
-                    let mut j = i + 1;
-                    let mut v: u32 = 0;
-                    while j < b.len() && b[j].is_ascii_digit() {
-                        v = v.saturating_mul(10).saturating_add((b[j] - b'0') as u32);
-                        j += 1;
-                    }
-                    if j < b.len() && is_ident_cont(b[j]) || v == 0 || v > u16::MAX as u32 {
-                        // Trailing junk or out-of-range parameter number.
-                        self.tok(K::Other, s, j)
-                    } else {
-                        self.tok(K::Param(v as u16), s, j)
-                    }
-                } else {
-                    // Dollar quote $tag$...$tag$; tag chars exclude '$'.
-                    let mut j = i + 1;
-                    while j < b.len() && is_ident_cont(b[j]) && b[j] != b'$' {
-                        j += 1;
-                    }
-                    if self.at(j) == b'$' {
-                        let tag = &b[s..=j];
-                        match memmem::find(&b[j + 1..], tag) {
-                            Some(o) => {
-                                let close = j + 1 + o;
-                                self.body(K::Dollar, s, close + tag.len(), j + 1, close)
-                            }
-                            None => self.tok(K::Other, s, b.len()),
-                        }
-                    } else {
-                        self.tok(K::Other, s, i + 1)
-                    }
-                }
-            }
-            b'0'..=b'9' => self.number(s),
-            b'.' if n1.is_ascii_digit() => self.number(s),
-            b'.' => self.tok(K::Dot, s, s + 1),
-            b'(' => self.tok(K::LParen, s, s + 1),
-            b')' => self.tok(K::RParen, s, s + 1),
-            b'[' => self.tok(K::LBrack, s, s + 1),
-            b']' => self.tok(K::RBrack, s, s + 1),
-            b',' => self.tok(K::Comma, s, s + 1),
-            b';' => self.tok(K::Semi, s, s + 1),
-            b':' if n1 == b':' => self.tok(K::Cast, s, s + 2),
-            b':' => self.tok(K::Colon, s, s + 1),
-            c if is_ident_start(c) => {
-                let mut j = i + 1;
-                while j < b.len() && is_ident_cont(b[j]) {
-                    j += 1;
-                }
-                let nx = self.at(j);
-                if j == i + 1 {
-                    match (c.to_ascii_lowercase(), nx) {
-                        (b'e', b'\'') => {
-                            return Some(self.string(s, j, K::Str { escape: true }, true, b'\''))
-                        }
-                        (b'n', b'\'') => {
-                            return Some(self.string(s, j, K::Str { escape: false }, false, b'\''))
-                        }
-                        (b'b' | b'x', b'\'') => {
-                            return Some(self.string(s, j, K::Lit, false, b'\''))
-                        }
-                        (b'u', b'&') => match self.at(j + 1) {
-                            b'\'' => return Some(self.string(s, j + 1, K::Lit, false, b'\'')),
-                            b'"' => return Some(self.string(s, j + 1, K::Lit, false, b'"')),
-                            _ => {}
-                        },
-                        _ => {}
-                    }
-                }
-                self.tok(K::Ident, s, j)
-            }
-            c if is_op_char(c) => {
-                let mut j = i;
-                while j < b.len() && is_op_char(b[j]) {
-                    // A comment start ends the operator.
-                    if j > i
-                        && ((b[j] == b'-' && self.at(j + 1) == b'-')
-                            || (b[j] == b'/' && self.at(j + 1) == b'*'))
-                    {
-                        break;
-                    }
-                    j += 1;
-                }
-                // Postgres: a multi-char operator may not end in + or -
-                // unless it contains one of ~ ! @ # % ^ & | ` ?, so "=-7"
-                // lexes as "=" "-" "7".
-                if j - i > 1 && !b[i..j].iter().any(|c| b"~!@#%^&|`?".contains(c)) {
-                    while j - i > 1 && matches!(b[j - 1], b'+' | b'-') {
-                        j -= 1;
-                    }
-                }
-                self.tok(K::Op, s, j)
-            }
-            _ => self.tok(K::Other, s, s + 1),
-        })
-    }
-
-    fn number(&mut self, s: usize) -> Tok {
-        let b = self.s;
-        let mut j = s;
-        let mut int = true;
-        while j < b.len() && b[j].is_ascii_digit() {
-            j += 1;
-        }
-        if self.at(j) == b'.' && self.at(j + 1) != b'.' {
-            int = false;
-            j += 1;
-            while j < b.len() && b[j].is_ascii_digit() {
-                j += 1;
-            }
-        }
-        if matches!(self.at(j), b'e' | b'E') {
-            let mut k = j + 1;
-            if matches!(self.at(k), b'+' | b'-') {
-                k += 1;
-            }
-            if self.at(k).is_ascii_digit() {
-                int = false;
-                j = k;
-                while j < b.len() && b[j].is_ascii_digit() {
-                    j += 1;
-                }
-            }
-        }
-        if j < b.len() && (is_ident_cont(b[j]) || b[j] == b'.') {
-            // "123abc": an error in PG 15+, an alias in older versions;
-            // never a routable literal.
-            int = false;
-        }
-        self.tok(if int { K::Int } else { K::Num }, s, j)
-    }
-
-    /// Next significant token (comments skipped).
-    fn next_sig(&mut self) -> Option<Tok> {
-        loop {
-            let t = self.next_raw()?;
-            if t.k != K::Comment {
-                return Some(t);
-            }
-        }
-    }
-
-    fn peek_sig(&self) -> Option<Tok> {
-        let mut l = *self;
-        l.next_sig()
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Helpers over tokens
-// ---------------------------------------------------------------------------
-
-#[inline]
-fn text<'a>(sql: &'a [u8], t: &Tok) -> &'a [u8] {
-    &sql[t.s..t.e]
-}
-
-#[inline]
-fn body<'a>(sql: &'a [u8], t: &Tok) -> &'a [u8] {
-    &sql[t.bs..t.be]
-}
-
-#[inline]
-fn is_kw(sql: &[u8], t: &Tok, kw: &[u8]) -> bool {
-    t.k == K::Ident && text(sql, t).eq_ignore_ascii_case(kw)
-}
-
-fn is_any_kw(sql: &[u8], t: &Tok, kws: &[&[u8]]) -> bool {
-    t.k == K::Ident && kws.iter().any(|k| text(sql, t).eq_ignore_ascii_case(k))
-}
-
-#[inline]
-fn is_identlike(t: &Tok) -> bool {
-    matches!(t.k, K::Ident | K::QIdent)
-}
-
-fn is_op(sql: &[u8], t: &Tok, op: &[u8]) -> bool {
-    t.k == K::Op && text(sql, t) == op
-}
-
-/// Does identifier token `t` name the column/parameter `key`? Unquoted
-/// identifiers compare case-insensitively, quoted ones exactly.
-fn ident_eq(sql: &[u8], t: &Tok, key: &[u8]) -> bool {
-    match t.k {
-        K::Ident => text(sql, t).eq_ignore_ascii_case(key),
-        K::QIdent => {
-            let raw = body(sql, t);
-            let mut i = 0;
-            let mut n = 0;
-            while i < raw.len() {
-                if key.get(n) != Some(&raw[i]) {
-                    return false;
-                }
-                i += if raw[i] == b'"' { 2 } else { 1 };
-                n += 1;
-            }
-            n == key.len()
-        }
-        _ => false,
-    }
-}
-
 /// Tokens after which `key = value` is a standalone conjunct/disjunct, not
 /// an operand of some tighter-binding operator (`x - tenant_id = 5`,
 /// `NOT tenant_id = 5`, `UPDATE .. SET tenant_id = 5`).
@@ -772,24 +351,57 @@ fn read_value<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<TenantToken<'a>> 
     Some(tok)
 }
 
-/// After an identifier equal to the key: `= value` or `IN (value)`.
-fn forward_match<'a>(sql: &'a [u8], mut lx: Lexer<'a>) -> Option<TenantToken<'a>> {
-    let t = lx.next_sig()?;
-    let v = if is_op(sql, &t, b"=") {
-        read_value(sql, &mut lx)?
-    } else if is_kw(sql, &t, b"IN") {
-        if lx.next_sig()?.k != K::LParen {
-            return None;
-        }
-        let v = read_value(sql, &mut lx)?;
-        if lx.next_sig()?.k != K::RParen {
-            return None;
-        }
-        v
-    } else {
-        return None;
+/// After an identifier equal to the key: `= value` or `IN (value, ...)`.
+/// Reports every value of an IN list, or none of them when any element is not a
+/// plain literal or parameter (reporting only some would let a second tenant ride
+/// along unnoticed).
+fn forward_match<'a>(
+    sql: &'a [u8],
+    mut lx: Lexer<'a>,
+    f: &mut dyn FnMut(Src, TenantToken<'a>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let Some(t) = lx.next_sig() else {
+        return ControlFlow::Continue(());
     };
-    follower_ok(sql, &lx).then_some(v)
+    if is_op(sql, &t, b"=") {
+        if let Some(v) = read_value(sql, &mut lx) {
+            if follower_ok(sql, &lx) {
+                f(Src::Scan, v)?;
+            }
+        }
+    } else if is_kw(sql, &t, b"IN") {
+        let start = lx;
+        // First walk validates the whole list, the second reports it.
+        if in_list(sql, &mut lx, &mut |_| ControlFlow::Continue(())).is_some()
+            && follower_ok(sql, &lx)
+        {
+            let mut lx = start;
+            in_list(sql, &mut lx, &mut |v| f(Src::Scan, v)).unwrap_or(ControlFlow::Continue(()))?;
+        }
+    }
+    ControlFlow::Continue(())
+}
+
+/// `( value {, value} )`; `None` if any element is not a routable value.
+fn in_list<'a>(
+    sql: &'a [u8],
+    lx: &mut Lexer<'a>,
+    f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>,
+) -> Option<ControlFlow<()>> {
+    if lx.next_sig()?.k != K::LParen {
+        return None;
+    }
+    loop {
+        let v = read_value(sql, lx)?;
+        if let ControlFlow::Break(()) = f(v) {
+            return Some(ControlFlow::Break(()));
+        }
+        match lx.next_sig()?.k {
+            K::Comma => {}
+            K::RParen => return Some(ControlFlow::Continue(())),
+            _ => return None,
+        }
+    }
 }
 
 /// `value = [qual.]key`, starting at the value.
@@ -1050,17 +662,19 @@ enum Src {
 fn drive<'a>(
     sql: &'a [u8],
     key: &[u8],
+    std_strings: bool,
     f: &mut dyn FnMut(Src, TenantToken<'a>) -> ControlFlow<()>,
 ) {
-    let _ = drive_inner(sql, key, f);
+    let _ = drive_inner(sql, key, std_strings, f);
 }
 
 fn drive_inner<'a>(
     sql: &'a [u8],
     key: &[u8],
+    std_strings: bool,
     f: &mut dyn FnMut(Src, TenantToken<'a>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
-    let mut lx = Lexer::new(sql);
+    let mut lx = Lexer::new(sql, std_strings);
     let mut p1: Option<Tok> = None;
     let mut p2: Option<Tok> = None;
     let mut chain_pred: Option<Tok> = None;
@@ -1082,9 +696,7 @@ fn drive_inner<'a>(
                     chain_pred = p1;
                 }
                 if ident_eq(sql, &t, key) && pred_ok(sql, chain_pred) {
-                    if let Some(v) = forward_match(sql, lx) {
-                        f(Src::Scan, v)?;
-                    }
+                    forward_match(sql, lx, f)?;
                 }
                 if t.s >= insert_done && is_kw(sql, &t, b"INSERT") {
                     if let Some((idx, rows)) = insert_header(sql, lx, key) {
@@ -1114,189 +726,29 @@ fn drive_inner<'a>(
     ControlFlow::Continue(())
 }
 
-/// True if only `;` (and comments/whitespace) remain.
-fn only_semis(mut lx: Lexer<'_>) -> bool {
-    loop {
-        match lx.next_sig() {
-            None => return true,
-            Some(t) if t.k == K::Semi => {}
-            Some(_) => return false,
-        }
+/// Calls `f` with every tenant mention in `sql` (routing comments and scanned
+/// predicates / INSERT values, in textual order), lexing string literals as
+/// Postgres does under `standard_conforming_strings` = `std_strings`. `sql` is one
+/// statement or a whole multi-statement text; SET/RESET values are not mentions
+/// (they change the session; see [`super::statement`]).
+pub fn mentions<'a>(
+    sql: &'a [u8],
+    key: &[u8],
+    std_strings: bool,
+    mut f: impl FnMut(Source, TenantToken<'a>),
+) {
+    if key.is_empty() {
+        // No routing key: nothing is a tenant (and "" must not match `""`).
+        return;
     }
-}
-
-/// Matches a (possibly dotted) parameter name against `key`, part by part
-/// (`app.tenant_id` = `app` `.` `tenant_id`).
-fn param_name_matches(sql: &[u8], lx: &mut Lexer<'_>, key: &[u8]) -> bool {
-    let mut parts = key.split(|&b| b == b'.');
-    let mut first = true;
-    loop {
-        let Some(part) = parts.next() else {
-            // All parts matched; the name must end here.
-            return !lx.peek_sig().is_some_and(|t| t.k == K::Dot);
-        };
-        if !first && !lx.next_sig().is_some_and(|t| t.k == K::Dot) {
-            return false;
-        }
-        first = false;
-        match lx.next_sig() {
-            Some(t) if ident_eq(sql, &t, part) => {}
-            _ => return false,
-        }
-    }
-}
-
-/// SET / RESET / BEGIN, when they make up the whole text.
-fn whole_statement<'a>(sql: &'a [u8], key: &[u8]) -> Option<Statement<'a>> {
-    let mut lx = Lexer::new(sql);
-    let first = lx.next_sig()?;
-    if is_kw(sql, &first, b"RESET") {
-        return (param_name_matches(sql, &mut lx, key) && only_semis(lx))
-            .then_some(Statement::ResetTenant);
-    }
-    if is_kw(sql, &first, b"SET") {
-        let mut local = false;
-        let save = lx;
-        let t = lx.next_sig()?;
-        if is_kw(sql, &t, b"LOCAL") {
-            local = true;
-        } else if !is_kw(sql, &t, b"SESSION") {
-            lx = save;
-        }
-        if !param_name_matches(sql, &mut lx, key) {
-            return None;
-        }
-        let t = lx.next_sig()?;
-        if !(is_op(sql, &t, b"=") || is_kw(sql, &t, b"TO")) {
-            return None;
-        }
-        let v = lx.next_sig()?;
-        let value = match v.k {
-            K::Ident if is_kw(sql, &v, b"DEFAULT") => {
-                return only_semis(lx).then_some(Statement::ResetTenant);
-            }
-            K::Ident => TenantToken::Ident(text(sql, &v)),
-            K::QIdent => TenantToken::QuotedIdent(body(sql, &v)),
-            K::Int | K::Num => TenantToken::Bare(text(sql, &v)),
-            K::Op if text(sql, &v) == b"-" => {
-                let n = lx.next_raw()?;
-                if !matches!(n.k, K::Int | K::Num) || n.s != v.e {
-                    return None;
-                }
-                TenantToken::Bare(&sql[v.s..n.e])
-            }
-            K::Str { escape } => TenantToken::Quoted {
-                raw: body(sql, &v),
-                escape,
+    drive(sql, key, std_strings, &mut |src, v| {
+        f(
+            match src {
+                Src::Comment => Source::Comment,
+                Src::Scan => Source::Scan,
             },
-            K::Dollar if memchr(b'\'', body(sql, &v)).is_none() => TenantToken::Quoted {
-                raw: body(sql, &v),
-                escape: false,
-            },
-            _ => return None,
-        };
-        return only_semis(lx).then_some(Statement::SetTenant { local, value });
-    }
-    let begin = if is_kw(sql, &first, b"BEGIN") {
-        if lx
-            .peek_sig()
-            .is_some_and(|t| is_any_kw(sql, &t, &[b"TRANSACTION", b"WORK"]))
-        {
-            lx.next_sig();
-        }
-        true
-    } else if is_kw(sql, &first, b"START") {
-        lx.next_sig()
-            .is_some_and(|t| is_kw(sql, &t, b"TRANSACTION"))
-    } else {
-        false
-    };
-    if !begin {
-        return None;
-    }
-    loop {
-        match lx.next_sig() {
-            None => break,
-            Some(t) if t.k == K::Semi => {
-                if !only_semis(lx) {
-                    return None;
-                }
-                break;
-            }
-            Some(t) if t.k == K::Comma => {}
-            Some(t)
-                if is_any_kw(
-                    sql,
-                    &t,
-                    &[
-                        b"ISOLATION",
-                        b"LEVEL",
-                        b"SERIALIZABLE",
-                        b"REPEATABLE",
-                        b"READ",
-                        b"COMMITTED",
-                        b"UNCOMMITTED",
-                        b"WRITE",
-                        b"ONLY",
-                        b"NOT",
-                        b"DEFERRABLE",
-                    ],
-                ) => {}
-            Some(_) => return None,
-        }
-    }
-    // A routing comment on BEGIN must not be dropped.
-    let mut comment = None;
-    drive(sql, key, &mut |src, v| {
-        if src == Src::Comment {
-            comment = Some(v);
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    });
-    Some(match comment {
-        Some(c) => Statement::Other {
-            comment: Some(c),
-            scan: None,
-        },
-        None => Statement::Begin,
-    })
-}
-
-/// Classifies one statement and finds its tenant (see [`Statement`]).
-/// `key` is the routing key name, e.g. `b"tenant_id"`.
-pub fn scan<'a>(sql: &'a [u8], key: &[u8]) -> Statement<'a> {
-    if let Some(st) = whole_statement(sql, key) {
-        return st;
-    }
-    let mut comment = None;
-    let mut found = None;
-    drive(sql, key, &mut |src, v| {
-        match src {
-            Src::Comment if comment.is_none() => comment = Some(v),
-            Src::Scan if found.is_none() => found = Some(v),
-            _ => {}
-        }
-        if comment.is_some() && found.is_some() {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    });
-    Statement::Other {
-        comment,
-        scan: found,
-    }
-}
-
-/// Calls `f` with every tenant mention (comment and scan, in textual order)
-/// in `sql`, including all statements of a multi-statement string, so the
-/// caller can refuse a statement naming two tenants on different shards.
-/// SET/RESET values are not mentions (they change the session, see [`scan`]).
-pub fn scan_all_tenants(sql: &[u8], key: &[u8], mut f: impl FnMut(TenantToken<'_>)) {
-    drive(sql, key, &mut |_, v| {
-        f(v);
+            v,
+        );
         ControlFlow::Continue(())
     });
 }
@@ -1314,24 +766,30 @@ mod tests {
             .unwrap_or_else(|| format!("<{t:?}>"))
     }
 
-    /// The scan-source tenant of `sql`, decoded.
-    fn scan_key(sql: &str) -> Option<String> {
-        match scan(sql.as_bytes(), KEY) {
-            Statement::Other { scan, .. } => scan.map(key_of),
-            other => panic!("{sql:?} classified as {other:?}"),
-        }
+    /// The first mention from `source` in `sql`, raw.
+    fn first<'a>(sql: &'a [u8], key: &[u8], source: Source) -> Option<TenantToken<'a>> {
+        let mut found = None;
+        mentions(sql, key, true, |s, t| {
+            if s == source && found.is_none() {
+                found = Some(t);
+            }
+        });
+        found
     }
 
+    /// The first scanned tenant of `sql`, decoded.
+    fn scan_key(sql: &str) -> Option<String> {
+        first(sql.as_bytes(), KEY, Source::Scan).map(key_of)
+    }
+
+    /// The first routing-comment tenant of `sql`, decoded.
     fn comment_key(sql: &str) -> Option<String> {
-        match scan(sql.as_bytes(), KEY) {
-            Statement::Other { comment, .. } => comment.map(key_of),
-            other => panic!("{sql:?} classified as {other:?}"),
-        }
+        first(sql.as_bytes(), KEY, Source::Comment).map(key_of)
     }
 
     fn all(sql: &str) -> Vec<String> {
         let mut v = Vec::new();
-        scan_all_tenants(sql.as_bytes(), KEY, |t| v.push(key_of(t)));
+        mentions(sql.as_bytes(), KEY, true, |_, t| v.push(key_of(t)));
         v
     }
 
@@ -1396,13 +854,9 @@ mod tests {
             ),
         ];
         for (sql, want) in cases {
-            let got = match scan(sql.as_bytes(), KEY) {
-                Statement::Other {
-                    scan: Some(TenantToken::Param(2)),
-                    ..
-                } => Some("42".to_string()),
-                Statement::Other { scan, .. } => scan.map(key_of),
-                other => panic!("{sql:?} classified as {other:?}"),
+            let got = match first(sql.as_bytes(), KEY, Source::Scan) {
+                Some(TenantToken::Param(2)) => Some("42".to_string()),
+                t => t.map(key_of),
             };
             assert_eq!(got.as_deref(), Some(*want), "{sql}");
         }
@@ -1410,29 +864,18 @@ mod tests {
 
     #[test]
     fn params() {
+        let p = |sql: &'static [u8]| first(sql, KEY, Source::Scan);
         assert_eq!(
-            scan(b"SELECT * FROM t WHERE tenant_id=$1", KEY),
-            Statement::Other {
-                comment: None,
-                scan: Some(TenantToken::Param(1))
-            }
+            p(b"SELECT * FROM t WHERE tenant_id=$1"),
+            Some(TenantToken::Param(1))
         );
         assert_eq!(
-            scan(
-                b"SELECT * FROM t WHERE tenant_id = $12::uuid AND a = $1",
-                KEY
-            ),
-            Statement::Other {
-                comment: None,
-                scan: Some(TenantToken::Param(12))
-            }
+            p(b"SELECT * FROM t WHERE tenant_id = $12::uuid AND a = $1"),
+            Some(TenantToken::Param(12))
         );
         assert_eq!(
-            scan(b"INSERT INTO t (a, tenant_id) VALUES ($1, $2)", KEY),
-            Statement::Other {
-                comment: None,
-                scan: Some(TenantToken::Param(2))
-            }
+            p(b"INSERT INTO t (a, tenant_id) VALUES ($1, $2)"),
+            Some(TenantToken::Param(2))
         );
         assert_eq!(TenantToken::Param(1).to_key(), None);
         assert_eq!(scan_key("SELECT * FROM t WHERE tenant_id = $0"), None);
@@ -1464,7 +907,9 @@ mod tests {
             "SELECT * FROM t WHERE tenant_id = 'x' COLLATE \"C\"",
             "SELECT * FROM t WHERE NOT tenant_id = 5",
             "SELECT * FROM t WHERE x - tenant_id = 5",
-            "SELECT * FROM t WHERE tenant_id IN (1, 2)",
+            "SELECT * FROM t WHERE tenant_id IN (1, f(2))",
+            "SELECT * FROM t WHERE tenant_id IN (1, 2 + 1)",
+            "SELECT * FROM t WHERE tenant_id IN (1, 2) IS TRUE",
             "SELECT * FROM t WHERE tenant_id NOT IN (1)",
             "SELECT * FROM t WHERE tenant_id = ANY($1)",
             "SELECT * FROM t WHERE tenant_id = 4.2",
@@ -1507,6 +952,22 @@ mod tests {
         let sql = "INSERT INTO t (tenant_id, a) VALUES (1, 'x'), (2, 'y')";
         assert_eq!(scan_key(sql).as_deref(), Some("1"));
         assert_eq!(all(sql), vec!["1", "2"]);
+    }
+
+    #[test]
+    fn in_lists_report_every_element() {
+        assert_eq!(
+            all("SELECT * FROM t WHERE tenant_id IN (1, 2)"),
+            vec!["1", "2"]
+        );
+        assert_eq!(
+            all("SELECT * FROM t WHERE x = 1 AND tenant_id in ('a', -3, $$b$$::text) ORDER BY 1"),
+            vec!["a", "-3", "b"]
+        );
+        assert_eq!(
+            all("SELECT * FROM t WHERE tenant_id IN ($1, $2)"),
+            vec!["<Param(1)>", "<Param(2)>"]
+        );
     }
 
     #[test]
@@ -1563,11 +1024,12 @@ mod tests {
         }
         // Invalid percent-encoding decodes to nothing (fail closed).
         assert_eq!(
-            scan(b"SELECT 1 /*tenant_id='a%zz'*/", KEY),
-            Statement::Other {
-                comment: Some(TenantToken::UrlEncoded(b"a%zz")),
-                scan: None
-            }
+            first(b"SELECT 1 /*tenant_id='a%zz'*/", KEY, Source::Comment),
+            Some(TenantToken::UrlEncoded(b"a%zz"))
+        );
+        assert_eq!(
+            first(b"SELECT 1 /*tenant_id='a%zz'*/", KEY, Source::Scan),
+            None
         );
         assert_eq!(TenantToken::UrlEncoded(b"a%zz").to_key(), None);
         assert_eq!(TenantToken::UrlEncoded(b"a%2").to_key(), None);
@@ -1575,137 +1037,45 @@ mod tests {
 
     #[test]
     fn comment_and_scan_both_reported() {
+        let sql = b"SELECT * FROM t WHERE tenant_id = 1 /*tenant_id='2'*/";
         assert_eq!(
-            scan(
-                b"SELECT * FROM t WHERE tenant_id = 1 /*tenant_id='2'*/",
-                KEY
-            ),
-            Statement::Other {
-                comment: Some(TenantToken::UrlEncoded(b"2")),
-                scan: Some(TenantToken::Bare(b"1")),
-            }
+            first(sql, KEY, Source::Comment),
+            Some(TenantToken::UrlEncoded(b"2"))
         );
-    }
-
-    #[test]
-    fn set_statements() {
-        fn set(sql: &str) -> Statement<'_> {
-            scan(sql.as_bytes(), KEY)
-        }
-        let val = |st: Statement<'_>| match st {
-            Statement::SetTenant { local, value } => (local, key_of(value)),
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(val(set("SET tenant_id = 42")), (false, "42".into()));
-        assert_eq!(val(set("SET tenant_id TO 'acme';")), (false, "acme".into()));
-        assert_eq!(val(set("set SESSION tenant_id=7")), (false, "7".into()));
-        assert_eq!(
-            val(set("SET LOCAL tenant_id = 42 /* c */ ;;")),
-            (true, "42".into())
-        );
-        assert_eq!(val(set("SET tenant_id = -7")), (false, "-7".into()));
-        assert_eq!(val(set("SET tenant_id = Acme")), (false, "acme".into()));
-        assert_eq!(val(set("SET tenant_id = \"Acme\"")), (false, "Acme".into()));
-        assert_eq!(val(set("SET tenant_id = E'a\\tb'")), (false, "a\tb".into()));
-        assert_eq!(val(set("SET \"tenant_id\" = 'x'")), (false, "x".into()));
-        assert_eq!(set("RESET tenant_id"), Statement::ResetTenant);
-        assert_eq!(set("reset TENANT_ID;"), Statement::ResetTenant);
-        assert_eq!(set("SET tenant_id TO DEFAULT"), Statement::ResetTenant);
-        assert_eq!(set("SET tenant_id = default;"), Statement::ResetTenant);
-        for other in [
-            "SET search_path = x",
-            "SET tenant_id = 1, 2",
-            "SET tenant_id = 1; SELECT 1",
-            "SET tenant_id",
-            "SET tenant_id = $1",
-            "SET other_tenant_id = 1",
-            "RESET ALL",
-            "RESET tenant_id, x",
-            "SET SESSION AUTHORIZATION x",
-        ] {
-            assert!(matches!(set(other), Statement::Other { .. }), "{other}");
-        }
-        // Dotted keys (custom GUC style).
-        assert!(matches!(
-            scan(b"SET app.tenant_id = 3", b"app.tenant_id"),
-            Statement::SetTenant {
-                local: false,
-                value: TenantToken::Bare(b"3")
-            }
-        ));
-        assert_eq!(
-            scan(b"RESET app.tenant_id", b"app.tenant_id"),
-            Statement::ResetTenant
-        );
-        assert!(matches!(
-            scan(b"SET app.tenant_id = 3", b"tenant_id"),
-            Statement::Other { .. }
-        ));
-        assert!(matches!(
-            scan(b"SET tenant_id = 3", b"app.tenant_id"),
-            Statement::Other { .. }
-        ));
-    }
-
-    #[test]
-    fn begin_statements() {
-        for sql in [
-            "BEGIN",
-            "begin;",
-            "BEGIN TRANSACTION",
-            "BEGIN WORK;",
-            "START TRANSACTION",
-            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-            "START TRANSACTION ISOLATION LEVEL SERIALIZABLE READ WRITE NOT DEFERRABLE;",
-            "/* c */ BEGIN -- x\n ;",
-        ] {
-            assert_eq!(scan(sql.as_bytes(), KEY), Statement::Begin, "{sql}");
-        }
-        for sql in ["BEGIN; SELECT 1", "START", "BEGIN foo", "BEGINS"] {
-            assert!(
-                matches!(scan(sql.as_bytes(), KEY), Statement::Other { .. }),
-                "{sql}"
-            );
-        }
-        assert_eq!(
-            scan(b"BEGIN /* tenant_id=4 */", KEY),
-            Statement::Other {
-                comment: Some(TenantToken::Bare(b"4")),
-                scan: None
-            }
-        );
+        assert_eq!(first(sql, KEY, Source::Scan), Some(TenantToken::Bare(b"1")));
     }
 
     #[test]
     fn custom_key_and_case() {
         assert_eq!(
-            scan(b"SELECT * FROM t WHERE Org_Id = 1", b"org_id"),
-            Statement::Other {
-                comment: None,
-                scan: Some(TenantToken::Bare(b"1"))
-            }
+            first(b"SELECT * FROM t WHERE Org_Id = 1", b"org_id", Source::Scan),
+            Some(TenantToken::Bare(b"1"))
         );
         // Quoted identifiers compare exactly.
-        assert!(matches!(
-            scan(b"SELECT * FROM t WHERE \"OrgId\" = 1", b"OrgId"),
-            Statement::Other { scan: Some(_), .. }
-        ));
-        assert!(matches!(
-            scan(b"SELECT * FROM t WHERE \"orgid\" = 1", b"OrgId"),
-            Statement::Other { scan: None, .. }
-        ));
-        assert!(matches!(
-            scan(b"SELECT * FROM t WHERE \"a\"\"b\" = 1", b"a\"b"),
-            Statement::Other { scan: Some(_), .. }
-        ));
+        assert!(first(
+            b"SELECT * FROM t WHERE \"OrgId\" = 1",
+            b"OrgId",
+            Source::Scan
+        )
+        .is_some());
+        assert!(first(
+            b"SELECT * FROM t WHERE \"orgid\" = 1",
+            b"OrgId",
+            Source::Scan
+        )
+        .is_none());
+        assert!(first(
+            b"SELECT * FROM t WHERE \"a\"\"b\" = 1",
+            b"a\"b",
+            Source::Scan
+        )
+        .is_some());
         // Empty key never matches anything.
-        assert_eq!(
-            scan(b"SELECT 1 /* =5 */", b""),
-            Statement::Other {
-                comment: None,
-                scan: None
-            }
-        );
+        let mut n = 0;
+        mentions(b"SELECT 1 /* =5 */ WHERE \"\" = 1", b"", true, |_, _| {
+            n += 1
+        });
+        assert_eq!(n, 0);
     }
 
     #[test]
@@ -1762,14 +1132,19 @@ mod tests {
         for _ in 0..5000 {
             s.push_str("INSERT INTO t (tenant_id) VALUES (");
         }
-        let _ = scan(s.as_bytes(), KEY);
-        let _ = scan(&b"/*".repeat(10000), KEY);
-        let _ = scan(&b"tenant_id = ".repeat(10000), KEY);
-        let _ = scan(&b"$a$".repeat(10000), KEY);
-        let _ = scan(b"'", KEY);
-        let _ = scan(b"E'\\", KEY);
-        let _ = scan(b"$", KEY);
-        let _ = scan(b"U&", KEY);
+        let run = |b: &[u8]| {
+            mentions(b, KEY, true, |_, _| {});
+            mentions(b, KEY, false, |_, _| {});
+        };
+        run(s.as_bytes());
+        run(&b"/*".repeat(10000));
+        run(&b"tenant_id = ".repeat(10000));
+        run(&b"tenant_id IN (".repeat(10000));
+        run(&b"$a$".repeat(10000));
+        run(b"'");
+        run(b"E'\\");
+        run(b"$");
+        run(b"U&");
     }
 
     fn sqlish() -> impl Strategy<Value = Vec<u8>> {
@@ -1811,18 +1186,13 @@ mod tests {
 
         #[test]
         fn never_panics_on_bytes(b in proptest::collection::vec(any::<u8>(), 0..300), k in proptest::collection::vec(any::<u8>(), 0..12)) {
-            let _ = scan(&b, &k);
-            scan_all_tenants(&b, &k, |t| { let _ = t.to_key(); });
-            let _ = scan(&b, KEY);
+            mentions(&b, &k, true, |_, t| { let _ = t.to_key(); });
+            mentions(&b, KEY, false, |_, t| { let _ = t.to_key(); });
         }
 
         #[test]
         fn never_panics_on_sqlish(b in sqlish()) {
-            if let Statement::Other { comment, scan } = scan(&b, KEY) {
-                let _ = comment.map(|t| t.to_key());
-                let _ = scan.map(|t| t.to_key());
-            }
-            scan_all_tenants(&b, KEY, |t| { let _ = t.to_key(); });
+            mentions(&b, KEY, true, |_, t| { let _ = t.to_key(); });
         }
 
         /// Whatever surrounds it, a predicate hidden in a literal, dollar
@@ -1839,7 +1209,7 @@ mod tests {
             };
             let mut n = 0;
             let mut scan_hits = 0;
-            drive(sql.as_bytes(), KEY, &mut |src, _| { n += 1; if src == Src::Scan { scan_hits += 1; } ControlFlow::Continue(()) });
+            drive(sql.as_bytes(), KEY, true, &mut |src, _| { n += 1; if src == Src::Scan { scan_hits += 1; } ControlFlow::Continue(()) });
             prop_assert_eq!(scan_hits, 0, "{}", sql);
             if wrap != 3 { prop_assert_eq!(n, 0, "{}", sql); }
         }
@@ -1862,7 +1232,7 @@ mod tests {
         #[test]
         fn integers_roundtrip(v in any::<i64>()) {
             let sql = format!("SELECT * FROM t WHERE tenant_id = {v}");
-            let k = match scan(sql.as_bytes(), KEY) { Statement::Other { scan: Some(t), .. } => t.to_key(), _ => None };
+            let k = first(sql.as_bytes(), KEY, Source::Scan).and_then(|t| t.to_key());
             prop_assert_eq!(k.and_then(|k| k.as_i64()), Some(v));
         }
     }

@@ -302,15 +302,30 @@ impl ServerConn {
     /// Run a simple query whose results are internal; returns the first row's values.
     /// ParameterStatus updates are tracked.
     pub async fn internal_row(&mut self, sql: &str) -> Result<Vec<Option<String>>, ServerError> {
+        Ok(self
+            .internal_rows(sql)
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default())
+    }
+
+    /// Run a simple query (possibly several statements) whose results are internal;
+    /// returns every row of every statement. ParameterStatus updates are tracked.
+    /// An error, or a server left outside the idle state, fails the call.
+    pub async fn internal_rows(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, ServerError> {
         let mut out = BytesMut::new();
         protocol::query(&mut out, sql);
         self.stream.write_all(&out).await.map_err(io_err)?;
-        let mut first: Option<Vec<Option<String>>> = None;
+        let mut rows = Vec::new();
         let mut err = None;
         loop {
             let (tag, body) = self.read_message().await?;
             match tag {
-                b'D' if first.is_none() => first = Some(decode_data_row(&body)),
+                b'D' => rows.push(decode_data_row(&body)),
                 b'S' => self.track_parameter_status(&body),
                 b'E' => err = Some(protocol::parse_error(&body)),
                 b'Z' => {
@@ -324,8 +339,84 @@ impl ServerConn {
         }
         match err {
             Some(e) => Err(ServerError::Refused(e)),
-            None => Ok(first.unwrap_or_default()),
+            None => Ok(rows),
         }
+    }
+
+    /// Before this server goes to another client: undo the session state that
+    /// `resets` says the last client may have created (cursors, LISTEN, advisory
+    /// locks, temp objects, SQL-level prepared statements) and, with `read_back`,
+    /// read the session settings it now has (every `SET` setting, role, session
+    /// authorization, and the custom `names`). One round trip. Returns the
+    /// settings read back (non-default ones only; reported parameters excluded,
+    /// they travel by ParameterStatus), which also become this server's
+    /// `unreported` bookkeeping.
+    pub async fn reset_and_read_back(
+        &mut self,
+        resets: crate::router::Effects,
+        read_back: bool,
+        names: &[String],
+        login_user: &str,
+    ) -> Result<Option<ParamSet>, ServerError> {
+        use crate::router::Effects;
+        let mut sql = String::new();
+        for (bit, stmt) in [
+            (Effects::CURSOR, "CLOSE ALL"),
+            (Effects::LISTEN, "UNLISTEN *"),
+            (
+                Effects::ADVISORY,
+                "SELECT pg_catalog.pg_advisory_unlock_all()",
+            ),
+            (Effects::TEMP, "DISCARD TEMP"),
+            (Effects::PREPARED, "DEALLOCATE ALL"),
+        ] {
+            if resets.any(bit) {
+                sql.push_str(stmt);
+                sql.push(';');
+            }
+        }
+        if read_back {
+            sql.push_str(
+                "SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings \
+                 WHERE source = 'session' UNION ALL \
+                 SELECT 'role', pg_catalog.current_setting('role') UNION ALL \
+                 SELECT 'session_authorization', pg_catalog.current_setting('session_authorization')",
+            );
+            for n in names {
+                sql.push_str(" UNION ALL SELECT ");
+                push_literal(&mut sql, n);
+                sql.push_str(", pg_catalog.current_setting(");
+                push_literal(&mut sql, n);
+                sql.push_str(", true)");
+            }
+        }
+        if sql.is_empty() {
+            return Ok(None);
+        }
+        let rows = self.internal_rows(&sql).await?;
+        if resets.any(Effects::PREPARED) {
+            self.prepared.clear();
+        }
+        if !read_back {
+            return Ok(None);
+        }
+        let mut set = ParamSet::default();
+        // Readback rows are the two-column ones (pg_advisory_unlock_all has one).
+        for row in rows.iter().filter(|r| r.len() == 2) {
+            let (Some(k), Some(v)) = (&row[0], &row[1]) else {
+                continue;
+            };
+            let default = match k.as_str() {
+                "role" => v == "none",
+                "session_authorization" => v == login_user,
+                _ => params::canonical(k).is_some(),
+            };
+            if !default {
+                set.set(k, v);
+            }
+        }
+        self.unreported = set.clone();
+        Ok(Some(set))
     }
 
     /// Record a ParameterStatus body the server sent.
@@ -337,10 +428,29 @@ impl ServerConn {
 
     /// Build the statement that makes this server's session settings match a client's:
     /// `want` holds reported parameters the client set (absent = the server default),
-    /// `want_unreported` the other settings it set. Returns `None` when nothing differs,
-    /// which is the common case.
-    pub fn sync_statement(&self, want: &ParamSet, want_unreported: &ParamSet) -> Option<String> {
+    /// `want_unreported` the other settings it set (including `role` and
+    /// `session_authorization`). Returns `None` when nothing differs, which is the
+    /// common case.
+    pub fn sync_statement(
+        &self,
+        want: &ParamSet,
+        want_unreported: &ParamSet,
+    ) -> Option<SyncStatement> {
         let mut sql = String::new();
+        let mut privileged = false;
+        // Identity first: SET SESSION AUTHORIZATION resets the role, and settings
+        // applied after a role change are checked against that role.
+        for key in ["session_authorization", "role"] {
+            let (want, have) = (want_unreported.get(key), self.unreported.get(key));
+            if want == have {
+                continue;
+            }
+            privileged = true;
+            match want {
+                Some(v) => push_set_config(&mut sql, key, v),
+                None => push_reset(&mut sql, key),
+            }
+        }
         for &key in TRACKED_PARAMS {
             let desired = want.get(key).or_else(|| self.initial.get(key));
             let Some(desired) = desired else { continue };
@@ -349,20 +459,19 @@ impl ServerConn {
             }
         }
         for (k, v) in want_unreported.iter() {
+            if is_identity(k) {
+                continue;
+            }
             if self.unreported.get(k) != Some(v) {
                 push_set_config(&mut sql, k, v);
             }
         }
         for (k, _) in self.unreported.iter() {
-            if want_unreported.get(k).is_none() && is_plain_name(k) {
-                if !sql.is_empty() {
-                    sql.push(';');
-                }
-                sql.push_str("RESET ");
-                sql.push_str(k);
+            if !is_identity(k) && want_unreported.get(k).is_none() {
+                push_reset(&mut sql, k);
             }
         }
-        (!sql.is_empty()).then_some(sql)
+        (!sql.is_empty()).then_some(SyncStatement { sql, privileged })
     }
 
     /// Note that a statement from [`sync_statement`](Self::sync_statement) was sent.
@@ -415,11 +524,35 @@ pub fn decode_data_row(body: &[u8]) -> Vec<Option<String>> {
     out
 }
 
-/// A setting name safe to splice into `RESET name`.
-fn is_plain_name(k: &str) -> bool {
-    !k.is_empty()
-        && k.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+/// The statement that brings a server's settings in line with a client's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncStatement {
+    /// The SQL (several statements).
+    pub sql: String,
+    /// It changes the role or session authorization: it must succeed before any of
+    /// the client's work runs, so it is awaited rather than pipelined (a client
+    /// must never run as a role other than its own).
+    pub privileged: bool,
+}
+
+fn is_identity(k: &str) -> bool {
+    k == "role" || k == "session_authorization"
+}
+
+/// `RESET name`, each dotted part quoted as an identifier.
+fn push_reset(sql: &mut String, key: &str) {
+    if !sql.is_empty() {
+        sql.push(';');
+    }
+    sql.push_str("RESET ");
+    for (i, part) in key.split('.').enumerate() {
+        if i > 0 {
+            sql.push('.');
+        }
+        sql.push('"');
+        sql.push_str(&part.replace('"', "\"\""));
+        sql.push('"');
+    }
 }
 
 fn push_set_config(sql: &mut String, key: &str, value: &str) {
@@ -437,15 +570,17 @@ fn push_set_config(sql: &mut String, key: &str, value: &str) {
     sql.push_str(",false)");
 }
 
-/// Append a standard-conforming SQL string literal.
+/// Append a SQL string literal that means the same whatever the server's
+/// `standard_conforming_strings` (an `E''` literal with `\\` and `''` escaped; a
+/// plain literal would let a backslash end it early when the setting is off).
 pub fn push_literal(sql: &mut String, v: &str) {
-    sql.push('\'');
+    sql.push_str("E'");
     for c in v.chars() {
-        if c == '\'' {
-            sql.push('\'');
-        }
-        if c != '\0' {
-            sql.push(c);
+        match c {
+            '\'' => sql.push_str("''"),
+            '\\' => sql.push_str("\\\\"),
+            '\0' => {}
+            c => sql.push(c),
         }
     }
     sql.push('\'');

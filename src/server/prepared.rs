@@ -8,31 +8,18 @@
 //! before the Bind or Describe that needs them.
 
 use crate::protocol::{self, Parse};
-use crate::router::TenantKey;
+use crate::router::bind::ParamTypes;
+use crate::router::Facts;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
-/// Routing facts about a statement, found once at Parse time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StmtRouting {
-    /// A tenant named in a routing comment.
-    pub comment: Option<TenantKey>,
-    /// A tenant found by the scan (a literal).
-    pub scan: Option<TenantKey>,
-    /// `key = $n`: the tenant is Bind parameter n (1-based).
-    pub param: Option<u16>,
-    /// Whether the statement is a bare BEGIN / START TRANSACTION.
-    pub is_begin: bool,
-    /// The statement touches no tenant data (SET, SHOW, DEALLOCATE...).
-    pub tenant_free: bool,
-}
-
 /// A statement as prepared on servers.
 #[derive(Debug)]
 pub struct StmtDef {
-    /// Content hash (query text + parameter types).
+    /// Content hash (query text, parameter types, and what changes the text's
+    /// meaning: the search_path it was prepared under).
     pub hash: u64,
     /// Name used on servers: `sb_` + 16 hex digits.
     pub server_name: String,
@@ -40,59 +27,61 @@ pub struct StmtDef {
     pub query: Bytes,
     /// Raw parameter-type section of the Parse (count + OIDs).
     pub types: Bytes,
-    /// Routing facts.
-    pub routing: StmtRouting,
+    /// What the text is and names (routing, effects), found once at Parse time.
+    pub facts: Facts,
     /// Parameter types reported by the server (ParameterDescription), if seen.
     pub described: OnceLock<Vec<u32>>,
 }
 
 impl StmtDef {
-    /// Build from a client Parse.
-    pub fn new(p: &Parse<'_>, routing: StmtRouting) -> StmtDef {
+    /// Build from a client Parse. `context` identifies what the text's meaning
+    /// depends on besides itself (the client's search_path): statements that
+    /// differ in it are different server statements.
+    pub fn new(p: &Parse<'_>, facts: Facts, context: &str) -> StmtDef {
         let mut types = BytesMut::with_capacity(2 + p.param_types.len());
         types.put_i16((p.param_types.len() / 4) as i16);
         types.put_slice(p.param_types);
         let mut h = std::collections::hash_map::DefaultHasher::new();
         p.query.hash(&mut h);
         p.param_types.hash(&mut h);
+        context.hash(&mut h);
         let hash = h.finish();
         StmtDef {
             hash,
             server_name: format!("sb_{hash:016x}"),
             query: Bytes::copy_from_slice(p.query),
             types: types.freeze(),
-            routing,
+            facts,
             described: OnceLock::new(),
         }
     }
 
-    /// Same statement (content equality, guarding against hash collisions).
+    /// Same statement (content equality, guarding against hash collisions; the
+    /// hash covers the context, so a collision there is caught as different).
     pub fn same(&self, other: &StmtDef) -> bool {
         self.hash == other.hash && self.query == other.query && self.types == other.types
     }
 
-    /// Declared or described type of parameter `i` (0-based); 0 when unknown.
-    pub fn param_type(&self, i: usize) -> u32 {
-        let declared = self
-            .types
-            .get(2 + i * 4..2 + i * 4 + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-            .unwrap_or(0);
-        if declared != 0 {
-            return declared;
+    /// Declared, else described, parameter types.
+    pub fn param_types(&self) -> ParamTypes<'_> {
+        ParamTypes {
+            declared: self.types.get(2..).unwrap_or_default(),
+            described: self.described.get().map(Vec::as_slice).unwrap_or_default(),
         }
-        self.described
-            .get()
-            .and_then(|v| v.get(i).copied())
-            .unwrap_or(0)
     }
 
     /// The Parse message that prepares this statement on a server.
     pub fn parse_message(&self, out: &mut BytesMut) -> Bytes {
+        self.parse_as(out, self.server_name.as_bytes())
+    }
+
+    /// The Parse message that prepares this statement as `name` ("": the unnamed
+    /// statement, used when the server's statement names cannot be trusted).
+    pub fn parse_as(&self, out: &mut BytesMut, name: &[u8]) -> Bytes {
         out.put_u8(b'P');
         let at = out.len();
         out.put_i32(0);
-        out.put_slice(self.server_name.as_bytes());
+        out.put_slice(name);
         out.put_u8(0);
         out.put_slice(&self.query);
         out.put_u8(0);
@@ -230,7 +219,7 @@ mod tests {
             query: q.as_bytes(),
             param_types: &[],
         };
-        Arc::new(StmtDef::new(&p, StmtRouting::default()))
+        Arc::new(StmtDef::new(&p, Facts::default(), ""))
     }
 
     #[test]
@@ -238,6 +227,19 @@ mod tests {
         assert_eq!(def("SELECT 1").server_name, def("SELECT 1").server_name);
         assert_ne!(def("SELECT 1").server_name, def("SELECT 2").server_name);
         assert_eq!(def("SELECT 1").server_name.len(), 19);
+    }
+
+    #[test]
+    fn context_makes_a_different_statement() {
+        let p = Parse {
+            name: b"x",
+            query: b"SELECT * FROM t",
+            param_types: &[],
+        };
+        let a = StmtDef::new(&p, Facts::default(), "ta");
+        let b = StmtDef::new(&p, Facts::default(), "tb");
+        assert_ne!(a.server_name, b.server_name);
+        assert!(!a.same(&b));
     }
 
     #[test]

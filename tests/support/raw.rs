@@ -19,11 +19,18 @@ impl Raw {
     /// Connect and log in as `user` to `db` (the bouncer must use trust auth);
     /// reads up to the first ReadyForQuery.
     pub fn login(port: u16, user: &str, db: &str) -> Raw {
+        Raw::login_with(port, user, db, &[])
+    }
+
+    /// Like [`Raw::login`], with extra startup parameters (e.g. `("tenant_id", "42")`
+    /// or `("options", "-c tenant_id=42")`).
+    pub fn login_with(port: u16, user: &str, db: &str, params: &[(&str, &str)]) -> Raw {
         let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut r = Raw { s, out: Vec::new() };
         let mut body = 196608i32.to_be_bytes().to_vec();
-        for kv in ["user", user, "database", db] {
+        let extra = params.iter().flat_map(|(k, v)| [*k, *v]);
+        for kv in ["user", user, "database", db].into_iter().chain(extra) {
             body.extend_from_slice(kv.as_bytes());
             body.push(0);
         }
@@ -71,6 +78,72 @@ impl Raw {
         }
         b.extend_from_slice(&0i16.to_be_bytes());
         self.msg(b'B', &b)
+    }
+
+    /// Parse(name, sql) declaring parameter type OIDs (0 = unspecified).
+    pub fn parse_typed(&mut self, name: &str, sql: &str, types: &[u32]) -> &mut Raw {
+        let mut b = Vec::new();
+        b.extend_from_slice(name.as_bytes());
+        b.push(0);
+        b.extend_from_slice(sql.as_bytes());
+        b.push(0);
+        b.extend_from_slice(&(types.len() as i16).to_be_bytes());
+        for t in types {
+            b.extend_from_slice(&t.to_be_bytes());
+        }
+        self.msg(b'P', &b)
+    }
+
+    /// Bind(unnamed portal, stmt) with raw parameter values (`None` = NULL), one
+    /// format code per parameter (0 text, 1 binary), results in text.
+    pub fn bind_raw(&mut self, stmt: &str, params: &[Option<&[u8]>], formats: &[i16]) -> &mut Raw {
+        let mut b = vec![0u8];
+        b.extend_from_slice(stmt.as_bytes());
+        b.push(0);
+        b.extend_from_slice(&(formats.len() as i16).to_be_bytes());
+        for f in formats {
+            b.extend_from_slice(&f.to_be_bytes());
+        }
+        b.extend_from_slice(&(params.len() as i16).to_be_bytes());
+        for p in params {
+            match p {
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v);
+                }
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        b.extend_from_slice(&0i16.to_be_bytes());
+        self.msg(b'B', &b)
+    }
+
+    /// FunctionCall ('F'): call the function with OID `oid` with `args` (`None` =
+    /// NULL), all in format `arg_format` (0 text, 1 binary); the result is asked
+    /// for in `result_format`. The answer is a FunctionCallResponse ('V') or an
+    /// ErrorResponse, then ReadyForQuery (see [`function_result`]).
+    pub fn function_call(
+        &mut self,
+        oid: u32,
+        args: &[Option<&[u8]>],
+        arg_format: i16,
+        result_format: i16,
+    ) -> &mut Raw {
+        let mut b = oid.to_be_bytes().to_vec();
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b.extend_from_slice(&arg_format.to_be_bytes());
+        b.extend_from_slice(&(args.len() as i16).to_be_bytes());
+        for a in args {
+            match a {
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v);
+                }
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        b.extend_from_slice(&result_format.to_be_bytes());
+        self.msg(b'F', &b)
     }
 
     /// Describe(statement).
@@ -201,4 +274,42 @@ pub fn first_column(msgs: &[Msg]) -> Vec<String> {
                 .flatten()
         })
         .collect()
+}
+
+/// Tags of the CommandComplete messages (e.g. `["BEGIN", "INSERT 0 1", "ROLLBACK"]`).
+pub fn command_tags(msgs: &[Msg]) -> Vec<String> {
+    msgs.iter()
+        .filter(|(t, _)| *t == b'C')
+        .map(|(_, b)| {
+            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+            String::from_utf8_lossy(&b[..end]).into_owned()
+        })
+        .collect()
+}
+
+/// SQLSTATEs of every ErrorResponse, in order.
+pub fn error_codes(msgs: &[Msg]) -> Vec<String> {
+    msgs.iter()
+        .filter(|(t, _)| *t == b'E')
+        .map(|(_, b)| shardbouncer::protocol::parse_error(b).code)
+        .collect()
+}
+
+/// Transaction status of the last ReadyForQuery (`'I'`, `'T'` or `'E'`).
+pub fn last_status(msgs: &[Msg]) -> Option<char> {
+    msgs.iter()
+        .rev()
+        .find(|(t, _)| *t == b'Z')
+        .and_then(|(_, b)| b.first().map(|&c| c as char))
+}
+
+/// The value of the first FunctionCallResponse ('V'): `Some(None)` for NULL,
+/// `None` when there was none.
+pub fn function_result(msgs: &[Msg]) -> Option<Option<Vec<u8>>> {
+    let (_, b) = msgs.iter().find(|(t, _)| *t == b'V')?;
+    let len = i32::from_be_bytes(b.get(..4)?.try_into().ok()?);
+    if len < 0 {
+        return Some(None);
+    }
+    Some(Some(b.get(4..4 + len as usize)?.to_vec()))
 }

@@ -31,8 +31,14 @@ impl Session {
             pool,
             shard,
             since: Instant::now(),
+            effects: Effects::none(),
         };
         self.server_status = b'I';
+        self.ext_open = false;
+        self.batch_pinned = false;
+        self.batch_executed = false;
+        self.server_skipping = false;
+        self.unnamed.on_server = false;
         let conn = &mut att.co.conn;
         // Keep the server's statement cache bounded: close the least used first.
         let cap = self.db.settings.max_prepared_statements;
@@ -49,11 +55,30 @@ impl Session {
             self.expect.push(Entry::swallow(b'S'));
         }
         let want_unreported = &self.login.unreported;
-        if let Some(sql) = conn.sync_statement(&self.login.reported, want_unreported) {
-            let mut b = BytesMut::new();
-            protocol::query(&mut b, &sql);
-            self.to_server.push(b.freeze());
-            self.expect.push(Entry::swallow(b'Q'));
+        if let Some(sync) = conn.sync_statement(&self.login.reported, want_unreported) {
+            if sync.privileged {
+                // A role or session authorization must be in place before any of
+                // the client's work runs, or the work must not run at all: wait for
+                // it instead of pipelining it.
+                if let Err(e) = conn.internal_row(&sync.sql).await {
+                    tracing::warn!(
+                        client = self.handle.id,
+                        "restoring the client's role failed: {e}"
+                    );
+                    self.handle.server.store(None);
+                    att.pool.discard(att.co);
+                    self.app.transaction_finished();
+                    return Err((
+                        sqlstate::INSUFFICIENT_PRIVILEGE,
+                        format!("could not restore this session's role on the server: {e}"),
+                    ));
+                }
+            } else {
+                let mut b = BytesMut::new();
+                protocol::query(&mut b, &sync.sql);
+                self.to_server.push(b.freeze());
+                self.expect.push(Entry::swallow(b'Q'));
+            }
             conn.assume_synced(want_unreported);
         }
         self.server = Some(att);
@@ -145,6 +170,10 @@ impl Session {
                             // The client's own view follows what its server reports.
                             self.login.reported.set(c, v);
                         }
+                        if k == "standard_conforming_strings" {
+                            // How this client's literals are lexed from now on.
+                            self.std_strings = v != "off";
+                        }
                     }
                 }
                 b't' => {
@@ -170,6 +199,13 @@ impl Session {
                 _ => {
                     if tag == b'E' {
                         self.head_failed = true;
+                        if self.masquerade && mode != Mode::Swallow {
+                            // Tenant-free work failed outside the held BEGIN: the
+                            // client's transaction is failed, as it would be.
+                            self.held = None;
+                            self.held_failed = true;
+                            self.tx_status = b'E';
+                        }
                         if mode == Mode::Swallow {
                             // A failed settings sync: tell the client as a warning.
                             let info = protocol::parse_error(&rest[5..len]);
@@ -178,6 +214,9 @@ impl Session {
                                 "internal statement failed on server: {}",
                                 info.message
                             );
+                            // The server's settings are no longer what we assume:
+                            // it does not go back to the pool.
+                            *broken = true;
                             let mut w = BytesMut::from(&rest[..len]);
                             w[0] = b'N';
                             replace = Some(w.freeze());
@@ -208,9 +247,14 @@ impl Session {
                                     }
                                 }
                             }
+                            // Messages the client sends before its Sync are skipped
+                            // too: they will get no answer.
+                            if self.expect.front().is_none_or(|f| f.tag != b'S') {
+                                self.server_skipping = self.ext_open;
+                            }
                         }
-                        if e.clear_prepared && !failed {
-                            server_stmts.clear();
+                        if e.drops_statements && !failed {
+                            self.stmts.clear();
                         }
                         if tag == b'Z' {
                             let status = rest.get(5).copied().unwrap_or(b'I');
@@ -299,10 +343,7 @@ impl Session {
             return;
         };
         tracing::trace!(client = self.handle.id, server = att.co.conn.id, "release");
-        if self.touched_unreported {
-            self.touched_unreported = false;
-            sync_unreported_back(&mut att, &mut self.login).await;
-        }
+        self.reset_server_state(&mut att).await;
         self.handle.server.store(None);
         let xact_us = att.since.elapsed().as_micros() as u64;
         let stats = &att.pool.stats;
@@ -334,6 +375,7 @@ impl Session {
         self.bytes_in = 0;
         self.bytes_out = 0;
         self.masquerade = false;
+        self.unnamed.on_server = false;
         if let Some((tenant, _)) = self.tx_tenant.take() {
             let shard = &att.pool.key.shard;
             let queries = stats_queries;
@@ -380,6 +422,7 @@ impl Session {
             return;
         };
         self.handle.server.store(None);
+        let mut reset = false;
         if clean && self.mode() == PoolMode::Session {
             let q = att.pool.settings.load().server_reset_query.clone();
             if !q.is_empty() {
@@ -393,9 +436,13 @@ impl Session {
                 if !ok {
                     att.co.conn.broken = true;
                 }
+                reset = contains_ci(q.as_bytes(), b"discard all");
             }
         }
-        if clean {
+        if clean && !reset {
+            self.reset_server_state(&mut att).await;
+        }
+        if clean && !att.co.conn.broken {
             att.pool.checkin(att.co);
         } else {
             att.pool.discard(att.co);
@@ -404,36 +451,39 @@ impl Session {
     }
 }
 
-/// After a transaction that may have changed unreported settings, read their values
-/// back so the client keeps them and the server's bookkeeping stays true.
-pub(super) async fn sync_unreported_back(att: &mut Attached, login: &mut ClientLogin) {
-    let mut keys: Vec<String> = vec!["search_path".to_string()];
-    for (k, _) in login.unreported.iter().chain(att.co.conn.unreported.iter()) {
-        if !keys.iter().any(|x| x == k) {
-            keys.push(k.to_string());
+impl Session {
+    /// Before a server goes back to the pool: undo the session state this client's
+    /// work may have left on it (cursors, LISTEN, advisory locks, temp objects,
+    /// SQL-level prepared statements), and read back the settings it changed so
+    /// they follow this client (and the next client's attach resets them). Costs
+    /// one round trip, only after work that can leave such state.
+    async fn reset_server_state(&mut self, att: &mut Attached) {
+        let effects = std::mem::take(&mut att.effects);
+        if effects.is_empty() {
+            return;
         }
-    }
-    let mut sql = String::from("SELECT ");
-    for (i, k) in keys.iter().enumerate() {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str("pg_catalog.current_setting(");
-        crate::server::push_literal(&mut sql, k);
-        sql.push_str(",true)");
-    }
-    match att.co.conn.internal_row(&sql).await {
-        Ok(row) => {
-            for (k, v) in keys.iter().zip(row) {
-                if let Some(v) = v {
-                    login.unreported.set(k, &v);
-                    att.co.conn.unreported.set(k, &v);
-                }
+        let read_back = effects.any(Effects::SETTINGS.union(Effects::DYNAMIC));
+        let login_user = att.pool.target.load().user.clone();
+        match att
+            .co
+            .conn
+            .reset_and_read_back(
+                effects.resets(),
+                read_back,
+                &self.custom_settings,
+                &login_user,
+            )
+            .await
+        {
+            Ok(Some(settings)) => self.login.unreported = settings,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(
+                    client = self.handle.id,
+                    "resetting server state failed, closing the server: {e}"
+                );
+                att.co.conn.broken = true;
             }
-        }
-        Err(e) => {
-            tracing::warn!("reading back session settings failed: {e}");
-            att.co.conn.broken = true;
         }
     }
 }

@@ -1,11 +1,20 @@
 //! Client → server: forwarding Queries and extended-protocol messages, named
 //! prepared statements (client names → content-addressed server statements), and
 //! errors raised through the server so transaction state stays exact.
+//!
+//! Two rules keep one client's statements from ever running another's SQL:
+//! * Server statement names (`sb_...`) are shardbouncer's: SQL that names them is
+//!   refused before it reaches a server ([`crate::router::statement`]).
+//! * Once work on the attached server may have touched its prepared statements by
+//!   SQL (`PREPARE`, `DEALLOCATE`, `DISCARD ALL`, `DO`, ...), the cache of what the
+//!   server holds is no longer trusted: until the server is reset at release, the
+//!   client's statements run through the unnamed statement, re-parsed each time.
 
 use super::*;
+use crate::router::statement::Violation;
 
 impl Session {
-    /// Extended-protocol message for a single-shard database.
+    /// Extended-protocol message for a database without routing.
     pub(super) async fn plain_ext(&mut self, tag: u8, frame: Bytes) {
         if self.server.is_none() {
             // Named Parses followed by Sync are answered without a server (see
@@ -24,9 +33,9 @@ impl Session {
                     return;
                 }
                 for (t, f) in held {
-                    self.forward_ext(t, f);
+                    self.forward_ext(t, f, None);
                 }
-                return self.forward_ext(tag, frame);
+                return self.forward_ext(tag, frame, None);
             }
             match tag {
                 // Nothing is in flight: answer without taking a server.
@@ -42,38 +51,78 @@ impl Session {
                 return;
             }
         }
-        self.forward_ext(tag, frame);
+        self.forward_ext(tag, frame, None);
+    }
+
+    /// What a statement's server-side identity depends on besides its text: the
+    /// client's search_path, and (once this transaction changed settings, which
+    /// are read back only at its end) the client itself.
+    fn statement_context(&self) -> String {
+        let mut ctx = self
+            .login
+            .unreported
+            .get("search_path")
+            .unwrap_or("")
+            .to_string();
+        if self
+            .server
+            .as_ref()
+            .is_some_and(|a| a.effects.any(Effects::SETTINGS.union(Effects::DYNAMIC)))
+        {
+            ctx.push_str(&format!("\0client {}", self.handle.id));
+        }
+        ctx
     }
 
     /// Record a client's named Parse under its name (Postgres's rules: a name in use
-    /// is 42P05), with the routing facts of its text.
+    /// is 42P05), with the facts of its text.
     pub(super) fn register_statement(
         &mut self,
         p: &Parse<'_>,
+        facts: Facts,
     ) -> Result<Arc<StmtDef>, (&'static str, String)> {
+        if facts.violation == Some(Violation::ReservedName) {
+            return Err((
+                sqlstate::RESERVED_NAME,
+                format!(
+                    "prepared statement names starting with \"{}\" are reserved by shardbouncer",
+                    crate::router::statement::RESERVED_PREFIX
+                ),
+            ));
+        }
         if self.stmts.contains_key(p.name) {
             let msg = format!(
                 "prepared statement \"{}\" already exists",
                 String::from_utf8_lossy(p.name)
             );
-            return Err(("42P05", msg));
+            return Err((sqlstate::DUPLICATE_PSTATEMENT, msg));
         }
         if self.stmts.len() >= MAX_CLIENT_STATEMENTS {
             return Err((
-                "53400",
+                sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
                 "too many prepared statements on this connection".to_string(),
             ));
         }
-        let routing = self
-            .db
-            .routing
-            .as_ref()
-            .map(|rt| route::stmt_routing(rt, p.query))
-            .unwrap_or_default();
-        let def = Arc::new(StmtDef::new(p, routing));
+        let def = Arc::new(StmtDef::new(p, facts, &self.statement_context()));
         self.stmts
             .insert(Bytes::copy_from_slice(p.name), def.clone());
         Ok(def)
+    }
+
+    /// The facts of a Parse's text: from the routed batch, or analyzed now.
+    fn parse_facts(&self, query: &[u8], routed: Option<Facts>) -> Facts {
+        routed.unwrap_or_else(|| {
+            let mut f = Facts::default();
+            let mut alt = Facts::default();
+            crate::router::analyze_checked(
+                query,
+                self.routing_key(),
+                self.std_strings,
+                &mut f,
+                &mut alt,
+            );
+            f
+        })
     }
 
     /// Answer named Parses + Sync without a server: register the statements and
@@ -83,6 +132,7 @@ impl Session {
     /// on a Parse while its other connections hold every server in a transaction
     /// (pgbench -M prepared does exactly that) deadlocks on any transaction pooler.
     pub(super) fn parse_locally(&mut self, msgs: Vec<(u8, Bytes)>) {
+        let mut n = 0;
         for (_, frame) in &msgs {
             let Some(p) = Parse::parse(&frame[5..]) else {
                 return self.fail_unattached(
@@ -91,8 +141,15 @@ impl Session {
                     "malformed Parse message",
                 );
             };
+            let routed = if self.db.routing.is_some() {
+                n += 1;
+                self.batch_facts.get_mut(n - 1).map(std::mem::take)
+            } else {
+                None
+            };
+            let facts = self.parse_facts(p.query, routed);
             self.client_parses += 1;
-            if let Err((code, msg)) = self.register_statement(&p) {
+            if let Err((code, msg)) = self.register_statement(&p, facts) {
                 return self.fail_unattached(b'S', code, &msg);
             }
             self.scratch.extend_from_slice(replies::PARSE_COMPLETE);
@@ -124,25 +181,34 @@ impl Session {
 
     /// Forward a simple Query / FunctionCall to the attached server.
     pub(super) fn forward_simple(&mut self, tag: u8, frame: Bytes) {
-        let mut clear_prepared = false;
+        let mut drops = false;
         if tag == b'Q' {
-            let sql = query_text(&frame);
-            let mut kwbuf = [0u8; 16];
-            match route::first_keyword(sql, &mut kwbuf) {
-                b"DEALLOCATE" => return self.deallocate(sql),
-                b"DISCARD" if contains_ci(sql, b"all") => {
-                    self.stmts.clear();
-                    clear_prepared = true;
-                }
-                _ => {}
+            // `self.facts` is this Query's analysis (route_unit made it).
+            let effects = self.facts.effects;
+            drops = self.facts.drops_statements;
+            if self.facts.resets_all {
+                // RESET ALL / DISCARD ALL reset a SET tenant as they reset settings.
+                self.tenants.set = None;
+                self.tenants.local = None;
             }
-            self.note_statement(sql);
+            let customs = std::mem::take(&mut self.facts.custom_settings);
+            self.note_custom_settings(&customs);
+            self.facts.custom_settings = customs;
+            if let Some(att) = self.server.as_mut() {
+                att.effects.add(effects);
+            }
+            // A simple Query destroys the unnamed statement (Postgres's rule).
+            self.unnamed.parse = None;
+            self.unnamed.on_server = false;
+        } else if let Some(att) = self.server.as_mut() {
+            // A FunctionCall runs server-side code that may do anything.
+            att.effects.add(Effects::DYNAMIC);
         }
         if self.expect.ready_owed() == 0 {
             self.query_start = Some(Instant::now());
         }
         let mut e = Entry::forward(tag);
-        e.clear_prepared = clear_prepared;
+        e.drops_statements = drops;
         self.expect.push(e);
         self.to_server.push(frame);
     }
@@ -177,12 +243,30 @@ impl Session {
             self.simple_reply("DEALLOCATE");
         } else {
             let msg = format!("prepared statement \"{name}\" does not exist");
-            let _ = self.simple_error_reply("26000", &msg);
+            self.unit_error(
+                Unit::Simple(b'Q', Bytes::new()),
+                sqlstate::INVALID_SQL_STATEMENT_NAME,
+                &msg,
+            );
         }
     }
 
+    /// Whether the attached server's prepared statements can no longer be trusted
+    /// to be the ones shardbouncer prepared (see the module documentation).
+    fn statements_untrusted(&self) -> bool {
+        self.server
+            .as_ref()
+            .is_some_and(|a| a.effects.any(Effects::PREPARED.union(Effects::DYNAMIC)))
+    }
+
     /// Forward one extended-protocol message, translating statement names.
-    pub(super) fn forward_ext(&mut self, tag: u8, frame: Bytes) {
+    /// `facts`: for a Parse, its text's analysis when the batch was routed.
+    pub(super) fn forward_ext(&mut self, tag: u8, frame: Bytes, facts: Option<Facts>) {
+        if self.server_skipping && tag != b'S' {
+            // Postgres skips everything up to Sync after an error: nothing is
+            // answered, so nothing is sent or owed (a Parse registers no name).
+            return;
+        }
         let body = &frame[5..];
         match tag {
             b'P' => {
@@ -190,20 +274,39 @@ impl Session {
                     return self
                         .inject_error_ext(sqlstate::PROTOCOL_VIOLATION, "malformed Parse message");
                 };
-                self.note_statement(p.query);
+                let facts = self.parse_facts(p.query, facts);
                 self.client_parses += 1;
                 if p.name.is_empty() {
-                    self.server_parses += 1;
-                    if let Some(rt) = &self.db.routing {
-                        self.unnamed.set(route::stmt_routing(rt, p.query), &p);
+                    if facts.violation == Some(Violation::ReservedName) {
+                        return self.inject_error_ext(
+                            sqlstate::RESERVED_NAME,
+                            "prepared statement names starting with \"sb_\" are reserved by shardbouncer",
+                        );
                     }
+                    self.server_parses += 1;
+                    self.unnamed.facts = facts;
+                    self.unnamed.declared = frame.slice_ref(p.param_types);
+                    self.unnamed.described.clear();
+                    self.unnamed.parse = Some(frame.clone());
+                    self.unnamed.on_server = true;
                     self.send_ext(tag, frame);
                     return;
                 }
-                let def = match self.register_statement(&p) {
+                let def = match self.register_statement(&p, facts) {
                     Ok(def) => def,
                     Err((code, msg)) => return self.inject_error_ext(code, &msg),
                 };
+                if self.statements_untrusted() {
+                    // Validate it through the unnamed statement; it is re-parsed
+                    // there whenever it runs in this transaction.
+                    let msg = def.parse_as(&mut self.scratch, b"");
+                    self.unnamed.on_server = false;
+                    self.server_parses += 1;
+                    self.expect.push(Entry::forward(b'P').with_stmt(def));
+                    self.to_server.push(msg);
+                    self.ext_open = true;
+                    return;
+                }
                 let conn = &mut self.server.as_mut().expect("attached").co.conn;
                 if conn.prepared.touch(&def) {
                     self.expect.push(Entry::synthetic(
@@ -234,10 +337,15 @@ impl Session {
                             "malformed Bind message",
                         );
                     }
-                    // Describe of a portal, or malformed: the server judges it.
+                    // Describe of a portal: the server judges it.
                     return self.send_ext(tag, frame);
                 };
                 if name.is_empty() {
+                    if tag == b'B' {
+                        let effects = self.unnamed.facts.effects;
+                        self.note_bound(effects, None);
+                    }
+                    self.ensure_unnamed();
                     let mut e = Entry::forward(tag);
                     e.describes_unnamed = tag == b'D';
                     self.expect.push(e);
@@ -250,10 +358,13 @@ impl Session {
                         "prepared statement \"{}\" does not exist",
                         String::from_utf8_lossy(name)
                     );
-                    return self.inject_error_ext("26000", &msg);
+                    return self.inject_error_ext(sqlstate::INVALID_SQL_STATEMENT_NAME, &msg);
                 };
-                self.ensure_prepared(&def);
-                let Some(msg) = prepared::rewrite_name(&mut self.scratch, &frame, &def.server_name)
+                if tag == b'B' {
+                    self.note_bound(def.facts.effects, Some(&def));
+                }
+                let server_name = self.ensure_prepared(&def);
+                let Some(msg) = prepared::rewrite_name(&mut self.scratch, &frame, server_name)
                 else {
                     return self
                         .inject_error_ext(sqlstate::PROTOCOL_VIOLATION, "malformed message");
@@ -268,7 +379,49 @@ impl Session {
                 self.ext_open = true;
             }
             b'C' if is_named_statement_close(&frame) => self.close_statement(&frame),
+            b'C' => {
+                if describe_statement_name(body).is_some_and(|n| n.is_empty()) {
+                    // Closing the unnamed statement: there is nothing to re-create.
+                    self.unnamed.parse = None;
+                }
+                self.send_ext(tag, frame)
+            }
+            b'E' => {
+                self.batch_executed = true;
+                self.send_ext(tag, frame)
+            }
             _ => self.send_ext(tag, frame),
+        }
+    }
+
+    /// A Bind of a statement with these effects: they apply to the server, and
+    /// its custom settings are read back by name.
+    fn note_bound(&mut self, effects: Effects, def: Option<&Arc<StmtDef>>) {
+        if let Some(att) = self.server.as_mut() {
+            att.effects.add(effects);
+        }
+        if let Some(def) = def {
+            if !def.facts.custom_settings.is_empty() {
+                let names = def.facts.custom_settings.clone();
+                self.note_custom_settings(&names);
+            }
+        }
+    }
+
+    /// Make sure the server holds the client's unnamed statement before a Bind or
+    /// Describe of it: re-create it from the client's Parse when this server does
+    /// not (the client moved shards, or shardbouncer used the unnamed statement).
+    fn ensure_unnamed(&mut self) {
+        if self.unnamed.on_server {
+            return;
+        }
+        if let Some(p) = self.unnamed.parse.clone() {
+            let mut e = Entry::forward(b'P');
+            e.mode = Mode::SwallowOk;
+            self.expect.push(e);
+            self.to_server.push(p);
+            self.server_parses += 1;
+            self.unnamed.on_server = true;
         }
     }
 
@@ -282,6 +435,9 @@ impl Session {
                 }
                 self.expect.push(Entry::forward(tag));
                 self.ext_open = false;
+                self.batch_pinned = false;
+                self.batch_executed = false;
+                self.server_skipping = false;
             }
             _ => {
                 self.expect.push(Entry::forward(tag));
@@ -301,12 +457,25 @@ impl Session {
         self.reply(b'C');
     }
 
-    /// Prepare `def` on the attached server if it lacks it (the ParseComplete is
-    /// swallowed; an error stands for the client's Bind/Describe).
-    pub(super) fn ensure_prepared(&mut self, def: &Arc<StmtDef>) {
+    /// Make sure the attached server can run `def`, and return the name it has
+    /// there. Normally the content-addressed name, prepared lazily if this server
+    /// lacks it (the ParseComplete is swallowed; an error stands for the client's
+    /// Bind/Describe). When the server's statements cannot be trusted, the unnamed
+    /// statement, re-parsed now.
+    pub(super) fn ensure_prepared<'d>(&mut self, def: &'d Arc<StmtDef>) -> &'d str {
+        if self.statements_untrusted() {
+            let msg = def.parse_as(&mut self.scratch, b"");
+            self.server_parses += 1;
+            let mut e = Entry::forward(b'P').with_stmt(def.clone());
+            e.mode = Mode::SwallowOk;
+            self.expect.push(e);
+            self.to_server.push(msg);
+            self.unnamed.on_server = false;
+            return "";
+        }
         let conn = &mut self.server.as_mut().expect("attached").co.conn;
         if conn.prepared.touch(def) {
-            return;
+            return &def.server_name;
         }
         conn.prepared.insert(def.clone());
         let msg = def.parse_message(&mut self.scratch);
@@ -315,21 +484,20 @@ impl Session {
         e.mode = Mode::SwallowOk;
         self.expect.push(e);
         self.to_server.push(msg);
+        &def.server_name
     }
 
     /// Make the server raise `code`/`msg` in an extended batch: the client sees the
     /// error where its message stood, and Postgres skips to Sync and fails the
     /// transaction exactly as for its own errors.
     pub(super) fn inject_error_ext(&mut self, code: &str, msg: &str) {
+        if self.server_skipping {
+            // The server already skips to Sync: it would not answer this either.
+            return;
+        }
         let Some(sql) = raise_sql(code, msg) else {
             return;
         };
-        let p = Parse {
-            name: b"",
-            query: sql.as_bytes(),
-            param_types: &[],
-        };
-        let def = StmtDef::new(&p, Default::default());
         let mut parse = BytesMut::new();
         {
             use bytes::BufMut;
@@ -343,7 +511,7 @@ impl Session {
             parse.put_slice(b"B\0\0\0\x0c\0\0\0\0\0\0\0\0");
             parse.put_slice(b"E\0\0\0\x09\0\0\0\0\0");
         }
-        drop(def);
+        self.unnamed.on_server = false;
         self.expect.push(Entry::swallow(b'P'));
         self.expect.push(Entry::swallow(b'B'));
         let mut e = Entry::forward(b'E');
@@ -363,6 +531,7 @@ impl Session {
         if self.expect.ready_owed() == 0 {
             self.query_start = Some(Instant::now());
         }
+        self.unnamed.on_server = false;
         self.expect.push(Entry::forward(b'Q'));
         self.to_server.push(b.freeze());
     }
@@ -376,13 +545,6 @@ impl Session {
             if let Some(b) = self.expect.pop().and_then(|e| e.synthetic) {
                 self.to_client.push(b);
             }
-        }
-    }
-
-    /// Remember whether a statement may change settings Postgres does not report.
-    pub(super) fn note_statement(&mut self, body: &[u8]) {
-        if !self.touched_unreported {
-            self.touched_unreported = may_change_settings(body, !self.login.unreported.is_empty());
         }
     }
 }

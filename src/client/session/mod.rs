@@ -7,19 +7,21 @@
 //! deadlock the other and a slow reader applies back-pressure instead of growing
 //! buffers without bound.
 //!
-//! For a sharded database, work is routed in units: a simple Query, or an extended
-//! protocol batch up to Sync/Flush. A bare `BEGIN` is answered locally and replayed
-//! on the shard of the first statement that names a tenant.
+//! Work is handled in units: a simple Query or FunctionCall, or an extended
+//! protocol batch up to Sync/Flush. Each unit's text is analyzed once
+//! ([`crate::router::analyze`]); on a sharded database [`crate::router::decide`]
+//! says where it runs and the session only carries that out. A bare `BEGIN` is
+//! answered locally and replayed, with the statements held behind it, on the shard
+//! of the first statement that names a tenant.
 
 use super::expect::{Entry, Expectations, Mode};
 use super::queue::OutQueue;
-use super::route::{self, Mention, Target, TenantState};
 use super::ClientLogin;
-use crate::app::{App, ClientHandle, DbRuntime, RoutingRt};
-use crate::config::{PoolMode, TenantSource};
+use crate::app::{App, ClientHandle, DbRuntime};
+use crate::config::PoolMode;
 use crate::pool::{Checkout, Pool};
 use crate::protocol::{self, sqlstate, Bind, Parse};
-use crate::router::{scan, Source, Statement, TenantKey};
+use crate::router::{Effects, Facts, Mention, Source, TenantKey, Tenants};
 use crate::server::params;
 use crate::server::prepared::{self, replies, StmtDef};
 use bytes::{Bytes, BytesMut};
@@ -36,6 +38,8 @@ const HIGH_WATER: usize = 512 * 1024;
 const STREAM_THRESHOLD: usize = 64 * 1024;
 /// Most statement names one client may hold (a runaway client cannot grow memory).
 const MAX_CLIENT_STATEMENTS: usize = 10_000;
+/// Most custom setting names tracked per client.
+const MAX_CUSTOM_SETTINGS: usize = 64;
 
 /// A server attached to this client for the current transaction (or session).
 struct Attached {
@@ -43,14 +47,53 @@ struct Attached {
     pool: Arc<Pool>,
     shard: usize,
     since: Instant,
+    /// Server-side state the work sent on this server may have created: what to
+    /// reset or read back before the server goes to another client.
+    effects: Effects,
 }
 
-/// A unit of routed work.
+/// A unit of work.
 enum Unit {
     /// A simple Query or FunctionCall (tag, frame).
     Simple(u8, Bytes),
     /// Extended-protocol messages up to and including a Sync or Flush.
     Batch(Vec<(u8, Bytes)>),
+}
+
+/// A BEGIN answered locally, with the statements that wait for it.
+struct Held {
+    /// The client's BEGIN (a Query frame), replayed first.
+    begin: Bytes,
+    /// Transaction-scoped statements (SET LOCAL, SAVEPOINT, ...) answered locally
+    /// and replayed inside the transaction, in order.
+    stmts: Vec<Bytes>,
+    /// What the held statements may leave on the server.
+    effects: Effects,
+}
+
+/// The client's unnamed statement: its routing facts, and its Parse frame so it can
+/// be re-created on a server that lacks it (after a move to another shard, or when
+/// shardbouncer had to use the unnamed statement itself).
+#[derive(Default)]
+struct Unnamed {
+    facts: Facts,
+    /// Parameter types declared in the Parse (4 bytes each).
+    declared: Bytes,
+    /// Parameter types the server described (ParameterDescription).
+    described: Vec<u32>,
+    /// The client's Parse, for re-creating the statement elsewhere.
+    parse: Option<Bytes>,
+    /// The attached server holds this statement as its unnamed statement.
+    on_server: bool,
+}
+
+impl Unnamed {
+    fn types(&self) -> crate::router::bind::ParamTypes<'_> {
+        crate::router::bind::ParamTypes {
+            declared: &self.declared,
+            described: &self.described,
+        }
+    }
 }
 
 /// What the event loop saw.
@@ -92,6 +135,13 @@ pub struct Session {
     server_status: u8,
     /// Extended-protocol messages sent since the last Sync.
     ext_open: bool,
+    /// The open extended batch did tenant work: it is pinned to its shard.
+    batch_pinned: bool,
+    /// The open extended batch executed something.
+    batch_executed: bool,
+    /// The server reported an error in the open extended batch and skips every
+    /// message up to the next Sync: nothing sent meanwhile gets an answer.
+    server_skipping: bool,
     /// After an error we raised with no server: drop client messages until Sync.
     skip_until_sync: bool,
     /// In COPY FROM STDIN started by an extended Execute: the server ignores Sync
@@ -101,8 +151,8 @@ pub struct Session {
     c_stream_left: usize,
     /// Bytes of a large server frame still to pass through unparsed.
     s_stream_left: usize,
-    /// A statement may have changed unreported settings (search_path...).
-    touched_unreported: bool,
+    /// The client's `standard_conforming_strings`: how its literals are lexed.
+    std_strings: bool,
     last_activity: Instant,
     query_start: Option<Instant>,
     // Per-attachment counters, flushed to the pool's atomics on release.
@@ -115,20 +165,26 @@ pub struct Session {
     binds: u64,
     /// The client's named prepared statements.
     stmts: HashMap<Bytes, Arc<StmtDef>>,
-    /// Routing facts of the unnamed statement (sharded databases).
-    unnamed: route::UnnamedStmt,
+    /// The client's unnamed statement.
+    unnamed: Unnamed,
     /// Pools by shard index, for `db.generation` = `pools_gen`.
     pools: Vec<Option<Arc<Pool>>>,
     pools_gen: u64,
+    /// Reused analysis of the text being routed (no allocation per query).
+    facts: Facts,
+    /// Reused scratch for analyzing a text under the other
+    /// `standard_conforming_strings`.
+    alt_facts: Facts,
+    /// Reused analyses of the Parses in the batch being routed, in order.
+    batch_facts: Vec<Facts>,
     /// Reused buffer for the tenant mentions of a unit of work.
     mentions: Vec<Mention>,
-    /// Reused buffer: named statements parsed within the batch being routed
-    /// (index of the Parse in the batch, routing facts).
-    batch_stmts: Vec<(usize, crate::server::prepared::StmtRouting)>,
     /// Tenant settings of the session.
-    tenants: TenantState,
+    tenants: Tenants,
     /// A BEGIN answered locally, to replay on the first routed shard.
-    held_begin: Option<Bytes>,
+    held: Option<Held>,
+    /// shardbouncer failed the held transaction itself: 25P02 until it ends.
+    held_failed: bool,
     /// Extended messages held until the batch can be routed.
     batch: Vec<(u8, Bytes)>,
     /// Work that must wait until the attached server is released.
@@ -137,6 +193,8 @@ pub struct Session {
     tx_tenant: Option<(TenantKey, Source)>,
     /// Tenant-free work running outside a held BEGIN: the client must keep seeing 'T'.
     masquerade: bool,
+    /// Custom (dotted) settings this client has set: read back by name.
+    custom_settings: Vec<String>,
 }
 
 mod backend;
@@ -164,6 +222,13 @@ impl Session {
             // The tenant key is ours: it must never reach Postgres as a setting.
             login.take_setting(&rt.key);
         }
+        let custom_settings = login
+            .unreported
+            .iter()
+            .filter(|(k, _)| k.contains('.'))
+            .map(|(k, _)| k.to_string())
+            .take(MAX_CUSTOM_SETTINGS)
+            .collect();
         Session {
             app,
             db,
@@ -182,11 +247,14 @@ impl Session {
             tx_status: b'I',
             server_status: b'I',
             ext_open: false,
+            batch_pinned: false,
+            batch_executed: false,
+            server_skipping: false,
             skip_until_sync: false,
             copy_in_ext: false,
             c_stream_left: 0,
             s_stream_left: 0,
-            touched_unreported: false,
+            std_strings: true,
             last_activity: Instant::now(),
             query_start: None,
             bytes_in: 0,
@@ -197,25 +265,39 @@ impl Session {
             server_parses: 0,
             binds: 0,
             stmts: HashMap::new(),
-            unnamed: Default::default(),
+            unnamed: Unnamed::default(),
+            facts: Facts::default(),
+            alt_facts: Facts::default(),
+            batch_facts: Vec::new(),
             mentions: Vec::new(),
-            batch_stmts: Vec::new(),
             pools: Vec::new(),
             pools_gen: 0,
-            tenants: TenantState {
+            tenants: Tenants {
                 startup: startup_tenant,
                 ..Default::default()
             },
-            held_begin: None,
+            held: None,
+            held_failed: false,
             batch: Vec::new(),
             stalled: None,
             tx_tenant: None,
             masquerade: false,
+            custom_settings,
         }
     }
 
     fn mode(&self) -> PoolMode {
         self.db.settings.mode
+    }
+
+    /// The routing key of this database ("" when it is not routed: nothing in a
+    /// text is then a tenant).
+    fn routing_key(&self) -> &[u8] {
+        self.db
+            .routing
+            .as_ref()
+            .map(|r| r.key.as_bytes())
+            .unwrap_or_default()
     }
 
     /// The pool of `shard`, cached per session: looking it up in the process-wide
@@ -273,7 +355,7 @@ impl Session {
 
     /// Send AuthenticationOk, ParameterStatus, BackendKeyData and ReadyForQuery.
     async fn greet(&mut self, stream: &mut super::ClientStream) -> Result<(), End> {
-        let pool = self.pool_for(self.any_shard());
+        let pool = self.pool_for(self.home_shard());
         let mut defaults = pool.server_params.lock().unwrap().clone();
         if defaults.is_none() {
             // Any shard's parameters will do (they are the same Postgres settings);
@@ -297,6 +379,7 @@ impl Session {
         for (k, v) in self.login.reported.iter() {
             ps.set(k, v);
         }
+        self.std_strings = ps.get("standard_conforming_strings") != Some("off");
         protocol::auth_ok(&mut self.scratch);
         for (k, v) in ps.iter() {
             protocol::parameter_status(&mut self.scratch, k, v);
@@ -313,14 +396,11 @@ impl Session {
 
     /// A shard for work that touches no tenant: the session tenant's, else the
     /// default shard, else the first.
-    fn any_shard(&self) -> usize {
-        let Some(rt) = &self.db.routing else { return 0 };
-        self.tenants
-            .set
-            .or(self.tenants.startup)
-            .and_then(|k| rt.map.route(&k).ok().map(|r| r.shard))
-            .or(rt.default_shard)
-            .unwrap_or(0)
+    fn home_shard(&self) -> usize {
+        match &self.db.routing {
+            Some(rt) => rt.home_shard(&self.tenants),
+            None => 0,
+        }
     }
 
     /// Run until the client leaves, is killed, or the process shuts down.
@@ -557,7 +637,7 @@ impl Session {
                 _ => {}
             }
         }
-        if self.server.is_none() && self.held_begin.is_none() {
+        if self.server.is_none() && self.held.is_none() {
             // Between transactions: pick up reloaded settings and maps.
             self.refresh_db();
         }
@@ -572,46 +652,26 @@ impl Session {
             }
             return Ok(());
         }
-        let routed = self.db.routing.is_some();
         match tag {
             b'X' => Err("client terminated".into()),
-            b'Q' | b'F' => {
-                if routed {
-                    self.route_unit(Unit::Simple(tag, frame)).await
-                } else {
-                    let mut kw = [0u8; 16];
-                    if tag == b'Q'
-                        && route::first_keyword(query_text(&frame), &mut kw) == b"DEALLOCATE"
-                    {
-                        // Acts on the client's own statement names: no server needed.
-                        self.deallocate(query_text(&frame));
-                        return Ok(());
-                    }
-                    if self.server.is_none() && !self.attach_or_fail(0, tag).await {
-                        return Ok(());
-                    }
-                    self.forward_simple(tag, frame);
-                    Ok(())
-                }
-            }
+            b'Q' | b'F' => self.route_unit(Unit::Simple(tag, frame)).await,
             b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => {
-                if routed {
-                    self.batch.push((tag, frame));
-                    if tag == b'S' || tag == b'H' {
-                        let b = std::mem::take(&mut self.batch);
-                        self.route_unit(Unit::Batch(b)).await?;
-                    } else if self.batch.len() > 100_000 {
-                        self.emit_fatal(
-                            sqlstate::PROTOCOL_VIOLATION,
-                            "too many extended-protocol messages without Sync",
-                        );
-                        return Err("unbounded batch".into());
-                    }
-                    Ok(())
-                } else {
+                if self.db.routing.is_none() {
                     self.plain_ext(tag, frame).await;
-                    Ok(())
+                    return Ok(());
                 }
+                self.batch.push((tag, frame));
+                if tag == b'S' || tag == b'H' {
+                    let b = std::mem::take(&mut self.batch);
+                    self.route_unit(Unit::Batch(b)).await?;
+                } else if self.batch.len() > 100_000 {
+                    self.emit_fatal(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "too many extended-protocol messages without Sync",
+                    );
+                    return Err("unbounded batch".into());
+                }
+                Ok(())
             }
             b'd' | b'c' | b'f' => {
                 if self.server.is_some() {
@@ -625,6 +685,16 @@ impl Session {
                     &format!("invalid frontend message type {other}"),
                 );
                 Err(format!("invalid frontend message type {other}"))
+            }
+        }
+    }
+
+    /// Remember custom setting names the client set, so they are read back by name.
+    fn note_custom_settings(&mut self, names: &[String]) {
+        for n in names {
+            if self.custom_settings.len() < MAX_CUSTOM_SETTINGS && !self.custom_settings.contains(n)
+            {
+                self.custom_settings.push(n.clone());
             }
         }
     }

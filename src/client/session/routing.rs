@@ -1,15 +1,29 @@
-//! Routing a unit of work (a Query, or an extended batch up to Sync) on a sharded
-//! database: local answers for tenant SET/RESET and a held BEGIN, tenant
-//! resolution, and dispatch to the right shard (or a refusal).
+//! Routing a unit of work (a Query or FunctionCall, or an extended batch up to
+//! Sync/Flush): analyze its text once, ask [`crate::router::decide`] where it
+//! goes, and carry that out: dispatch to a shard, answer locally (tenant SET,
+//! held BEGIN), or refuse with transaction state kept exactly as Postgres would.
 
 use super::*;
-use crate::server::prepared::StmtRouting;
+use crate::router::bind::ParamTypes;
+use crate::router::{self, Decision, Item, Kind, Local, Refusal, SessionView, Tx};
+
+/// Where dispatched work goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Target {
+    /// A shard the work needs; pins the transaction.
+    Shard {
+        shard: usize,
+        tenant: Option<(TenantKey, Source)>,
+    },
+    /// Tenant-free: the attached server, else the home shard; pins nothing.
+    Any,
+}
 
 impl Session {
     /// Pick up a reloaded configuration between transactions: "the next transaction
     /// uses the new map".
     pub(super) fn refresh_db(&mut self) {
-        if self.server.is_some() || self.held_begin.is_some() {
+        if self.server.is_some() || self.held.is_some() || self.held_failed {
             return;
         }
         let snap = self.app.snapshot.load();
@@ -20,174 +34,354 @@ impl Session {
         }
     }
 
-    /// Route one unit of work on a sharded database.
+    /// Where the transaction stands, for [`router::decide`].
+    pub(super) fn tx_view(&self) -> Tx {
+        if self.held_failed {
+            return Tx::Failed;
+        }
+        let held = self.held.as_ref().map(|h| Tx::Held {
+            stmts: !h.stmts.is_empty(),
+        });
+        let Some(att) = &self.server else {
+            return held.unwrap_or(Tx::Idle);
+        };
+        if self.mode() == PoolMode::Session {
+            // A routed session-mode client stays on the shard it started on.
+            return Tx::Pinned(att.shard);
+        }
+        if let Some(h) = held {
+            // Tenant-free work runs outside the held BEGIN on this server.
+            return h;
+        }
+        if self.server_status != b'I' || (self.ext_open && self.batch_pinned) {
+            return Tx::Pinned(att.shard);
+        }
+        if self.ext_open {
+            // An open batch that only parsed and described can be left for another
+            // shard; one that executed something or failed stays where it is.
+            return if self.server_skipping || self.head_failed || self.batch_executed {
+                Tx::Pinned(att.shard)
+            } else {
+                Tx::Idle
+            };
+        }
+        if !self.expect.is_empty() || !self.to_server.is_empty() {
+            return Tx::Unsettled(att.shard);
+        }
+        Tx::Idle
+    }
+
+    /// Work that may change settings (standard_conforming_strings among them) is
+    /// in flight: a text whose lexing depends on it must wait for the answer.
+    fn settings_in_flight(&self) -> bool {
+        self.server
+            .as_ref()
+            .is_some_and(|a| a.effects.any(Effects::SETTINGS.union(Effects::DYNAMIC)))
+            && !self.expect.is_empty()
+    }
+
+    /// Route one unit of work.
     pub(super) async fn route_unit(&mut self, unit: Unit) -> Result<(), End> {
         self.refresh_db();
-        let Some(rt) = self.db.routing.clone() else {
-            // Routing was removed by a reload: behave as a single-shard pooler.
-            return self.dispatch(Target::Any, unit).await;
-        };
-        if let Unit::Batch(msgs) = &unit {
-            if self.server.is_none() && is_parse_only_batch(msgs) {
-                if let Unit::Batch(msgs) = unit {
-                    let held = msgs.into_iter().filter(|(t, _)| *t == b'P').collect();
-                    self.parse_locally(held);
-                }
-                return Ok(());
-            }
-        }
-        let target = match &unit {
-            Unit::Simple(b'Q', frame) => {
-                let sql = query_text(frame);
-                // One classification of the text serves both steps.
-                let st = scan(sql, rt.key.as_bytes());
-                if let Some(done) = self.local_statement(&rt, sql, st) {
-                    return done;
-                }
-                self.target_for_text(&rt, sql, st)
-            }
-            Unit::Simple(_, _) => self.target_without_tenant(&rt, false),
-            Unit::Batch(msgs) => self.target_for_batch(&rt, msgs),
-        };
-        tracing::trace!(client = self.handle.id, ?target, attached = self.server.is_some(), status = ?(self.server_status as char), owed = self.expect.ready_owed(), "route");
-        match target {
-            Ok(t) => self.dispatch(t, unit).await,
-            Err(e) => {
-                self.unit_error(unit, e.code, &e.message);
-                Ok(())
-            }
-        }
-    }
-
-    /// SET/RESET of the tenant key, and BEGIN/COMMIT while a BEGIN is held: answered
-    /// here, never sent to Postgres. Returns `None` for anything else.
-    pub(super) fn local_statement(
-        &mut self,
-        rt: &RoutingRt,
-        sql: &[u8],
-        st: Statement<'_>,
-    ) -> Option<Result<(), End>> {
-        let mut kw = [0u8; 16];
-        if route::first_keyword(sql, &mut kw) == b"DEALLOCATE" {
-            // It acts on the client's own statement names only: no server needed.
-            self.deallocate(sql);
-            return Some(Ok(()));
-        }
-        match st {
-            Statement::SetTenant { local, value } if rt.has(TenantSource::Set) => {
-                let key = match route::decode(rt, &value) {
-                    Ok(k) => k,
-                    Err(e) => return Some(self.simple_error_reply(e.code, &e.message)),
-                };
-                if let Err((code, msg)) = self.set_tenant(rt, local, Some(key)) {
-                    return Some(self.simple_error_reply(code, &msg));
-                }
-                self.simple_reply("SET");
-                Some(Ok(()))
-            }
-            Statement::ResetTenant if rt.has(TenantSource::Set) => {
-                if let Err((code, msg)) = self.set_tenant(rt, false, None) {
-                    return Some(self.simple_error_reply(code, &msg));
-                }
-                self.tenants.local = None;
-                self.simple_reply("RESET");
-                Some(Ok(()))
-            }
-            Statement::Begin if self.server.is_none() && self.held_begin.is_none() => {
-                // Hold it until a statement names the tenant (and so the shard).
-                let mut b = BytesMut::new();
-                protocol::query(&mut b, std::str::from_utf8(sql).unwrap_or("BEGIN"));
-                self.held_begin = Some(b.freeze());
-                self.tx_status = b'T';
-                self.simple_reply("BEGIN");
-                Some(Ok(()))
-            }
-            _ if self.server.is_none() && self.held_begin.is_some() => {
-                let tag = if route::is_bare(sql, &[b"COMMIT", b"END"]) {
-                    "COMMIT"
-                } else if route::is_bare(sql, &[b"ROLLBACK", b"ABORT"]) {
-                    "ROLLBACK"
-                } else {
-                    return None;
-                };
-                // Nothing ran: ending the held transaction needs no server.
-                self.held_begin = None;
-                self.tenants.local = None;
-                self.tx_status = b'I';
-                self.simple_reply(tag);
-                Some(Ok(()))
-            }
-            _ => None,
-        }
-    }
-
-    /// Apply `SET [LOCAL] key = v` (`None`: RESET).
-    pub(super) fn set_tenant(
-        &mut self,
-        rt: &RoutingRt,
-        local: bool,
-        key: Option<TenantKey>,
-    ) -> Result<(), (&'static str, String)> {
-        if local {
-            if self.tx_status == b'I' {
-                // As Postgres: SET LOCAL outside a transaction has no effect.
-                protocol::error_fields(
-                    &mut self.scratch,
-                    b'N',
-                    "WARNING",
-                    "25P01",
-                    "SET LOCAL can only be used in transaction blocks",
-                );
-                self.reply(b'N');
-                return Ok(());
-            }
-            if let (Some(k), Some(att)) = (key, &self.server) {
-                let shard = route::route_key(rt, &k).map_err(|e| (e.code, e.message))?;
-                if shard != att.shard {
-                    return Err(self.cross_shard_message(rt, &k, shard));
-                }
-            }
-            self.tenants.local = key;
+        if self.settings_in_flight() && has_backslash(&unit) {
+            self.stalled = Some(unit);
             return Ok(());
         }
-        if rt.lock_startup_tenant {
-            if let Some(st) = self.tenants.startup {
-                if key != Some(st) {
-                    return Err((
-                        sqlstate::INSUFFICIENT_PRIVILEGE,
-                        format!(
-                            "{} was fixed at connect ('{st}') and lock_startup_tenant is on",
-                            rt.key
-                        ),
-                    ));
+        let decision = match &unit {
+            Unit::Simple(b'Q', frame) => {
+                let sql = query_text(frame);
+                self.analyze_text(sql);
+                if self.facts.is_only(Kind::Deallocate) && self.facts.violation.is_none() {
+                    // It acts on the client's own statement names: no server needed.
+                    self.deallocate(sql);
+                    return Ok(());
+                }
+                match self.db.routing.clone() {
+                    Some(rt) => {
+                        let view = SessionView {
+                            tenants: &self.tenants,
+                            tx: self.tx_view(),
+                            pinned_by: self.tx_tenant,
+                            std_strings: self.std_strings,
+                        };
+                        let unit = router::Unit::query(&self.facts);
+                        router::decide(&rt, &view, unit, &mut self.mentions)
+                    }
+                    None => unrouted(&self.facts),
                 }
             }
+            Unit::Simple(_, _) => match self.db.routing.clone() {
+                Some(rt) => {
+                    let view = SessionView {
+                        tenants: &self.tenants,
+                        tx: self.tx_view(),
+                        pinned_by: self.tx_tenant,
+                        std_strings: self.std_strings,
+                    };
+                    router::decide(
+                        &rt,
+                        &view,
+                        router::Unit::function_call(),
+                        &mut self.mentions,
+                    )
+                }
+                None => Decision::TenantFree,
+            },
+            Unit::Batch(msgs) => match self.db.routing.clone() {
+                Some(rt) => self.decide_batch(&rt, msgs),
+                None => Decision::TenantFree,
+            },
+        };
+        tracing::trace!(
+            client = self.handle.id,
+            ?decision,
+            attached = self.server.is_some(),
+            "route"
+        );
+        match decision {
+            Decision::Wait => {
+                self.stalled = Some(unit);
+                Ok(())
+            }
+            Decision::Refuse(Refusal { code, message }) => {
+                self.unit_error(unit, code, &message);
+                Ok(())
+            }
+            Decision::Local(l) => {
+                self.local(l, unit);
+                Ok(())
+            }
+            Decision::TenantFree => {
+                if let Unit::Batch(msgs) = &unit {
+                    if self.server.is_none() && is_parse_only_batch(msgs) {
+                        // Named Parses + Sync: answered without a server.
+                        if let Unit::Batch(msgs) = unit {
+                            let held = msgs.into_iter().filter(|(t, _)| *t == b'P').collect();
+                            self.parse_locally(held);
+                        }
+                        return Ok(());
+                    }
+                }
+                self.dispatch(Target::Any, unit).await
+            }
+            Decision::Shard { shard, tenant } => {
+                self.dispatch(Target::Shard { shard, tenant }, unit).await
+            }
         }
-        self.tenants.set = key;
-        Ok(())
     }
 
-    pub(super) fn cross_shard_message(
-        &self,
-        rt: &RoutingRt,
-        key: &TenantKey,
-        shard: usize,
-    ) -> (&'static str, String) {
-        let names = rt.map.shard_names();
-        let pinned = self.server.as_ref().map(|a| a.shard).unwrap_or(0);
-        let by = match &self.tx_tenant {
-            Some((t, src)) => format!(" by {} '{t}' ({src})", rt.key),
-            None => String::new(),
+    /// Analyze a text into `self.facts` (once per unit).
+    pub(super) fn analyze_text(&mut self, sql: &[u8]) {
+        let key = self
+            .db
+            .routing
+            .as_ref()
+            .map(|r| r.key.as_bytes())
+            .unwrap_or_default();
+        router::analyze_checked(
+            sql,
+            key,
+            self.std_strings,
+            &mut self.facts,
+            &mut self.alt_facts,
+        );
+    }
+
+    /// Route an extended batch: analyze each Parse in it, then decide over every
+    /// Bind with the statement it names.
+    fn decide_batch(&mut self, rt: &router::Routing, msgs: &[(u8, Bytes)]) -> Decision {
+        let key = rt.key.as_bytes();
+        let std = self.std_strings;
+        let mut n = 0;
+        for (tag, frame) in msgs {
+            if *tag != b'P' {
+                continue;
+            }
+            let query = Parse::parse(&frame[5..])
+                .map(|p| p.query)
+                .unwrap_or_default();
+            if self.batch_facts.len() <= n {
+                self.batch_facts.push(Facts::default());
+            }
+            router::analyze_checked(
+                query,
+                key,
+                std,
+                &mut self.batch_facts[n],
+                &mut self.alt_facts,
+            );
+            n += 1;
+        }
+        let tx = self.tx_view();
+        let view = SessionView {
+            tenants: &self.tenants,
+            tx,
+            pinned_by: self.tx_tenant,
+            std_strings: std,
         };
-        (
-            sqlstate::FEATURE_NOT_SUPPORTED,
-            format!(
-                "cross-shard transaction refused: {k} '{key}' lives on shard {s} but this transaction is pinned to shard {p}{by}",
-                k = rt.key,
-                s = names.get(shard).map(String::as_str).unwrap_or("?"),
-                p = names.get(pinned).map(String::as_str).unwrap_or("?"),
-            ),
-        )
+        let (batch_facts, stmts, unnamed) = (&self.batch_facts, &self.stmts, &self.unnamed);
+        // Statements as of each point in the batch: a Parse in it, else an earlier one.
+        let mut pi = 0;
+        let mut unnamed_at: Option<(usize, &[u8])> = None;
+        let mut named: Option<HashMap<&[u8], InBatch<'_>>> = None;
+        let items = msgs.iter().filter_map(move |(tag, frame)| {
+            let body = &frame[5..];
+            match tag {
+                b'P' => {
+                    let p = Parse::parse(body)?;
+                    let at = (pi, p.param_types);
+                    pi += 1;
+                    if p.name.is_empty() {
+                        unnamed_at = Some(at);
+                    } else {
+                        named.get_or_insert_with(HashMap::new).insert(p.name, at);
+                    }
+                    Some(Item::Parse(&batch_facts[at.0]))
+                }
+                b'B' => {
+                    let b = Bind::parse(body)?;
+                    let in_batch = if b.statement.is_empty() {
+                        unnamed_at
+                    } else {
+                        named.as_ref().and_then(|m| m.get(b.statement).copied())
+                    };
+                    Some(match in_batch {
+                        Some((fi, declared)) => Item::Bind(
+                            &batch_facts[fi],
+                            ParamTypes {
+                                declared,
+                                described: &[],
+                            },
+                            b,
+                        ),
+                        None if b.statement.is_empty() => match unnamed.parse {
+                            Some(_) => Item::Bind(&unnamed.facts, unnamed.types(), b),
+                            None => Item::BindUnknown,
+                        },
+                        None => match stmts.get(b.statement) {
+                            Some(def) => Item::Bind(&def.facts, def.param_types(), b),
+                            None => Item::BindUnknown,
+                        },
+                    })
+                }
+                b'E' => Some(Item::Execute),
+                _ => None,
+            }
+        });
+        router::decide(rt, &view, router::Unit::batch(items), &mut self.mentions)
+    }
+
+    /// Answer work locally.
+    fn local(&mut self, l: Local, unit: Unit) {
+        let frame = match unit {
+            Unit::Simple(b'Q', frame) => frame,
+            // decide answers only simple Queries locally.
+            other => {
+                return self.unit_error(
+                    other,
+                    sqlstate::INTERNAL_ERROR,
+                    "internal: local answer to a non-Query",
+                )
+            }
+        };
+        match l {
+            Local::SetTenant { local, key } => {
+                match key {
+                    None => {
+                        self.tenants.set = None;
+                        self.tenants.local = None;
+                    }
+                    Some(k) if local => self.tenants.local = Some(k),
+                    Some(k) => self.tenants.set = Some(k),
+                }
+                self.simple_reply(if key.is_some() { "SET" } else { "RESET" });
+            }
+            Local::SetLocalOutsideTx => {
+                // As Postgres: a warning, and no effect.
+                self.notice(
+                    "WARNING",
+                    sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+                    "SET LOCAL can only be used in transaction blocks",
+                );
+                self.simple_reply("SET");
+            }
+            Local::HoldBegin => {
+                // Held until a statement names the tenant (and so the shard).
+                self.held = Some(Held {
+                    begin: frame,
+                    stmts: Vec::new(),
+                    effects: Effects::none(),
+                });
+                self.tx_status = b'T';
+                self.simple_reply("BEGIN");
+            }
+            Local::BeginAgain => {
+                self.notice(
+                    "WARNING",
+                    sqlstate::ACTIVE_SQL_TRANSACTION,
+                    "there is already a transaction in progress",
+                );
+                self.simple_reply("BEGIN");
+            }
+            Local::Hold => {
+                let mut tags = Vec::new();
+                router::statement::kinds(
+                    query_text(&frame),
+                    self.routing_key(),
+                    self.std_strings,
+                    |k| {
+                        if let Some(Some(tag)) = k.held_tag() {
+                            tags.push(tag);
+                        }
+                    },
+                );
+                let customs = std::mem::take(&mut self.facts.custom_settings);
+                self.note_custom_settings(&customs);
+                self.facts.custom_settings = customs;
+                if let Some(h) = self.held.as_mut() {
+                    h.stmts.push(frame);
+                    h.effects.add(self.facts.effects);
+                }
+                for tag in tags {
+                    protocol::command_complete(&mut self.scratch, tag);
+                }
+                protocol::ready_for_query(&mut self.scratch, self.tx_status);
+                self.reply(b'Q');
+            }
+            Local::EndHeld { commit } => {
+                let tag = if commit && !self.held_failed {
+                    "COMMIT"
+                } else {
+                    "ROLLBACK"
+                };
+                self.end_held();
+                self.simple_reply(tag);
+            }
+        }
+    }
+
+    /// The held (or failed) transaction ends without having reached a server.
+    fn end_held(&mut self) {
+        self.held = None;
+        self.held_failed = false;
+        self.tenants.local = None;
+        self.tx_status = b'I';
+    }
+
+    /// shardbouncer failed the held transaction: from now on it is aborted, as in
+    /// Postgres (25P02 until COMMIT/ROLLBACK, and COMMIT answers ROLLBACK).
+    pub(super) fn fail_held(&mut self) {
+        if self.held.is_some() || self.masquerade {
+            self.held = None;
+            self.held_failed = true;
+            self.tx_status = b'E';
+        }
+    }
+
+    /// A WARNING/NOTICE before a local reply, in protocol order.
+    fn notice(&mut self, severity: &str, code: &str, msg: &str) {
+        protocol::error_fields(&mut self.scratch, b'N', severity, code, msg);
+        self.reply(b'N');
     }
 
     /// Routing refusals feed the metrics.
@@ -211,216 +405,27 @@ impl Session {
         self.reply(b'Q');
     }
 
-    /// An error for a simple Query we answer ourselves.
-    pub(super) fn simple_error_reply(&mut self, code: &str, msg: &str) -> Result<(), End> {
-        self.count_refusal(code);
-        if self.server.is_some() {
-            // Fail the server's transaction too, exactly as Postgres would.
-            self.inject_error_simple(code, msg);
-        } else {
-            if self.tx_status == b'T' {
-                self.tx_status = b'E';
-            }
-            protocol::error_response(&mut self.scratch, code, msg);
-            protocol::ready_for_query(&mut self.scratch, self.tx_status);
-            self.reply(b'Q');
-        }
-        Ok(())
-    }
-
-    pub(super) fn target_for_text(
-        &mut self,
-        rt: &RoutingRt,
-        sql: &[u8],
-        st: Statement<'_>,
-    ) -> Result<Target, route::RouteError> {
-        // Reused buffer: no allocation per query once warmed up.
-        let mut mentions = std::mem::take(&mut self.mentions);
-        mentions.clear();
-        let res = route::text_mentions(rt, st, sql, &mut mentions)
-            .and_then(|()| route::resolve(rt, &self.tenants, &mentions))
-            .and_then(|found| match found {
-                Some((tenant, source, shard)) => Ok(Target::Shard {
-                    shard,
-                    tenant: Some(tenant),
-                    source,
-                }),
-                None => self.target_without_tenant(rt, route::is_tenant_free(sql)),
-            });
-        self.mentions = mentions;
-        res
-    }
-
-    /// No tenant named: stay on the pinned shard, run anywhere if harmless, else
-    /// apply `no_tenant`.
-    pub(super) fn target_without_tenant(
-        &self,
-        rt: &RoutingRt,
-        harmless: bool,
-    ) -> Result<Target, route::RouteError> {
-        if let Some(att) = &self.server {
-            // An extended batch in progress continues on its server.
-            if !self.ext_open && !self.expect.is_empty() {
-                return Ok(Target::Pending);
-            }
-            if self.ext_open || self.server_status != b'I' {
-                return Ok(Target::Shard {
-                    shard: att.shard,
-                    tenant: None,
-                    source: Source::Default,
-                });
-            }
-        }
-        if harmless {
-            return Ok(Target::Any);
-        }
-        route::no_tenant(rt)
-    }
-
-    /// Route an extended-protocol batch by the tenants its Binds name.
-    pub(super) fn target_for_batch(
-        &mut self,
-        rt: &RoutingRt,
-        msgs: &[(u8, Bytes)],
-    ) -> Result<Target, route::RouteError> {
-        // Reused buffers: routing a batch allocates nothing once warmed up.
-        let mut mentions = std::mem::take(&mut self.mentions);
-        let mut local = std::mem::take(&mut self.batch_stmts);
-        mentions.clear();
-        local.clear();
-        let res = self
-            .batch_mentions(rt, msgs, &mut mentions, &mut local)
-            .and_then(|(executes, all_harmless)| {
-                match route::resolve(rt, &self.tenants, &mentions)? {
-                    Some((tenant, source, shard)) => Ok(Target::Shard {
-                        shard,
-                        tenant: Some(tenant),
-                        source,
-                    }),
-                    // Parse/Describe alone read only the schema, the same on every shard.
-                    None => self.target_without_tenant(rt, !executes || all_harmless),
-                }
-            });
-        self.mentions = mentions;
-        self.batch_stmts = local;
-        res
-    }
-
-    /// Collect the tenant mentions of a batch's Binds; returns whether it executes
-    /// anything and whether everything it executes is tenant-free.
-    fn batch_mentions(
-        &self,
-        rt: &RoutingRt,
-        msgs: &[(u8, Bytes)],
-        mentions: &mut Vec<Mention>,
-        local: &mut Vec<(usize, StmtRouting)>,
-    ) -> Result<(bool, bool), route::RouteError> {
-        // The unnamed statement as of this point in the batch: a Parse in the batch
-        // (its index), else the one from an earlier batch.
-        let mut unnamed_at: Option<(usize, StmtRouting)> = None;
-        let mut executes = false;
-        let mut all_harmless = true;
-        let parse_at = |idx: usize| Parse::parse(&msgs[idx].1[5..]);
-        for (idx, (tag, frame)) in msgs.iter().enumerate() {
-            let body = &frame[5..];
-            match tag {
-                b'P' => {
-                    let Some(p) = Parse::parse(body) else {
-                        continue;
-                    };
-                    let r = route::stmt_routing(rt, p.query);
-                    if p.name.is_empty() {
-                        unnamed_at = Some((idx, r));
-                    } else {
-                        local.push((idx, r));
-                    }
-                }
-                b'B' => {
-                    let Some(b) = Bind::parse(body) else { continue };
-                    let in_batch = if b.statement.is_empty() {
-                        unnamed_at
-                    } else {
-                        local
-                            .iter()
-                            .rev()
-                            .find(|(at, _)| parse_at(*at).is_some_and(|p| p.name == b.statement))
-                            .copied()
-                    };
-                    let r = match in_batch {
-                        Some((at, r)) => {
-                            let ty = |i| parse_at(at).and_then(|p| p.param_type(i)).unwrap_or(0);
-                            route::bind_mentions(rt, &r, ty, &b, mentions)?;
-                            r
-                        }
-                        None if b.statement.is_empty() => {
-                            let u = &self.unnamed;
-                            route::bind_mentions(
-                                rt,
-                                &u.routing,
-                                |i| u.param_type(i),
-                                &b,
-                                mentions,
-                            )?;
-                            u.routing
-                        }
-                        None => match self.stmts.get(b.statement) {
-                            Some(def) => {
-                                route::bind_mentions(
-                                    rt,
-                                    &def.routing,
-                                    |i| def.param_type(i),
-                                    &b,
-                                    mentions,
-                                )?;
-                                def.routing
-                            }
-                            None => continue,
-                        },
-                    };
-                    if !r.tenant_free {
-                        all_harmless = false;
-                    }
-                }
-                b'E' => executes = true,
-                _ => {}
-            }
-        }
-        Ok((executes, all_harmless))
-    }
-
     /// Send routed work where it belongs.
     pub(super) async fn dispatch(&mut self, target: Target, unit: Unit) -> Result<(), End> {
-        if target == Target::Pending {
-            self.stalled = Some(unit);
-            return Ok(());
-        }
         if let Some(att) = &self.server {
             let cur = att.shard;
             let want = match target {
                 Target::Shard { shard, .. } => shard,
-                Target::Any | Target::Pending => cur,
+                Target::Any => cur,
             };
             if want == cur {
-                if let Target::Shard { tenant, source, .. } = target {
+                if let Target::Shard { tenant, .. } = target {
                     if self.masquerade {
                         // The server was taken for tenant-free work outside the held
                         // BEGIN; this work needs the transaction: open it now.
                         self.open_held_transaction();
                     }
-                    if self.tx_tenant.is_none() {
-                        if let Some(t) = tenant {
-                            self.tx_tenant = Some((t, source));
-                            crate::admin::metrics::routing_decision(
-                                &self.db.name,
-                                source_name(source),
-                            );
-                        }
-                    }
+                    self.pin(tenant, &unit);
                 }
                 self.forward_unit(unit);
                 return Ok(());
             }
-            if self.masquerade && self.ext_open {
+            if self.ext_open && self.tx_view() != Tx::Pinned(cur) {
                 // A tenant-free batch (Parse/Describe/Flush) is open on a server of
                 // the wrong shard: end it, let the server go, then route this.
                 self.end_open_batch();
@@ -433,60 +438,79 @@ impl Session {
                 return Ok(());
             }
             if self.ext_open || self.server_status != b'I' || self.mode() == PoolMode::Session {
-                let rt = self.db.routing.clone();
-                if let (
-                    Some(rt),
-                    Target::Shard {
-                        tenant: Some(k), ..
-                    },
-                ) = (rt, target)
-                {
-                    let (code, msg) = self.cross_shard_message(&rt, &k, want);
-                    self.unit_error(unit, code, &msg);
-                    return Ok(());
-                }
-                self.forward_unit(unit);
+                let msg = match &self.db.routing {
+                    Some(rt) => format!(
+                        "cross-shard transaction refused: this work belongs on shard {} but the session is pinned to shard {}",
+                        rt.shard_name(want),
+                        rt.shard_name(cur)
+                    ),
+                    None => "cross-shard work refused".to_string(),
+                };
+                self.unit_error(unit, sqlstate::FEATURE_NOT_SUPPORTED, &msg);
                 return Ok(());
             }
             self.release().await;
         }
-        let (shard, tenant) = match target {
-            Target::Shard {
-                shard,
-                tenant,
-                source,
-            } => (shard, tenant.map(|t| (t, source))),
-            Target::Any | Target::Pending => (self.any_shard(), None),
+        let shard = match target {
+            Target::Shard { shard, .. } => shard,
+            Target::Any => self.home_shard(),
         };
         if let Err((code, msg)) = self.attach(shard).await {
             self.unit_error(unit, code, &msg);
             return Ok(());
         }
-        if matches!(target, Target::Any) {
+        match target {
             // Work that needs no tenant runs outside a held BEGIN, which stays held.
-            self.masquerade = self.held_begin.is_some();
-        } else if let Some(begin) = self.held_begin.take() {
-            self.expect.push(Entry::swallow(b'Q'));
-            self.to_server.push(begin);
-        }
-        if let Target::Shard { source, .. } = target {
-            crate::admin::metrics::routing_decision(&self.db.name, source_name(source));
-        }
-        if tenant.is_some() {
-            self.tx_tenant = tenant;
+            Target::Any => self.masquerade = self.held.is_some(),
+            Target::Shard { tenant, .. } => {
+                self.replay_held();
+                self.pin(tenant, &unit);
+            }
         }
         self.forward_unit(unit);
         Ok(())
     }
 
-    /// Replay the held BEGIN on the attached server (ending an open tenant-free
+    /// Record what pinned the transaction (metrics, SHOW TENANTS, messages), and
+    /// whether an open batch is now pinned to its shard.
+    fn pin(&mut self, tenant: Option<(TenantKey, Source)>, unit: &Unit) {
+        if let Unit::Batch(msgs) = unit {
+            if msgs.last().is_some_and(|(t, _)| *t == b'H') {
+                self.batch_pinned = true;
+            }
+        }
+        if self.tx_tenant.is_some() {
+            return;
+        }
+        let source = tenant.map(|(_, s)| s).unwrap_or(Source::Default);
+        crate::admin::metrics::routing_decision(&self.db.name, source_name(source));
+        if tenant.is_some() {
+            self.tx_tenant = tenant;
+        }
+    }
+
+    /// Replay the held BEGIN and the statements held with it on the attached
+    /// server, ahead of the work that needs the transaction.
+    fn replay_held(&mut self) {
+        let Some(h) = self.held.take() else { return };
+        self.expect.push(Entry::swallow(b'Q'));
+        self.to_server.push(h.begin);
+        for stmt in h.stmts {
+            self.expect.push(Entry::swallow(b'Q'));
+            self.to_server.push(stmt);
+        }
+        if let Some(att) = self.server.as_mut() {
+            att.effects.add(h.effects);
+        }
+        self.unnamed.on_server = false;
+        self.masquerade = false;
+    }
+
+    /// Open the held transaction on the attached server (ending an open tenant-free
     /// batch first, so BEGIN starts a real transaction block).
     pub(super) fn open_held_transaction(&mut self) {
         self.end_open_batch();
-        if let Some(begin) = self.held_begin.take() {
-            self.expect.push(Entry::swallow(b'Q'));
-            self.to_server.push(begin);
-        }
+        self.replay_held();
         self.masquerade = false;
     }
 
@@ -499,6 +523,8 @@ impl Session {
             self.expect.push(Entry::swallow(b'S'));
             self.to_server.push(b.freeze());
             self.ext_open = false;
+            self.batch_pinned = false;
+            self.server_skipping = false;
         }
     }
 
@@ -506,8 +532,16 @@ impl Session {
         match unit {
             Unit::Simple(tag, frame) => self.forward_simple(tag, frame),
             Unit::Batch(msgs) => {
+                let mut n = 0;
                 for (tag, frame) in msgs {
-                    self.forward_ext(tag, frame);
+                    if tag == b'P' && self.db.routing.is_some() {
+                        // Analyzed when the batch was routed.
+                        let facts = self.batch_facts.get_mut(n).map(std::mem::take);
+                        n += 1;
+                        self.forward_ext(tag, frame, facts);
+                    } else {
+                        self.forward_ext(tag, frame, None);
+                    }
                 }
             }
         }
@@ -522,7 +556,21 @@ impl Session {
             Unit::Simple(tag, _) => *tag,
             Unit::Batch(m) => m.last().map(|(t, _)| *t).unwrap_or(b'S'),
         };
+        // A transaction shardbouncer holds is failed too, not only the statement.
+        self.fail_held();
         if self.server.is_some() {
+            if self.server_skipping {
+                // The server already skips this batch after an earlier error: only
+                // the Sync gets an answer.
+                if last == b'S' {
+                    let mut b = BytesMut::new();
+                    protocol::sync(&mut b);
+                    self.send_ext(b'S', b.freeze());
+                } else {
+                    self.skip_until_sync = true;
+                }
+                return;
+            }
             match last {
                 b'H' => {
                     self.inject_error_ext(code, msg);
@@ -538,6 +586,37 @@ impl Session {
             }
             self.fail_unattached(last, code, msg);
         }
+    }
+}
+
+/// A statement parsed earlier in the batch being routed: its index among the
+/// batch's Parses and its declared parameter types.
+type InBatch<'a> = (usize, &'a [u8]);
+
+/// Decision for a database without routing: everything goes to its one shard,
+/// unless the text is refused outright.
+fn unrouted(f: &Facts) -> Decision {
+    match f.violation {
+        Some(router::statement::Violation::ReservedName) => Decision::Refuse(Refusal {
+            code: sqlstate::RESERVED_NAME,
+            message: format!(
+                "prepared statement names starting with \"{}\" are reserved by shardbouncer",
+                router::statement::RESERVED_PREFIX
+            ),
+        }),
+        _ => Decision::TenantFree,
+    }
+}
+
+/// Whether a unit's text has a backslash (its lexing depends on
+/// standard_conforming_strings).
+fn has_backslash(unit: &Unit) -> bool {
+    match unit {
+        Unit::Simple(b'Q', f) => memchr::memchr(b'\\', f).is_some(),
+        Unit::Simple(..) => false,
+        Unit::Batch(m) => m
+            .iter()
+            .any(|(t, f)| *t == b'P' && memchr::memchr(b'\\', f).is_some()),
     }
 }
 

@@ -52,25 +52,6 @@ pub(super) fn query_text(frame: &[u8]) -> &[u8] {
     b.strip_suffix(b"\0").unwrap_or(b)
 }
 
-/// Whether a statement may change settings Postgres does not report: it mentions
-/// `search_path`, `DISCARD` or `RESET`, or (when the client has such settings to
-/// keep) `SET` at all. One pass over the text, looking only where a keyword's first
-/// letter stands.
-pub(super) fn may_change_settings(sql: &[u8], any_set: bool) -> bool {
-    let at = |i: usize, w: &[u8]| {
-        sql.get(i..i + w.len())
-            .is_some_and(|s| s.eq_ignore_ascii_case(w))
-    };
-    let hit = |i: usize| match sql[i] | 0x20 {
-        b's' => at(i, b"search_path") || (any_set && at(i, b"set")),
-        b'd' => at(i, b"discard"),
-        b'r' => at(i, b"reset"),
-        _ => false,
-    };
-    memchr::memchr3_iter(b's', b'd', b'r', sql).any(hit)
-        || memchr::memchr3_iter(b'S', b'D', b'R', sql).any(hit)
-}
-
 /// ASCII case-insensitive substring search (needle given in lowercase).
 pub(super) fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     if needle.is_empty() || hay.len() < needle.len() {
@@ -107,19 +88,9 @@ mod tests {
     }
 
     #[test]
-    fn settings_keywords_in_one_pass() {
-        assert!(may_change_settings(b"SET search_path = x", false));
-        assert!(may_change_settings(b"discard ALL", false));
-        assert!(may_change_settings(b"RESET ALL", false));
-        assert!(!may_change_settings(b"SELECT 1 OFFSET 5", false));
-        assert!(may_change_settings(b"set statement_timeout = 1", true));
-        assert!(!may_change_settings(b"set statement_timeout = 1", false));
-    }
-
-    #[test]
     fn raise_sql_is_safe() {
-        let s = raise_sql("0A000", "it's $x$ here").unwrap();
-        assert!(s.contains("'it''s ＄x＄ here'"));
+        let s = raise_sql("0A000", "it's $x$ here \\").unwrap();
+        assert!(s.contains("E'it''s ＄x＄ here \\\\'"), "{s}");
         assert!(raise_sql("0A0'0", "x").is_none());
     }
 }

@@ -1,0 +1,171 @@
+//! Fuzz the routing decision with arbitrary texts, Bind values and session states.
+//!
+//! Invariants (the isolation guarantees, checked on every input):
+//! * a shard is returned only if every tenant the unit names (its mentions and
+//!   its key parameters' values) lives on that shard;
+//! * with the lock on, only the locked tenant's shard is ever returned;
+//! * "tenant-free" is returned only when every statement is on the allow-list;
+//! * inside a pinned transaction, only the pinned shard is returned;
+//! * a failed transaction gets nothing but 25P02, its end, or an empty query.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shardbouncer::router::bind::{param_key, ParamTypes, ParamValues};
+use shardbouncer::router::statement::{analyze_checked, kinds, Facts, Kind};
+use shardbouncer::router::{
+    decide, Decision, Item, Local, NoTenant, Routing, SessionView, ShardMap, Source, TenantKey,
+    Tenants, Tx, Unit,
+};
+use std::sync::Arc;
+
+const KEYS: &[&str] = &["1", "2", "3", "42", "acme", "globex", "x y", "-7"];
+
+fn routing(sel: u8) -> Routing {
+    let names: Vec<String> = (0..3).map(|i| format!("s{i}")).collect();
+    let map = ShardMap::parse(
+        "version = 1\nmethod = \"citus\"\n[tenants]\n\"42\" = \"s2\"\nacme = \"s1\"\n",
+        &names,
+    )
+    .expect("test map");
+    let mut sources = vec![Source::Startup, Source::Comment, Source::Set, Source::Scan];
+    sources.rotate_left((sel & 3) as usize);
+    if sel & 0x40 != 0 {
+        sources.pop();
+    }
+    Routing {
+        key: "tenant_id".into(),
+        sources,
+        no_tenant: if sel & 4 != 0 {
+            NoTenant::Default(1)
+        } else {
+            NoTenant::Reject
+        },
+        default_shard: (sel & 4 != 0).then_some(1),
+        lock_startup_tenant: sel & 8 != 0,
+        user_suffix: None,
+        map: Arc::new(map),
+        map_source: None,
+        loaded_at: std::time::SystemTime::UNIX_EPOCH,
+    }
+}
+
+struct Values<'a>(Vec<Option<&'a [u8]>>, i16);
+
+impl ParamValues for &Values<'_> {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+    fn format(&self, _: usize) -> i16 {
+        self.1
+    }
+    fn each(&self, f: &mut dyn FnMut(usize, Option<&[u8]>)) {
+        for (i, v) in self.0.iter().enumerate() {
+            f(i, *v);
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 5 {
+        return;
+    }
+    let (head, rest) = data.split_at(5);
+    let r = routing(head[0]);
+    let pick = |b: u8| (b & 0x80 != 0).then(|| TenantKey::new(KEYS[(b & 7) as usize].as_bytes()).unwrap());
+    let tenants = Tenants {
+        startup: pick(head[1]),
+        set: pick(head[2]),
+        local: pick(head[2].rotate_left(4)),
+    };
+    let tx = match head[3] % 6 {
+        0 => Tx::Idle,
+        1 => Tx::Held { stmts: head[3] & 0x40 != 0 },
+        2 => Tx::Pinned((head[3] >> 4) as usize % 3),
+        3 => Tx::Unsettled((head[3] >> 4) as usize % 3),
+        4 => Tx::Failed,
+        _ => Tx::Idle,
+    };
+    let std = head[4] & 1 == 0;
+    let extended = head[4] & 2 != 0;
+    // The text, then Bind values separated by 0xff.
+    let mut parts = rest.split(|&b| b == 0xff);
+    let sql = parts.next().unwrap_or_default();
+    let values = Values(
+        parts.map(|p| if p == b"\xfe" { None } else { Some(p) }).collect(),
+        (head[4] >> 2 & 1) as i16,
+    );
+    let (mut f, mut alt) = (Facts::default(), Facts::default());
+    analyze_checked(sql, b"tenant_id", std, &mut f, &mut alt);
+    let view = SessionView {
+        tenants: &tenants,
+        tx,
+        pinned_by: None,
+        std_strings: std,
+    };
+    let mut scratch = Vec::new();
+    let d = if extended {
+        let items = [
+            Item::Parse(&f),
+            Item::Bind(&f, ParamTypes::default(), &values),
+            Item::Execute,
+        ];
+        decide(&r, &view, Unit::batch(items.into_iter()), &mut scratch)
+    } else {
+        decide(&r, &view, Unit::query(&f), &mut scratch)
+    };
+    // The oracle: every tenant the unit names, found independently of decide.
+    let mut named: Vec<TenantKey> = f
+        .mentions
+        .iter()
+        .filter(|m| r.has(m.source))
+        .map(|m| m.key)
+        .collect();
+    if extended && r.has(Source::Scan) {
+        for &n in &f.params {
+            let i = n as usize - 1;
+            if let Some(Some(v)) = values.0.get(i) {
+                if let Ok(k) = param_key(Some(v), values.1, 0) {
+                    named.push(k);
+                }
+            }
+        }
+    }
+    let locked = tenants.locked(&r);
+    match &d {
+        Decision::Shard { shard, .. } => {
+            for k in &named {
+                assert_eq!(r.shard_of(k).ok(), Some(*shard), "{k} named, routed to {shard}");
+            }
+            if let Some(l) = locked {
+                assert_eq!(r.shard_of(&l).ok(), Some(*shard), "locked to {l}");
+            }
+            if let Tx::Pinned(p) = tx {
+                assert_eq!(*shard, p);
+            }
+            assert!(tx != Tx::Failed);
+        }
+        Decision::TenantFree => {
+            let mut all_free = true;
+            kinds(sql, b"tenant_id", std, |k| all_free &= k.tenant_free());
+            let plain_set = !r.has(Source::Set)
+                && f.count == 1
+                && matches!(f.first, Kind::SetTenant { .. } | Kind::ResetTenant);
+            assert!(all_free || plain_set, "tenant-free: {:?}", String::from_utf8_lossy(sql));
+            assert!(named.is_empty(), "tenant-free naming {named:?}");
+        }
+        Decision::Local(Local::SetTenant { key: Some(k), .. }) => {
+            if let Some(l) = locked {
+                assert_eq!(*k, l);
+            }
+        }
+        Decision::Local(_) | Decision::Wait | Decision::Refuse(_) => {}
+    }
+    if tx == Tx::Failed {
+        let ok = match &d {
+            Decision::Refuse(rf) => rf.code == "25P02" || f.violation.is_some() || rf.code == "0A000",
+            Decision::Local(Local::EndHeld { commit: false }) | Decision::TenantFree => true,
+            _ => false,
+        };
+        assert!(ok, "failed transaction got {d:?}");
+    }
+});

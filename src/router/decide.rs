@@ -1,0 +1,722 @@
+//! The routing decision: one pure function, [`decide`], that sees a whole unit of
+//! work (every statement of a Query, every Bind value of an extended batch) with
+//! the session's routing state and says where it runs, or that it runs nowhere.
+//!
+//! The session carries decisions out and owns no routing logic of its own: that
+//! is what keeps the guarantees below true by construction.
+//!
+//! * **Every mention counts.** All tenants a unit names (comments, predicates,
+//!   IN lists, every INSERT row, every `$n` compared with the key) must live on
+//!   one shard, else the unit is refused (0A000) and nothing runs anywhere.
+//! * **A lock is absolute.** With `lock_startup_tenant` and a tenant given at
+//!   connect, no SET, SET LOCAL, comment, literal or Bind value may name another
+//!   tenant (42501), whatever the order of `sources`.
+//! * **Tenant-free is an allow-list** ([`Kind::tenant_free`]): a unit without a
+//!   tenant runs "anywhere" only if every statement in it is on the list; else it
+//!   goes to the transaction's shard, the default shard, or is refused (42P17).
+//! * **A transaction stays on its shard** (0A000 for work naming another), and a
+//!   transaction shardbouncer failed itself stays failed (25P02) until it ends.
+
+use super::bind::{param_key, ParamTypes, ParamValues};
+use super::key::TenantKey;
+use super::scanner::Source;
+use super::shardmap::ShardMap;
+use super::statement::{Effects, Facts, Kind, Mention, Violation, MAX_MENTIONS, RESERVED_PREFIX};
+use crate::sqlstate;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// What to do with work that names no tenant and is not tenant-free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoTenant {
+    /// Refuse it (42P17).
+    Reject,
+    /// Send it to this shard.
+    Default(usize),
+}
+
+/// The routing configuration of one database, with its loaded shard map.
+#[derive(Debug)]
+pub struct Routing {
+    /// Tenant key name (e.g. `tenant_id`).
+    pub key: String,
+    /// Enabled sources in precedence order (of `Startup`, `Comment`, `Set`, `Scan`).
+    pub sources: Vec<Source>,
+    /// Policy for work with no tenant.
+    pub no_tenant: NoTenant,
+    /// Index of `default_shard`, if configured.
+    pub default_shard: Option<usize>,
+    /// A tenant given at connect cannot be changed or contradicted.
+    pub lock_startup_tenant: bool,
+    /// User-name suffix separator carrying the tenant (`app.42`).
+    pub user_suffix: Option<String>,
+    /// The shard map.
+    pub map: Arc<ShardMap>,
+    /// Where the map came from (`None`: built in, hashing over the shards).
+    pub map_source: Option<PathBuf>,
+    /// When the map was loaded.
+    pub loaded_at: SystemTime,
+}
+
+impl Routing {
+    /// Whether `s` is an enabled source.
+    pub fn has(&self, s: Source) -> bool {
+        self.sources.contains(&s)
+    }
+
+    /// Name of shard `i` (for messages).
+    pub fn shard_name(&self, i: usize) -> &str {
+        self.map
+            .shard_names()
+            .get(i)
+            .map(String::as_str)
+            .unwrap_or("?")
+    }
+
+    /// Shard of `key`, or an error naming it.
+    pub fn shard_of(&self, key: &TenantKey) -> Result<usize, Refusal> {
+        self.map.route(key).map(|r| r.shard).map_err(|e| {
+            Refusal::new(
+                sqlstate::NO_TENANT,
+                format!("cannot route {} '{key}': {e}", self.key),
+            )
+        })
+    }
+
+    /// Where tenant-free work runs: the session tenant's shard (the locked one
+    /// first), else the default shard, else the first.
+    pub fn home_shard(&self, t: &Tenants) -> usize {
+        t.locked(self)
+            .or(t.local)
+            .or(t.set)
+            .or(t.startup)
+            .and_then(|k| self.map.route(&k).ok().map(|r| r.shard))
+            .or(self.default_shard)
+            .unwrap_or(0)
+    }
+}
+
+/// The tenant settings of a session.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tenants {
+    /// Tenant given at connect (startup parameter, options, user suffix).
+    pub startup: Option<TenantKey>,
+    /// Tenant set with `SET key = ...` (replaces the startup one unless locked).
+    pub set: Option<TenantKey>,
+    /// Tenant set with `SET LOCAL key = ...`, until the transaction ends.
+    pub local: Option<TenantKey>,
+}
+
+impl Tenants {
+    /// The tenant this session is locked to, if any.
+    pub fn locked(&self, r: &Routing) -> Option<TenantKey> {
+        if r.lock_startup_tenant && r.has(Source::Startup) {
+            self.startup
+        } else {
+            None
+        }
+    }
+}
+
+/// Where the session's transaction stands, as routing sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tx {
+    /// No transaction anywhere (a tenant-free attachment counts as none).
+    Idle,
+    /// A BEGIN answered locally; no shard yet. `stmts`: statements wait with it.
+    Held {
+        /// Statements (SET LOCAL, SAVEPOINT, ...) are held with the BEGIN.
+        stmts: bool,
+    },
+    /// A transaction, or an extended batch that did tenant work, is open on this
+    /// shard.
+    Pinned(usize),
+    /// Work in flight on this shard may or may not open a transaction.
+    Unsettled(usize),
+    /// shardbouncer failed the held transaction itself; no server has it.
+    Failed,
+}
+
+/// The session's routing state, as [`decide`] reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionView<'a> {
+    /// Tenant settings.
+    pub tenants: &'a Tenants,
+    /// Transaction state.
+    pub tx: Tx,
+    /// The tenant that pinned the transaction, for messages.
+    pub pinned_by: Option<(TenantKey, Source)>,
+    /// The client's current `standard_conforming_strings`.
+    pub std_strings: bool,
+}
+
+/// One message of an extended-protocol batch, as routing sees it. `V` gives a
+/// Bind's parameter values.
+pub enum Item<'a, V> {
+    /// A Parse of a text.
+    Parse(&'a Facts),
+    /// A Bind of a known statement: its facts, parameter types and values.
+    Bind(&'a Facts, ParamTypes<'a>, V),
+    /// A Bind of a statement the client never prepared (the server reports it).
+    BindUnknown,
+    /// An Execute.
+    Execute,
+}
+
+/// No parameter values (the type of [`Unit`]s that carry no batch).
+pub struct NoValues;
+
+impl ParamValues for NoValues {
+    fn count(&self) -> usize {
+        0
+    }
+    fn format(&self, _: usize) -> i16 {
+        0
+    }
+    fn each(&self, _: &mut dyn FnMut(usize, Option<&[u8]>)) {}
+}
+
+/// A unit of work: what [`decide`] routes as a whole.
+pub enum Unit<'a, V = NoValues, I = std::iter::Empty<Item<'a, NoValues>>> {
+    /// A simple Query, analyzed.
+    Query(&'a Facts),
+    /// A FunctionCall (no text: the session tenant decides).
+    FunctionCall,
+    /// Extended-protocol messages up to a Sync or Flush.
+    Batch(I, std::marker::PhantomData<V>),
+}
+
+impl<'a> Unit<'a> {
+    /// A simple Query.
+    pub fn query(f: &'a Facts) -> Self {
+        Unit::Query(f)
+    }
+
+    /// A FunctionCall.
+    pub fn function_call() -> Self {
+        Unit::FunctionCall
+    }
+}
+
+impl<'a, V: ParamValues, I: Iterator<Item = Item<'a, V>>> Unit<'a, V, I> {
+    /// An extended-protocol batch.
+    pub fn batch(items: I) -> Self {
+        Unit::Batch(items, std::marker::PhantomData)
+    }
+}
+
+/// A refusal: SQLSTATE and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// SQLSTATE.
+    pub code: &'static str,
+    /// Message.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(code: &'static str, message: String) -> Refusal {
+        Refusal { code, message }
+    }
+}
+
+/// Work answered by the session itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// `SET [LOCAL] key = v` (`key: None`: RESET): change the session's tenant.
+    SetTenant {
+        /// SET LOCAL.
+        local: bool,
+        /// The new tenant; `None` resets it.
+        key: Option<TenantKey>,
+    },
+    /// `SET LOCAL key` outside a transaction: a warning and no effect, as in
+    /// Postgres.
+    SetLocalOutsideTx,
+    /// A bare BEGIN with no shard yet: hold it until the tenant is known.
+    HoldBegin,
+    /// BEGIN inside a held transaction: Postgres's warning, nothing changes.
+    BeginAgain,
+    /// Statements that wait with the held BEGIN and are replayed inside it.
+    Hold,
+    /// COMMIT or ROLLBACK of a transaction that never reached a server (answered
+    /// `ROLLBACK` when the transaction had failed, as Postgres does).
+    EndHeld {
+        /// COMMIT (else ROLLBACK).
+        commit: bool,
+    },
+}
+
+/// Where a unit of work goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Run on `shard`, which the work needs (it pins the transaction).
+    Shard {
+        /// Shard index.
+        shard: usize,
+        /// The tenant, when one was named (else the transaction's or the
+        /// default shard was used).
+        tenant: Option<(TenantKey, Source)>,
+    },
+    /// Every statement is tenant-free: any shard will do; pins nothing.
+    TenantFree,
+    /// Undecidable until the work in flight settles ([`Tx::Unsettled`]).
+    Wait,
+    /// Answered by the session.
+    Local(Local),
+    /// Refused; nothing runs.
+    Refuse(Refusal),
+}
+
+/// Decide where `unit` runs. `scratch` is a reusable buffer for the unit's
+/// tenant mentions (the function is pure; the buffer only saves allocations).
+pub fn decide<'a, V: ParamValues, I: Iterator<Item = Item<'a, V>>>(
+    r: &Routing,
+    s: &SessionView<'_>,
+    unit: Unit<'a, V, I>,
+    scratch: &mut Vec<Mention>,
+) -> Decision {
+    scratch.clear();
+    let res = match unit {
+        Unit::Query(f) => query(r, s, f, scratch),
+        Unit::FunctionCall => {
+            if s.tx == Tx::Failed {
+                Err(aborted())
+            } else {
+                resolve(r, s, scratch, false, false)
+            }
+        }
+        Unit::Batch(items, _) => batch(r, s, items, scratch),
+    };
+    res.unwrap_or_else(Decision::Refuse)
+}
+
+fn query(
+    r: &Routing,
+    s: &SessionView<'_>,
+    f: &Facts,
+    scratch: &mut Vec<Mention>,
+) -> Result<Decision, Refusal> {
+    if let Some(v) = f.violation {
+        return Err(violation(r, v));
+    }
+    if f.std_sensitive && f.effects.any(Effects::SETTINGS.union(Effects::DYNAMIC)) {
+        // It may change standard_conforming_strings half-way: no single lexing of
+        // it can be trusted.
+        return Err(ambiguous(r));
+    }
+    let sets = r.has(Source::Set);
+    if s.tx == Tx::Failed {
+        return match (f.count, f.first) {
+            (0, _) if f.mentions.is_empty() => Ok(Decision::TenantFree),
+            (1, Kind::Commit { chain: false } | Kind::Rollback { chain: false }) => {
+                Ok(Decision::Local(Local::EndHeld { commit: false }))
+            }
+            _ => Err(aborted()),
+        };
+    }
+    if f.count == 1 {
+        match f.first {
+            Kind::SetTenant { local } if sets => return set_tenant(r, s, local, f.set_value),
+            Kind::ResetTenant if sets => return set_tenant(r, s, false, None),
+            Kind::Begin if f.mentions.is_empty() => match s.tx {
+                Tx::Idle => return Ok(Decision::Local(Local::HoldBegin)),
+                Tx::Held { .. } => return Ok(Decision::Local(Local::BeginAgain)),
+                _ => {}
+            },
+            Kind::Commit { chain: false } | Kind::Rollback { chain: false } => {
+                if let Tx::Held { stmts } = s.tx {
+                    let commit = matches!(f.first, Kind::Commit { .. });
+                    if !(commit && stmts) {
+                        return Ok(Decision::Local(Local::EndHeld { commit }));
+                    }
+                    // Held statements must take effect: replay them, then commit.
+                    return Ok(Decision::Shard {
+                        shard: r.home_shard(s.tenants),
+                        tenant: None,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    if matches!(s.tx, Tx::Held { .. }) && f.holdable && f.count > 0 {
+        return Ok(Decision::Local(Local::Hold));
+    }
+    for m in &f.mentions {
+        if r.has(m.source) {
+            scratch.push(*m);
+        }
+    }
+    // With the SET source off, `SET tenant_id = ..` is an ordinary setting.
+    let plain_set =
+        !sets && f.count == 1 && matches!(f.first, Kind::SetTenant { .. } | Kind::ResetTenant);
+    resolve(r, s, scratch, f.tenant_free || plain_set, false)
+}
+
+fn batch<'a, V: ParamValues>(
+    r: &Routing,
+    s: &SessionView<'_>,
+    items: impl Iterator<Item = Item<'a, V>>,
+    scratch: &mut Vec<Mention>,
+) -> Result<Decision, Refusal> {
+    let (mut binds, mut executes, mut parses) = (0usize, 0usize, 0usize);
+    let mut all_free = true;
+    let mut ends_tx = false;
+    for item in items {
+        match item {
+            Item::Parse(f) => {
+                parses += 1;
+                if let Some(v) = f.violation {
+                    return Err(violation(r, v));
+                }
+                if r.has(Source::Set)
+                    && matches!(f.first, Kind::SetTenant { .. } | Kind::ResetTenant)
+                {
+                    return Err(Refusal::new(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!(
+                            "SET {} must be sent as a simple query, not through Parse/Bind/Execute",
+                            r.key
+                        ),
+                    ));
+                }
+            }
+            Item::Bind(f, types, values) => {
+                binds += 1;
+                if let Some(v) = f.violation {
+                    return Err(violation(r, v));
+                }
+                if f.std_sensitive && f.std_strings != s.std_strings {
+                    // The server would re-parse it under today's setting, which
+                    // gives it another meaning than the one it was routed by.
+                    return Err(ambiguous(r));
+                }
+                all_free &= f.tenant_free;
+                ends_tx |= matches!(f.first, Kind::Commit { .. } | Kind::Rollback { .. });
+                for m in &f.mentions {
+                    if r.has(m.source) {
+                        scratch.push(*m);
+                    }
+                }
+                if r.has(Source::Scan) && !f.params.is_empty() {
+                    bind_mentions(r, f, types, &values, scratch)?;
+                }
+                if scratch.len() > MAX_MENTIONS {
+                    return Err(violation(r, Violation::TooManyMentions));
+                }
+            }
+            Item::BindUnknown => binds += 1,
+            Item::Execute => executes += 1,
+        }
+    }
+    if s.tx == Tx::Failed && binds + executes + parses > 0 {
+        return Err(aborted());
+    }
+    // Parse/Describe/Bind alone read only the schema, the same on every shard;
+    // an Execute of a portal bound earlier is not known to be tenant-free.
+    let tenant_free = executes == 0 || (all_free && binds > 0);
+    let ends_held = matches!(s.tx, Tx::Held { .. }) && ends_tx && executes > 0;
+    resolve(r, s, scratch, tenant_free, ends_held)
+}
+
+/// The values of every key parameter of one Bind, read in one pass over it.
+fn bind_mentions(
+    r: &Routing,
+    f: &Facts,
+    types: ParamTypes<'_>,
+    values: &impl ParamValues,
+    scratch: &mut Vec<Mention>,
+) -> Result<(), Refusal> {
+    let bad = |n: usize, why: &str| {
+        Refusal::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("{} parameter ${n} {why}", r.key),
+        )
+    };
+    // `f.params` is sorted: a parameter past the end is the last one.
+    if let Some(&max) = f.params.last() {
+        if usize::from(max) > values.count() {
+            return Err(bad(usize::from(max), "is missing"));
+        }
+    }
+    let mut err = None;
+    values.each(&mut |i, v| {
+        if err.is_some() || f.params.binary_search(&((i + 1) as u16)).is_err() {
+            return;
+        }
+        match param_key(v, values.format(i), types.get(i)) {
+            Ok(key) => scratch.push(Mention {
+                key,
+                source: Source::Scan,
+            }),
+            Err(why) => err = Some(bad(i + 1, why)),
+        }
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// `SET [LOCAL] key = v` / `RESET key`.
+fn set_tenant(
+    r: &Routing,
+    s: &SessionView<'_>,
+    local: bool,
+    key: Option<TenantKey>,
+) -> Result<Decision, Refusal> {
+    if let Some(l) = s.tenants.locked(r) {
+        if key != Some(l) {
+            return Err(Refusal::new(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!(
+                    "{} was fixed at connect ('{l}') and lock_startup_tenant is on",
+                    r.key
+                ),
+            ));
+        }
+    }
+    if let Some(k) = &key {
+        // An unroutable tenant is refused now, not at its first statement.
+        r.shard_of(k)?;
+    }
+    if !local {
+        return Ok(Decision::Local(Local::SetTenant { local, key }));
+    }
+    match s.tx {
+        Tx::Idle => Ok(Decision::Local(Local::SetLocalOutsideTx)),
+        Tx::Unsettled(_) => Ok(Decision::Wait),
+        Tx::Pinned(p) => match key {
+            Some(k) if r.shard_of(&k)? != p => Err(cross_tx(r, s, &k, r.shard_of(&k)?, p)),
+            _ => Ok(Decision::Local(Local::SetTenant { local, key })),
+        },
+        Tx::Held { .. } | Tx::Failed => Ok(Decision::Local(Local::SetTenant { local, key })),
+    }
+}
+
+/// Pick the unit's tenant from its mentions and the session, check every
+/// mention against it, and place the unit.
+fn resolve(
+    r: &Routing,
+    s: &SessionView<'_>,
+    mentions: &[Mention],
+    tenant_free: bool,
+    ends_held: bool,
+) -> Result<Decision, Refusal> {
+    let t = s.tenants;
+    if let Some(l) = t.locked(r) {
+        let shard = r.shard_of(&l)?;
+        if let Some(m) = mentions.iter().find(|m| m.key != l) {
+            let other = r.shard_of(&m.key)?;
+            // Another shard is a cross-shard statement (0A000, as without the
+            // lock); another tenant on the same shard is still not this
+            // connection's tenant (42501).
+            let (code, what) = if other != shard {
+                (
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "cross-shard statement refused",
+                )
+            } else {
+                (sqlstate::INSUFFICIENT_PRIVILEGE, "tenant lock")
+            };
+            return Err(Refusal::new(
+                code,
+                format!(
+                    "{what}: {k} is locked to '{l}' (shard {s1}) for this connection by lock_startup_tenant, but the {src} names {k} '{other_key}' (shard {s2})",
+                    k = r.key,
+                    s1 = r.shard_name(shard),
+                    src = source_noun(m.source),
+                    other_key = m.key,
+                    s2 = r.shard_name(other),
+                ),
+            ));
+        }
+        return place(r, s, shard, Some((l, Source::Startup)));
+    }
+    let mut primary = None;
+    for src in &r.sources {
+        primary = match src {
+            Source::Startup => t.set.is_none().then_some(t.startup).flatten(),
+            Source::Set => t.local.or(t.set),
+            Source::Comment | Source::Scan => {
+                mentions.iter().find(|m| m.source == *src).map(|m| m.key)
+            }
+            Source::Default => None,
+        }
+        .map(|k| (k, *src));
+        if primary.is_some() {
+            break;
+        }
+    }
+    let Some((key, source)) = primary else {
+        if tenant_free {
+            return Ok(Decision::TenantFree);
+        }
+        return match s.tx {
+            Tx::Pinned(p) => Ok(Decision::Shard {
+                shard: p,
+                tenant: None,
+            }),
+            Tx::Unsettled(_) => Ok(Decision::Wait),
+            _ if ends_held => Ok(Decision::Shard {
+                shard: r.home_shard(t),
+                tenant: None,
+            }),
+            _ => match r.no_tenant {
+                NoTenant::Default(shard) => Ok(Decision::Shard {
+                    shard,
+                    tenant: None,
+                }),
+                NoTenant::Reject => Err(no_tenant(r)),
+            },
+        };
+    };
+    let shard = r.shard_of(&key)?;
+    for m in mentions {
+        if m.key == key {
+            continue;
+        }
+        let other = r.shard_of(&m.key)?;
+        if other != shard {
+            return Err(Refusal::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "cross-shard statement refused: {k} '{a}' ({sa}) lives on shard {s1} but {k} '{b}' ({sb}) lives on shard {s2}",
+                    k = r.key,
+                    a = key,
+                    sa = source,
+                    s1 = r.shard_name(shard),
+                    b = m.key,
+                    sb = m.source,
+                    s2 = r.shard_name(other),
+                ),
+            ));
+        }
+    }
+    place(r, s, shard, Some((key, source)))
+}
+
+/// Work that needs `shard`, given where the transaction stands.
+fn place(
+    r: &Routing,
+    s: &SessionView<'_>,
+    shard: usize,
+    tenant: Option<(TenantKey, Source)>,
+) -> Result<Decision, Refusal> {
+    match s.tx {
+        Tx::Pinned(p) if p != shard => {
+            let k = tenant.map(|(k, _)| k);
+            Err(match k {
+                Some(k) => cross_tx(r, s, &k, shard, p),
+                None => Refusal::new(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!(
+                        "cross-shard transaction refused: this work belongs on shard {} but the transaction is pinned to shard {}",
+                        r.shard_name(shard),
+                        r.shard_name(p)
+                    ),
+                ),
+            })
+        }
+        Tx::Unsettled(u) if u != shard => Ok(Decision::Wait),
+        _ => Ok(Decision::Shard { shard, tenant }),
+    }
+}
+
+fn cross_tx(
+    r: &Routing,
+    s: &SessionView<'_>,
+    key: &TenantKey,
+    shard: usize,
+    pinned: usize,
+) -> Refusal {
+    let by = match &s.pinned_by {
+        Some((t, src)) => format!(" by {} '{t}' ({src})", r.key),
+        None => String::new(),
+    };
+    Refusal::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!(
+            "cross-shard transaction refused: {k} '{key}' lives on shard {s} but this transaction is pinned to shard {p}{by}",
+            k = r.key,
+            s = r.shard_name(shard),
+            p = r.shard_name(pinned),
+        ),
+    )
+}
+
+fn no_tenant(r: &Routing) -> Refusal {
+    Refusal::new(
+        sqlstate::NO_TENANT,
+        format!(
+            "no {k} for this statement, and no_tenant = \"reject\": give it at connect \
+             (startup parameter {k} or options=-c{k}=...), in a comment /* {k}=... */, \
+             with SET {k} = ..., or in the statement as {k} = <value>",
+            k = r.key
+        ),
+    )
+}
+
+fn ambiguous(r: &Routing) -> Refusal {
+    Refusal::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!(
+            "cannot route a statement whose {} mentions depend on standard_conforming_strings \
+             while that setting changes: send the SET on its own, and prepare statements again \
+             after changing it",
+            r.key
+        ),
+    )
+}
+
+fn aborted() -> Refusal {
+    Refusal::new(
+        sqlstate::IN_FAILED_SQL_TRANSACTION,
+        "current transaction is aborted, commands ignored until end of transaction block"
+            .to_string(),
+    )
+}
+
+fn violation(r: &Routing, v: Violation) -> Refusal {
+    match v {
+        Violation::ReservedName => Refusal::new(
+            sqlstate::RESERVED_NAME,
+            format!(
+                "prepared statement names starting with \"{RESERVED_PREFIX}\" are reserved by shardbouncer"
+            ),
+        ),
+        Violation::TenantSetInMulti => Refusal::new(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!(
+                "SET {} must be sent as a statement of its own, not in a multi-statement query",
+                r.key
+            ),
+        ),
+        Violation::InvalidTenant => Refusal::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!(
+                "invalid {} value: tenant keys are 1 to 63 bytes of UTF-8",
+                r.key
+            ),
+        ),
+        Violation::TooManyMentions => Refusal::new(
+            sqlstate::STATEMENT_TOO_COMPLEX,
+            format!(
+                "more than {MAX_MENTIONS} {} values in one unit of work",
+                r.key
+            ),
+        ),
+    }
+}
+
+fn source_noun(s: Source) -> &'static str {
+    match s {
+        Source::Comment => "routing comment",
+        Source::Scan => "statement",
+        Source::Set => "SET",
+        Source::Startup => "startup parameter",
+        Source::Default => "default",
+    }
+}

@@ -1,0 +1,725 @@
+//! Tests of [`super::decide`]: examples of each rule, and properties over
+//! statements generated from a grammar of tenant mentions (every quoting style,
+//! comments, IN lists, INSERT rows, OR branches, parameters, multi-statement
+//! texts, hidden look-alikes).
+//!
+//! The properties, checked on every `cargo test`:
+//! * a unit naming tenants on two shards never gets a shard;
+//! * with the lock on, no shard but the locked tenant's is ever returned;
+//! * "tenant-free" is never returned for a statement outside the allow-list;
+//! * nothing panics.
+
+use super::decide::*;
+use super::statement::{analyze, analyze_checked, Facts};
+use super::{bind::ParamTypes, bind::ParamValues, Source, TenantKey};
+use crate::router::ShardMap;
+use proptest::prelude::*;
+use std::sync::Arc;
+
+/// Tenants of the test map and their shards (overrides, so placement is certain).
+const TENANTS: &[(&str, usize)] = &[
+    ("1", 0),
+    ("2", 1),
+    ("3", 0),
+    ("42", 1),
+    ("acme", 0),
+    ("globex", 1),
+];
+
+fn shard_of(k: &str) -> usize {
+    TENANTS.iter().find(|(t, _)| *t == k).map(|t| t.1).unwrap()
+}
+
+fn routing(sources: &[Source], lock: bool, no_tenant: NoTenant) -> Routing {
+    let mut map = String::from("version = 1\nmethod = \"citus\"\n[tenants]\n");
+    for (t, s) in TENANTS {
+        map.push_str(&format!("\"{t}\" = \"s{s}\"\n"));
+    }
+    let names = vec!["s0".to_string(), "s1".to_string()];
+    Routing {
+        key: "tenant_id".into(),
+        sources: sources.to_vec(),
+        no_tenant,
+        default_shard: match no_tenant {
+            NoTenant::Default(d) => Some(d),
+            NoTenant::Reject => None,
+        },
+        lock_startup_tenant: lock,
+        user_suffix: None,
+        map: Arc::new(ShardMap::parse(&map, &names).unwrap()),
+        map_source: None,
+        loaded_at: std::time::SystemTime::now(),
+    }
+}
+
+const ALL: &[Source] = &[Source::Startup, Source::Comment, Source::Set, Source::Scan];
+
+fn key(s: &str) -> TenantKey {
+    TenantKey::new(s.as_bytes()).unwrap()
+}
+
+fn view(t: &Tenants, tx: Tx) -> SessionView<'_> {
+    SessionView {
+        tenants: t,
+        tx,
+        pinned_by: None,
+        std_strings: true,
+    }
+}
+
+fn query(r: &Routing, t: &Tenants, tx: Tx, sql: &str) -> Decision {
+    let mut f = Facts::default();
+    analyze(sql.as_bytes(), r.key.as_bytes(), true, &mut f);
+    decide(r, &view(t, tx), Unit::query(&f), &mut Vec::new())
+}
+
+/// Text-format Bind values.
+struct Values(Vec<Option<Vec<u8>>>);
+
+impl ParamValues for &Values {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+    fn format(&self, _: usize) -> i16 {
+        0
+    }
+    fn each(&self, f: &mut dyn FnMut(usize, Option<&[u8]>)) {
+        for (i, v) in self.0.iter().enumerate() {
+            f(i, v.as_deref());
+        }
+    }
+}
+
+/// Parse + Bind + Execute + Sync of `sql` with `values`.
+fn extended(r: &Routing, t: &Tenants, tx: Tx, sql: &str, values: &[&str]) -> Decision {
+    let mut f = Facts::default();
+    analyze(sql.as_bytes(), r.key.as_bytes(), true, &mut f);
+    let v = Values(values.iter().map(|s| Some(s.as_bytes().to_vec())).collect());
+    let items = [
+        Item::Parse(&f),
+        Item::Bind(&f, ParamTypes::default(), &v),
+        Item::Execute,
+    ];
+    decide(
+        r,
+        &view(t, tx),
+        Unit::batch(items.into_iter()),
+        &mut Vec::new(),
+    )
+}
+
+fn shard(d: &Decision) -> Option<usize> {
+    match d {
+        Decision::Shard { shard, .. } => Some(*shard),
+        _ => None,
+    }
+}
+
+fn code(d: &Decision) -> &'static str {
+    match d {
+        Decision::Refuse(r) => r.code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_mention_routes_and_two_shards_are_refused() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let d = query(&r, &t, Tx::Idle, "SELECT * FROM a WHERE tenant_id = 42");
+    assert_eq!(shard(&d), Some(1));
+    for sql in [
+        "SELECT * FROM a WHERE tenant_id = 1 OR tenant_id = 2",
+        "SELECT * FROM a WHERE tenant_id IN (1, 2)",
+        "INSERT INTO a (tenant_id, x) VALUES (1, 'a'), (2, 'b')",
+        "/* tenant_id=1 */ SELECT * FROM a WHERE tenant_id = 2",
+        "SELECT 1 WHERE tenant_id = 1; SELECT 2 WHERE tenant_id = 2",
+    ] {
+        assert_eq!(code(&query(&r, &t, Tx::Idle, sql)), "0A000", "{sql}");
+    }
+    // Two tenants on one shard are fine.
+    let d = query(
+        &r,
+        &t,
+        Tx::Idle,
+        "SELECT * FROM a WHERE tenant_id IN (1, 3)",
+    );
+    assert_eq!(shard(&d), Some(0));
+}
+
+#[test]
+fn every_bind_parameter_is_checked() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let ins = "INSERT INTO a (tenant_id, x) VALUES ($1, $2), ($3, $4)";
+    assert_eq!(
+        code(&extended(&r, &t, Tx::Idle, ins, &["1", "a", "2", "b"])),
+        "0A000"
+    );
+    assert_eq!(
+        shard(&extended(&r, &t, Tx::Idle, ins, &["1", "a", "3", "b"])),
+        Some(0)
+    );
+    let or = "SELECT * FROM a WHERE tenant_id = $1 OR tenant_id = $2";
+    assert_eq!(
+        code(&extended(&r, &t, Tx::Idle, or, &["acme", "globex"])),
+        "0A000"
+    );
+    // A missing or empty key parameter is an error, not "no tenant".
+    assert_eq!(code(&extended(&r, &t, Tx::Idle, or, &["acme"])), "22023");
+    assert_eq!(
+        code(&extended(&r, &t, Tx::Idle, or, &["acme", ""])),
+        "22023"
+    );
+}
+
+#[test]
+fn the_lock_wins_whatever_the_source_order() {
+    let t = Tenants {
+        startup: Some(key("1")),
+        ..Default::default()
+    };
+    for order in [
+        ALL.to_vec(),
+        vec![Source::Comment, Source::Startup, Source::Set, Source::Scan],
+        vec![Source::Scan, Source::Comment, Source::Set, Source::Startup],
+    ] {
+        let r = routing(&order, true, NoTenant::Reject);
+        // Another shard's tenant: cross-shard; another tenant on the same shard:
+        // the lock.
+        assert_eq!(
+            code(&query(&r, &t, Tx::Idle, "/* tenant_id=2 */ SELECT 1")),
+            "0A000"
+        );
+        assert_eq!(
+            code(&query(&r, &t, Tx::Idle, "/* tenant_id=3 */ SELECT 1")),
+            "42501"
+        );
+        assert_eq!(
+            code(&query(
+                &r,
+                &t,
+                Tx::Idle,
+                "SELECT * FROM a WHERE tenant_id = 3"
+            )),
+            "42501"
+        );
+        assert_eq!(
+            code(&extended(
+                &r,
+                &t,
+                Tx::Idle,
+                "SELECT * FROM a WHERE tenant_id = $1",
+                &["2"]
+            )),
+            "0A000"
+        );
+        assert_eq!(code(&query(&r, &t, Tx::Idle, "SET tenant_id = 2")), "42501");
+        assert_eq!(
+            code(&query(
+                &r,
+                &t,
+                Tx::Held { stmts: false },
+                "SET LOCAL tenant_id = 2"
+            )),
+            "42501"
+        );
+        assert_eq!(
+            code(&query(&r, &t, Tx::Idle, "SET LOCAL tenant_id = 3")),
+            "42501"
+        );
+        assert_eq!(code(&query(&r, &t, Tx::Idle, "RESET tenant_id")), "42501");
+        // The locked tenant itself, and no tenant at all, go to its shard.
+        assert_eq!(
+            shard(&query(
+                &r,
+                &t,
+                Tx::Idle,
+                "SELECT * FROM a WHERE tenant_id = 1"
+            )),
+            Some(0)
+        );
+        assert_eq!(shard(&query(&r, &t, Tx::Idle, "SELECT * FROM a")), Some(0));
+        let d = decide(
+            &r,
+            &view(&t, Tx::Idle),
+            Unit::function_call(),
+            &mut Vec::new(),
+        );
+        assert_eq!(shard(&d), Some(0));
+        assert_eq!(
+            query(&r, &t, Tx::Held { stmts: false }, "SET LOCAL tenant_id = 1"),
+            Decision::Local(Local::SetTenant {
+                local: true,
+                key: Some(key("1"))
+            })
+        );
+    }
+}
+
+#[test]
+fn tenant_free_is_an_allow_list() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    for sql in [
+        "SET x.y = 1; SELECT * FROM a",
+        "SHOW work_mem; SELECT * FROM a",
+        "COMMIT; SELECT * FROM a",
+        "RESET ALL; DELETE FROM a",
+        "(SELECT * FROM a)",
+        ";SELECT * FROM a",
+        "WITH q AS (SELECT 1) SELECT * FROM a",
+    ] {
+        assert_eq!(code(&query(&r, &t, Tx::Idle, sql)), "42P17", "{sql}");
+    }
+    for sql in [
+        "SET statement_timeout = '5s'; SHOW statement_timeout",
+        "",
+        "DISCARD ALL",
+        "LISTEN a; UNLISTEN a",
+    ] {
+        assert_eq!(query(&r, &t, Tx::Idle, sql), Decision::TenantFree, "{sql}");
+    }
+    // No tenant inside a pinned transaction: its shard.
+    assert_eq!(
+        shard(&query(&r, &t, Tx::Pinned(1), "SELECT * FROM a")),
+        Some(1)
+    );
+    // ... and while work in flight may open one: wait.
+    assert_eq!(
+        query(&r, &t, Tx::Unsettled(1), "SELECT * FROM a"),
+        Decision::Wait
+    );
+    // FunctionCall has no text: the session tenant, or the policy.
+    let d = decide(
+        &r,
+        &view(&t, Tx::Idle),
+        Unit::function_call(),
+        &mut Vec::new(),
+    );
+    assert_eq!(code(&d), "42P17");
+    let with = Tenants {
+        set: Some(key("globex")),
+        ..Default::default()
+    };
+    let d = decide(
+        &r,
+        &view(&with, Tx::Idle),
+        Unit::function_call(),
+        &mut Vec::new(),
+    );
+    assert_eq!(shard(&d), Some(1));
+    let r = routing(ALL, false, NoTenant::Default(1));
+    assert_eq!(shard(&query(&r, &t, Tx::Idle, "SELECT * FROM a")), Some(1));
+}
+
+#[test]
+fn held_and_failed_transactions() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let held = Tx::Held { stmts: false };
+    assert_eq!(
+        query(&r, &t, Tx::Idle, "BEGIN"),
+        Decision::Local(Local::HoldBegin)
+    );
+    assert_eq!(
+        query(&r, &t, held, "BEGIN"),
+        Decision::Local(Local::BeginAgain)
+    );
+    assert_eq!(
+        query(&r, &t, held, "COMMIT"),
+        Decision::Local(Local::EndHeld { commit: true })
+    );
+    assert_eq!(
+        query(&r, &t, held, "SET LOCAL statement_timeout = 1"),
+        Decision::Local(Local::Hold)
+    );
+    assert_eq!(
+        query(&r, &t, held, "SET a.b = 1; SAVEPOINT s"),
+        Decision::Local(Local::Hold)
+    );
+    // Held statements must take effect when the transaction commits.
+    assert_eq!(
+        shard(&query(&r, &t, Tx::Held { stmts: true }, "COMMIT")),
+        Some(0)
+    );
+    assert_eq!(
+        query(&r, &t, Tx::Held { stmts: true }, "ROLLBACK"),
+        Decision::Local(Local::EndHeld { commit: false })
+    );
+    // A failed transaction refuses everything but its end, which rolls back.
+    assert_eq!(
+        code(&query(
+            &r,
+            &t,
+            Tx::Failed,
+            "SELECT * FROM a WHERE tenant_id = 1"
+        )),
+        "25P02"
+    );
+    assert_eq!(
+        code(&query(&r, &t, Tx::Failed, "SET LOCAL tenant_id = 1")),
+        "25P02"
+    );
+    assert_eq!(
+        query(&r, &t, Tx::Failed, "COMMIT"),
+        Decision::Local(Local::EndHeld { commit: false })
+    );
+    assert_eq!(
+        code(&extended(&r, &t, Tx::Failed, "SELECT 1", &[])),
+        "25P02"
+    );
+    // Fuzz regression: an empty query is fine in a failed transaction, but one
+    // whose comment names a tenant is not "tenant-free".
+    assert_eq!(query(&r, &t, Tx::Failed, "/* x */"), Decision::TenantFree);
+    assert_eq!(
+        code(&query(&r, &t, Tx::Failed, "/* tenant_id=aET *x = ")),
+        "25P02"
+    );
+    // A pinned transaction refuses another shard's tenant.
+    assert_eq!(
+        code(&query(
+            &r,
+            &t,
+            Tx::Pinned(0),
+            "SELECT * FROM a WHERE tenant_id = 2"
+        )),
+        "0A000"
+    );
+    assert_eq!(
+        code(&query(&r, &t, Tx::Pinned(0), "SET LOCAL tenant_id = 2")),
+        "0A000"
+    );
+    assert_eq!(
+        query(&r, &t, Tx::Idle, "SET LOCAL tenant_id = 2"),
+        Decision::Local(Local::SetLocalOutsideTx)
+    );
+}
+
+#[test]
+fn reserved_names_and_sets_in_batches_are_refused() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    assert_eq!(
+        code(&query(&r, &t, Tx::Idle, "SELECT 1; DEALLOCATE sb_0123")),
+        "42939"
+    );
+    assert_eq!(
+        code(&query(&r, &t, Tx::Idle, "SET tenant_id = 1; SELECT 1")),
+        "0A000"
+    );
+    assert_eq!(
+        code(&extended(&r, &t, Tx::Idle, "SET tenant_id = 1", &[])),
+        "0A000"
+    );
+    assert_eq!(
+        code(&query(&r, &t, Tx::Idle, "SET tenant_id = ''")),
+        "22023"
+    );
+}
+
+#[test]
+fn standard_conforming_strings_cannot_be_flipped_under_the_router() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let sql = br"SET standard_conforming_strings = off; SELECT * FROM a WHERE n = '\' AND tenant_id = 1 --' AND tenant_id = 2";
+    let (mut f, mut alt) = (Facts::default(), Facts::default());
+    analyze_checked(sql, b"tenant_id", true, &mut f, &mut alt);
+    let d = decide(&r, &view(&t, Tx::Idle), Unit::query(&f), &mut Vec::new());
+    assert_eq!(code(&d), "0A000");
+    // A statement prepared under one setting is not bound under the other.
+    let p = br"SELECT * FROM a WHERE n = '\' AND tenant_id = 1 --' AND tenant_id = 2";
+    analyze_checked(p, b"tenant_id", false, &mut f, &mut alt);
+    let v = Values(vec![]);
+    let items = [Item::Bind(&f, ParamTypes::default(), &v), Item::Execute];
+    let d = decide(
+        &r,
+        &view(&t, Tx::Idle),
+        Unit::batch(items.into_iter()),
+        &mut Vec::new(),
+    );
+    assert_eq!(code(&d), "0A000");
+}
+
+// ---------------------------------------------------------------------------
+// Properties over generated statements
+// ---------------------------------------------------------------------------
+
+/// A generated statement: its text, the tenants it really names (by source), and
+/// the parameters compared with the key (1-based) with the tenant each is bound to.
+#[derive(Debug, Clone, Default)]
+struct Gen {
+    sql: String,
+    mentions: Vec<(String, Source)>,
+    params: Vec<(usize, String)>,
+    /// Every statement is on the tenant-free allow-list.
+    tenant_free: bool,
+}
+
+fn tenant() -> impl Strategy<Value = String> {
+    prop::sample::select(TENANTS.iter().map(|t| t.0.to_string()).collect::<Vec<_>>())
+}
+
+/// A literal for `k` in one of Postgres's quoting styles.
+fn literal(k: String) -> impl Strategy<Value = String> {
+    let numeric = k.parse::<i64>().is_ok();
+    let mut styles = vec![
+        format!("'{k}'"),
+        format!("E'{k}'"),
+        format!("$${k}$$"),
+        format!("$q${k}$q$"),
+        format!("'{k}'::text"),
+    ];
+    if numeric {
+        styles.push(k.clone());
+        styles.push(format!("{k}::bigint"));
+    }
+    prop::sample::select(styles)
+}
+
+/// Text that looks like a mention but is not one (inside a literal, a quoted
+/// identifier or an ordinary comment).
+fn decoy() -> impl Strategy<Value = String> {
+    (tenant(), 0..5usize).prop_map(|(k, style)| match style {
+        0 => format!("name = 'tenant_id = {k}'"),
+        1 => format!("name = $d$ tenant_id = '{k}' $d$"),
+        2 => format!("\"tenant_id = {k}\" = 1"),
+        3 => format!("name = E'\\' tenant_id = {k} '"),
+        _ => format!("/* not a tenant: x = {k} */ name = 'x'"),
+    })
+}
+
+/// One predicate: a real mention, a parameter, a decoy or an unrelated condition.
+fn predicate(next_param: usize) -> impl Strategy<Value = Gen> {
+    prop_oneof![
+        (tenant(), 0..4usize).prop_flat_map(|(k, col)| {
+            let column = ["tenant_id", "t.tenant_id", "\"tenant_id\"", "TENANT_ID"][col];
+            literal(k.clone()).prop_map(move |l| Gen {
+                sql: format!("{column} = {l}"),
+                mentions: vec![(k.clone(), Source::Scan)],
+                ..Default::default()
+            })
+        }),
+        tenant().prop_flat_map(|k| literal(k.clone()).prop_map(move |l| Gen {
+            sql: format!("{l} = tenant_id"),
+            mentions: vec![(k.clone(), Source::Scan)],
+            ..Default::default()
+        })),
+        prop::collection::vec(tenant(), 1..4).prop_map(|ks| Gen {
+            sql: format!(
+                "tenant_id IN ({})",
+                ks.iter()
+                    .map(|k| format!("'{k}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            mentions: ks.into_iter().map(|k| (k, Source::Scan)).collect(),
+            ..Default::default()
+        }),
+        tenant().prop_map(move |k| Gen {
+            sql: format!("tenant_id = ${next_param}"),
+            params: vec![(next_param, k)],
+            ..Default::default()
+        }),
+        decoy().prop_map(|sql| Gen {
+            sql,
+            ..Default::default()
+        }),
+        Just(Gen {
+            sql: "x > 1".into(),
+            ..Default::default()
+        }),
+    ]
+}
+
+fn select() -> impl Strategy<Value = Gen> {
+    (
+        prop::collection::vec((predicate(1), any::<bool>()), 0..4),
+        0..3usize,
+        prop::option::of(tenant()),
+    )
+        .prop_map(|(preds, wrap, comment)| {
+            let mut g = Gen::default();
+            let mut cond = String::new();
+            let mut n = 1;
+            for (i, (mut p, or)) in preds.into_iter().enumerate() {
+                if i > 0 {
+                    cond.push_str(if or { " OR " } else { " AND " });
+                }
+                // Renumber parameters in order.
+                if let Some((_, k)) = p.params.pop() {
+                    p.sql = p.sql.replace("$1", &format!("${n}"));
+                    g.params.push((n, k));
+                    n += 1;
+                }
+                cond.push_str(&p.sql);
+                g.mentions.extend(p.mentions);
+            }
+            let mut sql = String::from("SELECT * FROM accounts");
+            if !cond.is_empty() {
+                sql.push_str(" WHERE ");
+                sql.push_str(&cond);
+            }
+            if let Some(k) = comment {
+                sql.push_str(&format!(" /* tenant_id={k} */"));
+                g.mentions.push((k, Source::Comment));
+            }
+            g.sql = match wrap {
+                0 => sql,
+                1 => format!("({sql})"),
+                _ => format!("WITH q AS (SELECT 1) {sql}"),
+            };
+            g
+        })
+}
+
+fn insert() -> impl Strategy<Value = Gen> {
+    prop::collection::vec((tenant(), any::<bool>()), 1..4).prop_map(|rows| {
+        let mut g = Gen::default();
+        let mut vals = Vec::new();
+        let mut n = 1;
+        for (k, param) in rows {
+            if param {
+                vals.push(format!("(${n}, 'x')"));
+                g.params.push((n, k));
+                n += 1;
+            } else {
+                vals.push(format!("('{k}', 'x')"));
+                g.mentions.push((k, Source::Scan));
+            }
+        }
+        g.sql = format!(
+            "INSERT INTO accounts (tenant_id, name) VALUES {}",
+            vals.join(", ")
+        );
+        g
+    })
+}
+
+fn tenant_free_stmt() -> impl Strategy<Value = Gen> {
+    prop::sample::select(vec![
+        "SET statement_timeout = '1s'",
+        "SHOW work_mem",
+        "RESET ALL",
+        "DISCARD ALL",
+        "COMMIT",
+        "SAVEPOINT s",
+        "LISTEN ch",
+        "",
+    ])
+    .prop_map(|s| Gen {
+        sql: s.to_string(),
+        tenant_free: true,
+        ..Default::default()
+    })
+}
+
+/// A text of one or more statements (parameters only in single statements).
+fn text() -> impl Strategy<Value = Gen> {
+    prop_oneof![
+        select(),
+        insert(),
+        tenant_free_stmt(),
+        prop::collection::vec(prop_oneof![select(), insert(), tenant_free_stmt()], 2..4).prop_map(
+            |parts| {
+                let mut g = Gen {
+                    tenant_free: true,
+                    ..Default::default()
+                };
+                let mut texts = Vec::new();
+                for p in parts {
+                    texts.push(p.sql);
+                    g.mentions.extend(p.mentions);
+                    g.tenant_free &= p.tenant_free;
+                }
+                g.sql = texts.join("; ");
+                g
+            }
+        ),
+    ]
+}
+
+fn sessions() -> impl Strategy<Value = (Tenants, bool, Vec<Source>, Tx)> {
+    (
+        prop::option::of(tenant()),
+        prop::option::of(tenant()),
+        any::<bool>(),
+        Just(ALL.to_vec()).prop_shuffle(),
+        prop_oneof![
+            Just(Tx::Idle),
+            Just(Tx::Held { stmts: false }),
+            (0..2usize).prop_map(Tx::Pinned),
+        ],
+    )
+        .prop_map(|(startup, set, lock, sources, tx)| {
+            let t = Tenants {
+                startup: startup.map(|k| key(&k)),
+                set: if lock { None } else { set.map(|k| key(&k)) },
+                local: None,
+            };
+            (t, lock, sources, tx)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn routing_properties(g in text(), (t, lock, sources, tx) in sessions(), extended_protocol in any::<bool>()) {
+        let r = routing(&sources, lock, NoTenant::Reject);
+        let mut f = Facts::default();
+        analyze(g.sql.as_bytes(), b"tenant_id", true, &mut f);
+        let decision = if extended_protocol || !g.params.is_empty() {
+            let mut values = vec![Some(b"x".to_vec()); g.params.iter().map(|p| p.0).max().unwrap_or(0)];
+            for (n, k) in &g.params {
+                values[n - 1] = Some(k.as_bytes().to_vec());
+            }
+            let v = Values(values);
+            let items = [Item::Parse(&f), Item::Bind(&f, ParamTypes::default(), &v), Item::Execute];
+            decide(&r, &view(&t, tx), Unit::batch(items.into_iter()), &mut Vec::new())
+        } else {
+            decide(&r, &view(&t, tx), Unit::query(&f), &mut Vec::new())
+        };
+        // The scanner finds every real mention and none of the decoys.
+        let mut found: Vec<String> = f.mentions.iter().map(|m| m.key.as_str().to_string()).collect();
+        found.sort();
+        found.dedup();
+        let mut want: Vec<String> = g.mentions.iter().map(|m| m.0.clone()).collect();
+        want.sort();
+        want.dedup();
+        prop_assert_eq!(&found, &want, "{}", g.sql);
+        let named: Vec<&str> = g.mentions.iter().map(|m| m.0.as_str())
+            .chain(g.params.iter().map(|p| p.1.as_str()))
+            .collect();
+        let shards: std::collections::BTreeSet<usize> = named.iter().map(|k| shard_of(k)).collect();
+        if let Decision::Shard { shard, .. } = decision {
+            // 1. Never a shard for tenants on two shards.
+            prop_assert!(shards.len() <= 1, "{} routed to {} naming {:?}", g.sql, shard, named);
+            if let Some(&only) = shards.iter().next() {
+                prop_assert_eq!(shard, only, "{}", g.sql);
+            }
+            // 2. Never a shard other than the locked tenant's.
+            if let (true, Some(l)) = (lock, t.startup) {
+                prop_assert_eq!(shard, shard_of(l.as_str()), "{}", g.sql);
+            }
+            if let Tx::Pinned(p) = tx {
+                prop_assert_eq!(shard, p, "{}", g.sql);
+            }
+        }
+        // 3. Tenant-free only for allow-listed statements.
+        if decision == Decision::TenantFree {
+            prop_assert!(g.tenant_free, "{} is not on the allow-list", g.sql);
+        }
+    }
+
+    #[test]
+    fn never_panics(sql in "\\PC{0,120}", std in any::<bool>(), (t, lock, sources, tx) in sessions()) {
+        let r = routing(&sources, lock, NoTenant::Default(0));
+        let (mut f, mut alt) = (Facts::default(), Facts::default());
+        analyze_checked(sql.as_bytes(), b"tenant_id", std, &mut f, &mut alt);
+        let _ = decide(&r, &view(&t, tx), Unit::query(&f), &mut Vec::new());
+        let v = Values(vec![None, Some(vec![0xff; 3])]);
+        let items = [Item::Parse(&f), Item::Bind(&f, ParamTypes::default(), &v), Item::BindUnknown, Item::Execute];
+        let _ = decide(&r, &view(&t, Tx::Failed), Unit::batch(items.into_iter()), &mut Vec::new());
+    }
+}

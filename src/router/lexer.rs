@@ -1,0 +1,417 @@
+//! The SQL lexer shared by the tenant scanner and the statement classifier.
+//!
+//! It follows Postgres's own lexical rules closely enough that nothing inside a
+//! string literal, dollar quote, quoted identifier or comment is ever mistaken for
+//! SQL: `'..'` (with backslash escapes when `standard_conforming_strings` is off),
+//! `E'..'`, `U&'..'`, `$tag$..$tag$`, `".."`, nested `/* */` and `--` comments.
+//! No allocation, linear time, never panics: it runs on attacker-controlled bytes.
+
+use memchr::{memchr, memchr2, memmem};
+
+// ---------------------------------------------------------------------------
+// Lexer
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum K {
+    Ident,
+    QIdent,
+    /// `'...'`, `N'...'` (escape false) or `E'...'` (escape true).
+    Str {
+        escape: bool,
+    },
+    Dollar,
+    /// Other literals we never route on: B'..', X'..', U&'..', U&"..".
+    Lit,
+    /// Digits only.
+    Int,
+    /// Decimal / exponent / malformed number.
+    Num,
+    Param(u16),
+    Op,
+    LParen,
+    RParen,
+    LBrack,
+    RBrack,
+    Comma,
+    Semi,
+    Dot,
+    Colon,
+    Cast,
+    Comment,
+    /// Anything else, including unterminated literals.
+    Other,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Tok {
+    pub(super) k: K,
+    /// Token span.
+    pub(super) s: usize,
+    pub(super) e: usize,
+    /// Body span (inside quotes / comment delimiters).
+    pub(super) bs: usize,
+    pub(super) be: usize,
+}
+
+#[inline]
+pub(super) fn is_ident_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
+}
+
+#[inline]
+pub(super) fn is_ident_cont(c: u8) -> bool {
+    is_ident_start(c) || c.is_ascii_digit() || c == b'$'
+}
+
+#[inline]
+pub(super) fn is_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+#[inline]
+pub(super) fn is_op_char(c: u8) -> bool {
+    matches!(
+        c,
+        b'+' | b'-'
+            | b'*'
+            | b'/'
+            | b'<'
+            | b'>'
+            | b'='
+            | b'~'
+            | b'!'
+            | b'@'
+            | b'#'
+            | b'%'
+            | b'^'
+            | b'&'
+            | b'|'
+            | b'`'
+            | b'?'
+    )
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct Lexer<'a> {
+    s: &'a [u8],
+    pub(super) pos: usize,
+    /// `standard_conforming_strings`: when off, a plain `'...'` literal takes
+    /// backslash escapes like `E'...'` (so `'\''` does not end at the second
+    /// quote). Lexing with the wrong setting would let a literal pose as SQL.
+    std_strings: bool,
+}
+
+impl<'a> Lexer<'a> {
+    /// A lexer at the start of `s`, with `standard_conforming_strings` = `std_strings`.
+    pub(super) fn new(s: &'a [u8], std_strings: bool) -> Self {
+        Lexer {
+            s,
+            pos: 0,
+            std_strings,
+        }
+    }
+
+    #[inline]
+    fn at(&self, i: usize) -> u8 {
+        self.s.get(i).copied().unwrap_or(0)
+    }
+
+    fn tok(&mut self, k: K, s: usize, e: usize) -> Tok {
+        self.pos = e;
+        Tok {
+            k,
+            s,
+            e,
+            bs: s,
+            be: e,
+        }
+    }
+
+    fn body(&mut self, k: K, s: usize, e: usize, bs: usize, be: usize) -> Tok {
+        self.pos = e;
+        Tok { k, s, e, bs, be }
+    }
+
+    /// Finds the end of a quoted run starting at `i` (just after the opening
+    /// quote `q`). Returns (index of closing quote, index after it). Doubled
+    /// quotes continue the run; with `backslash`, `\x` skips x.
+    fn quoted_end(&self, mut i: usize, q: u8, backslash: bool) -> Option<(usize, usize)> {
+        let s = self.s;
+        loop {
+            let rest = s.get(i..)?;
+            let off = if backslash {
+                memchr2(q, b'\\', rest)?
+            } else {
+                memchr(q, rest)?
+            };
+            let j = i + off;
+            if s[j] == b'\\' {
+                i = j + 2;
+                continue;
+            }
+            if s.get(j + 1) == Some(&q) {
+                i = j + 2;
+                continue;
+            }
+            return Some((j, j + 1));
+        }
+    }
+
+    fn string(&mut self, s: usize, open: usize, k: K, backslash: bool, q: u8) -> Tok {
+        match self.quoted_end(open + 1, q, backslash) {
+            Some((close, end)) => self.body(k, s, end, open + 1, close),
+            // Unterminated: Postgres would reject the statement; swallow the
+            // rest so nothing inside can be mistaken for SQL.
+            None => self.tok(K::Other, s, self.s.len()),
+        }
+    }
+
+    /// Next token including comments; `None` at end of input.
+    pub(super) fn next_raw(&mut self) -> Option<Tok> {
+        let b = self.s;
+        let mut i = self.pos;
+        while i < b.len() && is_space(b[i]) {
+            i += 1;
+        }
+        let c = *b.get(i)?;
+        let n1 = self.at(i + 1);
+        let s = i;
+        Some(match c {
+            b'-' if n1 == b'-' => {
+                let end = memchr(b'\n', &b[i..]).map_or(b.len(), |o| i + o);
+                self.body(K::Comment, s, end, s + 2, end)
+            }
+            b'/' if n1 == b'*' => {
+                let mut depth = 1usize;
+                let mut j = i + 2;
+                loop {
+                    match memchr2(b'*', b'/', &b[j.min(b.len())..]) {
+                        None => break self.body(K::Comment, s, b.len(), s + 2, b.len()),
+                        Some(o) => {
+                            let p = j + o;
+                            let nx = self.at(p + 1);
+                            if b[p] == b'/' && nx == b'*' {
+                                depth += 1;
+                                j = p + 2;
+                            } else if b[p] == b'*' && nx == b'/' {
+                                depth -= 1;
+                                j = p + 2;
+                                if depth == 0 {
+                                    break self.body(K::Comment, s, j, s + 2, p);
+                                }
+                            } else {
+                                j = p + 1;
+                            }
+                        }
+                    }
+                }
+            }
+            b'\'' => {
+                let bs = !self.std_strings;
+                self.string(s, s, K::Str { escape: bs }, bs, b'\'')
+            }
+            b'"' => self.string(s, s, K::QIdent, false, b'"'),
+            b'$' => {
+                if n1.is_ascii_digit() {
+                    let mut j = i + 1;
+                    let mut v: u32 = 0;
+                    while j < b.len() && b[j].is_ascii_digit() {
+                        v = v.saturating_mul(10).saturating_add((b[j] - b'0') as u32);
+                        j += 1;
+                    }
+                    if j < b.len() && is_ident_cont(b[j]) || v == 0 || v > u16::MAX as u32 {
+                        // Trailing junk or out-of-range parameter number.
+                        self.tok(K::Other, s, j)
+                    } else {
+                        self.tok(K::Param(v as u16), s, j)
+                    }
+                } else {
+                    // Dollar quote $tag$...$tag$; tag chars exclude '$'.
+                    let mut j = i + 1;
+                    while j < b.len() && is_ident_cont(b[j]) && b[j] != b'$' {
+                        j += 1;
+                    }
+                    if self.at(j) == b'$' {
+                        let tag = &b[s..=j];
+                        match memmem::find(&b[j + 1..], tag) {
+                            Some(o) => {
+                                let close = j + 1 + o;
+                                self.body(K::Dollar, s, close + tag.len(), j + 1, close)
+                            }
+                            None => self.tok(K::Other, s, b.len()),
+                        }
+                    } else {
+                        self.tok(K::Other, s, i + 1)
+                    }
+                }
+            }
+            b'0'..=b'9' => self.number(s),
+            b'.' if n1.is_ascii_digit() => self.number(s),
+            b'.' => self.tok(K::Dot, s, s + 1),
+            b'(' => self.tok(K::LParen, s, s + 1),
+            b')' => self.tok(K::RParen, s, s + 1),
+            b'[' => self.tok(K::LBrack, s, s + 1),
+            b']' => self.tok(K::RBrack, s, s + 1),
+            b',' => self.tok(K::Comma, s, s + 1),
+            b';' => self.tok(K::Semi, s, s + 1),
+            b':' if n1 == b':' => self.tok(K::Cast, s, s + 2),
+            b':' => self.tok(K::Colon, s, s + 1),
+            c if is_ident_start(c) => {
+                let mut j = i + 1;
+                while j < b.len() && is_ident_cont(b[j]) {
+                    j += 1;
+                }
+                let nx = self.at(j);
+                if j == i + 1 {
+                    match (c.to_ascii_lowercase(), nx) {
+                        (b'e', b'\'') => {
+                            return Some(self.string(s, j, K::Str { escape: true }, true, b'\''))
+                        }
+                        (b'n', b'\'') => {
+                            let bs = !self.std_strings;
+                            return Some(self.string(s, j, K::Str { escape: bs }, bs, b'\''));
+                        }
+                        (b'b' | b'x', b'\'') => {
+                            return Some(self.string(s, j, K::Lit, false, b'\''))
+                        }
+                        (b'u', b'&') => match self.at(j + 1) {
+                            b'\'' => return Some(self.string(s, j + 1, K::Lit, false, b'\'')),
+                            b'"' => return Some(self.string(s, j + 1, K::Lit, false, b'"')),
+                            _ => {}
+                        },
+                        _ => {}
+                    }
+                }
+                self.tok(K::Ident, s, j)
+            }
+            c if is_op_char(c) => {
+                let mut j = i;
+                while j < b.len() && is_op_char(b[j]) {
+                    // A comment start ends the operator.
+                    if j > i
+                        && ((b[j] == b'-' && self.at(j + 1) == b'-')
+                            || (b[j] == b'/' && self.at(j + 1) == b'*'))
+                    {
+                        break;
+                    }
+                    j += 1;
+                }
+                // Postgres: a multi-char operator may not end in + or -
+                // unless it contains one of ~ ! @ # % ^ & | ` ?, so "=-7"
+                // lexes as "=" "-" "7".
+                if j - i > 1 && !b[i..j].iter().any(|c| b"~!@#%^&|`?".contains(c)) {
+                    while j - i > 1 && matches!(b[j - 1], b'+' | b'-') {
+                        j -= 1;
+                    }
+                }
+                self.tok(K::Op, s, j)
+            }
+            _ => self.tok(K::Other, s, s + 1),
+        })
+    }
+
+    fn number(&mut self, s: usize) -> Tok {
+        let b = self.s;
+        let mut j = s;
+        let mut int = true;
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
+        }
+        if self.at(j) == b'.' && self.at(j + 1) != b'.' {
+            int = false;
+            j += 1;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+        }
+        if matches!(self.at(j), b'e' | b'E') {
+            let mut k = j + 1;
+            if matches!(self.at(k), b'+' | b'-') {
+                k += 1;
+            }
+            if self.at(k).is_ascii_digit() {
+                int = false;
+                j = k;
+                while j < b.len() && b[j].is_ascii_digit() {
+                    j += 1;
+                }
+            }
+        }
+        if j < b.len() && (is_ident_cont(b[j]) || b[j] == b'.') {
+            // "123abc": an error in PG 15+, an alias in older versions;
+            // never a routable literal.
+            int = false;
+        }
+        self.tok(if int { K::Int } else { K::Num }, s, j)
+    }
+
+    /// Next significant token (comments skipped).
+    pub(super) fn next_sig(&mut self) -> Option<Tok> {
+        loop {
+            let t = self.next_raw()?;
+            if t.k != K::Comment {
+                return Some(t);
+            }
+        }
+    }
+
+    pub(super) fn peek_sig(&self) -> Option<Tok> {
+        let mut l = *self;
+        l.next_sig()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers over tokens
+// ---------------------------------------------------------------------------
+
+#[inline]
+pub(super) fn text<'a>(sql: &'a [u8], t: &Tok) -> &'a [u8] {
+    &sql[t.s..t.e]
+}
+
+#[inline]
+pub(super) fn body<'a>(sql: &'a [u8], t: &Tok) -> &'a [u8] {
+    &sql[t.bs..t.be]
+}
+
+#[inline]
+pub(super) fn is_kw(sql: &[u8], t: &Tok, kw: &[u8]) -> bool {
+    t.k == K::Ident && text(sql, t).eq_ignore_ascii_case(kw)
+}
+
+pub(super) fn is_any_kw(sql: &[u8], t: &Tok, kws: &[&[u8]]) -> bool {
+    t.k == K::Ident && kws.iter().any(|k| text(sql, t).eq_ignore_ascii_case(k))
+}
+
+#[inline]
+pub(super) fn is_identlike(t: &Tok) -> bool {
+    matches!(t.k, K::Ident | K::QIdent)
+}
+
+pub(super) fn is_op(sql: &[u8], t: &Tok, op: &[u8]) -> bool {
+    t.k == K::Op && text(sql, t) == op
+}
+
+/// Does identifier token `t` name the column/parameter `key`? Unquoted
+/// identifiers compare case-insensitively, quoted ones exactly.
+pub(super) fn ident_eq(sql: &[u8], t: &Tok, key: &[u8]) -> bool {
+    match t.k {
+        K::Ident => text(sql, t).eq_ignore_ascii_case(key),
+        K::QIdent => {
+            let raw = body(sql, t);
+            let mut i = 0;
+            let mut n = 0;
+            while i < raw.len() {
+                if key.get(n) != Some(&raw[i]) {
+                    return false;
+                }
+                i += if raw[i] == b'"' { 2 } else { 1 };
+                n += 1;
+            }
+            n == key.len()
+        }
+        _ => false,
+    }
+}

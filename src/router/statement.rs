@@ -1,0 +1,1021 @@
+//! What a statement text is: its statements, the form of each, every tenant it
+//! names, and the server-side state it may leave behind.
+//!
+//! [`analyze`] is the one classification of a text (a simple Query, or a Parse's
+//! query string). Routing ([`super::decide`]) and pooling (what to reset or read
+//! back before a server goes to another client) both work from its [`Facts`], so a
+//! text is lexed once per unit of work and no decision rests on a first keyword.
+//!
+//! "Tenant-free" is an allow-list of statement forms ([`Kind::tenant_free`]):
+//! settings (`SET`, `RESET`, `SHOW`), transaction control, `DISCARD`,
+//! `DEALLOCATE`, `LISTEN`/`UNLISTEN`, the empty statement. Everything else,
+//! including `(SELECT ...)`, `WITH ...` and statements we do not recognise, needs
+//! a tenant. A multi-statement text is tenant-free only if every statement is.
+
+use super::key::TenantKey;
+use super::lexer::*;
+use super::scanner::{self, Source, TenantToken};
+
+/// Most tenant mentions one text may carry. Each one is routed; past this the
+/// text is refused rather than half-checked.
+pub const MAX_MENTIONS: usize = 10_000;
+
+/// Prefix of the statement names shardbouncer uses on servers. Clients may not
+/// create, run or drop statements with such names by SQL.
+pub const RESERVED_PREFIX: &str = "sb_";
+
+/// The form of one statement, as far as routing and pooling care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kind {
+    /// Only comments, whitespace or nothing.
+    #[default]
+    Empty,
+    /// `BEGIN` / `START TRANSACTION` with optional modes.
+    Begin,
+    /// `COMMIT` / `END` (`chain`: `AND CHAIN`).
+    Commit {
+        /// `AND CHAIN` keeps a transaction open.
+        chain: bool,
+    },
+    /// `ROLLBACK` / `ABORT` (not `ROLLBACK TO`).
+    Rollback {
+        /// `AND CHAIN` keeps a transaction open.
+        chain: bool,
+    },
+    /// Statements whose effect ends with the transaction: `SAVEPOINT`,
+    /// `RELEASE`, `ROLLBACK TO`, `SET LOCAL x`, `SET TRANSACTION`,
+    /// `SET CONSTRAINTS`. The value is the CommandComplete tag.
+    TxScoped(&'static str),
+    /// `SET [SESSION] x ...`, `SET ROLE`, `SET SESSION AUTHORIZATION`, ...
+    Set,
+    /// `RESET x`.
+    Reset,
+    /// `RESET ALL`.
+    ResetAll,
+    /// `SHOW x`.
+    Show,
+    /// `DISCARD ALL | PLANS | SEQUENCES | TEMP`.
+    Discard {
+        /// `DISCARD ALL`.
+        all: bool,
+    },
+    /// `DEALLOCATE [PREPARE] name | ALL`.
+    Deallocate,
+    /// `LISTEN channel`.
+    Listen,
+    /// `UNLISTEN channel | *`.
+    Unlisten,
+    /// `SET [SESSION | LOCAL] <key> = value`: the session's tenant.
+    SetTenant {
+        /// `SET LOCAL`: until the transaction ends.
+        local: bool,
+    },
+    /// `RESET <key>` or `SET <key> TO DEFAULT`.
+    ResetTenant,
+    /// Anything else: it may touch tenant data.
+    Other,
+}
+
+impl Kind {
+    /// Whether the statement touches no tenant data and may run on any shard.
+    /// This is the allow-list; [`Kind::Other`] is never tenant-free.
+    pub fn tenant_free(self) -> bool {
+        !matches!(
+            self,
+            Kind::Other | Kind::SetTenant { .. } | Kind::ResetTenant
+        )
+    }
+
+    /// For a statement that can wait with a locally answered BEGIN and be
+    /// replayed inside the transaction once its shard is known: its
+    /// CommandComplete tag (`None` for empty statements, which answer nothing).
+    pub fn held_tag(self) -> Option<Option<&'static str>> {
+        match self {
+            Kind::Empty => Some(None),
+            Kind::TxScoped(tag) => Some(Some(tag)),
+            Kind::Set => Some(Some("SET")),
+            Kind::Reset | Kind::ResetAll => Some(Some("RESET")),
+            _ => None,
+        }
+    }
+}
+
+/// Server-side state a text may create or change. Each bit says what has to
+/// follow the client or be reset before another client gets the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Effects(u16);
+
+impl Effects {
+    /// Session settings (GUCs, role, session authorization): read back after the
+    /// transaction so they follow the client.
+    pub const SETTINGS: Effects = Effects(1);
+    /// Temporary objects: `DISCARD TEMP` on release.
+    pub const TEMP: Effects = Effects(2);
+    /// Session advisory locks: `pg_advisory_unlock_all()` on release.
+    pub const ADVISORY: Effects = Effects(4);
+    /// LISTEN registrations: `UNLISTEN *` on release.
+    pub const LISTEN: Effects = Effects(8);
+    /// Cursors (WITH HOLD ones outlive the transaction): `CLOSE ALL` on release.
+    pub const CURSOR: Effects = Effects(16);
+    /// SQL-level prepared statements (`PREPARE`, `DEALLOCATE`, `DISCARD ALL`):
+    /// the server's statement namespace can no longer be trusted.
+    pub const PREPARED: Effects = Effects(32);
+    /// Server-side code (`DO`, `CALL`, a FunctionCall) that may do any of the
+    /// above through dynamic SQL.
+    pub const DYNAMIC: Effects = Effects(64);
+    /// Everything (what dynamic code may do).
+    pub const ALL: Effects = Effects(127);
+
+    /// No effect.
+    pub const fn none() -> Effects {
+        Effects(0)
+    }
+
+    /// Whether any bit of `other` is set.
+    pub fn any(self, other: Effects) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// Whether nothing is set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Add `other`.
+    pub fn add(&mut self, other: Effects) {
+        self.0 |= other.0;
+    }
+
+    /// Union.
+    pub fn union(self, other: Effects) -> Effects {
+        Effects(self.0 | other.0)
+    }
+
+    /// What must be reset when a server carrying these effects is released
+    /// (dynamic code may have done anything).
+    pub fn resets(self) -> Effects {
+        if self.any(Effects::DYNAMIC) {
+            Effects::ALL
+        } else {
+            self
+        }
+    }
+}
+
+/// Why a text is refused before it reaches any server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// `PREPARE`, `EXECUTE` or `DEALLOCATE` of a name in shardbouncer's
+    /// namespace ([`RESERVED_PREFIX`]).
+    ReservedName,
+    /// `SET`/`RESET` of the tenant key together with other statements.
+    TenantSetInMulti,
+    /// A tenant value that is not a valid key (empty, too long, bad encoding).
+    InvalidTenant,
+    /// More than [`MAX_MENTIONS`] tenant mentions.
+    TooManyMentions,
+}
+
+/// A tenant named literally in a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mention {
+    /// The key.
+    pub key: TenantKey,
+    /// [`Source::Comment`] or [`Source::Scan`] (a Bind value is a scan too).
+    pub source: Source,
+}
+
+/// Everything routing and pooling need to know about one text.
+///
+/// Reusable: [`analyze`] clears it first and keeps the buffers' capacity, so the
+/// hot path allocates nothing once warmed up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// Non-empty statements in the text.
+    pub count: u32,
+    /// Kind of the first non-empty statement ([`Kind::Empty`] if none).
+    pub first: Kind,
+    /// Every statement is tenant-free.
+    pub tenant_free: bool,
+    /// Every statement can be held with a locally answered BEGIN.
+    pub holdable: bool,
+    /// The text contains `RESET ALL` or `DISCARD ALL` (they clear a `SET` tenant).
+    pub resets_all: bool,
+    /// The text contains `DISCARD ALL` or `DEALLOCATE ALL`: the client's own
+    /// prepared statements are gone once it succeeds.
+    pub drops_statements: bool,
+    /// The `standard_conforming_strings` the text was lexed under.
+    pub std_strings: bool,
+    /// The text means something else (other tenants, other statements) when
+    /// lexed under the other `standard_conforming_strings`.
+    pub std_sensitive: bool,
+    /// For `SET key = value`: the value.
+    pub set_value: Option<TenantKey>,
+    /// Server-side state the text may leave behind.
+    pub effects: Effects,
+    /// Literal tenant mentions (comments and scanned values), in textual order;
+    /// consecutive repeats are folded.
+    pub mentions: Vec<Mention>,
+    /// `$n` parameters compared with the key (1-based, deduplicated): their
+    /// values come from the Bind.
+    pub params: Vec<u16>,
+    /// Custom (dotted) settings the text sets by name: they are read back by name
+    /// because Postgres lists no placeholder settings in `pg_settings`.
+    pub custom_settings: Vec<String>,
+    /// Set when the text must be refused.
+    pub violation: Option<Violation>,
+}
+
+impl Facts {
+    fn clear(&mut self) {
+        self.count = 0;
+        self.first = Kind::Empty;
+        self.tenant_free = true;
+        self.holdable = true;
+        self.resets_all = false;
+        self.drops_statements = false;
+        self.std_sensitive = false;
+        self.set_value = None;
+        self.effects = Effects::none();
+        self.mentions.clear();
+        self.params.clear();
+        self.custom_settings.clear();
+        self.violation = None;
+    }
+
+    fn violate(&mut self, v: Violation) {
+        if self.violation.is_none() {
+            self.violation = Some(v);
+        }
+    }
+
+    fn mention(&mut self, key: TenantKey, source: Source) {
+        let m = Mention { key, source };
+        if self.mentions.last() == Some(&m) {
+            return;
+        }
+        if self.mentions.len() >= MAX_MENTIONS {
+            self.violate(Violation::TooManyMentions);
+            return;
+        }
+        self.mentions.push(m);
+    }
+
+    /// Whether the text is exactly one statement of kind `k`.
+    pub fn is_only(&self, k: Kind) -> bool {
+        self.count == 1 && self.first == k
+    }
+}
+
+/// Analyze `sql` (one or several `;`-separated statements) for routing key `key`
+/// (empty: no routing, only forms and effects), lexing string literals as
+/// Postgres does with `standard_conforming_strings` = `std_strings`.
+pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
+    out.clear();
+    out.std_strings = std_strings;
+    let mut set_tenant_seen = false;
+    split(sql, std_strings, |stmt| {
+        let kind = classify(stmt, key, std_strings, out);
+        if kind != Kind::Empty {
+            if out.count == 0 {
+                out.first = kind;
+            }
+            out.count += 1;
+        }
+        if matches!(kind, Kind::SetTenant { .. } | Kind::ResetTenant) {
+            set_tenant_seen = true;
+        }
+        out.tenant_free &= kind.tenant_free();
+        out.holdable &= kind.held_tag().is_some();
+        effects(stmt, std_strings, out);
+        scanner::mentions(stmt, key, std_strings, |source, t| match t {
+            TenantToken::Param(n) => {
+                if !out.params.contains(&n) {
+                    out.params.push(n);
+                }
+            }
+            t => match t.to_key() {
+                Some(k) => out.mention(k, source),
+                None => out.violate(Violation::InvalidTenant),
+            },
+        });
+    });
+    out.params.sort_unstable();
+    if set_tenant_seen && out.count > 1 {
+        out.violate(Violation::TenantSetInMulti);
+    }
+}
+
+/// [`analyze`], and when the text has a backslash (the only byte whose meaning
+/// `standard_conforming_strings` changes) also under the other setting, into
+/// `alt`, to tell whether the text is [`Facts::std_sensitive`].
+pub fn analyze_checked(
+    sql: &[u8],
+    key: &[u8],
+    std_strings: bool,
+    out: &mut Facts,
+    alt: &mut Facts,
+) {
+    analyze(sql, key, std_strings, out);
+    if memchr::memchr(b'\\', sql).is_some() {
+        analyze(sql, key, !std_strings, alt);
+        out.std_sensitive = out.count != alt.count
+            || out.first != alt.first
+            || out.tenant_free != alt.tenant_free
+            || out.mentions != alt.mentions
+            || out.params != alt.params
+            || out.violation != alt.violation;
+    }
+}
+
+/// The kind of every statement of `sql`, in order (empty statements included).
+/// For the rare paths that need more than [`Facts::first`].
+pub fn kinds(sql: &[u8], key: &[u8], std_strings: bool, mut f: impl FnMut(Kind)) {
+    let mut scratch = Facts::default();
+    split(sql, std_strings, |stmt| {
+        f(classify(stmt, key, std_strings, &mut scratch))
+    });
+}
+
+/// Calls `f` with each statement of `sql` (split at top-level `;`, which the
+/// lexer never sees inside literals, quoted identifiers or comments).
+fn split(sql: &[u8], std_strings: bool, mut f: impl FnMut(&[u8])) {
+    if memchr::memchr(b';', sql).is_none() {
+        return f(sql);
+    }
+    let mut lx = Lexer::new(sql, std_strings);
+    let mut start = 0;
+    while let Some(t) = lx.next_raw() {
+        if t.k == K::Semi {
+            f(&sql[start..t.s]);
+            start = t.e;
+        }
+    }
+    f(&sql[start..]);
+}
+
+/// Classify one statement; records SET values, reserved names and settings.
+fn classify(sql: &[u8], key: &[u8], std: bool, out: &mut Facts) -> Kind {
+    let mut lx = Lexer::new(sql, std);
+    let Some(first) = lx.next_sig() else {
+        return Kind::Empty;
+    };
+    if first.k != K::Ident {
+        return Kind::Other;
+    }
+    let word = text(sql, &first);
+    let kw = |w: &[u8]| word.eq_ignore_ascii_case(w);
+    if kw(b"BEGIN") {
+        if lx
+            .peek_sig()
+            .is_some_and(|t| is_any_kw(sql, &t, &[b"TRANSACTION", b"WORK"]))
+        {
+            lx.next_sig();
+        }
+        return if only_modes(sql, lx) {
+            Kind::Begin
+        } else {
+            Kind::Other
+        };
+    }
+    if kw(b"START") {
+        return match lx.next_sig() {
+            Some(t) if is_kw(sql, &t, b"TRANSACTION") && only_modes(sql, lx) => Kind::Begin,
+            _ => Kind::Other,
+        };
+    }
+    if kw(b"COMMIT") || kw(b"END") || kw(b"ABORT") || kw(b"ROLLBACK") {
+        skip_kw(sql, &mut lx, &[b"WORK", b"TRANSACTION"]);
+        let commit = kw(b"COMMIT") || kw(b"END");
+        let Some(t) = lx.next_sig() else {
+            return if commit {
+                Kind::Commit { chain: false }
+            } else {
+                Kind::Rollback { chain: false }
+            };
+        };
+        if kw(b"ROLLBACK") && is_kw(sql, &t, b"TO") {
+            return Kind::TxScoped("ROLLBACK");
+        }
+        if is_kw(sql, &t, b"AND") {
+            let no = lx.peek_sig().is_some_and(|t| is_kw(sql, &t, b"NO"));
+            if no {
+                lx.next_sig();
+            }
+            let chained = lx.next_sig().is_some_and(|t| is_kw(sql, &t, b"CHAIN"));
+            if chained && lx.next_sig().is_none() {
+                return if commit {
+                    Kind::Commit { chain: !no }
+                } else {
+                    Kind::Rollback { chain: !no }
+                };
+            }
+        }
+        // COMMIT PREPARED / ROLLBACK PREPARED act on a shard's prepared transaction.
+        return Kind::Other;
+    }
+    if kw(b"SAVEPOINT") {
+        return Kind::TxScoped("SAVEPOINT");
+    }
+    if kw(b"RELEASE") {
+        return Kind::TxScoped("RELEASE");
+    }
+    if kw(b"SET") {
+        return classify_set(sql, lx, key, out);
+    }
+    if kw(b"RESET") {
+        let save = lx;
+        if param_name_matches(sql, &mut lx, key) && lx.next_sig().is_none() {
+            return Kind::ResetTenant;
+        }
+        lx = save;
+        out.effects.add(Effects::SETTINGS);
+        let Some(t) = lx.next_sig() else {
+            return Kind::Other;
+        };
+        if is_kw(sql, &t, b"ALL") {
+            out.resets_all = true;
+            return Kind::ResetAll;
+        }
+        note_setting_name(sql, t, lx, out);
+        return Kind::Reset;
+    }
+    if kw(b"SHOW") {
+        return Kind::Show;
+    }
+    if kw(b"DISCARD") {
+        return match lx.next_sig() {
+            Some(t) if is_kw(sql, &t, b"ALL") => {
+                out.resets_all = true;
+                out.drops_statements = true;
+                out.effects.add(Effects::SETTINGS.union(Effects::PREPARED));
+                Kind::Discard { all: true }
+            }
+            Some(t) if is_any_kw(sql, &t, &[b"PLANS", b"SEQUENCES", b"TEMP", b"TEMPORARY"]) => {
+                Kind::Discard { all: false }
+            }
+            _ => Kind::Other,
+        };
+    }
+    if kw(b"DEALLOCATE") {
+        skip_kw(sql, &mut lx, &[b"PREPARE"]);
+        out.effects.add(Effects::PREPARED);
+        if let Some(t) = lx.next_sig() {
+            if is_reserved_name(sql, &t) {
+                out.violate(Violation::ReservedName);
+            }
+            if is_kw(sql, &t, b"ALL") {
+                out.drops_statements = true;
+            }
+        }
+        return Kind::Deallocate;
+    }
+    if kw(b"PREPARE") {
+        if let Some(t) = lx.next_sig() {
+            if is_kw(sql, &t, b"TRANSACTION") {
+                return Kind::Other; // two-phase commit, not a statement
+            }
+            if is_reserved_name(sql, &t) {
+                out.violate(Violation::ReservedName);
+            }
+        }
+        out.effects.add(Effects::PREPARED);
+        return Kind::Other;
+    }
+    if kw(b"EXECUTE") {
+        if let Some(t) = lx.next_sig() {
+            if is_reserved_name(sql, &t) {
+                out.violate(Violation::ReservedName);
+            }
+        }
+        return Kind::Other;
+    }
+    if kw(b"LISTEN") {
+        out.effects.add(Effects::LISTEN);
+        return Kind::Listen;
+    }
+    if kw(b"UNLISTEN") {
+        return Kind::Unlisten;
+    }
+    if kw(b"DO") || kw(b"CALL") {
+        out.effects.add(Effects::DYNAMIC);
+        return Kind::Other;
+    }
+    if kw(b"DECLARE") {
+        out.effects.add(Effects::CURSOR);
+        return Kind::Other;
+    }
+    Kind::Other
+}
+
+/// After `SET`: the tenant key, transaction-scoped forms, or a session setting.
+fn classify_set<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8], out: &mut Facts) -> Kind {
+    let mut local = false;
+    let mut session = false;
+    let save = lx;
+    match lx.next_sig() {
+        Some(t) if is_kw(sql, &t, b"LOCAL") => local = true,
+        Some(t) if is_kw(sql, &t, b"SESSION") => session = true,
+        _ => lx = save,
+    }
+    let name_at = lx;
+    if param_name_matches(sql, &mut lx, key) {
+        return set_tenant(sql, lx, local, out);
+    }
+    lx = name_at;
+    let Some(t) = lx.next_sig() else {
+        return Kind::Other;
+    };
+    if !session && !local && is_any_kw(sql, &t, &[b"TRANSACTION"]) {
+        return Kind::TxScoped("SET");
+    }
+    if !session && !local && is_kw(sql, &t, b"CONSTRAINTS") {
+        return Kind::TxScoped("SET CONSTRAINTS");
+    }
+    if local {
+        // SET LOCAL x: gone at transaction end, nothing to follow the client.
+        return Kind::TxScoped("SET");
+    }
+    out.effects.add(Effects::SETTINGS);
+    note_setting_name(sql, t, lx, out);
+    Kind::Set
+}
+
+/// `SET [LOCAL] key (= | TO) value` with the key already matched.
+fn set_tenant(sql: &[u8], mut lx: Lexer<'_>, local: bool, out: &mut Facts) -> Kind {
+    let kind = Kind::SetTenant { local };
+    let Some(t) = lx.next_sig() else {
+        out.violate(Violation::InvalidTenant);
+        return kind;
+    };
+    if !(is_op(sql, &t, b"=") || is_kw(sql, &t, b"TO")) {
+        out.violate(Violation::InvalidTenant);
+        return kind;
+    }
+    let Some(v) = lx.next_sig() else {
+        out.violate(Violation::InvalidTenant);
+        return kind;
+    };
+    let value = match v.k {
+        K::Ident if is_kw(sql, &v, b"DEFAULT") => {
+            return if lx.next_sig().is_none() {
+                Kind::ResetTenant
+            } else {
+                out.violate(Violation::InvalidTenant);
+                kind
+            };
+        }
+        K::Ident => TenantToken::Ident(text(sql, &v)),
+        K::QIdent => TenantToken::QuotedIdent(body(sql, &v)),
+        K::Int | K::Num => TenantToken::Bare(text(sql, &v)),
+        K::Op if text(sql, &v) == b"-" => match lx.next_raw() {
+            Some(n) if matches!(n.k, K::Int | K::Num) && n.s == v.e => {
+                TenantToken::Bare(&sql[v.s..n.e])
+            }
+            _ => {
+                out.violate(Violation::InvalidTenant);
+                return kind;
+            }
+        },
+        K::Str { escape } => TenantToken::Quoted {
+            raw: body(sql, &v),
+            escape,
+        },
+        K::Dollar if memchr::memchr(b'\'', body(sql, &v)).is_none() => TenantToken::Quoted {
+            raw: body(sql, &v),
+            escape: false,
+        },
+        _ => {
+            out.violate(Violation::InvalidTenant);
+            return kind;
+        }
+    };
+    // One value and nothing after it (`SET tenant_id = 1, 2` is not a tenant).
+    match (lx.next_sig(), value.to_key()) {
+        (None, Some(k)) => out.set_value = Some(k),
+        _ => out.violate(Violation::InvalidTenant),
+    }
+    kind
+}
+
+/// Only BEGIN's transaction modes (`ISOLATION LEVEL ..`, `READ ONLY`, ...) remain.
+fn only_modes(sql: &[u8], mut lx: Lexer<'_>) -> bool {
+    while let Some(t) = lx.next_sig() {
+        let ok = t.k == K::Comma
+            || is_any_kw(
+                sql,
+                &t,
+                &[
+                    b"ISOLATION",
+                    b"LEVEL",
+                    b"SERIALIZABLE",
+                    b"REPEATABLE",
+                    b"READ",
+                    b"COMMITTED",
+                    b"UNCOMMITTED",
+                    b"WRITE",
+                    b"ONLY",
+                    b"NOT",
+                    b"DEFERRABLE",
+                ],
+            );
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+fn skip_kw(sql: &[u8], lx: &mut Lexer<'_>, words: &[&[u8]]) {
+    if lx.peek_sig().is_some_and(|t| is_any_kw(sql, &t, words)) {
+        lx.next_sig();
+    }
+}
+
+/// Matches a (possibly dotted) parameter name against `key`, part by part
+/// (`app.tenant_id` = `app` `.` `tenant_id`). An empty key matches nothing.
+fn param_name_matches(sql: &[u8], lx: &mut Lexer<'_>, key: &[u8]) -> bool {
+    if key.is_empty() {
+        return false;
+    }
+    let mut first = true;
+    for part in key.split(|&b| b == b'.') {
+        if !first && !lx.next_sig().is_some_and(|t| t.k == K::Dot) {
+            return false;
+        }
+        first = false;
+        match lx.next_sig() {
+            Some(t) if ident_eq(sql, &t, part) => {}
+            _ => return false,
+        }
+    }
+    // All parts matched; the name must end here.
+    !lx.peek_sig().is_some_and(|t| t.k == K::Dot)
+}
+
+/// A statement name in shardbouncer's namespace: unquoted names fold to lower
+/// case (so `SB_x` is `sb_x`); quoted ones compare exactly.
+fn is_reserved_name(sql: &[u8], t: &Tok) -> bool {
+    let p = RESERVED_PREFIX.as_bytes();
+    match t.k {
+        K::Ident => text(sql, t)
+            .get(..p.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(p)),
+        K::QIdent => body(sql, t).starts_with(p),
+        _ => false,
+    }
+}
+
+/// Record `a.b` in `SET a.b ...` / `RESET a.b`: custom settings must be read
+/// back by name.
+fn note_setting_name(sql: &[u8], first: Tok, mut lx: Lexer<'_>, out: &mut Facts) {
+    if !is_identlike(&first) {
+        return;
+    }
+    let mut name = String::new();
+    push_ident(sql, &first, &mut name);
+    let mut dotted = false;
+    while lx.peek_sig().is_some_and(|t| t.k == K::Dot) {
+        lx.next_sig();
+        match lx.next_sig() {
+            Some(t) if is_identlike(&t) => {
+                name.push('.');
+                push_ident(sql, &t, &mut name);
+                dotted = true;
+            }
+            _ => return,
+        }
+    }
+    if dotted {
+        note_custom(out, name);
+    }
+}
+
+fn note_custom(out: &mut Facts, name: String) {
+    if name.len() <= 128 && out.custom_settings.len() < 64 && !out.custom_settings.contains(&name) {
+        out.custom_settings.push(name);
+    }
+}
+
+/// An identifier as Postgres names it: unquoted ones fold ASCII to lower case.
+fn push_ident(sql: &[u8], t: &Tok, out: &mut String) {
+    match t.k {
+        K::QIdent => out.push_str(&String::from_utf8_lossy(body(sql, t)).replace("\"\"", "\"")),
+        _ => out.push_str(&String::from_utf8_lossy(text(sql, t)).to_ascii_lowercase()),
+    }
+}
+
+/// Effects visible anywhere in a statement: `set_config(..)`, temporary objects,
+/// advisory locks.
+fn effects(sql: &[u8], std: bool, out: &mut Facts) {
+    let mut lx = Lexer::new(sql, std);
+    while let Some(t) = lx.next_sig() {
+        if t.k != K::Ident {
+            continue;
+        }
+        let w = text(sql, &t);
+        let starts = |p: &[u8]| w.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
+        if w.eq_ignore_ascii_case(b"set_config") {
+            out.effects.add(Effects::SETTINGS);
+            // The name, when it is a literal: custom settings are read back by name.
+            let mut l2 = lx;
+            if l2.next_sig().is_some_and(|t| t.k == K::LParen) {
+                if let Some(n) = l2.next_sig() {
+                    if matches!(n.k, K::Str { .. }) {
+                        if let Some(k) = (TenantToken::Quoted {
+                            raw: body(sql, &n),
+                            escape: matches!(n.k, K::Str { escape: true }),
+                        })
+                        .to_key()
+                        {
+                            let name = k.as_str().to_ascii_lowercase();
+                            if name.contains('.') {
+                                note_custom(out, name);
+                            }
+                        }
+                    }
+                }
+            }
+        } else if w.eq_ignore_ascii_case(b"temp")
+            || w.eq_ignore_ascii_case(b"temporary")
+            || starts(b"pg_temp")
+        {
+            out.effects.add(Effects::TEMP);
+        } else if starts(b"pg_advisory") || starts(b"pg_try_advisory") {
+            out.effects.add(Effects::ADVISORY);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"tenant_id";
+
+    fn facts(sql: &str) -> Facts {
+        let mut f = Facts::default();
+        analyze(sql.as_bytes(), KEY, true, &mut f);
+        f
+    }
+
+    fn keys(f: &Facts) -> Vec<String> {
+        f.mentions
+            .iter()
+            .map(|m| m.key.as_str().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn allow_list_is_per_statement() {
+        for sql in [
+            "",
+            ";",
+            "SET statement_timeout = 5",
+            "set search_path to a, b; show search_path",
+            "RESET ALL",
+            "SHOW work_mem",
+            "DISCARD ALL",
+            "DEALLOCATE ALL",
+            "BEGIN; SET LOCAL x.y = 1; COMMIT",
+            "LISTEN foo; UNLISTEN *",
+            "SAVEPOINT a; RELEASE SAVEPOINT a; ROLLBACK TO a",
+            "/* c */ -- d\n",
+        ] {
+            assert!(facts(sql).tenant_free, "{sql}");
+        }
+        for sql in [
+            "SELECT 1",
+            "SET x = 1; SELECT * FROM t",
+            "SHOW x; SELECT * FROM t",
+            "COMMIT; SELECT * FROM t",
+            "RESET ALL; DELETE FROM t",
+            "(SELECT * FROM t)",
+            ";SELECT * FROM t",
+            "WITH a AS (SELECT 1) SELECT * FROM t",
+            "VALUES (1)",
+            "COMMIT PREPARED 'x'",
+            "PREPARE TRANSACTION 'x'",
+            "NOTIFY ch",
+            "DO $$ BEGIN END $$",
+            "EXPLAIN SELECT 1",
+            "BEGIN foo",
+            "123",
+        ] {
+            assert!(!facts(sql).tenant_free, "{sql}");
+        }
+    }
+
+    #[test]
+    fn kinds_of_transaction_control() {
+        let first = |s: &str| facts(s).first;
+        assert_eq!(first("begin"), Kind::Begin);
+        assert_eq!(first("START TRANSACTION READ ONLY"), Kind::Begin);
+        assert_eq!(
+            first("BEGIN ISOLATION LEVEL REPEATABLE READ, READ WRITE"),
+            Kind::Begin
+        );
+        assert_eq!(first("COMMIT"), Kind::Commit { chain: false });
+        assert_eq!(first("end work"), Kind::Commit { chain: false });
+        assert_eq!(first("COMMIT AND CHAIN"), Kind::Commit { chain: true });
+        assert_eq!(first("COMMIT AND NO CHAIN"), Kind::Commit { chain: false });
+        assert_eq!(first("abort"), Kind::Rollback { chain: false });
+        assert_eq!(first("ROLLBACK TO SAVEPOINT a"), Kind::TxScoped("ROLLBACK"));
+        assert_eq!(first("ROLLBACK WORK TO a"), Kind::TxScoped("ROLLBACK"));
+        assert_eq!(first("ROLLBACK PREPARED 'g'"), Kind::Other);
+        assert_eq!(
+            first("SET LOCAL statement_timeout = 1"),
+            Kind::TxScoped("SET")
+        );
+        assert_eq!(
+            first("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+            Kind::TxScoped("SET")
+        );
+        assert_eq!(
+            first("SET CONSTRAINTS ALL DEFERRED"),
+            Kind::TxScoped("SET CONSTRAINTS")
+        );
+        assert_eq!(facts("BEGIN; SELECT 1").count, 2);
+    }
+
+    #[test]
+    fn tenant_set_statements() {
+        let f = facts("SET tenant_id = 42");
+        assert_eq!(f.first, Kind::SetTenant { local: false });
+        assert_eq!(f.set_value.unwrap().as_str(), "42");
+        assert!(f.mentions.is_empty());
+        let f = facts("set local TENANT_ID to 'acme';");
+        assert_eq!(f.first, Kind::SetTenant { local: true });
+        assert_eq!(f.set_value.unwrap().as_str(), "acme");
+        assert_eq!(
+            facts("SET tenant_id = Acme").set_value.unwrap().as_str(),
+            "acme"
+        );
+        assert_eq!(facts("RESET tenant_id").first, Kind::ResetTenant);
+        assert_eq!(facts("SET tenant_id TO DEFAULT").first, Kind::ResetTenant);
+        for bad in [
+            "SET tenant_id = 1, 2",
+            "SET tenant_id",
+            "SET tenant_id = ''",
+            "SET tenant_id = $1",
+        ] {
+            assert_eq!(
+                facts(bad).violation,
+                Some(Violation::InvalidTenant),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            facts("SET tenant_id = 1; SELECT 1").violation,
+            Some(Violation::TenantSetInMulti)
+        );
+        assert_eq!(
+            facts("SELECT 1; RESET tenant_id").violation,
+            Some(Violation::TenantSetInMulti)
+        );
+        // Other keys and settings are plain SETs.
+        assert_eq!(facts("SET other_tenant_id = 1").first, Kind::Set);
+        let mut f = Facts::default();
+        analyze(b"SET app.tenant_id = 3", b"app.tenant_id", true, &mut f);
+        assert_eq!(f.set_value.unwrap().as_str(), "3");
+        analyze(b"SET app.tenant_id = 3", b"tenant_id", true, &mut f);
+        assert_eq!(f.first, Kind::Set);
+        assert_eq!(f.custom_settings, vec!["app.tenant_id".to_string()]);
+        // Without routing, nothing is a tenant SET.
+        analyze(b"SET tenant_id = 3", b"", true, &mut f);
+        assert_eq!(f.first, Kind::Set);
+    }
+
+    #[test]
+    fn every_mention_and_parameter() {
+        let f = facts("INSERT INTO t (tenant_id, a) VALUES ($1, $2), ($3, $4)");
+        assert_eq!(f.params, vec![1, 3]);
+        let f = facts("SELECT * FROM t WHERE tenant_id = $1 OR tenant_id = $2");
+        assert_eq!(f.params, vec![1, 2]);
+        let f = facts("SELECT * FROM t WHERE tenant_id IN (1, '2', $3) AND x = 1");
+        assert_eq!(keys(&f), vec!["1", "2"]);
+        assert_eq!(f.params, vec![3]);
+        // Not a plain list: no mention from it at all.
+        assert!(facts("SELECT * FROM t WHERE tenant_id IN (1, f(2))")
+            .mentions
+            .is_empty());
+        let f =
+            facts("/* tenant_id=9 */ SELECT 1 WHERE tenant_id = 1; SELECT 2 WHERE 3 = tenant_id");
+        assert_eq!(keys(&f), vec!["9", "1", "3"]);
+        assert_eq!(f.mentions[0].source, Source::Comment);
+        assert_eq!(
+            facts("SELECT * FROM t WHERE tenant_id = ''").violation,
+            Some(Violation::InvalidTenant)
+        );
+    }
+
+    #[test]
+    fn standard_conforming_strings_off_changes_the_lexing() {
+        // With backslash escapes, `'\'` does not end the literal: the phantom
+        // predicate is inside it and the real one names 2.
+        let sql = br"SELECT * FROM t WHERE a = '\' AND tenant_id = 1 --' AND tenant_id = 2";
+        let mut f = Facts::default();
+        analyze(sql, KEY, false, &mut f);
+        assert_eq!(keys(&f), vec!["2"]);
+        analyze(sql, KEY, true, &mut f);
+        assert_eq!(keys(&f), vec!["1"]);
+    }
+
+    #[test]
+    fn reserved_statement_names() {
+        for sql in [
+            "PREPARE sb_0123 AS SELECT 1",
+            "EXECUTE sb_x",
+            "DEALLOCATE sb_x",
+            "DEALLOCATE PREPARE \"sb_x\"",
+            "SELECT 1; DEALLOCATE SB_x",
+            "PREPARE Sb_y (int) AS SELECT $1",
+        ] {
+            assert_eq!(facts(sql).violation, Some(Violation::ReservedName), "{sql}");
+        }
+        for sql in [
+            "PREPARE p AS SELECT 1",
+            "DEALLOCATE ALL",
+            "EXECUTE \"SB_x\"",
+            "SELECT 'sb_x'",
+        ] {
+            assert_eq!(facts(sql).violation, None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn effects_are_found() {
+        let e = |s: &str| facts(s).effects;
+        assert!(e("SET statement_timeout = 1").any(Effects::SETTINGS));
+        assert!(e("SET ROLE r").any(Effects::SETTINGS));
+        assert!(e("SET SESSION AUTHORIZATION r").any(Effects::SETTINGS));
+        assert!(!e("SET LOCAL statement_timeout = 1").any(Effects::SETTINGS));
+        assert!(e("SELECT set_config(E'search\\x5fpath', 'x', false)").any(Effects::SETTINGS));
+        assert!(e("RESET ALL").any(Effects::SETTINGS));
+        assert!(e("CREATE TEMP TABLE x (a int)").any(Effects::TEMP));
+        assert!(e("create temporary table x (a int)").any(Effects::TEMP));
+        assert!(e("CREATE TABLE pg_temp.x (a int)").any(Effects::TEMP));
+        assert!(e("SELECT pg_advisory_lock(1)").any(Effects::ADVISORY));
+        assert!(e("SELECT pg_try_advisory_lock_shared(1)").any(Effects::ADVISORY));
+        assert!(e("LISTEN x").any(Effects::LISTEN));
+        assert!(e("DECLARE c CURSOR WITH HOLD FOR SELECT 1").any(Effects::CURSOR));
+        assert!(e("PREPARE p AS SELECT 1").any(Effects::PREPARED));
+        assert!(e("SELECT 1; DISCARD ALL").any(Effects::PREPARED));
+        assert!(e("DO $$ BEGIN PERFORM 1; END $$").any(Effects::DYNAMIC));
+        assert!(e("SELECT 1").is_empty());
+        assert!(e("SELECT 'set_config(' , 'temp'").is_empty());
+        assert_eq!(
+            facts("SET app.color = 'red'; SELECT set_config('My.X', 'y', false)").custom_settings,
+            vec!["app.color".to_string(), "my.x".to_string()]
+        );
+        assert_eq!(Effects::DYNAMIC.resets(), Effects::ALL);
+    }
+
+    #[test]
+    fn holdable_statements() {
+        assert!(facts("SET LOCAL statement_timeout = '100ms'").holdable);
+        assert!(facts("SET work_mem = '7MB'; SAVEPOINT a").holdable);
+        assert!(!facts("SHOW work_mem").holdable);
+        assert!(!facts("SELECT 1").holdable);
+        let mut tags = Vec::new();
+        kinds(b"SET a.b = 1;; SAVEPOINT x", KEY, true, |k| {
+            tags.push(k.held_tag())
+        });
+        assert_eq!(
+            tags,
+            vec![Some(Some("SET")), Some(None), Some(Some("SAVEPOINT"))]
+        );
+    }
+
+    #[test]
+    fn backslashes_under_both_settings() {
+        let mut f = Facts::default();
+        let mut alt = Facts::default();
+        let sql = br"SELECT * FROM t WHERE a = '\' AND tenant_id = 1 --' AND tenant_id = 2";
+        analyze_checked(sql, KEY, true, &mut f, &mut alt);
+        assert!(f.std_sensitive);
+        analyze_checked(
+            br"SELECT * FROM t WHERE a LIKE 'x\_%' AND tenant_id = 1",
+            KEY,
+            true,
+            &mut f,
+            &mut alt,
+        );
+        assert!(!f.std_sensitive);
+        assert_eq!(keys(&f), vec!["1"]);
+    }
+
+    #[test]
+    fn begin_with_a_routing_comment_keeps_it() {
+        let f = facts("BEGIN /* tenant_id=4 */");
+        assert_eq!(f.first, Kind::Begin);
+        assert_eq!(keys(&f), vec!["4"]);
+    }
+
+    #[test]
+    fn reset_all_is_noted() {
+        assert!(facts("RESET ALL").resets_all);
+        assert!(facts("SELECT 1; DISCARD ALL").resets_all);
+        assert!(!facts("RESET work_mem").resets_all);
+    }
+}

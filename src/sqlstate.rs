@@ -1,0 +1,62 @@
+//! SQLSTATE codes of the errors shardbouncer raises itself: one place, so every
+//! layer (router, session, console) reports the same code for the same thing.
+//! Codes follow Postgres's Appendix A; `42P17` for "no tenant" is shardbouncer's
+//! documented choice.
+
+/// protocol_violation
+pub const PROTOCOL_VIOLATION: &str = "08P01";
+/// connection_failure
+pub const CONNECTION_FAILURE: &str = "08006";
+/// sqlclient_unable_to_establish_sqlconnection
+pub const CANNOT_CONNECT: &str = "08001";
+/// invalid_password
+pub const INVALID_PASSWORD: &str = "28P01";
+/// invalid_authorization_specification
+pub const INVALID_AUTHORIZATION: &str = "28000";
+/// invalid_catalog_name (unknown database)
+pub const INVALID_CATALOG_NAME: &str = "3D000";
+/// too_many_connections
+pub const TOO_MANY_CONNECTIONS: &str = "53300";
+/// feature_not_supported (cross-shard refusal)
+pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+/// query_canceled (used for wait timeouts, like PgBouncer)
+pub const QUERY_CANCELED: &str = "57014";
+/// admin_shutdown
+pub const ADMIN_SHUTDOWN: &str = "57P01";
+/// idle_in_transaction_session_timeout
+pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
+/// insufficient_privilege
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// syntax_error
+pub const SYNTAX_ERROR: &str = "42601";
+/// The routing error: no tenant could be found for a statement (shardbouncer's own code,
+/// in the "invalid_table_definition"-adjacent class 42P17 as the routing spec allows).
+pub const NO_TENANT: &str = "42P17";
+/// invalid_parameter_value
+pub const INVALID_PARAMETER_VALUE: &str = "22023";
+/// config_file_error (failed RELOAD)
+pub const CONFIG_FILE_ERROR: &str = "F0000";
+/// internal_error
+pub const INTERNAL_ERROR: &str = "XX000";
+/// in_failed_sql_transaction: statements in an aborted transaction block
+pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+/// active_sql_transaction (warning: BEGIN inside a transaction)
+pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
+/// no_active_sql_transaction (warning: SET LOCAL outside a transaction)
+pub const NO_ACTIVE_SQL_TRANSACTION: &str = "25P01";
+/// reserved_name: a statement name in shardbouncer's `sb_` namespace
+pub const RESERVED_NAME: &str = "42939";
+/// statement_too_complex: more tenant mentions than can be checked
+pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+/// duplicate_prepared_statement
+pub const DUPLICATE_PSTATEMENT: &str = "42P05";
+/// invalid_sql_statement_name: unknown prepared statement
+pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
+/// program_limit_exceeded
+pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+/// out_of_memory (a client over its statement budget)
+pub const OUT_OF_MEMORY: &str = "53200";
+/// insufficient_resources
+pub const INSUFFICIENT_RESOURCES: &str = "53000";
+/// configuration_limit_exceeded (too many prepared statements on a connection)
+pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";

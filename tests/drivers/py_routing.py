@@ -1,0 +1,108 @@
+"""Tenant routing through shardbouncer with Python drivers at their defaults
+(run by tests/isolation.rs): one connection, no tenant at connect, the tenant
+only as a bound parameter, alternating between a tenant on each shard.
+
+Usage: py_routing.py asyncpg|psycopg
+
+Environment: SB_HOST, SB_PORT, SB_USER, SB_PASSWORD, SB_DB (a routed database),
+SB_TENANTS = "tenant=shard_name=pg_port,..." (each tenant's shard and the port of
+the PostgreSQL server that owns it). Every shard holds `shard_marker(name)` with
+its own shard name and `accounts(tenant_id, name)` with 'owner of <tenant>'.
+Prints `OK <n> checks` and exits 0, or exits 1 naming the failed check.
+"""
+
+import asyncio
+import os
+import sys
+
+HOST = os.environ.get("SB_HOST", "127.0.0.1")
+PORT = int(os.environ["SB_PORT"])
+USER = os.environ.get("SB_USER", "app")
+PASSWORD = os.environ.get("SB_PASSWORD", "secret")
+DB = os.environ["SB_DB"]
+TENANTS = [tuple(kv.split("=")) for kv in os.environ["SB_TENANTS"].split(",")]
+ROUNDS = 5
+
+n_checks = 0
+
+
+def fail(msg):
+    print(f"FAIL: {msg}", file=sys.stderr, flush=True)
+    os._exit(1)
+
+
+def eq(what, got, want):
+    global n_checks
+    if got != want:
+        fail(f"{what}: got {got!r}, want {want!r}")
+    n_checks += 1
+
+
+async def run_asyncpg():
+    import asyncpg
+
+    conn = await asyncpg.connect(host=HOST, port=PORT, user=USER, password=PASSWORD, database=DB)
+    try:
+        for i in range(ROUNDS):
+            for tenant, shard, _port in TENANTS:
+                try:
+                    rows = await conn.fetch("SELECT name FROM accounts WHERE tenant_id = $1", tenant)
+                except Exception as e:  # noqa: BLE001 - report any refusal as a failed check
+                    fail(f"asyncpg round {i} tenant {tenant}: {type(e).__name__}: {e}")
+                eq(f"asyncpg round {i} tenant {tenant} rows", [tuple(r) for r in rows], [(f"owner of {tenant}",)])
+                marker = await conn.fetchval(
+                    "SELECT m.name FROM shard_marker m, accounts a WHERE a.tenant_id = $1", tenant
+                )
+                eq(f"asyncpg round {i} tenant {tenant} shard", marker, shard)
+    finally:
+        await conn.close()
+
+
+def run_psycopg():
+    import psycopg
+
+    conninfo = f"host={HOST} port={PORT} user={USER} password={PASSWORD} dbname={DB}"
+    # Autocommit: each execute is its own unit; past prepare_threshold (5) psycopg
+    # switches to named prepared statements.
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for i in range(2 * ROUNDS):
+            for tenant, shard, _port in TENANTS:
+                try:
+                    rows = conn.execute("SELECT name FROM accounts WHERE tenant_id = %s", (tenant,)).fetchall()
+                except Exception as e:  # noqa: BLE001
+                    fail(f"psycopg autocommit round {i} tenant {tenant}: {type(e).__name__}: {e}")
+                eq(f"psycopg autocommit round {i} tenant {tenant}", rows, [(f"owner of {tenant}",)])
+    # The default: psycopg opens a transaction (BEGIN) before the first statement.
+    with psycopg.connect(conninfo) as conn:
+        for i in range(ROUNDS):
+            for tenant, shard, _port in TENANTS:
+                try:
+                    rows = conn.execute(
+                        "SELECT a.name, m.name FROM accounts a, shard_marker m WHERE a.tenant_id = %s", (tenant,)
+                    ).fetchall()
+                    conn.commit()
+                except Exception as e:  # noqa: BLE001
+                    fail(f"psycopg transaction round {i} tenant {tenant}: {type(e).__name__}: {e}")
+                eq(f"psycopg transaction round {i} tenant {tenant}", rows, [(f"owner of {tenant}", shard)])
+
+
+def main():
+    which = sys.argv[1] if len(sys.argv) > 1 else ""
+    if which == "asyncpg":
+        asyncio.run(run_asyncpg())
+    elif which == "psycopg":
+        run_psycopg()
+    else:
+        fail(f"usage: py_routing.py asyncpg|psycopg (got {which!r})")
+    print(f"OK {n_checks} checks", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except SystemExit:
+        raise
+    except BaseException:
+        import traceback
+
+        fail(traceback.format_exc())
