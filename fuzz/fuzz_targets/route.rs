@@ -162,7 +162,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if tx == Tx::Failed {
         let ok = match &d {
-            Decision::Refuse(rf) => rf.code == "25P02" || f.violation.is_some() || rf.code == "0A000",
+            Decision::Refuse(rf) => rf.code == "25P02",
             Decision::Local(Local::EndHeld { commit: false }) | Decision::TenantFree => true,
             _ => false,
         };

@@ -673,9 +673,24 @@ impl Config {
     }
 }
 
+/// Largest pool size accepted: Postgres's own ceiling for `max_connections`.
+/// (Far larger values would also overflow the pool's permit counter.)
+pub const MAX_POOL_SIZE: usize = 262_143;
+
 fn check_pool(section: &str, p: &PoolSettings) -> Result<(), String> {
     if p.default_pool_size == 0 {
         return Err(format!("{section} default_pool_size must be at least 1"));
+    }
+    for (key, v) in [
+        ("default_pool_size", p.default_pool_size),
+        ("reserve_pool_size", p.reserve_pool_size),
+        ("min_pool_size", p.min_pool_size),
+    ] {
+        if v > MAX_POOL_SIZE {
+            return Err(format!(
+                "{section} {key} = {v} is more than {MAX_POOL_SIZE} (Postgres's own limit on connections)"
+            ));
+        }
     }
     if p.min_pool_size > p.default_pool_size {
         return Err(format!(
@@ -744,6 +759,8 @@ shards = [ { name = "s0", host = "h" } ]
             ("[pool]\nmode = \"sometimes\"\n", "sometimes"),
             ("[pool]\nquery_wait_timeout = \"5 parsecs\"\n", "parsecs"),
             ("[pool]\ndefault_pool_size = 0\n", "default_pool_size"),
+            ("[pool]\ndefault_pool_size = 4294967296\n", "262143"),
+            ("[pool]\nreserve_pool_size = 9999999\n", "reserve_pool_size"),
             ("[databases.app]\nshards = []\n", "at least one shard"),
             ("[databases.pgbouncer]\nshards = [ { name = \"s0\", host = \"h\" } ]\n", "reserved"),
             (

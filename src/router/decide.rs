@@ -298,6 +298,16 @@ fn query(
     f: &Facts,
     scratch: &mut Vec<Mention>,
 ) -> Result<Decision, Refusal> {
+    if s.tx == Tx::Failed {
+        // As Postgres: nothing runs in an aborted transaction but its end.
+        return match (f.count, f.first) {
+            (0, _) if f.mentions.is_empty() => Ok(Decision::TenantFree),
+            (1, Kind::Commit { chain: false } | Kind::Rollback { chain: false }) => {
+                Ok(Decision::Local(Local::EndHeld { commit: false }))
+            }
+            _ => Err(aborted()),
+        };
+    }
     if let Some(v) = f.violation {
         return Err(violation(r, v));
     }
@@ -307,15 +317,6 @@ fn query(
         return Err(ambiguous(r));
     }
     let sets = r.has(Source::Set);
-    if s.tx == Tx::Failed {
-        return match (f.count, f.first) {
-            (0, _) if f.mentions.is_empty() => Ok(Decision::TenantFree),
-            (1, Kind::Commit { chain: false } | Kind::Rollback { chain: false }) => {
-                Ok(Decision::Local(Local::EndHeld { commit: false }))
-            }
-            _ => Err(aborted()),
-        };
-    }
     if f.count == 1 {
         match f.first {
             Kind::SetTenant { local } if sets => return set_tenant(r, s, local, f.set_value),
@@ -361,13 +362,17 @@ fn batch<'a, V: ParamValues>(
     items: impl Iterator<Item = Item<'a, V>>,
     scratch: &mut Vec<Mention>,
 ) -> Result<Decision, Refusal> {
-    let (mut binds, mut executes, mut parses) = (0usize, 0usize, 0usize);
+    let (mut binds, mut executes) = (0usize, 0usize);
     let mut all_free = true;
     let mut ends_tx = false;
     for item in items {
+        if s.tx == Tx::Failed {
+            // Postgres answers any Parse, Bind or Execute in an aborted
+            // transaction with 25P02; a batch of Sync/Flush alone is fine.
+            return Err(aborted());
+        }
         match item {
             Item::Parse(f) => {
-                parses += 1;
                 if let Some(v) = f.violation {
                     return Err(violation(r, v));
                 }
@@ -410,9 +415,6 @@ fn batch<'a, V: ParamValues>(
             Item::BindUnknown => binds += 1,
             Item::Execute => executes += 1,
         }
-    }
-    if s.tx == Tx::Failed && binds + executes + parses > 0 {
-        return Err(aborted());
     }
     // Parse/Describe/Bind alone read only the schema, the same on every shard;
     // an Execute of a portal bound earlier is not known to be tenant-free.
