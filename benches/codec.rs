@@ -52,7 +52,7 @@ fn server_response(rows: usize) -> BytesMut {
         );
     }
     protocol::command_complete(&mut b, &format!("SELECT {rows}"));
-    ready_for_query(&mut b, b'I');
+    ready_for_query(&mut b, shardbouncer::protocol::TxStatus::Idle);
     b
 }
 
@@ -62,7 +62,7 @@ fn small_response() -> BytesMut {
     protocol::row_description(&mut b, &[("abalance", 23)]);
     data_row(&mut b, &[Some("0")]);
     protocol::command_complete(&mut b, "SELECT 1");
-    ready_for_query(&mut b, b'I');
+    ready_for_query(&mut b, shardbouncer::protocol::TxStatus::Idle);
     b
 }
 
@@ -312,7 +312,7 @@ fn bench_builders(c: &mut Criterion) {
     g.bench_function("ready_for_query", |b| {
         b.iter(|| {
             buf.clear();
-            ready_for_query(&mut buf, black_box(b'I'));
+            ready_for_query(&mut buf, black_box(shardbouncer::protocol::TxStatus::Idle));
             buf.len()
         })
     });

@@ -22,7 +22,8 @@ fn bench_scanner(c: &mut Criterion) {
     long.push_str("1 FROM orders t JOIN items i ON i.order_id = t.id WHERE t.status = 'open' AND t.tenant_id = 4242 LIMIT 10");
     let commented = b"SELECT * FROM users WHERE id = $1 /*action='show',controller='users',framework='rails',tenant_id='acme%20corp'*/";
 
-    let multi = b"SET statement_timeout = '5s'; SELECT * FROM t WHERE tenant_id IN (1, 2, 3); COMMIT";
+    let multi =
+        b"SET statement_timeout = '5s'; SELECT * FROM t WHERE tenant_id IN (1, 2, 3); COMMIT";
     let mut f = Facts::default();
     c.bench_function("analyze/short_oltp", |b| {
         b.iter(|| analyze(black_box(short), KEY, true, &mut f))
@@ -79,17 +80,27 @@ fn bench_decide(c: &mut Criterion) {
     };
     let mut scratch = Vec::new();
     let mut f = Facts::default();
-    analyze(b"SELECT * FROM t WHERE tenant_id = 4242 AND id = 1", KEY, true, &mut f);
+    analyze(
+        b"SELECT * FROM t WHERE tenant_id = 4242 AND id = 1",
+        KEY,
+        true,
+        &mut f,
+    );
     c.bench_function("decide/simple_query", |b| {
         b.iter(|| decide(&r, &view, Unit::query(black_box(&f)), &mut scratch))
     });
     let mut p = Facts::default();
-    analyze(b"SELECT * FROM t WHERE tenant_id = $1 AND id = $2", KEY, true, &mut p);
+    analyze(
+        b"SELECT * FROM t WHERE tenant_id = $1 AND id = $2",
+        KEY,
+        true,
+        &mut p,
+    );
     c.bench_function("decide/bind_batch", |b| {
         b.iter(|| {
             let items = [
-                Item::Bind(black_box(&p), Default::default(), Two),
-                Item::Execute,
+                Item::Bind(black_box(&p), Default::default(), Two, b""),
+                Item::Execute(b""),
             ];
             decide(&r, &view, Unit::batch(items.into_iter()), &mut scratch)
         })

@@ -60,3 +60,46 @@ pub const OUT_OF_MEMORY: &str = "53200";
 pub const INSUFFICIENT_RESOURCES: &str = "53000";
 /// configuration_limit_exceeded (too many prepared statements on a connection)
 pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
+
+/// An error shardbouncer raises itself: the SQLSTATE (from this module) and the
+/// message, plus an optional detail. The one shape every layer uses (routing
+/// refusals, login failures, console errors, session errors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgError {
+    /// Severity: `ERROR`, or `FATAL` when the connection ends.
+    pub severity: &'static str,
+    /// SQLSTATE.
+    pub code: &'static str,
+    /// Primary message.
+    pub message: String,
+    /// Optional DETAIL.
+    pub detail: Option<String>,
+}
+
+impl PgError {
+    /// An ERROR.
+    pub fn new(code: &'static str, message: impl Into<String>) -> PgError {
+        PgError {
+            severity: "ERROR",
+            code,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// A FATAL error (the connection ends after it).
+    pub fn fatal(code: &'static str, message: impl Into<String>) -> PgError {
+        PgError {
+            severity: "FATAL",
+            ..PgError::new(code, message)
+        }
+    }
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for PgError {}

@@ -106,8 +106,8 @@ fuzz_target!(|data: &[u8]| {
     let d = if extended {
         let items = [
             Item::Parse(&f),
-            Item::Bind(&f, ParamTypes::default(), &values),
-            Item::Execute,
+            Item::Bind(&f, ParamTypes::default(), &values, b""),
+            Item::Execute(b""),
         ];
         decide(&r, &view, Unit::batch(items.into_iter()), &mut scratch)
     } else {

@@ -85,7 +85,7 @@ pub async fn serve(
         protocol::parameter_status(&mut out, k, v);
     }
     protocol::backend_key_data(&mut out, handle.id, handle.secret);
-    protocol::ready_for_query(&mut out, b'I');
+    protocol::ready_for_query(&mut out, protocol::TxStatus::Idle);
     if stream.write_all(&out).await.is_err() {
         return Ok(());
     }
@@ -163,7 +163,7 @@ impl Console {
                         let q = body.strip_suffix(b"\0").unwrap_or(body);
                         let q = String::from_utf8_lossy(q).into_owned();
                         let end = self.query(&q, stream).await?;
-                        protocol::ready_for_query(&mut self.out, b'I');
+                        protocol::ready_for_query(&mut self.out, protocol::TxStatus::Idle);
                         stream
                             .write_all(&self.out)
                             .await
@@ -175,7 +175,7 @@ impl Console {
                     }
                     b'S' => {
                         skip_until_sync = false;
-                        protocol::ready_for_query(&mut self.out, b'I');
+                        protocol::ready_for_query(&mut self.out, protocol::TxStatus::Idle);
                     }
                     b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'F' => {
                         if !skip_until_sync {
@@ -186,7 +186,7 @@ impl Console {
                             );
                             if tag == b'F' {
                                 // FunctionCall is answered directly, no Sync follows.
-                                protocol::ready_for_query(&mut self.out, b'I');
+                                protocol::ready_for_query(&mut self.out, protocol::TxStatus::Idle);
                             } else {
                                 skip_until_sync = true;
                             }
@@ -258,7 +258,7 @@ impl Console {
         if shutdown {
             // Answer first: the process is about to stop accepting and exit.
             protocol::command_complete(&mut self.out, "SHUTDOWN");
-            protocol::ready_for_query(&mut self.out, b'I');
+            protocol::ready_for_query(&mut self.out, protocol::TxStatus::Idle);
             let _ = stream.write_all(&self.out).await;
             let _ = stream.flush().await;
             self.out.clear();

@@ -6,6 +6,127 @@ use bytes::{BufMut, BytesMut};
 /// SQLSTATE codes (re-exported: they live in [`crate::sqlstate`]).
 pub use crate::sqlstate;
 
+/// Message type bytes, by direction. Named so that no code compares raw bytes.
+pub mod tag {
+    /// Messages a client (frontend) sends.
+    pub mod frontend {
+        /// Query (simple protocol).
+        pub const QUERY: u8 = b'Q';
+        /// Parse.
+        pub const PARSE: u8 = b'P';
+        /// Bind.
+        pub const BIND: u8 = b'B';
+        /// Describe.
+        pub const DESCRIBE: u8 = b'D';
+        /// Execute.
+        pub const EXECUTE: u8 = b'E';
+        /// Close.
+        pub const CLOSE: u8 = b'C';
+        /// Sync.
+        pub const SYNC: u8 = b'S';
+        /// Flush.
+        pub const FLUSH: u8 = b'H';
+        /// FunctionCall.
+        pub const FUNCTION_CALL: u8 = b'F';
+        /// Terminate.
+        pub const TERMINATE: u8 = b'X';
+        /// CopyData.
+        pub const COPY_DATA: u8 = b'd';
+        /// CopyDone.
+        pub const COPY_DONE: u8 = b'c';
+        /// CopyFail.
+        pub const COPY_FAIL: u8 = b'f';
+        /// PasswordMessage / SASLInitialResponse / SASLResponse.
+        pub const PASSWORD: u8 = b'p';
+    }
+
+    /// Messages a server (backend) sends.
+    pub mod backend {
+        /// Authentication request.
+        pub const AUTHENTICATION: u8 = b'R';
+        /// BackendKeyData.
+        pub const BACKEND_KEY_DATA: u8 = b'K';
+        /// ParameterStatus.
+        pub const PARAMETER_STATUS: u8 = b'S';
+        /// ReadyForQuery.
+        pub const READY_FOR_QUERY: u8 = b'Z';
+        /// ErrorResponse.
+        pub const ERROR_RESPONSE: u8 = b'E';
+        /// NoticeResponse.
+        pub const NOTICE_RESPONSE: u8 = b'N';
+        /// NotificationResponse.
+        pub const NOTIFICATION_RESPONSE: u8 = b'A';
+        /// ParseComplete.
+        pub const PARSE_COMPLETE: u8 = b'1';
+        /// BindComplete.
+        pub const BIND_COMPLETE: u8 = b'2';
+        /// CloseComplete.
+        pub const CLOSE_COMPLETE: u8 = b'3';
+        /// ParameterDescription.
+        pub const PARAMETER_DESCRIPTION: u8 = b't';
+        /// RowDescription.
+        pub const ROW_DESCRIPTION: u8 = b'T';
+        /// NoData.
+        pub const NO_DATA: u8 = b'n';
+        /// DataRow.
+        pub const DATA_ROW: u8 = b'D';
+        /// CommandComplete.
+        pub const COMMAND_COMPLETE: u8 = b'C';
+        /// EmptyQueryResponse.
+        pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
+        /// PortalSuspended.
+        pub const PORTAL_SUSPENDED: u8 = b's';
+        /// CopyInResponse.
+        pub const COPY_IN_RESPONSE: u8 = b'G';
+        /// CopyOutResponse.
+        pub const COPY_OUT_RESPONSE: u8 = b'H';
+        /// CopyBothResponse.
+        pub const COPY_BOTH_RESPONSE: u8 = b'W';
+        /// CopyData.
+        pub const COPY_DATA: u8 = b'd';
+        /// CopyDone.
+        pub const COPY_DONE: u8 = b'c';
+        /// FunctionCallResponse.
+        pub const FUNCTION_CALL_RESPONSE: u8 = b'V';
+        /// NegotiateProtocolVersion.
+        pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+    }
+}
+
+/// A transaction status, as ReadyForQuery reports it: the same enum serves the
+/// client's view and the attached server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TxStatus {
+    /// `I`: not in a transaction block.
+    #[default]
+    Idle,
+    /// `T`: in a transaction block.
+    InTransaction,
+    /// `E`: in a failed transaction block.
+    Failed,
+}
+
+impl TxStatus {
+    /// The status byte of a ReadyForQuery body (anything unknown reads as Idle,
+    /// as a malformed status cannot keep a transaction open).
+    pub fn from_byte(b: u8) -> TxStatus {
+        match b {
+            b'T' => TxStatus::InTransaction,
+            b'E' => TxStatus::Failed,
+            _ => TxStatus::Idle,
+        }
+    }
+
+    /// The status byte.
+    pub fn as_byte(self) -> u8 {
+        match self {
+            TxStatus::Idle => b'I',
+            TxStatus::InTransaction => b'T',
+            TxStatus::Failed => b'E',
+        }
+    }
+}
+
 /// Start a tagged message; returns the offset of its length field for [`finish`].
 #[inline]
 fn begin(buf: &mut BytesMut, tag: u8) -> usize {
@@ -105,10 +226,79 @@ pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
     finish(buf, at);
 }
 
-/// ReadyForQuery with transaction status `I`, `T` or `E`.
-pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
+/// ReadyForQuery with a transaction status.
+pub fn ready_for_query(buf: &mut BytesMut, status: TxStatus) {
     let at = begin(buf, b'Z');
-    buf.put_u8(status);
+    buf.put_u8(status.as_byte());
+    finish(buf, at);
+}
+
+/// An ErrorResponse or NoticeResponse for `e` (severity, code, message, detail).
+pub fn pg_error(buf: &mut BytesMut, tag: u8, e: &crate::sqlstate::PgError) {
+    let at = begin(buf, tag);
+    buf.put_u8(b'S');
+    put_cstr(buf, e.severity.as_bytes());
+    buf.put_u8(b'V');
+    put_cstr(buf, e.severity.as_bytes());
+    buf.put_u8(b'C');
+    put_cstr(buf, e.code.as_bytes());
+    buf.put_u8(b'M');
+    put_cstr(buf, e.message.as_bytes());
+    if let Some(d) = &e.detail {
+        buf.put_u8(b'D');
+        put_cstr(buf, d.as_bytes());
+    }
+    buf.put_u8(0);
+    finish(buf, at);
+}
+
+/// ParseComplete.
+pub fn parse_complete(buf: &mut BytesMut) {
+    let at = begin(buf, tag::backend::PARSE_COMPLETE);
+    finish(buf, at);
+}
+
+/// CloseComplete.
+pub fn close_complete(buf: &mut BytesMut) {
+    let at = begin(buf, tag::backend::CLOSE_COMPLETE);
+    finish(buf, at);
+}
+
+/// Parse of `query` as statement `name` with raw parameter types (`types`: an
+/// Int16 count followed by that many OIDs, as in the client's Parse).
+pub fn parse(buf: &mut BytesMut, name: &[u8], query: &[u8], types: &[u8]) {
+    let at = begin(buf, tag::frontend::PARSE);
+    put_cstr(buf, name);
+    put_cstr(buf, query);
+    buf.put_slice(types);
+    finish(buf, at);
+}
+
+/// Bind of the unnamed portal to statement `stmt`, with no parameters and
+/// default result formats.
+pub fn bind_plain(buf: &mut BytesMut, stmt: &[u8]) {
+    let at = begin(buf, tag::frontend::BIND);
+    put_cstr(buf, b"");
+    put_cstr(buf, stmt);
+    buf.put_i16(0);
+    buf.put_i16(0);
+    buf.put_i16(0);
+    finish(buf, at);
+}
+
+/// Execute of `portal` (0 = all rows).
+pub fn execute(buf: &mut BytesMut, portal: &[u8], max_rows: i32) {
+    let at = begin(buf, tag::frontend::EXECUTE);
+    put_cstr(buf, portal);
+    buf.put_i32(max_rows);
+    finish(buf, at);
+}
+
+/// Close of prepared statement `name`.
+pub fn close_statement(buf: &mut BytesMut, name: &[u8]) {
+    let at = begin(buf, tag::frontend::CLOSE);
+    buf.put_u8(b'S');
+    put_cstr(buf, name);
     finish(buf, at);
 }
 
@@ -243,6 +433,50 @@ pub struct ErrorInfo {
     pub message: String,
 }
 
+/// Decode a DataRow body into text values (`None` = NULL); stops at a malformed
+/// value.
+pub fn parse_data_row(body: &[u8]) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    let Some((n, mut rest)) = super::get_i16(body) else {
+        return out;
+    };
+    for _ in 0..n.max(0) {
+        let Some((len, r)) = super::get_i32(rest) else {
+            break;
+        };
+        if len < 0 {
+            out.push(None);
+            rest = r;
+            continue;
+        }
+        let Some(v) = r.get(..len as usize) else {
+            break;
+        };
+        out.push(Some(String::from_utf8_lossy(v).into_owned()));
+        rest = &r[len as usize..];
+    }
+    out
+}
+
+/// Decode a ParameterStatus body into (name, value).
+pub fn parse_parameter_status(body: &[u8]) -> Option<(&str, &str)> {
+    let (k, rest) = super::cstr(body)?;
+    let (v, _) = super::cstr(rest)?;
+    Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?))
+}
+
+/// The parameter type OIDs of a ParameterDescription body.
+pub fn parse_parameter_description(body: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    let n = super::get_i16(body)
+        .map(|(n, _)| n.max(0) as usize)
+        .unwrap_or(0);
+    body.get(2..)
+        .unwrap_or_default()
+        .chunks_exact(4)
+        .take(n)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+}
+
 /// Decode the interesting fields of an ErrorResponse/NoticeResponse body.
 pub fn parse_error(body: &[u8]) -> ErrorInfo {
     let mut info = ErrorInfo::default();
@@ -284,9 +518,42 @@ mod tests {
     }
 
     #[test]
+    fn builders_and_parsers_agree() {
+        let mut b = BytesMut::new();
+        parse(&mut b, b"s1", b"SELECT $1", &[0, 1, 0, 0, 0, 23]);
+        let p = crate::protocol::Parse::parse(&b[5..]).unwrap();
+        assert_eq!(
+            (p.name, p.query, p.param_type(0)),
+            (&b"s1"[..], &b"SELECT $1"[..], Some(23))
+        );
+        b.clear();
+        bind_plain(&mut b, b"");
+        let bind = crate::protocol::Bind::parse(&b[5..]).unwrap();
+        assert_eq!(bind.param_count(), 0);
+        b.clear();
+        data_row(&mut b, &[Some("a"), None]);
+        assert_eq!(parse_data_row(&b[5..]), vec![Some("a".to_string()), None]);
+        b.clear();
+        parameter_status(&mut b, "TimeZone", "UTC");
+        assert_eq!(parse_parameter_status(&b[5..]), Some(("TimeZone", "UTC")));
+        let pd = [0u8, 2, 0, 0, 0, 23, 0, 0, 0, 25];
+        assert_eq!(
+            parse_parameter_description(&pd).collect::<Vec<_>>(),
+            vec![23, 25]
+        );
+        for s in [TxStatus::Idle, TxStatus::InTransaction, TxStatus::Failed] {
+            assert_eq!(TxStatus::from_byte(s.as_byte()), s);
+        }
+        b.clear();
+        let e = crate::sqlstate::PgError::new("0A000", "no");
+        pg_error(&mut b, tag::backend::ERROR_RESPONSE, &e);
+        assert_eq!(parse_error(&b[5..]).code, "0A000");
+    }
+
+    #[test]
     fn ready_for_query_is_six_bytes() {
         let mut b = BytesMut::new();
-        ready_for_query(&mut b, b'I');
+        ready_for_query(&mut b, TxStatus::Idle);
         assert_eq!(&b[..], b"Z\0\0\0\x05I");
     }
 }

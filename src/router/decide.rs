@@ -22,7 +22,7 @@ use super::key::TenantKey;
 use super::scanner::Source;
 use super::shardmap::ShardMap;
 use super::statement::{Effects, Facts, Kind, Mention, Violation, MAX_MENTIONS, RESERVED_PREFIX};
-use crate::sqlstate;
+use crate::sqlstate::{self, PgError};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -156,12 +156,13 @@ pub struct SessionView<'a> {
 pub enum Item<'a, V> {
     /// A Parse of a text.
     Parse(&'a Facts),
-    /// A Bind of a known statement: its facts, parameter types and values.
-    Bind(&'a Facts, ParamTypes<'a>, V),
+    /// A Bind of a known statement: its facts, parameter types and values, and
+    /// the portal it creates.
+    Bind(&'a Facts, ParamTypes<'a>, V, &'a [u8]),
     /// A Bind of a statement the client never prepared (the server reports it).
     BindUnknown,
-    /// An Execute.
-    Execute,
+    /// An Execute of a portal.
+    Execute(&'a [u8]),
 }
 
 /// No parameter values (the type of [`Unit`]s that carry no batch).
@@ -206,20 +207,8 @@ impl<'a, V: ParamValues, I: Iterator<Item = Item<'a, V>>> Unit<'a, V, I> {
     }
 }
 
-/// A refusal: SQLSTATE and message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// SQLSTATE.
-    pub code: &'static str,
-    /// Message.
-    pub message: String,
-}
-
-impl Refusal {
-    fn new(code: &'static str, message: String) -> Refusal {
-        Refusal { code, message }
-    }
-}
+/// A refusal: SQLSTATE and message (the crate's one error shape).
+pub type Refusal = PgError;
 
 /// Work answered by the session itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,9 +351,13 @@ fn batch<'a, V: ParamValues>(
     items: impl Iterator<Item = Item<'a, V>>,
     scratch: &mut Vec<Mention>,
 ) -> Result<Decision, Refusal> {
-    let (mut binds, mut executes) = (0usize, 0usize);
+    let mut executes = 0usize;
     let mut all_free = true;
     let mut ends_tx = false;
+    // Portals bound in this batch and whether their statement is tenant-free; an
+    // Execute of any other portal (one bound earlier) is not known to be.
+    let mut portals: [(&[u8], bool); 8] = [(&[], false); 8];
+    let mut n_portals = 0usize;
     for item in items {
         if s.tx == Tx::Failed {
             // Postgres answers any Parse, Bind or Execute in an aborted
@@ -388,8 +381,13 @@ fn batch<'a, V: ParamValues>(
                     ));
                 }
             }
-            Item::Bind(f, types, values) => {
-                binds += 1;
+            Item::Bind(f, types, values, portal) => {
+                if let Some(p) = portals[..n_portals].iter_mut().find(|p| p.0 == portal) {
+                    p.1 = f.tenant_free;
+                } else if n_portals < portals.len() {
+                    portals[n_portals] = (portal, f.tenant_free);
+                    n_portals += 1;
+                }
                 if let Some(v) = f.violation {
                     return Err(violation(r, v));
                 }
@@ -398,7 +396,6 @@ fn batch<'a, V: ParamValues>(
                     // gives it another meaning than the one it was routed by.
                     return Err(ambiguous(r));
                 }
-                all_free &= f.tenant_free;
                 ends_tx |= matches!(f.first, Kind::Commit { .. } | Kind::Rollback { .. });
                 for m in &f.mentions {
                     if r.has(m.source) {
@@ -412,13 +409,20 @@ fn batch<'a, V: ParamValues>(
                     return Err(violation(r, Violation::TooManyMentions));
                 }
             }
-            Item::BindUnknown => binds += 1,
-            Item::Execute => executes += 1,
+            Item::BindUnknown => {}
+            Item::Execute(portal) => {
+                executes += 1;
+                all_free &= portals[..n_portals]
+                    .iter()
+                    .find(|p| p.0 == portal)
+                    .is_some_and(|p| p.1);
+            }
         }
     }
     // Parse/Describe/Bind alone read only the schema, the same on every shard;
-    // an Execute of a portal bound earlier is not known to be tenant-free.
-    let tenant_free = executes == 0 || (all_free && binds > 0);
+    // what runs is tenant-free only if every executed portal was bound here by a
+    // tenant-free statement.
+    let tenant_free = executes == 0 || all_free;
     let ends_held = matches!(s.tx, Tx::Held { .. }) && ends_tx && executes > 0;
     resolve(r, s, scratch, tenant_free, ends_held)
 }

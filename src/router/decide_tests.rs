@@ -97,8 +97,8 @@ fn extended(r: &Routing, t: &Tenants, tx: Tx, sql: &str, values: &[&str]) -> Dec
     let v = Values(values.iter().map(|s| Some(s.as_bytes().to_vec())).collect());
     let items = [
         Item::Parse(&f),
-        Item::Bind(&f, ParamTypes::default(), &v),
-        Item::Execute,
+        Item::Bind(&f, ParamTypes::default(), &v, b""),
+        Item::Execute(b""),
     ];
     decide(
         r,
@@ -431,7 +431,10 @@ fn standard_conforming_strings_cannot_be_flipped_under_the_router() {
     let p = br"SELECT * FROM a WHERE n = '\' AND tenant_id = 1 --' AND tenant_id = 2";
     analyze_checked(p, b"tenant_id", false, &mut f, &mut alt);
     let v = Values(vec![]);
-    let items = [Item::Bind(&f, ParamTypes::default(), &v), Item::Execute];
+    let items = [
+        Item::Bind(&f, ParamTypes::default(), &v, b""),
+        Item::Execute(b""),
+    ];
     let d = decide(
         &r,
         &view(&t, Tx::Idle),
@@ -439,6 +442,41 @@ fn standard_conforming_strings_cannot_be_flipped_under_the_router() {
         &mut Vec::new(),
     );
     assert_eq!(code(&d), "0A000");
+}
+
+#[test]
+fn executing_a_portal_bound_earlier_is_not_tenant_free() {
+    // Probe regression: a tenant-free Bind next to an Execute of a portal bound in
+    // an earlier batch must not make that Execute tenant-free.
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let mut show = Facts::default();
+    analyze(b"SHOW work_mem", b"tenant_id", true, &mut show);
+    let v = Values(vec![]);
+    let items = [
+        Item::Parse(&show),
+        Item::Bind(&show, ParamTypes::default(), &v, b""),
+        Item::Execute(b"p1"),
+        Item::Execute(b""),
+    ];
+    let d = decide(
+        &r,
+        &view(&t, Tx::Idle),
+        Unit::batch(items.into_iter()),
+        &mut Vec::new(),
+    );
+    assert_eq!(code(&d), "42P17");
+    let items = [
+        Item::Bind(&show, ParamTypes::default(), &v, b"p1"),
+        Item::Execute(b"p1"),
+    ];
+    let d = decide(
+        &r,
+        &view(&t, Tx::Idle),
+        Unit::batch(items.into_iter()),
+        &mut Vec::new(),
+    );
+    assert_eq!(d, Decision::TenantFree);
 }
 
 // ---------------------------------------------------------------------------
@@ -675,7 +713,7 @@ proptest! {
                 values[n - 1] = Some(k.as_bytes().to_vec());
             }
             let v = Values(values);
-            let items = [Item::Parse(&f), Item::Bind(&f, ParamTypes::default(), &v), Item::Execute];
+            let items = [Item::Parse(&f), Item::Bind(&f, ParamTypes::default(), &v, b""), Item::Execute(b"")];
             decide(&r, &view(&t, tx), Unit::batch(items.into_iter()), &mut Vec::new())
         } else {
             decide(&r, &view(&t, tx), Unit::query(&f), &mut Vec::new())
@@ -719,7 +757,7 @@ proptest! {
         analyze_checked(sql.as_bytes(), b"tenant_id", std, &mut f, &mut alt);
         let _ = decide(&r, &view(&t, tx), Unit::query(&f), &mut Vec::new());
         let v = Values(vec![None, Some(vec![0xff; 3])]);
-        let items = [Item::Parse(&f), Item::Bind(&f, ParamTypes::default(), &v), Item::BindUnknown, Item::Execute];
+        let items = [Item::Parse(&f), Item::Bind(&f, ParamTypes::default(), &v, b""), Item::BindUnknown, Item::Execute(b"p")];
         let _ = decide(&r, &view(&t, Tx::Failed), Unit::batch(items.into_iter()), &mut Vec::new());
     }
 }

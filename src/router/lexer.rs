@@ -179,7 +179,8 @@ impl<'a> Lexer<'a> {
         let s = i;
         Some(match c {
             b'-' if n1 == b'-' => {
-                let end = memchr(b'\n', &b[i..]).map_or(b.len(), |o| i + o);
+                // As Postgres (`non_newline [^\n\r]`): a carriage return ends it too.
+                let end = memchr2(b'\n', b'\r', &b[i..]).map_or(b.len(), |o| i + o);
                 self.body(K::Comment, s, end, s + 2, end)
             }
             b'/' if n1 == b'*' => {

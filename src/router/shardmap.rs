@@ -163,6 +163,54 @@ fn check_ranges(ranges: &mut [IntRange], what: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The spelling of `key` that overrides are looked up by: the value as Postgres
+/// reads it for the declared key type (`02002` and `+2002` are bigint 2002; an
+/// upper-case or braced uuid is the lower-case hyphenated one). Under `auto`, an
+/// integer-looking key that is not canonical is refused (its type is unknown).
+pub fn canonical_key(
+    key_type: KeyType,
+    key: &TenantKey,
+) -> Result<std::borrow::Cow<'_, str>, String> {
+    use std::borrow::Cow;
+    match key_type {
+        KeyType::Text => Ok(Cow::Borrowed(key.as_str())),
+        KeyType::Auto => {
+            if key.is_ambiguous_integer() {
+                Err(format!(
+                    "tenant key {key:?} is not a canonical integer; refusing to guess its type"
+                ))
+            } else {
+                Ok(Cow::Borrowed(key.as_str()))
+            }
+        }
+        KeyType::Bigint => key
+            .parse_pg_int8()
+            .map(|v| Cow::Owned(v.to_string()))
+            .ok_or_else(|| format!("tenant key {key:?} is not a bigint")),
+        KeyType::Uuid => {
+            let b = parse_uuid(key.as_bytes())
+                .ok_or_else(|| format!("tenant key {key:?} is not a uuid"))?;
+            let mut s = String::with_capacity(36);
+            for (i, byte) in b.iter().enumerate() {
+                if matches!(i, 4 | 6 | 8 | 10) {
+                    s.push('-');
+                }
+                s.push_str(&format!("{byte:02x}"));
+            }
+            Ok(Cow::Owned(s))
+        }
+    }
+}
+
+fn key_type_name(k: KeyType) -> &'static str {
+    match k {
+        KeyType::Auto => "auto",
+        KeyType::Bigint => "bigint",
+        KeyType::Text => "text",
+        KeyType::Uuid => "uuid",
+    }
+}
+
 /// Parses a UUID in the forms Postgres' `uuid_in` accepts: 32 hex digits,
 /// optionally in braces, with an optional hyphen after any group of four
 /// digits.
@@ -314,14 +362,27 @@ impl ShardMap {
         let mut overrides = HashMap::new();
         let mut overrides_per_shard = vec![0; shard_names.len()];
         for (tenant, shard) in raw.tenants.unwrap_or_default() {
-            if TenantKey::new(tenant.as_bytes()).is_none() {
+            let Some(key) = TenantKey::new(tenant.as_bytes()) else {
                 return Err(format!(
                     "invalid tenant key {tenant:?} in [tenants] (must be 1..=63 bytes, no NUL)"
                 ));
-            }
+            };
+            // Overrides are stored in the key type's canonical spelling, so every
+            // spelling Postgres reads as the same value ('02002', ' 2002', upper-case
+            // uuids) finds them.
+            let canonical =
+                canonical_key(key_type, &key).map_err(|e| format!("[tenants] {tenant:?}: {e}"))?;
             let idx = shard_index(shard_names, &shard, &|| format!("[tenants] {tenant:?}"))?;
             overrides_per_shard[idx] += 1;
-            overrides.insert(tenant, idx);
+            if overrides
+                .insert(canonical.into_owned(), idx)
+                .is_some_and(|old| old != idx)
+            {
+                return Err(format!(
+                    "[tenants] {tenant:?} is the same {} tenant as another entry, on another shard",
+                    key_type_name(key_type)
+                ));
+            }
         }
 
         Ok(ShardMap {
@@ -404,7 +465,8 @@ impl ShardMap {
     /// ambiguous integer-looking key under `key_type = "auto"`; or a map with
     /// no shards.
     pub fn route(&self, key: &TenantKey) -> Result<Route, String> {
-        if let Some(&shard) = self.overrides.get(key.as_str()) {
+        let canonical = canonical_key(self.key_type, key)?;
+        if let Some(&shard) = self.overrides.get(canonical.as_ref()) {
             return Ok(Route {
                 shard,
                 reason: RouteReason::Override,

@@ -123,8 +123,14 @@ impl Effects {
     /// Server-side code (`DO`, `CALL`, a FunctionCall) that may do any of the
     /// above through dynamic SQL.
     pub const DYNAMIC: Effects = Effects(64);
+    /// Sequence state (`nextval`, `setval`: what `currval`/`lastval` reveal):
+    /// `DISCARD SEQUENCES` on release.
+    pub const SEQUENCES: Effects = Effects(128);
+    /// The random seed (`setseed`): reseeded on release, or the next client's
+    /// `random()` is predictable.
+    pub const SEED: Effects = Effects(256);
     /// Everything (what dynamic code may do).
-    pub const ALL: Effects = Effects(127);
+    pub const ALL: Effects = Effects(511);
 
     /// No effect.
     pub const fn none() -> Effects {
@@ -505,6 +511,12 @@ fn classify(sql: &[u8], key: &[u8], std: bool, out: &mut Facts) -> Kind {
         out.effects.add(Effects::CURSOR);
         return Kind::Other;
     }
+    if kw(b"CREATE") {
+        // Any relation may be temporary without the word TEMP (a search_path
+        // starting with pg_temp), so every CREATE may leave one.
+        out.effects.add(Effects::TEMP);
+        return Kind::Other;
+    }
     Kind::Other
 }
 
@@ -705,15 +717,42 @@ fn push_ident(sql: &[u8], t: &Tok, out: &mut String) {
     }
 }
 
-/// Effects visible anywhere in a statement: `set_config(..)`, temporary objects,
-/// advisory locks.
+/// Function names that reach session state, found anywhere in a text: in
+/// identifiers, quoted identifiers (`"set_config"`) and string literals too, as
+/// SQL run by built-ins such as `query_to_xml('SELECT set_config(..)', ..)`.
+/// Over-matching only costs a reset at release.
+const STATE_WORDS: &[(&[u8], Effects)] = &[
+    (b"set_config", Effects::SETTINGS),
+    (b"advisory", Effects::ADVISORY),
+    (b"nextval", Effects::SEQUENCES),
+    (b"setval", Effects::SEQUENCES),
+    (b"setseed", Effects::SEED),
+    (b"pg_temp", Effects::TEMP),
+];
+
+/// Effects visible anywhere in a statement: `set_config(..)` and the custom
+/// settings it names, temporary objects, advisory locks, sequences, the seed.
 fn effects(sql: &[u8], std: bool, out: &mut Facts) {
+    for (word, e) in STATE_WORDS {
+        if !out.effects.any(*e) && contains_ci(sql, word) {
+            out.effects.add(*e);
+        }
+    }
     let mut lx = Lexer::new(sql, std);
+    let mut first = true;
+    let mut selects = false;
     while let Some(t) = lx.next_sig() {
+        if std::mem::take(&mut first) {
+            selects = is_any_kw(sql, &t, &[b"SELECT", b"WITH"]);
+        }
         if t.k != K::Ident {
             continue;
         }
         let w = text(sql, &t);
+        if selects && w.eq_ignore_ascii_case(b"INTO") {
+            // SELECT .. INTO creates a table, which may be temporary.
+            out.effects.add(Effects::TEMP);
+        }
         let starts = |p: &[u8]| w.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
         if w.eq_ignore_ascii_case(b"set_config") {
             out.effects.add(Effects::SETTINGS);
@@ -745,6 +784,17 @@ fn effects(sql: &[u8], std: bool, out: &mut Facts) {
             out.effects.add(Effects::ADVISORY);
         }
     }
+}
+
+/// ASCII case-insensitive substring search.
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), hay).any(|i| {
+        hay.get(i + 1..i + 1 + rest.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(rest))
+    })
 }
 
 #[cfg(test)]
@@ -801,9 +851,15 @@ mod tests {
             "EXPLAIN SELECT 1",
             "BEGIN foo",
             "123",
+            // Postgres ends a -- comment at a carriage return too.
+            "SHOW work_mem --\r; SELECT 1",
         ] {
             assert!(!facts(sql).tenant_free, "{sql}");
         }
+        assert_eq!(
+            keys(&facts("SELECT 1 WHERE tenant_id = 1 --\r OR tenant_id = 2")),
+            vec!["1", "2"]
+        );
     }
 
     #[test]
@@ -963,7 +1019,19 @@ mod tests {
         assert!(e("SELECT 1; DISCARD ALL").any(Effects::PREPARED));
         assert!(e("DO $$ BEGIN PERFORM 1; END $$").any(Effects::DYNAMIC));
         assert!(e("SELECT 1").is_empty());
-        assert!(e("SELECT 'set_config(' , 'temp'").is_empty());
+        // Hidden from the token scan, not from the word scan.
+        assert!(e("SELECT \"set_config\"('a.b', 'c', false)").any(Effects::SETTINGS));
+        assert!(
+            e("SELECT query_to_xml('SELECT set_config(''x'',''y'',false)', true, false, '')")
+                .any(Effects::SETTINGS)
+        );
+        assert!(e("SELECT pg_catalog.\"pg_advisory_lock\"(1)").any(Effects::ADVISORY));
+        assert!(e("CREATE TABLE \"pg_temp\".t AS SELECT 1").any(Effects::TEMP));
+        assert!(e("CREATE TABLE accounts AS SELECT 1").any(Effects::TEMP));
+        assert!(e("SELECT 1 AS a INTO t2").any(Effects::TEMP));
+        assert!(!e("INSERT INTO t VALUES (1)").any(Effects::TEMP));
+        assert!(e("SELECT nextval('s')").any(Effects::SEQUENCES));
+        assert!(e("SELECT setseed(0.5)").any(Effects::SEED));
         assert_eq!(
             facts("SET app.color = 'red'; SELECT set_config('My.X', 'y', false)").custom_settings,
             vec!["app.color".to_string(), "my.x".to_string()]

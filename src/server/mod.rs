@@ -88,10 +88,34 @@ fn io_err(e: impl std::fmt::Display) -> ServerError {
 /// Monotonic id source for server connections (console `ptr`/`id`).
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// One authenticated backend connection.
+/// One authenticated backend connection: its socket and its state. Derefs to the
+/// state, so `conn.prepared`, `conn.broken` and so on read naturally; the client
+/// session takes the state (not the socket) into its socket-free core while it
+/// uses the server.
 pub struct ServerConn {
     /// The socket (plain or TLS).
     pub stream: crate::net::Stream,
+    /// Everything else.
+    pub state: ServerState,
+}
+
+impl std::ops::Deref for ServerConn {
+    type Target = ServerState;
+    fn deref(&self) -> &ServerState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for ServerConn {
+    fn deref_mut(&mut self) -> &mut ServerState {
+        &mut self.state
+    }
+}
+
+/// What shardbouncer knows and keeps about one backend connection, apart from its
+/// socket. Pure data: the session core works on it without any I/O.
+#[derive(Debug)]
+pub struct ServerState {
     /// Unread bytes already received from the server.
     pub rbuf: BytesMut,
     /// Process-unique id.
@@ -119,6 +143,115 @@ pub struct ServerConn {
     pub local_addr: Option<SocketAddr>,
 }
 
+impl ServerState {
+    /// State of a connection to `addr` that has not logged in yet.
+    pub fn new(addr: SocketAddr, local_addr: Option<SocketAddr>) -> ServerState {
+        ServerState {
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            cancel: Arc::new(CancelKey {
+                addr,
+                pid: 0,
+                secret: 0,
+            }),
+            initial: ParamSet::default(),
+            current: ParamSet::default(),
+            prepared: Default::default(),
+            unreported: ParamSet::default(),
+            created: Instant::now(),
+            last_used: Instant::now(),
+            generation: 0,
+            broken: false,
+            local_addr,
+        }
+    }
+
+    /// A placeholder left in a [`ServerConn`] while its state is lent out.
+    pub fn placeholder() -> ServerState {
+        let addr = SocketAddr::from(([0, 0, 0, 0], 0));
+        ServerState {
+            rbuf: BytesMut::new(),
+            id: 0,
+            cancel: Arc::new(CancelKey {
+                addr,
+                pid: 0,
+                secret: 0,
+            }),
+            initial: ParamSet::default(),
+            current: ParamSet::default(),
+            prepared: Default::default(),
+            unreported: ParamSet::default(),
+            created: Instant::now(),
+            last_used: Instant::now(),
+            generation: 0,
+            broken: true,
+            local_addr: None,
+        }
+    }
+
+    /// Record a ParameterStatus body the server sent.
+    pub fn track_parameter_status(&mut self, body: &[u8]) {
+        if let Some((k, v)) = params::parse_parameter_status(body) {
+            self.current.set(k, v);
+        }
+    }
+
+    /// Build the statement that makes this server's session settings match a client's:
+    /// `want` holds reported parameters the client set (absent = the server default),
+    /// `want_unreported` the other settings it set (including `role` and
+    /// `session_authorization`). Returns `None` when nothing differs, which is the
+    /// common case.
+    pub fn sync_statement(
+        &self,
+        want: &ParamSet,
+        want_unreported: &ParamSet,
+    ) -> Option<SyncStatement> {
+        let mut sql = String::new();
+        let mut privileged = false;
+        // Identity first: SET SESSION AUTHORIZATION resets the role, and settings
+        // applied after a role change are checked against that role.
+        for key in ["session_authorization", "role"] {
+            let (want, have) = (want_unreported.get(key), self.unreported.get(key));
+            if want == have {
+                continue;
+            }
+            privileged = true;
+            match want {
+                Some(v) => push_set_config(&mut sql, key, v),
+                None => push_reset(&mut sql, key),
+            }
+        }
+        for &key in TRACKED_PARAMS {
+            let desired = want.get(key).or_else(|| self.initial.get(key));
+            let Some(desired) = desired else { continue };
+            if self.current.get(key) != Some(desired) {
+                push_set_config(&mut sql, key, desired);
+            }
+        }
+        for (k, v) in want_unreported.iter() {
+            if is_identity(k) {
+                continue;
+            }
+            if self.unreported.get(k) != Some(v) {
+                push_set_config(&mut sql, k, v);
+            }
+        }
+        for (k, _) in self.unreported.iter() {
+            if !is_identity(k) && want_unreported.get(k).is_none() {
+                push_reset(&mut sql, k);
+            }
+        }
+        (!sql.is_empty()).then_some(SyncStatement { sql, privileged })
+    }
+
+    /// Note that a statement from [`sync_statement`](Self::sync_statement) was sent.
+    pub fn assume_synced(&mut self, want_unreported: &ParamSet) {
+        if self.unreported != *want_unreported {
+            self.unreported = want_unreported.clone();
+        }
+    }
+}
+
 impl ServerConn {
     /// Connect and log in. One attempt; the pool retries within `server_connect_timeout`.
     pub async fn connect(target: &Target, timeout: Duration) -> Result<ServerConn, ServerError> {
@@ -144,22 +277,7 @@ impl ServerConn {
         crate::tls::negotiate_server(&mut stream, &t.tls, &t.host).await?;
         let mut conn = ServerConn {
             stream,
-            rbuf: BytesMut::with_capacity(16 * 1024),
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            cancel: Arc::new(CancelKey {
-                addr,
-                pid: 0,
-                secret: 0,
-            }),
-            initial: ParamSet::default(),
-            current: ParamSet::default(),
-            prepared: Default::default(),
-            unreported: ParamSet::default(),
-            created: Instant::now(),
-            last_used: Instant::now(),
-            generation: 0,
-            broken: false,
-            local_addr,
+            state: ServerState::new(addr, local_addr),
         };
         let mut out = BytesMut::new();
         protocol::startup_message(&mut out, &[("user", &t.user), ("database", &t.dbname)]);
@@ -284,15 +402,21 @@ impl ServerConn {
     /// scans frames in place instead).
     pub async fn read_message(&mut self) -> Result<(u8, Bytes), ServerError> {
         loop {
-            if let Some((tag, len)) = protocol::frame_header(&self.rbuf, 1 << 30).map_err(io_err)? {
-                if self.rbuf.len() >= len {
-                    let mut frame = self.rbuf.split_to(len);
+            if let Some((tag, len)) =
+                protocol::frame_header(&self.state.rbuf, 1 << 30).map_err(io_err)?
+            {
+                if self.state.rbuf.len() >= len {
+                    let mut frame = self.state.rbuf.split_to(len);
                     frame.advance(5);
                     return Ok((tag, frame.freeze()));
                 }
-                self.rbuf.reserve(len - self.rbuf.len());
+                self.state.rbuf.reserve(len - self.state.rbuf.len());
             }
-            let n = self.stream.read_buf(&mut self.rbuf).await.map_err(io_err)?;
+            let n = self
+                .stream
+                .read_buf(&mut self.state.rbuf)
+                .await
+                .map_err(io_err)?;
             if n == 0 {
                 return Err(io_err("server closed the connection"));
             }
@@ -369,11 +493,18 @@ impl ServerConn {
             ),
             (Effects::TEMP, "DISCARD TEMP"),
             (Effects::PREPARED, "DEALLOCATE ALL"),
+            (Effects::SEQUENCES, "DISCARD SEQUENCES"),
         ] {
             if resets.any(bit) {
                 sql.push_str(stmt);
                 sql.push(';');
             }
+        }
+        if resets.any(Effects::SEED) {
+            // A seed of shardbouncer's choosing: the last client's setseed must
+            // not make the next client's random() predictable.
+            let seed: f64 = rand::random::<f64>() * 2.0 - 1.0;
+            sql.push_str(&format!("SELECT pg_catalog.setseed({seed:.15});"));
         }
         if read_back {
             sql.push_str(
@@ -419,68 +550,6 @@ impl ServerConn {
         Ok(Some(set))
     }
 
-    /// Record a ParameterStatus body the server sent.
-    pub fn track_parameter_status(&mut self, body: &[u8]) {
-        if let Some((k, v)) = params::parse_parameter_status(body) {
-            self.current.set(k, v);
-        }
-    }
-
-    /// Build the statement that makes this server's session settings match a client's:
-    /// `want` holds reported parameters the client set (absent = the server default),
-    /// `want_unreported` the other settings it set (including `role` and
-    /// `session_authorization`). Returns `None` when nothing differs, which is the
-    /// common case.
-    pub fn sync_statement(
-        &self,
-        want: &ParamSet,
-        want_unreported: &ParamSet,
-    ) -> Option<SyncStatement> {
-        let mut sql = String::new();
-        let mut privileged = false;
-        // Identity first: SET SESSION AUTHORIZATION resets the role, and settings
-        // applied after a role change are checked against that role.
-        for key in ["session_authorization", "role"] {
-            let (want, have) = (want_unreported.get(key), self.unreported.get(key));
-            if want == have {
-                continue;
-            }
-            privileged = true;
-            match want {
-                Some(v) => push_set_config(&mut sql, key, v),
-                None => push_reset(&mut sql, key),
-            }
-        }
-        for &key in TRACKED_PARAMS {
-            let desired = want.get(key).or_else(|| self.initial.get(key));
-            let Some(desired) = desired else { continue };
-            if self.current.get(key) != Some(desired) {
-                push_set_config(&mut sql, key, desired);
-            }
-        }
-        for (k, v) in want_unreported.iter() {
-            if is_identity(k) {
-                continue;
-            }
-            if self.unreported.get(k) != Some(v) {
-                push_set_config(&mut sql, k, v);
-            }
-        }
-        for (k, _) in self.unreported.iter() {
-            if !is_identity(k) && want_unreported.get(k).is_none() {
-                push_reset(&mut sql, k);
-            }
-        }
-        (!sql.is_empty()).then_some(SyncStatement { sql, privileged })
-    }
-
-    /// Note that a statement from [`sync_statement`](Self::sync_statement) was sent.
-    pub fn assume_synced(&mut self, want_unreported: &ParamSet) {
-        if self.unreported != *want_unreported {
-            self.unreported = want_unreported.clone();
-        }
-    }
-
     /// Close politely (Terminate), ignoring errors.
     pub async fn terminate(mut self) {
         let mut out = BytesMut::new();
@@ -492,7 +561,7 @@ impl ServerConn {
     /// is not safe to hand out. Uses tokio's cached readiness, so it costs no syscall
     /// when nothing arrived.
     pub fn has_unexpected_input(&mut self) -> bool {
-        if !self.rbuf.is_empty() {
+        if !self.state.rbuf.is_empty() {
             return true;
         }
         // Peek, not read: a TLS record must stay in the socket for rustls.

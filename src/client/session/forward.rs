@@ -10,103 +10,63 @@
 //!   server holds is no longer trusted: until the server is reset at release, the
 //!   client's statements run through the unnamed statement, re-parsed each time.
 
-use super::*;
+use super::core::{Core, Need, Unit};
+use super::expect::{Entry, Mode};
+use super::routing::is_named_parse;
+use super::statements::reserved_name;
+use crate::protocol::{self, tag, Bind, Parse};
 use crate::router::statement::Violation;
+use crate::router::{self, Effects, Facts};
+use crate::server::prepared::{self, StmtDef};
+use crate::sqlstate::{self, PgError};
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
 
-impl Session {
-    /// Extended-protocol message for a database without routing.
-    pub(super) async fn plain_ext(&mut self, tag: u8, frame: Bytes) {
-        if self.server.is_none() {
-            // Named Parses followed by Sync are answered without a server (see
-            // `parse_locally`); hold them until we see what follows.
-            if tag == b'P' && is_named_parse(&frame) && self.batch.iter().all(|(t, _)| *t == b'P') {
-                self.batch.push((tag, frame));
-                return;
-            }
-            if tag == b'S' && !self.batch.is_empty() {
-                let held = std::mem::take(&mut self.batch);
-                return self.parse_locally(held);
-            }
-            if !self.batch.is_empty() {
-                let held = std::mem::take(&mut self.batch);
-                if !self.attach_or_fail(0, held[0].0).await {
-                    return;
-                }
-                for (t, f) in held {
-                    self.forward_ext(t, f, None);
-                }
-                return self.forward_ext(tag, frame, None);
-            }
-            match tag {
+impl Core {
+    /// An extended-protocol message for a database without routing: forwarded as
+    /// it arrives once a server is attached (no batching needed, nothing to route).
+    pub(super) fn plain_ext(&mut self, t: u8, frame: Bytes) -> Need {
+        use tag::frontend as f;
+        if self.att.is_some() {
+            self.forward_ext(t, frame, None);
+            return Need::Io;
+        }
+        // Named Parses followed by Sync are answered without a server (see
+        // `parse_locally`); hold them until we see what follows.
+        if t == f::PARSE && is_named_parse(&frame) && self.batch.iter().all(|(t, _)| *t == f::PARSE)
+        {
+            self.batch.push((t, frame));
+            return Need::Io;
+        }
+        if t == f::SYNC && !self.batch.is_empty() {
+            let held = std::mem::take(&mut self.batch);
+            self.parse_locally(held);
+            return Need::Io;
+        }
+        if self.batch.is_empty() {
+            match t {
                 // Nothing is in flight: answer without taking a server.
-                b'S' => return self.emit_rfq(),
-                b'H' => return,
-                b'C' if is_named_statement_close(&frame) => {
+                f::SYNC => {
+                    self.emit_rfq();
+                    return Need::Io;
+                }
+                f::FLUSH => return Need::Io,
+                f::CLOSE if is_named_statement_close(&frame) => {
                     self.close_statement(&frame);
-                    return;
+                    return Need::Io;
                 }
                 _ => {}
             }
-            if !self.attach_or_fail(0, tag).await {
-                return;
-            }
         }
-        self.forward_ext(tag, frame, None);
+        self.batch.push((t, frame));
+        let held = std::mem::take(&mut self.batch);
+        self.route_unit(Unit::Batch(held))
     }
 
-    /// What a statement's server-side identity depends on besides its text: the
-    /// client's search_path, and (once this transaction changed settings, which
-    /// are read back only at its end) the client itself.
-    fn statement_context(&self) -> String {
-        let mut ctx = self
-            .login
-            .unreported
-            .get("search_path")
-            .unwrap_or("")
-            .to_string();
-        if self
-            .server
-            .as_ref()
-            .is_some_and(|a| a.effects.any(Effects::SETTINGS.union(Effects::DYNAMIC)))
-        {
-            ctx.push_str(&format!("\0client {}", self.handle.id));
-        }
-        ctx
-    }
-
-    /// Record a client's named Parse under its name (Postgres's rules: a name in use
-    /// is 42P05), with the facts of its text.
-    pub(super) fn register_statement(
-        &mut self,
-        p: &Parse<'_>,
-        facts: Facts,
-    ) -> Result<Arc<StmtDef>, (&'static str, String)> {
-        if facts.violation == Some(Violation::ReservedName) {
-            return Err((
-                sqlstate::RESERVED_NAME,
-                format!(
-                    "prepared statement names starting with \"{}\" are reserved by shardbouncer",
-                    crate::router::statement::RESERVED_PREFIX
-                ),
-            ));
-        }
-        if self.stmts.contains_key(p.name) {
-            let msg = format!(
-                "prepared statement \"{}\" already exists",
-                String::from_utf8_lossy(p.name)
-            );
-            return Err((sqlstate::DUPLICATE_PSTATEMENT, msg));
-        }
-        if self.stmts.len() >= MAX_CLIENT_STATEMENTS {
-            return Err((
-                sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
-                "too many prepared statements on this connection".to_string(),
-            ));
-        }
-        let def = Arc::new(StmtDef::new(p, facts, &self.statement_context()));
-        self.stmts
-            .insert(Bytes::copy_from_slice(p.name), def.clone());
-        Ok(def)
+    /// Record a client's named Parse (see [`super::statements::Statements::register`]).
+    fn register_statement(&mut self, p: &Parse<'_>, facts: Facts) -> Result<Arc<StmtDef>, PgError> {
+        let context = self.statement_context();
+        self.stmts.register(p, facts, &context)
     }
 
     /// The facts of a Parse's text: from the routed batch, or analyzed now.
@@ -114,10 +74,10 @@ impl Session {
         routed.unwrap_or_else(|| {
             let mut f = Facts::default();
             let mut alt = Facts::default();
-            crate::router::analyze_checked(
+            router::analyze_checked(
                 query,
                 self.routing_key(),
-                self.std_strings,
+                self.settings.std_strings(),
                 &mut f,
                 &mut alt,
             );
@@ -132,85 +92,83 @@ impl Session {
     /// on a Parse while its other connections hold every server in a transaction
     /// (pgbench -M prepared does exactly that) deadlocks on any transaction pooler.
     pub(super) fn parse_locally(&mut self, msgs: Vec<(u8, Bytes)>) {
+        let routed = self.db.routing.is_some();
         let mut n = 0;
-        for (_, frame) in &msgs {
+        for (t, frame) in &msgs {
+            if *t != tag::frontend::PARSE {
+                continue;
+            }
             let Some(p) = Parse::parse(&frame[5..]) else {
                 return self.fail_unattached(
-                    b'S',
-                    sqlstate::PROTOCOL_VIOLATION,
-                    "malformed Parse message",
+                    tag::frontend::SYNC,
+                    &PgError::new(sqlstate::PROTOCOL_VIOLATION, "malformed Parse message"),
                 );
             };
-            let routed = if self.db.routing.is_some() {
+            let analyzed = if routed {
                 n += 1;
                 self.batch_facts.get_mut(n - 1).map(std::mem::take)
             } else {
                 None
             };
-            let facts = self.parse_facts(p.query, routed);
-            self.client_parses += 1;
-            if let Err((code, msg)) = self.register_statement(&p, facts) {
-                return self.fail_unattached(b'S', code, &msg);
+            let facts = self.parse_facts(p.query, analyzed);
+            self.counters.client_parse();
+            if let Err(e) = self.register_statement(&p, facts) {
+                return self.fail_unattached(tag::frontend::SYNC, &e);
             }
-            self.scratch.extend_from_slice(replies::PARSE_COMPLETE);
+            protocol::parse_complete(&mut self.scratch);
             self.emit();
         }
         self.emit_rfq();
     }
 
-    /// Attach a server for `shard`; on failure tell the client and return false.
-    pub(super) async fn attach_or_fail(&mut self, shard: usize, tag: u8) -> bool {
-        match self.attach(shard).await {
-            Ok(()) => true,
-            Err((code, msg)) => {
-                self.fail_unattached(tag, code, &msg);
-                false
+    /// Forward a routed unit to the attached server.
+    pub(super) fn forward_unit(&mut self, unit: Unit) {
+        match unit {
+            Unit::Simple(t, frame) => self.forward_simple(t, frame),
+            Unit::Batch(msgs) => {
+                let mut n = 0;
+                for (t, frame) in msgs {
+                    let analyzed = if t == tag::frontend::PARSE {
+                        n += 1;
+                        // Analyzed when the batch was routed.
+                        self.batch_facts.get_mut(n - 1).map(std::mem::take)
+                    } else {
+                        None
+                    };
+                    self.forward_ext(t, frame, analyzed);
+                }
             }
         }
-    }
-
-    /// Report an error for work that has no server: a Query gets ReadyForQuery at
-    /// once; an extended batch is skipped up to its Sync.
-    pub(super) fn fail_unattached(&mut self, last_tag: u8, code: &str, msg: &str) {
-        self.emit_error(code, msg);
-        match last_tag {
-            b'Q' | b'F' | b'S' => self.emit_rfq(),
-            _ => self.skip_until_sync = true,
-        }
+        self.drain_synthetic();
     }
 
     /// Forward a simple Query / FunctionCall to the attached server.
-    pub(super) fn forward_simple(&mut self, tag: u8, frame: Bytes) {
+    fn forward_simple(&mut self, t: u8, frame: Bytes) {
         let mut drops = false;
-        if tag == b'Q' {
+        let mut effects = Effects::DYNAMIC;
+        if t == tag::frontend::QUERY {
             // `self.facts` is this Query's analysis (route_unit made it).
-            let effects = self.facts.effects;
+            effects = self.facts.effects;
             drops = self.facts.drops_statements;
             if self.facts.resets_all {
                 // RESET ALL / DISCARD ALL reset a SET tenant as they reset settings.
                 self.tenants.set = None;
                 self.tenants.local = None;
             }
-            let customs = std::mem::take(&mut self.facts.custom_settings);
-            self.note_custom_settings(&customs);
-            self.facts.custom_settings = customs;
-            if let Some(att) = self.server.as_mut() {
-                att.effects.add(effects);
-            }
+            self.settings.note_custom(&self.facts.custom_settings);
             // A simple Query destroys the unnamed statement (Postgres's rule).
-            self.unnamed.parse = None;
-            self.unnamed.on_server = false;
-        } else if let Some(att) = self.server.as_mut() {
-            // A FunctionCall runs server-side code that may do anything.
-            att.effects.add(Effects::DYNAMIC);
+            self.stmts.drop_unnamed();
         }
-        if self.expect.ready_owed() == 0 {
-            self.query_start = Some(Instant::now());
+        let Some(a) = self.att.as_mut() else { return };
+        // A FunctionCall runs server-side code that may do anything.
+        a.add_effects(effects);
+        if t == tag::frontend::QUERY {
+            a.set_unnamed_current(false);
         }
-        let mut e = Entry::forward(tag);
+        self.counters.query_sent(a.ready_owed());
+        let mut e = Entry::forward(t);
         e.drops_statements = drops;
-        self.expect.push(e);
-        self.to_server.push(frame);
+        a.send_simple(e, frame);
     }
 
     /// `DEALLOCATE name` / `DEALLOCATE ALL` act on the client's own names.
@@ -239,172 +197,161 @@ impl Session {
         } else {
             name.to_ascii_lowercase()
         };
-        if self.stmts.remove(name.as_bytes()).is_some() {
+        if self.stmts.remove(name.as_bytes()) {
             self.simple_reply("DEALLOCATE");
         } else {
-            let msg = format!("prepared statement \"{name}\" does not exist");
-            self.unit_error(
-                Unit::Simple(b'Q', Bytes::new()),
+            let e = PgError::new(
                 sqlstate::INVALID_SQL_STATEMENT_NAME,
-                &msg,
+                format!("prepared statement \"{name}\" does not exist"),
             );
+            self.unit_error(Unit::Simple(tag::frontend::QUERY, Bytes::new()), &e);
         }
-    }
-
-    /// Whether the attached server's prepared statements can no longer be trusted
-    /// to be the ones shardbouncer prepared (see the module documentation).
-    fn statements_untrusted(&self) -> bool {
-        self.server
-            .as_ref()
-            .is_some_and(|a| a.effects.any(Effects::PREPARED.union(Effects::DYNAMIC)))
     }
 
     /// Forward one extended-protocol message, translating statement names.
     /// `facts`: for a Parse, its text's analysis when the batch was routed.
-    pub(super) fn forward_ext(&mut self, tag: u8, frame: Bytes, facts: Option<Facts>) {
-        if self.server_skipping && tag != b'S' {
+    pub(super) fn forward_ext(&mut self, t: u8, frame: Bytes, facts: Option<Facts>) {
+        use tag::frontend as f;
+        if self.att.as_ref().is_none_or(|a| a.skipping()) && t != f::SYNC {
             // Postgres skips everything up to Sync after an error: nothing is
             // answered, so nothing is sent or owed (a Parse registers no name).
             return;
         }
         let body = &frame[5..];
-        match tag {
-            b'P' => {
+        match t {
+            f::PARSE => {
                 let Some(p) = Parse::parse(body) else {
-                    return self
-                        .inject_error_ext(sqlstate::PROTOCOL_VIOLATION, "malformed Parse message");
+                    return self.inject_error_ext(&PgError::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "malformed Parse message",
+                    ));
                 };
                 let facts = self.parse_facts(p.query, facts);
-                self.client_parses += 1;
+                self.counters.client_parse();
                 if p.name.is_empty() {
                     if facts.violation == Some(Violation::ReservedName) {
-                        return self.inject_error_ext(
-                            sqlstate::RESERVED_NAME,
-                            "prepared statement names starting with \"sb_\" are reserved by shardbouncer",
-                        );
+                        return self.inject_error_ext(&reserved_name());
                     }
-                    self.server_parses += 1;
-                    self.unnamed.facts = facts;
-                    self.unnamed.declared = frame.slice_ref(p.param_types);
-                    self.unnamed.described.clear();
-                    self.unnamed.parse = Some(frame.clone());
-                    self.unnamed.on_server = true;
-                    self.send_ext(tag, frame);
-                    return;
+                    self.counters.server_parse();
+                    let declared = frame.slice_ref(p.param_types);
+                    self.stmts.set_unnamed(facts, frame.clone(), declared);
+                    if let Some(a) = self.att.as_mut() {
+                        a.set_unnamed_current(true);
+                    }
+                    return self.send_ext(t, frame);
                 }
                 let def = match self.register_statement(&p, facts) {
                     Ok(def) => def,
-                    Err((code, msg)) => return self.inject_error_ext(code, &msg),
+                    Err(e) => return self.inject_error_ext(&e),
                 };
-                if self.statements_untrusted() {
+                let a = self.att.as_mut().expect("attached");
+                if a.statements_untrusted() {
                     // Validate it through the unnamed statement; it is re-parsed
                     // there whenever it runs in this transaction.
                     let msg = def.parse_as(&mut self.scratch, b"");
-                    self.unnamed.on_server = false;
-                    self.server_parses += 1;
-                    self.expect.push(Entry::forward(b'P').with_stmt(def));
-                    self.to_server.push(msg);
-                    self.ext_open = true;
+                    a.set_unnamed_current(false);
+                    self.counters.server_parse();
+                    a.send_ext(Entry::forward(f::PARSE).with_stmt(def), msg);
                     return;
                 }
-                let conn = &mut self.server.as_mut().expect("attached").co.conn;
-                if conn.prepared.touch(&def) {
-                    self.expect.push(Entry::synthetic(
-                        b'P',
-                        Bytes::from_static(replies::PARSE_COMPLETE),
-                    ));
+                if a.has_prepared(&def) {
+                    let mut b = BytesMut::new();
+                    protocol::parse_complete(&mut b);
+                    a.synthetic(f::PARSE, b.freeze());
                 } else {
-                    conn.prepared.insert(def.clone());
+                    a.note_prepared(def.clone());
                     let msg = def.parse_message(&mut self.scratch);
-                    self.server_parses += 1;
-                    self.expect.push(Entry::forward(b'P').with_stmt(def));
-                    self.to_server.push(msg);
-                    self.ext_open = true;
+                    self.counters.server_parse();
+                    a.send_ext(Entry::forward(f::PARSE).with_stmt(def), msg);
                 }
             }
-            b'B' | b'D' => {
-                if tag == b'B' {
-                    self.binds += 1;
+            f::BIND | f::DESCRIBE => {
+                if t == f::BIND {
+                    self.counters.bind();
                 }
-                let named = match tag {
-                    b'B' => Bind::parse(body).map(|b| b.statement),
+                let named = match t {
+                    f::BIND => Bind::parse(body).map(|b| b.statement),
                     _ => describe_statement_name(body),
                 };
                 let Some(name) = named else {
-                    if tag == b'B' {
-                        return self.inject_error_ext(
+                    if t == f::BIND {
+                        return self.inject_error_ext(&PgError::new(
                             sqlstate::PROTOCOL_VIOLATION,
                             "malformed Bind message",
-                        );
+                        ));
                     }
                     // Describe of a portal: the server judges it.
-                    return self.send_ext(tag, frame);
+                    return self.send_ext(t, frame);
                 };
                 if name.is_empty() {
-                    if tag == b'B' {
-                        let effects = self.unnamed.facts.effects;
-                        self.note_bound(effects, None);
+                    if t == f::BIND {
+                        let effects = self.stmts.unnamed().map(|(f, _)| f.effects);
+                        self.note_bound(effects.unwrap_or_default(), None);
                     }
                     self.ensure_unnamed();
-                    let mut e = Entry::forward(tag);
-                    e.describes_unnamed = tag == b'D';
-                    self.expect.push(e);
-                    self.to_server.push(frame);
-                    self.ext_open = true;
+                    let mut e = Entry::forward(t);
+                    e.describes_unnamed = t == f::DESCRIBE;
+                    if let Some(a) = self.att.as_mut() {
+                        a.send_ext(e, frame);
+                    }
                     return;
                 }
                 let Some(def) = self.stmts.get(name).cloned() else {
-                    let msg = format!(
-                        "prepared statement \"{}\" does not exist",
-                        String::from_utf8_lossy(name)
+                    let e = PgError::new(
+                        sqlstate::INVALID_SQL_STATEMENT_NAME,
+                        format!(
+                            "prepared statement \"{}\" does not exist",
+                            String::from_utf8_lossy(name)
+                        ),
                     );
-                    return self.inject_error_ext(sqlstate::INVALID_SQL_STATEMENT_NAME, &msg);
+                    return self.inject_error_ext(&e);
                 };
-                if tag == b'B' {
+                if t == f::BIND {
                     self.note_bound(def.facts.effects, Some(&def));
                 }
                 let server_name = self.ensure_prepared(&def);
                 let Some(msg) = prepared::rewrite_name(&mut self.scratch, &frame, server_name)
                 else {
-                    return self
-                        .inject_error_ext(sqlstate::PROTOCOL_VIOLATION, "malformed message");
+                    return self.inject_error_ext(&PgError::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "malformed message",
+                    ));
                 };
-                let e = if tag == b'D' {
-                    Entry::forward(tag).with_stmt(def)
+                let e = if t == f::DESCRIBE {
+                    Entry::forward(t).with_stmt(def)
                 } else {
-                    Entry::forward(tag)
+                    Entry::forward(t)
                 };
-                self.expect.push(e);
-                self.to_server.push(msg);
-                self.ext_open = true;
+                if let Some(a) = self.att.as_mut() {
+                    a.send_ext(e, msg);
+                }
             }
-            b'C' if is_named_statement_close(&frame) => self.close_statement(&frame),
-            b'C' => {
+            f::CLOSE if is_named_statement_close(&frame) => self.close_statement(&frame),
+            f::CLOSE => {
                 if describe_statement_name(body).is_some_and(|n| n.is_empty()) {
                     // Closing the unnamed statement: there is nothing to re-create.
-                    self.unnamed.parse = None;
+                    self.stmts.drop_unnamed();
                 }
-                self.send_ext(tag, frame)
+                self.send_ext(t, frame)
             }
-            b'E' => {
-                self.batch_executed = true;
-                self.send_ext(tag, frame)
+            f::EXECUTE => {
+                if let Some(a) = self.att.as_mut() {
+                    a.ext_executed();
+                }
+                self.send_ext(t, frame)
             }
-            _ => self.send_ext(tag, frame),
+            _ => self.send_ext(t, frame),
         }
     }
 
     /// A Bind of a statement with these effects: they apply to the server, and
     /// its custom settings are read back by name.
     fn note_bound(&mut self, effects: Effects, def: Option<&Arc<StmtDef>>) {
-        if let Some(att) = self.server.as_mut() {
-            att.effects.add(effects);
+        if let Some(a) = self.att.as_mut() {
+            a.add_effects(effects);
         }
         if let Some(def) = def {
-            if !def.facts.custom_settings.is_empty() {
-                let names = def.facts.custom_settings.clone();
-                self.note_custom_settings(&names);
-            }
+            self.settings.note_custom(&def.facts.custom_settings);
         }
     }
 
@@ -412,39 +359,30 @@ impl Session {
     /// Describe of it: re-create it from the client's Parse when this server does
     /// not (the client moved shards, or shardbouncer used the unnamed statement).
     fn ensure_unnamed(&mut self) {
-        if self.unnamed.on_server {
+        let Some(a) = self.att.as_mut() else { return };
+        if a.unnamed_current() {
             return;
         }
-        if let Some(p) = self.unnamed.parse.clone() {
-            let mut e = Entry::forward(b'P');
+        if let Some(p) = self.stmts.unnamed_parse().cloned() {
+            let mut e = Entry::forward(tag::frontend::PARSE);
             e.mode = Mode::SwallowOk;
-            self.expect.push(e);
-            self.to_server.push(p);
-            self.server_parses += 1;
-            self.unnamed.on_server = true;
+            a.send_ext(e, p);
+            self.counters.server_parse();
+            a.set_unnamed_current(true);
         }
     }
 
     /// Queue an extended message unchanged, with its expectation.
-    pub(super) fn send_ext(&mut self, tag: u8, frame: Bytes) {
-        match tag {
-            b'H' => {}
-            b'S' => {
-                if self.expect.ready_owed() == 0 {
-                    self.query_start = Some(Instant::now());
-                }
-                self.expect.push(Entry::forward(tag));
-                self.ext_open = false;
-                self.batch_pinned = false;
-                self.batch_executed = false;
-                self.server_skipping = false;
+    pub(super) fn send_ext(&mut self, t: u8, frame: Bytes) {
+        let Some(a) = self.att.as_mut() else { return };
+        match t {
+            tag::frontend::FLUSH => a.send_raw(frame),
+            tag::frontend::SYNC => {
+                self.counters.query_sent(a.ready_owed());
+                a.send_sync(Entry::forward(t), frame);
             }
-            _ => {
-                self.expect.push(Entry::forward(tag));
-                self.ext_open = true;
-            }
+            _ => a.send_ext(Entry::forward(t), frame),
         }
-        self.to_server.push(frame);
     }
 
     /// Close of a named statement: the client's name goes, the server keeps the
@@ -453,8 +391,8 @@ impl Session {
         if let Some(name) = describe_statement_name(&frame[5..]) {
             self.stmts.remove(name);
         }
-        self.scratch.extend_from_slice(replies::CLOSE_COMPLETE);
-        self.reply(b'C');
+        protocol::close_complete(&mut self.scratch);
+        self.reply(tag::frontend::CLOSE);
     }
 
     /// Make sure the attached server can run `def`, and return the name it has
@@ -462,89 +400,110 @@ impl Session {
     /// lacks it (the ParseComplete is swallowed; an error stands for the client's
     /// Bind/Describe). When the server's statements cannot be trusted, the unnamed
     /// statement, re-parsed now.
-    pub(super) fn ensure_prepared<'d>(&mut self, def: &'d Arc<StmtDef>) -> &'d str {
-        if self.statements_untrusted() {
+    fn ensure_prepared<'d>(&mut self, def: &'d Arc<StmtDef>) -> &'d str {
+        let a = self.att.as_mut().expect("attached");
+        let mut e = Entry::forward(tag::frontend::PARSE).with_stmt(def.clone());
+        e.mode = Mode::SwallowOk;
+        if a.statements_untrusted() {
             let msg = def.parse_as(&mut self.scratch, b"");
-            self.server_parses += 1;
-            let mut e = Entry::forward(b'P').with_stmt(def.clone());
-            e.mode = Mode::SwallowOk;
-            self.expect.push(e);
-            self.to_server.push(msg);
-            self.unnamed.on_server = false;
+            self.counters.server_parse();
+            a.send_ext(e, msg);
+            a.set_unnamed_current(false);
             return "";
         }
-        let conn = &mut self.server.as_mut().expect("attached").co.conn;
-        if conn.prepared.touch(def) {
+        if a.has_prepared(def) {
             return &def.server_name;
         }
-        conn.prepared.insert(def.clone());
+        a.note_prepared(def.clone());
         let msg = def.parse_message(&mut self.scratch);
-        self.server_parses += 1;
-        let mut e = Entry::forward(b'P').with_stmt(def.clone());
-        e.mode = Mode::SwallowOk;
-        self.expect.push(e);
-        self.to_server.push(msg);
+        self.counters.server_parse();
+        a.send_ext(e, msg);
         &def.server_name
     }
 
-    /// Make the server raise `code`/`msg` in an extended batch: the client sees the
-    /// error where its message stood, and Postgres skips to Sync and fails the
+    /// Make the server raise `e` in an extended batch: the client sees the error
+    /// where its message stood, and Postgres skips to Sync and fails the
     /// transaction exactly as for its own errors.
-    pub(super) fn inject_error_ext(&mut self, code: &str, msg: &str) {
-        if self.server_skipping {
+    pub(super) fn inject_error_ext(&mut self, e: &PgError) {
+        let Some(sql) = raise_sql(e.code, &e.message) else {
+            return;
+        };
+        let Some(a) = self.att.as_mut() else { return };
+        if a.skipping() {
             // The server already skips to Sync: it would not answer this either.
             return;
         }
-        let Some(sql) = raise_sql(code, msg) else {
-            return;
-        };
-        let mut parse = BytesMut::new();
-        {
-            use bytes::BufMut;
-            parse.put_u8(b'P');
-            parse.put_i32((4 + 1 + sql.len() + 1 + 2) as i32);
-            parse.put_u8(0);
-            parse.put_slice(sql.as_bytes());
-            parse.put_u8(0);
-            parse.put_i16(0);
-            // Bind "" "" with no params and no result formats.
-            parse.put_slice(b"B\0\0\0\x0c\0\0\0\0\0\0\0\0");
-            parse.put_slice(b"E\0\0\0\x09\0\0\0\0\0");
-        }
-        self.unnamed.on_server = false;
-        self.expect.push(Entry::swallow(b'P'));
-        self.expect.push(Entry::swallow(b'B'));
-        let mut e = Entry::forward(b'E');
-        e.mode = Mode::SwallowOk;
-        self.expect.push(e);
-        self.to_server.push(parse.freeze());
-        self.ext_open = true;
+        let mut b = BytesMut::new();
+        protocol::parse(&mut b, b"", sql.as_bytes(), &[0, 0]);
+        a.send_ext(Entry::swallow(tag::frontend::PARSE), b.split().freeze());
+        protocol::bind_plain(&mut b, b"");
+        a.send_ext(Entry::swallow(tag::frontend::BIND), b.split().freeze());
+        protocol::execute(&mut b, b"", 0);
+        let mut x = Entry::forward(tag::frontend::EXECUTE);
+        x.mode = Mode::SwallowOk;
+        a.send_ext(x, b.freeze());
+        a.set_unnamed_current(false);
     }
 
     /// Same for a simple Query: the server raises the error, then ReadyForQuery.
-    pub(super) fn inject_error_simple(&mut self, code: &str, msg: &str) {
-        let Some(sql) = raise_sql(code, msg) else {
+    pub(super) fn inject_error_simple(&mut self, e: &PgError) {
+        let Some(sql) = raise_sql(e.code, &e.message) else {
             return;
         };
+        let Some(a) = self.att.as_mut() else { return };
         let mut b = BytesMut::new();
         protocol::query(&mut b, &sql);
-        if self.expect.ready_owed() == 0 {
-            self.query_start = Some(Instant::now());
-        }
-        self.unnamed.on_server = false;
-        self.expect.push(Entry::forward(b'Q'));
-        self.to_server.push(b.freeze());
+        self.counters.query_sent(a.ready_owed());
+        a.set_unnamed_current(false);
+        a.send_simple(Entry::forward(tag::frontend::QUERY), b.freeze());
+    }
+}
+
+/// SQL that makes the server raise an error with our SQLSTATE and message (so the
+/// transaction state on the server is exactly that of a Postgres error).
+pub(super) fn raise_sql(code: &str, msg: &str) -> Option<String> {
+    if code.len() != 5 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    // The message goes inside a dollar-quoted body as an E'' literal.
+    let mut lit = String::new();
+    crate::server::push_literal(&mut lit, &msg.replace('$', "＄"));
+    Some(format!(
+        "DO $shardbouncer$BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = {lit}; END$shardbouncer$"
+    ))
+}
+
+/// The statement name of a Describe/Close body aimed at a statement ('S').
+pub(super) fn describe_statement_name(body: &[u8]) -> Option<&[u8]> {
+    let (&kind, rest) = body.split_first()?;
+    if kind != b'S' {
+        return None;
+    }
+    protocol::cstr(rest).map(|(n, _)| n)
+}
+
+/// A Close of a named statement.
+fn is_named_statement_close(frame: &[u8]) -> bool {
+    frame.first() == Some(&tag::frontend::CLOSE)
+        && describe_statement_name(&frame[5..]).is_some_and(|n| !n.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raise_sql_is_safe() {
+        let s = raise_sql("0A000", "it's $x$ here \\").unwrap();
+        assert!(s.contains("E'it''s ＄x＄ here \\\\'"), "{s}");
+        assert!(raise_sql("0A0'0", "x").is_none());
     }
 
-    /// Emit synthetic replies that have reached the head of the queue.
-    pub(super) fn drain_synthetic(&mut self) {
-        while let Some(e) = self.expect.front() {
-            if e.synthetic.is_none() {
-                break;
-            }
-            if let Some(b) = self.expect.pop().and_then(|e| e.synthetic) {
-                self.to_client.push(b);
-            }
-        }
+    #[test]
+    fn query_text_strips_the_nul() {
+        assert_eq!(
+            super::super::routing::query_text(b"Q\0\0\0\x0bSELECT\0"),
+            b"SELECT"
+        );
     }
 }

@@ -1,99 +1,54 @@
 //! The transaction loop of one logged-in client.
 //!
-//! A single event loop moves bytes both ways. Client → server frames are inspected
-//! only as far as pooling, prepared statements and routing need; server → client
-//! frames are matched against [`Expectations`] and forwarded as zero-copy `Bytes`
-//! runs. Writes are queued and sent from the same `select!`, so neither side can
-//! deadlock the other and a slow reader applies back-pressure instead of growing
-//! buffers without bound.
+//! Two parts:
+//!
+//! * [`Core`] ([`core`]) decides everything and does no I/O: it frames the
+//!   client's bytes, routes each unit of work ([`crate::router::decide`]), keeps
+//!   track of what the attached server owes ([`expect`](super::expect)), and queues
+//!   the bytes for each side. When it needs a server, or is done with one, it says
+//!   so ([`Need`]).
+//! * [`Session`] (this file) is the driver: sockets, the pool, timeouts, KILL and
+//!   shutdown. One event loop moves bytes both ways; writes are queued and sent
+//!   from the same `select!`, so neither side can deadlock the other and a slow
+//!   reader applies back-pressure instead of growing buffers without bound.
 //!
 //! Work is handled in units: a simple Query or FunctionCall, or an extended
-//! protocol batch up to Sync/Flush. Each unit's text is analyzed once
-//! ([`crate::router::analyze`]); on a sharded database [`crate::router::decide`]
-//! says where it runs and the session only carries that out. A bare `BEGIN` is
-//! answered locally and replayed, with the statements held behind it, on the shard
-//! of the first statement that names a tenant.
+//! protocol batch up to Sync/Flush. A bare `BEGIN` is answered locally and
+//! replayed, with the statements held behind it, on the shard of the first
+//! statement that names a tenant ([`state`]).
 
-use super::expect::{Entry, Expectations, Mode};
-use super::queue::OutQueue;
+mod core;
+mod counters;
+mod forward;
+mod routing;
+mod server;
+mod settings;
+pub mod state;
+mod statements;
+#[cfg(test)]
+mod tests;
+
+pub use self::core::{Core, End, Need, Release};
+
+use super::expect;
+use super::queue;
 use super::ClientLogin;
 use crate::app::{App, ClientHandle, DbRuntime};
 use crate::config::PoolMode;
-use crate::pool::{Checkout, Pool};
-use crate::protocol::{self, sqlstate, Bind, Parse};
-use crate::router::{Effects, Facts, Mention, Source, TenantKey, Tenants};
-use crate::server::params;
-use crate::server::prepared::{self, replies, StmtDef};
-use bytes::{Bytes, BytesMut};
-use std::collections::HashMap;
+use crate::pool::{Checkout, Pool, PoolError};
+use crate::protocol::{self, sqlstate, TxStatus};
+use crate::router::TenantKey;
+use crate::server::ServerState;
+use crate::sqlstate::PgError;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::AsyncReadExt;
 
-/// Stop reading from one side while this much is queued for the other.
-const HIGH_WATER: usize = 512 * 1024;
-/// Frames bigger than this that may be streamed (DataRow, CopyData) are forwarded
-/// piecemeal instead of being buffered whole.
-const STREAM_THRESHOLD: usize = 64 * 1024;
-/// Most statement names one client may hold (a runaway client cannot grow memory).
-const MAX_CLIENT_STATEMENTS: usize = 10_000;
-/// Most custom setting names tracked per client.
-const MAX_CUSTOM_SETTINGS: usize = 64;
-
-/// A server attached to this client for the current transaction (or session).
-struct Attached {
+/// The socket side of the attached server (its state is lent to the core).
+struct Server {
     co: Checkout,
     pool: Arc<Pool>,
-    shard: usize,
-    since: Instant,
-    /// Server-side state the work sent on this server may have created: what to
-    /// reset or read back before the server goes to another client.
-    effects: Effects,
-}
-
-/// A unit of work.
-enum Unit {
-    /// A simple Query or FunctionCall (tag, frame).
-    Simple(u8, Bytes),
-    /// Extended-protocol messages up to and including a Sync or Flush.
-    Batch(Vec<(u8, Bytes)>),
-}
-
-/// A BEGIN answered locally, with the statements that wait for it.
-struct Held {
-    /// The client's BEGIN (a Query frame), replayed first.
-    begin: Bytes,
-    /// Transaction-scoped statements (SET LOCAL, SAVEPOINT, ...) answered locally
-    /// and replayed inside the transaction, in order.
-    stmts: Vec<Bytes>,
-    /// What the held statements may leave on the server.
-    effects: Effects,
-}
-
-/// The client's unnamed statement: its routing facts, and its Parse frame so it can
-/// be re-created on a server that lacks it (after a move to another shard, or when
-/// shardbouncer had to use the unnamed statement itself).
-#[derive(Default)]
-struct Unnamed {
-    facts: Facts,
-    /// Parameter types declared in the Parse (4 bytes each).
-    declared: Bytes,
-    /// Parameter types the server described (ParameterDescription).
-    described: Vec<u32>,
-    /// The client's Parse, for re-creating the statement elsewhere.
-    parse: Option<Bytes>,
-    /// The attached server holds this statement as its unnamed statement.
-    on_server: bool,
-}
-
-impl Unnamed {
-    fn types(&self) -> crate::router::bind::ParamTypes<'_> {
-        crate::router::bind::ParamTypes {
-            declared: &self.declared,
-            described: &self.described,
-        }
-    }
 }
 
 /// What the event loop saw.
@@ -107,102 +62,19 @@ enum Event {
     Shutdown,
 }
 
-/// Why the session ends (for logs); the client has already been told.
-pub type End = String;
-
-/// State of one client after login.
+/// One logged-in client: the driver around its [`Core`].
 pub struct Session {
     app: Arc<App>,
-    db: Arc<DbRuntime>,
     user: String,
     password: Option<String>,
-    login: ClientLogin,
     handle: Arc<ClientHandle>,
-    max_msg: usize,
-    server: Option<Attached>,
-    /// Bytes read from the client, not yet processed.
-    cbuf: BytesMut,
-    to_client: OutQueue,
-    to_server: OutQueue,
-    scratch: BytesMut,
-    /// Responses the attached server owes, in order.
-    expect: Expectations,
-    /// An ErrorResponse was seen for the entry at the head of `expect`.
-    head_failed: bool,
-    /// Transaction status as the client sees it.
-    tx_status: u8,
-    /// Transaction status of the attached server (last ReadyForQuery).
-    server_status: u8,
-    /// Extended-protocol messages sent since the last Sync.
-    ext_open: bool,
-    /// The open extended batch did tenant work: it is pinned to its shard.
-    batch_pinned: bool,
-    /// The open extended batch executed something.
-    batch_executed: bool,
-    /// The server reported an error in the open extended batch and skips every
-    /// message up to the next Sync: nothing sent meanwhile gets an answer.
-    server_skipping: bool,
-    /// After an error we raised with no server: drop client messages until Sync.
-    skip_until_sync: bool,
-    /// In COPY FROM STDIN started by an extended Execute: the server ignores Sync
-    /// and Flush until CopyDone/CopyFail, so they pass through unanswered.
-    copy_in_ext: bool,
-    /// Bytes of a large client frame still to pass through unparsed.
-    c_stream_left: usize,
-    /// Bytes of a large server frame still to pass through unparsed.
-    s_stream_left: usize,
-    /// The client's `standard_conforming_strings`: how its literals are lexed.
-    std_strings: bool,
-    last_activity: Instant,
-    query_start: Option<Instant>,
-    // Per-attachment counters, flushed to the pool's atomics on release.
-    bytes_in: u64,
-    bytes_out: u64,
-    queries: u64,
-    query_us: u64,
-    client_parses: u64,
-    server_parses: u64,
-    binds: u64,
-    /// The client's named prepared statements.
-    stmts: HashMap<Bytes, Arc<StmtDef>>,
-    /// The client's unnamed statement.
-    unnamed: Unnamed,
+    core: Core,
+    server: Option<Server>,
     /// Pools by shard index, for `db.generation` = `pools_gen`.
     pools: Vec<Option<Arc<Pool>>>,
     pools_gen: u64,
-    /// Reused analysis of the text being routed (no allocation per query).
-    facts: Facts,
-    /// Reused scratch for analyzing a text under the other
-    /// `standard_conforming_strings`.
-    alt_facts: Facts,
-    /// Reused analyses of the Parses in the batch being routed, in order.
-    batch_facts: Vec<Facts>,
-    /// Reused buffer for the tenant mentions of a unit of work.
-    mentions: Vec<Mention>,
-    /// Tenant settings of the session.
-    tenants: Tenants,
-    /// A BEGIN answered locally, to replay on the first routed shard.
-    held: Option<Held>,
-    /// shardbouncer failed the held transaction itself: 25P02 until it ends.
-    held_failed: bool,
-    /// Extended messages held until the batch can be routed.
-    batch: Vec<(u8, Bytes)>,
-    /// Work that must wait until the attached server is released.
-    stalled: Option<Unit>,
-    /// Tenant the current transaction is pinned by.
-    tx_tenant: Option<(TenantKey, Source)>,
-    /// Tenant-free work running outside a held BEGIN: the client must keep seeing 'T'.
-    masquerade: bool,
-    /// Custom (dotted) settings this client has set: read back by name.
-    custom_settings: Vec<String>,
+    last_activity: Instant,
 }
-
-mod backend;
-mod forward;
-mod routing;
-mod util;
-
-use util::*;
 
 impl Session {
     /// Create the session for a logged-in client.
@@ -215,105 +87,47 @@ impl Session {
         handle: Arc<ClientHandle>,
         startup_tenant: Option<TenantKey>,
     ) -> Session {
-        let snap = app.snapshot.load();
-        let max_msg = snap.config.limits.max_message_size;
-        drop(snap);
+        let max_msg = app.snapshot.load().config.limits.max_message_size;
         if let Some(rt) = &db.routing {
             // The tenant key is ours: it must never reach Postgres as a setting.
             login.take_setting(&rt.key);
         }
-        let custom_settings = login
-            .unreported
-            .iter()
-            .filter(|(k, _)| k.contains('.'))
-            .map(|(k, _)| k.to_string())
-            .take(MAX_CUSTOM_SETTINGS)
-            .collect();
+        let core = Core::new(
+            db,
+            handle.id,
+            max_msg,
+            login.reported,
+            login.unreported,
+            startup_tenant,
+        );
         Session {
             app,
-            db,
             user,
             password,
-            login,
             handle,
-            max_msg,
+            core,
             server: None,
-            cbuf: BytesMut::with_capacity(8192),
-            to_client: OutQueue::default(),
-            to_server: OutQueue::default(),
-            scratch: BytesMut::with_capacity(1024),
-            expect: Expectations::default(),
-            head_failed: false,
-            tx_status: b'I',
-            server_status: b'I',
-            ext_open: false,
-            batch_pinned: false,
-            batch_executed: false,
-            server_skipping: false,
-            skip_until_sync: false,
-            copy_in_ext: false,
-            c_stream_left: 0,
-            s_stream_left: 0,
-            std_strings: true,
-            last_activity: Instant::now(),
-            query_start: None,
-            bytes_in: 0,
-            bytes_out: 0,
-            queries: 0,
-            query_us: 0,
-            client_parses: 0,
-            server_parses: 0,
-            binds: 0,
-            stmts: HashMap::new(),
-            unnamed: Unnamed::default(),
-            facts: Facts::default(),
-            alt_facts: Facts::default(),
-            batch_facts: Vec::new(),
-            mentions: Vec::new(),
             pools: Vec::new(),
             pools_gen: 0,
-            tenants: Tenants {
-                startup: startup_tenant,
-                ..Default::default()
-            },
-            held: None,
-            held_failed: false,
-            batch: Vec::new(),
-            stalled: None,
-            tx_tenant: None,
-            masquerade: false,
-            custom_settings,
+            last_activity: Instant::now(),
         }
-    }
-
-    fn mode(&self) -> PoolMode {
-        self.db.settings.mode
-    }
-
-    /// The routing key of this database ("" when it is not routed: nothing in a
-    /// text is then a tenant).
-    fn routing_key(&self) -> &[u8] {
-        self.db
-            .routing
-            .as_ref()
-            .map(|r| r.key.as_bytes())
-            .unwrap_or_default()
     }
 
     /// The pool of `shard`, cached per session: looking it up in the process-wide
     /// map costs a lock and a key built from three strings, once per transaction
     /// otherwise. A reload (new generation) empties the cache.
     fn pool_for(&mut self, shard: usize) -> Arc<Pool> {
-        if self.pools_gen != self.db.generation {
+        let db = self.core.db().clone();
+        if self.pools_gen != db.generation {
             self.pools.clear();
-            self.pools_gen = self.db.generation;
+            self.pools_gen = db.generation;
         }
         if let Some(Some(p)) = self.pools.get(shard) {
             return p.clone();
         }
         let p = self
             .app
-            .pool(&self.db, &self.user, shard, self.password.as_deref());
+            .pool(&db, &self.user, shard, self.password.as_deref());
         if self.pools.len() <= shard {
             self.pools.resize(shard + 1, None);
         }
@@ -321,46 +135,14 @@ impl Session {
         p
     }
 
-    /// Queue a message we built in `scratch` for the client.
-    fn emit(&mut self) {
-        let b = self.scratch.split().freeze();
-        self.to_client.push(b);
-    }
-
-    /// Queue a reply built in `scratch` in protocol order: directly when nothing is
-    /// owed by a server, else behind what is owed.
-    fn reply(&mut self, tag: u8) {
-        let b = self.scratch.split().freeze();
-        if self.expect.is_empty() {
-            self.to_client.push(b);
-        } else {
-            self.expect.push(Entry::synthetic(tag, b));
-        }
-    }
-
-    fn emit_error(&mut self, code: &str, msg: &str) {
-        protocol::error_response(&mut self.scratch, code, msg);
-        self.emit();
-    }
-
-    fn emit_fatal(&mut self, code: &str, msg: &str) {
-        protocol::fatal_response(&mut self.scratch, code, msg);
-        self.emit();
-    }
-
-    fn emit_rfq(&mut self) {
-        protocol::ready_for_query(&mut self.scratch, self.tx_status);
-        self.emit();
-    }
-
     /// Send AuthenticationOk, ParameterStatus, BackendKeyData and ReadyForQuery.
     async fn greet(&mut self, stream: &mut super::ClientStream) -> Result<(), End> {
-        let pool = self.pool_for(self.home_shard());
+        let pool = self.pool_for(self.core.home_shard());
         let mut defaults = pool.server_params.lock().unwrap().clone();
         if defaults.is_none() {
             // Any shard's parameters will do (they are the same Postgres settings);
             // this keeps logins fast while the preferred shard is down.
-            for shard in 0..self.db.cfg.shards.len() {
+            for shard in 0..self.core.db().cfg.shards.len() {
                 let other = self.pool_for(shard);
                 defaults = other.server_params.lock().unwrap().clone();
                 if defaults.is_some() {
@@ -376,31 +158,24 @@ impl Session {
             defaults = pool.server_params.lock().unwrap().clone();
         }
         let mut ps = defaults.unwrap_or_else(fallback_params);
-        for (k, v) in self.login.reported.iter() {
+        for (k, v) in self.core.reported().iter() {
             ps.set(k, v);
         }
-        self.std_strings = ps.get("standard_conforming_strings") != Some("off");
-        protocol::auth_ok(&mut self.scratch);
+        self.core.greeted(&ps);
+        let mut out = bytes::BytesMut::new();
+        protocol::auth_ok(&mut out);
         for (k, v) in ps.iter() {
-            protocol::parameter_status(&mut self.scratch, k, v);
+            protocol::parameter_status(&mut out, k, v);
         }
-        protocol::backend_key_data(&mut self.scratch, self.handle.id, self.handle.secret);
-        protocol::ready_for_query(&mut self.scratch, b'I');
-        self.emit();
+        protocol::backend_key_data(&mut out, self.handle.id, self.handle.secret);
+        protocol::ready_for_query(&mut out, TxStatus::Idle);
+        self.core.to_client().push(out.freeze());
         pool.stats.login_count.fetch_add(1, Ordering::Relaxed);
-        self.to_client
+        self.core
+            .to_client()
             .flush_all(stream)
             .await
             .map_err(|e| e.to_string())
-    }
-
-    /// A shard for work that touches no tenant: the session tenant's, else the
-    /// default shard, else the first.
-    fn home_shard(&self) -> usize {
-        match &self.db.routing {
-            Some(rt) => rt.home_shard(&self.tenants),
-            None => 0,
-        }
     }
 
     /// Run until the client leaves, is killed, or the process shuts down.
@@ -411,7 +186,7 @@ impl Session {
         self.detach_on_exit().await;
         let _ = tokio::time::timeout(
             std::time::Duration::from_secs(1),
-            self.to_client.flush_all(stream),
+            self.core.to_client().flush_all(stream),
         )
         .await;
         res
@@ -427,52 +202,252 @@ impl Session {
         kill.as_mut().enable();
         shutdown.as_mut().enable();
         loop {
-            self.process_client().await?;
-            if self.server.is_none() && self.app.shutting_down.load(Ordering::Acquire) {
-                self.emit_fatal(sqlstate::ADMIN_SHUTDOWN, "shardbouncer is shutting down");
-                return Err("shutdown".into());
+            if self.handle.killed.load(Ordering::Acquire) {
+                return Err(self
+                    .core
+                    .fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by administrator"));
             }
-            let ev = self.wait(stream, kill.as_mut(), shutdown.as_mut()).await;
-            match ev {
+            // Between transactions: pick up reloaded settings and maps.
+            let snap = self.app.snapshot.load();
+            self.core.maybe_reload(|cur| {
+                (snap.generation != cur.generation)
+                    .then(|| snap.dbs.get(&cur.name).cloned())
+                    .flatten()
+            });
+            drop(snap);
+            let need = self.core.client_data();
+            self.serve(need).await?;
+            if self.server.is_none() && self.app.shutting_down.load(Ordering::Acquire) {
+                return Err(self
+                    .core
+                    .fatal(sqlstate::ADMIN_SHUTDOWN, "shardbouncer is shutting down"));
+            }
+            let need = match self.wait(stream, kill.as_mut(), shutdown.as_mut()).await {
                 Event::ClientRead(Ok(0)) => return Err("client closed the connection".into()),
                 Event::ClientRead(Ok(n)) => {
                     self.last_activity = Instant::now();
-                    self.bytes_in += n as u64;
+                    self.core.client_read(n);
+                    Need::Io
                 }
                 Event::ClientRead(Err(e)) => return Err(format!("client read: {e}")),
                 Event::ClientWrote(Ok(0)) => return Err("client closed the connection".into()),
                 Event::ClientWrote(Ok(n)) => {
-                    self.bytes_out += n as u64;
-                    self.to_client.advance(n);
+                    self.core.client_wrote(n);
+                    Need::Io
                 }
                 Event::ClientWrote(Err(e)) => return Err(format!("client write: {e}")),
                 Event::ServerRead(Ok(0)) | Event::ServerRead(Err(_)) => {
-                    return self.server_lost().await;
+                    return Err(self.server_lost());
                 }
-                Event::ServerRead(Ok(_)) => self.process_server().await?,
+                Event::ServerRead(Ok(_)) => self.core.server_data(),
                 Event::ServerWrote(Ok(0)) | Event::ServerWrote(Err(_)) => {
-                    return self.server_lost().await;
+                    return Err(self.server_lost());
                 }
-                Event::ServerWrote(Ok(n)) => {
-                    self.to_server.advance(n);
-                    // The last write of a finished transaction may be what allows release.
-                    self.maybe_release().await?;
-                }
-                Event::Timeout(code, msg) => {
-                    self.emit_fatal(code, msg);
-                    return Err(msg.into());
-                }
+                Event::ServerWrote(Ok(n)) => self.core.server_wrote(n),
+                Event::Timeout(code, msg) => return Err(self.core.fatal(code, msg)),
                 Event::Killed => {
-                    self.emit_fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by administrator");
-                    return Err("killed".into());
+                    return Err(self
+                        .core
+                        .fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by administrator"))
                 }
                 Event::Shutdown => {
                     // Re-arm; the check at the top of the loop ends an idle session.
                     shutdown.set(app.shutdown.notified());
                     shutdown.as_mut().enable();
+                    Need::Io
+                }
+            };
+            self.serve(need).await?;
+        }
+    }
+
+    /// Give the core what it needs until it needs nothing but I/O.
+    async fn serve(&mut self, mut need: Need) -> Result<(), End> {
+        loop {
+            need = match need {
+                Need::Io => return Ok(()),
+                Need::Close(e) => return Err(e),
+                Need::Attach(shard) => self.attach(shard).await,
+                Need::Release(r) => self.release(*r).await,
+            };
+        }
+    }
+
+    /// Check a server out of the pool for `shard` and lend its state to the core.
+    async fn attach(&mut self, shard: usize) -> Need {
+        let pool = self.pool_for(shard);
+        let tenant = self.core.awaited_tenant();
+        let db_name = self.core.db().name.clone();
+        if let Some(t) = &tenant {
+            self.app.tenants.waiting_inc(&db_name, t.as_str());
+        }
+        self.handle.activity.waiting(shard);
+        let res = pool.checkout().await;
+        self.handle.activity.attached();
+        if let Some(t) = &tenant {
+            self.app.tenants.waiting_dec(&db_name, t.as_str());
+        }
+        let mut co = match res {
+            Ok(co) => co,
+            Err(e) => {
+                let code = match &e {
+                    PoolError::WaitTimeout => sqlstate::QUERY_CANCELED,
+                    PoolError::Connect(_) | PoolError::Closed => sqlstate::CANNOT_CONNECT,
+                };
+                let shard_name = &self.core.db().cfg.shards[shard].name;
+                let msg = format!("shard {shard_name} of database {db_name}: {e}");
+                return self.core.attach_failed(PgError::new(code, msg));
+            }
+        };
+        tracing::trace!(client = self.handle.id, server = co.conn.id, "attach");
+        self.handle.server.store(Some(co.conn.cancel.clone()));
+        self.app.active_transactions.fetch_add(1, Ordering::AcqRel);
+        if let Some(sql) = self.core.prepare_attach(&mut co.conn.state) {
+            // The client's role must be in place before any of its work runs, or
+            // the work must not run at all: wait for it.
+            if let Err(e) = co.conn.internal_row(&sql).await {
+                tracing::warn!(
+                    client = self.handle.id,
+                    "restoring the client's role failed: {e}"
+                );
+                self.handle.server.store(None);
+                pool.discard(co);
+                self.app.transaction_finished();
+                return self.core.attach_failed(PgError::new(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    format!("could not restore this session's role on the server: {e}"),
+                ));
+            }
+        }
+        let state = std::mem::replace(&mut co.conn.state, ServerState::placeholder());
+        self.server = Some(Server { co, pool });
+        self.core.attached(shard, state)
+    }
+
+    /// Reset the server the core gave back, account for the transaction, and
+    /// return the server to its pool.
+    async fn release(&mut self, r: Release) -> Need {
+        let Some(Server { mut co, pool }) = self.server.take() else {
+            return self.core.released(None);
+        };
+        co.conn.state = r.state;
+        tracing::trace!(client = self.handle.id, server = co.conn.id, "release");
+        let mut settings = None;
+        if !r.effects.is_empty() || r.read_back {
+            let login_user = pool.target.load().user.clone();
+            match co
+                .conn
+                .reset_and_read_back(
+                    r.effects,
+                    r.read_back,
+                    self.core.custom_settings(),
+                    &login_user,
+                )
+                .await
+            {
+                Ok(s) => settings = s,
+                Err(e) => {
+                    tracing::warn!(
+                        client = self.handle.id,
+                        "resetting server state failed, closing the server: {e}"
+                    );
+                    co.conn.broken = true;
                 }
             }
         }
+        self.handle.server.store(None);
+        let xact_us = r.since.elapsed().as_micros() as u64;
+        let stats = &pool.stats;
+        stats.xact_count.fetch_add(1, Ordering::Relaxed);
+        stats.xact_time_us.fetch_add(xact_us, Ordering::Relaxed);
+        let mut counters = r.counters;
+        let done = counters.flush(stats);
+        crate::admin::metrics::record_transaction(&pool, xact_us, done.query_us, done.queries);
+        if let Some(tenant) = r.tenant {
+            self.app.tenants.record_transaction(
+                &self.core.db().name,
+                tenant.as_str(),
+                &pool.key.shard,
+                xact_us,
+                done.queries,
+            );
+        }
+        pool.checkin(co);
+        self.app.transaction_finished();
+        self.core.released(settings)
+    }
+
+    /// The server connection died under us: tell the client and end the session.
+    fn server_lost(&mut self) -> End {
+        let (state, end) = self.core.server_lost();
+        if let Some(Server { mut co, pool }) = self.server.take() {
+            if let Some(st) = state {
+                co.conn.state = st;
+            }
+            co.conn.broken = true;
+            self.handle.server.store(None);
+            pool.discard(co);
+            self.app.transaction_finished();
+        }
+        end
+    }
+
+    /// The client is gone: return the server only if it is clean (and reset),
+    /// else close it.
+    async fn detach_on_exit(&mut self) {
+        let Some(Server { mut co, pool }) = self.server.take() else {
+            return;
+        };
+        self.handle.server.store(None);
+        let (clean, effects) = match self.core.detach() {
+            Some((st, clean, effects)) => {
+                co.conn.state = st;
+                (clean, effects)
+            }
+            // The state never came back: the server cannot be trusted.
+            None => (false, crate::router::Effects::none()),
+        };
+        let mut reset = false;
+        if clean && self.core.db().settings.mode == PoolMode::Session {
+            let q = pool.settings.load().server_reset_query.clone();
+            if !q.is_empty() {
+                let ok = co.conn.internal_row(&q).await.is_ok();
+                co.conn.unreported = Default::default();
+                if contains_ci(q.as_bytes(), b"discard all")
+                    || contains_ci(q.as_bytes(), b"deallocate")
+                {
+                    co.conn.prepared.clear();
+                }
+                if !ok {
+                    co.conn.broken = true;
+                }
+                reset = contains_ci(q.as_bytes(), b"discard all");
+            }
+        }
+        if clean && !reset && !effects.is_empty() {
+            let login_user = pool.target.load().user.clone();
+            let read_back = effects
+                .any(crate::router::Effects::SETTINGS.union(crate::router::Effects::DYNAMIC));
+            if co
+                .conn
+                .reset_and_read_back(
+                    effects.resets(),
+                    read_back,
+                    self.core.custom_settings(),
+                    &login_user,
+                )
+                .await
+                .is_err()
+            {
+                co.conn.broken = true;
+            }
+        }
+        if clean && !co.conn.broken {
+            pool.checkin(co);
+        } else {
+            pool.discard(co);
+        }
+        self.app.transaction_finished();
     }
 
     /// Wait for the next I/O event or timer.
@@ -482,8 +457,8 @@ impl Session {
         kill: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
         shutdown: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
     ) -> Event {
-        let settings = &self.db.settings;
-        let idle_in_tx = self.expect.is_empty() && self.tx_status != b'I';
+        let settings = &self.core.db().settings;
+        let idle_in_tx = self.core.nothing_owed() && self.core.client_status() != TxStatus::Idle;
         let deadline = if idle_in_tx {
             settings.idle_transaction_timeout.non_zero().map(|t| {
                 (
@@ -503,20 +478,17 @@ impl Session {
         } else {
             None
         };
-        let read_client = self.to_server.len() < HIGH_WATER && self.stalled.is_none();
-        let read_server = self.to_client.len() < HIGH_WATER;
+        let read_client = self.core.wants_client_bytes();
+        let read_server = self.core.wants_server_bytes();
         let idle_for_shutdown = self.server.is_none();
         let (mut cr, mut cw) = stream.split();
-        let cbuf = &mut self.cbuf;
-        let to_client = &self.to_client;
-        let to_server = &self.to_server;
-        let (srv_read, srv_write) = match self.server.as_mut() {
-            Some(a) => {
-                let conn = &mut a.co.conn;
-                let (r, w) = conn.stream.split();
-                (Some((r, &mut conn.rbuf)), Some(w))
+        let (cbuf, to_client, server_bufs) = self.core.io();
+        let (srv_read, srv_write) = match (self.server.as_mut(), server_bufs) {
+            (Some(s), Some((to_server, rbuf))) => {
+                let (r, w) = s.co.conn.stream.split();
+                (Some((r, rbuf)), Some((w, to_server)))
             }
-            None => (None, None),
+            _ => (None, None),
         };
         let server_read = async {
             match srv_read {
@@ -531,7 +503,7 @@ impl Session {
         };
         let server_write = async {
             match srv_write {
-                Some(mut w) if !to_server.is_empty() => to_server.write_some(&mut w).await,
+                Some((mut w, q)) if !q.is_empty() => q.write_some(&mut w).await,
                 _ => std::future::pending().await,
             }
         };
@@ -560,144 +532,6 @@ impl Session {
             _ = shutdown, if idle_for_shutdown => Event::Shutdown,
         }
     }
-
-    /// Handle every complete client frame in `cbuf` (and stalled work first).
-    async fn process_client(&mut self) -> Result<(), End> {
-        if self.handle.killed.load(Ordering::Acquire) {
-            self.emit_fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by administrator");
-            return Err("killed".into());
-        }
-        // Stalled work is decided once the server has answered everything in flight.
-        if self.stalled.is_some() && self.expect.is_empty() && self.to_server.is_empty() {
-            if let Some(unit) = self.stalled.take() {
-                self.route_unit(unit).await?;
-            }
-        }
-        while self.to_server.len() < HIGH_WATER && self.stalled.is_none() {
-            if self.c_stream_left > 0 {
-                let n = self.c_stream_left.min(self.cbuf.len());
-                if n == 0 {
-                    break;
-                }
-                let chunk = self.cbuf.split_to(n).freeze();
-                self.c_stream_left -= n;
-                if self.server.is_some() && !self.skip_until_sync {
-                    self.to_server.push(chunk);
-                }
-                continue;
-            }
-            let (tag, len) = match protocol::frame_header(&self.cbuf, self.max_msg) {
-                Ok(Some(h)) => h,
-                Ok(None) => break,
-                Err(e) => {
-                    self.emit_fatal(
-                        sqlstate::PROTOCOL_VIOLATION,
-                        &format!("invalid frontend message: {e}"),
-                    );
-                    return Err(e.to_string());
-                }
-            };
-            if self.cbuf.len() < len {
-                if tag == b'd' && len > STREAM_THRESHOLD && self.server.is_some() {
-                    // Stream big COPY data through instead of buffering it whole.
-                    let avail = self.cbuf.len();
-                    let chunk = self.cbuf.split_to(avail).freeze();
-                    self.c_stream_left = len - avail;
-                    if !self.skip_until_sync {
-                        self.to_server.push(chunk);
-                    }
-                    continue;
-                }
-                self.cbuf.reserve(len - self.cbuf.len());
-                break;
-            }
-            let frame = self.cbuf.split_to(len).freeze();
-            self.handle_client_frame(tag, frame).await?;
-        }
-        self.drain_synthetic();
-        // Work answered locally while a server was attached produces no server
-        // traffic that would trigger the release: check here too.
-        self.maybe_release().await
-    }
-
-    async fn handle_client_frame(&mut self, tag: u8, frame: Bytes) -> Result<(), End> {
-        if let Err(what) = protocol::validate_frontend(tag, &frame[5..]) {
-            // As Postgres: a malformed message ends the connection.
-            self.emit_fatal(sqlstate::PROTOCOL_VIOLATION, what);
-            return Err(what.into());
-        }
-        if self.copy_in_ext {
-            match tag {
-                // Ignored by the server during COPY IN: no answer to expect.
-                b'S' | b'H' => {
-                    self.to_server.push(frame);
-                    return Ok(());
-                }
-                b'c' | b'f' => self.copy_in_ext = false,
-                _ => {}
-            }
-        }
-        if self.server.is_none() && self.held.is_none() {
-            // Between transactions: pick up reloaded settings and maps.
-            self.refresh_db();
-        }
-        if self.skip_until_sync {
-            if tag == b'S' {
-                self.skip_until_sync = false;
-                if self.server.is_some() {
-                    self.send_ext(tag, frame);
-                } else {
-                    self.emit_rfq();
-                }
-            }
-            return Ok(());
-        }
-        match tag {
-            b'X' => Err("client terminated".into()),
-            b'Q' | b'F' => self.route_unit(Unit::Simple(tag, frame)).await,
-            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => {
-                if self.db.routing.is_none() {
-                    self.plain_ext(tag, frame).await;
-                    return Ok(());
-                }
-                self.batch.push((tag, frame));
-                if tag == b'S' || tag == b'H' {
-                    let b = std::mem::take(&mut self.batch);
-                    self.route_unit(Unit::Batch(b)).await?;
-                } else if self.batch.len() > 100_000 {
-                    self.emit_fatal(
-                        sqlstate::PROTOCOL_VIOLATION,
-                        "too many extended-protocol messages without Sync",
-                    );
-                    return Err("unbounded batch".into());
-                }
-                Ok(())
-            }
-            b'd' | b'c' | b'f' => {
-                if self.server.is_some() {
-                    self.to_server.push(frame);
-                }
-                Ok(())
-            }
-            other => {
-                self.emit_fatal(
-                    sqlstate::PROTOCOL_VIOLATION,
-                    &format!("invalid frontend message type {other}"),
-                );
-                Err(format!("invalid frontend message type {other}"))
-            }
-        }
-    }
-
-    /// Remember custom setting names the client set, so they are read back by name.
-    fn note_custom_settings(&mut self, names: &[String]) {
-        for n in names {
-            if self.custom_settings.len() < MAX_CUSTOM_SETTINGS && !self.custom_settings.contains(n)
-            {
-                self.custom_settings.push(n.clone());
-            }
-        }
-    }
 }
 
 /// Parameters reported at login when no server could be reached yet.
@@ -717,4 +551,12 @@ fn fallback_params() -> crate::server::ParamSet {
         p.set(k, v);
     }
     p
+}
+
+/// ASCII case-insensitive substring search (needle given in lowercase).
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty()
+        && hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }

@@ -3,9 +3,17 @@
 //! goes, and carry that out: dispatch to a shard, answer locally (tenant SET,
 //! held BEGIN), or refuse with transaction state kept exactly as Postgres would.
 
-use super::*;
+use super::core::{Core, Need, Unit};
+use super::state::TxnEvent;
+use crate::config::PoolMode;
+use crate::protocol::{self, tag, Bind, Parse, TxStatus};
 use crate::router::bind::ParamTypes;
-use crate::router::{self, Decision, Item, Kind, Local, Refusal, SessionView, Tx};
+use crate::router::{
+    self, Decision, Effects, Facts, Item, Kind, Local, SessionView, Source, TenantKey, Tx,
+};
+use crate::sqlstate::{self, PgError};
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
 
 /// Where dispatched work goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,54 +27,40 @@ pub(super) enum Target {
     Any,
 }
 
-impl Session {
-    /// Pick up a reloaded configuration between transactions: "the next transaction
-    /// uses the new map".
-    pub(super) fn refresh_db(&mut self) {
-        if self.server.is_some() || self.held.is_some() || self.held_failed {
-            return;
-        }
-        let snap = self.app.snapshot.load();
-        if snap.generation != self.db.generation {
-            if let Some(db) = snap.dbs.get(&self.db.name) {
-                self.db = db.clone();
-            }
-        }
-    }
+/// A statement parsed earlier in the batch being routed: its index among the
+/// batch's Parses and its declared parameter types.
+type InBatch<'a> = (usize, &'a [u8]);
 
+impl Core {
     /// Where the transaction stands, for [`router::decide`].
     pub(super) fn tx_view(&self) -> Tx {
-        if self.held_failed {
+        if let super::state::Txn::Failed = self.txn {
             return Tx::Failed;
         }
-        let held = self.held.as_ref().map(|h| Tx::Held {
+        let held = self.txn.held().map(|h| Tx::Held {
             stmts: !h.stmts.is_empty(),
         });
-        let Some(att) = &self.server else {
+        let Some(a) = &self.att else {
             return held.unwrap_or(Tx::Idle);
         };
-        if self.mode() == PoolMode::Session {
+        if self.db.settings.mode == PoolMode::Session {
             // A routed session-mode client stays on the shard it started on.
-            return Tx::Pinned(att.shard);
+            return Tx::Pinned(a.shard);
         }
         if let Some(h) = held {
             // Tenant-free work runs outside the held BEGIN on this server.
             return h;
         }
-        if self.server_status != b'I' || (self.ext_open && self.batch_pinned) {
-            return Tx::Pinned(att.shard);
+        if a.status() != TxStatus::Idle || a.ext_stays() {
+            return Tx::Pinned(a.shard);
         }
-        if self.ext_open {
-            // An open batch that only parsed and described can be left for another
-            // shard; one that executed something or failed stays where it is.
-            return if self.server_skipping || self.head_failed || self.batch_executed {
-                Tx::Pinned(att.shard)
-            } else {
-                Tx::Idle
-            };
+        if a.ext_open() {
+            // An open batch that only parsed and described can be left for
+            // another shard.
+            return Tx::Idle;
         }
-        if !self.expect.is_empty() || !self.to_server.is_empty() {
-            return Tx::Unsettled(att.shard);
+        if a.client_work_in_flight() {
+            return Tx::Unsettled(a.shard);
         }
         Tx::Idle
     }
@@ -74,27 +68,25 @@ impl Session {
     /// Work that may change settings (standard_conforming_strings among them) is
     /// in flight: a text whose lexing depends on it must wait for the answer.
     fn settings_in_flight(&self) -> bool {
-        self.server
-            .as_ref()
-            .is_some_and(|a| a.effects.any(Effects::SETTINGS.union(Effects::DYNAMIC)))
-            && !self.expect.is_empty()
+        self.att.as_ref().is_some_and(|a| {
+            a.effects().any(Effects::SETTINGS.union(Effects::DYNAMIC)) && !a.settled()
+        })
     }
 
     /// Route one unit of work.
-    pub(super) async fn route_unit(&mut self, unit: Unit) -> Result<(), End> {
-        self.refresh_db();
+    pub(super) fn route_unit(&mut self, unit: Unit) -> Need {
         if self.settings_in_flight() && has_backslash(&unit) {
             self.stalled = Some(unit);
-            return Ok(());
+            return Need::Io;
         }
         let decision = match &unit {
-            Unit::Simple(b'Q', frame) => {
+            Unit::Simple(tag::frontend::QUERY, frame) => {
                 let sql = query_text(frame);
                 self.analyze_text(sql);
                 if self.facts.is_only(Kind::Deallocate) && self.facts.violation.is_none() {
                     // It acts on the client's own statement names: no server needed.
                     self.deallocate(sql);
-                    return Ok(());
+                    return Need::Io;
                 }
                 match self.db.routing.clone() {
                     Some(rt) => {
@@ -102,7 +94,7 @@ impl Session {
                             tenants: &self.tenants,
                             tx: self.tx_view(),
                             pinned_by: self.tx_tenant,
-                            std_strings: self.std_strings,
+                            std_strings: self.settings.std_strings(),
                         };
                         let unit = router::Unit::query(&self.facts);
                         router::decide(&rt, &view, unit, &mut self.mentions)
@@ -116,7 +108,7 @@ impl Session {
                         tenants: &self.tenants,
                         tx: self.tx_view(),
                         pinned_by: self.tx_tenant,
-                        std_strings: self.std_strings,
+                        std_strings: self.settings.std_strings(),
                     };
                     router::decide(
                         &rt,
@@ -129,49 +121,55 @@ impl Session {
             },
             Unit::Batch(msgs) => match self.db.routing.clone() {
                 Some(rt) => self.decide_batch(&rt, msgs),
-                None => Decision::TenantFree,
+                None => self.unrouted_batch(msgs),
             },
         };
         tracing::trace!(
-            client = self.handle.id,
+            client = self.client_id,
             ?decision,
-            attached = self.server.is_some(),
+            attached = self.att.is_some(),
             "route"
         );
         match decision {
             Decision::Wait => {
                 self.stalled = Some(unit);
-                Ok(())
+                Need::Io
             }
-            Decision::Refuse(Refusal { code, message }) => {
-                self.unit_error(unit, code, &message);
-                Ok(())
+            Decision::Refuse(e) => {
+                self.unit_error(unit, &e);
+                Need::Io
             }
             Decision::Local(l) => {
                 self.local(l, unit);
-                Ok(())
+                Need::Io
             }
             Decision::TenantFree => {
                 if let Unit::Batch(msgs) = &unit {
-                    if self.server.is_none() && is_parse_only_batch(msgs) {
+                    if self.att.is_none() && is_parse_only_batch(msgs) {
                         // Named Parses + Sync: answered without a server.
                         if let Unit::Batch(msgs) = unit {
-                            let held = msgs.into_iter().filter(|(t, _)| *t == b'P').collect();
-                            self.parse_locally(held);
+                            self.parse_locally(msgs);
                         }
-                        return Ok(());
+                        return Need::Io;
+                    }
+                    if self.att.is_none() && is_sync_or_flush_only(msgs) {
+                        // Nothing is in flight: a lone Sync needs no server.
+                        if msgs.last().is_some_and(|(t, _)| *t == tag::frontend::SYNC) {
+                            self.emit_rfq();
+                        }
+                        return Need::Io;
                     }
                 }
-                self.dispatch(Target::Any, unit).await
+                self.dispatch(Target::Any, unit)
             }
             Decision::Shard { shard, tenant } => {
-                self.dispatch(Target::Shard { shard, tenant }, unit).await
+                self.dispatch(Target::Shard { shard, tenant }, unit)
             }
         }
     }
 
     /// Analyze a text into `self.facts` (once per unit).
-    pub(super) fn analyze_text(&mut self, sql: &[u8]) {
+    fn analyze_text(&mut self, sql: &[u8]) {
         let key = self
             .db
             .routing
@@ -181,20 +179,24 @@ impl Session {
         router::analyze_checked(
             sql,
             key,
-            self.std_strings,
+            self.settings.std_strings(),
             &mut self.facts,
             &mut self.alt_facts,
         );
     }
 
-    /// Route an extended batch: analyze each Parse in it, then decide over every
-    /// Bind with the statement it names.
-    fn decide_batch(&mut self, rt: &router::Routing, msgs: &[(u8, Bytes)]) -> Decision {
-        let key = rt.key.as_bytes();
-        let std = self.std_strings;
+    /// Analyze the Parses of a batch into `self.batch_facts`, in order.
+    fn analyze_batch(&mut self, msgs: &[(u8, Bytes)]) {
+        let key = self
+            .db
+            .routing
+            .as_ref()
+            .map(|r| r.key.as_bytes())
+            .unwrap_or_default();
+        let std = self.settings.std_strings();
         let mut n = 0;
-        for (tag, frame) in msgs {
-            if *tag != b'P' {
+        for (t, frame) in msgs {
+            if *t != tag::frontend::PARSE {
                 continue;
             }
             let query = Parse::parse(&frame[5..])
@@ -212,22 +214,43 @@ impl Session {
             );
             n += 1;
         }
-        let tx = self.tx_view();
+    }
+
+    /// A batch on a database without routing: refused only for what no database
+    /// may do (shardbouncer's statement names).
+    fn unrouted_batch(&mut self, msgs: &[(u8, Bytes)]) -> Decision {
+        self.analyze_batch(msgs);
+        let parses = msgs
+            .iter()
+            .filter(|(t, _)| *t == tag::frontend::PARSE)
+            .count();
+        for f in self.batch_facts.iter().take(parses) {
+            if let Decision::Refuse(e) = unrouted(f) {
+                return Decision::Refuse(e);
+            }
+        }
+        Decision::TenantFree
+    }
+
+    /// Route an extended batch: analyze each Parse in it, then decide over every
+    /// Bind with the statement it names.
+    fn decide_batch(&mut self, rt: &router::Routing, msgs: &[(u8, Bytes)]) -> Decision {
+        self.analyze_batch(msgs);
         let view = SessionView {
             tenants: &self.tenants,
-            tx,
+            tx: self.tx_view(),
             pinned_by: self.tx_tenant,
-            std_strings: std,
+            std_strings: self.settings.std_strings(),
         };
-        let (batch_facts, stmts, unnamed) = (&self.batch_facts, &self.stmts, &self.unnamed);
+        let (batch_facts, stmts) = (&self.batch_facts, &self.stmts);
         // Statements as of each point in the batch: a Parse in it, else an earlier one.
         let mut pi = 0;
-        let mut unnamed_at: Option<(usize, &[u8])> = None;
+        let mut unnamed_at: Option<InBatch<'_>> = None;
         let mut named: Option<HashMap<&[u8], InBatch<'_>>> = None;
-        let items = msgs.iter().filter_map(move |(tag, frame)| {
+        let items = msgs.iter().filter_map(move |(t, frame)| {
             let body = &frame[5..];
-            match tag {
-                b'P' => {
+            match *t {
+                tag::frontend::PARSE => {
                     let p = Parse::parse(body)?;
                     let at = (pi, p.param_types);
                     pi += 1;
@@ -238,7 +261,7 @@ impl Session {
                     }
                     Some(Item::Parse(&batch_facts[at.0]))
                 }
-                b'B' => {
+                tag::frontend::BIND => {
                     let b = Bind::parse(body)?;
                     let in_batch = if b.statement.is_empty() {
                         unnamed_at
@@ -253,18 +276,21 @@ impl Session {
                                 described: &[],
                             },
                             b,
+                            b.portal,
                         ),
-                        None if b.statement.is_empty() => match unnamed.parse {
-                            Some(_) => Item::Bind(&unnamed.facts, unnamed.types(), b),
+                        None if b.statement.is_empty() => match stmts.unnamed() {
+                            Some((facts, types)) => Item::Bind(facts, types, b, b.portal),
                             None => Item::BindUnknown,
                         },
                         None => match stmts.get(b.statement) {
-                            Some(def) => Item::Bind(&def.facts, def.param_types(), b),
+                            Some(def) => Item::Bind(&def.facts, def.param_types(), b, b.portal),
                             None => Item::BindUnknown,
                         },
                     })
                 }
-                b'E' => Some(Item::Execute),
+                tag::frontend::EXECUTE => Some(Item::Execute(
+                    protocol::cstr(body).map(|(p, _)| p).unwrap_or_default(),
+                )),
                 _ => None,
             }
         });
@@ -274,13 +300,15 @@ impl Session {
     /// Answer work locally.
     fn local(&mut self, l: Local, unit: Unit) {
         let frame = match unit {
-            Unit::Simple(b'Q', frame) => frame,
+            Unit::Simple(tag::frontend::QUERY, frame) => frame,
             // decide answers only simple Queries locally.
             other => {
                 return self.unit_error(
                     other,
-                    sqlstate::INTERNAL_ERROR,
-                    "internal: local answer to a non-Query",
+                    &PgError::new(
+                        sqlstate::INTERNAL_ERROR,
+                        "internal: local answer to a non-Query",
+                    ),
                 )
             }
         };
@@ -307,12 +335,7 @@ impl Session {
             }
             Local::HoldBegin => {
                 // Held until a statement names the tenant (and so the shard).
-                self.held = Some(Held {
-                    begin: frame,
-                    stmts: Vec::new(),
-                    effects: Effects::none(),
-                });
-                self.tx_status = b'T';
+                self.txn.apply(TxnEvent::HoldBegin(frame));
                 self.simple_reply("BEGIN");
             }
             Local::BeginAgain => {
@@ -328,64 +351,38 @@ impl Session {
                 router::statement::kinds(
                     query_text(&frame),
                     self.routing_key(),
-                    self.std_strings,
+                    self.settings.std_strings(),
                     |k| {
-                        if let Some(Some(tag)) = k.held_tag() {
-                            tags.push(tag);
+                        if let Some(Some(t)) = k.held_tag() {
+                            tags.push(t);
                         }
                     },
                 );
-                let customs = std::mem::take(&mut self.facts.custom_settings);
-                self.note_custom_settings(&customs);
-                self.facts.custom_settings = customs;
-                if let Some(h) = self.held.as_mut() {
-                    h.stmts.push(frame);
-                    h.effects.add(self.facts.effects);
+                self.settings.note_custom(&self.facts.custom_settings);
+                self.txn.apply(TxnEvent::Hold(frame, self.facts.effects));
+                for t in tags {
+                    protocol::command_complete(&mut self.scratch, t);
                 }
-                for tag in tags {
-                    protocol::command_complete(&mut self.scratch, tag);
-                }
-                protocol::ready_for_query(&mut self.scratch, self.tx_status);
-                self.reply(b'Q');
+                let status = self.client_status();
+                protocol::ready_for_query(&mut self.scratch, status);
+                self.reply(tag::frontend::QUERY);
             }
             Local::EndHeld { commit } => {
-                let tag = if commit && !self.held_failed {
+                let failed = matches!(self.txn, super::state::Txn::Failed);
+                let t = if commit && !failed {
                     "COMMIT"
                 } else {
                     "ROLLBACK"
                 };
-                self.end_held();
-                self.simple_reply(tag);
+                self.txn.apply(TxnEvent::End);
+                self.tenants.local = None;
+                self.simple_reply(t);
             }
         }
     }
 
-    /// The held (or failed) transaction ends without having reached a server.
-    fn end_held(&mut self) {
-        self.held = None;
-        self.held_failed = false;
-        self.tenants.local = None;
-        self.tx_status = b'I';
-    }
-
-    /// shardbouncer failed the held transaction: from now on it is aborted, as in
-    /// Postgres (25P02 until COMMIT/ROLLBACK, and COMMIT answers ROLLBACK).
-    pub(super) fn fail_held(&mut self) {
-        if self.held.is_some() || self.masquerade {
-            self.held = None;
-            self.held_failed = true;
-            self.tx_status = b'E';
-        }
-    }
-
-    /// A WARNING/NOTICE before a local reply, in protocol order.
-    fn notice(&mut self, severity: &str, code: &str, msg: &str) {
-        protocol::error_fields(&mut self.scratch, b'N', severity, code, msg);
-        self.reply(b'N');
-    }
-
     /// Routing refusals feed the metrics.
-    pub(super) fn count_refusal(&self, code: &str) {
+    fn count_refusal(&self, code: &str) {
         if self.db.routing.is_none() {
             return;
         }
@@ -398,46 +395,44 @@ impl Session {
         }
     }
 
-    /// CommandComplete + ReadyForQuery for a locally answered simple Query.
-    pub(super) fn simple_reply(&mut self, tag: &str) {
-        protocol::command_complete(&mut self.scratch, tag);
-        protocol::ready_for_query(&mut self.scratch, self.tx_status);
-        self.reply(b'Q');
-    }
-
     /// Send routed work where it belongs.
-    pub(super) async fn dispatch(&mut self, target: Target, unit: Unit) -> Result<(), End> {
-        if let Some(att) = &self.server {
-            let cur = att.shard;
+    fn dispatch(&mut self, target: Target, unit: Unit) -> Need {
+        if let Some(a) = &self.att {
+            let cur = a.shard;
             let want = match target {
                 Target::Shard { shard, .. } => shard,
                 Target::Any => cur,
             };
             if want == cur {
                 if let Target::Shard { tenant, .. } = target {
-                    if self.masquerade {
+                    if self.txn.is_local() {
                         // The server was taken for tenant-free work outside the held
                         // BEGIN; this work needs the transaction: open it now.
-                        self.open_held_transaction();
+                        self.replay_held();
                     }
                     self.pin(tenant, &unit);
                 }
                 self.forward_unit(unit);
-                return Ok(());
+                return Need::Io;
             }
-            if self.ext_open && self.tx_view() != Tx::Pinned(cur) {
+            if a.ext_open() && !a.ext_stays() {
                 // A tenant-free batch (Parse/Describe/Flush) is open on a server of
                 // the wrong shard: end it, let the server go, then route this.
-                self.end_open_batch();
+                if let Some(a) = self.att.as_mut() {
+                    a.end_open_batch();
+                }
                 self.stalled = Some(unit);
-                return Ok(());
+                return Need::Io;
             }
-            if !self.ext_open && (!self.expect.is_empty() || !self.to_server.is_empty()) {
+            if !a.ext_open() && (!a.settled() || !a.to_server().is_empty()) {
                 // The server is still busy: wait for it to finish before deciding.
                 self.stalled = Some(unit);
-                return Ok(());
+                return Need::Io;
             }
-            if self.ext_open || self.server_status != b'I' || self.mode() == PoolMode::Session {
+            if a.ext_open()
+                || a.status() != TxStatus::Idle
+                || self.db.settings.mode == PoolMode::Session
+            {
                 let msg = match &self.db.routing {
                     Some(rt) => format!(
                         "cross-shard transaction refused: this work belongs on shard {} but the session is pinned to shard {}",
@@ -446,37 +441,35 @@ impl Session {
                     ),
                     None => "cross-shard work refused".to_string(),
                 };
-                self.unit_error(unit, sqlstate::FEATURE_NOT_SUPPORTED, &msg);
-                return Ok(());
+                self.unit_error(unit, &PgError::new(sqlstate::FEATURE_NOT_SUPPORTED, msg));
+                return Need::Io;
             }
-            self.release().await;
+            // Idle on the wrong shard: give it back first, then route this again.
+            self.stalled = Some(unit);
+            return self.release();
         }
         let shard = match target {
             Target::Shard { shard, .. } => shard,
             Target::Any => self.home_shard(),
         };
-        if let Err((code, msg)) = self.attach(shard).await {
-            self.unit_error(unit, code, &msg);
-            return Ok(());
-        }
-        match target {
-            // Work that needs no tenant runs outside a held BEGIN, which stays held.
-            Target::Any => self.masquerade = self.held.is_some(),
-            Target::Shard { tenant, .. } => {
-                self.replay_held();
-                self.pin(tenant, &unit);
-            }
-        }
-        self.forward_unit(unit);
-        Ok(())
+        // A server first; the unit is routed again once it is attached.
+        self.stalled = Some(unit);
+        self.awaiting = Some(shard);
+        self.awaiting_tenant = match target {
+            Target::Shard { tenant, .. } => tenant.map(|(t, _)| t),
+            Target::Any => None,
+        };
+        Need::Attach(shard)
     }
 
     /// Record what pinned the transaction (metrics, SHOW TENANTS, messages), and
     /// whether an open batch is now pinned to its shard.
     fn pin(&mut self, tenant: Option<(TenantKey, Source)>, unit: &Unit) {
         if let Unit::Batch(msgs) = unit {
-            if msgs.last().is_some_and(|(t, _)| *t == b'H') {
-                self.batch_pinned = true;
+            if msgs.last().is_some_and(|(t, _)| *t == tag::frontend::FLUSH) {
+                if let Some(a) = self.att.as_mut() {
+                    a.pin_batch();
+                }
             }
         }
         if self.tx_tenant.is_some() {
@@ -490,120 +483,65 @@ impl Session {
     }
 
     /// Replay the held BEGIN and the statements held with it on the attached
-    /// server, ahead of the work that needs the transaction.
+    /// server, ahead of the work that needs the transaction (ending an open
+    /// tenant-free batch first, so BEGIN starts a real transaction block).
     fn replay_held(&mut self) {
-        let Some(h) = self.held.take() else { return };
-        self.expect.push(Entry::swallow(b'Q'));
-        self.to_server.push(h.begin);
+        let Some(a) = self.att.as_mut() else { return };
+        a.end_open_batch();
+        let Some(h) = self.txn.apply(TxnEvent::Replay) else {
+            return;
+        };
+        a.send_simple(super::expect::Entry::swallow(tag::frontend::QUERY), h.begin);
         for stmt in h.stmts {
-            self.expect.push(Entry::swallow(b'Q'));
-            self.to_server.push(stmt);
+            a.send_simple(super::expect::Entry::swallow(tag::frontend::QUERY), stmt);
         }
-        if let Some(att) = self.server.as_mut() {
-            att.effects.add(h.effects);
-        }
-        self.unnamed.on_server = false;
-        self.masquerade = false;
-    }
-
-    /// Open the held transaction on the attached server (ending an open tenant-free
-    /// batch first, so BEGIN starts a real transaction block).
-    pub(super) fn open_held_transaction(&mut self) {
-        self.end_open_batch();
-        self.replay_held();
-        self.masquerade = false;
-    }
-
-    /// Close an extended batch the client left open with Flush, with a Sync whose
-    /// ReadyForQuery the client never sees.
-    pub(super) fn end_open_batch(&mut self) {
-        if self.ext_open {
-            let mut b = BytesMut::new();
-            protocol::sync(&mut b);
-            self.expect.push(Entry::swallow(b'S'));
-            self.to_server.push(b.freeze());
-            self.ext_open = false;
-            self.batch_pinned = false;
-            self.server_skipping = false;
-        }
-    }
-
-    pub(super) fn forward_unit(&mut self, unit: Unit) {
-        match unit {
-            Unit::Simple(tag, frame) => self.forward_simple(tag, frame),
-            Unit::Batch(msgs) => {
-                let mut n = 0;
-                for (tag, frame) in msgs {
-                    if tag == b'P' && self.db.routing.is_some() {
-                        // Analyzed when the batch was routed.
-                        let facts = self.batch_facts.get_mut(n).map(std::mem::take);
-                        n += 1;
-                        self.forward_ext(tag, frame, facts);
-                    } else {
-                        self.forward_ext(tag, frame, None);
-                    }
-                }
-            }
-        }
-        self.drain_synthetic();
+        a.add_effects(h.effects);
+        a.set_unnamed_current(false);
     }
 
     /// Refuse a unit of work with an error, keeping protocol and transaction state
     /// exactly as Postgres would.
-    pub(super) fn unit_error(&mut self, unit: Unit, code: &str, msg: &str) {
-        self.count_refusal(code);
+    pub(super) fn unit_error(&mut self, unit: Unit, e: &PgError) {
+        self.count_refusal(e.code);
         let last = match &unit {
-            Unit::Simple(tag, _) => *tag,
-            Unit::Batch(m) => m.last().map(|(t, _)| *t).unwrap_or(b'S'),
+            Unit::Simple(t, _) => *t,
+            Unit::Batch(m) => m.last().map(|(t, _)| *t).unwrap_or(tag::frontend::SYNC),
         };
         // A transaction shardbouncer holds is failed too, not only the statement.
-        self.fail_held();
-        if self.server.is_some() {
-            if self.server_skipping {
-                // The server already skips this batch after an earlier error: only
-                // the Sync gets an answer.
-                if last == b'S' {
-                    let mut b = BytesMut::new();
-                    protocol::sync(&mut b);
-                    self.send_ext(b'S', b.freeze());
-                } else {
-                    self.skip_until_sync = true;
-                }
-                return;
+        self.txn.apply(TxnEvent::Fail);
+        let Some(a) = self.att.as_mut() else {
+            return self.fail_unattached(last, e);
+        };
+        if a.skipping() {
+            // The server already skips this batch after an earlier error: only
+            // the Sync gets an answer.
+            if last == tag::frontend::SYNC {
+                let mut b = BytesMut::new();
+                protocol::sync(&mut b);
+                self.send_ext(tag::frontend::SYNC, b.freeze());
+            } else {
+                self.skip_until_sync = true;
             }
-            match last {
-                b'H' => {
-                    self.inject_error_ext(code, msg);
-                    self.ext_open = true;
-                    self.skip_until_sync = true;
-                }
-                // An error then ReadyForQuery is also the right answer to a batch.
-                _ => self.inject_error_simple(code, msg),
+            return;
+        }
+        match last {
+            tag::frontend::FLUSH => {
+                self.inject_error_ext(e);
+                self.skip_until_sync = true;
             }
-        } else {
-            if self.tx_status == b'T' {
-                self.tx_status = b'E';
-            }
-            self.fail_unattached(last, code, msg);
+            // An error then ReadyForQuery is also the right answer to a batch.
+            _ => self.inject_error_simple(e),
         }
     }
 }
-
-/// A statement parsed earlier in the batch being routed: its index among the
-/// batch's Parses and its declared parameter types.
-type InBatch<'a> = (usize, &'a [u8]);
 
 /// Decision for a database without routing: everything goes to its one shard,
 /// unless the text is refused outright.
 fn unrouted(f: &Facts) -> Decision {
     match f.violation {
-        Some(router::statement::Violation::ReservedName) => Decision::Refuse(Refusal {
-            code: sqlstate::RESERVED_NAME,
-            message: format!(
-                "prepared statement names starting with \"{}\" are reserved by shardbouncer",
-                router::statement::RESERVED_PREFIX
-            ),
-        }),
+        Some(router::statement::Violation::ReservedName) => {
+            Decision::Refuse(super::statements::reserved_name())
+        }
         _ => Decision::TenantFree,
     }
 }
@@ -612,16 +550,41 @@ fn unrouted(f: &Facts) -> Decision {
 /// standard_conforming_strings).
 fn has_backslash(unit: &Unit) -> bool {
     match unit {
-        Unit::Simple(b'Q', f) => memchr::memchr(b'\\', f).is_some(),
+        Unit::Simple(tag::frontend::QUERY, f) => memchr::memchr(b'\\', f).is_some(),
         Unit::Simple(..) => false,
         Unit::Batch(m) => m
             .iter()
-            .any(|(t, f)| *t == b'P' && memchr::memchr(b'\\', f).is_some()),
+            .any(|(t, f)| *t == tag::frontend::PARSE && memchr::memchr(b'\\', f).is_some()),
     }
 }
 
+/// Query text of a 'Q' frame (without the trailing NUL).
+pub(super) fn query_text(frame: &[u8]) -> &[u8] {
+    let b = frame.get(5..).unwrap_or_default();
+    b.strip_suffix(b"\0").unwrap_or(b)
+}
+
+/// Named Parses then one Sync, nothing else.
+fn is_parse_only_batch(msgs: &[(u8, Bytes)]) -> bool {
+    msgs.len() >= 2
+        && msgs.last().is_some_and(|(t, _)| *t == tag::frontend::SYNC)
+        && msgs[..msgs.len() - 1]
+            .iter()
+            .all(|(t, f)| *t == tag::frontend::PARSE && is_named_parse(f))
+}
+
+/// Only a Sync or a Flush.
+fn is_sync_or_flush_only(msgs: &[(u8, Bytes)]) -> bool {
+    matches!(msgs, [(tag::frontend::SYNC | tag::frontend::FLUSH, _)])
+}
+
+/// A Parse of a named statement.
+pub(super) fn is_named_parse(frame: &[u8]) -> bool {
+    frame.first() == Some(&tag::frontend::PARSE) && frame.get(5).is_some_and(|&b| b != 0)
+}
+
 /// Metric label of a tenant source.
-pub(super) fn source_name(s: Source) -> &'static str {
+fn source_name(s: Source) -> &'static str {
     match s {
         Source::Startup => "startup",
         Source::Comment => "comment",

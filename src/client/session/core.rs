@@ -1,0 +1,611 @@
+//! The session core: everything a client session decides, with no sockets.
+//!
+//! [`Core`] takes the client's bytes (in its read buffer) and the attached
+//! server's bytes (in that server's [`ServerState`]), and produces the bytes each
+//! side must receive (in [`OutQueue`]s) plus, when it needs something only I/O can
+//! give, a [`Need`]: a server from the pool, a role restored and confirmed, a
+//! server reset and given back. The driver (`super::Session`) performs the I/O and
+//! reports back. Because nothing here awaits, the whole state machine can be
+//! tested and fuzzed with a scripted server (see `super::tests`).
+
+use super::counters::Counters;
+use super::queue::OutQueue;
+use super::server::Attachment;
+use super::settings::Settings;
+use super::state::{Phase, Txn};
+use super::statements::Statements;
+use crate::app::DbRuntime;
+use crate::protocol::{self, tag, TxStatus};
+use crate::router::{Effects, Facts, Mention, Source, TenantKey, Tenants};
+use crate::server::{ParamSet, ServerState};
+use crate::sqlstate::{self, PgError};
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+
+/// Frames bigger than this that may be streamed (DataRow, CopyData) are forwarded
+/// piecemeal instead of being buffered whole.
+pub(super) const STREAM_THRESHOLD: usize = 64 * 1024;
+/// Stop taking client work while this much is queued for the server.
+pub(super) const HIGH_WATER: usize = 512 * 1024;
+/// Most extended-protocol messages held before a Sync or Flush.
+const MAX_BATCH: usize = 100_000;
+
+/// Why the session ends (for logs); the client has already been told.
+pub type End = String;
+
+/// A unit of work.
+#[derive(Debug)]
+pub(super) enum Unit {
+    /// A simple Query or FunctionCall (tag, frame).
+    Simple(u8, Bytes),
+    /// Extended-protocol messages up to and including a Sync or Flush.
+    Batch(Vec<(u8, Bytes)>),
+}
+
+/// What the core needs from the driver before it can go on.
+#[derive(Debug)]
+pub enum Need {
+    /// Nothing: wait for I/O.
+    Io,
+    /// Check a server out of the pool for this shard, then call
+    /// [`Core::prepare_attach`] and [`Core::attached`] (or [`Core::attach_failed`]).
+    Attach(usize),
+    /// The transaction is over: reset and return this server, then call
+    /// [`Core::released`].
+    Release(Box<Release>),
+    /// The session must end; the client has been told why.
+    Close(End),
+}
+
+/// A server being given back, with what the driver needs to reset it and account
+/// for the transaction.
+#[derive(Debug)]
+pub struct Release {
+    /// The server's state (to be put back with its socket).
+    pub state: ServerState,
+    /// Session state the client may have left on it: reset before reuse.
+    pub effects: Effects,
+    /// Settings must be read back (they follow the client).
+    pub read_back: bool,
+    /// The tenant that pinned the transaction, if any (SHOW TENANTS).
+    pub tenant: Option<TenantKey>,
+    /// When the server was attached.
+    pub since: std::time::Instant,
+    /// The transaction's counters.
+    pub counters: Counters,
+}
+
+/// Everything a session decides, without I/O.
+pub struct Core {
+    pub(super) db: Arc<DbRuntime>,
+    /// Process-unique client id (logs, statement identity).
+    pub(super) client_id: i32,
+    pub(super) max_msg: usize,
+    /// Bytes read from the client, not yet processed.
+    cbuf: BytesMut,
+    /// Bytes for the client.
+    pub(super) to_client: OutQueue,
+    /// Scratch for messages we build.
+    pub(super) scratch: BytesMut,
+    /// Bytes of a large client frame still to pass through unparsed.
+    c_stream_left: usize,
+    /// After an error we raised with no server: drop client messages until Sync.
+    pub(super) skip_until_sync: bool,
+    /// Extended messages held until the batch can be routed.
+    pub(super) batch: Vec<(u8, Bytes)>,
+    /// Work waiting: for the server to finish what is in flight, for a server
+    /// from the pool, or for the server to be released.
+    pub(super) stalled: Option<Unit>,
+    /// A server was requested for this shard and not delivered yet.
+    pub(super) awaiting: Option<usize>,
+    /// The tenant whose work waits for that server (SHOW TENANTS `waiting`).
+    pub(super) awaiting_tenant: Option<TenantKey>,
+    /// The server is being reset and returned.
+    pub(super) releasing: bool,
+    /// Where the client's transaction lives.
+    pub(super) txn: Txn,
+    /// The attached server's side, while one is attached.
+    pub(super) att: Option<Attachment>,
+    /// Tenant settings of the session.
+    pub(super) tenants: Tenants,
+    /// Tenant the current transaction is pinned by.
+    pub(super) tx_tenant: Option<(TenantKey, Source)>,
+    /// Reused analysis of the text being routed (no allocation per query).
+    pub(super) facts: Facts,
+    /// Reused scratch for the text under the other standard_conforming_strings.
+    pub(super) alt_facts: Facts,
+    /// Reused analyses of the Parses in the batch being routed, in order.
+    pub(super) batch_facts: Vec<Facts>,
+    /// Reused buffer for the tenant mentions of a unit of work.
+    pub(super) mentions: Vec<Mention>,
+    /// The client's prepared statements.
+    pub(super) stmts: Statements,
+    /// The client's session settings.
+    pub(super) settings: Settings,
+    /// This attachment's counters.
+    pub(super) counters: Counters,
+}
+
+impl Core {
+    /// A core for a client of `db` that logged in with these settings.
+    pub fn new(
+        db: Arc<DbRuntime>,
+        client_id: i32,
+        max_msg: usize,
+        reported: ParamSet,
+        unreported: ParamSet,
+        startup_tenant: Option<TenantKey>,
+    ) -> Core {
+        Core {
+            db,
+            client_id,
+            max_msg,
+            cbuf: BytesMut::with_capacity(8192),
+            to_client: OutQueue::default(),
+            scratch: BytesMut::with_capacity(1024),
+            c_stream_left: 0,
+            skip_until_sync: false,
+            batch: Vec::new(),
+            stalled: None,
+            awaiting: None,
+            awaiting_tenant: None,
+            releasing: false,
+            txn: Txn::default(),
+            att: None,
+            tenants: Tenants {
+                startup: startup_tenant,
+                ..Default::default()
+            },
+            tx_tenant: None,
+            facts: Facts::default(),
+            alt_facts: Facts::default(),
+            batch_facts: Vec::new(),
+            mentions: Vec::new(),
+            stmts: Statements::default(),
+            settings: Settings::new(reported, unreported),
+            counters: Counters::default(),
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // What the driver asks.
+    // ------------------------------------------------------------------
+
+    /// The phase (see [`super::state`]).
+    pub fn phase(&self) -> Phase {
+        if self.releasing {
+            return Phase::Releasing;
+        }
+        if self.awaiting.is_some() {
+            return Phase::WaitingForServer;
+        }
+        match (&self.att, &self.txn) {
+            (None, Txn::OnServer) => Phase::Idle,
+            (None, Txn::Held(_)) => Phase::Held,
+            (None, Txn::Failed) => Phase::HeldFailed,
+            (Some(a), _) if a.copy_in() => Phase::CopyIn,
+            (Some(a), _) if !a.settled() => Phase::Draining,
+            (Some(_), Txn::OnServer) => Phase::Attached,
+            (Some(_), _) => Phase::OutsideHeld,
+        }
+    }
+
+    /// The transaction status the client sees.
+    pub fn client_status(&self) -> TxStatus {
+        self.txn
+            .client_status(self.att.as_ref().map(Attachment::status))
+    }
+
+    /// The tenant whose work waits for the server being requested.
+    pub fn awaited_tenant(&self) -> Option<TenantKey> {
+        self.awaiting_tenant
+    }
+
+    /// A server is attached.
+    pub fn has_server(&self) -> bool {
+        self.att.is_some()
+    }
+
+    /// Nothing is owed by a server.
+    pub fn nothing_owed(&self) -> bool {
+        self.att.as_ref().is_none_or(Attachment::settled)
+    }
+
+    /// The database this session serves.
+    pub fn db(&self) -> &Arc<DbRuntime> {
+        &self.db
+    }
+
+    /// A reloaded configuration for this database: taken between transactions
+    /// only ("the next transaction uses the new map").
+    pub fn maybe_reload(&mut self, db: impl FnOnce(&DbRuntime) -> Option<Arc<DbRuntime>>) {
+        if self.att.is_none() && self.awaiting.is_none() && !self.txn.is_local() {
+            if let Some(new) = db(&self.db) {
+                self.db = new;
+            }
+        }
+    }
+
+    /// The client's settings, as the login greeting announced them.
+    pub fn greeted(&mut self, announced: &ParamSet) {
+        self.settings.greeted(announced);
+    }
+
+    /// Reported parameters the client set at login.
+    pub fn reported(&self) -> &ParamSet {
+        self.settings.reported()
+    }
+
+    /// Custom setting names to read back at release.
+    pub fn custom_settings(&self) -> &[String] {
+        self.settings.custom()
+    }
+
+    /// The home shard: where tenant-free work goes.
+    pub fn home_shard(&self) -> usize {
+        match &self.db.routing {
+            Some(rt) => rt.home_shard(&self.tenants),
+            None => 0,
+        }
+    }
+
+    /// The client read buffer (the driver reads into it).
+    pub fn cbuf(&mut self) -> &mut BytesMut {
+        &mut self.cbuf
+    }
+
+    /// Whether the driver should read from the client now.
+    pub fn wants_client_bytes(&self) -> bool {
+        self.stalled.is_none()
+            && self.awaiting.is_none()
+            && self
+                .att
+                .as_ref()
+                .is_none_or(|a| a.to_server().len() < HIGH_WATER)
+    }
+
+    /// Whether the driver should read from the server now.
+    pub fn wants_server_bytes(&self) -> bool {
+        self.to_client.len() < HIGH_WATER
+    }
+
+    /// The queues and buffer the driver's I/O works on: what goes to the client,
+    /// and (with a server) what goes to it and where its bytes arrive.
+    pub fn io(&mut self) -> (&mut BytesMut, &OutQueue, Option<(&OutQueue, &mut BytesMut)>) {
+        let server = self.att.as_mut().map(Attachment::io);
+        (&mut self.cbuf, &self.to_client, server)
+    }
+
+    /// The client read `n` bytes.
+    pub fn client_read(&mut self, n: usize) {
+        self.counters.client_read(n);
+    }
+
+    /// `n` bytes were written to the client.
+    pub fn client_wrote(&mut self, n: usize) {
+        self.counters.client_wrote(n);
+        self.to_client.advance(n);
+    }
+
+    /// Everything for the client (the driver flushes it before closing).
+    pub fn to_client(&mut self) -> &mut OutQueue {
+        &mut self.to_client
+    }
+
+    /// `n` bytes were written to the server: the last write of a finished
+    /// transaction may be what allows the release.
+    pub fn server_wrote(&mut self, n: usize) -> Need {
+        if let Some(a) = self.att.as_mut() {
+            a.wrote(n);
+        }
+        self.maybe_release()
+    }
+
+    /// Queue a FATAL for the client; the driver then ends the session.
+    pub fn fatal(&mut self, code: &'static str, msg: &str) -> End {
+        protocol::pg_error(
+            &mut self.scratch,
+            tag::backend::ERROR_RESPONSE,
+            &PgError::fatal(code, msg),
+        );
+        self.emit();
+        msg.to_string()
+    }
+
+    // ------------------------------------------------------------------
+    // Client bytes.
+    // ------------------------------------------------------------------
+
+    /// Handle stalled work (when it can go on) and every complete client frame in
+    /// the read buffer, until the core needs something from the driver.
+    pub fn client_data(&mut self) -> Need {
+        if self.awaiting.is_some() || self.releasing {
+            return Need::Io;
+        }
+        // Stalled work is decided once the server has answered everything in flight.
+        if self.stalled.is_some() && self.nothing_owed_and_sent() {
+            if let Some(unit) = self.stalled.take() {
+                match self.route_unit(unit) {
+                    Need::Io => {}
+                    need => return need,
+                }
+            }
+        }
+        loop {
+            if self.stalled.is_some()
+                || self
+                    .att
+                    .as_ref()
+                    .is_some_and(|a| a.to_server().len() >= HIGH_WATER)
+            {
+                break;
+            }
+            if self.c_stream_left > 0 {
+                let n = self.c_stream_left.min(self.cbuf.len());
+                if n == 0 {
+                    break;
+                }
+                let chunk = self.cbuf.split_to(n).freeze();
+                self.c_stream_left -= n;
+                if !self.skip_until_sync {
+                    if let Some(a) = self.att.as_mut() {
+                        a.send_raw(chunk);
+                    }
+                }
+                continue;
+            }
+            let (tag, len) = match protocol::frame_header(&self.cbuf, self.max_msg) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    return Need::Close(self.fatal(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        &format!("invalid frontend message: {e}"),
+                    ))
+                }
+            };
+            if self.cbuf.len() < len {
+                if tag == tag::frontend::COPY_DATA && len > STREAM_THRESHOLD && self.att.is_some() {
+                    // Stream big COPY data through instead of buffering it whole.
+                    let avail = self.cbuf.len();
+                    let chunk = self.cbuf.split_to(avail).freeze();
+                    self.c_stream_left = len - avail;
+                    if !self.skip_until_sync {
+                        if let Some(a) = self.att.as_mut() {
+                            a.send_raw(chunk);
+                        }
+                    }
+                    continue;
+                }
+                self.cbuf.reserve(len - self.cbuf.len());
+                break;
+            }
+            let frame = self.cbuf.split_to(len).freeze();
+            match self.client_frame(tag, frame) {
+                Need::Io => {}
+                need => return need,
+            }
+        }
+        self.drain_synthetic();
+        // Work answered locally while a server was attached produces no server
+        // traffic that would trigger the release: check here too.
+        self.maybe_release()
+    }
+
+    fn nothing_owed_and_sent(&self) -> bool {
+        self.att
+            .as_ref()
+            .is_none_or(|a| a.settled() && a.to_server().is_empty())
+    }
+
+    fn client_frame(&mut self, t: u8, frame: Bytes) -> Need {
+        use tag::frontend as f;
+        if let Err(what) = protocol::validate_frontend(t, &frame[5..]) {
+            // As Postgres: a malformed message ends the connection.
+            return Need::Close(self.fatal(sqlstate::PROTOCOL_VIOLATION, what));
+        }
+        if let Some(a) = self.att.as_mut() {
+            if a.copy_in() {
+                match t {
+                    // Ignored by the server during COPY IN: no answer to expect.
+                    f::SYNC | f::FLUSH => {
+                        a.send_raw(frame);
+                        return Need::Io;
+                    }
+                    f::COPY_DONE | f::COPY_FAIL => a.end_copy_in(),
+                    _ => {}
+                }
+            }
+        }
+        if self.skip_until_sync {
+            if t == f::SYNC {
+                self.skip_until_sync = false;
+                if self.att.is_some() {
+                    self.send_ext(t, frame);
+                } else {
+                    self.emit_rfq();
+                }
+            }
+            return Need::Io;
+        }
+        match t {
+            f::TERMINATE => Need::Close("client terminated".into()),
+            f::QUERY | f::FUNCTION_CALL => self.route_unit(Unit::Simple(t, frame)),
+            f::PARSE | f::BIND | f::DESCRIBE | f::EXECUTE | f::CLOSE | f::FLUSH | f::SYNC => {
+                if self.db.routing.is_none() {
+                    return self.plain_ext(t, frame);
+                }
+                self.batch.push((t, frame));
+                if t == f::SYNC || t == f::FLUSH {
+                    let b = std::mem::take(&mut self.batch);
+                    return self.route_unit(Unit::Batch(b));
+                }
+                if self.batch.len() > MAX_BATCH {
+                    return Need::Close(self.fatal(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "too many extended-protocol messages without Sync",
+                    ));
+                }
+                Need::Io
+            }
+            f::COPY_DATA | f::COPY_DONE | f::COPY_FAIL => {
+                if let Some(a) = self.att.as_mut() {
+                    a.send_raw(frame);
+                }
+                Need::Io
+            }
+            other => Need::Close(self.fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                &format!("invalid frontend message type {other}"),
+            )),
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Replies we build.
+    // ------------------------------------------------------------------
+
+    /// Queue a message built in `scratch` for the client, now.
+    pub(super) fn emit(&mut self) {
+        let b = self.scratch.split().freeze();
+        self.to_client.push(b);
+    }
+
+    /// Queue a reply built in `scratch` in protocol order: directly when nothing is
+    /// owed by a server, else behind what is owed.
+    pub(super) fn reply(&mut self, client_tag: u8) {
+        let b = self.scratch.split().freeze();
+        match self.att.as_mut() {
+            Some(a) if !a.settled() => a.synthetic(client_tag, b),
+            _ => self.to_client.push(b),
+        }
+    }
+
+    pub(super) fn emit_error(&mut self, e: &PgError) {
+        protocol::pg_error(&mut self.scratch, tag::backend::ERROR_RESPONSE, e);
+        self.emit();
+    }
+
+    pub(super) fn emit_rfq(&mut self) {
+        let status = self.client_status();
+        protocol::ready_for_query(&mut self.scratch, status);
+        self.emit();
+    }
+
+    /// CommandComplete + ReadyForQuery for a locally answered simple Query.
+    pub(super) fn simple_reply(&mut self, command_tag: &str) {
+        protocol::command_complete(&mut self.scratch, command_tag);
+        let status = self.client_status();
+        protocol::ready_for_query(&mut self.scratch, status);
+        self.reply(tag::frontend::QUERY);
+    }
+
+    /// A WARNING/NOTICE before a local reply, in protocol order.
+    pub(super) fn notice(&mut self, severity: &'static str, code: &'static str, msg: &str) {
+        let e = PgError {
+            severity,
+            ..PgError::new(code, msg)
+        };
+        protocol::pg_error(&mut self.scratch, tag::backend::NOTICE_RESPONSE, &e);
+        self.reply(tag::backend::NOTICE_RESPONSE);
+    }
+
+    /// Report an error for work that has no server: a Query gets ReadyForQuery at
+    /// once; an extended batch is skipped up to its Sync.
+    pub(super) fn fail_unattached(&mut self, last_tag: u8, e: &PgError) {
+        self.emit_error(e);
+        match last_tag {
+            tag::frontend::QUERY | tag::frontend::FUNCTION_CALL | tag::frontend::SYNC => {
+                self.emit_rfq()
+            }
+            _ => self.skip_until_sync = true,
+        }
+    }
+
+    /// Emit synthetic replies that have reached the head of the queue.
+    pub(super) fn drain_synthetic(&mut self) {
+        if let Some(a) = self.att.as_mut() {
+            a.drain_synthetic(&mut self.to_client);
+        }
+    }
+
+    /// What a statement's server-side identity depends on besides its text: the
+    /// client's search_path, and (once this transaction changed settings, which
+    /// are read back only at its end) the client itself.
+    pub(super) fn statement_context(&self) -> String {
+        let mut ctx = self.settings.search_path().to_string();
+        if self
+            .att
+            .as_ref()
+            .is_some_and(|a| a.effects().any(Effects::SETTINGS.union(Effects::DYNAMIC)))
+        {
+            ctx.push_str(&format!("\0client {}", self.client_id));
+        }
+        ctx
+    }
+
+    /// The routing key of this database ("" when it is not routed).
+    pub(super) fn routing_key(&self) -> &[u8] {
+        self.db
+            .routing
+            .as_ref()
+            .map(|r| r.key.as_bytes())
+            .unwrap_or_default()
+    }
+
+    /// The session must not go on after the server broke the protocol.
+    pub(super) fn server_protocol_error(&mut self, e: impl std::fmt::Display) -> Need {
+        if let Some(a) = self.att.as_mut() {
+            a.mark_broken();
+        }
+        Need::Close(self.fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            &format!("invalid message from server: {e}"),
+        ))
+    }
+
+    /// The server connection died under us: the client is told and the session
+    /// ends. Returns the server's state, if one was attached, to be discarded.
+    pub fn server_lost(&mut self) -> (Option<ServerState>, End) {
+        let state = self.att.take().map(|a| {
+            let mut st = a.into_state();
+            st.broken = true;
+            // Forward whatever the server said last (e.g. FATAL 57P01 from
+            // pg_terminate_backend).
+            let rest = st.rbuf.split().freeze();
+            self.to_client.push(rest);
+            st
+        });
+        let end = self.fatal(
+            sqlstate::CONNECTION_FAILURE,
+            "server connection lost; the transaction was aborted",
+        );
+        (state, end)
+    }
+
+    /// The client is gone: the server's state, and whether it is clean enough to go
+    /// back to the pool (after the effects are reset).
+    pub fn detach(&mut self) -> Option<(ServerState, bool, Effects)> {
+        let a = self.att.take()?;
+        let clean = a.clean_to_return() && self.c_stream_left == 0;
+        let effects = a.effects();
+        Some((a.into_state(), clean, effects))
+    }
+
+    /// Debug-build checks of what must always hold between events.
+    pub(super) fn check(&self) {
+        if cfg!(debug_assertions) {
+            if self.awaiting.is_some() {
+                debug_assert!(self.att.is_none(), "waiting for a server while attached");
+                debug_assert!(self.stalled.is_some(), "waiting for a server for nothing");
+            }
+            if let Some(a) = &self.att {
+                a.check();
+            }
+            debug_assert!(
+                !(self.releasing && self.att.is_some()),
+                "releasing a server still attached"
+            );
+        }
+    }
+}

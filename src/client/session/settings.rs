@@ -1,0 +1,92 @@
+//! The client's session settings: what it set at login or with SET, kept here so
+//! they follow the client from server to server and never reach another client.
+
+use crate::server::{params, ParamSet};
+
+/// Most custom setting names tracked per client.
+const MAX_CUSTOM_SETTINGS: usize = 64;
+
+/// The settings a client's servers must have while it uses them.
+pub(super) struct Settings {
+    /// Reported parameters (TimeZone, DateStyle, ...) as the client last saw them.
+    reported: ParamSet,
+    /// Every other non-default setting, role and session authorization included.
+    unreported: ParamSet,
+    /// `standard_conforming_strings`: how the client's literals are lexed.
+    std_strings: bool,
+    /// Custom (dotted) settings the client set: Postgres lists no placeholder
+    /// settings in `pg_settings`, so they are read back by name.
+    custom: Vec<String>,
+}
+
+impl Settings {
+    /// The settings a client asked for at login.
+    pub(super) fn new(reported: ParamSet, unreported: ParamSet) -> Settings {
+        let custom = unreported
+            .iter()
+            .filter(|(k, _)| k.contains('.'))
+            .map(|(k, _)| k.to_string())
+            .take(MAX_CUSTOM_SETTINGS)
+            .collect();
+        Settings {
+            reported,
+            unreported,
+            std_strings: true,
+            custom,
+        }
+    }
+
+    /// Reported parameters.
+    pub(super) fn reported(&self) -> &ParamSet {
+        &self.reported
+    }
+
+    /// Other settings.
+    pub(super) fn unreported(&self) -> &ParamSet {
+        &self.unreported
+    }
+
+    /// The client's search_path ("" for the server default).
+    pub(super) fn search_path(&self) -> &str {
+        self.unreported.get("search_path").unwrap_or("")
+    }
+
+    /// How to lex the client's string literals.
+    pub(super) fn std_strings(&self) -> bool {
+        self.std_strings
+    }
+
+    /// Custom setting names to read back.
+    pub(super) fn custom(&self) -> &[String] {
+        &self.custom
+    }
+
+    /// The parameters announced at login (they fix the lexing mode too).
+    pub(super) fn greeted(&mut self, announced: &ParamSet) {
+        self.std_strings = announced.get("standard_conforming_strings") != Some("off");
+    }
+
+    /// A ParameterStatus from the client's server: the client's view follows it.
+    pub(super) fn reported_by_server(&mut self, name: &str, value: &str) {
+        if let Some(c) = params::canonical(name) {
+            self.reported.set(c, value);
+        }
+        if name == "standard_conforming_strings" {
+            self.std_strings = value != "off";
+        }
+    }
+
+    /// Settings read back from a server after the client's transaction.
+    pub(super) fn read_back(&mut self, set: ParamSet) {
+        self.unreported = set;
+    }
+
+    /// Remember custom setting names the client set.
+    pub(super) fn note_custom(&mut self, names: &[String]) {
+        for n in names {
+            if self.custom.len() < MAX_CUSTOM_SETTINGS && !self.custom.contains(n) {
+                self.custom.push(n.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The client's prepared statements: its named statements (mapped to
+//! content-addressed server statements) and its unnamed statement.
+//!
+//! Names are private to the client, as on a Postgres connection; the server-side
+//! identity ([`StmtDef`]) is shared by every client that prepares the same text in
+//! the same context.
+
+use crate::protocol::Parse;
+use crate::router::bind::ParamTypes;
+use crate::router::statement::{Violation, RESERVED_PREFIX};
+use crate::router::Facts;
+use crate::server::prepared::StmtDef;
+use crate::sqlstate::{self, PgError};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Most statement names one client may hold (a runaway client cannot grow memory).
+pub(super) const MAX_CLIENT_STATEMENTS: usize = 10_000;
+
+/// The client's statements.
+#[derive(Default)]
+pub(super) struct Statements {
+    named: HashMap<Bytes, Arc<StmtDef>>,
+    unnamed: Unnamed,
+}
+
+/// The client's unnamed statement: its facts and types, and its Parse frame so it
+/// can be re-created on a server that lacks it (after a move to another shard, or
+/// when shardbouncer had to use the unnamed statement itself).
+#[derive(Default)]
+struct Unnamed {
+    facts: Facts,
+    /// Parameter types declared in the Parse (4 bytes each).
+    declared: Bytes,
+    /// Parameter types the server described (ParameterDescription).
+    described: Vec<u32>,
+    /// The client's Parse; `None` when there is no unnamed statement.
+    parse: Option<Bytes>,
+}
+
+impl Statements {
+    /// Record a named Parse under its name, Postgres's rules (a name in use is
+    /// 42P05), with the facts of its text. `context` is what the text's meaning
+    /// depends on besides itself (see [`StmtDef::new`]).
+    pub(super) fn register(
+        &mut self,
+        p: &Parse<'_>,
+        facts: Facts,
+        context: &str,
+    ) -> Result<Arc<StmtDef>, PgError> {
+        if facts.violation == Some(Violation::ReservedName) {
+            return Err(reserved_name());
+        }
+        if self.named.contains_key(p.name) {
+            return Err(PgError::new(
+                sqlstate::DUPLICATE_PSTATEMENT,
+                format!(
+                    "prepared statement \"{}\" already exists",
+                    String::from_utf8_lossy(p.name)
+                ),
+            ));
+        }
+        if self.named.len() >= MAX_CLIENT_STATEMENTS {
+            return Err(PgError::new(
+                sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
+                "too many prepared statements on this connection",
+            ));
+        }
+        let def = Arc::new(StmtDef::new(p, facts, context));
+        self.named
+            .insert(Bytes::copy_from_slice(p.name), def.clone());
+        Ok(def)
+    }
+
+    /// The statement named `name`.
+    pub(super) fn get(&self, name: &[u8]) -> Option<&Arc<StmtDef>> {
+        self.named.get(name)
+    }
+
+    /// Close/DEALLOCATE of one name; whether it existed.
+    pub(super) fn remove(&mut self, name: &[u8]) -> bool {
+        self.named.remove(name).is_some()
+    }
+
+    /// `DEALLOCATE ALL` / `DISCARD ALL`: every name goes.
+    pub(super) fn clear(&mut self) {
+        self.named.clear();
+    }
+
+    /// A Parse of `def` failed (or was skipped): the name it would have created
+    /// does not exist, as in Postgres.
+    pub(super) fn forget(&mut self, def: &Arc<StmtDef>) {
+        self.named.retain(|_, d| !Arc::ptr_eq(d, def));
+    }
+
+    /// The client's unnamed Parse `frame` (with `declared` parameter types, a
+    /// slice of it) replaces its unnamed statement.
+    pub(super) fn set_unnamed(&mut self, facts: Facts, frame: Bytes, declared: Bytes) {
+        self.unnamed.facts = facts;
+        self.unnamed.declared = declared;
+        self.unnamed.described.clear();
+        self.unnamed.parse = Some(frame);
+    }
+
+    /// The unnamed statement is gone (a simple Query, or a Close of it).
+    pub(super) fn drop_unnamed(&mut self) {
+        self.unnamed.parse = None;
+    }
+
+    /// The client's unnamed Parse, if it has an unnamed statement.
+    pub(super) fn unnamed_parse(&self) -> Option<&Bytes> {
+        self.unnamed.parse.as_ref()
+    }
+
+    /// Facts and parameter types of the unnamed statement, if any.
+    pub(super) fn unnamed(&self) -> Option<(&Facts, ParamTypes<'_>)> {
+        self.unnamed.parse.as_ref()?;
+        let u = &self.unnamed;
+        Some((
+            &u.facts,
+            ParamTypes {
+                declared: &u.declared,
+                described: &u.described,
+            },
+        ))
+    }
+
+    /// The server described the unnamed statement's parameters.
+    pub(super) fn describe_unnamed(&mut self, oids: impl Iterator<Item = u32>) {
+        self.unnamed.described.clear();
+        self.unnamed.described.extend(oids);
+    }
+}
+
+/// The refusal of a statement name in shardbouncer's namespace.
+pub(super) fn reserved_name() -> PgError {
+    PgError::new(
+        sqlstate::RESERVED_NAME,
+        format!("prepared statement names starting with \"{RESERVED_PREFIX}\" are reserved by shardbouncer"),
+    )
+}

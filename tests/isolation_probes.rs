@@ -1,0 +1,448 @@
+//! Regression tests for isolation holes found by a security review (probes that
+//! go past tests/isolation.rs). Each test asserts the SAFE behaviour (each failed
+//! before its fix), and each checks data (which shard's rows came
+//! back or were written, read on the shard directly) or the very server state a
+//! client left behind, not only error codes.
+//!
+//! Fixture (one per test): two real PostgreSQL clusters (s0, s1) and one
+//! shardbouncer (trust auth, transaction pooling) with:
+//!
+//! | database | pool | routing                                                   |
+//! |----------|------|-----------------------------------------------------------|
+//! | `app`    | 4    | defaults (`no_tenant = "reject"`), map with overrides     |
+//! | `app1`   | 1    | same; one server per shard, so consecutive clients share it |
+//! | `appint` | 4    | same overrides, but `key_type = "bigint"`                 |
+//!
+//! Placement is pinned by `[tenants]` overrides: `alpha`, `alpha2`, `1001` on s0;
+//! `bravo`, `2002` on s1. Every shard has `shard_marker(name)` = its own name,
+//! `accounts(tenant_id text, name text)` with `'owner of <t>'` for its tenants,
+//! `ledger(tenant_id bigint, note text)` with `'ledger of <n>'` (1001 on s0, 2002
+//! on s1), a role `r_other` granted to `app`, and some helper functions.
+
+mod support;
+
+use std::io::Write;
+use support::raw::{error_codes, first_column, Msg, Raw};
+use support::{Bouncer, PgCluster};
+
+const MAP: &str = r#"version = 1
+method = "citus"
+[tenants]
+alpha = "s0"
+alpha2 = "s0"
+"1001" = "s0"
+bravo = "s1"
+"2002" = "s1"
+"#;
+
+/// The same placement for a bigint distribution column.
+const MAP_INT: &str = r#"version = 1
+method = "citus"
+key_type = "bigint"
+[tenants]
+"1001" = "s0"
+"2002" = "s1"
+"#;
+
+/// Tenants seeded into `accounts`, with their shard.
+const TENANTS: &[(&str, usize)] = &[("alpha", 0), ("alpha2", 0), ("bravo", 1)];
+
+/// Helper functions every shard has (created by the superuser, SECURITY INVOKER).
+/// State changed inside such functions is outside what shardbouncer can see (the
+/// README lists it under "left to the application"); they stay in the fixture so
+/// probes can use them.
+const FUNCTIONS: &str = r#"
+CREATE FUNCTION set_work_mem() RETURNS int LANGUAGE plpgsql AS $f$
+BEGIN PERFORM set_config('work_mem', '9MB', false); RETURN 1; END $f$;
+CREATE FUNCTION become_r_other() RETURNS int LANGUAGE plpgsql AS $f$
+BEGIN SET ROLE r_other; RETURN 1; END $f$;
+CREATE FUNCTION make_temp() RETURNS int LANGUAGE plpgsql AS $f$
+BEGIN CREATE TEMPORARY TABLE fn_tt AS SELECT 'temp of the first client'::text AS s; RETURN 1; END $f$;
+CREATE FUNCTION listen_here() RETURNS int LANGUAGE plpgsql AS $f$
+BEGIN EXECUTE 'LISTEN fn_channel'; RETURN 1; END $f$;
+CREATE FUNCTION rewrite_statements() RETURNS int LANGUAGE plpgsql AS $f$
+DECLARE r record; n int := 0;
+BEGIN
+  FOR r IN SELECT name FROM pg_prepared_statements LOOP
+    EXECUTE 'DEALLOCATE ' || quote_ident(r.name);
+    EXECUTE 'PREPARE ' || quote_ident(r.name) || ' AS SELECT ''pwned''::text';
+    n := n + 1;
+  END LOOP;
+  RETURN n;
+END $f$;
+"#;
+
+struct Fixture {
+    shards: Vec<PgCluster>,
+    bouncer: Bouncer,
+}
+
+fn config(shards: &[PgCluster]) -> String {
+    let both = support::shard_list(shards.iter());
+    let db = |name: &str, extra: &str, map: &str| {
+        format!(
+            "[databases.{name}]\ndbname = \"app\"\nserver_user = \"app\"\nserver_password = \"secret\"\nshards = [ {both} ]\n{extra}\n\
+             [databases.{name}.routing]\nkey = \"tenant_id\"\nshard_map = \"{{DIR}}/{map}\"\n"
+        )
+    };
+    [
+        "[listen]\naddr = \"127.0.0.1:{PORT}\"\n[pool]\nmode = \"transaction\"\ndefault_pool_size = 4\nserver_connect_timeout = \"2s\"\nquery_wait_timeout = \"20s\"\n[auth]\ntype = \"trust\"\n[[users]]\nname = \"app\"\npassword = \"secret\"\n".to_string(),
+        db("app", "", "shardmap.toml"),
+        db("app1", "default_pool_size = 1", "shardmap.toml"),
+        db("appint", "", "shardmap_int.toml"),
+    ]
+    .concat()
+}
+
+impl Fixture {
+    fn start() -> Fixture {
+        let shards: Vec<PgCluster> = (0..2).map(|_| PgCluster::start()).collect();
+        for (i, c) in shards.iter().enumerate() {
+            let mut sql = format!(
+                "CREATE TABLE accounts (tenant_id text, name text);\n\
+                 CREATE TABLE shard_marker (name text);\n\
+                 INSERT INTO shard_marker VALUES ('s{i}');\n\
+                 CREATE TABLE ledger (tenant_id bigint, note text);\n\
+                 INSERT INTO ledger VALUES ({n}, 'ledger of {n}');\n\
+                 GRANT ALL ON accounts, shard_marker, ledger TO app;\n\
+                 CREATE ROLE r_other;\n\
+                 GRANT r_other TO app;\n\
+                 GRANT SELECT ON accounts, shard_marker, ledger TO r_other;\n\
+                 {FUNCTIONS}\n",
+                n = if i == 0 { 1001 } else { 2002 },
+            );
+            for (t, s) in TENANTS {
+                if *s == i {
+                    sql.push_str(&format!(
+                        "INSERT INTO accounts VALUES ('{t}', 'owner of {t}');\n"
+                    ));
+                }
+            }
+            c.psql("app", &sql);
+        }
+        let bouncer = Bouncer::start_with_files(
+            &config(&shards),
+            &[("shardmap.toml", MAP), ("shardmap_int.toml", MAP_INT)],
+        );
+        Fixture { shards, bouncer }
+    }
+
+    /// A raw protocol client through the bouncer, with extra startup parameters.
+    fn raw(&self, db: &str, params: &[(&str, &str)]) -> Raw {
+        Raw::login_with(self.bouncer.port, "app", db, params)
+    }
+
+    /// SQL on a shard directly (superuser, psql), trimmed output.
+    fn direct(&self, shard: usize, sql: &str) -> String {
+        self.shards[shard].psql("app", sql)
+    }
+
+    /// `SELECT count(*) FROM <what>` on each shard directly, as `[s0, s1]`.
+    fn counts(&self, what: &str) -> [i64; 2] {
+        let q = format!("SELECT count(*) FROM {what}");
+        [
+            self.direct(0, &q).parse().unwrap(),
+            self.direct(1, &q).parse().unwrap(),
+        ]
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// One simple Query: (SQLSTATEs of errors, first column of every row).
+fn q(c: &mut Raw, sql: &str) -> (Vec<String>, Vec<String>) {
+    let msgs = c.query(sql).run(1);
+    (error_codes(&msgs), first_column(&msgs))
+}
+
+/// A frontend message.
+fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut f = vec![tag];
+    f.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    f.extend_from_slice(body);
+    f
+}
+
+/// Parse(name, sql) with no declared types.
+fn parse_msg(name: &str, sql: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    for s in [name, sql] {
+        b.extend_from_slice(s.as_bytes());
+        b.push(0);
+    }
+    b.extend_from_slice(&0i16.to_be_bytes());
+    frame(b'P', &b)
+}
+
+/// Bind(portal, stmt) with no parameters.
+fn bind_msg(portal: &str, stmt: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    for s in [portal, stmt] {
+        b.extend_from_slice(s.as_bytes());
+        b.push(0);
+    }
+    b.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // no formats, no params, no result formats
+    frame(b'B', &b)
+}
+
+/// Execute(portal, all rows).
+fn execute_msg(portal: &str) -> Vec<u8> {
+    let mut b = portal.as_bytes().to_vec();
+    b.push(0);
+    b.extend_from_slice(&0i32.to_be_bytes());
+    frame(b'E', &b)
+}
+
+/// Send raw bytes, then read messages until one with tag `last`.
+fn send_until(c: &mut Raw, bytes: &[u8], last: u8) -> Vec<Msg> {
+    c.s.write_all(bytes).unwrap();
+    let mut v = Vec::new();
+    loop {
+        let m = c.read_msg().expect("connection closed");
+        let done = m.0 == last;
+        v.push(m);
+        if done {
+            return v;
+        }
+    }
+}
+
+/// Problems found by a test, reported together at the end.
+#[derive(Default)]
+struct Findings(Vec<String>);
+
+impl Findings {
+    fn check(&mut self, cond: bool, what: impl FnOnce() -> String) {
+        if !cond {
+            let s = what();
+            eprintln!("FINDING: {s}");
+            self.0.push(s);
+        }
+    }
+
+    fn finish(self, test: &str) {
+        assert!(
+            self.0.is_empty(),
+            "{test}: {} problem(s):\n  - {}",
+            self.0.len(),
+            self.0.join("\n  - ")
+        );
+    }
+}
+
+// ------------------------------------------------ 1. lexer: `--` ends at \r
+
+/// Postgres ends a `--` comment at a carriage return as well as at a newline
+/// (`non_newline [^\n\r]` in scan.l); shardbouncer's lexer only at `\n`. Text after
+/// `--...\r` is SQL to Postgres but comment to the router, so whole statements and
+/// tenant mentions hide behind it:
+/// * with no tenant at all, `SHOW work_mem --\r; SELECT ...` is "tenant-free" and
+///   runs unscoped on a shard instead of failing with 42P17;
+/// * a unit naming alpha (s0) in a comment and bravo (s1) in an INSERT column list
+///   behind `--\r` is routed to s0 and writes bravo's row there, instead of 0A000.
+#[test]
+fn carriage_return_ends_a_dash_dash_comment_as_in_postgres() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let mut c = f.raw("app", &[]);
+
+    let (errs, rows) = q(
+        &mut c,
+        "SHOW work_mem --\r; SELECT 'shard ' || name FROM shard_marker",
+    );
+    bad.check(errs == ["42P17"] && rows.is_empty(), || {
+        format!(
+            "no-tenant SELECT hidden behind `--\\r` ran: errors {errs:?}, rows {rows:?} (want 42P17, no rows)"
+        )
+    });
+
+    let (errs, rows) = q(
+        &mut c,
+        "/* tenant_id=alpha */ SELECT 1 --\r; INSERT INTO accounts (tenant_id, name) VALUES ('bravo', 'planted via cr')",
+    );
+    let planted = f.counts("accounts WHERE name = 'planted via cr'");
+    bad.check(errs == ["0A000"] && planted == [0, 0], || {
+        format!(
+            "alpha (comment) + bravo (INSERT behind `--\\r`): errors {errs:?}, rows {rows:?}, \
+             planted rows per shard {planted:?} (want 0A000 and [0, 0])"
+        )
+    });
+
+    // A predicate behind `--\r` counts as well (bravo is on s1, alpha on s0).
+    let (errs, rows) = q(
+        &mut c,
+        "SELECT name FROM accounts WHERE tenant_id = 'alpha' --\r OR 'bravo' = tenant_id",
+    );
+    bad.check(errs == ["0A000"] && rows.is_empty(), || {
+        format!(
+            "`tenant_id = 'alpha' --\\r OR 'bravo' = tenant_id`: errors {errs:?}, rows {rows:?} (want 0A000)"
+        )
+    });
+    bad.finish("carriage_return_ends_a_dash_dash_comment_as_in_postgres");
+}
+
+// ---------------------- 2. state hidden from the effects scan: quoted names
+
+/// The effects scan matches `set_config`, `pg_advisory*` and `pg_temp` only as
+/// unquoted identifiers outside literals. The same built-ins called through quoted
+/// identifiers (which Postgres resolves to the very same objects), or from SQL run
+/// by `query_to_xml(text, ..)`, leave a setting, the role, an advisory lock and a
+/// temp table on the server, and the next client of that server (another tenant)
+/// inherits them. No CREATE privilege is involved.
+#[test]
+fn quoted_identifiers_do_not_hide_session_state_from_the_next_client() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let mut c1 = f.raw("app1", &[("tenant_id", "alpha")]);
+    let mut c2 = f.raw("app1", &[("tenant_id", "alpha2")]);
+    let (_, pid1) = q(&mut c1, "SELECT pg_backend_pid()::text");
+    for sql in [
+        r#"SELECT "set_config"('work_mem', '7MB', false)"#,
+        // The call inside a literal run by a built-in (no CREATE privilege needed).
+        r#"SELECT query_to_xml('SELECT set_config(''statement_timeout'', ''4242'', false)', true, false, '')"#,
+        r#"SELECT pg_catalog."pg_advisory_lock"(4711)"#,
+        r#"CREATE TABLE "pg_temp".quoted_tt AS SELECT 'temp of the first client'::text AS s"#,
+        // Last: the role, which README promises never reaches another client.
+        r#"SELECT "set_config"('role', 'r_other', false)"#,
+    ] {
+        let (errs, _) = q(&mut c1, sql);
+        assert!(errs.is_empty(), "client 1 `{sql}` failed: {errs:?}");
+    }
+    let (errs, v) = q(
+        &mut c2,
+        "SELECT concat_ws('|', (SELECT name FROM shard_marker), pg_backend_pid(), current_user, \
+         current_setting('work_mem'), current_setting('statement_timeout'), \
+         (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()), \
+         coalesce(to_regclass('pg_temp.quoted_tt')::text, 'NULL'))",
+    );
+    assert!(errs.is_empty(), "client 2: {errs:?}");
+    let want = format!("s0|{}|app|4MB|0|0|NULL", pid1[0]);
+    bad.check(v == [want.clone()], || {
+        format!(
+            "next client on the same s0 server sees (shard|pid|current_user|work_mem|statement_timeout|advisory locks|temp table) {v:?}, want [{want:?}]"
+        )
+    });
+    bad.finish("quoted_identifiers_do_not_hide_session_state_from_the_next_client");
+}
+
+// ---------------- 5. a portal bound by a tenant-free batch is executed later
+
+/// Parse + Bind without Execute is tenant-free (it reads only the schema), and a
+/// batch whose Binds are all of tenant-free statements is tenant-free even when
+/// it executes another portal. Together: bind `SELECT ... FROM accounts` into a
+/// named portal in a Flush-terminated batch, then in the next batch bind a
+/// `SHOW` and Execute the first portal. With no tenant anywhere (`no_tenant =
+/// "reject"`) that must fail with 42P17; it runs unscoped on s0.
+#[test]
+fn executing_a_portal_needs_a_tenant_even_next_to_a_tenant_free_bind() {
+    let f = Fixture::start();
+    let mut c = f.raw("app", &[]);
+    let mut b1 = parse_msg("s1", "SELECT 'row of ' || tenant_id FROM accounts");
+    b1.extend(bind_msg("p1", "s1"));
+    b1.extend(frame(b'H', b""));
+    let msgs = send_until(&mut c, &b1, b'2');
+    assert!(error_codes(&msgs).is_empty(), "batch 1: {msgs:?}");
+
+    let mut b2 = parse_msg("", "SHOW work_mem");
+    b2.extend(bind_msg("", ""));
+    b2.extend(execute_msg("p1"));
+    b2.extend(frame(b'S', b""));
+    let msgs = send_until(&mut c, &b2, b'Z');
+    let (errs, rows) = (error_codes(&msgs), first_column(&msgs));
+    assert!(
+        errs == ["42P17"] && rows.is_empty(),
+        "Execute of a portal over accounts with no tenant (next to a tenant-free Bind): \
+         errors {errs:?}, rows {rows:?} (want 42P17 and no rows; the rows show it ran on s0)"
+    );
+}
+
+// ------------- 6. key_type = "bigint": overrides vs other spellings of a key
+
+/// With `key_type = "bigint"`, keys are read as Postgres's `int8in` would read
+/// them, so `'02002'` is tenant 2002, whose override puts it on s1. But the
+/// override table is looked up with the raw text first; `'02002'` misses it and
+/// hashes (as 2002) to s0. Postgres stores and reads it as tenant 2002, on the
+/// wrong shard: a row for tenant 2002 is written to s0, and a read of tenant 2002
+/// goes to s0 and misses its data on s1.
+#[test]
+fn bigint_keys_hit_their_override_whatever_the_spelling() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let mut c = f.raw("appint", &[]);
+    for (i, v) in ["'02002'", "' 2002'", "'+2002'"].iter().enumerate() {
+        let note = format!("probe row {i}");
+        let (errs, _) = q(
+            &mut c,
+            &format!("INSERT INTO ledger (tenant_id, note) VALUES ({v}, '{note}')"),
+        );
+        let placed = f.counts(&format!("ledger WHERE note = '{note}'"));
+        bad.check(placed[0] == 0, || {
+            format!(
+                "INSERT of tenant_id {v} (= 2002, overridden to s1): errors {errs:?}, rows per shard {placed:?} (want none on s0)"
+            )
+        });
+    }
+    let (errs, rows) = q(
+        &mut c,
+        "SELECT (SELECT name FROM shard_marker) || ': ' || note FROM ledger WHERE tenant_id = '02002' AND note LIKE 'ledger%'",
+    );
+    bad.check(rows == ["s1: ledger of 2002"] || errs.len() == 1, || {
+        format!(
+            "read of tenant_id '02002' (= 2002): errors {errs:?}, rows {rows:?} (want s1's row or a refusal)"
+        )
+    });
+    bad.finish("bigint_keys_hit_their_override_whatever_the_spelling");
+}
+
+// ------------- 7. temp tables created without TEMP shadow the next client's tables
+
+/// With `pg_temp` first in `search_path` (a plain `SET`, which follows the client),
+/// `CREATE TABLE accounts ...` creates a *temporary* table, with no `TEMP` or
+/// `pg_temp` in its text, so it is not discarded when the server is released.
+/// Postgres searches the temp schema first by default, so the next client of that
+/// server (tenant alpha2, same shard) reads the attacker's forged `accounts` and
+/// writes its rows into the attacker's table, which the attacker then reads back.
+/// Needs only the TEMP privilege every role has by default.
+#[test]
+fn a_temp_table_created_through_search_path_does_not_shadow_the_next_clients_tables() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let mut attacker = f.raw("app1", &[("tenant_id", "alpha")]);
+    let mut victim = f.raw("app1", &[("tenant_id", "alpha2")]);
+    let (errs, _) = q(&mut attacker, "SET search_path = pg_temp, public");
+    assert!(errs.is_empty(), "attacker SET: {errs:?}");
+    let (errs, _) = q(
+        &mut attacker,
+        "CREATE TABLE accounts AS SELECT 'alpha2'::text AS tenant_id, 'forged by alpha'::text AS name",
+    );
+    assert!(errs.is_empty(), "attacker CREATE TABLE: {errs:?}");
+    let (_, pid_a) = q(&mut attacker, "SELECT pg_backend_pid()::text");
+
+    let (errs, v) = q(
+        &mut victim,
+        "SELECT concat_ws('|', (SELECT name FROM shard_marker), pg_backend_pid(), \
+         (SELECT string_agg(name, ',') FROM accounts WHERE tenant_id = 'alpha2'))",
+    );
+    assert!(errs.is_empty(), "victim SELECT: {errs:?}");
+    let want = format!("s0|{}|owner of alpha2", pid_a[0]);
+    bad.check(v == [want.clone()], || {
+        format!("victim's SELECT on the same s0 server: {v:?}, want [{want:?}]")
+    });
+    let (errs, _) = q(
+        &mut victim,
+        "INSERT INTO accounts (tenant_id, name) VALUES ('alpha2', 'secret of alpha2')",
+    );
+    assert!(errs.is_empty(), "victim INSERT: {errs:?}");
+    let stored = f.counts("accounts WHERE name = 'secret of alpha2'");
+    bad.check(stored == [1, 0], || {
+        format!("victim's row in the real accounts table per shard: {stored:?}, want [1, 0]")
+    });
+    let (_, seen) = q(
+        &mut attacker,
+        "SELECT coalesce((SELECT string_agg(name, ',') FROM pg_temp.accounts), 'none')",
+    );
+    bad.check(!seen.iter().any(|s| s.contains("secret of alpha2")), || {
+        format!("attacker reads the victim's row back from its temp table: {seen:?}")
+    });
+    bad.finish("a_temp_table_created_through_search_path_does_not_shadow_the_next_clients_tables");
+}
