@@ -332,3 +332,56 @@ async fn copy_in_through_the_extended_protocol() {
     let m = d.query("SELECT count(*) FROM copy_ext").run(1);
     assert_eq!(first_column(&m), vec!["3"]);
 }
+
+/// After an error in the middle of a pipelined batch, Postgres skips everything up
+/// to Sync and owes only ReadyForQuery, however late the rest of the batch
+/// arrives: the client gets it, and the server goes back to the pool clean. The
+/// pauses are the point of the test (the rest of the batch must arrive after the
+/// error came back); nothing waits on them for an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_mid_pipeline_owes_only_ready_for_query_whatever_the_timing() {
+    let pg = PgCluster::start();
+    pg.psql(
+        "app",
+        "CREATE TABLE dup(id int PRIMARY KEY); GRANT ALL ON dup TO app;",
+    );
+    let b = Bouncer::start(&trust(basic_config(&[&pg], "default_pool_size = 1\n")));
+    let pause = || std::thread::sleep(Duration::from_millis(300));
+    let mut c = Raw::login(b.port, "app", "app");
+    let mut other = Raw::login(b.port, "app", "app");
+    // A named statement whose Parse fails, then a Bind of it after the error.
+    let m = c
+        .parse("s1", "SELECT * FROM no_such_table")
+        .bind("s1", &[])
+        .msg_flush()
+        .run_until(b'E');
+    assert_eq!(first_error(&m).as_deref(), Some("42P01"));
+    pause();
+    c.bind("s1", &[]).execute().msg_flush().run(0);
+    pause();
+    let m = c.sync().run(1);
+    assert_eq!(tags(&m), "Z", "only ReadyForQuery is owed: {m:?}");
+    assert_eq!(m.last().map(|m| m.1.clone()), Some(b"I".to_vec()));
+    // The pool of one is free again: another client gets the server.
+    let m = other.query("SELECT 1").run(1);
+    assert_eq!(first_column(&m), vec!["1"]);
+    // executemany hitting a duplicate key on its first row, pieces sent apart.
+    c.query("INSERT INTO dup VALUES (1)").run(1);
+    let m = c
+        .parse("", "INSERT INTO dup VALUES ($1)")
+        .bind("", &["1"])
+        .execute()
+        .msg_flush()
+        .run_until(b'E');
+    assert_eq!(first_error(&m).as_deref(), Some("23505"));
+    pause();
+    c.bind("", &["2"]).execute().run(0);
+    pause();
+    c.bind("", &["3"]).execute().run(0);
+    pause();
+    let m = c.sync().run(1);
+    assert_eq!(tags(&m), "Z", "{m:?}");
+    // Idle outside a transaction: the client must not keep the server.
+    let m = other.query("SELECT count(*) FROM dup").run(1);
+    assert_eq!(first_column(&m), vec!["1"], "nothing after the error ran");
+}

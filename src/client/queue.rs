@@ -65,6 +65,17 @@ impl OutQueue {
         }
     }
 
+    /// Take every queued byte at once (socket-free tests and fuzzing drive the
+    /// session core through this instead of a socket).
+    pub fn take_all(&mut self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len);
+        for c in self.chunks.drain(..) {
+            out.extend_from_slice(&c);
+        }
+        self.len = 0;
+        out
+    }
+
     /// Write everything (used outside the event loop, e.g. at login and exit).
     pub async fn flush_all<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<()> {
         while let Some(c) = self.chunks.pop_front() {

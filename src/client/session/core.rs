@@ -287,6 +287,26 @@ impl Core {
         self.to_client.advance(n);
     }
 
+    /// Take every byte queued for the server (socket-free drivers: tests, fuzzing).
+    pub fn take_to_server(&mut self) -> Vec<u8> {
+        match self.att.as_mut() {
+            Some(a) => a.take_to_server(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Append bytes the server sent (socket-free drivers), then call
+    /// [`Core::server_data`].
+    pub fn server_bytes(&mut self, b: &[u8]) -> bool {
+        match self.att.as_mut() {
+            Some(a) => {
+                a.server_bytes(b);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Everything for the client (the driver flushes it before closing).
     pub fn to_client(&mut self) -> &mut OutQueue {
         &mut self.to_client

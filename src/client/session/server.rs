@@ -109,6 +109,14 @@ impl Attachment {
         (&self.to_server, &mut self.conn.rbuf)
     }
 
+    pub(super) fn take_to_server(&mut self) -> Vec<u8> {
+        self.to_server.take_all()
+    }
+
+    pub(super) fn server_bytes(&mut self, b: &[u8]) {
+        self.conn.rbuf.extend_from_slice(b);
+    }
+
     pub(super) fn wrote(&mut self, n: usize) {
         self.to_server.advance(n);
     }
