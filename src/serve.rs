@@ -17,7 +17,7 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     tokio::spawn(maintenance(app.clone()));
-    if app.config_path.is_some() {
+    if app.snapshot.path().is_some() {
         let (a1, a2) = (app.clone(), app.clone());
         tokio::spawn(crate::config::watch::run(
             move || watched_files(&a1),
@@ -87,7 +87,12 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
 
 /// The config file and every shard map it names.
 fn watched_files(app: &App) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = app.config_path.iter().cloned().collect();
+    let mut v: Vec<_> = app
+        .snapshot
+        .path()
+        .map(|p| p.to_path_buf())
+        .into_iter()
+        .collect();
     for db in app.snapshot.load().dbs.values() {
         if let Some(p) = db.routing.as_ref().and_then(|r| r.map_source.clone()) {
             v.push(p);

@@ -84,7 +84,7 @@ async fn auth_file_with_scram_verifier_and_md5_hash_and_reload() {
         &format!("{userlist}\"plainuser\" \"plainpass\"\n"),
     );
     b.signal(libc::SIGHUP);
-    wait_for_log(&b, "configuration reloaded");
+    b.wait_for_log("configuration reloaded").await;
     let c3 = b.connect("plainuser", "plainpass", "app").await;
     assert_eq!(current_user(&c3).await, "plainuser");
     // Connected clients are untouched.
@@ -213,16 +213,4 @@ fn bad_auth_file_is_refused_with_file_and_line() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("users.txt") && err.contains("line 2"), "{err}");
-}
-
-fn wait_for_log(b: &Bouncer, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !b.log().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in log:\n{}",
-            b.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

@@ -83,16 +83,12 @@ async fn app(b: &Bouncer) -> Client {
 
 /// Poll `cond` (a console query) until it holds; for state the console reports
 /// asynchronously (a client starting to wait), with a generous timeout.
-async fn until<F, Fut>(what: &str, mut cond: F)
+async fn until<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !cond().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(15), what, cond).await
 }
 
 const POOLS_COLS: &[&str] = &[
@@ -673,6 +669,76 @@ async fn privileges_syntax_and_extended_protocol() {
     a.simple_query("").await.unwrap();
 }
 
+/// Regression: shrinking `default_pool_size` while every server was busy never took
+/// effect. Only free permits can be removed at once; the others came back with their
+/// servers, and the servers stayed open. Now the pool converges to the new size as
+/// the servers are returned.
+#[tokio::test(flavor = "multi_thread")]
+async fn shrinking_a_busy_pool_converges_to_the_new_size() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&config(&pg, "default_pool_size = 10"));
+    let a = admin(&b).await;
+    let servers_on_shard = || {
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend'",
+        )
+        .parse::<usize>()
+        .unwrap()
+    };
+    // Ten clients in transactions: all ten servers of the pool are busy.
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        let c = app(&b).await;
+        c.simple_query("BEGIN; SELECT 1").await.unwrap();
+        clients.push(c);
+    }
+    assert_eq!(servers_on_shard(), 10);
+    q(&a, "SET default_pool_size = 2").await;
+    for c in &clients {
+        c.simple_query("COMMIT").await.unwrap();
+    }
+    // Load again, more than two servers could take at once.
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|c| {
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    c.simple_query("SELECT pg_sleep(0.02)").await.unwrap();
+                }
+                c
+            })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for t in tasks {
+        clients.push(t.await.unwrap());
+    }
+    // Servers are closed in the background: wait for the count, bounded.
+    eventually(
+        Duration::from_secs(10),
+        "the pool never shrank to 2 servers on the shard",
+        || async { servers_on_shard() <= 2 },
+    )
+    .await;
+    assert!(q(&a, "SHOW SERVERS").await.rows.len() <= 2);
+    // And it stays there under load.
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|c| {
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    c.simple_query("SELECT pg_sleep(0.02)").await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(servers_on_shard() <= 2);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn set_changes_live_settings() {
     let pg = PgCluster::start();
@@ -736,6 +802,7 @@ async fn shutdown_exits_cleanly() {
     let _ = a.simple_query("SHUTDOWN").await;
     let st = b
         .wait_exit(Duration::from_secs(15))
+        .await
         .expect("process exits after SHUTDOWN");
     assert!(st.success(), "{st}");
 }
@@ -755,10 +822,11 @@ async fn shutdown_wait_for_clients_waits_for_the_last_client() {
         .unwrap_err();
     assert_eq!(e.as_db_error().unwrap().code().code(), "57P01");
     c.simple_query("SELECT 2").await.unwrap();
-    assert!(b.wait_exit(Duration::from_millis(0)).is_none());
+    assert!(b.wait_exit(Duration::from_millis(0)).await.is_none());
     drop(c);
     let st = b
         .wait_exit(Duration::from_secs(15))
+        .await
         .expect("exits once the last client left");
     assert!(st.success(), "{st}");
 }

@@ -172,6 +172,7 @@ async fn bouncer_lifecycle() {
     bouncer.signal(libc::SIGTERM);
     let status = bouncer
         .wait_exit(std::time::Duration::from_secs(30))
+        .await
         .expect("shardbouncer exits on SIGTERM");
     assert!(
         status.success() || status.code().is_none(),

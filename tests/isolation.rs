@@ -1029,7 +1029,7 @@ async fn a_transaction_failed_by_a_routing_error_stays_failed() {
 // --------------------------------------------------- 6. Python drivers route
 
 /// Run tests/drivers/py_routing.py with `driver` against the routed database `app`.
-fn run_python_routing(f: &Fixture, driver: &str, module: &str, pip: &str) {
+async fn run_python_routing(f: &Fixture, driver: &str, module: &str, pip: &str) {
     let ok = Command::new("python3")
         .args(["-c", &format!("import {module}")])
         .stdin(Stdio::null())
@@ -1085,7 +1085,7 @@ fn run_python_routing(f: &Fixture, driver: &str, module: &str, pip: &str) {
             let _ = child.wait();
             break None;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let out = format!("{}{}", t1.join().unwrap(), t2.join().unwrap());
     assert!(
@@ -1100,7 +1100,7 @@ fn run_python_routing(f: &Fixture, driver: &str, module: &str, pip: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg_routes_parameter_tenants_to_their_shards_on_one_connection() {
     let f = Fixture::start();
-    run_python_routing(&f, "asyncpg", "asyncpg", "asyncpg");
+    run_python_routing(&f, "asyncpg", "asyncpg", "asyncpg").await;
 }
 
 /// psycopg 3 at its defaults (server-side prepare after 5 executions; BEGIN before
@@ -1108,7 +1108,7 @@ async fn asyncpg_routes_parameter_tenants_to_their_shards_on_one_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_routes_parameter_tenants_to_their_shards_on_one_connection() {
     let f = Fixture::start();
-    run_python_routing(&f, "psycopg", "psycopg", "psycopg[binary]");
+    run_python_routing(&f, "psycopg", "psycopg", "psycopg[binary]").await;
 }
 
 // ----------------------------------------- 7. FunctionCall follows the tenant

@@ -2,17 +2,25 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn scrape(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
+async fn scrape(port: u16) -> String {
+    let get = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect to metrics");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let out = tokio::time::timeout(Duration::from_secs(10), get)
+        .await
+        .expect("read /metrics");
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     out
 }
@@ -29,19 +37,18 @@ fn sample(body: &str, prefix: &str) -> Option<f64> {
 }
 
 /// Scrape until `prefix` has value `want` (the exporter is refreshed once a second).
-fn wait_for(port: u16, prefix: &str, want: f64) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let body = scrape(port);
+async fn wait_for(port: u16, prefix: &str, want: f64) -> String {
+    eventually_ok(Duration::from_secs(15), || async {
+        let body = scrape(port).await;
         if sample(&body, prefix) == Some(want) {
-            return body;
+            Ok(body)
+        } else {
+            Err(format!(
+                "{prefix} never reached {want}; last scrape:\n{body}"
+            ))
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{prefix} never reached {want}; last scrape:\n{body}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -62,7 +69,8 @@ async fn metrics_follow_traffic() {
         mport,
         &format!("shardbouncer_pool_transactions_total{pool}"),
         5.0,
-    );
+    )
+    .await;
     assert_eq!(
         sample(&body, &format!("shardbouncer_pool_queries_total{pool}")),
         Some(5.0)
@@ -109,7 +117,8 @@ async fn metrics_follow_traffic() {
         mport,
         r#"shardbouncer_pool_servers{database="app",user="app",shard="s0",state="active"}"#,
         1.0,
-    );
+    )
+    .await;
     assert_eq!(
         sample(
             &body,
@@ -122,7 +131,8 @@ async fn metrics_follow_traffic() {
         mport,
         &format!("shardbouncer_pool_transactions_total{pool}"),
         6.0,
-    );
+    )
+    .await;
     assert_eq!(
         sample(&body, &format!("shardbouncer_pool_queries_total{pool}")),
         Some(8.0)
@@ -131,7 +141,7 @@ async fn metrics_follow_traffic() {
     // Console reloads are counted.
     let a = b.connect("admin", "adminpw", "pgbouncer").await;
     a.simple_query("RELOAD").await.unwrap();
-    wait_for(mport, r#"shardbouncer_reloads_total{result="ok"}"#, 1.0);
+    wait_for(mport, r#"shardbouncer_reloads_total{result="ok"}"#, 1.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +182,7 @@ async fn routing_counters_move() {
         .await
         .is_err());
     c.simple_query("ROLLBACK").await.unwrap();
-    let body = scrape(mport);
+    let body = scrape(mport).await;
     let get = |p: &str| sample(&body, p).unwrap_or_else(|| panic!("{p} missing:\n{body}"));
     assert_eq!(
         get("shardbouncer_routing_decisions_total{database=\"app\",source=\"comment\"}"),

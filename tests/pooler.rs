@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use support::raw::Raw;
-use support::{basic_config, Bouncer, PgCluster};
+use support::{basic_config, eventually, eventually_ok, Bouncer, PgCluster};
 use tokio_postgres::error::SqlState;
 
 fn code(e: &tokio_postgres::Error) -> String {
@@ -258,11 +258,12 @@ async fn min_pool_size_is_kept_warm() {
     // The pool exists once a client has used it; maintenance then fills it to 3.
     let c = b.connect("app", "secret", "app").await;
     c.simple_query("SELECT 1").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while app_backends(&pg) < 3 {
-        assert!(Instant::now() < deadline, "min_pool_size never reached");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        Duration::from_secs(15),
+        "min_pool_size never reached",
+        || async { app_backends(&pg) >= 3 },
+    )
+    .await;
     assert_eq!(app_backends(&pg), 3);
 }
 
@@ -529,11 +530,10 @@ async fn cancel_reaches_only_the_right_query() {
         (r, bystander)
     });
     // Wait until the victim's query is actually running on a server.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'") != "1" {
-        assert!(Instant::now() < deadline, "query never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(10), "query never started", || async {
+        pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'") == "1"
+    })
+    .await;
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
     let (r, took, victim) = slow.await.unwrap();
     let e = r.unwrap_err();
@@ -609,15 +609,17 @@ async fn terminated_backend_errors_one_client_and_is_replaced() {
         .unwrap()
         .get(0);
     pg.psql("postgres", &format!("SELECT pg_terminate_backend({pid2})"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pg.psql(
-        "postgres",
-        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid2}"),
-    ) != "0"
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "terminated server never left",
+        || async {
+            pg.psql(
+                "postgres",
+                &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid2}"),
+            ) == "0"
+        },
+    )
+    .await;
     for _ in 0..5 {
         assert_eq!(int_of(&other, "SELECT 1").await, 1);
     }
@@ -662,36 +664,25 @@ async fn sighup_reloads_without_dropping_clients() {
     );
     b.write_config(&cfg2);
     b.signal(libc::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let c2 = loop {
+    let c2 = eventually_ok(Duration::from_secs(10), || async {
         match tokio_postgres::connect(&b.conn_str("app", "secret", "app2"), tokio_postgres::NoTls)
             .await
         {
             Ok((c2, conn)) => {
                 tokio::spawn(conn);
-                break c2;
+                Ok(c2)
             }
-            Err(e) => {
-                assert!(Instant::now() < deadline, "reload never applied: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            Err(e) => Err(format!("reload never applied: {e}")),
         }
-    };
+    })
+    .await;
     assert_eq!(int_of(&c2, "SELECT 1").await, 1);
     // The first client was not dropped.
     assert_eq!(int_of(&c, "SELECT 2").await, 2);
     // A broken config is rejected and the old one stays.
     b.write_config("this is [not toml");
     b.signal(libc::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !b.log().contains("reload rejected") {
-        assert!(
-            Instant::now() < deadline,
-            "no rejection logged:\n{}",
-            b.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    b.wait_for_log("reload rejected").await;
     assert_eq!(int_of(&c2, "SELECT 3").await, 3);
 }
 
@@ -705,16 +696,16 @@ async fn sigterm_lets_running_transactions_finish() {
         let r = c.simple_query("SELECT pg_sleep(1); COMMIT").await;
         (r, c)
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1)%' AND state = 'active'") != "1" {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(10), "transaction never started", || async {
+        pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1)%' AND state = 'active'") == "1"
+    })
+    .await;
     b.signal(libc::SIGTERM);
     let (r, _c) = running.await.unwrap();
     assert!(r.is_ok(), "running transaction must complete: {r:?}");
     let status = b
         .wait_exit(Duration::from_secs(20))
+        .await
         .expect("process must exit");
     assert!(status.success(), "{status:?}");
     // New connections are refused once it has exited.

@@ -346,7 +346,7 @@ async fn an_error_mid_pipeline_owes_only_ready_for_query_whatever_the_timing() {
         "CREATE TABLE dup(id int PRIMARY KEY); GRANT ALL ON dup TO app;",
     );
     let b = Bouncer::start(&trust(basic_config(&[&pg], "default_pool_size = 1\n")));
-    let pause = || std::thread::sleep(Duration::from_millis(300));
+    let pause = || tokio::time::sleep(Duration::from_millis(300));
     let mut c = Raw::login(b.port, "app", "app");
     let mut other = Raw::login(b.port, "app", "app");
     // A named statement whose Parse fails, then a Bind of it after the error.
@@ -356,9 +356,9 @@ async fn an_error_mid_pipeline_owes_only_ready_for_query_whatever_the_timing() {
         .msg_flush()
         .run_until(b'E');
     assert_eq!(first_error(&m).as_deref(), Some("42P01"));
-    pause();
+    pause().await;
     c.bind("s1", &[]).execute().msg_flush().run(0);
-    pause();
+    pause().await;
     let m = c.sync().run(1);
     assert_eq!(tags(&m), "Z", "only ReadyForQuery is owed: {m:?}");
     assert_eq!(m.last().map(|m| m.1.clone()), Some(b"I".to_vec()));
@@ -374,11 +374,11 @@ async fn an_error_mid_pipeline_owes_only_ready_for_query_whatever_the_timing() {
         .msg_flush()
         .run_until(b'E');
     assert_eq!(first_error(&m).as_deref(), Some("23505"));
-    pause();
+    pause().await;
     c.bind("", &["2"]).execute().run(0);
-    pause();
+    pause().await;
     c.bind("", &["3"]).execute().run(0);
-    pause();
+    pause().await;
     let m = c.sync().run(1);
     assert_eq!(tags(&m), "Z", "{m:?}");
     // Idle outside a transaction: the client must not keep the server.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::raw::{first_error, tags, Raw};
-use support::{Bouncer, PgCluster};
+use support::{eventually, eventually_ok, Bouncer, PgCluster};
 use tokio_postgres::SimpleQueryMessage;
 
 const MAP: &str = r#"
@@ -546,11 +546,10 @@ async fn reload_moves_a_tenant_under_load_without_failures() {
     let wait_for = |n: usize| {
         let done = done.clone();
         async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while done.load(Ordering::Relaxed) < n {
-                assert!(Instant::now() < deadline, "workers stalled");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            eventually(Duration::from_secs(30), "workers stalled", || async {
+                done.load(Ordering::Relaxed) >= n
+            })
+            .await
         }
     };
     wait_for(50).await;
@@ -559,15 +558,14 @@ async fn reload_moves_a_tenant_under_load_without_failures() {
     f.bouncer.write_file("shardmap.toml", &moved);
     let s1 = f.shards[1].port.to_string();
     let probe = f.client(&format!("options='-c tenant_id={a}'")).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while one(&probe, "SELECT current_setting('port')").await.unwrap() != s1 {
-        assert!(
-            Instant::now() < deadline,
-            "map change never applied:\n{}",
-            f.bouncer.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_ok(Duration::from_secs(20), || async {
+        if one(&probe, "SELECT current_setting('port')").await.unwrap() == s1 {
+            Ok(())
+        } else {
+            Err(format!("map change never applied:\n{}", f.bouncer.log()))
+        }
+    })
+    .await;
     let switched = Instant::now();
     let after = done.load(Ordering::Relaxed);
     wait_for(after + 50).await;
@@ -586,15 +584,15 @@ async fn reload_moves_a_tenant_under_load_without_failures() {
         "shardmap.toml",
         "version = 3\nmethod = \"citus\"\n[tenants]\nacme = \"s9\"\n",
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f.bouncer.log().contains("s9") {
-        assert!(
-            Instant::now() < deadline,
-            "rejection not logged:\n{}",
-            f.bouncer.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_ok(Duration::from_secs(20), || async {
+        let log = f.bouncer.log();
+        if log.contains("s9") {
+            Ok(())
+        } else {
+            Err(format!("rejection not logged:\n{log}"))
+        }
+    })
+    .await;
     assert_eq!(
         one(&probe, "SELECT current_setting('port')").await.unwrap(),
         s1
@@ -603,11 +601,12 @@ async fn reload_moves_a_tenant_under_load_without_failures() {
     f.bouncer.write_file("shardmap.toml", MAP);
     f.bouncer.signal(libc::SIGHUP);
     let s0 = f.shards[0].port.to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while one(&probe, "SELECT current_setting('port')").await.unwrap() != s0 {
-        assert!(Instant::now() < deadline, "SIGHUP reload never applied");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "SIGHUP reload never applied",
+        || async { one(&probe, "SELECT current_setting('port')").await.unwrap() == s0 },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

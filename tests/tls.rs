@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::{Bouncer, PgCluster};
 
 /// A CA and a server certificate for `localhost` / `127.0.0.1`, written as PEM files.
@@ -336,14 +336,14 @@ async fn certificates_reload_on_sighup_without_dropping_clients() {
     // A broken cert file makes the reload fail and keeps serving the old one.
     std::fs::write(certs.dir.join("server.pem"), "not a certificate").unwrap();
     b.signal(libc::SIGHUP);
-    wait_for_log(&b, "reload rejected");
+    b.wait_for_log("reload rejected").await;
     assert!(b.log().contains("server.pem"), "{}", b.log());
     tls_connect(&b, &old_ca).await.unwrap();
 
     // New CA, new certificate: a reload switches new connections over.
     certs.generate("");
     b.signal(libc::SIGHUP);
-    wait_for_log(&b, "configuration reloaded");
+    b.wait_for_log("configuration reloaded").await;
     let c = tls_connect(&b, &certs.dir.join("ca.pem")).await.unwrap();
     c.simple_query("SELECT 1").await.unwrap();
     let out = psql(
@@ -359,18 +359,6 @@ async fn certificates_reload_on_sighup_without_dropping_clients() {
     // The client connected before the reload keeps working.
     let v: i32 = old_client.query_one("SELECT 5", &[]).await.unwrap().get(0);
     assert_eq!(v, 5);
-}
-
-fn wait_for_log(b: &Bouncer, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !b.log().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in log:\n{}",
-            b.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn server_ssl_through_bouncer(b: &Bouncer) -> String {

@@ -6,11 +6,12 @@
 //! SQLSTATE (42601 syntax, 42501 privileges, F0000 failed RELOAD).
 
 use super::command::{self, Command, ShutdownMode};
+use super::routing;
 use super::show::{self, Table};
-use crate::app::{App, ClientHandle, Snapshot};
-use crate::client::login::LoginError;
-use crate::client::{ClientStream, Registered};
+use crate::app::{App, ClientHandle, Registered};
+use crate::auth::LoginError;
 use crate::config::Config;
+use crate::net::Stream as ClientStream;
 use crate::protocol::{self, sqlstate};
 use bytes::BytesMut;
 use std::sync::atomic::Ordering;
@@ -90,7 +91,7 @@ pub async fn serve(
         return Ok(());
     }
     // Unregistered on drop, even if the session panics (no ghost in SHOW CLIENTS).
-    let registered = Registered::new(app, handle.clone());
+    let registered = Registered::new(&app.clients, handle.clone());
     let mut c = Console {
         app: app.clone(),
         handle: handle.clone(),
@@ -409,7 +410,7 @@ impl Console {
             "shard_map" => {
                 no_args()?;
                 let snap = app.snapshot.load_full();
-                show::shard_map(&app.admin.router_view().shard_maps(&snap))
+                show::shard_map(&routing::shard_maps(&snap))
             }
             "tenants" => {
                 let n = match args {
@@ -426,18 +427,17 @@ impl Console {
             }
             "route" => {
                 let snap = app.snapshot.load_full();
-                let view = app.admin.router_view();
                 let rows = match args {
                     [key] => {
                         let mut dbs: Vec<&String> = snap.dbs.keys().collect();
                         dbs.sort();
                         dbs.into_iter()
-                            .map(|d| (d.clone(), key.clone(), view.route(&snap, d, key)))
+                            .map(|d| (d.clone(), key.clone(), routing::route(&snap, d, key)))
                             .collect::<Vec<_>>()
                     }
                     [db, key] => {
                         check_db(app, db)?;
-                        vec![(db.clone(), key.clone(), view.route(&snap, db, key))]
+                        vec![(db.clone(), key.clone(), routing::route(&snap, db, key))]
                     }
                     _ => {
                         return Err(err(
@@ -672,20 +672,10 @@ pub fn apply_set(app: &App, key: &str, value: &str) -> Result<(), String> {
             "{key} cannot be changed at run time (see SHOW CONFIG)"
         ));
     }
-    loop {
-        let old = app.snapshot.load_full();
-        let mut cfg = old.config.clone();
-        set_key(&mut cfg, &key, value)?;
-        cfg.validate()?;
-        // A new generation: live sessions pick the change up between transactions.
-        let new = Arc::new(Snapshot::build(cfg, app.next_generation())?);
-        let prev = app.snapshot.compare_and_swap(&old, new.clone());
-        if Arc::ptr_eq(&prev, &old) {
-            apply_to_pools(app, &new);
-            return Ok(());
-        }
-        // A reload raced us: redo the change on top of what it installed.
-    }
+    // A new generation: live sessions pick the change up between transactions.
+    let snap = app.snapshot.modify(|cfg| set_key(cfg, &key, value))?;
+    app.apply_to_pools(&snap);
+    Ok(())
 }
 
 fn set_key(cfg: &mut Config, key: &str, v: &str) -> Result<(), String> {
@@ -708,26 +698,6 @@ fn set_key(cfg: &mut Config, key: &str, v: &str) -> Result<(), String> {
         other => return Err(format!("{other} cannot be changed at run time")),
     }
     Ok(())
-}
-
-/// Give every live pool its settings from `snap` (same as a reload does).
-fn apply_to_pools(app: &App, snap: &Snapshot) {
-    for pool in app.pools.all() {
-        let Some(db) = snap.dbs.get(&pool.key.database) else {
-            continue;
-        };
-        let Some(idx) = db.shard_index(&pool.key.shard) else {
-            continue;
-        };
-        let pw = snap
-            .config
-            .user(&pool.key.user)
-            .and_then(|u| u.password.as_deref());
-        pool.update(
-            crate::app::target_for(db, idx, &pool.key.user, pw),
-            db.settings.clone(),
-        );
-    }
 }
 
 #[cfg(test)]
@@ -767,7 +737,7 @@ mod tests {
     /// slot and leaves no ghost in SHOW CLIENTS (the guards console and session use).
     #[tokio::test]
     async fn a_panicking_client_task_releases_its_slot_and_registry_entry() {
-        use crate::client::CountGuard;
+        use crate::app::{ClientActivity, CountGuard};
         use std::sync::atomic::AtomicBool;
         let cfg = Config::parse("[databases.app]\nshards = [ { name = \"s0\", host = \"h\" } ]\n")
             .unwrap();
@@ -782,29 +752,29 @@ mod tests {
             kill: tokio::sync::Notify::new(),
             killed: AtomicBool::new(false),
             connect_time: std::time::SystemTime::now(),
-            activity: crate::admin::ClientActivity::new("", None),
+            activity: ClientActivity::new("", None),
         });
         for _ in 0..3 {
             let (a, h) = (app.clone(), handle.clone());
             let task = tokio::spawn(async move {
-                let (_slot, n) = CountGuard::take(&a);
+                let (_slot, n) = CountGuard::take(&a.clients);
                 assert_eq!(n, 1);
-                let _registered = Registered::new(&a, h);
+                let _registered = Registered::new(&a.clients, h);
                 assert_eq!(a.clients.all().len(), 1);
                 tokio::task::yield_now().await;
                 panic!("client task panics (expected by this test)");
             });
             assert!(task.await.unwrap_err().is_panic());
-            assert_eq!(app.client_count.load(Ordering::Acquire), 0);
+            assert_eq!(app.clients.connected(), 0);
             assert!(app.clients.all().is_empty());
         }
         // And on a normal end, of course.
         {
-            let (_slot, n) = CountGuard::take(&app);
-            let _registered = Registered::new(&app, handle.clone());
+            let (_slot, n) = CountGuard::take(&app.clients);
+            let _registered = Registered::new(&app.clients, handle.clone());
             assert_eq!((n, app.clients.all().len()), (1, 1));
         }
-        assert_eq!(app.client_count.load(Ordering::Acquire), 0);
+        assert_eq!(app.clients.connected(), 0);
         assert!(app.clients.all().is_empty());
     }
 }

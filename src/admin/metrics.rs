@@ -12,13 +12,13 @@
 //! dropped by the exporter, so tenants that fall out of the top do not linger.
 
 use crate::app::App;
-use crate::pool::Pool;
-use metrics::{counter, gauge, histogram, Counter, Histogram};
+use crate::pool::{Pool, PoolMetrics};
+use metrics::{counter, gauge, histogram, Counter};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Mutex, OnceLock, RwLock};
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 /// Tenants exported as series.
@@ -48,24 +48,17 @@ pub fn install(addr: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot start the metrics listener on {addr}: {e}"))
 }
 
-/// Histogram handles of one pool, created on its first transaction.
-pub struct PoolMetrics {
-    xact: Histogram,
-    query: Histogram,
-}
-
-impl PoolMetrics {
-    fn new(p: &Pool) -> PoolMetrics {
-        let k = &p.key;
-        let labels = [
-            ("database", k.database.clone()),
-            ("user", k.user.clone()),
-            ("shard", k.shard.clone()),
-        ];
-        PoolMetrics {
-            xact: histogram!("shardbouncer_transaction_duration_seconds", &labels),
-            query: histogram!("shardbouncer_query_duration_seconds", &labels),
-        }
+/// Histogram handles of one pool, created on its first transaction and kept in it.
+fn pool_metrics(p: &Pool) -> PoolMetrics {
+    let k = &p.key;
+    let labels = [
+        ("database", k.database.clone()),
+        ("user", k.user.clone()),
+        ("shard", k.shard.clone()),
+    ];
+    PoolMetrics {
+        xact: histogram!("shardbouncer_transaction_duration_seconds", &labels),
+        query: histogram!("shardbouncer_query_duration_seconds", &labels),
     }
 }
 
@@ -73,7 +66,7 @@ impl PoolMetrics {
 /// server was held, `query_us` the summed time of its `queries` queries (the session
 /// flushes per transaction, so each query is recorded at the transaction's mean).
 pub fn record_transaction(pool: &Pool, xact_us: u64, query_us: u64, queries: u64) {
-    let m = pool.metrics.get_or_init(|| PoolMetrics::new(pool));
+    let m = pool.metrics.get_or_init(|| pool_metrics(pool));
     m.xact.record(xact_us as f64 / 1e6);
     if queries > 0 {
         m.query
@@ -137,27 +130,15 @@ pub fn reload(ok: bool) {
         .increment(1);
 }
 
-fn map_versions() -> &'static Mutex<HashMap<String, u64>> {
-    static V: OnceLock<Mutex<HashMap<String, u64>>> = OnceLock::new();
-    V.get_or_init(Default::default)
-}
-
-/// The shard map of `database` is now at `version`.
-pub fn map_version(database: &str, version: u64) {
-    map_versions()
-        .lock()
-        .unwrap()
-        .insert(database.to_string(), version);
-    gauge!("shardbouncer_shard_map_version", "database" => database.to_string())
-        .set(version as f64);
-}
-
 /// Copy the live state into the exporter (once a second, from the admin task).
 pub fn refresh(app: &App, tenants: bool) {
     let snap = app.snapshot.load_full();
     gauge!("shardbouncer_config_generation").set(snap.generation as f64);
-    for (db, v) in map_versions().lock().unwrap().iter() {
-        gauge!("shardbouncer_shard_map_version", "database" => db.clone()).set(*v as f64);
+    for (name, db) in &snap.dbs {
+        if let Some(rt) = &db.routing {
+            gauge!("shardbouncer_shard_map_version", "database" => name.clone())
+                .set(rt.map.version.max(0) as f64);
+        }
     }
     let clients = app.clients.all();
     // Per (database, user, shard): clients active / waiting, oldest wait.
@@ -267,7 +248,7 @@ pub fn refresh(app: &App, tenants: bool) {
         gauge!("shardbouncer_database_disabled", "database" => name.clone())
             .set(f64::from(u8::from(app.admin.is_disabled(name))));
     }
-    gauge!("shardbouncer_client_connections").set(app.client_count.load(Ordering::Relaxed) as f64);
+    gauge!("shardbouncer_client_connections").set(app.clients.connected() as f64);
     if tenants {
         gauge!("shardbouncer_tenants_tracked").set(app.tenants.len() as f64);
         for t in app.tenants.top(TOP_TENANTS) {

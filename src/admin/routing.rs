@@ -1,12 +1,8 @@
-//! What the console needs from the shard router, behind a trait so the router can be
-//! wired in without the console knowing how shard maps work.
-//!
-//! Until the router installs its view with
-//! [`AdminState::set_router_view`](super::AdminState::set_router_view), [`NoRouter`]
-//! answers: every database has map version 0 from "(none)", and only single-shard
-//! databases can be routed.
+//! What the console says about the shard router (SHOW SHARD_MAP, SHOW ROUTE, the
+//! overrides column of SHOW SHARDS), read from the live configuration snapshot: each
+//! database's [`RoutingRt`](crate::config::RoutingRt) and shard map.
 
-use crate::app::Snapshot;
+use crate::config::Snapshot;
 use std::time::SystemTime;
 
 /// One database's shard map, for SHOW SHARD_MAP.
@@ -39,104 +35,91 @@ pub struct RouteInfo {
     pub map_version: u64,
 }
 
-/// The router's side of the console.
-pub trait RouterView: Send + Sync {
-    /// One row per configured database.
-    fn shard_maps(&self, snap: &Snapshot) -> Vec<ShardMapInfo>;
-    /// Route `key` in `database`.
-    fn route(&self, snap: &Snapshot, database: &str, key: &str) -> RouteInfo;
-    /// Tenants of `database` pinned to `shard` by override (SHOW SHARDS).
-    fn overrides(&self, snap: &Snapshot, database: &str, shard: &str) -> u64;
+/// SHOW SHARD_MAP: one row per configured database.
+pub fn shard_maps(snap: &Snapshot) -> Vec<ShardMapInfo> {
+    let mut names: Vec<&String> = snap.dbs.keys().collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let db = &snap.dbs[name];
+            match &db.routing {
+                Some(rt) => ShardMapInfo {
+                    database: name.clone(),
+                    version: rt.map.version.max(0) as u64,
+                    method: method_name(rt.map.method).to_string(),
+                    loaded_at: Some(rt.loaded_at),
+                    source: rt
+                        .map_source
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "(built in)".to_string()),
+                    overrides: rt.map.overrides_len() as u64,
+                    ranges: rt.map.ranges_len() as u64,
+                },
+                None => ShardMapInfo {
+                    database: name.clone(),
+                    version: 0,
+                    method: "single".to_string(),
+                    loaded_at: Some(snap.loaded_at),
+                    source: "(none)".to_string(),
+                    overrides: 0,
+                    ranges: 0,
+                },
+            }
+        })
+        .collect()
 }
 
-/// The router's answers, read from the live configuration snapshot (each database's
-/// [`RoutingRt`](crate::app::RoutingRt) and shard map).
-pub struct SnapshotRouter;
-
-impl RouterView for SnapshotRouter {
-    fn shard_maps(&self, snap: &Snapshot) -> Vec<ShardMapInfo> {
-        let mut names: Vec<&String> = snap.dbs.keys().collect();
-        names.sort();
-        names
-            .into_iter()
-            .map(|name| {
-                let db = &snap.dbs[name];
-                match &db.routing {
-                    Some(rt) => ShardMapInfo {
-                        database: name.clone(),
-                        version: rt.map.version.max(0) as u64,
-                        method: method_name(rt.map.method).to_string(),
-                        loaded_at: Some(rt.loaded_at),
-                        source: rt
-                            .map_source
-                            .as_ref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_else(|| "(built in)".to_string()),
-                        overrides: rt.map.overrides_len() as u64,
-                        ranges: rt.map.ranges_len() as u64,
-                    },
-                    None => ShardMapInfo {
-                        database: name.clone(),
-                        version: 0,
-                        method: "single".to_string(),
-                        loaded_at: Some(snap.loaded_at),
-                        source: "(none)".to_string(),
-                        overrides: 0,
-                        ranges: 0,
-                    },
-                }
-            })
-            .collect()
+/// SHOW ROUTE: where `key` goes in `database`.
+pub fn route(snap: &Snapshot, database: &str, key: &str) -> RouteInfo {
+    let Some(db) = snap.dbs.get(database) else {
+        return RouteInfo {
+            shard: None,
+            reason: format!("no such database: {database}"),
+            map_version: 0,
+        };
+    };
+    let Some(rt) = &db.routing else {
+        return RouteInfo {
+            shard: Some(db.cfg.shards[0].name.clone()),
+            reason: "single shard".to_string(),
+            map_version: 0,
+        };
+    };
+    let version = rt.map.version.max(0) as u64;
+    let Some(k) = crate::router::TenantKey::new(key.as_bytes()) else {
+        return RouteInfo {
+            shard: None,
+            reason: "invalid key: tenant keys are 1 to 63 bytes of UTF-8".to_string(),
+            map_version: version,
+        };
+    };
+    match rt.map.route(&k) {
+        Ok(r) => RouteInfo {
+            shard: rt.map.shard_names().get(r.shard).cloned(),
+            reason: describe(&r.reason, rt.map.method, k.as_i64().is_some()),
+            map_version: version,
+        },
+        Err(e) => RouteInfo {
+            shard: None,
+            reason: e,
+            map_version: version,
+        },
     }
+}
 
-    fn route(&self, snap: &Snapshot, database: &str, key: &str) -> RouteInfo {
-        let Some(db) = snap.dbs.get(database) else {
-            return RouteInfo {
-                shard: None,
-                reason: format!("no such database: {database}"),
-                map_version: 0,
-            };
-        };
-        let Some(rt) = &db.routing else {
-            return RouteInfo {
-                shard: Some(db.cfg.shards[0].name.clone()),
-                reason: "single shard".to_string(),
-                map_version: 0,
-            };
-        };
-        let version = rt.map.version.max(0) as u64;
-        let Some(k) = crate::router::TenantKey::new(key.as_bytes()) else {
-            return RouteInfo {
-                shard: None,
-                reason: "invalid key: tenant keys are 1 to 63 bytes of UTF-8".to_string(),
-                map_version: version,
-            };
-        };
-        match rt.map.route(&k) {
-            Ok(r) => RouteInfo {
-                shard: rt.map.shard_names().get(r.shard).cloned(),
-                reason: describe(&r.reason, rt.map.method, k.as_i64().is_some()),
-                map_version: version,
-            },
-            Err(e) => RouteInfo {
-                shard: None,
-                reason: e,
-                map_version: version,
-            },
-        }
-    }
-
-    fn overrides(&self, snap: &Snapshot, database: &str, shard: &str) -> u64 {
-        let Some(rt) = snap.dbs.get(database).and_then(|d| d.routing.as_ref()) else {
-            return 0;
-        };
-        rt.map
-            .shard_names()
-            .iter()
-            .position(|n| n == shard)
-            .map(|i| rt.map.overrides_for(i) as u64)
-            .unwrap_or(0)
-    }
+/// Tenants of `database` pinned to `shard` by override (SHOW SHARDS).
+pub fn overrides(snap: &Snapshot, database: &str, shard: &str) -> u64 {
+    let Some(rt) = snap.dbs.get(database).and_then(|d| d.routing.as_ref()) else {
+        return 0;
+    };
+    rt.map
+        .shard_names()
+        .iter()
+        .position(|n| n == shard)
+        .map(|i| rt.map.overrides_for(i) as u64)
+        .unwrap_or(0)
 }
 
 fn method_name(m: crate::router::Method) -> &'static str {
@@ -166,51 +149,5 @@ fn describe(r: &crate::router::RouteReason, m: crate::router::Method, int: bool)
             ),
         },
         RouteReason::Range { from, to } => format!("range {from}..={to}"),
-    }
-}
-
-/// The view used before the router is wired in.
-pub struct NoRouter;
-
-impl RouterView for NoRouter {
-    fn shard_maps(&self, snap: &Snapshot) -> Vec<ShardMapInfo> {
-        let mut names: Vec<&String> = snap.dbs.keys().collect();
-        names.sort();
-        names
-            .into_iter()
-            .map(|name| ShardMapInfo {
-                database: name.clone(),
-                version: 0,
-                method: "citus".to_string(),
-                loaded_at: None,
-                source: "(none)".to_string(),
-                overrides: 0,
-                ranges: 0,
-            })
-            .collect()
-    }
-
-    fn route(&self, snap: &Snapshot, database: &str, _key: &str) -> RouteInfo {
-        match snap.dbs.get(database) {
-            Some(db) if db.cfg.shards.len() == 1 => RouteInfo {
-                shard: Some(db.cfg.shards[0].name.clone()),
-                reason: "single shard".to_string(),
-                map_version: 0,
-            },
-            Some(_) => RouteInfo {
-                shard: None,
-                reason: "no shard map loaded".to_string(),
-                map_version: 0,
-            },
-            None => RouteInfo {
-                shard: None,
-                reason: format!("no such database: {database}"),
-                map_version: 0,
-            },
-        }
-    }
-
-    fn overrides(&self, _snap: &Snapshot, _database: &str, _shard: &str) -> u64 {
-        0
     }
 }

@@ -3,6 +3,7 @@
 //! columns (a trailing `shard`) and adds its own router tables.
 
 use super::routing::{RouteInfo, ShardMapInfo};
+use crate::app::admin_state::DbTotals;
 use crate::app::{App, ClientHandle};
 use crate::config::{Config, PoolSettings, ADMIN_DBS};
 use crate::pool::Pool;
@@ -492,72 +493,6 @@ pub fn servers(app: &App) -> Table {
     t
 }
 
-/// Counters of one database (summed over its pools), in PgBouncer's order.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DbTotals {
-    /// server_assignment_count
-    pub assignments: u64,
-    /// xact_count
-    pub xact: u64,
-    /// query_count
-    pub query: u64,
-    /// bytes received from clients
-    pub received: u64,
-    /// bytes sent to clients
-    pub sent: u64,
-    /// xact_time (us)
-    pub xact_time: u64,
-    /// query_time (us)
-    pub query_time: u64,
-    /// wait_time (us)
-    pub wait_time: u64,
-    /// client_login_count
-    pub logins: u64,
-    /// client_parse_count
-    pub client_parses: u64,
-    /// server_parse_count
-    pub server_parses: u64,
-    /// bind_count
-    pub binds: u64,
-}
-
-impl DbTotals {
-    fn add(&mut self, p: &Pool) {
-        let st = &p.stats;
-        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        self.assignments += l(&st.assignments);
-        self.xact += l(&st.xact_count);
-        self.query += l(&st.query_count);
-        self.received += l(&st.bytes_received);
-        self.sent += l(&st.bytes_sent);
-        self.xact_time += l(&st.xact_time_us);
-        self.query_time += l(&st.query_time_us);
-        self.wait_time += l(&st.wait_time_us);
-        self.logins += l(&st.login_count);
-        self.client_parses += l(&st.client_parse_count);
-        self.server_parses += l(&st.server_parse_count);
-        self.binds += l(&st.bind_count);
-    }
-
-    /// The 12 values in PgBouncer's column order.
-    fn values(&self) -> [u64; 12] {
-        [
-            self.assignments,
-            self.xact,
-            self.query,
-            self.received,
-            self.sent,
-            self.xact_time,
-            self.query_time,
-            self.wait_time,
-            self.client_parses,
-            self.server_parses,
-            self.binds,
-            self.logins,
-        ]
-    }
-}
-
 /// Totals per configured database (sorted), summed over users and shards.
 pub fn db_totals(app: &App) -> BTreeMap<String, DbTotals> {
     let snap = app.snapshot.load();
@@ -567,7 +502,7 @@ pub fn db_totals(app: &App) -> BTreeMap<String, DbTotals> {
         .map(|k| (k.clone(), DbTotals::default()))
         .collect();
     for p in app.pools.all() {
-        m.entry(p.key.database.clone()).or_default().add(&p);
+        m.entry(p.key.database.clone()).or_default().add(&p.stats);
     }
     m
 }
@@ -616,49 +551,11 @@ pub const STATS_COLUMNS: [&str; 25] = [
     "avg_client_login_count",
 ];
 
-/// Averages over the last complete `stats_period` window, per database.
-#[derive(Debug, Default)]
-pub struct Averages {
-    last: Option<(Instant, BTreeMap<String, DbTotals>)>,
-    avg: BTreeMap<String, DbTotals>,
-}
-
 /// Take a sample: averages become per-second rates (counts, bytes, wait time) and
 /// per-transaction / per-query means (xact_time, query_time), as PgBouncer computes.
 pub fn sample_averages(app: &App) {
-    let now = Instant::now();
     let cur = db_totals(app);
-    let mut a = app.admin.averages.lock().unwrap();
-    if let Some((t0, old)) = &a.last {
-        let secs = now.duration_since(*t0).as_secs_f64().max(1e-3);
-        let mut avg = BTreeMap::new();
-        for (db, c) in &cur {
-            let o = old.get(db).copied().unwrap_or_default();
-            let rate = |x: u64, y: u64| (x.saturating_sub(y) as f64 / secs).round() as u64;
-            let per = |x: u64, y: u64, n: u64| x.saturating_sub(y).checked_div(n).unwrap_or(0);
-            let xacts = c.xact.saturating_sub(o.xact);
-            let queries = c.query.saturating_sub(o.query);
-            avg.insert(
-                db.clone(),
-                DbTotals {
-                    assignments: rate(c.assignments, o.assignments),
-                    xact: rate(c.xact, o.xact),
-                    query: rate(c.query, o.query),
-                    received: rate(c.received, o.received),
-                    sent: rate(c.sent, o.sent),
-                    xact_time: per(c.xact_time, o.xact_time, xacts),
-                    query_time: per(c.query_time, o.query_time, queries),
-                    wait_time: rate(c.wait_time, o.wait_time),
-                    logins: rate(c.logins, o.logins),
-                    client_parses: rate(c.client_parses, o.client_parses),
-                    server_parses: rate(c.server_parses, o.server_parses),
-                    binds: rate(c.binds, o.binds),
-                },
-            );
-        }
-        a.avg = avg;
-    }
-    a.last = Some((now, cur));
+    app.admin.averages().sample(Instant::now(), cur);
 }
 
 /// SHOW STATS
@@ -669,9 +566,9 @@ pub fn stats(app: &App) -> Table {
         .map(|(i, n)| (*n, if i == 0 { TEXT } else { NUMERIC }))
         .collect();
     let mut t = Table::new(&cols);
-    let avg = app.admin.averages.lock().unwrap();
+    let avg = app.admin.averages();
     for (db, tot) in db_totals(app) {
-        let a = avg.avg.get(&db).copied().unwrap_or_default();
+        let a = avg.get(&db);
         let mut row = vec![s(&db)];
         row.extend(tot.values().iter().map(s));
         row.extend(a.values().iter().map(s));
@@ -707,9 +604,9 @@ pub fn stats_totals(app: &App) -> Table {
 /// SHOW STATS_AVERAGES
 pub fn stats_averages(app: &App) -> Table {
     let mut t = Table::new(&short_names());
-    let avg = app.admin.averages.lock().unwrap();
+    let avg = app.admin.averages();
     for db in db_totals(app).keys() {
-        let a = avg.avg.get(db).copied().unwrap_or_default();
+        let a = avg.get(db);
         let mut row = vec![s(db)];
         row.extend(a.values().iter().map(s));
         t.push(row);
@@ -722,9 +619,9 @@ pub fn totals(app: &App) -> Table {
     let mut t = Table::new(&[("name", TEXT), ("value", NUMERIC)]);
     let mut tot = DbTotals::default();
     let mut avg = DbTotals::default();
-    let a = app.admin.averages.lock().unwrap();
+    let a = app.admin.averages();
     for (db, d) in db_totals(app) {
-        let x = a.avg.get(&db).copied().unwrap_or_default();
+        let x = a.get(&db);
         for (acc, v) in [(&mut tot, d), (&mut avg, x)] {
             acc.assignments += v.assignments;
             acc.xact += v.xact;
@@ -750,7 +647,7 @@ pub fn lists(app: &App) -> Table {
     let snap = app.snapshot.load();
     let pools = app.pools.all();
     let used_clients = app.clients.all().len();
-    let connected = app.client_count.load(Ordering::Relaxed);
+    let connected = app.clients.connected();
     let servers: usize = pools.iter().map(|p| p.total.load(Ordering::Relaxed)).sum();
     for (name, n) in [
         ("databases", snap.dbs.len()),
@@ -837,7 +734,6 @@ pub fn shards(app: &App) -> Table {
     ]);
     let snap = app.snapshot.load_full();
     let pools = app.pools.all();
-    let view = app.admin.router_view();
     let mut names: Vec<&String> = snap.dbs.keys().collect();
     names.sort();
     for name in names {
@@ -862,7 +758,7 @@ pub fn shards(app: &App) -> Table {
                 s(db.settings.default_pool_size),
                 s(active),
                 s(idle),
-                s(view.overrides(&snap, name, &sh.name)),
+                s(super::routing::overrides(&snap, name, &sh.name)),
                 s(if err.is_some() { "down" } else { "up" }),
                 err,
             ]);
@@ -917,7 +813,7 @@ pub fn route(rows: &[(String, String, RouteInfo)]) -> Table {
     t
 }
 
-/// SHOW TENANTS [n]
+/// SHOW TENANTS \[n\]
 pub fn tenants(app: &App, n: usize) -> Table {
     let mut t = Table::new(&[
         ("database", TEXT),

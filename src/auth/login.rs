@@ -1,37 +1,59 @@
 //! The authentication step of a client login: failed-login limiting, secret lookup,
-//! the password exchange, and remembering SCRAM keys for pass-through.
+//! and the password exchange (SCRAM-SHA-256, md5, trust) of the looked-up secret.
 
-use super::Lookup;
-use crate::app::{App, DbRuntime, Snapshot};
-use crate::client::login::{self, LoginError};
-use crate::client::ClientStream;
-use crate::protocol::sqlstate;
+use super::{AuthState, Lookup, ScramKeys};
+use crate::config::{AuthType, DbRuntime, Snapshot};
+use crate::net::Stream;
+use crate::protocol::{self, md5, scram, sqlstate};
+use bytes::BytesMut;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn auth_failed(user: &str) -> LoginError {
-    LoginError::new(
-        sqlstate::INVALID_PASSWORD,
-        format!("password authentication failed for user \"{user}\""),
-    )
+/// A login failure: SQLSTATE and message for a FATAL ErrorResponse.
+#[derive(Debug)]
+pub struct LoginError {
+    /// SQLSTATE.
+    pub code: &'static str,
+    /// Message.
+    pub message: String,
+}
+
+impl LoginError {
+    /// Build one.
+    pub fn new(code: &'static str, message: impl Into<String>) -> LoginError {
+        LoginError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a successful authentication yields.
+#[derive(Debug)]
+pub struct Authenticated {
+    /// The user's stored secret (the session uses it toward Postgres when it is usable).
+    pub secret: Option<String>,
+    /// Keys the client proved with SCRAM against a stored verifier, for SCRAM
+    /// pass-through toward Postgres.
+    pub scram_keys: Option<ScramKeys>,
 }
 
 /// Authenticate `user` logging in to `db` (`None` = admin console) from `peer`.
-/// Returns the user's secret (the session uses it toward Postgres when it is usable).
+/// Failed attempts are counted in `state` (per address).
 pub async fn check_and_authenticate(
-    app: &Arc<App>,
+    state: &AuthState,
     snap: &Snapshot,
-    stream: &mut ClientStream,
+    stream: &mut Stream,
     db: Option<&DbRuntime>,
     user: &str,
     peer: Option<SocketAddr>,
     login_timeout: Duration,
-) -> Result<Option<String>, LoginError> {
+) -> Result<Authenticated, LoginError> {
     let auth = &snap.config.auth;
     let ip = peer.map(|p| p.ip());
     if let Some(ip) = ip {
-        if let Some(left) = app.auth.failures.blocked(ip, Instant::now()) {
+        if let Some(left) = state.failures.blocked(ip, Instant::now()) {
             tracing::warn!(user, addr = %ip, "login refused: address is cooling down after failed logins");
             return Err(LoginError::new(
                 sqlstate::INVALID_AUTHORIZATION,
@@ -42,7 +64,7 @@ pub async fn check_and_authenticate(
             ));
         }
     }
-    let lookup = tokio::time::timeout(login_timeout, app.auth.lookup(snap, db, user))
+    let lookup = tokio::time::timeout(login_timeout, state.lookup(snap, db, user))
         .await
         .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))?
         .map_err(|e| {
@@ -57,21 +79,18 @@ pub async fn check_and_authenticate(
         Lookup::Unknown => Err(auth_failed(user)),
         Lookup::Found(stored) => tokio::time::timeout(
             login_timeout,
-            login::authenticate(stream, auth.kind, user, stored.as_deref()),
+            authenticate(stream, auth.kind, user, stored.as_deref()),
         )
         .await
         .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))
         .and_then(|r| r),
     };
     match res {
-        Ok(keys) => {
-            if let (Some(keys), Some(db)) = (keys, db) {
-                app.remember_scram_keys(&db.name, user, keys);
-            }
-            let Lookup::Found(stored) = lookup else {
+        Ok(scram_keys) => {
+            let Lookup::Found(secret) = lookup else {
                 return Err(auth_failed(user));
             };
-            Ok(stored)
+            Ok(Authenticated { secret, scram_keys })
         }
         Err(e) => {
             // Only a wrong secret (or unknown user) counts: psql closing the first
@@ -84,7 +103,7 @@ pub async fn check_and_authenticate(
                         window: auth.auth_failure_window.as_std(),
                         cooldown: auth.auth_failure_cooldown.as_std(),
                     };
-                    if app.auth.failures.record_failure(ip, limits, Instant::now()) {
+                    if state.failures.record_failure(ip, limits, Instant::now()) {
                         tracing::warn!(
                             addr = %ip,
                             "{} failed logins: refusing logins from this address for {:?}",
@@ -97,4 +116,170 @@ pub async fn check_and_authenticate(
             Err(e)
         }
     }
+}
+
+/// Read one tagged message during authentication (bounded size).
+async fn read_auth_message(s: &mut Stream) -> Result<(u8, Vec<u8>), LoginError> {
+    let mut hdr = [0u8; 5];
+    s.read_exact(&mut hdr).await.map_err(|_| {
+        LoginError::new(
+            sqlstate::PROTOCOL_VIOLATION,
+            "client closed during authentication",
+        )
+    })?;
+    let len = i32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]);
+    if !(4..=8192).contains(&len) {
+        return Err(LoginError::new(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("invalid authentication message length {len}"),
+        ));
+    }
+    let mut body = vec![0u8; len as usize - 4];
+    s.read_exact(&mut body).await.map_err(|_| {
+        LoginError::new(
+            sqlstate::PROTOCOL_VIOLATION,
+            "client closed during authentication",
+        )
+    })?;
+    if hdr[0] != b'p' {
+        return Err(LoginError::new(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!(
+                "expected password message, got message type {:?}",
+                hdr[0] as char
+            ),
+        ));
+    }
+    Ok((hdr[0], body))
+}
+
+fn auth_failed(user: &str) -> LoginError {
+    LoginError::new(
+        sqlstate::INVALID_PASSWORD,
+        format!("password authentication failed for user \"{user}\""),
+    )
+}
+
+/// Authenticate the client as `user` whose stored secret is `stored` (plaintext,
+/// SCRAM verifier or md5 hash; `None` = no password configured).
+///
+/// When the client proved itself with SCRAM against a stored verifier, returns the
+/// keys for SCRAM pass-through toward Postgres.
+pub async fn authenticate(
+    s: &mut Stream,
+    kind: AuthType,
+    user: &str,
+    stored: Option<&str>,
+) -> Result<Option<ScramKeys>, LoginError> {
+    if kind == AuthType::Trust {
+        return Ok(None);
+    }
+    let Some(stored) = stored else {
+        return Err(auth_failed(user));
+    };
+    let is_md5 = stored.starts_with("md5") && stored.len() == 35;
+    // A user stored only as an md5 hash cannot do SCRAM: fall back to md5 as PgBouncer does.
+    let use_scram = kind == AuthType::ScramSha256 && !is_md5;
+    let mut out = BytesMut::new();
+    if use_scram {
+        let parsed = scram::ScramVerifier::parse(stored);
+        // Keys derived from a plaintext password with our own random salt would not
+        // match the server's verifier; only a stored verifier gives usable keys.
+        let from_verifier = parsed.is_some();
+        let verifier = match parsed {
+            Some(v) => v,
+            None => plaintext_verifier(user, stored),
+        };
+        let mut server = scram::ScramServer::new(verifier, scram::generate_nonce());
+        protocol::auth_sasl(&mut out);
+        write(s, &mut out).await?;
+        let (_, body) = read_auth_message(s).await?;
+        // SASLInitialResponse: mechanism\0, int32 len, data
+        let (mech, rest) = protocol::cstr(&body).ok_or_else(|| {
+            LoginError::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "malformed SASLInitialResponse",
+            )
+        })?;
+        if mech != b"SCRAM-SHA-256" {
+            return Err(LoginError::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "client selected an invalid SASL authentication mechanism",
+            ));
+        }
+        let (dlen, data) = protocol::get_i32(rest).ok_or_else(|| {
+            LoginError::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "malformed SASLInitialResponse",
+            )
+        })?;
+        let data = if dlen < 0 {
+            &[][..]
+        } else {
+            data.get(..dlen as usize).unwrap_or(data)
+        };
+        let first = server
+            .handle_client_first(data)
+            .map_err(|e| LoginError::new(sqlstate::PROTOCOL_VIOLATION, format!("SCRAM: {e}")))?;
+        protocol::auth_sasl_data(&mut out, 11, &first);
+        write(s, &mut out).await?;
+        let (_, body) = read_auth_message(s).await?;
+        let fin = server.handle_client_final(&body).map_err(|e| match e {
+            scram::ScramError::BadProof => auth_failed(user),
+            e => LoginError::new(sqlstate::PROTOCOL_VIOLATION, format!("SCRAM: {e}")),
+        })?;
+        protocol::auth_sasl_data(&mut out, 12, &fin);
+        write(s, &mut out).await?;
+        Ok(server
+            .client_key()
+            .filter(|_| from_verifier)
+            .map(|client_key| ScramKeys {
+                client_key,
+                server_key: server.verifier().server_key,
+            }))
+    } else {
+        if stored.starts_with("SCRAM-SHA-256$") {
+            return Err(LoginError::new(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!("user \"{user}\" has a SCRAM verifier; md5 authentication is impossible"),
+            ));
+        }
+        let mut salt = [0u8; 4];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut salt[..]);
+        protocol::auth_md5(&mut out, salt);
+        write(s, &mut out).await?;
+        let (_, body) = read_auth_message(s).await?;
+        let resp = body.strip_suffix(b"\0").unwrap_or(&body);
+        if md5::md5_verify(user, stored, salt, resp) {
+            Ok(None)
+        } else {
+            Err(auth_failed(user))
+        }
+    }
+}
+
+/// A SCRAM verifier for a plaintext password, with a per-user salt chosen once per
+/// process: the derivation is then cached (see `scram::salted_password`) instead of
+/// paying 4096 PBKDF2 rounds on every login.
+fn plaintext_verifier(user: &str, password: &str) -> scram::ScramVerifier {
+    type Salts = std::sync::Mutex<std::collections::HashMap<String, [u8; 16]>>;
+    static SALTS: std::sync::OnceLock<Salts> = std::sync::OnceLock::new();
+    let salts = SALTS.get_or_init(Default::default);
+    let salt = {
+        let mut m = salts.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() > 100_000 {
+            m.clear();
+        }
+        *m.entry(user.to_string())
+            .or_insert_with(scram::generate_salt)
+    };
+    scram::ScramVerifier::from_password(password, &salt, 4096)
+}
+
+async fn write(s: &mut Stream, out: &mut BytesMut) -> Result<(), LoginError> {
+    s.write_all(out)
+        .await
+        .map_err(|e| LoginError::new(sqlstate::PROTOCOL_VIOLATION, e.to_string()))?;
+    out.clear();
+    Ok(())
 }

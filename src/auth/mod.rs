@@ -3,35 +3,23 @@
 //! A user's secret is looked up, in order, in `[[users]]`, the `auth_file`, and —
 //! for users found in neither — with `auth_query` on the database's first shard
 //! (cached for `auth_cache_ttl`). Failed logins are counted per source address
-//! ([`ratelimit`]).
+//! ([`ratelimit`]). [`login`] is the whole authentication step of a client login,
+//! password exchange included. The auth file itself is parsed with the rest of the
+//! configuration ([`crate::config::userlist`]).
 
 pub mod login;
 pub mod query;
 pub mod ratelimit;
-pub mod userlist;
 
-use crate::app::{DbRuntime, Snapshot};
+pub use login::{Authenticated, LoginError};
+
+use crate::config::{DbRuntime, Snapshot};
 use crate::server::{ServerConn, ServerError, Target};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// SCRAM keys recovered from a client's successful SCRAM exchange, replayed toward
-/// Postgres when the user's server password is unknown (SCRAM pass-through).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct ScramKeys {
-    /// `ClientKey`, recovered from the client's proof.
-    pub client_key: [u8; 32],
-    /// `ServerKey`, from the verifier.
-    pub server_key: [u8; 32],
-}
-
-impl std::fmt::Debug for ScramKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Keys are password-equivalent toward the server: never print them.
-        f.write_str("ScramKeys(..)")
-    }
-}
+pub use crate::protocol::scram::ScramKeys;
 
 /// What a lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]

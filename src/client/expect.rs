@@ -11,6 +11,7 @@
 //! After an ErrorResponse to an extended-protocol message, Postgres skips everything
 //! up to the next Sync; [`Expectations::skip_to_sync`] drops the same entries.
 
+use crate::protocol::tag::{backend as be, frontend as fe};
 use crate::server::prepared::StmtDef;
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -37,6 +38,9 @@ pub struct Entry {
     pub mode: Mode,
     /// A reply to emit in place of a server response (nothing was sent for it).
     pub synthetic: Option<Bytes>,
+    /// The synthetic reply ends with a ReadyForQuery whose status byte is set
+    /// when it is emitted (the status then, not when it was queued).
+    pub patch_status: bool,
     /// For Parse: the statement that becomes prepared on this server when it succeeds.
     /// For Describe of a statement: where to record the inferred parameter types.
     pub stmt: Option<Arc<StmtDef>>,
@@ -57,6 +61,7 @@ impl Entry {
             synthetic: None,
             stmt: None,
             drops_statements: false,
+            patch_status: false,
             describes_unnamed: false,
         }
     }
@@ -69,6 +74,7 @@ impl Entry {
             synthetic: None,
             stmt: None,
             drops_statements: false,
+            patch_status: false,
             describes_unnamed: false,
         }
     }
@@ -82,6 +88,7 @@ impl Entry {
             synthetic: Some(reply),
             stmt: None,
             drops_statements: false,
+            patch_status: false,
             describes_unnamed: false,
         }
     }
@@ -94,30 +101,36 @@ impl Entry {
 
     /// Whether `resp` (a server message tag) finishes this entry.
     pub fn completed_by(&self, resp: u8) -> bool {
-        if resp == b'E' {
+        if resp == be::ERROR_RESPONSE {
             // An error ends an extended message; a Query/Sync still ends with
             // ReadyForQuery (a Sync can fail at commit time).
             return self.is_extended();
         }
         match self.tag {
-            b'P' => resp == b'1',
-            b'B' => resp == b'2',
-            b'D' => resp == b'T' || resp == b'n',
-            b'E' => matches!(resp, b'C' | b'I' | b's'),
-            b'C' => resp == b'3',
-            b'S' | b'Q' | b'F' => resp == b'Z',
+            fe::PARSE => resp == be::PARSE_COMPLETE,
+            fe::BIND => resp == be::BIND_COMPLETE,
+            fe::DESCRIBE => resp == be::ROW_DESCRIPTION || resp == be::NO_DATA,
+            fe::EXECUTE => matches!(
+                resp,
+                be::COMMAND_COMPLETE | be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED
+            ),
+            fe::CLOSE => resp == be::CLOSE_COMPLETE,
+            fe::SYNC | fe::QUERY | fe::FUNCTION_CALL => resp == be::READY_FOR_QUERY,
             _ => false,
         }
     }
 
     /// Whether an error in this entry makes the server skip to the next Sync.
     pub fn is_extended(&self) -> bool {
-        matches!(self.tag, b'P' | b'B' | b'D' | b'E' | b'C')
+        matches!(
+            self.tag,
+            fe::PARSE | fe::BIND | fe::DESCRIBE | fe::EXECUTE | fe::CLOSE
+        )
     }
 
     /// Whether this entry ends with ReadyForQuery.
     pub fn ends_with_ready(&self) -> bool {
-        matches!(self.tag, b'S' | b'Q' | b'F')
+        matches!(self.tag, fe::SYNC | fe::QUERY | fe::FUNCTION_CALL)
     }
 }
 
@@ -179,7 +192,7 @@ impl Expectations {
     pub fn skip_to_sync(&mut self) -> Vec<Entry> {
         let mut dropped = Vec::new();
         while let Some(e) = self.q.front() {
-            if e.tag == b'S' {
+            if e.tag == fe::SYNC {
                 break;
             }
             if let Some(e) = self.pop() {
@@ -195,7 +208,7 @@ impl Expectations {
     pub fn drop_syncs_after_head(&mut self) {
         let mut i = 1;
         while i < self.q.len() {
-            if self.q[i].tag == b'S' && self.q[i].synthetic.is_none() {
+            if self.q[i].tag == fe::SYNC && self.q[i].synthetic.is_none() {
                 if let Some(e) = self.q.remove(i) {
                     if e.ends_with_ready() {
                         self.ready_owed -= 1;

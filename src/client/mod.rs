@@ -1,16 +1,17 @@
 //! One task per client: login, then the transaction loop ([`session`]).
 
 mod expect;
-pub mod login;
 mod queue;
 pub mod session;
+pub mod startup;
 
-use crate::app::{App, ClientHandle};
+use crate::app::{App, ClientActivity, ClientHandle, CountGuard, Registered};
+use crate::auth::LoginError;
 use crate::protocol::{self, sqlstate};
 use crate::server::{params, ParamSet};
 use arc_swap::ArcSwapOption;
 use bytes::BytesMut;
-use login::{LoginError, Startup};
+use startup::Startup;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -25,7 +26,7 @@ pub async fn serve(app: Arc<App>, tcp: tokio::net::TcpStream) {
     let _ = tcp.set_nodelay(true);
     let peer = tcp.peer_addr().ok();
     let mut stream = ClientStream::Plain(tcp);
-    let (slot, count) = CountGuard::take(&app);
+    let (slot, count) = CountGuard::take(&app.clients);
     let res = run(&app, &mut stream, peer, count).await;
     drop(slot);
     if let Err(e) = res {
@@ -34,47 +35,6 @@ pub async fn serve(app: Arc<App>, tcp: tokio::net::TcpStream) {
         protocol::fatal_response(&mut out, e.code, &e.message);
         let _ =
             tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&out)).await;
-    }
-}
-
-/// One `max_client_conn` slot (`app.client_count`), given back when dropped: also
-/// when the client task panics, so a crash cannot leak slots until every login is
-/// refused with 53300.
-pub(crate) struct CountGuard<'a>(&'a App);
-
-impl<'a> CountGuard<'a> {
-    /// Take a slot; also returns the count including this client.
-    pub(crate) fn take(app: &'a App) -> (CountGuard<'a>, usize) {
-        let count = app.client_count.fetch_add(1, Ordering::AcqRel) + 1;
-        (CountGuard(app), count)
-    }
-}
-
-impl Drop for CountGuard<'_> {
-    fn drop(&mut self) {
-        self.0.client_count.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A client's entry in `app.clients` (SHOW CLIENTS, cancel lookup, KILL), removed
-/// when dropped: also when the task panics, so it leaves no ghost behind.
-pub(crate) struct Registered<'a> {
-    app: &'a App,
-    id: i32,
-}
-
-impl<'a> Registered<'a> {
-    /// Insert `handle` into the registry for as long as the guard lives.
-    pub(crate) fn new(app: &'a App, handle: Arc<ClientHandle>) -> Registered<'a> {
-        let id = handle.id;
-        app.clients.insert(handle);
-        Registered { app, id }
-    }
-}
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.app.clients.remove(self.id);
     }
 }
 
@@ -87,7 +47,7 @@ async fn run(
     let snap = app.snapshot.load_full();
     let login_timeout = snap.config.pool_defaults().client_login_timeout.as_std();
     let acceptor = snap.tls.acceptor.as_ref();
-    let startup = tokio::time::timeout(login_timeout, login::read_startup(stream, acceptor))
+    let startup = tokio::time::timeout(login_timeout, startup::read_startup(stream, acceptor))
         .await
         .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))??;
     let params = match startup {
@@ -176,8 +136,8 @@ async fn run(
             }
         }
     }
-    let stored = crate::auth::login::check_and_authenticate(
-        app,
+    let authenticated = crate::auth::login::check_and_authenticate(
+        &app.auth,
         &snap,
         stream,
         db.as_deref(),
@@ -186,8 +146,12 @@ async fn run(
         login_timeout,
     )
     .await?;
+    if let (Some(keys), Some(db)) = (authenticated.scram_keys, &db) {
+        app.remember_scram_keys(&db.name, &user, keys);
+    }
+    let stored = authenticated.secret;
 
-    let id = app.next_client_id();
+    let id = app.clients.next_id();
     let handle = Arc::new(ClientHandle {
         id,
         secret: rand::random(),
@@ -198,7 +162,7 @@ async fn run(
         kill: Notify::new(),
         killed: AtomicBool::new(false),
         connect_time: SystemTime::now(),
-        activity: crate::admin::ClientActivity::new(
+        activity: ClientActivity::new(
             get("application_name").unwrap_or(""),
             stream.tcp().and_then(|t| t.local_addr().ok()),
         ),
@@ -211,7 +175,7 @@ async fn run(
         Some(rt) => startup_tenant(rt, &login, tenant_from_user.as_deref())?,
         None => None,
     };
-    let registered = Registered::new(app, handle.clone());
+    let registered = Registered::new(&app.clients, handle.clone());
     let res = session::Session::new(
         app.clone(),
         db,
@@ -233,7 +197,7 @@ async fn run(
 /// The tenant a client gave at connect: a startup parameter named like the key,
 /// `options=-c key=v`, or the user-name suffix.
 fn startup_tenant(
-    rt: &crate::app::RoutingRt,
+    rt: &crate::config::RoutingRt,
     login: &ClientLogin,
     from_user: Option<&str>,
 ) -> Result<Option<crate::router::TenantKey>, LoginError> {

@@ -6,11 +6,16 @@
 //! in atomically, so no reader ever sees half a config.
 
 mod duration;
+pub mod live;
 mod tls;
+mod tls_runtime;
+pub mod userlist;
 pub mod watch;
 
 pub use duration::Duration;
+pub use live::{DbRuntime, Live, RoutingRt, Snapshot};
 pub use tls::{ClientTlsMode, ServerTlsMode, TlsConfig};
+pub use tls_runtime::{ServerTls, TlsRuntime};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;

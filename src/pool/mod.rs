@@ -6,7 +6,7 @@ use crate::server::{ServerConn, ServerError, Target};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -90,11 +90,10 @@ pub struct Pool {
     /// Effective settings (swapped on reload).
     pub settings: ArcSwap<PoolSettings>,
     idle: Mutex<Vec<ServerConn>>,
-    permits: Arc<Semaphore>,
-    reserve: Arc<Semaphore>,
-    /// Current size the permits represent (to grow/shrink on reload).
-    size: AtomicUsize,
-    reserve_size: AtomicUsize,
+    /// `default_pool_size`: servers handed out at once.
+    main: Limit,
+    /// `reserve_pool_size`: more servers, for clients that waited `reserve_pool_timeout`.
+    reserve: Limit,
     /// Number of open server connections (idle + active + connecting).
     pub total: AtomicUsize,
     /// Bumped by RECONNECT or a target change: older servers are closed when released.
@@ -108,8 +107,18 @@ pub struct Pool {
     /// DISABLE / removed from config.
     pub disabled: AtomicBool,
     resume: Notify,
-    /// Histogram handles, created on the first transaction (admin::metrics).
-    pub metrics: std::sync::OnceLock<crate::admin::metrics::PoolMetrics>,
+    /// Histogram handles, installed by the metrics exporter on the pool's first
+    /// transaction (`admin::metrics`); the pool only keeps them.
+    pub metrics: OnceLock<PoolMetrics>,
+}
+
+/// Histogram handles of one pool, made by whoever exports metrics and kept here so
+/// that recording a transaction does no registry lookup.
+pub struct PoolMetrics {
+    /// Transaction durations, in seconds.
+    pub xact: metrics::Histogram,
+    /// Query durations, in seconds.
+    pub query: metrics::Histogram,
 }
 
 /// A server checked out of a pool. Give it back with [`Pool::checkin`].
@@ -117,6 +126,83 @@ pub struct Checkout {
     /// The connection.
     pub conn: ServerConn,
     permit: OwnedSemaphorePermit,
+    /// Whether `permit` is one of the reserve pool's.
+    from_reserve: bool,
+}
+
+/// A resizable cap on the servers handed out at once: a semaphore whose size can
+/// shrink while its permits are held. A shrink removes the free permits at once and
+/// owes the rest; a permit given back while something is owed is removed instead of
+/// freed (so no waiting client gets it), and the cap converges to the new size as
+/// servers come back.
+struct Limit {
+    sem: Arc<Semaphore>,
+    /// The size the permits represent once nothing is owed.
+    size: AtomicUsize,
+    /// Permits still to remove, from those held by clients now.
+    owed: AtomicUsize,
+}
+
+impl Limit {
+    fn new(size: usize) -> Limit {
+        Limit {
+            sem: Arc::new(Semaphore::new(size)),
+            size: AtomicUsize::new(size),
+            owed: AtomicUsize::new(0),
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.size.load(Ordering::Acquire)
+    }
+
+    fn resize(&self, new: usize) {
+        let old = self.size.swap(new, Ordering::AcqRel);
+        if new > old {
+            let grow = new - old;
+            // What is still owed has not been removed yet: cancel that first.
+            let owed = self
+                .owed
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                    Some(d - d.min(grow))
+                })
+                .unwrap_or(0);
+            self.sem.add_permits(grow - owed.min(grow));
+        } else if new < old {
+            let shrink = old - new;
+            // tokio removes only available permits: owe the rest.
+            let removed = self.sem.forget_permits(shrink);
+            self.owed.fetch_add(shrink - removed, Ordering::AcqRel);
+            self.settle();
+        }
+    }
+
+    /// Remove owed permits that are free now: one may have been given back while
+    /// the debt was being recorded (called after a shrink and by maintenance).
+    fn settle(&self) {
+        let owed = self.owed.swap(0, Ordering::AcqRel);
+        if owed > 0 {
+            let removed = self.sem.forget_permits(owed);
+            self.owed.fetch_add(owed - removed, Ordering::AcqRel);
+        }
+    }
+
+    /// Give a permit back, or remove it if a shrink is owed.
+    fn release(&self, permit: OwnedSemaphorePermit) {
+        let mut owed = self.owed.load(Ordering::Acquire);
+        while owed > 0 {
+            match self.owed.compare_exchange_weak(
+                owed,
+                owed - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return permit.forget(),
+                Err(now) => owed = now,
+            }
+        }
+        drop(permit);
+    }
 }
 
 impl Pool {
@@ -129,10 +215,8 @@ impl Pool {
             target: ArcSwap::from_pointee(target),
             settings: ArcSwap::from_pointee(settings),
             idle: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(size)),
-            reserve: Arc::new(Semaphore::new(rsize)),
-            size: AtomicUsize::new(size),
-            reserve_size: AtomicUsize::new(rsize),
+            main: Limit::new(size),
+            reserve: Limit::new(rsize),
             total: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             server_params: Mutex::new(None),
@@ -140,24 +224,53 @@ impl Pool {
             paused: AtomicBool::new(false),
             disabled: AtomicBool::new(false),
             resume: Notify::new(),
-            metrics: std::sync::OnceLock::new(),
+            metrics: OnceLock::new(),
         })
     }
 
     /// Apply new settings/target from a reload. A changed target closes old servers as
-    /// they come back; size changes adjust the permits.
+    /// they come back; size changes adjust the permits, and after a shrink the servers
+    /// beyond the new size are closed (idle ones now, busy ones when they come back).
     pub fn update(&self, target: Target, settings: PoolSettings) {
         if **self.target.load() != target {
             self.target.store(Arc::new(target));
             self.reconnect();
         }
-        resize(&self.permits, &self.size, settings.default_pool_size);
-        resize(
-            &self.reserve,
-            &self.reserve_size,
-            settings.reserve_pool_size,
-        );
+        self.main.resize(settings.default_pool_size);
+        self.reserve.resize(settings.reserve_pool_size);
         self.settings.store(Arc::new(settings));
+        self.trim_idle();
+    }
+
+    /// Servers this pool may keep open: its size plus its reserve.
+    fn capacity(&self) -> usize {
+        self.main.size() + self.reserve.size()
+    }
+
+    /// Close idle servers (oldest first) while more servers are open than the pool
+    /// may keep (after a shrink).
+    fn trim_idle(&self) {
+        let surplus: Vec<ServerConn> = {
+            let mut idle = self.idle.lock().unwrap();
+            let over = self
+                .total
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.capacity());
+            let n = over.min(idle.len());
+            // LIFO reuse takes from the end: the front has the coldest servers.
+            idle.drain(..n).collect()
+        };
+        for s in surplus {
+            self.close(s);
+        }
+    }
+
+    fn release(&self, permit: OwnedSemaphorePermit, from_reserve: bool) {
+        if from_reserve {
+            self.reserve.release(permit);
+        } else {
+            self.main.release(permit);
+        }
     }
 
     /// Close idle servers now and the active ones when they are released.
@@ -231,29 +344,42 @@ impl Pool {
         if self.disabled.load(Ordering::Acquire) {
             return Err(PoolError::Closed);
         }
-        let permit = self.acquire_permit(settings, deadline).await?;
+        let (permit, from_reserve) = self.acquire_permit(settings, deadline).await?;
         // Reuse an idle server if a healthy one is there (LIFO keeps caches warm).
         loop {
             let candidate = self.idle.lock().unwrap().pop();
             let Some(mut conn) = candidate else { break };
             if self.is_reusable(&mut conn, settings) {
-                return Ok(Checkout { conn, permit });
+                return Ok(Checkout {
+                    conn,
+                    permit,
+                    from_reserve,
+                });
             }
             self.close(conn);
         }
-        let conn = self.connect(settings).await.map_err(PoolError::Connect)?;
-        Ok(Checkout { conn, permit })
+        match self.connect(settings).await {
+            Ok(conn) => Ok(Checkout {
+                conn,
+                permit,
+                from_reserve,
+            }),
+            Err(e) => {
+                self.release(permit, from_reserve);
+                Err(PoolError::Connect(e))
+            }
+        }
     }
 
     async fn acquire_permit(
         &self,
         settings: &PoolSettings,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<OwnedSemaphorePermit, PoolError> {
-        if let Ok(p) = self.permits.clone().try_acquire_owned() {
-            return Ok(p);
+    ) -> Result<(OwnedSemaphorePermit, bool), PoolError> {
+        if let Ok(p) = self.main.sem.clone().try_acquire_owned() {
+            return Ok((p, false));
         }
-        let main = self.permits.clone().acquire_owned();
+        let main = self.main.sem.clone().acquire_owned();
         tokio::pin!(main);
         // After reserve_pool_timeout, the reserve pool may also serve this client.
         let reserve_at = tokio::time::Instant::now() + settings.reserve_pool_timeout.as_std();
@@ -267,14 +393,14 @@ impl Pool {
         loop {
             let reserve_acq = async {
                 if reserve_open {
-                    self.reserve.clone().acquire_owned().await
+                    self.reserve.sem.clone().acquire_owned().await
                 } else {
                     std::future::pending().await
                 }
             };
             tokio::select! {
-                p = &mut main => return p.map_err(|_| PoolError::Closed),
-                p = reserve_acq => return p.map_err(|_| PoolError::Closed),
+                p = &mut main => return p.map(|p| (p, false)).map_err(|_| PoolError::Closed),
+                p = reserve_acq => return p.map(|p| (p, true)).map_err(|_| PoolError::Closed),
                 _ = &mut reserve_sleep, if !reserve_open && use_reserve => reserve_open = true,
                 _ = &mut deadline_sleep => return Err(PoolError::WaitTimeout),
             }
@@ -336,7 +462,8 @@ impl Pool {
         res
     }
 
-    /// Return a server. Broken, expired or stale-generation servers are closed.
+    /// Return a server. Broken, expired or stale-generation servers are closed, and
+    /// so are servers beyond the pool's size after a shrink.
     pub fn checkin(&self, mut c: Checkout) {
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
         let settings = self.settings.load();
@@ -348,20 +475,21 @@ impl Pool {
                 .server_lifetime
                 .non_zero()
                 .is_none_or(|l| c.conn.created.elapsed() <= l)
-            && c.conn.rbuf.is_empty();
+            && c.conn.rbuf.is_empty()
+            && self.total.load(Ordering::Relaxed) <= self.capacity();
         if keep {
             self.idle.lock().unwrap().push(c.conn);
         } else {
             self.close(c.conn);
         }
-        drop(c.permit);
+        self.release(c.permit, c.from_reserve);
     }
 
     /// Drop a server that is known bad (e.g. it died mid-transaction).
     pub fn discard(&self, c: Checkout) {
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
         self.close(c.conn);
-        drop(c.permit);
+        self.release(c.permit, c.from_reserve);
     }
 
     fn close(&self, conn: ServerConn) {
@@ -400,12 +528,16 @@ impl Pool {
         for c in expired {
             self.close(c);
         }
+        // A shrink that raced a returning permit is finished here.
+        self.main.settle();
+        self.reserve.settle();
+        self.trim_idle();
         if self.disabled.load(Ordering::Acquire) || self.paused.load(Ordering::Acquire) {
             return;
         }
         // Warm up to min_pool_size (expired servers above are replaced by fresh ones).
         while self.total.load(Ordering::Relaxed) < settings.min_pool_size {
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            let Ok(permit) = self.main.sem.clone().try_acquire_owned() else {
                 break;
             };
             match self.connect(&settings).await {
@@ -417,24 +549,13 @@ impl Pool {
 
     fn checkin_fresh(&self, conn: ServerConn, permit: OwnedSemaphorePermit) {
         self.idle.lock().unwrap().push(conn);
-        drop(permit);
+        self.main.release(permit);
     }
 
     /// Close everything (pool removed or disabled).
     pub fn close_all(&self) {
         self.disabled.store(true, Ordering::Release);
         self.reconnect();
-    }
-}
-
-fn resize(sem: &Semaphore, size: &AtomicUsize, new: usize) {
-    let old = size.swap(new, Ordering::AcqRel);
-    if new > old {
-        sem.add_permits(new - old);
-    } else if new < old {
-        // Shrinks what is free now; the rest shrinks as permits are returned... tokio
-        // forgets only available permits, so the pool converges to the new size.
-        sem.forget_permits(old - new);
     }
 }
 
@@ -479,5 +600,50 @@ impl Pools {
             }
             k2
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Limit;
+    use std::sync::atomic::Ordering;
+
+    fn take(l: &Limit) -> tokio::sync::OwnedSemaphorePermit {
+        l.sem.clone().try_acquire_owned().expect("a free permit")
+    }
+
+    /// Regression: a shrink while every permit was held removed nothing, and the
+    /// permits came back at the old size.
+    #[test]
+    fn a_shrink_while_permits_are_held_converges_as_they_come_back() {
+        let l = Limit::new(4);
+        let held: Vec<_> = (0..4).map(|_| take(&l)).collect();
+        l.resize(1);
+        assert_eq!(l.sem.available_permits(), 0);
+        for p in held {
+            l.release(p);
+        }
+        assert_eq!(l.sem.available_permits(), 1);
+        assert_eq!(l.owed.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn growing_cancels_what_a_shrink_still_owes() {
+        let l = Limit::new(1);
+        let p = take(&l);
+        l.resize(0); // owes the held permit
+        l.resize(3); // cancels that debt, adds two
+        l.release(p);
+        assert_eq!(l.sem.available_permits(), 3);
+        assert_eq!(l.size(), 3);
+    }
+
+    #[test]
+    fn settle_removes_owed_permits_that_are_free() {
+        let l = Limit::new(3);
+        l.owed.store(2, Ordering::Release); // as if a permit raced the shrink
+        l.settle();
+        assert_eq!(l.sem.available_permits(), 1);
+        assert_eq!(l.owed.load(Ordering::Acquire), 0);
     }
 }

@@ -294,6 +294,34 @@ pub fn execute(buf: &mut BytesMut, portal: &[u8], max_rows: i32) {
     finish(buf, at);
 }
 
+/// A client's Bind, or its Describe/Close of a statement, with the statement
+/// name replaced by `name` (everything else copied as is). `None` if `frame` (a
+/// whole message) is not one of those or is malformed.
+pub fn rename_statement(buf: &mut BytesMut, frame: &[u8], name: &[u8]) -> Option<()> {
+    let t = *frame.first()?;
+    let body = frame.get(5..)?;
+    let at = begin(buf, t);
+    match t {
+        tag::frontend::BIND => {
+            let (portal, rest) = super::cstr(body)?;
+            let (_, rest) = super::cstr(rest)?;
+            put_cstr(buf, portal);
+            put_cstr(buf, name);
+            buf.put_slice(rest);
+        }
+        tag::frontend::DESCRIBE | tag::frontend::CLOSE => {
+            buf.put_u8(*body.first()?);
+            put_cstr(buf, name);
+        }
+        _ => {
+            buf.truncate(at - 1);
+            return None;
+        }
+    }
+    finish(buf, at);
+    Some(())
+}
+
 /// Close of prepared statement `name`.
 pub fn close_statement(buf: &mut BytesMut, name: &[u8]) {
     let at = begin(buf, tag::frontend::CLOSE);

@@ -255,6 +255,23 @@ pub fn is_scram_verifier(s: &str) -> bool {
     ScramVerifier::parse(s).is_some()
 }
 
+/// SCRAM keys recovered from a client's successful SCRAM exchange, replayed toward
+/// Postgres when the user's server password is unknown (SCRAM pass-through).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ScramKeys {
+    /// `ClientKey`, recovered from the client's proof.
+    pub client_key: [u8; 32],
+    /// `ServerKey`, from the verifier.
+    pub server_key: [u8; 32],
+}
+
+impl fmt::Debug for ScramKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Keys are password-equivalent toward the server: never print them.
+        f.write_str("ScramKeys(..)")
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Verifier
 // ---------------------------------------------------------------------------

@@ -163,6 +163,8 @@ pub enum Item<'a, V> {
     BindUnknown,
     /// An Execute of a portal.
     Execute(&'a [u8]),
+    /// A Describe or Close (reads or drops statements and portals).
+    Other,
 }
 
 /// No parameter values (the type of [`Unit`]s that carry no batch).
@@ -409,7 +411,7 @@ fn batch<'a, V: ParamValues>(
                     return Err(violation(r, Violation::TooManyMentions));
                 }
             }
-            Item::BindUnknown => {}
+            Item::BindUnknown | Item::Other => {}
             Item::Execute(portal) => {
                 executes += 1;
                 all_free &= portals[..n_portals]

@@ -28,9 +28,9 @@ pub struct Target {
     /// Password (plaintext or md5 hash), if any.
     pub password: Option<String>,
     /// SCRAM keys proven by a client (pass-through), used when there is no password.
-    pub scram_keys: Option<crate::auth::ScramKeys>,
+    pub scram_keys: Option<scram::ScramKeys>,
     /// TLS toward this server.
-    pub tls: crate::tls::ServerTls,
+    pub tls: crate::config::ServerTls,
 }
 
 /// What it takes to cancel a query running on a server.
@@ -274,7 +274,17 @@ impl ServerConn {
         let addr = stream.peer_addr().map_err(io_err)?;
         let local_addr = stream.local_addr().ok();
         let mut stream = crate::net::Stream::Plain(stream);
-        crate::tls::negotiate_server(&mut stream, &t.tls, &t.host).await?;
+        crate::tls::negotiate_server(&mut stream, &t.tls, &t.host)
+            .await
+            .map_err(|e| match e {
+                crate::tls::NegotiateError::Io(m) => ServerError::Io(m),
+                // Not retryable: the answer will be the same until the configuration changes.
+                crate::tls::NegotiateError::Refused(m) => ServerError::Refused(ErrorInfo {
+                    severity: "FATAL".into(),
+                    code: sqlstate::CANNOT_CONNECT.into(),
+                    message: m,
+                }),
+            })?;
         let mut conn = ServerConn {
             stream,
             state: ServerState::new(addr, local_addr),

@@ -78,16 +78,7 @@ impl StmtDef {
     /// The Parse message that prepares this statement as `name` ("": the unnamed
     /// statement, used when the server's statement names cannot be trusted).
     pub fn parse_as(&self, out: &mut BytesMut, name: &[u8]) -> Bytes {
-        out.put_u8(b'P');
-        let at = out.len();
-        out.put_i32(0);
-        out.put_slice(name);
-        out.put_u8(0);
-        out.put_slice(&self.query);
-        out.put_u8(0);
-        out.put_slice(&self.types);
-        let len = (out.len() - at) as i32;
-        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        protocol::parse(out, name, &self.query, &self.types);
         out.split().freeze()
     }
 }
@@ -160,53 +151,15 @@ impl ServerStatements {
 
 /// Build a Close(statement) for a server-side name.
 pub fn close_message(out: &mut BytesMut, server_name: &str) -> Bytes {
-    out.put_u8(b'C');
-    let at = out.len();
-    out.put_i32(0);
-    out.put_u8(b'S');
-    out.put_slice(server_name.as_bytes());
-    out.put_u8(0);
-    let len = (out.len() - at) as i32;
-    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    protocol::close_statement(out, server_name.as_bytes());
     out.split().freeze()
 }
 
-/// Rewrite a Bind (statement name at the second field) or a Describe/Close of a
-/// statement to use `server_name`. `frame` is the whole client message.
+/// A Bind, or a Describe/Close of a statement, rewritten to name `server_name`
+/// (see [`protocol::rename_statement`]).
 pub fn rewrite_name(out: &mut BytesMut, frame: &[u8], server_name: &str) -> Option<Bytes> {
-    let tag = *frame.first()?;
-    let body = frame.get(5..)?;
-    out.put_u8(tag);
-    let at = out.len();
-    out.put_i32(0);
-    match tag {
-        b'B' => {
-            let (portal, rest) = protocol::cstr(body)?;
-            let (_, rest) = protocol::cstr(rest)?;
-            out.put_slice(portal);
-            out.put_u8(0);
-            out.put_slice(server_name.as_bytes());
-            out.put_u8(0);
-            out.put_slice(rest);
-        }
-        b'D' | b'C' => {
-            out.put_u8(*body.first()?);
-            out.put_slice(server_name.as_bytes());
-            out.put_u8(0);
-        }
-        _ => return None,
-    }
-    let len = (out.len() - at) as i32;
-    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    protocol::rename_statement(out, frame, server_name.as_bytes())?;
     Some(out.split().freeze())
-}
-
-/// Static replies used for locally answered messages.
-pub mod replies {
-    /// ParseComplete.
-    pub const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
-    /// CloseComplete.
-    pub const CLOSE_COMPLETE: &[u8] = b"3\0\0\0\x04";
 }
 
 #[cfg(test)]

@@ -89,7 +89,8 @@ impl Bouncer {
                 .spawn()
                 .expect("spawn shardbouncer");
             let mut child = child;
-            match wait_ready(&mut child, port, &log_path) {
+            // Blocks while it polls: let a multi-threaded test runtime move its tasks.
+            match super::wait::blocking(|| wait_ready(&mut child, port, &log_path)) {
                 Ready::Yes => {
                     return Bouncer {
                         port,
@@ -161,7 +162,8 @@ impl Bouncer {
     }
 
     /// Wait up to `timeout` for the process to exit; returns its exit status if it did.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    /// Polls with `tokio::time::sleep`, so the test's runtime keeps running.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.status {
@@ -174,8 +176,22 @@ impl Bouncer {
             if Instant::now() >= deadline {
                 return None;
             }
-            std::thread::sleep(POLL.min(deadline.saturating_duration_since(Instant::now())));
+            tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
         }
+    }
+
+    /// Wait (up to 10 s) until the log contains `needle`; panics with the log if it
+    /// never does.
+    pub async fn wait_for_log(&self, needle: &str) {
+        super::eventually_ok(Duration::from_secs(10), || async {
+            let log = self.log();
+            if log.contains(needle) {
+                Ok(())
+            } else {
+                Err(format!("no {needle:?} in log:\n{log}"))
+            }
+        })
+        .await
     }
 
     /// Current contents of the log (stdout+stderr).

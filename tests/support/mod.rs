@@ -14,8 +14,11 @@ mod bouncer;
 mod pg;
 pub mod raw;
 mod util;
+mod wait;
 
 #[allow(unused_imports)] // not every test crate uses every helper
 pub use bouncer::{basic_config, shard_list, Bouncer};
 pub use pg::{PgCluster, APP_PASSWORD, APP_USER};
 pub use util::free_port;
+#[allow(unused_imports)] // not every test crate waits
+pub use wait::{eventually, eventually_ok};

@@ -432,8 +432,19 @@ impl Core {
                         a.send_raw(frame);
                         return Need::Io;
                     }
+                    f::COPY_DATA => {}
                     f::COPY_DONE | f::COPY_FAIL => a.end_copy_in(),
-                    _ => {}
+                    // Postgres fails the copy on anything else; a pooler that
+                    // forwarded it would lose track of what the server owes.
+                    other => {
+                        a.mark_broken();
+                        return Need::Close(self.fatal(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            &format!(
+                                "unexpected message type 0x{other:02X} during COPY from stdin"
+                            ),
+                        ));
+                    }
                 }
             }
         }
@@ -494,9 +505,19 @@ impl Core {
     /// Queue a reply built in `scratch` in protocol order: directly when nothing is
     /// owed by a server, else behind what is owed.
     pub(super) fn reply(&mut self, client_tag: u8) {
+        self.queue_reply(client_tag, false);
+    }
+
+    /// The same for a reply that ends with ReadyForQuery: when it waits behind
+    /// in-flight work, its status is the one when its turn comes.
+    pub(super) fn reply_ready(&mut self, client_tag: u8) {
+        self.queue_reply(client_tag, true);
+    }
+
+    fn queue_reply(&mut self, client_tag: u8, patch_status: bool) {
         let b = self.scratch.split().freeze();
         match self.att.as_mut() {
-            Some(a) if !a.settled() => a.synthetic(client_tag, b),
+            Some(a) if !a.settled() => a.synthetic(client_tag, b, patch_status),
             _ => self.to_client.push(b),
         }
     }
@@ -517,7 +538,7 @@ impl Core {
         protocol::command_complete(&mut self.scratch, command_tag);
         let status = self.client_status();
         protocol::ready_for_query(&mut self.scratch, status);
-        self.reply(tag::frontend::QUERY);
+        self.reply_ready(tag::frontend::QUERY);
     }
 
     /// A WARNING/NOTICE before a local reply, in protocol order.
@@ -545,7 +566,8 @@ impl Core {
     /// Emit synthetic replies that have reached the head of the queue.
     pub(super) fn drain_synthetic(&mut self) {
         if let Some(a) = self.att.as_mut() {
-            a.drain_synthetic(&mut self.to_client);
+            let txn = &self.txn;
+            a.drain_synthetic(&mut self.to_client, |s| txn.client_status(Some(s)));
         }
     }
 

@@ -257,7 +257,7 @@ impl Core {
                 if a.has_prepared(&def) {
                     let mut b = BytesMut::new();
                     protocol::parse_complete(&mut b);
-                    a.synthetic(f::PARSE, b.freeze());
+                    a.synthetic(f::PARSE, b.freeze(), false);
                 } else {
                     a.note_prepared(def.clone());
                     let msg = def.parse_message(&mut self.scratch);

@@ -19,6 +19,8 @@
 
 mod core;
 mod counters;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fake;
 mod forward;
 mod routing;
 mod server;

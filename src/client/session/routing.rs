@@ -79,6 +79,15 @@ impl Core {
             self.stalled = Some(unit);
             return Need::Io;
         }
+        if let Unit::Batch(msgs) = &unit {
+            if self.att.is_none() && is_sync_or_flush_only(msgs) {
+                // Nothing is in flight: a lone Sync needs no server.
+                if msgs.last().is_some_and(|(t, _)| *t == tag::frontend::SYNC) {
+                    self.emit_rfq();
+                }
+                return Need::Io;
+            }
+        }
         let decision = match &unit {
             Unit::Simple(tag::frontend::QUERY, frame) => {
                 let sql = query_text(frame);
@@ -149,13 +158,6 @@ impl Core {
                         // Named Parses + Sync: answered without a server.
                         if let Unit::Batch(msgs) = unit {
                             self.parse_locally(msgs);
-                        }
-                        return Need::Io;
-                    }
-                    if self.att.is_none() && is_sync_or_flush_only(msgs) {
-                        // Nothing is in flight: a lone Sync needs no server.
-                        if msgs.last().is_some_and(|(t, _)| *t == tag::frontend::SYNC) {
-                            self.emit_rfq();
                         }
                         return Need::Io;
                     }
@@ -291,6 +293,7 @@ impl Core {
                 tag::frontend::EXECUTE => Some(Item::Execute(
                     protocol::cstr(body).map(|(p, _)| p).unwrap_or_default(),
                 )),
+                tag::frontend::DESCRIBE | tag::frontend::CLOSE => Some(Item::Other),
                 _ => None,
             }
         });
@@ -365,7 +368,7 @@ impl Core {
                 }
                 let status = self.client_status();
                 protocol::ready_for_query(&mut self.scratch, status);
-                self.reply(tag::frontend::QUERY);
+                self.reply_ready(tag::frontend::QUERY);
             }
             Local::EndHeld { commit } => {
                 let failed = matches!(self.txn, super::state::Txn::Failed);
@@ -405,14 +408,16 @@ impl Core {
             };
             if want == cur {
                 if let Target::Shard { tenant, .. } = target {
-                    if self.txn.is_local() {
+                    if self.txn.held().is_some() {
                         // The server was taken for tenant-free work outside the held
                         // BEGIN; this work needs the transaction: open it now.
                         self.replay_held();
                     }
-                    self.pin(tenant, &unit);
+                    self.pin(tenant);
+                    self.forward_pinned(unit);
+                } else {
+                    self.forward_unit(unit);
                 }
-                self.forward_unit(unit);
                 return Need::Io;
             }
             if a.ext_open() && !a.ext_stays() {
@@ -462,16 +467,17 @@ impl Core {
         Need::Attach(shard)
     }
 
-    /// Record what pinned the transaction (metrics, SHOW TENANTS, messages), and
-    /// whether an open batch is now pinned to its shard.
-    fn pin(&mut self, tenant: Option<(TenantKey, Source)>, unit: &Unit) {
-        if let Unit::Batch(msgs) = unit {
-            if msgs.last().is_some_and(|(t, _)| *t == tag::frontend::FLUSH) {
-                if let Some(a) = self.att.as_mut() {
-                    a.pin_batch();
-                }
-            }
+    /// Forward work that needs this shard: a batch it leaves open (Flush) is
+    /// pinned to the shard.
+    fn forward_pinned(&mut self, unit: Unit) {
+        self.forward_unit(unit);
+        if let Some(a) = self.att.as_mut() {
+            a.pin_batch();
         }
+    }
+
+    /// Record what pinned the transaction (metrics, SHOW TENANTS, messages).
+    fn pin(&mut self, tenant: Option<(TenantKey, Source)>) {
         if self.tx_tenant.is_some() {
             return;
         }
@@ -524,13 +530,21 @@ impl Core {
             }
             return;
         }
-        match last {
-            tag::frontend::FLUSH => {
+        match (unit, last) {
+            (Unit::Batch(_), tag::frontend::FLUSH) => {
                 self.inject_error_ext(e);
                 self.skip_until_sync = true;
             }
-            // An error then ReadyForQuery is also the right answer to a batch.
-            _ => self.inject_error_simple(e),
+            // Through the extended protocol, then the client's Sync: if an earlier
+            // error left the server skipping, it skips ours too and still answers
+            // the Sync (a Query would be skipped and never answered).
+            (Unit::Batch(_), _) => {
+                self.inject_error_ext(e);
+                let mut b = BytesMut::new();
+                protocol::sync(&mut b);
+                self.send_ext(tag::frontend::SYNC, b.freeze());
+            }
+            (Unit::Simple(..), _) => self.inject_error_simple(e),
         }
     }
 }

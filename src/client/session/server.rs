@@ -42,8 +42,8 @@ pub(super) struct Attachment {
     /// Transaction status of the server (last ReadyForQuery).
     status: TxStatus,
     ext: Ext,
-    /// In COPY FROM STDIN started by an extended Execute: the server ignores Sync
-    /// and Flush until CopyDone/CopyFail, so they pass through unanswered.
+    /// In COPY FROM STDIN: the server takes only CopyData/CopyDone/CopyFail and
+    /// ignores Sync and Flush until the copy ends, so they pass through unanswered.
     copy_in: bool,
     /// Bytes of a large server frame still to pass through unparsed.
     s_stream_left: usize,
@@ -153,8 +153,9 @@ impl Attachment {
             && (self.ext.pinned || self.ext.executed || self.ext.skipping || self.head_failed)
     }
 
+    /// The open batch (if any) did tenant work.
     pub(super) fn pin_batch(&mut self) {
-        self.ext.pinned = true;
+        self.ext.pinned = self.ext.open;
     }
 
     pub(super) fn ext_executed(&mut self) {
@@ -204,8 +205,10 @@ impl Attachment {
     }
 
     /// A reply we produce ourselves, emitted when its turn comes.
-    pub(super) fn synthetic(&mut self, client_tag: u8, b: Bytes) {
-        self.expect.push(Entry::synthetic(client_tag, b));
+    pub(super) fn synthetic(&mut self, client_tag: u8, b: Bytes, patch_status: bool) {
+        let mut e = Entry::synthetic(client_tag, b);
+        e.patch_status = patch_status;
+        self.expect.push(e);
     }
 
     /// Flush a Flush-terminated batch the client left open with our own Sync,
@@ -228,12 +231,26 @@ impl Attachment {
         self.conn.prepared.insert(def);
     }
 
-    pub(super) fn drain_synthetic(&mut self, to_client: &mut OutQueue) {
+    /// Emit the synthetic replies at the head of the queue. `txn` gives the
+    /// client's status from the server's: a locally answered Query queued behind
+    /// in-flight work reports the status as it is when its turn comes.
+    pub(super) fn drain_synthetic(
+        &mut self,
+        to_client: &mut OutQueue,
+        client_status: impl Fn(TxStatus) -> TxStatus,
+    ) {
         while let Some(e) = self.expect.front() {
             if e.synthetic.is_none() {
                 break;
             }
-            if let Some(b) = self.expect.pop().and_then(|e| e.synthetic) {
+            let Some(e) = self.expect.pop() else { break };
+            let Some(b) = e.synthetic else { continue };
+            if e.patch_status && !b.is_empty() {
+                let mut m = BytesMut::from(&b[..]);
+                let last = m.len() - 1;
+                m[last] = client_status(self.status).as_byte();
+                to_client.push(m.freeze());
+            } else {
                 to_client.push(b);
             }
         }
@@ -413,7 +430,8 @@ impl Core {
                     self.to_client.push(a.conn.rbuf.split_to(pos).freeze());
                     pos = 0;
                 }
-                a.drain_synthetic(&mut self.to_client);
+                let txn = &self.txn;
+                a.drain_synthetic(&mut self.to_client, |s| txn.client_status(Some(s)));
             }
             let rest = &a.conn.rbuf[pos..];
             let (t, len) = match protocol::frame_header(rest, usize::MAX >> 1) {
@@ -469,16 +487,18 @@ impl Core {
                         }
                     }
                 }
-                tag::backend::COPY_IN_RESPONSE
+                tag::backend::COPY_IN_RESPONSE => {
                     if a.expect
                         .front()
-                        .is_some_and(|e| e.tag == tag::frontend::EXECUTE) =>
-                {
-                    // COPY FROM STDIN via the extended protocol: Syncs sent behind
-                    // the Execute are ignored by Postgres until the copy ends, and the
-                    // server must stay ours until the client's own Sync after it.
-                    a.expect.drop_syncs_after_head();
-                    a.ext.open = true;
+                        .is_some_and(|e| e.tag == tag::frontend::EXECUTE)
+                    {
+                        // COPY FROM STDIN via the extended protocol: Syncs sent
+                        // behind the Execute are ignored by Postgres until the copy
+                        // ends, and the server must stay ours until the client's own
+                        // Sync after it.
+                        a.expect.drop_syncs_after_head();
+                        a.ext.open = true;
+                    }
                     a.copy_in = true;
                 }
                 tag::backend::NOTICE_RESPONSE | tag::backend::NOTIFICATION_RESPONSE => {}
@@ -506,6 +526,14 @@ impl Core {
                             replace = Some(w.freeze());
                             forward = false;
                         }
+                    }
+                    if t == tag::backend::READY_FOR_QUERY
+                        && !a.expect.front().is_some_and(|e| e.completed_by(t))
+                    {
+                        // A ReadyForQuery nothing asked for: our picture of what the
+                        // server owes is wrong, and a server we do not understand
+                        // must never go to another client.
+                        return self.server_protocol_error("unexpected ReadyForQuery");
                     }
                     if a.expect.front().is_some_and(|e| e.completed_by(t)) {
                         let e = a.expect.pop().expect("front exists");

@@ -1,0 +1,317 @@
+//! Stateful fuzzing of the session core: two clients share a pool of scripted
+//! Postgres servers (one pool per shard); the fuzzer picks who sends which
+//! message and when servers answer. No sockets.
+//!
+//! Invariants, checked after every step and at quiescence:
+//! * a client never receives more ReadyForQuery messages than it asked for, and
+//!   once every server has answered, it has received exactly one per request;
+//! * a server is released only at ReadyForQuery 'I' (idle, nothing unread);
+//! * no byte of one client's server traffic reaches the other client: every
+//!   DataRow a client receives names one of its own statements (the scripted
+//!   server puts the statement's text in its rows);
+//! * after a ReadyForQuery, the client's status is what that message said.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shardbouncer::client::session::fake::{cstr, frame, FakeServer};
+use shardbouncer::client::session::{Core, Need};
+use shardbouncer::app::Snapshot;
+use shardbouncer::config::Config;
+use shardbouncer::protocol::{tag, TxStatus};
+use shardbouncer::server::{ParamSet, ServerState};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+const CONFIG: &str = r#"
+[databases.app]
+shards = [ { name = "s0", host = "127.0.0.1", port = 1 }, { name = "s1", host = "127.0.0.1", port = 2 } ]
+[databases.app.routing]
+no_tenant = "default"
+default_shard = "s0"
+[databases.plain]
+shards = [ { name = "s0", host = "127.0.0.1", port = 1 } ]
+"#;
+
+const SQL: &[&str] = &[
+    "SELECT 1",
+    "BEGIN",
+    "COMMIT",
+    "ROLLBACK",
+    "SELECT fail",
+    "SET x.y = 1",
+    "SET LOCAL statement_timeout = 5",
+    "SELECT * FROM t WHERE tenant_id = 1",
+    "SELECT * FROM t WHERE tenant_id = 2",
+    "SELECT * FROM t WHERE tenant_id = $1",
+    "SET tenant_id = 1",
+    "SET tenant_id = 2",
+    "COPY t FROM STDIN",
+    "DISCARD ALL",
+    "DEALLOCATE ALL",
+    "/* tenant_id=3 */ SELECT 2",
+    "SHOW work_mem",
+    "SAVEPOINT a",
+    "",
+    "SELECT 3; SELECT 4",
+];
+
+/// A server in a pool: its state (away while a client holds it) and its model.
+struct Slot {
+    state: Option<ServerState>,
+    model: FakeServer,
+    holder: Option<usize>,
+}
+
+struct Client {
+    core: Core,
+    /// Pool slot attached to this client: (shard, index).
+    attached: Option<(usize, usize)>,
+    requests: usize,
+    readies: usize,
+    last_status: Option<TxStatus>,
+    /// Statement texts this client sent.
+    sent: HashSet<Vec<u8>>,
+    closed: bool,
+    /// Extended messages sent since the last Sync.
+    ext_open: bool,
+    /// A COPY was asked for and not ended by CopyDone/CopyFail.
+    copying: bool,
+    /// The client broke the protocol's order (a Query inside an unfinished
+    /// extended batch): Postgres may never answer it, so neither need we.
+    ill_formed: bool,
+}
+
+struct World {
+    clients: Vec<Client>,
+    pools: Vec<Vec<Slot>>,
+}
+
+impl World {
+    fn serve(&mut self, c: usize, mut need: Need) {
+        loop {
+            need = match need {
+                Need::Io => break,
+                Need::Close(_) => {
+                    self.clients[c].closed = true;
+                    break;
+                }
+                Need::Attach(shard) => {
+                    assert!(self.clients[c].attached.is_none(), "attach while attached");
+                    let pool = &mut self.pools[shard];
+                    let i = match pool.iter().position(|s| s.holder.is_none()) {
+                        Some(i) => i,
+                        None => {
+                            pool.push(Slot {
+                                state: Some(ServerState::new(
+                                    SocketAddr::from(([127, 0, 0, 1], 1)),
+                                    None,
+                                )),
+                                model: FakeServer::default(),
+                                holder: None,
+                            });
+                            pool.len() - 1
+                        }
+                    };
+                    let mut st = pool[i].state.take().expect("idle server has its state");
+                    pool[i].holder = Some(c);
+                    self.clients[c].attached = Some((shard, i));
+                    let _ = self.clients[c].core.prepare_attach(&mut st);
+                    self.clients[c].core.attached(shard, st)
+                }
+                Need::Release(r) => {
+                    let (shard, i) = self.clients[c].attached.take().expect("release of no server");
+                    let slot = &mut self.pools[shard][i];
+                    assert_eq!(slot.model.status(), TxStatus::Idle, "released inside a transaction");
+                    assert!(r.state.rbuf.is_empty(), "released with unread bytes");
+                    slot.state = Some(r.state);
+                    slot.holder = None;
+                    self.clients[c].core.released(None)
+                }
+            };
+        }
+        self.collect(c);
+    }
+
+    /// Check what client `c` received.
+    fn collect(&mut self, c: usize) {
+        let client = &mut self.clients[c];
+        let out = client.core.to_client().take_all();
+        let mut b = &out[..];
+        while b.len() >= 5 {
+            let len = i32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+            let body = &b[5..1 + len];
+            match b[0] {
+                tag::backend::READY_FOR_QUERY => {
+                    client.readies += 1;
+                    client.last_status = Some(TxStatus::from_byte(body[0]));
+                }
+                tag::backend::DATA_ROW => {
+                    let v = &body[6..];
+                    assert!(
+                        client.sent.contains(v),
+                        "client {c} got a row of a statement it did not send: {:?}",
+                        String::from_utf8_lossy(v)
+                    );
+                }
+                _ => {}
+            }
+            b = &b[1 + len..];
+        }
+        assert!(
+            client.readies <= client.requests,
+            "client {c}: {} ReadyForQuery for {} requests",
+            client.readies,
+            client.requests
+        );
+    }
+
+    /// The attached server of client `c` answers what was sent to it.
+    fn server_turn(&mut self, c: usize) -> bool {
+        let Some((shard, i)) = self.clients[c].attached else {
+            return false;
+        };
+        let input = self.clients[c].core.take_to_server();
+        if input.is_empty() {
+            return false;
+        }
+        let answer = self.pools[shard][i].model.feed(&input);
+        self.clients[c].core.server_bytes(&answer);
+        let need = self.clients[c].core.server_data();
+        self.serve(c, need);
+        true
+    }
+
+    fn send(&mut self, c: usize, msg: Vec<u8>) {
+        let client = &mut self.clients[c];
+        if client.closed {
+            return;
+        }
+        let t = msg[0];
+        // During COPY FROM STDIN only CopyData/CopyDone/CopyFail (and Sync/Flush,
+        // ignored) are valid.
+        if client.copying && !matches!(t, b'd' | b'c' | b'f' | b'S' | b'H') {
+            client.ill_formed = true;
+        }
+        if matches!(t, b'c' | b'f') {
+            client.copying = false;
+        }
+        if (t == b'Q' || t == b'P') && msg.windows(4).any(|w| w == b"COPY") {
+            client.copying = true;
+            // Whether a Sync is ignored depends on when the copy really starts;
+            // such sessions keep only the upper bound on ReadyForQuery.
+            client.ill_formed = true;
+        }
+        match t {
+            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => client.ext_open = true,
+            b'S' => client.ext_open = false,
+            b'Q' | b'F' if client.ext_open => client.ill_formed = true,
+            _ => {}
+        }
+        if matches!(t, b'Q' | b'F' | b'S') {
+            client.requests += 1;
+        }
+        if t == b'Q' || t == b'P' {
+            let body = &msg[5..];
+            let text = if t == b'Q' { cstr(body).0 } else { cstr(cstr(body).1).0 };
+            client.sent.insert(String::from_utf8_lossy(text).trim().as_bytes().to_vec());
+            for st in text.split(|&b| b == b';') {
+                client.sent.insert(String::from_utf8_lossy(st).trim().as_bytes().to_vec());
+            }
+        }
+        client.core.cbuf().extend_from_slice(&msg);
+        let need = client.core.client_data();
+        self.serve(c, need);
+    }
+}
+
+fn message(sel: &[u8]) -> Vec<u8> {
+    let pick = |i: usize| sel.get(i).copied().unwrap_or(0) as usize;
+    let sql = SQL[pick(1) % SQL.len()];
+    let name = ["", "s1", "s2"][pick(2) % 3];
+    match pick(0) % 12 {
+        0 | 1 => frame(b'Q', format!("{sql}\0").as_bytes()),
+        2 => frame(b'P', format!("{name}\0{sql}\0\0\0").as_bytes()),
+        3 => {
+            let mut b = vec![0u8];
+            b.extend_from_slice(name.as_bytes());
+            b.extend_from_slice(b"\0\0\0\0\x01\0\0\0\x01");
+            b.push(b"12"[pick(3) % 2]);
+            b.extend_from_slice(b"\0\0");
+            frame(b'B', &b)
+        }
+        4 => frame(b'E', b"\0\0\0\0\0"),
+        5 => frame(b'S', b""),
+        6 => frame(b'H', b""),
+        7 => frame(b'D', format!("S{name}\0").as_bytes()),
+        8 => frame(b'C', format!("S{name}\0").as_bytes()),
+        9 => frame(b'd', b"row\n"),
+        10 => frame(b'c', b""),
+        _ => frame(b'F', b"\0\0\0\x01\0\0\0\0\0\0"),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&first, ops)) = data.split_first() else {
+        return;
+    };
+    let snap = Snapshot::build(Config::parse(CONFIG).expect("config"), 1).expect("snapshot");
+    let db = snap.dbs.get(if first & 1 == 0 { "app" } else { "plain" }).expect("db").clone();
+    let shards = db.cfg.shards.len();
+    let mut w = World {
+        clients: (0..2)
+            .map(|i| {
+                let mut core = Core::new(db.clone(), i as i32 + 1, 1 << 20, ParamSet::default(), ParamSet::default(), None);
+                core.greeted(&ParamSet::default());
+                Client {
+                    core,
+                    attached: None,
+                    requests: 0,
+                    readies: 0,
+                    last_status: None,
+                    sent: HashSet::new(),
+                    closed: false,
+                    ext_open: false,
+                    copying: false,
+                    ill_formed: false,
+                }
+            })
+            .collect(),
+        pools: (0..shards).map(|_| Vec::new()).collect(),
+    };
+    for op in ops.chunks(4) {
+        let c = (op[0] >> 7) as usize;
+        if op[0] & 0x40 != 0 {
+            w.server_turn(c);
+        } else {
+            w.send(c, message(&[op[0] & 0x3f, *op.get(1).unwrap_or(&0), *op.get(2).unwrap_or(&0), *op.get(3).unwrap_or(&0)]));
+        }
+    }
+    // Quiescence: every server answers until nothing moves (each step moves at
+    // least one message, so this ends).
+    for _ in 0..100_000 {
+        let mut moved = false;
+        for c in 0..2 {
+            moved |= w.server_turn(c);
+            if !w.clients[c].closed {
+                let need = w.clients[c].core.client_data();
+                w.serve(c, need);
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    for (i, c) in w.clients.iter().enumerate() {
+        let copying = c.attached.is_some_and(|(s, k)| w.pools[s][k].model.in_copy());
+        if c.closed || copying || c.ill_formed || c.ext_open {
+            continue;
+        }
+        assert_eq!(
+            c.readies, c.requests,
+            "client {i}: every request answered once everything settled"
+        );
+        if let Some(s) = c.last_status {
+            assert_eq!(c.core.client_status(), s, "client {i}: status as last reported");
+        }
+    }
+});

@@ -1,0 +1,201 @@
+//! Process-wide state, shared by every task as `Arc<App>`: a thin bundle of the live
+//! configuration ([`crate::config::Live`]), the pools, the client registry
+//! ([`clients`]), per-tenant statistics ([`tenants`]), console-controlled state
+//! ([`admin_state`]) and the authentication state ([`crate::auth::AuthState`]).
+//!
+//! It sits below `client` and `admin` (both use it) and above `pool`, `server`,
+//! `auth` and `config` (it ties them together); none of those import it.
+
+pub mod admin_state;
+pub mod clients;
+pub mod tenants;
+
+pub use admin_state::AdminState;
+pub use clients::{ClientActivity, ClientHandle, Clients, CountGuard, Registered};
+// Old paths of items that moved to `config::live`, kept for the client session
+// (src/client/session/, fuzz/fuzz_targets/session.rs) until it imports them from
+// `crate::config`.
+pub use crate::config::{DbRuntime, Snapshot};
+
+use crate::auth::{AuthState, ScramKeys};
+use crate::config::{Config, Live};
+use crate::pool::{Pool, PoolKey, Pools};
+use crate::server::Target;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tenants::TenantRegistry;
+use tokio::sync::Notify;
+
+/// The process.
+pub struct App {
+    /// Live configuration (the current snapshot; reloads).
+    pub snapshot: Live,
+    /// Server pools.
+    pub pools: Pools,
+    /// Logged-in clients and the connected-client count.
+    pub clients: Clients,
+    /// Clients attached to a server right now (shutdown waits for these).
+    pub active_transactions: AtomicUsize,
+    /// Fired when `active_transactions` drops, so shutdown can wait on an event.
+    pub tx_done: Notify,
+    /// Tasks waiting on `tx_done` (see [`App::watch_transactions`]).
+    pub tx_waiters: AtomicUsize,
+    /// Set once shutdown begins: sessions end at their next idle point.
+    pub shutting_down: AtomicBool,
+    /// Wakes idle sessions when shutdown begins.
+    pub shutdown: Notify,
+    /// Per-tenant statistics (SHOW TENANTS, tenant metrics).
+    pub tenants: TenantRegistry,
+    /// Console state: DISABLEd / PAUSEd databases, SHUTDOWN WAIT_FOR_CLIENTS.
+    pub admin: AdminState,
+    /// auth_query cache, failed-login limiter, SCRAM pass-through keys.
+    pub auth: AuthState,
+}
+
+impl App {
+    /// Create the process state from a validated config.
+    pub fn new(config: Config, config_path: Option<PathBuf>) -> Result<Arc<App>, String> {
+        Ok(Arc::new(App {
+            snapshot: Live::new(config, config_path)?,
+            pools: Pools::default(),
+            clients: Clients::default(),
+            active_transactions: AtomicUsize::new(0),
+            tx_done: Notify::new(),
+            tx_waiters: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+            shutdown: Notify::new(),
+            tenants: Default::default(),
+            admin: Default::default(),
+            auth: AuthState::default(),
+        }))
+    }
+
+    /// The pool for (database, user, shard), created on first use.
+    pub fn pool(
+        &self,
+        db: &DbRuntime,
+        user: &str,
+        shard: usize,
+        password: Option<&str>,
+    ) -> Arc<Pool> {
+        let shard_cfg = &db.cfg.shards[shard];
+        let key = PoolKey {
+            database: db.name.clone(),
+            user: user.to_string(),
+            shard: shard_cfg.name.clone(),
+        };
+        self.pools.get_or_create(&key, || {
+            let mut target = self::target_for(db, shard, user, password);
+            // Keys prove the client's own role; they mean nothing for a server_user.
+            if target.user == user {
+                target.scram_keys = self.auth.keys_for(&db.name, user);
+            }
+            (target, db.settings.clone())
+        })
+    }
+
+    /// A client proved `keys` with SCRAM: keep them for pass-through toward Postgres,
+    /// and give them to this (database, user)'s existing pools that have no password.
+    pub fn remember_scram_keys(&self, database: &str, user: &str, keys: ScramKeys) {
+        if !self.auth.remember_keys(database, user, keys) {
+            return;
+        }
+        for pool in self.pools.all() {
+            if pool.key.database != database || pool.key.user != user {
+                continue;
+            }
+            let t = pool.target.load_full();
+            if t.password.is_none() && t.user == user && t.scram_keys != Some(keys) {
+                let mut nt = (*t).clone();
+                nt.scram_keys = Some(keys);
+                // Stored directly (not Pool::update): nothing about existing servers changed.
+                pool.target.store(Arc::new(nt));
+            }
+        }
+    }
+
+    /// Re-read the config file and swap it in; on any error the old config stays.
+    /// The pools take their new targets and settings before the new snapshot is
+    /// published. Returns a description of what changed.
+    pub fn reload(&self) -> Result<String, String> {
+        self.snapshot.reload(|snap| self.apply_to_pools(snap))
+    }
+
+    /// Give every live pool its target and settings from `snap`, and drop the pools
+    /// of databases and shards `snap` no longer has (reload, console SET).
+    pub fn apply_to_pools(&self, snap: &Snapshot) {
+        for pool in self.pools.all() {
+            let Some(db) = snap.dbs.get(&pool.key.database) else {
+                continue;
+            };
+            let Some(idx) = db.shard_index(&pool.key.shard) else {
+                continue;
+            };
+            let old = pool.target.load_full();
+            // Users from auth_query are not in the snapshot: keep what they brought.
+            let pw = snap
+                .password_of(&pool.key.user)
+                .unwrap_or_else(|| old.password.clone());
+            let mut target = target_for(db, idx, &pool.key.user, pw.as_deref());
+            target.scram_keys = old.scram_keys;
+            pool.update(target, db.settings.clone());
+        }
+        self.pools.retain(|k| {
+            snap.dbs
+                .get(&k.database)
+                .is_some_and(|db| db.shard_index(&k.shard).is_some())
+        });
+    }
+
+    /// Called when a client detaches from a server.
+    pub fn transaction_finished(&self) {
+        self.active_transactions.fetch_sub(1, Ordering::SeqCst);
+        // Notify takes a lock: pay it only when someone (shutdown, PAUSE) listens.
+        if self.tx_waiters.load(Ordering::SeqCst) > 0 {
+            self.tx_done.notify_waiters();
+        }
+    }
+
+    /// Register as a listener of `tx_done` for as long as the guard lives. Register
+    /// *before* creating the `Notified` and checking the condition, so a transaction
+    /// finishing in between is never missed.
+    pub fn watch_transactions(&self) -> TxWatch<'_> {
+        self.tx_waiters.fetch_add(1, Ordering::SeqCst);
+        TxWatch(self)
+    }
+}
+
+/// Connection target for a shard as a given client user.
+pub fn target_for(db: &DbRuntime, shard: usize, user: &str, password: Option<&str>) -> Target {
+    let s = &db.cfg.shards[shard];
+    let server_user = db
+        .cfg
+        .server_user
+        .clone()
+        .unwrap_or_else(|| user.to_string());
+    // A client's own password is usable toward Postgres only in plaintext form.
+    let password = db.cfg.server_password.clone().or_else(|| {
+        password
+            .filter(|p| !p.starts_with("SCRAM-SHA-256$"))
+            .map(str::to_owned)
+    });
+    Target {
+        host: s.host.clone(),
+        port: s.port,
+        dbname: db.dbname().to_string(),
+        user: server_user,
+        password,
+        scram_keys: None,
+        tls: db.server_tls.clone(),
+    }
+}
+
+/// Guard of [`App::watch_transactions`].
+pub struct TxWatch<'a>(&'a App);
+
+impl Drop for TxWatch<'_> {
+    fn drop(&mut self) {
+        self.0.tx_waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}

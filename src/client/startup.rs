@@ -1,0 +1,127 @@
+//! The startup phase of a client connection: startup packets (TLS upgrade or SSL/GSS
+//! refusal, cancel requests, protocol negotiation). The password exchange that
+//! follows is [`crate::auth::login`].
+
+use super::ClientStream;
+use crate::auth::LoginError;
+use crate::protocol::{self, sqlstate, StartupPacket};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Outcome of reading the startup phase.
+pub enum Startup {
+    /// A regular login request.
+    Login {
+        /// Startup parameters.
+        params: Vec<(String, String)>,
+    },
+    /// A cancel request (the connection closes afterwards).
+    Cancel {
+        /// pid from BackendKeyData.
+        pid: i32,
+        /// secret from BackendKeyData.
+        secret: i32,
+    },
+}
+
+/// Read one untagged startup-phase packet.
+async fn read_startup_packet(s: &mut ClientStream) -> Result<Option<Vec<u8>>, LoginError> {
+    let mut len = [0u8; 4];
+    match s.read_exact(&mut len).await {
+        Ok(_) => {}
+        // A client that connects and leaves (health checks) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(LoginError::new(sqlstate::PROTOCOL_VIOLATION, e.to_string())),
+    }
+    let len = i32::from_be_bytes(len);
+    if !(8..=protocol::startup::MAX_STARTUP_LEN as i32).contains(&len) {
+        return Err(LoginError::new(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("invalid startup packet length {len}"),
+        ));
+    }
+    let mut body = vec![0u8; len as usize - 4];
+    s.read_exact(&mut body).await.map_err(|e| {
+        LoginError::new(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("incomplete startup packet: {e}"),
+        )
+    })?;
+    Ok(Some(body))
+}
+
+/// Run the startup phase: upgrade to TLS when asked and `acceptor` is configured
+/// (else answer 'N'), refuse GSS encryption, negotiate the protocol version, and
+/// return the login parameters or a cancel request.
+pub async fn read_startup(
+    s: &mut ClientStream,
+    acceptor: Option<&tokio_rustls::TlsAcceptor>,
+) -> Result<Option<Startup>, LoginError> {
+    loop {
+        let Some(body) = read_startup_packet(s).await? else {
+            return Ok(None);
+        };
+        match protocol::parse_startup(&body) {
+            Ok(StartupPacket::Ssl) if s.is_tls() => {
+                return Err(LoginError::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "SSLRequest received on an already encrypted connection",
+                ));
+            }
+            Ok(StartupPacket::Ssl) if acceptor.is_some() => {
+                // Bytes sent before the handshake would be taken as if they had come
+                // through TLS (CVE-2021-23214): refuse instead.
+                if s.has_pending_input() {
+                    return Err(LoginError::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "received unencrypted data after SSL request",
+                    ));
+                }
+                s.write_all(b"S")
+                    .await
+                    .map_err(|e| LoginError::new(sqlstate::PROTOCOL_VIOLATION, e.to_string()))?;
+                if let Some(acceptor) = acceptor {
+                    s.accept_tls(acceptor).await.map_err(|e| {
+                        LoginError::new(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            format!("TLS handshake failed: {e}"),
+                        )
+                    })?;
+                }
+            }
+            Ok(StartupPacket::Ssl) | Ok(StartupPacket::GssEnc) => {
+                s.write_all(b"N")
+                    .await
+                    .map_err(|e| LoginError::new(sqlstate::PROTOCOL_VIOLATION, e.to_string()))?;
+            }
+            Ok(StartupPacket::Cancel { pid, secret }) => {
+                return Ok(Some(Startup::Cancel { pid, secret }))
+            }
+            Ok(StartupPacket::Startup { minor, params }) => {
+                let unsupported: Vec<&str> = params
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .filter(|k| k.starts_with("_pq_."))
+                    .collect();
+                if minor > 0 || !unsupported.is_empty() {
+                    let mut out = BytesMut::new();
+                    // Postgres sends the full newest version code (3.0), not just the minor.
+                    protocol::negotiate_protocol_version(
+                        &mut out,
+                        protocol::startup::PROTOCOL_3_0,
+                        &unsupported,
+                    );
+                    s.write_all(&out).await.map_err(|e| {
+                        LoginError::new(sqlstate::PROTOCOL_VIOLATION, e.to_string())
+                    })?;
+                }
+                let params = params
+                    .into_iter()
+                    .filter(|(k, _)| !k.starts_with("_pq_."))
+                    .collect();
+                return Ok(Some(Startup::Login { params }));
+            }
+            Err(e) => return Err(LoginError::new(sqlstate::PROTOCOL_VIOLATION, e)),
+        }
+    }
+}
