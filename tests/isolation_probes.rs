@@ -446,3 +446,27 @@ fn a_temp_table_created_through_search_path_does_not_shadow_the_next_clients_tab
     });
     bad.finish("a_temp_table_created_through_search_path_does_not_shadow_the_next_clients_tables");
 }
+
+// ------------- 8. the unnamed statement another client left on a server
+
+/// The unnamed statement lives on the server until the next Parse "" or simple
+/// Query, so when client A's transaction ends it is still there. Client B, given
+/// the same server, binds the unnamed statement without parsing one: it must get
+/// 26000 ("does not exist", as on its own connection), never run A's statement.
+#[test]
+fn a_client_cannot_execute_the_unnamed_statement_another_client_left() {
+    let f = Fixture::start();
+    let mut a = f.raw("app1", &[("tenant_id", "alpha")]);
+    let m = a
+        .parse("", "SELECT name FROM accounts WHERE tenant_id = 'alpha'")
+        .bind("", &[])
+        .execute()
+        .sync()
+        .run(1);
+    assert_eq!(first_column(&m), vec!["owner of alpha"]);
+    // B, also on s0 (pool of one per shard: A's server), parses nothing.
+    let mut b = f.raw("app1", &[("tenant_id", "alpha2")]);
+    let m = b.bind("", &[]).execute().sync().run(1);
+    assert_eq!(error_codes(&m), vec!["26000"], "{m:?}");
+    assert!(first_column(&m).is_empty(), "B ran A's statement: {m:?}");
+}

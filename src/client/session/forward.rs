@@ -288,7 +288,14 @@ impl Core {
                         let effects = self.stmts.unnamed().map(|(f, _)| f.effects);
                         self.note_bound(effects.unwrap_or_default(), None);
                     }
-                    self.ensure_unnamed();
+                    if !self.ensure_unnamed() {
+                        // The server's unnamed statement is not this client's (it
+                        // may be another client's): as if it did not exist.
+                        return self.inject_error_ext(&PgError::new(
+                            sqlstate::INVALID_SQL_STATEMENT_NAME,
+                            "unnamed prepared statement does not exist",
+                        ));
+                    }
                     let mut e = Entry::forward(t);
                     e.describes_unnamed = t == f::DESCRIBE;
                     if let Some(a) = self.att.as_mut() {
@@ -358,18 +365,24 @@ impl Core {
     /// Make sure the server holds the client's unnamed statement before a Bind or
     /// Describe of it: re-create it from the client's Parse when this server does
     /// not (the client moved shards, or shardbouncer used the unnamed statement).
-    fn ensure_unnamed(&mut self) {
-        let Some(a) = self.att.as_mut() else { return };
+    /// False when the client has no unnamed statement: whatever unnamed
+    /// statement the server has is not the client's and must not run.
+    fn ensure_unnamed(&mut self) -> bool {
+        let Some(a) = self.att.as_mut() else {
+            return false;
+        };
         if a.unnamed_current() {
-            return;
+            return true;
         }
-        if let Some(p) = self.stmts.unnamed_parse().cloned() {
-            let mut e = Entry::forward(tag::frontend::PARSE);
-            e.mode = Mode::SwallowOk;
-            a.send_ext(e, p);
-            self.counters.server_parse();
-            a.set_unnamed_current(true);
-        }
+        let Some(p) = self.stmts.unnamed_parse().cloned() else {
+            return false;
+        };
+        let mut e = Entry::forward(tag::frontend::PARSE);
+        e.mode = Mode::SwallowOk;
+        a.send_ext(e, p);
+        self.counters.server_parse();
+        a.set_unnamed_current(true);
+        true
     }
 
     /// Queue an extended message unchanged, with its expectation.

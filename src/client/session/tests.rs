@@ -191,3 +191,21 @@ fn a_batch_refused_behind_a_failing_batch_still_gets_its_ready_for_query() {
     assert!(h.client_tags().ends_with("ZI"));
     assert_eq!((h.core.phase(), h.releases), (Phase::Idle, 1));
 }
+
+#[test]
+fn a_client_cannot_run_the_unnamed_statement_another_client_left_on_a_server() {
+    // Fuzz regression: client A parses an unnamed statement and its transaction
+    // ends; client B, on the same server, binds the unnamed statement without
+    // parsing one. B must get 26000, not run A's statement.
+    let mut a = Harness::new("plain");
+    a.send(&[parse("", "SELECT secret FROM a_only"), bind("", &[]), execute(), sync()]);
+    a.server_turn();
+    assert!(a.client_tags().contains('D'));
+    // B gets A's server (and its fake's state, unnamed statement included).
+    let mut b = Harness::with_id("plain", 8);
+    b.servers = std::mem::take(&mut a.servers);
+    b.send(&[bind("", &[]), execute(), sync()]);
+    b.server_turn();
+    assert_eq!(b.client_errors(), ["26000"]);
+    assert!(!b.client_tags().contains('D'), "B ran A's statement");
+}
