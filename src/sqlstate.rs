@@ -3,6 +3,8 @@
 //! Codes follow Postgres's Appendix A; `42P17` for "no tenant" is shardbouncer's
 //! documented choice.
 
+/// successful_completion (notices)
+pub const SUCCESSFUL_COMPLETION: &str = "00000";
 /// protocol_violation
 pub const PROTOCOL_VIOLATION: &str = "08P01";
 /// connection_failure
@@ -58,6 +60,12 @@ pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 pub const OUT_OF_MEMORY: &str = "53200";
 /// insufficient_resources
 pub const INSUFFICIENT_RESOURCES: &str = "53000";
+/// cannot_connect_now (a disabled database; a server starting up)
+pub const CANNOT_CONNECT_NOW: &str = "57P03";
+/// undefined_object (console: no such client)
+pub const UNDEFINED_OBJECT: &str = "42704";
+/// object_not_in_prerequisite_state (console: already paused, not paused)
+pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 /// configuration_limit_exceeded (too many prepared statements on a connection)
 pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
 

@@ -38,9 +38,9 @@ pub async fn negotiate_server(
     let mut answer = [0u8; 1];
     stream.read_exact(&mut answer).await.map_err(io)?;
     match answer[0] {
-        b'S' => {}
-        b'N' if !tls.mode.required() => return Ok(()),
-        b'N' => {
+        crate::protocol::startup::ENCRYPTION_ACCEPTED => {}
+        crate::protocol::startup::ENCRYPTION_REFUSED if !tls.mode.required() => return Ok(()),
+        crate::protocol::startup::ENCRYPTION_REFUSED => {
             return Err(refused(format!(
                 "server {host} does not support SSL, but server_mode = \"{}\"",
                 tls.mode.as_str()

@@ -32,10 +32,11 @@ enum Role {
 }
 
 /// A console error: SQLSTATE and message.
-type CmdError = (&'static str, String);
+/// A console command's error (ERROR with a SQLSTATE; the console stays usable).
+type CmdError = crate::sqlstate::PgError;
 
 fn err(code: &'static str, msg: impl Into<String>) -> CmdError {
-    (code, msg.into())
+    CmdError::new(code, msg)
 }
 
 /// What a command produced.
@@ -158,9 +159,10 @@ impl Console {
                 }
                 let frame = buf.split_to(len);
                 let body = &frame[5..];
+                use protocol::tag::frontend as f;
                 match tag {
-                    b'X' => return Ok(()),
-                    b'Q' => {
+                    f::TERMINATE => return Ok(()),
+                    f::QUERY => {
                         let q = body.strip_suffix(b"\0").unwrap_or(body);
                         let q = String::from_utf8_lossy(q).into_owned();
                         let end = self.query(&q, stream).await?;
@@ -174,18 +176,24 @@ impl Console {
                             return Ok(());
                         }
                     }
-                    b'S' => {
+                    f::SYNC => {
                         skip_until_sync = false;
                         protocol::ready_for_query(&mut self.out, protocol::TxStatus::Idle);
                     }
-                    b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'F' => {
+                    f::PARSE
+                    | f::BIND
+                    | f::DESCRIBE
+                    | f::EXECUTE
+                    | f::CLOSE
+                    | f::FLUSH
+                    | f::FUNCTION_CALL => {
                         if !skip_until_sync {
                             protocol::error_response(
                                 &mut self.out,
                                 sqlstate::FEATURE_NOT_SUPPORTED,
                                 "extended query protocol not supported by admin console",
                             );
-                            if tag == b'F' {
+                            if tag == f::FUNCTION_CALL {
                                 // FunctionCall is answered directly, no Sync follows.
                                 protocol::ready_for_query(&mut self.out, protocol::TxStatus::Idle);
                             } else {
@@ -193,7 +201,7 @@ impl Console {
                             }
                         }
                     }
-                    b'd' | b'c' | b'f' => {}
+                    f::COPY_DATA | f::COPY_DONE | f::COPY_FAIL => {}
                     other => {
                         protocol::fatal_response(
                             &mut self.out,
@@ -271,7 +279,7 @@ impl Console {
                 notice(&mut self.out, msg, &detail);
                 protocol::command_complete(&mut self.out, tag);
             }
-            Err((code, msg)) => protocol::error_response(&mut self.out, code, &msg),
+            Err(e) => protocol::error_response(&mut self.out, e.code, &e.message),
         }
         if shutdown {
             self.out.clear();
@@ -339,7 +347,7 @@ impl Console {
                     .all()
                     .into_iter()
                     .find(|c| c.id == id)
-                    .ok_or_else(|| err("42704", "client not found"))?;
+                    .ok_or_else(|| err(sqlstate::UNDEFINED_OBJECT, "client not found"))?;
                 c.kill();
                 tracing::info!("KILL_CLIENT {id}");
                 Ok(Reply::Done("KILL_CLIENT"))
@@ -471,13 +479,19 @@ impl Console {
         match &db {
             None => {
                 if app.admin.paused_all.swap(true, Ordering::AcqRel) {
-                    return Err(err("55000", "already suspended/paused"));
+                    return Err(err(
+                        sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                        "already suspended/paused",
+                    ));
                 }
             }
             Some(d) => {
                 check_db(app, d)?;
                 if app.admin.is_paused(d) {
-                    return Err(err("55000", format!("database {d} is already paused")));
+                    return Err(err(
+                        sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                        format!("database {d} is already paused"),
+                    ));
                 }
                 app.admin.set_paused(d, true);
             }
@@ -517,24 +531,12 @@ impl Console {
 
 /// A NOTICE with message and detail (SHOW HELP).
 fn notice(out: &mut BytesMut, msg: &str, detail: &str) {
-    use bytes::BufMut;
-    out.put_u8(b'N');
-    let at = out.len();
-    out.put_i32(0);
-    for (f, v) in [
-        (b'S', "NOTICE"),
-        (b'V', "NOTICE"),
-        (b'C', "00000"),
-        (b'M', msg),
-        (b'D', detail),
-    ] {
-        out.put_u8(f);
-        out.put_slice(v.as_bytes());
-        out.put_u8(0);
-    }
-    out.put_u8(0);
-    let len = (out.len() - at) as i32;
-    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    let e = crate::sqlstate::PgError {
+        severity: "NOTICE",
+        detail: Some(detail.to_string()),
+        ..crate::sqlstate::PgError::new(crate::sqlstate::SUCCESSFUL_COMPLETION, msg)
+    };
+    protocol::pg_error(out, protocol::tag::backend::NOTICE_RESPONSE, &e);
 }
 
 fn check_db(app: &App, db: &str) -> Result<(), CmdError> {
@@ -575,13 +577,19 @@ fn resume(app: &App, db: Option<String>) -> Result<(), CmdError> {
     match &db {
         None => {
             if !app.admin.paused_all.swap(false, Ordering::AcqRel) {
-                return Err(err("55000", "pooler is not paused/suspended"));
+                return Err(err(
+                    sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    "pooler is not paused/suspended",
+                ));
             }
         }
         Some(d) => {
             check_db(app, d)?;
             if !app.admin.is_paused(d) {
-                return Err(err("55000", format!("database {d} is not paused")));
+                return Err(err(
+                    sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!("database {d} is not paused"),
+                ));
             }
             app.admin.set_paused(d, false);
         }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 /// SQLSTATE sent to a client logging in to a database that was DISABLEd
 /// (cannot_connect_now, as Postgres uses while it refuses connections).
-pub const DATABASE_DISABLED: &str = "57P03";
+pub const DATABASE_DISABLED: &str = crate::sqlstate::CANNOT_CONNECT_NOW;
 
 /// Start the admin background work: the Prometheus exporter (when `[admin]
 /// metrics_addr` is set) and the once-a-second refresh of metrics and averages.

@@ -10,24 +10,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A login failure: SQLSTATE and message for a FATAL ErrorResponse.
-#[derive(Debug)]
-pub struct LoginError {
-    /// SQLSTATE.
-    pub code: &'static str,
-    /// Message.
-    pub message: String,
-}
-
-impl LoginError {
-    /// Build one.
-    pub fn new(code: &'static str, message: impl Into<String>) -> LoginError {
-        LoginError {
-            code,
-            message: message.into(),
-        }
-    }
-}
+/// Why a login is refused: sent as FATAL with its SQLSTATE (the crate's one error
+/// shape).
+pub type LoginError = crate::sqlstate::PgError;
 
 /// What a successful authentication yields.
 #[derive(Debug)]

@@ -2,8 +2,9 @@
 //! the extended protocol, never spliced into SQL.
 
 use crate::protocol;
-use crate::server::{decode_data_row, ServerConn, ServerError};
-use bytes::{BufMut, BytesMut};
+use crate::protocol::tag::backend as be;
+use crate::server::{ServerConn, ServerError};
+use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 /// Parse/Bind/Execute/Sync for `sql` with one text parameter.
@@ -12,28 +13,10 @@ fn encode(sql: &str, param: &str) -> Result<BytesMut, String> {
         return Err("auth_query or user name contains a NUL byte".into());
     }
     let mut b = BytesMut::with_capacity(sql.len() + param.len() + 64);
-    // Parse: unnamed statement, no parameter types (the server infers text).
-    b.put_u8(b'P');
-    b.put_i32((4 + 1 + sql.len() + 1 + 2) as i32);
-    b.put_u8(0);
-    b.put_slice(sql.as_bytes());
-    b.put_u8(0);
-    b.put_i16(0);
-    // Bind: unnamed portal and statement, text formats, one parameter.
-    b.put_u8(b'B');
-    b.put_i32((4 + 1 + 1 + 2 + 2 + 4 + param.len() + 2) as i32);
-    b.put_u8(0);
-    b.put_u8(0);
-    b.put_i16(0);
-    b.put_i16(1);
-    b.put_i32(param.len() as i32);
-    b.put_slice(param.as_bytes());
-    b.put_i16(0);
-    // Execute: all rows.
-    b.put_u8(b'E');
-    b.put_i32(4 + 1 + 4);
-    b.put_u8(0);
-    b.put_i32(0);
+    // Unnamed statement, no parameter types (the server infers text).
+    protocol::parse(&mut b, b"", sql.as_bytes(), &[0, 0]);
+    protocol::bind_text(&mut b, b"", &[param.as_bytes()]);
+    protocol::execute(&mut b, b"", 0);
     protocol::sync(&mut b);
     Ok(b)
 }
@@ -54,9 +37,9 @@ pub async fn run(
     loop {
         let (tag, body) = conn.read_message().await?;
         match tag {
-            b'D' if first.is_none() => first = Some(decode_data_row(&body)),
-            b'E' => err = Some(protocol::parse_error(&body)),
-            b'Z' => break,
+            be::DATA_ROW if first.is_none() => first = Some(protocol::parse_data_row(&body)),
+            be::ERROR_RESPONSE => err = Some(protocol::parse_error(&body)),
+            be::READY_FOR_QUERY => break,
             _ => {}
         }
     }

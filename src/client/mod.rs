@@ -8,9 +8,9 @@ pub mod startup;
 use crate::app::{App, ClientActivity, ClientHandle, CountGuard, Registered};
 use crate::auth::LoginError;
 use crate::protocol::{self, sqlstate};
-use crate::server::{params, ParamSet};
 use arc_swap::ArcSwapOption;
 use bytes::BytesMut;
+pub use startup::ClientLogin;
 use startup::Startup;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -224,60 +224,5 @@ fn startup_tenant(
                     ),
                 )
             }),
-    }
-}
-
-/// Session parameters a client asked for at login.
-#[derive(Debug, Default)]
-pub struct ClientLogin {
-    /// Tracked (reported) parameters, e.g. application_name, TimeZone.
-    pub reported: ParamSet,
-    /// Other settings (search_path, statement_timeout, ...), applied with set_config.
-    pub unreported: ParamSet,
-    /// Raw tenant settings found at startup (name, value), for routing.
-    pub settings: Vec<(String, String)>,
-}
-
-impl ClientLogin {
-    /// Sort startup parameters into reported/unreported settings.
-    pub fn from_params(params: &[(String, String)]) -> Result<ClientLogin, LoginError> {
-        let mut out = ClientLogin::default();
-        let add = |k: &str, v: &str, out: &mut ClientLogin| {
-            if let Some(c) = params::canonical(k) {
-                out.reported.set(c, v);
-            } else {
-                out.unreported.set(&k.to_ascii_lowercase(), v);
-            }
-        };
-        for (k, v) in params {
-            match k.as_str() {
-                "user" | "database" | "replication" => {}
-                "options" => {
-                    let opts = protocol::startup::parse_options(v)
-                        .map_err(|e| LoginError::new(sqlstate::PROTOCOL_VIOLATION, e))?;
-                    for (k, v) in opts {
-                        out.settings.push((k.clone(), v.clone()));
-                        add(&k, &v, &mut out);
-                    }
-                }
-                _ => {
-                    out.settings.push((k.clone(), v.clone()));
-                    add(k, v, &mut out);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Remove a setting (the tenant key must never reach Postgres).
-    pub fn take_setting(&mut self, key: &str) -> Option<String> {
-        self.unreported.remove(&key.to_ascii_lowercase());
-        let pos = self
-            .settings
-            .iter()
-            .rposition(|(k, _)| k.eq_ignore_ascii_case(key))?;
-        let v = self.settings.remove(pos).1;
-        self.settings.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
-        Some(v)
     }
 }

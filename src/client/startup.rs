@@ -2,9 +2,10 @@
 //! refusal, cancel requests, protocol negotiation). The password exchange that
 //! follows is [`crate::auth::login`].
 
-use super::ClientStream;
 use crate::auth::LoginError;
+use crate::net::Stream as ClientStream;
 use crate::protocol::{self, sqlstate, StartupPacket};
+use crate::server::{params, ParamSet};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -77,7 +78,7 @@ pub async fn read_startup(
                         "received unencrypted data after SSL request",
                     ));
                 }
-                s.write_all(b"S")
+                s.write_all(&[protocol::startup::ENCRYPTION_ACCEPTED])
                     .await
                     .map_err(|e| LoginError::new(sqlstate::PROTOCOL_VIOLATION, e.to_string()))?;
                 if let Some(acceptor) = acceptor {
@@ -90,7 +91,7 @@ pub async fn read_startup(
                 }
             }
             Ok(StartupPacket::Ssl) | Ok(StartupPacket::GssEnc) => {
-                s.write_all(b"N")
+                s.write_all(&[protocol::startup::ENCRYPTION_REFUSED])
                     .await
                     .map_err(|e| LoginError::new(sqlstate::PROTOCOL_VIOLATION, e.to_string()))?;
             }
@@ -123,5 +124,60 @@ pub async fn read_startup(
             }
             Err(e) => return Err(LoginError::new(sqlstate::PROTOCOL_VIOLATION, e)),
         }
+    }
+}
+
+/// Session parameters a client asked for at login.
+#[derive(Debug, Default)]
+pub struct ClientLogin {
+    /// Tracked (reported) parameters, e.g. application_name, TimeZone.
+    pub reported: ParamSet,
+    /// Other settings (search_path, statement_timeout, ...), applied with set_config.
+    pub unreported: ParamSet,
+    /// Raw tenant settings found at startup (name, value), for routing.
+    pub settings: Vec<(String, String)>,
+}
+
+impl ClientLogin {
+    /// Sort startup parameters into reported/unreported settings.
+    pub fn from_params(params: &[(String, String)]) -> Result<ClientLogin, LoginError> {
+        let mut out = ClientLogin::default();
+        let add = |k: &str, v: &str, out: &mut ClientLogin| {
+            if let Some(c) = params::canonical(k) {
+                out.reported.set(c, v);
+            } else {
+                out.unreported.set(&k.to_ascii_lowercase(), v);
+            }
+        };
+        for (k, v) in params {
+            match k.as_str() {
+                "user" | "database" | "replication" => {}
+                "options" => {
+                    let opts = protocol::startup::parse_options(v)
+                        .map_err(|e| LoginError::new(sqlstate::PROTOCOL_VIOLATION, e))?;
+                    for (k, v) in opts {
+                        out.settings.push((k.clone(), v.clone()));
+                        add(&k, &v, &mut out);
+                    }
+                }
+                _ => {
+                    out.settings.push((k.clone(), v.clone()));
+                    add(k, v, &mut out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove a setting (the tenant key must never reach Postgres).
+    pub fn take_setting(&mut self, key: &str) -> Option<String> {
+        self.unreported.remove(&key.to_ascii_lowercase());
+        let pos = self
+            .settings
+            .iter()
+            .rposition(|(k, _)| k.eq_ignore_ascii_case(key))?;
+        let v = self.settings.remove(pos).1;
+        self.settings.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
+        Some(v)
     }
 }

@@ -286,6 +286,22 @@ pub fn bind_plain(buf: &mut BytesMut, stmt: &[u8]) {
     finish(buf, at);
 }
 
+/// Bind of the unnamed portal to statement `stmt` with text parameters and
+/// default result formats.
+pub fn bind_text(buf: &mut BytesMut, stmt: &[u8], params: &[&[u8]]) {
+    let at = begin(buf, tag::frontend::BIND);
+    put_cstr(buf, b"");
+    put_cstr(buf, stmt);
+    buf.put_i16(0);
+    buf.put_i16(params.len() as i16);
+    for p in params {
+        buf.put_i32(p.len() as i32);
+        buf.put_slice(p);
+    }
+    buf.put_i16(0);
+    finish(buf, at);
+}
+
 /// Execute of `portal` (0 = all rows).
 pub fn execute(buf: &mut BytesMut, portal: &[u8], max_rows: i32) {
     let at = begin(buf, tag::frontend::EXECUTE);

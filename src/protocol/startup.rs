@@ -13,6 +13,10 @@ pub const GSSENC_REQUEST: i32 = 80877104;
 pub const CANCEL_REQUEST: i32 = 80877102;
 /// Largest startup packet we accept (Postgres uses 10000).
 pub const MAX_STARTUP_LEN: usize = 10000;
+/// The one-byte answer to SSLRequest/GSSENCRequest: go ahead with TLS.
+pub const ENCRYPTION_ACCEPTED: u8 = b'S';
+/// The one-byte answer to SSLRequest/GSSENCRequest: no encryption here.
+pub const ENCRYPTION_REFUSED: u8 = b'N';
 
 /// A decoded startup-phase packet.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,6 +6,7 @@ pub mod prepared;
 
 pub use params::{ParamSet, TRACKED_PARAMS};
 
+use crate::protocol::tag::backend as be;
 use crate::protocol::{self, md5, scram, sqlstate, ErrorInfo};
 use bytes::{Buf, Bytes, BytesMut};
 use std::net::SocketAddr;
@@ -68,7 +69,12 @@ impl ServerError {
         match self {
             ServerError::Io(_) => true,
             // Too many connections or the server starting up/shutting down: transient.
-            ServerError::Refused(e) => matches!(e.code.as_str(), "53300" | "57P03" | "57P01"),
+            ServerError::Refused(e) => [
+                sqlstate::TOO_MANY_CONNECTIONS,
+                sqlstate::CANNOT_CONNECT_NOW,
+                sqlstate::ADMIN_SHUTDOWN,
+            ]
+            .contains(&e.code.as_str()),
         }
     }
 
@@ -191,7 +197,7 @@ impl ServerState {
 
     /// Record a ParameterStatus body the server sent.
     pub fn track_parameter_status(&mut self, body: &[u8]) {
-        if let Some((k, v)) = params::parse_parameter_status(body) {
+        if let Some((k, v)) = protocol::parse_parameter_status(body) {
             self.current.set(k, v);
         }
     }
@@ -297,7 +303,7 @@ impl ServerConn {
         loop {
             let (tag, body) = conn.read_message().await?;
             match tag {
-                b'R' => {
+                be::AUTHENTICATION => {
                     let mut b = &body[..];
                     if b.len() < 4 {
                         return Err(io_err("short authentication message"));
@@ -381,20 +387,22 @@ impl ServerConn {
                         conn.stream.write_all(&out).await.map_err(io_err)?;
                     }
                 }
-                b'S' => {
-                    if let Some((k, v)) = params::parse_parameter_status(&body) {
+                be::PARAMETER_STATUS => {
+                    if let Some((k, v)) = protocol::parse_parameter_status(&body) {
                         conn.initial.set(k, v);
                     }
                 }
-                b'K' => {
+                be::BACKEND_KEY_DATA => {
                     let mut b = &body[..];
                     if b.len() >= 8 {
                         pid = b.get_i32();
                         secret = b.get_i32();
                     }
                 }
-                b'E' => return Err(ServerError::Refused(protocol::parse_error(&body))),
-                b'Z' => break,
+                be::ERROR_RESPONSE => {
+                    return Err(ServerError::Refused(protocol::parse_error(&body)))
+                }
+                be::READY_FOR_QUERY => break,
                 // NoticeResponse, NegotiateProtocolVersion: nothing to do.
                 _ => {}
             }
@@ -459,11 +467,13 @@ impl ServerConn {
         loop {
             let (tag, body) = self.read_message().await?;
             match tag {
-                b'D' => rows.push(decode_data_row(&body)),
-                b'S' => self.track_parameter_status(&body),
-                b'E' => err = Some(protocol::parse_error(&body)),
-                b'Z' => {
-                    if body.first() != Some(&b'I') {
+                be::DATA_ROW => rows.push(protocol::parse_data_row(&body)),
+                be::PARAMETER_STATUS => self.track_parameter_status(&body),
+                be::ERROR_RESPONSE => err = Some(protocol::parse_error(&body)),
+                be::READY_FOR_QUERY => {
+                    if protocol::TxStatus::from_byte(body.first().copied().unwrap_or(0))
+                        != protocol::TxStatus::Idle
+                    {
                         self.broken = true;
                     }
                     break;
@@ -577,30 +587,6 @@ impl ServerConn {
         // Peek, not read: a TLS record must stay in the socket for rustls.
         self.stream.has_pending_input()
     }
-}
-
-/// Decode a DataRow body into text values.
-pub fn decode_data_row(body: &[u8]) -> Vec<Option<String>> {
-    let mut out = Vec::new();
-    let Some((n, mut rest)) = protocol::get_i16(body) else {
-        return out;
-    };
-    for _ in 0..n.max(0) {
-        let Some((len, r)) = protocol::get_i32(rest) else {
-            break;
-        };
-        if len < 0 {
-            out.push(None);
-            rest = r;
-            continue;
-        }
-        let Some(v) = r.get(..len as usize) else {
-            break;
-        };
-        out.push(Some(String::from_utf8_lossy(v).into_owned()));
-        rest = &r[len as usize..];
-    }
-    out
 }
 
 /// The statement that brings a server's settings in line with a client's.

@@ -1,7 +1,5 @@
 //! Session parameters that follow a client from server to server.
 
-use crate::protocol::cstr;
-
 /// Reported parameters a client may set that must follow it onto every server
 /// (search_path is handled separately: Postgres 15 does not report it).
 pub const TRACKED_PARAMS: &[&str] = &[
@@ -66,13 +64,6 @@ impl ParamSet {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-}
-
-/// Decode a ParameterStatus body into (name, value).
-pub fn parse_parameter_status(body: &[u8]) -> Option<(&str, &str)> {
-    let (k, rest) = cstr(body)?;
-    let (v, _) = cstr(rest)?;
-    Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?))
 }
 
 #[cfg(test)]

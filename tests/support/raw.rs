@@ -268,7 +268,7 @@ pub fn first_column(msgs: &[Msg]) -> Vec<String> {
     msgs.iter()
         .filter(|(t, _)| *t == b'D')
         .filter_map(|(_, b)| {
-            shardbouncer::server::decode_data_row(b)
+            shardbouncer::protocol::parse_data_row(b)
                 .into_iter()
                 .next()
                 .flatten()

@@ -8,13 +8,13 @@
 //! reports back. Because nothing here awaits, the whole state machine can be
 //! tested and fuzzed with a scripted server (see `super::tests`).
 
+use super::attachment::Attachment;
 use super::counters::Counters;
-use super::queue::OutQueue;
-use super::server::Attachment;
 use super::settings::Settings;
 use super::state::{Phase, Txn};
 use super::statements::Statements;
 use crate::app::DbRuntime;
+use crate::client::queue::OutQueue;
 use crate::protocol::{self, tag, TxStatus};
 use crate::router::{Effects, Facts, Mention, Source, TenantKey, Tenants};
 use crate::server::{ParamSet, ServerState};
@@ -22,9 +22,7 @@ use crate::sqlstate::{self, PgError};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
-/// Frames bigger than this that may be streamed (DataRow, CopyData) are forwarded
-/// piecemeal instead of being buffered whole.
-pub(super) const STREAM_THRESHOLD: usize = 64 * 1024;
+pub(super) use super::attachment::STREAM_THRESHOLD;
 /// Stop taking client work while this much is queued for the server.
 pub(super) const HIGH_WATER: usize = 512 * 1024;
 /// Most extended-protocol messages held before a Sync or Flush.

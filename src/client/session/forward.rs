@@ -11,9 +11,9 @@
 //!   client's statements run through the unnamed statement, re-parsed each time.
 
 use super::core::{Core, Need, Unit};
-use super::expect::{Entry, Mode};
 use super::routing::is_named_parse;
 use super::statements::reserved_name;
+use crate::client::expect::{Entry, Mode};
 use crate::protocol::{self, tag, Bind, Parse};
 use crate::router::statement::Violation;
 use crate::router::{self, Effects, Facts};

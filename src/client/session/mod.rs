@@ -4,7 +4,7 @@
 //!
 //! * [`Core`] ([`core`]) decides everything and does no I/O: it frames the
 //!   client's bytes, routes each unit of work ([`crate::router::decide`]), keeps
-//!   track of what the attached server owes ([`expect`](super::expect)), and queues
+//!   track of what the attached server owes ([`expect`](crate::client::expect)), and queues
 //!   the bytes for each side. When it needs a server, or is done with one, it says
 //!   so ([`Need`]).
 //! * [`Session`] (this file) is the driver: sockets, the pool, timeouts, KILL and
@@ -17,6 +17,7 @@
 //! replayed, with the statements held behind it, on the shard of the first
 //! statement that names a tenant ([`state`]).
 
+mod attachment;
 mod core;
 mod counters;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -32,10 +33,8 @@ mod tests;
 
 pub use self::core::{Core, End, Need, Release};
 
-use super::expect;
-use super::queue;
-use super::ClientLogin;
 use crate::app::{App, ClientHandle, DbRuntime};
+use crate::client::startup::ClientLogin;
 use crate::config::PoolMode;
 use crate::pool::{Checkout, Pool, PoolError};
 use crate::protocol::{self, sqlstate, TxStatus};

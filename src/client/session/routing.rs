@@ -497,9 +497,15 @@ impl Core {
         let Some(h) = self.txn.apply(TxnEvent::Replay) else {
             return;
         };
-        a.send_simple(super::expect::Entry::swallow(tag::frontend::QUERY), h.begin);
+        a.send_simple(
+            crate::client::expect::Entry::swallow(tag::frontend::QUERY),
+            h.begin,
+        );
         for stmt in h.stmts {
-            a.send_simple(super::expect::Entry::swallow(tag::frontend::QUERY), stmt);
+            a.send_simple(
+                crate::client::expect::Entry::swallow(tag::frontend::QUERY),
+                stmt,
+            );
         }
         a.add_effects(h.effects);
         a.set_unnamed_current(false);

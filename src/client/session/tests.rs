@@ -198,7 +198,12 @@ fn a_client_cannot_run_the_unnamed_statement_another_client_left_on_a_server() {
     // ends; client B, on the same server, binds the unnamed statement without
     // parsing one. B must get 26000, not run A's statement.
     let mut a = Harness::new("plain");
-    a.send(&[parse("", "SELECT secret FROM a_only"), bind("", &[]), execute(), sync()]);
+    a.send(&[
+        parse("", "SELECT secret FROM a_only"),
+        bind("", &[]),
+        execute(),
+        sync(),
+    ]);
     a.server_turn();
     assert!(a.client_tags().contains('D'));
     // B gets A's server (and its fake's state, unnamed statement included).
