@@ -4,6 +4,7 @@
 //! tenant scanner and the shard map) knows nothing about sockets; the I/O layers
 //! (`client`, `server`, `pool`, `admin`) call into it. That split is what makes the
 //! pure parts fuzzable and benchmarkable.
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod auth;

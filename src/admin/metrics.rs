@@ -99,10 +99,16 @@ impl DbRouting {
 fn routing(db: &str, f: impl FnOnce(&DbRouting)) {
     static CACHE: OnceLock<RwLock<HashMap<String, DbRouting>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(r) = cache.read().unwrap().get(db) {
+    if let Some(r) = cache
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(db)
+    {
         return f(r);
     }
-    let mut w = cache.write().unwrap();
+    let mut w = cache
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     f(w.entry(db.to_string())
         .or_insert_with(|| DbRouting::new(db)));
 }
@@ -222,7 +228,11 @@ pub fn refresh(app: &App, tenants: bool) {
         e.0 += active;
         e.1 += idle;
         e.2 += login;
-        e.3 |= st.last_error.lock().unwrap().is_some();
+        e.3 |= st
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some();
     }
     for (name, db) in &snap.dbs {
         for sh in &db.cfg.shards {

@@ -747,9 +747,13 @@ pub fn shards(app: &App) -> Table {
                 .map(|p| p.stats.active.load(Ordering::Relaxed))
                 .sum();
             let idle: usize = mine.iter().map(|p| p.idle_count()).sum();
-            let err = mine
-                .iter()
-                .find_map(|p| p.stats.last_error.lock().unwrap().clone());
+            let err = mine.iter().find_map(|p| {
+                p.stats
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            });
             t.push(vec![
                 s(&sh.name),
                 s(name),

@@ -37,12 +37,18 @@ impl Default for AdminState {
 impl AdminState {
     /// Whether new logins to `db` are refused.
     pub fn is_disabled(&self, db: &str) -> bool {
-        self.disabled.lock().unwrap().contains(db)
+        self.disabled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(db)
     }
 
     /// DISABLE (true) / ENABLE (false) a database.
     pub fn set_disabled(&self, db: &str, on: bool) {
-        let mut s = self.disabled.lock().unwrap();
+        let mut s = self
+            .disabled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if on {
             s.insert(db.to_string());
         } else {
@@ -52,12 +58,18 @@ impl AdminState {
 
     /// Whether `db` was paused by name.
     pub fn is_paused(&self, db: &str) -> bool {
-        self.paused.lock().unwrap().contains(db)
+        self.paused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(db)
     }
 
     /// PAUSE (true) / RESUME (false) `db` by name.
     pub fn set_paused(&self, db: &str, on: bool) {
-        let mut s = self.paused.lock().unwrap();
+        let mut s = self
+            .paused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if on {
             s.insert(db.to_string());
         } else {

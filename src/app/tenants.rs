@@ -112,7 +112,10 @@ impl TenantRegistry {
         f: impl FnOnce(&mut TenantStats),
     ) {
         let tick = self.tick.fetch_add(1, Ordering::Relaxed);
-        let mut guard = self.shard_of(database, tenant).lock().unwrap();
+        let mut guard = self
+            .shard_of(database, tenant)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let m = &mut *guard;
         let exists = m.dbs.get(database).is_some_and(|t| t.contains_key(tenant));
         if !exists {
@@ -171,7 +174,10 @@ impl TenantRegistry {
 
     /// The wait is over.
     pub fn waiting_dec(&self, database: &str, tenant: &str) {
-        let mut m = self.shard_of(database, tenant).lock().unwrap();
+        let mut m = self
+            .shard_of(database, tenant)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(e) = m.dbs.get_mut(database).and_then(|t| t.get_mut(tenant)) {
             e.waiting = e.waiting.saturating_sub(1);
         }
@@ -179,7 +185,14 @@ impl TenantRegistry {
 
     /// Number of tenants tracked.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap().len).sum()
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .len
+            })
+            .sum()
     }
 
     /// Whether nothing is tracked.
@@ -191,7 +204,7 @@ impl TenantRegistry {
     pub fn top(&self, n: usize) -> Vec<TenantRow> {
         let mut rows: Vec<TenantRow> = Vec::new();
         for s in &self.shards {
-            let m = s.lock().unwrap();
+            let m = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let all = m
                 .dbs
                 .iter()

@@ -251,7 +251,10 @@ impl Pool {
     /// may keep (after a shrink).
     fn trim_idle(&self) {
         let surplus: Vec<ServerConn> = {
-            let mut idle = self.idle.lock().unwrap();
+            let mut idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let over = self
                 .total
                 .load(Ordering::Relaxed)
@@ -276,7 +279,12 @@ impl Pool {
     /// Close idle servers now and the active ones when they are released.
     pub fn reconnect(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        let drained: Vec<ServerConn> = std::mem::take(&mut *self.idle.lock().unwrap());
+        let drained: Vec<ServerConn> = std::mem::take(
+            &mut *self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         for s in drained {
             self.close(s);
         }
@@ -295,12 +303,20 @@ impl Pool {
 
     /// Number of idle servers.
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap().len()
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Visit the idle servers (console SHOW SERVERS); `f` runs under the idle lock.
     pub fn for_each_idle(&self, mut f: impl FnMut(&ServerConn)) {
-        for c in self.idle.lock().unwrap().iter() {
+        for c in self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
             f(c);
         }
     }
@@ -347,7 +363,11 @@ impl Pool {
         let (permit, from_reserve) = self.acquire_permit(settings, deadline).await?;
         // Reuse an idle server if a healthy one is there (LIFO keeps caches warm).
         loop {
-            let candidate = self.idle.lock().unwrap().pop();
+            let candidate = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop();
             let Some(mut conn) = candidate else { break };
             if self.is_reusable(&mut conn, settings) {
                 return Ok(Checkout {
@@ -448,15 +468,26 @@ impl Pool {
         match &res {
             Ok(c) => {
                 self.total.fetch_add(1, Ordering::Relaxed);
-                *self.stats.last_error.lock().unwrap() = None;
-                let mut sp = self.server_params.lock().unwrap();
+                *self
+                    .stats
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                let mut sp = self
+                    .server_params
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if sp.is_none() {
                     *sp = Some(c.initial.clone());
                 }
             }
             Err(e) => {
                 tracing::warn!(pool = ?self.key, "server connection failed: {e}");
-                *self.stats.last_error.lock().unwrap() = Some(e.to_string());
+                *self
+                    .stats
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.to_string());
             }
         }
         res
@@ -478,7 +509,10 @@ impl Pool {
             && c.conn.rbuf.is_empty()
             && self.total.load(Ordering::Relaxed) <= self.capacity();
         if keep {
-            self.idle.lock().unwrap().push(c.conn);
+            self.idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(c.conn);
         } else {
             self.close(c.conn);
         }
@@ -502,7 +536,10 @@ impl Pool {
         let settings = self.settings.load_full();
         let now = Instant::now();
         let expired: Vec<ServerConn> = {
-            let mut idle = self.idle.lock().unwrap();
+            let mut idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let gen = self.generation.load(Ordering::Acquire);
             let mut keep = Vec::with_capacity(idle.len());
             let mut out = Vec::new();
@@ -548,7 +585,10 @@ impl Pool {
     }
 
     fn checkin_fresh(&self, conn: ServerConn, permit: OwnedSemaphorePermit) {
-        self.idle.lock().unwrap().push(conn);
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(conn);
         self.main.release(permit);
     }
 
@@ -572,7 +612,10 @@ impl Pools {
         key: &PoolKey,
         make: impl FnOnce() -> (Target, PoolSettings),
     ) -> Arc<Pool> {
-        let mut m = self.map.lock().unwrap();
+        let mut m = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(p) = m.get(key) {
             return p.clone();
         }
@@ -584,7 +627,10 @@ impl Pools {
 
     /// Snapshot of all pools, sorted by key.
     pub fn all(&self) -> Vec<Arc<Pool>> {
-        let m = self.map.lock().unwrap();
+        let m = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut v: Vec<_> = m.values().cloned().collect();
         v.sort_by(|a, b| a.key.cmp(&b.key));
         v
@@ -592,7 +638,10 @@ impl Pools {
 
     /// Remove pools for which `keep` is false, closing their servers.
     pub fn retain(&self, mut keep: impl FnMut(&PoolKey) -> bool) {
-        let mut m = self.map.lock().unwrap();
+        let mut m = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         m.retain(|k, p| {
             let k2 = keep(k);
             if !k2 {

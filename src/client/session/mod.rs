@@ -139,13 +139,21 @@ impl Session {
     /// Send AuthenticationOk, ParameterStatus, BackendKeyData and ReadyForQuery.
     async fn greet(&mut self, stream: &mut super::ClientStream) -> Result<(), End> {
         let pool = self.pool_for(self.core.home_shard());
-        let mut defaults = pool.server_params.lock().unwrap().clone();
+        let mut defaults = pool
+            .server_params
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         if defaults.is_none() {
             // Any shard's parameters will do (they are the same Postgres settings);
             // this keeps logins fast while the preferred shard is down.
             for shard in 0..self.core.db().cfg.shards.len() {
                 let other = self.pool_for(shard);
-                defaults = other.server_params.lock().unwrap().clone();
+                defaults = other
+                    .server_params
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
                 if defaults.is_some() {
                     break;
                 }
@@ -156,7 +164,11 @@ impl Session {
             if let Ok(co) = pool.checkout().await {
                 pool.checkin(co);
             }
-            defaults = pool.server_params.lock().unwrap().clone();
+            defaults = pool
+                .server_params
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
         }
         let mut ps = defaults.unwrap_or_else(fallback_params);
         for (k, v) in self.core.reported().iter() {
