@@ -755,3 +755,54 @@ async fn lock_startup_tenant_refuses_a_different_set() {
         .unwrap_err();
     assert_eq!(code(&e), "0A000", "{}", msg(&e));
 }
+
+/// SHOW TENANTS' `waiting` column counts a tenant's clients queued for a server
+/// of its shard while the pool is full, and drops back to 0 once they got one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_tenants_counts_clients_waiting_for_a_server() {
+    let f = Fixture::start(2, "");
+    // Tenant 42 lives on s1; its pool has 4 servers: hold all of them.
+    let mut holders = Vec::new();
+    for _ in 0..4 {
+        let c = f.client("options='-c tenant_id=42'").await;
+        c.simple_query("BEGIN").await.unwrap();
+        c.simple_query("SELECT 1").await.unwrap();
+        holders.push(c);
+    }
+    let mut waiters = Vec::new();
+    for _ in 0..2 {
+        let c = f.client("options='-c tenant_id=42'").await;
+        waiters.push(tokio::spawn(async move {
+            c.simple_query("SELECT 2").await.map(|_| ())
+        }));
+    }
+    let admin = f.bouncer.connect("admin", "admin", "pgbouncer").await;
+    eventually(
+        Duration::from_secs(10),
+        "2 clients of tenant 42 waiting",
+        || async { waiting(&admin).await == "2" },
+    )
+    .await;
+    for c in &holders {
+        c.simple_query("COMMIT").await.unwrap();
+    }
+    for w in waiters {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(waiting(&admin).await, "0");
+}
+
+/// Tenant 42's `waiting` column in SHOW TENANTS.
+async fn waiting(admin: &tokio_postgres::Client) -> String {
+    admin
+        .simple_query("SHOW TENANTS")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) if r.get(1) == Some("42") => r.get(7).map(str::to_string),
+            _ => None,
+        })
+        .next()
+        .unwrap_or_default()
+}
