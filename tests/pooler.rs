@@ -946,3 +946,70 @@ async fn reserve_pool_serves_a_client_that_waited() {
     assert_eq!(app_backends(&pg), 2);
     a.simple_query("COMMIT").await.unwrap();
 }
+
+/// Clients that send most of a huge message and stop cannot make the pooler hold
+/// more than `[limits] max_buffered`: past it, the client holding the most is closed
+/// with 53200, and everyone else keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_messages_are_bounded_by_max_buffered() {
+    const CLIENTS: usize = 20;
+    const MESSAGE: usize = 100_000_000;
+    const SENT: usize = MESSAGE / 10 * 9;
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"")
+        .replace("[pool]", "[limits]\nmax_buffered = 16777216\n[pool]");
+    let b = Bouncer::start(&cfg);
+    let c = b.connect("app", "", "app").await;
+    assert_eq!(int_of(&c, "SELECT 1").await, 1);
+    let (rss_before, _) = b.memory_kib();
+    let port = b.port;
+    let flood: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut r = Raw::login(port, "app", "app");
+                let mut head = vec![b'Q'];
+                head.extend_from_slice(&((MESSAGE + 4) as i32).to_be_bytes());
+                r.s.write_all(&head).unwrap();
+                let chunk = vec![b' '; 1 << 20];
+                let mut sent = 0;
+                while sent < SENT {
+                    let n = chunk.len().min(SENT - sent);
+                    if r.s.write_all(&chunk[..n]).is_err() {
+                        break; // closed by the pooler
+                    }
+                    sent += n;
+                }
+                // What the pooler said before closing (a reset may swallow it).
+                let said = r.read_msg().map(|(t, body)| (t, error_code(&body)));
+                (sent, said)
+            })
+        })
+        .collect();
+    // Meanwhile, another client keeps working.
+    let mut served = 0;
+    while !flood.iter().all(|t| t.is_finished()) {
+        assert_eq!(int_of(&c, "SELECT 1").await, 1);
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let results: Vec<_> = flood.into_iter().map(|t| t.join().unwrap()).collect();
+    let (_, peak) = b.memory_kib();
+    let told: Vec<_> = results.iter().filter_map(|(_, s)| s.clone()).collect();
+    assert!(
+        told.iter().all(|(t, code)| *t == b'E' && code == "53200"),
+        "{told:?}"
+    );
+    assert!(!told.is_empty(), "no client was told why: {results:?}");
+    let grew_mib = peak.saturating_sub(rss_before) / 1024;
+    eprintln!(
+        "rss before {rss_before} KiB, peak {peak} KiB, clients told {}",
+        told.len()
+    );
+    assert!(grew_mib < 64, "peak RSS grew by {grew_mib} MiB");
+    assert!(served > 0);
+    assert_eq!(int_of(&c, "SELECT 1").await, 1);
+    let fresh = b.connect("app", "", "app").await;
+    assert_eq!(int_of(&fresh, "SELECT 2").await, 2);
+    assert!(b.log().contains("max_buffered"), "{}", b.log());
+}

@@ -761,6 +761,8 @@ mod tests {
             killed: AtomicBool::new(false),
             connect_time: std::time::SystemTime::now(),
             activity: ClientActivity::new("", None),
+            partial: std::sync::atomic::AtomicUsize::new(0),
+            out_of_memory: AtomicBool::new(false),
         });
         for _ in 0..3 {
             let (a, h) = (app.clone(), handle.clone());

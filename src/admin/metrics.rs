@@ -140,6 +140,8 @@ pub fn reload(ok: bool) {
 pub fn refresh(app: &App, tenants: bool) {
     let snap = app.snapshot.load_full();
     gauge!("shardbouncer_config_generation").set(snap.generation as f64);
+    // Against `[limits] max_buffered`: how close abuse is to closing clients.
+    gauge!("shardbouncer_client_buffered_bytes").set(app.clients.buffered() as f64);
     for (name, db) in &snap.dbs {
         if let Some(rt) = &db.routing {
             gauge!("shardbouncer_shard_map_version", "database" => name.clone())

@@ -130,7 +130,7 @@ fn secs(d: crate::config::Duration) -> String {
 /// changes how sessions work), applied to the `[pool]` defaults, and `[limits]
 /// max_client_conn`. Databases that override a key keep their own value.
 pub fn changeable(key: &str) -> bool {
-    key == "max_client_conn" || (key != "mode" && crate::config::POOL_KEYS.contains(&key))
+    key == "max_client_conn" || key == "max_buffered" || (key != "mode" && crate::config::POOL_KEYS.contains(&key))
 }
 
 fn pool_values(p: &PoolSettings) -> Vec<(&'static str, String)> {
@@ -175,6 +175,7 @@ pub fn config(cfg: &Config) -> Table {
             ("auth_type", auth(c).to_string()),
             ("max_client_conn", c.limits.max_client_conn.to_string()),
             ("max_message_size", c.limits.max_message_size.to_string()),
+            ("max_buffered", c.limits.max_buffered.to_string()),
             ("shutdown_timeout", secs(c.limits.shutdown_timeout)),
             ("admin_users", c.admin.users.join(",")),
             ("stats_users", c.admin.stats_users.join(",")),

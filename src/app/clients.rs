@@ -33,6 +33,11 @@ pub struct ClientHandle {
     pub connect_time: SystemTime,
     /// Console view of what the client is doing (waiting, last request, shard).
     pub activity: ClientActivity,
+    /// Bytes of a client message not yet complete that the session holds
+    /// (counted against `[limits] max_buffered`).
+    pub partial: AtomicUsize,
+    /// The session is ended for holding the most of the buffer budget.
+    pub out_of_memory: AtomicBool,
 }
 
 impl ClientHandle {
@@ -41,6 +46,12 @@ impl ClientHandle {
         self.killed.store(true, Ordering::Release);
         self.kill.notify_waiters();
         self.kill.notify_one();
+    }
+
+    /// End the session because the pooler's buffer budget ran out (53200).
+    pub fn kill_for_memory(&self) {
+        self.out_of_memory.store(true, Ordering::Release);
+        self.kill();
     }
 }
 
@@ -119,6 +130,8 @@ pub struct Clients {
     /// Connected client sockets (including those logging in), for max_client_conn.
     connected: AtomicUsize,
     next_id: AtomicU64,
+    /// Bytes all sessions hold in client messages not yet complete.
+    buffered: AtomicUsize,
 }
 
 impl Default for Clients {
@@ -127,6 +140,7 @@ impl Default for Clients {
             map: Mutex::default(),
             connected: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
+            buffered: AtomicUsize::new(0),
         }
     }
 }
@@ -142,7 +156,39 @@ impl Clients {
         (self.next_id.fetch_add(1, Ordering::Relaxed) % (i32::MAX as u64 - 1)) as i32 + 1
     }
 
-    /// Find by BackendKeyData; the secret must match.
+    /// `handle` now holds `bytes` of an incomplete client message. When all
+    /// clients together hold more than `cap`, the client holding the most is
+    /// closed (it may be `handle` itself); returns that client.
+    pub fn hold_partial(
+        &self,
+        handle: &ClientHandle,
+        bytes: usize,
+        cap: usize,
+    ) -> Option<Arc<ClientHandle>> {
+        let before = handle.partial.swap(bytes, Ordering::AcqRel);
+        let total = if bytes >= before {
+            self.buffered.fetch_add(bytes - before, Ordering::AcqRel) + (bytes - before)
+        } else {
+            self.buffered.fetch_sub(before - bytes, Ordering::AcqRel) - (before - bytes)
+        };
+        if total <= cap {
+            return None;
+        }
+        let largest = self
+            .map()
+            .values()
+            .max_by_key(|h| h.partial.load(Ordering::Acquire))
+            .cloned()?;
+        largest.kill_for_memory();
+        Some(largest)
+    }
+
+    /// Bytes all clients hold in incomplete messages.
+    pub fn buffered(&self) -> usize {
+        self.buffered.load(Ordering::Acquire)
+    }
+
+    /// Find by BackendKeyData (CancelRequest); the secret must match.
     pub fn find_for_cancel(&self, pid: i32, secret: i32) -> Option<Arc<ClientHandle>> {
         self.map().get(&pid).filter(|h| h.secret == secret).cloned()
     }

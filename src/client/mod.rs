@@ -166,6 +166,8 @@ async fn run(
             get("application_name").unwrap_or(""),
             stream.tcp().and_then(|t| t.local_addr().ok()),
         ),
+        partial: std::sync::atomic::AtomicUsize::new(0),
+        out_of_memory: AtomicBool::new(false),
     });
     if is_admin {
         return crate::admin::console::serve(app, stream, &handle).await;

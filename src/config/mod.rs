@@ -92,6 +92,10 @@ pub struct Limits {
     /// How long SIGTERM/SIGINT waits for running transactions before exiting.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: Duration,
+    /// Most bytes all clients together may hold in messages not yet complete;
+    /// past it the client holding the most is closed (53200).
+    #[serde(default = "default_max_buffered")]
+    pub max_buffered: usize,
 }
 
 fn default_max_client_conn() -> usize {
@@ -103,6 +107,9 @@ fn default_max_message_size() -> usize {
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
 }
+fn default_max_buffered() -> usize {
+    128 * 1024 * 1024
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -110,6 +117,7 @@ impl Default for Limits {
             max_client_conn: default_max_client_conn(),
             max_message_size: default_max_message_size(),
             shutdown_timeout: default_shutdown_timeout(),
+            max_buffered: default_max_buffered(),
         }
     }
 }

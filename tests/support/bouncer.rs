@@ -36,6 +36,20 @@ pub struct Bouncer {
 }
 
 impl Bouncer {
+    /// The process's resident and peak resident memory in KiB (`VmRSS`, `VmHWM`).
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/<pid>/status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name} in {status}"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     /// Start `shardbouncer --config <dir>/shardbouncer.toml`.
     ///
     /// `config_toml` may contain `{PORT}` (replaced by a free port, which

@@ -252,6 +252,12 @@ impl Core {
         &mut self.cbuf
     }
 
+    /// Bytes of client input held and not yet processed (an incomplete message,
+    /// or work waiting for the server).
+    pub fn client_buffered(&self) -> usize {
+        self.cbuf.len()
+    }
+
     /// Whether the driver should read from the client now.
     pub fn wants_client_bytes(&self) -> bool {
         self.stalled.is_none()
@@ -395,7 +401,10 @@ impl Core {
                     }
                     continue;
                 }
-                self.cbuf.reserve(len - self.cbuf.len());
+                // Grow toward the frame a step at a time (the buffer doubles as it
+                // fills): reserving a claimed length up front would let a header
+                // alone commit memory the client never sends.
+                self.cbuf.reserve((len - self.cbuf.len()).min(1024 * 1024));
                 break;
             }
             let frame = self.cbuf.split_to(len).freeze();

@@ -111,6 +111,7 @@ impl FakeServer {
                 b"COMMIT\0"
             };
             self.status = TxStatus::Idle;
+            self.portals.clear();
             msg(out, tag::backend::COMMAND_COMPLETE, t);
         } else if s.starts_with("COPY") {
             msg(out, tag::backend::COPY_IN_RESPONSE, &[0, 0, 0]);
@@ -269,6 +270,10 @@ impl FakeServer {
                 }
                 tag::frontend::SYNC => {
                     self.skipping = false;
+                    // Portals end with their transaction (the implicit one at Sync).
+                    if self.status == TxStatus::Idle {
+                        self.portals.clear();
+                    }
                     msg(
                         &mut out,
                         tag::backend::READY_FOR_QUERY,

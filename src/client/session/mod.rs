@@ -75,6 +75,8 @@ pub struct Session {
     pools: Vec<Option<Arc<Pool>>>,
     pools_gen: u64,
     last_activity: Instant,
+    /// Bytes of unprocessed client input last reported to `[limits] max_buffered`.
+    buffered: usize,
 }
 
 impl Session {
@@ -111,6 +113,7 @@ impl Session {
             pools: Vec::new(),
             pools_gen: 0,
             last_activity: Instant::now(),
+            buffered: 0,
         }
     }
 
@@ -195,6 +198,10 @@ impl Session {
     pub async fn run(mut self, stream: &mut super::ClientStream) -> Result<(), End> {
         self.greet(stream).await?;
         let res = self.event_loop(stream).await;
+        // Whatever it held no longer counts against the budget.
+        if self.buffered > 0 {
+            self.app.clients.hold_partial(&self.handle, 0, usize::MAX);
+        }
         // Whatever happened, the server must not go back dirty.
         self.detach_on_exit().await;
         let _ = tokio::time::timeout(
@@ -216,9 +223,7 @@ impl Session {
         shutdown.as_mut().enable();
         loop {
             if self.handle.killed.load(Ordering::Acquire) {
-                return Err(self
-                    .core
-                    .fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by administrator"));
+                return Err(self.killed());
             }
             // Between transactions: pick up reloaded settings and maps.
             let snap = self.app.snapshot.load();
@@ -230,6 +235,7 @@ impl Session {
             drop(snap);
             let need = self.core.client_data();
             self.serve(need).await?;
+            self.account_buffered();
             if self.server.is_none() && self.app.shutting_down.load(Ordering::Acquire) {
                 return Err(self
                     .core
@@ -258,11 +264,7 @@ impl Session {
                 }
                 Event::ServerWrote(Ok(n)) => self.core.server_wrote(n),
                 Event::Timeout(code, msg) => return Err(self.core.fatal(code, msg)),
-                Event::Killed => {
-                    return Err(self
-                        .core
-                        .fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by administrator"))
-                }
+                Event::Killed => return Err(self.killed()),
                 Event::Shutdown => {
                     // Re-arm; the check at the top of the loop ends an idle session.
                     shutdown.set(app.shutdown.notified());
@@ -271,6 +273,45 @@ impl Session {
                 }
             };
             self.serve(need).await?;
+        }
+    }
+
+    /// The FATAL for a session ended from outside: by an operator's KILL, or for
+    /// holding the most of `[limits] max_buffered` when it ran out.
+    fn killed(&mut self) -> End {
+        if self.handle.out_of_memory.load(Ordering::Acquire) {
+            let cap = self.app.snapshot.load().config.limits.max_buffered;
+            return self.core.fatal(
+                sqlstate::OUT_OF_MEMORY,
+                &format!(
+                    "closing this connection: it held the most of the {cap} bytes \
+                     ([limits] max_buffered) that all clients' incomplete messages may use"
+                ),
+            );
+        }
+        self.core
+            .fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by administrator")
+    }
+
+    /// Report the client input this session holds to the process-wide budget.
+    /// Small amounts are not reported: every client holds a few KiB between
+    /// reads, and an atomic per message would tax the common case for nothing.
+    fn account_buffered(&mut self) {
+        const REPORT_FROM: usize = 64 * 1024;
+        let held = self.core.client_buffered();
+        let held = if held < REPORT_FROM { 0 } else { held };
+        if held == self.buffered {
+            return;
+        }
+        self.buffered = held;
+        let cap = self.app.snapshot.load().config.limits.max_buffered;
+        if let Some(victim) = self.app.clients.hold_partial(&self.handle, held, cap) {
+            tracing::warn!(
+                client = victim.id,
+                held = victim.partial.load(Ordering::Acquire),
+                cap,
+                "max_buffered reached: closing the client holding the most"
+            );
         }
     }
 
