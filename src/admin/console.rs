@@ -690,6 +690,7 @@ fn set_key(cfg: &mut Config, key: &str, v: &str) -> Result<(), String> {
     let p = &mut cfg.pool;
     match key {
         "max_client_conn" => cfg.limits.max_client_conn = parse_size(v)?,
+        "max_buffered" => cfg.limits.max_buffered = parse_size(v)?,
         "default_pool_size" => p.default_pool_size = Some(parse_size(v)?),
         "min_pool_size" => p.min_pool_size = Some(parse_size(v)?),
         "reserve_pool_size" => p.reserve_pool_size = Some(parse_size(v)?),
@@ -739,6 +740,8 @@ mod tests {
         );
         assert!(set_key(&mut cfg, "reserve_pool_size", "2147483648").is_err());
         set_key(&mut cfg, "max_client_conn", "2147483647").unwrap();
+        set_key(&mut cfg, "max_buffered", "1048576").unwrap();
+        assert_eq!(cfg.limits.max_buffered, 1 << 20);
     }
 
     /// A client task that ends by panicking still gives back its max_client_conn

@@ -128,9 +128,11 @@ fn secs(d: crate::config::Duration) -> String {
 
 /// Whether SET may change `key` at run time: every `[pool]` key except `mode` (it
 /// changes how sessions work), applied to the `[pool]` defaults, and `[limits]
-/// max_client_conn`. Databases that override a key keep their own value.
+/// max_client_conn` and `max_buffered`. Databases that override a key keep their own value.
 pub fn changeable(key: &str) -> bool {
-    key == "max_client_conn" || key == "max_buffered" || (key != "mode" && crate::config::POOL_KEYS.contains(&key))
+    key == "max_client_conn"
+        || key == "max_buffered"
+        || (key != "mode" && crate::config::POOL_KEYS.contains(&key))
 }
 
 fn pool_values(p: &PoolSettings) -> Vec<(&'static str, String)> {
