@@ -50,6 +50,13 @@ pub struct Entry {
     /// A simple Query that drops every prepared statement (DISCARD ALL, DEALLOCATE
     /// ALL): on success the client's own statement names are gone, as in Postgres.
     pub drops_statements: bool,
+    /// The error this entry may get was raised by shardbouncer through the server
+    /// (so the transaction fails as in Postgres): the PL/pgSQL context and source
+    /// location fields are ours, not the client's, and are dropped.
+    pub raised: bool,
+    /// The client's name for the statement this message names; the server knows it
+    /// by its internal `sb_` name, which errors must not show.
+    pub client_name: Option<Bytes>,
 }
 
 impl Entry {
@@ -63,6 +70,8 @@ impl Entry {
             drops_statements: false,
             patch_status: false,
             describes_unnamed: false,
+            raised: false,
+            client_name: None,
         }
     }
 
@@ -76,6 +85,8 @@ impl Entry {
             drops_statements: false,
             patch_status: false,
             describes_unnamed: false,
+            raised: false,
+            client_name: None,
         }
     }
 
@@ -90,6 +101,8 @@ impl Entry {
             drops_statements: false,
             patch_status: false,
             describes_unnamed: false,
+            raised: false,
+            client_name: None,
         }
     }
 

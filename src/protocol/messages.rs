@@ -544,9 +544,80 @@ pub fn parse_error(body: &[u8]) -> ErrorInfo {
     info
 }
 
+/// Rebuild an ErrorResponse/NoticeResponse `body` (after the header) into `buf`
+/// as a frame with `tag`: fields whose type is in `drop` are left out, and every
+/// other field's text goes through `map` (`None` keeps it as it is). A body that
+/// does not parse as fields is copied as it is: the server's words are never lost.
+pub fn rewrite_error(
+    buf: &mut BytesMut,
+    tag: u8,
+    body: &[u8],
+    drop: &[u8],
+    map: impl Fn(&[u8]) -> Option<Vec<u8>>,
+) {
+    let at = begin(buf, tag);
+    let mut rest = body;
+    while let Some((&field, r)) = rest.split_first() {
+        if field == 0 {
+            break;
+        }
+        let Some((val, r)) = super::cstr(r) else {
+            // Truncated: keep the remainder untouched.
+            buf.put_slice(rest);
+            finish(buf, at);
+            return;
+        };
+        rest = r;
+        if drop.contains(&field) {
+            continue;
+        }
+        buf.put_u8(field);
+        match map(val) {
+            Some(v) => put_cstr(buf, &v),
+            None => put_cstr(buf, val),
+        }
+    }
+    buf.put_u8(0);
+    finish(buf, at);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rewrite_error_drops_and_maps_fields() {
+        let mut b = BytesMut::new();
+        let mut body = Vec::new();
+        for (f, v) in [
+            (b'S', "ERROR"),
+            (b'C', "26000"),
+            (b'M', "x \"sb_1\" y"),
+            (b'W', "PL/pgSQL"),
+        ] {
+            body.push(f);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        rewrite_error(&mut b, b'E', &body, b"W", |v| {
+            (v == b"x \"sb_1\" y").then(|| b"x \"s1\" y".to_vec())
+        });
+        let info = parse_error(&b[5..]);
+        assert_eq!(
+            (info.code.as_str(), info.message.as_str()),
+            ("26000", "x \"s1\" y")
+        );
+        assert!(!b.windows(8).any(|w| w == b"PL/pgSQL"));
+        assert_eq!(
+            u32::from_be_bytes(b[1..5].try_into().unwrap()) as usize,
+            b.len() - 1
+        );
+        // A truncated body keeps its bytes.
+        let mut b = BytesMut::new();
+        rewrite_error(&mut b, b'E', b"Mno-nul", b"", |_| None);
+        assert_eq!(&b[5..], b"Mno-nul");
+    }
 
     #[test]
     fn error_round_trips() {

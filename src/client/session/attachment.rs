@@ -422,6 +422,14 @@ impl Attachment {
                 _ => {
                     if t == tag::backend::ERROR_RESPONSE {
                         a.head_failed = true;
+                        if mode != Mode::Swallow {
+                            if let Some(r) =
+                                a.expect.front().and_then(|e| client_error(e, &rest[..len]))
+                            {
+                                replace = Some(r);
+                                forward = false;
+                            }
+                        }
                         if ctx.txn.is_local() && mode != Mode::Swallow {
                             // Tenant-free work failed outside the held BEGIN: the
                             // client's transaction is failed, as it would be.
@@ -536,4 +544,46 @@ impl Attachment {
         }
         Ok(())
     }
+}
+
+/// The client's view of an ErrorResponse `frame` answering `e`, when it differs
+/// from the server's: what Postgres would have said on the client's own connection.
+fn client_error(e: &Entry, frame: &[u8]) -> Option<Bytes> {
+    // Where (W) and the source location (F, L, R) of a RAISE we injected name our
+    // DO block; Postgres raising the same error itself would send neither.
+    const RAISED: &[u8] = b"WFLR";
+    let internal = e.stmt.as_ref().map(|d| d.server_name.as_bytes());
+    let rename = match (internal, &e.client_name) {
+        (Some(i), Some(_)) => memchr::memmem::find(frame, i).is_some(),
+        _ => false,
+    };
+    if !e.raised && !rename {
+        return None;
+    }
+    let mut out = BytesMut::new();
+    protocol::rewrite_error(
+        &mut out,
+        frame[0],
+        &frame[5..],
+        if e.raised { RAISED } else { b"" },
+        |v| {
+            let (i, c) = (internal?, e.client_name.as_ref()?);
+            memchr::memmem::find(v, i)?;
+            Some(replace_all(v, i, c))
+        },
+    );
+    Some(out.freeze())
+}
+
+/// `v` with every `from` replaced by `to`.
+fn replace_all(v: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut last = 0;
+    for at in memchr::memmem::find_iter(v, from) {
+        out.extend_from_slice(&v[last..at]);
+        out.extend_from_slice(to);
+        last = at + from.len();
+    }
+    out.extend_from_slice(&v[last..]);
+    out
 }

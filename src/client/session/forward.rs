@@ -324,11 +324,11 @@ impl Core {
                         "malformed message",
                     ));
                 };
-                let e = if t == f::DESCRIBE {
-                    Entry::forward(t).with_stmt(def)
-                } else {
-                    Entry::forward(t)
-                };
+                // Describe records the described types in `def`; both need its
+                // internal name to name the client's in an error.
+                let mut e = Entry::forward(t).with_stmt(def);
+                // `name` points into `frame` (zero-copy).
+                e.client_name = Some(frame.slice_ref(name));
                 if let Some(a) = self.att.as_mut() {
                     a.send_ext(e, msg);
                 }
@@ -454,6 +454,7 @@ impl Core {
         protocol::execute(&mut b, b"", 0);
         let mut x = Entry::forward(tag::frontend::EXECUTE);
         x.mode = Mode::SwallowOk;
+        x.raised = true;
         a.send_ext(x, b.freeze());
         a.set_unnamed_current(false);
     }
@@ -468,7 +469,9 @@ impl Core {
         protocol::query(&mut b, &sql);
         self.counters.query_sent(a.ready_owed());
         a.set_unnamed_current(false);
-        a.send_simple(Entry::forward(tag::frontend::QUERY), b.freeze());
+        let mut x = Entry::forward(tag::frontend::QUERY);
+        x.raised = true;
+        a.send_simple(x, b.freeze());
     }
 }
 
