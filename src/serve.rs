@@ -153,6 +153,7 @@ pub async fn shutdown(app: &Arc<App>) {
 async fn maintenance(app: Arc<App>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut trim = Trim::default();
     loop {
         tick.tick().await;
         if app.shutting_down.load(Ordering::Acquire) {
@@ -162,5 +163,71 @@ async fn maintenance(app: Arc<App>) {
             let p = p.clone();
             tokio::spawn(async move { p.maintain().await });
         }
+        if trim.due(app.clients.connected(), app.clients.buffered()) {
+            tokio::task::spawn_blocking(release_free_memory);
+        }
+    }
+}
+
+/// When to give freed memory back to the OS: after a burst of clients (or of
+/// buffered input) has gone. The allocator keeps what a burst freed in its
+/// per-thread arenas, so without this RSS would stay at the burst's peak.
+#[derive(Default)]
+struct Trim {
+    /// Most clients connected since the last trim.
+    clients: usize,
+    /// Most bytes buffered for incomplete messages since the last trim.
+    buffered: usize,
+}
+
+impl Trim {
+    /// Clients that must have left (or bytes that must have been freed) since
+    /// the peak before a trim is worth its cost (it walks the whole heap).
+    const CLIENTS_GONE: usize = 256;
+    const BYTES_FREED: usize = 16 << 20;
+
+    fn due(&mut self, clients: usize, buffered: usize) -> bool {
+        self.clients = self.clients.max(clients);
+        self.buffered = self.buffered.max(buffered);
+        let due = self.clients >= clients + Self::CLIENTS_GONE
+            || self.buffered >= buffered + Self::BYTES_FREED;
+        if due {
+            (self.clients, self.buffered) = (clients, buffered);
+        }
+        due
+    }
+}
+
+/// Return free heap pages to the OS (glibc's `malloc_trim`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+    }
+    // SAFETY: malloc_trim takes no pointers; it walks glibc's own arenas under
+    // their locks and only releases pages no allocation uses.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+/// Other allocators return memory on their own terms.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
+
+#[cfg(test)]
+mod tests {
+    use super::Trim;
+
+    #[test]
+    fn trims_once_a_burst_has_left() {
+        let mut t = Trim::default();
+        assert!(!t.due(10, 0));
+        assert!(!t.due(5000, 0), "growing is not a reason");
+        assert!(!t.due(4800, 0), "200 gone is not enough");
+        assert!(t.due(4700, 0));
+        assert!(!t.due(4700, 0), "once per burst");
+        assert!(!t.due(4700, 64 << 20));
+        assert!(t.due(4700, 0), "a buffered burst freed");
     }
 }

@@ -1013,3 +1013,45 @@ async fn partial_messages_are_bounded_by_max_buffered() {
     assert_eq!(int_of(&fresh, "SELECT 2").await, 2);
     assert!(b.log().contains("max_buffered"), "{}", b.log());
 }
+
+/// After a burst of clients has come and gone, the memory it used goes back to
+/// the OS (it does not stay at the burst's peak).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_goes_back_after_a_burst_of_clients() {
+    const BURST: usize = 2000;
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"")
+        .replace("[pool]", "[limits]\nmax_client_conn = 3000\n[pool]");
+    let b = Bouncer::start(&cfg);
+    let c = b.connect("app", "", "app").await;
+    assert_eq!(int_of(&c, "SELECT 1").await, 1);
+    let (before, _) = b.memory_kib();
+    let port = b.port;
+    let burst = tokio::task::spawn_blocking(move || {
+        (0..BURST)
+            .map(|_| {
+                let mut r = Raw::login(port, "app", "app");
+                let m = r.query("SELECT 1").run(1);
+                assert_eq!(support::raw::first_column(&m), vec!["1"]);
+                r
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let (during, _) = b.memory_kib();
+    assert!(
+        during >= before + 4096,
+        "{BURST} clients should cost at least 4 MiB: {before} -> {during} KiB"
+    );
+    drop(burst);
+    let target = before + (during - before) / 3;
+    eventually(
+        Duration::from_secs(20),
+        format!("RSS back under {target} KiB (before {before}, with the burst {during})"),
+        || async { b.memory_kib().0 <= target },
+    )
+    .await;
+    assert_eq!(int_of(&c, "SELECT 1").await, 1);
+}
