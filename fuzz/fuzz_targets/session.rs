@@ -9,7 +9,10 @@
 //! * no byte of one client's server traffic reaches the other client: every
 //!   DataRow a client receives names one of its own statements (the scripted
 //!   server puts the statement's text in its rows);
-//! * after a ReadyForQuery, the client's status is what that message said.
+//! * after a ReadyForQuery, the client's status is what that message said;
+//! * responses come in request order: a row belongs to the oldest request not
+//!   yet answered by its ReadyForQuery (a Query's statements, or the statements
+//!   an extended batch parses or binds).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -71,6 +74,13 @@ struct Client {
     last_status: Option<TxStatus>,
     /// Statement texts this client sent.
     sent: HashSet<Vec<u8>>,
+    /// Per request not yet answered, oldest first: the texts whose rows it may get.
+    pending: std::collections::VecDeque<HashSet<Vec<u8>>>,
+    /// The same for the extended batch not yet ended by Sync.
+    open: HashSet<Vec<u8>>,
+    /// The client's statement names and its unnamed statement, as it sees them.
+    names: std::collections::HashMap<Vec<u8>, Vec<u8>>,
+    unnamed: Vec<u8>,
     closed: bool,
     /// Extended messages sent since the last Sync.
     ext_open: bool,
@@ -143,6 +153,7 @@ impl World {
             match b[0] {
                 tag::backend::READY_FOR_QUERY => {
                     client.readies += 1;
+                    client.pending.pop_front();
                     client.last_status = Some(TxStatus::from_byte(body[0]));
                 }
                 tag::backend::DATA_ROW => {
@@ -152,6 +163,14 @@ impl World {
                         "client {c} got a row of a statement it did not send: {:?}",
                         String::from_utf8_lossy(v)
                     );
+                    if !client.ill_formed && !client.copying {
+                        let oldest = client.pending.front().unwrap_or(&client.open);
+                        assert!(
+                            oldest.contains(v),
+                            "client {c}: a row of {:?} before the answer to an earlier request",
+                            String::from_utf8_lossy(v)
+                        );
+                    }
                 }
                 _ => {}
             }
@@ -213,10 +232,47 @@ impl World {
         if t == b'Q' || t == b'P' {
             let body = &msg[5..];
             let text = if t == b'Q' { cstr(body).0 } else { cstr(cstr(body).1).0 };
-            client.sent.insert(String::from_utf8_lossy(text).trim().as_bytes().to_vec());
+            let mut texts = HashSet::new();
+            texts.insert(text.to_vec());
+            texts.insert(String::from_utf8_lossy(text).trim().as_bytes().to_vec());
             for st in text.split(|&b| b == b';') {
-                client.sent.insert(String::from_utf8_lossy(st).trim().as_bytes().to_vec());
+                texts.insert(String::from_utf8_lossy(st).trim().as_bytes().to_vec());
             }
+            client.sent.extend(texts.iter().cloned());
+            if t == b'Q' {
+                client.pending.push_back(texts);
+            } else {
+                let name = cstr(body).0;
+                if name.is_empty() {
+                    client.unnamed = text.to_vec();
+                } else {
+                    client.names.entry(name.to_vec()).or_insert_with(|| text.to_vec());
+                }
+                client.open.extend(texts);
+            }
+        }
+        match t {
+            b'F' => client.pending.push_back(HashSet::new()),
+            b'B' => {
+                let stmt = cstr(cstr(&msg[5..]).1).0;
+                let text = if stmt.is_empty() {
+                    Some(client.unnamed.clone())
+                } else {
+                    client.names.get(stmt).cloned()
+                };
+                if let Some(text) = text {
+                    client.open.insert(String::from_utf8_lossy(&text).trim().as_bytes().to_vec());
+                    client.open.insert(text);
+                }
+            }
+            b'C' if msg.get(5) == Some(&b'S') => {
+                client.names.remove(cstr(&msg[6..]).0);
+            }
+            b'S' => {
+                let batch = std::mem::take(&mut client.open);
+                client.pending.push_back(batch);
+            }
+            _ => {}
         }
         client.core.cbuf().extend_from_slice(&msg);
         let need = client.core.client_data();
@@ -269,6 +325,10 @@ fuzz_target!(|data: &[u8]| {
                     readies: 0,
                     last_status: None,
                     sent: HashSet::new(),
+                    pending: Default::default(),
+                    open: HashSet::new(),
+                    names: Default::default(),
+                    unnamed: Vec::new(),
                     closed: false,
                     ext_open: false,
                     copying: false,

@@ -1,0 +1,114 @@
+//! Bind parameter values decoded as tenant keys (`router::bind::param_key`), in
+//! text and in binary, through shard maps of each key type.
+//!
+//! Invariants:
+//! * never a panic; NULL and every other refusal say why;
+//! * a text value is the key as sent (the shard map, not the decoder, normalises);
+//! * the same tenant lands on the same shard however the driver sends it: an
+//!   int2/int4/int8 in binary (type declared or not) where its decimal text lands
+//!   (and where "+n" or "00n" land, when the map accepts them), a binary uuid
+//!   where its text forms land (upper or lower case, with or without hyphens or
+//!   braces);
+//! * a binary value of a type that cannot be a key, or of the wrong width, is
+//!   refused, never guessed.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shardbouncer::router::bind::param_key;
+use shardbouncer::router::{ShardMap, TenantKey};
+
+const INT8: u32 = 20;
+const INT2: u32 = 21;
+const INT4: u32 = 23;
+const TEXT: u32 = 25;
+const UUID: u32 = 2950;
+const FLOAT8: u32 = 701;
+const NUMERIC: u32 = 1700;
+const OIDS: [u32; 8] = [0, INT2, INT4, INT8, UUID, TEXT, FLOAT8, NUMERIC];
+
+fn map(text: &str) -> ShardMap {
+    let names: Vec<String> = (0..3).map(|i| format!("s{i}")).collect();
+    ShardMap::parse(text, &names).expect("fuzz map")
+}
+
+fn shard(m: &ShardMap, key: &str) -> Option<usize> {
+    m.route(&TenantKey::new(key.as_bytes())?).ok().map(|r| r.shard)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, v)) = data.split_first() else {
+        return;
+    };
+    let oid = OIDS[(sel & 7) as usize];
+    let format = ((sel >> 3) & 1) as i16;
+    let refused = param_key(None, format, oid).expect_err("NULL is no tenant");
+    assert!(!refused.is_empty());
+    let key = match param_key(Some(v), format, oid) {
+        Ok(k) => k,
+        Err(why) => {
+            assert!(!why.is_empty());
+            if format == 0 {
+                // Text is refused only when it cannot be a key at all.
+                assert!(TenantKey::new(v).is_none(), "text {v:?} refused: {why}");
+            }
+            return;
+        }
+    };
+    if format == 0 {
+        assert_eq!(key.as_bytes(), v, "text is the key as sent");
+        return;
+    }
+    // Binary: only integers and uuids of their exact width, or text types.
+    let int = match (oid, v.len()) {
+        (INT8 | 0, 8) => Some(i64::from_be_bytes(v.try_into().unwrap())),
+        (INT4 | 0, 4) => Some(i32::from_be_bytes(v.try_into().unwrap()) as i64),
+        (INT2 | 0, 2) => Some(i16::from_be_bytes(v.try_into().unwrap()) as i64),
+        _ => None,
+    };
+    let uuid = matches!((oid, v.len()), (UUID | 0, 16));
+    assert!(
+        int.is_some() || uuid || oid == TEXT,
+        "binary oid {oid} of {} bytes accepted as {key}",
+        v.len()
+    );
+    if let Some(n) = int {
+        assert_eq!(key.as_str(), n.to_string());
+        let maps = [
+            map("version = 1\nmethod = \"citus\"\nkey_type = \"bigint\"\n"),
+            map("version = 1\nmethod = \"partition\"\nkey_type = \"bigint\"\n"),
+            map(concat!(
+                "version = 1\nmethod = \"range\"\n",
+                "[[ranges]]\nfrom = -9223372036854775808\nto = -1\nshard = \"s0\"\n",
+                "[[ranges]]\nfrom = 0\nto = 1000\nshard = \"s1\"\n",
+                "[[ranges]]\nfrom = 1001\nto = 9223372036854775807\nshard = \"s2\"\n",
+            )),
+        ];
+        let mut texts = vec![format!("{n:+}")];
+        if n >= 0 {
+            texts.push(format!("00{n}"));
+        }
+        for m in &maps {
+            let want = m.route(&key).ok().map(|r| r.shard);
+            assert!(want.is_some(), "int {n} must route");
+            for t in &texts {
+                if let Some(got) = shard(m, t) {
+                    assert_eq!(Some(got), want, "{t:?} vs binary {n}");
+                }
+            }
+        }
+    }
+    if uuid {
+        let m = map("version = 1\nmethod = \"citus\"\nkey_type = \"uuid\"\n");
+        let want = m.route(&key).ok().map(|r| r.shard);
+        assert!(want.is_some(), "uuid {key} must route");
+        let lower = key.as_str().to_string();
+        let forms = [
+            lower.to_uppercase(),
+            lower.replace('-', ""),
+            format!("{{{lower}}}"),
+        ];
+        for t in &forms {
+            assert_eq!(shard(&m, t), want, "{t:?} vs binary {lower}");
+        }
+    }
+});
