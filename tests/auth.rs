@@ -1,5 +1,6 @@
 //! Production auth: auth_file, auth_query with SCRAM pass-through, md5 hash reuse,
-//! failed-login limiting. Real Postgres roles, real drivers.
+//! failed-login limiting (per user and address, and per address). Real Postgres
+//! roles, real drivers.
 
 mod support;
 
@@ -147,7 +148,7 @@ async fn auth_query_with_scram_pass_through_for_a_user_only_in_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_logins_trigger_a_cooldown_for_the_address() {
+async fn failed_logins_trigger_a_cooldown_for_that_user_from_that_address() {
     let pg = PgCluster::start();
     let b = Bouncer::start(&config(
         &pg,
@@ -174,17 +175,19 @@ async fn failed_logins_trigger_a_cooldown_for_the_address() {
     let started = Instant::now();
     let e = b.try_connect("app", "secret", "app").await.unwrap_err();
     assert!(
-        msg(&e).contains("too many failed login attempts") && msg(&e).contains("28000"),
+        msg(&e).contains("too many failed login attempts for user \"app\"")
+            && msg(&e).contains("28000"),
         "{}",
         msg(&e)
     );
+    // Another user from the same address is still checked normally.
     let e = b.try_connect("someone", "else", "app").await.unwrap_err();
     assert!(
-        msg(&e).contains("too many failed login attempts"),
+        msg(&e).contains("password authentication failed"),
         "{}",
         msg(&e)
     );
-    // After the cooldown the address may log in again.
+    // After the cooldown the user may log in again.
     tokio::time::sleep(Duration::from_millis(1100).saturating_sub(started.elapsed())).await;
     let c = b.connect("app", "secret", "app").await;
     c.simple_query("SELECT 1").await.unwrap();
@@ -192,6 +195,115 @@ async fn failed_logins_trigger_a_cooldown_for_the_address() {
     assert!(log.contains("login failed"), "{log}");
     assert!(log.contains("app"), "{log}");
     assert!(!log.contains("wrong\""), "password in log:\n{log}");
+}
+
+/// Brute force against one user from an address does not lock out the other users
+/// of that address (a NAT, a load balancer); spraying many user names from it hits
+/// the per-address cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_one_user_does_not_lock_out_the_others_but_the_address_cap_holds() {
+    let pg = PgCluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE ROLE mallory LOGIN PASSWORD 'mallory-pass';\n\
+         \\connect app\n\
+         GRANT ALL ON SCHEMA public TO mallory;",
+    );
+    let b = Bouncer::start(&config(
+        &pg,
+        "auth_failure_limit = 5\nauth_failure_address_limit = 12\n\
+         auth_failure_window = \"60s\"\nauth_failure_cooldown = \"3s\"",
+        "[[users]]\nname = \"app\"\npassword = \"secret\"\n\n\
+         [[users]]\nname = \"mallory\"\npassword = \"mallory-pass\"\n",
+    ));
+    // 8 wrong passwords for mallory: the first 5 are checked and fail, then mallory
+    // is blocked from this address and the rest are refused unchecked.
+    let mut refused_unchecked = 0;
+    for i in 0..8 {
+        let e = b
+            .try_connect("mallory", &format!("guess-{i}-hunter2"), "app")
+            .await
+            .unwrap_err();
+        let m = msg(&e);
+        if i < 5 {
+            assert!(
+                m.contains("password authentication failed"),
+                "attempt {i}: {m}"
+            );
+        } else {
+            assert!(
+                m.contains("too many failed login attempts for user \"mallory\"")
+                    && m.contains("28000"),
+                "attempt {i}: {m}"
+            );
+            refused_unchecked += 1;
+        }
+    }
+    assert_eq!(refused_unchecked, 3);
+    // app's correct password from the same address still logs in.
+    let c = b.connect("app", "secret", "app").await;
+    assert_eq!(current_user(&c).await, "app");
+    // mallory's correct password is refused during the cooldown, with the same
+    // SQLSTATE as before (28000).
+    let e = b
+        .try_connect("mallory", "mallory-pass", "app")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.as_db_error().map(|d| d.code().code()),
+        Some("28000"),
+        "{}",
+        msg(&e)
+    );
+    assert!(
+        msg(&e).contains("too many failed login attempts for user \"mallory\""),
+        "{}",
+        msg(&e)
+    );
+    // Spraying other user names: 5 failures so far, 7 more reach the address cap
+    // of 12, after which every user of the address is refused, app included.
+    for i in 0..7 {
+        let user = format!("sprayed{i}");
+        let e = b.try_connect(&user, "x", "app").await.unwrap_err();
+        assert!(
+            msg(&e).contains("password authentication failed"),
+            "{user}: {}",
+            msg(&e)
+        );
+    }
+    let capped_at = Instant::now();
+    for (user, password) in [("sprayed9", "x"), ("app", "secret")] {
+        let e = b.try_connect(user, password, "app").await.unwrap_err();
+        assert!(
+            msg(&e).contains("too many failed login attempts from 127.0.0.1")
+                && msg(&e).contains("28000"),
+            "{user}: {}",
+            msg(&e)
+        );
+    }
+    // A connected client is untouched.
+    assert_eq!(current_user(&c).await, "app");
+    // Once the cooldown is over, both come back.
+    tokio::time::sleep(Duration::from_millis(3100).saturating_sub(capped_at.elapsed())).await;
+    let c2 = support::eventually_ok(Duration::from_secs(5), || async {
+        b.try_connect("app", "secret", "app")
+            .await
+            .map_err(|e| msg(&e))
+    })
+    .await;
+    assert_eq!(current_user(&c2).await, "app");
+    let m = b.connect("mallory", "mallory-pass", "app").await;
+    assert_eq!(current_user(&m).await, "mallory");
+    let log = b.log();
+    assert!(
+        log.contains("refusing this user from this address"),
+        "{log}"
+    );
+    assert!(log.contains("refusing logins from this address"), "{log}");
+    assert!(
+        !log.contains("hunter2") && !log.contains("mallory-pass"),
+        "password in log:\n{log}"
+    );
 }
 
 #[test]

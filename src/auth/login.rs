@@ -25,7 +25,7 @@ pub struct Authenticated {
 }
 
 /// Authenticate `user` logging in to `db` (`None` = admin console) from `peer`.
-/// Failed attempts are counted in `state` (per address).
+/// Failed attempts are counted in `state` (per address and user, and per address).
 pub async fn check_and_authenticate(
     state: &AuthState,
     snap: &Snapshot,
@@ -38,15 +38,26 @@ pub async fn check_and_authenticate(
     let auth = &snap.config.auth;
     let ip = peer.map(|p| p.ip());
     if let Some(ip) = ip {
-        if let Some(left) = state.failures.blocked(ip, Instant::now()) {
-            tracing::warn!(user, addr = %ip, "login refused: address is cooling down after failed logins");
-            return Err(LoginError::new(
-                sqlstate::INVALID_AUTHORIZATION,
-                format!(
-                    "too many failed login attempts from {ip}; try again in {}s",
-                    left.as_secs().max(1)
-                ),
-            ));
+        if let Some(block) = state.failures.blocked(ip, user, Instant::now()) {
+            let secs = block.left.as_secs().max(1);
+            return Err(match block.scope {
+                super::ratelimit::Scope::User => {
+                    tracing::warn!(user, addr = %ip, "login refused: this user is cooling down after failed logins from this address");
+                    LoginError::new(
+                        sqlstate::INVALID_AUTHORIZATION,
+                        format!(
+                            "too many failed login attempts for user \"{user}\" from {ip}; try again in {secs}s"
+                        ),
+                    )
+                }
+                super::ratelimit::Scope::Address => {
+                    tracing::warn!(user, addr = %ip, "login refused: address is cooling down after failed logins");
+                    LoginError::new(
+                        sqlstate::INVALID_AUTHORIZATION,
+                        format!("too many failed login attempts from {ip}; try again in {secs}s"),
+                    )
+                }
+            });
         }
     }
     let lookup = tokio::time::timeout(login_timeout, state.lookup(snap, db, user))
@@ -85,16 +96,28 @@ pub async fn check_and_authenticate(
                 if let Some(ip) = ip {
                     let limits = super::ratelimit::Limits {
                         limit: auth.auth_failure_limit,
+                        address_limit: auth.address_failure_limit(),
                         window: auth.auth_failure_window.as_std(),
                         cooldown: auth.auth_failure_cooldown.as_std(),
                     };
-                    if state.failures.record_failure(ip, limits, Instant::now()) {
-                        tracing::warn!(
+                    match state
+                        .failures
+                        .record_failure(ip, user, limits, Instant::now())
+                    {
+                        Some(super::ratelimit::Scope::User) => tracing::warn!(
+                            user,
                             addr = %ip,
-                            "{} failed logins: refusing logins from this address for {:?}",
+                            "{} failed logins: refusing this user from this address for {:?}",
                             limits.limit,
                             limits.cooldown
-                        );
+                        ),
+                        Some(super::ratelimit::Scope::Address) => tracing::warn!(
+                            addr = %ip,
+                            "{} failed logins (all users): refusing logins from this address for {:?}",
+                            limits.address_limit,
+                            limits.cooldown
+                        ),
+                        None => {}
                     }
                 }
             }

@@ -2,10 +2,11 @@
 //!
 //! A user's secret is looked up, in order, in `[[users]]`, the `auth_file`, and —
 //! for users found in neither — with `auth_query` on the database's first shard
-//! (cached for `auth_cache_ttl`). Failed logins are counted per source address
-//! ([`ratelimit`]). [`login`] is the whole authentication step of a client login,
-//! password exchange included. The auth file itself is parsed with the rest of the
-//! configuration ([`crate::config::userlist`]).
+//! (cached for `auth_cache_ttl`). Failed logins are counted per (source address,
+//! user), with a higher cap per address ([`ratelimit`]). [`login`] is the whole
+//! authentication step of a client login, password exchange included. The auth
+//! file itself is parsed with the rest of the configuration
+//! ([`crate::config::userlist`]).
 
 pub mod login;
 pub mod query;
@@ -38,7 +39,7 @@ const CACHE_SWEEP_AT: usize = 10_000;
 pub struct AuthState {
     /// auth_query answers by (database, user).
     cache: Mutex<HashMap<(String, String), (Instant, Lookup)>>,
-    /// Failed logins per address.
+    /// Failed logins per (address, user) and per address.
     pub failures: ratelimit::FailureLimiter,
     /// SCRAM keys proven by clients, by (database, user), for pools created later.
     scram_keys: Mutex<HashMap<(String, String), ScramKeys>>,

@@ -262,10 +262,16 @@ pub struct Auth {
     /// How long an auth_query answer (including "no such user") is reused.
     #[serde(default = "default_auth_cache_ttl")]
     pub auth_cache_ttl: Duration,
-    /// Failed logins from one address within `auth_failure_window` before that address
-    /// is refused for `auth_failure_cooldown` (0 = no limit).
+    /// Failed logins of one user from one address within `auth_failure_window` before
+    /// that user is refused from that address for `auth_failure_cooldown` (0 = no
+    /// limit). Other users from the same address are not affected.
     #[serde(default = "default_auth_failure_limit")]
     pub auth_failure_limit: u32,
+    /// Failed logins of all users from one address within `auth_failure_window`
+    /// before the whole address is refused for `auth_failure_cooldown` (0 = no cap).
+    /// Unset: 10 times `auth_failure_limit`. See [`Auth::address_failure_limit`].
+    #[serde(default)]
+    pub auth_failure_address_limit: Option<u32>,
     /// Window in which failed logins are counted.
     #[serde(default = "default_auth_failure_window")]
     pub auth_failure_window: Duration,
@@ -293,6 +299,15 @@ fn default_auth_failure_cooldown() -> Duration {
     Duration::from_secs(60)
 }
 
+impl Auth {
+    /// The per-address cap in force: `auth_failure_address_limit`, or 10 times
+    /// `auth_failure_limit` when unset (so 0 when the per-user limit is off too).
+    pub fn address_failure_limit(&self) -> u32 {
+        self.auth_failure_address_limit
+            .unwrap_or_else(|| self.auth_failure_limit.saturating_mul(10))
+    }
+}
+
 impl Default for Auth {
     fn default() -> Self {
         Auth {
@@ -302,6 +317,7 @@ impl Default for Auth {
             auth_query: default_auth_query(),
             auth_cache_ttl: default_auth_cache_ttl(),
             auth_failure_limit: default_auth_failure_limit(),
+            auth_failure_address_limit: None,
             auth_failure_window: default_auth_failure_window(),
             auth_failure_cooldown: default_auth_failure_cooldown(),
         }
@@ -620,6 +636,17 @@ impl Config {
         if matches!(&self.auth.auth_user, Some(u) if u.is_empty()) {
             return Err("[auth] auth_user must not be empty".into());
         }
+        let (per_user, per_address) = (
+            self.auth.auth_failure_limit,
+            self.auth.address_failure_limit(),
+        );
+        if per_user > 0 && per_address > 0 && per_address < per_user {
+            // Other users' failures would lock a user out before its own limit.
+            return Err(format!(
+                "[auth] auth_failure_address_limit ({per_address}) must be at least \
+                 auth_failure_limit ({per_user}), or 0 for no per-address cap"
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for u in &self.users {
             if u.name.is_empty() {
@@ -775,6 +802,10 @@ shards = [ { name = "s0", host = "h" } ]
             ("[pool]\ndefault_pool_size = 4294967296\n", "262143"),
             ("[pool]\nreserve_pool_size = 9999999\n", "reserve_pool_size"),
             ("[databases.app]\nshards = []\n", "at least one shard"),
+            (
+                "[auth]\nauth_failure_limit = 5\nauth_failure_address_limit = 4\n",
+                "auth_failure_address_limit (4) must be at least auth_failure_limit (5)",
+            ),
             ("[databases.pgbouncer]\nshards = [ { name = \"s0\", host = \"h\" } ]\n", "reserved"),
             (
                 "[databases.app]\nshards = [ { name = \"s0\", host = \"h\" } ]\n[databases.app.routing]\ndefault_shard = \"s9\"\n",
@@ -784,5 +815,26 @@ shards = [ { name = "s0", host = "h" } ]
             let e = Config::parse(text).unwrap_err();
             assert!(e.contains(needle), "{text:?} gave {e:?}");
         }
+    }
+
+    #[test]
+    fn address_failure_cap_defaults_to_ten_times_the_user_limit() {
+        let c = Config::parse(MIN).unwrap();
+        assert_eq!(c.auth.auth_failure_limit, 5);
+        assert_eq!(c.auth.address_failure_limit(), 50);
+        let c = Config::parse(&format!("[auth]\nauth_failure_limit = 3\n{MIN}")).unwrap();
+        assert_eq!(c.auth.address_failure_limit(), 30);
+        let c = Config::parse(&format!("[auth]\nauth_failure_address_limit = 7\n{MIN}")).unwrap();
+        assert_eq!(c.auth.address_failure_limit(), 7);
+        // Off: both 0 by default once the per-user limit is off; each can be off alone.
+        let c = Config::parse(&format!("[auth]\nauth_failure_limit = 0\n{MIN}")).unwrap();
+        assert_eq!(c.auth.address_failure_limit(), 0);
+        let c = Config::parse(&format!(
+            "[auth]\nauth_failure_limit = 0\nauth_failure_address_limit = 20\n{MIN}"
+        ))
+        .unwrap();
+        assert_eq!(c.auth.address_failure_limit(), 20);
+        let c = Config::parse(&format!("[auth]\nauth_failure_address_limit = 0\n{MIN}")).unwrap();
+        assert_eq!(c.auth.address_failure_limit(), 0);
     }
 }

@@ -75,6 +75,13 @@ pub fn get_i16(b: &[u8]) -> Option<(i16, &[u8])> {
     Some((i16::from_be_bytes(*h), t))
 }
 
+/// Read a big-endian u16 off the front of `b`.
+#[inline]
+pub fn get_u16(b: &[u8]) -> Option<(u16, &[u8])> {
+    let (h, t) = b.split_first_chunk::<2>()?;
+    Some((u16::from_be_bytes(*h), t))
+}
+
 /// Read a big-endian i32 off the front of `b`.
 #[inline]
 pub fn get_i32(b: &[u8]) -> Option<(i32, &[u8])> {
@@ -107,9 +114,10 @@ impl<'a> Parse<'a> {
     pub fn parse(body: &'a [u8]) -> Option<Parse<'a>> {
         let (name, rest) = cstr(body)?;
         let (query, rest) = cstr(rest)?;
-        let (n, rest) = get_i16(rest)?;
-        let n = usize::try_from(n).ok()?;
-        let param_types = rest.get(..n * 4)?;
+        // The count is unsigned on the wire as Postgres reads it (pq_getmsgint):
+        // up to 65535 declared types, as libpq and PgJDBC send.
+        let (n, rest) = get_u16(rest)?;
+        let param_types = rest.get(..n as usize * 4)?;
         Some(Parse {
             name,
             query,
@@ -142,12 +150,14 @@ impl<'a> Bind<'a> {
     pub fn parse(body: &'a [u8]) -> Option<Bind<'a>> {
         let (portal, rest) = cstr(body)?;
         let (statement, rest) = cstr(rest)?;
-        let (nf, rest) = get_i16(rest)?;
-        let nformats = usize::try_from(nf).ok()?;
+        // Counts are unsigned on the wire, as Postgres reads them (up to 65535
+        // parameters).
+        let (nf, rest) = get_u16(rest)?;
+        let nformats = nf as usize;
         let formats = rest.get(..nformats * 2)?;
         let rest = &rest[nformats * 2..];
-        let (np, params) = get_i16(rest)?;
-        let nparams = usize::try_from(np).ok()?;
+        let (np, params) = get_u16(rest)?;
+        let nparams = np as usize;
         Some(Bind {
             portal,
             statement,
@@ -207,6 +217,60 @@ impl<'a> Bind<'a> {
     }
 }
 
+/// Typed view of an Execute ('E') message body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Execute<'a> {
+    /// Portal name ("" = unnamed).
+    pub portal: &'a [u8],
+    /// Row limit (0 = all rows).
+    pub max_rows: i32,
+}
+
+impl<'a> Execute<'a> {
+    /// Parse the body (after the 5-byte header); `None` unless it is exactly a
+    /// name and a row count.
+    pub fn parse(body: &'a [u8]) -> Option<Execute<'a>> {
+        let (portal, rest) = cstr(body)?;
+        let (max_rows, rest) = get_i32(rest)?;
+        rest.is_empty().then_some(Execute { portal, max_rows })
+    }
+}
+
+/// Typed view of a Describe ('D') or Close ('C') message body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// `b'S'` (prepared statement) or `b'P'` (portal).
+    pub kind: u8,
+    /// Statement or portal name ("" = unnamed).
+    pub name: &'a [u8],
+}
+
+impl<'a> Target<'a> {
+    /// Parse the body (after the 5-byte header); `None` unless it is exactly a
+    /// kind byte `S` or `P` and one name.
+    pub fn parse(body: &'a [u8]) -> Option<Target<'a>> {
+        let (&kind, rest) = body.split_first()?;
+        let (name, rest) = cstr(rest)?;
+        (matches!(kind, b'S' | b'P') && rest.is_empty()).then_some(Target { kind, name })
+    }
+}
+
+/// Postgres's limit on the total length (length word included) of frontend
+/// messages that carry no data: `PQ_SMALL_MESSAGE_LIMIT`.
+pub const SMALL_MESSAGE_LIMIT: usize = 10_000;
+
+/// The largest total length (tag excluded, length word included) Postgres accepts
+/// for a frontend message with tag `tag`: [`SMALL_MESSAGE_LIMIT`] for Close,
+/// Describe, Execute, Flush, Sync, Terminate, CopyDone and CopyFail, `None` (only
+/// `max_message_size`) for Query, Parse, Bind, FunctionCall and CopyData. Checking it
+/// at the header lets a reader refuse an oversized message before buffering it.
+pub fn frontend_len_limit(tag: u8) -> Option<usize> {
+    match tag {
+        b'C' | b'D' | b'E' | b'H' | b'S' | b'X' | b'c' | b'f' => Some(SMALL_MESSAGE_LIMIT),
+        _ => None,
+    }
+}
+
 impl crate::router::bind::ParamValues for Bind<'_> {
     fn count(&self) -> usize {
         self.nparams
@@ -241,12 +305,19 @@ impl crate::router::bind::ParamValues for Bind<'_> {
 /// refused up front (FATAL 08P01, as Postgres does) instead of being half-routed.
 /// Returns a description of what is wrong.
 pub fn validate_frontend(tag: u8, body: &[u8]) -> Result<(), &'static str> {
+    if frontend_len_limit(tag).is_some_and(|max| body.len() + 4 > max) {
+        // Postgres: FATAL "invalid message length" (PQ_SMALL_MESSAGE_LIMIT).
+        return Err("message too long for its type");
+    }
     let nul_terminated_once =
         |b: &[u8]| b.last() == Some(&0) && memchr::memchr(0, b) == Some(b.len() - 1);
     match tag {
         b'Q' => nul_terminated_once(body)
             .then_some(())
             .ok_or("Query text must be one NUL-terminated string"),
+        b'f' => nul_terminated_once(body)
+            .then_some(())
+            .ok_or("CopyFail message must be one NUL-terminated string"),
         b'P' => {
             let p = Parse::parse(body).ok_or("malformed Parse message")?;
             let used = p.name.len() + 1 + p.query.len() + 1 + 2 + p.param_types.len();
@@ -269,27 +340,23 @@ pub fn validate_frontend(tag: u8, body: &[u8]) -> Result<(), &'static str> {
                     r.get(len as usize..).ok_or("malformed Bind message")?
                 };
             }
-            let (n, r) = get_i16(rest).ok_or("malformed Bind message")?;
-            let n = usize::try_from(n).map_err(|_| "malformed Bind message")?;
+            let (n, r) = get_u16(rest).ok_or("malformed Bind message")?;
             if b.format_count() > 1 && b.format_count() != b.param_count() {
                 return Err("Bind message has an invalid number of parameter formats");
             }
-            (r.len() == n * 2)
+            (r.len() == n as usize * 2)
                 .then_some(())
                 .ok_or("malformed Bind message")
         }
-        b'D' | b'C' => match body.split_first() {
-            Some((b'S' | b'P', name)) => nul_terminated_once(name)
-                .then_some(())
+        b'D' | b'C' => match body.first() {
+            Some(b'S' | b'P') => Target::parse(body)
+                .map(|_| ())
                 .ok_or("malformed Describe/Close message"),
             _ => Err("Describe/Close must name a statement (S) or portal (P)"),
         },
-        b'E' => {
-            let (_, rest) = cstr(body).ok_or("malformed Execute message")?;
-            (rest.len() == 4)
-                .then_some(())
-                .ok_or("malformed Execute message")
-        }
+        b'E' => Execute::parse(body)
+            .map(|_| ())
+            .ok_or("malformed Execute message"),
         b'S' | b'H' | b'X' | b'c' => body
             .is_empty()
             .then_some(())
@@ -371,5 +438,114 @@ mod tests {
         assert_eq!(p.param_type(0), Some(20));
         assert_eq!(p.param_type(1), None);
         assert!(Parse::parse(b"\0SELECT\0\0\x05").is_none());
+    }
+
+    /// Differential-fuzz finding (fuzz/README.md, wire_diff): Postgres reads the
+    /// Parse and Bind counts as unsigned 16-bit (pq_getmsgint), so a statement may
+    /// declare and bind up to 65535 parameters (libpq and PgJDBC send that many);
+    /// shardbouncer read them as i16 and refused 32768.. as malformed, closing the
+    /// client with 08P01 where Postgres runs the query.
+    #[test]
+    fn counts_are_unsigned_up_to_65535() {
+        let n: u16 = 40_000;
+        let mut p = b"s\0SELECT 1\0".to_vec();
+        p.extend_from_slice(&n.to_be_bytes());
+        for i in 0..u32::from(n) {
+            p.extend_from_slice(&(20 + i % 3).to_be_bytes());
+        }
+        assert!(validate_frontend(b'P', &p).is_ok());
+        let view = Parse::parse(&p).unwrap();
+        assert_eq!(view.param_types.len(), 4 * n as usize);
+        assert_eq!(view.param_type(39_998), Some(22)); // 20 + 39_998 % 3
+
+        // Bind: 1 format (binary), 40,000 params (NULL but the last, "x"),
+        // 40,000 result formats.
+        let mut b = b"\0s\0".to_vec();
+        b.extend_from_slice(&1u16.to_be_bytes());
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b.extend_from_slice(&n.to_be_bytes());
+        for _ in 0..n - 1 {
+            b.extend_from_slice(&(-1i32).to_be_bytes());
+        }
+        b.extend_from_slice(&1i32.to_be_bytes());
+        b.push(b'x');
+        b.extend_from_slice(&n.to_be_bytes());
+        b.extend(std::iter::repeat_n([0u8, 1], n as usize).flatten());
+        assert!(validate_frontend(b'B', &b).is_ok());
+        let view = Bind::parse(&b).unwrap();
+        assert_eq!(view.param_count(), n as usize);
+        assert_eq!(view.format(39_999), 1);
+        assert_eq!(view.param(0), Some(None));
+        assert_eq!(view.param(39_999), Some(Some(&b"x"[..])));
+        // 65535 is the most the count can say; a 65536th value is trailing garbage.
+        let mut p = b"\0\0".to_vec();
+        p.extend_from_slice(&u16::MAX.to_be_bytes());
+        p.extend(std::iter::repeat_n(0u8, 4 * 65_535));
+        assert!(validate_frontend(b'P', &p).is_ok());
+        p.extend_from_slice(&[0; 4]);
+        assert!(validate_frontend(b'P', &p).is_err());
+    }
+
+    /// Differential-fuzz finding: Postgres refuses Close, Describe, Execute, Flush,
+    /// Sync, Terminate, CopyDone and CopyFail longer than PQ_SMALL_MESSAGE_LIMIT
+    /// (FATAL "invalid message length"); shardbouncer forwarded them.
+    #[test]
+    fn small_message_types_are_limited_to_10000_bytes() {
+        let mut name = vec![b'S'];
+        name.extend(std::iter::repeat_n(b'n', SMALL_MESSAGE_LIMIT - 4 - 2));
+        name.push(0);
+        assert_eq!(name.len() + 4, SMALL_MESSAGE_LIMIT);
+        assert!(validate_frontend(b'D', &name).is_ok());
+        assert!(validate_frontend(b'C', &name).is_ok());
+        name.insert(1, b'n');
+        assert!(validate_frontend(b'D', &name).is_err());
+        assert!(validate_frontend(b'C', &name).is_err());
+        let mut exec = name[1..].to_vec();
+        exec.extend_from_slice(&[0; 4]);
+        assert!(validate_frontend(b'E', &exec).is_err());
+        // Query, Parse, Bind, CopyData are limited only by max_message_size.
+        let mut q = vec![b'x'; 2 * SMALL_MESSAGE_LIMIT];
+        q.push(0);
+        assert!(validate_frontend(b'Q', &q).is_ok());
+        assert!(validate_frontend(b'd', &q).is_ok());
+        assert_eq!(frontend_len_limit(b'S'), Some(SMALL_MESSAGE_LIMIT));
+        assert_eq!(frontend_len_limit(b'd'), None);
+    }
+
+    /// Differential-fuzz finding: a CopyFail is a NUL-terminated message (Postgres
+    /// reads it with pq_getmsgstring); shardbouncer forwarded any bytes.
+    #[test]
+    fn copy_fail_is_one_string() {
+        assert!(validate_frontend(b'f', b"client gave up\0").is_ok());
+        assert!(validate_frontend(b'f', b"\0").is_ok());
+        assert!(validate_frontend(b'f', b"").is_err());
+        assert!(validate_frontend(b'f', b"no terminator").is_err());
+    }
+
+    #[test]
+    fn execute_and_target_views() {
+        assert_eq!(
+            Execute::parse(b"p1\0\0\0\0\x0a"),
+            Some(Execute {
+                portal: b"p1",
+                max_rows: 10
+            })
+        );
+        assert_eq!(
+            Execute::parse(b"\0\xff\xff\xff\xff").map(|e| e.max_rows),
+            Some(-1)
+        );
+        assert_eq!(Execute::parse(b"\0\0\0\0\0\0"), None);
+        assert_eq!(Execute::parse(b"p1"), None);
+        assert_eq!(
+            Target::parse(b"Ps1\0"),
+            Some(Target {
+                kind: b'P',
+                name: b"s1"
+            })
+        );
+        assert_eq!(Target::parse(b"Xs1\0"), None);
+        assert_eq!(Target::parse(b"Ss1\0\0"), None);
+        assert_eq!(Target::parse(b"S"), None);
     }
 }

@@ -60,11 +60,18 @@ pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, StartupError> {
         }
         c if (c >> 16) == 3 => {
             let minor = (c & 0xffff) as u16;
-            let mut params = Vec::new();
+            let mut params: Vec<(String, String)> = Vec::new();
             let mut rest = rest;
             loop {
                 let (name, r) = cstr(rest).ok_or("startup packet is not NUL-terminated")?;
                 if name.is_empty() {
+                    // As Postgres: the terminator must be the packet's last byte.
+                    if !r.is_empty() {
+                        return Err(
+                            "invalid startup packet layout: expected terminator as last byte"
+                                .into(),
+                        );
+                    }
                     break;
                 }
                 let (value, r) = cstr(r).ok_or("startup parameter has no value")?;
@@ -75,7 +82,10 @@ pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, StartupError> {
                 params.push((name.to_owned(), value.to_owned()));
                 rest = r;
             }
-            Ok(StartupPacket::Startup { minor, params })
+            Ok(StartupPacket::Startup {
+                minor,
+                params: last_of_each(params),
+            })
         }
         c => Err(format!(
             "unsupported frontend protocol {}.{}: server supports 3.0",
@@ -83,6 +93,25 @@ pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, StartupError> {
             c & 0xffff
         )),
     }
+}
+
+/// Keep only the last occurrence of each parameter name (in the order of those
+/// last occurrences): Postgres reads the packet in order and a repeated name
+/// overwrites the earlier value, `user` and `database` included. Without this,
+/// code looking up the first `user` would authenticate someone other than the
+/// user Postgres would have logged in.
+fn last_of_each(params: Vec<(String, String)>) -> Vec<(String, String)> {
+    if params.len() < 2 {
+        return params;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(params.len());
+    let mut out: Vec<(String, String)> = params
+        .into_iter()
+        .rev()
+        .filter(|(k, _)| seen.insert(k.clone()))
+        .collect();
+    out.reverse();
+    out
 }
 
 /// Split a libpq `options` value into `-c name=value` settings (also `--name=value`),
@@ -199,5 +228,44 @@ mod tests {
         );
         assert!(parse_options("-x").is_err());
         assert!(parse_options("-c").is_err());
+    }
+
+    /// Differential-fuzz finding (fuzz/README.md, wire_diff): bytes after the
+    /// terminating empty name were ignored; Postgres refuses the packet ("invalid
+    /// startup packet layout: expected terminator as last byte").
+    #[test]
+    fn terminator_must_be_the_last_byte() {
+        let mut b = startup_body(&[("user", "app")]);
+        assert!(parse_startup(&b).is_ok());
+        b.extend_from_slice(b"database\0other\0\0");
+        let e = parse_startup(&b).unwrap_err();
+        assert!(e.contains("expected terminator as last byte"), "{e}");
+        let mut b = startup_body(&[]);
+        b.push(0);
+        assert!(parse_startup(&b).is_err());
+    }
+
+    /// Differential-fuzz finding: a repeated parameter takes its last value in
+    /// Postgres (and pgwire); shardbouncer kept every copy and its login code read
+    /// the first `user`.
+    #[test]
+    fn repeated_parameters_keep_the_last_value() {
+        let b = startup_body(&[
+            ("user", "first"),
+            ("application_name", "a"),
+            ("database", "db"),
+            ("user", "second"),
+        ]);
+        assert_eq!(
+            parse_startup(&b).unwrap(),
+            StartupPacket::Startup {
+                minor: 0,
+                params: vec![
+                    ("application_name".into(), "a".into()),
+                    ("database".into(), "db".into()),
+                    ("user".into(), "second".into()),
+                ]
+            }
+        );
     }
 }

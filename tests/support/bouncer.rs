@@ -1,7 +1,7 @@
 //! A supervised `shardbouncer` process for integration tests.
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -66,6 +66,21 @@ impl Bouncer {
     /// bouncer's dir, contents with the same `{PORT}`/`{DIR}` substitution)
     /// into the temp dir, e.g. a shard map referenced as `{DIR}/shardmap.toml`.
     pub fn start_with_files(config_toml: &str, files: &[(&str, &str)]) -> Bouncer {
+        Self::start_inner(config_toml, files, IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// Like [`Bouncer::start_with_files`], but waits for the listener on
+    /// `ready_ip` instead of 127.0.0.1: for a `[listen] addr` such as
+    /// `"[::1]:{PORT}"` (wait on `::1`) or `"[::]:{PORT}"`.
+    pub fn start_listening_on(
+        ready_ip: IpAddr,
+        config_toml: &str,
+        files: &[(&str, &str)],
+    ) -> Bouncer {
+        Self::start_inner(config_toml, files, ready_ip)
+    }
+
+    fn start_inner(config_toml: &str, files: &[(&str, &str)], ready_ip: IpAddr) -> Bouncer {
         let tmp = tempfile::Builder::new()
             .prefix("sbbouncer-")
             .tempdir()
@@ -104,7 +119,7 @@ impl Bouncer {
                 .expect("spawn shardbouncer");
             let mut child = child;
             // Blocks while it polls: let a multi-threaded test runtime move its tasks.
-            match super::wait::blocking(|| wait_ready(&mut child, port, &log_path)) {
+            match super::wait::blocking(|| wait_ready(&mut child, ready_ip, port, &log_path)) {
                 Ready::Yes => {
                     return Bouncer {
                         port,
@@ -130,7 +145,8 @@ impl Bouncer {
                 Ready::TimedOut(log) => {
                     kill_child(&mut child);
                     panic!(
-                        "shardbouncer did not accept connections on 127.0.0.1:{port} within {STARTUP_TIMEOUT:?}; log:\n{log}"
+                        "shardbouncer did not accept connections on {} within {STARTUP_TIMEOUT:?}; log:\n{log}",
+                        SocketAddr::new(ready_ip, port)
                     )
                 }
             }
@@ -146,6 +162,15 @@ impl Bouncer {
             substitute(config_toml, self.port, &self.dir),
         )
         .expect("rewrite shardbouncer.toml");
+    }
+
+    /// Like [`Bouncer::write_config`], but atomically: the new text goes to a temp
+    /// file that is renamed over the config, so a reload never reads it half written.
+    pub fn write_config_atomic(&self, config_toml: &str) {
+        let tmp = self.dir.join(".shardbouncer.toml.tmp");
+        std::fs::write(&tmp, substitute(config_toml, self.port, &self.dir))
+            .expect("write temp config");
+        std::fs::rename(&tmp, &self.config_path).expect("rename temp config");
     }
 
     /// Write (or overwrite) a file in the bouncer's dir, with the same
@@ -291,10 +316,10 @@ impl Drop for Bouncer {
     }
 }
 
-/// Poll until `child` accepts TCP connections on `port`, exits, or times out.
-fn wait_ready(child: &mut Child, port: u16, log_path: &Path) -> Ready {
+/// Poll until `child` accepts TCP connections on `ip`:`port`, exits, or times out.
+fn wait_ready(child: &mut Child, ip: IpAddr, port: u16, log_path: &Path) -> Ready {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let addr = SocketAddr::new(ip, port);
     loop {
         if let Some(status) = child.try_wait().expect("try_wait shardbouncer") {
             let log = read_lossy(log_path);

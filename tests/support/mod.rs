@@ -20,5 +20,7 @@ mod wait;
 pub use bouncer::{basic_config, shard_list, Bouncer};
 pub use pg::{PgCluster, APP_PASSWORD, APP_USER};
 pub use util::free_port;
+#[allow(unused_imports)] // for tests that block (signals, raw sockets) from async code
+pub(crate) use wait::blocking;
 #[allow(unused_imports)] // not every test crate waits
 pub use wait::{eventually, eventually_ok};

@@ -306,6 +306,72 @@ impl PgCluster {
         }
     }
 
+    /// Like [`PgCluster::restart`], but returns the server log of a failed start
+    /// instead of panicking (e.g. while a killed server's processes are exiting).
+    pub fn try_restart(&self) -> Result<(), String> {
+        self.try_start()
+    }
+
+    /// PID of the postmaster, from `postmaster.pid` (`None` when not running).
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.data.join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        process_alive(pid).then_some(pid)
+    }
+
+    /// The postmaster and every live process it started (backends, checkpointer,
+    /// walwriter, ...), postmaster first.
+    pub fn server_pids(&self) -> Vec<i32> {
+        let Some(pm) = self.postmaster_pid() else {
+            return Vec::new();
+        };
+        let mut pids = vec![pm];
+        pids.extend(children_of(pm));
+        pids
+    }
+
+    /// Send `sig` to the postmaster and then to every process it started. With
+    /// `libc::SIGSTOP` the whole server freezes (new connections wait in the
+    /// listen backlog); `libc::SIGCONT` thaws it.
+    pub fn signal_all(&self, sig: i32) {
+        let Some(pm) = self.postmaster_pid() else {
+            panic!("cluster on port {} is not running", self.port);
+        };
+        // The postmaster first, so it forks nothing new meanwhile.
+        // SAFETY: plain kill(2) on processes of our own test cluster.
+        unsafe { libc::kill(pm, sig) };
+        for pid in children_of(pm) {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+
+    /// Crash the server: SIGKILL the postmaster and all its processes at once (no
+    /// shutdown, no checkpoint), wait until they are gone, and remove the stale
+    /// `postmaster.pid` so that [`PgCluster::restart`] runs crash recovery.
+    pub fn kill9(&self) {
+        let pids = self.server_pids();
+        assert!(
+            !pids.is_empty(),
+            "cluster on port {} is not running",
+            self.port
+        );
+        for &pid in &pids {
+            // SAFETY: plain kill(2) on processes of our own test cluster.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while pids.iter().any(|&p| process_alive(p)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "processes of cluster on port {} survived SIGKILL",
+                self.port
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = std::fs::remove_file(self.data.join("postmaster.pid"));
+    }
+
     /// tokio-postgres connection string for a direct (not pooled) TCP
     /// connection to this cluster as `user`/`password` (password left out when
     /// empty) to `db`.
@@ -474,4 +540,39 @@ fn build_template() -> Option<PathBuf> {
         }
     }
     Some(fin)
+}
+
+/// Whether `pid` is a process that has not exited (a zombie counts as exited).
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        // SAFETY: kill with signal 0 only checks for existence.
+        Err(_) => unsafe { libc::kill(pid, 0) == 0 },
+    }
+}
+
+/// Live processes whose parent is `parent` (from /proc).
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    let mut f = rest.split_whitespace();
+                    let state = f.next()?;
+                    let ppid: i32 = f.next()?.parse().ok()?;
+                    Some(ppid == parent && state != "Z" && state != "X")
+                })
+                .unwrap_or(false)
+        })
+        .collect()
 }
