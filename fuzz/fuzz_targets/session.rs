@@ -81,6 +81,9 @@ struct Client {
     /// The client's statement names and its unnamed statement, as it sees them.
     names: std::collections::HashMap<Vec<u8>, Vec<u8>>,
     unnamed: Vec<u8>,
+    /// Portal names and the text each runs (a portal outlives its batch inside
+    /// a transaction, so an Execute alone may produce its rows).
+    portals: std::collections::HashMap<Vec<u8>, Vec<u8>>,
     closed: bool,
     /// Extended messages sent since the last Sync.
     ext_open: bool,
@@ -254,13 +257,21 @@ impl World {
         match t {
             b'F' => client.pending.push_back(HashSet::new()),
             b'B' => {
-                let stmt = cstr(cstr(&msg[5..]).1).0;
+                let (portal, rest) = cstr(&msg[5..]);
+                let stmt = cstr(rest).0;
                 let text = if stmt.is_empty() {
                     Some(client.unnamed.clone())
                 } else {
                     client.names.get(stmt).cloned()
                 };
                 if let Some(text) = text {
+                    client.portals.insert(portal.to_vec(), text.clone());
+                    client.open.insert(String::from_utf8_lossy(&text).trim().as_bytes().to_vec());
+                    client.open.insert(text);
+                }
+            }
+            b'E' => {
+                if let Some(text) = client.portals.get(cstr(&msg[5..]).0).cloned() {
                     client.open.insert(String::from_utf8_lossy(&text).trim().as_bytes().to_vec());
                     client.open.insert(text);
                 }
@@ -329,6 +340,7 @@ fuzz_target!(|data: &[u8]| {
                     open: HashSet::new(),
                     names: Default::default(),
                     unnamed: Vec::new(),
+                    portals: Default::default(),
                     closed: false,
                     ext_open: false,
                     copying: false,
