@@ -10,7 +10,7 @@ use shardbouncer::protocol::{
     self, frame_header, parse_error, parse_startup, startup::parse_options, Bind, FrameError,
     Parse, StartupPacket, HEADER_LEN,
 };
-use shardbouncer::server::{decode_data_row, params::parse_parameter_status};
+use shardbouncer::protocol::{parse_data_row as decode_data_row, parse_parameter_status};
 
 /// Walk `buf` as a stream of regular frames, like the session loops do.
 fn walk_frames(buf: &[u8], max: usize) {
