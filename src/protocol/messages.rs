@@ -511,8 +511,9 @@ pub fn parse_parameter_status(body: &[u8]) -> Option<(&str, &str)> {
 
 /// The parameter type OIDs of a ParameterDescription body.
 pub fn parse_parameter_description(body: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    // Unsigned, as Postgres writes it: a statement may have up to 65,535 parameters.
     let n = super::get_i16(body)
-        .map(|(n, _)| n.max(0) as usize)
+        .map(|(n, _)| n as u16 as usize)
         .unwrap_or(0);
     body.get(2..)
         .unwrap_or_default()
@@ -584,6 +585,17 @@ pub fn rewrite_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameter_description_count_is_unsigned() {
+        let mut body = 40_000u16.to_be_bytes().to_vec();
+        for i in 0..40_000u32 {
+            body.extend_from_slice(&(i % 7).to_be_bytes());
+        }
+        let oids: Vec<u32> = parse_parameter_description(&body).collect();
+        assert_eq!(oids.len(), 40_000);
+        assert_eq!(oids[39_999], 39_999 % 7);
+    }
 
     #[test]
     fn rewrite_error_drops_and_maps_fields() {

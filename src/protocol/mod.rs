@@ -61,6 +61,18 @@ pub fn frame_header(buf: &[u8], max: usize) -> Result<Option<(u8, usize)>, Frame
     Ok(Some((buf[0], total)))
 }
 
+/// [`frame_header`] for a client's message: its type's own limit
+/// ([`frontend_len_limit`]) applies too, so a Sync that claims 100 MB is refused
+/// from its header instead of being buffered first.
+pub fn frontend_frame_header(buf: &[u8], max: usize) -> Result<Option<(u8, usize)>, FrameError> {
+    let max = match buf.first().and_then(|&t| frontend_len_limit(t)) {
+        // The limit counts the length word, the frame also its tag byte.
+        Some(limit) => max.min(limit + 1),
+        None => max,
+    };
+    frame_header(buf, max)
+}
+
 /// Split a NUL-terminated string off the front of `b`: `(string, rest)`.
 #[inline]
 pub fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -357,6 +369,27 @@ pub fn validate_frontend(tag: u8, body: &[u8]) -> Result<(), &'static str> {
         b'E' => Execute::parse(body)
             .map(|_| ())
             .ok_or("malformed Execute message"),
+        b'F' => {
+            // FunctionCall: oid, argument formats, arguments, result format.
+            const BAD: &str = "malformed FunctionCall message";
+            let (_, r) = get_i32(body).ok_or(BAD)?;
+            let (nformats, r) = get_u16(r).ok_or(BAD)?;
+            let r = r.get(nformats as usize * 2..).ok_or(BAD)?;
+            let (nargs, mut rest) = get_u16(r).ok_or(BAD)?;
+            if nformats > 1 && nformats != nargs {
+                return Err("FunctionCall message has an invalid number of argument formats");
+            }
+            for _ in 0..nargs {
+                let (len, r) = get_i32(rest).ok_or(BAD)?;
+                rest = match len {
+                    -1 => r,
+                    n if n < 0 => return Err(BAD),
+                    n => r.get(n as usize..).ok_or(BAD)?,
+                };
+            }
+            let (_, r) = get_i16(rest).ok_or(BAD)?;
+            r.is_empty().then_some(()).ok_or(BAD)
+        }
         b'S' | b'H' | b'X' | b'c' => body
             .is_empty()
             .then_some(())
@@ -367,6 +400,58 @@ pub fn validate_frontend(tag: u8, body: &[u8]) -> Result<(), &'static str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn function_call_structure_is_checked() {
+        // oid 1, 1 format (text), 2 args ("42", NULL), result format 0.
+        let mut f = 1i32.to_be_bytes().to_vec();
+        f.extend_from_slice(&[0, 1, 0, 0, 0, 2]);
+        f.extend_from_slice(&2i32.to_be_bytes());
+        f.extend_from_slice(b"42");
+        f.extend_from_slice(&(-1i32).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        assert_eq!(validate_frontend(b'F', &f), Ok(()));
+        assert!(
+            validate_frontend(b'F', &f[..f.len() - 1]).is_err(),
+            "no result format"
+        );
+        let mut extra = f.clone();
+        extra.push(0);
+        assert!(validate_frontend(b'F', &extra).is_err(), "trailing bytes");
+        let mut long = f.clone();
+        long[10..14].copy_from_slice(&100i32.to_be_bytes());
+        assert!(
+            validate_frontend(b'F', &long).is_err(),
+            "argument longer than the message"
+        );
+        let mut formats = f.clone();
+        formats[4..6].copy_from_slice(&3u16.to_be_bytes());
+        assert!(
+            validate_frontend(b'F', &formats).is_err(),
+            "3 formats for 2 arguments"
+        );
+    }
+
+    #[test]
+    fn small_messages_are_refused_from_their_header() {
+        let sync = |len: i32| {
+            let mut b = vec![b'S'];
+            b.extend_from_slice(&len.to_be_bytes());
+            b
+        };
+        let max = 1 << 28;
+        // As Postgres: up to PQ_SMALL_MESSAGE_LIMIT (length word included).
+        assert_eq!(
+            frontend_frame_header(&sync(SMALL_MESSAGE_LIMIT as i32), max).unwrap(),
+            Some((b'S', SMALL_MESSAGE_LIMIT + 1))
+        );
+        assert!(frontend_frame_header(&sync(SMALL_MESSAGE_LIMIT as i32 + 1), max).is_err());
+        assert!(frontend_frame_header(&sync(100 << 20), max).is_err());
+        // A Query is limited by max_message_size only.
+        let mut q = sync(100 << 20);
+        q[0] = b'Q';
+        assert!(frontend_frame_header(&q, max).unwrap().is_some());
+    }
+
     use super::*;
 
     #[test]

@@ -378,7 +378,7 @@ impl Core {
                 }
                 continue;
             }
-            let (tag, len) = match protocol::frame_header(&self.cbuf, self.max_msg) {
+            let (tag, len) = match protocol::frontend_frame_header(&self.cbuf, self.max_msg) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => {
