@@ -125,7 +125,7 @@ fn load_routing(
     let (map, source) = match &r.shard_map {
         Some(p) => {
             let path = config.resolve(p);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
+            let text = super::read_settled(&path).map_err(|e| {
                 format!(
                     "[databases.{name}.routing] shard_map {}: {e}",
                     path.display()

@@ -573,10 +573,41 @@ pub struct Config {
 /// Virtual database names that reach the admin console.
 pub const ADMIN_DBS: [&str; 2] = ["pgbouncer", "shardbouncer"];
 
+/// Read a config or shard-map file that someone may be rewriting in place right
+/// now (`>` in a shell, an editor without atomic save): the text counts only once
+/// two reads a moment apart agree, so a reload triggered mid-write (SIGHUP, RELOAD,
+/// the file watcher) never applies half a file. A file still changing after a few
+/// tries is an error, and the running config stays.
+pub fn read_settled(path: &Path) -> std::io::Result<String> {
+    settle(
+        || std::fs::read_to_string(path),
+        std::time::Duration::from_millis(5),
+    )
+}
+
+/// Call `read` until two calls `gap` apart agree (at most 20 times).
+fn settle(
+    mut read: impl FnMut() -> std::io::Result<String>,
+    gap: std::time::Duration,
+) -> std::io::Result<String> {
+    let mut text = read()?;
+    for _ in 0..20 {
+        std::thread::sleep(gap);
+        let again = read()?;
+        if again == text {
+            return Ok(text);
+        }
+        text = again;
+    }
+    Err(std::io::Error::other(
+        "the file kept changing while it was read; write it atomically (rename a new file over it)",
+    ))
+}
+
 impl Config {
     /// Read, parse and validate a config file.
     pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
+        let text = read_settled(path)
             .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
         let mut cfg = Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         cfg.base_dir = path
@@ -815,6 +846,40 @@ shards = [ { name = "s0", host = "h" } ]
             let e = Config::parse(text).unwrap_err();
             assert!(e.contains(needle), "{text:?} gave {e:?}");
         }
+    }
+
+    #[test]
+    fn a_file_being_rewritten_is_not_read_half_written() {
+        let gap = std::time::Duration::ZERO;
+        // A writer that never stops: every read differs from the one before.
+        let mut n = 0;
+        let e = settle(
+            || {
+                n += 1;
+                Ok(format!("a = {n}"))
+            },
+            gap,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("kept changing"), "{e}");
+        // A write in progress, then done: the finished text.
+        let mut reads = ["[pool", "[pool]\nde", "[pool]\ndefault_pool_size = 5\n"].into_iter();
+        let mut last = String::new();
+        let text = settle(
+            || {
+                if let Some(r) = reads.next() {
+                    last = r.to_string();
+                }
+                Ok(last.clone())
+            },
+            gap,
+        )
+        .unwrap();
+        assert_eq!(text, "[pool]\ndefault_pool_size = 5\n");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "a = 1\n").unwrap();
+        assert_eq!(read_settled(&path).unwrap(), "a = 1\n");
     }
 
     #[test]
