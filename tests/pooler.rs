@@ -338,6 +338,29 @@ async fn session_and_statement_modes() {
     assert_eq!(int_of(&c, "SELECT 1").await, 1);
     let e = c.simple_query("BEGIN").await.unwrap_err();
     assert!(msg(&e).contains("statement pooling mode"), "{}", msg(&e));
+    // On the wire: the refusal is all the client sees (as with PgBouncer), never a
+    // BEGIN that succeeded and then a closed connection; also when the block only
+    // shows once the server has run it.
+    drop(b);
+    let b = Bouncer::start(
+        &basic_config(&[&pg], "mode = \"statement\"\n")
+            .replace("type = \"scram-sha-256\"", "type = \"trust\""),
+    );
+    for sql in [
+        "BEGIN",
+        "START TRANSACTION",
+        "SELECT 1; BEGIN",
+        "COMMIT; BEGIN",
+    ] {
+        let mut r = Raw::login(b.port, "app", "app");
+        r.query(sql);
+        let m = r.run_until(b'E');
+        assert_eq!(support::raw::tags(&m), "E", "{sql}: {m:?}");
+        assert_eq!(error_code(&m[0].1), "0A000", "{sql}");
+        assert!(r.read_msg().is_none(), "{sql}: the connection ends");
+    }
+    let c = b.connect("app", "", "app").await;
+    assert_eq!(int_of(&c, "SELECT 1").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

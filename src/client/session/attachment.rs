@@ -327,6 +327,9 @@ impl Attachment {
         let a = self;
         // `pos` = end of the run of complete frames to forward as one chunk.
         let mut pos = 0;
+        // Where the answers to the oldest request still in `pos` begin (just
+        // after the last ReadyForQuery in it).
+        let mut request_start = 0;
         loop {
             if a.s_stream_left > 0 {
                 let n = a.s_stream_left.min(a.conn.rbuf.len());
@@ -342,7 +345,7 @@ impl Attachment {
             if a.expect.front().is_some_and(|e| e.synthetic.is_some()) {
                 if pos > 0 {
                     ctx.to_client.push(a.conn.rbuf.split_to(pos).freeze());
-                    pos = 0;
+                    (pos, request_start) = (0, 0);
                 }
                 let txn = &*ctx.txn;
                 a.drain_synthetic(ctx.to_client, |s| txn.client_status(Some(s)));
@@ -372,7 +375,7 @@ impl Attachment {
                     let total = a.conn.rbuf.len();
                     ctx.to_client.push(a.conn.rbuf.split_to(total).freeze());
                     a.s_stream_left = len - (total - pos);
-                    pos = 0;
+                    (pos, request_start) = (0, 0);
                     continue;
                 }
                 break;
@@ -504,9 +507,12 @@ impl Attachment {
                                 if ctx.pool_mode == PoolMode::Statement && status != TxStatus::Idle
                                 {
                                     // Refuse before the client sees ReadyForQuery: the
-                                    // server is inside a transaction block.
-                                    if pos > 0 {
-                                        ctx.to_client.push(a.conn.rbuf.split_to(pos).freeze());
+                                    // server is inside a transaction block. Answers
+                                    // to earlier requests go out; this request's own
+                                    // (its BEGIN's CommandComplete) do not.
+                                    if request_start > 0 {
+                                        ctx.to_client
+                                            .push(a.conn.rbuf.split_to(request_start).freeze());
                                     }
                                     a.conn.broken = true;
                                     return Err(ScanStop::StatementMode);
@@ -528,10 +534,13 @@ impl Attachment {
             }
             if forward {
                 pos += len;
+                if t == tag::backend::READY_FOR_QUERY {
+                    request_start = pos;
+                }
             } else {
                 if pos > 0 {
                     ctx.to_client.push(a.conn.rbuf.split_to(pos).freeze());
-                    pos = 0;
+                    (pos, request_start) = (0, 0);
                 }
                 let _ = a.conn.rbuf.split_to(len);
                 if let Some(r) = replace {

@@ -148,6 +148,13 @@ impl Core {
                 self.unit_error(unit, &e);
                 Need::Io
             }
+            Decision::Local(Local::HoldBegin | Local::BeginAgain)
+                if self.db.settings.mode == PoolMode::Statement =>
+            {
+                // Refused before anything is answered: the client must not see a
+                // BEGIN succeed and then the connection end.
+                self.refuse_transaction_block()
+            }
             Decision::Local(l) => {
                 self.local(l, unit);
                 Need::Io

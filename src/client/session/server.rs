@@ -141,12 +141,7 @@ impl Core {
         match a.scan(&mut ctx) {
             Ok(()) => {}
             Err(ScanStop::Protocol(e)) => return self.server_protocol_error(e),
-            Err(ScanStop::StatementMode) => {
-                return Need::Close(self.fatal(
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    "transaction blocks not allowed in statement pooling mode",
-                ))
-            }
+            Err(ScanStop::StatementMode) => return self.refuse_transaction_block(),
         }
         self.drain_synthetic();
         self.check();
@@ -155,5 +150,15 @@ impl Core {
             Need::Io => self.client_data(),
             need => need,
         }
+    }
+}
+
+impl Core {
+    /// Statement pooling mode: a transaction block ends the session (as PgBouncer).
+    pub(super) fn refuse_transaction_block(&mut self) -> Need {
+        Need::Close(self.fatal(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "transaction blocks not allowed in statement pooling mode",
+        ))
     }
 }
