@@ -21,19 +21,35 @@
 //! acknowledged write is in the shard afterwards; the pools refill to their size
 //! with live servers (SHOW POOLS / SHOW SERVERS against the shard's own
 //! `pg_stat_activity`).
+//!
+//! Every scenario runs twice: in plaintext, and with TLS on both sides (`_over_tls`):
+//! clients (tokio-postgres with rustls, the raw vanishing clients with rustls) reach
+//! shardbouncer with `client_mode = "require"`, and shardbouncer reaches the shards,
+//! which run with `ssl = on`, with `server_mode = "verify-full"`. Then it is also
+//! asserted that every client connection completed a TLS handshake, that a plaintext
+//! login is refused, and that every server connection in the refilled pools is
+//! encrypted (the shards' own `pg_stat_ssl`, and `pg_stat_ssl` of `pg_backend_pid()`
+//! through shardbouncer).
 
 mod support;
 
 use shardbouncer::router::{ShardMap, TenantKey};
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::raw::Raw;
+use support::raw::{read_msg, tags, Msg};
 use support::{eventually, eventually_ok, Bouncer, PgCluster};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Workers (clients) per shard.
 const WORKERS: usize = 3;
@@ -48,7 +64,168 @@ const MAP: &str = "version = 1\nmethod = \"citus\"\n";
 /// Acknowledged writes need a durable commit: the harness turns it off for speed.
 const PG_CONF: &str = "synchronous_commit = on";
 
-fn config(shards: &[PgCluster], auth: &str, pool_size: usize) -> String {
+/// Whether clients reach shardbouncer, and shardbouncer reaches the shards, over TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tls {
+    Off,
+    On,
+}
+
+/// A CA and a certificate for `localhost` / `127.0.0.1` signed by it, as PEM files,
+/// used by the shards and by shardbouncer alike (as in tests/tls.rs).
+struct Certs {
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Certs {
+    /// Generate into a fresh dir readable by the `postgres` user (Postgres needs the
+    /// key owned by itself with mode 0600 when we run as root).
+    fn new() -> Certs {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let tmp = tempfile::Builder::new()
+            .prefix("sbcerts-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = tmp.path().to_path_buf();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "shardbouncer faults test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+        let key_path = dir.join("server.key");
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let st = std::process::Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&key_path)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        Certs { dir, _tmp: tmp }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// postgresql.conf lines enabling TLS with these files.
+    fn pg_conf(&self) -> String {
+        format!(
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            self.path("server.pem"),
+            self.path("server.key")
+        )
+    }
+
+    /// `[tls]`: clients must use TLS, and the shards' certificates are verified
+    /// against the CA and the shard host (127.0.0.1).
+    fn bouncer_conf(&self) -> String {
+        format!(
+            "[tls]\nclient_mode = \"require\"\ncert = \"{}\"\nkey = \"{}\"\n\
+             server_mode = \"verify-full\"\nserver_ca = \"{}\"\n",
+            self.path("server.pem"),
+            self.path("server.key"),
+            self.path("ca.pem")
+        )
+    }
+
+    /// A client config trusting only the test CA.
+    fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_file_iter(self.dir.join("ca.pem")).unwrap()
+        {
+            roots.add(c.unwrap()).unwrap();
+        }
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+        )
+    }
+}
+
+/// How the test's tokio-postgres clients reach shardbouncer.
+#[derive(Clone)]
+enum Connector {
+    Plain,
+    /// TLS with `sslmode=require`, the certificate verified against the test CA.
+    Tls(CountingTls),
+}
+
+impl Connector {
+    /// TLS handshakes completed through this connector (and its clones).
+    fn handshakes(&self) -> usize {
+        match self {
+            Connector::Plain => 0,
+            Connector::Tls(t) => t.done.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// tokio-postgres-rustls, counting the TLS handshakes that completed: a client
+/// connection that completed no handshake was not encrypted.
+#[derive(Clone)]
+struct CountingTls {
+    inner: MakeRustlsConnect,
+    done: Arc<AtomicUsize>,
+}
+
+type RustlsConnect = <MakeRustlsConnect as MakeTlsConnect<Socket>>::TlsConnect;
+
+struct CountingConnect {
+    inner: RustlsConnect,
+    done: Arc<AtomicUsize>,
+}
+
+impl MakeTlsConnect<Socket> for CountingTls {
+    type Stream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
+    type TlsConnect = CountingConnect;
+    type Error = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Error;
+
+    fn make_tls_connect(&mut self, domain: &str) -> Result<CountingConnect, Self::Error> {
+        Ok(CountingConnect {
+            inner: MakeTlsConnect::<Socket>::make_tls_connect(&mut self.inner, domain)?,
+            done: self.done.clone(),
+        })
+    }
+}
+
+impl TlsConnect<Socket> for CountingConnect {
+    type Stream = <RustlsConnect as TlsConnect<Socket>>::Stream;
+    type Error = <RustlsConnect as TlsConnect<Socket>>::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Stream, Self::Error>> + Send>>;
+
+    fn connect(self, stream: Socket) -> Self::Future {
+        Box::pin(async move {
+            let s = self.inner.connect(stream).await?;
+            self.done.fetch_add(1, Ordering::Relaxed);
+            Ok(s)
+        })
+    }
+}
+
+fn config(shards: &[PgCluster], auth: &str, pool_size: usize, certs: Option<&Certs>) -> String {
     format!(
         r#"[listen]
 addr = "127.0.0.1:{{PORT}}"
@@ -73,8 +250,9 @@ server_password = "secret"
 shards = [ {} ]
 [databases.app.routing]
 shard_map = "{{DIR}}/shardmap.toml"
-"#,
-        support::shard_list(shards.iter())
+{}"#,
+        support::shard_list(shards.iter()),
+        certs.map(Certs::bouncer_conf).unwrap_or_default()
     )
 }
 
@@ -83,11 +261,18 @@ struct Fixture {
     bouncer: Bouncer,
     /// `WORKERS` tenants per shard, each living on that shard.
     tenants: Vec<Vec<String>>,
+    /// With TLS on both sides: the certificates of the shards and of shardbouncer.
+    certs: Option<Certs>,
 }
 
 impl Fixture {
-    fn start(auth: &str) -> Fixture {
-        let shards: Vec<PgCluster> = (0..2).map(|_| PgCluster::start_with(PG_CONF)).collect();
+    fn start(auth: &str, tls: Tls) -> Fixture {
+        let certs = (tls == Tls::On).then(Certs::new);
+        let pg_conf = match &certs {
+            Some(c) => format!("{PG_CONF}\n{}", c.pg_conf()),
+            None => PG_CONF.to_string(),
+        };
+        let shards: Vec<PgCluster> = (0..2).map(|_| PgCluster::start_with(&pg_conf)).collect();
         for c in &shards {
             c.psql(
                 "app",
@@ -108,24 +293,59 @@ impl Fixture {
                 tenants[s].push(t);
             }
         }
-        let bouncer =
-            Bouncer::start_with_files(&config(&shards, auth, POOL), &[("shardmap.toml", MAP)]);
+        let bouncer = Bouncer::start_with_files(
+            &config(&shards, auth, POOL, certs.as_ref()),
+            &[("shardmap.toml", MAP)],
+        );
         Fixture {
             shards,
             bouncer,
             tenants,
+            certs,
+        }
+    }
+
+    fn config(&self, auth: &str, pool_size: usize) -> String {
+        config(&self.shards, auth, pool_size, self.certs.as_ref())
+    }
+
+    /// `sslmode=require` with TLS: the client gives up rather than go plaintext.
+    fn sslmode(&self) -> &'static str {
+        match self.certs {
+            Some(_) => " sslmode=require",
+            None => "",
         }
     }
 
     fn conn_str(&self, tenant: &str) -> String {
         format!(
-            "{} options='-c tenant_id={tenant}' connect_timeout=10",
-            self.bouncer.conn_str("app", "secret", "app")
+            "{} options='-c tenant_id={tenant}' connect_timeout=10{}",
+            self.bouncer.conn_str("app", "secret", "app"),
+            self.sslmode()
         )
     }
 
+    /// A new connector (with its own handshake count).
+    fn connector(&self) -> Connector {
+        match &self.certs {
+            None => Connector::Plain,
+            Some(c) => Connector::Tls(CountingTls {
+                inner: MakeRustlsConnect::new((*c.client_config()).clone()),
+                done: Arc::new(AtomicUsize::new(0)),
+            }),
+        }
+    }
+
     async fn admin(&self) -> Client {
-        self.bouncer.connect("admin", "admin", "pgbouncer").await
+        let conn_str = format!(
+            "{}{}",
+            self.bouncer.conn_str("admin", "admin", "pgbouncer"),
+            self.sslmode()
+        );
+        match connect(&conn_str, &self.connector()).await {
+            Ok(c) => c.client,
+            Err(e) => panic!("admin console: {e:?}"),
+        }
     }
 
     /// Start `WORKERS` workers per shard.
@@ -140,6 +360,7 @@ impl Fixture {
                 commits.push(n.clone());
                 workers.push(tokio::spawn(worker(Worker {
                     conn_str: self.conn_str(tenant),
+                    connector: self.connector(),
                     tenant: tenant.clone(),
                     shard,
                     id,
@@ -159,6 +380,7 @@ impl Fixture {
 
 struct Worker {
     conn_str: String,
+    connector: Connector,
     tenant: String,
     shard: usize,
     id: i32,
@@ -177,6 +399,9 @@ struct Report {
     failures: Vec<(Option<String>, String)>,
     /// Failures that did not reach the client as a connection-class error.
     unclear: Vec<String>,
+    /// Connections established, and TLS handshakes completed (0 in plaintext).
+    connects: usize,
+    handshakes: usize,
 }
 
 struct Load {
@@ -242,11 +467,20 @@ struct Conn {
     statements: Option<(tokio_postgres::Statement, tokio_postgres::Statement)>,
 }
 
-async fn connect(conn_str: &str) -> Result<Conn, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::connect(conn_str, NoTls).await?;
+async fn connect(conn_str: &str, connector: &Connector) -> Result<Conn, tokio_postgres::Error> {
+    let (client, task) = match connector {
+        Connector::Plain => {
+            let (client, conn) = tokio_postgres::connect(conn_str, NoTls).await?;
+            (client, tokio::spawn(conn))
+        }
+        Connector::Tls(tls) => {
+            let (client, conn) = tokio_postgres::connect(conn_str, tls.clone()).await?;
+            (client, tokio::spawn(conn))
+        }
+    };
     Ok(Conn {
         client,
-        task: tokio::spawn(conn),
+        task,
         statements: None,
     })
 }
@@ -307,6 +541,8 @@ async fn worker(w: Worker) -> Report {
         acked: Vec::new(),
         failures: Vec::new(),
         unclear: Vec::new(),
+        connects: 0,
+        handshakes: 0,
     };
     let mut conn: Option<Conn> = None;
     // Whether this connection already delivered a connection-class error: a
@@ -316,8 +552,11 @@ async fn worker(w: Worker) -> Report {
     while !w.stop.load(Ordering::Relaxed) {
         if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
             told = false;
-            match tokio::time::timeout(WAIT, connect(&w.conn_str)).await {
-                Ok(Ok(c)) => conn = Some(c),
+            match tokio::time::timeout(WAIT, connect(&w.conn_str, &w.connector)).await {
+                Ok(Ok(c)) => {
+                    r.connects += 1;
+                    conn = Some(c);
+                }
                 Ok(Err(e)) => {
                     let code = e.code().map(|c| c.code().to_string());
                     if !code.as_deref().is_some_and(clear_code) {
@@ -365,6 +604,7 @@ async fn worker(w: Worker) -> Report {
             }
         }
     }
+    r.handshakes = w.connector.handshakes();
     r
 }
 
@@ -392,6 +632,17 @@ fn check_reports(f: &Fixture, reports: &[Report], healthy: &[usize]) -> usize {
             affected_failures += r.failures.len();
         }
         assert!(!r.acked.is_empty(), "worker {} committed nothing", r.id);
+        if f.certs.is_some() {
+            // sslmode=require: a client connection without a handshake would be plaintext.
+            assert!(
+                r.connects > 0 && r.handshakes >= r.connects,
+                "worker {} (s{}): {} connections but {} TLS handshakes",
+                r.id,
+                r.shard,
+                r.connects,
+                r.handshakes
+            );
+        }
         let rows = f.shards[r.shard].psql(
             "app",
             &format!("SELECT seq FROM acks WHERE worker = {} ORDER BY seq", r.id),
@@ -471,6 +722,69 @@ async fn pools_refilled(f: &Fixture, max: usize) {
         Ok(())
     })
     .await;
+    if f.certs.is_some() {
+        tls_everywhere(f).await;
+    }
+}
+
+/// With TLS on both sides: a plaintext login is refused, every server connection
+/// shardbouncer holds is encrypted (each shard's own `pg_stat_ssl`), and a query of
+/// each shard's tenant through shardbouncer runs on an encrypted backend of that
+/// shard, over a client connection that completed a TLS handshake.
+async fn tls_everywhere(f: &Fixture) {
+    let plain = format!(
+        "{} options='-c tenant_id={}'",
+        f.bouncer.conn_str("app", "secret", "app"),
+        f.tenants[0][0]
+    );
+    match connect(&plain, &Connector::Plain).await {
+        Ok(_) => panic!("a plaintext client logged in with client_mode = \"require\""),
+        Err(e) => {
+            let db = e
+                .as_db_error()
+                .unwrap_or_else(|| panic!("plaintext login: {e:?}"));
+            assert_eq!(db.code().code(), "28000", "{e:?}");
+            assert!(db.message().contains("SSL required"), "{e:?}");
+        }
+    }
+    for (i, shard) in f.shards.iter().enumerate() {
+        let counts = shard.psql(
+            "postgres",
+            "SELECT count(*), count(*) FILTER (WHERE s.ssl) \
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = 'app'",
+        );
+        let (all, tls) = counts.split_once('|').expect("two columns");
+        assert!(
+            all.parse::<usize>().unwrap() >= MIN_POOL && tls == all,
+            "s{i}: {tls} of {all} server connections use TLS"
+        );
+        let connector = f.connector();
+        let c = connect(&f.conn_str(&f.tenants[i][0]), &connector)
+            .await
+            .unwrap_or_else(|e| panic!("connect as a tenant of s{i}: {e:?}"));
+        assert_eq!(
+            connector.handshakes(),
+            1,
+            "no TLS handshake toward shardbouncer"
+        );
+        let row = c
+            .client
+            .query_one(
+                "SELECT ssl, current_setting('port') FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("pg_stat_ssl through shardbouncer");
+        assert!(
+            row.get::<_, bool>(0),
+            "s{i}: the server connection is not TLS"
+        );
+        assert_eq!(
+            row.get::<_, String>(1),
+            shard.port.to_string(),
+            "tenant of s{i}"
+        );
+    }
 }
 
 /// Load, fault on s1 (`fault` gets the running load), recovery, checks. Returns
@@ -489,9 +803,9 @@ async fn under_load(f: &Fixture, fault: impl AsyncFnOnce(&Load)) -> usize {
     failures
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shard_killed_with_sigkill_and_restarted() {
-    let f = Fixture::start("scram-sha-256");
+/// A shard killed with SIGKILL and restarted while both shards are under load.
+async fn shard_killed(tls: Tls) {
+    let f = Fixture::start("scram-sha-256", tls);
     let s1 = &f.shards[1];
     let failures = under_load(&f, async |load: &Load| {
         support::blocking(|| s1.kill9());
@@ -507,14 +821,24 @@ async fn shard_killed_with_sigkill_and_restarted() {
     .await;
     // Transactions in flight on s1 when it died were told (08006/57P0x, checked
     // per failure in check_reports).
-    eprintln!("s1 failures during the crash: {failures}");
+    eprintln!("s1 failures during the crash ({tls:?}): {failures}");
     let log = f.bouncer.log();
     assert!(!log.contains("panicked"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shard_frozen_with_sigstop_then_resumed() {
-    let f = Fixture::start("scram-sha-256");
+async fn shard_killed_with_sigkill_and_restarted() {
+    shard_killed(Tls::Off).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_killed_with_sigkill_and_restarted_over_tls() {
+    shard_killed(Tls::On).await;
+}
+
+/// A shard frozen with SIGSTOP, then thawed, while both shards are under load.
+async fn shard_frozen(tls: Tls) {
+    let f = Fixture::start("scram-sha-256", tls);
     let s1 = &f.shards[1];
     let failures = under_load(&f, async |load: &Load| {
         s1.signal_all(libc::SIGSTOP);
@@ -541,8 +865,18 @@ async fn shard_frozen_with_sigstop_then_resumed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backends_terminated_with_pg_terminate_backend() {
-    let f = Fixture::start("scram-sha-256");
+async fn shard_frozen_with_sigstop_then_resumed() {
+    shard_frozen(Tls::Off).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_frozen_with_sigstop_then_resumed_over_tls() {
+    shard_frozen(Tls::On).await;
+}
+
+/// A shard's backends terminated three times while both shards are under load.
+async fn backends_terminated(tls: Tls) {
+    let f = Fixture::start("scram-sha-256", tls);
     let s1 = &f.shards[1];
     let direct = s1.connect("postgres", "", "postgres").await;
     let mut terminated = 0i64;
@@ -570,12 +904,22 @@ async fn backends_terminated_with_pg_terminate_backend() {
     })
     .await;
     assert!(terminated > 0, "no backend was terminated");
-    eprintln!("terminated {terminated} backends; s1 failures: {failures}");
+    eprintln!("terminated {terminated} backends ({tls:?}); s1 failures: {failures}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_storm_under_load() {
-    let f = Fixture::start("scram-sha-256");
+async fn backends_terminated_with_pg_terminate_backend() {
+    backends_terminated(Tls::Off).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_terminated_with_pg_terminate_backend_over_tls() {
+    backends_terminated(Tls::On).await;
+}
+
+/// SIGHUP and RELOAD again and again, with a changing pool size, under load.
+async fn reload_storm(tls: Tls) {
+    let f = Fixture::start("scram-sha-256", tls);
     let admin = f.admin().await;
     let load = f.load();
     let start = vec![0; 2 * WORKERS];
@@ -586,7 +930,7 @@ async fn reload_storm_under_load() {
         // Written atomically (rename), as config management does: a reload racing a
         // truncate-and-write could read a half-written file (see the fuzz README).
         f.bouncer
-            .write_config_atomic(&config(&f.shards, "scram-sha-256", size));
+            .write_config_atomic(&f.config("scram-sha-256", size));
         if i % 3 == 0 {
             admin.simple_query("RELOAD").await.expect("RELOAD");
         } else {
@@ -605,36 +949,201 @@ async fn reload_storm_under_load() {
     let failures = check_reports(&f, &reports, &[0, 1]);
     assert_eq!(failures, 0);
     f.bouncer
-        .write_config_atomic(&config(&f.shards, "scram-sha-256", POOL));
+        .write_config_atomic(&f.config("scram-sha-256", POOL));
     f.bouncer.signal(libc::SIGHUP);
     pools_refilled(&f, POOL + 1).await;
     let log = f.bouncer.log();
     assert!(log.matches("configuration reloaded").count() >= 10, "{log}");
 }
 
-/// Reset the connection (RST, no Terminate): the client vanishes.
-fn vanish(mut r: Raw) {
-    let _ = r.s.flush();
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on a socket we own, with a correctly sized struct.
-    unsafe {
-        libc::setsockopt(
-            r.s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-    drop(r);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_storm_under_load() {
+    reload_storm(Tls::Off).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_vanishing_mid_pipeline_copy_and_result() {
-    let f = Fixture::start("trust");
+async fn reload_storm_under_load_over_tls() {
+    reload_storm(Tls::On).await;
+}
+
+/// SSLRequest: length 8, code 1234.5679.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+/// The socket of a [`Wire`] client.
+enum WireStream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl WireStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            WireStream::Plain(s) => s,
+            WireStream::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl Read for WireStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            WireStream::Plain(s) => s.read(buf),
+            WireStream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for WireStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            WireStream::Plain(s) => s.write(buf),
+            WireStream::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            WireStream::Plain(s) => s.flush(),
+            WireStream::Tls(t) => t.flush(),
+        }
+    }
+}
+
+/// A blocking raw frontend connection (trust auth), in plaintext or over TLS, that
+/// can vanish: the socket reset, no Terminate and, over TLS, no close_notify.
+struct Wire {
+    s: WireStream,
+    out: Vec<u8>,
+}
+
+impl Wire {
+    /// Connect (with TLS when `tls` is given: SSLRequest, then a handshake verifying
+    /// the certificate for `localhost`) and log in as `app` to `app` with the tenant
+    /// as a startup parameter; reads up to the first ReadyForQuery.
+    fn login(port: u16, tenant: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Wire {
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let s = match tls {
+            None => WireStream::Plain(tcp),
+            Some(config) => {
+                tcp.write_all(&SSL_REQUEST).unwrap();
+                let mut answer = [0u8; 1];
+                tcp.read_exact(&mut answer).unwrap();
+                assert_eq!(answer[0], b'S', "shardbouncer refused the SSLRequest");
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let conn = rustls::ClientConnection::new(config, name).unwrap();
+                let mut t = rustls::StreamOwned::new(conn, tcp);
+                while t.conn.is_handshaking() {
+                    t.conn
+                        .complete_io(&mut t.sock)
+                        .expect("TLS handshake with shardbouncer");
+                }
+                assert!(t.conn.negotiated_cipher_suite().is_some(), "no TLS session");
+                WireStream::Tls(Box::new(t))
+            }
+        };
+        let mut w = Wire { s, out: Vec::new() };
+        let mut body = 196608i32.to_be_bytes().to_vec();
+        for kv in ["user", "app", "database", "app", "tenant_id", tenant] {
+            body.extend_from_slice(kv.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        w.out
+            .extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        w.out.extend_from_slice(&body);
+        let msgs = w.run_until(b'Z');
+        assert!(!tags(&msgs).contains('E'), "login failed: {msgs:?}");
+        w
+    }
+
+    fn msg(&mut self, tag: u8, body: &[u8]) -> &mut Wire {
+        self.out.push(tag);
+        self.out
+            .extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        self.out.extend_from_slice(body);
+        self
+    }
+
+    /// Parse(unnamed, sql) with no declared types.
+    fn parse(&mut self, sql: &str) -> &mut Wire {
+        let mut b = vec![0u8];
+        b.extend_from_slice(sql.as_bytes());
+        b.extend_from_slice(&[0, 0, 0]);
+        self.msg(b'P', &b)
+    }
+
+    /// Bind(unnamed portal, unnamed statement), no parameters, text results.
+    fn bind(&mut self) -> &mut Wire {
+        self.msg(b'B', &[0, 0, 0, 0, 0, 0, 0, 0])
+    }
+
+    /// Execute(unnamed portal, all rows).
+    fn execute(&mut self) -> &mut Wire {
+        self.msg(b'E', &[0, 0, 0, 0, 0])
+    }
+
+    fn sync(&mut self) -> &mut Wire {
+        self.msg(b'S', b"")
+    }
+
+    /// Simple Query.
+    fn query(&mut self, sql: &str) -> &mut Wire {
+        let mut b = sql.as_bytes().to_vec();
+        b.push(0);
+        self.msg(b'Q', &b)
+    }
+
+    fn copy_data(&mut self, data: &[u8]) -> &mut Wire {
+        self.msg(b'd', data)
+    }
+
+    /// Send what was built.
+    fn send(&mut self) {
+        let out = std::mem::take(&mut self.out);
+        self.s.write_all(&out).unwrap();
+        self.s.flush().unwrap();
+    }
+
+    /// Send what was built, then read until a message with tag `last` arrives.
+    fn run_until(&mut self, last: u8) -> Vec<Msg> {
+        self.send();
+        let mut v = Vec::new();
+        loop {
+            let m = read_msg(&mut self.s).expect("connection closed");
+            let done = m.0 == last;
+            v.push(m);
+            if done {
+                return v;
+            }
+        }
+    }
+
+    /// Reset the connection (RST, no Terminate, no close_notify): the client vanishes.
+    fn vanish(mut self) {
+        let _ = self.s.flush();
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on a socket we own, with a correctly sized struct.
+        unsafe {
+            libc::setsockopt(
+                self.s.tcp().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &linger as *const libc::linger as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        drop(self);
+    }
+}
+
+/// Clients of s1 vanish mid-pipeline, mid-COPY and mid-result while both shards
+/// are under load.
+async fn clients_vanishing(tls: Tls) {
+    let f = Fixture::start("trust", tls);
     let port = f.bouncer.port;
     let t1 = f.tenants[1][0].clone();
     let load = f.load();
@@ -642,43 +1151,36 @@ async fn clients_vanishing_mid_pipeline_copy_and_result() {
     load.progress(&start, 3, &[0, 1], "warm-up").await;
 
     let t = t1.clone();
+    let client_tls = f.certs.as_ref().map(Certs::client_config);
     support::blocking(move || {
-        let login = || Raw::login_with(port, "app", "app", &[("tenant_id", &t)]);
+        let login = || Wire::login(port, &t, client_tls.clone());
         // Mid-pipeline: three units on the wire, the first one slow, then gone.
         let mut r = login();
-        r.parse("", "SELECT pg_sleep(0.3)")
-            .bind("", &[])
-            .execute()
-            .sync();
-        r.parse("", "INSERT INTO copied VALUES ('pipeline', 1)")
-            .bind("", &[])
+        r.parse("SELECT pg_sleep(0.3)").bind().execute().sync();
+        r.parse("INSERT INTO copied VALUES ('pipeline', 1)")
+            .bind()
             .execute()
             .sync();
         r.query("SELECT 1");
         let _ = r.run_until(b'1'); // sent; ParseComplete of the first unit only
-        vanish(r);
+        r.vanish();
 
         // Mid-COPY: CopyData sent, no CopyDone.
         let mut r = login();
         r.query("COPY copied FROM STDIN");
         let msgs = r.run_until(b'G');
-        assert_eq!(support::raw::tags(&msgs).chars().last(), Some('G'));
-        for row in [&b"copy\t1\n"[..], b"copy\t2\n"] {
-            let mut m = vec![b'd'];
-            m.extend_from_slice(&(row.len() as i32 + 4).to_be_bytes());
-            m.extend_from_slice(row);
-            r.s.write_all(&m).unwrap();
-        }
-        vanish(r);
+        assert_eq!(tags(&msgs).chars().last(), Some('G'));
+        r.copy_data(b"copy\t1\n").copy_data(b"copy\t2\n").send();
+        r.vanish();
 
         // Mid-result: a large result, a few rows read.
         let mut r = login();
         r.query("SELECT g, repeat('x', 200) FROM generate_series(1, 200000) g");
         let msgs = r.run_until(b'D');
-        assert!(support::raw::tags(&msgs).ends_with('D'));
+        assert!(tags(&msgs).ends_with('D'));
         let mut some = [0u8; 4096];
         let _ = r.s.read(&mut some);
-        vanish(r);
+        r.vanish();
     });
 
     // Everybody else goes on: both shards' workers commit more.
@@ -691,10 +1193,11 @@ async fn clients_vanishing_mid_pipeline_copy_and_result() {
 
     // A new client on s1 gets clean servers: no leftover result, COPY or
     // transaction from the vanished ones.
-    let Conn { client: c, .. } = tokio::time::timeout(WAIT, connect(&f.conn_str(&t1)))
-        .await
-        .unwrap()
-        .unwrap();
+    let Conn { client: c, .. } =
+        tokio::time::timeout(WAIT, connect(&f.conn_str(&t1), &f.connector()))
+            .await
+            .unwrap()
+            .unwrap();
     for _ in 0..(2 * POOL) {
         let rows = c
             .query("SELECT 42::int, txid_current_if_assigned()", &[])
@@ -734,4 +1237,14 @@ async fn clients_vanishing_mid_pipeline_copy_and_result() {
     .await;
     drop(c);
     pools_refilled(&f, POOL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_vanishing_mid_pipeline_copy_and_result() {
+    clients_vanishing(Tls::Off).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_vanishing_mid_pipeline_copy_and_result_over_tls() {
+    clients_vanishing(Tls::On).await;
 }
