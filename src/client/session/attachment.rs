@@ -387,6 +387,23 @@ impl Attachment {
             };
             let mut replace: Option<Bytes> = None;
             let body = &rest[5..len];
+            if t == tag::backend::COMMAND_COMPLETE
+                && mode == Mode::Forward
+                && ctx.pool_mode == PoolMode::Statement
+                && (body.starts_with(b"BEGIN\0") || body.starts_with(b"START TRANSACTION\0"))
+            {
+                // Statement mode: a block opened by a statement the scan of the
+                // request did not see. Refuse before its CommandComplete goes out,
+                // even if the ReadyForQuery ('T') is still in flight: the client
+                // must never see a BEGIN succeed. (ReadyForQuery below catches
+                // blocks opened any other way.)
+                if request_start > 0 {
+                    ctx.to_client
+                        .push(a.conn.rbuf.split_to(request_start).freeze());
+                }
+                a.conn.broken = true;
+                return Err(ScanStop::StatementMode);
+            }
             match t {
                 tag::backend::PARAMETER_STATUS => {
                     if let Some((k, v)) = protocol::parse_parameter_status(body) {
