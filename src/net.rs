@@ -246,6 +246,18 @@ pub enum WriteHalf<'a> {
     Shared(tokio::io::WriteHalf<&'a mut Stream>),
 }
 
+impl ReadHalf<'_> {
+    /// Wait until the peer has sent something, without a buffer to read into (an
+    /// idle client holds none). TLS returns at once: decrypted data buffered in
+    /// the TLS state has no socket readiness to wait on.
+    pub async fn ready_to_read(&self) -> io::Result<()> {
+        match self {
+            ReadHalf::Plain(r) => r.readable().await,
+            ReadHalf::Shared(_) => Ok(()),
+        }
+    }
+}
+
 impl AsyncRead for ReadHalf<'_> {
     fn poll_read(
         self: Pin<&mut Self>,

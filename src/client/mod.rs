@@ -47,9 +47,12 @@ async fn run(
     let snap = app.snapshot.load_full();
     let login_timeout = snap.config.pool_defaults().client_login_timeout.as_std();
     let acceptor = snap.tls.acceptor.as_ref();
-    let startup = tokio::time::timeout(login_timeout, startup::read_startup(stream, acceptor))
-        .await
-        .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))??;
+    let startup = tokio::time::timeout(
+        login_timeout,
+        Box::pin(startup::read_startup(stream, acceptor)),
+    )
+    .await
+    .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))??;
     let params = match startup {
         None => return Ok(()),
         Some(Startup::Cancel { pid, secret }) => {
@@ -136,7 +139,9 @@ async fn run(
             }
         }
     }
-    let authenticated = crate::auth::login::check_and_authenticate(
+    // Boxed: the authentication exchange's future is large and lives only during
+    // login; inline it would be part of every client's task for its whole life.
+    let authenticated = Box::pin(crate::auth::login::check_and_authenticate(
         &app.auth,
         &snap,
         stream,
@@ -144,7 +149,7 @@ async fn run(
         &user,
         peer,
         login_timeout,
-    )
+    ))
     .await?;
     if let (Some(keys), Some(db)) = (authenticated.scram_keys, &db) {
         app.remember_scram_keys(&db.name, &user, keys);
@@ -178,7 +183,10 @@ async fn run(
         None => None,
     };
     let registered = Registered::new(&app.clients, handle.clone());
-    let res = session::Session::new(
+    // Nothing of the startup packet is needed past here (the session keeps what
+    // it uses): do not hold it for the session's whole life.
+    drop(params);
+    let mut session = session::Session::new(
         app.clone(),
         db,
         user,
@@ -186,9 +194,8 @@ async fn run(
         login,
         handle.clone(),
         startup_tenant,
-    )
-    .run(stream)
-    .await;
+    );
+    let res = session.run(stream).await;
     drop(registered);
     if let Err(e) = res {
         tracing::debug!(client = id, "session ended: {e}");

@@ -16,6 +16,13 @@ pub struct OutQueue {
 }
 
 impl OutQueue {
+    /// Free the queue's spare room (it is empty between transactions).
+    pub fn shrink(&mut self) {
+        if self.chunks.is_empty() && self.chunks.capacity() > 0 {
+            self.chunks = VecDeque::new();
+        }
+    }
+
     /// Queue a chunk.
     #[inline]
     pub fn push(&mut self, b: Bytes) {
@@ -38,14 +45,20 @@ impl OutQueue {
     }
 
     /// Write what the socket takes in one call; returns bytes written (0 = closed).
+    ///
+    /// The slices are built inside each poll rather than held across it: a future
+    /// holding them would be half a kilobyte bigger, in every client's task.
     pub async fn write_some<W: AsyncWrite + Unpin>(&self, w: &mut W) -> std::io::Result<usize> {
-        let mut slices = [IoSlice::new(&[]); 32];
-        let mut n = 0;
-        for (slot, c) in slices.iter_mut().zip(self.chunks.iter()) {
-            *slot = IoSlice::new(c);
-            n += 1;
-        }
-        w.write_vectored(&slices[..n]).await
+        std::future::poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); 32];
+            let mut n = 0;
+            for (slot, c) in slices.iter_mut().zip(self.chunks.iter()) {
+                *slot = IoSlice::new(c);
+                n += 1;
+            }
+            std::pin::Pin::new(&mut *w).poll_write_vectored(cx, &slices[..n])
+        })
+        .await
     }
 
     /// Drop `n` written bytes from the front.

@@ -342,25 +342,19 @@ impl Pool {
     async fn checkout_inner(&self, settings: &PoolSettings) -> Result<Checkout, PoolError> {
         let wait = settings.query_wait_timeout.non_zero();
         let deadline = wait.map(|w| tokio::time::Instant::now() + w);
-        // PAUSE holds new work here until RESUME.
-        while self.paused.load(Ordering::Acquire) {
-            let notified = self.resume.notified();
-            if !self.paused.load(Ordering::Acquire) {
-                break;
-            }
-            match deadline {
-                Some(d) => {
-                    if tokio::time::timeout_at(d, notified).await.is_err() {
-                        return Err(PoolError::WaitTimeout);
-                    }
-                }
-                None => notified.await,
-            }
+        // The slow paths (PAUSE, a full pool, a new connection) are boxed: their
+        // futures are large, and inline they would make every client's task, idle
+        // ones included, that much bigger.
+        if self.paused.load(Ordering::Acquire) {
+            Box::pin(self.wait_resumed(deadline)).await?;
         }
         if self.disabled.load(Ordering::Acquire) {
             return Err(PoolError::Closed);
         }
-        let (permit, from_reserve) = self.acquire_permit(settings, deadline).await?;
+        let (permit, from_reserve) = match self.main.sem.clone().try_acquire_owned() {
+            Ok(p) => (p, false),
+            Err(_) => Box::pin(self.acquire_permit(settings, deadline)).await?,
+        };
         // Reuse an idle server if a healthy one is there (LIFO keeps caches warm).
         loop {
             let candidate = self
@@ -378,7 +372,7 @@ impl Pool {
             }
             self.close(conn);
         }
-        match self.connect(settings).await {
+        match Box::pin(self.connect(settings)).await {
             Ok(conn) => Ok(Checkout {
                 conn,
                 permit,
@@ -389,6 +383,25 @@ impl Pool {
                 Err(PoolError::Connect(e))
             }
         }
+    }
+
+    /// PAUSE holds new work here until RESUME (or the client's wait times out).
+    async fn wait_resumed(&self, deadline: Option<tokio::time::Instant>) -> Result<(), PoolError> {
+        while self.paused.load(Ordering::Acquire) {
+            let notified = self.resume.notified();
+            if !self.paused.load(Ordering::Acquire) {
+                break;
+            }
+            match deadline {
+                Some(d) => {
+                    if tokio::time::timeout_at(d, notified).await.is_err() {
+                        return Err(PoolError::WaitTimeout);
+                    }
+                }
+                None => notified.await,
+            }
+        }
+        Ok(())
     }
 
     async fn acquire_permit(

@@ -138,9 +138,9 @@ impl Core {
             db,
             client_id,
             max_msg,
-            cbuf: BytesMut::with_capacity(8192),
+            cbuf: BytesMut::new(),
             to_client: OutQueue::default(),
-            scratch: BytesMut::with_capacity(1024),
+            scratch: BytesMut::new(),
             c_stream_left: 0,
             skip_until_sync: false,
             batch: Vec::new(),
@@ -256,6 +256,27 @@ impl Core {
     /// or work waiting for the server).
     pub fn client_buffered(&self) -> usize {
         self.cbuf.len()
+    }
+
+    /// Between transactions, give back the buffers an idle client does not need
+    /// (the driver then waits for the client's next bytes without a buffer, and
+    /// allocates one when they come): most of a pooler's clients are idle, and an
+    /// idle client should cost little more than its socket.
+    pub fn trim_idle(&mut self) {
+        if self.att.is_none()
+            && self.cbuf.is_empty()
+            && self.stalled.is_none()
+            && self.batch.is_empty()
+            && self.to_client.is_empty()
+        {
+            if self.cbuf.capacity() > 0 {
+                self.cbuf = BytesMut::new();
+            }
+            if self.scratch.capacity() > 0 {
+                self.scratch = BytesMut::new();
+            }
+            self.to_client.shrink();
+        }
     }
 
     /// Whether the driver should read from the client now.

@@ -233,8 +233,12 @@ impl Core {
                         return self.inject_error_ext(&reserved_name());
                     }
                     self.counters.server_parse();
-                    let declared = frame.slice_ref(p.param_types);
-                    self.stmts.set_unnamed(facts, frame.clone(), declared);
+                    // Kept after this read: a copy, so an idle client does not pin
+                    // the whole read buffer its Parse arrived in.
+                    let kept = Bytes::copy_from_slice(&frame);
+                    let at = p.param_types.as_ptr() as usize - frame.as_ptr() as usize;
+                    let declared = kept.slice(at..at + p.param_types.len());
+                    self.stmts.set_unnamed(facts, kept, declared);
                     if let Some(a) = self.att.as_mut() {
                         a.set_unnamed_current(true);
                     }

@@ -195,7 +195,10 @@ impl Session {
     }
 
     /// Run until the client leaves, is killed, or the process shuts down.
-    pub async fn run(mut self, stream: &mut super::ClientStream) -> Result<(), End> {
+    ///
+    /// Takes `&mut self`: an `async fn` that takes `self` by value keeps two copies
+    /// of it in its future (the argument and the moved local), 2 KiB more per client.
+    pub async fn run(&mut self, stream: &mut super::ClientStream) -> Result<(), End> {
         self.greet(stream).await?;
         let res = self.event_loop(stream).await;
         // Whatever it held no longer counts against the budget.
@@ -236,6 +239,7 @@ impl Session {
             let need = self.core.client_data();
             self.serve(need).await?;
             self.account_buffered();
+            self.core.trim_idle();
             if self.server.is_none() && self.app.shutting_down.load(Ordering::Acquire) {
                 return Err(self
                     .core
@@ -577,6 +581,10 @@ impl Session {
             r = server_write => Event::ServerWrote(r),
             r = server_read => Event::ServerRead(r),
             r = async {
+                if cbuf.capacity() == 0 {
+                    // Idle (see Core::trim_idle): no buffer until there is data.
+                    cr.ready_to_read().await?;
+                }
                 if cbuf.capacity() - cbuf.len() < 4096 {
                     cbuf.reserve(8192);
                 }
