@@ -1086,3 +1086,59 @@ async fn memory_goes_back_after_a_burst_of_clients() {
     .await;
     assert_eq!(int_of(&c, "SELECT 1").await, 1);
 }
+
+/// ParameterStatus values of a login, by name.
+fn reported(msgs: &[support::raw::Msg], name: &str) -> Option<String> {
+    msgs.iter().filter(|(t, _)| *t == b'S').find_map(|(_, b)| {
+        let (k, v) = shardbouncer::protocol::parse_parameter_status(b)?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_parameters_are_reported_in_postgres_spelling_and_bad_ones_refused() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "").replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    // asyncpg sends `utf-8`, PgJDBC `ISO`; what Postgres reports is what the driver checks.
+    let cases: &[&[(&str, &str)]] = &[
+        &[("client_encoding", "utf-8")],
+        &[("client_encoding", "eucjp")],
+        &[("client_encoding", "Windows-1252"), ("DateStyle", "iso")],
+        &[("DateStyle", "German")],
+        &[("DateStyle", "sql, european")],
+        &[("options", "-c client_encoding=latin1 -c datestyle=ymd")],
+    ];
+    for params in cases {
+        let (_d, direct) = support::raw::Raw::startup(pg.port, "trustuser", "app", params);
+        let (mut r, via) = Raw::startup(b.port, "app", "app", params);
+        assert_eq!(direct.last().map(|m| m.0), Some(b'Z'), "direct {params:?}: {direct:?}");
+        assert_eq!(via.last().map(|m| m.0), Some(b'Z'), "bouncer {params:?}: {via:?}");
+        for name in ["client_encoding", "DateStyle"] {
+            assert_eq!(
+                reported(&via, name),
+                reported(&direct, name),
+                "{name} for {params:?}"
+            );
+        }
+        // The client's servers run with that value too.
+        let msgs = r.query("SHOW client_encoding").run(1);
+        assert_eq!(
+            support::raw::first_column(&msgs),
+            vec![reported(&direct, "client_encoding").unwrap()],
+            "{params:?}"
+        );
+    }
+    // What Postgres refuses at login is refused, with its SQLSTATE.
+    for params in [
+        &[("client_encoding", "utf-9")][..],
+        &[("DateStyle", "ISO, SQL")][..],
+        &[("options", "-c client_encoding=nonsense")][..],
+    ] {
+        let (_d, direct) = Raw::startup(pg.port, "trustuser", "app", params);
+        let (_r, via) = Raw::startup(b.port, "app", "app", params);
+        assert_eq!(support::raw::error_codes(&direct), vec!["22023"], "direct {params:?}");
+        assert_eq!(support::raw::error_codes(&via), vec!["22023"], "bouncer {params:?}");
+        assert!(!via.iter().any(|(t, _)| *t == b'Z'), "{params:?}: {via:?}");
+    }
+}

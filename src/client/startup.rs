@@ -144,10 +144,19 @@ impl ClientLogin {
         let mut out = ClientLogin::default();
         let add = |k: &str, v: &str, out: &mut ClientLogin| {
             if let Some(c) = params::canonical(k) {
-                out.reported.set(c, v);
+                // Refused here as Postgres refuses it at login, and kept in the
+                // spelling Postgres reports (`utf-8` is announced as `UTF8`).
+                let v = params::canonical_value(c, v, "ISO, MDY").ok_or_else(|| {
+                    LoginError::new(
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        format!("invalid value for parameter \"{k}\": \"{v}\""),
+                    )
+                })?;
+                out.reported.set(c, &v);
             } else {
                 out.unreported.set(&k.to_ascii_lowercase(), v);
             }
+            Ok::<(), LoginError>(())
         };
         for (k, v) in params {
             match k.as_str() {
@@ -157,12 +166,12 @@ impl ClientLogin {
                         .map_err(|e| LoginError::new(sqlstate::PROTOCOL_VIOLATION, e))?;
                     for (k, v) in opts {
                         out.settings.push((k.clone(), v.clone()));
-                        add(&k, &v, &mut out);
+                        add(&k, &v, &mut out)?;
                     }
                 }
                 _ => {
                     out.settings.push((k.clone(), v.clone()));
-                    add(k, v, &mut out);
+                    add(k, v, &mut out)?;
                 }
             }
         }

@@ -20,6 +20,224 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         .find(|p| p.eq_ignore_ascii_case(name))
 }
 
+/// Postgres's encoding aliases (`pg_encname_tbl` in `src/common/encnames.c`) with
+/// the canonical name each stands for, keyed by the alias reduced to lowercase
+/// letters and digits, as Postgres reduces it before looking it up.
+const ENCODINGS: &[(&str, &str)] = &[
+    ("abc", "WIN1258"),
+    ("alt", "WIN866"),
+    ("big5", "BIG5"),
+    ("euccn", "EUC_CN"),
+    ("eucjis2004", "EUC_JIS_2004"),
+    ("eucjp", "EUC_JP"),
+    ("euckr", "EUC_KR"),
+    ("euctw", "EUC_TW"),
+    ("gb18030", "GB18030"),
+    ("gbk", "GBK"),
+    ("iso88591", "LATIN1"),
+    ("iso885910", "LATIN6"),
+    ("iso885913", "LATIN7"),
+    ("iso885914", "LATIN8"),
+    ("iso885915", "LATIN9"),
+    ("iso885916", "LATIN10"),
+    ("iso88592", "LATIN2"),
+    ("iso88593", "LATIN3"),
+    ("iso88594", "LATIN4"),
+    ("iso88595", "ISO_8859_5"),
+    ("iso88596", "ISO_8859_6"),
+    ("iso88597", "ISO_8859_7"),
+    ("iso88598", "ISO_8859_8"),
+    ("iso88599", "LATIN5"),
+    ("johab", "JOHAB"),
+    ("koi8", "KOI8R"),
+    ("koi8r", "KOI8R"),
+    ("koi8u", "KOI8U"),
+    ("latin1", "LATIN1"),
+    ("latin10", "LATIN10"),
+    ("latin2", "LATIN2"),
+    ("latin3", "LATIN3"),
+    ("latin4", "LATIN4"),
+    ("latin5", "LATIN5"),
+    ("latin6", "LATIN6"),
+    ("latin7", "LATIN7"),
+    ("latin8", "LATIN8"),
+    ("latin9", "LATIN9"),
+    ("mskanji", "SJIS"),
+    ("muleinternal", "MULE_INTERNAL"),
+    ("shiftjis", "SJIS"),
+    ("shiftjis2004", "SHIFT_JIS_2004"),
+    ("sjis", "SJIS"),
+    ("sqlascii", "SQL_ASCII"),
+    ("tcvn", "WIN1258"),
+    ("tcvn5712", "WIN1258"),
+    ("uhc", "UHC"),
+    ("unicode", "UTF8"),
+    ("utf8", "UTF8"),
+    ("vscii", "WIN1258"),
+    ("win", "WIN1251"),
+    ("win1250", "WIN1250"),
+    ("win1251", "WIN1251"),
+    ("win1252", "WIN1252"),
+    ("win1253", "WIN1253"),
+    ("win1254", "WIN1254"),
+    ("win1255", "WIN1255"),
+    ("win1256", "WIN1256"),
+    ("win1257", "WIN1257"),
+    ("win1258", "WIN1258"),
+    ("win866", "WIN866"),
+    ("win874", "WIN874"),
+    ("win932", "SJIS"),
+    ("win936", "GBK"),
+    ("win949", "UHC"),
+    ("win950", "BIG5"),
+    ("windows1250", "WIN1250"),
+    ("windows1251", "WIN1251"),
+    ("windows1252", "WIN1252"),
+    ("windows1253", "WIN1253"),
+    ("windows1254", "WIN1254"),
+    ("windows1255", "WIN1255"),
+    ("windows1256", "WIN1256"),
+    ("windows1257", "WIN1257"),
+    ("windows1258", "WIN1258"),
+    ("windows866", "WIN866"),
+    ("windows874", "WIN874"),
+    ("windows932", "SJIS"),
+    ("windows936", "GBK"),
+    ("windows949", "UHC"),
+    ("windows950", "BIG5"),
+];
+
+/// The canonical name of a client encoding (`utf-8` → `UTF8`, `eucjp` → `EUC_JP`),
+/// or `None` when Postgres would refuse it.
+pub fn canonical_encoding(name: &str) -> Option<&'static str> {
+    // Postgres keeps only ASCII letters and digits and refuses names of 64 bytes or more.
+    if name.is_empty() || name.len() >= 64 {
+        return None;
+    }
+    let key: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    ENCODINGS
+        .binary_search_by(|(alias, _)| alias.cmp(&key.as_str()))
+        .ok()
+        .map(|i| ENCODINGS[i].1)
+}
+
+/// The canonical spelling of a DateStyle (`iso` → `ISO, MDY`), as Postgres's
+/// `check_datestyle` forms it: parts not given come from `current` (the server's
+/// value at login). `None` when Postgres would refuse it.
+pub fn canonical_datestyle(value: &str, current: &str) -> Option<String> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Style {
+        Iso,
+        Sql,
+        Postgres,
+        German,
+    }
+    #[derive(Clone, Copy, PartialEq)]
+    enum Order {
+        Ymd,
+        Dmy,
+        Mdy,
+    }
+    fn parse(
+        value: &str,
+        mut style: Style,
+        mut order: Order,
+        dflt: (Style, Order),
+    ) -> Option<(Style, Order)> {
+        let (mut have_style, mut have_order) = (false, false);
+        if value
+            .trim_matches(|c: char| c.is_ascii_whitespace())
+            .is_empty()
+        {
+            return Some((style, order)); // Postgres takes an empty list as "no change"
+        }
+        for raw in value.split(',') {
+            let tok = raw.trim_matches(|c: char| c.is_ascii_whitespace());
+            let tok = tok
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .unwrap_or(tok);
+            let starts = |p: &str| {
+                tok.len() >= p.len() && tok.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+            };
+            let is = |w: &str| tok.eq_ignore_ascii_case(w);
+            let (s, o) = if is("ISO") {
+                (Some(Style::Iso), None)
+            } else if is("SQL") {
+                (Some(Style::Sql), None)
+            } else if starts("POSTGRES") {
+                (Some(Style::Postgres), None)
+            } else if is("GERMAN") {
+                if !have_order {
+                    order = Order::Dmy;
+                }
+                (Some(Style::German), None)
+            } else if is("YMD") {
+                (None, Some(Order::Ymd))
+            } else if is("DMY") || starts("EURO") {
+                (None, Some(Order::Dmy))
+            } else if is("MDY") || is("US") || starts("NONEURO") {
+                (None, Some(Order::Mdy))
+            } else if is("DEFAULT") {
+                if !have_style {
+                    style = dflt.0;
+                }
+                if !have_order {
+                    order = dflt.1;
+                }
+                (None, None)
+            } else {
+                return None;
+            };
+            if let Some(s) = s {
+                if have_style && style != s {
+                    return None; // conflicting styles
+                }
+                style = s;
+                have_style = true;
+            }
+            if let Some(o) = o {
+                if have_order && order != o {
+                    return None; // conflicting orders
+                }
+                order = o;
+                have_order = true;
+            }
+        }
+        Some((style, order))
+    }
+    let boot = (Style::Iso, Order::Mdy);
+    let cur = parse(current, boot.0, boot.1, boot).unwrap_or(boot);
+    let (style, order) = parse(value, cur.0, cur.1, cur)?;
+    let style = match style {
+        Style::Iso => "ISO",
+        Style::Sql => "SQL",
+        Style::Postgres => "Postgres",
+        Style::German => "German",
+    };
+    let order = match order {
+        Order::Ymd => "YMD",
+        Order::Dmy => "DMY",
+        Order::Mdy => "MDY",
+    };
+    Some(format!("{style}, {order}"))
+}
+
+/// The value Postgres would report for a tracked parameter set to `value` at login,
+/// with `current` the server's own value; `None` when Postgres would refuse it.
+/// Parameters Postgres reports as given come back unchanged.
+pub fn canonical_value(name: &str, value: &str, current: &str) -> Option<String> {
+    match name {
+        "client_encoding" => canonical_encoding(value).map(str::to_string),
+        "DateStyle" => canonical_datestyle(value, current),
+        _ => Some(value.to_string()),
+    }
+}
+
 /// A small name → value map. Linear search: it holds about a dozen entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParamSet(Vec<(String, String)>);
@@ -75,6 +293,63 @@ mod tests {
         assert_eq!(canonical("datestyle"), Some("DateStyle"));
         assert_eq!(canonical("TIMEZONE"), Some("TimeZone"));
         assert_eq!(canonical("work_mem"), None);
+    }
+
+    #[test]
+    fn encodings_are_spelled_as_postgres_reports_them() {
+        assert!(
+            ENCODINGS.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted for binary search"
+        );
+        for (given, want) in [
+            ("utf-8", "UTF8"),
+            ("UTF8", "UTF8"),
+            ("unicode", "UTF8"),
+            ("eucjp", "EUC_JP"),
+            ("EUC_JP", "EUC_JP"),
+            ("iso-8859-1", "LATIN1"),
+            ("ISO_8859_5", "ISO_8859_5"),
+            ("sql_ascii", "SQL_ASCII"),
+            ("Windows-1252", "WIN1252"),
+            ("shift_jis_2004", "SHIFT_JIS_2004"),
+        ] {
+            assert_eq!(canonical_encoding(given), Some(want), "{given}");
+        }
+        // Every canonical name maps to itself.
+        for (_, c) in ENCODINGS {
+            assert_eq!(canonical_encoding(c), Some(*c));
+        }
+        for bad in ["", "utf-9", "auto", "x", &"u".repeat(64)] {
+            assert_eq!(canonical_encoding(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn datestyles_are_spelled_as_postgres_reports_them() {
+        for (given, current, want) in [
+            ("ISO", "ISO, MDY", "ISO, MDY"),
+            ("iso", "ISO, DMY", "ISO, DMY"),
+            ("iso, dmy", "ISO, MDY", "ISO, DMY"),
+            ("German", "ISO, MDY", "German, DMY"),
+            ("German, MDY", "ISO, MDY", "German, MDY"),
+            ("MDY, German", "ISO, YMD", "German, MDY"),
+            ("postgresql", "ISO, MDY", "Postgres, MDY"),
+            ("SQL, european", "ISO, MDY", "SQL, DMY"),
+            ("sql, noneuropean", "ISO, DMY", "SQL, MDY"),
+            ("US", "SQL, DMY", "SQL, MDY"),
+            ("default", "SQL, DMY", "SQL, DMY"),
+            ("", "SQL, DMY", "SQL, DMY"),
+            (" \"ISO\" , YMD ", "SQL, MDY", "ISO, YMD"),
+        ] {
+            assert_eq!(
+                canonical_datestyle(given, current).as_deref(),
+                Some(want),
+                "{given}"
+            );
+        }
+        for bad in ["ISO, SQL", "DMY, MDY", "bogus", "ISO,", ", ISO"] {
+            assert_eq!(canonical_datestyle(bad, "ISO, MDY"), None, "{bad}");
+        }
     }
 
     #[test]

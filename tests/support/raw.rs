@@ -25,6 +25,17 @@ impl Raw {
     /// Like [`Raw::login`], with extra startup parameters (e.g. `("tenant_id", "42")`
     /// or `("options", "-c tenant_id=42")`).
     pub fn login_with(port: u16, user: &str, db: &str, params: &[(&str, &str)]) -> Raw {
+        let (r, msgs) = Raw::startup(port, user, db, params);
+        assert!(
+            msgs.iter().any(|(t, _)| *t == b'Z'),
+            "login failed: {msgs:?}"
+        );
+        r
+    }
+
+    /// Send a startup packet and return what came back up to the first
+    /// ReadyForQuery or error (ParameterStatus values, a refusal, ...).
+    pub fn startup(port: u16, user: &str, db: &str, params: &[(&str, &str)]) -> (Raw, Vec<Msg>) {
         let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut r = Raw { s, out: Vec::new() };
@@ -38,12 +49,16 @@ impl Raw {
         let mut pkt = ((body.len() + 4) as i32).to_be_bytes().to_vec();
         pkt.extend_from_slice(&body);
         r.s.write_all(&pkt).unwrap();
-        let msgs = r.read_until_ready();
-        assert!(
-            msgs.iter().any(|(t, _)| *t == b'Z'),
-            "login failed: {msgs:?}"
-        );
-        r
+        let mut msgs = Vec::new();
+        // A refused login ends with an ErrorResponse and a closed socket.
+        while let Some(m) = r.read_msg() {
+            let done = m.0 == b'Z';
+            msgs.push(m);
+            if done {
+                break;
+            }
+        }
+        (r, msgs)
     }
 
     fn msg(&mut self, tag: u8, body: &[u8]) -> &mut Raw {

@@ -175,7 +175,10 @@ impl Session {
         }
         let mut ps = defaults.unwrap_or_else(fallback_params);
         for (k, v) in self.core.reported().iter() {
-            ps.set(k, v);
+            // A DateStyle given in part takes the rest from the server's own value.
+            let v = crate::server::params::canonical_value(k, v, ps.get(k).unwrap_or("ISO, MDY"))
+                .unwrap_or_else(|| v.to_string());
+            ps.set(k, &v);
         }
         self.core.greeted(&ps);
         let mut out = bytes::BytesMut::new();

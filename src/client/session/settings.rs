@@ -64,6 +64,14 @@ impl Settings {
     /// The parameters announced at login (they fix the lexing mode too).
     pub(super) fn greeted(&mut self, announced: &ParamSet) {
         self.std_strings = announced.get("standard_conforming_strings") != Some("off");
+        // What the client set, in the spelling it was announced in, so that its
+        // servers are compared against (and set to) what the client was told.
+        let keys: Vec<String> = self.reported.iter().map(|(k, _)| k.to_string()).collect();
+        for k in keys {
+            if let Some(v) = announced.get(&k) {
+                self.reported.set(&k, v);
+            }
+        }
     }
 
     /// A ParameterStatus from the client's server: the client's view follows it.
