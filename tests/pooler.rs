@@ -1112,8 +1112,16 @@ async fn login_parameters_are_reported_in_postgres_spelling_and_bad_ones_refused
     for params in cases {
         let (_d, direct) = support::raw::Raw::startup(pg.port, "trustuser", "app", params);
         let (mut r, via) = Raw::startup(b.port, "app", "app", params);
-        assert_eq!(direct.last().map(|m| m.0), Some(b'Z'), "direct {params:?}: {direct:?}");
-        assert_eq!(via.last().map(|m| m.0), Some(b'Z'), "bouncer {params:?}: {via:?}");
+        assert_eq!(
+            direct.last().map(|m| m.0),
+            Some(b'Z'),
+            "direct {params:?}: {direct:?}"
+        );
+        assert_eq!(
+            via.last().map(|m| m.0),
+            Some(b'Z'),
+            "bouncer {params:?}: {via:?}"
+        );
         for name in ["client_encoding", "DateStyle"] {
             assert_eq!(
                 reported(&via, name),
@@ -1137,8 +1145,16 @@ async fn login_parameters_are_reported_in_postgres_spelling_and_bad_ones_refused
     ] {
         let (_d, direct) = Raw::startup(pg.port, "trustuser", "app", params);
         let (_r, via) = Raw::startup(b.port, "app", "app", params);
-        assert_eq!(support::raw::error_codes(&direct), vec!["22023"], "direct {params:?}");
-        assert_eq!(support::raw::error_codes(&via), vec!["22023"], "bouncer {params:?}");
+        assert_eq!(
+            support::raw::error_codes(&direct),
+            vec!["22023"],
+            "direct {params:?}"
+        );
+        assert_eq!(
+            support::raw::error_codes(&via),
+            vec!["22023"],
+            "bouncer {params:?}"
+        );
         assert!(!via.iter().any(|(t, _)| *t == b'Z'), "{params:?}: {via:?}");
     }
 }

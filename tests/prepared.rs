@@ -511,3 +511,135 @@ async fn error_paths_match_postgres_field_for_field() {
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// What a driver sees when the objects its prepared statements use change: each
+/// step's rows or SQLSTATE. Run against Postgres directly and through
+/// shardbouncer, the answers must match.
+async fn ddl_between_statements(
+    c: &tokio_postgres::Client,
+    other: &tokio_postgres::Client,
+) -> Vec<String> {
+    async fn rows(c: &tokio_postgres::Client, st: &tokio_postgres::Statement, p: &str) -> String {
+        match c.query(st, &[&p]).await {
+            Ok(rows) => rows
+                .iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| r.get::<_, Option<String>>(i).unwrap_or_default())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .collect::<Vec<_>>()
+                .join(";"),
+            Err(e) => format!("error {}", e.code().map(|c| c.code()).unwrap_or("?")),
+        }
+    }
+    let mut out = Vec::new();
+    c.batch_execute(
+        "DROP TABLE IF EXISTS feel; DROP TYPE IF EXISTS mood; DROP TABLE IF EXISTS wide;
+         CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE feel(id int, m mood);
+         INSERT INTO feel VALUES (1, 'ok'); CREATE TABLE wide(a text); INSERT INTO wide VALUES ('x')",
+    )
+    .await
+    .unwrap();
+    let enum_sql = "SELECT m::text, $1::text::mood::text FROM feel WHERE id = 1";
+    let wide_sql = "SELECT *, $1::text FROM wide";
+    // Both clients prepare both texts, so every server may hold copies.
+    let mut kept = Vec::new();
+    for cl in [c, other] {
+        let st = cl.prepare(enum_sql).await.unwrap();
+        out.push(rows(cl, &st, "sad").await);
+        let st = cl.prepare(wide_sql).await.unwrap();
+        out.push(rows(cl, &st, "p").await);
+        kept.push(st);
+    }
+    let old = kept.swap_remove(0);
+    drop(kept);
+    // The type is dropped and created again (new OID); the table gets a column.
+    other
+        .batch_execute(
+            "DROP TABLE feel; DROP TYPE mood; CREATE TYPE mood AS ENUM ('sad', 'ok', 'glad');
+             CREATE TABLE feel(id int, m mood); INSERT INTO feel VALUES (1, 'glad');
+             ALTER TABLE wide ADD COLUMN b text DEFAULT 'y'",
+        )
+        .await
+        .unwrap();
+    // A statement prepared before the change fails as Postgres fails it ...
+    out.push(rows(c, &old, "q").await);
+    drop(old);
+    // ... and one prepared after it (the old one closed, as drivers do) works.
+    let st = c.prepare(enum_sql).await.unwrap();
+    out.push(rows(c, &st, "glad").await);
+    let st = c.prepare(wide_sql).await.unwrap();
+    out.push(rows(c, &st, "r").await);
+    // psycopg's way: DEALLOCATE ALL after DDL, then prepare again.
+    other
+        .batch_execute("ALTER TABLE wide ADD COLUMN z text DEFAULT 'z'")
+        .await
+        .unwrap();
+    c.batch_execute("DEALLOCATE ALL").await.unwrap();
+    let st = c.prepare(wide_sql).await.unwrap();
+    out.push(rows(c, &st, "s").await);
+    // The other client's statements, prepared before the changes, re-prepared.
+    for _ in 0..3 {
+        let st = other.prepare(enum_sql).await.unwrap();
+        out.push(rows(other, &st, "ok").await);
+        let st = other.prepare(wide_sql).await.unwrap();
+        out.push(rows(other, &st, "t").await);
+    }
+    // SQL-level statements are Postgres's own: PREPARE, EXECUTE, DEALLOCATE.
+    for sql in [
+        "BEGIN",
+        "PREPARE p AS SELECT 1::text",
+        "EXECUTE p",
+        "DEALLOCATE p",
+        "PREPARE p AS SELECT 2::text",
+        "DEALLOCATE ALL",
+        "PREPARE p AS SELECT 3::text",
+        "EXECUTE p",
+        "DEALLOCATE PREPARE p",
+        "DEALLOCATE nosuch",
+        "ROLLBACK",
+    ] {
+        out.push(match c.simple_query(sql).await {
+            Ok(msgs) => msgs
+                .iter()
+                .map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        r.get(0).unwrap_or("").to_string()
+                    }
+                    tokio_postgres::SimpleQueryMessage::CommandComplete(n) => format!("ok {n}"),
+                    _ => String::new(),
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+            Err(e) => format!("{sql}: error {}", e.code().map(|c| c.code()).unwrap_or("?")),
+        });
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_server_statements_are_prepared_afresh_as_postgres_would() {
+    let pg = PgCluster::start();
+    let direct = ddl_between_statements(
+        &pg.connect("app", "secret", "app").await,
+        &pg.connect("app", "secret", "app").await,
+    )
+    .await;
+    // Sanity: the scenario does exercise both a failure and the recovery.
+    assert!(direct.iter().any(|r| r == "error 0A000"), "{direct:?}");
+    assert!(direct.iter().any(|r| r == "glad,glad"), "{direct:?}");
+    for mode in ["transaction", "session"] {
+        let b = Bouncer::start(&basic_config(
+            &[&pg],
+            &format!("mode = \"{mode}\"\ndefault_pool_size = 2\n"),
+        ));
+        let via = ddl_between_statements(
+            &b.connect("app", "secret", "app").await,
+            &b.connect("app", "secret", "app").await,
+        )
+        .await;
+        assert_eq!(via, direct, "{mode} mode");
+    }
+}

@@ -6,6 +6,15 @@
 //! uses that statement. Each server keeps an LRU of what it has prepared, bounded by
 //! `max_prepared_statements`; statements a server lacks are prepared lazily right
 //! before the Bind or Describe that needs them.
+//!
+//! A server's copy can go stale while its text stays the same: a type it names is
+//! dropped and created again, a table's columns change. Drivers answer that by
+//! closing or `DEALLOCATE`-ing their statement and preparing it again, and expect
+//! a fresh plan. So a client's statement carries the moment its name was last
+//! deallocated ([`StmtDef::not_before`]), each server copy the moment it was
+//! prepared, both on one process-wide clock ([`tick`]); an older copy is not used
+//! for that statement. A copy that a server reports as stale (a cached-plan error)
+//! is not used again either. Stale copies are closed when their server is next idle.
 
 use crate::protocol::{self, Parse};
 use crate::router::bind::ParamTypes;
@@ -13,7 +22,16 @@ use crate::router::Facts;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+
+/// The clock that orders preparations and deallocations (see the module docs).
+static CLOCK: AtomicU64 = AtomicU64::new(1);
+
+/// A new, strictly later moment on the statement clock.
+pub fn tick() -> u64 {
+    CLOCK.fetch_add(1, Ordering::Relaxed)
+}
 
 /// A statement as prepared on servers.
 #[derive(Debug)]
@@ -31,6 +49,9 @@ pub struct StmtDef {
     pub facts: Facts,
     /// Parameter types reported by the server (ParameterDescription), if seen.
     pub described: OnceLock<Vec<u32>>,
+    /// Server copies prepared before this moment are not used for this
+    /// statement: its client deallocated the same text then (0: any copy).
+    pub not_before: u64,
 }
 
 impl StmtDef {
@@ -53,6 +74,7 @@ impl StmtDef {
             types: types.freeze(),
             facts,
             described: OnceLock::new(),
+            not_before: 0,
         }
     }
 
@@ -83,52 +105,119 @@ impl StmtDef {
     }
 }
 
+/// Whether a server can run a statement under its content-addressed name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Prepared there, and fresh enough.
+    Ready,
+    /// Not prepared there.
+    Missing,
+    /// Prepared there, but too old for this statement or reported stale: the
+    /// name cannot be used, nor prepared again until the old copy is closed.
+    Stale,
+}
+
+/// One statement prepared on a server.
+#[derive(Debug)]
+struct ServerCopy {
+    def: Arc<StmtDef>,
+    /// Last use, for the LRU.
+    used: u64,
+    /// When it was prepared, on the statement clock.
+    prepared_at: u64,
+    /// Not to be used again; closed when the server is next idle.
+    stale: bool,
+}
+
 /// Statements prepared on one server, with least-recently-used eviction.
 #[derive(Debug, Default)]
 pub struct ServerStatements {
-    map: HashMap<u64, (Arc<StmtDef>, u64)>,
+    map: HashMap<u64, ServerCopy>,
     tick: u64,
 }
 
 impl ServerStatements {
-    /// Whether this exact statement is prepared here (and mark it used).
-    pub fn touch(&mut self, def: &StmtDef) -> bool {
+    /// Whether this exact statement can run here under its name (and mark it used).
+    pub fn touch(&mut self, def: &StmtDef) -> Held {
         self.tick += 1;
         match self.map.get_mut(&def.hash) {
-            Some((d, t)) if d.same(def) => {
-                *t = self.tick;
-                true
+            Some(c) if c.def.same(def) => {
+                if c.prepared_at < def.not_before {
+                    c.stale = true;
+                }
+                if c.stale {
+                    return Held::Stale;
+                }
+                c.used = self.tick;
+                Held::Ready
             }
-            _ => false,
+            // Another text under the same hash (a collision): not usable, and
+            // not preparable under that name while it is there.
+            Some(_) => Held::Stale,
+            None => Held::Missing,
         }
     }
 
     /// Record a statement as prepared (or being prepared: a Parse is in flight).
     pub fn insert(&mut self, def: Arc<StmtDef>) {
         self.tick += 1;
-        self.map.insert(def.hash, (def, self.tick));
+        let c = ServerCopy {
+            def,
+            used: self.tick,
+            prepared_at: tick(),
+            stale: false,
+        };
+        self.map.insert(c.def.hash, c);
     }
 
-    /// Remove least-recently-used statements beyond `cap`; the caller closes them on
-    /// the server. Done only when the server is idle, so the Close cannot be skipped
-    /// by an error elsewhere in a pipeline.
+    /// The server reported its copy of `def` stale (a cached-plan error) or gone:
+    /// it is not used again and is closed when the server is next idle.
+    pub fn mark_stale(&mut self, def: &StmtDef) {
+        if let Some(c) = self.map.get_mut(&def.hash) {
+            if c.def.same(def) {
+                c.stale = true;
+            }
+        }
+    }
+
+    /// Remove stale statements and least-recently-used ones beyond `cap`; the
+    /// caller closes them on the server. Done only when the server is idle, so the
+    /// Close cannot be skipped by an error elsewhere in a pipeline.
     pub fn evict_over(&mut self, cap: usize) -> Vec<Arc<StmtDef>> {
         let cap = cap.max(1);
         let mut out = Vec::new();
+        if self.map.values().any(|c| c.stale) {
+            let stale: Vec<u64> = self
+                .map
+                .iter()
+                .filter(|(_, c)| c.stale)
+                .map(|(h, _)| *h)
+                .collect();
+            for h in stale {
+                if let Some(c) = self.map.remove(&h) {
+                    out.push(c.def);
+                }
+            }
+        }
         while self.map.len() > cap {
-            let Some((&h, _)) = self.map.iter().min_by_key(|(_, (_, t))| *t) else {
+            let Some((&h, _)) = self.map.iter().min_by_key(|(_, c)| c.used) else {
                 break;
             };
-            if let Some((d, _)) = self.map.remove(&h) {
-                out.push(d);
+            if let Some(c) = self.map.remove(&h) {
+                out.push(c.def);
             }
         }
         out
     }
 
-    /// Forget a statement (its Parse failed or was skipped).
+    /// Forget a statement (its Parse failed or was skipped). A stale copy stays:
+    /// the failed Parse was not of it, and it still has to be closed.
     pub fn remove(&mut self, def: &StmtDef) {
-        if self.map.get(&def.hash).is_some_and(|(d, _)| d.same(def)) {
+        if self
+            .map
+            .get(&def.hash)
+            .is_some_and(|c| c.def.same(def) && !c.stale)
+        {
             self.map.remove(&def.hash);
         }
     }
@@ -146,6 +235,20 @@ impl ServerStatements {
     /// True when none.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+/// Whether an error answering a Bind, Describe or Execute of a server statement
+/// means the server's copy can no longer serve its text: its plan depends on
+/// objects that changed (`cached plan must not change result type`, `cache
+/// lookup failed for type ...` after a type was dropped and created again), or
+/// the server no longer has it.
+pub fn stale_error(code: &str, message: &str) -> bool {
+    match code {
+        "0A000" => message.starts_with("cached plan must not change result type"),
+        "XX000" => message.starts_with("cache lookup failed for "),
+        "26000" => message.contains("\"sb_"),
+        _ => false,
     }
 }
 
@@ -201,12 +304,56 @@ mod tests {
         let (a, b, c) = (def("a"), def("b"), def("c"));
         s.insert(a.clone());
         s.insert(b.clone());
-        assert!(s.touch(&a));
+        assert_eq!(s.touch(&a), Held::Ready);
         s.insert(c.clone());
         let ev = s.evict_over(2);
         assert_eq!(ev.len(), 1);
         assert!(ev[0].same(&b));
-        assert!(s.touch(&a) && s.touch(&c) && !s.touch(&b));
+        assert_eq!(s.touch(&a), Held::Ready);
+        assert_eq!(s.touch(&c), Held::Ready);
+        assert_eq!(s.touch(&b), Held::Missing);
+    }
+
+    #[test]
+    fn a_copy_older_than_a_deallocation_is_stale_until_closed() {
+        let mut s = ServerStatements::default();
+        let old = def("SELECT $1::e");
+        s.insert(old.clone());
+        // Another client's statement of the same text still uses the copy.
+        assert_eq!(s.touch(&def("SELECT $1::e")), Held::Ready);
+        // This client deallocated the text after the copy was made.
+        let mut fresh = StmtDef::new(
+            &Parse {
+                name: b"y",
+                query: b"SELECT $1::e",
+                param_types: &[],
+            },
+            Facts::default(),
+            "",
+        );
+        fresh.not_before = tick();
+        assert_eq!(s.touch(&fresh), Held::Stale);
+        // Once stale, for everyone; a failed Parse elsewhere does not forget it.
+        assert_eq!(s.touch(&old), Held::Stale);
+        s.remove(&old);
+        assert_eq!(s.touch(&old), Held::Stale);
+        // Closed at the next idle point, then prepared afresh.
+        let ev = s.evict_over(100);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(s.touch(&fresh), Held::Missing);
+        s.insert(Arc::new(fresh));
+        assert_eq!(s.touch(&old), Held::Ready);
+    }
+
+    #[test]
+    fn a_copy_the_server_reports_stale_is_closed() {
+        let mut s = ServerStatements::default();
+        let a = def("SELECT * FROM t");
+        s.insert(a.clone());
+        s.mark_stale(&a);
+        assert_eq!(s.touch(&a), Held::Stale);
+        assert_eq!(s.evict_over(100).len(), 1);
+        assert!(s.is_empty());
     }
 
     #[test]

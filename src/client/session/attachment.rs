@@ -13,7 +13,7 @@ use crate::client::queue::OutQueue;
 use crate::config::PoolMode;
 use crate::protocol::{self, tag, TxStatus};
 use crate::router::{Effects, TenantKey};
-use crate::server::prepared::StmtDef;
+use crate::server::prepared::{self, Held, StmtDef};
 use crate::server::ServerState;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -250,8 +250,8 @@ impl Attachment {
         }
     }
 
-    /// Whether this server already holds `def` (and mark it used).
-    pub(super) fn has_prepared(&mut self, def: &StmtDef) -> bool {
+    /// Whether this server can run `def` under its name (and mark it used).
+    pub(super) fn has_prepared(&mut self, def: &StmtDef) -> Held {
         self.conn.prepared.touch(def)
     }
 
@@ -442,6 +442,14 @@ impl Attachment {
                 _ => {
                     if t == tag::backend::ERROR_RESPONSE {
                         a.head_failed = true;
+                        if let Some(def) = a.expect.front().and_then(|e| e.stmt.clone()) {
+                            let info = protocol::parse_error(body);
+                            if prepared::stale_error(&info.code, &info.message) {
+                                // Its next user prepares it afresh, as it would
+                                // on its own connection after this error.
+                                a.conn.prepared.mark_stale(&def);
+                            }
+                        }
                         if mode != Mode::Swallow {
                             if let Some(r) =
                                 a.expect.front().and_then(|e| client_error(e, &rest[..len]))

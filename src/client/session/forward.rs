@@ -17,7 +17,7 @@ use crate::client::expect::{Entry, Mode};
 use crate::protocol::{self, tag, Bind, Parse};
 use crate::router::statement::Violation;
 use crate::router::{self, Effects, Facts};
-use crate::server::prepared::{self, StmtDef};
+use crate::server::prepared::{self, Held, StmtDef};
 use crate::sqlstate::{self, PgError};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -171,8 +171,12 @@ impl Core {
         a.send_simple(e, frame);
     }
 
-    /// `DEALLOCATE name` / `DEALLOCATE ALL` act on the client's own names.
-    pub(super) fn deallocate(&mut self, sql: &[u8]) {
+    /// `DEALLOCATE name` / `DEALLOCATE ALL` of the client's protocol-level names
+    /// are answered here (its names are private to it; the server statements stay
+    /// for others). What may concern SQL-level statements (`PREPARE`) on its
+    /// server goes to that server, which answers as Postgres does: false, and
+    /// nothing was done.
+    pub(super) fn deallocate(&mut self, sql: &[u8]) -> bool {
         let text = String::from_utf8_lossy(sql);
         let mut words = text
             .trim()
@@ -187,10 +191,19 @@ impl Core {
             words.next();
         }
         let name = words.next().unwrap_or("");
+        // SQL-level statements live on the attached server only (a release
+        // deallocates them): only then can the server have any.
+        let sql_level = self
+            .att
+            .as_ref()
+            .is_some_and(|a| a.effects().any(Effects::PREPARED.union(Effects::DYNAMIC)));
         if name.eq_ignore_ascii_case("all") {
+            if sql_level {
+                return false;
+            }
             self.stmts.clear();
             self.simple_reply("DEALLOCATE ALL");
-            return;
+            return true;
         }
         let name = if name.len() >= 2 && name.starts_with('"') && name.ends_with('"') {
             name[1..name.len() - 1].replace("\"\"", "\"")
@@ -199,6 +212,8 @@ impl Core {
         };
         if self.stmts.remove(name.as_bytes()) {
             self.simple_reply("DEALLOCATE");
+        } else if sql_level {
+            return false;
         } else {
             let e = PgError::new(
                 sqlstate::INVALID_SQL_STATEMENT_NAME,
@@ -206,6 +221,7 @@ impl Core {
             );
             self.unit_error(Unit::Simple(tag::frontend::QUERY, Bytes::new()), &e);
         }
+        true
     }
 
     /// Forward one extended-protocol message, translating statement names.
@@ -249,24 +265,32 @@ impl Core {
                     Err(e) => return self.inject_error_ext(&e),
                 };
                 let a = self.att.as_mut().expect("attached");
-                if a.statements_untrusted() {
-                    // Validate it through the unnamed statement; it is re-parsed
-                    // there whenever it runs in this transaction.
-                    let msg = def.parse_as(&mut self.scratch, b"");
-                    a.set_unnamed_current(false);
-                    self.counters.server_parse();
-                    a.send_ext(Entry::forward(f::PARSE).with_stmt(def), msg);
-                    return;
-                }
-                if a.has_prepared(&def) {
-                    let mut b = BytesMut::new();
-                    protocol::parse_complete(&mut b);
-                    a.synthetic(f::PARSE, b.freeze(), false);
+                let held = if a.statements_untrusted() {
+                    Held::Stale
                 } else {
-                    a.note_prepared(def.clone());
-                    let msg = def.parse_message(&mut self.scratch);
-                    self.counters.server_parse();
-                    a.send_ext(Entry::forward(f::PARSE).with_stmt(def), msg);
+                    a.has_prepared(&def)
+                };
+                match held {
+                    Held::Stale => {
+                        // The server's name cannot be trusted or its copy is too
+                        // old: validate the text through the unnamed statement; it
+                        // is re-parsed there whenever it runs on this server.
+                        let msg = def.parse_as(&mut self.scratch, b"");
+                        a.set_unnamed_current(false);
+                        self.counters.server_parse();
+                        a.send_ext(Entry::forward(f::PARSE).with_stmt(def), msg);
+                    }
+                    Held::Ready => {
+                        let mut b = BytesMut::new();
+                        protocol::parse_complete(&mut b);
+                        a.synthetic(f::PARSE, b.freeze(), false);
+                    }
+                    Held::Missing => {
+                        a.note_prepared(def.clone());
+                        let msg = def.parse_message(&mut self.scratch);
+                        self.counters.server_parse();
+                        a.send_ext(Entry::forward(f::PARSE).with_stmt(def), msg);
+                    }
                 }
             }
             f::BIND | f::DESCRIBE => {
@@ -415,21 +439,27 @@ impl Core {
     /// Make sure the attached server can run `def`, and return the name it has
     /// there. Normally the content-addressed name, prepared lazily if this server
     /// lacks it (the ParseComplete is swallowed; an error stands for the client's
-    /// Bind/Describe). When the server's statements cannot be trusted, the unnamed
-    /// statement, re-parsed now.
+    /// Bind/Describe). When the server's statements cannot be trusted, or its copy
+    /// is stale, the unnamed statement, re-parsed now.
     fn ensure_prepared<'d>(&mut self, def: &'d Arc<StmtDef>) -> &'d str {
         let a = self.att.as_mut().expect("attached");
         let mut e = Entry::forward(tag::frontend::PARSE).with_stmt(def.clone());
         e.mode = Mode::SwallowOk;
-        if a.statements_untrusted() {
-            let msg = def.parse_as(&mut self.scratch, b"");
-            self.counters.server_parse();
-            a.send_ext(e, msg);
-            a.set_unnamed_current(false);
-            return "";
-        }
-        if a.has_prepared(def) {
-            return &def.server_name;
+        let held = if a.statements_untrusted() {
+            Held::Stale
+        } else {
+            a.has_prepared(def)
+        };
+        match held {
+            Held::Ready => return &def.server_name,
+            Held::Stale => {
+                let msg = def.parse_as(&mut self.scratch, b"");
+                self.counters.server_parse();
+                a.send_ext(e, msg);
+                a.set_unnamed_current(false);
+                return "";
+            }
+            Held::Missing => {}
         }
         a.note_prepared(def.clone());
         let msg = def.parse_message(&mut self.scratch);

@@ -92,9 +92,11 @@ impl Core {
             Unit::Simple(tag::frontend::QUERY, frame) => {
                 let sql = query_text(frame);
                 self.analyze_text(sql);
-                if self.facts.is_only(Kind::Deallocate) && self.facts.violation.is_none() {
-                    // It acts on the client's own statement names: no server needed.
-                    self.deallocate(sql);
+                if self.facts.is_only(Kind::Deallocate)
+                    && self.facts.violation.is_none()
+                    && self.deallocate(sql)
+                {
+                    // It acted on the client's own statement names: no server needed.
                     return Need::Io;
                 }
                 match self.db.routing.clone() {

@@ -9,7 +9,7 @@ use crate::protocol::Parse;
 use crate::router::bind::ParamTypes;
 use crate::router::statement::{Violation, RESERVED_PREFIX};
 use crate::router::Facts;
-use crate::server::prepared::StmtDef;
+use crate::server::prepared::{self, StmtDef};
 use crate::sqlstate::{self, PgError};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -18,11 +18,20 @@ use std::sync::Arc;
 /// Most statement names one client may hold (a runaway client cannot grow memory).
 pub(super) const MAX_CLIENT_STATEMENTS: usize = 10_000;
 
+/// Most deallocated texts remembered one by one; beyond it, as if all were.
+const MAX_DROPPED: usize = 1024;
+
 /// The client's statements.
 #[derive(Default)]
 pub(super) struct Statements {
     named: HashMap<Bytes, Arc<StmtDef>>,
     unnamed: Unnamed,
+    /// When the client deallocated its last name for a text (by content hash),
+    /// on the statement clock: preparing that text again must not reuse a server
+    /// copy made before (it may plan against dropped objects).
+    dropped: HashMap<u64, u64>,
+    /// When the client last deallocated all its statements.
+    all_dropped_at: u64,
 }
 
 /// The client's unnamed statement: its facts and types, and its Parse frame so it
@@ -67,7 +76,13 @@ impl Statements {
                 "too many prepared statements on this connection",
             ));
         }
-        let def = Arc::new(StmtDef::new(p, facts, context));
+        let mut def = StmtDef::new(p, facts, context);
+        def.not_before = self
+            .dropped
+            .remove(&def.hash)
+            .unwrap_or(0)
+            .max(self.all_dropped_at);
+        let def = Arc::new(def);
         self.named
             .insert(Bytes::copy_from_slice(p.name), def.clone());
         Ok(def)
@@ -80,12 +95,25 @@ impl Statements {
 
     /// Close/DEALLOCATE of one name; whether it existed.
     pub(super) fn remove(&mut self, name: &[u8]) -> bool {
-        self.named.remove(name).is_some()
+        let Some(def) = self.named.remove(name) else {
+            return false;
+        };
+        if !self.named.values().any(|d| d.hash == def.hash) {
+            if self.dropped.len() >= MAX_DROPPED {
+                self.dropped.clear();
+                self.all_dropped_at = prepared::tick();
+            } else {
+                self.dropped.insert(def.hash, prepared::tick());
+            }
+        }
+        true
     }
 
     /// `DEALLOCATE ALL` / `DISCARD ALL`: every name goes.
     pub(super) fn clear(&mut self) {
         self.named.clear();
+        self.dropped.clear();
+        self.all_dropped_at = prepared::tick();
     }
 
     /// A Parse of `def` failed (or was skipped): the name it would have created
