@@ -643,3 +643,42 @@ async fn stale_server_statements_are_prepared_afresh_as_postgres_would() {
         assert_eq!(via, direct, "{mode} mode");
     }
 }
+
+/// Fuzz regression (session target): an unnamed Parse that Postgres skips after
+/// an earlier error in its batch must not become the client's unnamed
+/// statement; shardbouncer had recorded it before the error came back and
+/// re-created it on the next server, so a later Bind ran a text Postgres never
+/// prepared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unnamed_parse_skipped_after_an_error_prepares_nothing() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&trust(basic_config(&[&pg], "default_pool_size = 1\n")));
+    let run = |port: u16, user: &str| {
+        let mut c = Raw::login(port, user, "app");
+        let mut out = Vec::new();
+        // The Bind of an unknown statement fails; the Parse after it is skipped.
+        let m = c
+            .bind("nosuch", &[])
+            .parse("", "SELECT 'skipped'")
+            .msg_flush()
+            .run_until(b'E');
+        out.push(first_error(&m));
+        out.push(Some(tags(&c.sync().run(1))));
+        // No unnamed statement exists now.
+        let m = c.bind("", &[]).execute().sync().run(1);
+        out.push(first_error(&m));
+        out.push(Some(first_column(&m).join(",")));
+        // And one prepared now works.
+        let m = c
+            .parse("", "SELECT 'fresh'")
+            .bind("", &[])
+            .execute()
+            .sync()
+            .run(1);
+        out.push(Some(first_column(&m).join(",")));
+        out
+    };
+    let direct = run(pg.port, "trustuser");
+    assert_eq!(direct[2].as_deref(), Some("26000"), "{direct:?}");
+    assert_eq!(run(b.port, "app"), direct);
+}

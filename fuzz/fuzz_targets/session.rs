@@ -78,12 +78,15 @@ struct Client {
     pending: std::collections::VecDeque<HashSet<Vec<u8>>>,
     /// The same for the extended batch not yet ended by Sync.
     open: HashSet<Vec<u8>>,
-    /// The client's statement names and its unnamed statement, as it sees them.
+    /// The client's statement names, as it sees them.
     names: std::collections::HashMap<Vec<u8>, Vec<u8>>,
-    unnamed: Vec<u8>,
-    /// Portal names and the text each runs (a portal outlives its batch inside
-    /// a transaction, so an Execute alone may produce its rows).
-    portals: std::collections::HashMap<Vec<u8>, Vec<u8>>,
+    /// Texts its unnamed statement may hold: every unnamed Parse since the last
+    /// simple Query, since a Parse that an earlier error made Postgres skip
+    /// leaves the one before in place.
+    unnamed: HashSet<Vec<u8>>,
+    /// Portal names and the texts each may run (a portal outlives its batch
+    /// inside a transaction, so an Execute alone may produce its rows).
+    portals: std::collections::HashMap<Vec<u8>, Vec<Vec<u8>>>,
     closed: bool,
     /// Extended messages sent since the last Sync.
     ext_open: bool,
@@ -244,10 +247,11 @@ impl World {
             client.sent.extend(texts.iter().cloned());
             if t == b'Q' {
                 client.pending.push_back(texts);
+                client.unnamed.clear();
             } else {
                 let name = cstr(body).0;
                 if name.is_empty() {
-                    client.unnamed = text.to_vec();
+                    client.unnamed.insert(text.to_vec());
                 } else {
                     client.names.entry(name.to_vec()).or_insert_with(|| text.to_vec());
                 }
@@ -259,19 +263,19 @@ impl World {
             b'B' => {
                 let (portal, rest) = cstr(&msg[5..]);
                 let stmt = cstr(rest).0;
-                let text = if stmt.is_empty() {
-                    Some(client.unnamed.clone())
+                let texts: Vec<Vec<u8>> = if stmt.is_empty() {
+                    client.unnamed.iter().cloned().collect()
                 } else {
-                    client.names.get(stmt).cloned()
+                    client.names.get(stmt).cloned().into_iter().collect()
                 };
-                if let Some(text) = text {
-                    client.portals.insert(portal.to_vec(), text.clone());
-                    client.open.insert(String::from_utf8_lossy(&text).trim().as_bytes().to_vec());
-                    client.open.insert(text);
+                for text in &texts {
+                    client.open.insert(String::from_utf8_lossy(text).trim().as_bytes().to_vec());
+                    client.open.insert(text.clone());
                 }
+                client.portals.insert(portal.to_vec(), texts);
             }
             b'E' => {
-                if let Some(text) = client.portals.get(cstr(&msg[5..]).0).cloned() {
+                for text in client.portals.get(cstr(&msg[5..]).0).cloned().unwrap_or_default() {
                     client.open.insert(String::from_utf8_lossy(&text).trim().as_bytes().to_vec());
                     client.open.insert(text);
                 }
@@ -339,7 +343,7 @@ fuzz_target!(|data: &[u8]| {
                     pending: Default::default(),
                     open: HashSet::new(),
                     names: Default::default(),
-                    unnamed: Vec::new(),
+                    unnamed: HashSet::new(),
                     portals: Default::default(),
                     closed: false,
                     ext_open: false,

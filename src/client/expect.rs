@@ -47,6 +47,9 @@ pub struct Entry {
     /// A Describe of the unnamed statement: its ParameterDescription goes to the
     /// session's unnamed-statement slot.
     pub describes_unnamed: bool,
+    /// The client's Parse of its unnamed statement (the number the session gave
+    /// it): if the server fails or skips it, the client has no such statement.
+    pub sets_unnamed: Option<u32>,
     /// A simple Query that drops every prepared statement (DISCARD ALL, DEALLOCATE
     /// ALL): on success the client's own statement names are gone, as in Postgres.
     pub drops_statements: bool,
@@ -70,6 +73,7 @@ impl Entry {
             drops_statements: false,
             patch_status: false,
             describes_unnamed: false,
+            sets_unnamed: None,
             raised: false,
             client_name: None,
         }
@@ -85,6 +89,7 @@ impl Entry {
             drops_statements: false,
             patch_status: false,
             describes_unnamed: false,
+            sets_unnamed: None,
             raised: false,
             client_name: None,
         }
@@ -101,6 +106,7 @@ impl Entry {
             drops_statements: false,
             patch_status: false,
             describes_unnamed: false,
+            sets_unnamed: None,
             raised: false,
             client_name: None,
         }

@@ -493,6 +493,9 @@ impl Attachment {
                         let e = a.expect.pop().expect("front exists");
                         let failed = std::mem::take(&mut a.head_failed);
                         if e.tag == tag::frontend::PARSE && failed {
+                            if let Some(seq) = e.sets_unnamed {
+                                ctx.stmts.unnamed_failed(seq);
+                            }
                             if let Some(def) = &e.stmt {
                                 a.conn.prepared.remove(def);
                                 if e.mode == Mode::Forward {
@@ -505,6 +508,9 @@ impl Attachment {
                             // Postgres now skips to Sync; so do we, undoing
                             // prepares that will not happen.
                             for d in a.expect.skip_to_sync() {
+                                if let Some(seq) = d.sets_unnamed {
+                                    ctx.stmts.unnamed_failed(seq);
+                                }
                                 if let (tag::frontend::PARSE, Some(def)) = (d.tag, &d.stmt) {
                                     a.conn.prepared.remove(def);
                                     if d.mode == Mode::Forward {

@@ -64,13 +64,17 @@ impl Core {
     }
 
     /// Record a client's named Parse (see [`super::statements::Statements::register`]).
-    fn register_statement(&mut self, p: &Parse<'_>, facts: Facts) -> Result<Arc<StmtDef>, PgError> {
+    pub(super) fn register_statement(
+        &mut self,
+        p: &Parse<'_>,
+        facts: Facts,
+    ) -> Result<Arc<StmtDef>, PgError> {
         let context = self.statement_context();
         self.stmts.register(p, facts, &context)
     }
 
     /// The facts of a Parse's text: from the routed batch, or analyzed now.
-    fn parse_facts(&self, query: &[u8], routed: Option<Facts>) -> Facts {
+    pub(super) fn parse_facts(&self, query: &[u8], routed: Option<Facts>) -> Facts {
         routed.unwrap_or_else(|| {
             let mut f = Facts::default();
             let mut alt = Facts::default();
@@ -254,11 +258,14 @@ impl Core {
                     let kept = Bytes::copy_from_slice(&frame);
                     let at = p.param_types.as_ptr() as usize - frame.as_ptr() as usize;
                     let declared = kept.slice(at..at + p.param_types.len());
-                    self.stmts.set_unnamed(facts, kept, declared);
+                    let seq = self.stmts.set_unnamed(facts, kept, declared);
                     if let Some(a) = self.att.as_mut() {
                         a.set_unnamed_current(true);
+                        let mut e = Entry::forward(t);
+                        e.sets_unnamed = Some(seq);
+                        a.send_ext(e, frame);
                     }
-                    return self.send_ext(t, frame);
+                    return;
                 }
                 let def = match self.register_statement(&p, facts) {
                     Ok(def) => def,

@@ -46,6 +46,8 @@ struct Unnamed {
     described: Vec<u32>,
     /// The client's Parse; `None` when there is no unnamed statement.
     parse: Option<Bytes>,
+    /// Which Parse made it (counts the client's unnamed Parses).
+    seq: u32,
 }
 
 impl Statements {
@@ -124,11 +126,26 @@ impl Statements {
 
     /// The client's unnamed Parse `frame` (with `declared` parameter types, a
     /// slice of it) replaces its unnamed statement.
-    pub(super) fn set_unnamed(&mut self, facts: Facts, frame: Bytes, declared: Bytes) {
+    /// Returns the Parse's number, for [`Statements::unnamed_failed`].
+    pub(super) fn set_unnamed(&mut self, facts: Facts, frame: Bytes, declared: Bytes) -> u32 {
         self.unnamed.facts = facts;
         self.unnamed.declared = declared;
         self.unnamed.described.clear();
         self.unnamed.parse = Some(frame);
+        self.unnamed.seq = self.unnamed.seq.wrapping_add(1);
+        self.unnamed.seq
+    }
+
+    /// The server failed or skipped (after an earlier error) unnamed Parse `seq`.
+    /// If it is still the client's latest, the client has no unnamed statement:
+    /// a later Bind of it gets 26000 rather than running a text whose Parse
+    /// never took effect. (Postgres would keep an unnamed statement prepared
+    /// before a skipped Parse; that one is not re-created here: an error, never
+    /// another statement.)
+    pub(super) fn unnamed_failed(&mut self, seq: u32) {
+        if self.unnamed.seq == seq {
+            self.unnamed.parse = None;
+        }
     }
 
     /// The unnamed statement is gone (a simple Query, or a Close of it).
