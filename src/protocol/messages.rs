@@ -258,6 +258,28 @@ pub fn parse_complete(buf: &mut BytesMut) {
     finish(buf, at);
 }
 
+/// BindComplete.
+pub fn bind_complete(buf: &mut BytesMut) {
+    let at = begin(buf, tag::backend::BIND_COMPLETE);
+    finish(buf, at);
+}
+
+/// NoData (a Describe of something that returns no rows).
+pub fn no_data(buf: &mut BytesMut) {
+    let at = begin(buf, tag::backend::NO_DATA);
+    finish(buf, at);
+}
+
+/// ParameterDescription with these parameter type OIDs.
+pub fn parameter_description(buf: &mut BytesMut, oids: &[u32]) {
+    let at = begin(buf, tag::backend::PARAMETER_DESCRIPTION);
+    buf.put_u16(oids.len() as u16);
+    for o in oids {
+        buf.put_u32(*o);
+    }
+    finish(buf, at);
+}
+
 /// CloseComplete.
 pub fn close_complete(buf: &mut BytesMut) {
     let at = begin(buf, tag::backend::CLOSE_COMPLETE);

@@ -225,6 +225,9 @@ pub enum Local {
     /// `SET LOCAL key` outside a transaction: a warning and no effect, as in
     /// Postgres.
     SetLocalOutsideTx,
+    /// An extended batch that prepares, binds or describes `SET key` / `RESET
+    /// key` without executing it: answered, and nothing changes.
+    SetNotExecuted,
     /// A bare BEGIN with no shard yet: hold it until the tenant is known.
     HoldBegin,
     /// BEGIN inside a held transaction: Postgres's warning, nothing changes.
@@ -360,6 +363,23 @@ fn batch<'a, V: ParamValues>(
     // Execute of any other portal (one bound earlier) is not known to be.
     let mut portals: [(&[u8], bool); 8] = [(&[], false); 8];
     let mut n_portals = 0usize;
+    // `SET key` / `RESET key` through Parse/Bind/Execute (PgJDBC sends every
+    // statement so): answered by the session as in a simple Query, provided the
+    // batch holds nothing else. Portals bound here by one, with what it sets.
+    let sets = r.has(Source::Set);
+    let is_set = |f: &Facts| {
+        sets && f.count == 1 && matches!(f.first, Kind::SetTenant { .. } | Kind::ResetTenant)
+    };
+    let set_of = |f: &Facts| match f.first {
+        Kind::SetTenant { local } => (local, f.set_value),
+        _ => (false, None),
+    };
+    let (mut set_msgs, mut other_msgs) = (0usize, 0usize);
+    type SetPortal<'p> = (&'p [u8], Option<(bool, Option<TenantKey>)>);
+    let mut set_portals: [SetPortal<'_>; 4] = [(&[], None); 4];
+    let mut n_set_portals = 0usize;
+    let mut set_execs: Option<(bool, Option<TenantKey>)> = None;
+    let mut n_set_execs = 0usize;
     for item in items {
         if s.tx == Tx::Failed {
             // Postgres answers any Parse, Bind or Execute in an aborted
@@ -371,23 +391,51 @@ fn batch<'a, V: ParamValues>(
                 if let Some(v) = f.violation {
                     return Err(violation(r, v));
                 }
-                if r.has(Source::Set)
-                    && matches!(f.first, Kind::SetTenant { .. } | Kind::ResetTenant)
+                if is_set(f) {
+                    set_msgs += 1;
+                } else {
+                    other_msgs += 1;
+                }
+            }
+            Item::Bind(f, _, _, portal) if is_set(f) => {
+                set_msgs += 1;
+                if let Some(v) = f.violation {
+                    return Err(violation(r, v));
+                }
+                if let Some(p) = set_portals[..n_set_portals]
+                    .iter_mut()
+                    .find(|p| p.0 == portal)
                 {
-                    return Err(Refusal::new(
-                        sqlstate::FEATURE_NOT_SUPPORTED,
-                        format!(
-                            "SET {} must be sent as a simple query, not through Parse/Bind/Execute",
-                            r.key
-                        ),
-                    ));
+                    p.1 = Some(set_of(f));
+                } else if n_set_portals < set_portals.len() {
+                    set_portals[n_set_portals] = (portal, Some(set_of(f)));
+                    n_set_portals += 1;
+                } else {
+                    other_msgs += 1; // too many to follow: refused below
+                }
+                // The portal no longer holds any statement bound earlier.
+                if let Some(p) = portals[..n_portals].iter_mut().find(|p| p.0 == portal) {
+                    p.1 = false;
                 }
             }
             Item::Bind(f, types, values, portal) => {
+                other_msgs += 1;
+                // A portal rebound to another statement is no longer a SET.
+                if let Some(p) = set_portals[..n_set_portals]
+                    .iter_mut()
+                    .find(|p| p.0 == portal)
+                {
+                    p.1 = None;
+                }
+                // With the SET source off, `SET key = ..` is an ordinary setting.
+                let free = f.tenant_free
+                    || (!sets
+                        && f.count == 1
+                        && matches!(f.first, Kind::SetTenant { .. } | Kind::ResetTenant));
                 if let Some(p) = portals[..n_portals].iter_mut().find(|p| p.0 == portal) {
-                    p.1 = f.tenant_free;
+                    p.1 = free;
                 } else if n_portals < portals.len() {
-                    portals[n_portals] = (portal, f.tenant_free);
+                    portals[n_portals] = (portal, free);
                     n_portals += 1;
                 }
                 if let Some(v) = f.violation {
@@ -411,8 +459,16 @@ fn batch<'a, V: ParamValues>(
                     return Err(violation(r, Violation::TooManyMentions));
                 }
             }
-            Item::BindUnknown | Item::Other => {}
+            Item::BindUnknown => other_msgs += 1,
+            Item::Other => {}
             Item::Execute(portal) => {
+                if let Some((_, Some(set))) =
+                    set_portals[..n_set_portals].iter().find(|p| p.0 == portal)
+                {
+                    n_set_execs += 1;
+                    set_execs = Some(*set);
+                    continue;
+                }
                 executes += 1;
                 all_free &= portals[..n_portals]
                     .iter()
@@ -420,6 +476,21 @@ fn batch<'a, V: ParamValues>(
                     .is_some_and(|p| p.1);
             }
         }
+    }
+    if set_msgs > 0 {
+        if other_msgs > 0 || executes > 0 || n_set_execs > 1 {
+            return Err(Refusal::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "SET {} through Parse/Bind/Execute must be alone in its batch (up to Sync)",
+                    r.key
+                ),
+            ));
+        }
+        return match set_execs {
+            Some((local, key)) => set_tenant(r, s, local, key),
+            None => Ok(Decision::Local(Local::SetNotExecuted)),
+        };
     }
     // Parse/Describe/Bind alone read only the schema, the same on every shard;
     // what runs is tenant-free only if every executed portal was bound here by a

@@ -409,12 +409,98 @@ fn reserved_names_and_sets_in_batches_are_refused() {
         "0A000"
     );
     assert_eq!(
-        code(&extended(&r, &t, Tx::Idle, "SET tenant_id = 1", &[])),
-        "0A000"
-    );
-    assert_eq!(
         code(&query(&r, &t, Tx::Idle, "SET tenant_id = ''")),
         "22023"
+    );
+}
+
+#[test]
+fn set_through_the_extended_protocol_is_answered_alone_in_its_batch() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    // Parse/Bind/Execute of SET: the same decision as the simple Query.
+    assert_eq!(
+        extended(&r, &t, Tx::Idle, "SET tenant_id = 1", &[]),
+        Decision::Local(Local::SetTenant {
+            local: false,
+            key: Some(key("1"))
+        })
+    );
+    assert_eq!(
+        extended(&r, &t, Tx::Idle, "RESET tenant_id", &[]),
+        Decision::Local(Local::SetTenant {
+            local: false,
+            key: None
+        })
+    );
+    assert_eq!(
+        extended(&r, &t, Tx::Idle, "SET LOCAL tenant_id = 1", &[]),
+        Decision::Local(Local::SetLocalOutsideTx)
+    );
+    assert_eq!(
+        code(&extended(&r, &t, Tx::Idle, "SET tenant_id = ''", &[])),
+        "22023"
+    );
+    let (mut set, mut sel) = (Facts::default(), Facts::default());
+    analyze(b"SET tenant_id = 3", b"tenant_id", true, &mut set);
+    analyze(
+        b"SELECT * FROM t WHERE tenant_id = 1",
+        b"tenant_id",
+        true,
+        &mut sel,
+    );
+    let v = Values(vec![]);
+    let run = |items: Vec<Item<'_, &Values>>| {
+        decide(
+            &r,
+            &view(&t, Tx::Idle),
+            Unit::batch(items.into_iter()),
+            &mut Vec::new(),
+        )
+    };
+    // Prepared and described, not executed: answered, nothing changes.
+    assert_eq!(
+        run(vec![Item::Parse(&set), Item::Other]),
+        Decision::Local(Local::SetNotExecuted)
+    );
+    // Anything else in the batch, or an Execute of a portal it did not bind,
+    // and the batch is refused whole.
+    for items in [
+        vec![Item::Parse(&set), Item::Parse(&sel)],
+        vec![
+            Item::Bind(&set, ParamTypes::default(), &v, b""),
+            Item::Execute(b""),
+            Item::Bind(&sel, ParamTypes::default(), &v, b""),
+            Item::Execute(b""),
+        ],
+        vec![
+            Item::Bind(&set, ParamTypes::default(), &v, b""),
+            Item::Execute(b"p"),
+        ],
+        vec![
+            Item::Bind(&set, ParamTypes::default(), &v, b""),
+            Item::Bind(&sel, ParamTypes::default(), &v, b""),
+            Item::Execute(b""),
+        ],
+        vec![Item::Parse(&set), Item::BindUnknown, Item::Execute(b"")],
+    ] {
+        assert_eq!(code(&run(items)), "0A000");
+    }
+    // The lock holds through this path too.
+    let locked = routing(ALL, true, NoTenant::Reject);
+    let t1 = Tenants {
+        startup: Some(key("1")),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(&extended(&locked, &t1, Tx::Idle, "SET tenant_id = 2", &[])),
+        "42501"
+    );
+    // With the SET source off, SET tenant_id is an ordinary setting.
+    let no_set = routing(&[Source::Startup, Source::Scan], false, NoTenant::Reject);
+    assert_eq!(
+        extended(&no_set, &t, Tx::Idle, "SET tenant_id = 1", &[]),
+        Decision::TenantFree
     );
 }
 

@@ -187,6 +187,41 @@ public class Jdbc {
         }
     }
 
+    // SET tenant_id through PgJDBC: every statement goes as Parse/Bind/Execute, and
+    // a PreparedStatement run prepareThreshold (5) times becomes a named
+    // server-side statement that is only bound afterwards.
+    static void shardedSetTenant() throws Exception {
+        try (Connection c = connect(SHARDED_DB, "")) {
+            for (int i = 0; i < 3; i++) {
+                for (Map.Entry<String, String> e : TENANT_PORTS.entrySet()) {
+                    try (Statement st = c.createStatement()) {
+                        st.execute("SET tenant_id = '" + e.getKey() + "'");
+                    }
+                    eq("SET tenant " + e.getKey() + " loop " + i,
+                        one(c, "SELECT current_setting('port'), count(*) FROM accounts WHERE name = ?", "owner of " + e.getKey()),
+                        e.getValue() + "|1");
+                }
+            }
+            for (Map.Entry<String, String> e : TENANT_PORTS.entrySet()) {
+                try (PreparedStatement ps = c.prepareStatement("SET tenant_id = '" + e.getKey() + "'")) {
+                    for (int i = 0; i < 8; i++) {
+                        ps.execute();
+                        eq("prepared SET tenant " + e.getKey() + " run " + i,
+                            one(c, "SELECT current_setting('port'), count(*) FROM accounts WHERE name = ?", "owner of " + e.getKey()),
+                            e.getValue() + "|1");
+                    }
+                }
+            }
+            try (Statement st = c.createStatement()) {
+                st.execute("RESET tenant_id");
+            }
+            // A tenant that is not in the map's key space is refused at the SET.
+            expectSqlState("SET of an empty tenant", "22023", () -> {
+                try (Statement st = c.createStatement()) { st.execute("SET tenant_id = ''"); }
+            });
+        }
+    }
+
     static void shardedParamTenant(int w) throws Exception {
         try (Connection c = connect(SHARDED_DB, "")) {
             try (PreparedStatement ps = c.prepareStatement("SELECT name, current_setting('port') FROM accounts WHERE tenant_id = ?")) {
@@ -253,6 +288,8 @@ public class Jdbc {
             parallel("single database worker", WORKERS, Jdbc::worker);
             step("sharded: tenant in startup options");
             shardedStartupTenant();
+            step("sharded: SET tenant_id through the extended protocol");
+            shardedSetTenant();
             step("sharded: tenant as a parameter, " + WORKERS + " concurrent connections");
             parallel("sharded worker", WORKERS, Jdbc::shardedParamTenant);
         } catch (Exception e) {

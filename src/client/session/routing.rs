@@ -4,6 +4,7 @@
 //! held BEGIN), or refuse with transaction state kept exactly as Postgres would.
 
 use super::core::{Core, Need, Unit};
+use super::forward::describe_statement_name;
 use super::state::TxnEvent;
 use crate::config::PoolMode;
 use crate::protocol::{self, tag, Bind, Parse, TxStatus};
@@ -313,6 +314,7 @@ impl Core {
     fn local(&mut self, l: Local, unit: Unit) {
         let frame = match unit {
             Unit::Simple(tag::frontend::QUERY, frame) => frame,
+            Unit::Batch(msgs) => return self.local_batch(l, msgs),
             // decide answers only simple Queries locally.
             other => {
                 return self.unit_error(
@@ -325,25 +327,9 @@ impl Core {
             }
         };
         match l {
-            Local::SetTenant { local, key } => {
-                match key {
-                    None => {
-                        self.tenants.set = None;
-                        self.tenants.local = None;
-                    }
-                    Some(k) if local => self.tenants.local = Some(k),
-                    Some(k) => self.tenants.set = Some(k),
-                }
-                self.simple_reply(if key.is_some() { "SET" } else { "RESET" });
-            }
-            Local::SetLocalOutsideTx => {
-                // As Postgres: a warning, and no effect.
-                self.notice(
-                    "WARNING",
-                    sqlstate::NO_ACTIVE_SQL_TRANSACTION,
-                    "SET LOCAL can only be used in transaction blocks",
-                );
-                self.simple_reply("SET");
+            Local::SetTenant { .. } | Local::SetLocalOutsideTx | Local::SetNotExecuted => {
+                let t = self.set_locally(l);
+                self.simple_reply(t);
             }
             Local::HoldBegin => {
                 // Held until a statement names the tenant (and so the shard).
@@ -389,6 +375,125 @@ impl Core {
                 self.txn.apply(TxnEvent::End);
                 self.tenants.local = None;
                 self.simple_reply(t);
+            }
+        }
+    }
+
+    /// Carry out a `SET key` / `RESET key` answered locally; its command tag.
+    fn set_locally(&mut self, l: Local) -> &'static str {
+        match l {
+            Local::SetTenant { local, key } => {
+                match key {
+                    None => {
+                        self.tenants.set = None;
+                        self.tenants.local = None;
+                    }
+                    Some(k) if local => self.tenants.local = Some(k),
+                    Some(k) => self.tenants.set = Some(k),
+                }
+                if key.is_some() {
+                    "SET"
+                } else {
+                    "RESET"
+                }
+            }
+            Local::SetLocalOutsideTx => {
+                // As Postgres: a warning, and no effect.
+                self.notice(
+                    "WARNING",
+                    sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+                    "SET LOCAL can only be used in transaction blocks",
+                );
+                "SET"
+            }
+            _ => "SET",
+        }
+    }
+
+    /// Answer an extended batch of `SET key` / `RESET key` as Postgres answers
+    /// each message (the router sends nothing else here): ParseComplete,
+    /// BindComplete, NoData, the SET's CommandComplete at its Execute, and
+    /// ReadyForQuery at Sync. Nothing reaches a server.
+    fn local_batch(&mut self, l: Local, msgs: Vec<(u8, Bytes)>) {
+        use tag::frontend as f;
+        if self.att.as_ref().is_some_and(|a| a.ext_open()) {
+            // The server is inside an extended batch the client has not ended
+            // with Sync: an error there makes Postgres skip this SET, and whether
+            // one comes is not known yet. Refused, in order, like any message
+            // there (a skipping server skips the refusal too).
+            let e = PgError::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "SET {} through Parse/Bind/Execute cannot follow messages not yet ended by Sync",
+                    String::from_utf8_lossy(self.routing_key())
+                ),
+            );
+            return self.unit_error(Unit::Batch(msgs), &e);
+        }
+        let mut parses = 0;
+        for i in 0..msgs.len() {
+            let (t, frame) = &msgs[i];
+            let body = &frame[5..];
+            match *t {
+                f::PARSE => {
+                    let Some(p) = Parse::parse(body) else {
+                        let e =
+                            PgError::new(sqlstate::PROTOCOL_VIOLATION, "malformed Parse message");
+                        return self.unit_error(Unit::Batch(msgs[i..].to_vec()), &e);
+                    };
+                    parses += 1;
+                    let analyzed = self.batch_facts.get_mut(parses - 1).map(std::mem::take);
+                    let facts = self.parse_facts(p.query, analyzed);
+                    self.counters.client_parse();
+                    if p.name.is_empty() {
+                        let at = p.param_types.as_ptr() as usize - frame.as_ptr() as usize;
+                        let kept = Bytes::copy_from_slice(frame);
+                        let declared = kept.slice(at..at + p.param_types.len());
+                        self.stmts.set_unnamed(facts, kept, declared);
+                        if let Some(a) = self.att.as_mut() {
+                            // The server's unnamed statement is no longer the client's.
+                            a.set_unnamed_current(false);
+                        }
+                    } else if let Err(e) = self.register_statement(&p, facts) {
+                        return self.unit_error(Unit::Batch(msgs[i..].to_vec()), &e);
+                    }
+                    protocol::parse_complete(&mut self.scratch);
+                    self.reply(f::PARSE);
+                }
+                f::BIND => {
+                    protocol::bind_complete(&mut self.scratch);
+                    self.reply(f::BIND);
+                }
+                f::DESCRIBE => {
+                    if body.first() == Some(&b'S') {
+                        // SET takes no parameters.
+                        protocol::parameter_description(&mut self.scratch, &[]);
+                    }
+                    protocol::no_data(&mut self.scratch);
+                    self.reply(f::DESCRIBE);
+                }
+                f::EXECUTE => {
+                    let t = self.set_locally(l);
+                    protocol::command_complete(&mut self.scratch, t);
+                    self.reply(f::EXECUTE);
+                }
+                f::CLOSE => {
+                    match (body.first(), describe_statement_name(body)) {
+                        (Some(b'S'), Some(b"")) => self.stmts.drop_unnamed(),
+                        (Some(b'S'), Some(n)) => {
+                            self.stmts.remove(n);
+                        }
+                        _ => {}
+                    }
+                    protocol::close_complete(&mut self.scratch);
+                    self.reply(f::CLOSE);
+                }
+                f::SYNC => {
+                    let status = self.client_status();
+                    protocol::ready_for_query(&mut self.scratch, status);
+                    self.reply_ready(f::SYNC);
+                }
+                _ => {} // Flush: everything is already queued.
             }
         }
     }

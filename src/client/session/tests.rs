@@ -180,8 +180,10 @@ fn a_local_answer_queued_behind_work_reports_the_status_of_its_turn() {
 fn a_batch_refused_behind_a_failing_batch_still_gets_its_ready_for_query() {
     // Fuzz regression: Bind of an unknown statement + Flush (the server will
     // fail it and skip to Sync), then, before that error came back, a batch
-    // shardbouncer refuses (SET tenant_id through Parse) ending with Sync. The
-    // refusal must not be a simple Query the skipping server would never answer.
+    // shardbouncer refuses (SET tenant_id through Parse, which cannot be
+    // answered locally behind messages not yet ended by Sync) ending with Sync.
+    // The refusal must not be a simple Query the skipping server would never
+    // answer.
     let mut h = Harness::new("app");
     h.send(&[bind("s2", &["2"]), flush()]);
     h.send(&[parse("s2", "SET tenant_id = 1"), sync()]);
@@ -213,4 +215,34 @@ fn a_client_cannot_run_the_unnamed_statement_another_client_left_on_a_server() {
     b.server_turn();
     assert_eq!(b.client_errors(), ["26000"]);
     assert!(!b.client_tags().contains('D'), "B ran A's statement");
+}
+
+#[test]
+fn set_tenant_through_parse_bind_execute_is_answered_locally_and_routes_what_follows() {
+    // PgJDBC's form: Parse/Bind/Describe(portal)/Execute/Sync of the SET, then the
+    // statement it routes; a named SET is bound again later without a Parse.
+    let mut h = Harness::new("app");
+    let describe_portal = frame(tag::frontend::DESCRIBE, b"P\0");
+    h.send(&[
+        parse("", "SET tenant_id = 1"),
+        bind("", &[]),
+        describe_portal.clone(),
+        execute(),
+        sync(),
+    ]);
+    assert_eq!(h.client_tags(), "12nCZI");
+    assert_eq!(h.attaches, 0, "nothing of it reaches a server");
+    h.send(&[parse("s1", "SET tenant_id = 2"), sync()]);
+    assert_eq!(h.client_tags(), "1ZI");
+    h.send(&[bind("s1", &[]), execute(), sync()]);
+    assert_eq!(h.client_tags(), "2CZI");
+    assert_eq!(h.attaches, 0);
+    // What follows runs on tenant 2's shard.
+    h.send(&[query("SELECT 1")]);
+    h.server_turn();
+    assert_eq!(h.client_tags(), "DCZI");
+    let ran_on = h.servers.iter().position(|s| !s.log.is_empty());
+    let rt = h.core.db().routing.clone().expect("routed");
+    let want = rt.shard_of(&crate::router::TenantKey::new(b"2").unwrap());
+    assert_eq!(ran_on, want.ok());
 }
