@@ -806,3 +806,110 @@ async fn waiting(admin: &tokio_postgres::Client) -> String {
         .next()
         .unwrap_or_default()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_of_an_array_routes_when_every_element_lives_on_one_shard() {
+    let f = Fixture::start_auth(2, "", "trust");
+    let c = f.client("").await;
+    let seeded = [
+        "1", "2", "3", "4", "5", "6", "7", "42", "acme", "globex", "-9",
+    ];
+    let on = |shard: usize| -> Vec<String> {
+        let mut v: Vec<String> = seeded
+            .iter()
+            .filter(|t| route(&f.map, t) == shard)
+            .map(|t| t.to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    for shard in 0..2 {
+        let mine = on(shard);
+        assert!(mine.len() >= 2, "{mine:?}");
+        let port = f.shards[shard].port.to_string();
+        // A text[] parameter, sent in binary by tokio-postgres.
+        let rows = c
+            .query(
+                "SELECT tenant_id, current_setting('port') FROM accounts WHERE tenant_id = ANY($1) ORDER BY 1",
+                &[&mine],
+            )
+            .await
+            .unwrap();
+        let got: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(got, mine);
+        assert!(rows.iter().all(|r| r.get::<_, String>(1) == port));
+        // ARRAY[...] of literals through the simple protocol.
+        let lits: Vec<String> = mine.iter().map(|t| format!("'{t}'")).collect();
+        let got = one(
+            &c,
+            &format!(
+                "SELECT count(*) || ' on ' || current_setting('port') FROM accounts WHERE tenant_id = ANY(ARRAY[{}])",
+                lits.join(", ")
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, format!("{} on {port}", mine.len()));
+        // A text-format array parameter.
+        let mut r = Raw::login(f.bouncer.port, "app", "app");
+        let m = r
+            .parse(
+                "",
+                "SELECT count(*) || ' on ' || current_setting('port') FROM accounts WHERE tenant_id = ANY($1::text[])",
+            )
+            .bind("", &[&format!("{{{}}}", mine.join(","))])
+            .execute()
+            .sync()
+            .run(1);
+        assert_eq!(
+            support::raw::first_column(&m),
+            vec![format!("{} on {port}", mine.len())]
+        );
+    }
+    // Elements on two shards: refused, nothing runs.
+    let across = vec![on(0)[0].clone(), on(1)[0].clone()];
+    let e = c
+        .query(
+            "SELECT 1 FROM accounts WHERE tenant_id = ANY($1)",
+            &[&across],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{}", msg(&e));
+    let e = one(
+        &c,
+        &format!(
+            "SELECT 1 FROM accounts WHERE tenant_id = ANY(ARRAY['{}', '{}'])",
+            across[0], across[1]
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{}", msg(&e));
+    // A NULL element or a NULL array names no tenant it could be checked against.
+    let with_null: Vec<Option<String>> = vec![Some(on(0)[0].clone()), None];
+    let e = c
+        .query(
+            "SELECT 1 FROM accounts WHERE tenant_id = ANY($1)",
+            &[&with_null],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22023", "{}", msg(&e));
+    let none: Option<Vec<String>> = None;
+    let e = c
+        .query("SELECT 1 FROM accounts WHERE tenant_id = ANY($1)", &[&none])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22023", "{}", msg(&e));
+    // An empty array names no tenant.
+    let empty: Vec<String> = vec![];
+    let e = c
+        .query(
+            "SELECT 1 FROM accounts WHERE tenant_id = ANY($1)",
+            &[&empty],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42P17", "{}", msg(&e));
+}

@@ -10,11 +10,14 @@
 //!   where its text forms land (upper or lower case, with or without hyphens or
 //!   braces);
 //! * a binary value of a type that cannot be a key, or of the wrong width, is
-//!   refused, never guessed.
+//!   refused, never guessed;
+//! * the same bytes read as an array (`key = ANY($n)`, text or binary) give at
+//!   most the allowed number of elements, each a valid key, and a text array's
+//!   elements appear in its text; an element that fails stops the whole value.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shardbouncer::router::bind::param_key;
+use shardbouncer::router::bind::{param_array_keys, param_key};
 use shardbouncer::router::{ShardMap, TenantKey};
 
 const INT8: u32 = 20;
@@ -41,6 +44,25 @@ fuzz_target!(|data: &[u8]| {
     };
     let oid = OIDS[(sel & 7) as usize];
     let format = ((sel >> 3) & 1) as i16;
+    let mut els = Vec::new();
+    let max = (sel >> 4) as usize;
+    if param_array_keys(Some(v), format, max, &mut |k| els.push(k)).is_ok() {
+        assert!(els.len() <= max);
+        for k in &els {
+            assert!(!k.as_bytes().is_empty() && k.as_bytes().len() <= 63);
+            if format == 0 {
+                // Unescaped, an element's bytes are in the text (backslashes aside).
+                let plain: Vec<u8> = k.as_bytes().iter().copied().filter(|&c| c != b'\\').collect();
+                let hay: Vec<u8> = v.iter().copied().filter(|&c| c != b'\\').collect();
+                assert!(
+                    plain.is_empty() || hay.windows(plain.len()).any(|w| w == &plain[..]),
+                    "{k:?} not in {v:?}"
+                );
+            }
+        }
+    } else {
+        assert!(els.len() <= max);
+    }
     let refused = param_key(None, format, oid).expect_err("NULL is no tenant");
     assert!(!refused.is_empty());
     let key = match param_key(Some(v), format, oid) {

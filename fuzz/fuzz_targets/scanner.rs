@@ -46,10 +46,15 @@ fuzz_target!(|data: &[u8]| {
     if f.violation.is_none() {
         let mut direct = Vec::new();
         let mut params = Vec::new();
+        let mut arrays = Vec::new();
         mentions(sql, key, std, |_, t| match t {
             TenantToken::Param(n) => params.push(n),
+            TenantToken::ParamArray(n) => arrays.push(n),
             t => direct.push(t.to_key().expect("valid when no violation")),
         });
+        arrays.sort_unstable();
+        arrays.dedup();
+        assert_eq!(arrays, f.array_params);
         let mut seen: Vec<_> = f.mentions.iter().map(|m| m.key).collect();
         seen.dedup();
         direct.dedup();

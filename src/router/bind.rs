@@ -97,6 +97,149 @@ pub fn param_key(value: Option<&[u8]>, format: i16, oid: u32) -> Result<TenantKe
     }
 }
 
+/// Decode an array parameter value (`None`: NULL) of `key = ANY($n)`, text or
+/// binary, calling `f` with every element as a tenant key; at most `max`
+/// elements. The error says what is wrong, for a 22023 message.
+pub fn param_array_keys(
+    value: Option<&[u8]>,
+    format: i16,
+    max: usize,
+    f: &mut dyn FnMut(TenantKey),
+) -> Result<(), &'static str> {
+    let Some(v) = value else {
+        return Err("is NULL");
+    };
+    let mut n = 0usize;
+    let mut each = |k: TenantKey| {
+        n += 1;
+        if n > max {
+            return Err("has more elements than one unit of work may name");
+        }
+        f(k);
+        Ok(())
+    };
+    if format == 0 {
+        text_array(v, &mut each)
+    } else {
+        binary_array(v, &mut each)
+    }
+}
+
+/// Postgres's array text form, one dimension: `{1,42}`, `{"a b",c}`; elements
+/// unquoted (trimmed) or double-quoted, with backslash escapes.
+fn text_array(
+    v: &[u8],
+    each: &mut dyn FnMut(TenantKey) -> Result<(), &'static str>,
+) -> Result<(), &'static str> {
+    use super::key::KeyBuilder;
+    const MALFORMED: &str = "is not an array of tenant keys";
+    let v = v.trim_ascii();
+    let inner = v
+        .strip_prefix(b"{")
+        .and_then(|r| r.strip_suffix(b"}"))
+        .ok_or(MALFORMED)?;
+    if inner.trim_ascii().is_empty() {
+        return Ok(());
+    }
+    let mut i = 0;
+    loop {
+        while inner.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        let mut k = KeyBuilder::new();
+        match inner.get(i) {
+            Some(b'{') => return Err("is a multi-dimensional array"),
+            Some(b'"') => {
+                i += 1;
+                loop {
+                    match inner.get(i) {
+                        None => return Err(MALFORMED),
+                        Some(b'"') => break,
+                        Some(b'\\') => {
+                            i += 1;
+                            k.push(*inner.get(i).ok_or(MALFORMED)?).ok_or(MALFORMED)?;
+                        }
+                        Some(&c) => k.push(c).ok_or(MALFORMED)?,
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            _ => {
+                let start = i;
+                while inner.get(i).is_some_and(|&c| c != b',') {
+                    if matches!(inner[i], b'"' | b'{' | b'}' | b'\\') {
+                        return Err(MALFORMED);
+                    }
+                    i += 1;
+                }
+                let el = inner[start..i].trim_ascii();
+                if el.eq_ignore_ascii_case(b"NULL") {
+                    return Err("has a NULL element");
+                }
+                for &c in el {
+                    k.push(c).ok_or(MALFORMED)?;
+                }
+            }
+        }
+        each(k.finish().ok_or(MALFORMED)?)?;
+        while inner.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        match inner.get(i) {
+            None => return Ok(()),
+            Some(b',') => i += 1,
+            Some(_) => return Err(MALFORMED),
+        }
+    }
+}
+
+/// Postgres's binary array form (`array_send`): dimensions, element type, then
+/// each element with its length; elements decoded by their type as binary keys.
+fn binary_array(
+    v: &[u8],
+    each: &mut dyn FnMut(TenantKey) -> Result<(), &'static str>,
+) -> Result<(), &'static str> {
+    const MALFORMED: &str = "is not a binary array of tenant keys";
+    let mut at = 0usize;
+    let int = |at: &mut usize| -> Result<i32, &'static str> {
+        let b = v.get(*at..*at + 4).ok_or(MALFORMED)?;
+        *at += 4;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let ndim = int(&mut at)?;
+    let _flags = int(&mut at)?;
+    let elem = int(&mut at)? as u32;
+    if !(0..=6).contains(&ndim) {
+        return Err(MALFORMED);
+    }
+    let mut total: usize = if ndim == 0 { 0 } else { 1 };
+    for _ in 0..ndim {
+        let len = int(&mut at)?;
+        let _lbound = int(&mut at)?;
+        let len = usize::try_from(len).map_err(|_| MALFORMED)?;
+        // Every element takes at least its 4-byte length: a count the value
+        // cannot hold is malformed (and cannot make us loop long).
+        total = total
+            .checked_mul(len)
+            .filter(|&t| t <= v.len() / 4)
+            .ok_or(MALFORMED)?;
+    }
+    for _ in 0..total {
+        let len = int(&mut at)?;
+        if len < 0 {
+            return Err("has a NULL element");
+        }
+        let el = v.get(at..at + len as usize).ok_or(MALFORMED)?;
+        at += len as usize;
+        each(param_key(Some(el), 1, elem)?)?;
+    }
+    if at != v.len() {
+        return Err(MALFORMED);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +260,86 @@ mod tests {
         assert_eq!(k(b"abc", 25).unwrap(), "abc");
         assert_eq!(param_key(Some(b"42"), 0, 20).unwrap().as_str(), "42");
         assert!(param_key(Some(b""), 0, 25).is_err());
+    }
+
+    fn keys(v: &[u8], format: i16) -> Result<Vec<String>, &'static str> {
+        let mut out = Vec::new();
+        param_array_keys(Some(v), format, 100, &mut |k| {
+            out.push(k.as_str().to_string())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn text_arrays_decode_every_element() {
+        assert_eq!(keys(b"{1,42}", 0).unwrap(), ["1", "42"]);
+        assert_eq!(keys(b" { 1 , 42 } ", 0).unwrap(), ["1", "42"]);
+        assert_eq!(
+            keys(br#"{"a b","c\"d",e}"#, 0).unwrap(),
+            ["a b", "c\"d", "e"]
+        );
+        assert_eq!(keys(b"{}", 0).unwrap(), Vec::<String>::new());
+        for bad in [
+            &b"{1,NULL}"[..],
+            b"{{1,2},{3,4}}",
+            b"[1:2]={1,2}",
+            b"1,2",
+            b"{1,,2}",
+            b"{\"a}",
+            b"{a\"b}",
+        ] {
+            assert!(keys(bad, 0).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(param_array_keys(None, 0, 10, &mut |_| {}), Err("is NULL"));
+        assert!(keys(format!("{{{}}}", vec!["1"; 101].join(",")).as_bytes(), 0).is_err());
+    }
+
+    fn binary(elem: u32, dims: &[i32], els: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&(dims.len() as i32).to_be_bytes());
+        v.extend_from_slice(&0i32.to_be_bytes());
+        v.extend_from_slice(&elem.to_be_bytes());
+        for d in dims {
+            v.extend_from_slice(&d.to_be_bytes());
+            v.extend_from_slice(&1i32.to_be_bytes());
+        }
+        for e in els {
+            match e {
+                Some(b) => {
+                    v.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                    v.extend_from_slice(b);
+                }
+                None => v.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn binary_arrays_decode_every_element() {
+        let (a, b) = (7i64.to_be_bytes(), (-42i64).to_be_bytes());
+        assert_eq!(
+            keys(&binary(20, &[2], &[Some(&a), Some(&b)]), 1).unwrap(),
+            ["7", "-42"]
+        );
+        assert_eq!(
+            keys(&binary(25, &[1], &[Some(b"acme")]), 1).unwrap(),
+            ["acme"]
+        );
+        // Two dimensions: every element counts.
+        let one = 1i32.to_be_bytes();
+        let four: [Option<&[u8]>; 4] = [Some(&one); 4];
+        assert_eq!(keys(&binary(23, &[2, 2], &four), 1).unwrap().len(), 4);
+        assert_eq!(keys(&binary(23, &[], &[]), 1).unwrap().len(), 0);
+        assert!(keys(&binary(20, &[2], &[Some(&a), None]), 1).is_err());
+        assert!(keys(&binary(700, &[1], &[Some(&one)]), 1).is_err()); // float4
+        let mut trailing = binary(23, &[1], &[Some(&one)]);
+        trailing.push(0);
+        assert!(keys(&trailing, 1).is_err());
+        // A dimension the value cannot hold is malformed, not a long loop.
+        assert!(keys(&binary(23, &[i32::MAX, i32::MAX], &[]), 1).is_err());
+        assert!(keys(&binary(23, &[-1], &[]), 1).is_err());
+        assert!(keys(&[0, 0, 0, 1], 1).is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! * **A transaction stays on its shard** (0A000 for work naming another), and a
 //!   transaction shardbouncer failed itself stays failed (25P02) until it ends.
 
-use super::bind::{param_key, ParamTypes, ParamValues};
+use super::bind::{param_array_keys, param_key, ParamTypes, ParamValues};
 use super::key::TenantKey;
 use super::scanner::Source;
 use super::shardmap::ShardMap;
@@ -452,7 +452,7 @@ fn batch<'a, V: ParamValues>(
                         scratch.push(*m);
                     }
                 }
-                if r.has(Source::Scan) && !f.params.is_empty() {
+                if r.has(Source::Scan) && !(f.params.is_empty() && f.array_params.is_empty()) {
                     bind_mentions(r, f, types, &values, scratch)?;
                 }
                 if scratch.len() > MAX_MENTIONS {
@@ -514,23 +514,39 @@ fn bind_mentions(
             format!("{} parameter ${n} {why}", r.key),
         )
     };
-    // `f.params` is sorted: a parameter past the end is the last one.
-    if let Some(&max) = f.params.last() {
+    // Both lists are sorted: a parameter past the end is the last one.
+    let max = f.params.last().max(f.array_params.last());
+    if let Some(&max) = max {
         if usize::from(max) > values.count() {
             return Err(bad(usize::from(max), "is missing"));
         }
     }
     let mut err = None;
     values.each(&mut |i, v| {
-        if err.is_some() || f.params.binary_search(&((i + 1) as u16)).is_err() {
+        if err.is_some() {
             return;
         }
-        match param_key(v, values.format(i), types.get(i)) {
-            Ok(key) => scratch.push(Mention {
-                key,
-                source: Source::Scan,
-            }),
-            Err(why) => err = Some(bad(i + 1, why)),
+        let n = (i + 1) as u16;
+        if f.params.binary_search(&n).is_ok() {
+            match param_key(v, values.format(i), types.get(i)) {
+                Ok(key) => scratch.push(Mention {
+                    key,
+                    source: Source::Scan,
+                }),
+                Err(why) => err = Some(bad(i + 1, why)),
+            }
+        }
+        if err.is_none() && f.array_params.binary_search(&n).is_ok() {
+            let room = MAX_MENTIONS.saturating_sub(scratch.len());
+            let res = param_array_keys(v, values.format(i), room, &mut |key| {
+                scratch.push(Mention {
+                    key,
+                    source: Source::Scan,
+                })
+            });
+            if let Err(why) = res {
+                err = Some(bad(i + 1, why));
+            }
         }
     });
     match err {

@@ -71,6 +71,9 @@ pub enum TenantToken<'a> {
     UrlEncoded(&'a [u8]),
     /// $n placeholder (1-based) — value comes from the Bind message
     Param(u16),
+    /// `$n` of `key = ANY($n)`: the Bind value is an array, every element of
+    /// which is a tenant.
+    ParamArray(u16),
     /// Unquoted identifier used as a SET value (`SET tenant_id = acme`);
     /// Postgres folds it to lower case, and so does [`TenantToken::to_key`].
     Ident(&'a [u8]),
@@ -82,7 +85,7 @@ pub enum TenantToken<'a> {
 impl TenantToken<'_> {
     /// Decode into a TenantKey (unescape '' / E'' backslashes / %XX / \').
     /// None if invalid or too long, and always None for [`TenantToken::Param`]
-    /// (its value is in the Bind message).
+    /// and [`TenantToken::ParamArray`] (the value is in the Bind message).
     pub fn to_key(&self) -> Option<TenantKey> {
         match *self {
             TenantToken::Bare(b) => TenantKey::new(b),
@@ -99,7 +102,7 @@ impl TenantToken<'_> {
             TenantToken::Quoted { raw, escape: false } => undouble(raw, b'\''),
             TenantToken::Quoted { raw, escape: true } => decode_estring(raw),
             TenantToken::UrlEncoded(raw) => decode_url(raw),
-            TenantToken::Param(_) => None,
+            TenantToken::Param(_) | TenantToken::ParamArray(_) => None,
         }
     }
 }
@@ -351,7 +354,78 @@ fn read_value<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<TenantToken<'a>> 
     Some(tok)
 }
 
-/// After an identifier equal to the key: `= value` or `IN (value, ...)`.
+/// After `key = ANY` (or `SOME`): `($n)` with an array parameter, or
+/// `(ARRAY[value, ...])`, optionally cast to a safe array type. Reports every
+/// element, or nothing when any part is not understood.
+fn any_match<'a>(
+    sql: &'a [u8],
+    lx: &mut Lexer<'a>,
+    f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>,
+) -> Option<ControlFlow<()>> {
+    if lx.next_sig()?.k != K::LParen {
+        return None;
+    }
+    let t = lx.next_sig()?;
+    let out = match t.k {
+        K::Param(n) => {
+            array_casts(sql, lx)?;
+            f(TenantToken::ParamArray(n))
+        }
+        K::Ident if is_kw(sql, &t, b"ARRAY") => {
+            if lx.next_sig()?.k != K::LBrack {
+                return None;
+            }
+            // First walk validates the elements, the second reports them.
+            let start = *lx;
+            let walk =
+                |lx: &mut Lexer<'a>, f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>| loop {
+                    let v = read_value(sql, lx)?;
+                    if let ControlFlow::Break(()) = f(v) {
+                        return Some(ControlFlow::Break(()));
+                    }
+                    match lx.next_sig()?.k {
+                        K::Comma => {}
+                        K::RBrack => return Some(ControlFlow::Continue(())),
+                        _ => return None,
+                    }
+                };
+            let _ = walk(lx, &mut |_| ControlFlow::Continue(()))?;
+            array_casts(sql, lx)?;
+            let after = *lx;
+            if lx.next_sig()?.k != K::RParen {
+                return None;
+            }
+            *lx = start;
+            let r = walk(lx, f)?;
+            *lx = after;
+            r
+        }
+        _ => return None,
+    };
+    if lx.next_sig()?.k != K::RParen {
+        return None;
+    }
+    Some(out)
+}
+
+/// `::type[]` casts after an array: only element types that keep a key's text
+/// (see [`SAFE_CASTS`]), each followed by `[]`.
+fn array_casts(sql: &[u8], lx: &mut Lexer<'_>) -> Option<()> {
+    while lx.peek_sig().is_some_and(|t| t.k == K::Cast) {
+        lx.next_sig();
+        let ty = lx.next_sig()?;
+        if !is_any_kw(sql, &ty, SAFE_CASTS)
+            || lx.next_sig()?.k != K::LBrack
+            || lx.next_sig()?.k != K::RBrack
+        {
+            return None;
+        }
+    }
+    Some(())
+}
+
+/// After an identifier equal to the key: `= value`, `= ANY (...)` or
+/// `IN (value, ...)`.
 /// Reports every value of an IN list, or none of them when any element is not a
 /// plain literal or parameter (reporting only some would let a second tenant ride
 /// along unnoticed).
@@ -364,7 +438,20 @@ fn forward_match<'a>(
         return ControlFlow::Continue(());
     };
     if is_op(sql, &t, b"=") {
-        if let Some(v) = read_value(sql, &mut lx) {
+        if lx
+            .peek_sig()
+            .is_some_and(|t| is_any_kw(sql, &t, &[b"ANY", b"SOME"]))
+        {
+            lx.next_sig();
+            let start = lx;
+            if any_match(sql, &mut lx, &mut |_| ControlFlow::Continue(())).is_some()
+                && follower_ok(sql, &lx)
+            {
+                let mut lx = start;
+                any_match(sql, &mut lx, &mut |v| f(Src::Scan, v))
+                    .unwrap_or(ControlFlow::Continue(()))?;
+            }
+        } else if let Some(v) = read_value(sql, &mut lx) {
             if follower_ok(sql, &lx) {
                 f(Src::Scan, v)?;
             }
@@ -878,6 +965,16 @@ mod tests {
             Some(TenantToken::Param(2))
         );
         assert_eq!(TenantToken::Param(1).to_key(), None);
+        // `= ANY($n)`: an array parameter, every element a tenant.
+        assert_eq!(
+            p(b"SELECT * FROM t WHERE tenant_id = ANY($1)"),
+            Some(TenantToken::ParamArray(1))
+        );
+        assert_eq!(
+            p(b"SELECT * FROM t WHERE t.tenant_id = some ( $3::bigint[] ) AND x = 1"),
+            Some(TenantToken::ParamArray(3))
+        );
+        assert_eq!(TenantToken::ParamArray(1).to_key(), None);
         assert_eq!(scan_key("SELECT * FROM t WHERE tenant_id = $0"), None);
         assert_eq!(scan_key("SELECT * FROM t WHERE tenant_id = $70000"), None);
     }
@@ -911,7 +1008,18 @@ mod tests {
             "SELECT * FROM t WHERE tenant_id IN (1, 2 + 1)",
             "SELECT * FROM t WHERE tenant_id IN (1, 2) IS TRUE",
             "SELECT * FROM t WHERE tenant_id NOT IN (1)",
-            "SELECT * FROM t WHERE tenant_id = ANY($1)",
+            "SELECT * FROM t WHERE tenant_id = ANY($1) + 1",
+            "SELECT * FROM t WHERE tenant_id = ANY($1) IS TRUE",
+            "SELECT * FROM t WHERE tenant_id = ANY($1::varchar(2)[])",
+            "SELECT * FROM t WHERE tenant_id = ANY($1::float8[])",
+            "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[1, f(2)])",
+            "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[ARRAY[1]])",
+            "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[1, 2] || ARRAY[3])",
+            "SELECT * FROM t WHERE tenant_id = ANY('{1,2}')",
+            "SELECT * FROM t WHERE tenant_id = ANY(f($1))",
+            "SELECT * FROM t WHERE tenant_id <> ALL($1)",
+            "SELECT * FROM t WHERE tenant_id = ALL($1)",
+            "SELECT * FROM t WHERE NOT tenant_id = ANY($1)",
             "SELECT * FROM t WHERE tenant_id = 4.2",
             "SELECT * FROM t WHERE tenant_id = 1e3",
             "SELECT * FROM t WHERE tenant_id = 5abc",
@@ -967,6 +1075,22 @@ mod tests {
         assert_eq!(
             all("SELECT * FROM t WHERE tenant_id IN ($1, $2)"),
             vec!["<Param(1)>", "<Param(2)>"]
+        );
+    }
+
+    #[test]
+    fn any_of_an_array_reports_every_element() {
+        assert_eq!(
+            all("SELECT * FROM t WHERE tenant_id = ANY(ARRAY[1, 42])"),
+            ["1", "42"]
+        );
+        assert_eq!(
+            all("SELECT * FROM t WHERE tenant_id = ANY (ARRAY['a', $2]::text[]) ORDER BY 1"),
+            ["a", "<Param(2)>"]
+        );
+        assert_eq!(
+            all("SELECT * FROM t WHERE tenant_id = ANY($1) OR tenant_id = 7"),
+            ["<ParamArray(1)>", "7"]
         );
     }
 

@@ -225,6 +225,9 @@ pub struct Facts {
     /// `$n` parameters compared with the key (1-based, deduplicated): their
     /// values come from the Bind.
     pub params: Vec<u16>,
+    /// `$n` parameters of `key = ANY($n)` (1-based, deduplicated): arrays, every
+    /// element of which is a tenant.
+    pub array_params: Vec<u16>,
     /// Custom (dotted) settings the text sets by name: they are read back by name
     /// because Postgres lists no placeholder settings in `pg_settings`.
     pub custom_settings: Vec<String>,
@@ -245,6 +248,7 @@ impl Facts {
         self.effects = Effects::none();
         self.mentions.clear();
         self.params.clear();
+        self.array_params.clear();
         self.custom_settings.clear();
         self.violation = None;
     }
@@ -300,6 +304,11 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
                     out.params.push(n);
                 }
             }
+            TenantToken::ParamArray(n) => {
+                if !out.array_params.contains(&n) {
+                    out.array_params.push(n);
+                }
+            }
             t => match t.to_key() {
                 Some(k) => out.mention(k, source),
                 None => out.violate(Violation::InvalidTenant),
@@ -307,6 +316,7 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
         });
     });
     out.params.sort_unstable();
+    out.array_params.sort_unstable();
     if set_tenant_seen && out.count > 1 {
         out.violate(Violation::TenantSetInMulti);
     }
@@ -330,6 +340,7 @@ pub fn analyze_checked(
             || out.tenant_free != alt.tenant_free
             || out.mentions != alt.mentions
             || out.params != alt.params
+            || out.array_params != alt.array_params
             || out.violation != alt.violation;
     }
 }
