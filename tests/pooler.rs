@@ -1158,3 +1158,105 @@ async fn login_parameters_are_reported_in_postgres_spelling_and_bad_ones_refused
         assert!(!via.iter().any(|(t, _)| *t == b'Z'), "{params:?}: {via:?}");
     }
 }
+
+/// `cl_waiting` of database `app` in SHOW POOLS.
+async fn clients_waiting(admin: &tokio_postgres::Client) -> usize {
+    let msgs = admin.simple_query("SHOW POOLS").await.unwrap();
+    let mut cols = None;
+    for m in &msgs {
+        match m {
+            tokio_postgres::SimpleQueryMessage::RowDescription(d) => {
+                cols = d.iter().position(|c| c.name() == "cl_waiting");
+            }
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("app") => {
+                return r.get(cols.unwrap()).unwrap().parse().unwrap();
+            }
+            _ => {}
+        }
+    }
+    0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_stops_its_own_query_wherever_it_is_and_never_a_later_one() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "default_pool_size = 1\n")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"")
+        + "[admin]\nusers = [\"admin\"]\n[[users]]\nname = \"admin\"\npassword = \"admin\"\n";
+    let b = Bouncer::start(&cfg);
+    let admin = b.connect("admin", "admin", "pgbouncer").await;
+    let c = std::sync::Arc::new(b.connect("app", "secret", "app").await);
+    let token = c.cancel_token();
+
+    // Queued: the pool's only server is in another client's transaction. The
+    // cancel drops the query from the queue: it never runs, even later.
+    let holder = b.connect("app", "secret", "app").await;
+    holder
+        .batch_execute("BEGIN; CREATE TEMP TABLE ran(x int)")
+        .await
+        .unwrap();
+    let q = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.simple_query("INSERT INTO ran SELECT 1 FROM pg_sleep(0)")
+                .await
+        })
+    };
+    eventually(
+        Duration::from_secs(20),
+        "the client waits for the server",
+        || async { clients_waiting(&admin).await == 1 },
+    )
+    .await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let e = q.await.unwrap().unwrap_err();
+    assert_eq!(code(&e), "57014", "{}", msg(&e));
+    assert_eq!(clients_waiting(&admin).await, 0);
+    holder.batch_execute("COMMIT").await.unwrap();
+    // Nothing of it ran; the client goes on normally.
+    assert_eq!(int_of(&c, "SELECT 7").await, 7);
+
+    // Being attached or running: a cancel sent right after the query stops that
+    // query, every time, and the next query is untouched. A raw client, so the
+    // query is surely written before the cancel is.
+    let (mut r, login) = Raw::startup(b.port, "app", "app", &[]);
+    assert_eq!(login.last().map(|m| m.0), Some(b'Z'), "{login:?}");
+    let key = login
+        .iter()
+        .find(|m| m.0 == b'K')
+        .expect("BackendKeyData")
+        .1
+        .clone();
+    let cancel = || {
+        let mut s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+        let mut p = 16i32.to_be_bytes().to_vec();
+        p.extend_from_slice(&80877102i32.to_be_bytes());
+        p.extend_from_slice(&key);
+        s.write_all(&p).unwrap();
+        // The pooler closes it once the cancel is on its way.
+        let _ = s.read(&mut [0u8; 1]);
+    };
+    r.s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let rounds: usize = std::env::var("CANCEL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let started = Instant::now();
+    for i in 0..rounds {
+        r.query("SELECT pg_sleep(60)").run(0);
+        cancel();
+        let m = r.read_until_ready();
+        assert_eq!(
+            support::raw::error_codes(&m),
+            vec!["57014"],
+            "round {i}: {m:?}"
+        );
+        let m = r.query("SELECT 1").run(1);
+        assert_eq!(
+            support::raw::first_column(&m),
+            vec!["1"],
+            "round {i}: a later query"
+        );
+    }
+    eprintln!("{rounds} cancels in {:?}", started.elapsed());
+}

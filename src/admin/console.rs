@@ -766,6 +766,9 @@ mod tests {
             activity: ClientActivity::new("", None),
             partial: std::sync::atomic::AtomicUsize::new(0),
             out_of_memory: AtomicBool::new(false),
+            cancel: std::sync::atomic::AtomicU8::new(0),
+            cancel_wake: tokio::sync::Notify::new(),
+            answered: std::sync::atomic::AtomicU64::new(0),
         });
         for _ in 0..3 {
             let (a, h) = (app.clone(), handle.clone());

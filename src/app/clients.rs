@@ -6,7 +6,7 @@ use crate::server::CancelKey;
 use arc_swap::ArcSwapOption;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
@@ -38,6 +38,129 @@ pub struct ClientHandle {
     pub partial: AtomicUsize,
     /// The session is ended for holding the most of the buffer budget.
     pub out_of_memory: AtomicBool,
+    /// Where a CancelRequest for this client goes: one of [`cancel`]'s states.
+    pub cancel: AtomicU8,
+    /// Wakes the session when a cancel arrives for work no server has yet.
+    pub cancel_wake: Notify,
+    /// Requests of the client that servers have answered so far: a cancel that
+    /// Postgres may have ignored is tried again only while this has not moved.
+    pub answered: AtomicU64,
+}
+
+/// States of [`ClientHandle::cancel`]. A cancel must stop the query the client
+/// is waiting for, wherever that query is, and never a later one.
+pub mod cancel {
+    /// No work waits for a server: a cancel goes to the attached server, if any
+    /// (Postgres ignores one that finds its backend idle, as it would directly).
+    pub const IDLE: u8 = 0;
+    /// The client's work waits for a server: a cancel drops it from the queue.
+    pub const QUEUED: u8 = 1;
+    /// A server is attached and the work is being written to it: a cancel is
+    /// passed on once the server has the work.
+    pub const SENDING: u8 = 2;
+    /// A cancel arrived in [`QUEUED`] or [`SENDING`]; the session acts on it.
+    pub const CANCELED: u8 = 3;
+    /// A cancel arrived in [`IDLE`] with no server attached: the query it is for
+    /// may not have been read from the client's socket yet; the session looks.
+    pub const UNREAD: u8 = 4;
+}
+
+impl ClientHandle {
+    /// A CancelRequest for this client arrived: the server key to pass it to now,
+    /// or `None` when the session takes care of it (or there is nothing to cancel).
+    pub fn request_cancel(&self) -> Option<CancelKey> {
+        loop {
+            match self.cancel.load(Ordering::Acquire) {
+                s @ (cancel::QUEUED | cancel::SENDING) => {
+                    if self
+                        .cancel
+                        .compare_exchange(s, cancel::CANCELED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        self.wake_for_cancel();
+                        return None;
+                    }
+                }
+                cancel::CANCELED | cancel::UNREAD => return None,
+                _ => {
+                    if let Some(k) = self.server.load_full() {
+                        return Some(*k);
+                    }
+                    if self
+                        .cancel
+                        .compare_exchange(
+                            cancel::IDLE,
+                            cancel::UNREAD,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
+                        .is_ok()
+                    {
+                        self.wake_for_cancel();
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pass a CancelRequest on to the server the client's request runs on. Postgres
+    /// ignores a cancel that finds its backend between commands, which is where it
+    /// is when the request was written but not yet read: while that request is
+    /// still unanswered on the same server, the cancel is tried again, a few times.
+    /// The first try is delivered before this returns (the client learns its
+    /// cancel went through when its cancel connection closes); the retries go on
+    /// in the background.
+    pub async fn forward_cancel(self: &Arc<Self>, key: CancelKey) {
+        let asked = self.answered.load(Ordering::Acquire);
+        crate::server::send_cancel(key).await;
+        let me = self.clone();
+        tokio::spawn(async move { me.retry_cancel(key, asked).await });
+    }
+
+    /// The retries of [`Self::forward_cancel`], for a request unanswered when
+    /// `answered` was `asked`.
+    pub async fn retry_cancel(&self, key: CancelKey, asked: u64) {
+        for ms in [20, 100, 400] {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            if self.answered.load(Ordering::Acquire) != asked
+                || self.server.load().as_deref() != Some(&key)
+            {
+                return;
+            }
+            crate::server::send_cancel(key).await;
+        }
+    }
+
+    /// Move the cancel state from `from` to `to`; false if a cancel came first
+    /// (the state is then [`cancel::CANCELED`], and stays so until [`Self::cancel_done`]).
+    pub fn cancel_step(&self, from: u8, to: u8) -> bool {
+        self.cancel
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Wake the session: the waiter in its event loop and the one of a checkout.
+    fn wake_for_cancel(&self) {
+        self.cancel_wake.notify_waiters();
+        self.cancel_wake.notify_one();
+    }
+
+    /// The session acted on a cancel (or gave up on it): back to [`cancel::IDLE`].
+    pub fn cancel_done(&self) {
+        self.cancel.store(cancel::IDLE, Ordering::Release);
+    }
+
+    /// Wait until a cancel arrives for work that waits for a server.
+    pub async fn cancelled(&self) {
+        loop {
+            let n = self.cancel_wake.notified();
+            if self.cancel.load(Ordering::Acquire) == cancel::CANCELED {
+                return;
+            }
+            n.await;
+        }
+    }
 }
 
 impl ClientHandle {

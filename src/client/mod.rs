@@ -57,8 +57,8 @@ async fn run(
         None => return Ok(()),
         Some(Startup::Cancel { pid, secret }) => {
             if let Some(h) = app.clients.find_for_cancel(pid, secret) {
-                if let Some(key) = h.server.load_full() {
-                    crate::server::send_cancel(*key).await;
+                if let Some(key) = h.request_cancel() {
+                    h.forward_cancel(key).await;
                 }
             }
             return Ok(());
@@ -173,6 +173,9 @@ async fn run(
         ),
         partial: std::sync::atomic::AtomicUsize::new(0),
         out_of_memory: AtomicBool::new(false),
+        cancel: std::sync::atomic::AtomicU8::new(crate::app::clients::cancel::IDLE),
+        cancel_wake: Notify::new(),
+        answered: std::sync::atomic::AtomicU64::new(0),
     });
     if is_admin {
         return crate::admin::console::serve(app, stream, &handle).await;

@@ -130,6 +130,60 @@ pub struct Checkout {
     from_reserve: bool,
 }
 
+/// A client counted as waiting for a server, and its wait timed, until dropped.
+struct Waiting<'a> {
+    stats: &'a PoolStats,
+    start: Instant,
+}
+
+impl<'a> Waiting<'a> {
+    fn start(stats: &'a PoolStats) -> Waiting<'a> {
+        stats.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting {
+            stats,
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.stats
+            .wait_time_us
+            .fetch_add(self.start.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// A permit taken for a checkout in progress: handed to the [`Checkout`], or
+/// given back to its pool if the checkout fails or is dropped.
+struct Held<'a> {
+    pool: &'a Pool,
+    permit: Option<OwnedSemaphorePermit>,
+    from_reserve: bool,
+}
+
+impl Held<'_> {
+    fn hand_out(&mut self, conn: ServerConn) -> Checkout {
+        Checkout {
+            conn,
+            permit: self
+                .permit
+                .take()
+                .expect("a held permit is handed out once"),
+            from_reserve: self.from_reserve,
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.permit.take() {
+            self.pool.release(p, self.from_reserve);
+        }
+    }
+}
+
 /// A resizable cap on the servers handed out at once: a semaphore whose size can
 /// shrink while its permits are held. A shrink removes the free permits at once and
 /// owes the rest; a permit given back while something is owed is removed instead of
@@ -323,15 +377,14 @@ impl Pool {
 
     /// Take a server, waiting up to `query_wait_timeout`. Connects a new one when the
     /// pool has room, retrying until `server_connect_timeout`.
+    ///
+    /// Cancel-safe: a client whose query is cancelled while it waits drops this
+    /// future, and nothing is left counted or held.
     pub async fn checkout(&self) -> Result<Checkout, PoolError> {
         let settings = self.settings.load_full();
-        let start = Instant::now();
-        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        let waiting = Waiting::start(&self.stats);
         let res = self.checkout_inner(&settings).await;
-        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
-        self.stats
-            .wait_time_us
-            .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+        drop(waiting);
         if res.is_ok() {
             self.stats.assignments.fetch_add(1, Ordering::Relaxed);
             self.stats.active.fetch_add(1, Ordering::Relaxed);
@@ -355,6 +408,13 @@ impl Pool {
             Ok(p) => (p, false),
             Err(_) => Box::pin(self.acquire_permit(settings, deadline)).await?,
         };
+        // Given back through `release` (which honours a pending shrink) however
+        // this future ends, dropped mid-connect included.
+        let mut held = Held {
+            pool: self,
+            permit: Some(permit),
+            from_reserve,
+        };
         // Reuse an idle server if a healthy one is there (LIFO keeps caches warm).
         loop {
             let candidate = self
@@ -364,24 +424,13 @@ impl Pool {
                 .pop();
             let Some(mut conn) = candidate else { break };
             if self.is_reusable(&mut conn, settings) {
-                return Ok(Checkout {
-                    conn,
-                    permit,
-                    from_reserve,
-                });
+                return Ok(held.hand_out(conn));
             }
             self.close(conn);
         }
         match Box::pin(self.connect(settings)).await {
-            Ok(conn) => Ok(Checkout {
-                conn,
-                permit,
-                from_reserve,
-            }),
-            Err(e) => {
-                self.release(permit, from_reserve);
-                Err(PoolError::Connect(e))
-            }
+            Ok(conn) => Ok(held.hand_out(conn)),
+            Err(e) => Err(PoolError::Connect(e)),
         }
     }
 
@@ -458,6 +507,14 @@ impl Pool {
         let limit = settings.server_connect_timeout.as_std();
         let deadline = Instant::now() + limit;
         self.stats.connecting.fetch_add(1, Ordering::Relaxed);
+        // Counted down however this ends (a cancelled checkout drops it midway).
+        struct Connecting<'a>(&'a AtomicUsize);
+        impl Drop for Connecting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let connecting = Connecting(&self.stats.connecting);
         let mut backoff = Duration::from_millis(50);
         let res = loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -477,7 +534,7 @@ impl Pool {
                 }
             }
         };
-        self.stats.connecting.fetch_sub(1, Ordering::Relaxed);
+        drop(connecting);
         match &res {
             Ok(c) => {
                 self.total.fetch_add(1, Ordering::Relaxed);

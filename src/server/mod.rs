@@ -35,7 +35,7 @@ pub struct Target {
 }
 
 /// What it takes to cancel a query running on a server.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CancelKey {
     /// Server address.
     pub addr: SocketAddr,

@@ -138,6 +138,11 @@ impl Attachment {
         (&self.to_server, &mut self.conn.rbuf)
     }
 
+    /// Bytes queued for the server, not yet written.
+    pub(super) fn has_output(&self) -> bool {
+        !self.to_server.is_empty()
+    }
+
     pub(super) fn take_to_server(&mut self) -> Vec<u8> {
         self.to_server.take_all()
     }

@@ -312,6 +312,16 @@ impl Core {
         self.to_client.advance(n);
     }
 
+    /// Requests servers have answered over the session's life.
+    pub fn requests_answered(&self) -> u64 {
+        self.counters.answered()
+    }
+
+    /// Bytes for the attached server are waiting to be written.
+    pub fn sending_to_server(&self) -> bool {
+        self.att.as_ref().is_some_and(|a| a.has_output())
+    }
+
     /// Take every byte queued for the server (socket-free drivers: tests, fuzzing).
     pub fn take_to_server(&mut self) -> Vec<u8> {
         match self.att.as_mut() {

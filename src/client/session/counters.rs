@@ -15,6 +15,8 @@ pub struct Counters {
     client_parses: u64,
     server_parses: u64,
     binds: u64,
+    /// Requests answered over the session's life (never reset by a flush).
+    answered: u64,
     /// When the oldest unanswered query was sent.
     query_start: Option<Instant>,
 }
@@ -58,12 +60,26 @@ impl Counters {
     /// A ReadyForQuery for the client's work came back; `owed` more are owed.
     pub(super) fn query_done(&mut self, owed: usize) {
         self.queries += 1;
+        self.answered = self.answered.wrapping_add(1);
         if let Some(t) = self.query_start.take() {
             self.query_us += t.elapsed().as_micros() as u64;
         }
         if owed > 0 {
             self.query_start = Some(Instant::now());
         }
+    }
+
+    /// Requests answered by servers so far (a cancel retry checks it moved).
+    pub(super) fn answered(&self) -> u64 {
+        self.answered
+    }
+
+    /// Take the counters of a transaction; the session-long ones stay.
+    pub(super) fn take(&mut self) -> Counters {
+        let answered = self.answered;
+        let out = std::mem::take(self);
+        self.answered = answered;
+        out
     }
 
     /// Add everything to `stats` and start over.
@@ -93,6 +109,7 @@ impl Counters {
         }
         *self = Counters {
             query_start: self.query_start,
+            answered: self.answered,
             ..Counters::default()
         };
         out

@@ -33,6 +33,7 @@ mod tests;
 
 pub use self::core::{Core, End, Need, Release};
 
+use crate::app::clients::cancel;
 use crate::app::{App, ClientHandle, DbRuntime};
 use crate::client::startup::ClientLogin;
 use crate::config::PoolMode;
@@ -61,6 +62,8 @@ enum Event {
     Timeout(&'static str, &'static str),
     Killed,
     Shutdown,
+    /// A CancelRequest for this client came (see [`cancel`]).
+    Cancel,
 }
 
 /// One logged-in client: the driver around its [`Core`].
@@ -77,6 +80,9 @@ pub struct Session {
     last_activity: Instant,
     /// Bytes of unprocessed client input last reported to `[limits] max_buffered`.
     buffered: usize,
+    /// A server was just attached and the work that asked for it is still being
+    /// written to it (see [`crate::app::clients::cancel::SENDING`]).
+    sending: bool,
 }
 
 impl Session {
@@ -114,6 +120,7 @@ impl Session {
             pools_gen: 0,
             last_activity: Instant::now(),
             buffered: 0,
+            sending: false,
         }
     }
 
@@ -224,9 +231,11 @@ impl Session {
         let (handle, app) = (self.handle.clone(), self.app.clone());
         let kill = handle.kill.notified();
         let shutdown = app.shutdown.notified();
-        tokio::pin!(kill, shutdown);
+        let cancel_wake = handle.cancel_wake.notified();
+        tokio::pin!(kill, shutdown, cancel_wake);
         kill.as_mut().enable();
         shutdown.as_mut().enable();
+        cancel_wake.as_mut().enable();
         loop {
             if self.handle.killed.load(Ordering::Acquire) {
                 return Err(self.killed());
@@ -248,7 +257,19 @@ impl Session {
                     .core
                     .fatal(sqlstate::ADMIN_SHUTDOWN, "shardbouncer is shutting down"));
             }
-            let need = match self.wait(stream, kill.as_mut(), shutdown.as_mut()).await {
+            if self.sending && !self.core.sending_to_server() {
+                // Before blocking: a cancel must not outlive the work it was for.
+                self.work_sent().await;
+            }
+            let need = match self
+                .wait(
+                    stream,
+                    kill.as_mut(),
+                    shutdown.as_mut(),
+                    cancel_wake.as_mut(),
+                )
+                .await
+            {
                 Event::ClientRead(Ok(0)) => return Err("client closed the connection".into()),
                 Event::ClientRead(Ok(n)) => {
                     self.last_activity = Instant::now();
@@ -265,7 +286,15 @@ impl Session {
                 Event::ServerRead(Ok(0)) | Event::ServerRead(Err(_)) => {
                     return Err(self.server_lost());
                 }
-                Event::ServerRead(Ok(_)) => self.core.server_data(),
+                Event::ServerRead(Ok(_)) => {
+                    let need = self.core.server_data();
+                    // Published before the answer can reach the client: a cancel
+                    // retry must see the request it was for is over.
+                    self.handle
+                        .answered
+                        .store(self.core.requests_answered(), Ordering::Release);
+                    need
+                }
                 Event::ServerWrote(Ok(0)) | Event::ServerWrote(Err(_)) => {
                     return Err(self.server_lost());
                 }
@@ -276,6 +305,14 @@ impl Session {
                     // Re-arm; the check at the top of the loop ends an idle session.
                     shutdown.set(app.shutdown.notified());
                     shutdown.as_mut().enable();
+                    Need::Io
+                }
+                Event::Cancel => {
+                    cancel_wake.set(handle.cancel_wake.notified());
+                    cancel_wake.as_mut().enable();
+                    if self.handle.cancel.load(Ordering::Acquire) == cancel::UNREAD {
+                        self.cancel_unread(stream).await?;
+                    }
                     Need::Io
                 }
             };
@@ -334,7 +371,55 @@ impl Session {
         }
     }
 
+    /// A cancel came while no work of the client's was known: the query it is for
+    /// may be in the socket still, sent just before the cancel. Take what the
+    /// socket holds now and route it; the first work that asks for a server is
+    /// cancelled (see [`Self::attach`]). If none does, there was nothing to
+    /// cancel, and Postgres would have ignored it too.
+    async fn cancel_unread(&mut self, stream: &mut super::ClientStream) -> Result<(), End> {
+        if self.core.wants_client_bytes() {
+            let (cbuf, _, _) = self.core.io();
+            if cbuf.capacity() - cbuf.len() < 4096 {
+                cbuf.reserve(8192);
+            }
+            let (mut cr, _) = stream.split();
+            // Polled once: only bytes already here (a zero timeout polls first).
+            match tokio::time::timeout(std::time::Duration::ZERO, cr.read_buf(cbuf)).await {
+                Ok(Ok(0)) => return Err("client closed the connection".into()),
+                Ok(Ok(n)) => {
+                    self.last_activity = Instant::now();
+                    self.core.client_read(n);
+                }
+                Ok(Err(e)) => return Err(format!("client read: {e}")),
+                Err(_) => {}
+            }
+        }
+        let need = self.core.client_data();
+        self.serve(need).await?;
+        self.handle.cancel_step(cancel::UNREAD, cancel::IDLE);
+        Ok(())
+    }
+
+    /// The work that asked for the attached server is all written to it: a cancel
+    /// that came meanwhile is passed on now that Postgres has something to cancel.
+    async fn work_sent(&mut self) {
+        self.sending = false;
+        if !self.handle.cancel_step(cancel::SENDING, cancel::IDLE) {
+            if let Some(key) = self.handle.server.load_full() {
+                // Delivered before anything else of the client's can reach the
+                // server; the retries go on beside the session.
+                let asked = self.core.requests_answered();
+                crate::server::send_cancel(*key).await;
+                let handle = self.handle.clone();
+                tokio::spawn(async move { handle.retry_cancel(*key, asked).await });
+            }
+            self.handle.cancel_done();
+        }
+    }
+
     /// Check a server out of the pool for `shard` and lend its state to the core.
+    /// A cancel that arrives while the client's work waits drops the work: it
+    /// never runs, and the client gets 57014 as if Postgres had cancelled it.
     async fn attach(&mut self, shard: usize) -> Need {
         let pool = self.pool_for(shard);
         let tenant = self.core.awaited_tenant();
@@ -342,15 +427,54 @@ impl Session {
         if let Some(t) = &tenant {
             self.app.tenants.waiting_inc(&db_name, t.as_str());
         }
+        if self.sending {
+            // The last server's work is all written (it was given back): settle a
+            // cancel meant for it before this work's own.
+            self.work_sent().await;
+        }
         self.handle.activity.waiting(shard);
-        let res = pool.checkout().await;
+        let res = if self.handle.cancel_step(cancel::IDLE, cancel::QUEUED) {
+            tokio::select! {
+                biased;
+                r = pool.checkout() => Some(r),
+                () = self.handle.cancelled() => None,
+            }
+        } else {
+            // A cancel came before this work was read (UNREAD): it was for this.
+            None
+        };
         self.handle.activity.attached();
         if let Some(t) = &tenant {
             self.app.tenants.waiting_dec(&db_name, t.as_str());
         }
+        let res = match res {
+            Some(Ok(co)) => {
+                // Published before leaving QUEUED: a cancel from now on either
+                // finds the server or is seen by `work_sent`.
+                self.handle.server.store(Some(co.conn.cancel.clone()));
+                if self.handle.cancel_step(cancel::QUEUED, cancel::SENDING) {
+                    Ok(co)
+                } else {
+                    // Cancelled as the server came: it goes back untouched.
+                    self.handle.server.store(None);
+                    pool.checkin(co);
+                    Err(None)
+                }
+            }
+            Some(Err(e)) => Err(Some(e)),
+            None => Err(None),
+        };
         let mut co = match res {
             Ok(co) => co,
-            Err(e) => {
+            Err(None) => {
+                self.handle.cancel_done();
+                return self.core.attach_failed(PgError::new(
+                    sqlstate::QUERY_CANCELED,
+                    "canceling statement due to user request",
+                ));
+            }
+            Err(Some(e)) => {
+                self.handle.cancel_done();
                 let code = match &e {
                     PoolError::WaitTimeout => sqlstate::QUERY_CANCELED,
                     PoolError::Connect(_) | PoolError::Closed => sqlstate::CANNOT_CONNECT,
@@ -361,7 +485,7 @@ impl Session {
             }
         };
         tracing::trace!(client = self.handle.id, server = co.conn.id, "attach");
-        self.handle.server.store(Some(co.conn.cancel.clone()));
+        self.sending = true;
         self.app.active_transactions.fetch_add(1, Ordering::AcqRel);
         if let Some(sql) = self.core.prepare_attach(&mut co.conn.state) {
             // The client's role must be in place before any of its work runs, or
@@ -372,6 +496,8 @@ impl Session {
                     "restoring the client's role failed: {e}"
                 );
                 self.handle.server.store(None);
+                self.sending = false;
+                self.handle.cancel_done();
                 pool.discard(co);
                 self.app.transaction_finished();
                 return self.core.attach_failed(PgError::new(
@@ -517,6 +643,7 @@ impl Session {
         stream: &mut super::ClientStream,
         kill: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
         shutdown: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        cancel_wake: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
     ) -> Event {
         let settings = &self.core.db().settings;
         let idle_in_tx = self.core.nothing_owed() && self.core.client_status() != TxStatus::Idle;
@@ -594,6 +721,7 @@ impl Session {
                 cr.read_buf(cbuf).await
             }, if read_client => Event::ClientRead(r),
             (code, msg) = timer => Event::Timeout(code, msg),
+            _ = cancel_wake => Event::Cancel,
             _ = shutdown, if idle_for_shutdown => Event::Shutdown,
         }
     }

@@ -101,7 +101,7 @@ impl Core {
             // A SET LOCAL tenant ends with the transaction.
             self.tenants.local = None;
         }
-        let counters = std::mem::take(&mut self.counters);
+        let counters = self.counters.take();
         Need::Release(Box::new(Release {
             state: a.into_state(),
             read_back: effects.any(Effects::SETTINGS.union(Effects::DYNAMIC)),
