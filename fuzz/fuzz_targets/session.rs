@@ -78,8 +78,9 @@ struct Client {
     pending: std::collections::VecDeque<HashSet<Vec<u8>>>,
     /// The same for the extended batch not yet ended by Sync.
     open: HashSet<Vec<u8>>,
-    /// The client's statement names, as it sees them.
-    names: std::collections::HashMap<Vec<u8>, Vec<u8>>,
+    /// The client's statement names and the texts each may hold (a Parse of a
+    /// name in use fails, unless a DEALLOCATE ALL or DISCARD ALL went first).
+    names: std::collections::HashMap<Vec<u8>, HashSet<Vec<u8>>>,
     /// Texts its unnamed statement may hold: every unnamed Parse since the last
     /// simple Query, since a Parse that an earlier error made Postgres skip
     /// leaves the one before in place.
@@ -253,7 +254,7 @@ impl World {
                 if name.is_empty() {
                     client.unnamed.insert(text.to_vec());
                 } else {
-                    client.names.entry(name.to_vec()).or_insert_with(|| text.to_vec());
+                    client.names.entry(name.to_vec()).or_default().insert(text.to_vec());
                 }
                 client.open.extend(texts);
             }
@@ -266,7 +267,7 @@ impl World {
                 let texts: Vec<Vec<u8>> = if stmt.is_empty() {
                     client.unnamed.iter().cloned().collect()
                 } else {
-                    client.names.get(stmt).cloned().into_iter().collect()
+                    client.names.get(stmt).cloned().unwrap_or_default().into_iter().collect()
                 };
                 for text in &texts {
                     client.open.insert(String::from_utf8_lossy(text).trim().as_bytes().to_vec());
@@ -279,9 +280,6 @@ impl World {
                     client.open.insert(String::from_utf8_lossy(&text).trim().as_bytes().to_vec());
                     client.open.insert(text);
                 }
-            }
-            b'C' if msg.get(5) == Some(&b'S') => {
-                client.names.remove(cstr(&msg[6..]).0);
             }
             b'S' => {
                 let batch = std::mem::take(&mut client.open);
