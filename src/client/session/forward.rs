@@ -160,8 +160,7 @@ impl Core {
                 self.tenants.local = None;
             }
             self.settings.note_custom(&self.facts.custom_settings);
-            // A simple Query destroys the unnamed statement (Postgres's rule).
-            self.stmts.drop_unnamed();
+            // (route_unit dropped the client's unnamed statement already.)
         }
         let Some(a) = self.att.as_mut() else { return };
         // A FunctionCall runs server-side code that may do anything.

@@ -91,6 +91,11 @@ impl Core {
         }
         let decision = match &unit {
             Unit::Simple(tag::frontend::QUERY, frame) => {
+                // A simple Query destroys the unnamed statement (Postgres's
+                // rule), whether it reaches a server or is answered here: a
+                // held BEGIN or a local SET must not leave the client a
+                // statement Postgres would have dropped.
+                self.stmts.drop_unnamed();
                 let sql = query_text(frame);
                 self.analyze_text(sql);
                 if self.facts.is_only(Kind::Deallocate)

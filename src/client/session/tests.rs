@@ -246,3 +246,41 @@ fn set_tenant_through_parse_bind_execute_is_answered_locally_and_routes_what_fol
     let want = rt.shard_of(&crate::router::TenantKey::new(b"2").unwrap());
     assert_eq!(ran_on, want.ok());
 }
+
+#[test]
+fn a_simple_query_answered_locally_still_destroys_the_unnamed_statement() {
+    // Fuzz regression: Parse of an unnamed COMMIT, then a simple Query answered
+    // here and never sent (a held BEGIN, a SET tenant_id), then a Bind of the
+    // unnamed statement. Postgres drops the unnamed statement at any simple
+    // Query, so the Bind must fail rather than run the COMMIT parsed before.
+    let mut h = Harness::new("app");
+    h.send(&[parse("", "COMMIT"), sync()]);
+    h.server_turn();
+    assert_eq!(h.client_tags(), "1ZI");
+    h.send(&[query("SET tenant_id = 1")]);
+    assert_eq!(h.client_tags(), "CZI");
+    h.send(&[bind("", &[]), execute(), sync()]);
+    h.server_turn();
+    assert_eq!(h.client_errors(), ["26000"]);
+    assert_eq!(
+        h.client_tags(),
+        "EZI",
+        "the old unnamed COMMIT must not run"
+    );
+
+    // Inside a held BEGIN the Bind names no tenant and no statement: refused
+    // (42P17) before any server sees it, and the COMMIT still does not run.
+    let mut h = Harness::new("app");
+    h.send(&[parse("", "COMMIT"), sync()]);
+    h.server_turn();
+    h.client_tags();
+    h.send(&[query("BEGIN")]);
+    assert_eq!(h.client_tags(), "CZT");
+    h.send(&[bind("", &[]), execute(), sync()]);
+    h.server_turn();
+    assert_eq!(
+        h.client_tags(),
+        "EZE",
+        "the old unnamed COMMIT must not run"
+    );
+}
