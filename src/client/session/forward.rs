@@ -402,15 +402,19 @@ impl Core {
     /// False when the client has no unnamed statement: whatever unnamed
     /// statement the server has is not the client's and must not run.
     fn ensure_unnamed(&mut self) -> bool {
+        // The client's record comes first: a simple Query answered here (a
+        // local DEALLOCATE, a held BEGIN) dropped it while the server still
+        // holds the statement parsed before.
+        let Some(p) = self.stmts.unnamed_parse() else {
+            return false;
+        };
         let Some(a) = self.att.as_mut() else {
             return false;
         };
         if a.unnamed_current() {
             return true;
         }
-        let Some(p) = self.stmts.unnamed_parse().cloned() else {
-            return false;
-        };
+        let p = p.clone();
         let mut e = Entry::forward(tag::frontend::PARSE);
         e.mode = Mode::SwallowOk;
         a.send_ext(e, p);

@@ -284,3 +284,28 @@ fn a_simple_query_answered_locally_still_destroys_the_unnamed_statement() {
         "the old unnamed COMMIT must not run"
     );
 }
+
+#[test]
+fn a_local_deallocate_all_behind_work_in_flight_still_destroys_the_unnamed_statement() {
+    // Fuzz regression: BEGIN and an unnamed Parse in flight on the server, then
+    // a simple `DEALLOCATE ALL` (answered here, after the server drains), then
+    // a Bind of the unnamed statement: 26000, not the statement the server
+    // still holds.
+    let mut h = Harness::new("app");
+    h.send(&[
+        parse("", "BEGIN"),
+        bind("", &[]),
+        execute(),
+        parse("", "SELECT * FROM t WHERE tenant_id = $1"),
+        sync(),
+    ]);
+    h.send(&[query("DEALLOCATE ALL")]);
+    h.send(&[bind("", &["1"]), execute(), sync()]);
+    for _ in 0..4 {
+        h.server_turn();
+    }
+    assert_eq!(h.client_errors(), ["26000"]);
+    let tags = h.client_tags();
+    assert!(!tags.contains('D'), "the dropped statement ran: {tags}");
+    assert!(tags.ends_with("ZE"), "{tags}");
+}
