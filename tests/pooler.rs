@@ -4,6 +4,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use support::raw::Raw;
 use support::{basic_config, eventually, eventually_ok, Bouncer, PgCluster};
@@ -1259,4 +1260,117 @@ async fn a_cancel_stops_its_own_query_wherever_it_is_and_never_a_later_one() {
         );
     }
     eprintln!("{rounds} cancels in {:?}", started.elapsed());
+}
+
+/// Server connections of role `app` to database `app` right now, as Postgres
+/// counts them (the statement's own included).
+const OPEN_APP_CONNS: &str = "SELECT count(*)::int FROM pg_stat_activity \
+     WHERE usename = 'app' AND datname = 'app' AND backend_type = 'client backend'";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_db_and_user_connections_cap_servers_across_pools() {
+    let pg = PgCluster::start();
+    // Two client users share database app: a pool each, one cap of 2.
+    let cfg = basic_config(
+        &[&pg],
+        "default_pool_size = 5\nmax_db_connections = 2\nquery_wait_timeout = \"10s\"\n",
+    )
+    .replace("type = \"scram-sha-256\"", "type = \"trust\"")
+        + "[[users]]\nname = \"other\"\n";
+    let b = Bouncer::start(&cfg);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let user = if i % 2 == 0 { "app" } else { "other" };
+        let c = b.connect(user, "", "app").await;
+        let peak = peak.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..3 {
+                let row = c
+                    .query_one(
+                        &format!("SELECT ({OPEN_APP_CONNS}) FROM pg_sleep(0.05)"),
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                peak.fetch_max(row.get::<_, i32>(0), Ordering::SeqCst);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let seen = peak.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&seen),
+        "at most 2 server connections, saw {seen}"
+    );
+
+    // The cap is full of app's idle servers: other's query closes one of them
+    // rather than waiting for server_idle_timeout.
+    let (a1, a2) = (
+        b.connect("app", "", "app").await,
+        b.connect("app", "", "app").await,
+    );
+    let (r1, r2) = tokio::join!(
+        a1.simple_query("SELECT pg_sleep(0.2)"),
+        a2.simple_query("SELECT pg_sleep(0.2)")
+    );
+    r1.unwrap();
+    r2.unwrap();
+    let other = b.connect("other", "", "app").await;
+    let started = Instant::now();
+    assert!(int_of(&other, OPEN_APP_CONNS).await <= 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A user's cap spans databases: with max_user_connections = 1, two databases'
+    // transactions take turns on one server connection.
+    drop((a1, a2, other));
+    drop(b);
+    eventually(
+        Duration::from_secs(20),
+        "the first bouncer's servers are gone",
+        || async { pg.psql("app", OPEN_APP_CONNS).trim() == "0" },
+    )
+    .await;
+    let cfg2 = cfg
+        .replace("max_db_connections = 2", "max_db_connections = 0")
+        .replace("[[users]]\nname = \"other\"\n", "")
+        .replacen("[[users]]\nname = \"app\"\npassword = \"secret\"\n", "", 1)
+        + "[databases.app2]\ndbname = \"app\"\nserver_user = \"app\"\nserver_password = \"secret\"\n"
+        + &format!("shards = [ {} ]\n", support::shard_list([&pg].into_iter()))
+        + "[[users]]\nname = \"app\"\nmax_user_connections = 1\n";
+    let b2 = Bouncer::start(&cfg2);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let c = b2
+            .connect("app", "", if i % 2 == 0 { "app" } else { "app2" })
+            .await;
+        let peak = peak.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..3 {
+                let row = c
+                    .query_one(
+                        &format!("SELECT ({OPEN_APP_CONNS}) FROM pg_sleep(0.05)"),
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                peak.fetch_max(row.get::<_, i32>(0), Ordering::SeqCst);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        1,
+        "one server connection for the user"
+    );
 }

@@ -704,6 +704,8 @@ fn set_key(cfg: &mut Config, key: &str, v: &str) -> Result<(), String> {
         "server_lifetime" => p.server_lifetime = Some(parse_duration(v)?),
         "server_reset_query" => p.server_reset_query = Some(v.to_string()),
         "max_prepared_statements" => p.max_prepared_statements = Some(parse_size(v)?),
+        "max_db_connections" => p.max_db_connections = Some(parse_size(v)?),
+        "max_user_connections" => p.max_user_connections = Some(parse_size(v)?),
         other => return Err(format!("{other} cannot be changed at run time")),
     }
     Ok(())
@@ -742,6 +744,10 @@ mod tests {
         set_key(&mut cfg, "max_client_conn", "2147483647").unwrap();
         set_key(&mut cfg, "max_buffered", "1048576").unwrap();
         assert_eq!(cfg.limits.max_buffered, 1 << 20);
+        set_key(&mut cfg, "max_db_connections", "4").unwrap();
+        set_key(&mut cfg, "max_user_connections", "3").unwrap();
+        assert_eq!(cfg.pool_defaults().max_db_connections, 4);
+        assert_eq!(cfg.user_connection_cap("anyone"), 3);
     }
 
     /// A client task that ends by panicking still gives back its max_client_conn

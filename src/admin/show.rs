@@ -154,6 +154,8 @@ fn pool_values(p: &PoolSettings) -> Vec<(&'static str, String)> {
             "max_prepared_statements",
             p.max_prepared_statements.to_string(),
         ),
+        ("max_db_connections", p.max_db_connections.to_string()),
+        ("max_user_connections", p.max_user_connections.to_string()),
     ]
 }
 
@@ -348,7 +350,7 @@ pub fn databases(app: &App) -> Table {
                 None,
                 s(0),
                 s(conns),
-                s(db.cfg.max_db_connections),
+                s(st.max_db_connections),
                 s(n_clients),
                 s(i32::from(paused)),
                 s(i32::from(app.admin.is_disabled(name))),

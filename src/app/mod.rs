@@ -91,7 +91,8 @@ impl App {
             if target.user == user {
                 target.scram_keys = self.auth.keys_for(&db.name, user);
             }
-            (target, db.settings.clone())
+            let user_cap = self.snapshot.load().config.user_connection_cap(user);
+            (target, db.settings.clone(), user_cap)
         })
     }
 
@@ -139,6 +140,10 @@ impl App {
                 .unwrap_or_else(|| old.password.clone());
             let mut target = target_for(db, idx, &pool.key.user, pw.as_deref());
             target.scram_keys = old.scram_keys;
+            pool.set_cap_limits(
+                db.settings.max_db_connections,
+                snap.config.user_connection_cap(&pool.key.user),
+            );
             pool.update(target, db.settings.clone());
         }
         self.pools.retain(|k| {

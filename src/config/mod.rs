@@ -154,6 +154,11 @@ pub struct PoolOverrides {
     pub server_reset_query: Option<String>,
     /// See [`PoolSettings::max_prepared_statements`].
     pub max_prepared_statements: Option<usize>,
+    /// See [`PoolSettings::max_db_connections`].
+    pub max_db_connections: Option<usize>,
+    /// See [`PoolSettings::max_user_connections`] (in `[pool]` only; a user may
+    /// override it in its `[[users]]` entry).
+    pub max_user_connections: Option<usize>,
 }
 
 /// Effective pool settings of one database (defaults merged with its overrides).
@@ -187,6 +192,13 @@ pub struct PoolSettings {
     pub server_reset_query: String,
     /// Named prepared statements kept per server connection (LRU beyond this).
     pub max_prepared_statements: usize,
+    /// Server connections of one database to one shard, all users together
+    /// (0 = no cap). Clients beyond it wait as for a full pool; an idle server
+    /// of another user's pool is closed to make room.
+    pub max_db_connections: usize,
+    /// Server connections of one user to one shard, all databases together
+    /// (0 = no cap), as `max_db_connections`.
+    pub max_user_connections: usize,
 }
 
 impl Default for PoolSettings {
@@ -206,6 +218,8 @@ impl Default for PoolSettings {
             server_lifetime: Duration::from_secs(3600),
             server_reset_query: "DISCARD ALL".into(),
             max_prepared_statements: 200,
+            max_db_connections: 0,
+            max_user_connections: 0,
         }
     }
 }
@@ -237,6 +251,8 @@ impl PoolSettings {
             max_prepared_statements: o
                 .max_prepared_statements
                 .unwrap_or(self.max_prepared_statements),
+            max_db_connections: o.max_db_connections.unwrap_or(self.max_db_connections),
+            max_user_connections: o.max_user_connections.unwrap_or(self.max_user_connections),
         }
     }
 }
@@ -333,6 +349,10 @@ pub struct User {
     /// Plaintext, a `SCRAM-SHA-256$...` verifier, or an `md5...` hash.
     #[serde(default)]
     pub password: Option<String>,
+    /// This user's cap on server connections per shard, all databases together
+    /// (overrides `[pool] max_user_connections`; 0 = no cap).
+    #[serde(default)]
+    pub max_user_connections: Option<usize>,
 }
 
 /// One shard (a Postgres server) of a database.
@@ -436,10 +456,7 @@ pub struct Database {
     /// Routing settings (needed only with several shards).
     #[serde(default)]
     pub routing: Option<Routing>,
-    /// Maximum client connections to this database (0 = unlimited).
-    #[serde(default)]
-    pub max_db_connections: usize,
-    /// Per-database pool overrides (any `[pool]` key).
+    /// Per-database pool overrides (any `[pool]` key but `max_user_connections`).
     #[serde(flatten)]
     pub pool: PoolOverrides,
 }
@@ -451,7 +468,6 @@ const DATABASE_KEYS: &[&str] = &[
     "server_password",
     "shards",
     "routing",
-    "max_db_connections",
 ];
 /// The `[pool]` keys, which a database may override.
 pub const POOL_KEYS: &[&str] = &[
@@ -469,6 +485,8 @@ pub const POOL_KEYS: &[&str] = &[
     "server_lifetime",
     "server_reset_query",
     "max_prepared_statements",
+    "max_db_connections",
+    "max_user_connections",
 ];
 
 /// The same shape as [`Database`], deserialized after the key check.
@@ -483,8 +501,6 @@ struct DatabaseRaw {
     shards: Vec<Shard>,
     #[serde(default)]
     routing: Option<Routing>,
-    #[serde(default)]
-    max_db_connections: usize,
     #[serde(flatten)]
     pool: PoolOverrides,
 }
@@ -516,7 +532,6 @@ impl TryFrom<toml::Table> for Database {
             server_password: r.server_password,
             shards: r.shards,
             routing: r.routing,
-            max_db_connections: r.max_db_connections,
             pool: r.pool,
         })
     }
@@ -639,6 +654,14 @@ impl Config {
         self.users.iter().find(|u| u.name == name)
     }
 
+    /// The cap on a user's server connections per shard (0 = none): its own
+    /// `max_user_connections`, else `[pool]`'s.
+    pub fn user_connection_cap(&self, name: &str) -> usize {
+        self.user(name)
+            .and_then(|u| u.max_user_connections)
+            .unwrap_or_else(|| self.pool_defaults().max_user_connections)
+    }
+
     /// Resolve a path given in the config relative to the config file's directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
@@ -715,6 +738,13 @@ impl Config {
                 }
             }
             check_pool(&format!("[databases.{name}]"), &defaults.merged(&db.pool))?;
+            if db.pool.max_user_connections.is_some() {
+                // A user's cap spans every database: one database cannot set it.
+                return Err(format!(
+                    "[databases.{name}] max_user_connections is not a database setting: \
+                     set it in [pool] or in the user's [[users]] entry"
+                ));
+            }
             if let Some(r) = &db.routing {
                 if r.key.is_empty() || r.key.len() > 63 {
                     return Err(format!(
@@ -821,6 +851,39 @@ shards = [ { name = "s0", host = "h" } ]
         assert_eq!(p.default_pool_size, 7);
         assert_eq!(p.query_wait_timeout.as_std().as_millis(), 250);
         assert_eq!(c.databases["app"].shards[0].port, 5432);
+    }
+
+    #[test]
+    fn connection_caps_per_database_and_per_user() {
+        let c = Config::parse(
+            r#"
+[pool]
+max_db_connections = 30
+max_user_connections = 8
+[databases.app]
+max_db_connections = 12
+shards = [ { name = "s0", host = "h" } ]
+[databases.other]
+shards = [ { name = "s0", host = "h" } ]
+[[users]]
+name = "big"
+max_user_connections = 50
+[[users]]
+name = "plain"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.pool_settings(&c.databases["app"]).max_db_connections, 12);
+        assert_eq!(
+            c.pool_settings(&c.databases["other"]).max_db_connections,
+            30
+        );
+        assert_eq!(c.user_connection_cap("big"), 50);
+        assert_eq!(c.user_connection_cap("plain"), 8);
+        assert_eq!(c.user_connection_cap("unknown"), 8);
+        // A user's cap spans databases: one database cannot set it.
+        let e = Config::parse(&format!("{MIN}max_user_connections = 3\n")).unwrap_err();
+        assert!(e.contains("[databases.app] max_user_connections"), "{e}");
     }
 
     #[test]

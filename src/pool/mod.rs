@@ -1,9 +1,13 @@
 //! Server pools keyed by (database, user, shard): checkout with limits and timeouts,
 //! reserve pool, idle/lifetime expiry, min_pool_size warm-up, pause and reconnect.
 
+mod cap;
+
 use crate::config::PoolSettings;
 use crate::server::{ServerConn, ServerError, Target};
 use arc_swap::ArcSwap;
+pub use cap::ConnCap;
+use cap::Slots;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -110,6 +114,10 @@ pub struct Pool {
     /// Histogram handles, installed by the metrics exporter on the pool's first
     /// transaction (`admin::metrics`); the pool only keeps them.
     pub metrics: OnceLock<PoolMetrics>,
+    /// The shared caps this pool's connections count against: its database's
+    /// on this shard (`max_db_connections`) and its user's on this server
+    /// (`max_user_connections`). Set by [`Pools`] when the pool is made.
+    caps: OnceLock<[Arc<ConnCap>; 2]>,
 }
 
 /// Histogram handles of one pool, made by whoever exports metrics and kept here so
@@ -128,6 +136,14 @@ pub struct Checkout {
     permit: OwnedSemaphorePermit,
     /// Whether `permit` is one of the reserve pool's.
     from_reserve: bool,
+}
+
+/// What a wait under a full shared cap ends with.
+enum Room<'a> {
+    /// Slots for a new connection.
+    Slots(Slots<'a>),
+    /// A server of this pool that came back idle meanwhile.
+    Idle(Box<ServerConn>),
 }
 
 /// A client counted as waiting for a server, and its wait timed, until dropped.
@@ -279,7 +295,102 @@ impl Pool {
             disabled: AtomicBool::new(false),
             resume: Notify::new(),
             metrics: OnceLock::new(),
+            caps: OnceLock::new(),
         })
+    }
+
+    /// Set the limits of this pool's shared caps (reload, console SET).
+    pub fn set_cap_limits(&self, db: usize, user: usize) {
+        if let Some([d, u]) = self.caps.get() {
+            d.set_limit(db);
+            u.set_limit(user);
+        }
+    }
+
+    /// The shared caps: (database cap, user cap), if any.
+    pub fn caps(&self) -> Option<(&ConnCap, &ConnCap)> {
+        self.caps.get().map(|[d, u]| (d.as_ref(), u.as_ref()))
+    }
+
+    /// Take a slot of every cap now, if there is one in each.
+    fn try_take_slots(&self) -> Option<Slots<'_>> {
+        let Some(caps) = self.caps.get() else {
+            return Some(Slots::none());
+        };
+        ConnCap::try_take_all(caps).then(|| Slots::taken(caps))
+    }
+
+    /// Reuse an idle server if a healthy one is there (LIFO keeps caches warm).
+    fn pop_idle(&self, settings: &PoolSettings) -> Option<ServerConn> {
+        loop {
+            let candidate = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop();
+            let mut conn = candidate?;
+            if self.is_reusable(&mut conn, settings) {
+                return Some(conn);
+            }
+            self.close(conn);
+        }
+    }
+
+    /// Wait for a slot of every cap: close another pool's idle connection to
+    /// make room, else wait for one to free (or for one of this pool's servers to
+    /// come back idle: it is taken instead), until `deadline`.
+    async fn wait_slots(
+        &self,
+        settings: &PoolSettings,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Room<'_>, PoolError> {
+        let Some(caps) = self.caps.get() else {
+            return Ok(Room::Slots(Slots::none()));
+        };
+        let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+        let timeout = tokio::time::sleep_until(deadline.unwrap_or(far));
+        tokio::pin!(timeout);
+        loop {
+            // Registered before looking, so a slot freed in between is not missed.
+            let (a, b) = (caps[0].freed(), caps[1].freed());
+            tokio::pin!(a, b);
+            a.as_mut().enable();
+            b.as_mut().enable();
+            if let Some(conn) = self.pop_idle(settings) {
+                return Ok(Room::Idle(Box::new(conn)));
+            }
+            if let Some(s) = self.try_take_slots() {
+                return Ok(Room::Slots(s));
+            }
+            if caps.iter().any(|c| c.is_full() && c.evict_idle(self)) {
+                continue;
+            }
+            if self.disabled.load(Ordering::Acquire) {
+                return Err(PoolError::Closed);
+            }
+            tokio::select! {
+                _ = a => {}
+                _ = b => {}
+                _ = &mut timeout => return Err(PoolError::WaitTimeout),
+            }
+        }
+    }
+
+    /// Close the longest-idle connection, if any (room for another pool under
+    /// a shared cap); whether one was closed.
+    pub fn close_one_idle(&self) -> bool {
+        let conn = {
+            let mut idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if idle.is_empty() {
+                return false;
+            }
+            idle.remove(0)
+        };
+        self.close(conn);
+        true
     }
 
     /// Apply new settings/target from a reload. A changed target closes old servers as
@@ -415,21 +526,21 @@ impl Pool {
             permit: Some(permit),
             from_reserve,
         };
-        // Reuse an idle server if a healthy one is there (LIFO keeps caches warm).
-        loop {
-            let candidate = self
-                .idle
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .pop();
-            let Some(mut conn) = candidate else { break };
-            if self.is_reusable(&mut conn, settings) {
-                return Ok(held.hand_out(conn));
-            }
-            self.close(conn);
+        if let Some(conn) = self.pop_idle(settings) {
+            return Ok(held.hand_out(conn));
         }
+        let slots = match self.try_take_slots() {
+            Some(s) => s,
+            None => match Box::pin(self.wait_slots(settings, deadline)).await? {
+                Room::Slots(s) => s,
+                Room::Idle(conn) => return Ok(held.hand_out(*conn)),
+            },
+        };
         match Box::pin(self.connect(settings)).await {
-            Ok(conn) => Ok(held.hand_out(conn)),
+            Ok(conn) => {
+                slots.keep();
+                Ok(held.hand_out(conn))
+            }
             Err(e) => Err(PoolError::Connect(e)),
         }
     }
@@ -583,6 +694,12 @@ impl Pool {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .push(c.conn);
+            if let Some(caps) = self.caps.get() {
+                // Clients waiting under a full cap can now close it, or take it.
+                for cap in caps.iter().filter(|c| c.is_full()) {
+                    cap.wake();
+                }
+            }
         } else {
             self.close(c.conn);
         }
@@ -598,6 +715,11 @@ impl Pool {
 
     fn close(&self, conn: ServerConn) {
         self.total.fetch_sub(1, Ordering::Relaxed);
+        if let Some(caps) = self.caps.get() {
+            for c in caps {
+                c.give();
+            }
+        }
         tokio::spawn(conn.terminate());
     }
 
@@ -647,8 +769,15 @@ impl Pool {
             let Ok(permit) = self.main.sem.clone().try_acquire_owned() else {
                 break;
             };
+            // Warm-up never waits for, nor evicts for, a shared cap.
+            let Some(slots) = self.try_take_slots() else {
+                break;
+            };
             match self.connect(&settings).await {
-                Ok(conn) => self.checkin_fresh(conn, permit),
+                Ok(conn) => {
+                    slots.keep();
+                    self.checkin_fresh(conn, permit)
+                }
                 Err(_) => break,
             }
         }
@@ -673,14 +802,19 @@ impl Pool {
 #[derive(Default)]
 pub struct Pools {
     map: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    /// `max_db_connections` caps, by (database, shard).
+    db_caps: Mutex<HashMap<(String, String), Arc<ConnCap>>>,
+    /// `max_user_connections` caps, by (user, server host, port).
+    user_caps: Mutex<HashMap<(String, String, u16), Arc<ConnCap>>>,
 }
 
 impl Pools {
-    /// Get or create the pool for `key`.
+    /// Get or create the pool for `key`; `make` gives its target, settings and
+    /// its user's `max_user_connections`.
     pub fn get_or_create(
         &self,
         key: &PoolKey,
-        make: impl FnOnce() -> (Target, PoolSettings),
+        make: impl FnOnce() -> (Target, PoolSettings, usize),
     ) -> Arc<Pool> {
         let mut m = self
             .map
@@ -689,8 +823,29 @@ impl Pools {
         if let Some(p) = m.get(key) {
             return p.clone();
         }
-        let (t, s) = make();
+        let (t, s, user_limit) = make();
+        let db_limit = s.max_db_connections;
+        let user_key = (key.user.clone(), t.host.clone(), t.port);
         let p = Pool::new(key.clone(), t, s);
+        let db_cap: Arc<ConnCap> = self
+            .db_caps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((key.database.clone(), key.shard.clone()))
+            .or_insert_with(|| ConnCap::new(db_limit))
+            .clone();
+        let user_cap: Arc<ConnCap> = self
+            .user_caps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(user_key)
+            .or_insert_with(|| ConnCap::new(user_limit))
+            .clone();
+        db_cap.set_limit(db_limit);
+        user_cap.set_limit(user_limit);
+        db_cap.join(&p);
+        user_cap.join(&p);
+        let _ = p.caps.set([db_cap, user_cap]);
         m.insert(key.clone(), p.clone());
         p
     }
