@@ -2,6 +2,7 @@
 //! reserve pool, idle/lifetime expiry, min_pool_size warm-up, pause and reconnect.
 
 mod cap;
+pub mod listen;
 
 use crate::config::PoolSettings;
 use crate::server::{ServerConn, ServerError, Target};
@@ -114,6 +115,8 @@ pub struct Pool {
     /// Histogram handles, installed by the metrics exporter on the pool's first
     /// transaction (`admin::metrics`); the pool only keeps them.
     pub metrics: OnceLock<PoolMetrics>,
+    /// The LISTEN relay of this pool, started by its first listening client.
+    listener: OnceLock<listen::Listener>,
     /// The shared caps this pool's connections count against: its database's
     /// on this shard (`max_db_connections`) and its user's on this server
     /// (`max_user_connections`). Set by [`Pools`] when the pool is made.
@@ -295,8 +298,17 @@ impl Pool {
             disabled: AtomicBool::new(false),
             resume: Notify::new(),
             metrics: OnceLock::new(),
+            listener: OnceLock::new(),
             caps: OnceLock::new(),
         })
+    }
+
+    /// Change a client's LISTEN registrations with this pool's relay (started
+    /// on first use; see [`listen`]).
+    pub fn listen(self: &Arc<Self>, cmd: listen::ListenCmd) {
+        self.listener
+            .get_or_init(|| listen::Listener::start(self))
+            .send(cmd);
     }
 
     /// Set the limits of this pool's shared caps (reload, console SET).

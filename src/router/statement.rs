@@ -275,6 +275,11 @@ impl Facts {
     pub fn is_only(&self, k: Kind) -> bool {
         self.count == 1 && self.first == k
     }
+
+    /// The text starts with LISTEN or UNLISTEN, or holds a LISTEN anywhere.
+    pub fn has_listen(&self) -> bool {
+        matches!(self.first, Kind::Listen | Kind::Unlisten) || self.effects.any(Effects::LISTEN)
+    }
 }
 
 /// Analyze `sql` (one or several `;`-separated statements) for routing key `key`
@@ -720,6 +725,78 @@ fn note_custom(out: &mut Facts, name: String) {
     }
 }
 
+/// What a lone `LISTEN` / `UNLISTEN` statement asks for (a pooler in
+/// transaction mode relays notifications itself: see `pool::listen`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenOp {
+    /// `LISTEN channel`.
+    Listen(String),
+    /// `UNLISTEN channel`.
+    Unlisten(String),
+    /// `UNLISTEN *`.
+    UnlistenAll,
+}
+
+/// The `LISTEN` / `UNLISTEN` that `sql` holds, when it holds exactly one such
+/// statement and nothing else; `None` otherwise (other or several statements,
+/// or a form Postgres would refuse). The channel is named as Postgres names
+/// it: unquoted names fold to lower case, and names longer than 63 bytes are
+/// cut at a character boundary (NAMEDATALEN).
+pub fn listen_op(sql: &[u8], std_strings: bool) -> Option<ListenOp> {
+    let mut found: Option<Option<ListenOp>> = None;
+    let mut statements = 0;
+    split(sql, std_strings, |stmt| {
+        let mut lx = Lexer::new(stmt, std_strings);
+        let Some(first) = lx.next_sig() else {
+            return;
+        };
+        statements += 1;
+        found = Some(listen_statement(stmt, first, lx));
+    });
+    if statements != 1 {
+        return None;
+    }
+    found.flatten()
+}
+
+fn listen_statement(sql: &[u8], first: Tok, mut lx: Lexer<'_>) -> Option<ListenOp> {
+    if first.k != K::Ident {
+        return None;
+    }
+    let word = text(sql, &first);
+    let listen = word.eq_ignore_ascii_case(b"LISTEN");
+    if !listen && !word.eq_ignore_ascii_case(b"UNLISTEN") {
+        return None;
+    }
+    let name = lx.next_sig()?;
+    if lx.next_sig().is_some() {
+        return None;
+    }
+    if !listen && name.k == K::Op && text(sql, &name) == b"*" {
+        return Some(ListenOp::UnlistenAll);
+    }
+    if !matches!(name.k, K::Ident | K::QIdent) {
+        return None;
+    }
+    let mut channel = String::new();
+    push_ident(sql, &name, &mut channel);
+    if channel.is_empty() {
+        return None; // a zero-length delimited identifier: Postgres refuses it
+    }
+    if channel.len() > 63 {
+        let mut cut = 63;
+        while !channel.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        channel.truncate(cut);
+    }
+    Some(if listen {
+        ListenOp::Listen(channel)
+    } else {
+        ListenOp::Unlisten(channel)
+    })
+}
+
 /// An identifier as Postgres names it: unquoted ones fold ASCII to lower case.
 fn push_ident(sql: &[u8], t: &Tok, out: &mut String) {
     match t.k {
@@ -1096,5 +1173,32 @@ mod tests {
         assert!(facts("RESET ALL").resets_all);
         assert!(facts("SELECT 1; DISCARD ALL").resets_all);
         assert!(!facts("RESET work_mem").resets_all);
+    }
+
+    #[test]
+    fn a_lone_listen_or_unlisten_names_its_channel_as_postgres_does() {
+        use ListenOp::*;
+        let op = |s: &str| listen_op(s.as_bytes(), true);
+        assert_eq!(op("LISTEN Orders"), Some(Listen("orders".into())));
+        assert_eq!(op(" listen \"Orders\" ; "), Some(Listen("Orders".into())));
+        assert_eq!(op("/* c */ UNLISTEN x;"), Some(Unlisten("x".into())));
+        assert_eq!(op("unlisten *"), Some(UnlistenAll));
+        assert_eq!(op("LISTEN \"a\"\"b\""), Some(Listen("a\"b".into())));
+        let long = "n".repeat(70);
+        assert_eq!(op(&format!("LISTEN {long}")), Some(Listen("n".repeat(63))));
+        // Not a lone LISTEN/UNLISTEN, or not one Postgres accepts.
+        for s in [
+            "LISTEN a; LISTEN b",
+            "LISTEN a; SELECT 1",
+            "SELECT 1",
+            "LISTEN",
+            "LISTEN *",
+            "LISTEN a b",
+            "LISTEN 'a'",
+            "LISTEN \"\"",
+            "NOTIFY a",
+        ] {
+            assert_eq!(op(s), None, "{s}");
+        }
     }
 }

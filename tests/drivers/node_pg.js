@@ -171,11 +171,65 @@ async function shardedParamTenant(w) {
   }
 }
 
+// Wait for `n` notifications on client `c` (10 s at most).
+function notifications(c, n) {
+  return new Promise((resolve, reject) => {
+    const seen = [];
+    const timer = setTimeout(() => reject(new Error(`got ${JSON.stringify(seen)}, want ${n} notifications`)), 10000);
+    const on = (m) => {
+      seen.push([m.channel, m.payload]);
+      if (seen.length === n) {
+        clearTimeout(timer);
+        c.removeListener('notification', on);
+        resolve(seen);
+      }
+    };
+    c.on('notification', on);
+  });
+}
+
+// Transaction pooling: LISTEN is answered by shardbouncer, which relays the
+// notifications; two idle listeners hold none of the pool's 2 servers.
+async function listenNotify() {
+  const a = await connect(DB);
+  const b = await connect(DB);
+  await a.query('LISTEN jobs');
+  await b.query('LISTEN jobs');
+  await b.query('LISTEN other');
+  const pool = new Pool(cfg(DB, { max: 4 }));
+  const results = await Promise.all([...Array(40).keys()].map((i) => pool.query('SELECT $1::int AS v', [i])));
+  eq('pool clients run while two clients listen', results.length, 40);
+  await pool.end();
+  const gotA = notifications(a, 2);
+  const gotB = notifications(b, 3);
+  const n = await connect(DB);
+  await n.query("NOTIFY jobs, 'one'");
+  await n.query("SELECT pg_notify('other', 'for b')");
+  await n.query("NOTIFY jobs, 'two'");
+  eq('listener a', await gotA, [['jobs', 'one'], ['jobs', 'two']]);
+  eq('listener b', await gotB, [['jobs', 'one'], ['other', 'for b'], ['jobs', 'two']]);
+  // UNLISTEN *: nothing more for b; a still hears jobs.
+  await b.query('UNLISTEN *');
+  let late = 0;
+  b.on('notification', () => late++);
+  const again = notifications(a, 1);
+  await n.query("NOTIFY other, 'late'");
+  await n.query("NOTIFY jobs, 'three'");
+  eq('listener a after b left', await again, [['jobs', 'three']]);
+  // b shares a's relay: a's delivery shows the relay has passed these on.
+  await b.query('SELECT 1');
+  eq('nothing for b after UNLISTEN *', late, 0);
+  await expectError('LISTEN in a multi-statement query', '0A000', n.query('LISTEN x; SELECT 1'));
+  await Promise.all([a.end(), b.end(), n.end()]);
+}
+
 async function main() {
   step(`single database, ${WORKERS} concurrent connections`);
   await Promise.all([...Array(WORKERS).keys()].map(worker));
   step('single database, pg.Pool');
   await poolTest();
+  step('LISTEN/NOTIFY relayed in transaction pooling');
+  await listenNotify();
   step('sharded: tenant in startup options');
   await shardedStartupTenant();
   step(`sharded: tenant as a parameter, ${WORKERS} concurrent connections`);

@@ -155,11 +155,70 @@ def deallocate_all_releases_server():
     third.close()
 
 
+def listen_notify():
+    # Transaction pooling: shardbouncer answers LISTEN itself and relays
+    # notifications from one listening connection per shard. Two listeners sit
+    # idle (the pool has 2 servers): other clients must still get servers.
+    listener = connect()  # psycopg's default: LISTEN runs inside a BEGIN
+    listener.execute("LISTEN jobs")
+    listener.execute('LISTEN "Mixed Case"')
+    listener.commit()
+    other = connect(autocommit=True)
+    other.execute("LISTEN jobs")
+    got = {}
+
+    def work(w):
+        with connect(autocommit=True) as c:
+            for i in range(LOOPS):
+                got[(w, i)] = c.execute("SELECT %s::int", (i,)).fetchone()[0]
+
+    run_threads(work, 4)
+    C.eq("clients run while two clients listen on a pool of 2", len(got), 4 * LOOPS)
+    with connect(autocommit=True) as n:
+        n.execute("NOTIFY jobs, 'one'")
+        n.execute("SELECT pg_notify('jobs', 'two')")
+        n.execute("NOTIFY \"Mixed Case\", 'three'")
+    seen = [(m.channel, m.payload) for m in listener.notifies(timeout=10, stop_after=3)]
+    C.eq("listener gets every notification, in order", seen, [("jobs", "one"), ("jobs", "two"), ("Mixed Case", "three")])
+    seen = [(m.channel, m.payload) for m in other.notifies(timeout=10, stop_after=2)]
+    C.eq("second listener gets its channel's", seen, [("jobs", "one"), ("jobs", "two")])
+    # UNLISTEN stops one channel; the other still arrives.
+    listener.execute("UNLISTEN jobs")
+    listener.commit()
+    with connect(autocommit=True) as n:
+        n.execute("NOTIFY jobs, 'after unlisten'")
+        n.execute("NOTIFY \"Mixed Case\", 'marker'")
+    seen = [(m.channel, m.payload) for m in listener.notifies(timeout=10, stop_after=1)]
+    C.eq("after UNLISTEN only the other channel", seen, [("Mixed Case", "marker")])
+    listener.close()
+    other.close()
+    # Sharded: one LISTEN covers every shard; each NOTIFY runs on its tenant's.
+    with connect(SHARDED_DB, autocommit=True) as lst:
+        lst.execute("LISTEN tenants")
+        with connect(SHARDED_DB, autocommit=True) as n:
+            for t, port in TENANT_PORTS.items():
+                n.execute(
+                    "SELECT pg_notify('tenants', current_setting('port')) FROM accounts WHERE tenant_id = %s",
+                    (t,),
+                )
+        seen = sorted(m.payload for m in lst.notifies(timeout=10, stop_after=len(TENANT_PORTS)))
+        C.eq("a sharded listener hears every shard", seen, sorted(TENANT_PORTS.values()))
+    # LISTEN mixed with another statement is refused, never run on a server.
+    with connect(autocommit=True) as c:
+        try:
+            c.execute("LISTEN a; SELECT 1")
+            fail("LISTEN mixed with a statement was accepted")
+        except errors.FeatureNotSupported:
+            C.ok("LISTEN mixed with a statement: 0A000", True)
+
+
 def main():
     step("single database, %d concurrent connections" % WORKERS)
     run_threads(worker, WORKERS)
     step("single database: idle after DEALLOCATE ALL holds no server")
     deallocate_all_releases_server()
+    step("LISTEN/NOTIFY relayed in transaction pooling")
+    listen_notify()
     step("sharded: tenant in startup options")
     sharded_startup_tenant()
     step("sharded: tenant as a parameter, %d concurrent connections" % WORKERS)

@@ -16,7 +16,7 @@ use super::statements::Statements;
 use crate::app::DbRuntime;
 use crate::client::queue::OutQueue;
 use crate::protocol::{self, tag, TxStatus};
-use crate::router::{Effects, Facts, Mention, Source, TenantKey, Tenants};
+use crate::router::{Effects, Facts, ListenOp, Mention, Source, TenantKey, Tenants};
 use crate::server::{ParamSet, ServerState};
 use crate::sqlstate::{self, PgError};
 use bytes::{Bytes, BytesMut};
@@ -122,6 +122,9 @@ pub struct Core {
     pub(super) settings: Settings,
     /// This attachment's counters.
     pub(super) counters: Counters,
+    /// LISTEN/UNLISTEN answered here, for the driver to carry out with the
+    /// pools' relays (transaction and statement modes).
+    pub(super) listen_ops: Vec<ListenOp>,
 }
 
 impl Core {
@@ -162,6 +165,7 @@ impl Core {
             stmts: Statements::default(),
             settings: Settings::new(reported, unreported),
             counters: Counters::default(),
+            listen_ops: Vec::new(),
         }
     }
 
@@ -192,6 +196,21 @@ impl Core {
     pub fn client_status(&self) -> TxStatus {
         self.txn
             .client_status(self.att.as_ref().map(Attachment::status))
+    }
+
+    /// Between transactions, where Postgres delivers notifications: no server
+    /// attached, no transaction (held ones included), no batch open or waiting.
+    pub fn between_transactions(&self) -> bool {
+        self.att.is_none()
+            && self.client_status() == TxStatus::Idle
+            && self.batch.is_empty()
+            && self.stalled.is_none()
+            && !self.skip_until_sync
+    }
+
+    /// The LISTEN/UNLISTEN requests answered since the last call, in order.
+    pub fn take_listen_ops(&mut self) -> Vec<ListenOp> {
+        std::mem::take(&mut self.listen_ops)
     }
 
     /// The tenant whose work waits for the server being requested.

@@ -247,6 +247,16 @@ impl Core {
                 };
                 let facts = self.parse_facts(p.query, facts);
                 self.counters.client_parse();
+                if self.relays_listen() && facts.has_listen() {
+                    // Run on a pooled server it would listen for the server's
+                    // next client; relayed only from a simple Query.
+                    return self.inject_error_ext(&PgError::new(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        "LISTEN and UNLISTEN through Parse/Bind/Execute are not supported \
+                         in transaction pooling: send them as a simple query \
+                         (shardbouncer relays notifications)",
+                    ));
+                }
                 if p.name.is_empty() {
                     if facts.violation == Some(Violation::ReservedName) {
                         return self.inject_error_ext(&reserved_name());

@@ -37,11 +37,14 @@ use crate::app::clients::cancel;
 use crate::app::{App, ClientHandle, DbRuntime};
 use crate::client::startup::ClientLogin;
 use crate::config::PoolMode;
+use crate::pool::listen::{Inbox, ListenCmd};
 use crate::pool::{Checkout, Pool, PoolError};
 use crate::protocol::{self, sqlstate, TxStatus};
-use crate::router::TenantKey;
+use crate::router::{ListenOp, TenantKey};
 use crate::server::ServerState;
 use crate::sqlstate::PgError;
+use bytes::Bytes;
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -64,6 +67,19 @@ enum Event {
     Shutdown,
     /// A CancelRequest for this client came (see [`cancel`]).
     Cancel,
+    /// A notification for a channel the client listens on (an empty frame: too
+    /// many were waiting, see [`crate::pool::listen::MAX_UNREAD`]).
+    Notification(Bytes),
+}
+
+/// A client that LISTENs (transaction and statement modes): its channels and
+/// its mailbox, registered with the relay of each of its database's shards.
+struct Listening {
+    inbox: Arc<Inbox>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+    channels: BTreeSet<String>,
+    /// The pools registered with, to leave them when the client goes.
+    pools: Vec<Arc<Pool>>,
 }
 
 /// One logged-in client: the driver around its [`Core`].
@@ -83,6 +99,8 @@ pub struct Session {
     /// A server was just attached and the work that asked for it is still being
     /// written to it (see [`crate::app::clients::cancel::SENDING`]).
     sending: bool,
+    /// Set once the client LISTENs (boxed: most clients never do).
+    listening: Option<Box<Listening>>,
 }
 
 impl Session {
@@ -121,6 +139,7 @@ impl Session {
             last_activity: Instant::now(),
             buffered: 0,
             sending: false,
+            listening: None,
         }
     }
 
@@ -211,6 +230,13 @@ impl Session {
     pub async fn run(&mut self, stream: &mut super::ClientStream) -> Result<(), End> {
         self.greet(stream).await?;
         let res = self.event_loop(stream).await;
+        if let Some(l) = self.listening.take() {
+            for pool in &l.pools {
+                pool.listen(ListenCmd::Leave {
+                    client: self.handle.id,
+                });
+            }
+        }
         // Whatever it held no longer counts against the budget.
         if self.buffered > 0 {
             self.app.clients.hold_partial(&self.handle, 0, usize::MAX);
@@ -250,6 +276,7 @@ impl Session {
             drop(snap);
             let need = self.core.client_data();
             self.serve(need).await?;
+            self.apply_listen_ops();
             self.account_buffered();
             self.core.trim_idle();
             if self.server.is_none() && self.app.shutting_down.load(Ordering::Acquire) {
@@ -315,9 +342,97 @@ impl Session {
                     }
                     Need::Io
                 }
+                Event::Notification(frame) => {
+                    self.deliver(frame)?;
+                    Need::Io
+                }
             };
             self.serve(need).await?;
+            self.apply_listen_ops();
         }
+    }
+
+    /// Carry out the LISTEN/UNLISTEN the core answered: register the client's
+    /// channels with the relay of every shard of its database (a NOTIFY runs on
+    /// one shard, whichever the sender's work routed to).
+    fn apply_listen_ops(&mut self) {
+        let ops = self.core.take_listen_ops();
+        if ops.is_empty() {
+            return;
+        }
+        let shards = self.core.db().cfg.shards.len();
+        if self.listening.is_none() {
+            let (inbox, rx) = Inbox::new();
+            let pools = (0..shards).map(|s| self.pool_for(s)).collect();
+            self.listening = Some(Box::new(Listening {
+                inbox,
+                rx,
+                channels: BTreeSet::new(),
+                pools,
+            }));
+        }
+        let client = self.handle.id;
+        let l = self.listening.as_mut().expect("just set");
+        for op in ops {
+            match op {
+                ListenOp::Listen(channel) => {
+                    if l.channels.insert(channel.clone()) {
+                        for pool in &l.pools {
+                            pool.listen(ListenCmd::Listen {
+                                channel: channel.clone(),
+                                client,
+                                inbox: l.inbox.clone(),
+                            });
+                        }
+                    }
+                }
+                ListenOp::Unlisten(channel) => {
+                    if l.channels.remove(&channel) {
+                        for pool in &l.pools {
+                            pool.listen(ListenCmd::Unlisten {
+                                channel: channel.clone(),
+                                client,
+                            });
+                        }
+                    }
+                }
+                ListenOp::UnlistenAll => {
+                    for channel in std::mem::take(&mut l.channels) {
+                        for pool in &l.pools {
+                            pool.listen(ListenCmd::Unlisten {
+                                channel: channel.clone(),
+                                client,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pass a relayed notification to the client (the event loop asks for one
+    /// only between transactions), with any others already waiting.
+    fn deliver(&mut self, frame: Bytes) -> Result<(), End> {
+        let Some(l) = self.listening.as_mut() else {
+            return Ok(());
+        };
+        let mut next = Some(frame);
+        while let Some(frame) = next.take() {
+            if frame.is_empty() || l.inbox.overflowed() {
+                return Err(self.core.fatal(
+                    sqlstate::OUT_OF_MEMORY,
+                    &format!(
+                        "closing this connection: more than {} bytes of notifications \
+                         were waiting for it",
+                        crate::pool::listen::MAX_UNREAD
+                    ),
+                ));
+            }
+            l.inbox.taken(frame.len());
+            self.core.to_client().push(frame);
+            next = l.rx.try_recv().ok();
+        }
+        Ok(())
     }
 
     /// The FATAL for a session ended from outside: by an operator's KILL, or for
@@ -668,6 +783,10 @@ impl Session {
         };
         let read_client = self.core.wants_client_bytes();
         let read_server = self.core.wants_server_bytes();
+        let notify = match self.listening.as_mut() {
+            Some(l) if self.core.between_transactions() => Some(&mut l.rx),
+            _ => None,
+        };
         let idle_for_shutdown = self.server.is_none();
         let (mut cr, mut cw) = stream.split();
         let (cbuf, to_client, server_bufs) = self.core.io();
@@ -723,6 +842,12 @@ impl Session {
             (code, msg) = timer => Event::Timeout(code, msg),
             _ = cancel_wake => Event::Cancel,
             _ = shutdown, if idle_for_shutdown => Event::Shutdown,
+            Some(frame) = async {
+                match notify {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => Event::Notification(frame),
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::config::PoolMode;
 use crate::protocol::{self, tag, Bind, Parse, TxStatus};
 use crate::router::bind::ParamTypes;
 use crate::router::{
-    self, Decision, Effects, Facts, Item, Kind, Local, SessionView, Source, TenantKey, Tx,
+    self, Decision, Effects, Facts, Item, Kind, ListenOp, Local, SessionView, Source, TenantKey, Tx,
 };
 use crate::sqlstate::{self, PgError};
 use bytes::{Bytes, BytesMut};
@@ -98,6 +98,11 @@ impl Core {
                 self.stmts.drop_unnamed();
                 let sql = query_text(frame);
                 self.analyze_text(sql);
+                if self.relays_listen() && self.facts.has_listen() {
+                    let op = router::listen_op(sql, self.settings.std_strings());
+                    self.listen_locally(op, unit);
+                    return Need::Io;
+                }
                 if self.facts.is_only(Kind::Deallocate)
                     && self.facts.violation.is_none()
                     && self.deallocate(sql)
@@ -382,6 +387,50 @@ impl Core {
                 self.simple_reply(t);
             }
         }
+    }
+
+    /// LISTEN/UNLISTEN are relayed by shardbouncer (see `pool::listen`) rather
+    /// than run on a pooled server, where they would listen for whoever gets
+    /// the server next: in every mode but session mode.
+    pub(super) fn relays_listen(&self) -> bool {
+        self.db.settings.mode != PoolMode::Session
+    }
+
+    /// Answer a simple Query holding LISTEN or UNLISTEN. Alone, it is answered
+    /// as Postgres answers it and handed to the driver; with other statements,
+    /// or in a form not understood, it is refused, never run on a server.
+    ///
+    /// A LISTEN inside a transaction takes effect at once (Postgres waits for
+    /// the COMMIT); notifications still arrive only between transactions.
+    fn listen_locally(&mut self, op: Option<ListenOp>, unit: Unit) {
+        let Some(op) = op else {
+            let e = if self.facts.count == 1 {
+                PgError::new(
+                    sqlstate::SYNTAX_ERROR,
+                    "syntax error in LISTEN or UNLISTEN: a channel name is expected",
+                )
+            } else {
+                PgError::new(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "LISTEN and UNLISTEN must be sent as statements of their own \
+                     in transaction pooling (shardbouncer relays notifications)",
+                )
+            };
+            return self.unit_error(unit, &e);
+        };
+        if self.client_status() == TxStatus::Failed {
+            let e = PgError::new(
+                sqlstate::IN_FAILED_SQL_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            );
+            return self.unit_error(unit, &e);
+        }
+        let t = match op {
+            ListenOp::Listen(_) => "LISTEN",
+            _ => "UNLISTEN",
+        };
+        self.listen_ops.push(op);
+        self.simple_reply(t);
     }
 
     /// Carry out a `SET key` / `RESET key` answered locally; its command tag.

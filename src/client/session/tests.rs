@@ -309,3 +309,53 @@ fn a_local_deallocate_all_behind_work_in_flight_still_destroys_the_unnamed_state
     assert!(!tags.contains('D'), "the dropped statement ran: {tags}");
     assert!(tags.ends_with("ZE"), "{tags}");
 }
+
+#[test]
+fn listen_and_unlisten_are_answered_here_and_handed_to_the_relay() {
+    use crate::router::ListenOp;
+    let mut h = Harness::new("plain");
+    h.send(&[query("LISTEN Jobs")]);
+    assert_eq!(h.client_tags(), "CZI");
+    assert_eq!(h.attaches, 0, "no server listens for the client");
+    assert_eq!(h.core.take_listen_ops(), [ListenOp::Listen("jobs".into())]);
+    assert!(h.core.between_transactions());
+    // Inside a transaction: answered in turn, and no notification until it ends.
+    h.send(&[query("BEGIN"), query("UNLISTEN *")]);
+    h.server_turn();
+    assert_eq!(h.client_tags(), "CZTCZT");
+    assert_eq!(h.core.take_listen_ops(), [ListenOp::UnlistenAll]);
+    assert!(!h.core.between_transactions());
+    // A failed transaction refuses it, as Postgres does.
+    h.send(&[query("SELECT fail")]);
+    h.server_turn();
+    h.client_tags();
+    h.send(&[query("LISTEN x")]);
+    h.server_turn();
+    assert_eq!(h.client_errors(), ["25P02"]);
+    h.client_tags();
+    h.send(&[query("ROLLBACK")]);
+    h.server_turn();
+    h.client_tags();
+    assert!(h.core.between_transactions());
+    // Mixed with another statement, or through Parse/Bind/Execute: refused, and
+    // nothing reaches the server.
+    let logged = h.servers[0].log.len();
+    h.send(&[query("LISTEN a; SELECT 1")]);
+    assert_eq!(h.client_errors(), ["0A000"]);
+    h.client_tags();
+    h.send(&[parse("", "LISTEN a"), bind("", &[]), execute(), sync()]);
+    h.server_turn();
+    assert_eq!(h.client_errors(), ["0A000"]);
+    assert!(
+        h.servers[0].log[logged..].iter().all(|(t, b)| {
+            let sql = if *t == tag::frontend::PARSE {
+                cstr(cstr(b).1).0
+            } else {
+                cstr(b).0
+            };
+            !sql.starts_with(b"LISTEN")
+        }),
+        "a LISTEN reached the server"
+    );
+    assert!(h.core.take_listen_ops().is_empty());
+}
