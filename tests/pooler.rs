@@ -1374,3 +1374,92 @@ async fn max_db_and_user_connections_cap_servers_across_pools() {
         "one server connection for the user"
     );
 }
+
+/// A client connected through shardbouncer whose notifications come out of `rx`.
+async fn listener(
+    b: &Bouncer,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (client, mut conn) =
+        tokio_postgres::connect(&b.conn_str("app", "", "app"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send(n.payload().to_string());
+            }
+        }
+    });
+    (client, rx)
+}
+
+async fn next_notification(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a notification within 10 s")
+        .expect("connection open")
+}
+
+/// LISTEN in transaction mode: a notification reaches a listening client only
+/// between its transactions (as from Postgres), and the relay's own server
+/// connection, once lost, is re-opened and listens again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_relay_delivers_between_transactions_and_survives_losing_its_connection() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "default_pool_size = 2\n")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    let (client, mut rx) = listener(&b).await;
+    let (witness, mut wrx) = listener(&b).await;
+    client.batch_execute("LISTEN ev").await.unwrap();
+    witness.batch_execute("LISTEN ev").await.unwrap();
+    let other = b.connect("app", "", "app").await;
+    other.batch_execute("NOTIFY ev, 'idle'").await.unwrap();
+    assert_eq!(next_notification(&mut rx).await, "idle");
+    assert_eq!(next_notification(&mut wrx).await, "idle");
+
+    // Inside a transaction: nothing until it ends. The witness, idle, hears the
+    // notification, so the relay has passed it on to both.
+    client.batch_execute("BEGIN").await.unwrap();
+    client.batch_execute("SELECT 1").await.unwrap();
+    other.batch_execute("NOTIFY ev, 'in tx'").await.unwrap();
+    assert_eq!(next_notification(&mut wrx).await, "in tx");
+    client.batch_execute("SELECT 2").await.unwrap();
+    assert!(rx.try_recv().is_err(), "delivered inside a transaction");
+    client.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(next_notification(&mut rx).await, "in tx");
+
+    // The relay's connection is terminated: it comes back and listens again.
+    const RELAY: &str = "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%' \
+                         AND usename = 'app' ORDER BY backend_start DESC LIMIT 1";
+    let before = pg.psql("app", RELAY);
+    assert!(!before.trim().is_empty(), "no relay connection listens");
+    pg.psql(
+        "app",
+        &format!("SELECT pg_terminate_backend({})", before.trim()),
+    );
+    eventually(
+        Duration::from_secs(20),
+        "a new relay connection listens",
+        || async {
+            let now = pg.psql("app", RELAY);
+            !now.trim().is_empty() && now != before
+        },
+    )
+    .await;
+    other
+        .batch_execute("NOTIFY ev, 'after loss'")
+        .await
+        .unwrap();
+    assert_eq!(next_notification(&mut rx).await, "after loss");
+    assert_eq!(next_notification(&mut wrx).await, "after loss");
+    assert!(
+        b.log().contains("listening connection was lost"),
+        "{}",
+        b.log()
+    );
+}

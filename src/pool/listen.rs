@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Most bytes of notifications one client may have waiting to be sent.
 pub const MAX_UNREAD: usize = 1 << 20;
@@ -94,6 +94,10 @@ pub enum ListenCmd {
         client: i32,
         /// Where its notifications go.
         inbox: Arc<Inbox>,
+        /// Fired once the listening connection listens on the channel, so the
+        /// client's LISTEN is answered only then: a NOTIFY committed after the
+        /// answer must reach it (dropped if the relay goes away).
+        ack: oneshot::Sender<()>,
     },
     /// Stop relaying `channel` to `client`.
     Unlisten {
@@ -135,16 +139,18 @@ struct Subscribers {
 }
 
 impl Subscribers {
-    /// Apply `cmd`; the channels that gained their first listener and those
-    /// that lost their last.
-    fn apply(&mut self, cmd: ListenCmd) -> (Vec<String>, Vec<String>) {
-        let (mut added, mut removed) = (Vec::new(), Vec::new());
+    /// Apply `cmd`; the channels that gained their first listener, those that
+    /// lost their last, and the acknowledgement the command waits for.
+    fn apply(&mut self, cmd: ListenCmd) -> (Vec<String>, Vec<String>, Option<oneshot::Sender<()>>) {
+        let (mut added, mut removed, mut wants) = (Vec::new(), Vec::new(), None);
         match cmd {
             ListenCmd::Listen {
                 channel,
                 client,
                 inbox,
+                ack,
             } => {
+                wants = Some(ack);
                 let subs = self.by_channel.entry(channel.clone()).or_default();
                 if subs.is_empty() {
                     added.push(channel);
@@ -170,7 +176,7 @@ impl Subscribers {
                 });
             }
         }
-        (added, removed)
+        (added, removed, wants)
     }
 
     /// Relay one NotificationResponse to the channel's listeners.
@@ -204,13 +210,72 @@ fn command(verb: &str, channel: &str) -> BytesMut {
     out
 }
 
+/// Acknowledgements waiting for the listening connection, in the order of
+/// the commands sent on it: each command's ReadyForQuery fires its entry.
+#[derive(Default)]
+struct Acks {
+    /// One entry per command in flight.
+    in_flight: std::collections::VecDeque<Vec<oneshot::Sender<()>>>,
+    /// Waiting for a connection (none yet, or it was lost).
+    unconnected: Vec<oneshot::Sender<()>>,
+}
+
+impl Acks {
+    /// An acknowledgement for a channel already listened on (or not, by a
+    /// command still in flight): after everything sent so far.
+    fn after_all(&mut self, connected: bool, ack: oneshot::Sender<()>) {
+        match self.in_flight.back_mut() {
+            _ if !connected => self.unconnected.push(ack),
+            Some(last) => last.push(ack),
+            None => {
+                let _ = ack.send(());
+            }
+        }
+    }
+
+    /// `n` commands were sent; the last one carries `acks`.
+    fn sent(&mut self, n: usize, acks: Vec<oneshot::Sender<()>>) {
+        for _ in 1..n {
+            self.in_flight.push_back(Vec::new());
+        }
+        if n > 0 {
+            self.in_flight.push_back(acks);
+        } else {
+            for a in acks {
+                let _ = a.send(());
+            }
+        }
+    }
+
+    /// A command completed (its ReadyForQuery).
+    fn completed(&mut self) {
+        for a in self.in_flight.pop_front().unwrap_or_default() {
+            let _ = a.send(());
+        }
+    }
+
+    /// The connection is gone: whatever was in flight waits for the next.
+    fn lost(&mut self) {
+        for v in self.in_flight.drain(..) {
+            self.unconnected.extend(v);
+        }
+    }
+}
+
 /// The listener task: keep one connection listening on every channel someone
 /// listens on, and relay what it hears.
 async fn run(pool: Weak<Pool>, mut rx: mpsc::UnboundedReceiver<ListenCmd>) {
     let mut subs = Subscribers::default();
+    let mut acks = Acks::default();
     let mut conn: Option<ServerConn> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
+        if conn.is_none() && subs.by_channel.is_empty() {
+            // Nobody listens any more: nothing to wait for.
+            for a in acks.unconnected.drain(..) {
+                let _ = a.send(());
+            }
+        }
         if conn.is_none() && !subs.by_channel.is_empty() {
             let Some(p) = pool.upgrade() else { return };
             let target = p.target.load_full();
@@ -224,6 +289,8 @@ async fn run(pool: Weak<Pool>, mut rx: mpsc::UnboundedReceiver<ListenCmd>) {
                     }
                     if c.stream.write_all(&out).await.is_ok() {
                         backoff = Duration::from_millis(100);
+                        let waiting = std::mem::take(&mut acks.unconnected);
+                        acks.sent(subs.by_channel.len(), waiting);
                         conn = Some(c);
                     }
                 }
@@ -234,6 +301,11 @@ async fn run(pool: Weak<Pool>, mut rx: mpsc::UnboundedReceiver<ListenCmd>) {
                         error = %e,
                         "LISTEN relay: cannot connect; notifications are lost until it can"
                     );
+                    // The clients waiting for their LISTEN are answered: the
+                    // relay keeps trying, as their own connection would not.
+                    for a in acks.unconnected.drain(..) {
+                        let _ = a.send(());
+                    }
                     // Retry later, still taking registrations meanwhile.
                     let sleep = tokio::time::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -242,7 +314,11 @@ async fn run(pool: Weak<Pool>, mut rx: mpsc::UnboundedReceiver<ListenCmd>) {
                         tokio::select! {
                             () = &mut sleep => break,
                             cmd = rx.recv() => match cmd {
-                                Some(cmd) => { subs.apply(cmd); }
+                                Some(cmd) => {
+                                    if let (_, _, Some(a)) = subs.apply(cmd) {
+                                        let _ = a.send(());
+                                    }
+                                }
                                 None => return,
                             },
                         }
@@ -261,8 +337,7 @@ async fn run(pool: Weak<Pool>, mut rx: mpsc::UnboundedReceiver<ListenCmd>) {
         match event {
             Ok(None) => break,
             Ok(Some(cmd)) => {
-                let (added, removed) = subs.apply(cmd);
-                let Some(c) = conn.as_mut() else { continue };
+                let (added, removed, ack) = subs.apply(cmd);
                 let mut out = BytesMut::new();
                 for channel in &added {
                     out.extend_from_slice(&command("LISTEN", channel));
@@ -270,13 +345,34 @@ async fn run(pool: Weak<Pool>, mut rx: mpsc::UnboundedReceiver<ListenCmd>) {
                 for channel in &removed {
                     out.extend_from_slice(&command("UNLISTEN", channel));
                 }
+                let n = added.len() + removed.len();
+                if conn.is_none() {
+                    // Connected at the top of the loop, then it listens on all.
+                    acks.unconnected.extend(ack);
+                    continue;
+                }
                 if subs.by_channel.is_empty() {
                     // Nobody listens: give the connection back to Postgres.
                     if let Some(c) = conn.take() {
                         c.terminate().await;
                     }
-                } else if !out.is_empty() && c.stream.write_all(&out).await.is_err() {
+                    acks.lost();
+                    for a in acks.unconnected.drain(..).chain(ack) {
+                        let _ = a.send(());
+                    }
+                    continue;
+                }
+                let c = conn.as_mut().expect("connected");
+                if n > 0 && c.stream.write_all(&out).await.is_err() {
                     conn = None;
+                    acks.lost();
+                    acks.unconnected.extend(ack);
+                    continue;
+                }
+                match ack {
+                    Some(a) if n > 0 => acks.sent(n, vec![a]),
+                    Some(a) => acks.after_all(true, a),
+                    None => acks.sent(n, Vec::new()),
                 }
             }
             Err(Ok((t, body))) => match t {
@@ -287,13 +383,14 @@ async fn run(pool: Weak<Pool>, mut rx: mpsc::UnboundedReceiver<ListenCmd>) {
                     frame.extend_from_slice(&body);
                     subs.deliver(&body, &frame.freeze());
                 }
+                tag::backend::READY_FOR_QUERY => acks.completed(),
                 tag::backend::ERROR_RESPONSE => {
                     tracing::warn!(
                         error = %protocol::parse_error(&body).message,
                         "LISTEN relay: the listening connection reported an error"
                     );
                 }
-                _ => {} // CommandComplete, ReadyForQuery, notices, parameters
+                _ => {} // CommandComplete, notices, parameters
             },
             Err(Err(e)) => {
                 tracing::warn!(
@@ -302,12 +399,20 @@ async fn run(pool: Weak<Pool>, mut rx: mpsc::UnboundedReceiver<ListenCmd>) {
                      (notifications sent meanwhile are lost)"
                 );
                 conn = None;
+                acks.lost();
             }
         }
     }
     if let Some(c) = conn {
         c.terminate().await;
     }
+}
+
+/// The channel a NotificationResponse frame is for.
+pub fn channel_of(frame: &[u8]) -> Option<&[u8]> {
+    frame
+        .get(9..)
+        .and_then(|b| protocol::cstr(b).map(|(c, _)| c))
 }
 
 #[cfg(test)]
@@ -337,6 +442,7 @@ mod tests {
             channel: channel.into(),
             client,
             inbox: inbox.clone(),
+            ack: oneshot::channel().0,
         };
         assert_eq!(subs.apply(listen("x", 1, &a)).0, ["x"]);
         assert!(
@@ -358,7 +464,7 @@ mod tests {
             client: 1,
         };
         assert!(subs.apply(unlisten).1.is_empty(), "b still listens on x");
-        let (_, mut removed) = subs.apply(ListenCmd::Leave { client: 2 });
+        let (_, mut removed, _) = subs.apply(ListenCmd::Leave { client: 2 });
         removed.sort();
         assert_eq!(removed, ["x", "y"]);
         assert!(subs.by_channel.is_empty());
@@ -382,5 +488,41 @@ mod tests {
         }
         assert_eq!(got, fit);
         assert!(rx.try_recv().is_err(), "nothing after the overflow");
+    }
+
+    #[test]
+    fn a_listen_is_acknowledged_only_after_the_commands_before_it_complete() {
+        let fired = |rx: &mut oneshot::Receiver<()>| rx.try_recv().is_ok();
+        let mut acks = Acks::default();
+        // Not connected: waits for the connection's LISTENs.
+        let (a, mut ra) = oneshot::channel();
+        acks.after_all(false, a);
+        assert!(!fired(&mut ra));
+        let waiting = std::mem::take(&mut acks.unconnected);
+        acks.sent(2, waiting);
+        acks.completed();
+        assert!(!fired(&mut ra), "one of two LISTENs done");
+        // A channel already listened on, while a command is in flight: after it.
+        let (b, mut rb) = oneshot::channel();
+        acks.after_all(true, b);
+        acks.completed();
+        assert!(fired(&mut ra) && fired(&mut rb));
+        // Nothing in flight: at once.
+        let (c, mut rc) = oneshot::channel();
+        acks.after_all(true, c);
+        assert!(fired(&mut rc));
+        // The connection lost with a command in flight: waits for the next one.
+        let (d, mut rd) = oneshot::channel();
+        acks.sent(1, vec![d]);
+        acks.lost();
+        assert!(!fired(&mut rd));
+        assert_eq!(acks.unconnected.len(), 1);
+    }
+
+    #[test]
+    fn the_channel_of_a_notification_frame() {
+        let (_, frame) = notification("jobs", "x");
+        assert_eq!(channel_of(&frame), Some(&b"jobs"[..]));
+        assert_eq!(channel_of(b"A\0\0"), None);
     }
 }

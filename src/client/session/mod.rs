@@ -276,7 +276,7 @@ impl Session {
             drop(snap);
             let need = self.core.client_data();
             self.serve(need).await?;
-            self.apply_listen_ops();
+            self.apply_listen_ops().await;
             self.account_buffered();
             self.core.trim_idle();
             if self.server.is_none() && self.app.shutting_down.load(Ordering::Acquire) {
@@ -348,14 +348,16 @@ impl Session {
                 }
             };
             self.serve(need).await?;
-            self.apply_listen_ops();
+            self.apply_listen_ops().await;
         }
     }
 
     /// Carry out the LISTEN/UNLISTEN the core answered: register the client's
     /// channels with the relay of every shard of its database (a NOTIFY runs on
-    /// one shard, whichever the sender's work routed to).
-    fn apply_listen_ops(&mut self) {
+    /// one shard, whichever the sender's work routed to). Returns once every
+    /// relay listens, before the answer is written: a NOTIFY committed after
+    /// the client saw its LISTEN answered must reach it.
+    async fn apply_listen_ops(&mut self) {
         let ops = self.core.take_listen_ops();
         if ops.is_empty() {
             return;
@@ -373,15 +375,19 @@ impl Session {
         }
         let client = self.handle.id;
         let l = self.listening.as_mut().expect("just set");
+        let mut acks = Vec::new();
         for op in ops {
             match op {
                 ListenOp::Listen(channel) => {
                     if l.channels.insert(channel.clone()) {
                         for pool in &l.pools {
+                            let (ack, acked) = tokio::sync::oneshot::channel();
+                            acks.push(acked);
                             pool.listen(ListenCmd::Listen {
                                 channel: channel.clone(),
                                 client,
                                 inbox: l.inbox.clone(),
+                                ack,
                             });
                         }
                     }
@@ -408,6 +414,24 @@ impl Session {
                 }
             }
         }
+        if acks.is_empty() {
+            return;
+        }
+        // A relay that cannot reach its server answers at once (and keeps
+        // trying); this bound is for one that is slow to.
+        let wait = self.core.db().settings.server_connect_timeout.as_std()
+            + std::time::Duration::from_secs(1);
+        let all = async {
+            for a in acks {
+                let _ = a.await;
+            }
+        };
+        if tokio::time::timeout(wait, all).await.is_err() {
+            tracing::warn!(
+                client = client,
+                "LISTEN answered before every shard's relay confirmed it"
+            );
+        }
     }
 
     /// Pass a relayed notification to the client (the event loop asks for one
@@ -429,7 +453,13 @@ impl Session {
                 ));
             }
             l.inbox.taken(frame.len());
-            self.core.to_client().push(frame);
+            // Queued before an UNLISTEN: Postgres would not deliver it after.
+            let listening = crate::pool::listen::channel_of(&frame)
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .is_some_and(|c| l.channels.contains(c));
+            if listening {
+                self.core.to_client().push(frame);
+            }
             next = l.rx.try_recv().ok();
         }
         Ok(())
