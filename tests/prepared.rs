@@ -682,3 +682,61 @@ async fn an_unnamed_parse_skipped_after_an_error_prepares_nothing() {
     assert_eq!(direct[2].as_deref(), Some("26000"), "{direct:?}");
     assert_eq!(run(b.port, "app"), direct);
 }
+
+/// Session mode: the client owns its server, so its protocol reaches Postgres as
+/// it sent it. Named statements keep the client's names (no `sb_` statements,
+/// no LRU past `max_prepared_statements`), Close and DEALLOCATE are the
+/// server's to answer, an SQL-level PREPARE can be bound by name, and a Parse
+/// is validated when it is sent. Every answer equals Postgres's, byte for byte;
+/// the next client of the server finds none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_passes_statements_through_under_the_clients_names() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&trust(basic_config(
+        &[&pg],
+        "mode = \"session\"\ndefault_pool_size = 1\nmax_prepared_statements = 5\n",
+    )));
+    const LIST: &str = "SELECT string_agg(name, ',' ORDER BY name) FROM pg_prepared_statements";
+    let script = |c: &mut Raw| {
+        let mut all = Vec::new();
+        for i in 0..8 {
+            all.extend(
+                c.parse(&format!("S{i}"), &format!("SELECT {i}"))
+                    .sync()
+                    .run(1),
+            );
+        }
+        all.extend(c.parse("bad", "SELEC 1").sync().run(1));
+        all.extend(c.bind("S0", &[]).execute().sync().run(1));
+        all.extend(c.query(LIST).run(1));
+        all.extend(c.close_stmt("S1").close_stmt("nosuch").sync().run(1));
+        all.extend(c.query("DEALLOCATE \"S2\"").run(1));
+        all.extend(c.query("DEALLOCATE nosuch").run(1));
+        all.extend(c.query("PREPARE q(int) AS SELECT $1 * 2").run(1));
+        all.extend(c.bind("q", &["21"]).execute().sync().run(1));
+        all.extend(c.describe_stmt("S3").sync().run(1));
+        all.extend(c.query(LIST).run(1));
+        all
+    };
+    let mut direct = Raw::login(pg.port, "trustuser", "app");
+    let mut pooled = Raw::login(b.port, "app", "app");
+    let want = script(&mut direct);
+    let got = script(&mut pooled);
+    assert_eq!(got, want, "through shardbouncer vs direct");
+    let names = first_column(&pooled.query(LIST).run(1));
+    assert_eq!(names, ["S0,S3,S4,S5,S6,S7,q"]);
+    drop(pooled);
+    // The next client of the (only) server finds none of it.
+    let mut next = Raw::login(b.port, "app", "app");
+    let m = next
+        .query("SELECT count(*) FROM pg_prepared_statements")
+        .run(1);
+    assert_eq!(first_column(&m), ["0"]);
+    let m = next
+        .parse("S0", "SELECT 'mine'")
+        .bind("S0", &[])
+        .execute()
+        .sync()
+        .run(1);
+    assert_eq!(first_column(&m), ["mine"]);
+}

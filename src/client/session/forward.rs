@@ -14,6 +14,7 @@ use super::core::{Core, Need, Unit};
 use super::routing::is_named_parse;
 use super::statements::reserved_name;
 use crate::client::expect::{Entry, Mode};
+use crate::config::PoolMode;
 use crate::protocol::{self, tag, Bind, Parse};
 use crate::router::statement::Violation;
 use crate::router::{self, Effects, Facts};
@@ -32,8 +33,12 @@ impl Core {
             return Need::Io;
         }
         // Named Parses followed by Sync are answered without a server (see
-        // `parse_locally`); hold them until we see what follows.
-        if t == f::PARSE && is_named_parse(&frame) && self.batch.iter().all(|(t, _)| *t == f::PARSE)
+        // `parse_locally`); hold them until we see what follows. Not in session
+        // mode, where the client's statements are its server's own.
+        if t == f::PARSE
+            && !self.transparent_statements()
+            && is_named_parse(&frame)
+            && self.batch.iter().all(|(t, _)| *t == f::PARSE)
         {
             self.batch.push((t, frame));
             return Need::Io;
@@ -51,7 +56,7 @@ impl Core {
                     return Need::Io;
                 }
                 f::FLUSH => return Need::Io,
-                f::CLOSE if is_named_statement_close(&frame) => {
+                f::CLOSE if is_named_statement_close(&frame) && !self.transparent_statements() => {
                     self.close_statement(&frame);
                     return Need::Io;
                 }
@@ -61,6 +66,13 @@ impl Core {
         self.batch.push((t, frame));
         let held = std::mem::take(&mut self.batch);
         self.route_unit(Unit::Batch(held))
+    }
+
+    /// Session mode: the client owns its server, so its named statements reach
+    /// Postgres under its own names, byte for byte, with no `sb_` statements and
+    /// no LRU (shardbouncer still records them, for routing).
+    pub(super) fn transparent_statements(&self) -> bool {
+        self.db.settings.mode == PoolMode::Session
     }
 
     /// Record a client's named Parse (see [`super::statements::Statements::register`]).
@@ -194,6 +206,16 @@ impl Core {
             words.next();
         }
         let name = words.next().unwrap_or("");
+        if self.transparent_statements() {
+            // Session mode: the server holds the client's statements under its
+            // names and answers; the record follows.
+            if name.eq_ignore_ascii_case("all") {
+                self.stmts.clear();
+            } else {
+                self.stmts.remove(ident_name(name).as_bytes());
+            }
+            return false;
+        }
         // SQL-level statements live on the attached server only (a release
         // deallocates them): only then can the server have any.
         let sql_level = self
@@ -208,11 +230,7 @@ impl Core {
             self.simple_reply("DEALLOCATE ALL");
             return true;
         }
-        let name = if name.len() >= 2 && name.starts_with('"') && name.ends_with('"') {
-            name[1..name.len() - 1].replace("\"\"", "\"")
-        } else {
-            name.to_ascii_lowercase()
-        };
+        let name = ident_name(name);
         if self.stmts.remove(name.as_bytes()) {
             self.simple_reply("DEALLOCATE");
         } else if sql_level {
@@ -280,7 +298,17 @@ impl Core {
                     Ok(def) => def,
                     Err(e) => return self.inject_error_ext(&e),
                 };
+                let transparent = self.transparent_statements();
                 let a = self.att.as_mut().expect("attached");
+                if transparent {
+                    // The client's own Parse, under its own name: DEALLOCATE ALL
+                    // before another client gets the server, unless the reset
+                    // query clears it anyway.
+                    a.add_effects(Effects::PREPARED);
+                    self.counters.server_parse();
+                    a.send_ext(Entry::forward(f::PARSE).with_stmt(def), frame);
+                    return;
+                }
                 let held = if a.statements_untrusted() {
                     Held::Stale
                 } else {
@@ -347,6 +375,23 @@ impl Core {
                     }
                     return;
                 }
+                if self.transparent_statements() {
+                    // Under the client's own name. A name it never parsed may
+                    // be an SQL-level PREPARE: the server judges.
+                    let def = self.stmts.get(name).cloned();
+                    if t == f::BIND {
+                        let effects = def.as_ref().map_or(Effects::DYNAMIC, |d| d.facts.effects);
+                        self.note_bound(effects, def.as_ref());
+                    }
+                    let mut e = Entry::forward(t);
+                    if let Some(def) = def {
+                        e = e.with_stmt(def);
+                    }
+                    if let Some(a) = self.att.as_mut() {
+                        a.send_ext(e, frame);
+                    }
+                    return;
+                }
                 let Some(def) = self.stmts.get(name).cloned() else {
                     let e = PgError::new(
                         sqlstate::INVALID_SQL_STATEMENT_NAME,
@@ -376,6 +421,13 @@ impl Core {
                 if let Some(a) = self.att.as_mut() {
                     a.send_ext(e, msg);
                 }
+            }
+            f::CLOSE if is_named_statement_close(&frame) && self.transparent_statements() => {
+                // The server closes its own statement and answers.
+                if let Some(name) = describe_statement_name(body) {
+                    self.stmts.remove(name);
+                }
+                self.send_ext(t, frame)
             }
             f::CLOSE if is_named_statement_close(&frame) => self.close_statement(&frame),
             f::CLOSE => {
@@ -556,6 +608,16 @@ pub(super) fn describe_statement_name(body: &[u8]) -> Option<&[u8]> {
 fn is_named_statement_close(frame: &[u8]) -> bool {
     frame.first() == Some(&tag::frontend::CLOSE)
         && describe_statement_name(&frame[5..]).is_some_and(|n| !n.is_empty())
+}
+
+/// A statement name as written in SQL, as Postgres names it: quoted names kept
+/// exactly, unquoted ones folded to lower case.
+fn ident_name(word: &str) -> String {
+    if word.len() >= 2 && word.starts_with('"') && word.ends_with('"') {
+        word[1..word.len() - 1].replace("\"\"", "\"")
+    } else {
+        word.to_ascii_lowercase()
+    }
 }
 
 #[cfg(test)]

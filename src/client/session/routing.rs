@@ -174,7 +174,10 @@ impl Core {
             }
             Decision::TenantFree => {
                 if let Unit::Batch(msgs) = &unit {
-                    if self.att.is_none() && is_parse_only_batch(msgs) {
+                    if self.att.is_none()
+                        && !self.transparent_statements()
+                        && is_parse_only_batch(msgs)
+                    {
                         // Named Parses + Sync: answered without a server.
                         if let Unit::Batch(msgs) = unit {
                             self.parse_locally(msgs);
