@@ -374,9 +374,10 @@ impl Pool {
             if let Some(s) = self.try_take_slots() {
                 return Ok(Room::Slots(s));
             }
-            if caps.iter().any(|c| c.is_full() && c.evict_idle(self)) {
-                continue;
-            }
+            // An evicted server's slot comes back once its backend is gone
+            // (see `close`): wait for that, as for any freed slot, rather than
+            // evict another.
+            let _evicted = caps.iter().any(|c| c.is_full() && c.evict_idle(self));
             if self.disabled.load(Ordering::Acquire) {
                 return Err(PoolError::Closed);
             }
@@ -727,12 +728,16 @@ impl Pool {
 
     fn close(&self, conn: ServerConn) {
         self.total.fetch_sub(1, Ordering::Relaxed);
-        if let Some(caps) = self.caps.get() {
-            for c in caps {
+        // The shared caps' slots come back once the backend is gone, so a cap
+        // holds as Postgres counts connections (an evicted server is not still
+        // exiting when its replacement logs in).
+        let caps = self.caps.get().cloned();
+        tokio::spawn(async move {
+            conn.terminate().await;
+            for c in caps.iter().flatten() {
                 c.give();
             }
-        }
-        tokio::spawn(conn.terminate());
+        });
     }
 
     /// Periodic maintenance: expire idle servers and keep `min_pool_size` warm.

@@ -570,11 +570,20 @@ impl ServerConn {
         Ok(Some(set))
     }
 
-    /// Close politely (Terminate), ignoring errors.
+    /// Close politely (Terminate), ignoring errors, and wait (briefly) for the
+    /// server to close its end: Postgres closes the socket only after the
+    /// backend has left its process array, so a connection cap counted by
+    /// Postgres (`max_connections`) sees it gone once this returns.
     pub async fn terminate(mut self) {
         let mut out = BytesMut::new();
         protocol::terminate(&mut out);
-        let _ = tokio::time::timeout(Duration::from_millis(200), self.stream.write_all(&out)).await;
+        let closed = async {
+            self.stream.write_all(&out).await?;
+            let mut sink = [0u8; 512];
+            while self.stream.read(&mut sink).await? > 0 {}
+            Ok::<(), std::io::Error>(())
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
     }
 
     /// True if the server has sent something (or closed) while idle: such a connection
