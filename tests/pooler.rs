@@ -986,7 +986,7 @@ async fn partial_messages_are_bounded_by_max_buffered() {
     let pg = PgCluster::start();
     let cfg = basic_config(&[&pg], "")
         .replace("type = \"scram-sha-256\"", "type = \"trust\"")
-        .replace("[pool]", "[limits]\nmax_buffered = 16777216\n[pool]");
+        .replace("[pool]", "[limits]\nmax_buffered = 8388608\n[pool]");
     let b = Bouncer::start(&cfg);
     let c = b.connect("app", "", "app").await;
     assert_eq!(int_of(&c, "SELECT 1").await, 1);

@@ -255,6 +255,9 @@ pub struct Clients {
     next_id: AtomicU64,
     /// Bytes all sessions hold in client messages not yet complete.
     buffered: AtomicUsize,
+    /// Signalled when the bytes held fall: clients that stopped reading over
+    /// `[limits] max_buffered` look again.
+    budget_freed: tokio::sync::Notify,
 }
 
 impl Default for Clients {
@@ -264,6 +267,7 @@ impl Default for Clients {
             connected: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             buffered: AtomicUsize::new(0),
+            budget_freed: tokio::sync::Notify::new(),
         }
     }
 }
@@ -292,7 +296,10 @@ impl Clients {
         let total = if bytes >= before {
             self.buffered.fetch_add(bytes - before, Ordering::AcqRel) + (bytes - before)
         } else {
-            self.buffered.fetch_sub(before - bytes, Ordering::AcqRel) - (before - bytes)
+            let total =
+                self.buffered.fetch_sub(before - bytes, Ordering::AcqRel) - (before - bytes);
+            self.budget_freed.notify_waiters();
+            total
         };
         if total <= cap {
             return None;
@@ -309,6 +316,11 @@ impl Clients {
     /// Bytes all clients hold in incomplete messages.
     pub fn buffered(&self) -> usize {
         self.buffered.load(Ordering::Acquire)
+    }
+
+    /// Wait for the bytes held to fall (enable it before checking [`Self::buffered`]).
+    pub fn budget_freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.budget_freed.notified()
     }
 
     /// Find by BackendKeyData (CancelRequest); the secret must match.

@@ -67,6 +67,8 @@ enum Event {
     Shutdown,
     /// A CancelRequest for this client came (see [`cancel`]).
     Cancel,
+    /// All clients' incomplete messages fell below `[limits] max_buffered`.
+    BudgetFreed,
     /// A notification for a channel the client listens on (an empty frame: too
     /// many were waiting, see [`crate::pool::listen::MAX_UNREAD`]).
     Notification(Bytes),
@@ -340,6 +342,15 @@ impl Session {
                     if self.handle.cancel.load(Ordering::Acquire) == cancel::UNREAD {
                         self.cancel_unread(stream).await?;
                     }
+                    Need::Io
+                }
+                Event::BudgetFreed => {
+                    // Still over? The client holding the most is closed next
+                    // (this one stopped reading, so nothing else would).
+                    let cap = self.app.snapshot.load().config.limits.max_buffered;
+                    self.app
+                        .clients
+                        .hold_partial(&self.handle, self.buffered, cap);
                     Need::Io
                 }
                 Event::Notification(frame) => {
@@ -811,7 +822,18 @@ impl Session {
         } else {
             None
         };
-        let read_client = self.core.wants_client_bytes();
+        // A client in the middle of a large message stops reading while all
+        // clients together hold more than `[limits] max_buffered` (the one
+        // holding the most is being closed): memory stays near the cap rather
+        // than growing until that client is gone.
+        let app = &self.app;
+        let freed = app.clients.budget_freed();
+        tokio::pin!(freed);
+        let over_budget = self.buffered > 0 && {
+            freed.as_mut().enable();
+            app.clients.buffered() > app.snapshot.load().config.limits.max_buffered
+        };
+        let read_client = self.core.wants_client_bytes() && !over_budget;
         let read_server = self.core.wants_server_bytes();
         let notify = match self.listening.as_mut() {
             Some(l) if self.core.between_transactions() => Some(&mut l.rx),
@@ -872,6 +894,7 @@ impl Session {
             (code, msg) = timer => Event::Timeout(code, msg),
             _ = cancel_wake => Event::Cancel,
             _ = shutdown, if idle_for_shutdown => Event::Shutdown,
+            _ = freed, if over_budget => Event::BudgetFreed,
             Some(frame) = async {
                 match notify {
                     Some(rx) => rx.recv().await,
