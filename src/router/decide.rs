@@ -230,6 +230,15 @@ pub enum Local {
     SetNotExecuted,
     /// A bare BEGIN with no shard yet: hold it until the tenant is known.
     HoldBegin,
+    /// An extended batch that runs a bare BEGIN, then `SET [LOCAL] key = v`
+    /// (PgJDBC with autocommit off sends a transaction's first statement so):
+    /// hold the BEGIN, then change the tenant inside it.
+    BeginThenSetTenant {
+        /// SET LOCAL.
+        local: bool,
+        /// The new tenant; `None` resets it.
+        key: Option<TenantKey>,
+    },
     /// BEGIN inside a held transaction: Postgres's warning, nothing changes.
     BeginAgain,
     /// Statements that wait with the held BEGIN and are replayed inside it.
@@ -380,6 +389,11 @@ fn batch<'a, V: ParamValues>(
     let mut n_set_portals = 0usize;
     let mut set_execs: Option<(bool, Option<TenantKey>)> = None;
     let mut n_set_execs = 0usize;
+    // A bare BEGIN ahead of the SET (its Parse, Bind and one Execute): counted
+    // in the totals above too, and set apart only for that form.
+    let is_begin = |f: &Facts| f.is_only(Kind::Begin);
+    let (mut begin_msgs, mut begin_execs, mut begin_after_set) = (0usize, 0usize, false);
+    let mut begin_portal: Option<&[u8]> = None;
     for item in items {
         if s.tx == Tx::Failed {
             // Postgres answers any Parse, Bind or Execute in an aborted
@@ -395,6 +409,10 @@ fn batch<'a, V: ParamValues>(
                     set_msgs += 1;
                 } else {
                     other_msgs += 1;
+                    if is_begin(f) {
+                        begin_msgs += 1;
+                        begin_after_set |= set_msgs > 0;
+                    }
                 }
             }
             Item::Bind(f, _, _, portal) if is_set(f) => {
@@ -420,6 +438,13 @@ fn batch<'a, V: ParamValues>(
             }
             Item::Bind(f, types, values, portal) => {
                 other_msgs += 1;
+                if is_begin(f) {
+                    begin_msgs += 1;
+                    begin_after_set |= set_msgs > 0;
+                    begin_portal = Some(portal);
+                } else if begin_portal == Some(portal) {
+                    begin_portal = None;
+                }
                 // A portal rebound to another statement is no longer a SET.
                 if let Some(p) = set_portals[..n_set_portals]
                     .iter_mut()
@@ -470,11 +495,36 @@ fn batch<'a, V: ParamValues>(
                     continue;
                 }
                 executes += 1;
+                if begin_portal == Some(portal) {
+                    begin_execs += 1;
+                    begin_after_set |= set_msgs > 0;
+                }
                 all_free &= portals[..n_portals]
                     .iter()
                     .find(|p| p.0 == portal)
                     .is_some_and(|p| p.1);
             }
+        }
+    }
+    if set_msgs > 0 && begin_msgs > 0 {
+        // Only BEGIN, run once, then the SET, run once, outside a transaction.
+        let only_begin_then_set = begin_msgs == other_msgs
+            && begin_execs == 1
+            && executes == 1
+            && n_set_execs == 1
+            && !begin_after_set
+            && s.tx == Tx::Idle;
+        if let (true, Some((local, key))) = (only_begin_then_set, set_execs) {
+            let held = SessionView {
+                tx: Tx::Held { stmts: false },
+                ..*s
+            };
+            return match set_tenant(r, &held, local, key)? {
+                Decision::Local(Local::SetTenant { local, key }) => {
+                    Ok(Decision::Local(Local::BeginThenSetTenant { local, key }))
+                }
+                other => Ok(other),
+            };
         }
     }
     if set_msgs > 0 {

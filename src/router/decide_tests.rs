@@ -486,6 +486,84 @@ fn set_through_the_extended_protocol_is_answered_alone_in_its_batch() {
     ] {
         assert_eq!(code(&run(items)), "0A000");
     }
+    // PgJDBC with autocommit off: BEGIN, then the SET, in one batch. The BEGIN
+    // is held and the SET applies inside it; any other shape is refused.
+    let mut begin = Facts::default();
+    analyze(b"BEGIN", b"tenant_id", true, &mut begin);
+    fn begin_then<'a>(
+        begin: &'a Facts,
+        set: &'a Facts,
+        v: &'a Values,
+    ) -> Vec<Item<'a, &'a Values>> {
+        vec![
+            Item::Parse(begin),
+            Item::Bind(begin, ParamTypes::default(), v, b""),
+            Item::Execute(b""),
+            Item::Parse(set),
+            Item::Bind(set, ParamTypes::default(), v, b""),
+            Item::Other,
+            Item::Execute(b""),
+        ]
+    }
+    assert_eq!(
+        run(begin_then(&begin, &set, &v)),
+        Decision::Local(Local::BeginThenSetTenant {
+            local: false,
+            key: Some(key("3"))
+        })
+    );
+    let mut set_local = Facts::default();
+    analyze(
+        b"SET LOCAL tenant_id = 3",
+        b"tenant_id",
+        true,
+        &mut set_local,
+    );
+    assert_eq!(
+        run(begin_then(&begin, &set_local, &v)),
+        Decision::Local(Local::BeginThenSetTenant {
+            local: true,
+            key: Some(key("3"))
+        })
+    );
+    let mut refused = vec![
+        // The SET first, then BEGIN.
+        vec![
+            Item::Bind(&set, ParamTypes::default(), &v, b""),
+            Item::Execute(b""),
+            Item::Bind(&begin, ParamTypes::default(), &v, b""),
+            Item::Execute(b""),
+        ],
+        // BEGIN never executed, or run twice.
+        vec![
+            Item::Bind(&begin, ParamTypes::default(), &v, b""),
+            Item::Bind(&set, ParamTypes::default(), &v, b""),
+            Item::Execute(b""),
+        ],
+        vec![
+            Item::Bind(&begin, ParamTypes::default(), &v, b""),
+            Item::Execute(b""),
+            Item::Execute(b""),
+            Item::Bind(&set, ParamTypes::default(), &v, b""),
+            Item::Execute(b""),
+        ],
+    ];
+    // Anything else with them.
+    let mut with_select = begin_then(&begin, &set, &v);
+    with_select.push(Item::Bind(&sel, ParamTypes::default(), &v, b"p"));
+    with_select.push(Item::Execute(b"p"));
+    refused.push(with_select);
+    for items in refused {
+        assert_eq!(code(&run(items)), "0A000");
+    }
+    // Inside a transaction already, BEGIN + SET is not this form either.
+    let in_tx = decide(
+        &r,
+        &view(&t, Tx::Held { stmts: false }),
+        Unit::batch(begin_then(&begin, &set, &v).into_iter()),
+        &mut Vec::new(),
+    );
+    assert_eq!(code(&in_tx), "0A000");
     // The lock holds through this path too.
     let locked = routing(ALL, true, NoTenant::Reject);
     let t1 = Tenants {

@@ -349,6 +349,14 @@ impl Core {
                 self.txn.apply(TxnEvent::HoldBegin(frame));
                 self.simple_reply("BEGIN");
             }
+            Local::BeginThenSetTenant { .. } => {
+                // decide gives it for extended batches only.
+                let e = PgError::new(
+                    sqlstate::INTERNAL_ERROR,
+                    "internal: BEGIN and SET answered for a simple Query",
+                );
+                self.unit_error(Unit::Simple(tag::frontend::QUERY, frame), &e);
+            }
             Local::BeginAgain => {
                 self.notice(
                     "WARNING",
@@ -488,6 +496,10 @@ impl Core {
             return self.unit_error(Unit::Batch(msgs), &e);
         }
         let mut parses = 0;
+        // BEGIN then SET: the BEGIN's text (held, and replayed on the tenant's
+        // shard like a simple BEGIN), until its Execute.
+        let mut begin: Option<Bytes> = None;
+        let mut begun = false;
         for i in 0..msgs.len() {
             let (t, frame) = &msgs[i];
             let body = &frame[5..];
@@ -501,6 +513,11 @@ impl Core {
                     parses += 1;
                     let analyzed = self.batch_facts.get_mut(parses - 1).map(std::mem::take);
                     let facts = self.parse_facts(p.query, analyzed);
+                    if facts.is_only(Kind::Begin) {
+                        let mut q = BytesMut::new();
+                        protocol::query(&mut q, &String::from_utf8_lossy(p.query));
+                        begin = Some(q.freeze());
+                    }
                     self.counters.client_parse();
                     if p.name.is_empty() {
                         let at = p.param_types.as_ptr() as usize - frame.as_ptr() as usize;
@@ -530,7 +547,23 @@ impl Core {
                     self.reply(f::DESCRIBE);
                 }
                 f::EXECUTE => {
-                    let t = self.set_locally(l);
+                    let t = match l {
+                        Local::BeginThenSetTenant { .. } if !begun => {
+                            // The router checked: the BEGIN runs first, once.
+                            begun = true;
+                            let frame = begin.take().unwrap_or_else(|| {
+                                let mut q = BytesMut::new();
+                                protocol::query(&mut q, "BEGIN");
+                                q.freeze()
+                            });
+                            self.txn.apply(TxnEvent::HoldBegin(frame));
+                            "BEGIN"
+                        }
+                        Local::BeginThenSetTenant { local, key } => {
+                            self.set_locally(Local::SetTenant { local, key })
+                        }
+                        l => self.set_locally(l),
+                    };
                     protocol::command_complete(&mut self.scratch, t);
                     self.reply(f::EXECUTE);
                 }

@@ -359,3 +359,40 @@ fn listen_and_unlisten_are_answered_here_and_handed_to_the_relay() {
     );
     assert!(h.core.take_listen_ops().is_empty());
 }
+
+#[test]
+fn begin_then_set_tenant_in_one_batch_holds_the_begin_and_routes_the_transaction() {
+    // PgJDBC with autocommit off sends a transaction's first statement behind
+    // its BEGIN, in one batch up to Sync.
+    let mut h = Harness::new("app");
+    let describe_portal = frame(tag::frontend::DESCRIBE, b"P\0");
+    h.send(&[
+        parse("", "BEGIN"),
+        bind("", &[]),
+        execute(),
+        parse("", "SET tenant_id = 2"),
+        bind("", &[]),
+        describe_portal,
+        execute(),
+        sync(),
+    ]);
+    assert_eq!(h.client_tags(), "12C12nCZT");
+    assert_eq!((h.attaches, h.core.phase()), (0, Phase::Held));
+    h.send(&[query("SELECT 1")]);
+    h.server_turn();
+    assert_eq!(h.client_tags(), "DCZT");
+    // The BEGIN ran first, on tenant 2's shard.
+    let rt = h.core.db().routing.clone().expect("routed");
+    let want = rt
+        .shard_of(&crate::router::TenantKey::new(b"2").unwrap())
+        .unwrap();
+    let first = &h.servers[want].log[0];
+    assert_eq!(
+        (first.0, cstr(&first.1).0),
+        (tag::frontend::QUERY, &b"BEGIN"[..])
+    );
+    h.send(&[query("COMMIT")]);
+    h.server_turn();
+    assert_eq!(h.client_tags(), "CZI");
+    assert_eq!(h.releases, 1);
+}
