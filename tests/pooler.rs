@@ -1463,3 +1463,63 @@ async fn listen_relay_delivers_between_transactions_and_survives_losing_its_conn
         b.log()
     );
 }
+
+/// psql, as a user types into it: `LISTEN`, and a notification another client
+/// sends is printed after psql's next command, as psql does against Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_listens_through_the_relay() {
+    use std::io::BufRead;
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "default_pool_size = 1\n")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    let mut psql = b.psql_session("app", "app");
+    let mut stdin = psql.stdin.take().unwrap();
+    let stdout = psql.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let read_until = |want: &dyn Fn(&[String]) -> bool| {
+        let mut seen = Vec::new();
+        while !want(&seen) {
+            match lines.recv_timeout(Duration::from_secs(10)) {
+                Ok(l) => seen.push(l),
+                Err(e) => panic!("psql said {seen:?}, then {e}"),
+            }
+        }
+        seen
+    };
+    writeln!(stdin, "LISTEN ch;\nSELECT 'listening';").unwrap();
+    read_until(&|s| s.iter().any(|l| l == "listening"));
+    // Another client notifies; a witness listening on the same relay hears it,
+    // so psql's copy is on its way before psql's next command.
+    let (witness, mut wrx) = listener(&b).await;
+    witness.batch_execute("LISTEN ch").await.unwrap();
+    let other = b.connect("app", "", "app").await;
+    other
+        .batch_execute("NOTIFY ch, 'from elsewhere'")
+        .await
+        .unwrap();
+    assert_eq!(next_notification(&mut wrx).await, "from elsewhere");
+    writeln!(stdin, "SELECT 'after';").unwrap();
+    let said = read_until(&|s| {
+        s.iter().any(|l| l == "after")
+            && s.iter().any(|l| l.starts_with("Asynchronous notification"))
+    });
+    let note = said
+        .iter()
+        .find(|l| l.starts_with("Asynchronous notification"))
+        .unwrap();
+    assert!(
+        note.contains("\"ch\" with payload \"from elsewhere\""),
+        "{note}"
+    );
+    drop(stdin);
+    let _ = psql.wait();
+}

@@ -295,6 +295,23 @@ impl Bouncer {
         cmd.output().unwrap_or_else(|e| panic!("spawn psql: {e}"))
     }
 
+    /// psql reading its commands from a pipe (stdin and stdout piped), with
+    /// unaligned, tuples-only output.
+    pub fn psql_session(&self, user: &str, db: &str) -> std::process::Child {
+        Command::new(&pg_programs().psql)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", user, "-d", db])
+            .args(["-X", "-A", "-t", "-q"])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .env_remove("PGOPTIONS")
+            .env_remove("PGSERVICE")
+            .env_remove("PGPASSWORD")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn psql: {e}"))
+    }
+
     fn kill(&mut self) {
         if self.status.is_none() {
             let _ = self.child.kill(); // SIGKILL
