@@ -27,4 +27,6 @@ pub use decide::{
 pub use key::TenantKey;
 pub use scanner::{mentions, Source, TenantToken};
 pub use shardmap::{KeyType, Method, Route, RouteReason, ShardMap};
-pub use statement::{analyze, analyze_checked, listen_op, Effects, Facts, Kind, ListenOp, Mention};
+pub use statement::{
+    analyze, analyze_checked, listen_ops, Effects, Facts, Kind, ListenOp, Mention,
+};

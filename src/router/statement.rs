@@ -737,26 +737,25 @@ pub enum ListenOp {
     UnlistenAll,
 }
 
-/// The `LISTEN` / `UNLISTEN` that `sql` holds, when it holds exactly one such
-/// statement and nothing else; `None` otherwise (other or several statements,
-/// or a form Postgres would refuse). The channel is named as Postgres names
-/// it: unquoted names fold to lower case, and names longer than 63 bytes are
-/// cut at a character boundary (NAMEDATALEN).
-pub fn listen_op(sql: &[u8], std_strings: bool) -> Option<ListenOp> {
-    let mut found: Option<Option<ListenOp>> = None;
-    let mut statements = 0;
+/// The `LISTEN` / `UNLISTEN` statements that `sql` holds, in order, when it
+/// holds nothing else; `None` otherwise (another statement, none, or a form
+/// Postgres would refuse). The channel is named as Postgres names it: unquoted
+/// names fold to lower case, and names longer than 63 bytes are cut at a
+/// character boundary (NAMEDATALEN).
+pub fn listen_ops(sql: &[u8], std_strings: bool) -> Option<Vec<ListenOp>> {
+    let mut ops = Some(Vec::new());
     split(sql, std_strings, |stmt| {
         let mut lx = Lexer::new(stmt, std_strings);
         let Some(first) = lx.next_sig() else {
             return;
         };
-        statements += 1;
-        found = Some(listen_statement(stmt, first, lx));
+        let op = listen_statement(stmt, first, lx);
+        match (&mut ops, op) {
+            (Some(v), Some(op)) if v.len() < 64 => v.push(op),
+            _ => ops = None,
+        }
     });
-    if statements != 1 {
-        return None;
-    }
-    found.flatten()
+    ops.filter(|v| !v.is_empty())
 }
 
 fn listen_statement(sql: &[u8], first: Tok, mut lx: Lexer<'_>) -> Option<ListenOp> {
@@ -1178,18 +1177,34 @@ mod tests {
     #[test]
     fn a_lone_listen_or_unlisten_names_its_channel_as_postgres_does() {
         use ListenOp::*;
-        let op = |s: &str| listen_op(s.as_bytes(), true);
-        assert_eq!(op("LISTEN Orders"), Some(Listen("orders".into())));
-        assert_eq!(op(" listen \"Orders\" ; "), Some(Listen("Orders".into())));
-        assert_eq!(op("/* c */ UNLISTEN x;"), Some(Unlisten("x".into())));
-        assert_eq!(op("unlisten *"), Some(UnlistenAll));
-        assert_eq!(op("LISTEN \"a\"\"b\""), Some(Listen("a\"b".into())));
+        let op = |s: &str| listen_ops(s.as_bytes(), true);
+        assert_eq!(op("LISTEN Orders"), Some(vec![Listen("orders".into())]));
+        assert_eq!(
+            op(" listen \"Orders\" ; "),
+            Some(vec![Listen("Orders".into())])
+        );
+        assert_eq!(op("/* c */ UNLISTEN x;"), Some(vec![Unlisten("x".into())]));
+        assert_eq!(op("unlisten *"), Some(vec![UnlistenAll]));
+        assert_eq!(op("LISTEN \"a\"\"b\""), Some(vec![Listen("a\"b".into())]));
         let long = "n".repeat(70);
-        assert_eq!(op(&format!("LISTEN {long}")), Some(Listen("n".repeat(63))));
-        // Not a lone LISTEN/UNLISTEN, or not one Postgres accepts.
+        assert_eq!(
+            op(&format!("LISTEN {long}")),
+            Some(vec![Listen("n".repeat(63))])
+        );
+        assert_eq!(
+            op("LISTEN a; ; UNLISTEN a; LISTEN b"),
+            Some(vec![
+                Listen("a".into()),
+                Unlisten("a".into()),
+                Listen("b".into())
+            ])
+        );
+        // Anything else in the text, or a form Postgres refuses.
         for s in [
-            "LISTEN a; LISTEN b",
+            "",
+            ";",
             "LISTEN a; SELECT 1",
+            "SELECT 1; LISTEN a",
             "SELECT 1",
             "LISTEN",
             "LISTEN *",

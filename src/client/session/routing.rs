@@ -99,8 +99,8 @@ impl Core {
                 let sql = query_text(frame);
                 self.analyze_text(sql);
                 if self.relays_listen() && self.facts.has_listen() {
-                    let op = router::listen_op(sql, self.settings.std_strings());
-                    self.listen_locally(op, unit);
+                    let ops = router::listen_ops(sql, self.settings.std_strings());
+                    self.listen_locally(ops, unit);
                     return Need::Io;
                 }
                 if self.facts.is_only(Kind::Deallocate)
@@ -407,14 +407,15 @@ impl Core {
         self.db.settings.mode != PoolMode::Session
     }
 
-    /// Answer a simple Query holding LISTEN or UNLISTEN. Alone, it is answered
-    /// as Postgres answers it and handed to the driver; with other statements,
-    /// or in a form not understood, it is refused, never run on a server.
+    /// Answer a simple Query holding LISTEN or UNLISTEN. Made of nothing else,
+    /// it is answered as Postgres answers it and handed to the driver; with
+    /// other statements, or in a form not understood, it is refused, never run
+    /// on a server.
     ///
     /// A LISTEN inside a transaction takes effect at once (Postgres waits for
     /// the COMMIT); notifications still arrive only between transactions.
-    fn listen_locally(&mut self, op: Option<ListenOp>, unit: Unit) {
-        let Some(op) = op else {
+    fn listen_locally(&mut self, ops: Option<Vec<ListenOp>>, unit: Unit) {
+        let Some(ops) = ops else {
             let e = if self.facts.count == 1 {
                 PgError::new(
                     sqlstate::SYNTAX_ERROR,
@@ -423,7 +424,7 @@ impl Core {
             } else {
                 PgError::new(
                     sqlstate::FEATURE_NOT_SUPPORTED,
-                    "LISTEN and UNLISTEN must be sent as statements of their own \
+                    "LISTEN and UNLISTEN cannot share a Query with other statements \
                      in transaction pooling (shardbouncer relays notifications)",
                 )
             };
@@ -436,12 +437,17 @@ impl Core {
             );
             return self.unit_error(unit, &e);
         }
-        let t = match op {
-            ListenOp::Listen(_) => "LISTEN",
-            _ => "UNLISTEN",
-        };
-        self.listen_ops.push(op);
-        self.simple_reply(t);
+        for op in ops {
+            let t = match op {
+                ListenOp::Listen(_) => "LISTEN",
+                _ => "UNLISTEN",
+            };
+            protocol::command_complete(&mut self.scratch, t);
+            self.listen_ops.push(op);
+        }
+        let status = self.client_status();
+        protocol::ready_for_query(&mut self.scratch, status);
+        self.reply_ready(tag::frontend::QUERY);
     }
 
     /// Carry out a `SET key` / `RESET key` answered locally; its command tag.
