@@ -264,6 +264,11 @@ impl Console {
             return Ok(false);
         }
         let shutdown = matches!(cmd, Command::Shutdown(_));
+        if matches!(cmd, Command::Shutdown(ShutdownMode::WaitForClients)) {
+            // Logins are refused from the moment the answer can be seen: a
+            // login sent right after it must not slip in before the flag.
+            self.app.admin.draining.store(true, Ordering::Release);
+        }
         if shutdown {
             // Answer first: the process is about to stop accepting and exit.
             protocol::command_complete(&mut self.out, "SHUTDOWN");
