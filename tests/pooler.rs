@@ -1523,3 +1523,51 @@ async fn psql_listens_through_the_relay() {
     drop(stdin);
     let _ = psql.wait();
 }
+
+/// A reload that moves the shard to another server moves the LISTEN relay with
+/// it: the listening client hears NOTIFYs run on the new server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_relay_follows_its_shard_to_a_new_server_on_reload() {
+    let (pg1, pg2) = (PgCluster::start(), PgCluster::start());
+    let cfg = |pg: &PgCluster| {
+        basic_config(&[pg], "default_pool_size = 2\n")
+            .replace("type = \"scram-sha-256\"", "type = \"trust\"")
+    };
+    let b = Bouncer::start(&cfg(&pg1));
+    let (client, mut rx) = listener(&b).await;
+    client.batch_execute("LISTEN ev").await.unwrap();
+    b.write_config_atomic(&cfg(&pg2));
+    let other = b.connect("app", "", "app").await;
+    let port2 = pg2.port.to_string();
+    eventually(
+        Duration::from_secs(20),
+        "the reload took effect",
+        || async {
+            other
+                .simple_query("SELECT current_setting('port')")
+                .await
+                .ok()
+                .and_then(|m| {
+                    m.into_iter().find_map(|r| match r {
+                        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                        _ => None,
+                    })
+                })
+                .as_deref()
+                == Some(port2.as_str())
+        },
+    )
+    .await;
+    const LISTENING: &str = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'";
+    eventually(
+        Duration::from_secs(20),
+        "the relay listens on the new server",
+        || async { pg2.psql("app", LISTENING).trim() == "1" },
+    )
+    .await;
+    other
+        .batch_execute("NOTIFY ev, 'on the new server'")
+        .await
+        .unwrap();
+    assert_eq!(next_notification(&mut rx).await, "on the new server");
+}

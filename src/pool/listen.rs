@@ -111,6 +111,9 @@ pub enum ListenCmd {
         /// The client.
         client: i32,
     },
+    /// The pool's target changed (reload, console RECONNECT): listen from a
+    /// new connection to it.
+    Reconnect,
 }
 
 /// The handle a pool keeps to its listener task.
@@ -175,6 +178,7 @@ impl Subscribers {
                     !subs.is_empty()
                 });
             }
+            ListenCmd::Reconnect => {} // handled by the task
         }
         (added, removed, wants)
     }
@@ -336,6 +340,12 @@ async fn run(pool: Weak<Pool>, mut rx: mpsc::UnboundedReceiver<ListenCmd>) {
         };
         match event {
             Ok(None) => break,
+            Ok(Some(ListenCmd::Reconnect)) => {
+                if let Some(c) = conn.take() {
+                    c.terminate().await;
+                    acks.lost();
+                }
+            }
             Ok(Some(cmd)) => {
                 let (added, removed, ack) = subs.apply(cmd);
                 let mut out = BytesMut::new();

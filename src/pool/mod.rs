@@ -457,6 +457,10 @@ impl Pool {
     /// Close idle servers now and the active ones when they are released.
     pub fn reconnect(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(l) = self.listener.get() {
+            // The LISTEN relay follows (a new target, console RECONNECT).
+            l.send(listen::ListenCmd::Reconnect);
+        }
         let drained: Vec<ServerConn> = std::mem::take(
             &mut *self
                 .idle

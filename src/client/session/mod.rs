@@ -82,6 +82,9 @@ struct Listening {
     channels: BTreeSet<String>,
     /// The pools registered with, to leave them when the client goes.
     pools: Vec<Arc<Pool>>,
+    /// The database generation those pools belong to (a reload may replace
+    /// them: see [`Session::follow_reloaded_pools`]).
+    generation: u64,
 }
 
 /// One logged-in client: the driver around its [`Core`].
@@ -276,6 +279,7 @@ impl Session {
                     .flatten()
             });
             drop(snap);
+            self.follow_reloaded_pools();
             let need = self.core.client_data();
             self.serve(need).await?;
             self.apply_listen_ops().await;
@@ -382,6 +386,7 @@ impl Session {
                 rx,
                 channels: BTreeSet::new(),
                 pools,
+                generation: self.core.db().generation,
             }));
         }
         let client = self.handle.id;
@@ -443,6 +448,40 @@ impl Session {
                 "LISTEN answered before every shard's relay confirmed it"
             );
         }
+    }
+
+    /// After a reload that replaced a pool (its shard moved, a shard was added),
+    /// move the client's channels to the relays of the pools it now uses.
+    fn follow_reloaded_pools(&mut self) {
+        let generation = self.core.db().generation;
+        match &self.listening {
+            Some(l) if l.generation != generation => {}
+            _ => return,
+        }
+        let shards = self.core.db().cfg.shards.len();
+        let now: Vec<Arc<Pool>> = (0..shards).map(|s| self.pool_for(s)).collect();
+        let client = self.handle.id;
+        let l = self.listening.as_mut().expect("checked");
+        for old in &l.pools {
+            if !now.iter().any(|p| Arc::ptr_eq(p, old)) {
+                old.listen(ListenCmd::Leave { client });
+            }
+        }
+        for pool in &now {
+            if !l.pools.iter().any(|p| Arc::ptr_eq(p, pool)) {
+                for channel in &l.channels {
+                    pool.listen(ListenCmd::Listen {
+                        channel: channel.clone(),
+                        client,
+                        inbox: l.inbox.clone(),
+                        // Nobody waits: the client's LISTEN was answered long ago.
+                        ack: tokio::sync::oneshot::channel().0,
+                    });
+                }
+            }
+        }
+        l.pools = now;
+        l.generation = generation;
     }
 
     /// Pass a relayed notification to the client (the event loop asks for one
