@@ -1267,22 +1267,12 @@ async fn a_cancel_stops_its_own_query_wherever_it_is_and_never_a_later_one() {
 const OPEN_APP_CONNS: &str = "SELECT count(*)::int FROM pg_stat_activity \
      WHERE usename = 'app' AND datname = 'app' AND backend_type = 'client backend'";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_db_and_user_connections_cap_servers_across_pools() {
-    let pg = PgCluster::start();
-    // Two client users share database app: a pool each, one cap of 2.
-    let cfg = basic_config(
-        &[&pg],
-        "default_pool_size = 5\nmax_db_connections = 2\nquery_wait_timeout = \"10s\"\n",
-    )
-    .replace("type = \"scram-sha-256\"", "type = \"trust\"")
-        + "[[users]]\nname = \"other\"\n";
-    let b = Bouncer::start(&cfg);
+/// Each client runs three 50 ms transactions at once with the others; the most
+/// server connections of role `app` to database `app` any of them saw.
+async fn peak_app_conns(clients: Vec<tokio_postgres::Client>) -> i32 {
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
     let mut tasks = Vec::new();
-    for i in 0..6 {
-        let user = if i % 2 == 0 { "app" } else { "other" };
-        let c = b.connect(user, "", "app").await;
+    for c in clients {
         let peak = peak.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..3 {
@@ -1300,7 +1290,26 @@ async fn max_db_and_user_connections_cap_servers_across_pools() {
     for t in tasks {
         t.await.unwrap();
     }
-    let seen = peak.load(Ordering::SeqCst);
+    peak.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_db_and_user_connections_cap_servers_across_pools() {
+    let pg = PgCluster::start();
+    // Two client users share database app: a pool each, one cap of 2.
+    let cfg = basic_config(
+        &[&pg],
+        "default_pool_size = 5\nmax_db_connections = 2\nquery_wait_timeout = \"10s\"\n",
+    )
+    .replace("type = \"scram-sha-256\"", "type = \"trust\"")
+        + "[[users]]\nname = \"other\"\n";
+    let b = Bouncer::start(&cfg);
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let user = if i % 2 == 0 { "app" } else { "other" };
+        clients.push(b.connect(user, "", "app").await);
+    }
+    let seen = peak_app_conns(clients).await;
     assert!(
         (1..=2).contains(&seen),
         "at most 2 server connections, saw {seen}"
@@ -1345,31 +1354,13 @@ async fn max_db_and_user_connections_cap_servers_across_pools() {
         + &format!("shards = [ {} ]\n", support::shard_list([&pg].into_iter()))
         + "[[users]]\nname = \"app\"\nmax_user_connections = 1\n";
     let b2 = Bouncer::start(&cfg2);
-    let peak = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
-    let mut tasks = Vec::new();
+    let mut clients = Vec::new();
     for i in 0..4 {
-        let c = b2
-            .connect("app", "", if i % 2 == 0 { "app" } else { "app2" })
-            .await;
-        let peak = peak.clone();
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..3 {
-                let row = c
-                    .query_one(
-                        &format!("SELECT ({OPEN_APP_CONNS}) FROM pg_sleep(0.05)"),
-                        &[],
-                    )
-                    .await
-                    .unwrap();
-                peak.fetch_max(row.get::<_, i32>(0), Ordering::SeqCst);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
+        let db = if i % 2 == 0 { "app" } else { "app2" };
+        clients.push(b2.connect("app", "", db).await);
     }
     assert_eq!(
-        peak.load(Ordering::SeqCst),
+        peak_app_conns(clients).await,
         1,
         "one server connection for the user"
     );

@@ -184,14 +184,8 @@ impl Subscribers {
     }
 
     /// Relay one NotificationResponse to the channel's listeners.
-    fn deliver(&self, body: &[u8], frame: &Bytes) {
-        let Some(channel) = body
-            .get(4..)
-            .and_then(|b| protocol::cstr(b).map(|(c, _)| c))
-        else {
-            return;
-        };
-        let Ok(channel) = std::str::from_utf8(channel) else {
+    fn deliver(&self, frame: &Bytes) {
+        let Some(channel) = channel_of(frame).and_then(|c| std::str::from_utf8(c).ok()) else {
             return;
         };
         if let Some(subs) = self.by_channel.get(channel) {
@@ -391,7 +385,7 @@ async fn run(pool: Weak<Pool>, mut rx: mpsc::UnboundedReceiver<ListenCmd>) {
                     frame.extend_from_slice(&[t]);
                     frame.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
                     frame.extend_from_slice(&body);
-                    subs.deliver(&body, &frame.freeze());
+                    subs.deliver(&frame.freeze());
                 }
                 tag::backend::READY_FOR_QUERY => acks.completed(),
                 tag::backend::ERROR_RESPONSE => {
@@ -429,7 +423,7 @@ pub fn channel_of(frame: &[u8]) -> Option<&[u8]> {
 mod tests {
     use super::*;
 
-    fn notification(channel: &str, payload: &str) -> (Bytes, Bytes) {
+    fn notification(channel: &str, payload: &str) -> Bytes {
         let mut body = BytesMut::new();
         body.extend_from_slice(&7i32.to_be_bytes());
         body.extend_from_slice(channel.as_bytes());
@@ -440,7 +434,7 @@ mod tests {
         frame.extend_from_slice(b"A");
         frame.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
         frame.extend_from_slice(&body);
-        (body.freeze(), frame.freeze())
+        frame.freeze()
     }
 
     #[test]
@@ -460,12 +454,12 @@ mod tests {
             "already listening"
         );
         assert_eq!(subs.apply(listen("y", 2, &b)).0, ["y"]);
-        let (body, frame) = notification("x", "hi");
-        subs.deliver(&body, &frame);
+        let frame = notification("x", "hi");
+        subs.deliver(&frame);
         assert_eq!(ra.try_recv().unwrap(), frame);
         assert_eq!(rb.try_recv().unwrap(), frame);
-        let (body, frame) = notification("y", "only b");
-        subs.deliver(&body, &frame);
+        let frame = notification("y", "only b");
+        subs.deliver(&frame);
         assert!(ra.try_recv().is_err(), "a does not listen on y");
         assert_eq!(rb.try_recv().unwrap(), frame);
         // The last listener of a channel leaving UNLISTENs it.
@@ -483,7 +477,7 @@ mod tests {
     #[test]
     fn an_inbox_past_its_bound_is_marked_and_takes_nothing_more() {
         let (inbox, mut rx) = Inbox::new();
-        let (_, frame) = notification("c", &"p".repeat(1000));
+        let frame = notification("c", &"p".repeat(1000));
         let fit = MAX_UNREAD / frame.len();
         for _ in 0..fit + 5 {
             inbox.offer(&frame);
@@ -531,7 +525,7 @@ mod tests {
 
     #[test]
     fn the_channel_of_a_notification_frame() {
-        let (_, frame) = notification("jobs", "x");
+        let frame = notification("jobs", "x");
         assert_eq!(channel_of(&frame), Some(&b"jobs"[..]));
         assert_eq!(channel_of(b"A\0\0"), None);
     }

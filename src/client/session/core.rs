@@ -198,6 +198,13 @@ impl Core {
             .client_status(self.att.as_ref().map(Attachment::status))
     }
 
+    /// Session mode: the client owns its server for its whole connection, so
+    /// what it creates there (named statements, LISTEN) is left to Postgres,
+    /// under its own names; in the other modes shardbouncer keeps it.
+    pub fn owns_server(&self) -> bool {
+        self.db.settings.mode == crate::config::PoolMode::Session
+    }
+
     /// Between transactions, where Postgres delivers notifications: no server
     /// attached, no transaction (held ones included), no batch open or waiting.
     pub fn between_transactions(&self) -> bool {

@@ -14,7 +14,6 @@ use super::core::{Core, Need, Unit};
 use super::routing::is_named_parse;
 use super::statements::reserved_name;
 use crate::client::expect::{Entry, Mode};
-use crate::config::PoolMode;
 use crate::protocol::{self, tag, Bind, Parse};
 use crate::router::statement::Violation;
 use crate::router::{self, Effects, Facts};
@@ -36,7 +35,7 @@ impl Core {
         // `parse_locally`); hold them until we see what follows. Not in session
         // mode, where the client's statements are its server's own.
         if t == f::PARSE
-            && !self.transparent_statements()
+            && !self.owns_server()
             && is_named_parse(&frame)
             && self.batch.iter().all(|(t, _)| *t == f::PARSE)
         {
@@ -56,7 +55,7 @@ impl Core {
                     return Need::Io;
                 }
                 f::FLUSH => return Need::Io,
-                f::CLOSE if is_named_statement_close(&frame) && !self.transparent_statements() => {
+                f::CLOSE if is_named_statement_close(&frame) && !self.owns_server() => {
                     self.close_statement(&frame);
                     return Need::Io;
                 }
@@ -66,13 +65,6 @@ impl Core {
         self.batch.push((t, frame));
         let held = std::mem::take(&mut self.batch);
         self.route_unit(Unit::Batch(held))
-    }
-
-    /// Session mode: the client owns its server, so its named statements reach
-    /// Postgres under its own names, byte for byte, with no `sb_` statements and
-    /// no LRU (shardbouncer still records them, for routing).
-    pub(super) fn transparent_statements(&self) -> bool {
-        self.db.settings.mode == PoolMode::Session
     }
 
     /// Record a client's named Parse (see [`super::statements::Statements::register`]).
@@ -206,7 +198,7 @@ impl Core {
             words.next();
         }
         let name = words.next().unwrap_or("");
-        if self.transparent_statements() {
+        if self.owns_server() {
             // Session mode: the server holds the client's statements under its
             // names and answers; the record follows.
             if name.eq_ignore_ascii_case("all") {
@@ -265,7 +257,7 @@ impl Core {
                 };
                 let facts = self.parse_facts(p.query, facts);
                 self.counters.client_parse();
-                if self.relays_listen() && facts.has_listen() {
+                if !self.owns_server() && facts.has_listen() {
                     // Run on a pooled server it would listen for the server's
                     // next client; relayed only from a simple Query.
                     return self.inject_error_ext(&PgError::new(
@@ -298,7 +290,7 @@ impl Core {
                     Ok(def) => def,
                     Err(e) => return self.inject_error_ext(&e),
                 };
-                let transparent = self.transparent_statements();
+                let transparent = self.owns_server();
                 let a = self.att.as_mut().expect("attached");
                 if transparent {
                     // The client's own Parse, under its own name: DEALLOCATE ALL
@@ -375,7 +367,7 @@ impl Core {
                     }
                     return;
                 }
-                if self.transparent_statements() {
+                if self.owns_server() {
                     // Under the client's own name. A name it never parsed may
                     // be an SQL-level PREPARE: the server judges.
                     let def = self.stmts.get(name).cloned();
@@ -422,7 +414,7 @@ impl Core {
                     a.send_ext(e, msg);
                 }
             }
-            f::CLOSE if is_named_statement_close(&frame) && self.transparent_statements() => {
+            f::CLOSE if is_named_statement_close(&frame) && self.owns_server() => {
                 // The server closes its own statement and answers.
                 if let Some(name) = describe_statement_name(body) {
                     self.stmts.remove(name);

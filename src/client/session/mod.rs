@@ -36,7 +36,6 @@ pub use self::core::{Core, End, Need, Release};
 use crate::app::clients::cancel;
 use crate::app::{App, ClientHandle, DbRuntime};
 use crate::client::startup::ClientLogin;
-use crate::config::PoolMode;
 use crate::pool::listen::{Inbox, ListenCmd};
 use crate::pool::{Checkout, Pool, PoolError};
 use crate::protocol::{self, sqlstate, TxStatus};
@@ -790,7 +789,7 @@ impl Session {
             None => (false, crate::router::Effects::none()),
         };
         let mut reset = false;
-        if clean && self.core.db().settings.mode == PoolMode::Session {
+        if clean && self.core.owns_server() {
             let q = pool.settings.load().server_reset_query.clone();
             if !q.is_empty() {
                 let ok = co.conn.internal_row(&q).await.is_ok();

@@ -44,7 +44,7 @@ impl Core {
         let Some(a) = &self.att else {
             return held.unwrap_or(Tx::Idle);
         };
-        if self.db.settings.mode == PoolMode::Session {
+        if self.owns_server() {
             // A routed session-mode client stays on the shard it started on.
             return Tx::Pinned(a.shard);
         }
@@ -98,7 +98,9 @@ impl Core {
                 self.stmts.drop_unnamed();
                 let sql = query_text(frame);
                 self.analyze_text(sql);
-                if self.relays_listen() && self.facts.has_listen() {
+                if !self.owns_server() && self.facts.has_listen() {
+                    // Relayed by shardbouncer (`pool::listen`): on a pooled
+                    // server it would listen for whoever gets the server next.
                     let ops = router::listen_ops(sql, self.settings.std_strings());
                     self.listen_locally(ops, unit);
                     return Need::Io;
@@ -174,10 +176,7 @@ impl Core {
             }
             Decision::TenantFree => {
                 if let Unit::Batch(msgs) = &unit {
-                    if self.att.is_none()
-                        && !self.transparent_statements()
-                        && is_parse_only_batch(msgs)
-                    {
+                    if self.att.is_none() && !self.owns_server() && is_parse_only_batch(msgs) {
                         // Named Parses + Sync: answered without a server.
                         if let Unit::Batch(msgs) = unit {
                             self.parse_locally(msgs);
@@ -398,13 +397,6 @@ impl Core {
                 self.simple_reply(t);
             }
         }
-    }
-
-    /// LISTEN/UNLISTEN are relayed by shardbouncer (see `pool::listen`) rather
-    /// than run on a pooled server, where they would listen for whoever gets
-    /// the server next: in every mode but session mode.
-    pub(super) fn relays_listen(&self) -> bool {
-        self.db.settings.mode != PoolMode::Session
     }
 
     /// Answer a simple Query holding LISTEN or UNLISTEN. Made of nothing else,
@@ -644,10 +636,7 @@ impl Core {
                 self.stalled = Some(unit);
                 return Need::Io;
             }
-            if a.ext_open()
-                || a.status() != TxStatus::Idle
-                || self.db.settings.mode == PoolMode::Session
-            {
+            if a.ext_open() || a.status() != TxStatus::Idle || self.owns_server() {
                 let msg = match &self.db.routing {
                     Some(rt) => format!(
                         "cross-shard transaction refused: this work belongs on shard {} but the session is pinned to shard {}",

@@ -4,7 +4,6 @@
 use super::attachment::{Attachment, ScanCtx, ScanStop};
 use super::core::{Core, Need, Release};
 use crate::client::expect::Entry;
-use crate::config::PoolMode;
 use crate::protocol::{self, tag};
 use crate::router::Effects;
 use crate::server::prepared;
@@ -82,7 +81,7 @@ impl Core {
         let Some(a) = self.att.as_ref() else {
             return Need::Io;
         };
-        if !a.releasable() || self.db.settings.mode == PoolMode::Session {
+        if !a.releasable() || self.owns_server() {
             return Need::Io;
         }
         self.release()
