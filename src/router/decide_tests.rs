@@ -574,6 +574,24 @@ fn set_through_the_extended_protocol_is_answered_alone_in_its_batch() {
         code(&extended(&locked, &t1, Tx::Idle, "SET tenant_id = 2", &[])),
         "42501"
     );
+    // ... and behind a BEGIN in the same batch, for SET and SET LOCAL alike.
+    let (mut set2, mut set2_local) = (Facts::default(), Facts::default());
+    analyze(b"SET tenant_id = 2", b"tenant_id", true, &mut set2);
+    analyze(
+        b"SET LOCAL tenant_id = 2",
+        b"tenant_id",
+        true,
+        &mut set2_local,
+    );
+    for set in [&set2, &set2_local] {
+        let d = decide(
+            &locked,
+            &view(&t1, Tx::Idle),
+            Unit::batch(begin_then(&begin, set, &v).into_iter()),
+            &mut Vec::new(),
+        );
+        assert_eq!(code(&d), "42501");
+    }
     // With the SET source off, SET tenant_id is an ordinary setting.
     let no_set = routing(&[Source::Startup, Source::Scan], false, NoTenant::Reject);
     assert_eq!(
