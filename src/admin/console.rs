@@ -780,6 +780,8 @@ mod tests {
             cancel: std::sync::atomic::AtomicU8::new(0),
             cancel_wake: tokio::sync::Notify::new(),
             answered: std::sync::atomic::AtomicU64::new(0),
+            retries_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            retries_settled: tokio::sync::Notify::new(),
         });
         for _ in 0..3 {
             let (a, h) = (app.clone(), handle.clone());

@@ -45,6 +45,10 @@ pub struct ClientHandle {
     /// Requests of the client that servers have answered so far: a cancel that
     /// Postgres may have ignored is tried again only while this has not moved.
     pub answered: AtomicU64,
+    /// Cancel retries being sent now (see [`ClientHandle::retry_cancel`]).
+    pub retries_in_flight: AtomicUsize,
+    /// Signalled when [`ClientHandle::retries_in_flight`] falls to zero.
+    pub retries_settled: Notify,
 }
 
 /// States of [`ClientHandle::cancel`]. A cancel must stop the query the client
@@ -120,15 +124,43 @@ impl ClientHandle {
 
     /// The retries of [`Self::forward_cancel`], for a request unanswered when
     /// `answered` was `asked`.
+    ///
+    /// A retry must never reach a later query. It counts itself in flight before
+    /// it looks at `answered`, and the session, which bumps `answered` before it
+    /// looks at the count, waits for retries in flight before it sends that
+    /// server anything more or gives it back ([`Self::retries_settled`]): either
+    /// the retry sees the answer and stays home, or the session waits until
+    /// Postgres has taken the retry (it closes the cancel socket once the
+    /// backend is signalled), while the answered query is still the last one.
     pub async fn retry_cancel(&self, key: CancelKey, asked: u64) {
         for ms in [20, 100, 400] {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            if self.answered.load(Ordering::Acquire) != asked
-                || self.server.load().as_deref() != Some(&key)
-            {
+            self.retries_in_flight.fetch_add(1, Ordering::SeqCst);
+            let go = self.answered.load(Ordering::SeqCst) == asked
+                && self.server.load().as_deref() == Some(&key);
+            if go {
+                crate::server::send_cancel(key).await;
+            }
+            if self.retries_in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+                self.retries_settled.notify_waiters();
+            }
+            if !go {
                 return;
             }
-            crate::server::send_cancel(key).await;
+        }
+    }
+
+    /// Wait until no cancel retry is being sent (see [`Self::retry_cancel`]);
+    /// call after bumping `answered`.
+    pub async fn retries_done(&self) {
+        loop {
+            let settled = self.retries_settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if self.retries_in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            settled.await;
         }
     }
 

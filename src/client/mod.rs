@@ -176,6 +176,8 @@ async fn run(
         cancel: std::sync::atomic::AtomicU8::new(crate::app::clients::cancel::IDLE),
         cancel_wake: Notify::new(),
         answered: std::sync::atomic::AtomicU64::new(0),
+        retries_in_flight: std::sync::atomic::AtomicUsize::new(0),
+        retries_settled: Notify::new(),
     });
     if is_admin {
         return crate::admin::console::serve(app, stream, &handle).await;

@@ -324,7 +324,13 @@ impl Session {
                     // retry must see the request it was for is over.
                     self.handle
                         .answered
-                        .store(self.core.requests_answered(), Ordering::Release);
+                        .store(self.core.requests_answered(), Ordering::SeqCst);
+                    // A retry already on its way to this server lands before
+                    // the server gets anything more or goes back to the pool
+                    // (see `ClientHandle::retry_cancel`).
+                    if self.handle.retries_in_flight.load(Ordering::SeqCst) > 0 {
+                        self.handle.retries_done().await;
+                    }
                     need
                 }
                 Event::ServerWrote(Ok(0)) | Event::ServerWrote(Err(_)) => {
