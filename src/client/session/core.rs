@@ -9,36 +9,30 @@
 //! tested and fuzzed with a scripted server (see `super::tests`).
 
 use super::attachment::Attachment;
+use super::batch::Batch;
 use super::counters::Counters;
+pub(super) use super::inbound::Unit;
+use super::inbound::{Inbound, Next};
+use super::outbound::Outbound;
 use super::settings::Settings;
 use super::state::{Phase, Txn};
 use super::statements::Statements;
+use super::tenancy::Tenancy;
+use super::wait::Wait;
 use crate::app::DbRuntime;
 use crate::client::queue::OutQueue;
 use crate::protocol::{self, tag, TxStatus};
-use crate::router::{Effects, Facts, ListenOp, Mention, Source, TenantKey, Tenants};
+use crate::router::{Effects, ListenOp, TenantKey};
 use crate::server::{ParamSet, ServerState};
 use crate::sqlstate::{self, PgError};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
-pub(super) use super::attachment::STREAM_THRESHOLD;
 /// Stop taking client work while this much is queued for the server.
 pub(super) const HIGH_WATER: usize = 512 * 1024;
-/// Most extended-protocol messages held before a Sync or Flush.
-const MAX_BATCH: usize = 100_000;
 
 /// Why the session ends (for logs); the client has already been told.
 pub type End = String;
-
-/// A unit of work.
-#[derive(Debug)]
-pub(super) enum Unit {
-    /// A simple Query or FunctionCall (tag, frame).
-    Simple(u8, Bytes),
-    /// Extended-protocol messages up to and including a Sync or Flush.
-    Batch(Vec<(u8, Bytes)>),
-}
 
 /// What the core needs from the driver before it can go on.
 #[derive(Debug)]
@@ -73,58 +67,32 @@ pub struct Release {
     pub counters: Counters,
 }
 
-/// Everything a session decides, without I/O.
+/// Everything a session decides, without I/O. Each concern is its own part,
+/// with its own file and methods; this file moves work between them.
 pub struct Core {
     pub(super) db: Arc<DbRuntime>,
     /// Process-unique client id (logs, statement identity).
     pub(super) client_id: i32,
-    pub(super) max_msg: usize,
-    /// Bytes read from the client, not yet processed.
-    cbuf: BytesMut,
-    /// Bytes for the client.
-    pub(super) to_client: OutQueue,
-    /// Scratch for messages we build.
-    pub(super) scratch: BytesMut,
-    /// Bytes of a large client frame still to pass through unparsed.
-    c_stream_left: usize,
-    /// After an error we raised with no server: drop client messages until Sync.
-    pub(super) skip_until_sync: bool,
-    /// Extended messages held until the batch can be routed.
-    pub(super) batch: Vec<(u8, Bytes)>,
-    /// Work waiting: for the server to finish what is in flight, for a server
-    /// from the pool, or for the server to be released.
-    pub(super) stalled: Option<Unit>,
-    /// A server was requested for this shard and not delivered yet.
-    pub(super) awaiting: Option<usize>,
-    /// The tenant whose work waits for that server (SHOW TENANTS `waiting`).
-    pub(super) awaiting_tenant: Option<TenantKey>,
-    /// The server is being reset and returned.
-    pub(super) releasing: bool,
+    /// What the client sent and the session has not handled yet.
+    inbound: Inbound,
+    /// What goes to the client.
+    pub(super) out: Outbound,
+    /// The extended-protocol batch being collected.
+    pub(super) batch: Batch,
+    /// Work waiting, and what it waits for.
+    pub(super) wait: Wait,
     /// Where the client's transaction lives.
     pub(super) txn: Txn,
     /// The attached server's side, while one is attached.
     pub(super) att: Option<Attachment>,
-    /// Tenant settings of the session.
-    pub(super) tenants: Tenants,
-    /// Tenant the current transaction is pinned by.
-    pub(super) tx_tenant: Option<(TenantKey, Source)>,
-    /// Reused analysis of the text being routed (no allocation per query).
-    pub(super) facts: Facts,
-    /// Reused scratch for the text under the other standard_conforming_strings.
-    pub(super) alt_facts: Facts,
-    /// Reused analyses of the Parses in the batch being routed, in order.
-    pub(super) batch_facts: Vec<Facts>,
-    /// Reused buffer for the tenant mentions of a unit of work.
-    pub(super) mentions: Vec<Mention>,
+    /// Tenant settings, the pinning tenant, and routing's analyses.
+    pub(super) route: Tenancy,
     /// The client's prepared statements.
     pub(super) stmts: Statements,
     /// The client's session settings.
     pub(super) settings: Settings,
     /// This attachment's counters.
     pub(super) counters: Counters,
-    /// LISTEN/UNLISTEN answered here, for the driver to carry out with the
-    /// pools' relays (transaction and statement modes).
-    pub(super) listen_ops: Vec<ListenOp>,
 }
 
 impl Core {
@@ -140,32 +108,16 @@ impl Core {
         Core {
             db,
             client_id,
-            max_msg,
-            cbuf: BytesMut::new(),
-            to_client: OutQueue::default(),
-            scratch: BytesMut::new(),
-            c_stream_left: 0,
-            skip_until_sync: false,
-            batch: Vec::new(),
-            stalled: None,
-            awaiting: None,
-            awaiting_tenant: None,
-            releasing: false,
+            inbound: Inbound::new(max_msg),
+            out: Outbound::default(),
+            batch: Batch::default(),
+            wait: Wait::default(),
             txn: Txn::default(),
             att: None,
-            tenants: Tenants {
-                startup: startup_tenant,
-                ..Default::default()
-            },
-            tx_tenant: None,
-            facts: Facts::default(),
-            alt_facts: Facts::default(),
-            batch_facts: Vec::new(),
-            mentions: Vec::new(),
+            route: Tenancy::new(startup_tenant),
             stmts: Statements::default(),
             settings: Settings::new(reported, unreported),
             counters: Counters::default(),
-            listen_ops: Vec::new(),
         }
     }
 
@@ -175,10 +127,10 @@ impl Core {
 
     /// The phase (see [`super::state`]).
     pub fn phase(&self) -> Phase {
-        if self.releasing {
+        if self.wait.releasing() {
             return Phase::Releasing;
         }
-        if self.awaiting.is_some() {
+        if self.wait.awaiting().is_some() {
             return Phase::WaitingForServer;
         }
         match (&self.att, &self.txn) {
@@ -211,18 +163,18 @@ impl Core {
         self.att.is_none()
             && self.client_status() == TxStatus::Idle
             && self.batch.is_empty()
-            && self.stalled.is_none()
-            && !self.skip_until_sync
+            && !self.wait.has_stalled()
+            && !self.batch.skipping()
     }
 
     /// The LISTEN/UNLISTEN requests answered since the last call, in order.
     pub fn take_listen_ops(&mut self) -> Vec<ListenOp> {
-        std::mem::take(&mut self.listen_ops)
+        self.route.take_listen_ops()
     }
 
     /// The tenant whose work waits for the server being requested.
     pub fn awaited_tenant(&self) -> Option<TenantKey> {
-        self.awaiting_tenant
+        self.wait.awaited_tenant()
     }
 
     /// A server is attached.
@@ -243,7 +195,7 @@ impl Core {
     /// A reloaded configuration for this database: taken between transactions
     /// only ("the next transaction uses the new map").
     pub fn maybe_reload(&mut self, db: impl FnOnce(&DbRuntime) -> Option<Arc<DbRuntime>>) {
-        if self.att.is_none() && self.awaiting.is_none() && !self.txn.is_local() {
+        if self.att.is_none() && self.wait.awaiting().is_none() && !self.txn.is_local() {
             if let Some(new) = db(&self.db) {
                 self.db = new;
             }
@@ -268,20 +220,20 @@ impl Core {
     /// The home shard: where tenant-free work goes.
     pub fn home_shard(&self) -> usize {
         match &self.db.routing {
-            Some(rt) => rt.home_shard(&self.tenants),
+            Some(rt) => rt.home_shard(self.route.tenants()),
             None => 0,
         }
     }
 
     /// The client read buffer (the driver reads into it).
     pub fn cbuf(&mut self) -> &mut BytesMut {
-        &mut self.cbuf
+        self.inbound.buf_mut()
     }
 
     /// Bytes of client input held and not yet processed (an incomplete message,
     /// or work waiting for the server).
     pub fn client_buffered(&self) -> usize {
-        self.cbuf.len()
+        self.inbound.len()
     }
 
     /// Between transactions, give back the buffers an idle client does not need
@@ -290,25 +242,20 @@ impl Core {
     /// idle client should cost little more than its socket.
     pub fn trim_idle(&mut self) {
         if self.att.is_none()
-            && self.cbuf.is_empty()
-            && self.stalled.is_none()
+            && self.inbound.is_empty()
+            && !self.wait.has_stalled()
             && self.batch.is_empty()
-            && self.to_client.is_empty()
+            && self.out.is_empty()
         {
-            if self.cbuf.capacity() > 0 {
-                self.cbuf = BytesMut::new();
-            }
-            if self.scratch.capacity() > 0 {
-                self.scratch = BytesMut::new();
-            }
-            self.to_client.shrink();
+            self.inbound.trim();
+            self.out.trim();
         }
     }
 
     /// Whether the driver should read from the client now.
     pub fn wants_client_bytes(&self) -> bool {
-        self.stalled.is_none()
-            && self.awaiting.is_none()
+        !self.wait.has_stalled()
+            && self.wait.awaiting().is_none()
             && self
                 .att
                 .as_ref()
@@ -317,14 +264,14 @@ impl Core {
 
     /// Whether the driver should read from the server now.
     pub fn wants_server_bytes(&self) -> bool {
-        self.to_client.len() < HIGH_WATER
+        self.out.len() < HIGH_WATER
     }
 
     /// The queues and buffer the driver's I/O works on: what goes to the client,
     /// and (with a server) what goes to it and where its bytes arrive.
     pub fn io(&mut self) -> (&mut BytesMut, &OutQueue, Option<(&OutQueue, &mut BytesMut)>) {
         let server = self.att.as_mut().map(Attachment::io);
-        (&mut self.cbuf, &self.to_client, server)
+        (self.inbound.buf_mut(), self.out.queue(), server)
     }
 
     /// The client read `n` bytes.
@@ -335,7 +282,7 @@ impl Core {
     /// `n` bytes were written to the client.
     pub fn client_wrote(&mut self, n: usize) {
         self.counters.client_wrote(n);
-        self.to_client.advance(n);
+        self.out.queue().advance(n);
     }
 
     /// Requests servers have answered over the session's life.
@@ -370,7 +317,7 @@ impl Core {
 
     /// Everything for the client (the driver flushes it before closing).
     pub fn to_client(&mut self) -> &mut OutQueue {
-        &mut self.to_client
+        self.out.queue()
     }
 
     /// `n` bytes were written to the server: the last write of a finished
@@ -385,7 +332,7 @@ impl Core {
     /// Queue a FATAL for the client; the driver then ends the session.
     pub fn fatal(&mut self, code: &'static str, msg: &str) -> End {
         protocol::pg_error(
-            &mut self.scratch,
+            self.out.build(),
             tag::backend::ERROR_RESPONSE,
             &PgError::fatal(code, msg),
         );
@@ -400,12 +347,12 @@ impl Core {
     /// Handle stalled work (when it can go on) and every complete client frame in
     /// the read buffer, until the core needs something from the driver.
     pub fn client_data(&mut self) -> Need {
-        if self.awaiting.is_some() || self.releasing {
+        if self.wait.busy() {
             return Need::Io;
         }
         // Stalled work is decided once the server has answered everything in flight.
-        if self.stalled.is_some() && self.nothing_owed_and_sent() {
-            if let Some(unit) = self.stalled.take() {
+        if self.wait.has_stalled() && self.nothing_owed_and_sent() {
+            if let Some(unit) = self.wait.take_stalled() {
                 match self.route_unit(unit) {
                     Need::Io => {}
                     need => return need,
@@ -413,7 +360,7 @@ impl Core {
             }
         }
         loop {
-            if self.stalled.is_some()
+            if self.wait.has_stalled()
                 || self
                     .att
                     .as_ref()
@@ -421,53 +368,22 @@ impl Core {
             {
                 break;
             }
-            if self.c_stream_left > 0 {
-                let n = self.c_stream_left.min(self.cbuf.len());
-                if n == 0 {
-                    break;
-                }
-                let chunk = self.cbuf.split_to(n).freeze();
-                self.c_stream_left -= n;
-                if !self.skip_until_sync {
-                    if let Some(a) = self.att.as_mut() {
-                        a.send_raw(chunk);
-                    }
-                }
-                continue;
-            }
-            let (tag, len) = match protocol::frontend_frame_header(&self.cbuf, self.max_msg) {
-                Ok(Some(h)) => h,
-                Ok(None) => break,
-                Err(e) => {
-                    return Need::Close(self.fatal(
-                        sqlstate::PROTOCOL_VIOLATION,
-                        &format!("invalid frontend message: {e}"),
-                    ))
-                }
-            };
-            if self.cbuf.len() < len {
-                if tag == tag::frontend::COPY_DATA && len > STREAM_THRESHOLD && self.att.is_some() {
-                    // Stream big COPY data through instead of buffering it whole.
-                    let avail = self.cbuf.len();
-                    let chunk = self.cbuf.split_to(avail).freeze();
-                    self.c_stream_left = len - avail;
-                    if !self.skip_until_sync {
+            match self.inbound.next(self.att.is_some()) {
+                Next::More => break,
+                Next::Stream(chunk) => {
+                    if !self.batch.skipping() {
                         if let Some(a) = self.att.as_mut() {
                             a.send_raw(chunk);
                         }
                     }
-                    continue;
                 }
-                // Grow toward the frame a step at a time (the buffer doubles as it
-                // fills): reserving a claimed length up front would let a header
-                // alone commit memory the client never sends.
-                self.cbuf.reserve((len - self.cbuf.len()).min(1024 * 1024));
-                break;
-            }
-            let frame = self.cbuf.split_to(len).freeze();
-            match self.client_frame(tag, frame) {
-                Need::Io => {}
-                need => return need,
+                Next::Bad(msg) => {
+                    return Need::Close(self.fatal(sqlstate::PROTOCOL_VIOLATION, &msg))
+                }
+                Next::Frame(tag, frame) => match self.client_frame(tag, frame) {
+                    Need::Io => {}
+                    need => return need,
+                },
             }
         }
         self.drain_synthetic();
@@ -512,9 +428,9 @@ impl Core {
                 }
             }
         }
-        if self.skip_until_sync {
+        if self.batch.skipping() {
             if t == f::SYNC {
-                self.skip_until_sync = false;
+                self.batch.synced();
                 if self.att.is_some() {
                     self.send_ext(t, frame);
                 } else {
@@ -530,16 +446,15 @@ impl Core {
                 if self.db.routing.is_none() {
                     return self.plain_ext(t, frame);
                 }
-                self.batch.push((t, frame));
-                if t == f::SYNC || t == f::FLUSH {
-                    let b = std::mem::take(&mut self.batch);
-                    return self.route_unit(Unit::Batch(b));
-                }
-                if self.batch.len() > MAX_BATCH {
+                if self.batch.push(t, frame).is_err() {
                     return Need::Close(self.fatal(
                         sqlstate::PROTOCOL_VIOLATION,
                         "too many extended-protocol messages without Sync",
                     ));
+                }
+                if t == f::SYNC || t == f::FLUSH {
+                    let b = self.batch.take();
+                    return self.route_unit(Unit::Batch(b));
                 }
                 Need::Io
             }
@@ -562,8 +477,7 @@ impl Core {
 
     /// Queue a message built in `scratch` for the client, now.
     pub(super) fn emit(&mut self) {
-        let b = self.scratch.split().freeze();
-        self.to_client.push(b);
+        self.out.emit();
     }
 
     /// Queue a reply built in `scratch` in protocol order: directly when nothing is
@@ -579,29 +493,29 @@ impl Core {
     }
 
     fn queue_reply(&mut self, client_tag: u8, patch_status: bool) {
-        let b = self.scratch.split().freeze();
+        let b = self.out.built();
         match self.att.as_mut() {
             Some(a) if !a.settled() => a.synthetic(client_tag, b, patch_status),
-            _ => self.to_client.push(b),
+            _ => self.out.push(b),
         }
     }
 
     pub(super) fn emit_error(&mut self, e: &PgError) {
-        protocol::pg_error(&mut self.scratch, tag::backend::ERROR_RESPONSE, e);
+        protocol::pg_error(self.out.build(), tag::backend::ERROR_RESPONSE, e);
         self.emit();
     }
 
     pub(super) fn emit_rfq(&mut self) {
         let status = self.client_status();
-        protocol::ready_for_query(&mut self.scratch, status);
+        protocol::ready_for_query(self.out.build(), status);
         self.emit();
     }
 
     /// CommandComplete + ReadyForQuery for a locally answered simple Query.
     pub(super) fn simple_reply(&mut self, command_tag: &str) {
-        protocol::command_complete(&mut self.scratch, command_tag);
+        protocol::command_complete(self.out.build(), command_tag);
         let status = self.client_status();
-        protocol::ready_for_query(&mut self.scratch, status);
+        protocol::ready_for_query(self.out.build(), status);
         self.reply_ready(tag::frontend::QUERY);
     }
 
@@ -611,7 +525,7 @@ impl Core {
             severity,
             ..PgError::new(code, msg)
         };
-        protocol::pg_error(&mut self.scratch, tag::backend::NOTICE_RESPONSE, &e);
+        protocol::pg_error(self.out.build(), tag::backend::NOTICE_RESPONSE, &e);
         self.reply(tag::backend::NOTICE_RESPONSE);
     }
 
@@ -623,7 +537,7 @@ impl Core {
             tag::frontend::QUERY | tag::frontend::FUNCTION_CALL | tag::frontend::SYNC => {
                 self.emit_rfq()
             }
-            _ => self.skip_until_sync = true,
+            _ => self.batch.skip(),
         }
     }
 
@@ -631,7 +545,7 @@ impl Core {
     pub(super) fn drain_synthetic(&mut self) {
         if let Some(a) = self.att.as_mut() {
             let txn = &self.txn;
-            a.drain_synthetic(&mut self.to_client, |s| txn.client_status(Some(s)));
+            a.drain_synthetic(self.out.queue(), |s| txn.client_status(Some(s)));
         }
     }
 
@@ -679,7 +593,7 @@ impl Core {
             // Forward whatever the server said last (e.g. FATAL 57P01 from
             // pg_terminate_backend).
             let rest = st.rbuf.split().freeze();
-            self.to_client.push(rest);
+            self.out.push(rest);
             st
         });
         let end = self.fatal(
@@ -693,7 +607,7 @@ impl Core {
     /// back to the pool (after the effects are reset).
     pub fn detach(&mut self) -> Option<(ServerState, bool, Effects)> {
         let a = self.att.take()?;
-        let clean = a.clean_to_return() && self.c_stream_left == 0;
+        let clean = a.clean_to_return() && !self.inbound.mid_frame();
         let effects = a.effects();
         Some((a.into_state(), clean, effects))
     }
@@ -701,17 +615,10 @@ impl Core {
     /// Debug-build checks of what must always hold between events.
     pub(super) fn check(&self) {
         if cfg!(debug_assertions) {
-            if self.awaiting.is_some() {
-                debug_assert!(self.att.is_none(), "waiting for a server while attached");
-                debug_assert!(self.stalled.is_some(), "waiting for a server for nothing");
-            }
+            self.wait.check(self.att.is_some());
             if let Some(a) = &self.att {
                 a.check();
             }
-            debug_assert!(
-                !(self.releasing && self.att.is_some()),
-                "releasing a server still attached"
-            );
         }
     }
 }

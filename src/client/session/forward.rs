@@ -11,7 +11,7 @@
 //!   client's statements run through the unnamed statement, re-parsed each time.
 
 use super::core::{Core, Need, Unit};
-use super::routing::is_named_parse;
+use super::frames::{describe_statement_name, is_named_parse, is_named_statement_close};
 use super::statements::reserved_name;
 use crate::client::expect::{Entry, Mode};
 use crate::protocol::{self, tag, Bind, Parse};
@@ -37,13 +37,18 @@ impl Core {
         if t == f::PARSE
             && !self.owns_server()
             && is_named_parse(&frame)
-            && self.batch.iter().all(|(t, _)| *t == f::PARSE)
+            && self.batch.all(f::PARSE)
         {
-            self.batch.push((t, frame));
+            if self.batch.push(t, frame).is_err() {
+                return Need::Close(self.fatal(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "too many extended-protocol messages without Sync",
+                ));
+            }
             return Need::Io;
         }
         if t == f::SYNC && !self.batch.is_empty() {
-            let held = std::mem::take(&mut self.batch);
+            let held = self.batch.take();
             self.parse_locally(held);
             return Need::Io;
         }
@@ -62,8 +67,9 @@ impl Core {
                 _ => {}
             }
         }
-        self.batch.push((t, frame));
-        let held = std::mem::take(&mut self.batch);
+        // (Bounded: only Parses are held above.)
+        let _ = self.batch.push(t, frame);
+        let held = self.batch.take();
         self.route_unit(Unit::Batch(held))
     }
 
@@ -114,7 +120,7 @@ impl Core {
             };
             let analyzed = if routed {
                 n += 1;
-                self.batch_facts.get_mut(n - 1).map(std::mem::take)
+                self.route.take_parse_facts(n - 1)
             } else {
                 None
             };
@@ -123,7 +129,7 @@ impl Core {
             if let Err(e) = self.register_statement(&p, facts) {
                 return self.fail_unattached(tag::frontend::SYNC, &e);
             }
-            protocol::parse_complete(&mut self.scratch);
+            protocol::parse_complete(self.out.build());
             self.emit();
         }
         self.emit_rfq();
@@ -139,7 +145,7 @@ impl Core {
                     let analyzed = if t == tag::frontend::PARSE {
                         n += 1;
                         // Analyzed when the batch was routed.
-                        self.batch_facts.get_mut(n - 1).map(std::mem::take)
+                        self.route.take_parse_facts(n - 1)
                     } else {
                         None
                     };
@@ -155,15 +161,15 @@ impl Core {
         let mut drops = false;
         let mut effects = Effects::DYNAMIC;
         if t == tag::frontend::QUERY {
-            // `self.facts` is this Query's analysis (route_unit made it).
-            effects = self.facts.effects;
-            drops = self.facts.drops_statements;
-            if self.facts.resets_all {
+            // The analysis is this Query's (route_unit made it).
+            let facts = self.route.facts();
+            effects = facts.effects;
+            drops = facts.drops_statements;
+            self.settings.note_custom(&facts.custom_settings);
+            if facts.resets_all {
                 // RESET ALL / DISCARD ALL reset a SET tenant as they reset settings.
-                self.tenants.set = None;
-                self.tenants.local = None;
+                self.route.reset();
             }
-            self.settings.note_custom(&self.facts.custom_settings);
             // (route_unit dropped the client's unnamed statement already.)
         }
         let Some(a) = self.att.as_mut() else { return };
@@ -311,7 +317,7 @@ impl Core {
                         // The server's name cannot be trusted or its copy is too
                         // old: validate the text through the unnamed statement; it
                         // is re-parsed there whenever it runs on this server.
-                        let msg = def.parse_as(&mut self.scratch, b"");
+                        let msg = def.parse_as(self.out.build(), b"");
                         a.set_unnamed_current(false);
                         self.counters.server_parse();
                         a.send_ext(Entry::forward(f::PARSE).with_stmt(def), msg);
@@ -323,7 +329,7 @@ impl Core {
                     }
                     Held::Missing => {
                         a.note_prepared(def.clone());
-                        let msg = def.parse_message(&mut self.scratch);
+                        let msg = def.parse_message(self.out.build());
                         self.counters.server_parse();
                         a.send_ext(Entry::forward(f::PARSE).with_stmt(def), msg);
                     }
@@ -398,7 +404,7 @@ impl Core {
                     self.note_bound(def.facts.effects, Some(&def));
                 }
                 let server_name = self.ensure_prepared(&def);
-                let Some(msg) = prepared::rewrite_name(&mut self.scratch, &frame, server_name)
+                let Some(msg) = prepared::rewrite_name(self.out.build(), &frame, server_name)
                 else {
                     return self.inject_error_ext(&PgError::new(
                         sqlstate::PROTOCOL_VIOLATION,
@@ -496,7 +502,7 @@ impl Core {
         if let Some(name) = describe_statement_name(&frame[5..]) {
             self.stmts.remove(name);
         }
-        protocol::close_complete(&mut self.scratch);
+        protocol::close_complete(self.out.build());
         self.reply(tag::frontend::CLOSE);
     }
 
@@ -517,7 +523,7 @@ impl Core {
         match held {
             Held::Ready => return &def.server_name,
             Held::Stale => {
-                let msg = def.parse_as(&mut self.scratch, b"");
+                let msg = def.parse_as(self.out.build(), b"");
                 self.counters.server_parse();
                 a.send_ext(e, msg);
                 a.set_unnamed_current(false);
@@ -526,7 +532,7 @@ impl Core {
             Held::Missing => {}
         }
         a.note_prepared(def.clone());
-        let msg = def.parse_message(&mut self.scratch);
+        let msg = def.parse_message(self.out.build());
         self.counters.server_parse();
         a.send_ext(e, msg);
         &def.server_name
@@ -587,21 +593,6 @@ pub(super) fn raise_sql(code: &str, msg: &str) -> Option<String> {
     ))
 }
 
-/// The statement name of a Describe/Close body aimed at a statement ('S').
-pub(super) fn describe_statement_name(body: &[u8]) -> Option<&[u8]> {
-    let (&kind, rest) = body.split_first()?;
-    if kind != b'S' {
-        return None;
-    }
-    protocol::cstr(rest).map(|(n, _)| n)
-}
-
-/// A Close of a named statement.
-fn is_named_statement_close(frame: &[u8]) -> bool {
-    frame.first() == Some(&tag::frontend::CLOSE)
-        && describe_statement_name(&frame[5..]).is_some_and(|n| !n.is_empty())
-}
-
 /// A statement name as written in SQL, as Postgres names it: quoted names kept
 /// exactly, unquoted ones folded to lower case.
 fn ident_name(word: &str) -> String {
@@ -621,13 +612,5 @@ mod tests {
         let s = raise_sql("0A000", "it's $x$ here \\").unwrap();
         assert!(s.contains("E'it''s ＄x＄ here \\\\'"), "{s}");
         assert!(raise_sql("0A0'0", "x").is_none());
-    }
-
-    #[test]
-    fn query_text_strips_the_nul() {
-        assert_eq!(
-            super::super::routing::query_text(b"Q\0\0\0\x0bSELECT\0"),
-            b"SELECT"
-        );
     }
 }

@@ -18,18 +18,24 @@
 //! statement that names a tenant ([`state`]).
 
 mod attachment;
+mod batch;
 mod core;
 mod counters;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fake;
 mod forward;
+mod frames;
+mod inbound;
+mod outbound;
 mod routing;
 mod server;
 mod settings;
 pub mod state;
 mod statements;
+mod tenancy;
 #[cfg(test)]
 mod tests;
+mod wait;
 
 pub use self::core::{Core, End, Need, Release};
 

@@ -4,17 +4,16 @@
 //! held BEGIN), or refuse with transaction state kept exactly as Postgres would.
 
 use super::core::{Core, Need, Unit};
-use super::forward::describe_statement_name;
-use super::state::TxnEvent;
-use crate::config::PoolMode;
-use crate::protocol::{self, tag, Bind, Parse, TxStatus};
-use crate::router::bind::ParamTypes;
-use crate::router::{
-    self, Decision, Effects, Facts, Item, Kind, ListenOp, Local, SessionView, Source, TenantKey, Tx,
+use super::frames::{
+    describe_statement_name, has_backslash, is_parse_only_batch, is_sync_or_flush_only, query_text,
 };
+use super::state::TxnEvent;
+use super::tenancy::View;
+use crate::config::PoolMode;
+use crate::protocol::{self, tag, Parse, TxStatus};
+use crate::router::{self, Decision, Effects, Facts, Kind, ListenOp, Local, Source, TenantKey, Tx};
 use crate::sqlstate::{self, PgError};
 use bytes::{Bytes, BytesMut};
-use std::collections::HashMap;
 
 /// Where dispatched work goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,13 +27,9 @@ pub(super) enum Target {
     Any,
 }
 
-/// A statement parsed earlier in the batch being routed: its index among the
-/// batch's Parses and its declared parameter types.
-type InBatch<'a> = (usize, &'a [u8]);
-
 impl Core {
     /// Where the transaction stands, for [`router::decide`].
-    pub(super) fn tx_view(&self) -> Tx {
+    fn tx_view(&self) -> Tx {
         if let super::state::Txn::Failed = self.txn {
             return Tx::Failed;
         }
@@ -77,7 +72,7 @@ impl Core {
     /// Route one unit of work.
     pub(super) fn route_unit(&mut self, unit: Unit) -> Need {
         if self.settings_in_flight() && has_backslash(&unit) {
-            self.stalled = Some(unit);
+            self.wait.stall(unit);
             return Need::Io;
         }
         if let Unit::Batch(msgs) = &unit {
@@ -98,15 +93,16 @@ impl Core {
                 self.stmts.drop_unnamed();
                 let sql = query_text(frame);
                 self.analyze_text(sql);
-                if !self.owns_server() && self.facts.has_listen() {
+                if !self.owns_server() && self.route.facts().has_listen() {
                     // Relayed by shardbouncer (`pool::listen`): on a pooled
                     // server it would listen for whoever gets the server next.
                     let ops = router::listen_ops(sql, self.settings.std_strings());
                     self.listen_locally(ops, unit);
                     return Need::Io;
                 }
-                if self.facts.is_only(Kind::Deallocate)
-                    && self.facts.violation.is_none()
+                let facts = self.route.facts();
+                if facts.is_only(Kind::Deallocate)
+                    && facts.violation.is_none()
                     && self.deallocate(sql)
                 {
                     // It acted on the client's own statement names: no server needed.
@@ -114,37 +110,25 @@ impl Core {
                 }
                 match self.db.routing.clone() {
                     Some(rt) => {
-                        let view = SessionView {
-                            tenants: &self.tenants,
-                            tx: self.tx_view(),
-                            pinned_by: self.tx_tenant,
-                            std_strings: self.settings.std_strings(),
-                        };
-                        let unit = router::Unit::query(&self.facts);
-                        router::decide(&rt, &view, unit, &mut self.mentions)
+                        let v = self.view();
+                        self.route.decide_query(&rt, v)
                     }
-                    None => unrouted(&self.facts),
+                    None => unrouted(self.route.facts()),
                 }
             }
             Unit::Simple(_, _) => match self.db.routing.clone() {
                 Some(rt) => {
-                    let view = SessionView {
-                        tenants: &self.tenants,
-                        tx: self.tx_view(),
-                        pinned_by: self.tx_tenant,
-                        std_strings: self.settings.std_strings(),
-                    };
-                    router::decide(
-                        &rt,
-                        &view,
-                        router::Unit::function_call(),
-                        &mut self.mentions,
-                    )
+                    let v = self.view();
+                    self.route.decide_function_call(&rt, v)
                 }
                 None => Decision::TenantFree,
             },
             Unit::Batch(msgs) => match self.db.routing.clone() {
-                Some(rt) => self.decide_batch(&rt, msgs),
+                Some(rt) => {
+                    self.analyze_batch(msgs);
+                    let v = self.view();
+                    self.route.decide_batch(&rt, v, msgs, &self.stmts)
+                }
                 None => self.unrouted_batch(msgs),
             },
         };
@@ -156,7 +140,7 @@ impl Core {
         );
         match decision {
             Decision::Wait => {
-                self.stalled = Some(unit);
+                self.wait.stall(unit);
                 Need::Io
             }
             Decision::Refuse(e) => {
@@ -192,7 +176,15 @@ impl Core {
         }
     }
 
-    /// Analyze a text into `self.facts` (once per unit).
+    /// Routing's view of the session for one decision.
+    fn view(&self) -> View {
+        View {
+            tx: self.tx_view(),
+            std_strings: self.settings.std_strings(),
+        }
+    }
+
+    /// Analyze a Query's text (once per unit).
     fn analyze_text(&mut self, sql: &[u8]) {
         let key = self
             .db
@@ -200,126 +192,31 @@ impl Core {
             .as_ref()
             .map(|r| r.key.as_bytes())
             .unwrap_or_default();
-        router::analyze_checked(
-            sql,
-            key,
-            self.settings.std_strings(),
-            &mut self.facts,
-            &mut self.alt_facts,
-        );
+        self.route.analyze(sql, key, self.settings.std_strings());
     }
 
-    /// Analyze the Parses of a batch into `self.batch_facts`, in order.
-    fn analyze_batch(&mut self, msgs: &[(u8, Bytes)]) {
+    /// Analyze the Parses of a batch, in order; how many there were.
+    fn analyze_batch(&mut self, msgs: &[(u8, Bytes)]) -> usize {
         let key = self
             .db
             .routing
             .as_ref()
             .map(|r| r.key.as_bytes())
             .unwrap_or_default();
-        let std = self.settings.std_strings();
-        let mut n = 0;
-        for (t, frame) in msgs {
-            if *t != tag::frontend::PARSE {
-                continue;
-            }
-            let query = Parse::parse(&frame[5..])
-                .map(|p| p.query)
-                .unwrap_or_default();
-            if self.batch_facts.len() <= n {
-                self.batch_facts.push(Facts::default());
-            }
-            router::analyze_checked(
-                query,
-                key,
-                std,
-                &mut self.batch_facts[n],
-                &mut self.alt_facts,
-            );
-            n += 1;
-        }
+        self.route
+            .analyze_batch(msgs, key, self.settings.std_strings())
     }
 
     /// A batch on a database without routing: refused only for what no database
     /// may do (shardbouncer's statement names).
     fn unrouted_batch(&mut self, msgs: &[(u8, Bytes)]) -> Decision {
-        self.analyze_batch(msgs);
-        let parses = msgs
-            .iter()
-            .filter(|(t, _)| *t == tag::frontend::PARSE)
-            .count();
-        for f in self.batch_facts.iter().take(parses) {
+        let parses = self.analyze_batch(msgs);
+        for f in self.route.batch_facts(parses) {
             if let Decision::Refuse(e) = unrouted(f) {
                 return Decision::Refuse(e);
             }
         }
         Decision::TenantFree
-    }
-
-    /// Route an extended batch: analyze each Parse in it, then decide over every
-    /// Bind with the statement it names.
-    fn decide_batch(&mut self, rt: &router::Routing, msgs: &[(u8, Bytes)]) -> Decision {
-        self.analyze_batch(msgs);
-        let view = SessionView {
-            tenants: &self.tenants,
-            tx: self.tx_view(),
-            pinned_by: self.tx_tenant,
-            std_strings: self.settings.std_strings(),
-        };
-        let (batch_facts, stmts) = (&self.batch_facts, &self.stmts);
-        // Statements as of each point in the batch: a Parse in it, else an earlier one.
-        let mut pi = 0;
-        let mut unnamed_at: Option<InBatch<'_>> = None;
-        let mut named: Option<HashMap<&[u8], InBatch<'_>>> = None;
-        let items = msgs.iter().filter_map(move |(t, frame)| {
-            let body = &frame[5..];
-            match *t {
-                tag::frontend::PARSE => {
-                    let p = Parse::parse(body)?;
-                    let at = (pi, p.param_types);
-                    pi += 1;
-                    if p.name.is_empty() {
-                        unnamed_at = Some(at);
-                    } else {
-                        named.get_or_insert_with(HashMap::new).insert(p.name, at);
-                    }
-                    Some(Item::Parse(&batch_facts[at.0]))
-                }
-                tag::frontend::BIND => {
-                    let b = Bind::parse(body)?;
-                    let in_batch = if b.statement.is_empty() {
-                        unnamed_at
-                    } else {
-                        named.as_ref().and_then(|m| m.get(b.statement).copied())
-                    };
-                    Some(match in_batch {
-                        Some((fi, declared)) => Item::Bind(
-                            &batch_facts[fi],
-                            ParamTypes {
-                                declared,
-                                described: &[],
-                            },
-                            b,
-                            b.portal,
-                        ),
-                        None if b.statement.is_empty() => match stmts.unnamed() {
-                            Some((facts, types)) => Item::Bind(facts, types, b, b.portal),
-                            None => Item::BindUnknown,
-                        },
-                        None => match stmts.get(b.statement) {
-                            Some(def) => Item::Bind(&def.facts, def.param_types(), b, b.portal),
-                            None => Item::BindUnknown,
-                        },
-                    })
-                }
-                tag::frontend::EXECUTE => Some(Item::Execute(
-                    protocol::cstr(body).map(|(p, _)| p).unwrap_or_default(),
-                )),
-                tag::frontend::DESCRIBE | tag::frontend::CLOSE => Some(Item::Other),
-                _ => None,
-            }
-        });
-        router::decide(rt, &view, router::Unit::batch(items), &mut self.mentions)
     }
 
     /// Answer work locally.
@@ -376,13 +273,14 @@ impl Core {
                         }
                     },
                 );
-                self.settings.note_custom(&self.facts.custom_settings);
-                self.txn.apply(TxnEvent::Hold(frame, self.facts.effects));
+                let facts = self.route.facts();
+                self.settings.note_custom(&facts.custom_settings);
+                self.txn.apply(TxnEvent::Hold(frame, facts.effects));
                 for t in tags {
-                    protocol::command_complete(&mut self.scratch, t);
+                    protocol::command_complete(self.out.build(), t);
                 }
                 let status = self.client_status();
-                protocol::ready_for_query(&mut self.scratch, status);
+                protocol::ready_for_query(self.out.build(), status);
                 self.reply_ready(tag::frontend::QUERY);
             }
             Local::EndHeld { commit } => {
@@ -393,7 +291,7 @@ impl Core {
                     "ROLLBACK"
                 };
                 self.txn.apply(TxnEvent::End);
-                self.tenants.local = None;
+                self.route.end_transaction();
                 self.simple_reply(t);
             }
         }
@@ -408,7 +306,7 @@ impl Core {
     /// the COMMIT); notifications still arrive only between transactions.
     fn listen_locally(&mut self, ops: Option<Vec<ListenOp>>, unit: Unit) {
         let Some(ops) = ops else {
-            let e = if self.facts.count == 1 {
+            let e = if self.route.facts().count == 1 {
                 PgError::new(
                     sqlstate::SYNTAX_ERROR,
                     "syntax error in LISTEN or UNLISTEN: a channel name is expected",
@@ -434,11 +332,11 @@ impl Core {
                 ListenOp::Listen(_) => "LISTEN",
                 _ => "UNLISTEN",
             };
-            protocol::command_complete(&mut self.scratch, t);
-            self.listen_ops.push(op);
+            protocol::command_complete(self.out.build(), t);
+            self.route.listen(op);
         }
         let status = self.client_status();
-        protocol::ready_for_query(&mut self.scratch, status);
+        protocol::ready_for_query(self.out.build(), status);
         self.reply_ready(tag::frontend::QUERY);
     }
 
@@ -446,14 +344,7 @@ impl Core {
     fn set_locally(&mut self, l: Local) -> &'static str {
         match l {
             Local::SetTenant { local, key } => {
-                match key {
-                    None => {
-                        self.tenants.set = None;
-                        self.tenants.local = None;
-                    }
-                    Some(k) if local => self.tenants.local = Some(k),
-                    Some(k) => self.tenants.set = Some(k),
-                }
+                self.route.set(local, key);
                 if key.is_some() {
                     "SET"
                 } else {
@@ -509,7 +400,7 @@ impl Core {
                         return self.unit_error(Unit::Batch(msgs[i..].to_vec()), &e);
                     };
                     parses += 1;
-                    let analyzed = self.batch_facts.get_mut(parses - 1).map(std::mem::take);
+                    let analyzed = self.route.take_parse_facts(parses - 1);
                     let facts = self.parse_facts(p.query, analyzed);
                     if facts.is_only(Kind::Begin) {
                         let mut q = BytesMut::new();
@@ -529,19 +420,19 @@ impl Core {
                     } else if let Err(e) = self.register_statement(&p, facts) {
                         return self.unit_error(Unit::Batch(msgs[i..].to_vec()), &e);
                     }
-                    protocol::parse_complete(&mut self.scratch);
+                    protocol::parse_complete(self.out.build());
                     self.reply(f::PARSE);
                 }
                 f::BIND => {
-                    protocol::bind_complete(&mut self.scratch);
+                    protocol::bind_complete(self.out.build());
                     self.reply(f::BIND);
                 }
                 f::DESCRIBE => {
                     if body.first() == Some(&b'S') {
                         // SET takes no parameters.
-                        protocol::parameter_description(&mut self.scratch, &[]);
+                        protocol::parameter_description(self.out.build(), &[]);
                     }
-                    protocol::no_data(&mut self.scratch);
+                    protocol::no_data(self.out.build());
                     self.reply(f::DESCRIBE);
                 }
                 f::EXECUTE => {
@@ -562,7 +453,7 @@ impl Core {
                         }
                         l => self.set_locally(l),
                     };
-                    protocol::command_complete(&mut self.scratch, t);
+                    protocol::command_complete(self.out.build(), t);
                     self.reply(f::EXECUTE);
                 }
                 f::CLOSE => {
@@ -573,12 +464,12 @@ impl Core {
                         }
                         _ => {}
                     }
-                    protocol::close_complete(&mut self.scratch);
+                    protocol::close_complete(self.out.build());
                     self.reply(f::CLOSE);
                 }
                 f::SYNC => {
                     let status = self.client_status();
-                    protocol::ready_for_query(&mut self.scratch, status);
+                    protocol::ready_for_query(self.out.build(), status);
                     self.reply_ready(f::SYNC);
                 }
                 _ => {} // Flush: everything is already queued.
@@ -628,12 +519,12 @@ impl Core {
                 if let Some(a) = self.att.as_mut() {
                     a.end_open_batch();
                 }
-                self.stalled = Some(unit);
+                self.wait.stall(unit);
                 return Need::Io;
             }
             if !a.ext_open() && (!a.settled() || !a.to_server().is_empty()) {
                 // The server is still busy: wait for it to finish before deciding.
-                self.stalled = Some(unit);
+                self.wait.stall(unit);
                 return Need::Io;
             }
             if a.ext_open() || a.status() != TxStatus::Idle || self.owns_server() {
@@ -649,7 +540,7 @@ impl Core {
                 return Need::Io;
             }
             // Idle on the wrong shard: give it back first, then route this again.
-            self.stalled = Some(unit);
+            self.wait.stall(unit);
             return self.release();
         }
         let shard = match target {
@@ -657,12 +548,11 @@ impl Core {
             Target::Any => self.home_shard(),
         };
         // A server first; the unit is routed again once it is attached.
-        self.stalled = Some(unit);
-        self.awaiting = Some(shard);
-        self.awaiting_tenant = match target {
+        let tenant = match target {
             Target::Shard { tenant, .. } => tenant.map(|(t, _)| t),
             Target::Any => None,
         };
+        self.wait.request(shard, tenant, unit);
         Need::Attach(shard)
     }
 
@@ -677,13 +567,13 @@ impl Core {
 
     /// Record what pinned the transaction (metrics, SHOW TENANTS, messages).
     fn pin(&mut self, tenant: Option<(TenantKey, Source)>) {
-        if self.tx_tenant.is_some() {
+        if self.route.pinned().is_some() {
             return;
         }
         let source = tenant.map(|(_, s)| s).unwrap_or(Source::Default);
         crate::admin::metrics::routing_decision(&self.db.name, source_name(source));
-        if tenant.is_some() {
-            self.tx_tenant = tenant;
+        if let Some(by) = tenant {
+            self.route.pin(by);
         }
     }
 
@@ -731,14 +621,14 @@ impl Core {
                 protocol::sync(&mut b);
                 self.send_ext(tag::frontend::SYNC, b.freeze());
             } else {
-                self.skip_until_sync = true;
+                self.batch.skip();
             }
             return;
         }
         match (unit, last) {
             (Unit::Batch(_), tag::frontend::FLUSH) => {
                 self.inject_error_ext(e);
-                self.skip_until_sync = true;
+                self.batch.skip();
             }
             // Through the extended protocol, then the client's Sync: if an earlier
             // error left the server skipping, it skips ours too and still answers
@@ -763,43 +653,6 @@ fn unrouted(f: &Facts) -> Decision {
         }
         _ => Decision::TenantFree,
     }
-}
-
-/// Whether a unit's text has a backslash (its lexing depends on
-/// standard_conforming_strings).
-fn has_backslash(unit: &Unit) -> bool {
-    match unit {
-        Unit::Simple(tag::frontend::QUERY, f) => memchr::memchr(b'\\', f).is_some(),
-        Unit::Simple(..) => false,
-        Unit::Batch(m) => m
-            .iter()
-            .any(|(t, f)| *t == tag::frontend::PARSE && memchr::memchr(b'\\', f).is_some()),
-    }
-}
-
-/// Query text of a 'Q' frame (without the trailing NUL).
-pub(super) fn query_text(frame: &[u8]) -> &[u8] {
-    let b = frame.get(5..).unwrap_or_default();
-    b.strip_suffix(b"\0").unwrap_or(b)
-}
-
-/// Named Parses then one Sync, nothing else.
-fn is_parse_only_batch(msgs: &[(u8, Bytes)]) -> bool {
-    msgs.len() >= 2
-        && msgs.last().is_some_and(|(t, _)| *t == tag::frontend::SYNC)
-        && msgs[..msgs.len() - 1]
-            .iter()
-            .all(|(t, f)| *t == tag::frontend::PARSE && is_named_parse(f))
-}
-
-/// Only a Sync or a Flush.
-fn is_sync_or_flush_only(msgs: &[(u8, Bytes)]) -> bool {
-    matches!(msgs, [(tag::frontend::SYNC | tag::frontend::FLUSH, _)])
-}
-
-/// A Parse of a named statement.
-pub(super) fn is_named_parse(frame: &[u8]) -> bool {
-    frame.first() == Some(&tag::frontend::PARSE) && frame.get(5).is_some_and(|&b| b != 0)
 }
 
 /// Metric label of a tenant source.

@@ -27,8 +27,8 @@ impl Core {
 
     /// The driver could not get a server (or restore the role on it).
     pub fn attach_failed(&mut self, e: PgError) -> Need {
-        self.awaiting = None;
-        if let Some(unit) = self.stalled.take() {
+        self.wait.delivered();
+        if let Some(unit) = self.wait.take_stalled() {
             self.unit_error(unit, &e);
         }
         self.check();
@@ -39,7 +39,7 @@ impl Core {
     /// this client's (pipelined ahead of the client's work), keep its statement
     /// cache bounded, and go on with the work that asked for it.
     pub fn attached(&mut self, shard: usize, mut conn: ServerState) -> Need {
-        self.awaiting = None;
+        self.wait.delivered();
         // Keep the server's statement cache bounded: close the least used first.
         // Done only when the server is idle, so no error elsewhere can skip it.
         let evicted = conn
@@ -52,7 +52,7 @@ impl Core {
         let mut att = Attachment::new(shard, conn);
         if !evicted.is_empty() {
             for d in evicted {
-                let c = prepared::close_message(&mut self.scratch, &d.server_name);
+                let c = prepared::close_message(self.out.build(), &d.server_name);
                 att.send_ext(Entry::swallow(tag::frontend::CLOSE), c);
             }
             let mut b = BytesMut::new();
@@ -68,7 +68,7 @@ impl Core {
         self.check();
         // The work that asked for the server goes now, pipelined behind the
         // settings sync (which cannot open a transaction).
-        if let Some(unit) = self.stalled.take() {
+        if let Some(unit) = self.wait.take_stalled() {
             if let Need::Close(e) = self.route_unit(unit) {
                 return Need::Close(e);
             }
@@ -94,11 +94,11 @@ impl Core {
         };
         let effects = a.effects();
         let since = a.since;
-        self.releasing = true;
-        let tenant = self.tx_tenant.take().map(|(t, _)| t);
+        self.wait.begin_release();
+        let tenant = self.route.take_pinned().map(|(t, _)| t);
         if !self.txn.is_local() {
             // A SET LOCAL tenant ends with the transaction.
-            self.tenants.local = None;
+            self.route.end_transaction();
         }
         let counters = self.counters.take();
         Need::Release(Box::new(Release {
@@ -114,7 +114,7 @@ impl Core {
     /// The driver reset and returned the server; `settings` is what was read back
     /// from it (the client's settings from now on), if anything was.
     pub fn released(&mut self, settings: Option<crate::server::ParamSet>) -> Need {
-        self.releasing = false;
+        self.wait.end_release();
         if let Some(s) = settings {
             self.settings.read_back(s);
         }
@@ -128,12 +128,12 @@ impl Core {
             return Need::Io;
         };
         let mut ctx = ScanCtx {
-            to_client: &mut self.to_client,
+            to_client: self.out.queue(),
             settings: &mut self.settings,
             stmts: &mut self.stmts,
             txn: &mut self.txn,
             counters: &mut self.counters,
-            local_tenant: &mut self.tenants.local,
+            local_tenant: self.route.local_mut(),
             pool_mode: self.db.settings.mode,
             client_id: self.client_id,
         };

@@ -1,0 +1,62 @@
+//! The extended-protocol batch being collected: messages held until a Sync or
+//! Flush lets the whole batch be routed at once, and the skip after an error
+//! shardbouncer raised with no server (as Postgres skips to the next Sync).
+
+use bytes::Bytes;
+
+/// Most extended-protocol messages held before a Sync or Flush.
+const MAX_BATCH: usize = 100_000;
+
+/// The batch being collected.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    /// Messages held until the batch can be routed.
+    msgs: Vec<(u8, Bytes)>,
+    /// After an error we raised with no server: drop client messages until Sync.
+    skip_until_sync: bool,
+}
+
+/// The client sent more than [`MAX_BATCH`] messages without a Sync.
+#[derive(Debug)]
+pub(super) struct TooLong;
+
+impl Batch {
+    /// Hold a message.
+    pub(super) fn push(&mut self, t: u8, frame: Bytes) -> Result<(), TooLong> {
+        self.msgs.push((t, frame));
+        if self.msgs.len() > MAX_BATCH {
+            return Err(TooLong);
+        }
+        Ok(())
+    }
+
+    /// The messages held, leaving none.
+    pub(super) fn take(&mut self) -> Vec<(u8, Bytes)> {
+        std::mem::take(&mut self.msgs)
+    }
+
+    /// Nothing held.
+    pub(super) fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+
+    /// Every message held is of type `t` (true when none is).
+    pub(super) fn all(&self, t: u8) -> bool {
+        self.msgs.iter().all(|(m, _)| *m == t)
+    }
+
+    /// Client messages are dropped until the next Sync.
+    pub(super) fn skipping(&self) -> bool {
+        self.skip_until_sync
+    }
+
+    /// Drop client messages until the next Sync.
+    pub(super) fn skip(&mut self) {
+        self.skip_until_sync = true;
+    }
+
+    /// The Sync that ends the skip arrived.
+    pub(super) fn synced(&mut self) {
+        self.skip_until_sync = false;
+    }
+}

@@ -1,0 +1,79 @@
+//! Pure predicates over client frames (a tag byte, the length word, the body)
+//! that both routing and forwarding ask. No state: kept apart so neither of
+//! those files needs the other.
+
+use super::inbound::Unit;
+use crate::protocol::{self, tag};
+use bytes::Bytes;
+
+/// Query text of a 'Q' frame (without the trailing NUL).
+pub(super) fn query_text(frame: &[u8]) -> &[u8] {
+    let b = frame.get(5..).unwrap_or_default();
+    b.strip_suffix(b"\0").unwrap_or(b)
+}
+
+/// A Parse of a named statement.
+pub(super) fn is_named_parse(frame: &[u8]) -> bool {
+    frame.first() == Some(&tag::frontend::PARSE) && frame.get(5).is_some_and(|&b| b != 0)
+}
+
+/// The statement name of a Describe/Close body aimed at a statement ('S').
+pub(super) fn describe_statement_name(body: &[u8]) -> Option<&[u8]> {
+    let (&kind, rest) = body.split_first()?;
+    if kind != b'S' {
+        return None;
+    }
+    protocol::cstr(rest).map(|(n, _)| n)
+}
+
+/// A Close of a named statement.
+pub(super) fn is_named_statement_close(frame: &[u8]) -> bool {
+    frame.first() == Some(&tag::frontend::CLOSE)
+        && describe_statement_name(&frame[5..]).is_some_and(|n| !n.is_empty())
+}
+
+/// Named Parses then one Sync, nothing else.
+pub(super) fn is_parse_only_batch(msgs: &[(u8, Bytes)]) -> bool {
+    msgs.len() >= 2
+        && msgs.last().is_some_and(|(t, _)| *t == tag::frontend::SYNC)
+        && msgs[..msgs.len() - 1]
+            .iter()
+            .all(|(t, f)| *t == tag::frontend::PARSE && is_named_parse(f))
+}
+
+/// Only a Sync or a Flush.
+pub(super) fn is_sync_or_flush_only(msgs: &[(u8, Bytes)]) -> bool {
+    matches!(msgs, [(tag::frontend::SYNC | tag::frontend::FLUSH, _)])
+}
+
+/// Whether a unit's text has a backslash (its lexing depends on
+/// standard_conforming_strings).
+pub(super) fn has_backslash(unit: &Unit) -> bool {
+    match unit {
+        Unit::Simple(tag::frontend::QUERY, f) => memchr::memchr(b'\\', f).is_some(),
+        Unit::Simple(..) => false,
+        Unit::Batch(m) => m
+            .iter()
+            .any(|(t, f)| *t == tag::frontend::PARSE && memchr::memchr(b'\\', f).is_some()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_text_strips_the_nul() {
+        assert_eq!(query_text(b"Q\0\0\0\x0bSELECT\0"), b"SELECT");
+    }
+
+    #[test]
+    fn statement_names() {
+        assert_eq!(describe_statement_name(b"Sfoo\0"), Some(&b"foo"[..]));
+        assert_eq!(describe_statement_name(b"Pfoo\0"), None);
+        assert!(is_named_statement_close(b"C\0\0\0\x09Sab\0"));
+        assert!(!is_named_statement_close(b"C\0\0\0\x07S\0"));
+        assert!(is_named_parse(b"P\0\0\0\x08a\0\0\0\0"));
+        assert!(!is_named_parse(b"P\0\0\0\x08\0\0\0\0"));
+    }
+}

@@ -1,0 +1,260 @@
+//! The session's routing state: its tenant settings, the tenant that pinned the
+//! current transaction, and the analyses of the unit being routed (reused from
+//! unit to unit, so routing allocates nothing per query). The decision itself is
+//! [`router::decide`]'s; this file gathers what it sees.
+
+use super::statements::Statements;
+use crate::protocol::{self, tag, Bind, Parse};
+use crate::router::bind::ParamTypes;
+use crate::router::{
+    self, Decision, Facts, Item, ListenOp, Mention, Routing, SessionView, Source, TenantKey,
+    Tenants, Tx,
+};
+use bytes::Bytes;
+use std::collections::HashMap;
+
+/// A statement parsed earlier in the batch being routed: its index among the
+/// batch's Parses and its declared parameter types.
+type InBatch<'a> = (usize, &'a [u8]);
+
+/// What routing knows of the session.
+#[derive(Debug, Default)]
+pub(super) struct Tenancy {
+    /// Tenant settings of the session.
+    tenants: Tenants,
+    /// Tenant the current transaction is pinned by.
+    pinned: Option<(TenantKey, Source)>,
+    /// Analysis of the Query being routed.
+    facts: Facts,
+    /// Scratch for the text under the other standard_conforming_strings.
+    alt_facts: Facts,
+    /// Analyses of the Parses in the batch being routed, in order.
+    batch_facts: Vec<Facts>,
+    /// The tenant mentions of a unit of work.
+    mentions: Vec<Mention>,
+    /// LISTEN/UNLISTEN answered here, for the driver to carry out with the
+    /// pools' relays (transaction and statement modes).
+    listen_ops: Vec<ListenOp>,
+}
+
+/// The session's view for one decision.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct View {
+    /// Where the transaction stands.
+    pub(super) tx: Tx,
+    /// The client's standard_conforming_strings.
+    pub(super) std_strings: bool,
+}
+
+impl Tenancy {
+    /// A session that logged in with this tenant (if any).
+    pub(super) fn new(startup: Option<TenantKey>) -> Tenancy {
+        Tenancy {
+            tenants: Tenants {
+                startup,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// The tenant settings.
+    pub(super) fn tenants(&self) -> &Tenants {
+        &self.tenants
+    }
+
+    /// `SET key = k` (or `SET LOCAL`); `None` is `RESET key`, which clears both.
+    pub(super) fn set(&mut self, local: bool, key: Option<TenantKey>) {
+        match key {
+            None => self.reset(),
+            Some(k) if local => self.tenants.local = Some(k),
+            Some(k) => self.tenants.set = Some(k),
+        }
+    }
+
+    /// `RESET ALL` / `DISCARD ALL`: the SET tenant goes, as other settings do.
+    pub(super) fn reset(&mut self) {
+        self.tenants.set = None;
+        self.tenants.local = None;
+    }
+
+    /// The transaction ended: a `SET LOCAL` tenant ends with it.
+    pub(super) fn end_transaction(&mut self) {
+        self.tenants.local = None;
+    }
+
+    /// The `SET LOCAL` tenant, for the server scan to clear at a transaction's end.
+    pub(super) fn local_mut(&mut self) -> &mut Option<TenantKey> {
+        &mut self.tenants.local
+    }
+
+    /// What pinned the current transaction.
+    pub(super) fn pinned(&self) -> Option<(TenantKey, Source)> {
+        self.pinned
+    }
+
+    /// Record what pinned the current transaction.
+    pub(super) fn pin(&mut self, by: (TenantKey, Source)) {
+        self.pinned = Some(by);
+    }
+
+    /// The transaction is over: what pinned it.
+    pub(super) fn take_pinned(&mut self) -> Option<(TenantKey, Source)> {
+        self.pinned.take()
+    }
+
+    /// Analyze a Query's text (once per unit); see [`Tenancy::facts`].
+    pub(super) fn analyze(&mut self, sql: &[u8], key: &[u8], std_strings: bool) -> &Facts {
+        router::analyze_checked(sql, key, std_strings, &mut self.facts, &mut self.alt_facts);
+        &self.facts
+    }
+
+    /// The analysis of the last Query analyzed.
+    pub(super) fn facts(&self) -> &Facts {
+        &self.facts
+    }
+
+    /// Analyze the Parses of a batch, in order; returns how many there were.
+    pub(super) fn analyze_batch(
+        &mut self,
+        msgs: &[(u8, Bytes)],
+        key: &[u8],
+        std_strings: bool,
+    ) -> usize {
+        let mut n = 0;
+        for (t, frame) in msgs {
+            if *t != tag::frontend::PARSE {
+                continue;
+            }
+            let query = Parse::parse(&frame[5..])
+                .map(|p| p.query)
+                .unwrap_or_default();
+            if self.batch_facts.len() <= n {
+                self.batch_facts.push(Facts::default());
+            }
+            router::analyze_checked(
+                query,
+                key,
+                std_strings,
+                &mut self.batch_facts[n],
+                &mut self.alt_facts,
+            );
+            n += 1;
+        }
+        n
+    }
+
+    /// The analyses of the first `n` Parses of the batch.
+    pub(super) fn batch_facts(&self, n: usize) -> &[Facts] {
+        &self.batch_facts[..n.min(self.batch_facts.len())]
+    }
+
+    /// The analysis of the batch's `i`th Parse, taken (to keep with its statement).
+    pub(super) fn take_parse_facts(&mut self, i: usize) -> Option<Facts> {
+        self.batch_facts.get_mut(i).map(std::mem::take)
+    }
+
+    /// Decide the Query analyzed last.
+    pub(super) fn decide_query(&mut self, rt: &Routing, v: View) -> Decision {
+        let view = view(&self.tenants, self.pinned, v);
+        router::decide(
+            rt,
+            &view,
+            router::Unit::query(&self.facts),
+            &mut self.mentions,
+        )
+    }
+
+    /// Decide a FunctionCall.
+    pub(super) fn decide_function_call(&mut self, rt: &Routing, v: View) -> Decision {
+        let view = view(&self.tenants, self.pinned, v);
+        router::decide(rt, &view, router::Unit::function_call(), &mut self.mentions)
+    }
+
+    /// Decide an extended batch whose Parses were analyzed
+    /// ([`Tenancy::analyze_batch`]): every Bind with the statement it names, in
+    /// the batch or among the client's statements.
+    pub(super) fn decide_batch(
+        &mut self,
+        rt: &Routing,
+        v: View,
+        msgs: &[(u8, Bytes)],
+        stmts: &Statements,
+    ) -> Decision {
+        let view = view(&self.tenants, self.pinned, v);
+        let batch_facts = &self.batch_facts;
+        // Statements as of each point in the batch: a Parse in it, else an earlier one.
+        let mut pi = 0;
+        let mut unnamed_at: Option<InBatch<'_>> = None;
+        let mut named: Option<HashMap<&[u8], InBatch<'_>>> = None;
+        let items = msgs.iter().filter_map(move |(t, frame)| {
+            let body = &frame[5..];
+            match *t {
+                tag::frontend::PARSE => {
+                    let p = Parse::parse(body)?;
+                    let at = (pi, p.param_types);
+                    pi += 1;
+                    if p.name.is_empty() {
+                        unnamed_at = Some(at);
+                    } else {
+                        named.get_or_insert_with(HashMap::new).insert(p.name, at);
+                    }
+                    Some(Item::Parse(&batch_facts[at.0]))
+                }
+                tag::frontend::BIND => {
+                    let b = Bind::parse(body)?;
+                    let in_batch = if b.statement.is_empty() {
+                        unnamed_at
+                    } else {
+                        named.as_ref().and_then(|m| m.get(b.statement).copied())
+                    };
+                    Some(match in_batch {
+                        Some((fi, declared)) => Item::Bind(
+                            &batch_facts[fi],
+                            ParamTypes {
+                                declared,
+                                described: &[],
+                            },
+                            b,
+                            b.portal,
+                        ),
+                        None if b.statement.is_empty() => match stmts.unnamed() {
+                            Some((facts, types)) => Item::Bind(facts, types, b, b.portal),
+                            None => Item::BindUnknown,
+                        },
+                        None => match stmts.get(b.statement) {
+                            Some(def) => Item::Bind(&def.facts, def.param_types(), b, b.portal),
+                            None => Item::BindUnknown,
+                        },
+                    })
+                }
+                tag::frontend::EXECUTE => Some(Item::Execute(
+                    protocol::cstr(body).map(|(p, _)| p).unwrap_or_default(),
+                )),
+                tag::frontend::DESCRIBE | tag::frontend::CLOSE => Some(Item::Other),
+                _ => None,
+            }
+        });
+        router::decide(rt, &view, router::Unit::batch(items), &mut self.mentions)
+    }
+
+    /// A LISTEN/UNLISTEN answered here, for the driver.
+    pub(super) fn listen(&mut self, op: ListenOp) {
+        self.listen_ops.push(op);
+    }
+
+    /// The LISTEN/UNLISTEN requests answered since the last call, in order.
+    pub(super) fn take_listen_ops(&mut self) -> Vec<ListenOp> {
+        std::mem::take(&mut self.listen_ops)
+    }
+}
+
+/// The router's view of a session.
+fn view(tenants: &Tenants, pinned: Option<(TenantKey, Source)>, v: View) -> SessionView<'_> {
+    SessionView {
+        tenants,
+        tx: v.tx,
+        pinned_by: pinned,
+        std_strings: v.std_strings,
+    }
+}

@@ -1,0 +1,89 @@
+//! Work the session cannot do yet, and what it waits for: the attached server to
+//! answer what is in flight, a server from the pool, or the server being reset
+//! and given back. At most one unit waits; while it does, no client byte is read.
+
+use super::inbound::Unit;
+use crate::router::TenantKey;
+
+/// What the session waits for.
+#[derive(Debug, Default)]
+pub(super) struct Wait {
+    /// The unit of work waiting (routed again when the wait ends).
+    stalled: Option<Unit>,
+    /// A server was requested for this shard, for this tenant's work (SHOW
+    /// TENANTS `waiting`), and not delivered yet.
+    awaiting: Option<(usize, Option<TenantKey>)>,
+    /// The server is being reset and returned.
+    releasing: bool,
+}
+
+impl Wait {
+    /// Keep a unit until it can be routed again.
+    pub(super) fn stall(&mut self, unit: Unit) {
+        debug_assert!(self.stalled.is_none(), "two units stalled");
+        self.stalled = Some(unit);
+    }
+
+    /// A unit waits.
+    pub(super) fn has_stalled(&self) -> bool {
+        self.stalled.is_some()
+    }
+
+    /// The unit that waited, to be routed again.
+    pub(super) fn take_stalled(&mut self) -> Option<Unit> {
+        self.stalled.take()
+    }
+
+    /// Ask for a server of `shard` for this unit.
+    pub(super) fn request(&mut self, shard: usize, tenant: Option<TenantKey>, unit: Unit) {
+        self.stall(unit);
+        self.awaiting = Some((shard, tenant));
+    }
+
+    /// The shard a server was requested for.
+    pub(super) fn awaiting(&self) -> Option<usize> {
+        self.awaiting.map(|(s, _)| s)
+    }
+
+    /// The tenant whose work waits for the server requested.
+    pub(super) fn awaited_tenant(&self) -> Option<TenantKey> {
+        self.awaiting.and_then(|(_, t)| t)
+    }
+
+    /// The request ended (a server came, or it could not).
+    pub(super) fn delivered(&mut self) {
+        self.awaiting = None;
+    }
+
+    /// The server is being given back.
+    pub(super) fn begin_release(&mut self) {
+        self.releasing = true;
+    }
+
+    /// The server was given back.
+    pub(super) fn end_release(&mut self) {
+        self.releasing = false;
+    }
+
+    /// The server is being reset and returned.
+    pub(super) fn releasing(&self) -> bool {
+        self.releasing
+    }
+
+    /// A server is requested or being given back: client work waits for it.
+    pub(super) fn busy(&self) -> bool {
+        self.awaiting.is_some() || self.releasing
+    }
+
+    /// Debug-build checks, given whether a server is attached.
+    pub(super) fn check(&self, attached: bool) {
+        if self.awaiting.is_some() {
+            debug_assert!(!attached, "waiting for a server while attached");
+            debug_assert!(self.stalled.is_some(), "waiting for a server for nothing");
+        }
+        debug_assert!(
+            !(self.releasing && attached),
+            "releasing a server still attached"
+        );
+    }
+}
