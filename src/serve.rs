@@ -120,8 +120,7 @@ fn bind(addr: &str) -> std::io::Result<TcpListener> {
 /// Stop accepting, let running transactions finish (bounded), then return.
 pub async fn shutdown(app: &Arc<App>) {
     tracing::info!("shutting down: waiting for running transactions");
-    app.shutting_down.store(true, Ordering::Release);
-    app.shutdown.notify_waiters();
+    app.begin_shutdown();
     let limit = app.snapshot.load().config.limits.shutdown_timeout.as_std();
     let _watch = app.watch_transactions();
     let wait = async {

@@ -144,6 +144,8 @@ impl World {
                     slot.holder = None;
                     self.clients[c].core.released(None)
                 }
+                // No tenant is paused in this target: a pause ends at once.
+                Need::Paused(_) => self.clients[c].core.resumed(None),
             };
         }
         self.collect(c);
@@ -326,10 +328,11 @@ fuzz_target!(|data: &[u8]| {
     let snap = Snapshot::build(Config::parse(CONFIG).expect("config"), 1).expect("snapshot");
     let db = snap.dbs.get(if first & 1 == 0 { "app" } else { "plain" }).expect("db").clone();
     let shards = db.cfg.shards.len();
+    let gate = std::sync::Arc::new(shardbouncer::app::gate::TenantGate::default());
     let mut w = World {
         clients: (0..2)
             .map(|i| {
-                let mut core = Core::new(db.clone(), i as i32 + 1, 1 << 20, ParamSet::default(), ParamSet::default(), None);
+                let mut core = Core::new(db.clone(), i as i32 + 1, 1 << 20, ParamSet::default(), ParamSet::default(), None, gate.clone());
                 core.greeted(&ParamSet::default());
                 Client {
                     core,

@@ -29,6 +29,14 @@ pub enum Command {
     Shutdown(ShutdownMode),
     /// `SET key = value`
     Set(String, String),
+    /// `PAUSE TENANT key [timeout_seconds]`: hold the tenant's new transactions
+    /// and wait for its running ones to end.
+    PauseTenant(String, Option<u64>),
+    /// `RESUME TENANT key`: release the tenant's held transactions.
+    ResumeTenant(String),
+    /// `MOVE TENANT key TO shard`: place a paused tenant on another shard (the
+    /// shard map is rewritten and reloaded).
+    MoveTenant(String, String),
     /// An empty query string.
     Empty,
 }
@@ -161,7 +169,9 @@ pub fn parse(query: &str) -> Result<Command, ParseError> {
     let req_arg = |what: &str| -> Result<String, ParseError> {
         opt_arg()?.ok_or_else(|| ParseError(format!("{} requires {what}", cmd.to_uppercase())))
     };
+    let tenant_cmd = matches!(args, [Tok::Word(w), _, ..] if w == "tenant");
     Ok(match cmd {
+        "pause" | "resume" | "move" if tenant_cmd => tenant_command(q, cmd, &args[1..])?,
         "show" | "select" => {
             let Some((Tok::Word(what), rest)) = args.split_first() else {
                 return Err(ParseError(format!(
@@ -220,6 +230,35 @@ pub fn parse(query: &str) -> Result<Command, ParseError> {
     })
 }
 
+/// `PAUSE TENANT key [seconds]`, `RESUME TENANT key`, `MOVE TENANT key TO shard`
+/// (`args` after TENANT). A key is best quoted ('Acme'): bare words are folded
+/// to lower case, as identifiers are.
+fn tenant_command(q: &str, cmd: &str, args: &[Tok]) -> Result<Command, ParseError> {
+    let usage = || {
+        ParseError(format!(
+            "syntax error in admin command: {q} (expected {})",
+            match cmd {
+                "pause" => "PAUSE TENANT 'key' [timeout_seconds]",
+                "resume" => "RESUME TENANT 'key'",
+                _ => "MOVE TENANT 'key' TO shard",
+            }
+        ))
+    };
+    let key = |t: &Tok| text(t).map(str::to_string).ok_or_else(usage);
+    Ok(match (cmd, args) {
+        ("pause", [k]) => Command::PauseTenant(key(k)?, None),
+        ("pause", [k, Tok::Word(n)]) => {
+            let secs = n.parse::<u64>().ok().filter(|&s| s > 0).ok_or_else(usage)?;
+            Command::PauseTenant(key(k)?, Some(secs))
+        }
+        ("resume", [k]) => Command::ResumeTenant(key(k)?),
+        ("move", [k, Tok::Word(to), shard]) if to == "to" => {
+            Command::MoveTenant(key(k)?, key(shard)?)
+        }
+        _ => return Err(usage()),
+    })
+}
+
 fn syntax(q: &str) -> ParseError {
     ParseError(format!("syntax error in admin command: {q}"))
 }
@@ -231,6 +270,49 @@ fn set_usage() -> ParseError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenant_commands() {
+        assert_eq!(
+            parse("PAUSE TENANT '42'").unwrap(),
+            Command::PauseTenant("42".into(), None)
+        );
+        assert_eq!(
+            parse("pause tenant 'Acme' 10;").unwrap(),
+            Command::PauseTenant("Acme".into(), Some(10))
+        );
+        assert_eq!(
+            parse("RESUME TENANT 42").unwrap(),
+            Command::ResumeTenant("42".into())
+        );
+        assert_eq!(
+            parse("MOVE TENANT '42' TO s2").unwrap(),
+            Command::MoveTenant("42".into(), "s2".into())
+        );
+        assert_eq!(
+            parse("MOVE TENANT '42' TO \"S2\"").unwrap(),
+            Command::MoveTenant("42".into(), "S2".into())
+        );
+        // One argument is still a database named "tenant".
+        assert_eq!(
+            parse("PAUSE tenant").unwrap(),
+            Command::Pause(Some("tenant".into()))
+        );
+        for bad in [
+            "PAUSE TENANT '42' x",
+            "PAUSE TENANT '42' 0",
+            "PAUSE TENANT '42' 1 2",
+            "RESUME TENANT '42' 5",
+            "MOVE TENANT '42' s2",
+            "MOVE TENANT '42' TO",
+            "MOVE TENANT '42' INTO s2",
+            "MOVE TENANT = TO s2",
+            "MOVE '42'",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert!(!parse("MOVE TENANT '42' TO s2").unwrap().read_only());
+    }
 
     #[test]
     fn show_and_select_are_case_insensitive_with_optional_semicolon() {

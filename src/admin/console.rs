@@ -8,6 +8,7 @@
 use super::command::{self, Command, ShutdownMode};
 use super::routing;
 use super::show::{self, Table};
+use super::tenant_ops;
 use crate::app::{App, ClientHandle, Registered};
 use crate::auth::LoginError;
 use crate::config::Config;
@@ -382,6 +383,14 @@ impl Console {
                 shutdown(&app, mode);
                 Ok(Reply::Done("SHUTDOWN"))
             }
+            Command::PauseTenant(key, timeout) => tenant_ops::pause(&app, &key, timeout)
+                .await
+                .map(|()| Reply::Done("PAUSE")),
+            Command::ResumeTenant(key) => {
+                tenant_ops::resume(&app, &key).map(|()| Reply::Done("RESUME"))
+            }
+            Command::MoveTenant(key, shard) => tenant_ops::move_to(&app, &key, &shard)
+                .map(|what| Reply::Notice("MOVE TENANT", what, "MOVE")),
         }
     }
 
@@ -612,7 +621,7 @@ fn shutdown(app: &Arc<App>, mode: ShutdownMode) {
     match mode {
         ShutdownMode::Immediate | ShutdownMode::WaitForServers => {
             tracing::info!("SHUTDOWN command issued");
-            begin_shutdown(app);
+            app.begin_shutdown();
         }
         ShutdownMode::WaitForClients => {
             tracing::info!("SHUTDOWN WAIT_FOR_CLIENTS: refusing new logins, waiting for clients");
@@ -634,15 +643,10 @@ fn shutdown(app: &Arc<App>, mode: ShutdownMode) {
                         break;
                     }
                 }
-                begin_shutdown(&app);
+                app.begin_shutdown();
             });
         }
     }
-}
-
-fn begin_shutdown(app: &App) {
-    app.shutting_down.store(true, Ordering::Release);
-    app.shutdown.notify_waiters();
 }
 
 /// Parse a SET value for a duration key: a bare number is seconds (PgBouncer's

@@ -120,6 +120,13 @@ pub fn routing_decision(database: &str, source: &str) {
     routing(database, |r| r.decisions[i].increment(1));
 }
 
+/// A transaction of `database` was held because its tenant is paused
+/// (console `PAUSE TENANT`).
+pub fn tenant_held(database: &str) {
+    counter!("shardbouncer_tenant_held_transactions_total", "database" => database.to_string())
+        .increment(1);
+}
+
 /// A statement of `database` was refused because no tenant could be found.
 pub fn routing_rejected(database: &str) {
     routing(database, |r| r.rejected.increment(1));
@@ -261,6 +268,12 @@ pub fn refresh(app: &App, tenants: bool) {
             .set(f64::from(u8::from(app.admin.is_disabled(name))));
     }
     gauge!("shardbouncer_client_connections").set(app.clients.connected() as f64);
+    let paused = app.gate.paused();
+    gauge!("shardbouncer_tenants_paused").set(paused.len() as f64);
+    for (key, held) in paused {
+        // Bounded by the number of tenants an operator paused.
+        gauge!("shardbouncer_tenant_held", "tenant" => key.as_str().to_string()).set(held as f64);
+    }
     if tenants {
         gauge!("shardbouncer_tenants_tracked").set(app.tenants.len() as f64);
         for t in app.tenants.top(TOP_TENANTS) {

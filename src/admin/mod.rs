@@ -5,6 +5,7 @@
 //! - [`show`]: the SHOW tables, built from the live [`App`] state.
 //! - [`routing`]: what SHOW SHARD_MAP / ROUTE / SHARDS say about the shard maps.
 //! - [`metrics`]: the Prometheus exporter and the counters the router calls.
+//! - [`tenant_ops`]: PAUSE, MOVE and RESUME TENANT.
 //!
 //! The state the console controls ([`crate::app::AdminState`]), the client
 //! registry and the tenant statistics live in [`crate::app`], below this module,
@@ -15,6 +16,7 @@ pub mod console;
 pub mod metrics;
 pub mod routing;
 pub mod show;
+pub mod tenant_ops;
 
 use crate::app::App;
 use std::sync::atomic::Ordering;

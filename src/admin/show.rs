@@ -7,6 +7,8 @@ use crate::app::admin_state::DbTotals;
 use crate::app::{App, ClientHandle};
 use crate::config::{Config, PoolSettings, ADMIN_DBS};
 use crate::pool::Pool;
+use crate::router::shardmap::canonical_key;
+use crate::router::TenantKey;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -65,6 +67,9 @@ pub const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USE
 \tRELOAD\n\
 \tPAUSE [<db>]\n\
 \tRESUME [<db>]\n\
+\tPAUSE TENANT '<key>' [<timeout_seconds>]\n\
+\tMOVE TENANT '<key>' TO <shard>\n\
+\tRESUME TENANT '<key>'\n\
 \tDISABLE <db>\n\
 \tENABLE <db>\n\
 \tRECONNECT [<db>]\n\
@@ -834,8 +839,25 @@ pub fn tenants(app: &App, n: usize) -> Table {
         ("avg_xact_time", INT8),
         ("waiting", INT4),
         ("last_seen", TEXT),
+        ("paused", INT4),
+        ("held", INT4),
     ]);
+    let paused = app.gate.paused();
+    let snap = app.snapshot.load();
+    // Paused tenants are listed even when their statistics are not.
+    let mut unlisted: Vec<(TenantKey, usize)> = paused.clone();
     for r in app.tenants.top(n) {
+        // The gate knows tenants by their canonical spelling in the map.
+        let key = TenantKey::new(r.tenant.as_bytes()).map(|k| {
+            snap.dbs
+                .get(&r.database)
+                .and_then(|db| db.routing.as_ref())
+                .and_then(|rt| canonical_key(rt.map.key_type(), &k).ok())
+                .and_then(|c| TenantKey::new(c.as_bytes()))
+                .unwrap_or(k)
+        });
+        let p = key.and_then(|k| paused.iter().find(|(pk, _)| *pk == k));
+        unlisted.retain(|(pk, _)| Some(*pk) != key);
         t.push(vec![
             s(&r.database),
             s(&r.tenant),
@@ -846,6 +868,23 @@ pub fn tenants(app: &App, n: usize) -> Table {
             s(r.avg_xact_time_us()),
             s(r.waiting),
             s(format_time(r.last_seen)),
+            s(u8::from(p.is_some())),
+            s(p.map_or(0, |(_, held)| *held)),
+        ]);
+    }
+    for (k, held) in unlisted {
+        t.push(vec![
+            s(""),
+            s(k.as_str()),
+            s(""),
+            s(0),
+            s(0),
+            s(0),
+            s(0),
+            s(0),
+            None,
+            s(1),
+            s(held),
         ]);
     }
     t

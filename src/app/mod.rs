@@ -8,6 +8,7 @@
 
 pub mod admin_state;
 pub mod clients;
+pub mod gate;
 pub mod tenants;
 
 pub use admin_state::AdminState;
@@ -47,6 +48,9 @@ pub struct App {
     pub shutdown: Notify,
     /// Per-tenant statistics (SHOW TENANTS, tenant metrics).
     pub tenants: TenantRegistry,
+    /// Paused tenants and the transactions holding each tenant (console PAUSE,
+    /// MOVE and RESUME TENANT).
+    pub gate: Arc<gate::TenantGate>,
     /// Console state: DISABLEd / PAUSEd databases, SHUTDOWN WAIT_FOR_CLIENTS.
     pub admin: AdminState,
     /// auth_query cache, failed-login limiter, SCRAM pass-through keys.
@@ -66,6 +70,7 @@ impl App {
             shutting_down: AtomicBool::new(false),
             shutdown: Notify::new(),
             tenants: Default::default(),
+            gate: Default::default(),
             admin: Default::default(),
             auth: AuthState::default(),
         }))
@@ -121,6 +126,23 @@ impl App {
     /// published. Returns a description of what changed.
     pub fn reload(&self) -> Result<String, String> {
         self.snapshot.reload(|snap| self.apply_to_pools(snap))
+    }
+
+    /// Shutdown begins: logins are refused and sessions end at their next idle
+    /// point. Tenant pauses live in memory only, so they end with the process:
+    /// said here, for the operator who is moving a tenant.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        self.shutdown.notify_waiters();
+        let paused = self.gate.paused();
+        if !paused.is_empty() {
+            let keys: Vec<&str> = paused.iter().map(|(k, _)| k.as_str()).collect();
+            tracing::warn!(
+                "shutting down with paused tenants ({}): the pause ends with the process; \
+                 the shard map on disk is the last one MOVE TENANT wrote",
+                keys.join(", ")
+            );
+        }
     }
 
     /// Give every live pool its target and settings from `snap`, and drop the pools

@@ -553,6 +553,167 @@ fn find_range(ranges: &[IntRange], v: i64) -> Option<(usize, &IntRange)> {
     (v <= r.to).then_some((i, r))
 }
 
+/// The text of a shard map with `key` placed on `shard` by a `[tenants]`
+/// override and its `version` one higher (console `MOVE TENANT`). The edit is
+/// made in the text, so comments and layout elsewhere stay; an entry spelling
+/// the same tenant differently (`042` for bigint 42) is replaced. The result is
+/// checked before it is returned: it parses, routes `key` to `shard` as an
+/// override, has the next version, and places every other override, range and
+/// hash range exactly as before. A text the line edit cannot handle (say, an
+/// inline `tenants = {...}` table) is rewritten whole from its parsed form
+/// instead, comments lost, and checked the same way. Returns the new text and
+/// its version.
+pub fn with_override(
+    text: &str,
+    shard_names: &[String],
+    key: &TenantKey,
+    shard: &str,
+) -> Result<(String, i64), String> {
+    let old = ShardMap::parse(text, shard_names)?;
+    let idx = shard_names.iter().position(|n| n == shard).ok_or_else(|| {
+        format!(
+            "unknown shard {shard:?} (shards: {})",
+            shard_names.join(", ")
+        )
+    })?;
+    let canonical = canonical_key(old.key_type, key)?.into_owned();
+    let check = |new_text: &str| -> Result<(), String> {
+        let new = ShardMap::parse(new_text, shard_names)?;
+        let mut want = old.overrides.clone();
+        want.insert(canonical.clone(), idx);
+        let same = new.version == old.version + 1
+            && new.method == old.method
+            && new.key_type == old.key_type
+            && new.ranges == old.ranges
+            && new.hash_ranges == old.hash_ranges
+            && new.overrides == want
+            && new.route(key).map(|r| (r.shard, r.reason)) == Ok((idx, RouteReason::Override));
+        if same {
+            Ok(())
+        } else {
+            Err("internal: the edited shard map does not match the edit".into())
+        }
+    };
+    let line_edit = edit_lines(text, old.version + 1, old.key_type, &canonical, shard);
+    if let Some(t) = line_edit.filter(|t| check(t).is_ok()) {
+        return Ok((t, old.version + 1));
+    }
+    let whole = rewrite_whole(text, old.version + 1, old.key_type, &canonical, shard)?;
+    check(&whole)?;
+    Ok((whole, old.version + 1))
+}
+
+/// A TOML basic string (also a quoted key).
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// The table a header line opens (`[tenants]  # c` -> `tenants`), if it is one.
+fn header_of(line: &str) -> Option<String> {
+    let t = line.split('#').next().unwrap_or("").trim();
+    let inner = t.strip_prefix('[')?.strip_suffix(']')?;
+    Some(inner.trim().to_string())
+}
+
+/// The key of a `key = value` line, if it is one (read by TOML itself).
+fn line_key(line: &str) -> Option<String> {
+    let t: toml::Table = toml::from_str(line).ok()?;
+    let mut keys = t.keys();
+    let k = keys.next()?.clone();
+    keys.next().is_none().then_some(k)
+}
+
+/// Whether a `[tenants]` key names the tenant `canonical`.
+fn same_tenant(key_type: KeyType, written: &str, canonical: &str) -> bool {
+    TenantKey::new(written.as_bytes())
+        .and_then(|k| canonical_key(key_type, &k).ok().map(|c| c == canonical))
+        .unwrap_or(false)
+}
+
+/// The line edit of [`with_override`]; `None` when the text has a shape it does
+/// not handle.
+fn edit_lines(
+    text: &str,
+    version: i64,
+    key_type: KeyType,
+    canonical: &str,
+    shard: &str,
+) -> Option<String> {
+    let entry = format!("{} = {}", toml_str(canonical), toml_str(shard));
+    let mut out: Vec<String> = Vec::new();
+    let mut table: Option<String> = None;
+    let (mut versioned, mut tenants_seen) = (false, false);
+    let mut tenants_end = None;
+    for line in text.lines() {
+        if let Some(h) = header_of(line) {
+            table = Some(h);
+            out.push(line.to_string());
+            if table.as_deref() == Some("tenants") {
+                if tenants_seen {
+                    return None;
+                }
+                tenants_seen = true;
+                tenants_end = Some(out.len());
+            }
+            continue;
+        }
+        let key = line_key(line);
+        match (table.as_deref(), key.as_deref()) {
+            (None, Some("version")) => {
+                out.push(format!("version = {version}"));
+                versioned = true;
+            }
+            (None, Some("tenants")) => return None,
+            (Some("tenants"), Some(k)) if same_tenant(key_type, k, canonical) => {}
+            (Some("tenants"), Some(_)) => {
+                out.push(line.to_string());
+                tenants_end = Some(out.len());
+            }
+            _ => out.push(line.to_string()),
+        }
+    }
+    if !versioned {
+        return None;
+    }
+    match tenants_end {
+        Some(at) => out.insert(at, entry),
+        None => {
+            if out.last().is_some_and(|l| !l.trim().is_empty()) {
+                out.push(String::new());
+            }
+            out.push("[tenants]".to_string());
+            out.push(entry);
+        }
+    }
+    let mut s = out.join("\n");
+    s.push('\n');
+    Some(s)
+}
+
+/// The fallback of [`with_override`]: the map rewritten from its parsed form.
+fn rewrite_whole(
+    text: &str,
+    version: i64,
+    key_type: KeyType,
+    canonical: &str,
+    shard: &str,
+) -> Result<String, String> {
+    let mut t: toml::Table = toml::from_str(text).map_err(|e| format!("invalid shard map: {e}"))?;
+    t.insert("version".into(), toml::Value::Integer(version));
+    let tenants = t
+        .entry("tenants")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(tenants) = tenants else {
+        return Err("[tenants] is not a table".into());
+    };
+    tenants.retain(|k, _| !same_tenant(key_type, k, canonical));
+    tenants.insert(
+        canonical.to_string(),
+        toml::Value::String(shard.to_string()),
+    );
+    toml::to_string(&t).map_err(|e| format!("internal: writing the shard map: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::hash::{
@@ -847,5 +1008,55 @@ shard = "s1"
                 }
             }
         }
+    }
+
+    fn names3() -> Vec<String> {
+        vec!["s0".into(), "s1".into(), "s2".into()]
+    }
+
+    #[test]
+    fn with_override_edits_the_text_and_keeps_the_rest() {
+        let text = "# the map\nversion = 3 # bumped by MOVE\nmethod = \"citus\"\nkey_type = \"bigint\"\n\n[tenants]\n# Acme\n\"042\" = \"s1\"\n\"7\" = \"s0\"\n";
+        let k = TenantKey::new(b"42").unwrap();
+        let (new, v) = with_override(text, &names3(), &k, "s2").unwrap();
+        assert_eq!(v, 4);
+        assert!(new.contains("# the map") && new.contains("# Acme"), "{new}");
+        assert!(!new.contains("\"042\""), "the old spelling goes: {new}");
+        let m = ShardMap::parse(&new, &names3()).unwrap();
+        assert_eq!(m.version, 4);
+        assert_eq!(m.route(&k).unwrap().shard, 2);
+        assert_eq!(m.route(&TenantKey::new(b"7").unwrap()).unwrap().shard, 0);
+        // Moving again replaces the entry rather than adding one.
+        let (again, v) = with_override(&new, &names3(), &k, "s0").unwrap();
+        assert_eq!(v, 5);
+        assert_eq!(again.matches("\"42\"").count(), 1, "{again}");
+    }
+
+    #[test]
+    fn with_override_adds_a_tenants_table_or_rewrites_odd_shapes() {
+        let k = TenantKey::new(b"acme").unwrap();
+        let plain = "version = 1\nmethod = \"citus\"\nkey_type = \"text\"\n";
+        let (new, _) = with_override(plain, &names3(), &k, "s1").unwrap();
+        assert!(new.ends_with("[tenants]\n\"acme\" = \"s1\"\n"), "{new}");
+        let inline = "version = 1\nmethod = \"citus\"\nkey_type = \"text\"\ntenants = { acme = \"s0\", b = \"s2\" }\n";
+        let (new, v) = with_override(inline, &names3(), &k, "s1").unwrap();
+        let m = ShardMap::parse(&new, &names3()).unwrap();
+        assert_eq!((v, m.route(&k).unwrap().shard), (2, 1));
+        assert_eq!(m.route(&TenantKey::new(b"b").unwrap()).unwrap().shard, 2);
+    }
+
+    #[test]
+    fn with_override_refuses_what_it_cannot_do() {
+        let text = "version = 1\nmethod = \"citus\"\n";
+        let k = TenantKey::new(b"42").unwrap();
+        assert!(with_override(text, &names3(), &k, "s9")
+            .unwrap_err()
+            .contains("unknown shard"));
+        assert!(with_override("version = 1\n", &names3(), &k, "s1").is_err());
+        assert!(
+            with_override(text, &names3(), &TenantKey::new(b"042").unwrap(), "s1")
+                .unwrap_err()
+                .contains("canonical")
+        );
     }
 }

@@ -19,6 +19,7 @@ use super::state::{Phase, Txn};
 use super::statements::Statements;
 use super::tenancy::Tenancy;
 use super::wait::Wait;
+use crate::app::gate::TenantGate;
 use crate::app::DbRuntime;
 use crate::client::queue::OutQueue;
 use crate::protocol::{self, tag, TxStatus};
@@ -45,6 +46,10 @@ pub enum Need {
     /// The transaction is over: reset and return this server, then call
     /// [`Core::released`].
     Release(Box<Release>),
+    /// The work's tenant is paused (console `PAUSE TENANT`): wait until the
+    /// pause of this (canonical) key ends, then call [`Core::resumed`] (or
+    /// [`Core::attach_failed`] when the wait times out or is cancelled).
+    Paused(TenantKey),
     /// The session must end; the client has been told why.
     Close(End),
 }
@@ -93,6 +98,8 @@ pub struct Core {
     pub(super) settings: Settings,
     /// This attachment's counters.
     pub(super) counters: Counters,
+    /// Tenant pauses, shared by every session.
+    pub(super) gate: Arc<TenantGate>,
 }
 
 impl Core {
@@ -104,6 +111,7 @@ impl Core {
         reported: ParamSet,
         unreported: ParamSet,
         startup_tenant: Option<TenantKey>,
+        gate: Arc<TenantGate>,
     ) -> Core {
         Core {
             db,
@@ -118,6 +126,7 @@ impl Core {
             stmts: Statements::default(),
             settings: Settings::new(reported, unreported),
             counters: Counters::default(),
+            gate,
         }
     }
 
@@ -132,6 +141,9 @@ impl Core {
         }
         if self.wait.awaiting().is_some() {
             return Phase::WaitingForServer;
+        }
+        if self.wait.paused().is_some() {
+            return Phase::Paused;
         }
         match (&self.att, &self.txn) {
             (None, Txn::OnServer) => Phase::Idle,
@@ -195,7 +207,7 @@ impl Core {
     /// A reloaded configuration for this database: taken between transactions
     /// only ("the next transaction uses the new map").
     pub fn maybe_reload(&mut self, db: impl FnOnce(&DbRuntime) -> Option<Arc<DbRuntime>>) {
-        if self.att.is_none() && self.wait.awaiting().is_none() && !self.txn.is_local() {
+        if self.att.is_none() && !self.wait.busy() && !self.txn.is_local() {
             if let Some(new) = db(&self.db) {
                 self.db = new;
             }

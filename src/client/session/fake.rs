@@ -9,12 +9,15 @@
 #![allow(missing_docs)]
 
 use super::core::{Core, Need};
+use crate::app::gate::TenantGate;
 use crate::app::Snapshot;
 use crate::config::Config;
 use crate::protocol::{self, tag, TxStatus};
+use crate::router::TenantKey;
 use crate::server::{ParamSet, ServerState};
 use bytes::{BufMut, BytesMut};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 // ---------------------------------------------------------------------------
 // A scripted Postgres
@@ -305,6 +308,10 @@ pub struct Harness {
     pub client: Vec<u8>,
     /// The session ended.
     pub closed: Option<String>,
+    /// Tenant pauses (the test pauses and resumes tenants here).
+    pub gate: Arc<TenantGate>,
+    /// The work waits for this tenant's pause to end ([`Harness::resume`]).
+    pub held: Option<TenantKey>,
 }
 
 const ROUTED: &str = r#"
@@ -333,6 +340,7 @@ impl Harness {
         let snap = Snapshot::build(cfg, 1).expect("test snapshot");
         let db = snap.dbs.get(db).expect("db").clone();
         let n = db.cfg.shards.len();
+        let gate = Arc::new(TenantGate::default());
         let mut core = Core::new(
             db,
             id,
@@ -340,6 +348,7 @@ impl Harness {
             ParamSet::default(),
             ParamSet::default(),
             None,
+            gate.clone(),
         );
         core.greeted(&ParamSet::default());
         Harness {
@@ -350,7 +359,16 @@ impl Harness {
             releases: 0,
             client: Vec::new(),
             closed: None,
+            gate,
+            held: None,
         }
+    }
+
+    /// The pause the work waits for ended: route it again (same configuration).
+    pub fn resume(&mut self) {
+        self.held = None;
+        let need = self.core.resumed(None);
+        self.serve(need);
     }
 
     fn serve(&mut self, mut need: Need) {
@@ -379,6 +397,11 @@ impl Harness {
                     assert!(r.state.rbuf.is_empty(), "released with unread bytes");
                     self.releases += 1;
                     self.core.released(None)
+                }
+                Need::Paused(key) => {
+                    assert!(self.attached.is_none(), "held while attached");
+                    self.held = Some(key);
+                    break;
                 }
             };
         }

@@ -136,6 +136,7 @@ impl Session {
             login.reported,
             login.unreported,
             startup_tenant,
+            app.gate.clone(),
         );
         Session {
             app,
@@ -573,6 +574,7 @@ impl Session {
                 Need::Close(e) => return Err(e),
                 Need::Attach(shard) => self.attach(shard).await,
                 Need::Release(r) => self.release(*r).await,
+                Need::Paused(key) => self.wait_for_resume(key).await?,
             };
         }
     }
@@ -715,6 +717,136 @@ impl Session {
         let state = std::mem::replace(&mut co.conn.state, ServerState::placeholder());
         self.server = Some(Server { co, pool });
         self.core.attached(shard, state)
+    }
+
+    /// The work's tenant is paused (console `PAUSE TENANT`, see
+    /// [`crate::app::gate`]): wait for RESUME TENANT, bounded by
+    /// `query_wait_timeout` as a wait for a server is. A cancel drops the work
+    /// (57014), as it does in the pool's queue; KILL and shutdown end the
+    /// session. On resume the work is routed again with the configuration then
+    /// in force, which a MOVE TENANT has changed.
+    async fn wait_for_resume(&mut self, key: TenantKey) -> Result<Need, End> {
+        enum Outcome {
+            Resumed,
+            Cancelled,
+            TimedOut,
+            Killed,
+            Shutdown,
+        }
+        let gate = self.app.gate.clone();
+        let db_name = self.core.db().name.clone();
+        let timeout = self.core.db().settings.query_wait_timeout;
+        if !gate.is_paused(&key) {
+            // Not paused: the tenant moved after this session's configuration
+            // was built. Route the work again with the current one, if there is
+            // a newer one (else fail closed rather than go round).
+            let current = self.app.snapshot.load().generation;
+            if current == self.core.db().generation {
+                return Ok(self.core.attach_failed(PgError::new(
+                    sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!(
+                        "tenant {} moved, and the configuration in force does not route \
+                         it to its new shard yet; retry",
+                        key.as_str()
+                    ),
+                )));
+            }
+            return Ok(self.resume_with_current_config(&db_name));
+        }
+        if self.sending {
+            self.work_sent().await;
+        }
+        gate.hold(key);
+        crate::admin::metrics::tenant_held(&db_name);
+        tracing::debug!(
+            client = self.handle.id,
+            tenant = key.as_str(),
+            "held: tenant paused"
+        );
+        let deadline = tokio::time::Instant::now() + timeout.as_std();
+        let outcome = if !self.handle.cancel_step(cancel::IDLE, cancel::QUEUED) {
+            // A cancel came before this work was read (UNREAD): it was for this.
+            Outcome::Cancelled
+        } else {
+            let handle = self.handle.clone();
+            let app = self.app.clone();
+            let kill = handle.kill.notified();
+            let shutdown = app.shutdown.notified();
+            tokio::pin!(kill, shutdown);
+            kill.as_mut().enable();
+            shutdown.as_mut().enable();
+            loop {
+                let changed = gate.changed().notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if handle.killed.load(Ordering::Acquire) {
+                    break Outcome::Killed;
+                }
+                if app.shutting_down.load(Ordering::Acquire) {
+                    break Outcome::Shutdown;
+                }
+                if !gate.is_paused(&key) {
+                    break Outcome::Resumed;
+                }
+                tokio::select! {
+                    biased;
+                    () = handle.cancelled() => break Outcome::Cancelled,
+                    () = &mut kill => break Outcome::Killed,
+                    () = &mut shutdown => break Outcome::Shutdown,
+                    () = &mut changed => {}
+                    () = tokio::time::sleep_until(deadline) => break Outcome::TimedOut,
+                }
+            }
+        };
+        gate.unhold(&key);
+        let outcome = match outcome {
+            // Cancelled just as the pause ended: the cancel wins.
+            Outcome::Resumed if !self.handle.cancel_step(cancel::QUEUED, cancel::IDLE) => {
+                Outcome::Cancelled
+            }
+            Outcome::Resumed => Outcome::Resumed,
+            other => {
+                if !matches!(other, Outcome::Cancelled) {
+                    self.handle.cancel_step(cancel::QUEUED, cancel::IDLE);
+                }
+                other
+            }
+        };
+        Ok(match outcome {
+            Outcome::Resumed => self.resume_with_current_config(&db_name),
+            Outcome::Cancelled => {
+                self.handle.cancel_done();
+                self.core.attach_failed(PgError::new(
+                    sqlstate::QUERY_CANCELED,
+                    "canceling statement due to user request",
+                ))
+            }
+            Outcome::TimedOut => self.core.attach_failed(PgError::new(
+                sqlstate::QUERY_CANCELED,
+                format!(
+                    "tenant {} stayed paused (PAUSE TENANT) longer than query_wait_timeout ({})",
+                    key.as_str(),
+                    timeout
+                ),
+            )),
+            Outcome::Killed => return Err(self.killed()),
+            Outcome::Shutdown => {
+                return Err(self
+                    .core
+                    .fatal(sqlstate::ADMIN_SHUTDOWN, "shardbouncer is shutting down"))
+            }
+        })
+    }
+
+    /// Go on with held work, routed with the configuration in force now.
+    fn resume_with_current_config(&mut self, db_name: &str) -> Need {
+        match self.app.snapshot.load().dbs.get(db_name).cloned() {
+            Some(db) => self.core.resumed(Some(db)),
+            None => self.core.attach_failed(PgError::new(
+                sqlstate::INVALID_CATALOG_NAME,
+                format!("database {db_name} was removed by a configuration reload"),
+            )),
+        }
     }
 
     /// Reset the server the core gave back, account for the transaction, and

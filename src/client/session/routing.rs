@@ -9,8 +9,10 @@ use super::frames::{
 };
 use super::state::TxnEvent;
 use super::tenancy::View;
+use crate::app::gate::Blocked;
 use crate::config::PoolMode;
 use crate::protocol::{self, tag, Parse, TxStatus};
+use crate::router::shardmap::canonical_key;
 use crate::router::{self, Decision, Effects, Facts, Kind, ListenOp, Local, Source, TenantKey, Tx};
 use crate::sqlstate::{self, PgError};
 use bytes::{Bytes, BytesMut};
@@ -171,6 +173,9 @@ impl Core {
                 self.dispatch(Target::Any, unit)
             }
             Decision::Shard { shard, tenant } => {
+                if let Err((t, why)) = self.enter_tenants(tenant.map(|(t, _)| t)) {
+                    return self.tenant_blocked(t, why, unit);
+                }
                 self.dispatch(Target::Shard { shard, tenant }, unit)
             }
         }
@@ -217,6 +222,100 @@ impl Core {
             }
         }
         Decision::TenantFree
+    }
+
+    /// The tenant as the gate knows it: its canonical spelling under the map's
+    /// key type (`042` and `42` of a bigint key are one tenant).
+    fn gate_key(&self, t: TenantKey) -> TenantKey {
+        let Some(rt) = &self.db.routing else { return t };
+        match canonical_key(rt.map.key_type(), &t) {
+            Ok(std::borrow::Cow::Owned(c)) => TenantKey::new(c.as_bytes()).unwrap_or(t),
+            _ => t,
+        }
+    }
+
+    /// Hold tenant `t` for this transaction (so a PAUSE of it waits for the
+    /// transaction to end), unless it is paused, or moved since this session's
+    /// configuration was built.
+    fn enter_tenant(&mut self, t: TenantKey) -> Result<(), Blocked> {
+        let key = self.gate_key(t);
+        if self.route.holds(&key) {
+            return Ok(());
+        }
+        match self.gate.enter(key, self.client_id, self.db.generation) {
+            Ok(ticket) => {
+                self.route.keep(ticket);
+                Ok(())
+            }
+            Err(why) => Err(why),
+        }
+    }
+
+    /// Hold every tenant the unit touches: the one it was routed by and every
+    /// one it mentions (`/* tenant_id=1 */ INSERT ... VALUES (42, ..)` writes
+    /// 42's rows on 1's shard, so a pause of 42 must hold it too). All or
+    /// none: on a refusal, the tickets this unit took are given back.
+    fn enter_tenants(&mut self, routed_by: Option<TenantKey>) -> Result<(), (TenantKey, Blocked)> {
+        let before = self.route.ticket_count();
+        // (By index, not collected: routing allocates nothing per unit.)
+        for i in 0..=self.route.mention_count() {
+            let t = match (i, routed_by) {
+                (0, Some(t)) => t,
+                (0, None) => continue,
+                (i, _) => self.route.mention(i - 1),
+            };
+            if let Err(why) = self.enter_tenant(t) {
+                self.route.drop_tickets_from(before);
+                return Err((t, why));
+            }
+        }
+        Ok(())
+    }
+
+    /// The unit's tenant is paused (being moved), or moved since this session's
+    /// configuration was built: the unit waits for RESUME (the driver finds no
+    /// pause for a stale map and goes on at once) before any of it reaches a
+    /// server, and is then routed again with the configuration in force, so it
+    /// runs where the map now puts the tenant. A held BEGIN waits with it. An
+    /// idle server is given back first. A transaction already open on a server
+    /// cannot wait (it holds a server, and perhaps locks, on the old shard): the
+    /// unit is refused, and the transaction fails as Postgres would fail it.
+    fn tenant_blocked(&mut self, t: TenantKey, why: Blocked, unit: Unit) -> Need {
+        let key = self.gate_key(t);
+        let Some(a) = &self.att else {
+            self.wait.pause(key, unit);
+            return Need::Paused(key);
+        };
+        if matches!(self.tx_view(), Tx::Pinned(_)) {
+            let what = match why {
+                Blocked::Paused => "is paused (being moved)",
+                Blocked::Stale => "moved to another shard",
+            };
+            let e = PgError::new(
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "tenant {} {what} after this transaction started; retry the \
+                     transaction (it will run where the tenant is now)",
+                    t.as_str()
+                ),
+            );
+            self.unit_error(unit, &e);
+            return Need::Io;
+        }
+        if a.ext_open() {
+            // A tenant-free batch (Parse/Describe/Flush) is open: end it first.
+            if let Some(a) = self.att.as_mut() {
+                a.end_open_batch();
+            }
+            self.wait.stall(unit);
+            return Need::Io;
+        }
+        self.wait.stall(unit);
+        if !a.settled() || !a.to_server().is_empty() {
+            // Routed again once the server has answered.
+            return Need::Io;
+        }
+        self.release()
     }
 
     /// Answer work locally.

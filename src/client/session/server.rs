@@ -3,6 +3,7 @@
 
 use super::attachment::{Attachment, ScanCtx, ScanStop};
 use super::core::{Core, Need, Release};
+use crate::app::DbRuntime;
 use crate::client::expect::Entry;
 use crate::protocol::{self, tag};
 use crate::router::Effects;
@@ -10,6 +11,7 @@ use crate::server::prepared;
 use crate::server::ServerState;
 use crate::sqlstate::{self, PgError};
 use bytes::BytesMut;
+use std::sync::Arc;
 
 impl Core {
     /// Before handing a freshly checked-out server over: the statement that must
@@ -31,8 +33,27 @@ impl Core {
         if let Some(unit) = self.wait.take_stalled() {
             self.unit_error(unit, &e);
         }
+        if self.att.is_none() {
+            // Nothing of the transaction reached a server: its tenants are free.
+            self.route.release_tickets();
+        }
         self.check();
         Need::Io
+    }
+
+    /// The pause the work waited for ended (see [`Need::Paused`]). `db` is the
+    /// database as the configuration has it now: a `MOVE TENANT` may have put
+    /// the tenant on another shard, and the held work, which has not reached
+    /// any server (a held BEGIN included), is routed again with the new map.
+    pub fn resumed(&mut self, db: Option<Arc<DbRuntime>>) -> Need {
+        self.wait.unpause();
+        if let Some(db) = db {
+            if self.att.is_none() {
+                self.db = db;
+            }
+        }
+        self.check();
+        self.client_data()
     }
 
     /// The driver attached a server for `shard`: bring its settings in line with
@@ -81,7 +102,12 @@ impl Core {
         let Some(a) = self.att.as_ref() else {
             return Need::Io;
         };
-        if !a.releasable() || self.owns_server() {
+        if !a.releasable() {
+            return Need::Io;
+        }
+        if self.owns_server() {
+            // Session mode keeps its server, but the transaction is over.
+            self.route.release_tickets();
             return Need::Io;
         }
         self.release()
@@ -96,6 +122,7 @@ impl Core {
         let since = a.since;
         self.wait.begin_release();
         let tenant = self.route.take_pinned().map(|(t, _)| t);
+        self.route.release_tickets();
         if !self.txn.is_local() {
             // A SET LOCAL tenant ends with the transaction.
             self.route.end_transaction();

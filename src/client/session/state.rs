@@ -18,6 +18,7 @@
 //! | `Held` | held | none | `T` |
 //! | `HeldFailed` | failed | none | `E` |
 //! | `WaitingForServer` | any | none, one requested | as before |
+//! | `Paused` | any but on a server's | none; the tenant is paused | as before |
 //! | `Attached` | on server | attached, nothing owed | the server's |
 //! | `OutsideHeld` | held or failed | attached for tenant-free work | `T` or `E` |
 //! | `Draining` | any | answers owed | as before |
@@ -137,6 +138,9 @@ pub enum Phase {
     HeldFailed,
     /// A server was requested from the pool.
     WaitingForServer,
+    /// The work's tenant is paused (console `PAUSE TENANT`): it waits for
+    /// RESUME, with no server.
+    Paused,
     /// A server is attached and owes nothing.
     Attached,
     /// A server runs tenant-free work outside a held BEGIN.

@@ -4,6 +4,7 @@
 //! [`router::decide`]'s; this file gathers what it sees.
 
 use super::statements::Statements;
+use crate::app::gate::Ticket;
 use crate::protocol::{self, tag, Bind, Parse};
 use crate::router::bind::ParamTypes;
 use crate::router::{
@@ -35,6 +36,9 @@ pub(super) struct Tenancy {
     /// LISTEN/UNLISTEN answered here, for the driver to carry out with the
     /// pools' relays (transaction and statement modes).
     listen_ops: Vec<ListenOp>,
+    /// The tenants this transaction holds ([`crate::app::gate`]): a PAUSE of
+    /// one of them waits until the transaction ends.
+    tickets: Vec<Ticket>,
 }
 
 /// The session's view for one decision.
@@ -236,6 +240,42 @@ impl Tenancy {
             }
         });
         router::decide(rt, &view, router::Unit::batch(items), &mut self.mentions)
+    }
+
+    /// The tenants the unit decided last mentions (comments, literals, Bind
+    /// values): `i`th of [`Tenancy::mention_count`].
+    pub(super) fn mention(&self, i: usize) -> TenantKey {
+        self.mentions[i].key
+    }
+
+    /// How many tenant mentions the unit decided last has.
+    pub(super) fn mention_count(&self) -> usize {
+        self.mentions.len()
+    }
+
+    /// Tickets held so far in this transaction.
+    pub(super) fn ticket_count(&self) -> usize {
+        self.tickets.len()
+    }
+
+    /// Give back the tickets taken after the first `n`.
+    pub(super) fn drop_tickets_from(&mut self, n: usize) {
+        self.tickets.truncate(n);
+    }
+
+    /// Whether this transaction holds the (canonical) tenant `key`.
+    pub(super) fn holds(&self, key: &TenantKey) -> bool {
+        self.tickets.iter().any(|t| t.key() == key)
+    }
+
+    /// Keep a hold on a tenant until the transaction ends.
+    pub(super) fn keep(&mut self, ticket: Ticket) {
+        self.tickets.push(ticket);
+    }
+
+    /// The transaction ended: its tenants are free to be paused.
+    pub(super) fn release_tickets(&mut self) {
+        self.tickets.clear();
     }
 
     /// A LISTEN/UNLISTEN answered here, for the driver.

@@ -396,3 +396,156 @@ fn begin_then_set_tenant_in_one_batch_holds_the_begin_and_routes_the_transaction
     assert_eq!(h.client_tags(), "CZI");
     assert_eq!(h.releases, 1);
 }
+
+// ---------------------------------------------------------------------------
+// Tenant pauses (console PAUSE / MOVE / RESUME TENANT)
+// ---------------------------------------------------------------------------
+
+fn tenant(s: &str) -> crate::router::TenantKey {
+    crate::router::TenantKey::new(s.as_bytes()).unwrap()
+}
+
+#[test]
+fn a_paused_tenants_work_waits_with_no_server_and_runs_after_resume() {
+    let mut h = Harness::new("app");
+    assert!(h.gate.pause(tenant("42")));
+    h.send(&[query("SELECT * FROM t WHERE tenant_id = 42")]);
+    assert_eq!(h.held, Some(tenant("42")));
+    assert_eq!((h.core.phase(), h.attaches), (Phase::Paused, 0));
+    assert_eq!(h.client_tags(), "", "nothing is answered while held");
+    h.gate.resume(&tenant("42"));
+    h.resume();
+    assert_eq!(h.attaches, 1);
+    h.server_turn();
+    assert_eq!(h.client_tags(), "DCZI");
+    assert_eq!((h.core.phase(), h.releases), (Phase::Idle, 1));
+    assert!(
+        h.gate.holders(&tenant("42")).is_empty(),
+        "released with the server"
+    );
+}
+
+#[test]
+fn a_held_begin_waits_for_the_pause_and_is_replayed_after_it() {
+    let mut h = Harness::new("app");
+    h.send(&[query("BEGIN")]);
+    assert_eq!(h.client_tags(), "CZT");
+    h.gate.pause(tenant("42"));
+    h.send(&[query("INSERT INTO t VALUES (42)  /* tenant_id=42 */")]);
+    assert_eq!((h.core.phase(), h.attaches), (Phase::Paused, 0));
+    h.gate.resume(&tenant("42"));
+    h.resume();
+    h.server_turn();
+    let shard = h.servers.iter().position(|s| !s.log.is_empty()).unwrap();
+    let sent: Vec<String> = h.servers[shard]
+        .log
+        .iter()
+        .map(|(_, b)| String::from_utf8_lossy(cstr(b).0).into_owned())
+        .collect();
+    assert_eq!(sent[0], "BEGIN", "the held BEGIN runs first: {sent:?}");
+    assert_eq!(h.client_tags(), "DCZT");
+    // The transaction holds the tenant until it ends.
+    assert_eq!(h.gate.holders(&tenant("42")), [7]);
+    h.send(&[query("COMMIT")]);
+    h.server_turn();
+    assert_eq!(h.client_tags(), "CZI");
+    assert!(h.gate.holders(&tenant("42")).is_empty());
+}
+
+#[test]
+fn a_transaction_that_holds_the_tenant_runs_to_its_end_through_a_pause() {
+    let mut h = Harness::new("app");
+    h.send(&[query("BEGIN")]);
+    h.send(&[query("SELECT 1 FROM t WHERE tenant_id = 42")]);
+    h.server_turn();
+    assert_eq!(h.client_tags(), "CZTDCZT");
+    assert!(h.gate.pause(tenant("42")));
+    assert_eq!(
+        h.gate.holders(&tenant("42")),
+        [7],
+        "PAUSE waits for this one"
+    );
+    h.send(&[query("UPDATE t SET x = 1 WHERE tenant_id = 42")]);
+    h.server_turn();
+    assert_eq!(h.held, None);
+    assert_eq!(h.client_tags(), "DCZT");
+    h.send(&[query("COMMIT")]);
+    h.server_turn();
+    assert_eq!(h.client_tags(), "CZI");
+    assert!(
+        h.gate.holders(&tenant("42")).is_empty(),
+        "PAUSE may return now"
+    );
+    // The next transaction waits.
+    h.send(&[query("SELECT 1 FROM t WHERE tenant_id = 42")]);
+    assert_eq!(h.held, Some(tenant("42")));
+}
+
+#[test]
+fn an_open_transaction_cannot_reach_a_paused_tenant() {
+    // Find a tenant on 42's shard: the router lets one transaction name both.
+    let h0 = Harness::new("app");
+    let rt = h0.core.db().routing.clone().unwrap();
+    let shard_of = |k: &str| rt.map.route(&tenant(k)).unwrap().shard;
+    let other = (1..1000)
+        .map(|i| i.to_string())
+        .find(|k| k != "42" && shard_of(k) == shard_of("42"))
+        .unwrap();
+    let mut h = Harness::new("app");
+    h.send(&[query("BEGIN")]);
+    h.send(&[query(&format!("SELECT 1 FROM t WHERE tenant_id = {other}"))]);
+    h.server_turn();
+    h.client_tags();
+    h.gate.pause(tenant("42"));
+    h.send(&[query("SELECT 1 FROM t WHERE tenant_id = 42")]);
+    h.server_turn();
+    assert_eq!(h.client_errors(), ["55000"]);
+    assert_eq!(h.held, None);
+    // Failed as Postgres fails a statement: the transaction is aborted.
+    assert_eq!(h.core.client_status(), TxStatus::Failed);
+    h.send(&[query("ROLLBACK")]);
+    h.server_turn();
+    assert_eq!(h.core.phase(), Phase::Idle);
+}
+
+#[test]
+fn an_extended_batch_of_a_paused_tenant_waits_whole() {
+    let mut h = Harness::new("app");
+    h.gate.pause(tenant("42"));
+    h.send(&[
+        parse("", "SELECT * FROM t WHERE tenant_id = $1"),
+        bind("", &["42"]),
+        execute(),
+        sync(),
+    ]);
+    assert_eq!((h.core.phase(), h.attaches), (Phase::Paused, 0));
+    assert_eq!(h.client_tags(), "");
+    h.gate.resume(&tenant("42"));
+    h.resume();
+    h.server_turn();
+    assert_eq!(h.client_tags(), "12DCZI");
+}
+
+#[test]
+fn a_pause_holds_work_that_only_mentions_the_tenant() {
+    // Routed by tenant `other` (a comment), but it writes a row of 42 on the
+    // same shard: a pause of 42 holds it too.
+    let mut h = Harness::new("app");
+    let rt = h.core.db().routing.clone().unwrap();
+    let shard_of = |k: &str| rt.map.route(&tenant(k)).unwrap().shard;
+    let other = (1..1000)
+        .map(|i| i.to_string())
+        .find(|k| k != "42" && shard_of(k) == shard_of("42"))
+        .unwrap();
+    h.gate.pause(tenant("42"));
+    h.send(&[query(&format!(
+        "/* tenant_id={other} */ INSERT INTO t (tenant_id) VALUES (42)"
+    ))]);
+    assert_eq!((h.core.phase(), h.attaches), (Phase::Paused, 0));
+    // The other tenant's ticket was given back: pausing it does not wait.
+    assert!(h.gate.holders(&tenant(&other)).is_empty());
+    h.gate.resume(&tenant("42"));
+    h.resume();
+    h.server_turn();
+    assert_eq!(h.client_tags(), "DCZI");
+}

@@ -1,6 +1,6 @@
 //! Work the session cannot do yet, and what it waits for: the attached server to
-//! answer what is in flight, a server from the pool, or the server being reset
-//! and given back. At most one unit waits; while it does, no client byte is read.
+//! answer what is in flight, a server from the pool, the end of its tenant's
+//! pause (console `PAUSE TENANT`), or the server being reset and given back. At most one unit waits; while it does, no client byte is read.
 
 use super::inbound::Unit;
 use crate::router::TenantKey;
@@ -13,6 +13,8 @@ pub(super) struct Wait {
     /// A server was requested for this shard, for this tenant's work (SHOW
     /// TENANTS `waiting`), and not delivered yet.
     awaiting: Option<(usize, Option<TenantKey>)>,
+    /// The unit's tenant is paused: it waits for the pause to end.
+    paused: Option<TenantKey>,
     /// The server is being reset and returned.
     releasing: bool,
 }
@@ -50,9 +52,27 @@ impl Wait {
         self.awaiting.and_then(|(_, t)| t)
     }
 
-    /// The request ended (a server came, or it could not).
+    /// Keep a unit whose tenant is paused until the pause ends.
+    pub(super) fn pause(&mut self, tenant: TenantKey, unit: Unit) {
+        self.stall(unit);
+        self.paused = Some(tenant);
+    }
+
+    /// The (canonical) tenant whose pause the unit waits for.
+    pub(super) fn paused(&self) -> Option<TenantKey> {
+        self.paused
+    }
+
+    /// The pause ended: the unit is routed again.
+    pub(super) fn unpause(&mut self) {
+        self.paused = None;
+    }
+
+    /// The request ended (a server came, or it could not; a pause ended in a
+    /// timeout).
     pub(super) fn delivered(&mut self) {
         self.awaiting = None;
+        self.paused = None;
     }
 
     /// The server is being given back.
@@ -72,7 +92,7 @@ impl Wait {
 
     /// A server is requested or being given back: client work waits for it.
     pub(super) fn busy(&self) -> bool {
-        self.awaiting.is_some() || self.releasing
+        self.awaiting.is_some() || self.paused.is_some() || self.releasing
     }
 
     /// Debug-build checks, given whether a server is attached.
@@ -80,6 +100,14 @@ impl Wait {
         if self.awaiting.is_some() {
             debug_assert!(!attached, "waiting for a server while attached");
             debug_assert!(self.stalled.is_some(), "waiting for a server for nothing");
+        }
+        if self.paused.is_some() {
+            debug_assert!(!attached, "held for a paused tenant while attached");
+            debug_assert!(
+                self.stalled.is_some(),
+                "held for a paused tenant for nothing"
+            );
+            debug_assert!(self.awaiting.is_none(), "held and waiting for a server");
         }
         debug_assert!(
             !(self.releasing && attached),

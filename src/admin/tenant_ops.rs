@@ -1,0 +1,284 @@
+//! Console `PAUSE TENANT`, `MOVE TENANT` and `RESUME TENANT`: moving one tenant
+//! to another shard while its clients stay connected and see no error.
+//!
+//! The protocol (see docs/tenant-operations.md):
+//! 1. `PAUSE TENANT 'k'` closes the tenant's gate ([`crate::app::gate`]): from
+//!    then on, no transaction of the tenant starts on any database that routes
+//!    it; sessions whose next work needs the tenant wait, with no server. The
+//!    command returns once the transactions already running have ended, or
+//!    fails after its timeout, reopening the gate and naming the clients that
+//!    still held the tenant.
+//! 2. The operator copies the tenant's rows to the new shard.
+//! 3. `MOVE TENANT 'k' TO s` writes a `[tenants]` override into every shard map
+//!    file that routes the tenant (edited in place, written to a temporary file
+//!    and renamed over the old one, version bumped), and publishes a new
+//!    configuration built from them. Other shardbouncer processes watching the
+//!    files pick the change up too.
+//! 4. `RESUME TENANT 'k'` opens the gate: the waiting work is routed again,
+//!    with the new map.
+
+use crate::app::App;
+use crate::router::shardmap::{self, canonical_key};
+use crate::router::TenantKey;
+use crate::sqlstate::{self, PgError};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long PAUSE TENANT waits for running transactions by default.
+pub const DEFAULT_PAUSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A tenant as every routed database knows it: database name -> canonical key.
+fn keys_of(app: &App, key: &str) -> Result<BTreeMap<String, TenantKey>, PgError> {
+    let k = TenantKey::new(key.as_bytes()).ok_or_else(|| {
+        PgError::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            "invalid tenant key (1 to 63 bytes, no NUL)",
+        )
+    })?;
+    let snap = app.snapshot.load();
+    let mut out = BTreeMap::new();
+    for (name, db) in &snap.dbs {
+        let Some(rt) = &db.routing else { continue };
+        // A key that the map's key type cannot read is not a tenant there.
+        if let Ok(c) = canonical_key(rt.map.key_type(), &k) {
+            let c = TenantKey::new(c.as_bytes()).unwrap_or(k);
+            out.insert(name.clone(), c);
+        }
+    }
+    if out.is_empty() {
+        return Err(PgError::new(
+            sqlstate::UNDEFINED_OBJECT,
+            format!("no database routes tenant {key:?}"),
+        ));
+    }
+    Ok(out)
+}
+
+/// The distinct canonical keys (databases of different key types may spell
+/// the tenant differently).
+fn distinct(keys: &BTreeMap<String, TenantKey>) -> Vec<TenantKey> {
+    let mut v: Vec<TenantKey> = keys.values().copied().collect();
+    v.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    v.dedup();
+    v
+}
+
+/// `PAUSE TENANT key [seconds]`.
+pub async fn pause(app: &App, key: &str, timeout: Option<u64>) -> Result<(), PgError> {
+    let keys = distinct(&keys_of(app, key)?);
+    let timeout = timeout.map_or(DEFAULT_PAUSE_TIMEOUT, Duration::from_secs);
+    let mut paused = Vec::new();
+    for k in &keys {
+        if app.gate.pause(*k) {
+            paused.push(*k);
+        } else {
+            for p in &paused {
+                app.gate.resume(p);
+            }
+            return Err(PgError::new(
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("tenant {key:?} is already paused"),
+            ));
+        }
+    }
+    tracing::info!(tenant = key, "PAUSE TENANT: new transactions are held");
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut left = Vec::new();
+    for k in &keys {
+        let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
+        left.extend(app.gate.drained(k, rest).await);
+    }
+    if left.is_empty() {
+        tracing::info!(
+            tenant = key,
+            "PAUSE TENANT: paused (a restart of shardbouncer ends the pause)"
+        );
+        return Ok(());
+    }
+    for k in &keys {
+        app.gate.resume(k);
+    }
+    left.sort_unstable();
+    left.dedup();
+    let clients = left
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::warn!(tenant = key, clients, "PAUSE TENANT timed out; resumed");
+    Err(PgError::new(
+        sqlstate::QUERY_CANCELED,
+        format!(
+            "PAUSE TENANT {key:?} timed out after {} s: client(s) {clients} (SHOW CLIENTS) \
+             still hold transactions of it; the tenant was not paused",
+            timeout.as_secs()
+        ),
+    ))
+}
+
+/// `RESUME TENANT key`.
+pub fn resume(app: &App, key: &str) -> Result<(), PgError> {
+    let mut any = false;
+    for k in distinct(&keys_of(app, key)?) {
+        any |= app.gate.resume(&k);
+    }
+    if !any {
+        return Err(PgError::new(
+            sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("tenant {key:?} is not paused"),
+        ));
+    }
+    tracing::info!(tenant = key, "RESUME TENANT: held transactions go on");
+    Ok(())
+}
+
+/// `MOVE TENANT key TO shard`: returns a description of what was written.
+pub fn move_to(app: &App, key: &str, shard: &str) -> Result<String, PgError> {
+    let keys = keys_of(app, key)?;
+    if let Some(k) = distinct(&keys).iter().find(|k| !app.gate.is_paused(k)) {
+        return Err(PgError::new(
+            sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "tenant {:?} is not paused: run PAUSE TENANT {key:?} first, so that no \
+                 transaction of it runs while it moves",
+                k.as_str()
+            ),
+        ));
+    }
+    let snap = app.snapshot.load_full();
+    // Every map file to edit, with the shard lists of the databases that use it.
+    let mut files: BTreeMap<PathBuf, Vec<(String, Vec<String>)>> = BTreeMap::new();
+    for name in keys.keys() {
+        let db = &snap.dbs[name];
+        let names: Vec<String> = db.cfg.shards.iter().map(|s| s.name.clone()).collect();
+        if !names.iter().any(|n| n == shard) {
+            return Err(PgError::new(
+                sqlstate::UNDEFINED_OBJECT,
+                format!(
+                    "database {name} has no shard {shard:?} (shards: {})",
+                    names.join(", ")
+                ),
+            ));
+        }
+        let Some(path) = db.routing.as_ref().and_then(|r| r.map_source.clone()) else {
+            return Err(PgError::new(
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "database {name} has no shard_map file for MOVE TENANT to write \
+                     (set [databases.{name}.routing] shard_map)"
+                ),
+            ));
+        };
+        files.entry(path).or_default().push((name.clone(), names));
+    }
+    let k = TenantKey::new(key.as_bytes()).expect("checked by keys_of");
+    // Everything is computed and checked before anything is written.
+    let mut edits = Vec::new();
+    for (path, dbs) in &files {
+        let file_err = |e: String| {
+            PgError::new(
+                sqlstate::CONFIG_FILE_ERROR,
+                format!("shard map {}: {e}; nothing was changed", path.display()),
+            )
+        };
+        let old = crate::config::read_settled(path).map_err(|e| file_err(e.to_string()))?;
+        let (new, version) =
+            shardmap::with_override(&old, &dbs[0].1, &k, shard).map_err(file_err)?;
+        for (name, names) in &dbs[1..] {
+            let m = shardmap::ShardMap::parse(&new, names)
+                .map_err(|e| file_err(format!("for database {name}: {e}")))?;
+            let to = m.route(&k).map_err(file_err)?.shard;
+            if names[to] != shard {
+                return Err(file_err(format!(
+                    "database {name} would not route it to {shard}"
+                )));
+            }
+        }
+        edits.push((path.clone(), old, new, version));
+    }
+    let mut written: Vec<(PathBuf, String)> = Vec::new();
+    for (path, old, new, _) in &edits {
+        if let Err(e) = write_atomically(path, new) {
+            restore(&written);
+            return Err(PgError::new(
+                sqlstate::CONFIG_FILE_ERROR,
+                format!("writing {}: {e}; nothing was changed", path.display()),
+            ));
+        }
+        written.push((path.clone(), old.clone()));
+    }
+    // The files are in place: publish a configuration built from them (the
+    // file watcher would too, a moment later).
+    match app.snapshot.modify(|_| Ok(())) {
+        Ok(new) => {
+            // Work routed with an older configuration must not reach the old shard.
+            for k in distinct(&keys) {
+                app.gate.moved(k, new.generation);
+            }
+            for name in keys.keys() {
+                let db = &new.dbs[name];
+                let rt = db.routing.as_ref().expect("routed");
+                let at = rt.map.route(&k).map(|r| r.shard);
+                if at.ok().map(|i| db.cfg.shards[i].name.as_str()) != Some(shard) {
+                    tracing::error!(
+                        database = name,
+                        "MOVE TENANT: the new map does not route the tenant to {shard}"
+                    );
+                }
+            }
+        }
+        Err(e) => {
+            restore(&written);
+            return Err(PgError::new(
+                sqlstate::CONFIG_FILE_ERROR,
+                format!("the new shard map was refused ({e}); the old one was put back"),
+            ));
+        }
+    }
+    let what = edits
+        .iter()
+        .map(|(p, _, _, v)| format!("{} version {v}", p.display()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::info!(tenant = key, shard, "MOVE TENANT: {what}");
+    Ok(format!("tenant {key:?} now routes to {shard} ({what})"))
+}
+
+/// Replace `path` with `text` so that a reader sees the old file or the new
+/// one, never a part: written beside it, synced, then renamed over it.
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.shardbouncer-{}", std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            f.set_permissions(meta.permissions())?;
+        }
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Put back map files already replaced (a later step failed).
+fn restore(written: &[(PathBuf, String)]) {
+    for (path, old) in written {
+        if let Err(e) = write_atomically(path, old) {
+            tracing::error!("MOVE TENANT: could not restore {}: {e}", path.display());
+        }
+    }
+}

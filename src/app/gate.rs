@@ -1,0 +1,367 @@
+//! Tenant pauses (console `PAUSE TENANT`, `MOVE TENANT`, `RESUME TENANT`) and
+//! the transactions that hold each tenant.
+//!
+//! A session takes a [`Ticket`] for a tenant when a unit of work is routed to
+//! that tenant's shard, and gives it back when its transaction ends (the server
+//! is released). Taking a ticket and pausing the tenant happen under the same
+//! lock, so there is no moment where a pause has been declared and a new
+//! transaction of that tenant can still start: once [`TenantGate::pause`]
+//! returns, the tenant's holders can only go down, and the console waits for
+//! them to reach zero before it reports the tenant paused.
+//!
+//! A tenant that `MOVE TENANT` moved is also closed to work routed with a map
+//! older than the move ([`Blocked::Stale`]): a session keeps its configuration
+//! for a whole transaction (and across a held BEGIN), and its next statement
+//! must not reach the tenant's old shard with it.
+//!
+//! Keys are canonical (see [`crate::router::shardmap::canonical_key`]): `042`
+//! and `42` of a bigint key are one tenant. The gate is in memory only: a
+//! restart ends every pause (logged at shutdown), and the shard map on disk is
+//! always one that a reload accepted.
+
+use crate::router::TenantKey;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+const SHARDS: usize = 16;
+
+/// What the gate knows of one tenant.
+#[derive(Debug, Default)]
+struct Entry {
+    /// Client ids holding a ticket (one per ticket).
+    holders: Vec<i32>,
+    /// New transactions wait.
+    paused: bool,
+    /// Sessions waiting for the pause to end.
+    held: usize,
+}
+
+impl Entry {
+    fn unused(&self) -> bool {
+        self.holders.is_empty() && !self.paused && self.held == 0
+    }
+}
+
+/// Pauses and holders of every tenant.
+pub struct TenantGate {
+    shards: [Mutex<HashMap<TenantKey, Entry>>; SHARDS],
+    /// Tenants paused now.
+    paused: AtomicUsize,
+    /// Fired when a pause ends, or a paused tenant's last holder leaves.
+    changed: Notify,
+    /// Tenants moved, with the configuration generation that first routes
+    /// each where it is now (kept: one entry per tenant ever moved).
+    moved: Mutex<HashMap<TenantKey, u64>>,
+    /// The highest generation in `moved` (0: none): work routed with a newer
+    /// configuration needs no look.
+    last_move: AtomicU64,
+}
+
+impl Default for TenantGate {
+    fn default() -> TenantGate {
+        TenantGate {
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            paused: AtomicUsize::new(0),
+            changed: Notify::new(),
+            moved: Mutex::new(HashMap::new()),
+            last_move: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Why work may not hold a tenant now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocked {
+    /// The tenant is paused: the work waits for [`TenantGate::resume`].
+    Paused,
+    /// The tenant moved after the configuration the work was routed with was
+    /// built: route it again with the current one.
+    Stale,
+}
+
+/// A transaction's hold on a tenant; given back when dropped.
+pub struct Ticket {
+    gate: Arc<TenantGate>,
+    key: TenantKey,
+    client: i32,
+}
+
+impl Ticket {
+    /// The (canonical) tenant held.
+    pub fn key(&self) -> &TenantKey {
+        &self.key
+    }
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ticket({:?}, client {})", self.key, self.client)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.gate.exit(&self.key, self.client);
+    }
+}
+
+impl TenantGate {
+    fn shard(&self, key: &TenantKey) -> MutexGuard<'_, HashMap<TenantKey, Entry>> {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        self.shards[h.finish() as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hold `key` for a transaction of `client` whose work was routed with
+    /// configuration `generation`, unless the tenant is paused or moved since.
+    pub fn enter(
+        self: &Arc<Self>,
+        key: TenantKey,
+        client: i32,
+        generation: u64,
+    ) -> Result<Ticket, Blocked> {
+        let mut map = self.shard(&key);
+        let e = map.entry(key).or_default();
+        if e.paused {
+            return Err(Blocked::Paused);
+        }
+        if self.stale(&key, generation) {
+            if e.unused() {
+                map.remove(&key);
+            }
+            return Err(Blocked::Stale);
+        }
+        e.holders.push(client);
+        Ok(Ticket {
+            gate: self.clone(),
+            key,
+            client,
+        })
+    }
+
+    fn exit(&self, key: &TenantKey, client: i32) {
+        let mut map = self.shard(key);
+        let Some(e) = map.get_mut(key) else { return };
+        if let Some(i) = e.holders.iter().position(|&c| c == client) {
+            e.holders.swap_remove(i);
+        }
+        let drained = e.paused && e.holders.is_empty();
+        if e.unused() {
+            map.remove(key);
+        }
+        drop(map);
+        if drained {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Whether `key` moved after configuration `generation` was built.
+    fn stale(&self, key: &TenantKey, generation: u64) -> bool {
+        if generation >= self.last_move.load(Ordering::Acquire) {
+            return false;
+        }
+        let moved = self.moved.lock().unwrap_or_else(|p| p.into_inner());
+        moved.get(key).is_some_and(|&g| g > generation)
+    }
+
+    /// `key` moved: configuration `generation` is the first that routes it to
+    /// its new shard. Work routed with an older one is sent back
+    /// ([`Blocked::Stale`]).
+    pub fn moved(&self, key: TenantKey, generation: u64) {
+        let mut moved = self.moved.lock().unwrap_or_else(|p| p.into_inner());
+        moved.insert(key, generation);
+        self.last_move.fetch_max(generation, Ordering::AcqRel);
+    }
+
+    /// Whether new transactions of `key` wait.
+    pub fn is_paused(&self, key: &TenantKey) -> bool {
+        if self.paused.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.shard(key).get(key).is_some_and(|e| e.paused)
+    }
+
+    /// Pause `key`: from now on no transaction of it starts. `false` if it was
+    /// paused already.
+    pub fn pause(&self, key: TenantKey) -> bool {
+        let mut map = self.shard(&key);
+        let e = map.entry(key).or_default();
+        if e.paused {
+            return false;
+        }
+        e.paused = true;
+        self.paused.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// End the pause of `key`: the sessions held wake up. `false` if it was not
+    /// paused.
+    pub fn resume(&self, key: &TenantKey) -> bool {
+        let mut map = self.shard(key);
+        let Some(e) = map.get_mut(key) else {
+            return false;
+        };
+        if !e.paused {
+            return false;
+        }
+        e.paused = false;
+        if e.unused() {
+            map.remove(key);
+        }
+        drop(map);
+        self.paused.fetch_sub(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
+        true
+    }
+
+    /// Clients holding `key` now (one id per transaction), sorted.
+    pub fn holders(&self, key: &TenantKey) -> Vec<i32> {
+        let mut v = self
+            .shard(key)
+            .get(key)
+            .map(|e| e.holders.clone())
+            .unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
+
+    /// A session starts waiting for `key`'s pause to end ([`TenantGate::unhold`]
+    /// when it stops).
+    pub fn hold(&self, key: TenantKey) {
+        self.shard(&key).entry(key).or_default().held += 1;
+    }
+
+    /// A session stopped waiting for `key`.
+    pub fn unhold(&self, key: &TenantKey) {
+        let mut map = self.shard(key);
+        if let Some(e) = map.get_mut(key) {
+            e.held = e.held.saturating_sub(1);
+            if e.unused() {
+                map.remove(key);
+            }
+        }
+    }
+
+    /// Fired when a pause ends or a paused tenant's last holder leaves. Create
+    /// the future (and `enable` it) before checking the condition.
+    pub fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
+    /// The paused tenants, with the sessions each holds, sorted by key.
+    pub fn paused(&self) -> Vec<(TenantKey, usize)> {
+        if self.paused.load(Ordering::Acquire) == 0 {
+            return Vec::new();
+        }
+        let mut v: Vec<(TenantKey, usize)> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                let map = s.lock().unwrap_or_else(|p| p.into_inner());
+                map.iter()
+                    .filter(|(_, e)| e.paused)
+                    .map(|(k, e)| (*k, e.held))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        v
+    }
+
+    /// Wait until `key` has no holder, or `timeout` passes. Returns the holders
+    /// left (empty: drained).
+    pub async fn drained(&self, key: &TenantKey, timeout: std::time::Duration) -> Vec<i32> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let left = self.holders(key);
+            if left.is_empty() {
+                return left;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.holders(key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> TenantKey {
+        TenantKey::new(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_pause_stops_new_tickets_and_counts_the_old_ones() {
+        let g = Arc::new(TenantGate::default());
+        let t1 = g.enter(key("42"), 1, 1).unwrap();
+        let t2 = g.enter(key("42"), 2, 1).unwrap();
+        let _other = g.enter(key("7"), 3, 1).unwrap();
+        assert!(g.pause(key("42")));
+        assert!(!g.pause(key("42")), "paused twice");
+        assert_eq!(g.enter(key("42"), 4, 1).unwrap_err(), Blocked::Paused);
+        assert!(g.enter(key("7"), 5, 1).is_ok(), "other tenants run");
+        assert_eq!(g.holders(&key("42")), vec![1, 2]);
+        drop(t1);
+        assert_eq!(g.holders(&key("42")), vec![2]);
+        drop(t2);
+        assert!(g.holders(&key("42")).is_empty());
+        assert_eq!(g.paused(), vec![(key("42"), 0)]);
+        assert!(g.resume(&key("42")));
+        assert!(!g.resume(&key("42")));
+        assert!(g.enter(key("42"), 4, 1).is_ok());
+        assert!(g.paused().is_empty());
+    }
+
+    #[test]
+    fn work_routed_before_a_move_is_sent_back() {
+        let g = Arc::new(TenantGate::default());
+        g.moved(key("42"), 5);
+        assert_eq!(g.enter(key("42"), 1, 4).unwrap_err(), Blocked::Stale);
+        assert!(g.enter(key("42"), 1, 5).is_ok());
+        assert!(
+            g.enter(key("7"), 1, 4).is_ok(),
+            "other tenants did not move"
+        );
+    }
+
+    #[test]
+    fn entries_go_away_when_unused() {
+        let g = Arc::new(TenantGate::default());
+        drop(g.enter(key("1"), 1, 1).unwrap());
+        g.hold(key("2"));
+        g.unhold(&key("2"));
+        assert!(g.shards.iter().all(|s| s.lock().unwrap().is_empty()));
+    }
+
+    #[tokio::test]
+    async fn drained_wakes_when_the_last_holder_leaves() {
+        let g = Arc::new(TenantGate::default());
+        let t = g.enter(key("42"), 9, 1).unwrap();
+        g.pause(key("42"));
+        let g2 = g.clone();
+        let waiter = tokio::spawn(async move {
+            g2.drained(&key("42"), std::time::Duration::from_secs(30))
+                .await
+        });
+        tokio::task::yield_now().await;
+        drop(t);
+        assert!(waiter.await.unwrap().is_empty());
+        let _t = g.enter(key("7"), 1, 1).unwrap();
+        g.pause(key("7"));
+        let left = g
+            .drained(&key("7"), std::time::Duration::from_millis(10))
+            .await;
+        assert_eq!(left, vec![1], "a timeout reports who still holds it");
+    }
+}

@@ -1,0 +1,530 @@
+//! Moving one tenant to another shard with PAUSE, MOVE and RESUME TENANT while
+//! every tenant keeps working: real shards, real data, the real binary.
+//!
+//! Three shards (s0, s1, s2), each a Postgres cluster with the same `accounts`
+//! table. Every row records the port of the server that inserted it
+//! (`current_setting('port')`), so the data itself proves which shard ran each
+//! transaction. Tenant 42 starts on s0 and moves to s2; tenants 1 (s0) and 2
+//! (s1) run beside it the whole time.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::{eventually, Bouncer, PgCluster, APP_PASSWORD, APP_USER};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+const MAP: &str = "# Tenants that have their own shard, or share one on purpose.
+version = 1
+method = \"citus\"
+key_type = \"bigint\"
+
+[tenants]
+# Acme: hot, about to move.
+\"42\" = \"s0\"
+\"1\" = \"s0\"
+\"2\" = \"s1\"
+\"7\" = \"s1\"
+";
+
+fn config(shards: &[PgCluster]) -> String {
+    format!(
+        r#"[listen]
+addr = "127.0.0.1:{{PORT}}"
+[pool]
+default_pool_size = 6
+server_connect_timeout = "2s"
+query_wait_timeout = "60s"
+[auth]
+type = "scram-sha-256"
+[[users]]
+name = "app"
+password = "secret"
+[[users]]
+name = "admin"
+password = "admin"
+[admin]
+users = ["admin"]
+[databases.app]
+server_user = "app"
+server_password = "secret"
+shards = [ {} ]
+[databases.app.routing]
+key = "tenant_id"
+shard_map = "{{DIR}}/shardmap.toml"
+"#,
+        support::shard_list(shards.iter())
+    )
+}
+
+struct Setup {
+    shards: Vec<PgCluster>,
+    b: Bouncer,
+}
+
+fn setup() -> Setup {
+    let shards: Vec<PgCluster> = (0..3).map(|_| PgCluster::start()).collect();
+    for c in &shards {
+        c.psql(
+            "app",
+            "CREATE TABLE accounts (tenant_id bigint NOT NULL, n bigint NOT NULL, port text NOT NULL);
+             ALTER TABLE accounts OWNER TO app;",
+        );
+    }
+    let b = Bouncer::start_with_files(&config(&shards), &[("shardmap.toml", MAP)]);
+    Setup { shards, b }
+}
+
+async fn connect(b: &Bouncer, user: &str, password: &str, db: &str) -> Client {
+    let (c, conn) = tokio_postgres::connect(&b.conn_str(user, password, db), NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {user}@{db}: {e}"));
+    tokio::spawn(conn);
+    c
+}
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_default()
+}
+
+fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
+/// Rows of a simple query, as text.
+async fn rows(c: &Client, sql: &str) -> Result<Vec<Vec<String>>, tokio_postgres::Error> {
+    Ok(c.simple_query(sql)
+        .await?
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect())
+}
+
+/// A console command; its error as (SQLSTATE, message).
+async fn console(a: &Client, sql: &str) -> Result<(), (String, String)> {
+    a.simple_query(sql)
+        .await
+        .map(|_| ())
+        .map_err(|e| (code(&e), message(&e)))
+}
+
+/// SHOW TENANTS: (paused, held) of `tenant`, if listed.
+async fn tenant_state(a: &Client, tenant: &str) -> Option<(String, String)> {
+    let msgs = a.simple_query("SHOW TENANTS").await.expect("SHOW TENANTS");
+    msgs.into_iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) if r.get("tenant") == Some(tenant) => Some((
+            r.get("paused").unwrap_or("").to_string(),
+            r.get("held").unwrap_or("").to_string(),
+        )),
+        _ => None,
+    })
+}
+
+/// `(tenant_id, n)` of every row a shard holds.
+fn shard_rows(c: &PgCluster) -> BTreeSet<(i64, i64)> {
+    c.psql("app", "SELECT tenant_id || ' ' || n FROM accounts")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (t, n) = l.trim().split_once(' ').expect("row");
+            (t.parse().unwrap(), n.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Where the move stands, as the writers see it when a transaction starts.
+const BEFORE: u8 = 0;
+const PAUSED: u8 = 1;
+const RESUMED: u8 = 2;
+
+/// One acknowledged transaction.
+#[derive(Debug, Clone)]
+struct Done {
+    tenant: i64,
+    n: i64,
+    port: String,
+    started: u8,
+    finished: u8,
+    latency: Duration,
+}
+
+#[derive(Default)]
+struct Log {
+    done: Mutex<Vec<Done>>,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Log {
+    fn count(&self, tenant: i64, started: u8) -> usize {
+        self.done
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.tenant == tenant && d.started == started)
+            .count()
+    }
+}
+
+/// A client of `tenant` writing until `stop`: in turn an autocommit INSERT
+/// (simple protocol), a parameterised INSERT (extended protocol, the tenant in
+/// a Bind value) and an explicit transaction (a held BEGIN, then the INSERT).
+async fn writer(
+    b_port: String,
+    tenant: i64,
+    id: i64,
+    phase: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+    log: Arc<Log>,
+) {
+    let (c, conn) = tokio_postgres::connect(&b_port, NoTls)
+        .await
+        .expect("writer connect");
+    tokio::spawn(conn);
+    let insert = c
+        .prepare("INSERT INTO accounts (tenant_id, n, port) VALUES ($1::bigint, $2::bigint, current_setting('port')) RETURNING port")
+        .await
+        .expect("prepare");
+    let mut i = 0;
+    while !stop.load(Ordering::Acquire) {
+        i += 1;
+        let n = id * 1_000_000 + i;
+        let started = phase.load(Ordering::Acquire);
+        let t0 = Instant::now();
+        let sql = format!(
+            "INSERT INTO accounts (tenant_id, n, port) VALUES ({tenant}, {n}, current_setting('port')) RETURNING port"
+        );
+        let res: Result<String, tokio_postgres::Error> = match i % 3 {
+            0 => rows(&c, &sql).await.map(|r| r[0][0].clone()),
+            1 => c.query_one(&insert, &[&tenant, &n]).await.map(|r| r.get(0)),
+            _ => {
+                async {
+                    c.simple_query("BEGIN").await?;
+                    let port = rows(&c, &sql).await?[0][0].clone();
+                    c.simple_query("COMMIT").await?;
+                    Ok(port)
+                }
+                .await
+            }
+        };
+        match res {
+            Ok(port) => log.done.lock().unwrap().push(Done {
+                tenant,
+                n,
+                port,
+                started,
+                finished: phase.load(Ordering::Acquire),
+                latency: t0.elapsed(),
+            }),
+            Err(e) => {
+                log.errors.lock().unwrap().push(format!(
+                    "tenant {tenant} writer {id}: {}: {}",
+                    code(&e),
+                    message(&e)
+                ));
+                if e.is_closed() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn p99(mut v: Vec<Duration>) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort();
+    v[(v.len() * 99 / 100).min(v.len() - 1)]
+}
+
+/// The README's copy step: the tenant's rows from one shard into another,
+/// through psql.
+fn copy_tenant(from: &PgCluster, to: &PgCluster, tenant: i64) {
+    let psql = |c: &PgCluster| {
+        format!(
+            "psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p {} -U {APP_USER} -d app",
+            c.port
+        )
+    };
+    let script = format!(
+        "set -o pipefail; {} -c \"\\copy (SELECT * FROM accounts WHERE tenant_id = {tenant}) TO STDOUT\" \
+         | {} -c \"\\copy accounts FROM STDIN\"",
+        psql(from),
+        psql(to)
+    );
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .env("PGPASSWORD", APP_PASSWORD)
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "copy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_moves_under_load_with_no_client_error_and_no_row_lost() {
+    let Setup { shards, b } = setup();
+    let ports: Vec<String> = shards.iter().map(|c| c.port.to_string()).collect();
+    let admin = connect(&b, "admin", "admin", "pgbouncer").await;
+    let phase = Arc::new(AtomicU8::new(BEFORE));
+    let stop = Arc::new(AtomicBool::new(false));
+    let log = Arc::new(Log::default());
+    let mut tasks = Vec::new();
+    let conn = b.conn_str("app", "secret", "app");
+    for (tenant, writers) in [(42, 3), (1, 2), (2, 2)] {
+        for w in 0..writers {
+            tasks.push(tokio::spawn(writer(
+                conn.clone(),
+                tenant,
+                tenant * 10 + w,
+                phase.clone(),
+                stop.clone(),
+                log.clone(),
+            )));
+        }
+    }
+    // Baseline traffic for everyone.
+    eventually(Duration::from_secs(30), "baseline traffic", || async {
+        [42, 1, 2].iter().all(|&t| log.count(t, BEFORE) >= 30)
+    })
+    .await;
+
+    // 1. PAUSE: returns once no transaction of 42 runs.
+    console(&admin, "PAUSE TENANT '42'")
+        .await
+        .expect("PAUSE TENANT");
+    phase.store(PAUSED, Ordering::Release);
+    let done_42 = log.count(42, BEFORE);
+    // Every writer of 42 is held (with no server), and the others go on.
+    eventually(Duration::from_secs(30), "42's writers held", || async {
+        tenant_state(&admin, "42").await == Some(("1".into(), "3".into()))
+    })
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "other tenants run while 42 is paused",
+        || async { log.count(1, PAUSED) >= 30 && log.count(2, PAUSED) >= 30 },
+    )
+    .await;
+    // Nothing of 42 that started after PAUSE returned has completed.
+    assert_eq!(
+        log.count(42, PAUSED),
+        0,
+        "a transaction of 42 ran during the pause"
+    );
+    let during: Vec<Done> = log.done.lock().unwrap().clone();
+
+    // 2. Copy 42's rows to s2; 3. MOVE; 4. RESUME; then clean the old shard.
+    copy_tenant(&shards[0], &shards[2], 42);
+    console(&admin, "MOVE TENANT '42' TO s2")
+        .await
+        .expect("MOVE TENANT");
+    let map = std::fs::read_to_string(b.dir.join("shardmap.toml")).unwrap();
+    assert!(
+        map.contains("\"42\" = \"s2\"") && map.contains("version = 2"),
+        "{map}"
+    );
+    assert!(
+        map.contains("# Acme: hot, about to move."),
+        "comments kept: {map}"
+    );
+    phase.store(RESUMED, Ordering::Release);
+    console(&admin, "RESUME TENANT '42'")
+        .await
+        .expect("RESUME TENANT");
+    eventually(
+        Duration::from_secs(30),
+        "traffic after the move",
+        || async { [42, 1, 2].iter().all(|&t| log.count(t, RESUMED) >= 30) },
+    )
+    .await;
+    stop.store(true, Ordering::Release);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    shards[0].psql("app", "DELETE FROM accounts WHERE tenant_id = 42");
+
+    let errors = log.errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "client errors: {errors:#?}");
+    let done = log.done.lock().unwrap().clone();
+    let on: Vec<BTreeSet<(i64, i64)>> = shards.iter().map(shard_rows).collect();
+    for d in &done {
+        let lives = match d.tenant {
+            42 => 2,
+            1 => 0,
+            _ => 1,
+        };
+        assert!(
+            on[lives].contains(&(d.tenant, d.n)),
+            "acknowledged row missing: {d:?}"
+        );
+        if d.tenant != 42 {
+            assert_eq!(d.port, ports[lives], "ran on the wrong shard: {d:?}");
+        } else if d.port == ports[0] {
+            // On the old shard: it started before PAUSE returned (and its row
+            // was copied, checked above).
+            assert_eq!(
+                d.started, BEFORE,
+                "ran on the old shard after the pause: {d:?}"
+            );
+        } else {
+            // On the new shard: only after RESUME (held work included).
+            assert_eq!(d.port, ports[2], "{d:?}");
+            assert_eq!(
+                d.finished, RESUMED,
+                "ran on the new shard before RESUME: {d:?}"
+            );
+        }
+    }
+    // Nothing of 42 is left anywhere but s2, and s2 holds only 42.
+    assert!(on[0].iter().all(|(t, _)| *t == 1));
+    assert!(on[1].iter().all(|(t, _)| *t == 2));
+    assert!(on[2].iter().all(|(t, _)| *t == 42));
+    assert!(done.iter().filter(|d| d.tenant == 42).count() > done_42);
+    // Latency of the others, for the record (speed is measured in benchmarks,
+    // not asserted in tests).
+    for t in [1, 2] {
+        let lat = |p: u8| {
+            p99(during
+                .iter()
+                .chain(done.iter())
+                .filter(|d| d.tenant == t && d.started == p)
+                .map(|d| d.latency)
+                .collect())
+        };
+        eprintln!(
+            "tenant {t}: p99 {:?} before the pause, {:?} while 42 was paused",
+            lat(BEFORE),
+            lat(PAUSED)
+        );
+    }
+    // SHOW TENANTS no longer shows 42 paused.
+    assert_eq!(
+        tenant_state(&admin, "42").await.map(|s| s.0),
+        Some("0".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_commands_fail_clearly_and_change_nothing() {
+    let Setup { shards, mut b } = setup();
+    let ports: Vec<String> = shards.iter().map(|c| c.port.to_string()).collect();
+    let admin = connect(&b, "admin", "admin", "pgbouncer").await;
+    let map_path = b.dir.join("shardmap.toml");
+    let map_before = std::fs::read_to_string(&map_path).unwrap();
+    let app = connect(&b, "app", "secret", "app").await;
+    let port_of = |t: i64| format!("SELECT current_setting('port') /* tenant_id={t} */");
+
+    // MOVE of a tenant that is not paused.
+    let (c, m) = console(&admin, "MOVE TENANT '42' TO s2").await.unwrap_err();
+    assert_eq!(c, "55000", "{m}");
+    assert!(m.contains("not paused"), "{m}");
+    // RESUME of a tenant that is not paused.
+    assert_eq!(
+        console(&admin, "RESUME TENANT '42'").await.unwrap_err().0,
+        "55000"
+    );
+    // A key no map can read.
+    assert_eq!(
+        console(&admin, "PAUSE TENANT 'abc'").await.unwrap_err().0,
+        "42704"
+    );
+
+    // PAUSE, then MOVE to an unknown shard: refused, map untouched.
+    console(&admin, "PAUSE TENANT '42'").await.unwrap();
+    let (c, m) = console(&admin, "PAUSE TENANT '42'").await.unwrap_err();
+    assert_eq!(
+        (c.as_str(), m.contains("already paused")),
+        ("55000", true),
+        "{m}"
+    );
+    let (c, m) = console(&admin, "MOVE TENANT '42' TO s9").await.unwrap_err();
+    assert_eq!(c, "42704", "{m}");
+    assert!(m.contains("s9"), "{m}");
+    assert_eq!(std::fs::read_to_string(&map_path).unwrap(), map_before);
+
+    // A transaction of 42 is held while paused; RESUME without MOVE runs it
+    // on the old shard.
+    let held = {
+        let conn = b.conn_str("app", "secret", "app");
+        tokio::spawn(async move {
+            let (c, conn) = tokio_postgres::connect(&conn, NoTls).await.unwrap();
+            tokio::spawn(conn);
+            rows(&c, "SELECT current_setting('port') /* tenant_id=42 */").await
+        })
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the query of 42 is held",
+        || async { tenant_state(&admin, "42").await == Some(("1".into(), "1".into())) },
+    )
+    .await;
+    assert!(!held.is_finished());
+    // Another tenant on the same shard is not held.
+    assert_eq!(rows(&app, &port_of(1)).await.unwrap()[0][0], ports[0]);
+    console(&admin, "RESUME TENANT '42'").await.unwrap();
+    assert_eq!(held.await.unwrap().unwrap()[0][0], ports[0]);
+
+    // A PAUSE that times out names the client holding the tenant, and leaves
+    // the tenant running.
+    let holder = connect(&b, "app", "secret", "app").await;
+    holder.simple_query("BEGIN").await.unwrap();
+    holder
+        .simple_query(
+            "INSERT INTO accounts (tenant_id, n, port) VALUES (7, 1, current_setting('port'))",
+        )
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let (c, m) = console(&admin, "PAUSE TENANT '7' 1").await.unwrap_err();
+    assert_eq!(c, "57014", "{m}");
+    assert!(m.contains("timed out") && m.contains("still hold"), "{m}");
+    assert!(t0.elapsed() >= Duration::from_millis(900));
+    assert_eq!(
+        rows(&app, "SELECT current_setting('port') /* tenant_id=7 */")
+            .await
+            .unwrap()[0][0],
+        ports[1],
+        "7 still runs"
+    );
+    holder.simple_query("COMMIT").await.unwrap();
+    // With nothing running, PAUSE returns at once.
+    console(&admin, "PAUSE TENANT '7'").await.unwrap();
+
+    // A transaction already open on the tenant's shard cannot reach it while
+    // it is paused: a clear error, and the transaction is aborted.
+    app.simple_query("BEGIN").await.unwrap();
+    rows(&app, "SELECT 1 /* tenant_id=2 */").await.unwrap();
+    let e = app
+        .simple_query("SELECT 1 FROM accounts WHERE tenant_id = 7")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "55000", "{}", message(&e));
+    app.simple_query("ROLLBACK").await.unwrap();
+
+    // Shutting down while a tenant is paused: the pause ends with the process,
+    // and says so; the map on disk is the last good one.
+    b.signal(libc::SIGTERM);
+    b.wait_exit(Duration::from_secs(30)).await.expect("exited");
+    assert!(
+        b.log().contains("shutting down with paused tenants (7)"),
+        "{}",
+        b.log()
+    );
+    assert_eq!(std::fs::read_to_string(&map_path).unwrap(), map_before);
+}
