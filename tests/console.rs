@@ -339,7 +339,11 @@ async fn show_commands_have_pgbouncer_columns() {
             "total_xact_time",
             "avg_xact_time",
             "waiting",
-            "last_seen"
+            "last_seen",
+            "paused",
+            "held",
+            "active",
+            "total_wait_time"
         ]
     );
 }

@@ -16,31 +16,10 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 /// The config: database `app` routed over `shards` (named s0, s1, ...) with the
 /// shard map `{DIR}/shardmap.toml`, and an admin user for the console.
 fn config(shards: &[PgCluster]) -> String {
-    format!(
-        r#"[listen]
-addr = "127.0.0.1:{{PORT}}"
-[pool]
-default_pool_size = 4
-server_connect_timeout = "2s"
-[auth]
-type = "scram-sha-256"
-[[users]]
-name = "app"
-password = "secret"
-[[users]]
-name = "admin"
-password = "admin"
-[admin]
-users = ["admin"]
-[databases.app]
-server_user = "app"
-server_password = "secret"
-shards = [ {} ]
-[databases.app.routing]
-key = "tenant_id"
-shard_map = "{{DIR}}/shardmap.toml"
-"#,
-        support::shard_list(shards.iter())
+    support::routed_config(
+        shards.iter(),
+        "default_pool_size = 4\nserver_connect_timeout = \"2s\"",
+        "",
     )
 }
 

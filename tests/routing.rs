@@ -30,33 +30,10 @@ struct Fixture {
 }
 
 fn config(shards: &[PgCluster], routing_extra: &str) -> String {
-    let list = support::shard_list(shards.iter());
-    format!(
-        r#"[listen]
-addr = "127.0.0.1:{{PORT}}"
-[pool]
-default_pool_size = 4
-server_connect_timeout = "1s"
-[auth]
-type = "scram-sha-256"
-[[users]]
-name = "app"
-password = "secret"
-[[users]]
-name = "admin"
-password = "admin"
-[admin]
-users = ["admin"]
-[databases.app]
-server_user = "app"
-server_password = "secret"
-shards = [ {} ]
-[databases.app.routing]
-key = "tenant_id"
-shard_map = "{{DIR}}/shardmap.toml"
-{routing_extra}
-"#,
-        list
+    support::routed_config(
+        shards.iter(),
+        "default_pool_size = 4\nserver_connect_timeout = \"1s\"",
+        routing_extra,
     )
 }
 

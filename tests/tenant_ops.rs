@@ -31,32 +31,10 @@ key_type = \"bigint\"
 ";
 
 fn config(shards: &[PgCluster]) -> String {
-    format!(
-        r#"[listen]
-addr = "127.0.0.1:{{PORT}}"
-[pool]
-default_pool_size = 6
-server_connect_timeout = "2s"
-query_wait_timeout = "60s"
-[auth]
-type = "scram-sha-256"
-[[users]]
-name = "app"
-password = "secret"
-[[users]]
-name = "admin"
-password = "admin"
-[admin]
-users = ["admin"]
-[databases.app]
-server_user = "app"
-server_password = "secret"
-shards = [ {} ]
-[databases.app.routing]
-key = "tenant_id"
-shard_map = "{{DIR}}/shardmap.toml"
-"#,
-        support::shard_list(shards.iter())
+    support::routed_config(
+        shards.iter(),
+        "default_pool_size = 6\nserver_connect_timeout = \"2s\"\nquery_wait_timeout = \"60s\"",
+        "",
     )
 }
 

@@ -166,5 +166,21 @@ fn render(cmd: &Command) -> Vec<String> {
             format!("SET {} = {}", ident(k), lit(v)),
             format!("set {} to {};", ident(k), lit(v)),
         ],
+        Command::PauseTenant(k, None) => vec![
+            format!("PAUSE TENANT {}", lit(k)),
+            format!("pause tenant {};", lit(k)),
+        ],
+        Command::PauseTenant(k, Some(n)) => vec![format!("PAUSE TENANT {} {n}", lit(k))],
+        Command::ResumeTenant(k) => vec![
+            format!("RESUME TENANT {}", lit(k)),
+            format!("resume \"tenant\" {};", lit(k)),
+        ],
+        Command::MoveTenant(k, s) if s.is_empty() => {
+            vec![format!("MOVE TENANT {} TO {}", lit(k), lit(s))]
+        }
+        Command::MoveTenant(k, s) => vec![
+            format!("MOVE TENANT {} TO {}", lit(k), lit(s)),
+            format!("move tenant {} to {};", lit(k), ident(s)),
+        ],
     }
 }

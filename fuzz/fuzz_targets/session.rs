@@ -12,7 +12,11 @@
 //! * after a ReadyForQuery, the client's status is what that message said;
 //! * responses come in request order: a row belongs to the oldest request not
 //!   yet answered by its ReadyForQuery (a Query's statements, or the statements
-//!   an extended batch parses or binds).
+//!   an extended batch parses or binds);
+//! * with tenant pauses on (bit 1 of the first byte: ops 60..63 pause or resume
+//!   tenant 1 or 2, as console PAUSE/RESUME TENANT), work held for a paused
+//!   tenant holds no server, and every invariant above still holds once the
+//!   pauses end.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,6 +25,7 @@ use shardbouncer::client::session::{Core, Need};
 use shardbouncer::app::Snapshot;
 use shardbouncer::config::Config;
 use shardbouncer::protocol::{tag, TxStatus};
+use shardbouncer::router::TenantKey;
 use shardbouncer::server::{ParamSet, ServerState};
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -96,11 +101,14 @@ struct Client {
     /// The client broke the protocol's order (a Query inside an unfinished
     /// extended batch): Postgres may never answer it, so neither need we.
     ill_formed: bool,
+    /// Its work waits for this tenant's pause to end.
+    held: Option<TenantKey>,
 }
 
 struct World {
     clients: Vec<Client>,
     pools: Vec<Vec<Slot>>,
+    gate: std::sync::Arc<shardbouncer::app::gate::TenantGate>,
 }
 
 impl World {
@@ -144,8 +152,12 @@ impl World {
                     slot.holder = None;
                     self.clients[c].core.released(None)
                 }
-                // No tenant is paused in this target: a pause ends at once.
-                Need::Paused(_) => self.clients[c].core.resumed(None),
+                Need::Paused(key) => {
+                    assert!(self.clients[c].attached.is_none(), "held with a server");
+                    assert!(self.gate.is_paused(&key), "held for a tenant not paused");
+                    self.clients[c].held = Some(key);
+                    break;
+                }
             };
         }
         self.collect(c);
@@ -191,6 +203,23 @@ impl World {
             client.readies,
             client.requests
         );
+    }
+
+    /// Console PAUSE TENANT / RESUME TENANT of tenant `t`.
+    fn pause(&mut self, t: &str, on: bool) {
+        let key = TenantKey::new(t.as_bytes()).expect("key");
+        if on {
+            self.gate.pause(key);
+            return;
+        }
+        self.gate.resume(&key);
+        for c in 0..self.clients.len() {
+            if self.clients[c].held == Some(key) && !self.clients[c].closed {
+                self.clients[c].held = None;
+                let need = self.clients[c].core.resumed(None);
+                self.serve(c, need);
+            }
+        }
     }
 
     /// The attached server of client `c` answers what was sent to it.
@@ -350,19 +379,29 @@ fuzz_target!(|data: &[u8]| {
                     ext_open: false,
                     copying: false,
                     ill_formed: false,
+                    held: None,
                 }
             })
             .collect(),
         pools: (0..shards).map(|_| Vec::new()).collect(),
+        gate: gate.clone(),
     };
+    let pauses = first & 2 != 0;
     for op in ops.chunks(4) {
         let c = (op[0] >> 7) as usize;
+        if pauses && (op[0] & 0x3f) >= 60 {
+            w.pause(["1", "2"][(op[0] & 1) as usize], op[0] & 2 == 0);
+            continue;
+        }
         if op[0] & 0x40 != 0 {
             w.server_turn(c);
         } else {
             w.send(c, message(&[op[0] & 0x3f, *op.get(1).unwrap_or(&0), *op.get(2).unwrap_or(&0), *op.get(3).unwrap_or(&0)]));
         }
     }
+    // Every pause ends (held work goes on).
+    w.pause("1", false);
+    w.pause("2", false);
     // Quiescence: every server answers until nothing moves (each step moves at
     // least one message, so this ends).
     for _ in 0..100_000 {

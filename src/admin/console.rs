@@ -696,6 +696,24 @@ pub fn apply_set(app: &App, key: &str, value: &str) -> Result<(), String> {
 }
 
 fn set_key(cfg: &mut Config, key: &str, v: &str) -> Result<(), String> {
+    if let Some(prefix) = key.strip_suffix(show::TENANT_CAP_KEY) {
+        let n = parse_size(v)?;
+        if prefix.is_empty() {
+            for db in cfg.databases.values_mut() {
+                db.tenant_limits.max_active = n;
+            }
+            return Ok(());
+        }
+        let db = prefix
+            .strip_suffix('.')
+            .ok_or_else(|| format!("{key} cannot be changed at run time"))?;
+        let d = cfg
+            .databases
+            .get_mut(db)
+            .ok_or_else(|| format!("no database {db:?} (SET {db}.{})", show::TENANT_CAP_KEY))?;
+        d.tenant_limits.max_active = n;
+        return Ok(());
+    }
     let p = &mut cfg.pool;
     match key {
         "max_client_conn" => cfg.limits.max_client_conn = parse_size(v)?,
@@ -740,6 +758,13 @@ mod tests {
                 .unwrap();
         set_key(&mut cfg, "default_pool_size", "3").unwrap();
         assert!(cfg.validate().is_ok());
+        set_key(&mut cfg, "tenant_limits.max_active", "4").unwrap();
+        assert_eq!(cfg.databases["app"].tenant_limits.max_active, 4);
+        set_key(&mut cfg, "app.tenant_limits.max_active", "2").unwrap();
+        assert_eq!(cfg.databases["app"].tenant_limits.max_active, 2);
+        assert!(set_key(&mut cfg, "nope.tenant_limits.max_active", "2").is_err());
+        assert!(set_key(&mut cfg, "apptenant_limits.max_active", "2").is_err());
+        assert!(set_key(&mut cfg, "tenant_limits.max_active", "x").is_err());
         set_key(&mut cfg, "min_pool_size", "4").unwrap();
         assert!(cfg.validate().unwrap_err().contains("min_pool_size"));
         assert!(set_key(&mut cfg, "default_pool_size", "x").is_err());

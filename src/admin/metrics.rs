@@ -287,6 +287,7 @@ pub fn refresh(app: &App, tenants: bool) {
             gauge!("shardbouncer_tenant_transaction_time_seconds", &l)
                 .set(t.total_xact_time_us as f64 / 1e6);
             gauge!("shardbouncer_tenant_waiting", &l).set(t.waiting as f64);
+            gauge!("shardbouncer_tenant_wait_time_seconds", &l).set(t.wait_time_us as f64 / 1e6);
         }
     }
 }

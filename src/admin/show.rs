@@ -131,12 +131,17 @@ fn secs(d: crate::config::Duration) -> String {
     }
 }
 
+/// Console `SET [db.]tenant_limits.max_active = n`: every database's, or one's.
+pub const TENANT_CAP_KEY: &str = "tenant_limits.max_active";
+
 /// Whether SET may change `key` at run time: every `[pool]` key except `mode` (it
-/// changes how sessions work), applied to the `[pool]` defaults, and `[limits]
-/// max_client_conn` and `max_buffered`. Databases that override a key keep their own value.
+/// changes how sessions work), applied to the `[pool]` defaults, `[limits]
+/// max_client_conn` and `max_buffered`, and the per-tenant cap ([`TENANT_CAP_KEY`]).
+/// Databases that override a key keep their own value.
 pub fn changeable(key: &str) -> bool {
     key == "max_client_conn"
         || key == "max_buffered"
+        || key.ends_with(TENANT_CAP_KEY)
         || (key != "mode" && crate::config::POOL_KEYS.contains(&key))
 }
 
@@ -841,8 +846,17 @@ pub fn tenants(app: &App, n: usize) -> Table {
         ("last_seen", TEXT),
         ("paused", INT4),
         ("held", INT4),
+        ("active", INT4),
+        ("total_wait_time", INT8),
     ]);
     let paused = app.gate.paused();
+    // Transactions holding a server now, per (database, canonical tenant).
+    let mut active: HashMap<(String, TenantKey), usize> = HashMap::new();
+    for p in app.pools.all() {
+        for (t, n) in p.fair.snapshot().1 {
+            *active.entry((p.key.database.clone(), t)).or_default() += n;
+        }
+    }
     let snap = app.snapshot.load();
     // Paused tenants are listed even when their statistics are not.
     let mut unlisted: Vec<(TenantKey, usize)> = paused.clone();
@@ -870,6 +884,11 @@ pub fn tenants(app: &App, n: usize) -> Table {
             s(format_time(r.last_seen)),
             s(u8::from(p.is_some())),
             s(p.map_or(0, |(_, held)| *held)),
+            s(key
+                .and_then(|k| active.get(&(r.database.clone(), k)))
+                .copied()
+                .unwrap_or(0)),
+            s(r.wait_time_us),
         ]);
     }
     for (k, held) in unlisted {
@@ -885,6 +904,8 @@ pub fn tenants(app: &App, n: usize) -> Table {
             None,
             s(1),
             s(held),
+            s(0),
+            s(0),
         ]);
     }
     t

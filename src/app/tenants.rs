@@ -31,6 +31,9 @@ pub struct TenantStats {
     pub total_xact_time_us: u64,
     /// Clients of this tenant waiting for a server now.
     pub waiting: u64,
+    /// Microseconds its clients spent waiting for a server (a full pool, the
+    /// tenant's cap), in total.
+    pub wait_time_us: u64,
     /// Last activity.
     pub last_seen: SystemTime,
     /// Recency stamp for eviction (monotonic, cheaper to compare than time).
@@ -54,6 +57,8 @@ pub struct TenantRow {
     pub total_xact_time_us: u64,
     /// Clients waiting now.
     pub waiting: u64,
+    /// Microseconds spent waiting for a server, in total.
+    pub wait_time_us: u64,
     /// Last activity.
     pub last_seen: SystemTime,
 }
@@ -131,6 +136,7 @@ impl TenantRegistry {
                     query_count: 0,
                     total_xact_time_us: 0,
                     waiting: 0,
+                    wait_time_us: 0,
                     last_seen: SystemTime::now(),
                     tick,
                 },
@@ -172,14 +178,15 @@ impl TenantRegistry {
         self.with_entry(database, tenant, None, |e| e.waiting += 1);
     }
 
-    /// The wait is over.
-    pub fn waiting_dec(&self, database: &str, tenant: &str) {
+    /// The wait is over; it lasted `waited_us`.
+    pub fn waiting_dec(&self, database: &str, tenant: &str, waited_us: u64) {
         let mut m = self
             .shard_of(database, tenant)
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(e) = m.dbs.get_mut(database).and_then(|t| t.get_mut(tenant)) {
             e.waiting = e.waiting.saturating_sub(1);
+            e.wait_time_us += waited_us;
         }
     }
 
@@ -217,6 +224,7 @@ impl TenantRegistry {
                 query_count: e.query_count,
                 total_xact_time_us: e.total_xact_time_us,
                 waiting: e.waiting,
+                wait_time_us: e.wait_time_us,
                 last_seen: e.last_seen,
             }));
         }
@@ -293,8 +301,8 @@ mod tests {
         // Tie on count (1 each): more total time first.
         assert_eq!(top[1].tenant, "globex");
         assert_eq!(top[1].waiting, 1);
-        r.waiting_dec("app", "globex");
-        r.waiting_dec("app", "globex");
+        r.waiting_dec("app", "globex", 250);
+        r.waiting_dec("app", "globex", 0);
         assert_eq!(
             r.top(10)
                 .iter()
@@ -302,6 +310,14 @@ mod tests {
                 .unwrap()
                 .waiting,
             0
+        );
+        assert_eq!(
+            r.top(10)
+                .iter()
+                .find(|t| t.tenant == "globex")
+                .unwrap()
+                .wait_time_us,
+            250
         );
         assert_eq!(r.top(10).len(), 3);
         assert!(r.top(0).is_empty());

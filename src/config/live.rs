@@ -40,6 +40,16 @@ impl DbRuntime {
         self.cfg.dbname.as_deref().unwrap_or(&self.name)
     }
 
+    /// The cap on one tenant's transactions per shard pool (0 = none): its
+    /// shard map `[tenant_limits]` entry, else `[databases.NAME.tenant_limits]
+    /// max_active`.
+    pub fn tenant_cap(&self, tenant: &crate::router::TenantKey) -> usize {
+        self.routing
+            .as_ref()
+            .and_then(|rt| rt.map.tenant_limit(tenant))
+            .unwrap_or(self.cfg.tenant_limits.max_active)
+    }
+
     /// Index of a shard by name.
     pub fn shard_index(&self, name: &str) -> Option<usize> {
         self.cfg.shards.iter().position(|s| s.name == name)

@@ -459,6 +459,21 @@ pub struct Database {
     /// Per-database pool overrides (any `[pool]` key but `max_user_connections`).
     #[serde(flatten)]
     pub pool: PoolOverrides,
+    /// `[databases.NAME.tenant_limits]`: per-tenant caps on this database's pools.
+    #[serde(default)]
+    pub tenant_limits: TenantLimits,
+}
+
+/// `[databases.NAME.tenant_limits]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimits {
+    /// Most transactions of one tenant that may hold a server of one shard
+    /// pool at once (0 or absent = no cap). The shard map's `[tenant_limits]`
+    /// overrides it per tenant. A tenant at its cap waits (up to
+    /// `query_wait_timeout`) while other tenants go on.
+    #[serde(default)]
+    pub max_active: usize,
 }
 
 /// Keys a `[databases.NAME]` table may hold besides the `[pool]` keys.
@@ -468,6 +483,7 @@ const DATABASE_KEYS: &[&str] = &[
     "server_password",
     "shards",
     "routing",
+    "tenant_limits",
 ];
 /// The `[pool]` keys, which a database may override.
 pub const POOL_KEYS: &[&str] = &[
@@ -503,6 +519,8 @@ struct DatabaseRaw {
     routing: Option<Routing>,
     #[serde(flatten)]
     pool: PoolOverrides,
+    #[serde(default)]
+    tenant_limits: TenantLimits,
 }
 
 impl TryFrom<toml::Table> for Database {
@@ -533,6 +551,7 @@ impl TryFrom<toml::Table> for Database {
             shards: r.shards,
             routing: r.routing,
             pool: r.pool,
+            tenant_limits: r.tenant_limits,
         })
     }
 }

@@ -2,9 +2,11 @@
 //! reserve pool, idle/lifetime expiry, min_pool_size warm-up, pause and reconnect.
 
 mod cap;
+pub mod fair;
 pub mod listen;
 
 use crate::config::PoolSettings;
+use crate::router::TenantKey;
 use crate::server::{ServerConn, ServerError, Target};
 use arc_swap::ArcSwap;
 pub use cap::ConnCap;
@@ -121,6 +123,9 @@ pub struct Pool {
     /// on this shard (`max_db_connections`) and its user's on this server
     /// (`max_user_connections`). Set by [`Pools`] when the pool is made.
     caps: OnceLock<[Arc<ConnCap>; 2]>,
+    /// Who waits for a server, lane by lane, and each tenant's servers out
+    /// (round-robin across tenants, per-tenant caps: see [`fair`]).
+    pub fair: Arc<fair::Fair>,
 }
 
 /// Histogram handles of one pool, made by whoever exports metrics and kept here so
@@ -139,6 +144,8 @@ pub struct Checkout {
     permit: OwnedSemaphorePermit,
     /// Whether `permit` is one of the reserve pool's.
     from_reserve: bool,
+    /// The tenant it was checked out for (its count goes down at check-in).
+    tenant: Option<TenantKey>,
 }
 
 /// What a wait under a full shared cap ends with.
@@ -180,6 +187,7 @@ struct Held<'a> {
     pool: &'a Pool,
     permit: Option<OwnedSemaphorePermit>,
     from_reserve: bool,
+    tenant: Option<TenantKey>,
 }
 
 impl Held<'_> {
@@ -191,6 +199,7 @@ impl Held<'_> {
                 .take()
                 .expect("a held permit is handed out once"),
             from_reserve: self.from_reserve,
+            tenant: self.tenant,
         }
     }
 }
@@ -198,7 +207,7 @@ impl Held<'_> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         if let Some(p) = self.permit.take() {
-            self.pool.release(p, self.from_reserve);
+            self.pool.release(p, self.from_reserve, self.tenant);
         }
     }
 }
@@ -260,8 +269,9 @@ impl Limit {
         }
     }
 
-    /// Give a permit back, or remove it if a shrink is owed.
-    fn release(&self, permit: OwnedSemaphorePermit) {
+    /// A permit given back: removed if a shrink is owed, else returned, for
+    /// the caller to hand on.
+    fn release(&self, permit: OwnedSemaphorePermit) -> Option<OwnedSemaphorePermit> {
         let mut owed = self.owed.load(Ordering::Acquire);
         while owed > 0 {
             match self.owed.compare_exchange_weak(
@@ -270,11 +280,14 @@ impl Limit {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return permit.forget(),
+                Ok(_) => {
+                    permit.forget();
+                    return None;
+                }
                 Err(now) => owed = now,
             }
         }
-        drop(permit);
+        Some(permit)
     }
 }
 
@@ -300,6 +313,7 @@ impl Pool {
             metrics: OnceLock::new(),
             listener: OnceLock::new(),
             caps: OnceLock::new(),
+            fair: Arc::default(),
         })
     }
 
@@ -415,6 +429,7 @@ impl Pool {
             self.reconnect();
         }
         self.main.resize(settings.default_pool_size);
+        self.fair.grew(&self.main.sem);
         self.reserve.resize(settings.reserve_pool_size);
         self.settings.store(Arc::new(settings));
         self.trim_idle();
@@ -446,11 +461,15 @@ impl Pool {
         }
     }
 
-    fn release(&self, permit: OwnedSemaphorePermit, from_reserve: bool) {
+    /// Every permit given back comes here: the tenant's count goes down, and a
+    /// main-pool permit goes to the next waiter in the fair order.
+    fn release(&self, permit: OwnedSemaphorePermit, from_reserve: bool, tenant: Option<TenantKey>) {
         if from_reserve {
-            self.reserve.release(permit);
+            drop(self.reserve.release(permit));
+            self.fair.release(tenant, None, &self.main.sem);
         } else {
-            self.main.release(permit);
+            let p = self.main.release(permit);
+            self.fair.release(tenant, p, &self.main.sem);
         }
     }
 
@@ -508,10 +527,13 @@ impl Pool {
     ///
     /// Cancel-safe: a client whose query is cancelled while it waits drops this
     /// future, and nothing is left counted or held.
-    pub async fn checkout(&self) -> Result<Checkout, PoolError> {
+    ///
+    /// `who`: the tenant the server is for, and its cap (see [`fair`]): a full
+    /// pool serves its waiting tenants in turn, and a tenant at its cap waits.
+    pub async fn checkout(&self, who: fair::For) -> Result<Checkout, PoolError> {
         let settings = self.settings.load_full();
         let waiting = Waiting::start(&self.stats);
-        let res = self.checkout_inner(&settings).await;
+        let res = self.checkout_inner(&settings, who).await;
         drop(waiting);
         if res.is_ok() {
             self.stats.assignments.fetch_add(1, Ordering::Relaxed);
@@ -520,7 +542,11 @@ impl Pool {
         res
     }
 
-    async fn checkout_inner(&self, settings: &PoolSettings) -> Result<Checkout, PoolError> {
+    async fn checkout_inner(
+        &self,
+        settings: &PoolSettings,
+        who: fair::For,
+    ) -> Result<Checkout, PoolError> {
         let wait = settings.query_wait_timeout.non_zero();
         let deadline = wait.map(|w| tokio::time::Instant::now() + w);
         // The slow paths (PAUSE, a full pool, a new connection) are boxed: their
@@ -532,16 +558,18 @@ impl Pool {
         if self.disabled.load(Ordering::Acquire) {
             return Err(PoolError::Closed);
         }
-        let (permit, from_reserve) = match self.main.sem.clone().try_acquire_owned() {
-            Ok(p) => (p, false),
-            Err(_) => Box::pin(self.acquire_permit(settings, deadline)).await?,
+        let (permit, from_reserve) = match self.fair.admit(&self.main.sem, who) {
+            fair::Admit::Now(p) => (p, false),
+            fair::Admit::Wait(w) => Box::pin(self.acquire_permit(settings, deadline, w)).await?,
         };
-        // Given back through `release` (which honours a pending shrink) however
-        // this future ends, dropped mid-connect included.
+        // Given back through `release` (which honours a pending shrink and
+        // serves the next waiter) however this future ends, dropped mid-connect
+        // included.
         let mut held = Held {
             pool: self,
             permit: Some(permit),
             from_reserve,
+            tenant: who.map(|(t, _)| t),
         };
         if let Some(conn) = self.pop_idle(settings) {
             return Ok(held.hand_out(conn));
@@ -581,16 +609,14 @@ impl Pool {
         Ok(())
     }
 
+    /// Wait in line (`w`) for a permit; after `reserve_pool_timeout`, a reserve
+    /// server may serve too, unless the tenant is at its cap.
     async fn acquire_permit(
         &self,
         settings: &PoolSettings,
         deadline: Option<tokio::time::Instant>,
+        mut w: fair::Wait,
     ) -> Result<(OwnedSemaphorePermit, bool), PoolError> {
-        if let Ok(p) = self.main.sem.clone().try_acquire_owned() {
-            return Ok((p, false));
-        }
-        let main = self.main.sem.clone().acquire_owned();
-        tokio::pin!(main);
         // After reserve_pool_timeout, the reserve pool may also serve this client.
         let reserve_at = tokio::time::Instant::now() + settings.reserve_pool_timeout.as_std();
         let use_reserve = settings.reserve_pool_size > 0;
@@ -609,8 +635,16 @@ impl Pool {
                 }
             };
             tokio::select! {
-                p = &mut main => return p.map(|p| (p, false)).map_err(|_| PoolError::Closed),
-                p = reserve_acq => return p.map(|p| (p, true)).map_err(|_| PoolError::Closed),
+                p = w.permit() => return p.map(|p| (p, false)).ok_or(PoolError::Closed),
+                p = reserve_acq => {
+                    let p = p.map_err(|_| PoolError::Closed)?;
+                    if w.try_count() {
+                        return Ok((p, true));
+                    }
+                    // At its cap: the reserve is no way around it.
+                    drop(p);
+                    reserve_open = false;
+                }
                 _ = &mut reserve_sleep, if !reserve_open && use_reserve => reserve_open = true,
                 _ = &mut deadline_sleep => return Err(PoolError::WaitTimeout),
             }
@@ -720,14 +754,14 @@ impl Pool {
         } else {
             self.close(c.conn);
         }
-        self.release(c.permit, c.from_reserve);
+        self.release(c.permit, c.from_reserve, c.tenant);
     }
 
     /// Drop a server that is known bad (e.g. it died mid-transaction).
     pub fn discard(&self, c: Checkout) {
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
         self.close(c.conn);
-        self.release(c.permit, c.from_reserve);
+        self.release(c.permit, c.from_reserve, c.tenant);
     }
 
     fn close(&self, conn: ServerConn) {
@@ -781,6 +815,10 @@ impl Pool {
         // A shrink that raced a returning permit is finished here.
         self.main.settle();
         self.reserve.settle();
+        // Every permit comes back through `release`, which serves the waiters;
+        // one that came back otherwise (a checkout dropped without check-in)
+        // is offered to them here.
+        self.fair.grew(&self.main.sem);
         self.trim_idle();
         if self.disabled.load(Ordering::Acquire) || self.paused.load(Ordering::Acquire) {
             return;
@@ -809,7 +847,7 @@ impl Pool {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(conn);
-        self.main.release(permit);
+        self.release(permit, false, None);
     }
 
     /// Close everything (pool removed or disabled).

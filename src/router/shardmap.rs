@@ -95,6 +95,9 @@ pub struct ShardMap {
     hash_ranges: Vec<IntRange>,
     overrides: HashMap<String, usize>,
     overrides_per_shard: Vec<usize>,
+    /// `[tenant_limits]`: per-tenant caps on concurrent transactions per shard
+    /// pool, by canonical key (they override the database's `max_active`).
+    tenant_limits: HashMap<String, usize>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +109,7 @@ struct RawMap {
     ranges: Option<Vec<RawRange>>,
     hash_ranges: Option<Vec<RawHashRange>>,
     tenants: Option<BTreeMap<String, String>>,
+    tenant_limits: Option<BTreeMap<String, i64>>,
 }
 
 #[derive(Deserialize)]
@@ -385,6 +389,27 @@ impl ShardMap {
             }
         }
 
+        let mut tenant_limits = HashMap::new();
+        for (tenant, limit) in raw.tenant_limits.unwrap_or_default() {
+            let key = TenantKey::new(tenant.as_bytes()).ok_or_else(|| {
+                format!("invalid tenant key {tenant:?} in [tenant_limits] (must be 1..=63 bytes, no NUL)")
+            })?;
+            let canonical = canonical_key(key_type, &key)
+                .map_err(|e| format!("[tenant_limits] {tenant:?}: {e}"))?;
+            let limit = usize::try_from(limit).map_err(|_| {
+                format!("[tenant_limits] {tenant:?}: a limit is a count of transactions (0 = no cap), got {limit}")
+            })?;
+            if tenant_limits
+                .insert(canonical.into_owned(), limit)
+                .is_some_and(|old| old != limit)
+            {
+                return Err(format!(
+                    "[tenant_limits] {tenant:?} is the same {} tenant as another entry, with another limit",
+                    key_type_name(key_type)
+                ));
+            }
+        }
+
         Ok(ShardMap {
             version,
             method,
@@ -394,6 +419,7 @@ impl ShardMap {
             hash_ranges,
             overrides,
             overrides_per_shard,
+            tenant_limits,
         })
     }
 
@@ -408,6 +434,7 @@ impl ShardMap {
             hash_ranges: Vec::new(),
             overrides: HashMap::new(),
             overrides_per_shard: vec![0; shard_names.len()],
+            tenant_limits: HashMap::new(),
         }
     }
 
@@ -457,6 +484,16 @@ impl ShardMap {
 
     fn uuid_key(key: &TenantKey) -> Result<[u8; 16], String> {
         parse_uuid(key.as_bytes()).ok_or_else(|| format!("tenant key {key:?} is not a uuid"))
+    }
+
+    /// The `[tenant_limits]` entry of `key`, if the map has one (`Some(0)`: no
+    /// cap for this tenant, whatever the database's default).
+    pub fn tenant_limit(&self, key: &TenantKey) -> Option<usize> {
+        if self.tenant_limits.is_empty() {
+            return None;
+        }
+        let c = canonical_key(self.key_type, key).ok()?;
+        self.tenant_limits.get(c.as_ref()).copied()
     }
 
     /// Route a key. `Err(reason)` when the key cannot be placed without
@@ -587,6 +624,7 @@ pub fn with_override(
             && new.ranges == old.ranges
             && new.hash_ranges == old.hash_ranges
             && new.overrides == want
+            && new.tenant_limits == old.tenant_limits
             && new.route(key).map(|r| (r.shard, r.reason)) == Ok((idx, RouteReason::Override));
         if same {
             Ok(())
@@ -1057,6 +1095,30 @@ shard = "s1"
             with_override(text, &names3(), &TenantKey::new(b"042").unwrap(), "s1")
                 .unwrap_err()
                 .contains("canonical")
+        );
+    }
+
+    #[test]
+    fn tenant_limits_are_read_by_canonical_key() {
+        let text = "version = 1\nmethod = \"citus\"\nkey_type = \"bigint\"\n[tenant_limits]\n\"042\" = 10\n\"7\" = 0\n";
+        let m = ShardMap::parse(text, &names3()).unwrap();
+        assert_eq!(m.tenant_limit(&k("42")), Some(10));
+        assert_eq!(m.tenant_limit(&k("7")), Some(0));
+        assert_eq!(m.tenant_limit(&k("8")), None);
+        for bad in [
+            "version = 1\nmethod = \"citus\"\n[tenant_limits]\n\"1\" = -1\n",
+            "version = 1\nmethod = \"citus\"\nkey_type = \"bigint\"\n[tenant_limits]\n\"1\" = 2\n\"01\" = 3\n",
+            "version = 1\nmethod = \"citus\"\nkey_type = \"bigint\"\n[tenant_limits]\nx = 2\n",
+        ] {
+            assert!(ShardMap::parse(bad, &names3()).is_err(), "{bad}");
+        }
+        // A MOVE keeps the limits.
+        let (moved, _) = with_override(text, &names3(), &k("42"), "s1").unwrap();
+        assert_eq!(
+            ShardMap::parse(&moved, &names3())
+                .unwrap()
+                .tenant_limit(&k("42")),
+            Some(10)
         );
     }
 }

@@ -450,6 +450,44 @@ pub fn shard_list<'a>(clusters: impl Iterator<Item = &'a PgCluster>) -> String {
         .join(", ")
 }
 
+/// A config for database `app` routed by `tenant_id` over `clusters` (shards
+/// `s0`, `s1`, ...) with the shard map `{DIR}/shardmap.toml`, listening on
+/// `127.0.0.1:{PORT}`, SCRAM users `app`/`secret` and `admin`/`admin` (the
+/// console). `pool` holds the `[pool]` table's lines; `extra` is appended at
+/// the end, so it may add keys to `[databases.app.routing]` or start new tables.
+pub fn routed_config<'a>(
+    clusters: impl Iterator<Item = &'a PgCluster>,
+    pool: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"[listen]
+addr = "127.0.0.1:{{PORT}}"
+[pool]
+{pool}
+[auth]
+type = "scram-sha-256"
+[[users]]
+name = "app"
+password = "secret"
+[[users]]
+name = "admin"
+password = "admin"
+[admin]
+users = ["admin"]
+[databases.app]
+server_user = "app"
+server_password = "secret"
+shards = [ {} ]
+[databases.app.routing]
+key = "tenant_id"
+shard_map = "{{DIR}}/shardmap.toml"
+{extra}
+"#,
+        shard_list(clusters)
+    )
+}
+
 /// A config for one database `app` over `clusters` (one shard per cluster,
 /// named `s0`, `s1`, ...), listening on `127.0.0.1:{PORT}`, transaction
 /// pooling with `default_pool_size = 5`, SCRAM client auth for `app`/`secret`.

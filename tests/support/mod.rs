@@ -17,7 +17,7 @@ mod util;
 mod wait;
 
 #[allow(unused_imports)] // not every test crate uses every helper
-pub use bouncer::{basic_config, shard_list, Bouncer};
+pub use bouncer::{basic_config, routed_config, shard_list, Bouncer};
 pub use pg::{PgCluster, APP_PASSWORD, APP_USER};
 pub use util::free_port;
 #[allow(unused_imports)] // for tests that block (signals, raw sockets) from async code

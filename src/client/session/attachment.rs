@@ -60,8 +60,10 @@ struct Ext {
 
 /// A server attached to the client, as the core sees it.
 pub(super) struct Attachment {
-    pub(super) shard: usize,
-    pub(super) since: Instant,
+    /// The shard the server belongs to.
+    shard: usize,
+    /// When it was attached.
+    since: Instant,
     conn: ServerState,
     to_server: OutQueue,
     /// Responses the server owes, in order.
@@ -84,6 +86,16 @@ pub(super) struct Attachment {
 }
 
 impl Attachment {
+    /// The shard the server belongs to.
+    pub(super) fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// When the server was attached.
+    pub(super) fn since(&self) -> Instant {
+        self.since
+    }
+
     pub(super) fn new(shard: usize, conn: ServerState) -> Attachment {
         Attachment {
             shard,

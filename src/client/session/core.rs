@@ -189,6 +189,14 @@ impl Core {
         self.wait.awaited_tenant()
     }
 
+    /// Who the server being requested is for, as the pool's fair queue knows
+    /// tenants (canonical key), with the tenant's cap.
+    pub fn awaited_for(&self) -> Option<(TenantKey, usize)> {
+        let t = self.wait.awaited_tenant()?;
+        let key = self.gate_key(t);
+        Some((key, self.db.tenant_cap(&key)))
+    }
+
     /// A server is attached.
     pub fn has_server(&self) -> bool {
         self.att.is_some()

@@ -364,6 +364,18 @@ impl Harness {
         }
     }
 
+    /// The texts (first C string of each message) the first server that got
+    /// anything received, in order.
+    pub fn texts_sent(&self) -> Vec<String> {
+        let Some(s) = self.servers.iter().find(|s| !s.log.is_empty()) else {
+            return Vec::new();
+        };
+        s.log
+            .iter()
+            .map(|(_, b)| String::from_utf8_lossy(cstr(b).0).into_owned())
+            .collect()
+    }
+
     /// The pause the work waits for ended: route it again (same configuration).
     pub fn resume(&mut self) {
         self.held = None;

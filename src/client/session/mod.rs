@@ -201,7 +201,7 @@ impl Session {
         }
         if defaults.is_none() {
             // First client of this pool: log a server in to learn its parameters.
-            if let Ok(co) = pool.checkout().await {
+            if let Ok(co) = pool.checkout(None).await {
                 pool.checkin(co);
             }
             defaults = pool
@@ -631,10 +631,12 @@ impl Session {
     async fn attach(&mut self, shard: usize) -> Need {
         let pool = self.pool_for(shard);
         let tenant = self.core.awaited_tenant();
+        let who = self.core.awaited_for();
         let db_name = self.core.db().name.clone();
-        if let Some(t) = &tenant {
+        let waited_since = tenant.map(|t| {
             self.app.tenants.waiting_inc(&db_name, t.as_str());
-        }
+            Instant::now()
+        });
         if self.sending {
             // The last server's work is all written (it was given back): settle a
             // cancel meant for it before this work's own.
@@ -644,7 +646,7 @@ impl Session {
         let res = if self.handle.cancel_step(cancel::IDLE, cancel::QUEUED) {
             tokio::select! {
                 biased;
-                r = pool.checkout() => Some(r),
+                r = pool.checkout(who) => Some(r),
                 () = self.handle.cancelled() => None,
             }
         } else {
@@ -652,8 +654,11 @@ impl Session {
             None
         };
         self.handle.activity.attached();
-        if let Some(t) = &tenant {
-            self.app.tenants.waiting_dec(&db_name, t.as_str());
+        if let (Some(t), Some(since)) = (&tenant, waited_since) {
+            let waited_us = since.elapsed().as_micros() as u64;
+            self.app
+                .tenants
+                .waiting_dec(&db_name, t.as_str(), waited_us);
         }
         let res = match res {
             Some(Ok(co)) => {

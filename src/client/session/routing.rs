@@ -43,14 +43,14 @@ impl Core {
         };
         if self.owns_server() {
             // A routed session-mode client stays on the shard it started on.
-            return Tx::Pinned(a.shard);
+            return Tx::Pinned(a.shard());
         }
         if let Some(h) = held {
             // Tenant-free work runs outside the held BEGIN on this server.
             return h;
         }
         if a.status() != TxStatus::Idle || a.ext_stays() {
-            return Tx::Pinned(a.shard);
+            return Tx::Pinned(a.shard());
         }
         if a.ext_open() {
             // An open batch that only parsed and described can be left for
@@ -58,7 +58,7 @@ impl Core {
             return Tx::Idle;
         }
         if a.client_work_in_flight() {
-            return Tx::Unsettled(a.shard);
+            return Tx::Unsettled(a.shard());
         }
         Tx::Idle
     }
@@ -226,7 +226,7 @@ impl Core {
 
     /// The tenant as the gate knows it: its canonical spelling under the map's
     /// key type (`042` and `42` of a bigint key are one tenant).
-    fn gate_key(&self, t: TenantKey) -> TenantKey {
+    pub(super) fn gate_key(&self, t: TenantKey) -> TenantKey {
         let Some(rt) = &self.db.routing else { return t };
         match canonical_key(rt.map.key_type(), &t) {
             Ok(std::borrow::Cow::Owned(c)) => TenantKey::new(c.as_bytes()).unwrap_or(t),
@@ -593,7 +593,7 @@ impl Core {
     /// Send routed work where it belongs.
     fn dispatch(&mut self, target: Target, unit: Unit) -> Need {
         if let Some(a) = &self.att {
-            let cur = a.shard;
+            let cur = a.shard();
             let want = match target {
                 Target::Shard { shard, .. } => shard,
                 Target::Any => cur,

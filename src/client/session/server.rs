@@ -119,7 +119,7 @@ impl Core {
             return Need::Io;
         };
         let effects = a.effects();
-        let since = a.since;
+        let since = a.since();
         self.wait.begin_release();
         let tenant = self.route.take_pinned().map(|(t, _)| t);
         self.route.release_tickets();

@@ -273,9 +273,12 @@ impl Tenancy {
         self.tickets.push(ticket);
     }
 
-    /// The transaction ended: its tenants are free to be paused.
+    /// The transaction ended: its tenants are free to be paused. The buffer
+    /// goes too: an idle client keeps no memory for tickets.
     pub(super) fn release_tickets(&mut self) {
-        self.tickets.clear();
+        if self.tickets.capacity() > 0 {
+            self.tickets = Vec::new();
+        }
     }
 
     /// A LISTEN/UNLISTEN answered here, for the driver.

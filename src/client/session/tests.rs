@@ -22,12 +22,7 @@ fn a_held_begin_is_replayed_with_its_statements_on_the_tenants_shard() {
     assert_eq!(h.attaches, 1);
     h.server_turn();
     // The server saw BEGIN, the held SET LOCAL, then the statement, in order.
-    let shard = h.servers.iter().position(|s| !s.log.is_empty()).unwrap();
-    let sent: Vec<String> = h.servers[shard]
-        .log
-        .iter()
-        .map(|(_, b)| String::from_utf8_lossy(cstr(b).0).into_owned())
-        .collect();
+    let sent = h.texts_sent();
     assert_eq!(
         sent,
         [
@@ -405,6 +400,16 @@ fn tenant(s: &str) -> crate::router::TenantKey {
     crate::router::TenantKey::new(s.as_bytes()).unwrap()
 }
 
+/// A tenant other than 42 that the map places on 42's shard.
+fn another_tenant_on_42s_shard(h: &Harness) -> String {
+    let rt = h.core.db().routing.clone().unwrap();
+    let shard_of = |k: &str| rt.map.route(&tenant(k)).unwrap().shard;
+    (1..1000)
+        .map(|i| i.to_string())
+        .find(|k| k != "42" && shard_of(k) == shard_of("42"))
+        .unwrap()
+}
+
 #[test]
 fn a_paused_tenants_work_waits_with_no_server_and_runs_after_resume() {
     let mut h = Harness::new("app");
@@ -436,12 +441,7 @@ fn a_held_begin_waits_for_the_pause_and_is_replayed_after_it() {
     h.gate.resume(&tenant("42"));
     h.resume();
     h.server_turn();
-    let shard = h.servers.iter().position(|s| !s.log.is_empty()).unwrap();
-    let sent: Vec<String> = h.servers[shard]
-        .log
-        .iter()
-        .map(|(_, b)| String::from_utf8_lossy(cstr(b).0).into_owned())
-        .collect();
+    let sent = h.texts_sent();
     assert_eq!(sent[0], "BEGIN", "the held BEGIN runs first: {sent:?}");
     assert_eq!(h.client_tags(), "DCZT");
     // The transaction holds the tenant until it ends.
@@ -483,15 +483,9 @@ fn a_transaction_that_holds_the_tenant_runs_to_its_end_through_a_pause() {
 
 #[test]
 fn an_open_transaction_cannot_reach_a_paused_tenant() {
-    // Find a tenant on 42's shard: the router lets one transaction name both.
-    let h0 = Harness::new("app");
-    let rt = h0.core.db().routing.clone().unwrap();
-    let shard_of = |k: &str| rt.map.route(&tenant(k)).unwrap().shard;
-    let other = (1..1000)
-        .map(|i| i.to_string())
-        .find(|k| k != "42" && shard_of(k) == shard_of("42"))
-        .unwrap();
     let mut h = Harness::new("app");
+    // The router lets one transaction name both.
+    let other = another_tenant_on_42s_shard(&h);
     h.send(&[query("BEGIN")]);
     h.send(&[query(&format!("SELECT 1 FROM t WHERE tenant_id = {other}"))]);
     h.server_turn();
@@ -531,12 +525,7 @@ fn a_pause_holds_work_that_only_mentions_the_tenant() {
     // Routed by tenant `other` (a comment), but it writes a row of 42 on the
     // same shard: a pause of 42 holds it too.
     let mut h = Harness::new("app");
-    let rt = h.core.db().routing.clone().unwrap();
-    let shard_of = |k: &str| rt.map.route(&tenant(k)).unwrap().shard;
-    let other = (1..1000)
-        .map(|i| i.to_string())
-        .find(|k| k != "42" && shard_of(k) == shard_of("42"))
-        .unwrap();
+    let other = another_tenant_on_42s_shard(&h);
     h.gate.pause(tenant("42"));
     h.send(&[query(&format!(
         "/* tenant_id={other} */ INSERT INTO t (tenant_id) VALUES (42)"
