@@ -87,12 +87,17 @@ impl FakeServer {
         }
     }
 
+    /// In a failed transaction Postgres refuses every statement but one that
+    /// ends it (`IsTransactionExitStmt`), at Parse, Bind, Execute or Query.
+    fn refused_when_failed(&self, sql: &[u8]) -> bool {
+        let s = String::from_utf8_lossy(sql).trim().to_ascii_uppercase();
+        self.status == TxStatus::Failed && !(s.starts_with("ROLLBACK") || s.starts_with("COMMIT"))
+    }
+
     /// Run one statement of a simple Query; false on error.
     fn statement(&mut self, out: &mut BytesMut, sql: &str) -> bool {
         let s = sql.trim().to_ascii_uppercase();
-        if self.status == TxStatus::Failed
-            && !(s.starts_with("ROLLBACK") || s.starts_with("COMMIT"))
-        {
+        if self.refused_when_failed(sql.as_bytes()) {
             self.error(out, "25P02");
             return false;
         }
@@ -198,6 +203,11 @@ impl FakeServer {
                     let (name, rest) = cstr(&body);
                     let (query, _) = cstr(rest);
                     let q = String::from_utf8_lossy(query).to_ascii_uppercase();
+                    if self.refused_when_failed(query) {
+                        self.error(&mut out, "25P02");
+                        self.skipping = true;
+                        continue;
+                    }
                     if q.contains("FAIL") || !name.is_empty() && self.named.contains_key(name) {
                         self.error(&mut out, if q.contains("FAIL") { "42P01" } else { "42P05" });
                         self.skipping = true;
@@ -223,6 +233,11 @@ impl FakeServer {
                         self.skipping = true;
                         continue;
                     };
+                    if self.refused_when_failed(&text) {
+                        self.error(&mut out, "25P02");
+                        self.skipping = true;
+                        continue;
+                    }
                     self.portals.insert(portal.to_vec(), text);
                     msg(&mut out, tag::backend::BIND_COMPLETE, b"");
                 }
@@ -251,6 +266,22 @@ impl FakeServer {
                         self.copy_in = true;
                         continue;
                     }
+                    if self.refused_when_failed(&text) {
+                        self.error(&mut out, "25P02");
+                        self.skipping = true;
+                        continue;
+                    }
+                    if q.starts_with("COMMIT") || q.starts_with("ROLLBACK") {
+                        let t: &[u8] =
+                            if self.status == TxStatus::Failed || q.starts_with("ROLLBACK") {
+                                b"ROLLBACK\0"
+                            } else {
+                                b"COMMIT\0"
+                            };
+                        self.status = TxStatus::Idle;
+                        msg(&mut out, tag::backend::COMMAND_COMPLETE, t);
+                        continue;
+                    }
                     if q.starts_with("BEGIN") {
                         self.status = TxStatus::InTransaction;
                     } else if !q.starts_with("SET") {
@@ -258,7 +289,22 @@ impl FakeServer {
                     }
                     msg(&mut out, tag::backend::COMMAND_COMPLETE, b"SELECT 1\0");
                 }
-                tag::frontend::CLOSE => msg(&mut out, tag::backend::CLOSE_COMPLETE, b""),
+                tag::frontend::CLOSE => {
+                    // As Postgres: the statement (or portal) is gone; closing a
+                    // name that does not exist is not an error.
+                    let (&kind, rest) = body.split_first().unwrap_or((&b'S', &[]));
+                    let name = cstr(rest).0;
+                    match (kind, name.is_empty()) {
+                        (b'S', true) => self.unnamed = None,
+                        (b'S', false) => {
+                            self.named.remove(name);
+                        }
+                        _ => {
+                            self.portals.remove(name);
+                        }
+                    }
+                    msg(&mut out, tag::backend::CLOSE_COMPLETE, b"");
+                }
                 tag::frontend::FUNCTION_CALL => {
                     msg(
                         &mut out,
@@ -299,6 +345,9 @@ impl FakeServer {
 pub struct Harness {
     pub core: Core,
     pub servers: Vec<FakeServer>,
+    /// Each shard's server state while it is in the pool (what it has
+    /// prepared follows it from one attachment to the next, as in a pool).
+    states: Vec<Option<ServerState>>,
     /// The shard whose server is attached.
     attached: Option<usize>,
     /// Servers handed out so far, and releases.
@@ -354,6 +403,7 @@ impl Harness {
         Harness {
             core,
             servers: (0..n).map(|_| FakeServer::default()).collect(),
+            states: (0..n).map(|_| None).collect(),
             attached: None,
             attaches: 0,
             releases: 0,
@@ -395,7 +445,9 @@ impl Harness {
                     assert!(self.attached.is_none(), "attach while attached");
                     self.attached = Some(shard);
                     self.attaches += 1;
-                    let mut st = ServerState::new(SocketAddr::from(([127, 0, 0, 1], 1)), None);
+                    let mut st = self.states[shard].take().unwrap_or_else(|| {
+                        ServerState::new(SocketAddr::from(([127, 0, 0, 1], 1)), None)
+                    });
                     assert!(self.core.prepare_attach(&mut st).is_none());
                     self.core.attached(shard, st)
                 }
@@ -407,6 +459,7 @@ impl Harness {
                         "released inside a transaction"
                     );
                     assert!(r.state.rbuf.is_empty(), "released with unread bytes");
+                    self.states[shard] = Some(r.state);
                     self.releases += 1;
                     self.core.released(None)
                 }

@@ -538,3 +538,37 @@ fn a_pause_holds_work_that_only_mentions_the_tenant() {
     h.server_turn();
     assert_eq!(h.client_tags(), "DCZI");
 }
+
+#[test]
+fn a_statement_prepared_again_after_deallocate_all_runs_in_a_later_transaction() {
+    // From the session fuzz target: the server's old copy of the text is
+    // closed as stale at the next attach, then prepared afresh under the same
+    // name inside a transaction; the client sees only its own answers.
+    let mut h = Harness::new("appd");
+    let by_tenant = "SELECT * FROM t WHERE tenant_id = $1";
+    h.send(&[parse("s1", by_tenant), frame(b'D', b"S\0"), sync()]);
+    h.server_turn();
+    assert_eq!(
+        h.client_errors(),
+        ["26000"],
+        "Describe of a statement never parsed"
+    );
+    h.client_tags();
+    h.send(&[query("DEALLOCATE ALL")]);
+    h.send(&[parse("s1", "SELECT 1"), parse("s2", by_tenant), sync()]);
+    h.server_turn();
+    h.send(&[query("SELECT 1")]);
+    h.server_turn();
+    h.client_tags();
+    h.send(&[query("BEGIN")]);
+    h.send(&[bind("s1", &["1"]), bind("s2", &["1"]), sync()]);
+    h.server_turn();
+    assert_eq!(h.client_errors(), Vec::<String>::new());
+    assert_eq!(h.client_tags(), "CZT22ZT");
+    h.send(&[execute(), sync()]);
+    h.server_turn();
+    assert_eq!(h.client_tags(), "DCZT");
+    h.send(&[query("COMMIT")]);
+    h.server_turn();
+    assert_eq!(h.client_tags(), "CZI");
+}
