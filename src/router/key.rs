@@ -12,8 +12,10 @@ pub const MAX_KEY_LEN: usize = 63;
 /// Invariants (enforced by every constructor): `1 <= len <= 63`, the bytes
 /// are valid UTF-8 without NUL (Postgres text cannot hold NUL, so such a key
 /// can never name a real tenant), and bytes past `len` are zero so the derived
-/// `Eq`/`Hash` only see the key itself.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// `Eq` only sees the key itself. `Hash` hashes the key's bytes only (not the
+/// 63-byte buffer): tenants are hashed a few times per transaction (the tenant
+/// gate, the pool's lanes, the statistics).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct TenantKey {
     buf: [u8; MAX_KEY_LEN],
     len: u8,
@@ -131,6 +133,13 @@ pub(crate) fn parse_canonical_i64(b: &[u8]) -> Option<i64> {
         Some(acc)
     } else {
         acc.checked_neg()
+    }
+}
+
+impl std::hash::Hash for TenantKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Consistent with `Eq`: equal keys have equal bytes (the padding is zero).
+        self.as_bytes().hash(state);
     }
 }
 

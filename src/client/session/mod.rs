@@ -574,7 +574,9 @@ impl Session {
                 Need::Close(e) => return Err(e),
                 Need::Attach(shard) => self.attach(shard).await,
                 Need::Release(r) => self.release(*r).await,
-                Need::Paused(key) => self.wait_for_resume(key).await?,
+                // Boxed: a rare path whose future is large, and inline it would
+                // make every client's task, idle ones included, that much bigger.
+                Need::Paused(key) => Box::pin(self.wait_for_resume(key)).await?,
             };
         }
     }
