@@ -7,7 +7,6 @@ use crate::app::admin_state::DbTotals;
 use crate::app::{App, ClientHandle};
 use crate::config::{Config, PoolSettings, ADMIN_DBS};
 use crate::pool::Pool;
-use crate::router::shardmap::canonical_key;
 use crate::router::TenantKey;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -866,8 +865,7 @@ pub fn tenants(app: &App, n: usize) -> Table {
             snap.dbs
                 .get(&r.database)
                 .and_then(|db| db.routing.as_ref())
-                .and_then(|rt| canonical_key(rt.map.key_type(), &k).ok())
-                .and_then(|c| TenantKey::new(c.as_bytes()))
+                .and_then(|rt| rt.map.canonical_tenant(&k).ok())
                 .unwrap_or(k)
         });
         let p = key.and_then(|k| paused.iter().find(|(pk, _)| *pk == k));

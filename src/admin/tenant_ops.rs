@@ -18,7 +18,7 @@
 //!    with the new map.
 
 use crate::app::App;
-use crate::router::shardmap::{self, canonical_key};
+use crate::router::shardmap;
 use crate::router::TenantKey;
 use crate::sqlstate::{self, PgError};
 use std::collections::BTreeMap;
@@ -41,8 +41,7 @@ fn keys_of(app: &App, key: &str) -> Result<BTreeMap<String, TenantKey>, PgError>
     for (name, db) in &snap.dbs {
         let Some(rt) = &db.routing else { continue };
         // A key that the map's key type cannot read is not a tenant there.
-        if let Ok(c) = canonical_key(rt.map.key_type(), &k) {
-            let c = TenantKey::new(c.as_bytes()).unwrap_or(k);
+        if let Ok(c) = rt.map.canonical_tenant(&k) {
             out.insert(name.clone(), c);
         }
     }

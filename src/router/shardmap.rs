@@ -486,6 +486,17 @@ impl ShardMap {
         parse_uuid(key.as_bytes()).ok_or_else(|| format!("tenant key {key:?} is not a uuid"))
     }
 
+    /// `key` in its canonical spelling under this map's key type (`042` is
+    /// bigint `42`), the one tenant every spelling names: what the tenant gate,
+    /// the pool's lanes and the console compare. `Err` when the key type cannot
+    /// read the key (it is not a tenant of this map).
+    pub fn canonical_tenant(&self, key: &TenantKey) -> Result<TenantKey, String> {
+        Ok(match canonical_key(self.key_type, key)? {
+            std::borrow::Cow::Borrowed(_) => *key,
+            std::borrow::Cow::Owned(c) => TenantKey::new(c.as_bytes()).unwrap_or(*key),
+        })
+    }
+
     /// The `[tenant_limits]` entry of `key`, if the map has one (`Some(0)`: no
     /// cap for this tenant, whatever the database's default).
     pub fn tenant_limit(&self, key: &TenantKey) -> Option<usize> {

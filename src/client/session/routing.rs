@@ -12,7 +12,6 @@ use super::tenancy::View;
 use crate::app::gate::Blocked;
 use crate::config::PoolMode;
 use crate::protocol::{self, tag, Parse, TxStatus};
-use crate::router::shardmap::canonical_key;
 use crate::router::{self, Decision, Effects, Facts, Kind, ListenOp, Local, Source, TenantKey, Tx};
 use crate::sqlstate::{self, PgError};
 use bytes::{Bytes, BytesMut};
@@ -227,11 +226,11 @@ impl Core {
     /// The tenant as the gate knows it: its canonical spelling under the map's
     /// key type (`042` and `42` of a bigint key are one tenant).
     pub(super) fn gate_key(&self, t: TenantKey) -> TenantKey {
-        let Some(rt) = &self.db.routing else { return t };
-        match canonical_key(rt.map.key_type(), &t) {
-            Ok(std::borrow::Cow::Owned(c)) => TenantKey::new(c.as_bytes()).unwrap_or(t),
-            _ => t,
-        }
+        self.db
+            .routing
+            .as_ref()
+            .and_then(|rt| rt.map.canonical_tenant(&t).ok())
+            .unwrap_or(t)
     }
 
     /// Hold tenant `t` for this transaction (so a PAUSE of it waits for the
