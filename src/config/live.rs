@@ -265,13 +265,17 @@ impl Live {
     }
 
     /// Publish a new generation built from a copy of the current config changed by
-    /// `edit` (console SET) and validated like a loaded file. If a reload races, the
-    /// change is redone on top of what the reload installed. Returns the snapshot
-    /// published.
+    /// `edit` (console SET, MOVE TENANT) and validated like a loaded file. Returns
+    /// the snapshot published.
+    ///
+    /// It takes the reload lock: a file reload reads the config and the maps, then
+    /// publishes, and a change published in between (a MOVE that rewrote a map)
+    /// would otherwise be overwritten by what the reload read before it.
     pub fn modify(
         &self,
         mut edit: impl FnMut(&mut Config) -> Result<(), String>,
     ) -> Result<Arc<Snapshot>, String> {
+        let _g = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let old = self.current.load_full();
             let mut cfg = old.config.clone();
@@ -284,5 +288,55 @@ impl Live {
                 return Ok(new);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_config(path: &Path, pool_size: usize) {
+        std::fs::write(
+            path,
+            format!(
+                "[pool]\ndefault_pool_size = {pool_size}\n[databases.app]\n\
+                 shards = [ {{ name = \"s0\", host = \"127.0.0.1\" }} ]\n"
+            ),
+        )
+        .unwrap();
+    }
+
+    /// A console change published while a reload is between reading the file and
+    /// publishing it is not lost: the reload cannot put back what it read before.
+    #[test]
+    fn a_change_made_during_a_reload_outlives_it() {
+        let dir = std::env::temp_dir().join(format!("sb-live-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        write_config(&path, 5);
+        let live = Arc::new(Live::new(Config::load(&path).unwrap(), Some(path.clone())).unwrap());
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let other = live.clone();
+        let mut change = None;
+        live.reload(|_| {
+            // The reload has read the file and not yet published: change the
+            // config meanwhile.
+            change = Some(std::thread::spawn(move || {
+                let r = other.modify(|c| {
+                    c.pool.default_pool_size = Some(9);
+                    Ok(())
+                });
+                done_tx.send(()).unwrap();
+                r.map(|s| s.generation)
+            }));
+            // Without the lock the change lands here, before the reload publishes.
+            let _ = done_rx.recv_timeout(std::time::Duration::from_millis(200));
+        })
+        .unwrap();
+        let gen = change.unwrap().join().unwrap().unwrap();
+        let now = live.load_full();
+        assert_eq!(now.generation, gen, "the reload published over the change");
+        assert_eq!(now.config.pool.default_pool_size, Some(9));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
