@@ -58,6 +58,10 @@ pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 /// out_of_memory (a client over its statement budget)
 pub const OUT_OF_MEMORY: &str = "53200";
+/// disk_full (the spool for large client messages is full: `[limits] max_spooled`)
+pub const DISK_FULL: &str = "53100";
+/// io_error (a spool file could not be written or read)
+pub const IO_ERROR: &str = "58030";
 /// insufficient_resources
 pub const INSUFFICIENT_RESOURCES: &str = "53000";
 /// cannot_connect_now (a disabled database; a server starting up)

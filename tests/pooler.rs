@@ -5,6 +5,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::raw::Raw;
 use support::{basic_config, eventually, eventually_ok, Bouncer, PgCluster};
@@ -975,9 +976,9 @@ async fn reserve_pool_serves_a_client_that_waited() {
     a.simple_query("COMMIT").await.unwrap();
 }
 
-/// Clients that send most of a huge message and stop cannot make the pooler hold
-/// more than `[limits] max_buffered`: past it, the client holding the most is closed
-/// with 53200, and everyone else keeps working.
+/// With spooling off, clients that send most of a huge message and stop cannot
+/// make the pooler hold more than `[limits] max_buffered`: past it, the client
+/// holding the most is closed with 53200, and everyone else keeps working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_messages_are_bounded_by_max_buffered() {
     const CLIENTS: usize = 20;
@@ -986,7 +987,10 @@ async fn partial_messages_are_bounded_by_max_buffered() {
     let pg = PgCluster::start();
     let cfg = basic_config(&[&pg], "")
         .replace("type = \"scram-sha-256\"", "type = \"trust\"")
-        .replace("[pool]", "[limits]\nmax_buffered = 8388608\n[pool]");
+        .replace(
+            "[pool]",
+            "[limits]\nmax_buffered = 8388608\nspool_threshold = 268435456\n[pool]",
+        );
     let b = Bouncer::start(&cfg);
     let c = b.connect("app", "", "app").await;
     assert_eq!(int_of(&c, "SELECT 1").await, 1);
@@ -1040,6 +1044,129 @@ async fn partial_messages_are_bounded_by_max_buffered() {
     let fresh = b.connect("app", "", "app").await;
     assert_eq!(int_of(&fresh, "SELECT 2").await, 2);
     assert!(b.log().contains("max_buffered"), "{}", b.log());
+}
+
+/// With the default limits, clients that send 90% of a 100 MB message and stop
+/// hold a spool file each, not memory: the pooler's RSS grows by less than
+/// 64 MiB, everyone else keeps working, and the files go with the clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_huge_messages_wait_on_disk_not_in_memory() {
+    const CLIENTS: usize = 20;
+    const MESSAGE: usize = 100_000_000;
+    const SENT: usize = MESSAGE / 10 * 9;
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "").replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    let c = b.connect("app", "", "app").await;
+    assert_eq!(int_of(&c, "SELECT 1").await, 1);
+    let (rss_before, _) = b.memory_kib();
+    let port = b.port;
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let (leave_tx, leave_rx) = std::sync::mpsc::channel::<()>();
+    let leave_rx = Arc::new(std::sync::Mutex::new(leave_rx));
+    let flood: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (sent_tx, leave_rx) = (sent_tx.clone(), leave_rx.clone());
+            std::thread::spawn(move || {
+                let mut r = Raw::login(port, "app", "app");
+                let mut head = vec![b'Q'];
+                head.extend_from_slice(&((MESSAGE + 4) as i32).to_be_bytes());
+                r.s.write_all(&head).unwrap();
+                let chunk = vec![b' '; 1 << 20];
+                let mut sent = 0;
+                while sent < SENT {
+                    let n = chunk.len().min(SENT - sent);
+                    r.s.write_all(&chunk[..n]).unwrap();
+                    sent += n;
+                }
+                sent_tx.send(()).unwrap();
+                // Stalled, connected, until the test lets it go.
+                let _ = leave_rx.lock().unwrap().recv();
+            })
+        })
+        .collect();
+    // Meanwhile, another client keeps working.
+    let mut served = 0;
+    let mut stalled = 0;
+    while stalled < CLIENTS {
+        assert_eq!(int_of(&c, "SELECT 1").await, 1);
+        served += 1;
+        if sent_rx.try_recv().is_ok() {
+            stalled += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every stalled message's start is on disk (all but what one read holds).
+    let files = eventually_ok(Duration::from_secs(60), || async {
+        let files = b.spool_files();
+        let full = files
+            .iter()
+            .filter(|&&n| n as usize >= SENT - (2 << 20))
+            .count();
+        if full == CLIENTS {
+            Ok(files)
+        } else {
+            Err(format!("{full} of {CLIENTS} spooled: {files:?}"))
+        }
+    })
+    .await;
+    let (_, peak) = b.memory_kib();
+    let grew_mib = peak.saturating_sub(rss_before) / 1024;
+    eprintln!(
+        "rss before {rss_before} KiB, peak {peak} KiB, spooled {} MiB",
+        files.iter().sum::<u64>() >> 20
+    );
+    assert!(grew_mib < 64, "peak RSS grew by {grew_mib} MiB");
+    assert!(served > 0);
+    assert_eq!(int_of(&c, "SELECT 1").await, 1);
+    let fresh = b.connect("app", "", "app").await;
+    assert_eq!(int_of(&fresh, "SELECT 2").await, 2);
+    drop(leave_tx);
+    for t in flood {
+        t.join().unwrap();
+    }
+    eventually(Duration::from_secs(20), "spool files closed", || async {
+        b.spool_files().is_empty()
+    })
+    .await;
+}
+
+/// The spool has a cap too: a message that would take it past
+/// `[limits] max_spooled` closes its client with 53100, and nobody else notices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_past_max_spooled_closes_its_client_only() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"")
+        .replace("[pool]", "[limits]\nmax_spooled = 4194304\n[pool]");
+    let b = Bouncer::start(&cfg);
+    let c = b.connect("app", "", "app").await;
+    let port = b.port;
+    let said = tokio::task::spawn_blocking(move || {
+        let mut r = Raw::login(port, "app", "app");
+        r.query(&format!("SELECT length('{}')", "x".repeat(10 << 20)));
+        let bytes = r.take_built();
+        // The pooler may close the socket before all of it is written.
+        let _ = r.s.write_all(&bytes);
+        r.read_msg().map(|(t, body)| (t, error_code(&body)))
+    })
+    .await
+    .unwrap();
+    // The pooler closes with the rest of the message unread, so the client's
+    // kernel may get a reset before it reads the error: the log says it too.
+    assert!(
+        said.is_none() || said == Some((b'E', "53100".to_string())),
+        "{said:?}"
+    );
+    b.wait_for_log("max_spooled").await;
+    assert_eq!(int_of(&c, "SELECT 1").await, 1);
+    // Under the cap, the same message goes through.
+    let big = format!("SELECT length('{}')", "x".repeat(3 << 20));
+    assert_eq!(int_of(&c, &big).await, 3 << 20);
+    eventually(Duration::from_secs(20), "spool files closed", || async {
+        b.spool_files().is_empty()
+    })
+    .await;
 }
 
 /// After a burst of clients has come and gone, the memory it used goes back to

@@ -7,6 +7,7 @@
 mod support;
 
 use shardbouncer::router::{ShardMap, TenantKey};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -331,6 +332,72 @@ async fn scan_finds_literals_and_bind_parameters() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "42P17");
+}
+
+/// Messages larger than `[limits] spool_threshold` wait in a spool file while
+/// they arrive, then are routed whole like any other: a tenant named only at
+/// the end of 3 MB decides the shard, a second tenant there is still refused,
+/// and a 3 MB Bind value does not hide the tenant parameter beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_wait_in_the_spool_and_are_routed_whole() {
+    let f = Fixture::start_auth(
+        2,
+        "[limits]\nspool_threshold = 65536\nspool_dir = \"{DIR}\"\n",
+        "trust",
+    );
+    let pad = "x".repeat(3 << 20);
+    let other = ["1", "2", "3", "4", "5", "6", "7"]
+        .into_iter()
+        .find(|t| route(&f.map, t) != route(&f.map, "42"))
+        .unwrap();
+    // A raw client stops part-way: what it sent so far is in a spool file.
+    let mut r = Raw::login(f.bouncer.port, "app", "app");
+    r.query(&format!(
+        "SELECT current_setting('port'), length('{pad}') /* tenant_id=42 */"
+    ));
+    let bytes = r.take_built();
+    let (start, end) = bytes.split_at(2 << 20);
+    r.s.write_all(start).unwrap();
+    eventually(Duration::from_secs(20), "the start spooled", || async {
+        f.bouncer.spool_files().iter().sum::<u64>() >= (1 << 20)
+    })
+    .await;
+    r.s.write_all(end).unwrap();
+    let got = r.read_until_ready();
+    assert_eq!(first_error(&got), None, "{:?}", tags(&got));
+    let row = support::raw::first_column(&got);
+    assert_eq!(row, [f.port_of("42")], "tenant 42's shard");
+    assert!(
+        f.bouncer.spool_files().is_empty(),
+        "the spool went with the message"
+    );
+    // The same through tokio-postgres, and a second tenant at the end.
+    let c = f.client("").await;
+    let sql =
+        format!("SELECT current_setting('port') WHERE length('{pad}') > 0 /* tenant_id=42 */");
+    assert_eq!(one(&c, &sql).await.unwrap(), f.port_of("42"));
+    let e = c
+        .simple_query(&format!(
+            "SELECT name FROM accounts WHERE tenant_id = '42' AND name <> '{pad}' OR tenant_id = '{other}'"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{}", msg(&e));
+    // Extended: the tenant is a Bind value beside a 3 MB one.
+    c.execute(
+        "INSERT INTO accounts (tenant_id, name) VALUES ($1, $2)",
+        &[&"42", &pad],
+    )
+    .await
+    .unwrap();
+    for (i, shard) in f.shards.iter().enumerate() {
+        let n = shard.psql(
+            "app",
+            "SELECT count(*) FROM accounts WHERE length(name) > 1000000",
+        );
+        let want = if i == route(&f.map, "42") { "1" } else { "0" };
+        assert_eq!(n.trim(), want, "shard s{i}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

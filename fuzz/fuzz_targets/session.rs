@@ -16,7 +16,11 @@
 //! * with tenant pauses on (bit 1 of the first byte: ops 60..63 pause or resume
 //!   tenant 1 or 2, as console PAUSE/RESUME TENANT), work held for a paused
 //!   tenant holds no server, and every invariant above still holds once the
-//!   pauses end.
+//!   pauses end;
+//! * with spilling on (bit 2 of the first byte), every message arrives in three
+//!   pieces and any message over 8 bytes is spilled to a spool (a Vec here, a
+//!   file in the driver) while it arrives: every invariant above still holds,
+//!   and a spool is read back only whole.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -103,12 +107,16 @@ struct Client {
     ill_formed: bool,
     /// Its work waits for this tenant's pause to end.
     held: Option<TenantKey>,
+    /// What the core spilled of the message arriving (the driver's spool file).
+    spool: Vec<u8>,
 }
 
 struct World {
     clients: Vec<Client>,
     pools: Vec<Vec<Slot>>,
     gate: std::sync::Arc<shardbouncer::app::gate::TenantGate>,
+    /// Messages arrive in pieces (and large ones are spilled).
+    pieces: bool,
 }
 
 impl World {
@@ -151,6 +159,16 @@ impl World {
                     slot.state = Some(r.state);
                     slot.holder = None;
                     self.clients[c].core.released(None)
+                }
+                Need::Spill(chunk) => {
+                    assert!(!chunk.is_empty(), "an empty spill");
+                    self.clients[c].spool.extend_from_slice(&chunk);
+                    self.clients[c].core.client_data()
+                }
+                Need::Unspill(n) => {
+                    let spool = std::mem::take(&mut self.clients[c].spool);
+                    assert_eq!(spool.len(), n, "unspill of what was not spilled");
+                    self.clients[c].core.unspilled(bytes::BytesMut::from(&spool[..]))
                 }
                 Need::Paused(key) => {
                     assert!(self.clients[c].attached.is_none(), "held with a server");
@@ -318,9 +336,20 @@ impl World {
             }
             _ => {}
         }
-        client.core.cbuf().extend_from_slice(&msg);
-        let need = client.core.client_data();
-        self.serve(c, need);
+        if !self.pieces {
+            client.core.cbuf().extend_from_slice(&msg);
+            let need = client.core.client_data();
+            self.serve(c, need);
+            return;
+        }
+        for piece in msg.chunks(msg.len().div_ceil(3)) {
+            if self.clients[c].closed {
+                return;
+            }
+            self.clients[c].core.cbuf().extend_from_slice(piece);
+            let need = self.clients[c].core.client_data();
+            self.serve(c, need);
+        }
     }
 }
 
@@ -380,12 +409,19 @@ fuzz_target!(|data: &[u8]| {
                     copying: false,
                     ill_formed: false,
                     held: None,
+                    spool: Vec::new(),
                 }
             })
             .collect(),
         pools: (0..shards).map(|_| Vec::new()).collect(),
         gate: gate.clone(),
+        pieces: first & 4 != 0,
     };
+    if w.pieces {
+        for client in &mut w.clients {
+            client.core.spill_above(8);
+        }
+    }
     let pauses = first & 2 != 0;
     for op in ops.chunks(4) {
         let c = (op[0] >> 7) as usize;
@@ -422,6 +458,7 @@ fuzz_target!(|data: &[u8]| {
         if c.closed || copying || c.ill_formed || c.ext_open {
             continue;
         }
+        assert!(c.spool.is_empty(), "client {i}: a whole message left in the spool");
         assert_eq!(
             c.readies, c.requests,
             "client {i}: every request answered once everything settled"

@@ -718,6 +718,8 @@ fn set_key(cfg: &mut Config, key: &str, v: &str) -> Result<(), String> {
     match key {
         "max_client_conn" => cfg.limits.max_client_conn = parse_size(v)?,
         "max_buffered" => cfg.limits.max_buffered = parse_size(v)?,
+        "spool_threshold" => cfg.limits.spool_threshold = parse_size(v)?,
+        "max_spooled" => cfg.limits.max_spooled = parse_size(v)?,
         "default_pool_size" => p.default_pool_size = Some(parse_size(v)?),
         "min_pool_size" => p.min_pool_size = Some(parse_size(v)?),
         "reserve_pool_size" => p.reserve_pool_size = Some(parse_size(v)?),
@@ -778,6 +780,10 @@ mod tests {
         set_key(&mut cfg, "max_client_conn", "2147483647").unwrap();
         set_key(&mut cfg, "max_buffered", "1048576").unwrap();
         assert_eq!(cfg.limits.max_buffered, 1 << 20);
+        set_key(&mut cfg, "spool_threshold", "65536").unwrap();
+        assert_eq!(cfg.limits.spool_threshold, 65536);
+        set_key(&mut cfg, "max_spooled", "1073741824").unwrap();
+        assert_eq!(cfg.limits.max_spooled, 1 << 30);
         set_key(&mut cfg, "max_db_connections", "4").unwrap();
         set_key(&mut cfg, "max_user_connections", "3").unwrap();
         assert_eq!(cfg.pool_defaults().max_db_connections, 4);

@@ -137,6 +137,11 @@ pub fn cross_shard_refused(database: &str) {
     routing(database, |r| r.cross_shard.increment(1));
 }
 
+/// A client message larger than `[limits] spool_threshold` was spooled whole.
+pub fn message_spooled() {
+    counter!("shardbouncer_client_spooled_messages_total").increment(1);
+}
+
 /// A configuration (or shard map) reload finished.
 pub fn reload(ok: bool) {
     counter!("shardbouncer_reloads_total", "result" => if ok { "ok" } else { "failed" })
@@ -149,6 +154,8 @@ pub fn refresh(app: &App, tenants: bool) {
     gauge!("shardbouncer_config_generation").set(snap.generation as f64);
     // Against `[limits] max_buffered`: how close abuse is to closing clients.
     gauge!("shardbouncer_client_buffered_bytes").set(app.clients.buffered() as f64);
+    // Against `[limits] max_spooled`: large messages waiting on disk.
+    gauge!("shardbouncer_client_spooled_bytes").set(app.clients.spooled() as f64);
     for (name, db) in &snap.dbs {
         if let Some(rt) = &db.routing {
             gauge!("shardbouncer_shard_map_version", "database" => name.clone())

@@ -135,11 +135,14 @@ pub const TENANT_CAP_KEY: &str = "tenant_limits.max_active";
 
 /// Whether SET may change `key` at run time: every `[pool]` key except `mode` (it
 /// changes how sessions work), applied to the `[pool]` defaults, `[limits]
-/// max_client_conn` and `max_buffered`, and the per-tenant cap ([`TENANT_CAP_KEY`]).
+/// max_client_conn`, `max_buffered`, `spool_threshold` and `max_spooled`, and the
+/// per-tenant cap ([`TENANT_CAP_KEY`]).
 /// Databases that override a key keep their own value.
 pub fn changeable(key: &str) -> bool {
     key == "max_client_conn"
         || key == "max_buffered"
+        || key == "spool_threshold"
+        || key == "max_spooled"
         || key.ends_with(TENANT_CAP_KEY)
         || (key != "mode" && crate::config::POOL_KEYS.contains(&key))
 }
@@ -189,6 +192,9 @@ pub fn config(cfg: &Config) -> Table {
             ("max_client_conn", c.limits.max_client_conn.to_string()),
             ("max_message_size", c.limits.max_message_size.to_string()),
             ("max_buffered", c.limits.max_buffered.to_string()),
+            ("spool_threshold", c.limits.spool_threshold.to_string()),
+            ("spool_dir", c.limits.spool_dir().display().to_string()),
+            ("max_spooled", c.limits.max_spooled.to_string()),
             ("shutdown_timeout", secs(c.limits.shutdown_timeout)),
             ("admin_users", c.admin.users.join(",")),
             ("stats_users", c.admin.stats_users.join(",")),

@@ -290,6 +290,8 @@ pub struct Clients {
     /// Signalled when the bytes held fall: clients that stopped reading over
     /// `[limits] max_buffered` look again.
     budget_freed: tokio::sync::Notify,
+    /// Bytes all sessions hold in spool files (`[limits] max_spooled`).
+    spooled: AtomicUsize,
 }
 
 impl Default for Clients {
@@ -300,6 +302,7 @@ impl Default for Clients {
             next_id: AtomicU64::new(1),
             buffered: AtomicUsize::new(0),
             budget_freed: tokio::sync::Notify::new(),
+            spooled: AtomicUsize::new(0),
         }
     }
 }
@@ -343,6 +346,26 @@ impl Clients {
             .cloned()?;
         largest.kill_for_memory();
         Some(largest)
+    }
+
+    /// Count `n` more bytes in spool files, unless the total would pass `cap`
+    /// (then nothing is counted and it returns false).
+    pub fn spool(&self, n: usize, cap: usize) -> bool {
+        self.spooled
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                t.checked_add(n).filter(|&after| after <= cap)
+            })
+            .is_ok()
+    }
+
+    /// `n` bytes left the spool files.
+    pub fn unspool(&self, n: usize) {
+        self.spooled.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Bytes all clients hold in spool files.
+    pub fn spooled(&self) -> usize {
+        self.spooled.load(Ordering::Acquire)
     }
 
     /// Bytes all clients hold in incomplete messages.

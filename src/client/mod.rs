@@ -3,6 +3,7 @@
 mod expect;
 mod queue;
 pub mod session;
+mod spool;
 pub mod startup;
 
 use crate::app::{App, ClientActivity, ClientHandle, CountGuard, Registered};

@@ -96,6 +96,19 @@ pub struct Limits {
     /// past it the client holding the most is closed (53200).
     #[serde(default = "default_max_buffered")]
     pub max_buffered: usize,
+    /// A client message larger than this (bytes) is kept in a spool file, not in
+    /// memory, while it arrives; once whole it is routed and sent as any other.
+    /// At or above `max_message_size`, nothing is spooled.
+    #[serde(default = "default_spool_threshold")]
+    pub spool_threshold: usize,
+    /// Where spool files go (created and unlinked at once, so none outlives its
+    /// session); empty means the system's temporary directory.
+    #[serde(default)]
+    pub spool_dir: String,
+    /// Most bytes all spool files together may hold; a client whose message
+    /// would go past it is closed (53100).
+    #[serde(default = "default_max_spooled")]
+    pub max_spooled: usize,
 }
 
 fn default_max_client_conn() -> usize {
@@ -110,6 +123,12 @@ fn default_shutdown_timeout() -> Duration {
 fn default_max_buffered() -> usize {
     128 * 1024 * 1024
 }
+fn default_spool_threshold() -> usize {
+    1024 * 1024
+}
+fn default_max_spooled() -> usize {
+    4 * 1024 * 1024 * 1024
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -118,6 +137,20 @@ impl Default for Limits {
             max_message_size: default_max_message_size(),
             shutdown_timeout: default_shutdown_timeout(),
             max_buffered: default_max_buffered(),
+            spool_threshold: default_spool_threshold(),
+            spool_dir: String::new(),
+            max_spooled: default_max_spooled(),
+        }
+    }
+}
+
+impl Limits {
+    /// The directory spool files go to.
+    pub fn spool_dir(&self) -> std::path::PathBuf {
+        if self.spool_dir.is_empty() {
+            std::env::temp_dir()
+        } else {
+            std::path::PathBuf::from(&self.spool_dir)
         }
     }
 }
@@ -702,6 +735,15 @@ impl Config {
         if self.limits.max_message_size < 1024 {
             return Err("[limits] max_message_size must be at least 1024".into());
         }
+        if self.limits.spool_threshold < 1024 {
+            return Err("[limits] spool_threshold must be at least 1024".into());
+        }
+        if !self.limits.spool_dir.is_empty() && !self.limits.spool_dir().is_dir() {
+            return Err(format!(
+                "[limits] spool_dir {:?} is not a directory",
+                self.limits.spool_dir
+            ));
+        }
         self.tls.validate()?;
         if self.auth.auth_query.trim().is_empty() {
             return Err("[auth] auth_query must not be empty".into());
@@ -842,6 +884,21 @@ shards = [ { name = "s0", host = "127.0.0.1", port = 5432 } ]
         assert_eq!(p.mode, PoolMode::Transaction);
         assert_eq!(p.default_pool_size, 20);
         assert_eq!(p.query_wait_timeout.as_std().as_secs(), 120);
+    }
+
+    #[test]
+    fn spool_limits_are_checked() {
+        let c = Config::parse(MIN).unwrap();
+        assert_eq!(c.limits.spool_threshold, 1 << 20);
+        assert_eq!(c.limits.spool_dir(), std::env::temp_dir());
+        let e = Config::parse(&format!("[limits]\nspool_threshold = 10\n{MIN}")).unwrap_err();
+        assert!(e.contains("spool_threshold"), "{e}");
+        let e = Config::parse(&format!("[limits]\nspool_dir = \"/nonexistent/sb\"\n{MIN}"))
+            .unwrap_err();
+        assert!(
+            e.contains("spool_dir") && e.contains("/nonexistent/sb"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -50,6 +50,22 @@ impl Bouncer {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    /// The sizes of the spool files the process holds open (large client
+    /// messages waiting to be whole; the files are unlinked, so only the
+    /// process's descriptors show them).
+    pub fn spool_files(&self) -> Vec<u64> {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", self.child.id())) else {
+            return Vec::new();
+        };
+        fds.flatten()
+            .filter(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|l| l.to_string_lossy().contains("shardbouncer-spool-"))
+            })
+            .filter_map(|fd| std::fs::metadata(fd.path()).ok().map(|m| m.len()))
+            .collect()
+    }
+
     /// Start `shardbouncer --config <dir>/shardbouncer.toml`.
     ///
     /// `config_toml` may contain `{PORT}` (replaced by a free port, which

@@ -212,6 +212,11 @@ impl Raw {
         }
     }
 
+    /// Take the messages built so far, unsent (to send them in pieces).
+    pub fn take_built(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
     /// Sync.
     pub fn sync(&mut self) -> &mut Raw {
         self.msg(b'S', b"")

@@ -50,6 +50,12 @@ pub enum Need {
     /// pause of this (canonical) key ends, then call [`Core::resumed`] (or
     /// [`Core::attach_failed`] when the wait times out or is cancelled).
     Paused(TenantKey),
+    /// Append these bytes (part of a large client message) to the session's
+    /// spool file, then call [`Core::client_data`].
+    Spill(Bytes),
+    /// The rest of the spilled message has come: read the spool's first `n`
+    /// bytes back, empty it, and hand them to [`Core::unspilled`].
+    Unspill(usize),
     /// The session must end; the client has been told why.
     Close(End),
 }
@@ -245,6 +251,19 @@ impl Core {
         }
     }
 
+    /// Spill client messages larger than `n` bytes to the driver's spool while
+    /// they arrive (`[limits] spool_threshold`; see [`Need::Spill`]).
+    pub fn spill_above(&mut self, n: usize) {
+        self.inbound.spill_above(n);
+    }
+
+    /// The spilled bytes the driver was asked for ([`Need::Unspill`]): the
+    /// message is whole again and is handled like any other.
+    pub fn unspilled(&mut self, head: BytesMut) -> Need {
+        self.inbound.unspilled(head);
+        self.client_data()
+    }
+
     /// The client read buffer (the driver reads into it).
     pub fn cbuf(&mut self) -> &mut BytesMut {
         self.inbound.buf_mut()
@@ -390,6 +409,8 @@ impl Core {
             }
             match self.inbound.next(self.att.is_some()) {
                 Next::More => break,
+                Next::Spill(chunk) => return Need::Spill(chunk),
+                Next::Unspill(n) => return Need::Unspill(n),
                 Next::Stream(chunk) => {
                     if !self.batch.skipping() {
                         if let Some(a) = self.att.as_mut() {

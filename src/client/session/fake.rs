@@ -361,6 +361,10 @@ pub struct Harness {
     pub gate: Arc<TenantGate>,
     /// The work waits for this tenant's pause to end ([`Harness::resume`]).
     pub held: Option<TenantKey>,
+    /// What the core spilled of the message arriving (the driver's spool file).
+    pub spool: Vec<u8>,
+    /// Spilled messages read back whole.
+    pub unspilled: usize,
 }
 
 const ROUTED: &str = r#"
@@ -411,6 +415,8 @@ impl Harness {
             closed: None,
             gate,
             held: None,
+            spool: Vec::new(),
+            unspilled: 0,
         }
     }
 
@@ -463,6 +469,17 @@ impl Harness {
                     self.releases += 1;
                     self.core.released(None)
                 }
+                Need::Spill(chunk) => {
+                    assert!(!chunk.is_empty(), "an empty spill");
+                    self.spool.extend_from_slice(&chunk);
+                    self.core.client_data()
+                }
+                Need::Unspill(n) => {
+                    let spool = std::mem::take(&mut self.spool);
+                    assert_eq!(spool.len(), n, "unspill of what was not spilled");
+                    self.unspilled += 1;
+                    self.core.unspilled(bytes::BytesMut::from(&spool[..]))
+                }
                 Need::Paused(key) => {
                     assert!(self.attached.is_none(), "held while attached");
                     self.held = Some(key);
@@ -471,6 +488,13 @@ impl Harness {
             };
         }
         self.client.extend(self.core.to_client().take_all());
+    }
+
+    /// The client sends these bytes (any part of a message), as one read.
+    pub fn send_bytes(&mut self, b: &[u8]) {
+        self.core.cbuf().extend_from_slice(b);
+        let need = self.core.client_data();
+        self.serve(need);
     }
 
     /// The client sends these messages.

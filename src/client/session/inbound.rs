@@ -1,5 +1,13 @@
 //! What the client sent that the session has not handled yet: its read buffer,
-//! a large COPY frame streaming through, and the unit of work a frame belongs to.
+//! a large COPY frame streaming through, a large frame spilled to the driver's
+//! spool file, and the unit of work a frame belongs to.
+//!
+//! Why spill rather than stream: every other large frame (a Query, a Parse, a
+//! Bind) is routed, and routing sees the whole unit of work, every tenant
+//! mention and every Bind value, before a byte of it reaches a server. So such
+//! a frame is kept whole, but past `[limits] spool_threshold` it is kept on disk
+//! while it arrives: a client that stops half-way through a huge message holds
+//! a spool file, not the pooler's memory.
 
 use crate::protocol::{self, tag};
 use bytes::{Bytes, BytesMut};
@@ -26,7 +34,24 @@ pub(super) struct Inbound {
     stream_left: usize,
     /// `max_message_size`.
     max_msg: usize,
+    /// `spool_threshold`: an incomplete frame larger than this is spilled.
+    spill_at: usize,
+    /// The frame being spilled, if any.
+    spill: Option<Spill>,
 }
+
+/// A large frame part of which is in the spool file.
+#[derive(Debug, Clone, Copy)]
+struct Spill {
+    /// The whole frame's length, header included.
+    len: usize,
+    /// Bytes of it handed to the driver to write to the spool.
+    out: usize,
+}
+
+/// While spilling, the read buffer grows by at most this much at a time, so a
+/// spilling client holds little more than one read of its own.
+const SPILL_READ: usize = 256 * 1024;
 
 /// The next thing in the read buffer.
 #[derive(Debug)]
@@ -35,6 +60,12 @@ pub(super) enum Next {
     Frame(u8, Bytes),
     /// A piece of a large COPY frame, for the server as it is.
     Stream(Bytes),
+    /// The start of a large incomplete frame, or more of it: append it to the
+    /// spool file (see [`Inbound::unspilled`]).
+    Spill(Bytes),
+    /// The rest of a spilled frame is here: read the spool's first `n` bytes
+    /// back and hand them to [`Inbound::unspilled`].
+    Unspill(usize),
     /// Nothing complete yet: read more.
     More,
     /// The client broke the protocol (the message for its FATAL).
@@ -47,7 +78,25 @@ impl Inbound {
             buf: BytesMut::new(),
             stream_left: 0,
             max_msg,
+            spill_at: usize::MAX,
+            spill: None,
         }
+    }
+
+    /// Spill incomplete frames larger than `n` bytes (`[limits] spool_threshold`).
+    pub(super) fn spill_above(&mut self, n: usize) {
+        self.spill_at = n;
+    }
+
+    /// The spool's bytes read back (as asked by [`Next::Unspill`]): they go in
+    /// front of what is buffered, and the frame is whole again.
+    pub(super) fn unspilled(&mut self, head: BytesMut) {
+        let spill = self.spill.take().expect("unspilled without a spill");
+        debug_assert_eq!(head.len(), spill.out);
+        let mut whole = head;
+        whole.reserve(self.buf.len());
+        whole.extend_from_slice(&self.buf);
+        self.buf = whole;
     }
 
     /// The read buffer (the driver reads into it).
@@ -60,9 +109,9 @@ impl Inbound {
         self.buf.len()
     }
 
-    /// Nothing held.
+    /// Nothing held, in memory or in the spool.
     pub(super) fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.buf.is_empty() && self.spill.is_none()
     }
 
     /// A large frame is part way through: the server has only part of it.
@@ -88,6 +137,17 @@ impl Inbound {
             self.stream_left -= n;
             return Next::Stream(self.buf.split_to(n).freeze());
         }
+        if let Some(spill) = self.spill.as_mut() {
+            if spill.out + self.buf.len() >= spill.len {
+                return Next::Unspill(spill.out);
+            }
+            if self.buf.is_empty() {
+                self.buf.reserve((spill.len - spill.out).min(SPILL_READ));
+                return Next::More;
+            }
+            spill.out += self.buf.len();
+            return Next::Spill(self.buf.split().freeze());
+        }
         let (tag, len) = match protocol::frontend_frame_header(&self.buf, self.max_msg) {
             Ok(Some(h)) => h,
             Ok(None) => return Next::More,
@@ -100,10 +160,30 @@ impl Inbound {
                 self.stream_left = len - avail;
                 return Next::Stream(self.buf.split_to(avail).freeze());
             }
+            // A frame over the threshold is spilled from its first read or so:
+            // its header already said it will not be kept in memory.
+            let spill_from = self.spill_at.min(SPILL_READ);
+            if len > self.spill_at && self.buf.len() >= spill_from {
+                // Everything buffered is this frame's start (earlier frames were
+                // taken): it goes to the spool, and so will the rest as it comes.
+                let out = self.buf.len();
+                self.spill = Some(Spill { len, out });
+                let head = self.buf.split().freeze();
+                // Not the frame's size: the buffer now only passes reads through.
+                self.buf = BytesMut::with_capacity((len - out).min(SPILL_READ));
+                return Next::Spill(head);
+            }
             // Grow toward the frame a step at a time (the buffer doubles as it
             // fills): reserving a claimed length up front would let a header
             // alone commit memory the client never sends.
-            self.buf.reserve((len - self.buf.len()).min(1024 * 1024));
+            let step = (len - self.buf.len()).min(1024 * 1024);
+            // Never past the spill point: a frame that will be spilled needs no
+            // more memory than that.
+            let step = match spill_from.checked_sub(self.buf.len()) {
+                Some(to_spill) if len > self.spill_at => step.min(to_spill.max(1)),
+                _ => step,
+            };
+            self.buf.reserve(step);
             return Next::More;
         }
         Next::Frame(tag, self.buf.split_to(len).freeze())

@@ -41,6 +41,7 @@ pub use self::core::{Core, End, Need, Release};
 
 use crate::app::clients::cancel;
 use crate::app::{App, ClientHandle, DbRuntime};
+use crate::client::spool::Spool;
 use crate::client::startup::ClientLogin;
 use crate::pool::listen::{Inbox, ListenCmd};
 use crate::pool::{Checkout, Pool, PoolError};
@@ -111,6 +112,9 @@ pub struct Session {
     sending: bool,
     /// Set once the client LISTENs (boxed: most clients never do).
     listening: Option<Box<Listening>>,
+    /// The start of a large message, on disk while the rest arrives (boxed:
+    /// most clients never send one).
+    spool: Option<Box<Spool>>,
 }
 
 impl Session {
@@ -151,6 +155,7 @@ impl Session {
             buffered: 0,
             sending: false,
             listening: None,
+            spool: None,
         }
     }
 
@@ -252,6 +257,9 @@ impl Session {
         if self.buffered > 0 {
             self.app.clients.hold_partial(&self.handle, 0, usize::MAX);
         }
+        if let Some(spool) = self.spool.take() {
+            self.app.clients.unspool(spool.len());
+        }
         // Whatever happened, the server must not go back dirty.
         self.detach_on_exit().await;
         let _ = tokio::time::timeout(
@@ -284,6 +292,7 @@ impl Session {
                     .then(|| snap.dbs.get(&cur.name).cloned())
                     .flatten()
             });
+            self.core.spill_above(snap.config.limits.spool_threshold);
             drop(snap);
             self.follow_reloaded_pools();
             let need = self.core.client_data();
@@ -577,7 +586,91 @@ impl Session {
                 // Boxed: a rare path whose future is large, and inline it would
                 // make every client's task, idle ones included, that much bigger.
                 Need::Paused(key) => Box::pin(self.wait_for_resume(key)).await?,
+                // Boxed for the same reason: file I/O futures are large.
+                Need::Spill(chunk) => Box::pin(self.spill(chunk)).await,
+                Need::Unspill(n) => Box::pin(self.unspill(n)).await,
             };
+        }
+    }
+
+    /// Append part of a large client message to the session's spool file
+    /// (created on the first part), within `[limits] max_spooled`.
+    async fn spill(&mut self, chunk: Bytes) -> Need {
+        let (cap, dir) = {
+            let snap = self.app.snapshot.load();
+            (
+                snap.config.limits.max_spooled,
+                snap.config.limits.spool_dir(),
+            )
+        };
+        if !self.app.clients.spool(chunk.len(), cap) {
+            tracing::warn!(
+                client = self.handle.id,
+                "closing a client: its message would take the spool past [limits] max_spooled"
+            );
+            return Need::Close(self.core.fatal(
+                sqlstate::DISK_FULL,
+                &format!(
+                    "closing this connection: its message would take the spool for large \
+                     messages past [limits] max_spooled ({cap} bytes)"
+                ),
+            ));
+        }
+        if self.spool.is_none() {
+            match Spool::create(&dir, self.handle.id).await {
+                Ok(s) => self.spool = Some(Box::new(s)),
+                Err(e) => {
+                    self.app.clients.unspool(chunk.len());
+                    tracing::error!("cannot create a spool file in {}: {e}", dir.display());
+                    return Need::Close(self.core.fatal(
+                        sqlstate::IO_ERROR,
+                        "closing this connection: its message could not be spooled",
+                    ));
+                }
+            }
+        }
+        let spool = self.spool.as_mut().expect("just created");
+        let before = spool.len();
+        if let Err(e) = spool.append(&chunk).await {
+            // Whatever part went in is counted by the spool's length from now on.
+            self.app
+                .clients
+                .unspool(chunk.len() - (spool.len() - before));
+            tracing::error!("cannot write a spool file in {}: {e}", dir.display());
+            return Need::Close(self.core.fatal(
+                sqlstate::IO_ERROR,
+                "closing this connection: its message could not be spooled",
+            ));
+        }
+        drop(chunk);
+        self.core.client_data()
+    }
+
+    /// The rest of a spooled message has come: read the spool back into memory,
+    /// where the message is routed and sent as any other.
+    async fn unspill(&mut self, n: usize) -> Need {
+        let Some(mut spool) = self.spool.take() else {
+            return Need::Close(self.core.fatal(
+                sqlstate::INTERNAL_ERROR,
+                "internal error: a spooled message has no spool",
+            ));
+        };
+        debug_assert_eq!(spool.len(), n);
+        let read = spool.read_all().await;
+        self.app.clients.unspool(spool.len());
+        drop(spool);
+        match read {
+            Ok(head) => {
+                crate::admin::metrics::message_spooled();
+                self.core.unspilled(head)
+            }
+            Err(e) => {
+                tracing::error!("cannot read a spool file back: {e}");
+                Need::Close(self.core.fatal(
+                    sqlstate::IO_ERROR,
+                    "closing this connection: its message could not be read back from the spool",
+                ))
+            }
         }
     }
 

@@ -572,3 +572,93 @@ fn a_statement_prepared_again_after_deallocate_all_runs_in_a_later_transaction()
     h.server_turn();
     assert_eq!(h.client_tags(), "CZI");
 }
+
+// ---------------------------------------------------------------------------
+// Large messages spilled while they arrive
+// ---------------------------------------------------------------------------
+
+/// A tenant the map places on the other shard than 42's.
+fn a_tenant_off_42s_shard(h: &Harness) -> String {
+    let rt = h.core.db().routing.clone().unwrap();
+    let shard_of = |k: &str| rt.map.route(&tenant(k)).unwrap().shard;
+    (1..1000)
+        .map(|i| i.to_string())
+        .find(|k| shard_of(k) != shard_of("42"))
+        .unwrap()
+}
+
+/// Send `bytes` in reads of `step` bytes.
+fn send_in_pieces(h: &mut Harness, bytes: &[u8], step: usize) {
+    for piece in bytes.chunks(step) {
+        h.send_bytes(piece);
+    }
+}
+
+#[test]
+fn a_large_message_waits_in_the_spool_and_is_routed_whole() {
+    let mut h = Harness::new("app");
+    h.core.spill_above(1024);
+    let sql = format!(
+        "SELECT * FROM t WHERE tenant_id = 42 AND note <> '{}'",
+        "x".repeat(20_000)
+    );
+    let msg = query(&sql);
+    let (start, rest) = msg.split_at(msg.len() - 10);
+    send_in_pieces(&mut h, start, 700);
+    // Never more than the threshold and one read in memory; the rest is spilled.
+    assert!(h.core.client_buffered() <= 1024 + 700);
+    assert!(
+        h.spool.len() >= start.len() - 1024 - 700,
+        "{}",
+        h.spool.len()
+    );
+    assert_eq!((h.attaches, h.unspilled), (0, 0), "nothing routed yet");
+    // The end comes with the next message in the same read.
+    let mut end = rest.to_vec();
+    end.extend_from_slice(&query("SELECT 1 /* tenant_id=42 */"));
+    h.send_bytes(&end);
+    assert_eq!((h.unspilled, h.attaches), (1, 1));
+    assert!(h.spool.is_empty());
+    h.server_turn();
+    assert_eq!(
+        h.texts_sent(),
+        [sql.as_str(), "SELECT 1 /* tenant_id=42 */"]
+    );
+    assert_eq!(h.client_tags(), "DCZIDCZI");
+}
+
+#[test]
+fn a_tenant_named_at_the_end_of_a_spilled_message_is_still_checked() {
+    let mut h = Harness::new("app");
+    h.core.spill_above(1024);
+    let other = a_tenant_off_42s_shard(&h);
+    let msg = query(&format!(
+        "SELECT * FROM t WHERE tenant_id = 42 AND note <> '{}' OR tenant_id = {other}",
+        "y".repeat(50_000)
+    ));
+    send_in_pieces(&mut h, &msg, 4096);
+    assert_eq!(h.unspilled, 1);
+    assert_eq!(h.client_errors(), ["0A000"], "cross-shard, seen whole");
+    assert_eq!(h.attaches, 0, "no part of it reached a server");
+    // The same for a Bind value at the end of a spilled extended batch.
+    let mut b = vec![0u8, 0u8]; // portal "", statement ""
+    b.extend_from_slice(&[0, 0, 0, 2]); // two parameters, text
+    let pad = "z".repeat(30_000);
+    b.extend_from_slice(&(pad.len() as i32).to_be_bytes());
+    b.extend_from_slice(pad.as_bytes());
+    b.extend_from_slice(&(other.len() as i32).to_be_bytes());
+    b.extend_from_slice(other.as_bytes());
+    b.extend_from_slice(&[0, 0]);
+    let mut batch = frame(
+        b'P',
+        b"\0SELECT * FROM t WHERE note <> $1 AND tenant_id = $2 OR tenant_id = 42\0\0\0",
+    );
+    batch.extend(frame(b'B', &b));
+    batch.extend(frame(b'E', b"\0\0\0\0\0"));
+    batch.extend(frame(b'S', b""));
+    h.client_tags();
+    send_in_pieces(&mut h, &batch, 3000);
+    assert_eq!(h.unspilled, 2);
+    assert_eq!(h.client_errors(), ["0A000"]);
+    assert_eq!(h.attaches, 0);
+}
