@@ -246,14 +246,47 @@ pub enum WriteHalf<'a> {
     Shared(tokio::io::WriteHalf<&'a mut Stream>),
 }
 
+/// What [`ReadHalf::read_idle`] reads into before the session has a buffer:
+/// one per runtime thread, so an idle client holds none of its own.
+const IDLE_SCRATCH: usize = 16 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; IDLE_SCRATCH].into_boxed_slice());
+}
+
 impl ReadHalf<'_> {
-    /// Wait until the peer has sent something, without a buffer to read into (an
-    /// idle client holds none). TLS returns at once: decrypted data buffered in
-    /// the TLS state has no socket readiness to wait on.
-    pub async fn ready_to_read(&self) -> io::Result<()> {
+    /// Read into `buf`, which holds no memory (an idle client's): wait for the
+    /// peer to send something, read it into a per-thread scratch buffer, and
+    /// copy only what came into `buf`.
+    ///
+    /// Why not wait for readiness and then reserve: tokio's readiness is
+    /// cleared only by a read that would block, so a socket whose last read
+    /// took exactly what was there still reports readable, and an idle client
+    /// would reserve a buffer it then holds while it waits.
+    ///
+    /// TLS reads into `buf` directly: decrypted data may be waiting in the TLS
+    /// state with no socket readiness to wait on.
+    pub async fn read_idle(&mut self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
         match self {
-            ReadHalf::Plain(r) => r.readable().await,
-            ReadHalf::Shared(_) => Ok(()),
+            ReadHalf::Plain(r) => loop {
+                r.readable().await?;
+                let read = SCRATCH.with(|s| {
+                    let mut s = s.borrow_mut();
+                    let n = r.try_read(&mut s[..])?;
+                    buf.extend_from_slice(&s[..n]);
+                    Ok::<_, io::Error>(n)
+                });
+                match read {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => return other,
+                }
+            },
+            ReadHalf::Shared(r) => {
+                use tokio::io::AsyncReadExt;
+                buf.reserve(8192);
+                r.read_buf(buf).await
+            }
         }
     }
 }

@@ -428,6 +428,11 @@ impl<'a> Registered<'a> {
         clients.map().insert(id, handle);
         Registered { clients, id }
     }
+
+    /// The registered client's id.
+    pub fn id(&self) -> i32 {
+        self.id
+    }
 }
 
 impl Drop for Registered<'_> {

@@ -45,6 +45,30 @@ async fn run(
     peer: Option<std::net::SocketAddr>,
     count: usize,
 ) -> Result<(), LoginError> {
+    // Boxed, and over before the session starts: what login needs (the startup
+    // packet, credentials, the authentication exchange) is not part of the
+    // client's task for its whole life.
+    let Some((mut session, registered)) = Box::pin(login(app, stream, peer, count)).await? else {
+        return Ok(());
+    };
+    let id = registered.id();
+    let res = session.run(stream).await;
+    drop(registered);
+    if let Err(e) = res {
+        tracing::debug!(client = id, "session ended: {e}");
+    }
+    Ok(())
+}
+
+/// Log the client in: the session to run, registered with the client list
+/// (`None` when there is none to run: a CancelRequest, or a console session
+/// that already ended).
+async fn login<'a>(
+    app: &'a Arc<App>,
+    stream: &mut ClientStream,
+    peer: Option<std::net::SocketAddr>,
+    count: usize,
+) -> Result<Option<(session::Session, Registered<'a>)>, LoginError> {
     let snap = app.snapshot.load_full();
     let login_timeout = snap.config.pool_defaults().client_login_timeout.as_std();
     let acceptor = snap.tls.acceptor.as_ref();
@@ -55,14 +79,14 @@ async fn run(
     .await
     .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))??;
     let params = match startup {
-        None => return Ok(()),
+        None => return Ok(None),
         Some(Startup::Cancel { pid, secret }) => {
             if let Some(h) = app.clients.find_for_cancel(pid, secret) {
                 if let Some(key) = h.request_cancel() {
                     h.forward_cancel(key).await;
                 }
             }
-            return Ok(());
+            return Ok(None);
         }
         Some(Startup::Login { params }) => params,
     };
@@ -181,7 +205,9 @@ async fn run(
         retries_settled: Notify::new(),
     });
     if is_admin {
-        return crate::admin::console::serve(app, stream, &handle).await;
+        return crate::admin::console::serve(app, stream, &handle)
+            .await
+            .map(|()| None);
     }
     let db = db.expect("checked above");
     let startup_tenant = match &db.routing {
@@ -192,21 +218,9 @@ async fn run(
     // Nothing of the startup packet is needed past here (the session keeps what
     // it uses): do not hold it for the session's whole life.
     drop(params);
-    let mut session = session::Session::new(
-        app.clone(),
-        db,
-        user,
-        stored,
-        login,
-        handle.clone(),
-        startup_tenant,
-    );
-    let res = session.run(stream).await;
-    drop(registered);
-    if let Err(e) = res {
-        tracing::debug!(client = id, "session ended: {e}");
-    }
-    Ok(())
+    let session =
+        session::Session::new(app.clone(), db, user, stored, login, handle, startup_tenant);
+    Ok(Some((session, registered)))
 }
 
 /// The tenant a client gave at connect: a startup parameter named like the key,

@@ -95,7 +95,8 @@ pub struct Core {
     /// Where the client's transaction lives.
     pub(super) txn: Txn,
     /// The attached server's side, while one is attached.
-    pub(super) att: Option<Attachment>,
+    /// Boxed: an idle client (most of them) has none, and should not carry its room.
+    pub(super) att: Option<Box<Attachment>>,
     /// Tenant settings, the pinning tenant, and routing's analyses.
     pub(super) route: Tenancy,
     /// The client's prepared statements.
@@ -165,7 +166,7 @@ impl Core {
     /// The transaction status the client sees.
     pub fn client_status(&self) -> TxStatus {
         self.txn
-            .client_status(self.att.as_ref().map(Attachment::status))
+            .client_status(self.att.as_deref().map(Attachment::status))
     }
 
     /// Session mode: the client owns its server for its whole connection, so
@@ -210,7 +211,7 @@ impl Core {
 
     /// Nothing is owed by a server.
     pub fn nothing_owed(&self) -> bool {
-        self.att.as_ref().is_none_or(Attachment::settled)
+        self.att.as_deref().is_none_or(Attachment::settled)
     }
 
     /// The database this session serves.
@@ -309,7 +310,7 @@ impl Core {
     /// The queues and buffer the driver's I/O works on: what goes to the client,
     /// and (with a server) what goes to it and where its bytes arrive.
     pub fn io(&mut self) -> (&mut BytesMut, &OutQueue, Option<(&OutQueue, &mut BytesMut)>) {
-        let server = self.att.as_mut().map(Attachment::io);
+        let server = self.att.as_deref_mut().map(Attachment::io);
         (self.inbound.buf_mut(), self.out.queue(), server)
     }
 

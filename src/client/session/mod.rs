@@ -309,15 +309,27 @@ impl Session {
                 // Before blocking: a cancel must not outlive the work it was for.
                 self.work_sent().await;
             }
-            let need = match self
-                .wait(
+            // Most clients are idle most of the time: they wait in the compact
+            // form, and the full wait (every branch of a transaction in
+            // flight) is boxed, so it is not part of every idle client's task.
+            let event = if self.is_idle() {
+                self.wait_idle(
                     stream,
                     kill.as_mut(),
                     shutdown.as_mut(),
                     cancel_wake.as_mut(),
                 )
                 .await
-            {
+            } else {
+                Box::pin(self.wait(
+                    stream,
+                    kill.as_mut(),
+                    shutdown.as_mut(),
+                    cancel_wake.as_mut(),
+                ))
+                .await
+            };
+            let need = match event {
                 Event::ClientRead(Ok(0)) => return Err("client closed the connection".into()),
                 Event::ClientRead(Ok(n)) => {
                     self.last_activity = Instant::now();
@@ -581,8 +593,11 @@ impl Session {
             need = match need {
                 Need::Io => return Ok(()),
                 Need::Close(e) => return Err(e),
-                Need::Attach(shard) => self.attach(shard).await,
-                Need::Release(r) => self.release(*r).await,
+                // Boxed: checkout and reset futures are large, and inline they
+                // would be part of every client's task while it sits idle (one
+                // allocation per transaction is cheaper than ~1.6 KiB per client).
+                Need::Attach(shard) => Box::pin(self.attach(shard)).await,
+                Need::Release(r) => Box::pin(self.release(*r)).await,
                 // Boxed: a rare path whose future is large, and inline it would
                 // make every client's task, idle ones included, that much bigger.
                 Need::Paused(key) => Box::pin(self.wait_for_resume(key)).await?,
@@ -708,16 +723,23 @@ impl Session {
     async fn work_sent(&mut self) {
         self.sending = false;
         if !self.handle.cancel_step(cancel::SENDING, cancel::IDLE) {
-            if let Some(key) = self.handle.server.load_full() {
-                // Delivered before anything else of the client's can reach the
-                // server; the retries go on beside the session.
-                let asked = self.core.requests_answered();
-                crate::server::send_cancel(*key).await;
-                let handle = self.handle.clone();
-                tokio::spawn(async move { handle.retry_cancel(*key, asked).await });
-            }
-            self.handle.cancel_done();
+            // Boxed: rare, and its future would otherwise be part of every
+            // client's task.
+            Box::pin(self.pass_cancel_on()).await;
         }
+    }
+
+    /// A cancel came while the work was being written: pass it to the server.
+    async fn pass_cancel_on(&mut self) {
+        if let Some(key) = self.handle.server.load_full() {
+            // Delivered before anything else of the client's can reach the
+            // server; the retries go on beside the session.
+            let asked = self.core.requests_answered();
+            crate::server::send_cancel(*key).await;
+            let handle = self.handle.clone();
+            tokio::spawn(async move { handle.retry_cancel(*key, asked).await });
+        }
+        self.handle.cancel_done();
     }
 
     /// Check a server out of the pool for `shard` and lend its state to the core.
@@ -1075,17 +1097,66 @@ impl Session {
         self.app.transaction_finished();
     }
 
-    /// Wait for the next I/O event or timer.
-    async fn wait(
+    /// Nothing in flight: no server, nothing to write, no buffer, no work
+    /// waiting. Only the client (or KILL, shutdown, a cancel, a notification,
+    /// a timeout) can wake the session.
+    fn is_idle(&mut self) -> bool {
+        self.server.is_none()
+            && !self.sending
+            && self.buffered == 0
+            && self.core.wants_client_bytes()
+            && self.core.cbuf().capacity() == 0
+            && self.core.to_client().is_empty()
+    }
+
+    /// [`Self::wait`] for an idle session ([`Self::is_idle`]): the same events,
+    /// with a future a fraction of the size.
+    async fn wait_idle(
         &mut self,
         stream: &mut super::ClientStream,
         kill: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
         shutdown: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
         cancel_wake: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
     ) -> Event {
+        // Boxed when there is one: most deployments set no idle timeouts.
+        let mut timer = self
+            .deadline()
+            .map(|(at, code, msg)| (Box::pin(tokio::time::sleep_until(at.into())), code, msg));
+        let notify = match self.listening.as_mut() {
+            Some(l) if self.core.between_transactions() => Some(&mut l.rx),
+            _ => None,
+        };
+        let (mut cr, _) = stream.split();
+        let cbuf = self.core.cbuf();
+        tokio::select! {
+            biased;
+            _ = kill => Event::Killed,
+            r = cr.read_idle(cbuf) => Event::ClientRead(r),
+            (code, msg) = async {
+                match timer.as_mut() {
+                    Some((sleep, code, msg)) => {
+                        sleep.as_mut().await;
+                        (*code, *msg)
+                    }
+                    None => std::future::pending().await,
+                }
+            } => Event::Timeout(code, msg),
+            _ = cancel_wake => Event::Cancel,
+            _ = shutdown => Event::Shutdown,
+            Some(frame) = async {
+                match notify {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => Event::Notification(frame),
+        }
+    }
+
+    /// The timeout in force now, if any: idle in a transaction, or idle.
+    fn deadline(&self) -> Option<(Instant, &'static str, &'static str)> {
         let settings = &self.core.db().settings;
         let idle_in_tx = self.core.nothing_owed() && self.core.client_status() != TxStatus::Idle;
-        let deadline = if idle_in_tx {
+        if idle_in_tx {
             settings.idle_transaction_timeout.non_zero().map(|t| {
                 (
                     self.last_activity + t,
@@ -1103,7 +1174,18 @@ impl Session {
             })
         } else {
             None
-        };
+        }
+    }
+
+    /// Wait for the next I/O event or timer.
+    async fn wait(
+        &mut self,
+        stream: &mut super::ClientStream,
+        kill: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        shutdown: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        cancel_wake: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    ) -> Event {
+        let deadline = self.deadline();
         // A client in the middle of a large message stops reading while all
         // clients together hold more than `[limits] max_buffered` (the one
         // holding the most is being closed): memory stays near the cap rather
@@ -1166,7 +1248,7 @@ impl Session {
             r = async {
                 if cbuf.capacity() == 0 {
                     // Idle (see Core::trim_idle): no buffer until there is data.
-                    cr.ready_to_read().await?;
+                    return cr.read_idle(cbuf).await;
                 }
                 if cbuf.capacity() - cbuf.len() < 4096 {
                     cbuf.reserve(8192);

@@ -85,7 +85,7 @@ impl Core {
             protocol::query(&mut b, &sync.sql);
             att.send_simple(Entry::swallow(tag::frontend::QUERY), b.freeze());
         }
-        self.att = Some(att);
+        self.att = Some(Box::new(att));
         self.check();
         // The work that asked for the server goes now, pipelined behind the
         // settings sync (which cannot open a transaction).
