@@ -41,7 +41,7 @@ pub use self::core::{Core, End, Need, Release};
 
 use crate::app::clients::cancel;
 use crate::app::{App, ClientHandle, DbRuntime};
-use crate::client::spool::Spool;
+use crate::client::spool::{Spool, SpoolError};
 use crate::client::startup::ClientLogin;
 use crate::pool::listen::{Inbox, ListenCmd};
 use crate::pool::{Checkout, Pool, PoolError};
@@ -256,9 +256,6 @@ impl Session {
         // Whatever it held no longer counts against the budget.
         if self.buffered > 0 {
             self.app.clients.hold_partial(&self.handle, 0, usize::MAX);
-        }
-        if let Some(spool) = self.spool.take() {
-            self.app.clients.unspool(spool.len());
         }
         // Whatever happened, the server must not go back dirty.
         self.detach_on_exit().await;
@@ -611,54 +608,33 @@ impl Session {
     /// Append part of a large client message to the session's spool file
     /// (created on the first part), within `[limits] max_spooled`.
     async fn spill(&mut self, chunk: Bytes) -> Need {
-        let (cap, dir) = {
-            let snap = self.app.snapshot.load();
-            (
-                snap.config.limits.max_spooled,
-                snap.config.limits.spool_dir(),
-            )
-        };
-        if !self.app.clients.spool(chunk.len(), cap) {
-            tracing::warn!(
-                client = self.handle.id,
-                "closing a client: its message would take the spool past [limits] max_spooled"
-            );
-            return Need::Close(self.core.fatal(
-                sqlstate::DISK_FULL,
-                &format!(
-                    "closing this connection: its message would take the spool for large \
-                     messages past [limits] max_spooled ({cap} bytes)"
-                ),
-            ));
-        }
         if self.spool.is_none() {
-            match Spool::create(&dir, self.handle.id).await {
+            match Spool::create(&self.app, self.handle.id).await {
                 Ok(s) => self.spool = Some(Box::new(s)),
-                Err(e) => {
-                    self.app.clients.unspool(chunk.len());
-                    tracing::error!("cannot create a spool file in {}: {e}", dir.display());
-                    return Need::Close(self.core.fatal(
-                        sqlstate::IO_ERROR,
-                        "closing this connection: its message could not be spooled",
-                    ));
-                }
+                Err(e) => return self.spool_failed(&format!("cannot create a spool file: {e}")),
             }
         }
         let spool = self.spool.as_mut().expect("just created");
-        let before = spool.len();
-        if let Err(e) = spool.append(&chunk).await {
-            // Whatever part went in is counted by the spool's length from now on.
-            self.app
-                .clients
-                .unspool(chunk.len() - (spool.len() - before));
-            tracing::error!("cannot write a spool file in {}: {e}", dir.display());
-            return Need::Close(self.core.fatal(
-                sqlstate::IO_ERROR,
-                "closing this connection: its message could not be spooled",
-            ));
+        match spool.append(&chunk).await {
+            Ok(()) => {
+                drop(chunk);
+                self.core.client_data()
+            }
+            Err(SpoolError::Full(cap)) => {
+                tracing::warn!(
+                    client = self.handle.id,
+                    "closing a client: its message would take the spool past [limits] max_spooled"
+                );
+                Need::Close(self.core.fatal(
+                    sqlstate::DISK_FULL,
+                    &format!(
+                        "closing this connection: its message would take the spool for large \
+                         messages past [limits] max_spooled ({cap} bytes)"
+                    ),
+                ))
+            }
+            Err(SpoolError::Io(e)) => self.spool_failed(&format!("cannot write a spool file: {e}")),
         }
-        drop(chunk);
-        self.core.client_data()
     }
 
     /// The rest of a spooled message has come: read the spool back into memory,
@@ -672,21 +648,27 @@ impl Session {
         };
         debug_assert_eq!(spool.len(), n);
         let read = spool.read_all().await;
-        self.app.clients.unspool(spool.len());
         drop(spool);
         match read {
             Ok(head) => {
                 crate::admin::metrics::message_spooled();
                 self.core.unspilled(head)
             }
-            Err(e) => {
-                tracing::error!("cannot read a spool file back: {e}");
-                Need::Close(self.core.fatal(
-                    sqlstate::IO_ERROR,
-                    "closing this connection: its message could not be read back from the spool",
-                ))
-            }
+            Err(e) => self.spool_failed(&format!("cannot read a spool file back: {e}")),
         }
+    }
+
+    /// The spool failed (disk full, permissions): log why, and close the client.
+    fn spool_failed(&mut self, why: &str) -> Need {
+        tracing::error!(
+            client = self.handle.id,
+            "{why} (in {})",
+            self.app.snapshot.load().config.limits.spool_dir().display()
+        );
+        Need::Close(self.core.fatal(
+            sqlstate::IO_ERROR,
+            "closing this connection: its message could not be spooled",
+        ))
     }
 
     /// A cancel came while no work of the client's was known: the query it is for
