@@ -356,7 +356,17 @@ fn query(
     // With the SET source off, `SET tenant_id = ..` is an ordinary setting.
     let plain_set =
         !sets && f.count == 1 && matches!(f.first, Kind::SetTenant { .. } | Kind::ResetTenant);
-    resolve(r, s, scratch, f.tenant_free || plain_set, false)
+    // Tenant-free work runs outside a held BEGIN, but transaction control
+    // there would open, end or mark a transaction the client is not in: it
+    // runs inside, on the shard the transaction then belongs to.
+    let inside = matches!(s.tx, Tx::Held { .. }) && f.tx_control;
+    resolve(
+        r,
+        s,
+        scratch,
+        (f.tenant_free || plain_set) && !inside,
+        inside,
+    )
 }
 
 fn batch<'a, V: ParamValues>(
@@ -368,6 +378,7 @@ fn batch<'a, V: ParamValues>(
     let mut executes = 0usize;
     let mut all_free = true;
     let mut ends_tx = false;
+    let mut tx_control = false;
     // Portals bound in this batch and whether their statement is tenant-free; an
     // Execute of any other portal (one bound earlier) is not known to be.
     let mut portals: [(&[u8], bool); 8] = [(&[], false); 8];
@@ -472,6 +483,7 @@ fn batch<'a, V: ParamValues>(
                     return Err(ambiguous(r));
                 }
                 ends_tx |= matches!(f.first, Kind::Commit { .. } | Kind::Rollback { .. });
+                tx_control |= f.tx_control;
                 for m in &f.mentions {
                     if r.has(m.source) {
                         scratch.push(*m);
@@ -546,8 +558,11 @@ fn batch<'a, V: ParamValues>(
     // what runs is tenant-free only if every executed portal was bound here by a
     // tenant-free statement.
     let tenant_free = executes == 0 || all_free;
-    let ends_held = matches!(s.tx, Tx::Held { .. }) && ends_tx && executes > 0;
-    resolve(r, s, scratch, tenant_free, ends_held)
+    let held = matches!(s.tx, Tx::Held { .. }) && executes > 0;
+    let ends_held = held && ends_tx;
+    // As for a Query: transaction control never runs outside a held BEGIN.
+    let inside = held && tx_control;
+    resolve(r, s, scratch, tenant_free && !inside, ends_held || inside)
 }
 
 /// The values of every key parameter of one Bind, read in one pass over it.
@@ -642,13 +657,15 @@ fn set_tenant(
 }
 
 /// Pick the unit's tenant from its mentions and the session, check every
-/// mention against it, and place the unit.
+/// mention against it, and place the unit. `inside_held`: the unit must run
+/// inside the client's held BEGIN (it ends it, or is transaction control), so
+/// with no tenant it goes to the home shard rather than being refused.
 fn resolve(
     r: &Routing,
     s: &SessionView<'_>,
     mentions: &[Mention],
     tenant_free: bool,
-    ends_held: bool,
+    inside_held: bool,
 ) -> Result<Decision, Refusal> {
     let t = s.tenants;
     if let Some(l) = t.locked(r) {
@@ -705,7 +722,7 @@ fn resolve(
                 tenant: None,
             }),
             Tx::Unsettled(_) => Ok(Decision::Wait),
-            _ if ends_held => Ok(Decision::Shard {
+            _ if inside_held => Ok(Decision::Shard {
                 shard: r.home_shard(t),
                 tenant: None,
             }),

@@ -338,6 +338,24 @@ fn held_and_failed_transactions() {
         query(&r, &t, held, "SET a.b = 1; SAVEPOINT s"),
         Decision::Local(Local::Hold)
     );
+    // Transaction control among tenant-free statements runs inside the held
+    // BEGIN (on the home shard), never outside it; without it, they run outside.
+    for sql in [
+        "SHOW work_mem; BEGIN",
+        "SHOW work_mem; SAVEPOINT s",
+        "SHOW a; COMMIT",
+    ] {
+        assert_eq!(shard(&query(&r, &t, held, sql)), Some(0), "{sql}");
+        assert!(matches!(
+            extended(&r, &t, held, sql, &[]),
+            Decision::Shard { shard: 0, .. }
+        ));
+    }
+    assert_eq!(query(&r, &t, held, "SHOW work_mem"), Decision::TenantFree);
+    assert_eq!(
+        query(&r, &t, Tx::Idle, "SHOW a; BEGIN"),
+        Decision::TenantFree
+    );
     // Held statements must take effect when the transaction commits.
     assert_eq!(
         shard(&query(&r, &t, Tx::Held { stmts: true }, "COMMIT")),
@@ -824,6 +842,7 @@ fn tenant_free_stmt() -> impl Strategy<Value = Gen> {
         "DISCARD ALL",
         "COMMIT",
         "SAVEPOINT s",
+        "BEGIN",
         "LISTEN ch",
         "",
     ])
@@ -929,6 +948,10 @@ proptest! {
         // 3. Tenant-free only for allow-listed statements.
         if decision == Decision::TenantFree {
             prop_assert!(g.tenant_free, "{} is not on the allow-list", g.sql);
+            // 4. And never transaction control outside a held BEGIN.
+            if matches!(tx, Tx::Held { .. }) {
+                prop_assert!(!f.tx_control, "{} would run outside the held BEGIN", g.sql);
+            }
         }
     }
 

@@ -205,6 +205,10 @@ pub struct Facts {
     pub tenant_free: bool,
     /// Every statement can be held with a locally answered BEGIN.
     pub holdable: bool,
+    /// Some statement is transaction control (`BEGIN`, `COMMIT`, `ROLLBACK`,
+    /// `SAVEPOINT`, `SET LOCAL`, ...): it means something only inside the
+    /// client's transaction, so it never runs outside a held BEGIN.
+    pub tx_control: bool,
     /// The text contains `RESET ALL` or `DISCARD ALL` (they clear a `SET` tenant).
     pub resets_all: bool,
     /// The text contains `DISCARD ALL` or `DEALLOCATE ALL`: the client's own
@@ -241,6 +245,7 @@ impl Facts {
         self.first = Kind::Empty;
         self.tenant_free = true;
         self.holdable = true;
+        self.tx_control = false;
         self.resets_all = false;
         self.drops_statements = false;
         self.std_sensitive = false;
@@ -302,6 +307,10 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
         }
         out.tenant_free &= kind.tenant_free();
         out.holdable &= kind.held_tag().is_some();
+        out.tx_control |= matches!(
+            kind,
+            Kind::Begin | Kind::Commit { .. } | Kind::Rollback { .. } | Kind::TxScoped(_)
+        );
         effects(stmt, std_strings, out);
         scanner::mentions(stmt, key, std_strings, |source, t| match t {
             TenantToken::Param(n) => {

@@ -662,3 +662,42 @@ fn a_tenant_named_at_the_end_of_a_spilled_message_is_still_checked() {
     assert_eq!(h.client_errors(), ["0A000"]);
     assert_eq!(h.attaches, 0);
 }
+
+/// Found by the session fuzz target: tenant-free work runs on a server outside
+/// a held BEGIN, but a BEGIN (or other transaction control) among it opened a
+/// transaction there, and the server was released inside it.
+#[test]
+fn transaction_control_never_runs_outside_a_held_begin() {
+    // Through the extended protocol.
+    let mut h = Harness::new("app");
+    h.send(&[query("BEGIN")]);
+    assert_eq!(h.client_tags(), "CZT");
+    h.send(&[parse("", "BEGIN"), bind("", &[]), execute(), sync()]);
+    h.server_turn();
+    assert_eq!(
+        h.texts_sent()[0],
+        "BEGIN",
+        "the held BEGIN is replayed first"
+    );
+    assert_eq!(h.client_tags(), "12CZT");
+    assert_eq!((h.core.phase(), h.releases), (Phase::Attached, 0));
+    h.send(&[query("COMMIT")]);
+    h.server_turn();
+    assert_eq!(h.client_tags(), "CZI");
+    assert_eq!((h.core.phase(), h.releases), (Phase::Idle, 1));
+    // In a simple Query beside other tenant-free statements.
+    let mut h = Harness::new("app");
+    h.send(&[query("BEGIN")]);
+    h.client_tags();
+    h.send(&[query("SHOW work_mem; BEGIN")]);
+    h.server_turn();
+    assert_eq!(
+        h.texts_sent(),
+        ["BEGIN", "SHOW work_mem; BEGIN"],
+        "inside the client's transaction"
+    );
+    assert_eq!(h.core.client_status(), TxStatus::InTransaction);
+    h.send(&[query("ROLLBACK")]);
+    h.server_turn();
+    assert_eq!((h.core.phase(), h.releases), (Phase::Idle, 1));
+}
