@@ -285,7 +285,9 @@ impl Core {
             self.wait.pause(key, unit);
             return Need::Paused(key);
         };
-        if matches!(self.tx_view(), Tx::Pinned(_)) {
+        // A server that is not idle (work outside a held BEGIN left it in a
+        // transaction) cannot be given back either.
+        if matches!(self.tx_view(), Tx::Pinned(_)) || a.status() != TxStatus::Idle {
             let what = match why {
                 Blocked::Paused => "is paused (being moved)",
                 Blocked::Stale => "moved to another shard",

@@ -128,8 +128,21 @@ impl Core {
             self.route.end_transaction();
         }
         let counters = self.counters.take();
+        // By construction, whatever path got here: a server goes back to the
+        // pool only at ReadyForQuery 'I' with nothing owed or unread. Anything
+        // else (a transaction open on it) is closed instead of pooled.
+        let idle = a.releasable();
+        debug_assert!(idle, "releasing a server that is not idle");
+        let mut state = a.into_state();
+        if !idle {
+            tracing::error!(
+                client = self.client_id,
+                "a server was given back while not idle; closing it instead"
+            );
+            state.broken = true;
+        }
         Need::Release(Box::new(Release {
-            state: a.into_state(),
+            state,
             read_back: effects.any(Effects::SETTINGS.union(Effects::DYNAMIC)),
             effects: effects.resets(),
             tenant,
