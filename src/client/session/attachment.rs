@@ -313,6 +313,19 @@ impl Attachment {
             && !self.copy_in
     }
 
+    /// Safe to pool, whatever the session thinks of it: its last ReadyForQuery
+    /// said idle, and nothing is owed, unread or unsent. (Unlike
+    /// [`Self::releasable`], a COPY the session still thinks open does not
+    /// count: a server in a real COPY still owes the COPY's answers.)
+    pub(super) fn pool_safe(&self) -> bool {
+        self.expect.is_empty()
+            && !self.ext.open
+            && self.to_server.is_empty()
+            && self.s_stream_left == 0
+            && self.conn.rbuf.is_empty()
+            && self.status == TxStatus::Idle
+    }
+
     /// Clean enough to give back to the pool when the client leaves.
     pub(super) fn clean_to_return(&self) -> bool {
         !self.conn.broken

@@ -131,7 +131,7 @@ impl Core {
         // By construction, whatever path got here: a server goes back to the
         // pool only at ReadyForQuery 'I' with nothing owed or unread. Anything
         // else (a transaction open on it) is closed instead of pooled.
-        let idle = a.releasable();
+        let idle = a.pool_safe();
         debug_assert!(idle, "releasing a server that is not idle");
         let mut state = a.into_state();
         if !idle {
