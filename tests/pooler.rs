@@ -369,6 +369,48 @@ async fn session_and_statement_modes() {
     assert_eq!(int_of(&c, "SELECT 1").await, 1);
 }
 
+/// A client may send its COPY data and CopyDone right behind the COPY Query,
+/// without waiting for CopyInResponse: Postgres reads them next. Through the
+/// pooler the COPY then ends as it does in Postgres, the client goes on, and a
+/// stray CopyDone (which Postgres ignores) does not make a later COPY end early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_data_pipelined_behind_its_query() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "").replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    let c = b.connect("app", "", "app").await;
+    c.simple_query("CREATE TABLE IF NOT EXISTS pipe_t (id int)")
+        .await
+        .unwrap();
+    let port = b.port;
+    let got = tokio::task::spawn_blocking(move || {
+        let mut r = Raw::login(port, "app", "app");
+        r.query("COPY pipe_t FROM STDIN")
+            .copy_data(b"1\n")
+            .copy_data(b"2\n")
+            .copy_done()
+            .query("SELECT count(*) FROM pipe_t");
+        let first = r.run(2);
+        // A stray CopyDone behind a plain Query, then a real COPY.
+        r.query("SELECT 1")
+            .copy_done()
+            .query("COPY pipe_t FROM STDIN");
+        let mut second = r.run(1);
+        second.extend(r.run_until(b'G'));
+        r.copy_data(b"3\n").copy_done();
+        second.extend(r.run(1));
+        let third = r.query("SELECT count(*) FROM pipe_t").run(1);
+        (first, second, third)
+    })
+    .await
+    .unwrap();
+    let (first, second, third) = got;
+    assert_eq!(support::raw::tags(&first), "GCZTDCZ", "{first:?}");
+    assert_eq!(support::raw::first_column(&first), ["2"]);
+    assert_eq!(support::raw::tags(&second), "TDCZGCZ", "{second:?}");
+    assert_eq!(support::raw::first_column(&third), ["3"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_in_and_out_and_notices() {
     let pg = PgCluster::start();

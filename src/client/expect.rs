@@ -60,6 +60,10 @@ pub struct Entry {
     /// The client's name for the statement this message names; the server knows it
     /// by its internal `sb_` name, which errors must not show.
     pub client_name: Option<Bytes>,
+    /// For a simple Query: CopyDone/CopyFail messages the client sent behind it
+    /// before the server said CopyInResponse (a client may pipeline its COPY
+    /// data): each ends one COPY the Query starts, as Postgres reads them next.
+    pub copy_ends: u8,
 }
 
 impl Entry {
@@ -76,6 +80,7 @@ impl Entry {
             sets_unnamed: None,
             raised: false,
             client_name: None,
+            copy_ends: 0,
         }
     }
 
@@ -92,6 +97,7 @@ impl Entry {
             sets_unnamed: None,
             raised: false,
             client_name: None,
+            copy_ends: 0,
         }
     }
 
@@ -109,6 +115,7 @@ impl Entry {
             sets_unnamed: None,
             raised: false,
             client_name: None,
+            copy_ends: 0,
         }
     }
 
@@ -174,6 +181,29 @@ impl Expectations {
     #[inline]
     pub fn front(&self) -> Option<&Entry> {
         self.q.front()
+    }
+
+    /// The client sent a CopyDone or CopyFail before any COPY was known to
+    /// run: it belongs to the COPY the last request sent may start (a simple
+    /// Query), if any; otherwise Postgres ignores it, and so does this.
+    pub fn copy_end_ahead(&mut self) {
+        if let Some(e) = self.q.back_mut() {
+            if e.tag == crate::protocol::tag::frontend::QUERY {
+                e.copy_ends = e.copy_ends.saturating_add(1);
+            }
+        }
+    }
+
+    /// A COPY FROM STDIN of the oldest request started: whether the client
+    /// already ended it (see [`Self::copy_end_ahead`]).
+    pub fn take_copy_end(&mut self) -> bool {
+        match self.q.front_mut() {
+            Some(e) if e.copy_ends > 0 => {
+                e.copy_ends -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Remove the oldest entry.

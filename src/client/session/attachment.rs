@@ -142,6 +142,12 @@ impl Attachment {
         self.copy_in = false;
     }
 
+    /// A CopyDone or CopyFail went to the server before any COPY was known to
+    /// run (see [`crate::client::expect::Expectations::copy_end_ahead`]).
+    pub(super) fn copy_end_ahead(&mut self) {
+        self.expect.copy_end_ahead();
+    }
+
     pub(super) fn to_server(&self) -> &OutQueue {
         &self.to_server
     }
@@ -453,6 +459,11 @@ impl Attachment {
                                 .set(protocol::parse_parameter_description(body).collect());
                         }
                     }
+                }
+                tag::backend::COPY_IN_RESPONSE if a.expect.take_copy_end() => {
+                    // The client pipelined this COPY's data and its end behind
+                    // the Query: they are on their way, and the server reads
+                    // them next. The session is not in COPY.
                 }
                 tag::backend::COPY_IN_RESPONSE => {
                     if a.expect

@@ -502,6 +502,9 @@ impl Core {
             }
             f::COPY_DATA | f::COPY_DONE | f::COPY_FAIL => {
                 if let Some(a) = self.att.as_mut() {
+                    if t != f::COPY_DATA {
+                        a.copy_end_ahead();
+                    }
                     a.send_raw(frame);
                 }
                 Need::Io

@@ -701,3 +701,39 @@ fn transaction_control_never_runs_outside_a_held_begin() {
     h.server_turn();
     assert_eq!((h.core.phase(), h.releases), (Phase::Idle, 1));
 }
+
+/// A client may pipeline its COPY data and CopyDone behind the Query, before
+/// the server's CopyInResponse (Postgres reads them next). Found by the session
+/// fuzz target: the session then believed a COPY was still open, and the next
+/// Query closed the client with 08P01.
+#[test]
+fn copy_data_pipelined_behind_its_query_ends_the_copy() {
+    let mut h = Harness::new("appd");
+    let mut all = query("COPY t FROM STDIN /* tenant_id=1 */");
+    all.extend(frame(b'd', b"row\n"));
+    all.extend(frame(b'c', b""));
+    all.extend(query("SELECT 1 /* tenant_id=1 */"));
+    h.send_bytes(&all);
+    h.server_turn();
+    assert_eq!(h.client_tags(), "GCZIDCZI");
+    assert_eq!((h.core.phase(), h.releases), (Phase::Idle, 1));
+    h.send(&[query("SELECT 2 /* tenant_id=1 */")]);
+    h.server_turn();
+    assert_eq!(
+        (h.client_tags(), h.closed.clone()),
+        ("DCZI".to_string(), None)
+    );
+    // A stray CopyDone behind a Query that starts no COPY is ignored, as
+    // Postgres ignores it: a later COPY is still one.
+    let mut all = query("SELECT 3 /* tenant_id=1 */");
+    all.extend(frame(b'c', b""));
+    all.extend(query("COPY t FROM STDIN /* tenant_id=1 */"));
+    h.send_bytes(&all);
+    h.server_turn();
+    assert_eq!(h.client_tags(), "DCZIG");
+    assert_eq!(h.core.phase(), Phase::CopyIn);
+    h.send(&[frame(b'd', b"row\n"), frame(b'c', b"")]);
+    h.server_turn();
+    assert_eq!(h.client_tags(), "CZI");
+    assert_eq!(h.core.phase(), Phase::Idle);
+}
