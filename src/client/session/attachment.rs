@@ -310,13 +310,7 @@ impl Attachment {
 
     /// The server is idle and owes nothing: it can be released.
     pub(super) fn releasable(&self) -> bool {
-        self.expect.is_empty()
-            && !self.ext.open
-            && self.to_server.is_empty()
-            && self.s_stream_left == 0
-            && self.conn.rbuf.is_empty()
-            && self.status == TxStatus::Idle
-            && !self.copy_in
+        self.pool_safe() && !self.copy_in
     }
 
     /// Safe to pool, whatever the session thinks of it: its last ReadyForQuery
