@@ -37,10 +37,14 @@ impl Spool {
             "shardbouncer-spool-{}-{client}-{seq}",
             std::process::id()
         ));
+        // Readable by this user only, and never an existing file or a symlink
+        // planted under the name (create_new is O_EXCL): the file holds a
+        // client's query text, in a directory other users may share.
         let file = tokio::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
             .await?;
         tokio::fs::remove_file(&path).await?;
