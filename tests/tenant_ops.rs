@@ -506,3 +506,46 @@ async fn tenant_commands_fail_clearly_and_change_nothing() {
     );
     assert_eq!(std::fs::read_to_string(&map_path).unwrap(), map_before);
 }
+
+/// An attack on the pool through a held BEGIN: `BEGIN` again through
+/// Parse/Bind/Execute, then work for a paused tenant. The second BEGIN once ran
+/// on a server outside the client's (held) transaction, and the pause then gave
+/// that server back to the pool inside the transaction it had opened. Now the
+/// BEGIN runs inside the client's transaction, the paused tenant's work is
+/// refused there (55000), and the next client of the one-server pool starts a
+/// fresh transaction of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_never_hands_on_a_server_inside_a_transaction() {
+    let shards: Vec<PgCluster> = (0..2).map(|_| PgCluster::start()).collect();
+    let cfg = support::routed_config(
+        shards.iter(),
+        "default_pool_size = 1\nquery_wait_timeout = \"5s\"",
+        "",
+    );
+    let b = Bouncer::start_with_files(&cfg, &[("shardmap.toml", MAP)]);
+    let admin = connect(&b, "admin", "admin", "pgbouncer").await;
+    let a = connect(&b, APP_USER, APP_PASSWORD, "app").await;
+    a.simple_query("BEGIN").await.unwrap();
+    a.execute("BEGIN", &[]).await.unwrap();
+    console(&admin, "PAUSE TENANT '42'").await.unwrap();
+    let e = a
+        .simple_query("SELECT 1 /* tenant_id=42 */")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "55000", "{}", message(&e));
+    a.simple_query("ROLLBACK").await.unwrap();
+    console(&admin, "RESUME TENANT '42'").await.unwrap();
+    // Tenant 1 shares 42's shard and its one server.
+    let c = connect(&b, APP_USER, APP_PASSWORD, "app").await;
+    let fresh = rows(
+        &c,
+        "SELECT now() = statement_timestamp(), current_setting('port') /* tenant_id=1 */",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fresh[0][0], "t",
+        "the server came back inside another transaction"
+    );
+    assert_eq!(fresh[0][1], shards[0].port.to_string());
+}
