@@ -54,10 +54,7 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
-                    let fut = crate::client::serve(app.clone(), stream);
-                    static ONCE: std::sync::Once = std::sync::Once::new();
-                    ONCE.call_once(|| eprintln!("SIZES task future {} session {} core {}", std::mem::size_of_val(&fut), std::mem::size_of::<crate::client::session::Session>(), std::mem::size_of::<crate::client::session::Core>()));
-                    tokio::spawn(fut);
+                    tokio::spawn(crate::client::serve(app.clone(), stream));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
