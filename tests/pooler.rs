@@ -369,10 +369,11 @@ async fn session_and_statement_modes() {
     assert_eq!(int_of(&c, "SELECT 1").await, 1);
 }
 
-/// A client may send its COPY data and CopyDone right behind the COPY Query,
-/// without waiting for CopyInResponse: Postgres reads them next. Through the
-/// pooler the COPY then ends as it does in Postgres, the client goes on, and a
-/// stray CopyDone (which Postgres ignores) does not make a later COPY end early.
+/// A client may send its COPY data and CopyDone right behind the COPY Query (or
+/// Execute), without waiting for CopyInResponse: Postgres reads them next.
+/// Through the pooler the COPY then ends as it does in Postgres, the client goes
+/// on, and a stray CopyDone (which Postgres ignores) does not make a later COPY
+/// end early.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_data_pipelined_behind_its_query() {
     let pg = PgCluster::start();
@@ -400,15 +401,26 @@ async fn copy_data_pipelined_behind_its_query() {
         r.copy_data(b"3\n").copy_done();
         second.extend(r.run(1));
         let third = r.query("SELECT count(*) FROM pipe_t").run(1);
-        (first, second, third)
+        // Through the extended protocol: Execute, the data, CopyDone, Sync.
+        r.parse("", "COPY pipe_t FROM STDIN")
+            .bind("", &[])
+            .execute()
+            .copy_data(b"4\n")
+            .copy_done()
+            .sync();
+        let mut fourth = r.run(1);
+        fourth.extend(r.query("SELECT count(*) FROM pipe_t").run(1));
+        (first, second, third, fourth)
     })
     .await
     .unwrap();
-    let (first, second, third) = got;
+    let (first, second, third, fourth) = got;
     assert_eq!(support::raw::tags(&first), "GCZTDCZ", "{first:?}");
     assert_eq!(support::raw::first_column(&first), ["2"]);
     assert_eq!(support::raw::tags(&second), "TDCZGCZ", "{second:?}");
     assert_eq!(support::raw::first_column(&third), ["3"]);
+    assert_eq!(support::raw::tags(&fourth), "12GCZTDCZ", "{fourth:?}");
+    assert_eq!(support::raw::first_column(&fourth), ["4"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,9 +60,10 @@ pub struct Entry {
     /// The client's name for the statement this message names; the server knows it
     /// by its internal `sb_` name, which errors must not show.
     pub client_name: Option<Bytes>,
-    /// For a simple Query: CopyDone/CopyFail messages the client sent behind it
-    /// before the server said CopyInResponse (a client may pipeline its COPY
-    /// data): each ends one COPY the Query starts, as Postgres reads them next.
+    /// For a simple Query or an Execute: CopyDone/CopyFail messages the client
+    /// sent right behind it before the server said CopyInResponse (a client may
+    /// pipeline its COPY data): each ends one COPY it starts, as Postgres reads
+    /// them next.
     pub copy_ends: u8,
 }
 
@@ -184,11 +185,13 @@ impl Expectations {
     }
 
     /// The client sent a CopyDone or CopyFail before any COPY was known to
-    /// run: it belongs to the COPY the last request sent may start (a simple
-    /// Query), if any; otherwise Postgres ignores it, and so does this.
+    /// run: it belongs to the COPY the last message sent may start (a simple
+    /// Query, or an Execute with no Sync after it yet), if any; otherwise
+    /// Postgres ignores it, and so does this.
     pub fn copy_end_ahead(&mut self) {
+        use crate::protocol::tag::frontend as f;
         if let Some(e) = self.q.back_mut() {
-            if e.tag == crate::protocol::tag::frontend::QUERY {
+            if e.tag == f::QUERY || e.tag == f::EXECUTE {
                 e.copy_ends = e.copy_ends.saturating_add(1);
             }
         }

@@ -455,9 +455,10 @@ impl Attachment {
                     }
                 }
                 tag::backend::COPY_IN_RESPONSE if a.expect.take_copy_end() => {
-                    // The client pipelined this COPY's data and its end behind
-                    // the Query: they are on their way, and the server reads
-                    // them next. The session is not in COPY.
+                    // The client pipelined this COPY's data and its end right
+                    // behind the Query or Execute: they are on their way, and
+                    // the server reads them next. The session is not in COPY,
+                    // and a Sync the client sent after them is answered.
                 }
                 tag::backend::COPY_IN_RESPONSE => {
                     if a.expect
