@@ -193,7 +193,7 @@ pub fn config(cfg: &Config) -> Table {
             ("max_message_size", c.limits.max_message_size.to_string()),
             ("max_buffered", c.limits.max_buffered.to_string()),
             ("spool_threshold", c.limits.spool_threshold.to_string()),
-            ("spool_dir", c.limits.spool_dir().display().to_string()),
+            ("spool_dir", c.spool_dir().display().to_string()),
             ("max_spooled", c.limits.max_spooled.to_string()),
             ("shutdown_timeout", secs(c.limits.shutdown_timeout)),
             ("admin_users", c.admin.users.join(",")),

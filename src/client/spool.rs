@@ -32,7 +32,7 @@ impl Spool {
     pub async fn create(app: &Arc<App>, client: i32) -> std::io::Result<Spool> {
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = app.snapshot.load().config.limits.spool_dir();
+        let dir = app.snapshot.load().config.spool_dir();
         let path = dir.join(format!(
             "shardbouncer-spool-{}-{client}-{seq}",
             std::process::id()

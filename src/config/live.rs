@@ -273,21 +273,18 @@ impl Live {
     /// would otherwise be overwritten by what the reload read before it.
     pub fn modify(
         &self,
-        mut edit: impl FnMut(&mut Config) -> Result<(), String>,
+        edit: impl FnOnce(&mut Config) -> Result<(), String>,
     ) -> Result<Arc<Snapshot>, String> {
+        // Every publisher holds this lock, so the snapshot read here is the one
+        // replaced.
         let _g = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let old = self.current.load_full();
-            let mut cfg = old.config.clone();
-            edit(&mut cfg)?;
-            cfg.validate()?;
-            // A new generation: live sessions pick the change up between transactions.
-            let new = Arc::new(Snapshot::build(cfg, self.next_generation())?);
-            let prev = self.current.compare_and_swap(&old, new.clone());
-            if Arc::ptr_eq(&prev, &old) {
-                return Ok(new);
-            }
-        }
+        let mut cfg = self.current.load().config.clone();
+        edit(&mut cfg)?;
+        cfg.validate()?;
+        // A new generation: live sessions pick the change up between transactions.
+        let new = Arc::new(Snapshot::build(cfg, self.next_generation())?);
+        self.current.store(new.clone());
+        Ok(new)
     }
 }
 

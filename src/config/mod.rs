@@ -144,17 +144,6 @@ impl Default for Limits {
     }
 }
 
-impl Limits {
-    /// The directory spool files go to.
-    pub fn spool_dir(&self) -> std::path::PathBuf {
-        if self.spool_dir.is_empty() {
-            std::env::temp_dir()
-        } else {
-            std::path::PathBuf::from(&self.spool_dir)
-        }
-    }
-}
-
 /// Pool settings. `[pool]` holds the defaults; each database may override any key.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -676,11 +665,14 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, String> {
         let text = read_settled(path)
             .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-        let mut cfg = Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let in_file = |e: String| format!("{}: {e}", path.display());
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| in_file(e.to_string()))?;
+        // Before validating: relative paths are checked where they resolve.
         cfg.base_dir = path
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        cfg.validate().map_err(in_file)?;
         Ok(cfg)
     }
 
@@ -714,6 +706,17 @@ impl Config {
             .unwrap_or_else(|| self.pool_defaults().max_user_connections)
     }
 
+    /// The directory spool files go to (`[limits] spool_dir`, relative to the
+    /// config file's directory like every path; empty: the system's temporary
+    /// directory).
+    pub fn spool_dir(&self) -> PathBuf {
+        if self.limits.spool_dir.is_empty() {
+            std::env::temp_dir()
+        } else {
+            self.resolve(Path::new(&self.limits.spool_dir))
+        }
+    }
+
     /// Resolve a path given in the config relative to the config file's directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
@@ -738,7 +741,7 @@ impl Config {
         if self.limits.spool_threshold < 1024 {
             return Err("[limits] spool_threshold must be at least 1024".into());
         }
-        if !self.limits.spool_dir.is_empty() && !self.limits.spool_dir().is_dir() {
+        if !self.limits.spool_dir.is_empty() && !self.spool_dir().is_dir() {
             return Err(format!(
                 "[limits] spool_dir {:?} is not a directory",
                 self.limits.spool_dir
@@ -890,7 +893,7 @@ shards = [ { name = "s0", host = "127.0.0.1", port = 5432 } ]
     fn spool_limits_are_checked() {
         let c = Config::parse(MIN).unwrap();
         assert_eq!(c.limits.spool_threshold, 1 << 20);
-        assert_eq!(c.limits.spool_dir(), std::env::temp_dir());
+        assert_eq!(c.spool_dir(), std::env::temp_dir());
         let e = Config::parse(&format!("[limits]\nspool_threshold = 10\n{MIN}")).unwrap_err();
         assert!(e.contains("spool_threshold"), "{e}");
         let e = Config::parse(&format!("[limits]\nspool_dir = \"/nonexistent/sb\"\n{MIN}"))
@@ -899,6 +902,13 @@ shards = [ { name = "s0", host = "127.0.0.1", port = 5432 } ]
             e.contains("spool_dir") && e.contains("/nonexistent/sb"),
             "{e}"
         );
+        // Relative to the config file's directory, like every path in it.
+        let dir = std::env::temp_dir().join(format!("sb-spooldir-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("spool")).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, format!("[limits]\nspool_dir = \"spool\"\n{MIN}")).unwrap();
+        assert_eq!(Config::load(&path).unwrap().spool_dir(), dir.join("spool"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -176,13 +176,12 @@ impl Inbound {
             // Grow toward the frame a step at a time (the buffer doubles as it
             // fills): reserving a claimed length up front would let a header
             // alone commit memory the client never sends.
-            let step = (len - self.buf.len()).min(1024 * 1024);
-            // Never past the spill point: a frame that will be spilled needs no
-            // more memory than that.
-            let step = match spill_from.checked_sub(self.buf.len()) {
-                Some(to_spill) if len > self.spill_at => step.min(to_spill.max(1)),
-                _ => step,
-            };
+            let mut step = (len - self.buf.len()).min(1024 * 1024);
+            if len > self.spill_at {
+                // Never past the spill point (not reached yet, see above): a
+                // frame that will be spilled needs no more memory than that.
+                step = step.min(spill_from - self.buf.len());
+            }
             self.buf.reserve(step);
             return Next::More;
         }

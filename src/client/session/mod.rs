@@ -663,7 +663,7 @@ impl Session {
         tracing::error!(
             client = self.handle.id,
             "{why} (in {})",
-            self.app.snapshot.load().config.limits.spool_dir().display()
+            self.app.snapshot.load().config.spool_dir().display()
         );
         Need::Close(self.core.fatal(
             sqlstate::IO_ERROR,
