@@ -74,6 +74,8 @@
 #   BENCH_REV               build shardbouncer from this git revision (git
 #                           archive into target/bench-rev/) instead of the work tree
 #   BENCH_SB_BIN            use this shardbouncer binary, build nothing
+#   BENCH_SB_WORKERS        shardbouncer's [limits] workers (unset: its default,
+#                           half the CPU cores); older binaries do not know the key
 #   BENCH_OUT      [target/bench]  where results.md and raw/ go
 #   BENCH_KEEP=1            keep the temp dir (logs, configs) instead of deleting it
 #   PGBOUNCER      [/usr/sbin/pgbouncer]
@@ -343,6 +345,7 @@ addr = "127.0.0.1:$SB_PORT"
 
 [limits]
 max_client_conn = $((MAX_CLIENTS + 100))
+${BENCH_SB_WORKERS:+workers = $BENCH_SB_WORKERS}
 
 [pool]
 mode = "transaction"
@@ -756,6 +759,7 @@ if has_section idle; then
 addr = "127.0.0.1:$port"
 [limits]
 max_client_conn = $idle_maxc
+${BENCH_SB_WORKERS:+workers = $BENCH_SB_WORKERS}
 [pool]
 mode = "transaction"
 default_pool_size = $POOL_SIZE

@@ -12,7 +12,9 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
     let snap = app.snapshot.load_full();
     let addr = snap.config.listen.addr.clone();
     let listener = bind(&addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    tracing::info!("listening on {addr}");
+    let workers = Workers::start(snap.config.workers())
+        .map_err(|e| format!("cannot start the worker threads: {e}"))?;
+    tracing::info!("listening on {addr} with {} workers", workers.handles.len());
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
@@ -53,9 +55,7 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
     loop {
         tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, _)) => {
-                    tokio::spawn(crate::client::serve(app.clone(), stream));
-                }
+                Ok((stream, _)) => workers.serve(&app, stream),
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
                     tracing::warn!("accept failed: {e}");
@@ -82,7 +82,90 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
     }
     drop(listener);
     shutdown(&app).await;
+    workers.stop().await;
     Ok(())
+}
+
+/// The threads that run client sessions: each has a single-threaded tokio runtime
+/// of its own, and the accept loop deals new clients out to them in turn.
+///
+/// Why not one multi-threaded runtime: its work-stealing scheduler wakes other
+/// threads to look for work, and on the select benchmarks that cost about a
+/// quarter of the pooler's CPU per transaction (docs/benchmarks.md). Here a client,
+/// and the server it holds for a transaction, are driven by one thread's event
+/// loop; the pool moves a server to the taking client's worker when it has to
+/// ([`crate::net::Stream::rehome`]) and prefers one that is already there.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Closed at the end: every worker's `block_on` returns.
+    stop: Arc<tokio::sync::Semaphore>,
+    next: std::cell::Cell<usize>,
+}
+
+impl Workers {
+    fn start(n: usize) -> std::io::Result<Workers> {
+        let stop = Arc::new(tokio::sync::Semaphore::new(0));
+        let (mut handles, mut threads) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for id in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(rt.handle().clone());
+            let stop = stop.clone();
+            let id = u16::try_from(id).expect("[limits] workers is validated");
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("sb-worker-{id}"))
+                    .spawn(move || {
+                        crate::net::set_worker(id);
+                        rt.block_on(async move {
+                            let _ = stop.acquire().await;
+                        });
+                        // Dropping the runtime here drops the sessions still on it.
+                    })?,
+            );
+        }
+        Ok(Workers {
+            handles,
+            threads,
+            stop,
+            next: std::cell::Cell::new(0),
+        })
+    }
+
+    /// Hand an accepted client to the next worker. The socket leaves this event
+    /// loop and joins the worker's.
+    fn serve(&self, app: &Arc<App>, stream: tokio::net::TcpStream) {
+        let i = self.next.get();
+        self.next.set((i + 1) % self.handles.len());
+        let std = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot hand a client to a worker: {e}");
+                return;
+            }
+        };
+        let app = app.clone();
+        self.handles[i].spawn(async move {
+            match tokio::net::TcpStream::from_std(std) {
+                Ok(s) => crate::client::serve(app, s).await,
+                Err(e) => tracing::warn!("cannot register a client with its worker: {e}"),
+            }
+        });
+    }
+
+    /// End every worker (after the drain) and wait for their threads.
+    async fn stop(self) {
+        self.stop.close();
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
 }
 
 /// The config file and every shard map it names.

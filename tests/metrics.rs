@@ -202,3 +202,58 @@ async fn routing_counters_move() {
     );
     assert_eq!(get("shardbouncer_shard_map_version{database=\"app\"}"), 1.0);
 }
+
+/// Two worker threads, one server: the clients are dealt to different workers,
+/// and the one server moves between them at every turn. Every query gets its
+/// answer from the same backend (a server broken by a move would be replaced,
+/// with another pid), and the moves are counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_server_serves_clients_on_every_worker() {
+    let pg = PgCluster::start();
+    let mport = free_port();
+    let cfg = format!(
+        "[limits]\nworkers = 2\n{}\n[admin]\nmetrics_addr = \"127.0.0.1:{mport}\"\n",
+        basic_config(&[&pg], "default_pool_size = 1")
+    );
+    let b = Bouncer::start(&cfg);
+    b.wait_for_log("with 2 workers").await;
+    // Dealt in turn: the first client to worker 0, the second to worker 1.
+    let c0 = b.connect(APP_USER, APP_PASSWORD, "app").await;
+    let c1 = b.connect(APP_USER, APP_PASSWORD, "app").await;
+    // One simple Query: one checkout each.
+    async fn pid(c: &tokio_postgres::Client) -> String {
+        let rows = c.simple_query("SELECT pg_backend_pid()").await.unwrap();
+        rows.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .expect("a row")
+    }
+    let first = pid(&c0).await;
+    for i in 0..20 {
+        assert_eq!(pid(&c1).await, first, "turn {i}, second client");
+        assert_eq!(pid(&c0).await, first, "turn {i}, first client");
+    }
+    let pool = r#"{database="app",user="app",shard="s0"}"#;
+    let body = eventually_ok(Duration::from_secs(15), || async {
+        let body = scrape(mport).await;
+        match sample(
+            &body,
+            &format!("shardbouncer_pool_server_worker_moves_total{pool}"),
+        ) {
+            Some(40.0) => Ok(body),
+            other => Err(format!("40 moves expected, saw {other:?}:\n{body}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &body,
+            &format!("shardbouncer_pool_server_assignments_total{pool}")
+        ),
+        // 41 queries, and the first login's checkout that learnt the server's
+        // parameters (on worker 0, like the first query: no move).
+        Some(42.0)
+    );
+}

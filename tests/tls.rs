@@ -474,3 +474,24 @@ fn bad_tls_config_is_refused_at_startup_with_key_and_file() {
         assert!(err.contains(needle), "{extra}: {err}");
     }
 }
+
+/// A TLS server connection moves between worker threads with its TLS session:
+/// psql clients one after another are dealt to the two workers in turn, and
+/// every one is answered over TLS by the one backend the first client opened
+/// (a session broken by a move would have been replaced, with another pid).
+#[test]
+fn a_tls_server_connection_moves_between_workers() {
+    let certs = Certs::new();
+    let pg = PgCluster::start_with(&certs.pg_conf());
+    let b = Bouncer::start(&config(
+        &pg,
+        "[tls]\nserver_mode = \"require\"\n\n[limits]\nworkers = 2\n",
+    ));
+    let sql = "SELECT ssl::text || ' ' || pid FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let first = ok_stdout(&psql(&b, "host=127.0.0.1 sslmode=disable", sql));
+    assert!(first.starts_with("true "), "{first}");
+    for i in 0..5 {
+        let out = ok_stdout(&psql(&b, "host=127.0.0.1 sslmode=disable", sql));
+        assert_eq!(out, first, "client {i} after the first");
+    }
+}

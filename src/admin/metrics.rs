@@ -225,6 +225,10 @@ pub fn refresh(app: &App, tenants: bool) {
             "shardbouncer_pool_server_assignments_total",
             &st.assignments,
         );
+        c(
+            "shardbouncer_pool_server_worker_moves_total",
+            &st.worker_moves,
+        );
         c("shardbouncer_pool_client_logins_total", &st.login_count);
         c(
             "shardbouncer_pool_transaction_time_microseconds_total",

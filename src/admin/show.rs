@@ -195,6 +195,7 @@ pub fn config(cfg: &Config) -> Table {
             ("spool_threshold", c.limits.spool_threshold.to_string()),
             ("spool_dir", c.spool_dir().display().to_string()),
             ("max_spooled", c.limits.max_spooled.to_string()),
+            ("workers", c.workers().to_string()),
             ("shutdown_timeout", secs(c.limits.shutdown_timeout)),
             ("admin_users", c.admin.users.join(",")),
             ("stats_users", c.admin.stats_users.join(",")),

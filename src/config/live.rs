@@ -235,6 +235,13 @@ impl Live {
                 config.listen.addr, old.config.listen.addr
             ));
         }
+        if config.workers() != old.config.workers() {
+            notes.push(format!(
+                "[limits] workers changed to {} but needs a restart; still running {}",
+                config.workers(),
+                old.config.workers()
+            ));
+        }
         if config.admin.metrics_addr != old.config.admin.metrics_addr {
             notes.push("[admin] metrics_addr change needs a restart".to_string());
         }

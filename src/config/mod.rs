@@ -109,7 +109,15 @@ pub struct Limits {
     /// would go past it is closed (53100).
     #[serde(default = "default_max_spooled")]
     pub max_spooled: usize,
+    /// Threads that run client sessions, each with its own single-threaded event
+    /// loop; 0 means half the CPU cores, at least one (see [`Config::workers`]).
+    /// Needs a restart to change.
+    #[serde(default)]
+    pub workers: usize,
 }
+
+/// Most worker threads `[limits] workers` may ask for.
+pub const MAX_WORKERS: usize = 1024;
 
 fn default_max_client_conn() -> usize {
     10000
@@ -140,6 +148,7 @@ impl Default for Limits {
             spool_threshold: default_spool_threshold(),
             spool_dir: String::new(),
             max_spooled: default_max_spooled(),
+            workers: 0,
         }
     }
 }
@@ -706,6 +715,20 @@ impl Config {
             .unwrap_or_else(|| self.pool_defaults().max_user_connections)
     }
 
+    /// How many worker threads run client sessions (`[limits] workers`).
+    ///
+    /// 0, the default, resolves to half the CPU cores, at least one. Why not one
+    /// per core: a pooler shares its machine with Postgres or the application,
+    /// and on the 2-core benchmark box one worker spent 20-30% less CPU per
+    /// transaction than two (docs/benchmarks.md): two workers hand servers and
+    /// pool permits across threads, which costs wake-ups.
+    pub fn workers(&self) -> usize {
+        match self.limits.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            n => n,
+        }
+    }
+
     /// The directory spool files go to (`[limits] spool_dir`, relative to the
     /// config file's directory like every path; empty: the system's temporary
     /// directory).
@@ -737,6 +760,11 @@ impl Config {
         }
         if self.limits.max_message_size < 1024 {
             return Err("[limits] max_message_size must be at least 1024".into());
+        }
+        if self.limits.workers > MAX_WORKERS {
+            return Err(format!(
+                "[limits] workers must be at most {MAX_WORKERS} (0 means one per CPU core)"
+            ));
         }
         if self.limits.spool_threshold < 1024 {
             return Err("[limits] spool_threshold must be at least 1024".into());
@@ -877,6 +905,19 @@ mod tests {
 [databases.app]
 shards = [ { name = "s0", host = "127.0.0.1", port = 5432 } ]
 "#;
+
+    #[test]
+    fn workers_default_to_half_the_cores_and_are_bounded() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let c = Config::parse(MIN).unwrap();
+        assert_eq!(c.limits.workers, 0);
+        assert_eq!(c.workers(), (cores / 2).max(1));
+        let c = Config::parse(&format!("[limits]\nworkers = 3\n{MIN}")).unwrap();
+        assert_eq!(c.workers(), 3);
+        let e =
+            Config::parse(&format!("[limits]\nworkers = {}\n{MIN}", MAX_WORKERS + 1)).unwrap_err();
+        assert!(e.contains("[limits] workers"), "{e}");
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

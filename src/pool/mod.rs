@@ -56,6 +56,9 @@ impl std::fmt::Display for PoolError {
 pub struct PoolStats {
     /// Server assignments (checkouts).
     pub assignments: AtomicU64,
+    /// Checkouts that moved a server to the taking client's worker thread
+    /// (`[limits] workers` above 1; each costs a few system calls).
+    pub worker_moves: AtomicU64,
     /// Transactions completed.
     pub xact_count: AtomicU64,
     /// Queries (simple queries and Sync-terminated extended batches).
@@ -346,17 +349,39 @@ impl Pool {
         ConnCap::try_take_all(caps).then(|| Slots::taken(caps))
     }
 
-    /// Reuse an idle server if a healthy one is there (LIFO keeps caches warm).
+    /// Reuse an idle server if a healthy one is there: the most recently used of
+    /// those registered with the calling worker, else the most recently used of
+    /// all, moved to this worker (LIFO keeps caches warm; the preference keeps a
+    /// server's messages on one thread).
     fn pop_idle(&self, settings: &PoolSettings) -> Option<ServerConn> {
         loop {
-            let candidate = self
-                .idle
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .pop();
+            let candidate = {
+                let mut idle = self
+                    .idle
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let here = crate::net::worker();
+                match idle.iter().rposition(|c| c.home == here) {
+                    Some(i) => Some(idle.remove(i)),
+                    None => idle.pop(),
+                }
+            };
             let mut conn = candidate?;
+            // Checked before the move: a socket's readiness is known to the event
+            // loop it is registered with, not yet to the new one.
             if self.is_reusable(&mut conn, settings) {
-                return Some(conn);
+                if conn.is_home() {
+                    return Some(conn);
+                }
+                match conn.rehome() {
+                    Ok(()) => {
+                        self.stats.worker_moves.fetch_add(1, Ordering::Relaxed);
+                        return Some(conn);
+                    }
+                    Err(e) => {
+                        tracing::warn!("server {}: cannot move it to this worker: {e}", conn.id)
+                    }
+                }
             }
             self.close(conn);
         }

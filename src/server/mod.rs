@@ -101,8 +101,27 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 pub struct ServerConn {
     /// The socket (plain or TLS).
     pub stream: crate::net::Stream,
+    /// The worker whose event loop the socket is registered with ([`crate::net::worker`]).
+    pub home: u16,
     /// Everything else.
     pub state: ServerState,
+}
+
+impl ServerConn {
+    /// Whether the socket is registered with the calling thread's worker.
+    pub fn is_home(&self) -> bool {
+        self.home == crate::net::worker()
+    }
+
+    /// Register the socket with the calling thread's worker (a server handed to a
+    /// client on another worker); see [`crate::net::Stream::rehome`].
+    pub fn rehome(&mut self) -> std::io::Result<()> {
+        if !self.is_home() {
+            self.stream.rehome()?;
+            self.home = crate::net::worker();
+        }
+        Ok(())
+    }
 }
 
 impl std::ops::Deref for ServerConn {
@@ -293,6 +312,7 @@ impl ServerConn {
             })?;
         let mut conn = ServerConn {
             stream,
+            home: crate::net::worker(),
             state: ServerState::new(addr, local_addr),
         };
         let mut out = BytesMut::new();
