@@ -260,6 +260,8 @@ struct Trim {
     clients: usize,
     /// Most bytes buffered for incomplete messages since the last trim.
     buffered: usize,
+    /// The last tick trimmed because memory was freed: trim once more.
+    again: bool,
 }
 
 impl Trim {
@@ -273,10 +275,14 @@ impl Trim {
         self.buffered = self.buffered.max(buffered);
         let due = self.clients >= clients + Self::CLIENTS_GONE
             || self.buffered >= buffered + Self::BYTES_FREED;
+        // A client is counted out before its task's memory is freed, so a trim
+        // in the middle of an exodus misses the last of it: one more follows on
+        // the next tick.
+        let again = std::mem::replace(&mut self.again, due);
         if due {
             (self.clients, self.buffered) = (clients, buffered);
         }
-        due
+        due || again
     }
 }
 
@@ -308,8 +314,11 @@ mod tests {
         assert!(!t.due(5000, 0), "growing is not a reason");
         assert!(!t.due(4800, 0), "200 gone is not enough");
         assert!(t.due(4700, 0));
-        assert!(!t.due(4700, 0), "once per burst");
+        assert!(t.due(4700, 0), "and once more, for what was freed late");
+        assert!(!t.due(4700, 0), "then not again for the same burst");
         assert!(!t.due(4700, 64 << 20));
         assert!(t.due(4700, 0), "a buffered burst freed");
+        assert!(t.due(4700, 0));
+        assert!(!t.due(4700, 0));
     }
 }
