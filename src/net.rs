@@ -313,19 +313,28 @@ impl ReadHalf<'_> {
     /// state with no socket readiness to wait on.
     pub async fn read_idle(&mut self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
         match self {
-            ReadHalf::Plain(r) => loop {
-                r.readable().await?;
-                let read = SCRATCH.with(|s| {
-                    let mut s = s.borrow_mut();
-                    let n = r.try_read(&mut s[..])?;
-                    buf.extend_from_slice(&s[..n]);
-                    Ok::<_, io::Error>(n)
-                });
-                match read {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    other => return other,
-                }
-            },
+            // Through `poll_read`, not `readable` + `try_read`: tokio's
+            // `poll_read` also clears the readiness after a read that did not
+            // fill the buffer (the socket is drained), so the next idle wait
+            // does not begin with a read that would block (one system call
+            // per transaction).
+            ReadHalf::Plain(r) => {
+                std::future::poll_fn(|cx| {
+                    SCRATCH.with(|s| {
+                        let mut s = s.borrow_mut();
+                        let mut rb = ReadBuf::new(&mut s[..]);
+                        match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+                            Poll::Ready(Ok(())) => {
+                                buf.extend_from_slice(rb.filled());
+                                Poll::Ready(Ok(rb.filled().len()))
+                            }
+                            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                            Poll::Pending => Poll::Pending,
+                        }
+                    })
+                })
+                .await
+            }
             ReadHalf::Shared(r) => {
                 use tokio::io::AsyncReadExt;
                 buf.reserve(8192);

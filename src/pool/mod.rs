@@ -867,6 +867,18 @@ impl Pool {
         }
     }
 
+    /// Add a logged-in server to the idle servers, as if this pool had opened
+    /// it. For `benches/pool.rs`, which measures checkout and check-in without
+    /// a Postgres behind them.
+    #[doc(hidden)]
+    pub fn adopt_idle(&self, conn: ServerConn) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(conn);
+    }
+
     fn checkin_fresh(&self, conn: ServerConn, permit: OwnedSemaphorePermit) {
         self.idle
             .lock()

@@ -1,0 +1,92 @@
+//! Criterion benchmarks for a pool's per-transaction work: checking an idle
+//! server out and back in, with no Postgres and no I/O on the path (the
+//! servers are connected loopback sockets that never carry a byte).
+//!
+//! `checkout+checkin/*` is what every transaction pays in transaction mode:
+//! the fair-queue admission and its semaphore permit, taking an idle server
+//! (preferring one on the caller's worker thread) and its health check, and the
+//! check-in with the permit's release. `rehome` adds moving the server's socket
+//! to another worker's event loop, which a checkout pays when no idle server is
+//! on the caller's worker.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use shardbouncer::config::{PoolSettings, ServerTls};
+use shardbouncer::net::{self, Stream};
+use shardbouncer::pool::{Pool, PoolKey};
+use shardbouncer::server::{ServerConn, ServerState, Target};
+use std::sync::Arc;
+
+/// A pool of `n` idle servers whose sockets lead to `peers` (kept open).
+fn pool_with_idle(
+    rt: &tokio::runtime::Runtime,
+    n: usize,
+) -> (Arc<Pool>, Vec<tokio::net::TcpStream>) {
+    let target = Target {
+        host: "127.0.0.1".into(),
+        port: 1,
+        dbname: "app".into(),
+        user: "app".into(),
+        password: None,
+        scram_keys: None,
+        tls: ServerTls::disabled(),
+    };
+    let key = PoolKey {
+        database: "app".into(),
+        user: "app".into(),
+        shard: "s0".into(),
+    };
+    let pool = Pool::new(key, target, PoolSettings::default());
+    let mut peers = Vec::new();
+    rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        for _ in 0..n {
+            let c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (p, _) = l.accept().await.unwrap();
+            peers.push(p);
+            pool.adopt_idle(ServerConn {
+                stream: Stream::from(c),
+                home: net::worker(),
+                state: ServerState::new(addr, None),
+            });
+        }
+    });
+    (pool, peers)
+}
+
+fn bench_checkout(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for n in [1, 20] {
+        let (pool, _peers) = pool_with_idle(&rt, n);
+        c.bench_function(&format!("pool/checkout+checkin/{n}_idle"), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let co = pool.checkout(None).await.expect("an idle server");
+                    pool.checkin(co);
+                })
+            })
+        });
+        assert_eq!(pool.idle_count(), n, "no server was lost or opened");
+    }
+    // Every checkout finds the server on the other worker and moves it.
+    let (pool, _peers) = pool_with_idle(&rt, 1);
+    let mut worker = 0u16;
+    c.bench_function("pool/checkout+checkin/rehome", |b| {
+        b.iter(|| {
+            worker ^= 1;
+            net::set_worker(worker);
+            rt.block_on(async {
+                let co = pool.checkout(None).await.expect("an idle server");
+                pool.checkin(co);
+            })
+        })
+    });
+    net::set_worker(net::NO_WORKER);
+    assert_eq!(pool.idle_count(), 1);
+}
+
+criterion_group!(benches, bench_checkout);
+criterion_main!(benches);
