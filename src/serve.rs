@@ -18,7 +18,7 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    tokio::spawn(maintenance(app.clone()));
+    tokio::spawn(maintenance(app.clone(), workers.handles.clone()));
     if app.snapshot.path().is_some() {
         let (a1, a2) = (app.clone(), app.clone());
         tokio::spawn(crate::config::watch::run(
@@ -232,7 +232,7 @@ pub async fn shutdown(app: &Arc<App>) {
 /// Once a second: expire idle servers and keep min_pool_size warm in every pool that
 /// exists (pools are created by the first client of a (database, user, shard), as in
 /// PgBouncer).
-async fn maintenance(app: Arc<App>) {
+async fn maintenance(app: Arc<App>, workers: Vec<tokio::runtime::Handle>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut trim = Trim::default();
@@ -246,6 +246,9 @@ async fn maintenance(app: Arc<App>) {
             tokio::spawn(async move { p.maintain().await });
         }
         if trim.due(app.clients.connected(), app.clients.buffered()) {
+            for w in &workers {
+                w.spawn(async { trim_thread_arena() });
+            }
             tokio::task::spawn_blocking(release_free_memory);
         }
     }
@@ -302,6 +305,19 @@ fn release_free_memory() {
 /// Other allocators return memory on their own terms.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
+
+/// Give back the free top of the calling thread's own allocator arena.
+///
+/// Why: a worker thread allocates from an arena of its own, and `malloc_trim`
+/// shrinks only the main arena's top; what a burst freed at the top of a
+/// worker's arena stayed resident (an RSS of 3.5 times the starting value after
+/// 10,000 clients left, in about one run of three). Freeing a chunk of 64 KiB or
+/// more in an arena makes glibc trim that arena's top (`heap_trim`), so each
+/// worker allocates and frees one (below the 128 KiB at which glibc would
+/// `mmap` it instead).
+fn trim_thread_arena() {
+    drop(std::hint::black_box(Vec::<u8>::with_capacity(96 * 1024)));
+}
 
 #[cfg(test)]
 mod tests {

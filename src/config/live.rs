@@ -226,7 +226,7 @@ impl Live {
     pub fn reload(&self, apply: impl FnOnce(&Snapshot)) -> Result<String, String> {
         let _g = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let path = self.path.as_ref().ok_or("no config file to reload")?;
-        let config = Config::load(path)?;
+        let mut config = Config::load(path)?;
         let old = self.current.load_full();
         let mut notes = Vec::new();
         if config.listen.addr != old.config.listen.addr {
@@ -241,6 +241,8 @@ impl Live {
                 config.workers(),
                 old.config.workers()
             ));
+            // The live configuration says what runs (SHOW CONFIG, the next reload).
+            config.limits.workers = old.config.limits.workers;
         }
         if config.admin.metrics_addr != old.config.admin.metrics_addr {
             notes.push("[admin] metrics_addr change needs a restart".to_string());
@@ -341,6 +343,28 @@ mod tests {
         let now = live.load_full();
         assert_eq!(now.generation, gen, "the reload published over the change");
         assert_eq!(now.config.pool.default_pool_size, Some(9));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A reload that changes `[limits] workers` says it needs a restart.
+    #[test]
+    fn a_workers_change_is_reported_as_needing_a_restart() {
+        let dir = std::env::temp_dir().join(format!("sb-live-w-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        let body = "[databases.app]\nshards = [ { name = \"s0\", host = \"127.0.0.1\" } ]\n";
+        std::fs::write(&path, format!("[limits]\nworkers = 1\n{body}")).unwrap();
+        let live = Live::new(Config::load(&path).unwrap(), Some(path.clone())).unwrap();
+        assert!(!live.reload(|_| {}).unwrap().contains("workers"));
+        std::fs::write(&path, format!("[limits]\nworkers = 3\n{body}")).unwrap();
+        let msg = live.reload(|_| {}).unwrap();
+        assert!(
+            msg.contains("[limits] workers changed to 3 but needs a restart; still running 1"),
+            "{msg}"
+        );
+        // What runs is what the live configuration says, reload after reload.
+        assert_eq!(live.load_full().config.workers(), 1);
+        assert!(live.reload(|_| {}).unwrap().contains("still running 1"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
