@@ -122,39 +122,41 @@ impl TenantRegistry {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let m = &mut *guard;
-        let exists = m.dbs.get(database).is_some_and(|t| t.contains_key(tenant));
-        if !exists {
-            if m.len >= self.per_shard_cap {
-                evict_oldest(m, self.per_shard_cap / 10 + 1);
+        let touch = |e: &mut TenantStats| {
+            if let Some(s) = shard {
+                if e.shard != s {
+                    e.shard = s.to_string();
+                }
             }
-            m.len += 1;
-            m.dbs.entry(database.to_string()).or_default().insert(
-                tenant.to_string(),
-                TenantStats {
-                    shard: shard.unwrap_or("").to_string(),
-                    xact_count: 0,
-                    query_count: 0,
-                    total_xact_time_us: 0,
-                    waiting: 0,
-                    wait_time_us: 0,
-                    last_seen: SystemTime::now(),
-                    tick,
-                },
-            );
+            e.tick = tick;
+            e.last_seen = SystemTime::now();
+            f(e);
+        };
+        // The common case, a tenant already tracked: one lookup per level.
+        if let Some(e) = m.dbs.get_mut(database).and_then(|t| t.get_mut(tenant)) {
+            touch(e);
+            return;
         }
+        if m.len >= self.per_shard_cap {
+            evict_oldest(m, self.per_shard_cap / 10 + 1);
+        }
+        m.len += 1;
         let e = m
             .dbs
-            .get_mut(database)
-            .and_then(|t| t.get_mut(tenant))
-            .expect("inserted above");
-        if let Some(s) = shard {
-            if e.shard != s {
-                e.shard = s.to_string();
-            }
-        }
-        e.tick = tick;
-        e.last_seen = SystemTime::now();
-        f(e);
+            .entry(database.to_string())
+            .or_default()
+            .entry(tenant.to_string())
+            .or_insert(TenantStats {
+                shard: String::new(),
+                xact_count: 0,
+                query_count: 0,
+                total_xact_time_us: 0,
+                waiting: 0,
+                wait_time_us: 0,
+                last_seen: SystemTime::now(),
+                tick,
+            });
+        touch(e);
     }
 
     /// Count one finished transaction of `tenant` in `database`, run on `shard`.

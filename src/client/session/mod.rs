@@ -731,11 +731,6 @@ impl Session {
         let pool = self.pool_for(shard);
         let tenant = self.core.awaited_tenant();
         let who = self.core.awaited_for();
-        let db_name = self.core.db().name.clone();
-        let waited_since = tenant.map(|t| {
-            self.app.tenants.waiting_inc(&db_name, t.as_str());
-            Instant::now()
-        });
         if self.sending {
             // The last server's work is all written (it was given back): settle a
             // cancel meant for it before this work's own.
@@ -743,22 +738,41 @@ impl Session {
         }
         self.handle.activity.waiting(shard);
         let res = if self.handle.cancel_step(cancel::IDLE, cancel::QUEUED) {
-            tokio::select! {
-                biased;
-                r = pool.checkout(who) => Some(r),
-                () = self.handle.cancelled() => None,
+            let checkout = pool.checkout(who);
+            tokio::pin!(checkout);
+            // Most checkouts find an idle server at once: only a client that
+            // has to wait is counted as its tenant's waiting client (two locked
+            // registry updates fewer per transaction).
+            match std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(checkout.as_mut(), cx))
+            })
+            .await
+            {
+                std::task::Poll::Ready(r) => Some(r),
+                std::task::Poll::Pending => {
+                    let app = self.app.clone();
+                    let db_name = &self.core.db().name;
+                    if let Some(t) = &tenant {
+                        app.tenants.waiting_inc(db_name, t.as_str());
+                    }
+                    let since = Instant::now();
+                    let r = tokio::select! {
+                        biased;
+                        r = &mut checkout => Some(r),
+                        () = self.handle.cancelled() => None,
+                    };
+                    if let Some(t) = &tenant {
+                        let waited_us = since.elapsed().as_micros() as u64;
+                        app.tenants.waiting_dec(db_name, t.as_str(), waited_us);
+                    }
+                    r
+                }
             }
         } else {
             // A cancel came before this work was read (UNREAD): it was for this.
             None
         };
         self.handle.activity.attached();
-        if let (Some(t), Some(since)) = (&tenant, waited_since) {
-            let waited_us = since.elapsed().as_micros() as u64;
-            self.app
-                .tenants
-                .waiting_dec(&db_name, t.as_str(), waited_us);
-        }
         let res = match res {
             Some(Ok(co)) => {
                 // Published before leaving QUEUED: a cancel from now on either
@@ -791,8 +805,11 @@ impl Session {
                     PoolError::WaitTimeout => sqlstate::QUERY_CANCELED,
                     PoolError::Connect(_) | PoolError::Closed => sqlstate::CANNOT_CONNECT,
                 };
-                let shard_name = &self.core.db().cfg.shards[shard].name;
-                let msg = format!("shard {shard_name} of database {db_name}: {e}");
+                let db = self.core.db();
+                let msg = format!(
+                    "shard {} of database {}: {e}",
+                    db.cfg.shards[shard].name, db.name
+                );
                 return self.core.attach_failed(PgError::new(code, msg));
             }
         };
