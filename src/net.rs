@@ -323,14 +323,9 @@ impl ReadHalf<'_> {
                     SCRATCH.with(|s| {
                         let mut s = s.borrow_mut();
                         let mut rb = ReadBuf::new(&mut s[..]);
-                        match Pin::new(&mut *r).poll_read(cx, &mut rb) {
-                            Poll::Ready(Ok(())) => {
-                                buf.extend_from_slice(rb.filled());
-                                Poll::Ready(Ok(rb.filled().len()))
-                            }
-                            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                            Poll::Pending => Poll::Pending,
-                        }
+                        std::task::ready!(Pin::new(&mut *r).poll_read(cx, &mut rb))?;
+                        buf.extend_from_slice(rb.filled());
+                        Poll::Ready(Ok(rb.filled().len()))
                     })
                 })
                 .await

@@ -719,7 +719,7 @@ impl Config {
     ///
     /// 0, the default, resolves to half the CPU cores, at least one. Why not one
     /// per core: a pooler shares its machine with Postgres or the application,
-    /// and on the 2-core benchmark box one worker spent 20-30% less CPU per
+    /// and on the 2-core benchmark box one worker spent 10-25% less CPU per
     /// transaction than two (docs/benchmarks.md): two workers hand servers and
     /// pool permits across threads, which costs wake-ups.
     pub fn workers(&self) -> usize {
@@ -763,7 +763,7 @@ impl Config {
         }
         if self.limits.workers > MAX_WORKERS {
             return Err(format!(
-                "[limits] workers must be at most {MAX_WORKERS} (0 means one per CPU core)"
+                "[limits] workers must be at most {MAX_WORKERS} (0 means half the CPU cores)"
             ));
         }
         if self.limits.spool_threshold < 1024 {

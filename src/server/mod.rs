@@ -114,12 +114,11 @@ impl ServerConn {
     }
 
     /// Register the socket with the calling thread's worker (a server handed to a
-    /// client on another worker); see [`crate::net::Stream::rehome`].
+    /// client on another worker, when [`is_home`](Self::is_home) said no); see
+    /// [`crate::net::Stream::rehome`].
     pub fn rehome(&mut self) -> std::io::Result<()> {
-        if !self.is_home() {
-            self.stream.rehome()?;
-            self.home = crate::net::worker();
-        }
+        self.stream.rehome()?;
+        self.home = crate::net::worker();
         Ok(())
     }
 }

@@ -750,10 +750,9 @@ impl Session {
             {
                 std::task::Poll::Ready(r) => Some(r),
                 std::task::Poll::Pending => {
-                    let app = self.app.clone();
                     let db_name = &self.core.db().name;
                     if let Some(t) = &tenant {
-                        app.tenants.waiting_inc(db_name, t.as_str());
+                        self.app.tenants.waiting_inc(db_name, t.as_str());
                     }
                     let since = Instant::now();
                     let r = tokio::select! {
@@ -763,7 +762,7 @@ impl Session {
                     };
                     if let Some(t) = &tenant {
                         let waited_us = since.elapsed().as_micros() as u64;
-                        app.tenants.waiting_dec(db_name, t.as_str(), waited_us);
+                        self.app.tenants.waiting_dec(db_name, t.as_str(), waited_us);
                     }
                     r
                 }
