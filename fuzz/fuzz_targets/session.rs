@@ -17,6 +17,9 @@
 //!   tenant 1 or 2, as console PAUSE/RESUME TENANT), work held for a paused
 //!   tenant holds no server, and every invariant above still holds once the
 //!   pauses end;
+//! * with parking on (bit 3 of the first byte), each core is parked and woken
+//!   whenever it can be, as the driver parks an idle session: never with a
+//!   server attached or work held, and every invariant above still holds;
 //! * with spilling on (bit 2 of the first byte), every message arrives in three
 //!   pieces and any message over 8 bytes is spilled to a spool (a Vec here, a
 //!   file in the driver) while it arrives: every invariant above still holds,
@@ -117,6 +120,8 @@ struct World {
     gate: std::sync::Arc<shardbouncer::app::gate::TenantGate>,
     /// Messages arrive in pieces (and large ones are spilled).
     pieces: bool,
+    /// Cores are parked and woken whenever they can be.
+    park: bool,
 }
 
 impl World {
@@ -179,6 +184,26 @@ impl World {
             };
         }
         self.collect(c);
+        if self.park {
+            self.park(c);
+        }
+    }
+
+    /// Park client `c`'s core if it can be parked, and wake it at once (the
+    /// driver parks an idle session between transactions).
+    fn park(&mut self, c: usize) {
+        let client = &mut self.clients[c];
+        client.core.trim_idle();
+        let stand_in = Core::new(client.core.db().clone(), 0, 0, ParamSet::default(), ParamSet::default(), None, self.gate.clone());
+        let core = std::mem::replace(&mut client.core, stand_in);
+        client.core = match core.park() {
+            Ok(parked) => {
+                assert!(client.attached.is_none(), "client {c} parked with a server attached");
+                assert!(client.held.is_none(), "client {c} parked with work held for a pause");
+                Core::unpark(parked, bytes::BytesMut::new())
+            }
+            Err(core) => core,
+        };
     }
 
     /// Check what client `c` received.
@@ -416,6 +441,7 @@ fuzz_target!(|data: &[u8]| {
         pools: (0..shards).map(|_| Vec::new()).collect(),
         gate: gate.clone(),
         pieces: first & 4 != 0,
+        park: first & 8 != 0,
     };
     if w.pieces {
         for client in &mut w.clients {

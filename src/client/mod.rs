@@ -48,7 +48,7 @@ async fn run(
     // Boxed, and over before the session starts: what login needs (the startup
     // packet, credentials, the authentication exchange) is not part of the
     // client's task for its whole life.
-    let Some((mut session, registered)) = Box::pin(login(app, stream, peer, count)).await? else {
+    let Some((session, registered)) = Box::pin(login(app, stream, peer, count)).await? else {
         return Ok(());
     };
     let id = registered.id();
@@ -68,7 +68,7 @@ async fn login<'a>(
     stream: &mut ClientStream,
     peer: Option<std::net::SocketAddr>,
     count: usize,
-) -> Result<Option<(session::Session, Registered<'a>)>, LoginError> {
+) -> Result<Option<(Box<session::Session>, Registered<'a>)>, LoginError> {
     let snap = app.snapshot.load_full();
     let login_timeout = snap.config.pool_defaults().client_login_timeout.as_std();
     let acceptor = snap.tls.acceptor.as_ref();
@@ -218,8 +218,15 @@ async fn login<'a>(
     // Nothing of the startup packet is needed past here (the session keeps what
     // it uses): do not hold it for the session's whole life.
     drop(params);
-    let session =
-        session::Session::new(app.clone(), db, user, stored, login, handle, startup_tenant);
+    let session = Box::new(session::Session::new(
+        app.clone(),
+        db,
+        user,
+        stored,
+        login,
+        handle,
+        startup_tenant,
+    ));
     Ok(Some((session, registered)))
 }
 

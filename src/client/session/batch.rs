@@ -45,6 +45,15 @@ impl Batch {
         self.msgs.iter().all(|(m, _)| *m == t)
     }
 
+    /// Nothing held and nothing being skipped.
+    pub(super) fn is_clear(&self) -> bool {
+        let Batch {
+            msgs,
+            skip_until_sync,
+        } = self;
+        msgs.is_empty() && !skip_until_sync
+    }
+
     /// Client messages are dropped until the next Sync.
     pub(super) fn skipping(&self) -> bool {
         self.skip_until_sync

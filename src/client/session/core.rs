@@ -23,7 +23,7 @@ use crate::app::gate::TenantGate;
 use crate::app::DbRuntime;
 use crate::client::queue::OutQueue;
 use crate::protocol::{self, tag, TxStatus};
-use crate::router::{Effects, ListenOp, TenantKey};
+use crate::router::{Effects, ListenOp, TenantKey, Tenants};
 use crate::server::{ParamSet, ServerState};
 use crate::sqlstate::{self, PgError};
 use bytes::{Bytes, BytesMut};
@@ -109,7 +109,117 @@ pub struct Core {
     pub(super) gate: Arc<TenantGate>,
 }
 
+/// What of a [`Core`] lasts between transactions, and nothing else: an idle
+/// client is kept in this form ([`Core::park`]), a few hundred bytes instead of
+/// the whole core with its scratch and the room for every part of a
+/// transaction in flight.
+pub struct ParkedCore {
+    db: Arc<DbRuntime>,
+    gate: Arc<TenantGate>,
+    client_id: i32,
+    /// `max_message_size` and `spool_threshold` (see [`Inbound::park`]).
+    limits: (usize, usize),
+    /// Tenant settings, when there are any.
+    tenants: Option<Box<Tenants>>,
+    /// Prepared statements, when the client ever had any.
+    stmts: Option<Box<Statements>>,
+    settings: Settings,
+    /// Requests answered over the session's life.
+    answered: u64,
+    /// Counters not yet added to a pool's, when there are any.
+    counters: Option<Box<Counters>>,
+}
+
+impl ParkedCore {
+    /// The client's database, as the session last saw it.
+    pub fn db(&self) -> &Arc<DbRuntime> {
+        &self.db
+    }
+}
+
 impl Core {
+    /// Park the core between transactions: no server attached or wanted, no
+    /// transaction (held ones included), no bytes held either way, no work
+    /// waiting, nothing to carry out. `Err` gives the core back unchanged
+    /// when any of that does not hold.
+    ///
+    /// Every field is named below, here and in the parts' `park`s: a field
+    /// added later cannot be dropped by mistake, it must be placed on one
+    /// side or the other. What is dropped is scratch that a new session
+    /// starts without.
+    #[allow(clippy::result_large_err)]
+    pub fn park(self) -> Result<ParkedCore, Core> {
+        let limits = self.inbound.park();
+        let clear = limits.is_some()
+            && self.att.is_none()
+            && matches!(self.txn, Txn::OnServer)
+            && self.wait.is_clear()
+            && self.batch.is_clear()
+            && self.out.is_clear()
+            && self.route.is_clear();
+        let (Some(limits), true) = (limits, clear) else {
+            return Err(self);
+        };
+        let Core {
+            db,
+            client_id,
+            inbound: _,
+            out: _,
+            batch: _,
+            wait: _,
+            txn: _,
+            att: _,
+            route,
+            stmts,
+            settings,
+            counters,
+            gate,
+        } = self;
+        let tenants = route.park();
+        let (answered, counters) = counters.park();
+        Ok(ParkedCore {
+            db,
+            gate,
+            client_id,
+            limits,
+            tenants: (tenants != Tenants::default()).then(|| Box::new(tenants)),
+            stmts: (!stmts.is_default()).then(|| Box::new(stmts)),
+            settings,
+            answered,
+            counters,
+        })
+    }
+
+    /// The core of a [`ParkedCore`], with the client bytes read since.
+    pub fn unpark(p: ParkedCore, client_bytes: BytesMut) -> Core {
+        let ParkedCore {
+            db,
+            gate,
+            client_id,
+            limits,
+            tenants,
+            stmts,
+            settings,
+            answered,
+            counters,
+        } = p;
+        Core {
+            db,
+            client_id,
+            inbound: Inbound::unpark(limits, client_bytes),
+            out: Outbound::default(),
+            batch: Batch::default(),
+            wait: Wait::default(),
+            txn: Txn::OnServer,
+            att: None,
+            route: Tenancy::unpark(tenants.map(|t| *t).unwrap_or_default()),
+            stmts: stmts.map(|s| *s).unwrap_or_default(),
+            settings,
+            counters: Counters::unpark(answered, counters),
+            gate,
+        }
+    }
+
     /// A core for a client of `db` that logged in with these settings.
     pub fn new(
         db: Arc<DbRuntime>,

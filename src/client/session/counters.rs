@@ -75,6 +75,48 @@ impl Counters {
     }
 
     /// Take the counters of a transaction; the session-long ones stay.
+    /// Split for a parked session: the life-long answered count, and the rest
+    /// only when something is counted (most idle sessions count nothing).
+    pub(super) fn park(self) -> (u64, Option<Box<Counters>>) {
+        let answered = self.answered;
+        let rest = Counters {
+            answered: 0,
+            ..self
+        };
+        let Counters {
+            bytes_in,
+            bytes_out,
+            queries,
+            query_us,
+            client_parses,
+            server_parses,
+            binds,
+            answered: _,
+            query_start,
+        } = &rest;
+        let empty = [
+            bytes_in,
+            bytes_out,
+            queries,
+            query_us,
+            client_parses,
+            server_parses,
+            binds,
+        ]
+        .iter()
+        .all(|v| **v == 0)
+            && query_start.is_none();
+        (answered, (!empty).then(|| Box::new(rest)))
+    }
+
+    /// The counters [`Counters::park`] split.
+    pub(super) fn unpark(answered: u64, rest: Option<Box<Counters>>) -> Counters {
+        Counters {
+            answered,
+            ..rest.map(|b| *b).unwrap_or_default()
+        }
+    }
+
     pub(super) fn take(&mut self) -> Counters {
         let answered = self.answered;
         let out = std::mem::take(self);

@@ -365,6 +365,11 @@ pub struct Harness {
     pub spool: Vec<u8>,
     /// Spilled messages read back whole.
     pub unspilled: usize,
+    /// Park the core whenever it can be, after each step, as the driver does
+    /// between transactions ([`Core::park`]), and wake it at once.
+    pub park: bool,
+    /// Times the core was parked.
+    pub parks: usize,
 }
 
 const ROUTED: &str = r#"
@@ -417,7 +422,35 @@ impl Harness {
             held: None,
             spool: Vec::new(),
             unspilled: 0,
+            park: false,
+            parks: 0,
         }
+    }
+
+    /// With [`Harness::park`] on: give back what an idle core does not need,
+    /// and park and wake it when it can be parked.
+    fn maybe_park(&mut self) {
+        if !self.park {
+            return;
+        }
+        self.core.trim_idle();
+        let stand_in = Core::new(
+            self.core.db().clone(),
+            0,
+            0,
+            ParamSet::default(),
+            ParamSet::default(),
+            None,
+            self.gate.clone(),
+        );
+        let core = std::mem::replace(&mut self.core, stand_in);
+        self.core = match core.park() {
+            Ok(parked) => {
+                self.parks += 1;
+                Core::unpark(parked, BytesMut::new())
+            }
+            Err(core) => core,
+        };
     }
 
     /// The texts (first C string of each message) the first server that got
@@ -488,6 +521,7 @@ impl Harness {
             };
         }
         self.client.extend(self.core.to_client().take_all());
+        self.maybe_park();
     }
 
     /// The client sends these bytes (any part of a message), as one read.

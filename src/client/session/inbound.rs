@@ -83,6 +83,32 @@ impl Inbound {
         }
     }
 
+    /// With nothing held (no bytes, no buffer, no frame part way through or
+    /// spilled): the limits, to [`Inbound::unpark`] with. `None` otherwise.
+    pub(super) fn park(&self) -> Option<(usize, usize)> {
+        let Inbound {
+            buf,
+            stream_left,
+            max_msg,
+            spill_at,
+            spill,
+        } = self;
+        (buf.is_empty() && buf.capacity() == 0 && *stream_left == 0 && spill.is_none())
+            .then_some((*max_msg, *spill_at))
+    }
+
+    /// An empty inbound with these limits (from [`Inbound::park`]) and the
+    /// bytes read since.
+    pub(super) fn unpark((max_msg, spill_at): (usize, usize), buf: BytesMut) -> Inbound {
+        Inbound {
+            buf,
+            stream_left: 0,
+            max_msg,
+            spill_at,
+            spill: None,
+        }
+    }
+
     /// Spill incomplete frames larger than `n` bytes (`[limits] spool_threshold`).
     pub(super) fn spill_above(&mut self, n: usize) {
         self.spill_at = n;

@@ -37,7 +37,7 @@ mod tenancy;
 mod tests;
 mod wait;
 
-pub use self::core::{Core, End, Need, Release};
+pub use self::core::{Core, End, Need, ParkedCore, Release};
 
 use crate::app::clients::cancel;
 use crate::app::{App, ClientHandle, DbRuntime};
@@ -49,12 +49,14 @@ use crate::protocol::{self, sqlstate, TxStatus};
 use crate::router::{ListenOp, TenantKey};
 use crate::server::ServerState;
 use crate::sqlstate::PgError;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::BTreeSet;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::AsyncReadExt;
+use tokio::sync::futures::Notified;
 
 /// The socket side of the attached server (its state is lent to the core).
 struct Server {
@@ -91,6 +93,96 @@ struct Listening {
     /// The database generation those pools belong to (a reload may replace
     /// them: see [`Session::follow_reloaded_pools`]).
     generation: u64,
+}
+
+/// The wake-ups a session waits on besides its sockets, registered once for its
+/// whole life (re-registering costs a lock each time), and what re-arms them.
+struct Wakes<'a, 'n> {
+    app: &'n App,
+    handle: &'n ClientHandle,
+    kill: Pin<&'a mut Notified<'n>>,
+    shutdown: Pin<&'a mut Notified<'n>>,
+    cancel_wake: Pin<&'a mut Notified<'n>>,
+}
+
+/// A session between transactions, kept in the form that lasts: who the
+/// client is, its settings, prepared statements and tenant settings
+/// ([`ParkedCore`]). Everything else (buffers, queues, routing scratch, room
+/// for a server and for each step of a transaction) is dropped and made again
+/// when the client sends its next bytes ([`Parked::wake`]).
+pub struct Parked {
+    app: Arc<App>,
+    user: String,
+    password: Option<String>,
+    handle: Arc<ClientHandle>,
+    core: ParkedCore,
+    pools: Vec<Option<Arc<Pool>>>,
+    pools_gen: u64,
+    last_activity: Instant,
+}
+
+impl Parked {
+    /// The session again, with the client bytes read while it was parked.
+    fn wake(self, client_bytes: BytesMut) -> Session {
+        let Parked {
+            app,
+            user,
+            password,
+            handle,
+            core,
+            pools,
+            pools_gen,
+            last_activity,
+        } = self;
+        Session {
+            app,
+            user,
+            password,
+            handle,
+            core: Core::unpark(core, client_bytes),
+            server: None,
+            pools,
+            pools_gen,
+            last_activity,
+            buffered: 0,
+            sending: false,
+            listening: None,
+            spool: None,
+        }
+    }
+
+    /// Wait for what can wake a parked session: the client's bytes (read into
+    /// `read`), KILL, a cancel, shutdown, or `client_idle_timeout`. The
+    /// session itself handles each, once woken.
+    async fn wait(
+        &self,
+        stream: &mut super::ClientStream,
+        read: &mut BytesMut,
+        kill: Pin<&mut Notified<'_>>,
+        shutdown: Pin<&mut Notified<'_>>,
+        cancel_wake: Pin<&mut Notified<'_>>,
+    ) -> Event {
+        // Boxed when there is one: most deployments set no idle timeout.
+        let timer = idle_deadline(self.core.db(), self.last_activity)
+            .map(|(at, code, msg)| (Box::pin(tokio::time::sleep_until(at.into())), code, msg));
+        let (mut cr, _) = stream.split();
+        tokio::select! {
+            biased;
+            _ = kill => Event::Killed,
+            r = cr.read_idle(read) => Event::ClientRead(r),
+            (code, msg) = async {
+                match timer {
+                    Some((sleep, code, msg)) => {
+                        sleep.await;
+                        (code, msg)
+                    }
+                    None => std::future::pending().await,
+                }
+            } => Event::Timeout(code, msg),
+            _ = cancel_wake => Event::Cancel,
+            _ = shutdown => Event::Shutdown,
+        }
+    }
 }
 
 /// One logged-in client: the driver around its [`Core`].
@@ -241,11 +333,78 @@ impl Session {
 
     /// Run until the client leaves, is killed, or the process shuts down.
     ///
-    /// Takes `&mut self`: an `async fn` that takes `self` by value keeps two copies
-    /// of it in its future (the argument and the moved local), 2 KiB more per client.
-    pub async fn run(&mut self, stream: &mut super::ClientStream) -> Result<(), End> {
-        self.greet(stream).await?;
-        let res = self.event_loop(stream).await;
+    /// Between transactions the session is [`Parked`]: the client's task then
+    /// holds a few hundred bytes, not the whole session (most of a pooler's
+    /// clients are idle most of the time). The session is boxed, and so is the
+    /// future of each run of its event loop, so neither is part of the task.
+    pub async fn run(self: Box<Self>, stream: &mut super::ClientStream) -> Result<(), End> {
+        let mut active = self;
+        Box::pin(active.greet(stream)).await?;
+        // Wake-ups for KILL and shutdown are registered once for the whole session:
+        // re-registering them on every event costs a lock each time.
+        let (handle, app) = (active.handle.clone(), active.app.clone());
+        let kill = handle.kill.notified();
+        let shutdown = app.shutdown.notified();
+        let cancel_wake = handle.cancel_wake.notified();
+        tokio::pin!(kill, shutdown, cancel_wake);
+        kill.as_mut().enable();
+        shutdown.as_mut().enable();
+        cancel_wake.as_mut().enable();
+        let mut first = None;
+        let mut may_park = true;
+        let res = loop {
+            let ran = Box::pin(active.event_loop(
+                stream,
+                Wakes {
+                    app: &app,
+                    handle: &handle,
+                    kill: kill.as_mut(),
+                    shutdown: shutdown.as_mut(),
+                    cancel_wake: cancel_wake.as_mut(),
+                },
+                first.take(),
+                std::mem::replace(&mut may_park, true),
+            ))
+            .await;
+            if let Err(e) = ran {
+                break Err(e);
+            }
+            let parked = match active.park() {
+                Ok(parked) => parked,
+                // Not reached: the event loop returns only when the session
+                // can be parked. Should it happen, the session goes on as it
+                // is, waiting unparked this once.
+                Err(same) => {
+                    tracing::error!(client = handle.id, "session could not be parked");
+                    active = same;
+                    may_park = false;
+                    continue;
+                }
+            };
+            let mut read = BytesMut::new();
+            let event = parked
+                .wait(
+                    stream,
+                    &mut read,
+                    kill.as_mut(),
+                    shutdown.as_mut(),
+                    cancel_wake.as_mut(),
+                )
+                .await;
+            active = Box::new(parked.wake(read));
+            first = Some(event);
+        };
+        Box::pin(active.finish(stream, res)).await
+    }
+
+    /// The session ended: leave LISTEN relays, drop the client's share of the
+    /// input budget, give the server back clean or close it, and send the
+    /// client whatever is left for it.
+    async fn finish(
+        &mut self,
+        stream: &mut super::ClientStream,
+        res: Result<(), End>,
+    ) -> Result<(), End> {
         if let Some(l) = self.listening.take() {
             for pool in &l.pools {
                 pool.listen(ListenCmd::Leave {
@@ -267,64 +426,39 @@ impl Session {
         res
     }
 
-    async fn event_loop(&mut self, stream: &mut super::ClientStream) -> Result<(), End> {
-        // Wake-ups for KILL and shutdown are registered once for the whole session:
-        // re-registering them on every event costs a lock each time.
-        let (handle, app) = (self.handle.clone(), self.app.clone());
-        let kill = handle.kill.notified();
-        let shutdown = app.shutdown.notified();
-        let cancel_wake = handle.cancel_wake.notified();
-        tokio::pin!(kill, shutdown, cancel_wake);
-        kill.as_mut().enable();
-        shutdown.as_mut().enable();
-        cancel_wake.as_mut().enable();
+    /// Move bytes and serve the core's needs until the session ends (`Err`),
+    /// or, when `may_park`, until it is idle and can be [`Session::park`]ed
+    /// (`Ok`). `first` is an event the parked session saw, handled first.
+    async fn event_loop(
+        &mut self,
+        stream: &mut super::ClientStream,
+        wakes: Wakes<'_, '_>,
+        mut first: Option<Event>,
+        may_park: bool,
+    ) -> Result<(), End> {
+        let Wakes {
+            app,
+            handle,
+            mut kill,
+            mut shutdown,
+            mut cancel_wake,
+        } = wakes;
         loop {
-            if self.handle.killed.load(Ordering::Acquire) {
-                return Err(self.killed());
-            }
-            // Between transactions: pick up reloaded settings and maps.
-            let snap = self.app.snapshot.load();
-            self.core.maybe_reload(|cur| {
-                (snap.generation != cur.generation)
-                    .then(|| snap.dbs.get(&cur.name).cloned())
-                    .flatten()
-            });
-            self.core.spill_above(snap.config.limits.spool_threshold);
-            drop(snap);
-            self.follow_reloaded_pools();
-            let need = self.core.client_data();
-            self.serve(need).await?;
-            self.apply_listen_ops().await;
-            self.account_buffered();
-            self.core.trim_idle();
-            if self.server.is_none() && self.app.shutting_down.load(Ordering::Acquire) {
-                return Err(self
-                    .core
-                    .fatal(sqlstate::ADMIN_SHUTDOWN, "shardbouncer is shutting down"));
-            }
-            if self.sending && !self.core.sending_to_server() {
-                // Before blocking: a cancel must not outlive the work it was for.
-                self.work_sent().await;
-            }
-            // Most clients are idle most of the time: they wait in the compact
-            // form, and the full wait (every branch of a transaction in
-            // flight) is boxed, so it is not part of every idle client's task.
-            let event = if self.is_idle() {
-                self.wait_idle(
-                    stream,
-                    kill.as_mut(),
-                    shutdown.as_mut(),
-                    cancel_wake.as_mut(),
-                )
-                .await
-            } else {
-                Box::pin(self.wait(
-                    stream,
-                    kill.as_mut(),
-                    shutdown.as_mut(),
-                    cancel_wake.as_mut(),
-                ))
-                .await
+            let event = match first.take() {
+                Some(event) => event,
+                None => {
+                    self.prepare_wait().await?;
+                    if may_park && self.parkable() {
+                        return Ok(());
+                    }
+                    self.next_event(
+                        stream,
+                        kill.as_mut(),
+                        shutdown.as_mut(),
+                        cancel_wake.as_mut(),
+                    )
+                    .await
+                }
             };
             let need = match event {
                 Event::ClientRead(Ok(0)) => return Err("client closed the connection".into()),
@@ -394,6 +528,57 @@ impl Session {
             };
             self.serve(need).await?;
             self.apply_listen_ops().await;
+        }
+    }
+
+    /// Before waiting: end a killed session, pick up reloaded settings and
+    /// maps, serve whatever the client's bytes ask for, and give back what an
+    /// idle session does not need.
+    async fn prepare_wait(&mut self) -> Result<(), End> {
+        if self.handle.killed.load(Ordering::Acquire) {
+            return Err(self.killed());
+        }
+        // Between transactions: pick up reloaded settings and maps.
+        let snap = self.app.snapshot.load();
+        self.core.maybe_reload(|cur| {
+            (snap.generation != cur.generation)
+                .then(|| snap.dbs.get(&cur.name).cloned())
+                .flatten()
+        });
+        self.core.spill_above(snap.config.limits.spool_threshold);
+        drop(snap);
+        self.follow_reloaded_pools();
+        let need = self.core.client_data();
+        self.serve(need).await?;
+        self.apply_listen_ops().await;
+        self.account_buffered();
+        self.core.trim_idle();
+        if self.server.is_none() && self.app.shutting_down.load(Ordering::Acquire) {
+            return Err(self
+                .core
+                .fatal(sqlstate::ADMIN_SHUTDOWN, "shardbouncer is shutting down"));
+        }
+        if self.sending && !self.core.sending_to_server() {
+            // Before blocking: a cancel must not outlive the work it was for.
+            self.work_sent().await;
+        }
+        Ok(())
+    }
+
+    /// Wait for the next event. An idle session that could not be parked (it
+    /// LISTENs, for one) waits in the compact form; the full wait, every
+    /// branch of a transaction in flight, is boxed.
+    async fn next_event(
+        &mut self,
+        stream: &mut super::ClientStream,
+        kill: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        shutdown: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        cancel_wake: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    ) -> Event {
+        if self.is_idle() {
+            self.wait_idle(stream, kill, shutdown, cancel_wake).await
+        } else {
+            Box::pin(self.wait(stream, kill, shutdown, cancel_wake)).await
         }
     }
 
@@ -1095,6 +1280,65 @@ impl Session {
         self.app.transaction_finished();
     }
 
+    /// Idle ([`Self::is_idle`]) with nothing that needs the whole session
+    /// while it waits: no LISTEN mailbox, no spool, and a core that parks.
+    fn parkable(&mut self) -> bool {
+        self.is_idle() && self.listening.is_none() && self.spool.is_none()
+    }
+
+    /// Keep only what lasts between transactions ([`Parked`]). `Err` gives
+    /// the session back unchanged when it is not [`Self::parkable`].
+    #[allow(clippy::result_large_err)]
+    fn park(mut self: Box<Self>) -> Result<Parked, Box<Self>> {
+        if !self.parkable() {
+            return Err(self);
+        }
+        let Session {
+            app,
+            user,
+            password,
+            handle,
+            core,
+            server,
+            pools,
+            pools_gen,
+            last_activity,
+            buffered,
+            sending,
+            listening,
+            spool,
+        } = *self;
+        debug_assert!(server.is_none() && buffered == 0 && !sending);
+        debug_assert!(listening.is_none() && spool.is_none());
+        match core.park() {
+            Ok(core) => Ok(Parked {
+                app,
+                user,
+                password,
+                handle,
+                core,
+                pools,
+                pools_gen,
+                last_activity,
+            }),
+            Err(core) => Err(Box::new(Session {
+                app,
+                user,
+                password,
+                handle,
+                core,
+                server,
+                pools,
+                pools_gen,
+                last_activity,
+                buffered,
+                sending,
+                listening,
+                spool,
+            })),
+        }
+    }
+
     /// Nothing in flight: no server, nothing to write, no buffer, no work
     /// waiting. Only the client (or KILL, shutdown, a cancel, a notification,
     /// a timeout) can wake the session.
@@ -1163,13 +1407,7 @@ impl Session {
                 )
             })
         } else if self.server.is_none() {
-            settings.client_idle_timeout.non_zero().map(|t| {
-                (
-                    self.last_activity + t,
-                    sqlstate::ADMIN_SHUTDOWN,
-                    "client_idle_timeout",
-                )
-            })
+            idle_deadline(self.core.db(), self.last_activity)
         } else {
             None
         }
@@ -1265,6 +1503,15 @@ impl Session {
             } => Event::Notification(frame),
         }
     }
+}
+
+/// When a client with no server and no transaction, last active at `last`,
+/// is closed (`client_idle_timeout`), if ever.
+fn idle_deadline(db: &DbRuntime, last: Instant) -> Option<(Instant, &'static str, &'static str)> {
+    db.settings
+        .client_idle_timeout
+        .non_zero()
+        .map(|t| (last + t, sqlstate::ADMIN_SHUTDOWN, "client_idle_timeout"))
 }
 
 /// Parameters reported at login when no server could be reached yet.

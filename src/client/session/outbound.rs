@@ -50,6 +50,12 @@ impl Outbound {
         self.queue.is_empty()
     }
 
+    /// Nothing queued and nothing built but not queued.
+    pub(super) fn is_clear(&self) -> bool {
+        let Outbound { queue, scratch } = self;
+        queue.is_empty() && scratch.is_empty()
+    }
+
     /// Give memory back while the client is idle.
     pub(super) fn trim(&mut self) {
         if self.scratch.capacity() > 0 {

@@ -51,6 +51,32 @@ struct Unnamed {
 }
 
 impl Statements {
+    /// As a new session's: nothing prepared, deallocated or parsed, ever (a
+    /// parked session keeps no room for statements it does not have).
+    pub(super) fn is_default(&self) -> bool {
+        let Statements {
+            named,
+            unnamed,
+            dropped,
+            all_dropped_at,
+        } = self;
+        let Unnamed {
+            facts,
+            declared,
+            described,
+            parse,
+            seq,
+        } = unnamed;
+        named.is_empty()
+            && dropped.is_empty()
+            && *all_dropped_at == 0
+            && declared.is_empty()
+            && described.is_empty()
+            && parse.is_none()
+            && *seq == 0
+            && *facts == Facts::default()
+    }
+
     /// Record a named Parse under its name, Postgres's rules (a name in use is
     /// 42P05), with the facts of its text. `context` is what the text's meaning
     /// depends on besides itself (see [`StmtDef::new`]).

@@ -62,6 +62,40 @@ impl Tenancy {
         }
     }
 
+    /// No transaction is pinned or holds a tenant, there is no `SET LOCAL`
+    /// tenant, and no LISTEN work is left to carry out.
+    pub(super) fn is_clear(&self) -> bool {
+        self.pinned.is_none()
+            && self.tenants.local.is_none()
+            && self.listen_ops.is_empty()
+            && self.tickets.is_empty()
+    }
+
+    /// When [`Tenancy::is_clear`]: the tenant settings, all that lasts to the
+    /// next unit (the analyses are scratch, rebuilt for each unit).
+    pub(super) fn park(self) -> Tenants {
+        debug_assert!(self.is_clear());
+        let Tenancy {
+            tenants,
+            pinned: _,
+            facts: _,
+            alt_facts: _,
+            batch_facts: _,
+            mentions: _,
+            listen_ops: _,
+            tickets: _,
+        } = self;
+        tenants
+    }
+
+    /// The routing state of a session [`Tenancy::park`]ed with these settings.
+    pub(super) fn unpark(tenants: Tenants) -> Tenancy {
+        Tenancy {
+            tenants,
+            ..Default::default()
+        }
+    }
+
     /// The tenant settings.
     pub(super) fn tenants(&self) -> &Tenants {
         &self.tenants

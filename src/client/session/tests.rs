@@ -737,3 +737,158 @@ fn copy_data_pipelined_behind_its_query_ends_the_copy() {
     assert_eq!(h.client_tags(), "CZI");
     assert_eq!(h.core.phase(), Phase::Idle);
 }
+
+// ---------------------------------------------------------------------------
+// Parking between transactions
+// ---------------------------------------------------------------------------
+
+mod parking {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SQL: &[&str] = &[
+        "SELECT 1",
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "SELECT fail",
+        "SET x.y = 1",
+        "SET TimeZone = 'UTC'",
+        "RESET ALL",
+        "SET LOCAL statement_timeout = 5",
+        "SELECT * FROM t WHERE tenant_id = 1",
+        "SELECT * FROM t WHERE tenant_id = 2",
+        "SET tenant_id = 1",
+        "SET LOCAL tenant_id = 2",
+        "RESET tenant_id",
+        "DISCARD ALL",
+        "DEALLOCATE ALL",
+        "DEALLOCATE s1",
+        "/* tenant_id=3 */ SELECT 2",
+        "SAVEPOINT a",
+        "LISTEN ch",
+        "",
+    ];
+
+    /// One step of a client and its server.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Query(usize),
+        /// Parse (named `s0`..`s2`, or unnamed), Bind, Execute, Sync.
+        Prepare(u8, usize),
+        /// Bind and Execute a statement prepared before (or not), then Sync.
+        Run(u8, &'static str),
+        /// A Parse and Bind with no Sync yet.
+        Open(u8, usize),
+        Sync,
+        Server,
+    }
+
+    fn name(n: u8) -> &'static str {
+        ["", "s0", "s1", "s2"][n as usize % 4]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..SQL.len()).prop_map(Op::Query),
+            2 => (0u8..4, 0..SQL.len()).prop_map(|(n, s)| Op::Prepare(n, s)),
+            2 => (0u8..4, prop_oneof![Just("1"), Just("2")]).prop_map(|(n, v)| Op::Run(n, v)),
+            1 => (0u8..4, 0..SQL.len()).prop_map(|(n, s)| Op::Open(n, s)),
+            1 => Just(Op::Sync),
+            6 => Just(Op::Server),
+        ]
+    }
+
+    fn apply(h: &mut Harness, op: &Op) {
+        match op {
+            Op::Query(i) => h.send(&[query(SQL[*i])]),
+            Op::Prepare(n, i) => h.send(&[
+                parse(name(*n), SQL[*i]),
+                bind(name(*n), &[]),
+                execute(),
+                sync(),
+            ]),
+            Op::Run(n, v) => h.send(&[bind(name(*n), &[v]), execute(), sync()]),
+            Op::Open(n, i) => h.send(&[parse(name(*n), SQL[*i]), bind(name(*n), &[])]),
+            Op::Sync => h.send(&[sync()]),
+            Op::Server => h.server_turn(),
+        }
+    }
+
+    /// What the client and the servers saw, and how the session stands.
+    fn seen(h: &Harness) -> impl PartialEq + std::fmt::Debug {
+        (
+            h.client.clone(),
+            h.servers.iter().map(|s| s.log.clone()).collect::<Vec<_>>(),
+            (h.attaches, h.releases, h.closed.clone()),
+            (
+                h.core.phase(),
+                h.core.client_status(),
+                h.core.requests_answered(),
+            ),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A session parked and woken at every idle moment (as the driver
+        /// does between transactions) behaves exactly as one never parked:
+        /// the same bytes to the client and to each server, step by step.
+        #[test]
+        fn a_parked_session_behaves_as_one_never_parked(
+            db in prop_oneof![Just("app"), Just("appd"), Just("plain")],
+            ops in proptest::collection::vec(op(), 1..40),
+        ) {
+            let mut plain = Harness::new(db);
+            let mut parked = Harness::new(db);
+            parked.park = true;
+            for op in &ops {
+                apply(&mut plain, op);
+                apply(&mut parked, op);
+                prop_assert_eq!(seen(&plain), seen(&parked), "after {:?}", op);
+                if plain.closed.is_some() {
+                    break;
+                }
+            }
+            // Finish whatever is in flight, and compare once more.
+            apply(&mut plain, &Op::Server);
+            apply(&mut parked, &Op::Server);
+            prop_assert_eq!(seen(&plain), seen(&parked));
+        }
+    }
+
+    /// The property above is not vacuous: a session with settings, a tenant
+    /// and prepared statements parks, and keeps them.
+    #[test]
+    fn a_session_with_state_parks_and_keeps_it() {
+        let mut h = Harness::new("appd");
+        h.park = true;
+        h.send(&[query("SET tenant_id = 1")]);
+        h.server_turn();
+        h.send(&[query("SET x.y = 1 /* tenant_id=1 */")]);
+        h.server_turn();
+        h.send(&[
+            parse("s0", "SELECT * FROM t WHERE tenant_id = $1"),
+            bind("s0", &["1"]),
+            execute(),
+            sync(),
+        ]);
+        h.server_turn();
+        assert_eq!(h.client_errors(), Vec::<String>::new());
+        let parks = h.parks;
+        assert!(parks >= 3, "parked {parks} times");
+        h.client_tags();
+        // Still known after parking: the statement (no 26000), and the SET
+        // tenant (a Bind naming another shard's tenant is refused, 0A000).
+        h.send(&[bind("s0", &["1"]), execute(), sync()]);
+        h.server_turn();
+        assert_eq!(h.client_errors(), Vec::<String>::new());
+        assert_eq!(h.client_tags(), "2DCZI");
+        assert!(h.core.route.tenants().set.is_some());
+        assert!(h.parks > parks);
+        h.send(&[bind("s0", &["2"]), execute(), sync()]);
+        h.server_turn();
+        assert_eq!(h.client_errors(), ["0A000"]);
+    }
+}

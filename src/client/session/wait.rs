@@ -90,6 +90,19 @@ impl Wait {
         self.releasing
     }
 
+    /// Nothing waits, and no server is requested or being given back.
+    pub(super) fn is_clear(&self) -> bool {
+        // Every field named: a new one must be considered here (a session is
+        // parked between transactions only when this holds).
+        let Wait {
+            stalled,
+            awaiting,
+            paused,
+            releasing,
+        } = self;
+        stalled.is_none() && awaiting.is_none() && paused.is_none() && !releasing
+    }
+
     /// A server is requested or being given back: client work waits for it.
     pub(super) fn busy(&self) -> bool {
         self.awaiting.is_some() || self.paused.is_some() || self.releasing
