@@ -241,11 +241,21 @@ async fn maintenance(app: Arc<App>, workers: Vec<tokio::runtime::Handle>) {
         if app.shutting_down.load(Ordering::Acquire) {
             return;
         }
+        let (mut waiting, mut waited) = (0, 0);
         for p in app.pools.all() {
+            let now = p.stats.waiting.load(Ordering::Relaxed);
+            waiting += now;
+            waited += p.stats.waiting_peak.swap(now, Ordering::Relaxed).max(now);
             let p = p.clone();
             tokio::spawn(async move { p.maintain().await });
         }
-        if trim.due(app.clients.connected(), app.clients.buffered()) {
+        let load = Load {
+            clients: app.clients.connected(),
+            buffered: app.clients.buffered(),
+            waiting,
+            waited,
+        };
+        if trim.due(load) {
             for w in &workers {
                 w.spawn(async { trim_thread_arena() });
             }
@@ -254,15 +264,32 @@ async fn maintenance(app: Arc<App>, workers: Vec<tokio::runtime::Handle>) {
     }
 }
 
-/// When to give freed memory back to the OS: after a burst of clients (or of
-/// buffered input) has gone. The allocator keeps what a burst freed in its
-/// per-thread arenas, so without this RSS would stay at the burst's peak.
+/// What the maintenance task sees of the process's load at a tick.
+#[derive(Default, Clone, Copy)]
+struct Load {
+    /// Clients connected.
+    clients: usize,
+    /// Bytes buffered for incomplete messages.
+    buffered: usize,
+    /// Clients waiting for a server now.
+    waiting: usize,
+    /// Most clients waiting at once since the last tick.
+    waited: usize,
+}
+
+/// When to give freed memory back to the OS: after a burst of clients, of
+/// buffered input, or of transactions (clients waiting for servers: each is a
+/// whole session while it waits, and [`crate::client::session::Parked`] again
+/// after) has gone. The allocator keeps what a burst freed in its per-thread
+/// arenas, so without this RSS would stay at the burst's peak.
 #[derive(Default)]
 struct Trim {
     /// Most clients connected since the last trim.
     clients: usize,
     /// Most bytes buffered for incomplete messages since the last trim.
     buffered: usize,
+    /// Most clients waiting for a server since the last trim.
+    waiting: usize,
     /// The last tick trimmed because memory was freed: trim once more.
     again: bool,
 }
@@ -273,17 +300,25 @@ impl Trim {
     const CLIENTS_GONE: usize = 256;
     const BYTES_FREED: usize = 16 << 20;
 
-    fn due(&mut self, clients: usize, buffered: usize) -> bool {
+    fn due(&mut self, load: Load) -> bool {
+        let Load {
+            clients,
+            buffered,
+            waiting,
+            waited,
+        } = load;
         self.clients = self.clients.max(clients);
         self.buffered = self.buffered.max(buffered);
+        self.waiting = self.waiting.max(waited).max(waiting);
         let due = self.clients >= clients + Self::CLIENTS_GONE
-            || self.buffered >= buffered + Self::BYTES_FREED;
+            || self.buffered >= buffered + Self::BYTES_FREED
+            || self.waiting >= waiting + Self::CLIENTS_GONE;
         // A client is counted out before its task's memory is freed, so a trim
         // in the middle of an exodus misses the last of it: one more follows on
         // the next tick.
         let again = std::mem::replace(&mut self.again, due);
         if due {
-            (self.clients, self.buffered) = (clients, buffered);
+            (self.clients, self.buffered, self.waiting) = (clients, buffered, waiting);
         }
         due || again
     }
@@ -321,20 +356,51 @@ fn trim_thread_arena() {
 
 #[cfg(test)]
 mod tests {
-    use super::Trim;
+    use super::{Load, Trim};
+
+    fn load(clients: usize, buffered: usize) -> Load {
+        Load {
+            clients,
+            buffered,
+            ..Load::default()
+        }
+    }
 
     #[test]
     fn trims_once_a_burst_has_left() {
         let mut t = Trim::default();
-        assert!(!t.due(10, 0));
-        assert!(!t.due(5000, 0), "growing is not a reason");
-        assert!(!t.due(4800, 0), "200 gone is not enough");
-        assert!(t.due(4700, 0));
-        assert!(t.due(4700, 0), "and once more, for what was freed late");
-        assert!(!t.due(4700, 0), "then not again for the same burst");
-        assert!(!t.due(4700, 64 << 20));
-        assert!(t.due(4700, 0), "a buffered burst freed");
-        assert!(t.due(4700, 0));
-        assert!(!t.due(4700, 0));
+        assert!(!t.due(load(10, 0)));
+        assert!(!t.due(load(5000, 0)), "growing is not a reason");
+        assert!(!t.due(load(4800, 0)), "200 gone is not enough");
+        assert!(t.due(load(4700, 0)));
+        assert!(
+            t.due(load(4700, 0)),
+            "and once more, for what was freed late"
+        );
+        assert!(!t.due(load(4700, 0)), "then not again for the same burst");
+        assert!(!t.due(load(4700, 64 << 20)));
+        assert!(t.due(load(4700, 0)), "a buffered burst freed");
+        assert!(t.due(load(4700, 0)));
+        assert!(!t.due(load(4700, 0)));
+    }
+
+    #[test]
+    fn trims_once_a_burst_of_transactions_is_over() {
+        let mut t = Trim::default();
+        let at = |waiting, waited| Load {
+            clients: 5000,
+            waiting,
+            waited,
+            ..Load::default()
+        };
+        assert!(!t.due(at(0, 0)));
+        assert!(!t.due(at(4000, 4100)), "a burst going on is not a reason");
+        assert!(!t.due(at(4000, 4000)));
+        assert!(t.due(at(10, 4000)), "the burst is over");
+        assert!(t.due(at(10, 10)), "and once more, for what was freed late");
+        assert!(!t.due(at(10, 10)), "then not again for the same burst");
+        assert!(!t.due(at(0, 200)), "a small one is not worth a heap walk");
+        // A burst that came and went between two ticks is seen by its peak.
+        assert!(t.due(at(0, 3000)));
     }
 }

@@ -83,6 +83,9 @@ pub struct PoolStats {
     pub bind_count: AtomicU64,
     /// Clients currently waiting for a server.
     pub waiting: AtomicUsize,
+    /// Most clients waiting at once since the maintenance task last looked
+    /// (a burst of transactions: memory to give back once it is over).
+    pub waiting_peak: AtomicUsize,
     /// Servers currently handed out.
     pub active: AtomicUsize,
     /// Servers currently connecting/logging in.
@@ -167,7 +170,12 @@ struct Waiting<'a> {
 
 impl<'a> Waiting<'a> {
     fn start(stats: &'a PoolStats) -> Waiting<'a> {
-        stats.waiting.fetch_add(1, Ordering::Relaxed);
+        let n = stats.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+        // A plain load first: the peak is rarely passed, and a read-modify-write
+        // on every checkout would cost more than the bookkeeping is worth.
+        if n > stats.waiting_peak.load(Ordering::Relaxed) {
+            stats.waiting_peak.fetch_max(n, Ordering::Relaxed);
+        }
         Waiting {
             stats,
             start: Instant::now(),
