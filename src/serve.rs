@@ -146,13 +146,7 @@ impl Workers {
                 return;
             }
         };
-        let app = app.clone();
-        self.handles[i].spawn(async move {
-            match tokio::net::TcpStream::from_std(std) {
-                Ok(s) => crate::client::serve(app, s).await,
-                Err(e) => tracing::warn!("cannot register a client with its worker: {e}"),
-            }
-        });
+        self.handles[i].spawn(crate::client::serve(app.clone(), std));
     }
 
     /// End every worker (after the drain) and wait for their threads.

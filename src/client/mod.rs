@@ -22,33 +22,48 @@ use tokio::sync::Notify;
 /// The client socket type: plain TCP, or TLS after an SSLRequest.
 pub type ClientStream = crate::net::Stream;
 
-/// Serve one accepted client connection until it ends.
-pub async fn serve(app: Arc<App>, tcp: tokio::net::TcpStream) {
-    let _ = tcp.set_nodelay(true);
-    let peer = tcp.peer_addr().ok();
-    let mut stream = ClientStream::Plain(tcp);
+/// Serve one accepted client connection (handed over from the accepting event
+/// loop: it is registered with the calling one here) until it ends.
+///
+/// Every byte of this future is part of every client's task for the client's
+/// whole life, so it keeps as few locals across its await as it can: the socket
+/// once (not also as the argument it came in), and no peer address (login and
+/// the error path ask the socket).
+pub async fn serve(app: Arc<App>, std: std::net::TcpStream) {
+    let mut stream = match tokio::net::TcpStream::from_std(std) {
+        Ok(tcp) => {
+            let _ = tcp.set_nodelay(true);
+            ClientStream::Plain(tcp)
+        }
+        Err(e) => {
+            tracing::warn!("cannot register a client with its worker: {e}");
+            return;
+        }
+    };
     let (slot, count) = CountGuard::take(&app.clients);
-    let res = run(&app, &mut stream, peer, count).await;
+    let refused = run(&app, &mut stream, count).await.err();
     drop(slot);
-    if let Err(e) = res {
-        tracing::debug!(?peer, "login refused: {}", e.message);
-        let mut out = BytesMut::new();
-        protocol::fatal_response(&mut out, e.code, &e.message);
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&out)).await;
+    // Boxed (and made before it is awaited, so no login error is kept beside
+    // it): a refusal's write is not part of every client's task.
+    if let Some(refusal) = refused.map(|e| Box::pin(refuse(stream, e))) {
+        refusal.await;
     }
 }
 
-async fn run(
-    app: &Arc<App>,
-    stream: &mut ClientStream,
-    peer: Option<std::net::SocketAddr>,
-    count: usize,
-) -> Result<(), LoginError> {
+/// Tell a client its login was refused, and why (given a second to take it).
+async fn refuse(mut stream: ClientStream, e: LoginError) {
+    let peer = stream.tcp().and_then(|t| t.peer_addr().ok());
+    tracing::debug!(?peer, "login refused: {}", e.message);
+    let mut out = BytesMut::new();
+    protocol::fatal_response(&mut out, e.code, &e.message);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&out)).await;
+}
+
+async fn run(app: &Arc<App>, stream: &mut ClientStream, count: usize) -> Result<(), LoginError> {
     // Boxed, and over before the session starts: what login needs (the startup
     // packet, credentials, the authentication exchange) is not part of the
     // client's task for its whole life.
-    let Some((session, registered)) = Box::pin(login(app, stream, peer, count)).await? else {
+    let Some((session, registered)) = Box::pin(login(app, stream, count)).await? else {
         return Ok(());
     };
     let id = registered.id();
@@ -66,9 +81,9 @@ async fn run(
 async fn login<'a>(
     app: &'a Arc<App>,
     stream: &mut ClientStream,
-    peer: Option<std::net::SocketAddr>,
     count: usize,
 ) -> Result<Option<(Box<session::Session>, Registered<'a>)>, LoginError> {
+    let peer = stream.tcp().and_then(|t| t.peer_addr().ok());
     let snap = app.snapshot.load_full();
     let login_timeout = snap.config.pool_defaults().client_login_timeout.as_std();
     let acceptor = snap.tls.acceptor.as_ref();

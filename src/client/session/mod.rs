@@ -107,14 +107,13 @@ struct Wakes<'a, 'n> {
 
 /// A session between transactions, kept in the form that lasts: who the
 /// client is, its settings, prepared statements and tenant settings
-/// ([`ParkedCore`]). Everything else (buffers, queues, routing scratch, room
+/// ([`ParkedCore`]). Its [`ClientHandle`] is the one [`Session::run`] keeps. Everything else (buffers, queues, routing scratch, room
 /// for a server and for each step of a transaction) is dropped and made again
 /// when the client sends its next bytes ([`Parked::wake`]).
 pub struct Parked {
     app: Arc<App>,
-    user: String,
-    password: Option<String>,
-    handle: Arc<ClientHandle>,
+    user: Box<str>,
+    password: Option<Box<str>>,
     core: ParkedCore,
     pools: Vec<Option<Arc<Pool>>>,
     pools_gen: u64,
@@ -122,13 +121,13 @@ pub struct Parked {
 }
 
 impl Parked {
-    /// The session again, with the client bytes read while it was parked.
-    fn wake(self, client_bytes: BytesMut) -> Session {
+    /// The session again, with the client bytes read while it was parked and
+    /// the event that woke it.
+    fn wake(self, handle: Arc<ClientHandle>, client_bytes: BytesMut, event: Event) -> Session {
         let Parked {
             app,
             user,
             password,
-            handle,
             core,
             pools,
             pools_gen,
@@ -148,6 +147,7 @@ impl Parked {
             sending: false,
             listening: None,
             spool: None,
+            woken_by: Some(event),
         }
     }
 
@@ -163,22 +163,22 @@ impl Parked {
         cancel_wake: Pin<&mut Notified<'_>>,
     ) -> Event {
         // Boxed when there is one: most deployments set no idle timeout.
-        let timer = idle_deadline(self.core.db(), self.last_activity)
-            .map(|(at, code, msg)| (Box::pin(tokio::time::sleep_until(at.into())), code, msg));
+        let deadline = idle_deadline(self.core.db(), self.last_activity);
+        let timer = deadline.map(|(at, ..)| Box::pin(tokio::time::sleep_until(at.into())));
         let (mut cr, _) = stream.split();
         tokio::select! {
             biased;
             _ = kill => Event::Killed,
             r = cr.read_idle(read) => Event::ClientRead(r),
-            (code, msg) = async {
+            () = async {
                 match timer {
-                    Some((sleep, code, msg)) => {
-                        sleep.await;
-                        (code, msg)
-                    }
+                    Some(sleep) => sleep.await,
                     None => std::future::pending().await,
                 }
-            } => Event::Timeout(code, msg),
+            } => {
+                let (_, code, msg) = deadline.expect("a timer only with a deadline");
+                Event::Timeout(code, msg)
+            }
             _ = cancel_wake => Event::Cancel,
             _ = shutdown => Event::Shutdown,
         }
@@ -188,8 +188,8 @@ impl Parked {
 /// One logged-in client: the driver around its [`Core`].
 pub struct Session {
     app: Arc<App>,
-    user: String,
-    password: Option<String>,
+    user: Box<str>,
+    password: Option<Box<str>>,
     handle: Arc<ClientHandle>,
     core: Core,
     server: Option<Server>,
@@ -207,6 +207,8 @@ pub struct Session {
     /// The start of a large message, on disk while the rest arrives (boxed:
     /// most clients never send one).
     spool: Option<Box<Spool>>,
+    /// What woke the session from [`Parked`], until the event loop handles it.
+    woken_by: Option<Event>,
 }
 
 impl Session {
@@ -236,8 +238,9 @@ impl Session {
         );
         Session {
             app,
-            user,
-            password,
+            // Boxed strings: 16 bytes each instead of 24, in every parked client.
+            user: user.into_boxed_str(),
+            password: password.map(String::into_boxed_str),
             handle,
             core,
             server: None,
@@ -248,6 +251,7 @@ impl Session {
             sending: false,
             listening: None,
             spool: None,
+            woken_by: None,
         }
     }
 
@@ -350,7 +354,6 @@ impl Session {
         kill.as_mut().enable();
         shutdown.as_mut().enable();
         cancel_wake.as_mut().enable();
-        let mut first = None;
         let mut may_park = true;
         let res = loop {
             let ran = Box::pin(active.event_loop(
@@ -362,7 +365,6 @@ impl Session {
                     shutdown: shutdown.as_mut(),
                     cancel_wake: cancel_wake.as_mut(),
                 },
-                first.take(),
                 std::mem::replace(&mut may_park, true),
             ))
             .await;
@@ -391,8 +393,8 @@ impl Session {
                     cancel_wake.as_mut(),
                 )
                 .await;
-            active = Box::new(parked.wake(read));
-            first = Some(event);
+            // The event goes into the woken session (not kept in the task).
+            active = Box::new(parked.wake(handle.clone(), read, event));
         };
         Box::pin(active.finish(stream, res)).await
     }
@@ -428,12 +430,12 @@ impl Session {
 
     /// Move bytes and serve the core's needs until the session ends (`Err`),
     /// or, when `may_park`, until it is idle and can be [`Session::park`]ed
-    /// (`Ok`). `first` is an event the parked session saw, handled first.
+    /// (`Ok`). An event the parked session saw ([`Session::woken_by`]) is
+    /// handled first.
     async fn event_loop(
         &mut self,
         stream: &mut super::ClientStream,
         wakes: Wakes<'_, '_>,
-        mut first: Option<Event>,
         may_park: bool,
     ) -> Result<(), End> {
         let Wakes {
@@ -444,7 +446,7 @@ impl Session {
             mut cancel_wake,
         } = wakes;
         loop {
-            let event = match first.take() {
+            let event = match self.woken_by.take() {
                 Some(event) => event,
                 None => {
                     self.prepare_wait().await?;
@@ -1283,7 +1285,10 @@ impl Session {
     /// Idle ([`Self::is_idle`]) with nothing that needs the whole session
     /// while it waits: no LISTEN mailbox, no spool, and a core that parks.
     fn parkable(&mut self) -> bool {
-        self.is_idle() && self.listening.is_none() && self.spool.is_none()
+        self.is_idle()
+            && self.listening.is_none()
+            && self.spool.is_none()
+            && self.woken_by.is_none()
     }
 
     /// Keep only what lasts between transactions ([`Parked`]). `Err` gives
@@ -1307,15 +1312,17 @@ impl Session {
             sending,
             listening,
             spool,
+            woken_by,
         } = *self;
         debug_assert!(server.is_none() && buffered == 0 && !sending);
-        debug_assert!(listening.is_none() && spool.is_none());
+        debug_assert!(listening.is_none() && spool.is_none() && woken_by.is_none());
         match core.park() {
+            // The handle is dropped here: `run` keeps its own, and gives it
+            // back at the wake.
             Ok(core) => Ok(Parked {
                 app,
                 user,
                 password,
-                handle,
                 core,
                 pools,
                 pools_gen,
@@ -1335,6 +1342,7 @@ impl Session {
                 sending,
                 listening,
                 spool,
+                woken_by,
             })),
         }
     }
