@@ -107,9 +107,10 @@ struct Wakes<'a, 'n> {
 
 /// A session between transactions, kept in the form that lasts: who the
 /// client is, its settings, prepared statements and tenant settings
-/// ([`ParkedCore`]). Its [`ClientHandle`] is the one [`Session::run`] keeps. Everything else (buffers, queues, routing scratch, room
+/// ([`ParkedCore`]). Everything else (buffers, queues, routing scratch, room
 /// for a server and for each step of a transaction) is dropped and made again
-/// when the client sends its next bytes ([`Parked::wake`]).
+/// when the client sends its next bytes ([`Parked::wake`]). Its
+/// [`ClientHandle`] is the one [`Session::run`] keeps.
 pub struct Parked {
     app: Arc<App>,
     user: Box<str>,
@@ -573,9 +574,9 @@ impl Session {
     async fn next_event(
         &mut self,
         stream: &mut super::ClientStream,
-        kill: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
-        shutdown: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
-        cancel_wake: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        kill: Pin<&mut Notified<'_>>,
+        shutdown: Pin<&mut Notified<'_>>,
+        cancel_wake: Pin<&mut Notified<'_>>,
     ) -> Event {
         if self.is_idle() {
             self.wait_idle(stream, kill, shutdown, cancel_wake).await
