@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// What one attachment did, for SHOW STATS and metrics.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Counters {
     bytes_in: u64,
     bytes_out: u64,
@@ -83,29 +83,7 @@ impl Counters {
             answered: 0,
             ..self
         };
-        let Counters {
-            bytes_in,
-            bytes_out,
-            queries,
-            query_us,
-            client_parses,
-            server_parses,
-            binds,
-            answered: _,
-            query_start,
-        } = &rest;
-        let empty = [
-            bytes_in,
-            bytes_out,
-            queries,
-            query_us,
-            client_parses,
-            server_parses,
-            binds,
-        ]
-        .iter()
-        .all(|v| **v == 0)
-            && query_start.is_none();
+        let empty = rest == Counters::default();
         (answered, (!empty).then(|| Box::new(rest)))
     }
 
