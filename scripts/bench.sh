@@ -877,7 +877,7 @@ ELAPSED=$(($(date +%s) - STARTED))
         echo
         echo "## Idle clients ($IDLE_CLIENTS, trust auth, pool $POOL_SIZE)"
         echo
-        echo "RSS (VmRSS) of a freshly started pooler: *before* = after a warm-up of $POOL_SIZE clients that opened the server pool and left; *idle* = with all clients logged in and idle; *after 1 txn* = after each client ran one \`SELECT 1\` through the pool and is idle again; *after* = once every client disconnected and the pooler closed their sockets. Logins: scripts/idle_clients.py (python asyncio, $IDLE_CONCURRENCY logins in flight; the client shares the machine)."
+        echo "RSS (VmRSS) of a freshly started pooler: *before* = after a warm-up of $POOL_SIZE clients that opened the server pool and left; *idle* = with all clients logged in and idle for 3 s; *after 1 txn* = after each client ran one \`SELECT 1\` through the pool and is idle again (3 s); *after* = once every client disconnected and the pooler closed their sockets. Logins: scripts/idle_clients.py (python asyncio, $IDLE_CONCURRENCY logins in flight; the client shares the machine)."
         echo
         echo "| pooler | clients logged in | login time s | login errors | pooler CPU µs/login | txn time s | txn errors | RSS before KiB | RSS idle KiB | KiB/client idle | KiB/client after 1 txn | RSS after KiB | after / before |"
         echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

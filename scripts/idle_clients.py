@@ -11,9 +11,12 @@ SCRAM-SHA-256 authentication), and reads the pooler's resident set size from
   before      after a warm-up: --warmup clients run a few pg_sleep() transactions
               concurrently (so the pooler has opened its server connections),
               then disconnect
-  idle        N clients connected and logged in (ReadyForQuery), idle
+  idle        N clients connected and logged in (ReadyForQuery), and idle
+              for --settle seconds (3): a pooler may shed an idle client's
+              memory on a timer (shardbouncer puts a client idle for
+              [limits] client_hibernate_after, 1 s, to sleep without a task)
   after_txn   every client ran --txns transactions (through the pool) and is
-              idle again, and 2.5 s passed
+              idle again, and --settle seconds (at least 2.5) passed
   after       all N clients sent Terminate and closed, the pooler closed its
               side (its fd count is back to where it was at 'before'), and
               2.5 s passed (a pooler may give memory back on a timer)
@@ -320,7 +323,8 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=20, help="warm-up clients (use the pool size)")
     p.add_argument("--txns", type=int, default=1, help="transactions per client after connecting")
     p.add_argument("--query", default="SELECT 1")
-    p.add_argument("--settle", type=float, default=1.0, help="seconds to wait before reading RSS")
+    p.add_argument("--settle", type=float, default=3.0,
+                   help="seconds idle before reading RSS (at least 2.5 after the transactions and the disconnect)")
     p.add_argument("--drain-timeout", type=float, default=30.0)
     p.add_argument("--timeout", type=float, default=60.0,
                    help="seconds one login or one transaction may take before it counts as an error")
