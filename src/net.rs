@@ -11,6 +11,8 @@
 //! the socket is full, and the session loop stops calling `write` once its queue is
 //! empty, so bytes left in that buffer would never be sent.
 
+pub mod dormant;
+
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};

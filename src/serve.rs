@@ -120,6 +120,10 @@ impl Workers {
                     .spawn(move || {
                         crate::net::set_worker(id);
                         rt.block_on(async move {
+                            if let Err(e) = crate::net::dormant::Bell::start() {
+                                // Clients on this worker then stay in their tasks.
+                                tracing::warn!("worker {id}: no dormitory for idle clients: {e}");
+                            }
                             let _ = stop.acquire().await;
                         });
                         // Dropping the runtime here drops the sessions still on it.
@@ -215,8 +219,15 @@ pub async fn shutdown(app: &Arc<App>) {
             app.active_transactions.load(Ordering::Acquire)
         );
     }
-    // Idle clients were told at the shutdown notification; give their writes a moment
-    // to leave by closing every pool's servers.
+    // Idle clients were told at the shutdown notification (those asleep in a
+    // dormitory were woken to be told): let them say goodbye before the
+    // workers stop, for at most a second.
+    let told = async {
+        while app.clients.connected() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), told).await;
     for p in app.pools.all() {
         p.close_all();
     }
@@ -245,6 +256,7 @@ async fn maintenance(app: Arc<App>, workers: Vec<tokio::runtime::Handle>) {
         }
         let load = Load {
             clients: app.clients.connected(),
+            asleep: crate::net::dormant::asleep(),
             buffered: app.clients.buffered(),
             waiting,
             waited,
@@ -263,6 +275,9 @@ async fn maintenance(app: Arc<App>, workers: Vec<tokio::runtime::Handle>) {
 struct Load {
     /// Clients connected.
     clients: usize,
+    /// Clients asleep in a dormitory (each freed its task and session, as a
+    /// client that left did).
+    asleep: usize,
     /// Bytes buffered for incomplete messages.
     buffered: usize,
     /// Clients waiting for a server now.
@@ -280,6 +295,9 @@ struct Load {
 struct Trim {
     /// Most clients connected since the last trim.
     clients: usize,
+    /// Most clients awake (connected, not asleep in a dormitory) since the
+    /// last trim.
+    awake: usize,
     /// Most bytes buffered for incomplete messages since the last trim.
     buffered: usize,
     /// Most clients waiting for a server since the last trim.
@@ -297,14 +315,18 @@ impl Trim {
     fn due(&mut self, load: Load) -> bool {
         let Load {
             clients,
+            asleep,
             buffered,
             waiting,
             waited,
         } = load;
+        let awake = clients.saturating_sub(asleep);
         self.clients = self.clients.max(clients);
+        self.awake = self.awake.max(awake);
         self.buffered = self.buffered.max(buffered);
         self.waiting = self.waiting.max(waited).max(waiting);
         let due = self.clients >= clients + Self::CLIENTS_GONE
+            || self.awake >= awake + Self::CLIENTS_GONE
             || self.buffered >= buffered + Self::BYTES_FREED
             || self.waiting >= waiting + Self::CLIENTS_GONE;
         // A client is counted out before its task's memory is freed, so a trim
@@ -312,7 +334,8 @@ impl Trim {
         // the next tick.
         let again = std::mem::replace(&mut self.again, due);
         if due {
-            (self.clients, self.buffered, self.waiting) = (clients, buffered, waiting);
+            (self.clients, self.awake, self.buffered, self.waiting) =
+                (clients, awake, buffered, waiting);
         }
         due || again
     }
@@ -396,5 +419,25 @@ mod tests {
         assert!(!t.due(at(0, 200)), "a small one is not worth a heap walk");
         // A burst that came and went between two ticks is seen by its peak.
         assert!(t.due(at(0, 3000)));
+    }
+
+    #[test]
+    fn trims_once_many_clients_went_to_sleep() {
+        let mut t = Trim::default();
+        let at = |clients, asleep| Load {
+            clients,
+            asleep,
+            ..Load::default()
+        };
+        assert!(!t.due(at(5000, 0)), "growing is not a reason");
+        assert!(!t.due(at(5000, 200)), "200 asleep is not worth a heap walk");
+        assert!(t.due(at(5000, 4000)), "4000 freed their tasks");
+        assert!(
+            t.due(at(5000, 4000)),
+            "and once more, for what was freed late"
+        );
+        assert!(!t.due(at(5000, 4000)), "then not again");
+        assert!(!t.due(at(5000, 0)), "waking is not a reason");
+        assert!(t.due(at(5000, 5000)), "asleep again");
     }
 }

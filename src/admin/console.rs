@@ -57,9 +57,15 @@ pub async fn serve(
     handle: &Arc<ClientHandle>,
 ) -> Result<(), LoginError> {
     let snap = app.snapshot.load_full();
-    let role = if snap.config.admin.users.contains(&handle.user) {
+    let role = if snap.config.admin.users.iter().any(|u| **u == *handle.user) {
         Role::Admin
-    } else if snap.config.admin.stats_users.contains(&handle.user) {
+    } else if snap
+        .config
+        .admin
+        .stats_users
+        .iter()
+        .any(|u| **u == *handle.user)
+    {
         Role::Stats
     } else {
         return Err(LoginError::new(
@@ -80,10 +86,7 @@ pub async fn serve(
         ("integer_datetimes", "on"),
         ("standard_conforming_strings", "on"),
         ("is_superuser", "off"),
-        (
-            "application_name",
-            handle.activity.application_name.as_str(),
-        ),
+        ("application_name", &*handle.activity.application_name),
     ] {
         protocol::parameter_status(&mut out, k, v);
     }
@@ -331,7 +334,7 @@ impl Console {
                 let pools = target_pools(&app, db.as_deref())?;
                 for c in app.clients.all() {
                     let hit = match &db {
-                        Some(d) => &c.database == d,
+                        Some(d) => *c.database == **d,
                         None => !show::is_admin_db(&c.database),
                     };
                     if hit {
@@ -720,6 +723,7 @@ fn set_key(cfg: &mut Config, key: &str, v: &str) -> Result<(), String> {
         "max_buffered" => cfg.limits.max_buffered = parse_size(v)?,
         "spool_threshold" => cfg.limits.spool_threshold = parse_size(v)?,
         "max_spooled" => cfg.limits.max_spooled = parse_size(v)?,
+        "client_hibernate_after" => cfg.limits.client_hibernate_after = parse_duration(v)?,
         "default_pool_size" => p.default_pool_size = Some(parse_size(v)?),
         "min_pool_size" => p.min_pool_size = Some(parse_size(v)?),
         "reserve_pool_size" => p.reserve_pool_size = Some(parse_size(v)?),
@@ -809,7 +813,7 @@ mod tests {
             kill: tokio::sync::Notify::new(),
             killed: AtomicBool::new(false),
             connect_time: std::time::SystemTime::now(),
-            activity: ClientActivity::new("", None),
+            activity: ClientActivity::new("".into(), None),
             partial: std::sync::atomic::AtomicUsize::new(0),
             out_of_memory: AtomicBool::new(false),
             cancel: std::sync::atomic::AtomicU8::new(0),
@@ -817,6 +821,8 @@ mod tests {
             answered: std::sync::atomic::AtomicU64::new(0),
             retries_in_flight: std::sync::atomic::AtomicUsize::new(0),
             retries_settled: tokio::sync::Notify::new(),
+            dorm: None,
+            dormant: AtomicBool::new(false),
         });
         for _ in 0..3 {
             let (a, h) = (app.clone(), handle.clone());

@@ -273,12 +273,14 @@ pub fn refresh(app: &App, tenants: bool) {
             gauge!("shardbouncer_shard_servers", &l("idle")).set(idle as f64);
             gauge!("shardbouncer_shard_servers", &l("login")).set(login as f64);
         }
-        let n = clients.iter().filter(|c| &c.database == name).count();
+        let n = clients.iter().filter(|c| *c.database == **name).count();
         gauge!("shardbouncer_database_clients", "database" => name.clone()).set(n as f64);
         gauge!("shardbouncer_database_disabled", "database" => name.clone())
             .set(f64::from(u8::from(app.admin.is_disabled(name))));
     }
     gauge!("shardbouncer_client_connections").set(app.clients.connected() as f64);
+    // Of them, idle clients asleep in a worker's dormitory (no task of their own).
+    gauge!("shardbouncer_client_connections_dormant").set(crate::net::dormant::asleep() as f64);
     let paused = app.gate.paused();
     gauge!("shardbouncer_tenants_paused").set(paused.len() as f64);
     for (key, held) in paused {

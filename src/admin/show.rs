@@ -135,14 +135,15 @@ pub const TENANT_CAP_KEY: &str = "tenant_limits.max_active";
 
 /// Whether SET may change `key` at run time: every `[pool]` key except `mode` (it
 /// changes how sessions work), applied to the `[pool]` defaults, `[limits]
-/// max_client_conn`, `max_buffered`, `spool_threshold` and `max_spooled`, and the
-/// per-tenant cap ([`TENANT_CAP_KEY`]).
+/// max_client_conn`, `max_buffered`, `spool_threshold`, `max_spooled` and
+/// `client_hibernate_after`, and the per-tenant cap ([`TENANT_CAP_KEY`]).
 /// Databases that override a key keep their own value.
 pub fn changeable(key: &str) -> bool {
     key == "max_client_conn"
         || key == "max_buffered"
         || key == "spool_threshold"
         || key == "max_spooled"
+        || key == "client_hibernate_after"
         || key.ends_with(TENANT_CAP_KEY)
         || (key != "mode" && crate::config::POOL_KEYS.contains(&key))
 }
@@ -197,6 +198,10 @@ pub fn config(cfg: &Config) -> Table {
             ("max_spooled", c.limits.max_spooled.to_string()),
             ("workers", c.workers().to_string()),
             ("shutdown_timeout", secs(c.limits.shutdown_timeout)),
+            (
+                "client_hibernate_after",
+                secs(c.limits.client_hibernate_after),
+            ),
             ("admin_users", c.admin.users.join(",")),
             ("stats_users", c.admin.stats_users.join(",")),
             (
@@ -233,14 +238,18 @@ fn client_counts(
     let snap = app.snapshot.load();
     let mut m: HashMap<(String, String, String), ClientCounts> = HashMap::new();
     for c in clients {
-        let Some(db) = snap.dbs.get(&c.database) else {
+        let Some(db) = snap.dbs.get(&*c.database) else {
             continue;
         };
         let Some(shard) = db.cfg.shards.get(c.activity.shard()) else {
             continue;
         };
         let e = m
-            .entry((c.database.clone(), c.user.clone(), shard.name.clone()))
+            .entry((
+                c.database.to_string(),
+                c.user.to_string(),
+                shard.name.clone(),
+            ))
             .or_default();
         match c.activity.wait_time() {
             Some(w) => {
@@ -345,7 +354,7 @@ pub fn databases(app: &App) -> Table {
     for name in names {
         let db = &snap.dbs[name];
         let st = &db.settings;
-        let n_clients = clients.iter().filter(|c| &c.database == name).count();
+        let n_clients = clients.iter().filter(|c| *c.database == **name).count();
         let paused = all_paused || app.admin.is_paused(name);
         for sh in &db.cfg.shards {
             let conns: usize = pools_of(&pools, name)
@@ -713,7 +722,7 @@ pub fn users(app: &App) -> Table {
             .filter(|p| p.key.user == u.name)
             .map(|p| p.total.load(Ordering::Relaxed))
             .sum();
-        let cl = clients.iter().filter(|c| c.user == u.name).count();
+        let cl = clients.iter().filter(|c| *c.user == *u.name).count();
         t.push(vec![
             s(&u.name),
             s(""),

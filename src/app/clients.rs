@@ -7,7 +7,7 @@ use arc_swap::ArcSwapOption;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
@@ -19,10 +19,10 @@ pub struct ClientHandle {
     pub secret: i32,
     /// Cancel key of the server it is attached to right now, if any.
     pub server: ArcSwapOption<CancelKey>,
-    /// Client user and database, for the console.
-    pub user: String,
+    /// Client user and database, for the console (shared copies: [`Clients::name`]).
+    pub user: Arc<str>,
     /// Database name.
-    pub database: String,
+    pub database: Arc<str>,
     /// Peer address.
     pub addr: Option<SocketAddr>,
     /// Set by KILL / KILL_CLIENT / shutdown: the session ends at the next opportunity.
@@ -49,6 +49,12 @@ pub struct ClientHandle {
     pub retries_in_flight: AtomicUsize,
     /// Signalled when [`ClientHandle::retries_in_flight`] falls to zero.
     pub retries_settled: Notify,
+    /// The dormitory of the client's worker (`None` where there is none): an
+    /// idle client may sleep there without a task ([`crate::net::dormant`]).
+    pub dorm: Option<Arc<crate::net::dormant::Bell>>,
+    /// The client sleeps in `dorm` now: what must reach its session (KILL, a
+    /// cancel, shutdown) wakes it first ([`ClientHandle::rouse`]).
+    pub dormant: AtomicBool,
 }
 
 /// States of [`ClientHandle::cancel`]. A cancel must stop the query the client
@@ -176,6 +182,25 @@ impl ClientHandle {
     fn wake_for_cancel(&self) {
         self.cancel_wake.notify_waiters();
         self.cancel_wake.notify_one();
+        self.rouse();
+    }
+
+    /// If the client sleeps in its worker's dormitory, wake it: its session
+    /// then sees what the caller set before this call (the kill flag, a
+    /// cancel, shutdown). SeqCst pairs with the check a client makes after
+    /// it lays down (`client::hibernate`): one of the two sees the other.
+    pub fn rouse(&self) {
+        if self.dormant.load(Ordering::SeqCst) {
+            if let Some(dorm) = &self.dorm {
+                dorm.wake(self.id);
+            }
+        }
+    }
+
+    /// Whether something waits for the session (a kill or a cancel): a client
+    /// that would sleep is woken at once instead.
+    pub fn has_news(&self) -> bool {
+        self.killed.load(Ordering::SeqCst) || self.cancel.load(Ordering::SeqCst) != cancel::IDLE
     }
 
     /// The session acted on a cancel (or gave up on it): back to [`cancel::IDLE`].
@@ -198,9 +223,10 @@ impl ClientHandle {
 impl ClientHandle {
     /// Ask the client's session to end.
     pub fn kill(&self) {
-        self.killed.store(true, Ordering::Release);
+        self.killed.store(true, Ordering::SeqCst);
         self.kill.notify_waiters();
         self.kill.notify_one();
+        self.rouse();
     }
 
     /// End the session because the pooler's buffer budget ran out (53200).
@@ -216,7 +242,7 @@ impl ClientHandle {
 #[derive(Debug, Default)]
 pub struct ClientActivity {
     /// application_name given at login.
-    pub application_name: String,
+    pub application_name: Arc<str>,
     /// Local end of the client socket.
     pub local_addr: Option<SocketAddr>,
     /// Microseconds since the epoch when the client started waiting for a server (0 = not waiting).
@@ -236,9 +262,10 @@ fn now_us() -> u64 {
 
 impl ClientActivity {
     /// Activity record of a client that just logged in.
-    pub fn new(application_name: &str, local_addr: Option<SocketAddr>) -> ClientActivity {
+    /// `application_name` is best the shared copy ([`Clients::name`]).
+    pub fn new(application_name: Arc<str>, local_addr: Option<SocketAddr>) -> ClientActivity {
         ClientActivity {
-            application_name: application_name.to_string(),
+            application_name,
             local_addr,
             ..Default::default()
         }
@@ -292,6 +319,19 @@ pub struct Clients {
     budget_freed: tokio::sync::Notify,
     /// Bytes all sessions hold in spool files (`[limits] max_spooled`).
     spooled: AtomicUsize,
+    /// User and database names, one copy each for all their clients ([`Clients::name`]).
+    names: Mutex<Names>,
+}
+
+/// Interned names: thousands of idle clients of one user and database share
+/// two strings instead of holding two each.
+#[derive(Default)]
+struct Names {
+    set: std::collections::HashSet<Arc<str>>,
+    /// Size at which the set next drops the names no client holds (names come
+    /// from clients, so the set is bounded by the names in use, not by every
+    /// name ever seen).
+    prune_at: usize,
 }
 
 impl Default for Clients {
@@ -303,6 +343,7 @@ impl Default for Clients {
             buffered: AtomicUsize::new(0),
             budget_freed: tokio::sync::Notify::new(),
             spooled: AtomicUsize::new(0),
+            names: Mutex::default(),
         }
     }
 }
@@ -437,8 +478,76 @@ impl<'a> Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        let mut map = self.clients.map();
-        map.remove(&self.id);
+        self.clients.unregister(self.id);
+    }
+}
+
+/// A logged-in client's `max_client_conn` slot and registry entry, owned: a
+/// client asleep in a dormitory has no task for a [`CountGuard`] and a
+/// [`Registered`] to borrow from. Given back when dropped, as they are.
+pub struct Seat {
+    app: Arc<super::App>,
+    id: i32,
+}
+
+impl Seat {
+    /// Take over `slot` and `registered` (both of `app.clients`).
+    pub fn new(app: Arc<super::App>, slot: CountGuard<'_>, registered: Registered<'_>) -> Seat {
+        debug_assert!(
+            std::ptr::eq(slot.0, &app.clients) && std::ptr::eq(registered.clients, &app.clients)
+        );
+        let id = registered.id;
+        // Their drops are this one's.
+        std::mem::forget(slot);
+        std::mem::forget(registered);
+        Seat { app, id }
+    }
+
+    /// The process state the client belongs to.
+    pub fn app(&self) -> &Arc<super::App> {
+        &self.app
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.app.clients.unregister(self.id);
+        self.app.clients.connected.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Clients {
+    /// The shared copy of a user, database or application name.
+    pub fn name(&self, name: &str) -> Arc<str> {
+        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = names.set.get(name) {
+            return n.clone();
+        }
+        if names.set.len() >= names.prune_at {
+            names.set.retain(|n| Arc::strong_count(n) > 1);
+            names.set.shrink_to_fit();
+            names.prune_at = (names.set.len() * 2).max(64);
+        }
+        let n: Arc<str> = Arc::from(name);
+        names.set.insert(n.clone());
+        n
+    }
+
+    /// Wake every client asleep in a dormitory ([`ClientHandle::rouse`]).
+    pub fn rouse_all(&self) {
+        let asleep: Vec<Arc<ClientHandle>> = self
+            .map()
+            .values()
+            .filter(|h| h.dormant.load(Ordering::SeqCst))
+            .cloned()
+            .collect();
+        asleep.iter().for_each(|h| h.rouse());
+    }
+
+    /// Remove client `id` from the registry.
+    fn unregister(&self, id: i32) {
+        let mut map = self.map();
+        map.remove(&id);
         // After a burst has left, give the table back (about 280 KiB at 10,000
         // clients): a table kept at its peak pins memory the allocator could
         // otherwise return. Shrinking at a quarter keeps it amortized.

@@ -12,7 +12,7 @@ pub mod gate;
 pub mod tenants;
 
 pub use admin_state::AdminState;
-pub use clients::{ClientActivity, ClientHandle, Clients, CountGuard, Registered};
+pub use clients::{ClientActivity, ClientHandle, Clients, CountGuard, Registered, Seat};
 // Old paths of items that moved to `config::live`, kept for the client session
 // (src/client/session/, fuzz/fuzz_targets/session.rs) until it imports them from
 // `crate::config`.
@@ -132,8 +132,10 @@ impl App {
     /// point. Tenant pauses live in memory only, so they end with the process:
     /// said here, for the operator who is moving a tenant.
     pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::Release);
+        self.shutting_down.store(true, Ordering::SeqCst);
         self.shutdown.notify_waiters();
+        // Clients asleep in a dormitory have no waiter to notify: wake them.
+        self.clients.rouse_all();
         let paused = self.gate.paused();
         if !paused.is_empty() {
             let keys: Vec<&str> = paused.iter().map(|(k, _)| k.as_str()).collect();

@@ -6,11 +6,12 @@ pub mod session;
 mod spool;
 pub mod startup;
 
-use crate::app::{App, ClientActivity, ClientHandle, CountGuard, Registered};
+use crate::app::{App, ClientActivity, ClientHandle, CountGuard, Registered, Seat};
 use crate::auth::LoginError;
 use crate::protocol::{self, sqlstate};
 use arc_swap::ArcSwapOption;
 use bytes::BytesMut;
+use session::{Parked, Ran, Session};
 pub use startup::ClientLogin;
 use startup::Startup;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,8 +42,7 @@ pub async fn serve(app: Arc<App>, std: std::net::TcpStream) {
         }
     };
     let (slot, count) = CountGuard::take(&app.clients);
-    let refused = run(&app, &mut stream, count).await.err();
-    drop(slot);
+    let refused = run(&app, &mut stream, slot, count).await.err();
     // Boxed (and made before it is awaited, so no login error is kept beside
     // it): a refusal's write is not part of every client's task.
     if let Some(refusal) = refused.map(|e| Box::pin(refuse(stream, e))) {
@@ -59,20 +59,133 @@ async fn refuse(mut stream: ClientStream, e: LoginError) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&out)).await;
 }
 
-async fn run(app: &Arc<App>, stream: &mut ClientStream, count: usize) -> Result<(), LoginError> {
+async fn run(
+    app: &Arc<App>,
+    stream: &mut ClientStream,
+    slot: CountGuard<'_>,
+    count: usize,
+) -> Result<(), LoginError> {
     // Boxed, and over before the session starts: what login needs (the startup
     // packet, credentials, the authentication exchange) is not part of the
     // client's task for its whole life.
     let Some((session, registered)) = Box::pin(login(app, stream, count)).await? else {
         return Ok(());
     };
-    let id = registered.id();
-    let res = session.run(stream).await;
-    drop(registered);
-    if let Err(e) = res {
-        tracing::debug!(client = id, "session ended: {e}");
-    }
+    let handle = session.handle().clone();
+    let seat = Seat::new(app.clone(), slot, registered);
+    let ran = session.run(stream, hibernate_after(app, stream)).await;
+    settle(seat, handle, ran, stream);
     Ok(())
+}
+
+/// How long a parked client waits in its task before it may sleep in its
+/// worker's dormitory: `None` (never) for a TLS client (its TLS state lives
+/// with its task), off a worker, or with `[limits] client_hibernate_after = 0`.
+fn hibernate_after(app: &App, stream: &ClientStream) -> Option<std::time::Duration> {
+    if !matches!(stream, ClientStream::Plain(_)) || crate::net::dormant::here().is_none() {
+        return None;
+    }
+    let after = app
+        .snapshot
+        .load()
+        .config
+        .limits
+        .client_hibernate_after
+        .as_std();
+    (!after.is_zero()).then_some(after)
+}
+
+/// A session's run on its task is over: the client is gone, or it goes to
+/// sleep in its worker's dormitory with its seat.
+fn settle(seat: Seat, handle: Arc<ClientHandle>, ran: Ran, stream: &mut ClientStream) {
+    match ran {
+        Ran::Ended(res) => {
+            drop(seat);
+            if let Err(e) = res {
+                tracing::debug!(client = handle.id, "session ended: {e}");
+            }
+        }
+        Ran::Dormant(parked) => {
+            let tcp = match std::mem::replace(stream, ClientStream::Closed) {
+                ClientStream::Plain(tcp) => tcp,
+                // Not reached: only a plain client is given a hibernation time.
+                _ => {
+                    tracing::error!(client = handle.id, "a TLS client cannot sleep; closed");
+                    return;
+                }
+            };
+            hibernate(seat, handle, parked, tcp);
+        }
+    }
+}
+
+/// Put an idle client to sleep in its worker's dormitory: its task ends, and
+/// its socket, seat and parked session wait there for the next event
+/// ([`crate::net::dormant`]), which [`resume`]s it on a new task.
+fn hibernate(
+    seat: Seat,
+    handle: Arc<ClientHandle>,
+    mut parked: Parked,
+    tcp: tokio::net::TcpStream,
+) {
+    let Some(dorm) = handle.dorm.clone() else {
+        tracing::error!(client = handle.id, "no dormitory to sleep in; closed");
+        return;
+    };
+    let tcp = match tcp.into_std() {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            // The socket could not leave this worker's event loop: the client
+            // is closed (its transaction state is clean: it was parked).
+            tracing::warn!(
+                client = handle.id,
+                "cannot put a client to sleep: {e}; closed"
+            );
+            return;
+        }
+    };
+    parked.compact();
+    let id = handle.id;
+    let until = parked.idle_deadline();
+    let app = seat.app().clone();
+    handle.dormant.store(true, Ordering::SeqCst);
+    let sleeper = handle.clone();
+    dorm.sleep(crate::net::dormant::Sleeper {
+        tcp,
+        id,
+        until,
+        resume: Box::new(move |tcp| {
+            sleeper.dormant.store(false, Ordering::SeqCst);
+            tokio::spawn(resume(seat, sleeper, parked, tcp));
+        }),
+    });
+    // What came before `dormant` was set found no sleeper to wake (see
+    // `ClientHandle::rouse`): wake it now. A wake that comes twice finds it
+    // gone the second time.
+    if handle.has_news() || app.shutting_down.load(Ordering::SeqCst) {
+        dorm.wake(id);
+    }
+}
+
+/// Go on with a client woken in its worker's dormitory, on a task of its own
+/// again, until it ends or sleeps again.
+async fn resume(seat: Seat, handle: Arc<ClientHandle>, parked: Parked, tcp: std::net::TcpStream) {
+    let mut stream = match tokio::net::TcpStream::from_std(tcp) {
+        Ok(tcp) => ClientStream::Plain(tcp),
+        Err(e) => {
+            tracing::warn!(client = handle.id, "cannot wake a client: {e}; closed");
+            return;
+        }
+    };
+    let hibernate = hibernate_after(seat.app(), &stream);
+    let ran = Box::pin(Session::resume(
+        parked,
+        handle.clone(),
+        &mut stream,
+        hibernate,
+    ))
+    .await;
+    settle(seat, handle, ran, &mut stream);
 }
 
 /// Log the client in: the session to run, registered with the client list
@@ -201,14 +314,14 @@ async fn login<'a>(
         id,
         secret: rand::random(),
         server: ArcSwapOption::empty(),
-        user: user.clone(),
-        database: database.clone(),
+        user: app.clients.name(&user),
+        database: app.clients.name(&database),
         addr: peer,
         kill: Notify::new(),
         killed: AtomicBool::new(false),
         connect_time: SystemTime::now(),
         activity: ClientActivity::new(
-            get("application_name").unwrap_or(""),
+            app.clients.name(get("application_name").unwrap_or("")),
             stream.tcp().and_then(|t| t.local_addr().ok()),
         ),
         partial: std::sync::atomic::AtomicUsize::new(0),
@@ -218,6 +331,8 @@ async fn login<'a>(
         answered: std::sync::atomic::AtomicU64::new(0),
         retries_in_flight: std::sync::atomic::AtomicUsize::new(0),
         retries_settled: Notify::new(),
+        dorm: crate::net::dormant::here(),
+        dormant: AtomicBool::new(false),
     });
     if is_admin {
         return crate::admin::console::serve(app, stream, &handle)
@@ -236,7 +351,7 @@ async fn login<'a>(
     let session = Box::new(session::Session::new(
         app.clone(),
         db,
-        user,
+        handle.user.clone(),
         stored,
         login,
         handle,

@@ -114,6 +114,13 @@ pub struct Limits {
     /// Needs a restart to change.
     #[serde(default)]
     pub workers: usize,
+    /// A plain-TCP client idle this long between transactions hands its socket
+    /// to its worker's dormitory ([`crate::net::dormant`]) and frees its task:
+    /// a few hundred bytes per idle client instead of a task and an I/O
+    /// registration. Waking it costs a few system calls, so clients busier than
+    /// this never pay it. 0 keeps every client in a task.
+    #[serde(default = "default_client_hibernate_after")]
+    pub client_hibernate_after: Duration,
 }
 
 /// Most worker threads `[limits] workers` may ask for.
@@ -127,6 +134,9 @@ fn default_max_message_size() -> usize {
 }
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_client_hibernate_after() -> Duration {
+    Duration::from_secs(1)
 }
 fn default_max_buffered() -> usize {
     128 * 1024 * 1024
@@ -145,6 +155,7 @@ impl Default for Limits {
             max_message_size: default_max_message_size(),
             shutdown_timeout: default_shutdown_timeout(),
             max_buffered: default_max_buffered(),
+            client_hibernate_after: default_client_hibernate_after(),
             spool_threshold: default_spool_threshold(),
             spool_dir: String::new(),
             max_spooled: default_max_spooled(),

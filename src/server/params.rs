@@ -238,11 +238,42 @@ pub fn canonical_value(name: &str, value: &str, current: &str) -> Option<String>
     }
 }
 
+/// Parameter names a [`ParamSet`] keeps as static strings instead of copies:
+/// the tracked ones and the rest of what Postgres 15 reports.
+const STATIC_NAMES: &[&str] = &[
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "IntervalStyle",
+    "standard_conforming_strings",
+    "application_name",
+    "server_version",
+    "server_encoding",
+    "integer_datetimes",
+    "is_superuser",
+    "session_authorization",
+    "default_transaction_read_only",
+    "in_hot_standby",
+    "search_path",
+];
+
 /// A small name → value map. Linear search: it holds about a dozen entries.
+/// Well-known names are not copied (every client's set holds them).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ParamSet(Vec<(String, String)>);
+pub struct ParamSet(Vec<(std::borrow::Cow<'static, str>, String)>);
 
 impl ParamSet {
+    /// Give back unused capacity (a set kept for long, by an idle client).
+    pub fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+        for (k, v) in &mut self.0 {
+            if let std::borrow::Cow::Owned(k) = k {
+                k.shrink_to_fit();
+            }
+            v.shrink_to_fit();
+        }
+    }
+
     /// Value of `key` (exact name).
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0
@@ -259,7 +290,11 @@ impl ParamSet {
                 v.push_str(value);
             }
         } else {
-            self.0.push((key.to_owned(), value.to_owned()));
+            let key = match STATIC_NAMES.iter().find(|n| **n == key) {
+                Some(n) => std::borrow::Cow::Borrowed(*n),
+                None => std::borrow::Cow::Owned(key.to_owned()),
+            };
+            self.0.push((key, value.to_owned()));
         }
     }
 
@@ -270,7 +305,7 @@ impl ParamSet {
 
     /// Iterate in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_str()))
     }
 
     /// Number of entries.

@@ -120,7 +120,8 @@ impl Bouncer {
                 std::fs::write(dir.join(name), subst(contents))
                     .unwrap_or_else(|e| panic!("write {name}: {e}"));
             }
-            std::fs::write(&config_path, subst(config_toml)).expect("write shardbouncer.toml");
+            std::fs::write(&config_path, subst(&hibernating(config_toml)))
+                .expect("write shardbouncer.toml");
 
             let log = File::create(&log_path).expect("create shardbouncer.log");
             let log2 = log.try_clone().expect("dup log fd");
@@ -175,7 +176,7 @@ impl Bouncer {
     pub fn write_config(&self, config_toml: &str) {
         std::fs::write(
             &self.config_path,
-            substitute(config_toml, self.port, &self.dir),
+            substitute(&hibernating(config_toml), self.port, &self.dir),
         )
         .expect("rewrite shardbouncer.toml");
     }
@@ -184,8 +185,11 @@ impl Bouncer {
     /// file that is renamed over the config, so a reload never reads it half written.
     pub fn write_config_atomic(&self, config_toml: &str) {
         let tmp = self.dir.join(".shardbouncer.toml.tmp");
-        std::fs::write(&tmp, substitute(config_toml, self.port, &self.dir))
-            .expect("write temp config");
+        std::fs::write(
+            &tmp,
+            substitute(&hibernating(config_toml), self.port, &self.dir),
+        )
+        .expect("write temp config");
         std::fs::rename(&tmp, &self.config_path).expect("rename temp config");
     }
 
@@ -389,6 +393,37 @@ enum Ready {
     PortTaken(String),
     Exited(ExitStatus, String),
     TimedOut(String),
+}
+
+/// How long an idle client waits in its task before it sleeps in its worker's
+/// dormitory, in every test bouncer (the product's default is 1 s): the whole
+/// suite then runs with clients going to sleep and waking between
+/// transactions. A config that sets `client_hibernate_after` keeps its own.
+pub const TEST_HIBERNATE_AFTER: &str = "10ms";
+
+/// `config_toml` with [`TEST_HIBERNATE_AFTER`] in its `[limits]` table.
+fn hibernating(config_toml: &str) -> String {
+    if config_toml.contains("client_hibernate_after") {
+        return config_toml.to_string();
+    }
+    let line = format!("client_hibernate_after = \"{TEST_HIBERNATE_AFTER}\"");
+    let mut out = String::with_capacity(config_toml.len() + 64);
+    let mut done = false;
+    for l in config_toml.lines() {
+        out.push_str(l);
+        out.push('\n');
+        if !done && l.trim_start().starts_with("[limits]") {
+            out.push_str(&line);
+            out.push('\n');
+            done = true;
+        }
+    }
+    if !done {
+        out.push_str("\n[limits]\n");
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
 
 fn substitute(s: &str, port: u16, dir: &Path) -> String {

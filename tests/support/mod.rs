@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 mod bouncer;
+pub mod metrics;
 mod pg;
 pub mod raw;
 mod util;

@@ -131,6 +131,11 @@ pub struct ParkedCore {
 }
 
 impl ParkedCore {
+    /// Give back unused capacity before a long sleep.
+    pub fn compact(&mut self) {
+        self.settings.shrink_to_fit();
+    }
+
     /// The client's database, as the session last saw it.
     pub fn db(&self) -> &Arc<DbRuntime> {
         &self.db

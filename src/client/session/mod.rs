@@ -54,7 +54,7 @@ use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::sync::futures::Notified;
 
@@ -113,7 +113,7 @@ struct Wakes<'a, 'n> {
 /// [`ClientHandle`] is the one [`Session::run`] keeps.
 pub struct Parked {
     app: Arc<App>,
-    user: Box<str>,
+    user: Arc<str>,
     password: Option<Box<str>>,
     core: ParkedCore,
     pools: Vec<Option<Arc<Pool>>>,
@@ -154,7 +154,9 @@ impl Parked {
 
     /// Wait for what can wake a parked session: the client's bytes (read into
     /// `read`), KILL, a cancel, shutdown, or `client_idle_timeout`. The
-    /// session itself handles each, once woken.
+    /// session itself handles each, once woken. `None`: nothing came for
+    /// `hibernate` (when given), and the client may sleep without its task
+    /// ([`Ran::Dormant`]).
     async fn wait(
         &self,
         stream: &mut super::ClientStream,
@@ -162,34 +164,158 @@ impl Parked {
         kill: Pin<&mut Notified<'_>>,
         shutdown: Pin<&mut Notified<'_>>,
         cancel_wake: Pin<&mut Notified<'_>>,
-    ) -> Event {
-        // Boxed when there is one: most deployments set no idle timeout.
+        hibernate: Option<Duration>,
+    ) -> Option<Event> {
         let deadline = idle_deadline(self.core.db(), self.last_activity);
-        let timer = deadline.map(|(at, ..)| Box::pin(tokio::time::sleep_until(at.into())));
+        let hibernate_at = hibernate.map(|d| Instant::now() + d);
+        // One timer for the sooner of the two (none when neither is set).
+        let at = match (deadline.map(|d| d.0), hibernate_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let (mut cr, _) = stream.split();
         tokio::select! {
             biased;
-            _ = kill => Event::Killed,
-            r = cr.read_idle(read) => Event::ClientRead(r),
-            () = async {
-                match timer {
-                    Some(sleep) => sleep.await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                let (_, code, msg) = deadline.expect("a timer only with a deadline");
-                Event::Timeout(code, msg)
-            }
-            _ = cancel_wake => Event::Cancel,
-            _ = shutdown => Event::Shutdown,
+            _ = kill => Some(Event::Killed),
+            r = cr.read_idle(read) => Some(Event::ClientRead(r)),
+            () = until(at) => match deadline {
+                Some((at, code, msg)) if at <= Instant::now() => Some(Event::Timeout(code, msg)),
+                _ => None,
+            },
+            _ = cancel_wake => Some(Event::Cancel),
+            _ = shutdown => Some(Event::Shutdown),
         }
     }
+
+    /// Give back unused capacity before a long sleep (a parked record in a
+    /// task is woken again soon; one in a dormitory may stay for hours).
+    pub fn compact(&mut self) {
+        self.core.compact();
+        // Looked up again (a lock) at the first transaction after the sleep.
+        self.pools = Vec::new();
+    }
+
+    /// When `client_idle_timeout` ends this client if it stays parked.
+    pub fn idle_deadline(&self) -> Option<Instant> {
+        idle_deadline(self.core.db(), self.last_activity).map(|d| d.0)
+    }
+}
+
+/// Sleep until `at`, or forever.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How a session's run on its task ended.
+// Unboxed: returned once per task, and the parked record moves on as it is.
+#[allow(clippy::large_enum_variant)]
+pub enum Ran {
+    /// The session is over (`Err`: why).
+    Ended(Result<(), End>),
+    /// The client stayed parked for the hibernation time: its task may end, and
+    /// the record go on without one ([`crate::net::dormant`]).
+    Dormant(Parked),
+}
+
+/// Where [`drive`] starts.
+// Unboxed: a parked record is held across the wait either way.
+#[allow(clippy::large_enum_variant)]
+enum Resting {
+    Active(Box<Session>),
+    Parked(Parked),
+}
+
+/// The session's life on one task: its event loop while there is work, parked
+/// between transactions, until it ends or goes dormant.
+async fn drive(
+    start: Resting,
+    handle: Arc<ClientHandle>,
+    stream: &mut super::ClientStream,
+    hibernate: Option<Duration>,
+) -> Ran {
+    let app = match &start {
+        Resting::Active(s) => s.app.clone(),
+        Resting::Parked(p) => p.app.clone(),
+    };
+    // Wake-ups for KILL and shutdown are registered once for the whole task:
+    // re-registering them on every event costs a lock each time.
+    let kill = handle.kill.notified();
+    let shutdown = app.shutdown.notified();
+    let cancel_wake = handle.cancel_wake.notified();
+    tokio::pin!(kill, shutdown, cancel_wake);
+    kill.as_mut().enable();
+    shutdown.as_mut().enable();
+    cancel_wake.as_mut().enable();
+    let mut state = start;
+    let mut may_park = true;
+    let (mut active, res) = loop {
+        let mut active = match state {
+            Resting::Active(active) => active,
+            Resting::Parked(parked) => {
+                let mut read = BytesMut::new();
+                // A shutdown that began before this task registered its waiter
+                // (a client woken from a dormitory) is seen here.
+                let event = if app.shutting_down.load(Ordering::SeqCst) {
+                    Some(Event::Shutdown)
+                } else {
+                    parked
+                        .wait(
+                            stream,
+                            &mut read,
+                            kill.as_mut(),
+                            shutdown.as_mut(),
+                            cancel_wake.as_mut(),
+                            hibernate,
+                        )
+                        .await
+                };
+                match event {
+                    // The event goes into the woken session (not kept in the task).
+                    Some(event) => Box::new(parked.wake(handle.clone(), read, event)),
+                    None => {
+                        debug_assert!(read.is_empty(), "a read completes the wait");
+                        return Ran::Dormant(parked);
+                    }
+                }
+            }
+        };
+        let ran = Box::pin(active.event_loop(
+            stream,
+            Wakes {
+                app: &app,
+                handle: &handle,
+                kill: kill.as_mut(),
+                shutdown: shutdown.as_mut(),
+                cancel_wake: cancel_wake.as_mut(),
+            },
+            std::mem::replace(&mut may_park, true),
+        ))
+        .await;
+        if let Err(e) = ran {
+            break (active, Err(e));
+        }
+        state = match active.park() {
+            Ok(parked) => Resting::Parked(parked),
+            // Not reached: the event loop returns only when the session
+            // can be parked. Should it happen, the session goes on as it
+            // is, waiting unparked this once.
+            Err(same) => {
+                tracing::error!(client = handle.id, "session could not be parked");
+                may_park = false;
+                Resting::Active(same)
+            }
+        };
+    };
+    Ran::Ended(Box::pin(active.finish(stream, res)).await)
 }
 
 /// One logged-in client: the driver around its [`Core`].
 pub struct Session {
     app: Arc<App>,
-    user: Box<str>,
+    user: Arc<str>,
     password: Option<Box<str>>,
     handle: Arc<ClientHandle>,
     core: Core,
@@ -217,7 +343,7 @@ impl Session {
     pub fn new(
         app: Arc<App>,
         db: Arc<DbRuntime>,
-        user: String,
+        user: Arc<str>,
         password: Option<String>,
         mut login: ClientLogin,
         handle: Arc<ClientHandle>,
@@ -239,8 +365,9 @@ impl Session {
         );
         Session {
             app,
-            // Boxed strings: 16 bytes each instead of 24, in every parked client.
-            user: user.into_boxed_str(),
+            // The shared copy of the name ([`crate::app::Clients::name`]), and a
+            // boxed password: 16 bytes instead of 24 in every parked client.
+            user,
             password: password.map(String::into_boxed_str),
             handle,
             core,
@@ -254,6 +381,11 @@ impl Session {
             spool: None,
             woken_by: None,
         }
+    }
+
+    /// The client's handle in the registry.
+    pub fn handle(&self) -> &Arc<ClientHandle> {
+        &self.handle
     }
 
     /// The pool of `shard`, cached per session: looking it up in the process-wide
@@ -336,68 +468,35 @@ impl Session {
             .map_err(|e| e.to_string())
     }
 
-    /// Run until the client leaves, is killed, or the process shuts down.
+    /// Run until the client leaves, is killed, or the process shuts down
+    /// ([`Ran::Ended`]), or until it has been parked for `hibernate`
+    /// ([`Ran::Dormant`]; never when `None`).
     ///
     /// Between transactions the session is [`Parked`]: the client's task then
     /// holds a few hundred bytes, not the whole session (most of a pooler's
     /// clients are idle most of the time). The session is boxed, and so is the
     /// future of each run of its event loop, so neither is part of the task.
-    pub async fn run(self: Box<Self>, stream: &mut super::ClientStream) -> Result<(), End> {
+    pub async fn run(
+        self: Box<Self>,
+        stream: &mut super::ClientStream,
+        hibernate: Option<Duration>,
+    ) -> Ran {
         let mut active = self;
-        Box::pin(active.greet(stream)).await?;
-        // Wake-ups for KILL and shutdown are registered once for the whole session:
-        // re-registering them on every event costs a lock each time.
-        let (handle, app) = (active.handle.clone(), active.app.clone());
-        let kill = handle.kill.notified();
-        let shutdown = app.shutdown.notified();
-        let cancel_wake = handle.cancel_wake.notified();
-        tokio::pin!(kill, shutdown, cancel_wake);
-        kill.as_mut().enable();
-        shutdown.as_mut().enable();
-        cancel_wake.as_mut().enable();
-        let mut may_park = true;
-        let res = loop {
-            let ran = Box::pin(active.event_loop(
-                stream,
-                Wakes {
-                    app: &app,
-                    handle: &handle,
-                    kill: kill.as_mut(),
-                    shutdown: shutdown.as_mut(),
-                    cancel_wake: cancel_wake.as_mut(),
-                },
-                std::mem::replace(&mut may_park, true),
-            ))
-            .await;
-            if let Err(e) = ran {
-                break Err(e);
-            }
-            let parked = match active.park() {
-                Ok(parked) => parked,
-                // Not reached: the event loop returns only when the session
-                // can be parked. Should it happen, the session goes on as it
-                // is, waiting unparked this once.
-                Err(same) => {
-                    tracing::error!(client = handle.id, "session could not be parked");
-                    active = same;
-                    may_park = false;
-                    continue;
-                }
-            };
-            let mut read = BytesMut::new();
-            let event = parked
-                .wait(
-                    stream,
-                    &mut read,
-                    kill.as_mut(),
-                    shutdown.as_mut(),
-                    cancel_wake.as_mut(),
-                )
-                .await;
-            // The event goes into the woken session (not kept in the task).
-            active = Box::new(parked.wake(handle.clone(), read, event));
-        };
-        Box::pin(active.finish(stream, res)).await
+        if let Err(e) = Box::pin(active.greet(stream)).await {
+            return Ran::Ended(Err(e));
+        }
+        let handle = active.handle.clone();
+        drive(Resting::Active(active), handle, stream, hibernate).await
+    }
+
+    /// Go on with a client that was [`Ran::Dormant`], on a new task.
+    pub async fn resume(
+        parked: Parked,
+        handle: Arc<ClientHandle>,
+        stream: &mut super::ClientStream,
+        hibernate: Option<Duration>,
+    ) -> Ran {
+        drive(Resting::Parked(parked), handle, stream, hibernate).await
     }
 
     /// The session ended: leave LISTEN relays, drop the client's share of the

@@ -36,6 +36,14 @@ impl Settings {
         }
     }
 
+    /// Give back unused capacity: the settings of a client that sleeps
+    /// ([`super::Parked::compact`]) stay as long as it does.
+    pub(super) fn shrink_to_fit(&mut self) {
+        self.reported.shrink_to_fit();
+        self.unreported.shrink_to_fit();
+        self.custom.shrink_to_fit();
+    }
+
     /// Reported parameters.
     pub(super) fn reported(&self) -> &ParamSet {
         &self.reported
