@@ -557,3 +557,23 @@ impl Clients {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_shared_and_forgotten_once_no_client_holds_them() {
+        let clients = Clients::default();
+        let a = clients.name("app");
+        let b = clients.name("app");
+        assert!(Arc::ptr_eq(&a, &b), "one copy for both");
+        // Names come from clients: a flood of one-off names does not stay.
+        for i in 0..1000 {
+            drop(clients.name(&format!("one-off {i}")));
+        }
+        let held = clients.names.lock().unwrap().set.len();
+        assert!(held < 200, "{held} names kept");
+        assert!(Arc::ptr_eq(&a, &clients.name("app")), "a name in use stays");
+    }
+}

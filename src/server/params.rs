@@ -238,15 +238,9 @@ pub fn canonical_value(name: &str, value: &str, current: &str) -> Option<String>
     }
 }
 
-/// Parameter names a [`ParamSet`] keeps as static strings instead of copies:
-/// the tracked ones and the rest of what Postgres 15 reports.
-const STATIC_NAMES: &[&str] = &[
-    "client_encoding",
-    "DateStyle",
-    "TimeZone",
-    "IntervalStyle",
-    "standard_conforming_strings",
-    "application_name",
+/// Parameter names a [`ParamSet`] keeps as static strings instead of copies,
+/// besides [`TRACKED_PARAMS`]: the rest of what Postgres 15 reports.
+const OTHER_REPORTED: &[&str] = &[
     "server_version",
     "server_encoding",
     "integer_datetimes",
@@ -290,7 +284,8 @@ impl ParamSet {
                 v.push_str(value);
             }
         } else {
-            let key = match STATIC_NAMES.iter().find(|n| **n == key) {
+            let mut known = TRACKED_PARAMS.iter().chain(OTHER_REPORTED);
+            let key = match known.find(|n| **n == key) {
                 Some(n) => std::borrow::Cow::Borrowed(*n),
                 None => std::borrow::Cow::Owned(key.to_owned()),
             };
@@ -322,6 +317,26 @@ impl ParamSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_param_set_keeps_known_and_unknown_names_alike() {
+        let mut p = ParamSet::default();
+        p.set("application_name", "a");
+        p.set("my.custom", "b");
+        p.set("application_name", "longer value");
+        p.shrink_to_fit();
+        assert_eq!(p.get("application_name"), Some("longer value"));
+        assert_eq!(p.get("my.custom"), Some("b"));
+        assert_eq!(
+            p.iter().collect::<Vec<_>>(),
+            [("application_name", "longer value"), ("my.custom", "b")]
+        );
+        assert!(
+            matches!(p.0[0].0, std::borrow::Cow::Borrowed(_)),
+            "not copied"
+        );
+        assert!(matches!(p.0[1].0, std::borrow::Cow::Owned(_)));
+    }
 
     #[test]
     fn canonical_names() {
