@@ -178,8 +178,12 @@ impl Parked {
             biased;
             _ = kill => Some(Event::Killed),
             r = cr.read_idle(read) => Some(Event::ClientRead(r)),
+            // Whichever was sooner fired (decided by the deadlines, not the
+            // clock: only a client given a hibernation time may go dormant).
             () = until(at) => match deadline {
-                Some((at, code, msg)) if at <= Instant::now() => Some(Event::Timeout(code, msg)),
+                Some((at, code, msg)) if hibernate_at.is_none_or(|h| at <= h) => {
+                    Some(Event::Timeout(code, msg))
+                }
                 _ => None,
             },
             _ = cancel_wake => Some(Event::Cancel),
