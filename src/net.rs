@@ -35,6 +35,15 @@ pub fn worker() -> u16 {
     WORKER.with(|w| w.get())
 }
 
+/// Sleep until `at`, or forever: the timer branch of an event loop's select
+/// when there may be no deadline.
+pub async fn until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Mark the calling thread as worker `id`'s (once, when the thread starts).
 pub fn set_worker(id: u16) {
     WORKER.with(|w| w.set(id));

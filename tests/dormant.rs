@@ -136,17 +136,16 @@ async fn a_sleeping_client_keeps_its_tenant() {
     }
 }
 
-/// Connect, keeping the connection's task to await its end.
-async fn connect_watched(
-    b: &Bouncer,
-) -> (
-    Client,
-    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
-) {
-    let (c, conn) = tokio_postgres::connect(&b.conn_str(APP_USER, APP_PASSWORD, "app"), NoTls)
+/// The error `conn` (a watched connection) ended with, within 10 s.
+async fn ended(
+    conn: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    what: &str,
+) -> tokio_postgres::Error {
+    tokio::time::timeout(Duration::from_secs(10), conn)
         .await
-        .unwrap();
-    (c, tokio::spawn(conn))
+        .unwrap_or_else(|_| panic!("{what} reaches a sleeping client"))
+        .unwrap()
+        .expect_err("closed with an error")
 }
 
 /// KILL_CLIENT and a cancel each reach a client that is asleep, and so does a
@@ -157,8 +156,8 @@ async fn kill_cancel_and_shutdown_reach_sleeping_clients() {
     let mport = free_port();
     let b = Bouncer::start(&config(&[&pg], "", mport));
     let admin = b.connect("admin", "admin", "pgbouncer").await;
-    let (victim, victim_conn) = connect_watched(&b).await;
-    let (other, other_conn) = connect_watched(&b).await;
+    let (victim, victim_conn) = b.connect_watched().await;
+    let (other, other_conn) = b.connect_watched().await;
     victim.simple_query("SELECT 1").await.unwrap();
     other.simple_query("SELECT 1").await.unwrap();
     // The console's own client counts as connected; it never sleeps.
@@ -185,11 +184,7 @@ async fn kill_cancel_and_shutdown_reach_sleeping_clients() {
         .simple_query(&format!("KILL_CLIENT {}", app_ids[0]))
         .await
         .unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(10), victim_conn)
-        .await
-        .expect("KILL_CLIENT reaches a sleeping client")
-        .unwrap();
-    assert!(ended.is_err(), "{ended:?}");
+    ended(victim_conn, "KILL_CLIENT").await;
     wait_asleep(mport, 1, 2).await;
 
     // A cancel for a sleeping client with nothing running wakes it and ends
@@ -213,11 +208,7 @@ async fn kill_cancel_and_shutdown_reach_sleeping_clients() {
 
     // Shutdown: the sleeping client is told, and its connection ends.
     b.signal(libc::SIGTERM);
-    let ended = tokio::time::timeout(Duration::from_secs(10), other_conn)
-        .await
-        .expect("shutdown reaches a sleeping client")
-        .unwrap();
-    let e = ended.expect_err("closed with an error");
+    let e = ended(other_conn, "shutdown").await;
     assert_eq!(
         e.as_db_error().map(|d| d.code().code()),
         Some("57P01"),
@@ -232,15 +223,11 @@ async fn client_idle_timeout_reaches_a_sleeping_client() {
     let pg = PgCluster::start();
     let mport = free_port();
     let b = Bouncer::start(&config(&[&pg], "client_idle_timeout = \"2s\"", mport));
-    let (c, conn) = connect_watched(&b).await;
+    let (c, conn) = b.connect_watched().await;
     c.simple_query("SELECT 1").await.unwrap();
     let since = Instant::now();
     wait_asleep(mport, 1, 1).await;
-    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
-        .await
-        .expect("client_idle_timeout reaches a sleeping client")
-        .unwrap();
-    let e = ended.expect_err("closed with an error");
+    let e = ended(conn, "client_idle_timeout").await;
     assert!(
         since.elapsed() >= Duration::from_millis(1900),
         "{:?}",

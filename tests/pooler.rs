@@ -952,20 +952,6 @@ fn pgbench_through_a_pool_of_five() {
     assert!(app_backends(&pg) <= 5);
 }
 
-/// Connect and keep the connection task's handle, to await the server closing it.
-async fn connect_watched(
-    b: &Bouncer,
-) -> (
-    tokio_postgres::Client,
-    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
-) {
-    let (c, conn) =
-        tokio_postgres::connect(&b.conn_str("app", "secret", "app"), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    (c, tokio::spawn(conn))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeouts_close_clients() {
     let pg = PgCluster::start();
@@ -974,7 +960,7 @@ async fn idle_timeouts_close_clients() {
         "idle_transaction_timeout = \"300ms\"\nclient_idle_timeout = \"600ms\"\n",
     ));
     // Idle inside a transaction: closed with 25P03, and its server is not reused dirty.
-    let (c, conn) = connect_watched(&b).await;
+    let (c, conn) = b.connect_watched().await;
     c.simple_query(
         "BEGIN; CREATE TABLE IF NOT EXISTS idle_t(x int); INSERT INTO idle_t VALUES (1)",
     )
@@ -989,7 +975,7 @@ async fn idle_timeouts_close_clients() {
     assert_eq!(e.code().map(|c| c.code()), Some("25P03"), "{e:?}");
     assert!(started.elapsed() >= Duration::from_millis(250));
     // Idle outside a transaction: closed after client_idle_timeout.
-    let (c, conn) = connect_watched(&b).await;
+    let (c, conn) = b.connect_watched().await;
     c.simple_query("SELECT 1").await.unwrap();
     let res = tokio::time::timeout(Duration::from_secs(10), conn)
         .await
@@ -997,7 +983,7 @@ async fn idle_timeouts_close_clients() {
         .unwrap();
     assert!(res.is_err(), "{res:?}");
     // The transaction of the first client was rolled back (its table with it).
-    let (c, _conn) = connect_watched(&b).await;
+    let (c, _conn) = b.connect_watched().await;
     let gone: bool = c
         .query_one("SELECT to_regclass('idle_t') IS NULL", &[])
         .await

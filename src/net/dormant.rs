@@ -163,7 +163,7 @@ impl Dormitory {
                         (0..self.beds.len()).for_each(|t| self.wake_token(t));
                     }
                 },
-                () = until(next) => self.wake_due(),
+                () = super::until(next) => self.wake_due(),
             }
         }
     }
@@ -292,14 +292,6 @@ impl Dormitory {
             tracing::debug!(client = id, "dormitory deregister: {e}");
         }
         resume(tcp.into());
-    }
-}
-
-/// Sleep until `at`, or forever.
-async fn until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -279,6 +279,23 @@ impl Bouncer {
         }
     }
 
+    /// Connect as `app`/`secret` to database `app`, keeping the connection's
+    /// task, to await the pooler closing it.
+    pub async fn connect_watched(
+        &self,
+    ) -> (
+        tokio_postgres::Client,
+        tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    ) {
+        let (c, conn) = tokio_postgres::connect(
+            &self.conn_str("app", "secret", "app"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        (c, tokio::spawn(conn))
+    }
+
     /// Like [`Bouncer::connect`] but returns the error, for tests that expect failure.
     pub async fn try_connect(
         &self,

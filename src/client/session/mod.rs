@@ -180,7 +180,7 @@ impl Parked {
             r = cr.read_idle(read) => Some(Event::ClientRead(r)),
             // Whichever was sooner fired (decided by the deadlines, not the
             // clock: only a client given a hibernation time may go dormant).
-            () = until(at) => match deadline {
+            () = crate::net::until(at) => match deadline {
                 Some((at, code, msg)) if hibernate_at.is_none_or(|h| at <= h) => {
                     Some(Event::Timeout(code, msg))
                 }
@@ -202,14 +202,6 @@ impl Parked {
     /// When `client_idle_timeout` ends this client if it stays parked.
     pub fn idle_deadline(&self) -> Option<Instant> {
         idle_deadline(self.core.db(), self.last_activity).map(|d| d.0)
-    }
-}
-
-/// Sleep until `at`, or forever.
-async fn until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
 
