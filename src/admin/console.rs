@@ -806,7 +806,7 @@ mod tests {
         let handle = Arc::new(ClientHandle {
             id: 7,
             secret: 1,
-            server: arc_swap::ArcSwapOption::empty(),
+            server: Default::default(),
             user: "stats".into(),
             database: "pgbouncer".into(),
             addr: None,

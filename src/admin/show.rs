@@ -424,7 +424,7 @@ pub fn clients(app: &App) -> Table {
     for c in app.clients.all() {
         let a = &c.activity;
         let wait = a.wait_time();
-        let server = c.server.load_full();
+        let server = c.server.get();
         let state = match (wait, &server) {
             (Some(_), _) => "waiting",
             (None, Some(_)) => "active",
@@ -464,7 +464,7 @@ pub fn servers(app: &App) -> Table {
     let now = Instant::now();
     let wall = SystemTime::now();
     for c in app.clients.all() {
-        let Some(k) = c.server.load_full() else {
+        let Some(k) = c.server.get() else {
             continue;
         };
         t.push(vec![

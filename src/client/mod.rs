@@ -9,7 +9,6 @@ pub mod startup;
 use crate::app::{App, ClientActivity, ClientHandle, CountGuard, Registered, Seat};
 use crate::auth::LoginError;
 use crate::protocol::{self, sqlstate};
-use arc_swap::ArcSwapOption;
 use bytes::BytesMut;
 use session::{Parked, Ran, Session};
 pub use startup::ClientLogin;
@@ -313,7 +312,7 @@ async fn login<'a>(
     let handle = Arc::new(ClientHandle {
         id,
         secret: rand::random(),
-        server: ArcSwapOption::empty(),
+        server: Default::default(),
         user: app.clients.name(&user),
         database: app.clients.name(&database),
         addr: peer,

@@ -190,23 +190,28 @@ impl ServerState {
         }
     }
 
-    /// A placeholder left in a [`ServerConn`] while its state is lent out.
-    pub fn placeholder() -> ServerState {
-        let addr = SocketAddr::from(([0, 0, 0, 0], 0));
+    /// A placeholder left in a [`ServerConn`] while its state is lent out (once
+    /// per transaction): it allocates nothing and reads no clock, taking the
+    /// times it shows from `like`, the state it stands in for.
+    pub fn placeholder(like: &ServerState) -> ServerState {
+        /// One cancel key for every placeholder: it is never used to cancel.
+        static NOBODY: std::sync::LazyLock<Arc<CancelKey>> = std::sync::LazyLock::new(|| {
+            Arc::new(CancelKey {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                pid: 0,
+                secret: 0,
+            })
+        });
         ServerState {
             rbuf: BytesMut::new(),
             id: 0,
-            cancel: Arc::new(CancelKey {
-                addr,
-                pid: 0,
-                secret: 0,
-            }),
+            cancel: NOBODY.clone(),
             initial: ParamSet::default(),
             current: ParamSet::default(),
             prepared: Default::default(),
             unreported: ParamSet::default(),
-            created: Instant::now(),
-            last_used: Instant::now(),
+            created: like.created,
+            last_used: like.last_used,
             generation: 0,
             broken: true,
             local_addr: None,
