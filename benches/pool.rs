@@ -7,7 +7,9 @@
 //! (preferring one on the caller's worker thread) and its health check, and the
 //! check-in with the permit's release. `rehome` adds moving the server's socket
 //! to another worker's event loop, which a checkout pays when no idle server is
-//! on the caller's worker.
+//! on the caller's worker. `try_checkout+checkin/*` is the same without a
+//! future (`Pool::try_checkout`), the path a session takes when a server is
+//! idle at once.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use shardbouncer::config::{PoolSettings, ServerTls};
@@ -67,6 +69,14 @@ fn bench_checkout(c: &mut Criterion) {
                     let co = pool.checkout(None).await.expect("an idle server");
                     pool.checkin(co);
                 })
+            })
+        });
+        assert_eq!(pool.idle_count(), n, "no server was lost or opened");
+        // The same without a future: what a session's attach tries first.
+        c.bench_function(&format!("pool/try_checkout+checkin/{n}_idle"), |b| {
+            b.iter(|| {
+                let co = pool.try_checkout(None).expect("an idle server");
+                pool.checkin(co);
             })
         });
         assert_eq!(pool.idle_count(), n, "no server was lost or opened");

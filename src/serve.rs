@@ -263,7 +263,10 @@ async fn maintenance(app: Arc<App>, workers: Vec<tokio::runtime::Handle>) {
         };
         if trim.due(load) {
             for w in &workers {
-                w.spawn(async { trim_thread_arena() });
+                w.spawn(async {
+                    crate::client::session::drop_spare_sessions();
+                    trim_thread_arena()
+                });
             }
             tokio::task::spawn_blocking(release_free_memory);
         }

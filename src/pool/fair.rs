@@ -206,6 +206,25 @@ impl Fair {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A permit at once, when [`Self::admit`] would give one without a wait;
+    /// `None` (and no place in line) otherwise.
+    pub fn try_admit(&self, sem: &Arc<Semaphore>, who: For) -> Option<OwnedSemaphorePermit> {
+        match who {
+            // As in `admit`: a free permit means nobody eligible waits.
+            None => sem.clone().try_acquire_owned().ok(),
+            Some((t, cap)) => {
+                let lane: Lane = Some(t);
+                let mut inner = self.lock();
+                if !inner.eligible(&lane, cap) {
+                    return None;
+                }
+                let p = sem.clone().try_acquire_owned().ok()?;
+                inner.grant(&lane);
+                Some(p)
+            }
+        }
+    }
+
     /// A client asks for a server of the pool whose permits are `sem`.
     pub fn admit(self: &Arc<Self>, sem: &Arc<Semaphore>, who: For) -> Admit {
         if who.is_none() {

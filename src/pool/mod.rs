@@ -575,6 +575,28 @@ impl Pool {
         res
     }
 
+    /// An idle server at once, or `None` when [`Self::checkout`] would have to
+    /// wait, connect, or refuse (PAUSE, a disabled pool): the caller then
+    /// takes that path. No await, so the common checkout allocates no future;
+    /// it took no place in line, so the slow path loses nothing by it.
+    pub fn try_checkout(&self, who: fair::For) -> Option<Checkout> {
+        if self.paused.load(Ordering::Acquire) || self.disabled.load(Ordering::Acquire) {
+            return None;
+        }
+        let permit = self.fair.try_admit(&self.main.sem, who)?;
+        // Given back (to the next waiter first) if no idle server is there.
+        let mut held = Held {
+            pool: self,
+            permit: Some(permit),
+            from_reserve: false,
+            tenant: who.map(|(t, _)| t),
+        };
+        let conn = self.pop_idle(&self.settings.load())?;
+        self.stats.assignments.fetch_add(1, Ordering::Relaxed);
+        self.stats.active.fetch_add(1, Ordering::Relaxed);
+        Some(held.hand_out(conn))
+    }
+
     async fn checkout_inner(
         &self,
         settings: &PoolSettings,

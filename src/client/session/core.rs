@@ -78,6 +78,14 @@ pub struct Release {
     pub counters: Counters,
 }
 
+impl Release {
+    /// Whether the server needs work (a reset, a read-back) before it goes
+    /// back to the pool.
+    pub fn needs_reset(&self) -> bool {
+        !self.effects.is_empty() || self.read_back
+    }
+}
+
 /// Everything a session decides, without I/O. Each concern is its own part,
 /// with its own file and methods; this file moves work between them.
 pub struct Core {

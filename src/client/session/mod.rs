@@ -221,41 +221,74 @@ thread_local! {
     /// session (about 2.3 KiB) is past the size glibc keeps in its per-thread
     /// cache, so a fresh box per transaction took malloc's slow path, and its
     /// free merged chunks (`malloc_consolidate`, `unlink_chunk` in profiles).
+    // The boxes are the point: each is a session's allocation, kept to be reused.
+    #[allow(clippy::vec_box)]
     static SPARE_SESSIONS: std::cell::RefCell<Vec<Box<std::mem::MaybeUninit<Session>>>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// How many spare session allocations a worker keeps: a park and a wake
 /// alternate, so a few are enough however many clients there are.
-const SPARE_SESSIONS_KEPT: usize = 4;
+const SPARE_SESSIONS_KEPT: usize = 64;
+
+/// Free this worker's spare session allocations (the maintenance task's trim
+/// after a burst: what a burst left there would otherwise stay resident).
+pub fn drop_spare_sessions() {
+    SPARE_SESSIONS.with_borrow_mut(|spares| *spares = Vec::new());
+}
 
 /// Box a session, in a spare allocation of this worker's when there is one.
 fn boxed(session: Session) -> Box<Session> {
     match SPARE_SESSIONS.with_borrow_mut(Vec::pop) {
-        Some(spare) => Box::write(spare, session),
+        Some(spare) => put_in(spare, session),
         None => Box::new(session),
     }
 }
 
 /// Take a session out of its box, and keep the box for [`boxed`].
 fn unbox(session: Box<Session>) -> Session {
-    let raw = Box::into_raw(session);
-    // SAFETY: `raw` comes from a live `Box<Session>` that is not used again.
-    // The session is read out of it once, and the allocation is then owned as
-    // a `Box<MaybeUninit<Session>>` (same layout), which frees the memory
-    // without dropping a session.
-    let (session, spare) = unsafe {
-        (
-            raw.read(),
-            Box::from_raw(raw.cast::<std::mem::MaybeUninit<Session>>()),
-        )
-    };
+    let (session, spare) = take_out(session);
     SPARE_SESSIONS.with_borrow_mut(|spares| {
         if spares.len() < SPARE_SESSIONS_KEPT {
             spares.push(spare);
         }
     });
     session
+}
+
+/// Move a value out of its box and keep the allocation, empty.
+fn take_out<T>(boxed: Box<T>) -> (T, Box<std::mem::MaybeUninit<T>>) {
+    let raw = Box::into_raw(boxed);
+    // SAFETY: `raw` comes from a live `Box<T>` that is not used again. The
+    // value is read out of it once, and the allocation is then owned as a
+    // `Box<MaybeUninit<T>>` (same layout), which frees the memory without
+    // dropping a `T`.
+    unsafe {
+        (
+            raw.read(),
+            Box::from_raw(raw.cast::<std::mem::MaybeUninit<T>>()),
+        )
+    }
+}
+
+/// Move a value into an allocation [`take_out`] emptied.
+fn put_in<T>(mut spare: Box<std::mem::MaybeUninit<T>>, value: T) -> Box<T> {
+    spare.write(value);
+    // SAFETY: the value was written into it just above.
+    unsafe { spare.assume_init() }
+}
+
+/// How far [`Session::attach_now`] got without an await.
+// Unboxed: made and matched at once, once per transaction.
+#[allow(clippy::large_enum_variant)]
+enum Attaching {
+    /// Done: the server is seated, or the work failed.
+    Done(Need),
+    /// The checkout must wait (or a cancel of earlier work be settled first):
+    /// [`Session::attach`] from the start; nothing was taken.
+    Wait,
+    /// The server is taken, and the client's role must be set on it first.
+    RestoreRole(Arc<Pool>, Checkout, String),
 }
 
 /// Where [`drive`] starts.
@@ -918,8 +951,15 @@ impl Session {
                 // Boxed: checkout and reset futures are large, and inline they
                 // would be part of every client's task while it sits idle (one
                 // allocation per transaction is cheaper than ~1.6 KiB per client).
-                Need::Attach(shard) => Box::pin(self.attach(shard)).await,
-                Need::Release(r) => Box::pin(self.release(*r)).await,
+                Need::Attach(shard) => match self.attach_now(shard) {
+                    Attaching::Done(need) => need,
+                    Attaching::Wait => Box::pin(self.attach(shard)).await,
+                    Attaching::RestoreRole(pool, co, sql) => {
+                        Box::pin(self.restore_role(shard, pool, co, sql)).await
+                    }
+                },
+                Need::Release(r) if r.needs_reset() => Box::pin(self.release(*r)).await,
+                Need::Release(r) => self.release_clean(*r),
                 // Boxed: a rare path whose future is large, and inline it would
                 // make every client's task, idle ones included, that much bigger.
                 Need::Paused(key) => Box::pin(self.wait_for_resume(key)).await?,
@@ -1096,6 +1136,54 @@ impl Session {
             // A cancel came before this work was read (UNREAD): it was for this.
             None
         };
+        let mut co = match self.took_server(shard, &pool, res) {
+            Ok(co) => co,
+            Err(need) => return need,
+        };
+        match self.core.prepare_attach(&mut co.conn.state) {
+            Some(sql) => self.restore_role(shard, pool, co, sql).await,
+            None => self.seat(shard, pool, co),
+        }
+    }
+
+    /// [`Self::attach`] without an await, when it needs none (the common case):
+    /// no cancel of earlier work to settle, and an idle server at once.
+    fn attach_now(&mut self, shard: usize) -> Attaching {
+        if self.sending {
+            return Attaching::Wait;
+        }
+        let pool = self.pool_for(shard);
+        let Some(co) = pool.try_checkout(self.core.awaited_for()) else {
+            return Attaching::Wait;
+        };
+        self.handle.activity.waiting(shard);
+        // As in `attach`, with the server already in hand: a cancel that came
+        // before this work was read (UNREAD) was for it, and the server goes
+        // back untouched.
+        let res = if self.handle.cancel_step(cancel::IDLE, cancel::QUEUED) {
+            Some(Ok(co))
+        } else {
+            pool.checkin(co);
+            None
+        };
+        let mut co = match self.took_server(shard, &pool, res) {
+            Ok(co) => co,
+            Err(need) => return Attaching::Done(need),
+        };
+        match self.core.prepare_attach(&mut co.conn.state) {
+            Some(sql) => Attaching::RestoreRole(pool, co, sql),
+            None => Attaching::Done(self.seat(shard, pool, co)),
+        }
+    }
+
+    /// The checkout is over (`None`: cancelled while queued): publish the
+    /// server for cancels and count the transaction, or fail the work.
+    fn took_server(
+        &mut self,
+        shard: usize,
+        pool: &Arc<Pool>,
+        res: Option<Result<Checkout, PoolError>>,
+    ) -> Result<Checkout, Need> {
         self.handle.activity.attached();
         let res = match res {
             Some(Ok(co)) => {
@@ -1114,14 +1202,14 @@ impl Session {
             Some(Err(e)) => Err(Some(e)),
             None => Err(None),
         };
-        let mut co = match res {
+        let co = match res {
             Ok(co) => co,
             Err(None) => {
                 self.handle.cancel_done();
-                return self.core.attach_failed(PgError::new(
+                return Err(self.core.attach_failed(PgError::new(
                     sqlstate::QUERY_CANCELED,
                     "canceling statement due to user request",
-                ));
+                )));
             }
             Err(Some(e)) => {
                 self.handle.cancel_done();
@@ -1134,31 +1222,45 @@ impl Session {
                     "shard {} of database {}: {e}",
                     db.cfg.shards[shard].name, db.name
                 );
-                return self.core.attach_failed(PgError::new(code, msg));
+                return Err(self.core.attach_failed(PgError::new(code, msg)));
             }
         };
         tracing::trace!(client = self.handle.id, server = co.conn.id, "attach");
         self.sending = true;
         self.app.active_transactions.fetch_add(1, Ordering::AcqRel);
-        if let Some(sql) = self.core.prepare_attach(&mut co.conn.state) {
-            // The client's role must be in place before any of its work runs, or
-            // the work must not run at all: wait for it.
-            if let Err(e) = co.conn.internal_row(&sql).await {
-                tracing::warn!(
-                    client = self.handle.id,
-                    "restoring the client's role failed: {e}"
-                );
-                self.handle.server.set(None);
-                self.sending = false;
-                self.handle.cancel_done();
-                pool.discard(co);
-                self.app.transaction_finished();
-                return self.core.attach_failed(PgError::new(
-                    sqlstate::INSUFFICIENT_PRIVILEGE,
-                    format!("could not restore this session's role on the server: {e}"),
-                ));
-            }
+        Ok(co)
+    }
+
+    /// The client's role must be in place before any of its work runs, or the
+    /// work must not run at all: set it, then seat the server.
+    async fn restore_role(
+        &mut self,
+        shard: usize,
+        pool: Arc<Pool>,
+        mut co: Checkout,
+        sql: String,
+    ) -> Need {
+        // Boxed: rare, and inline its future would make `attach`'s larger.
+        if let Err(e) = Box::pin(co.conn.internal_row(&sql)).await {
+            tracing::warn!(
+                client = self.handle.id,
+                "restoring the client's role failed: {e}"
+            );
+            self.handle.server.set(None);
+            self.sending = false;
+            self.handle.cancel_done();
+            pool.discard(co);
+            self.app.transaction_finished();
+            return self.core.attach_failed(PgError::new(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!("could not restore this session's role on the server: {e}"),
+            ));
         }
+        self.seat(shard, pool, co)
+    }
+
+    /// Hand the server's state to the core, which runs the work on it.
+    fn seat(&mut self, shard: usize, pool: Arc<Pool>, mut co: Checkout) -> Need {
         let stand_in = ServerState::placeholder(&co.conn.state);
         let state = std::mem::replace(&mut co.conn.state, stand_in);
         self.server = Some(Server { co, pool });
@@ -1295,16 +1397,27 @@ impl Session {
         }
     }
 
-    /// Reset the server the core gave back, account for the transaction, and
-    /// return the server to its pool.
-    async fn release(&mut self, r: Release) -> Need {
+    /// Give the server back after a transaction that left nothing on it to
+    /// reset (the common case): no await, so no future to allocate.
+    fn release_clean(&mut self, r: Release) -> Need {
+        debug_assert!(!r.needs_reset());
         let Some(Server { mut co, pool }) = self.server.take() else {
             return self.core.released(None);
         };
         co.conn.state = r.state;
-        tracing::trace!(client = self.handle.id, server = co.conn.id, "release");
+        self.give_back(co, pool, r.since, r.counters, r.tenant, None)
+    }
+
+    /// Reset what the transaction left on the server (and read back the
+    /// settings that follow the client), then give the server back.
+    async fn release(&mut self, r: Release) -> Need {
+        let Some(Server { mut co, pool }) = self.server.take() else {
+            return self.core.released(None);
+        };
+        let reset = r.needs_reset();
+        co.conn.state = r.state;
         let mut settings = None;
-        if !r.effects.is_empty() || r.read_back {
+        if reset {
             let login_user = pool.target.load().user.clone();
             match co
                 .conn
@@ -1326,15 +1439,29 @@ impl Session {
                 }
             }
         }
+        self.give_back(co, pool, r.since, r.counters, r.tenant, settings)
+    }
+
+    /// The end of a release, reset or not: count the transaction and check
+    /// the server in.
+    fn give_back(
+        &mut self,
+        co: Checkout,
+        pool: Arc<Pool>,
+        since: Instant,
+        mut counters: counters::Counters,
+        tenant: Option<TenantKey>,
+        settings: Option<crate::server::ParamSet>,
+    ) -> Need {
+        tracing::trace!(client = self.handle.id, server = co.conn.id, "release");
         self.handle.server.set(None);
-        let xact_us = r.since.elapsed().as_micros() as u64;
+        let xact_us = since.elapsed().as_micros() as u64;
         let stats = &pool.stats;
         stats.xact_count.fetch_add(1, Ordering::Relaxed);
         stats.xact_time_us.fetch_add(xact_us, Ordering::Relaxed);
-        let mut counters = r.counters;
         let done = counters.flush(stats);
         crate::admin::metrics::record_transaction(&pool, xact_us, done.query_us, done.queries);
-        if let Some(tenant) = r.tenant {
+        if let Some(tenant) = tenant {
             self.app.tenants.record_transaction(
                 &self.core.db().name,
                 tenant.as_str(),

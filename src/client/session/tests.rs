@@ -892,3 +892,37 @@ mod parking {
         assert_eq!(h.client_errors(), ["0A000"]);
     }
 }
+
+/// The spare session boxes: a value moved out keeps its allocation, which a
+/// later value reuses; each value is dropped exactly once, and an emptied box
+/// drops nothing.
+#[test]
+fn a_spare_box_is_reused_and_drops_each_value_once() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    struct Counted(Rc<Cell<u32>>, u64);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+    let drops = Rc::new(Cell::new(0));
+    let first = Box::new(Counted(drops.clone(), 7));
+    let at = &*first as *const Counted as usize;
+    let (value, spare) = super::take_out(first);
+    assert_eq!(value.1, 7);
+    assert_eq!(drops.get(), 0, "moving out drops nothing");
+    drop(value);
+    assert_eq!(drops.get(), 1);
+    let second = super::put_in(spare, Counted(drops.clone(), 9));
+    assert_eq!(
+        &*second as *const Counted as usize, at,
+        "the allocation is reused"
+    );
+    assert_eq!(second.1, 9);
+    let (value, spare) = super::take_out(second);
+    drop(spare);
+    assert_eq!(drops.get(), 1, "an emptied box drops no value");
+    drop(value);
+    assert_eq!(drops.get(), 2);
+}
