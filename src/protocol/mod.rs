@@ -61,6 +61,15 @@ pub fn frame_header(buf: &[u8], max: usize) -> Result<Option<(u8, usize)>, Frame
     Ok(Some((buf[0], total)))
 }
 
+/// Whether `tag` is a message type a client may send after login (Postgres's
+/// `PostgresMain` refuses any other at once: "invalid frontend message type").
+pub fn is_frontend_type(tag: u8) -> bool {
+    matches!(
+        tag,
+        b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' | b'X' | b'F' | b'd' | b'c' | b'f'
+    )
+}
+
 /// [`frame_header`] for a client's message: its type's own limit
 /// ([`frontend_len_limit`]) applies too, so a Sync that claims 100 MB is refused
 /// from its header instead of being buffered first.
@@ -450,6 +459,14 @@ mod tests {
         let mut q = sync(100 << 20);
         q[0] = b'Q';
         assert!(frontend_frame_header(&q, max).unwrap().is_some());
+    }
+
+    #[test]
+    fn only_the_types_postgres_reads_after_login_are_frontend_types() {
+        let known = b"QPBDECHSXFdcf";
+        for t in 0..=255u8 {
+            assert_eq!(is_frontend_type(t), known.contains(&t), "type {t}");
+        }
     }
 
     use super::*;

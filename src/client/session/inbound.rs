@@ -174,6 +174,14 @@ impl Inbound {
             spill.out += self.buf.len();
             return Next::Spill(self.buf.split().freeze());
         }
+        if let Some(&t) = self.buf.first() {
+            // As Postgres: refused at the type byte, not after waiting for as
+            // many bytes as the length that follows claims (which would take
+            // in the client's next messages as this one's body).
+            if !protocol::is_frontend_type(t) {
+                return Next::Bad(format!("invalid frontend message type {t}"));
+            }
+        }
         let (tag, len) = match protocol::frontend_frame_header(&self.buf, self.max_msg) {
             Ok(Some(h)) => h,
             Ok(None) => return Next::More,
