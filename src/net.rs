@@ -172,6 +172,16 @@ impl Stream {
         tcp.poll_peek(&mut cx, &mut buf).is_ready()
     }
 
+    /// Write what the socket takes now, without waiting: `None` when that
+    /// cannot be known without a wait (TLS, whose records rustls must flush
+    /// in a poll), `Some(Err(WouldBlock))` when the socket takes nothing now.
+    pub fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
+        match self {
+            Stream::Plain(s) => Some(s.try_write_vectored(bufs)),
+            _ => None,
+        }
+    }
+
     /// Split into a reader and a writer that can be polled concurrently.
     pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
         match self {

@@ -102,6 +102,102 @@ async fn sleeping_clients_keep_their_state_and_wake_for_their_next_query() {
     }
 }
 
+/// Clients that ran explicit transactions still go to sleep after them. In a
+/// routed database a BEGIN sent on its own (psycopg2's default, and
+/// tokio-postgres's `transaction()`) is held here for the transaction's first
+/// statement, and a session holding one cannot be parked; once the
+/// transaction is over, it can. (A session refused a park once used to stay
+/// awake for good, with an error in the log.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_sleep_again_after_explicit_transactions() {
+    let shards = [PgCluster::start(), PgCluster::start()];
+    let mport = free_port();
+    let map = "version = 1\nmethod = \"citus\"\n[tenants]\n\"42\" = \"s1\"\n\"7\" = \"s0\"\n";
+    let cfg = format!(
+        "[limits]\nworkers = 2\n{}",
+        routed_config(shards.iter(), "default_pool_size = 2", "").replace(
+            "[admin]\n",
+            &format!("[admin]\nmetrics_addr = \"127.0.0.1:{mport}\"\n")
+        )
+    );
+    let b = Bouncer::start_with_files(&cfg, &[("shardmap.toml", map)]);
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let c = b.connect(APP_USER, APP_PASSWORD, "app").await;
+        let (tenant, shard) = if i % 2 == 0 { (42, 1) } else { (7, 0) };
+        c.batch_execute(&format!("SET tenant_id = {tenant}"))
+            .await
+            .unwrap();
+        clients.push((c, shards[shard].port.to_string()));
+    }
+    let port = "SELECT current_setting('port')";
+    for round in 0..2 {
+        for (i, (c, on)) in clients.iter_mut().enumerate() {
+            match i {
+                0 => {
+                    c.batch_execute("BEGIN").await.unwrap();
+                    assert_eq!(&one(c, port).await, on, "round {round}");
+                    c.batch_execute("COMMIT").await.unwrap();
+                }
+                1 => {
+                    c.batch_execute("START TRANSACTION").await.unwrap();
+                    c.batch_execute("ROLLBACK").await.unwrap();
+                }
+                2 => {
+                    c.batch_execute("BEGIN").await.unwrap();
+                    assert!(c.batch_execute("SELECT 1/0").await.is_err());
+                    c.batch_execute("ROLLBACK").await.unwrap();
+                }
+                _ => {
+                    let t = c.transaction().await.unwrap();
+                    let v: String = t.query_one(port, &[]).await.unwrap().get(0);
+                    assert_eq!(&v, on, "round {round}");
+                    t.commit().await.unwrap();
+                }
+            }
+        }
+        wait_asleep(mport, 4, 4).await;
+        for (c, on) in &clients {
+            assert_eq!(&one(c, port).await, on, "round {round}");
+        }
+    }
+}
+
+/// `client_hibernate_after` changed with the console's SET reaches clients
+/// already connected: read at each park, not once per client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_set_of_the_hibernation_time_reaches_connected_clients() {
+    let pg = PgCluster::start();
+    let mport = free_port();
+    let cfg = config(&[&pg], "default_pool_size = 2", mport).replacen(
+        "[limits]\n",
+        "[limits]\nclient_hibernate_after = \"0s\"\n",
+        1,
+    );
+    let b = Bouncer::start(&cfg);
+    let admin = b.connect("admin", "admin", "pgbouncer").await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let c = b.connect(APP_USER, APP_PASSWORD, "app").await;
+        assert_eq!(one(&c, "SELECT 1").await, "1");
+        clients.push(c);
+    }
+    // Off: all three (and the console) awake after their first transaction,
+    // as the gauge says once it has counted them all.
+    wait_asleep(mport, 0, 4).await;
+    admin
+        .simple_query("SET client_hibernate_after = '10ms'")
+        .await
+        .unwrap();
+    for c in &clients {
+        assert_eq!(one(c, "SELECT 2").await, "2");
+    }
+    wait_asleep(mport, 3, 4).await;
+    for c in &clients {
+        assert_eq!(one(c, "SELECT 3").await, "3");
+    }
+}
+
 /// A routed client's session tenant survives its sleeps: after each, its
 /// statements still run on the tenant's shard (each shard says its port).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -819,7 +819,7 @@ mod tests {
             cancel: std::sync::atomic::AtomicU8::new(0),
             cancel_wake: tokio::sync::Notify::new(),
             answered: std::sync::atomic::AtomicU64::new(0),
-            retries_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            cancels_in_flight: std::sync::atomic::AtomicU64::new(0),
             retries_settled: tokio::sync::Notify::new(),
             dorm: None,
             dormant: AtomicBool::new(false),

@@ -74,9 +74,11 @@ pub struct ClientHandle {
     /// Requests of the client that servers have answered so far: a cancel that
     /// Postgres may have ignored is tried again only while this has not moved.
     pub answered: AtomicU64,
-    /// Cancel retries being sent now (see [`ClientHandle::retry_cancel`]).
-    pub retries_in_flight: AtomicUsize,
-    /// Signalled when [`ClientHandle::retries_in_flight`] falls to zero.
+    /// Cancels being sent to the client's server now
+    /// ([`ClientHandle::send_counted`]): retries in the low 32 bits
+    /// ([`cancel::RETRY`]), first tries in the high 32 ([`cancel::FIRST`]).
+    pub cancels_in_flight: AtomicU64,
+    /// Signalled whenever a cancel in flight has been sent (or stayed home).
     pub retries_settled: Notify,
     /// The dormitory of the client's worker (`None` where there is none): an
     /// idle client may sleep there without a task ([`crate::net::dormant`]).
@@ -102,12 +104,21 @@ pub mod cancel {
     /// A cancel arrived in [`IDLE`] with no server attached: the query it is for
     /// may not have been read from the client's socket yet; the session looks.
     pub const UNREAD: u8 = 4;
+
+    /// One retry in [`super::ClientHandle::cancels_in_flight`].
+    pub const RETRY: u64 = 1;
+    /// One first try in [`super::ClientHandle::cancels_in_flight`].
+    pub const FIRST: u64 = 1 << 32;
+    /// The retries' part of [`super::ClientHandle::cancels_in_flight`].
+    pub const RETRIES: u64 = FIRST - 1;
 }
 
 impl ClientHandle {
-    /// A CancelRequest for this client arrived: the server key to pass it to now,
-    /// or `None` when the session takes care of it (or there is nothing to cancel).
-    pub fn request_cancel(&self) -> Option<CancelKey> {
+    /// A CancelRequest for this client arrived: the server key to pass it to
+    /// now, with the count of answered requests read before it (for
+    /// [`Self::forward_cancel`]), or `None` when the session takes care of it
+    /// (or there is nothing to cancel).
+    pub fn request_cancel(&self) -> Option<(CancelKey, u64)> {
         loop {
             match self.cancel.load(Ordering::Acquire) {
                 s @ (cancel::QUEUED | cancel::SENDING) => {
@@ -122,8 +133,11 @@ impl ClientHandle {
                 }
                 cancel::CANCELED | cancel::UNREAD => return None,
                 _ => {
+                    // Read before the server: a request answered after this
+                    // read makes the cancel stay home (see `send_counted`).
+                    let asked = self.answered.load(Ordering::SeqCst);
                     if let Some(k) = self.server.get() {
-                        return Some(*k);
+                        return Some((*k, asked));
                     }
                     if self
                         .cancel
@@ -149,50 +163,100 @@ impl ClientHandle {
     /// still unanswered on the same server, the cancel is tried again, a few times.
     /// The first try is delivered before this returns (the client learns its
     /// cancel went through when its cancel connection closes); the retries go on
-    /// in the background.
-    pub async fn forward_cancel(self: &Arc<Self>, key: CancelKey) {
-        let asked = self.answered.load(Ordering::Acquire);
-        crate::server::send_cancel(key).await;
-        let me = self.clone();
-        tokio::spawn(async move { me.retry_cancel(key, asked).await });
+    /// in the background. The first try is guarded as each retry is
+    /// ([`Self::send_counted`]): sent only while the request it is for is
+    /// unanswered and its server still attached, and the server goes to no
+    /// one else while it is on its way.
+    pub async fn forward_cancel(self: &Arc<Self>, key: CancelKey, asked: u64) {
+        if self.send_counted(key, asked, cancel::FIRST).await {
+            let me = self.clone();
+            tokio::spawn(async move { me.retry_cancel(key, asked).await });
+        }
+    }
+
+    /// Send a cancel to `key`'s server if the request unanswered when
+    /// `answered` was `asked` still runs there; whether it was sent. `unit`:
+    /// [`cancel::FIRST`] or [`cancel::RETRY`].
+    ///
+    /// A cancel must never reach another client's query, and a retry (the
+    /// pooler's own doing) never a later query of this client. Each counts
+    /// itself in flight before it looks at `answered` and at the attached
+    /// server:
+    /// - the session unpublishes the server before it gives it back, then
+    ///   looks at the count ([`Self::detach_server`]) and waits for every
+    ///   cancel in flight ([`Self::cancels_done`]): either a cancel sees no
+    ///   server and stays home, or the server goes to no one else before
+    ///   Postgres has taken the cancel (it closes the cancel socket once the
+    ///   backend is signalled);
+    /// - the session bumps `answered` before it looks at the retries, and
+    ///   waits for them ([`Self::retries_done`]) before it sends that server
+    ///   anything more: either a retry sees the answer and stays home, or it
+    ///   lands while the answered query is still the last one there.
+    ///
+    /// A first try is not waited for at each answer: one that read the
+    /// server just as its request was answered would then keep the session
+    /// waiting for as long as cancels keep coming. Like a cancel sent to
+    /// Postgres directly, it may stop the client's next query on that server.
+    async fn send_counted(&self, key: CancelKey, asked: u64, unit: u64) -> bool {
+        self.cancels_in_flight.fetch_add(unit, Ordering::SeqCst);
+        // Pairs with the fence in `detach_server` (the server slot is a lock,
+        // not a SeqCst atomic).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let go = self.answered.load(Ordering::SeqCst) == asked
+            && self.server.get().as_deref() == Some(&key);
+        if go {
+            crate::server::send_cancel(key).await;
+        }
+        self.cancels_in_flight.fetch_sub(unit, Ordering::SeqCst);
+        self.retries_settled.notify_waiters();
+        go
+    }
+
+    /// The session lets go of its server: unpublish it for cancels. `true`
+    /// when a cancel may be on its way to it: the session then waits
+    /// ([`Self::retries_done`]) before the server goes to anyone else.
+    pub fn detach_server(&self) -> bool {
+        self.server.set(None);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.cancels_in_flight.load(Ordering::SeqCst) != 0
+    }
+
+    /// Cancel retries on their way to the server now.
+    pub fn retries_in_flight(&self) -> u64 {
+        self.cancels_in_flight.load(Ordering::SeqCst) & cancel::RETRIES
     }
 
     /// The retries of [`Self::forward_cancel`], for a request unanswered when
-    /// `answered` was `asked`.
-    ///
-    /// A retry must never reach a later query. It counts itself in flight before
-    /// it looks at `answered`, and the session, which bumps `answered` before it
-    /// looks at the count, waits for retries in flight before it sends that
-    /// server anything more or gives it back ([`Self::retries_settled`]): either
-    /// the retry sees the answer and stays home, or the session waits until
-    /// Postgres has taken the retry (it closes the cancel socket once the
-    /// backend is signalled), while the answered query is still the last one.
+    /// `answered` was `asked`, each guarded as the first try
+    /// ([`Self::send_counted`]).
     pub async fn retry_cancel(&self, key: CancelKey, asked: u64) {
         for ms in [20, 100, 400] {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            self.retries_in_flight.fetch_add(1, Ordering::SeqCst);
-            let go = self.answered.load(Ordering::SeqCst) == asked
-                && self.server.get().as_deref() == Some(&key);
-            if go {
-                crate::server::send_cancel(key).await;
-            }
-            if self.retries_in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-                self.retries_settled.notify_waiters();
-            }
-            if !go {
+            if !self.send_counted(key, asked, cancel::RETRY).await {
                 return;
             }
         }
     }
 
-    /// Wait until no cancel retry is being sent (see [`Self::retry_cancel`]);
+    /// Wait until no cancel retry is being sent (see [`Self::send_counted`]);
     /// call after bumping `answered`.
     pub async fn retries_done(&self) {
+        self.settled(cancel::RETRIES).await
+    }
+
+    /// Wait until no cancel at all is being sent to the server; call when
+    /// [`Self::detach_server`] says one may be.
+    pub async fn cancels_done(&self) {
+        self.settled(u64::MAX).await
+    }
+
+    /// Wait until the `part` of [`Self::cancels_in_flight`] is zero.
+    async fn settled(&self, part: u64) {
         loop {
             let settled = self.retries_settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
-            if self.retries_in_flight.load(Ordering::SeqCst) == 0 {
+            if self.cancels_in_flight.load(Ordering::SeqCst) & part == 0 {
                 return;
             }
             settled.await;

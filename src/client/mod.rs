@@ -72,26 +72,16 @@ async fn run(
     };
     let handle = session.handle().clone();
     let seat = Seat::new(app.clone(), slot, registered);
-    let ran = session.run(stream, hibernate_after(app, stream)).await;
+    let ran = session.run(stream, may_sleep(stream)).await;
     settle(seat, handle, ran, stream);
     Ok(())
 }
 
-/// How long a parked client waits in its task before it may sleep in its
-/// worker's dormitory: `None` (never) for a TLS client (its TLS state lives
-/// with its task), off a worker, or with `[limits] client_hibernate_after = 0`.
-fn hibernate_after(app: &App, stream: &ClientStream) -> Option<std::time::Duration> {
-    if !matches!(stream, ClientStream::Plain(_)) || crate::net::dormant::here().is_none() {
-        return None;
-    }
-    let after = app
-        .snapshot
-        .load()
-        .config
-        .limits
-        .client_hibernate_after
-        .as_std();
-    (!after.is_zero()).then_some(after)
+/// Whether a parked client may sleep in its worker's dormitory (after
+/// `[limits] client_hibernate_after`, read at each park; `0` is never): not a
+/// TLS client (its TLS state lives with its task), nor one off a worker.
+fn may_sleep(stream: &ClientStream) -> bool {
+    matches!(stream, ClientStream::Plain(_)) && crate::net::dormant::here().is_some()
 }
 
 /// A session's run on its task is over: the client is gone, or it goes to
@@ -176,12 +166,12 @@ async fn resume(seat: Seat, handle: Arc<ClientHandle>, parked: Parked, tcp: std:
             return;
         }
     };
-    let hibernate = hibernate_after(seat.app(), &stream);
+    let may_sleep = may_sleep(&stream);
     let ran = Box::pin(Session::resume(
         parked,
         handle.clone(),
         &mut stream,
-        hibernate,
+        may_sleep,
     ))
     .await;
     settle(seat, handle, ran, &mut stream);
@@ -209,8 +199,8 @@ async fn login<'a>(
         None => return Ok(None),
         Some(Startup::Cancel { pid, secret }) => {
             if let Some(h) = app.clients.find_for_cancel(pid, secret) {
-                if let Some(key) = h.request_cancel() {
-                    h.forward_cancel(key).await;
+                if let Some((key, asked)) = h.request_cancel() {
+                    h.forward_cancel(key, asked).await;
                 }
             }
             return Ok(None);
@@ -328,7 +318,7 @@ async fn login<'a>(
         cancel: std::sync::atomic::AtomicU8::new(crate::app::clients::cancel::IDLE),
         cancel_wake: Notify::new(),
         answered: std::sync::atomic::AtomicU64::new(0),
-        retries_in_flight: std::sync::atomic::AtomicUsize::new(0),
+        cancels_in_flight: std::sync::atomic::AtomicU64::new(0),
         retries_settled: Notify::new(),
         dorm: crate::net::dormant::here(),
         dormant: AtomicBool::new(false),

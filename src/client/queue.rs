@@ -61,6 +61,22 @@ impl OutQueue {
         .await
     }
 
+    /// [`Self::write_some`] without a wait, when the stream can say at once
+    /// (see [`crate::net::Stream::try_write_vectored`]): `None` when it cannot
+    /// or when the socket takes nothing now.
+    pub fn try_write_some(&self, s: &crate::net::Stream) -> Option<std::io::Result<usize>> {
+        let mut slices = [IoSlice::new(&[]); 32];
+        let mut n = 0;
+        for (slot, c) in slices.iter_mut().zip(self.chunks.iter()) {
+            *slot = IoSlice::new(c);
+            n += 1;
+        }
+        match s.try_write_vectored(&slices[..n])? {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            r => Some(r),
+        }
+    }
+
     /// Drop `n` written bytes from the front.
     pub fn advance(&mut self, mut n: usize) {
         self.len -= n.min(self.len);

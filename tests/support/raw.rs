@@ -222,6 +222,19 @@ impl Raw {
         self.msg(b'S', b"")
     }
 
+    /// Terminate.
+    pub fn terminate(&mut self) -> &mut Raw {
+        self.msg(b'X', b"")
+    }
+
+    /// Send what was built, then read every message until the connection
+    /// ends.
+    pub fn send_and_read_to_end(&mut self) -> Vec<Msg> {
+        let out = std::mem::take(&mut self.out);
+        self.s.write_all(&out).unwrap();
+        std::iter::from_fn(|| self.read_msg()).collect()
+    }
+
     /// Simple Query.
     pub fn query(&mut self, sql: &str) -> &mut Raw {
         let mut b = sql.as_bytes().to_vec();

@@ -115,6 +115,10 @@ pub struct Core {
     pub(super) counters: Counters,
     /// Tenant pauses, shared by every session.
     pub(super) gate: Arc<TenantGate>,
+    /// The client sent Terminate behind work still in flight: nothing more
+    /// is read, and the session ends once that work is answered (as Postgres
+    /// runs every message before a Terminate, then closes).
+    terminating: bool,
 }
 
 /// What of a [`Core`] lasts between transactions, and nothing else: an idle
@@ -151,6 +155,21 @@ impl ParkedCore {
 }
 
 impl Core {
+    /// Whether [`Core::park`] would succeed: nothing in flight, held or owed.
+    /// A BEGIN answered here and held for the transaction's first statement,
+    /// or an extended batch before its Sync, is not parked (the parked form
+    /// keeps neither): such a client waits in the full form until it is over.
+    pub fn parkable(&self) -> bool {
+        self.inbound.park().is_some()
+            && self.att.is_none()
+            && matches!(self.txn, Txn::OnServer)
+            && self.wait.is_clear()
+            && self.batch.is_clear()
+            && self.out.is_clear()
+            && self.route.is_clear()
+            && !self.terminating
+    }
+
     /// Park the core between transactions: no server attached or wanted, no
     /// transaction (held ones included), no bytes held either way, no work
     /// waiting, nothing to carry out. `Err` gives the core back unchanged
@@ -162,15 +181,7 @@ impl Core {
     /// starts without.
     #[allow(clippy::result_large_err)]
     pub fn park(self) -> Result<ParkedCore, Core> {
-        let limits = self.inbound.park();
-        let clear = limits.is_some()
-            && self.att.is_none()
-            && matches!(self.txn, Txn::OnServer)
-            && self.wait.is_clear()
-            && self.batch.is_clear()
-            && self.out.is_clear()
-            && self.route.is_clear();
-        let (Some(limits), true) = (limits, clear) else {
+        let (Some(limits), true) = (self.inbound.park(), self.parkable()) else {
             return Err(self);
         };
         let Core {
@@ -187,6 +198,7 @@ impl Core {
             settings,
             counters,
             gate,
+            terminating: _,
         } = self;
         let tenants = route.park();
         let (answered, counters) = counters.park();
@@ -230,6 +242,7 @@ impl Core {
             settings,
             counters: Counters::unpark(answered, counters),
             gate,
+            terminating: false,
         }
     }
 
@@ -257,6 +270,7 @@ impl Core {
             settings: Settings::new(reported, unreported),
             counters: Counters::default(),
             gate,
+            terminating: false,
         }
     }
 
@@ -417,7 +431,10 @@ impl Core {
 
     /// Whether the driver should read from the client now.
     pub fn wants_client_bytes(&self) -> bool {
-        !self.wait.has_stalled()
+        // After a Terminate nothing is read: a client that closes its socket
+        // right after sending one does not end the work before it.
+        !self.terminating
+            && !self.wait.has_stalled()
             && self.wait.awaiting().is_none()
             && self
                 .att
@@ -522,6 +539,15 @@ impl Core {
                 }
             }
         }
+        if self.terminating {
+            // Nothing after a Terminate is read; the end waits for the work
+            // before it (this is where the core comes back as it is answered).
+            return if self.quiet() {
+                Need::Close("client terminated".into())
+            } else {
+                Need::Io
+            };
+        }
         loop {
             if self.wait.has_stalled()
                 || self
@@ -546,6 +572,8 @@ impl Core {
                     return Need::Close(self.fatal(sqlstate::PROTOCOL_VIOLATION, &msg))
                 }
                 Next::Frame(tag, frame) => match self.client_frame(tag, frame) {
+                    // Nothing after a Terminate is read.
+                    Need::Io if self.terminating => return Need::Io,
                     Need::Io => {}
                     need => return need,
                 },
@@ -555,6 +583,25 @@ impl Core {
         // Work answered locally while a server was attached produces no server
         // traffic that would trigger the release: check here too.
         self.maybe_release()
+    }
+
+    /// No work in flight or waiting: every request answered, nothing left to
+    /// send to a server, nothing stalled or being released. (A batch still
+    /// collecting without its Sync does not count: Postgres, too, drops the
+    /// implicit transaction of one when the client terminates.)
+    fn quiet(&self) -> bool {
+        !self.wait.has_stalled() && !self.wait.busy() && self.nothing_owed_and_sent()
+    }
+
+    /// The client's Terminate: the session ends now, or once the work before
+    /// it is answered.
+    fn terminate(&mut self) -> Need {
+        if self.quiet() {
+            Need::Close("client terminated".into())
+        } else {
+            self.terminating = true;
+            Need::Io
+        }
     }
 
     fn nothing_owed_and_sent(&self) -> bool {
@@ -605,7 +652,7 @@ impl Core {
             return Need::Io;
         }
         match t {
-            f::TERMINATE => Need::Close("client terminated".into()),
+            f::TERMINATE => self.terminate(),
             f::QUERY | f::FUNCTION_CALL => self.route_unit(Unit::Simple(t, frame)),
             f::PARSE | f::BIND | f::DESCRIBE | f::EXECUTE | f::CLOSE | f::FLUSH | f::SYNC => {
                 if self.db.routing.is_none() {

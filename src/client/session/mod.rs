@@ -54,7 +54,7 @@ use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::AsyncReadExt;
 use tokio::sync::futures::Notified;
 
@@ -155,8 +155,9 @@ impl Parked {
     /// Wait for what can wake a parked session: the client's bytes (read into
     /// `read`), KILL, a cancel, shutdown, or `client_idle_timeout`. The
     /// session itself handles each, once woken. `None`: nothing came for
-    /// `hibernate` (when given), and the client may sleep without its task
-    /// ([`Ran::Dormant`]).
+    /// `[limits] client_hibernate_after` (read now, so a console `SET` reaches
+    /// clients already connected), the client `may_sleep`, and it may sleep
+    /// without its task ([`Ran::Dormant`]).
     async fn wait(
         &self,
         stream: &mut super::ClientStream,
@@ -164,9 +165,15 @@ impl Parked {
         kill: Pin<&mut Notified<'_>>,
         shutdown: Pin<&mut Notified<'_>>,
         cancel_wake: Pin<&mut Notified<'_>>,
-        hibernate: Option<Duration>,
+        may_sleep: bool,
     ) -> Option<Event> {
         let deadline = idle_deadline(self.core.db(), self.last_activity);
+        let hibernate = may_sleep
+            .then(|| {
+                let snap = self.app.snapshot.load();
+                snap.config.limits.client_hibernate_after.as_std()
+            })
+            .filter(|d| !d.is_zero());
         let hibernate_at = hibernate.map(|d| Instant::now() + d);
         // One timer for the sooner of the two (none when neither is set).
         let at = match (deadline.map(|d| d.0), hibernate_at) {
@@ -305,7 +312,7 @@ async fn drive(
     start: Resting,
     handle: Arc<ClientHandle>,
     stream: &mut super::ClientStream,
-    hibernate: Option<Duration>,
+    may_sleep: bool,
 ) -> Ran {
     let app = match &start {
         Resting::Active(s) => s.app.clone(),
@@ -339,7 +346,7 @@ async fn drive(
                             kill.as_mut(),
                             shutdown.as_mut(),
                             cancel_wake.as_mut(),
-                            hibernate,
+                            may_sleep,
                         )
                         .await
                 };
@@ -371,8 +378,9 @@ async fn drive(
         state = match active.park() {
             Ok(parked) => Resting::Parked(parked),
             // Not reached: the event loop returns only when the session
-            // can be parked. Should it happen, the session goes on as it
-            // is, waiting unparked this once.
+            // can be parked (`parkable` asks the core what its `park`
+            // needs). Should it happen, the session goes on as it is,
+            // waiting unparked for one event.
             Err(same) => {
                 tracing::error!(client = handle.id, "session could not be parked");
                 may_park = false;
@@ -540,24 +548,21 @@ impl Session {
     }
 
     /// Run until the client leaves, is killed, or the process shuts down
-    /// ([`Ran::Ended`]), or until it has been parked for `hibernate`
-    /// ([`Ran::Dormant`]; never when `None`).
+    /// ([`Ran::Ended`]), or until it has been parked for `[limits]
+    /// client_hibernate_after` ([`Ran::Dormant`]; only a client that
+    /// `may_sleep`: see `client::may_sleep`).
     ///
     /// Between transactions the session is [`Parked`]: the client's task then
     /// holds a few hundred bytes, not the whole session (most of a pooler's
     /// clients are idle most of the time). The session is boxed, and so is the
     /// future of each run of its event loop, so neither is part of the task.
-    pub async fn run(
-        self: Box<Self>,
-        stream: &mut super::ClientStream,
-        hibernate: Option<Duration>,
-    ) -> Ran {
+    pub async fn run(self: Box<Self>, stream: &mut super::ClientStream, may_sleep: bool) -> Ran {
         let mut active = self;
         if let Err(e) = Box::pin(active.greet(stream)).await {
             return Ran::Ended(Err(e));
         }
         let handle = active.handle.clone();
-        drive(Resting::Active(active), handle, stream, hibernate).await
+        drive(Resting::Active(active), handle, stream, may_sleep).await
     }
 
     /// Go on with a client that was [`Ran::Dormant`], on a new task.
@@ -565,9 +570,9 @@ impl Session {
         parked: Parked,
         handle: Arc<ClientHandle>,
         stream: &mut super::ClientStream,
-        hibernate: Option<Duration>,
+        may_sleep: bool,
     ) -> Ran {
-        drive(Resting::Parked(parked), handle, stream, hibernate).await
+        drive(Resting::Parked(parked), handle, stream, may_sleep).await
     }
 
     /// The session ended: leave LISTEN relays, drop the client's share of the
@@ -607,7 +612,7 @@ impl Session {
         &mut self,
         stream: &mut super::ClientStream,
         wakes: Wakes<'_, '_>,
-        may_park: bool,
+        mut may_park: bool,
     ) -> Result<(), End> {
         let Wakes {
             app,
@@ -624,15 +629,21 @@ impl Session {
                     if may_park && self.parkable() {
                         return Ok(());
                     }
-                    self.next_event(
-                        stream,
-                        kill.as_mut(),
-                        shutdown.as_mut(),
-                        cancel_wake.as_mut(),
-                    )
-                    .await
+                    if let Some(wrote) = self.write_now(stream) {
+                        wrote
+                    } else {
+                        self.next_event(
+                            stream,
+                            kill.as_mut(),
+                            shutdown.as_mut(),
+                            cancel_wake.as_mut(),
+                        )
+                        .await
+                    }
                 }
             };
+            // Kept from parking (a park that failed) for this one wait only.
+            may_park = true;
             let need = match event {
                 Event::ClientRead(Ok(0)) => return Err("client closed the connection".into()),
                 Event::ClientRead(Ok(n)) => {
@@ -660,7 +671,7 @@ impl Session {
                     // A retry already on its way to this server lands before
                     // the server gets anything more or goes back to the pool
                     // (see `ClientHandle::retry_cancel`).
-                    if self.handle.retries_in_flight.load(Ordering::SeqCst) > 0 {
+                    if self.handle.retries_in_flight() > 0 {
                         self.handle.retries_done().await;
                     }
                     need
@@ -736,6 +747,26 @@ impl Session {
             self.work_sent().await;
         }
         Ok(())
+    }
+
+    /// Write what a socket takes at once, client first (as [`Self::wait`]
+    /// prefers it), without a wait: a reply or a query usually fits in the
+    /// socket's buffer, and each write through the wait costs a boxed future
+    /// and a pass through its `select!`. `None`: nothing to write, or nothing
+    /// written now (the wait writes it when the socket is ready).
+    fn write_now(&mut self, stream: &super::ClientStream) -> Option<Event> {
+        let (_, to_client, server_bufs) = self.core.io();
+        if !to_client.is_empty() {
+            if let Some(r) = to_client.try_write_some(stream) {
+                return Some(Event::ClientWrote(r));
+            }
+        }
+        match (self.server.as_ref(), server_bufs) {
+            (Some(s), Some((to_server, _))) if !to_server.is_empty() => to_server
+                .try_write_some(&s.co.conn.stream)
+                .map(Event::ServerWrote),
+            _ => None,
+        }
     }
 
     /// Wait for the next event. An idle session that could not be parked (it
@@ -958,8 +989,17 @@ impl Session {
                         Box::pin(self.restore_role(shard, pool, co, sql)).await
                     }
                 },
-                Need::Release(r) if r.needs_reset() => Box::pin(self.release(*r)).await,
-                Need::Release(r) => self.release_clean(*r),
+                Need::Release(r) => {
+                    // Unpublished for cancels first. One already on its way
+                    // to the server lands before the server is reset or goes
+                    // back to the pool (see `ClientHandle::send_counted`).
+                    let cancel_in_flight = self.handle.detach_server();
+                    if cancel_in_flight || r.needs_reset() {
+                        Box::pin(self.release(*r)).await
+                    } else {
+                        self.release_clean(*r)
+                    }
+                }
                 // Boxed: a rare path whose future is large, and inline it would
                 // make every client's task, idle ones included, that much bigger.
                 Need::Paused(key) => Box::pin(self.wait_for_resume(key)).await?,
@@ -1409,8 +1449,10 @@ impl Session {
     }
 
     /// Reset what the transaction left on the server (and read back the
-    /// settings that follow the client), then give the server back.
+    /// settings that follow the client), then give the server back; first,
+    /// let a cancel on its way to it land.
     async fn release(&mut self, r: Release) -> Need {
+        self.handle.cancels_done().await;
         let Some(Server { mut co, pool }) = self.server.take() else {
             return self.core.released(None);
         };
@@ -1443,7 +1485,7 @@ impl Session {
     }
 
     /// The end of a release, reset or not: count the transaction and check
-    /// the server in.
+    /// the server in (already unpublished for cancels: see `serve`).
     fn give_back(
         &mut self,
         co: Checkout,
@@ -1454,7 +1496,6 @@ impl Session {
         settings: Option<crate::server::ParamSet>,
     ) -> Need {
         tracing::trace!(client = self.handle.id, server = co.conn.id, "release");
-        self.handle.server.set(None);
         let xact_us = since.elapsed().as_micros() as u64;
         let stats = &pool.stats;
         stats.xact_count.fetch_add(1, Ordering::Relaxed);
@@ -1496,7 +1537,11 @@ impl Session {
         let Some(Server { mut co, pool }) = self.server.take() else {
             return;
         };
-        self.handle.server.set(None);
+        // A cancel on its way to the server lands before it is reset or goes
+        // back to the pool.
+        if self.handle.detach_server() {
+            self.handle.cancels_done().await;
+        }
         let (clean, effects) = match self.core.detach() {
             Some((st, clean, effects)) => {
                 co.conn.state = st;
@@ -1549,12 +1594,14 @@ impl Session {
     }
 
     /// Idle ([`Self::is_idle`]) with nothing that needs the whole session
-    /// while it waits: no LISTEN mailbox, no spool, and a core that parks.
+    /// while it waits: no LISTEN mailbox, no spool, and a core that parks
+    /// ([`Core::parkable`]; a held BEGIN does not).
     fn parkable(&mut self) -> bool {
         self.is_idle()
             && self.listening.is_none()
             && self.spool.is_none()
             && self.woken_by.is_none()
+            && self.core.parkable()
     }
 
     /// Keep only what lasts between transactions ([`Parked`]). `Err` gives
