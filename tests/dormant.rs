@@ -57,6 +57,23 @@ fn config(pg: &[&PgCluster], pool_extra: &str, mport: u16) -> String {
     )
 }
 
+/// Two shards behind a routed database (tenant 42 on s1, 7 on s0) with two
+/// workers and metrics: the shards, the metrics port and the bouncer.
+fn routed_bouncer() -> ([PgCluster; 2], u16, Bouncer) {
+    let shards = [PgCluster::start(), PgCluster::start()];
+    let mport = free_port();
+    let map = "version = 1\nmethod = \"citus\"\n[tenants]\n\"42\" = \"s1\"\n\"7\" = \"s0\"\n";
+    let cfg = format!(
+        "[limits]\nworkers = 2\n{}",
+        routed_config(shards.iter(), "default_pool_size = 2", "").replace(
+            "[admin]\n",
+            &format!("[admin]\nmetrics_addr = \"127.0.0.1:{mport}\"\n")
+        )
+    );
+    let b = Bouncer::start_with_files(&cfg, &[("shardmap.toml", map)]);
+    (shards, mport, b)
+}
+
 /// Sleeping clients on both workers keep their own settings and prepared
 /// statements, answer their next query from the right server state, and a
 /// client that hangs up while asleep is counted out.
@@ -110,17 +127,7 @@ async fn sleeping_clients_keep_their_state_and_wake_for_their_next_query() {
 /// awake for good, with an error in the log.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_sleep_again_after_explicit_transactions() {
-    let shards = [PgCluster::start(), PgCluster::start()];
-    let mport = free_port();
-    let map = "version = 1\nmethod = \"citus\"\n[tenants]\n\"42\" = \"s1\"\n\"7\" = \"s0\"\n";
-    let cfg = format!(
-        "[limits]\nworkers = 2\n{}",
-        routed_config(shards.iter(), "default_pool_size = 2", "").replace(
-            "[admin]\n",
-            &format!("[admin]\nmetrics_addr = \"127.0.0.1:{mport}\"\n")
-        )
-    );
-    let b = Bouncer::start_with_files(&cfg, &[("shardmap.toml", map)]);
+    let (shards, mport, b) = routed_bouncer();
     let mut clients = Vec::new();
     for i in 0..4 {
         let c = b.connect(APP_USER, APP_PASSWORD, "app").await;
@@ -202,17 +209,7 @@ async fn a_console_set_of_the_hibernation_time_reaches_connected_clients() {
 /// statements still run on the tenant's shard (each shard says its port).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sleeping_client_keeps_its_tenant() {
-    let shards = [PgCluster::start(), PgCluster::start()];
-    let mport = free_port();
-    let map = "version = 1\nmethod = \"citus\"\n[tenants]\n\"42\" = \"s1\"\n\"7\" = \"s0\"\n";
-    let cfg = format!(
-        "[limits]\nworkers = 2\n{}",
-        routed_config(shards.iter(), "default_pool_size = 2", "").replace(
-            "[admin]\n",
-            &format!("[admin]\nmetrics_addr = \"127.0.0.1:{mport}\"\n")
-        )
-    );
-    let b = Bouncer::start_with_files(&cfg, &[("shardmap.toml", map)]);
+    let (shards, mport, b) = routed_bouncer();
     let on_s1 = b.connect(APP_USER, APP_PASSWORD, "app").await;
     let on_s0 = b.connect(APP_USER, APP_PASSWORD, "app").await;
     on_s1.simple_query("SET tenant_id = 42").await.unwrap();
@@ -284,10 +281,12 @@ async fn kill_cancel_and_shutdown_reach_sleeping_clients() {
     wait_asleep(mport, 1, 2).await;
 
     // A cancel for a sleeping client with nothing running wakes it and ends
-    // nothing. A query sent right after may still be taken for the one the
-    // cancel was for (the cancel's connection and the query race, as they do
-    // into Postgres), so one may fail with 57014 (never the client); the
-    // next one runs.
+    // nothing. tokio-postgres's cancel_query returns once it has sent the
+    // cancel, not when the pooler closes the cancel's connection (libpq's
+    // PQcancel waits for that; tests/pooler.rs checks it), so a query sent
+    // right after may still be taken for the one the cancel was for (they
+    // race, as they do into Postgres): one may fail with 57014 (never the
+    // client); the next one runs.
     other.cancel_token().cancel_query(NoTls).await.unwrap();
     let mut canceled = 0;
     while let Err(e) = other.simple_query("SELECT 41 + 1").await {

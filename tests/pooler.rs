@@ -718,6 +718,45 @@ async fn cancel_reaches_only_the_right_query() {
     assert_eq!(int_of(&victim, "SELECT 1").await, 1);
 }
 
+/// A cancel that finds nothing running is ignored, as Postgres ignores it: a
+/// client that sends its next query once its cancel went through (libpq's
+/// PQcancel sends the CancelRequest and waits until the cancel's connection
+/// closes) gets that query run. The cancel's connection used to close before
+/// the session had looked, and the next query was taken for the one the
+/// cancel was for (30 times out of 30).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_for_an_idle_client_never_stops_its_next_query() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "").replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    let port = b.port;
+    tokio::task::spawn_blocking(move || {
+        let (mut c, login) = Raw::startup(port, "app", "app", &[]);
+        let key = &login
+            .iter()
+            .find(|(t, _)| *t == b'K')
+            .expect("BackendKeyData")
+            .1;
+        for i in 0..30 {
+            // As PQcancel: the CancelRequest, then wait for the close.
+            let mut cancel = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let mut req = vec![0, 0, 0, 16, 0x04, 0xD2, 0x16, 0x2E];
+            req.extend_from_slice(&key[..8]);
+            cancel.write_all(&req).unwrap();
+            let mut rest = Vec::new();
+            cancel.read_to_end(&mut rest).unwrap();
+            c.query("SELECT 1");
+            let m = c.run(1);
+            assert!(
+                support::raw::error_codes(&m).is_empty(),
+                "query {i} after an idle cancel: {m:?}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+}
+
 /// A stream of cancels aimed at one client never stops a query of the client
 /// that gets the same server next (one server in the pool, handed back and
 /// forth). A cancel that read the server just before the target's request

@@ -78,7 +78,8 @@ pub struct ClientHandle {
     /// ([`ClientHandle::send_counted`]): retries in the low 32 bits
     /// ([`cancel::RETRY`]), first tries in the high 32 ([`cancel::FIRST`]).
     pub cancels_in_flight: AtomicU64,
-    /// Signalled whenever a cancel in flight has been sent (or stayed home).
+    /// Signalled whenever a cancel in flight has been sent (or stayed home),
+    /// and when the session has looked at an [`cancel::UNREAD`] cancel.
     pub retries_settled: Notify,
     /// The dormitory of the client's worker (`None` where there is none): an
     /// idle client may sleep there without a task ([`crate::net::dormant`]).
@@ -298,7 +299,38 @@ impl ClientHandle {
 
     /// The session acted on a cancel (or gave up on it): back to [`cancel::IDLE`].
     pub fn cancel_done(&self) {
-        self.cancel.store(cancel::IDLE, Ordering::Release);
+        if self.cancel.swap(cancel::IDLE, Ordering::AcqRel) == cancel::UNREAD {
+            self.retries_settled.notify_waiters();
+        }
+    }
+
+    /// The session looked for the work an [`cancel::UNREAD`] cancel was for
+    /// (and cancelled it, or found none): back to [`cancel::IDLE`].
+    pub fn unread_done(&self) {
+        if self.cancel_step(cancel::UNREAD, cancel::IDLE) {
+            self.retries_settled.notify_waiters();
+        }
+    }
+
+    /// Wait (at most `limit`) until the session has looked at an
+    /// [`cancel::UNREAD`] cancel. The cancel's connection closes only then:
+    /// a client that sends its next query once its cancel went through (as
+    /// libpq's `PQcancel` returns when that connection closes) does not have
+    /// that query taken for the one the cancel was for. Postgres, too, has
+    /// dropped a cancel that found its backend idle by then.
+    pub async fn unread_seen(&self, limit: Duration) {
+        let seen = async {
+            loop {
+                let settled = self.retries_settled.notified();
+                tokio::pin!(settled);
+                settled.as_mut().enable();
+                if self.cancel.load(Ordering::Acquire) != cancel::UNREAD {
+                    return;
+                }
+                settled.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, seen).await;
     }
 
     /// Wait until a cancel arrives for work that waits for a server.

@@ -199,8 +199,11 @@ async fn login<'a>(
         None => return Ok(None),
         Some(Startup::Cancel { pid, secret }) => {
             if let Some(h) = app.clients.find_for_cancel(pid, secret) {
-                if let Some((key, asked)) = h.request_cancel() {
-                    h.forward_cancel(key, asked).await;
+                match h.request_cancel() {
+                    Some((key, asked)) => h.forward_cancel(key, asked).await,
+                    // Held open until the session has looked (bounded: a
+                    // session that is ending may never look).
+                    None => h.unread_seen(std::time::Duration::from_secs(2)).await,
                 }
             }
             return Ok(None);

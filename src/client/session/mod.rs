@@ -234,8 +234,10 @@ thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// How many spare session allocations a worker keeps: a park and a wake
-/// alternate, so a few are enough however many clients there are.
+/// How many spare session allocations a worker keeps (about 150 KiB at
+/// most, freed at each trim). Parks and wakes alternate, but in bursts: with
+/// 100 clients on 20 servers, 4 spares caught half of the wakes, 64 nearly
+/// all.
 const SPARE_SESSIONS_KEPT: usize = 64;
 
 /// Free this worker's spare session allocations (the maintenance task's trim
@@ -1101,7 +1103,7 @@ impl Session {
         }
         let need = self.core.client_data();
         self.serve(need).await?;
-        self.handle.cancel_step(cancel::UNREAD, cancel::IDLE);
+        self.handle.unread_done();
         Ok(())
     }
 
