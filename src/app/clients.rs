@@ -215,7 +215,7 @@ impl ClientHandle {
 
     /// The session lets go of its server: unpublish it for cancels. `true`
     /// when a cancel may be on its way to it: the session then waits
-    /// ([`Self::retries_done`]) before the server goes to anyone else.
+    /// ([`Self::cancels_done`]) before the server goes to anyone else.
     pub fn detach_server(&self) -> bool {
         self.server.set(None);
         std::sync::atomic::fence(Ordering::SeqCst);
@@ -253,11 +253,19 @@ impl ClientHandle {
 
     /// Wait until the `part` of [`Self::cancels_in_flight`] is zero.
     async fn settled(&self, part: u64) {
+        self.until_settled(|h| h.cancels_in_flight.load(Ordering::SeqCst) & part == 0)
+            .await
+    }
+
+    /// Wait until `done` holds, checked again at each signal of
+    /// [`Self::retries_settled`] (registered before each check, so none is
+    /// missed).
+    async fn until_settled(&self, done: impl Fn(&Self) -> bool) {
         loop {
             let settled = self.retries_settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
-            if self.cancels_in_flight.load(Ordering::SeqCst) & part == 0 {
+            if done(self) {
                 return;
             }
             settled.await;
@@ -319,17 +327,7 @@ impl ClientHandle {
     /// that query taken for the one the cancel was for. Postgres, too, has
     /// dropped a cancel that found its backend idle by then.
     pub async fn unread_seen(&self, limit: Duration) {
-        let seen = async {
-            loop {
-                let settled = self.retries_settled.notified();
-                tokio::pin!(settled);
-                settled.as_mut().enable();
-                if self.cancel.load(Ordering::Acquire) != cancel::UNREAD {
-                    return;
-                }
-                settled.await;
-            }
-        };
+        let seen = self.until_settled(|h| h.cancel.load(Ordering::Acquire) != cancel::UNREAD);
         let _ = tokio::time::timeout(limit, seen).await;
     }
 

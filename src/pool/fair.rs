@@ -61,6 +61,23 @@ impl Inner {
         }
     }
 
+    /// A permit of `sem` for `lane` now, if the lane is under its cap and
+    /// one is free (a free permit means nobody eligible waits: every permit
+    /// given back is offered to the waiters first).
+    fn try_grant(
+        &mut self,
+        lane: &Lane,
+        cap: usize,
+        sem: &Arc<Semaphore>,
+    ) -> Option<OwnedSemaphorePermit> {
+        if !self.eligible(lane, cap) {
+            return None;
+        }
+        let p = sem.clone().try_acquire_owned().ok()?;
+        self.grant(lane);
+        Some(p)
+    }
+
     fn ungrant(&mut self, lane: &Lane) {
         if let Some(t) = lane {
             if let Some(n) = self.active.get_mut(t) {
@@ -210,18 +227,9 @@ impl Fair {
     /// `None` (and no place in line) otherwise.
     pub fn try_admit(&self, sem: &Arc<Semaphore>, who: For) -> Option<OwnedSemaphorePermit> {
         match who {
-            // As in `admit`: a free permit means nobody eligible waits.
+            // As in `admit`: tenant-free work takes no lock.
             None => sem.clone().try_acquire_owned().ok(),
-            Some((t, cap)) => {
-                let lane: Lane = Some(t);
-                let mut inner = self.lock();
-                if !inner.eligible(&lane, cap) {
-                    return None;
-                }
-                let p = sem.clone().try_acquire_owned().ok()?;
-                inner.grant(&lane);
-                Some(p)
-            }
+            Some((t, cap)) => self.lock().try_grant(&Some(t), cap, sem),
         }
     }
 
@@ -237,12 +245,11 @@ impl Fair {
         }
         let lane: Lane = who.map(|(t, _)| t);
         let cap = who.map_or(0, |(_, c)| c);
+        // Tried and, if need be, queued under one lock: a permit given back
+        // in between would otherwise miss this waiter.
         let mut inner = self.lock();
-        if inner.eligible(&lane, cap) {
-            if let Ok(p) = sem.clone().try_acquire_owned() {
-                inner.grant(&lane);
-                return Admit::Now(p);
-            }
+        if let Some(p) = inner.try_grant(&lane, cap, sem) {
+            return Admit::Now(p);
         }
         let id = inner.next_id;
         inner.next_id += 1;
