@@ -9,25 +9,54 @@ use std::sync::{Mutex, OnceLock};
 
 /// Return a TCP port on 127.0.0.1 that was free a moment ago.
 ///
-/// The port is found by binding `127.0.0.1:0` and dropping the listener, so
-/// another process may still grab it before the caller binds it; callers that
-/// start servers retry with a fresh port when that happens. Within one test
-/// process the same port is never handed out twice, which removes the
-/// collisions between tests running in parallel threads.
+/// Ports come from just below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`), never from inside it: a port inside it
+/// can be taken as the local end of any outgoing connection, so a server
+/// stopped and started again on the same port (a dead shard that comes back)
+/// would find its port gone. Each candidate is checked by binding it, so a
+/// port another process listens on is skipped; within one test process the
+/// same port is never handed out twice. Where the ephemeral range leaves no
+/// room (an unusual sysctl), the kernel picks the port as before.
 pub fn free_port() -> u16 {
     static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
     let handed_out = HANDED_OUT.get_or_init(|| Mutex::new(HashSet::new()));
+    let mut handed_out = handed_out.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((lo, hi)) = quiet_ports() {
+        // Start at a place that differs between test processes, so two
+        // harnesses running at once rarely try the same ports first.
+        let span = u32::from(hi - lo) + 1;
+        let start = (std::process::id().wrapping_mul(7919) + handed_out.len() as u32) % span;
+        for i in 0..span {
+            let port = lo + ((start + i) % span) as u16;
+            if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                handed_out.insert(port);
+                return port;
+            }
+        }
+    }
     loop {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = listener.local_addr().expect("local_addr").port();
         drop(listener);
-        if handed_out
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(port)
-        {
+        if handed_out.insert(port) {
             return port;
         }
+    }
+}
+
+/// A block of ports the kernel never hands out on its own: below the
+/// ephemeral range when there is room there, else above it.
+fn quiet_ports() -> Option<(u16, u16)> {
+    const WANT: u32 = 8000;
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = text.split_whitespace().map(|n| n.parse::<u32>().ok());
+    let (lo, hi) = (it.next()??, it.next()??);
+    if lo >= 10_000 + WANT {
+        Some(((lo - WANT) as u16, (lo - 1) as u16))
+    } else if hi + WANT <= 65_535 {
+        Some(((hi + 1) as u16, (hi + WANT) as u16))
+    } else {
+        None
     }
 }
 
