@@ -256,6 +256,7 @@ async fn maintenance(app: Arc<App>, workers: Vec<tokio::runtime::Handle>) {
         }
         let load = Load {
             clients: app.clients.connected(),
+            clients_peak: app.clients.take_connected_peak(),
             asleep: crate::net::dormant::asleep(),
             buffered: app.clients.buffered(),
             waiting,
@@ -278,6 +279,9 @@ async fn maintenance(app: Arc<App>, workers: Vec<tokio::runtime::Handle>) {
 struct Load {
     /// Clients connected.
     clients: usize,
+    /// Most clients connected at once since the last tick (a burst shorter
+    /// than a tick shows here and not in `clients`).
+    clients_peak: usize,
     /// Clients asleep in a dormitory (each freed its task and session, as a
     /// client that left did).
     asleep: usize,
@@ -318,13 +322,14 @@ impl Trim {
     fn due(&mut self, load: Load) -> bool {
         let Load {
             clients,
+            clients_peak,
             asleep,
             buffered,
             waiting,
             waited,
         } = load;
         let awake = clients.saturating_sub(asleep);
-        self.clients = self.clients.max(clients);
+        self.clients = self.clients.max(clients).max(clients_peak);
         self.awake = self.awake.max(awake);
         self.buffered = self.buffered.max(buffered);
         self.waiting = self.waiting.max(waited).max(waiting);
@@ -402,6 +407,21 @@ mod tests {
         assert!(t.due(load(4700, 0)), "a buffered burst freed");
         assert!(t.due(load(4700, 0)));
         assert!(!t.due(load(4700, 0)));
+    }
+
+    #[test]
+    fn trims_after_a_burst_of_clients_shorter_than_a_tick() {
+        let mut t = Trim::default();
+        let at = |clients, clients_peak| Load {
+            clients,
+            clients_peak,
+            ..Load::default()
+        };
+        assert!(!t.due(at(1, 1)));
+        assert!(t.due(at(1, 2001)), "2000 came and went between two ticks");
+        assert!(t.due(at(1, 1)), "and once more, for what was freed late");
+        assert!(!t.due(at(1, 1)), "then not again for the same burst");
+        assert!(!t.due(at(1, 200)), "a small one is not worth a heap walk");
     }
 
     #[test]

@@ -434,6 +434,10 @@ pub struct Clients {
     map: Mutex<HashMap<i32, Arc<ClientHandle>>>,
     /// Connected client sockets (including those logging in), for max_client_conn.
     connected: AtomicUsize,
+    /// Most clients connected at once since [`Clients::take_connected_peak`]
+    /// last looked: a burst that comes and goes between two looks of the
+    /// maintenance tick still shows.
+    connected_peak: AtomicUsize,
     next_id: AtomicU64,
     /// Bytes all sessions hold in client messages not yet complete.
     buffered: AtomicUsize,
@@ -462,6 +466,7 @@ impl Default for Clients {
         Clients {
             map: Mutex::default(),
             connected: AtomicUsize::new(0),
+            connected_peak: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             buffered: AtomicUsize::new(0),
             budget_freed: tokio::sync::Notify::new(),
@@ -558,6 +563,13 @@ impl Clients {
     pub fn connected(&self) -> usize {
         self.connected.load(Ordering::Acquire)
     }
+
+    /// Most clients connected at once since the last call (at least the
+    /// number connected now); the count starts again from now.
+    pub fn take_connected_peak(&self) -> usize {
+        let now = self.connected();
+        self.connected_peak.swap(now, Ordering::Relaxed).max(now)
+    }
 }
 
 /// One `max_client_conn` slot, given back when dropped: also when the client task
@@ -568,6 +580,10 @@ impl<'a> CountGuard<'a> {
     /// Take a slot; also returns the count including this client.
     pub fn take(clients: &'a Clients) -> (CountGuard<'a>, usize) {
         let count = clients.connected.fetch_add(1, Ordering::AcqRel) + 1;
+        // A plain load first: the peak is written only while it grows.
+        if count > clients.connected_peak.load(Ordering::Relaxed) {
+            clients.connected_peak.fetch_max(count, Ordering::Relaxed);
+        }
         (CountGuard(clients), count)
     }
 }
