@@ -457,6 +457,64 @@ async fn cross_shard_transactions_are_refused() {
     assert_eq!(leaked, "0");
 }
 
+/// A transaction on one shard can always be ended, whatever its session's
+/// tenant settings say (probe finding: after a `SET` naming another shard's
+/// tenant, COMMIT and ROLLBACK were refused for good and the shard's server
+/// stayed checked out in an aborted transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_on_one_shard_always_ends() {
+    let f = Fixture::start(2, "sources = [\"scan\", \"comment\", \"set\", \"startup\"]");
+    let (a, b) = pick_two_shards(&f);
+    let c = f.client("").await;
+    let rows = |tenant: &str, name: &str| {
+        f.shards[route(&f.map, tenant)].psql(
+            "app",
+            &format!(
+                "SELECT count(*) FROM accounts WHERE tenant_id = '{tenant}' AND name = '{name}'"
+            ),
+        )
+    };
+    // A session SET naming another shard's tenant inside the transaction is
+    // refused like any cross-shard work, and the transaction still ends.
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query(&format!(
+        "INSERT INTO accounts (tenant_id, name) VALUES ('{a}', 'rolled back')"
+    ))
+    .await
+    .unwrap();
+    let e = c
+        .simple_query(&format!("SET tenant_id = '{b}'"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{}", msg(&e));
+    c.simple_query("ROLLBACK").await.unwrap();
+    assert_eq!(rows(&a, "rolled back"), "0");
+    // The scan comes first here: the session's SET tenant (on the other shard)
+    // does not place this transaction, nor its COMMIT.
+    c.simple_query(&format!("SET tenant_id = '{b}'"))
+        .await
+        .unwrap();
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query(&format!(
+        "INSERT INTO accounts (tenant_id, name) VALUES ('{a}', 'committed')"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        one(&c, "SHOW transaction_isolation").await.unwrap(),
+        "read committed"
+    );
+    c.simple_query("COMMIT").await.unwrap();
+    assert_eq!(rows(&a, "committed"), "1");
+    // And the session goes on: its own tenant's work runs on its shard.
+    assert_eq!(
+        one(&c, "SELECT current_setting('port') FROM accounts LIMIT 1")
+            .await
+            .unwrap(),
+        f.port_of(&b)
+    );
+}
+
 /// Two integer tenants on different shards.
 fn pick_two_shards(f: &Fixture) -> (String, String) {
     let a = (1..100)

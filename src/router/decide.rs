@@ -643,7 +643,16 @@ fn set_tenant(
         r.shard_of(k)?;
     }
     if !local {
-        return Ok(Decision::Local(Local::SetTenant { local, key }));
+        // A session SET takes effect inside the open transaction too, so it
+        // may not name a tenant of another shard there: the transaction's own
+        // COMMIT would then have nowhere to go.
+        return match (s.tx, key) {
+            (Tx::Unsettled(_), Some(_)) => Ok(Decision::Wait),
+            (Tx::Pinned(p), Some(k)) if r.shard_of(&k)? != p => {
+                Err(cross_tx(r, s, &k, r.shard_of(&k)?, p))
+            }
+            _ => Ok(Decision::Local(Local::SetTenant { local, key })),
+        };
     }
     match s.tx {
         Tx::Idle => Ok(Decision::Local(Local::SetLocalOutsideTx)),
@@ -668,6 +677,12 @@ fn resolve(
     inside_held: bool,
 ) -> Result<Decision, Refusal> {
     let t = s.tenants;
+    if let (true, true, Tx::Pinned(_)) = (tenant_free, mentions.is_empty(), s.tx) {
+        // Tenant-free work naming no tenant (COMMIT, ROLLBACK, SHOW, ...) runs
+        // in the open transaction, on its shard, whichever shard the session's
+        // tenant settings point at: ending a transaction never depends on them.
+        return Ok(Decision::TenantFree);
+    }
     if let Some(l) = t.locked(r) {
         let shard = r.shard_of(&l)?;
         if let Some(m) = mentions.iter().find(|m| m.key != l) {

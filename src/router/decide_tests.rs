@@ -415,6 +415,74 @@ fn held_and_failed_transactions() {
 }
 
 #[test]
+fn a_pinned_transaction_always_ends_on_its_shard() {
+    // Probe finding: BEGIN, tenant 42's work (shard s1), `SET tenant_id = 1`
+    // (shard s0) was accepted, and from then on COMMIT and ROLLBACK were
+    // placed by the session tenant and refused: the transaction could not end.
+    let r = routing(ALL, false, NoTenant::Reject);
+    let none = Tenants::default();
+    let pinned = Tx::Pinned(1);
+    assert_eq!(
+        code(&query(&r, &none, pinned, "SET tenant_id = 1")),
+        "0A000",
+        "a session SET names the tenant inside the transaction too"
+    );
+    assert_eq!(
+        query(&r, &none, pinned, "SET tenant_id = 42"),
+        Decision::Local(Local::SetTenant {
+            local: false,
+            key: Some(key("42"))
+        })
+    );
+    assert_eq!(
+        query(&r, &none, Tx::Unsettled(1), "SET tenant_id = 1"),
+        Decision::Wait
+    );
+    assert!(matches!(
+        query(&r, &none, pinned, "RESET tenant_id"),
+        Decision::Local(Local::SetTenant { key: None, .. })
+    ));
+    // Whatever the session's tenants say (here: tenant 1, on s0, pinned to
+    // s1 by a mention when the scan came first), tenant-free work naming no
+    // tenant runs in the transaction, and its end always reaches the shard.
+    let set = Tenants {
+        set: Some(key("1")),
+        ..Tenants::default()
+    };
+    let startup = Tenants {
+        startup: Some(key("1")),
+        ..Tenants::default()
+    };
+    for t in [&set, &startup] {
+        for sql in [
+            "COMMIT",
+            "ROLLBACK",
+            "END",
+            "ABORT",
+            "COMMIT AND CHAIN",
+            "SHOW x",
+        ] {
+            assert_eq!(query(&r, t, pinned, sql), Decision::TenantFree, "{sql}");
+            assert_eq!(
+                extended(&r, t, pinned, sql, &[]),
+                Decision::TenantFree,
+                "{sql}"
+            );
+        }
+        // Work that needs a tenant is still placed by it, and refused here.
+        assert_eq!(
+            code(&query(&r, t, pinned, "SELECT * FROM accounts")),
+            "0A000"
+        );
+    }
+    // A tenant the end names itself is still checked against the pin.
+    assert_eq!(
+        code(&query(&r, &none, pinned, "/* tenant_id=1 */ COMMIT")),
+        "0A000"
+    );
+}
+
+#[test]
 fn reserved_names_and_sets_in_batches_are_refused() {
     let r = routing(ALL, false, NoTenant::Reject);
     let t = Tenants::default();
