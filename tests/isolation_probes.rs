@@ -12,6 +12,7 @@
 //! | `app`    | 4    | defaults (`no_tenant = "reject"`), map with overrides     |
 //! | `app1`   | 1    | same; one server per shard, so consecutive clients share it |
 //! | `appint` | 4    | same overrides, but `key_type = "bigint"`                 |
+//! | `plain1` | 1    | no routing, s0 only                                       |
 //!
 //! Placement is pinned by `[tenants]` overrides: `alpha`, `alpha2`, `1001` on s0;
 //! `bravo`, `2002` on s1. Every shard has `shard_marker(name)` = its own name,
@@ -90,6 +91,10 @@ fn config(shards: &[PgCluster]) -> String {
         db("app", "", "shardmap.toml"),
         db("app1", "default_pool_size = 1", "shardmap.toml"),
         db("appint", "", "shardmap_int.toml"),
+        format!(
+            "[databases.plain1]\ndbname = \"app\"\nserver_user = \"app\"\nserver_password = \"secret\"\nshards = [ {} ]\ndefault_pool_size = 1\n",
+            support::shard_list(shards[..1].iter())
+        ),
     ]
     .concat()
 }
@@ -469,4 +474,113 @@ fn a_client_cannot_execute_the_unnamed_statement_another_client_left() {
     let m = b.bind("", &[]).execute().sync().run(1);
     assert_eq!(error_codes(&m), vec!["26000"], "{m:?}");
     assert!(first_column(&m).is_empty(), "B ran A's statement: {m:?}");
+}
+
+// ------------- 9. names the text hides: escapes, computed names, rules, defaults
+
+/// A second review found session state that the word scan could not see:
+/// function names spelled with Unicode escapes, `UPDATE pg_settings` (the
+/// view's rule calls set_config), a query built at run time inside
+/// `query_to_xml`, custom settings whose name is computed or bound, a
+/// temporary table created by `EXPLAIN ANALYZE CREATE TABLE` under a
+/// `search_path` starting with `pg_temp`, and the sequence state an INSERT's
+/// column default leaves (`lastval()`). None needs CREATE privilege. Client 1
+/// does them all; client 2, on the same s0 server, must see a clean session,
+/// and client 1 keeps the settings that can be named.
+#[test]
+fn names_the_text_hides_do_not_carry_state_to_the_next_client() {
+    let f = Fixture::start();
+    f.direct(
+        0,
+        "CREATE TABLE serials (id bigserial, note text); GRANT ALL ON serials, serials_id_seq TO app",
+    );
+    let mut bad = Findings::default();
+    // Routed, a Unicode-escaped identifier is refused outright (it could spell
+    // the key); unrouted, it counts as code that may change anything.
+    hidden_state_round(&f, &mut bad, "app1", Some("alpha"));
+    hidden_state_round(&f, &mut bad, "plain1", None);
+    bad.finish("names_the_text_hides_do_not_carry_state_to_the_next_client");
+}
+
+/// One round of [`names_the_text_hides_do_not_carry_state_to_the_next_client`]
+/// on database `db` (routed when `tenant` is given).
+fn hidden_state_round(f: &Fixture, bad: &mut Findings, db: &str, tenant: Option<&str>) {
+    let routed = tenant.is_some();
+    let params: Vec<(&str, &str)> = tenant.map(|t| ("tenant_id", t)).into_iter().collect();
+    let mut c1 = f.raw(db, &params);
+    let (_, pid1) = q(&mut c1, "SELECT pg_backend_pid()::text");
+    for sql in [
+        r#"SET search_path = pg_temp, public"#,
+        r#"EXPLAIN ANALYZE CREATE TABLE scratch AS SELECT 'temp of the first client'::text AS s"#,
+        r#"EXPLAIN ANALYZE CREATE TABLE U&"pg\005ftemp".leak AS SELECT 'x'::text AS s"#,
+        r#"UPDATE pg_settings SET setting = 'evil_schema, public' WHERE name = 'search_path'"#,
+        r#"SELECT U&"set\005fconfig"('statement_timeout', '1234', false)"#,
+        r#"SELECT set_config('statement_timeout', '1234', false)"#,
+        r#"SELECT query_to_xml('SELECT set_'||'config(''work_mem'',''7MB'',false)', true, false, '')"#,
+        r#"SELECT set_config('app.'||'tenant', '42', false)"#,
+        r#"SELECT U&"pg\005fadv\0069sory\005flock"(4242)"#,
+        r#"INSERT INTO serials (note) VALUES ('row of the first client')"#,
+    ] {
+        let (errs, _) = q(&mut c1, sql);
+        if routed && sql.contains("U&\"") {
+            assert_eq!(errs, ["0A000"], "{db}: client 1 `{sql}` must be refused");
+        } else {
+            assert!(errs.is_empty(), "{db}: client 1 `{sql}` failed: {errs:?}");
+        }
+    }
+    // A bound setting name, as `set_config(%s, %s, false)` in psycopg.
+    let m = c1
+        .parse("", "SELECT set_config($1, 'bound', false)")
+        .bind("", &["app.bound"])
+        .execute()
+        .sync()
+        .run(1);
+    assert!(
+        error_codes(&m).is_empty(),
+        "{db}: client 1 bound set_config: {m:?}"
+    );
+    // Last: the role, which the README promises never reaches another client.
+    let role = if routed {
+        r#"SELECT set_config('role', 'r_other', false)"#
+    } else {
+        r#"SELECT U&"set\005fconfig"('role', 'r_other', false)"#
+    };
+    let (errs, _) = q(&mut c1, role);
+    assert!(errs.is_empty(), "{db}: client 1 role: {errs:?}");
+
+    let params2: Vec<(&str, &str)> = tenant
+        .map(|_| ("tenant_id", "alpha2"))
+        .into_iter()
+        .collect();
+    let mut c2 = f.raw(db, &params2);
+    let (errs, v) = q(
+        &mut c2,
+        "SELECT concat_ws('|', (SELECT name FROM shard_marker), pg_backend_pid(), current_user, \
+         current_setting('statement_timeout'), current_setting('work_mem'), \
+         current_setting('search_path'), coalesce(current_setting('app.tenant', true), ''), \
+         coalesce(current_setting('app.bound', true), ''), \
+         (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()), \
+         coalesce(to_regclass('pg_temp.scratch')::text, 'NULL'), \
+         coalesce(to_regclass('pg_temp.leak')::text, 'NULL'))",
+    );
+    assert!(errs.is_empty(), "{db}: client 2: {errs:?}");
+    let want = format!("s0|{}|app|0|4MB|\"$user\", public|||0|NULL|NULL", pid1[0]);
+    bad.check(v == [want.clone()], || {
+        format!(
+            "{db}: next client on the same s0 server sees (shard|pid|user|statement_timeout|work_mem|search_path|app.tenant|app.bound|advisory locks|temp tables) {v:?}, want [{want:?}]"
+        )
+    });
+    let (errs, v) = q(&mut c2, "SELECT lastval()::text");
+    bad.check(errs == ["55000"], || {
+        format!("{db}: next client's lastval() gives {v:?} {errs:?}, want 55000 (not yet defined)")
+    });
+    // What can be named follows client 1 to its next transaction.
+    let (errs, v) = q(
+        &mut c1,
+        "SELECT concat_ws('|', current_user, current_setting('statement_timeout'), current_setting('work_mem'))",
+    );
+    assert!(errs.is_empty(), "{db}: client 1 again: {errs:?}");
+    bad.check(v == ["r_other|1234ms|7MB"], || {
+        format!("{db}: client 1's own settings afterwards: {v:?}, want [\"r_other|1234ms|7MB\"]")
+    });
 }

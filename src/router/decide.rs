@@ -878,6 +878,13 @@ fn violation(r: &Routing, v: Violation) -> Refusal {
                 r.key
             ),
         ),
+        Violation::EscapedIdentifier => Refusal::new(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!(
+                "Unicode-escaped identifiers (U&\"...\") cannot be routed: one could spell {}; write the name plainly",
+                r.key
+            ),
+        ),
         Violation::TooManyMentions => Refusal::new(
             sqlstate::STATEMENT_TOO_COMPLEX,
             format!(

@@ -129,8 +129,13 @@ impl Effects {
     /// The random seed (`setseed`): reseeded on release, or the next client's
     /// `random()` is predictable.
     pub const SEED: Effects = Effects(256);
+    /// Settings whose names cannot be known from the text (`set_config` with a
+    /// computed or bound name): Postgres lists no custom placeholder setting in
+    /// `pg_settings`, so they cannot be read back. What can be read back
+    /// follows the client, then `RESET ALL` clears the rest on release.
+    pub const UNNAMED_SETTINGS: Effects = Effects(512);
     /// Everything (what dynamic code may do).
-    pub const ALL: Effects = Effects(511);
+    pub const ALL: Effects = Effects(1023);
 
     /// No effect.
     pub const fn none() -> Effects {
@@ -180,6 +185,9 @@ pub enum Violation {
     InvalidTenant,
     /// More than [`MAX_MENTIONS`] tenant mentions.
     TooManyMentions,
+    /// A Unicode-escaped identifier (`U&"..."`) in a routed text: it may
+    /// spell the tenant key, which the scanner would then not see.
+    EscapedIdentifier,
 }
 
 /// A tenant named literally in a text.
@@ -331,6 +339,9 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
     });
     out.params.sort_unstable();
     out.array_params.sort_unstable();
+    if !key.is_empty() && unicode_escape(sql, b'"') {
+        out.violate(Violation::EscapedIdentifier);
+    }
     if set_tenant_seen && out.count > 1 {
         out.violate(Violation::TenantSetInMulti);
     }
@@ -819,50 +830,75 @@ fn push_ident(sql: &[u8], t: &Tok, out: &mut String) {
 /// Over-matching only costs a reset at release.
 const STATE_WORDS: &[(&[u8], Effects)] = &[
     (b"set_config", Effects::SETTINGS),
+    // The view's update rule calls set_config.
+    (b"pg_settings", Effects::SETTINGS),
     (b"advisory", Effects::ADVISORY),
     (b"nextval", Effects::SEQUENCES),
     (b"setval", Effects::SEQUENCES),
     (b"setseed", Effects::SEED),
     (b"pg_temp", Effects::TEMP),
+    // Built-ins that run a query given as text, which may be built at run
+    // time ('set_' || 'config(...)'), so nothing in the text gives it away.
+    (b"query_to_xml", Effects::DYNAMIC),
+    (b"cursor_to_xml", Effects::DYNAMIC),
+    (b"ts_stat", Effects::DYNAMIC),
+    (b"ts_rewrite", Effects::DYNAMIC),
 ];
 
 /// Effects visible anywhere in a statement: `set_config(..)` and the custom
 /// settings it names, temporary objects, advisory locks, sequences, the seed.
+///
+/// Fail-closed where the text can hide a name: a Unicode-escaped identifier
+/// or string (`U&"set\005fconfig"`) may spell any function, so it counts as
+/// dynamic code; a statement that can create a table anywhere in it (`CREATE`,
+/// `INTO` other than `INSERT INTO`/`MERGE INTO`) may create a temporary one
+/// (`search_path` may put `pg_temp` first); one that can fill column defaults
+/// (`INSERT`, `COPY`, `MERGE`, `DEFAULT`) may advance a sequence.
 fn effects(sql: &[u8], std: bool, out: &mut Facts) {
     for (word, e) in STATE_WORDS {
         if !out.effects.any(*e) && contains_ci(sql, word) {
             out.effects.add(*e);
         }
     }
+    if unicode_escape(sql, b'"') || unicode_escape(sql, b'\'') {
+        out.effects.add(Effects::DYNAMIC);
+    }
     let mut lx = Lexer::new(sql, std);
-    let mut first = true;
-    let mut selects = false;
+    let mut prev_insert = false;
     while let Some(t) = lx.next_sig() {
-        if std::mem::take(&mut first) {
-            selects = is_any_kw(sql, &t, &[b"SELECT", b"WITH"]);
-        }
         if t.k != K::Ident {
+            prev_insert = false;
             continue;
         }
         let w = text(sql, &t);
-        if selects && w.eq_ignore_ascii_case(b"INTO") {
-            // SELECT .. INTO creates a table, which may be temporary.
+        let kw = |k: &[u8]| w.eq_ignore_ascii_case(k);
+        if kw(b"CREATE") || (kw(b"INTO") && !prev_insert) {
             out.effects.add(Effects::TEMP);
         }
+        if kw(b"INSERT") || kw(b"COPY") || kw(b"MERGE") || kw(b"DEFAULT") {
+            out.effects.add(Effects::SEQUENCES);
+        }
+        prev_insert = kw(b"INSERT") || kw(b"MERGE");
         let starts = |p: &[u8]| w.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
-        if w.eq_ignore_ascii_case(b"set_config") {
+        if kw(b"set_config") {
             out.effects.add(Effects::SETTINGS);
-            // The name, when it is a literal: custom settings are read back by name.
+            // The name, when it is a literal: custom settings are read back by
+            // name. Any other name (a parameter, an expression, literals that
+            // Postgres joins across a newline) cannot be.
             let mut l2 = lx;
+            let mut named = false;
             if l2.next_sig().is_some_and(|t| t.k == K::LParen) {
                 if let Some(n) = l2.next_sig() {
-                    if matches!(n.k, K::Str { .. }) {
+                    if matches!(n.k, K::Str { .. })
+                        && l2.next_sig().is_some_and(|t| t.k == K::Comma)
+                    {
                         if let Some(k) = (TenantToken::Quoted {
                             raw: body(sql, &n),
                             escape: matches!(n.k, K::Str { escape: true }),
                         })
                         .to_key()
                         {
+                            named = true;
                             let name = k.as_str().to_ascii_lowercase();
                             if name.contains('.') {
                                 note_custom(out, name);
@@ -870,6 +906,9 @@ fn effects(sql: &[u8], std: bool, out: &mut Facts) {
                         }
                     }
                 }
+            }
+            if !named {
+                out.effects.add(Effects::UNNAMED_SETTINGS);
             }
         } else if w.eq_ignore_ascii_case(b"temp")
             || w.eq_ignore_ascii_case(b"temporary")
@@ -880,6 +919,14 @@ fn effects(sql: &[u8], std: bool, out: &mut Facts) {
             out.effects.add(Effects::ADVISORY);
         }
     }
+}
+
+/// Whether `sql` has a Unicode-escaped identifier (`quote` `"`: `U&"..."`) or
+/// string (`'`: `U&'...'`), in which any name can hide. Counted anywhere, even
+/// inside a literal or comment: a false alarm only costs a reset.
+fn unicode_escape(sql: &[u8], quote: u8) -> bool {
+    memchr::memchr_iter(b'&', sql)
+        .any(|i| i > 0 && sql[i - 1].eq_ignore_ascii_case(&b'u') && sql.get(i + 1) == Some(&quote))
 }
 
 /// ASCII case-insensitive substring search.
@@ -1133,6 +1180,76 @@ mod tests {
             vec!["app.color".to_string(), "my.x".to_string()]
         );
         assert_eq!(Effects::DYNAMIC.resets(), Effects::ALL);
+    }
+
+    #[test]
+    fn names_the_text_can_hide_fail_closed() {
+        // Probe findings: each of these changed session state that reached
+        // the next client on the same server.
+        let e = |s: &str| facts(s).effects;
+        let dynamic = [
+            r#"SELECT U&"set\005fconfig"('role', 'r_other', false)"#,
+            r#"SELECT u&"pg\005fadv\0069sory\005flock"(4242)"#,
+            r#"SET U&"app".tenant3 = 'x'"#,
+            "SELECT set_config(U&'app\\002etenant', 'x', false)",
+            "SELECT query_to_xml('SELECT set_'||'config(''search_path'',''x'',false)', true, false, '')",
+            "SELECT * FROM ts_stat('SELECT 1')",
+            "SELECT ts_rewrite('a'::tsquery, 'SELECT 1')",
+        ];
+        for sql in dynamic {
+            assert!(e(sql).any(Effects::DYNAMIC), "{sql}");
+            assert_eq!(e(sql).resets(), Effects::ALL, "{sql}");
+        }
+        // The view's update rule calls set_config.
+        assert!(
+            e("UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'")
+                .any(Effects::SETTINGS)
+        );
+        // A name Postgres would accept but the text does not spell out.
+        for sql in [
+            "SELECT set_config($1, $2, false)",
+            "SELECT set_config('app.' || 'tenant', '42', false)",
+            "SELECT set_config('app.'\n'tenant', '42', false)",
+            "SELECT set_config(name, '1', false) FROM names",
+        ] {
+            assert!(e(sql).any(Effects::UNNAMED_SETTINGS), "{sql}");
+        }
+        assert!(!e("SELECT set_config('app.tenant', $1, false)").any(Effects::UNNAMED_SETTINGS));
+        assert!(
+            !e("SELECT set_config(E'app\\x2etenant', $1, false)").any(Effects::UNNAMED_SETTINGS)
+        );
+        // A table created anywhere in a statement may be temporary
+        // (search_path may start with pg_temp).
+        for sql in [
+            "EXPLAIN ANALYZE CREATE TABLE scratch AS SELECT 1",
+            "EXPLAIN ANALYZE SELECT 1 INTO scratch",
+            "WITH a AS (SELECT 1) SELECT * INTO scratch FROM a",
+            "PREPARE p AS SELECT 1 INTO scratch",
+        ] {
+            assert!(e(sql).any(Effects::TEMP), "{sql}");
+        }
+        assert!(!e("INSERT /* c */ INTO t SELECT 1").any(Effects::TEMP));
+        assert!(!e("MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE").any(Effects::TEMP));
+        // Column defaults may call nextval.
+        for sql in [
+            "INSERT INTO t (note) VALUES ('x')",
+            "COPY t (note) FROM STDIN",
+            "UPDATE t SET id = DEFAULT",
+            "MERGE INTO t USING s ON true WHEN NOT MATCHED THEN INSERT VALUES (1)",
+        ] {
+            assert!(e(sql).any(Effects::SEQUENCES), "{sql}");
+        }
+        assert!(!e("SELECT a FROM t WHERE b = 1").any(Effects::SEQUENCES));
+        assert!(!e("UPDATE t SET a = a + 1").any(Effects::SEQUENCES));
+        // Routed, a Unicode-escaped identifier may be the key itself: refused.
+        assert_eq!(
+            facts(r#"SELECT * FROM t WHERE U&"tenant\005fid" = 2"#).violation,
+            Some(Violation::EscapedIdentifier)
+        );
+        assert_eq!(facts("SELECT U&'x'").violation, None);
+        let mut f = Facts::default();
+        analyze(br#"SELECT U&"x" FROM t"#, b"", true, &mut f);
+        assert_eq!(f.violation, None, "unrouted databases are not routed");
     }
 
     #[test]

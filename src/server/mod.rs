@@ -165,6 +165,11 @@ pub struct ServerState {
     pub broken: bool,
     /// Local address of the socket (console).
     pub local_addr: Option<SocketAddr>,
+    /// The client whose transaction may have advanced sequences here (an
+    /// INSERT's default calls `nextval`): what `currval`/`lastval` would
+    /// reveal. Any other client gets `DISCARD SEQUENCES` pipelined ahead of
+    /// its work ([`Self::sync_statement`]) instead of a round trip on release.
+    pub sequences_of: Option<i32>,
 }
 
 impl ServerState {
@@ -187,6 +192,7 @@ impl ServerState {
             generation: 0,
             broken: false,
             local_addr,
+            sequences_of: None,
         }
     }
 
@@ -215,6 +221,7 @@ impl ServerState {
             generation: 0,
             broken: true,
             local_addr: None,
+            sequences_of: None,
         }
     }
 
@@ -234,9 +241,13 @@ impl ServerState {
         &self,
         want: &ParamSet,
         want_unreported: &ParamSet,
+        client: i32,
     ) -> Option<SyncStatement> {
         let mut sql = String::new();
         let mut privileged = false;
+        if self.sequences_of.is_some_and(|c| c != client) {
+            sql.push_str("DISCARD SEQUENCES;");
+        }
         // Identity first: SET SESSION AUTHORIZATION resets the role, and settings
         // applied after a role change are checked against that role.
         for key in ["session_authorization", "role"] {
@@ -273,8 +284,12 @@ impl ServerState {
         (!sql.is_empty()).then_some(SyncStatement { sql, privileged })
     }
 
-    /// Note that a statement from [`sync_statement`](Self::sync_statement) was sent.
-    pub fn assume_synced(&mut self, want_unreported: &ParamSet) {
+    /// Note that a statement from [`sync_statement`](Self::sync_statement) was
+    /// sent for `client`.
+    pub fn assume_synced(&mut self, want_unreported: &ParamSet, client: i32) {
+        if self.sequences_of.is_some_and(|c| c != client) {
+            self.sequences_of = None;
+        }
         if self.unreported != *want_unreported {
             self.unreported = want_unreported.clone();
         }
@@ -564,6 +579,13 @@ impl ServerConn {
                 push_literal(&mut sql, n);
                 sql.push_str(", true)");
             }
+            sql.push(';');
+        }
+        // After the read back: settings nobody can name are cleared (the role
+        // and session authorization are not, and were read back).
+        let reset_all = resets.any(Effects::UNNAMED_SETTINGS);
+        if reset_all {
+            sql.push_str("RESET ALL;");
         }
         if sql.is_empty() {
             return Ok(None);
@@ -572,7 +594,13 @@ impl ServerConn {
         if resets.any(Effects::PREPARED) {
             self.prepared.clear();
         }
+        if resets.any(Effects::SEQUENCES) {
+            self.sequences_of = None;
+        }
         if !read_back {
+            if reset_all {
+                self.unreported.retain(is_identity);
+            }
             return Ok(None);
         }
         let mut set = ParamSet::default();
@@ -591,6 +619,9 @@ impl ServerConn {
             }
         }
         self.unreported = set.clone();
+        if reset_all {
+            self.unreported.retain(is_identity);
+        }
         Ok(Some(set))
     }
 

@@ -298,6 +298,11 @@ impl ParamSet {
         self.0.retain(|(k, _)| k != key);
     }
 
+    /// Keep only the names `keep` accepts.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.0.retain(|(k, _)| keep(k));
+    }
+
     /// Iterate in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_ref(), v.as_str()))

@@ -1571,8 +1571,12 @@ impl Session {
         }
         if clean && !reset && !effects.is_empty() {
             let login_user = pool.target.load().user.clone();
-            let read_back = effects
-                .any(crate::router::Effects::SETTINGS.union(crate::router::Effects::DYNAMIC));
+            use crate::router::Effects;
+            let read_back = effects.any(
+                Effects::SETTINGS
+                    .union(Effects::DYNAMIC)
+                    .union(Effects::UNNAMED_SETTINGS),
+            );
             if co
                 .conn
                 .reset_and_read_back(

@@ -19,11 +19,15 @@ impl Core {
     /// confirmed by the driver before any of the client's work is sent (a client
     /// never runs as a role that is not its own). `None` when there is none.
     pub fn prepare_attach(&self, conn: &mut ServerState) -> Option<String> {
-        let sync = conn.sync_statement(self.settings.reported(), self.settings.unreported())?;
+        let sync = conn.sync_statement(
+            self.settings.reported(),
+            self.settings.unreported(),
+            self.client_id,
+        )?;
         if !sync.privileged {
             return None;
         }
-        conn.assume_synced(self.settings.unreported());
+        conn.assume_synced(self.settings.unreported(), self.client_id);
         Some(sync.sql)
     }
 
@@ -66,9 +70,13 @@ impl Core {
         let evicted = conn
             .prepared
             .evict_over(self.db.settings.max_prepared_statements);
-        let sync = conn.sync_statement(self.settings.reported(), self.settings.unreported());
+        let sync = conn.sync_statement(
+            self.settings.reported(),
+            self.settings.unreported(),
+            self.client_id,
+        );
         if sync.is_some() {
-            conn.assume_synced(self.settings.unreported());
+            conn.assume_synced(self.settings.unreported(), self.client_id);
         }
         let mut att = Attachment::new(shard, conn);
         if !evicted.is_empty() {
@@ -141,10 +149,20 @@ impl Core {
             );
             state.broken = true;
         }
+        let read_back = effects.any(Effects::SETTINGS.union(Effects::UNNAMED_SETTINGS));
+        let mut resets = effects.resets();
+        if resets.any(Effects::SEQUENCES) {
+            // The server remembers whose sequences it holds; a release with
+            // nothing else to reset needs no round trip for them.
+            state.sequences_of = Some(self.client_id);
+            if resets == Effects::SEQUENCES && !read_back {
+                resets = Effects::none();
+            }
+        }
         Need::Release(Box::new(Release {
             state,
-            read_back: effects.any(Effects::SETTINGS.union(Effects::DYNAMIC)),
-            effects: effects.resets(),
+            read_back: read_back || effects.any(Effects::DYNAMIC),
+            effects: resets,
             tenant,
             since,
             counters,
