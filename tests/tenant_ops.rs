@@ -423,6 +423,19 @@ async fn tenant_commands_fail_clearly_and_change_nothing() {
         "42704"
     );
 
+    // A timeout past the clock's range is refused before anything is paused
+    // (probe: it panicked the console and left the tenant paused).
+    for t in ["18446744073709551615", "9223372036854775807", "86401"] {
+        let (c, m) = console(&admin, &format!("PAUSE TENANT '42' {t}"))
+            .await
+            .unwrap_err();
+        assert_eq!(c, "22023", "{t}: {m}");
+        assert_ne!(
+            tenant_state(&admin, "42").await.map(|s| s.0).as_deref(),
+            Some("1"),
+            "{t}: left paused"
+        );
+    }
     // PAUSE, then MOVE to an unknown shard: refused, map untouched.
     console(&admin, "PAUSE TENANT '42'").await.unwrap();
     let (c, m) = console(&admin, "PAUSE TENANT '42'").await.unwrap_err();

@@ -67,37 +67,50 @@ fn distinct(keys: &BTreeMap<String, TenantKey>) -> Vec<TenantKey> {
 pub async fn pause(app: &App, key: &str, timeout: Option<u64>) -> Result<(), PgError> {
     let keys = distinct(&keys_of(app, key)?);
     let timeout = timeout.map_or(DEFAULT_PAUSE_TIMEOUT, Duration::from_secs);
-    let mut paused = Vec::new();
+    // Checked before anything is paused: a timeout past the clock's range is
+    // refused, not a panic that leaves the tenant paused.
+    let deadline = match tokio::time::Instant::now().checked_add(timeout) {
+        Some(d) if timeout <= MAX_PAUSE_TIMEOUT => d,
+        _ => {
+            return Err(PgError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!(
+                    "PAUSE TENANT timeout must be at most {} seconds",
+                    MAX_PAUSE_TIMEOUT.as_secs()
+                ),
+            ))
+        }
+    };
+    // Until the tenant is drained, any way out (a timeout, an error, the
+    // console connection dropped mid-wait) resumes what this command paused.
+    let mut paused = Paused {
+        app,
+        keys: Vec::new(),
+    };
     for k in &keys {
-        if app.gate.pause(*k) {
-            paused.push(*k);
-        } else {
-            for p in &paused {
-                app.gate.resume(p);
-            }
+        if !app.gate.pause(*k) {
             return Err(PgError::new(
                 sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!("tenant {key:?} is already paused"),
             ));
         }
+        paused.keys.push(*k);
     }
     tracing::info!(tenant = key, "PAUSE TENANT: new transactions are held");
-    let deadline = tokio::time::Instant::now() + timeout;
     let mut left = Vec::new();
     for k in &keys {
         let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
         left.extend(app.gate.drained(k, rest).await);
     }
     if left.is_empty() {
+        paused.keys.clear();
         tracing::info!(
             tenant = key,
             "PAUSE TENANT: paused (a restart of shardbouncer ends the pause)"
         );
         return Ok(());
     }
-    for k in &keys {
-        app.gate.resume(k);
-    }
+    drop(paused);
     left.sort_unstable();
     left.dedup();
     let clients = left
@@ -114,6 +127,24 @@ pub async fn pause(app: &App, key: &str, timeout: Option<u64>) -> Result<(), PgE
             timeout.as_secs()
         ),
     ))
+}
+
+/// Longest `PAUSE TENANT` wait: a day.
+const MAX_PAUSE_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// Tenants a `PAUSE TENANT` paused and has not finished pausing: resumed
+/// when dropped.
+struct Paused<'a> {
+    app: &'a App,
+    keys: Vec<TenantKey>,
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        for k in &self.keys {
+            self.app.gate.resume(k);
+        }
+    }
 }
 
 /// `RESUME TENANT key`.
