@@ -718,6 +718,43 @@ async fn cancel_reaches_only_the_right_query() {
     assert_eq!(int_of(&victim, "SELECT 1").await, 1);
 }
 
+/// A client that leaves in the middle of a query does not leave the query
+/// running: its server is cancelled before it is closed. Postgres notices a
+/// closed socket only when it next writes, so each such client used to leave
+/// a backend running outside the pool's count (probe: ten clients that timed
+/// out in a row left ten backends on a pool of one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_query_leaves_no_query_running() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "default_pool_size = 1")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    let running = || {
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'",
+        )
+    };
+    for _ in 0..3 {
+        let port = b.port;
+        let mut c = support::blocking(move || Raw::login(port, "app", "app"));
+        let bytes = c.query("SELECT pg_sleep(60)").take_built();
+        c.s.write_all(&bytes).unwrap();
+        eventually(Duration::from_secs(10), "the query to start", || async {
+            running() == "1"
+        })
+        .await;
+        drop(c);
+        eventually(Duration::from_secs(10), "the query to stop", || async {
+            running() == "0"
+        })
+        .await;
+    }
+    // The pool goes on with a fresh server.
+    let c = b.connect("app", "", "app").await;
+    assert_eq!(int_of(&c, "SELECT 1").await, 1);
+}
+
 /// A cancel that finds nothing running is ignored, as Postgres ignores it: a
 /// client that sends its next query once its cancel went through (libpq's
 /// PQcancel sends the CancelRequest and waits until the cancel's connection

@@ -819,13 +819,31 @@ impl Pool {
         self.release(c.permit, c.from_reserve, c.tenant);
     }
 
+    /// Close a server its client left in the middle of work (a query may be
+    /// running on it): cancel that first. Postgres notices a closed socket
+    /// only when it next writes, so a long query would run on, a backend
+    /// outside the pool's count, and clients that keep timing out would pile
+    /// them up past `max_connections`.
+    pub fn discard_busy(&self, c: Checkout) {
+        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        self.close_with(c.conn, true);
+        self.release(c.permit, c.from_reserve, c.tenant);
+    }
+
     fn close(&self, conn: ServerConn) {
+        self.close_with(conn, false);
+    }
+
+    fn close_with(&self, conn: ServerConn, cancel_first: bool) {
         self.total.fetch_sub(1, Ordering::Relaxed);
         // The shared caps' slots come back once the backend is gone, so a cap
         // holds as Postgres counts connections (an evicted server is not still
         // exiting when its replacement logs in).
         let caps = self.caps.get().cloned();
         tokio::spawn(async move {
+            if cancel_first {
+                crate::server::send_cancel(*conn.cancel).await;
+            }
             conn.terminate().await;
             for c in caps.iter().flatten() {
                 c.give();

@@ -1593,8 +1593,10 @@ impl Session {
         }
         if clean && !co.conn.broken {
             pool.checkin(co);
-        } else {
+        } else if clean {
             pool.discard(co);
+        } else {
+            pool.discard_busy(co);
         }
         self.app.transaction_finished();
     }
