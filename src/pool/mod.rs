@@ -113,6 +113,10 @@ pub struct Pool {
     pub generation: AtomicU64,
     /// Parameters of the first server seen, sent to clients at login.
     pub server_params: Mutex<Option<crate::server::ParamSet>>,
+    /// When the last connection attempt failed, and why (`None` once one
+    /// succeeds): clients that were already waiting then get that error at
+    /// once instead of each trying for `server_connect_timeout` in turn.
+    connect_failed: Mutex<Option<(tokio::time::Instant, ServerError)>>,
     /// Counters.
     pub stats: PoolStats,
     /// PAUSE: no new checkouts while set.
@@ -317,6 +321,7 @@ impl Pool {
             total: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             server_params: Mutex::new(None),
+            connect_failed: Mutex::new(None),
             stats: PoolStats::default(),
             paused: AtomicBool::new(false),
             disabled: AtomicBool::new(false),
@@ -602,8 +607,9 @@ impl Pool {
         settings: &PoolSettings,
         who: fair::For,
     ) -> Result<Checkout, PoolError> {
+        let started = tokio::time::Instant::now();
         let wait = settings.query_wait_timeout.non_zero();
-        let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+        let deadline = wait.map(|w| started + w);
         // The slow paths (PAUSE, a full pool, a new connection) are boxed: their
         // futures are large, and inline they would make every client's task, idle
         // ones included, that much bigger.
@@ -636,6 +642,18 @@ impl Pool {
                 Room::Idle(conn) => return Ok(held.hand_out(*conn)),
             },
         };
+        // A connection attempt failed while this client waited (a dead
+        // shard): it gets that answer now, as PgBouncer answers clients
+        // queued behind a failed login. A client that comes later tries again.
+        if let Some((at, e)) = &*self
+            .connect_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            if *at > started {
+                return Err(PoolError::Connect(e.clone()));
+            }
+        }
         match Box::pin(self.connect(settings)).await {
             Ok(conn) => {
                 slots.keep();
@@ -752,6 +770,13 @@ impl Pool {
             }
         };
         drop(connecting);
+        *self
+            .connect_failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = res
+            .as_ref()
+            .err()
+            .map(|e| (tokio::time::Instant::now(), e.clone()));
         match &res {
             Ok(c) => {
                 self.total.fetch_add(1, Ordering::Relaxed);
