@@ -644,6 +644,86 @@ async fn stale_server_statements_are_prepared_afresh_as_postgres_would() {
     }
 }
 
+/// A fresh Parse never fails because of a schema change that came before it,
+/// whichever server it lands on once one server has reported its copy stale
+/// (probe: a new client's Parse + Describe of a text prepared before an ALTER
+/// TABLE got 0A000 "cached plan must not change result type" from a second
+/// server's old copy, so asyncpg's one retry failed too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_one_stale_report_no_server_serves_an_old_copy() {
+    let pg = PgCluster::start();
+    pg.psql(
+        "app",
+        "CREATE TABLE mig (a text); INSERT INTO mig VALUES ('x'); GRANT ALL ON mig TO app",
+    );
+    let b = Bouncer::start(&basic_config(&[&pg], "default_pool_size = 2\n"));
+    let sql = "SELECT * FROM mig";
+    // Two clients, each holding a server in a transaction: both servers
+    // prepare the text.
+    let mut pids = Vec::new();
+    let mut old = Vec::new();
+    for _ in 0..2 {
+        let x = b.connect("app", "secret", "app").await;
+        x.batch_execute("BEGIN").await.unwrap();
+        let st = x.prepare(sql).await.unwrap();
+        assert_eq!(x.query(&st, &[]).await.unwrap().len(), 1);
+        pids.push(
+            x.query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .unwrap()
+                .get::<_, i32>(0),
+        );
+        old.push((x, st));
+    }
+    assert_ne!(pids[0], pids[1], "both servers hold a copy");
+    for (x, _) in &old {
+        x.batch_execute("COMMIT").await.unwrap();
+    }
+    pg.psql("app", "ALTER TABLE mig ADD COLUMN b int");
+    // Two new clients, one server each, prepare the text fresh: the first may
+    // meet its server's old copy (once), the second, on the other server,
+    // must not.
+    let d = b.connect("app", "secret", "app").await;
+    let e = b.connect("app", "secret", "app").await;
+    let mut pids2 = Vec::new();
+    for x in [&d, &e] {
+        x.batch_execute("BEGIN").await.unwrap();
+        pids2.push(
+            x.query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .unwrap()
+                .get::<_, i32>(0),
+        );
+    }
+    assert_ne!(pids2[0], pids2[1]);
+    let first = async {
+        let st = d.prepare(sql).await?;
+        d.query(&st, &[]).await
+    }
+    .await;
+    if let Err(err) = &first {
+        assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err}");
+    }
+    let st = e
+        .prepare(sql)
+        .await
+        .expect("a fresh Parse on the other server");
+    let rows = e
+        .query(&st, &[])
+        .await
+        .expect("a fresh statement on the other server runs");
+    assert_eq!(rows[0].len(), 2, "the new column is there");
+    for x in [&d, &e] {
+        x.batch_execute("ROLLBACK").await.unwrap();
+    }
+    // And from now on every fresh Parse works, wherever it lands.
+    for x in [&d, &e, &d, &e] {
+        let st = x.prepare(sql).await.unwrap();
+        assert_eq!(x.query(&st, &[]).await.unwrap()[0].len(), 2);
+    }
+    drop(old);
+}
+
 /// Fuzz regression (session target): an unnamed Parse that Postgres skips after
 /// an earlier error in its batch must not become the client's unnamed
 /// statement; shardbouncer had recorded it before the error came back and

@@ -33,6 +33,19 @@ pub fn tick() -> u64 {
     CLOCK.fetch_add(1, Ordering::Relaxed)
 }
 
+/// The last moment a server reported a copy stale (0: never). Copies prepared
+/// before it, on every server, are not used again: a schema change that made
+/// one server's copy stale made the others' stale too, and a client whose
+/// retry landed on another server would get the same error again (asyncpg
+/// re-prepares once, then gives up), where Postgres never fails a fresh
+/// Parse. After a migration each statement is prepared again once per server.
+static INVALIDATED_AT: AtomicU64 = AtomicU64::new(0);
+
+/// A server reported a copy stale: every copy prepared until now is suspect.
+pub fn invalidate_all() {
+    INVALIDATED_AT.fetch_max(tick(), Ordering::Relaxed);
+}
+
 /// A statement as prepared on servers.
 #[derive(Debug)]
 pub struct StmtDef {
@@ -142,7 +155,9 @@ impl ServerStatements {
         self.tick += 1;
         match self.map.get_mut(&def.hash) {
             Some(c) if c.def.same(def) => {
-                if c.prepared_at < def.not_before {
+                if c.prepared_at < def.not_before
+                    || c.prepared_at < INVALIDATED_AT.load(Ordering::Relaxed)
+                {
                     c.stale = true;
                 }
                 if c.stale {

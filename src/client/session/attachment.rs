@@ -484,6 +484,7 @@ impl Attachment {
                                 // Its next user prepares it afresh, as it would
                                 // on its own connection after this error.
                                 a.conn.prepared.mark_stale(&def);
+                                prepared::invalidate_all();
                             }
                         }
                         if mode != Mode::Swallow {
