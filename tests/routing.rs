@@ -178,6 +178,23 @@ async fn startup_parameter_routes_and_never_reaches_postgres() {
         stdout.contains(&format!("{}|owner of 42", f.port_of("42"))),
         "{stdout}"
     );
+    // Two different tenants at connect are refused, not resolved by order
+    // (Postgres applies `options` before the other parameters).
+    let cs = format!(
+        "{} options='-c tenant_id=1 -c tenant_id=42'",
+        f.bouncer.conn_str("app", "secret", "app")
+    );
+    let e = tokio_postgres::connect(&cs, tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("conflicting tenants at connect");
+    assert_eq!(code(&e), "22023", "{}", msg(&e));
+    // The same tenant twice is fine.
+    let c = f.client("options='-c tenant_id=42 -c tenant_id=42'").await;
+    assert_eq!(
+        one(&c, "SELECT current_setting('port')").await.unwrap(),
+        f.port_of("42")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -362,13 +362,29 @@ fn startup_tenant(
     if !rt.has(crate::router::Source::Startup) {
         return Ok(None);
     }
-    let given = login
+    // Every value given for the key, from the parameters, `options` and the
+    // user name: they must agree. Postgres applies `options` before the other
+    // parameters whatever their order, so "the last one" would not be the
+    // one Postgres saw; a conflict is refused rather than resolved.
+    let mut given = None;
+    let values = login
         .settings
         .iter()
-        .rev()
-        .find(|(k, _)| k.eq_ignore_ascii_case(&rt.key))
+        .filter(|(k, _)| k.eq_ignore_ascii_case(&rt.key))
         .map(|(_, v)| v.as_str())
-        .or(from_user);
+        .chain(from_user);
+    for v in values {
+        if given.is_some_and(|g| g != v) {
+            return Err(LoginError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!(
+                    "{} given more than once at connect, with different values",
+                    rt.key
+                ),
+            ));
+        }
+        given = Some(v);
+    }
     match given {
         None => Ok(None),
         Some(v) => crate::router::TenantKey::new(v.as_bytes())

@@ -226,6 +226,11 @@ mod tests {
                 ("search_path".to_string(), "a b".to_string()),
             ]
         );
+        // As Postgres: an escaped space joins words, so this is one setting.
+        assert_eq!(
+            parse_options(r"-c tenant_id=1\ -c\ tenant_id=42").unwrap(),
+            vec![("tenant_id".to_string(), "1 -c tenant_id=42".to_string())]
+        );
         assert!(parse_options("-x").is_err());
         assert!(parse_options("-c").is_err());
     }
