@@ -97,6 +97,10 @@ pub fn param_key(value: Option<&[u8]>, format: i16, oid: u32) -> Result<TenantKe
     }
 }
 
+/// [`param_array_keys`]'s error for an array past the unit's limit on tenant
+/// values (refused as too complex, 54001, like as many literals).
+pub const TOO_MANY_ELEMENTS: &str = "has more elements than one unit of work may name";
+
 /// Decode an array parameter value (`None`: NULL) of `key = ANY($n)`, text or
 /// binary, calling `f` with every element as a tenant key; at most `max`
 /// elements. The error says what is wrong, for a 22023 message.
@@ -113,7 +117,7 @@ pub fn param_array_keys(
     let mut each = |k: TenantKey| {
         n += 1;
         if n > max {
-            return Err("has more elements than one unit of work may name");
+            return Err(TOO_MANY_ELEMENTS);
         }
         f(k);
         Ok(())

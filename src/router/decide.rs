@@ -609,8 +609,13 @@ fn bind_mentions(
                     source: Source::Scan,
                 })
             });
-            if let Err(why) = res {
-                err = Some(bad(i + 1, why));
+            match res {
+                // Too many values is the unit's limit, as for literals (54001).
+                Err(super::bind::TOO_MANY_ELEMENTS) => {
+                    err = Some(violation(r, Violation::TooManyMentions))
+                }
+                Err(why) => err = Some(bad(i + 1, why)),
+                Ok(()) => {}
             }
         }
     });

@@ -415,6 +415,19 @@ fn held_and_failed_transactions() {
 }
 
 #[test]
+fn too_many_values_in_an_array_parameter_is_too_complex() {
+    // As for literals (54001), not an invalid value (probe: 22023).
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let sql = "SELECT * FROM accounts WHERE tenant_id = ANY($1)";
+    let many = format!("{{{}}}", vec!["1"; 10_001].join(","));
+    assert_eq!(code(&extended(&r, &t, Tx::Idle, sql, &[&many])), "54001");
+    let fine = format!("{{{}}}", vec!["1"; 10_000].join(","));
+    assert_eq!(shard(&extended(&r, &t, Tx::Idle, sql, &[&fine])), Some(0));
+    assert_eq!(code(&extended(&r, &t, Tx::Idle, sql, &["{1,NULL}"])), "22023");
+}
+
+#[test]
 fn a_pinned_transaction_always_ends_on_its_shard() {
     // Probe finding: BEGIN, tenant 42's work (shard s1), `SET tenant_id = 1`
     // (shard s0) was accepted, and from then on COMMIT and ROLLBACK were
