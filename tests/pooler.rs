@@ -1118,6 +1118,12 @@ async fn ssl_and_gss_requests_get_n_and_minor_versions_are_negotiated() {
         let mut r = [0u8; 1];
         s.read_exact(&mut r).unwrap();
         assert_eq!(&r, b"N");
+        // Asked again on the same connection: Postgres answers each request
+        // once, and takes a second as an unknown protocol version (0A000).
+        s.write_all(&p).unwrap();
+        let (tag, body) = support::raw::read_msg(&mut s).expect("an error");
+        assert_eq!(tag, b'E');
+        assert_eq!(error_code(&body), "0A000");
     }
     // Protocol 3.2 with a _pq_ option: NegotiateProtocolVersion(3.0, [option]) then login.
     let mut s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
@@ -1524,6 +1530,17 @@ async fn memory_goes_back_after_a_burst_of_clients() {
     )
     .await;
     assert_eq!(int_of(&c, "SELECT 1").await, 1);
+}
+
+/// An empty user name is no user name, as for Postgres: 28000, not a failed
+/// password (28P01, which counts against the login rate limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_user_name_is_refused_as_missing() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&basic_config(&[&pg], ""));
+    let port = b.port;
+    let (_, msgs) = support::blocking(move || Raw::startup(port, "", "app", &[]));
+    assert_eq!(support::raw::error_codes(&msgs), ["28000"], "{msgs:?}");
 }
 
 /// ParameterStatus values of a login, by name.

@@ -7,7 +7,7 @@ use crate::net::Stream;
 use crate::protocol::{self, md5, scram, sqlstate};
 use bytes::BytesMut;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Why a login is refused: sent as FATAL with its SQLSTATE (the crate's one error
@@ -33,7 +33,7 @@ pub async fn check_and_authenticate(
     db: Option<&DbRuntime>,
     user: &str,
     peer: Option<SocketAddr>,
-    login_timeout: Duration,
+    deadline: tokio::time::Instant,
 ) -> Result<Authenticated, LoginError> {
     let auth = &snap.config.auth;
     let ip = peer.map(|p| p.ip());
@@ -60,7 +60,7 @@ pub async fn check_and_authenticate(
             });
         }
     }
-    let lookup = tokio::time::timeout(login_timeout, state.lookup(snap, db, user))
+    let lookup = tokio::time::timeout_at(deadline, state.lookup(snap, db, user))
         .await
         .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))?
         .map_err(|e| {
@@ -73,8 +73,8 @@ pub async fn check_and_authenticate(
     let res = match &lookup {
         // Same message as a wrong password: do not reveal which user names exist.
         Lookup::Unknown => Err(auth_failed(user)),
-        Lookup::Found(stored) => tokio::time::timeout(
-            login_timeout,
+        Lookup::Found(stored) => tokio::time::timeout_at(
+            deadline,
             authenticate(stream, auth.kind, user, stored.as_deref()),
         )
         .await

@@ -187,14 +187,15 @@ async fn login<'a>(
 ) -> Result<Option<(Box<session::Session>, Registered<'a>)>, LoginError> {
     let peer = stream.tcp().and_then(|t| t.peer_addr().ok());
     let snap = app.snapshot.load_full();
-    let login_timeout = snap.config.pool_defaults().client_login_timeout.as_std();
+    // One deadline for the whole login: startup packet, user lookup and
+    // password exchange together.
+    let deadline =
+        tokio::time::Instant::now() + snap.config.pool_defaults().client_login_timeout.as_std();
     let acceptor = snap.tls.acceptor.as_ref();
-    let startup = tokio::time::timeout(
-        login_timeout,
-        Box::pin(startup::read_startup(stream, acceptor)),
-    )
-    .await
-    .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))??;
+    let startup =
+        tokio::time::timeout_at(deadline, Box::pin(startup::read_startup(stream, acceptor)))
+            .await
+            .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))??;
     let params = match startup {
         None => return Ok(None),
         Some(Startup::Cancel { pid, secret }) => {
@@ -234,7 +235,8 @@ async fn login<'a>(
         ));
     }
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let Some(user) = get("user").map(str::to_owned) else {
+    // An empty name is no name, as for Postgres (28000, not a failed login).
+    let Some(user) = get("user").filter(|u| !u.is_empty()).map(str::to_owned) else {
         return Err(LoginError::new(
             sqlstate::INVALID_AUTHORIZATION,
             "no PostgreSQL user name specified in startup packet",
@@ -293,7 +295,7 @@ async fn login<'a>(
         db.as_deref(),
         &user,
         peer,
-        login_timeout,
+        deadline,
     ))
     .await?;
     if let (Some(keys), Some(db)) = (authenticated.scram_keys, &db) {

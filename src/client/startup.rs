@@ -58,11 +58,26 @@ pub async fn read_startup(
     s: &mut ClientStream,
     acceptor: Option<&tokio_rustls::TlsAcceptor>,
 ) -> Result<Option<Startup>, LoginError> {
+    // Postgres answers each encryption request once; a second one is taken as
+    // a startup packet of an unknown protocol version.
+    let (mut ssl_asked, mut gss_asked) = (false, false);
     loop {
         let Some(body) = read_startup_packet(s).await? else {
             return Ok(None);
         };
-        match protocol::parse_startup(&body) {
+        let parsed = protocol::parse_startup(&body);
+        let again = match parsed {
+            Ok(StartupPacket::Ssl) => std::mem::replace(&mut ssl_asked, true).then_some("5679"),
+            Ok(StartupPacket::GssEnc) => std::mem::replace(&mut gss_asked, true).then_some("5680"),
+            _ => None,
+        };
+        if let Some(minor) = again {
+            return Err(LoginError::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!("unsupported frontend protocol 1234.{minor}: server supports 3.0 to 3.0"),
+            ));
+        }
+        match parsed {
             Ok(StartupPacket::Ssl) if s.is_tls() => {
                 return Err(LoginError::new(
                     sqlstate::PROTOCOL_VIOLATION,

@@ -229,11 +229,14 @@ impl Live {
         let mut config = Config::load(path)?;
         let old = self.current.load_full();
         let mut notes = Vec::new();
+        // Settings that need a restart keep their running values in the live
+        // configuration, which says what runs (SHOW CONFIG, the next reload).
         if config.listen.addr != old.config.listen.addr {
             notes.push(format!(
                 "[listen] addr changed to {} but needs a restart; still listening on {}",
                 config.listen.addr, old.config.listen.addr
             ));
+            config.listen.addr = old.config.listen.addr.clone();
         }
         if config.workers() != old.config.workers() {
             notes.push(format!(
@@ -241,11 +244,11 @@ impl Live {
                 config.workers(),
                 old.config.workers()
             ));
-            // The live configuration says what runs (SHOW CONFIG, the next reload).
             config.limits.workers = old.config.limits.workers;
         }
         if config.admin.metrics_addr != old.config.admin.metrics_addr {
             notes.push("[admin] metrics_addr change needs a restart".to_string());
+            config.admin.metrics_addr = old.config.admin.metrics_addr.clone();
         }
         let gen = self.next_generation();
         let snap = Snapshot::build(config, gen)?;
@@ -365,6 +368,27 @@ mod tests {
         // What runs is what the live configuration says, reload after reload.
         assert_eq!(live.load_full().config.workers(), 1);
         assert!(live.reload(|_| {}).unwrap().contains("still running 1"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A reload that changes `[listen] addr` keeps the address that is bound
+    /// in the live configuration (probe: SHOW CONFIG showed the new one, and
+    /// changing it back logged "still listening on" the never-bound one).
+    #[test]
+    fn a_listen_change_keeps_the_bound_address() {
+        let dir = std::env::temp_dir().join(format!("sb-live-l-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        let body = "[databases.app]\nshards = [ { name = \"s0\", host = \"127.0.0.1\" } ]\n";
+        let listen = |port: u16| format!("[listen]\naddr = \"127.0.0.1:{port}\"\n{body}");
+        std::fs::write(&path, listen(7001)).unwrap();
+        let live = Live::new(Config::load(&path).unwrap(), Some(path.clone())).unwrap();
+        std::fs::write(&path, listen(7002)).unwrap();
+        let msg = live.reload(|_| {}).unwrap();
+        assert!(msg.contains("still listening on 127.0.0.1:7001"), "{msg}");
+        assert_eq!(live.load_full().config.listen.addr, "127.0.0.1:7001");
+        std::fs::write(&path, listen(7001)).unwrap();
+        assert!(!live.reload(|_| {}).unwrap().contains("listen"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

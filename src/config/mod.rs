@@ -836,6 +836,12 @@ impl Config {
                         s.name
                     ));
                 }
+                if s.port == 0 {
+                    return Err(format!(
+                        "[databases.{name}] shard {:?}: port must be 1 to 65535",
+                        s.name
+                    ));
+                }
                 if s.host.is_empty() {
                     return Err(format!("[databases.{name}] shard {:?} has no host", s.name));
                 }
@@ -1039,6 +1045,10 @@ name = "plain"
                 "auth_failure_address_limit (4) must be at least auth_failure_limit (5)",
             ),
             ("[databases.pgbouncer]\nshards = [ { name = \"s0\", host = \"h\" } ]\n", "reserved"),
+            (
+                "[databases.app]\nshards = [ { name = \"s0\", host = \"h\", port = 0 } ]\n",
+                "port must be 1 to 65535",
+            ),
             (
                 "[databases.app]\nshards = [ { name = \"s0\", host = \"h\" } ]\n[databases.app.routing]\ndefault_shard = \"s9\"\n",
                 "s9",
