@@ -424,7 +424,10 @@ fn too_many_values_in_an_array_parameter_is_too_complex() {
     assert_eq!(code(&extended(&r, &t, Tx::Idle, sql, &[&many])), "54001");
     let fine = format!("{{{}}}", vec!["1"; 10_000].join(","));
     assert_eq!(shard(&extended(&r, &t, Tx::Idle, sql, &[&fine])), Some(0));
-    assert_eq!(code(&extended(&r, &t, Tx::Idle, sql, &["{1,NULL}"])), "22023");
+    assert_eq!(
+        code(&extended(&r, &t, Tx::Idle, sql, &["{1,NULL}"])),
+        "22023"
+    );
 }
 
 #[test]
