@@ -55,6 +55,16 @@ def rss_kib(pid):
     return 0
 
 
+def rss_parts_kib(pid):
+    """RssAnon and RssFile: the heap and stacks, and the binary's and libraries' touched pages."""
+    parts = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                parts[line.split(":")[0]] = int(line.split()[1])
+    return parts.get("RssAnon", 0), parts.get("RssFile", 0)
+
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -228,6 +238,7 @@ async def main(a):
     fds_before = fd_count(pid)
     await asyncio.sleep(a.settle)
     res["rss_before_kib"] = rss_kib(pid)
+    res["rss_anon_before_kib"], res["rss_file_before_kib"] = rss_parts_kib(pid)
 
     # Connect N clients, at most `concurrency` handshakes in flight.
     conns = []
@@ -296,13 +307,16 @@ async def main(a):
     # once-a-second maintenance tick, twice after a burst): give it two ticks.
     await asyncio.sleep(max(a.settle, 2.5))
     res["rss_after_kib"] = rss_kib(pid)
+    res["rss_anon_after_kib"], res["rss_file_after_kib"] = rss_parts_kib(pid)
 
     n = max(res["connected"], 1)
     res["kib_per_client_idle"] = round((res["rss_idle_kib"] - res["rss_before_kib"]) / n, 2)
     res["kib_per_client_after_txn"] = round((res["rss_after_txn_kib"] - res["rss_before_kib"]) / n, 2)
     res["after_over_before"] = round(res["rss_after_kib"] / max(res["rss_before_kib"], 1), 3)
     log(f"  after disconnect: RSS {res['rss_after_kib']} KiB "
-        f"({res['after_over_before']}x before), pooler fds {res['fds_after']}")
+        f"({res['after_over_before']}x before; anonymous {res['rss_anon_before_kib']} -> "
+        f"{res['rss_anon_after_kib']} KiB, file-backed {res['rss_file_before_kib']} -> "
+        f"{res['rss_file_after_kib']} KiB), pooler fds {res['fds_after']}")
     for e in sorted(set(errors + txn_errors))[:5]:
         log(f"  error: {e}")
     print("RESULT " + " ".join(f"{k}={v}" for k, v in res.items()), flush=True)
