@@ -539,6 +539,17 @@ fn hidden_state_round(f: &Fixture, bad: &mut Findings, db: &str, tenant: Option<
         error_codes(&m).is_empty(),
         "{db}: client 1 bound set_config: {m:?}"
     );
+    // A literal name through the unnamed statement.
+    let m = c1
+        .parse("", "SELECT set_config('app.lit', 'unnamed', false)")
+        .bind("", &[])
+        .execute()
+        .sync()
+        .run(1);
+    assert!(
+        error_codes(&m).is_empty(),
+        "{db}: client 1 unnamed set_config: {m:?}"
+    );
     // Last: the role, which the README promises never reaches another client.
     let role = if routed {
         r#"SELECT set_config('role', 'r_other', false)"#
@@ -559,15 +570,16 @@ fn hidden_state_round(f: &Fixture, bad: &mut Findings, db: &str, tenant: Option<
          current_setting('statement_timeout'), current_setting('work_mem'), \
          current_setting('search_path'), coalesce(current_setting('app.tenant', true), ''), \
          coalesce(current_setting('app.bound', true), ''), \
+         coalesce(current_setting('app.lit', true), ''), \
          (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()), \
          coalesce(to_regclass('pg_temp.scratch')::text, 'NULL'), \
          coalesce(to_regclass('pg_temp.leak')::text, 'NULL'))",
     );
     assert!(errs.is_empty(), "{db}: client 2: {errs:?}");
-    let want = format!("s0|{}|app|0|4MB|\"$user\", public|||0|NULL|NULL", pid1[0]);
+    let want = format!("s0|{}|app|0|4MB|\"$user\", public||||0|NULL|NULL", pid1[0]);
     bad.check(v == [want.clone()], || {
         format!(
-            "{db}: next client on the same s0 server sees (shard|pid|user|statement_timeout|work_mem|search_path|app.tenant|app.bound|advisory locks|temp tables) {v:?}, want [{want:?}]"
+            "{db}: next client on the same s0 server sees (shard|pid|user|statement_timeout|work_mem|search_path|app.tenant|app.bound|app.lit|advisory locks|temp tables) {v:?}, want [{want:?}]"
         )
     });
     let (errs, v) = q(&mut c2, "SELECT lastval()::text");
@@ -577,10 +589,10 @@ fn hidden_state_round(f: &Fixture, bad: &mut Findings, db: &str, tenant: Option<
     // What can be named follows client 1 to its next transaction.
     let (errs, v) = q(
         &mut c1,
-        "SELECT concat_ws('|', current_user, current_setting('statement_timeout'), current_setting('work_mem'))",
+        "SELECT concat_ws('|', current_user, current_setting('statement_timeout'), current_setting('work_mem'), current_setting('app.lit', true))",
     );
     assert!(errs.is_empty(), "{db}: client 1 again: {errs:?}");
-    bad.check(v == ["r_other|1234ms|7MB"], || {
-        format!("{db}: client 1's own settings afterwards: {v:?}, want [\"r_other|1234ms|7MB\"]")
+    bad.check(v == ["r_other|1234ms|7MB|unnamed"], || {
+        format!("{db}: client 1's own settings afterwards: {v:?}, want [\"r_other|1234ms|7MB|unnamed\"]")
     });
 }

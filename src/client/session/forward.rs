@@ -355,8 +355,15 @@ impl Core {
                 };
                 if name.is_empty() {
                     if t == f::BIND {
-                        let effects = self.stmts.unnamed().map(|(f, _)| f.effects);
-                        self.note_bound(effects.unwrap_or_default(), None);
+                        // Its custom settings are read back by name like a
+                        // named statement's (they reached the next client).
+                        let (effects, custom) = self
+                            .stmts
+                            .unnamed()
+                            .map(|(f, _)| (f.effects, f.custom_settings.clone()))
+                            .unwrap_or_default();
+                        self.note_bound(effects, None);
+                        self.settings.note_custom(&custom);
                     }
                     if !self.ensure_unnamed() {
                         // The server's unnamed statement is not this client's (it
