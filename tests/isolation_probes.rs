@@ -589,10 +589,11 @@ fn hidden_state_round(f: &Fixture, bad: &mut Findings, db: &str, tenant: Option<
     // What can be named follows client 1 to its next transaction.
     let (errs, v) = q(
         &mut c1,
-        "SELECT concat_ws('|', current_user, current_setting('statement_timeout'), current_setting('work_mem'), current_setting('app.lit', true))",
+        "SELECT concat_ws('|', current_user, current_setting('statement_timeout'), current_setting('work_mem'), current_setting('app.lit', true), current_setting('app.bound', true))",
     );
     assert!(errs.is_empty(), "{db}: client 1 again: {errs:?}");
-    bad.check(v == ["r_other|1234ms|7MB|unnamed"], || {
-        format!("{db}: client 1's own settings afterwards: {v:?}, want [\"r_other|1234ms|7MB|unnamed\"]")
+    let mine = "r_other|1234ms|7MB|unnamed|bound";
+    bad.check(v == [mine], || {
+        format!("{db}: client 1's own settings afterwards: {v:?}, want [{mine:?}]")
     });
 }

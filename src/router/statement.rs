@@ -162,6 +162,11 @@ impl Effects {
         Effects(self.0 | other.0)
     }
 
+    /// Without the bits of `other`.
+    pub fn without(self, other: Effects) -> Effects {
+        Effects(self.0 & !other.0)
+    }
+
     /// What must be reset when a server carrying these effects is released
     /// (dynamic code may have done anything).
     pub fn resets(self) -> Effects {
@@ -243,6 +248,12 @@ pub struct Facts {
     /// Custom (dotted) settings the text sets by name: they are read back by name
     /// because Postgres lists no placeholder settings in `pg_settings`.
     pub custom_settings: Vec<String>,
+    /// `$n` parameters that name a setting (`set_config($n, ..)`): the Bind
+    /// gives the names, which are then read back like literal ones.
+    pub setting_params: Vec<u16>,
+    /// Some `set_config` name is neither a literal nor a parameter: only
+    /// `RESET ALL` ([`Effects::UNNAMED_SETTINGS`]) can clear what it set.
+    pub setting_exprs: bool,
     /// Set when the text must be refused.
     pub violation: Option<Violation>,
 }
@@ -263,6 +274,8 @@ impl Facts {
         self.params.clear();
         self.array_params.clear();
         self.custom_settings.clear();
+        self.setting_params.clear();
+        self.setting_exprs = false;
         self.violation = None;
     }
 
@@ -889,9 +902,15 @@ fn effects(sql: &[u8], std: bool, out: &mut Facts) {
             let mut named = false;
             if l2.next_sig().is_some_and(|t| t.k == K::LParen) {
                 if let Some(n) = l2.next_sig() {
-                    if matches!(n.k, K::Str { .. })
-                        && l2.next_sig().is_some_and(|t| t.k == K::Comma)
-                    {
+                    let comma = l2.next_sig().is_some_and(|t| t.k == K::Comma);
+                    if let (K::Param(p), true) = (n.k, comma) {
+                        // Named by the Bind: UNNAMED_SETTINGS until it is read.
+                        if !out.setting_params.contains(&p) {
+                            out.setting_params.push(p);
+                        }
+                        named = true;
+                        out.effects.add(Effects::UNNAMED_SETTINGS);
+                    } else if matches!(n.k, K::Str { .. }) && comma {
                         if let Some(k) = (TenantToken::Quoted {
                             raw: body(sql, &n),
                             escape: matches!(n.k, K::Str { escape: true }),
@@ -908,6 +927,7 @@ fn effects(sql: &[u8], std: bool, out: &mut Facts) {
                 }
             }
             if !named {
+                out.setting_exprs = true;
                 out.effects.add(Effects::UNNAMED_SETTINGS);
             }
         } else if w.eq_ignore_ascii_case(b"temp")
@@ -1215,6 +1235,13 @@ mod tests {
             assert!(e(sql).any(Effects::UNNAMED_SETTINGS), "{sql}");
         }
         assert!(!e("SELECT set_config('app.tenant', $1, false)").any(Effects::UNNAMED_SETTINGS));
+        let f = facts("SELECT set_config($2, $1, false), set_config($2, 'x', true)");
+        assert_eq!(
+            (f.setting_params.clone(), f.setting_exprs),
+            (vec![2], false)
+        );
+        let f = facts("SELECT set_config($1, 'x', false), set_config('a.' || $2, 'y', false)");
+        assert_eq!((f.setting_params.clone(), f.setting_exprs), (vec![1], true));
         assert!(
             !e("SELECT set_config(E'app\\x2etenant', $1, false)").any(Effects::UNNAMED_SETTINGS)
         );

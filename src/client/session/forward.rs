@@ -165,7 +165,9 @@ impl Core {
             let facts = self.route.facts();
             effects = facts.effects;
             drops = facts.drops_statements;
-            self.settings.note_custom(&facts.custom_settings);
+            if !self.settings.note_custom(&facts.custom_settings) {
+                effects.add(Effects::UNNAMED_SETTINGS);
+            }
             if facts.resets_all {
                 // RESET ALL / DISCARD ALL reset a SET tenant as they reset settings.
                 self.route.reset();
@@ -360,10 +362,9 @@ impl Core {
                         let (effects, custom) = self
                             .stmts
                             .unnamed()
-                            .map(|(f, _)| (f.effects, f.custom_settings.clone()))
+                            .map(|(f, _)| bound_effects(f, body))
                             .unwrap_or_default();
-                        self.note_bound(effects, None);
-                        self.settings.note_custom(&custom);
+                        self.note_bound(effects, &custom);
                     }
                     if !self.ensure_unnamed() {
                         // The server's unnamed statement is not this client's (it
@@ -385,8 +386,11 @@ impl Core {
                     // be an SQL-level PREPARE: the server judges.
                     let def = self.stmts.get(name).cloned();
                     if t == f::BIND {
-                        let effects = def.as_ref().map_or(Effects::DYNAMIC, |d| d.facts.effects);
-                        self.note_bound(effects, def.as_ref());
+                        let (effects, custom) =
+                            def.as_ref().map_or((Effects::DYNAMIC, Vec::new()), |d| {
+                                bound_effects(&d.facts, body)
+                            });
+                        self.note_bound(effects, &custom);
                     }
                     let mut e = Entry::forward(t);
                     if let Some(def) = def {
@@ -408,7 +412,8 @@ impl Core {
                     return self.inject_error_ext(&e);
                 };
                 if t == f::BIND {
-                    self.note_bound(def.facts.effects, Some(&def));
+                    let (effects, custom) = bound_effects(&def.facts, body);
+                    self.note_bound(effects, &custom);
                 }
                 let server_name = self.ensure_prepared(&def);
                 let Some(msg) = prepared::rewrite_name(self.out.build(), &frame, server_name)
@@ -453,13 +458,14 @@ impl Core {
     }
 
     /// A Bind of a statement with these effects: they apply to the server, and
-    /// its custom settings are read back by name.
-    fn note_bound(&mut self, effects: Effects, def: Option<&Arc<StmtDef>>) {
+    /// the custom settings it sets are read back by name (past the cap on
+    /// names, `RESET ALL` clears them instead).
+    fn note_bound(&mut self, mut effects: Effects, custom: &[String]) {
+        if !self.settings.note_custom(custom) {
+            effects.add(Effects::UNNAMED_SETTINGS);
+        }
         if let Some(a) = self.att.as_mut() {
             a.add_effects(effects);
-        }
-        if let Some(def) = def {
-            self.settings.note_custom(&def.facts.custom_settings);
         }
     }
 
@@ -619,5 +625,43 @@ mod tests {
         let s = raise_sql("0A000", "it's $x$ here \\").unwrap();
         assert!(s.contains("E'it''s ＄x＄ here \\\\'"), "{s}");
         assert!(raise_sql("0A0'0", "x").is_none());
+    }
+}
+
+/// What a Bind of a statement with facts `f` does to the server, and the
+/// custom settings it sets by name: the literal ones, and those a
+/// `set_config($n, ..)` takes from this Bind (`body`). When every name is
+/// known so, nothing needs `RESET ALL` ([`Effects::UNNAMED_SETTINGS`]); a
+/// name that is an expression, or a value that is NULL or not text, keeps it.
+fn bound_effects(f: &Facts, body: &[u8]) -> (Effects, Vec<String>) {
+    let mut custom = f.custom_settings.clone();
+    if f.setting_params.is_empty() || f.setting_exprs {
+        return (f.effects, custom);
+    }
+    let Some(bind) = Bind::parse(body) else {
+        return (f.effects, custom);
+    };
+    let mut found = 0;
+    let mut readable = true;
+    crate::router::bind::ParamValues::each(&bind, &mut |i, v| {
+        let n = u16::try_from(i + 1).unwrap_or(u16::MAX);
+        if !f.setting_params.contains(&n) {
+            return;
+        }
+        found += 1;
+        match v.and_then(|v| std::str::from_utf8(v).ok()) {
+            Some(name) if !name.is_empty() => {
+                let name = name.to_ascii_lowercase();
+                if name.contains('.') && !custom.contains(&name) {
+                    custom.push(name);
+                }
+            }
+            _ => readable = false,
+        }
+    });
+    if readable && found == f.setting_params.len() {
+        (f.effects.without(Effects::UNNAMED_SETTINGS), custom)
+    } else {
+        (f.effects, custom)
     }
 }

@@ -374,8 +374,11 @@ impl Core {
                     },
                 );
                 let facts = self.route.facts();
-                self.settings.note_custom(&facts.custom_settings);
-                self.txn.apply(TxnEvent::Hold(frame, facts.effects));
+                let mut effects = facts.effects;
+                if !self.settings.note_custom(&facts.custom_settings) {
+                    effects.add(Effects::UNNAMED_SETTINGS);
+                }
+                self.txn.apply(TxnEvent::Hold(frame, effects));
                 for t in tags {
                     protocol::command_complete(self.out.build(), t);
                 }

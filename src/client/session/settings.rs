@@ -98,11 +98,21 @@ impl Settings {
     }
 
     /// Remember custom setting names the client set.
-    pub(super) fn note_custom(&mut self, names: &[String]) {
+    /// False when some name could not be kept (past the cap): what it set
+    /// cannot be read back, and must be cleared with `RESET ALL` instead.
+    #[must_use]
+    pub(super) fn note_custom(&mut self, names: &[String]) -> bool {
+        let mut all = true;
         for n in names {
-            if self.custom.len() < MAX_CUSTOM_SETTINGS && !self.custom.contains(n) {
+            if self.custom.contains(n) {
+                continue;
+            }
+            if self.custom.len() < MAX_CUSTOM_SETTINGS {
                 self.custom.push(n.clone());
+            } else {
+                all = false;
             }
         }
+        all
     }
 }
