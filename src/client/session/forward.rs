@@ -616,18 +616,6 @@ fn ident_name(word: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn raise_sql_is_safe() {
-        let s = raise_sql("0A000", "it's $x$ here \\").unwrap();
-        assert!(s.contains("E'it''s ＄x＄ here \\\\'"), "{s}");
-        assert!(raise_sql("0A0'0", "x").is_none());
-    }
-}
-
 /// What a Bind of a statement with facts `f` does to the server, and the
 /// custom settings it sets by name: the literal ones, and those a
 /// `set_config($n, ..)` takes from this Bind (`body`). When every name is
@@ -663,5 +651,17 @@ fn bound_effects(f: &Facts, body: &[u8]) -> (Effects, Vec<String>) {
         (f.effects.without(Effects::UNNAMED_SETTINGS), custom)
     } else {
         (f.effects, custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raise_sql_is_safe() {
+        let s = raise_sql("0A000", "it's $x$ here \\").unwrap();
+        assert!(s.contains("E'it''s ＄x＄ here \\\\'"), "{s}");
+        assert!(raise_sql("0A0'0", "x").is_none());
     }
 }
