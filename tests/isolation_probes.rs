@@ -597,3 +597,81 @@ fn hidden_state_round(f: &Fixture, bad: &mut Findings, db: &str, tenant: Option<
         format!("{db}: client 1's own settings afterwards: {v:?}, want [{mine:?}]")
     });
 }
+
+// ------------- 10. a settings sync that fails must not let the work run
+
+/// Bringing a server's settings in line with the next client's is one
+/// multi-statement query: one failing part undoes all of it. Pipelined ahead
+/// of the client's work, a sync that the client made fail on purpose (its own
+/// `temp_buffers`, which a server refuses once it has used temporary tables)
+/// let its work run with the previous client's settings, an RLS tenant
+/// setting among them. The sync is now awaited: the work fails instead, and
+/// the server is closed.
+#[test]
+fn a_failed_settings_sync_never_runs_work_with_the_last_clients_settings() {
+    let f = Fixture::start();
+    let mut attacker = f.raw("plain1", &[]);
+    let mut victim = f.raw("plain1", &[]);
+    let (errs, _) = q(&mut attacker, "SET temp_buffers = '2MB'");
+    assert!(errs.is_empty(), "attacker SET: {errs:?}");
+    for sql in [
+        "SET app.tenant_id = 'victim'",
+        "CREATE TEMP TABLE vt AS SELECT 1 AS x",
+    ] {
+        let (errs, _) = q(&mut victim, sql);
+        assert!(errs.is_empty(), "victim `{sql}`: {errs:?}");
+    }
+    let (errs, v) = q(
+        &mut attacker,
+        "SELECT coalesce(current_setting('app.tenant_id', true), '')",
+    );
+    assert!(
+        !v.iter().any(|s| s == "victim"),
+        "the attacker's work ran with the victim's settings: {v:?} {errs:?}"
+    );
+    assert_eq!(errs, ["22023"], "{v:?}");
+    // The attacker goes on, on a fresh server; the victim keeps its own.
+    let (errs, v) = q(&mut attacker, "SHOW temp_buffers");
+    assert_eq!(
+        (errs.as_slice(), v.as_slice()),
+        (&[][..], &["2MB".to_string()][..])
+    );
+    let (errs, v) = q(&mut victim, "SELECT current_setting('app.tenant_id')");
+    assert_eq!(
+        (errs.as_slice(), v.as_slice()),
+        (&[][..], &["victim".to_string()][..])
+    );
+}
+
+// ------------- 11. `SET seed` and sequences filled by ALTER TABLE
+
+/// `seed` is in neither `pg_settings` nor `RESET ALL`, and `ALTER TABLE ..
+/// ADD COLUMN .. serial` calls nextval once per row: the next client's
+/// `random()` followed the first client's seed, and its `lastval()` showed
+/// the first client's row count (probe).
+#[test]
+fn the_seed_setting_and_alter_table_sequences_stay_with_their_client() {
+    let f = Fixture::start();
+    f.direct(
+        0,
+        "CREATE TABLE grow (note text); INSERT INTO grow SELECT 'row ' || g FROM generate_series(1, 1234) g; \
+         ALTER TABLE grow OWNER TO app",
+    );
+    let seeded = f.direct(0, "SELECT setseed(0.5); SELECT random()::text");
+    let seeded = seeded.lines().last().unwrap().to_string();
+    let mut c1 = f.raw("plain1", &[]);
+    let mut c2 = f.raw("plain1", &[]);
+    for sql in ["SET seed = 0.5", "ALTER TABLE grow ADD COLUMN id serial"] {
+        let (errs, _) = q(&mut c1, sql);
+        assert!(errs.is_empty(), "client 1 `{sql}`: {errs:?}");
+    }
+    let (errs, v) = q(&mut c2, "SELECT random()::text");
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_ne!(
+        v,
+        [seeded],
+        "the next client's random() followed `SET seed`"
+    );
+    let (errs, v) = q(&mut c2, "SELECT lastval()::text");
+    assert_eq!(errs, ["55000"], "the next client's lastval(): {v:?}");
+}

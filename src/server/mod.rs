@@ -241,13 +241,9 @@ impl ServerState {
         &self,
         want: &ParamSet,
         want_unreported: &ParamSet,
-        client: i32,
     ) -> Option<SyncStatement> {
         let mut sql = String::new();
         let mut privileged = false;
-        if self.sequences_of.is_some_and(|c| c != client) {
-            sql.push_str("DISCARD SEQUENCES;");
-        }
         // Identity first: SET SESSION AUTHORIZATION resets the role, and settings
         // applied after a role change are checked against that role.
         for key in ["session_authorization", "role"] {
@@ -284,12 +280,19 @@ impl ServerState {
         (!sql.is_empty()).then_some(SyncStatement { sql, privileged })
     }
 
-    /// Note that a statement from [`sync_statement`](Self::sync_statement) was
-    /// sent for `client`.
-    pub fn assume_synced(&mut self, want_unreported: &ParamSet, client: i32) {
-        if self.sequences_of.is_some_and(|c| c != client) {
+    /// Whether `client`, about to use this server, must first have the
+    /// sequence state of another client's transactions discarded (and note
+    /// that it will be).
+    pub fn take_foreign_sequences(&mut self, client: i32) -> bool {
+        let foreign = self.sequences_of.is_some_and(|c| c != client);
+        if foreign {
             self.sequences_of = None;
         }
+        foreign
+    }
+
+    /// Note that a statement from [`sync_statement`](Self::sync_statement) ran.
+    pub fn assume_synced(&mut self, want_unreported: &ParamSet) {
         if self.unreported != *want_unreported {
             self.unreported = want_unreported.clone();
         }
@@ -568,7 +571,7 @@ impl ServerConn {
         if read_back {
             sql.push_str(
                 "SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings \
-                 WHERE source = 'session' UNION ALL \
+                 WHERE source OPERATOR(pg_catalog.=) 'session' UNION ALL \
                  SELECT 'role', pg_catalog.current_setting('role') UNION ALL \
                  SELECT 'session_authorization', pg_catalog.current_setting('session_authorization')",
             );
@@ -656,11 +659,10 @@ impl ServerConn {
 /// The statement that brings a server's settings in line with a client's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncStatement {
-    /// The SQL (several statements).
+    /// The SQL (several statements, one implicit transaction: if any fails,
+    /// none took effect, which is why it is awaited, never pipelined).
     pub sql: String,
-    /// It changes the role or session authorization: it must succeed before any of
-    /// the client's work runs, so it is awaited rather than pipelined (a client
-    /// must never run as a role other than its own).
+    /// It changes the role or session authorization.
     pub privileged: bool,
 }
 

@@ -511,8 +511,17 @@ impl Attachment {
                             // The server's settings are no longer what we assume:
                             // it does not go back to the pool.
                             a.conn.broken = true;
-                            let mut w = BytesMut::from(&rest[..len]);
-                            w[0] = tag::backend::NOTICE_RESPONSE;
+                            // A warning with the code only: the server's words
+                            // may name what another client left on it.
+                            let mut w = BytesMut::new();
+                            protocol::error_fields(
+                                &mut w,
+                                tag::backend::NOTICE_RESPONSE,
+                                "WARNING",
+                                &info.code,
+                                "an internal statement of shardbouncer failed on this server; \
+                                 it is closed after this transaction",
+                            );
                             replace = Some(w.freeze());
                             forward = false;
                         }

@@ -1273,8 +1273,9 @@ impl Session {
         Ok(co)
     }
 
-    /// The client's role must be in place before any of its work runs, or the
-    /// work must not run at all: set it, then seat the server.
+    /// The client's settings (its role first) must be in place before any of
+    /// its work runs, or the work must not run at all: apply them, then seat
+    /// the server.
     async fn restore_role(
         &mut self,
         shard: usize,
@@ -1286,16 +1287,27 @@ impl Session {
         if let Err(e) = Box::pin(co.conn.internal_row(&sql)).await {
             tracing::warn!(
                 client = self.handle.id,
-                "restoring the client's role failed: {e}"
+                "applying the client's settings on a server failed: {e}"
             );
             self.handle.server.set(None);
             self.sending = false;
             self.handle.cancel_done();
             pool.discard(co);
             self.app.transaction_finished();
+            // The server's words may name what the previous client had set:
+            // the client gets the code only.
+            let code = match &e {
+                crate::server::ServerError::Refused(info)
+                    if info.code != sqlstate::INSUFFICIENT_PRIVILEGE =>
+                {
+                    sqlstate::INVALID_PARAMETER_VALUE
+                }
+                _ => sqlstate::INSUFFICIENT_PRIVILEGE,
+            };
             return self.core.attach_failed(PgError::new(
-                sqlstate::INSUFFICIENT_PRIVILEGE,
-                format!("could not restore this session's role on the server: {e}"),
+                code,
+                "could not apply this session's settings (role included) on a server; \
+                 the work did not run",
             ));
         }
         self.seat(shard, pool, co)
@@ -1569,22 +1581,28 @@ impl Session {
                 reset = contains_ci(q.as_bytes(), b"discard all");
             }
         }
-        if clean && !reset && !effects.is_empty() {
+        use crate::router::Effects;
+        // DISCARD ALL resets everything but the random seed.
+        let resets = if reset {
+            effects
+                .resets()
+                .without(Effects::ALL.without(Effects::SEED))
+        } else {
+            effects.resets()
+        };
+        if clean && !resets.is_empty() {
             let login_user = pool.target.load().user.clone();
-            use crate::router::Effects;
-            let read_back = effects.any(
-                Effects::SETTINGS
-                    .union(Effects::DYNAMIC)
-                    .union(Effects::UNNAMED_SETTINGS),
-            );
+            // The client is gone, but the server's own record of what is set
+            // on it (what the next client's sync resets) comes from this.
+            let read_back = !reset
+                && effects.any(
+                    Effects::SETTINGS
+                        .union(Effects::DYNAMIC)
+                        .union(Effects::UNNAMED_SETTINGS),
+                );
             if co
                 .conn
-                .reset_and_read_back(
-                    effects.resets(),
-                    read_back,
-                    self.core.custom_settings(),
-                    &login_user,
-                )
+                .reset_and_read_back(resets, read_back, self.core.custom_settings(), &login_user)
                 .await
                 .is_err()
             {

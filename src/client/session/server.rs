@@ -14,20 +14,19 @@ use bytes::BytesMut;
 use std::sync::Arc;
 
 impl Core {
-    /// Before handing a freshly checked-out server over: the statement that must
-    /// restore this client's role (or session authorization) on it, to be run and
-    /// confirmed by the driver before any of the client's work is sent (a client
-    /// never runs as a role that is not its own). `None` when there is none.
+    /// Before handing a freshly checked-out server over: the statement that
+    /// brings its settings (role and session authorization first) in line with
+    /// this client's, to be run and confirmed by the driver before any of the
+    /// client's work is sent. `None` when nothing differs (the common case).
+    ///
+    /// Why awaited: the statement is one implicit transaction, so one failing
+    /// part undoes all of it, and a failure can be provoked (a client's own
+    /// `temp_buffers` or reserved-prefix setting that this server refuses).
+    /// Pipelined, the client's work then ran with the previous client's
+    /// settings, an RLS tenant setting or `search_path` among them (probe).
     pub fn prepare_attach(&self, conn: &mut ServerState) -> Option<String> {
-        let sync = conn.sync_statement(
-            self.settings.reported(),
-            self.settings.unreported(),
-            self.client_id,
-        )?;
-        if !sync.privileged {
-            return None;
-        }
-        conn.assume_synced(self.settings.unreported(), self.client_id);
+        let sync = conn.sync_statement(self.settings.reported(), self.settings.unreported())?;
+        conn.assume_synced(self.settings.unreported());
         Some(sync.sql)
     }
 
@@ -70,14 +69,11 @@ impl Core {
         let evicted = conn
             .prepared
             .evict_over(self.db.settings.max_prepared_statements);
-        let sync = conn.sync_statement(
-            self.settings.reported(),
-            self.settings.unreported(),
-            self.client_id,
-        );
-        if sync.is_some() {
-            conn.assume_synced(self.settings.unreported(), self.client_id);
-        }
+        // The driver applied this client's settings already (`prepare_attach`).
+        debug_assert!(conn
+            .sync_statement(self.settings.reported(), self.settings.unreported())
+            .is_none());
+        let discard_sequences = conn.take_foreign_sequences(self.client_id);
         let mut att = Attachment::new(shard, conn);
         if !evicted.is_empty() {
             for d in evicted {
@@ -88,15 +84,18 @@ impl Core {
             protocol::sync(&mut b);
             att.send_sync(Entry::swallow(tag::frontend::SYNC), b.freeze());
         }
-        if let Some(sync) = sync {
+        if discard_sequences {
+            // Another client's nextval is what currval/lastval would show.
+            // Pipelined: it cannot fail (and if it did, the server is closed
+            // after this transaction).
             let mut b = BytesMut::new();
-            protocol::query(&mut b, &sync.sql);
+            protocol::query(&mut b, "DISCARD SEQUENCES");
             att.send_simple(Entry::swallow(tag::frontend::QUERY), b.freeze());
         }
         self.att = Some(Box::new(att));
         self.check();
-        // The work that asked for the server goes now, pipelined behind the
-        // settings sync (which cannot open a transaction).
+        // The work that asked for the server goes now (pipelined behind any
+        // statement above, which cannot open a transaction).
         if let Some(unit) = self.wait.take_stalled() {
             if let Need::Close(e) = self.route_unit(unit) {
                 return Need::Close(e);
