@@ -168,10 +168,13 @@ impl Effects {
     }
 
     /// What must be reset when a server carrying these effects is released
-    /// (dynamic code may have done anything).
+    /// (dynamic code may have done anything; a setting of unknown name may
+    /// be `seed`, which `RESET ALL` leaves alone).
     pub fn resets(self) -> Effects {
         if self.any(Effects::DYNAMIC) {
             Effects::ALL
+        } else if self.any(Effects::UNNAMED_SETTINGS) {
+            self.union(Effects::SEED)
         } else {
             self
         }
@@ -749,12 +752,30 @@ fn note_setting_name(sql: &[u8], first: Tok, mut lx: Lexer<'_>, out: &mut Facts)
     }
     if dotted {
         note_custom(out, name);
+    } else {
+        note_builtin(out, &name);
     }
 }
 
+/// A custom setting set by name, to be read back by name. One that cannot be
+/// kept (too long, too many) is cleared by `RESET ALL` instead.
 fn note_custom(out: &mut Facts, name: String) {
-    if name.len() <= 128 && out.custom_settings.len() < 64 && !out.custom_settings.contains(&name) {
+    if out.custom_settings.contains(&name) {
+        return;
+    }
+    if name.len() <= 128 && out.custom_settings.len() < 64 {
         out.custom_settings.push(name);
+    } else {
+        out.effects.add(Effects::UNNAMED_SETTINGS);
+    }
+}
+
+/// A built-in setting set by name: `seed` is in neither `pg_settings` nor
+/// `RESET ALL`, so the next client's `random()` would follow it; it is
+/// reseeded instead.
+fn note_builtin(out: &mut Facts, name: &str) {
+    if name.eq_ignore_ascii_case("seed") {
+        out.effects.add(Effects::SEED);
     }
 }
 
@@ -866,7 +887,7 @@ const STATE_WORDS: &[(&[u8], Effects)] = &[
 /// dynamic code; a statement that can create a table anywhere in it (`CREATE`,
 /// `INTO` other than `INSERT INTO`/`MERGE INTO`) may create a temporary one
 /// (`search_path` may put `pg_temp` first); one that can fill column defaults
-/// (`INSERT`, `COPY`, `MERGE`, `DEFAULT`) may advance a sequence.
+/// (`INSERT`, `COPY`, `MERGE`, `DEFAULT`, `ALTER`) may advance a sequence.
 fn effects(sql: &[u8], std: bool, out: &mut Facts) {
     for (word, e) in STATE_WORDS {
         if !out.effects.any(*e) && contains_ci(sql, word) {
@@ -888,7 +909,8 @@ fn effects(sql: &[u8], std: bool, out: &mut Facts) {
         if kw(b"CREATE") || (kw(b"INTO") && !prev_insert) {
             out.effects.add(Effects::TEMP);
         }
-        if kw(b"INSERT") || kw(b"COPY") || kw(b"MERGE") || kw(b"DEFAULT") {
+        // ALTER TABLE .. ADD COLUMN .. serial / IDENTITY fills every row.
+        if kw(b"INSERT") || kw(b"COPY") || kw(b"MERGE") || kw(b"DEFAULT") || kw(b"ALTER") {
             out.effects.add(Effects::SEQUENCES);
         }
         prev_insert = kw(b"INSERT") || kw(b"MERGE");
@@ -921,6 +943,8 @@ fn effects(sql: &[u8], std: bool, out: &mut Facts) {
                             let name = k.as_str().to_ascii_lowercase();
                             if name.contains('.') {
                                 note_custom(out, name);
+                            } else {
+                                note_builtin(out, &name);
                             }
                         }
                     }
@@ -1267,6 +1291,22 @@ mod tests {
             assert!(e(sql).any(Effects::SEQUENCES), "{sql}");
         }
         assert!(!e("SELECT a FROM t WHERE b = 1").any(Effects::SEQUENCES));
+        assert!(e("ALTER TABLE t ADD COLUMN id serial").any(Effects::SEQUENCES));
+        // `seed` is in neither pg_settings nor RESET ALL: reseeded instead.
+        for sql in [
+            "SET seed = 0.5",
+            "SET SESSION seed TO 0.5",
+            "SELECT set_config('seed', '0.5', false)",
+        ] {
+            assert!(e(sql).any(Effects::SEED), "{sql}");
+        }
+        assert!(e("SELECT set_config($1, '0.5', false)")
+            .resets()
+            .any(Effects::SEED));
+        assert!(!e("SET search_path = a").any(Effects::SEED));
+        // A custom name that cannot be kept is cleared by RESET ALL.
+        let long = format!("SET app.{} = 1", "x".repeat(200));
+        assert!(e(&long).any(Effects::UNNAMED_SETTINGS));
         assert!(!e("UPDATE t SET a = a + 1").any(Effects::SEQUENCES));
         // Routed, a Unicode-escaped identifier may be the key itself: refused.
         assert_eq!(

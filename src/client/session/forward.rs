@@ -638,7 +638,7 @@ fn bound_effects(f: &Facts, body: &[u8]) -> (Effects, Vec<String>) {
         }
         found += 1;
         match v.and_then(|v| std::str::from_utf8(v).ok()) {
-            Some(name) if !name.is_empty() => {
+            Some(name) if !name.is_empty() && !name.eq_ignore_ascii_case("seed") => {
                 let name = name.to_ascii_lowercase();
                 if name.contains('.') && !custom.contains(&name) {
                     custom.push(name);
