@@ -243,7 +243,6 @@ impl ServerState {
         want_unreported: &ParamSet,
     ) -> Option<SyncStatement> {
         let mut sql = String::new();
-        let mut privileged = false;
         // Identity first: SET SESSION AUTHORIZATION resets the role, and settings
         // applied after a role change are checked against that role.
         for key in ["session_authorization", "role"] {
@@ -251,7 +250,6 @@ impl ServerState {
             if want == have {
                 continue;
             }
-            privileged = true;
             match want {
                 Some(v) => push_set_config(&mut sql, key, v),
                 None => push_reset(&mut sql, key),
@@ -277,7 +275,7 @@ impl ServerState {
                 push_reset(&mut sql, k);
             }
         }
-        (!sql.is_empty()).then_some(SyncStatement { sql, privileged })
+        (!sql.is_empty()).then_some(SyncStatement { sql })
     }
 
     /// Whether `client`, about to use this server, must first have the
@@ -662,8 +660,6 @@ pub struct SyncStatement {
     /// The SQL (several statements, one implicit transaction: if any fails,
     /// none took effect, which is why it is awaited, never pipelined).
     pub sql: String,
-    /// It changes the role or session authorization.
-    pub privileged: bool,
 }
 
 fn is_identity(k: &str) -> bool {
