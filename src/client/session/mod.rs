@@ -296,8 +296,9 @@ enum Attaching {
     /// The checkout must wait (or a cancel of earlier work be settled first):
     /// [`Session::attach`] from the start; nothing was taken.
     Wait,
-    /// The server is taken, and the client's role must be set on it first.
-    RestoreRole(Arc<Pool>, Checkout, String),
+    /// The server is taken, and the client's settings (role first) must be
+    /// applied and confirmed on it first.
+    ApplySettings(Arc<Pool>, Checkout, String),
 }
 
 /// Where [`drive`] starts.
@@ -987,8 +988,8 @@ impl Session {
                 Need::Attach(shard) => match self.attach_now(shard) {
                     Attaching::Done(need) => need,
                     Attaching::Wait => Box::pin(self.attach(shard)).await,
-                    Attaching::RestoreRole(pool, co, sql) => {
-                        Box::pin(self.restore_role(shard, pool, co, sql)).await
+                    Attaching::ApplySettings(pool, co, sql) => {
+                        Box::pin(self.apply_settings(shard, pool, co, sql)).await
                     }
                 },
                 Need::Release(r) => {
@@ -1183,7 +1184,7 @@ impl Session {
             Err(need) => return need,
         };
         match self.core.prepare_attach(&mut co.conn.state) {
-            Some(sql) => self.restore_role(shard, pool, co, sql).await,
+            Some(sql) => self.apply_settings(shard, pool, co, sql).await,
             None => self.seat(shard, pool, co),
         }
     }
@@ -1213,7 +1214,7 @@ impl Session {
             Err(need) => return Attaching::Done(need),
         };
         match self.core.prepare_attach(&mut co.conn.state) {
-            Some(sql) => Attaching::RestoreRole(pool, co, sql),
+            Some(sql) => Attaching::ApplySettings(pool, co, sql),
             None => Attaching::Done(self.seat(shard, pool, co)),
         }
     }
@@ -1276,7 +1277,7 @@ impl Session {
     /// The client's settings (its role first) must be in place before any of
     /// its work runs, or the work must not run at all: apply them, then seat
     /// the server.
-    async fn restore_role(
+    async fn apply_settings(
         &mut self,
         shard: usize,
         pool: Arc<Pool>,
