@@ -755,6 +755,45 @@ async fn a_client_that_leaves_mid_query_leaves_no_query_running() {
     assert_eq!(int_of(&c, "SELECT 1").await, 1);
 }
 
+/// A client that terminates in the middle of an extended-protocol batch
+/// (Parse, Bind, Execute, no Sync) gives its server back: on an unrouted
+/// database the batch goes to the server at once, Postgres holds its answers
+/// until a Sync or Flush, and the session waited for them after the
+/// Terminate for good (probe: the server stayed checked out, the pool one
+/// server short).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_batch_gives_its_server_back() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(
+        &[&pg],
+        "default_pool_size = 1\nquery_wait_timeout = \"30s\"",
+    )
+    .replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    for flush in [false, true] {
+        let port = b.port;
+        support::blocking(move || {
+            // Parse, Bind, Execute, no Sync, then Terminate and close, as
+            // psycopg's `finish()` after an abandoned batch.
+            let mut c = Raw::login(port, "app", "app");
+            c.parse("", "SELECT 1").bind("", &[]).execute();
+            if flush {
+                c.msg_flush();
+            }
+            c.terminate();
+            let bytes = c.take_built();
+            c.s.write_all(&bytes).unwrap();
+        });
+        // The only server must come back: the next client's query runs.
+        let c = b.connect("app", "", "app").await;
+        let r = tokio::time::timeout(Duration::from_secs(20), c.simple_query("SELECT 1")).await;
+        assert!(
+            matches!(r, Ok(Ok(_))),
+            "flush={flush}: the next client got no server: {r:?}"
+        );
+    }
+}
+
 /// A cancel that finds nothing running is ignored, as Postgres ignores it: a
 /// client that sends its next query once its cancel went through (libpq's
 /// PQcancel sends the CancelRequest and waits until the cancel's connection

@@ -412,6 +412,12 @@ pub fn sync(buf: &mut BytesMut) {
     finish(buf, at);
 }
 
+/// Flush.
+pub fn flush(buf: &mut BytesMut) {
+    let at = begin(buf, b'H');
+    finish(buf, at);
+}
+
 /// SASLInitialResponse / SASLResponse / PasswordMessage share tag 'p'.
 pub fn password_message(buf: &mut BytesMut, data: &[u8]) {
     let at = begin(buf, b'p');

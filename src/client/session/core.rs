@@ -596,6 +596,16 @@ impl Core {
     /// The client's Terminate: the session ends now, or once the work before
     /// it is answered.
     fn terminate(&mut self) -> Need {
+        if let Some(a) = self.att.as_mut().filter(|a| a.ext_open()) {
+            // A batch without its Sync: Postgres holds its answers until a
+            // Sync or Flush that will never come, so the end would wait for
+            // good, the server checked out (probe). A Flush brings them; the
+            // server then goes away with the batch's implicit transaction, as
+            // Postgres drops it when a client terminates.
+            let mut b = BytesMut::new();
+            protocol::flush(&mut b);
+            a.send_raw(b.freeze());
+        }
         if self.quiet() {
             Need::Close("client terminated".into())
         } else {
