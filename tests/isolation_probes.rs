@@ -675,3 +675,33 @@ fn the_seed_setting_and_alter_table_sequences_stay_with_their_client() {
     let (errs, v) = q(&mut c2, "SELECT lastval()::text");
     assert_eq!(errs, ["55000"], "the next client's lastval(): {v:?}");
 }
+
+// ------------- 12. a named Parse + Sync needs no server, with a tenant too
+
+/// Named Parses and a Sync run nothing: they are answered without a server
+/// whatever the session's tenant (pgbench -M prepared deadlocked on a routed
+/// database: its clients held every server in a transaction while another
+/// client of the same thread waited for one just to prepare).
+#[test]
+fn a_named_parse_needs_no_server_whatever_the_tenant() {
+    let f = Fixture::start();
+    let mut holder = f.raw("app1", &[("tenant_id", "alpha")]);
+    for sql in ["BEGIN", "SELECT 1 FROM accounts LIMIT 1"] {
+        let (errs, _) = q(&mut holder, sql);
+        assert!(errs.is_empty(), "holder `{sql}`: {errs:?}");
+    }
+    // The only s0 server is in the holder's transaction.
+    let mut c = f.raw("app1", &[("tenant_id", "alpha2")]);
+    let m = c.parse("p1", "SELECT name FROM accounts").sync().run(1);
+    assert_eq!(
+        support::raw::tags(&m),
+        "1Z",
+        "Parse + Sync answered without a server: {m:?}"
+    );
+    let (errs, _) = q(&mut holder, "COMMIT");
+    assert!(errs.is_empty(), "{errs:?}");
+    // And it runs once a server is free, on the tenant's shard.
+    let m = c.bind("p1", &[]).execute().sync().run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(first_column(&m), ["owner of alpha", "owner of alpha2"]);
+}

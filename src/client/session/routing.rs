@@ -159,18 +159,18 @@ impl Core {
                 self.local(l, unit);
                 Need::Io
             }
-            Decision::TenantFree => {
-                if let Unit::Batch(msgs) = &unit {
-                    if self.att.is_none() && !self.owns_server() && is_parse_only_batch(msgs) {
-                        // Named Parses + Sync: answered without a server.
-                        if let Unit::Batch(msgs) = unit {
-                            self.parse_locally(msgs);
-                        }
-                        return Need::Io;
-                    }
+            Decision::TenantFree | Decision::Shard { .. } if self.parse_only_unattached(&unit) => {
+                // Named Parses + Sync: answered without a server, whichever
+                // shard the session's tenant would pick (a Parse runs
+                // nothing). Waiting for a server here deadlocked pgbench -M
+                // prepared on a routed database once its clients held every
+                // server in a transaction (probe).
+                if let Unit::Batch(msgs) = unit {
+                    self.parse_locally(msgs);
                 }
-                self.dispatch(Target::Any, unit)
+                Need::Io
             }
+            Decision::TenantFree => self.dispatch(Target::Any, unit),
             Decision::Shard { shard, tenant } => {
                 if let Err((t, why)) = self.enter_tenants(tenant.map(|(t, _)| t)) {
                     return self.tenant_blocked(t, why, unit);
@@ -178,6 +178,14 @@ impl Core {
                 self.dispatch(Target::Shard { shard, tenant }, unit)
             }
         }
+    }
+
+    /// A batch of named Parses and a Sync, with no server attached (and none
+    /// owned): it can be answered without one.
+    fn parse_only_unattached(&self, unit: &Unit) -> bool {
+        matches!(unit, Unit::Batch(msgs) if is_parse_only_batch(msgs))
+            && self.att.is_none()
+            && !self.owns_server()
     }
 
     /// Routing's view of the session for one decision.
