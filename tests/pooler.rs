@@ -1654,6 +1654,55 @@ async fn login_parameters_are_reported_in_postgres_spelling_and_bad_ones_refused
     }
 }
 
+/// A client that closes its connection while its work waits for a server is
+/// dropped from the queue, and its work never runs (probe: three INSERTs of
+/// clients killed while queued all ran once the server was free, so an
+/// application that timed out and retried had its write applied twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_while_queued_never_runs_its_work() {
+    let pg = PgCluster::start();
+    pg.psql(
+        "app",
+        "CREATE TABLE ghosts (who text); GRANT ALL ON ghosts TO app",
+    );
+    let cfg = basic_config(
+        &[&pg],
+        "default_pool_size = 1\nquery_wait_timeout = \"60s\"\n",
+    )
+    .replace("type = \"scram-sha-256\"", "type = \"trust\"")
+        + "[admin]\nusers = [\"admin\"]\n[[users]]\nname = \"admin\"\npassword = \"admin\"\n";
+    let b = Bouncer::start(&cfg);
+    let admin = b.connect("admin", "admin", "pgbouncer").await;
+    let holder = b.connect("app", "", "app").await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let port = b.port;
+    let ghosts = support::blocking(move || {
+        (0..3)
+            .map(|i| {
+                let mut c = Raw::login(port, "app", "app");
+                let bytes = c
+                    .query(&format!("INSERT INTO ghosts VALUES ('ghost {i}')"))
+                    .take_built();
+                c.s.write_all(&bytes).unwrap();
+                c
+            })
+            .collect::<Vec<_>>()
+    });
+    eventually(Duration::from_secs(15), "three queued clients", || async {
+        clients_waiting(&admin).await == 3
+    })
+    .await;
+    // They leave while queued; the queue empties.
+    drop(ghosts);
+    eventually(Duration::from_secs(15), "the queue to empty", || async {
+        clients_waiting(&admin).await == 0
+    })
+    .await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(int_of(&holder, "SELECT 7").await, 7);
+    assert_eq!(pg.psql("app", "SELECT count(*) FROM ghosts"), "0");
+}
+
 /// `cl_waiting` of database `app` in SHOW POOLS.
 async fn clients_waiting(admin: &tokio_postgres::Client) -> usize {
     let msgs = admin.simple_query("SHOW POOLS").await.unwrap();

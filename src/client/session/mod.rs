@@ -33,6 +33,7 @@ mod settings;
 pub mod state;
 mod statements;
 mod tenancy;
+
 #[cfg(test)]
 mod tests;
 mod wait;
@@ -149,6 +150,7 @@ impl Parked {
             listening: None,
             spool: None,
             woken_by: Some(event),
+            client_fd: None,
         }
     }
 
@@ -418,6 +420,9 @@ pub struct Session {
     spool: Option<Box<Spool>>,
     /// What woke the session from [`Parked`], until the event loop handles it.
     woken_by: Option<Event>,
+    /// The client's socket, to notice it closing while the work waits for a
+    /// server (set by the event loop, which owns the stream).
+    client_fd: Option<std::os::fd::RawFd>,
 }
 
 impl Session {
@@ -462,6 +467,7 @@ impl Session {
             listening: None,
             spool: None,
             woken_by: None,
+            client_fd: None,
         }
     }
 
@@ -617,6 +623,7 @@ impl Session {
         wakes: Wakes<'_, '_>,
         mut may_park: bool,
     ) -> Result<(), End> {
+        self.client_fd = stream.tcp().map(|t| std::os::fd::AsRawFd::as_raw_fd(t));
         let Wakes {
             app,
             handle,
@@ -1165,13 +1172,22 @@ impl Session {
                     let since = Instant::now();
                     let r = tokio::select! {
                         biased;
-                        r = &mut checkout => Some(r),
-                        () = self.handle.cancelled() => None,
+                        r = &mut checkout => Some(Some(r)),
+                        () = self.handle.cancelled() => Some(None),
+                        () = client_gone(self.client_fd) => None,
                     };
                     if let Some(t) = &tenant {
                         let waited_us = since.elapsed().as_micros() as u64;
                         self.app.tenants.waiting_dec(db_name, t.as_str(), waited_us);
                     }
+                    let Some(r) = r else {
+                        // Its work must not run once it is gone: a client that
+                        // timed out and retried would see its write twice.
+                        self.handle.cancel_done();
+                        return Need::Close(
+                            "client closed the connection while waiting for a server".into(),
+                        );
+                    };
                     r
                 }
             }
@@ -1335,6 +1351,7 @@ impl Session {
             TimedOut,
             Killed,
             Shutdown,
+            Gone,
         }
         let gate = self.app.gate.clone();
         let db_name = self.core.db().name.clone();
@@ -1375,7 +1392,8 @@ impl Session {
             let app = self.app.clone();
             let kill = handle.kill.notified();
             let shutdown = app.shutdown.notified();
-            tokio::pin!(kill, shutdown);
+            let gone = client_gone(self.client_fd);
+            tokio::pin!(kill, shutdown, gone);
             kill.as_mut().enable();
             shutdown.as_mut().enable();
             loop {
@@ -1398,6 +1416,8 @@ impl Session {
                     () = &mut shutdown => break Outcome::Shutdown,
                     () = &mut changed => {}
                     () = tokio::time::sleep_until(deadline) => break Outcome::TimedOut,
+                    // Its work must not run once it is gone.
+                    () = &mut gone => break Outcome::Gone,
                 }
             }
         };
@@ -1433,6 +1453,10 @@ impl Session {
                 ),
             )),
             Outcome::Killed => return Err(self.killed()),
+            Outcome::Gone => {
+                self.handle.cancel_done();
+                return Err("client closed the connection while its tenant was paused".into());
+            }
             Outcome::Shutdown => {
                 return Err(self
                     .core
@@ -1653,6 +1677,7 @@ impl Session {
             listening,
             spool,
             woken_by,
+            client_fd: _,
         } = unbox(self);
         debug_assert!(server.is_none() && buffered == 0 && !sending);
         debug_assert!(listening.is_none() && spool.is_none() && woken_by.is_none());
@@ -1683,6 +1708,7 @@ impl Session {
                 listening,
                 spool,
                 woken_by,
+                client_fd: None,
             })),
         }
     }
@@ -1887,4 +1913,31 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
         && hay
             .windows(needle.len())
             .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// Resolves once the client's socket (`fd`) reports end of file or an error,
+/// looked at once a second without reading anything: data it pipelined stays
+/// for the session. Never, when there is no socket to look at, or once the
+/// client has sent more (its close is seen when that is read).
+async fn client_gone(fd: Option<std::os::fd::RawFd>) {
+    let Some(fd) = fd else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        // SAFETY: the session's stream owns `fd` for as long as the session
+        // runs, and this future lives only inside one of the session's waits.
+        let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(&sock).peek(&mut b) {
+            Ok(0) => return,
+            Ok(_) => return std::future::pending().await,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }
