@@ -623,7 +623,7 @@ impl Session {
         wakes: Wakes<'_, '_>,
         mut may_park: bool,
     ) -> Result<(), End> {
-        self.client_fd = stream.tcp().map(|t| std::os::fd::AsRawFd::as_raw_fd(t));
+        self.client_fd = stream.tcp().map(std::os::fd::AsRawFd::as_raw_fd);
         let Wakes {
             app,
             handle,
