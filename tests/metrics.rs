@@ -227,3 +227,29 @@ async fn one_server_serves_clients_on_every_worker() {
         Some(42.0)
     );
 }
+
+/// A resumed tenant holds nobody: its `shardbouncer_tenant_held` series goes
+/// to 0 at the next refresh (it showed the last count until it expired).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_tenant_shows_nobody_held() {
+    let s0 = PgCluster::start();
+    let mport = free_port();
+    let cfg = format!(
+        "{}[databases.app.routing]\nkey = \"tenant_id\"\n[[users]]\nname = \"admin\"\npassword = \"adminpw\"\n\n[admin]\nusers = [\"admin\"]\nmetrics_addr = \"127.0.0.1:{mport}\"\n",
+        basic_config(&[&s0], "")
+    );
+    let b = Bouncer::start(&cfg);
+    let admin = b.connect("admin", "adminpw", "pgbouncer").await;
+    admin.simple_query("PAUSE TENANT '7'").await.unwrap();
+    let c = b.connect("app", "secret", "app").await;
+    let held = tokio::spawn(async move {
+        c.simple_query("SELECT 1 /* tenant_id=7 */")
+            .await
+            .map(|_| ())
+    });
+    let series = r#"shardbouncer_tenant_held{tenant="7"}"#;
+    wait_for(mport, series, 1.0).await;
+    admin.simple_query("RESUME TENANT '7'").await.unwrap();
+    held.await.unwrap().unwrap();
+    wait_for(mport, series, 0.0).await;
+}

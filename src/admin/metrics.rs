@@ -8,7 +8,7 @@
 //! handles cached per database so the hot path does no registry lookup or allocation.
 //!
 //! Tenant series are bounded: only the top [`TOP_TENANTS`] tenants are exported,
-//! refreshed every [`TENANT_REFRESH_SECS`], and gauges not refreshed for a minute are
+//! refreshed every [`TENANT_REFRESH_SECS`], and gauges not refreshed for 25 s are
 //! dropped by the exporter, so tenants that fall out of the top do not linger.
 
 use crate::app::App;
@@ -26,8 +26,9 @@ pub const TOP_TENANTS: usize = 20;
 /// How often the tenant series are recomputed.
 pub const TENANT_REFRESH_SECS: u64 = 10;
 /// Gauges not set for this long disappear from `/metrics` (tenants that left the
-/// top, pools that were removed).
-const GAUGE_IDLE: Duration = Duration::from_secs(60);
+/// top or were moved to another shard, pools that were removed). Every gauge
+/// still in use is set at least every [`TENANT_REFRESH_SECS`].
+const GAUGE_IDLE: Duration = Duration::from_secs(TENANT_REFRESH_SECS * 5 / 2);
 
 /// Histogram buckets (seconds) for transaction and query durations.
 const BUCKETS: &[f64] = &[
@@ -283,10 +284,21 @@ pub fn refresh(app: &App, tenants: bool) {
     gauge!("shardbouncer_client_connections_dormant").set(crate::net::dormant::asleep() as f64);
     let paused = app.gate.paused();
     gauge!("shardbouncer_tenants_paused").set(paused.len() as f64);
+    // Tenants resumed since the last refresh hold nobody: 0 at once, then
+    // the series expires (it showed the last count for a minute).
+    static WAS_PAUSED: std::sync::Mutex<Vec<crate::router::TenantKey>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut was = WAS_PAUSED.lock().unwrap_or_else(|e| e.into_inner());
+    for key in was.iter().filter(|k| !paused.iter().any(|(p, _)| p == *k)) {
+        gauge!("shardbouncer_tenant_held", "tenant" => key.as_str().to_string()).set(0.0);
+    }
+    was.clear();
     for (key, held) in paused {
         // Bounded by the number of tenants an operator paused.
         gauge!("shardbouncer_tenant_held", "tenant" => key.as_str().to_string()).set(held as f64);
+        was.push(key);
     }
+    drop(was);
     if tenants {
         gauge!("shardbouncer_tenants_tracked").set(app.tenants.len() as f64);
         for t in app.tenants.top(TOP_TENANTS) {
