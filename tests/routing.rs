@@ -911,6 +911,45 @@ async fn show_tenants_counts_clients_waiting_for_a_server() {
     assert_eq!(waiting(&admin).await, "0");
 }
 
+/// Clients killed while they wait are counted out of their tenant's waiting
+/// clients. (A probe saw a waiting count stay up with no client left; this
+/// path was fine before too, the count is now also drop-safe.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_waiters_are_counted_out() {
+    let f = Fixture::start(2, "");
+    let mut holders = Vec::new();
+    for _ in 0..4 {
+        let c = f.client("options='-c tenant_id=42'").await;
+        c.simple_query("BEGIN").await.unwrap();
+        c.simple_query("SELECT 1").await.unwrap();
+        holders.push(c);
+    }
+    let mut waiters = Vec::new();
+    for _ in 0..2 {
+        let c = f.client("options='-c tenant_id=42'").await;
+        waiters.push(tokio::spawn(async move {
+            c.simple_query("SELECT 2").await.map(|_| ())
+        }));
+    }
+    let admin = f.bouncer.connect("admin", "admin", "pgbouncer").await;
+    eventually(
+        Duration::from_secs(10),
+        "2 clients of tenant 42 waiting",
+        || async { waiting(&admin).await == "2" },
+    )
+    .await;
+    admin.simple_query("KILL app").await.unwrap();
+    for w in waiters {
+        assert!(w.await.unwrap().is_err(), "a killed waiter's query ran");
+    }
+    eventually(
+        Duration::from_secs(10),
+        "no waiting client counted",
+        || async { waiting(&admin).await == "0" },
+    )
+    .await;
+}
+
 /// Tenant 42's `waiting` column in SHOW TENANTS.
 async fn waiting(admin: &tokio_postgres::Client) -> String {
     admin

@@ -1165,21 +1165,17 @@ impl Session {
             {
                 std::task::Poll::Ready(r) => Some(r),
                 std::task::Poll::Pending => {
-                    let db_name = &self.core.db().name;
-                    if let Some(t) = &tenant {
-                        self.app.tenants.waiting_inc(db_name, t.as_str());
-                    }
-                    let since = Instant::now();
+                    // Counted out however the wait ends, this future dropped
+                    // mid-wait (KILL, shutdown) included.
+                    let waiting =
+                        tenant.map(|t| TenantWaiting::start(&self.app, self.core.db(), t));
                     let r = tokio::select! {
                         biased;
                         r = &mut checkout => Some(Some(r)),
                         () = self.handle.cancelled() => Some(None),
                         () = client_gone(self.client_fd) => None,
                     };
-                    if let Some(t) = &tenant {
-                        let waited_us = since.elapsed().as_micros() as u64;
-                        self.app.tenants.waiting_dec(db_name, t.as_str(), waited_us);
-                    }
+                    drop(waiting);
                     let Some(r) = r else {
                         // Its work must not run once it is gone: a client that
                         // timed out and retried would see its write twice.
@@ -1939,5 +1935,35 @@ async fn client_gone(fd: Option<std::os::fd::RawFd>) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return,
         }
+    }
+}
+
+/// A client counted as waiting for a server in its tenant's statistics
+/// (`SHOW TENANTS`, `shardbouncer_tenant_waiting`) until dropped.
+struct TenantWaiting {
+    app: Arc<App>,
+    db: Arc<DbRuntime>,
+    tenant: TenantKey,
+    since: Instant,
+}
+
+impl TenantWaiting {
+    fn start(app: &Arc<App>, db: &Arc<DbRuntime>, tenant: TenantKey) -> TenantWaiting {
+        app.tenants.waiting_inc(&db.name, tenant.as_str());
+        TenantWaiting {
+            app: app.clone(),
+            db: db.clone(),
+            tenant,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Drop for TenantWaiting {
+    fn drop(&mut self) {
+        let waited_us = self.since.elapsed().as_micros() as u64;
+        self.app
+            .tenants
+            .waiting_dec(&self.db.name, self.tenant.as_str(), waited_us);
     }
 }
