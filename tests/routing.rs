@@ -880,28 +880,7 @@ async fn lock_startup_tenant_refuses_a_different_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_tenants_counts_clients_waiting_for_a_server() {
     let f = Fixture::start(2, "");
-    // Tenant 42 lives on s1; its pool has 4 servers: hold all of them.
-    let mut holders = Vec::new();
-    for _ in 0..4 {
-        let c = f.client("options='-c tenant_id=42'").await;
-        c.simple_query("BEGIN").await.unwrap();
-        c.simple_query("SELECT 1").await.unwrap();
-        holders.push(c);
-    }
-    let mut waiters = Vec::new();
-    for _ in 0..2 {
-        let c = f.client("options='-c tenant_id=42'").await;
-        waiters.push(tokio::spawn(async move {
-            c.simple_query("SELECT 2").await.map(|_| ())
-        }));
-    }
-    let admin = f.bouncer.connect("admin", "admin", "pgbouncer").await;
-    eventually(
-        Duration::from_secs(10),
-        "2 clients of tenant 42 waiting",
-        || async { waiting(&admin).await == "2" },
-    )
-    .await;
+    let (holders, waiters, admin) = two_waiting_for_tenant_42(&f).await;
     for c in &holders {
         c.simple_query("COMMIT").await.unwrap();
     }
@@ -917,6 +896,29 @@ async fn show_tenants_counts_clients_waiting_for_a_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_waiters_are_counted_out() {
     let f = Fixture::start(2, "");
+    let (_holders, waiters, admin) = two_waiting_for_tenant_42(&f).await;
+    admin.simple_query("KILL app").await.unwrap();
+    for w in waiters {
+        assert!(w.await.unwrap().is_err(), "a killed waiter's query ran");
+    }
+    eventually(
+        Duration::from_secs(10),
+        "no waiting client counted",
+        || async { waiting(&admin).await == "0" },
+    )
+    .await;
+}
+
+/// Tenant 42 lives on s1, whose pool has 4 servers: hold all of them in
+/// transactions, and queue two more clients of the tenant (SHOW TENANTS says
+/// 2 waiting). Returns the holders, the waiters' queries and a console client.
+async fn two_waiting_for_tenant_42(
+    f: &Fixture,
+) -> (
+    Vec<tokio_postgres::Client>,
+    Vec<tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>>,
+    tokio_postgres::Client,
+) {
     let mut holders = Vec::new();
     for _ in 0..4 {
         let c = f.client("options='-c tenant_id=42'").await;
@@ -938,16 +940,7 @@ async fn killed_waiters_are_counted_out() {
         || async { waiting(&admin).await == "2" },
     )
     .await;
-    admin.simple_query("KILL app").await.unwrap();
-    for w in waiters {
-        assert!(w.await.unwrap().is_err(), "a killed waiter's query ran");
-    }
-    eventually(
-        Duration::from_secs(10),
-        "no waiting client counted",
-        || async { waiting(&admin).await == "0" },
-    )
-    .await;
+    (holders, waiters, admin)
 }
 
 /// Tenant 42's `waiting` column in SHOW TENANTS.

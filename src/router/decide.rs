@@ -21,7 +21,7 @@ use super::bind::{param_array_keys, param_key, ParamTypes, ParamValues};
 use super::key::TenantKey;
 use super::scanner::Source;
 use super::shardmap::ShardMap;
-use super::statement::{Effects, Facts, Kind, Mention, Violation, MAX_MENTIONS, RESERVED_PREFIX};
+use super::statement::{Facts, Kind, Mention, Violation, MAX_MENTIONS, RESERVED_PREFIX};
 use crate::sqlstate::{self, PgError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -314,7 +314,7 @@ fn query(
     if let Some(v) = f.violation {
         return Err(violation(r, v));
     }
-    if f.std_sensitive && f.effects.any(Effects::SETTINGS.union(Effects::DYNAMIC)) {
+    if f.std_sensitive && f.effects.may_change_settings() {
         // It may change standard_conforming_strings half-way: no single lexing of
         // it can be trusted.
         return Err(ambiguous(r));
@@ -647,26 +647,17 @@ fn set_tenant(
         // An unroutable tenant is refused now, not at its first statement.
         r.shard_of(k)?;
     }
-    if !local {
-        // A session SET takes effect inside the open transaction too, so it
-        // may not name a tenant of another shard there: the transaction's own
-        // COMMIT would then have nowhere to go.
-        return match (s.tx, key) {
-            (Tx::Unsettled(_), Some(_)) => Ok(Decision::Wait),
-            (Tx::Pinned(p), Some(k)) if r.shard_of(&k)? != p => {
-                Err(cross_tx(r, s, &k, r.shard_of(&k)?, p))
-            }
-            _ => Ok(Decision::Local(Local::SetTenant { local, key })),
-        };
-    }
+    // A session SET takes effect inside the open transaction too, so it may
+    // not name a tenant of another shard there any more than SET LOCAL may:
+    // the transaction's own COMMIT would then have nowhere to go.
     match s.tx {
-        Tx::Idle => Ok(Decision::Local(Local::SetLocalOutsideTx)),
-        Tx::Unsettled(_) => Ok(Decision::Wait),
+        Tx::Idle if local => Ok(Decision::Local(Local::SetLocalOutsideTx)),
+        Tx::Unsettled(_) if local || key.is_some() => Ok(Decision::Wait),
         Tx::Pinned(p) => match key {
             Some(k) if r.shard_of(&k)? != p => Err(cross_tx(r, s, &k, r.shard_of(&k)?, p)),
             _ => Ok(Decision::Local(Local::SetTenant { local, key })),
         },
-        Tx::Held { .. } | Tx::Failed => Ok(Decision::Local(Local::SetTenant { local, key })),
+        _ => Ok(Decision::Local(Local::SetTenant { local, key })),
     }
 }
 

@@ -167,6 +167,18 @@ impl Effects {
         Effects(self.0 & !other.0)
     }
 
+    /// Whether these effects may have changed session settings: they are
+    /// read back on release (they follow the client, and they are the
+    /// server's own record of what the next client's sync must reset), and
+    /// work lexed under the settings waits for them.
+    pub fn may_change_settings(self) -> bool {
+        self.any(
+            Effects::SETTINGS
+                .union(Effects::DYNAMIC)
+                .union(Effects::UNNAMED_SETTINGS),
+        )
+    }
+
     /// What must be reset when a server carrying these effects is released
     /// (dynamic code may have done anything; a setting of unknown name may
     /// be `seed`, which `RESET ALL` leaves alone).
@@ -355,7 +367,7 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
     });
     out.params.sort_unstable();
     out.array_params.sort_unstable();
-    if !key.is_empty() && unicode_escape(sql, b'"') {
+    if !key.is_empty() && unicode_escapes(sql).0 {
         out.violate(Violation::EscapedIdentifier);
     }
     if set_tenant_seen && out.count > 1 {
@@ -894,7 +906,8 @@ fn effects(sql: &[u8], std: bool, out: &mut Facts) {
             out.effects.add(*e);
         }
     }
-    if unicode_escape(sql, b'"') || unicode_escape(sql, b'\'') {
+    let (ident, string) = unicode_escapes(sql);
+    if ident || string {
         out.effects.add(Effects::DYNAMIC);
     }
     let mut lx = Lexer::new(sql, std);
@@ -965,12 +978,22 @@ fn effects(sql: &[u8], std: bool, out: &mut Facts) {
     }
 }
 
-/// Whether `sql` has a Unicode-escaped identifier (`quote` `"`: `U&"..."`) or
-/// string (`'`: `U&'...'`), in which any name can hide. Counted anywhere, even
-/// inside a literal or comment: a false alarm only costs a reset.
-fn unicode_escape(sql: &[u8], quote: u8) -> bool {
-    memchr::memchr_iter(b'&', sql)
-        .any(|i| i > 0 && sql[i - 1].eq_ignore_ascii_case(&b'u') && sql.get(i + 1) == Some(&quote))
+/// Whether `sql` has a Unicode-escaped identifier (`U&"..."`) and a
+/// Unicode-escaped string (`U&'...'`), in which any name can hide; one pass.
+/// Counted anywhere, even inside a literal or comment: a false alarm only
+/// costs a reset.
+fn unicode_escapes(sql: &[u8]) -> (bool, bool) {
+    let (mut ident, mut string) = (false, false);
+    for i in memchr::memchr_iter(b'&', sql) {
+        if i > 0 && sql[i - 1].eq_ignore_ascii_case(&b'u') {
+            match sql.get(i + 1) {
+                Some(b'"') => ident = true,
+                Some(b'\'') => string = true,
+                _ => {}
+            }
+        }
+    }
+    (ident, string)
 }
 
 /// ASCII case-insensitive substring search.

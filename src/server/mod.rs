@@ -598,32 +598,32 @@ impl ServerConn {
         if resets.any(Effects::SEQUENCES) {
             self.sequences_of = None;
         }
-        if !read_back {
-            if reset_all {
-                self.unreported.retain(is_identity);
+        let read = read_back.then(|| {
+            let mut set = ParamSet::default();
+            // Readback rows are the two-column ones (pg_advisory_unlock_all has one).
+            for row in rows.iter().filter(|r| r.len() == 2) {
+                let (Some(k), Some(v)) = (&row[0], &row[1]) else {
+                    continue;
+                };
+                let default = match k.as_str() {
+                    "role" => v == "none",
+                    "session_authorization" => v == login_user,
+                    _ => params::canonical(k).is_some(),
+                };
+                if !default {
+                    set.set(k, v);
+                }
             }
-            return Ok(None);
+            set
+        });
+        if let Some(set) = &read {
+            self.unreported = set.clone();
         }
-        let mut set = ParamSet::default();
-        // Readback rows are the two-column ones (pg_advisory_unlock_all has one).
-        for row in rows.iter().filter(|r| r.len() == 2) {
-            let (Some(k), Some(v)) = (&row[0], &row[1]) else {
-                continue;
-            };
-            let default = match k.as_str() {
-                "role" => v == "none",
-                "session_authorization" => v == login_user,
-                _ => params::canonical(k).is_some(),
-            };
-            if !default {
-                set.set(k, v);
-            }
-        }
-        self.unreported = set.clone();
         if reset_all {
+            // What RESET ALL left: the identity, read back above.
             self.unreported.retain(is_identity);
         }
-        Ok(Some(set))
+        Ok(read)
     }
 
     /// Close politely (Terminate), ignoring errors, and wait (briefly) for the

@@ -782,7 +782,7 @@ impl Core {
         if self
             .att
             .as_ref()
-            .is_some_and(|a| a.effects().any(Effects::SETTINGS.union(Effects::DYNAMIC)))
+            .is_some_and(|a| a.effects().may_change_settings())
         {
             ctx.push_str(&format!("\0client {}", self.client_id));
         }

@@ -359,12 +359,9 @@ impl Core {
                     if t == f::BIND {
                         // Its custom settings are read back by name like a
                         // named statement's (they reached the next client).
-                        let (effects, custom) = self
-                            .stmts
-                            .unnamed()
-                            .map(|(f, _)| bound_effects(f, body))
-                            .unwrap_or_default();
-                        self.note_bound(effects, &custom);
+                        if let Some((f, _)) = self.stmts.unnamed() {
+                            note_bound(self.att.as_deref_mut(), &mut self.settings, f, body);
+                        }
                     }
                     if !self.ensure_unnamed() {
                         // The server's unnamed statement is not this client's (it
@@ -386,11 +383,19 @@ impl Core {
                     // be an SQL-level PREPARE: the server judges.
                     let def = self.stmts.get(name).cloned();
                     if t == f::BIND {
-                        let (effects, custom) =
-                            def.as_ref().map_or((Effects::DYNAMIC, Vec::new()), |d| {
-                                bound_effects(&d.facts, body)
-                            });
-                        self.note_bound(effects, &custom);
+                        match &def {
+                            Some(d) => note_bound(
+                                self.att.as_deref_mut(),
+                                &mut self.settings,
+                                &d.facts,
+                                body,
+                            ),
+                            None => {
+                                if let Some(a) = self.att.as_mut() {
+                                    a.add_effects(Effects::DYNAMIC);
+                                }
+                            }
+                        }
                     }
                     let mut e = Entry::forward(t);
                     if let Some(def) = def {
@@ -412,8 +417,12 @@ impl Core {
                     return self.inject_error_ext(&e);
                 };
                 if t == f::BIND {
-                    let (effects, custom) = bound_effects(&def.facts, body);
-                    self.note_bound(effects, &custom);
+                    note_bound(
+                        self.att.as_deref_mut(),
+                        &mut self.settings,
+                        &def.facts,
+                        body,
+                    );
                 }
                 let server_name = self.ensure_prepared(&def);
                 let Some(msg) = prepared::rewrite_name(self.out.build(), &frame, server_name)
@@ -454,18 +463,6 @@ impl Core {
                 self.send_ext(t, frame)
             }
             _ => self.send_ext(t, frame),
-        }
-    }
-
-    /// A Bind of a statement with these effects: they apply to the server, and
-    /// the custom settings it sets are read back by name (past the cap on
-    /// names, `RESET ALL` clears them instead).
-    fn note_bound(&mut self, mut effects: Effects, custom: &[String]) {
-        if !self.settings.note_custom(custom) {
-            effects.add(Effects::UNNAMED_SETTINGS);
-        }
-        if let Some(a) = self.att.as_mut() {
-            a.add_effects(effects);
         }
     }
 
@@ -616,18 +613,36 @@ fn ident_name(word: &str) -> String {
     }
 }
 
-/// What a Bind of a statement with facts `f` does to the server, and the
-/// custom settings it sets by name: the literal ones, and those a
-/// `set_config($n, ..)` takes from this Bind (`body`). When every name is
-/// known so, nothing needs `RESET ALL` ([`Effects::UNNAMED_SETTINGS`]); a
-/// name that is an expression, or a value that is NULL or not text, keeps it.
-fn bound_effects(f: &Facts, body: &[u8]) -> (Effects, Vec<String>) {
-    let mut custom = f.custom_settings.clone();
+/// A Bind (`body`) of a statement with facts `f`: its effects apply to the
+/// server, and the custom settings it sets are read back by name: the
+/// literal ones, and those a `set_config($n, ..)` takes from this Bind. When
+/// every name is known so, nothing needs `RESET ALL`
+/// ([`Effects::UNNAMED_SETTINGS`]); a name that is an expression, a value
+/// that is NULL or not text, or a name past the cap keeps it.
+fn note_bound(
+    att: Option<&mut super::attachment::Attachment>,
+    settings: &mut super::settings::Settings,
+    f: &Facts,
+    body: &[u8],
+) {
+    let (mut effects, bound) = bound_names(f, body);
+    if !settings.note_custom(&f.custom_settings) || !settings.note_custom(&bound) {
+        effects.add(Effects::UNNAMED_SETTINGS);
+    }
+    if let Some(a) = att {
+        a.add_effects(effects);
+    }
+}
+
+/// The statement's effects, and the custom setting names this Bind gives
+/// its `set_config($n, ..)` calls (none, and no allocation, for most).
+fn bound_names(f: &Facts, body: &[u8]) -> (Effects, Vec<String>) {
+    let mut names = Vec::new();
     if f.setting_params.is_empty() || f.setting_exprs {
-        return (f.effects, custom);
+        return (f.effects, names);
     }
     let Some(bind) = Bind::parse(body) else {
-        return (f.effects, custom);
+        return (f.effects, names);
     };
     let mut found = 0;
     let mut readable = true;
@@ -640,17 +655,17 @@ fn bound_effects(f: &Facts, body: &[u8]) -> (Effects, Vec<String>) {
         match v.and_then(|v| std::str::from_utf8(v).ok()) {
             Some(name) if !name.is_empty() && !name.eq_ignore_ascii_case("seed") => {
                 let name = name.to_ascii_lowercase();
-                if name.contains('.') && !custom.contains(&name) {
-                    custom.push(name);
+                if name.contains('.') && !names.contains(&name) {
+                    names.push(name);
                 }
             }
             _ => readable = false,
         }
     });
     if readable && found == f.setting_params.len() {
-        (f.effects.without(Effects::UNNAMED_SETTINGS), custom)
+        (f.effects.without(Effects::UNNAMED_SETTINGS), names)
     } else {
-        (f.effects, custom)
+        (f.effects, names)
     }
 }
 

@@ -1604,23 +1604,16 @@ impl Session {
         }
         use crate::router::Effects;
         // DISCARD ALL resets everything but the random seed.
-        let resets = if reset {
-            effects
-                .resets()
-                .without(Effects::ALL.without(Effects::SEED))
-        } else {
-            effects.resets()
+        let resets = match (reset, effects.resets()) {
+            (true, r) if r.any(Effects::SEED) => Effects::SEED,
+            (true, _) => Effects::none(),
+            (false, r) => r,
         };
         if clean && !resets.is_empty() {
             let login_user = pool.target.load().user.clone();
             // The client is gone, but the server's own record of what is set
             // on it (what the next client's sync resets) comes from this.
-            let read_back = !reset
-                && effects.any(
-                    Effects::SETTINGS
-                        .union(Effects::DYNAMIC)
-                        .union(Effects::UNNAMED_SETTINGS),
-                );
+            let read_back = !reset && effects.may_change_settings();
             if co
                 .conn
                 .reset_and_read_back(resets, read_back, self.core.custom_settings(), &login_user)

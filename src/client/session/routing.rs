@@ -65,9 +65,9 @@ impl Core {
     /// Work that may change settings (standard_conforming_strings among them) is
     /// in flight: a text whose lexing depends on it must wait for the answer.
     fn settings_in_flight(&self) -> bool {
-        self.att.as_ref().is_some_and(|a| {
-            a.effects().any(Effects::SETTINGS.union(Effects::DYNAMIC)) && !a.settled()
-        })
+        self.att
+            .as_ref()
+            .is_some_and(|a| a.effects().may_change_settings() && !a.settled())
     }
 
     /// Route one unit of work.

@@ -148,7 +148,7 @@ impl Core {
             );
             state.broken = true;
         }
-        let read_back = effects.any(Effects::SETTINGS.union(Effects::UNNAMED_SETTINGS));
+        let read_back = effects.may_change_settings();
         let mut resets = effects.resets();
         if resets.any(Effects::SEQUENCES) {
             // The server remembers whose sequences it holds; a release with
@@ -160,7 +160,7 @@ impl Core {
         }
         Need::Release(Box::new(Release {
             state,
-            read_back: read_back || effects.any(Effects::DYNAMIC),
+            read_back,
             effects: resets,
             tenant,
             since,
