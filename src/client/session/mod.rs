@@ -1912,11 +1912,11 @@ async fn client_gone(fd: Option<std::os::fd::RawFd>) {
     let Some(fd) = fd else {
         return std::future::pending().await;
     };
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
+    // A plain sleep, not an `Interval`: most waits end within the first
+    // second, and an interval costs a boxed timer and an immediate first tick
+    // on every wait for a server.
     loop {
-        tick.tick().await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         // SAFETY: the session's stream owns `fd` for as long as the session
         // runs, and this future lives only inside one of the session's waits.
         let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
