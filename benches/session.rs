@@ -53,6 +53,7 @@ fn park_and_wake(c: &mut Criterion) {
     for db in ["plain", "app"] {
         let name = if db == "app" { "routed" } else { "plain" };
         let mut slot = Some(core(db));
+        let gate = Arc::new(TenantGate::default());
         g.bench_function(format!("park+wake/{name}"), |b| {
             b.iter(|| {
                 let core = slot.take().expect("core");
@@ -60,7 +61,11 @@ fn park_and_wake(c: &mut Criterion) {
                     Ok(p) => p,
                     Err(_) => panic!("an idle core parks"),
                 };
-                slot = Some(Core::unpark(black_box(parked), BytesMut::new()));
+                slot = Some(Core::unpark(
+                    black_box(parked),
+                    BytesMut::new(),
+                    gate.clone(),
+                ));
             })
         });
     }

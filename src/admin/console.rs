@@ -812,7 +812,7 @@ mod tests {
             addr: None,
             kill: tokio::sync::Notify::new(),
             killed: AtomicBool::new(false),
-            connect_time: std::time::SystemTime::now(),
+            connected_us: crate::app::clients::now_us(),
             activity: ClientActivity::new("".into(), None),
             partial: std::sync::atomic::AtomicUsize::new(0),
             out_of_memory: AtomicBool::new(false),

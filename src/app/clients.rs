@@ -10,6 +10,38 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
+/// A client socket's address as the console shows it: IP and port.
+///
+/// Why not `SocketAddr`: that is 32 bytes (an IPv6 flow label and scope id,
+/// which SHOW CLIENTS does not show), this is 20, and every client keeps two,
+/// asleep or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShownAddr {
+    ip: std::net::IpAddr,
+    port: u16,
+}
+
+impl ShownAddr {
+    /// The IP address.
+    pub fn ip(&self) -> std::net::IpAddr {
+        self.ip
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl From<SocketAddr> for ShownAddr {
+    fn from(a: SocketAddr) -> ShownAddr {
+        ShownAddr {
+            ip: a.ip(),
+            port: a.port(),
+        }
+    }
+}
+
 /// The cancel key of the server a client is attached to right now.
 ///
 /// A plain lock rather than an `ArcSwapOption`: it is written twice per
@@ -53,13 +85,14 @@ pub struct ClientHandle {
     /// Database name.
     pub database: Arc<str>,
     /// Peer address.
-    pub addr: Option<SocketAddr>,
+    pub addr: Option<ShownAddr>,
     /// Set by KILL / KILL_CLIENT / shutdown: the session ends at the next opportunity.
     pub kill: Notify,
     /// Whether `kill` was fired (checked when the notify raced).
     pub killed: AtomicBool,
-    /// When the client connected.
-    pub connect_time: SystemTime,
+    /// When the client connected, in microseconds since the epoch (see
+    /// [`ClientHandle::connect_time`]; 8 bytes instead of 16 in every client).
+    pub connected_us: u64,
     /// Console view of what the client is doing (waiting, last request, shard).
     pub activity: ClientActivity,
     /// Bytes of a client message not yet complete that the session holds
@@ -115,6 +148,11 @@ pub mod cancel {
 }
 
 impl ClientHandle {
+    /// When the client connected.
+    pub fn connect_time(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_micros(self.connected_us)
+    }
+
     /// A CancelRequest for this client arrived: the server key to pass it to
     /// now, with the count of answered requests read before it (for
     /// [`Self::forward_cancel`]), or `None` when the session takes care of it
@@ -367,7 +405,7 @@ pub struct ClientActivity {
     /// application_name given at login.
     pub application_name: Arc<str>,
     /// Local end of the client socket.
-    pub local_addr: Option<SocketAddr>,
+    pub local_addr: Option<ShownAddr>,
     /// Microseconds since the epoch when the client started waiting for a server (0 = not waiting).
     wait_start_us: AtomicU64,
     /// Microseconds since the epoch of the client's last server request.
@@ -376,7 +414,8 @@ pub struct ClientActivity {
     shard: AtomicUsize,
 }
 
-fn now_us() -> u64 {
+/// Microseconds since the epoch, now.
+pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -389,7 +428,7 @@ impl ClientActivity {
     pub fn new(application_name: Arc<str>, local_addr: Option<SocketAddr>) -> ClientActivity {
         ClientActivity {
             application_name,
-            local_addr,
+            local_addr: local_addr.map(ShownAddr::from),
             ..Default::default()
         }
     }

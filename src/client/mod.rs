@@ -15,7 +15,6 @@ pub use startup::ClientLogin;
 use startup::Startup;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
@@ -310,10 +309,10 @@ async fn login<'a>(
         server: Default::default(),
         user: app.clients.name(&user),
         database: app.clients.name(&database),
-        addr: peer,
+        addr: peer.map(Into::into),
         kill: Notify::new(),
         killed: AtomicBool::new(false),
-        connect_time: SystemTime::now(),
+        connected_us: crate::app::clients::now_us(),
         activity: ClientActivity::new(
             app.clients.name(get("application_name").unwrap_or("")),
             stream.tcp().and_then(|t| t.local_addr().ok()),

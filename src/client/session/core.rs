@@ -127,10 +127,12 @@ pub struct Core {
 /// transaction in flight.
 pub struct ParkedCore {
     db: Arc<DbRuntime>,
-    gate: Arc<TenantGate>,
     client_id: i32,
-    /// `max_message_size` and `spool_threshold` (see [`Inbound::park`]).
-    limits: (usize, usize),
+    /// `max_message_size` and `spool_threshold` (see [`Inbound::park`]), at
+    /// most `u32::MAX`: a frame's length is an `i32`, so a larger limit means
+    /// the same, and every parked client keeps 8 bytes fewer. (The gate is
+    /// the app's, given back at [`Core::unpark`], for 8 more.)
+    limits: (u32, u32),
     /// Tenant settings, when there are any.
     tenants: Option<Box<Tenants>>,
     /// Prepared statements, when the client ever had any.
@@ -197,16 +199,16 @@ impl Core {
             stmts,
             settings,
             counters,
-            gate,
+            gate: _,
             terminating: _,
         } = self;
         let tenants = route.park();
         let (answered, counters) = counters.park();
+        let narrow = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(ParkedCore {
             db,
-            gate,
             client_id,
-            limits,
+            limits: (narrow(limits.0), narrow(limits.1)),
             tenants: (tenants != Tenants::default()).then(|| Box::new(tenants)),
             stmts: (!stmts.is_default()).then(|| Box::new(stmts)),
             settings,
@@ -215,13 +217,13 @@ impl Core {
         })
     }
 
-    /// The core of a [`ParkedCore`], with the client bytes read since.
-    pub fn unpark(p: ParkedCore, client_bytes: BytesMut) -> Core {
+    /// The core of a [`ParkedCore`], with the client bytes read since, and
+    /// the app's tenant gate.
+    pub fn unpark(p: ParkedCore, client_bytes: BytesMut, gate: Arc<TenantGate>) -> Core {
         let ParkedCore {
             db,
-            gate,
             client_id,
-            limits,
+            limits: (max_msg, spill_at),
             tenants,
             stmts,
             settings,
@@ -231,7 +233,7 @@ impl Core {
         Core {
             db,
             client_id,
-            inbound: Inbound::unpark(limits, client_bytes),
+            inbound: Inbound::unpark((max_msg as usize, spill_at as usize), client_bytes),
             out: Outbound::default(),
             batch: Batch::default(),
             wait: Wait::default(),

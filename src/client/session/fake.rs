@@ -447,7 +447,7 @@ impl Harness {
         self.core = match core.park() {
             Ok(parked) => {
                 self.parks += 1;
-                Core::unpark(parked, BytesMut::new())
+                Core::unpark(parked, BytesMut::new(), self.gate.clone())
             }
             Err(core) => core,
         };

@@ -135,12 +135,13 @@ impl Parked {
             pools_gen,
             last_activity,
         } = self;
+        let core = Core::unpark(core, client_bytes, app.gate.clone());
         Session {
             app,
             user,
             password,
             handle,
-            core: Core::unpark(core, client_bytes),
+            core,
             server: None,
             pools,
             pools_gen,
