@@ -41,6 +41,7 @@ mod wait;
 pub use self::core::{Core, End, Need, ParkedCore, Release};
 
 use crate::app::clients::cancel;
+use crate::app::tenants::TenantCell;
 use crate::app::{App, ClientHandle, DbRuntime};
 use crate::client::spool::{Spool, SpoolError};
 use crate::client::startup::ClientLogin;
@@ -152,6 +153,7 @@ impl Parked {
             spool: None,
             woken_by: Some(event),
             client_fd: None,
+            tenant_cell: None,
         }
     }
 
@@ -424,6 +426,9 @@ pub struct Session {
     /// The client's socket, to notice it closing while the work waits for a
     /// server (set by the event loop, which owns the stream).
     client_fd: Option<std::os::fd::RawFd>,
+    /// The statistics cell of the tenant whose work last waited for a server:
+    /// the transaction is counted into it at the release without a lookup.
+    tenant_cell: Option<Arc<TenantCell>>,
 }
 
 impl Session {
@@ -469,6 +474,7 @@ impl Session {
             spool: None,
             woken_by: None,
             client_fd: None,
+            tenant_cell: None,
         }
     }
 
@@ -1176,7 +1182,7 @@ impl Session {
                         () = self.handle.cancelled() => Some(None),
                         () = client_gone(self.client_fd) => None,
                     };
-                    drop(waiting);
+                    self.tenant_cell = waiting.map(TenantWaiting::end);
                     let Some(r) = r else {
                         // Its work must not run once it is gone: a client that
                         // timed out and retried would see its write twice.
@@ -1538,8 +1544,10 @@ impl Session {
         stats.xact_time_us.fetch_add(xact_us, Ordering::Relaxed);
         let done = counters.flush(stats);
         crate::admin::metrics::record_transaction(&pool, xact_us, done.query_us, done.queries);
+        let known = self.tenant_cell.take();
         if let Some(tenant) = tenant {
             self.app.tenants.record_transaction(
+                known.as_ref(),
                 &self.core.db().name,
                 tenant.as_str(),
                 &pool.key.shard,
@@ -1668,6 +1676,7 @@ impl Session {
             spool,
             woken_by,
             client_fd: _,
+            tenant_cell: _,
         } = unbox(self);
         debug_assert!(server.is_none() && buffered == 0 && !sending);
         debug_assert!(listening.is_none() && spool.is_none() && woken_by.is_none());
@@ -1699,6 +1708,7 @@ impl Session {
                 spool,
                 woken_by,
                 client_fd: None,
+                tenant_cell: None,
             })),
         }
     }
@@ -1933,31 +1943,33 @@ async fn client_gone(fd: Option<std::os::fd::RawFd>) {
 }
 
 /// A client counted as waiting for a server in its tenant's statistics
-/// (`SHOW TENANTS`, `shardbouncer_tenant_waiting`) until dropped.
+/// (`SHOW TENANTS`, `shardbouncer_tenant_waiting`) until dropped or ended.
 struct TenantWaiting {
-    app: Arc<App>,
-    db: Arc<DbRuntime>,
-    tenant: TenantKey,
+    cell: Option<Arc<TenantCell>>,
     since: Instant,
 }
 
 impl TenantWaiting {
     fn start(app: &Arc<App>, db: &Arc<DbRuntime>, tenant: TenantKey) -> TenantWaiting {
-        app.tenants.waiting_inc(&db.name, tenant.as_str());
         TenantWaiting {
-            app: app.clone(),
-            db: db.clone(),
-            tenant,
+            cell: Some(app.tenants.waiting_inc(&db.name, tenant.as_str())),
             since: Instant::now(),
         }
+    }
+
+    /// The wait is over: counted out, and the tenant's cell kept for the
+    /// transaction's count.
+    fn end(mut self) -> Arc<TenantCell> {
+        let cell = self.cell.take().expect("a wait ends once");
+        cell.waiting_dec(self.since.elapsed().as_micros() as u64);
+        cell
     }
 }
 
 impl Drop for TenantWaiting {
     fn drop(&mut self) {
-        let waited_us = self.since.elapsed().as_micros() as u64;
-        self.app
-            .tenants
-            .waiting_dec(&self.db.name, self.tenant.as_str(), waited_us);
+        if let Some(cell) = self.cell.take() {
+            cell.waiting_dec(self.since.elapsed().as_micros() as u64);
+        }
     }
 }
