@@ -29,11 +29,63 @@ use tokio::sync::Notify;
 
 const SHARDS: usize = 16;
 
+/// Client ids holding a ticket (one per ticket).
+///
+/// Why not a `Vec`: an entry lives only while its tenant is held, so most
+/// transactions create and drop one, and a `Vec` would allocate each time.
+/// Two holders fit inline; more (a tenant busy on many clients at once)
+/// spill into a `Vec`.
+#[derive(Debug, Default)]
+struct Holders {
+    inline: [i32; 2],
+    len: u8,
+    more: Vec<i32>,
+}
+
+impl Holders {
+    fn push(&mut self, client: i32) {
+        match self.inline.get_mut(usize::from(self.len)) {
+            Some(slot) => {
+                *slot = client;
+                self.len += 1;
+            }
+            None => self.more.push(client),
+        }
+    }
+
+    /// Take one ticket of `client` out (any order is fine: readers sort).
+    fn remove(&mut self, client: i32) {
+        if let Some(i) = self.more.iter().position(|&c| c == client) {
+            self.more.swap_remove(i);
+            return;
+        }
+        let n = usize::from(self.len);
+        if let Some(i) = self.inline[..n].iter().position(|&c| c == client) {
+            self.inline[i] = self.inline[n - 1];
+            self.len -= 1;
+            // Keep the inline part full while some spilled over.
+            if let Some(c) = self.more.pop() {
+                self.push(c);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn to_vec(&self) -> Vec<i32> {
+        let mut v = self.inline[..usize::from(self.len)].to_vec();
+        v.extend_from_slice(&self.more);
+        v
+    }
+}
+
 /// What the gate knows of one tenant.
 #[derive(Debug, Default)]
 struct Entry {
     /// Client ids holding a ticket (one per ticket).
-    holders: Vec<i32>,
+    holders: Holders,
     /// New transactions wait.
     paused: bool,
     /// Sessions waiting for the pause to end.
@@ -147,13 +199,15 @@ impl TenantGate {
 
     fn exit(&self, key: &TenantKey, client: i32) {
         let mut map = self.shard(key);
-        let Some(e) = map.get_mut(key) else { return };
-        if let Some(i) = e.holders.iter().position(|&c| c == client) {
-            e.holders.swap_remove(i);
-        }
+        // One hash for the lookup and the removal.
+        let std::collections::hash_map::Entry::Occupied(mut o) = map.entry(*key) else {
+            return;
+        };
+        let e = o.get_mut();
+        e.holders.remove(client);
         let drained = e.paused && e.holders.is_empty();
         if e.unused() {
-            map.remove(key);
+            o.remove();
         }
         drop(map);
         if drained {
@@ -225,7 +279,7 @@ impl TenantGate {
         let mut v = self
             .shard(key)
             .get(key)
-            .map(|e| e.holders.clone())
+            .map(|e| e.holders.to_vec())
             .unwrap_or_default();
         v.sort_unstable();
         v
@@ -296,6 +350,30 @@ impl TenantGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Holders spill past the inline two and come back whatever the order,
+    /// one ticket at a time (a client may hold a tenant twice).
+    #[test]
+    fn holders_are_a_multiset() {
+        let mut h = Holders::default();
+        let ids = [5, 7, 5, 9, 11, 7];
+        for id in ids {
+            h.push(id);
+        }
+        let mut left = ids.to_vec();
+        for id in [5, 11, 7, 5, 9, 7] {
+            h.remove(id);
+            let i = left.iter().position(|&c| c == id).unwrap();
+            left.swap_remove(i);
+            let (mut got, mut want) = (h.to_vec(), left.clone());
+            got.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(got, want);
+            assert_eq!(h.is_empty(), want.is_empty());
+        }
+        h.remove(42);
+        assert!(h.is_empty());
+    }
 
     fn key(s: &str) -> TenantKey {
         TenantKey::new(s.as_bytes()).unwrap()
