@@ -200,7 +200,7 @@ impl World {
             Ok(parked) => {
                 assert!(client.attached.is_none(), "client {c} parked with a server attached");
                 assert!(client.held.is_none(), "client {c} parked with work held for a pause");
-                Core::unpark(parked, bytes::BytesMut::new())
+                Core::unpark(parked, bytes::BytesMut::new(), self.gate.clone())
             }
             Err(core) => core,
         };
