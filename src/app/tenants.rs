@@ -27,8 +27,9 @@ const SHARDS: usize = 16;
 /// sessions that count into it.
 #[derive(Debug)]
 pub struct TenantCell {
-    database: Box<str>,
-    tenant: Box<str>,
+    /// The names, shared with the registry's keys (stored once).
+    database: Arc<str>,
+    tenant: Arc<str>,
     /// Shard of the last transaction (written under the registry shard's lock).
     shard: Mutex<String>,
     xact_count: AtomicU64,
@@ -45,10 +46,10 @@ pub struct TenantCell {
 }
 
 impl TenantCell {
-    fn new(database: &str, tenant: &str, tick: u64) -> TenantCell {
+    fn new(database: Arc<str>, tenant: Arc<str>, tick: u64) -> TenantCell {
         TenantCell {
-            database: database.into(),
-            tenant: tenant.into(),
+            database,
+            tenant,
             shard: Mutex::new(String::new()),
             xact_count: AtomicU64::new(0),
             query_count: AtomicU64::new(0),
@@ -145,7 +146,7 @@ impl TenantRow {
 /// database -> tenant -> cell (nested so lookups by `&str` allocate nothing).
 #[derive(Default)]
 struct Shard {
-    dbs: HashMap<String, HashMap<String, Arc<TenantCell>>>,
+    dbs: HashMap<Arc<str>, HashMap<Arc<str>, Arc<TenantCell>>>,
     len: usize,
 }
 
@@ -206,11 +207,13 @@ impl TenantRegistry {
                     evict_oldest(m, self.per_shard_cap / 10 + 1);
                 }
                 m.len += 1;
-                let c = Arc::new(TenantCell::new(database, tenant, tick));
-                m.dbs
-                    .entry(database.to_string())
-                    .or_default()
-                    .insert(tenant.to_string(), c.clone());
+                let db: Arc<str> = match m.dbs.get_key_value(database) {
+                    Some((k, _)) => k.clone(),
+                    None => database.into(),
+                };
+                let tenant: Arc<str> = tenant.into();
+                let c = Arc::new(TenantCell::new(db.clone(), tenant.clone(), tick));
+                m.dbs.entry(db).or_default().insert(tenant, c.clone());
                 c
             }
         };
