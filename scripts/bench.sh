@@ -14,7 +14,9 @@
 #            transactions (and aborted clients), pooler CPU time per
 #            transaction (utime+stime from /proc/<pid>/stat) and pooler
 #            context switches per transaction (voluntary + nonvoluntary, summed
-#            over /proc/<pid>/task/*/status). The CPU and context-switch deltas
+#            over /proc/<pid>/task/*/status), and the involuntary ones alone
+#            (preemptions: on a small machine where pgbench and Postgres share
+#            the cores, most of them). The CPU and context-switch deltas
 #            cover the steady state only: from pgbench's first progress report
 #            (-P 1, one second after every client has connected) to the end;
 #            the transactions counted are the total minus those of that first
@@ -468,13 +470,15 @@ mkdir -p "$OUT/raw"
 rm -f "$OUT"/raw/*.txt
 CLK_TCK=$(getconf CLK_TCK)
 
-snap() { # snap PID: "<utime+stime ticks> <context switches, all threads>", or "- -"
+snap() { # snap PID: "<utime+stime ticks> <context switches> <involuntary ones>" (all threads), or "- - -"
     local pid=$1 ticks ctx
-    if [[ -z $pid || ! -r /proc/$pid/stat ]]; then echo "- -"; return; fi
+    if [[ -z $pid || ! -r /proc/$pid/stat ]]; then echo "- - -"; return; fi
     # Fields after the parenthesised command name; utime and stime are 14 and 15.
     ticks=$(sed 's/^.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')
     ctx=$(cat /proc/"$pid"/task/*/status 2>/dev/null |
-        awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ { s += $2 } END { print s + 0 }')
+        awk '/^voluntary_ctxt_switches:/ { s += $2 }
+             /^nonvoluntary_ctxt_switches:/ { s += $2; n += $2 }
+             END { print s + 0, n + 0 }')
     echo "$ticks $ctx"
 }
 
@@ -531,8 +535,9 @@ reset_tables() { # what pgbench does before a run, done once directly for every 
     psql_admin -d app -c 'CHECKPOINT' >/dev/null
 }
 
-# Results of every run, keyed "<row>|<target>|<round>": TPS LAT FAIL CPU CTX OTH.
-declare -A TPS LAT FAIL CPU CTX OTH
+# Results of every run, keyed "<row>|<target>|<round>": TPS LAT FAIL CPU CTX
+# (context switches per transaction) INV (the involuntary ones) OTH.
+declare -A TPS LAT FAIL CPU CTX INV OTH
 
 # measure KEY PID RAW PGBENCH-ARGS...: runs pgbench -P 1 and records the results.
 measure() {
@@ -578,17 +583,19 @@ measure() {
     fi
     CPU[$key]=""
     CTX[$key]=""
+    INV[$key]=""
     if [[ -s $s0 && -n $pid && ${txns:-0} -gt 0 ]]; then
-        # s0: "<ticks> <ctx> <epoch> progress: 1.0 s, 12345.6 tps, lat ..."; the
-        # first report covers the time since pgbench started (connecting included).
-        local c0 x0 e0 t1 tps1 c1 x1 window secs
-        read -r c0 x0 e0 _ t1 _ tps1 _ <"$s0"
-        read -r c1 x1 <<<"$s1"
+        # s0: "<ticks> <ctx> <involuntary> <epoch> progress: 1.0 s, 12345.6 tps,
+        # lat ..."; the first report covers the time since pgbench started
+        # (connecting included).
+        local c0 x0 v0 e0 t1 tps1 c1 x1 v1 window secs
+        read -r c0 x0 v0 e0 _ t1 _ tps1 _ <"$s0"
+        read -r c1 x1 v1 <<<"$s1"
         if [[ $c0 != - && $c1 != - ]]; then
             window=$(awk -v n="$txns" -v t="$t1" -v r="$tps1" 'BEGIN { printf "%.0f", n - t * r }')
             secs=$(awk -v a="$e0" -v b="$e1" 'BEGIN { printf "%.1f", b - a }')
             echo "measured window: $window transactions in $secs s after the first progress report at $t1 s;" \
-                "pooler ticks $c0 -> $c1 (CLK_TCK $CLK_TCK), context switches $x0 -> $x1" >>"$raw"
+                "pooler ticks $c0 -> $c1 (CLK_TCK $CLK_TCK), context switches $x0 -> $x1 (involuntary $v0 -> $v1)" >>"$raw"
             if awk -v s="$secs" -v d="$DURATION" 'BEGIN { exit !(s < d / 2) }'; then
                 say "warning: steady-state window only $secs s (clients took long to connect; raise BENCH_CONNECT_ALLOW)"
             fi
@@ -596,11 +603,12 @@ measure() {
                 CPU[$key]=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$window" \
                     'BEGIN { printf "%.1f", d / hz * 1e6 / n }')
                 CTX[$key]=$(awk -v d=$((x1 - x0)) -v n="$window" 'BEGIN { printf "%.2f", d / n }')
+                INV[$key]=$(awk -v d=$((v1 - v0)) -v n="$window" 'BEGIN { printf "%.2f", d / n }')
             fi
         fi
     fi
-    printf '   tps %s, latency %s ms, failed %s, pooler CPU %s us/txn, %s ctx switches/txn, others %s%% CPU\n' \
-        "${tps:--}" "${lat:--}" "${FAIL[$key]}" "${CPU[$key]:--}" "${CTX[$key]:--}" "${OTH[$key]:--}" >&2
+    printf '   tps %s, latency %s ms, failed %s, pooler CPU %s us/txn, %s ctx switches/txn (%s involuntary), others %s%% CPU\n' \
+        "${tps:--}" "${lat:--}" "${FAIL[$key]}" "${CPU[$key]:--}" "${CTX[$key]:--}" "${INV[$key]:--}" "${OTH[$key]:--}" >&2
 }
 
 run_seconds() { # run_seconds CLIENTS WORKLOAD: pgbench -T, i.e. the duration plus time to connect
@@ -819,21 +827,21 @@ ELAPSED=$(($(date +%s) - STARTED))
         echo
         echo "## pgbench"
         echo
-        echo "Pooler CPU = user+system time of the pooler process per transaction; ctx sw = its voluntary+involuntary context switches (all threads) per transaction; both over the steady state (after the first 1 s progress report, so logins are excluded except with -C). Latency = pgbench's average, ms.$( ((ROUNDS == 1)) || echo " Medians of $ROUNDS rounds.")"
+        echo "Pooler CPU = user+system time of the pooler process per transaction; ctx sw = its voluntary+involuntary context switches (all threads) per transaction, and the involuntary ones (preemptions) alone; all over the steady state (after the first 1 s progress report, so logins are excluded except with -C). Latency = pgbench's average, ms.$( ((ROUNDS == 1)) || echo " Medians of $ROUNDS rounds.")"
         echo
-        echo "| workload | clients | target | TPS | latency ms | failed | pooler CPU µs/tx | ctx sw/tx | others' CPU % |"
-        echo "|---|---:|---|---:|---:|---:|---:|---:|---:|"
+        echo "| workload | clients | target | TPS | latency ms | failed | pooler CPU µs/tx | ctx sw/tx | involuntary/tx | others' CPU % |"
+        echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
         for w in $WORKLOADS; do
             name=$(wl_name "$w")
             clients=$(wl_clients "$w")
             for t in $TARGETS; do
                 if [[ ${TPS[$w|$t|1]:-} == n/a ]]; then
-                    printf '| %s | %s | %s | n/a | | | | | |\n' "$name" "$clients" "$t"
+                    printf '| %s | %s | %s | n/a | | | | | | |\n' "$name" "$clients" "$t"
                     continue
                 fi
-                printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$clients" "$t" \
+                printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$clients" "$t" \
                     "$(med TPS "$w" "$t")" "$(med LAT "$w" "$t")" "$(fails "$w" "$t")" \
-                    "$(med CPU "$w" "$t")" "$(med CTX "$w" "$t")" "$(med OTH "$w" "$t")"
+                    "$(med CPU "$w" "$t")" "$(med CTX "$w" "$t")" "$(med INV "$w" "$t")" "$(med OTH "$w" "$t")"
             done
         done
         if has_target pgbouncer && has_target shardbouncer; then
