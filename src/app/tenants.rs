@@ -13,6 +13,7 @@
 //! of three fewer per transaction that waited for a server, on the routed
 //! benchmark's hot path).
 
+use super::clients::now_us;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,7 +31,8 @@ pub struct TenantCell {
     /// The names, shared with the registry's keys (stored once).
     database: Arc<str>,
     tenant: Arc<str>,
-    /// Shard of the last transaction (written under the registry shard's lock).
+    /// Shard of the last transaction (its own lock: a session that holds the
+    /// cell writes it without the registry's).
     shard: Mutex<String>,
     xact_count: AtomicU64,
     query_count: AtomicU64,
@@ -102,13 +104,6 @@ impl TenantCell {
                 + Duration::from_micros(self.last_seen_us.load(Ordering::Relaxed)),
         }
     }
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 /// One row of SHOW TENANTS / the tenant metrics.
