@@ -616,7 +616,10 @@ async fn kill_client_disable_enable_kill_reconnect() {
     );
     again.simple_query("SELECT 1").await.unwrap();
 
-    // KILL app drops every client of the database.
+    // KILL app drops every client of the database and, as PgBouncer's does,
+    // leaves it paused: a client that comes back waits for RESUME (a failover
+    // script's KILL, switch, RESUME must not let clients reach the old
+    // servers in between).
     q(&a, "KILL app").await;
     for c in [&other, &again] {
         assert!(c.simple_query("SELECT 1").await.is_err());
@@ -625,6 +628,38 @@ async fn kill_client_disable_enable_kill_reconnect() {
         q_err(&a, "KILL nosuchdb").await.1,
         "no such database: nosuchdb"
     );
+    let dbs = q(&a, "SHOW DATABASES").await;
+    assert_eq!(dbs.get("name", "app", "paused").as_deref(), Some("1"));
+    let back = app(&b).await;
+    let held = tokio::spawn(async move { back.simple_query("SELECT 1").await.map(|_| ()) });
+    until("the returning client waits", || async {
+        q(&a, "SHOW POOLS")
+            .await
+            .get("database", "app", "cl_waiting")
+            .as_deref()
+            == Some("1")
+    })
+    .await;
+    assert!(!held.is_finished(), "a query ran on a killed database");
+    assert_eq!(
+        q_err(&a, "PAUSE app").await.1,
+        "database app is already paused"
+    );
+    q(&a, "RESUME app").await;
+    tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("the held query runs after RESUME")
+        .unwrap()
+        .unwrap();
+    app(&b).await.simple_query("SELECT 1").await.unwrap();
+
+    // KILL with no database kills and pauses them all, until RESUME.
+    let c = app(&b).await;
+    q(&a, "KILL").await;
+    assert!(c.simple_query("SELECT 1").await.is_err());
+    let state = q(&a, "SHOW STATE").await;
+    assert_eq!(state.get("key", "paused", "value").as_deref(), Some("yes"));
+    q(&a, "RESUME").await;
     app(&b).await.simple_query("SELECT 1").await.unwrap();
 }
 

@@ -332,6 +332,17 @@ impl Console {
             }
             Command::Kill(db) => {
                 let pools = target_pools(&app, db.as_deref())?;
+                // As PgBouncer: a killed database stays paused until RESUME,
+                // so the clients that reconnect at once (a failover script's
+                // KILL, switch, RESUME) wait instead of reaching the old
+                // servers. Paused before the kill, so no reconnect slips in.
+                match &db {
+                    None => app.admin.paused_all.store(true, Ordering::Release),
+                    Some(d) => app.admin.set_paused(d, true),
+                }
+                for p in &pools {
+                    p.pause();
+                }
                 for c in app.clients.all() {
                     let hit = match &db {
                         Some(d) => *c.database == **d,
@@ -344,7 +355,10 @@ impl Console {
                 for p in pools {
                     p.reconnect();
                 }
-                tracing::info!("KILL {}", db.as_deref().unwrap_or("(all)"));
+                tracing::info!(
+                    "KILL {}: paused until RESUME",
+                    db.as_deref().unwrap_or("(all)")
+                );
                 Ok(Reply::Done("KILL"))
             }
             Command::KillClient(id) => {
