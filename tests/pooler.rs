@@ -1692,7 +1692,19 @@ async fn a_client_that_leaves_while_queued_never_runs_its_work() {
         clients_waiting(&admin).await == 3
     })
     .await;
-    // They leave while queued; the queue empties.
+    // They leave while queued; the queue empties. Ghost 1 leaves as libpq's
+    // PQfinish does (a Terminate before its FIN), ghost 2 sends more work
+    // first: both leave bytes the pooler has not read when they close.
+    let ghosts = support::blocking(move || {
+        let mut ghosts = ghosts;
+        let terminate = ghosts[1].terminate().take_built();
+        ghosts[1].s.write_all(&terminate).unwrap();
+        let more = ghosts[2]
+            .query("INSERT INTO ghosts VALUES ('more')")
+            .take_built();
+        ghosts[2].s.write_all(&more).unwrap();
+        ghosts
+    });
     drop(ghosts);
     eventually(Duration::from_secs(15), "the queue to empty", || async {
         clients_waiting(&admin).await == 0

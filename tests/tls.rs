@@ -495,3 +495,101 @@ fn a_tls_server_connection_moves_between_workers() {
         assert_eq!(out, first, "client {i} after the first");
     }
 }
+
+/// A TLS client that closes politely while its work waits for a server
+/// (Terminate, then a close_notify alert, then its FIN, as libpq's PQfinish
+/// does over TLS) is dropped from the queue, and its work never runs. The
+/// queue used to see a close only when nothing was left unread, so a polite
+/// close was seen only once a server came, and the work of a client that had
+/// given up ran anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_that_leaves_while_queued_never_runs_its_work() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs = Certs::new();
+    let pg = PgCluster::start_with(&certs.pg_conf());
+    pg.psql(
+        "app",
+        "CREATE TABLE ghosts (who text); GRANT ALL ON ghosts TO app",
+    );
+    let cfg =
+        config(
+            &pg,
+            &format!(
+            "{}\n[admin]\nusers = [\"admin\"]\n[[users]]\nname = \"admin\"\npassword = \"admin\"\n",
+            client_tls(&certs.path("server.pem"), &certs.path("server.key"), "allow")
+        ),
+        )
+        .replace(
+            "default_pool_size = 5",
+            "default_pool_size = 1\nquery_wait_timeout = \"60s\"",
+        )
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    let admin = b.connect("admin", "admin", "pgbouncer").await;
+    let holder = b.connect("app", "", "app").await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+
+    // The ghost: SSLRequest, TLS, a trust login, a query that queues.
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", b.port))
+        .await
+        .unwrap();
+    tcp.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await.unwrap();
+    assert_eq!(tcp.read_u8().await.unwrap(), b'S');
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(rustls_config(&certs.dir.join("ca.pem"))));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let mut startup = vec![0, 0, 0, 0, 0, 3, 0, 0];
+    startup.extend_from_slice(b"user\0app\0database\0app\0\0");
+    let len = (startup.len() as u32).to_be_bytes();
+    startup[..4].copy_from_slice(&len);
+    tls.write_all(&startup).await.unwrap();
+    loop {
+        let tag = tls.read_u8().await.unwrap();
+        let len = tls.read_u32().await.unwrap() as usize;
+        let mut body = vec![0; len - 4];
+        tls.read_exact(&mut body).await.unwrap();
+        assert_ne!(tag, b'E', "login: {}", String::from_utf8_lossy(&body));
+        if tag == b'Z' {
+            break;
+        }
+    }
+    let sql = b"INSERT INTO ghosts VALUES ('ghost')\0";
+    let mut q = vec![b'Q'];
+    q.extend_from_slice(&((sql.len() + 4) as u32).to_be_bytes());
+    q.extend_from_slice(sql);
+    tls.write_all(&q).await.unwrap();
+    tls.flush().await.unwrap();
+    support::eventually(Duration::from_secs(15), "the TLS client queued", || async {
+        waiting(&admin).await == 1
+    })
+    .await;
+    // It gives up politely: Terminate, close_notify, FIN; unread by the pooler.
+    tls.write_all(&[b'X', 0, 0, 0, 4]).await.unwrap();
+    tls.shutdown().await.unwrap();
+    drop(tls);
+    support::eventually(Duration::from_secs(15), "the queue to empty", || async {
+        waiting(&admin).await == 0
+    })
+    .await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    holder.simple_query("SELECT 1").await.unwrap();
+    assert_eq!(pg.psql("app", "SELECT count(*) FROM ghosts"), "0");
+}
+
+/// `cl_waiting` of database `app` in SHOW POOLS.
+async fn waiting(admin: &tokio_postgres::Client) -> usize {
+    let mut col = None;
+    for m in admin.simple_query("SHOW POOLS").await.unwrap() {
+        match m {
+            tokio_postgres::SimpleQueryMessage::RowDescription(d) => {
+                col = d.iter().position(|c| c.name() == "cl_waiting");
+            }
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("app") => {
+                return r.get(col.unwrap()).unwrap().parse().unwrap();
+            }
+            _ => {}
+        }
+    }
+    panic!("no pool of app in SHOW POOLS")
+}
