@@ -198,3 +198,49 @@ async fn a_noisy_tenant_cannot_starve_a_quiet_one_and_a_cap_holds_it() {
     }
     assert!(done > A_CLIENTS, "A made progress: {done}");
 }
+
+/// A tenant at its cap whose next transaction waits while a reserve server is
+/// free waits asleep. It used to spin: the reserve's timer, once elapsed, kept
+/// reopening the reserve, whose permit the cap then refused, in a loop that
+/// took a whole core (300 clock ticks in 3 s, by hand) until the tenant got a
+/// server. The assertion allows a tenth of that, so a busy machine cannot
+/// fail it; a spinning pooler cannot pass it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_tenant_waits_asleep_while_a_reserve_server_is_free() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start_with_files(
+        &support::routed_config(
+            std::iter::once(&pg),
+            "default_pool_size = 2\nreserve_pool_size = 1\nreserve_pool_timeout = \"50ms\"\n\
+             query_wait_timeout = \"60s\"",
+            "[databases.app.tenant_limits]\nmax_active = 1",
+        ),
+        &[("shardmap.toml", MAP)],
+    );
+    let admin = connect(&b, "admin", "admin", "pgbouncer").await;
+    let holder = connect(&b, "app", "secret", "app").await;
+    holder.batch_execute("SET tenant_id = 1").await.unwrap();
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let waiter = connect(&b, "app", "secret", "app").await;
+    let queued = tokio::spawn(async move { one(&waiter, "/* tenant_id=1 */ SELECT 7").await });
+    eventually(
+        Duration::from_secs(15),
+        "tenant 1's second client waits",
+        || async { a_waiting(&admin).await == 1 },
+    )
+    .await;
+    // The reserve opens 50 ms into the wait; what does a second of it cost?
+    let before = b.cpu_ticks();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = b.cpu_ticks() - before;
+    assert!(
+        used < 10,
+        "the pooler used {used} ticks in 1 s while one client waited"
+    );
+    assert!(
+        !queued.is_finished(),
+        "the cap let a second transaction run"
+    );
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(queued.await.unwrap(), "7");
+}

@@ -690,14 +690,19 @@ impl Pool {
         deadline: Option<tokio::time::Instant>,
         mut w: fair::Wait,
     ) -> Result<(OwnedSemaphorePermit, bool), PoolError> {
-        // After reserve_pool_timeout, the reserve pool may also serve this client.
-        let reserve_at = tokio::time::Instant::now() + settings.reserve_pool_timeout.as_std();
-        let use_reserve = settings.reserve_pool_size > 0;
-        let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
-        let deadline_sleep = tokio::time::sleep_until(deadline.unwrap_or(far));
-        tokio::pin!(deadline_sleep);
-        let reserve_sleep = tokio::time::sleep_until(if use_reserve { reserve_at } else { far });
-        tokio::pin!(reserve_sleep);
+        // One timer at most, for whichever comes first, the reserve opening or
+        // the deadline, and none when there is neither: each timer costs a
+        // registration in the runtime's wheel and a locked removal, and most
+        // pools have no reserve.
+        let mut reserve_at = (settings.reserve_pool_size > 0)
+            .then(|| tokio::time::Instant::now() + settings.reserve_pool_timeout.as_std());
+        let next = |reserve_at: Option<tokio::time::Instant>| match (reserve_at, deadline) {
+            (Some(r), Some(d)) if d < r => (Some(d), false),
+            (Some(r), _) => (Some(r), true),
+            (None, d) => (d, false),
+        };
+        let (at, mut for_reserve) = next(reserve_at);
+        let mut timer = std::pin::pin!(at.map(tokio::time::sleep_until));
         let mut reserve_open = false;
         loop {
             let reserve_acq = async {
@@ -707,6 +712,12 @@ impl Pool {
                     std::future::pending().await
                 }
             };
+            let tick = async {
+                match timer.as_mut().as_pin_mut() {
+                    Some(t) => t.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 p = w.permit() => return p.map(|p| (p, false)).ok_or(PoolError::Closed),
                 p = reserve_acq => {
@@ -714,12 +725,26 @@ impl Pool {
                     if w.try_count() {
                         return Ok((p, true));
                     }
-                    // At its cap: the reserve is no way around it.
+                    // At its cap: the reserve is no way around it. Not tried
+                    // again in this wait (its turn in the main line comes);
+                    // retrying at once is what made this loop spin.
                     drop(p);
                     reserve_open = false;
                 }
-                _ = &mut reserve_sleep, if !reserve_open && use_reserve => reserve_open = true,
-                _ = &mut deadline_sleep => return Err(PoolError::WaitTimeout),
+                () = tick => {
+                    if !for_reserve {
+                        return Err(PoolError::WaitTimeout);
+                    }
+                    // The reserve opens (once); the timer now waits for the deadline.
+                    reserve_open = true;
+                    reserve_at = None;
+                    let (at, r) = next(reserve_at);
+                    for_reserve = r;
+                    match (at, timer.as_mut().as_pin_mut()) {
+                        (Some(at), Some(t)) => t.reset(at),
+                        _ => timer.set(None),
+                    }
+                }
             }
         }
     }

@@ -50,6 +50,19 @@ impl Bouncer {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    /// CPU time the process has used so far, user and system, in clock ticks
+    /// (`utime` + `stime` of /proc/<pid>/stat). For telling a process that
+    /// waits from one that spins, never for timing.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("read /proc/<pid>/stat");
+        // Fields after the parenthesised command name: state is field 3, so
+        // utime (14) and stime (15) are the 12th and 13th after it.
+        let (_, rest) = stat.rsplit_once(')').expect("a stat line");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+
     /// The sizes of the spool files the process holds open (large client
     /// messages waiting to be whole; the files are unlinked, so only the
     /// process's descriptors show them).
