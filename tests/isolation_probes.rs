@@ -705,3 +705,63 @@ fn a_named_parse_needs_no_server_whatever_the_tenant() {
     assert!(error_codes(&m).is_empty(), "{m:?}");
     assert_eq!(first_column(&m), ["owner of alpha", "owner of alpha2"]);
 }
+
+// ------------------------- Bind values of types that read other text as the key
+
+/// A Bind value declared `numeric` or `float8` is compared by Postgres as a
+/// number: `'2002.0'` is tenant 2002 (s1) to the `bigint` column, but the
+/// router hashed the text `"2002.0"` as another tenant and sent the statement
+/// there (probe: a tenant's rows written on a shard that does not own it).
+/// Such values are refused (22023) and nothing runs.
+#[test]
+fn bind_values_of_numeric_types_are_refused_not_routed_by_their_text() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let mut raw = f.raw("app", &[]);
+    for (label, oid, text) in [
+        ("numeric", 1700u32, "2002.0"),
+        ("numeric", 1700, "2002.00"),
+        ("float8", 701, "2.002e3"),
+        ("float4", 700, "2002"),
+    ] {
+        let m = raw
+            .parse_typed(
+                "",
+                "INSERT INTO ledger (tenant_id, note) VALUES ($1, 'p-numeric')",
+                &[oid],
+            )
+            .bind_raw("", &[Some(text.as_bytes())], &[0])
+            .execute()
+            .sync()
+            .run(1);
+        bad.check(error_codes(&m) == ["22023"], || {
+            format!("{label} {text:?}: errors {:?}", error_codes(&m))
+        });
+        let m = raw
+            .parse_typed(
+                "",
+                "SELECT note FROM ledger WHERE tenant_id = ANY($1)",
+                &[1231],
+            )
+            .bind_raw("", &[Some(format!("{{{text}}}").as_bytes())], &[0])
+            .execute()
+            .sync()
+            .run(1);
+        bad.check(error_codes(&m) == ["22023"], || {
+            format!("numeric[] {{{text}}}: errors {:?}", error_codes(&m))
+        });
+    }
+    let n = f.counts("ledger WHERE note = 'p-numeric'");
+    bad.check(n == [0, 0], || format!("refused INSERTs wrote rows: {n:?}"));
+    // The key's own types still route (the control).
+    let m = raw
+        .parse_typed("", "SELECT note FROM ledger WHERE tenant_id = $1", &[20])
+        .bind_raw("", &[Some(b"2002")], &[0])
+        .execute()
+        .sync()
+        .run(1);
+    bad.check(first_column(&m) == ["ledger of 2002"], || {
+        format!("int8 '2002': {:?} {:?}", error_codes(&m), first_column(&m))
+    });
+    bad.finish("bind_values_of_numeric_types_are_refused_not_routed_by_their_text");
+}

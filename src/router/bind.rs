@@ -13,6 +13,52 @@ mod oid {
     pub const BPCHAR: u32 = 1042;
     pub const VARCHAR: u32 = 1043;
     pub const UUID: u32 = 2950;
+    pub const INT8_ARRAY: u32 = 1016;
+    pub const INT2_ARRAY: u32 = 1005;
+    pub const INT4_ARRAY: u32 = 1007;
+    pub const TEXT_ARRAY: u32 = 1009;
+    pub const NAME_ARRAY: u32 = 1003;
+    pub const BPCHAR_ARRAY: u32 = 1014;
+    pub const VARCHAR_ARRAY: u32 = 1015;
+    pub const UUID_ARRAY: u32 = 2951;
+}
+
+/// [`param_key`]'s error for a value whose declared type is not one a key is
+/// read as (`numeric` `42.0` is tenant 42 to Postgres, but not the same text).
+pub const NOT_A_KEY_TYPE: &str = "is of a type that cannot be a tenant key";
+
+/// Whether a text value declared `oid` (0: left to the server, which reads it
+/// as the key column's type) is read the way its text spells the key: an
+/// integer, text-like or uuid type. Any other (`numeric`, `float8`, `money`,
+/// a domain ...) may read other text as the same tenant, or the same text as
+/// another, so it is refused rather than guessed.
+fn key_type(oid: u32) -> bool {
+    matches!(
+        oid,
+        0 | oid::INT2
+            | oid::INT4
+            | oid::INT8
+            | oid::TEXT
+            | oid::VARCHAR
+            | oid::BPCHAR
+            | oid::NAME
+            | oid::UUID
+    )
+}
+
+/// [`key_type`] for an array parameter of `key = ANY($n)`.
+fn key_array_type(oid: u32) -> bool {
+    matches!(
+        oid,
+        0 | oid::INT2_ARRAY
+            | oid::INT4_ARRAY
+            | oid::INT8_ARRAY
+            | oid::TEXT_ARRAY
+            | oid::VARCHAR_ARRAY
+            | oid::BPCHAR_ARRAY
+            | oid::NAME_ARRAY
+            | oid::UUID_ARRAY
+    )
 }
 
 /// Parameter types of a statement: declared in its Parse (raw big-endian OIDs,
@@ -59,6 +105,9 @@ pub fn param_key(value: Option<&[u8]>, format: i16, oid: u32) -> Result<TenantKe
         return Err("is NULL");
     };
     if format == 0 {
+        if !key_type(oid) {
+            return Err(NOT_A_KEY_TYPE);
+        }
         return TenantKey::new(v).ok_or("is not 1 to 63 bytes of UTF-8");
     }
     // Binary: the type decides the width; an unknown type (0) is read by width,
@@ -101,18 +150,23 @@ pub fn param_key(value: Option<&[u8]>, format: i16, oid: u32) -> Result<TenantKe
 /// values (refused as too complex, 54001, like as many literals).
 pub const TOO_MANY_ELEMENTS: &str = "has more elements than one unit of work may name";
 
-/// Decode an array parameter value (`None`: NULL) of `key = ANY($n)`, text or
-/// binary, calling `f` with every element as a tenant key; at most `max`
-/// elements. The error says what is wrong, for a 22023 message.
+/// Decode an array parameter value (`None`: NULL) of `key = ANY($n)` declared
+/// `oid` (0: unspecified), text or binary, calling `f` with every element as a
+/// tenant key; at most `max` elements. The error says what is wrong, for a
+/// 22023 message.
 pub fn param_array_keys(
     value: Option<&[u8]>,
     format: i16,
+    oid: u32,
     max: usize,
     f: &mut dyn FnMut(TenantKey),
 ) -> Result<(), &'static str> {
     let Some(v) = value else {
         return Err("is NULL");
     };
+    if !key_array_type(oid) {
+        return Err(NOT_A_KEY_TYPE);
+    }
     let mut n = 0usize;
     let mut each = |k: TenantKey| {
         n += 1;
@@ -266,9 +320,36 @@ mod tests {
         assert!(param_key(Some(b""), 0, 25).is_err());
     }
 
+    #[test]
+    fn text_values_of_types_that_read_other_text_as_the_key_are_refused() {
+        // Probe: `numeric` '42.0' and `float8` '4.2e1' are tenant 42 to
+        // Postgres but were routed as the text "42.0" (another shard).
+        for oid in [1700, 700, 701, 790, 16, 114, 3802, 26] {
+            assert_eq!(
+                param_key(Some(b"42.0"), 0, oid),
+                Err(NOT_A_KEY_TYPE),
+                "{oid}"
+            );
+        }
+        for oid in [0, 20, 21, 23, 25, 1043, 1042, 19, 2950] {
+            assert!(param_key(Some(b"42"), 0, oid).is_ok(), "{oid}");
+        }
+        // Arrays: `numeric[]` (1231) and `float8[]` (1022) likewise.
+        for oid in [1231, 1022, 1021] {
+            let r = param_array_keys(Some(b"{42.0}"), 0, oid, 10, &mut |_| {});
+            assert_eq!(r, Err(NOT_A_KEY_TYPE), "{oid}");
+        }
+        for oid in [0, 1016, 1007, 1005, 1009, 1015, 1014, 1003] {
+            assert!(
+                param_array_keys(Some(b"{42}"), 0, oid, 10, &mut |_| {}).is_ok(),
+                "{oid}"
+            );
+        }
+    }
+
     fn keys(v: &[u8], format: i16) -> Result<Vec<String>, &'static str> {
         let mut out = Vec::new();
-        param_array_keys(Some(v), format, 100, &mut |k| {
+        param_array_keys(Some(v), format, 0, 100, &mut |k| {
             out.push(k.as_str().to_string())
         })?;
         Ok(out)
@@ -294,7 +375,10 @@ mod tests {
         ] {
             assert!(keys(bad, 0).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
-        assert_eq!(param_array_keys(None, 0, 10, &mut |_| {}), Err("is NULL"));
+        assert_eq!(
+            param_array_keys(None, 0, 0, 10, &mut |_| {}),
+            Err("is NULL")
+        );
         assert!(keys(format!("{{{}}}", vec!["1"; 101].join(",")).as_bytes(), 0).is_err());
     }
 

@@ -603,7 +603,7 @@ fn bind_mentions(
         }
         if err.is_none() && f.array_params.binary_search(&n).is_ok() {
             let room = MAX_MENTIONS.saturating_sub(scratch.len());
-            let res = param_array_keys(v, values.format(i), room, &mut |key| {
+            let res = param_array_keys(v, values.format(i), types.get(i), room, &mut |key| {
                 scratch.push(Mention {
                     key,
                     source: Source::Scan,
