@@ -77,6 +77,7 @@ fn bench_decide(c: &mut Criterion) {
         tx: Tx::Idle,
         pinned_by: None,
         std_strings: true,
+        ascii_only: false,
     };
     let mut scratch = Vec::new();
     let mut f = Facts::default();

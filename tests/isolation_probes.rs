@@ -765,3 +765,133 @@ fn bind_values_of_numeric_types_are_refused_not_routed_by_their_text() {
     });
     bad.finish("bind_values_of_numeric_types_are_refused_not_routed_by_their_text");
 }
+
+// ------------- lexing that changes inside a unit: standard_conforming_strings
+
+/// Under `standard_conforming_strings = off`, `'\''` is one string holding a
+/// quote; under `on`, a string holding a backslash and the start of another.
+/// This INSERT names only alpha (s0) to a router lexing it with `on`, and also
+/// bravo (s1) to Postgres lexing it with `off`.
+const SCS_SMUGGLE: &str =
+    "INSERT INTO accounts (tenant_id, name) VALUES ('alpha', '\\''), ('bravo', 'p-scs') --')";
+
+/// A setting changed by an earlier statement of the same unit changes how the
+/// rest is lexed (probe: an extended batch whose first Execute turned
+/// `standard_conforming_strings` off had its next Parse routed by the old
+/// lexing, and wrote bravo's row on s0; `SET LOCAL` was not counted as a
+/// change at all). Every such unit is refused (0A000) and nothing is written.
+#[test]
+fn a_lexing_setting_changed_inside_a_unit_does_not_let_text_through_unrouted() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let mut c = f.raw("app", &[]);
+    let scs_off = "SELECT set_config('standard_conforming_strings', 'off', false) \
+                   FROM accounts WHERE tenant_id = 'alpha'";
+    // One extended batch: Parse/Bind/Execute the change, then the INSERT, one Sync.
+    let mut batch = Vec::new();
+    for sql in [scs_off, SCS_SMUGGLE] {
+        batch.extend(parse_msg("", sql));
+        batch.extend(bind_msg("", ""));
+        batch.extend(execute_msg(""));
+    }
+    batch.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &batch, b'Z');
+    bad.check(error_codes(&m) == ["0A000"], || {
+        format!("batch: errors {:?}", error_codes(&m))
+    });
+    // SET LOCAL in one simple Query, and in a Query pipelined ahead of it.
+    for sql in [
+        format!("BEGIN; SET LOCAL standard_conforming_strings = off; {SCS_SMUGGLE}; COMMIT"),
+        format!("BEGIN; SELECT set_config('standard_conforming_strings', 'off', true); {SCS_SMUGGLE}; COMMIT"),
+    ] {
+        let (errors, _) = q(&mut c, &sql);
+        bad.check(errors.first().map(String::as_str) == Some("0A000"), || {
+            format!("{sql}: errors {errors:?}")
+        });
+    }
+    let mut pipelined = frame(
+        b'Q',
+        b"BEGIN; SET LOCAL standard_conforming_strings = off\0",
+    );
+    pipelined.extend(frame(b'Q', format!("{SCS_SMUGGLE}\0").as_bytes()));
+    pipelined.extend(frame(b'Q', b"COMMIT\0"));
+    let mut m = send_until(&mut c, &pipelined, b'Z');
+    m.extend(c.read_until_ready());
+    m.extend(c.read_until_ready());
+    bad.check(error_codes(&m) == ["0A000"], || {
+        format!("pipelined SET LOCAL: errors {:?}", error_codes(&m))
+    });
+    let n = f.counts("accounts WHERE name = 'p-scs' OR name = ''''");
+    bad.check(n == [0, 0], || format!("smuggled rows: {n:?}"));
+    bad.finish("a_lexing_setting_changed_inside_a_unit_does_not_let_text_through_unrouted");
+}
+
+// ---------------- client encodings whose characters contain ASCII bytes
+
+/// In SJIS, `0x83 0x5C` is one character (ソ); a byte-wise lexer reads its
+/// second byte as a backslash that escapes the next quote. Postgres converts
+/// the text to the server's encoding first, so for it the string ends there
+/// (probe: under `client_encoding=SJIS` this INSERT was routed to s0 by
+/// alpha, and Postgres wrote bravo's row there too). BIG5, GBK, GB18030, UHC
+/// and JOHAB have the same property. Text past ASCII under such an encoding
+/// is refused (0A000); ASCII text still routes; back in UTF8, all text does.
+#[test]
+fn text_under_an_encoding_that_hides_ascii_bytes_is_refused_not_misread() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let smuggle = |lead: u8| {
+        let mut sql = b"INSERT INTO accounts (tenant_id, name) VALUES ('alpha', E'".to_vec();
+        sql.extend([lead, b'\\']);
+        sql.extend(b"'), ('bravo', 'p-mb') --')\0");
+        frame(b'Q', &sql)
+    };
+    for enc in ["SJIS", "Windows-932", "BIG5", "GBK"] {
+        let mut c = f.raw("app", &[("client_encoding", enc)]);
+        let m = send_until(
+            &mut c,
+            &smuggle(if enc == "BIG5" { 0xB3 } else { 0x83 }),
+            b'Z',
+        );
+        bad.check(error_codes(&m) == ["0A000"], || {
+            format!("{enc}: errors {:?}", error_codes(&m))
+        });
+        let (errors, rows) = q(
+            &mut c,
+            "SELECT name FROM accounts WHERE tenant_id = 'alpha'",
+        );
+        bad.check(errors.is_empty() && rows == ["owner of alpha"], || {
+            format!("{enc}: ASCII text: {errors:?} {rows:?}")
+        });
+    }
+    // Changed in the session: refused from then on, and again fine after RESET.
+    let mut c = f.raw("app", &[]);
+    let (errors, _) = q(&mut c, "SET client_encoding = 'SJIS'");
+    bad.check(errors.is_empty(), || {
+        format!("SET client_encoding: {errors:?}")
+    });
+    let m = send_until(&mut c, &smuggle(0x83), b'Z');
+    bad.check(error_codes(&m) == ["0A000"], || {
+        format!("after SET: errors {:?}", error_codes(&m))
+    });
+    let (errors, _) = q(&mut c, "RESET client_encoding");
+    bad.check(errors.is_empty(), || {
+        format!("RESET client_encoding: {errors:?}")
+    });
+    let (errors, rows) = q(
+        &mut c,
+        "SELECT 'é' || name FROM accounts WHERE tenant_id = 'alpha'",
+    );
+    bad.check(errors.is_empty() && rows == ["éowner of alpha"], || {
+        format!("UTF8 again: {errors:?} {rows:?}")
+    });
+    // The change and the text in one Query.
+    let mut sql = b"SET client_encoding = 'SJIS'; ".to_vec();
+    sql.extend(&smuggle(0x83)[5..]);
+    let m = send_until(&mut c, &frame(b'Q', &sql), b'Z');
+    bad.check(error_codes(&m) == ["0A000"], || {
+        format!("SET and text in one Query: errors {:?}", error_codes(&m))
+    });
+    let n = f.counts("accounts WHERE name = 'p-mb'");
+    bad.check(n == [0, 0], || format!("smuggled rows: {n:?}"));
+    bad.finish("text_under_an_encoding_that_hides_ascii_bytes_is_refused_not_misread");
+}

@@ -87,6 +87,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let std = head[4] & 1 == 0;
     let extended = head[4] & 2 != 0;
+    let ascii_only = head[4] & 8 != 0;
     // The text, then Bind values separated by 0xff.
     let mut parts = rest.split(|&b| b == 0xff);
     let sql = parts.next().unwrap_or_default();
@@ -101,6 +102,7 @@ fuzz_target!(|data: &[u8]| {
         tx,
         pinned_by: None,
         std_strings: std,
+        ascii_only,
     };
     let mut scratch = Vec::new();
     let d = if extended {
@@ -129,6 +131,10 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
+    }
+    // Under an encoding that hides ASCII bytes, text past ASCII never runs.
+    if ascii_only && !sql.is_ascii() && tx != Tx::Failed {
+        assert!(matches!(d, Decision::Refuse(_)), "{d:?} under ascii_only");
     }
     let locked = tenants.locked(&r);
     match &d {

@@ -149,6 +149,10 @@ pub struct SessionView<'a> {
     pub pinned_by: Option<(TenantKey, Source)>,
     /// The client's current `standard_conforming_strings`.
     pub std_strings: bool,
+    /// The client's encoding may hide ASCII bytes inside its characters
+    /// ([`super::ascii_unsafe_encoding`]): only ASCII text and values
+    /// read the same to the router as to Postgres.
+    pub ascii_only: bool,
 }
 
 /// One message of an extended-protocol batch, as routing sees it. `V` gives a
@@ -314,9 +318,12 @@ fn query(
     if let Some(v) = f.violation {
         return Err(violation(r, v));
     }
-    if f.std_sensitive && f.effects.may_change_settings() {
-        // It may change standard_conforming_strings half-way: no single lexing of
-        // it can be trusted.
+    if s.ascii_only && f.non_ascii {
+        return Err(encoding(r));
+    }
+    if f.effects.may_change_lexing() && (f.std_sensitive || (f.non_ascii && f.count > 1)) {
+        // It may change standard_conforming_strings or client_encoding half-way:
+        // no single lexing of it can be trusted.
         return Err(ambiguous(r));
     }
     let sets = r.has(Source::Set);
@@ -405,6 +412,7 @@ fn batch<'a, V: ParamValues>(
     let is_begin = |f: &Facts| f.is_only(Kind::Begin);
     let (mut begin_msgs, mut begin_execs, mut begin_after_set) = (0usize, 0usize, false);
     let mut begin_portal: Option<&[u8]> = None;
+    let mut lexing = Lexing::default();
     for item in items {
         if s.tx == Tx::Failed {
             // Postgres answers any Parse, Bind or Execute in an aborted
@@ -416,6 +424,7 @@ fn batch<'a, V: ParamValues>(
                 if let Some(v) = f.violation {
                     return Err(violation(r, v));
                 }
+                lexing.check(r, s, f)?;
                 if is_set(f) {
                     set_msgs += 1;
                 } else {
@@ -431,6 +440,7 @@ fn batch<'a, V: ParamValues>(
                 if let Some(v) = f.violation {
                     return Err(violation(r, v));
                 }
+                lexing.check(r, s, f)?;
                 if let Some(p) = set_portals[..n_set_portals]
                     .iter_mut()
                     .find(|p| p.0 == portal)
@@ -482,6 +492,7 @@ fn batch<'a, V: ParamValues>(
                     // gives it another meaning than the one it was routed by.
                     return Err(ambiguous(r));
                 }
+                lexing.check(r, s, f)?;
                 ends_tx |= matches!(f.first, Kind::Commit { .. } | Kind::Rollback { .. });
                 tx_control |= f.tx_control;
                 for m in &f.mentions {
@@ -490,7 +501,7 @@ fn batch<'a, V: ParamValues>(
                     }
                 }
                 if r.has(Source::Scan) && !(f.params.is_empty() && f.array_params.is_empty()) {
-                    bind_mentions(r, f, types, &values, scratch)?;
+                    bind_mentions(r, s, f, types, &values, scratch)?;
                 }
                 if scratch.len() > MAX_MENTIONS {
                     return Err(violation(r, Violation::TooManyMentions));
@@ -568,6 +579,7 @@ fn batch<'a, V: ParamValues>(
 /// The values of every key parameter of one Bind, read in one pass over it.
 fn bind_mentions(
     r: &Routing,
+    s: &SessionView<'_>,
     f: &Facts,
     types: ParamTypes<'_>,
     values: &impl ParamValues,
@@ -592,6 +604,12 @@ fn bind_mentions(
             return;
         }
         let n = (i + 1) as u16;
+        let keyed = f.params.binary_search(&n).is_ok() || f.array_params.binary_search(&n).is_ok();
+        if keyed && s.ascii_only && values.format(i) == 0 && !v.unwrap_or_default().is_ascii() {
+            // Postgres converts the text from the client's encoding first.
+            err = Some(encoding(r));
+            return;
+        }
         if f.params.binary_search(&n).is_ok() {
             match param_key(v, values.format(i), types.get(i)) {
                 Ok(key) => scratch.push(Mention {
@@ -832,13 +850,51 @@ fn no_tenant(r: &Routing) -> Refusal {
     )
 }
 
+/// Within one batch: once a statement that may change how text is lexed has
+/// gone by, a later text whose meaning depends on it (a backslash that
+/// `standard_conforming_strings` reads two ways, bytes past ASCII that another
+/// `client_encoding` reads as other characters) cannot be routed by any one
+/// lexing. Postgres parses each Parse when it reaches it, after the Execute
+/// before it has run.
+#[derive(Default)]
+struct Lexing {
+    changed: bool,
+}
+
+impl Lexing {
+    fn check(&mut self, r: &Routing, s: &SessionView<'_>, f: &Facts) -> Result<(), Refusal> {
+        if s.ascii_only && f.non_ascii {
+            return Err(encoding(r));
+        }
+        if self.changed && (f.std_sensitive || f.non_ascii) {
+            return Err(ambiguous(r));
+        }
+        self.changed |= f.effects.may_change_lexing();
+        Ok(())
+    }
+}
+
+/// Text past ASCII under a client encoding that hides ASCII bytes in its
+/// characters.
+fn encoding(r: &Routing) -> Refusal {
+    Refusal::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!(
+            "cannot route text with bytes past ASCII while client_encoding is SJIS, BIG5, GBK, \
+             GB18030, UHC or JOHAB: their characters may contain ASCII bytes, so the {} mentions \
+             Postgres reads are not the ones shardbouncer sees; use UTF8",
+            r.key
+        ),
+    )
+}
+
 fn ambiguous(r: &Routing) -> Refusal {
     Refusal::new(
         sqlstate::FEATURE_NOT_SUPPORTED,
         format!(
             "cannot route a statement whose {} mentions depend on standard_conforming_strings \
-             while that setting changes: send the SET on its own, and prepare statements again \
-             after changing it",
+             or client_encoding while that setting changes: send the SET on its own, and \
+             prepare statements again after changing it",
             r.key
         ),
     )

@@ -64,6 +64,7 @@ fn view(t: &Tenants, tx: Tx) -> SessionView<'_> {
         tx,
         pinned_by: None,
         std_strings: true,
+        ascii_only: false,
     }
 }
 
@@ -1048,5 +1049,133 @@ proptest! {
         let v = Values(vec![None, Some(vec![0xff; 3])]);
         let items = [Item::Parse(&f), Item::Bind(&f, ParamTypes::default(), &v, b""), Item::BindUnknown, Item::Execute(b"p")];
         let _ = decide(&r, &view(&t, Tx::Failed), Unit::batch(items.into_iter()), &mut Vec::new());
+    }
+}
+
+/// An INSERT that names tenant 1 (s0) under `standard_conforming_strings = on`,
+/// and tenants 1 and 2 (s1) under `off`.
+const SCS_SMUGGLE: &str = "INSERT INTO a (tenant_id, x) VALUES (1, '\\''), (2, 'x') --')";
+
+fn analyzed(r: &Routing, sql: &[u8]) -> Facts {
+    let (mut f, mut alt) = (Facts::default(), Facts::default());
+    analyze_checked(sql, r.key.as_bytes(), true, &mut f, &mut alt);
+    f
+}
+
+#[test]
+fn a_unit_that_changes_the_lexing_half_way_is_refused() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let mut scratch = Vec::new();
+    // The control: alone, it routes by the lexing of the day.
+    let f = analyzed(&r, SCS_SMUGGLE.as_bytes());
+    let d = decide(&r, &view(&t, Tx::Idle), Unit::query(&f), &mut scratch);
+    assert_eq!(shard(&d), Some(0));
+    for sql in [
+        format!("SET standard_conforming_strings = off; {SCS_SMUGGLE}"),
+        format!("BEGIN; SET LOCAL standard_conforming_strings = off; {SCS_SMUGGLE}; COMMIT"),
+        format!(
+            "BEGIN; SELECT set_config('standard_conforming_strings', 'off', true); {SCS_SMUGGLE}"
+        ),
+        // Bytes past ASCII after a change: client_encoding may have moved.
+        "SET client_encoding = 'SJIS'; SELECT 'é' FROM a WHERE tenant_id = 1".to_string(),
+        "BEGIN; SET LOCAL client_encoding = 'BIG5'; SELECT 'é' FROM a WHERE tenant_id = 1"
+            .to_string(),
+    ] {
+        let f = analyzed(&r, sql.as_bytes());
+        let d = decide(&r, &view(&t, Tx::Idle), Unit::query(&f), &mut scratch);
+        assert_eq!(code(&d), "0A000", "{sql}");
+    }
+    // One extended batch: the change executes before the next Parse is parsed.
+    let change = analyzed(
+        &r,
+        b"SELECT set_config('standard_conforming_strings', 'off', false) FROM a WHERE tenant_id = 1",
+    );
+    let local = analyzed(&r, b"SET LOCAL standard_conforming_strings = off");
+    let smuggle = analyzed(&r, SCS_SMUGGLE.as_bytes());
+    let none = Values(Vec::new());
+    for first in [&change, &local] {
+        let items = [
+            Item::Parse(first),
+            Item::Bind(first, ParamTypes::default(), &none, b""),
+            Item::Execute(b""),
+            Item::Parse(&smuggle),
+            Item::Bind(&smuggle, ParamTypes::default(), &none, b""),
+            Item::Execute(b""),
+        ];
+        let d = decide(
+            &r,
+            &view(&t, Tx::Idle),
+            Unit::batch(items.into_iter()),
+            &mut scratch,
+        );
+        assert_eq!(code(&d), "0A000");
+    }
+    // The same two statements the other way round change nothing that follows.
+    let items = [
+        Item::Parse(&smuggle),
+        Item::Bind(&smuggle, ParamTypes::default(), &none, b""),
+        Item::Execute(b""),
+        Item::Parse(&change),
+        Item::Bind(&change, ParamTypes::default(), &none, b""),
+        Item::Execute(b""),
+    ];
+    let d = decide(
+        &r,
+        &view(&t, Tx::Idle),
+        Unit::batch(items.into_iter()),
+        &mut scratch,
+    );
+    assert_eq!(shard(&d), Some(0));
+}
+
+#[test]
+fn under_an_encoding_that_hides_ascii_bytes_only_ascii_routes() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let sjis = SessionView {
+        ascii_only: true,
+        ..view(&t, Tx::Idle)
+    };
+    let mut scratch = Vec::new();
+    let sql = b"INSERT INTO a (tenant_id, x) VALUES (1, E'\x83\\'), (2, 'x') --')";
+    let f = analyzed(&r, sql);
+    assert_eq!(
+        code(&decide(&r, &sjis, Unit::query(&f), &mut scratch)),
+        "0A000"
+    );
+    let f = analyzed(&r, b"SELECT x FROM a WHERE tenant_id = 2");
+    assert_eq!(
+        shard(&decide(&r, &sjis, Unit::query(&f), &mut scratch)),
+        Some(1)
+    );
+    // A Bind value past ASCII is read in that encoding too.
+    let f = analyzed(&r, b"SELECT x FROM a WHERE tenant_id = $1");
+    let v = Values(vec![Some("acmé".as_bytes().to_vec())]);
+    let items = [
+        Item::Parse(&f),
+        Item::Bind(&f, ParamTypes::default(), &v, b""),
+        Item::Execute(b""),
+    ];
+    let d = decide(&r, &sjis, Unit::batch(items.into_iter()), &mut scratch);
+    assert_eq!(code(&d), "0A000");
+    for (name, unsafe_) in [
+        ("SJIS", true),
+        ("Shift_JIS", true),
+        ("windows-932", true),
+        ("SHIFT_JIS_2004", true),
+        ("big5", true),
+        ("WIN950", true),
+        ("GBK", true),
+        ("cp936", false), // not a Postgres name: Postgres refuses it
+        ("GB18030", true),
+        ("UHC", true),
+        ("JOHAB", true),
+        ("UTF8", false),
+        ("EUC_JP", false),
+        ("LATIN1", false),
+        ("", false),
+    ] {
+        assert_eq!(super::ascii_unsafe_encoding(name), unsafe_, "{name}");
     }
 }

@@ -8,6 +8,47 @@
 
 use memchr::{memchr, memchr2, memmem};
 
+/// Whether `client_encoding` `name` (any spelling Postgres accepts: case and
+/// punctuation are ignored, as its `clean_encoding_name` does) is one of the
+/// client-only encodings whose multibyte characters may end in an ASCII byte:
+/// SJIS (`0x83 0x5C` is one character whose second byte is a backslash),
+/// SHIFT_JIS_2004, BIG5, GBK, GB18030, UHC and JOHAB. Postgres converts a
+/// client's text to the server encoding before it lexes it; this lexer works
+/// on the bytes as sent, so under these encodings it would see quotes and
+/// backslashes that Postgres does not. (Postgres refuses them as server
+/// encodings for the same reason.)
+pub fn ascii_unsafe_encoding(name: &str) -> bool {
+    let mut clean = [0u8; 16];
+    let mut n = 0;
+    for b in name.bytes().filter(u8::is_ascii_alphanumeric) {
+        if n == clean.len() {
+            return false;
+        }
+        clean[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
+    matches!(
+        &clean[..n],
+        b"sjis"
+            | b"shiftjis"
+            | b"mskanji"
+            | b"win932"
+            | b"windows932"
+            | b"shiftjis2004"
+            | b"big5"
+            | b"win950"
+            | b"windows950"
+            | b"gbk"
+            | b"win936"
+            | b"windows936"
+            | b"gb18030"
+            | b"uhc"
+            | b"win949"
+            | b"windows949"
+            | b"johab"
+    )
+}
+
 // ---------------------------------------------------------------------------
 // Lexer
 // ---------------------------------------------------------------------------

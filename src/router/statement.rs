@@ -136,6 +136,11 @@ impl Effects {
     pub const UNNAMED_SETTINGS: Effects = Effects(512);
     /// Everything (what dynamic code may do).
     pub const ALL: Effects = Effects(1023);
+    /// `SET LOCAL` of a setting: gone at the transaction's end, so nothing to
+    /// reset or read back, but until then it may change how the client's text
+    /// is lexed (`standard_conforming_strings`, `client_encoding`). Outside
+    /// [`Effects::ALL`]; [`Effects::resets`] drops it.
+    pub const LOCAL_SETTINGS: Effects = Effects(1024);
 
     /// No effect.
     pub const fn none() -> Effects {
@@ -179,16 +184,25 @@ impl Effects {
         )
     }
 
+    /// Whether these effects may change how the client's next text is lexed
+    /// (`standard_conforming_strings`, `client_encoding`), for the rest of a
+    /// unit and for work pipelined behind it: any setting change, `SET LOCAL`
+    /// included.
+    pub fn may_change_lexing(self) -> bool {
+        self.may_change_settings() || self.any(Effects::LOCAL_SETTINGS)
+    }
+
     /// What must be reset when a server carrying these effects is released
     /// (dynamic code may have done anything; a setting of unknown name may
     /// be `seed`, which `RESET ALL` leaves alone).
     pub fn resets(self) -> Effects {
-        if self.any(Effects::DYNAMIC) {
+        let s = self.without(Effects::LOCAL_SETTINGS);
+        if s.any(Effects::DYNAMIC) {
             Effects::ALL
-        } else if self.any(Effects::UNNAMED_SETTINGS) {
-            self.union(Effects::SEED)
+        } else if s.any(Effects::UNNAMED_SETTINGS) {
+            s.union(Effects::SEED)
         } else {
-            self
+            s
         }
     }
 }
@@ -247,6 +261,10 @@ pub struct Facts {
     /// The text means something else (other tenants, other statements) when
     /// lexed under the other `standard_conforming_strings`.
     pub std_sensitive: bool,
+    /// The text has bytes past ASCII: under a client encoding whose
+    /// characters may contain ASCII bytes (see [`super::ascii_unsafe_encoding`])
+    /// it is lexed differently by Postgres, which converts it first.
+    pub non_ascii: bool,
     /// For `SET key = value`: the value.
     pub set_value: Option<TenantKey>,
     /// Server-side state the text may leave behind.
@@ -329,6 +347,7 @@ impl Facts {
 pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
     out.clear();
     out.std_strings = std_strings;
+    out.non_ascii = !sql.is_ascii();
     let mut set_tenant_seen = false;
     split(sql, std_strings, |stmt| {
         let kind = classify(stmt, key, std_strings, out);
@@ -394,7 +413,14 @@ pub fn analyze_checked(
             || out.mentions != alt.mentions
             || out.params != alt.params
             || out.array_params != alt.array_params
-            || out.violation != alt.violation;
+            || out.violation != alt.violation
+            // What it leaves on the server (a temp table hidden in a string
+            // under one lexing) or does to the transaction.
+            || out.effects != alt.effects
+            || out.tx_control != alt.tx_control
+            || out.holdable != alt.holdable
+            || out.resets_all != alt.resets_all
+            || out.drops_statements != alt.drops_statements;
     }
 }
 
@@ -609,7 +635,9 @@ fn classify_set<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8], out: &mut Fact
         return Kind::TxScoped("SET CONSTRAINTS");
     }
     if local {
-        // SET LOCAL x: gone at transaction end, nothing to follow the client.
+        // SET LOCAL x: gone at transaction end, nothing to follow the client;
+        // until then it may change the lexing of what follows.
+        out.effects.add(Effects::LOCAL_SETTINGS);
         return Kind::TxScoped("SET");
     }
     out.effects.add(Effects::SETTINGS);

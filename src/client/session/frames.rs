@@ -46,15 +46,23 @@ pub(super) fn is_sync_or_flush_only(msgs: &[(u8, Bytes)]) -> bool {
     matches!(msgs, [(tag::frontend::SYNC | tag::frontend::FLUSH, _)])
 }
 
-/// Whether a unit's text has a backslash (its lexing depends on
-/// standard_conforming_strings).
-pub(super) fn has_backslash(unit: &Unit) -> bool {
+/// Whether a unit's text may be lexed differently under other settings: a
+/// backslash (standard_conforming_strings) or a byte past ASCII
+/// (client_encoding). A Bind's values count too: a key value past ASCII is
+/// read in the client's encoding.
+pub(super) fn lexing_depends_on_settings(unit: &Unit) -> bool {
+    // The body, past the tag and length (a length byte may be past ASCII).
+    fn body(f: &[u8]) -> &[u8] {
+        f.get(5..).unwrap_or_default()
+    }
+    let hazard = |f: &[u8]| memchr::memchr(b'\\', body(f)).is_some() || !body(f).is_ascii();
     match unit {
-        Unit::Simple(tag::frontend::QUERY, f) => memchr::memchr(b'\\', f).is_some(),
+        Unit::Simple(tag::frontend::QUERY, f) => hazard(f),
         Unit::Simple(..) => false,
-        Unit::Batch(m) => m
-            .iter()
-            .any(|(t, f)| *t == tag::frontend::PARSE && memchr::memchr(b'\\', f).is_some()),
+        Unit::Batch(m) => m.iter().any(|(t, f)| {
+            (*t == tag::frontend::PARSE && hazard(f))
+                || (*t == tag::frontend::BIND && !body(f).is_ascii())
+        }),
     }
 }
 

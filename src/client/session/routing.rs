@@ -5,7 +5,8 @@
 
 use super::core::{Core, Need, Unit};
 use super::frames::{
-    describe_statement_name, has_backslash, is_parse_only_batch, is_sync_or_flush_only, query_text,
+    describe_statement_name, is_parse_only_batch, is_sync_or_flush_only,
+    lexing_depends_on_settings, query_text,
 };
 use super::state::TxnEvent;
 use super::tenancy::View;
@@ -62,17 +63,18 @@ impl Core {
         Tx::Idle
     }
 
-    /// Work that may change settings (standard_conforming_strings among them) is
-    /// in flight: a text whose lexing depends on it must wait for the answer.
+    /// Work that may change settings (standard_conforming_strings and
+    /// client_encoding among them, `SET LOCAL` included) is in flight: a text
+    /// whose lexing depends on them must wait for the answer.
     fn settings_in_flight(&self) -> bool {
         self.att
             .as_ref()
-            .is_some_and(|a| a.effects().may_change_settings() && !a.settled())
+            .is_some_and(|a| a.effects().may_change_lexing() && !a.settled())
     }
 
     /// Route one unit of work.
     pub(super) fn route_unit(&mut self, unit: Unit) -> Need {
-        if self.settings_in_flight() && has_backslash(&unit) {
+        if self.settings_in_flight() && lexing_depends_on_settings(&unit) {
             self.wait.stall(unit);
             return Need::Io;
         }
@@ -193,6 +195,7 @@ impl Core {
         View {
             tx: self.tx_view(),
             std_strings: self.settings.std_strings(),
+            ascii_only: self.settings.ascii_only(),
         }
     }
 

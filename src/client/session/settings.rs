@@ -14,6 +14,9 @@ pub(super) struct Settings {
     unreported: ParamSet,
     /// `standard_conforming_strings`: how the client's literals are lexed.
     std_strings: bool,
+    /// `client_encoding` is one whose characters may contain ASCII bytes
+    /// ([`crate::router::ascii_unsafe_encoding`]): only ASCII text can be routed.
+    ascii_only: bool,
     /// Custom (dotted) settings the client set: Postgres lists no placeholder
     /// settings in `pg_settings`, so they are read back by name.
     custom: Vec<String>,
@@ -32,6 +35,7 @@ impl Settings {
             reported,
             unreported,
             std_strings: true,
+            ascii_only: false,
             custom,
         }
     }
@@ -64,6 +68,12 @@ impl Settings {
         self.std_strings
     }
 
+    /// Whether only ASCII text can be lexed as Postgres will (the client's
+    /// encoding may hide ASCII bytes inside its characters).
+    pub(super) fn ascii_only(&self) -> bool {
+        self.ascii_only
+    }
+
     /// Custom setting names to read back.
     pub(super) fn custom(&self) -> &[String] {
         &self.custom
@@ -72,6 +82,15 @@ impl Settings {
     /// The parameters announced at login (they fix the lexing mode too).
     pub(super) fn greeted(&mut self, announced: &ParamSet) {
         self.std_strings = announced.get("standard_conforming_strings") != Some("off");
+        // What the client asked for counts too, in whatever spelling: the
+        // server's canonical name arrives only once a server has it.
+        self.ascii_only = [
+            announced.get("client_encoding"),
+            self.reported.get("client_encoding"),
+        ]
+        .into_iter()
+        .flatten()
+        .any(crate::router::ascii_unsafe_encoding);
         // What the client set, in the spelling it was announced in, so that its
         // servers are compared against (and set to) what the client was told.
         let keys: Vec<String> = self.reported.iter().map(|(k, _)| k.to_string()).collect();
@@ -89,6 +108,9 @@ impl Settings {
         }
         if name == "standard_conforming_strings" {
             self.std_strings = value != "off";
+        }
+        if name == "client_encoding" {
+            self.ascii_only = crate::router::ascii_unsafe_encoding(value);
         }
     }
 

@@ -48,6 +48,8 @@ pub(super) struct View {
     pub(super) tx: Tx,
     /// The client's standard_conforming_strings.
     pub(super) std_strings: bool,
+    /// Only ASCII text can be routed (the client's encoding).
+    pub(super) ascii_only: bool,
 }
 
 impl Tenancy {
@@ -333,5 +335,6 @@ fn view(tenants: &Tenants, pinned: Option<(TenantKey, Source)>, v: View) -> Sess
         tx: v.tx,
         pinned_by: pinned,
         std_strings: v.std_strings,
+        ascii_only: v.ascii_only,
     }
 }
