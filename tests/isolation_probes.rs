@@ -895,3 +895,73 @@ fn text_under_an_encoding_that_hides_ascii_bytes_is_refused_not_misread() {
     bad.check(n == [0, 0], || format!("smuggled rows: {n:?}"));
     bad.finish("text_under_an_encoding_that_hides_ascii_bytes_is_refused_not_misread");
 }
+
+// ------------------------------- SET tenant inside a transaction that rolls back
+
+/// Postgres undoes a session `SET` made in a transaction that rolls back, and
+/// a client that reads the tenant back (or relies on it) expects the same of
+/// `SET tenant_id` (probe: after `BEGIN; SET tenant_id = 42; ROLLBACK`, the
+/// session's next statements went to 42's shard). Checked with rows only
+/// each shard has.
+#[test]
+fn a_set_tenant_undone_by_rollback_no_longer_routes() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let mut c = f.raw("app", &[]);
+    let names = |c: &mut Raw| q(c, "SELECT name FROM shard_marker");
+    for sql in [
+        "SET tenant_id = 'alpha'",
+        "BEGIN",
+        "SET tenant_id = 'bravo'",
+        "ROLLBACK",
+    ] {
+        let (errors, _) = q(&mut c, sql);
+        bad.check(errors.is_empty(), || format!("{sql}: {errors:?}"));
+    }
+    let (errors, rows) = names(&mut c);
+    bad.check(errors.is_empty() && rows == ["s0"], || {
+        format!("after a rolled-back SET bravo: {errors:?} {rows:?}")
+    });
+    // A RESET in a transaction on a server, rolled back: alpha again.
+    for sql in [
+        "BEGIN",
+        "SELECT name FROM accounts WHERE tenant_id = 'alpha'",
+        "RESET tenant_id",
+        "ROLLBACK",
+    ] {
+        let (errors, _) = q(&mut c, sql);
+        bad.check(errors.is_empty(), || format!("{sql}: {errors:?}"));
+    }
+    let (errors, rows) = names(&mut c);
+    bad.check(errors.is_empty() && rows == ["s0"], || {
+        format!("after a rolled-back RESET: {errors:?} {rows:?}")
+    });
+    // Committed, a SET stays.
+    for sql in ["BEGIN", "SET tenant_id = 'bravo'", "COMMIT"] {
+        let (errors, _) = q(&mut c, sql);
+        bad.check(errors.is_empty(), || format!("{sql}: {errors:?}"));
+    }
+    let (errors, rows) = names(&mut c);
+    bad.check(errors.is_empty() && rows == ["s1"], || {
+        format!("after a committed SET bravo: {errors:?} {rows:?}")
+    });
+    // ROLLBACK TO a savepoint after a SET: refused, and the ROLLBACK restores.
+    for (sql, want) in [
+        ("BEGIN", None),
+        ("SELECT name FROM accounts WHERE tenant_id = 'bravo'", None),
+        ("SAVEPOINT a", None),
+        ("RESET tenant_id", None),
+        ("ROLLBACK TO SAVEPOINT a", Some("0A000")),
+        ("ROLLBACK", None),
+    ] {
+        let (errors, _) = q(&mut c, sql);
+        bad.check(errors.first().map(String::as_str) == want, || {
+            format!("{sql}: {errors:?}")
+        });
+    }
+    let (errors, rows) = names(&mut c);
+    bad.check(errors.is_empty() && rows == ["s1"], || {
+        format!("after the refused ROLLBACK TO: {errors:?} {rows:?}")
+    });
+    bad.finish("a_set_tenant_undone_by_rollback_no_longer_routes");
+}

@@ -76,6 +76,7 @@ fuzz_target!(|data: &[u8]| {
         startup: pick(head[1]),
         set: pick(head[2]),
         local: pick(head[2].rotate_left(4)),
+        set_in_tx: head[3] & 0x80 != 0,
     };
     let tx = match head[3] % 6 {
         0 => Tx::Idle,

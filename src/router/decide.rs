@@ -106,6 +106,10 @@ pub struct Tenants {
     pub set: Option<TenantKey>,
     /// Tenant set with `SET LOCAL key = ...`, until the transaction ends.
     pub local: Option<TenantKey>,
+    /// `set` was changed inside the open transaction (by `SET`, `RESET` or
+    /// `RESET ALL`): its ROLLBACK undoes the change, as Postgres undoes a
+    /// setting, but a `ROLLBACK TO SAVEPOINT` may or may not, so it is refused.
+    pub set_in_tx: bool,
 }
 
 impl Tenants {
@@ -317,6 +321,9 @@ fn query(
     }
     if let Some(v) = f.violation {
         return Err(violation(r, v));
+    }
+    if s.tenants.set_in_tx && f.rollback_to {
+        return Err(rollback_to_after_set(r));
     }
     if s.ascii_only && f.non_ascii {
         return Err(encoding(r));
@@ -670,7 +677,9 @@ fn set_tenant(
     // the transaction's own COMMIT would then have nowhere to go.
     match s.tx {
         Tx::Idle if local => Ok(Decision::Local(Local::SetLocalOutsideTx)),
-        Tx::Unsettled(_) if local || key.is_some() => Ok(Decision::Wait),
+        // Whether it lands inside a transaction (which may undo it) is known
+        // only once the work in flight has been answered.
+        Tx::Unsettled(_) => Ok(Decision::Wait),
         Tx::Pinned(p) => match key {
             Some(k) if r.shard_of(&k)? != p => Err(cross_tx(r, s, &k, r.shard_of(&k)?, p)),
             _ => Ok(Decision::Local(Local::SetTenant { local, key })),
@@ -863,6 +872,9 @@ struct Lexing {
 
 impl Lexing {
     fn check(&mut self, r: &Routing, s: &SessionView<'_>, f: &Facts) -> Result<(), Refusal> {
+        if s.tenants.set_in_tx && f.rollback_to {
+            return Err(rollback_to_after_set(r));
+        }
         if s.ascii_only && f.non_ascii {
             return Err(encoding(r));
         }
@@ -872,6 +884,22 @@ impl Lexing {
         self.changed |= f.effects.may_change_lexing();
         Ok(())
     }
+}
+
+/// `ROLLBACK TO SAVEPOINT` in a transaction that changed the session's SET
+/// tenant: whether it undoes the change depends on where the savepoint was,
+/// which shardbouncer does not follow. Refused (the transaction fails, as
+/// for any refusal inside it); its ROLLBACK restores the tenant from before.
+fn rollback_to_after_set(r: &Routing) -> Refusal {
+    Refusal::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!(
+            "ROLLBACK TO SAVEPOINT cannot follow SET {k} or RESET {k} in the same transaction \
+             (shardbouncer cannot tell whether it undoes it): use SET LOCAL {k}, or SET {k} \
+             outside the transaction",
+            k = r.key
+        ),
+    )
 }
 
 /// Text past ASCII under a client encoding that hides ASCII bytes in its

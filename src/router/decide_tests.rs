@@ -980,6 +980,7 @@ fn sessions() -> impl Strategy<Value = (Tenants, bool, Vec<Source>, Tx)> {
                 startup: startup.map(|k| key(&k)),
                 set: if lock { None } else { set.map(|k| key(&k)) },
                 local: None,
+                set_in_tx: false,
             };
             (t, lock, sources, tx)
         })

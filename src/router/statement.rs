@@ -253,6 +253,8 @@ pub struct Facts {
     pub tx_control: bool,
     /// The text contains `RESET ALL` or `DISCARD ALL` (they clear a `SET` tenant).
     pub resets_all: bool,
+    /// The text contains `ROLLBACK TO [SAVEPOINT]`.
+    pub rollback_to: bool,
     /// The text contains `DISCARD ALL` or `DEALLOCATE ALL`: the client's own
     /// prepared statements are gone once it succeeds.
     pub drops_statements: bool,
@@ -299,6 +301,7 @@ impl Facts {
         self.holdable = true;
         self.tx_control = false;
         self.resets_all = false;
+        self.rollback_to = false;
         self.drops_statements = false;
         self.std_sensitive = false;
         self.set_value = None;
@@ -360,6 +363,7 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
         if matches!(kind, Kind::SetTenant { .. } | Kind::ResetTenant) {
             set_tenant_seen = true;
         }
+        out.rollback_to |= kind == Kind::TxScoped("ROLLBACK");
         out.tenant_free &= kind.tenant_free();
         out.holdable &= kind.held_tag().is_some();
         out.tx_control |= matches!(
@@ -420,6 +424,7 @@ pub fn analyze_checked(
             || out.tx_control != alt.tx_control
             || out.holdable != alt.holdable
             || out.resets_all != alt.resets_all
+            || out.rollback_to != alt.rollback_to
             || out.drops_statements != alt.drops_statements;
     }
 }

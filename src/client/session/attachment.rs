@@ -8,11 +8,12 @@ use super::counters::Counters;
 use super::settings::Settings;
 use super::state::{Txn, TxnEvent};
 use super::statements::Statements;
+use super::tenancy::Tenancy;
 use crate::client::expect::{Entry, Expectations, Mode};
 use crate::client::queue::OutQueue;
 use crate::config::PoolMode;
 use crate::protocol::{self, tag, TxStatus};
-use crate::router::{Effects, TenantKey};
+use crate::router::Effects;
 use crate::server::prepared::{self, Held, StmtDef};
 use crate::server::ServerState;
 use bytes::{Bytes, BytesMut};
@@ -30,8 +31,9 @@ pub(super) struct ScanCtx<'a> {
     pub(super) stmts: &'a mut Statements,
     pub(super) txn: &'a mut Txn,
     pub(super) counters: &'a mut Counters,
-    /// The session's SET LOCAL tenant (ends with the transaction).
-    pub(super) local_tenant: &'a mut Option<TenantKey>,
+    /// The session's tenant settings: a SET LOCAL tenant ends with the
+    /// transaction, and a SET one changed in it stays only if it commits.
+    pub(super) tenancy: &'a mut Tenancy,
     pub(super) pool_mode: PoolMode,
     pub(super) client_id: i32,
 }
@@ -434,6 +436,15 @@ impl Attachment {
                 a.conn.broken = true;
                 return Err(ScanStop::StatementMode);
             }
+            if t == tag::backend::COMMAND_COMPLETE && mode == Mode::Forward {
+                // How the client's transaction ended (tags as Postgres sends
+                // them: a COMMIT of a failed transaction answers ROLLBACK).
+                if body.starts_with(b"COMMIT\0") || body.starts_with(b"PREPARE TRANSACTION\0") {
+                    ctx.tenancy.transaction_outcome(true);
+                } else if body.starts_with(b"ROLLBACK\0") {
+                    ctx.tenancy.transaction_outcome(false);
+                }
+            }
             match t {
                 tag::backend::PARAMETER_STATUS => {
                     if let Some((k, v)) = protocol::parse_parameter_status(body) {
@@ -602,7 +613,7 @@ impl Attachment {
                                     replace = Some(z.freeze());
                                     forward = false;
                                 } else if status == TxStatus::Idle {
-                                    *ctx.local_tenant = None;
+                                    ctx.tenancy.end_transaction();
                                 }
                             }
                         }

@@ -169,8 +169,10 @@ impl Core {
                 effects.add(Effects::UNNAMED_SETTINGS);
             }
             if facts.resets_all {
-                // RESET ALL / DISCARD ALL reset a SET tenant as they reset settings.
-                self.route.reset();
+                // RESET ALL / DISCARD ALL reset a SET tenant as they reset
+                // settings (and a rollback of the transaction undoes it).
+                let in_tx = self.client_status() != crate::protocol::TxStatus::Idle;
+                self.route.reset(in_tx);
             }
             // (route_unit dropped the client's unnamed statement already.)
         }

@@ -157,6 +157,15 @@ impl Core {
                 // BEGIN succeed and then the connection end.
                 self.refuse_transaction_block()
             }
+            Decision::Local(Local::SetTenant { local: false, .. })
+                if self.att.as_ref().is_some_and(|a| a.client_work_in_flight()) =>
+            {
+                // Whether a session SET lands inside a transaction (whose
+                // ROLLBACK undoes it) depends on the answers still owed: a
+                // ROLLBACK in flight ends one. Routed again once they came.
+                self.wait.stall(unit);
+                Need::Io
+            }
             Decision::Local(l) => {
                 self.local(l, unit);
                 Need::Io
@@ -405,6 +414,7 @@ impl Core {
                     "ROLLBACK"
                 };
                 self.txn.apply(TxnEvent::End);
+                self.route.transaction_outcome(commit && !failed);
                 self.route.end_transaction();
                 self.simple_reply(t);
             }
@@ -458,7 +468,11 @@ impl Core {
     fn set_locally(&mut self, l: Local) -> &'static str {
         match l {
             Local::SetTenant { local, key } => {
-                self.route.set(local, key);
+                // Inside a transaction block (held or on a server), its
+                // ROLLBACK undoes a session SET, as Postgres undoes a setting.
+                // (Nothing is in flight: route_unit waited for it.)
+                let in_tx = self.client_status() != TxStatus::Idle;
+                self.route.set(local, key, in_tx);
                 if key.is_some() {
                     "SET"
                 } else {

@@ -190,7 +190,7 @@ impl Core {
             stmts: &mut self.stmts,
             txn: &mut self.txn,
             counters: &mut self.counters,
-            local_tenant: self.route.local_mut(),
+            tenancy: &mut self.route,
             pool_mode: self.db.settings.mode,
             client_id: self.client_id,
         };

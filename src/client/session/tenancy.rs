@@ -39,6 +39,10 @@ pub(super) struct Tenancy {
     /// The tenants this transaction holds ([`crate::app::gate`]): a PAUSE of
     /// one of them waits until the transaction ends.
     tickets: Vec<Ticket>,
+    /// `tenants.set` as it was before the open transaction first changed it:
+    /// Postgres undoes a session setting made in a transaction that rolls
+    /// back, and so does this ([`Tenancy::transaction_outcome`]).
+    saved_set: Option<Option<TenantKey>>,
 }
 
 /// The session's view for one decision.
@@ -69,6 +73,7 @@ impl Tenancy {
     pub(super) fn is_clear(&self) -> bool {
         self.pinned.is_none()
             && self.tenants.local.is_none()
+            && self.saved_set.is_none()
             && self.listen_ops.is_empty()
             && self.tickets.is_empty()
     }
@@ -86,6 +91,7 @@ impl Tenancy {
             mentions: _,
             listen_ops: _,
             tickets: _,
+            saved_set: _,
         } = self;
         tenants
     }
@@ -104,28 +110,51 @@ impl Tenancy {
     }
 
     /// `SET key = k` (or `SET LOCAL`); `None` is `RESET key`, which clears both.
-    pub(super) fn set(&mut self, local: bool, key: Option<TenantKey>) {
+    /// `in_tx`: it happens inside a transaction, whose rollback undoes it.
+    pub(super) fn set(&mut self, local: bool, key: Option<TenantKey>, in_tx: bool) {
         match key {
-            None => self.reset(),
+            None => self.reset(in_tx),
             Some(k) if local => self.tenants.local = Some(k),
-            Some(k) => self.tenants.set = Some(k),
+            Some(k) => {
+                self.save_set(in_tx);
+                self.tenants.set = Some(k);
+            }
         }
     }
 
     /// `RESET ALL` / `DISCARD ALL`: the SET tenant goes, as other settings do.
-    pub(super) fn reset(&mut self) {
+    pub(super) fn reset(&mut self, in_tx: bool) {
+        self.save_set(in_tx);
         self.tenants.set = None;
         self.tenants.local = None;
     }
 
-    /// The transaction ended: a `SET LOCAL` tenant ends with it.
-    pub(super) fn end_transaction(&mut self) {
-        self.tenants.local = None;
+    /// Keep the SET tenant from before the transaction's first change to it.
+    fn save_set(&mut self, in_tx: bool) {
+        if in_tx && self.saved_set.is_none() {
+            self.saved_set = Some(self.tenants.set);
+            self.tenants.set_in_tx = true;
+        }
     }
 
-    /// The `SET LOCAL` tenant, for the server scan to clear at a transaction's end.
-    pub(super) fn local_mut(&mut self) -> &mut Option<TenantKey> {
-        &mut self.tenants.local
+    /// The transaction ended with a COMMIT (`committed`) or a ROLLBACK (a
+    /// COMMIT of a failed transaction is one): a SET tenant it changed stays,
+    /// or is what it was before. (`ROLLBACK TO SAVEPOINT` is refused once the
+    /// transaction changed it, so a ROLLBACK here ends the transaction.)
+    pub(super) fn transaction_outcome(&mut self, committed: bool) {
+        if let Some(before) = self.saved_set.take() {
+            if !committed {
+                self.tenants.set = before;
+            }
+        }
+        self.tenants.set_in_tx = false;
+    }
+
+    /// The transaction ended: a `SET LOCAL` tenant ends with it. One that
+    /// ended without a COMMIT seen (its server was lost) undoes its SET too.
+    pub(super) fn end_transaction(&mut self) {
+        self.tenants.local = None;
+        self.transaction_outcome(false);
     }
 
     /// What pinned the current transaction.

@@ -926,3 +926,79 @@ fn a_spare_box_is_reused_and_drops_each_value_once() {
     drop(value);
     assert_eq!(drops.get(), 2);
 }
+
+/// Postgres undoes a session `SET` made in a transaction that rolls back;
+/// so does the SET tenant (probe: `BEGIN; SET tenant_id = 42; ROLLBACK` left
+/// the session on tenant 42, and its next statements went to 42's shard).
+#[test]
+fn a_set_tenant_in_a_transaction_that_rolls_back_is_undone() {
+    // A held BEGIN (no server yet), then ROLLBACK: the statement that needs a
+    // tenant after it has none again (42P17), as before the transaction.
+    let mut h = Harness::new("app");
+    h.send(&[query("BEGIN")]);
+    h.send(&[query("SET tenant_id = 1")]);
+    h.send(&[query("ROLLBACK")]);
+    h.client_tags();
+    h.send(&[query("SELECT * FROM t")]);
+    assert_eq!(
+        h.client_errors(),
+        ["42P17"],
+        "the rolled-back SET still routes"
+    );
+    h.client_tags();
+    // On a server: the transaction is pinned, the SET is answered here, the
+    // server's ROLLBACK ends it (and a failed one's COMMIT answers ROLLBACK).
+    for end in ["ROLLBACK", "COMMIT"] {
+        let mut h = Harness::new("app");
+        h.send(&[query("SET tenant_id = 1")]);
+        h.send(&[query("BEGIN")]);
+        h.send(&[query("SELECT * FROM t WHERE tenant_id = 1")]);
+        h.server_turn();
+        h.send(&[query("RESET tenant_id")]);
+        if end == "COMMIT" {
+            h.send(&[query("SELECT fail FROM t")]);
+            h.server_turn();
+        }
+        h.send(&[query(end)]);
+        h.server_turn();
+        h.client_tags();
+        h.send(&[query("SELECT * FROM t")]);
+        h.server_turn();
+        assert!(
+            h.client_errors().iter().all(|e| e != "42P17"),
+            "{end}: the RESET stayed"
+        );
+    }
+    // Committed, it stays.
+    let mut h = Harness::new("app");
+    h.send(&[query("BEGIN")]);
+    h.send(&[query("SET tenant_id = 1")]);
+    h.send(&[query("COMMIT")]);
+    h.send(&[query("SELECT * FROM t")]);
+    h.server_turn();
+    assert!(h.client_errors().is_empty(), "{:?}", h.client_errors());
+}
+
+/// Whether `ROLLBACK TO SAVEPOINT` undoes a SET tenant made in the same
+/// transaction depends on where the savepoint is, which is not followed: it
+/// is refused, the transaction fails, and its ROLLBACK restores the tenant.
+#[test]
+fn rollback_to_a_savepoint_after_a_set_tenant_is_refused() {
+    let mut h = Harness::new("app");
+    h.send(&[query("BEGIN")]);
+    h.send(&[query("SELECT * FROM t WHERE tenant_id = 1")]);
+    h.server_turn();
+    h.send(&[query("SAVEPOINT a")]);
+    h.server_turn();
+    h.send(&[query("SET tenant_id = 1")]);
+    h.client_tags();
+    h.send(&[query("ROLLBACK TO SAVEPOINT a")]);
+    h.server_turn();
+    assert_eq!(h.client_errors(), ["0A000"]);
+    h.client_tags();
+    h.send(&[query("ROLLBACK")]);
+    h.server_turn();
+    h.client_tags();
+    h.send(&[query("SELECT * FROM t")]);
+    assert_eq!(h.client_errors(), ["42P17"]);
+}
