@@ -979,3 +979,52 @@ async fn malformed_commands_are_syntax_errors_and_leak_no_client_slots() {
     assert_eq!(client_list(&s2).await, want);
     a1.simple_query("SELECT 2").await.unwrap();
 }
+
+/// PAUSE holds work on pools made after it too (a pooler that had no pool
+/// for the database yet, a new user or shard): a probe's INSERT sent right
+/// after PAUSE returned ran, because new pools were held only by a
+/// once-a-second sweep. The same for KILL, which leaves the database paused.
+/// (A pool's first login waits too, as in PgBouncer: it needs a server to
+/// learn the parameters it announces.)
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_and_kill_hold_pools_made_after_them() {
+    let pg = PgCluster::start();
+    pg.psql("app", "CREATE TABLE held (n int); GRANT ALL ON held TO app");
+    let b = Bouncer::start(&config(&pg, ""));
+    let a = admin(&b).await;
+    // Round 1: no pool of app exists yet (fresh pooler). Round 2: KILL, with
+    // the pool of round 1 there.
+    for pause in ["PAUSE app", "KILL app"] {
+        q(&a, pause).await;
+        let conn = b.conn_str(APP_USER, APP_PASSWORD, "app");
+        let run = tokio::spawn(async move {
+            let (c, conn) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
+            tokio::spawn(conn);
+            c.simple_query("INSERT INTO held VALUES (1)")
+                .await
+                .map(|_| ())
+        });
+        until("the client waits", || async {
+            let pools = q(&a, "SHOW POOLS").await;
+            let (db, w) = (pools.col("database"), pools.col("cl_waiting"));
+            pools
+                .rows
+                .iter()
+                .any(|r| r[db].as_deref() == Some("app") && r[w].as_deref() == Some("1"))
+        })
+        .await;
+        assert_eq!(
+            pg.psql("app", "SELECT count(*) FROM held"),
+            "0",
+            "{pause}: the insert ran"
+        );
+        q(&a, "RESUME app").await;
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the insert runs after RESUME")
+            .unwrap()
+            .unwrap();
+        assert_eq!(pg.psql("app", "SELECT count(*) FROM held"), "1");
+        pg.psql("app", "TRUNCATE held");
+    }
+}

@@ -90,7 +90,7 @@ impl App {
             user: user.to_string(),
             shard: shard_cfg.name.clone(),
         };
-        self.pools.get_or_create(&key, || {
+        let pool = self.pools.get_or_create(&key, || {
             let mut target = self::target_for(db, shard, user, password);
             // Keys prove the client's own role; they mean nothing for a server_user.
             if target.user == user {
@@ -98,7 +98,21 @@ impl App {
             }
             let user_cap = self.snapshot.load().config.user_connection_cap(user);
             (target, db.settings.clone(), user_cap)
-        })
+        });
+        // A pool made after a console PAUSE or KILL of its database (a new
+        // user or shard, the first client since the pooler started) is held
+        // before its first checkout. The console pauses the pools it sees
+        // after setting the flag read here, so no pool is missed either way;
+        // a RESUME that came in between is honoured by the second look.
+        let held =
+            || self.admin.paused_all.load(Ordering::Acquire) || self.admin.is_paused(&db.name);
+        if held() && !pool.paused.load(Ordering::Acquire) {
+            pool.pause();
+            if !held() {
+                pool.resume();
+            }
+        }
+        pool
     }
 
     /// A client proved `keys` with SCRAM: keep them for pass-through toward Postgres,
