@@ -258,7 +258,7 @@ async fn maintenance(app: Arc<App>, workers: Vec<tokio::runtime::Handle>) {
             clients: app.clients.connected(),
             clients_peak: app.clients.take_connected_peak(),
             asleep: crate::net::dormant::asleep(),
-            buffered: app.clients.buffered(),
+            buffered: app.clients.buffered() + crate::client::session::statement_bytes(),
             waiting,
             waited,
         };
@@ -289,7 +289,9 @@ struct Load {
     /// Clients asleep in a dormitory (each freed its task and session, as a
     /// client that left did).
     asleep: usize,
-    /// Bytes buffered for incomplete messages.
+    /// Bytes buffered for incomplete messages, and of the text of clients'
+    /// prepared statements (freed when they are deallocated or their client
+    /// leaves: a burst of either is memory to give back).
     buffered: usize,
     /// Clients waiting for a server now.
     waiting: usize,

@@ -245,6 +245,12 @@ thread_local! {
 /// all.
 const SPARE_SESSIONS_KEPT: usize = 64;
 
+/// Bytes of prepared-statement text all clients hold now (the maintenance
+/// task's memory trim counts them with buffered input).
+pub fn statement_bytes() -> usize {
+    statements::Statements::held_bytes()
+}
+
 /// Free this worker's spare session allocations (the maintenance task's trim
 /// after a burst: what a burst left there would otherwise stay resident).
 pub fn drop_spare_sessions() {

@@ -13,10 +13,29 @@ use crate::server::prepared::{self, StmtDef};
 use crate::sqlstate::{self, PgError};
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Most statement names one client may hold (a runaway client cannot grow memory).
 pub(super) const MAX_CLIENT_STATEMENTS: usize = 10_000;
+
+/// Most bytes of statement text (name, text and parameter types) one client
+/// may hold: ten thousand names of up to a message each would otherwise be
+/// gigabytes (probe: 558 statements of 900 KB took the process from 8 MB to
+/// 488 MB). Far above what applications prepare.
+pub(super) const MAX_CLIENT_STATEMENT_BYTES: usize = 64 << 20;
+
+/// Most bytes of statement text all clients together may hold, so that many
+/// clients cannot do what one may not.
+pub(super) const MAX_STATEMENT_BYTES: usize = 1 << 30;
+
+/// Bytes of statement text every client's [`Statements`] hold now.
+static HELD_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// What one named statement holds.
+fn held_by(name: &[u8], def: &StmtDef) -> usize {
+    name.len() + def.query.len() + def.types.len()
+}
 
 /// Most deallocated texts remembered one by one; beyond it, as if all were.
 const MAX_DROPPED: usize = 1024;
@@ -25,6 +44,9 @@ const MAX_DROPPED: usize = 1024;
 #[derive(Default)]
 pub(super) struct Statements {
     named: HashMap<Bytes, Arc<StmtDef>>,
+    /// Bytes the named statements hold ([`held_by`]), counted in
+    /// [`HELD_BYTES`] too.
+    bytes: usize,
     unnamed: Unnamed,
     /// When the client deallocated its last name for a text (by content hash),
     /// on the statement clock: preparing that text again must not reuse a server
@@ -32,6 +54,12 @@ pub(super) struct Statements {
     dropped: HashMap<u64, u64>,
     /// When the client last deallocated all its statements.
     all_dropped_at: u64,
+}
+
+impl Drop for Statements {
+    fn drop(&mut self) {
+        HELD_BYTES.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// The client's unnamed statement: its facts and types, and its Parse frame so it
@@ -56,6 +84,7 @@ impl Statements {
     pub(super) fn is_default(&self) -> bool {
         let Statements {
             named,
+            bytes: _,
             unnamed,
             dropped,
             all_dropped_at,
@@ -108,13 +137,36 @@ impl Statements {
                 "too many prepared statements on this connection",
             ));
         }
+        let size = p.name.len() + p.query.len() + 2 + p.param_types.len();
+        if self.bytes + size > MAX_CLIENT_STATEMENT_BYTES {
+            return Err(PgError::new(
+                sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
+                format!(
+                    "prepared statements on this connection would hold more than {} MiB of text",
+                    MAX_CLIENT_STATEMENT_BYTES >> 20
+                ),
+            ));
+        }
+        let held = HELD_BYTES.fetch_add(size, Ordering::Relaxed);
+        if held + size > MAX_STATEMENT_BYTES {
+            HELD_BYTES.fetch_sub(size, Ordering::Relaxed);
+            return Err(PgError::new(
+                sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
+                format!(
+                    "prepared statements of all clients would hold more than {} MiB of text",
+                    MAX_STATEMENT_BYTES >> 20
+                ),
+            ));
+        }
         let mut def = StmtDef::new(p, facts, context);
+        debug_assert_eq!(held_by(p.name, &def), size);
         def.not_before = self
             .dropped
             .remove(&def.hash)
             .unwrap_or(0)
             .max(self.all_dropped_at);
         let def = Arc::new(def);
+        self.bytes += size;
         self.named
             .insert(Bytes::copy_from_slice(p.name), def.clone());
         Ok(def)
@@ -130,6 +182,7 @@ impl Statements {
         let Some(def) = self.named.remove(name) else {
             return false;
         };
+        self.release(held_by(name, &def));
         if !self.named.values().any(|d| d.hash == def.hash) {
             if self.dropped.len() >= MAX_DROPPED {
                 self.dropped.clear();
@@ -144,6 +197,7 @@ impl Statements {
     /// `DEALLOCATE ALL` / `DISCARD ALL`: every name goes.
     pub(super) fn clear(&mut self) {
         self.named.clear();
+        self.release(self.bytes);
         self.dropped.clear();
         self.all_dropped_at = prepared::tick();
     }
@@ -151,7 +205,26 @@ impl Statements {
     /// A Parse of `def` failed (or was skipped): the name it would have created
     /// does not exist, as in Postgres.
     pub(super) fn forget(&mut self, def: &Arc<StmtDef>) {
-        self.named.retain(|_, d| !Arc::ptr_eq(d, def));
+        let mut freed = 0;
+        self.named.retain(|name, d| {
+            let keep = !Arc::ptr_eq(d, def);
+            if !keep {
+                freed += held_by(name, d);
+            }
+            keep
+        });
+        self.release(freed);
+    }
+
+    /// `n` bytes of statement text are no longer held.
+    fn release(&mut self, n: usize) {
+        self.bytes -= n;
+        HELD_BYTES.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Bytes of statement text all clients hold now (for the memory trim).
+    pub(super) fn held_bytes() -> usize {
+        HELD_BYTES.load(Ordering::Relaxed)
     }
 
     /// The client's unnamed Parse `frame` (with `declared` parameter types, a
