@@ -415,6 +415,42 @@ impl AsyncWrite for WriteHalf<'_> {
     }
 }
 
+/// Whether the peer of socket `fd` has closed its side. On Linux, `POLLRDHUP`
+/// says so even when bytes it sent before closing are still unread: libpq's
+/// `PQfinish` and most drivers send a Terminate message first, and a TLS client
+/// a close_notify alert, so "nothing left to read and end of file" would miss
+/// every polite close and let the work of a client that left run anyway.
+pub fn peer_closed(fd: std::os::fd::RawFd) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one pollfd and a zero timeout; poll only reads the
+        // descriptor's state (an invalid one reports POLLNVAL). The caller
+        // owns the socket `fd` for as long as it calls this.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        // Elsewhere: end of file with nothing unread, or an error.
+        // SAFETY: the caller owns the socket `fd` for as long as it calls this.
+        let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(&sock).peek(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

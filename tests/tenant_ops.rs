@@ -562,3 +562,57 @@ async fn a_pause_never_hands_on_a_server_inside_a_transaction() {
     );
     assert_eq!(fresh[0][1], shards[0].port.to_string());
 }
+
+/// A PAUSE TENANT whose console connection closes while it waits is undone
+/// (probe: the console was not read during the wait, so the pause completed
+/// once the tenant's transaction ended, and the tenant's work then waited
+/// for query_wait_timeout and failed until someone ran RESUME TENANT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_whose_console_connection_closes_is_undone() {
+    let s = setup();
+    let admin = connect(&s.b, "admin", "admin", "pgbouncer").await;
+    let holder = connect(&s.b, APP_USER, APP_PASSWORD, "app").await;
+    holder
+        .batch_execute(
+            "BEGIN; INSERT INTO accounts (tenant_id, n, port) VALUES (42, 1, current_setting('port'))",
+        )
+        .await
+        .unwrap();
+    // The pausing console, whose connection task is ours to end.
+    let (pauser, conn) =
+        tokio_postgres::connect(&s.b.conn_str("admin", "admin", "pgbouncer"), NoTls)
+            .await
+            .unwrap();
+    let conn_task = tokio::spawn(conn);
+    let pause = tokio::spawn(async move {
+        pauser
+            .simple_query("PAUSE TENANT '42' 60")
+            .await
+            .map(|_| ())
+    });
+    eventually(Duration::from_secs(15), "tenant 42 paused", || async {
+        tenant_state(&admin, "42")
+            .await
+            .is_some_and(|(p, _)| p == "1")
+    })
+    .await;
+    conn_task.abort();
+    let _ = pause.await;
+    eventually(Duration::from_secs(15), "the pause undone", || async {
+        tenant_state(&admin, "42")
+            .await
+            .is_none_or(|(p, _)| p == "0")
+    })
+    .await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    let c = connect(&s.b, APP_USER, APP_PASSWORD, "app").await;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        c.simple_query(
+            "INSERT INTO accounts (tenant_id, n, port) VALUES (42, 2, current_setting('port'))",
+        ),
+    )
+    .await
+    .expect("tenant 42's work is not held")
+    .unwrap();
+}

@@ -281,7 +281,14 @@ impl Console {
             let _ = stream.flush().await;
             self.out.clear();
         }
-        match self.exec(cmd).await {
+        let res = match (&cmd, stream.tcp().map(std::os::fd::AsRawFd::as_raw_fd)) {
+            (Command::PauseTenant(key, _), Some(fd)) => {
+                let key = key.clone();
+                self.pause_tenant_watched(cmd, fd, &key).await?
+            }
+            _ => self.exec(cmd).await,
+        };
+        match res {
             Ok(Reply::Rows(t)) => self.write_table(&t),
             Ok(Reply::Done(tag)) => protocol::command_complete(&mut self.out, tag),
             Ok(Reply::Notice(msg, detail, tag)) => {
@@ -295,6 +302,44 @@ impl Console {
             return Err("shutdown requested".into());
         }
         Ok(false)
+    }
+
+    /// `PAUSE TENANT`, undone if the console connection that asked for it
+    /// closes: while it waits for the tenant's transactions (the wait is
+    /// dropped, and with it the pause), or in the instant it was granted (the
+    /// answer could not reach anyone, so the pause is resumed). Nobody would be
+    /// left to RESUME it, and the tenant's work would wait for
+    /// `query_wait_timeout` and fail until someone did.
+    async fn pause_tenant_watched(
+        &mut self,
+        cmd: Command,
+        fd: std::os::fd::RawFd,
+        key: &str,
+    ) -> Result<Result<Reply, CmdError>, String> {
+        let gone = async {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                if crate::net::peer_closed(fd) {
+                    return;
+                }
+            }
+        };
+        let res = tokio::select! {
+            r = self.exec(cmd) => r,
+            () = gone => {
+                tracing::warn!(tenant = key, "PAUSE TENANT: the console connection closed; resumed");
+                return Err("console connection closed during PAUSE TENANT".into());
+            }
+        };
+        if res.is_ok() && crate::net::peer_closed(fd) {
+            let _ = tenant_ops::resume(&self.app, key);
+            tracing::warn!(
+                tenant = key,
+                "PAUSE TENANT: the console connection closed; resumed"
+            );
+            return Err("console connection closed during PAUSE TENANT".into());
+        }
+        Ok(res)
     }
 
     fn write_table(&mut self, t: &Table) {

@@ -1933,44 +1933,8 @@ async fn client_gone(fd: Option<std::os::fd::RawFd>) {
     // on every wait for a server.
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        if peer_closed(fd) {
+        if crate::net::peer_closed(fd) {
             return;
-        }
-    }
-}
-
-/// Whether the peer of socket `fd` has closed its side. On Linux, `POLLRDHUP`
-/// says so even when bytes it sent before closing are still unread: libpq's
-/// `PQfinish` and most drivers send a Terminate message first, and a TLS client
-/// a close_notify alert, so "nothing left to read and end of file" would miss
-/// every polite close and let the work of a client that left run anyway.
-fn peer_closed(fd: std::os::fd::RawFd) -> bool {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLRDHUP,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd and a zero timeout; `fd` belongs to the
-        // session's stream for as long as the session runs, and this is only
-        // called from inside one of the session's waits.
-        let n = unsafe { libc::poll(&mut p, 1, 0) };
-        n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    {
-        // Elsewhere: end of file with nothing unread, or an error.
-        // SAFETY: as above.
-        let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        match socket2::SockRef::from(&sock).peek(&mut b) {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) => !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-            ),
         }
     }
 }
