@@ -39,6 +39,7 @@ fn walk_frames(buf: &[u8], max: usize) {
                 assert!(len > m);
                 return;
             }
+            Err(e @ FrameError::TooLargeForType { .. }) => panic!("frame_header knows no types: {e}"),
         }
     }
 }

@@ -292,6 +292,7 @@ fn stream(data: &[u8]) {
             // past its frame. Nothing to compare.
             Err(FrameError::BadLength(_)) => return,
             Err(FrameError::TooLarge { .. }) => return,
+            Err(e @ FrameError::TooLargeForType { .. }) => panic!("frame_header knows no types: {e}"),
             Ok(Some((tag, len))) => {
                 if rest.len() < len {
                     incomplete(tag, rest, len);

@@ -28,6 +28,14 @@ pub enum FrameError {
         /// The limit.
         max: usize,
     },
+    /// A message of a type that carries no data (Sync, Close, Execute, ...)
+    /// is longer than Postgres's limit for such messages.
+    TooLargeForType {
+        /// Declared total length in bytes.
+        len: usize,
+        /// The limit (length word included, as Postgres counts it).
+        max: usize,
+    },
 }
 
 impl std::fmt::Display for FrameError {
@@ -37,6 +45,10 @@ impl std::fmt::Display for FrameError {
             FrameError::TooLarge { len, max } => {
                 write!(f, "message of {len} bytes exceeds max_message_size ({max})")
             }
+            FrameError::TooLargeForType { len, max } => write!(
+                f,
+                "message of {len} bytes exceeds the {max} bytes Postgres allows a message of its type"
+            ),
         }
     }
 }
@@ -74,12 +86,15 @@ pub fn is_frontend_type(tag: u8) -> bool {
 /// ([`frontend_len_limit`]) applies too, so a Sync that claims 100 MB is refused
 /// from its header instead of being buffered first.
 pub fn frontend_frame_header(buf: &[u8], max: usize) -> Result<Option<(u8, usize)>, FrameError> {
-    let max = match buf.first().and_then(|&t| frontend_len_limit(t)) {
+    match buf.first().and_then(|&t| frontend_len_limit(t)) {
         // The limit counts the length word, the frame also its tag byte.
-        Some(limit) => max.min(limit + 1),
-        None => max,
-    };
-    frame_header(buf, max)
+        Some(limit) if limit < max => frame_header(buf, limit + 1).map_err(|e| match e {
+            // Its type's limit, not max_message_size, is what it broke.
+            FrameError::TooLarge { len, .. } => FrameError::TooLargeForType { len, max: limit },
+            e => e,
+        }),
+        _ => frame_header(buf, max),
+    }
 }
 
 /// Split a NUL-terminated string off the front of `b`: `(string, rest)`.
@@ -453,7 +468,12 @@ mod tests {
             frontend_frame_header(&sync(SMALL_MESSAGE_LIMIT as i32), max).unwrap(),
             Some((b'S', SMALL_MESSAGE_LIMIT + 1))
         );
-        assert!(frontend_frame_header(&sync(SMALL_MESSAGE_LIMIT as i32 + 1), max).is_err());
+        let e = frontend_frame_header(&sync(SMALL_MESSAGE_LIMIT as i32 + 1), max).unwrap_err();
+        // It names the limit it broke, not max_message_size (probe).
+        assert_eq!(
+            e.to_string(),
+            "message of 10002 bytes exceeds the 10000 bytes Postgres allows a message of its type"
+        );
         assert!(frontend_frame_header(&sync(100 << 20), max).is_err());
         // A Query is limited by max_message_size only.
         let mut q = sync(100 << 20);
