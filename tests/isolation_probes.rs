@@ -965,3 +965,50 @@ fn a_set_tenant_undone_by_rollback_no_longer_routes() {
     });
     bad.finish("a_set_tenant_undone_by_rollback_no_longer_routes");
 }
+
+// ------------- another client's server statement, through EXPLAIN or CREATE AS
+
+/// shardbouncer's server statements (`sb_...`) belong to whichever client
+/// prepared them; `EXECUTE sb_..` was refused, but only as a statement's first
+/// word (probe: `EXPLAIN ANALYZE EXECUTE sb_..(...)` ran another client's
+/// INSERT with the attacker's values and wrote bravo's row on s0). Every
+/// `EXECUTE` of such a name is refused (42939) and nothing is written.
+#[test]
+fn another_clients_server_statement_cannot_be_executed_from_inside_a_statement() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let mut victim = f.raw("app1", &[("tenant_id", "alpha")]);
+    let m = victim
+        .parse(
+            "ins",
+            "INSERT INTO accounts (tenant_id, name) VALUES ($1, $2)",
+        )
+        .bind("ins", &["alpha", "p-victim"])
+        .execute()
+        .sync()
+        .run(1);
+    bad.check(error_codes(&m).is_empty(), || {
+        format!("victim: {:?}", error_codes(&m))
+    });
+    let mut attacker = f.raw("app1", &[("tenant_id", "alpha2")]);
+    let (errors, names) = q(
+        &mut attacker,
+        "SELECT name FROM pg_prepared_statements WHERE name LIKE 'sb\\_%'",
+    );
+    bad.check(errors.is_empty() && !names.is_empty(), || {
+        format!("the victim's statement on the shared server: {errors:?} {names:?}")
+    });
+    for name in &names {
+        for sql in [
+            format!("EXPLAIN ANALYZE EXECUTE {name}('bravo', 'p-hijack')"),
+            format!("EXPLAIN (ANALYZE, COSTS OFF) EXECUTE \"{name}\"('bravo', 'p-hijack')"),
+            format!("CREATE TEMP TABLE hijack AS EXECUTE {name}('bravo', 'p-hijack')"),
+        ] {
+            let (errors, _) = q(&mut attacker, &sql);
+            bad.check(errors == ["42939"], || format!("{sql}: {errors:?}"));
+        }
+    }
+    let n = f.counts("accounts WHERE name = 'p-hijack'");
+    bad.check(n == [0, 0], || format!("hijacked rows: {n:?}"));
+    bad.finish("another_clients_server_statement_cannot_be_executed_from_inside_a_statement");
+}

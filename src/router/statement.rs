@@ -771,6 +771,8 @@ fn is_reserved_name(sql: &[u8], t: &Tok) -> bool {
             .get(..p.len())
             .is_some_and(|h| h.eq_ignore_ascii_case(p)),
         K::QIdent => body(sql, t).starts_with(p),
+        // `U&"\0073b_..."` may spell one (and no other literal is a name).
+        K::Lit => true,
         _ => false,
     }
 }
@@ -960,6 +962,12 @@ fn effects(sql: &[u8], std: bool, out: &mut Facts) {
             out.effects.add(Effects::SEQUENCES);
         }
         prev_insert = kw(b"INSERT") || kw(b"MERGE");
+        // `EXECUTE name` anywhere, not only first (`EXPLAIN ANALYZE EXECUTE`,
+        // `CREATE TABLE .. AS EXECUTE`): a shardbouncer statement name runs
+        // another client's statement (probe).
+        if kw(b"EXECUTE") && lx.peek_sig().is_some_and(|n| is_reserved_name(sql, &n)) {
+            out.violate(Violation::ReservedName);
+        }
         let starts = |p: &[u8]| w.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
         if kw(b"set_config") {
             out.effects.add(Effects::SETTINGS);
@@ -1229,6 +1237,14 @@ mod tests {
             "DEALLOCATE PREPARE \"sb_x\"",
             "SELECT 1; DEALLOCATE SB_x",
             "PREPARE Sb_y (int) AS SELECT $1",
+            "EXPLAIN ANALYZE EXECUTE sb_34a04f3c7696122c(42, 'x')",
+            "EXPLAIN (ANALYZE, COSTS OFF) EXECUTE \"sb_x\"",
+            "CREATE TABLE t AS EXECUTE sb_x",
+            "CREATE TEMP TABLE t AS EXECUTE sb_x (1)",
+            "EXECUTE U&\"\\0073b_x\"",
+            "EXPLAIN EXECUTE U&\"\\0073b_x\"",
+            "DEALLOCATE U&\"\\0073b_x\"",
+            "PREPARE U&\"\\0073b_x\" AS SELECT 1",
         ] {
             assert_eq!(facts(sql).violation, Some(Violation::ReservedName), "{sql}");
         }
