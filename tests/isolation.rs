@@ -1909,7 +1909,6 @@ async fn binary_integer_bind_values_route_by_value() {
     for (label, types, val) in [
         ("declared int8", vec![20u32], &be8[..]),
         ("declared int4", vec![23u32], &be4[..]),
-        ("undeclared (int8 inferred)", vec![], &be8[..]),
     ] {
         let m = raw
             .parse_typed("", "SELECT note FROM ledger WHERE tenant_id = $1", &types)
@@ -1928,6 +1927,21 @@ async fn binary_integer_bind_values_route_by_value() {
             },
         );
     }
+    // Undeclared and not described, a binary value's type is whatever
+    // Postgres infers from the statement, not its width: refused (22023).
+    let m = raw
+        .parse_typed("", "SELECT note FROM ledger WHERE tenant_id = $1", &[])
+        .bind_raw("", &[Some(&be8[..])], &[1])
+        .execute()
+        .sync()
+        .run(1);
+    bad.check(error_codes(&m) == ["22023"], || {
+        format!(
+            "raw binary undeclared: errors {:?} rows {:?}",
+            error_codes(&m),
+            first_column(&m)
+        )
+    });
     bad.finish("binary_integer_bind_values_route_by_value");
 }
 

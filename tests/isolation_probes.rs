@@ -1012,3 +1012,39 @@ fn another_clients_server_statement_cannot_be_executed_from_inside_a_statement()
     bad.check(n == [0, 0], || format!("hijacked rows: {n:?}"));
     bad.finish("another_clients_server_statement_cannot_be_executed_from_inside_a_statement");
 }
+
+// ------------------------- a binary Bind value whose type nobody declared
+
+/// With no type in the Parse and no Describe, Postgres infers a parameter's
+/// type from the statement: `$1::text::int8` reads the binary bytes `2002` as
+/// the text "2002". The router read them by their width (four bytes: an
+/// int4), routed another tenant, and the row landed on the wrong shard
+/// (probe; a lock_startup_tenant session got through the same way). Such
+/// values are refused (22023).
+#[test]
+fn a_binary_bind_value_of_unspecified_type_is_refused() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    for (db, params) in [
+        ("appint", vec![]),
+        ("appint", vec![("tenant_id", "875574832")]),
+    ] {
+        let mut c = f.raw(db, &params);
+        let m = c
+            .parse_typed(
+                "",
+                "INSERT INTO ledger (tenant_id, note) VALUES ($1::text::int8, 'p-binary')",
+                &[],
+            )
+            .bind_raw("", &[Some(b"2002")], &[1])
+            .execute()
+            .sync()
+            .run(1);
+        bad.check(error_codes(&m) == ["22023"], || {
+            format!("{db} {params:?}: errors {:?}", error_codes(&m))
+        });
+    }
+    let n = f.counts("ledger WHERE note = 'p-binary'");
+    bad.check(n == [0, 0], || format!("rows written: {n:?}"));
+    bad.finish("a_binary_bind_value_of_unspecified_type_is_refused");
+}

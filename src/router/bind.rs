@@ -23,6 +23,11 @@ mod oid {
     pub const UUID_ARRAY: u32 = 2951;
 }
 
+/// [`param_key`]'s error for a binary value whose type neither the Parse nor a
+/// Describe gave.
+pub const UNSPECIFIED_BINARY: &str =
+    "is binary with an unspecified type: declare its type in the Parse, or send it as text";
+
 /// [`param_key`]'s error for a value whose declared type is not one a key is
 /// read as (`numeric` `42.0` is tenant 42 to Postgres, but not the same text).
 pub const NOT_A_KEY_TYPE: &str = "is of a type that cannot be a tenant key";
@@ -110,8 +115,14 @@ pub fn param_key(value: Option<&[u8]>, format: i16, oid: u32) -> Result<TenantKe
         }
         return TenantKey::new(v).ok_or("is not 1 to 63 bytes of UTF-8");
     }
-    // Binary: the type decides the width; an unknown type (0) is read by width,
-    // which is how drivers that do not declare types send integers and uuids.
+    // Binary: the type decides the width. An unspecified type (0, and the
+    // statement not described) is refused: Postgres infers it from the text
+    // (`$1::text::int8` reads the bytes `42` as the text "42"; so does a text
+    // column), so reading it by its width (two bytes: the int2 13362) routed
+    // another tenant (probe).
+    if oid == 0 {
+        return Err(UNSPECIFIED_BINARY);
+    }
     let int = |n: i64| {
         use std::io::Write;
         let mut buf = [0u8; 24];
@@ -121,10 +132,10 @@ pub fn param_key(value: Option<&[u8]>, format: i16, oid: u32) -> Result<TenantKe
         TenantKey::new(&buf[..len]).ok_or("is not a valid key")
     };
     match (oid, v.len()) {
-        (oid::INT8, 8) | (0, 8) => int(i64::from_be_bytes(v.try_into().unwrap_or([0; 8]))),
-        (oid::INT4, 4) | (0, 4) => int(i32::from_be_bytes(v.try_into().unwrap_or([0; 4])) as i64),
-        (oid::INT2, 2) | (0, 2) => int(i16::from_be_bytes(v.try_into().unwrap_or([0; 2])) as i64),
-        (oid::UUID, 16) | (0, 16) => {
+        (oid::INT8, 8) => int(i64::from_be_bytes(v.try_into().unwrap_or([0; 8]))),
+        (oid::INT4, 4) => int(i32::from_be_bytes(v.try_into().unwrap_or([0; 4])) as i64),
+        (oid::INT2, 2) => int(i16::from_be_bytes(v.try_into().unwrap_or([0; 2])) as i64),
+        (oid::UUID, 16) => {
             let mut s = [0u8; 36];
             let hex = b"0123456789abcdef";
             let mut j = 0;
@@ -306,7 +317,13 @@ mod tests {
     fn binary_params_decode() {
         let k = |v: &[u8], oid| param_key(Some(v), 1, oid).map(|k| k.as_str().to_string());
         assert_eq!(k(&(-42i64).to_be_bytes(), 20).unwrap(), "-42");
-        assert_eq!(k(&7i32.to_be_bytes(), 0).unwrap(), "7");
+        // Of unspecified type: Postgres infers it from the statement, so the
+        // width says nothing (b"42" is the text "42" to a text column).
+        assert_eq!(
+            param_key(Some(&7i32.to_be_bytes()), 1, 0),
+            Err(UNSPECIFIED_BINARY)
+        );
+        assert_eq!(param_key(Some(b"42"), 1, 0), Err(UNSPECIFIED_BINARY));
         assert_eq!(k(&(-3i16).to_be_bytes(), 21).unwrap(), "-3");
         assert_eq!(
             k(&[0x12; 16], 2950).unwrap(),
