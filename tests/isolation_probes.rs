@@ -1048,3 +1048,67 @@ fn a_binary_bind_value_of_unspecified_type_is_refused() {
     bad.check(n == [0, 0], || format!("rows written: {n:?}"));
     bad.finish("a_binary_bind_value_of_unspecified_type_is_refused");
 }
+
+// --------------------- work pipelined behind the end of a transaction
+
+/// A `SET LOCAL` tenant ends with its transaction and a `SET` in a
+/// transaction that rolls back is undone; work pipelined right behind the
+/// COMMIT or ROLLBACK must be routed by the tenant that is left (probe: it
+/// ran on the ended transaction's shard). A SET of another shard's tenant
+/// pipelined behind a ROLLBACK is not refused as cross-shard either.
+#[test]
+fn work_pipelined_behind_the_end_of_a_transaction_uses_the_tenant_left() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let mut c = f.raw("app", &[]);
+    let marker = |c: &mut Raw| q(c, "SELECT name FROM shard_marker");
+    let pipelined = |c: &mut Raw, first: &str, second: &str| {
+        let mut b = frame(b'Q', format!("{first}\0").as_bytes());
+        b.extend(frame(b'Q', format!("{second}\0").as_bytes()));
+        let mut m = send_until(c, &b, b'Z');
+        m.extend(c.read_until_ready());
+        m
+    };
+    for (setup, end) in [
+        (["BEGIN", "SET LOCAL tenant_id = 'bravo'"], "COMMIT"),
+        (["BEGIN", "SET tenant_id = 'bravo'"], "ROLLBACK"),
+    ] {
+        let (errors, _) = q(&mut c, "SET tenant_id = 'alpha'");
+        bad.check(errors.is_empty(), || format!("SET alpha: {errors:?}"));
+        for sql in setup {
+            let (errors, _) = q(&mut c, sql);
+            bad.check(errors.is_empty(), || format!("{sql}: {errors:?}"));
+        }
+        let (errors, rows) = marker(&mut c);
+        bad.check(errors.is_empty() && rows == ["s1"], || {
+            format!("{setup:?}: inside: {errors:?} {rows:?}")
+        });
+        let m = pipelined(&mut c, end, "SELECT name FROM shard_marker");
+        bad.check(
+            error_codes(&m).is_empty() && first_column(&m) == ["s0"],
+            || {
+                format!(
+                    "{setup:?} then {end} + SELECT pipelined: {:?} {:?}",
+                    error_codes(&m),
+                    first_column(&m)
+                )
+            },
+        );
+    }
+    // A SET of another shard's tenant behind a pipelined ROLLBACK.
+    let (errors, _) = q(&mut c, "BEGIN");
+    bad.check(errors.is_empty(), || format!("BEGIN: {errors:?}"));
+    let (errors, rows) = marker(&mut c);
+    bad.check(errors.is_empty() && rows == ["s0"], || {
+        format!("{errors:?} {rows:?}")
+    });
+    let m = pipelined(&mut c, "ROLLBACK", "SET tenant_id = 'bravo'");
+    bad.check(error_codes(&m).is_empty(), || {
+        format!("SET behind ROLLBACK: {:?}", error_codes(&m))
+    });
+    let (errors, rows) = marker(&mut c);
+    bad.check(errors.is_empty() && rows == ["s1"], || {
+        format!("after SET bravo: {errors:?} {rows:?}")
+    });
+    bad.finish("work_pipelined_behind_the_end_of_a_transaction_uses_the_tenant_left");
+}

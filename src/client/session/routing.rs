@@ -72,9 +72,22 @@ impl Core {
             .is_some_and(|a| a.effects().may_change_lexing() && !a.settled())
     }
 
+    /// The session's tenant may change when the work in flight is answered:
+    /// a `SET LOCAL` tenant ends with its transaction, and a `SET` made in it
+    /// is undone by its ROLLBACK. Work behind that must wait to be routed
+    /// (probe: a statement pipelined right behind COMMIT ran on the
+    /// transaction's shard, under a tenant that was gone).
+    fn tenant_in_flight(&self) -> bool {
+        let t = self.route.tenants();
+        (t.local.is_some() || t.set_in_tx)
+            && self.att.as_ref().is_some_and(|a| a.client_work_in_flight())
+    }
+
     /// Route one unit of work.
     pub(super) fn route_unit(&mut self, unit: Unit) -> Need {
-        if self.settings_in_flight() && lexing_depends_on_settings(&unit) {
+        if (self.settings_in_flight() && lexing_depends_on_settings(&unit))
+            || self.tenant_in_flight()
+        {
             self.wait.stall(unit);
             return Need::Io;
         }
@@ -141,8 +154,24 @@ impl Core {
             attached = self.att.is_some(),
             "route"
         );
+        let in_flight = self.att.as_ref().is_some_and(|a| a.client_work_in_flight());
         match decision {
             Decision::Wait => {
+                self.wait.stall(unit);
+                Need::Io
+            }
+            Decision::Refuse(_)
+                if in_flight
+                    && matches!(unit, Unit::Simple(tag::frontend::QUERY, _))
+                    && self.route.facts().count == 1
+                    && matches!(
+                        self.route.facts().first,
+                        Kind::SetTenant { .. } | Kind::ResetTenant
+                    ) =>
+            {
+                // Judged against the transaction the work in flight may end
+                // (a SET of another shard's tenant behind a pipelined
+                // ROLLBACK): judged again once it has been answered.
                 self.wait.stall(unit);
                 Need::Io
             }
