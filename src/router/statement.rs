@@ -72,6 +72,12 @@ pub enum Kind {
     },
     /// `RESET <key>` or `SET <key> TO DEFAULT`.
     ResetTenant,
+    /// A statement that only clears session state shardbouncer clears anyway
+    /// when a server goes back to the pool, as a driver's pool sends on
+    /// release (asyncpg): `SELECT pg_advisory_unlock_all()`, `CLOSE ALL`, and
+    /// asyncpg's `DO` block that runs `UNLISTEN *` (the exact text). It
+    /// touches no tenant data.
+    Cleanup,
     /// Anything else: it may touch tenant data.
     Other,
 }
@@ -255,6 +261,9 @@ pub struct Facts {
     pub resets_all: bool,
     /// The text contains `ROLLBACK TO [SAVEPOINT]`.
     pub rollback_to: bool,
+    /// The text contains `UNLISTEN *` (or asyncpg's `DO` block running it):
+    /// the client's relayed channels go, whatever else the text holds.
+    pub unlisten_all: bool,
     /// The text contains `DISCARD ALL` or `DEALLOCATE ALL`: the client's own
     /// prepared statements are gone once it succeeds.
     pub drops_statements: bool,
@@ -302,6 +311,7 @@ impl Facts {
         self.tx_control = false;
         self.resets_all = false;
         self.rollback_to = false;
+        self.unlisten_all = false;
         self.drops_statements = false;
         self.std_sensitive = false;
         self.set_value = None;
@@ -596,7 +606,40 @@ fn classify(sql: &[u8], key: &[u8], std: bool, out: &mut Facts) -> Kind {
         return Kind::Listen;
     }
     if kw(b"UNLISTEN") {
+        let mut l2 = lx;
+        if l2.next_sig().is_some_and(|t| t.k == K::Op && text(sql, &t) == b"*")
+            && l2.next_sig().is_none()
+        {
+            out.unlisten_all = true;
+        }
         return Kind::Unlisten;
+    }
+    if kw(b"CLOSE") {
+        let mut l2 = lx;
+        if l2.next_sig().is_some_and(|t| is_kw(sql, &t, b"ALL")) && l2.next_sig().is_none() {
+            return Kind::Cleanup;
+        }
+        return Kind::Other;
+    }
+    if kw(b"SELECT") {
+        let mut l2 = lx;
+        let exact = l2.next_sig().is_some_and(|t| is_kw(sql, &t, b"pg_advisory_unlock_all"))
+            && l2.next_sig().is_some_and(|t| t.k == K::LParen)
+            && l2.next_sig().is_some_and(|t| t.k == K::RParen)
+            && l2.next_sig().is_none();
+        if exact {
+            out.effects.add(Effects::ADVISORY);
+            return Kind::Cleanup;
+        }
+    }
+    if kw(b"DO") {
+        let mut l2 = lx;
+        if let (Some(t), None) = (l2.next_sig(), l2.next_sig()) {
+            if t.k == K::Dollar && is_asyncpg_unlisten(body(sql, &t)) {
+                out.unlisten_all = true;
+                return Kind::Cleanup;
+            }
+        }
     }
     if kw(b"DO") || kw(b"CALL") {
         out.effects.add(Effects::DYNAMIC);
@@ -764,6 +807,34 @@ fn param_name_matches(sql: &[u8], lx: &mut Lexer<'_>, key: &[u8]) -> bool {
 
 /// A statement name in shardbouncer's namespace: unquoted names fold to lower
 /// case (so `SB_x` is `sb_x`); quoted ones compare exactly.
+/// The body of asyncpg's (before 0.30) pool-release `DO` block, which runs
+/// `UNLISTEN *` when the session listens to anything; compared word for word,
+/// case and spacing aside.
+fn is_asyncpg_unlisten(body: &[u8]) -> bool {
+    const WORDS: &[&[u8]] = &[
+        b"BEGIN",
+        b"PERFORM",
+        b"*",
+        b"FROM",
+        b"pg_listening_channels()",
+        b"LIMIT",
+        b"1;",
+        b"IF",
+        b"FOUND",
+        b"THEN",
+        b"UNLISTEN",
+        b"*;",
+        b"END",
+        b"IF;",
+        b"END;",
+    ];
+    let mut words = body.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
+    WORDS
+        .iter()
+        .all(|want| words.next().is_some_and(|w| w.eq_ignore_ascii_case(want)))
+        && words.next().is_none()
+}
+
 fn is_reserved_name(sql: &[u8], t: &Tok) -> bool {
     let p = RESERVED_PREFIX.as_bytes();
     match t.k {
@@ -1226,6 +1297,29 @@ mod tests {
         assert_eq!(keys(&f), vec!["2"]);
         analyze(sql, KEY, true, &mut f);
         assert_eq!(keys(&f), vec!["1"]);
+    }
+
+    #[test]
+    fn a_pools_reset_on_release_is_tenant_free_and_nothing_like_it_is() {
+        let reset = "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;";
+        let f = facts(reset);
+        assert!(f.tenant_free && f.unlisten_all && f.count == 4, "{f:?}");
+        let old = "DO $$\n BEGIN\n PERFORM * FROM pg_listening_channels() LIMIT 1;\n \
+                   IF FOUND THEN\n UNLISTEN *;\n END IF;\n END;\n $$;";
+        let f = facts(old);
+        assert!(f.tenant_free && f.unlisten_all, "{f:?}");
+        for sql in [
+            "SELECT pg_advisory_unlock_all() FROM accounts",
+            "SELECT pg_advisory_unlock_all(), name FROM accounts",
+            "SELECT pg_advisory_unlock_all",
+            "CLOSE ALL c",
+            "CLOSE c",
+            "DO $$ BEGIN PERFORM * FROM pg_listening_channels() LIMIT 1; DELETE FROM accounts; END; $$",
+            "DO $$ BEGIN UNLISTEN *; END; $$",
+        ] {
+            assert!(!facts(sql).tenant_free, "{sql}");
+        }
+        assert!(!facts("UNLISTEN ch").unlisten_all);
     }
 
     #[test]

@@ -143,6 +143,45 @@ async def sharded_param_tenant(w):
         await conn.close()
 
 
+async def sharded_pool_param_tenant():
+    # The tenant only in each query: the pool's reset on release (advisory
+    # unlock, CLOSE ALL, UNLISTEN *, RESET ALL) names none and must pass.
+    pool = await asyncpg.create_pool(
+        host=HOST, port=PORT, user=USER, password=PASSWORD, database=SHARDED_DB, min_size=2, max_size=5
+    )
+    try:
+
+        async def job(j):
+            for i in range(LOOPS):
+                t, port = list(TENANT_PORTS.items())[(j + i) % len(TENANT_PORTS)]
+                async with pool.acquire() as conn:
+                    rows = await conn.fetch("SELECT name, current_setting('port') FROM accounts WHERE tenant_id = $1", t)
+                    C.eq(f"sharded pool {j} {i}", [tuple(r) for r in rows], [(f"owner of {t}", port)])
+
+        await asyncio.gather(*(job(j) for j in range(10)))
+    finally:
+        await pool.close()
+    # asyncpg before 0.30 reset with a DO block in place of UNLISTEN *.
+    conn = await connect(SHARDED_DB)
+    try:
+        await conn.execute(
+            """SELECT pg_advisory_unlock_all();
+            CLOSE ALL;
+            DO $$
+            BEGIN
+                PERFORM * FROM pg_listening_channels() LIMIT 1;
+                IF FOUND THEN
+                    UNLISTEN *;
+                END IF;
+            END;
+            $$;
+            RESET ALL;"""
+        )
+        C.ok("older asyncpg reset query", True)
+    finally:
+        await conn.close()
+
+
 async def main():
     step("single database, %d concurrent connections" % WORKERS)
     await asyncio.gather(*(worker(w) for w in range(WORKERS)))
@@ -150,6 +189,8 @@ async def main():
     await pool_test()
     step("sharded: tenant as a startup parameter")
     await sharded_startup_tenant()
+    step("sharded: asyncpg pool, tenant only in each query")
+    await sharded_pool_param_tenant()
     step("sharded: tenant as a parameter, %d concurrent connections" % WORKERS)
     await asyncio.gather(*(sharded_param_tenant(w) for w in range(WORKERS)))
     C.done()

@@ -155,6 +155,16 @@ impl Core {
             "route"
         );
         let in_flight = self.att.as_ref().is_some_and(|a| a.client_work_in_flight());
+        if !matches!(decision, Decision::Refuse(_) | Decision::Wait)
+            && matches!(unit, Unit::Simple(tag::frontend::QUERY, _))
+            && !self.owns_server()
+            && self.route.facts().unlisten_all
+        {
+            // `UNLISTEN *` among other statements (a driver pool's reset on
+            // release): the channels shardbouncer relays for the client go
+            // here; on the server it has nothing to undo.
+            self.route.listen(ListenOp::UnlistenAll);
+        }
         match decision {
             Decision::Wait => {
                 self.wait.stall(unit);
