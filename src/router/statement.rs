@@ -607,7 +607,9 @@ fn classify(sql: &[u8], key: &[u8], std: bool, out: &mut Facts) -> Kind {
     }
     if kw(b"UNLISTEN") {
         let mut l2 = lx;
-        if l2.next_sig().is_some_and(|t| t.k == K::Op && text(sql, &t) == b"*")
+        if l2
+            .next_sig()
+            .is_some_and(|t| t.k == K::Op && text(sql, &t) == b"*")
             && l2.next_sig().is_none()
         {
             out.unlisten_all = true;
@@ -623,7 +625,9 @@ fn classify(sql: &[u8], key: &[u8], std: bool, out: &mut Facts) -> Kind {
     }
     if kw(b"SELECT") {
         let mut l2 = lx;
-        let exact = l2.next_sig().is_some_and(|t| is_kw(sql, &t, b"pg_advisory_unlock_all"))
+        let exact = l2
+            .next_sig()
+            .is_some_and(|t| is_kw(sql, &t, b"pg_advisory_unlock_all"))
             && l2.next_sig().is_some_and(|t| t.k == K::LParen)
             && l2.next_sig().is_some_and(|t| t.k == K::RParen)
             && l2.next_sig().is_none();
@@ -828,7 +832,9 @@ fn is_asyncpg_unlisten(body: &[u8]) -> bool {
         b"IF;",
         b"END;",
     ];
-    let mut words = body.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
+    let mut words = body
+        .split(u8::is_ascii_whitespace)
+        .filter(|w| !w.is_empty());
     WORDS
         .iter()
         .all(|want| words.next().is_some_and(|w| w.eq_ignore_ascii_case(want)))
