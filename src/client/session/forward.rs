@@ -287,7 +287,10 @@ impl Core {
                     let kept = Bytes::copy_from_slice(&frame);
                     let at = p.param_types.as_ptr() as usize - frame.as_ptr() as usize;
                     let declared = kept.slice(at..at + p.param_types.len());
-                    let seq = self.stmts.set_unnamed(facts, kept, declared);
+                    let seq = match self.stmts.set_unnamed(facts, kept, declared) {
+                        Ok(seq) => seq,
+                        Err(e) => return self.inject_error_ext(&e),
+                    };
                     if let Some(a) = self.att.as_mut() {
                         a.set_unnamed_current(true);
                         let mut e = Entry::forward(t);

@@ -579,7 +579,9 @@ impl Core {
                         let at = p.param_types.as_ptr() as usize - frame.as_ptr() as usize;
                         let kept = Bytes::copy_from_slice(frame);
                         let declared = kept.slice(at..at + p.param_types.len());
-                        self.stmts.set_unnamed(facts, kept, declared);
+                        if let Err(e) = self.stmts.set_unnamed(facts, kept, declared) {
+                            return self.unit_error(Unit::Batch(msgs[i..].to_vec()), &e);
+                        }
                         if let Some(a) = self.att.as_mut() {
                             // The server's unnamed statement is no longer the client's.
                             a.set_unnamed_current(false);

@@ -58,6 +58,7 @@ pub(super) struct Statements {
 
 impl Drop for Statements {
     fn drop(&mut self) {
+        self.keep_unnamed(None);
         HELD_BYTES.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
@@ -230,13 +231,41 @@ impl Statements {
     /// The client's unnamed Parse `frame` (with `declared` parameter types, a
     /// slice of it) replaces its unnamed statement.
     /// Returns the Parse's number, for [`Statements::unnamed_failed`].
-    pub(super) fn set_unnamed(&mut self, facts: Facts, frame: Bytes, declared: Bytes) -> u32 {
+    /// Its copy counts against the limit of all clients' statement text (not
+    /// against the connection's, which a single large unnamed statement may
+    /// exceed): past it, 53400 and the client has no unnamed statement.
+    pub(super) fn set_unnamed(
+        &mut self,
+        facts: Facts,
+        frame: Bytes,
+        declared: Bytes,
+    ) -> Result<u32, PgError> {
+        self.unnamed.seq = self.unnamed.seq.wrapping_add(1);
+        self.keep_unnamed(None);
+        let held = HELD_BYTES.fetch_add(frame.len(), Ordering::Relaxed);
+        if held + frame.len() > MAX_STATEMENT_BYTES {
+            HELD_BYTES.fetch_sub(frame.len(), Ordering::Relaxed);
+            return Err(PgError::new(
+                sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
+                format!(
+                    "prepared statements of all clients would hold more than {} MiB of text",
+                    MAX_STATEMENT_BYTES >> 20
+                ),
+            ));
+        }
         self.unnamed.facts = facts;
         self.unnamed.declared = declared;
         self.unnamed.described.clear();
         self.unnamed.parse = Some(frame);
-        self.unnamed.seq = self.unnamed.seq.wrapping_add(1);
-        self.unnamed.seq
+        Ok(self.unnamed.seq)
+    }
+
+    /// Replace the kept unnamed Parse (`None`: no unnamed statement), keeping
+    /// [`HELD_BYTES`] in step. (A new one is counted by its caller.)
+    fn keep_unnamed(&mut self, parse: Option<Bytes>) {
+        if let Some(old) = std::mem::replace(&mut self.unnamed.parse, parse) {
+            HELD_BYTES.fetch_sub(old.len(), Ordering::Relaxed);
+        }
     }
 
     /// The server failed or skipped (after an earlier error) unnamed Parse `seq`.
@@ -247,13 +276,13 @@ impl Statements {
     /// another statement.)
     pub(super) fn unnamed_failed(&mut self, seq: u32) {
         if self.unnamed.seq == seq {
-            self.unnamed.parse = None;
+            self.keep_unnamed(None);
         }
     }
 
     /// The unnamed statement is gone (a simple Query, or a Close of it).
     pub(super) fn drop_unnamed(&mut self) {
-        self.unnamed.parse = None;
+        self.keep_unnamed(None);
     }
 
     /// The client's unnamed Parse, if it has an unnamed statement.
