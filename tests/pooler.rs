@@ -1689,7 +1689,7 @@ async fn a_client_that_leaves_while_queued_never_runs_its_work() {
             .collect::<Vec<_>>()
     });
     eventually(Duration::from_secs(15), "three queued clients", || async {
-        clients_waiting(&admin).await == 3
+        support::clients_waiting(&admin, "app").await == 3
     })
     .await;
     // They leave while queued; the queue empties. Ghost 1 leaves as libpq's
@@ -1707,30 +1707,12 @@ async fn a_client_that_leaves_while_queued_never_runs_its_work() {
     });
     drop(ghosts);
     eventually(Duration::from_secs(15), "the queue to empty", || async {
-        clients_waiting(&admin).await == 0
+        support::clients_waiting(&admin, "app").await == 0
     })
     .await;
     holder.batch_execute("COMMIT").await.unwrap();
     assert_eq!(int_of(&holder, "SELECT 7").await, 7);
     assert_eq!(pg.psql("app", "SELECT count(*) FROM ghosts"), "0");
-}
-
-/// `cl_waiting` of database `app` in SHOW POOLS.
-async fn clients_waiting(admin: &tokio_postgres::Client) -> usize {
-    let msgs = admin.simple_query("SHOW POOLS").await.unwrap();
-    let mut cols = None;
-    for m in &msgs {
-        match m {
-            tokio_postgres::SimpleQueryMessage::RowDescription(d) => {
-                cols = d.iter().position(|c| c.name() == "cl_waiting");
-            }
-            tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("app") => {
-                return r.get(cols.unwrap()).unwrap().parse().unwrap();
-            }
-            _ => {}
-        }
-    }
-    0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1761,13 +1743,13 @@ async fn a_cancel_stops_its_own_query_wherever_it_is_and_never_a_later_one() {
     eventually(
         Duration::from_secs(20),
         "the client waits for the server",
-        || async { clients_waiting(&admin).await == 1 },
+        || async { support::clients_waiting(&admin, "app").await == 1 },
     )
     .await;
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
     let e = q.await.unwrap().unwrap_err();
     assert_eq!(code(&e), "57014", "{}", msg(&e));
-    assert_eq!(clients_waiting(&admin).await, 0);
+    assert_eq!(support::clients_waiting(&admin, "app").await, 0);
     holder.batch_execute("COMMIT").await.unwrap();
     // Nothing of it ran; the client goes on normally.
     assert_eq!(int_of(&c, "SELECT 7").await, 7);

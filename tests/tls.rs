@@ -561,7 +561,7 @@ async fn a_tls_client_that_leaves_while_queued_never_runs_its_work() {
     tls.write_all(&q).await.unwrap();
     tls.flush().await.unwrap();
     support::eventually(Duration::from_secs(15), "the TLS client queued", || async {
-        waiting(&admin).await == 1
+        support::clients_waiting(&admin, "app").await == 1
     })
     .await;
     // It gives up politely: Terminate, close_notify, FIN; unread by the pooler.
@@ -569,27 +569,10 @@ async fn a_tls_client_that_leaves_while_queued_never_runs_its_work() {
     tls.shutdown().await.unwrap();
     drop(tls);
     support::eventually(Duration::from_secs(15), "the queue to empty", || async {
-        waiting(&admin).await == 0
+        support::clients_waiting(&admin, "app").await == 0
     })
     .await;
     holder.batch_execute("COMMIT").await.unwrap();
     holder.simple_query("SELECT 1").await.unwrap();
     assert_eq!(pg.psql("app", "SELECT count(*) FROM ghosts"), "0");
-}
-
-/// `cl_waiting` of database `app` in SHOW POOLS.
-async fn waiting(admin: &tokio_postgres::Client) -> usize {
-    let mut col = None;
-    for m in admin.simple_query("SHOW POOLS").await.unwrap() {
-        match m {
-            tokio_postgres::SimpleQueryMessage::RowDescription(d) => {
-                col = d.iter().position(|c| c.name() == "cl_waiting");
-            }
-            tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("app") => {
-                return r.get(col.unwrap()).unwrap().parse().unwrap();
-            }
-            _ => {}
-        }
-    }
-    panic!("no pool of app in SHOW POOLS")
 }

@@ -20,6 +20,8 @@ mod wait;
 #[allow(unused_imports)] // not every test crate uses every helper
 pub use bouncer::{basic_config, routed_config, shard_list, Bouncer};
 pub use pg::{PgCluster, APP_PASSWORD, APP_USER};
+#[allow(unused_imports)] // not every test crate reads the console
+pub use util::clients_waiting;
 pub use util::free_port;
 #[allow(unused_imports)] // for tests that block (signals, raw sockets) from async code
 pub(crate) use wait::blocking;
