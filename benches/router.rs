@@ -78,6 +78,7 @@ fn bench_decide(c: &mut Criterion) {
         pinned_by: None,
         std_strings: true,
         ascii_only: false,
+        lexing_unsure: false,
     };
     let mut scratch = Vec::new();
     let mut f = Facts::default();

@@ -1112,3 +1112,85 @@ fn work_pipelined_behind_the_end_of_a_transaction_uses_the_tenant_left() {
     });
     bad.finish("work_pipelined_behind_the_end_of_a_transaction_uses_the_tenant_left");
 }
+
+// ------------- the end of a transaction, and settings not yet reported
+
+/// Round 3 of probes, each writing a tenant's row on the wrong shard:
+/// * a `SET LOCAL` tenant survived `COMMIT AND CHAIN` / `ROLLBACK AND CHAIN`;
+/// * work after COMMIT or ROLLBACK in the same Query or batch ran where the
+///   transaction ran, under its `SET LOCAL` tenant;
+/// * a `SET standard_conforming_strings` held with a locally answered BEGIN,
+///   and one run in a batch ended by a Flush (Postgres reports settings only
+///   at ReadyForQuery), left the next text lexed the old way.
+#[test]
+fn the_end_of_a_transaction_and_unreported_settings_route_nothing_wrong() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let marker = |c: &mut Raw| q(c, "SELECT name FROM shard_marker");
+    // AND CHAIN: the chained transaction runs as the session's tenant again.
+    for end in ["COMMIT AND CHAIN", "ROLLBACK AND CHAIN"] {
+        let mut c = f.raw("app", &[("tenant_id", "alpha")]);
+        for sql in ["BEGIN", "SET LOCAL tenant_id = 'bravo'"] {
+            let (errors, _) = q(&mut c, sql);
+            bad.check(errors.is_empty(), || format!("{sql}: {errors:?}"));
+        }
+        let (_, rows) = marker(&mut c);
+        bad.check(rows == ["s1"], || format!("{end}: inside {rows:?}"));
+        let (errors, _) = q(&mut c, end);
+        bad.check(errors.is_empty(), || format!("{end}: {errors:?}"));
+        let (errors, rows) = q(
+            &mut c,
+            "INSERT INTO accounts (tenant_id, name) VALUES ('alpha', 'p-chain') RETURNING name",
+        );
+        // The chained transaction is still on s1: alpha's row is refused there.
+        bad.check(errors == ["0A000"] && rows.is_empty(), || {
+            format!("{end} then alpha's INSERT: {errors:?} {rows:?}")
+        });
+    }
+    // Work after the end in the same unit.
+    for end in ["COMMIT", "ROLLBACK"] {
+        let mut c = f.raw("app", &[("tenant_id", "alpha")]);
+        for sql in ["BEGIN", "SET LOCAL tenant_id = 'bravo'"] {
+            q(&mut c, sql);
+        }
+        marker(&mut c);
+        let (errors, _) = q(
+            &mut c,
+            &format!("{end}; INSERT INTO accounts (tenant_id, name) VALUES ('alpha', 'p-after')"),
+        );
+        bad.check(errors == ["0A000"], || format!("{end}; INSERT: {errors:?}"));
+    }
+    // A held BEGIN with standard_conforming_strings turned off.
+    let mut c = f.raw("app", &[("tenant_id", "alpha")]);
+    for sql in ["BEGIN", "SET standard_conforming_strings = off"] {
+        let (errors, _) = q(&mut c, sql);
+        bad.check(errors.is_empty(), || format!("held {sql}: {errors:?}"));
+    }
+    let (errors, _) = q(&mut c, SCS_SMUGGLE);
+    bad.check(errors == ["0A000"], || format!("held scs: {errors:?}"));
+    q(&mut c, "ROLLBACK");
+    // A batch ended by a Flush after the setting changed, then the text.
+    let mut c = f.raw("app", &[("tenant_id", "alpha")]);
+    let mut b = parse_msg(
+        "",
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
+    );
+    b.extend(bind_msg("", ""));
+    b.extend(execute_msg(""));
+    b.extend(frame(b'H', b""));
+    let m = send_until(&mut c, &b, b'C');
+    bad.check(error_codes(&m).is_empty(), || {
+        format!("flush batch: {:?}", error_codes(&m))
+    });
+    let mut b = parse_msg("", SCS_SMUGGLE);
+    b.extend(bind_msg("", ""));
+    b.extend(execute_msg(""));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    bad.check(error_codes(&m) == ["0A000"], || {
+        format!("text after a Flush: {:?}", error_codes(&m))
+    });
+    let n = f.counts("accounts WHERE name IN ('p-chain', 'p-after', 'p-scs')");
+    bad.check(n == [0, 0], || format!("rows written: {n:?}"));
+    bad.finish("the_end_of_a_transaction_and_unreported_settings_route_nothing_wrong");
+}

@@ -104,6 +104,7 @@ fuzz_target!(|data: &[u8]| {
         pinned_by: None,
         std_strings: std,
         ascii_only,
+        lexing_unsure: head[4] & 16 != 0,
     };
     let mut scratch = Vec::new();
     let d = if extended {

@@ -157,6 +157,11 @@ pub struct SessionView<'a> {
     /// ([`super::ascii_unsafe_encoding`]): only ASCII text and values
     /// read the same to the router as to Postgres.
     pub ascii_only: bool,
+    /// A setting that changes how text is lexed may have changed with no
+    /// report of it yet: statements held with a locally answered BEGIN, or
+    /// run in an extended batch that has no Sync yet (Postgres reports
+    /// settings at ReadyForQuery). Text that depends on the lexing is refused.
+    pub lexing_unsure: bool,
 }
 
 /// One message of an extended-protocol batch, as routing sees it. `V` gives a
@@ -325,10 +330,15 @@ fn query(
     if s.tenants.set_in_tx && f.rollback_to {
         return Err(rollback_to_after_set(r));
     }
+    if tenant_ends_with_tx(s.tenants) && f.ends_tx && f.count > 1 {
+        return Err(work_after_tx_end(r));
+    }
     if s.ascii_only && f.non_ascii {
         return Err(encoding(r));
     }
-    if f.effects.may_change_lexing() && (f.std_sensitive || (f.non_ascii && f.count > 1)) {
+    if (f.effects.may_change_lexing() && (f.std_sensitive || (f.non_ascii && f.count > 1)))
+        || (s.lexing_unsure && (f.std_sensitive || f.non_ascii))
+    {
         // It may change standard_conforming_strings or client_encoding half-way:
         // no single lexing of it can be trusted.
         return Err(ambiguous(r));
@@ -419,7 +429,11 @@ fn batch<'a, V: ParamValues>(
     let is_begin = |f: &Facts| f.is_only(Kind::Begin);
     let (mut begin_msgs, mut begin_execs, mut begin_after_set) = (0usize, 0usize, false);
     let mut begin_portal: Option<&[u8]> = None;
-    let mut lexing = Lexing::default();
+    let mut lexing = Lexing {
+        changed: s.lexing_unsure,
+    };
+    // A statement that ends the transaction was bound earlier in the batch.
+    let mut ended = false;
     for item in items {
         if s.tx == Tx::Failed {
             // Postgres answers any Parse, Bind or Execute in an aborted
@@ -500,6 +514,10 @@ fn batch<'a, V: ParamValues>(
                     return Err(ambiguous(r));
                 }
                 lexing.check(r, s, f)?;
+                if ended && tenant_ends_with_tx(s.tenants) {
+                    return Err(work_after_tx_end(r));
+                }
+                ended |= f.ends_tx;
                 ends_tx |= matches!(f.first, Kind::Commit { .. } | Kind::Rollback { .. });
                 tx_control |= f.tx_control;
                 for m in &f.mentions {
@@ -738,7 +756,11 @@ fn resolve(
     let mut primary = None;
     for src in &r.sources {
         primary = match src {
-            Source::Startup => t.set.is_none().then_some(t.startup).flatten(),
+            // A SET or SET LOCAL tenant replaces the one given at connect (unless
+            // locked: handled above), as a setting replaces its startup value.
+            Source::Startup => (t.set.is_none() && t.local.is_none())
+                .then_some(t.startup)
+                .flatten(),
             Source::Set => t.local.or(t.set),
             Source::Comment | Source::Scan => {
                 mentions.iter().find(|m| m.source == *src).map(|m| m.key)
@@ -884,6 +906,27 @@ impl Lexing {
         self.changed |= f.effects.may_change_lexing();
         Ok(())
     }
+}
+
+/// The session's tenant is the transaction's own: a `SET LOCAL` one, or a
+/// `SET` its ROLLBACK would undo.
+fn tenant_ends_with_tx(t: &Tenants) -> bool {
+    t.local.is_some() || t.set_in_tx
+}
+
+/// Work after a COMMIT or ROLLBACK in the same unit, while the session's
+/// tenant ends with the transaction: routed as one unit, it would run where
+/// the transaction ran, under a tenant that is gone (probe).
+fn work_after_tx_end(r: &Routing) -> Refusal {
+    Refusal::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!(
+            "cannot route statements after COMMIT or ROLLBACK in the same query or batch while \
+             the transaction set {k} (SET LOCAL, or a SET it may undo): send them after the \
+             transaction has ended",
+            k = r.key
+        ),
+    )
 }
 
 /// `ROLLBACK TO SAVEPOINT` in a transaction that changed the session's SET

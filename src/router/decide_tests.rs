@@ -65,6 +65,7 @@ fn view(t: &Tenants, tx: Tx) -> SessionView<'_> {
         pinned_by: None,
         std_strings: true,
         ascii_only: false,
+        lexing_unsure: false,
     }
 }
 

@@ -261,6 +261,9 @@ pub struct Facts {
     pub resets_all: bool,
     /// The text contains `ROLLBACK TO [SAVEPOINT]`.
     pub rollback_to: bool,
+    /// The text contains a statement that ends a transaction (`COMMIT`,
+    /// `ROLLBACK`, `PREPARE TRANSACTION`, with or without `AND CHAIN`).
+    pub ends_tx: bool,
     /// The text contains `UNLISTEN *` (or asyncpg's `DO` block running it):
     /// the client's relayed channels go, whatever else the text holds.
     pub unlisten_all: bool,
@@ -311,6 +314,7 @@ impl Facts {
         self.tx_control = false;
         self.resets_all = false;
         self.rollback_to = false;
+        self.ends_tx = false;
         self.unlisten_all = false;
         self.drops_statements = false;
         self.std_sensitive = false;
@@ -374,6 +378,8 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
             set_tenant_seen = true;
         }
         out.rollback_to |= kind == Kind::TxScoped("ROLLBACK");
+        out.ends_tx |= matches!(kind, Kind::Commit { .. } | Kind::Rollback { .. })
+            || is_prepare_transaction(stmt, std_strings);
         out.tenant_free &= kind.tenant_free();
         out.holdable &= kind.held_tag().is_some();
         out.tx_control |= matches!(
@@ -435,6 +441,7 @@ pub fn analyze_checked(
             || out.holdable != alt.holdable
             || out.resets_all != alt.resets_all
             || out.rollback_to != alt.rollback_to
+            || out.ends_tx != alt.ends_tx
             || out.drops_statements != alt.drops_statements;
     }
 }
@@ -811,6 +818,15 @@ fn param_name_matches(sql: &[u8], lx: &mut Lexer<'_>, key: &[u8]) -> bool {
 
 /// A statement name in shardbouncer's namespace: unquoted names fold to lower
 /// case (so `SB_x` is `sb_x`); quoted ones compare exactly.
+/// `PREPARE TRANSACTION ..` (ends the transaction, as COMMIT does).
+fn is_prepare_transaction(sql: &[u8], std: bool) -> bool {
+    let mut lx = Lexer::new(sql, std);
+    lx.next_sig().is_some_and(|t| is_kw(sql, &t, b"PREPARE"))
+        && lx
+            .next_sig()
+            .is_some_and(|t| is_kw(sql, &t, b"TRANSACTION"))
+}
+
 /// The body of asyncpg's (before 0.30) pool-release `DO` block, which runs
 /// `UNLISTEN *` when the session listens to anything; compared word for word,
 /// case and spacing aside.

@@ -244,6 +244,14 @@ impl Core {
             tx: self.tx_view(),
             std_strings: self.settings.std_strings(),
             ascii_only: self.settings.ascii_only(),
+            lexing_unsure: self
+                .txn
+                .held()
+                .is_some_and(|h| h.effects.may_change_lexing())
+                || self
+                    .att
+                    .as_ref()
+                    .is_some_and(|a| a.ext_open() && a.effects().may_change_lexing()),
         }
     }
 

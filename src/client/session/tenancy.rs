@@ -54,6 +54,8 @@ pub(super) struct View {
     pub(super) std_strings: bool,
     /// Only ASCII text can be routed (the client's encoding).
     pub(super) ascii_only: bool,
+    /// The lexing may have changed unreported ([`SessionView::lexing_unsure`]).
+    pub(super) lexing_unsure: bool,
 }
 
 impl Tenancy {
@@ -142,6 +144,11 @@ impl Tenancy {
     /// or is what it was before. (`ROLLBACK TO SAVEPOINT` is refused once the
     /// transaction changed it, so a ROLLBACK here ends the transaction.)
     pub(super) fn transaction_outcome(&mut self, committed: bool) {
+        // A SET LOCAL tenant ends with it too, also when AND CHAIN opens the
+        // next one at once (ReadyForQuery then still says 'T'). A ROLLBACK TO
+        // SAVEPOINT answers ROLLBACK as well: dropping the SET LOCAL then only
+        // leaves the transaction on its shard, refusing any other.
+        self.tenants.local = None;
         if let Some(before) = self.saved_set.take() {
             if !committed {
                 self.tenants.set = before;
@@ -365,5 +372,6 @@ fn view(tenants: &Tenants, pinned: Option<(TenantKey, Source)>, v: View) -> Sess
         pinned_by: pinned,
         std_strings: v.std_strings,
         ascii_only: v.ascii_only,
+        lexing_unsure: v.lexing_unsure,
     }
 }
