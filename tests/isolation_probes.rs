@@ -1160,6 +1160,24 @@ fn the_end_of_a_transaction_and_unreported_settings_route_nothing_wrong() {
         );
         bad.check(errors == ["0A000"], || format!("{end}; INSERT: {errors:?}"));
     }
+    // No session tenant: what pinned the transaction (a scan, a comment)
+    // ends with it too.
+    for pin in [
+        "SELECT name FROM accounts WHERE tenant_id = 'bravo'",
+        "/* tenant_id=bravo */ SELECT name FROM accounts",
+    ] {
+        let mut c = f.raw("app", &[]);
+        q(&mut c, "BEGIN");
+        let (errors, _) = q(&mut c, pin);
+        bad.check(errors.is_empty(), || format!("{pin}: {errors:?}"));
+        let (errors, _) = q(
+            &mut c,
+            "COMMIT; INSERT INTO accounts VALUES ('alpha', 'p-after')",
+        );
+        bad.check(errors == ["0A000"], || {
+            format!("{pin}, then COMMIT; INSERT: {errors:?}")
+        });
+    }
     // A held BEGIN with standard_conforming_strings turned off.
     let mut c = f.raw("app", &[("tenant_id", "alpha")]);
     for sql in ["BEGIN", "SET standard_conforming_strings = off"] {

@@ -330,7 +330,7 @@ fn query(
     if s.tenants.set_in_tx && f.rollback_to {
         return Err(rollback_to_after_set(r));
     }
-    if tenant_ends_with_tx(s.tenants) && f.ends_tx && f.count > 1 {
+    if f.work_after_end && (s.tx != Tx::Idle || tenant_ends_with_tx(s.tenants)) {
         return Err(work_after_tx_end(r));
     }
     if s.ascii_only && f.non_ascii {
@@ -514,7 +514,7 @@ fn batch<'a, V: ParamValues>(
                     return Err(ambiguous(r));
                 }
                 lexing.check(r, s, f)?;
-                if ended && tenant_ends_with_tx(s.tenants) {
+                if ended && !f.tenant_free && (s.tx != Tx::Idle || tenant_ends_with_tx(s.tenants)) {
                     return Err(work_after_tx_end(r));
                 }
                 ended |= f.ends_tx;
@@ -914,16 +914,17 @@ fn tenant_ends_with_tx(t: &Tenants) -> bool {
     t.local.is_some() || t.set_in_tx
 }
 
-/// Work after a COMMIT or ROLLBACK in the same unit, while the session's
-/// tenant ends with the transaction: routed as one unit, it would run where
-/// the transaction ran, under a tenant that is gone (probe).
+/// Work after a COMMIT or ROLLBACK in the same unit, inside a transaction
+/// (or while the session's tenant ends with one): routed as one unit, it
+/// would run where the transaction ran, under the tenant that pinned it,
+/// which is gone (probes).
 fn work_after_tx_end(r: &Routing) -> Refusal {
     Refusal::new(
         sqlstate::FEATURE_NOT_SUPPORTED,
         format!(
-            "cannot route statements after COMMIT or ROLLBACK in the same query or batch while \
-             the transaction set {k} (SET LOCAL, or a SET it may undo): send them after the \
-             transaction has ended",
+            "cannot route statements after COMMIT or ROLLBACK in the same query or batch \
+             inside a transaction: the {k} that placed the transaction ends with it; send them \
+             after the transaction has ended",
             k = r.key
         ),
     )

@@ -264,6 +264,9 @@ pub struct Facts {
     /// The text contains a statement that ends a transaction (`COMMIT`,
     /// `ROLLBACK`, `PREPARE TRANSACTION`, with or without `AND CHAIN`).
     pub ends_tx: bool,
+    /// A statement that is not tenant-free follows one that ends a
+    /// transaction: it runs after the transaction, not in it.
+    pub work_after_end: bool,
     /// The text contains `UNLISTEN *` (or asyncpg's `DO` block running it):
     /// the client's relayed channels go, whatever else the text holds.
     pub unlisten_all: bool,
@@ -315,6 +318,7 @@ impl Facts {
         self.resets_all = false;
         self.rollback_to = false;
         self.ends_tx = false;
+        self.work_after_end = false;
         self.unlisten_all = false;
         self.drops_statements = false;
         self.std_sensitive = false;
@@ -378,6 +382,7 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
             set_tenant_seen = true;
         }
         out.rollback_to |= kind == Kind::TxScoped("ROLLBACK");
+        out.work_after_end |= out.ends_tx && !kind.tenant_free();
         out.ends_tx |= matches!(kind, Kind::Commit { .. } | Kind::Rollback { .. })
             || is_prepare_transaction(stmt, std_strings);
         out.tenant_free &= kind.tenant_free();
@@ -442,6 +447,7 @@ pub fn analyze_checked(
             || out.resets_all != alt.resets_all
             || out.rollback_to != alt.rollback_to
             || out.ends_tx != alt.ends_tx
+            || out.work_after_end != alt.work_after_end
             || out.drops_statements != alt.drops_statements;
     }
 }
