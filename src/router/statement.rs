@@ -432,23 +432,11 @@ pub fn analyze_checked(
     analyze(sql, key, std_strings, out);
     if memchr::memchr(b'\\', sql).is_some() {
         analyze(sql, key, !std_strings, alt);
-        out.std_sensitive = out.count != alt.count
-            || out.first != alt.first
-            || out.tenant_free != alt.tenant_free
-            || out.mentions != alt.mentions
-            || out.params != alt.params
-            || out.array_params != alt.array_params
-            || out.violation != alt.violation
-            // What it leaves on the server (a temp table hidden in a string
-            // under one lexing) or does to the transaction.
-            || out.effects != alt.effects
-            || out.tx_control != alt.tx_control
-            || out.holdable != alt.holdable
-            || out.resets_all != alt.resets_all
-            || out.rollback_to != alt.rollback_to
-            || out.ends_tx != alt.ends_tx
-            || out.work_after_end != alt.work_after_end
-            || out.drops_statements != alt.drops_statements;
+        // Everything the text means (tenants, statements, what it leaves on the
+        // server, what it does to the transaction) is compared: any difference
+        // between the two lexings makes it sensitive.
+        alt.std_strings = std_strings;
+        out.std_sensitive = *out != *alt;
     }
 }
 
