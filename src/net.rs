@@ -451,6 +451,18 @@ pub fn peer_closed(fd: std::os::fd::RawFd) -> bool {
     }
 }
 
+/// Resolves once [`peer_closed`] says the peer of `fd` closed, looked at every
+/// `every` (a plain sleep, not an `Interval`: most waits end before the first
+/// look, and an interval costs a boxed timer and an immediate first tick).
+pub async fn peer_gone(fd: std::os::fd::RawFd, every: std::time::Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if peer_closed(fd) {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

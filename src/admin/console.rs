@@ -316,14 +316,7 @@ impl Console {
         fd: std::os::fd::RawFd,
         key: &str,
     ) -> Result<Result<Reply, CmdError>, String> {
-        let gone = async {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                if crate::net::peer_closed(fd) {
-                    return;
-                }
-            }
-        };
+        let gone = crate::net::peer_gone(fd, std::time::Duration::from_millis(200));
         let res = tokio::select! {
             r = self.exec(cmd) => r,
             () = gone => {

@@ -1925,17 +1925,9 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
 /// (or an error), looked at once a second without reading anything: data it
 /// pipelined stays for the session. Never, when there is no socket to look at.
 async fn client_gone(fd: Option<std::os::fd::RawFd>) {
-    let Some(fd) = fd else {
-        return std::future::pending().await;
-    };
-    // A plain sleep, not an `Interval`: most waits end within the first
-    // second, and an interval costs a boxed timer and an immediate first tick
-    // on every wait for a server.
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        if crate::net::peer_closed(fd) {
-            return;
-        }
+    match fd {
+        Some(fd) => crate::net::peer_gone(fd, std::time::Duration::from_secs(1)).await,
+        None => std::future::pending().await,
     }
 }
 

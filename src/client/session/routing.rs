@@ -196,9 +196,7 @@ impl Core {
                 // BEGIN succeed and then the connection end.
                 self.refuse_transaction_block()
             }
-            Decision::Local(Local::SetTenant { local: false, .. })
-                if self.att.as_ref().is_some_and(|a| a.client_work_in_flight()) =>
-            {
+            Decision::Local(Local::SetTenant { local: false, .. }) if in_flight => {
                 // Whether a session SET lands inside a transaction (whose
                 // ROLLBACK undoes it) depends on the answers still owed: a
                 // ROLLBACK in flight ends one. Routed again once they came.

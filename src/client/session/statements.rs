@@ -32,6 +32,23 @@ pub(super) const MAX_STATEMENT_BYTES: usize = 1 << 30;
 /// Bytes of statement text every client's [`Statements`] hold now.
 static HELD_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// Count `n` more bytes of statement text held by all clients, or 53400 when
+/// they would pass [`MAX_STATEMENT_BYTES`] (nothing counted then).
+fn hold_bytes(n: usize) -> Result<(), PgError> {
+    let held = HELD_BYTES.fetch_add(n, Ordering::Relaxed);
+    if held + n > MAX_STATEMENT_BYTES {
+        HELD_BYTES.fetch_sub(n, Ordering::Relaxed);
+        return Err(PgError::new(
+            sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
+            format!(
+                "prepared statements of all clients would hold more than {} MiB of text",
+                MAX_STATEMENT_BYTES >> 20
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// What one named statement holds.
 fn held_by(name: &[u8], def: &StmtDef) -> usize {
     name.len() + def.query.len() + def.types.len()
@@ -148,17 +165,7 @@ impl Statements {
                 ),
             ));
         }
-        let held = HELD_BYTES.fetch_add(size, Ordering::Relaxed);
-        if held + size > MAX_STATEMENT_BYTES {
-            HELD_BYTES.fetch_sub(size, Ordering::Relaxed);
-            return Err(PgError::new(
-                sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
-                format!(
-                    "prepared statements of all clients would hold more than {} MiB of text",
-                    MAX_STATEMENT_BYTES >> 20
-                ),
-            ));
-        }
+        hold_bytes(size)?;
         let mut def = StmtDef::new(p, facts, context);
         debug_assert_eq!(held_by(p.name, &def), size);
         def.not_before = self
@@ -242,17 +249,7 @@ impl Statements {
     ) -> Result<u32, PgError> {
         self.unnamed.seq = self.unnamed.seq.wrapping_add(1);
         self.keep_unnamed(None);
-        let held = HELD_BYTES.fetch_add(frame.len(), Ordering::Relaxed);
-        if held + frame.len() > MAX_STATEMENT_BYTES {
-            HELD_BYTES.fetch_sub(frame.len(), Ordering::Relaxed);
-            return Err(PgError::new(
-                sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
-                format!(
-                    "prepared statements of all clients would hold more than {} MiB of text",
-                    MAX_STATEMENT_BYTES >> 20
-                ),
-            ));
-        }
+        hold_bytes(frame.len())?;
         self.unnamed.facts = facts;
         self.unnamed.declared = declared;
         self.unnamed.described.clear();
