@@ -896,6 +896,37 @@ fn text_under_an_encoding_that_hides_ascii_bytes_is_refused_not_misread() {
     bad.finish("text_under_an_encoding_that_hides_ascii_bytes_is_refused_not_misread");
 }
 
+/// A setting other than `client_encoding` and `standard_conforming_strings`
+/// cannot change how the rest of a Query is lexed, so text past ASCII after
+/// it routes (it was refused: any setting change counted), and lands on its
+/// tenant's shard only; naming either of the two still refuses it.
+#[test]
+fn text_past_ascii_after_an_unrelated_setting_routes_to_its_shard() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let mut c = f.raw("app", &[]);
+    for sql in [
+        "SET statement_timeout = 5000; INSERT INTO accounts (tenant_id, name) VALUES ('bravo', 'Müller')",
+        "BEGIN; SET LOCAL search_path TO public; INSERT INTO accounts (tenant_id, name) VALUES ('bravo', 'Zoë'); COMMIT",
+    ] {
+        let (errors, _) = q(&mut c, sql);
+        bad.check(errors.is_empty(), || format!("{sql}: errors {errors:?}"));
+    }
+    let n = f.counts("accounts WHERE name IN ('Müller', 'Zoë')");
+    bad.check(n == [0, 2], || format!("rows past ASCII: {n:?}"));
+    for sql in [
+        "SET client_encoding = 'UTF8'; INSERT INTO accounts (tenant_id, name) VALUES ('bravo', 'Ærø')",
+        "SET NAMES 'UTF8'; INSERT INTO accounts (tenant_id, name) VALUES ('bravo', 'Ærø')",
+        "SELECT set_config('client_encoding', 'UTF8', false); INSERT INTO accounts (tenant_id, name) VALUES ('bravo', 'Ærø')",
+    ] {
+        let (errors, _) = q(&mut c, sql);
+        bad.check(errors == ["0A000"], || format!("{sql}: errors {errors:?}"));
+    }
+    let n = f.counts("accounts WHERE name = 'Ærø'");
+    bad.check(n == [0, 0], || format!("rows after a lexing change: {n:?}"));
+    bad.finish("text_past_ascii_after_an_unrelated_setting_routes_to_its_shard");
+}
+
 // ------------------------------- SET tenant inside a transaction that rolls back
 
 /// Postgres undoes a session `SET` made in a transaction that rolls back, and

@@ -1121,6 +1121,58 @@ fn a_unit_that_changes_the_lexing_half_way_is_refused() {
     assert_eq!(shard(&d), Some(0));
 }
 
+/// Only a change that may be `client_encoding` or
+/// `standard_conforming_strings` makes the rest of a text untrustworthy: a
+/// `SET search_path` or `SET statement_timeout` in front of text past ASCII
+/// routes, while every way of naming one of the two (or hiding the name) is
+/// still refused.
+#[test]
+fn a_setting_that_cannot_change_the_lexing_lets_the_rest_route() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let mut scratch = Vec::new();
+    let tail = "SELECT 'Müller' FROM a WHERE tenant_id = 2";
+    for head in [
+        "SET search_path TO public",
+        "SET statement_timeout = 5000",
+        "BEGIN; SET LOCAL lock_timeout = '1s'",
+        "SET SESSION application_name = 'x'",
+        "RESET work_mem",
+    ] {
+        let sql = format!("{head}; {tail}");
+        let f = analyzed(&r, sql.as_bytes());
+        assert!(!f.effects.may_change_lexing(), "{sql}");
+        let d = decide(&r, &view(&t, Tx::Idle), Unit::query(&f), &mut scratch);
+        assert_eq!(shard(&d), Some(1), "{sql}");
+    }
+    for head in [
+        "SET client_encoding = 'SJIS'",
+        "SET CLIENT_ENCODING TO 'SJIS'",
+        "SET \"client_encoding\" TO 'SJIS'",
+        "SET NAMES 'SJIS'",
+        "SET LOCAL names 'SJIS'",
+        "SET standard_conforming_strings = off",
+        "BEGIN; SET LOCAL Standard_Conforming_Strings = off",
+        "RESET client_encoding",
+        "RESET ALL",
+        "DISCARD ALL",
+        "SELECT set_config('client_encoding', 'SJIS', false)",
+        "SELECT set_config('client_enc'\n'oding', 'SJIS', false)",
+        "SELECT \"set_config\"($$client_encoding$$, 'SJIS', false)",
+        "SELECT set_config(E'\\x63lient_\\x65ncoding', 'SJIS', false)",
+        "UPDATE pg_settings SET setting = 'SJIS' WHERE name = 'client_' || 'enc' || 'oding'",
+        "SET search_path TO public; SET U&\"client\\005fencoding\" TO 'SJIS'",
+        "SET search_path TO E'\\x70ublic'",
+        "DO $$BEGIN PERFORM 1; END$$",
+    ] {
+        let sql = format!("{head}; {tail}");
+        let f = analyzed(&r, sql.as_bytes());
+        assert!(f.effects.may_change_lexing(), "{sql}");
+        let d = decide(&r, &view(&t, Tx::Idle), Unit::query(&f), &mut scratch);
+        assert_eq!(code(&d), "0A000", "{sql}");
+    }
+}
+
 #[test]
 fn under_an_encoding_that_hides_ascii_bytes_only_ascii_routes() {
     let r = routing(ALL, false, NoTenant::Reject);

@@ -147,6 +147,11 @@ impl Effects {
     /// is lexed (`standard_conforming_strings`, `client_encoding`). Outside
     /// [`Effects::ALL`]; [`Effects::resets`] drops it.
     pub const LOCAL_SETTINGS: Effects = Effects(1024);
+    /// A setting change that may be `client_encoding` or
+    /// `standard_conforming_strings`, the two that change how the client's
+    /// text is lexed. Only the analysis sets it, and only when it cannot rule
+    /// them out (see [`Effects::may_change_lexing`]). Outside [`Effects::ALL`].
+    pub const LEXING: Effects = Effects(2048);
 
     /// No effect.
     pub const fn none() -> Effects {
@@ -192,17 +197,23 @@ impl Effects {
 
     /// Whether these effects may change how the client's next text is lexed
     /// (`standard_conforming_strings`, `client_encoding`), for the rest of a
-    /// unit and for work pipelined behind it: any setting change, `SET LOCAL`
-    /// included.
+    /// unit and for work pipelined behind it: a setting change the analysis
+    /// could not tell apart from those two ([`Effects::LEXING`], `SET LOCAL`
+    /// included), dynamic code, or a setting whose name is not in the text.
+    /// A `SET search_path` does not count: its name is plain in the text.
     pub fn may_change_lexing(self) -> bool {
-        self.may_change_settings() || self.any(Effects::LOCAL_SETTINGS)
+        self.any(
+            Effects::LEXING
+                .union(Effects::DYNAMIC)
+                .union(Effects::UNNAMED_SETTINGS),
+        )
     }
 
     /// What must be reset when a server carrying these effects is released
     /// (dynamic code may have done anything; a setting of unknown name may
     /// be `seed`, which `RESET ALL` leaves alone).
     pub fn resets(self) -> Effects {
-        let s = self.without(Effects::LOCAL_SETTINGS);
+        let s = self.without(Effects::LOCAL_SETTINGS.union(Effects::LEXING));
         if s.any(Effects::DYNAMIC) {
             Effects::ALL
         } else if s.any(Effects::UNNAMED_SETTINGS) {
@@ -417,6 +428,36 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
     if set_tenant_seen && out.count > 1 {
         out.violate(Violation::TenantSetInMulti);
     }
+    if out
+        .effects
+        .any(Effects::SETTINGS.union(Effects::LOCAL_SETTINGS))
+        && (out.resets_all || may_name_lexing_setting(sql))
+    {
+        out.effects.add(Effects::LEXING);
+    }
+}
+
+/// Words without which a text cannot change `client_encoding` or
+/// `standard_conforming_strings` by name: SQL spells a setting's name out
+/// (`SET NAMES` is the one other spelling); only a backslash escape (`E''`,
+/// or any string under `standard_conforming_strings = off`) or a Unicode
+/// escape (dynamic code already) can hide it. `set_config` and `pg_settings`
+/// may take their name from an expression, a parameter, or literals joined
+/// across a newline; `RESET ALL` and `DISCARD ALL` reset both (the caller
+/// checks those). Matched anywhere, comments and literals too: a false alarm
+/// only refuses a rare text that also has bytes past ASCII.
+const LEXING_WORDS: &[&[u8]] = &[
+    b"encoding",
+    b"names",
+    b"conforming",
+    b"set_config",
+    b"pg_settings",
+];
+
+/// Whether a text with setting changes may change the lexing (see
+/// [`LEXING_WORDS`]).
+fn may_name_lexing_setting(sql: &[u8]) -> bool {
+    memchr::memchr(b'\\', sql).is_some() || LEXING_WORDS.iter().any(|w| contains_ci(sql, w))
 }
 
 /// [`analyze`], and when the text has a backslash (the only byte whose meaning
