@@ -518,6 +518,10 @@ fn hidden_state_round(f: &Fixture, bad: &mut Findings, db: &str, tenant: Option<
         r#"SELECT set_config('statement_timeout', '1234', false)"#,
         r#"SELECT query_to_xml('SELECT set_'||'config(''work_mem'',''7MB'',false)', true, false, '')"#,
         r#"SELECT set_config('app.'||'tenant', '42', false)"#,
+        // Quoted names: one identifier that holds the dot, a quoted
+        // function name (probe: both reached the next client).
+        r#"SET "app.quoted" = 'quoted'"#,
+        r#"SELECT "set_config"('app.qfn', 'qfn', false)"#,
         r#"SELECT U&"pg\005fadv\0069sory\005flock"(4242)"#,
         r#"INSERT INTO serials (note) VALUES ('row of the first client')"#,
     ] {
@@ -571,15 +575,20 @@ fn hidden_state_round(f: &Fixture, bad: &mut Findings, db: &str, tenant: Option<
          current_setting('search_path'), coalesce(current_setting('app.tenant', true), ''), \
          coalesce(current_setting('app.bound', true), ''), \
          coalesce(current_setting('app.lit', true), ''), \
+         coalesce(current_setting('app.quoted', true), ''), \
+         coalesce(current_setting('app.qfn', true), ''), \
          (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()), \
          coalesce(to_regclass('pg_temp.scratch')::text, 'NULL'), \
          coalesce(to_regclass('pg_temp.leak')::text, 'NULL'))",
     );
     assert!(errs.is_empty(), "{db}: client 2: {errs:?}");
-    let want = format!("s0|{}|app|0|4MB|\"$user\", public||||0|NULL|NULL", pid1[0]);
+    let want = format!(
+        "s0|{}|app|0|4MB|\"$user\", public||||||0|NULL|NULL",
+        pid1[0]
+    );
     bad.check(v == [want.clone()], || {
         format!(
-            "{db}: next client on the same s0 server sees (shard|pid|user|statement_timeout|work_mem|search_path|app.tenant|app.bound|app.lit|advisory locks|temp tables) {v:?}, want [{want:?}]"
+            "{db}: next client on the same s0 server sees (shard|pid|user|statement_timeout|work_mem|search_path|app.tenant|app.bound|app.lit|app.quoted|app.qfn|advisory locks|temp tables) {v:?}, want [{want:?}]"
         )
     });
     let (errs, v) = q(&mut c2, "SELECT lastval()::text");
@@ -589,10 +598,10 @@ fn hidden_state_round(f: &Fixture, bad: &mut Findings, db: &str, tenant: Option<
     // What can be named follows client 1 to its next transaction.
     let (errs, v) = q(
         &mut c1,
-        "SELECT concat_ws('|', current_user, current_setting('statement_timeout'), current_setting('work_mem'), current_setting('app.lit', true), current_setting('app.bound', true))",
+        "SELECT concat_ws('|', current_user, current_setting('statement_timeout'), current_setting('work_mem'), current_setting('app.lit', true), current_setting('app.bound', true), current_setting('app.quoted', true), current_setting('app.qfn', true))",
     );
     assert!(errs.is_empty(), "{db}: client 1 again: {errs:?}");
-    let mine = "r_other|1234ms|7MB|unnamed|bound";
+    let mine = "r_other|1234ms|7MB|unnamed|bound|quoted|qfn";
     bad.check(v == [mine], || {
         format!("{db}: client 1's own settings afterwards: {v:?}, want [{mine:?}]")
     });
@@ -669,11 +678,59 @@ fn the_seed_setting_and_alter_table_sequences_stay_with_their_client() {
     assert!(errs.is_empty(), "{errs:?}");
     assert_ne!(
         v,
-        [seeded],
+        std::slice::from_ref(&seeded),
         "the next client's random() followed `SET seed`"
+    );
+    // A quoted function name is the same function (probe).
+    let (errs, _) = q(
+        &mut c1,
+        r#"SELECT pg_catalog."set_config"('seed', '0.5', false)"#,
+    );
+    assert!(errs.is_empty(), "client 1 quoted set_config: {errs:?}");
+    let (errs, v) = q(&mut c2, "SELECT random()::text");
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_ne!(
+        v,
+        [seeded],
+        "the next client's random() followed a quoted set_config of seed"
     );
     let (errs, v) = q(&mut c2, "SELECT lastval()::text");
     assert_eq!(errs, ["55000"], "the next client's lastval(): {v:?}");
+}
+
+/// Session settings follow their client, so the pooler keeps a copy of
+/// them: with no bound, a few clients setting megabytes of custom settings
+/// took it from 8 MB to 267 MB, never given back (probe). Past 1 MiB of
+/// settings the client is told why (53400) and its session ends; the server
+/// that has them is closed, so the next client never sees them. Below it,
+/// settings follow as always.
+#[test]
+fn session_settings_past_their_bound_end_the_session_and_never_reach_the_next_client() {
+    let f = Fixture::start();
+    let big = "x".repeat(600 << 10);
+    let mut c1 = f.raw("plain1", &[]);
+    let (errs, _) = q(&mut c1, &format!("SET app.big1 = '{big}'"));
+    assert!(errs.is_empty(), "first 600 KiB: {errs:?}");
+    let (errs, v) = q(&mut c1, "SELECT length(current_setting('app.big1'))::text");
+    assert!(
+        errs.is_empty() && v == ["614400"],
+        "it follows: {errs:?} {v:?}"
+    );
+    let (errs, _) = q(&mut c1, &format!("SET app.big2 = '{big}'"));
+    assert!(errs.is_empty(), "the SET itself runs: {errs:?}");
+    let rest: Vec<Msg> = std::iter::from_fn(|| c1.read_msg()).collect();
+    assert_eq!(
+        error_codes(&rest),
+        ["53400"],
+        "past the bound the client is told, then closed: {rest:?}"
+    );
+    let mut c2 = f.raw("plain1", &[]);
+    let (errs, v) = q(
+        &mut c2,
+        "SELECT coalesce(length(current_setting('app.big1', true)), 0) \
+         + coalesce(length(current_setting('app.big2', true)), 0)",
+    );
+    assert!(errs.is_empty() && v == ["0"], "next client: {errs:?} {v:?}");
 }
 
 // ------------- 12. a named Parse + Sync needs no server, with a tenant too

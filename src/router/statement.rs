@@ -925,7 +925,10 @@ fn note_setting_name(sql: &[u8], first: Tok, mut lx: Lexer<'_>, out: &mut Facts)
             _ => return,
         }
     }
-    if dotted {
+    // `SET "app.secret"`: one quoted identifier is a dotted name too (probe:
+    // it was taken for a built-in, never read back, and reached the next
+    // client).
+    if dotted || name.contains('.') {
         note_custom(out, name);
     } else {
         note_builtin(out, &name);
@@ -1076,12 +1079,18 @@ fn effects(sql: &[u8], std: bool, out: &mut Facts) {
     let mut lx = Lexer::new(sql, std);
     let mut prev_insert = false;
     while let Some(t) = lx.next_sig() {
-        if t.k != K::Ident {
+        // A quoted identifier is never a keyword, but it names a function or
+        // schema as well as a bare one (`"set_config"(..)`,
+        // `pg_catalog."set_config"`, `"pg_temp".t`; probe: a quoted
+        // set_config of a custom setting went unread and reached the next
+        // client).
+        let quoted = t.k == K::QIdent;
+        if t.k != K::Ident && !quoted {
             prev_insert = false;
             continue;
         }
-        let w = text(sql, &t);
-        let kw = |k: &[u8]| w.eq_ignore_ascii_case(k);
+        let w = if quoted { body(sql, &t) } else { text(sql, &t) };
+        let kw = |k: &[u8]| !quoted && w.eq_ignore_ascii_case(k);
         if kw(b"CREATE") || (kw(b"INTO") && !prev_insert) {
             out.effects.add(Effects::TEMP);
         }
@@ -1097,7 +1106,7 @@ fn effects(sql: &[u8], std: bool, out: &mut Facts) {
             out.violate(Violation::ReservedName);
         }
         let starts = |p: &[u8]| w.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
-        if kw(b"set_config") {
+        if w.eq_ignore_ascii_case(b"set_config") {
             out.effects.add(Effects::SETTINGS);
             // The name, when it is a literal: custom settings are read back by
             // name. Any other name (a parameter, an expression, literals that
