@@ -163,7 +163,7 @@ impl World {
                     assert!(r.state.rbuf.is_empty(), "released with unread bytes");
                     slot.state = Some(r.state);
                     slot.holder = None;
-                    self.clients[c].core.released(None)
+                    self.clients[c].core.released(Ok(None))
                 }
                 Need::Spill(chunk) => {
                     assert!(!chunk.is_empty(), "an empty spill");

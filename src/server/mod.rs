@@ -52,13 +52,29 @@ pub enum ServerError {
     Io(String),
     /// The server refused us with an ErrorResponse (bad password, unknown db...).
     Refused(ErrorInfo),
+    /// The session settings read back after a client's transaction are more
+    /// than [`MAX_SESSION_SETTINGS_BYTES`]: they cannot follow the client.
+    SettingsTooLarge(usize),
 }
+
+/// Most bytes of session settings (names and values, as read back) that
+/// follow one client from server to server. Each copy is kept by the client,
+/// by the server it was read from, and in the statement that sets it on the
+/// next server (probe: 30 settings of 1 MiB took the process from 8 MB to
+/// 165 MB, never given back). Far above what applications set for the
+/// session; `SET LOCAL` values are not read back and not counted.
+pub const MAX_SESSION_SETTINGS_BYTES: usize = 1 << 20;
 
 impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ServerError::Io(s) => f.write_str(s),
             ServerError::Refused(e) => write!(f, "{} ({})", e.message, e.code),
+            ServerError::SettingsTooLarge(n) => write!(
+                f,
+                "session settings of {n} bytes, more than the {} KiB that can follow a client",
+                MAX_SESSION_SETTINGS_BYTES >> 10
+            ),
         }
     }
 }
@@ -75,6 +91,7 @@ impl ServerError {
                 sqlstate::ADMIN_SHUTDOWN,
             ]
             .contains(&e.code.as_str()),
+            ServerError::SettingsTooLarge(_) => false,
         }
     }
 
@@ -83,6 +100,7 @@ impl ServerError {
         match self {
             ServerError::Io(_) => sqlstate::CANNOT_CONNECT,
             ServerError::Refused(e) => &e.code,
+            ServerError::SettingsTooLarge(_) => sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
         }
     }
 }
@@ -617,6 +635,13 @@ impl ServerConn {
             set
         });
         if let Some(set) = &read {
+            let bytes = set.bytes();
+            if bytes > MAX_SESSION_SETTINGS_BYTES {
+                // Not kept here either: the server holds settings nobody
+                // keeps a record of, so it is closed, not pooled.
+                self.broken = true;
+                return Err(ServerError::SettingsTooLarge(bytes));
+            }
             self.unreported = set.clone();
         }
         if reset_all {

@@ -313,6 +313,11 @@ impl ParamSet {
         self.0.len()
     }
 
+    /// Bytes of names and values (what keeping the set costs, roughly).
+    pub fn bytes(&self) -> usize {
+        self.0.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -500,7 +500,7 @@ impl Harness {
                     assert!(r.state.rbuf.is_empty(), "released with unread bytes");
                     self.states[shard] = Some(r.state);
                     self.releases += 1;
-                    self.core.released(None)
+                    self.core.released(Ok(None))
                 }
                 Need::Spill(chunk) => {
                     assert!(!chunk.is_empty(), "an empty spill");

@@ -1490,10 +1490,10 @@ impl Session {
     fn release_clean(&mut self, r: Release) -> Need {
         debug_assert!(!r.needs_reset());
         let Some(Server { mut co, pool }) = self.server.take() else {
-            return self.core.released(None);
+            return self.core.released(Ok(None));
         };
         co.conn.state = r.state;
-        self.give_back(co, pool, r.since, r.counters, r.tenant, None)
+        self.give_back(co, pool, r.since, r.counters, r.tenant, Ok(None))
     }
 
     /// Reset what the transaction left on the server (and read back the
@@ -1502,11 +1502,11 @@ impl Session {
     async fn release(&mut self, r: Release) -> Need {
         self.handle.cancels_done().await;
         let Some(Server { mut co, pool }) = self.server.take() else {
-            return self.core.released(None);
+            return self.core.released(Ok(None));
         };
         let reset = r.needs_reset();
         co.conn.state = r.state;
-        let mut settings = None;
+        let mut settings = Ok(None);
         if reset {
             let login_user = pool.target.load().user.clone();
             match co
@@ -1519,13 +1519,31 @@ impl Session {
                 )
                 .await
             {
-                Ok(s) => settings = s,
+                Ok(s) => settings = Ok(s),
                 Err(e) => {
                     tracing::warn!(
                         client = self.handle.id,
                         "resetting server state failed, closing the server: {e}"
                     );
                     co.conn.broken = true;
+                    if r.read_back {
+                        // What the transaction set (a SET ROLE to fewer
+                        // rights, a search_path) is unknown: going on with
+                        // the settings from before it would run the client's
+                        // next work as it did not ask.
+                        let code = match e {
+                            crate::server::ServerError::SettingsTooLarge(_) => {
+                                sqlstate::CONFIGURATION_LIMIT_EXCEEDED
+                            }
+                            _ => sqlstate::CONNECTION_FAILURE,
+                        };
+                        settings = Err(PgError::fatal(
+                            code,
+                            format!(
+                                "this session's settings cannot follow it to another server: {e}"
+                            ),
+                        ));
+                    }
                 }
             }
         }
@@ -1541,7 +1559,7 @@ impl Session {
         since: Instant,
         mut counters: counters::Counters,
         tenant: Option<TenantKey>,
-        settings: Option<crate::server::ParamSet>,
+        settings: Result<Option<crate::server::ParamSet>, PgError>,
     ) -> Need {
         tracing::trace!(client = self.handle.id, server = co.conn.id, "release");
         let xact_us = since.elapsed().as_micros() as u64;

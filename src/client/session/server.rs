@@ -8,7 +8,7 @@ use crate::client::expect::Entry;
 use crate::protocol::{self, tag};
 use crate::router::Effects;
 use crate::server::prepared;
-use crate::server::ServerState;
+use crate::server::{ParamSet, ServerState};
 use crate::sqlstate::{self, PgError};
 use bytes::BytesMut;
 use std::sync::Arc;
@@ -169,11 +169,18 @@ impl Core {
     }
 
     /// The driver reset and returned the server; `settings` is what was read back
-    /// from it (the client's settings from now on), if anything was.
-    pub fn released(&mut self, settings: Option<crate::server::ParamSet>) -> Need {
+    /// from it (the client's settings from now on), if anything was, or why
+    /// the settings cannot follow the client (too large): the session ends
+    /// then, since its next server could not be given them.
+    pub fn released(&mut self, settings: Result<Option<ParamSet>, PgError>) -> Need {
         self.wait.end_release();
-        if let Some(s) = settings {
-            self.settings.read_back(s);
+        let kept = match settings {
+            Ok(Some(s)) => self.settings.read_back(s),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = kept {
+            return Need::Close(self.fatal(e.code, &e.message));
         }
         self.check();
         self.client_data()

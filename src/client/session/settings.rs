@@ -2,9 +2,19 @@
 //! they follow the client from server to server and never reach another client.
 
 use crate::server::{params, ParamSet};
+use crate::sqlstate::{self, PgError};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Most custom setting names tracked per client.
 const MAX_CUSTOM_SETTINGS: usize = 64;
+
+/// Most bytes of read-back session settings all clients together keep, so
+/// that many clients cannot do what one may not
+/// ([`crate::server::MAX_SESSION_SETTINGS_BYTES`] each).
+const MAX_ALL_SETTINGS_BYTES: usize = 256 << 20;
+
+/// Bytes of read-back settings every client's [`Settings`] keep now.
+static HELD_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// The settings a client's servers must have while it uses them.
 pub(super) struct Settings {
@@ -20,6 +30,14 @@ pub(super) struct Settings {
     /// Custom (dotted) settings the client set: Postgres lists no placeholder
     /// settings in `pg_settings`, so they are read back by name.
     custom: Vec<String>,
+    /// Bytes of `unreported` counted in [`HELD_BYTES`].
+    held: usize,
+}
+
+impl Drop for Settings {
+    fn drop(&mut self) {
+        HELD_BYTES.fetch_sub(self.held, Ordering::Relaxed);
+    }
 }
 
 impl Settings {
@@ -31,12 +49,17 @@ impl Settings {
             .map(|(k, _)| k.to_string())
             .take(MAX_CUSTOM_SETTINGS)
             .collect();
+        // Login parameters are small (the startup packet's limit): counted,
+        // never refused.
+        let held = unreported.bytes();
+        HELD_BYTES.fetch_add(held, Ordering::Relaxed);
         Settings {
             reported,
             unreported,
             std_strings: true,
             ascii_only: false,
             custom,
+            held,
         }
     }
 
@@ -114,9 +137,29 @@ impl Settings {
         }
     }
 
-    /// Settings read back from a server after the client's transaction.
-    pub(super) fn read_back(&mut self, set: ParamSet) {
+    /// Settings read back from a server after the client's transaction, or
+    /// 53400 when keeping them would pass [`MAX_ALL_SETTINGS_BYTES`] for all
+    /// clients (the old settings are kept then; the caller ends the session).
+    pub(super) fn read_back(&mut self, set: ParamSet) -> Result<(), PgError> {
+        let n = set.bytes();
+        if n > self.held {
+            let more = n - self.held;
+            if HELD_BYTES.fetch_add(more, Ordering::Relaxed) + more > MAX_ALL_SETTINGS_BYTES {
+                HELD_BYTES.fetch_sub(more, Ordering::Relaxed);
+                return Err(PgError::fatal(
+                    sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
+                    format!(
+                        "the session settings of all clients would take more than {} MiB",
+                        MAX_ALL_SETTINGS_BYTES >> 20
+                    ),
+                ));
+            }
+        } else {
+            HELD_BYTES.fetch_sub(self.held - n, Ordering::Relaxed);
+        }
+        self.held = n;
         self.unreported = set;
+        Ok(())
     }
 
     /// Remember custom setting names the client set.
