@@ -252,6 +252,14 @@ pub enum Local {
         /// The new tenant; `None` resets it.
         key: Option<TenantKey>,
     },
+    /// An extended batch that starts with a bare BEGIN (its Parse, Bind and
+    /// Execute, nothing before) and executes nothing else: hold the BEGIN,
+    /// then decide the rest of the batch again inside the held transaction.
+    /// PgJDBC with autocommit off sends its BEGIN along with the Parse and
+    /// Describe of a batch's statement, whose tenant only the later Binds
+    /// give; run as one, the BEGIN pinned the transaction to whichever shard
+    /// served the Describe.
+    BeginThenRest,
     /// BEGIN inside a held transaction: Postgres's warning, nothing changes.
     BeginAgain,
     /// Statements that wait with the held BEGIN and are replayed inside it.
@@ -429,6 +437,9 @@ fn batch<'a, V: ParamValues>(
     let is_begin = |f: &Facts| f.is_only(Kind::Begin);
     let (mut begin_msgs, mut begin_execs, mut begin_after_set) = (0usize, 0usize, false);
     let mut begin_portal: Option<&[u8]> = None;
+    // The batch opens with the BEGIN's own messages, up to its Execute
+    // (`Some(false)` while they last, `Some(true)` once it executed first).
+    let mut begin_first: Option<bool> = Some(false);
     let mut lexing = Lexing {
         changed: s.lexing_unsure,
     };
@@ -440,6 +451,12 @@ fn batch<'a, V: ParamValues>(
             // transaction with 25P02; a batch of Sync/Flush alone is fine.
             return Err(aborted());
         }
+        begin_first = match (begin_first, &item) {
+            (Some(false), Item::Parse(f) | Item::Bind(f, ..)) if is_begin(f) => Some(false),
+            (Some(false), Item::Execute(p)) if begin_portal == Some(*p) => Some(true),
+            (Some(true), _) => Some(true),
+            _ => None,
+        };
         match item {
             Item::Parse(f) => {
                 if let Some(v) = f.violation {
@@ -589,6 +606,11 @@ fn batch<'a, V: ParamValues>(
             Some((local, key)) => set_tenant(r, s, local, key),
             None => Ok(Decision::Local(Local::SetNotExecuted)),
         };
+    }
+    if begin_first == Some(true) && executes == 1 && s.tx == Tx::Idle {
+        // The BEGIN is the only thing that runs, and runs first: held, it
+        // waits for the statement that names the tenant.
+        return Ok(Decision::Local(Local::BeginThenRest));
     }
     // Parse/Describe/Bind alone read only the schema, the same on every shard;
     // what runs is tenant-free only if every executed portal was bound here by a

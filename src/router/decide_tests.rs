@@ -1064,6 +1064,73 @@ fn analyzed(r: &Routing, sql: &[u8]) -> Facts {
     f
 }
 
+/// PgJDBC with autocommit off sends BEGIN with the Parse and Describe of a
+/// batch's statement, whose tenant only the later Binds give. The BEGIN is
+/// held (the rest is decided again inside it) only when it runs first and
+/// alone; with anything else executed, the batch is decided as a whole.
+#[test]
+fn a_begin_that_runs_first_and_alone_in_a_batch_is_held() {
+    let r = routing(ALL, false, NoTenant::Default(0));
+    let t = Tenants::default();
+    let begin = analyzed(&r, b"BEGIN");
+    let ins = analyzed(&r, b"INSERT INTO a (tenant_id, x) VALUES ($1, $2)");
+    let none = Values(Vec::new());
+    let v = Values(vec![Some(b"2".to_vec()), Some(b"x".to_vec())]);
+    let run = |tx: Tx, items: Vec<Item<'_, &Values>>| {
+        decide(
+            &r,
+            &view(&t, tx),
+            Unit::batch(items.into_iter()),
+            &mut Vec::new(),
+        )
+    };
+    let held = Decision::Local(Local::BeginThenRest);
+    let pbe = |p: &'static [u8]| {
+        vec![
+            Item::Parse(&begin),
+            Item::Bind(&begin, ParamTypes::default(), &none, p),
+            Item::Execute(p),
+        ]
+    };
+    // BEGIN, then the statement's Parse and Describe.
+    let mut jdbc = pbe(b"");
+    jdbc.extend([Item::Parse(&ins), Item::Other]);
+    assert_eq!(run(Tx::Idle, jdbc), held);
+    // BEGIN alone, or bound to a named portal, or from a named statement.
+    assert_eq!(run(Tx::Idle, pbe(b"p")), held);
+    let named = vec![
+        Item::Bind(&begin, ParamTypes::default(), &none, b""),
+        Item::Execute(b""),
+        Item::Parse(&ins),
+    ];
+    assert_eq!(run(Tx::Idle, named), held);
+    // A Bind of the statement (not executed) may follow.
+    let mut bound = pbe(b"");
+    bound.extend([
+        Item::Parse(&ins),
+        Item::Bind(&ins, ParamTypes::default(), &v, b""),
+    ]);
+    assert_eq!(run(Tx::Idle, bound), held);
+    // Not this form: the statement executed too (routed by its tenant, BEGIN
+    // with it), something before the BEGIN, or already in a transaction.
+    let mut with_insert = pbe(b"");
+    with_insert.extend([
+        Item::Parse(&ins),
+        Item::Bind(&ins, ParamTypes::default(), &v, b""),
+        Item::Execute(b""),
+    ]);
+    assert_eq!(shard(&run(Tx::Idle, with_insert)), Some(shard_of("2")));
+    let mut after_other = vec![Item::Parse(&ins), Item::Other];
+    after_other.extend(pbe(b""));
+    assert_ne!(run(Tx::Idle, after_other), held);
+    assert_ne!(run(Tx::Held { stmts: false }, pbe(b"")), held);
+    assert_ne!(run(Tx::Pinned(0), pbe(b"")), held);
+    // Run twice.
+    let mut twice = pbe(b"");
+    twice.push(Item::Execute(b""));
+    assert_ne!(run(Tx::Idle, twice), held);
+}
+
 #[test]
 fn a_unit_that_changes_the_lexing_half_way_is_refused() {
     let r = routing(ALL, false, NoTenant::Reject);

@@ -281,6 +281,26 @@ public class Jdbc {
                 eq("w" + w + " tenant " + t + " rolled back", one(c, "SELECT count(*) FROM accounts WHERE tenant_id = ? AND name = ?", t, "tmp" + w), "0");
                 c.commit();
             }
+            // autocommit off, executeBatch of a statement new to the connection:
+            // PgJDBC sends BEGIN with the statement's Parse and Describe first, and
+            // the tenant only in the Binds after it.
+            int n = 0;
+            for (String t : TENANT_PORTS.keySet()) {
+                n++;
+                try (PreparedStatement ins = c.prepareStatement("INSERT INTO accounts (tenant_id, name) VALUES (?, ?) /* batch " + n + " */")) {
+                    for (int i = 0; i < 3; i++) {
+                        ins.setString(1, t); ins.setString(2, "batch" + w);
+                        ins.addBatch();
+                    }
+                    int[] counts = ins.executeBatch();
+                    eq("w" + w + " tenant " + t + " batch", counts.length, 3);
+                }
+                // Rolled back, so the other workers never see the rows.
+                eq("w" + w + " tenant " + t + " batch rows",
+                    one(c, "SELECT current_setting('port'), count(*) FROM accounts WHERE tenant_id = ? AND name = ?", t, "batch" + w),
+                    TENANT_PORTS.get(t) + "|3");
+                c.rollback();
+            }
             for (int i = 0; i < LOOPS; i++) {
                 for (Map.Entry<String, String> e : TENANT_PORTS.entrySet()) {
                     eq("w" + w + " tx tenant " + e.getKey() + " " + i,

@@ -189,7 +189,7 @@ impl Core {
                 self.unit_error(unit, &e);
                 Need::Io
             }
-            Decision::Local(Local::HoldBegin | Local::BeginAgain)
+            Decision::Local(Local::HoldBegin | Local::BeginAgain | Local::BeginThenRest)
                 if self.db.settings.mode == PoolMode::Statement =>
             {
                 // Refused before anything is answered: the client must not see a
@@ -203,6 +203,7 @@ impl Core {
                 self.wait.stall(unit);
                 Need::Io
             }
+            Decision::Local(Local::BeginThenRest) => self.begin_then_rest(unit),
             Decision::Local(l) => {
                 self.local(l, unit);
                 Need::Io
@@ -226,6 +227,34 @@ impl Core {
                 self.dispatch(Target::Shard { shard, tenant }, unit)
             }
         }
+    }
+
+    /// [`Local::BeginThenRest`]: the BEGIN's messages are answered here and
+    /// the BEGIN held, as a simple BEGIN is; the rest of the batch is routed
+    /// on its own, inside the held transaction.
+    fn begin_then_rest(&mut self, unit: Unit) -> Need {
+        let Unit::Batch(mut msgs) = unit else {
+            let e = PgError::new(
+                sqlstate::INTERNAL_ERROR,
+                "internal: BEGIN held for a non-batch",
+            );
+            self.unit_error(unit, &e);
+            return Need::Io;
+        };
+        if self.att.as_ref().is_some_and(|a| a.ext_open()) {
+            // A batch not yet ended by Sync is open on a server: its answers
+            // come first, so nothing can be answered here. The batch runs as
+            // a whole, as before (a later tenant of another shard is refused).
+            return self.dispatch(Target::Any, Unit::Batch(msgs));
+        }
+        let Some(at) = msgs.iter().position(|(t, _)| *t == tag::frontend::EXECUTE) else {
+            let e = PgError::new(sqlstate::INTERNAL_ERROR, "internal: no BEGIN to hold");
+            self.unit_error(Unit::Batch(msgs), &e);
+            return Need::Io;
+        };
+        let rest = msgs.split_off(at + 1);
+        self.local_batch(Local::BeginThenRest, msgs);
+        self.route_unit(Unit::Batch(rest))
     }
 
     /// A batch of named Parses and a Sync, with no server attached (and none
@@ -410,8 +439,8 @@ impl Core {
                 self.txn.apply(TxnEvent::HoldBegin(frame));
                 self.simple_reply("BEGIN");
             }
-            Local::BeginThenSetTenant { .. } => {
-                // decide gives it for extended batches only.
+            Local::BeginThenSetTenant { .. } | Local::BeginThenRest => {
+                // decide gives them for extended batches only.
                 let e = PgError::new(
                     sqlstate::INTERNAL_ERROR,
                     "internal: BEGIN and SET answered for a simple Query",
@@ -612,7 +641,7 @@ impl Core {
                 }
                 f::EXECUTE => {
                     let t = match l {
-                        Local::BeginThenSetTenant { .. } if !begun => {
+                        Local::BeginThenSetTenant { .. } | Local::BeginThenRest if !begun => {
                             // The router checked: the BEGIN runs first, once.
                             begun = true;
                             let frame = begin.take().unwrap_or_else(|| {
