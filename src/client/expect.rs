@@ -232,7 +232,6 @@ impl Expectations {
     }
 
     /// Entries pending.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.q.len()
     }

@@ -20,6 +20,15 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Most client messages the server may owe answers to before the client's
+/// next messages wait (see [`Attachment::owes_enough`]). Far above what a
+/// client that reads its answers keeps in flight.
+pub(super) const MAX_OWED: usize = 10_000;
+
+/// Most client messages with no Sync among them the server may owe answers
+/// to (see [`Attachment::owes_too_much`]): as many as a batch may hold.
+pub(super) const MAX_OWED_UNSYNCED: usize = super::batch::MAX_BATCH;
+
 /// Frames bigger than this that may be streamed (DataRow, CopyData) are forwarded
 /// piecemeal instead of being buffered whole.
 pub(super) const STREAM_THRESHOLD: usize = 64 * 1024;
@@ -152,6 +161,26 @@ impl Attachment {
 
     pub(super) fn to_server(&self) -> &OutQueue {
         &self.to_server
+    }
+
+    /// The server owes answers to more than [`MAX_OWED`] messages, one of
+    /// them a Sync, Query or FunctionCall, and is not waiting for COPY data:
+    /// its answers are sure to come (Postgres answers a Sync even while it
+    /// skips after an error), so the client's next messages can wait for
+    /// them. Each message owed costs an entry here (probe: a client that
+    /// pipelined 1.5 million Syncs behind a large result and read nothing
+    /// held 80 MB of them).
+    pub(super) fn owes_enough(&self) -> bool {
+        self.expect.len() >= MAX_OWED && self.expect.ready_owed() > 0 && !self.copy_in
+    }
+
+    /// The server owes answers to more than [`MAX_OWED_UNSYNCED`] messages
+    /// with no Sync among them: Postgres may be skipping them all after an
+    /// error, answering nothing until a Sync, so waiting for answers could
+    /// wait forever. The client's next message (but a Sync) is refused
+    /// instead, as a batch of that many messages without a Sync is.
+    pub(super) fn owes_too_much(&self) -> bool {
+        self.expect.len() >= MAX_OWED_UNSYNCED && self.expect.ready_owed() == 0
     }
 
     pub(super) fn io(&mut self) -> (&OutQueue, &mut BytesMut) {

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 /// Most extended-protocol messages held before a Sync or Flush.
-const MAX_BATCH: usize = 100_000;
+pub(super) const MAX_BATCH: usize = 100_000;
 
 /// The batch being collected.
 #[derive(Debug, Default)]

@@ -441,7 +441,7 @@ impl Core {
             && self
                 .att
                 .as_ref()
-                .is_none_or(|a| a.to_server().len() < HIGH_WATER)
+                .is_none_or(|a| a.to_server().len() < HIGH_WATER && !a.owes_enough())
     }
 
     /// Whether the driver should read from the server now.
@@ -650,6 +650,13 @@ impl Core {
                         ));
                     }
                 }
+            }
+            if t != f::SYNC && a.owes_too_much() {
+                a.mark_broken();
+                return Need::Close(self.fatal(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "too many extended-protocol messages without Sync",
+                ));
             }
         }
         if self.batch.skipping() {
