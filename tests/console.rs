@@ -548,6 +548,14 @@ async fn reload_with_a_broken_file_keeps_the_old_config() {
     );
     // The pooler still works.
     app(&b).await.simple_query("SELECT 1").await.unwrap();
+    // An empty (truncated) file: every key has a default, but no database
+    // and no user; taken, it locked out every client and the console too.
+    b.write_config("");
+    let (code, msg) = q_err(&a, "RELOAD").await;
+    assert_eq!(code, "F0000", "{msg}");
+    assert!(msg.contains("[databases."), "{msg}");
+    app(&b).await.simple_query("SELECT 1").await.unwrap();
+    admin(&b).await.simple_query("SHOW POOLS").await.unwrap();
 
     b.write_config(&config(&pg, "default_pool_size = 9"));
     q(&a, "RELOAD;").await;

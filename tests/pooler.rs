@@ -1219,6 +1219,21 @@ fn check_flag_validates_config() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("default_pool_sise"));
+    // An empty (truncated) file parses, every key at its default, but serves
+    // nothing: a reload of it would have dropped every database and user.
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardbouncer"))
+        .args(["--check", "--config"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("[databases."),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardbouncer"))
         .arg("--version")
         .output()

@@ -180,7 +180,7 @@ pub fn config(cfg: &Config) -> Table {
         ("default", TEXT),
         ("changeable", TEXT),
     ]);
-    let dflt = Config::parse("").expect("the empty config is valid");
+    let dflt = Config::defaults();
     let auth = |c: &Config| match c.auth.kind {
         crate::config::AuthType::ScramSha256 => "scram-sha-256",
         crate::config::AuthType::Md5 => "md5",
@@ -966,7 +966,10 @@ mod tests {
 
     #[test]
     fn config_table_lists_changeable_keys() {
-        let cfg = Config::parse("[pool]\ndefault_pool_size = 7\n").unwrap();
+        let cfg = Config::parse(
+            "[pool]\ndefault_pool_size = 7\n[databases.app]\nshards = [ { name = \"s0\", host = \"h\", port = 5432 } ]\n",
+        )
+        .unwrap();
         let t = config(&cfg);
         assert_eq!(t.names(), ["key", "value", "default", "changeable"]);
         let row = t

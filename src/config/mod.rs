@@ -703,6 +703,12 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Every key at its default (no database: not a configuration to run
+    /// with, only what `SHOW CONFIG` compares with).
+    pub fn defaults() -> Config {
+        toml::from_str("").expect("every key has a default")
+    }
+
     /// Effective pool settings of the `[pool]` section alone.
     pub fn pool_defaults(&self) -> PoolSettings {
         PoolSettings::default().merged(&self.pool)
@@ -879,6 +885,15 @@ impl Config {
                 }
             }
         }
+        if self.databases.is_empty() {
+            // An empty or truncated file parses (every key has a default):
+            // taken on a reload, it would drop every database and user at
+            // once, the console's admin included (probe).
+            return Err(
+                "no [databases.<name>] section: a configuration serves at least one database"
+                    .into(),
+            );
+        }
         Ok(())
     }
 }
@@ -934,6 +949,14 @@ shards = [ { name = "s0", host = "127.0.0.1", port = 5432 } ]
         let e =
             Config::parse(&format!("[limits]\nworkers = {}\n{MIN}", MAX_WORKERS + 1)).unwrap_err();
         assert!(e.contains("[limits] workers"), "{e}");
+    }
+
+    #[test]
+    fn a_config_without_databases_is_refused() {
+        for text in ["", "\n", "[listen]\naddr = \"127.0.0.1:6432\"\n"] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.contains("[databases."), "{text:?}: {e}");
+        }
     }
 
     #[test]
