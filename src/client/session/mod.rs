@@ -19,6 +19,7 @@
 
 mod attachment;
 mod batch;
+mod budget;
 mod core;
 mod counters;
 #[cfg(any(test, feature = "fuzzing"))]

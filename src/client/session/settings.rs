@@ -1,9 +1,9 @@
 //! The client's session settings: what it set at login or with SET, kept here so
 //! they follow the client from server to server and never reach another client.
 
+use super::budget::Budget;
 use crate::server::{params, ParamSet};
 use crate::sqlstate::{self, PgError};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Most custom setting names tracked per client.
 const MAX_CUSTOM_SETTINGS: usize = 64;
@@ -14,7 +14,7 @@ const MAX_CUSTOM_SETTINGS: usize = 64;
 const MAX_ALL_SETTINGS_BYTES: usize = 256 << 20;
 
 /// Bytes of read-back settings every client's [`Settings`] keep now.
-static HELD_BYTES: AtomicUsize = AtomicUsize::new(0);
+static HELD_BYTES: Budget = Budget::new(MAX_ALL_SETTINGS_BYTES);
 
 /// The settings a client's servers must have while it uses them.
 pub(super) struct Settings {
@@ -36,7 +36,7 @@ pub(super) struct Settings {
 
 impl Drop for Settings {
     fn drop(&mut self) {
-        HELD_BYTES.fetch_sub(self.held, Ordering::Relaxed);
+        HELD_BYTES.release(self.held);
     }
 }
 
@@ -52,7 +52,7 @@ impl Settings {
         // Login parameters are small (the startup packet's limit): counted,
         // never refused.
         let held = unreported.bytes();
-        HELD_BYTES.fetch_add(held, Ordering::Relaxed);
+        HELD_BYTES.add(held);
         Settings {
             reported,
             unreported,
@@ -144,8 +144,7 @@ impl Settings {
         let n = set.bytes();
         if n > self.held {
             let more = n - self.held;
-            if HELD_BYTES.fetch_add(more, Ordering::Relaxed) + more > MAX_ALL_SETTINGS_BYTES {
-                HELD_BYTES.fetch_sub(more, Ordering::Relaxed);
+            if !HELD_BYTES.hold(more) {
                 return Err(PgError::fatal(
                     sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
                     format!(
@@ -155,7 +154,7 @@ impl Settings {
                 ));
             }
         } else {
-            HELD_BYTES.fetch_sub(self.held - n, Ordering::Relaxed);
+            HELD_BYTES.release(self.held - n);
         }
         self.held = n;
         self.unreported = set;

@@ -5,6 +5,7 @@
 //! identity ([`StmtDef`]) is shared by every client that prepares the same text in
 //! the same context.
 
+use super::budget::Budget;
 use crate::protocol::Parse;
 use crate::router::bind::ParamTypes;
 use crate::router::statement::{Violation, RESERVED_PREFIX};
@@ -13,7 +14,6 @@ use crate::server::prepared::{self, StmtDef};
 use crate::sqlstate::{self, PgError};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Most statement names one client may hold (a runaway client cannot grow memory).
@@ -30,14 +30,12 @@ pub(super) const MAX_CLIENT_STATEMENT_BYTES: usize = 64 << 20;
 pub(super) const MAX_STATEMENT_BYTES: usize = 1 << 30;
 
 /// Bytes of statement text every client's [`Statements`] hold now.
-static HELD_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static HELD_BYTES: Budget = Budget::new(MAX_STATEMENT_BYTES);
 
 /// Count `n` more bytes of statement text held by all clients, or 53400 when
 /// they would pass [`MAX_STATEMENT_BYTES`] (nothing counted then).
 fn hold_bytes(n: usize) -> Result<(), PgError> {
-    let held = HELD_BYTES.fetch_add(n, Ordering::Relaxed);
-    if held + n > MAX_STATEMENT_BYTES {
-        HELD_BYTES.fetch_sub(n, Ordering::Relaxed);
+    if !HELD_BYTES.hold(n) {
         return Err(PgError::new(
             sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
             format!(
@@ -76,7 +74,7 @@ pub(super) struct Statements {
 impl Drop for Statements {
     fn drop(&mut self) {
         self.keep_unnamed(None);
-        HELD_BYTES.fetch_sub(self.bytes, Ordering::Relaxed);
+        HELD_BYTES.release(self.bytes);
     }
 }
 
@@ -227,12 +225,12 @@ impl Statements {
     /// `n` bytes of statement text are no longer held.
     fn release(&mut self, n: usize) {
         self.bytes -= n;
-        HELD_BYTES.fetch_sub(n, Ordering::Relaxed);
+        HELD_BYTES.release(n);
     }
 
     /// Bytes of statement text all clients hold now (for the memory trim).
     pub(super) fn held_bytes() -> usize {
-        HELD_BYTES.load(Ordering::Relaxed)
+        HELD_BYTES.held()
     }
 
     /// The client's unnamed Parse `frame` (with `declared` parameter types, a
@@ -261,7 +259,7 @@ impl Statements {
     /// [`HELD_BYTES`] in step. (A new one is counted by its caller.)
     fn keep_unnamed(&mut self, parse: Option<Bytes>) {
         if let Some(old) = std::mem::replace(&mut self.unnamed.parse, parse) {
-            HELD_BYTES.fetch_sub(old.len(), Ordering::Relaxed);
+            HELD_BYTES.release(old.len());
         }
     }
 
