@@ -733,6 +733,39 @@ fn session_settings_past_their_bound_end_the_session_and_never_reach_the_next_cl
     assert!(errs.is_empty() && v == ["0"], "next client: {errs:?} {v:?}");
 }
 
+/// The reset after a transaction ran under the client's own
+/// `statement_timeout`: a client with a short one that left many temp tables
+/// made `DISCARD TEMP` time out, its server was closed, and the settings it
+/// had set in that transaction were lost (probe: its `statement_timeout`
+/// was gone in the next transaction). The reset now runs free of the
+/// client's timeouts, after the settings are read back.
+#[test]
+fn a_short_statement_timeout_does_not_make_the_reset_fail() {
+    let f = Fixture::start();
+    let mut c = f.raw("plain1", &[]);
+    let mut sql = String::from("BEGIN;");
+    // Dropping 600 such tables takes about 130 ms here, the read back 1 ms.
+    for i in 0..600 {
+        sql.push_str(&format!(
+            "CREATE TEMP TABLE tt{i} (a int, b text, c jsonb);"
+        ));
+    }
+    sql.push_str("SET statement_timeout = '25ms'; SET work_mem = '7MB'; COMMIT");
+    let (errs, _) = q(&mut c, &sql);
+    assert!(errs.is_empty(), "setup: {errs:?}");
+    let (errs, v) = q(
+        &mut c,
+        "SELECT current_setting('statement_timeout') || '|' || current_setting('work_mem') \
+         || '|' || (SELECT count(*) FROM pg_class WHERE relpersistence = 't')",
+    );
+    assert!(errs.is_empty(), "next transaction: {errs:?}");
+    assert_eq!(
+        v,
+        ["25ms|7MB|0"],
+        "the settings follow, the temp tables are gone"
+    );
+}
+
 // ------------- 12. a named Parse + Sync needs no server, with a tenant too
 
 /// Named Parses and a Sync run nothing: they are answered without a server

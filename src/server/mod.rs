@@ -562,28 +562,8 @@ impl ServerConn {
     ) -> Result<Option<ParamSet>, ServerError> {
         use crate::router::Effects;
         let mut sql = String::new();
-        for (bit, stmt) in [
-            (Effects::CURSOR, "CLOSE ALL"),
-            (Effects::LISTEN, "UNLISTEN *"),
-            (
-                Effects::ADVISORY,
-                "SELECT pg_catalog.pg_advisory_unlock_all()",
-            ),
-            (Effects::TEMP, "DISCARD TEMP"),
-            (Effects::PREPARED, "DEALLOCATE ALL"),
-            (Effects::SEQUENCES, "DISCARD SEQUENCES"),
-        ] {
-            if resets.any(bit) {
-                sql.push_str(stmt);
-                sql.push(';');
-            }
-        }
-        if resets.any(Effects::SEED) {
-            // A seed of shardbouncer's choosing: the last client's setseed must
-            // not make the next client's random() predictable.
-            let seed: f64 = rand::random::<f64>() * 2.0 - 1.0;
-            sql.push_str(&format!("SELECT pg_catalog.setseed({seed:.15});"));
-        }
+        // The read back comes first: what follows runs free of the client's
+        // own timeouts, and must not change what is read.
         if read_back {
             sql.push_str(
                 "SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings \
@@ -599,6 +579,38 @@ impl ServerConn {
                 sql.push_str(", true)");
             }
             sql.push(';');
+        }
+        let mut resets_any = false;
+        for (bit, stmt) in [
+            (Effects::CURSOR, "CLOSE ALL"),
+            (Effects::LISTEN, "UNLISTEN *"),
+            (
+                Effects::ADVISORY,
+                "SELECT pg_catalog.pg_advisory_unlock_all()",
+            ),
+            (Effects::TEMP, "DISCARD TEMP"),
+            (Effects::PREPARED, "DEALLOCATE ALL"),
+            (Effects::SEQUENCES, "DISCARD SEQUENCES"),
+        ] {
+            if resets.any(bit) {
+                if !resets_any {
+                    // The client's statement_timeout or lock_timeout (5 ms,
+                    // say) must not make the reset fail: dropping many temp
+                    // tables takes longer, and a failed reset closes the
+                    // server and ends the client's session. SET LOCAL lasts
+                    // until the end of this query's implicit transaction.
+                    sql.push_str("SET LOCAL statement_timeout = 0;SET LOCAL lock_timeout = 0;");
+                    resets_any = true;
+                }
+                sql.push_str(stmt);
+                sql.push(';');
+            }
+        }
+        if resets.any(Effects::SEED) {
+            // A seed of shardbouncer's choosing: the last client's setseed must
+            // not make the next client's random() predictable.
+            let seed: f64 = rand::random::<f64>() * 2.0 - 1.0;
+            sql.push_str(&format!("SELECT pg_catalog.setseed({seed:.15});"));
         }
         // After the read back: settings nobody can name are cleared (the role
         // and session authorization are not, and were read back).
