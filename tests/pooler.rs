@@ -1164,6 +1164,21 @@ async fn ssl_and_gss_requests_get_n_and_minor_versions_are_negotiated() {
         assert_eq!(tag, b'E');
         assert_eq!(error_code(&body), "0A000");
     }
+    // Another major version (2.0, 4.0): 0A000 as from Postgres, in its words.
+    for code in [0x0002_0000i32, 0x0004_0000] {
+        let mut s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut body = code.to_be_bytes().to_vec();
+        body.extend_from_slice(b"user\0app\0\0");
+        let mut pkt = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        pkt.extend_from_slice(&body);
+        s.write_all(&pkt).unwrap();
+        let (tag, body) = support::raw::read_msg(&mut s).expect("an error");
+        assert_eq!(tag, b'E');
+        assert_eq!(error_code(&body), "0A000");
+        let msg = shardbouncer::protocol::parse_error(&body).message;
+        assert!(msg.ends_with("server supports 3.0 to 3.0"), "{msg}");
+    }
     // Protocol 3.2 with a _pq_ option: NegotiateProtocolVersion(3.0, [option]) then login.
     let mut s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

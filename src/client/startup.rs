@@ -137,6 +137,11 @@ pub async fn read_startup(
                     .collect();
                 return Ok(Some(Startup::Login { params }));
             }
+            // As Postgres: another major version is a feature it lacks, not a
+            // broken packet.
+            Err(e) if e.starts_with(protocol::startup::UNSUPPORTED_PROTOCOL) => {
+                return Err(LoginError::new(sqlstate::FEATURE_NOT_SUPPORTED, e))
+            }
             Err(e) => return Err(LoginError::new(sqlstate::PROTOCOL_VIOLATION, e)),
         }
     }

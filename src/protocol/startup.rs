@@ -44,6 +44,10 @@ pub enum StartupPacket {
 /// Why a startup packet is refused; the text goes into an 08P01 ErrorResponse.
 pub type StartupError = String;
 
+/// How [`parse_startup`]'s error for a protocol version other than 3.x
+/// begins (Postgres's words): that one is 0A000, not a protocol violation.
+pub const UNSUPPORTED_PROTOCOL: &str = "unsupported frontend protocol";
+
 /// Decode the body of a startup-phase packet (everything after the 4-byte length).
 pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, StartupError> {
     let (code, rest) = get_i32(body).ok_or("startup packet too short")?;
@@ -88,7 +92,7 @@ pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, StartupError> {
             })
         }
         c => Err(format!(
-            "unsupported frontend protocol {}.{}: server supports 3.0",
+            "{UNSUPPORTED_PROTOCOL} {}.{}: server supports 3.0 to 3.0",
             c >> 16,
             c & 0xffff
         )),
