@@ -766,6 +766,79 @@ fn a_short_statement_timeout_does_not_make_the_reset_fail() {
     );
 }
 
+/// `ROLLBACK TO SAVEPOINT` undoes a `SET standard_conforming_strings` made
+/// since the savepoint; in the same extended batch Postgres lexes the next
+/// Parse under the restored setting, and the router lexed it under the undone
+/// one (probe: tenant 2002's row written on 1001's shard s0). Such text after
+/// a ROLLBACK TO in a batch is now refused (0A000).
+#[test]
+fn a_rollback_to_savepoint_that_restores_the_lexing_routes_nothing_wrong() {
+    let f = Fixture::start();
+    let mut c = f.raw("app", &[]);
+    for sql in [
+        "SET standard_conforming_strings = off",
+        "/* tenant_id=1001 */ BEGIN",
+        "SELECT note FROM ledger WHERE tenant_id = 1001",
+        "SAVEPOINT a",
+        "SET standard_conforming_strings = on",
+    ] {
+        let (errs, _) = q(&mut c, sql);
+        assert!(errs.is_empty(), "{sql}: {errs:?}");
+    }
+    // Under on: note 'x\', tenant 1001 (s0). Under off, as Postgres reads it
+    // after the rollback: note "x', 1001) --", tenant 2002.
+    let smuggle = "INSERT INTO ledger (note, tenant_id) VALUES ('x\\', 1001) --', 2002)";
+    let mut batch = Vec::new();
+    batch.extend(parse_msg("", "ROLLBACK TO SAVEPOINT a"));
+    batch.extend(bind_msg("", ""));
+    batch.extend(execute_msg(""));
+    batch.extend(parse_msg("", smuggle));
+    batch.extend(bind_msg("", ""));
+    batch.extend(execute_msg(""));
+    batch.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &batch, b'Z');
+    assert_eq!(error_codes(&m), ["0A000"], "{m:?}");
+    let _ = q(&mut c, "COMMIT");
+    let n = f.counts("ledger WHERE tenant_id = 2002");
+    assert_eq!(n, [0, 1], "tenant 2002's rows per shard");
+}
+
+/// A BEGIN the client prepared in an earlier batch (`BEGIN READ ONLY`,
+/// an isolation level), then bound and executed alone: held, and replayed
+/// with its own text, not a plain BEGIN (probe: the transaction was read
+/// write, and a write in it committed).
+#[test]
+fn a_prepared_begin_is_held_with_its_own_text() {
+    let f = Fixture::start();
+    for (name, text, check, want) in [
+        ("ro", "BEGIN READ ONLY", "transaction_read_only", "on"),
+        (
+            "",
+            "START TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "transaction_isolation",
+            "serializable",
+        ),
+    ] {
+        let mut c = f.raw("app", &[("tenant_id", "alpha")]);
+        let mut b = parse_msg(name, text);
+        b.extend(frame(b'S', b""));
+        let m = send_until(&mut c, &b, b'Z');
+        assert!(error_codes(&m).is_empty(), "{text}: {m:?}");
+        let mut b = bind_msg("", name);
+        b.extend(execute_msg(""));
+        b.extend(frame(b'S', b""));
+        let m = send_until(&mut c, &b, b'Z');
+        assert!(error_codes(&m).is_empty(), "{text}: {m:?}");
+        let (errs, v) = q(
+            &mut c,
+            &format!("SELECT current_setting('{check}') FROM accounts WHERE tenant_id = 'alpha'"),
+        );
+        assert!(errs.is_empty(), "{text}: {errs:?}");
+        assert_eq!(v, [want], "{text}");
+        let _ = q(&mut c, "ROLLBACK");
+    }
+}
+
 // ------------- 12. a named Parse + Sync needs no server, with a tenant too
 
 /// Named Parses and a Sync run nothing: they are answered without a server

@@ -452,7 +452,12 @@ fn batch<'a, V: ParamValues>(
             return Err(aborted());
         }
         begin_first = match (begin_first, &item) {
-            (Some(false), Item::Parse(f) | Item::Bind(f, ..)) if is_begin(f) => Some(false),
+            // A BEGIN that names a tenant (a comment) is routed by it, as in a Query.
+            (Some(false), Item::Parse(f) | Item::Bind(f, ..))
+                if is_begin(f) && f.mentions.is_empty() =>
+            {
+                Some(false)
+            }
             (Some(false), Item::Execute(p)) if begin_portal == Some(*p) => Some(true),
             (Some(true), _) => Some(true),
             _ => None,

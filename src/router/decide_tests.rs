@@ -1129,6 +1129,15 @@ fn a_begin_that_runs_first_and_alone_in_a_batch_is_held() {
     let mut twice = pbe(b"");
     twice.push(Item::Execute(b""));
     assert_ne!(run(Tx::Idle, twice), held);
+    // A BEGIN that names its tenant in a comment goes to that tenant's shard,
+    // as in a simple Query.
+    let named_begin = analyzed(&r, b"/* tenant_id=2 */ BEGIN");
+    let items = vec![
+        Item::Parse(&named_begin),
+        Item::Bind(&named_begin, ParamTypes::default(), &none, b""),
+        Item::Execute(b""),
+    ];
+    assert_eq!(shard(&run(Tx::Idle, items)), Some(shard_of("2")));
 }
 
 #[test]

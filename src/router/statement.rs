@@ -435,6 +435,14 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
     {
         out.effects.add(Effects::LEXING);
     }
+    if out.rollback_to {
+        // ROLLBACK TO SAVEPOINT undoes what was set since the savepoint,
+        // standard_conforming_strings and client_encoding included, in
+        // earlier units too: the text after it in an extended batch (each
+        // Parse lexed when it runs) may be read another way (probe: a row of
+        // tenant 42 written on tenant 1's shard).
+        out.effects.add(Effects::LEXING);
+    }
 }
 
 /// Words without which a text cannot change `client_encoding` or

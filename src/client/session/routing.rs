@@ -229,6 +229,31 @@ impl Core {
         }
     }
 
+    /// The text of the statement a Bind (`body`) binds, as a Query frame to
+    /// hold, when that statement is a bare BEGIN the client prepared earlier.
+    fn begin_text_bound(&self, body: &[u8]) -> Option<Bytes> {
+        let bind = protocol::Bind::parse(body)?;
+        let query = if bind.statement.is_empty() {
+            let frame = self.stmts.unnamed_parse()?;
+            Parse::parse(&frame[5..])?.query.to_vec()
+        } else {
+            self.stmts.get(bind.statement)?.query.to_vec()
+        };
+        let mut facts = Facts::default();
+        router::statement::analyze(
+            &query,
+            self.routing_key(),
+            self.settings.std_strings(),
+            &mut facts,
+        );
+        if !facts.is_only(Kind::Begin) {
+            return None;
+        }
+        let mut q = BytesMut::new();
+        protocol::query(&mut q, &String::from_utf8_lossy(&query));
+        Some(q.freeze())
+    }
+
     /// [`Local::BeginThenRest`]: the BEGIN's messages are answered here and
     /// the BEGIN held, as a simple BEGIN is; the rest of the batch is routed
     /// on its own, inside the held transaction.
@@ -628,6 +653,11 @@ impl Core {
                     self.reply(f::PARSE);
                 }
                 f::BIND => {
+                    if begin.is_none() {
+                        // A BEGIN prepared in an earlier batch: its own text
+                        // (READ ONLY, an isolation level) is what is held.
+                        begin = self.begin_text_bound(body);
+                    }
                     protocol::bind_complete(self.out.build());
                     self.reply(f::BIND);
                 }
