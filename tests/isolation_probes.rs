@@ -839,6 +839,37 @@ fn a_prepared_begin_is_held_with_its_own_text() {
     }
 }
 
+/// COPY FROM STDIN through Parse/Bind/Execute with its data right behind,
+/// in the same write, no Sync or Flush before the data (a client need not wait
+/// for CopyInResponse): the data was dropped while the batch waited for its
+/// Sync, and the COPY hung with its server (probe). It now goes with the batch.
+#[test]
+fn copy_data_pipelined_behind_its_execute_is_not_lost() {
+    let f = Fixture::start();
+    let mut c = f.raw("app", &[("tenant_id", "alpha")]);
+    let mut b = Vec::new();
+    b.extend(parse_msg("", "COPY accounts (tenant_id, name) FROM STDIN"));
+    b.extend(bind_msg("", ""));
+    b.extend(execute_msg(""));
+    for i in 0..5 {
+        b.extend(frame(b'd', format!("alpha\tcopied {i}\n").as_bytes()));
+    }
+    b.extend(frame(b'c', b""));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(support::raw::command_tags(&m), ["COPY 5"], "{m:?}");
+    let n = f.counts("accounts WHERE name LIKE 'copied %'");
+    assert_eq!(n, [5, 0], "rows per shard");
+    // The session goes on.
+    let (errs, v) = q(
+        &mut c,
+        "SELECT count(*)::text FROM accounts WHERE tenant_id = 'alpha'",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["6"]);
+}
+
 // ------------- 12. a named Parse + Sync needs no server, with a tenant too
 
 /// Named Parses and a Sync run nothing: they are answered without a server

@@ -689,6 +689,21 @@ impl Core {
                 }
                 Need::Io
             }
+            f::COPY_DATA | f::COPY_DONE | f::COPY_FAIL if !self.batch.is_empty() => {
+                // COPY data right behind the Execute that starts the COPY, with
+                // no Sync or Flush before it (a client need not wait for
+                // CopyInResponse): the batch goes now, as at a Flush, and the
+                // data with it, in order (it was dropped, and the COPY hung
+                // with its server: probe). What follows goes as it comes.
+                if self.batch.push(t, frame).is_err() {
+                    return Need::Close(self.fatal(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "too many extended-protocol messages without Sync",
+                    ));
+                }
+                let b = self.batch.take();
+                self.route_unit(Unit::Batch(b))
+            }
             f::COPY_DATA | f::COPY_DONE | f::COPY_FAIL => {
                 if let Some(a) = self.att.as_mut() {
                     if t != f::COPY_DATA {

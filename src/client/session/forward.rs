@@ -503,6 +503,14 @@ impl Core {
         let Some(a) = self.att.as_mut() else { return };
         match t {
             tag::frontend::FLUSH => a.send_raw(frame),
+            // COPY data that came in a batch, right behind its Execute: the
+            // server answers none of it (a CopyDone or CopyFail ends the COPY
+            // the Execute starts).
+            tag::frontend::COPY_DATA => a.send_raw(frame),
+            tag::frontend::COPY_DONE | tag::frontend::COPY_FAIL => {
+                a.copy_end_ahead();
+                a.send_raw(frame);
+            }
             tag::frontend::SYNC => {
                 self.counters.query_sent(a.ready_owed());
                 a.send_sync(Entry::forward(t), frame);
