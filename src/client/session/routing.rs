@@ -860,18 +860,20 @@ impl Core {
             return;
         }
         match (unit, last) {
-            (Unit::Batch(_), tag::frontend::FLUSH) => {
-                self.inject_error_ext(e);
-                self.batch.skip();
-            }
             // Through the extended protocol, then the client's Sync: if an earlier
             // error left the server skipping, it skips ours too and still answers
             // the Sync (a Query would be skipped and never answered).
-            (Unit::Batch(_), _) => {
+            (Unit::Batch(_), tag::frontend::SYNC) => {
                 self.inject_error_ext(e);
                 let mut b = BytesMut::new();
                 protocol::sync(&mut b);
                 self.send_ext(tag::frontend::SYNC, b.freeze());
+            }
+            // Ended by a Flush, or by COPY data that went with its batch: the
+            // client's own Sync comes later.
+            (Unit::Batch(_), _) => {
+                self.inject_error_ext(e);
+                self.batch.skip();
             }
             (Unit::Simple(..), _) => self.inject_error_simple(e),
         }
