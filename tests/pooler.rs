@@ -1131,13 +1131,19 @@ async fn malformed_frames_get_08p01_and_a_closed_socket() {
         // Then the socket is closed.
         assert!(r.read_msg().is_none());
     }
-    // A garbage startup packet is refused with 08P01 too.
-    let mut s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"\x00\x00\x00\x08\x00\x09\x00\x00").unwrap();
-    let (tag, body) = support::raw::read_msg(&mut s).unwrap();
-    assert_eq!(tag, b'E');
-    assert_eq!(error_code(&body), "08P01");
+    // A startup packet of another protocol version (9.0) gets Postgres's
+    // 0A000; one of 3.0 whose parameters are not NUL-terminated gets 08P01.
+    for (packet, code) in [
+        (&b"\x00\x00\x00\x08\x00\x09\x00\x00"[..], "0A000"),
+        (&b"\x00\x00\x00\x0c\x00\x03\x00\x00user"[..], "08P01"),
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(packet).unwrap();
+        let (tag, body) = support::raw::read_msg(&mut s).unwrap();
+        assert_eq!(tag, b'E');
+        assert_eq!(error_code(&body), code, "{packet:?}");
+    }
     // The pooler is still fine.
     let c = b.connect("app", "", "app").await;
     assert_eq!(int_of(&c, "SELECT 1").await, 1);
