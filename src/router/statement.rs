@@ -859,8 +859,6 @@ fn param_name_matches(sql: &[u8], lx: &mut Lexer<'_>, key: &[u8]) -> bool {
     !lx.peek_sig().is_some_and(|t| t.k == K::Dot)
 }
 
-/// A statement name in shardbouncer's namespace: unquoted names fold to lower
-/// case (so `SB_x` is `sb_x`); quoted ones compare exactly.
 /// `PREPARE TRANSACTION ..` (ends the transaction, as COMMIT does).
 fn is_prepare_transaction(sql: &[u8], std: bool) -> bool {
     let mut lx = Lexer::new(sql, std);
@@ -900,6 +898,8 @@ fn is_asyncpg_unlisten(body: &[u8]) -> bool {
         && words.next().is_none()
 }
 
+/// A statement name in shardbouncer's namespace: unquoted names fold to lower
+/// case (so `SB_x` is `sb_x`); quoted ones compare exactly.
 fn is_reserved_name(sql: &[u8], t: &Tok) -> bool {
     let p = RESERVED_PREFIX.as_bytes();
     match t.k {

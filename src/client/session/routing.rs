@@ -233,22 +233,20 @@ impl Core {
     /// hold, when that statement is a bare BEGIN the client prepared earlier.
     fn begin_text_bound(&self, body: &[u8]) -> Option<Bytes> {
         let bind = protocol::Bind::parse(body)?;
+        // The statement's analysis, kept since its Parse, says what it is.
         let query = if bind.statement.is_empty() {
+            if !self.stmts.unnamed()?.0.is_only(Kind::Begin) {
+                return None;
+            }
             let frame = self.stmts.unnamed_parse()?;
             Parse::parse(&frame[5..])?.query.to_vec()
         } else {
-            self.stmts.get(bind.statement)?.query.to_vec()
+            let def = self.stmts.get(bind.statement)?;
+            if !def.facts.is_only(Kind::Begin) {
+                return None;
+            }
+            def.query.to_vec()
         };
-        let mut facts = Facts::default();
-        router::statement::analyze(
-            &query,
-            self.routing_key(),
-            self.settings.std_strings(),
-            &mut facts,
-        );
-        if !facts.is_only(Kind::Begin) {
-            return None;
-        }
         let mut q = BytesMut::new();
         protocol::query(&mut q, &String::from_utf8_lossy(&query));
         Some(q.freeze())
