@@ -839,6 +839,37 @@ fn a_prepared_begin_is_held_with_its_own_text() {
     }
 }
 
+/// A batch that would hold its BEGIN, but whose BEGIN fails first (a Parse of
+/// a statement name already in use): Postgres skips the rest up to the Sync,
+/// answers the Sync, and runs the next Query outside any transaction. The
+/// pooler left its skip on past that Sync, so the next Query was never
+/// answered (session fuzz).
+#[test]
+fn a_held_begin_whose_parse_fails_skips_only_to_its_sync() {
+    let f = Fixture::start();
+    let mut c = f.raw("app", &[("tenant_id", "alpha")]);
+    let mut b = parse_msg("b", "BEGIN");
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    let mut b = parse_msg("b", "BEGIN");
+    b.extend(bind_msg("", "b"));
+    b.extend(execute_msg(""));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert_eq!(error_codes(&m), ["42P05"], "{m:?}");
+    assert_eq!(m.last(), Some(&(b'Z', b"I".to_vec())), "{m:?}");
+    let (errs, v) = q(
+        &mut c,
+        "SELECT current_setting('port') FROM accounts WHERE tenant_id = 'alpha'",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v.len(), 1, "{v:?}");
+    // Not inside a transaction: a COMMIT warns, as Postgres does.
+    let (errs, _) = q(&mut c, "COMMIT");
+    assert!(errs.is_empty(), "{errs:?}");
+}
+
 /// COPY FROM STDIN through Parse/Bind/Execute with its data right behind,
 /// in the same write, no Sync or Flush before the data (a client need not wait
 /// for CopyInResponse): the data was dropped while the batch waited for its

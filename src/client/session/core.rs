@@ -660,14 +660,7 @@ impl Core {
             }
         }
         if self.batch.skipping() {
-            if t == f::SYNC {
-                self.batch.synced();
-                if self.att.is_some() {
-                    self.send_ext(t, frame);
-                } else {
-                    self.emit_rfq();
-                }
-            }
+            self.skipped(t, frame);
             return Need::Io;
         }
         match t {
@@ -780,6 +773,21 @@ impl Core {
 
     /// Report an error for work that has no server: a Query gets ReadyForQuery at
     /// once; an extended batch is skipped up to its Sync.
+    /// A client message that arrives while the batch is skipped after an error
+    /// raised here: dropped, but for the Sync, which ends the skip and is
+    /// answered (by the server, if one is attached, so its answers stay in order).
+    pub(super) fn skipped(&mut self, t: u8, frame: Bytes) {
+        if t != tag::frontend::SYNC {
+            return;
+        }
+        self.batch.synced();
+        if self.att.is_some() {
+            self.send_ext(t, frame);
+        } else {
+            self.emit_rfq();
+        }
+    }
+
     pub(super) fn fail_unattached(&mut self, last_tag: u8, e: &PgError) {
         self.emit_error(e);
         match last_tag {

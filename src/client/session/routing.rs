@@ -277,6 +277,16 @@ impl Core {
         };
         let rest = msgs.split_off(at + 1);
         self.local_batch(Local::BeginThenRest, msgs);
+        if self.batch.skipping() {
+            // The BEGIN's own messages failed (a Parse of a name in use, say):
+            // nothing is held, and Postgres would skip the rest up to the Sync.
+            // Routed, the rest left the skip on past its Sync, so the client's
+            // next Query went unanswered (session fuzz).
+            for (t, frame) in rest {
+                self.skipped(t, frame);
+            }
+            return Need::Io;
+        }
         self.route_unit(Unit::Batch(rest))
     }
 
