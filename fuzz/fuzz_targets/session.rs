@@ -23,7 +23,10 @@
 //! * with spilling on (bit 2 of the first byte), every message arrives in three
 //!   pieces and any message over 8 bytes is spilled to a spool (a Vec here, a
 //!   file in the driver) while it arrives: every invariant above still holds,
-//!   and a spool is read back only whole.
+//!   and a spool is read back only whole;
+//! * with slicing on (bit 4 of the first byte), a batch goes to routing at any
+//!   Execute once it holds two messages, as a long batch does at 1,024 (as if
+//!   the client had sent a Flush there): every invariant above still holds.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -446,6 +449,11 @@ fuzz_target!(|data: &[u8]| {
     if w.pieces {
         for client in &mut w.clients {
             client.core.spill_above(8);
+        }
+    }
+    if first & 16 != 0 {
+        for client in &mut w.clients {
+            client.core.slice_batches_at(2);
         }
     }
     let pauses = first & 2 != 0;

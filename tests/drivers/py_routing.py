@@ -22,6 +22,8 @@ PASSWORD = os.environ.get("SB_PASSWORD", "secret")
 DB = os.environ["SB_DB"]
 TENANTS = [tuple(kv.split("=")) for kv in os.environ["SB_TENANTS"].split(",")]
 ROUNDS = 5
+# Rows of the long executemany batches (two messages each).
+BULK_ROWS = 60_000
 
 n_checks = 0
 
@@ -54,6 +56,38 @@ async def run_asyncpg():
                     "SELECT m.name FROM shard_marker m, accounts a WHERE a.tenant_id = $1", tenant
                 )
                 eq(f"asyncpg round {i} tenant {tenant} shard", marker, shard)
+        # executemany sends a Bind and an Execute per row and one Sync: 60,000
+        # rows are 120,000 messages, more than one batch may hold (it was
+        # refused with 08P01). The rows must land on the tenant's own shard,
+        # all or none.
+        for tenant, shard, _port in TENANTS[:2]:
+            rows = [(tenant, f"bulk {k}") for k in range(BULK_ROWS)]
+            try:
+                await conn.executemany("INSERT INTO accounts (tenant_id, name) VALUES ($1, $2)", rows)
+            except Exception as e:  # noqa: BLE001
+                fail(f"asyncpg executemany tenant {tenant}: {type(e).__name__}: {e}")
+            got = await conn.fetchrow(
+                "SELECT count(*), min(m.name) FROM accounts a, shard_marker m "
+                "WHERE a.tenant_id = $1 AND a.name LIKE 'bulk %'",
+                tenant,
+            )
+            eq(f"asyncpg executemany tenant {tenant} rows on its shard", tuple(got), (BULK_ROWS, shard))
+        # One row of another shard's tenant among them: refused whole, nothing
+        # written anywhere.
+        (t0, _s0, _p0), (t1, _s1, _p1) = TENANTS[0], TENANTS[1]
+        rows = [(t0, f"mixed {k}") for k in range(BULK_ROWS)] + [(t1, "mixed last")]
+        try:
+            await conn.executemany("INSERT INTO accounts (tenant_id, name) VALUES ($1, $2)", rows)
+            fail("asyncpg executemany across two shards was not refused")
+        except asyncpg.PostgresError as e:
+            eq("asyncpg executemany across two shards: SQLSTATE", e.sqlstate, "0A000")
+        for tenant, _shard, _port in TENANTS[:2]:
+            n = await conn.fetchval(
+                "SELECT count(*) FROM accounts WHERE tenant_id = $1 AND name LIKE 'mixed %'", tenant
+            )
+            eq(f"asyncpg refused executemany left no row of {tenant}", n, 0)
+        for tenant, _shard, _port in TENANTS[:2]:
+            await conn.execute("DELETE FROM accounts WHERE tenant_id = $1 AND name LIKE 'bulk %'", tenant)
     finally:
         await conn.close()
 

@@ -29,6 +29,15 @@ pub(super) const MAX_OWED: usize = 10_000;
 /// to (see [`Attachment::owes_too_much`]): as many as a batch may hold.
 pub(super) const MAX_OWED_UNSYNCED: usize = super::batch::MAX_BATCH;
 
+/// A Flush goes to the server behind every this many answered messages sent
+/// with no Sync or Flush after them. Postgres sends what it has buffered only
+/// at a Sync or Flush (or when 8 KB pile up): with the Flush, the answers to
+/// all but the last few messages are sure to come without more client input,
+/// so a client that pipelines a long batch with one Sync at the end (asyncpg's
+/// `executemany`) can be made to wait for them, as behind a Sync. Far below
+/// [`MAX_OWED`].
+pub(super) const FLUSH_EVERY: u16 = 1024;
+
 /// Frames bigger than this that may be streamed (DataRow, CopyData) are forwarded
 /// piecemeal instead of being buffered whole.
 pub(super) const STREAM_THRESHOLD: usize = 64 * 1024;
@@ -67,6 +76,8 @@ struct Ext {
     /// The server reported an error in the open batch and skips every message up
     /// to the next Sync: nothing sent meanwhile gets an answer.
     skipping: bool,
+    /// Answered messages sent since the last Sync or Flush.
+    unflushed: u16,
 }
 
 /// A server attached to the client, as the core sees it.
@@ -163,22 +174,23 @@ impl Attachment {
         &self.to_server
     }
 
-    /// The server owes answers to more than [`MAX_OWED`] messages, one of
-    /// them a Sync, Query or FunctionCall, and is not waiting for COPY data:
-    /// its answers are sure to come (Postgres answers a Sync even while it
-    /// skips after an error), so the client's next messages can wait for
-    /// them. Each message owed costs an entry here (probe: a client that
-    /// pipelined 1.5 million Syncs behind a large result and read nothing
-    /// held 80 MB of them).
+    /// The server owes answers to more than [`MAX_OWED`] messages and is not
+    /// waiting for COPY data: the client's next messages can wait for those
+    /// answers, because they are sure to come. All but fewer than
+    /// [`FLUSH_EVERY`] of the messages owed have a Sync, Query, FunctionCall
+    /// or Flush behind them. Postgres answers those, or, after an error, skips
+    /// to the Sync, and the error drops the entries it skips. Each message
+    /// owed costs an entry here (probe: a client that pipelined 1.5 million
+    /// Syncs behind a large result and read nothing held 80 MB of them).
     pub(super) fn owes_enough(&self) -> bool {
-        self.expect.len() >= MAX_OWED && self.expect.ready_owed() > 0 && !self.copy_in
+        self.expect.len() >= MAX_OWED && !self.copy_in
     }
 
     /// The server owes answers to more than [`MAX_OWED_UNSYNCED`] messages
-    /// with no Sync among them: Postgres may be skipping them all after an
-    /// error, answering nothing until a Sync, so waiting for answers could
-    /// wait forever. The client's next message (but a Sync) is refused
-    /// instead, as a batch of that many messages without a Sync is.
+    /// with no Sync among them. [`Attachment::owes_enough`] makes the client
+    /// wait long before that, so only a server that stopped answering gets
+    /// here: the client's next message (but a Sync) is refused, as a batch of
+    /// that many messages without a Sync is.
     pub(super) fn owes_too_much(&self) -> bool {
         self.expect.len() >= MAX_OWED_UNSYNCED && self.expect.ready_owed() == 0
     }
@@ -267,6 +279,26 @@ impl Attachment {
         self.expect.push(e);
         self.to_server.push(frame);
         self.ext.open = true;
+        self.count_unflushed();
+    }
+
+    /// One more entry owed with no Sync or Flush behind it; a Flush once
+    /// there are [`FLUSH_EVERY`] (see [`Attachment::owes_enough`]).
+    fn count_unflushed(&mut self) {
+        self.ext.unflushed += 1;
+        if self.ext.unflushed >= FLUSH_EVERY {
+            // Unasked, but harmless: a Flush only sends what is buffered.
+            let mut b = BytesMut::new();
+            protocol::flush(&mut b);
+            self.send_flush(b.freeze());
+        }
+    }
+
+    /// Send a Flush (the client's or ours): the server sends every answer it
+    /// has buffered, and owes none for the Flush itself.
+    pub(super) fn send_flush(&mut self, frame: Bytes) {
+        self.to_server.push(frame);
+        self.ext.unflushed = 0;
     }
 
     /// Send a Sync (the client's or ours) and its expectation.
@@ -280,6 +312,8 @@ impl Attachment {
     pub(super) fn send_simple(&mut self, e: Entry, frame: Bytes) {
         self.expect.push(e);
         self.to_server.push(frame);
+        // Its ReadyForQuery sends everything buffered before it.
+        self.ext.unflushed = 0;
     }
 
     /// Bytes the server does not answer (COPY data, Sync during COPY IN).
@@ -292,6 +326,9 @@ impl Attachment {
         let mut e = Entry::synthetic(client_tag, b);
         e.patch_status = patch_status;
         self.expect.push(e);
+        // Emitted only once the answers ahead of it came: those need a Flush
+        // as much as the entry's own message would have.
+        self.count_unflushed();
     }
 
     /// Flush a Flush-terminated batch the client left open with our own Sync,

@@ -391,6 +391,13 @@ impl Core {
         }
     }
 
+    /// Route a batch without its Sync once it holds `n` messages, at its next
+    /// Execute, instead of at 1,024 (the session fuzz target slices at a few,
+    /// so that its invariants cover batches routed in slices).
+    pub fn slice_batches_at(&mut self, n: usize) {
+        self.batch.slice_at(n);
+    }
+
     /// Spill client messages larger than `n` bytes to the driver's spool while
     /// they arrive (`[limits] spool_threshold`; see [`Need::Spill`]).
     pub fn spill_above(&mut self, n: usize) {
@@ -676,7 +683,7 @@ impl Core {
                         "too many extended-protocol messages without Sync",
                     ));
                 }
-                if t == f::SYNC || t == f::FLUSH {
+                if t == f::SYNC || t == f::FLUSH || self.batch.slice_ends_at(t) {
                     let b = self.batch.take();
                     return self.route_unit(Unit::Batch(b));
                 }

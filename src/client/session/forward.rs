@@ -502,7 +502,7 @@ impl Core {
     pub(super) fn send_ext(&mut self, t: u8, frame: Bytes) {
         let Some(a) = self.att.as_mut() else { return };
         match t {
-            tag::frontend::FLUSH => a.send_raw(frame),
+            tag::frontend::FLUSH => a.send_flush(frame),
             // COPY data that came in a batch, right behind its Execute: the
             // server answers none of it (a CopyDone or CopyFail ends the COPY
             // the Execute starts).

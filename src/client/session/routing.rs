@@ -877,8 +877,9 @@ impl Core {
                 protocol::sync(&mut b);
                 self.send_ext(tag::frontend::SYNC, b.freeze());
             }
-            // Ended by a Flush, or by COPY data that went with its batch: the
-            // client's own Sync comes later.
+            // Ended by a Flush, by COPY data that went with its batch, or by
+            // the Execute a long batch is sliced at: the client's own Sync
+            // comes later.
             (Unit::Batch(_), _) => {
                 self.inject_error_ext(e);
                 self.batch.skip();

@@ -1004,3 +1004,38 @@ fn rollback_to_a_savepoint_after_a_set_tenant_is_refused() {
     h.send(&[query("SELECT * FROM t")]);
     assert_eq!(h.client_errors(), ["42P17"]);
 }
+
+#[test]
+fn a_long_batch_goes_in_slices_that_stay_on_the_shard_of_the_first() {
+    // asyncpg's executemany: a Bind and an Execute per row, one Sync at the
+    // end. Past a slice's length the batch goes before its Sync (it was held
+    // whole, and refused past 100,000 messages), with a Flush so the server
+    // answers as it goes.
+    let mut h = Harness::new("app");
+    let mut msgs = vec![parse("s1", "INSERT INTO t (tenant_id) VALUES ($1)")];
+    for _ in 0..super::batch::SLICE {
+        msgs.push(bind("s1", &["42"]));
+        msgs.push(execute());
+    }
+    h.send(&msgs);
+    assert_eq!(h.attaches, 1, "the first slice went before the Sync");
+    h.server_turn();
+    let tags = h.client_tags();
+    assert!(!tags.contains('Z'), "{tags}");
+    assert!(
+        tags.matches('C').count() > 500,
+        "answers came before the Sync"
+    );
+    // A row of a tenant of the other shard, later in the same batch: refused,
+    // and the whole batch with it (the server fails its implicit transaction).
+    let other = a_tenant_off_42s_shard(&h);
+    h.send(&[bind("s1", &[&other]), execute(), sync()]);
+    h.server_turn();
+    assert_eq!(h.client_errors(), ["0A000"]);
+    let tags = h.client_tags();
+    assert!(tags.ends_with("EZI"), "{tags}");
+    assert_eq!(
+        (h.core.phase(), h.attaches, h.releases),
+        (Phase::Idle, 1, 1)
+    );
+}
