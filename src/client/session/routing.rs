@@ -287,6 +287,11 @@ impl Core {
             }
             return Need::Io;
         }
+        if rest.is_empty() {
+            // The batch was sliced right at the BEGIN's Execute: nothing
+            // else to route yet (an empty unit would take a server for nothing).
+            return Need::Io;
+        }
         self.route_unit(Unit::Batch(rest))
     }
 

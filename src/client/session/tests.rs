@@ -1039,3 +1039,24 @@ fn a_long_batch_goes_in_slices_that_stay_on_the_shard_of_the_first() {
         (Phase::Idle, 1, 1)
     );
 }
+
+#[test]
+fn a_batch_sliced_right_at_a_held_begin_takes_no_server_until_its_work() {
+    let mut h = Harness::new("app");
+    h.core.slice_batches_at(2);
+    h.send(&[parse("", "BEGIN"), bind("", &[]), execute()]);
+    assert_eq!(h.client_tags(), "12C");
+    assert_eq!((h.core.phase(), h.attaches), (Phase::Held, 0));
+    h.send(&[
+        parse("", "SELECT * FROM t WHERE tenant_id = 42"),
+        bind("", &[]),
+        execute(),
+        sync(),
+    ]);
+    h.server_turn();
+    assert_eq!(h.attaches, 1);
+    let sent = h.texts_sent();
+    assert_eq!(sent.first().map(String::as_str), Some("BEGIN"), "{sent:?}");
+    let tags = h.client_tags();
+    assert!(tags.ends_with("ZT"), "{tags}");
+}
