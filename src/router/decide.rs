@@ -401,6 +401,47 @@ fn query(
     )
 }
 
+/// A batch in a transaction shardbouncer failed itself (no server has it).
+/// As in Postgres, nothing runs there but the transaction's end. A batch that
+/// only ends it is answered locally, as the Query would be: the Parse, Bind and
+/// one Execute of a `COMMIT` or `ROLLBACK`, with any Describe or Close (PgJDBC's
+/// `rollback()` after an error). Every other Parse, Bind or Execute gets 25P02,
+/// as Postgres answers it. Until this was allowed, such a client could never
+/// leave the failed transaction. A batch of Sync or Flush alone has no items:
+/// fine.
+fn failed_batch<'a, V: ParamValues>(
+    items: impl Iterator<Item = Item<'a, V>>,
+) -> Result<Decision, Refusal> {
+    let is_end = |f: &Facts| {
+        f.count == 1
+            && f.mentions.is_empty()
+            && matches!(
+                f.first,
+                Kind::Commit { chain: false } | Kind::Rollback { chain: false }
+            )
+    };
+    let mut end_portal: Option<&[u8]> = None;
+    let mut executes = 0usize;
+    let mut any = false;
+    for item in items {
+        any = true;
+        match item {
+            Item::Parse(f) if is_end(f) => {}
+            Item::Bind(f, _, _, portal) if is_end(f) => end_portal = Some(portal),
+            Item::Execute(p) if end_portal == Some(p) && executes == 0 => executes += 1,
+            Item::Other => {}
+            _ => return Err(aborted()),
+        }
+    }
+    match (any, executes) {
+        (_, 1) => Ok(Decision::Local(Local::EndHeld { commit: false })),
+        // Parses and Binds of the end alone would change nothing: refused as
+        // before, so the transaction's state is never in doubt.
+        (true, _) => Err(aborted()),
+        (false, _) => Ok(Decision::TenantFree),
+    }
+}
+
 fn batch<'a, V: ParamValues>(
     r: &Routing,
     s: &SessionView<'_>,
@@ -445,12 +486,10 @@ fn batch<'a, V: ParamValues>(
     };
     // A statement that ends the transaction was bound earlier in the batch.
     let mut ended = false;
+    if s.tx == Tx::Failed {
+        return failed_batch(items);
+    }
     for item in items {
-        if s.tx == Tx::Failed {
-            // Postgres answers any Parse, Bind or Execute in an aborted
-            // transaction with 25P02; a batch of Sync/Flush alone is fine.
-            return Err(aborted());
-        }
         begin_first = match (begin_first, &item) {
             // A BEGIN that names a tenant (a comment) is routed by it, as in a Query.
             (Some(false), Item::Parse(f) | Item::Bind(f, ..))

@@ -389,6 +389,62 @@ fn held_and_failed_transactions() {
         code(&extended(&r, &t, Tx::Failed, "SELECT 1", &[])),
         "25P02"
     );
+    // Its end through Parse/Bind/Execute too (PgJDBC's rollback()), but only
+    // alone: a chain, a tenant comment or anything after it stays refused.
+    for end in ["ROLLBACK", "COMMIT", "END", "ABORT"] {
+        assert_eq!(
+            extended(&r, &t, Tx::Failed, end, &[]),
+            Decision::Local(Local::EndHeld { commit: false }),
+            "{end}"
+        );
+    }
+    for other in [
+        "ROLLBACK AND CHAIN",
+        "/* tenant_id=1 */ ROLLBACK",
+        "ROLLBACK; SELECT 1",
+        "ROLLBACK TO SAVEPOINT a",
+    ] {
+        assert_eq!(
+            code(&extended(&r, &t, Tx::Failed, other, &[])),
+            "25P02",
+            "{other}"
+        );
+    }
+    let (mut end, mut sel) = (Facts::default(), Facts::default());
+    analyze(b"ROLLBACK", r.key.as_bytes(), true, &mut end);
+    analyze(b"SELECT 1", r.key.as_bytes(), true, &mut sel);
+    let v = Values(Vec::new());
+    let run = |items: Vec<Item<'_, &Values>>| {
+        decide(
+            &r,
+            &view(&t, Tx::Failed),
+            Unit::batch(items.into_iter()),
+            &mut Vec::new(),
+        )
+    };
+    // The Execute must run the ROLLBACK's own portal, once.
+    let twice = vec![
+        Item::Parse(&end),
+        Item::Bind(&end, ParamTypes::default(), &v, b""),
+        Item::Execute(b""),
+        Item::Execute(b""),
+    ];
+    assert_eq!(code(&run(twice)), "25P02");
+    let elsewhere = vec![
+        Item::Parse(&end),
+        Item::Bind(&end, ParamTypes::default(), &v, b"p"),
+        Item::Execute(b""),
+    ];
+    assert_eq!(code(&run(elsewhere)), "25P02");
+    let after = vec![
+        Item::Parse(&end),
+        Item::Bind(&end, ParamTypes::default(), &v, b""),
+        Item::Execute(b""),
+        Item::Parse(&sel),
+    ];
+    assert_eq!(code(&run(after)), "25P02");
+    let parse_only = vec![Item::Parse(&end), Item::Other];
+    assert_eq!(code(&run(parse_only)), "25P02");
     // Fuzz regression: an empty query is fine in a failed transaction, but one
     // whose comment names a tenant is not "tenant-free".
     assert_eq!(query(&r, &t, Tx::Failed, "/* x */"), Decision::TenantFree);

@@ -301,6 +301,28 @@ public class Jdbc {
                     TENANT_PORTS.get(t) + "|3");
                 c.rollback();
             }
+            // A batch the router refuses (its rows name no tenant) in the
+            // transaction PgJDBC opens with it: the BEGIN, sent ahead of the
+            // statement's Parse, is held, and the transaction fails with no
+            // server. rollback() then sends ROLLBACK through Parse/Bind/Execute,
+            // which got 25P02, so the connection could never leave it.
+            for (String t : TENANT_PORTS.keySet()) {
+                expectSqlState("w" + w + " no tenant in a batch", "42P17", () -> {
+                    try (PreparedStatement ins = c.prepareStatement("INSERT INTO accounts (name) VALUES (?) /* untenanted " + t + " */")) {
+                        for (int i = 0; i < 2; i++) {
+                            ins.setString(1, "nobody" + w);
+                            ins.addBatch();
+                        }
+                        ins.executeBatch();
+                    }
+                });
+                expectSqlState("w" + w + " failed transaction", "25P02",
+                    () -> one(c, "SELECT count(*) FROM accounts WHERE tenant_id = ?", t));
+                c.rollback();
+                eq("w" + w + " tenant " + t + " after rollback",
+                    one(c, "SELECT current_setting('port') FROM accounts WHERE tenant_id = ?", t), TENANT_PORTS.get(t));
+                c.commit();
+            }
             for (int i = 0; i < LOOPS; i++) {
                 for (Map.Entry<String, String> e : TENANT_PORTS.entrySet()) {
                     eq("w" + w + " tx tenant " + e.getKey() + " " + i,

@@ -519,17 +519,23 @@ impl Core {
                 self.reply_ready(tag::frontend::QUERY);
             }
             Local::EndHeld { commit } => {
-                let failed = matches!(self.txn, super::state::Txn::Failed);
-                let t = if commit && !failed {
-                    "COMMIT"
-                } else {
-                    "ROLLBACK"
-                };
-                self.txn.apply(TxnEvent::End);
-                self.route.transaction_outcome(commit && !failed);
-                self.route.end_transaction();
+                let t = self.end_held(commit);
                 self.simple_reply(t);
             }
+        }
+    }
+
+    /// End the transaction shardbouncer holds (no server has it): its command
+    /// tag, `ROLLBACK` for a failed one, as Postgres answers its COMMIT.
+    fn end_held(&mut self, commit: bool) -> &'static str {
+        let failed = matches!(self.txn, super::state::Txn::Failed);
+        self.txn.apply(TxnEvent::End);
+        self.route.transaction_outcome(commit && !failed);
+        self.route.end_transaction();
+        if commit && !failed {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
         }
     }
 
@@ -698,6 +704,7 @@ impl Core {
                         Local::BeginThenSetTenant { local, key } => {
                             self.set_locally(Local::SetTenant { local, key })
                         }
+                        Local::EndHeld { commit } => self.end_held(commit),
                         l => self.set_locally(l),
                     };
                     protocol::command_complete(self.out.build(), t);

@@ -1060,3 +1060,36 @@ fn a_batch_sliced_right_at_a_held_begin_takes_no_server_until_its_work() {
     let tags = h.client_tags();
     assert!(tags.ends_with("ZT"), "{tags}");
 }
+
+#[test]
+fn a_transaction_failed_here_ends_by_an_extended_rollback() {
+    // PgJDBC's rollback() after an error: Parse/Bind/Execute of ROLLBACK and a
+    // Sync. It got 25P02, so the client could never leave the transaction.
+    for end in ["ROLLBACK", "COMMIT"] {
+        let mut h = Harness::new("app");
+        h.send(&[query("BEGIN")]);
+        h.send(&[query("SELECT * FROM t")]);
+        assert_eq!(h.client_errors(), ["42P17"]);
+        h.client_tags();
+        assert_eq!(h.core.phase(), Phase::HeldFailed);
+        // Anything else in the batch: 25P02, as Postgres answers it.
+        h.send(&[
+            parse("", end),
+            bind("", &[]),
+            execute(),
+            parse("", "SELECT 1"),
+            bind("", &[]),
+            execute(),
+            sync(),
+        ]);
+        assert_eq!(h.client_errors(), ["25P02"], "{end}");
+        assert_eq!(h.client_tags(), "EZE", "{end}");
+        h.send(&[parse("", end), bind("", &[]), execute(), sync()]);
+        assert!(h.client.windows(8).any(|w| w == b"ROLLBACK"), "{end}");
+        assert_eq!(h.client_tags(), "12CZI", "{end}");
+        assert_eq!((h.core.phase(), h.attaches), (Phase::Idle, 0), "{end}");
+        h.send(&[query("SELECT * FROM t WHERE tenant_id = 42")]);
+        h.server_turn();
+        assert_eq!(h.client_tags(), "DCZI", "{end}");
+    }
+}
