@@ -870,6 +870,53 @@ fn a_held_begin_whose_parse_fails_skips_only_to_its_sync() {
     assert!(errs.is_empty(), "{errs:?}");
 }
 
+/// A Sync right behind the Execute of `COPY .. FROM STDIN`, then the data,
+/// CopyDone and another Sync, all in one write (libpq's `PQexecParams` and
+/// tokio-postgres send a Sync behind the Execute; Postgres ignores it during
+/// COPY IN): the pooler took that Sync for one the server would answer, so
+/// the client got 08P01 and lost its connection while the COPY committed
+/// (probe).
+#[test]
+fn a_sync_behind_a_copy_execute_is_ignored_as_postgres_ignores_it() {
+    let f = Fixture::start();
+    let mut c = f.raw("app", &[("tenant_id", "alpha")]);
+    let mut b = Vec::new();
+    b.extend(parse_msg(
+        "",
+        "INSERT INTO accounts (tenant_id, name) VALUES ('alpha', 'before copy')",
+    ));
+    b.extend(bind_msg("", ""));
+    b.extend(execute_msg(""));
+    b.extend(parse_msg("", "COPY accounts (tenant_id, name) FROM STDIN"));
+    b.extend(bind_msg("", ""));
+    b.extend(execute_msg(""));
+    b.extend(frame(b'S', b""));
+    for i in 0..5 {
+        b.extend(frame(b'd', format!("alpha\tsynced {i}\n").as_bytes()));
+    }
+    b.extend(frame(b'c', b""));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(
+        support::raw::command_tags(&m),
+        ["INSERT 0 1", "COPY 5"],
+        "{m:?}"
+    );
+    assert_eq!(
+        f.counts("accounts WHERE name LIKE 'synced %'"),
+        [5, 0],
+        "rows per shard"
+    );
+    // Exactly one ReadyForQuery came for the two Syncs, and the session goes on.
+    let (errs, v) = q(
+        &mut c,
+        "SELECT count(*)::text FROM accounts WHERE tenant_id = 'alpha'",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["7"]);
+}
+
 /// COPY FROM STDIN through Parse/Bind/Execute with its data right behind,
 /// in the same write, no Sync or Flush before the data (a client need not wait
 /// for CopyInResponse): the data was dropped while the batch waited for its

@@ -65,6 +65,10 @@ pub struct Entry {
     /// pipeline its COPY data): each ends one COPY it starts, as Postgres reads
     /// them next.
     pub copy_ends: u8,
+    /// Syncs the client sent between this Execute and its COPY's end (libpq's
+    /// `PQexecParams` and tokio-postgres send one right behind the Execute):
+    /// Postgres ignores them during COPY IN, so they get no answer.
+    pub syncs_in_copy: u8,
 }
 
 impl Entry {
@@ -82,6 +86,7 @@ impl Entry {
             raised: false,
             client_name: None,
             copy_ends: 0,
+            syncs_in_copy: 0,
         }
     }
 
@@ -99,6 +104,7 @@ impl Entry {
             raised: false,
             client_name: None,
             copy_ends: 0,
+            syncs_in_copy: 0,
         }
     }
 
@@ -117,6 +123,7 @@ impl Entry {
             raised: false,
             client_name: None,
             copy_ends: 0,
+            syncs_in_copy: 0,
         }
     }
 
@@ -188,25 +195,53 @@ impl Expectations {
     /// run: it belongs to the COPY the last message sent may start (a simple
     /// Query, or an Execute with no Sync after it yet), if any; otherwise
     /// Postgres ignores it, and so does this.
+    ///
+    /// Syncs sent between that message and the CopyDone are looked past: if
+    /// the COPY starts, Postgres ignores them (a probe's Execute, Sync, data,
+    /// CopyDone, Sync lost the client its connection, while the COPY committed).
     pub fn copy_end_ahead(&mut self) {
         use crate::protocol::tag::frontend as f;
-        if let Some(e) = self.q.back_mut() {
-            if e.tag == f::QUERY || e.tag == f::EXECUTE {
-                e.copy_ends = e.copy_ends.saturating_add(1);
-            }
+        let syncs = self
+            .q
+            .iter()
+            .rev()
+            .take_while(|e| e.tag == f::SYNC && e.synthetic.is_none())
+            .count();
+        let Some(at) = self.q.len().checked_sub(syncs + 1) else {
+            return;
+        };
+        let e = &mut self.q[at];
+        if e.tag == f::QUERY || e.tag == f::EXECUTE {
+            e.copy_ends = e.copy_ends.saturating_add(1);
+            e.syncs_in_copy = u8::try_from(syncs).unwrap_or(u8::MAX);
         }
     }
 
     /// A COPY FROM STDIN of the oldest request started: whether the client
-    /// already ended it (see [`Self::copy_end_ahead`]).
+    /// already ended it (see [`Self::copy_end_ahead`]). If so, the Syncs it
+    /// sent between the request and the end are dropped: the server ignores
+    /// them.
     pub fn take_copy_end(&mut self) -> bool {
-        match self.q.front_mut() {
+        let syncs = match self.q.front_mut() {
             Some(e) if e.copy_ends > 0 => {
                 e.copy_ends -= 1;
-                true
+                std::mem::take(&mut e.syncs_in_copy)
             }
-            _ => false,
+            _ => return false,
+        };
+        for _ in 0..syncs {
+            match self.q.get(1) {
+                Some(e) if e.tag == fe::SYNC && e.synthetic.is_none() => {
+                    if let Some(e) = self.q.remove(1) {
+                        if e.ends_with_ready() {
+                            self.ready_owed -= 1;
+                        }
+                    }
+                }
+                _ => break,
+            }
         }
+        true
     }
 
     /// Remove the oldest entry.
@@ -283,6 +318,27 @@ impl Expectations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syncs_between_a_copy_and_its_early_end_get_no_answer() {
+        let mut q = Expectations::default();
+        q.push(Entry::forward(fe::EXECUTE));
+        q.push(Entry::forward(fe::SYNC));
+        q.push(Entry::forward(fe::SYNC));
+        q.copy_end_ahead();
+        q.push(Entry::forward(fe::SYNC));
+        assert_eq!(q.ready_owed(), 3);
+        // The COPY started: the two Syncs before its end are ignored by the
+        // server, the one after it is answered.
+        assert!(q.take_copy_end());
+        assert_eq!((q.len(), q.ready_owed()), (2, 1));
+        // No COPY end ahead: nothing is taken.
+        let mut q = Expectations::default();
+        q.push(Entry::forward(fe::EXECUTE));
+        q.push(Entry::forward(fe::SYNC));
+        assert!(!q.take_copy_end());
+        assert_eq!(q.ready_owed(), 1);
+    }
 
     #[test]
     fn completion_rules() {
