@@ -917,6 +917,91 @@ fn a_sync_behind_a_copy_execute_is_ignored_as_postgres_ignores_it() {
     assert_eq!(v, ["7"]);
 }
 
+/// Bind(unnamed portal, `stmt`) with one text parameter.
+fn bind_value(stmt: &str, value: &[u8]) -> Vec<u8> {
+    let mut b = vec![0];
+    b.extend_from_slice(stmt.as_bytes());
+    b.push(0);
+    b.extend_from_slice(&[0, 0, 0, 1]);
+    b.extend_from_slice(&(value.len() as i32).to_be_bytes());
+    b.extend_from_slice(value);
+    b.extend_from_slice(&[0, 0]);
+    frame(b'B', &b)
+}
+
+/// Large Binds held for a batch without a Sync: past 8 MiB the batch goes at
+/// its next Execute, so the pooler holds little of a long batch of large rows
+/// (and its rows land on the tenant's shard), and past 64 MiB with no Execute
+/// the client is closed with 53400. Before, nothing bounded their bytes (probe:
+/// 1,600 Binds of 1 MB, no Execute, no Sync, took the pooler to 1.5 GB).
+#[test]
+fn bytes_held_for_a_batch_without_its_sync_are_bounded() {
+    let f = Fixture::start();
+    let value = vec![b'v'; 900_000];
+    let mut c = f.raw("app", &[("tenant_id", "alpha")]);
+    let mut b = parse_msg(
+        "big",
+        "INSERT INTO accounts (tenant_id, name) VALUES ('alpha', 'big ' || length($1))",
+    );
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    let (before, _) = f.bouncer.memory_kib();
+    // 200 rows of 900 KB (180 MB) and one Sync, from another thread: the
+    // pooler reads them only as the server takes them.
+    let writer = {
+        let mut w = c.s.try_clone().unwrap();
+        let mut row = bind_value("big", &value);
+        row.extend(execute_msg(""));
+        std::thread::spawn(move || {
+            for _ in 0..200 {
+                w.write_all(&row).unwrap();
+            }
+            w.write_all(&frame(b'S', b"")).unwrap();
+        })
+    };
+    let mut m = Vec::new();
+    while m.last().is_none_or(|(t, _): &Msg| *t != b'Z') {
+        m.push(c.read_msg().expect("every answer comes"));
+    }
+    writer.join().unwrap();
+    assert!(error_codes(&m).is_empty(), "{:?}", error_codes(&m));
+    let (_, peak) = f.bouncer.memory_kib();
+    assert_eq!(support::raw::command_tags(&m).len(), 200);
+    assert!(
+        peak < before + 64 * 1024,
+        "pooler peak RSS {peak} KiB (before {before} KiB) for a 180 MB batch"
+    );
+    assert_eq!(
+        f.counts("accounts WHERE name = 'big 900000'"),
+        [200, 0],
+        "rows per shard"
+    );
+    // Binds alone, no Execute and no Sync: closed past 64 MiB.
+    let writer = {
+        let mut w = c.s.try_clone().unwrap();
+        let bind = bind_value("big", &value);
+        std::thread::spawn(move || {
+            for _ in 0..100 {
+                if w.write_all(&bind).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let msgs: Vec<_> = std::iter::from_fn(|| c.read_msg()).collect();
+    writer.join().unwrap();
+    assert_eq!(error_codes(&msgs), ["53400"], "{msgs:?}");
+    // The next client is served.
+    let mut c2 = f.raw("app", &[("tenant_id", "alpha")]);
+    let (errs, v) = q(
+        &mut c2,
+        "SELECT count(*)::text FROM accounts WHERE name = 'big 900000'",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["200"]);
+}
+
 /// COPY FROM STDIN through Parse/Bind/Execute with its data right behind,
 /// in the same write, no Sync or Flush before the data (a client need not wait
 /// for CopyInResponse): the data was dropped while the batch waited for its

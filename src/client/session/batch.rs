@@ -20,6 +20,8 @@ pub(super) const SLICE: usize = 1024;
 pub(super) struct Batch {
     /// Messages held until the batch can be routed.
     msgs: Vec<(u8, Bytes)>,
+    /// Their bytes.
+    bytes: usize,
     /// After an error we raised with no server: drop client messages until Sync.
     skip_until_sync: bool,
     /// [`SLICE`], or less for the session fuzz target.
@@ -30,35 +32,74 @@ impl Default for Batch {
     fn default() -> Batch {
         Batch {
             msgs: Vec::new(),
+            bytes: 0,
             skip_until_sync: false,
             slice_at: SLICE as u32,
         }
     }
 }
 
-/// The client sent more than [`MAX_BATCH`] messages without a Sync.
+/// Most bytes of messages held before a Sync or Flush (or an Execute that
+/// ends a slice): a client could otherwise make the pooler hold 100,000
+/// messages of up to `max_message_size` each (probe: 1,600 Binds of 1 MB, no
+/// Execute, no Sync, took 1.5 GB).
+pub(super) const MAX_BATCH_BYTES: usize = 64 << 20;
+
+/// A batch holding this many bytes goes at its next Execute, as at
+/// [`SLICE`] messages: few large Binds (bulk bytea) would otherwise be held
+/// whole until the Sync.
+pub(super) const SLICE_BYTES: usize = 8 << 20;
+
+/// The batch grew past a bound before its Sync.
 #[derive(Debug)]
-pub(super) struct TooLong;
+pub(super) enum TooLong {
+    /// More than [`MAX_BATCH`] messages.
+    Messages,
+    /// More than [`MAX_BATCH_BYTES`] bytes.
+    Bytes,
+}
+
+impl TooLong {
+    /// The SQLSTATE and message the client is closed with.
+    pub(super) fn error(&self) -> (&'static str, &'static str) {
+        match self {
+            TooLong::Messages => (
+                crate::protocol::sqlstate::PROTOCOL_VIOLATION,
+                "too many extended-protocol messages without Sync",
+            ),
+            TooLong::Bytes => (
+                crate::protocol::sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
+                "extended-protocol messages held without Sync or Execute exceed 64 MiB",
+            ),
+        }
+    }
+}
 
 impl Batch {
     /// Hold a message.
     pub(super) fn push(&mut self, t: u8, frame: Bytes) -> Result<(), TooLong> {
+        self.bytes += frame.len();
         self.msgs.push((t, frame));
         if self.msgs.len() > MAX_BATCH {
-            return Err(TooLong);
+            return Err(TooLong::Messages);
+        }
+        if self.bytes > MAX_BATCH_BYTES {
+            return Err(TooLong::Bytes);
         }
         Ok(())
     }
 
     /// The messages held, leaving none.
     pub(super) fn take(&mut self) -> Vec<(u8, Bytes)> {
+        self.bytes = 0;
         std::mem::take(&mut self.msgs)
     }
 
     /// The batch is long enough to go at this message, an Execute (see
     /// [`SLICE`]).
     pub(super) fn slice_ends_at(&self, t: u8) -> bool {
-        t == crate::protocol::tag::frontend::EXECUTE && self.msgs.len() >= self.slice_at as usize
+        t == crate::protocol::tag::frontend::EXECUTE
+            && (self.msgs.len() >= self.slice_at as usize || self.bytes >= SLICE_BYTES)
     }
 
     /// Slice batches at `n` messages instead of [`SLICE`].
@@ -80,6 +121,7 @@ impl Batch {
     pub(super) fn is_clear(&self) -> bool {
         let Batch {
             msgs,
+            bytes: _,
             skip_until_sync,
             slice_at: _,
         } = self;

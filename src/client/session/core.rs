@@ -677,11 +677,9 @@ impl Core {
                 if self.db.routing.is_none() {
                     return self.plain_ext(t, frame);
                 }
-                if self.batch.push(t, frame).is_err() {
-                    return Need::Close(self.fatal(
-                        sqlstate::PROTOCOL_VIOLATION,
-                        "too many extended-protocol messages without Sync",
-                    ));
+                if let Err(e) = self.batch.push(t, frame) {
+                    let (code, msg) = e.error();
+                    return Need::Close(self.fatal(code, msg));
                 }
                 if t == f::SYNC || t == f::FLUSH || self.batch.slice_ends_at(t) {
                     let b = self.batch.take();
@@ -695,11 +693,9 @@ impl Core {
                 // CopyInResponse): the batch goes now, as at a Flush, and the
                 // data with it, in order (it was dropped, and the COPY hung
                 // with its server: probe). What follows goes as it comes.
-                if self.batch.push(t, frame).is_err() {
-                    return Need::Close(self.fatal(
-                        sqlstate::PROTOCOL_VIOLATION,
-                        "too many extended-protocol messages without Sync",
-                    ));
+                if let Err(e) = self.batch.push(t, frame) {
+                    let (code, msg) = e.error();
+                    return Need::Close(self.fatal(code, msg));
                 }
                 let b = self.batch.take();
                 self.route_unit(Unit::Batch(b))

@@ -39,11 +39,9 @@ impl Core {
             && is_named_parse(&frame)
             && self.batch.all(f::PARSE)
         {
-            if self.batch.push(t, frame).is_err() {
-                return Need::Close(self.fatal(
-                    sqlstate::PROTOCOL_VIOLATION,
-                    "too many extended-protocol messages without Sync",
-                ));
+            if let Err(e) = self.batch.push(t, frame) {
+                let (code, msg) = e.error();
+                return Need::Close(self.fatal(code, msg));
             }
             return Need::Io;
         }
@@ -440,8 +438,14 @@ impl Core {
                 // Describe records the described types in `def`; both need its
                 // internal name to name the client's in an error.
                 let mut e = Entry::forward(t).with_stmt(def);
-                // `name` points into `frame` (zero-copy).
-                e.client_name = Some(frame.slice_ref(name));
+                // `name` points into `frame`: zero-copy, unless the frame is
+                // large, which the slice would keep alive until the answer
+                // comes (a batch of 900 KB Binds held all of them: probe).
+                e.client_name = Some(if frame.len() <= 1024 {
+                    frame.slice_ref(name)
+                } else {
+                    Bytes::copy_from_slice(name)
+                });
                 if let Some(a) = self.att.as_mut() {
                     a.send_ext(e, msg);
                 }
