@@ -80,6 +80,41 @@ async fn postgres_exact_errors_for_statement_names() {
     assert_eq!(first_column(&m), vec!["again"]);
 }
 
+/// `DISCARD ALL` or `DEALLOCATE ALL` through Parse/Bind/Execute drops the
+/// client's statement names, as the simple Query does and as Postgres does
+/// (PgJDBC runs both so and then prepares its statements again: the names
+/// stayed, and the new Parse got 42P05; probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_all_through_the_extended_protocol_drops_the_clients_names() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&trust(basic_config(&[&pg], "default_pool_size = 1\n")));
+    let mut c = Raw::login(b.port, "app", "app");
+    for stmt in ["DISCARD ALL", "DEALLOCATE ALL"] {
+        let m = c
+            .parse("s1", "SELECT 1")
+            .bind("s1", &[])
+            .execute()
+            .sync()
+            .run(1);
+        assert_eq!(first_column(&m), vec!["1"], "{stmt}");
+        let m = c.parse("", stmt).bind("", &[]).execute().sync().run(1);
+        assert_eq!(first_error(&m), None, "{stmt}: {}", tags(&m));
+        // The name is gone: Bind gets 26000, and a new Parse of it works.
+        let m = c.bind("s1", &[]).execute().sync().run(1);
+        assert_eq!(first_error(&m).as_deref(), Some("26000"), "{stmt}");
+        let m = c
+            .parse("s1", "SELECT 2")
+            .bind("s1", &[])
+            .execute()
+            .sync()
+            .run(1);
+        assert_eq!(first_error(&m), None, "{stmt}: {}", tags(&m));
+        assert_eq!(first_column(&m), vec!["2"], "{stmt}");
+        let m = c.close_stmt("s1").sync().run(1);
+        assert_eq!(first_error(&m), None, "{stmt}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelines_keep_order_and_skip_to_sync_after_errors() {
     let pg = PgCluster::start();

@@ -92,6 +92,10 @@ pub(super) struct Attachment {
     expect: Expectations,
     /// An ErrorResponse was seen for the entry at the head of `expect`.
     head_failed: bool,
+    /// The portal last bound here to a statement that drops every prepared
+    /// statement (`DISCARD ALL`, `DEALLOCATE ALL`): its Execute clears the
+    /// client's own names too, as the simple Query does.
+    dropping_portal: Option<Box<[u8]>>,
     /// Transaction status of the server (last ReadyForQuery).
     status: TxStatus,
     ext: Ext,
@@ -126,6 +130,7 @@ impl Attachment {
             to_server: OutQueue::default(),
             expect: Expectations::default(),
             head_failed: false,
+            dropping_portal: None,
             status: TxStatus::Idle,
             ext: Ext::default(),
             copy_in: false,
@@ -222,6 +227,26 @@ impl Attachment {
 
     pub(super) fn add_effects(&mut self, e: Effects) {
         self.effects.add(e);
+    }
+
+    /// Portal `portal` was bound to a statement that drops every prepared
+    /// statement (`drops`), or to another one.
+    pub(super) fn bound_portal(&mut self, portal: &[u8], drops: bool) {
+        if drops {
+            self.dropping_portal = Some(portal.into());
+        } else if self.dropping_portal.as_deref() == Some(portal) {
+            self.dropping_portal = None;
+        }
+    }
+
+    /// Whether running `portal` drops every prepared statement.
+    pub(super) fn portal_drops_statements(&self, portal: &[u8]) -> bool {
+        self.dropping_portal.as_deref() == Some(portal)
+    }
+
+    /// Some portal was bound to such a statement.
+    pub(super) fn has_dropping_portal(&self) -> bool {
+        self.dropping_portal.is_some()
     }
 
     /// Whether the server's prepared statements can no longer be trusted to be

@@ -466,8 +466,18 @@ impl Core {
                 self.send_ext(t, frame)
             }
             f::EXECUTE => {
-                if let Some(a) = self.att.as_mut() {
-                    a.ext_executed();
+                let Some(a) = self.att.as_mut() else { return };
+                a.ext_executed();
+                let portal = protocol::cstr(body).map_or(&b""[..], |(p, _)| p);
+                if a.portal_drops_statements(portal) {
+                    // DISCARD ALL or DEALLOCATE ALL through Parse/Bind/Execute:
+                    // on success the client's names go too, as Postgres drops
+                    // them (they stayed: a driver that prepared its statements
+                    // again after it got 42P05).
+                    let mut e = Entry::forward(t);
+                    e.drops_statements = true;
+                    a.send_ext(e, frame);
+                    return;
                 }
                 self.send_ext(t, frame)
             }
@@ -648,6 +658,13 @@ fn note_bound(
     }
     if let Some(a) = att {
         a.add_effects(effects);
+        // (The portal's name is looked at only around DISCARD ALL and
+        // DEALLOCATE ALL: no work per ordinary Bind.)
+        if f.drops_statements || a.has_dropping_portal() {
+            if let Some(b) = Bind::parse(body) {
+                a.bound_portal(b.portal, f.drops_statements);
+            }
+        }
     }
 }
 
