@@ -774,8 +774,6 @@ impl Core {
         self.reply(tag::backend::NOTICE_RESPONSE);
     }
 
-    /// Report an error for work that has no server: a Query gets ReadyForQuery at
-    /// once; an extended batch is skipped up to its Sync.
     /// A client message that arrives while the batch is skipped after an error
     /// raised here: dropped, but for the Sync, which ends the skip and is
     /// answered (by the server, if one is attached, so its answers stay in order).
@@ -791,6 +789,8 @@ impl Core {
         }
     }
 
+    /// Report an error for work that has no server: a Query gets ReadyForQuery at
+    /// once; an extended batch is skipped up to its Sync.
     pub(super) fn fail_unattached(&mut self, last_tag: u8, e: &PgError) {
         self.emit_error(e);
         match last_tag {

@@ -468,8 +468,9 @@ impl Core {
             f::EXECUTE => {
                 let Some(a) = self.att.as_mut() else { return };
                 a.ext_executed();
-                let portal = protocol::cstr(body).map_or(&b""[..], |(p, _)| p);
-                if a.portal_drops_statements(portal) {
+                if a.has_dropping_portal()
+                    && a.portal_drops_statements(protocol::cstr(body).map_or(&b""[..], |(p, _)| p))
+                {
                     // DISCARD ALL or DEALLOCATE ALL through Parse/Bind/Execute:
                     // on success the client's names go too, as Postgres drops
                     // them (they stayed: a driver that prepared its statements
