@@ -1063,6 +1063,72 @@ fn a_named_parse_needs_no_server_whatever_the_tenant() {
     assert_eq!(first_column(&m), ["owner of alpha", "owner of alpha2"]);
 }
 
+// ------------------ a BEGIN whose portal is described before its Execute
+
+/// pgbench `-M extended` (and psycopg 3, autocommit off) send a transaction's
+/// BEGIN through libpq's `PQsendQueryParams`: Parse, Bind, Describe of the
+/// portal, Execute, Sync. The Describe kept the BEGIN from being held, so it
+/// ran on the default shard and pinned the transaction there: every tenant
+/// of the other shard got 0A000 (probe). Held now, each transaction runs on
+/// its tenant's shard: the rows are counted on each shard directly.
+#[test]
+fn pgbench_extended_transactions_run_on_their_tenants_shard() {
+    let f = Fixture::start();
+    let dir = tempfile_dir();
+    for (mode, n, note) in [
+        ("extended", 1001, "pgb-ext-s0"),
+        ("extended", 2002, "pgb-ext-s1"),
+        ("prepared", 2002, "pgb-prep-s1"),
+    ] {
+        let script = dir.join(format!("{note}.sql"));
+        std::fs::write(
+            &script,
+            format!(
+                "BEGIN;\nINSERT INTO ledger (tenant_id, note) VALUES ({n}, '{note}');\nSELECT count(*) FROM ledger WHERE tenant_id = {n};\nEND;\n"
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new("pgbench")
+            .env("PGPASSWORD", "secret")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &f.bouncer.port.to_string(),
+                "-U",
+                "app",
+            ])
+            .args(["-n", "-c", "2", "-t", "10", "-M", mode, "-f"])
+            .arg(&script)
+            .arg("app")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("number of failed transactions: 0"),
+            "{mode} {n}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want = if n == 1001 { [20, 0] } else { [0, 20] };
+        assert_eq!(
+            f.counts(&format!("ledger WHERE note = '{note}'")),
+            want,
+            "{mode} {n}"
+        );
+    }
+}
+
+/// A fresh directory for files a test writes.
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "sb-probes-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 // ------------------------- Bind values of types that read other text as the key
 
 /// A Bind value declared `numeric` or `float8` is compared by Postgres as a

@@ -176,7 +176,11 @@ pub enum Item<'a, V> {
     BindUnknown,
     /// An Execute of a portal.
     Execute(&'a [u8]),
-    /// A Describe or Close (reads or drops statements and portals).
+    /// A Describe of a portal (libpq's `PQsendQueryParams`, and so pgbench
+    /// `-M extended` and psycopg 3, describes each portal before its Execute).
+    DescribePortal(&'a [u8]),
+    /// A Describe of a statement, or a Close (reads or drops statements and
+    /// portals).
     Other,
 }
 
@@ -429,7 +433,7 @@ fn failed_batch<'a, V: ParamValues>(
             Item::Parse(f) if is_end(f) => {}
             Item::Bind(f, _, _, portal) if is_end(f) => end_portal = Some(portal),
             Item::Execute(p) if end_portal == Some(p) && executes == 0 => executes += 1,
-            Item::Other => {}
+            Item::Other | Item::DescribePortal(_) => {}
             _ => return Err(aborted()),
         }
     }
@@ -497,6 +501,8 @@ fn batch<'a, V: ParamValues>(
             {
                 Some(false)
             }
+            // Its portal described first (pgbench -M extended, psycopg 3).
+            (Some(false), Item::DescribePortal(p)) if begin_portal == Some(*p) => Some(false),
             (Some(false), Item::Execute(p)) if begin_portal == Some(*p) => Some(true),
             (Some(true), _) => Some(true),
             _ => None,
@@ -594,7 +600,7 @@ fn batch<'a, V: ParamValues>(
                 }
             }
             Item::BindUnknown => other_msgs += 1,
-            Item::Other => {}
+            Item::Other | Item::DescribePortal(_) => {}
             Item::Execute(portal) => {
                 if let Some((_, Some(set))) =
                     set_portals[..n_set_portals].iter().find(|p| p.0 == portal)

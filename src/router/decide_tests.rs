@@ -1154,6 +1154,23 @@ fn a_begin_that_runs_first_and_alone_in_a_batch_is_held() {
     assert_eq!(run(Tx::Idle, jdbc), held);
     // BEGIN alone, or bound to a named portal, or from a named statement.
     assert_eq!(run(Tx::Idle, pbe(b"p")), held);
+    // Its portal described before its Execute (libpq's PQsendQueryParams:
+    // pgbench -M extended, psycopg 3): it was pinned to the default shard.
+    let described = vec![
+        Item::Parse(&begin),
+        Item::Bind(&begin, ParamTypes::default(), &none, b""),
+        Item::DescribePortal(b""),
+        Item::Execute(b""),
+    ];
+    assert_eq!(run(Tx::Idle, described), held);
+    // Another portal described there is not the BEGIN's own.
+    let other_portal = vec![
+        Item::Parse(&begin),
+        Item::Bind(&begin, ParamTypes::default(), &none, b""),
+        Item::DescribePortal(b"q"),
+        Item::Execute(b""),
+    ];
+    assert_ne!(run(Tx::Idle, other_portal), held);
     let named = vec![
         Item::Bind(&begin, ParamTypes::default(), &none, b""),
         Item::Execute(b""),

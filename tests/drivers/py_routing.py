@@ -118,6 +118,26 @@ def run_psycopg():
                 except Exception as e:  # noqa: BLE001
                     fail(f"psycopg transaction round {i} tenant {tenant}: {type(e).__name__}: {e}")
                 eq(f"psycopg transaction round {i} tenant {tenant}", rows, [(f"owner of {tenant}", shard)])
+        # executemany in the default transaction: psycopg sends its BEGIN in
+        # pipeline mode (Parse, Bind, Describe, Execute, Sync), which pinned the
+        # transaction to the default shard (0A000 for the other shard's tenants).
+        for tenant, shard, _port in TENANTS:
+            try:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO accounts (tenant_id, name) VALUES (%s, %s)",
+                        [(tenant, f"many {k}") for k in range(5)],
+                    )
+                    cur.execute(
+                        "SELECT count(*), min(m.name) FROM accounts a, shard_marker m "
+                        "WHERE a.tenant_id = %s AND a.name LIKE 'many %%'",
+                        (tenant,),
+                    )
+                    got = cur.fetchone()
+                conn.rollback()
+            except Exception as e:  # noqa: BLE001
+                fail(f"psycopg executemany in a transaction, tenant {tenant}: {type(e).__name__}: {e}")
+            eq(f"psycopg executemany in a transaction, tenant {tenant}", got, (5, shard))
 
 
 def main():

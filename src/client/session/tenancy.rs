@@ -307,6 +307,13 @@ impl Tenancy {
                 tag::frontend::EXECUTE => Some(Item::Execute(
                     protocol::cstr(body).map(|(p, _)| p).unwrap_or_default(),
                 )),
+                tag::frontend::DESCRIBE if body.first() == Some(&b'P') => {
+                    Some(Item::DescribePortal(
+                        protocol::cstr(&body[1..])
+                            .map(|(p, _)| p)
+                            .unwrap_or_default(),
+                    ))
+                }
                 tag::frontend::DESCRIBE | tag::frontend::CLOSE => Some(Item::Other),
                 _ => None,
             }
