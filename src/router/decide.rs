@@ -490,6 +490,11 @@ fn batch<'a, V: ParamValues>(
     };
     // A statement that ends the transaction was bound earlier in the batch.
     let mut ended = false;
+    // Binds in the batch, and the portal of the one that binds a statement a
+    // held BEGIN can hold (`SET LOCAL`, `SAVEPOINT`, ...: one statement, no
+    // parameters, no tenant), and how often that portal runs.
+    let (mut binds, mut hold_execs) = (0usize, 0usize);
+    let mut hold_portal: Option<&[u8]> = None;
     if s.tx == Tx::Failed {
         return failed_batch(items);
     }
@@ -547,6 +552,10 @@ fn batch<'a, V: ParamValues>(
             }
             Item::Bind(f, types, values, portal) => {
                 other_msgs += 1;
+                binds += 1;
+                hold_portal =
+                    (f.holdable && f.count == 1 && f.mentions.is_empty() && values.count() == 0)
+                        .then_some(portal);
                 if is_begin(f) {
                     begin_msgs += 1;
                     begin_after_set |= set_msgs > 0;
@@ -599,7 +608,10 @@ fn batch<'a, V: ParamValues>(
                     return Err(violation(r, Violation::TooManyMentions));
                 }
             }
-            Item::BindUnknown => other_msgs += 1,
+            Item::BindUnknown => {
+                other_msgs += 1;
+                binds += 1;
+            }
             Item::Other | Item::DescribePortal(_) => {}
             Item::Execute(portal) => {
                 if let Some((_, Some(set))) =
@@ -610,6 +622,9 @@ fn batch<'a, V: ParamValues>(
                     continue;
                 }
                 executes += 1;
+                if hold_portal == Some(portal) {
+                    hold_execs += 1;
+                }
                 if begin_portal == Some(portal) {
                     begin_execs += 1;
                     begin_after_set |= set_msgs > 0;
@@ -657,10 +672,18 @@ fn batch<'a, V: ParamValues>(
             None => Ok(Decision::Local(Local::SetNotExecuted)),
         };
     }
-    if begin_first == Some(true) && executes == 1 && s.tx == Tx::Idle {
-        // The BEGIN is the only thing that runs, and runs first: held, it
-        // waits for the statement that names the tenant.
+    if begin_first == Some(true) && s.tx == Tx::Idle {
+        // The BEGIN runs first: held, it waits for the statement that names
+        // the tenant, and the rest of the batch is decided inside it (PgJDBC
+        // sends a transaction's BEGIN with its first statement, which may be
+        // a SET LOCAL that names none).
         return Ok(Decision::Local(Local::BeginThenRest));
+    }
+    if matches!(s.tx, Tx::Held { .. }) && binds == 1 && executes == 1 && hold_execs == 1 {
+        // One statement a held BEGIN holds, as in a Query: answered here and
+        // replayed after the BEGIN on the tenant's shard (it pinned the
+        // transaction to the default shard: psycopg 3 in pipeline mode).
+        return Ok(Decision::Local(Local::Hold));
     }
     // Parse/Describe/Bind alone read only the schema, the same on every shard;
     // what runs is tenant-free only if every executed portal was bound here by a

@@ -1184,24 +1184,53 @@ fn a_begin_that_runs_first_and_alone_in_a_batch_is_held() {
         Item::Bind(&ins, ParamTypes::default(), &v, b""),
     ]);
     assert_eq!(run(Tx::Idle, bound), held);
-    // Not this form: the statement executed too (routed by its tenant, BEGIN
-    // with it), something before the BEGIN, or already in a transaction.
+    // Whatever runs after it: the rest is decided on its own, inside the held
+    // transaction (the statement's tenant picks the shard there).
     let mut with_insert = pbe(b"");
     with_insert.extend([
         Item::Parse(&ins),
         Item::Bind(&ins, ParamTypes::default(), &v, b""),
         Item::Execute(b""),
     ]);
-    assert_eq!(shard(&run(Tx::Idle, with_insert)), Some(shard_of("2")));
+    assert_eq!(run(Tx::Idle, with_insert), held);
+    let mut twice = pbe(b"");
+    twice.push(Item::Execute(b""));
+    assert_eq!(run(Tx::Idle, twice), held);
+    // Not this form: something before the BEGIN, or already in a transaction.
     let mut after_other = vec![Item::Parse(&ins), Item::Other];
     after_other.extend(pbe(b""));
     assert_ne!(run(Tx::Idle, after_other), held);
     assert_ne!(run(Tx::Held { stmts: false }, pbe(b"")), held);
     assert_ne!(run(Tx::Pinned(0), pbe(b"")), held);
-    // Run twice.
-    let mut twice = pbe(b"");
+    // Inside a held BEGIN, one statement it can hold (no parameter, no
+    // tenant), run once, is held as in a Query; anything more is routed.
+    let set_local = analyzed(&r, b"SET LOCAL statement_timeout = '5s'");
+    let one = |portal: &'static [u8]| {
+        vec![
+            Item::Parse(&set_local),
+            Item::Bind(&set_local, ParamTypes::default(), &none, b""),
+            Item::DescribePortal(b""),
+            Item::Execute(portal),
+        ]
+    };
+    let hold = Decision::Local(Local::Hold);
+    assert_eq!(run(Tx::Held { stmts: false }, one(b"")), hold);
+    assert_eq!(run(Tx::Held { stmts: true }, one(b"")), hold);
+    assert_ne!(run(Tx::Held { stmts: false }, one(b"other")), hold);
+    assert_ne!(run(Tx::Idle, one(b"")), hold);
+    let mut then_insert = one(b"");
+    then_insert.extend([
+        Item::Parse(&ins),
+        Item::Bind(&ins, ParamTypes::default(), &v, b""),
+        Item::Execute(b""),
+    ]);
+    assert_eq!(
+        shard(&run(Tx::Held { stmts: false }, then_insert)),
+        Some(shard_of("2"))
+    );
+    let mut twice = one(b"");
     twice.push(Item::Execute(b""));
-    assert_ne!(run(Tx::Idle, twice), held);
+    assert_ne!(run(Tx::Held { stmts: false }, twice), hold);
     // A BEGIN that names its tenant in a comment goes to that tenant's shard,
     // as in a simple Query.
     let named_begin = analyzed(&r, b"/* tenant_id=2 */ BEGIN");

@@ -323,6 +323,19 @@ public class Jdbc {
                     one(c, "SELECT current_setting('port') FROM accounts WHERE tenant_id = ?", t), TENANT_PORTS.get(t));
                 c.commit();
             }
+            // autocommit off, a SET LOCAL that names no tenant first: PgJDBC
+            // sends the BEGIN and the SET LOCAL in one batch. It pinned the
+            // transaction to the default shard; now it is held with the BEGIN
+            // and runs inside the transaction on the tenant's shard.
+            for (String t : TENANT_PORTS.keySet()) {
+                try (java.sql.Statement st = c.createStatement()) {
+                    st.execute("SET LOCAL statement_timeout = '7s'");
+                }
+                eq("w" + w + " tenant " + t + " after SET LOCAL",
+                    one(c, "SELECT current_setting('port'), current_setting('statement_timeout') FROM accounts WHERE tenant_id = ?", t),
+                    TENANT_PORTS.get(t) + "|7s");
+                c.commit();
+            }
             for (int i = 0; i < LOOPS; i++) {
                 for (Map.Entry<String, String> e : TENANT_PORTS.entrySet()) {
                     eq("w" + w + " tx tenant " + e.getKey() + " " + i,

@@ -138,6 +138,25 @@ def run_psycopg():
             except Exception as e:  # noqa: BLE001
                 fail(f"psycopg executemany in a transaction, tenant {tenant}: {type(e).__name__}: {e}")
             eq(f"psycopg executemany in a transaction, tenant {tenant}", got, (5, shard))
+        # Pipeline mode in a transaction: BEGIN, a SET LOCAL that names no
+        # tenant, then the tenant's statement, all through Parse/Bind/Execute
+        # in one round trip: the SET LOCAL takes effect inside the transaction,
+        # on the tenant's shard.
+        for tenant, shard, _port in TENANTS:
+            try:
+                with conn.pipeline():
+                    with conn.cursor() as cur:
+                        cur.execute("SET LOCAL statement_timeout = '7s'")
+                        cur.execute(
+                            "SELECT m.name, current_setting('statement_timeout') FROM accounts a, shard_marker m "
+                            "WHERE a.tenant_id = %s",
+                            (tenant,),
+                        )
+                        got = cur.fetchall()
+                conn.rollback()
+            except Exception as e:  # noqa: BLE001
+                fail(f"psycopg pipeline SET LOCAL, tenant {tenant}: {type(e).__name__}: {e}")
+            eq(f"psycopg pipeline SET LOCAL, tenant {tenant}", got, [(shard, "7s")])
 
 
 def main():

@@ -229,6 +229,29 @@ impl Core {
         }
     }
 
+    /// The statement a Bind (`body`) binds, for [`Local::Hold`]: its text as
+    /// a Query to replay after the held BEGIN, its effects (read back at the
+    /// transaction's end, as a held Query's), and its command tag.
+    fn holdable_bound(&mut self, body: &[u8]) -> Option<(Bytes, Effects, &'static str)> {
+        let bind = protocol::Bind::parse(body)?;
+        let (facts, query) = if bind.statement.is_empty() {
+            let facts = self.stmts.unnamed()?.0.clone();
+            let frame = self.stmts.unnamed_parse()?;
+            (facts, Parse::parse(&frame[5..])?.query.to_vec())
+        } else {
+            let def = self.stmts.get(bind.statement)?;
+            (def.facts.clone(), def.query.to_vec())
+        };
+        let tag = facts.first.held_tag()??;
+        let mut effects = facts.effects;
+        if !self.settings.note_custom(&facts.custom_settings) {
+            effects.add(Effects::UNNAMED_SETTINGS);
+        }
+        let mut q = BytesMut::new();
+        protocol::query(&mut q, &String::from_utf8_lossy(&query));
+        Some((q.freeze(), effects, tag))
+    }
+
     /// The text of the statement a Bind (`body`) binds, as a Query frame to
     /// hold, when that statement is a bare BEGIN the client prepared earlier.
     fn begin_text_bound(&self, body: &[u8]) -> Option<Bytes> {
@@ -635,6 +658,9 @@ impl Core {
         // shard like a simple BEGIN), until its Execute.
         let mut begin: Option<Bytes> = None;
         let mut begun = false;
+        // Local::Hold: the bound statement, as the Query to replay, its
+        // effects and its command tag.
+        let mut hold: Option<(Bytes, Effects, &'static str)> = None;
         for i in 0..msgs.len() {
             let (t, frame) = &msgs[i];
             let body = &frame[5..];
@@ -677,6 +703,9 @@ impl Core {
                         // (READ ONLY, an isolation level) is what is held.
                         begin = self.begin_text_bound(body);
                     }
+                    if matches!(l, Local::Hold) {
+                        hold = self.holdable_bound(body);
+                    }
                     protocol::bind_complete(self.out.build());
                     self.reply(f::BIND);
                 }
@@ -705,6 +734,17 @@ impl Core {
                             self.set_locally(Local::SetTenant { local, key })
                         }
                         Local::EndHeld { commit } => self.end_held(commit),
+                        Local::Hold => {
+                            let Some((stmt, effects, tag)) = hold.take() else {
+                                let e = PgError::new(
+                                    sqlstate::INTERNAL_ERROR,
+                                    "internal: no statement to hold",
+                                );
+                                return self.unit_error(Unit::Batch(msgs[i..].to_vec()), &e);
+                            };
+                            self.txn.apply(TxnEvent::Hold(stmt, effects));
+                            tag
+                        }
                         l => self.set_locally(l),
                     };
                     protocol::command_complete(self.out.build(), t);

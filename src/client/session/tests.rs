@@ -1093,3 +1093,74 @@ fn a_transaction_failed_here_ends_by_an_extended_rollback() {
         assert_eq!(h.client_tags(), "DCZI", "{end}");
     }
 }
+
+#[test]
+fn a_set_local_through_the_extended_protocol_is_held_with_the_begin() {
+    // libpq's PQsendQueryParams for each: BEGIN, then SET LOCAL, each Parse,
+    // Bind, Describe, Execute, Sync, and only then the tenant's statement. The
+    // SET LOCAL replayed the BEGIN on the default shard and pinned it there.
+    let mut h = Harness::new("app");
+    let describe = super::fake::frame(tag::frontend::DESCRIBE, b"P\0");
+    h.send(&[
+        parse("", "BEGIN"),
+        bind("", &[]),
+        describe.clone(),
+        execute(),
+        sync(),
+    ]);
+    assert_eq!(h.client_tags(), "12nCZT");
+    let set = "SET LOCAL statement_timeout = '5s'";
+    h.send(&[
+        parse("", set),
+        bind("", &[]),
+        describe.clone(),
+        execute(),
+        sync(),
+    ]);
+    assert_eq!((h.client_tags().as_str(), h.attaches), ("12nCZT", 0));
+    let other = a_tenant_off_42s_shard(&h);
+    for t in ["42".to_string(), other] {
+        let rt = h.core.db().routing.clone().unwrap();
+        let shard = rt.map.route(&tenant(&t)).unwrap().shard;
+        let mut h = Harness::new("app");
+        h.send(&[
+            parse("", "BEGIN"),
+            bind("", &[]),
+            describe.clone(),
+            execute(),
+            sync(),
+        ]);
+        h.send(&[
+            parse("", set),
+            bind("", &[]),
+            describe.clone(),
+            execute(),
+            sync(),
+        ]);
+        h.client_tags();
+        let stmt = format!("SELECT * FROM t WHERE tenant_id = {t}");
+        h.send(&[
+            parse("", &stmt),
+            bind("", &[]),
+            describe.clone(),
+            execute(),
+            sync(),
+        ]);
+        h.server_turn();
+        assert!(h.client_errors().is_empty(), "{t}: {:?}", h.client_errors());
+        let sent: Vec<String> = h.servers[shard]
+            .log
+            .iter()
+            .filter(|(m, _)| *m == tag::frontend::QUERY || *m == tag::frontend::PARSE)
+            .map(|(m, b)| {
+                let body = if *m == tag::frontend::PARSE {
+                    cstr(b).1
+                } else {
+                    &b[..]
+                };
+                String::from_utf8_lossy(cstr(body).0).into_owned()
+            })
+            .collect();
+        assert_eq!(sent, ["BEGIN", set, stmt.as_str()], "{t} on shard {shard}");
+    }
+}
