@@ -1063,6 +1063,65 @@ fn a_named_parse_needs_no_server_whatever_the_tenant() {
     assert_eq!(first_column(&m), ["owner of alpha", "owner of alpha2"]);
 }
 
+// ------------------ no tenant inside a held BEGIN that ends in the same unit
+
+/// `no_tenant = "reject"` holds inside a held BEGIN too: work that names no
+/// tenant, sent with the COMMIT that ends the transaction (one Query, or one
+/// extended batch), took the home shard as tenant-free transaction control
+/// does, and an `UPDATE` with no tenant rewrote every tenant's rows on s0
+/// (probe). Now 42P17, and nothing changes on either shard.
+#[test]
+fn no_tenant_is_refused_inside_a_held_begin_that_ends_with_it() {
+    let f = Fixture::start();
+    let before = [
+        f.direct(
+            0,
+            "SELECT string_agg(name, ',' ORDER BY name) FROM accounts",
+        ),
+        f.direct(
+            1,
+            "SELECT string_agg(name, ',' ORDER BY name) FROM accounts",
+        ),
+    ];
+    let mut c = f.raw("app", &[]);
+    let (errs, _) = q(&mut c, "BEGIN");
+    assert!(errs.is_empty(), "{errs:?}");
+    let (errs, _) = q(&mut c, "UPDATE accounts SET name = 'pwned'; COMMIT");
+    assert_eq!(errs, ["42P17"]);
+    let (errs, _) = q(&mut c, "ROLLBACK");
+    assert!(errs.is_empty(), "{errs:?}");
+    // The same through Parse/Bind/Execute.
+    let (errs, _) = q(&mut c, "BEGIN");
+    assert!(errs.is_empty(), "{errs:?}");
+    let mut b = parse_msg("", "UPDATE accounts SET name = 'pwned'");
+    b.extend(bind_msg("", ""));
+    b.extend(execute_msg(""));
+    b.extend(parse_msg("", "COMMIT"));
+    b.extend(bind_msg("", ""));
+    b.extend(execute_msg(""));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert_eq!(error_codes(&m), ["42P17"], "{m:?}");
+    let (errs, _) = q(&mut c, "ROLLBACK");
+    assert!(errs.is_empty(), "{errs:?}");
+    let after = [
+        f.direct(
+            0,
+            "SELECT string_agg(name, ',' ORDER BY name) FROM accounts",
+        ),
+        f.direct(
+            1,
+            "SELECT string_agg(name, ',' ORDER BY name) FROM accounts",
+        ),
+    ];
+    assert_eq!(after, before);
+    // A tenant-free COMMIT of held statements still works.
+    for sql in ["BEGIN", "SET LOCAL statement_timeout = '5s'", "COMMIT"] {
+        let (errs, _) = q(&mut c, sql);
+        assert!(errs.is_empty(), "{sql}: {errs:?}");
+    }
+}
+
 // ------------------ a BEGIN whose portal is described before its Execute
 
 /// pgbench `-M extended` (and psycopg 3, autocommit off) send a transaction's

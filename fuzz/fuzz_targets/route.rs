@@ -204,6 +204,29 @@ fuzz_target!(|data: &[u8]| {
         }
         Decision::Local(_) | Decision::Wait | Decision::Refuse(_) => {}
     }
+    // With `no_tenant = "reject"`, a unit placed by no tenant (on the home
+    // shard, or one already pinned) is tenant-free: nothing that needs a
+    // tenant runs for want of one (probe: `UPDATE ..; COMMIT` in a held BEGIN).
+    if let (Decision::Shard { tenant: None, .. }, NoTenant::Reject) = (&d, r.no_tenant) {
+        if !matches!(tx, Tx::Pinned(_) | Tx::Unsettled(_)) && locked.is_none() {
+            let mut all_free = true;
+            kinds(sql, b"tenant_id", std, |k| all_free &= k.tenant_free());
+            assert!(all_free, "placed with no tenant: {:?} in {tx:?}", String::from_utf8_lossy(sql));
+        }
+    }
+    // Answered here without a server: only what names no tenant, where the
+    // transaction is held or not yet begun.
+    match &d {
+        Decision::Local(Local::Hold) => {
+            assert!(matches!(tx, Tx::Held { .. }), "held outside a held BEGIN: {tx:?}");
+            assert!(named.is_empty(), "held, naming {named:?}");
+        }
+        Decision::Local(Local::BeginThenRest) => {
+            assert!(extended && tx == Tx::Idle, "{tx:?}");
+            assert!(f.is_only(Kind::Begin) && named.is_empty(), "{:?}", String::from_utf8_lossy(sql));
+        }
+        _ => {}
+    }
     if tx == Tx::Failed {
         let ok = match &d {
             Decision::Refuse(rf) => rf.code == "25P02",

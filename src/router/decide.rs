@@ -381,7 +381,13 @@ fn query(
             _ => {}
         }
     }
-    if matches!(s.tx, Tx::Held { .. }) && f.holdable && f.count > 0 {
+    if matches!(s.tx, Tx::Held { .. })
+        && f.holdable
+        && f.count > 0
+        && !f.mentions.iter().any(|m| r.has(m.source))
+    {
+        // (One that names a tenant, `/* tenant_id=2 */ SET LOCAL ..`, places
+        // the transaction, as a BEGIN with that comment does.)
         return Ok(Decision::Local(Local::Hold));
     }
     for m in &f.mentions {
@@ -396,13 +402,12 @@ fn query(
     // there would open, end or mark a transaction the client is not in: it
     // runs inside, on the shard the transaction then belongs to.
     let inside = matches!(s.tx, Tx::Held { .. }) && f.tx_control;
-    resolve(
-        r,
-        s,
-        scratch,
-        (f.tenant_free || plain_set) && !inside,
-        inside,
-    )
+    // Only tenant-free transaction control may take the home shard for want
+    // of a tenant: work that needs one follows `no_tenant` (probe: `UPDATE ..;
+    // COMMIT` inside a held BEGIN, no tenant anywhere, ran on the home shard
+    // under `no_tenant = "reject"` and rewrote every tenant's rows there).
+    let free = f.tenant_free || plain_set;
+    resolve(r, s, scratch, free && !inside, inside && free)
 }
 
 /// A batch in a transaction shardbouncer failed itself (no server has it).
@@ -553,9 +558,11 @@ fn batch<'a, V: ParamValues>(
             Item::Bind(f, types, values, portal) => {
                 other_msgs += 1;
                 binds += 1;
-                hold_portal =
-                    (f.holdable && f.count == 1 && f.mentions.is_empty() && values.count() == 0)
-                        .then_some(portal);
+                hold_portal = (f.holdable
+                    && f.count == 1
+                    && !f.mentions.iter().any(|m| r.has(m.source))
+                    && values.count() == 0)
+                    .then_some(portal);
                 if is_begin(f) {
                     begin_msgs += 1;
                     begin_after_set |= set_msgs > 0;
@@ -693,7 +700,14 @@ fn batch<'a, V: ParamValues>(
     let ends_held = held && ends_tx;
     // As for a Query: transaction control never runs outside a held BEGIN.
     let inside = held && tx_control;
-    resolve(r, s, scratch, tenant_free && !inside, ends_held || inside)
+    // (As for a Query: the home shard only for tenant-free transaction control.)
+    resolve(
+        r,
+        s,
+        scratch,
+        tenant_free && !inside,
+        (ends_held || inside) && tenant_free,
+    )
 }
 
 /// The values of every key parameter of one Bind, read in one pass over it.

@@ -1231,6 +1231,27 @@ fn a_begin_that_runs_first_and_alone_in_a_batch_is_held() {
     let mut twice = one(b"");
     twice.push(Item::Execute(b""));
     assert_ne!(run(Tx::Held { stmts: false }, twice), hold);
+    // One that names a tenant places the transaction, through either protocol
+    // (route fuzz: the Query form was held, its tenant unseen).
+    let named_set = analyzed(&r, b"/* tenant_id=2 */ SET LOCAL statement_timeout = '5s'");
+    let items = vec![
+        Item::Parse(&named_set),
+        Item::Bind(&named_set, ParamTypes::default(), &none, b""),
+        Item::Execute(b""),
+    ];
+    assert_eq!(
+        shard(&run(Tx::Held { stmts: false }, items)),
+        Some(shard_of("2"))
+    );
+    assert_eq!(
+        shard(&decide(
+            &r,
+            &view(&t, Tx::Held { stmts: false }),
+            Unit::query(&named_set),
+            &mut Vec::new()
+        )),
+        Some(shard_of("2"))
+    );
     // A BEGIN that names its tenant in a comment goes to that tenant's shard,
     // as in a simple Query.
     let named_begin = analyzed(&r, b"/* tenant_id=2 */ BEGIN");
