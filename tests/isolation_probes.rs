@@ -1122,6 +1122,52 @@ fn no_tenant_is_refused_inside_a_held_begin_that_ends_with_it() {
     }
 }
 
+/// `DISCARD ALL` inside a held BEGIN runs inside the transaction, where
+/// Postgres refuses it (25001), through either protocol. Through
+/// Parse/Bind/Execute it ran outside, on a pooled server, where it succeeded:
+/// the client lost its settings and statement names while its transaction
+/// went on (probe).
+#[test]
+fn discard_all_inside_a_held_begin_is_refused_as_postgres_refuses_it() {
+    let f = Fixture::start();
+    let mut c = f.raw("app", &[]);
+    let (errs, _) = q(&mut c, "/* tenant_id=alpha */ SET work_mem = '21MB'");
+    assert!(errs.is_empty(), "{errs:?}");
+    let mut b = parse_msg("keep", "/* tenant_id=alpha */ SELECT 1");
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    // Parse, Bind, Describe, Execute, Sync: as libpq sends each statement.
+    let ext = |sql: &str| {
+        let mut b = parse_msg("", sql);
+        b.extend(bind_msg("", ""));
+        b.extend(frame(b'D', b"P\0"));
+        b.extend(execute_msg(""));
+        b.extend(frame(b'S', b""));
+        b
+    };
+    for extended in [false, true] {
+        let m = send_until(&mut c, &ext("BEGIN"), b'Z');
+        assert!(error_codes(&m).is_empty(), "{m:?}");
+        let errs = if extended {
+            error_codes(&send_until(&mut c, &ext("DISCARD ALL"), b'Z'))
+        } else {
+            q(&mut c, "DISCARD ALL").0
+        };
+        assert_eq!(errs, ["25001"], "extended: {extended}");
+        let m = send_until(&mut c, &ext("ROLLBACK"), b'Z');
+        assert!(error_codes(&m).is_empty(), "{m:?}");
+        let (errs, v) = q(&mut c, "/* tenant_id=alpha */ SHOW work_mem");
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(v, ["21MB"], "extended: {extended}");
+        let mut b = bind_msg("", "keep");
+        b.extend(execute_msg(""));
+        b.extend(frame(b'S', b""));
+        let m = send_until(&mut c, &b, b'Z');
+        assert!(error_codes(&m).is_empty(), "extended: {extended}: {m:?}");
+    }
+}
+
 // ------------------ a BEGIN whose portal is described before its Execute
 
 /// pgbench `-M extended` (and psycopg 3, autocommit off) send a transaction's

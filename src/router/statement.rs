@@ -398,9 +398,17 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
             || is_prepare_transaction(stmt, std_strings);
         out.tenant_free &= kind.tenant_free();
         out.holdable &= kind.held_tag().is_some();
+        // `DISCARD ALL` too: Postgres refuses it inside a transaction block
+        // (25001), so inside a held BEGIN it must run inside, not outside on a
+        // pooled server, where it succeeded and the pooler dropped the client's
+        // settings and statement names with it (probe).
         out.tx_control |= matches!(
             kind,
-            Kind::Begin | Kind::Commit { .. } | Kind::Rollback { .. } | Kind::TxScoped(_)
+            Kind::Begin
+                | Kind::Commit { .. }
+                | Kind::Rollback { .. }
+                | Kind::TxScoped(_)
+                | Kind::Discard { all: true }
         );
         effects(stmt, std_strings, out);
         scanner::mentions(stmt, key, std_strings, |source, t| match t {
