@@ -688,8 +688,9 @@ fn batch<'a, V: ParamValues>(
     }
     if matches!(s.tx, Tx::Held { .. }) && binds == 1 && executes == 1 && hold_execs == 1 {
         // One statement a held BEGIN holds, as in a Query: answered here and
-        // replayed after the BEGIN on the tenant's shard (it pinned the
-        // transaction to the default shard: psycopg 3 in pipeline mode).
+        // replayed after the BEGIN on the tenant's shard (a SET LOCAL sent
+        // alone through Parse/Bind/Execute pinned the transaction to the
+        // default shard).
         return Ok(Decision::Local(Local::Hold));
     }
     // Parse/Describe/Bind alone read only the schema, the same on every shard;
