@@ -1422,3 +1422,57 @@ fn under_an_encoding_that_hides_ascii_bytes_only_ascii_routes() {
         assert_eq!(super::ascii_unsafe_encoding(name), unsafe_, "{name}");
     }
 }
+
+#[test]
+fn one_tenant_bound_again_and_again_counts_once_toward_the_limit() {
+    // PgJDBC's reWriteBatchedInserts: rows bound many to a statement, one
+    // tenant throughout. 12,000 of its mentions got 54001 (probe); the text's
+    // own analysis already counts a repeat once.
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let ins = analyzed(
+        &r,
+        b"INSERT INTO a (tenant_id, x) VALUES ($1, $2), ($3, $4)",
+    );
+    let v = Values(vec![
+        Some(b"2".to_vec()),
+        Some(b"x".to_vec()),
+        Some(b"2".to_vec()),
+        Some(b"y".to_vec()),
+    ]);
+    let mut items = vec![Item::Parse(&ins)];
+    for _ in 0..6_000 {
+        items.push(Item::Bind(&ins, ParamTypes::default(), &v, b""));
+        items.push(Item::Execute(b""));
+    }
+    let d = decide(
+        &r,
+        &view(&t, Tx::Idle),
+        Unit::batch(items.into_iter()),
+        &mut Vec::new(),
+    );
+    assert_eq!(shard(&d), Some(shard_of("2")));
+    // Many distinct tenants are still bounded.
+    let many: Vec<Values> = (0..6_000)
+        .map(|i| {
+            Values(vec![
+                Some(format!("{}", 2 * i).into_bytes()),
+                Some(b"x".to_vec()),
+                Some(format!("{}", 2 * i + 1).into_bytes()),
+                Some(b"y".to_vec()),
+            ])
+        })
+        .collect();
+    let mut items = vec![Item::Parse(&ins)];
+    for v in &many {
+        items.push(Item::Bind(&ins, ParamTypes::default(), v, b""));
+        items.push(Item::Execute(b""));
+    }
+    let d = decide(
+        &r,
+        &view(&t, Tx::Idle),
+        Unit::batch(items.into_iter()),
+        &mut Vec::new(),
+    );
+    assert_eq!(code(&d), "54001");
+}
