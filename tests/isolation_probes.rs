@@ -1168,6 +1168,56 @@ fn discard_all_inside_a_held_begin_is_refused_as_postgres_refuses_it() {
     }
 }
 
+/// `SET LOCAL tenant_id = 'alpha'`, `SAVEPOINT s`, `SET LOCAL tenant_id =
+/// 'bravo'`, `ROLLBACK TO s` inside a held BEGIN, then work that names no
+/// tenant: a setting would be alpha again, but the work ran by bravo, on
+/// bravo's shard (probe). The ROLLBACK TO is refused now (0A000), through
+/// either protocol, and nothing changes on either shard.
+#[test]
+fn rollback_to_after_a_held_set_local_tenant_is_refused() {
+    let f = Fixture::start();
+    let rows = || {
+        [
+            f.direct(
+                0,
+                "SELECT string_agg(name, ',' ORDER BY name) FROM accounts",
+            ),
+            f.direct(
+                1,
+                "SELECT string_agg(name, ',' ORDER BY name) FROM accounts",
+            ),
+        ]
+    };
+    let before = rows();
+    let mut c = f.raw("app", &[]);
+    for extended in [false, true] {
+        for sql in [
+            "BEGIN",
+            "SET LOCAL tenant_id = 'alpha'",
+            "SAVEPOINT s",
+            "SET LOCAL tenant_id = 'bravo'",
+        ] {
+            let (errs, _) = q(&mut c, sql);
+            assert!(errs.is_empty(), "{sql}: {errs:?}");
+        }
+        let errs = if extended {
+            let mut b = parse_msg("", "ROLLBACK TO s");
+            b.extend(bind_msg("", ""));
+            b.extend(execute_msg(""));
+            b.extend(frame(b'S', b""));
+            error_codes(&send_until(&mut c, &b, b'Z'))
+        } else {
+            q(&mut c, "ROLLBACK TO s").0
+        };
+        assert_eq!(errs, ["0A000"], "extended: {extended}");
+        let (errs, _) = q(&mut c, "UPDATE accounts SET name = 'moved'");
+        assert_eq!(errs, ["25P02"], "extended: {extended}");
+        let (errs, _) = q(&mut c, "ROLLBACK");
+        assert!(errs.is_empty(), "{errs:?}");
+    }
+    assert_eq!(rows(), before);
+}
+
 // ------------------ a BEGIN whose portal is described before its Execute
 
 /// pgbench `-M extended` (and psycopg 3, autocommit off) send a transaction's

@@ -339,7 +339,7 @@ fn query(
     if let Some(v) = f.violation {
         return Err(violation(r, v));
     }
-    if s.tenants.set_in_tx && f.rollback_to {
+    if f.rollback_to && rollback_to_unknown(s) {
         return Err(rollback_to_after_set(r));
     }
     if f.work_after_end && (s.tx != Tx::Idle || tenant_ends_with_tx(s.tenants)) {
@@ -679,11 +679,13 @@ fn batch<'a, V: ParamValues>(
             None => Ok(Decision::Local(Local::SetNotExecuted)),
         };
     }
-    if begin_first == Some(true) && s.tx == Tx::Idle {
+    if begin_first == Some(true) && s.tx == Tx::Idle && (executes == 1 || !ends_tx) {
         // The BEGIN runs first: held, it waits for the statement that names
         // the tenant, and the rest of the batch is decided inside it (PgJDBC
         // sends a transaction's BEGIN with its first statement, which may be
-        // a SET LOCAL that names none).
+        // a SET LOCAL that names none). A batch that also ends the
+        // transaction is judged whole, as before: its work after the COMMIT
+        // runs outside it, where the rest, decided inside, would refuse it.
         return Ok(Decision::Local(Local::BeginThenRest));
     }
     if matches!(s.tx, Tx::Held { .. }) && binds == 1 && executes == 1 && hold_execs == 1 {
@@ -1020,7 +1022,7 @@ struct Lexing {
 
 impl Lexing {
     fn check(&mut self, r: &Routing, s: &SessionView<'_>, f: &Facts) -> Result<(), Refusal> {
-        if s.tenants.set_in_tx && f.rollback_to {
+        if f.rollback_to && rollback_to_unknown(s) {
             return Err(rollback_to_after_set(r));
         }
         if s.ascii_only && f.non_ascii {
@@ -1060,13 +1062,23 @@ fn work_after_tx_end(r: &Routing) -> Refusal {
 /// tenant: whether it undoes the change depends on where the savepoint was,
 /// which shardbouncer does not follow. Refused (the transaction fails, as
 /// for any refusal inside it); its ROLLBACK restores the tenant from before.
+/// Whether a `ROLLBACK TO SAVEPOINT` would leave the tenant unknown: a `SET`
+/// tenant changed in the transaction, or a `SET LOCAL` one while the BEGIN is
+/// still held (no shard has the transaction yet to keep it on). Whether it
+/// undoes either depends on where the savepoint was (probe: SET LOCAL a,
+/// SAVEPOINT, SET LOCAL b, ROLLBACK TO, then work ran by b on b's shard).
+fn rollback_to_unknown(s: &SessionView<'_>) -> bool {
+    s.tenants.set_in_tx || (s.tenants.local.is_some() && matches!(s.tx, Tx::Held { .. }))
+}
+
 fn rollback_to_after_set(r: &Routing) -> Refusal {
     Refusal::new(
         sqlstate::FEATURE_NOT_SUPPORTED,
         format!(
-            "ROLLBACK TO SAVEPOINT cannot follow SET {k} or RESET {k} in the same transaction \
-             (shardbouncer cannot tell whether it undoes it): use SET LOCAL {k}, or SET {k} \
-             outside the transaction",
+            "ROLLBACK TO SAVEPOINT cannot follow SET {k} or RESET {k} in the same transaction, \
+             nor SET LOCAL {k} before a statement has placed the transaction \
+             (shardbouncer cannot tell whether it undoes it): set {k} before the SAVEPOINT, \
+             or outside the transaction",
             k = r.key
         ),
     )

@@ -1476,3 +1476,60 @@ fn one_tenant_bound_again_and_again_counts_once_toward_the_limit() {
     );
     assert_eq!(code(&d), "54001");
 }
+
+#[test]
+fn rollback_to_after_a_held_set_local_tenant_is_refused() {
+    // SET LOCAL a, SAVEPOINT, SET LOCAL b, ROLLBACK TO, then work: all held,
+    // the work ran by b on b's shard, where a setting would be a again
+    // (probe). Once a statement placed the transaction, it stays on its shard.
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants {
+        local: Some(key("2")),
+        ..Default::default()
+    };
+    let held = Tx::Held { stmts: true };
+    assert_eq!(
+        code(&query(&r, &t, held, "ROLLBACK TO SAVEPOINT s")),
+        "0A000"
+    );
+    assert_eq!(code(&extended(&r, &t, held, "ROLLBACK TO s", &[])), "0A000");
+    assert_ne!(
+        query(&r, &t, Tx::Pinned(shard_of("2")), "ROLLBACK TO SAVEPOINT s"),
+        query(&r, &t, held, "ROLLBACK TO SAVEPOINT s")
+    );
+    assert_eq!(
+        query(&r, &t, held, "SAVEPOINT s"),
+        Decision::Local(Local::Hold)
+    );
+}
+
+#[test]
+fn a_batch_that_begins_and_ends_a_transaction_is_judged_whole() {
+    // BEGIN, COMMIT, then a tenant's INSERT in one batch: the INSERT runs
+    // after the transaction, and the batch goes to its tenant's shard as
+    // before (held, the rest refused the INSERT as work after a COMMIT).
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let begin = analyzed(&r, b"BEGIN");
+    let commit = analyzed(&r, b"COMMIT");
+    let ins = analyzed(&r, b"INSERT INTO a (tenant_id, x) VALUES (2, 'x')");
+    let none = Values(Vec::new());
+    let items = vec![
+        Item::Parse(&begin),
+        Item::Bind(&begin, ParamTypes::default(), &none, b""),
+        Item::Execute(b""),
+        Item::Parse(&commit),
+        Item::Bind(&commit, ParamTypes::default(), &none, b""),
+        Item::Execute(b""),
+        Item::Parse(&ins),
+        Item::Bind(&ins, ParamTypes::default(), &none, b""),
+        Item::Execute(b""),
+    ];
+    let d = decide(
+        &r,
+        &view(&t, Tx::Idle),
+        Unit::batch(items.into_iter()),
+        &mut Vec::new(),
+    );
+    assert_eq!(shard(&d), Some(shard_of("2")));
+}
