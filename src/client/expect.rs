@@ -232,11 +232,7 @@ impl Expectations {
         for _ in 0..syncs {
             match self.q.get(1) {
                 Some(e) if e.tag == fe::SYNC && e.synthetic.is_none() => {
-                    if let Some(e) = self.q.remove(1) {
-                        if e.ends_with_ready() {
-                            self.ready_owed -= 1;
-                        }
-                    }
+                    self.remove(1);
                 }
                 _ => break,
             }
@@ -248,10 +244,23 @@ impl Expectations {
     #[inline]
     pub fn pop(&mut self) -> Option<Entry> {
         let e = self.q.pop_front()?;
+        self.gone(&e);
+        Some(e)
+    }
+
+    /// Remove entry `i` (off the hot path: `pop` takes the oldest).
+    fn remove(&mut self, i: usize) -> Option<Entry> {
+        let e = self.q.remove(i)?;
+        self.gone(&e);
+        Some(e)
+    }
+
+    /// `e` left the queue: one ReadyForQuery fewer owed, if it ended with one.
+    #[inline]
+    fn gone(&mut self, e: &Entry) {
         if e.ends_with_ready() && e.synthetic.is_none() {
             self.ready_owed -= 1;
         }
-        Some(e)
     }
 
     /// Nothing owed.
@@ -295,11 +304,7 @@ impl Expectations {
         let mut i = 1;
         while i < self.q.len() {
             if self.q[i].tag == fe::SYNC && self.q[i].synthetic.is_none() {
-                if let Some(e) = self.q.remove(i) {
-                    if e.ends_with_ready() {
-                        self.ready_owed -= 1;
-                    }
-                }
+                self.remove(i);
             } else {
                 i += 1;
             }

@@ -233,46 +233,42 @@ impl Core {
     /// a Query to replay after the held BEGIN, its effects (read back at the
     /// transaction's end, as a held Query's), and its command tag.
     fn holdable_bound(&mut self, body: &[u8]) -> Option<(Bytes, Effects, &'static str)> {
-        let bind = protocol::Bind::parse(body)?;
-        let (facts, query) = if bind.statement.is_empty() {
-            let facts = self.stmts.unnamed()?.0.clone();
-            let frame = self.stmts.unnamed_parse()?;
-            (facts, Parse::parse(&frame[5..])?.query.to_vec())
-        } else {
-            let def = self.stmts.get(bind.statement)?;
-            (def.facts.clone(), def.query.to_vec())
-        };
-        let tag = facts.first.held_tag()??;
-        let mut effects = facts.effects;
-        if !self.settings.note_custom(&facts.custom_settings) {
+        let ((tag, mut effects, names), stmt) = self.bound_statement(body, |f| {
+            Some((f.first.held_tag()??, f.effects, f.custom_settings.clone()))
+        })?;
+        if !self.settings.note_custom(&names) {
             effects.add(Effects::UNNAMED_SETTINGS);
         }
-        let mut q = BytesMut::new();
-        protocol::query(&mut q, &String::from_utf8_lossy(&query));
-        Some((q.freeze(), effects, tag))
+        Some((stmt, effects, tag))
     }
 
     /// The text of the statement a Bind (`body`) binds, as a Query frame to
     /// hold, when that statement is a bare BEGIN the client prepared earlier.
     fn begin_text_bound(&self, body: &[u8]) -> Option<Bytes> {
+        self.bound_statement(body, |f| f.is_only(Kind::Begin).then_some(()))
+            .map(|((), stmt)| stmt)
+    }
+
+    /// The statement a Bind (`body`) binds, if `pick` takes it (from the
+    /// analysis kept since its Parse): what `pick` read of it, and its text as
+    /// a Query frame, to hold with a held BEGIN and replay after it.
+    fn bound_statement<T>(
+        &self,
+        body: &[u8],
+        pick: impl FnOnce(&Facts) -> Option<T>,
+    ) -> Option<(T, Bytes)> {
         let bind = protocol::Bind::parse(body)?;
-        // The statement's analysis, kept since its Parse, says what it is.
-        let query = if bind.statement.is_empty() {
-            if !self.stmts.unnamed()?.0.is_only(Kind::Begin) {
-                return None;
-            }
+        let (picked, query) = if bind.statement.is_empty() {
+            let picked = pick(self.stmts.unnamed()?.0)?;
             let frame = self.stmts.unnamed_parse()?;
-            Parse::parse(&frame[5..])?.query.to_vec()
+            (picked, Parse::parse(&frame[5..])?.query.to_vec())
         } else {
             let def = self.stmts.get(bind.statement)?;
-            if !def.facts.is_only(Kind::Begin) {
-                return None;
-            }
-            def.query.to_vec()
+            (pick(&def.facts)?, def.query.to_vec())
         };
         let mut q = BytesMut::new();
         protocol::query(&mut q, &String::from_utf8_lossy(&query));
-        Some(q.freeze())
+        Some((picked, q.freeze()))
     }
 
     /// [`Local::BeginThenRest`]: the BEGIN's messages are answered here and
