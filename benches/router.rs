@@ -40,6 +40,11 @@ fn bench_scanner(c: &mut Criterion) {
     c.bench_function("analyze/unrouted", |b| {
         b.iter(|| analyze(black_box(short), b"", true, &mut f))
     });
+    // What `pgbench -S` sends, on a database without routing.
+    let pgbench = b"SELECT abalance FROM pgbench_accounts WHERE aid = 4242;";
+    c.bench_function("analyze/pgbench_select_unrouted", |b| {
+        b.iter(|| analyze(black_box(pgbench), b"", true, &mut f))
+    });
 }
 
 /// Two text-format Bind values.
