@@ -31,6 +31,10 @@ pub(super) struct Tenancy {
     alt_facts: Facts,
     /// Analyses of the Parses in the batch being routed, in order.
     batch_facts: Vec<Facts>,
+    /// What `facts` was made of ([`Analyzed`]).
+    query_made_of: Analyzed,
+    /// What `batch_facts` was made of, every Parse's text in order.
+    batch_made_of: Analyzed,
     /// The tenant mentions of a unit of work.
     mentions: Vec<Mention>,
     /// LISTEN/UNLISTEN answered here, for the driver to carry out with the
@@ -56,6 +60,95 @@ pub(super) struct View {
     pub(super) ascii_only: bool,
     /// The lexing may have changed unreported ([`SessionView::lexing_unsure`]).
     pub(super) lexing_unsure: bool,
+}
+
+/// The text of a Parse frame (empty if it is malformed, as routing reads it).
+fn parse_text(frame: &[u8]) -> &[u8] {
+    frame
+        .get(5..)
+        .and_then(Parse::parse)
+        .map(|p| p.query)
+        .unwrap_or_default()
+}
+
+/// The inputs of the analyses a [`Tenancy`] keeps: the texts (a copy), the
+/// routing key and `standard_conforming_strings`. An analysis is a pure
+/// function of exactly these ([`router::analyze_checked`]), so the same
+/// inputs give the same facts, and the analysis is not made again. A unit
+/// that finds no server attached is routed twice (once to pick the shard,
+/// again once the server is attached), and its second analysis was a fifth
+/// of the pooler's user-space instructions per `pgbench -S` transaction
+/// (callgrind). The texts are compared byte for byte, not by address, and
+/// only texts of up to [`Analyzed::MAX`] bytes are kept.
+#[derive(Debug, Default)]
+struct Analyzed {
+    /// The texts, one after the other (empty and `lens` empty: nothing kept).
+    texts: Vec<u8>,
+    /// Each text's length.
+    lens: Vec<usize>,
+    key: Vec<u8>,
+    std_strings: bool,
+    /// Whether what is recorded is valid.
+    valid: bool,
+}
+
+impl Analyzed {
+    /// Texts longer than this, together, are analyzed each time (a rare text
+    /// that long costs more to lex than to keep, but the copy would stay with
+    /// an active session).
+    const MAX: usize = 8 * 1024;
+
+    /// Whether the facts kept were made of exactly these inputs.
+    fn is<'a>(
+        &self,
+        key: &[u8],
+        std_strings: bool,
+        texts: impl IntoIterator<Item = &'a [u8]>,
+    ) -> bool {
+        if !self.valid || self.std_strings != std_strings || self.key != key {
+            return false;
+        }
+        let mut at = 0;
+        let mut n = 0;
+        for t in texts {
+            match self.lens.get(n) {
+                Some(&len) if len == t.len() && self.texts[at..at + len] == *t => {}
+                _ => return false,
+            }
+            at += t.len();
+            n += 1;
+        }
+        n == self.lens.len()
+    }
+
+    /// The facts kept now were made of these inputs.
+    fn record<'a>(
+        &mut self,
+        key: &[u8],
+        std_strings: bool,
+        texts: impl IntoIterator<Item = &'a [u8]>,
+    ) {
+        self.forget();
+        for t in texts {
+            if self.texts.len() + t.len() > Self::MAX {
+                self.forget();
+                return;
+            }
+            self.texts.extend_from_slice(t);
+            self.lens.push(t.len());
+        }
+        self.key.clear();
+        self.key.extend_from_slice(key);
+        self.std_strings = std_strings;
+        self.valid = true;
+    }
+
+    /// The facts kept no longer match what was recorded.
+    fn forget(&mut self) {
+        self.valid = false;
+        self.texts.clear();
+        self.lens.clear();
+    }
 }
 
 impl Tenancy {
@@ -90,6 +183,8 @@ impl Tenancy {
             facts: _,
             alt_facts: _,
             batch_facts: _,
+            query_made_of: _,
+            batch_made_of: _,
             mentions: _,
             listen_ops: _,
             tickets: _,
@@ -179,9 +274,14 @@ impl Tenancy {
         self.pinned.take()
     }
 
-    /// Analyze a Query's text (once per unit); see [`Tenancy::facts`].
+    /// Analyze a Query's text (once per unit); see [`Tenancy::facts`]. The
+    /// same text under the same key and setting is not analyzed again
+    /// ([`Analyzed`]).
     pub(super) fn analyze(&mut self, sql: &[u8], key: &[u8], std_strings: bool) -> &Facts {
-        router::analyze_checked(sql, key, std_strings, &mut self.facts, &mut self.alt_facts);
+        if !self.query_made_of.is(key, std_strings, [sql]) {
+            router::analyze_checked(sql, key, std_strings, &mut self.facts, &mut self.alt_facts);
+            self.query_made_of.record(key, std_strings, [sql]);
+        }
         &self.facts
     }
 
@@ -197,14 +297,16 @@ impl Tenancy {
         key: &[u8],
         std_strings: bool,
     ) -> usize {
+        let texts = || {
+            msgs.iter()
+                .filter(|(t, _)| *t == tag::frontend::PARSE)
+                .map(|(_, frame)| parse_text(frame))
+        };
+        if self.batch_made_of.is(key, std_strings, texts()) {
+            return self.batch_made_of.lens.len();
+        }
         let mut n = 0;
-        for (t, frame) in msgs {
-            if *t != tag::frontend::PARSE {
-                continue;
-            }
-            let query = Parse::parse(&frame[5..])
-                .map(|p| p.query)
-                .unwrap_or_default();
+        for query in texts() {
             if self.batch_facts.len() <= n {
                 self.batch_facts.push(Facts::default());
             }
@@ -217,6 +319,7 @@ impl Tenancy {
             );
             n += 1;
         }
+        self.batch_made_of.record(key, std_strings, texts());
         n
     }
 
@@ -227,6 +330,8 @@ impl Tenancy {
 
     /// The analysis of the batch's `i`th Parse, taken (to keep with its statement).
     pub(super) fn take_parse_facts(&mut self, i: usize) -> Option<Facts> {
+        // What is left no longer matches the texts.
+        self.batch_made_of.forget();
         self.batch_facts.get_mut(i).map(std::mem::take)
     }
 
@@ -380,5 +485,65 @@ fn view(tenants: &Tenants, pinned: Option<(TenantKey, Source)>, v: View) -> Sess
         std_strings: v.std_strings,
         ascii_only: v.ascii_only,
         lexing_unsure: v.lexing_unsure,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_facts_are_used_only_for_the_same_texts_key_and_setting() {
+        let mut a = Analyzed::default();
+        assert!(!a.is(b"k", true, [&b"SELECT 1"[..]]), "nothing kept yet");
+        a.record(b"k", true, [&b"SELECT 1"[..]]);
+        assert!(a.is(b"k", true, [&b"SELECT 1"[..]]));
+        assert!(
+            !a.is(b"k", true, [&b"SELECT 2"[..]]),
+            "same length, other text"
+        );
+        assert!(!a.is(b"k", false, [&b"SELECT 1"[..]]), "other setting");
+        assert!(!a.is(b"j", true, [&b"SELECT 1"[..]]), "other key");
+        assert!(!a.is(b"k", true, [&b"SELECT 1"[..], b""]), "one more text");
+        assert!(!a.is(b"k", true, []), "one text fewer");
+        // Texts are compared one by one, not as one run of bytes.
+        a.record(b"k", true, [&b"ab"[..], b"c"]);
+        assert!(a.is(b"k", true, [&b"ab"[..], b"c"]));
+        assert!(!a.is(b"k", true, [&b"a"[..], b"bc"]));
+        a.forget();
+        assert!(!a.is(b"k", true, [&b"ab"[..], b"c"]));
+        // Too long to keep: analyzed each time.
+        let long = vec![b'x'; Analyzed::MAX + 1];
+        a.record(b"k", true, [&long[..]]);
+        assert!(!a.is(b"k", true, [&long[..]]));
+        assert!(
+            a.texts.capacity() <= Analyzed::MAX,
+            "nothing past the bound is copied"
+        );
+    }
+
+    #[test]
+    fn a_batch_analyzed_again_keeps_its_facts_until_one_is_taken() {
+        let mut parse = bytes::BytesMut::new();
+        protocol::parse(
+            &mut parse,
+            b"",
+            b"SELECT * FROM t WHERE tenant_id = $1",
+            &[0, 0],
+        );
+        let parse = parse.freeze();
+        let msgs = vec![(tag::frontend::PARSE, parse.clone())];
+        let mut t = Tenancy::default();
+        assert_eq!(t.analyze_batch(&msgs, b"tenant_id", true), 1);
+        assert_eq!(t.batch_facts(1)[0].params, vec![1]);
+        assert_eq!(t.analyze_batch(&msgs, b"tenant_id", true), 1);
+        assert_eq!(t.batch_facts(1)[0].params, vec![1], "kept");
+        assert!(t.take_parse_facts(0).is_some());
+        assert_eq!(t.analyze_batch(&msgs, b"tenant_id", true), 1);
+        assert_eq!(
+            t.batch_facts(1)[0].params,
+            vec![1],
+            "analyzed again once taken"
+        );
     }
 }
