@@ -176,6 +176,22 @@ pub struct Expectations {
 }
 
 impl Expectations {
+    /// Drop every entry and keep the room, unless it grew past `max_room`
+    /// entries (then it is freed).
+    pub fn clear_keeping_room(&mut self, max_room: usize) {
+        self.q.clear();
+        self.ready_owed = 0;
+        if self.q.capacity() > max_room {
+            self.q = VecDeque::new();
+        }
+    }
+
+    /// Entries the queue has room for without growing.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.q.capacity()
+    }
+
     /// Add an entry.
     #[inline]
     pub fn push(&mut self, e: Entry) {

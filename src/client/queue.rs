@@ -8,6 +8,9 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+/// The room for chunks an empty queue keeps ([`OutQueue::shrink`]).
+const KEPT_ROOM: usize = 16;
+
 /// Pending outbound chunks.
 #[derive(Default)]
 pub struct OutQueue {
@@ -16,9 +19,22 @@ pub struct OutQueue {
 }
 
 impl OutQueue {
-    /// Free the queue's spare room (it is empty between transactions).
+    /// Free the queue's spare room (it is empty between transactions) if it
+    /// grew large. The room for a few chunks stays: freed, it was allocated
+    /// again at the next transaction's first answer (a session's out queue
+    /// goes when it parks anyway).
     pub fn shrink(&mut self) {
-        if self.chunks.is_empty() && self.chunks.capacity() > 0 {
+        if self.chunks.is_empty() && self.chunks.capacity() > KEPT_ROOM {
+            self.chunks = VecDeque::new();
+        }
+    }
+
+    /// Drop whatever is queued and keep the room, unless it grew past
+    /// `max_room` chunks (then it is freed).
+    pub fn clear_keeping_room(&mut self, max_room: usize) {
+        self.chunks.clear();
+        self.len = 0;
+        if self.chunks.capacity() > max_room {
             self.chunks = VecDeque::new();
         }
     }

@@ -111,6 +111,32 @@ pub(super) struct Attachment {
     effects: Effects,
 }
 
+/// What an attachment let go of leaves for the next one on its worker: a
+/// transaction built a new attachment, and its queues grew from nothing,
+/// four allocations of the six a `pgbench -S` transaction made (callgrind).
+struct Spare {
+    room: Box<std::mem::MaybeUninit<Attachment>>,
+    to_server: OutQueue,
+    expect: Expectations,
+}
+
+thread_local! {
+    static SPARE_ATTACHMENTS: std::cell::RefCell<Vec<Spare>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How many spares a worker keeps (a few KiB; freed at each trim): about as
+/// many as servers attached at once on it.
+const SPARE_ATTACHMENTS_KEPT: usize = 64;
+
+/// A spare queue that grew past this many entries is freed, not kept.
+const SPARE_ROOM: usize = 64;
+
+/// Free this worker's spare attachments (the maintenance trim).
+pub(super) fn drop_spares() {
+    SPARE_ATTACHMENTS.with_borrow_mut(|spares| *spares = Vec::new());
+}
+
 impl Attachment {
     /// The shard the server belongs to.
     pub(super) fn shard(&self) -> usize {
@@ -122,13 +148,37 @@ impl Attachment {
         self.since
     }
 
-    pub(super) fn new(shard: usize, conn: ServerState) -> Attachment {
+    /// A new attachment of `conn`, boxed: in the allocation and with the
+    /// queues' room of one this worker let go of, when there is one.
+    pub(super) fn boxed(shard: usize, conn: ServerState) -> Box<Attachment> {
+        match SPARE_ATTACHMENTS.with_borrow_mut(Vec::pop) {
+            Some(Spare {
+                room,
+                to_server,
+                expect,
+            }) => super::put_in(room, Attachment::new(shard, conn, to_server, expect)),
+            None => Box::new(Attachment::new(
+                shard,
+                conn,
+                OutQueue::default(),
+                Expectations::default(),
+            )),
+        }
+    }
+
+    fn new(
+        shard: usize,
+        conn: ServerState,
+        to_server: OutQueue,
+        expect: Expectations,
+    ) -> Attachment {
+        debug_assert!(to_server.is_empty() && expect.is_empty());
         Attachment {
             shard,
             since: Instant::now(),
             conn,
-            to_server: OutQueue::default(),
-            expect: Expectations::default(),
+            to_server,
+            expect,
             head_failed: false,
             dropping_portal: None,
             status: TxStatus::Idle,
@@ -429,8 +479,30 @@ impl Attachment {
             && !self.copy_in
     }
 
-    pub(super) fn into_state(self) -> ServerState {
-        self.conn
+    /// The server's state; the attachment's allocation and its queues' room
+    /// are kept for this worker's next [`Attachment::boxed`].
+    pub(super) fn into_state(self: Box<Self>) -> ServerState {
+        let (
+            Attachment {
+                conn,
+                mut to_server,
+                mut expect,
+                ..
+            },
+            room,
+        ) = super::take_out(self);
+        to_server.clear_keeping_room(SPARE_ROOM);
+        expect.clear_keeping_room(SPARE_ROOM);
+        SPARE_ATTACHMENTS.with_borrow_mut(|spares| {
+            if spares.len() < SPARE_ATTACHMENTS_KEPT {
+                spares.push(Spare {
+                    room,
+                    to_server,
+                    expect,
+                });
+            }
+        });
+        conn
     }
 
     pub(super) fn check(&self) {
@@ -774,4 +846,47 @@ fn replace_all(v: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(&v[last..]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::expect::Entry;
+    use crate::protocol::tag;
+
+    #[test]
+    fn a_spare_attachment_starts_empty_and_keeps_only_bounded_room() {
+        drop_spares();
+        let state = || ServerState::new(std::net::SocketAddr::from(([127, 0, 0, 1], 5432)), None);
+        let mut a = Attachment::boxed(0, state());
+        for _ in 0..4 {
+            a.send_simple(
+                Entry::swallow(tag::frontend::QUERY),
+                Bytes::from_static(b"Q"),
+            );
+        }
+        let room = &*a as *const Attachment;
+        assert!(!a.to_server().is_empty() && !a.expect.is_empty());
+        let _ = a.into_state();
+        // The next one on this thread is built in that allocation, empty,
+        // owing nothing.
+        let b = Attachment::boxed(1, state());
+        assert_eq!(&*b as *const Attachment, room, "the allocation is reused");
+        assert!(b.to_server().is_empty() && b.expect.is_empty());
+        assert_eq!(b.expect.ready_owed(), 0);
+        assert!(b.expect.capacity() >= 4, "with the queues' room");
+        assert_eq!(b.shard(), 1);
+        // A queue that grew large is freed rather than kept.
+        let mut c = b;
+        for _ in 0..(SPARE_ROOM + 1) {
+            c.send_simple(
+                Entry::swallow(tag::frontend::QUERY),
+                Bytes::from_static(b"Q"),
+            );
+        }
+        let _ = c.into_state();
+        let d = Attachment::boxed(0, state());
+        assert_eq!(d.expect.capacity(), 0);
+        drop_spares();
+    }
 }

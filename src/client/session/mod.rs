@@ -255,10 +255,12 @@ pub fn statement_bytes() -> usize {
     statements::Statements::held_bytes()
 }
 
-/// Free this worker's spare session allocations (the maintenance task's trim
-/// after a burst: what a burst left there would otherwise stay resident).
+/// Free this worker's spare session and attachment allocations (the
+/// maintenance task's trim after a burst: what a burst left there would
+/// otherwise stay resident).
 pub fn drop_spare_sessions() {
     SPARE_SESSIONS.with_borrow_mut(|spares| *spares = Vec::new());
+    attachment::drop_spares();
 }
 
 /// Box a session, in a spare allocation of this worker's when there is one.

@@ -74,7 +74,7 @@ impl Core {
             .sync_statement(self.settings.reported(), self.settings.unreported())
             .is_none());
         let discard_sequences = conn.take_foreign_sequences(self.client_id);
-        let mut att = Attachment::new(shard, conn);
+        let mut att = Attachment::boxed(shard, conn);
         if !evicted.is_empty() {
             for d in evicted {
                 let c = prepared::close_message(self.out.build(), &d.server_name);
@@ -92,7 +92,7 @@ impl Core {
             protocol::query(&mut b, "DISCARD SEQUENCES");
             att.send_simple(Entry::swallow(tag::frontend::QUERY), b.freeze());
         }
-        self.att = Some(Box::new(att));
+        self.att = Some(att);
         self.check();
         // The work that asked for the server goes now (pipelined behind any
         // statement above, which cannot open a transaction).
