@@ -512,6 +512,15 @@ fn split(sql: &[u8], std_strings: bool, mut f: impl FnMut(&[u8])) {
     if memchr::memchr(b';', sql).is_none() {
         return f(sql);
     }
+    if !may_hide_semicolons(sql) {
+        // Every `;` is one the lexer would return: split at each without it.
+        let mut start = 0;
+        for at in memchr::memchr_iter(b';', sql) {
+            f(&sql[start..at]);
+            start = at + 1;
+        }
+        return f(&sql[start..]);
+    }
     let mut lx = Lexer::new(sql, std_strings);
     let mut start = 0;
     while let Some(t) = lx.next_raw() {
@@ -521,6 +530,15 @@ fn split(sql: &[u8], std_strings: bool, mut f: impl FnMut(&[u8])) {
         }
     }
     f(&sql[start..]);
+}
+
+/// Whether `sql` has a byte that may begin a token in which a `;` is not a
+/// statement's end: a string or quoted identifier (`'`, `"`, and with them
+/// every prefixed form, `E'`, `U&"` ...), a dollar quote (`$`), a comment
+/// (`--`, `/*`). Without any of them, the lexer reads every `;` as
+/// [`K::Semi`], whatever `standard_conforming_strings` says.
+fn may_hide_semicolons(sql: &[u8]) -> bool {
+    memchr::memchr3(b'\'', b'"', b'$', sql).is_some() || memchr::memchr2(b'-', b'/', sql).is_some()
 }
 
 /// Classify one statement; records SET values, reserved names and settings.
@@ -1249,6 +1267,78 @@ mod tests {
             }
         }
         found
+    }
+
+    /// [`split`] as it was: every text lexed.
+    fn split_by_the_lexer(sql: &[u8], std_strings: bool) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut lx = Lexer::new(sql, std_strings);
+        let mut start = 0;
+        while let Some(t) = lx.next_raw() {
+            if t.k == K::Semi {
+                out.push(sql[start..t.s].to_vec());
+                start = t.e;
+            }
+        }
+        out.push(sql[start..].to_vec());
+        out
+    }
+
+    #[test]
+    fn statements_split_without_the_lexer_are_those_the_lexer_splits() {
+        let pieces: &[&[u8]] = &[
+            b";",
+            b";",
+            b" ",
+            b"SELECT 1",
+            b"x",
+            b"'",
+            b"\"",
+            b"$",
+            b"$1",
+            b"$a$",
+            b"-",
+            b"--",
+            b"/",
+            b"/*",
+            b"*/",
+            b"\n",
+            b"E",
+            b"\\",
+            b"::",
+            b"\xff",
+            b"&",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..50_000 {
+            let mut sql = Vec::new();
+            let n = x % 10;
+            for _ in 0..n {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                sql.extend_from_slice(pieces[(x % pieces.len() as u64) as usize]);
+            }
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for std in [true, false] {
+                let mut got = Vec::new();
+                split(&sql, std, |s| got.push(s.to_vec()));
+                let want = if memchr::memchr(b';', &sql).is_none() {
+                    vec![sql.clone()]
+                } else {
+                    split_by_the_lexer(&sql, std)
+                };
+                assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&sql));
+            }
+        }
+        let mut got = Vec::new();
+        split(b"SELECT 1; SELECT 2;", true, |s| got.push(s.to_vec()));
+        assert_eq!(
+            got,
+            vec![b"SELECT 1".to_vec(), b" SELECT 2".to_vec(), b"".to_vec()]
+        );
     }
 
     #[test]
