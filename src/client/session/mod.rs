@@ -650,12 +650,21 @@ impl Session {
             mut shutdown,
             mut cancel_wake,
         } = wakes;
+        // Only a client that sent something since it logged in or woke
+        // lingers: one that logged in and sent nothing (a driver's pool
+        // opening connections) parks at once, so a burst of logins does not
+        // hold whole sessions (and leave the heap fragmented around the
+        // records that stay).
+        let mut may_linger = false;
         loop {
             let event = match self.woken_by.take() {
                 Some(event) => event,
                 None => {
                     self.prepare_wait().await?;
                     if may_park && self.parkable() {
+                        if !may_linger {
+                            return Ok(());
+                        }
                         match self
                             .linger(
                                 stream,
@@ -686,6 +695,7 @@ impl Session {
             let need = match event {
                 Event::ClientRead(Ok(0)) => return Err("client closed the connection".into()),
                 Event::ClientRead(Ok(n)) => {
+                    may_linger = true;
                     self.last_activity = Instant::now();
                     self.core.client_read(n);
                     Need::Io
