@@ -45,6 +45,11 @@ fn bench_scanner(c: &mut Criterion) {
     c.bench_function("analyze/pgbench_select_unrouted", |b| {
         b.iter(|| analyze(black_box(pgbench), b"", true, &mut f))
     });
+    // And one of its tpcb-like statements.
+    let update = b"UPDATE pgbench_accounts SET abalance = abalance + -2331 WHERE aid = 4242;";
+    c.bench_function("analyze/pgbench_update_unrouted", |b| {
+        b.iter(|| analyze(black_box(update), b"", true, &mut f))
+    });
 }
 
 /// Two text-format Bind values.

@@ -536,9 +536,15 @@ fn split(sql: &[u8], std_strings: bool, mut f: impl FnMut(&[u8])) {
 /// statement's end: a string or quoted identifier (`'`, `"`, and with them
 /// every prefixed form, `E'`, `U&"` ...), a dollar quote (`$`), a comment
 /// (`--`, `/*`). Without any of them, the lexer reads every `;` as
-/// [`K::Semi`], whatever `standard_conforming_strings` says.
+/// [`K::Semi`], whatever `standard_conforming_strings` says. (A lone `-` or
+/// `/` is an operator, or part of one: `abalance + -2331` in pgbench's
+/// UPDATE.)
 fn may_hide_semicolons(sql: &[u8]) -> bool {
-    memchr::memchr3(b'\'', b'"', b'$', sql).is_some() || memchr::memchr2(b'-', b'/', sql).is_some()
+    memchr::memchr3(b'\'', b'"', b'$', sql).is_some()
+        || memchr::memchr2_iter(b'-', b'/', sql).any(|i| {
+            let next = sql.get(i + 1).copied();
+            (next == Some(b'-') && sql[i] == b'-') || (next == Some(b'*') && sql[i] == b'/')
+        })
 }
 
 /// Classify one statement; records SET values, reserved names and settings.
