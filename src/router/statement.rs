@@ -1275,6 +1275,35 @@ mod tests {
         found
     }
 
+    /// `n` texts of up to `most` of `pieces` each, some pieces in upper case
+    /// when `upper`: a fixed xorshift sequence, so the same texts each run,
+    /// built so that the near misses and overlaps a property hinges on are
+    /// common.
+    fn texts_of(pieces: &[&[u8]], n: usize, most: u64, upper: bool) -> Vec<Vec<u8>> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        (0..n)
+            .map(|_| {
+                let mut sql = Vec::new();
+                for _ in 0..next() % (most + 1) {
+                    let r = next();
+                    let piece = pieces[(r % pieces.len() as u64) as usize];
+                    if upper && r & 0x100 != 0 {
+                        sql.extend(piece.to_ascii_uppercase());
+                    } else {
+                        sql.extend_from_slice(piece);
+                    }
+                }
+                sql
+            })
+            .collect()
+    }
+
     /// [`split`] as it was: every text lexed.
     fn split_by_the_lexer(sql: &[u8], std_strings: bool) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
@@ -1315,19 +1344,7 @@ mod tests {
             b"\xff",
             b"&",
         ];
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for _ in 0..50_000 {
-            let mut sql = Vec::new();
-            let n = x % 10;
-            for _ in 0..n {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                sql.extend_from_slice(pieces[(x % pieces.len() as u64) as usize]);
-            }
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+        for sql in texts_of(pieces, 50_000, 9, false) {
             for std in [true, false] {
                 let mut got = Vec::new();
                 split(&sql, std, |s| got.push(s.to_vec()));
@@ -1376,8 +1393,7 @@ mod tests {
                 String::from_utf8_lossy(sql)
             );
         }
-        // Texts from pieces of the words, so that near misses and overlaps
-        // are common (a fixed xorshift sequence: the same texts each run).
+        // Texts from pieces of the words.
         let pieces: &[&[u8]] = &[
             b"set",
             b"_config",
@@ -1401,23 +1417,7 @@ mod tests {
             b"x",
             b"\xff",
         ];
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        for _ in 0..20_000 {
-            let mut sql = Vec::new();
-            for _ in 0..(x % 9) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let piece = pieces[(x % pieces.len() as u64) as usize];
-                if x & 0x100 != 0 {
-                    sql.extend(piece.to_ascii_uppercase());
-                } else {
-                    sql.extend_from_slice(piece);
-                }
-            }
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+        for sql in texts_of(pieces, 20_000, 8, true) {
             assert_eq!(
                 state_words(&sql),
                 state_words_one_by_one(&sql),
