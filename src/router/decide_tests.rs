@@ -102,6 +102,16 @@ fn extended(r: &Routing, t: &Tenants, tx: Tx, sql: &str, values: &[&str]) -> Dec
         Item::Bind(&f, ParamTypes::default(), &v, b""),
         Item::Execute(b""),
     ];
+    batch(r, t, tx, items)
+}
+
+/// Decide an extended batch of `items` for a session with tenants `t` in `tx`.
+fn batch<'a, V: ParamValues + 'a>(
+    r: &Routing,
+    t: &Tenants,
+    tx: Tx,
+    items: impl IntoIterator<Item = Item<'a, V>>,
+) -> Decision {
     decide(
         r,
         &view(t, tx),
@@ -414,14 +424,7 @@ fn held_and_failed_transactions() {
     analyze(b"ROLLBACK", r.key.as_bytes(), true, &mut end);
     analyze(b"SELECT 1", r.key.as_bytes(), true, &mut sel);
     let v = Values(Vec::new());
-    let run = |items: Vec<Item<'_, &Values>>| {
-        decide(
-            &r,
-            &view(&t, Tx::Failed),
-            Unit::batch(items.into_iter()),
-            &mut Vec::new(),
-        )
-    };
+    let run = |items: Vec<Item<'_, &Values>>| batch(&r, &t, Tx::Failed, items);
     // The Execute must run the ROLLBACK's own portal, once.
     let twice = vec![
         Item::Parse(&end),
@@ -610,14 +613,7 @@ fn set_through_the_extended_protocol_is_answered_alone_in_its_batch() {
         &mut sel,
     );
     let v = Values(vec![]);
-    let run = |items: Vec<Item<'_, &Values>>| {
-        decide(
-            &r,
-            &view(&t, Tx::Idle),
-            Unit::batch(items.into_iter()),
-            &mut Vec::new(),
-        )
-    };
+    let run = |items: Vec<Item<'_, &Values>>| batch(&r, &t, Tx::Idle, items);
     // Prepared and described, not executed: answered, nothing changes.
     assert_eq!(
         run(vec![Item::Parse(&set), Item::Other]),
@@ -717,11 +713,11 @@ fn set_through_the_extended_protocol_is_answered_alone_in_its_batch() {
         assert_eq!(code(&run(items)), "0A000");
     }
     // Inside a transaction already, BEGIN + SET is not this form either.
-    let in_tx = decide(
+    let in_tx = batch(
         &r,
-        &view(&t, Tx::Held { stmts: false }),
-        Unit::batch(begin_then(&begin, &set, &v).into_iter()),
-        &mut Vec::new(),
+        &t,
+        Tx::Held { stmts: false },
+        begin_then(&begin, &set, &v),
     );
     assert_eq!(code(&in_tx), "0A000");
     // The lock holds through this path too.
@@ -744,12 +740,7 @@ fn set_through_the_extended_protocol_is_answered_alone_in_its_batch() {
         &mut set2_local,
     );
     for set in [&set2, &set2_local] {
-        let d = decide(
-            &locked,
-            &view(&t1, Tx::Idle),
-            Unit::batch(begin_then(&begin, set, &v).into_iter()),
-            &mut Vec::new(),
-        );
+        let d = batch(&locked, &t1, Tx::Idle, begin_then(&begin, set, &v));
         assert_eq!(code(&d), "42501");
     }
     // With the SET source off, SET tenant_id is an ordinary setting.
@@ -777,12 +768,7 @@ fn standard_conforming_strings_cannot_be_flipped_under_the_router() {
         Item::Bind(&f, ParamTypes::default(), &v, b""),
         Item::Execute(b""),
     ];
-    let d = decide(
-        &r,
-        &view(&t, Tx::Idle),
-        Unit::batch(items.into_iter()),
-        &mut Vec::new(),
-    );
+    let d = batch(&r, &t, Tx::Idle, items);
     assert_eq!(code(&d), "0A000");
 }
 
@@ -801,23 +787,13 @@ fn executing_a_portal_bound_earlier_is_not_tenant_free() {
         Item::Execute(b"p1"),
         Item::Execute(b""),
     ];
-    let d = decide(
-        &r,
-        &view(&t, Tx::Idle),
-        Unit::batch(items.into_iter()),
-        &mut Vec::new(),
-    );
+    let d = batch(&r, &t, Tx::Idle, items);
     assert_eq!(code(&d), "42P17");
     let items = [
         Item::Bind(&show, ParamTypes::default(), &v, b"p1"),
         Item::Execute(b"p1"),
     ];
-    let d = decide(
-        &r,
-        &view(&t, Tx::Idle),
-        Unit::batch(items.into_iter()),
-        &mut Vec::new(),
-    );
+    let d = batch(&r, &t, Tx::Idle, items);
     assert_eq!(d, Decision::TenantFree);
 }
 
@@ -1058,7 +1034,7 @@ proptest! {
             }
             let v = Values(values);
             let items = [Item::Parse(&f), Item::Bind(&f, ParamTypes::default(), &v, b""), Item::Execute(b"")];
-            decide(&r, &view(&t, tx), Unit::batch(items.into_iter()), &mut Vec::new())
+            batch(&r, &t, tx, items)
         } else {
             decide(&r, &view(&t, tx), Unit::query(&f), &mut Vec::new())
         };
@@ -1106,7 +1082,7 @@ proptest! {
         let _ = decide(&r, &view(&t, tx), Unit::query(&f), &mut Vec::new());
         let v = Values(vec![None, Some(vec![0xff; 3])]);
         let items = [Item::Parse(&f), Item::Bind(&f, ParamTypes::default(), &v, b""), Item::BindUnknown, Item::Execute(b"p")];
-        let _ = decide(&r, &view(&t, Tx::Failed), Unit::batch(items.into_iter()), &mut Vec::new());
+        let _ = batch(&r, &t, Tx::Failed, items);
     }
 }
 
@@ -1132,14 +1108,7 @@ fn a_begin_that_runs_first_and_alone_in_a_batch_is_held() {
     let ins = analyzed(&r, b"INSERT INTO a (tenant_id, x) VALUES ($1, $2)");
     let none = Values(Vec::new());
     let v = Values(vec![Some(b"2".to_vec()), Some(b"x".to_vec())]);
-    let run = |tx: Tx, items: Vec<Item<'_, &Values>>| {
-        decide(
-            &r,
-            &view(&t, tx),
-            Unit::batch(items.into_iter()),
-            &mut Vec::new(),
-        )
-    };
+    let run = |tx: Tx, items: Vec<Item<'_, &Values>>| batch(&r, &t, tx, items);
     let held = Decision::Local(Local::BeginThenRest);
     let pbe = |p: &'static [u8]| {
         vec![
@@ -1305,12 +1274,7 @@ fn a_unit_that_changes_the_lexing_half_way_is_refused() {
             Item::Bind(b, ParamTypes::default(), &none, b""),
             Item::Execute(b""),
         ];
-        decide(
-            &r,
-            &view(&t, Tx::Idle),
-            Unit::batch(items.into_iter()),
-            &mut Vec::new(),
-        )
+        batch(&r, &t, Tx::Idle, items)
     };
     for first in [&change, &local] {
         assert_eq!(code(&two(first, &smuggle)), "0A000");
@@ -1445,12 +1409,7 @@ fn one_tenant_bound_again_and_again_counts_once_toward_the_limit() {
         items.push(Item::Bind(&ins, ParamTypes::default(), &v, b""));
         items.push(Item::Execute(b""));
     }
-    let d = decide(
-        &r,
-        &view(&t, Tx::Idle),
-        Unit::batch(items.into_iter()),
-        &mut Vec::new(),
-    );
+    let d = batch(&r, &t, Tx::Idle, items);
     assert_eq!(shard(&d), Some(shard_of("2")));
     // Many distinct tenants are still bounded.
     let many: Vec<Values> = (0..6_000)
@@ -1468,12 +1427,7 @@ fn one_tenant_bound_again_and_again_counts_once_toward_the_limit() {
         items.push(Item::Bind(&ins, ParamTypes::default(), v, b""));
         items.push(Item::Execute(b""));
     }
-    let d = decide(
-        &r,
-        &view(&t, Tx::Idle),
-        Unit::batch(items.into_iter()),
-        &mut Vec::new(),
-    );
+    let d = batch(&r, &t, Tx::Idle, items);
     assert_eq!(code(&d), "54001");
 }
 
@@ -1525,11 +1479,6 @@ fn a_batch_that_begins_and_ends_a_transaction_is_judged_whole() {
         Item::Bind(&ins, ParamTypes::default(), &none, b""),
         Item::Execute(b""),
     ];
-    let d = decide(
-        &r,
-        &view(&t, Tx::Idle),
-        Unit::batch(items.into_iter()),
-        &mut Vec::new(),
-    );
+    let d = batch(&r, &t, Tx::Idle, items);
     assert_eq!(shard(&d), Some(shard_of("2")));
 }
