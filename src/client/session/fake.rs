@@ -625,6 +625,19 @@ pub fn sync() -> Vec<u8> {
     frame(tag::frontend::SYNC, b"")
 }
 
+/// `sql` as libpq's `PQsendQueryParams` (psycopg 3, pgbench `-M extended`)
+/// and PgJDBC send it with no parameters: Parse, Bind, Describe of the
+/// portal, Execute, Sync, all unnamed.
+pub fn described(sql: &str) -> Vec<Vec<u8>> {
+    vec![
+        parse("", sql),
+        bind("", &[]),
+        frame(tag::frontend::DESCRIBE, b"P\0"),
+        execute(),
+        sync(),
+    ]
+}
+
 pub fn flush() -> Vec<u8> {
     frame(tag::frontend::FLUSH, b"")
 }

@@ -217,14 +217,7 @@ fn set_tenant_through_parse_bind_execute_is_answered_locally_and_routes_what_fol
     // PgJDBC's form: Parse/Bind/Describe(portal)/Execute/Sync of the SET, then the
     // statement it routes; a named SET is bound again later without a Parse.
     let mut h = Harness::new("app");
-    let describe_portal = frame(tag::frontend::DESCRIBE, b"P\0");
-    h.send(&[
-        parse("", "SET tenant_id = 1"),
-        bind("", &[]),
-        describe_portal.clone(),
-        execute(),
-        sync(),
-    ]);
+    h.send(&described("SET tenant_id = 1"));
     assert_eq!(h.client_tags(), "12nCZI");
     assert_eq!(h.attaches, 0, "nothing of it reaches a server");
     h.send(&[parse("s1", "SET tenant_id = 2"), sync()]);
@@ -1100,52 +1093,21 @@ fn a_set_local_through_the_extended_protocol_is_held_with_the_begin() {
     // Bind, Describe, Execute, Sync, and only then the tenant's statement. The
     // SET LOCAL replayed the BEGIN on the default shard and pinned it there.
     let mut h = Harness::new("app");
-    let describe = super::fake::frame(tag::frontend::DESCRIBE, b"P\0");
-    h.send(&[
-        parse("", "BEGIN"),
-        bind("", &[]),
-        describe.clone(),
-        execute(),
-        sync(),
-    ]);
+    h.send(&described("BEGIN"));
     assert_eq!(h.client_tags(), "12nCZT");
     let set = "SET LOCAL statement_timeout = '5s'";
-    h.send(&[
-        parse("", set),
-        bind("", &[]),
-        describe.clone(),
-        execute(),
-        sync(),
-    ]);
+    h.send(&described(set));
     assert_eq!((h.client_tags().as_str(), h.attaches), ("12nCZT", 0));
     let other = a_tenant_off_42s_shard(&h);
     for t in ["42".to_string(), other] {
         let rt = h.core.db().routing.clone().unwrap();
         let shard = rt.map.route(&tenant(&t)).unwrap().shard;
         let mut h = Harness::new("app");
-        h.send(&[
-            parse("", "BEGIN"),
-            bind("", &[]),
-            describe.clone(),
-            execute(),
-            sync(),
-        ]);
-        h.send(&[
-            parse("", set),
-            bind("", &[]),
-            describe.clone(),
-            execute(),
-            sync(),
-        ]);
+        h.send(&described("BEGIN"));
+        h.send(&described(set));
         h.client_tags();
         let stmt = format!("SELECT * FROM t WHERE tenant_id = {t}");
-        h.send(&[
-            parse("", &stmt),
-            bind("", &[]),
-            describe.clone(),
-            execute(),
-            sync(),
-        ]);
+        h.send(&described(&stmt));
         h.server_turn();
         assert!(h.client_errors().is_empty(), "{t}: {:?}", h.client_errors());
         let sent: Vec<String> = h.servers[shard]
