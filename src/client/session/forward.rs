@@ -118,7 +118,7 @@ impl Core {
             };
             let analyzed = if routed {
                 n += 1;
-                self.route.take_parse_facts(n - 1)
+                self.route.parse_facts_at(n - 1)
             } else {
                 None
             };
@@ -143,7 +143,7 @@ impl Core {
                     let analyzed = if t == tag::frontend::PARSE {
                         n += 1;
                         // Analyzed when the batch was routed.
-                        self.route.take_parse_facts(n - 1)
+                        self.route.parse_facts_at(n - 1)
                     } else {
                         None
                     };

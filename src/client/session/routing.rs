@@ -668,7 +668,7 @@ impl Core {
                         return self.unit_error(Unit::Batch(msgs[i..].to_vec()), &e);
                     };
                     parses += 1;
-                    let analyzed = self.route.take_parse_facts(parses - 1);
+                    let analyzed = self.route.parse_facts_at(parses - 1);
                     let facts = self.parse_facts(p.query, analyzed);
                     if facts.is_only(Kind::Begin) {
                         let mut q = BytesMut::new();

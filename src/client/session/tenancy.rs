@@ -329,7 +329,7 @@ impl Tenancy {
     }
 
     /// The analysis of the batch's `i`th Parse (to keep with its statement).
-    pub(super) fn take_parse_facts(&mut self, i: usize) -> Option<Facts> {
+    pub(super) fn parse_facts_at(&self, i: usize) -> Option<Facts> {
         // A copy: the analyses stay whole for the same texts in the next
         // batch (a driver's extended protocol sends one text again and
         // again, with new parameters).
@@ -524,7 +524,7 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_analyzed_again_keeps_its_facts_when_one_is_taken() {
+    fn a_batch_analyzed_again_keeps_its_facts_when_one_is_copied() {
         let mut parse = bytes::BytesMut::new();
         protocol::parse(
             &mut parse,
@@ -539,12 +539,12 @@ mod tests {
         assert_eq!(t.batch_facts(1)[0].params, vec![1]);
         assert_eq!(t.analyze_batch(&msgs, b"tenant_id", true), 1);
         assert_eq!(t.batch_facts(1)[0].params, vec![1], "kept");
-        assert_eq!(t.take_parse_facts(0).map(|f| f.params), Some(vec![1]));
+        assert_eq!(t.parse_facts_at(0).map(|f| f.params), Some(vec![1]));
         assert_eq!(t.analyze_batch(&msgs, b"tenant_id", true), 1);
         assert_eq!(
             t.batch_facts(1)[0].params,
             vec![1],
-            "still whole once taken"
+            "still whole once copied"
         );
     }
 }
