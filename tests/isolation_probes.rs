@@ -1821,3 +1821,37 @@ fn the_end_of_a_transaction_and_unreported_settings_route_nothing_wrong() {
     bad.check(n == [0, 0], || format!("rows written: {n:?}"));
     bad.finish("the_end_of_a_transaction_and_unreported_settings_route_nothing_wrong");
 }
+
+/// A text analyzed once is not analyzed again when it comes back unchanged
+/// (stop 29: the analysis is kept for the same text, key and setting), but
+/// every unit is still routed afresh: the same Query after another `SET
+/// tenant_id`, and the same Parse text bound to another tenant in the next
+/// batch, each run on their own tenant's shard, read from that shard's data.
+#[test]
+fn the_same_text_again_is_routed_afresh_by_what_surrounds_it() {
+    let f = Fixture::start();
+    let mut c = f.raw("app", &[]);
+    let marker = "SELECT name FROM shard_marker";
+    for (tenant, shard) in [("alpha", "s0"), ("bravo", "s1"), ("alpha", "s0")] {
+        let (errs, _) = q(&mut c, &format!("SET tenant_id = '{tenant}'"));
+        assert!(errs.is_empty(), "SET {tenant}: {errs:?}");
+        let (errs, v) = q(&mut c, marker);
+        assert!(errs.is_empty(), "{tenant}: {errs:?}");
+        assert_eq!(v, [shard], "the same Query after SET tenant_id = {tenant}");
+    }
+    let _ = q(&mut c, "RESET tenant_id");
+    let text = "SELECT m.name FROM shard_marker m, accounts a WHERE a.tenant_id = $1";
+    for (tenant, shard) in [("alpha", "s0"), ("bravo", "s1"), ("alpha", "s0")] {
+        let mut b = parse_msg("", text);
+        b.extend(bind_value("", tenant.as_bytes()));
+        b.extend(execute_msg(""));
+        b.extend(frame(b'S', b""));
+        let m = send_until(&mut c, &b, b'Z');
+        assert!(error_codes(&m).is_empty(), "{tenant}: {m:?}");
+        assert_eq!(
+            first_column(&m),
+            [shard],
+            "the same Parse text bound to {tenant}"
+        );
+    }
+}
