@@ -273,10 +273,16 @@ impl ServerState {
                 None => push_reset(&mut sql, key),
             }
         }
-        for &key in TRACKED_PARAMS {
-            let desired = want.get(key).or_else(|| self.initial.get(key));
-            let Some(desired) = desired else { continue };
-            if self.current.get(key) != Some(desired) {
+        let (want_t, initial, current) = (
+            want.tracked(),
+            self.initial.tracked(),
+            self.current.tracked(),
+        );
+        for (i, &key) in TRACKED_PARAMS.iter().enumerate() {
+            let Some(desired) = want_t[i].or(initial[i]) else {
+                continue;
+            };
+            if current[i] != Some(desired) {
                 push_set_config(&mut sql, key, desired);
             }
         }
