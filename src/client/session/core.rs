@@ -325,6 +325,12 @@ impl Core {
             && !self.batch.skipping()
     }
 
+    /// Whether a LISTEN/UNLISTEN was answered since the last
+    /// [`Self::take_listen_ops`].
+    pub fn has_listen_ops(&self) -> bool {
+        self.route.has_listen_ops()
+    }
+
     /// The LISTEN/UNLISTEN requests answered since the last call, in order.
     pub fn take_listen_ops(&mut self) -> Vec<ListenOp> {
         self.route.take_listen_ops()

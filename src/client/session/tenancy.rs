@@ -471,6 +471,11 @@ impl Tenancy {
         self.listen_ops.push(op);
     }
 
+    /// Whether a LISTEN/UNLISTEN was answered since the last take.
+    pub(super) fn has_listen_ops(&self) -> bool {
+        !self.listen_ops.is_empty()
+    }
+
     /// The LISTEN/UNLISTEN requests answered since the last call, in order.
     pub(super) fn take_listen_ops(&mut self) -> Vec<ListenOp> {
         std::mem::take(&mut self.listen_ops)
