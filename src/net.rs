@@ -11,6 +11,7 @@
 //! the socket is full, and the session loop stops calling `write` once its queue is
 //! empty, so bytes left in that buffer would never be sent.
 
+pub mod clock;
 pub mod dormant;
 
 use std::io;

@@ -150,7 +150,12 @@ impl Workers {
                 return;
             }
         };
-        self.handles[i].spawn(crate::client::serve(app.clone(), std));
+        // Clocked: the session's polls each read the clock once (see
+        // `net::clock`).
+        self.handles[i].spawn(crate::net::clock::Clocked(crate::client::serve(
+            app.clone(),
+            std,
+        )));
     }
 
     /// End every worker (after the drain) and wait for their threads.

@@ -144,7 +144,9 @@ fn hibernate(
         until,
         resume: Box::new(move |tcp| {
             sleeper.dormant.store(false, Ordering::SeqCst);
-            tokio::spawn(resume(seat, sleeper, parked, tcp));
+            tokio::spawn(crate::net::clock::Clocked(resume(
+                seat, sleeper, parked, tcp,
+            )));
         }),
     });
     // What came before `dormant` was set found no sleeper to wake (see

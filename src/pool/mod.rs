@@ -186,7 +186,7 @@ impl<'a> Waiting<'a> {
         }
         Waiting {
             stats,
-            start: Instant::now(),
+            start: crate::net::clock::now(),
         }
     }
 }
@@ -194,9 +194,10 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
-        self.stats
-            .wait_time_us
-            .fetch_add(self.start.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.stats.wait_time_us.fetch_add(
+            crate::net::clock::since(self.start).as_micros() as u64,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -758,7 +759,7 @@ impl Pool {
             return false;
         }
         if let Some(l) = settings.server_lifetime.non_zero() {
-            if conn.created.elapsed() > l {
+            if crate::net::clock::since(conn.created) > l {
                 return false;
             }
         }
@@ -839,14 +840,15 @@ impl Pool {
     pub fn checkin(&self, mut c: Checkout) {
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
         let settings = self.settings.load();
-        c.conn.last_used = Instant::now();
+        let now = crate::net::clock::now();
+        c.conn.last_used = now;
         let keep = !c.conn.broken
             && !self.disabled.load(Ordering::Acquire)
             && c.conn.generation == self.generation.load(Ordering::Acquire)
             && settings
                 .server_lifetime
                 .non_zero()
-                .is_none_or(|l| c.conn.created.elapsed() <= l)
+                .is_none_or(|l| now.saturating_duration_since(c.conn.created) <= l)
             && c.conn.rbuf.is_empty()
             && self.total.load(Ordering::Relaxed) <= self.capacity();
         if keep {

@@ -175,7 +175,7 @@ impl Attachment {
         debug_assert!(to_server.is_empty() && expect.is_empty());
         Attachment {
             shard,
-            since: Instant::now(),
+            since: crate::net::clock::now(),
             conn,
             to_server,
             expect,

@@ -53,7 +53,7 @@ impl Counters {
     /// A query (or a Sync) goes out; `owed` ReadyForQuery were owed before it.
     pub(super) fn query_sent(&mut self, owed: usize) {
         if owed == 0 {
-            self.query_start = Some(Instant::now());
+            self.query_start = Some(crate::net::clock::now());
         }
     }
 
@@ -62,10 +62,10 @@ impl Counters {
         self.queries += 1;
         self.answered = self.answered.wrapping_add(1);
         if let Some(t) = self.query_start.take() {
-            self.query_us += t.elapsed().as_micros() as u64;
+            self.query_us += crate::net::clock::since(t).as_micros() as u64;
         }
         if owed > 0 {
-            self.query_start = Some(Instant::now());
+            self.query_start = Some(crate::net::clock::now());
         }
     }
 

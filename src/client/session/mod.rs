@@ -696,7 +696,7 @@ impl Session {
                 Event::ClientRead(Ok(0)) => return Err("client closed the connection".into()),
                 Event::ClientRead(Ok(n)) => {
                     may_linger = true;
-                    self.last_activity = Instant::now();
+                    self.last_activity = crate::net::clock::now();
                     self.core.client_read(n);
                     Need::Io
                 }
@@ -1630,7 +1630,7 @@ impl Session {
         settings: Result<Option<crate::server::ParamSet>, PgError>,
     ) -> Need {
         tracing::trace!(client = self.handle.id, server = co.conn.id, "release");
-        let xact_us = since.elapsed().as_micros() as u64;
+        let xact_us = crate::net::clock::since(since).as_micros() as u64;
         let stats = &pool.stats;
         stats.xact_count.fetch_add(1, Ordering::Relaxed);
         stats.xact_time_us.fetch_add(xact_us, Ordering::Relaxed);
@@ -2028,7 +2028,7 @@ impl TenantWaiting {
     fn start(app: &Arc<App>, db: &Arc<DbRuntime>, tenant: TenantKey) -> TenantWaiting {
         TenantWaiting {
             cell: Some(app.tenants.waiting_inc(&db.name, tenant.as_str())),
-            since: Instant::now(),
+            since: crate::net::clock::now(),
         }
     }
 
@@ -2036,7 +2036,7 @@ impl TenantWaiting {
     /// transaction's count.
     fn end(mut self) -> Arc<TenantCell> {
         let cell = self.cell.take().expect("a wait ends once");
-        cell.waiting_dec(self.since.elapsed().as_micros() as u64);
+        cell.waiting_dec(crate::net::clock::since(self.since).as_micros() as u64);
         cell
     }
 }
@@ -2044,7 +2044,7 @@ impl TenantWaiting {
 impl Drop for TenantWaiting {
     fn drop(&mut self) {
         if let Some(cell) = self.cell.take() {
-            cell.waiting_dec(self.since.elapsed().as_micros() as u64);
+            cell.waiting_dec(crate::net::clock::since(self.since).as_micros() as u64);
         }
     }
 }
