@@ -1097,41 +1097,82 @@ const STATE_WORDS: &[(&[u8], Effects)] = &[
     (b"ts_rewrite", Effects::DYNAMIC),
 ];
 
-/// For each byte, the words of [`STATE_WORDS`] (bit `i` for word `i`) that
-/// start with it in either case.
-const STATE_WORD_STARTS: [u16; 256] = {
-    assert!(STATE_WORDS.len() <= 16);
-    let mut starts = [0u16; 256];
+/// Words without which the token pass of [`effects`] finds nothing: each of
+/// its tests asks for an identifier that is one of them, or starts with one
+/// (`temporary`), or else for `pg_temp` / `advisory`, whose effects
+/// [`STATE_WORDS`] already gives wherever they appear. Matched anywhere, as
+/// those are: a false alarm only costs the pass.
+const LEXED_WORDS: &[&[u8]] = &[
+    b"create",
+    b"into",
+    b"insert",
+    b"copy",
+    b"merge",
+    b"default",
+    b"alter",
+    b"execute",
+    b"set_config",
+    b"temp",
+];
+
+/// The word of bit `i` of [`WORD_FIRST`]: [`STATE_WORDS`], then [`LEXED_WORDS`].
+const fn word(i: usize) -> &'static [u8] {
+    if i < STATE_WORDS.len() {
+        STATE_WORDS[i].0
+    } else {
+        LEXED_WORDS[i - STATE_WORDS.len()]
+    }
+}
+
+/// For each byte, the words whose byte `at` it is, in either case (bit `i`
+/// for [`word`]`(i)`).
+const fn word_bytes(at: usize) -> [u32; 256] {
+    let n = STATE_WORDS.len() + LEXED_WORDS.len();
+    assert!(n <= 32);
+    let mut table = [0u32; 256];
     let mut i = 0;
-    while i < STATE_WORDS.len() {
-        let first = STATE_WORDS[i].0[0];
-        starts[first.to_ascii_lowercase() as usize] |= 1 << i;
-        starts[first.to_ascii_uppercase() as usize] |= 1 << i;
+    while i < n {
+        let w = word(i);
+        assert!(w.len() >= 2);
+        let c = w[at];
+        table[c.to_ascii_lowercase() as usize] |= 1 << i;
+        table[c.to_ascii_uppercase() as usize] |= 1 << i;
         i += 1;
     }
-    starts
-};
+    table
+}
+
+/// First and second bytes of the words: a word is compared only where both
+/// match, so most bytes of a text cost two lookups.
+const WORD_FIRST: [u32; 256] = word_bytes(0);
+const WORD_SECOND: [u32; 256] = word_bytes(1);
 
 /// The effects of every word of [`STATE_WORDS`] found anywhere in `sql` (case
-/// ignored): the same as looking for each word in turn, in one pass over the
-/// text (a pass per word was a tenth of the pooler's user-space instructions
-/// per `pgbench -S` transaction, by callgrind).
-fn state_words(sql: &[u8]) -> Effects {
+/// ignored), and whether a word of [`LEXED_WORDS`] is there: the same as
+/// looking for each word in turn, in one pass over the text (a pass per word
+/// was a tenth of the pooler's user-space instructions per `pgbench -S`
+/// transaction, by callgrind).
+fn scan_words(sql: &[u8]) -> (Effects, bool) {
     let mut found = Effects::default();
-    for (i, &c) in sql.iter().enumerate() {
-        let mut words = STATE_WORD_STARTS[c as usize];
+    let mut lexed = false;
+    for (i, pair) in sql.windows(2).enumerate() {
+        let mut words = WORD_FIRST[pair[0] as usize] & WORD_SECOND[pair[1] as usize];
         while words != 0 {
-            let (word, e) = STATE_WORDS[words.trailing_zeros() as usize];
+            let w = words.trailing_zeros() as usize;
             words &= words - 1;
+            let word = word(w);
             if sql
-                .get(i + 1..i + word.len())
-                .is_some_and(|w| w.eq_ignore_ascii_case(&word[1..]))
+                .get(i + 2..i + word.len())
+                .is_some_and(|rest| rest.eq_ignore_ascii_case(&word[2..]))
             {
-                found.add(e);
+                match STATE_WORDS.get(w) {
+                    Some(&(_, e)) => found.add(e),
+                    None => lexed = true,
+                }
             }
         }
     }
-    found
+    (found, lexed)
 }
 
 /// Effects visible anywhere in a statement: `set_config(..)` and the custom
@@ -1144,11 +1185,21 @@ fn state_words(sql: &[u8]) -> Effects {
 /// (`search_path` may put `pg_temp` first); one that can fill column defaults
 /// (`INSERT`, `COPY`, `MERGE`, `DEFAULT`, `ALTER`) may advance a sequence.
 fn effects(sql: &[u8], std: bool, out: &mut Facts) {
-    out.effects.add(state_words(sql));
+    let (found, lexed) = scan_words(sql);
+    out.effects.add(found);
     let (ident, string) = unicode_escapes(sql);
     if ident || string {
         out.effects.add(Effects::DYNAMIC);
     }
+    if lexed {
+        // Else nothing for this pass to find (see LEXED_WORDS): it was half
+        // the analysis of `pgbench -S`'s SELECT (callgrind).
+        lexed_effects(sql, std, out);
+    }
+}
+
+/// The part of [`effects`] that reads tokens: keywords and function names.
+fn lexed_effects(sql: &[u8], std: bool, out: &mut Facts) {
     let mut lx = Lexer::new(sql, std);
     let mut prev_insert = false;
     while let Some(t) = lx.next_sig() {
@@ -1264,15 +1315,15 @@ mod tests {
 
     const KEY: &[u8] = b"tenant_id";
 
-    /// [`state_words`] as it was: each word looked for in turn.
-    fn state_words_one_by_one(sql: &[u8]) -> Effects {
+    /// [`scan_words`] as it was: each word looked for in turn.
+    fn words_one_by_one(sql: &[u8]) -> (Effects, bool) {
         let mut found = Effects::default();
         for (word, e) in STATE_WORDS {
             if contains_ci(sql, word) {
                 found.add(*e);
             }
         }
-        found
+        (found, LEXED_WORDS.iter().any(|w| contains_ci(sql, w)))
     }
 
     /// `n` texts of up to `most` of `pieces` each, some pieces in upper case
@@ -1365,8 +1416,8 @@ mod tests {
     }
 
     #[test]
-    fn state_words_in_one_pass_find_what_each_word_in_turn_finds() {
-        for (word, _) in STATE_WORDS {
+    fn the_word_scan_finds_what_each_word_in_turn_finds() {
+        for word in STATE_WORDS.iter().map(|(w, _)| w).chain(LEXED_WORDS) {
             assert_eq!(
                 word.to_ascii_lowercase(),
                 *word,
@@ -1384,11 +1435,17 @@ mod tests {
             b"set_confi",
             b"xxpg_tempxx",
             b"\xc3\xa9set_config",
+            b"INSERT INTO t DEFAULT VALUES",
+            b"create temporary table x",
+            b"alter copy merge execute",
+            b"intemp",
+            b"in",
+            b"tem",
         ];
         for sql in fixed {
             assert_eq!(
-                state_words(sql),
-                state_words_one_by_one(sql),
+                scan_words(sql),
+                words_one_by_one(sql),
                 "{:?}",
                 String::from_utf8_lossy(sql)
             );
@@ -1411,6 +1468,23 @@ mod tests {
             b"ts_",
             b"stat",
             b"rewrite",
+            b"cre",
+            b"ate",
+            b"in",
+            b"to",
+            b"sert",
+            b"co",
+            b"py",
+            b"mer",
+            b"ge",
+            b"de",
+            b"fault",
+            b"al",
+            b"ter",
+            b"exe",
+            b"cute",
+            b"te",
+            b"mp",
             b"s",
             b"p",
             b" ",
@@ -1419,12 +1493,70 @@ mod tests {
         ];
         for sql in texts_of(pieces, 20_000, 8, true) {
             assert_eq!(
-                state_words(&sql),
-                state_words_one_by_one(&sql),
+                scan_words(&sql),
+                words_one_by_one(&sql),
                 "{:?}",
                 String::from_utf8_lossy(&sql)
             );
         }
+    }
+
+    /// Skipping the token pass of [`effects`] when [`scan_words`] finds no
+    /// word of [`LEXED_WORDS`] changes nothing: the facts are those of the
+    /// pass run on every text. Fails if a word the pass acts on is left out
+    /// of the list.
+    #[test]
+    fn the_token_pass_is_skipped_only_where_it_finds_nothing() {
+        let pieces: &[&[u8]] = &[
+            b" ",
+            b"(",
+            b")",
+            b",",
+            b".",
+            b"'",
+            b"\"",
+            b"x",
+            b"$1",
+            b"sb_1",
+            b"SELECT",
+            b"INSERT",
+            b"INTO",
+            b"MERGE",
+            b"CREATE",
+            b"COPY",
+            b"DEFAULT",
+            b"ALTER",
+            b"EXECUTE",
+            b"temp",
+            b"TEMPORARY",
+            b"pg_temp",
+            b"pg_temp_3",
+            b"pg_advisory_lock",
+            b"pg_try_advisory_xact_lock",
+            b"set_config",
+            b"'a.b'",
+            b"pg_catalog",
+            b"U&",
+            b"--",
+            b"\n",
+        ];
+        let mut skipped = 0;
+        for sql in texts_of(pieces, 30_000, 10, true) {
+            for std in [true, false] {
+                let mut got = Facts::default();
+                effects(&sql, std, &mut got);
+                let mut want = Facts::default();
+                want.effects.add(scan_words(&sql).0);
+                let (ident, string) = unicode_escapes(&sql);
+                if ident || string {
+                    want.effects.add(Effects::DYNAMIC);
+                }
+                lexed_effects(&sql, std, &mut want);
+                assert!(got == want, "{:?}", String::from_utf8_lossy(&sql));
+                skipped += usize::from(!scan_words(&sql).1);
+            }
+        }
+        assert!(skipped > 1_000, "the skip was tried ({skipped})");
     }
 
     fn facts(sql: &str) -> Facts {
