@@ -102,6 +102,8 @@ pub struct Pool {
     pub target: ArcSwap<Target>,
     /// Effective settings (swapped on reload).
     pub settings: ArcSwap<PoolSettings>,
+    /// Boxed, as in [`Checkout`]: a server moves in and out by pointer.
+    #[allow(clippy::vec_box)]
     idle: Mutex<Vec<Box<ServerConn>>>,
     /// `default_pool_size`: servers handed out at once.
     main: Limit,
