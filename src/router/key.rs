@@ -60,6 +60,14 @@ impl TenantKey {
     /// column type must refuse it rather than guess.
     pub fn is_ambiguous_integer(&self) -> bool {
         let b = self.as_bytes();
+        // Most tenant keys answer at their first byte, or are canonical
+        // integers of up to 18 digits (which fit i64): a routed transaction
+        // asks this of its tenant up to eight times.
+        match b.first() {
+            Some(c) if c.is_ascii_alphabetic() => return false,
+            Some(b'1'..=b'9') if b.len() <= 18 && b.iter().all(u8::is_ascii_digit) => return false,
+            _ => {}
+        }
         let t = trim_pg_space(b);
         let digits = match t.first() {
             Some(b'-') | Some(b'+') => &t[1..],
@@ -219,6 +227,51 @@ mod tests {
         assert_eq!(k.as_str(), "日本");
         assert_eq!(format!("{k}"), "日本");
         assert_eq!(format!("{k:?}"), "TenantKey(\"日本\")");
+    }
+
+    /// [`TenantKey::is_ambiguous_integer`] without its fast paths.
+    fn ambiguous_the_long_way(k: &TenantKey) -> bool {
+        let t = trim_pg_space(k.as_bytes());
+        let digits = match t.first() {
+            Some(b'-') | Some(b'+') => &t[1..],
+            _ => t,
+        };
+        !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) && k.as_i64().is_none()
+    }
+
+    proptest! {
+        /// The fast paths answer as the whole test does, for keys made of
+        /// what the answer hinges on: digits, zeros, signs, spaces, letters,
+        /// and lengths around 18 and 19 digits.
+        #[test]
+        fn the_fast_paths_of_is_ambiguous_integer_change_nothing(
+            s in "[0-9 +a-]{0,3}[0-9]{0,20}[ a0-9]{0,2}"
+        ) {
+            if let Some(k) = TenantKey::new(s.as_bytes()) {
+                prop_assert_eq!(k.is_ambiguous_integer(), ambiguous_the_long_way(&k), "{:?}", s);
+            }
+        }
+
+        /// Around i64's 19 digits.
+        #[test]
+        fn long_integers_are_ambiguous_as_the_whole_test_says(s in "-?[1-9][0-9]{16,19}") {
+            let k = TenantKey::new(s.as_bytes()).unwrap();
+            prop_assert_eq!(k.is_ambiguous_integer(), ambiguous_the_long_way(&k), "{:?}", s);
+        }
+    }
+
+    #[test]
+    fn is_ambiguous_integer_at_the_edges_of_i64() {
+        let a = |s: &str| TenantKey::new(s.as_bytes()).unwrap().is_ambiguous_integer();
+        assert!(!a("123456789012345678"));
+        assert!(!a("9223372036854775807"));
+        assert!(a("9223372036854775808"));
+        assert!(a("99999999999999999999"));
+        assert!(a("042"));
+        assert!(a(" 42"));
+        assert!(!a("42"));
+        assert!(!a("acme"));
+        assert!(!a("0"));
     }
 
     #[test]
