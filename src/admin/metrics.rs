@@ -13,6 +13,7 @@
 
 use crate::app::App;
 use crate::pool::{Pool, PoolMetrics};
+use crate::router::keyed::KeyedMap;
 use metrics::{counter, gauge, histogram, Counter};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use std::collections::HashMap;
@@ -98,7 +99,7 @@ impl DbRouting {
 }
 
 fn routing(db: &str, f: impl FnOnce(&DbRouting)) {
-    static CACHE: OnceLock<RwLock<HashMap<String, DbRouting>>> = OnceLock::new();
+    static CACHE: OnceLock<RwLock<KeyedMap<String, DbRouting>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(r) = cache
         .read()

@@ -19,10 +19,9 @@
 //! restart ends every pause (logged at shutdown), and the shard map on disk is
 //! always one that a reload accepted.
 
+use crate::router::keyed::{KeyedMap, KeyedState};
 use crate::router::TenantKey;
-use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
@@ -100,14 +99,14 @@ impl Entry {
 
 /// Pauses and holders of every tenant.
 pub struct TenantGate {
-    shards: [Mutex<HashMap<TenantKey, Entry>>; SHARDS],
+    shards: [Mutex<KeyedMap<TenantKey, Entry>>; SHARDS],
     /// Tenants paused now.
     paused: AtomicUsize,
     /// Fired when a pause ends, or a paused tenant's last holder leaves.
     changed: Notify,
     /// Tenants moved, with the configuration generation that first routes
     /// each where it is now (kept: one entry per tenant ever moved).
-    moved: Mutex<HashMap<TenantKey, u64>>,
+    moved: Mutex<KeyedMap<TenantKey, u64>>,
     /// The highest generation in `moved` (0: none): work routed with a newer
     /// configuration needs no look.
     last_move: AtomicU64,
@@ -116,10 +115,10 @@ pub struct TenantGate {
 impl Default for TenantGate {
     fn default() -> TenantGate {
         TenantGate {
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            shards: std::array::from_fn(|_| Mutex::new(KeyedMap::default())),
             paused: AtomicUsize::new(0),
             changed: Notify::new(),
-            moved: Mutex::new(HashMap::new()),
+            moved: Mutex::new(KeyedMap::default()),
             last_move: AtomicU64::new(0),
         }
     }
@@ -162,10 +161,10 @@ impl Drop for Ticket {
 }
 
 impl TenantGate {
-    fn shard(&self, key: &TenantKey) -> MutexGuard<'_, HashMap<TenantKey, Entry>> {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        self.shards[h.finish() as usize % SHARDS]
+    fn shard(&self, key: &TenantKey) -> MutexGuard<'_, KeyedMap<TenantKey, Entry>> {
+        // Keyed, as the maps are: no client can aim its tenants at one lock.
+        let h = KeyedState::default().hash_one(key);
+        self.shards[h as usize % SHARDS]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }

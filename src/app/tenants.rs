@@ -14,7 +14,7 @@
 //! benchmark's hot path).
 
 use super::clients::now_us;
-use std::collections::HashMap;
+use crate::router::keyed::KeyedMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -141,7 +141,7 @@ impl TenantRow {
 /// database -> tenant -> cell (nested so lookups by `&str` allocate nothing).
 #[derive(Default)]
 struct Shard {
-    dbs: HashMap<Arc<str>, HashMap<Arc<str>, Arc<TenantCell>>>,
+    dbs: KeyedMap<Arc<str>, KeyedMap<Arc<str>, Arc<TenantCell>>>,
     len: usize,
 }
 

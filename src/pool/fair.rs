@@ -19,6 +19,7 @@
 //! semaphore, both under the lane lock, so a permit is never free while an
 //! eligible client waits.
 
+use crate::router::keyed::KeyedMap;
 use crate::router::TenantKey;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,11 +40,11 @@ struct Waiter {
 
 #[derive(Default)]
 struct Inner {
-    lanes: HashMap<Lane, VecDeque<Waiter>>,
+    lanes: KeyedMap<Lane, VecDeque<Waiter>>,
     /// Lanes with waiters, in the order they are served.
     ring: VecDeque<Lane>,
     /// Transactions of each tenant holding a permit.
-    active: HashMap<TenantKey, usize>,
+    active: KeyedMap<TenantKey, usize>,
     next_id: u64,
 }
 
@@ -296,7 +297,10 @@ impl Fair {
     pub fn snapshot(&self) -> (HashMap<Lane, usize>, HashMap<TenantKey, usize>) {
         let inner = self.lock();
         let waiting = inner.lanes.iter().map(|(l, q)| (*l, q.len())).collect();
-        (waiting, inner.active.clone())
+        (
+            waiting,
+            inner.active.iter().map(|(t, n)| (*t, *n)).collect(),
+        )
     }
 }
 

@@ -7,6 +7,7 @@
 //! * [`bind`]: Bind parameter values as tenant keys.
 //! * [`hash`]: Postgres-compatible hash functions (lookup3, `hashint8`, ...).
 //! * [`key`]: [`TenantKey`], an inline, allocation-free tenant identifier.
+//! * [`keyed`]: a fast keyed hash for the maps tenants are looked up in.
 //! * [`shardmap`]: maps a tenant key to a shard (Citus ranges, hash
 //!   partitions, integer ranges, explicit overrides).
 
@@ -16,6 +17,7 @@ pub mod decide;
 mod decide_tests;
 pub mod hash;
 pub mod key;
+pub mod keyed;
 mod lexer;
 pub mod scanner;
 pub mod shardmap;
