@@ -85,12 +85,22 @@ impl KeyedHasher {
     }
 }
 
-/// Up to 8 bytes as a little-endian number (zeros past the end).
+/// Up to 8 bytes as a number, different for any two runs of the same
+/// length (the length is hashed apart), as aHash reads them: overlapping
+/// reads, no copy (a copy of a variable length is a `memcpy` call).
 #[inline]
 fn read_small(b: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w[..b.len()].copy_from_slice(b);
-    u64::from_le_bytes(w)
+    let n = b.len();
+    match n {
+        0 => 0,
+        1..=3 => (b[0] as u64) | ((b[n / 2] as u64) << 8) | ((b[n - 1] as u64) << 16),
+        4..=7 => {
+            let lo = u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
+            let hi = u32::from_le_bytes(b[n - 4..].try_into().expect("4 bytes"));
+            (lo as u64) | ((hi as u64) << 32)
+        }
+        _ => u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+    }
 }
 
 impl Hasher for KeyedHasher {
@@ -188,6 +198,21 @@ mod tests {
             tags[(hash(&s, k(&i.to_string())) >> 57) as usize] += 1;
         }
         assert!(tags.iter().all(|&n| n > 600), "{tags:?}");
+    }
+
+    /// Two runs of bytes of the same length read differently.
+    #[test]
+    fn small_reads_tell_every_byte_apart() {
+        for n in 1..=8usize {
+            let base: Vec<u8> = (1..=n as u8).collect();
+            let mut seen = HashSet::new();
+            seen.insert(read_small(&base));
+            for i in 0..n {
+                let mut b = base.clone();
+                b[i] ^= 0x80;
+                assert!(seen.insert(read_small(&b)), "byte {i} of {n}");
+            }
+        }
     }
 
     /// The keys are drawn per process: not a constant a client could
