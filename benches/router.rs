@@ -4,6 +4,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use shardbouncer::router::bind::ParamValues;
+use shardbouncer::router::keyed::KeyedState;
 use shardbouncer::router::{
     analyze, decide, Facts, Item, NoTenant, Routing, SessionView, ShardMap, Source, TenantKey,
     Tenants, Tx, Unit,
@@ -151,7 +152,31 @@ fn bench_shardmap(c: &mut Criterion) {
     c.bench_function("route/range", |b| {
         b.iter(|| range.route(black_box(&int_key)))
     });
+    c.bench_function("route/canonical_tenant_int", |b| {
+        b.iter(|| citus.canonical_tenant(black_box(&int_key)))
+    });
 }
 
-criterion_group!(benches, bench_scanner, bench_decide, bench_shardmap);
+/// The hash of the maps a routed transaction looks its tenant up in, against
+/// std's SipHash.
+fn bench_tenant_hash(c: &mut Criterion) {
+    use std::hash::BuildHasher;
+    let key = TenantKey::new(b"acme-corporation").unwrap();
+    let keyed = KeyedState::default();
+    let sip = std::collections::hash_map::RandomState::new();
+    c.bench_function("tenant_hash/keyed", |b| {
+        b.iter(|| keyed.hash_one(black_box(&key)))
+    });
+    c.bench_function("tenant_hash/siphash", |b| {
+        b.iter(|| sip.hash_one(black_box(&key)))
+    });
+}
+
+criterion_group!(
+    benches,
+    bench_scanner,
+    bench_decide,
+    bench_shardmap,
+    bench_tenant_hash
+);
 criterion_main!(benches);
