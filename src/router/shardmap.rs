@@ -167,6 +167,18 @@ fn check_ranges(ranges: &mut [IntRange], what: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `key` is its own canonical spelling under `key_type` (see
+/// [`canonical_key`]): any text key, and an `auto` key unless it is an
+/// integer that is not canonical. Asked without spelling the key out as a
+/// string, which [`ShardMap::canonical_tenant`] does not need.
+fn spelled_canonically(key_type: KeyType, key: &TenantKey) -> bool {
+    match key_type {
+        KeyType::Text => true,
+        KeyType::Auto => !key.is_ambiguous_integer(),
+        KeyType::Bigint | KeyType::Uuid => false,
+    }
+}
+
 /// The spelling of `key` that overrides are looked up by: the value as Postgres
 /// reads it for the declared key type (`02002` and `+2002` are bigint 2002; an
 /// upper-case or braced uuid is the lower-case hyphenated one). Under `auto`, an
@@ -176,17 +188,14 @@ pub fn canonical_key(
     key: &TenantKey,
 ) -> Result<std::borrow::Cow<'_, str>, String> {
     use std::borrow::Cow;
+    if spelled_canonically(key_type, key) {
+        return Ok(Cow::Borrowed(key.as_str()));
+    }
     match key_type {
-        KeyType::Text => Ok(Cow::Borrowed(key.as_str())),
-        KeyType::Auto => {
-            if key.is_ambiguous_integer() {
-                Err(format!(
-                    "tenant key {key:?} is not a canonical integer; refusing to guess its type"
-                ))
-            } else {
-                Ok(Cow::Borrowed(key.as_str()))
-            }
-        }
+        // An ambiguous `auto` key (a text key is always spelled canonically).
+        KeyType::Text | KeyType::Auto => Err(format!(
+            "tenant key {key:?} is not a canonical integer; refusing to guess its type"
+        )),
         KeyType::Bigint => key
             .parse_pg_int8()
             .map(|v| Cow::Owned(v.to_string()))
@@ -491,12 +500,10 @@ impl ShardMap {
     /// the pool's lanes and the console compare. `Err` when the key type cannot
     /// read the key (it is not a tenant of this map).
     pub fn canonical_tenant(&self, key: &TenantKey) -> Result<TenantKey, String> {
-        // The key itself, as `canonical_key` would borrow it, without making
-        // it a string first: a routed transaction asks this up to six times.
-        match self.key_type {
-            KeyType::Text => return Ok(*key),
-            KeyType::Auto if !key.is_ambiguous_integer() => return Ok(*key),
-            _ => {}
+        // The key itself, without making it a string first: a routed
+        // transaction asks this up to six times.
+        if spelled_canonically(self.key_type, key) {
+            return Ok(*key);
         }
         Ok(match canonical_key(self.key_type, key)? {
             std::borrow::Cow::Borrowed(_) => *key,
