@@ -273,11 +273,13 @@ impl ServerState {
                 None => push_reset(&mut sql, key),
             }
         }
-        let (want_t, initial, current) = (
-            want.tracked(),
-            self.initial.tracked(),
-            self.current.tracked(),
-        );
+        let (want_t, current) = (want.tracked(), self.current.tracked());
+        // The server's defaults only stand in for what the client has not
+        // got (a client usually has all six: the server reported them).
+        let initial = match want_t.iter().all(Option::is_some) {
+            true => [None; TRACKED_PARAMS.len()],
+            false => self.initial.tracked(),
+        };
         for (i, &key) in TRACKED_PARAMS.iter().enumerate() {
             let Some(desired) = want_t[i].or(initial[i]) else {
                 continue;
