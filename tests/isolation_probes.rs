@@ -1855,3 +1855,42 @@ fn the_same_text_again_is_routed_afresh_by_what_surrounds_it() {
         );
     }
 }
+
+/// Under `key_type = "auto"` (database `app`) an integer-looking key is
+/// routed only when it is spelled canonically: `02002`, `+2002`, ` 2002` and a
+/// number past i64 name tenant 2002 (or no i64) for an integer column and
+/// another string for a text one, so they are refused, not hashed as text.
+/// Canonical keys (integers of up to 18 digits, keys starting with a letter)
+/// take a fast path since stop 30; each key's shard is read from the shard's
+/// own data, and a refused one must show no shard at all.
+#[test]
+fn auto_keys_route_only_when_spelled_canonically() {
+    let f = Fixture::start();
+    let mut c = f.raw("app", &[]);
+    let probe = |key: &str| {
+        format!(
+            "SELECT name FROM shard_marker WHERE NOT EXISTS \
+             (SELECT 1 FROM accounts WHERE tenant_id = '{key}' AND name = 'none')"
+        )
+    };
+    for (key, shard) in [
+        ("2002", "s1"),
+        ("1001", "s0"),
+        ("bravo", "s1"),
+        ("alpha", "s0"),
+    ] {
+        let (errs, v) = q(&mut c, &probe(key));
+        assert!(errs.is_empty(), "{key}: {errs:?}");
+        assert_eq!(v, [shard], "tenant {key}");
+    }
+    // Canonical, on whichever shard its hash gives: it runs once, somewhere.
+    let (errs, v) = q(&mut c, &probe("123456789012345678"));
+    assert!(errs.is_empty() && v.len() == 1, "{errs:?} {v:?}");
+    for key in ["02002", "+2002", " 2002", "9223372036854775808"] {
+        let (errs, v) = q(&mut c, &probe(key));
+        assert!(
+            !errs.is_empty() && v.is_empty(),
+            "{key:?} ran on {v:?} (errors {errs:?}); want a refusal and no shard"
+        );
+    }
+}
