@@ -12,6 +12,7 @@
 //! empty, so bytes left in that buffer would never be sent.
 
 pub mod clock;
+pub mod coarse;
 pub mod dormant;
 
 use std::io;
@@ -457,7 +458,7 @@ pub fn peer_closed(fd: std::os::fd::RawFd) -> bool {
 /// look, and an interval costs a boxed timer and an immediate first tick).
 pub async fn peer_gone(fd: std::os::fd::RawFd, every: std::time::Duration) {
     loop {
-        tokio::time::sleep(every).await;
+        coarse::sleep(every).await;
         if peer_closed(fd) {
             return;
         }

@@ -120,6 +120,7 @@ impl Workers {
                     .spawn(move || {
                         crate::net::set_worker(id);
                         rt.block_on(async move {
+                            crate::net::coarse::start();
                             if let Err(e) = crate::net::dormant::Bell::start() {
                                 // Clients on this worker then stay in their tasks.
                                 tracing::warn!("worker {id}: no dormitory for idle clients: {e}");

@@ -614,7 +614,7 @@ impl Pool {
         settings: &PoolSettings,
         who: fair::For,
     ) -> Result<Checkout, PoolError> {
-        let started = tokio::time::Instant::now();
+        let started = tokio::time::Instant::from_std(crate::net::clock::now());
         let wait = settings.query_wait_timeout.non_zero();
         let deadline = wait.map(|w| started + w);
         // The slow paths (PAUSE, a full pool, a new connection) are boxed: their
@@ -709,7 +709,9 @@ impl Pool {
             (None, d) => (d, false),
         };
         let (at, mut for_reserve) = next(reserve_at);
-        let mut timer = std::pin::pin!(at.map(tokio::time::sleep_until));
+        // A coarse deadline (`net::coarse`): armed without the runtime's timer
+        // wheel, as most waits end long before it.
+        let mut timer = at.map(|at| crate::net::coarse::at(at.into_std()));
         let mut reserve_open = false;
         loop {
             let reserve_acq = async {
@@ -720,7 +722,7 @@ impl Pool {
                 }
             };
             let tick = async {
-                match timer.as_mut().as_pin_mut() {
+                match timer.as_mut() {
                     Some(t) => t.await,
                     None => std::future::pending().await,
                 }
@@ -747,9 +749,9 @@ impl Pool {
                     reserve_at = None;
                     let (at, r) = next(reserve_at);
                     for_reserve = r;
-                    match (at, timer.as_mut().as_pin_mut()) {
-                        (Some(at), Some(t)) => t.reset(at),
-                        _ => timer.set(None),
+                    match (at, timer.as_mut()) {
+                        (Some(at), Some(t)) => t.reset(at.into_std()),
+                        _ => timer = None,
                     }
                 }
             }

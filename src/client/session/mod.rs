@@ -854,9 +854,8 @@ impl Session {
             true => LINGER,
             false => LINGER.min(hibernate),
         };
-        tokio::time::timeout(linger, self.wait_idle(stream, kill, shutdown, cancel_wake))
+        crate::net::coarse::timeout(linger, self.wait_idle(stream, kill, shutdown, cancel_wake))
             .await
-            .ok()
     }
 
     /// Wait for the next event. An idle session that could not be parked (it
