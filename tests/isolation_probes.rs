@@ -1894,3 +1894,84 @@ fn auto_keys_route_only_when_spelled_canonically() {
         );
     }
 }
+
+/// A simple Query sent behind extended messages that have no Sync yet runs
+/// after them, in their implicit transaction, as Postgres runs it. Routed at
+/// once, it overtook them (probe): an INSERT's own pipelined SELECT did not see
+/// it, one implicit transaction wrote tenants of both shards, and a tenant-less
+/// UPDATE ran at the Sync on the shard a Query in between had picked.
+#[test]
+fn a_query_behind_an_unsynced_batch_runs_after_it_and_with_it() {
+    let f = Fixture::start();
+    let names = |f: &Fixture| {
+        [0, 1].map(|s| {
+            f.direct(
+                s,
+                "SELECT string_agg(tenant_id || ':' || name, ',' ORDER BY tenant_id, name) FROM accounts",
+            )
+        })
+    };
+    let before = names(&f);
+    let mut c = f.raw("app", &[]);
+
+    // In order: the Query sees the batch's row, on the batch's shard.
+    c.parse(
+        "",
+        "INSERT INTO accounts (tenant_id, name) VALUES ('bravo', 'pipelined')",
+    )
+    .bind("", &[])
+    .execute()
+    .query(
+        "SELECT (SELECT name FROM shard_marker) || ':' || count(*) FROM accounts \
+             WHERE tenant_id = 'bravo' AND name = 'pipelined'",
+    )
+    .sync();
+    let m = c.run(2);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(first_column(&m), ["s1:1"]);
+    assert_eq!(f.counts("accounts WHERE name = 'pipelined'"), [0, 1]);
+    f.direct(1, "DELETE FROM accounts WHERE name = 'pipelined'");
+
+    // Two shards in one implicit transaction: the Query is refused, and the
+    // batch's write goes with the transaction it failed.
+    c.parse(
+        "",
+        "UPDATE accounts SET name = 'moved' WHERE tenant_id = 'alpha'",
+    )
+    .bind("", &[])
+    .execute()
+    .query("UPDATE accounts SET name = 'moved' WHERE tenant_id = 'bravo'")
+    .sync();
+    let m = c.run(2);
+    assert_eq!(error_codes(&m), ["0A000"], "{m:?}");
+    assert_eq!(f.counts("accounts WHERE name = 'moved'"), [0, 0]);
+
+    // No tenant in the batch: refused, and what follows up to the Sync is
+    // skipped, as after any error in a batch (the BEGIN and the tenant's
+    // SELECT do not run, so no transaction is left open).
+    c.parse("", "UPDATE accounts SET name = 'no tenant'")
+        .bind("", &[])
+        .execute()
+        .query("BEGIN")
+        .query("SET tenant_id = 'alpha'")
+        .sync();
+    let m = c.run(1);
+    assert_eq!(error_codes(&m), ["42P17"], "{m:?}");
+    assert_eq!(support::raw::last_status(&m), Some('I'));
+    assert_eq!(f.counts("accounts WHERE name = 'no tenant'"), [0, 0]);
+    // The skipped SET did not take: work with no tenant is still refused.
+    let (errs, _) = q(&mut c, "SELECT name FROM shard_marker");
+    assert_eq!(errs, ["42P17"]);
+
+    // A FunctionCall behind a batch waits for it too: the batch's tenant
+    // places the call (a call with no tenant of its own would be refused).
+    c.parse("", "SELECT 1 FROM accounts WHERE tenant_id = 'bravo'")
+        .bind("", &[])
+        .execute()
+        // pg_backend_pid()
+        .function_call(2026, &[], 0, 0)
+        .sync();
+    let m = c.run(2);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(names(&f), before);
+}

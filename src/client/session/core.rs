@@ -678,6 +678,27 @@ impl Core {
         }
         match t {
             f::TERMINATE => self.terminate(),
+            f::QUERY | f::FUNCTION_CALL if !self.batch.is_empty() => {
+                // Extended messages held with no Sync yet, then a Query or
+                // FunctionCall: Postgres runs them in order, in one implicit
+                // transaction that the Query ends. Routed at once, the Query
+                // overtook the batch (probe): it ran first, on its own
+                // tenant's shard, and the batch ran at its Sync, on another
+                // shard or with no tenant. The batch goes now, as at a Flush
+                // (so its answers come), and the Query is read again after
+                // it: it is decided with the batch's work in flight, as a
+                // later unit of the same batch is (another shard's tenant is
+                // refused, and an error skips it up to the Sync).
+                let mut flush = BytesMut::new();
+                protocol::flush(&mut flush);
+                if let Err(e) = self.batch.push(f::FLUSH, flush.freeze()) {
+                    let (code, msg) = e.error();
+                    return Need::Close(self.fatal(code, msg));
+                }
+                let b = self.batch.take();
+                self.inbound.unread(frame);
+                self.route_unit(Unit::Batch(b))
+            }
             f::QUERY | f::FUNCTION_CALL => self.route_unit(Unit::Simple(t, frame)),
             f::PARSE | f::BIND | f::DESCRIBE | f::EXECUTE | f::CLOSE | f::FLUSH | f::SYNC => {
                 if self.db.routing.is_none() {

@@ -125,6 +125,17 @@ impl Inbound {
         self.buf = whole;
     }
 
+    /// Put a whole frame just taken back in front of what is buffered: it is
+    /// the next one [`Inbound::next`] gives. Only right after `next` gave it,
+    /// before anything else is taken (no frame is then streaming or spilled).
+    pub(super) fn unread(&mut self, frame: Bytes) {
+        debug_assert!(self.stream_left == 0 && self.spill.is_none());
+        let mut whole = BytesMut::with_capacity(frame.len() + self.buf.len());
+        whole.extend_from_slice(&frame);
+        whole.extend_from_slice(&self.buf);
+        self.buf = whole;
+    }
+
     /// The read buffer (the driver reads into it).
     pub(super) fn buf_mut(&mut self) -> &mut BytesMut {
         &mut self.buf
