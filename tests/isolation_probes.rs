@@ -12,6 +12,7 @@
 //! | `app`    | 4    | defaults (`no_tenant = "reject"`), map with overrides     |
 //! | `app1`   | 1    | same; one server per shard, so consecutive clients share it |
 //! | `appint` | 4    | same overrides, but `key_type = "bigint"`                 |
+//! | `appsess`| 4    | same as `app`, in session mode                            |
 //! | `plain1` | 1    | no routing, s0 only                                       |
 //!
 //! Placement is pinned by `[tenants]` overrides: `alpha`, `alpha2`, `1001` on s0;
@@ -91,6 +92,7 @@ fn config(shards: &[PgCluster]) -> String {
         db("app", "", "shardmap.toml"),
         db("app1", "default_pool_size = 1", "shardmap.toml"),
         db("appint", "", "shardmap_int.toml"),
+        db("appsess", "mode = \"session\"", "shardmap.toml"),
         format!(
             "[databases.plain1]\ndbname = \"app\"\nserver_user = \"app\"\nserver_password = \"secret\"\nshards = [ {} ]\ndefault_pool_size = 1\n",
             support::shard_list(shards[..1].iter())
@@ -1973,5 +1975,96 @@ fn a_query_behind_an_unsynced_batch_runs_after_it_and_with_it() {
         .sync();
     let m = c.run(2);
     assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(names(&f), before);
+}
+
+/// A transaction that tenant-free work opened is on no tenant's shard: work
+/// that names no tenant there follows `no_tenant` (42P17 here), as it does
+/// outside. It ran on the first shard instead (probe: `BEGIN; SET
+/// application_name = ..` as one Query, then a SELECT with no tenant read every
+/// tenant's rows on s0). The same in session mode, whose server a first `SET`
+/// took. A transaction a tenant placed still lends its shard to the rest.
+#[test]
+fn a_transaction_opened_by_tenant_free_work_lends_no_shard_to_work_without_a_tenant() {
+    let f = Fixture::start();
+    let names = |f: &Fixture| {
+        [0, 1].map(|s| {
+            f.direct(
+                s,
+                "SELECT string_agg(tenant_id || ':' || name, ',' ORDER BY tenant_id, name) FROM accounts",
+            )
+        })
+    };
+    let before = names(&f);
+    for opener in [
+        "BEGIN; SET application_name = 'opener'",
+        "SET application_name = 'opener'; BEGIN",
+        "START TRANSACTION; SAVEPOINT s",
+    ] {
+        let mut c = f.raw("app", &[]);
+        let (errs, _) = q(&mut c, opener);
+        assert!(errs.is_empty(), "{opener}: {errs:?}");
+        let (errs, rows) = q(&mut c, "SELECT name FROM accounts");
+        assert_eq!(errs, ["42P17"], "{opener}: read {rows:?}");
+        let (errs, _) = q(&mut c, "ROLLBACK");
+        assert!(errs.is_empty(), "{opener}: {errs:?}");
+        let (errs, _) = q(&mut c, opener);
+        assert!(errs.is_empty(), "{opener}: {errs:?}");
+        let (errs, _) = q(&mut c, "UPDATE accounts SET name = 'pwned'");
+        assert_eq!(errs, ["42P17"], "{opener}");
+        let (errs, _) = q(&mut c, "COMMIT");
+        assert!(errs.is_empty(), "{opener}: {errs:?}");
+    }
+    assert_eq!(names(&f), before);
+
+    // Placed by a tenant (on the shard the opener took: the transaction
+    // cannot move), the transaction's shard serves work with none.
+    let mut c = f.raw("app", &[]);
+    for (sql, want) in [
+        ("BEGIN; SET application_name = 'opener'", vec![]),
+        ("SELECT name FROM shard_marker", vec!["42P17"]),
+        ("ROLLBACK", vec![]),
+        ("BEGIN; SET application_name = 'opener'", vec![]),
+        (
+            "SELECT name FROM accounts WHERE tenant_id = 'alpha'",
+            vec!["owner of alpha"],
+        ),
+        ("SELECT name FROM shard_marker", vec!["s0"]),
+        ("COMMIT", vec![]),
+    ] {
+        if want == ["42P17"] {
+            assert_eq!(q(&mut c, sql).0, want, "{sql}");
+            continue;
+        }
+        let (errs, rows) = q(&mut c, sql);
+        assert!(errs.is_empty(), "{sql}: {errs:?}");
+        assert_eq!(rows, want, "{sql}");
+    }
+
+    // Session mode: a first SET takes a server for the session; work with no
+    // tenant is still refused there, and a tenant's work runs on its shard
+    // (or, another shard's, is refused: the session cannot move).
+    let mut c = f.raw("appsess", &[]);
+    let (errs, _) = q(&mut c, "SET application_name = 'first'");
+    assert!(errs.is_empty(), "{errs:?}");
+    let (errs, rows) = q(&mut c, "SELECT name FROM accounts");
+    assert_eq!(errs, ["42P17"], "read {rows:?}");
+    let (errs, _) = q(&mut c, "UPDATE accounts SET name = 'pwned'");
+    assert_eq!(errs, ["42P17"]);
+    let (errs, rows) = q(
+        &mut c,
+        "SELECT name FROM accounts WHERE tenant_id = 'alpha'",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(rows, ["owner of alpha"]);
+    let (errs, _) = q(
+        &mut c,
+        "SELECT name FROM accounts WHERE tenant_id = 'bravo'",
+    );
+    assert_eq!(errs, ["0A000"]);
+    // Placed by alpha now: the session's shard serves work with no tenant.
+    let (errs, rows) = q(&mut c, "SELECT name FROM shard_marker");
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(rows, ["s0"]);
     assert_eq!(names(&f), before);
 }

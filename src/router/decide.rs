@@ -905,10 +905,20 @@ fn resolve(
             return Ok(Decision::TenantFree);
         }
         return match s.tx {
-            Tx::Pinned(p) => Ok(Decision::Shard {
+            // The transaction's shard stands in for a tenant only when a
+            // tenant placed it. One that tenant-free work opened (`BEGIN; SET
+            // ..` as one Query, or a session-mode server first taken for a
+            // SET) is on whichever shard that work happened to take: work
+            // that needs a tenant there follows `no_tenant` (probe: a SELECT
+            // with no tenant read every tenant's rows on the first shard).
+            Tx::Pinned(p) if s.pinned_by.is_some() => Ok(Decision::Shard {
                 shard: p,
                 tenant: None,
             }),
+            Tx::Pinned(_) => match r.no_tenant {
+                NoTenant::Default(shard) => place(r, s, shard, None),
+                NoTenant::Reject => Err(no_tenant(r)),
+            },
             Tx::Unsettled(_) => Ok(Decision::Wait),
             _ if inside_held => Ok(Decision::Shard {
                 shard: r.home_shard(t),

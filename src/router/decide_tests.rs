@@ -292,11 +292,31 @@ fn tenant_free_is_an_allow_list() {
     ] {
         assert_eq!(query(&r, &t, Tx::Idle, sql), Decision::TenantFree, "{sql}");
     }
-    // No tenant inside a pinned transaction: its shard.
+    // No tenant inside a transaction a tenant placed: its shard.
+    let mut f = Facts::default();
+    analyze(b"SELECT * FROM a", r.key.as_bytes(), true, &mut f);
+    let placed = SessionView {
+        pinned_by: Some((key("42"), Source::Scan)),
+        ..view(&t, Tx::Pinned(1))
+    };
     assert_eq!(
-        shard(&query(&r, &t, Tx::Pinned(1), "SELECT * FROM a")),
+        shard(&decide(&r, &placed, Unit::query(&f), &mut Vec::new())),
         Some(1)
     );
+    // ... but one tenant-free work opened (`BEGIN; SET ..` as one Query) is
+    // on no tenant's shard: the policy decides, as outside it.
+    assert_eq!(
+        code(&query(&r, &t, Tx::Pinned(1), "SELECT * FROM a")),
+        "42P17"
+    );
+    for (default, want) in [(1, Ok(1)), (0, Err("0A000"))] {
+        let r = routing(ALL, false, NoTenant::Default(default));
+        let d = query(&r, &t, Tx::Pinned(1), "SELECT * FROM a");
+        match want {
+            Ok(s) => assert_eq!(shard(&d), Some(s), "default {default}"),
+            Err(c) => assert_eq!(code(&d), c, "default {default}"),
+        }
+    }
     // ... and while work in flight may open one: wait.
     assert_eq!(
         query(&r, &t, Tx::Unsettled(1), "SELECT * FROM a"),
