@@ -13,6 +13,7 @@
 //! | `app1`   | 1    | same; one server per shard, so consecutive clients share it |
 //! | `appint` | 4    | same overrides, but `key_type = "bigint"`                 |
 //! | `appsess`| 4    | same as `app`, in session mode                            |
+//! | `apptext`| 4    | `key_type = "text"`, keys alike as integers or but spaces |
 //! | `plain1` | 1    | no routing, s0 only                                       |
 //!
 //! Placement is pinned by `[tenants]` overrides: `alpha`, `alpha2`, `1001` on s0;
@@ -44,6 +45,19 @@ key_type = "bigint"
 [tenants]
 "1001" = "s0"
 "2002" = "s1"
+"#;
+
+/// A text distribution column, with keys that read alike as integers or
+/// once trailing spaces go placed apart: `2002` and `bravo` on s1, `02002`
+/// and `bravo   ` (trailing spaces) on s0.
+const MAP_TEXT: &str = r#"version = 1
+method = "citus"
+key_type = "text"
+[tenants]
+"2002" = "s1"
+"02002" = "s0"
+bravo = "s1"
+"bravo   " = "s0"
 "#;
 
 /// Tenants seeded into `accounts`, with their shard.
@@ -93,6 +107,7 @@ fn config(shards: &[PgCluster]) -> String {
         db("app1", "default_pool_size = 1", "shardmap.toml"),
         db("appint", "", "shardmap_int.toml"),
         db("appsess", "mode = \"session\"", "shardmap.toml"),
+        db("apptext", "", "shardmap_text.toml"),
         format!(
             "[databases.plain1]\ndbname = \"app\"\nserver_user = \"app\"\nserver_password = \"secret\"\nshards = [ {} ]\ndefault_pool_size = 1\n",
             support::shard_list(shards[..1].iter())
@@ -129,7 +144,11 @@ impl Fixture {
         }
         let bouncer = Bouncer::start_with_files(
             &config(&shards),
-            &[("shardmap.toml", MAP), ("shardmap_int.toml", MAP_INT)],
+            &[
+                ("shardmap.toml", MAP),
+                ("shardmap_int.toml", MAP_INT),
+                ("shardmap_text.toml", MAP_TEXT),
+            ],
         );
         Fixture { shards, bouncer }
     }
@@ -2067,4 +2086,68 @@ fn a_transaction_opened_by_tenant_free_work_lends_no_shard_to_work_without_a_ten
     assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(rows, ["s0"]);
     assert_eq!(names(&f), before);
+}
+
+/// A value is routed as Postgres reads it, not as it was spelled: a Bind value
+/// declared `character` loses its trailing spaces, one declared an integer
+/// type is that integer (and its text the canonical digits), and a literal
+/// read as an integer and then cast to text is the text Postgres prints for
+/// it. Probes routed `'bravo   '` (bpchar), `02002` (int4, then `::text`) and
+/// `'02002'::int::text` as spelled, to the shard of another text key; on a
+/// text column they are `bravo` and `2002`, which live on s1.
+#[test]
+fn values_route_as_postgres_reads_them_not_as_spelled() {
+    const BPCHAR: u32 = 1042;
+    const INT4: u32 = 23;
+    let f = Fixture::start();
+    let mut c = f.raw("apptext", &[]);
+    // One row, naming the shard that ran it, whatever the tenant's data.
+    let probe = |v: &str| {
+        format!(
+            "SELECT (SELECT name FROM shard_marker) WHERE NOT EXISTS \
+             (SELECT 1 FROM accounts WHERE tenant_id = {v} AND name = 'none')"
+        )
+    };
+    for (value, ty) in [
+        (&b"bravo   "[..], BPCHAR),
+        (b"02002", INT4),
+        (b" +2002", INT4),
+    ] {
+        for format in [0i16, 1] {
+            let bytes = match (ty, format) {
+                (INT4, 1) => 2002i32.to_be_bytes().to_vec(),
+                _ => value.to_vec(),
+            };
+            c.parse_typed("", &probe("$1::text"), &[ty])
+                .bind_raw("", &[Some(&bytes)], &[format])
+                .execute()
+                .sync();
+            let m = c.run(1);
+            assert!(error_codes(&m).is_empty(), "{value:?} {ty}: {m:?}");
+            assert_eq!(first_column(&m), ["s1"], "{value:?} {ty} format {format}");
+        }
+    }
+    // The tenant's own rows, through a bpchar parameter compared directly.
+    c.parse_typed(
+        "",
+        "SELECT name FROM accounts WHERE tenant_id = $1",
+        &[BPCHAR],
+    )
+    .bind_raw("", &[Some(b"bravo  ")], &[0])
+    .execute()
+    .sync();
+    let m = c.run(1);
+    assert_eq!(first_column(&m), ["owner of bravo"], "{m:?}");
+    // Literals: as printed, or no mention (refused for want of a tenant).
+    let (errs, v) = q(&mut c, &probe("'2002'::int::text"));
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["s1"]);
+    for lit in [
+        "'02002'::int::text",
+        "02002::text",
+        "' 2002'::int4::varchar",
+    ] {
+        let (errs, v) = q(&mut c, &probe(lit));
+        assert_eq!(errs, ["42P17"], "{lit} ran on {v:?}");
+    }
 }

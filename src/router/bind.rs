@@ -2,6 +2,7 @@
 //! text-like and uuid), the way Postgres would read them for the key column.
 
 use super::key::TenantKey;
+use super::shardmap::parse_uuid;
 
 /// Well-known type OIDs a binary tenant value may have.
 mod oid {
@@ -113,7 +114,30 @@ pub fn param_key(value: Option<&[u8]>, format: i16, oid: u32) -> Result<TenantKe
         if !key_type(oid) {
             return Err(NOT_A_KEY_TYPE);
         }
-        return TenantKey::new(v).ok_or("is not 1 to 63 bytes of UTF-8");
+        // The value is what Postgres reads it as, in the type declared, not
+        // the text sent: an integer type reads `042` as 42, and `$1::text`
+        // of it is '42' (probe: routed as '042'); `character` drops trailing
+        // spaces when compared or made text (probe: 'b   ' routed apart
+        // from 'b'); a uuid reads upper case and braces as its one spelling.
+        return match oid {
+            oid::INT2 | oid::INT4 | oid::INT8 => {
+                let n = TenantKey::new(v)
+                    .and_then(|k| k.parse_pg_int8())
+                    .ok_or("is not an integer")?;
+                let fits = match oid {
+                    oid::INT2 => i16::try_from(n).is_ok(),
+                    oid::INT4 => i32::try_from(n).is_ok(),
+                    _ => true,
+                };
+                if !fits {
+                    return Err("is out of range for its integer type");
+                }
+                int_key(n)
+            }
+            oid::BPCHAR => bpchar_key(v),
+            oid::UUID => uuid_key(&parse_uuid(v).ok_or("is not a valid uuid")?),
+            _ => TenantKey::new(v).ok_or("is not 1 to 63 bytes of UTF-8"),
+        };
     }
     // Binary: the type decides the width. An unspecified type (0, and the
     // statement not described) is refused: Postgres infers it from the text
@@ -123,38 +147,51 @@ pub fn param_key(value: Option<&[u8]>, format: i16, oid: u32) -> Result<TenantKe
     if oid == 0 {
         return Err(UNSPECIFIED_BINARY);
     }
-    let int = |n: i64| {
-        use std::io::Write;
-        let mut buf = [0u8; 24];
-        let mut w = &mut buf[..];
-        let _ = write!(w, "{n}");
-        let len = 24 - w.len();
-        TenantKey::new(&buf[..len]).ok_or("is not a valid key")
-    };
     match (oid, v.len()) {
-        (oid::INT8, 8) => int(i64::from_be_bytes(v.try_into().unwrap_or([0; 8]))),
-        (oid::INT4, 4) => int(i32::from_be_bytes(v.try_into().unwrap_or([0; 4])) as i64),
-        (oid::INT2, 2) => int(i16::from_be_bytes(v.try_into().unwrap_or([0; 2])) as i64),
-        (oid::UUID, 16) => {
-            let mut s = [0u8; 36];
-            let hex = b"0123456789abcdef";
-            let mut j = 0;
-            for (k, b) in v.iter().enumerate() {
-                if matches!(k, 4 | 6 | 8 | 10) {
-                    s[j] = b'-';
-                    j += 1;
-                }
-                s[j] = hex[(b >> 4) as usize];
-                s[j + 1] = hex[(b & 15) as usize];
-                j += 2;
-            }
-            TenantKey::new(&s).ok_or("is not a valid uuid")
-        }
-        (oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME, _) => {
+        (oid::INT8, 8) => int_key(i64::from_be_bytes(v.try_into().unwrap_or([0; 8]))),
+        (oid::INT4, 4) => int_key(i32::from_be_bytes(v.try_into().unwrap_or([0; 4])) as i64),
+        (oid::INT2, 2) => int_key(i16::from_be_bytes(v.try_into().unwrap_or([0; 2])) as i64),
+        (oid::UUID, 16) => uuid_key(v.try_into().unwrap_or(&[0; 16])),
+        (oid::BPCHAR, _) => bpchar_key(v),
+        (oid::TEXT | oid::VARCHAR | oid::NAME, _) => {
             TenantKey::new(v).ok_or("is not 1 to 63 bytes of UTF-8")
         }
         _ => Err("has a binary format of a type that cannot be a tenant key"),
     }
+}
+
+/// An integer's key: its canonical decimal text.
+fn int_key(n: i64) -> Result<TenantKey, &'static str> {
+    use std::io::Write;
+    let mut buf = [0u8; 24];
+    let mut w = &mut buf[..];
+    let _ = write!(w, "{n}");
+    let len = 24 - w.len();
+    TenantKey::new(&buf[..len]).ok_or("is not a valid key")
+}
+
+/// A uuid's key: the lower-case hyphenated text Postgres prints.
+pub(crate) fn uuid_key(u: &[u8; 16]) -> Result<TenantKey, &'static str> {
+    let mut s = [0u8; 36];
+    let hex = b"0123456789abcdef";
+    let mut j = 0;
+    for (k, b) in u.iter().enumerate() {
+        if matches!(k, 4 | 6 | 8 | 10) {
+            s[j] = b'-';
+            j += 1;
+        }
+        s[j] = hex[(b >> 4) as usize];
+        s[j + 1] = hex[(b & 15) as usize];
+        j += 2;
+    }
+    TenantKey::new(&s).ok_or("is not a valid uuid")
+}
+
+/// A `character` value's key: without its trailing spaces, which Postgres
+/// ignores in comparisons and drops when it makes the value text.
+fn bpchar_key(v: &[u8]) -> Result<TenantKey, &'static str> {
+    let end = v.iter().rposition(|&c| c != b' ').map_or(0, |i| i + 1);
+    TenantKey::new(&v[..end]).ok_or("is not 1 to 63 bytes of UTF-8")
 }
 
 /// [`param_array_keys`]'s error for an array past the unit's limit on tenant
@@ -188,9 +225,24 @@ pub fn param_array_keys(
         Ok(())
     };
     if format == 0 {
-        text_array(v, &mut each)
+        text_array(v, element_type(oid), &mut each)
     } else {
         binary_array(v, &mut each)
+    }
+}
+
+/// The element type of a [`key_array_type`] (0: unspecified).
+fn element_type(array: u32) -> u32 {
+    match array {
+        oid::INT2_ARRAY => oid::INT2,
+        oid::INT4_ARRAY => oid::INT4,
+        oid::INT8_ARRAY => oid::INT8,
+        oid::TEXT_ARRAY => oid::TEXT,
+        oid::VARCHAR_ARRAY => oid::VARCHAR,
+        oid::BPCHAR_ARRAY => oid::BPCHAR,
+        oid::NAME_ARRAY => oid::NAME,
+        oid::UUID_ARRAY => oid::UUID,
+        _ => 0,
     }
 }
 
@@ -198,6 +250,7 @@ pub fn param_array_keys(
 /// unquoted (trimmed) or double-quoted, with backslash escapes.
 fn text_array(
     v: &[u8],
+    elem: u32,
     each: &mut dyn FnMut(TenantKey) -> Result<(), &'static str>,
 ) -> Result<(), &'static str> {
     use super::key::KeyBuilder;
@@ -251,7 +304,9 @@ fn text_array(
                 }
             }
         }
-        each(k.finish().ok_or(MALFORMED)?)?;
+        // Each element is read as its type reads it (see [`param_key`]).
+        let k = k.finish().ok_or(MALFORMED)?;
+        each(param_key(Some(k.as_bytes()), 0, elem)?)?;
         while inner.get(i).is_some_and(u8::is_ascii_whitespace) {
             i += 1;
         }
@@ -337,6 +392,55 @@ mod tests {
         assert!(param_key(Some(b""), 0, 25).is_err());
     }
 
+    /// A text value is the key Postgres reads in its declared type: probes
+    /// routed `042` declared int4 (tenant 42, and '42' as text) as "042", and
+    /// `'b   '` declared `character` (tenant 'b') as "b   ".
+    #[test]
+    fn text_values_are_read_as_their_declared_type_reads_them() {
+        let k = |v: &[u8], oid| param_key(Some(v), 0, oid).map(|k| k.as_str().to_string());
+        for oid in [20, 21, 23] {
+            for v in [&b"042"[..], b"+42", b" 42 ", b"42", b"0042"] {
+                assert_eq!(k(v, oid).as_deref(), Ok("42"), "{oid} {v:?}");
+            }
+            assert_eq!(k(b"-07", oid).as_deref(), Ok("-7"));
+            assert!(k(b"4.2e1", oid).is_err(), "{oid}");
+            assert!(k(b"forty", oid).is_err(), "{oid}");
+        }
+        assert!(k(b"70000", 21).is_err(), "int2 range");
+        assert!(k(b"3000000000", 23).is_err(), "int4 range");
+        assert_eq!(k(b"3000000000", 20).as_deref(), Ok("3000000000"));
+        // Text types other than `character` keep every byte.
+        for oid in [0, 25, 1043, 19] {
+            assert_eq!(k(b"042 ", oid).as_deref(), Ok("042 "), "{oid}");
+        }
+        assert_eq!(k(b"b   ", 1042).as_deref(), Ok("b"));
+        assert_eq!(k(b" b", 1042).as_deref(), Ok(" b"));
+        assert!(k(b"   ", 1042).is_err(), "empty once trimmed");
+        assert_eq!(
+            param_key(Some(b"b  "), 1, 1042).map(|k| k.as_str().to_string()),
+            Ok("b".to_string())
+        );
+        let canonical = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+        for v in [
+            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+            "{a0eebc999c0b4ef8bb6d6bb9bd380a11}",
+            canonical,
+        ] {
+            assert_eq!(k(v.as_bytes(), 2950).as_deref(), Ok(canonical), "{v}");
+        }
+        // Array elements likewise, by the array's element type.
+        let arr = |v: &[u8], oid| {
+            let mut out = Vec::new();
+            param_array_keys(Some(v), 0, oid, 10, &mut |k| {
+                out.push(k.as_str().to_string())
+            })
+            .map(|()| out)
+        };
+        assert_eq!(arr(b"{042, +7}", 1016), Ok(vec!["42".into(), "7".into()]));
+        assert_eq!(arr(b"{\"b  \",c}", 1014), Ok(vec!["b".into(), "c".into()]));
+        assert_eq!(arr(b"{042}", 1009), Ok(vec!["042".into()]));
+    }
+
     #[test]
     fn text_values_of_types_that_read_other_text_as_the_key_are_refused() {
         // Probe: `numeric` '42.0' and `float8` '4.2e1' are tenant 42 to
@@ -348,9 +452,11 @@ mod tests {
                 "{oid}"
             );
         }
-        for oid in [0, 20, 21, 23, 25, 1043, 1042, 19, 2950] {
+        for oid in [0, 20, 21, 23, 25, 1043, 1042, 19] {
             assert!(param_key(Some(b"42"), 0, oid).is_ok(), "{oid}");
         }
+        // A uuid must be one (Postgres refuses '42'::uuid too).
+        assert!(param_key(Some(b"42"), 0, 2950).is_err());
         // Arrays: `numeric[]` (1231) and `float8[]` (1022) likewise.
         for oid in [1231, 1022, 1021] {
             let r = param_array_keys(Some(b"{42.0}"), 0, oid, 10, &mut |_| {});

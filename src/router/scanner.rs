@@ -309,11 +309,45 @@ const SAFE_CASTS: &[&[u8]] = &[
     b"uuid",
 ];
 
+/// The [`SAFE_CASTS`] that read a value as an integer.
+const INT_CASTS: &[&[u8]] = &[
+    b"int",
+    b"int2",
+    b"int4",
+    b"int8",
+    b"integer",
+    b"bigint",
+    b"smallint",
+];
+
+/// What a value has been read as on its way through its casts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReadAs {
+    /// Its text, as written.
+    Text,
+    /// An integer (an integer literal, or a cast to an integer type).
+    Int,
+    /// A uuid.
+    Uuid,
+}
+
 /// Reads one routable value at the cursor: integer (optionally with an
 /// adjacent leading `-`), string, dollar-quoted string or `$n`, followed by
 /// any number of safe casts.
+///
+/// A value read as an integer or a uuid and then cast to text is the text
+/// Postgres prints for it, not the text written: `'042'::int::text` and
+/// `042::text` are '42', `'A0EE..'::uuid::text` is lower case (probe: routed
+/// as written, to another shard). Such a value is a mention only when written
+/// that way already; a `$n` read so is none (its Bind value is text as sent).
 fn read_value<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<TenantToken<'a>> {
     let t = lx.next_sig()?;
+    let mut read_as = match t.k {
+        K::Int => ReadAs::Int,
+        K::Op if text(sql, &t) == b"-" => ReadAs::Int,
+        _ => ReadAs::Text,
+    };
+    let mut printed = false;
     let tok = match t.k {
         K::Int => TenantToken::Bare(text(sql, &t)),
         K::Op if text(sql, &t) == b"-" => {
@@ -348,6 +382,36 @@ fn read_value<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<TenantToken<'a>> 
             .peek_sig()
             .is_some_and(|t| matches!(t.k, K::LParen | K::LBrack | K::Dot))
         {
+            return None;
+        }
+        let now = if is_any_kw(sql, &ty, INT_CASTS) {
+            ReadAs::Int
+        } else if is_kw(sql, &ty, b"uuid") {
+            ReadAs::Uuid
+        } else {
+            // text, varchar: the value's text.
+            printed |= read_as != ReadAs::Text;
+            continue;
+        };
+        if read_as != ReadAs::Text && read_as != now {
+            // An integer read as a uuid, or the reverse: Postgres refuses it.
+            return None;
+        }
+        read_as = now;
+    }
+    if printed {
+        let k = match tok {
+            TenantToken::Param(_) => return None,
+            ref t => t.to_key()?,
+        };
+        let as_printed = match read_as {
+            ReadAs::Int => super::key::parse_canonical_i64(k.as_bytes()).is_some(),
+            ReadAs::Uuid => super::shardmap::parse_uuid(k.as_bytes())
+                .and_then(|u| super::bind::uuid_key(&u).ok())
+                .is_some_and(|c| c == k),
+            ReadAs::Text => true,
+        };
+        if !as_printed {
             return None;
         }
     }
@@ -1052,6 +1116,47 @@ mod tests {
         assert_eq!(
             scan_key("SELECT a$$b FROM t WHERE tenant_id = 5"),
             Some("5".into())
+        );
+    }
+
+    /// A value read as an integer or a uuid, then cast to text, is the text
+    /// Postgres prints for it: a mention only if written that way (probe:
+    /// `'042'::int::text` is '42' but routed as "042").
+    #[test]
+    fn values_printed_by_a_cast_are_mentions_only_as_printed() {
+        for (sql, want) in [
+            ("WHERE tenant_id = '042'::int::text", None),
+            ("WHERE tenant_id = 042::text", None),
+            ("WHERE tenant_id = ' 42'::int::text", None),
+            ("WHERE tenant_id = '+42'::bigint::varchar", None),
+            ("WHERE tenant_id = $1::int::text", None),
+            ("WHERE tenant_id = '42'::int::text", Some("42")),
+            ("WHERE tenant_id = 42::text", Some("42")),
+            ("WHERE tenant_id = '-7'::int8::text", Some("-7")),
+            (
+                "WHERE tenant_id = 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'::uuid::text",
+                None,
+            ),
+            (
+                "WHERE tenant_id = 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid::text",
+                Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            ),
+            ("WHERE tenant_id = '42'::int::uuid", None),
+            // No text after the reading: the value is compared as read.
+            ("WHERE tenant_id = '042'::int", Some("042")),
+            ("WHERE tenant_id = '042'::text", Some("042")),
+            ("WHERE tenant_id = '042'::text::varchar", Some("042")),
+        ] {
+            let got = first(sql.as_bytes(), KEY, Source::Scan).map(|t| match t {
+                TenantToken::Param(n) => format!("${n}"),
+                t => key_of(t),
+            });
+            assert_eq!(got.as_deref(), want, "{sql}");
+        }
+        assert!(all("WHERE tenant_id IN ('7', '007'::int::text)").is_empty());
+        assert_eq!(
+            all("INSERT INTO t (tenant_id) VALUES ('042'::int::text)"),
+            Vec::<String>::new()
         );
     }
 
