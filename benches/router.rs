@@ -89,6 +89,7 @@ fn bench_decide(c: &mut Criterion) {
         pinned_by: None,
         std_strings: true,
         ascii_only: false,
+        keys_ascii_only: false,
         lexing_unsure: false,
     };
     let mut scratch = Vec::new();

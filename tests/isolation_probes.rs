@@ -36,6 +36,7 @@ alpha2 = "s0"
 "1001" = "s0"
 bravo = "s1"
 "2002" = "s1"
+"ä" = "s1"
 "#;
 
 /// The same placement for a bigint distribution column.
@@ -2149,5 +2150,55 @@ fn values_route_as_postgres_reads_them_not_as_spelled() {
     ] {
         let (errs, v) = q(&mut c, &probe(lit));
         assert_eq!(errs, ["42P17"], "{lit} ran on {v:?}");
+    }
+}
+
+/// Under a client encoding Postgres converts (LATIN1 here), a tenant key past
+/// ASCII is refused: the bytes `C3 A4` are `ä` (s1 in the map) to the router
+/// but `Ã¤` to Postgres (probe: that tenant's work ran on s1, which is `ä`'s
+/// shard, not `Ã¤`'s). ASCII keys route as before, other text past ASCII runs
+/// (a LATIN1 client's data), and under UTF8 the same key routes.
+#[test]
+fn tenant_keys_past_ascii_are_refused_under_an_encoding_postgres_converts() {
+    let f = Fixture::start();
+    let probe = |key: &[u8]| {
+        let mut sql = b"SELECT name FROM shard_marker WHERE NOT EXISTS \
+            (SELECT 1 FROM accounts WHERE tenant_id = '"
+            .to_vec();
+        sql.extend(key);
+        sql.extend(b"' AND name = 'none')\0");
+        frame(b'Q', &sql)
+    };
+    let mut utf8 = f.raw("app", &[]);
+    let m = send_until(&mut utf8, &probe("ä".as_bytes()), b'Z');
+    assert_eq!(first_column(&m), ["s1"], "{m:?}");
+    for how in ["startup", "SET"] {
+        let mut c = match how {
+            "startup" => f.raw("app", &[("client_encoding", "LATIN1")]),
+            _ => {
+                let mut c = f.raw("app", &[]);
+                assert!(q(&mut c, "SET client_encoding = 'latin-1'").0.is_empty());
+                c
+            }
+        };
+        let m = send_until(&mut c, &probe("ä".as_bytes()), b'Z');
+        assert_eq!(error_codes(&m), ["0A000"], "{how}: {m:?}");
+        assert!(first_column(&m).is_empty(), "{how}: ran on {m:?}");
+        // As a Bind value too.
+        c.parse(
+            "",
+            "SELECT name FROM shard_marker WHERE NOT EXISTS \
+             (SELECT 1 FROM accounts WHERE tenant_id = $1 AND name = 'none')",
+        )
+        .bind_raw("", &[Some("ä".as_bytes())], &[0])
+        .execute()
+        .sync();
+        let m = c.run(1);
+        assert_eq!(error_codes(&m), ["0A000"], "{how}: {m:?}");
+        // ASCII keys route; other text past ASCII is the client's data.
+        let sql = b"SELECT name || '\xe9' FROM accounts WHERE tenant_id = 'bravo'\0";
+        let m = send_until(&mut c, &frame(b'Q', sql), b'Z');
+        assert!(error_codes(&m).is_empty(), "{how}: {m:?}");
+        assert_eq!(m.iter().filter(|(t, _)| *t == b'D').count(), 1, "{how}");
     }
 }

@@ -92,6 +92,10 @@ fuzz_target!(|data: &[u8]| {
     let std = head[4] & 1 == 0;
     let extended = head[4] & 2 != 0;
     let ascii_only = head[4] & 8 != 0;
+    let keys_ascii_only = head[4] & 32 != 0;
+    // A transaction a tenant placed, or one tenant-free work opened.
+    let pinned_by = (head[4] & 64 != 0)
+        .then(|| (TenantKey::new(KEYS[(head[1] >> 4 & 7) as usize].as_bytes()).unwrap(), Source::Scan));
     // The text, then Bind values separated by 0xff.
     let mut parts = rest.split(|&b| b == 0xff);
     let sql = parts.next().unwrap_or_default();
@@ -106,9 +110,10 @@ fuzz_target!(|data: &[u8]| {
     let view = SessionView {
         tenants: &tenants,
         tx,
-        pinned_by: None,
+        pinned_by,
         std_strings: std,
         ascii_only,
+        keys_ascii_only,
         lexing_unsure: head[4] & 16 != 0,
     };
     let mut scratch = Vec::new();
@@ -137,6 +142,12 @@ fuzz_target!(|data: &[u8]| {
                     named.push(k);
                 }
             }
+        }
+    }
+    // Under an encoding Postgres converts, no key past ASCII places work.
+    if keys_ascii_only {
+        if let Decision::Shard { .. } = d {
+            assert!(named.iter().all(|k| k.as_bytes().is_ascii()), "{named:?} under a converted encoding");
         }
     }
     // Under an encoding that hides ASCII bytes, text past ASCII never runs.
@@ -205,10 +216,12 @@ fuzz_target!(|data: &[u8]| {
         Decision::Local(_) | Decision::Wait | Decision::Refuse(_) => {}
     }
     // With `no_tenant = "reject"`, a unit placed by no tenant (on the home
-    // shard, or one already pinned) is tenant-free: nothing that needs a
-    // tenant runs for want of one (probe: `UPDATE ..; COMMIT` in a held BEGIN).
+    // shard, or in a transaction no tenant placed) is tenant-free: nothing
+    // that needs a tenant runs for want of one (probes: `UPDATE ..; COMMIT` in
+    // a held BEGIN; a SELECT in a transaction `BEGIN; SET ..` opened).
     if let (Decision::Shard { tenant: None, .. }, NoTenant::Reject) = (&d, r.no_tenant) {
-        if !matches!(tx, Tx::Pinned(_) | Tx::Unsettled(_)) && locked.is_none() {
+        let placed = matches!(tx, Tx::Pinned(_)) && pinned_by.is_some();
+        if !placed && !matches!(tx, Tx::Unsettled(_)) && locked.is_none() {
             let mut all_free = true;
             kinds(sql, b"tenant_id", std, |k| all_free &= k.tenant_free());
             assert!(all_free, "placed with no tenant: {:?} in {tx:?}", String::from_utf8_lossy(sql));

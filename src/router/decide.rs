@@ -157,6 +157,10 @@ pub struct SessionView<'a> {
     /// ([`super::ascii_unsafe_encoding`]): only ASCII text and values
     /// read the same to the router as to Postgres.
     pub ascii_only: bool,
+    /// The client's encoding is one Postgres converts
+    /// ([`super::keys_read_as_sent`]): a tenant key past ASCII is another
+    /// tenant to Postgres than to the map, so it is refused.
+    pub keys_ascii_only: bool,
     /// A setting that changes how text is lexed may have changed with no
     /// report of it yet: statements held with a locally answered BEGIN, or
     /// run in an extended batch that has no Sync yet (Postgres reports
@@ -852,6 +856,13 @@ fn resolve(
         // tenant settings point at: ending a transaction never depends on them.
         return Ok(Decision::TenantFree);
     }
+    if s.keys_ascii_only
+        && (mentions.iter().map(|m| &m.key))
+            .chain([&t.startup, &t.set, &t.local].into_iter().flatten())
+            .any(|k| !k.as_bytes().is_ascii())
+    {
+        return Err(key_encoding(r));
+    }
     if let Some(l) = t.locked(r) {
         let shard = r.shard_of(&l)?;
         if let Some(m) = mentions.iter().find(|m| m.key != l) {
@@ -1103,6 +1114,18 @@ fn encoding(r: &Routing) -> Refusal {
             "cannot route text with bytes past ASCII while client_encoding is SJIS, BIG5, GBK, \
              GB18030, UHC or JOHAB: their characters may contain ASCII bytes, so the {} mentions \
              Postgres reads are not the ones shardbouncer sees; use UTF8",
+            r.key
+        ),
+    )
+}
+
+/// A tenant key past ASCII under a client encoding Postgres converts.
+fn key_encoding(r: &Routing) -> Refusal {
+    Refusal::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!(
+            "cannot route a {} with bytes past ASCII while client_encoding is not UTF8: \
+             Postgres converts it to another tenant than the shard map names; use UTF8",
             r.key
         ),
     )

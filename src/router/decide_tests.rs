@@ -65,6 +65,7 @@ fn view(t: &Tenants, tx: Tx) -> SessionView<'_> {
         pinned_by: None,
         std_strings: true,
         ascii_only: false,
+        keys_ascii_only: false,
         lexing_unsure: false,
     }
 }
@@ -1405,6 +1406,71 @@ fn under_an_encoding_that_hides_ascii_bytes_only_ascii_routes() {
     ] {
         assert_eq!(super::ascii_unsafe_encoding(name), unsafe_, "{name}");
     }
+}
+
+/// Under an encoding Postgres converts, a tenant key past ASCII is another
+/// tenant to Postgres: refused wherever it comes from; ASCII keys route.
+#[test]
+fn keys_past_ascii_are_refused_under_a_converted_encoding() {
+    for (name, as_sent) in [
+        ("UTF8", true),
+        ("utf-8", true),
+        ("Unicode", true),
+        ("SQL_ASCII", true),
+        ("LATIN1", false),
+        ("WIN1252", false),
+        ("EUC_JP", false),
+        ("SJIS", false),
+        ("", false),
+        ("a-name-far-too-long-to-be-utf8", false),
+    ] {
+        assert_eq!(super::keys_read_as_sent(name), as_sent, "{name}");
+    }
+    let r = routing(ALL, false, NoTenant::Reject);
+    fn latin1(t: &Tenants, tx: Tx) -> SessionView<'_> {
+        SessionView {
+            keys_ascii_only: true,
+            ..view(t, tx)
+        }
+    }
+    let d = |t: &Tenants, sql: &str| {
+        let f = analyzed(&r, sql.as_bytes());
+        decide(&r, &latin1(t, Tx::Idle), Unit::query(&f), &mut Vec::new())
+    };
+    let none = Tenants::default();
+    assert_eq!(
+        code(&d(&none, "SELECT * FROM a WHERE tenant_id = 'é'")),
+        "0A000"
+    );
+    assert_eq!(code(&d(&none, "/* tenant_id=é */ SELECT 1")), "0A000");
+    assert_eq!(
+        shard(&d(&none, "SELECT * FROM a WHERE tenant_id = 'acme'")),
+        Some(0)
+    );
+    assert_eq!(
+        shard(&d(&none, "SELECT 'é' FROM a WHERE tenant_id = '42'")),
+        Some(1)
+    );
+    let set = Tenants {
+        set: Some(key("é")),
+        ..Tenants::default()
+    };
+    assert_eq!(code(&d(&set, "SELECT * FROM a")), "0A000");
+    // As a Bind value.
+    let f = analyzed(&r, b"SELECT * FROM a WHERE tenant_id = $1");
+    let vals = Values(vec![Some("é".as_bytes().to_vec())]);
+    let items = [
+        Item::Parse(&f),
+        Item::Bind(&f, ParamTypes::default(), &vals, b""),
+        Item::Execute(b""),
+    ];
+    let got = decide(
+        &r,
+        &latin1(&none, Tx::Idle),
+        Unit::batch(items.into_iter()),
+        &mut Vec::new(),
+    );
+    assert_eq!(code(&got), "0A000");
 }
 
 #[test]

@@ -19,16 +19,8 @@ use memchr::{memchr, memchr2, memmem};
 /// encodings for the same reason.)
 pub fn ascii_unsafe_encoding(name: &str) -> bool {
     let mut clean = [0u8; 16];
-    let mut n = 0;
-    for b in name.bytes().filter(u8::is_ascii_alphanumeric) {
-        if n == clean.len() {
-            return false;
-        }
-        clean[n] = b.to_ascii_lowercase();
-        n += 1;
-    }
     matches!(
-        &clean[..n],
+        clean_encoding_name(name, &mut clean),
         b"sjis"
             | b"shiftjis"
             | b"mskanji"
@@ -47,6 +39,35 @@ pub fn ascii_unsafe_encoding(name: &str) -> bool {
             | b"windows949"
             | b"johab"
     )
+}
+
+/// Whether Postgres reads a tenant key the client sends in `client_encoding`
+/// `name` as the same bytes shardbouncer reads: UTF8 (the map's encoding), or
+/// SQL_ASCII (no conversion). Under any other (LATIN1, WIN1252, EUC_JP, ...)
+/// Postgres converts the client's bytes first, so a key past ASCII is
+/// another tenant to it (probe: the LATIN1 bytes of `Ã¤` were routed as the
+/// UTF-8 `ä`, whose shard returned the other tenant's rows). An unknown name
+/// counts as converted.
+pub fn keys_read_as_sent(name: &str) -> bool {
+    let mut clean = [0u8; 16];
+    matches!(
+        clean_encoding_name(name, &mut clean),
+        b"utf8" | b"unicode" | b"sqlascii"
+    )
+}
+
+/// An encoding name as Postgres's `clean_encoding_name` compares it: ASCII
+/// letters and digits only, lower case. Empty for a name too long to be one.
+fn clean_encoding_name<'a>(name: &str, clean: &'a mut [u8; 16]) -> &'a [u8] {
+    let mut n = 0;
+    for b in name.bytes().filter(u8::is_ascii_alphanumeric) {
+        if n == clean.len() {
+            return &[];
+        }
+        clean[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
+    &clean[..n]
 }
 
 // ---------------------------------------------------------------------------

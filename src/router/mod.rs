@@ -27,7 +27,7 @@ pub use decide::{
     decide, Decision, Item, Local, NoTenant, Refusal, Routing, SessionView, Tenants, Tx, Unit,
 };
 pub use key::TenantKey;
-pub use lexer::ascii_unsafe_encoding;
+pub use lexer::{ascii_unsafe_encoding, keys_read_as_sent};
 pub use scanner::{mentions, Source, TenantToken};
 pub use shardmap::{KeyType, Method, Route, RouteReason, ShardMap};
 pub use statement::{

@@ -328,6 +328,7 @@ impl Core {
             tx: self.tx_view(),
             std_strings: self.settings.std_strings(),
             ascii_only: self.settings.ascii_only(),
+            keys_ascii_only: self.settings.keys_ascii_only(),
             lexing_unsure: self
                 .txn
                 .held()

@@ -27,6 +27,10 @@ pub(super) struct Settings {
     /// `client_encoding` is one whose characters may contain ASCII bytes
     /// ([`crate::router::ascii_unsafe_encoding`]): only ASCII text can be routed.
     ascii_only: bool,
+    /// `client_encoding` is converted by Postgres
+    /// ([`crate::router::keys_read_as_sent`] is false): a tenant key past
+    /// ASCII is another tenant to it.
+    keys_ascii_only: bool,
     /// Custom (dotted) settings the client set: Postgres lists no placeholder
     /// settings in `pg_settings`, so they are read back by name.
     custom: Vec<String>,
@@ -58,6 +62,7 @@ impl Settings {
             unreported,
             std_strings: true,
             ascii_only: false,
+            keys_ascii_only: false,
             custom,
             held,
         }
@@ -97,6 +102,12 @@ impl Settings {
         self.ascii_only
     }
 
+    /// Whether only ASCII tenant keys read the same to Postgres (the client's
+    /// encoding is converted).
+    pub(super) fn keys_ascii_only(&self) -> bool {
+        self.keys_ascii_only
+    }
+
     /// Custom setting names to read back.
     pub(super) fn custom(&self) -> &[String] {
         &self.custom
@@ -107,13 +118,20 @@ impl Settings {
         self.std_strings = announced.get("standard_conforming_strings") != Some("off");
         // What the client asked for counts too, in whatever spelling: the
         // server's canonical name arrives only once a server has it.
-        self.ascii_only = [
+        let encodings = [
             announced.get("client_encoding"),
             self.reported.get("client_encoding"),
-        ]
-        .into_iter()
-        .flatten()
-        .any(crate::router::ascii_unsafe_encoding);
+        ];
+        (self.ascii_only, self.keys_ascii_only) = (
+            encodings
+                .iter()
+                .flatten()
+                .any(|e| crate::router::ascii_unsafe_encoding(e)),
+            encodings
+                .iter()
+                .flatten()
+                .any(|e| !crate::router::keys_read_as_sent(e)),
+        );
         // What the client set, in the spelling it was announced in, so that its
         // servers are compared against (and set to) what the client was told.
         let keys: Vec<String> = self.reported.iter().map(|(k, _)| k.to_string()).collect();
@@ -134,6 +152,7 @@ impl Settings {
         }
         if name == "client_encoding" {
             self.ascii_only = crate::router::ascii_unsafe_encoding(value);
+            self.keys_ascii_only = !crate::router::keys_read_as_sent(value);
         }
     }
 

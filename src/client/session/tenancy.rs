@@ -58,6 +58,8 @@ pub(super) struct View {
     pub(super) std_strings: bool,
     /// Only ASCII text can be routed (the client's encoding).
     pub(super) ascii_only: bool,
+    /// Only ASCII tenant keys read the same to Postgres (the client's encoding).
+    pub(super) keys_ascii_only: bool,
     /// The lexing may have changed unreported ([`SessionView::lexing_unsure`]).
     pub(super) lexing_unsure: bool,
 }
@@ -490,6 +492,7 @@ fn view(tenants: &Tenants, pinned: Option<(TenantKey, Source)>, v: View) -> Sess
         pinned_by: pinned,
         std_strings: v.std_strings,
         ascii_only: v.ascii_only,
+        keys_ascii_only: v.keys_ascii_only,
         lexing_unsure: v.lexing_unsure,
     }
 }
