@@ -3,7 +3,10 @@
 //!
 //! Invariants:
 //! * never a panic; NULL and every other refusal say why;
-//! * a text value is the key as sent (the shard map, not the decoder, normalises);
+//! * a text value is the key as its declared type reads it: as sent when the
+//!   type is text or unspecified (the shard map normalises), the canonical
+//!   decimal of the integer an integer type reads (refused if it reads none,
+//!   or one out of its range), the lower-case hyphenated uuid a uuid reads;
 //! * the same tenant lands on the same shard however the driver sends it: an
 //!   int2/int4/int8 in binary (type declared or not) where its decimal text lands
 //!   (and where "+n" or "00n" land, when the map accepts them), a binary uuid
@@ -18,6 +21,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use shardbouncer::router::bind::{param_array_keys, param_key};
+use shardbouncer::router::shardmap::parse_uuid;
 use shardbouncer::router::{ShardMap, TenantKey};
 
 const INT8: u32 = 20;
@@ -69,9 +73,21 @@ fuzz_target!(|data: &[u8]| {
         Ok(k) => k,
         Err(why) => {
             assert!(!why.is_empty());
-            if format == 0 && !matches!(oid, FLOAT8 | NUMERIC) {
-                // Text of a key type is refused only when it cannot be a key at all.
+            if format == 0 && matches!(oid, 0 | TEXT) {
+                // Text of a text type is refused only when it cannot be a key at all.
                 assert!(TenantKey::new(v).is_none(), "text {v:?} refused: {why}");
+            }
+            if format == 0 && matches!(oid, INT2 | INT4 | INT8) {
+                let n = TenantKey::new(v).and_then(|k| k.parse_pg_int8());
+                let fits = n.is_some_and(|n| match oid {
+                    INT2 => i16::try_from(n).is_ok(),
+                    INT4 => i32::try_from(n).is_ok(),
+                    _ => true,
+                });
+                assert!(!fits, "integer text {v:?} of type {oid} refused: {why}");
+            }
+            if format == 0 && oid == UUID {
+                assert!(parse_uuid(v).is_none(), "uuid text {v:?} refused: {why}");
             }
             return;
         }
@@ -79,7 +95,19 @@ fuzz_target!(|data: &[u8]| {
     // A type that reads other text as the same number is never a key's type.
     assert!(!matches!(oid, FLOAT8 | NUMERIC) || format != 0, "text {v:?} of type {oid} routed");
     if format == 0 {
-        assert_eq!(key.as_bytes(), v, "text is the key as sent");
+        match oid {
+            INT2 | INT4 | INT8 => {
+                let n = TenantKey::new(v).and_then(|k| k.parse_pg_int8());
+                assert_eq!(Some(key.as_str().to_string()), n.map(|n| n.to_string()), "{v:?}");
+            }
+            UUID => {
+                let u = parse_uuid(v).expect("a uuid read");
+                assert_eq!(parse_uuid(key.as_bytes()), Some(u));
+                assert!(!key.as_str().bytes().any(|c| c.is_ascii_uppercase()), "{key}");
+                assert_eq!(key.as_str().len(), 36, "{key}");
+            }
+            _ => assert_eq!(key.as_bytes(), v, "text is the key as sent"),
+        }
         return;
     }
     // Binary: only integers and uuids of their exact width, or text types.
