@@ -2202,3 +2202,105 @@ fn tenant_keys_past_ascii_are_refused_under_an_encoding_postgres_converts() {
         assert_eq!(m.iter().filter(|(t, _)| *t == b'D').count(), 1, "{how}");
     }
 }
+
+/// The pooler's own statements on a server (the read back of a client's
+/// settings, the reset, and the statement that brings the next client's
+/// settings) mean the same whatever the last client left: its
+/// `client_encoding`, its transaction defaults, its timeouts. Probes:
+/// a `search_path` of `"schéma"` came back `"schÃ©ma"` after a LATIN1
+/// client (and the client's queries read `public.t`); a LATIN1 client's
+/// `'été'` was read back lossily and every later query of its failed;
+/// `SERIALIZABLE, READ ONLY, DEFERRABLE` defaults made the pooler's
+/// statements wait for a safe snapshot, and the pool with them; a 1 ms
+/// `statement_timeout` cancelled the read back of many settings and ended
+/// the session.
+#[test]
+fn the_poolers_statements_mean_the_same_whatever_the_last_client_left() {
+    let f = Fixture::start();
+    f.direct(
+        0,
+        "CREATE SCHEMA \"schéma\" AUTHORIZATION app; \
+         CREATE TABLE \"schéma\".t AS SELECT 'in schéma'::text AS v; \
+         CREATE TABLE public.t AS SELECT 'in public'::text AS v; \
+         GRANT ALL ON \"schéma\".t, public.t TO app;",
+    );
+    // One server for both (`plain1`).
+    let mut a = f.raw("plain1", &[]);
+    let mut b = f.raw("plain1", &[("client_encoding", "LATIN1")]);
+    let (errs, _) = q(
+        &mut a,
+        "SET search_path = \"schéma\", public; SET app.user_name = 'José'",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    // B's value in LATIN1 bytes: 'été'.
+    let m = send_until(&mut b, &frame(b'Q', b"SET app.x = '\xe9t\xe9'\0"), b'Z');
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    for round in 0..2 {
+        let (errs, v) = q(
+            &mut a,
+            "SELECT current_setting('search_path') || '|' || current_setting('app.user_name') \
+             || '|' || v FROM t",
+        );
+        assert!(errs.is_empty(), "round {round}: {errs:?}");
+        assert_eq!(v, ["\"schéma\", public|José|in schéma"], "round {round}");
+        let m = send_until(
+            &mut b,
+            &frame(b'Q', b"SELECT current_setting('app.x')\0"),
+            b'Z',
+        );
+        assert!(error_codes(&m).is_empty(), "round {round}: {m:?}");
+        let row = m.iter().find(|(t, _)| *t == b'D').expect("a row");
+        assert!(
+            row.1.ends_with(b"\xe9t\xe9"),
+            "round {round}: B's value in LATIN1: {:?}",
+            row.1
+        );
+    }
+
+    // Transaction defaults that wait for a safe snapshot: the pooler's
+    // statements do not inherit them. A serializable read-write transaction
+    // stays open, directly on the shard, while two clients take turns.
+    let mut rw = Raw::login(f.shards[0].port, "postgres", "app");
+    let (errs, _) = q(
+        &mut rw,
+        "BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT count(*) FROM public.t; \
+         UPDATE public.t SET v = v",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    let (errs, _) = q(
+        &mut a,
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    // B's work and settings round trip on the same server: answered while
+    // the other transaction stays open (a wait would end in the read
+    // timeout, not here).
+    let m = send_until(&mut b, &frame(b'Q', b"SELECT 'b answered'\0"), b'Z');
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    let (errs, _) = q(&mut rw, "ROLLBACK");
+    assert!(errs.is_empty(), "{errs:?}");
+    let (errs, v) = q(&mut a, "SHOW default_transaction_deferrable");
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["on"], "A's defaults follow it");
+
+    // A short statement_timeout and many settings to read back (under the
+    // 64 custom names a client may have read back by name).
+    let mut c = f.raw("plain1", &[]);
+    let mut sql = String::new();
+    for i in 0..60 {
+        sql.push_str(&format!("SET app.s{i} = '{}';", "x".repeat(200)));
+    }
+    sql.push_str("SET statement_timeout = 1");
+    let (errs, _) = q(&mut c, &sql);
+    assert!(errs.is_empty(), "{errs:?}");
+    for round in 0..3 {
+        let (errs, v) = q(
+            &mut c,
+            "SELECT current_setting('statement_timeout') || '|' || length(current_setting('app.s59'))",
+        );
+        assert!(errs.is_empty(), "round {round}: {errs:?}");
+        assert_eq!(v, ["1ms|200"], "round {round}");
+        let (errs, _) = q(&mut a, "SELECT 1");
+        assert!(errs.is_empty(), "round {round}: {errs:?}");
+    }
+}

@@ -301,7 +301,10 @@ impl ServerState {
                 push_reset(&mut sql, k);
             }
         }
-        (!sql.is_empty()).then_some(SyncStatement { sql })
+        // Under the last client's settings still: see READ_COMMITTED, UNTIMED.
+        (!sql.is_empty()).then(|| SyncStatement {
+            sql: format!("{READ_COMMITTED}{UNTIMED}{sql}"),
+        })
     }
 
     /// Whether `client`, about to use this server, must first have the
@@ -569,16 +572,38 @@ impl ServerConn {
         login_user: &str,
     ) -> Result<Option<ParamSet>, ServerError> {
         use crate::router::Effects;
-        let mut sql = String::new();
-        // The read back comes first: what follows runs free of the client's
-        // own timeouts, and must not change what is read.
+        // Read committed: a client's `SERIALIZABLE, READ ONLY, DEFERRABLE`
+        // defaults made this wait for a safe snapshot, and the pool with it
+        // (probe). Only the transaction's own characteristics change, which
+        // are not read back.
+        let mut sql = String::from(READ_COMMITTED);
+        // The client's timeouts are lifted (`UNTIMED`) for what follows the
+        // read back of the two timeouts themselves: read first, by the
+        // cheapest statement there is (pg_settings alone took longer than a
+        // 1 ms timeout), then their defaults (what `TO DEFAULT` sets, as
+        // `current_setting` spells it), to tell whether the client set them.
+        let mut untimed = false;
         if read_back {
-            sql.push_str(
-                "SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings \
-                 WHERE source OPERATOR(pg_catalog.=) 'session' UNION ALL \
+            const TIMEOUTS: &str = "pg_catalog.current_setting('statement_timeout'), \
+                pg_catalog.current_setting('lock_timeout')";
+            sql.push_str(&format!(
+                "SELECT 'now', {TIMEOUTS};SET LOCAL statement_timeout TO DEFAULT;\
+                 SET LOCAL lock_timeout TO DEFAULT;SELECT 'default', {TIMEOUTS};{UNTIMED}"
+            ));
+            untimed = true;
+            // Names and values in hex of their UTF-8 (see `utf8_hex`). The
+            // transaction's own characteristics are not session settings:
+            // `default_transaction_*` are, and are read.
+            sql.push_str(&format!(
+                "SELECT {}, {} FROM (SELECT name, pg_catalog.current_setting(name) AS v \
+                 FROM pg_catalog.pg_settings WHERE source OPERATOR(pg_catalog.=) 'session' \
+                 AND name NOT IN ('transaction_isolation', 'transaction_read_only', \
+                 'transaction_deferrable', 'statement_timeout', 'lock_timeout') UNION ALL \
                  SELECT 'role', pg_catalog.current_setting('role') UNION ALL \
                  SELECT 'session_authorization', pg_catalog.current_setting('session_authorization')",
-            );
+                utf8_hex("name"),
+                utf8_hex("v"),
+            ));
             for n in names {
                 sql.push_str(" UNION ALL SELECT ");
                 push_literal(&mut sql, n);
@@ -586,9 +611,8 @@ impl ServerConn {
                 push_literal(&mut sql, n);
                 sql.push_str(", true)");
             }
-            sql.push(';');
+            sql.push_str(") AS s;");
         }
-        let mut resets_any = false;
         for (bit, stmt) in [
             (Effects::CURSOR, "CLOSE ALL"),
             (Effects::LISTEN, "UNLISTEN *"),
@@ -601,14 +625,9 @@ impl ServerConn {
             (Effects::SEQUENCES, "DISCARD SEQUENCES"),
         ] {
             if resets.any(bit) {
-                if !resets_any {
-                    // The client's statement_timeout or lock_timeout (5 ms,
-                    // say) must not make the reset fail: dropping many temp
-                    // tables takes longer, and a failed reset closes the
-                    // server and ends the client's session. SET LOCAL lasts
-                    // until the end of this query's implicit transaction.
-                    sql.push_str("SET LOCAL statement_timeout = 0;SET LOCAL lock_timeout = 0;");
-                    resets_any = true;
+                if !untimed {
+                    sql.push_str(UNTIMED);
+                    untimed = true;
                 }
                 sql.push_str(stmt);
                 sql.push(';');
@@ -626,7 +645,7 @@ impl ServerConn {
         if reset_all {
             sql.push_str("RESET ALL;");
         }
-        if sql.is_empty() {
+        if sql == READ_COMMITTED {
             return Ok(None);
         }
         let rows = self.internal_rows(&sql).await?;
@@ -636,13 +655,35 @@ impl ServerConn {
         if resets.any(Effects::SEQUENCES) {
             self.sequences_of = None;
         }
+        let mut unreadable = false;
         let read = read_back.then(|| {
             let mut set = ParamSet::default();
+            // The timeouts: the client's when they differ from their defaults.
+            let timeouts = |which: &str| {
+                rows.iter()
+                    .find(|r| r.len() == 3 && r[0].as_deref() == Some(which))
+            };
+            if let (Some(now), Some(default)) = (timeouts("now"), timeouts("default")) {
+                for (i, name) in [(1, "statement_timeout"), (2, "lock_timeout")] {
+                    if let (Some(v), true) = (&now[i], now[i] != default[i]) {
+                        set.set(name, v);
+                    }
+                }
+            } else {
+                unreadable = true;
+            }
             // Readback rows are the two-column ones (pg_advisory_unlock_all has one).
             for row in rows.iter().filter(|r| r.len() == 2) {
                 let (Some(k), Some(v)) = (&row[0], &row[1]) else {
                     continue;
                 };
+                let (Some(k), Some(v)) = (from_utf8_hex(k), from_utf8_hex(v)) else {
+                    // A setting left on the server and not in the record
+                    // would reach the next client: fail instead.
+                    unreadable = true;
+                    continue;
+                };
+                let (k, v) = (&k, &v);
                 let default = match k.as_str() {
                     "role" => v == "none",
                     "session_authorization" => v == login_user,
@@ -654,6 +695,10 @@ impl ServerConn {
             }
             set
         });
+        if unreadable {
+            self.broken = true;
+            return Err(io_err("a setting read back was not hex of UTF-8"));
+        }
         if let Some(set) = &read {
             let bytes = set.bytes();
             if bytes > MAX_SESSION_SETTINGS_BYTES {
@@ -699,6 +744,21 @@ impl ServerConn {
     }
 }
 
+/// Starts the pooler's own statements on a server: read committed, whatever
+/// transaction defaults the last client set (`SERIALIZABLE, READ ONLY,
+/// DEFERRABLE` made them wait for a safe snapshot, and the pool with them:
+/// probe). It changes only the transaction's own characteristics, which are
+/// not read back.
+const READ_COMMITTED: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED;";
+
+/// Lifts the client's `statement_timeout` and `lock_timeout` (5 ms, say) for
+/// the rest of the pooler's statement: dropping many temp tables, reading back
+/// or applying hundreds of settings takes longer, and a failure closes the
+/// server and ends a client's session. `SET LOCAL` lasts until the end of the
+/// statement's implicit transaction; a session value the statement sets
+/// (`set_config(.., false)`) takes effect after it.
+const UNTIMED: &str = "SET LOCAL statement_timeout = 0;SET LOCAL lock_timeout = 0;";
+
 /// The statement that brings a server's settings in line with a client's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncStatement {
@@ -713,6 +773,16 @@ fn is_identity(k: &str) -> bool {
 
 /// `RESET name`, each dotted part quoted as an identifier.
 fn push_reset(sql: &mut String, key: &str) {
+    if !key.is_ascii() {
+        // As ASCII text (see `push_literal`): set_config with no value resets.
+        if !sql.is_empty() {
+            sql.push(';');
+        }
+        sql.push_str("SELECT pg_catalog.set_config(");
+        push_literal(sql, key);
+        sql.push_str(",NULL,false)");
+        return;
+    }
     if !sql.is_empty() {
         sql.push(';');
     }
@@ -744,18 +814,52 @@ fn push_set_config(sql: &mut String, key: &str, value: &str) {
 
 /// Append a SQL string literal that means the same whatever the server's
 /// `standard_conforming_strings` (an `E''` literal with `\\` and `''` escaped; a
-/// plain literal would let a backslash end it early when the setting is off).
+/// plain literal would let a backslash end it early when the setting is off)
+/// and whatever its `client_encoding`: characters past ASCII are written as
+/// `\u` escapes, so the text is ASCII. Postgres converts a Query from the
+/// encoding the server has when it arrives, which is the last client's: a
+/// client's `search_path` of `"schéma"` re-applied after a LATIN1 client's
+/// transaction came out `"schÃ©ma"`, and its queries read another schema
+/// (probe).
 pub fn push_literal(sql: &mut String, v: &str) {
+    use std::fmt::Write;
     sql.push_str("E'");
     for c in v.chars() {
         match c {
             '\'' => sql.push_str("''"),
             '\\' => sql.push_str("\\\\"),
             '\0' => {}
-            c => sql.push(c),
+            c if c.is_ascii() => sql.push(c),
+            c if (c as u32) <= 0xFFFF => {
+                let _ = write!(sql, "\\u{:04X}", c as u32);
+            }
+            c => {
+                let _ = write!(sql, "\\U{:08X}", c as u32);
+            }
         }
     }
     sql.push('\'');
+}
+
+/// SQL for the text of `expr` as hex digits of its UTF-8 bytes: read back in
+/// ASCII whatever the server's `client_encoding` (a LATIN1 client's `'été'`
+/// came back in LATIN1 bytes and was taken for UTF-8, lossily).
+fn utf8_hex(expr: &str) -> String {
+    format!("pg_catalog.encode(pg_catalog.convert_to({expr}, 'UTF8'), 'hex')")
+}
+
+/// The text [`utf8_hex`] encoded.
+fn from_utf8_hex(hex: &str) -> Option<String> {
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = hex.as_bytes();
+    if b.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = b
+        .chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
 }
 
 fn need_password(t: &Target) -> Result<&str, ServerError> {
