@@ -2304,3 +2304,50 @@ fn the_poolers_statements_mean_the_same_whatever_the_last_client_left() {
         assert!(errs.is_empty(), "round {round}: {errs:?}");
     }
 }
+
+/// A session-mode client keeps its server between transactions; a reloaded
+/// map still applies from its next transaction, as in transaction mode. It
+/// kept its first map for good (probe): a tenant the reload moved went on
+/// running, writes included, on its old shard for the rest of the session.
+#[test]
+fn a_session_mode_client_follows_a_reloaded_map_from_its_next_transaction() {
+    let f = Fixture::start();
+    let mut c = f.raw("appsess", &[]);
+    let (errs, v) = q(
+        &mut c,
+        "SELECT name FROM accounts WHERE tenant_id = 'alpha'",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["owner of alpha"]);
+    f.bouncer.write_file(
+        "shardmap.toml",
+        &MAP.replace("alpha = \"s0\"", "alpha = \"s1\""),
+    );
+    f.bouncer.signal(libc::SIGHUP);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f.bouncer.wait_for_log("SIGHUP: configuration reloaded"));
+    // Its server is on s0, where alpha no longer lives: refused, not run.
+    let (errs, v) = q(
+        &mut c,
+        "SELECT name FROM accounts WHERE tenant_id = 'alpha'",
+    );
+    assert_eq!(errs, ["0A000"], "ran on the old shard: {v:?}");
+    let (errs, _) = q(
+        &mut c,
+        "INSERT INTO accounts (tenant_id, name) VALUES ('alpha', 'after the move')",
+    );
+    assert_eq!(errs, ["0A000"]);
+    assert_eq!(f.counts("accounts WHERE name = 'after the move'"), [0, 0]);
+    // A new session goes to alpha's new shard.
+    let mut d = f.raw("appsess", &[]);
+    let (errs, v) = q(
+        &mut d,
+        "SELECT name FROM shard_marker WHERE NOT EXISTS \
+         (SELECT 1 FROM accounts WHERE tenant_id = 'alpha' AND name = 'none')",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["s1"]);
+}

@@ -366,12 +366,52 @@ impl Core {
 
     /// A reloaded configuration for this database: taken between transactions
     /// only ("the next transaction uses the new map").
-    pub fn maybe_reload(&mut self, db: impl FnOnce(&DbRuntime) -> Option<Arc<DbRuntime>>) {
-        if self.att.is_none() && !self.wait.busy() && !self.txn.is_local() {
+    ///
+    /// A session-mode client keeps its server between transactions: the new
+    /// map applies from its next transaction too, as in transaction mode
+    /// (probe: a tenant a reload moved stayed on its old shard for the rest
+    /// of such a session, its writes included). That holds only while the
+    /// server it keeps is still the same shard of the same database in the
+    /// same mode; when the reload changed those, the session ends (`Err`:
+    /// 57P01, so the client reconnects) rather than route by a map that no
+    /// longer says where its tenants are.
+    pub fn maybe_reload(
+        &mut self,
+        db: impl FnOnce(&DbRuntime) -> Option<Arc<DbRuntime>>,
+    ) -> Result<(), End> {
+        if self.wait.busy() || self.txn.is_local() {
+            return Ok(());
+        }
+        let Some(a) = &self.att else {
             if let Some(new) = db(&self.db) {
                 self.db = new;
             }
+            return Ok(());
+        };
+        let between = self.owns_server()
+            && a.settled()
+            && a.to_server().is_empty()
+            && a.status() == TxStatus::Idle
+            && !a.ext_open()
+            && self.batch.is_empty()
+            && !self.wait.has_stalled();
+        if !between {
+            return Ok(());
         }
+        let Some(new) = db(&self.db) else {
+            return Ok(());
+        };
+        if new.settings.mode == self.db.settings.mode
+            && new.cfg.shards == self.db.cfg.shards
+            && new.dbname() == self.db.dbname()
+        {
+            self.db = new;
+            return Ok(());
+        }
+        Err(self.fatal(
+            sqlstate::ADMIN_SHUTDOWN,
+            "the configuration reload changed this database's shards or pool mode: reconnect",
+        ))
     }
 
     /// The client's settings, as the login greeting announced them.

@@ -784,7 +784,7 @@ impl Session {
             (snap.generation != cur.generation)
                 .then(|| snap.dbs.get(&cur.name).cloned())
                 .flatten()
-        });
+        })?;
         self.core.spill_above(snap.config.limits.spool_threshold);
         drop(snap);
         self.follow_reloaded_pools();
