@@ -164,6 +164,17 @@ impl Fixture {
         self.shards[shard].psql("app", sql)
     }
 
+    /// Every row of `accounts` on each shard directly, as `[s0, s1]`
+    /// (`tenant:name,...`): what a probe must leave as it found it.
+    fn accounts(&self) -> [String; 2] {
+        [0, 1].map(|s| {
+            self.direct(
+                s,
+                "SELECT string_agg(tenant_id || ':' || name, ',' ORDER BY tenant_id, name) FROM accounts",
+            )
+        })
+    }
+
     /// `SELECT count(*) FROM <what>` on each shard directly, as `[s0, s1]`.
     fn counts(&self, what: &str) -> [i64; 2] {
         let q = format!("SELECT count(*) FROM {what}");
@@ -1925,15 +1936,7 @@ fn auto_keys_route_only_when_spelled_canonically() {
 #[test]
 fn a_query_behind_an_unsynced_batch_runs_after_it_and_with_it() {
     let f = Fixture::start();
-    let names = |f: &Fixture| {
-        [0, 1].map(|s| {
-            f.direct(
-                s,
-                "SELECT string_agg(tenant_id || ':' || name, ',' ORDER BY tenant_id, name) FROM accounts",
-            )
-        })
-    };
-    let before = names(&f);
+    let before = f.accounts();
     let mut c = f.raw("app", &[]);
 
     // In order: the Query sees the batch's row, on the batch's shard.
@@ -1995,7 +1998,7 @@ fn a_query_behind_an_unsynced_batch_runs_after_it_and_with_it() {
         .sync();
     let m = c.run(2);
     assert!(error_codes(&m).is_empty(), "{m:?}");
-    assert_eq!(names(&f), before);
+    assert_eq!(f.accounts(), before);
 }
 
 /// A transaction that tenant-free work opened is on no tenant's shard: work
@@ -2007,15 +2010,7 @@ fn a_query_behind_an_unsynced_batch_runs_after_it_and_with_it() {
 #[test]
 fn a_transaction_opened_by_tenant_free_work_lends_no_shard_to_work_without_a_tenant() {
     let f = Fixture::start();
-    let names = |f: &Fixture| {
-        [0, 1].map(|s| {
-            f.direct(
-                s,
-                "SELECT string_agg(tenant_id || ':' || name, ',' ORDER BY tenant_id, name) FROM accounts",
-            )
-        })
-    };
-    let before = names(&f);
+    let before = f.accounts();
     for opener in [
         "BEGIN; SET application_name = 'opener'",
         "SET application_name = 'opener'; BEGIN",
@@ -2035,7 +2030,7 @@ fn a_transaction_opened_by_tenant_free_work_lends_no_shard_to_work_without_a_ten
         let (errs, _) = q(&mut c, "COMMIT");
         assert!(errs.is_empty(), "{opener}: {errs:?}");
     }
-    assert_eq!(names(&f), before);
+    assert_eq!(f.accounts(), before);
 
     // Placed by a tenant (on the shard the opener took: the transaction
     // cannot move), the transaction's shard serves work with none.
@@ -2086,7 +2081,7 @@ fn a_transaction_opened_by_tenant_free_work_lends_no_shard_to_work_without_a_ten
     let (errs, rows) = q(&mut c, "SELECT name FROM shard_marker");
     assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(rows, ["s0"]);
-    assert_eq!(names(&f), before);
+    assert_eq!(f.accounts(), before);
 }
 
 /// A value is routed as Postgres reads it, not as it was spelled: a Bind value

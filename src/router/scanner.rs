@@ -296,6 +296,7 @@ fn follower_ok(sql: &[u8], lx: &Lexer<'_>) -> bool {
 
 /// Types a routing value may be cast to without changing its text: no
 /// length modifiers (`varchar(2)` truncates), no `char` (pads/truncates).
+/// The first seven read it as an integer ([`INT_CASTS`]).
 const SAFE_CASTS: &[&[u8]] = &[
     b"int",
     b"int2",
@@ -310,15 +311,7 @@ const SAFE_CASTS: &[&[u8]] = &[
 ];
 
 /// The [`SAFE_CASTS`] that read a value as an integer.
-const INT_CASTS: &[&[u8]] = &[
-    b"int",
-    b"int2",
-    b"int4",
-    b"int8",
-    b"integer",
-    b"bigint",
-    b"smallint",
-];
+const INT_CASTS: &[&[u8]] = SAFE_CASTS.split_at(7).0;
 
 /// What a value has been read as on its way through its casts.
 #[derive(Clone, Copy, PartialEq, Eq)]
