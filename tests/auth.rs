@@ -326,3 +326,77 @@ fn bad_auth_file_is_refused_with_file_and_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("users.txt") && err.contains("line 2"), "{err}");
 }
+
+/// An unknown user gets the same exchange as a known one with a wrong
+/// password: a SCRAM challenge, with the same salt at every attempt (as a
+/// user whose password is stored in plain text gets), and 28P01 only at the
+/// end. Refused at once, a login told anyone which user names exist (probe).
+#[test]
+fn an_unknown_user_cannot_be_told_from_a_wrong_password() {
+    use std::io::{Read, Write};
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&config(
+        &pg,
+        "",
+        "[[users]]\nname = \"known\"\npassword = \"right\"\n",
+    ));
+    let read = |s: &mut std::net::TcpStream| {
+        let mut h = [0u8; 5];
+        s.read_exact(&mut h).unwrap();
+        let mut body = vec![0u8; i32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize - 4];
+        s.read_exact(&mut body).unwrap();
+        (h[0], body)
+    };
+    // Startup, the client-first message; returns the salt, then the error
+    // code after a wrong proof.
+    let attempt = |user: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+        let mut p = 196608i32.to_be_bytes().to_vec();
+        for kv in ["user", user, "database", "app"] {
+            p.extend(kv.as_bytes());
+            p.push(0);
+        }
+        p.push(0);
+        let mut m = ((p.len() + 4) as i32).to_be_bytes().to_vec();
+        m.extend(p);
+        s.write_all(&m).unwrap();
+        let (t, body) = read(&mut s);
+        assert_eq!(
+            (t, &body[..4]),
+            (b'R', &10i32.to_be_bytes()[..]),
+            "{user}: {body:?}"
+        );
+        let first = b"n,,n=,r=clientnonceclientnonce";
+        let mut init = b"SCRAM-SHA-256\0".to_vec();
+        init.extend((first.len() as i32).to_be_bytes());
+        init.extend(first);
+        let mut m = vec![b'p'];
+        m.extend(((init.len() + 4) as i32).to_be_bytes());
+        m.extend(init);
+        s.write_all(&m).unwrap();
+        let (t, body) = read(&mut s);
+        assert_eq!((t, &body[..4]), (b'R', &11i32.to_be_bytes()[..]), "{user}");
+        let text = String::from_utf8(body[4..].to_vec()).unwrap();
+        let salt = text
+            .split(',')
+            .find_map(|f| f.strip_prefix("s="))
+            .unwrap()
+            .to_string();
+        let nonce = text.split(',').find_map(|f| f.strip_prefix("r=")).unwrap();
+        let fin = format!("c=biws,r={nonce},p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+        let mut m = vec![b'p'];
+        m.extend(((fin.len() + 4) as i32).to_be_bytes());
+        m.extend(fin.as_bytes());
+        s.write_all(&m).unwrap();
+        let (t, body) = read(&mut s);
+        assert_eq!(t, b'E', "{user}");
+        let code = shardbouncer::protocol::parse_error(&body).code;
+        (salt, code)
+    };
+    let (known_salt, known_code) = attempt("known");
+    let (salt1, code1) = attempt("nobody");
+    let (salt2, code2) = attempt("nobody");
+    assert_eq!([known_code.as_str(), &code1, &code2], ["28P01"; 3]);
+    assert_eq!(salt1, salt2, "the same salt at every attempt");
+    assert_ne!(salt1, known_salt, "a salt of its own");
+}

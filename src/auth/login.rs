@@ -71,8 +71,15 @@ pub async fn check_and_authenticate(
             )
         })?;
     let res = match &lookup {
-        // Same message as a wrong password: do not reveal which user names exist.
-        Lookup::Unknown => Err(auth_failed(user)),
+        // Same exchange and message as a wrong password: do not reveal which
+        // user names exist. (Under trust there is no exchange to go through.)
+        Lookup::Unknown if auth.kind == AuthType::Trust => Err(auth_failed(user)),
+        Lookup::Unknown => {
+            tokio::time::timeout_at(deadline, authenticate(stream, auth.kind, user, None))
+                .await
+                .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))
+                .and_then(|r| r)
+        }
         Lookup::Found(stored) => tokio::time::timeout_at(
             deadline,
             authenticate(stream, auth.kind, user, stored.as_deref()),
@@ -169,22 +176,42 @@ fn auth_failed(user: &str) -> LoginError {
 }
 
 /// Authenticate the client as `user` whose stored secret is `stored` (plaintext,
-/// SCRAM verifier or md5 hash; `None` = no password configured).
+/// SCRAM verifier or md5 hash; `None` = an unknown user, or no password
+/// configured).
 ///
 /// When the client proved itself with SCRAM against a stored verifier, returns the
 /// keys for SCRAM pass-through toward Postgres.
+///
+/// With no secret, the client goes through the same exchange as with a wrong
+/// password (a random one, under the salt a plaintext user of that name gets)
+/// and fails at its end, as Postgres's mock authentication does: refused at
+/// once, a login told an attacker which user names exist (probe).
 pub async fn authenticate(
     s: &mut Stream,
     kind: AuthType,
     user: &str,
     stored: Option<&str>,
 ) -> Result<Option<ScramKeys>, LoginError> {
-    if kind == AuthType::Trust {
-        return Ok(None);
+    match stored {
+        _ if kind == AuthType::Trust => Ok(None),
+        Some(stored) => exchange(s, kind, user, stored).await,
+        None => {
+            let mut pw = [0u8; 24];
+            rand::Rng::fill(&mut rand::thread_rng(), &mut pw[..]);
+            let pw: String = pw.iter().map(|b| format!("{b:02x}")).collect();
+            exchange(s, kind, user, &pw).await?;
+            Err(auth_failed(user))
+        }
     }
-    let Some(stored) = stored else {
-        return Err(auth_failed(user));
-    };
+}
+
+/// The password exchange of [`authenticate`] against `stored`.
+async fn exchange(
+    s: &mut Stream,
+    kind: AuthType,
+    user: &str,
+    stored: &str,
+) -> Result<Option<ScramKeys>, LoginError> {
     let is_md5 = stored.starts_with("md5") && stored.len() == 35;
     // A user stored only as an md5 hash cannot do SCRAM: fall back to md5 as PgBouncer does.
     let use_scram = kind == AuthType::ScramSha256 && !is_md5;
