@@ -1988,6 +1988,46 @@ fn a_query_behind_an_unsynced_batch_runs_after_it_and_with_it() {
     let (errs, _) = q(&mut c, "SELECT name FROM shard_marker");
     assert_eq!(errs, ["42P17"]);
 
+    // The Query ends the batch's implicit transaction: what follows it is a
+    // new one, placed by its own tenant or by none (a re-probe: a
+    // tenant-less UPDATE after it ran on the batch's shard; another shard's
+    // tenant was refused as if still in the batch's transaction).
+    for middle in [
+        "SELECT 1 FROM accounts WHERE tenant_id = 'alpha'",
+        "COMMIT",
+        "SET application_name = 'between'",
+    ] {
+        c.parse("", "SELECT 1 FROM accounts WHERE tenant_id = 'alpha'")
+            .bind("", &[])
+            .execute()
+            .query(middle)
+            .parse("", "UPDATE accounts SET name = 'after the query'")
+            .bind("", &[])
+            .execute()
+            .sync();
+        let m = c.run(2);
+        assert_eq!(error_codes(&m), ["42P17"], "{middle}: {m:?}");
+        c.parse("", "SELECT 1 FROM accounts WHERE tenant_id = 'alpha'")
+            .bind("", &[])
+            .execute()
+            .query(middle)
+            .parse(
+                "",
+                "SELECT (SELECT name FROM shard_marker) FROM accounts WHERE tenant_id = 'bravo'",
+            )
+            .bind("", &[])
+            .execute()
+            .sync();
+        let m = c.run(2);
+        assert!(error_codes(&m).is_empty(), "{middle}: {m:?}");
+        assert_eq!(
+            first_column(&m).last().map(String::as_str),
+            Some("s1"),
+            "{middle}"
+        );
+    }
+    assert_eq!(f.counts("accounts WHERE name = 'after the query'"), [0, 0]);
+
     // A FunctionCall behind a batch waits for it too: the batch's tenant
     // places the call (a call with no tenant of its own would be refused).
     c.parse("", "SELECT 1 FROM accounts WHERE tenant_id = 'bravo'")
@@ -2054,6 +2094,27 @@ fn a_transaction_opened_by_tenant_free_work_lends_no_shard_to_work_without_a_ten
         let (errs, rows) = q(&mut c, sql);
         assert!(errs.is_empty(), "{sql}: {errs:?}");
         assert_eq!(rows, want, "{sql}");
+    }
+
+    // `COMMIT AND CHAIN` / `ROLLBACK AND CHAIN` begin a transaction no tenant
+    // placed (a re-probe: work with no tenant after it ran on the old
+    // tenant's shard).
+    for chain in ["COMMIT AND CHAIN", "ROLLBACK AND CHAIN"] {
+        for (sql, want) in [
+            ("BEGIN", vec![]),
+            (
+                "SELECT name FROM accounts WHERE tenant_id = 'alpha'",
+                vec!["owner of alpha"],
+            ),
+            (chain, vec![]),
+        ] {
+            let (errs, rows) = q(&mut c, sql);
+            assert!(errs.is_empty(), "{chain}: {sql}: {errs:?}");
+            assert_eq!(rows, want, "{chain}: {sql}");
+        }
+        let (errs, rows) = q(&mut c, "SELECT name FROM accounts");
+        assert_eq!(errs, ["42P17"], "{chain}: read {rows:?}");
+        assert!(q(&mut c, "ROLLBACK").0.is_empty());
     }
 
     // Session mode: a first SET takes a server for the session; work with no
@@ -2314,6 +2375,11 @@ fn a_session_mode_client_follows_a_reloaded_map_from_its_next_transaction() {
     );
     assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(v, ["owner of alpha"]);
+    // A BEGIN held across the reload has reached no server: its first
+    // tenant statement takes the new map (a re-probe: it went to the old
+    // shard), in transaction mode too.
+    let mut held = f.raw("app", &[]);
+    assert!(q(&mut held, "BEGIN").0.is_empty());
     f.bouncer.write_file(
         "shardmap.toml",
         &MAP.replace("alpha = \"s0\"", "alpha = \"s1\""),
@@ -2324,6 +2390,14 @@ fn a_session_mode_client_follows_a_reloaded_map_from_its_next_transaction() {
         .build()
         .unwrap()
         .block_on(f.bouncer.wait_for_log("SIGHUP: configuration reloaded"));
+    let (errs, v) = q(
+        &mut held,
+        "SELECT name FROM shard_marker WHERE NOT EXISTS \
+         (SELECT 1 FROM accounts WHERE tenant_id = 'alpha' AND name = 'none')",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["s1"], "the held BEGIN's first statement");
+    assert!(q(&mut held, "COMMIT").0.is_empty());
     // Its server is on s0, where alpha no longer lives: refused, not run.
     let (errs, v) = q(
         &mut c,

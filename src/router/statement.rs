@@ -275,6 +275,9 @@ pub struct Facts {
     /// The text contains a statement that ends a transaction (`COMMIT`,
     /// `ROLLBACK`, `PREPARE TRANSACTION`, with or without `AND CHAIN`).
     pub ends_tx: bool,
+    /// The text contains `COMMIT AND CHAIN` or `ROLLBACK AND CHAIN`: the
+    /// transaction ends and a new one begins, which no tenant has placed.
+    pub chains: bool,
     /// A statement that is not tenant-free follows one that ends a
     /// transaction: it runs after the transaction, not in it.
     pub work_after_end: bool,
@@ -329,6 +332,7 @@ impl Facts {
         self.resets_all = false;
         self.rollback_to = false;
         self.ends_tx = false;
+        self.chains = false;
         self.work_after_end = false;
         self.unlisten_all = false;
         self.drops_statements = false;
@@ -394,6 +398,10 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
         }
         out.rollback_to |= kind == Kind::TxScoped("ROLLBACK");
         out.work_after_end |= out.ends_tx && !kind.tenant_free();
+        out.chains |= matches!(
+            kind,
+            Kind::Commit { chain: true } | Kind::Rollback { chain: true }
+        );
         out.ends_tx |= matches!(kind, Kind::Commit { .. } | Kind::Rollback { .. })
             || is_prepare_transaction(stmt, std_strings);
         out.tenant_free &= kind.tenant_free();

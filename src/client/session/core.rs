@@ -379,10 +379,13 @@ impl Core {
         &mut self,
         db: impl FnOnce(&DbRuntime) -> Option<Arc<DbRuntime>>,
     ) -> Result<(), End> {
-        if self.wait.busy() || self.txn.is_local() {
+        if self.wait.busy() {
             return Ok(());
         }
         let Some(a) = &self.att else {
+            // A BEGIN held here has reached no server either: its first
+            // tenant statement is placed by the new map (probe: after a
+            // reload that moved the tenant, it went to the old shard).
             if let Some(new) = db(&self.db) {
                 self.db = new;
             }

@@ -219,12 +219,20 @@ impl Core {
                 }
                 Need::Io
             }
-            Decision::TenantFree => self.dispatch(Target::Any, unit),
+            Decision::TenantFree => {
+                let chains = self.unit_chains(&unit);
+                let need = self.dispatch(Target::Any, unit);
+                self.chained(chains);
+                need
+            }
             Decision::Shard { shard, tenant } => {
                 if let Err((t, why)) = self.enter_tenants(tenant.map(|(t, _)| t)) {
                     return self.tenant_blocked(t, why, unit);
                 }
-                self.dispatch(Target::Shard { shard, tenant }, unit)
+                let chains = self.unit_chains(&unit);
+                let need = self.dispatch(Target::Shard { shard, tenant }, unit);
+                self.chained(chains);
+                need
             }
         }
     }
@@ -361,6 +369,31 @@ impl Core {
             .unwrap_or_default();
         self.route
             .analyze_batch(msgs, key, self.settings.std_strings())
+    }
+
+    /// After a unit that ends its transaction `AND CHAIN` went: the
+    /// transaction it begins is on this shard, but no tenant placed it
+    /// (probe: work with no tenant after `COMMIT AND CHAIN` ran on the old
+    /// tenant's shard). Whatever placed the old one ends with it.
+    fn chained(&mut self, chains: bool) {
+        if chains {
+            self.route.take_pinned();
+        }
+    }
+
+    /// Whether `unit` (analyzed) ends its transaction `AND CHAIN`.
+    fn unit_chains(&self, unit: &Unit) -> bool {
+        match unit {
+            Unit::Simple(tag::frontend::QUERY, _) => self.route.facts().chains,
+            Unit::Simple(..) => false,
+            Unit::Batch(msgs) => {
+                let parses = msgs
+                    .iter()
+                    .filter(|(t, _)| *t == tag::frontend::PARSE)
+                    .count();
+                self.route.batch_facts(parses).iter().any(|f| f.chains)
+            }
+        }
     }
 
     /// A batch on a database without routing: refused only for what no database
