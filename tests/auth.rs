@@ -400,3 +400,61 @@ fn an_unknown_user_cannot_be_told_from_a_wrong_password() {
     assert_eq!(salt1, salt2, "the same salt at every attempt");
     assert_ne!(salt1, known_salt, "a salt of its own");
 }
+
+/// Under `type = "md5"`, a user whose secret is a SCRAM verifier cannot log in
+/// (md5 cannot be checked against it), but is not told so at once: that
+/// answer (28000) told a stranger the user exists (a re-probe). It gets the
+/// md5 challenge and 28P01, as an unknown user does; the reason is logged.
+#[test]
+fn under_md5_a_scram_only_user_fails_as_an_unknown_user_does() {
+    use std::io::{Read, Write};
+    let pg = PgCluster::start();
+    let scram = verifier(&pg, "app");
+    assert!(scram.starts_with("SCRAM-SHA-256$"), "{scram}");
+    let b = Bouncer::start(
+        &config(
+            &pg,
+            "",
+            &format!("[[users]]\nname = \"app\"\npassword = \"{scram}\"\n"),
+        )
+        .replace("scram-sha-256", "md5"),
+    );
+    let read = |s: &mut std::net::TcpStream| {
+        let mut h = [0u8; 5];
+        s.read_exact(&mut h).unwrap();
+        let mut body = vec![0u8; i32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize - 4];
+        s.read_exact(&mut body).unwrap();
+        (h[0], body)
+    };
+    for user in ["app", "nobody"] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+        let mut p = 196608i32.to_be_bytes().to_vec();
+        for kv in ["user", user, "database", "app"] {
+            p.extend(kv.as_bytes());
+            p.push(0);
+        }
+        p.push(0);
+        let mut m = ((p.len() + 4) as i32).to_be_bytes().to_vec();
+        m.extend(p);
+        s.write_all(&m).unwrap();
+        let (t, body) = read(&mut s);
+        assert_eq!(
+            (t, &body[..4]),
+            (b'R', &5i32.to_be_bytes()[..]),
+            "{user}: {body:?}"
+        );
+        let pw = b"md500000000000000000000000000000000\0";
+        let mut m = vec![b'p'];
+        m.extend(((pw.len() + 4) as i32).to_be_bytes());
+        m.extend(pw);
+        s.write_all(&m).unwrap();
+        let (t, body) = read(&mut s);
+        assert_eq!(t, b'E', "{user}");
+        assert_eq!(
+            shardbouncer::protocol::parse_error(&body).code,
+            "28P01",
+            "{user}"
+        );
+    }
+    assert!(b.log().contains("md5 authentication is impossible"));
+}

@@ -273,11 +273,15 @@ async fn exchange(
                 server_key: server.verifier().server_key,
             }))
     } else {
-        if stored.starts_with("SCRAM-SHA-256$") {
-            return Err(LoginError::new(
-                sqlstate::INVALID_AUTHORIZATION,
-                format!("user \"{user}\" has a SCRAM verifier; md5 authentication is impossible"),
-            ));
+        // A SCRAM verifier cannot check an md5 answer. Said at once, that
+        // told a stranger the user exists (a re-probe): the exchange goes
+        // on, fails as a wrong password does, and the reason goes to the log.
+        let impossible = stored.starts_with("SCRAM-SHA-256$");
+        if impossible {
+            tracing::warn!(
+                user,
+                "user has a SCRAM verifier; md5 authentication is impossible (set [auth] type = \"scram-sha-256\")"
+            );
         }
         let mut salt = [0u8; 4];
         rand::Rng::fill(&mut rand::thread_rng(), &mut salt[..]);
@@ -285,7 +289,7 @@ async fn exchange(
         write(s, &mut out).await?;
         let (_, body) = read_auth_message(s).await?;
         let resp = body.strip_suffix(b"\0").unwrap_or(&body);
-        if md5::md5_verify(user, stored, salt, resp) {
+        if !impossible && md5::md5_verify(user, stored, salt, resp) {
             Ok(None)
         } else {
             Err(auth_failed(user))
