@@ -375,11 +375,17 @@ fn query(
                     if !(commit && stmts) {
                         return Ok(Decision::Local(Local::EndHeld { commit }));
                     }
-                    // Held statements must take effect: replay them, then commit.
-                    return Ok(Decision::Shard {
-                        shard: r.home_shard(s.tenants),
-                        tenant: None,
-                    });
+                    // Held statements must take effect: replay them, then
+                    // commit, on the home shard, unless the COMMIT names a
+                    // tenant (`COMMIT /* tenant_id=.. */`): then on its shard,
+                    // decided below like any mention (route fuzz: the home
+                    // shard, another tenant's).
+                    if !f.mentions.iter().any(|m| r.has(m.source)) {
+                        return Ok(Decision::Shard {
+                            shard: r.home_shard(s.tenants),
+                            tenant: None,
+                        });
+                    }
                 }
             }
             _ => {}

@@ -1568,3 +1568,29 @@ fn a_batch_that_begins_and_ends_a_transaction_is_judged_whole() {
     let d = batch(&r, &t, Tx::Idle, items);
     assert_eq!(shard(&d), Some(shard_of("2")));
 }
+
+/// The COMMIT of a held transaction with held statements runs them on the
+/// home shard, unless it names a tenant: then on that tenant's shard, as
+/// every mention counts (route fuzz: it ran on the home shard).
+#[test]
+fn a_commit_of_held_statements_that_names_a_tenant_runs_on_its_shard() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let held = Tx::Held { stmts: true };
+    assert_eq!(
+        shard(&query(&r, &t, held, "COMMIT")),
+        Some(r.home_shard(&t))
+    );
+    assert_eq!(
+        shard(&query(&r, &t, held, "/* tenant_id=42 */ COMMIT")),
+        Some(1)
+    );
+    assert_eq!(
+        shard(&query(&r, &t, held, "COMMIT -- tenant_id=globex")),
+        Some(1)
+    );
+    assert_eq!(
+        shard(&query(&r, &t, held, "/* tenant_id=acme */ END")),
+        Some(0)
+    );
+}
