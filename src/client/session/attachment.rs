@@ -80,9 +80,10 @@ struct Ext {
     unflushed: u16,
     /// A simple Query or FunctionCall went behind the open batch: Postgres
     /// ends the batch's implicit transaction with it, so the batch holds the
-    /// session on this shard no longer, and at the Query's ReadyForQuery it
-    /// is over (probe: tenant-less work sent after such a Query ran on the
-    /// shard of the batch before it, whose transaction had committed).
+    /// session on this shard no longer (probe: tenant-less work sent after
+    /// such a Query ran on the shard of the batch before it, whose
+    /// transaction had committed). The batch stays open until the client's
+    /// Sync, as before: only where routing places the next work changes.
     ended_by_query: bool,
 }
 
@@ -326,8 +327,9 @@ impl Attachment {
     /// something, or failed (the server skips to Sync).
     pub(super) fn ext_stays(&self) -> bool {
         self.ext.open
-            && !self.ext.ended_by_query
-            && (self.ext.pinned || self.ext.executed || self.ext.skipping || self.head_failed)
+            && (self.ext.skipping
+                || self.head_failed
+                || (!self.ext.ended_by_query && (self.ext.pinned || self.ext.executed)))
     }
 
     /// The open batch (if any) did tenant work.
@@ -360,7 +362,7 @@ impl Attachment {
     pub(super) fn send_ext(&mut self, e: Entry, frame: Bytes) {
         self.expect.push(e);
         self.to_server.push(frame);
-        if self.ext.ended_by_query {
+        if self.ext.ended_by_query && !self.ext.skipping {
             // The batch before the Query is over: this one is new.
             self.ext = Ext::default();
         }
@@ -398,7 +400,8 @@ impl Attachment {
     pub(super) fn send_simple(&mut self, e: Entry, frame: Bytes) {
         self.expect.push(e);
         self.to_server.push(frame);
-        self.ext.ended_by_query |= self.ext.open;
+        // (Skipped, with the rest up to the Sync, after an error.)
+        self.ext.ended_by_query |= self.ext.open && !self.ext.skipping;
         // Its ReadyForQuery sends everything buffered before it.
         self.ext.unflushed = 0;
     }
@@ -765,16 +768,6 @@ impl Attachment {
                         if t == tag::backend::READY_FOR_QUERY {
                             let status = TxStatus::from_byte(body.first().copied().unwrap_or(b'I'));
                             a.status = status;
-                            if a.ext.ended_by_query
-                                && matches!(
-                                    e.tag,
-                                    tag::frontend::QUERY | tag::frontend::FUNCTION_CALL
-                                )
-                            {
-                                // The Query ended the batch's implicit
-                                // transaction (see `Ext::ended_by_query`).
-                                a.ext = Ext::default();
-                            }
                             if e.mode == Mode::Forward {
                                 ctx.counters.query_done(a.expect.ready_owed());
                                 if ctx.pool_mode == PoolMode::Statement && status != TxStatus::Idle
