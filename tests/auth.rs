@@ -333,34 +333,18 @@ fn bad_auth_file_is_refused_with_file_and_line() {
 /// end. Refused at once, a login told anyone which user names exist (probe).
 #[test]
 fn an_unknown_user_cannot_be_told_from_a_wrong_password() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let pg = PgCluster::start();
     let b = Bouncer::start(&config(
         &pg,
         "",
         "[[users]]\nname = \"known\"\npassword = \"right\"\n",
     ));
-    let read = |s: &mut std::net::TcpStream| {
-        let mut h = [0u8; 5];
-        s.read_exact(&mut h).unwrap();
-        let mut body = vec![0u8; i32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize - 4];
-        s.read_exact(&mut body).unwrap();
-        (h[0], body)
-    };
     // Startup, the client-first message; returns the salt, then the error
     // code after a wrong proof.
     let attempt = |user: &str| {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", b.port)).unwrap();
-        let mut p = 196608i32.to_be_bytes().to_vec();
-        for kv in ["user", user, "database", "app"] {
-            p.extend(kv.as_bytes());
-            p.push(0);
-        }
-        p.push(0);
-        let mut m = ((p.len() + 4) as i32).to_be_bytes().to_vec();
-        m.extend(p);
-        s.write_all(&m).unwrap();
-        let (t, body) = read(&mut s);
+        let mut s = raw_startup(b.port, user);
+        let (t, body) = raw_read(&mut s);
         assert_eq!(
             (t, &body[..4]),
             (b'R', &10i32.to_be_bytes()[..]),
@@ -374,7 +358,7 @@ fn an_unknown_user_cannot_be_told_from_a_wrong_password() {
         m.extend(((init.len() + 4) as i32).to_be_bytes());
         m.extend(init);
         s.write_all(&m).unwrap();
-        let (t, body) = read(&mut s);
+        let (t, body) = raw_read(&mut s);
         assert_eq!((t, &body[..4]), (b'R', &11i32.to_be_bytes()[..]), "{user}");
         let text = String::from_utf8(body[4..].to_vec()).unwrap();
         let salt = text
@@ -388,7 +372,7 @@ fn an_unknown_user_cannot_be_told_from_a_wrong_password() {
         m.extend(((fin.len() + 4) as i32).to_be_bytes());
         m.extend(fin.as_bytes());
         s.write_all(&m).unwrap();
-        let (t, body) = read(&mut s);
+        let (t, body) = raw_read(&mut s);
         assert_eq!(t, b'E', "{user}");
         let code = shardbouncer::protocol::parse_error(&body).code;
         (salt, code)
@@ -407,7 +391,7 @@ fn an_unknown_user_cannot_be_told_from_a_wrong_password() {
 /// md5 challenge and 28P01, as an unknown user does; the reason is logged.
 #[test]
 fn under_md5_a_scram_only_user_fails_as_an_unknown_user_does() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let pg = PgCluster::start();
     let scram = verifier(&pg, "app");
     assert!(scram.starts_with("SCRAM-SHA-256$"), "{scram}");
@@ -419,25 +403,9 @@ fn under_md5_a_scram_only_user_fails_as_an_unknown_user_does() {
         )
         .replace("scram-sha-256", "md5"),
     );
-    let read = |s: &mut std::net::TcpStream| {
-        let mut h = [0u8; 5];
-        s.read_exact(&mut h).unwrap();
-        let mut body = vec![0u8; i32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize - 4];
-        s.read_exact(&mut body).unwrap();
-        (h[0], body)
-    };
     for user in ["app", "nobody"] {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", b.port)).unwrap();
-        let mut p = 196608i32.to_be_bytes().to_vec();
-        for kv in ["user", user, "database", "app"] {
-            p.extend(kv.as_bytes());
-            p.push(0);
-        }
-        p.push(0);
-        let mut m = ((p.len() + 4) as i32).to_be_bytes().to_vec();
-        m.extend(p);
-        s.write_all(&m).unwrap();
-        let (t, body) = read(&mut s);
+        let mut s = raw_startup(b.port, user);
+        let (t, body) = raw_read(&mut s);
         assert_eq!(
             (t, &body[..4]),
             (b'R', &5i32.to_be_bytes()[..]),
@@ -448,7 +416,7 @@ fn under_md5_a_scram_only_user_fails_as_an_unknown_user_does() {
         m.extend(((pw.len() + 4) as i32).to_be_bytes());
         m.extend(pw);
         s.write_all(&m).unwrap();
-        let (t, body) = read(&mut s);
+        let (t, body) = raw_read(&mut s);
         assert_eq!(t, b'E', "{user}");
         assert_eq!(
             shardbouncer::protocol::parse_error(&body).code,
@@ -457,4 +425,30 @@ fn under_md5_a_scram_only_user_fails_as_an_unknown_user_does() {
         );
     }
     assert!(b.log().contains("md5 authentication is impossible"));
+}
+
+/// A raw connection's startup as `user` to database `app`.
+fn raw_startup(port: u16, user: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut p = 196608i32.to_be_bytes().to_vec();
+    for kv in ["user", user, "database", "app"] {
+        p.extend(kv.as_bytes());
+        p.push(0);
+    }
+    p.push(0);
+    let mut m = ((p.len() + 4) as i32).to_be_bytes().to_vec();
+    m.extend(p);
+    s.write_all(&m).unwrap();
+    s
+}
+
+/// One backend message of a raw connection: (tag, body).
+fn raw_read(s: &mut std::net::TcpStream) -> (u8, Vec<u8>) {
+    use std::io::Read;
+    let mut h = [0u8; 5];
+    s.read_exact(&mut h).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize - 4];
+    s.read_exact(&mut body).unwrap();
+    (h[0], body)
 }
