@@ -183,9 +183,9 @@ fn auth_failed(user: &str) -> LoginError {
 /// keys for SCRAM pass-through toward Postgres.
 ///
 /// With no secret, the client goes through the same exchange as with a wrong
-/// password (a random one, under the salt a plaintext user of that name gets)
-/// and fails at its end, as Postgres's mock authentication does: refused at
-/// once, a login told an attacker which user names exist (probe).
+/// password ([`mock_secret`]) and fails at its end, as Postgres's mock
+/// authentication does: refused at once, a login told an attacker which user
+/// names exist (probe).
 pub async fn authenticate(
     s: &mut Stream,
     kind: AuthType,
@@ -196,13 +196,38 @@ pub async fn authenticate(
         _ if kind == AuthType::Trust => Ok(None),
         Some(stored) => exchange(s, kind, user, stored).await,
         None => {
-            let mut pw = [0u8; 24];
-            rand::Rng::fill(&mut rand::thread_rng(), &mut pw[..]);
-            let pw: String = pw.iter().map(|b| format!("{b:02x}")).collect();
-            exchange(s, kind, user, &pw).await?;
+            let mock = match kind {
+                AuthType::ScramSha256 => mock_secret(user),
+                // md5 of a password no one was told.
+                _ => scram::generate_nonce(),
+            };
+            exchange(s, kind, user, &mock).await?;
             Err(auth_failed(user))
         }
     }
+}
+
+/// The SCRAM verifier an unknown user is checked against: random keys, which
+/// no proof matches, under a salt that depends only on the name and a key of
+/// this process (every attempt sees the same salt, as for a real user;
+/// Postgres's `scram_mock_salt`). It is kept nowhere and needs no PBKDF2
+/// derivation: strangers' names neither fill the salt and derivation caches
+/// of real users nor cost a derivation each.
+fn mock_secret(user: &str) -> String {
+    use sha2::{Digest, Sha256};
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(rand::random);
+    let salt = Sha256::new()
+        .chain_update(key)
+        .chain_update(user.as_bytes())
+        .finalize();
+    scram::ScramVerifier {
+        iterations: 4096,
+        salt: salt[..16].to_vec(),
+        stored_key: rand::random(),
+        server_key: rand::random(),
+    }
+    .to_string_form()
 }
 
 /// The password exchange of [`authenticate`] against `stored`.
