@@ -2116,6 +2116,26 @@ fn a_transaction_opened_by_tenant_free_work_lends_no_shard_to_work_without_a_ten
         assert_eq!(errs, ["42P17"], "{chain}: read {rows:?}");
         assert!(q(&mut c, "ROLLBACK").0.is_empty());
     }
+    // The same through a statement prepared earlier and only bound now.
+    c.parse("chain", "COMMIT AND CHAIN").sync();
+    assert!(error_codes(&c.run(1)).is_empty());
+    for (sql, want) in [
+        ("BEGIN", vec![]),
+        (
+            "SELECT name FROM accounts WHERE tenant_id = 'alpha'",
+            vec!["owner of alpha"],
+        ),
+    ] {
+        let (errs, rows) = q(&mut c, sql);
+        assert!(errs.is_empty(), "prepared chain: {sql}: {errs:?}");
+        assert_eq!(rows, want, "prepared chain: {sql}");
+    }
+    c.bind("chain", &[]).execute().sync();
+    let m = c.run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    let (errs, rows) = q(&mut c, "SELECT name FROM accounts");
+    assert_eq!(errs, ["42P17"], "prepared chain: read {rows:?}");
+    assert!(q(&mut c, "ROLLBACK").0.is_empty());
 
     // Session mode: a first SET takes a server for the session; work with no
     // tenant is still refused there, and a tenant's work runs on its shard

@@ -391,7 +391,20 @@ impl Core {
                     .iter()
                     .filter(|(t, _)| *t == tag::frontend::PARSE)
                     .count();
+                // A Bind of a statement prepared earlier runs its text too.
+                let bound_chains = |frame: &Bytes| {
+                    protocol::Bind::parse(&frame[5..]).is_some_and(|b| {
+                        if b.statement.is_empty() {
+                            self.stmts.unnamed().is_some_and(|(f, _)| f.chains)
+                        } else {
+                            self.stmts.get(b.statement).is_some_and(|d| d.facts.chains)
+                        }
+                    })
+                };
                 self.route.batch_facts(parses).iter().any(|f| f.chains)
+                    || msgs
+                        .iter()
+                        .any(|(t, frame)| *t == tag::frontend::BIND && bound_chains(frame))
             }
         }
     }
