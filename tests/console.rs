@@ -566,6 +566,51 @@ async fn reload_with_a_broken_file_keeps_the_old_config() {
     );
 }
 
+/// KILL_CLIENT reaches clients that send nothing more: one in the middle of a
+/// transaction (its server attached, so it neither lingers nor parks) and one
+/// idle between transactions that never sleeps (`client_hibernate_after =
+/// "0"`). The pooler closes each with no byte from its client: the KILL itself
+/// wakes the session (its wake-ups are registered with its task once, then
+/// polled only while their flag is up).
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_client_closes_clients_that_send_nothing() {
+    let pg = PgCluster::start();
+    let cfg = config(&pg, "").replacen(
+        "[pool]",
+        "[limits]\nclient_hibernate_after = \"0\"\n[pool]",
+        1,
+    );
+    let b = Bouncer::start(&cfg);
+    let a = admin(&b).await;
+    let (in_tx, in_tx_conn) = b.connect_watched().await;
+    in_tx.simple_query("BEGIN; SELECT 1").await.unwrap();
+    let (idle, idle_conn) = b.connect_watched().await;
+    idle.simple_query("SELECT 1").await.unwrap();
+    let clients = q(&a, "SHOW CLIENTS").await;
+    let (id_col, db_col) = (clients.col("id"), clients.col("database"));
+    let mut ids: Vec<i64> = clients
+        .rows
+        .iter()
+        .filter(|r| r[db_col].as_deref() == Some("app"))
+        .map(|r| r[id_col].as_deref().unwrap().parse().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids.len(), 2);
+    // In the order they connected: the one in a transaction first.
+    for (id, conn) in [(ids[0], in_tx_conn), (ids[1], idle_conn)] {
+        q(&a, &format!("KILL_CLIENT {id}")).await;
+        let closed = tokio::time::timeout(Duration::from_secs(20), conn).await;
+        assert!(
+            closed.is_ok(),
+            "client {id} was not closed after KILL_CLIENT"
+        );
+    }
+    // The transaction's server went back (reset) for others.
+    let other = app(&b).await;
+    other.simple_query("SELECT 1").await.unwrap();
+    drop((in_tx, idle));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_client_disable_enable_kill_reconnect() {
     let pg = PgCluster::start();

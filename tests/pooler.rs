@@ -833,6 +833,54 @@ async fn a_cancel_for_an_idle_client_never_stops_its_next_query() {
     .unwrap();
 }
 
+/// Cancels for an idle client whose session has parked in its task (it never
+/// sleeps: `client_hibernate_after = "0"`) are each looked at when they come,
+/// the second and later ones too: the wake-up a cancel fired is armed again
+/// with the task's waker. A cancel the session missed would stay unread and
+/// stop the client's next query (57014).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cancel_for_a_parked_client_is_looked_at() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"")
+        .replacen(
+            "[pool]",
+            "[limits]\nclient_hibernate_after = \"0\"\n[pool]",
+            1,
+        );
+    let b = Bouncer::start(&cfg);
+    let port = b.port;
+    tokio::task::spawn_blocking(move || {
+        let (mut c, login) = Raw::startup(port, "app", "app", &[]);
+        let key = &login
+            .iter()
+            .find(|(t, _)| *t == b'K')
+            .expect("BackendKeyData")
+            .1;
+        for i in 0..3 {
+            c.query("SELECT 1");
+            assert!(support::raw::error_codes(&c.run(1)).is_empty());
+            // Past the session's linger (100 ms), so that it has parked: no
+            // event tells when it does.
+            std::thread::sleep(Duration::from_millis(400));
+            let mut cancel = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let mut req = vec![0, 0, 0, 16, 0x04, 0xD2, 0x16, 0x2E];
+            req.extend_from_slice(&key[..8]);
+            cancel.write_all(&req).unwrap();
+            let mut rest = Vec::new();
+            cancel.read_to_end(&mut rest).unwrap();
+            c.query("SELECT 1");
+            let m = c.run(1);
+            assert!(
+                support::raw::error_codes(&m).is_empty(),
+                "query after cancel {i} for a parked client: {m:?}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+}
+
 /// A stream of cancels aimed at one client never stops a query of the client
 /// that gets the same server next (one server in the pool, handed back and
 /// forth). A cancel that read the server just before the target's request

@@ -870,6 +870,7 @@ mod tests {
             out_of_memory: AtomicBool::new(false),
             cancel: std::sync::atomic::AtomicU8::new(0),
             cancel_wake: tokio::sync::Notify::new(),
+            cancel_signals: Default::default(),
             answered: std::sync::atomic::AtomicU64::new(0),
             cancels_in_flight: std::sync::atomic::AtomicU64::new(0),
             retries_settled: tokio::sync::Notify::new(),

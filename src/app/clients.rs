@@ -5,7 +5,7 @@
 use crate::server::CancelKey;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
@@ -104,6 +104,10 @@ pub struct ClientHandle {
     pub cancel: AtomicU8,
     /// Wakes the session when a cancel arrives for work no server has yet.
     pub cancel_wake: Notify,
+    /// How many times `cancel_wake` was signalled (raised before it is): the
+    /// session's event loop takes a change as the signal, and polls the
+    /// `Notify` only to be woken.
+    pub cancel_signals: AtomicU32,
     /// Requests of the client that servers have answered so far: a cancel that
     /// Postgres may have ignored is tried again only while this has not moved.
     pub answered: AtomicU64,
@@ -320,6 +324,7 @@ impl ClientHandle {
 
     /// Wake the session: the waiter in its event loop and the one of a checkout.
     fn wake_for_cancel(&self) {
+        self.cancel_signals.fetch_add(1, Ordering::SeqCst);
         self.cancel_wake.notify_waiters();
         self.cancel_wake.notify_one();
         self.rouse();

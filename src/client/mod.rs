@@ -323,6 +323,7 @@ async fn login<'a>(
         out_of_memory: AtomicBool::new(false),
         cancel: std::sync::atomic::AtomicU8::new(crate::app::clients::cancel::IDLE),
         cancel_wake: Notify::new(),
+        cancel_signals: Default::default(),
         answered: std::sync::atomic::AtomicU64::new(0),
         cancels_in_flight: std::sync::atomic::AtomicU64::new(0),
         retries_settled: Notify::new(),

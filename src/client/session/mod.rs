@@ -38,6 +38,7 @@ mod tenancy;
 #[cfg(test)]
 mod tests;
 mod wait;
+mod wakes;
 
 pub use self::core::{Core, End, Need, ParkedCore, Release};
 
@@ -54,12 +55,11 @@ use crate::server::ServerState;
 use crate::sqlstate::PgError;
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeSet;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::AsyncReadExt;
-use tokio::sync::futures::Notified;
+use wakes::Wakes;
 
 /// The socket side of the attached server (its state is lent to the core).
 struct Server {
@@ -96,16 +96,6 @@ struct Listening {
     /// The database generation those pools belong to (a reload may replace
     /// them: see [`Session::follow_reloaded_pools`]).
     generation: u64,
-}
-
-/// The wake-ups a session waits on besides its sockets, registered once for its
-/// whole life (re-registering costs a lock each time), and what re-arms them.
-struct Wakes<'a, 'n> {
-    app: &'n App,
-    handle: &'n ClientHandle,
-    kill: Pin<&'a mut Notified<'n>>,
-    shutdown: Pin<&'a mut Notified<'n>>,
-    cancel_wake: Pin<&'a mut Notified<'n>>,
 }
 
 /// A session between transactions, kept in the form that lasts: who the
@@ -168,9 +158,7 @@ impl Parked {
         &self,
         stream: &mut super::ClientStream,
         read: &mut BytesMut,
-        kill: Pin<&mut Notified<'_>>,
-        shutdown: Pin<&mut Notified<'_>>,
-        cancel_wake: Pin<&mut Notified<'_>>,
+        wakes: &mut Wakes<'_, '_>,
         may_sleep: bool,
     ) -> Option<Event> {
         let deadline = idle_deadline(self.core.db(), self.last_activity);
@@ -187,6 +175,7 @@ impl Parked {
             (a, b) => a.or(b),
         };
         let (mut cr, _) = stream.split();
+        let (kill, shutdown, cancel_wake) = wakes.futures();
         tokio::select! {
             biased;
             _ = kill => Some(Event::Killed),
@@ -338,15 +327,14 @@ async fn drive(
         Resting::Active(s) => s.app.clone(),
         Resting::Parked(p) => p.app.clone(),
     };
-    // Wake-ups for KILL and shutdown are registered once for the whole task:
-    // re-registering them on every event costs a lock each time.
+    // Wake-ups for KILL, shutdown and cancels are registered once for the
+    // whole task: re-registering them on every event costs a lock each time.
     let kill = handle.kill.notified();
     let shutdown = app.shutdown.notified();
     let cancel_wake = handle.cancel_wake.notified();
     tokio::pin!(kill, shutdown, cancel_wake);
-    kill.as_mut().enable();
-    shutdown.as_mut().enable();
-    cancel_wake.as_mut().enable();
+    let mut wakes = Wakes::new(&app, &handle, kill, shutdown, cancel_wake);
+    wakes.register().await;
     let mut state = start;
     let mut may_park = true;
     let (mut active, res) = loop {
@@ -356,19 +344,10 @@ async fn drive(
                 let mut read = BytesMut::new();
                 // A shutdown that began before this task registered its waiter
                 // (a client woken from a dormitory) is seen here.
-                let event = if app.shutting_down.load(Ordering::SeqCst) {
+                let event = if wakes.shutting_down() {
                     Some(Event::Shutdown)
                 } else {
-                    parked
-                        .wait(
-                            stream,
-                            &mut read,
-                            kill.as_mut(),
-                            shutdown.as_mut(),
-                            cancel_wake.as_mut(),
-                            may_sleep,
-                        )
-                        .await
+                    parked.wait(stream, &mut read, &mut wakes, may_sleep).await
                 };
                 match event {
                     // The event goes into the woken session (not kept in the task).
@@ -380,18 +359,9 @@ async fn drive(
                 }
             }
         };
-        let ran = Box::pin(active.event_loop(
-            stream,
-            Wakes {
-                app: &app,
-                handle: &handle,
-                kill: kill.as_mut(),
-                shutdown: shutdown.as_mut(),
-                cancel_wake: cancel_wake.as_mut(),
-            },
-            std::mem::replace(&mut may_park, true),
-        ))
-        .await;
+        let ran =
+            Box::pin(active.event_loop(stream, &mut wakes, std::mem::replace(&mut may_park, true)))
+                .await;
         if let Err(e) = ran {
             break (active, Err(e));
         }
@@ -639,17 +609,10 @@ impl Session {
     async fn event_loop(
         &mut self,
         stream: &mut super::ClientStream,
-        wakes: Wakes<'_, '_>,
+        wakes: &mut Wakes<'_, '_>,
         mut may_park: bool,
     ) -> Result<(), End> {
         self.client_fd = stream.tcp().map(std::os::fd::AsRawFd::as_raw_fd);
-        let Wakes {
-            app,
-            handle,
-            mut kill,
-            mut shutdown,
-            mut cancel_wake,
-        } = wakes;
         // Only a client that sent something since it logged in or woke
         // lingers: one that logged in and sent nothing (a driver's pool
         // opening connections) parks at once, so a burst of logins does not
@@ -665,28 +628,14 @@ impl Session {
                         if !may_linger {
                             return Ok(());
                         }
-                        match self
-                            .linger(
-                                stream,
-                                kill.as_mut(),
-                                shutdown.as_mut(),
-                                cancel_wake.as_mut(),
-                            )
-                            .await
-                        {
+                        match self.linger(stream, wakes).await {
                             Some(event) => event,
                             None => return Ok(()),
                         }
                     } else if let Some(wrote) = self.write_now(stream) {
                         wrote
                     } else {
-                        self.next_event(
-                            stream,
-                            kill.as_mut(),
-                            shutdown.as_mut(),
-                            cancel_wake.as_mut(),
-                        )
-                        .await
+                        self.next_event(stream, wakes).await
                     }
                 }
             };
@@ -733,13 +682,11 @@ impl Session {
                 Event::Killed => return Err(self.killed()),
                 Event::Shutdown => {
                     // Re-arm; the check at the top of the loop ends an idle session.
-                    shutdown.set(app.shutdown.notified());
-                    shutdown.as_mut().enable();
+                    wakes.rearm_shutdown().await;
                     Need::Io
                 }
                 Event::Cancel => {
-                    cancel_wake.set(handle.cancel_wake.notified());
-                    cancel_wake.as_mut().enable();
+                    wakes.rearm_cancel().await;
                     if self.handle.cancel.load(Ordering::Acquire) == cancel::UNREAD {
                         self.cancel_unread(stream).await?;
                     }
@@ -838,9 +785,7 @@ impl Session {
     async fn linger(
         &mut self,
         stream: &mut super::ClientStream,
-        kill: Pin<&mut Notified<'_>>,
-        shutdown: Pin<&mut Notified<'_>>,
-        cancel_wake: Pin<&mut Notified<'_>>,
+        wakes: &mut Wakes<'_, '_>,
     ) -> Option<Event> {
         let hibernate = self
             .app
@@ -854,8 +799,7 @@ impl Session {
             true => LINGER,
             false => LINGER.min(hibernate),
         };
-        crate::net::coarse::timeout(linger, self.wait_idle(stream, kill, shutdown, cancel_wake))
-            .await
+        crate::net::coarse::timeout(linger, self.wait_idle(stream, wakes)).await
     }
 
     /// Wait for the next event. An idle session that could not be parked (it
@@ -864,14 +808,12 @@ impl Session {
     async fn next_event(
         &mut self,
         stream: &mut super::ClientStream,
-        kill: Pin<&mut Notified<'_>>,
-        shutdown: Pin<&mut Notified<'_>>,
-        cancel_wake: Pin<&mut Notified<'_>>,
+        wakes: &mut Wakes<'_, '_>,
     ) -> Event {
         if self.is_idle() {
-            self.wait_idle(stream, kill, shutdown, cancel_wake).await
+            self.wait_idle(stream, wakes).await
         } else {
-            Box::pin(self.wait(stream, kill, shutdown, cancel_wake)).await
+            Box::pin(self.wait(stream, wakes)).await
         }
     }
 
@@ -1820,9 +1762,7 @@ impl Session {
     async fn wait_idle(
         &mut self,
         stream: &mut super::ClientStream,
-        kill: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
-        shutdown: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
-        cancel_wake: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        wakes: &mut Wakes<'_, '_>,
     ) -> Event {
         // Boxed when there is one: most deployments set no idle timeouts.
         let mut timer = self
@@ -1834,6 +1774,7 @@ impl Session {
         };
         let (mut cr, _) = stream.split();
         let cbuf = self.core.cbuf();
+        let (kill, shutdown, cancel_wake) = wakes.futures();
         tokio::select! {
             biased;
             _ = kill => Event::Killed,
@@ -1878,13 +1819,7 @@ impl Session {
     }
 
     /// Wait for the next I/O event or timer.
-    async fn wait(
-        &mut self,
-        stream: &mut super::ClientStream,
-        kill: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
-        shutdown: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
-        cancel_wake: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
-    ) -> Event {
+    async fn wait(&mut self, stream: &mut super::ClientStream, wakes: &mut Wakes<'_, '_>) -> Event {
         let deadline = self.deadline();
         // A client in the middle of a large message stops reading while all
         // clients together hold more than `[limits] max_buffered` (the one
@@ -1906,6 +1841,7 @@ impl Session {
         let idle_for_shutdown = self.server.is_none();
         let (mut cr, mut cw) = stream.split();
         let (cbuf, to_client, server_bufs) = self.core.io();
+        let (kill, shutdown, cancel_wake) = wakes.futures();
         let (srv_read, srv_write) = match (self.server.as_mut(), server_bufs) {
             (Some(s), Some((to_server, rbuf))) => {
                 let (r, w) = s.co.conn.stream.split();
