@@ -724,11 +724,25 @@ fn the_seed_setting_and_alter_table_sequences_stay_with_their_client() {
     assert!(errs.is_empty(), "{errs:?}");
     assert_ne!(
         v,
-        [seeded],
+        std::slice::from_ref(&seeded),
         "the next client's random() followed a quoted set_config of seed"
     );
     let (errs, v) = q(&mut c2, "SELECT lastval()::text");
     assert_eq!(errs, ["55000"], "the next client's lastval(): {v:?}");
+    // A seed given at login is applied with the client's settings on each
+    // server it gets (probe: the next client got setseed(0.5)'s sequence).
+    let mut c3 = f.raw("plain1", &[("options", "-c seed=0.5")]);
+    for round in 0..2 {
+        let (errs, _) = q(&mut c3, "SELECT 1");
+        assert!(errs.is_empty(), "round {round}: {errs:?}");
+        let (errs, v) = q(&mut c2, "SELECT random()::text");
+        assert!(errs.is_empty(), "round {round}: {errs:?}");
+        assert_ne!(
+            v,
+            std::slice::from_ref(&seeded),
+            "round {round}: the next client's random() followed a seed given at login"
+        );
+    }
 }
 
 /// Session settings follow their client, so the pooler keeps a copy of
@@ -2358,6 +2372,34 @@ fn the_poolers_statements_mean_the_same_whatever_the_last_client_left() {
     let (errs, v) = q(&mut a, "SHOW default_transaction_deferrable");
     assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(v, ["on"], "A's defaults follow it");
+
+    // A client's own operator ahead of pg_catalog's in its search_path does
+    // not change what the read back finds (an unqualified `NOT IN` found a
+    // `<>` that is never true: nothing was read back, and the next client
+    // got this search_path, and wrote into this client's table).
+    let mut e = f.raw("plain1", &[]);
+    let (errs, _) = q(
+        &mut e,
+        "CREATE SCHEMA evil; \
+         CREATE FUNCTION evil.ne(text, text) RETURNS bool LANGUAGE sql IMMUTABLE AS 'SELECT false'; \
+         CREATE OPERATOR evil.<> (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.ne); \
+         CREATE TABLE evil.t AS SELECT 'in evil'::text AS v",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    let (errs, _) = q(&mut e, "SET search_path = evil, pg_catalog, public");
+    assert!(errs.is_empty(), "{errs:?}");
+    let mut next = f.raw("plain1", &[]);
+    for round in 0..2 {
+        let (errs, v) = q(
+            &mut next,
+            "SELECT current_setting('search_path') || '|' || v FROM t",
+        );
+        assert!(errs.is_empty(), "round {round}: {errs:?}");
+        assert_eq!(v, ["\"$user\", public|in public"], "round {round}");
+        let (errs, v) = q(&mut e, "SELECT v FROM t");
+        assert!(errs.is_empty(), "round {round}: {errs:?}");
+        assert_eq!(v, ["in evil"], "round {round}: the client keeps its own");
+    }
 
     // A short statement_timeout and many settings to read back (under the
     // 64 custom names a client may have read back by name).

@@ -593,12 +593,18 @@ impl ServerConn {
             untimed = true;
             // Names and values in hex of their UTF-8 (see `utf8_hex`). The
             // transaction's own characteristics are not session settings:
-            // `default_transaction_*` are, and are read.
+            // `default_transaction_*` are, and are read. Every function and
+            // operator is named with its schema: Postgres looks an unqualified
+            // one up through the last client's `search_path`, and a client's
+            // own `<>` ahead of pg_catalog's made this read nothing back, so
+            // the next client inherited that `search_path` (probe: its
+            // INSERT landed in the first client's table).
             sql.push_str(&format!(
                 "SELECT {}, {} FROM (SELECT name, pg_catalog.current_setting(name) AS v \
                  FROM pg_catalog.pg_settings WHERE source OPERATOR(pg_catalog.=) 'session' \
-                 AND name NOT IN ('transaction_isolation', 'transaction_read_only', \
-                 'transaction_deferrable', 'statement_timeout', 'lock_timeout') UNION ALL \
+                 AND name OPERATOR(pg_catalog.<>) ALL (ARRAY['transaction_isolation', \
+                 'transaction_read_only', 'transaction_deferrable', 'statement_timeout', \
+                 'lock_timeout']) UNION ALL \
                  SELECT 'role', pg_catalog.current_setting('role') UNION ALL \
                  SELECT 'session_authorization', pg_catalog.current_setting('session_authorization')",
                 utf8_hex("name"),

@@ -150,6 +150,13 @@ impl Core {
         }
         let read_back = effects.may_change_settings();
         let mut resets = effects.resets();
+        if self.settings.unreported().get("seed").is_some() {
+            // The client's seed (a startup option, or set in an earlier
+            // transaction) was applied to this server with its settings: the
+            // next client's random() would follow it (probe: `-c seed=0.5`
+            // at login gave the next client setseed(0.5)'s sequence).
+            resets.add(Effects::SEED);
+        }
         if resets.any(Effects::SEQUENCES) {
             // The server remembers whose sequences it holds; a release with
             // nothing else to reset needs no round trip for them.
