@@ -2423,6 +2423,39 @@ fn the_poolers_statements_mean_the_same_whatever_the_last_client_left() {
     }
 }
 
+/// A client's `idle_session_timeout` is its own: the server does not idle
+/// in the pool with it, where Postgres ended it and the next client's work
+/// or settings met a closed server (probe: a client that set 1 ms made other
+/// clients' transactions fail now and then). The client keeps its setting.
+#[test]
+fn a_clients_idle_session_timeout_does_not_end_its_server_in_the_pool() {
+    let f = Fixture::start();
+    // One server for both (`plain1`).
+    let mut a = f.raw("plain1", &[]);
+    let mut b = f.raw("plain1", &[("application_name", "b")]);
+    let (errs, _) = q(&mut a, "SET idle_session_timeout = '300ms'");
+    assert!(errs.is_empty(), "{errs:?}");
+    for round in 0..2 {
+        let (errs, v) = q(
+            &mut a,
+            "SELECT pg_backend_pid() || '|' || current_setting('idle_session_timeout')",
+        );
+        assert!(errs.is_empty(), "round {round}: {errs:?}");
+        let (pid, timeout) = v[0].split_once('|').unwrap();
+        assert_eq!(timeout, "300ms", "round {round}: A keeps its setting");
+        // Well past A's timeout, the server idles in the pool: nothing to
+        // await (what is checked is that nothing happens).
+        std::thread::sleep(std::time::Duration::from_millis(900));
+        let (errs, v) = q(&mut b, "SELECT pg_backend_pid()::text");
+        assert!(errs.is_empty(), "round {round}: {errs:?}");
+        assert_eq!(
+            v,
+            [pid],
+            "round {round}: the server A used was ended in the pool"
+        );
+    }
+}
+
 /// A session-mode client keeps its server between transactions; a reloaded
 /// map still applies from its next transaction, as in transaction mode. It
 /// kept its first map for good (probe): a tenant the reload moved went on

@@ -722,6 +722,24 @@ impl ServerConn {
         Ok(read)
     }
 
+    /// Whether the server carries a client's `idle_session_timeout`: Postgres
+    /// would end it while it idles in the pool, and the next client's work
+    /// or settings would meet a closed server (probe: other clients'
+    /// transactions failed now and then once one client set it to 1 ms).
+    pub fn has_idle_timeout(&self) -> bool {
+        self.unreported.get(IDLE_TIMEOUT).is_some()
+    }
+
+    /// Lift [`Self::has_idle_timeout`]'s timeout before the server idles in
+    /// the pool. The record no longer has it, so the client's next server is
+    /// given it again with its settings.
+    pub async fn lift_idle_timeout(&mut self) -> Result<(), ServerError> {
+        self.internal_rows(&format!("{READ_COMMITTED}RESET {IDLE_TIMEOUT}"))
+            .await?;
+        self.unreported.remove(IDLE_TIMEOUT);
+        Ok(())
+    }
+
     /// Close politely (Terminate), ignoring errors, and wait (briefly) for the
     /// server to close its end: Postgres closes the socket only after the
     /// backend has left its process array, so a connection cap counted by
@@ -764,6 +782,10 @@ const READ_COMMITTED: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED;";
 /// statement's implicit transaction; a session value the statement sets
 /// (`set_config(.., false)`) takes effect after it.
 const UNTIMED: &str = "SET LOCAL statement_timeout = 0;SET LOCAL lock_timeout = 0;";
+
+/// The setting that ends a server idle in the pool (see
+/// [`ServerConn::has_idle_timeout`]).
+const IDLE_TIMEOUT: &str = "idle_session_timeout";
 
 /// The statement that brings a server's settings in line with a client's.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -70,6 +70,9 @@ pub struct Release {
     pub effects: Effects,
     /// Settings must be read back (they follow the client).
     pub read_back: bool,
+    /// The server carries the client's `idle_session_timeout`, lifted before
+    /// it idles in the pool (see `ServerConn::has_idle_timeout`).
+    pub idle_timeout: bool,
     /// The tenant that pinned the transaction, if any (SHOW TENANTS).
     pub tenant: Option<TenantKey>,
     /// When the server was attached.
@@ -82,7 +85,7 @@ impl Release {
     /// Whether the server needs work (a reset, a read-back) before it goes
     /// back to the pool.
     pub fn needs_reset(&self) -> bool {
-        !self.effects.is_empty() || self.read_back
+        !self.effects.is_empty() || self.read_back || self.idle_timeout
     }
 }
 

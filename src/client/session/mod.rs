@@ -145,6 +145,7 @@ impl Parked {
             woken_by: Some(event),
             client_fd: None,
             tenant_cell: None,
+            settings_retries: 0,
         }
     }
 
@@ -228,6 +229,11 @@ thread_local! {
     static SPARE_SESSIONS: std::cell::RefCell<Vec<Box<std::mem::MaybeUninit<Session>>>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
+
+/// Servers found closed in a row while applying a client's settings before its
+/// work gets an error (08006): a few, for a pool whose idle servers all ended
+/// at once.
+const MAX_SETTINGS_RETRIES: u8 = 3;
 
 /// How long an idle session stays whole before it parks ([`Session::linger`]).
 const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
@@ -411,6 +417,9 @@ pub struct Session {
     /// The statistics cell of the tenant whose work last waited for a server:
     /// the transaction is counted into it at the release without a lookup.
     tenant_cell: Option<Arc<TenantCell>>,
+    /// Servers in a row found closed when the client's settings were applied
+    /// (see [`Session::apply_settings`]).
+    settings_retries: u8,
 }
 
 impl Session {
@@ -457,6 +466,7 @@ impl Session {
             woken_by: None,
             client_fd: None,
             tenant_cell: None,
+            settings_retries: 0,
         }
     }
 
@@ -1325,9 +1335,22 @@ impl Session {
             );
             self.handle.server.set(None);
             self.sending = false;
-            self.handle.cancel_done();
+            // A server that closed (ended while idle in the pool: an
+            // `idle_session_timeout` set for the role or database, a
+            // terminated backend) ran none of the work: another is tried, as
+            // one found closed in the pool is. Not after a cancel, which the
+            // work gets (57014).
+            let closed = matches!(e, crate::server::ServerError::Io(_));
+            let cancelled = self.handle.cancel.load(Ordering::Acquire) == cancel::CANCELED;
             pool.discard(co);
             self.app.transaction_finished();
+            if closed && !cancelled && self.settings_retries < MAX_SETTINGS_RETRIES {
+                self.settings_retries += 1;
+                self.handle.cancel_step(cancel::SENDING, cancel::IDLE);
+                return Need::Attach(shard);
+            }
+            self.settings_retries = 0;
+            self.handle.cancel_done();
             // The server's words may name what the previous client had set:
             // the client gets the code only.
             let code = match &e {
@@ -1336,7 +1359,8 @@ impl Session {
                 {
                     sqlstate::INVALID_PARAMETER_VALUE
                 }
-                _ => sqlstate::INSUFFICIENT_PRIVILEGE,
+                crate::server::ServerError::Refused(_) => sqlstate::INSUFFICIENT_PRIVILEGE,
+                _ => sqlstate::CONNECTION_FAILURE,
             };
             return self.core.attach_failed(PgError::new(
                 code,
@@ -1349,6 +1373,7 @@ impl Session {
 
     /// Hand the server's state to the core, which runs the work on it.
     fn seat(&mut self, shard: usize, pool: Arc<Pool>, mut co: Checkout) -> Need {
+        self.settings_retries = 0;
         let stand_in = ServerState::placeholder(&co.conn.state);
         let state = std::mem::replace(&mut co.conn.state, stand_in);
         self.server = Some(Server { co, pool });
@@ -1555,6 +1580,13 @@ impl Session {
                 }
             }
         }
+        // After the read back, which may have just recorded it.
+        if !co.conn.broken && co.conn.has_idle_timeout() {
+            if let Err(e) = co.conn.lift_idle_timeout().await {
+                tracing::debug!(client = self.handle.id, "lifting idle_session_timeout: {e}");
+                co.conn.broken = true;
+            }
+        }
         self.give_back(co, pool, r.since, r.counters, r.tenant, settings)
     }
 
@@ -1664,6 +1696,12 @@ impl Session {
                 co.conn.broken = true;
             }
         }
+        if clean && !co.conn.broken && co.conn.has_idle_timeout() {
+            // Not in the pool with the client's idle_session_timeout.
+            if co.conn.lift_idle_timeout().await.is_err() {
+                co.conn.broken = true;
+            }
+        }
         if clean && !co.conn.broken {
             pool.checkin(co);
         } else if clean {
@@ -1709,6 +1747,7 @@ impl Session {
             woken_by,
             client_fd: _,
             tenant_cell: _,
+            settings_retries: _,
         } = unbox(self);
         debug_assert!(server.is_none() && buffered == 0 && !sending);
         debug_assert!(listening.is_none() && spool.is_none() && woken_by.is_none());
@@ -1741,6 +1780,7 @@ impl Session {
                 woken_by,
                 client_fd: None,
                 tenant_cell: None,
+                settings_retries: 0,
             })),
         }
     }

@@ -165,9 +165,11 @@ impl Core {
                 resets = Effects::none();
             }
         }
+        let idle_timeout = state.unreported.get("idle_session_timeout").is_some();
         Need::Release(Box::new(Release {
             state,
             read_back,
+            idle_timeout,
             effects: resets,
             tenant,
             since,
