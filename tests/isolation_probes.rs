@@ -2423,6 +2423,68 @@ fn the_poolers_statements_mean_the_same_whatever_the_last_client_left() {
     }
 }
 
+/// A `SET` of a reported parameter inside a BEGIN held by the pooler is
+/// answered at once and run on the server later: the ParameterStatus of the
+/// new value still reaches the client before the answers of its next
+/// statement, as on Postgres. It was swallowed with the replayed statement's
+/// answer (probe): psycopg read dates with the old DateStyle, and libpq kept
+/// escaping strings for the old `standard_conforming_strings`.
+#[test]
+fn a_set_inside_a_held_begin_reports_the_new_value_to_the_client() {
+    let f = Fixture::start();
+    let status = |m: &[Msg], name: &str| -> Vec<String> {
+        m.iter()
+            .filter(|(t, _)| *t == b'S')
+            .filter_map(|(_, b)| {
+                let mut parts = b.split(|&c| c == 0);
+                let (k, v) = (parts.next()?, parts.next()?);
+                (k == name.as_bytes()).then(|| String::from_utf8_lossy(v).into_owned())
+            })
+            .collect()
+    };
+    for (db, select, check) in [
+        (
+            "app",
+            "SELECT name FROM accounts WHERE tenant_id = 'alpha'",
+            "SELECT '2026-12-05'::date::text FROM accounts WHERE tenant_id = 'alpha'",
+        ),
+        (
+            "plain1",
+            "SELECT 'no tenant'",
+            "SELECT '2026-12-05'::date::text",
+        ),
+    ] {
+        let mut c = f.raw(db, &[]);
+        let m = send_until(&mut c, &frame(b'Q', b"BEGIN\0"), b'Z');
+        assert!(error_codes(&m).is_empty(), "{db}: {m:?}");
+        let m = send_until(&mut c, &frame(b'Q', b"SET DateStyle = 'SQL, DMY'\0"), b'Z');
+        assert!(error_codes(&m).is_empty(), "{db}: {m:?}");
+        let mut seen = status(&m, "DateStyle");
+        let m = send_until(&mut c, &frame(b'Q', format!("{select}\0").as_bytes()), b'Z');
+        assert!(error_codes(&m).is_empty(), "{db}: {m:?}");
+        seen.extend(status(&m, "DateStyle"));
+        assert_eq!(seen, ["SQL, DMY"], "{db}: {m:?}");
+        if let Some(reported) = m.iter().position(|(t, _)| *t == b'S') {
+            let first_row = m.iter().position(|(t, _)| *t == b'D').unwrap();
+            assert!(reported < first_row, "{db}: before the rows: {m:?}");
+        }
+        let m = send_until(&mut c, &frame(b'Q', b"COMMIT\0"), b'Z');
+        assert!(error_codes(&m).is_empty(), "{db}: {m:?}");
+        let (errs, v) = q(&mut c, check);
+        assert!(errs.is_empty(), "{db}: {errs:?}");
+        assert_eq!(v, ["05/12/2026"], "{db}: the server has the client's DateStyle");
+        // A held transaction with nothing but the SET: reported by the
+        // time its COMMIT is answered.
+        let mut seen = Vec::new();
+        for sql in ["BEGIN", "SET TimeZone = 'Asia/Tokyo'", "COMMIT"] {
+            let m = send_until(&mut c, &frame(b'Q', format!("{sql}\0").as_bytes()), b'Z');
+            assert!(error_codes(&m).is_empty(), "{db} {sql}: {m:?}");
+            seen.extend(status(&m, "TimeZone"));
+        }
+        assert_eq!(seen, ["Asia/Tokyo"], "{db}");
+    }
+}
+
 /// A client's `idle_session_timeout` is its own: the server does not idle
 /// in the pool with it, where Postgres ended it and the next client's work
 /// or settings met a closed server (probe: a client that set 1 ms made other

@@ -630,6 +630,15 @@ impl Attachment {
                         // The client's own view follows what its server reports.
                         ctx.settings.reported_by_server(k, v);
                     }
+                    if !forward {
+                        // The answer of a statement replayed for the client (a
+                        // SET it sent inside a held BEGIN, answered then): the
+                        // new value still reaches it, as it does on Postgres,
+                        // or its driver goes on with the old one (probe: dates
+                        // read with the old DateStyle, strings escaped for the
+                        // old standard_conforming_strings).
+                        replace = Some(Bytes::copy_from_slice(&rest[..len]));
+                    }
                 }
                 tag::backend::PARAMETER_DESCRIPTION => {
                     if let Some(e) = a.expect.front() {
