@@ -2423,6 +2423,95 @@ fn the_poolers_statements_mean_the_same_whatever_the_last_client_left() {
     }
 }
 
+/// A client's statement runs only under the result types it was told (its
+/// Describe), as on Postgres, which fails a statement whose result changed
+/// with 0A000. Where the pooler prepares it afresh (a server without a
+/// copy, or whose copy is stale), the copy is described first: it ran
+/// under the old description, and the client read the rows as what they no
+/// longer were (probe: asyncpg got 1109917696, the bits of a `real` 42.0
+/// read as the `int4` it was told, with no error). Prepared again, the
+/// statement runs.
+#[test]
+fn a_statement_never_runs_under_result_types_its_client_was_not_told() {
+    let f = Fixture::start();
+    f.direct(
+        0,
+        "CREATE TABLE rt (n int4); INSERT INTO rt VALUES (42); ALTER TABLE rt OWNER TO app",
+    );
+    let run = |c: &mut Raw, stmt: &str| {
+        c.bind(stmt, &[]).execute().sync();
+        c.run(1)
+    };
+    let prepare = |c: &mut Raw, stmt: &str| {
+        c.parse(stmt, "SELECT n FROM rt").describe_stmt(stmt).sync();
+        let m = c.run(1);
+        assert!(error_codes(&m).is_empty(), "{m:?}");
+    };
+    // One server (`plain1`): A and B share it, and the same text is one
+    // server copy for both.
+    let mut a = f.raw("plain1", &[]);
+    let mut b = f.raw("plain1", &[]);
+    prepare(&mut a, "a1");
+    prepare(&mut b, "b1");
+    assert_eq!(first_column(&run(&mut a, "a1")), ["42"]);
+    assert_eq!(first_column(&run(&mut b, "b1")), ["42"]);
+
+    // The column changes type; B's copy on the server is stale (Postgres
+    // says so to B), and A's statement then runs through a fresh parse.
+    f.direct(0, "ALTER TABLE rt ALTER n TYPE real USING n::real");
+    let m = run(&mut b, "b1");
+    assert_eq!(error_codes(&m), ["0A000"], "Postgres's own check: {m:?}");
+    let m = run(&mut a, "a1");
+    assert_eq!(
+        error_codes(&m),
+        ["0A000"],
+        "a fresh parse, other types: {m:?}"
+    );
+    assert!(first_column(&m).is_empty(), "{m:?}");
+
+    // A server with no copy at all (the pool's server ended).
+    prepare(&mut a, "a2");
+    assert_eq!(first_column(&run(&mut a, "a2")), ["42"]);
+    f.direct(0, "ALTER TABLE rt ALTER n TYPE int8 USING n::int8");
+    f.direct(
+        0,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE usename = 'app' AND pid <> pg_backend_pid()",
+    );
+    let m = run(&mut a, "a2");
+    assert_eq!(
+        error_codes(&m),
+        ["0A000"],
+        "a new server's copy, other types: {m:?}"
+    );
+    assert!(first_column(&m).is_empty(), "{m:?}");
+    // Prepared (and described) again: it runs, with the new type.
+    prepare(&mut a, "a3");
+    assert_eq!(first_column(&run(&mut a, "a3")), ["42"]);
+    // Described afresh with the same types: it runs on a new server too.
+    f.direct(
+        0,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE usename = 'app' AND pid <> pg_backend_pid()",
+    );
+    assert_eq!(first_column(&run(&mut a, "a3")), ["42"]);
+    // Inside a transaction whose server statements the pooler no longer
+    // trusts (dynamic code ran: it may have deallocated any), the statement
+    // runs through a fresh parse of the unnamed statement: described first.
+    f.direct(0, "ALTER TABLE rt ALTER n TYPE numeric");
+    a.query("BEGIN; DO $$BEGIN END$$");
+    assert!(error_codes(&a.run(1)).is_empty());
+    let m = run(&mut a, "a3");
+    assert_eq!(
+        error_codes(&m),
+        ["0A000"],
+        "a fresh parse, other types: {m:?}"
+    );
+    assert!(first_column(&m).is_empty(), "{m:?}");
+    a.query("ROLLBACK");
+    assert!(error_codes(&a.run(1)).is_empty());
+}
+
 /// A `SET` of a reported parameter inside a BEGIN held by the pooler is
 /// answered at once and run on the server later: the ParameterStatus of the
 /// new value still reaches the client before the answers of its next
@@ -2472,7 +2561,11 @@ fn a_set_inside_a_held_begin_reports_the_new_value_to_the_client() {
         assert!(error_codes(&m).is_empty(), "{db}: {m:?}");
         let (errs, v) = q(&mut c, check);
         assert!(errs.is_empty(), "{db}: {errs:?}");
-        assert_eq!(v, ["05/12/2026"], "{db}: the server has the client's DateStyle");
+        assert_eq!(
+            v,
+            ["05/12/2026"],
+            "{db}: the server has the client's DateStyle"
+        );
         // A held transaction with nothing but the SET: reported by the
         // time its COMMIT is answered.
         let mut seen = Vec::new();

@@ -47,6 +47,11 @@ pub struct Entry {
     /// A Describe of the unnamed statement: its ParameterDescription goes to the
     /// session's unnamed-statement slot.
     pub describes_unnamed: bool,
+    /// A Describe of the unnamed statement, parsed by shardbouncer with the
+    /// text of `stmt` (whose server copy could not be used): its result
+    /// types are checked against what the client was told
+    /// (`StmtDef::fresh_results`).
+    pub verifies_unnamed: bool,
     /// The client's Parse of its unnamed statement (the number the session gave
     /// it): if the server fails or skips it, the client has no such statement.
     pub sets_unnamed: Option<u32>,
@@ -82,6 +87,7 @@ impl Entry {
             drops_statements: false,
             patch_status: false,
             describes_unnamed: false,
+            verifies_unnamed: false,
             sets_unnamed: None,
             raised: false,
             client_name: None,
@@ -100,6 +106,7 @@ impl Entry {
             drops_statements: false,
             patch_status: false,
             describes_unnamed: false,
+            verifies_unnamed: false,
             sets_unnamed: None,
             raised: false,
             client_name: None,
@@ -119,6 +126,7 @@ impl Entry {
             drops_statements: false,
             patch_status: false,
             describes_unnamed: false,
+            verifies_unnamed: false,
             sets_unnamed: None,
             raised: false,
             client_name: None,

@@ -412,6 +412,15 @@ pub fn sync(buf: &mut BytesMut) {
     finish(buf, at);
 }
 
+/// Describe of a statement (`kind` b'S') or portal (b'P').
+pub fn describe(buf: &mut BytesMut, kind: u8, name: &[u8]) {
+    let at = begin(buf, b'D');
+    buf.put_u8(kind);
+    buf.put_slice(name);
+    buf.put_u8(0);
+    finish(buf, at);
+}
+
 /// Flush.
 pub fn flush(buf: &mut BytesMut) {
     let at = begin(buf, b'H');

@@ -65,6 +65,39 @@ pub struct StmtDef {
     /// Server copies prepared before this moment are not used for this
     /// statement: its client deallocated the same text then (0: any copy).
     pub not_before: u64,
+    /// The result column types its client was last told (its last Describe
+    /// of the statement): a server copy must have the same, or the client
+    /// would read the rows as what they no longer are (see [`Results`]).
+    pub told: std::sync::Mutex<Option<Results>>,
+    /// The result types of the text as planned afresh on the server with
+    /// this id (described through the unnamed statement, where the server's
+    /// copy could not be used).
+    pub fresh_results: std::sync::Mutex<Option<(u64, Results)>>,
+}
+
+/// The type OIDs of a statement's result columns, from a RowDescription
+/// (empty: NoData). A copy prepared on a server after a migration may have
+/// others than the client was told: Postgres answers a statement whose
+/// result changed with 0A000 (`cached plan must not change result type`),
+/// and the pooler must too, where it prepares a client's statement afresh
+/// (probe: asyncpg read a `real` column's bits as the `int4` it was told,
+/// 1109917696 for 42.0, with no error).
+pub type Results = Arc<[u32]>;
+
+/// The result types of a RowDescription body (`None`: malformed).
+pub fn row_types(body: &[u8]) -> Option<Results> {
+    let n = u16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
+    let mut at = 2;
+    let mut types = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name_end = at + memchr::memchr(0, body.get(at..)?)?;
+        // Name, table OID (4), column number (2), then the type OID.
+        let t = name_end + 1 + 4 + 2;
+        types.push(u32::from_be_bytes(body.get(t..t + 4)?.try_into().ok()?));
+        // Type OID (4), size (2), modifier (4), format (2).
+        at = t + 12;
+    }
+    Some(types.into())
 }
 
 impl StmtDef {
@@ -88,6 +121,8 @@ impl StmtDef {
             facts,
             described: OnceLock::new(),
             not_before: 0,
+            told: std::sync::Mutex::new(None),
+            fresh_results: std::sync::Mutex::new(None),
         }
     }
 
@@ -140,6 +175,9 @@ struct ServerCopy {
     prepared_at: u64,
     /// Not to be used again; closed when the server is next idle.
     stale: bool,
+    /// Its result types, once a Describe of it was answered here (a copy's
+    /// never change: Postgres fails a statement whose result did).
+    results: OnceLock<Results>,
 }
 
 /// Most bytes of statement text one server keeps prepared (and shardbouncer
@@ -191,6 +229,7 @@ impl ServerStatements {
             used: self.tick,
             prepared_at: tick(),
             stale: false,
+            results: OnceLock::new(),
         };
         self.bytes += c.def.query.len();
         if let Some(old) = self.map.insert(c.def.hash, c) {
@@ -239,6 +278,23 @@ impl ServerStatements {
         }
         self.bytes -= out.iter().map(|d| d.query.len()).sum::<usize>();
         out
+    }
+
+    /// The result types of this server's copy of `def`, if known.
+    pub fn results(&self, def: &StmtDef) -> Option<Results> {
+        self.map
+            .get(&def.hash)
+            .filter(|c| c.def.same(def))
+            .and_then(|c| c.results.get().cloned())
+    }
+
+    /// A Describe of this server's copy of `def` was answered with `results`.
+    pub fn set_results(&self, def: &StmtDef, results: Results) {
+        if let Some(c) = self.map.get(&def.hash) {
+            if c.def.same(def) {
+                let _ = c.results.set(results);
+            }
+        }
     }
 
     /// Forget a statement (its Parse failed or was skipped). A stale copy stays:

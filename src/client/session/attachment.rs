@@ -436,6 +436,17 @@ impl Attachment {
         self.conn.prepared.touch(def)
     }
 
+    /// The result types of this server's copy of `def`, if a Describe of it
+    /// was answered here.
+    pub(super) fn copy_results(&self, def: &StmtDef) -> Option<prepared::Results> {
+        self.conn.prepared.results(def)
+    }
+
+    /// The server's id (its statistics and logs name it so).
+    pub(super) fn server_id(&self) -> u64 {
+        self.conn.id
+    }
+
     /// Record `def` as prepared here (its Parse is being sent).
     pub(super) fn note_prepared(&mut self, def: Arc<StmtDef>) {
         self.conn.prepared.insert(def);
@@ -674,6 +685,9 @@ impl Attachment {
                 }
                 tag::backend::NOTICE_RESPONSE | tag::backend::NOTIFICATION_RESPONSE => {}
                 _ => {
+                    if t == tag::backend::ROW_DESCRIPTION || t == tag::backend::NO_DATA {
+                        note_results(a, t, body);
+                    }
                     if t == tag::backend::ERROR_RESPONSE {
                         a.head_failed = true;
                         if let Some(def) = a.expect.front().and_then(|e| e.stmt.clone()) {
@@ -870,6 +884,31 @@ fn replace_all(v: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(&v[last..]);
     out
+}
+
+/// A Describe of a named statement was answered (RowDescription or NoData):
+/// the result types of the server's copy, and, when the client asked, what
+/// it was told (see `prepared::Results`).
+fn note_results(a: &Attachment, t: u8, body: &[u8]) {
+    let Some(e) = a.expect.front() else { return };
+    let (tag::frontend::DESCRIBE, Some(def), false) = (e.tag, &e.stmt, e.describes_unnamed) else {
+        return;
+    };
+    let results = match t {
+        tag::backend::NO_DATA => Some(prepared::Results::from([])),
+        _ => prepared::row_types(body),
+    };
+    if e.verifies_unnamed {
+        *def.fresh_results.lock().unwrap_or_else(|p| p.into_inner()) =
+            results.map(|r| (a.conn.id, r));
+        return;
+    }
+    if let Some(r) = results {
+        if e.mode == Mode::Forward {
+            *def.told.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.clone());
+        }
+        a.conn.prepared.set_results(def, r);
+    }
 }
 
 #[cfg(test)]

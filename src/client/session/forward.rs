@@ -28,6 +28,11 @@ impl Core {
     pub(super) fn plain_ext(&mut self, t: u8, frame: Bytes) -> Need {
         use tag::frontend as f;
         if self.att.is_some() {
+            if self.results_unverified(t, &frame) {
+                // Sent once the server has answered (see `results_unverified`).
+                self.wait.stall(Unit::Batch(vec![(t, frame)]));
+                return Need::Io;
+            }
             self.forward_ext(t, frame, None);
             return Need::Io;
         }
@@ -139,7 +144,17 @@ impl Core {
             Unit::Simple(t, frame) => self.forward_simple(t, frame),
             Unit::Batch(msgs) => {
                 let mut n = 0;
-                for (t, frame) in msgs {
+                let mut msgs = msgs.into_iter();
+                while let Some((t, frame)) = msgs.next() {
+                    if self.results_unverified(t, &frame) {
+                        // This message and the rest wait for the server's
+                        // answer (see `results_unverified`), and are routed
+                        // again after it, as a later slice of the batch.
+                        let mut rest = vec![(t, frame)];
+                        rest.extend(msgs);
+                        self.wait.stall(Unit::Batch(rest));
+                        break;
+                    }
                     let analyzed = if t == tag::frontend::PARSE {
                         n += 1;
                         // Analyzed when the batch was routed.
@@ -419,6 +434,13 @@ impl Core {
                     );
                     return self.inject_error_ext(&e);
                 };
+                if self.results_differ(&def) {
+                    // As Postgres fails a statement whose result changed.
+                    return self.inject_error_ext(&PgError::new(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        "cached plan must not change result type",
+                    ));
+                }
                 if t == f::BIND {
                     note_bound(
                         self.att.as_deref_mut(),
@@ -576,6 +598,110 @@ impl Core {
         &def.server_name
     }
 
+    /// Whether a Bind or Describe of the client's named statement must wait:
+    /// the client was told its result types (a Describe), and whether the
+    /// attached server's copy has the same is not known. The copy is then
+    /// described (prepared first, if the server lacks it) and flushed, and
+    /// `true` says the message waits for the answer. Postgres fails a
+    /// statement whose result changed under it (0A000): a copy the pooler
+    /// prepares afresh after a migration must not run under the old
+    /// description, where the client would read the rows as what they no
+    /// longer are (probe: asyncpg read a `real` as the `int4` it was told).
+    /// Once the copy's result types are known, [`Self::forward_ext`] refuses
+    /// the message if they differ. Only for a statement described before,
+    /// on a server that did not describe its copy yet: rare, and one round
+    /// trip each.
+    fn results_unverified(&mut self, t: u8, frame: &[u8]) -> bool {
+        use tag::frontend as f;
+        if !(t == f::BIND || t == f::DESCRIBE) || self.owns_server() {
+            return false;
+        }
+        let body = &frame[5..];
+        let named = match t {
+            f::BIND => Bind::parse(body).map(|b| b.statement),
+            _ => describe_statement_name(body),
+        };
+        let Some(def) = named
+            .filter(|n| !n.is_empty())
+            .and_then(|n| self.stmts.get(n))
+            .cloned()
+        else {
+            return false;
+        };
+        if def.told.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+            return false;
+        }
+        let Some(a) = self.att.as_mut() else {
+            return false;
+        };
+        if a.skipping() {
+            return false;
+        }
+        let held = match a.statements_untrusted() {
+            true => Held::Stale,
+            false => a.has_prepared(&def),
+        };
+        match held {
+            Held::Stale => {
+                // It runs through the unnamed statement, parsed afresh (see
+                // `ensure_prepared`): described so first, on this server.
+                let id = a.server_id();
+                if fresh_on(&def, id).is_some() {
+                    return false;
+                }
+                let msg = def.parse_as(self.out.build(), b"");
+                self.counters.server_parse();
+                let mut e = Entry::forward(f::PARSE).with_stmt(def.clone());
+                e.mode = Mode::SwallowOk;
+                a.send_ext(e, msg);
+                a.set_unnamed_current(false);
+                let mut b = BytesMut::new();
+                protocol::describe(&mut b, b'S', b"");
+                let mut e = Entry::swallow(f::DESCRIBE).with_stmt(def.clone());
+                e.verifies_unnamed = true;
+                a.send_ext(e, b.split().freeze());
+                protocol::flush(&mut b);
+                a.send_flush(b.freeze());
+                true
+            }
+            Held::Ready if a.copy_results(&def).is_some() => false,
+            held => {
+                if held == Held::Missing {
+                    a.note_prepared(def.clone());
+                    let msg = def.parse_message(self.out.build());
+                    self.counters.server_parse();
+                    let mut e = Entry::forward(f::PARSE).with_stmt(def.clone());
+                    e.mode = Mode::SwallowOk;
+                    a.send_ext(e, msg);
+                }
+                let mut b = BytesMut::new();
+                protocol::describe(&mut b, b'S', def.server_name.as_bytes());
+                a.send_ext(
+                    Entry::swallow(f::DESCRIBE).with_stmt(def.clone()),
+                    b.split().freeze(),
+                );
+                protocol::flush(&mut b);
+                a.send_flush(b.freeze());
+                true
+            }
+        }
+    }
+
+    /// Whether the attached server's copy of `def` is known to have other
+    /// result types than its client was told (see
+    /// [`Self::results_unverified`]).
+    fn results_differ(&self, def: &StmtDef) -> bool {
+        let told = def.told.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (Some(told), Some(a)) = (told, self.att.as_ref()) else {
+            return false;
+        };
+        match fresh_on(def, a.server_id()) {
+            // Described afresh on this server: its copy is not used.
+            Some(fresh) => fresh != told,
+            None => a.copy_results(def).is_some_and(|c| c != told),
+        }
+    }
+
     /// Make the server raise `e` in an extended batch: the client sees the error
     /// where its message stood, and Postgres skips to Sync and fails the
     /// transaction exactly as for its own errors.
@@ -629,6 +755,15 @@ pub(super) fn raise_sql(code: &str, msg: &str) -> Option<String> {
     Some(format!(
         "DO $shardbouncer$BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = {lit}; END$shardbouncer$"
     ))
+}
+
+/// The result types of `def`'s text as described afresh on server `id`
+/// (see [`StmtDef::fresh_results`]).
+fn fresh_on(def: &StmtDef, id: u64) -> Option<prepared::Results> {
+    match &*def.fresh_results.lock().unwrap_or_else(|p| p.into_inner()) {
+        Some((on, r)) if *on == id => Some(r.clone()),
+        _ => None,
+    }
 }
 
 /// A statement name as written in SQL, as Postgres names it: quoted names kept
