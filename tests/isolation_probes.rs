@@ -2423,6 +2423,40 @@ fn the_poolers_statements_mean_the_same_whatever_the_last_client_left() {
     }
 }
 
+/// A COPY FROM STDIN sent with a Terminate in the same write (as a client
+/// that gives up does): the data can never come. The pooler waited for the
+/// COPY, holding the server for good, and other clients of the pool got no
+/// server (probe: two such clients took a shard's pool). The server is now
+/// closed, the COPY rolled back, and the pool serves others; in the simple
+/// and the extended protocol.
+#[test]
+fn a_copy_sent_with_a_terminate_does_not_hold_its_server() {
+    let f = Fixture::start();
+    f.direct(
+        0,
+        "CREATE TABLE sink (v text); ALTER TABLE sink OWNER TO app",
+    );
+    for extended in [false, true] {
+        // One server (`plain1`): held for good, the next query never ran.
+        let mut c = f.raw("plain1", &[]);
+        if extended {
+            c.parse("", "COPY sink FROM STDIN")
+                .bind("", &[])
+                .execute()
+                .sync();
+        } else {
+            c.query("COPY sink FROM STDIN");
+        }
+        c.terminate();
+        let _ = c.send_and_read_to_end();
+        drop(c);
+        let mut next = f.raw("plain1", &[]);
+        let (errs, v) = q(&mut next, "SELECT count(*)::text FROM sink");
+        assert!(errs.is_empty(), "extended={extended}: {errs:?}");
+        assert_eq!(v, ["0"], "extended={extended}");
+    }
+}
+
 /// A client's statement runs only under the result types it was told (its
 /// Describe), as on Postgres, which fails a statement whose result changed
 /// with 0A000. Where the pooler prepares it afresh (a server without a

@@ -121,7 +121,7 @@ pub struct Core {
     /// The client sent Terminate behind work still in flight: nothing more
     /// is read, and the session ends once that work is answered (as Postgres
     /// runs every message before a Terminate, then closes).
-    terminating: bool,
+    pub(super) terminating: bool,
 }
 
 /// What of a [`Core`] lasts between transactions, and nothing else: an idle

@@ -216,6 +216,21 @@ impl Core {
             Err(ScanStop::StatementMode) => return self.refuse_transaction_block(),
         }
         self.drain_synthetic();
+        if self.terminating && self.att.as_ref().is_some_and(|a| a.copy_in()) {
+            // The client sent a COPY FROM STDIN and its Terminate together:
+            // the data can never come (nothing after a Terminate is read),
+            // and waiting for the COPY held the server, and the client's
+            // slot, for good (probe). Postgres ends such a connection (a
+            // Terminate during COPY IN); the server is closed, which rolls
+            // the COPY back.
+            if let Some(a) = self.att.as_mut() {
+                a.mark_broken();
+            }
+            return Need::Close(self.fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "unexpected message type 0x58 during COPY from stdin",
+            ));
+        }
         self.check();
         match self.maybe_release() {
             // A stalled unit may go on now that the server has answered.
