@@ -2423,6 +2423,45 @@ fn the_poolers_statements_mean_the_same_whatever_the_last_client_left() {
     }
 }
 
+/// A tenant given at connect more than once with different values is
+/// refused (22023), also when the same parameter, or `options`, is
+/// repeated: Postgres keeps the last value of a repeated name, and the
+/// pooler logged in as the last tenant (probe). The same value twice is one
+/// tenant.
+#[test]
+fn a_tenant_repeated_at_connect_with_another_value_is_refused() {
+    let f = Fixture::start();
+    let port = f.bouncer.port;
+    for params in [
+        &[("tenant_id", "alpha"), ("tenant_id", "bravo")][..],
+        &[
+            ("options", "-c tenant_id=alpha"),
+            ("options", "-c tenant_id=bravo"),
+        ],
+        &[
+            ("options", "-c tenant_id=alpha"),
+            ("options", "-c search_path=public"),
+        ],
+    ] {
+        for db in ["app", "app1"] {
+            let (_, m) = Raw::startup(port, "app", db, params);
+            let refused = params[0].1 != params[1].1 && params[1].1.contains("bravo");
+            if refused {
+                assert_eq!(error_codes(&m), ["22023"], "{db} {params:?}: {m:?}");
+            } else {
+                assert!(error_codes(&m).is_empty(), "{db} {params:?}: {m:?}");
+            }
+        }
+    }
+    let mut c = f.raw("app", &[("tenant_id", "alpha"), ("tenant_id", "alpha")]);
+    let (errs, v) = q(
+        &mut c,
+        "SELECT name FROM accounts WHERE tenant_id = 'alpha'",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["owner of alpha"]);
+}
+
 /// A COPY FROM STDIN sent with a Terminate in the same write (as a client
 /// that gives up does): the data can never come. The pooler waited for the
 /// COPY, holding the server for good, and other clients of the pool got no

@@ -197,7 +197,7 @@ async fn login<'a>(
         tokio::time::timeout_at(deadline, Box::pin(startup::read_startup(stream, acceptor)))
             .await
             .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))??;
-    let params = match startup {
+    let (params, repeated) = match startup {
         None => return Ok(None),
         Some(Startup::Cancel { pid, secret }) => {
             if let Some(h) = app.clients.find_for_cancel(pid, secret) {
@@ -210,7 +210,7 @@ async fn login<'a>(
             }
             return Ok(None);
         }
-        Some(Startup::Login { params }) => params,
+        Some(Startup::Login { params, repeated }) => (params, repeated),
     };
     // Checked for logins only: a CancelRequest (handled above) carries no credentials
     // and libpq sends it unencrypted.
@@ -250,7 +250,8 @@ async fn login<'a>(
         ));
     }
     let database = get("database").unwrap_or(&user).to_string();
-    let login = ClientLogin::from_params(&params)?;
+    let mut login = ClientLogin::from_params(&params)?;
+    login.note_repeated(&repeated)?;
     let db = snap.dbs.get(&database).cloned();
     let is_admin = crate::config::ADMIN_DBS.contains(&database.as_str());
     if db.is_none() && !is_admin {
@@ -371,9 +372,12 @@ fn startup_tenant(
     // parameters whatever their order, so "the last one" would not be the
     // one Postgres saw; a conflict is refused rather than resolved.
     let mut given = None;
+    // Values a repeated parameter overwrote count too (probe: `tenant_id`
+    // given twice, or two `options`, logged in as the last one).
     let values = login
         .settings
         .iter()
+        .chain(&login.overwritten)
         .filter(|(k, _)| k.eq_ignore_ascii_case(&rt.key))
         .map(|(_, v)| v.as_str())
         .chain(from_user);

@@ -15,6 +15,9 @@ pub enum Startup {
     Login {
         /// Startup parameters.
         params: Vec<(String, String)>,
+        /// Earlier occurrences of repeated names (see
+        /// [`StartupPacket::Startup`]).
+        repeated: Vec<(String, String)>,
     },
     /// A cancel request (the connection closes afterwards).
     Cancel {
@@ -113,7 +116,11 @@ pub async fn read_startup(
             Ok(StartupPacket::Cancel { pid, secret }) => {
                 return Ok(Some(Startup::Cancel { pid, secret }))
             }
-            Ok(StartupPacket::Startup { minor, params }) => {
+            Ok(StartupPacket::Startup {
+                minor,
+                params,
+                repeated,
+            }) => {
                 let unsupported: Vec<&str> = params
                     .iter()
                     .map(|(k, _)| k.as_str())
@@ -135,7 +142,7 @@ pub async fn read_startup(
                     .into_iter()
                     .filter(|(k, _)| !k.starts_with("_pq_."))
                     .collect();
-                return Ok(Some(Startup::Login { params }));
+                return Ok(Some(Startup::Login { params, repeated }));
             }
             // As Postgres: another major version is a feature it lacks, not a
             // broken packet.
@@ -156,6 +163,9 @@ pub struct ClientLogin {
     pub unreported: ParamSet,
     /// Raw tenant settings found at startup (name, value), for routing.
     pub settings: Vec<(String, String)>,
+    /// Settings of parameters given more than once that the later ones
+    /// overwrite (`options` expanded): a tenant they contradict is refused.
+    pub overwritten: Vec<(String, String)>,
 }
 
 impl ClientLogin {
@@ -196,6 +206,21 @@ impl ClientLogin {
             }
         }
         Ok(out)
+    }
+
+    /// Note the earlier occurrences of repeated startup parameters (see
+    /// [`Self::overwritten`]).
+    pub fn note_repeated(&mut self, repeated: &[(String, String)]) -> Result<(), LoginError> {
+        for (k, v) in repeated {
+            if k == "options" {
+                let opts = protocol::startup::parse_options(v)
+                    .map_err(|e| LoginError::new(sqlstate::PROTOCOL_VIOLATION, e))?;
+                self.overwritten.extend(opts);
+            } else {
+                self.overwritten.push((k.clone(), v.clone()));
+            }
+        }
+        Ok(())
     }
 
     /// Remove a setting (the tenant key must never reach Postgres).

@@ -38,6 +38,10 @@ pub enum StartupPacket {
         minor: u16,
         /// Name/value parameters in order (`user`, `database`, `options`, ...).
         params: Vec<(String, String)>,
+        /// Earlier occurrences of names given more than once, which the
+        /// later ones overwrite (see [`last_of_each`]): a value they
+        /// contradict (a tenant) is refused rather than resolved.
+        repeated: Vec<(String, String)>,
     },
 }
 
@@ -86,9 +90,11 @@ pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, StartupError> {
                 params.push((name.to_owned(), value.to_owned()));
                 rest = r;
             }
+            let (params, repeated) = last_of_each(params);
             Ok(StartupPacket::Startup {
                 minor,
-                params: last_of_each(params),
+                params,
+                repeated,
             })
         }
         c => Err(format!(
@@ -104,18 +110,19 @@ pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, StartupError> {
 /// overwrites the earlier value, `user` and `database` included. Without this,
 /// code looking up the first `user` would authenticate someone other than the
 /// user Postgres would have logged in.
-fn last_of_each(params: Vec<(String, String)>) -> Vec<(String, String)> {
+/// The earlier occurrences are returned apart.
+fn last_of_each(params: Vec<(String, String)>) -> (Vec<(String, String)>, Vec<(String, String)>) {
     if params.len() < 2 {
-        return params;
+        return (params, Vec::new());
     }
     let mut seen = std::collections::HashSet::with_capacity(params.len());
-    let mut out: Vec<(String, String)> = params
+    let (mut out, mut earlier): (Vec<_>, Vec<_>) = params
         .into_iter()
         .rev()
-        .filter(|(k, _)| seen.insert(k.clone()))
-        .collect();
+        .partition(|(k, _)| seen.insert(k.clone()));
     out.reverse();
-    out
+    earlier.reverse();
+    (out, earlier)
 }
 
 /// Split a libpq `options` value into `-c name=value` settings (also `--name=value`),
@@ -191,7 +198,8 @@ mod tests {
                 params: vec![
                     ("user".into(), "app".into()),
                     ("database".into(), "db".into())
-                ]
+                ],
+                repeated: vec![],
             }
         );
     }
@@ -273,7 +281,10 @@ mod tests {
                     ("application_name".into(), "a".into()),
                     ("database".into(), "db".into()),
                     ("user".into(), "second".into()),
-                ]
+                ],
+                // Kept apart: a tenant given twice with different values is
+                // refused, not resolved.
+                repeated: vec![("user".into(), "first".into())],
             }
         );
     }
