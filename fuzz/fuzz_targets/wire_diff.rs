@@ -382,7 +382,7 @@ fn startup_packet(data: &[u8]) {
                 _ => None,
             };
             match (&sb, pw_ok) {
-                (Ok(StartupPacket::Startup { minor, params }), Some(s)) => {
+                (Ok(StartupPacket::Startup { minor, params, .. }), Some(s)) => {
                     assert_eq!(s.protocol_number_major, 3);
                     assert_eq!(*minor, s.protocol_number_minor);
                     let mine: BTreeMap<String, String> = params.iter().cloned().collect();

@@ -105,13 +105,16 @@ pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, StartupError> {
     }
 }
 
+/// A startup parameter: name and value.
+type Param = (String, String);
+
 /// Keep only the last occurrence of each parameter name (in the order of those
 /// last occurrences): Postgres reads the packet in order and a repeated name
 /// overwrites the earlier value, `user` and `database` included. Without this,
 /// code looking up the first `user` would authenticate someone other than the
 /// user Postgres would have logged in.
 /// The earlier occurrences are returned apart.
-fn last_of_each(params: Vec<(String, String)>) -> (Vec<(String, String)>, Vec<(String, String)>) {
+fn last_of_each(params: Vec<Param>) -> (Vec<Param>, Vec<Param>) {
     if params.len() < 2 {
         return (params, Vec::new());
     }
