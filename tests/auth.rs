@@ -327,6 +327,41 @@ fn bad_auth_file_is_refused_with_file_and_line() {
     assert!(err.contains("users.txt") && err.contains("line 2"), "{err}");
 }
 
+/// A SASLInitialResponse whose length is not that of its data gets 08P01,
+/// as on Postgres (the data there was was read, and the exchange went on:
+/// probe); the right length goes on to the server's challenge.
+#[test]
+fn a_sasl_initial_response_of_the_wrong_length_is_refused() {
+    use std::io::Write;
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&config(
+        &pg,
+        "",
+        "[[users]]\nname = \"known\"\npassword = \"right\"\n",
+    ));
+    let first = b"n,,n=,r=clientnonceclientnonce";
+    for (claimed, code) in [(first.len() + 10, Some("08P01")), (first.len(), None)] {
+        let mut s = raw_startup(b.port, "known");
+        let (t, _) = raw_read(&mut s);
+        assert_eq!(t, b'R');
+        let mut init = b"SCRAM-SHA-256\0".to_vec();
+        init.extend((claimed as i32).to_be_bytes());
+        init.extend(first);
+        let mut m = vec![b'p'];
+        m.extend(((init.len() + 4) as i32).to_be_bytes());
+        m.extend(init);
+        s.write_all(&m).unwrap();
+        let (t, body) = raw_read(&mut s);
+        match code {
+            Some(code) => {
+                assert_eq!(t, b'E', "{body:?}");
+                assert_eq!(shardbouncer::protocol::parse_error(&body).code, code);
+            }
+            None => assert_eq!((t, &body[..4]), (b'R', &11i32.to_be_bytes()[..])),
+        }
+    }
+}
+
 /// An unknown user gets the same exchange as a known one with a wrong
 /// password: a SCRAM challenge, with the same salt at every attempt (as a
 /// user whose password is stored in plain text gets), and 28P01 only at the

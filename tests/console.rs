@@ -566,6 +566,37 @@ async fn reload_with_a_broken_file_keeps_the_old_config() {
     );
 }
 
+/// A malformed Query to the console gets 08P01 and the connection closes,
+/// as on an application database: one without its NUL ran, and NULs inside
+/// one were dropped, the pieces run together (probe).
+#[test]
+fn a_malformed_query_to_the_console_ends_the_connection() {
+    use std::io::Write;
+    let pg = PgCluster::start();
+    let cfg = config(&pg, "").replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    for body in [&b"SHOW VERSION"[..], b"SHOW VERSION\0GARBAGE\0"] {
+        let (mut c, login) = support::raw::Raw::startup(b.port, "admin", "pgbouncer", &[]);
+        assert!(login.iter().any(|(t, _)| *t == b'Z'), "{login:?}");
+        let mut m = vec![b'Q'];
+        m.extend(((body.len() + 4) as i32).to_be_bytes());
+        m.extend(body);
+        c.s.write_all(&m).unwrap();
+        let msgs: Vec<_> = std::iter::from_fn(|| c.read_msg()).collect();
+        assert_eq!(
+            support::raw::error_codes(&msgs),
+            ["08P01"],
+            "{body:?}: {msgs:?}"
+        );
+        assert!(!msgs.iter().any(|(t, _)| *t == b'D'), "{body:?}: {msgs:?}");
+    }
+    // A well-formed one runs.
+    let mut c = support::raw::Raw::login(b.port, "admin", "pgbouncer");
+    c.query("SHOW VERSION");
+    let m = c.run(1);
+    assert!(support::raw::error_codes(&m).is_empty(), "{m:?}");
+}
+
 /// KILL_CLIENT reaches clients that send nothing more: one in the middle of a
 /// transaction (its server attached, so it neither lingers nor parks) and one
 /// idle between transactions that never sleeps (`client_hibernate_after =

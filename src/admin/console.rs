@@ -163,6 +163,14 @@ impl Console {
                 }
                 let frame = buf.split_to(len);
                 let body = &frame[5..];
+                if let Err(what) = protocol::validate_frontend(tag, body) {
+                    // As an application database (and Postgres): a malformed
+                    // message ends the connection (a Query without its NUL
+                    // ran, and NULs inside one were dropped: probe).
+                    protocol::fatal_response(&mut self.out, sqlstate::PROTOCOL_VIOLATION, what);
+                    let _ = stream.write_all(&self.out).await;
+                    return Err(what.to_string());
+                }
                 use protocol::tag::frontend as f;
                 match tag {
                     f::TERMINATE => return Ok(()),

@@ -273,10 +273,17 @@ async fn exchange(
                 "malformed SASLInitialResponse",
             )
         })?;
-        let data = if dlen < 0 {
-            &[][..]
-        } else {
-            data.get(..dlen as usize).unwrap_or(data)
+        // As Postgres: -1 (no data), else exactly the length given (a length
+        // past the message's end was read as what there was: probe).
+        let data = match dlen {
+            -1 if data.is_empty() => &[][..],
+            n if n >= 0 && data.len() == n as usize => data,
+            _ => {
+                return Err(LoginError::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "malformed SASLInitialResponse: its length does not match its data",
+                ))
+            }
         };
         let first = server
             .handle_client_first(data)

@@ -866,6 +866,13 @@ impl Config {
                         "[databases.{name}.routing] key must be 1..63 bytes"
                     ));
                 }
+                if r.sources.is_empty() {
+                    // Every statement that needs a tenant would be refused.
+                    return Err(format!(
+                        "[databases.{name}.routing] sources is empty: no tenant could ever \
+                         be read (omit it for all of startup, comment, set and scan)"
+                    ));
+                }
                 if let Some(d) = &r.default_shard {
                     if !db.shards.iter().any(|s| &s.name == d) {
                         return Err(format!(
@@ -949,6 +956,17 @@ shards = [ { name = "s0", host = "127.0.0.1", port = 5432 } ]
         let e =
             Config::parse(&format!("[limits]\nworkers = {}\n{MIN}", MAX_WORKERS + 1)).unwrap_err();
         assert!(e.contains("[limits] workers"), "{e}");
+    }
+
+    /// Such a database could never route: every statement that needs a
+    /// tenant got 42P17 (probe: it passed `--check` and RELOAD).
+    #[test]
+    fn routing_with_no_tenant_source_is_refused() {
+        let routing = "[databases.app.routing]\nkey = \"tenant_id\"\nshard_map = \"m.toml\"\n";
+        let e = Config::parse(&format!("{MIN}{routing}sources = []\n")).unwrap_err();
+        assert!(e.contains("sources is empty"), "{e}");
+        let e = Config::parse(&format!("{MIN}{routing}sources = [\"scan\"]\n"));
+        assert!(e.is_ok(), "{e:?}");
     }
 
     #[test]
