@@ -2585,6 +2585,53 @@ fn a_statement_never_runs_under_result_types_its_client_was_not_told() {
     assert!(error_codes(&a.run(1)).is_empty());
 }
 
+/// A statement held with a BEGIN is answered at once and run later: when
+/// it fails then, the client's next statement gets its error (as the
+/// statement itself got it on Postgres), not a bare 25P02; a COMMIT answers
+/// ROLLBACK, as on Postgres, with the error as a warning (probe: the client
+/// was never told why its transaction failed).
+#[test]
+fn a_held_statement_that_fails_later_reports_its_own_error() {
+    let f = Fixture::start();
+    let mut c = f.raw("app", &[]);
+    for sql in ["BEGIN", "SET statement_timeout = 'abc'"] {
+        let m = send_until(&mut c, &frame(b'Q', format!("{sql}\0").as_bytes()), b'Z');
+        assert!(error_codes(&m).is_empty(), "{sql}: {m:?}");
+    }
+    let (errs, _) = q(
+        &mut c,
+        "SELECT name FROM accounts WHERE tenant_id = 'alpha'",
+    );
+    assert_eq!(errs, ["22023"], "the SET's own error");
+    let (errs, _) = q(
+        &mut c,
+        "SELECT name FROM accounts WHERE tenant_id = 'alpha'",
+    );
+    assert_eq!(errs, ["25P02"], "then as Postgres");
+    let (errs, _) = q(&mut c, "ROLLBACK");
+    assert!(errs.is_empty(), "{errs:?}");
+
+    for sql in ["BEGIN", "SET statement_timeout = 'abc'"] {
+        let m = send_until(&mut c, &frame(b'Q', format!("{sql}\0").as_bytes()), b'Z');
+        assert!(error_codes(&m).is_empty(), "{sql}: {m:?}");
+    }
+    let m = send_until(&mut c, &frame(b'Q', b"COMMIT\0"), b'Z');
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    let warned = m
+        .iter()
+        .any(|(t, b)| *t == b'N' && String::from_utf8_lossy(b).contains("statement_timeout"));
+    assert!(warned, "the error as a warning: {m:?}");
+    let done = m.iter().find(|(t, _)| *t == b'C').expect("CommandComplete");
+    assert_eq!(done.1, b"ROLLBACK\0", "{m:?}");
+    // The session goes on, with its old setting.
+    let (errs, v) = q(
+        &mut c,
+        "SELECT current_setting('statement_timeout') FROM accounts WHERE tenant_id = 'alpha'",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["0"]);
+}
+
 /// A `SET` of a reported parameter inside a BEGIN held by the pooler is
 /// answered at once and run on the server later: the ParameterStatus of the
 /// new value still reaches the client before the answers of its next

@@ -52,6 +52,10 @@ pub struct Entry {
     /// types are checked against what the client was told
     /// (`StmtDef::fresh_results`).
     pub verifies_unnamed: bool,
+    /// A statement of the client's that shardbouncer held (inside a held
+    /// BEGIN) and answered itself, sent now: its answers are swallowed, but
+    /// an error is the client's own, reported with its next statement.
+    pub replayed: bool,
     /// The client's Parse of its unnamed statement (the number the session gave
     /// it): if the server fails or skips it, the client has no such statement.
     pub sets_unnamed: Option<u32>,
@@ -88,12 +92,20 @@ impl Entry {
             patch_status: false,
             describes_unnamed: false,
             verifies_unnamed: false,
+            replayed: false,
             sets_unnamed: None,
             raised: false,
             client_name: None,
             copy_ends: 0,
             syncs_in_copy: 0,
         }
+    }
+
+    /// A held statement of the client's, replayed (see [`Entry::replayed`]).
+    pub fn replayed(tag: u8) -> Entry {
+        let mut e = Entry::swallow(tag);
+        e.replayed = true;
+        e
     }
 
     /// An injected message whose responses are dropped.
@@ -107,6 +119,7 @@ impl Entry {
             patch_status: false,
             describes_unnamed: false,
             verifies_unnamed: false,
+            replayed: false,
             sets_unnamed: None,
             raised: false,
             client_name: None,
@@ -127,6 +140,7 @@ impl Entry {
             patch_status: false,
             describes_unnamed: false,
             verifies_unnamed: false,
+            replayed: false,
             sets_unnamed: None,
             raised: false,
             client_name: None,

@@ -116,6 +116,9 @@ pub(super) struct Attachment {
     /// Server-side state the work sent here may have created: what to reset or
     /// read back before the server goes to another client.
     effects: Effects,
+    /// The error of a held statement replayed here (see `Entry::replayed`),
+    /// until the client's next statement reports it.
+    replay_error: Option<Bytes>,
 }
 
 /// What an attachment let go of leaves for the next one on its worker: a
@@ -194,6 +197,7 @@ impl Attachment {
             s_stream_left: 0,
             unnamed_current: false,
             effects: Effects::none(),
+            replay_error: None,
         }
     }
 
@@ -632,6 +636,23 @@ impl Attachment {
                     ctx.tenancy.transaction_outcome(true);
                 } else if body.starts_with(b"ROLLBACK\0") {
                     ctx.tenancy.transaction_outcome(false);
+                    if let Some(e) = a.replay_error.take() {
+                        // The COMMIT of a transaction a held statement
+                        // failed: as on Postgres it answers ROLLBACK; the
+                        // statement's error, never told, comes as a warning.
+                        let info = protocol::parse_error(&e[5..]);
+                        let mut w = BytesMut::new();
+                        protocol::error_fields(
+                            &mut w,
+                            tag::backend::NOTICE_RESPONSE,
+                            "WARNING",
+                            &info.code,
+                            &format!("the transaction was rolled back: {}", info.message),
+                        );
+                        w.extend_from_slice(&rest[..len]);
+                        replace = Some(w.freeze());
+                        forward = false;
+                    }
                 }
             }
             match t {
@@ -712,7 +733,26 @@ impl Attachment {
                             // client's transaction is failed, as it would be.
                             ctx.txn.apply(TxnEvent::Fail);
                         }
-                        if mode == Mode::Swallow {
+                        let replayed = a.expect.front().is_some_and(|e| e.replayed);
+                        if mode == Mode::Forward && a.replay_error.is_some() {
+                            // The 25P02 of the client's next statement after
+                            // a held one failed here: the client gets that
+                            // statement's error instead, the cause it was not
+                            // told (probe: a bare 25P02, its transaction
+                            // failed by a SET it had seen succeed).
+                            if protocol::parse_error(body).code
+                                == crate::sqlstate::IN_FAILED_SQL_TRANSACTION
+                            {
+                                replace = a.replay_error.take();
+                                forward = false;
+                            }
+                        }
+                        if mode == Mode::Swallow && replayed {
+                            // The client's own statement, answered earlier:
+                            // its error is reported with the next statement.
+                            // The server is as Postgres leaves it.
+                            a.replay_error = Some(Bytes::copy_from_slice(&rest[..len]));
+                        } else if mode == Mode::Swallow {
                             // A failed internal statement: tell the client as a warning.
                             let info = protocol::parse_error(body);
                             tracing::warn!(
@@ -791,6 +831,10 @@ impl Attachment {
                         if t == tag::backend::READY_FOR_QUERY {
                             let status = TxStatus::from_byte(body.first().copied().unwrap_or(b'I'));
                             a.status = status;
+                            if status == TxStatus::Idle {
+                                // Its transaction is over: reported or not.
+                                a.replay_error = None;
+                            }
                             if e.mode == Mode::Forward {
                                 ctx.counters.query_done(a.expect.ready_owed());
                                 if ctx.pool_mode == PoolMode::Statement && status != TxStatus::Idle

@@ -924,12 +924,12 @@ impl Core {
             return;
         };
         a.send_simple(
-            crate::client::expect::Entry::swallow(tag::frontend::QUERY),
+            crate::client::expect::Entry::replayed(tag::frontend::QUERY),
             h.begin,
         );
         for stmt in h.stmts {
             a.send_simple(
-                crate::client::expect::Entry::swallow(tag::frontend::QUERY),
+                crate::client::expect::Entry::replayed(tag::frontend::QUERY),
                 stmt,
             );
         }
