@@ -182,7 +182,47 @@ async def sharded_pool_param_tenant():
         await conn.close()
 
 
+async def listener_test():
+    """add_listener sends LISTEN through Parse/Describe/Bind/Execute: relayed by
+    shardbouncer like a simple Query's, on every shard of a sharded database."""
+    got = asyncio.Queue()
+
+    def heard(conn, pid, channel, payload):
+        got.put_nowait((channel, payload))
+
+    for db in (DB, SHARDED_DB):
+        lst = await connect(db)
+        other = await connect(db)
+        try:
+            await lst.add_listener("jobs", heard)
+            # The listener's connection goes on running statements meanwhile
+            # (on the sharded database, a statement with no tenant is refused).
+            if db == DB:
+                C.eq(f"{db}: listener still runs queries", await lst.fetchval("SELECT 41 + 1"), 42)
+            if db == DB:
+                await other.execute("NOTIFY jobs, 'one'")
+                expect = [("jobs", "one")]
+            else:
+                for t in TENANT_PORTS:
+                    await other.execute(
+                        "SELECT pg_notify('jobs', current_setting('port')) FROM accounts WHERE tenant_id = $1",
+                        t,
+                    )
+                expect = [("jobs", p) for p in TENANT_PORTS.values()]
+            seen = [await asyncio.wait_for(got.get(), 10) for _ in expect]
+            C.eq(f"{db}: add_listener hears the notifications", sorted(seen), sorted(expect))
+            # UNLISTEN through the extended protocol too.
+            await lst.remove_listener("jobs", heard)
+            if db == DB:
+                C.eq(f"{db}: runs queries after remove_listener", await lst.fetchval("SELECT 1"), 1)
+        finally:
+            await lst.close()
+            await other.close()
+
+
 async def main():
+    step("asyncpg add_listener / remove_listener")
+    await listener_test()
     step("single database, %d concurrent connections" % WORKERS)
     await asyncio.gather(*(worker(w) for w in range(WORKERS)))
     step("single database, asyncpg pool")

@@ -122,6 +122,9 @@ pub struct Core {
     /// is read, and the session ends once that work is answered (as Postgres
     /// runs every message before a Terminate, then closes).
     pub(super) terminating: bool,
+    /// A portal bound here to a LISTEN/UNLISTEN statement, until its Execute
+    /// (see `listen_ext`; boxed: almost no client has one).
+    pub(super) listen_portal: Option<Box<(Bytes, Vec<crate::router::ListenOp>)>>,
 }
 
 /// What of a [`Core`] lasts between transactions, and nothing else: an idle
@@ -173,6 +176,7 @@ impl Core {
             && self.out.is_clear()
             && self.route.is_clear()
             && !self.terminating
+            && self.listen_portal.is_none()
     }
 
     /// Park the core between transactions: no server attached or wanted, no
@@ -204,6 +208,7 @@ impl Core {
             counters,
             gate: _,
             terminating: _,
+            listen_portal: _,
         } = self;
         let tenants = route.park();
         let (answered, counters) = counters.park();
@@ -248,6 +253,7 @@ impl Core {
             counters: Counters::unpark(answered, counters),
             gate,
             terminating: false,
+            listen_portal: None,
         }
     }
 
@@ -276,6 +282,7 @@ impl Core {
             counters: Counters::default(),
             gate,
             terminating: false,
+            listen_portal: None,
         }
     }
 

@@ -285,9 +285,9 @@ impl Core {
                     // next client; relayed only from a simple Query.
                     return self.inject_error_ext(&PgError::new(
                         sqlstate::FEATURE_NOT_SUPPORTED,
-                        "LISTEN and UNLISTEN through Parse/Bind/Execute are not supported \
-                         in transaction pooling: send them as a simple query \
-                         (shardbouncer relays notifications)",
+                        "LISTEN and UNLISTEN through Parse/Bind/Execute are supported in \
+                         transaction pooling only in a batch of their own (or as a simple \
+                         query): shardbouncer relays notifications",
                     ));
                 }
                 if p.name.is_empty() {
@@ -434,6 +434,16 @@ impl Core {
                     );
                     return self.inject_error_ext(&e);
                 };
+                if def.facts.has_listen() && !self.owns_server() {
+                    // Prepared in a batch of its own it is relayed (see
+                    // `listen_ext`); here it would listen on a pooled server.
+                    return self.inject_error_ext(&PgError::new(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        "LISTEN and UNLISTEN through Parse/Bind/Execute are supported in \
+                         transaction pooling only in a batch of their own (or as a simple \
+                         query): shardbouncer relays notifications",
+                    ));
+                }
                 if self.results_differ(&def) {
                     // As Postgres fails a statement whose result changed.
                     return self.inject_error_ext(&PgError::new(

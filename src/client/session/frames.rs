@@ -26,7 +26,13 @@ pub(super) fn describe_statement_name(body: &[u8]) -> Option<&[u8]> {
     protocol::cstr(rest).map(|(n, _)| n)
 }
 
-/// A Close of a named statement.
+/// The portal an Execute body names.
+pub(super) fn execute_portal(body: &[u8]) -> &[u8] {
+    let end = memchr::memchr(0, body).unwrap_or(body.len());
+    &body[..end]
+}
+
+/// Whether a Close frame closes a named statement.
 pub(super) fn is_named_statement_close(frame: &[u8]) -> bool {
     frame.first() == Some(&tag::frontend::CLOSE)
         && describe_statement_name(&frame[5..]).is_some_and(|n| !n.is_empty())

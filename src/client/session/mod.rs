@@ -27,6 +27,7 @@ pub mod fake;
 mod forward;
 mod frames;
 mod inbound;
+mod listen_ext;
 mod outbound;
 mod routing;
 mod server;

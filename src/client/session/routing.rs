@@ -91,6 +91,11 @@ impl Core {
             self.wait.stall(unit);
             return Need::Io;
         }
+        // LISTEN/UNLISTEN through the extended protocol (asyncpg's
+        // add_listener): answered here, relayed by shardbouncer.
+        let Some(unit) = self.listen_batch(unit) else {
+            return Need::Io;
+        };
         if let Unit::Batch(msgs) = &unit {
             if self.att.is_none() && is_sync_or_flush_only(msgs) {
                 // Nothing is in flight: a lone Sync needs no server.

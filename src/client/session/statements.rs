@@ -285,6 +285,13 @@ impl Statements {
         self.unnamed.parse.as_ref()
     }
 
+    /// The unnamed statement's text, if there is one.
+    pub(super) fn unnamed_text(&self) -> Option<Bytes> {
+        let frame = self.unnamed.parse.as_ref()?;
+        let p = Parse::parse(frame.get(5..)?)?;
+        Some(frame.slice_ref(p.query))
+    }
+
     /// Facts and parameter types of the unnamed statement, if any.
     pub(super) fn unnamed(&self) -> Option<(&Facts, ParamTypes<'_>)> {
         self.unnamed.parse.as_ref()?;

@@ -327,15 +327,30 @@ fn listen_and_unlisten_are_answered_here_and_handed_to_the_relay() {
     h.server_turn();
     h.client_tags();
     assert!(h.core.between_transactions());
-    // Mixed with another statement, or through Parse/Bind/Execute: refused, and
-    // nothing reaches the server.
+    // Through Parse/Bind/Execute in a batch of its own (asyncpg's
+    // add_listener): answered here too, and handed to the relay.
     let logged = h.servers[0].log.len();
+    h.send(&[parse("", "LISTEN b"), bind("", &[]), execute(), sync()]);
+    assert_eq!(h.client_tags(), "12CZI");
+    assert_eq!(h.core.take_listen_ops(), [ListenOp::Listen("b".into())]);
+    // Mixed with another statement in a Query: refused. In a batch of an
+    // unrouted database each message goes as it comes: the LISTEN is relayed,
+    // the rest runs on the server. Nothing LISTENs on the server either way.
     h.send(&[query("LISTEN a; SELECT 1")]);
     assert_eq!(h.client_errors(), ["0A000"]);
     h.client_tags();
-    h.send(&[parse("", "LISTEN a"), bind("", &[]), execute(), sync()]);
+    h.send(&[
+        parse("", "LISTEN a"),
+        bind("", &[]),
+        execute(),
+        parse("", "SELECT 1"),
+        bind("", &[]),
+        execute(),
+        sync(),
+    ]);
     h.server_turn();
-    assert_eq!(h.client_errors(), ["0A000"]);
+    assert!(h.client_errors().is_empty());
+    assert_eq!(h.core.take_listen_ops(), [ListenOp::Listen("a".into())]);
     assert!(
         h.servers[0].log[logged..].iter().all(|(t, b)| {
             let sql = if *t == tag::frontend::PARSE {
@@ -348,6 +363,42 @@ fn listen_and_unlisten_are_answered_here_and_handed_to_the_relay() {
         "a LISTEN reached the server"
     );
     assert!(h.core.take_listen_ops().is_empty());
+}
+
+/// On a routed database a batch goes whole: LISTEN through Parse/Bind/Execute
+/// alone is answered here (prepared in one batch, run in the next, as asyncpg
+/// does); mixed with other work it is refused, and never reaches a server.
+#[test]
+fn an_extended_listen_is_relayed_alone_and_refused_mixed_on_a_routed_database() {
+    use crate::router::ListenOp;
+    let mut h = Harness::new("app");
+    let describe = frame(tag::frontend::DESCRIBE, b"Sl\0");
+    h.send(&[parse("l", "LISTEN jobs"), describe, flush()]);
+    assert_eq!(h.client_tags(), "1tn");
+    h.send(&[sync()]);
+    h.send(&[bind("l", &[]), execute(), sync()]);
+    assert_eq!(h.client_tags(), "ZI2CZI");
+    assert_eq!(h.core.take_listen_ops(), [ListenOp::Listen("jobs".into())]);
+    h.send(&[
+        parse("", "UNLISTEN jobs"),
+        bind("", &[]),
+        execute(),
+        parse("", "SELECT 1 FROM accounts WHERE tenant_id = 1"),
+        bind("", &[]),
+        execute(),
+        sync(),
+    ]);
+    for _ in 0..2 {
+        h.server_turn();
+    }
+    assert_eq!(h.client_errors(), ["0A000"]);
+    assert!(h.core.take_listen_ops().is_empty());
+    let listened = h
+        .servers
+        .iter()
+        .flat_map(|s| &s.log)
+        .any(|(t, b)| *t == tag::frontend::PARSE && cstr(cstr(b).1).0.starts_with(b"UNLISTEN"));
+    assert!(!listened, "an UNLISTEN reached a server");
 }
 
 #[test]
