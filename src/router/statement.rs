@@ -1307,7 +1307,8 @@ fn unicode_escapes(sql: &[u8]) -> (bool, bool) {
 }
 
 /// ASCII case-insensitive substring search.
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+/// ASCII case-insensitive substring search.
+pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     let Some((&first, rest)) = needle.split_first() else {
         return true;
     };

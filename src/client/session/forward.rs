@@ -623,12 +623,25 @@ impl Core {
     /// trip each.
     fn results_unverified(&mut self, t: u8, frame: &[u8]) -> bool {
         use tag::frontend as f;
-        if !(t == f::BIND || t == f::DESCRIBE) || self.owns_server() {
+        let body = &frame[5..];
+        // The common cases first, at a load each: a Bind of the unnamed
+        // statement into the unnamed portal, a Describe of a portal or of
+        // the unnamed statement.
+        match (t, body.first(), body.get(1)) {
+            (f::BIND, Some(0), Some(0)) | (f::DESCRIBE, Some(b'P'), _) => return false,
+            (f::DESCRIBE, Some(b'S'), Some(0)) => return false,
+            (f::BIND | f::DESCRIBE, _, _) => {}
+            _ => return false,
+        }
+        if self.owns_server() {
             return false;
         }
-        let body = &frame[5..];
+        // The statement's name only (the portal's, then it): cheap, for every
+        // Bind.
         let named = match t {
-            f::BIND => Bind::parse(body).map(|b| b.statement),
+            f::BIND => protocol::cstr(body)
+                .and_then(|(_, rest)| protocol::cstr(rest))
+                .map(|(name, _)| name),
             _ => describe_statement_name(body),
         };
         let Some(def) = named

@@ -38,7 +38,12 @@ impl Core {
         let Unit::Batch(msgs) = &unit else {
             return Some(unit);
         };
-        if self.owns_server() || self.att.as_ref().is_some_and(|a| a.ext_open()) {
+        // At a few loads for the batches of every other client.
+        if !self.may_listen(msgs)
+            || self.owns_server()
+            || self.att.as_ref().is_some_and(|a| a.ext_open())
+        {
+            self.listen_portal = None;
             return Some(unit);
         }
         let Some(steps) = self.listen_steps(msgs) else {
@@ -123,6 +128,24 @@ impl Core {
         None
     }
 
+    /// Whether `msgs` may be a LISTEN batch: a LISTEN portal or statement of
+    /// the client's is known, or a Parse's text begins with the word.
+    fn may_listen(&self, msgs: &[(u8, Bytes)]) -> bool {
+        self.listen_portal.is_some()
+            || self.stmts.any_listen()
+            || msgs.iter().any(|(t, frame)| {
+                *t == tag::frontend::PARSE && {
+                    let body = &frame[5..];
+                    // The text follows the name (most often empty).
+                    let at = match body.first() {
+                        Some(0) => Some(1),
+                        _ => memchr::memchr(0, body).map(|n| n + 1),
+                    };
+                    at.is_some_and(|at| starts_with_listen(&body[at..]))
+                }
+            })
+    }
+
     /// The steps of `msgs` if it is a LISTEN batch.
     fn listen_steps(&self, msgs: &[(u8, Bytes)]) -> Option<Vec<Step>> {
         use tag::frontend as f;
@@ -139,19 +162,32 @@ impl Core {
             if let Some(o) = statements.get(name) {
                 return Some(o.clone());
             }
+            // The facts found at its Parse first: no text is lexed again for
+            // the statements of every other batch.
             let text = match name.is_empty() {
-                true => self.stmts.unnamed_text()?,
-                false => self.stmts.get(name)?.query.clone(),
+                true => {
+                    self.stmts.unnamed().filter(|(f, _)| f.has_listen())?;
+                    self.stmts.unnamed_text()?
+                }
+                false => {
+                    let def = self.stmts.get(name).filter(|d| d.facts.has_listen())?;
+                    def.query.clone()
+                }
             };
             listen_text(&text, std)
         };
-        let mut steps = Vec::with_capacity(msgs.len());
+        // Allocated only once the first message is one of such a batch's.
+        let mut steps = Vec::new();
         let mut listens = false;
         for (t, frame) in msgs {
             let body = &frame[5..];
             let step = match *t {
                 f::PARSE => {
                     let p = Parse::parse(body)?;
+                    // A cheap look first: every batch's Parse comes here.
+                    if !starts_with_listen(p.query) {
+                        return None;
+                    }
                     statements.insert(p.name, listen_text(p.query, std)?);
                     Step::Parse
                 }
@@ -214,6 +250,20 @@ impl Core {
         }
         Ok(())
     }
+}
+
+/// Whether `text` begins with LISTEN or UNLISTEN (after blanks): a look at
+/// its first bytes, for every Parse (one behind a comment keeps 0A000).
+fn starts_with_listen(text: &[u8]) -> bool {
+    let start = text
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(text.len());
+    let word = |w: &[u8]| {
+        text.get(start..start + w.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(w))
+    };
+    word(b"listen") || word(b"unlisten")
 }
 
 /// The LISTEN/UNLISTEN operation of `text` if it is one such statement (a

@@ -51,7 +51,7 @@ use crate::client::startup::ClientLogin;
 use crate::pool::listen::{Inbox, ListenCmd};
 use crate::pool::{Checkout, Pool, PoolError};
 use crate::protocol::{self, sqlstate, TxStatus};
-use crate::router::{ListenOp, TenantKey};
+use crate::router::{contains_ci, ListenOp, TenantKey};
 use crate::server::ServerState;
 use crate::sqlstate::PgError;
 use bytes::{Bytes, BytesMut};
@@ -1972,14 +1972,6 @@ fn fallback_params() -> crate::server::ParamSet {
         p.set(k, v);
     }
     p
-}
-
-/// ASCII case-insensitive substring search (needle given in lowercase).
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty()
-        && hay
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// Resolves once the client's socket (`fd`) reports that the peer closed it

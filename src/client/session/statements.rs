@@ -69,6 +69,9 @@ pub(super) struct Statements {
     dropped: HashMap<u64, u64>,
     /// When the client last deallocated all its statements.
     all_dropped_at: u64,
+    /// Named statements that LISTEN or UNLISTEN (see `listen_ext`): looked
+    /// at for every batch, so counted rather than searched.
+    listens: u32,
 }
 
 impl Drop for Statements {
@@ -104,6 +107,7 @@ impl Statements {
             unnamed,
             dropped,
             all_dropped_at,
+            listens: _,
         } = self;
         let Unnamed {
             facts,
@@ -172,10 +176,17 @@ impl Statements {
             .unwrap_or(0)
             .max(self.all_dropped_at);
         let def = Arc::new(def);
+        self.listens += u32::from(def.facts.has_listen());
         self.bytes += size;
         self.named
             .insert(Bytes::copy_from_slice(p.name), def.clone());
         Ok(def)
+    }
+
+    /// Whether a statement of the client's (named, or the unnamed one) is a
+    /// LISTEN or UNLISTEN.
+    pub(super) fn any_listen(&self) -> bool {
+        self.listens > 0 || (self.unnamed.parse.is_some() && self.unnamed.facts.has_listen())
     }
 
     /// The statement named `name`.
@@ -188,6 +199,7 @@ impl Statements {
         let Some(def) = self.named.remove(name) else {
             return false;
         };
+        self.listens -= u32::from(def.facts.has_listen());
         self.release(held_by(name, &def));
         if !self.named.values().any(|d| d.hash == def.hash) {
             if self.dropped.len() >= MAX_DROPPED {
@@ -203,6 +215,7 @@ impl Statements {
     /// `DEALLOCATE ALL` / `DISCARD ALL`: every name goes.
     pub(super) fn clear(&mut self) {
         self.named.clear();
+        self.listens = 0;
         self.release(self.bytes);
         self.dropped.clear();
         self.all_dropped_at = prepared::tick();
@@ -212,13 +225,16 @@ impl Statements {
     /// does not exist, as in Postgres.
     pub(super) fn forget(&mut self, def: &Arc<StmtDef>) {
         let mut freed = 0;
+        let mut listens = 0;
         self.named.retain(|name, d| {
             let keep = !Arc::ptr_eq(d, def);
             if !keep {
                 freed += held_by(name, d);
+                listens += u32::from(d.facts.has_listen());
             }
             keep
         });
+        self.listens -= listens;
         self.release(freed);
     }
 
