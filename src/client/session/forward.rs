@@ -28,12 +28,12 @@ impl Core {
     pub(super) fn plain_ext(&mut self, t: u8, frame: Bytes) -> Need {
         use tag::frontend as f;
         if self.att.is_some() {
-            if self.results_unverified(t, &frame) {
-                // Sent once the server has answered (see `results_unverified`).
-                self.wait.stall(Unit::Batch(vec![(t, frame)]));
-                return Need::Io;
+            match self.check_results(t, &frame) {
+                Results::Go => self.forward_ext(t, frame, None),
+                // Sent once the server has answered.
+                Results::Wait => self.wait.stall(Unit::Batch(vec![(t, frame)])),
+                Results::Differ => self.inject_error_ext(&changed_result()),
             }
-            self.forward_ext(t, frame, None);
             return Need::Io;
         }
         // Named Parses followed by Sync are answered without a server (see
@@ -146,14 +146,23 @@ impl Core {
                 let mut n = 0;
                 let mut msgs = msgs.into_iter();
                 while let Some((t, frame)) = msgs.next() {
-                    if self.results_unverified(t, &frame) {
-                        // This message and the rest wait for the server's
-                        // answer (see `results_unverified`), and are routed
-                        // again after it, as a later slice of the batch.
-                        let mut rest = vec![(t, frame)];
-                        rest.extend(msgs);
-                        self.wait.stall(Unit::Batch(rest));
-                        break;
+                    match self.check_results(t, &frame) {
+                        Results::Go => {}
+                        Results::Wait => {
+                            // This message and the rest wait for the server's
+                            // answer, and are routed again after it, as a
+                            // later slice of the batch.
+                            let mut rest = vec![(t, frame)];
+                            rest.extend(msgs);
+                            self.wait.stall(Unit::Batch(rest));
+                            break;
+                        }
+                        Results::Differ => {
+                            // As Postgres fails it: in its place, and the
+                            // server skips the rest up to the Sync.
+                            self.inject_error_ext(&changed_result());
+                            continue;
+                        }
                     }
                     let analyzed = if t == tag::frontend::PARSE {
                         n += 1;
@@ -444,13 +453,6 @@ impl Core {
                          query): shardbouncer relays notifications",
                     ));
                 }
-                if self.results_differ(&def) {
-                    // As Postgres fails a statement whose result changed.
-                    return self.inject_error_ext(&PgError::new(
-                        sqlstate::FEATURE_NOT_SUPPORTED,
-                        "cached plan must not change result type",
-                    ));
-                }
                 if t == f::BIND {
                     note_bound(
                         self.att.as_deref_mut(),
@@ -608,33 +610,32 @@ impl Core {
         &def.server_name
     }
 
-    /// Whether a Bind or Describe of the client's named statement must wait:
-    /// the client was told its result types (a Describe), and whether the
-    /// attached server's copy has the same is not known. The copy is then
-    /// described (prepared first, if the server lacks it) and flushed, and
-    /// `true` says the message waits for the answer. Postgres fails a
+    /// Whether a Bind or Describe of the client's named statement may go to
+    /// the attached server. The client was told its result types (a
+    /// Describe); the server's copy must have the same. Postgres fails a
     /// statement whose result changed under it (0A000): a copy the pooler
     /// prepares afresh after a migration must not run under the old
     /// description, where the client would read the rows as what they no
     /// longer are (probe: asyncpg read a `real` as the `int4` it was told).
-    /// Once the copy's result types are known, [`Self::forward_ext`] refuses
-    /// the message if they differ. Only for a statement described before,
-    /// on a server that did not describe its copy yet: rare, and one round
-    /// trip each.
-    fn results_unverified(&mut self, t: u8, frame: &[u8]) -> bool {
+    /// When the copy's types are not known yet, the copy is described
+    /// (prepared first, if the server lacks it) and flushed, and the message
+    /// waits for the answer ([`Results::Wait`]): only for a statement
+    /// described before, on a server that did not describe its copy yet;
+    /// rare, and one round trip each.
+    fn check_results(&mut self, t: u8, frame: &[u8]) -> Results {
         use tag::frontend as f;
         let body = &frame[5..];
         // The common cases first, at a load each: a Bind of the unnamed
         // statement into the unnamed portal, a Describe of a portal or of
         // the unnamed statement.
         match (t, body.first(), body.get(1)) {
-            (f::BIND, Some(0), Some(0)) | (f::DESCRIBE, Some(b'P'), _) => return false,
-            (f::DESCRIBE, Some(b'S'), Some(0)) => return false,
+            (f::BIND, Some(0), Some(0)) | (f::DESCRIBE, Some(b'P'), _) => return Results::Go,
+            (f::DESCRIBE, Some(b'S'), Some(0)) => return Results::Go,
             (f::BIND | f::DESCRIBE, _, _) => {}
-            _ => return false,
+            _ => return Results::Go,
         }
         if self.owns_server() {
-            return false;
+            return Results::Go;
         }
         // The statement's name only (the portal's, then it): cheap, for every
         // Bind.
@@ -649,80 +650,64 @@ impl Core {
             .and_then(|n| self.stmts.get(n))
             .cloned()
         else {
-            return false;
+            return Results::Go;
         };
-        if def.told.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
-            return false;
-        }
+        let Some(told) = def.told.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+            return Results::Go;
+        };
         let Some(a) = self.att.as_mut() else {
-            return false;
+            return Results::Go;
         };
         if a.skipping() {
-            return false;
+            return Results::Go;
         }
         let held = match a.statements_untrusted() {
             true => Held::Stale,
             false => a.has_prepared(&def),
         };
+        let known = match held {
+            // It runs through the unnamed statement, parsed afresh (see
+            // `ensure_prepared`): described so, on this server.
+            Held::Stale => fresh_on(&def, a.server_id()),
+            Held::Ready => a.copy_results(&def),
+            Held::Missing => None,
+        };
+        if let Some(known) = known {
+            return match known == told {
+                true => Results::Go,
+                false => Results::Differ,
+            };
+        }
+        let mut b = BytesMut::new();
+        let mut parse = Entry::forward(f::PARSE).with_stmt(def.clone());
+        parse.mode = Mode::SwallowOk;
         match held {
             Held::Stale => {
-                // It runs through the unnamed statement, parsed afresh (see
-                // `ensure_prepared`): described so first, on this server.
-                let id = a.server_id();
-                if fresh_on(&def, id).is_some() {
-                    return false;
-                }
-                let msg = def.parse_as(self.out.build(), b"");
-                self.counters.server_parse();
-                let mut e = Entry::forward(f::PARSE).with_stmt(def.clone());
-                e.mode = Mode::SwallowOk;
-                a.send_ext(e, msg);
+                a.send_ext(parse, def.parse_as(&mut b, b""));
                 a.set_unnamed_current(false);
-                let mut b = BytesMut::new();
                 protocol::describe(&mut b, b'S', b"");
                 let mut e = Entry::swallow(f::DESCRIBE).with_stmt(def.clone());
                 e.verifies_unnamed = true;
                 a.send_ext(e, b.split().freeze());
-                protocol::flush(&mut b);
-                a.send_flush(b.freeze());
-                true
             }
-            Held::Ready if a.copy_results(&def).is_some() => false,
             held => {
                 if held == Held::Missing {
                     a.note_prepared(def.clone());
-                    let msg = def.parse_message(self.out.build());
-                    self.counters.server_parse();
-                    let mut e = Entry::forward(f::PARSE).with_stmt(def.clone());
-                    e.mode = Mode::SwallowOk;
-                    a.send_ext(e, msg);
+                    a.send_ext(parse, def.parse_message(&mut b));
                 }
-                let mut b = BytesMut::new();
                 protocol::describe(&mut b, b'S', def.server_name.as_bytes());
                 a.send_ext(
                     Entry::swallow(f::DESCRIBE).with_stmt(def.clone()),
                     b.split().freeze(),
                 );
-                protocol::flush(&mut b);
-                a.send_flush(b.freeze());
-                true
             }
         }
-    }
-
-    /// Whether the attached server's copy of `def` is known to have other
-    /// result types than its client was told (see
-    /// [`Self::results_unverified`]).
-    fn results_differ(&self, def: &StmtDef) -> bool {
-        let told = def.told.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let (Some(told), Some(a)) = (told, self.att.as_ref()) else {
-            return false;
-        };
-        match fresh_on(def, a.server_id()) {
-            // Described afresh on this server: its copy is not used.
-            Some(fresh) => fresh != told,
-            None => a.copy_results(def).is_some_and(|c| c != told),
+        protocol::flush(&mut b);
+        a.send_flush(b.freeze());
+        if held != Held::Ready {
+            self.counters.server_parse();
         }
+        Results::Wait
     }
 
     /// Make the server raise `e` in an extended batch: the client sees the error
@@ -778,6 +763,24 @@ pub(super) fn raise_sql(code: &str, msg: &str) -> Option<String> {
     Some(format!(
         "DO $shardbouncer$BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = {lit}; END$shardbouncer$"
     ))
+}
+
+/// What [`Core::check_results`] says of a Bind or Describe.
+pub(super) enum Results {
+    /// It may go to the server.
+    Go,
+    /// It waits for the server to describe its copy.
+    Wait,
+    /// The server's copy has other result types than the client was told.
+    Differ,
+}
+
+/// The error Postgres gives a statement whose result changed under it.
+fn changed_result() -> PgError {
+    PgError::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        "cached plan must not change result type",
+    )
 }
 
 /// The result types of `def`'s text as described afresh on server `id`
