@@ -114,6 +114,15 @@ async fn unknown_database_user_and_wrong_password_are_refused() {
         .err()
         .expect("unknown database must fail");
     assert_eq!(code(&e), "3D000");
+    // Without the password, an unknown database is not told from a known
+    // one (it was refused before the password: probe).
+    for db in ["nope", "app"] {
+        let e = tokio_postgres::connect(&b.conn_str("app", "wrong", db), tokio_postgres::NoTls)
+            .await
+            .err()
+            .expect("wrong password must fail");
+        assert_eq!(code(&e), "28P01", "{db}");
+    }
     let e = tokio_postgres::connect(&b.conn_str("app", "wrong", "app"), tokio_postgres::NoTls)
         .await
         .err()

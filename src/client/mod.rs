@@ -254,19 +254,16 @@ async fn login<'a>(
     login.note_repeated(&repeated)?;
     let db = snap.dbs.get(&database).cloned();
     let is_admin = crate::config::ADMIN_DBS.contains(&database.as_str());
-    if db.is_none() && !is_admin {
-        return Err(LoginError::new(
-            sqlstate::INVALID_CATALOG_NAME,
-            format!("database \"{database}\" does not exist"),
-        ));
-    }
-    if !is_admin && app.admin.is_disabled(&database) {
+    // Told only after the password, as Postgres tells it: refused at once,
+    // it told anyone which database names exist (probe).
+    let unknown_db = db.is_none() && !is_admin;
+    if !unknown_db && !is_admin && app.admin.is_disabled(&database) {
         return Err(LoginError::new(
             crate::admin::DATABASE_DISABLED,
             format!("database \"{database}\" is disabled (console DISABLE)"),
         ));
     }
-    if !is_admin && app.admin.draining.load(Ordering::Acquire) {
+    if !unknown_db && !is_admin && app.admin.draining.load(Ordering::Acquire) {
         return Err(LoginError::new(
             sqlstate::ADMIN_SHUTDOWN,
             "shardbouncer is shutting down",
@@ -300,6 +297,12 @@ async fn login<'a>(
         deadline,
     ))
     .await?;
+    if unknown_db {
+        return Err(LoginError::new(
+            sqlstate::INVALID_CATALOG_NAME,
+            format!("database \"{database}\" does not exist"),
+        ));
+    }
     if let (Some(keys), Some(db)) = (authenticated.scram_keys, &db) {
         app.remember_scram_keys(&db.name, &user, keys);
     }
