@@ -125,6 +125,10 @@ pub struct Core {
     /// A portal bound here to a LISTEN/UNLISTEN statement, until its Execute
     /// (see `listen_ext`; boxed: almost no client has one).
     pub(super) listen_portal: Option<Box<(Bytes, Vec<crate::router::ListenOp>)>>,
+    /// A portal whose Bind shardbouncer answered (a `SET` of the tenant
+    /// key, held statements) in a batch without its Execute: the server's
+    /// portal of that name is not the client's, and must not run for it.
+    pub(super) locally_bound: Option<Bytes>,
 }
 
 /// What of a [`Core`] lasts between transactions, and nothing else: an idle
@@ -209,6 +213,7 @@ impl Core {
             gate: _,
             terminating: _,
             listen_portal: _,
+            locally_bound: _,
         } = self;
         let tenants = route.park();
         let (answered, counters) = counters.park();
@@ -254,6 +259,7 @@ impl Core {
             gate,
             terminating: false,
             listen_portal: None,
+            locally_bound: None,
         }
     }
 
@@ -283,6 +289,7 @@ impl Core {
             gate,
             terminating: false,
             listen_portal: None,
+            locally_bound: None,
         }
     }
 

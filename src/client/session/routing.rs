@@ -91,6 +91,24 @@ impl Core {
             self.wait.stall(unit);
             return Need::Io;
         }
+        if let (Some(portal), Unit::Batch(msgs)) = (&self.locally_bound, &unit) {
+            match portal_use(msgs, portal) {
+                PortalUse::Run => {
+                    // The server's portal of that name is an older one: run,
+                    // it would give the client what it did not ask for
+                    // (session fuzz: an earlier SELECT's rows).
+                    let e = PgError::new(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        "this portal was bound to a statement shardbouncer answers itself \
+                         (a SET of the tenant key): send its Execute in the same batch as its Bind",
+                    );
+                    self.unit_error(unit, &e);
+                    return Need::Io;
+                }
+                PortalUse::Rebound => self.locally_bound = None,
+                PortalUse::None => {}
+            }
+        }
         // LISTEN/UNLISTEN through the extended protocol (asyncpg's
         // add_listener): answered here, relayed by shardbouncer.
         let Some(unit) = self.listen_batch(unit) else {
@@ -746,6 +764,10 @@ impl Core {
                     self.reply(f::PARSE);
                 }
                 f::BIND => {
+                    // Its Execute may come in a later batch (see
+                    // `locally_bound`), until this batch executes it.
+                    let portal = protocol::cstr(body).map_or(&[][..], |(p, _)| p);
+                    self.locally_bound = Some(Bytes::copy_from_slice(portal));
                     if begin.is_none() {
                         // A BEGIN prepared in an earlier batch: its own text
                         // (READ ONLY, an isolation level) is what is held.
@@ -766,6 +788,7 @@ impl Core {
                     self.reply(f::DESCRIBE);
                 }
                 f::EXECUTE => {
+                    self.locally_bound = None;
                     let t = match l {
                         Local::BeginThenSetTenant { .. } | Local::BeginThenRest if !begun => {
                             // The router checked: the BEGIN runs first, once.
@@ -998,6 +1021,41 @@ fn unrouted(f: &Facts) -> Decision {
         }
         _ => Decision::TenantFree,
     }
+}
+
+/// What a batch does with a portal name.
+enum PortalUse {
+    /// Executes or describes it before binding it again.
+    Run,
+    /// Binds it again first.
+    Rebound,
+    None,
+}
+
+/// What `msgs` does first with `portal` (see [`PortalUse`]).
+fn portal_use(msgs: &[(u8, Bytes)], portal: &[u8]) -> PortalUse {
+    use tag::frontend as f;
+    for (t, frame) in msgs {
+        let body = &frame[5..];
+        match *t {
+            f::BIND if protocol::cstr(body).is_some_and(|(p, _)| p == portal) => {
+                return PortalUse::Rebound
+            }
+            f::EXECUTE if super::frames::execute_portal(body) == portal => return PortalUse::Run,
+            f::DESCRIBE | f::CLOSE
+                if body.first() == Some(&b'P')
+                    && protocol::cstr(&body[1..]).is_some_and(|(p, _)| p == portal) =>
+            {
+                // A Close ends the server's portal too.
+                return match *t {
+                    f::CLOSE => PortalUse::Rebound,
+                    _ => PortalUse::Run,
+                };
+            }
+            _ => {}
+        }
+    }
+    PortalUse::None
 }
 
 /// Metric label of a tenant source.

@@ -365,6 +365,30 @@ fn listen_and_unlisten_are_answered_here_and_handed_to_the_relay() {
     assert!(h.core.take_listen_ops().is_empty());
 }
 
+/// Inside a transaction a portal outlives its batch. The Bind of a `SET` of
+/// the tenant key is answered here, and the server's portal of that name is
+/// an older one: an Execute of it in a later batch ran that one, and the
+/// client got an earlier SELECT's rows (session fuzz). It is refused.
+#[test]
+fn an_execute_of_a_portal_bound_here_in_an_earlier_batch_is_refused() {
+    let mut h = Harness::new("app");
+    h.send(&[query("BEGIN")]);
+    h.send(&[parse("", "SET tenant_id = 1"), sync()]);
+    h.send(&[
+        parse("s1", "SELECT * FROM t WHERE tenant_id = $1"),
+        bind("s1", &["1"]),
+        sync(),
+    ]);
+    h.send(&[bind("", &[]), sync()]);
+    h.send(&[execute(), sync()]);
+    for _ in 0..4 {
+        h.server_turn();
+    }
+    assert_eq!(h.client_errors(), ["0A000"]);
+    let tags = h.client_tags();
+    assert!(!tags.contains('D'), "an older portal ran: {tags}");
+}
+
 /// On a routed database a batch goes whole: LISTEN through Parse/Bind/Execute
 /// alone is answered here (prepared in one batch, run in the next, as asyncpg
 /// does); mixed with other work it is refused, and never reaches a server.
