@@ -42,6 +42,9 @@ pub const CONFIG_FILE_ERROR: &str = "F0000";
 pub const INTERNAL_ERROR: &str = "XX000";
 /// in_failed_sql_transaction: statements in an aborted transaction block
 pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+/// What Postgres says with [`IN_FAILED_SQL_TRANSACTION`].
+pub const ABORTED_MESSAGE: &str =
+    "current transaction is aborted, commands ignored until end of transaction block";
 /// active_sql_transaction (warning: BEGIN inside a transaction)
 pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
 /// no_active_sql_transaction (warning: SET LOCAL outside a transaction)

@@ -344,13 +344,7 @@ fn a_sasl_initial_response_of_the_wrong_length_is_refused() {
         let mut s = raw_startup(b.port, "known");
         let (t, _) = raw_read(&mut s);
         assert_eq!(t, b'R');
-        let mut init = b"SCRAM-SHA-256\0".to_vec();
-        init.extend((claimed as i32).to_be_bytes());
-        init.extend(first);
-        let mut m = vec![b'p'];
-        m.extend(((init.len() + 4) as i32).to_be_bytes());
-        m.extend(init);
-        s.write_all(&m).unwrap();
+        s.write_all(&sasl_initial(first, claimed)).unwrap();
         let (t, body) = raw_read(&mut s);
         match code {
             Some(code) => {
@@ -386,13 +380,7 @@ fn an_unknown_user_cannot_be_told_from_a_wrong_password() {
             "{user}: {body:?}"
         );
         let first = b"n,,n=,r=clientnonceclientnonce";
-        let mut init = b"SCRAM-SHA-256\0".to_vec();
-        init.extend((first.len() as i32).to_be_bytes());
-        init.extend(first);
-        let mut m = vec![b'p'];
-        m.extend(((init.len() + 4) as i32).to_be_bytes());
-        m.extend(init);
-        s.write_all(&m).unwrap();
+        s.write_all(&sasl_initial(first, first.len())).unwrap();
         let (t, body) = raw_read(&mut s);
         assert_eq!((t, &body[..4]), (b'R', &11i32.to_be_bytes()[..]), "{user}");
         let text = String::from_utf8(body[4..].to_vec()).unwrap();
@@ -476,6 +464,18 @@ fn raw_startup(port: u16, user: &str) -> std::net::TcpStream {
     m.extend(p);
     s.write_all(&m).unwrap();
     s
+}
+
+/// A SASLInitialResponse for SCRAM-SHA-256 carrying `first`, whose length
+/// field says `claimed`.
+fn sasl_initial(first: &[u8], claimed: usize) -> Vec<u8> {
+    let mut init = b"SCRAM-SHA-256\0".to_vec();
+    init.extend((claimed as i32).to_be_bytes());
+    init.extend(first);
+    let mut m = vec![b'p'];
+    m.extend(((init.len() + 4) as i32).to_be_bytes());
+    m.extend(init);
+    m
 }
 
 /// One backend message of a raw connection: (tag, body).

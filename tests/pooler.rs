@@ -803,6 +803,17 @@ async fn a_client_that_leaves_mid_batch_gives_its_server_back() {
     }
 }
 
+/// As libpq's PQcancel: a CancelRequest with the key of a BackendKeyData
+/// body, then wait until the pooler closes the cancel's connection.
+fn cancel_and_wait(port: u16, key: &[u8]) {
+    let mut cancel = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req = vec![0, 0, 0, 16, 0x04, 0xD2, 0x16, 0x2E];
+    req.extend_from_slice(&key[..8]);
+    cancel.write_all(&req).unwrap();
+    let mut rest = Vec::new();
+    cancel.read_to_end(&mut rest).unwrap();
+}
+
 /// A cancel that finds nothing running is ignored, as Postgres ignores it: a
 /// client that sends its next query once its cancel went through (libpq's
 /// PQcancel sends the CancelRequest and waits until the cancel's connection
@@ -823,13 +834,7 @@ async fn a_cancel_for_an_idle_client_never_stops_its_next_query() {
             .expect("BackendKeyData")
             .1;
         for i in 0..30 {
-            // As PQcancel: the CancelRequest, then wait for the close.
-            let mut cancel = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            let mut req = vec![0, 0, 0, 16, 0x04, 0xD2, 0x16, 0x2E];
-            req.extend_from_slice(&key[..8]);
-            cancel.write_all(&req).unwrap();
-            let mut rest = Vec::new();
-            cancel.read_to_end(&mut rest).unwrap();
+            cancel_and_wait(port, key);
             c.query("SELECT 1");
             let m = c.run(1);
             assert!(
@@ -872,12 +877,7 @@ async fn every_cancel_for_a_parked_client_is_looked_at() {
             // Past the session's linger (100 ms), so that it has parked: no
             // event tells when it does.
             std::thread::sleep(Duration::from_millis(400));
-            let mut cancel = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            let mut req = vec![0, 0, 0, 16, 0x04, 0xD2, 0x16, 0x2E];
-            req.extend_from_slice(&key[..8]);
-            cancel.write_all(&req).unwrap();
-            let mut rest = Vec::new();
-            cancel.read_to_end(&mut rest).unwrap();
+            cancel_and_wait(port, key);
             c.query("SELECT 1");
             let m = c.run(1);
             assert!(

@@ -1152,8 +1152,7 @@ fn ambiguous(r: &Routing) -> Refusal {
 fn aborted() -> Refusal {
     Refusal::new(
         sqlstate::IN_FAILED_SQL_TRANSACTION,
-        "current transaction is aborted, commands ignored until end of transaction block"
-            .to_string(),
+        sqlstate::ABORTED_MESSAGE.to_string(),
     )
 }
 

@@ -641,11 +641,7 @@ impl Attachment {
                         // failed: as on Postgres it answers ROLLBACK; the
                         // statement's error, never told, comes as a warning.
                         let info = protocol::parse_error(&e[5..]);
-                        let mut w = BytesMut::new();
-                        protocol::error_fields(
-                            &mut w,
-                            tag::backend::NOTICE_RESPONSE,
-                            "WARNING",
+                        let mut w = warning(
                             &info.code,
                             &format!("the transaction was rolled back: {}", info.message),
                         );
@@ -765,11 +761,7 @@ impl Attachment {
                             a.conn.broken = true;
                             // A warning with the code only: the server's words
                             // may name what another client left on it.
-                            let mut w = BytesMut::new();
-                            protocol::error_fields(
-                                &mut w,
-                                tag::backend::NOTICE_RESPONSE,
-                                "WARNING",
+                            let w = warning(
                                 &info.code,
                                 "an internal statement of shardbouncer failed on this server; \
                                  it is closed after this transaction",
@@ -928,6 +920,19 @@ fn replace_all(v: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(&v[last..]);
     out
+}
+
+/// A NoticeResponse of severity WARNING.
+fn warning(code: &str, message: &str) -> BytesMut {
+    let mut w = BytesMut::new();
+    protocol::error_fields(
+        &mut w,
+        tag::backend::NOTICE_RESPONSE,
+        "WARNING",
+        code,
+        message,
+    );
+    w
 }
 
 /// A Describe of a named statement was answered (RowDescription or NoData):

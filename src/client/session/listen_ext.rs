@@ -52,11 +52,7 @@ impl Core {
             return Some(unit);
         };
         if self.client_status() == TxStatus::Failed {
-            let e = PgError::new(
-                sqlstate::IN_FAILED_SQL_TRANSACTION,
-                "current transaction is aborted, commands ignored until end of transaction block",
-            );
-            self.unit_error(unit, &e);
+            self.unit_error(unit, &super::routing::aborted());
             return None;
         }
         let Unit::Batch(msgs) = unit else {
@@ -98,14 +94,7 @@ impl Core {
                         Some(p) if p.0 == portal => p.1.clone(),
                         _ => Vec::new(),
                     };
-                    for op in ops {
-                        let t = match op {
-                            ListenOp::Listen(_) => "LISTEN",
-                            _ => "UNLISTEN",
-                        };
-                        protocol::command_complete(self.out.build(), t);
-                        self.route.listen(op);
-                    }
+                    self.answer_listen_ops(ops);
                     self.reply(tag::frontend::EXECUTE);
                 }
                 Step::Close(statement) => {

@@ -652,12 +652,17 @@ impl Core {
             return self.unit_error(unit, &e);
         };
         if self.client_status() == TxStatus::Failed {
-            let e = PgError::new(
-                sqlstate::IN_FAILED_SQL_TRANSACTION,
-                "current transaction is aborted, commands ignored until end of transaction block",
-            );
-            return self.unit_error(unit, &e);
+            return self.unit_error(unit, &aborted());
         }
+        self.answer_listen_ops(ops);
+        let status = self.client_status();
+        protocol::ready_for_query(self.out.build(), status);
+        self.reply_ready(tag::frontend::QUERY);
+    }
+
+    /// Each LISTEN/UNLISTEN answered here: its CommandComplete, and the
+    /// operation handed to the relays.
+    pub(super) fn answer_listen_ops(&mut self, ops: Vec<ListenOp>) {
         for op in ops {
             let t = match op {
                 ListenOp::Listen(_) => "LISTEN",
@@ -666,9 +671,6 @@ impl Core {
             protocol::command_complete(self.out.build(), t);
             self.route.listen(op);
         }
-        let status = self.client_status();
-        protocol::ready_for_query(self.out.build(), status);
-        self.reply_ready(tag::frontend::QUERY);
     }
 
     /// Carry out a `SET key` / `RESET key` answered locally; its command tag.
@@ -1021,6 +1023,14 @@ fn unrouted(f: &Facts) -> Decision {
         }
         _ => Decision::TenantFree,
     }
+}
+
+/// What Postgres answers inside a failed transaction.
+pub(super) fn aborted() -> PgError {
+    PgError::new(
+        sqlstate::IN_FAILED_SQL_TRANSACTION,
+        sqlstate::ABORTED_MESSAGE,
+    )
 }
 
 /// What a batch does with a portal name.
