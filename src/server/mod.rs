@@ -734,7 +734,7 @@ impl ServerConn {
     /// the pool. The record no longer has it, so the client's next server is
     /// given it again with its settings.
     pub async fn lift_idle_timeout(&mut self) -> Result<(), ServerError> {
-        self.internal_rows(&format!("{READ_COMMITTED}RESET {IDLE_TIMEOUT}"))
+        self.internal_rows(&format!("{READ_COMMITTED}{UNTIMED}RESET {IDLE_TIMEOUT}"))
             .await?;
         self.unreported.remove(IDLE_TIMEOUT);
         Ok(())
