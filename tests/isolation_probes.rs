@@ -743,6 +743,35 @@ fn the_seed_setting_and_alter_table_sequences_stay_with_their_client() {
             "round {round}: the next client's random() followed a seed given at login"
         );
     }
+    // SET LOCAL seed seeds random() for good too (re-probe).
+    for sql in [
+        "BEGIN; SET LOCAL seed = 0.5; COMMIT",
+        "SET LOCAL seed = 0.5; SELECT 1",
+    ] {
+        let (errs, _) = q(&mut c1, sql);
+        assert!(errs.is_empty(), "{sql}: {errs:?}");
+        let (errs, v) = q(&mut c2, "SELECT random()::text");
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_ne!(v, std::slice::from_ref(&seeded), "after `{sql}`");
+    }
+    // In session mode, a seed given at login, once the client leaves.
+    {
+        let mut s = f.raw("appsess", &[("options", "-c seed=0.5")]);
+        let (errs, _) = q(
+            &mut s,
+            "SELECT name FROM accounts WHERE tenant_id = 'alpha'",
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        s.terminate();
+        let _ = s.send_and_read_to_end();
+    }
+    let mut next = f.raw("appsess", &[]);
+    let (errs, v) = q(
+        &mut next,
+        "SELECT random()::text FROM accounts WHERE tenant_id = 'alpha'",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_ne!(v, [seeded], "session mode: a seed given at login");
 }
 
 /// Session settings follow their client, so the pooler keeps a copy of
@@ -2603,6 +2632,23 @@ fn a_held_statement_that_fails_later_reports_its_own_error() {
         "SELECT name FROM accounts WHERE tenant_id = 'alpha'",
     );
     assert_eq!(errs, ["22023"], "the SET's own error");
+    let (errs, _) = q(&mut c, "ROLLBACK");
+    assert!(errs.is_empty(), "{errs:?}");
+    // A second held statement after it: the first error is still the cause
+    // (re-probe: the second one's 25P02 hid it).
+    for sql in [
+        "BEGIN",
+        "SET statement_timeout = 'abc'",
+        "SET work_mem = '8MB'",
+    ] {
+        let m = send_until(&mut c, &frame(b'Q', format!("{sql}\0").as_bytes()), b'Z');
+        assert!(error_codes(&m).is_empty(), "{sql}: {m:?}");
+    }
+    let (errs, _) = q(
+        &mut c,
+        "SELECT name FROM accounts WHERE tenant_id = 'alpha'",
+    );
+    assert_eq!(errs, ["22023"], "the first held statement's error");
     let (errs, _) = q(
         &mut c,
         "SELECT name FROM accounts WHERE tenant_id = 'alpha'",

@@ -778,8 +778,15 @@ fn classify_set<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8], out: &mut Fact
     }
     if local {
         // SET LOCAL x: gone at transaction end, nothing to follow the client;
-        // until then it may change the lexing of what follows.
+        // until then it may change the lexing of what follows. But `SET LOCAL
+        // seed` seeds random() for good, as `setseed` does: reseeded on
+        // release (re-probe: the next client got its sequence).
         out.effects.add(Effects::LOCAL_SETTINGS);
+        if is_identlike(&t) && lx.peek_sig().is_none_or(|n| n.k != K::Dot) {
+            let mut name = String::new();
+            push_ident(sql, &t, &mut name);
+            note_builtin(out, &name);
+        }
         return Kind::TxScoped("SET");
     }
     out.effects.add(Effects::SETTINGS);
@@ -1906,9 +1913,13 @@ mod tests {
             "SET seed = 0.5",
             "SET SESSION seed TO 0.5",
             "SELECT set_config('seed', '0.5', false)",
+            // Local, it seeds random() for good all the same (re-probe).
+            "SET LOCAL seed = 0.5",
+            "SET LOCAL \"seed\" TO 0.5",
         ] {
-            assert!(e(sql).any(Effects::SEED), "{sql}");
+            assert!(e(sql).resets().any(Effects::SEED), "{sql}");
         }
+        assert!(!e("SET LOCAL search_path = a").resets().any(Effects::SEED));
         assert!(e("SELECT set_config($1, '0.5', false)")
             .resets()
             .any(Effects::SEED));

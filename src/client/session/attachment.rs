@@ -747,7 +747,11 @@ impl Attachment {
                             // The client's own statement, answered earlier:
                             // its error is reported with the next statement.
                             // The server is as Postgres leaves it.
-                            a.replay_error = Some(Bytes::copy_from_slice(&rest[..len]));
+                            // The first one is the cause: those after it get
+                            // 25P02 (re-probe: a second held SET hid it).
+                            if a.replay_error.is_none() {
+                                a.replay_error = Some(Bytes::copy_from_slice(&rest[..len]));
+                            }
                         } else if mode == Mode::Swallow {
                             // A failed internal statement: tell the client as a warning.
                             let info = protocol::parse_error(body);

@@ -449,6 +449,13 @@ impl Core {
         self.settings.custom()
     }
 
+    /// The client has a `seed` among its settings (a startup option, or set
+    /// in an earlier transaction): it is applied with them to each server it
+    /// gets, and the next client's random() would follow it.
+    pub fn seeded(&self) -> bool {
+        self.settings.unreported().get("seed").is_some()
+    }
+
     /// The home shard: where tenant-free work goes.
     pub fn home_shard(&self) -> usize {
         match &self.db.routing {

@@ -1677,12 +1677,17 @@ impl Session {
             }
         }
         use crate::router::Effects;
-        // DISCARD ALL resets everything but the random seed.
-        let resets = match (reset, effects.resets()) {
+        // DISCARD ALL resets everything but the random seed, which a seed
+        // among the client's settings (one given at connect) set as well
+        // (re-probe: in session mode, the next client got its sequence).
+        let mut resets = match (reset, effects.resets()) {
             (true, r) if r.any(Effects::SEED) => Effects::SEED,
             (true, _) => Effects::none(),
             (false, r) => r,
         };
+        if self.core.seeded() {
+            resets.add(Effects::SEED);
+        }
         if clean && !resets.is_empty() {
             let login_user = pool.target.load().user.clone();
             // The client is gone, but the server's own record of what is set

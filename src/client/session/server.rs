@@ -150,7 +150,7 @@ impl Core {
         }
         let read_back = effects.may_change_settings();
         let mut resets = effects.resets();
-        if self.settings.unreported().get("seed").is_some() {
+        if self.seeded() {
             // The client's seed (a startup option, or set in an earlier
             // transaction) was applied to this server with its settings: the
             // next client's random() would follow it (probe: `-c seed=0.5`
