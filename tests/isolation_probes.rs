@@ -2586,6 +2586,14 @@ fn a_statement_never_runs_under_result_types_its_client_was_not_told() {
         ["0A000"],
         "a new server's copy, other types: {m:?}"
     );
+    // With the routine Postgres names, which drivers look for before they
+    // prepare the statement again (re-probe: asyncpg did not).
+    let e = m.iter().find(|(t, _)| *t == b'E').expect("an error");
+    assert!(
+        e.1.windows(22).any(|w| w == b"RRevalidateCachedQuery"),
+        "{:?}",
+        String::from_utf8_lossy(&e.1)
+    );
     assert!(first_column(&m).is_empty(), "{m:?}");
     // Prepared (and described) again: it runs, with the new type.
     prepare(&mut a, "a3");

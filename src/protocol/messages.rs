@@ -593,6 +593,18 @@ pub fn rewrite_error(
     drop: &[u8],
     map: impl Fn(&[u8]) -> Option<Vec<u8>>,
 ) {
+    rewrite_error_adding(buf, tag, body, drop, &[], map)
+}
+
+/// [`rewrite_error`], with the fields `extra` added at the end.
+pub fn rewrite_error_adding(
+    buf: &mut BytesMut,
+    tag: u8,
+    body: &[u8],
+    drop: &[u8],
+    extra: &[(u8, &[u8])],
+    map: impl Fn(&[u8]) -> Option<Vec<u8>>,
+) {
     let at = begin(buf, tag);
     let mut rest = body;
     while let Some((&field, r)) = rest.split_first() {
@@ -614,6 +626,10 @@ pub fn rewrite_error(
             Some(v) => put_cstr(buf, &v),
             None => put_cstr(buf, val),
         }
+    }
+    for (field, val) in extra {
+        buf.put_u8(*field);
+        put_cstr(buf, val);
     }
     buf.put_u8(0);
     finish(buf, at);

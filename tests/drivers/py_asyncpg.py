@@ -220,7 +220,32 @@ async def listener_test():
             await other.close()
 
 
+async def migration_test():
+    """A column changes type under a cached statement, and the statement next
+    runs on a server with no copy of it: Postgres's 0A000, and asyncpg's own
+    re-prepare gives the new type (not the old type's reading of its bits)."""
+    c = await connect()
+    direct = await asyncpg.connect(
+        host=HOST, port=int(SINGLE_PG_PORT), user=USER, password=PASSWORD, database=DB
+    )
+    try:
+        await c.execute("DROP TABLE IF EXISTS mig; CREATE TABLE mig (n int4); INSERT INTO mig VALUES (42)")
+        C.eq("before the migration", await c.fetchval("SELECT n FROM mig"), 42)
+        await direct.execute("ALTER TABLE mig ALTER n TYPE real USING n::real")
+        # Every pooled server goes: the next one prepares the statement afresh.
+        await direct.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE usename = current_user AND pid <> pg_backend_pid() AND datname = current_database()"
+        )
+        C.eq("after the migration, on a new server", await c.fetchval("SELECT n FROM mig"), 42.0)
+    finally:
+        await c.close()
+        await direct.close()
+
+
 async def main():
+    step("asyncpg: a migration under a cached statement")
+    await migration_test()
     step("asyncpg add_listener / remove_listener")
     await listener_test()
     step("single database, %d concurrent connections" % WORKERS)

@@ -898,12 +898,22 @@ fn client_error(e: &Entry, frame: &[u8]) -> Option<Bytes> {
     if !e.raised && !rename {
         return None;
     }
+    // The routine Postgres names with `cached plan must not change result
+    // type`: asyncpg and PgJDBC prepare their statement again only when they
+    // see it (re-probe: asyncpg failed every call after ours).
+    let revalidate: &[(u8, &[u8])] = match e.raised
+        && memchr::memmem::find(frame, b"cached plan must not change result type").is_some()
+    {
+        true => &[(b'R', b"RevalidateCachedQuery")],
+        false => &[],
+    };
     let mut out = BytesMut::new();
-    protocol::rewrite_error(
+    protocol::rewrite_error_adding(
         &mut out,
         frame[0],
         &frame[5..],
         if e.raised { RAISED } else { b"" },
+        revalidate,
         |v| {
             let (i, c) = (internal?, e.client_name.as_ref()?);
             memchr::memmem::find(v, i)?;
