@@ -2605,6 +2605,26 @@ fn a_statement_never_runs_under_result_types_its_client_was_not_told() {
          WHERE usename = 'app' AND pid <> pg_backend_pid()",
     );
     assert_eq!(first_column(&run(&mut a, "a3")), ["42"]);
+    // The parameter types too: an UPDATE has no result, and a binary int4
+    // read as a real is another number (re-probe: 7 was stored as 1e-44).
+    // A server with no copy, the client told int8 by its Describe.
+    a.parse("u1", "UPDATE rt SET n = $1")
+        .describe_stmt("u1")
+        .sync();
+    assert!(error_codes(&a.run(1)).is_empty());
+    f.direct(0, "ALTER TABLE rt ALTER n TYPE real USING n::real");
+    f.direct(
+        0,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE usename = 'app' AND pid <> pg_backend_pid()",
+    );
+    let seven = 7i64.to_be_bytes();
+    a.bind_raw("u1", &[Some(&seven[..])], &[1]).execute().sync();
+    let m = a.run(1);
+    assert_eq!(error_codes(&m), ["0A000"], "other parameter types: {m:?}");
+    assert_eq!(f.direct(0, "SELECT n::text FROM rt"), "42");
+    f.direct(0, "ALTER TABLE rt ALTER n TYPE int8 USING n::int8");
+
     // Inside a transaction whose server statements the pooler no longer
     // trusts (dynamic code ran: it may have deallocated any), the statement
     // runs through a fresh parse of the unnamed statement: described first.

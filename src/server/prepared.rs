@@ -69,10 +69,17 @@ pub struct StmtDef {
     /// of the statement): a server copy must have the same, or the client
     /// would read the rows as what they no longer are (see [`Results`]).
     pub told: std::sync::Mutex<Option<Results>>,
+    /// The parameter types its client was last told (a Describe of the
+    /// statement): the types it sends its values in. A copy prepared afresh
+    /// may infer others from a changed schema, and read binary values as
+    /// what they are not (re-probe: asyncpg's int4 7 stored as a real 1e-44).
+    pub told_params: std::sync::Mutex<Option<Results>>,
     /// The result types of the text as planned afresh on the server with
     /// this id (described through the unnamed statement, where the server's
     /// copy could not be used).
     pub fresh_results: std::sync::Mutex<Option<(u64, Results)>>,
+    /// The same for its parameter types.
+    pub fresh_params: std::sync::Mutex<Option<(u64, Results)>>,
 }
 
 /// The type OIDs of a statement's result columns, from a RowDescription
@@ -122,7 +129,9 @@ impl StmtDef {
             described: OnceLock::new(),
             not_before: 0,
             told: std::sync::Mutex::new(None),
+            told_params: std::sync::Mutex::new(None),
             fresh_results: std::sync::Mutex::new(None),
+            fresh_params: std::sync::Mutex::new(None),
         }
     }
 
@@ -178,6 +187,8 @@ struct ServerCopy {
     /// Its result types, once a Describe of it was answered here (a copy's
     /// never change: Postgres fails a statement whose result did).
     results: OnceLock<Results>,
+    /// Its parameter types, once a Describe of it was answered here.
+    params: OnceLock<Results>,
 }
 
 /// Most bytes of statement text one server keeps prepared (and shardbouncer
@@ -230,6 +241,7 @@ impl ServerStatements {
             prepared_at: tick(),
             stale: false,
             results: OnceLock::new(),
+            params: OnceLock::new(),
         };
         self.bytes += c.def.query.len();
         if let Some(old) = self.map.insert(c.def.hash, c) {
@@ -286,6 +298,23 @@ impl ServerStatements {
             .get(&def.hash)
             .filter(|c| c.def.same(def))
             .and_then(|c| c.results.get().cloned())
+    }
+
+    /// The parameter types of this server's copy of `def`, if known.
+    pub fn params(&self, def: &StmtDef) -> Option<Results> {
+        self.map
+            .get(&def.hash)
+            .filter(|c| c.def.same(def))
+            .and_then(|c| c.params.get().cloned())
+    }
+
+    /// A Describe of this server's copy of `def` was answered with `params`.
+    pub fn set_params(&self, def: &StmtDef, params: Results) {
+        if let Some(c) = self.map.get(&def.hash) {
+            if c.def.same(def) {
+                let _ = c.params.set(params);
+            }
+        }
     }
 
     /// A Describe of this server's copy of `def` was answered with `results`.

@@ -451,6 +451,12 @@ impl Attachment {
         self.conn.id
     }
 
+    /// The parameter types of this server's copy of `def`, if a Describe of
+    /// it was answered here.
+    pub(super) fn copy_params(&self, def: &StmtDef) -> Option<prepared::Results> {
+        self.conn.prepared.params(def)
+    }
+
     /// Record `def` as prepared here (its Parse is being sent).
     pub(super) fn note_prepared(&mut self, def: Arc<StmtDef>) {
         self.conn.prepared.insert(def);
@@ -674,9 +680,19 @@ impl Attachment {
                             ctx.stmts
                                 .describe_unnamed(protocol::parse_parameter_description(body));
                         } else if let Some(def) = &e.stmt {
-                            let _ = def
-                                .described
-                                .set(protocol::parse_parameter_description(body).collect());
+                            let params: prepared::Results =
+                                protocol::parse_parameter_description(body).collect();
+                            if e.verifies_unnamed {
+                                *def.fresh_params.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    Some((a.conn.id, params));
+                            } else {
+                                if e.mode == Mode::Forward {
+                                    *def.told_params.lock().unwrap_or_else(|p| p.into_inner()) =
+                                        Some(params.clone());
+                                }
+                                a.conn.prepared.set_params(def, params.clone());
+                                let _ = def.described.set(params.to_vec());
+                            }
                         }
                     }
                 }

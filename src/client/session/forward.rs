@@ -665,15 +665,30 @@ impl Core {
             true => Held::Stale,
             false => a.has_prepared(&def),
         };
-        let known = match held {
+        let told_params = def
+            .told_params
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (results, params) = match held {
             // It runs through the unnamed statement, parsed afresh (see
             // `ensure_prepared`): described so, on this server.
-            Held::Stale => fresh_on(&def, a.server_id()),
-            Held::Ready => a.copy_results(&def),
-            Held::Missing => None,
+            Held::Stale => {
+                let id = a.server_id();
+                (
+                    fresh_on(&def.fresh_results, id),
+                    fresh_on(&def.fresh_params, id),
+                )
+            }
+            Held::Ready => (a.copy_results(&def), a.copy_params(&def)),
+            Held::Missing => (None, None),
         };
-        if let Some(known) = known {
-            return match known == told {
+        // The parameter types count where the client was told them: it
+        // sends its values in those (binary ones read as others would be
+        // other values).
+        if let (Some(results), true) = (results, told_params.is_none() || params.is_some()) {
+            let same = results == told && (told_params.is_none() || params == told_params);
+            return match same {
                 true => Results::Go,
                 false => Results::Differ,
             };
@@ -783,10 +798,13 @@ fn changed_result() -> PgError {
     )
 }
 
-/// The result types of `def`'s text as described afresh on server `id`
-/// (see [`StmtDef::fresh_results`]).
-fn fresh_on(def: &StmtDef, id: u64) -> Option<prepared::Results> {
-    match &*def.fresh_results.lock().unwrap_or_else(|p| p.into_inner()) {
+/// The types (results or parameters) of a statement's text as described
+/// afresh on server `id` (see [`StmtDef::fresh_results`]).
+fn fresh_on(
+    fresh: &std::sync::Mutex<Option<(u64, prepared::Results)>>,
+    id: u64,
+) -> Option<prepared::Results> {
+    match &*fresh.lock().unwrap_or_else(|p| p.into_inner()) {
         Some((on, r)) if *on == id => Some(r.clone()),
         _ => None,
     }
