@@ -2605,6 +2605,24 @@ fn a_statement_never_runs_under_result_types_its_client_was_not_told() {
          WHERE usename = 'app' AND pid <> pg_backend_pid()",
     );
     assert_eq!(first_column(&run(&mut a, "a3")), ["42"]);
+    // Told by a Describe of the portal, as PgJDBC asks (re-probe: its later
+    // Binds ran under the old types on a new server, with no error).
+    a.parse("j1", "SELECT n FROM rt")
+        .bind("j1", &[])
+        .describe_portal("")
+        .execute()
+        .sync();
+    assert_eq!(first_column(&a.run(1)), ["42"]);
+    f.direct(0, "ALTER TABLE rt ALTER n TYPE real USING n::real");
+    f.direct(
+        0,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE usename = 'app' AND pid <> pg_backend_pid()",
+    );
+    let m = run(&mut a, "j1");
+    assert_eq!(error_codes(&m), ["0A000"], "told by the portal: {m:?}");
+    f.direct(0, "ALTER TABLE rt ALTER n TYPE int8 USING n::int8");
+
     // The parameter types too: an UPDATE has no result, and a binary int4
     // read as a real is another number (re-probe: 7 was stored as 1e-44).
     // A server with no copy, the client told int8 by its Describe.

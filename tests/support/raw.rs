@@ -192,6 +192,14 @@ impl Raw {
         self.msg(b'c', b"")
     }
 
+    /// Describe of a portal.
+    pub fn describe_portal(&mut self, portal: &str) -> &mut Raw {
+        let mut b = vec![b'P'];
+        b.extend_from_slice(portal.as_bytes());
+        b.push(0);
+        self.msg(b'D', &b)
+    }
+
     /// Flush.
     pub fn msg_flush(&mut self) -> &mut Raw {
         self.msg(b'H', b"")

@@ -129,6 +129,11 @@ pub struct Core {
     /// key, held statements) in a batch without its Execute: the server's
     /// portal of that name is not the client's, and must not run for it.
     pub(super) locally_bound: Option<Bytes>,
+    /// The portal last bound to a named statement, and the statement: a
+    /// Describe of that portal tells the client the statement's result
+    /// types (PgJDBC describes the portal, not the statement; see
+    /// `StmtDef::told`).
+    pub(super) last_bound: Option<Box<(Bytes, Arc<crate::server::prepared::StmtDef>)>>,
 }
 
 /// What of a [`Core`] lasts between transactions, and nothing else: an idle
@@ -214,6 +219,7 @@ impl Core {
             terminating: _,
             listen_portal: _,
             locally_bound: _,
+            last_bound: _,
         } = self;
         let tenants = route.park();
         let (answered, counters) = counters.park();
@@ -260,6 +266,7 @@ impl Core {
             terminating: false,
             listen_portal: None,
             locally_bound: None,
+            last_bound: None,
         }
     }
 
@@ -290,6 +297,7 @@ impl Core {
             terminating: false,
             listen_portal: None,
             locally_bound: None,
+            last_bound: None,
         }
     }
 

@@ -379,8 +379,21 @@ impl Core {
                             "malformed Bind message",
                         ));
                     }
-                    // Describe of a portal: the server judges it.
-                    return self.send_ext(t, frame);
+                    // Describe of a portal: the server judges it. One bound to a
+                    // named statement tells the client its result types.
+                    let portal = protocol::cstr(body.get(1..).unwrap_or_default())
+                        .map_or(&[][..], |(p, _)| p);
+                    let def = match self.last_bound.as_deref() {
+                        Some((bound, def)) if bound == portal => Some(def.clone()),
+                        _ => None,
+                    };
+                    let Some(def) = def else {
+                        return self.send_ext(t, frame);
+                    };
+                    if let Some(a) = self.att.as_mut() {
+                        a.send_ext(Entry::forward(t).with_stmt(def), frame);
+                    }
+                    return;
                 };
                 if name.is_empty() {
                     if t == f::BIND {
@@ -460,6 +473,17 @@ impl Core {
                         &def.facts,
                         body,
                     );
+                }
+                if t == f::BIND {
+                    let portal = protocol::cstr(body).map_or(&[][..], |(p, _)| p);
+                    // No allocation for the same portal again (the unnamed one).
+                    match self.last_bound.as_deref_mut() {
+                        Some(b) if b.0 == portal => b.1 = def.clone(),
+                        _ => {
+                            self.last_bound =
+                                Some(Box::new((Bytes::copy_from_slice(portal), def.clone())))
+                        }
+                    }
                 }
                 let server_name = self.ensure_prepared(&def);
                 let Some(msg) = prepared::rewrite_name(self.out.build(), &frame, server_name)
