@@ -2613,6 +2613,15 @@ fn a_statement_never_runs_under_result_types_its_client_was_not_told() {
         .execute()
         .sync();
     assert_eq!(first_column(&a.run(1)), ["42"]);
+    // The same portal then bound to an unnamed statement and described: that
+    // description is not the named statement's (a false 0A000 followed).
+    a.parse("", "SELECT 'text'::text")
+        .bind("", &[])
+        .describe_portal("")
+        .execute()
+        .sync();
+    assert_eq!(first_column(&a.run(1)), ["text"]);
+    assert_eq!(first_column(&run(&mut a, "j1")), ["42"]);
     f.direct(0, "ALTER TABLE rt ALTER n TYPE real USING n::real");
     f.direct(
         0,

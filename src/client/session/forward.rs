@@ -367,6 +367,19 @@ impl Core {
             f::BIND | f::DESCRIBE => {
                 if t == f::BIND {
                     self.counters.bind();
+                    // The portal holds this Bind's statement from now on: a
+                    // named one is noted again below (re-probe follow-up: an
+                    // unnamed statement's portal was described as an older
+                    // named one's, and its next Bind got a false 0A000).
+                    if let Some((portal, rest)) =
+                        protocol::cstr(body).filter(|_| self.last_bound.is_some())
+                    {
+                        let named = protocol::cstr(rest).is_some_and(|(n, _)| !n.is_empty());
+                        let same = self.last_bound.as_deref().is_some_and(|b| b.0 == portal);
+                        if same && (!named || self.owns_server()) {
+                            self.last_bound = None;
+                        }
+                    }
                 }
                 let named = match t {
                     f::BIND => Bind::parse(body).map(|b| b.statement),
