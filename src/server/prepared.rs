@@ -20,7 +20,6 @@ use crate::protocol::{self, Parse};
 use crate::router::bind::ParamTypes;
 use crate::router::Facts;
 use bytes::{BufMut, Bytes, BytesMut};
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -90,6 +89,28 @@ pub struct StmtDef {
 /// (probe: asyncpg read a `real` column's bits as the `int4` it was told,
 /// 1109917696 for 42.0, with no error).
 pub type Results = Arc<[u32]>;
+
+/// Whether a RowDescription body has the result types `types`, read in
+/// place (no allocation).
+pub fn row_types_are(body: &[u8], types: &[u32]) -> bool {
+    let Some(n) = body.get(..2) else { return false };
+    if u16::from_be_bytes([n[0], n[1]]) as usize != types.len() {
+        return false;
+    }
+    let mut at = 2;
+    for &want in types {
+        let Some(end) = body.get(at..).and_then(|b| memchr::memchr(0, b)) else {
+            return false;
+        };
+        let t = at + end + 1 + 4 + 2;
+        match body.get(t..t + 4) {
+            Some(b) if u32::from_be_bytes([b[0], b[1], b[2], b[3]]) == want => {}
+            _ => return false,
+        }
+        at = t + 12;
+    }
+    true
+}
 
 /// The result types of a RowDescription body (`None`: malformed).
 pub fn row_types(body: &[u8]) -> Option<Results> {
@@ -202,7 +223,9 @@ pub const MAX_SERVER_STATEMENT_BYTES: usize = 16 << 20;
 /// Statements prepared on one server, with least-recently-used eviction.
 #[derive(Debug, Default)]
 pub struct ServerStatements {
-    map: HashMap<u64, ServerCopy>,
+    /// By content hash (looked up at every Bind; keyed, as the statements'
+    /// names are).
+    map: crate::router::keyed::KeyedMap<u64, ServerCopy>,
     tick: u64,
     /// Bytes of text of the statements in `map`.
     bytes: usize,
@@ -230,6 +253,43 @@ impl ServerStatements {
             Some(_) => Held::Stale,
             None => Held::Missing,
         }
+    }
+
+    /// [`Self::touch`], and for a copy that can run here, whether its result
+    /// (and parameter) types are the `told` ones (`None`: not known yet). One
+    /// lookup, nothing cloned: it runs for every Bind of a statement whose
+    /// client was told its types.
+    pub fn touch_and_compare(
+        &mut self,
+        def: &StmtDef,
+        told: &[u32],
+        told_params: Option<&[u32]>,
+    ) -> (Held, Option<bool>) {
+        // One lookup: `touch`'s, with the comparison.
+        self.tick += 1;
+        let c = match self.map.get_mut(&def.hash) {
+            Some(c) if c.def.same(def) => c,
+            Some(_) => return (Held::Stale, None),
+            None => return (Held::Missing, None),
+        };
+        if c.prepared_at < def.not_before || c.prepared_at < INVALIDATED_AT.load(Ordering::Relaxed)
+        {
+            c.stale = true;
+        }
+        if c.stale {
+            return (Held::Stale, None);
+        }
+        c.used = self.tick;
+        let held = Held::Ready;
+        let Some(results) = c.results.get() else {
+            return (held, None);
+        };
+        let params = match (told_params, c.params.get()) {
+            (None, _) => true,
+            (Some(t), Some(p)) => **p == *t,
+            (Some(_), None) => return (held, None),
+        };
+        (held, Some(**results == *told && params))
     }
 
     /// Record a statement as prepared (or being prepared: a Parse is in flight).
@@ -298,14 +358,6 @@ impl ServerStatements {
             .get(&def.hash)
             .filter(|c| c.def.same(def))
             .and_then(|c| c.results.get().cloned())
-    }
-
-    /// The parameter types of this server's copy of `def`, if known.
-    pub fn params(&self, def: &StmtDef) -> Option<Results> {
-        self.map
-            .get(&def.hash)
-            .filter(|c| c.def.same(def))
-            .and_then(|c| c.params.get().cloned())
     }
 
     /// A Describe of this server's copy of `def` was answered with `params`.

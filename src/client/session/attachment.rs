@@ -440,21 +440,19 @@ impl Attachment {
         self.conn.prepared.touch(def)
     }
 
-    /// The result types of this server's copy of `def`, if a Describe of it
-    /// was answered here.
-    pub(super) fn copy_results(&self, def: &StmtDef) -> Option<prepared::Results> {
-        self.conn.prepared.results(def)
-    }
-
     /// The server's id (its statistics and logs name it so).
     pub(super) fn server_id(&self) -> u64 {
         self.conn.id
     }
 
-    /// The parameter types of this server's copy of `def`, if a Describe of
-    /// it was answered here.
-    pub(super) fn copy_params(&self, def: &StmtDef) -> Option<prepared::Results> {
-        self.conn.prepared.params(def)
+    /// See [`prepared::ServerStatements::touch_and_compare`].
+    pub(super) fn touch_and_compare(
+        &mut self,
+        def: &StmtDef,
+        told: &[u32],
+        told_params: Option<&[u32]>,
+    ) -> (Held, Option<bool>) {
+        self.conn.prepared.touch_and_compare(def, told, told_params)
     }
 
     /// Record `def` as prepared here (its Parse is being sent).
@@ -973,6 +971,22 @@ fn note_results(a: &Attachment, t: u8, body: &[u8]) {
     let (tag::frontend::DESCRIBE, Some(def), false) = (e.tag, &e.stmt, e.describes_unnamed) else {
         return;
     };
+    if !e.verifies_unnamed && e.mode == Mode::Forward {
+        // The same description again (a driver that describes each run):
+        // nothing to record, and no allocation.
+        let told = def.told.lock().unwrap_or_else(|p| p.into_inner());
+        let same = match (&*told, t) {
+            (Some(r), tag::backend::NO_DATA) => r.is_empty(),
+            (Some(r), _) => prepared::row_types_are(body, r),
+            (None, _) => false,
+        };
+        drop(told);
+        if same {
+            // (A server whose copy was described elsewhere has it described
+            // once more, by the check, before it runs.)
+            return;
+        }
+    }
     let results = match t {
         tag::backend::NO_DATA => Some(prepared::Results::from([])),
         _ => prepared::row_types(body),

@@ -689,42 +689,44 @@ impl Core {
         else {
             return Results::Go;
         };
-        let Some(told) = def.told.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
-            return Results::Go;
-        };
         let Some(a) = self.att.as_mut() else {
             return Results::Go;
         };
         if a.skipping() {
             return Results::Go;
         }
-        let held = match a.statements_untrusted() {
-            true => Held::Stale,
-            false => a.has_prepared(&def),
-        };
-        let told_params = def
-            .told_params
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let (results, params) = match held {
-            // It runs through the unnamed statement, parsed afresh (see
-            // `ensure_prepared`): described so, on this server.
-            Held::Stale => {
-                let id = a.server_id();
-                (
-                    fresh_on(&def.fresh_results, id),
-                    fresh_on(&def.fresh_params, id),
-                )
+        // Compared under the locks, nothing cloned: this runs for every Bind
+        // of a described statement (`pgbench -M prepared` describes each).
+        let (held, same) = {
+            let told = def.told.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(told) = told.as_deref() else {
+                return Results::Go;
+            };
+            let told_params = def.told_params.lock().unwrap_or_else(|p| p.into_inner());
+            // The parameter types count where the client was told them: it
+            // sends its values in those (binary ones read as others would
+            // be other values).
+            let told_params = told_params.as_deref();
+            // A copy that cannot be used runs through the unnamed statement,
+            // parsed afresh (see `ensure_prepared`): described so, on this
+            // server.
+            let fresh = |id| {
+                let results = fresh_on(&def.fresh_results, id)?;
+                let params = fresh_on(&def.fresh_params, id);
+                if told_params.is_some() && params.is_none() {
+                    return None;
+                }
+                Some(*results == *told && told_params.is_none_or(|t| params.as_deref() == Some(t)))
+            };
+            match a.statements_untrusted() {
+                true => (Held::Stale, fresh(a.server_id())),
+                false => match a.touch_and_compare(&def, told, told_params) {
+                    (Held::Stale, _) => (Held::Stale, fresh(a.server_id())),
+                    other => other,
+                },
             }
-            Held::Ready => (a.copy_results(&def), a.copy_params(&def)),
-            Held::Missing => (None, None),
         };
-        // The parameter types count where the client was told them: it
-        // sends its values in those (binary ones read as others would be
-        // other values).
-        if let (Some(results), true) = (results, told_params.is_none() || params.is_some()) {
-            let same = results == told && (told_params.is_none() || params == told_params);
+        if let Some(same) = same {
             return match same {
                 true => Results::Go,
                 false => Results::Differ,

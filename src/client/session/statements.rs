@@ -58,7 +58,9 @@ const MAX_DROPPED: usize = 1024;
 /// The client's statements.
 #[derive(Default)]
 pub(super) struct Statements {
-    named: HashMap<Bytes, Arc<StmtDef>>,
+    /// Looked up at every Bind: hashed with the keyed hash (SipHash was
+    /// about 100 instructions a lookup), keys drawn per process.
+    named: crate::router::keyed::KeyedMap<Bytes, Arc<StmtDef>>,
     /// Bytes the named statements hold ([`held_by`]), counted in
     /// [`HELD_BYTES`] too.
     bytes: usize,
