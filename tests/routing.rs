@@ -212,6 +212,21 @@ async fn user_suffix_carries_the_tenant() {
     assert_eq!(one(&c, "SELECT current_user").await.unwrap(), "app");
 }
 
+/// `user` given twice with different values carries two tenants: refused
+/// (22023) as two tenants at connect are, not logged in as the last one
+/// (re-probe).
+#[test]
+fn a_user_given_twice_with_a_suffix_is_refused() {
+    let f = Fixture::start_auth(2, "user_suffix = \".\"", "trust");
+    let (_, m) = support::raw::Raw::startup(f.bouncer.port, "app.42", "app", &[("user", "app.1")]);
+    assert_eq!(support::raw::error_codes(&m), ["22023"], "{m:?}");
+    let (_, m) = support::raw::Raw::startup(f.bouncer.port, "app.42", "app", &[("user", "app.42")]);
+    assert!(
+        support::raw::error_codes(&m).is_empty(),
+        "the same user twice: {m:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn comments_route_including_sqlcommenter() {
     let f = Fixture::start(2, "");

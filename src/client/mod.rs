@@ -278,6 +278,19 @@ async fn login<'a>(
         .and_then(|d| d.routing.as_ref())
         .and_then(|r| r.user_suffix.clone())
     {
+        // `user` given twice with different values: the tenant it carries
+        // is ambiguous (Postgres keeps the last; a front end may have
+        // checked the first: re-probe), so it is refused as two tenants are.
+        if login
+            .overwritten
+            .iter()
+            .any(|(k, v)| k == "user" && *v != user)
+        {
+            return Err(LoginError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                "user given more than once at connect, with different values",
+            ));
+        }
         if snap.config.user(&user).is_none() {
             if let Some(i) = user.rfind(sfx.as_str()) {
                 tenant_from_user = Some(user[i + sfx.len()..].to_string());
