@@ -29,10 +29,10 @@ impl Core {
         use tag::frontend as f;
         if self.att.is_some() {
             match self.check_results(t, &frame) {
-                Results::Go => self.forward_ext(t, frame, None),
+                Verdict::Go => self.forward_ext(t, frame, None),
                 // Sent once the server has answered.
-                Results::Wait => self.wait.stall(Unit::Batch(vec![(t, frame)])),
-                Results::Differ => self.inject_error_ext(&changed_result()),
+                Verdict::Wait => self.wait.stall(Unit::Batch(vec![(t, frame)])),
+                Verdict::Differ => self.inject_error_ext(&changed_result()),
             }
             return Need::Io;
         }
@@ -147,8 +147,8 @@ impl Core {
                 let mut msgs = msgs.into_iter();
                 while let Some((t, frame)) = msgs.next() {
                     match self.check_results(t, &frame) {
-                        Results::Go => {}
-                        Results::Wait => {
+                        Verdict::Go => {}
+                        Verdict::Wait => {
                             // This message and the rest wait for the server's
                             // answer, and are routed again after it, as a
                             // later slice of the batch.
@@ -157,7 +157,7 @@ impl Core {
                             self.wait.stall(Unit::Batch(rest));
                             break;
                         }
-                        Results::Differ => {
+                        Verdict::Differ => {
                             // As Postgres fails it: in its place, and the
                             // server skips the rest up to the Sync.
                             self.inject_error_ext(&changed_result());
@@ -656,23 +656,23 @@ impl Core {
     /// longer are (probe: asyncpg read a `real` as the `int4` it was told).
     /// When the copy's types are not known yet, the copy is described
     /// (prepared first, if the server lacks it) and flushed, and the message
-    /// waits for the answer ([`Results::Wait`]): only for a statement
+    /// waits for the answer ([`Verdict::Wait`]): only for a statement
     /// described before, on a server that did not describe its copy yet;
     /// rare, and one round trip each.
-    fn check_results(&mut self, t: u8, frame: &[u8]) -> Results {
+    fn check_results(&mut self, t: u8, frame: &[u8]) -> Verdict {
         use tag::frontend as f;
         let body = &frame[5..];
         // The common cases first, at a load each: a Bind of the unnamed
         // statement into the unnamed portal, a Describe of a portal or of
         // the unnamed statement.
         match (t, body.first(), body.get(1)) {
-            (f::BIND, Some(0), Some(0)) | (f::DESCRIBE, Some(b'P'), _) => return Results::Go,
-            (f::DESCRIBE, Some(b'S'), Some(0)) => return Results::Go,
+            (f::BIND, Some(0), Some(0)) | (f::DESCRIBE, Some(b'P'), _) => return Verdict::Go,
+            (f::DESCRIBE, Some(b'S'), Some(0)) => return Verdict::Go,
             (f::BIND | f::DESCRIBE, _, _) => {}
-            _ => return Results::Go,
+            _ => return Verdict::Go,
         }
         if self.owns_server() {
-            return Results::Go;
+            return Verdict::Go;
         }
         // The statement's name only (the portal's, then it): cheap, for every
         // Bind.
@@ -687,20 +687,20 @@ impl Core {
             .and_then(|n| self.stmts.get(n))
             .cloned()
         else {
-            return Results::Go;
+            return Verdict::Go;
         };
         let Some(a) = self.att.as_mut() else {
-            return Results::Go;
+            return Verdict::Go;
         };
         if a.skipping() {
-            return Results::Go;
+            return Verdict::Go;
         }
         // Compared under the locks, nothing cloned: this runs for every Bind
         // of a described statement (`pgbench -M prepared` describes each).
         let (held, same) = {
             let told = def.told.lock().unwrap_or_else(|p| p.into_inner());
             let Some(told) = told.as_deref() else {
-                return Results::Go;
+                return Verdict::Go;
             };
             let told_params = def.told_params.lock().unwrap_or_else(|p| p.into_inner());
             // The parameter types count where the client was told them: it
@@ -728,8 +728,8 @@ impl Core {
         };
         if let Some(same) = same {
             return match same {
-                true => Results::Go,
-                false => Results::Differ,
+                true => Verdict::Go,
+                false => Verdict::Differ,
             };
         }
         let mut b = BytesMut::new();
@@ -761,7 +761,7 @@ impl Core {
         if held != Held::Ready {
             self.counters.server_parse();
         }
-        Results::Wait
+        Verdict::Wait
     }
 
     /// Make the server raise `e` in an extended batch: the client sees the error
@@ -820,7 +820,7 @@ pub(super) fn raise_sql(code: &str, msg: &str) -> Option<String> {
 }
 
 /// What [`Core::check_results`] says of a Bind or Describe.
-pub(super) enum Results {
+pub(super) enum Verdict {
     /// It may go to the server.
     Go,
     /// It waits for the server to describe its copy.
