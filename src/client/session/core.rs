@@ -126,8 +126,8 @@ pub struct Core {
     /// (see `listen_ext`; boxed: almost no client has one).
     pub(super) listen_portal: Option<Box<(Bytes, Vec<crate::router::ListenOp>)>>,
     /// A portal whose Bind shardbouncer answered (a `SET` of the tenant
-    /// key, held statements) in a batch without its Execute: the server's
-    /// portal of that name is not the client's, and must not run for it.
+    /// key, held statements): the server's portal of that name is not the
+    /// client's, and must not run for it, until the portal is bound again.
     pub(super) locally_bound: Option<Bytes>,
     /// The portal last bound to a named statement, and the statement: a
     /// Describe of that portal tells the client the statement's result

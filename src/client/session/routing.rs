@@ -766,8 +766,8 @@ impl Core {
                     self.reply(f::PARSE);
                 }
                 f::BIND => {
-                    // Its Execute may come in a later batch (see
-                    // `locally_bound`), until this batch executes it.
+                    // It may be executed in a later batch (see
+                    // `locally_bound`), until it is bound again or closed.
                     let portal = protocol::cstr(body).map_or(&[][..], |(p, _)| p);
                     self.locally_bound = Some(Bytes::copy_from_slice(portal));
                     if begin.is_none() {
@@ -790,7 +790,10 @@ impl Core {
                     self.reply(f::DESCRIBE);
                 }
                 f::EXECUTE => {
-                    self.locally_bound = None;
+                    // (The portal stays bound here: a later Execute of it
+                    // must not run the server's older one either. Session
+                    // fuzz: an Execute alone after the Bind, Execute and
+                    // Sync of a SET tenant_id ran an earlier SELECT.)
                     let t = match l {
                         Local::BeginThenSetTenant { .. } | Local::BeginThenRest if !begun => {
                             // The router checked: the BEGIN runs first, once.

@@ -387,6 +387,24 @@ fn an_execute_of_a_portal_bound_here_in_an_earlier_batch_is_refused() {
     assert_eq!(h.client_errors(), ["0A000"]);
     let tags = h.client_tags();
     assert!(!tags.contains('D'), "an older portal ran: {tags}");
+    // Bound and executed here in one batch, then executed again alone: the
+    // portal is still not the server's (session fuzz).
+    let mut h = Harness::new("app");
+    h.send(&[query("BEGIN")]);
+    h.send(&[parse("", "SET tenant_id = 1"), sync()]);
+    h.send(&[
+        parse("s1", "SELECT * FROM t WHERE tenant_id = $1"),
+        bind("s1", &["1"]),
+        sync(),
+    ]);
+    h.send(&[bind("", &[]), execute(), sync()]);
+    h.send(&[execute(), sync()]);
+    for _ in 0..4 {
+        h.server_turn();
+    }
+    assert_eq!(h.client_errors(), ["0A000"]);
+    let tags = h.client_tags();
+    assert!(!tags.contains('D'), "an older portal ran: {tags}");
 }
 
 /// On a routed database a batch goes whole: LISTEN through Parse/Bind/Execute
