@@ -2577,7 +2577,9 @@ fn a_statement_never_runs_under_result_types_its_client_was_not_told() {
     f.direct(0, "ALTER TABLE rt ALTER n TYPE int8 USING n::int8");
     f.direct(
         0,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+        // Waits until each has exited (a server still dying when the pool
+        // handed it out failed the client's work instead: CI).
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
          WHERE usename = 'app' AND pid <> pg_backend_pid()",
     );
     let m = run(&mut a, "a2");
@@ -2601,7 +2603,9 @@ fn a_statement_never_runs_under_result_types_its_client_was_not_told() {
     // Described afresh with the same types: it runs on a new server too.
     f.direct(
         0,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+        // Waits until each has exited (a server still dying when the pool
+        // handed it out failed the client's work instead: CI).
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
          WHERE usename = 'app' AND pid <> pg_backend_pid()",
     );
     assert_eq!(first_column(&run(&mut a, "a3")), ["42"]);
@@ -2625,7 +2629,9 @@ fn a_statement_never_runs_under_result_types_its_client_was_not_told() {
     f.direct(0, "ALTER TABLE rt ALTER n TYPE real USING n::real");
     f.direct(
         0,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+        // Waits until each has exited (a server still dying when the pool
+        // handed it out failed the client's work instead: CI).
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
          WHERE usename = 'app' AND pid <> pg_backend_pid()",
     );
     let m = run(&mut a, "j1");
@@ -2642,7 +2648,9 @@ fn a_statement_never_runs_under_result_types_its_client_was_not_told() {
     f.direct(0, "ALTER TABLE rt ALTER n TYPE real USING n::real");
     f.direct(
         0,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+        // Waits until each has exited (a server still dying when the pool
+        // handed it out failed the client's work instead: CI).
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
          WHERE usename = 'app' AND pid <> pg_backend_pid()",
     );
     let seven = 7i64.to_be_bytes();

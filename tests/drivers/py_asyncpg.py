@@ -234,7 +234,7 @@ async def migration_test():
         await direct.execute("ALTER TABLE mig ALTER n TYPE real USING n::real")
         # Every pooled server goes: the next one prepares the statement afresh.
         await direct.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
             "WHERE usename = current_user AND pid <> pg_backend_pid() AND datname = current_database()"
         )
         C.eq("after the migration, on a new server", await c.fetchval("SELECT n FROM mig"), 42.0)
