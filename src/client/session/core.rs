@@ -122,13 +122,9 @@ pub struct Core {
     /// is read, and the session ends once that work is answered (as Postgres
     /// runs every message before a Terminate, then closes).
     pub(super) terminating: bool,
-    /// A portal bound here to a LISTEN/UNLISTEN statement, until its Execute
-    /// (see `listen_ext`; boxed: almost no client has one).
-    pub(super) listen_portal: Option<Box<(Bytes, Vec<crate::router::ListenOp>)>>,
-    /// A portal whose Bind shardbouncer answered (a `SET` of the tenant
-    /// key, held statements): the server's portal of that name is not the
-    /// client's, and must not run for it, until the portal is bound again.
-    pub(super) locally_bound: Option<Bytes>,
+    /// A portal whose Bind shardbouncer answered (boxed: almost no client
+    /// has one). See [`LocalPortal`].
+    pub(super) local_portal: Option<Box<LocalPortal>>,
     /// The portal last bound to a named statement, and the statement: a
     /// Describe of that portal tells the client the statement's result
     /// types (PgJDBC describes the portal, not the statement; see
@@ -171,6 +167,19 @@ impl ParkedCore {
     }
 }
 
+/// A portal whose Bind shardbouncer answered itself: a `SET` of the tenant
+/// key or a held statement (`listen: None`), or a LISTEN/UNLISTEN statement
+/// (see `listen_ext`). The server's portal of that name, if any, is an older
+/// one and not the client's: until the client binds or closes the name
+/// again, a batch that runs or describes it is answered here (a LISTEN
+/// batch) or refused, never sent to the server.
+pub(super) struct LocalPortal {
+    /// The portal's name.
+    pub(super) name: Bytes,
+    /// What running it does, for a LISTEN/UNLISTEN portal.
+    pub(super) listen: Option<Vec<crate::router::ListenOp>>,
+}
+
 impl Core {
     /// Whether [`Core::park`] would succeed: nothing in flight, held or owed.
     /// A BEGIN answered here and held for the transaction's first statement,
@@ -185,7 +194,10 @@ impl Core {
             && self.out.is_clear()
             && self.route.is_clear()
             && !self.terminating
-            && self.listen_portal.is_none()
+            // A LISTEN portal may be bound in a batch with no Sync yet: the
+            // client may still run it. A SET's portal dies with the implicit
+            // transaction, as on Postgres.
+            && self.local_portal.as_ref().is_none_or(|p| p.listen.is_none())
     }
 
     /// Park the core between transactions: no server attached or wanted, no
@@ -217,8 +229,7 @@ impl Core {
             counters,
             gate: _,
             terminating: _,
-            listen_portal: _,
-            locally_bound: _,
+            local_portal: _,
             last_bound: _,
         } = self;
         let tenants = route.park();
@@ -264,8 +275,7 @@ impl Core {
             counters: Counters::unpark(answered, counters),
             gate,
             terminating: false,
-            listen_portal: None,
-            locally_bound: None,
+            local_portal: None,
             last_bound: None,
         }
     }
@@ -295,8 +305,7 @@ impl Core {
             counters: Counters::default(),
             gate,
             terminating: false,
-            listen_portal: None,
-            locally_bound: None,
+            local_portal: None,
             last_bound: None,
         }
     }

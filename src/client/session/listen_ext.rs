@@ -8,7 +8,7 @@
 //! run on a pooled server, a LISTEN would listen for whoever gets the
 //! server next.
 
-use super::core::{Core, Unit};
+use super::core::{Core, LocalPortal, Unit};
 use crate::protocol::{self, tag, Bind, Parse, TxStatus};
 use crate::router::{self, ListenOp};
 use crate::sqlstate::{self, PgError};
@@ -39,16 +39,15 @@ impl Core {
             return Some(unit);
         };
         // At a few loads for the batches of every other client.
+        // Not one: a LISTEN portal bound earlier is left to `route_unit`,
+        // which refuses a batch that runs it before binding it again.
         if !self.may_listen(msgs)
             || self.owns_server()
             || self.att.as_ref().is_some_and(|a| a.ext_open())
         {
-            self.listen_portal = None;
             return Some(unit);
         }
         let Some(steps) = self.listen_steps(msgs) else {
-            // Other work: a portal of that name is the server's from now on.
-            self.listen_portal = None;
             return Some(unit);
         };
         if self.client_status() == TxStatus::Failed {
@@ -77,7 +76,10 @@ impl Core {
                     let portal = Bind::parse(&frame[5..])
                         .map(|b| b.portal)
                         .unwrap_or_default();
-                    self.listen_portal = Some(Box::new((Bytes::copy_from_slice(portal), o)));
+                    self.local_portal = Some(Box::new(LocalPortal {
+                        name: Bytes::copy_from_slice(portal),
+                        listen: Some(o),
+                    }));
                     protocol::bind_complete(self.out.build());
                     self.reply(t);
                 }
@@ -90,8 +92,8 @@ impl Core {
                 }
                 Step::Execute => {
                     let portal = super::frames::execute_portal(&frame[5..]);
-                    let ops = match &self.listen_portal {
-                        Some(p) if p.0 == portal => p.1.clone(),
+                    let ops = match &self.local_portal {
+                        Some(p) if p.name == portal => p.listen.clone().unwrap_or_default(),
                         _ => Vec::new(),
                     };
                     self.answer_listen_ops(ops);
@@ -105,9 +107,15 @@ impl Core {
                     self.reply(t);
                 }
                 Step::Sync => {
-                    // Portals end with the implicit transaction.
-                    self.listen_portal = None;
+                    // Portals end with the implicit transaction, not inside
+                    // a transaction block. With work in flight the status is
+                    // not known yet: the portal is kept (an Execute of it
+                    // alone is answered here again, with other work refused).
                     let status = self.client_status();
+                    let settled = self.att.as_ref().is_none_or(|a| a.settled());
+                    if settled && status == TxStatus::Idle {
+                        self.local_portal = None;
+                    }
                     protocol::ready_for_query(self.out.build(), status);
                     self.reply_ready(t);
                 }
@@ -120,7 +128,9 @@ impl Core {
     /// Whether `msgs` may be a LISTEN batch: a LISTEN portal or statement of
     /// the client's is known, or a Parse's text begins with the word.
     fn may_listen(&self, msgs: &[(u8, Bytes)]) -> bool {
-        self.listen_portal.is_some()
+        self.local_portal
+            .as_ref()
+            .is_some_and(|p| p.listen.is_some())
             || self.stmts.any_listen()
             || msgs.iter().any(|(t, frame)| {
                 *t == tag::frontend::PARSE && {
@@ -144,8 +154,8 @@ impl Core {
         let mut portals: Vec<&[u8]> = Vec::new();
         // One bound in an earlier unit (a client that sends each message on
         // its own, as the unrouted path passes them).
-        if let Some(p) = &self.listen_portal {
-            portals.push(&p.0);
+        if let Some(p) = self.local_portal.as_ref().filter(|p| p.listen.is_some()) {
+            portals.push(&p.name);
         }
         let known = |statements: &HashMap<&[u8], Vec<ListenOp>>, name: &[u8]| {
             if let Some(o) = statements.get(name) {

@@ -91,29 +91,33 @@ impl Core {
             self.wait.stall(unit);
             return Need::Io;
         }
-        if let (Some(portal), Unit::Batch(msgs)) = (&self.locally_bound, &unit) {
-            match portal_use(msgs, portal) {
-                PortalUse::Run => {
-                    // The server's portal of that name is an older one: run,
-                    // it would give the client what it did not ask for
-                    // (session fuzz: an earlier SELECT's rows).
-                    let e = PgError::new(
-                        sqlstate::FEATURE_NOT_SUPPORTED,
-                        "this portal was bound to a statement shardbouncer answers itself \
-                         (a SET of the tenant key): send its Execute in the same batch as its Bind",
-                    );
-                    self.unit_error(unit, &e);
-                    return Need::Io;
-                }
-                PortalUse::Rebound => self.locally_bound = None,
-                PortalUse::None => {}
-            }
-        }
+        let local = match (&self.local_portal, &unit) {
+            (Some(p), Unit::Batch(msgs)) => portal_use(msgs, &p.name),
+            _ => PortalUse::None,
+        };
         // LISTEN/UNLISTEN through the extended protocol (asyncpg's
-        // add_listener): answered here, relayed by shardbouncer.
+        // add_listener): answered here, relayed by shardbouncer. A LISTEN
+        // portal bound here runs there.
         let Some(unit) = self.listen_batch(unit) else {
             return Need::Io;
         };
+        match local {
+            PortalUse::Run => {
+                // The server's portal of that name is an older one: run, it
+                // would give the client what it did not ask for (session
+                // fuzz: an earlier SELECT's rows).
+                let e = PgError::new(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "this portal was bound to a statement shardbouncer answers itself \
+                     (a SET of the tenant key, LISTEN, UNLISTEN): send its Execute in the \
+                     same batch as its Bind, with no other work",
+                );
+                self.unit_error(unit, &e);
+                return Need::Io;
+            }
+            PortalUse::Rebound => self.local_portal = None,
+            PortalUse::None => {}
+        }
         if let Unit::Batch(msgs) = &unit {
             if self.att.is_none() && is_sync_or_flush_only(msgs) {
                 // Nothing is in flight: a lone Sync needs no server.
@@ -767,9 +771,12 @@ impl Core {
                 }
                 f::BIND => {
                     // It may be executed in a later batch (see
-                    // `locally_bound`), until it is bound again or closed.
+                    // `LocalPortal`), until it is bound again or closed.
                     let portal = protocol::cstr(body).map_or(&[][..], |(p, _)| p);
-                    self.locally_bound = Some(Bytes::copy_from_slice(portal));
+                    self.local_portal = Some(Box::new(super::core::LocalPortal {
+                        name: Bytes::copy_from_slice(portal),
+                        listen: None,
+                    }));
                     if begin.is_none() {
                         // A BEGIN prepared in an earlier batch: its own text
                         // (READ ONLY, an isolation level) is what is held.

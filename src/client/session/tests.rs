@@ -407,6 +407,48 @@ fn an_execute_of_a_portal_bound_here_in_an_earlier_batch_is_refused() {
     assert!(!tags.contains('D'), "an older portal ran: {tags}");
 }
 
+/// The same for a portal bound here to LISTEN: a later batch that does not
+/// bind the name again leaves it the client's LISTEN portal (it used to
+/// forget it, and so did a Sync inside the transaction), and a batch that
+/// runs it among other work is refused rather than sent to the server,
+/// whose portal of that name is an older SELECT.
+#[test]
+fn a_listen_portal_stays_the_clients_until_it_is_bound_again() {
+    use crate::router::ListenOp;
+    let mut h = Harness::new("app");
+    h.send(&[query("BEGIN")]);
+    h.send(&[
+        parse("s1", "SELECT * FROM t WHERE tenant_id = $1"),
+        bind("s1", &["1"]),
+        sync(),
+    ]);
+    h.send(&[parse("", "LISTEN jobs"), bind("", &[]), sync()]);
+    for _ in 0..4 {
+        h.server_turn();
+    }
+    h.client_tags();
+    // Other work that leaves the portal alone.
+    h.send(&[parse("s2", "SELECT 1 FROM t WHERE tenant_id = 1"), sync()]);
+    h.server_turn();
+    assert!(h.client_errors().is_empty());
+    h.client_tags();
+    // Alone, it is still the LISTEN portal: answered here.
+    h.send(&[execute(), sync()]);
+    h.server_turn();
+    assert_eq!(h.core.take_listen_ops(), [ListenOp::Listen("jobs".into())]);
+    let tags = h.client_tags();
+    assert!(!tags.contains('D'), "an older portal ran: {tags}");
+    // Among other work: refused, and the older portal does not run.
+    h.send(&[execute(), bind("s2", &[]), execute(), sync()]);
+    for _ in 0..2 {
+        h.server_turn();
+    }
+    assert_eq!(h.client_errors(), ["0A000"]);
+    let tags = h.client_tags();
+    assert!(!tags.contains('D'), "an older portal ran: {tags}");
+    assert!(h.core.take_listen_ops().is_empty());
+}
+
 /// On a routed database a batch goes whole: LISTEN through Parse/Bind/Execute
 /// alone is answered here (prepared in one batch, run in the next, as asyncpg
 /// does); mixed with other work it is refused, and never reaches a server.
