@@ -106,19 +106,7 @@ impl Core {
                     protocol::close_complete(self.out.build());
                     self.reply(t);
                 }
-                Step::Sync => {
-                    // Portals end with the implicit transaction, not inside
-                    // a transaction block. With work in flight the status is
-                    // not known yet: the portal is kept (an Execute of it
-                    // alone is answered here again, with other work refused).
-                    let status = self.client_status();
-                    let settled = self.att.as_ref().is_none_or(|a| a.settled());
-                    if settled && status == TxStatus::Idle {
-                        self.local_portal = None;
-                    }
-                    protocol::ready_for_query(self.out.build(), status);
-                    self.reply_ready(t);
-                }
+                Step::Sync => self.answer_sync(),
                 Step::Flush => {}
             }
         }

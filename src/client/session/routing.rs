@@ -844,14 +844,26 @@ impl Core {
                     protocol::close_complete(self.out.build());
                     self.reply(f::CLOSE);
                 }
-                f::SYNC => {
-                    let status = self.client_status();
-                    protocol::ready_for_query(self.out.build(), status);
-                    self.reply_ready(f::SYNC);
-                }
+                f::SYNC => self.answer_sync(),
                 _ => {} // Flush: everything is already queued.
             }
         }
+    }
+
+    /// Answer the Sync of a batch answered here: ReadyForQuery. Portals end
+    /// with the implicit transaction, not inside a transaction block, so a
+    /// portal bound here is forgotten once the client is idle (a later
+    /// Execute of it gets the server's 34000, as on Postgres). With work in
+    /// flight the status is not known yet: the portal is kept, which only
+    /// ever refuses more.
+    pub(super) fn answer_sync(&mut self) {
+        let status = self.client_status();
+        let settled = self.att.as_ref().is_none_or(|a| a.settled());
+        if settled && status == TxStatus::Idle {
+            self.local_portal = None;
+        }
+        protocol::ready_for_query(self.out.build(), status);
+        self.reply_ready(tag::frontend::SYNC);
     }
 
     /// Routing refusals feed the metrics.

@@ -405,6 +405,21 @@ fn an_execute_of_a_portal_bound_here_in_an_earlier_batch_is_refused() {
     assert_eq!(h.client_errors(), ["0A000"]);
     let tags = h.client_tags();
     assert!(!tags.contains('D'), "an older portal ran: {tags}");
+    // Outside a transaction the portal ends with its Sync, as on Postgres:
+    // a later Execute of it finds none (34000).
+    let mut h = Harness::new("app");
+    h.send(&[
+        parse("", "SET tenant_id = 1"),
+        bind("", &[]),
+        execute(),
+        sync(),
+    ]);
+    assert_eq!(h.client_tags(), "12CZI");
+    h.send(&[execute(), sync()]);
+    h.server_turn();
+    assert_eq!(h.client_errors(), ["34000"]);
+    let tags = h.client_tags();
+    assert!(!tags.contains('D'), "a portal ran: {tags}");
 }
 
 /// The same for a portal bound here to LISTEN: a later batch that does not
