@@ -3,7 +3,9 @@
 //! It follows Postgres's own lexical rules closely enough that nothing inside a
 //! string literal, dollar quote, quoted identifier or comment is ever mistaken for
 //! SQL: `'..'` (with backslash escapes when `standard_conforming_strings` is off),
-//! `E'..'`, `U&'..'`, `$tag$..$tag$`, `".."`, nested `/* */` and `--` comments.
+//! `E'..'`, `U&'..'`, `$tag$..$tag$`, `".."`, nested `/* */` and `--` comments,
+//! and string literals that Postgres joins across a newline (`'a'` newline
+//! `'b'` is `'ab'`, the second part read in the first one's escape mode).
 //! No allocation, linear time, never panics: it runs on attacker-controlled bytes.
 
 use memchr::{memchr, memchr2, memmem};
@@ -78,12 +80,16 @@ fn clean_encoding_name<'a>(name: &str, clean: &'a mut [u8; 16]) -> &'a [u8] {
 pub(super) enum K {
     Ident,
     QIdent,
-    /// `'...'`, `N'...'` (escape false) or `E'...'` (escape true).
+    /// `'...'` (escape false, unless `standard_conforming_strings` is off)
+    /// or `E'...'` (escape true).
     Str {
         escape: bool,
     },
     Dollar,
-    /// Other literals we never route on: B'..', X'..', U&'..', U&"..".
+    /// Other literals we never route on: B'..', X'..', U&'..', U&"..",
+    /// N'..' (a `character` value: Postgres drops its trailing spaces where
+    /// it meets text), and any string continued across a newline (its body
+    /// is not its value).
     Lit,
     /// Digits only.
     Int,
@@ -196,10 +202,14 @@ impl<'a> Lexer<'a> {
     }
 
     /// Finds the end of a quoted run starting at `i` (just after the opening
-    /// quote `q`). Returns (index of closing quote, index after it). Doubled
-    /// quotes continue the run; with `backslash`, `\x` skips x.
-    fn quoted_end(&self, mut i: usize, q: u8, backslash: bool) -> Option<(usize, usize)> {
+    /// quote `q`). Returns (index of closing quote, index after it, whether
+    /// the literal was continued across a newline). Doubled quotes continue
+    /// the run; with `backslash`, `\x` skips x. A string literal (`q` is
+    /// `'`) goes on past its closing quote when [`Self::continuation`]
+    /// follows, in the same escape mode, as Postgres's `xqs` state goes on.
+    fn quoted_end(&self, mut i: usize, q: u8, backslash: bool) -> Option<(usize, usize, bool)> {
         let s = self.s;
+        let mut continued = false;
         loop {
             let rest = s.get(i..)?;
             let off = if backslash {
@@ -216,13 +226,52 @@ impl<'a> Lexer<'a> {
                 i = j + 2;
                 continue;
             }
-            return Some((j, j + 1));
+            if q == b'\'' {
+                if let Some(next) = self.continuation(j + 1) {
+                    continued = true;
+                    i = next;
+                    continue;
+                }
+            }
+            return Some((j, j + 1, continued));
+        }
+    }
+
+    /// Where a string literal closed just before `i` goes on, if it does:
+    /// the index after the opening quote of its continuation. Postgres
+    /// (`scan.l`, `quotecontinue`) joins string literals separated only by
+    /// whitespace and `--` comments that include at least one newline, every
+    /// comment ending at a newline; the joined part is read in the escape
+    /// mode of the first (probe: `E'x'` newline `'\' ;SET ROLE ..;--'` is
+    /// one string to Postgres, and a lexer that read the second part as a
+    /// plain literal let the SET pass unseen). `/* */` comments do not join.
+    /// A vertical tab counts as a space, as in [`is_space`]: Postgres 16+
+    /// reads it so, and Postgres 15 refuses the text.
+    fn continuation(&self, mut i: usize) -> Option<usize> {
+        let s = self.s;
+        let mut newline = false;
+        loop {
+            match *s.get(i)? {
+                b' ' | b'\t' | 0x0b | 0x0c => i += 1,
+                b'\n' | b'\r' => {
+                    newline = true;
+                    i += 1;
+                }
+                // To its newline, which must come.
+                b'-' if s.get(i + 1) == Some(&b'-') => {
+                    i += memchr2(b'\n', b'\r', &s[i..])?;
+                }
+                b'\'' if newline => return Some(i + 1),
+                _ => return None,
+            }
         }
     }
 
     fn string(&mut self, s: usize, open: usize, k: K, backslash: bool, q: u8) -> Tok {
         match self.quoted_end(open + 1, q, backslash) {
-            Some((close, end)) => self.body(k, s, end, open + 1, close),
+            // Its body holds the joints: no value to read.
+            Some((close, end, true)) => self.body(K::Lit, s, end, open + 1, close),
+            Some((close, end, false)) => self.body(k, s, end, open + 1, close),
             // Unterminated: Postgres would reject the statement; swallow the
             // rest so nothing inside can be mistaken for SQL.
             None => self.tok(K::Other, s, self.s.len()),
@@ -333,7 +382,7 @@ impl<'a> Lexer<'a> {
                         }
                         (b'n', b'\'') => {
                             let bs = !self.std_strings;
-                            return Some(self.string(s, j, K::Str { escape: bs }, bs, b'\''));
+                            return Some(self.string(s, j, K::Lit, bs, b'\''));
                         }
                         (b'b' | b'x', b'\'') => {
                             return Some(self.string(s, j, K::Lit, false, b'\''))

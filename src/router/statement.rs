@@ -1749,6 +1749,34 @@ mod tests {
         assert_eq!(keys(&f), vec!["1"]);
     }
 
+    /// Postgres joins string literals across a newline and reads the joined
+    /// part in the first one's escape mode (probe I: a lexer that read it as
+    /// a plain literal saw one SELECT where Postgres ran two SETs, and missed
+    /// the tenant Postgres compared with).
+    #[test]
+    fn strings_joined_across_a_newline_hide_nothing() {
+        let hidden = "SELECT 1, E'x'\n'\\' ';SET ROLE other;SET app.s = 'v';--'";
+        let f = facts(hidden);
+        assert_eq!(f.count, 3, "{f:?}");
+        assert!(f.effects.any(Effects::SETTINGS), "{f:?}");
+        // The predicate Postgres sees names 2; the one after the quote is
+        // inside the literal.
+        let sql = "SELECT * FROM t WHERE a = E'x'\n  -- joint\n'\\' AND tenant_id = 1 --' AND tenant_id = 2";
+        assert_eq!(keys(&facts(sql)), vec!["2"]);
+        // Not joined: no newline, or a block comment between.
+        let sql = "SELECT * FROM t WHERE a = E'x' '\\' AND tenant_id = 1 --' AND tenant_id = 2";
+        assert_eq!(keys(&facts(sql)), vec!["1"]);
+        let sql =
+            "SELECT * FROM t WHERE a = E'x'/*\n*/'\\' AND tenant_id = 1 --' AND tenant_id = 2";
+        assert_eq!(keys(&facts(sql)), vec!["1"]);
+        // A B'' or X'' literal goes on without escapes, whatever the setting.
+        let sql = br"SELECT * FROM t WHERE a = B'1'
+'' AND tenant_id = 1 --' AND tenant_id = 2";
+        let mut f = Facts::default();
+        analyze(sql, KEY, false, &mut f);
+        assert_eq!(keys(&f), vec!["1"]);
+    }
+
     #[test]
     fn a_pools_reset_on_release_is_tenant_free_and_nothing_like_it_is() {
         let reset = "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;";
