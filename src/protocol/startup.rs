@@ -143,7 +143,8 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
                     cur.push(n);
                 }
             }
-            c if c.is_ascii_whitespace() => {
+            // C's isspace, as Postgres's pg_split_opts (the vertical tab too).
+            c if c.is_ascii_whitespace() || c == '\x0b' => {
                 if !cur.is_empty() {
                     words.push(std::mem::take(&mut cur));
                 }
@@ -248,6 +249,12 @@ mod tests {
         );
         assert!(parse_options("-x").is_err());
         assert!(parse_options("-c").is_err());
+        // A vertical tab splits words, as C's isspace does for Postgres: the
+        // tenant is 7, not "7\x0b" (another shard's key).
+        assert_eq!(
+            parse_options("-c\x0btenant_id=7\x0b").unwrap(),
+            vec![("tenant_id".to_string(), "7".to_string())]
+        );
     }
 
     /// Differential-fuzz finding (fuzz/README.md, wire_diff): bytes after the

@@ -253,19 +253,24 @@ fn text_array(
     elem: u32,
     each: &mut dyn FnMut(TenantKey) -> Result<(), &'static str>,
 ) -> Result<(), &'static str> {
-    use super::key::KeyBuilder;
+    use super::key::{trim_pg_space, KeyBuilder};
+    use super::lexer::is_space;
     const MALFORMED: &str = "is not an array of tenant keys";
-    let v = v.trim_ascii();
+    // Postgres's array_in skips its own blanks, the vertical tab among them
+    // (Rust's ASCII whitespace has none; probe I: `{b\x0b}` was routed as
+    // `b\x0b`, to another shard, where Postgres read `b`).
+    let blank = |c: &u8| is_space(*c);
+    let v = trim_pg_space(v);
     let inner = v
         .strip_prefix(b"{")
         .and_then(|r| r.strip_suffix(b"}"))
         .ok_or(MALFORMED)?;
-    if inner.trim_ascii().is_empty() {
+    if trim_pg_space(inner).is_empty() {
         return Ok(());
     }
     let mut i = 0;
     loop {
-        while inner.get(i).is_some_and(u8::is_ascii_whitespace) {
+        while inner.get(i).is_some_and(blank) {
             i += 1;
         }
         let mut k = KeyBuilder::new();
@@ -295,7 +300,7 @@ fn text_array(
                     }
                     i += 1;
                 }
-                let el = inner[start..i].trim_ascii();
+                let el = trim_pg_space(&inner[start..i]);
                 if el.eq_ignore_ascii_case(b"NULL") {
                     return Err("has a NULL element");
                 }
@@ -307,7 +312,7 @@ fn text_array(
         // Each element is read as its type reads it (see [`param_key`]).
         let k = k.finish().ok_or(MALFORMED)?;
         each(param_key(Some(k.as_bytes()), 0, elem)?)?;
-        while inner.get(i).is_some_and(u8::is_ascii_whitespace) {
+        while inner.get(i).is_some_and(blank) {
             i += 1;
         }
         match inner.get(i) {
@@ -482,6 +487,12 @@ mod tests {
     fn text_arrays_decode_every_element() {
         assert_eq!(keys(b"{1,42}", 0).unwrap(), ["1", "42"]);
         assert_eq!(keys(b" { 1 , 42 } ", 0).unwrap(), ["1", "42"]);
+        // Postgres's blanks, the vertical tab among them (probe I).
+        assert_eq!(keys(b"{b\x0b}", 0).unwrap(), ["b"]);
+        assert_eq!(
+            keys(b"\x0b{\x0bb\x0c,\x0b\"c\"\x0b}\x0b", 0).unwrap(),
+            ["b", "c"]
+        );
         assert_eq!(
             keys(br#"{"a b","c\"d",e}"#, 0).unwrap(),
             ["a b", "c\"d", "e"]

@@ -106,7 +106,7 @@ impl TenantKey {
 }
 
 /// Strips the bytes C `isspace` accepts, as `int8in` does.
-fn trim_pg_space(mut b: &[u8]) -> &[u8] {
+pub(super) fn trim_pg_space(mut b: &[u8]) -> &[u8] {
     let sp = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
     while b.first().is_some_and(sp) {
         b = &b[1..];
