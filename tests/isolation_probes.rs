@@ -2899,3 +2899,60 @@ fn a_session_mode_client_follows_a_reloaded_map_from_its_next_transaction() {
     assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(v, ["s1"]);
 }
+
+/// Literals Postgres reads otherwise than they are spelled (probe I). String
+/// literals separated by whitespace with a newline are one literal, the
+/// second part read in the first one's escape mode: `E'x'` newline `'\'
+/// ...` hid SQL from the router (a SET ROLE the next client inherited, a
+/// tenant compared with that it never saw). `N'bravo   '` is `bravo` where
+/// it meets text, and a vertical tab is a blank in an array value: both were
+/// routed by their spelling, to another shard.
+#[test]
+fn literals_route_and_change_state_as_postgres_reads_them() {
+    const TEXT_ARRAY: u32 = 1009;
+    let f = Fixture::start();
+    // One server per shard (`app1`): alpha's client, then alpha2's.
+    let mut a = f.raw("app1", &[("tenant_id", "alpha")]);
+    let (errs, _) = q(
+        &mut a,
+        "SELECT 1, E'x'\n'\\' ';SET ROLE r_other;SET app.secret = 'of alpha';--'",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    drop(a);
+    let mut b = f.raw("app1", &[("tenant_id", "alpha2")]);
+    let (errs, v) = q(
+        &mut b,
+        "SELECT current_user || '|' || coalesce(current_setting('app.secret', true), '')",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["app|"], "the next client got alpha's role or setting");
+
+    // Postgres compares with bravo (s1); the old reading saw alpha (s0).
+    let mut c = f.raw("app", &[]);
+    let (errs, v) = q(
+        &mut c,
+        "SELECT (SELECT name FROM shard_marker) || ' ' || name FROM accounts \
+         WHERE name <> E'x'\n'\\' AND tenant_id = $$alpha$$ --' AND tenant_id = 'bravo'",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["s1 owner of bravo"]);
+    // `bravo   ` is placed on s0, `bravo` on s1: N'' is no mention.
+    let mut c = f.raw("apptext", &[]);
+    let (errs, v) = q(
+        &mut c,
+        "SELECT name FROM accounts WHERE tenant_id = N'bravo   '",
+    );
+    assert_eq!(errs, ["42P17"], "N'bravo   ' ran: {v:?}");
+    c.parse_typed(
+        "",
+        "SELECT (SELECT name FROM shard_marker) || ' ' || name FROM accounts \
+         WHERE tenant_id = ANY($1)",
+        &[TEXT_ARRAY],
+    )
+    .bind_raw("", &[Some(b"{bravo\x0b}")], &[0])
+    .execute()
+    .sync();
+    let m = c.run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(first_column(&m), ["s1 owner of bravo"]);
+}
