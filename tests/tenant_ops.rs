@@ -616,3 +616,44 @@ async fn a_pause_whose_console_connection_closes_is_undone() {
     .expect("tenant 42's work is not held")
     .unwrap();
 }
+
+/// Session mode keeps the server the session's tenant placed, also when a
+/// comment named it, and runs every later statement there, tenant or not.
+/// So that tenant's pause and move apply to all of them (probe H: an UPDATE
+/// naming no tenant ran on the old shard during the pause, where the copy
+/// misses it, and after the move, where the tenant no longer reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_placed_by_a_comment_follows_its_tenants_pause_and_move() {
+    let shards: Vec<PgCluster> = (0..3).map(|_| PgCluster::start()).collect();
+    for c in &shards {
+        c.psql(
+            "app",
+            "CREATE TABLE accounts (tenant_id bigint NOT NULL, n bigint NOT NULL, port text NOT NULL);
+             ALTER TABLE accounts OWNER TO app;",
+        );
+    }
+    let cfg = support::routed_config(
+        shards.iter(),
+        "mode = \"session\"\ndefault_pool_size = 2\nquery_wait_timeout = \"5s\"",
+        "",
+    );
+    let b = Bouncer::start_with_files(&cfg, &[("shardmap.toml", MAP)]);
+    let admin = connect(&b, "admin", "admin", "pgbouncer").await;
+    let c = connect(&b, APP_USER, APP_PASSWORD, "app").await;
+    let placed = rows(&c, "SELECT current_setting('port') /* tenant_id=42 */")
+        .await
+        .unwrap();
+    assert_eq!(placed[0][0], shards[0].port.to_string());
+    let write = "INSERT INTO accounts SELECT 42, count(*), current_setting('port') FROM accounts";
+    c.simple_query(write).await.unwrap();
+    console(&admin, "PAUSE TENANT '42'").await.unwrap();
+    let e = c.simple_query(write).await.unwrap_err();
+    assert_eq!(code(&e), "55000", "{}", message(&e));
+    console(&admin, "MOVE TENANT '42' TO s2").await.unwrap();
+    console(&admin, "RESUME TENANT '42'").await.unwrap();
+    let e = c.simple_query(write).await.unwrap_err();
+    assert_eq!(code(&e), "0A000", "{}", message(&e));
+    // One row, written before the pause.
+    assert_eq!(shard_rows(&shards[0]).len(), 1);
+    assert!(shard_rows(&shards[2]).is_empty());
+}

@@ -247,12 +247,20 @@ impl Core {
                 Need::Io
             }
             Decision::TenantFree => {
+                let unit = match self.session_pin_holds(unit) {
+                    Ok(unit) => unit,
+                    Err(need) => return need,
+                };
                 let chains = self.unit_chains(&unit);
                 let need = self.dispatch(Target::Any, unit);
                 self.chained(chains);
                 need
             }
             Decision::Shard { shard, tenant } => {
+                let unit = match self.session_pin_holds(unit) {
+                    Ok(unit) => unit,
+                    Err(need) => return need,
+                };
                 if let Err((t, why)) = self.enter_tenants(tenant.map(|(t, _)| t)) {
                     return self.tenant_blocked(t, why, unit);
                 }
@@ -473,6 +481,45 @@ impl Core {
             }
             Err(why) => Err(why),
         }
+    }
+
+    /// Session mode keeps the server the session's tenant placed, by a comment
+    /// or a predicate as much as at connect, and runs every later unit there,
+    /// naming a tenant or not. So that tenant's pause and move apply to every
+    /// unit (probe H: after a MOVE, an UPDATE naming no tenant still wrote on
+    /// the old shard): its ticket is taken, and the map now in force must
+    /// still place it on the server's shard. `Err` is the unit answered.
+    fn session_pin_holds(&mut self, unit: Unit) -> Result<Unit, Need> {
+        if !self.owns_server() {
+            return Ok(unit);
+        }
+        let (Some(a), Some((pin, _))) = (&self.att, self.route.pinned()) else {
+            return Ok(unit);
+        };
+        let cur = a.shard();
+        if let Err(why) = self.enter_tenant(pin) {
+            return Err(self.tenant_blocked(pin, why, unit));
+        }
+        let Some(rt) = &self.db.routing else {
+            return Ok(unit);
+        };
+        let now = rt.shard_of(&pin).ok();
+        if now == Some(cur) {
+            return Ok(unit);
+        }
+        let e =
+            PgError::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!(
+                "cross-shard work refused: tenant {} placed this session's server on shard {}, \
+                 and the map now puts it {}; reconnect",
+                pin.as_str(),
+                rt.shard_name(cur),
+                now.map_or("nowhere".to_string(), |s| format!("on shard {}", rt.shard_name(s))),
+            ),
+            );
+        self.unit_error(unit, &e);
+        Err(Need::Io)
     }
 
     /// Hold every tenant the unit touches: the one it was routed by and every
