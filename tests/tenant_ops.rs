@@ -657,3 +657,37 @@ async fn a_session_placed_by_a_comment_follows_its_tenants_pause_and_move() {
     assert_eq!(shard_rows(&shards[0]).len(), 1);
     assert!(shard_rows(&shards[2]).is_empty());
 }
+
+/// A move that reaches this process by a map reload (another process ran
+/// MOVE TENANT on the shared file, or the map was edited by hand) sends back
+/// work routed with the older map, as a console MOVE does: a transaction
+/// open across the reload cannot write the moved tenant's rows on its old
+/// shard (probe H: it did, and they were lost to the tenant).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_by_map_reload_sends_back_transactions_routed_before_it() {
+    let s = setup();
+    let admin = connect(&s.b, "admin", "admin", "pgbouncer").await;
+    let c = connect(&s.b, APP_USER, APP_PASSWORD, "app").await;
+    let write = |t: i64| {
+        format!("INSERT INTO accounts VALUES ({t}, 1, current_setting('port')) /* tenant_id={t} */")
+    };
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query(&write(1)).await.unwrap();
+    // Tenant 42 goes from s0 to s2.
+    s.b.write_file(
+        "shardmap.toml",
+        &MAP.replace("version = 1", "version = 2")
+            .replace("\"42\" = \"s0\"", "\"42\" = \"s2\""),
+    );
+    console(&admin, "RELOAD").await.unwrap();
+    let e = c.simple_query(&write(42)).await.unwrap_err();
+    assert_eq!(code(&e), "55000", "{}", message(&e));
+    c.simple_query("ROLLBACK").await.unwrap();
+    // The next transaction runs where the map now puts it.
+    c.simple_query(&write(42)).await.unwrap();
+    assert!(
+        shard_rows(&s.shards[0]).is_empty(),
+        "a row on 42's old shard"
+    );
+    assert_eq!(shard_rows(&s.shards[2]).len(), 1);
+}

@@ -240,7 +240,9 @@ pub fn move_to(app: &App, key: &str, shard: &str) -> Result<String, PgError> {
     }
     // The files are in place: publish a configuration built from them (the
     // file watcher would too, a moment later).
-    match app.snapshot.modify(|_| Ok(())) {
+    // The gate learns of the move before the new map is published (the
+    // tenant is paused too, so nothing of it runs meanwhile).
+    match app.snapshot.modify(|_| Ok(()), |s| app.record_moves(s)) {
         Ok(new) => {
             // Work routed with an older configuration must not reach the old shard.
             for k in distinct(&keys) {

@@ -110,6 +110,10 @@ pub struct TenantGate {
     /// The highest generation in `moved` (0: none): work routed with a newer
     /// configuration needs no look.
     last_move: AtomicU64,
+    /// The first generation of the last map change that may have moved any
+    /// tenant (a new method, ranges or shard list): work routed with an
+    /// older configuration is sent back for every tenant.
+    moved_all: AtomicU64,
 }
 
 impl Default for TenantGate {
@@ -120,6 +124,7 @@ impl Default for TenantGate {
             changed: Notify::new(),
             moved: Mutex::new(KeyedMap::default()),
             last_move: AtomicU64::new(0),
+            moved_all: AtomicU64::new(0),
         }
     }
 }
@@ -219,6 +224,9 @@ impl TenantGate {
         if generation >= self.last_move.load(Ordering::Acquire) {
             return false;
         }
+        if generation < self.moved_all.load(Ordering::Acquire) {
+            return true;
+        }
         let moved = self.moved.lock().unwrap_or_else(|p| p.into_inner());
         moved.get(key).is_some_and(|&g| g > generation)
     }
@@ -229,6 +237,13 @@ impl TenantGate {
     pub fn moved(&self, key: TenantKey, generation: u64) {
         let mut moved = self.moved.lock().unwrap_or_else(|p| p.into_inner());
         moved.insert(key, generation);
+        self.last_move.fetch_max(generation, Ordering::AcqRel);
+    }
+
+    /// Any tenant may have moved: configuration `generation` is the first
+    /// that routes with the new placement ([`Self::moved`] for all).
+    pub fn moved_all(&self, generation: u64) {
+        self.moved_all.fetch_max(generation, Ordering::AcqRel);
         self.last_move.fetch_max(generation, Ordering::AcqRel);
     }
 
@@ -410,6 +425,10 @@ mod tests {
             g.enter(key("7"), 1, 4).is_ok(),
             "other tenants did not move"
         );
+        // A placement change that may move anyone: every tenant.
+        g.moved_all(8);
+        assert_eq!(g.enter(key("7"), 1, 7).unwrap_err(), Blocked::Stale);
+        assert!(g.enter(key("7"), 1, 8).is_ok());
     }
 
     #[test]

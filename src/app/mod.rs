@@ -139,7 +139,42 @@ impl App {
     /// The pools take their new targets and settings before the new snapshot is
     /// published. Returns a description of what changed.
     pub fn reload(&self) -> Result<String, String> {
-        self.snapshot.reload(|snap| self.apply_to_pools(snap))
+        self.snapshot.reload(|snap| {
+            self.record_moves(snap);
+            self.apply_to_pools(snap);
+        })
+    }
+
+    /// Note in the gate every tenant `new` places on another shard than the
+    /// live snapshot does, before `new` is published: work routed with the
+    /// older configuration (a transaction open across the reload) is sent
+    /// back, as after a console MOVE TENANT. Without it a move that reached
+    /// this process by a map reload (the other processes of a move, a map
+    /// edited by hand) let such a transaction write the tenant's rows on its
+    /// old shard (probe H, high).
+    pub fn record_moves(&self, new: &Snapshot) {
+        use crate::router::shardmap::Moved;
+        let old = self.snapshot.load();
+        for (name, db) in &new.dbs {
+            let Some(before) = old.dbs.get(name) else {
+                continue;
+            };
+            let moved = match (&before.routing, &db.routing) {
+                (Some(b), Some(n)) if Arc::ptr_eq(&b.map, &n.map) => continue,
+                (Some(b), Some(n)) => b.map.moved_in(&n.map),
+                (None, None) => continue,
+                // Routing turned on or off: tenants are placed anew.
+                _ => Moved::All,
+            };
+            match moved {
+                Moved::All => self.gate.moved_all(new.generation),
+                Moved::Tenants(keys) => {
+                    for k in keys {
+                        self.gate.moved(k, new.generation);
+                    }
+                }
+            }
+        }
     }
 
     /// Shutdown begins: logins are refused and sessions end at their next idle

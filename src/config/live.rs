@@ -277,8 +277,9 @@ impl Live {
     }
 
     /// Publish a new generation built from a copy of the current config changed by
-    /// `edit` (console SET, MOVE TENANT) and validated like a loaded file. Returns
-    /// the snapshot published.
+    /// `edit` (console SET, MOVE TENANT) and validated like a loaded file;
+    /// `apply` runs with it before it is published, as for [`Live::reload`].
+    /// Returns the snapshot published.
     ///
     /// It takes the reload lock: a file reload reads the config and the maps, then
     /// publishes, and a change published in between (a MOVE that rewrote a map)
@@ -286,6 +287,7 @@ impl Live {
     pub fn modify(
         &self,
         edit: impl FnOnce(&mut Config) -> Result<(), String>,
+        apply: impl FnOnce(&Snapshot),
     ) -> Result<Arc<Snapshot>, String> {
         // Every publisher holds this lock, so the snapshot read here is the one
         // replaced.
@@ -295,6 +297,7 @@ impl Live {
         cfg.validate()?;
         // A new generation: live sessions pick the change up between transactions.
         let new = Arc::new(Snapshot::build(cfg, self.next_generation())?);
+        apply(&new);
         self.current.store(new.clone());
         Ok(new)
     }
@@ -331,10 +334,13 @@ mod tests {
             // The reload has read the file and not yet published: change the
             // config meanwhile.
             change = Some(std::thread::spawn(move || {
-                let r = other.modify(|c| {
-                    c.pool.default_pool_size = Some(9);
-                    Ok(())
-                });
+                let r = other.modify(
+                    |c| {
+                        c.pool.default_pool_size = Some(9);
+                        Ok(())
+                    },
+                    |_| {},
+                );
                 done_tx.send(()).unwrap();
                 r.map(|s| s.generation)
             }));

@@ -13,6 +13,15 @@ use super::key::TenantKey;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 
+/// What a new map moved ([`ShardMap::moved_in`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Moved {
+    /// These tenants (canonical keys; none if the list is empty).
+    Tenants(Vec<TenantKey>),
+    /// Any tenant may have moved.
+    All,
+}
+
 /// How tenants are placed on shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -457,6 +466,33 @@ impl ShardMap {
         &self.shard_names
     }
 
+    /// Which tenants `new` places on another shard (by name) than `self`
+    /// does. Only overrides are compared one by one; any other change to the
+    /// placement (method, key type, ranges, hash ranges, the shards or their
+    /// order) may move any tenant.
+    pub fn moved_in(&self, new: &ShardMap) -> Moved {
+        if self.method != new.method
+            || self.key_type != new.key_type
+            || self.shard_names != new.shard_names
+            || self.ranges != new.ranges
+            || self.hash_ranges != new.hash_ranges
+        {
+            return Moved::All;
+        }
+        let name =
+            |m: &ShardMap, k: &TenantKey| m.route(k).ok().map(|r| m.shard_names[r.shard].clone());
+        let mut keys: Vec<TenantKey> = self
+            .overrides
+            .keys()
+            .chain(new.overrides.keys())
+            .filter_map(|k| TenantKey::new(k.as_bytes()))
+            .filter(|k| name(self, k) != name(new, k))
+            .collect();
+        keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        keys.dedup();
+        Moved::Tenants(keys)
+    }
+
     /// Number of `[tenants]` overrides.
     pub fn overrides_len(&self) -> usize {
         self.overrides.len()
@@ -795,6 +831,45 @@ mod tests {
 
     fn err(text: &str) -> String {
         ShardMap::parse(text, &names(4)).unwrap_err()
+    }
+
+    /// What a reload moved, for the gate (probe H: a move by reload was
+    /// not recorded): overrides one by one, anything else as a whole.
+    #[test]
+    fn moved_in_names_what_a_new_map_moves() {
+        let map = |body: &str, n: usize| {
+            ShardMap::parse(&format!("method = \"citus\"\n{body}"), &names(n)).unwrap()
+        };
+        let old = map(
+            "version = 1\n[tenants]\n\"42\" = \"s1\"\n\"7\" = \"s0\"\n",
+            2,
+        );
+        assert_eq!(old.moved_in(&old), Moved::Tenants(vec![]));
+        // 42 moves; 7 stays; 9 gets an override where it already was; 5 one
+        // elsewhere.
+        let at = |key: &str| old.route(&k(key)).unwrap().shard;
+        let new = map(
+            &format!(
+                "version = 2\n[tenants]\n\"42\" = \"s0\"\n\"7\" = \"s0\"\n\"9\" = \"s{}\"\n\"5\" = \"s{}\"\n",
+                at("9"),
+                1 - at("5")
+            ),
+            2,
+        );
+        assert_eq!(old.moved_in(&new), Moved::Tenants(vec![k("42"), k("5")]));
+        // An override removed: 42 goes back where the hash puts it.
+        let back = map("version = 3\n[tenants]\n\"7\" = \"s0\"\n", 2);
+        let hashed_at = back.route(&k("42")).unwrap().shard;
+        let want = if hashed_at == 1 {
+            vec![]
+        } else {
+            vec![k("42")]
+        };
+        assert_eq!(old.moved_in(&back), Moved::Tenants(want));
+        // Another shard list, method or key type: anyone may move.
+        assert_eq!(old.moved_in(&map("version = 1\n", 3)), Moved::All);
+        let partition = ShardMap::parse("version = 1\nmethod = \"partition\"\n", &names(2));
+        assert_eq!(old.moved_in(&partition.unwrap()), Moved::All);
     }
 
     #[test]
