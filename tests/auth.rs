@@ -362,7 +362,6 @@ fn a_sasl_initial_response_of_the_wrong_length_is_refused() {
 /// end. Refused at once, a login told anyone which user names exist (probe).
 #[test]
 fn an_unknown_user_cannot_be_told_from_a_wrong_password() {
-    use std::io::Write;
     let pg = PgCluster::start();
     let b = Bouncer::start(&config(
         &pg,
@@ -372,33 +371,9 @@ fn an_unknown_user_cannot_be_told_from_a_wrong_password() {
     // Startup, the client-first message; returns the salt, then the error
     // code after a wrong proof.
     let attempt = |user: &str| {
-        let mut s = raw_startup(b.port, user);
-        let (t, body) = raw_read(&mut s);
-        assert_eq!(
-            (t, &body[..4]),
-            (b'R', &10i32.to_be_bytes()[..]),
-            "{user}: {body:?}"
-        );
-        let first = b"n,,n=,r=clientnonceclientnonce";
-        s.write_all(&sasl_initial(first, first.len())).unwrap();
-        let (t, body) = raw_read(&mut s);
-        assert_eq!((t, &body[..4]), (b'R', &11i32.to_be_bytes()[..]), "{user}");
-        let text = String::from_utf8(body[4..].to_vec()).unwrap();
-        let salt = text
-            .split(',')
-            .find_map(|f| f.strip_prefix("s="))
-            .unwrap()
-            .to_string();
-        let nonce = text.split(',').find_map(|f| f.strip_prefix("r=")).unwrap();
-        let fin = format!("c=biws,r={nonce},p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
-        let mut m = vec![b'p'];
-        m.extend(((fin.len() + 4) as i32).to_be_bytes());
-        m.extend(fin.as_bytes());
-        s.write_all(&m).unwrap();
-        let (t, body) = raw_read(&mut s);
-        assert_eq!(t, b'E', "{user}");
-        let code = shardbouncer::protocol::parse_error(&body).code;
-        (salt, code)
+        let mut login = ScramLogin::start(b.port, user);
+        let salt = login.salt.clone();
+        (salt, login.wrong_proof())
     };
     let (known_salt, known_code) = attempt("known");
     let (salt1, code1) = attempt("nobody");
@@ -448,6 +423,92 @@ fn under_md5_a_scram_only_user_fails_as_an_unknown_user_does() {
         );
     }
     assert!(b.log().contains("md5 authentication is impossible"));
+}
+
+/// A SCRAM login over a raw connection, stopped before its proof.
+struct ScramLogin {
+    s: std::net::TcpStream,
+    user: String,
+    salt: String,
+    nonce: String,
+}
+
+impl ScramLogin {
+    /// Startup as `user`, the client-first message, the server-first answer.
+    fn start(port: u16, user: &str) -> ScramLogin {
+        use std::io::Write;
+        let mut s = raw_startup(port, user);
+        let (t, body) = raw_read(&mut s);
+        assert_eq!(
+            (t, &body[..4]),
+            (b'R', &10i32.to_be_bytes()[..]),
+            "{user}: {body:?}"
+        );
+        let first = b"n,,n=,r=clientnonceclientnonce";
+        s.write_all(&sasl_initial(first, first.len())).unwrap();
+        let (t, body) = raw_read(&mut s);
+        assert_eq!((t, &body[..4]), (b'R', &11i32.to_be_bytes()[..]), "{user}");
+        let text = String::from_utf8(body[4..].to_vec()).unwrap();
+        let field = |p: &str| {
+            text.split(',')
+                .find_map(|f| f.strip_prefix(p))
+                .unwrap()
+                .to_string()
+        };
+        ScramLogin {
+            s,
+            user: user.to_string(),
+            salt: field("s="),
+            nonce: field("r="),
+        }
+    }
+
+    /// Send a proof no password gives; the SQLSTATE of the answer.
+    fn wrong_proof(&mut self) -> String {
+        use std::io::Write;
+        let fin = format!(
+            "c=biws,r={},p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            self.nonce
+        );
+        let mut m = vec![b'p'];
+        m.extend(((fin.len() + 4) as i32).to_be_bytes());
+        m.extend(fin.as_bytes());
+        self.s.write_all(&m).unwrap();
+        let (t, body) = raw_read(&mut self.s);
+        assert_eq!(t, b'E', "{}", self.user);
+        shardbouncer::protocol::parse_error(&body).code
+    }
+}
+
+/// Logins opened together all pass the block check made before the
+/// exchange; their answers, sent once the limit was reached, are refused
+/// unverified (probe K: 59 guesses from one address in one window, and the
+/// right password let in while the user and the address were blocked).
+#[test]
+fn logins_opened_together_get_no_more_guesses_than_the_limit() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&config(
+        &pg,
+        "auth_failure_limit = 3
+auth_failure_address_limit = 5
+         auth_failure_window = \"60s\"
+auth_failure_cooldown = \"60s\"",
+        "[[users]]
+name = \"app\"
+password = \"secret\"
+",
+    ));
+    let mut logins: Vec<ScramLogin> = (0..8).map(|_| ScramLogin::start(b.port, "app")).collect();
+    let codes: Vec<String> = logins.iter_mut().map(ScramLogin::wrong_proof).collect();
+    assert_eq!(codes[..3], ["28P01"; 3], "{codes:?}");
+    assert_eq!(codes[3..], ["28000"; 5], "{codes:?}");
+    // The address cap too, over other user names.
+    let mut logins: Vec<ScramLogin> = ["u1", "u2", "u3", "u4"]
+        .iter()
+        .map(|u| ScramLogin::start(b.port, u))
+        .collect();
+    let codes: Vec<String> = logins.iter_mut().map(ScramLogin::wrong_proof).collect();
+    assert_eq!(codes, ["28P01", "28P01", "28000", "28000"], "{codes:?}");
 }
 
 /// A raw connection's startup as `user` to database `app`.

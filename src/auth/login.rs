@@ -37,29 +37,17 @@ pub async fn check_and_authenticate(
 ) -> Result<Authenticated, LoginError> {
     let auth = &snap.config.auth;
     let ip = peer.map(|p| p.ip());
-    if let Some(ip) = ip {
-        if let Some(block) = state.failures.blocked(ip, user, Instant::now()) {
-            let secs = block.left.as_secs().max(1);
-            return Err(match block.scope {
-                super::ratelimit::Scope::User => {
-                    tracing::warn!(user, addr = %ip, "login refused: this user is cooling down after failed logins from this address");
-                    LoginError::new(
-                        sqlstate::INVALID_AUTHORIZATION,
-                        format!(
-                            "too many failed login attempts for user \"{user}\" from {ip}; try again in {secs}s"
-                        ),
-                    )
-                }
-                super::ratelimit::Scope::Address => {
-                    tracing::warn!(user, addr = %ip, "login refused: address is cooling down after failed logins");
-                    LoginError::new(
-                        sqlstate::INVALID_AUTHORIZATION,
-                        format!("too many failed login attempts from {ip}; try again in {secs}s"),
-                    )
-                }
-            });
-        }
-    }
+    // Checked before the exchange (a blocked guesser costs no SCRAM work),
+    // and again once the client's answer is in, before it is verified:
+    // logins opened together all pass the first check, and their answers,
+    // sent after the block, were each verified (probe K: 59 guesses from one
+    // address in one window, and the right password let in while both the
+    // user and the address were blocked).
+    let not_blocked = || match ip {
+        Some(ip) => refuse_if_blocked(state, ip, user),
+        None => Ok(()),
+    };
+    not_blocked()?;
     let lookup = tokio::time::timeout_at(deadline, state.lookup(snap, db, user))
         .await
         .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))?
@@ -74,15 +62,16 @@ pub async fn check_and_authenticate(
         // Same exchange and message as a wrong password: do not reveal which
         // user names exist. (Under trust there is no exchange to go through.)
         Lookup::Unknown if auth.kind == AuthType::Trust => Err(auth_failed(user)),
-        Lookup::Unknown => {
-            tokio::time::timeout_at(deadline, authenticate(stream, auth.kind, user, None))
-                .await
-                .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))
-                .and_then(|r| r)
-        }
+        Lookup::Unknown => tokio::time::timeout_at(
+            deadline,
+            authenticate(stream, auth.kind, user, None, &not_blocked),
+        )
+        .await
+        .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))
+        .and_then(|r| r),
         Lookup::Found(stored) => tokio::time::timeout_at(
             deadline,
-            authenticate(stream, auth.kind, user, stored.as_deref()),
+            authenticate(stream, auth.kind, user, stored.as_deref(), &not_blocked),
         )
         .await
         .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))
@@ -131,6 +120,36 @@ pub async fn check_and_authenticate(
             Err(e)
         }
     }
+}
+
+/// `Err` (FATAL 28000) while `user` from `ip` is cooling down after failed logins.
+fn refuse_if_blocked(
+    state: &AuthState,
+    ip: std::net::IpAddr,
+    user: &str,
+) -> Result<(), LoginError> {
+    let Some(block) = state.failures.blocked(ip, user, Instant::now()) else {
+        return Ok(());
+    };
+    let secs = block.left.as_secs().max(1);
+    Err(match block.scope {
+        super::ratelimit::Scope::User => {
+            tracing::warn!(user, addr = %ip, "login refused: this user is cooling down after failed logins from this address");
+            LoginError::new(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!(
+                    "too many failed login attempts for user \"{user}\" from {ip}; try again in {secs}s"
+                ),
+            )
+        }
+        super::ratelimit::Scope::Address => {
+            tracing::warn!(user, addr = %ip, "login refused: address is cooling down after failed logins");
+            LoginError::new(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!("too many failed login attempts from {ip}; try again in {secs}s"),
+            )
+        }
+    })
 }
 
 /// Read one tagged message during authentication (bounded size).
@@ -186,22 +205,26 @@ fn auth_failed(user: &str) -> LoginError {
 /// password ([`mock_secret`]) and fails at its end, as Postgres's mock
 /// authentication does: refused at once, a login told an attacker which user
 /// names exist (probe).
+///
+/// `admit` runs once the client's answer is read, before it is verified: an
+/// `Err` there refuses the login unverified.
 pub async fn authenticate(
     s: &mut Stream,
     kind: AuthType,
     user: &str,
     stored: Option<&str>,
+    admit: &(dyn Fn() -> Result<(), LoginError> + Sync),
 ) -> Result<Option<ScramKeys>, LoginError> {
     match stored {
         _ if kind == AuthType::Trust => Ok(None),
-        Some(stored) => exchange(s, kind, user, stored).await,
+        Some(stored) => exchange(s, kind, user, stored, admit).await,
         None => {
             let mock = match kind {
                 AuthType::ScramSha256 => mock_secret(user),
                 // md5 of a password no one was told.
                 _ => scram::generate_nonce(),
             };
-            exchange(s, kind, user, &mock).await?;
+            exchange(s, kind, user, &mock, admit).await?;
             Err(auth_failed(user))
         }
     }
@@ -236,6 +259,7 @@ async fn exchange(
     kind: AuthType,
     user: &str,
     stored: &str,
+    admit: &(dyn Fn() -> Result<(), LoginError> + Sync),
 ) -> Result<Option<ScramKeys>, LoginError> {
     let is_md5 = stored.starts_with("md5") && stored.len() == 35;
     // A user stored only as an md5 hash cannot do SCRAM: fall back to md5 as PgBouncer does.
@@ -291,6 +315,7 @@ async fn exchange(
         protocol::auth_sasl_data(&mut out, 11, &first);
         write(s, &mut out).await?;
         let (_, body) = read_auth_message(s).await?;
+        admit()?;
         let fin = server.handle_client_final(&body).map_err(|e| match e {
             scram::ScramError::BadProof => auth_failed(user),
             e => LoginError::new(sqlstate::PROTOCOL_VIOLATION, format!("SCRAM: {e}")),
@@ -320,6 +345,7 @@ async fn exchange(
         protocol::auth_md5(&mut out, salt);
         write(s, &mut out).await?;
         let (_, body) = read_auth_message(s).await?;
+        admit()?;
         let resp = body.strip_suffix(b"\0").unwrap_or(&body);
         if !impossible && md5::md5_verify(user, stored, salt, resp) {
             Ok(None)
