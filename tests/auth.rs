@@ -92,6 +92,34 @@ async fn auth_file_with_scram_verifier_and_md5_hash_and_reload() {
     assert_eq!(current_user(&c).await, "app");
 }
 
+/// A stored verifier is never taken for a plain password: one spelled as
+/// Postgres's reader allows (`+4096`) works with the password, and one that
+/// does not parse lets nobody in, its own text included (probe K: the hash
+/// logged in as a password, the password did not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_verifier_is_never_a_password() {
+    let pg = PgCluster::start();
+    let real = verifier(&pg, "app");
+    let spelled = real.replacen("$4096:", "$+4096:", 1);
+    assert_ne!(spelled, real);
+    let broken = real.replacen("$4096:", "$4096x:", 1);
+    let b = Bouncer::start(&config(
+        &pg,
+        "",
+        &format!(
+            "[[users]]\nname = \"app\"\npassword = \"{spelled}\"\n\
+             [[users]]\nname = \"other\"\npassword = \"{broken}\"\n"
+        ),
+    ));
+    let c = b.connect("app", "secret", "app").await;
+    assert_eq!(current_user(&c).await, "app");
+    let e = b.try_connect("app", &spelled, "app").await.unwrap_err();
+    assert!(msg(&e).contains("28P01"), "{}", msg(&e));
+    let e = b.try_connect("other", &broken, "app").await.unwrap_err();
+    assert!(msg(&e).contains("28P01"), "{}", msg(&e));
+    assert!(b.log().contains("does not parse as one"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_query_with_scram_pass_through_for_a_user_only_in_postgres() {
     let pg = PgCluster::start();

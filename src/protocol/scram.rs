@@ -194,6 +194,28 @@ fn parse_u32_digits(s: &[u8]) -> Option<u32> {
     u32::try_from(v).ok()
 }
 
+/// A verifier's iteration count as Postgres's `strtol` reads it (leading
+/// blanks, an optional `+`, any number of leading zeros, nothing after the
+/// digits), at least 1.
+fn parse_iterations(s: &str) -> Option<u32> {
+    let t = s.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let t = t.strip_prefix('+').unwrap_or(t);
+    let digits = t.trim_start_matches('0');
+    let digits = if digits.is_empty() && !t.is_empty() {
+        "0"
+    } else {
+        digits
+    };
+    parse_u32_digits(digits.as_bytes()).filter(|&i| i >= 1)
+}
+
+/// Base64 text without the blanks Postgres's decoder skips.
+fn unblank(s: &str) -> Vec<u8> {
+    s.bytes()
+        .filter(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .collect()
+}
+
 /// Split an attribute `x=value` into `(x, value)`; the name must be one ASCII
 /// letter.
 fn split_attr(part: &[u8]) -> Option<(u8, &[u8])> {
@@ -292,17 +314,24 @@ pub struct ScramVerifier {
 
 impl ScramVerifier {
     /// Parse the `pg_authid` text form. Returns `None` unless the mechanism is
-    /// `SCRAM-SHA-256`, the iteration count is a decimal integer >= 1, the salt is
-    /// non-empty valid base64, and both keys are base64 of exactly 32 bytes.
+    /// `SCRAM-SHA-256`, the iteration count is an integer >= 1 (read as
+    /// Postgres's `strtol` reads it: leading blanks, a `+`, leading zeros),
+    /// the salt is non-empty valid base64, and both keys are base64 of exactly
+    /// 32 bytes (blanks in the base64 skipped, as Postgres's decoder skips
+    /// them). What Postgres reads as a verifier must read as one here: a
+    /// secret taken for a plain password would let its hash log in (probe K).
     pub fn parse(s: &str) -> Option<ScramVerifier> {
         let rest = s.strip_prefix("SCRAM-SHA-256$")?;
         let (iter_salt, keys) = rest.split_once('$')?;
         let (iter, salt_b64) = iter_salt.split_once(':')?;
         let (stored_b64, server_b64) = keys.split_once(':')?;
-        let iterations = parse_u32_digits(iter.as_bytes()).filter(|&i| i >= 1)?;
-        let salt = B64.decode(salt_b64).ok().filter(|s| !s.is_empty())?;
-        let stored_key = decode_key(stored_b64.as_bytes())?;
-        let server_key = decode_key(server_b64.as_bytes())?;
+        let iterations = parse_iterations(iter)?;
+        let salt = B64
+            .decode(unblank(salt_b64))
+            .ok()
+            .filter(|s| !s.is_empty())?;
+        let stored_key = decode_key(&unblank(stored_b64))?;
+        let server_key = decode_key(&unblank(server_b64))?;
         Some(ScramVerifier {
             iterations,
             salt,
@@ -1137,7 +1166,22 @@ mod tests {
     fn verifier_parse_rejects() {
         let good = rfc_verifier().to_string_form();
         assert!(ScramVerifier::parse(&good.replace("4096", "0")).is_none());
-        assert!(ScramVerifier::parse(&good.replace("4096", "+4096")).is_none());
+        assert!(ScramVerifier::parse(&good.replace("4096", "-4096")).is_none());
+        assert!(ScramVerifier::parse(&good.replace("4096", "4096 ")).is_none());
+        // What Postgres's strtol and base64 decoder accept reads the same here
+        // (probe K: such a verifier was taken for a plain password).
+        for alike in [
+            good.replace("4096", "+4096"),
+            good.replace("4096", " 4096"),
+            good.replace("4096", "0000000000004096"),
+            good.replacen('=', "= ", 1),
+        ] {
+            assert_eq!(
+                ScramVerifier::parse(&alike),
+                Some(rfc_verifier()),
+                "{alike}"
+            );
+        }
         assert!(ScramVerifier::parse(&good.replace("SCRAM-SHA-256", "SCRAM-SHA-1")).is_none());
         assert!(ScramVerifier::parse(&good[..good.len() - 4]).is_none());
         assert!(ScramVerifier::parse("SCRAM-SHA-256$4096:$AAAA:AAAA").is_none());
