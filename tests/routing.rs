@@ -1079,3 +1079,77 @@ async fn any_of_an_array_routes_when_every_element_lives_on_one_shard() {
         .unwrap_err();
     assert_eq!(code(&e), "42P17", "{}", msg(&e));
 }
+
+/// The file watcher applies a map only once its writer is done with it: not
+/// half way through a write that pauses with the file open (probe H: a valid
+/// first half was applied, and a tenant routed by hash to another shard until
+/// the rest came). A map reached through symlinks, as a Kubernetes ConfigMap
+/// mounts it (`shardmap.toml -> ..data/shardmap.toml`, `..data -> ..v3`), is
+/// followed when `..data` is swapped (it was not, until a RELOAD).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_watcher_applies_whole_maps_and_follows_symlink_swaps() {
+    use std::io::Write;
+    let f = Fixture::start(2, "");
+    let admin = f.bouncer.connect("admin", "admin", "pgbouncer").await;
+    let version = || {
+        let admin = &admin;
+        async move {
+            let m = admin.simple_query("SHOW SHARD_MAP").await.unwrap();
+            m.into_iter()
+                .find_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => r.get(1).map(str::to_string),
+                    _ => None,
+                })
+                .unwrap()
+        }
+    };
+    let dir = &f.bouncer.dir;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(dir.join("shardmap.toml"))
+        .unwrap();
+    // A valid map by itself, without the overrides.
+    file.write_all(b"version = 2\nmethod = \"citus\"\n")
+        .unwrap();
+    // A writer's pause longer than the watcher's quiet period (there is no
+    // event to await: what is checked is that nothing happens meanwhile).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(version().await, "1", "half a map was applied");
+    file.write_all(b"[tenants]\n\"42\" = \"s1\"\nacme = \"s1\"\n")
+        .unwrap();
+    drop(file);
+    eventually(Duration::from_secs(20), "the whole map applied", || async {
+        version().await == "2"
+    })
+    .await;
+    let c = f.client("").await;
+    let port = one(&c, "SELECT current_setting('port') /* tenant_id=42 */")
+        .await
+        .unwrap();
+    assert_eq!(port, f.shards[1].port.to_string(), "42's override was lost");
+
+    // The ConfigMap layout, then a swap of `..data`.
+    let with_version = |v: u32| MAP.replace("version = 1", &format!("version = {v}"));
+    for (v, d) in [(3, "..v3"), (4, "..v4")] {
+        std::fs::create_dir(dir.join(d)).unwrap();
+        std::fs::write(dir.join(d).join("shardmap.toml"), with_version(v)).unwrap();
+    }
+    std::os::unix::fs::symlink("..v3", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/shardmap.toml", dir.join("link.tmp")).unwrap();
+    std::fs::rename(dir.join("link.tmp"), dir.join("shardmap.toml")).unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the linked map applied",
+        || async { version().await == "3" },
+    )
+    .await;
+    std::os::unix::fs::symlink("..v4", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the swapped map applied",
+        || async { version().await == "4" },
+    )
+    .await;
+}

@@ -281,6 +281,11 @@ pub fn move_to(app: &App, key: &str, shard: &str) -> Result<String, PgError> {
 /// one, never a part: written beside it, synced, then renamed over it.
 fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
+    // A map reached through symlinks (a ConfigMap's) is replaced where it
+    // resolves: renamed over the link itself, it left the file the links
+    // share, which other processes read, unchanged (probe H).
+    let resolved = std::fs::canonicalize(path).ok();
+    let path = resolved.as_deref().unwrap_or(path);
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
     let name = path
         .file_name()
@@ -312,5 +317,30 @@ fn restore(written: &[(PathBuf, String)]) {
         if let Err(e) = write_atomically(path, old) {
             tracing::error!("MOVE TENANT: could not restore {}: {e}", path.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A map reached through a symlink (a ConfigMap's) is replaced where it
+    /// resolves: the link stays, and the file it shares with other processes
+    /// gets the new text (probe H: the link itself was replaced).
+    #[test]
+    fn a_map_behind_a_symlink_is_written_where_it_resolves() {
+        let dir = std::env::temp_dir().join(format!("sb-wa-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("..v1")).unwrap();
+        std::fs::write(dir.join("..v1/map.toml"), "old").unwrap();
+        std::os::unix::fs::symlink("..v1/map.toml", dir.join("map.toml")).unwrap();
+        write_atomically(&dir.join("map.toml"), "new").unwrap();
+        let link = std::fs::symlink_metadata(dir.join("map.toml")).unwrap();
+        assert!(link.file_type().is_symlink(), "the link was replaced");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("..v1/map.toml")).unwrap(),
+            "new"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

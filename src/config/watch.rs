@@ -2,13 +2,26 @@
 //!
 //! Directories are watched rather than files: editors and `mv`-based deploys replace
 //! a file by renaming a new one over it, which a watch on the old inode would miss.
+//! A file reached through symlinks (a Kubernetes ConfigMap mounts
+//! `map.toml -> ..data/map.toml`, `..data -> ..2026_12_05_..`, and swaps
+//! `..data` to publish) is watched where it resolves too, and a change to
+//! where it resolves counts as a change of the file.
+//!
+//! The reload waits until the files have been quiet for [`DEBOUNCE`] and no
+//! file written to has been left open (a writer that stops half way through
+//! for a moment, with the file still open, is not read half written: probe H
+//! saw a half map applied after a 0.3 s stall), at most [`MAX_WAIT`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How long to wait for a burst of writes to settle before reloading.
+/// How long the files must be quiet before a reload.
 pub const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// The longest a reload waits for a file written to be closed (a writer
+/// that keeps it open, or a platform that does not report closes).
+pub const MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// Absolute form of `p` for comparison with event paths (the file itself may not
 /// exist at this instant, so only its directory is canonicalized).
@@ -24,6 +37,96 @@ fn normalize(p: &Path) -> PathBuf {
     }
 }
 
+/// What an event says about a file written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// Bytes written, the file perhaps still open.
+    Open,
+    /// Closed after writing, renamed or removed: nothing half way.
+    Done,
+    /// Neither (metadata, an open for reading, ...).
+    Other,
+}
+
+fn write_of(kind: &notify::EventKind) -> Write {
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    use notify::EventKind as E;
+    match kind {
+        E::Modify(ModifyKind::Data(_)) | E::Create(_) => Write::Open,
+        E::Access(AccessKind::Close(AccessMode::Write))
+        | E::Modify(ModifyKind::Name(_))
+        | E::Remove(_) => Write::Done,
+        E::Modify(ModifyKind::Any) => Write::Open,
+        _ => Write::Other,
+    }
+}
+
+/// The files to watch: each as named, and where it resolves.
+#[derive(Default)]
+struct Watched {
+    dirs: HashSet<PathBuf>,
+    /// Named paths and resolved targets.
+    wanted: HashSet<PathBuf>,
+    /// Each named path and where it resolved at the last look.
+    resolved: HashMap<PathBuf, Option<PathBuf>>,
+}
+
+impl Watched {
+    fn refresh(&mut self, watcher: &mut notify::RecommendedWatcher, files: Vec<PathBuf>) {
+        self.wanted.clear();
+        self.resolved.clear();
+        for f in files {
+            let f = normalize(&f);
+            let target = f.canonicalize().ok();
+            for p in std::iter::once(&f).chain(target.as_ref()) {
+                self.watch_dir_of(watcher, p);
+                self.wanted.insert(p.clone());
+            }
+            self.resolved.insert(f, target);
+        }
+    }
+
+    /// Follow which watched files are being written (see [`Write`]).
+    fn note(&self, open: &mut HashSet<PathBuf>, p: &Path, w: Write) {
+        let p = normalize(p);
+        if !self.wanted.contains(&p) {
+            return;
+        }
+        match w {
+            Write::Open => {
+                open.insert(p);
+            }
+            Write::Done => {
+                open.remove(&p);
+            }
+            Write::Other => {}
+        }
+    }
+
+    fn watch_dir_of(&mut self, watcher: &mut notify::RecommendedWatcher, p: &Path) {
+        let Some(d) = p.parent() else { return };
+        if self.dirs.insert(d.to_path_buf()) {
+            use notify::Watcher;
+            if let Err(e) = watcher.watch(d, notify::RecursiveMode::NonRecursive) {
+                tracing::warn!("cannot watch {}: {e}", d.display());
+            }
+        }
+    }
+
+    /// Whether an event at `p` may change what a watched file reads: the file
+    /// or its target, or a change of directory entries (`entries`) that
+    /// moves where a file resolves (a symlink swapped in its directory).
+    /// Writes to other files there (a log file) are none.
+    fn concerns(&self, p: &Path, entries: bool) -> bool {
+        self.wanted.contains(&normalize(p))
+            || (entries
+                && self
+                    .resolved
+                    .iter()
+                    .any(|(f, was)| f.canonicalize().ok() != *was))
+    }
+}
+
 /// Watch `files()` and call `reload()` after changes settle. `files` is asked again
 /// after each reload, since a new config may name other shard maps. Runs until the
 /// process exits; returns early only if no watcher can be created.
@@ -31,14 +134,22 @@ pub async fn run(
     files: impl Fn() -> Vec<PathBuf> + Send + 'static,
     reload: impl Fn() + Send + 'static,
 ) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(PathBuf, Write, bool)>();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
-            if matches!(ev.kind, notify::EventKind::Access(_)) {
+            use notify::event::ModifyKind;
+            use notify::EventKind as E;
+            let w = write_of(&ev.kind);
+            // Opens and reads (ours among them) change nothing.
+            if w == Write::Other && matches!(ev.kind, E::Access(_)) {
                 return;
             }
+            let entries = matches!(
+                ev.kind,
+                E::Create(_) | E::Remove(_) | E::Modify(ModifyKind::Name(_))
+            );
             for p in ev.paths {
-                let _ = tx.send(p);
+                let _ = tx.send((p, w, entries));
             }
         }
     });
@@ -49,40 +160,69 @@ pub async fn run(
             return;
         }
     };
-    let mut dirs: HashSet<PathBuf> = HashSet::new();
-    let mut wanted: HashSet<PathBuf> = HashSet::new();
-    let refresh = |watcher: &mut notify::RecommendedWatcher,
-                   dirs: &mut HashSet<PathBuf>,
-                   wanted: &mut HashSet<PathBuf>| {
-        wanted.clear();
-        for f in files() {
-            let f = normalize(&f);
-            if let Some(d) = f.parent() {
-                if dirs.insert(d.to_path_buf()) {
-                    use notify::Watcher;
-                    if let Err(e) = watcher.watch(d, notify::RecursiveMode::NonRecursive) {
-                        tracing::warn!("cannot watch {}: {e}", d.display());
-                    }
-                }
-            }
-            wanted.insert(f);
-        }
-    };
-    refresh(&mut watcher, &mut dirs, &mut wanted);
-    while let Some(p) = rx.recv().await {
-        if !wanted.contains(&normalize(&p)) {
+    let mut watched = Watched::default();
+    watched.refresh(&mut watcher, files());
+    while let Some((p, w, entries)) = rx.recv().await {
+        if !watched.concerns(&p, entries) {
             continue;
         }
-        // Debounce: let a burst of writes (truncate + write + rename) settle.
-        let settle = tokio::time::sleep(DEBOUNCE);
-        tokio::pin!(settle);
+        // Files written to and not closed yet.
+        let mut open: HashSet<PathBuf> = HashSet::new();
+        watched.note(&mut open, &p, w);
+        let deadline = tokio::time::Instant::now() + MAX_WAIT;
+        let quiet = tokio::time::sleep(DEBOUNCE);
+        tokio::pin!(quiet);
         loop {
             tokio::select! {
-                _ = &mut settle => break,
-                more = rx.recv() => if more.is_none() { return },
+                _ = &mut quiet => {
+                    if open.is_empty() || tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    quiet.as_mut().reset(tokio::time::Instant::now() + DEBOUNCE);
+                }
+                more = rx.recv() => match more {
+                    None => return,
+                    // An event of a watched file restarts the quiet period,
+                    // and says whether the file is still being written.
+                    Some((p, w, entries)) => {
+                        if watched.concerns(&p, entries) {
+                            watched.note(&mut open, &p, w);
+                            let until = (tokio::time::Instant::now() + DEBOUNCE).min(deadline);
+                            quiet.as_mut().reset(until);
+                        }
+                    }
+                },
             }
         }
         reload();
-        refresh(&mut watcher, &mut dirs, &mut wanted);
+        watched.refresh(&mut watcher, files());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RenameMode};
+    use notify::EventKind as E;
+
+    #[test]
+    fn writes_are_open_until_closed_renamed_or_removed() {
+        assert_eq!(
+            write_of(&E::Modify(ModifyKind::Data(DataChange::Any))),
+            Write::Open
+        );
+        assert_eq!(write_of(&E::Create(CreateKind::File)), Write::Open);
+        assert_eq!(
+            write_of(&E::Access(AccessKind::Close(AccessMode::Write))),
+            Write::Done
+        );
+        assert_eq!(
+            write_of(&E::Modify(ModifyKind::Name(RenameMode::To))),
+            Write::Done
+        );
+        assert_eq!(
+            write_of(&E::Access(AccessKind::Open(AccessMode::Any))),
+            Write::Other
+        );
     }
 }
