@@ -651,6 +651,17 @@ async fn range_reload_moves_a_boundary_for_the_next_transaction() {
         (p1.clone(), Some("owner of 1200".into()))
     );
 
+    // Another, which will name 1500 after the reload: s1's tenant before
+    // it, s0's after.
+    let pinned2 = connect(&b, "").await;
+    pinned2.simple_query("BEGIN").await.unwrap();
+    port_name(
+        &pinned2,
+        "SELECT current_setting('port') /* tenant_id=1200 */, 'x'",
+    )
+    .await
+    .unwrap();
+
     replace_map(&b, RANGE_MAP_MOVED);
     let m = admin.simple_query("RELOAD").await.unwrap();
     assert!(
@@ -683,6 +694,15 @@ async fn range_reload_moves_a_boundary_for_the_next_transaction() {
         .unwrap(),
         (p0.clone(), None)
     );
+
+    // A tenant the new ranges moved is refused in a transaction routed with
+    // the old ones (it would write where the tenant no longer is).
+    let e = pinned2
+        .simple_query("INSERT INTO accounts (tenant_id, name) VALUES (1500, 'stale')")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "55000", "{}", msg(&e));
+    pinned2.simple_query("ROLLBACK").await.unwrap();
 
     // The transaction that was pinned before the reload finishes on s1.
     assert_eq!(
@@ -740,6 +760,20 @@ async fn range_reload_moves_a_boundary_for_the_next_transaction() {
     let e = admin.simple_query("RELOAD").await.unwrap_err();
     assert_eq!(code(&e), "F0000", "{}", msg(&e));
     assert!(msg(&e).contains("gap"), "{}", msg(&e));
+    let r = rows(&admin, "SHOW SHARD_MAP").await.unwrap();
+    assert_eq!(r[0][1].as_deref(), Some("3"), "{r:?}");
+    assert_eq!(port_of_tenant(&c, 1200).await, p1);
+
+    // An older map put back (version 2, which moved 1200 to s0) is refused:
+    // it would undo what version 3 placed.
+    replace_map(&b, RANGE_MAP_MOVED);
+    let e = admin.simple_query("RELOAD").await.unwrap_err();
+    assert_eq!(code(&e), "F0000", "{}", msg(&e));
+    assert!(
+        msg(&e).contains("lower than the live version 3"),
+        "{}",
+        msg(&e)
+    );
     let r = rows(&admin, "SHOW SHARD_MAP").await.unwrap();
     assert_eq!(r[0][1].as_deref(), Some("3"), "{r:?}");
     assert_eq!(port_of_tenant(&c, 1200).await, p1);

@@ -20,7 +20,8 @@
 //! always one that a reload accepted.
 
 use crate::router::keyed::{KeyedMap, KeyedState};
-use crate::router::TenantKey;
+use crate::router::{ShardMap, TenantKey};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -110,10 +111,11 @@ pub struct TenantGate {
     /// The highest generation in `moved` (0: none): work routed with a newer
     /// configuration needs no look.
     last_move: AtomicU64,
-    /// The first generation of the last map change that may have moved any
-    /// tenant (a new method, ranges or shard list): work routed with an
-    /// older configuration is sent back for every tenant.
-    moved_all: AtomicU64,
+    /// Per database, the last map change that may have moved any tenant (a
+    /// new method, ranges or shard list): its first generation and the map.
+    /// Work routed with an older map is sent back for a tenant the two maps
+    /// place on different shards.
+    replaced: Mutex<HashMap<String, (u64, Arc<ShardMap>)>>,
 }
 
 impl Default for TenantGate {
@@ -124,7 +126,7 @@ impl Default for TenantGate {
             changed: Notify::new(),
             moved: Mutex::new(KeyedMap::default()),
             last_move: AtomicU64::new(0),
-            moved_all: AtomicU64::new(0),
+            replaced: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -175,19 +177,22 @@ impl TenantGate {
     }
 
     /// Hold `key` for a transaction of `client` whose work was routed with
-    /// configuration `generation`, unless the tenant is paused or moved since.
+    /// configuration `generation` (and, on a routed database, with the map
+    /// `routed_with.1` of database `routed_with.0`), unless the tenant is
+    /// paused or moved since.
     pub fn enter(
         self: &Arc<Self>,
         key: TenantKey,
         client: i32,
         generation: u64,
+        routed_with: Option<(&str, &ShardMap)>,
     ) -> Result<Ticket, Blocked> {
         let mut map = self.shard(&key);
         let e = map.entry(key).or_default();
         if e.paused {
             return Err(Blocked::Paused);
         }
-        if self.stale(&key, generation) {
+        if self.stale(&key, generation, routed_with) {
             if e.unused() {
                 map.remove(&key);
             }
@@ -220,12 +225,22 @@ impl TenantGate {
     }
 
     /// Whether `key` moved after configuration `generation` was built.
-    fn stale(&self, key: &TenantKey, generation: u64) -> bool {
+    fn stale(
+        &self,
+        key: &TenantKey,
+        generation: u64,
+        routed_with: Option<(&str, &ShardMap)>,
+    ) -> bool {
         if generation >= self.last_move.load(Ordering::Acquire) {
             return false;
         }
-        if generation < self.moved_all.load(Ordering::Acquire) {
-            return true;
+        if let Some((db, map)) = routed_with {
+            let replaced = self.replaced.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((g, now)) = replaced.get(db) {
+                if generation < *g && map.place(key) != now.place(key) {
+                    return true;
+                }
+            }
         }
         let moved = self.moved.lock().unwrap_or_else(|p| p.into_inner());
         moved.get(key).is_some_and(|&g| g > generation)
@@ -240,10 +255,12 @@ impl TenantGate {
         self.last_move.fetch_max(generation, Ordering::AcqRel);
     }
 
-    /// Any tenant may have moved: configuration `generation` is the first
-    /// that routes with the new placement ([`Self::moved`] for all).
-    pub fn moved_all(&self, generation: u64) {
-        self.moved_all.fetch_max(generation, Ordering::AcqRel);
+    /// Any tenant of database `db` may have moved: configuration
+    /// `generation` is the first that routes with `map`. Work routed with an
+    /// older map is sent back for the tenants the two maps place apart.
+    pub fn replaced(&self, db: &str, generation: u64, map: Arc<ShardMap>) {
+        let mut replaced = self.replaced.lock().unwrap_or_else(|p| p.into_inner());
+        replaced.insert(db.to_string(), (generation, map));
         self.last_move.fetch_max(generation, Ordering::AcqRel);
     }
 
@@ -396,13 +413,13 @@ mod tests {
     #[test]
     fn a_pause_stops_new_tickets_and_counts_the_old_ones() {
         let g = Arc::new(TenantGate::default());
-        let t1 = g.enter(key("42"), 1, 1).unwrap();
-        let t2 = g.enter(key("42"), 2, 1).unwrap();
-        let _other = g.enter(key("7"), 3, 1).unwrap();
+        let t1 = g.enter(key("42"), 1, 1, None).unwrap();
+        let t2 = g.enter(key("42"), 2, 1, None).unwrap();
+        let _other = g.enter(key("7"), 3, 1, None).unwrap();
         assert!(g.pause(key("42")));
         assert!(!g.pause(key("42")), "paused twice");
-        assert_eq!(g.enter(key("42"), 4, 1).unwrap_err(), Blocked::Paused);
-        assert!(g.enter(key("7"), 5, 1).is_ok(), "other tenants run");
+        assert_eq!(g.enter(key("42"), 4, 1, None).unwrap_err(), Blocked::Paused);
+        assert!(g.enter(key("7"), 5, 1, None).is_ok(), "other tenants run");
         assert_eq!(g.holders(&key("42")), vec![1, 2]);
         drop(t1);
         assert_eq!(g.holders(&key("42")), vec![2]);
@@ -411,7 +428,7 @@ mod tests {
         assert_eq!(g.paused(), vec![(key("42"), 0)]);
         assert!(g.resume(&key("42")));
         assert!(!g.resume(&key("42")));
-        assert!(g.enter(key("42"), 4, 1).is_ok());
+        assert!(g.enter(key("42"), 4, 1, None).is_ok());
         assert!(g.paused().is_empty());
     }
 
@@ -419,22 +436,37 @@ mod tests {
     fn work_routed_before_a_move_is_sent_back() {
         let g = Arc::new(TenantGate::default());
         g.moved(key("42"), 5);
-        assert_eq!(g.enter(key("42"), 1, 4).unwrap_err(), Blocked::Stale);
-        assert!(g.enter(key("42"), 1, 5).is_ok());
+        assert_eq!(g.enter(key("42"), 1, 4, None).unwrap_err(), Blocked::Stale);
+        assert!(g.enter(key("42"), 1, 5, None).is_ok());
         assert!(
-            g.enter(key("7"), 1, 4).is_ok(),
+            g.enter(key("7"), 1, 4, None).is_ok(),
             "other tenants did not move"
         );
-        // A placement change that may move anyone: every tenant.
-        g.moved_all(8);
-        assert_eq!(g.enter(key("7"), 1, 7).unwrap_err(), Blocked::Stale);
-        assert!(g.enter(key("7"), 1, 8).is_ok());
+        // A placement change that may move anyone: each tenant the old and
+        // the new map place apart.
+        let names = ["s0".to_string(), "s1".to_string()];
+        let old = ShardMap::parse("version = 1\nmethod = \"citus\"\n", &names).unwrap();
+        let new = ShardMap::parse("version = 2\nmethod = \"partition\"\n", &names).unwrap();
+        let (apart, together): (Vec<_>, Vec<_>) = (1..40)
+            .map(|i| key(&i.to_string()))
+            .partition(|k| old.place(k) != new.place(k));
+        assert!(!apart.is_empty() && !together.is_empty());
+        g.replaced("app", 8, Arc::new(new));
+        for k in apart {
+            let e = g.enter(k, 1, 7, Some(("app", &old))).unwrap_err();
+            assert_eq!(e, Blocked::Stale);
+            assert!(g.enter(k, 1, 7, Some(("other", &old))).is_ok());
+            assert!(g.enter(k, 1, 8, Some(("app", &old))).is_ok());
+        }
+        for k in together {
+            assert!(g.enter(k, 1, 7, Some(("app", &old))).is_ok());
+        }
     }
 
     #[test]
     fn entries_go_away_when_unused() {
         let g = Arc::new(TenantGate::default());
-        drop(g.enter(key("1"), 1, 1).unwrap());
+        drop(g.enter(key("1"), 1, 1, None).unwrap());
         g.hold(key("2"));
         g.unhold(&key("2"));
         assert!(g.shards.iter().all(|s| s.lock().unwrap().is_empty()));
@@ -443,7 +475,7 @@ mod tests {
     #[tokio::test]
     async fn drained_wakes_when_the_last_holder_leaves() {
         let g = Arc::new(TenantGate::default());
-        let t = g.enter(key("42"), 9, 1).unwrap();
+        let t = g.enter(key("42"), 9, 1, None).unwrap();
         g.pause(key("42"));
         let g2 = g.clone();
         let waiter = tokio::spawn(async move {
@@ -453,7 +485,7 @@ mod tests {
         tokio::task::yield_now().await;
         drop(t);
         assert!(waiter.await.unwrap().is_empty());
-        let _t = g.enter(key("7"), 1, 1).unwrap();
+        let _t = g.enter(key("7"), 1, 1, None).unwrap();
         g.pause(key("7"));
         let left = g
             .drained(&key("7"), std::time::Duration::from_millis(10))

@@ -156,18 +156,16 @@ impl App {
         use crate::router::shardmap::Moved;
         let old = self.snapshot.load();
         for (name, db) in &new.dbs {
-            let Some(before) = old.dbs.get(name) else {
+            // (Work routed with no map names no tenant to the gate.)
+            let before = old.dbs.get(name).and_then(|d| d.routing.as_ref());
+            let (Some(b), Some(n)) = (before, db.routing.as_ref()) else {
                 continue;
             };
-            let moved = match (&before.routing, &db.routing) {
-                (Some(b), Some(n)) if Arc::ptr_eq(&b.map, &n.map) => continue,
-                (Some(b), Some(n)) => b.map.moved_in(&n.map),
-                (None, None) => continue,
-                // Routing turned on or off: tenants are placed anew.
-                _ => Moved::All,
-            };
-            match moved {
-                Moved::All => self.gate.moved_all(new.generation),
+            if Arc::ptr_eq(&b.map, &n.map) {
+                continue;
+            }
+            match b.map.moved_in(&n.map) {
+                Moved::All => self.gate.replaced(name, new.generation, n.map.clone()),
                 Moved::Tenants(keys) => {
                     for k in keys {
                         self.gate.moved(k, new.generation);

@@ -252,6 +252,7 @@ impl Live {
         }
         let gen = self.next_generation();
         let snap = Snapshot::build(config, gen)?;
+        no_older_maps(&old, &snap)?;
         apply(&snap);
         for (name, db) in &snap.dbs {
             if let Some(rt) = &db.routing {
@@ -297,10 +298,36 @@ impl Live {
         cfg.validate()?;
         // A new generation: live sessions pick the change up between transactions.
         let new = Arc::new(Snapshot::build(cfg, self.next_generation())?);
+        no_older_maps(&self.current.load(), &new)?;
         apply(&new);
         self.current.store(new.clone());
         Ok(new)
     }
+}
+
+/// Refuse a shard map whose version is lower than the live one's for the
+/// same database: a map's version only goes up (MOVE TENANT bumps it). An
+/// older map put back (a deploy of a stale file, a backup restored) would
+/// undo a move: the tenant's writes would go to its old shard, and it would
+/// no longer see the rows it wrote since (probe H). Put back on purpose, it
+/// gets a higher version.
+fn no_older_maps(old: &Snapshot, new: &Snapshot) -> Result<(), String> {
+    for (name, db) in &new.dbs {
+        let (Some(n), Some(o)) = (
+            db.routing.as_ref(),
+            old.dbs.get(name).and_then(|d| d.routing.as_ref()),
+        ) else {
+            continue;
+        };
+        if n.map.version < o.map.version {
+            return Err(format!(
+                "database {name}: shard map version {} is lower than the live version {}; \
+                 a map's version only goes up (give the map you mean a higher one)",
+                n.map.version, o.map.version
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -479,18 +479,23 @@ impl ShardMap {
         {
             return Moved::All;
         }
-        let name =
-            |m: &ShardMap, k: &TenantKey| m.route(k).ok().map(|r| m.shard_names[r.shard].clone());
         let mut keys: Vec<TenantKey> = self
             .overrides
             .keys()
             .chain(new.overrides.keys())
             .filter_map(|k| TenantKey::new(k.as_bytes()))
-            .filter(|k| name(self, k) != name(new, k))
+            .filter(|k| self.place(k) != new.place(k))
             .collect();
         keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         keys.dedup();
         Moved::Tenants(keys)
+    }
+
+    /// The name of the shard `key` is placed on (`None`: not routable).
+    pub fn place(&self, key: &TenantKey) -> Option<&str> {
+        self.route(key)
+            .ok()
+            .map(|r| self.shard_names[r.shard].as_str())
     }
 
     /// Number of `[tenants]` overrides.

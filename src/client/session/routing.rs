@@ -474,7 +474,15 @@ impl Core {
         if self.route.holds(&key) {
             return Ok(());
         }
-        match self.gate.enter(key, self.client_id, self.db.generation) {
+        let routed_with = self
+            .db
+            .routing
+            .as_ref()
+            .map(|rt| (self.db.name.as_str(), &*rt.map));
+        match self
+            .gate
+            .enter(key, self.client_id, self.db.generation, routed_with)
+        {
             Ok(ticket) => {
                 self.route.keep(ticket);
                 Ok(())
