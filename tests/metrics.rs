@@ -253,3 +253,40 @@ async fn a_resumed_tenant_shows_nobody_held() {
     held.await.unwrap().unwrap();
     wait_for(mport, series, 0.0).await;
 }
+
+/// The metrics port holds no connection for long and no more than a few at
+/// once: idle connections past the cap are closed at once, the others once
+/// the scrape timeout passes, and a scrape then works (probe K: idle ones
+/// were kept for ever, without a cap, until the process ran out of file
+/// descriptors and clients could no longer log in).
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_to_the_metrics_port_are_bounded() {
+    use tokio::io::AsyncReadExt;
+    let pg = PgCluster::start();
+    let mport = support::free_port();
+    let b = Bouncer::start(&format!(
+        "{}\n[admin]\nmetrics_addr = \"127.0.0.1:{mport}\"\n",
+        support::basic_config(&[&pg], "")
+    ));
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", mport))
+                .await
+                .unwrap(),
+        );
+    }
+    // Every one is closed by the pooler (read returns 0), within the
+    // scrape timeout and a margin.
+    for mut s in idle {
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+            .await
+            .expect("an idle metrics connection was kept open")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    let body = support::metrics::scrape(mport).await;
+    assert!(body.contains("shardbouncer_"), "{body}");
+    drop(b);
+}

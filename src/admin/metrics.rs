@@ -36,18 +36,90 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Scrapes served at once; a connection past them is closed at once.
+pub const MAX_SCRAPES: usize = 16;
+/// A scrape's whole exchange (request in, answer out) must fit in this.
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of a request read (its head; a body is not read).
+const MAX_REQUEST: usize = 8 * 1024;
+
 /// Install the global recorder and the HTTP listener. Must run inside the runtime.
+///
+/// The listener is ours, not the exporter's: that one kept any connection
+/// open for as long as its client wished, with no cap on how many, and a
+/// few hundred idle ones used up the process's file descriptors, so clients
+/// could no longer log in (probe K). Here at most [`MAX_SCRAPES`] are served
+/// at once, each within [`SCRAPE_TIMEOUT`], one request per connection.
 pub fn install(addr: &str) -> Result<(), String> {
     let addr: SocketAddr = addr
         .parse()
         .map_err(|e| format!("[admin] metrics_addr {addr:?}: {e}"))?;
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(|e| format!("cannot start the metrics listener on {addr}: {e}"))?;
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), BUCKETS)
         .map_err(|e| e.to_string())?
         .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(GAUGE_IDLE))
-        .install()
-        .map_err(|e| format!("cannot start the metrics listener on {addr}: {e}"))
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                // (Out of descriptors, say: try again in a moment.)
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                continue; // Closed at once.
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(SCRAPE_TIMEOUT, scrape(stream, &handle)).await;
+                drop(slot);
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Answer one HTTP request: `GET` gets the metrics, anything else 405.
+async fn scrape(
+    mut s: tokio::net::TcpStream,
+    handle: &metrics_exporter_prometheus::PrometheusHandle,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await?;
+        if n == 0 || head.len() + n > MAX_REQUEST {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let (status, body) = if head.starts_with(b"GET ") {
+        ("200 OK", handle.render())
+    } else {
+        ("405 Method Not Allowed", String::new())
+    };
+    let answer = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(answer.as_bytes()).await?;
+    s.shutdown().await
 }
 
 /// Histogram handles of one pool, created on its first transaction and kept in it.
