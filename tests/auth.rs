@@ -175,6 +175,47 @@ async fn auth_query_with_scram_pass_through_for_a_user_only_in_postgres() {
     assert!(!log.contains("not-the-password") && !log.contains("pg-only-pass"));
 }
 
+/// auth_query opens a server connection as `auth_user` for a user name
+/// nobody proved anything about yet: at most a few run at once, whatever
+/// the number of logins (probe K: one each, unbounded, until the server
+/// refused connections).
+#[test]
+fn auth_query_connections_are_bounded() {
+    let pg = PgCluster::start();
+    // Each lookup holds its connection for a while.
+    let b = Bouncer::start(&config(
+        &pg,
+        "auth_user = \"postgres\"\n\
+         auth_query = \"SELECT s.usename, s.passwd FROM (SELECT pg_catalog.pg_sleep(0.5)) z \
+         LEFT JOIN pg_catalog.pg_shadow s ON s.usename = $1\"",
+        "",
+    ));
+    let logins: Vec<std::net::TcpStream> = (0..12)
+        .map(|i| raw_startup(b.port, &format!("stranger{i}")))
+        .collect();
+    let running = || {
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(0.5)%' \
+             AND pid <> pg_backend_pid()",
+        )
+        .parse::<usize>()
+        .unwrap()
+    };
+    // Sampled while the twelve lookups drain, four at a time (1.5 s).
+    let mut most = 0;
+    for _ in 0..10 {
+        most = most.max(running());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(most >= 1, "no lookup seen running");
+    assert!(
+        most <= 4,
+        "{most} auth_query connections at once (at most 4)"
+    );
+    drop(logins);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_logins_trigger_a_cooldown_for_that_user_from_that_address() {
     let pg = PgCluster::start();

@@ -31,18 +31,42 @@ pub enum Lookup {
     Found(Option<String>),
 }
 
-/// Entries kept in the auth_query cache before expired ones are swept.
+/// Entries the auth_query cache holds at most (expired ones are swept first,
+/// then the oldest half goes).
 const CACHE_SWEEP_AT: usize = 10_000;
 
+/// auth_query runs at once, over all databases: each opens a server
+/// connection as `auth_user`, before the client proved anything (probe K:
+/// a stream of unknown user names opened one each, unbounded, until the
+/// server refused connections).
+pub const AUTH_QUERIES_AT_ONCE: usize = 4;
+
+/// The longest user name looked up with auth_query: a Postgres role name
+/// has at most 63 bytes.
+const MAX_ROLE_NAME: usize = 63;
+
 /// Process-wide auth state (survives reloads).
-#[derive(Default)]
 pub struct AuthState {
     /// auth_query answers by (database, user).
     cache: Mutex<HashMap<(String, String), (Instant, Lookup)>>,
+    /// Room for auth_query runs ([`AUTH_QUERIES_AT_ONCE`]); a login waits
+    /// for one within its own timeout.
+    queries: tokio::sync::Semaphore,
     /// Failed logins per (address, user) and per address.
     pub failures: ratelimit::FailureLimiter,
     /// SCRAM keys proven by clients, by (database, user), for pools created later.
     scram_keys: Mutex<HashMap<(String, String), ScramKeys>>,
+}
+
+impl Default for AuthState {
+    fn default() -> AuthState {
+        AuthState {
+            cache: Mutex::default(),
+            queries: tokio::sync::Semaphore::new(AUTH_QUERIES_AT_ONCE),
+            failures: ratelimit::FailureLimiter::default(),
+            scram_keys: Mutex::default(),
+        }
+    }
 }
 
 impl AuthState {
@@ -73,8 +97,9 @@ impl AuthState {
         let (Some(db), Some(auth_user)) = (db, auth.auth_user.as_deref()) else {
             return Ok(Lookup::Unknown);
         };
-        if auth_user == user {
-            // auth_user's own secret must be configured; do not ask the server for it.
+        if auth_user == user || user.len() > MAX_ROLE_NAME {
+            // auth_user's own secret must be configured; do not ask the server
+            // for it. A name no role can have costs no server connection.
             return Ok(Lookup::Unknown);
         }
         let key = (db.name.clone(), user.to_string());
@@ -87,11 +112,27 @@ impl AuthState {
                 }
             }
         }
-        let found = run_auth_query(snap, db, auth_user, user).await?;
+        let found = {
+            let _slot = self
+                .queries
+                .acquire()
+                .await
+                .map_err(|_| ServerError::Io("auth_query: shutting down".into()))?;
+            run_auth_query(snap, db, auth_user, user).await?
+        };
         if !ttl.is_zero() {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             if cache.len() >= CACHE_SWEEP_AT {
                 cache.retain(|_, (at, _)| at.elapsed() < ttl);
+            }
+            if cache.len() >= CACHE_SWEEP_AT {
+                // Still full (names sprayed faster than they expire): the
+                // older half goes, so the cache stays bounded.
+                let mut ages: Vec<Instant> = cache.values().map(|(at, _)| *at).collect();
+                let half = ages.len() / 2;
+                let (_, cut, _) = ages.select_nth_unstable(half);
+                let cut = *cut;
+                cache.retain(|_, (at, _)| *at > cut);
             }
             cache.insert(key, (Instant::now(), found.clone()));
         }
