@@ -260,10 +260,20 @@ async fn failed_logins_trigger_a_cooldown_for_that_user_from_that_address() {
     tokio::time::sleep(Duration::from_millis(1100).saturating_sub(started.elapsed())).await;
     let c = b.connect("app", "secret", "app").await;
     c.simple_query("SELECT 1").await.unwrap();
+    // A user name with a newline cannot forge a log line (probe K).
+    let e = b
+        .try_connect("x\nFORGED admin logged in", "wrong", "app")
+        .await
+        .unwrap_err();
+    assert!(msg(&e).contains("28P01"), "{}", msg(&e));
     let log = b.log();
     assert!(log.contains("login failed"), "{log}");
     assert!(log.contains("app"), "{log}");
     assert!(!log.contains("wrong\""), "password in log:\n{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED")),
+        "a forged log line:\n{log}"
+    );
 }
 
 /// Brute force against one user from an address does not lock out the other users
@@ -422,6 +432,18 @@ fn a_sasl_initial_response_of_the_wrong_length_is_refused() {
             }
             None => assert_eq!((t, &body[..4]), (b'R', &11i32.to_be_bytes()[..])),
         }
+    }
+    // What Postgres does not support is 0A000, as from Postgres (probe K).
+    for first in [
+        &b"n,a=someone,n=,r=clientnonceclientnonce"[..],
+        b"n,,m=ext,n=,r=clientnonceclientnonce",
+    ] {
+        let mut s = raw_startup(b.port, "known");
+        raw_read(&mut s);
+        s.write_all(&sasl_initial(first, first.len())).unwrap();
+        let (t, body) = raw_read(&mut s);
+        assert_eq!(t, b'E', "{body:?}");
+        assert_eq!(shardbouncer::protocol::parse_error(&body).code, "0A000");
     }
 }
 

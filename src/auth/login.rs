@@ -52,7 +52,7 @@ pub async fn check_and_authenticate(
         .await
         .map_err(|_| LoginError::new(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout"))?
         .map_err(|e| {
-            tracing::warn!(user, addr = ?peer, "auth_query failed: {e}");
+            tracing::warn!(user, addr = ?peer, "auth_query failed: {}", e.to_string().escape_debug());
             LoginError::new(
                 sqlstate::CANNOT_CONNECT,
                 format!("could not look up user \"{user}\" (auth_query failed)"),
@@ -88,7 +88,9 @@ pub async fn check_and_authenticate(
             // Only a wrong secret (or unknown user) counts: psql closing the first
             // connection to prompt for a password must not.
             if e.code == sqlstate::INVALID_PASSWORD {
-                tracing::warn!(user, addr = ?peer, "login failed: {}", e.message);
+                // Escaped: the message holds the client's user name, whose
+                // newlines would forge log lines (probe K).
+                tracing::warn!(user, addr = ?peer, "login failed: {}", e.message.escape_debug());
                 if let Some(ip) = ip {
                     let limits = super::ratelimit::Limits {
                         limit: auth.auth_failure_limit,
@@ -318,9 +320,18 @@ async fn exchange(
                 ))
             }
         };
-        let first = server
-            .handle_client_first(data)
-            .map_err(|e| LoginError::new(sqlstate::PROTOCOL_VIOLATION, format!("SCRAM: {e}")))?;
+        let first = server.handle_client_first(data).map_err(|e| {
+            // As Postgres: what it does not support is 0A000 (an
+            // authorization identity, a mandatory extension); the rest is a
+            // protocol violation.
+            let code = match e {
+                scram::ScramError::Unsupported(
+                    "authorization identity" | "mandatory SCRAM extension",
+                ) => sqlstate::FEATURE_NOT_SUPPORTED,
+                _ => sqlstate::PROTOCOL_VIOLATION,
+            };
+            LoginError::new(code, format!("SCRAM: {e}"))
+        })?;
         protocol::auth_sasl_data(&mut out, 11, &first);
         write(s, &mut out).await?;
         let (_, body) = read_auth_message(s).await?;

@@ -51,7 +51,7 @@ pub async fn serve(app: Arc<App>, std: std::net::TcpStream) {
 /// Tell a client its login was refused, and why (given a second to take it).
 async fn refuse(mut stream: ClientStream, e: LoginError) {
     let peer = stream.tcp().and_then(|t| t.peer_addr().ok());
-    tracing::debug!(?peer, "login refused: {}", e.message);
+    tracing::debug!(?peer, "login refused: {}", e.message.escape_debug());
     let mut out = BytesMut::new();
     protocol::fatal_response(&mut out, e.code, &e.message);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&out)).await;
