@@ -682,6 +682,11 @@ async fn kill_client_disable_enable_kill_reconnect() {
         .unwrap_err();
     let db = e.as_db_error().expect("a server error");
     assert!(db.message().contains("disabled"), "{}", db.message());
+    // Told only after the password, as Postgres tells an unknown database
+    // (probe K: said first, it told anyone the database exists).
+    let e = b.try_connect(APP_USER, "wrong", "app").await.unwrap_err();
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "28P01", "{}", db.message());
     other.simple_query("SELECT 1").await.unwrap();
     let dbs = q(&a, "SHOW DATABASES").await;
     assert_eq!(dbs.get("name", "app", "disabled").as_deref(), Some("1"));

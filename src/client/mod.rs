@@ -257,14 +257,17 @@ async fn login<'a>(
     // Told only after the password, as Postgres tells it: refused at once,
     // it told anyone which database names exist (probe).
     let unknown_db = db.is_none() && !is_admin;
+    // So are refusals that only a known database gets (or one that routes by
+    // a user suffix): before the password they told it exists (probe K).
+    let mut refusal = None;
     if !unknown_db && !is_admin && app.admin.is_disabled(&database) {
-        return Err(LoginError::new(
+        refusal = Some(LoginError::new(
             crate::admin::DATABASE_DISABLED,
             format!("database \"{database}\" is disabled (console DISABLE)"),
         ));
     }
     if !unknown_db && !is_admin && app.admin.draining.load(Ordering::Acquire) {
-        return Err(LoginError::new(
+        refusal = Some(LoginError::new(
             sqlstate::ADMIN_SHUTDOWN,
             "shardbouncer is shutting down",
         ));
@@ -286,7 +289,7 @@ async fn login<'a>(
             .iter()
             .any(|(k, v)| k == "user" && *v != user)
         {
-            return Err(LoginError::new(
+            refusal = Some(LoginError::new(
                 sqlstate::INVALID_PARAMETER_VALUE,
                 "user given more than once at connect, with different values",
             ));
@@ -315,6 +318,9 @@ async fn login<'a>(
             sqlstate::INVALID_CATALOG_NAME,
             format!("database \"{database}\" does not exist"),
         ));
+    }
+    if let Some(e) = refusal {
+        return Err(e);
     }
     if let (Some(keys), Some(db)) = (authenticated.scram_keys, &db) {
         app.remember_scram_keys(&db.name, &user, keys);
