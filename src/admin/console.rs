@@ -421,7 +421,13 @@ impl Console {
                 tracing::info!("KILL_CLIENT {id}");
                 Ok(Reply::Done("KILL_CLIENT"))
             }
-            Command::Reload => match app.reload() {
+            // Off the worker thread: reading and checking a large map took
+            // a third of a second there, and every client of the worker
+            // waited for it (probe H).
+            Command::Reload => match off_worker(&app, |app| app.reload())
+                .await
+                .and_then(|r| r)
+            {
                 Ok(msg) => {
                     super::metrics::reload(true);
                     tracing::info!("RELOAD: {msg}");
@@ -452,8 +458,12 @@ impl Console {
             Command::ResumeTenant(key) => {
                 tenant_ops::resume(&app, &key).map(|()| Reply::Done("RESUME"))
             }
-            Command::MoveTenant(key, shard) => tenant_ops::move_to(&app, &key, &shard)
-                .map(|what| Reply::Notice("MOVE TENANT", what, "MOVE")),
+            Command::MoveTenant(key, shard) => {
+                off_worker(&app, move |app| tenant_ops::move_to(app, &key, &shard))
+                    .await
+                    .map_err(|e| err(sqlstate::INTERNAL_ERROR, e))?
+                    .map(|what| Reply::Notice("MOVE TENANT", what, "MOVE"))
+            }
         }
     }
 
@@ -804,6 +814,18 @@ fn set_key(cfg: &mut Config, key: &str, v: &str) -> Result<(), String> {
         other => return Err(format!("{other} cannot be changed at run time")),
     }
     Ok(())
+}
+
+/// Run `f` on the blocking pool rather than the worker thread that serves
+/// this console connection (and many clients).
+async fn off_worker<T: Send + 'static>(
+    app: &Arc<App>,
+    f: impl FnOnce(&App) -> T + Send + 'static,
+) -> Result<T, String> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || f(&app))
+        .await
+        .map_err(|e| format!("the command did not finish: {e}"))
 }
 
 #[cfg(test)]
