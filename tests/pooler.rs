@@ -1095,6 +1095,39 @@ async fn clients_queued_behind_a_failed_connect_get_its_error_at_once() {
     assert_eq!(int_of(&clients[0], "SELECT 1").await, 1);
 }
 
+/// A reload that puts a database into session mode ends its transaction-mode
+/// clients at their next statement, with the reason: what shardbouncer kept
+/// for them (named statements, LISTENs) would be gone without a word in
+/// session mode (probe H: the next Bind of a prepared statement got 26000).
+/// New clients get session mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_into_session_mode_ends_transaction_mode_clients_with_the_reason() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "");
+    let b = Bouncer::start(&cfg);
+    let c = b.connect("app", "secret", "app").await;
+    let stmt = c.prepare("SELECT $1::int + 1").await.unwrap();
+    let row = c.query_one(&stmt, &[&1i32]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 2);
+    b.write_config(&basic_config(&[&pg], "mode = \"session\""));
+    b.signal(libc::SIGHUP);
+    b.wait_for_log("SIGHUP: configuration reloaded").await;
+    let e = c.query_one(&stmt, &[&1i32]).await.unwrap_err();
+    let db = e.as_db_error().expect("an error from shardbouncer");
+    assert_eq!(db.code().code(), "57P01", "{}", db.message());
+    assert!(db.message().contains("pool mode"), "{}", db.message());
+    let fresh = b.connect("app", "secret", "app").await;
+    let stmt = fresh.prepare("SELECT $1::int + 1").await.unwrap();
+    assert_eq!(
+        fresh
+            .query_one(&stmt, &[&41i32])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        42
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_without_dropping_clients() {
     let pg = PgCluster::start();

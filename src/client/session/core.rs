@@ -421,6 +421,22 @@ impl Core {
             // tenant statement is placed by the new map (probe: after a
             // reload that moved the tenant, it went to the old shard).
             if let Some(new) = db(&self.db) {
+                let session = |d: &DbRuntime| d.settings.mode == crate::config::PoolMode::Session;
+                if session(&new) != session(&self.db) {
+                    if self.txn.is_local() || !self.batch.is_empty() {
+                        // Told once its held transaction or batch is over.
+                        return Ok(());
+                    }
+                    // What shardbouncer keeps for a client outside session
+                    // mode (its named statements, its LISTENs) would be lost
+                    // without a word in session mode, where Postgres keeps
+                    // them (probe H): the client reconnects, as one that
+                    // leaves session mode does.
+                    return Err(self.fatal(
+                        sqlstate::ADMIN_SHUTDOWN,
+                        "the configuration reload changed this database's pool mode: reconnect",
+                    ));
+                }
                 self.db = new;
             }
             return Ok(());
