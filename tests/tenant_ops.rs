@@ -30,13 +30,9 @@ key_type = \"bigint\"
 \"7\" = \"s1\"
 ";
 
-fn config(shards: &[PgCluster]) -> String {
-    support::routed_config(
-        shards.iter(),
-        "default_pool_size = 6\nserver_connect_timeout = \"2s\"\nquery_wait_timeout = \"60s\"",
-        "",
-    )
-}
+/// The `[pool]` lines of the usual fixture.
+const POOL: &str =
+    "default_pool_size = 6\nserver_connect_timeout = \"2s\"\nquery_wait_timeout = \"60s\"";
 
 struct Setup {
     shards: Vec<PgCluster>,
@@ -44,6 +40,11 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(POOL)
+}
+
+/// Three shards with `accounts`, and a bouncer with `pool` as its `[pool]`.
+fn setup_with(pool: &str) -> Setup {
     let shards: Vec<PgCluster> = (0..3).map(|_| PgCluster::start()).collect();
     for c in &shards {
         c.psql(
@@ -52,7 +53,8 @@ fn setup() -> Setup {
              ALTER TABLE accounts OWNER TO app;",
         );
     }
-    let b = Bouncer::start_with_files(&config(&shards), &[("shardmap.toml", MAP)]);
+    let cfg = support::routed_config(shards.iter(), pool, "");
+    let b = Bouncer::start_with_files(&cfg, &[("shardmap.toml", MAP)]);
     Setup { shards, b }
 }
 
@@ -624,20 +626,8 @@ async fn a_pause_whose_console_connection_closes_is_undone() {
 /// misses it, and after the move, where the tenant no longer reads).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_placed_by_a_comment_follows_its_tenants_pause_and_move() {
-    let shards: Vec<PgCluster> = (0..3).map(|_| PgCluster::start()).collect();
-    for c in &shards {
-        c.psql(
-            "app",
-            "CREATE TABLE accounts (tenant_id bigint NOT NULL, n bigint NOT NULL, port text NOT NULL);
-             ALTER TABLE accounts OWNER TO app;",
-        );
-    }
-    let cfg = support::routed_config(
-        shards.iter(),
-        "mode = \"session\"\ndefault_pool_size = 2\nquery_wait_timeout = \"5s\"",
-        "",
-    );
-    let b = Bouncer::start_with_files(&cfg, &[("shardmap.toml", MAP)]);
+    let Setup { shards, b } =
+        setup_with("mode = \"session\"\ndefault_pool_size = 2\nquery_wait_timeout = \"5s\"");
     let admin = connect(&b, "admin", "admin", "pgbouncer").await;
     let c = connect(&b, APP_USER, APP_PASSWORD, "app").await;
     let placed = rows(&c, "SELECT current_setting('port') /* tenant_id=42 */")
