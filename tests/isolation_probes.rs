@@ -2956,3 +2956,53 @@ fn literals_route_and_change_state_as_postgres_reads_them() {
     assert!(error_codes(&m).is_empty(), "{m:?}");
     assert_eq!(first_column(&m), ["s1 owner of bravo"]);
 }
+
+/// In a database without routing, text the lexer cannot be sure to read as
+/// Postgres reads it (past ASCII under SJIS; a quote whose meaning depends on
+/// `standard_conforming_strings` while a change of it is in the same batch)
+/// runs, and its server is reset whole when it goes back (probe L: a SET
+/// ROLE behind an SJIS character, and a set_config behind a quote read under
+/// the old setting, reached the next client; a routed database refuses such
+/// text).
+#[test]
+fn unsure_text_in_an_unrouted_database_leaves_nothing_for_the_next_client() {
+    let f = Fixture::start();
+    let check_next = |what: &str| {
+        let mut b = f.raw("plain1", &[]);
+        let (errs, v) = q(
+            &mut b,
+            "SELECT current_user || '|' || coalesce(current_setting('app.secret', true), '')",
+        );
+        assert!(errs.is_empty(), "{what}: {errs:?}");
+        assert_eq!(
+            v,
+            ["app|"],
+            "{what}: the next client got the last one's state"
+        );
+    };
+    // SJIS: 0x95 0x5C is one character to Postgres, a backslash to a byte
+    // lexer, which then read the quote after it as escaped.
+    let mut a = f.raw("plain1", &[("client_encoding", "SJIS")]);
+    let mut sql = b"SELECT 1, E'\x95\x5c' ;SET ROLE r_other;SET app.secret = 'sjis';--'".to_vec();
+    sql.push(0);
+    let m = send_until(&mut a, &frame(b'Q', &sql), b'Z');
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    drop(a);
+    check_next("SJIS");
+    // A change of standard_conforming_strings ahead of a text in one batch.
+    let mut a = f.raw("plain1", &[("standard_conforming_strings", "off")]);
+    a.parse("", "SET standard_conforming_strings = on")
+        .bind("", &[])
+        .execute()
+        .parse(
+            "",
+            "SELECT 'x\\', set_config('app.secret', 'scs', false) --'",
+        )
+        .bind("", &[])
+        .execute()
+        .sync();
+    let m = a.run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    drop(a);
+    check_next("standard_conforming_strings");
+}

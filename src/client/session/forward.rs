@@ -178,6 +178,20 @@ impl Core {
         self.drain_synthetic();
     }
 
+    /// Whether what the analysis of `f`'s text found may not be what Postgres
+    /// runs, so its server is reset whole when it is given back: a text whose
+    /// meaning depends on `standard_conforming_strings` (a change of it may
+    /// be on its way, in the same batch), or one past ASCII under an encoding
+    /// whose characters may hold ASCII bytes (SJIS, BIG5, ...). A routed
+    /// database refuses such texts when unsure ([`router::decide`]); an
+    /// unrouted one runs them (probe L: `SET ROLE` hidden behind an SJIS
+    /// character, or behind a quote read under the old setting, reached the
+    /// next client).
+    pub(super) fn lexing_unsure(&self, f: &Facts) -> bool {
+        self.db.routing.is_none()
+            && (f.std_sensitive || (f.non_ascii && self.settings.ascii_only()))
+    }
+
     /// Forward a simple Query / FunctionCall to the attached server.
     fn forward_simple(&mut self, t: u8, frame: Bytes) {
         let mut drops = false;
@@ -186,6 +200,9 @@ impl Core {
             // The analysis is this Query's (route_unit made it).
             let facts = self.route.facts();
             effects = facts.effects;
+            if self.lexing_unsure(facts) {
+                effects.add(Effects::DYNAMIC);
+            }
             drops = facts.drops_statements;
             if !self.settings.note_custom(&facts.custom_settings) {
                 effects.add(Effects::UNNAMED_SETTINGS);
@@ -413,7 +430,14 @@ impl Core {
                         // Its custom settings are read back by name like a
                         // named statement's (they reached the next client).
                         if let Some((f, _)) = self.stmts.unnamed() {
-                            note_bound(self.att.as_deref_mut(), &mut self.settings, f, body);
+                            let unsure = self.lexing_unsure(f);
+                            note_bound(
+                                self.att.as_deref_mut(),
+                                &mut self.settings,
+                                f,
+                                body,
+                                unsure,
+                            );
                         }
                     }
                     if !self.ensure_unnamed() {
@@ -442,6 +466,7 @@ impl Core {
                                 &mut self.settings,
                                 &d.facts,
                                 body,
+                                false,
                             ),
                             None => {
                                 if let Some(a) = self.att.as_mut() {
@@ -480,11 +505,13 @@ impl Core {
                     ));
                 }
                 if t == f::BIND {
+                    let unsure = self.lexing_unsure(&def.facts);
                     note_bound(
                         self.att.as_deref_mut(),
                         &mut self.settings,
                         &def.facts,
                         body,
+                        unsure,
                     );
                 }
                 if t == f::BIND {
@@ -870,8 +897,12 @@ fn note_bound(
     settings: &mut super::settings::Settings,
     f: &Facts,
     body: &[u8],
+    lexing_unsure: bool,
 ) {
     let (mut effects, bound) = bound_names(f, body);
+    if lexing_unsure {
+        effects.add(Effects::DYNAMIC);
+    }
     if !settings.note_custom(&f.custom_settings) || !settings.note_custom(&bound) {
         effects.add(Effects::UNNAMED_SETTINGS);
     }
