@@ -681,3 +681,52 @@ async fn a_move_by_map_reload_sends_back_transactions_routed_before_it() {
     );
     assert_eq!(shard_rows(&s.shards[2]).len(), 1);
 }
+
+/// MOVE TENANT edits the map in force, one move at a time: two at once both
+/// land (probe L: one was undone while both answered OK), and a map file on
+/// disk that is not the map in force (an older one put back, which the
+/// reload refused) is refused rather than published with the move, which
+/// would undo the earlier one (probe L).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_edit_the_map_in_force_one_at_a_time() {
+    let s = setup();
+    let admin = connect(&s.b, "admin", "admin", "pgbouncer").await;
+    let admin2 = connect(&s.b, "admin", "admin", "pgbouncer").await;
+    for t in ["42", "7"] {
+        console(&admin, &format!("PAUSE TENANT '{t}'"))
+            .await
+            .unwrap();
+    }
+    let (a, b) = tokio::join!(
+        console(&admin, "MOVE TENANT '42' TO s2"),
+        console(&admin2, "MOVE TENANT '7' TO s0"),
+    );
+    a.unwrap();
+    b.unwrap();
+    let map = std::fs::read_to_string(s.b.dir.join("shardmap.toml")).unwrap();
+    assert!(
+        map.contains("\"42\" = \"s2\"") && map.contains("\"7\" = \"s0\""),
+        "{map}"
+    );
+    let routes = rows(&admin, "SHOW SHARD_MAP").await.unwrap();
+    assert_eq!(routes[0][1], "3", "{routes:?}");
+    // The map from before both moves, put back: refused by the reload.
+    s.b.write_file("shardmap.toml", MAP);
+    let e = admin.simple_query("RELOAD").await.unwrap_err();
+    assert_eq!(code(&e), "F0000", "{}", message(&e));
+    console(&admin, "PAUSE TENANT '1'").await.unwrap();
+    let (c, m) = console(&admin, "MOVE TENANT '1' TO s1").await.unwrap_err();
+    assert_eq!(c, "F0000", "{m}");
+    assert!(m.contains("not the map in force"), "{m}");
+    // 42 still routes where it was moved.
+    for t in ["42", "7", "1"] {
+        console(&admin, &format!("RESUME TENANT '{t}'"))
+            .await
+            .unwrap();
+    }
+    let c = connect(&s.b, APP_USER, APP_PASSWORD, "app").await;
+    let port = rows(&c, "SELECT current_setting('port') /* tenant_id=42 */")
+        .await
+        .unwrap();
+    assert_eq!(port[0][0], s.shards[2].port.to_string());
+}

@@ -164,7 +164,14 @@ pub fn resume(app: &App, key: &str) -> Result<(), PgError> {
 }
 
 /// `MOVE TENANT key TO shard`: returns a description of what was written.
+///
+/// One at a time: a move reads the map files, edits and writes them, and
+/// publishes the result; two at once read the same file, and the second
+/// write undid the first while both answered (probe L, once MOVE left the
+/// worker thread).
 pub fn move_to(app: &App, key: &str, shard: &str) -> Result<String, PgError> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let keys = keys_of(app, key)?;
     if let Some(k) = distinct(&keys).iter().find(|k| !app.gate.is_paused(k)) {
         return Err(PgError::new(
@@ -213,6 +220,24 @@ pub fn move_to(app: &App, key: &str, shard: &str) -> Result<String, PgError> {
             )
         };
         let old = crate::config::read_settled(path).map_err(|e| file_err(e.to_string()))?;
+        // The move edits the map in force, nothing else: a file on disk that
+        // is not it (an older map put back, which reloads refused; a change
+        // not reloaded yet) would be published with the move, and an older
+        // one would undo earlier moves (probe L).
+        let live = snap.dbs[&dbs[0].0]
+            .routing
+            .as_ref()
+            .map_or(0, |r| r.map.version);
+        let on_disk = shardmap::ShardMap::parse(&old, &dbs[0].1)
+            .map_err(|e| file_err(format!("for database {}: {e}", dbs[0].0)))?;
+        if on_disk.version != live {
+            return Err(file_err(format!(
+                "the file has version {}, the map in force {live}: it is not the map in \
+                 force (a change a reload refused, or one not reloaded yet); RELOAD, or put \
+                 the map in force back, then MOVE again",
+                on_disk.version
+            )));
+        }
         let (new, version) =
             shardmap::with_override(&old, &dbs[0].1, &k, shard).map_err(file_err)?;
         for (name, names) in &dbs[1..] {
@@ -253,10 +278,19 @@ pub fn move_to(app: &App, key: &str, shard: &str) -> Result<String, PgError> {
                 let rt = db.routing.as_ref().expect("routed");
                 let at = rt.map.route(&k).map(|r| r.shard);
                 if at.ok().map(|i| db.cfg.shards[i].name.as_str()) != Some(shard) {
+                    // Said, not only logged: the operator would copy and
+                    // delete rows by an answer that is not true.
                     tracing::error!(
                         database = name,
                         "MOVE TENANT: the new map does not route the tenant to {shard}"
                     );
+                    return Err(PgError::new(
+                        sqlstate::CONFIG_FILE_ERROR,
+                        format!(
+                            "the map now in force does not route tenant {key:?} to {shard} \
+                             in database {name}: see SHOW ROUTE and SHOW SHARD_MAP"
+                        ),
+                    ));
                 }
             }
         }
@@ -291,7 +325,10 @@ fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.shardbouncer-{}", std::process::id()));
+    // Unique per write, not only per process.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.shardbouncer-{}-{n}", std::process::id()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         if let Ok(meta) = std::fs::metadata(path) {
