@@ -3006,3 +3006,32 @@ fn unsure_text_in_an_unrouted_database_leaves_nothing_for_the_next_client() {
     drop(a);
     check_next("standard_conforming_strings");
 }
+
+/// A simple Query sent while the server skips to the Sync after an extended
+/// error is skipped too, as Postgres skips it: it is owed no answer (probe J:
+/// shardbouncer waited for one for ever, and the server, the pool's only
+/// one, was never given back, even after the client left).
+#[test]
+fn a_query_the_server_skips_after_an_error_is_owed_no_answer() {
+    let f = Fixture::start();
+    let mut a = f.raw("plain1", &[]);
+    a.parse("", "SELEC bad").msg_flush();
+    let m = a.run_until(b'E');
+    assert_eq!(error_codes(&m), ["42601"]);
+    a.query("SELECT 'skipped'").sync();
+    let m = a.run(1);
+    assert!(
+        m.iter().all(|(t, _)| *t == b'Z'),
+        "the skipped Query was answered: {m:?}"
+    );
+    let (errs, v) = q(&mut a, "SELECT 'after'");
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["after"]);
+    a.terminate();
+    a.send_and_read_to_end();
+    // The pool's one server is free for the next client.
+    let mut b = f.raw("plain1", &[]);
+    let (errs, v) = q(&mut b, "SELECT 'next'");
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["next"]);
+}

@@ -424,10 +424,7 @@ impl Console {
             // Off the worker thread: reading and checking a large map took
             // a third of a second there, and every client of the worker
             // waited for it (probe H).
-            Command::Reload => match off_worker(&app, |app| app.reload())
-                .await
-                .and_then(|r| r)
-            {
+            Command::Reload => match off_worker(&app, |app| app.reload()).await.and_then(|r| r) {
                 Ok(msg) => {
                     super::metrics::reload(true);
                     tracing::info!("RELOAD: {msg}");

@@ -402,6 +402,13 @@ impl Attachment {
 
     /// Send a simple Query / FunctionCall with its expectation.
     pub(super) fn send_simple(&mut self, e: Entry, frame: Bytes) {
+        if self.ext.skipping {
+            // The server skips everything up to the Sync after an error, a
+            // Query too: it owes no answer (probe J: one owed forever held
+            // the server, and the pool, after the client left).
+            self.to_server.push(frame);
+            return;
+        }
         self.expect.push(e);
         self.to_server.push(frame);
         // (Skipped, with the rest up to the Sync, after an error.)
