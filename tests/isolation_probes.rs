@@ -3035,3 +3035,36 @@ fn a_query_the_server_skips_after_an_error_is_owed_no_answer() {
     assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(v, ["next"]);
 }
+
+/// A named Parse that Postgres skips (it follows an error before the Sync)
+/// makes no statement, also when shardbouncer answered it itself because the
+/// server already had the text (probe J: the client kept a statement Postgres
+/// never made, and could run it; its Parse again got 42P05).
+#[test]
+fn a_skipped_parse_makes_no_statement_even_when_answered_here() {
+    let f = Fixture::start();
+    let text = "SELECT 'made'::text AS v";
+    // Another client leaves the server a copy of the text.
+    let mut w = f.raw("plain1", &[]);
+    w.parse("w", text).bind("w", &[]).execute().sync();
+    assert!(error_codes(&w.run(1)).is_empty());
+    drop(w);
+    let mut c = f.raw("plain1", &[]);
+    c.bind("nosuch", &[]).parse("s2", text).sync();
+    let m = c.run(1);
+    assert_eq!(error_codes(&m), ["26000"], "{m:?}");
+    assert!(
+        !m.iter().any(|(t, _)| *t == b'1'),
+        "a skipped Parse was answered: {m:?}"
+    );
+    c.bind("s2", &[]).execute().sync();
+    let m = c.run(1);
+    assert_eq!(
+        error_codes(&m),
+        ["26000"],
+        "a statement Postgres never made ran: {m:?}"
+    );
+    c.parse("s2", text).sync();
+    let m = c.run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+}

@@ -422,6 +422,15 @@ impl Attachment {
         self.to_server.push(b);
     }
 
+    /// The ParseComplete of a named Parse answered here (the server has the
+    /// statement already), which registered `def` for the client: if the
+    /// server skips to Sync first, the client has no such statement.
+    pub(super) fn synthetic_parse(&mut self, b: Bytes, def: Arc<StmtDef>) {
+        self.expect
+            .push(Entry::synthetic(tag::frontend::PARSE, b).with_stmt(def));
+        self.count_unflushed();
+    }
+
     /// A reply we produce ourselves, emitted when its turn comes.
     pub(super) fn synthetic(&mut self, client_tag: u8, b: Bytes, patch_status: bool) {
         let mut e = Entry::synthetic(client_tag, b);
@@ -827,7 +836,13 @@ impl Attachment {
                                     ctx.stmts.unnamed_failed(seq);
                                 }
                                 if let (tag::frontend::PARSE, Some(def)) = (d.tag, &d.stmt) {
-                                    a.conn.prepared.remove(def);
+                                    // One answered here did not prepare the
+                                    // server's copy, which stays (probe J: the
+                                    // client kept a statement Postgres never
+                                    // made).
+                                    if d.synthetic.is_none() {
+                                        a.conn.prepared.remove(def);
+                                    }
                                     if d.mode == Mode::Forward {
                                         ctx.stmts.forget(def);
                                     }

@@ -371,7 +371,7 @@ impl Core {
                     Held::Ready => {
                         let mut b = BytesMut::new();
                         protocol::parse_complete(&mut b);
-                        a.synthetic(f::PARSE, b.freeze(), false);
+                        a.synthetic_parse(b.freeze(), def);
                     }
                     Held::Missing => {
                         a.note_prepared(def.clone());
