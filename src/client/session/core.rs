@@ -178,6 +178,9 @@ pub(super) struct LocalPortal {
     pub(super) name: Bytes,
     /// What running it does, for a LISTEN/UNLISTEN portal.
     pub(super) listen: Option<Vec<crate::router::ListenOp>>,
+    /// The transactions ended when it was bound: a portal ends with its
+    /// transaction (probe L: one bound here outlived a ROLLBACK).
+    pub(super) epoch: u32,
 }
 
 impl Core {

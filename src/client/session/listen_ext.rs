@@ -79,6 +79,7 @@ impl Core {
                     self.local_portal = Some(Box::new(LocalPortal {
                         name: Bytes::copy_from_slice(portal),
                         listen: Some(o),
+                        epoch: self.route.tx_ends(),
                     }));
                     protocol::bind_complete(self.out.build());
                     self.reply(t);

@@ -91,6 +91,14 @@ impl Core {
             self.wait.stall(unit);
             return Need::Io;
         }
+        if self
+            .local_portal
+            .as_ref()
+            .is_some_and(|p| p.epoch != self.route.tx_ends())
+        {
+            // Its transaction ended: so did the portal, as on Postgres.
+            self.local_portal = None;
+        }
         let local = match (&self.local_portal, &unit) {
             (Some(p), Unit::Batch(msgs)) => portal_use(msgs, &p.name),
             _ => PortalUse::None,
@@ -831,6 +839,7 @@ impl Core {
                     self.local_portal = Some(Box::new(super::core::LocalPortal {
                         name: Bytes::copy_from_slice(portal),
                         listen: None,
+                        epoch: self.route.tx_ends(),
                     }));
                     if begin.is_none() {
                         // A BEGIN prepared in an earlier batch: its own text

@@ -47,6 +47,9 @@ pub(super) struct Tenancy {
     /// Postgres undoes a session setting made in a transaction that rolls
     /// back, and so does this ([`Tenancy::transaction_outcome`]).
     saved_set: Option<Option<TenantKey>>,
+    /// Transactions ended so far (wrapping): what was bound in one
+    /// ([`super::core::LocalPortal`]) ends with it.
+    tx_ends: u32,
 }
 
 /// The session's view for one decision.
@@ -191,6 +194,7 @@ impl Tenancy {
             listen_ops: _,
             tickets: _,
             saved_set: _,
+            tx_ends: _,
         } = self;
         tenants
     }
@@ -259,6 +263,12 @@ impl Tenancy {
     pub(super) fn end_transaction(&mut self) {
         self.tenants.local = None;
         self.transaction_outcome(false);
+        self.tx_ends = self.tx_ends.wrapping_add(1);
+    }
+
+    /// Transactions ended so far (see `tx_ends`).
+    pub(super) fn tx_ends(&self) -> u32 {
+        self.tx_ends
     }
 
     /// What pinned the current transaction.

@@ -462,6 +462,16 @@ fn a_listen_portal_stays_the_clients_until_it_is_bound_again() {
     let tags = h.client_tags();
     assert!(!tags.contains('D'), "an older portal ran: {tags}");
     assert!(h.core.take_listen_ops().is_empty());
+    // It ends with its transaction, as on Postgres (probe L: run again after
+    // the ROLLBACK, it listened again). Alone, with no tenant, the Execute is
+    // refused before any server (Postgres: 34000, no such portal).
+    h.send(&[query("ROLLBACK")]);
+    h.server_turn();
+    h.client_tags();
+    h.send(&[execute(), sync()]);
+    h.server_turn();
+    assert_eq!(h.client_errors(), ["42P17"]);
+    assert!(h.core.take_listen_ops().is_empty(), "the ended portal ran");
 }
 
 /// On a routed database a batch goes whole: LISTEN through Parse/Bind/Execute
