@@ -3068,3 +3068,24 @@ fn a_skipped_parse_makes_no_statement_even_when_answered_here() {
     let m = c.run(1);
     assert!(error_codes(&m).is_empty(), "{m:?}");
 }
+
+/// An error shardbouncer raises itself (a Bind of a statement the client
+/// never prepared) reaches the client inside a transaction the server has
+/// already failed, as Postgres gives it there (probe J: the client got a bare
+/// ReadyForQuery 'E', no error at all).
+#[test]
+fn errors_raised_here_reach_the_client_in_a_failed_transaction() {
+    let f = Fixture::start();
+    let mut c = f.raw("plain1", &[]);
+    let (errs, _) = q(&mut c, "BEGIN; SELECT 1/0");
+    assert_eq!(errs, ["22012"]);
+    c.bind("nosuch", &[]).execute().sync();
+    let m = c.run(1);
+    assert_eq!(error_codes(&m), ["26000"], "{m:?}");
+    assert_eq!(
+        m.last().map(|(t, b)| (*t, b.clone())),
+        Some((b'Z', b"E".to_vec()))
+    );
+    let (errs, _) = q(&mut c, "ROLLBACK");
+    assert!(errs.is_empty(), "{errs:?}");
+}

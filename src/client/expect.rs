@@ -66,6 +66,12 @@ pub struct Entry {
     /// (so the transaction fails as in Postgres): the PL/pgSQL context and source
     /// location fields are ours, not the client's, and are dropped.
     pub raised: bool,
+    /// An ErrorResponse sent in place of the server's error to this message:
+    /// the first message of an error shardbouncer raises through the server,
+    /// which in a transaction the server already failed answers 25P02 (and
+    /// skips the rest), where Postgres would give the client shardbouncer's
+    /// error (probe J: the client got no error at all). Boxed: rare.
+    pub instead: Option<Box<Bytes>>,
     /// The client's name for the statement this message names; the server knows it
     /// by its internal `sb_` name, which errors must not show.
     pub client_name: Option<Bytes>,
@@ -95,6 +101,7 @@ impl Entry {
             replayed: false,
             sets_unnamed: None,
             raised: false,
+            instead: None,
             client_name: None,
             copy_ends: 0,
             syncs_in_copy: 0,
@@ -122,6 +129,7 @@ impl Entry {
             replayed: false,
             sets_unnamed: None,
             raised: false,
+            instead: None,
             client_name: None,
             copy_ends: 0,
             syncs_in_copy: 0,
@@ -143,6 +151,7 @@ impl Entry {
             replayed: false,
             sets_unnamed: None,
             raised: false,
+            instead: None,
             client_name: None,
             copy_ends: 0,
             syncs_in_copy: 0,

@@ -923,6 +923,9 @@ impl Attachment {
 /// The client's view of an ErrorResponse `frame` answering `e`, when it differs
 /// from the server's: what Postgres would have said on the client's own connection.
 fn client_error(e: &Entry, frame: &[u8]) -> Option<Bytes> {
+    if let Some(instead) = e.instead.as_ref() {
+        return Some(Bytes::clone(instead));
+    }
     // Where (W) and the source location (F, L, R) of a RAISE we injected name our
     // DO block; Postgres raising the same error itself would send neither.
     const RAISED: &[u8] = b"WFLR";

@@ -805,7 +805,14 @@ impl Core {
         }
         let mut b = BytesMut::new();
         protocol::parse(&mut b, b"", sql.as_bytes(), &[0, 0]);
-        a.send_ext(Entry::swallow(tag::frontend::PARSE), b.split().freeze());
+        // Its success is swallowed; its failure (a transaction the server
+        // already failed) is the client's error, which Postgres would give.
+        let mut p = Entry::swallow(tag::frontend::PARSE);
+        p.mode = Mode::SwallowOk;
+        let mut instead = BytesMut::new();
+        protocol::pg_error(&mut instead, tag::backend::ERROR_RESPONSE, e);
+        p.instead = Some(Box::new(instead.freeze()));
+        a.send_ext(p, b.split().freeze());
         protocol::bind_plain(&mut b, b"");
         a.send_ext(Entry::swallow(tag::frontend::BIND), b.split().freeze());
         protocol::execute(&mut b, b"", 0);
