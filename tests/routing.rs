@@ -1152,4 +1152,29 @@ async fn the_file_watcher_applies_whole_maps_and_follows_symlink_swaps() {
         || async { version().await == "4" },
     )
     .await;
+    // Behind a second link, in another directory (probe L): the swap there
+    // is seen too.
+    let shared = dir.join("shared");
+    for (v, d) in [(5, "..v5"), (6, "..v6")] {
+        std::fs::create_dir_all(shared.join(d)).unwrap();
+        std::fs::write(shared.join(d).join("shardmap.toml"), with_version(v)).unwrap();
+    }
+    std::os::unix::fs::symlink("..v5", shared.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/shardmap.toml", shared.join("shardmap.toml")).unwrap();
+    std::os::unix::fs::symlink("shared/shardmap.toml", dir.join("link.tmp")).unwrap();
+    std::fs::rename(dir.join("link.tmp"), dir.join("shardmap.toml")).unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the map behind two links applied",
+        || async { version().await == "5" },
+    )
+    .await;
+    std::os::unix::fs::symlink("..v6", shared.join("..data_tmp")).unwrap();
+    std::fs::rename(shared.join("..data_tmp"), shared.join("..data")).unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the swap behind two links applied",
+        || async { version().await == "6" },
+    )
+    .await;
 }

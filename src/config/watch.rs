@@ -23,6 +23,9 @@ pub const DEBOUNCE: Duration = Duration::from_millis(250);
 /// that keeps it open, or a platform that does not report closes).
 pub const MAX_WAIT: Duration = Duration::from_secs(10);
 
+/// How often the files to watch are looked up again.
+const REFRESH: Duration = Duration::from_secs(2);
+
 /// Absolute form of `p` for comparison with event paths (the file itself may not
 /// exist at this instant, so only its directory is canonicalized).
 fn normalize(p: &Path) -> PathBuf {
@@ -72,9 +75,11 @@ struct Watched {
 }
 
 impl Watched {
-    fn refresh(&mut self, watcher: &mut notify::RecommendedWatcher, files: Vec<PathBuf>) {
+    /// Look the files up again; whether one of them now resolves elsewhere
+    /// than at the last look (a change to reload for).
+    fn refresh(&mut self, watcher: &mut notify::RecommendedWatcher, files: Vec<PathBuf>) -> bool {
+        let before = std::mem::take(&mut self.resolved);
         self.wanted.clear();
-        self.resolved.clear();
         for f in files {
             let f = normalize(&f);
             let target = f.canonicalize().ok();
@@ -82,8 +87,27 @@ impl Watched {
                 self.watch_dir_of(watcher, p);
                 self.wanted.insert(p.clone());
             }
+            // Every link on the way: a swap may happen in any of their
+            // directories (probe L: `map.toml -> ../shared/map.toml`,
+            // `shared/map.toml -> ..data/map.toml`, `..data` swapped in
+            // `shared`).
+            let mut hop = f.clone();
+            for _ in 0..40 {
+                let Ok(next) = std::fs::read_link(&hop) else {
+                    break;
+                };
+                let next = match hop.parent() {
+                    Some(d) if next.is_relative() => d.join(next),
+                    _ => next,
+                };
+                self.watch_dir_of(watcher, &next);
+                hop = next;
+            }
             self.resolved.insert(f, target);
         }
+        self.resolved
+            .iter()
+            .any(|(f, now)| before.get(f).is_some_and(|was| was != now))
     }
 
     /// Follow which watched files are being written (see [`Write`]).
@@ -161,9 +185,28 @@ pub async fn run(
         }
     };
     let mut watched = Watched::default();
-    watched.refresh(&mut watcher, files());
-    while let Some((p, w, entries)) = rx.recv().await {
-        if !watched.concerns(&p, entries) {
+    let _ = watched.refresh(&mut watcher, files());
+    // Looked at again now and then: a RELOAD or SIGHUP may have taken a new
+    // config (other maps) or followed a swapped link, and the files and
+    // directories to watch follow it (probe L: after a console RELOAD the
+    // new target's directory was never watched).
+    let mut again = tokio::time::interval(REFRESH);
+    again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let (p, w, entries) = tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => ev,
+                None => return,
+            },
+            _ = again.tick() => {
+                if !watched.refresh(&mut watcher, files()) {
+                    continue;
+                }
+                // A link moved with no event seen for it: reload as for one.
+                (PathBuf::new(), Write::Done, false)
+            }
+        };
+        if !p.as_os_str().is_empty() && !watched.concerns(&p, entries) {
             continue;
         }
         // Files written to and not closed yet.
@@ -195,7 +238,7 @@ pub async fn run(
             }
         }
         reload();
-        watched.refresh(&mut watcher, files());
+        let _ = watched.refresh(&mut watcher, files());
     }
 }
 
