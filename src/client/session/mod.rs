@@ -236,6 +236,10 @@ thread_local! {
 /// at once.
 const MAX_SETTINGS_RETRIES: u8 = 3;
 
+/// Steps of 5 ms that work sent back by a move waits for the configuration
+/// that routes it anew to be published (see `wait_for_resume`).
+const PUBLISH_WAIT_STEPS: u32 = 200;
+
 /// How long an idle session stays whole before it parks ([`Session::linger`]).
 const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -1402,9 +1406,20 @@ impl Session {
         if !gate.is_paused(&key) {
             // Not paused: the tenant moved after this session's configuration
             // was built. Route the work again with the current one, if there is
-            // a newer one (else fail closed rather than go round).
-            let current = self.app.snapshot.load().generation;
-            if current == self.core.db().generation {
+            // a newer one (else fail closed rather than go round). A reload
+            // records a move just before it publishes its configuration: work
+            // that met the move in between waits for the publication (a
+            // moment; bounded), rather than fail (a test under load did).
+            let own = self.core.db().generation;
+            let mut current = self.app.snapshot.load().generation;
+            for _ in 0..PUBLISH_WAIT_STEPS {
+                if current != own {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                current = self.app.snapshot.load().generation;
+            }
+            if current == own {
                 return Ok(self.core.attach_failed(PgError::new(
                     sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
                     format!(
