@@ -3089,3 +3089,25 @@ fn errors_raised_here_reach_the_client_in_a_failed_transaction() {
     let (errs, _) = q(&mut c, "ROLLBACK");
     assert!(errs.is_empty(), "{errs:?}");
 }
+
+/// A Close of a named statement that the server skips (an earlier message of
+/// its batch failed) closes nothing, as on Postgres: the statement still
+/// runs (probe J: it was gone, 26000).
+#[test]
+fn a_skipped_close_leaves_the_statement() {
+    let f = Fixture::start();
+    let mut c = f.raw("plain1", &[]);
+    c.parse("s1", "SELECT 'still here'::text").sync();
+    assert!(error_codes(&c.run(1)).is_empty());
+    c.bind("nosuch", &[]).close_stmt("s1").sync();
+    let m = c.run(1);
+    assert_eq!(error_codes(&m), ["26000"], "{m:?}");
+    assert!(
+        !m.iter().any(|(t, _)| *t == b'3'),
+        "a skipped Close was answered: {m:?}"
+    );
+    c.bind("s1", &[]).execute().sync();
+    let m = c.run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(first_column(&m), ["still here"]);
+}

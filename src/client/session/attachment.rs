@@ -431,6 +431,16 @@ impl Attachment {
         self.count_unflushed();
     }
 
+    /// The CloseComplete of a Close of the client's statement `name` answered
+    /// here behind unanswered work: if the server skips to Sync first, the
+    /// statement is the client's again.
+    pub(super) fn synthetic_close(&mut self, b: Bytes, name: Bytes, def: Arc<StmtDef>) {
+        let mut e = Entry::synthetic(tag::frontend::CLOSE, b).with_stmt(def);
+        e.client_name = Some(name);
+        self.expect.push(e);
+        self.count_unflushed();
+    }
+
     /// A reply we produce ourselves, emitted when its turn comes.
     pub(super) fn synthetic(&mut self, client_tag: u8, b: Bytes, patch_status: bool) {
         let mut e = Entry::synthetic(client_tag, b);
@@ -830,8 +840,14 @@ impl Attachment {
                         }
                         if t == tag::backend::ERROR_RESPONSE && e.is_extended() {
                             // Postgres now skips to Sync; so do we, undoing
-                            // prepares that will not happen.
+                            // prepares (and closes) that will not happen.
+                            let mut reopened = Vec::new();
                             for d in a.expect.skip_to_sync() {
+                                if let (tag::frontend::CLOSE, Some(def), Some(name), true) =
+                                    (d.tag, &d.stmt, &d.client_name, d.synthetic.is_some())
+                                {
+                                    reopened.push((name.clone(), def.clone()));
+                                }
                                 if let Some(seq) = d.sets_unnamed {
                                     ctx.stmts.unnamed_failed(seq);
                                 }
@@ -847,6 +863,11 @@ impl Attachment {
                                         ctx.stmts.forget(def);
                                     }
                                 }
+                            }
+                            // After the forgets: a name closed, then parsed
+                            // again, in the skipped part is the old statement.
+                            for (name, def) in reopened {
+                                ctx.stmts.restore(&name, def);
                             }
                             // Messages the client sends before its Sync are skipped
                             // too: they will get no answer.

@@ -635,11 +635,19 @@ impl Core {
     /// Close of a named statement: the client's name goes, the server keeps the
     /// statement for others; answered locally, in order.
     pub(super) fn close_statement(&mut self, frame: &[u8]) {
-        if let Some(name) = describe_statement_name(&frame[5..]) {
-            self.stmts.remove(name);
-        }
+        let closed = describe_statement_name(&frame[5..])
+            .and_then(|name| Some((Bytes::copy_from_slice(name), self.stmts.take(name)?)));
         protocol::close_complete(self.out.build());
-        self.reply(tag::frontend::CLOSE);
+        match (closed, self.att.as_mut()) {
+            // Behind work not answered yet: if the server skips to the Sync
+            // first, so does this Close (probe J: the statement was gone
+            // where Postgres still had it).
+            (Some((name, def)), Some(a)) if !a.settled() => {
+                let b = self.out.built();
+                a.synthetic_close(b, name, def);
+            }
+            _ => self.reply(tag::frontend::CLOSE),
+        }
     }
 
     /// Make sure the attached server can run `def`, and return the name it has

@@ -198,9 +198,13 @@ impl Statements {
 
     /// Close/DEALLOCATE of one name; whether it existed.
     pub(super) fn remove(&mut self, name: &[u8]) -> bool {
-        let Some(def) = self.named.remove(name) else {
-            return false;
-        };
+        self.take(name).is_some()
+    }
+
+    /// [`Statements::remove`], giving the statement back (to restore it if
+    /// the server skips the Close).
+    pub(super) fn take(&mut self, name: &[u8]) -> Option<Arc<StmtDef>> {
+        let def = self.named.remove(name)?;
         self.listens -= u32::from(def.facts.has_listen());
         self.release(held_by(name, &def));
         if !self.named.values().any(|d| d.hash == def.hash) {
@@ -211,7 +215,23 @@ impl Statements {
                 self.dropped.insert(def.hash, prepared::tick());
             }
         }
-        true
+        Some(def)
+    }
+
+    /// A Close the server skipped (an earlier error in its batch): the
+    /// statement is the client's again, as on Postgres, unless the name was
+    /// taken again meanwhile or the bytes of all clients are at their cap.
+    pub(super) fn restore(&mut self, name: &[u8], def: Arc<StmtDef>) {
+        if self.named.contains_key(name) {
+            return;
+        }
+        let size = held_by(name, &def);
+        if hold_bytes(size).is_err() {
+            return;
+        }
+        self.listens += u32::from(def.facts.has_listen());
+        self.bytes += size;
+        self.named.insert(Bytes::copy_from_slice(name), def);
     }
 
     /// `DEALLOCATE ALL` / `DISCARD ALL`: every name goes.
