@@ -422,21 +422,18 @@ impl Attachment {
         self.to_server.push(b);
     }
 
-    /// The ParseComplete of a named Parse answered here (the server has the
-    /// statement already), which registered `def` for the client: if the
-    /// server skips to Sync first, the client has no such statement.
-    pub(super) fn synthetic_parse(&mut self, b: Bytes, def: Arc<StmtDef>) {
-        self.expect
-            .push(Entry::synthetic(tag::frontend::PARSE, b).with_stmt(def));
-        self.count_unflushed();
-    }
-
-    /// The CloseComplete of a Close of the client's statement `name` answered
-    /// here behind unanswered work: if the server skips to Sync first, the
-    /// statement is the client's again.
-    pub(super) fn synthetic_close(&mut self, b: Bytes, name: Bytes, def: Arc<StmtDef>) {
-        let mut e = Entry::synthetic(tag::frontend::CLOSE, b).with_stmt(def);
-        e.client_name = Some(name);
+    /// The reply to a Parse or Close of the client's statement `def` answered
+    /// here: if the server skips to Sync before its turn, the Parse made no
+    /// statement, and the Close (of `name`) closed none.
+    pub(super) fn synthetic_stmt(
+        &mut self,
+        client_tag: u8,
+        b: Bytes,
+        def: Arc<StmtDef>,
+        name: Option<Bytes>,
+    ) {
+        let mut e = Entry::synthetic(client_tag, b).with_stmt(def);
+        e.client_name = name;
         self.expect.push(e);
         self.count_unflushed();
     }

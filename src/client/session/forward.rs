@@ -371,7 +371,7 @@ impl Core {
                     Held::Ready => {
                         let mut b = BytesMut::new();
                         protocol::parse_complete(&mut b);
-                        a.synthetic_parse(b.freeze(), def);
+                        a.synthetic_stmt(f::PARSE, b.freeze(), def, None);
                     }
                     Held::Missing => {
                         a.note_prepared(def.clone());
@@ -644,7 +644,7 @@ impl Core {
             // where Postgres still had it).
             (Some((name, def)), Some(a)) if !a.settled() => {
                 let b = self.out.built();
-                a.synthetic_close(b, name, def);
+                a.synthetic_stmt(tag::frontend::CLOSE, b, def, Some(name));
             }
             _ => self.reply(tag::frontend::CLOSE),
         }

@@ -371,40 +371,30 @@ fn listen_and_unlisten_are_answered_here_and_handed_to_the_relay() {
 /// client got an earlier SELECT's rows (session fuzz). It is refused.
 #[test]
 fn an_execute_of_a_portal_bound_here_in_an_earlier_batch_is_refused() {
-    let mut h = Harness::new("app");
-    h.send(&[query("BEGIN")]);
-    h.send(&[parse("", "SET tenant_id = 1"), sync()]);
-    h.send(&[
-        parse("s1", "SELECT * FROM t WHERE tenant_id = $1"),
-        bind("s1", &["1"]),
-        sync(),
-    ]);
-    h.send(&[bind("", &[]), sync()]);
-    h.send(&[execute(), sync()]);
-    for _ in 0..4 {
-        h.server_turn();
+    // Bound here alone; then bound and executed here in one batch, and
+    // executed again alone: the portal is still not the server's (session
+    // fuzz, both).
+    for bound_here in [
+        vec![bind("", &[]), sync()],
+        vec![bind("", &[]), execute(), sync()],
+    ] {
+        let mut h = Harness::new("app");
+        h.send(&[query("BEGIN")]);
+        h.send(&[parse("", "SET tenant_id = 1"), sync()]);
+        h.send(&[
+            parse("s1", "SELECT * FROM t WHERE tenant_id = $1"),
+            bind("s1", &["1"]),
+            sync(),
+        ]);
+        h.send(&bound_here);
+        h.send(&[execute(), sync()]);
+        for _ in 0..4 {
+            h.server_turn();
+        }
+        assert_eq!(h.client_errors(), ["0A000"]);
+        let tags = h.client_tags();
+        assert!(!tags.contains('D'), "an older portal ran: {tags}");
     }
-    assert_eq!(h.client_errors(), ["0A000"]);
-    let tags = h.client_tags();
-    assert!(!tags.contains('D'), "an older portal ran: {tags}");
-    // Bound and executed here in one batch, then executed again alone: the
-    // portal is still not the server's (session fuzz).
-    let mut h = Harness::new("app");
-    h.send(&[query("BEGIN")]);
-    h.send(&[parse("", "SET tenant_id = 1"), sync()]);
-    h.send(&[
-        parse("s1", "SELECT * FROM t WHERE tenant_id = $1"),
-        bind("s1", &["1"]),
-        sync(),
-    ]);
-    h.send(&[bind("", &[]), execute(), sync()]);
-    h.send(&[execute(), sync()]);
-    for _ in 0..4 {
-        h.server_turn();
-    }
-    assert_eq!(h.client_errors(), ["0A000"]);
-    let tags = h.client_tags();
-    assert!(!tags.contains('D'), "an older portal ran: {tags}");
     // Outside a transaction the portal ends with its Sync, as on Postgres:
     // a later Execute of it finds none (34000).
     let mut h = Harness::new("app");
