@@ -91,6 +91,7 @@ fn bench_decide(c: &mut Criterion) {
         ascii_only: false,
         keys_ascii_only: false,
         lexing_unsure: false,
+        owns_server: false,
     };
     let mut scratch = Vec::new();
     let mut f = Facts::default();

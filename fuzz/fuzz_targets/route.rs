@@ -6,7 +6,9 @@
 //! * with the lock on, only the locked tenant's shard is ever returned;
 //! * "tenant-free" is returned only when every statement is on the allow-list;
 //! * inside a pinned transaction, only the pinned shard is returned;
-//! * a failed transaction gets nothing but 25P02, its end, or an empty query.
+//! * a failed transaction gets nothing but 25P02, its end, or an empty query;
+//! * a session-mode server whose placing tenant the map now puts elsewhere runs
+//!   nothing more.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -96,6 +98,8 @@ fuzz_target!(|data: &[u8]| {
     // A transaction a tenant placed, or one tenant-free work opened.
     let pinned_by = (head[4] & 64 != 0)
         .then(|| (TenantKey::new(KEYS[(head[1] >> 4 & 7) as usize].as_bytes()).unwrap(), Source::Scan));
+    // Session mode: the server is the session's, on the shard `pinned_by` placed.
+    let owns_server = head[4] & 128 != 0;
     // The text, then Bind values separated by 0xff.
     let mut parts = rest.split(|&b| b == 0xff);
     let sql = parts.next().unwrap_or_default();
@@ -115,6 +119,7 @@ fuzz_target!(|data: &[u8]| {
         ascii_only,
         keys_ascii_only,
         lexing_unsure: head[4] & 16 != 0,
+        owns_server,
     };
     let mut scratch = Vec::new();
     let d = if extended {
@@ -239,6 +244,16 @@ fuzz_target!(|data: &[u8]| {
             assert!(f.is_only(Kind::Begin) && named.is_empty(), "{:?}", String::from_utf8_lossy(sql));
         }
         _ => {}
+    }
+    // A session-mode server its tenant no longer lives on runs nothing more,
+    // whatever the unit names.
+    if let (true, Tx::Pinned(p), Some((pin, _))) = (owns_server, tx, pinned_by) {
+        if r.shard_of(&pin).ok() != Some(p) {
+            assert!(
+                matches!(&d, Decision::Refuse(rf) if rf.code == "0A000"),
+                "{d:?} on a session server {pin} no longer places"
+            );
+        }
     }
     if tx == Tx::Failed {
         let ok = match &d {

@@ -166,6 +166,10 @@ pub struct SessionView<'a> {
     /// run in an extended batch that has no Sync yet (Postgres reports
     /// settings at ReadyForQuery). Text that depends on the lexing is refused.
     pub lexing_unsure: bool,
+    /// Session mode: the server is the session's for its whole life, on the
+    /// shard `pinned_by` placed it on ([`Tx::Pinned`]), and every later unit
+    /// runs there, naming a tenant or not.
+    pub owns_server: bool,
 }
 
 /// One message of an extended-protocol batch, as routing sees it. `V` gives a
@@ -310,6 +314,9 @@ pub fn decide<'a, V: ParamValues, I: Iterator<Item = Item<'a, V>>>(
     scratch: &mut Vec<Mention>,
 ) -> Decision {
     scratch.clear();
+    if let Err(e) = session_still_placed(r, s) {
+        return Decision::Refuse(e);
+    }
     let res = match unit {
         Unit::Query(f) => query(r, s, f, scratch),
         Unit::FunctionCall => {
@@ -322,6 +329,34 @@ pub fn decide<'a, V: ParamValues, I: Iterator<Item = Item<'a, V>>>(
         Unit::Batch(items, _) => batch(r, s, items, scratch),
     };
     res.unwrap_or_else(Decision::Refuse)
+}
+
+/// A session-mode server stays where the tenant that placed it (by a comment
+/// or a predicate as much as at connect) lived then. Once the map in force puts
+/// that tenant elsewhere, every unit is refused, tenant-free ones too: an
+/// UPDATE naming no tenant would write on the old shard (probe H). Only a new
+/// connection follows the move.
+fn session_still_placed(r: &Routing, s: &SessionView<'_>) -> Result<(), Refusal> {
+    let (true, Tx::Pinned(cur), Some((pin, _))) = (s.owns_server, s.tx, s.pinned_by) else {
+        return Ok(());
+    };
+    let now = r.map.route(&pin).ok().map(|x| x.shard);
+    if now == Some(cur) {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!(
+            "cross-shard work refused: tenant {} placed this session's server on shard {}, \
+             and the map now puts it {}; reconnect",
+            pin.as_str(),
+            r.shard_name(cur),
+            now.map_or("nowhere".to_string(), |i| format!(
+                "on shard {}",
+                r.shard_name(i)
+            )),
+        ),
+    ))
 }
 
 fn query(

@@ -67,6 +67,7 @@ fn view(t: &Tenants, tx: Tx) -> SessionView<'_> {
         ascii_only: false,
         keys_ascii_only: false,
         lexing_unsure: false,
+        owns_server: false,
     }
 }
 
@@ -1593,4 +1594,33 @@ fn a_commit_of_held_statements_that_names_a_tenant_runs_on_its_shard() {
         shard(&query(&r, &t, held, "/* tenant_id=acme */ END")),
         Some(0)
     );
+}
+
+#[test]
+fn a_session_server_its_tenant_no_longer_lives_on_runs_nothing() {
+    // 42 lives on s1. A session-mode server 42 placed on s0 (the map changed
+    // since) runs nothing more, naming a tenant or not; on s1 it runs on.
+    let r = routing(ALL, false, NoTenant::Default(0));
+    let t = Tenants::default();
+    let on = |shard: usize, owns: bool| SessionView {
+        pinned_by: Some((key("42"), Source::Comment)),
+        owns_server: owns,
+        ..view(&t, Tx::Pinned(shard))
+    };
+    for sql in [
+        "UPDATE a SET x = 1",
+        "SELECT 1",
+        "COMMIT",
+        "SELECT * FROM a WHERE tenant_id = 42",
+    ] {
+        let f = analyzed(&r, sql.as_bytes());
+        let d = decide(&r, &on(0, true), Unit::query(&f), &mut Vec::new());
+        assert_eq!(code(&d), "0A000", "{sql}");
+        let d = decide(&r, &on(1, true), Unit::query(&f), &mut Vec::new());
+        assert!(!matches!(d, Decision::Refuse(_)), "{sql}: {d:?}");
+    }
+    // Transaction mode: the gate, not this check, sends such work back (55000).
+    let f = analyzed(&r, b"UPDATE a SET x = 1");
+    let d = decide(&r, &on(0, false), Unit::query(&f), &mut Vec::new());
+    assert_eq!(shard(&d), Some(0));
 }

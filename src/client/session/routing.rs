@@ -388,6 +388,7 @@ impl Core {
                     .att
                     .as_ref()
                     .is_some_and(|a| a.ext_open() && a.effects().may_change_lexing()),
+            owns_server: self.owns_server(),
         }
     }
 
@@ -501,41 +502,20 @@ impl Core {
 
     /// Session mode keeps the server the session's tenant placed, by a comment
     /// or a predicate as much as at connect, and runs every later unit there,
-    /// naming a tenant or not. So that tenant's pause and move apply to every
-    /// unit (probe H: after a MOVE, an UPDATE naming no tenant still wrote on
-    /// the old shard): its ticket is taken, and the map now in force must
-    /// still place it on the server's shard. `Err` is the unit answered.
+    /// naming a tenant or not. So that tenant's pause applies to every unit,
+    /// its ticket is taken (`decide` has already refused every unit once the
+    /// map puts it elsewhere). `Err` is the unit answered.
     fn session_pin_holds(&mut self, unit: Unit) -> Result<Unit, Need> {
         if !self.owns_server() {
             return Ok(unit);
         }
-        let (Some(a), Some((pin, _))) = (&self.att, self.route.pinned()) else {
+        let (Some(_), Some((pin, _))) = (&self.att, self.route.pinned()) else {
             return Ok(unit);
         };
-        let cur = a.shard();
-        if let Err(why) = self.enter_tenant(pin) {
-            return Err(self.tenant_blocked(pin, why, unit));
+        match self.enter_tenant(pin) {
+            Ok(()) => Ok(unit),
+            Err(why) => Err(self.tenant_blocked(pin, why, unit)),
         }
-        let Some(rt) = &self.db.routing else {
-            return Ok(unit);
-        };
-        let now = rt.shard_of(&pin).ok();
-        if now == Some(cur) {
-            return Ok(unit);
-        }
-        let e =
-            PgError::new(
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                format!(
-                "cross-shard work refused: tenant {} placed this session's server on shard {}, \
-                 and the map now puts it {}; reconnect",
-                pin.as_str(),
-                rt.shard_name(cur),
-                now.map_or("nowhere".to_string(), |s| format!("on shard {}", rt.shard_name(s))),
-            ),
-            );
-        self.unit_error(unit, &e);
-        Err(Need::Io)
     }
 
     /// Hold every tenant the unit touches: the one it was routed by and every

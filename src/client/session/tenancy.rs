@@ -65,6 +65,8 @@ pub(super) struct View {
     pub(super) keys_ascii_only: bool,
     /// The lexing may have changed unreported ([`SessionView::lexing_unsure`]).
     pub(super) lexing_unsure: bool,
+    /// Session mode ([`SessionView::owns_server`]).
+    pub(super) owns_server: bool,
 }
 
 /// The text of a Parse frame (empty if it is malformed, as routing reads it).
@@ -504,6 +506,7 @@ fn view(tenants: &Tenants, pinned: Option<(TenantKey, Source)>, v: View) -> Sess
         ascii_only: v.ascii_only,
         keys_ascii_only: v.keys_ascii_only,
         lexing_unsure: v.lexing_unsure,
+        owns_server: v.owns_server,
     }
 }
 
