@@ -11,13 +11,23 @@ use tokio::signal::unix::{signal, SignalKind};
 pub async fn run(app: Arc<App>) -> Result<(), String> {
     let snap = app.snapshot.load_full();
     let addr = snap.config.listen.addr.clone();
-    let listener = bind(&addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let shared = snap.config.listen.so_reuseport;
+    let listener = bind(&addr, shared).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let mut listener = Some(listener);
     let workers = Workers::start(snap.config.workers())
         .map_err(|e| format!("cannot start the worker threads: {e}"))?;
     tracing::info!("listening on {addr} with {} workers", workers.handles.len());
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut usr2 = signal(SignalKind::user_defined2()).map_err(|e| e.to_string())?;
+    let peer_socket = match snap.config.peer_dir() {
+        Some(dir) => Some(
+            crate::client::peers::listen(&app, &dir)
+                .map_err(|e| format!("cannot listen for peers in {}: {e}", dir.display()))?,
+        ),
+        None => None,
+    };
     tokio::spawn(maintenance(app.clone(), workers.handles.clone()));
     if app.snapshot.path().is_some() {
         let (a1, a2) = (app.clone(), app.clone());
@@ -52,9 +62,11 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
         }
     };
     tokio::pin!(console_shutdown);
+    let drained = app.admin.drained();
+    tokio::pin!(drained);
     loop {
         tokio::select! {
-            r = listener.accept() => match r {
+            r = async { listener.as_ref().expect("checked").accept().await }, if listener.is_some() => match r {
                 Ok((stream, _)) => workers.serve(&app, stream),
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
@@ -72,6 +84,14 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
                     tracing::error!("SIGHUP: reload rejected, keeping the old configuration: {e}")
                 }
             },
+            _ = &mut drained, if listener.is_some() && shared => {
+                // The other process on the address takes new clients from
+                // now on. Those the kernel already queued here are served.
+                if let Some(l) = listener.take() {
+                    close_shared(&app, &workers, l);
+                }
+            }
+            _ = usr2.recv() => crate::admin::console::drain(&app, "SIGUSR2"),
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = &mut console_shutdown => break,
@@ -83,7 +103,31 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
     drop(listener);
     shutdown(&app).await;
     workers.stop().await;
+    if let Some(p) = peer_socket {
+        let _ = std::fs::remove_file(p);
+    }
     Ok(())
+}
+
+/// Close a shared listener (`[listen] so_reuseport`) at a drain: the
+/// connections the kernel already queued on it are accepted and served first,
+/// since closing it would reset them. (One that lands between the last accept
+/// and the close is reset too; Linux's `net.ipv4.tcp_migrate_req = 1` hands
+/// such connections to the other listener instead.)
+fn close_shared(app: &Arc<App>, workers: &Workers, l: TcpListener) {
+    let l = match l.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("closing the listener: {e}");
+            return;
+        }
+    };
+    // Still non-blocking: `accept` says WouldBlock once the queue is empty.
+    while let Ok((s, _)) = l.accept() {
+        workers.serve_std(app, s);
+    }
+    drop(l);
+    tracing::info!("listener closed: new clients go to the other process on the address");
 }
 
 /// The threads that run client sessions: each has a single-threaded tokio runtime
@@ -142,15 +186,16 @@ impl Workers {
     /// Hand an accepted client to the next worker. The socket leaves this event
     /// loop and joins the worker's.
     fn serve(&self, app: &Arc<App>, stream: tokio::net::TcpStream) {
+        match stream.into_std() {
+            Ok(s) => self.serve_std(app, s),
+            Err(e) => tracing::warn!("cannot hand a client to a worker: {e}"),
+        }
+    }
+
+    /// [`Self::serve`] for a socket not registered with this event loop.
+    fn serve_std(&self, app: &Arc<App>, std: std::net::TcpStream) {
         let i = self.next.get();
         self.next.set((i + 1) % self.handles.len());
-        let std = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot hand a client to a worker: {e}");
-                return;
-            }
-        };
         // Clocked: the session's polls each read the clock once (see
         // `net::clock`).
         self.handles[i].spawn(crate::net::clock::Clocked(crate::client::serve(
@@ -188,7 +233,7 @@ fn watched_files(app: &App) -> Vec<std::path::PathBuf> {
     v
 }
 
-fn bind(addr: &str) -> std::io::Result<TcpListener> {
+fn bind(addr: &str, shared: bool) -> std::io::Result<TcpListener> {
     let addr: std::net::SocketAddr = addr
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
@@ -198,6 +243,9 @@ fn bind(addr: &str) -> std::io::Result<TcpListener> {
         Some(socket2::Protocol::TCP),
     )?;
     sock.set_reuse_address(true)?;
+    if shared {
+        set_reuse_port(&sock)?;
+    }
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(1024)?;
@@ -483,6 +531,26 @@ impl ThreadCache {
 /// `mmap` it instead).
 fn trim_thread_arena() {
     drop(std::hint::black_box(Vec::<u8>::with_capacity(96 * 1024)));
+}
+
+/// `SO_REUSEPORT` (socket2 has it only with its "all" feature).
+fn set_reuse_port(sock: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor and an int option of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            std::ptr::addr_of!(one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]

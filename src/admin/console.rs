@@ -693,30 +693,43 @@ fn shutdown(app: &Arc<App>, mode: ShutdownMode) {
             tracing::info!("SHUTDOWN command issued");
             app.begin_shutdown();
         }
-        ShutdownMode::WaitForClients => {
-            tracing::info!("SHUTDOWN WAIT_FOR_CLIENTS: refusing new logins, waiting for clients");
-            app.admin.draining.store(true, Ordering::Release);
-            let app = app.clone();
-            tokio::spawn(async move {
-                // Clients leave on their own schedule and the registry has no event
-                // for it, so look a few times a second.
-                let mut tick = tokio::time::interval(Duration::from_millis(100));
-                loop {
-                    tick.tick().await;
-                    let left = app
-                        .clients
-                        .all()
-                        .iter()
-                        .filter(|c| !show::is_admin_db(&c.database))
-                        .count();
-                    if left == 0 {
-                        break;
-                    }
-                }
-                app.begin_shutdown();
-            });
-        }
+        ShutdownMode::WaitForClients => drain(app, "SHUTDOWN WAIT_FOR_CLIENTS"),
     }
+}
+
+/// `SHUTDOWN WAIT_FOR_CLIENTS` (also SIGUSR2, for one process of several on a
+/// shared address): take no new clients, and leave once every client has. With
+/// `[listen] so_reuseport` the listener closes, so new clients reach the other
+/// process on the address (a rolling restart loses no client); without it,
+/// their logins are refused.
+pub fn drain(app: &Arc<App>, why: &str) {
+    if app.snapshot.load().config.listen.so_reuseport {
+        tracing::info!("{why}: closing the shared listener, waiting for clients to leave");
+    } else {
+        tracing::info!("{why}: refusing new logins, waiting for clients to leave");
+    }
+    app.admin.draining.store(true, Ordering::Release);
+    app.admin.drain_started.notify_waiters();
+    let app = app.clone();
+    tokio::spawn(async move {
+        // Clients leave on their own schedule and the registry has no event
+        // for it, so look a few times a second. A client still logging in
+        // (accepted just before a shared listener closed) counts too.
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let all = app.clients.all();
+            let logging_in = app.clients.connected().saturating_sub(all.len());
+            let left = all
+                .iter()
+                .filter(|c| !show::is_admin_db(&c.database))
+                .count();
+            if left + logging_in == 0 {
+                break;
+            }
+        }
+        app.begin_shutdown();
+    });
 }
 
 /// Parse a SET value for a duration key: a bare number is seconds (PgBouncer's

@@ -50,14 +50,34 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// few hundred idle ones used up the process's file descriptors, so clients
 /// could no longer log in (probe K). Here at most [`MAX_SCRAPES`] are served
 /// at once, each within [`SCRAPE_TIMEOUT`], one request per connection.
-pub fn install(addr: &str) -> Result<(), String> {
+pub fn install(addr: &str, app: &std::sync::Arc<crate::app::App>) -> Result<(), String> {
     let addr: SocketAddr = addr
         .parse()
         .map_err(|e| format!("[admin] metrics_addr {addr:?}: {e}"))?;
-    let listener = std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .and_then(tokio::net::TcpListener::from_std)
-        .map_err(|e| format!("cannot start the metrics listener on {addr}: {e}"))?;
+    let bind = move || {
+        std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
+    };
+    // Beside another shardbouncer on a shared address (`[listen]
+    // so_reuseport`, a rolling restart), the old process has the metrics
+    // address until its drain starts: this one takes it then. Scrapes
+    // never alternate between two processes' counters.
+    let shared = app.snapshot.load().config.listen.so_reuseport;
+    let first = match bind() {
+        Ok(l) => {
+            tracing::info!("metrics on http://{addr}/metrics");
+            Some(l)
+        }
+        Err(e) if shared && e.kind() == std::io::ErrorKind::AddrInUse => {
+            tracing::warn!(
+                "metrics address {addr} is in use (another shardbouncer on this address?): \
+                 taking it once it is free"
+            );
+            None
+        }
+        Err(e) => return Err(format!("cannot start the metrics listener on {addr}: {e}")),
+    };
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), BUCKETS)
         .map_err(|e| e.to_string())?
@@ -73,9 +93,27 @@ pub fn install(addr: &str) -> Result<(), String> {
         }
     });
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
+    let app = app.clone();
     tokio::spawn(async move {
+        let listener = match first {
+            Some(l) => l,
+            None => loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Ok(l) = bind() {
+                    tracing::info!("metrics on http://{addr}/metrics");
+                    break l;
+                }
+            },
+        };
+        let drained = app.admin.drained();
+        tokio::pin!(drained);
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                // The process that takes the clients takes the scrapes.
+                () = &mut drained, if shared => return,
+            };
+            let Ok((stream, _)) = accepted else {
                 // (Out of descriptors, say: try again in a moment.)
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;

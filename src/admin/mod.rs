@@ -34,8 +34,7 @@ pub fn start(app: &Arc<App>) -> Result<(), String> {
     let snap = app.snapshot.load_full();
     let exporter = match &snap.config.admin.metrics_addr {
         Some(addr) => {
-            metrics::install(addr)?;
-            tracing::info!("metrics on http://{addr}/metrics");
+            metrics::install(addr, app)?;
             true
         }
         None => false,

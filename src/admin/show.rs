@@ -189,6 +189,14 @@ pub fn config(cfg: &Config) -> Table {
     let general = |c: &Config| -> Vec<(&'static str, String)> {
         vec![
             ("listen_addr", c.listen.addr.clone()),
+            // PgBouncer's name and its 0/1.
+            ("so_reuseport", u8::from(c.listen.so_reuseport).to_string()),
+            (
+                "peer_dir",
+                c.peer_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+            ),
             ("auth_type", auth(c).to_string()),
             ("max_client_conn", c.limits.max_client_conn.to_string()),
             ("max_message_size", c.limits.max_message_size.to_string()),

@@ -16,8 +16,13 @@ pub struct AdminState {
     paused: Mutex<HashSet<String>>,
     /// PAUSE without a database is in effect.
     pub paused_all: AtomicBool,
-    /// SHUTDOWN WAIT_FOR_CLIENTS: new logins are refused while existing clients finish.
+    /// SHUTDOWN WAIT_FOR_CLIENTS (or SIGUSR2): the process leaves once its
+    /// clients have. New logins are refused, or, with `[listen] so_reuseport`,
+    /// the listener is closed so that they reach the other process on the port.
     pub draining: AtomicBool,
+    /// Told when a drain starts: the accept loop closes a shared listener, the
+    /// metrics port lets its address go.
+    pub drain_started: tokio::sync::Notify,
     /// PgBouncer-style averages over the last `stats_period`.
     averages: Mutex<Averages>,
 }
@@ -29,12 +34,27 @@ impl Default for AdminState {
             paused: Mutex::default(),
             paused_all: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            drain_started: tokio::sync::Notify::new(),
             averages: Mutex::default(),
         }
     }
 }
 
 impl AdminState {
+    /// Wait until a drain has started (registered before the flag is looked
+    /// at, so a drain cannot slip between the two).
+    pub async fn drained(&self) {
+        loop {
+            let n = self.drain_started.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.draining.load(Ordering::Acquire) {
+                return;
+            }
+            n.await;
+        }
+    }
+
     /// Whether new logins to `db` are refused.
     pub fn is_disabled(&self, db: &str) -> bool {
         self.disabled

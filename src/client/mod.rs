@@ -1,6 +1,7 @@
 //! One task per client: login, then the transaction loop ([`session`]).
 
 mod expect;
+pub mod peers;
 mod queue;
 pub mod session;
 mod spool;
@@ -178,6 +179,21 @@ async fn resume(seat: Seat, handle: Arc<ClientHandle>, parked: Parked, tcp: std:
     settle(seat, handle, ran, &mut stream);
 }
 
+/// A CancelRequest for a client of this process: passed to the server its
+/// request runs on. `false`: no client here has that key.
+pub async fn cancel_here(app: &App, pid: i32, secret: i32) -> bool {
+    let Some(h) = app.clients.find_for_cancel(pid, secret) else {
+        return false;
+    };
+    match h.request_cancel() {
+        Some((key, asked)) => h.forward_cancel(key, asked).await,
+        // Held open until the session has looked (bounded: a session that is
+        // ending may never look).
+        None => h.unread_seen(std::time::Duration::from_secs(2)).await,
+    }
+    true
+}
+
 /// Log the client in: the session to run, registered with the client list
 /// (`None` when there is none to run: a CancelRequest, or a console session
 /// that already ended).
@@ -200,12 +216,9 @@ async fn login<'a>(
     let (params, repeated) = match startup {
         None => return Ok(None),
         Some(Startup::Cancel { pid, secret }) => {
-            if let Some(h) = app.clients.find_for_cancel(pid, secret) {
-                match h.request_cancel() {
-                    Some((key, asked)) => h.forward_cancel(key, asked).await,
-                    // Held open until the session has looked (bounded: a
-                    // session that is ending may never look).
-                    None => h.unread_seen(std::time::Duration::from_secs(2)).await,
+            if !cancel_here(app, pid, secret).await {
+                if let Some(dir) = snap.config.peer_dir() {
+                    peers::pass(&dir, pid, secret).await;
                 }
             }
             return Ok(None);
@@ -266,7 +279,13 @@ async fn login<'a>(
             format!("database \"{database}\" is disabled (console DISABLE)"),
         ));
     }
-    if !unknown_db && !is_admin && app.admin.draining.load(Ordering::Acquire) {
+    // A shared listener is closed when the drain starts: a client accepted
+    // before that is served, as the other process would have served it.
+    if !unknown_db
+        && !is_admin
+        && app.admin.draining.load(Ordering::Acquire)
+        && !snap.config.listen.so_reuseport
+    {
         refusal = Some(LoginError::new(
             sqlstate::ADMIN_SHUTDOWN,
             "shardbouncer is shutting down",

@@ -238,6 +238,16 @@ impl Live {
             ));
             config.listen.addr = old.config.listen.addr.clone();
         }
+        if config.listen.so_reuseport != old.config.listen.so_reuseport
+            || config.listen.peer_dir != old.config.listen.peer_dir
+        {
+            notes.push(
+                "[listen] so_reuseport and peer_dir changes need a restart; still as they were"
+                    .to_string(),
+            );
+            config.listen.so_reuseport = old.config.listen.so_reuseport;
+            config.listen.peer_dir = old.config.listen.peer_dir.clone();
+        }
         if config.workers() != old.config.workers() {
             notes.push(format!(
                 "[limits] workers changed to {} but needs a restart; still running {}",
@@ -422,6 +432,29 @@ mod tests {
         assert_eq!(live.load_full().config.listen.addr, "127.0.0.1:7001");
         std::fs::write(&path, listen(7001)).unwrap();
         assert!(!live.reload(|_| {}).unwrap().contains("listen"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `so_reuseport` and `peer_dir` are bound at start: a reload that changes
+    /// them says so and keeps what runs (a drain reads `so_reuseport` to know
+    /// whether the listener is shared).
+    #[test]
+    fn a_shared_listener_change_needs_a_restart() {
+        let dir = std::env::temp_dir().join(format!("sb-live-r-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        let body = "[databases.app]\nshards = [ { name = \"s0\", host = \"127.0.0.1\" } ]\n";
+        let listen = |on: bool| format!("[listen]\nso_reuseport = {on}\npeer_dir = \"p\"\n{body}");
+        std::fs::write(&path, listen(false)).unwrap();
+        let live = Live::new(Config::load(&path).unwrap(), Some(path.clone())).unwrap();
+        assert_eq!(live.load_full().config.peer_dir(), Some(dir.join("p")));
+        std::fs::write(&path, listen(true)).unwrap();
+        let msg = live.reload(|_| {}).unwrap();
+        assert!(
+            msg.contains("so_reuseport and peer_dir changes need a restart"),
+            "{msg}"
+        );
+        assert!(!live.load_full().config.listen.so_reuseport);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -65,6 +65,18 @@ pub struct Listen {
     /// TCP address to accept clients on.
     #[serde(default = "default_listen_addr")]
     pub addr: String,
+    /// Bind the listener with `SO_REUSEPORT`, so that a second shardbouncer can
+    /// listen on the same address: the new one of a rolling restart. A drain
+    /// (`SHUTDOWN WAIT_FOR_CLIENTS`, SIGUSR2) then closes this process's
+    /// listener, and the kernel gives every new connection to the other.
+    #[serde(default)]
+    pub so_reuseport: bool,
+    /// A directory shared by the shardbouncer processes on one address: each
+    /// listens there on `shardbouncer-<pid>.sock` for CancelRequests the
+    /// others received for clients they do not have (with `so_reuseport`, a
+    /// client's cancel may reach any of them).
+    #[serde(default)]
+    pub peer_dir: Option<String>,
 }
 
 fn default_listen_addr() -> String {
@@ -75,6 +87,8 @@ impl Default for Listen {
     fn default() -> Self {
         Listen {
             addr: default_listen_addr(),
+            so_reuseport: false,
+            peer_dir: None,
         }
     }
 }
@@ -766,12 +780,30 @@ impl Config {
         }
     }
 
+    /// `[listen] peer_dir`, resolved against the config file's directory.
+    pub fn peer_dir(&self) -> Option<PathBuf> {
+        self.listen
+            .peer_dir
+            .as_ref()
+            .map(|d| self.resolve(Path::new(d)))
+    }
+
     /// Check values and cross-references (also used for console SET).
     pub fn validate(&self) -> Result<(), String> {
         self.listen
             .addr
             .parse::<std::net::SocketAddr>()
             .map_err(|e| format!("[listen] addr {:?}: {e}", self.listen.addr))?;
+        if let Some(d) = self.peer_dir() {
+            // A Unix socket's path has room for 107 bytes; this process's
+            // socket name takes at most 29 of them with the slash.
+            if d.as_os_str().len() > 107 - 29 {
+                return Err(format!(
+                    "[listen] peer_dir {:?} is too long for a Unix socket path (at most 78 bytes)",
+                    d
+                ));
+            }
+        }
         if self.limits.max_client_conn == 0 {
             return Err("[limits] max_client_conn must be at least 1".into());
         }

@@ -109,7 +109,29 @@ impl Bouncer {
         Self::start_inner(config_toml, files, ready_ip)
     }
 
+    /// Start a second process on this one's port (`{PORT}` is replaced by
+    /// it), as the new process of a rolling restart does: its config must set
+    /// `[listen] so_reuseport` (and so must this one's). Ready once the new
+    /// process has a listener of its own on the port.
+    pub fn start_beside(&self, config_toml: &str) -> Bouncer {
+        Self::start_at(
+            config_toml,
+            &[],
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Some(self.port),
+        )
+    }
+
     fn start_inner(config_toml: &str, files: &[(&str, &str)], ready_ip: IpAddr) -> Bouncer {
+        Self::start_at(config_toml, files, ready_ip, None)
+    }
+
+    fn start_at(
+        config_toml: &str,
+        files: &[(&str, &str)],
+        ready_ip: IpAddr,
+        beside: Option<u16>,
+    ) -> Bouncer {
         let tmp = tempfile::Builder::new()
             .prefix("sbbouncer-")
             .tempdir()
@@ -121,7 +143,9 @@ impl Bouncer {
 
         let mut last_log = String::new();
         for _ in 0..PORT_ATTEMPTS {
-            let port = if uses_placeholder {
+            let port = if let Some(p) = beside {
+                p
+            } else if uses_placeholder {
                 super::free_port()
             } else {
                 listen_port_from_toml(config_toml).unwrap_or_else(|| {
@@ -149,7 +173,11 @@ impl Bouncer {
                 .expect("spawn shardbouncer");
             let mut child = child;
             // Blocks while it polls: let a multi-threaded test runtime move its tasks.
-            match super::wait::blocking(|| wait_ready(&mut child, ready_ip, port, &log_path)) {
+            let ready = match beside {
+                Some(_) => super::wait::blocking(|| wait_own_listener(&mut child, port, &log_path)),
+                None => super::wait::blocking(|| wait_ready(&mut child, ready_ip, port, &log_path)),
+            };
+            match ready {
                 Ready::Yes => {
                     return Bouncer {
                         port,
@@ -161,7 +189,7 @@ impl Bouncer {
                         _tmp: tmp,
                     }
                 }
-                Ready::PortTaken(log) if uses_placeholder => {
+                Ready::PortTaken(log) if uses_placeholder && beside.is_none() => {
                     kill_child(&mut child);
                     last_log = log;
                 }
@@ -231,6 +259,12 @@ impl Bouncer {
             self.child.id(),
             std::io::Error::last_os_error()
         );
+    }
+
+    /// Whether this process has a listener of its own on [`Bouncer::port`]
+    /// (`None`: /proc/net cannot be read here).
+    pub fn listens(&self) -> Option<bool> {
+        listener_owned_by(self.child.id(), self.port)
     }
 
     /// Wait up to `timeout` for the process to exit; returns its exit status if it did.
@@ -404,6 +438,24 @@ fn wait_ready(child: &mut Child, ip: IpAddr, port: u16, log_path: &Path) -> Read
                 )),
                 Some(true) | None => Ready::Yes,
             };
+        }
+        if Instant::now() >= deadline {
+            return Ready::TimedOut(read_lossy(log_path));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// [`wait_ready`] for a process that shares its port with another: ready once
+/// it has a listener of its own there.
+fn wait_own_listener(child: &mut Child, port: u16, log_path: &Path) -> Ready {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait shardbouncer") {
+            return Ready::Exited(status, read_lossy(log_path));
+        }
+        if listener_owned_by(child.id(), port) == Some(true) {
+            return Ready::Yes;
         }
         if Instant::now() >= deadline {
             return Ready::TimedOut(read_lossy(log_path));

@@ -1,0 +1,112 @@
+//! CancelRequests passed between the shardbouncer processes on one address
+//! (`[listen] so_reuseport`, a rolling restart): the kernel deals each new
+//! connection to any of them, so a client's cancel may reach a process that
+//! does not have the client. Each process listens on a Unix socket of its own,
+//! `<peer_dir>/shardbouncer-<pid>.sock`; a process that finds no client for a
+//! cancel's key passes the 16 bytes to every other socket in the directory.
+//! A passed cancel is looked up where it arrives and never passed again, so a
+//! cancel costs at most one hop to each peer.
+
+use crate::app::App;
+use crate::protocol::{self, startup::StartupPacket};
+use bytes::BytesMut;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+/// How long one pass to a peer, or a peer's read of one, may take.
+const PASS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Peers a cancel is passed to at most (the directory's first, by name).
+const MAX_PEERS: usize = 16;
+/// Passed cancels handled at once; more wait for the accept.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// This process's socket in `dir`.
+pub fn socket_path(dir: &Path) -> PathBuf {
+    dir.join(format!("shardbouncer-{}.sock", std::process::id()))
+}
+
+/// Listen for cancels passed by peers. A file left at this process's name (an
+/// earlier process with the same pid) is replaced. Returns the socket's path,
+/// to remove at exit.
+pub fn listen(app: &Arc<App>, dir: &Path) -> std::io::Result<PathBuf> {
+    let path = socket_path(dir);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = UnixListener::bind(&path)?;
+    let app = app.clone();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    tokio::spawn(async move {
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    // (Out of descriptors, say: try again in a moment.)
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let app = app.clone();
+            tokio::spawn(async move {
+                if let Ok(Some((pid, secret))) =
+                    tokio::time::timeout(PASS_TIMEOUT, read_passed(stream)).await
+                {
+                    super::cancel_here(&app, pid, secret).await;
+                }
+                drop(slot);
+            });
+        }
+    });
+    Ok(path)
+}
+
+/// One passed cancel: the 16 bytes of a CancelRequest, as a client sends it.
+async fn read_passed(mut s: UnixStream) -> Option<(i32, i32)> {
+    let mut b = [0u8; 16];
+    s.read_exact(&mut b).await.ok()?;
+    if i32::from_be_bytes([b[0], b[1], b[2], b[3]]) != 16 {
+        return None;
+    }
+    match protocol::startup::parse_startup(&b[4..]).ok()? {
+        StartupPacket::Cancel { pid, secret } => Some((pid, secret)),
+        _ => None,
+    }
+}
+
+/// Pass a cancel this process has no client for to every peer in `dir`.
+pub async fn pass(dir: &Path, pid: i32, secret: i32) {
+    let own = socket_path(dir);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut peers: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            *p != own
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("shardbouncer-") && n.ends_with(".sock"))
+        })
+        .collect();
+    peers.sort();
+    peers.truncate(MAX_PEERS);
+    let mut msg = BytesMut::with_capacity(16);
+    protocol::cancel_request(&mut msg, pid, secret);
+    for p in peers {
+        // A peer that is gone left its file: the connect fails at once.
+        let _ = tokio::time::timeout(PASS_TIMEOUT, async {
+            let mut s = UnixStream::connect(&p).await?;
+            s.write_all(&msg).await?;
+            s.shutdown().await
+        })
+        .await;
+    }
+}
