@@ -648,6 +648,31 @@ async fn a_session_placed_by_a_comment_follows_its_tenants_pause_and_move() {
     assert!(shard_rows(&shards[2]).is_empty());
 }
 
+/// A session-mode server stays the session's across a COMMIT, so a Query
+/// with work after its COMMIT runs, on that server (it was refused, as in
+/// transaction mode, where the transaction's placement ends with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_runs_work_after_a_commit_in_one_query() {
+    let Setup { shards, b } = setup_with("mode = \"session\"\ndefault_pool_size = 2");
+    let c = connect(&b, APP_USER, APP_PASSWORD, "app").await;
+    rows(&c, "SELECT 1 /* tenant_id=42 */").await.unwrap();
+    let placed = rows(
+        &c,
+        "BEGIN; INSERT INTO accounts SELECT 42, 1, current_setting('port') /* tenant_id=42 */; \
+         COMMIT; SELECT current_setting('port')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(placed[0][0], shards[0].port.to_string());
+    assert_eq!(shard_rows(&shards[0]).len(), 1);
+    // A tenant of another shard after the COMMIT is still refused.
+    let e = c
+        .simple_query("COMMIT; SELECT 1 FROM accounts WHERE tenant_id = 7 /* tenant_id=7 */")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{}", message(&e));
+}
+
 /// A move that reaches this process by a map reload (another process ran
 /// MOVE TENANT on the shared file, or the map was edited by hand) sends back
 /// work routed with the older map, as a console MOVE does: a transaction

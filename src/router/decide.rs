@@ -381,7 +381,9 @@ fn query(
     if f.rollback_to && rollback_to_unknown(s) {
         return Err(rollback_to_after_set(r));
     }
-    if f.work_after_end && (s.tx != Tx::Idle || tenant_ends_with_tx(s.tenants)) {
+    // (A session-mode server is the session's before and after the COMMIT:
+    // the work after it stays there, judged against that shard like the rest.)
+    if f.work_after_end && !s.owns_server && (s.tx != Tx::Idle || tenant_ends_with_tx(s.tenants)) {
         return Err(work_after_tx_end(r));
     }
     if s.ascii_only && f.non_ascii {

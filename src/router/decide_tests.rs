@@ -1624,3 +1624,27 @@ fn a_session_server_its_tenant_no_longer_lives_on_runs_nothing() {
     let d = decide(&r, &on(0, false), Unit::query(&f), &mut Vec::new());
     assert_eq!(shard(&d), Some(0));
 }
+
+#[test]
+fn a_session_server_runs_work_after_a_commit_in_the_same_query() {
+    // Session mode: the server stays the session's across the COMMIT, so
+    // what follows it runs there; a mention of another shard's tenant is
+    // still refused. In transaction mode the transaction's placement ends
+    // with it, so such work is refused (0A000).
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let on_s1 = |owns: bool| SessionView {
+        pinned_by: Some((key("2"), Source::Comment)),
+        owns_server: owns,
+        ..view(&t, Tx::Pinned(1))
+    };
+    let d = |v: &SessionView, sql: &str| {
+        let f = analyzed(&r, sql.as_bytes());
+        decide(&r, v, Unit::query(&f), &mut Vec::new())
+    };
+    let sql = "BEGIN; UPDATE a SET x = 1 WHERE tenant_id = 2; COMMIT; SELECT * FROM a";
+    assert_eq!(shard(&d(&on_s1(true), sql)), Some(1));
+    assert_eq!(code(&d(&on_s1(false), sql)), "0A000");
+    let other = "COMMIT; SELECT * FROM a WHERE tenant_id = 1";
+    assert_eq!(code(&d(&on_s1(true), other)), "0A000");
+}
