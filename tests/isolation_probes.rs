@@ -3111,3 +3111,36 @@ fn a_skipped_close_leaves_the_statement() {
     assert!(error_codes(&m).is_empty(), "{m:?}");
     assert_eq!(first_column(&m), ["still here"]);
 }
+
+/// An INSERT whose VALUES rows are combined with others (`UNION ALL VALUES`,
+/// `UNION ALL SELECT`) inserts rows the VALUES list does not show: its rows
+/// are no mention (probe M: bravo's row, after alpha's and a UNION, was
+/// written on alpha's shard, also from a session locked to another tenant).
+#[test]
+fn values_combined_by_a_set_operation_are_no_mention() {
+    let f = Fixture::start();
+    let mut c = f.raw("app", &[]);
+    for sql in [
+        "INSERT INTO accounts (tenant_id, name) VALUES ('alpha', 'u') UNION ALL VALUES ('bravo', 'u')",
+        "INSERT INTO accounts (tenant_id, name) VALUES ('alpha', 'u') UNION ALL SELECT 'bravo', 'u'",
+        "WITH w AS (INSERT INTO accounts (tenant_id, name) VALUES ('alpha', 'u') \
+         UNION VALUES ('bravo', 'u') RETURNING 1) SELECT count(*) FROM w",
+    ] {
+        let (errs, _) = q(&mut c, sql);
+        assert_eq!(errs, ["42P17"], "{sql}");
+    }
+    // The plain rows still route, each checked.
+    let (errs, _) = q(
+        &mut c,
+        "INSERT INTO accounts (tenant_id, name) VALUES ('alpha', 'u'), ('bravo', 'u')",
+    );
+    assert_eq!(errs, ["0A000"]);
+    let (errs, _) = q(
+        &mut c,
+        "INSERT INTO accounts (tenant_id, name) VALUES ('bravo', 'v') RETURNING name",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    let [s0, s1] = f.accounts();
+    assert!(!s0.contains(":u") && !s0.contains(":v"), "{s0}");
+    assert_eq!(s1, "bravo:owner of bravo,bravo:v");
+}

@@ -621,8 +621,27 @@ fn insert_rows<'a>(
         }
         if lx.peek_sig().is_some_and(|t| t.k == K::Comma) {
             lx.next_sig();
-        } else {
+        } else if rows_end(sql, lx.peek_sig()) {
             return Some(ControlFlow::Continue(lx.pos));
+        } else {
+            // `VALUES (..) UNION ALL VALUES (..)`, `.. ORDER BY .. LIMIT 1`:
+            // the rows inserted are not these rows (probe M: tenant b's row,
+            // after a UNION, was written on a's shard).
+            return None;
+        }
+    }
+}
+
+/// What may follow the last row of a VALUES list whose rows are the rows
+/// inserted: the end of the statement, the `)` of a CTE, `ON CONFLICT`, or
+/// `RETURNING`.
+fn rows_end(sql: &[u8], next: Option<Tok>) -> bool {
+    match next {
+        None => true,
+        Some(t) => {
+            matches!(t.k, K::Semi | K::RParen)
+                || is_kw(sql, &t, b"ON")
+                || is_kw(sql, &t, b"RETURNING")
         }
     }
 }
@@ -1164,6 +1183,41 @@ mod tests {
         let sql = "INSERT INTO t (tenant_id, a) VALUES (1, 'x'), (2, 'y')";
         assert_eq!(scan_key(sql).as_deref(), Some("1"));
         assert_eq!(all(sql), vec!["1", "2"]);
+    }
+
+    #[test]
+    fn values_rows_are_the_rows_inserted_only_when_nothing_combines_them() {
+        for sql in [
+            "INSERT INTO t (tenant_id, a) VALUES (1, 'x') UNION ALL VALUES (2, 'y')",
+            "INSERT INTO t (tenant_id, a) VALUES (1, 'x') UNION VALUES (2, 'y')",
+            "INSERT INTO t (tenant_id, a) VALUES (1, 'x') UNION ALL SELECT 2, 'y'",
+            "INSERT INTO t (tenant_id, a) VALUES (1, 'x'), (1, 'z') EXCEPT VALUES (2, 'y')",
+            "INSERT INTO t (tenant_id, a) VALUES (2, 'x'), (1, 'z') ORDER BY 1 LIMIT 1",
+            "WITH w AS (INSERT INTO t (tenant_id, a) VALUES ($1, 'x') UNION ALL VALUES ($2, 'y') RETURNING *) SELECT * FROM w",
+        ] {
+            assert!(all(sql).is_empty(), "{sql}: {:?}", all(sql));
+        }
+        for (sql, want) in [
+            ("INSERT INTO t (tenant_id, a) VALUES (1, 'x');", vec!["1"]),
+            (
+                "INSERT INTO t (tenant_id, a) VALUES (1, 'x') ON CONFLICT DO NOTHING",
+                vec!["1"],
+            ),
+            (
+                "INSERT INTO t (tenant_id, a) VALUES (1, 'x') RETURNING a",
+                vec!["1"],
+            ),
+            (
+                "INSERT INTO t (tenant_id, a) VALUES (1, 'x') /* c */ -- d",
+                vec!["1"],
+            ),
+            (
+                "WITH w AS (INSERT INTO t (tenant_id, a) VALUES (1, 'x')) SELECT 1",
+                vec!["1"],
+            ),
+        ] {
+            assert_eq!(all(sql), want, "{sql}");
+        }
     }
 
     #[test]
