@@ -3144,3 +3144,48 @@ fn values_combined_by_a_set_operation_are_no_mention() {
     assert!(!s0.contains(":u") && !s0.contains(":v"), "{s0}");
     assert_eq!(s1, "bravo:owner of bravo,bravo:v");
 }
+
+/// A second BEGIN inside a transaction shardbouncer holds: Postgres warns,
+/// and still applies its modes while no query has run. So does shardbouncer
+/// (probe M: psycopg2's own BEGIN, then the application's START TRANSACTION
+/// ISOLATION LEVEL SERIALIZABLE, ran READ COMMITTED and read-write). Tags
+/// are Postgres's (`START TRANSACTION`).
+#[test]
+fn a_second_begins_modes_apply_as_in_postgres() {
+    let f = Fixture::start();
+    let mut c = f.raw("app", &[]);
+    let m = c.query("BEGIN").run(1);
+    assert_eq!(support::raw::command_tags(&m), ["BEGIN"]);
+    let m = c
+        .query("START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY")
+        .run(1);
+    assert_eq!(support::raw::command_tags(&m), ["START TRANSACTION"]);
+    assert!(
+        m.iter().any(|x| x.0 == b'N'),
+        "no warning of the transaction in progress: {m:?}"
+    );
+    let (errs, v) = q(
+        &mut c,
+        "SELECT current_setting('transaction_isolation') || ' ' || \
+         current_setting('transaction_read_only') FROM accounts WHERE tenant_id = 'bravo'",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["serializable on"]);
+    let (errs, _) = q(
+        &mut c,
+        "INSERT INTO accounts VALUES ('bravo', 'written read only')",
+    );
+    assert_eq!(errs, ["25006"]);
+    q(&mut c, "ROLLBACK");
+    // A bare second BEGIN changes nothing.
+    let mut c = f.raw("app", &[]);
+    q(&mut c, "START TRANSACTION READ ONLY");
+    q(&mut c, "BEGIN");
+    let (errs, v) = q(
+        &mut c,
+        "SELECT current_setting('transaction_read_only') FROM accounts WHERE tenant_id = 'bravo'",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["on"]);
+    assert_eq!(f.accounts()[1], "bravo:owner of bravo");
+}

@@ -852,6 +852,34 @@ fn set_tenant(sql: &[u8], mut lx: Lexer<'_>, local: bool, out: &mut Facts) -> Ki
 }
 
 /// Only BEGIN's transaction modes (`ISOLATION LEVEL ..`, `READ ONLY`, ...) remain.
+/// A `BEGIN` or `START TRANSACTION` ([`Kind::Begin`]): Postgres's command tag
+/// for it, and its transaction modes as a `SET TRANSACTION` statement (`None`
+/// when it has none). A second BEGIN inside a transaction only warns in
+/// Postgres, but its modes still apply while no query has run: held, this
+/// statement applies them as Postgres would.
+pub fn begin_parts(sql: &[u8], std: bool) -> (&'static str, Option<String>) {
+    let mut lx = Lexer::new(sql, std);
+    let start = lx.next_sig().is_some_and(|t| is_kw(sql, &t, b"START"));
+    let tag = if start { "START TRANSACTION" } else { "BEGIN" };
+    skip_kw(sql, &mut lx, &[b"WORK", b"TRANSACTION"]);
+    let mut modes = String::new();
+    while let Some(t) = lx.next_sig() {
+        match t.k {
+            K::Semi => break,
+            K::Comma => modes.push_str(" ,"),
+            // The kind's words only (`only_modes`): nothing else is copied.
+            _ => {
+                modes.push(' ');
+                modes.push_str(&String::from_utf8_lossy(text(sql, &t)).to_ascii_uppercase());
+            }
+        }
+    }
+    (
+        tag,
+        (!modes.is_empty()).then(|| format!("SET TRANSACTION{modes}")),
+    )
+}
+
 fn only_modes(sql: &[u8], mut lx: Lexer<'_>) -> bool {
     while let Some(t) = lx.next_sig() {
         let ok = t.k == K::Comma
@@ -1639,6 +1667,32 @@ mod tests {
         let first = |s: &str| facts(s).first;
         assert_eq!(first("begin"), Kind::Begin);
         assert_eq!(first("START TRANSACTION READ ONLY"), Kind::Begin);
+        for (sql, tag, set) in [
+            ("BEGIN", "BEGIN", None),
+            ("begin work;", "BEGIN", None),
+            (
+                "START TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                "START TRANSACTION",
+                Some("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+            ),
+            (
+                "/* c */ begin isolation level repeatable read, read only;",
+                "BEGIN",
+                Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ , READ ONLY"),
+            ),
+            (
+                "BEGIN TRANSACTION -- x\n DEFERRABLE",
+                "BEGIN",
+                Some("SET TRANSACTION DEFERRABLE"),
+            ),
+        ] {
+            assert_eq!(first(sql), Kind::Begin, "{sql}");
+            assert_eq!(
+                begin_parts(sql.as_bytes(), true),
+                (tag, set.map(String::from)),
+                "{sql}"
+            );
+        }
         assert_eq!(
             first("BEGIN ISOLATION LEVEL REPEATABLE READ, READ WRITE"),
             Kind::Begin

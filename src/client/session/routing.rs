@@ -610,8 +610,10 @@ impl Core {
             }
             Local::HoldBegin => {
                 // Held until a statement names the tenant (and so the shard).
+                let (tag, _) =
+                    router::statement::begin_parts(query_text(&frame), self.settings.std_strings());
                 self.txn.apply(TxnEvent::HoldBegin(frame));
-                self.simple_reply("BEGIN");
+                self.simple_reply(tag);
             }
             Local::BeginThenSetTenant { .. } | Local::BeginThenRest => {
                 // decide gives them for extended batches only.
@@ -627,7 +629,20 @@ impl Core {
                     sqlstate::ACTIVE_SQL_TRANSACTION,
                     "there is already a transaction in progress",
                 );
-                self.simple_reply("BEGIN");
+                // Postgres applies its modes all the same (probe M: psycopg2
+                // sends BEGIN before the application's START TRANSACTION
+                // ISOLATION LEVEL SERIALIZABLE, which then ran READ
+                // COMMITTED): held as the SET TRANSACTION that applies them
+                // (the same warning again at the replay would be a second).
+                let (tag, modes) =
+                    router::statement::begin_parts(query_text(&frame), self.settings.std_strings());
+                if let Some(m) = modes {
+                    let mut q = BytesMut::new();
+                    protocol::query(&mut q, &m);
+                    self.txn
+                        .apply(TxnEvent::Hold(q.freeze(), Effects::default()));
+                }
+                self.simple_reply(tag);
             }
             Local::Hold => {
                 let mut tags = Vec::new();
