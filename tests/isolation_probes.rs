@@ -3189,3 +3189,57 @@ fn a_second_begins_modes_apply_as_in_postgres() {
     assert_eq!(v, ["on"]);
     assert_eq!(f.accounts()[1], "bravo:owner of bravo");
 }
+
+/// A function a client creates (any role may, in `pg_temp`) runs SQL the
+/// pooler never reads: its transaction is treated as able to change any
+/// state, so its server is reset whole and its statements distrusted (probe
+/// N: a pg_temp function re-PREPAREd the pooler's server statements, and the
+/// next client's prepared SELECT returned every tenant's rows; another set
+/// the role of the next client).
+#[test]
+fn code_a_client_creates_leaves_nothing_for_the_next_client() {
+    let f = Fixture::start();
+    // One server on s0: the victim, the attacker, the victim again.
+    let victim = |f: &Fixture| {
+        let mut v = f.raw("app1", &[("tenant_id", "alpha2")]);
+        v.parse("s1", "SELECT name FROM accounts WHERE tenant_id = $1")
+            .bind("s1", &["alpha2"])
+            .execute()
+            .sync();
+        let m = v.run(1);
+        assert!(error_codes(&m).is_empty(), "{m:?}");
+        let (errs, who) = q(
+            &mut v,
+            "SELECT current_user::text FROM accounts WHERE tenant_id = 'alpha2'",
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        (first_column(&m), who)
+    };
+    assert_eq!(victim(&f).0, ["owner of alpha2"]);
+    let mut a = f.raw("app1", &[("tenant_id", "alpha")]);
+    let (errs, n) = q(
+        &mut a,
+        "BEGIN;\n\
+         CREATE FUNCTION pg_temp.h() RETURNS int LANGUAGE plpgsql AS $$\n\
+         DECLARE r record; n int := 0; BEGIN\n\
+         FOR r IN SELECT name FROM pg_catalog.pg_prepared_statements WHERE name LIKE 's' || 'b\\_%' LOOP\n\
+           EXECUTE 'DEALLOCATE ' || quote_ident(r.name);\n\
+           EXECUTE 'PREPARE ' || quote_ident(r.name) || '(text) AS SELECT ''HIJACKED''::text WHERE $1 IS NOT NULL';\n\
+           n := n + 1;\n\
+         END LOOP;\n\
+         EXECUTE 'SET ROLE r_other';\n\
+         RETURN n; END$$;\n\
+         SELECT pg_temp.h()::text;\n\
+         COMMIT",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(n, ["1"], "the attack found no statement to replace");
+    drop(a);
+    let (rows, who) = victim(&f);
+    assert_eq!(
+        rows,
+        ["owner of alpha2"],
+        "the next client ran the attacker's SQL"
+    );
+    assert_eq!(who, ["app"], "the next client ran as the attacker's role");
+}

@@ -1138,6 +1138,10 @@ const STATE_WORDS: &[(&[u8], Effects)] = &[
     (b"cursor_to_xml", Effects::DYNAMIC),
     (b"ts_stat", Effects::DYNAMIC),
     (b"ts_rewrite", Effects::DYNAMIC),
+    // tablefunc's (a trusted extension): `crosstab` runs queries given as
+    // text, `connectby` builds one from its arguments (probe N).
+    (b"crosstab", Effects::DYNAMIC),
+    (b"connectby", Effects::DYNAMIC),
 ];
 
 /// Words without which the token pass of [`effects`] finds nothing: each of
@@ -1241,6 +1245,47 @@ fn effects(sql: &[u8], std: bool, out: &mut Facts) {
     }
 }
 
+/// After `CREATE`: whether it creates code that runs later (a function,
+/// procedure, trigger, rule, aggregate, operator, cast, transform or
+/// language), past `OR REPLACE`, `TEMP`, `CONSTRAINT`, `EVENT`, `TRUSTED` or
+/// `PROCEDURAL`.
+fn creates_code(sql: &[u8], mut lx: Lexer<'_>) -> bool {
+    while let Some(t) = lx.next_sig() {
+        if is_any_kw(
+            sql,
+            &t,
+            &[
+                b"OR",
+                b"REPLACE",
+                b"TEMP",
+                b"TEMPORARY",
+                b"CONSTRAINT",
+                b"EVENT",
+                b"TRUSTED",
+                b"PROCEDURAL",
+            ],
+        ) {
+            continue;
+        }
+        return is_any_kw(
+            sql,
+            &t,
+            &[
+                b"FUNCTION",
+                b"PROCEDURE",
+                b"TRIGGER",
+                b"RULE",
+                b"AGGREGATE",
+                b"OPERATOR",
+                b"CAST",
+                b"TRANSFORM",
+                b"LANGUAGE",
+            ],
+        );
+    }
+    false
+}
+
 /// The part of [`effects`] that reads tokens: keywords and function names.
 fn lexed_effects(sql: &[u8], std: bool, out: &mut Facts) {
     let mut lx = Lexer::new(sql, std);
@@ -1260,6 +1305,14 @@ fn lexed_effects(sql: &[u8], std: bool, out: &mut Facts) {
         let kw = |k: &[u8]| !quoted && w.eq_ignore_ascii_case(k);
         if kw(b"CREATE") || (kw(b"INTO") && !prev_insert) {
             out.effects.add(Effects::TEMP);
+        }
+        if kw(b"CREATE") && creates_code(sql, lx) {
+            // Its body runs later, in this session, unread: `SET ROLE`, or
+            // DEALLOCATE and PREPARE of the pooler's own statements through
+            // `EXECUTE`. Any role may create such functions in `pg_temp`
+            // (probe N: another tenant's prepared statement then ran the
+            // attacker's SQL).
+            out.effects.add(Effects::DYNAMIC);
         }
         // ALTER TABLE .. ADD COLUMN .. serial / IDENTITY fills every row.
         if kw(b"INSERT") || kw(b"COPY") || kw(b"MERGE") || kw(b"DEFAULT") || kw(b"ALTER") {
@@ -1903,6 +1956,28 @@ mod tests {
         assert!(e("PREPARE p AS SELECT 1").any(Effects::PREPARED));
         assert!(e("SELECT 1; DISCARD ALL").any(Effects::PREPARED));
         assert!(e("DO $$ BEGIN PERFORM 1; END $$").any(Effects::DYNAMIC));
+        for sql in [
+            "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "create or replace function f() returns void language plpgsql as $$begin execute 'SET ROLE x'; end$$",
+            "CREATE PROCEDURE p() LANGUAGE sql AS $$ SELECT 1 $$",
+            "CREATE CONSTRAINT TRIGGER t AFTER INSERT ON x FOR EACH ROW EXECUTE FUNCTION f()",
+            "CREATE OR REPLACE RULE r AS ON INSERT TO t DO ALSO NOTIFY c",
+            "CREATE AGGREGATE a (int) (sfunc = int4pl, stype = int)",
+            "CREATE OPERATOR === (function = f, leftarg = int, rightarg = int)",
+            "CREATE CAST (int AS text) WITH FUNCTION f(int)",
+            "CREATE EVENT TRIGGER e ON ddl_command_start EXECUTE FUNCTION f()",
+            "SELECT * FROM crosstab('SELECT 1')",
+            "SELECT * FROM connectby('t', 'id', 'parent', '1', 0)",
+        ] {
+            assert!(e(sql).any(Effects::DYNAMIC), "{sql}");
+        }
+        for sql in [
+            "CREATE TEMP TABLE t (f int)",
+            "CREATE TABLE function (x int)",
+            "SELECT CAST(1 AS int)",
+        ] {
+            assert!(!e(sql).any(Effects::DYNAMIC), "{sql}");
+        }
         assert!(e("SELECT 1").is_empty());
         // Hidden from the token scan, not from the word scan.
         assert!(e("SELECT \"set_config\"('a.b', 'c', false)").any(Effects::SETTINGS));
