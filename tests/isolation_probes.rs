@@ -3243,3 +3243,33 @@ fn code_a_client_creates_leaves_nothing_for_the_next_client() {
     );
     assert_eq!(who, ["app"], "the next client ran as the attacker's role");
 }
+
+/// A prepared statement's server copy is shared only by clients whose
+/// settings read its literals alike: Postgres reads `'01/02/2024'::date`,
+/// a timestamptz or an escape when it parses (probe N: a client got the
+/// date, time zone and string of another client's settings).
+#[test]
+fn server_statements_are_shared_only_under_the_same_settings() {
+    let f = Fixture::start();
+    let sql = "SELECT '01/02/2024'::date::text || ' ' || \
+               '2024-01-01 00:00'::timestamptz::text || ' ' || length('a\\nb')::text \
+               FROM accounts WHERE tenant_id = $1";
+    let run = |c: &mut Raw| {
+        c.parse("s", sql).bind("s", &["alpha"]).execute().sync();
+        let m = c.run(1);
+        assert!(error_codes(&m).is_empty(), "{m:?}");
+        first_column(&m)
+    };
+    // One server on s0: the first client's copy is there for the second.
+    let mut a = f.raw("app1", &[("tenant_id", "alpha")]);
+    q(
+        &mut a,
+        "SET DateStyle = 'ISO, DMY'; SET TimeZone = 'Asia/Tokyo'; \
+         SET standard_conforming_strings = off",
+    );
+    let first = run(&mut a);
+    assert_eq!(first, ["2024-02-01 2024-01-01 00:00:00+09 3"]);
+    drop(a);
+    let mut b = f.raw("app1", &[("tenant_id", "alpha"), ("TimeZone", "UTC")]);
+    assert_eq!(run(&mut b), ["2024-01-02 2024-01-01 00:00:00+00 4"]);
+}

@@ -939,11 +939,29 @@ impl Core {
         }
     }
 
-    /// What a statement's server-side identity depends on besides its text: the
-    /// client's search_path, and (once this transaction changed settings, which
-    /// are read back only at its end) the client itself.
+    /// What a statement's server-side identity depends on besides its text:
+    /// the settings it is parsed under, and (once this transaction changed
+    /// settings, which are read back only at its end) the client itself.
+    /// Postgres reads literals when it parses (`'01/02/2024'::date` under
+    /// DateStyle, a timestamptz under TimeZone, `'a\nb'` under
+    /// standard_conforming_strings, names under search_path): a copy parsed
+    /// under another client's settings would answer with its reading (probe
+    /// N). So every setting the client changed counts, and the reported ones
+    /// but application_name.
     pub(super) fn statement_context(&self) -> String {
-        let mut ctx = self.settings.search_path().to_string();
+        let mut ctx = String::new();
+        for (k, v) in self
+            .settings
+            .reported()
+            .iter()
+            .filter(|(k, _)| *k != "application_name")
+            .chain(self.settings.unreported().iter())
+        {
+            ctx.push_str(k);
+            ctx.push('=');
+            ctx.push_str(v);
+            ctx.push('\0');
+        }
         if self
             .att
             .as_ref()
