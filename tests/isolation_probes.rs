@@ -3273,3 +3273,46 @@ fn server_statements_are_shared_only_under_the_same_settings() {
     let mut b = f.raw("app1", &[("tenant_id", "alpha"), ("TimeZone", "UTC")]);
     assert_eq!(run(&mut b), ["2024-01-02 2024-01-01 00:00:00+00 4"]);
 }
+
+/// Setting names Postgres reads otherwise than their bytes spell them are not
+/// read back by name: RESET ALL clears them before the next client (probe N:
+/// a name bound with trailing spaces to a `bpchar` parameter, a `SET` name
+/// past 63 bytes, and a name past ASCII under LATIN1 each reached the next
+/// client).
+#[test]
+fn settings_named_as_postgres_reads_them_do_not_reach_the_next_client() {
+    let f = Fixture::start();
+    let long = "x".repeat(70);
+    let cut = &long[..63];
+    let mut a = f.raw("app1", &[("tenant_id", "alpha")]);
+    a.parse(
+        "",
+        "SELECT ($1 = 'x'::bpchar)::text, set_config($1, 'bound', false) \
+         FROM accounts WHERE tenant_id = 'alpha'",
+    )
+    .bind("", &["app.bound   "])
+    .execute()
+    .sync();
+    let m = a.run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    let (errs, _) = q(&mut a, &format!("SET app.{long} = 'long'"));
+    assert!(errs.is_empty(), "{errs:?}");
+    let (errs, _) = q(&mut a, "SET client_encoding = 'LATIN1'");
+    assert!(errs.is_empty(), "{errs:?}");
+    let (errs, _) = q(&mut a, "SET app.\u{e9} = 'latin'");
+    assert!(errs.is_empty(), "{errs:?}");
+    drop(a);
+    let mut b = f.raw("app1", &[("tenant_id", "alpha2")]);
+    let (errs, v) = q(
+        &mut b,
+        &format!(
+            "SELECT coalesce(current_setting('app.bound', true), '') || '|' || \
+             coalesce(current_setting('app.{cut}', true), '') || '|' || \
+             coalesce((SELECT string_agg(setting, ',') FROM pg_settings \
+                       WHERE name LIKE 'app.%' AND setting <> ''), '') \
+             FROM accounts WHERE tenant_id = 'alpha2'"
+        ),
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["||"], "the next client got another's settings");
+}

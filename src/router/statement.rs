@@ -995,18 +995,30 @@ fn note_setting_name(sql: &[u8], first: Tok, mut lx: Lexer<'_>, out: &mut Facts)
         return;
     }
     let mut name = String::new();
-    push_ident(sql, &first, &mut name);
+    // Postgres cuts an identifier past 63 bytes (probe N: the whole name,
+    // read back, found nothing, and the value reached the next client).
+    let mut cut = false;
+    let mut part = |t: &Tok, name: &mut String| {
+        let at = name.len();
+        push_ident(sql, t, name);
+        cut |= name.len() - at > 63;
+    };
+    part(&first, &mut name);
     let mut dotted = false;
     while lx.peek_sig().is_some_and(|t| t.k == K::Dot) {
         lx.next_sig();
         match lx.next_sig() {
             Some(t) if is_identlike(&t) => {
                 name.push('.');
-                push_ident(sql, &t, &mut name);
+                part(&t, &mut name);
                 dotted = true;
             }
             _ => return,
         }
+    }
+    if cut {
+        out.effects.add(Effects::UNNAMED_SETTINGS);
+        return;
     }
     // `SET "app.secret"`: one quoted identifier is a dotted name too (probe:
     // it was taken for a built-in, never read back, and reached the next
@@ -1024,7 +1036,10 @@ fn note_custom(out: &mut Facts, name: String) {
     if out.custom_settings.contains(&name) {
         return;
     }
-    if name.len() <= 128 && out.custom_settings.len() < 64 {
+    // A name past ASCII is converted from the client's encoding before
+    // Postgres reads it (probe N: under LATIN1, `app.é` set `app.Ã©`): it
+    // cannot be read back by the name in the text.
+    if name.len() <= 128 && name.is_ascii() && out.custom_settings.len() < 64 {
         out.custom_settings.push(name);
     } else {
         out.effects.add(Effects::UNNAMED_SETTINGS);
@@ -1995,6 +2010,24 @@ mod tests {
         assert_eq!(
             facts("SET app.color = 'red'; SELECT set_config('My.X', 'y', false)").custom_settings,
             vec!["app.color".to_string(), "my.x".to_string()]
+        );
+        // Names Postgres reads otherwise than the text spells them (cut at 63
+        // bytes; converted from the client's encoding) are not read back by
+        // name: RESET ALL clears them.
+        let long = "x".repeat(64);
+        for sql in [
+            format!("SET app.{long} = 1"),
+            format!("SET \"app.{long}\" = 1"),
+            "SET app.\u{e9} = 1".to_string(),
+            "SELECT set_config('app.\u{e9}', '1', false)".to_string(),
+        ] {
+            let f = facts(&sql);
+            assert!(f.effects.any(Effects::UNNAMED_SETTINGS), "{sql}");
+            assert!(f.custom_settings.is_empty(), "{sql}");
+        }
+        assert_eq!(
+            facts(&format!("SET app.{} = 1", "x".repeat(63))).custom_settings,
+            vec![format!("app.{}", "x".repeat(63))]
         );
         assert_eq!(Effects::DYNAMIC.resets(), Effects::ALL);
     }

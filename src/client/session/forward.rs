@@ -952,7 +952,18 @@ fn bound_names(f: &Facts, body: &[u8]) -> (Effects, Vec<String>) {
         }
         found += 1;
         match v.and_then(|v| std::str::from_utf8(v).ok()) {
-            Some(name) if !name.is_empty() && !name.eq_ignore_ascii_case("seed") => {
+            // Read as Postgres may read the parameter only if its type cannot
+            // change it: `bpchar` drops trailing spaces, `name` cuts at 63
+            // bytes, and names past ASCII are converted (probe N: a name bound
+            // with a trailing space set another setting than was read back).
+            Some(name)
+                if !name.is_empty()
+                    && name.len() <= 63
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'.'))
+                    && !name.eq_ignore_ascii_case("seed") =>
+            {
                 let name = name.to_ascii_lowercase();
                 if name.contains('.') && !names.contains(&name) {
                     names.push(name);
