@@ -3316,3 +3316,80 @@ fn settings_named_as_postgres_reads_them_do_not_reach_the_next_client() {
     assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(v, ["||"], "the next client got another's settings");
 }
+
+/// `RESET ALL` and `DISCARD ALL` end a SET tenant however they are sent, and
+/// only when Postgres runs them (probe M: through Parse/Bind/Execute the SET
+/// tenant stayed, so later work ran on its shard; a DISCARD ALL Postgres
+/// refused inside a transaction block ended it; work behind a RESET ALL in
+/// the same Query ran on the shard of the tenant it had ended).
+#[test]
+fn resets_end_a_set_tenant_as_postgres_ends_the_setting() {
+    let f = Fixture::start();
+    let marker = "SELECT name FROM shard_marker";
+    // Alpha (s0) at connect, then bravo (s1) by SET.
+    let mut c = f.raw("app", &[("tenant_id", "alpha")]);
+    let set_bravo = |c: &mut Raw| {
+        let (errs, _) = q(c, "SET tenant_id = 'bravo'");
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(q(c, marker).1, ["s1"]);
+    };
+    for stmt in ["DISCARD ALL", "RESET ALL"] {
+        set_bravo(&mut c);
+        c.parse("", stmt).bind("", &[]).execute().sync();
+        let m = c.run(1);
+        assert!(error_codes(&m).is_empty(), "{stmt}: {m:?}");
+        assert_eq!(
+            q(&mut c, marker).1,
+            ["s0"],
+            "{stmt} through Parse/Bind/Execute"
+        );
+    }
+    // Work behind the reset in one Query: refused, not run with either tenant.
+    set_bravo(&mut c);
+    let (errs, v) = q(&mut c, &format!("RESET ALL; {marker}"));
+    assert_eq!(errs, ["0A000"], "{v:?}");
+    assert_eq!(q(&mut c, marker).1, ["s1"]);
+    // A DISCARD ALL Postgres refuses (in a transaction block) ends nothing.
+    let (errs, _) = q(&mut c, "BEGIN");
+    assert!(errs.is_empty());
+    let (errs, _) = q(&mut c, "DISCARD ALL");
+    assert_eq!(errs, ["25001"]);
+    q(&mut c, "ROLLBACK");
+    assert_eq!(
+        q(&mut c, marker).1,
+        ["s1"],
+        "the refused DISCARD ALL ended the SET tenant"
+    );
+    // A RESET ALL its transaction rolls back ends nothing either.
+    q(&mut c, "BEGIN");
+    c.parse("", "RESET ALL").bind("", &[]).execute().sync();
+    assert!(error_codes(&c.run(1)).is_empty());
+    q(&mut c, "ROLLBACK");
+    assert_eq!(q(&mut c, marker).1, ["s1"]);
+}
+
+/// `COMMIT; BEGIN` in one Query (or batch) opens a transaction no tenant has
+/// placed, as `COMMIT AND CHAIN` does: work naming no tenant there is refused,
+/// not run on the last transaction's shard (probe M).
+#[test]
+fn a_transaction_begun_behind_a_commit_is_placed_by_no_tenant() {
+    let f = Fixture::start();
+    let mut c = f.raw("app", &[]);
+    let placed = "SELECT name FROM accounts WHERE tenant_id = 'alpha'";
+    for next in ["COMMIT; BEGIN", "ROLLBACK; START TRANSACTION"] {
+        assert!(q(&mut c, "BEGIN").0.is_empty());
+        assert_eq!(q(&mut c, placed).1, ["owner of alpha"]);
+        assert!(q(&mut c, next).0.is_empty(), "{next}");
+        let (errs, v) = q(&mut c, "SELECT name FROM shard_marker");
+        assert_eq!(errs, ["42P17"], "{next}: ran on {v:?}");
+        q(&mut c, "ROLLBACK");
+    }
+    // Through Parse/Bind/Execute: COMMIT, then BEGIN, in one batch.
+    assert!(q(&mut c, "BEGIN").0.is_empty());
+    assert_eq!(q(&mut c, placed).1, ["owner of alpha"]);
+    c.parse("", "COMMIT").bind("", &[]).execute();
+    c.parse("", "BEGIN").bind("", &[]).execute().sync();
+    assert!(error_codes(&c.run(1)).is_empty());
+    let (errs, v) = q(&mut c, "SELECT name FROM shard_marker");
+    assert_eq!(errs, ["42P17"], "ran on {v:?}");
+}

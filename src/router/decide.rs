@@ -386,6 +386,9 @@ fn query(
     if f.work_after_end && !s.owns_server && (s.tx != Tx::Idle || tenant_ends_with_tx(s.tenants)) {
         return Err(work_after_tx_end(r));
     }
+    if f.work_after_reset && tenant_set(s.tenants) {
+        return Err(work_after_reset(r));
+    }
     if s.ascii_only && f.non_ascii {
         return Err(encoding(r));
     }
@@ -542,6 +545,8 @@ fn batch<'a, V: ParamValues>(
     };
     // A statement that ends the transaction was bound earlier in the batch.
     let mut ended = false;
+    // A statement that resets the SET tenant was bound earlier in the batch.
+    let mut reset = false;
     // Binds in the batch, and the portal of the one that binds a statement a
     // held BEGIN can hold (`SET LOCAL`, `SAVEPOINT`, ...: one statement, no
     // parameters, no tenant), and how often that portal runs.
@@ -647,6 +652,10 @@ fn batch<'a, V: ParamValues>(
                 if ended && !f.tenant_free && (s.tx != Tx::Idle || tenant_ends_with_tx(s.tenants)) {
                     return Err(work_after_tx_end(r));
                 }
+                if (reset || f.work_after_reset) && !f.tenant_free && tenant_set(s.tenants) {
+                    return Err(work_after_reset(r));
+                }
+                reset |= f.resets_all;
                 ended |= f.ends_tx;
                 ends_tx |= matches!(f.first, Kind::Commit { .. } | Kind::Rollback { .. });
                 tx_control |= f.tx_control;
@@ -1117,6 +1126,27 @@ fn work_after_tx_end(r: &Routing) -> Refusal {
             "cannot route statements after COMMIT or ROLLBACK in the same query or batch \
              inside a transaction: the {k} that placed the transaction ends with it; send them \
              after the transaction has ended",
+            k = r.key
+        ),
+    )
+}
+
+/// A `SET` or `SET LOCAL` tenant is in force: `RESET ALL` and `DISCARD ALL`
+/// end it.
+fn tenant_set(t: &Tenants) -> bool {
+    t.set.is_some() || t.local.is_some()
+}
+
+/// Work that needs a tenant behind a `RESET ALL` or `DISCARD ALL` in the
+/// same Query or batch: the unit is routed as a whole, by the tenant in force
+/// before them, but that work runs with the one they leave (probe M: it ran
+/// on the shard of the SET tenant the RESET ALL had ended).
+fn work_after_reset(r: &Routing) -> Refusal {
+    Refusal::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!(
+            "cannot route statements after RESET ALL or DISCARD ALL in the same query or \
+             batch while SET {k} is in force: they end it; send them after",
             k = r.key
         ),
     )

@@ -275,12 +275,19 @@ pub struct Facts {
     /// The text contains a statement that ends a transaction (`COMMIT`,
     /// `ROLLBACK`, `PREPARE TRANSACTION`, with or without `AND CHAIN`).
     pub ends_tx: bool,
-    /// The text contains `COMMIT AND CHAIN` or `ROLLBACK AND CHAIN`: the
-    /// transaction ends and a new one begins, which no tenant has placed.
+    /// The text contains `COMMIT AND CHAIN` or `ROLLBACK AND CHAIN`, or a
+    /// BEGIN after the end of a transaction: the transaction ends and a new
+    /// one begins, which no tenant has placed.
     pub chains: bool,
     /// A statement that is not tenant-free follows one that ends a
     /// transaction: it runs after the transaction, not in it.
     pub work_after_end: bool,
+    /// A statement that is not tenant-free follows a `RESET ALL` or `DISCARD
+    /// ALL`: it runs with the tenant they leave, not the one before them.
+    pub work_after_reset: bool,
+    /// The text contains `DISCARD ALL`, which Postgres refuses inside a
+    /// transaction block (an implicit one of several statements included).
+    pub discards_all: bool,
     /// The text contains `UNLISTEN *` (or asyncpg's `DO` block running it):
     /// the client's relayed channels go, whatever else the text holds.
     pub unlisten_all: bool,
@@ -334,6 +341,8 @@ impl Facts {
         self.ends_tx = false;
         self.chains = false;
         self.work_after_end = false;
+        self.work_after_reset = false;
+        self.discards_all = false;
         self.unlisten_all = false;
         self.drops_statements = false;
         self.std_sensitive = false;
@@ -398,10 +407,14 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
         }
         out.rollback_to |= kind == Kind::TxScoped("ROLLBACK");
         out.work_after_end |= out.ends_tx && !kind.tenant_free();
+        out.work_after_reset |= out.resets_all && !kind.tenant_free();
+        // `COMMIT; BEGIN` in one text opens the next transaction as AND
+        // CHAIN does (probe M: it was taken as still placed by the old one's
+        // tenant, and work naming none ran on its shard).
         out.chains |= matches!(
             kind,
             Kind::Commit { chain: true } | Kind::Rollback { chain: true }
-        );
+        ) || (out.ends_tx && kind == Kind::Begin);
         out.ends_tx |= matches!(kind, Kind::Commit { .. } | Kind::Rollback { .. })
             || is_prepare_transaction(stmt, std_strings);
         out.tenant_free &= kind.tenant_free();
@@ -648,6 +661,7 @@ fn classify(sql: &[u8], key: &[u8], std: bool, out: &mut Facts) -> Kind {
         return match lx.next_sig() {
             Some(t) if is_kw(sql, &t, b"ALL") => {
                 out.resets_all = true;
+                out.discards_all = true;
                 out.drops_statements = true;
                 out.effects.add(Effects::SETTINGS.union(Effects::PREPARED));
                 Kind::Discard { all: true }
@@ -2173,6 +2187,26 @@ mod tests {
     #[test]
     fn reset_all_is_noted() {
         assert!(facts("RESET ALL").resets_all);
+        for (sql, after) in [
+            ("RESET ALL", false),
+            ("DISCARD ALL; UNLISTEN *; SHOW work_mem", false),
+            ("RESET ALL; SELECT * FROM t", true),
+            ("SELECT * FROM t; RESET ALL", false),
+            ("DISCARD ALL; UPDATE t SET x = 1", true),
+        ] {
+            assert_eq!(facts(sql).work_after_reset, after, "{sql}");
+        }
+        assert!(facts("DISCARD ALL").discards_all);
+        for (sql, chains) in [
+            ("COMMIT AND CHAIN", true),
+            ("COMMIT; BEGIN", true),
+            ("rollback; start transaction read only", true),
+            ("BEGIN; COMMIT", false),
+            ("COMMIT", false),
+        ] {
+            assert_eq!(facts(sql).chains, chains, "{sql}");
+        }
+        assert!(!facts("RESET ALL").discards_all);
         assert!(facts("SELECT 1; DISCARD ALL").resets_all);
         assert!(!facts("RESET work_mem").resets_all);
     }

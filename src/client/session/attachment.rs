@@ -103,6 +103,9 @@ pub(super) struct Attachment {
     /// statement (`DISCARD ALL`, `DEALLOCATE ALL`): its Execute clears the
     /// client's own names too, as the simple Query does.
     dropping_portal: Option<Box<[u8]>>,
+    /// The portal last bound to a `RESET ALL` or `DISCARD ALL`, whose run
+    /// ends the client's SET tenant.
+    resetting_portal: Option<Box<[u8]>>,
     /// Transaction status of the server (last ReadyForQuery).
     status: TxStatus,
     ext: Ext,
@@ -191,6 +194,7 @@ impl Attachment {
             expect,
             head_failed: false,
             dropping_portal: None,
+            resetting_portal: None,
             status: TxStatus::Idle,
             ext: Ext::default(),
             copy_in: false,
@@ -198,6 +202,14 @@ impl Attachment {
             unnamed_current: false,
             effects: Effects::none(),
             replay_error: None,
+        }
+    }
+
+    /// A BEGIN was sent (a held one, replayed): the server is in a
+    /// transaction from now on, before its answer says so.
+    pub(super) fn assume_in_transaction(&mut self) {
+        if self.status == TxStatus::Idle {
+            self.status = TxStatus::InTransaction;
         }
     }
 
@@ -298,6 +310,26 @@ impl Attachment {
         } else if self.dropping_portal.as_deref() == Some(portal) {
             self.dropping_portal = None;
         }
+    }
+
+    /// Note that `portal` is bound to a statement that resets all settings
+    /// (`resets`) or to another.
+    pub(super) fn bound_resetting(&mut self, portal: &[u8], resets: bool) {
+        if resets {
+            self.resetting_portal = Some(portal.into());
+        } else if self.resetting_portal.as_deref() == Some(portal) {
+            self.resetting_portal = None;
+        }
+    }
+
+    /// Whether running `portal` resets all settings.
+    pub(super) fn portal_resets(&self, portal: &[u8]) -> bool {
+        self.resetting_portal.as_deref() == Some(portal)
+    }
+
+    /// Some portal was bound to such a statement.
+    pub(super) fn has_resetting_portal(&self) -> bool {
+        self.resetting_portal.is_some()
     }
 
     /// Whether running `portal` drops every prepared statement.

@@ -210,8 +210,14 @@ impl Core {
             if facts.resets_all {
                 // RESET ALL / DISCARD ALL reset a SET tenant as they reset
                 // settings (and a rollback of the transaction undoes it).
+                // Postgres refuses DISCARD ALL inside a transaction block, an
+                // implicit one of several statements included, and with it
+                // the whole Query: nothing is reset (probe M: a SET tenant
+                // was lost to a DISCARD ALL refused in a held BEGIN).
                 let in_tx = self.client_status() != crate::protocol::TxStatus::Idle;
-                self.route.reset(in_tx);
+                if !(facts.discards_all && (in_tx || facts.count > 1)) {
+                    self.route.reset(in_tx);
+                }
             }
             // (route_unit dropped the client's unnamed statement already.)
         }
@@ -566,9 +572,21 @@ impl Core {
             f::EXECUTE => {
                 let Some(a) = self.att.as_mut() else { return };
                 a.ext_executed();
-                if a.has_dropping_portal()
-                    && a.portal_drops_statements(protocol::cstr(body).map_or(&b""[..], |(p, _)| p))
-                {
+                let portal = protocol::cstr(body).map_or(&b""[..], |(p, _)| p);
+                // RESET ALL or DISCARD ALL through Parse/Bind/Execute
+                // (PgJDBC, psycopg 3) ends a SET tenant as a Query does
+                // (probe M: the next statements still ran on its shard).
+                // DISCARD ALL fails inside a transaction block: nothing ends.
+                let resets = a.has_resetting_portal() && a.portal_resets(portal);
+                let discards = a.portal_drops_statements(portal);
+                if resets {
+                    let in_tx = self.client_status() != crate::protocol::TxStatus::Idle;
+                    if !(discards && in_tx) {
+                        self.route.reset(in_tx);
+                    }
+                }
+                let Some(a) = self.att.as_mut() else { return };
+                if discards {
                     // DISCARD ALL or DEALLOCATE ALL through Parse/Bind/Execute:
                     // on success the client's names go too, as Postgres drops
                     // them (they stayed: a driver that prepared its statements
@@ -928,6 +946,11 @@ fn note_bound(
         if f.drops_statements || a.has_dropping_portal() {
             if let Some(b) = Bind::parse(body) {
                 a.bound_portal(b.portal, f.drops_statements);
+            }
+        }
+        if f.resets_all || a.has_resetting_portal() {
+            if let Some(b) = Bind::parse(body) {
+                a.bound_resetting(b.portal, f.resets_all);
             }
         }
     }

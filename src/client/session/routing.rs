@@ -445,7 +445,17 @@ impl Core {
                         }
                     })
                 };
-                self.route.batch_facts(parses).iter().any(|f| f.chains)
+                let facts = self.route.batch_facts(parses);
+                // A BEGIN parsed after a statement that ends a transaction
+                // (`COMMIT`, then `BEGIN`, each through Parse/Bind/Execute).
+                let mut ended = false;
+                let begins_after_end = facts.iter().any(|f| {
+                    let begins = ended && f.is_only(Kind::Begin);
+                    ended |= f.ends_tx;
+                    begins
+                });
+                begins_after_end
+                    || facts.iter().any(|f| f.chains)
                     || msgs
                         .iter()
                         .any(|(t, frame)| *t == tag::frontend::BIND && bound_chains(frame))
@@ -1046,6 +1056,10 @@ impl Core {
         }
         a.add_effects(h.effects);
         a.set_unnamed_current(false);
+        // The client was told it is in a transaction, and the server is once
+        // the BEGIN has run: what is sent behind it is inside one (a DISCARD
+        // ALL there fails; a RESET ALL there is undone by a ROLLBACK).
+        a.assume_in_transaction();
     }
 
     /// Refuse a unit of work with an error, keeping protocol and transaction state

@@ -86,11 +86,6 @@ impl Settings {
         &self.unreported
     }
 
-    /// The client's search_path ("" for the server default).
-    pub(super) fn search_path(&self) -> &str {
-        self.unreported.get("search_path").unwrap_or("")
-    }
-
     /// How to lex the client's string literals.
     pub(super) fn std_strings(&self) -> bool {
         self.std_strings
