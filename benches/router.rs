@@ -92,6 +92,7 @@ fn bench_decide(c: &mut Criterion) {
         keys_ascii_only: false,
         lexing_unsure: false,
         owns_server: false,
+        server_failed: false,
     };
     let mut scratch = Vec::new();
     let mut f = Facts::default();

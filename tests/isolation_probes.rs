@@ -3393,3 +3393,33 @@ fn a_transaction_begun_behind_a_commit_is_placed_by_no_tenant() {
     let (errs, v) = q(&mut c, "SELECT name FROM shard_marker");
     assert_eq!(errs, ["42P17"], "ran on {v:?}");
 }
+
+/// In a transaction its server failed, a SET of the tenant gets 25P02 as
+/// any statement does in Postgres, and changes nothing: a ROLLBACK TO
+/// SAVEPOINT then recovers the transaction (probe M: the SET was answered
+/// here, and the savepoint could no longer be used).
+#[test]
+fn a_set_of_the_tenant_in_a_failed_transaction_is_refused_as_postgres_refuses_it() {
+    let f = Fixture::start();
+    let mut c = f.raw("app", &[("tenant_id", "alpha")]);
+    for sql in ["BEGIN", "SAVEPOINT s", "SELECT name FROM shard_marker"] {
+        assert!(q(&mut c, sql).0.is_empty(), "{sql}");
+    }
+    assert_eq!(q(&mut c, "SELECT 1/0").0, ["22012"]);
+    for sql in [
+        "SET tenant_id = 'alpha2'",
+        "SET tenant_id = 'bravo'",
+        "SET LOCAL tenant_id = 'alpha'",
+        "RESET tenant_id",
+    ] {
+        assert_eq!(q(&mut c, sql).0, ["25P02"], "{sql}");
+    }
+    assert!(q(&mut c, "ROLLBACK TO SAVEPOINT s").0.is_empty());
+    assert_eq!(q(&mut c, "SELECT name FROM shard_marker").1, ["s0"]);
+    assert!(q(&mut c, "COMMIT").0.is_empty());
+    assert_eq!(
+        q(&mut c, "SELECT name FROM shard_marker").1,
+        ["s0"],
+        "a refused SET changed the tenant"
+    );
+}

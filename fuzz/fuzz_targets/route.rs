@@ -120,6 +120,7 @@ fuzz_target!(|data: &[u8]| {
         keys_ascii_only,
         lexing_unsure: head[4] & 16 != 0,
         owns_server,
+        server_failed: head[0] & 0x80 != 0,
     };
     let mut scratch = Vec::new();
     let d = if extended {
@@ -244,6 +245,14 @@ fuzz_target!(|data: &[u8]| {
             assert!(f.is_only(Kind::Begin) && named.is_empty(), "{:?}", String::from_utf8_lossy(sql));
         }
         _ => {}
+    }
+    // In a transaction its server failed, a SET of the tenant is refused as
+    // Postgres refuses it, never answered here.
+    if head[0] & 0x80 != 0 {
+        assert!(
+            !matches!(d, Decision::Local(Local::SetTenant { .. } | Local::SetLocalOutsideTx)),
+            "{d:?} in a failed transaction"
+        );
     }
     // A session-mode server its tenant no longer lives on runs nothing more,
     // whatever the unit names.

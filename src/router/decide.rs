@@ -170,6 +170,10 @@ pub struct SessionView<'a> {
     /// shard `pinned_by` placed it on ([`Tx::Pinned`]), and every later unit
     /// runs there, naming a tenant or not.
     pub owns_server: bool,
+    /// The client's transaction failed on its server (ReadyForQuery `E`):
+    /// Postgres refuses every statement there but its end, so a `SET` of the
+    /// tenant is refused too, not answered here (probe M).
+    pub server_failed: bool,
 }
 
 /// One message of an extended-protocol batch, as routing sees it. `V` gives a
@@ -859,6 +863,9 @@ fn set_tenant(
     local: bool,
     key: Option<TenantKey>,
 ) -> Result<Decision, Refusal> {
+    if s.server_failed {
+        return Err(aborted());
+    }
     if let Some(l) = s.tenants.locked(r) {
         if key != Some(l) {
             return Err(Refusal::new(

@@ -68,6 +68,7 @@ fn view(t: &Tenants, tx: Tx) -> SessionView<'_> {
         keys_ascii_only: false,
         lexing_unsure: false,
         owns_server: false,
+        server_failed: false,
     }
 }
 

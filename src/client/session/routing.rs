@@ -389,6 +389,10 @@ impl Core {
                     .as_ref()
                     .is_some_and(|a| a.ext_open() && a.effects().may_change_lexing()),
             owns_server: self.owns_server(),
+            server_failed: self
+                .att
+                .as_ref()
+                .is_some_and(|a| a.status() == TxStatus::Failed),
         }
     }
 

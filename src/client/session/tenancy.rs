@@ -67,6 +67,8 @@ pub(super) struct View {
     pub(super) lexing_unsure: bool,
     /// Session mode ([`SessionView::owns_server`]).
     pub(super) owns_server: bool,
+    /// [`SessionView::server_failed`].
+    pub(super) server_failed: bool,
 }
 
 /// The text of a Parse frame (empty if it is malformed, as routing reads it).
@@ -507,6 +509,7 @@ fn view(tenants: &Tenants, pinned: Option<(TenantKey, Source)>, v: View) -> Sess
         keys_ascii_only: v.keys_ascii_only,
         lexing_unsure: v.lexing_unsure,
         owns_server: v.owns_server,
+        server_failed: v.server_failed,
     }
 }
 
