@@ -40,6 +40,8 @@ pub const INVALID_PARAMETER_VALUE: &str = "22023";
 pub const CONFIG_FILE_ERROR: &str = "F0000";
 /// internal_error
 pub const INTERNAL_ERROR: &str = "XX000";
+/// invalid_savepoint_specification: `ROLLBACK TO` a savepoint that does not exist
+pub const INVALID_SAVEPOINT: &str = "3B001";
 /// in_failed_sql_transaction: statements in an aborted transaction block
 pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
 /// What Postgres says with [`IN_FAILED_SQL_TRANSACTION`].

@@ -3423,3 +3423,53 @@ fn a_set_of_the_tenant_in_a_failed_transaction_is_refused_as_postgres_refuses_it
         "a refused SET changed the tenant"
     );
 }
+
+/// A held transaction shardbouncer failed (a refused statement) recovers to
+/// a savepoint it holds, as Postgres recovers: psycopg 3's, Django's and
+/// SQLAlchemy's nested blocks roll back to their savepoint and go on (probe
+/// M: every later statement got 25P02).
+#[test]
+fn a_refusal_in_a_held_transaction_rolls_back_to_its_savepoint() {
+    let f = Fixture::start();
+    let mut c = f.raw("app", &[]);
+    for sql in [
+        "BEGIN",
+        "SET LOCAL work_mem = '7MB'",
+        "SAVEPOINT \"_pg3_1\"",
+        "SET LOCAL work_mem = '9MB'",
+    ] {
+        assert!(q(&mut c, sql).0.is_empty(), "{sql}");
+    }
+    // Refused (no tenant): the transaction fails, as Postgres would fail it.
+    assert_eq!(q(&mut c, "SELECT name FROM shard_marker").0, ["42P17"]);
+    assert_eq!(q(&mut c, "SELECT 1").0, ["25P02"]);
+    assert_eq!(q(&mut c, "ROLLBACK TO nowhere").0, ["3B001"]);
+    let m = c.query("ROLLBACK TO SAVEPOINT \"_pg3_1\"").run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(support::raw::command_tags(&m), ["ROLLBACK"]);
+    assert!(q(&mut c, "RELEASE SAVEPOINT \"_pg3_1\"").0.is_empty());
+    // The transaction goes on, with what was held before the savepoint.
+    let (errs, v) = q(
+        &mut c,
+        "INSERT INTO accounts (tenant_id, name) VALUES ('bravo', 'after the savepoint') \
+         RETURNING current_setting('work_mem')",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["7MB"]);
+    let m = c.query("COMMIT").run(1);
+    assert_eq!(support::raw::command_tags(&m), ["COMMIT"]);
+    assert_eq!(
+        f.accounts()[1],
+        "bravo:after the savepoint,bravo:owner of bravo"
+    );
+    // A savepoint released before the refusal is gone.
+    for sql in ["BEGIN", "SAVEPOINT a", "RELEASE a"] {
+        assert!(q(&mut c, sql).0.is_empty(), "{sql}");
+    }
+    assert_eq!(q(&mut c, "SELECT name FROM shard_marker").0, ["42P17"]);
+    assert_eq!(q(&mut c, "ROLLBACK TO a").0, ["3B001"]);
+    assert_eq!(
+        support::raw::command_tags(&c.query("COMMIT").run(1)),
+        ["ROLLBACK"]
+    );
+}

@@ -280,6 +280,9 @@ pub enum Local {
     BeginAgain,
     /// Statements that wait with the held BEGIN and are replayed inside it.
     Hold,
+    /// `ROLLBACK TO` a savepoint in a held transaction shardbouncer failed:
+    /// held again as it stood at that savepoint, if it holds it.
+    RollbackToHeld,
     /// COMMIT or ROLLBACK of a transaction that never reached a server (answered
     /// `ROLLBACK` when the transaction had failed, as Postgres does).
     EndHeld {
@@ -375,6 +378,15 @@ fn query(
             (0, _) if f.mentions.is_empty() => Ok(Decision::TenantFree),
             (1, Kind::Commit { chain: false } | Kind::Rollback { chain: false }) => {
                 Ok(Decision::Local(Local::EndHeld { commit: false }))
+            }
+            // Postgres recovers the transaction to a savepoint; so does the
+            // session, to one the held transaction holds (probe M: psycopg 3's
+            // and Django's nested blocks failed whole after one refusal).
+            (1, Kind::TxScoped("ROLLBACK")) if f.mentions.is_empty() => {
+                if rollback_to_unknown(s) {
+                    return Err(rollback_to_after_set(r));
+                }
+                Ok(Decision::Local(Local::RollbackToHeld))
             }
             _ => Err(aborted()),
         };

@@ -866,6 +866,53 @@ fn set_tenant(sql: &[u8], mut lx: Lexer<'_>, local: bool, out: &mut Facts) -> Ki
 }
 
 /// Only BEGIN's transaction modes (`ISOLATION LEVEL ..`, `READ ONLY`, ...) remain.
+/// What a transaction-scoped statement does to savepoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SavepointOp {
+    /// `SAVEPOINT name`.
+    Savepoint(String),
+    /// `RELEASE [SAVEPOINT] name`.
+    Release(String),
+    /// `ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name`.
+    RollbackTo(String),
+}
+
+/// The savepoint statement `sql` is (one statement), with its name as
+/// Postgres names it (unquoted folded to lower case).
+pub fn savepoint_op(sql: &[u8], std: bool) -> Option<SavepointOp> {
+    let mut lx = Lexer::new(sql, std);
+    let first = lx.next_sig()?;
+    let name = |lx: &mut Lexer<'_>| -> Option<String> {
+        let t = lx.next_sig()?;
+        if !is_identlike(&t) {
+            return None;
+        }
+        let mut n = String::new();
+        push_ident(sql, &t, &mut n);
+        match lx.next_sig() {
+            None => Some(n),
+            Some(t) if t.k == K::Semi && lx.next_sig().is_none() => Some(n),
+            _ => None,
+        }
+    };
+    if is_kw(sql, &first, b"SAVEPOINT") {
+        return name(&mut lx).map(SavepointOp::Savepoint);
+    }
+    if is_kw(sql, &first, b"RELEASE") {
+        skip_kw(sql, &mut lx, &[b"SAVEPOINT"]);
+        return name(&mut lx).map(SavepointOp::Release);
+    }
+    if is_kw(sql, &first, b"ROLLBACK") {
+        skip_kw(sql, &mut lx, &[b"WORK", b"TRANSACTION"]);
+        if !lx.next_sig().is_some_and(|t| is_kw(sql, &t, b"TO")) {
+            return None;
+        }
+        skip_kw(sql, &mut lx, &[b"SAVEPOINT"]);
+        return name(&mut lx).map(SavepointOp::RollbackTo);
+    }
+    None
+}
+
 /// A `BEGIN` or `START TRANSACTION` ([`Kind::Begin`]): Postgres's command tag
 /// for it, and its transaction modes as a `SET TRANSACTION` statement (`None`
 /// when it has none). A second BEGIN inside a transaction only warns in
@@ -1785,6 +1832,28 @@ mod tests {
         assert_eq!(first("COMMIT AND NO CHAIN"), Kind::Commit { chain: false });
         assert_eq!(first("abort"), Kind::Rollback { chain: false });
         assert_eq!(first("ROLLBACK TO SAVEPOINT a"), Kind::TxScoped("ROLLBACK"));
+        for (sql, op) in [
+            ("SAVEPOINT A", Some(SavepointOp::Savepoint("a".into()))),
+            (
+                "savepoint \"A b\";",
+                Some(SavepointOp::Savepoint("A b".into())),
+            ),
+            (
+                "RELEASE SAVEPOINT x",
+                Some(SavepointOp::Release("x".into())),
+            ),
+            ("release x", Some(SavepointOp::Release("x".into()))),
+            ("ROLLBACK TO x", Some(SavepointOp::RollbackTo("x".into()))),
+            (
+                "ROLLBACK WORK TO SAVEPOINT /* c */ X",
+                Some(SavepointOp::RollbackTo("x".into())),
+            ),
+            ("ROLLBACK", None),
+            ("SAVEPOINT a; SELECT 1", None),
+            ("SELECT 1", None),
+        ] {
+            assert_eq!(savepoint_op(sql.as_bytes(), true), op, "{sql}");
+        }
         assert_eq!(first("ROLLBACK WORK TO a"), Kind::TxScoped("ROLLBACK"));
         assert_eq!(first("ROLLBACK PREPARED 'g'"), Kind::Other);
         assert_eq!(

@@ -331,7 +331,7 @@ impl Core {
         match (&self.att, &self.txn) {
             (None, Txn::OnServer) => Phase::Idle,
             (None, Txn::Held(_)) => Phase::Held,
-            (None, Txn::Failed) => Phase::HeldFailed,
+            (None, Txn::Failed(_)) => Phase::HeldFailed,
             (Some(a), _) if a.copy_in() => Phase::CopyIn,
             (Some(a), _) if !a.settled() => Phase::Draining,
             (Some(_), Txn::OnServer) => Phase::Attached,

@@ -32,7 +32,7 @@ pub(super) enum Target {
 impl Core {
     /// Where the transaction stands, for [`router::decide`].
     fn tx_view(&self) -> Tx {
-        if let super::state::Txn::Failed = self.txn {
+        if let super::state::Txn::Failed(_) = self.txn {
             return Tx::Failed;
         }
         let held = self.txn.held().map(|h| Tx::Held {
@@ -687,13 +687,69 @@ impl Core {
                 let t = self.end_held(commit);
                 self.simple_reply(t);
             }
+            Local::RollbackToHeld => self.rollback_to_held(frame),
+        }
+    }
+
+    /// `ROLLBACK TO name` in a held transaction shardbouncer failed: held
+    /// again with its statements up to that `SAVEPOINT name` (the rest, as
+    /// Postgres rolls them back, go), answered `ROLLBACK`. A savepoint the
+    /// held statements do not hold is Postgres's 3B001, and the transaction
+    /// stays failed.
+    fn rollback_to_held(&mut self, frame: Bytes) {
+        use router::statement::{savepoint_op, SavepointOp};
+        let std = self.settings.std_strings();
+        let target = match savepoint_op(query_text(&frame), std) {
+            Some(SavepointOp::RollbackTo(n)) => n,
+            _ => String::new(),
+        };
+        // The savepoints standing after each held statement, as Postgres
+        // keeps them: RELEASE drops that one and those above it; ROLLBACK TO
+        // keeps it and drops those above it.
+        let mut stack: Vec<(String, usize)> = Vec::new();
+        for (i, stmt) in self
+            .txn
+            .failed_held()
+            .map_or(&[][..], |h| &h.stmts)
+            .iter()
+            .enumerate()
+        {
+            let Some(body) = stmt.get(5..) else { continue };
+            let text = body.strip_suffix(&[0]).unwrap_or(body);
+            match savepoint_op(text, std) {
+                Some(SavepointOp::Savepoint(n)) => stack.push((n, i + 1)),
+                Some(SavepointOp::Release(n)) => {
+                    if let Some(at) = stack.iter().rposition(|(s, _)| *s == n) {
+                        stack.truncate(at);
+                    }
+                }
+                Some(SavepointOp::RollbackTo(n)) => {
+                    if let Some(at) = stack.iter().rposition(|(s, _)| *s == n) {
+                        stack.truncate(at + 1);
+                    }
+                }
+                None => {}
+            }
+        }
+        match stack.iter().rev().find(|(s, _)| *s == target) {
+            Some(&(_, n)) => {
+                self.txn.apply(TxnEvent::RollbackTo(n));
+                self.simple_reply("ROLLBACK");
+            }
+            None => {
+                let e = PgError::new(
+                    sqlstate::INVALID_SAVEPOINT,
+                    format!("savepoint \"{target}\" does not exist"),
+                );
+                self.unit_error(Unit::Simple(tag::frontend::QUERY, frame), &e);
+            }
         }
     }
 
     /// End the transaction shardbouncer holds (no server has it): its command
     /// tag, `ROLLBACK` for a failed one, as Postgres answers its COMMIT.
     fn end_held(&mut self, commit: bool) -> &'static str {
-        let failed = matches!(self.txn, super::state::Txn::Failed);
+        let failed = matches!(self.txn, super::state::Txn::Failed(_));
         self.txn.apply(TxnEvent::End);
         self.route.transaction_outcome(commit && !failed);
         self.route.end_transaction();

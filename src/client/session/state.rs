@@ -49,8 +49,9 @@ pub(super) enum Txn {
     OnServer,
     /// A BEGIN held locally: no shard yet.
     Held(Held),
-    /// shardbouncer failed the held transaction: 25P02 until it ends.
-    Failed,
+    /// shardbouncer failed the held transaction: 25P02 until it ends, or
+    /// until a `ROLLBACK TO` a savepoint it holds (kept here) recovers it.
+    Failed(Option<Held>),
 }
 
 /// What happens to the transaction.
@@ -64,6 +65,9 @@ pub(super) enum TxnEvent {
     Replay,
     /// shardbouncer refused work inside the held transaction.
     Fail,
+    /// `ROLLBACK TO` a savepoint of the failed held transaction: it is held
+    /// again with its first `n` statements (up to that SAVEPOINT).
+    RollbackTo(usize),
     /// COMMIT/ROLLBACK of a held or failed transaction.
     End,
 }
@@ -88,11 +92,20 @@ impl Txn {
                 None
             }
             (Txn::Held(h), TxnEvent::Replay) => Some(h),
-            (Txn::Held(_) | Txn::Failed, TxnEvent::Fail) => {
-                *self = Txn::Failed;
+            (Txn::Held(h), TxnEvent::Fail) => {
+                *self = Txn::Failed(Some(h));
                 None
             }
-            (Txn::Held(_) | Txn::Failed, TxnEvent::End) => None,
+            (Txn::Failed(h), TxnEvent::Fail) => {
+                *self = Txn::Failed(h);
+                None
+            }
+            (Txn::Failed(Some(mut h)), TxnEvent::RollbackTo(n)) if n <= h.stmts.len() => {
+                h.stmts.truncate(n);
+                *self = Txn::Held(h);
+                None
+            }
+            (Txn::Held(_) | Txn::Failed(_), TxnEvent::End) => None,
             // Failing work on the server fails the server's transaction, which
             // the server reports itself.
             (Txn::OnServer, TxnEvent::Fail) => None,
@@ -109,13 +122,21 @@ impl Txn {
         match self {
             Txn::OnServer => server.unwrap_or(TxStatus::Idle),
             Txn::Held(_) => TxStatus::InTransaction,
-            Txn::Failed => TxStatus::Failed,
+            Txn::Failed(_) => TxStatus::Failed,
         }
     }
 
     /// Held or failed: the transaction is shardbouncer's, not a server's.
     pub(super) fn is_local(&self) -> bool {
         !matches!(self, Txn::OnServer)
+    }
+
+    /// The held transaction shardbouncer failed, if it is kept.
+    pub(super) fn failed_held(&self) -> Option<&Held> {
+        match self {
+            Txn::Failed(Some(h)) => Some(h),
+            _ => None,
+        }
     }
 
     /// The held transaction, if any.
@@ -181,6 +202,24 @@ mod tests {
         t.apply(TxnEvent::Fail);
         t.apply(TxnEvent::End);
         assert_eq!(t.client_status(None), TxStatus::Idle);
+    }
+
+    #[test]
+    fn a_failed_held_transaction_goes_back_to_a_savepoint() {
+        let mut t = Txn::default();
+        t.apply(TxnEvent::HoldBegin(Bytes::from_static(b"BEGIN")));
+        for s in ["SAVEPOINT a", "SET LOCAL x = 1"] {
+            t.apply(TxnEvent::Hold(
+                Bytes::from_static(s.as_bytes()),
+                Effects::none(),
+            ));
+        }
+        t.apply(TxnEvent::Fail);
+        assert_eq!(t.failed_held().map(|h| h.stmts.len()), Some(2));
+        t.apply(TxnEvent::RollbackTo(1));
+        assert_eq!(t.client_status(None), TxStatus::InTransaction);
+        assert_eq!(t.held().map(|h| h.stmts.len()), Some(1));
+        assert!(t.failed_held().is_none());
     }
 
     #[test]
