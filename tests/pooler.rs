@@ -2361,3 +2361,88 @@ fn messages_without_a_sync_owed_by_a_busy_server_are_bounded() {
     let m = r.query("SELECT 1").run(1);
     assert_eq!(support::raw::first_column(&m), ["1"]);
 }
+
+/// `SHOW POOLS` column `col` of database `db`.
+async fn pool_column(admin: &tokio_postgres::Client, db: &str, col: &str) -> i64 {
+    let mut at = None;
+    for m in admin.simple_query("SHOW POOLS").await.unwrap() {
+        match m {
+            tokio_postgres::SimpleQueryMessage::RowDescription(d) => {
+                at = d.iter().position(|c| c.name() == col);
+            }
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some(db) => {
+                return r.get(at.unwrap()).unwrap().parse().unwrap();
+            }
+            _ => {}
+        }
+    }
+    0
+}
+
+/// A server connection still opening at a shard's old address when a reload
+/// gives the shard a new one (a failover) is not kept: the work that waited
+/// for it runs at the new address, and so does every later transaction (probe
+/// O: it was stamped current and served the shard's tenants at the old
+/// primary for `server_lifetime`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_opened_at_an_address_a_reload_replaced_is_not_used() {
+    let old = PgCluster::start();
+    let new = PgCluster::start();
+    for (pg, name) in [(&old, "old"), (&new, "new")] {
+        pg.psql(
+            "app",
+            &format!(
+                "CREATE TABLE shard_marker (name text); INSERT INTO shard_marker VALUES ('{name}'); \
+                 GRANT SELECT ON shard_marker TO app"
+            ),
+        );
+    }
+    let cfg = |pg: &PgCluster| {
+        basic_config(
+            &[pg],
+            "default_pool_size = 2\nserver_connect_timeout = \"30s\"\n",
+        )
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"")
+            + "[admin]\nusers = [\"admin\"]\n[[users]]\nname = \"admin\"\npassword = \"admin\"\n"
+    };
+    let b = Bouncer::start(&cfg(&old));
+    let admin = b.connect("admin", "admin", "pgbouncer").await;
+    // One server in a transaction; the next client needs a second one.
+    let holder = b.connect("app", "", "app").await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let c = b.connect("app", "", "app").await;
+    let pm = old.postmaster_pid().expect("postmaster");
+    // SAFETY: kill(2) on our own test cluster's postmaster (a hung primary).
+    unsafe { libc::kill(pm, libc::SIGSTOP) };
+    let query = tokio::spawn(async move {
+        let r = c.query_one("SELECT name FROM shard_marker", &[]).await;
+        (r.map(|row| row.get::<_, String>(0)), c)
+    });
+    eventually(
+        Duration::from_secs(10),
+        "a server connection opening",
+        || async { pool_column(&admin, "app", "sv_login").await == 1 },
+    )
+    .await;
+    b.write_config(&cfg(&new));
+    admin.simple_query("RELOAD").await.unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pm, libc::SIGCONT) };
+    let (r, c) = query.await.unwrap();
+    assert_eq!(r.unwrap(), "new", "the waiting work ran at the old address");
+    for _ in 0..3 {
+        let v: String = c
+            .query_one("SELECT name FROM shard_marker", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(v, "new");
+    }
+    holder.batch_execute("COMMIT").await.unwrap();
+    let v: String = holder
+        .query_one("SELECT name FROM shard_marker", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "new");
+}

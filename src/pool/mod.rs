@@ -471,6 +471,12 @@ impl Pool {
     pub fn update(&self, target: Target, settings: PoolSettings) {
         if **self.target.load() != target {
             self.target.store(Arc::new(target));
+            // The last failure was the old target's: clients that come now
+            // try the new one rather than get that error (probe O).
+            *self
+                .connect_failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
             self.reconnect();
         }
         self.main.resize(settings.default_pool_size);
@@ -772,7 +778,6 @@ impl Pool {
     }
 
     async fn connect(&self, settings: &PoolSettings) -> Result<ServerConn, ServerError> {
-        let target = self.target.load_full();
         let limit = settings.server_connect_timeout.as_std();
         let deadline = Instant::now() + limit;
         self.stats.connecting.fetch_add(1, Ordering::Relaxed);
@@ -786,10 +791,23 @@ impl Pool {
         let connecting = Connecting(&self.stats.connecting);
         let mut backoff = Duration::from_millis(50);
         let res = loop {
+            // The generation first, then the target it goes with: a reload
+            // stores the new target, then moves the generation on. Each try
+            // takes the target in force (probe O: a retry loop went on at a
+            // shard's old address after a reload had given it a new one).
+            let generation = self.generation.load(Ordering::Acquire);
+            let target = self.target.load_full();
             let left = deadline.saturating_duration_since(Instant::now());
             match ServerConn::connect(&target, left.max(Duration::from_millis(1))).await {
+                Ok(_) if self.generation.load(Ordering::Acquire) != generation => {
+                    // A reload (a failover's new address) or RECONNECT landed
+                    // while it connected: no work goes to the old target (probe
+                    // O: such a server was kept, stamped current, and served the
+                    // shard's tenants at the old primary for server_lifetime).
+                    continue;
+                }
                 Ok(mut c) => {
-                    c.generation = self.generation.load(Ordering::Acquire);
+                    c.generation = generation;
                     break Ok(c);
                 }
                 Err(e) => {
