@@ -100,8 +100,28 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
             break;
         }
     }
+    // A shared listener goes at once (the other process on the address takes
+    // new clients). A listener of its own stays while running transactions
+    // finish: CancelRequests for them are served, logins refused with 57P01
+    // (probe O: a query could not be cancelled during the wait).
+    if shared {
+        drop(listener.take());
+    }
+    let accepting = async {
+        match &listener {
+            Some(l) => loop {
+                if let Ok((stream, _)) = l.accept().await {
+                    workers.serve(&app, stream);
+                }
+            },
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = shutdown(&app) => {}
+        () = accepting => {}
+    }
     drop(listener);
-    shutdown(&app).await;
     workers.stop().await;
     if let Some(p) = peer_socket {
         let _ = std::fs::remove_file(p);
@@ -269,9 +289,15 @@ pub async fn shutdown(app: &Arc<App>) {
     };
     if tokio::time::timeout(limit, wait).await.is_err() {
         tracing::warn!(
-            "shutdown_timeout reached with {} transactions still running",
+            "shutdown_timeout reached with {} transactions still running: ending their clients",
             app.active_transactions.load(Ordering::Acquire)
         );
+        // As KILL_CLIENT ends them: the query running is cancelled and the
+        // client told, before its server closes (probe O: dropped with the
+        // process, a statement ran on and committed after the exit).
+        for c in app.clients.all() {
+            c.kill();
+        }
     }
     // Idle clients were told at the shutdown notification (those asleep in a
     // dormitory were woken to be told): let them say goodbye before the

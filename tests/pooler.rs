@@ -2446,3 +2446,85 @@ async fn a_server_opened_at_an_address_a_reload_replaced_is_not_used() {
         .get(0);
     assert_eq!(v, "new");
 }
+
+/// SIGTERM with work running, waiting and idle in a transaction: a client
+/// queued for a server is ended at once with 57P01 and its work never runs;
+/// cancels are still served while running transactions get their
+/// `shutdown_timeout`; when it runs out, the statements still running are
+/// cancelled, not left to commit after the exit (probe O: a queued INSERT
+/// was handed a server, committed, and its client dropped without a word;
+/// a statement running at the timeout committed seconds after the exit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_queued_work_serves_cancels_and_cancels_what_outlives_it() {
+    let pg = PgCluster::start();
+    pg.psql("app", "CREATE TABLE t (who text); GRANT ALL ON t TO app");
+    let cfg = basic_config(
+        &[&pg],
+        "default_pool_size = 2\nquery_wait_timeout = \"60s\"\n",
+    )
+    .replace("type = \"scram-sha-256\"", "type = \"trust\"")
+    .replace("[pool]", "[limits]\nshutdown_timeout = \"3s\"\n\n[pool]")
+        + "[admin]\nusers = [\"admin\"]\n[[users]]\nname = \"admin\"\npassword = \"admin\"\n";
+    let mut b = Bouncer::start(&cfg);
+    let admin = b.connect("admin", "admin", "pgbouncer").await;
+    let in_tx = b.connect("app", "", "app").await;
+    in_tx
+        .batch_execute("BEGIN; INSERT INTO t VALUES ('in a transaction')")
+        .await
+        .unwrap();
+    let running = b.connect("app", "", "app").await;
+    let late = tokio::spawn(async move {
+        running
+            .simple_query("INSERT INTO t SELECT 'late' FROM pg_sleep(20)")
+            .await
+    });
+    let queued = b.connect("app", "", "app").await;
+    let queued =
+        tokio::spawn(async move { queued.simple_query("INSERT INTO t VALUES ('queued')").await });
+    eventually(
+        Duration::from_secs(10),
+        "the third client queued",
+        || async { support::clients_waiting(&admin, "app").await == 1 },
+    )
+    .await;
+    b.signal(libc::SIGTERM);
+    let e = tokio::time::timeout(Duration::from_secs(10), queued)
+        .await
+        .expect("the queued client was not ended")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(code(&e), "57P01", "{e}");
+    assert!(msg(&e).contains("shutting down"), "{}", msg(&e));
+    // A cancel during the wait reaches its query.
+    let token = in_tx.cancel_token();
+    let sleeping = tokio::spawn(async move { in_tx.simple_query("SELECT pg_sleep(30)").await });
+    eventually(Duration::from_secs(10), "the query to run", || async {
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+        ) == "1"
+    })
+    .await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let e = sleeping.await.unwrap().unwrap_err();
+    assert_eq!(code(&e), "57014", "{e}");
+    let status = b.wait_exit(Duration::from_secs(20)).await.expect("no exit");
+    assert!(status.success(), "{status}");
+    assert!(
+        late.await.unwrap().is_err(),
+        "the running statement finished"
+    );
+    // What ran past the timeout was cancelled: nothing of it commits later.
+    eventually(
+        Duration::from_secs(15),
+        "the late statement to end",
+        || async {
+            pg.psql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO t%'",
+            ) == "0"
+        },
+    )
+    .await;
+    assert_eq!(pg.psql("app", "SELECT count(*) FROM t"), "0");
+}

@@ -1205,13 +1205,32 @@ impl Session {
                     // mid-wait (KILL, shutdown) included.
                     let waiting =
                         tenant.map(|t| TenantWaiting::start(&self.app, self.core.db(), t));
-                    let r = tokio::select! {
-                        biased;
-                        r = &mut checkout => Some(Some(r)),
-                        () = self.handle.cancelled() => Some(None),
-                        () = client_gone(self.client_fd) => None,
+                    // Shutdown ends a queued client at once, with the reason
+                    // (probe O: it waited for a server, and was dropped without
+                    // a word when the process exited).
+                    let app = self.app.clone();
+                    let shutdown = app.shutdown.notified();
+                    tokio::pin!(shutdown);
+                    shutdown.as_mut().enable();
+                    let r = if app.shutting_down.load(Ordering::SeqCst) {
+                        Err(())
+                    } else {
+                        tokio::select! {
+                            biased;
+                            r = &mut checkout => Ok(Some(Some(r))),
+                            () = self.handle.cancelled() => Ok(Some(None)),
+                            () = client_gone(self.client_fd) => Ok(None),
+                            () = &mut shutdown => Err(()),
+                        }
                     };
                     self.tenant_cell = waiting.map(TenantWaiting::end);
+                    let Ok(r) = r else {
+                        self.handle.cancel_done();
+                        return Need::Close(self.core.fatal(
+                            sqlstate::ADMIN_SHUTDOWN,
+                            "terminating connection: shardbouncer is shutting down",
+                        ));
+                    };
                     let Some(r) = r else {
                         // Its work must not run once it is gone: a client that
                         // timed out and retried would see its write twice.
@@ -1316,9 +1335,25 @@ impl Session {
                 return Err(self.core.attach_failed(PgError::new(code, msg)));
             }
         };
+        // Counted before the shutdown flag is looked at, as shutdown raises
+        // the flag before it counts (both SeqCst): either shutdown waits for
+        // this transaction, or it never starts. A client queued for a server
+        // at SIGTERM is ended as Postgres ends its sessions (probe O: it was
+        // handed a server as the last transaction ended, its INSERT committed,
+        // and it was dropped a second later without a word).
+        self.app.active_transactions.fetch_add(1, Ordering::SeqCst);
+        if self.app.shutting_down.load(Ordering::SeqCst) {
+            self.handle.server.set(None);
+            self.handle.cancel_done();
+            pool.checkin(co);
+            self.app.transaction_finished();
+            return Err(Need::Close(self.core.fatal(
+                sqlstate::ADMIN_SHUTDOWN,
+                "terminating connection: shardbouncer is shutting down",
+            )));
+        }
         tracing::trace!(client = self.handle.id, server = co.conn.id, "attach");
         self.sending = true;
-        self.app.active_transactions.fetch_add(1, Ordering::AcqRel);
         Ok(co)
     }
 
