@@ -1117,3 +1117,51 @@ async fn pause_and_kill_hold_pools_made_after_them() {
         pg.psql("app", "TRUNCATE held");
     }
 }
+
+/// KILL_CLIENT and KILL of its database end a client queued for a server at
+/// once, with 57P01, and its work never runs (probe O: it stayed queued until
+/// a server freed up, for ever behind a client idle in its transaction).
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_ends_a_client_queued_for_a_server() {
+    let pg = PgCluster::start();
+    pg.psql("app", "CREATE TABLE t (x int); GRANT ALL ON t TO app");
+    let b = Bouncer::start(&config(
+        &pg,
+        "default_pool_size = 1\nquery_wait_timeout = \"60s\"",
+    ));
+    let a = admin(&b).await;
+    let holder = app(&b).await;
+    holder.simple_query("BEGIN; SELECT 1").await.unwrap();
+    for kill in ["KILL_CLIENT", "KILL app"] {
+        let queued = app(&b).await;
+        let work =
+            tokio::spawn(async move { queued.simple_query("INSERT INTO t VALUES (1)").await });
+        until("the client to queue", || async {
+            support::clients_waiting(&a, "app").await == 1
+        })
+        .await;
+        let cmd = if kill == "KILL_CLIENT" {
+            let clients = q(&a, "SHOW CLIENTS").await;
+            let (id, state) = (clients.col("id"), clients.col("state"));
+            let row = clients
+                .rows
+                .iter()
+                .find(|r| r[state].as_deref() == Some("waiting"))
+                .expect("a waiting client");
+            format!("KILL_CLIENT {}", row[id].as_deref().unwrap())
+        } else {
+            kill.to_string()
+        };
+        q(&a, &cmd).await;
+        let e = tokio::time::timeout(Duration::from_secs(10), work)
+            .await
+            .unwrap_or_else(|_| panic!("{cmd} left the queued client waiting"))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.code().map(|c| c.code()), Some("57P01"), "{cmd}: {e}");
+        if kill != "KILL_CLIENT" {
+            break;
+        }
+    }
+    assert_eq!(pg.psql("app", "SELECT count(*) FROM t"), "0");
+}

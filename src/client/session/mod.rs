@@ -1208,28 +1208,42 @@ impl Session {
                     // Shutdown ends a queued client at once, with the reason
                     // (probe O: it waited for a server, and was dropped without
                     // a word when the process exited).
-                    let app = self.app.clone();
+                    // So does KILL_CLIENT or KILL of its database (probe O: the
+                    // client stayed queued until a server freed up).
+                    let (app, handle) = (self.app.clone(), self.handle.clone());
                     let shutdown = app.shutdown.notified();
-                    tokio::pin!(shutdown);
+                    let kill = handle.kill.notified();
+                    tokio::pin!(shutdown, kill);
                     shutdown.as_mut().enable();
+                    kill.as_mut().enable();
                     let r = if app.shutting_down.load(Ordering::SeqCst) {
-                        Err(())
+                        Err(false)
+                    } else if handle.killed.load(Ordering::Acquire) {
+                        Err(true)
                     } else {
                         tokio::select! {
                             biased;
                             r = &mut checkout => Ok(Some(Some(r))),
                             () = self.handle.cancelled() => Ok(Some(None)),
                             () = client_gone(self.client_fd) => Ok(None),
-                            () = &mut shutdown => Err(()),
+                            () = &mut shutdown => Err(false),
+                            () = &mut kill => Err(true),
                         }
                     };
                     self.tenant_cell = waiting.map(TenantWaiting::end);
-                    let Ok(r) = r else {
-                        self.handle.cancel_done();
-                        return Need::Close(self.core.fatal(
-                            sqlstate::ADMIN_SHUTDOWN,
-                            "terminating connection: shardbouncer is shutting down",
-                        ));
+                    let r = match r {
+                        Ok(r) => r,
+                        Err(killed) => {
+                            self.handle.cancel_done();
+                            return Need::Close(if killed {
+                                self.killed()
+                            } else {
+                                self.core.fatal(
+                                    sqlstate::ADMIN_SHUTDOWN,
+                                    "terminating connection: shardbouncer is shutting down",
+                                )
+                            });
+                        }
                     };
                     let Some(r) = r else {
                         // Its work must not run once it is gone: a client that
