@@ -2528,3 +2528,32 @@ async fn shutdown_ends_queued_work_serves_cancels_and_cancels_what_outlives_it()
     .await;
     assert_eq!(pg.psql("app", "SELECT count(*) FROM t"), "0");
 }
+
+/// A client of a database a reload removed is told so and ended (57P01), as
+/// Postgres ends the sessions of a database it drops, not left to get
+/// "database is disabled" for every statement (probe O).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_a_removed_database_is_told_and_ended() {
+    let pg = PgCluster::start();
+    let base = basic_config(&[&pg], "").replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let extra = base
+        .split("[databases.app]")
+        .nth(1)
+        .expect("an app database")
+        .to_string();
+    let with_two = format!("{base}\n[databases.other]{extra}");
+    let b = Bouncer::start(&with_two);
+    let c = b.connect("app", "", "other").await;
+    assert_eq!(int_of(&c, "SELECT 1").await, 1);
+    b.write_config(&base);
+    b.signal(libc::SIGHUP);
+    b.wait_for_log("SIGHUP:").await;
+    let e = c.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(code(&e), "57P01", "{e}");
+    assert!(msg(&e).contains("\"other\" was removed"), "{}", msg(&e));
+    assert!(c.simple_query("SELECT 1").await.is_err());
+    assert!(c.is_closed());
+    // The database left is served.
+    let a = b.connect("app", "", "app").await;
+    assert_eq!(int_of(&a, "SELECT 2").await, 2);
+}

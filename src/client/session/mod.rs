@@ -742,11 +742,25 @@ impl Session {
         }
         // Between transactions: pick up reloaded settings and maps.
         let snap = self.app.snapshot.load();
+        let mut removed = None;
         self.core.maybe_reload(|cur| {
-            (snap.generation != cur.generation)
+            let new = (snap.generation != cur.generation)
                 .then(|| snap.dbs.get(&cur.name).cloned())
-                .flatten()
+                .flatten();
+            if snap.generation != cur.generation && new.is_none() {
+                removed = Some(cur.name.clone());
+            }
+            new
         })?;
+        if let Some(db) = removed.filter(|_| self.server.is_none()) {
+            // Every statement would fail ("disabled"), and never say why or
+            // that a new connection is refused (probe O): told once, as
+            // Postgres ends the sessions of a database it drops.
+            return Err(self.core.fatal(
+                sqlstate::ADMIN_SHUTDOWN,
+                &format!("database \"{db}\" was removed from shardbouncer's configuration"),
+            ));
+        }
         self.core.spill_above(snap.config.limits.spool_threshold);
         drop(snap);
         self.follow_reloaded_pools();
