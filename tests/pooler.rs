@@ -2557,3 +2557,39 @@ async fn a_client_of_a_removed_database_is_told_and_ended() {
     let a = b.connect("app", "", "app").await;
     assert_eq!(int_of(&a, "SELECT 2").await, 2);
 }
+
+/// Timeouts a reload turns on reach the clients already waiting: one idle in
+/// its transaction (holding a lock) is ended by `idle_transaction_timeout`,
+/// an idle one (asleep in its worker's dormitory) by `client_idle_timeout`
+/// (probe O: both were spared until their next statement, the lock held
+/// meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_a_reload_turns_on_reach_clients_already_waiting() {
+    let pg = PgCluster::start();
+    pg.psql("app", "CREATE TABLE t (x int); GRANT ALL ON t TO app");
+    let cfg = basic_config(&[&pg], "").replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    let (in_tx, in_tx_conn) = b.connect_watched().await;
+    in_tx.batch_execute("BEGIN; LOCK TABLE t").await.unwrap();
+    let (idle, idle_conn) = b.connect_watched().await;
+    assert_eq!(int_of(&idle, "SELECT 1").await, 1);
+    b.write_config(&cfg.replace(
+        "[pool]\n",
+        "[pool]\nidle_transaction_timeout = \"1s\"\nclient_idle_timeout = \"2s\"\n",
+    ));
+    b.signal(libc::SIGHUP);
+    b.wait_for_log("SIGHUP: ").await;
+    for (what, conn) in [("idle in a transaction", in_tx_conn), ("idle", idle_conn)] {
+        let ended = tokio::time::timeout(Duration::from_secs(15), conn)
+            .await
+            .unwrap_or_else(|_| panic!("the client {what} was not ended"));
+        assert!(ended.is_ok(), "{what}: {ended:?}");
+    }
+    // The lock went with its transaction.
+    let other = b.connect("app", "", "app").await;
+    other
+        .batch_execute("BEGIN; LOCK TABLE t NOWAIT; COMMIT")
+        .await
+        .unwrap();
+    drop((in_tx, idle));
+}

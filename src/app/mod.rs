@@ -44,8 +44,12 @@ pub struct App {
     pub tx_waiters: AtomicUsize,
     /// Set once shutdown begins: sessions end at their next idle point.
     pub shutting_down: AtomicBool,
-    /// Wakes idle sessions when shutdown begins.
+    /// Wakes idle sessions when shutdown begins, or when a reload changed
+    /// what their waits time out by ([`App::wake_sessions`]).
     pub shutdown: Notify,
+    /// Moved on by [`App::wake_sessions`]: a session that saw another value
+    /// takes up the configuration in force before it waits again.
+    pub wake_epoch: std::sync::atomic::AtomicU64,
     /// Per-tenant statistics (SHOW TENANTS, tenant metrics).
     pub tenants: TenantRegistry,
     /// Paused tenants and the transactions holding each tenant (console PAUSE,
@@ -69,6 +73,7 @@ impl App {
             tx_waiters: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             shutdown: Notify::new(),
+            wake_epoch: std::sync::atomic::AtomicU64::new(0),
             tenants: Default::default(),
             gate: Default::default(),
             admin: Default::default(),
@@ -139,10 +144,38 @@ impl App {
     /// The pools take their new targets and settings before the new snapshot is
     /// published. Returns a description of what changed.
     pub fn reload(&self) -> Result<String, String> {
-        self.snapshot.reload(|snap| {
+        let before = self.snapshot.load_full();
+        let msg = self.snapshot.reload(|snap| {
             self.record_moves(snap);
             self.apply_to_pools(snap);
-        })
+        })?;
+        self.wake_if_timeouts_changed(&before);
+        Ok(msg)
+    }
+
+    /// After a reload or a console SET: sessions that wait with the timeouts
+    /// of `before` take up the new ones now, not at their next statement
+    /// (probe O: `idle_transaction_timeout` turned on by a reload spared the
+    /// client already idle in its transaction, holding its locks).
+    pub fn wake_if_timeouts_changed(&self, before: &Snapshot) {
+        let now = self.snapshot.load();
+        let changed = now.dbs.iter().any(|(name, db)| {
+            before.dbs.get(name).is_some_and(|b| {
+                b.settings.client_idle_timeout != db.settings.client_idle_timeout
+                    || b.settings.idle_transaction_timeout != db.settings.idle_transaction_timeout
+            })
+        });
+        if changed {
+            self.wake_sessions();
+        }
+    }
+
+    /// Wake every session, those asleep in a dormitory included, to take up
+    /// the configuration in force before they wait again.
+    pub fn wake_sessions(&self) {
+        self.wake_epoch.fetch_add(1, Ordering::SeqCst);
+        self.shutdown.notify_waiters();
+        self.clients.rouse_all();
     }
 
     /// Note in the gate every tenant `new` places on another shard than the

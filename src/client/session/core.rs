@@ -470,6 +470,31 @@ impl Core {
         ))
     }
 
+    /// Take up the idle timeouts of `new` (the database as a reload left
+    /// it) now, in the middle of a transaction too, where the rest of the
+    /// database's configuration waits for the transaction's end: a client
+    /// idle in its transaction holds its server and locks until the timeout
+    /// a reload turned on ends it (probe O).
+    pub fn take_up_timeouts(&mut self, new: &DbRuntime) {
+        let (old, s) = (&self.db.settings, &new.settings);
+        if old.idle_transaction_timeout == s.idle_transaction_timeout
+            && old.client_idle_timeout == s.client_idle_timeout
+        {
+            return;
+        }
+        let mut settings = old.clone();
+        settings.idle_transaction_timeout = s.idle_transaction_timeout;
+        settings.client_idle_timeout = s.client_idle_timeout;
+        self.db = Arc::new(DbRuntime {
+            name: self.db.name.clone(),
+            cfg: self.db.cfg.clone(),
+            settings,
+            routing: self.db.routing.clone(),
+            generation: self.db.generation,
+            server_tls: self.db.server_tls.clone(),
+        });
+    }
+
     /// The client's settings, as the login greeting announced them.
     pub fn greeted(&mut self, announced: &ParamSet) {
         self.settings.greeted(announced);

@@ -163,13 +163,16 @@ impl Parked {
         wakes: &mut Wakes<'_, '_>,
         may_sleep: bool,
     ) -> Option<Event> {
-        let deadline = idle_deadline(self.core.db(), self.last_activity);
+        // The configuration in force: a reload that changed the timeouts
+        // wakes parked and sleeping sessions to take them up (see
+        // `App::wake_sessions`), and a parked one has not reloaded.
+        let snap = self.app.snapshot.load();
+        let db = snap.dbs.get(&self.core.db().name);
+        let deadline = idle_deadline(db.map_or(self.core.db(), |d| d), self.last_activity);
         let hibernate = may_sleep
-            .then(|| {
-                let snap = self.app.snapshot.load();
-                snap.config.limits.client_hibernate_after.as_std()
-            })
+            .then(|| snap.config.limits.client_hibernate_after.as_std())
             .filter(|d| !d.is_zero());
+        drop(snap);
         let hibernate_at = hibernate.map(|d| Instant::now() + d);
         // One timer for the sooner of the two (none when neither is set).
         let at = match (deadline.map(|d| d.0), hibernate_at) {
@@ -698,6 +701,11 @@ impl Session {
                 Event::Shutdown => {
                     // Re-arm; the check at the top of the loop ends an idle session.
                     wakes.rearm_shutdown().await;
+                    // Or a reload changed the timeouts (`App::wake_sessions`).
+                    let snap = self.app.snapshot.load();
+                    if let Some(db) = snap.dbs.get(&self.core.db().name) {
+                        self.core.take_up_timeouts(db);
+                    }
                     Need::Io
                 }
                 Event::Cancel => {
@@ -1962,7 +1970,11 @@ impl Session {
             Some(l) if self.core.between_transactions() => Some(&mut l.rx),
             _ => None,
         };
-        let idle_for_shutdown = self.server.is_none();
+        // A session at work is not ended by shutdown; but it takes up
+        // timeouts a reload changed (the same wake-up, `App::wake_sessions`):
+        // until shutdown begins, the wake-up can only mean that.
+        let idle_for_shutdown =
+            self.server.is_none() || !self.app.shutting_down.load(Ordering::Acquire);
         let (mut cr, mut cw) = stream.split();
         let (cbuf, to_client, server_bufs) = self.core.io();
         let (kill, shutdown, cancel_wake) = wakes.futures();

@@ -31,6 +31,9 @@ pub(super) struct Wakes<'a, 'n> {
     cancel: Pin<&'a mut Notified<'n>>,
     /// Shutdown had begun when its wake-up was last armed (it fires no more).
     shutdown_seen: bool,
+    /// [`App::wake_epoch`] when the shutdown wake-up was last armed: it also
+    /// fires once the epoch moves on (a reload changed the timeouts).
+    epoch_seen: u64,
     /// [`ClientHandle::cancel_signals`] when the cancel wake-up was last armed.
     cancels_seen: u32,
 }
@@ -77,6 +80,7 @@ impl<'a, 'n> Wakes<'a, 'n> {
             shutdown,
             cancel,
             shutdown_seen: false,
+            epoch_seen: app.wake_epoch.load(Ordering::SeqCst),
             cancels_seen,
         }
     }
@@ -111,12 +115,16 @@ impl<'a, 'n> Wakes<'a, 'n> {
     ) {
         let (app, handle) = (self.app, self.handle);
         let (shutdown_seen, cancels_seen) = (self.shutdown_seen, self.cancels_seen);
+        let epoch_seen = self.epoch_seen;
         (
             Flagged {
                 fired: move || handle.killed.load(Ordering::Acquire),
             },
             Flagged {
-                fired: move || !shutdown_seen && app.shutting_down.load(Ordering::Acquire),
+                fired: move || {
+                    (!shutdown_seen && app.shutting_down.load(Ordering::Acquire))
+                        || app.wake_epoch.load(Ordering::Acquire) != epoch_seen
+                },
             },
             Flagged {
                 fired: move || handle.cancel_signals.load(Ordering::Acquire) != cancels_seen,
@@ -127,6 +135,7 @@ impl<'a, 'n> Wakes<'a, 'n> {
     /// Arm the shutdown wake-up again after it fired: it fires no more.
     pub(super) async fn rearm_shutdown(&mut self) {
         self.shutdown_seen = self.shutting_down();
+        self.epoch_seen = self.app.wake_epoch.load(Ordering::SeqCst);
         self.shutdown.set(self.app.shutdown.notified());
         self.register().await;
     }
