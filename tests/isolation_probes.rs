@@ -3272,6 +3272,28 @@ fn server_statements_are_shared_only_under_the_same_settings() {
     drop(a);
     let mut b = f.raw("app1", &[("tenant_id", "alpha"), ("TimeZone", "UTC")]);
     assert_eq!(run(&mut b), ["2024-01-02 2024-01-01 00:00:00+00 4"]);
+    drop(b);
+    // A SET LOCAL reads the literals too: held behind a BEGIN answered here,
+    // or never reported (probe P: the next tenant got the first one's dates).
+    for set in [
+        "SET LOCAL DateStyle = 'ISO, DMY'",
+        "SET LOCAL transform_null_equals = on",
+    ] {
+        let sql = "SELECT '01/02/2024'::date::text || ' ' || \
+                   coalesce((NULL = NULL)::text, 'unknown') FROM accounts WHERE tenant_id = $1";
+        let mut a = f.raw("app1", &[("tenant_id", "alpha")]);
+        q(&mut a, "BEGIN");
+        q(&mut a, set);
+        a.parse("s", sql).bind("s", &["alpha"]).execute().sync();
+        assert!(error_codes(&a.run(1)).is_empty());
+        q(&mut a, "COMMIT");
+        drop(a);
+        let mut b = f.raw("app1", &[("tenant_id", "alpha2")]);
+        b.parse("s", sql).bind("s", &["alpha2"]).execute().sync();
+        let m = b.run(1);
+        assert!(error_codes(&m).is_empty(), "{m:?}");
+        assert_eq!(first_column(&m), ["2024-01-02 unknown"], "{set}");
+    }
 }
 
 /// Setting names Postgres reads otherwise than their bytes spell them are not

@@ -987,10 +987,12 @@ impl Core {
             ctx.push_str(v);
             ctx.push('\0');
         }
-        if self
-            .att
-            .as_ref()
-            .is_some_and(|a| a.effects().may_change_settings())
+        // A SET LOCAL too (probe P: one tenant's `SET LOCAL TimeZone` read
+        // the literals of the copy other tenants then got), held behind a
+        // BEGIN answered here as much as sent.
+        let changing = |e: Effects| e.may_change_settings() || e.any(Effects::LOCAL_SETTINGS);
+        if self.att.as_ref().is_some_and(|a| changing(a.effects()))
+            || self.txn.held().is_some_and(|h| changing(h.effects))
         {
             ctx.push_str(&format!("\0client {}", self.client_id));
         }
