@@ -3388,6 +3388,33 @@ fn resets_end_a_set_tenant_as_postgres_ends_the_setting() {
     assert!(error_codes(&c.run(1)).is_empty());
     q(&mut c, "ROLLBACK");
     assert_eq!(q(&mut c, marker).1, ["s1"]);
+    // Re-probe P: with the BEGIN in the same Query ...
+    assert!(q(&mut c, "BEGIN; RESET ALL").0.is_empty());
+    q(&mut c, "ROLLBACK");
+    assert_eq!(q(&mut c, marker).1, ["s1"], "BEGIN; RESET ALL, rolled back");
+    // ... held behind a BEGIN answered here, committed and rolled back ...
+    for (end, after) in [("ROLLBACK", "s1"), ("COMMIT", "s0")] {
+        set_bravo(&mut c);
+        assert!(q(&mut c, "BEGIN").0.is_empty());
+        assert!(q(&mut c, "RESET ALL").0.is_empty());
+        assert_eq!(
+            q(&mut c, marker).1,
+            ["s0"],
+            "inside, after a held RESET ALL"
+        );
+        q(&mut c, end);
+        assert_eq!(q(&mut c, marker).1, [after], "after {end}");
+    }
+    // ... and a DISCARD ALL Postgres refuses behind other work of its batch.
+    set_bravo(&mut c);
+    c.parse("", "SELECT 1").bind("", &[]).execute();
+    c.parse("", "DISCARD ALL").bind("", &[]).execute().sync();
+    assert_eq!(error_codes(&c.run(1)), ["25001"]);
+    assert_eq!(
+        q(&mut c, marker).1,
+        ["s1"],
+        "a refused DISCARD ALL in a batch"
+    );
 }
 
 /// `COMMIT; BEGIN` in one Query (or batch) opens a transaction no tenant has

@@ -377,6 +377,11 @@ impl Attachment {
         self.ext.executed = true;
     }
 
+    /// The open batch executed something already.
+    pub(super) fn ext_has_executed(&self) -> bool {
+        self.ext.open && self.ext.executed
+    }
+
     /// The server skips everything up to the next Sync.
     pub(super) fn skipping(&self) -> bool {
         self.ext.skipping

@@ -214,7 +214,10 @@ impl Core {
                 // implicit one of several statements included, and with it
                 // the whole Query: nothing is reset (probe M: a SET tenant
                 // was lost to a DISCARD ALL refused in a held BEGIN).
-                let in_tx = self.client_status() != crate::protocol::TxStatus::Idle;
+                // A BEGIN in the same Query puts it in the transaction (re-probe
+                // P: `BEGIN; RESET ALL`, then ROLLBACK, lost the SET tenant).
+                let in_tx = self.client_status() != crate::protocol::TxStatus::Idle
+                    || facts.first == router::Kind::Begin;
                 if !(facts.discards_all && (in_tx || facts.count > 1)) {
                     self.route.reset(in_tx);
                 }
@@ -571,6 +574,9 @@ impl Core {
             }
             f::EXECUTE => {
                 let Some(a) = self.att.as_mut() else { return };
+                // Postgres refuses DISCARD ALL behind other work of the same
+                // batch, in its implicit transaction (re-probe P).
+                let after_work = a.ext_has_executed();
                 a.ext_executed();
                 let portal = protocol::cstr(body).map_or(&b""[..], |(p, _)| p);
                 // RESET ALL or DISCARD ALL through Parse/Bind/Execute
@@ -581,7 +587,7 @@ impl Core {
                 let discards = a.portal_drops_statements(portal);
                 if resets {
                     let in_tx = self.client_status() != crate::protocol::TxStatus::Idle;
-                    if !(discards && in_tx) {
+                    if !(discards && (in_tx || after_work)) {
                         self.route.reset(in_tx);
                     }
                 }

@@ -284,11 +284,20 @@ impl Core {
     /// a Query to replay after the held BEGIN, its effects (read back at the
     /// transaction's end, as a held Query's), and its command tag.
     fn holdable_bound(&mut self, body: &[u8]) -> Option<(Bytes, Effects, &'static str)> {
-        let ((tag, mut effects, names), stmt) = self.bound_statement(body, |f| {
-            Some((f.first.held_tag()??, f.effects, f.custom_settings.clone()))
+        let ((tag, mut effects, names, resets), stmt) = self.bound_statement(body, |f| {
+            Some((
+                f.first.held_tag()??,
+                f.effects,
+                f.custom_settings.clone(),
+                f.resets_all,
+            ))
         })?;
         if !self.settings.note_custom(&names) {
             effects.add(Effects::UNNAMED_SETTINGS);
+        }
+        if resets {
+            // A held RESET ALL ends a SET tenant (re-probe P).
+            self.route.reset(true);
         }
         Some((stmt, effects, tag))
     }
@@ -672,10 +681,16 @@ impl Core {
                 );
                 let facts = self.route.facts();
                 let mut effects = facts.effects;
+                let resets = facts.resets_all;
                 if !self.settings.note_custom(&facts.custom_settings) {
                     effects.add(Effects::UNNAMED_SETTINGS);
                 }
                 self.txn.apply(TxnEvent::Hold(frame, effects));
+                if resets {
+                    // A held RESET ALL ends a SET tenant as a sent one does,
+                    // undone by the ROLLBACK (re-probe P: it never did).
+                    self.route.reset(true);
+                }
                 for t in tags {
                     protocol::command_complete(self.out.build(), t);
                 }
