@@ -1462,6 +1462,11 @@ fn a_lexing_setting_changed_inside_a_unit_does_not_let_text_through_unrouted() {
         bad.check(errors.first().map(String::as_str) == Some("0A000"), || {
             format!("{sql}: errors {errors:?}")
         });
+        // As in Postgres, the refusal fails the transaction its BEGIN opened.
+        let m = c.query("ROLLBACK").run(1);
+        bad.check(support::raw::command_tags(&m) == ["ROLLBACK"], || {
+            format!("{sql}: then {m:?}")
+        });
     }
     let mut pipelined = frame(
         b'Q',
@@ -3520,5 +3525,63 @@ fn a_refusal_in_a_held_transaction_rolls_back_to_its_savepoint() {
     assert_eq!(
         support::raw::command_tags(&c.query("COMMIT").run(1)),
         ["ROLLBACK"]
+    );
+}
+
+/// What placed a transaction ends with it, or with the SET tenant a reset
+/// ends, also when a Flush leaves the ReadyForQuery for later (re-probe P:
+/// `[COMMIT] Flush [BEGIN]`, and `[DISCARD ALL] Flush [SELECT]`, ran work
+/// naming no tenant on the ended tenant's shard).
+#[test]
+fn a_flush_keeps_no_ended_placement() {
+    let f = Fixture::start();
+    let marker = "SELECT name FROM shard_marker";
+    let mut c = f.raw("app", &[]);
+    for sql in ["BEGIN", "SET LOCAL tenant_id = 'alpha'", marker] {
+        assert!(q(&mut c, sql).0.is_empty(), "{sql}");
+    }
+    c.parse("", "COMMIT").bind("", &[]).execute().msg_flush();
+    c.parse("", "BEGIN").bind("", &[]).execute();
+    c.parse("", marker).bind("", &[]).execute().sync();
+    assert_eq!(error_codes(&c.run(1)), ["42P17"]);
+    q(&mut c, "ROLLBACK");
+    let mut c = f.raw("app", &[]);
+    assert!(q(&mut c, "SET tenant_id = 'bravo'").0.is_empty());
+    c.parse("", "DISCARD ALL")
+        .bind("", &[])
+        .execute()
+        .msg_flush();
+    c.parse("", marker).bind("", &[]).execute().sync();
+    assert_eq!(error_codes(&c.run(1)), ["42P17"]);
+}
+
+/// `BEGIN; <a statement shardbouncer refuses>` as one Query leaves the client
+/// in a failed transaction, as Postgres leaves it: its next statements get
+/// 25P02 until it ends (re-probe P: it was left idle, and its next INSERT
+/// committed on its own and outlived its ROLLBACK).
+#[test]
+fn a_refused_query_that_begins_leaves_a_failed_transaction() {
+    let f = Fixture::start();
+    let mut c = f.raw("app", &[]);
+    assert_eq!(
+        q(&mut c, "BEGIN; SELECT name FROM shard_marker").0,
+        ["42P17"]
+    );
+    let (errs, _) = q(
+        &mut c,
+        "INSERT INTO accounts (tenant_id, name) VALUES ('bravo', 'on its own')",
+    );
+    assert_eq!(errs, ["25P02"]);
+    let m = c.query("ROLLBACK").run(1);
+    assert_eq!(support::raw::command_tags(&m), ["ROLLBACK"]);
+    assert_eq!(f.accounts()[1], "bravo:owner of bravo");
+    // Idle again: the next transaction runs.
+    assert_eq!(
+        q(
+            &mut c,
+            "SELECT name FROM accounts WHERE tenant_id = 'bravo'"
+        )
+        .1,
+        ["owner of bravo"]
     );
 }

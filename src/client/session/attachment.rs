@@ -698,6 +698,13 @@ impl Attachment {
                 // them: a COMMIT of a failed transaction answers ROLLBACK).
                 if body.starts_with(b"COMMIT\0") || body.starts_with(b"PREPARE TRANSACTION\0") {
                     ctx.tenancy.transaction_outcome(true);
+                    // What placed it ends with it, before the ReadyForQuery
+                    // a Flush leaves for later (re-probe P: `COMMIT`, Flush,
+                    // `BEGIN`: the new transaction was the old tenant's).
+                    // (A ROLLBACK's tag is also ROLLBACK TO's: not here.)
+                    if ctx.pool_mode != PoolMode::Session {
+                        ctx.tenancy.take_pinned();
+                    }
                 } else if body.starts_with(b"ROLLBACK\0") {
                     ctx.tenancy.transaction_outcome(false);
                     if let Some(e) = a.replay_error.take() {

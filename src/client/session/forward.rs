@@ -219,7 +219,7 @@ impl Core {
                 let in_tx = self.client_status() != crate::protocol::TxStatus::Idle
                     || facts.first == router::Kind::Begin;
                 if !(facts.discards_all && (in_tx || facts.count > 1)) {
-                    self.route.reset(in_tx);
+                    self.route.reset(in_tx, self.owns_server());
                 }
             }
             // (route_unit dropped the client's unnamed statement already.)
@@ -588,7 +588,7 @@ impl Core {
                 if resets {
                     let in_tx = self.client_status() != crate::protocol::TxStatus::Idle;
                     if !(discards && (in_tx || after_work)) {
-                        self.route.reset(in_tx);
+                        self.route.reset(in_tx, self.owns_server());
                     }
                 }
                 let Some(a) = self.att.as_mut() else { return };

@@ -221,6 +221,24 @@ impl Core {
                 Need::Io
             }
             Decision::Refuse(e) => {
+                if matches!(unit, Unit::Simple(tag::frontend::QUERY, _))
+                    && self.route.facts().first == Kind::Begin
+                    && self.route.facts().count > 1
+                    && self.client_status() == TxStatus::Idle
+                    && !self.txn.is_local()
+                    && self.att.is_none()
+                    && !self.owns_server()
+                {
+                    // `BEGIN; <refused>`: in Postgres the BEGIN runs and the
+                    // error fails its transaction, so the client's next
+                    // statements get 25P02 until it ends (re-probe P: left
+                    // idle instead, the client's next INSERT committed on its
+                    // own and outlived its ROLLBACK). The BEGIN is held, and
+                    // failed by the refusal.
+                    let mut b = BytesMut::new();
+                    protocol::query(&mut b, "BEGIN");
+                    self.txn.apply(TxnEvent::HoldBegin(b.freeze()));
+                }
                 self.unit_error(unit, &e);
                 Need::Io
             }
@@ -297,7 +315,7 @@ impl Core {
         }
         if resets {
             // A held RESET ALL ends a SET tenant (re-probe P).
-            self.route.reset(true);
+            self.route.reset(true, self.owns_server());
         }
         Some((stmt, effects, tag))
     }
@@ -689,7 +707,7 @@ impl Core {
                 if resets {
                     // A held RESET ALL ends a SET tenant as a sent one does,
                     // undone by the ROLLBACK (re-probe P: it never did).
-                    self.route.reset(true);
+                    self.route.reset(true, self.owns_server());
                 }
                 for t in tags {
                     protocol::command_complete(self.out.build(), t);

@@ -220,7 +220,7 @@ impl Tenancy {
     /// `in_tx`: it happens inside a transaction, whose rollback undoes it.
     pub(super) fn set(&mut self, local: bool, key: Option<TenantKey>, in_tx: bool) {
         match key {
-            None => self.reset(in_tx),
+            None => self.clear(in_tx),
             Some(k) if local => self.tenants.local = Some(k),
             Some(k) => {
                 self.save_set(in_tx);
@@ -230,7 +230,21 @@ impl Tenancy {
     }
 
     /// `RESET ALL` / `DISCARD ALL`: the SET tenant goes, as other settings do.
-    pub(super) fn reset(&mut self, in_tx: bool) {
+    /// `session`: session mode, where the tenant that placed the session's
+    /// server stays its placement.
+    pub(super) fn reset(&mut self, in_tx: bool, session: bool) {
+        self.clear(in_tx);
+        // A transaction (or open batch) the SET tenant placed is placed by
+        // none now: work naming no tenant there gets `no_tenant`'s answer,
+        // not the ended tenant's shard (re-probe P: `DISCARD ALL`, Flush,
+        // then a SELECT ran on it).
+        if !session && matches!(self.pinned, Some((_, Source::Set))) {
+            self.pinned = None;
+        }
+    }
+
+    /// The SET and SET LOCAL tenants go (`RESET key`).
+    fn clear(&mut self, in_tx: bool) {
         self.save_set(in_tx);
         self.tenants.set = None;
         self.tenants.local = None;
