@@ -12,22 +12,27 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
     let snap = app.snapshot.load_full();
     let addr = snap.config.listen.addr.clone();
     let shared = snap.config.listen.so_reuseport;
-    let listener = bind(&addr, shared).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let mut listener = Some(listener);
+    // Everything that can fail comes before the client listener: beside a
+    // running process on a shared address, a new one that failed after it
+    // bound would reset the connections the kernel had dealt it (probe Q).
     let workers = Workers::start(snap.config.workers())
         .map_err(|e| format!("cannot start the worker threads: {e}"))?;
-    tracing::info!("listening on {addr} with {} workers", workers.handles.len());
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut usr2 = signal(SignalKind::user_defined2()).map_err(|e| e.to_string())?;
-    let peer_socket = match snap.config.peer_dir() {
+    let peer_dir = snap.config.peer_dir();
+    let peer_socket = match &peer_dir {
         Some(dir) => Some(
-            crate::client::peers::listen(&app, &dir)
+            crate::client::peers::listen(&app, dir)
                 .map_err(|e| format!("cannot listen for peers in {}: {e}", dir.display()))?,
         ),
         None => None,
     };
+    crate::admin::start(&app)?;
+    let listener = bind(&addr, shared).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let mut listener = Some(listener);
+    tracing::info!("listening on {addr} with {} workers", workers.handles.len());
     tokio::spawn(maintenance(app.clone(), workers.handles.clone()));
     if app.snapshot.path().is_some() {
         let (a1, a2) = (app.clone(), app.clone());
@@ -47,7 +52,6 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
             },
         ));
     }
-    crate::admin::start(&app)?;
     // Long-lived so a console SHUTDOWN (flag + notify_waiters) cannot slip between
     // two polls: `enable` registers the waiter before the flag is checked.
     let console_shutdown = async {
@@ -100,11 +104,16 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
             break;
         }
     }
-    // A shared listener goes at once (the other process on the address takes
-    // new clients). A listener of its own stays while running transactions
-    // finish: CancelRequests for them are served, logins refused with 57P01
-    // (probe O: a query could not be cancelled during the wait).
-    if shared {
+    // The listener stays while running transactions finish: CancelRequests
+    // for them are served, logins refused with 57P01 (probe O: a query could
+    // not be cancelled during the wait). A shared one goes at once when a
+    // live peer on the address takes new clients and passes their cancels;
+    // alone, a process on a shared address serves cancels too (probe Q).
+    if shared
+        && peer_dir
+            .as_deref()
+            .is_some_and(crate::client::peers::has_live_peer)
+    {
         drop(listener.take());
     }
     let accepting = async {

@@ -18,8 +18,11 @@ use tokio::net::{UnixListener, UnixStream};
 
 /// How long one pass to a peer, or a peer's read of one, may take.
 const PASS_TIMEOUT: Duration = Duration::from_secs(1);
-/// Peers a cancel is passed to at most (the directory's first, by name).
+/// Peers a cancel is passed to at most; files that are no live peer (left by
+/// a process that crashed) do not count, up to [`MAX_FILES`] looked at.
 const MAX_PEERS: usize = 16;
+/// Files of the directory looked at, at most, per cancel.
+const MAX_FILES: usize = 256;
 /// Passed cancels handled at once; more wait for the accept.
 const MAX_IN_FLIGHT: usize = 64;
 
@@ -38,6 +41,8 @@ pub fn listen(app: &Arc<App>, dir: &Path) -> std::io::Result<PathBuf> {
         _ => {}
     }
     let listener = UnixListener::bind(&path)?;
+    // Cancel keys reach it: only this user may connect (probe Q).
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let app = app.clone();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     tokio::spawn(async move {
@@ -86,8 +91,19 @@ pub async fn pass(dir: &Path, pid: i32, secret: i32) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
     let mut peers: Vec<PathBuf> = entries
         .flatten()
+        .take(MAX_FILES)
+        .filter(|e| {
+            // A socket of this user only: a cancel key is a secret, and a
+            // socket another user planted in the directory must not get it
+            // (probe Q).
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            e.metadata()
+                .is_ok_and(|m| m.file_type().is_socket() && m.uid() == uid)
+        })
         .map(|e| e.path())
         .filter(|p| {
             *p != own
@@ -97,16 +113,41 @@ pub async fn pass(dir: &Path, pid: i32, secret: i32) {
         })
         .collect();
     peers.sort();
-    peers.truncate(MAX_PEERS);
     let mut msg = BytesMut::with_capacity(16);
     protocol::cancel_request(&mut msg, pid, secret);
+    let mut live = 0;
     for p in peers {
-        // A peer that is gone left its file: the connect fails at once.
-        let _ = tokio::time::timeout(PASS_TIMEOUT, async {
+        if live == MAX_PEERS {
+            break;
+        }
+        // A peer that is gone left its file: the connect fails at once, and
+        // it does not count (probe Q: files of crashed processes that sort
+        // first kept the cancel from the live peer).
+        let passed = tokio::time::timeout(PASS_TIMEOUT, async {
             let mut s = UnixStream::connect(&p).await?;
             s.write_all(&msg).await?;
             s.shutdown().await
         })
         .await;
+        if matches!(passed, Ok(Ok(()))) {
+            live += 1;
+        }
     }
+}
+
+/// Whether another live shardbouncer listens in `dir` (a peer on the same
+/// address, which takes new clients when this one stops).
+pub fn has_live_peer(dir: &Path) -> bool {
+    let own = socket_path(dir);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().take(MAX_FILES).any(|e| {
+        let p = e.path();
+        p != own
+            && p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("shardbouncer-") && n.ends_with(".sock"))
+            && std::os::unix::net::UnixStream::connect(&p).is_ok()
+    })
 }

@@ -441,7 +441,7 @@ mod tests {
     #[test]
     fn a_shared_listener_change_needs_a_restart() {
         let dir = std::env::temp_dir().join(format!("sb-live-r-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir.join("p")).unwrap();
         let path = dir.join("c.toml");
         let body = "[databases.app]\nshards = [ { name = \"s0\", host = \"127.0.0.1\" } ]\n";
         let listen = |on: bool| format!("[listen]\nso_reuseport = {on}\npeer_dir = \"p\"\n{body}");

@@ -797,6 +797,9 @@ impl Config {
         if let Some(d) = self.peer_dir() {
             // A Unix socket's path has room for 107 bytes; this process's
             // socket name takes at most 29 of them with the slash.
+            if !d.is_dir() {
+                return Err(format!("[listen] peer_dir {d:?} is not a directory"));
+            }
             if d.as_os_str().len() > 107 - 29 {
                 return Err(format!(
                     "[listen] peer_dir {:?} is too long for a Unix socket path (at most 78 bytes)",

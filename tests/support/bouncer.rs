@@ -261,6 +261,11 @@ impl Bouncer {
         );
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether this process has a listener of its own on [`Bouncer::port`]
     /// (`None`: /proc/net cannot be read here).
     pub fn listens(&self) -> Option<bool> {
