@@ -53,18 +53,8 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
         ));
     }
     // Long-lived so a console SHUTDOWN (flag + notify_waiters) cannot slip between
-    // two polls: `enable` registers the waiter before the flag is checked.
-    let console_shutdown = async {
-        loop {
-            let n = app.shutdown.notified();
-            tokio::pin!(n);
-            n.as_mut().enable();
-            if app.shutting_down.load(Ordering::Acquire) {
-                return;
-            }
-            n.await;
-        }
-    };
+    // two polls.
+    let console_shutdown = crate::app::until_raised(&app.shutdown, &app.shutting_down);
     tokio::pin!(console_shutdown);
     let drained = app.admin.drained();
     tokio::pin!(drained);

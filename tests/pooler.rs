@@ -711,10 +711,7 @@ async fn cancel_reaches_only_the_right_query() {
         (r, bystander)
     });
     // Wait until the victim's query is actually running on a server.
-    eventually(Duration::from_secs(10), "query never started", || async {
-        pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'") == "1"
-    })
-    .await;
+    pg.wait_running("SELECT pg_sleep(30)").await;
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
     let (r, took, victim) = slow.await.unwrap();
     let e = r.unwrap_err();
@@ -2430,21 +2427,15 @@ async fn a_server_opened_at_an_address_a_reload_replaced_is_not_used() {
     unsafe { libc::kill(pm, libc::SIGCONT) };
     let (r, c) = query.await.unwrap();
     assert_eq!(r.unwrap(), "new", "the waiting work ran at the old address");
+    async fn marker(c: &tokio_postgres::Client) -> String {
+        let row = c.query_one("SELECT name FROM shard_marker", &[]).await;
+        row.unwrap().get(0)
+    }
     for _ in 0..3 {
-        let v: String = c
-            .query_one("SELECT name FROM shard_marker", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(v, "new");
+        assert_eq!(marker(&c).await, "new");
     }
     holder.batch_execute("COMMIT").await.unwrap();
-    let v: String = holder
-        .query_one("SELECT name FROM shard_marker", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(v, "new");
+    assert_eq!(marker(&holder).await, "new");
 }
 
 /// SIGTERM with work running, waiting and idle in a transaction: a client
@@ -2498,13 +2489,7 @@ async fn shutdown_ends_queued_work_serves_cancels_and_cancels_what_outlives_it()
     // A cancel during the wait reaches its query.
     let token = in_tx.cancel_token();
     let sleeping = tokio::spawn(async move { in_tx.simple_query("SELECT pg_sleep(30)").await });
-    eventually(Duration::from_secs(10), "the query to run", || async {
-        pg.psql(
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
-        ) == "1"
-    })
-    .await;
+    pg.wait_running("SELECT pg_sleep(30)").await;
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
     let e = sleeping.await.unwrap().unwrap_err();
     assert_eq!(code(&e), "57014", "{e}");

@@ -22,13 +22,7 @@ async fn cancel_through_the_port(
         let r = c.simple_query("SELECT pg_sleep(30)").await;
         (r, c)
     });
-    eventually(Duration::from_secs(10), "the query never started", || async {
-        pg.psql(
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
-        ) == "1"
-    })
-    .await;
+    pg.wait_running("SELECT pg_sleep(30)").await;
     token.cancel_query(NoTls).await.unwrap();
     let (r, c) = tokio::time::timeout(Duration::from_secs(20), slow)
         .await

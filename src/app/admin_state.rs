@@ -44,15 +44,7 @@ impl AdminState {
     /// Wait until a drain has started (registered before the flag is looked
     /// at, so a drain cannot slip between the two).
     pub async fn drained(&self) {
-        loop {
-            let n = self.drain_started.notified();
-            tokio::pin!(n);
-            n.as_mut().enable();
-            if self.draining.load(Ordering::Acquire) {
-                return;
-            }
-            n.await;
-        }
+        super::until_raised(&self.drain_started, &self.draining).await
     }
 
     /// Whether new logins to `db` are refused.

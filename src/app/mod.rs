@@ -275,6 +275,22 @@ impl App {
     }
 }
 
+/// Wait until `flag` is up, woken by `notify`, which its raiser notifies
+/// (`notify_waiters`) after raising it. The waiter is registered before the
+/// flag is read, so a raise cannot slip between the two; other notifications
+/// of `notify` only make it look again.
+pub async fn until_raised(notify: &Notify, flag: &AtomicBool) {
+    loop {
+        let n = notify.notified();
+        tokio::pin!(n);
+        n.as_mut().enable();
+        if flag.load(Ordering::Acquire) {
+            return;
+        }
+        n.await;
+    }
+}
+
 /// Connection target for a shard as a given client user.
 pub fn target_for(db: &DbRuntime, shard: usize, user: &str, password: Option<&str>) -> Target {
     let s = &db.cfg.shards[shard];

@@ -285,6 +285,22 @@ impl PgCluster {
     }
 
     /// Stop the server (`pg_ctl stop -m fast`), e.g. to simulate a dead shard.
+    /// Wait (up to 10 s) until exactly `query` runs on this cluster (one
+    /// backend active with that text): a query sent through the pooler has
+    /// reached its server.
+    pub async fn wait_running(&self, query: &str) {
+        let sql = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = '{}' AND state = 'active'",
+            query.replace('\'', "''")
+        );
+        super::eventually(
+            std::time::Duration::from_secs(10),
+            format!("{query} to run"),
+            || async { self.psql("postgres", &sql) == "1" },
+        )
+        .await
+    }
+
     pub fn stop(&self) {
         let out = self.pg_ctl_stop("fast");
         assert!(
