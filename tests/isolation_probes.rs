@@ -3526,6 +3526,36 @@ fn a_refusal_in_a_held_transaction_rolls_back_to_its_savepoint() {
         support::raw::command_tags(&c.query("COMMIT").run(1)),
         ["ROLLBACK"]
     );
+    // Through Parse/Bind/Execute too, as PgJDBC's rollback(savepoint) sends
+    // it (re-probe P).
+    for sql in ["BEGIN", "SAVEPOINT b"] {
+        assert!(q(&mut c, sql).0.is_empty(), "{sql}");
+    }
+    assert_eq!(q(&mut c, "SELECT name FROM shard_marker").0, ["42P17"]);
+    c.parse("", "ROLLBACK TO SAVEPOINT nowhere")
+        .bind("", &[])
+        .execute()
+        .sync();
+    assert_eq!(error_codes(&c.run(1)), ["3B001"]);
+    c.parse("", "ROLLBACK TO SAVEPOINT b")
+        .bind("", &[])
+        .execute()
+        .sync();
+    let m = c.run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(support::raw::command_tags(&m), ["ROLLBACK"]);
+    assert_eq!(
+        q(
+            &mut c,
+            "SELECT name FROM accounts WHERE tenant_id = 'bravo' ORDER BY name"
+        )
+        .1,
+        ["after the savepoint", "owner of bravo"]
+    );
+    assert_eq!(
+        support::raw::command_tags(&c.query("COMMIT").run(1)),
+        ["COMMIT"]
+    );
 }
 
 /// What placed a transaction ends with it, or with the SET tenant a reset

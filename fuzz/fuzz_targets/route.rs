@@ -6,7 +6,8 @@
 //! * with the lock on, only the locked tenant's shard is ever returned;
 //! * "tenant-free" is returned only when every statement is on the allow-list;
 //! * inside a pinned transaction, only the pinned shard is returned;
-//! * a failed transaction gets nothing but 25P02, its end, or an empty query;
+//! * a failed transaction gets nothing but 25P02, its end, a ROLLBACK TO, or an
+//!   empty query;
 //! * a session-mode server whose placing tenant the map now puts elsewhere runs
 //!   nothing more.
 #![no_main]
@@ -265,9 +266,13 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if tx == Tx::Failed {
+        // A ROLLBACK TO alone may go back to a savepoint the session holds
+        // (or be refused, 0A000, after a change of the SET tenant).
+        let rollback_to = f.count == 1 && f.first == Kind::TxScoped("ROLLBACK");
         let ok = match &d {
-            Decision::Refuse(rf) => rf.code == "25P02",
+            Decision::Refuse(rf) => rf.code == "25P02" || (rollback_to && rf.code == "0A000"),
             Decision::Local(Local::EndHeld { commit: false }) | Decision::TenantFree => true,
+            Decision::Local(Local::RollbackToHeld) => rollback_to,
             _ => false,
         };
         assert!(ok, "failed transaction got {d:?}");

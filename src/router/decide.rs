@@ -485,6 +485,8 @@ fn query(
 /// leave the failed transaction. A batch of Sync or Flush alone has no items:
 /// fine.
 fn failed_batch<'a, V: ParamValues>(
+    r: &Routing,
+    s: &SessionView<'_>,
     items: impl Iterator<Item = Item<'a, V>>,
 ) -> Result<Decision, Refusal> {
     let is_end = |f: &Facts| {
@@ -495,20 +497,34 @@ fn failed_batch<'a, V: ParamValues>(
                 Kind::Commit { chain: false } | Kind::Rollback { chain: false }
             )
     };
-    let mut end_portal: Option<&[u8]> = None;
+    // `ROLLBACK TO` a savepoint recovers the transaction, as in a Query
+    // (re-probe P: PgJDBC's `rollback(savepoint)` got 25P02).
+    let is_rollback_to =
+        |f: &Facts| f.count == 1 && f.mentions.is_empty() && f.first == Kind::TxScoped("ROLLBACK");
+    // The portal bound to an end (`true`) or a ROLLBACK TO (`false`).
+    let mut end_portal: Option<(&[u8], bool)> = None;
     let mut executes = 0usize;
     let mut any = false;
     for item in items {
         any = true;
         match item {
-            Item::Parse(f) if is_end(f) => {}
-            Item::Bind(f, _, _, portal) if is_end(f) => end_portal = Some(portal),
-            Item::Execute(p) if end_portal == Some(p) && executes == 0 => executes += 1,
+            Item::Parse(f) if is_end(f) || is_rollback_to(f) => {}
+            Item::Bind(f, _, _, portal) if is_end(f) => end_portal = Some((portal, true)),
+            Item::Bind(f, _, _, portal) if is_rollback_to(f) => end_portal = Some((portal, false)),
+            Item::Execute(p) if end_portal.is_some_and(|e| e.0 == p) && executes == 0 => {
+                executes += 1
+            }
             Item::Other | Item::DescribePortal(_) => {}
             _ => return Err(aborted()),
         }
     }
     match (any, executes) {
+        (_, 1) if end_portal.is_some_and(|e| !e.1) => {
+            if rollback_to_unknown(s) {
+                return Err(rollback_to_after_set(r));
+            }
+            Ok(Decision::Local(Local::RollbackToHeld))
+        }
         (_, 1) => Ok(Decision::Local(Local::EndHeld { commit: false })),
         // Parses and Binds of the end alone would change nothing: refused as
         // before, so the transaction's state is never in doubt.
@@ -569,7 +585,7 @@ fn batch<'a, V: ParamValues>(
     let (mut binds, mut hold_execs) = (0usize, 0usize);
     let mut hold_portal: Option<&[u8]> = None;
     if s.tx == Tx::Failed {
-        return failed_batch(items);
+        return failed_batch(r, s, items);
     }
     for item in items {
         begin_first = match (begin_first, &item) {

@@ -422,6 +422,16 @@ fn held_and_failed_transactions() {
         code(&extended(&r, &t, Tx::Failed, "SELECT 1", &[])),
         "25P02"
     );
+    // A ROLLBACK TO goes back to a savepoint the session holds, as a Query
+    // or through Parse/Bind/Execute (PgJDBC's rollback(savepoint)).
+    assert_eq!(
+        query(&r, &t, Tx::Failed, "ROLLBACK TO SAVEPOINT a"),
+        Decision::Local(Local::RollbackToHeld)
+    );
+    assert_eq!(
+        extended(&r, &t, Tx::Failed, "ROLLBACK TO a", &[]),
+        Decision::Local(Local::RollbackToHeld)
+    );
     // Its end through Parse/Bind/Execute too (PgJDBC's rollback()), but only
     // alone: a chain, a tenant comment or anything after it stays refused.
     for end in ["ROLLBACK", "COMMIT", "END", "ABORT"] {
@@ -435,7 +445,6 @@ fn held_and_failed_transactions() {
         "ROLLBACK AND CHAIN",
         "/* tenant_id=1 */ ROLLBACK",
         "ROLLBACK; SELECT 1",
-        "ROLLBACK TO SAVEPOINT a",
     ] {
         assert_eq!(
             code(&extended(&r, &t, Tx::Failed, other, &[])),

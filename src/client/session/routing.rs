@@ -730,9 +730,18 @@ impl Core {
     /// held statements do not hold is Postgres's 3B001, and the transaction
     /// stays failed.
     fn rollback_to_held(&mut self, frame: Bytes) {
+        match self.rollback_to_savepoint(query_text(&frame)) {
+            Ok(()) => self.simple_reply("ROLLBACK"),
+            Err(e) => self.unit_error(Unit::Simple(tag::frontend::QUERY, frame), &e),
+        }
+    }
+
+    /// Go back to the savepoint `sql` (`ROLLBACK TO name`) names in the held
+    /// transaction shardbouncer failed; 3B001 when it holds none so named.
+    fn rollback_to_savepoint(&mut self, sql: &[u8]) -> Result<(), PgError> {
         use router::statement::{savepoint_op, SavepointOp};
         let std = self.settings.std_strings();
-        let target = match savepoint_op(query_text(&frame), std) {
+        let target = match savepoint_op(sql, std) {
             Some(SavepointOp::RollbackTo(n)) => n,
             _ => String::new(),
         };
@@ -767,15 +776,12 @@ impl Core {
         match stack.iter().rev().find(|(s, _)| *s == target) {
             Some(&(_, n)) => {
                 self.txn.apply(TxnEvent::RollbackTo(n));
-                self.simple_reply("ROLLBACK");
+                Ok(())
             }
-            None => {
-                let e = PgError::new(
-                    sqlstate::INVALID_SAVEPOINT,
-                    format!("savepoint \"{target}\" does not exist"),
-                );
-                self.unit_error(Unit::Simple(tag::frontend::QUERY, frame), &e);
-            }
+            None => Err(PgError::new(
+                sqlstate::INVALID_SAVEPOINT,
+                format!("savepoint \"{target}\" does not exist"),
+            )),
         }
     }
 
@@ -894,6 +900,8 @@ impl Core {
         // Local::Hold: the bound statement, as the Query to replay, its
         // effects and its command tag.
         let mut hold: Option<(Bytes, Effects, &'static str)> = None;
+        // Local::RollbackToHeld: the bound `ROLLBACK TO`'s text.
+        let mut rollback_to: Option<Bytes> = None;
         for i in 0..msgs.len() {
             let (t, frame) = &msgs[i];
             let body = &frame[5..];
@@ -947,6 +955,9 @@ impl Core {
                     if matches!(l, Local::Hold) {
                         hold = self.holdable_bound(body);
                     }
+                    if matches!(l, Local::RollbackToHeld) {
+                        rollback_to = self.bound_statement(body, |_| Some(())).map(|((), q)| q);
+                    }
                     protocol::bind_complete(self.out.build());
                     self.reply(f::BIND);
                 }
@@ -979,6 +990,15 @@ impl Core {
                             self.set_locally(Local::SetTenant { local, key })
                         }
                         Local::EndHeld { commit } => self.end_held(commit),
+                        Local::RollbackToHeld => {
+                            let q = rollback_to.take().unwrap_or_default();
+                            let text = q.get(5..).unwrap_or_default();
+                            let text = text.strip_suffix(&[0]).unwrap_or(text);
+                            if let Err(e) = self.rollback_to_savepoint(text) {
+                                return self.unit_error(Unit::Batch(msgs[i..].to_vec()), &e);
+                            }
+                            "ROLLBACK"
+                        }
                         Local::Hold => {
                             let Some((stmt, effects, tag)) = hold.take() else {
                                 let e = PgError::new(
