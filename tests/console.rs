@@ -1165,3 +1165,40 @@ async fn kill_ends_a_client_queued_for_a_server() {
     }
     assert_eq!(pg.psql("app", "SELECT count(*) FROM t"), "0");
 }
+
+/// KILL_CLIENT ends a client whose login waits for its pool's first server
+/// (a shard that is down), at once, with 57P01 (probe Q: it waited out
+/// `server_connect_timeout`, then logged in).
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_ends_a_login_waiting_for_the_first_server() {
+    let pg = PgCluster::start();
+    let down = support::free_port();
+    let cfg = config(&pg, "server_connect_timeout = \"30s\"")
+        .replace(&format!("port = {}", pg.port), &format!("port = {down}"));
+    let b = Bouncer::start(&cfg);
+    let a = admin(&b).await;
+    let conn_str = b.conn_str(APP_USER, APP_PASSWORD, "app");
+    let login = tokio::spawn(async move {
+        tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
+            .await
+            .map(|_| ())
+    });
+    let id = support::eventually_ok(Duration::from_secs(15), || async {
+        let clients = q(&a, "SHOW CLIENTS").await;
+        let (id_col, db) = (clients.col("id"), clients.col("database"));
+        clients
+            .rows
+            .iter()
+            .find(|r| r[db].as_deref() == Some("app"))
+            .map(|r| r[id_col].clone().unwrap())
+            .ok_or_else(|| "the login does not show".to_string())
+    })
+    .await;
+    q(&a, &format!("KILL_CLIENT {id}")).await;
+    let r = tokio::time::timeout(Duration::from_secs(10), login)
+        .await
+        .expect("the login still waits")
+        .unwrap();
+    let e = r.expect_err("logged in after KILL_CLIENT");
+    assert_eq!(e.code().map(|c| c.code()), Some("57P01"), "{e}");
+}

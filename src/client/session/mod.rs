@@ -529,9 +529,31 @@ impl Session {
             }
         }
         if defaults.is_none() {
-            // First client of this pool: log a server in to learn its parameters.
-            if let Ok(co) = pool.checkout(None).await {
-                pool.checkin(co);
+            // First client of this pool: log a server in to learn its
+            // parameters. KILL and shutdown end the wait, as they end a
+            // client queued for a server (probe Q: it waited out
+            // server_connect_timeout, then logged in).
+            let (app, handle) = (self.app.clone(), self.handle.clone());
+            let ended = tokio::select! {
+                biased;
+                () = crate::app::until_raised(&handle.kill, &handle.killed) => Some(self.killed()),
+                () = crate::app::until_raised(&app.shutdown, &app.shutting_down) => {
+                    Some(self.core.fatal(
+                        sqlstate::ADMIN_SHUTDOWN,
+                        "terminating connection: shardbouncer is shutting down",
+                    ))
+                }
+                r = pool.checkout(None) => {
+                    if let Ok(co) = r {
+                        pool.checkin(co);
+                    }
+                    None
+                }
+            };
+            if let Some(end) = ended {
+                // Told before the connection closes.
+                let _ = self.core.to_client().flush_all(stream).await;
+                return Err(end);
             }
             defaults = pool
                 .server_params
