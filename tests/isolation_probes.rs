@@ -3615,3 +3615,38 @@ fn a_refused_query_that_begins_leaves_a_failed_transaction() {
         ["owner of bravo"]
     );
 }
+
+/// In a held transaction shardbouncer failed, a Close is answered as
+/// Postgres answers it there (CloseComplete), and every unit of a pipeline
+/// gets its ReadyForQuery (probe R: PgJDBC with autosave pipelines a Close,
+/// a Query and a batch; the Close was refused and the batch's answer merged
+/// into it, so the driver waited for ever).
+#[test]
+fn a_failed_held_transaction_answers_every_unit_of_a_pipeline() {
+    let f = Fixture::start();
+    let mut c = f.raw("app", &[]);
+    for sql in ["BEGIN", "SAVEPOINT PGJDBC_AUTOSAVE"] {
+        assert!(q(&mut c, sql).0.is_empty(), "{sql}");
+    }
+    c.parse("S_1", "SELECT 1").sync();
+    assert!(error_codes(&c.run(1)).is_empty());
+    assert_eq!(q(&mut c, "SELECT name FROM shard_marker").0, ["42P17"]);
+    let mut bytes = c.close_stmt("S_1").take_built();
+    bytes.extend(frame(b'Q', b"SAVEPOINT PGJDBC_AUTOSAVE\0"));
+    bytes.extend(
+        c.parse("", "SELECT 1")
+            .bind("", &[])
+            .execute()
+            .sync()
+            .take_built(),
+    );
+    let mut m = send_until(&mut c, &bytes, b'Z');
+    m.extend(c.read_until_ready());
+    let tags: Vec<u8> = m.iter().map(|x| x.0).collect();
+    assert_eq!(tags, b"3EZEZ", "{m:?}");
+    assert_eq!(error_codes(&m), ["25P02", "25P02"]);
+    assert_eq!(
+        support::raw::command_tags(&c.query("ROLLBACK").run(1)),
+        ["ROLLBACK"]
+    );
+}

@@ -273,6 +273,8 @@ fuzz_target!(|data: &[u8]| {
             Decision::Refuse(rf) => rf.code == "25P02" || (rollback_to && rf.code == "0A000"),
             Decision::Local(Local::EndHeld { commit: false }) | Decision::TenantFree => true,
             Decision::Local(Local::RollbackToHeld) => rollback_to,
+            // (A batch of Closes alone: not one this target builds.)
+            Decision::Local(Local::CloseOnly) => false,
             _ => false,
         };
         assert!(ok, "failed transaction got {d:?}");

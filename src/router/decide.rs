@@ -191,9 +191,11 @@ pub enum Item<'a, V> {
     /// A Describe of a portal (libpq's `PQsendQueryParams`, and so pgbench
     /// `-M extended` and psycopg 3, describes each portal before its Execute).
     DescribePortal(&'a [u8]),
-    /// A Describe of a statement, or a Close (reads or drops statements and
-    /// portals).
+    /// A Describe of a statement (reads a statement).
     Other,
+    /// A Close of a statement or portal: Postgres runs it in an aborted
+    /// transaction too.
+    Close,
 }
 
 /// No parameter values (the type of [`Unit`]s that carry no batch).
@@ -280,6 +282,10 @@ pub enum Local {
     BeginAgain,
     /// Statements that wait with the held BEGIN and are replayed inside it.
     Hold,
+    /// An extended batch of Closes (and Flush, Sync) in a held transaction
+    /// shardbouncer failed: each answered CloseComplete, as Postgres closes
+    /// statements and portals in an aborted transaction.
+    CloseOnly,
     /// `ROLLBACK TO` a savepoint in a held transaction shardbouncer failed:
     /// held again as it stood at that savepoint, if it holds it.
     RollbackToHeld,
@@ -505,8 +511,10 @@ fn failed_batch<'a, V: ParamValues>(
     let mut end_portal: Option<(&[u8], bool)> = None;
     let mut executes = 0usize;
     let mut any = false;
+    let (mut closes, mut n_items) = (0usize, 0usize);
     for item in items {
         any = true;
+        n_items += 1;
         match item {
             Item::Parse(f) if is_end(f) || is_rollback_to(f) => {}
             Item::Bind(f, _, _, portal) if is_end(f) => end_portal = Some((portal, true)),
@@ -515,8 +523,15 @@ fn failed_batch<'a, V: ParamValues>(
                 executes += 1
             }
             Item::Other | Item::DescribePortal(_) => {}
+            Item::Close => closes += 1,
             _ => return Err(aborted()),
         }
+    }
+    if any && closes == n_items {
+        // Closes alone are answered, as Postgres answers them there (probe
+        // R: refused with an error, they left PgJDBC's autosave waiting for
+        // a ReadyForQuery that never came).
+        return Ok(Decision::Local(Local::CloseOnly));
     }
     match (any, executes) {
         (_, 1) if end_portal.is_some_and(|e| !e.1) => {
@@ -707,7 +722,7 @@ fn batch<'a, V: ParamValues>(
                 other_msgs += 1;
                 binds += 1;
             }
-            Item::Other | Item::DescribePortal(_) => {}
+            Item::Other | Item::Close | Item::DescribePortal(_) => {}
             Item::Execute(portal) => {
                 if let Some((_, Some(set))) =
                     set_portals[..n_set_portals].iter().find(|p| p.0 == portal)

@@ -656,7 +656,7 @@ impl Core {
                 self.txn.apply(TxnEvent::HoldBegin(frame));
                 self.simple_reply(tag);
             }
-            Local::BeginThenSetTenant { .. } | Local::BeginThenRest => {
+            Local::BeginThenSetTenant { .. } | Local::BeginThenRest | Local::CloseOnly => {
                 // decide gives them for extended batches only.
                 let e = PgError::new(
                     sqlstate::INTERNAL_ERROR,

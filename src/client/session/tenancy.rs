@@ -450,7 +450,8 @@ impl Tenancy {
                             .unwrap_or_default(),
                     ))
                 }
-                tag::frontend::DESCRIBE | tag::frontend::CLOSE => Some(Item::Other),
+                tag::frontend::DESCRIBE => Some(Item::Other),
+                tag::frontend::CLOSE => Some(Item::Close),
                 _ => None,
             }
         });
