@@ -3650,3 +3650,43 @@ fn a_failed_held_transaction_answers_every_unit_of_a_pipeline() {
         ["ROLLBACK"]
     );
 }
+
+/// A named statement whose client changed its settings since its Parse is
+/// not prepared under its name on a server that lacks it: that copy would
+/// read its literals under the new settings, and another client with the
+/// old ones would be handed it (probe R: `'01/02/2024'::date` prepared under
+/// DMY, re-prepared under MDY on the pool's other server, then given to a
+/// DMY client as 2024-01-02).
+#[test]
+fn a_statement_is_not_filed_under_settings_it_was_not_parsed_under() {
+    let f = Fixture::start();
+    let sql = "SELECT '01/02/2024'::date::text FROM accounts WHERE tenant_id = $1";
+    let run = |c: &mut Raw| {
+        c.bind("s", &["alpha"]).execute().sync();
+        let m = c.run(1);
+        assert!(error_codes(&m).is_empty(), "{m:?}");
+        first_column(&m)
+    };
+    let mut a = f.raw("app", &[("tenant_id", "alpha")]);
+    assert!(q(&mut a, "SET DateStyle = 'ISO, DMY'").0.is_empty());
+    a.parse("s", sql).sync();
+    assert!(error_codes(&a.run(1)).is_empty());
+    assert_eq!(run(&mut a), ["2024-02-01"]);
+    // The server that has the copy is held; the next ones lack it.
+    let mut holder = f.raw("app", &[("tenant_id", "alpha")]);
+    for sql in [
+        "BEGIN",
+        "SELECT name FROM accounts WHERE tenant_id = 'alpha'",
+    ] {
+        assert!(q(&mut holder, sql).0.is_empty(), "{sql}");
+    }
+    assert!(q(&mut a, "SET DateStyle = 'ISO, MDY'").0.is_empty());
+    run(&mut a);
+    // A client with the first settings gets their reading.
+    let mut c = f.raw("app", &[("tenant_id", "alpha")]);
+    assert!(q(&mut c, "SET DateStyle = 'ISO, DMY'").0.is_empty());
+    c.parse("s", sql).sync();
+    assert!(error_codes(&c.run(1)).is_empty());
+    assert_eq!(run(&mut c), ["2024-02-01"]);
+    q(&mut holder, "ROLLBACK");
+}

@@ -51,6 +51,9 @@ pub struct StmtDef {
     /// Content hash (query text, parameter types, and what changes the text's
     /// meaning: the search_path it was prepared under).
     pub hash: u64,
+    /// [`StmtDef::context_hash`] of what the text was parsed under: a copy
+    /// prepared on a server under other settings is not this statement.
+    pub context: u64,
     /// Name used on servers: `sb_` + 16 hex digits.
     pub server_name: String,
     /// Query text.
@@ -143,6 +146,7 @@ impl StmtDef {
         let hash = h.finish();
         StmtDef {
             hash,
+            context: Self::context_hash(context),
             server_name: format!("sb_{hash:016x}"),
             query: Bytes::copy_from_slice(p.query),
             types: types.freeze(),
@@ -154,6 +158,13 @@ impl StmtDef {
             fresh_results: std::sync::Mutex::new(None),
             fresh_params: std::sync::Mutex::new(None),
         }
+    }
+
+    /// A statement context (settings the text is parsed under), hashed.
+    pub fn context_hash(context: &str) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        context.hash(&mut h);
+        h.finish()
     }
 
     /// Same statement (content equality, guarding against hash collisions; the

@@ -680,14 +680,27 @@ impl Core {
     /// Bind/Describe). When the server's statements cannot be trusted, or its copy
     /// is stale, the unnamed statement, re-parsed now.
     fn ensure_prepared<'d>(&mut self, def: &'d Arc<StmtDef>) -> &'d str {
+        let mut held = {
+            let a = self.att.as_mut().expect("attached");
+            if a.statements_untrusted() {
+                Held::Stale
+            } else {
+                a.has_prepared(def)
+            }
+        };
+        if held == Held::Missing && StmtDef::context_hash(&self.statement_context()) != def.context
+        {
+            // The client's settings changed since it prepared the statement:
+            // a copy parsed now would read its literals under the new ones.
+            // Filed under the statement's name, another client with the old
+            // settings would get that reading (probe R: `'01/02/2024'::date`
+            // under DMY, re-prepared under MDY). It is re-parsed as the
+            // unnamed statement, which no one else runs.
+            held = Held::Stale;
+        }
         let a = self.att.as_mut().expect("attached");
         let mut e = Entry::forward(tag::frontend::PARSE).with_stmt(def.clone());
         e.mode = Mode::SwallowOk;
-        let held = if a.statements_untrusted() {
-            Held::Stale
-        } else {
-            a.has_prepared(def)
-        };
         match held {
             Held::Ready => return &def.server_name,
             Held::Stale => {
@@ -748,6 +761,14 @@ impl Core {
         else {
             return Verdict::Go;
         };
+        // A copy this server lacks, which would be parsed under settings the
+        // client changed since its Parse: the unnamed statement instead (see
+        // `ensure_prepared`). Looked at only when the server lacks the copy.
+        let missing = self
+            .att
+            .as_mut()
+            .is_some_and(|a| !a.statements_untrusted() && a.has_prepared(&def) == Held::Missing);
+        let moved_on = missing && StmtDef::context_hash(&self.statement_context()) != def.context;
         let Some(a) = self.att.as_mut() else {
             return Verdict::Go;
         };
@@ -777,7 +798,7 @@ impl Core {
                 }
                 Some(*results == *told && told_params.is_none_or(|t| params.as_deref() == Some(t)))
             };
-            match a.statements_untrusted() {
+            match a.statements_untrusted() || moved_on {
                 true => (Held::Stale, fresh(a.server_id())),
                 false => match a.touch_and_compare(&def, told, told_params) {
                     (Held::Stale, _) => (Held::Stale, fresh(a.server_id())),
