@@ -3690,3 +3690,24 @@ fn a_statement_is_not_filed_under_settings_it_was_not_parsed_under() {
     assert_eq!(run(&mut c), ["2024-02-01"]);
     q(&mut holder, "ROLLBACK");
 }
+
+/// `RESET ALL` inside a transaction a SET tenant placed leaves it where it
+/// was placed, as `RESET tenant_id` does: its later work naming no tenant
+/// runs there and commits (probe R: refused, and the transaction lost).
+#[test]
+fn reset_all_in_a_placed_transaction_keeps_it_on_its_shard() {
+    let f = Fixture::start();
+    let mut c = f.raw("app", &[]);
+    for sql in [
+        "SET tenant_id = 'bravo'",
+        "BEGIN",
+        "INSERT INTO accounts (tenant_id, name) VALUES ('bravo', 'kept')",
+        "RESET ALL",
+        "SELECT name FROM shard_marker",
+        "COMMIT",
+    ] {
+        let (errs, _) = q(&mut c, sql);
+        assert!(errs.is_empty(), "{sql}: {errs:?}");
+    }
+    assert_eq!(f.accounts()[1], "bravo:kept,bravo:owner of bravo");
+}

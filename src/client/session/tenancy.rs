@@ -234,11 +234,13 @@ impl Tenancy {
     /// server stays its placement.
     pub(super) fn reset(&mut self, in_tx: bool, session: bool) {
         self.clear(in_tx);
-        // A transaction (or open batch) the SET tenant placed is placed by
-        // none now: work naming no tenant there gets `no_tenant`'s answer,
-        // not the ended tenant's shard (re-probe P: `DISCARD ALL`, Flush,
-        // then a SELECT ran on it).
-        if !session && matches!(self.pinned, Some((_, Source::Set))) {
+        // An open batch (an implicit transaction) the SET tenant placed is
+        // placed by none now: work naming no tenant there gets `no_tenant`'s
+        // answer, not the ended tenant's shard (re-probe P: `DISCARD ALL`,
+        // Flush, then a SELECT ran on it). A transaction block stays where it
+        // was placed, as after `RESET key` (probe R: its later work was
+        // refused, and its writes lost with it).
+        if !session && !in_tx && matches!(self.pinned, Some((_, Source::Set))) {
             self.pinned = None;
         }
     }
