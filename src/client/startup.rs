@@ -176,7 +176,10 @@ impl ClientLogin {
             if let Some(c) = params::canonical(k) {
                 // Refused here as Postgres refuses it at login, and kept in the
                 // spelling Postgres reports (`utf-8` is announced as `UTF8`).
-                let v = params::canonical_value(c, v, "ISO, MDY").ok_or_else(|| {
+                // A DateStyle given in part keeps the rest of the one set
+                // before it (`options`), as Postgres keeps it.
+                let base = out.reported.get(c).unwrap_or("ISO, MDY").to_string();
+                let v = params::canonical_value(c, v, &base).ok_or_else(|| {
                     LoginError::new(
                         sqlstate::INVALID_PARAMETER_VALUE,
                         format!("invalid value for parameter \"{k}\": \"{v}\""),
@@ -188,17 +191,21 @@ impl ClientLogin {
             }
             Ok::<(), LoginError>(())
         };
+        // As Postgres applies them (`process_startup_options`): `options`
+        // first, then the other parameters, which win (probe R: PgJDBC sends
+        // `options` last, and its TimeZone and DateStyle were taken for the
+        // ones in force).
+        for (_, v) in params.iter().filter(|(k, _)| k == "options") {
+            let opts = protocol::startup::parse_options(v)
+                .map_err(|e| LoginError::new(sqlstate::PROTOCOL_VIOLATION, e))?;
+            for (k, v) in opts {
+                out.settings.push((k.clone(), v.clone()));
+                add(&k, &v, &mut out)?;
+            }
+        }
         for (k, v) in params {
             match k.as_str() {
-                "user" | "database" | "replication" => {}
-                "options" => {
-                    let opts = protocol::startup::parse_options(v)
-                        .map_err(|e| LoginError::new(sqlstate::PROTOCOL_VIOLATION, e))?;
-                    for (k, v) in opts {
-                        out.settings.push((k.clone(), v.clone()));
-                        add(&k, &v, &mut out)?;
-                    }
-                }
+                "user" | "database" | "replication" | "options" => {}
                 _ => {
                     out.settings.push((k.clone(), v.clone()));
                     add(k, v, &mut out)?;
@@ -233,5 +240,31 @@ impl ClientLogin {
         let v = self.settings.remove(pos).1;
         self.settings.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
         Some(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `options` first, then the other parameters, which win; a DateStyle
+    /// given in part keeps the rest of the one before it (probe R: PgJDBC's
+    /// order).
+    #[test]
+    fn startup_settings_apply_in_postgres_order() {
+        let p = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let login = ClientLogin::from_params(&p(&[
+            ("user", "app"),
+            ("TimeZone", "UTC"),
+            ("DateStyle", "ISO"),
+            ("options", "-c TimeZone=Asia/Tokyo -c DateStyle=SQL,DMY"),
+        ]))
+        .unwrap();
+        assert_eq!(login.reported.get("TimeZone"), Some("UTC"));
+        assert_eq!(login.reported.get("DateStyle"), Some("ISO, DMY"));
     }
 }
