@@ -310,6 +310,25 @@ pub async fn shutdown(app: &Arc<App>) {
     for p in app.pools.all() {
         p.close_all();
     }
+    // The servers closing now (a query on them cancelled first, for the
+    // clients just ended) are closed by tasks on the worker threads: stopping
+    // those first would drop the cancels (probe S: a statement running at
+    // shutdown_timeout committed after the exit, 1 run in 3). Bounded: a
+    // cancel's own connect has a timeout.
+    let closed = async {
+        while crate::pool::Pool::closing() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "{} server connections were still closing at exit",
+            crate::pool::Pool::closing()
+        );
+    }
     tracing::info!("shutdown complete");
 }
 

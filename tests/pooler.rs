@@ -2469,6 +2469,8 @@ async fn shutdown_ends_queued_work_serves_cancels_and_cancels_what_outlives_it()
             .simple_query("INSERT INTO t SELECT 'late' FROM pg_sleep(20)")
             .await
     });
+    pg.wait_running("INSERT INTO t SELECT 'late' FROM pg_sleep(20)")
+        .await;
     let queued = b.connect("app", "", "app").await;
     let queued =
         tokio::spawn(async move { queued.simple_query("INSERT INTO t VALUES ('queued')").await });
@@ -2488,11 +2490,15 @@ async fn shutdown_ends_queued_work_serves_cancels_and_cancels_what_outlives_it()
     assert!(msg(&e).contains("shutting down"), "{}", msg(&e));
     // A cancel during the wait reaches its query.
     let token = in_tx.cancel_token();
-    let sleeping = tokio::spawn(async move { in_tx.simple_query("SELECT pg_sleep(30)").await });
+    // (The client stays: its transaction is one shutdown_timeout ends.)
+    let sleeping = tokio::spawn(async move {
+        let r = in_tx.simple_query("SELECT pg_sleep(30)").await;
+        (r, in_tx)
+    });
     pg.wait_running("SELECT pg_sleep(30)").await;
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-    let e = sleeping.await.unwrap().unwrap_err();
-    assert_eq!(code(&e), "57014", "{e}");
+    let (r, in_tx) = sleeping.await.unwrap();
+    assert_eq!(code(&r.unwrap_err()), "57014");
     let status = b.wait_exit(Duration::from_secs(20)).await.expect("no exit");
     assert!(status.success(), "{status}");
     assert!(
@@ -2512,6 +2518,7 @@ async fn shutdown_ends_queued_work_serves_cancels_and_cancels_what_outlives_it()
     )
     .await;
     assert_eq!(pg.psql("app", "SELECT count(*) FROM t"), "0");
+    drop(in_tx);
 }
 
 /// A client of a database a reload removed is told so and ended (57P01), as

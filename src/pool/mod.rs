@@ -918,6 +918,7 @@ impl Pool {
         // holds as Postgres counts connections (an evicted server is not still
         // exiting when its replacement logs in).
         let caps = self.caps.get().cloned();
+        let closing = Closing::start();
         tokio::spawn(async move {
             if cancel_first {
                 crate::server::send_cancel(*conn.cancel).await;
@@ -926,7 +927,15 @@ impl Pool {
             for c in caps.iter().flatten() {
                 c.give();
             }
+            drop(closing);
         });
+    }
+
+    /// Server connections being closed (a cancel first, for one left in the
+    /// middle of work): shutdown waits for them before it stops the worker
+    /// threads, whose runtimes would drop the closing tasks.
+    pub fn closing() -> usize {
+        CLOSING.load(Ordering::Acquire)
     }
 
     /// Periodic maintenance: expire idle servers and keep `min_pool_size` warm.
@@ -1141,5 +1150,24 @@ mod tests {
         l.settle();
         assert_eq!(l.sem.available_permits(), 1);
         assert_eq!(l.owed.load(Ordering::Acquire), 0);
+    }
+}
+
+/// Server connections being closed now (see [`Pool::closing`]).
+static CLOSING: AtomicUsize = AtomicUsize::new(0);
+
+/// One server connection being closed, counted out however its task ends.
+struct Closing;
+
+impl Closing {
+    fn start() -> Closing {
+        CLOSING.fetch_add(1, Ordering::AcqRel);
+        Closing
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        CLOSING.fetch_sub(1, Ordering::AcqRel);
     }
 }
