@@ -1108,6 +1108,25 @@ impl Pools {
     }
 }
 
+/// Server connections being closed now (see [`Pool::closing`]).
+static CLOSING: AtomicUsize = AtomicUsize::new(0);
+
+/// One server connection being closed, counted out however its task ends.
+struct Closing;
+
+impl Closing {
+    fn start() -> Closing {
+        CLOSING.fetch_add(1, Ordering::AcqRel);
+        Closing
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        CLOSING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Limit;
@@ -1150,24 +1169,5 @@ mod tests {
         l.settle();
         assert_eq!(l.sem.available_permits(), 1);
         assert_eq!(l.owed.load(Ordering::Acquire), 0);
-    }
-}
-
-/// Server connections being closed now (see [`Pool::closing`]).
-static CLOSING: AtomicUsize = AtomicUsize::new(0);
-
-/// One server connection being closed, counted out however its task ends.
-struct Closing;
-
-impl Closing {
-    fn start() -> Closing {
-        CLOSING.fetch_add(1, Ordering::AcqRel);
-        Closing
-    }
-}
-
-impl Drop for Closing {
-    fn drop(&mut self) {
-        CLOSING.fetch_sub(1, Ordering::AcqRel);
     }
 }
