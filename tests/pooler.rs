@@ -2423,9 +2423,15 @@ async fn a_server_opened_at_an_address_a_reload_replaced_is_not_used() {
     .await;
     b.write_config(&cfg(&new));
     admin.simple_query("RELOAD").await.unwrap();
+    // The attempt at the hung old primary is given up at once: the work runs
+    // at the new address while the old one still hangs (probe S: it waited
+    // out server_connect_timeout, 30 s here).
+    let waited = tokio::time::timeout(Duration::from_secs(10), query).await;
     // SAFETY: as above.
     unsafe { libc::kill(pm, libc::SIGCONT) };
-    let (r, c) = query.await.unwrap();
+    let (r, c) = waited
+        .expect("the work waited for the old address")
+        .unwrap();
     assert_eq!(r.unwrap(), "new", "the waiting work ran at the old address");
     async fn marker(c: &tokio_postgres::Client) -> String {
         let row = c.query_one("SELECT name FROM shard_marker", &[]).await;
@@ -2533,18 +2539,30 @@ async fn a_client_of_a_removed_database_is_told_and_ended() {
         .nth(1)
         .expect("an app database")
         .to_string();
-    let with_two = format!("{base}\n[databases.other]{extra}");
+    // A session-mode one too, which holds its server between transactions
+    // (probe S: it was never ended).
+    let with_two = format!(
+        "{base}\n[databases.other]{extra}\n[databases.other_session]\nmode = \"session\"{extra}"
+    );
     let b = Bouncer::start(&with_two);
     let c = b.connect("app", "", "other").await;
+    let s = b.connect("app", "", "other_session").await;
     assert_eq!(int_of(&c, "SELECT 1").await, 1);
+    assert_eq!(int_of(&s, "SELECT 1").await, 1);
     b.write_config(&base);
     b.signal(libc::SIGHUP);
     b.wait_for_log("SIGHUP:").await;
-    let e = c.simple_query("SELECT 1").await.unwrap_err();
-    assert_eq!(code(&e), "57P01", "{e}");
-    assert!(msg(&e).contains("\"other\" was removed"), "{}", msg(&e));
-    assert!(c.simple_query("SELECT 1").await.is_err());
-    assert!(c.is_closed());
+    for (c, db) in [(&c, "other"), (&s, "other_session")] {
+        let e = c.simple_query("SELECT 1").await.unwrap_err();
+        assert_eq!(code(&e), "57P01", "{e}");
+        assert!(
+            msg(&e).contains(&format!("\"{db}\" was removed")),
+            "{}",
+            msg(&e)
+        );
+        assert!(c.simple_query("SELECT 1").await.is_err());
+        assert!(c.is_closed());
+    }
     // The database left is served.
     let a = b.connect("app", "", "app").await;
     assert_eq!(int_of(&a, "SELECT 2").await, 2);
@@ -2584,4 +2602,21 @@ async fn timeouts_a_reload_turns_on_reach_clients_already_waiting() {
         .await
         .unwrap();
     drop((in_tx, idle));
+}
+
+/// `client_idle_timeout` ends an idle session-mode client too, as in
+/// PgBouncer: it held its server for ever (probe S).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_idle_timeout_ends_an_idle_session_mode_client() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "mode = \"session\"\nclient_idle_timeout = \"1s\"")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    let (c, conn) = b.connect_watched().await;
+    assert_eq!(int_of(&c, "SELECT 1").await, 1);
+    let ended = tokio::time::timeout(Duration::from_secs(15), conn)
+        .await
+        .expect("the idle session-mode client was not ended");
+    assert!(ended.is_ok());
+    drop(c);
 }

@@ -755,3 +755,31 @@ async fn moves_edit_the_map_in_force_one_at_a_time() {
         .unwrap();
     assert_eq!(port[0][0], s.shards[2].port.to_string());
 }
+
+/// A reload or console SET that changes the timeouts wakes every session to
+/// take them up; a client held by PAUSE TENANT stays held, and runs after
+/// RESUME (probe S: it was ended as if the process were stopping).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_change_leaves_paused_clients_held() {
+    let s = setup();
+    let admin = connect(&s.b, "admin", "admin", "pgbouncer").await;
+    let c = connect(&s.b, APP_USER, APP_PASSWORD, "app").await;
+    console(&admin, "PAUSE TENANT '42'").await.unwrap();
+    let held = tokio::spawn(async move {
+        let r = rows(&c, "SELECT count(*) FROM accounts /* tenant_id=42 */").await;
+        (r, c)
+    });
+    eventually(Duration::from_secs(10), "the client to be held", || async {
+        tenant_state(&admin, "42").await == Some(("1".into(), "1".into()))
+    })
+    .await;
+    console(&admin, "SET client_idle_timeout = 3600")
+        .await
+        .unwrap();
+    console(&admin, "RESUME TENANT '42'").await.unwrap();
+    let (r, _c) = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("still held")
+        .unwrap();
+    assert_eq!(r.expect("ended by the timeout change")[0][0], "0");
+}

@@ -126,6 +126,9 @@ pub struct Pool {
     /// DISABLE / removed from config.
     pub disabled: AtomicBool,
     resume: Notify,
+    /// Told when the generation moves on (a new target, RECONNECT): a
+    /// connection attempt still at the old target gives up and tries the new.
+    moved_on: Notify,
     /// Histogram handles, installed by the metrics exporter on the pool's first
     /// transaction (`admin::metrics`); the pool only keeps them.
     pub metrics: OnceLock<PoolMetrics>,
@@ -333,6 +336,7 @@ impl Pool {
             paused: AtomicBool::new(false),
             disabled: AtomicBool::new(false),
             resume: Notify::new(),
+            moved_on: Notify::new(),
             metrics: OnceLock::new(),
             listener: OnceLock::new(),
             caps: OnceLock::new(),
@@ -527,6 +531,7 @@ impl Pool {
     /// Close idle servers now and the active ones when they are released.
     pub fn reconnect(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.moved_on.notify_waiters();
         if let Some(l) = self.listener.get() {
             // The LISTEN relay follows (a new target, console RECONNECT).
             l.send(listen::ListenCmd::Reconnect);
@@ -795,10 +800,21 @@ impl Pool {
             // stores the new target, then moves the generation on. Each try
             // takes the target in force (probe O: a retry loop went on at a
             // shard's old address after a reload had given it a new one).
+            let moved_on = self.moved_on.notified();
+            tokio::pin!(moved_on);
+            moved_on.as_mut().enable();
             let generation = self.generation.load(Ordering::Acquire);
             let target = self.target.load_full();
             let left = deadline.saturating_duration_since(Instant::now());
-            match ServerConn::connect(&target, left.max(Duration::from_millis(1))).await {
+            let attempt = tokio::select! {
+                r = ServerConn::connect(&target, left.max(Duration::from_millis(1))) => r,
+                // A failover reload away from a primary that hangs: the
+                // attempt there is given up at once (probe S: clients waited
+                // out server_connect_timeout, then got the old address's
+                // error).
+                () = &mut moved_on => continue,
+            };
+            match attempt {
                 Ok(_) if self.generation.load(Ordering::Acquire) != generation => {
                     // A reload (a failover's new address) or RECONNECT landed
                     // while it connected: no work goes to the old target (probe

@@ -782,7 +782,11 @@ impl Session {
             }
             new
         })?;
-        if let Some(db) = removed.filter(|_| self.server.is_none()) {
+        let between = self.server.is_none()
+            || self.core.owns_server()
+                && self.core.nothing_owed()
+                && self.core.client_status() == TxStatus::Idle;
+        if let Some(db) = removed.filter(|_| between) {
             // Every statement would fail ("disabled"), and never say why or
             // that a new connection is refused (probe O): told once, as
             // Postgres ends the sessions of a database it drops.
@@ -1557,7 +1561,14 @@ impl Session {
                     biased;
                     () = handle.cancelled() => break Outcome::Cancelled,
                     () = &mut kill => break Outcome::Killed,
-                    () = &mut shutdown => break Outcome::Shutdown,
+                    () = &mut shutdown => {
+                        // Also notified when a reload changed the timeouts
+                        // (`App::wake_sessions`): the flag, looked at above,
+                        // says which (probe S: a held client was ended as if
+                        // the process stopped).
+                        shutdown.set(app.shutdown.notified());
+                        shutdown.as_mut().enable();
+                    }
                     () = &mut changed => {}
                     () = tokio::time::sleep_until(deadline) => break Outcome::TimedOut,
                     // Its work must not run once it is gone.
@@ -1958,7 +1969,9 @@ impl Session {
                     "idle_transaction_timeout",
                 )
             })
-        } else if self.server.is_none() {
+        } else if self.server.is_none() || self.core.owns_server() && self.core.nothing_owed() {
+            // (A session-mode client idle between transactions too, as in
+            // PgBouncer: probe S, it kept its server for ever.)
             idle_deadline(self.core.db(), self.last_activity)
         } else {
             None
