@@ -32,6 +32,9 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
     crate::admin::start(&app)?;
     let listener = bind(&addr, shared).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let mut listener = Some(listener);
+    if let Some(dir) = &peer_dir {
+        crate::client::peers::set_accepting(dir, true);
+    }
     tracing::info!("listening on {addr} with {} workers", workers.handles.len());
     tokio::spawn(maintenance(app.clone(), workers.handles.clone()));
     if app.snapshot.path().is_some() {
@@ -82,6 +85,9 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
                 // The other process on the address takes new clients from
                 // now on. Those the kernel already queued here are served.
                 if let Some(l) = listener.take() {
+                    if let Some(dir) = &peer_dir {
+                        crate::client::peers::set_accepting(dir, false);
+                    }
                     close_shared(&app, &workers, l);
                 }
             }
@@ -99,6 +105,10 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
     // not be cancelled during the wait). A shared one goes at once when a
     // live peer on the address takes new clients and passes their cancels;
     // alone, a process on a shared address serves cancels too (probe Q).
+    if let Some(dir) = &peer_dir {
+        // Stopping: no new clients here, whatever happens to the listener.
+        crate::client::peers::set_accepting(dir, false);
+    }
     if shared
         && peer_dir
             .as_deref()

@@ -125,7 +125,14 @@ async fn a_rolling_restart_on_a_shared_address_loses_no_client() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with("shardbouncer-0"))
         .collect();
-    assert_eq!(names, [format!("shardbouncer-{}.sock", new.pid())]);
+    let mut want = [
+        format!("shardbouncer-{}.accepting", new.pid()),
+        format!("shardbouncer-{}.sock", new.pid()),
+    ];
+    want.sort();
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, want, "only the new process takes clients");
     for c in &fresh {
         let v: i32 = c.query_one("SELECT 2", &[]).await.unwrap().get(0);
         assert_eq!(v, 2);
@@ -156,4 +163,39 @@ async fn a_process_alone_on_a_shared_address_serves_cancels_while_it_stops() {
     drop(c);
     let status = b.wait_exit(Duration::from_secs(20)).await.expect("no exit");
     assert!(status.success(), "{status}");
+}
+
+/// Two processes on a shared address stopped together: neither takes new
+/// clients, so neither counts as the other's live peer, and each serves the
+/// cancels of its own clients while they finish (probe S: each closed its
+/// listener for the other, and no one served cancels).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_stopped_together_still_serve_cancels() {
+    let pg = PgCluster::start();
+    let peers = tempfile::tempdir().unwrap();
+    let cfg = basic_config(&[&pg], "").replace(
+        "addr = \"127.0.0.1:{PORT}\"\n",
+        &format!(
+            "addr = \"127.0.0.1:{{PORT}}\"\nso_reuseport = true\npeer_dir = \"{}\"\n",
+            peers.path().display()
+        ),
+    );
+    let mut first = Bouncer::start(&cfg);
+    let c = first.connect("app", "secret", "app").await;
+    c.batch_execute("BEGIN").await.unwrap();
+    let mut second = first.start_beside(&cfg);
+    second.signal(libc::SIGTERM);
+    first.signal(libc::SIGTERM);
+    first.wait_for_log("shutting down").await;
+    assert_eq!(
+        first.listens(),
+        Some(true),
+        "the listener went with no live peer"
+    );
+    let c = cancel_through_the_port(&pg, c).await;
+    drop(c);
+    for b in [&mut first, &mut second] {
+        let status = b.wait_exit(Duration::from_secs(20)).await.expect("no exit");
+        assert!(status.success(), "{status}");
+    }
 }

@@ -135,19 +135,76 @@ pub async fn pass(dir: &Path, pid: i32, secret: i32) {
     }
 }
 
-/// Whether another live shardbouncer listens in `dir` (a peer on the same
-/// address, which takes new clients when this one stops).
+/// The file that says this process takes new clients on the address: there
+/// while its client listener is open.
+fn accepting_path(dir: &Path, pid: u32) -> PathBuf {
+    dir.join(format!("shardbouncer-{pid}.accepting"))
+}
+
+/// Say in `dir` whether this process takes new clients (its client listener
+/// is open), for [`has_live_peer`].
+pub fn set_accepting(dir: &Path, accepting: bool) {
+    let path = accepting_path(dir, std::process::id());
+    if accepting {
+        if let Err(e) = std::fs::write(&path, b"") {
+            tracing::warn!("cannot write {}: {e}", path.display());
+        }
+    } else {
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// Whether another live shardbouncer in `dir` takes new clients on the
+/// address (its listener open, its socket answering, the same user): one
+/// that stops or drains does not (probe S: two processes stopped together
+/// each counted the other, and neither served cancels).
 pub fn has_live_peer(dir: &Path) -> bool {
-    let own = socket_path(dir);
+    let own = std::process::id();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
     };
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
     entries.flatten().take(MAX_FILES).any(|e| {
-        let p = e.path();
-        p != own
-            && p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("shardbouncer-") && n.ends_with(".sock"))
-            && std::os::unix::net::UnixStream::connect(&p).is_ok()
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let Some(pid) = e.file_name().to_str().and_then(|n| {
+            n.strip_prefix("shardbouncer-")?
+                .strip_suffix(".sock")?
+                .parse::<u32>()
+                .ok()
+        }) else {
+            return false;
+        };
+        pid != own
+            && e.metadata()
+                .is_ok_and(|m| m.file_type().is_socket() && m.uid() == uid)
+            && accepting_path(dir, pid).exists()
+            && std::os::unix::net::UnixStream::connect(e.path()).is_ok()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer counts as live only while it says it takes new clients, its
+    /// socket answers, and it is this user's.
+    #[test]
+    fn a_live_peer_takes_new_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("shardbouncer-1.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert!(!has_live_peer(dir.path()), "a peer that takes no clients");
+        std::fs::write(accepting_path(dir.path(), 1), b"").unwrap();
+        assert!(has_live_peer(dir.path()));
+        drop(listener);
+        assert!(!has_live_peer(dir.path()), "a peer whose socket is gone");
+        // This process's own files never count.
+        let own = socket_path(dir.path());
+        let _l = std::os::unix::net::UnixListener::bind(&own).unwrap();
+        set_accepting(dir.path(), true);
+        assert!(!has_live_peer(dir.path()));
+        set_accepting(dir.path(), false);
+        assert!(!accepting_path(dir.path(), std::process::id()).exists());
+    }
 }
