@@ -119,8 +119,10 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
     let accepting = async {
         match &listener {
             Some(l) => loop {
-                if let Ok((stream, _)) = l.accept().await {
-                    workers.serve(&app, stream);
+                match l.accept().await {
+                    Ok((stream, _)) => workers.serve(&app, stream),
+                    // Out of descriptors, say: not a spin.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             },
             None => std::future::pending().await,
