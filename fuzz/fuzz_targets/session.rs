@@ -30,9 +30,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use shardbouncer::app::Snapshot;
 use shardbouncer::client::session::fake::{cstr, frame, FakeServer};
 use shardbouncer::client::session::{Core, Need};
-use shardbouncer::app::Snapshot;
 use shardbouncer::config::Config;
 use shardbouncer::protocol::{tag, TxStatus};
 use shardbouncer::router::TenantKey;
@@ -160,9 +160,16 @@ impl World {
                     self.clients[c].core.attached(shard, st)
                 }
                 Need::Release(r) => {
-                    let (shard, i) = self.clients[c].attached.take().expect("release of no server");
+                    let (shard, i) = self.clients[c]
+                        .attached
+                        .take()
+                        .expect("release of no server");
                     let slot = &mut self.pools[shard][i];
-                    assert_eq!(slot.model.status(), TxStatus::Idle, "released inside a transaction");
+                    assert_eq!(
+                        slot.model.status(),
+                        TxStatus::Idle,
+                        "released inside a transaction"
+                    );
                     assert!(r.state.rbuf.is_empty(), "released with unread bytes");
                     slot.state = Some(r.state);
                     slot.holder = None;
@@ -176,7 +183,9 @@ impl World {
                 Need::Unspill(n) => {
                     let spool = std::mem::take(&mut self.clients[c].spool);
                     assert_eq!(spool.len(), n, "unspill of what was not spilled");
-                    self.clients[c].core.unspilled(bytes::BytesMut::from(&spool[..]))
+                    self.clients[c]
+                        .core
+                        .unspilled(bytes::BytesMut::from(&spool[..]))
                 }
                 Need::Paused(key) => {
                     assert!(self.clients[c].attached.is_none(), "held with a server");
@@ -197,12 +206,26 @@ impl World {
     fn park(&mut self, c: usize) {
         let client = &mut self.clients[c];
         client.core.trim_idle();
-        let stand_in = Core::new(client.core.db().clone(), 0, 0, ParamSet::default(), ParamSet::default(), None, self.gate.clone());
+        let stand_in = Core::new(
+            client.core.db().clone(),
+            0,
+            0,
+            ParamSet::default(),
+            ParamSet::default(),
+            None,
+            self.gate.clone(),
+        );
         let core = std::mem::replace(&mut client.core, stand_in);
         client.core = match core.park() {
             Ok(parked) => {
-                assert!(client.attached.is_none(), "client {c} parked with a server attached");
-                assert!(client.held.is_none(), "client {c} parked with work held for a pause");
+                assert!(
+                    client.attached.is_none(),
+                    "client {c} parked with a server attached"
+                );
+                assert!(
+                    client.held.is_none(),
+                    "client {c} parked with work held for a pause"
+                );
                 Core::unpark(parked, bytes::BytesMut::new(), self.gate.clone())
             }
             Err(core) => core,
@@ -315,7 +338,11 @@ impl World {
         }
         if t == b'Q' || t == b'P' {
             let body = &msg[5..];
-            let text = if t == b'Q' { cstr(body).0 } else { cstr(cstr(body).1).0 };
+            let text = if t == b'Q' {
+                cstr(body).0
+            } else {
+                cstr(cstr(body).1).0
+            };
             let mut texts = HashSet::new();
             texts.insert(text.to_vec());
             texts.insert(String::from_utf8_lossy(text).trim().as_bytes().to_vec());
@@ -331,7 +358,11 @@ impl World {
                 if name.is_empty() {
                     client.unnamed.insert(text.to_vec());
                 } else {
-                    client.names.entry(name.to_vec()).or_default().insert(text.to_vec());
+                    client
+                        .names
+                        .entry(name.to_vec())
+                        .or_default()
+                        .insert(text.to_vec());
                 }
                 client.open.extend(texts);
             }
@@ -344,17 +375,32 @@ impl World {
                 let texts: Vec<Vec<u8>> = if stmt.is_empty() {
                     client.unnamed.iter().cloned().collect()
                 } else {
-                    client.names.get(stmt).cloned().unwrap_or_default().into_iter().collect()
+                    client
+                        .names
+                        .get(stmt)
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect()
                 };
                 for text in &texts {
-                    client.open.insert(String::from_utf8_lossy(text).trim().as_bytes().to_vec());
+                    client
+                        .open
+                        .insert(String::from_utf8_lossy(text).trim().as_bytes().to_vec());
                     client.open.insert(text.clone());
                 }
                 client.portals.insert(portal.to_vec(), texts);
             }
             b'E' => {
-                for text in client.portals.get(cstr(&msg[5..]).0).cloned().unwrap_or_default() {
-                    client.open.insert(String::from_utf8_lossy(&text).trim().as_bytes().to_vec());
+                for text in client
+                    .portals
+                    .get(cstr(&msg[5..]).0)
+                    .cloned()
+                    .unwrap_or_default()
+                {
+                    client
+                        .open
+                        .insert(String::from_utf8_lossy(&text).trim().as_bytes().to_vec());
                     client.open.insert(text);
                 }
             }
@@ -412,13 +458,25 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let snap = Snapshot::build(Config::parse(CONFIG).expect("config"), 1).expect("snapshot");
-    let db = snap.dbs.get(if first & 1 == 0 { "app" } else { "plain" }).expect("db").clone();
+    let db = snap
+        .dbs
+        .get(if first & 1 == 0 { "app" } else { "plain" })
+        .expect("db")
+        .clone();
     let shards = db.cfg.shards.len();
     let gate = std::sync::Arc::new(shardbouncer::app::gate::TenantGate::default());
     let mut w = World {
         clients: (0..2)
             .map(|i| {
-                let mut core = Core::new(db.clone(), i as i32 + 1, 1 << 20, ParamSet::default(), ParamSet::default(), None, gate.clone());
+                let mut core = Core::new(
+                    db.clone(),
+                    i as i32 + 1,
+                    1 << 20,
+                    ParamSet::default(),
+                    ParamSet::default(),
+                    None,
+                    gate.clone(),
+                );
                 core.greeted(&ParamSet::default());
                 Client {
                     core,
@@ -457,6 +515,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let pauses = first & 2 != 0;
+    // `SB_FUZZ_TRACE=1`: print each step (to read a crash's input).
+    let trace = std::env::var_os("SB_FUZZ_TRACE").is_some();
+    if trace {
+        eprintln!("db {}, flags {first:#x}", db.name);
+    }
     for op in ops.chunks(4) {
         let c = (op[0] >> 7) as usize;
         if pauses && (op[0] & 0x3f) >= 60 {
@@ -464,9 +527,21 @@ fuzz_target!(|data: &[u8]| {
             continue;
         }
         if op[0] & 0x40 != 0 {
+            if trace {
+                eprintln!("server turn for client {c}");
+            }
             w.server_turn(c);
         } else {
-            w.send(c, message(&[op[0] & 0x3f, *op.get(1).unwrap_or(&0), *op.get(2).unwrap_or(&0), *op.get(3).unwrap_or(&0)]));
+            let m = message(&[
+                op[0] & 0x3f,
+                *op.get(1).unwrap_or(&0),
+                *op.get(2).unwrap_or(&0),
+                *op.get(3).unwrap_or(&0),
+            ]);
+            if trace {
+                eprintln!("client {c} sends {:?}", String::from_utf8_lossy(&m));
+            }
+            w.send(c, m);
         }
     }
     // Every pause ends (held work goes on).
@@ -488,17 +563,26 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     for (i, c) in w.clients.iter().enumerate() {
-        let copying = c.attached.is_some_and(|(s, k)| w.pools[s][k].model.in_copy());
+        let copying = c
+            .attached
+            .is_some_and(|(s, k)| w.pools[s][k].model.in_copy());
         if c.closed || copying || c.ill_formed || c.ext_open {
             continue;
         }
-        assert!(c.spool.is_empty(), "client {i}: a whole message left in the spool");
+        assert!(
+            c.spool.is_empty(),
+            "client {i}: a whole message left in the spool"
+        );
         assert_eq!(
             c.readies, c.requests,
             "client {i}: every request answered once everything settled"
         );
         if let Some(s) = c.last_status {
-            assert_eq!(c.core.client_status(), s, "client {i}: status as last reported");
+            assert_eq!(
+                c.core.client_status(),
+                s,
+                "client {i}: status as last reported"
+            );
         }
     }
 });
