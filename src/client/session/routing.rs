@@ -249,6 +249,18 @@ impl Core {
                 // BEGIN succeed and then the connection end.
                 self.refuse_transaction_block()
             }
+            Decision::Local(
+                Local::SetTenant { .. } | Local::SetNotExecuted | Local::BeginThenSetTenant { .. },
+            ) if in_flight && matches!(unit, Unit::Batch(_)) => {
+                // A portal bound here is the client's until its transaction
+                // ends, counted by the transaction ends seen so far: with
+                // answers still owed, ends of earlier work would be counted
+                // as its own, and a later Execute of it would run the
+                // server's older portal (session fuzz: another statement's
+                // rows). Routed again once they came.
+                self.wait.stall(unit);
+                Need::Io
+            }
             Decision::Local(Local::SetTenant { local: false, .. }) if in_flight => {
                 // Whether a session SET lands inside a transaction (whose
                 // ROLLBACK undoes it) depends on the answers still owed: a
