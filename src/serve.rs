@@ -32,9 +32,6 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
     crate::admin::start(&app)?;
     let listener = bind(&addr, shared).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let mut listener = Some(listener);
-    if let Some(dir) = &peer_dir {
-        crate::client::peers::set_accepting(dir, true);
-    }
     tracing::info!("listening on {addr} with {} workers", workers.handles.len());
     tokio::spawn(maintenance(app.clone(), workers.handles.clone()));
     if app.snapshot.path().is_some() {
@@ -85,9 +82,6 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
                 // The other process on the address takes new clients from
                 // now on. Those the kernel already queued here are served.
                 if let Some(l) = listener.take() {
-                    if let Some(dir) = &peer_dir {
-                        crate::client::peers::set_accepting(dir, false);
-                    }
                     close_shared(&app, &workers, l);
                 }
             }
@@ -102,20 +96,10 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
     }
     // The listener stays while running transactions finish: CancelRequests
     // for them are served, logins refused with 57P01 (probe O: a query could
-    // not be cancelled during the wait). A shared one goes at once when a
-    // live peer on the address takes new clients and passes their cancels;
-    // alone, a process on a shared address serves cancels too (probe Q).
-    if let Some(dir) = &peer_dir {
-        // Stopping: no new clients here, whatever happens to the listener.
-        crate::client::peers::set_accepting(dir, false);
-    }
-    if shared
-        && peer_dir
-            .as_deref()
-            .is_some_and(crate::client::peers::has_live_peer)
-    {
-        drop(listener.take());
-    }
+    // not be cancelled during the wait). On a shared address too: whether a
+    // peer would go on serving them cannot be known here (probes Q and S:
+    // processes stopped together each left it to the other). A drain closes
+    // a shared listener earlier, handing new clients to the peer.
     let accepting = async {
         match &listener {
             Some(l) => loop {
