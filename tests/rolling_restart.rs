@@ -33,18 +33,27 @@ async fn cancel_through_the_port(
     c
 }
 
+/// `basic_config` on a shared address (`so_reuseport`) with `peers` as the
+/// `peer_dir`, and `extra` after the `[listen]` table.
+fn shared_config(pg: &PgCluster, peers: &std::path::Path, extra: &str) -> String {
+    basic_config(&[pg], "").replace(
+        "addr = \"127.0.0.1:{PORT}\"\n",
+        &format!(
+            "addr = \"127.0.0.1:{{PORT}}\"\nso_reuseport = true\npeer_dir = \"{}\"\n{extra}",
+            peers.display()
+        ),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_on_a_shared_address_loses_no_client() {
     let pg = PgCluster::start();
     let peers = tempfile::tempdir().unwrap();
     let metrics_port = support::free_port();
-    let cfg = basic_config(&[&pg], "").replace(
-        "addr = \"127.0.0.1:{PORT}\"\n",
-        &format!(
-            "addr = \"127.0.0.1:{{PORT}}\"\nso_reuseport = true\npeer_dir = \"{}\"\n\n\
-             [admin]\nmetrics_addr = \"127.0.0.1:{metrics_port}\"\n",
-            peers.path().display()
-        ),
+    let cfg = shared_config(
+        &pg,
+        peers.path(),
+        &format!("\n[admin]\nmetrics_addr = \"127.0.0.1:{metrics_port}\"\n"),
     );
     let mut old = Bouncer::start(&cfg);
     let mut staying = old.connect("app", "secret", "app").await;
@@ -132,21 +141,15 @@ async fn a_rolling_restart_on_a_shared_address_loses_no_client() {
     }
 }
 
-/// A process alone on a shared address (`so_reuseport`, no live peer) keeps
-/// serving CancelRequests while its running transactions finish after
-/// SIGTERM, as one with a listener of its own does (probe Q: the shared
+/// A process alone on a shared address (`so_reuseport`) keeps serving
+/// CancelRequests while its running transactions finish after SIGTERM, as
+/// one with a listener of its own does (probe Q: the shared
 /// listener went at once, and a running query could not be cancelled).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_alone_on_a_shared_address_serves_cancels_while_it_stops() {
     let pg = PgCluster::start();
     let peers = tempfile::tempdir().unwrap();
-    let cfg = basic_config(&[&pg], "").replace(
-        "addr = \"127.0.0.1:{PORT}\"\n",
-        &format!(
-            "addr = \"127.0.0.1:{{PORT}}\"\nso_reuseport = true\npeer_dir = \"{}\"\n",
-            peers.path().display()
-        ),
-    );
+    let cfg = shared_config(&pg, peers.path(), "");
     let mut b = Bouncer::start(&cfg);
     let c = b.connect("app", "secret", "app").await;
     c.batch_execute("BEGIN").await.unwrap();
@@ -165,13 +168,7 @@ async fn a_process_alone_on_a_shared_address_serves_cancels_while_it_stops() {
 async fn processes_stopped_together_still_serve_cancels() {
     let pg = PgCluster::start();
     let peers = tempfile::tempdir().unwrap();
-    let cfg = basic_config(&[&pg], "").replace(
-        "addr = \"127.0.0.1:{PORT}\"\n",
-        &format!(
-            "addr = \"127.0.0.1:{{PORT}}\"\nso_reuseport = true\npeer_dir = \"{}\"\n",
-            peers.path().display()
-        ),
-    );
+    let cfg = shared_config(&pg, peers.path(), "");
     let mut first = Bouncer::start(&cfg);
     let c = first.connect("app", "secret", "app").await;
     c.batch_execute("BEGIN").await.unwrap();
