@@ -674,6 +674,12 @@ impl Core {
         }
     }
 
+    /// Whether the client's settings that read literals changed since it
+    /// parsed `def`: a copy prepared now would not be that statement.
+    fn settings_moved_since(&self, def: &StmtDef) -> bool {
+        StmtDef::context_hash(&self.statement_context()) != def.context
+    }
+
     /// Make sure the attached server can run `def`, and return the name it has
     /// there. Normally the content-addressed name, prepared lazily if this server
     /// lacks it (the ParseComplete is swallowed; an error stands for the client's
@@ -688,8 +694,7 @@ impl Core {
                 a.has_prepared(def)
             }
         };
-        if held == Held::Missing && StmtDef::context_hash(&self.statement_context()) != def.context
-        {
+        if held == Held::Missing && self.settings_moved_since(def) {
             // The client's settings changed since it prepared the statement:
             // a copy parsed now would read its literals under the new ones.
             // Filed under the statement's name, another client with the old
@@ -768,7 +773,7 @@ impl Core {
             .att
             .as_mut()
             .is_some_and(|a| !a.statements_untrusted() && a.has_prepared(&def) == Held::Missing);
-        let moved_on = missing && StmtDef::context_hash(&self.statement_context()) != def.context;
+        let moved_on = missing && self.settings_moved_since(&def);
         let Some(a) = self.att.as_mut() else {
             return Verdict::Go;
         };
