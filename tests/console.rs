@@ -795,6 +795,27 @@ async fn privileges_syntax_and_extended_protocol() {
     q(&a, "SHOW VERSION").await;
     // An empty query is fine.
     a.simple_query("").await.unwrap();
+
+    // Rights follow the live config, not the one in force at login: a reload
+    // that moves the admin to stats_users and drops the stats user takes their
+    // rights from the sessions already open.
+    let demoted = config(&pg, "").replace(
+        "users = [\"admin\"]\nstats_users = [\"stats\"]",
+        "users = []\nstats_users = [\"admin\"]",
+    );
+    assert_ne!(demoted, config(&pg, ""), "the test must change the lists");
+    b.write_config(&demoted);
+    q(&a, "RELOAD").await;
+    assert_eq!(
+        q_err(&a, "PAUSE").await,
+        ("42501".to_string(), "admin access needed".to_string())
+    );
+    q(&a, "SHOW POOLS").await;
+    let e = s.simple_query("SHOW POOLS").await.unwrap_err();
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{e:?}"));
+    assert_eq!(db.code().code(), "42501", "{db:?}");
+    assert!(db.message().contains("no longer allowed"), "{db:?}");
+    assert!(s.is_closed() || s.simple_query("SHOW POOLS").await.is_err());
 }
 
 /// Regression: shrinking `default_pool_size` while every server was busy never took

@@ -32,7 +32,19 @@ enum Role {
     Stats,
 }
 
-/// A console error: SQLSTATE and message.
+/// What `user` may do on the console under `config`, if anything. Asked at
+/// login and again before every command: a reload that takes a user out of
+/// `[admin] users` takes its rights from a console session already open.
+fn role_of(config: &Config, user: &str) -> Option<Role> {
+    if config.admin.users.iter().any(|u| **u == *user) {
+        Some(Role::Admin)
+    } else if config.admin.stats_users.iter().any(|u| **u == *user) {
+        Some(Role::Stats)
+    } else {
+        None
+    }
+}
+
 /// A console command's error (ERROR with a SQLSTATE; the console stays usable).
 type CmdError = crate::sqlstate::PgError;
 
@@ -56,24 +68,12 @@ pub async fn serve(
     stream: &mut ClientStream,
     handle: &Arc<ClientHandle>,
 ) -> Result<(), LoginError> {
-    let snap = app.snapshot.load_full();
-    let role = if snap.config.admin.users.iter().any(|u| **u == *handle.user) {
-        Role::Admin
-    } else if snap
-        .config
-        .admin
-        .stats_users
-        .iter()
-        .any(|u| **u == *handle.user)
-    {
-        Role::Stats
-    } else {
+    if role_of(&app.snapshot.load().config, &handle.user).is_none() {
         return Err(LoginError::new(
             sqlstate::INSUFFICIENT_PRIVILEGE,
             "not allowed to connect to the admin console",
         ));
-    };
-    drop(snap);
+    }
     let mut out = BytesMut::new();
     protocol::auth_ok(&mut out);
     for (k, v) in [
@@ -100,7 +100,6 @@ pub async fn serve(
     let mut c = Console {
         app: app.clone(),
         handle: handle.clone(),
-        role,
         out: BytesMut::new(),
     };
     let res = c.run(stream).await;
@@ -114,7 +113,6 @@ pub async fn serve(
 struct Console {
     app: Arc<App>,
     handle: Arc<ClientHandle>,
-    role: Role,
     out: BytesMut,
 }
 
@@ -267,7 +265,20 @@ impl Console {
             protocol::empty_query(&mut self.out);
             return Ok(false);
         }
-        if self.role == Role::Stats && !cmd.read_only() {
+        let role = role_of(&self.app.snapshot.load().config, &self.handle.user);
+        if role.is_none() {
+            // Taken out of both lists by a reload: the session ends, as a
+            // new login would be refused.
+            protocol::fatal_response(
+                &mut self.out,
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                "no longer allowed to use the admin console",
+            );
+            let _ = stream.write_all(&self.out).await;
+            self.out.clear();
+            return Err("console rights withdrawn".into());
+        }
+        if role == Some(Role::Stats) && !cmd.read_only() {
             protocol::error_response(
                 &mut self.out,
                 sqlstate::INSUFFICIENT_PRIVILEGE,
