@@ -824,6 +824,21 @@ async fn privileges_syntax_and_extended_protocol() {
 /// the servers are returned.
 #[tokio::test(flavor = "multi_thread")]
 async fn shrinking_a_busy_pool_converges_to_the_new_size() {
+    a_busy_pool_converges_to_a_lowered("default_pool_size").await;
+}
+
+/// Regression (stop-34 probe O, f6): a lowered `max_db_connections` or
+/// `max_user_connections` held back new servers but left the busy ones open
+/// above it until they aged out.
+#[tokio::test(flavor = "multi_thread")]
+async fn lowering_a_shared_cap_closes_the_busy_servers_above_it() {
+    a_busy_pool_converges_to_a_lowered("max_db_connections").await;
+    a_busy_pool_converges_to_a_lowered("max_user_connections").await;
+}
+
+/// Ten servers busy, then `SET <setting> = 2`: once the work moves on, two
+/// servers are left on the shard, and load does not open more.
+async fn a_busy_pool_converges_to_a_lowered(setting: &str) {
     let pg = PgCluster::start();
     let b = Bouncer::start(&config(&pg, "default_pool_size = 10"));
     let a = admin(&b).await;
@@ -843,7 +858,7 @@ async fn shrinking_a_busy_pool_converges_to_the_new_size() {
         clients.push(c);
     }
     assert_eq!(servers_on_shard(), 10);
-    q(&a, "SET default_pool_size = 2").await;
+    q(&a, &format!("SET {setting} = 2")).await;
     for c in &clients {
         c.simple_query("COMMIT").await.unwrap();
     }
@@ -866,7 +881,7 @@ async fn shrinking_a_busy_pool_converges_to_the_new_size() {
     // Servers are closed in the background: wait for the count, bounded.
     eventually(
         Duration::from_secs(10),
-        "the pool never shrank to 2 servers on the shard",
+        format!("{setting}: the pool never shrank to 2 servers on the shard"),
         || async { servers_on_shard() <= 2 },
     )
     .await;

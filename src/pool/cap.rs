@@ -36,7 +36,8 @@ impl ConnCap {
     }
 
     /// Change the limit (reload, console SET). Connections above a lowered
-    /// limit are not closed; no new ones open until the count is below it.
+    /// limit are not closed at once: no new ones open until the count is below
+    /// it, and the surplus is closed as it is checked in ([`ConnCap::shed`]).
     pub fn set_limit(&self, limit: usize) {
         if self.limit.swap(limit, Ordering::AcqRel) != limit {
             self.freed.notify_waiters();
@@ -99,6 +100,23 @@ impl ConnCap {
             c.open.fetch_add(1, Ordering::AcqRel);
         }
         true
+    }
+
+    /// Give up the slot of a connection above a lowered limit, if there is
+    /// such a surplus: the caller closes the connection without giving its
+    /// slot back again. The slot counts as free at once, not when the backend
+    /// has gone (as [`ConnCap::give`] does): the count is still at the limit
+    /// or above it, so nothing opens in its place meanwhile, and one surplus
+    /// is shed once however many connections come back together.
+    pub fn shed(&self) -> bool {
+        let limit = self.limit();
+        limit > 0
+            && self
+                .open
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+                    (o > limit).then(|| o - 1)
+                })
+                .is_ok()
     }
 
     /// Give a slot back.
@@ -178,6 +196,13 @@ mod tests {
         assert_eq!(c[0].open(), 4);
         c[0].set_limit(3);
         assert!(!take(), "above a lowered limit nothing new opens");
+        // The surplus is shed one connection at a time, down to the limit.
+        assert!(c[0].shed());
+        assert_eq!(c[0].open(), 3);
+        assert!(!c[0].shed(), "nothing above the limit is left");
+        assert!(!take());
+        c[0].set_limit(0);
+        assert!(!c[0].shed(), "no limit: nothing to shed");
     }
 
     #[test]

@@ -889,7 +889,17 @@ impl Pool {
                 .is_none_or(|l| now.saturating_duration_since(c.conn.created) <= l)
             && c.conn.rbuf.is_empty()
             && self.total.load(Ordering::Relaxed) <= self.capacity();
-        if keep {
+        // A shared cap lowered below what is open: this server goes, its slot
+        // given up now (a busy pool's servers would otherwise stay over the
+        // new limit until they aged out).
+        let shed = keep
+            .then(|| self.caps.get())
+            .flatten()
+            .map(|[d, u]| [d.shed(), u.shed()])
+            .filter(|s| s.contains(&true));
+        if let Some(given) = shed {
+            self.close_with(c.conn, false, given);
+        } else if keep {
             self.idle
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -920,15 +930,17 @@ impl Pool {
     /// them up past `max_connections`.
     pub fn discard_busy(&self, c: Checkout) {
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
-        self.close_with(c.conn, true);
+        self.close_with(c.conn, true, [false; 2]);
         self.release(c.permit, c.from_reserve, c.tenant);
     }
 
     fn close(&self, conn: Box<ServerConn>) {
-        self.close_with(conn, false);
+        self.close_with(conn, false, [false; 2]);
     }
 
-    fn close_with(&self, conn: Box<ServerConn>, cancel_first: bool) {
+    /// Close `conn`, a cancel first if `cancel_first`; `given` says which of
+    /// the shared caps (database, user) already had its slot back.
+    fn close_with(&self, conn: Box<ServerConn>, cancel_first: bool, given: [bool; 2]) {
         self.total.fetch_sub(1, Ordering::Relaxed);
         // The shared caps' slots come back once the backend is gone, so a cap
         // holds as Postgres counts connections (an evicted server is not still
@@ -940,8 +952,10 @@ impl Pool {
                 crate::server::send_cancel(*conn.cancel).await;
             }
             conn.terminate().await;
-            for c in caps.iter().flatten() {
-                c.give();
+            for (c, given) in caps.iter().flatten().zip(given) {
+                if !given {
+                    c.give();
+                }
             }
             drop(closing);
         });
