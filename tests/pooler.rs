@@ -2604,6 +2604,70 @@ async fn timeouts_a_reload_turns_on_reach_clients_already_waiting() {
     drop((in_tx, idle));
 }
 
+/// A `query_wait_timeout` lowered by a reload reaches a client already
+/// queued for a server, as in PgBouncer (probe O: it kept the wait it began
+/// with, here none at all); and once woken by that reload, the queued client
+/// is still ended by a shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowered_query_wait_timeout_reaches_clients_already_queued() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(
+        &[&pg],
+        "default_pool_size = 1\nquery_wait_timeout = \"0\"\n",
+    )
+    .replace("type = \"scram-sha-256\"", "type = \"trust\"")
+        + "[admin]\nusers = [\"admin\"]\n[[users]]\nname = \"admin\"\npassword = \"admin\"\n";
+    let mut b = Bouncer::start(&cfg);
+    let admin = b.connect("admin", "admin", "pgbouncer").await;
+    let holder = b.connect("app", "", "app").await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let queue = |sql: &'static str| {
+        let b = &b;
+        async move {
+            let c = b.connect("app", "", "app").await;
+            tokio::spawn(async move { c.simple_query(sql).await.map(|_| ()) })
+        }
+    };
+    let first = queue("SELECT 'first'").await;
+    eventually(Duration::from_secs(10), "the client queued", || async {
+        support::clients_waiting(&admin, "app").await == 1
+    })
+    .await;
+    b.write_config(&cfg.replace("query_wait_timeout = \"0\"", "query_wait_timeout = \"1s\""));
+    admin.simple_query("RELOAD").await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(15), first)
+        .await
+        .expect("the queued client kept waiting past the new query_wait_timeout")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(code(&e), "57014", "{e}");
+    assert!(msg(&e).contains("query_wait_timeout"), "{}", msg(&e));
+    // Woken by a reload that leaves the timeout as it is, then by a shutdown.
+    b.write_config(&cfg);
+    admin.simple_query("RELOAD").await.unwrap();
+    let second = queue("SELECT 'second'").await;
+    eventually(
+        Duration::from_secs(10),
+        "the second client queued",
+        || async { support::clients_waiting(&admin, "app").await == 1 },
+    )
+    .await;
+    admin
+        .simple_query("SET client_idle_timeout = 3600")
+        .await
+        .unwrap();
+    b.signal(libc::SIGTERM);
+    let e = tokio::time::timeout(Duration::from_secs(15), second)
+        .await
+        .expect("the queued client was not ended at shutdown")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(code(&e), "57P01", "{e}");
+    holder.batch_execute("COMMIT").await.unwrap_or(());
+    drop(holder);
+    b.wait_exit(Duration::from_secs(40)).await.expect("no exit");
+}
+
 /// `client_idle_timeout` ends an idle session-mode client too, as in
 /// PgBouncer: it held its server for ever (probe S).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

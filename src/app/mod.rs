@@ -163,6 +163,7 @@ impl App {
             before.dbs.get(name).is_some_and(|b| {
                 b.settings.client_idle_timeout != db.settings.client_idle_timeout
                     || b.settings.idle_transaction_timeout != db.settings.idle_transaction_timeout
+                    || b.settings.query_wait_timeout != db.settings.query_wait_timeout
             })
         });
         if changed {

@@ -1263,13 +1263,50 @@ impl Session {
                     // `Notify` lock is taken per wait (two `Notified`s here
                     // cost 4% of a `pgbench -S` transaction at 100 clients).
                     let (app, handle) = (&self.app, &self.handle);
-                    let r = tokio::select! {
-                        biased;
-                        () = raised(&app.shutting_down) => Err(false),
-                        () = raised(&handle.killed) => Err(true),
-                        r = &mut checkout => Ok(Some(Some(r))),
-                        () = handle.cancelled() => Ok(Some(None)),
-                        () = client_gone(self.client_fd) => Ok(None),
+                    // A reload or console SET wakes the task (`App::wake_sessions`)
+                    // and spends the task's registered shutdown wake-up: from
+                    // then on this wait keeps one of its own, so a shutdown
+                    // still wakes it at once (probe S: a client queued at
+                    // SIGTERM after a timeout change was ended a second late).
+                    // The pool's `query_wait_timeout` is read again then: a
+                    // lowered one reaches the clients already waiting, as in
+                    // PgBouncer, whose janitor reads it on every pass (probe O).
+                    let started = tokio::time::Instant::now();
+                    let mut epoch = app.wake_epoch.load(Ordering::SeqCst);
+                    let mut cut: Option<tokio::time::Instant> = None;
+                    let mut own_wake = false;
+                    let r = loop {
+                        let rewake = own_wake.then(|| app.shutdown.notified());
+                        tokio::pin!(rewake);
+                        if let Some(n) = rewake.as_mut().as_pin_mut() {
+                            n.enable();
+                        }
+                        tokio::select! {
+                            biased;
+                            () = raised(&app.shutting_down) => break Err(false),
+                            () = raised(&handle.killed) => break Err(true),
+                            r = &mut checkout => break Ok(Some(Some(r))),
+                            () = handle.cancelled() => break Ok(Some(None)),
+                            () = client_gone(self.client_fd) => break Ok(None),
+                            () = deadline(cut) => {
+                                break Ok(Some(Some(Err(PoolError::WaitTimeout))))
+                            }
+                            () = moved(&app.wake_epoch, epoch) => {}
+                            () = async {
+                                match rewake.as_mut().as_pin_mut() {
+                                    Some(n) => n.await,
+                                    None => std::future::pending().await,
+                                }
+                            } => {}
+                        }
+                        epoch = app.wake_epoch.load(Ordering::SeqCst);
+                        own_wake = true;
+                        cut = pool
+                            .settings
+                            .load()
+                            .query_wait_timeout
+                            .non_zero()
+                            .map(|w| started + w);
                     };
                     self.tenant_cell = waiting.map(TenantWaiting::end);
                     let r = match r {
@@ -2080,6 +2117,29 @@ fn raised(flag: &std::sync::atomic::AtomicBool) -> impl std::future::Future<Outp
             std::task::Poll::Pending
         }
     })
+}
+
+/// Ready once `epoch` (`App::wake_epoch`) has moved past `seen`; polled when
+/// the task is woken (see `raised`).
+fn moved(
+    epoch: &std::sync::atomic::AtomicU64,
+    seen: u64,
+) -> impl std::future::Future<Output = ()> + '_ {
+    std::future::poll_fn(move |_| {
+        if epoch.load(Ordering::Acquire) != seen {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+}
+
+/// Ready at `at`, never without one.
+async fn deadline(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// When a client with no server and no transaction, last active at `last`,
