@@ -2621,14 +2621,7 @@ async fn a_lowered_query_wait_timeout_reaches_clients_already_queued() {
     let admin = b.connect("admin", "admin", "pgbouncer").await;
     let holder = b.connect("app", "", "app").await;
     holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
-    let queue = |sql: &'static str| {
-        let b = &b;
-        async move {
-            let c = b.connect("app", "", "app").await;
-            tokio::spawn(async move { c.simple_query(sql).await.map(|_| ()) })
-        }
-    };
-    let first = queue("SELECT 'first'").await;
+    let first = queue(&b, "SELECT 'first'").await;
     eventually(Duration::from_secs(10), "the client queued", || async {
         support::clients_waiting(&admin, "app").await == 1
     })
@@ -2645,7 +2638,7 @@ async fn a_lowered_query_wait_timeout_reaches_clients_already_queued() {
     // Woken by a reload that leaves the timeout as it is, then by a shutdown.
     b.write_config(&cfg);
     admin.simple_query("RELOAD").await.unwrap();
-    let second = queue("SELECT 'second'").await;
+    let second = queue(&b, "SELECT 'second'").await;
     eventually(
         Duration::from_secs(10),
         "the second client queued",
@@ -2666,6 +2659,15 @@ async fn a_lowered_query_wait_timeout_reaches_clients_already_queued() {
     holder.batch_execute("COMMIT").await.unwrap_or(());
     drop(holder);
     b.wait_exit(Duration::from_secs(40)).await.expect("no exit");
+}
+
+/// A new client of `b` running `sql` in a task (to queue it for a server).
+async fn queue(
+    b: &Bouncer,
+    sql: &'static str,
+) -> tokio::task::JoinHandle<Result<(), tokio_postgres::Error>> {
+    let c = b.connect("app", "", "app").await;
+    tokio::spawn(async move { c.simple_query(sql).await.map(|_| ()) })
 }
 
 /// `client_idle_timeout` ends an idle session-mode client too, as in
