@@ -59,6 +59,8 @@ key_type = "text"
 "02002" = "s0"
 bravo = "s1"
 "bravo   " = "s0"
+"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12" = "s1"
+"A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A12" = "s0"
 "#;
 
 /// Tenants seeded into `accounts`, with their shard.
@@ -2263,18 +2265,59 @@ fn values_route_as_postgres_reads_them_not_as_spelled() {
     .sync();
     let m = c.run(1);
     assert_eq!(first_column(&m), ["owner of bravo"], "{m:?}");
-    // Literals: as printed, or no mention (refused for want of a tenant).
-    let (errs, v) = q(&mut c, &probe("'2002'::int::text"));
-    assert!(errs.is_empty(), "{errs:?}");
-    assert_eq!(v, ["s1"]);
+    // Literals: the value Postgres makes of them (probe35z: those read as an
+    // integer or a uuid were routed as spelled, or refused).
     for lit in [
+        "'2002'::int::text",
         "'02002'::int::text",
         "02002::text",
         "' 2002'::int4::varchar",
+        "ANY(ARRAY[02002]::text[])",
+        "ANY(ARRAY['02002']::int[]::varchar[])",
     ] {
         let (errs, v) = q(&mut c, &probe(lit));
-        assert_eq!(errs, ["42P17"], "{lit} ran on {v:?}");
+        assert!(errs.is_empty(), "{lit}: {errs:?}");
+        assert_eq!(v, ["s1"], "{lit}");
     }
+    // A parameter of unspecified type read by a cast to an integer: the
+    // integer.
+    c.parse_typed("", &probe("$1::int::text"), &[0])
+        .bind_raw("", &[Some(b"02002")], &[0])
+        .execute()
+        .sync();
+    assert_eq!(first_column(&c.run(1)), ["s1"]);
+    // INSERT rows get what Postgres stores in the text column: '2002' and
+    // the lower-case uuid, both s1's tenants. Each row must land there.
+    let before = f.accounts();
+    for (value, stored) in [
+        ("02002", "2002"),
+        ("'02002'::int8", "2002"),
+        (
+            "'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A12'::uuid",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12",
+        ),
+        (
+            "'{a0eebc999c0b4ef8bb6d6bb9bd380a12}'::uuid",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12",
+        ),
+    ] {
+        let (errs, _) = q(
+            &mut c,
+            &format!("INSERT INTO accounts (tenant_id, name) VALUES ({value}, 'probe')"),
+        );
+        assert!(errs.is_empty(), "{value}: {errs:?}");
+        let on = |s: usize| {
+            f.direct(
+                s,
+                &format!(
+                    "SELECT count(*) FROM accounts WHERE tenant_id = '{stored}' AND name = 'probe'"
+                ),
+            )
+        };
+        assert_eq!((on(0), on(1)), ("0".into(), "1".into()), "{value}");
+        f.direct(1, "DELETE FROM accounts WHERE name = 'probe'");
+    }
+    assert_eq!(f.accounts(), before);
 }
 
 /// Under a client encoding Postgres converts (LATIN1 here), a tenant key past

@@ -150,6 +150,15 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
+        // A parameter read by a cast names the value the cast makes.
+        for &(n, c, array) in &f.conv_params {
+            let i = n as usize - 1;
+            if let (false, Some(Some(v))) = (array, values.0.get(i)) {
+                if let Ok(k) = param_key(Some(v), values.1, 0).and_then(|k| c.apply(&k)) {
+                    named.push(k);
+                }
+            }
+        }
     }
     // Under an encoding Postgres converts, no key past ASCII places work.
     if keys_ascii_only {

@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
     }
     assert!(f.params.windows(2).all(|w| w[0] < w[1]), "{:?}", f.params);
     assert!(f.params.iter().all(|&p| p >= 1));
+    assert!(f.conv_params.iter().all(|p| p.0 >= 1));
     assert!(f.mentions.len() <= MAX_MENTIONS);
     for m in &f.mentions {
         assert!(!m.key.as_str().is_empty() && m.key.as_bytes().len() <= 63);
@@ -40,21 +41,30 @@ fuzz_target!(|data: &[u8]| {
         assert!(f.set_value.is_some());
     }
     if key.is_empty() {
-        assert!(f.mentions.is_empty() && f.params.is_empty());
+        assert!(f.mentions.is_empty() && !f.has_key_params());
     }
     // The same mentions as the scanner reports on its own.
     if f.violation.is_none() {
         let mut direct = Vec::new();
         let mut params = Vec::new();
         let mut arrays = Vec::new();
+        let mut convs = Vec::new();
         mentions(sql, key, std, |_, t| match t {
             TenantToken::Param(n) => params.push(n),
             TenantToken::ParamArray(n) => arrays.push(n),
+            TenantToken::ParamAs(n, c) => convs.push((n, c, false)),
+            TenantToken::ParamArrayAs(n, c) => convs.push((n, c, true)),
             t => direct.push(t.to_key().expect("valid when no violation")),
         });
         arrays.sort_unstable();
         arrays.dedup();
         assert_eq!(arrays, f.array_params);
+        // Per statement, deduplicated: the same set.
+        let mut want = f.conv_params.clone();
+        want.sort_by_key(|p| (p.0, p.2, p.1 as u8));
+        convs.sort_by_key(|p| (p.0, p.2, p.1 as u8));
+        convs.dedup();
+        assert_eq!(convs, want);
         let mut seen: Vec<_> = f.mentions.iter().map(|m| m.key).collect();
         seen.dedup();
         direct.dedup();
@@ -78,6 +88,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(f.first, g.first);
     assert_eq!(f.mentions, g.mentions);
     assert_eq!(f.params, g.params);
+    assert_eq!(f.conv_params, g.conv_params);
     assert_eq!(f.effects, g.effects);
     assert_eq!(f.violation, g.violation);
 });

@@ -160,6 +160,32 @@ pub fn param_key(value: Option<&[u8]>, format: i16, oid: u32) -> Result<TenantKe
     }
 }
 
+/// A cast that makes Postgres read a value as an integer or a uuid on its way
+/// to the key column, whatever the value's own type (`'042'::int`,
+/// `$1::uuid`, `ARRAY['042']::int[]::text[]`): the value the key column gets
+/// is that integer's or uuid's, and its text is the one Postgres prints
+/// (probe: `INSERT .. VALUES ('042'::int, ..)` into a text column stores
+/// '42', and was routed as '042').
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Conv {
+    /// An integer type (`int`, `int2`, `int4`, `int8`, `integer`, `bigint`,
+    /// `smallint`).
+    Int,
+    /// `uuid`.
+    Uuid,
+}
+
+impl Conv {
+    /// `key` read as this type and printed: the key of the value Postgres
+    /// makes of it. The error says why Postgres would refuse it (22023).
+    pub fn apply(self, key: &TenantKey) -> Result<TenantKey, &'static str> {
+        match self {
+            Conv::Int => int_key(key.parse_pg_int8().ok_or("is not an integer")?),
+            Conv::Uuid => uuid_key(&parse_uuid(key.as_bytes()).ok_or("is not a valid uuid")?),
+        }
+    }
+}
+
 /// An integer's key: its canonical decimal text.
 fn int_key(n: i64) -> Result<TenantKey, &'static str> {
     use std::io::Write;

@@ -711,7 +711,7 @@ fn batch<'a, V: ParamValues>(
                         push_mention(scratch, *m);
                     }
                 }
-                if r.has(Source::Scan) && !(f.params.is_empty() && f.array_params.is_empty()) {
+                if r.has(Source::Scan) && f.has_key_params() {
                     bind_mentions(r, s, f, types, &values, scratch)?;
                 }
                 if scratch.len() > MAX_MENTIONS {
@@ -841,9 +841,7 @@ fn bind_mentions(
             format!("{} parameter ${n} {why}", r.key),
         )
     };
-    // Both lists are sorted: a parameter past the end is the last one.
-    let max = f.params.last().max(f.array_params.last());
-    if let Some(&max) = max {
+    if let Some(max) = f.max_key_param() {
         if usize::from(max) > values.count() {
             return Err(bad(usize::from(max), "is missing"));
         }
@@ -854,36 +852,65 @@ fn bind_mentions(
             return;
         }
         let n = (i + 1) as u16;
-        let keyed = f.params.binary_search(&n).is_ok() || f.array_params.binary_search(&n).is_ok();
+        let keyed = f.is_key_param(n);
         if keyed && s.ascii_only && values.format(i) == 0 && !v.unwrap_or_default().is_ascii() {
             // Postgres converts the text from the client's encoding first.
             err = Some(encoding(r));
             return;
         }
-        if f.params.binary_search(&n).is_ok() {
-            match param_key(v, values.format(i), types.get(i)) {
-                Ok(key) => push_mention(
-                    scratch,
-                    Mention {
-                        key,
-                        source: Source::Scan,
-                    },
-                ),
-                Err(why) => err = Some(bad(i + 1, why)),
+        // Read as the parameter's type, then as a cast reads it (`$1::int`
+        // of '042' is 42), for each way the text uses it: as one value or
+        // as an array, with or without a cast.
+        let plain = f.params.binary_search(&n).is_ok().then_some((None, false));
+        let array = f
+            .array_params
+            .binary_search(&n)
+            .is_ok()
+            .then_some((None, true));
+        let convs = f.conv_params.iter().filter(|p| p.0 == n);
+        for (conv, array) in plain
+            .into_iter()
+            .chain(array)
+            .chain(convs.map(|p| (Some(p.1), p.2)))
+        {
+            if err.is_some() {
+                return;
             }
-        }
-        if err.is_none() && f.array_params.binary_search(&n).is_ok() {
+            if !array {
+                let key = param_key(v, values.format(i), types.get(i))
+                    .and_then(|k| conv.map_or(Ok(k), |c| c.apply(&k)));
+                match key {
+                    Ok(key) => push_mention(
+                        scratch,
+                        Mention {
+                            key,
+                            source: Source::Scan,
+                        },
+                    ),
+                    Err(why) => err = Some(bad(i + 1, why)),
+                }
+                continue;
+            }
             let room = MAX_MENTIONS.saturating_sub(scratch.len());
-            let res = param_array_keys(v, values.format(i), types.get(i), room, &mut |key| {
-                push_mention(
-                    scratch,
-                    Mention {
-                        key,
-                        source: Source::Scan,
+            let mut unread = None;
+            let res =
+                param_array_keys(
+                    v,
+                    values.format(i),
+                    types.get(i),
+                    room,
+                    &mut |key| match conv.map_or(Ok(key), |c| c.apply(&key)) {
+                        Ok(key) => push_mention(
+                            scratch,
+                            Mention {
+                                key,
+                                source: Source::Scan,
+                            },
+                        ),
+                        Err(why) => unread = unread.or(Some(why)),
                     },
-                )
-            });
-            match res {
+                );
+            match res.and(unread.map_or(Ok(()), Err)) {
                 // Too many values is the unit's limit, as for literals (54001).
                 Err(super::bind::TOO_MANY_ELEMENTS) => {
                     err = Some(violation(r, Violation::TooManyMentions))

@@ -188,6 +188,63 @@ fn every_bind_parameter_is_checked() {
     );
 }
 
+/// A parameter cast to an integer type is the integer its text makes
+/// (`$1::int` of '042' is 42, and 42 is what a text column gets): probe,
+/// routed as '042'.
+#[test]
+fn a_bind_value_is_read_as_its_cast_reads_it() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    for (sql, values) in [
+        ("SELECT * FROM a WHERE tenant_id = $1::int", &["042"][..]),
+        (
+            "INSERT INTO a (tenant_id, x) VALUES ($1::int8, $2)",
+            &["+42", "x"],
+        ),
+        ("SELECT * FROM a WHERE tenant_id = $1::text::int", &[" 42 "]),
+        (
+            "SELECT * FROM a WHERE tenant_id = ANY($1::int[])",
+            &["{042,2}"],
+        ),
+        // Used twice, the readings must agree: '42' and 42 do.
+        (
+            "SELECT * FROM a WHERE tenant_id = $1 OR tenant_id = $1::int",
+            &["42"],
+        ),
+    ] {
+        assert_eq!(
+            shard(&extended(&r, &t, Tx::Idle, sql, values)),
+            Some(1),
+            "{sql}"
+        );
+    }
+    for (sql, values, want) in [
+        (
+            "SELECT * FROM a WHERE tenant_id = $1::int",
+            &["acme"][..],
+            "22023",
+        ),
+        (
+            "SELECT * FROM a WHERE tenant_id = $1::uuid",
+            &["42"],
+            "22023",
+        ),
+        (
+            "SELECT * FROM a WHERE tenant_id = ANY($1::int[])",
+            &["{42,x}"],
+            "22023",
+        ),
+        // Without the cast, '042' is no canonical integer: its type is unknown.
+        ("SELECT * FROM a WHERE tenant_id = $1", &["042"], "42P17"),
+    ] {
+        assert_eq!(
+            code(&extended(&r, &t, Tx::Idle, sql, values)),
+            want,
+            "{sql}"
+        );
+    }
+}
+
 #[test]
 fn the_lock_wins_whatever_the_source_order() {
     let t = Tenants {

@@ -21,6 +21,7 @@
 //!   quote, quoted identifier or comment is SQL, honouring the client's
 //!   `standard_conforming_strings`.
 
+use super::bind::Conv;
 use super::key::{KeyBuilder, TenantKey};
 use super::lexer::*;
 use memchr::{memchr, memchr2};
@@ -58,8 +59,14 @@ impl fmt::Display for Source {
 /// A tenant value as it appears in the SQL text, not yet decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TenantToken<'a> {
-    /// Unquoted literal or number, e.g. 42 or -7, taken verbatim.
+    /// Unquoted literal or number, e.g. 42 or -7, taken verbatim (a comment's
+    /// value, a `SET` value).
     Bare(&'a [u8]),
+    /// An SQL integer literal (`42`, `-042`): Postgres reads the integer, so
+    /// the key is its decimal text without leading zeros, whatever it is
+    /// compared with or stored in (`VALUES (042, ..)` stores '42' in a text
+    /// column; probe: it was routed as '042').
+    Int(&'a [u8]),
     /// Contents of a '...' literal, still escaped ('' doubled), or E'...' (backslash escapes)
     Quoted {
         /// Bytes between the quotes.
@@ -67,13 +74,29 @@ pub enum TenantToken<'a> {
         /// `E'...'`: backslash escapes apply.
         escape: bool,
     },
+    /// A `'...'` literal cast to an integer or uuid type on its way to the key
+    /// (`'042'::int`): the key is the value Postgres makes of it.
+    QuotedAs {
+        /// Bytes between the quotes.
+        raw: &'a [u8],
+        /// `E'...'`: backslash escapes apply.
+        escape: bool,
+        /// What the cast reads it as.
+        conv: Conv,
+    },
     /// sqlcommenter value: URL-encoded, \' escaped
     UrlEncoded(&'a [u8]),
     /// $n placeholder (1-based) — value comes from the Bind message
     Param(u16),
+    /// `$n` cast to an integer or uuid type (`$1::int`): the Bind value as
+    /// that cast reads it.
+    ParamAs(u16, Conv),
     /// `$n` of `key = ANY($n)`: the Bind value is an array, every element of
     /// which is a tenant.
     ParamArray(u16),
+    /// [`TenantToken::ParamArray`] cast to an array of an integer or uuid
+    /// type (`ANY($1::int[])`): every element as that cast reads it.
+    ParamArrayAs(u16, Conv),
     /// Unquoted identifier used as a SET value (`SET tenant_id = acme`);
     /// Postgres folds it to lower case, and so does [`TenantToken::to_key`].
     Ident(&'a [u8]),
@@ -84,11 +107,15 @@ pub enum TenantToken<'a> {
 
 impl TenantToken<'_> {
     /// Decode into a TenantKey (unescape '' / E'' backslashes / %XX / \').
-    /// None if invalid or too long, and always None for [`TenantToken::Param`]
-    /// and [`TenantToken::ParamArray`] (the value is in the Bind message).
+    /// None if invalid or too long, and always None for the parameters
+    /// (the value is in the Bind message).
     pub fn to_key(&self) -> Option<TenantKey> {
         match *self {
             TenantToken::Bare(b) => TenantKey::new(b),
+            TenantToken::Int(b) => int_literal_key(b),
+            TenantToken::QuotedAs { raw, escape, conv } => conv
+                .apply(&TenantToken::Quoted { raw, escape }.to_key()?)
+                .ok(),
             TenantToken::Ident(b) => {
                 // Postgres' downcase_identifier folds only ASCII in UTF-8
                 // databases.
@@ -102,9 +129,58 @@ impl TenantToken<'_> {
             TenantToken::Quoted { raw, escape: false } => undouble(raw, b'\''),
             TenantToken::Quoted { raw, escape: true } => decode_estring(raw),
             TenantToken::UrlEncoded(raw) => decode_url(raw),
-            TenantToken::Param(_) | TenantToken::ParamArray(_) => None,
+            TenantToken::Param(_)
+            | TenantToken::ParamAs(..)
+            | TenantToken::ParamArray(_)
+            | TenantToken::ParamArrayAs(..) => None,
         }
     }
+
+    /// This value read by a cast as `conv` (see [`Conv`]); `None` when
+    /// Postgres has no such cast (an integer to a uuid, or the reverse).
+    fn read_as(self, conv: Option<Conv>) -> Option<Self> {
+        let Some(c) = conv else {
+            return Some(self);
+        };
+        Some(match self {
+            TenantToken::Int(b) if c == Conv::Int => TenantToken::Int(b),
+            TenantToken::Quoted { raw, escape } => TenantToken::QuotedAs {
+                raw,
+                escape,
+                conv: c,
+            },
+            TenantToken::QuotedAs { conv, .. } if conv == c => self,
+            TenantToken::Param(n) => TenantToken::ParamAs(n, c),
+            TenantToken::ParamAs(_, conv) if conv == c => self,
+            TenantToken::ParamArray(n) => TenantToken::ParamArrayAs(n, c),
+            TenantToken::ParamArrayAs(_, conv) if conv == c => self,
+            _ => return None,
+        })
+    }
+}
+
+/// The key of an integer literal: the decimal text Postgres prints for it
+/// (an integer past int8 is a `numeric`, printed the same way).
+fn int_literal_key(b: &[u8]) -> Option<TenantKey> {
+    let (neg, digits) = match b.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, b),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let digits = match digits.iter().position(|&d| d != b'0') {
+        Some(i) => &digits[i..],
+        None => return TenantKey::new(b"0"),
+    };
+    let mut k = KeyBuilder::new();
+    if neg {
+        k.push(b'-')?;
+    }
+    for &d in digits {
+        k.push(d)?;
+    }
+    k.finish()
 }
 
 fn undouble(raw: &[u8], q: u8) -> Option<TenantKey> {
@@ -294,9 +370,10 @@ fn follower_ok(sql: &[u8], lx: &Lexer<'_>) -> bool {
     }
 }
 
-/// Types a routing value may be cast to without changing its text: no
-/// length modifiers (`varchar(2)` truncates), no `char` (pads/truncates).
-/// The first seven read it as an integer ([`INT_CASTS`]).
+/// Types a routing value may be cast to: no length modifiers (`varchar(2)`
+/// truncates), no `char` (pads/truncates). The first seven read it as an
+/// integer ([`INT_CASTS`]), `uuid` as a uuid: the key is then the value that
+/// cast makes (see [`Conv`]).
 const SAFE_CASTS: &[&[u8]] = &[
     b"int",
     b"int2",
@@ -313,42 +390,25 @@ const SAFE_CASTS: &[&[u8]] = &[
 /// The [`SAFE_CASTS`] that read a value as an integer.
 const INT_CASTS: &[&[u8]] = SAFE_CASTS.split_at(7).0;
 
-/// What a value has been read as on its way through its casts.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ReadAs {
-    /// Its text, as written.
-    Text,
-    /// An integer (an integer literal, or a cast to an integer type).
-    Int,
-    /// A uuid.
-    Uuid,
-}
-
 /// Reads one routable value at the cursor: integer (optionally with an
 /// adjacent leading `-`), string, dollar-quoted string or `$n`, followed by
 /// any number of safe casts.
 ///
-/// A value read as an integer or a uuid and then cast to text is the text
-/// Postgres prints for it, not the text written: `'042'::int::text` and
-/// `042::text` are '42', `'A0EE..'::uuid::text` is lower case (probe: routed
-/// as written, to another shard). Such a value is a mention only when written
-/// that way already; a `$n` read so is none (its Bind value is text as sent).
+/// A value read as an integer or a uuid, by its own type or a cast, is that
+/// integer or uuid, whatever it is cast to or stored in after: `'042'::int`,
+/// `'042'::int::text` and `042::text` are '42', `'A0EE..'::uuid` is lower
+/// case (probe: routed as written, to another shard; `INSERT .. VALUES
+/// (042, ..)` into a text column stores '42').
 fn read_value<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<TenantToken<'a>> {
     let t = lx.next_sig()?;
-    let mut read_as = match t.k {
-        K::Int => ReadAs::Int,
-        K::Op if text(sql, &t) == b"-" => ReadAs::Int,
-        _ => ReadAs::Text,
-    };
-    let mut printed = false;
     let tok = match t.k {
-        K::Int => TenantToken::Bare(text(sql, &t)),
+        K::Int => TenantToken::Int(text(sql, &t)),
         K::Op if text(sql, &t) == b"-" => {
             let n = lx.next_raw()?;
             if n.k != K::Int || n.s != t.e {
                 return None;
             }
-            TenantToken::Bare(&sql[t.s..n.e])
+            TenantToken::Int(&sql[t.s..n.e])
         }
         K::Str { escape } => TenantToken::Quoted {
             raw: body(sql, &t),
@@ -365,50 +425,34 @@ fn read_value<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<TenantToken<'a>> 
         K::Param(n) => TenantToken::Param(n),
         _ => return None,
     };
+    let mut tok = tok;
     while lx.peek_sig().is_some_and(|t| t.k == K::Cast) {
         lx.next_sig();
         let ty = lx.next_sig()?;
-        if !is_any_kw(sql, &ty, SAFE_CASTS) {
-            return None;
-        }
         if lx
             .peek_sig()
             .is_some_and(|t| matches!(t.k, K::LParen | K::LBrack | K::Dot))
         {
             return None;
         }
-        let now = if is_any_kw(sql, &ty, INT_CASTS) {
-            ReadAs::Int
-        } else if is_kw(sql, &ty, b"uuid") {
-            ReadAs::Uuid
-        } else {
-            // text, varchar: the value's text.
-            printed |= read_as != ReadAs::Text;
-            continue;
-        };
-        if read_as != ReadAs::Text && read_as != now {
-            // An integer read as a uuid, or the reverse: Postgres refuses it.
-            return None;
-        }
-        read_as = now;
-    }
-    if printed {
-        let k = match tok {
-            TenantToken::Param(_) => return None,
-            ref t => t.to_key()?,
-        };
-        let as_printed = match read_as {
-            ReadAs::Int => super::key::parse_canonical_i64(k.as_bytes()).is_some(),
-            ReadAs::Uuid => super::shardmap::parse_uuid(k.as_bytes())
-                .and_then(|u| super::bind::uuid_key(&u).ok())
-                .is_some_and(|c| c == k),
-            ReadAs::Text => true,
-        };
-        if !as_printed {
-            return None;
-        }
+        // An integer read as a uuid, or the reverse: Postgres refuses it.
+        tok = tok.read_as(cast_conv(sql, &ty)?)?;
     }
     Some(tok)
+}
+
+/// What a cast to `ty` reads a value as: `Some(None)` for its text (`text`,
+/// `varchar`), `None` for a type not among [`SAFE_CASTS`].
+fn cast_conv(sql: &[u8], ty: &Tok) -> Option<Option<Conv>> {
+    if !is_any_kw(sql, ty, SAFE_CASTS) {
+        None
+    } else if is_any_kw(sql, ty, INT_CASTS) {
+        Some(Some(Conv::Int))
+    } else if is_kw(sql, ty, b"uuid") {
+        Some(Some(Conv::Uuid))
+    } else {
+        Some(None)
+    }
 }
 
 /// After `key = ANY` (or `SOME`): `($n)` with an array parameter, or
@@ -425,18 +469,21 @@ fn any_match<'a>(
     let t = lx.next_sig()?;
     let out = match t.k {
         K::Param(n) => {
-            array_casts(sql, lx)?;
-            f(TenantToken::ParamArray(n))
+            let conv = array_casts(sql, lx)?;
+            f(TenantToken::ParamArray(n).read_as(conv)?)
         }
         K::Ident if is_kw(sql, &t, b"ARRAY") => {
             if lx.next_sig()?.k != K::LBrack {
                 return None;
             }
-            // First walk validates the elements, the second reports them.
+            // The first walk finds the array's casts, the second validates
+            // every element read as they read it, the third reports them.
             let start = *lx;
             let walk =
-                |lx: &mut Lexer<'a>, f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>| loop {
-                    let v = read_value(sql, lx)?;
+                |lx: &mut Lexer<'a>,
+                 conv: Option<Conv>,
+                 f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>| loop {
+                    let v = read_value(sql, lx)?.read_as(conv)?;
                     if let ControlFlow::Break(()) = f(v) {
                         return Some(ControlFlow::Break(()));
                     }
@@ -446,14 +493,16 @@ fn any_match<'a>(
                         _ => return None,
                     }
                 };
-            let _ = walk(lx, &mut |_| ControlFlow::Continue(()))?;
-            array_casts(sql, lx)?;
+            let _ = walk(lx, None, &mut |_| ControlFlow::Continue(()))?;
+            let conv = array_casts(sql, lx)?;
             let after = *lx;
             if lx.next_sig()?.k != K::RParen {
                 return None;
             }
             *lx = start;
-            let r = walk(lx, f)?;
+            let _ = walk(lx, conv, &mut |_| ControlFlow::Continue(()))?;
+            *lx = start;
+            let r = walk(lx, conv, f)?;
             *lx = after;
             r
         }
@@ -465,20 +514,27 @@ fn any_match<'a>(
     Some(out)
 }
 
-/// `::type[]` casts after an array: only element types that keep a key's text
-/// (see [`SAFE_CASTS`]), each followed by `[]`.
-fn array_casts(sql: &[u8], lx: &mut Lexer<'_>) -> Option<()> {
+/// `::type[]` casts after an array: only element types of [`SAFE_CASTS`],
+/// each followed by `[]`. `Some` of what they read the elements as (`None`:
+/// their text); `None` when not understood, or when one reads an integer as
+/// a uuid or the reverse.
+fn array_casts(sql: &[u8], lx: &mut Lexer<'_>) -> Option<Option<Conv>> {
+    let mut conv = None;
     while lx.peek_sig().is_some_and(|t| t.k == K::Cast) {
         lx.next_sig();
         let ty = lx.next_sig()?;
-        if !is_any_kw(sql, &ty, SAFE_CASTS)
-            || lx.next_sig()?.k != K::LBrack
-            || lx.next_sig()?.k != K::RBrack
-        {
+        let now = cast_conv(sql, &ty)?;
+        if lx.next_sig()?.k != K::LBrack || lx.next_sig()?.k != K::RBrack {
             return None;
         }
+        match (conv, now) {
+            (_, None) => {}
+            (None, n) => conv = n,
+            (Some(c), Some(n)) if c == n => {}
+            _ => return None,
+        }
     }
-    Some(())
+    Some(conv)
 }
 
 /// After an identifier equal to the key: `= value`, `= ANY (...)` or
@@ -1017,7 +1073,9 @@ mod tests {
         ];
         for (sql, want) in cases {
             let got = match first(sql.as_bytes(), KEY, Source::Scan) {
-                Some(TenantToken::Param(2)) => Some("42".to_string()),
+                Some(TenantToken::Param(2) | TenantToken::ParamAs(2, Conv::Int)) => {
+                    Some("42".to_string())
+                }
                 t => t.map(key_of),
             };
             assert_eq!(got.as_deref(), Some(*want), "{sql}");
@@ -1033,7 +1091,7 @@ mod tests {
         );
         assert_eq!(
             p(b"SELECT * FROM t WHERE tenant_id = $12::uuid AND a = $1"),
-            Some(TenantToken::Param(12))
+            Some(TenantToken::ParamAs(12, Conv::Uuid))
         );
         assert_eq!(
             p(b"INSERT INTO t (a, tenant_id) VALUES ($1, $2)"),
@@ -1047,7 +1105,7 @@ mod tests {
         );
         assert_eq!(
             p(b"SELECT * FROM t WHERE t.tenant_id = some ( $3::bigint[] ) AND x = 1"),
-            Some(TenantToken::ParamArray(3))
+            Some(TenantToken::ParamArrayAs(3, Conv::Int))
         );
         assert_eq!(TenantToken::ParamArray(1).to_key(), None);
         assert_eq!(scan_key("SELECT * FROM t WHERE tenant_id = $0"), None);
@@ -1137,45 +1195,96 @@ mod tests {
         );
     }
 
-    /// A value read as an integer or a uuid, then cast to text, is the text
-    /// Postgres prints for it: a mention only if written that way (probe:
-    /// `'042'::int::text` is '42' but routed as "042").
+    /// A value read as an integer or a uuid, by its type or a cast, is the
+    /// value Postgres makes of it, whatever it is cast to or stored in after
+    /// (probes: `'042'::int::text` is '42' but was routed as "042", and so
+    /// was `INSERT .. VALUES (042, ..)` into a text column, which stores '42';
+    /// an upper-case uuid was routed as written).
     #[test]
-    fn values_printed_by_a_cast_are_mentions_only_as_printed() {
+    fn values_read_by_a_cast_are_the_values_it_makes() {
         for (sql, want) in [
-            ("WHERE tenant_id = '042'::int::text", None),
-            ("WHERE tenant_id = 042::text", None),
-            ("WHERE tenant_id = ' 42'::int::text", None),
-            ("WHERE tenant_id = '+42'::bigint::varchar", None),
-            ("WHERE tenant_id = $1::int::text", None),
+            ("WHERE tenant_id = '042'::int::text", Some("42")),
+            ("WHERE tenant_id = 042::text", Some("42")),
+            ("WHERE tenant_id = 042", Some("42")),
+            ("WHERE tenant_id = -042", Some("-42")),
+            ("WHERE tenant_id = -0", Some("0")),
+            ("WHERE tenant_id = 000", Some("0")),
+            ("WHERE tenant_id = ' 42'::int::text", Some("42")),
+            ("WHERE tenant_id = '+42'::bigint::varchar", Some("42")),
+            ("WHERE tenant_id = $1::int::text", Some("$1 as Int")),
+            ("WHERE tenant_id = $1::text::int", Some("$1 as Int")),
             ("WHERE tenant_id = '42'::int::text", Some("42")),
             ("WHERE tenant_id = 42::text", Some("42")),
             ("WHERE tenant_id = '-7'::int8::text", Some("-7")),
             (
                 "WHERE tenant_id = 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'::uuid::text",
-                None,
+                Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            ),
+            (
+                "WHERE tenant_id = '{a0eebc999c0b4ef8bb6d6bb9bd380a11}'::uuid",
+                Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
             ),
             (
                 "WHERE tenant_id = 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid::text",
                 Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
             ),
+            ("WHERE tenant_id = $1::uuid", Some("$1 as Uuid")),
+            // Postgres has no such cast: nothing is read.
             ("WHERE tenant_id = '42'::int::uuid", None),
-            // No text after the reading: the value is compared as read.
-            ("WHERE tenant_id = '042'::int", Some("042")),
+            ("WHERE tenant_id = 42::uuid", None),
+            ("WHERE tenant_id = $1::uuid::int", None),
+            ("WHERE tenant_id = '042'::int", Some("42")),
+            // Text stays as written.
             ("WHERE tenant_id = '042'::text", Some("042")),
             ("WHERE tenant_id = '042'::text::varchar", Some("042")),
+            ("WHERE tenant_id = '042'", Some("042")),
         ] {
             let got = first(sql.as_bytes(), KEY, Source::Scan).map(|t| match t {
                 TenantToken::Param(n) => format!("${n}"),
+                TenantToken::ParamAs(n, c) => format!("${n} as {c:?}"),
                 t => key_of(t),
             });
             assert_eq!(got.as_deref(), want, "{sql}");
         }
-        assert!(all("WHERE tenant_id IN ('7', '007'::int::text)").is_empty());
         assert_eq!(
-            all("INSERT INTO t (tenant_id) VALUES ('042'::int::text)"),
-            Vec::<String>::new()
+            all("WHERE tenant_id IN ('7', '007'::int::text)"),
+            vec!["7", "7"]
         );
+        for (sql, want) in [
+            ("INSERT INTO t (tenant_id) VALUES ('042'::int::text)", "42"),
+            ("INSERT INTO t (tenant_id, v) VALUES (042, 'x')", "42"),
+            (
+                "INSERT INTO t (tenant_id, v) VALUES ('007'::int4, 'x')",
+                "7",
+            ),
+            (
+                "INSERT INTO t (tenant_id) VALUES ('A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A12'::uuid)",
+                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12",
+            ),
+            ("SELECT 1 WHERE tenant_id = ANY(ARRAY[042]::text[])", "42"),
+            (
+                "SELECT 1 WHERE tenant_id = ANY(ARRAY['042']::int[]::text[])",
+                "42",
+            ),
+            (
+                "SELECT 1 WHERE tenant_id = SOME(ARRAY['042', 7]::varchar[])",
+                "042",
+            ),
+        ] {
+            assert_eq!(all(sql).first().map(String::as_str), Some(want), "{sql}");
+        }
+        // An element the array's cast cannot read: the array names nothing.
+        assert!(all("SELECT 1 WHERE tenant_id = ANY(ARRAY['042'::int]::uuid[])").is_empty());
+        assert!(all("SELECT 1 WHERE tenant_id = ANY(ARRAY['x', 1]::int[]::uuid[])").is_empty());
+        // A parameter array read by a cast.
+        let mut got = Vec::new();
+        mentions(
+            b"SELECT 1 WHERE tenant_id = ANY($3::int8[])",
+            KEY,
+            true,
+            |_, t| got.push(t),
+        );
+        assert_eq!(got, vec![TenantToken::ParamArrayAs(3, Conv::Int)]);
     }
 
     #[test]
@@ -1324,14 +1433,14 @@ mod tests {
             first(sql, KEY, Source::Comment),
             Some(TenantToken::UrlEncoded(b"2"))
         );
-        assert_eq!(first(sql, KEY, Source::Scan), Some(TenantToken::Bare(b"1")));
+        assert_eq!(first(sql, KEY, Source::Scan), Some(TenantToken::Int(b"1")));
     }
 
     #[test]
     fn custom_key_and_case() {
         assert_eq!(
             first(b"SELECT * FROM t WHERE Org_Id = 1", b"org_id", Source::Scan),
-            Some(TenantToken::Bare(b"1"))
+            Some(TenantToken::Int(b"1"))
         );
         // Quoted identifiers compare exactly.
         assert!(first(

@@ -12,6 +12,7 @@
 //! including `(SELECT ...)`, `WITH ...` and statements we do not recognise, needs
 //! a tenant. A multi-statement text is tenant-free only if every statement is.
 
+use super::bind::Conv;
 use super::key::TenantKey;
 use super::lexer::*;
 use super::scanner::{self, Source, TenantToken};
@@ -316,6 +317,10 @@ pub struct Facts {
     /// `$n` parameters of `key = ANY($n)` (1-based, deduplicated): arrays, every
     /// element of which is a tenant.
     pub array_params: Vec<u16>,
+    /// `$n` parameters read by a cast to an integer or uuid type (`$1::int`,
+    /// `ANY($1::uuid[])`; deduplicated): the Bind value, or each element of it
+    /// (`true`: an array), as the cast reads it.
+    pub conv_params: Vec<(u16, Conv, bool)>,
     /// Custom (dotted) settings the text sets by name: they are read back by name
     /// because Postgres lists no placeholder settings in `pg_settings`.
     pub custom_settings: Vec<String>,
@@ -330,6 +335,28 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// Some `$n` gives a tenant through the Bind.
+    pub fn has_key_params(&self) -> bool {
+        !(self.params.is_empty() && self.array_params.is_empty() && self.conv_params.is_empty())
+    }
+
+    /// The highest `$n` that gives a tenant through the Bind.
+    pub fn max_key_param(&self) -> Option<u16> {
+        let convs = self.conv_params.iter().map(|p| p.0).max();
+        self.params
+            .last()
+            .copied()
+            .max(self.array_params.last().copied())
+            .max(convs)
+    }
+
+    /// Whether `$n` gives a tenant through the Bind.
+    pub fn is_key_param(&self, n: u16) -> bool {
+        self.params.binary_search(&n).is_ok()
+            || self.array_params.binary_search(&n).is_ok()
+            || self.conv_params.iter().any(|p| p.0 == n)
+    }
+
     fn clear(&mut self) {
         self.count = 0;
         self.first = Kind::Empty;
@@ -351,6 +378,7 @@ impl Facts {
         self.mentions.clear();
         self.params.clear();
         self.array_params.clear();
+        self.conv_params.clear();
         self.custom_settings.clear();
         self.setting_params.clear();
         self.setting_exprs = false;
@@ -441,6 +469,12 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
             TenantToken::ParamArray(n) => {
                 if !out.array_params.contains(&n) {
                     out.array_params.push(n);
+                }
+            }
+            TenantToken::ParamAs(n, c) | TenantToken::ParamArrayAs(n, c) => {
+                let p = (n, c, matches!(t, TenantToken::ParamArrayAs(..)));
+                if !out.conv_params.contains(&p) {
+                    out.conv_params.push(p);
                 }
             }
             t => match t.to_key() {
