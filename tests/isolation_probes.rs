@@ -3754,3 +3754,76 @@ fn reset_all_in_a_placed_transaction_keeps_it_on_its_shard() {
     }
     assert_eq!(f.accounts()[1], "bravo:kept,bravo:owner of bravo");
 }
+
+/// A statement parsed while its client's transaction has temporary objects
+/// or DDL it may roll back is that client's alone: no other client runs a
+/// copy parsed against them (probe T). A temp table whose `tenant_id` is
+/// `char(8)` made the shared copy of a common text take a `bpchar`
+/// parameter: the next client was told so, and its key with trailing
+/// spaces matched a row Postgres would not match. A column added, a
+/// statement parsed and the transaction rolled back left a copy whose
+/// result no longer matched: the next client's fresh statement got 0A000.
+#[test]
+fn statements_parsed_against_one_clients_temp_objects_or_ddl_stay_its_own() {
+    const TEXT: u32 = 25;
+    let f = Fixture::start();
+    // The server is the one the next client gets (pool of one).
+    let lookup = "SELECT name FROM accounts WHERE tenant_id = $1";
+    let mut a = f.raw("plain1", &[]);
+    let (errs, _) = q(
+        &mut a,
+        "BEGIN; CREATE TEMP TABLE accounts (tenant_id char(8), name text); \
+         INSERT INTO accounts VALUES ('alpha', 'temp row')",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    a.parse("s", lookup)
+        .describe_stmt("s")
+        .bind("s", &["alpha"])
+        .execute()
+        .sync();
+    let m = a.run(1);
+    assert_eq!(first_column(&m), ["temp row"], "{m:?}");
+    q(&mut a, "COMMIT");
+    // The DDL of a migration that fails.
+    f.direct(
+        0,
+        "CREATE TABLE mig (x text); ALTER TABLE mig OWNER TO app; INSERT INTO mig VALUES ('mig')",
+    );
+    let (errs, _) = q(&mut a, "BEGIN; ALTER TABLE mig ADD COLUMN extra int");
+    assert!(errs.is_empty(), "{errs:?}");
+    a.parse("m", "SELECT * FROM mig")
+        .bind("m", &[])
+        .execute()
+        .sync();
+    assert!(error_codes(&a.run(1)).is_empty());
+    q(&mut a, "ROLLBACK");
+    drop(a);
+
+    let mut c = f.raw("plain1", &[]);
+    c.parse("s", lookup).describe_stmt("s").sync();
+    let m = c.run(1);
+    let params: Vec<u32> = m
+        .iter()
+        .find(|(t, _)| *t == b't')
+        .map(|(_, b)| {
+            b[2..]
+                .chunks(4)
+                .map(|o| u32::from_be_bytes(o.try_into().unwrap()))
+                .collect()
+        })
+        .unwrap_or_else(|| panic!("no ParameterDescription: {m:?}"));
+    assert_eq!(params, [TEXT], "told another client's parameter type");
+    c.bind("s", &["alpha   "]).execute().sync();
+    let m = c.run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert!(first_column(&m).is_empty(), "a padded key matched: {m:?}");
+    c.bind("s", &["alpha"]).execute().sync();
+    assert_eq!(first_column(&c.run(1)), ["owner of alpha"]);
+    c.parse("m", "SELECT * FROM mig")
+        .bind("m", &[])
+        .execute()
+        .sync();
+    let m = c.run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(first_column(&m), ["mig"]);
+}

@@ -153,6 +153,14 @@ impl Effects {
     /// text is lexed. Only the analysis sets it, and only when it cannot rule
     /// them out (see [`Effects::may_change_lexing`]). Outside [`Effects::ALL`].
     pub const LEXING: Effects = Effects(2048);
+    /// `ALTER` or `DROP` of something: what names and types mean may change
+    /// for the rest of the transaction, and again when it rolls back.
+    /// Nothing to reset, but a statement parsed meanwhile must not become the
+    /// copy other clients run (probe T: a column added, a statement parsed,
+    /// the transaction rolled back; the next client's Bind of the same text
+    /// got 0A000). `CREATE` is [`Effects::TEMP`] already. Outside
+    /// [`Effects::ALL`]; [`Effects::resets`] drops it.
+    pub const CATALOG: Effects = Effects(4096);
 
     /// No effect.
     pub const fn none() -> Effects {
@@ -214,7 +222,11 @@ impl Effects {
     /// (dynamic code may have done anything; a setting of unknown name may
     /// be `seed`, which `RESET ALL` leaves alone).
     pub fn resets(self) -> Effects {
-        let s = self.without(Effects::LOCAL_SETTINGS.union(Effects::LEXING));
+        let s = self.without(
+            Effects::LOCAL_SETTINGS
+                .union(Effects::LEXING)
+                .union(Effects::CATALOG),
+        );
         if s.any(Effects::DYNAMIC) {
             Effects::ALL
         } else if s.any(Effects::UNNAMED_SETTINGS) {
@@ -1267,6 +1279,7 @@ const LEXED_WORDS: &[&[u8]] = &[
     b"merge",
     b"default",
     b"alter",
+    b"drop",
     b"execute",
     b"set_config",
     b"temp",
@@ -1423,6 +1436,9 @@ fn lexed_effects(sql: &[u8], std: bool, out: &mut Facts) {
             // (probe N: another tenant's prepared statement then ran the
             // attacker's SQL).
             out.effects.add(Effects::DYNAMIC);
+        }
+        if kw(b"ALTER") || kw(b"DROP") {
+            out.effects.add(Effects::CATALOG);
         }
         // ALTER TABLE .. ADD COLUMN .. serial / IDENTITY fills every row.
         if kw(b"INSERT") || kw(b"COPY") || kw(b"MERGE") || kw(b"DEFAULT") || kw(b"ALTER") {
@@ -2122,6 +2138,16 @@ mod tests {
         assert!(e("CREATE TABLE accounts AS SELECT 1").any(Effects::TEMP));
         assert!(e("SELECT 1 AS a INTO t2").any(Effects::TEMP));
         assert!(!e("INSERT INTO t VALUES (1)").any(Effects::TEMP));
+        // DDL other than CREATE changes what later texts mean; nothing to reset.
+        for sql in [
+            "ALTER TABLE t ADD COLUMN c int",
+            "drop type pg_temp.mood",
+            "DROP TABLE t",
+        ] {
+            assert!(e(sql).any(Effects::CATALOG), "{sql}");
+            assert!(!e(sql).resets().any(Effects::CATALOG), "{sql}");
+        }
+        assert!(!e("SELECT 1 FROM t").any(Effects::CATALOG));
         assert!(e("SELECT nextval('s')").any(Effects::SEQUENCES));
         assert!(e("SELECT setseed(0.5)").any(Effects::SEED));
         assert_eq!(

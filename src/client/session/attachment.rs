@@ -343,9 +343,22 @@ impl Attachment {
     }
 
     /// Whether the server's prepared statements can no longer be trusted to be
-    /// the ones shardbouncer prepared: SQL may have touched them.
+    /// the ones shardbouncer prepared: SQL may have touched them. Or whether
+    /// a copy prepared or run now could be parsed against objects only this
+    /// client sees: its temporary objects (a temp table or type shadowing a
+    /// shared one), or DDL its transaction may roll back (probe T: a copy
+    /// parsed against a temp `char(8)` column told the next client its
+    /// parameter was `bpchar`, and matched rows Postgres would not; one
+    /// parsed against a temp enum compared by the temp type's order). Named
+    /// statements then run through the unnamed statement, parsed afresh for
+    /// this client, until the server is released.
     pub(super) fn statements_untrusted(&self) -> bool {
-        self.effects.any(Effects::PREPARED.union(Effects::DYNAMIC))
+        self.effects.any(
+            Effects::PREPARED
+                .union(Effects::DYNAMIC)
+                .union(Effects::TEMP)
+                .union(Effects::CATALOG),
+        )
     }
 
     pub(super) fn mark_broken(&mut self) {
