@@ -184,8 +184,10 @@ pub enum Item<'a, V> {
     /// A Bind of a known statement: its facts, parameter types and values, and
     /// the portal it creates.
     Bind(&'a Facts, ParamTypes<'a>, V, &'a [u8]),
-    /// A Bind of a statement the client never prepared (the server reports it).
-    BindUnknown,
+    /// A Bind of a statement the client never prepared (its name; "" for the
+    /// unnamed statement). The server reports it, as Postgres does (26000),
+    /// where the unit goes to a server.
+    BindUnknown(&'a [u8]),
     /// An Execute of a portal.
     Execute(&'a [u8]),
     /// A Describe of a portal (libpq's `PQsendQueryParams`, and so pgbench
@@ -599,6 +601,8 @@ fn batch<'a, V: ParamValues>(
     // parameters, no tenant), and how often that portal runs.
     let (mut binds, mut hold_execs) = (0usize, 0usize);
     let mut hold_portal: Option<&[u8]> = None;
+    // The first statement a Bind names that the client does not have.
+    let mut unknown: Option<&[u8]> = None;
     if s.tx == Tx::Failed {
         return failed_batch(r, s, items);
     }
@@ -718,9 +722,10 @@ fn batch<'a, V: ParamValues>(
                     return Err(violation(r, Violation::TooManyMentions));
                 }
             }
-            Item::BindUnknown => {
+            Item::BindUnknown(name) => {
                 other_msgs += 1;
                 binds += 1;
+                unknown = unknown.or(Some(name));
             }
             Item::Other | Item::Close | Item::DescribePortal(_) => {}
             Item::Execute(portal) => {
@@ -807,12 +812,35 @@ fn batch<'a, V: ParamValues>(
     // As for a Query: transaction control never runs outside a held BEGIN.
     let inside = held && tx_control;
     // (As for a Query: the home shard only for tenant-free transaction control.)
-    resolve(
+    let d = resolve(
         r,
         s,
         scratch,
         tenant_free && !inside,
         (ends_held || inside) && tenant_free,
+    );
+    match (d, unknown) {
+        // No server for want of a tenant, and a Bind that fails wherever it
+        // runs: Postgres's answer, which drivers act on (they prepare the
+        // statement again), not the tenant's (probe T: 42P17 where the same
+        // client with a startup tenant got 26000).
+        (Err(e), Some(name)) if e.code == sqlstate::NO_TENANT => Err(unknown_statement(name)),
+        (d, _) => d,
+    }
+}
+
+/// Postgres's error for a Bind of a statement that does not exist.
+fn unknown_statement(name: &[u8]) -> Refusal {
+    Refusal::new(
+        sqlstate::INVALID_SQL_STATEMENT_NAME,
+        if name.is_empty() {
+            "unnamed prepared statement does not exist".to_string()
+        } else {
+            format!(
+                "prepared statement \"{}\" does not exist",
+                String::from_utf8_lossy(name)
+            )
+        },
     )
 }
 

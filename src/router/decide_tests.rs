@@ -245,6 +245,38 @@ fn a_bind_value_is_read_as_its_cast_reads_it() {
     }
 }
 
+/// A Bind of a statement the client does not have gets Postgres's 26000
+/// where the unit would want for a tenant: drivers prepare again on it
+/// (probe T: 42P17).
+#[test]
+fn a_bind_of_an_unknown_statement_is_26000_not_a_missing_tenant() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let run = |items: Vec<Item<'_, &Values>>| batch(&r, &t, Tx::Idle, items);
+    let d = run(vec![Item::BindUnknown(b"s1"), Item::Execute(b"")]);
+    match &d {
+        Decision::Refuse(e) => {
+            assert_eq!(e.code, "26000");
+            assert_eq!(e.message, "prepared statement \"s1\" does not exist");
+        }
+        other => panic!("{other:?}"),
+    }
+    let d = run(vec![Item::BindUnknown(b""), Item::Execute(b"")]);
+    assert_eq!(code(&d), "26000");
+    // With a tenant, the unit goes to its server, which answers it.
+    let with = Tenants {
+        startup: Some(key("1")),
+        ..Default::default()
+    };
+    let d = batch(
+        &r,
+        &with,
+        Tx::Idle,
+        vec![Item::<&Values>::BindUnknown(b"s1"), Item::Execute(b"")],
+    );
+    assert_eq!(shard(&d), Some(0));
+}
+
 #[test]
 fn the_lock_wins_whatever_the_source_order() {
     let t = Tenants {
@@ -727,7 +759,11 @@ fn set_through_the_extended_protocol_is_answered_alone_in_its_batch() {
             Item::Bind(&sel, ParamTypes::default(), &v, b""),
             Item::Execute(b""),
         ],
-        vec![Item::Parse(&set), Item::BindUnknown, Item::Execute(b"")],
+        vec![
+            Item::Parse(&set),
+            Item::BindUnknown(b"s"),
+            Item::Execute(b""),
+        ],
     ] {
         assert_eq!(code(&run(items)), "0A000");
     }
@@ -1170,7 +1206,7 @@ proptest! {
         analyze_checked(sql.as_bytes(), b"tenant_id", std, &mut f, &mut alt);
         let _ = decide(&r, &view(&t, tx), Unit::query(&f), &mut Vec::new());
         let v = Values(vec![None, Some(vec![0xff; 3])]);
-        let items = [Item::Parse(&f), Item::Bind(&f, ParamTypes::default(), &v, b""), Item::BindUnknown, Item::Execute(b"p")];
+        let items = [Item::Parse(&f), Item::Bind(&f, ParamTypes::default(), &v, b""), Item::BindUnknown(b"s"), Item::Execute(b"p")];
         let _ = batch(&r, &t, Tx::Failed, items);
     }
 }

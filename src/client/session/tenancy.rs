@@ -434,11 +434,11 @@ impl Tenancy {
                         ),
                         None if b.statement.is_empty() => match stmts.unnamed() {
                             Some((facts, types)) => Item::Bind(facts, types, b, b.portal),
-                            None => Item::BindUnknown,
+                            None => Item::BindUnknown(b""),
                         },
                         None => match stmts.get(b.statement) {
                             Some(def) => Item::Bind(&def.facts, def.param_types(), b, b.portal),
-                            None => Item::BindUnknown,
+                            None => Item::BindUnknown(b.statement),
                         },
                     })
                 }
