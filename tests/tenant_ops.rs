@@ -783,3 +783,83 @@ async fn a_timeout_change_leaves_paused_clients_held() {
         .unwrap();
     assert_eq!(r.expect("ended by the timeout change")[0][0], "0");
 }
+
+/// MOVE TENANT needs a pause that saw the tenant's transactions end, and a
+/// PAUSE TENANT answers success only for a pause still in force (probe U).
+/// A MOVE accepted while the PAUSE still waited let the running transaction
+/// commit on the old shard after the map moved; a RESUME while a PAUSE
+/// waited, or a later PAUSE undone by an earlier one's timeout, left the
+/// tenant running while a PAUSE answered success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_waits_for_its_pause_and_a_pause_answers_only_for_itself() {
+    let s = setup();
+    let admin = connect(&s.b, "admin", "admin", "pgbouncer").await;
+    let other = connect(&s.b, "admin", "admin", "pgbouncer").await;
+    let holder = connect(&s.b, APP_USER, APP_PASSWORD, "app").await;
+    holder
+        .batch_execute(
+            "BEGIN; INSERT INTO accounts (tenant_id, n, port) VALUES (42, 1, current_setting('port'))",
+        )
+        .await
+        .unwrap();
+    let paused_now = || async {
+        tenant_state(&admin, "42")
+            .await
+            .is_some_and(|(p, _)| p == "1")
+    };
+    // PAUSE waits for the holder; MOVE is refused meanwhile.
+    let pause = {
+        let c = connect(&s.b, "admin", "admin", "pgbouncer").await;
+        tokio::spawn(async move { console(&c, "PAUSE TENANT '42' 60").await })
+    };
+    eventually(Duration::from_secs(15), "tenant 42 paused", paused_now).await;
+    let (code, msg) = console(&other, "MOVE TENANT '42' TO s2").await.unwrap_err();
+    assert_eq!(code, "55000", "{msg}");
+    assert!(msg.contains("still waits"), "{msg}");
+    // A RESUME while the PAUSE waits: the PAUSE does not answer success.
+    console(&other, "RESUME TENANT '42'").await.unwrap();
+    holder.batch_execute("COMMIT").await.unwrap();
+    let (code, msg) = pause.await.unwrap().unwrap_err();
+    assert_eq!(code, "55000", "{msg}");
+    assert!(msg.contains("resumed"), "{msg}");
+    assert!(!paused_now().await);
+    // The row stayed where the map placed it when it committed: s0.
+    assert!(shard_rows(&s.shards[0]).contains(&(42, 1)));
+
+    // A PAUSE that fails (resumed) does not end a later one.
+    holder
+        .batch_execute(
+            "BEGIN; INSERT INTO accounts (tenant_id, n, port) VALUES (42, 2, current_setting('port'))",
+        )
+        .await
+        .unwrap();
+    let first = {
+        let c = connect(&s.b, "admin", "admin", "pgbouncer").await;
+        tokio::spawn(async move { console(&c, "PAUSE TENANT '42' 2").await })
+    };
+    eventually(Duration::from_secs(15), "tenant 42 paused", paused_now).await;
+    console(&other, "RESUME TENANT '42'").await.unwrap();
+    let second = {
+        let c = connect(&s.b, "admin", "admin", "pgbouncer").await;
+        tokio::spawn(async move { console(&c, "PAUSE TENANT '42' 60").await })
+    };
+    let (code, msg) = first.await.unwrap().unwrap_err();
+    assert_eq!(code, "55000", "{msg}");
+    assert!(
+        paused_now().await,
+        "the first PAUSE's failure ended the second"
+    );
+    holder.batch_execute("COMMIT").await.unwrap();
+    second.await.unwrap().unwrap();
+    // Now drained: the move goes ahead, and the tenant's work waits for RESUME.
+    copy_tenant(&s.shards[0], &s.shards[2], 42);
+    console(&other, "MOVE TENANT '42' TO s2").await.unwrap();
+    console(&other, "RESUME TENANT '42'").await.unwrap();
+    holder
+        .batch_execute(
+            "INSERT INTO accounts (tenant_id, n, port) VALUES (42, 3, current_setting('port'))",
+        )
+        .await
+        .unwrap();
+    assert!(shard_rows(&s.shards[2]).contains(&(42, 3)));
+}

@@ -88,21 +88,37 @@ pub async fn pause(app: &App, key: &str, timeout: Option<u64>) -> Result<(), PgE
         keys: Vec::new(),
     };
     for k in &keys {
-        if !app.gate.pause(*k) {
+        let Some(epoch) = app.gate.pause_owned(*k) else {
             return Err(PgError::new(
                 sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!("tenant {key:?} is already paused"),
             ));
-        }
-        paused.keys.push(*k);
+        };
+        paused.keys.push((*k, epoch));
     }
     tracing::info!(tenant = key, "PAUSE TENANT: new transactions are held");
     let mut left = Vec::new();
-    for k in &keys {
+    for &(k, epoch) in &paused.keys {
         let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
-        left.extend(app.gate.drained(k, rest).await);
+        left.extend(app.gate.drained(&k, epoch, rest).await);
     }
     if left.is_empty() {
+        // Still this command's pause, each key: a RESUME TENANT while it
+        // waited ended it (probe U: PAUSE answered success while the tenant
+        // ran again).
+        if !paused
+            .keys
+            .iter()
+            .all(|(k, epoch)| app.gate.settle(k, *epoch))
+        {
+            return Err(PgError::new(
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "PAUSE TENANT {key:?}: the tenant was resumed while this command waited \
+                     for its transactions; it is not paused"
+                ),
+            ));
+        }
         paused.keys.clear();
         tracing::info!(
             tenant = key,
@@ -132,17 +148,18 @@ pub async fn pause(app: &App, key: &str, timeout: Option<u64>) -> Result<(), PgE
 /// Longest `PAUSE TENANT` wait: a day.
 const MAX_PAUSE_TIMEOUT: Duration = Duration::from_secs(86_400);
 
-/// Tenants a `PAUSE TENANT` paused and has not finished pausing: resumed
-/// when dropped.
+/// Tenants a `PAUSE TENANT` paused and has not finished pausing, with their
+/// pauses' epochs: resumed when dropped, unless another pause is in force
+/// by then.
 struct Paused<'a> {
     app: &'a App,
-    keys: Vec<TenantKey>,
+    keys: Vec<(TenantKey, u64)>,
 }
 
 impl Drop for Paused<'_> {
     fn drop(&mut self) {
-        for k in &self.keys {
-            self.app.gate.resume(k);
+        for (k, epoch) in &self.keys {
+            self.app.gate.end_pause(k, *epoch);
         }
     }
 }
@@ -173,12 +190,17 @@ pub fn move_to(app: &App, key: &str, shard: &str) -> Result<String, PgError> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let keys = keys_of(app, key)?;
-    if let Some(k) = distinct(&keys).iter().find(|k| !app.gate.is_paused(k)) {
+    if let Some(k) = distinct(&keys).iter().find(|k| !app.gate.is_drained(k)) {
+        let why = if app.gate.is_paused(k) {
+            "its PAUSE TENANT still waits for its transactions to end"
+        } else {
+            "it is not paused"
+        };
         return Err(PgError::new(
             sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!(
-                "tenant {:?} is not paused: run PAUSE TENANT {key:?} first, so that no \
-                 transaction of it runs while it moves",
+                "tenant {:?}: {why}: run PAUSE TENANT {key:?} first and wait for its \
+                 answer, so that no transaction of it runs while it moves",
                 k.as_str()
             ),
         ));

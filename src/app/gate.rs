@@ -88,6 +88,12 @@ struct Entry {
     holders: Holders,
     /// New transactions wait.
     paused: bool,
+    /// Which pause is in force ([`TenantGate::pause_owned`]): a `PAUSE
+    /// TENANT` that times out ends its own pause, never a later one.
+    pause_epoch: u64,
+    /// The pause in force saw the tenant's last transaction end
+    /// ([`TenantGate::settle`]): `MOVE TENANT` may go on.
+    drained: bool,
     /// Sessions waiting for the pause to end.
     held: usize,
 }
@@ -275,14 +281,59 @@ impl TenantGate {
     /// Pause `key`: from now on no transaction of it starts. `false` if it was
     /// paused already.
     pub fn pause(&self, key: TenantKey) -> bool {
+        self.pause_owned(key).is_some()
+    }
+
+    /// [`TenantGate::pause`], naming the pause: `None` if `key` was paused
+    /// already, else the epoch that [`TenantGate::end_pause`] and
+    /// [`TenantGate::settle`] take.
+    pub fn pause_owned(&self, key: TenantKey) -> Option<u64> {
+        static EPOCH: AtomicU64 = AtomicU64::new(1);
         let mut map = self.shard(&key);
         let e = map.entry(key).or_default();
         if e.paused {
-            return false;
+            return None;
         }
         e.paused = true;
+        e.drained = false;
+        e.pause_epoch = EPOCH.fetch_add(1, Ordering::Relaxed);
         self.paused.fetch_add(1, Ordering::AcqRel);
-        true
+        Some(e.pause_epoch)
+    }
+
+    /// End the pause `epoch` of `key`, if it is still the one in force (a
+    /// `RESUME TENANT` and another `PAUSE TENANT` may have come since: probe
+    /// U, a timed-out PAUSE undid a later one, which then answered success
+    /// while the tenant ran). Whether it ended.
+    pub fn end_pause(&self, key: &TenantKey, epoch: u64) -> bool {
+        let owned = self
+            .shard(key)
+            .get(key)
+            .is_some_and(|e| e.paused && e.pause_epoch == epoch);
+        owned && self.resume(key)
+    }
+
+    /// The pause `epoch` of `key` saw its last transaction end: mark it
+    /// drained, if it is still in force and nothing holds the tenant. Whether
+    /// it did (`false`: resumed, or paused anew, meanwhile).
+    pub fn settle(&self, key: &TenantKey, epoch: u64) -> bool {
+        let mut map = self.shard(key);
+        match map.get_mut(key) {
+            Some(e) if e.paused && e.pause_epoch == epoch && e.holders.is_empty() => {
+                e.drained = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `key` is paused and its `PAUSE TENANT` saw every transaction
+    /// of it end: what `MOVE TENANT` needs (probe U: a MOVE accepted while the
+    /// PAUSE still waited let a running transaction commit on the old shard).
+    pub fn is_drained(&self, key: &TenantKey) -> bool {
+        self.shard(key)
+            .get(key)
+            .is_some_and(|e| e.paused && e.drained && e.holders.is_empty())
     }
 
     /// End the pause of `key`: the sessions held wake up. `false` if it was not
@@ -296,6 +347,7 @@ impl TenantGate {
             return false;
         }
         e.paused = false;
+        e.drained = false;
         if e.unused() {
             map.remove(key);
         }
@@ -359,17 +411,27 @@ impl TenantGate {
         v
     }
 
-    /// Wait until `key` has no holder, or `timeout` passes. Returns the holders
-    /// left (empty: drained).
-    pub async fn drained(&self, key: &TenantKey, timeout: std::time::Duration) -> Vec<i32> {
+    /// Wait until `key` has no holder, the pause `epoch` ends, or `timeout`
+    /// passes. Returns the holders left (empty: drained, or the pause ended,
+    /// which [`TenantGate::settle`] then tells).
+    pub async fn drained(
+        &self,
+        key: &TenantKey,
+        epoch: u64,
+        timeout: std::time::Duration,
+    ) -> Vec<i32> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            let in_force = self
+                .shard(key)
+                .get(key)
+                .is_some_and(|e| e.paused && e.pause_epoch == epoch);
             let left = self.holders(key);
-            if left.is_empty() {
-                return left;
+            if left.is_empty() || !in_force {
+                return Vec::new();
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return self.holders(key);
@@ -476,20 +538,42 @@ mod tests {
     async fn drained_wakes_when_the_last_holder_leaves() {
         let g = Arc::new(TenantGate::default());
         let t = g.enter(key("42"), 9, 1, None).unwrap();
-        g.pause(key("42"));
+        let epoch = g.pause_owned(key("42")).unwrap();
         let g2 = g.clone();
         let waiter = tokio::spawn(async move {
-            g2.drained(&key("42"), std::time::Duration::from_secs(30))
+            g2.drained(&key("42"), epoch, std::time::Duration::from_secs(30))
                 .await
         });
         tokio::task::yield_now().await;
+        assert!(!g.is_drained(&key("42")), "not before the PAUSE saw it");
         drop(t);
         assert!(waiter.await.unwrap().is_empty());
-        let _t = g.enter(key("7"), 1, 1, None).unwrap();
-        g.pause(key("7"));
+        assert!(g.settle(&key("42"), epoch));
+        assert!(g.is_drained(&key("42")));
+        let t7 = g.enter(key("7"), 1, 1, None).unwrap();
+        let epoch = g.pause_owned(key("7")).unwrap();
         let left = g
-            .drained(&key("7"), std::time::Duration::from_millis(10))
+            .drained(&key("7"), epoch, std::time::Duration::from_millis(10))
             .await;
         assert_eq!(left, vec![1], "a timeout reports who still holds it");
+        // A RESUME ends the wait at once, and the pause is not settled.
+        let g2 = g.clone();
+        let waiter = tokio::spawn(async move {
+            g2.drained(&key("7"), epoch, std::time::Duration::from_secs(30))
+                .await
+        });
+        tokio::task::yield_now().await;
+        assert!(g.resume(&key("7")));
+        assert!(waiter.await.unwrap().is_empty());
+        assert!(!g.settle(&key("7"), epoch));
+        // A later pause is not the earlier one's to end or settle.
+        let later = g.pause_owned(key("7")).unwrap();
+        assert!(!g.end_pause(&key("7"), epoch));
+        assert!(g.is_paused(&key("7")));
+        drop(t7);
+        assert!(!g.settle(&key("7"), epoch));
+        assert!(g.settle(&key("7"), later));
+        assert!(g.end_pause(&key("7"), later));
+        assert!(!g.is_paused(&key("7")));
     }
 }
