@@ -863,3 +863,33 @@ async fn a_move_waits_for_its_pause_and_a_pause_answers_only_for_itself() {
         .unwrap();
     assert!(shard_rows(&s.shards[2]).contains(&(42, 3)));
 }
+
+/// A console SET changes its setting and nothing else: it does not read the
+/// shard maps again (probe U: while the map on disk was broken, refused by
+/// the watcher, every SET failed with the map's error, the per-tenant cap
+/// among them; a map a writer had half written was published by a SET).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_set_keeps_the_shard_map_in_force() {
+    let s = setup();
+    let admin = connect(&s.b, "admin", "admin", "pgbouncer").await;
+    s.b.write_file("shardmap.toml", "version = 2\n[tenants\n\"42\" = \"s1\"\n");
+    s.b.wait_for_log("shard map").await;
+    console(&admin, "SET default_pool_size = 5").await.unwrap();
+    console(&admin, "SET app.tenant_limits.max_active = 3")
+        .await
+        .unwrap();
+    // The map in force still sends 42 to s0, and its work runs there.
+    let c = connect(&s.b, APP_USER, APP_PASSWORD, "app").await;
+    c.batch_execute(
+        "INSERT INTO accounts (tenant_id, n, port) VALUES (42, 9, current_setting('port'))",
+    )
+    .await
+    .unwrap();
+    assert!(shard_rows(&s.shards[0]).contains(&(42, 9)));
+    let msgs = admin.simple_query("SHOW ROUTE '42'").await.unwrap();
+    let shard = msgs.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => r.get("shard").map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(shard.as_deref(), Some("s0"));
+}

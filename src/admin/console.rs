@@ -787,7 +787,7 @@ pub fn apply_set(app: &App, key: &str, value: &str) -> Result<(), String> {
     let before = app.snapshot.load_full();
     let snap = app
         .snapshot
-        .modify(|cfg| set_key(cfg, &key, value), |s| app.record_moves(s))?;
+        .modify_setting(|cfg| set_key(cfg, &key, value), |s| app.record_moves(s))?;
     app.apply_to_pools(&snap);
     app.wake_if_timeouts_changed(&before);
     Ok(())

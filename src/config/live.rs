@@ -76,17 +76,46 @@ impl Snapshot {
     /// Build a snapshot from a validated config, loading and validating every shard
     /// map. Any error rejects the whole snapshot.
     pub fn build(config: Config, generation: u64) -> Result<Snapshot, String> {
+        Self::build_from(config, generation, None)
+    }
+
+    /// Build a snapshot as [`Snapshot::build`], but with the files of `prev`
+    /// (its certificates, auth file and shard maps) instead of reading them
+    /// again: for a console `SET`, which changes one setting. It read every
+    /// file, and published a shard map a writer had half written, or failed
+    /// on one the file watcher had refused (probe U).
+    pub fn build_keeping_files(
+        config: Config,
+        generation: u64,
+        prev: &Snapshot,
+    ) -> Result<Snapshot, String> {
+        Self::build_from(config, generation, Some(prev))
+    }
+
+    fn build_from(
+        config: Config,
+        generation: u64,
+        prev: Option<&Snapshot>,
+    ) -> Result<Snapshot, String> {
         // Files are read here, so a reload with a broken certificate or auth file
         // fails as a whole and the previous snapshot stays.
-        let tls = TlsRuntime::load(&config)?;
-        let file_users = match &config.auth.auth_file {
-            Some(f) => super::userlist::load(&config.resolve(f))?,
-            None => HashMap::new(),
+        let tls = match prev {
+            Some(p) => p.tls.clone(),
+            None => TlsRuntime::load(&config)?,
+        };
+        let file_users = match (prev, &config.auth.auth_file) {
+            (Some(p), _) => p.file_users.clone(),
+            (None, Some(f)) => super::userlist::load(&config.resolve(f))?,
+            (None, None) => HashMap::new(),
         };
         let mut dbs = HashMap::new();
         for (name, db) in &config.databases {
             let settings = config.pool_settings(db);
-            let routing = load_routing(&config, name, db)?;
+            let kept = prev
+                .and_then(|p| p.dbs.get(name))
+                .and_then(|d| d.routing.as_ref().map(|r| (d, r)))
+                .filter(|(d, _)| d.cfg.shards == db.shards);
+            let routing = load_routing(&config, name, db, kept.map(|(_, r)| r))?;
             dbs.insert(
                 name.clone(),
                 Arc::new(DbRuntime {
@@ -120,10 +149,13 @@ impl Snapshot {
 }
 
 /// Routing runtime for a database: configured, or implied by having several shards.
+/// `kept`: the routing in force, whose map is used again if the database
+/// still reads the same file (or none), instead of reading it.
 fn load_routing(
     config: &Config,
     name: &str,
     db: &Database,
+    kept: Option<&Arc<RoutingRt>>,
 ) -> Result<Option<Arc<RoutingRt>>, String> {
     let r = match (&db.routing, db.shards.len()) {
         (Some(r), _) => r.clone(),
@@ -132,8 +164,11 @@ fn load_routing(
             .map_err(|e| format!("internal: default routing: {e}"))?,
     };
     let names: Vec<String> = db.shards.iter().map(|s| s.name.clone()).collect();
-    let (map, source) = match &r.shard_map {
-        Some(p) => {
+    let same_file =
+        |k: &&Arc<RoutingRt>| k.map_source == r.shard_map.as_ref().map(|p| config.resolve(p));
+    let (map, source, loaded_at) = match (kept.filter(same_file), &r.shard_map) {
+        (Some(k), _) => (k.map.clone(), k.map_source.clone(), k.loaded_at),
+        (None, Some(p)) => {
             let path = config.resolve(p);
             let text = super::read_settled(&path).map_err(|e| {
                 format!(
@@ -143,9 +178,13 @@ fn load_routing(
             })?;
             let map = ShardMap::parse(&text, &names)
                 .map_err(|e| format!("shard map {} (database {name}): {e}", path.display()))?;
-            (map, Some(path))
+            (Arc::new(map), Some(path), SystemTime::now())
         }
-        None => (ShardMap::default_for(&names), None),
+        (None, None) => (
+            Arc::new(ShardMap::default_for(&names)),
+            None,
+            SystemTime::now(),
+        ),
     };
     let default_shard = r
         .default_shard
@@ -172,9 +211,9 @@ fn load_routing(
         default_shard,
         lock_startup_tenant: r.lock_startup_tenant,
         user_suffix: r.user_suffix.clone(),
-        map: Arc::new(map),
+        map,
         map_source: source,
-        loaded_at: SystemTime::now(),
+        loaded_at,
     })))
 }
 
@@ -300,14 +339,39 @@ impl Live {
         edit: impl FnOnce(&mut Config) -> Result<(), String>,
         apply: impl FnOnce(&Snapshot),
     ) -> Result<Arc<Snapshot>, String> {
+        self.publish(edit, apply, true)
+    }
+
+    /// [`Live::modify`] with the files in force (certificates, auth file,
+    /// shard maps) rather than read again: a console `SET`.
+    pub fn modify_setting(
+        &self,
+        edit: impl FnOnce(&mut Config) -> Result<(), String>,
+        apply: impl FnOnce(&Snapshot),
+    ) -> Result<Arc<Snapshot>, String> {
+        self.publish(edit, apply, false)
+    }
+
+    fn publish(
+        &self,
+        edit: impl FnOnce(&mut Config) -> Result<(), String>,
+        apply: impl FnOnce(&Snapshot),
+        read_files: bool,
+    ) -> Result<Arc<Snapshot>, String> {
         // Every publisher holds this lock, so the snapshot read here is the one
         // replaced.
         let _g = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut cfg = self.current.load().config.clone();
+        let prev = self.current.load_full();
+        let mut cfg = prev.config.clone();
         edit(&mut cfg)?;
         cfg.validate()?;
         // A new generation: live sessions pick the change up between transactions.
-        let new = Arc::new(Snapshot::build(cfg, self.next_generation())?);
+        let generation = self.next_generation();
+        let new = Arc::new(if read_files {
+            Snapshot::build(cfg, generation)?
+        } else {
+            Snapshot::build_keeping_files(cfg, generation, &prev)?
+        });
         no_older_maps(&self.current.load(), &new)?;
         apply(&new);
         self.current.store(new.clone());

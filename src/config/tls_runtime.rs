@@ -22,6 +22,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// TLS state of one configuration generation.
+#[derive(Clone)]
 pub struct TlsRuntime {
     /// Client-side policy.
     pub client_mode: ClientTlsMode,
