@@ -98,7 +98,7 @@ pub fn route(snap: &Snapshot, database: &str, key: &str) -> RouteInfo {
     match rt.map.route(&k) {
         Ok(r) => RouteInfo {
             shard: rt.map.shard_names().get(r.shard).cloned(),
-            reason: describe(&r.reason, rt.map.method, k.as_i64().is_some()),
+            reason: describe(&r.reason, rt.map.method),
             map_version: version,
         },
         Err(e) => RouteInfo {
@@ -130,23 +130,18 @@ fn method_name(m: crate::router::Method) -> &'static str {
     }
 }
 
-fn describe(r: &crate::router::RouteReason, m: crate::router::Method, int: bool) -> String {
+/// The reason of a route, in words. The hash function is the one the map's
+/// key type used (probe U: a text key that looked like an integer was said
+/// to be hashed with hashint8).
+fn describe(r: &crate::router::RouteReason, m: crate::router::Method) -> String {
     use crate::router::RouteReason;
     match r {
         RouteReason::Override => "override ([tenants] in the shard map)".to_string(),
-        RouteReason::Hash { hash, index } => match m {
-            crate::router::Method::Partition => format!(
-                "partition hash {hash} ({}), remainder {index}",
-                if int {
-                    "hashint8extended"
-                } else {
-                    "hashtextextended"
-                }
-            ),
-            _ => format!(
-                "citus hash {hash} ({}), hash range {index}",
-                if int { "hashint8" } else { "hashtext" }
-            ),
+        RouteReason::Hash { hash, index, func } => match m {
+            crate::router::Method::Partition => {
+                format!("partition hash {hash} ({func}), remainder {index}")
+            }
+            _ => format!("citus hash {hash} ({func}), hash range {index}"),
         },
         RouteReason::Range { from, to } => format!("range {from}..={to}"),
     }

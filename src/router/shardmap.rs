@@ -62,6 +62,10 @@ pub enum RouteReason {
         hash: i64,
         /// Citus shard / hash-range index, or the partition remainder.
         index: u32,
+        /// The Postgres function that computes `hash` (`hashtext`,
+        /// `hashint8`, `uuid_hash`, and their `extended` forms): the key
+        /// type decides it, not how the key looks.
+        func: &'static str,
     },
     /// The integer range that contains the key.
     Range {
@@ -581,11 +585,11 @@ impl ShardMap {
         }
         match self.method {
             Method::Citus => {
-                let h = match self.key_type {
-                    KeyType::Uuid => uuid_hash(&Self::uuid_key(key)?),
+                let (h, func) = match self.key_type {
+                    KeyType::Uuid => (uuid_hash(&Self::uuid_key(key)?), "uuid_hash"),
                     _ => match self.int_key(key)? {
-                        Some(v) => hashint8(v),
-                        None => hashtext(key.as_bytes()),
+                        Some(v) => (hashint8(v), "hashint8"),
+                        None => (hashtext(key.as_bytes()), "hashtext"),
                     },
                 };
                 if self.hash_ranges.is_empty() {
@@ -595,6 +599,7 @@ impl ShardMap {
                         reason: RouteReason::Hash {
                             hash: h as i64,
                             index,
+                            func,
                         },
                     })
                 } else {
@@ -605,16 +610,23 @@ impl ShardMap {
                         reason: RouteReason::Hash {
                             hash: h as i64,
                             index: i as u32,
+                            func,
                         },
                     })
                 }
             }
             Method::Partition => {
-                let h = match self.key_type {
-                    KeyType::Uuid => uuid_hash_extended(&Self::uuid_key(key)?, PARTITION_SEED),
+                let (h, func) = match self.key_type {
+                    KeyType::Uuid => (
+                        uuid_hash_extended(&Self::uuid_key(key)?, PARTITION_SEED),
+                        "uuid_hash_extended",
+                    ),
                     _ => match self.int_key(key)? {
-                        Some(v) => hashint8extended(v, PARTITION_SEED),
-                        None => hashtextextended(key.as_bytes(), PARTITION_SEED),
+                        Some(v) => (hashint8extended(v, PARTITION_SEED), "hashint8extended"),
+                        None => (
+                            hashtextextended(key.as_bytes(), PARTITION_SEED),
+                            "hashtextextended",
+                        ),
                     },
                 };
                 let row = partition_row_hash(h as u64);
@@ -624,6 +636,7 @@ impl ShardMap {
                     reason: RouteReason::Hash {
                         hash: row as i64,
                         index: rem as u32,
+                        func,
                     },
                 })
             }
@@ -680,11 +693,20 @@ pub fn with_override(
         )
     })?;
     let canonical = canonical_key(old.key_type, key)?.into_owned();
+    // Checked: at the largest version the next one cannot be written (probe
+    // U: it wrapped to a negative version the map then refused).
+    let next = old.version.checked_add(1).ok_or_else(|| {
+        format!(
+            "the map's version is {}, the largest there is: no higher one can be written; \
+             give the map a lower version on a restart",
+            old.version
+        )
+    })?;
     let check = |new_text: &str| -> Result<(), String> {
         let new = ShardMap::parse(new_text, shard_names)?;
         let mut want = old.overrides.clone();
         want.insert(canonical.clone(), idx);
-        let same = new.version == old.version + 1
+        let same = new.version == next
             && new.method == old.method
             && new.key_type == old.key_type
             && new.ranges == old.ranges
@@ -698,13 +720,13 @@ pub fn with_override(
             Err("internal: the edited shard map does not match the edit".into())
         }
     };
-    let line_edit = edit_lines(text, old.version + 1, old.key_type, &canonical, shard);
+    let line_edit = edit_lines(text, next, old.key_type, &canonical, shard);
     if let Some(t) = line_edit.filter(|t| check(t).is_ok()) {
-        return Ok((t, old.version + 1));
+        return Ok((t, next));
     }
-    let whole = rewrite_whole(text, old.version + 1, old.key_type, &canonical, shard)?;
+    let whole = rewrite_whole(text, next, old.key_type, &canonical, shard)?;
     check(&whole)?;
-    Ok((whole, old.version + 1))
+    Ok((whole, next))
 }
 
 /// A TOML basic string (also a quoted key).
@@ -907,7 +929,8 @@ mod tests {
                 shard: citus_shard_index(h, 4) as usize,
                 reason: RouteReason::Hash {
                     hash: h as i64,
-                    index: citus_shard_index(h, 4)
+                    index: citus_shard_index(h, 4),
+                    func: "hashint8",
                 }
             }
         );
@@ -941,7 +964,14 @@ mod tests {
         )
         .unwrap();
         match text.route(&k("42")).unwrap().reason {
-            RouteReason::Hash { hash, .. } => assert_eq!(hash, hashtext(b"42") as i64),
+            RouteReason::Hash { hash, func, .. } => {
+                assert_eq!(hash, hashtext(b"42") as i64);
+                assert_eq!(func, "hashtext", "the key type names the function");
+            }
+            r => panic!("{r:?}"),
+        }
+        match big.route(&k("042")).unwrap().reason {
+            RouteReason::Hash { func, .. } => assert_eq!(func, "hashint8"),
             r => panic!("{r:?}"),
         }
         let uuid = ShardMap::parse(
@@ -1201,6 +1231,10 @@ shard = "s1"
                 .unwrap_err()
                 .contains("canonical")
         );
+        let max = format!("version = {}\nmethod = \"citus\"\n", i64::MAX);
+        assert!(with_override(&max, &names3(), &k, "s1")
+            .unwrap_err()
+            .contains("largest"));
     }
 
     #[test]
