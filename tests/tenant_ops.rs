@@ -112,6 +112,16 @@ async fn tenant_state(a: &Client, tenant: &str) -> Option<(String, String)> {
     })
 }
 
+/// Open a transaction of tenant 42 on `c` with row `n` written: it holds
+/// the tenant until COMMIT.
+async fn begin_42(c: &Client, n: i64) {
+    c.batch_execute(&format!(
+        "BEGIN; INSERT INTO accounts (tenant_id, n, port) VALUES (42, {n}, current_setting('port'))"
+    ))
+    .await
+    .unwrap();
+}
+
 /// `(tenant_id, n)` of every row a shard holds.
 fn shard_rows(c: &PgCluster) -> BTreeSet<(i64, i64)> {
     c.psql("app", "SELECT tenant_id || ' ' || n FROM accounts")
@@ -574,12 +584,7 @@ async fn a_pause_whose_console_connection_closes_is_undone() {
     let s = setup();
     let admin = connect(&s.b, "admin", "admin", "pgbouncer").await;
     let holder = connect(&s.b, APP_USER, APP_PASSWORD, "app").await;
-    holder
-        .batch_execute(
-            "BEGIN; INSERT INTO accounts (tenant_id, n, port) VALUES (42, 1, current_setting('port'))",
-        )
-        .await
-        .unwrap();
+    begin_42(&holder, 1).await;
     // The pausing console, whose connection task is ours to end.
     let (pauser, conn) =
         tokio_postgres::connect(&s.b.conn_str("admin", "admin", "pgbouncer"), NoTls)
@@ -796,12 +801,7 @@ async fn a_move_waits_for_its_pause_and_a_pause_answers_only_for_itself() {
     let admin = connect(&s.b, "admin", "admin", "pgbouncer").await;
     let other = connect(&s.b, "admin", "admin", "pgbouncer").await;
     let holder = connect(&s.b, APP_USER, APP_PASSWORD, "app").await;
-    holder
-        .batch_execute(
-            "BEGIN; INSERT INTO accounts (tenant_id, n, port) VALUES (42, 1, current_setting('port'))",
-        )
-        .await
-        .unwrap();
+    begin_42(&holder, 1).await;
     let paused_now = || async {
         tenant_state(&admin, "42")
             .await
@@ -827,12 +827,7 @@ async fn a_move_waits_for_its_pause_and_a_pause_answers_only_for_itself() {
     assert!(shard_rows(&s.shards[0]).contains(&(42, 1)));
 
     // A PAUSE that fails (resumed) does not end a later one.
-    holder
-        .batch_execute(
-            "BEGIN; INSERT INTO accounts (tenant_id, n, port) VALUES (42, 2, current_setting('port'))",
-        )
-        .await
-        .unwrap();
+    begin_42(&holder, 2).await;
     let first = {
         let c = connect(&s.b, "admin", "admin", "pgbouncer").await;
         tokio::spawn(async move { console(&c, "PAUSE TENANT '42' 2").await })
