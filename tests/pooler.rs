@@ -2686,3 +2686,63 @@ async fn client_idle_timeout_ends_an_idle_session_mode_client() {
     assert!(ended.is_ok());
     drop(c);
 }
+
+/// What a client makes Postgres send back is never held whole, and no big
+/// buffer stays with a pooled server (probe V: `RAISE NOTICE` of 150 MB from
+/// three clients took 440 MB, kept until the servers aged out). A notice of
+/// any size streams through; an error past 1 MiB ends the client's session
+/// with 08006 and drops its server; the next client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_notices_stream_and_big_errors_are_bounded() {
+    const CLIENTS: usize = 4;
+    const NOTICE: usize = 16 << 20;
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "default_pool_size = 4")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    let warm = b.connect("app", "", "app").await;
+    assert_eq!(int_of(&warm, "SELECT 1").await, 1);
+    let (rss_before, _) = b.memory_kib();
+    let notice = format!("DO $$ BEGIN RAISE NOTICE '%', repeat('n', {NOTICE}); END $$");
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (port, notice) = (b.port, notice.clone());
+            std::thread::spawn(move || {
+                let mut r = Raw::login(port, "app", "app");
+                let m = r.query(&notice).run(1);
+                m.iter()
+                    .find(|(t, _)| *t == b'N')
+                    .map(|(_, body)| body.len())
+                    .unwrap_or(0)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let len = t.join().unwrap();
+        assert!(len > NOTICE, "the notice did not arrive whole: {len} bytes");
+    }
+    let (rss_after, _) = b.memory_kib();
+    let kept_mib = rss_after.saturating_sub(rss_before) / 1024;
+    // Buffered whole, each server would keep its 16 MiB.
+    assert!(
+        kept_mib < 24,
+        "{kept_mib} MiB kept after {CLIENTS} notices of 16 MiB"
+    );
+    // An error is read whole: past 1 MiB the server is dropped.
+    let e = b
+        .connect("app", "", "app")
+        .await
+        .simple_query("DO $$ BEGIN RAISE EXCEPTION '%', repeat('e', 2000000); END $$")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "08006", "{e}");
+    assert!(msg(&e).contains("at most"), "{}", msg(&e));
+    let small = b
+        .connect("app", "", "app")
+        .await
+        .simple_query("DO $$ BEGIN RAISE EXCEPTION '%', repeat('e', 100000); END $$")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&small), "P0001");
+    assert_eq!(int_of(&warm, "SELECT 2").await, 2);
+}

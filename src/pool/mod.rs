@@ -900,6 +900,12 @@ impl Pool {
         if let Some(given) = shed {
             self.close_with(c.conn, false, given);
         } else if keep {
+            // A server that read one big message keeps no big buffer in the
+            // pool (probe V: memory a client made it take stayed until the
+            // server aged out).
+            if c.conn.rbuf.capacity() > RBUF_KEPT {
+                c.conn.rbuf = bytes::BytesMut::with_capacity(RBUF_KEPT);
+            }
             self.idle
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -1058,6 +1064,9 @@ impl Pool {
         self.reconnect();
     }
 }
+
+/// Read-buffer room an idle server keeps (what a new connection starts with).
+const RBUF_KEPT: usize = 16 * 1024;
 
 /// All pools of the process.
 #[derive(Default)]

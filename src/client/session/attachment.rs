@@ -38,9 +38,34 @@ pub(super) const MAX_OWED_UNSYNCED: usize = super::batch::MAX_BATCH;
 /// [`MAX_OWED`].
 pub(super) const FLUSH_EVERY: u16 = 1024;
 
-/// Frames bigger than this that may be streamed (DataRow, CopyData) are forwarded
-/// piecemeal instead of being buffered whole.
+/// Frames bigger than this that may be streamed (DataRow, CopyData, and from
+/// a server NoticeResponse and FunctionCallResponse) are forwarded piecemeal
+/// instead of being buffered whole.
 pub(super) const STREAM_THRESHOLD: usize = 64 * 1024;
+
+/// Largest server message read whole (those the session looks into: an
+/// ErrorResponse, a ParameterStatus, a RowDescription ...). Postgres sends
+/// any size a client asks for (`RAISE EXCEPTION '%', repeat('x', 150000000)`),
+/// and each was held whole, by one process for every tenant (probe V: three
+/// clients took 440 MB). Past this the server is dropped and the client
+/// told, as for a message that breaks the protocol.
+pub(super) const MAX_SERVER_MESSAGE: usize = 1 << 20;
+
+/// Most distinct parameters a server may report (Postgres reports about
+/// fifteen): each is looked up by name in a list, and a server that reported
+/// two hundred thousand stalled every client of its worker thread (probe V).
+pub(super) const MAX_REPORTED_PARAMS: usize = 256;
+
+/// Server messages the session only forwards, whatever their size.
+fn streamable(t: u8) -> bool {
+    matches!(
+        t,
+        tag::backend::DATA_ROW
+            | tag::backend::COPY_DATA
+            | tag::backend::NOTICE_RESPONSE
+            | tag::backend::FUNCTION_CALL_RESPONSE
+    )
+}
 
 /// The core's parts that the server's answers change.
 pub(super) struct ScanCtx<'a> {
@@ -668,11 +693,15 @@ impl Attachment {
                 }
                 _ => a.expect.front().map(|e| e.mode).unwrap_or(Mode::Forward),
             };
+            if len > MAX_SERVER_MESSAGE && !(streamable(t) && mode == Mode::Forward) {
+                a.conn.broken = true;
+                return Err(ScanStop::Protocol(format!(
+                    "a message of type '{}' and {len} bytes (at most {MAX_SERVER_MESSAGE} are taken)",
+                    t as char
+                )));
+            }
             if rest.len() < len {
-                if (t == tag::backend::DATA_ROW || t == tag::backend::COPY_DATA)
-                    && len > STREAM_THRESHOLD
-                    && mode == Mode::Forward
-                {
+                if streamable(t) && len > STREAM_THRESHOLD && mode == Mode::Forward {
                     // Forward what we have of a big row/copy chunk; stream the rest.
                     let total = a.conn.rbuf.len();
                     ctx.to_client.push(a.conn.rbuf.split_to(total).freeze());
@@ -738,6 +767,14 @@ impl Attachment {
             match t {
                 tag::backend::PARAMETER_STATUS => {
                     if let Some((k, v)) = protocol::parse_parameter_status(body) {
+                        if a.conn.current.len() >= MAX_REPORTED_PARAMS
+                            && a.conn.current.get(k).is_none()
+                        {
+                            a.conn.broken = true;
+                            return Err(ScanStop::Protocol(format!(
+                                "more than {MAX_REPORTED_PARAMS} parameters reported"
+                            )));
+                        }
                         a.conn.current.set(k, v);
                         // The client's own view follows what its server reports.
                         ctx.settings.reported_by_server(k, v);

@@ -1008,13 +1008,16 @@ impl Core {
             .unwrap_or_default()
     }
 
-    /// The session must not go on after the server broke the protocol.
+    /// The session must not go on after the server broke the protocol. The
+    /// client is told its server connection failed (08006), as when the
+    /// server goes away: 08P01 says the client broke the protocol, and
+    /// drivers read it so (probe V).
     pub(super) fn server_protocol_error(&mut self, e: impl std::fmt::Display) -> Need {
         if let Some(a) = self.att.as_mut() {
             a.mark_broken();
         }
         Need::Close(self.fatal(
-            sqlstate::PROTOCOL_VIOLATION,
+            sqlstate::CONNECTION_FAILURE,
             &format!("invalid message from server: {e}"),
         ))
     }

@@ -121,6 +121,21 @@ impl FakeServer {
             self.status = TxStatus::Idle;
             self.portals.clear();
             msg(out, tag::backend::COMMAND_COMPLETE, t);
+        } else if let Some(n) = s.strip_prefix("REPORT ") {
+            // A server that reports `n` parameters of its own.
+            let n: usize = n
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            for i in 0..n {
+                msg(
+                    out,
+                    tag::backend::PARAMETER_STATUS,
+                    format!("p{i}\0v\0").as_bytes(),
+                );
+            }
+            msg(out, tag::backend::COMMAND_COMPLETE, b"SET\0");
         } else if s.starts_with("COPY") {
             msg(out, tag::backend::COPY_IN_RESPONSE, &[0, 0, 0]);
             self.copy_in = true;

@@ -1277,3 +1277,17 @@ fn a_set_local_through_the_extended_protocol_is_held_with_the_begin() {
         assert_eq!(sent, ["BEGIN", set, stmt.as_str()], "{t} on shard {shard}");
     }
 }
+
+#[test]
+fn a_server_that_reports_too_many_parameters_is_dropped() {
+    // Probe V: each reported parameter is looked up by name, and a server
+    // that reported two hundred thousand stalled its worker thread for
+    // seconds. Fifteen is what Postgres reports.
+    let mut h = Harness::new("app");
+    h.send(&[query("REPORT 100 WHERE tenant_id = 1")]);
+    h.server_turn();
+    assert!(h.client_errors().is_empty());
+    h.send(&[query("REPORT 300 WHERE tenant_id = 1")]);
+    h.server_turn();
+    assert_eq!(h.client_errors(), ["08006"]);
+}
