@@ -2746,3 +2746,36 @@ async fn big_notices_stream_and_big_errors_are_bounded() {
     assert_eq!(code(&small), "P0001");
     assert_eq!(int_of(&warm, "SELECT 2").await, 2);
 }
+
+/// Settings no server takes end the session with Postgres's code, as
+/// Postgres refuses such a login: an unknown startup parameter, an unknown
+/// `-c` name, a value its type refuses (probe V: the login succeeded and
+/// every statement after got 22023, for ever). A good session next to them
+/// goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_no_server_takes_end_the_session_with_postgres_code() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "").replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    for (params, want) in [
+        (&[("x0", "v")][..], "42704"),
+        (&[("options", "-c nosuch_guc=1")], "42704"),
+        (&[("options", "-c work_mem=banana")], "22023"),
+    ] {
+        let (mut r, login) = Raw::startup(b.port, "app", "app", params);
+        assert_eq!(
+            support::raw::last_status(&login),
+            Some('I'),
+            "{params:?}: {login:?}"
+        );
+        let m = r.query("SELECT 1").send_and_read_to_end();
+        let errors: Vec<_> = m.iter().filter(|(t, _)| *t == b'E').collect();
+        assert_eq!(errors.len(), 1, "{params:?}: {m:?}");
+        assert_eq!(support::raw::error_codes(&m), [want], "{params:?}");
+        let fatal = shardbouncer::protocol::parse_error(&errors[0].1);
+        assert_eq!(fatal.severity, "FATAL", "{params:?}");
+        assert!(r.read_msg().is_none(), "{params:?}: the session went on");
+    }
+    let c = b.connect("app", "", "app").await;
+    assert_eq!(int_of(&c, "SELECT 3").await, 3);
+}

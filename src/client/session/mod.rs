@@ -1487,6 +1487,11 @@ impl Session {
             // the client gets the code only.
             let code = match &e {
                 crate::server::ServerError::Refused(info)
+                    if info.code == sqlstate::UNDEFINED_OBJECT =>
+                {
+                    sqlstate::UNDEFINED_OBJECT
+                }
+                crate::server::ServerError::Refused(info)
                     if info.code != sqlstate::INSUFFICIENT_PRIVILEGE =>
                 {
                     sqlstate::INVALID_PARAMETER_VALUE
@@ -1494,6 +1499,18 @@ impl Session {
                 crate::server::ServerError::Refused(_) => sqlstate::INSUFFICIENT_PRIVILEGE,
                 _ => sqlstate::CONNECTION_FAILURE,
             };
+            if code == sqlstate::UNDEFINED_OBJECT || code == sqlstate::INVALID_PARAMETER_VALUE {
+                // A setting no server takes (an unknown name, a value its
+                // type refuses: `-c work_mem=banana`, a startup parameter
+                // Postgres does not know) fails the same way on every
+                // server: the session ends, as Postgres refuses such a login
+                // (probe V: every later statement got 22023, for ever).
+                return Need::Close(self.core.fatal(
+                    code,
+                    "this session's settings (startup parameters, options, SET) are refused \
+                     by the server: an unknown setting or an invalid value",
+                ));
+            }
             return self.core.attach_failed(PgError::new(
                 code,
                 "could not apply this session's settings (role included) on a server; \
