@@ -3827,3 +3827,38 @@ fn statements_parsed_against_one_clients_temp_objects_or_ddl_stay_its_own() {
     assert!(error_codes(&m).is_empty(), "{m:?}");
     assert_eq!(first_column(&m), ["mig"]);
 }
+
+/// A named statement re-parsed through the unnamed statement (its server copy
+/// could not be used, here after a temp table) whose Parse fails says nothing
+/// of the copy, which the server keeps (probe W: the copy was forgotten, and
+/// every later client's Parse of the text on that server got 42P05 about
+/// an `sb_` name, for the server's life).
+#[test]
+fn a_failed_reparse_through_the_unnamed_statement_keeps_the_servers_copy() {
+    let f = Fixture::start();
+    let lookup = "SELECT name FROM accounts WHERE tenant_id = $1";
+    let mut a = f.raw("plain1", &[]);
+    a.parse("s1", lookup)
+        .bind("s1", &["alpha"])
+        .execute()
+        .sync();
+    assert_eq!(first_column(&a.run(1)), ["owner of alpha"]);
+    let (errs, _) = q(&mut a, "BEGIN; CREATE TEMP TABLE scratch (x int)");
+    assert!(errs.is_empty(), "{errs:?}");
+    let (errs, _) = q(&mut a, "SELECT 1/0");
+    assert_eq!(errs, ["22012"]);
+    a.bind("s1", &["alpha"]).execute().sync();
+    assert_eq!(error_codes(&a.run(1)), ["25P02"]);
+    q(&mut a, "ROLLBACK");
+    drop(a);
+    for round in 0..2 {
+        let mut c = f.raw("plain1", &[]);
+        c.parse("s1", lookup)
+            .bind("s1", &["alpha"])
+            .execute()
+            .sync();
+        let m = c.run(1);
+        assert!(error_codes(&m).is_empty(), "round {round}: {m:?}");
+        assert_eq!(first_column(&m), ["owner of alpha"]);
+    }
+}

@@ -47,6 +47,11 @@ pub struct Entry {
     /// A Describe of the unnamed statement: its ParameterDescription goes to the
     /// session's unnamed-statement slot.
     pub describes_unnamed: bool,
+    /// A Parse of `stmt`'s text into the unnamed statement, where the server's
+    /// copy could not be used: failed or skipped, it says nothing of that
+    /// copy, which the server still has (probe W: the copy was forgotten, and
+    /// the next client's Parse of the text got 42P05 from the server).
+    pub parses_unnamed: bool,
     /// A Describe of the unnamed statement, parsed by shardbouncer with the
     /// text of `stmt` (whose server copy could not be used): its result
     /// types are checked against what the client was told
@@ -97,6 +102,7 @@ impl Entry {
             drops_statements: false,
             patch_status: false,
             describes_unnamed: false,
+            parses_unnamed: false,
             verifies_unnamed: false,
             replayed: false,
             sets_unnamed: None,
@@ -125,6 +131,7 @@ impl Entry {
             drops_statements: false,
             patch_status: false,
             describes_unnamed: false,
+            parses_unnamed: false,
             verifies_unnamed: false,
             replayed: false,
             sets_unnamed: None,
@@ -147,6 +154,7 @@ impl Entry {
             drops_statements: false,
             patch_status: false,
             describes_unnamed: false,
+            parses_unnamed: false,
             verifies_unnamed: false,
             replayed: false,
             sets_unnamed: None,

@@ -922,7 +922,9 @@ impl Attachment {
                                 ctx.stmts.unnamed_failed(seq);
                             }
                             if let Some(def) = &e.stmt {
-                                a.conn.prepared.remove(def);
+                                if !e.parses_unnamed {
+                                    a.conn.prepared.remove(def);
+                                }
                                 if e.mode == Mode::Forward {
                                     // A failed Parse creates no statement, as in Postgres.
                                     ctx.stmts.forget(def);
@@ -947,7 +949,7 @@ impl Attachment {
                                     // server's copy, which stays (probe J: the
                                     // client kept a statement Postgres never
                                     // made).
-                                    if d.synthetic.is_none() {
+                                    if d.synthetic.is_none() && !d.parses_unnamed {
                                         a.conn.prepared.remove(def);
                                     }
                                     if d.mode == Mode::Forward {

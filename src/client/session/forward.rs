@@ -375,7 +375,9 @@ impl Core {
                         let msg = def.parse_as(self.out.build(), b"");
                         a.set_unnamed_current(false);
                         self.counters.server_parse();
-                        a.send_ext(Entry::forward(f::PARSE).with_stmt(def), msg);
+                        let mut e = Entry::forward(f::PARSE).with_stmt(def);
+                        e.parses_unnamed = true;
+                        a.send_ext(e, msg);
                     }
                     Held::Ready => {
                         let mut b = BytesMut::new();
@@ -711,6 +713,7 @@ impl Core {
             Held::Stale => {
                 let msg = def.parse_as(self.out.build(), b"");
                 self.counters.server_parse();
+                e.parses_unnamed = true;
                 a.send_ext(e, msg);
                 a.set_unnamed_current(false);
                 return "";
@@ -822,6 +825,7 @@ impl Core {
         parse.mode = Mode::SwallowOk;
         match held {
             Held::Stale => {
+                parse.parses_unnamed = true;
                 a.send_ext(parse, def.parse_as(&mut b, b""));
                 a.set_unnamed_current(false);
                 protocol::describe(&mut b, b'S', b"");
