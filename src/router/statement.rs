@@ -854,6 +854,23 @@ fn classify_set<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8], out: &mut Fact
     Kind::Set
 }
 
+/// A number as a `SET` value: Postgres keeps an integer that fits `int4` as
+/// its decimal text (`SET x = 042` is '42', as the literal `042` elsewhere
+/// is tenant 42: probe W), and any other number as written (`042.0`, an
+/// integer past int4).
+fn set_number(n: &[u8], k: K) -> TenantToken<'_> {
+    let fits = k == K::Int
+        && std::str::from_utf8(n)
+            .ok()
+            .and_then(|t| t.parse::<i64>().ok())
+            .is_some_and(|v| i32::try_from(v).is_ok());
+    if fits {
+        TenantToken::Int(n)
+    } else {
+        TenantToken::Bare(n)
+    }
+}
+
 /// `SET [LOCAL] key (= | TO) value` with the key already matched.
 fn set_tenant(sql: &[u8], mut lx: Lexer<'_>, local: bool, out: &mut Facts) -> Kind {
     let kind = Kind::SetTenant { local };
@@ -880,10 +897,12 @@ fn set_tenant(sql: &[u8], mut lx: Lexer<'_>, local: bool, out: &mut Facts) -> Ki
         }
         K::Ident => TenantToken::Ident(text(sql, &v)),
         K::QIdent => TenantToken::QuotedIdent(body(sql, &v)),
-        K::Int | K::Num => TenantToken::Bare(text(sql, &v)),
-        K::Op if text(sql, &v) == b"-" => match lx.next_raw() {
+        K::Int | K::Num => set_number(text(sql, &v), v.k),
+        K::Op if matches!(text(sql, &v), b"-" | b"+") => match lx.next_raw() {
             Some(n) if matches!(n.k, K::Int | K::Num) && n.s == v.e => {
-                TenantToken::Bare(&sql[v.s..n.e])
+                // `+42` is 42, as Postgres reads it.
+                let from = if text(sql, &v) == b"+" { n.s } else { v.s };
+                set_number(&sql[from..n.e], n.k)
             }
             _ => {
                 out.violate(Violation::InvalidTenant);
@@ -1934,6 +1953,25 @@ mod tests {
             facts("SET tenant_id = Acme").set_value.unwrap().as_str(),
             "acme"
         );
+        // Numbers as Postgres keeps them (probe W): an int4 as its decimal
+        // text, anything else as written.
+        for (sql, want) in [
+            ("SET tenant_id = 042", "42"),
+            ("SET tenant_id = -042", "-42"),
+            ("SET tenant_id = +42", "42"),
+            ("SET tenant_id = 0000000000000000000042", "42"),
+            ("SET tenant_id = 042.0", "042.0"),
+            ("SET tenant_id = 09999999999", "09999999999"),
+        ] {
+            assert_eq!(
+                facts(sql)
+                    .set_value
+                    .map(|k| k.as_str().to_string())
+                    .as_deref(),
+                Some(want),
+                "{sql}"
+            );
+        }
         assert_eq!(facts("RESET tenant_id").first, Kind::ResetTenant);
         assert_eq!(facts("SET tenant_id TO DEFAULT").first, Kind::ResetTenant);
         for bad in [
