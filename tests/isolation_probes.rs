@@ -3862,3 +3862,38 @@ fn a_failed_reparse_through_the_unnamed_statement_keeps_the_servers_copy() {
         assert_eq!(first_column(&m), ["owner of alpha"]);
     }
 }
+
+/// A key parameter that the text also uses elsewhere, with no type from the
+/// Parse or a Describe, is refused: Postgres types it by its first use,
+/// here a `"char"` in a CTE that makes 'bravoXYZ' the tenant 'b' (probe W:
+/// the row was written on the shard of the value as sent). Declared, it runs.
+#[test]
+fn a_key_parameter_typed_by_another_use_is_refused_unless_declared() {
+    const TEXT: u32 = 25;
+    let f = Fixture::start();
+    let before = f.accounts();
+    let mut c = f.raw("apptext", &[]);
+    let sql = "WITH c AS (SELECT $1 = 'x'::\"char\") \
+               INSERT INTO accounts (tenant_id, name) VALUES ($1, 'probe')";
+    c.parse_typed("", sql, &[0])
+        .bind_raw("", &[Some(b"bravoXYZ")], &[0])
+        .execute()
+        .sync();
+    assert_eq!(error_codes(&c.run(1)), ["22023"]);
+    assert_eq!(f.accounts(), before, "a row was written");
+    // Declared text, the value is the tenant as sent, and its row lands on
+    // its shard.
+    c.parse_typed("", sql, &[TEXT])
+        .bind_raw("", &[Some(b"bravo")], &[0])
+        .execute()
+        .sync();
+    let m = c.run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(
+        f.direct(
+            1,
+            "SELECT count(*) FROM accounts WHERE name = 'probe' AND tenant_id = 'bravo'"
+        ),
+        "1"
+    );
+}

@@ -844,6 +844,12 @@ fn unknown_statement(name: &[u8]) -> Refusal {
     )
 }
 
+/// [`bind_mentions`]'s refusal of a key parameter whose type no one gave and
+/// whose other uses may decide it.
+const USED_ELSEWHERE: &str = "is used elsewhere in the statement too, and its type, which \
+     Postgres takes from its first use, is not known: declare its type in the Parse, or use \
+     another parameter there";
+
 /// Add a tenant mention to the unit's, unless it repeats the last one (as the
 /// text's own analysis does): PgJDBC's `reWriteBatchedInserts` binds one
 /// tenant's rows 128 to a statement, and 10,000 of its rows got 54001 for
@@ -884,6 +890,11 @@ fn bind_mentions(
         if keyed && s.ascii_only && values.format(i) == 0 && !v.unwrap_or_default().is_ascii() {
             // Postgres converts the text from the client's encoding first.
             err = Some(encoding(r));
+            return;
+        }
+        if keyed && types.get(i) == 0 && f.params_elsewhere.contains(&n) {
+            // Its type is Postgres's choice, and may come from another use.
+            err = Some(bad(i + 1, USED_ELSEWHERE));
             return;
         }
         // Read as the parameter's type, then as a cast reads it (`$1::int`

@@ -277,6 +277,50 @@ fn a_bind_of_an_unknown_statement_is_26000_not_a_missing_tenant() {
     assert_eq!(shard(&d), Some(0));
 }
 
+/// A key parameter the text also uses elsewhere takes its type from its
+/// first use, which may be there (probe W: `$1 = 'x'::"char"` in a CTE made
+/// 'bXYZ' the tenant 'b'): without a type from the Parse or a Describe it is
+/// refused. Used only where the key is, it routes.
+#[test]
+fn a_key_parameter_used_elsewhere_needs_a_known_type() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    for sql in [
+        "WITH c AS (SELECT $1 = 'x'::\"char\") INSERT INTO a (tenant_id) VALUES ($1)",
+        "SELECT * FROM a WHERE $1 <> 'zz'::char(2) AND tenant_id = $1",
+        "INSERT INTO a (tenant_id, created_by) VALUES ($1, $1)",
+    ] {
+        assert_eq!(
+            code(&extended(&r, &t, Tx::Idle, sql, &["1"])),
+            "22023",
+            "{sql}"
+        );
+    }
+    let both = "SELECT * FROM a JOIN b ON b.tenant_id = $1 WHERE a.tenant_id = $1";
+    assert_eq!(shard(&extended(&r, &t, Tx::Idle, both, &["1"])), Some(0));
+    // With its type declared, it is read as that type.
+    let mut f = Facts::default();
+    let sql = "INSERT INTO a (tenant_id, created_by) VALUES ($1, $1)";
+    analyze(sql.as_bytes(), r.key.as_bytes(), true, &mut f);
+    let v = Values(vec![Some(b"1".to_vec())]);
+    let text = 25u32.to_be_bytes();
+    let types = ParamTypes {
+        declared: &text,
+        described: &[],
+    };
+    let d = batch(
+        &r,
+        &t,
+        Tx::Idle,
+        [
+            Item::Parse(&f),
+            Item::Bind(&f, types, &v, b""),
+            Item::Execute(b""),
+        ],
+    );
+    assert_eq!(shard(&d), Some(0));
+}
+
 #[test]
 fn the_lock_wins_whatever_the_source_order() {
     let t = Tenants {

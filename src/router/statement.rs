@@ -333,6 +333,9 @@ pub struct Facts {
     /// `ANY($1::uuid[])`; deduplicated): the Bind value, or each element of it
     /// (`true`: an array), as the cast reads it.
     pub conv_params: Vec<(u16, Conv, bool)>,
+    /// Key parameters the text also uses outside a key position: the type
+    /// Postgres gives them may come from there (see `params_used_elsewhere`).
+    pub params_elsewhere: Vec<u16>,
     /// Custom (dotted) settings the text sets by name: they are read back by name
     /// because Postgres lists no placeholder settings in `pg_settings`.
     pub custom_settings: Vec<String>,
@@ -391,6 +394,7 @@ impl Facts {
         self.params.clear();
         self.array_params.clear();
         self.conv_params.clear();
+        self.params_elsewhere.clear();
         self.custom_settings.clear();
         self.setting_params.clear();
         self.setting_exprs = false;
@@ -472,18 +476,27 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
                 | Kind::Discard { all: true }
         );
         effects(stmt, std_strings, out);
+        // How often each key parameter was reported, to tell its other uses.
+        let mut reported: Vec<(u16, usize)> = Vec::new();
+        let mut count = |n: u16| match reported.iter_mut().find(|r| r.0 == n) {
+            Some(r) => r.1 += 1,
+            None => reported.push((n, 1)),
+        };
         scanner::mentions(stmt, key, std_strings, |source, t| match t {
             TenantToken::Param(n) => {
+                count(n);
                 if !out.params.contains(&n) {
                     out.params.push(n);
                 }
             }
             TenantToken::ParamArray(n) => {
+                count(n);
                 if !out.array_params.contains(&n) {
                     out.array_params.push(n);
                 }
             }
             TenantToken::ParamAs(n, c) | TenantToken::ParamArrayAs(n, c) => {
+                count(n);
                 let p = (n, c, matches!(t, TenantToken::ParamArrayAs(..)));
                 if !out.conv_params.contains(&p) {
                     out.conv_params.push(p);
@@ -494,6 +507,9 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
                 None => out.violate(Violation::InvalidTenant),
             },
         });
+        if !reported.is_empty() {
+            params_used_elsewhere(stmt, std_strings, &reported, out);
+        }
     });
     out.params.sort_unstable();
     out.array_params.sort_unstable();
@@ -852,6 +868,29 @@ fn classify_set<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8], out: &mut Fact
     out.effects.add(Effects::SETTINGS);
     note_setting_name(sql, t, lx, out);
     Kind::Set
+}
+
+/// Note the key parameters of `stmt` that it also uses outside a key
+/// position (`reported`: each one's key positions). Postgres gives a
+/// parameter the type of its first use, which may be one of those: `WITH c
+/// AS (SELECT $1 = 'x'::"char") INSERT .. VALUES ($1, ..)` stores the
+/// one-character `"char"` of the value, not its text (probe W: the row went
+/// to another tenant's shard, past the lock too).
+fn params_used_elsewhere(stmt: &[u8], std: bool, reported: &[(u16, usize)], out: &mut Facts) {
+    let mut seen: Vec<(u16, usize)> = reported.iter().map(|r| (r.0, 0)).collect();
+    let mut lx = Lexer::new(stmt, std);
+    while let Some(t) = lx.next_sig() {
+        if let K::Param(n) = t.k {
+            if let Some(s) = seen.iter_mut().find(|s| s.0 == n) {
+                s.1 += 1;
+            }
+        }
+    }
+    for (&(n, keyed), &(_, all)) in reported.iter().zip(&seen) {
+        if all > keyed && !out.params_elsewhere.contains(&n) {
+            out.params_elsewhere.push(n);
+        }
+    }
 }
 
 /// A number as a `SET` value: Postgres keeps an integer that fits `int4` as
