@@ -919,6 +919,7 @@ mod tests {
             addr: None,
             kill: tokio::sync::Notify::new(),
             killed: AtomicBool::new(false),
+            settings_taken: AtomicBool::new(false),
             connected_us: crate::app::clients::now_us(),
             activity: ClientActivity::new("".into(), None),
             partial: std::sync::atomic::AtomicUsize::new(0),

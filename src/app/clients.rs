@@ -90,6 +90,10 @@ pub struct ClientHandle {
     pub kill: Notify,
     /// Whether `kill` was fired (checked when the notify raced).
     pub killed: AtomicBool,
+    /// A server ran the client's settings at least once: a later failure to
+    /// apply them is that server's state (`temp_buffers` after temporary
+    /// tables), not settings no server takes.
+    pub settings_taken: AtomicBool,
     /// When the client connected, in microseconds since the epoch (see
     /// [`ClientHandle::connect_time`]; 8 bytes instead of 16 in every client).
     pub connected_us: u64,

@@ -356,6 +356,7 @@ async fn login<'a>(
         addr: peer.map(Into::into),
         kill: Notify::new(),
         killed: AtomicBool::new(false),
+        settings_taken: AtomicBool::new(false),
         connected_us: crate::app::clients::now_us(),
         activity: ClientActivity::new(
             app.clients.name(get("application_name").unwrap_or("")),

@@ -1499,12 +1499,15 @@ impl Session {
                 crate::server::ServerError::Refused(_) => sqlstate::INSUFFICIENT_PRIVILEGE,
                 _ => sqlstate::CONNECTION_FAILURE,
             };
-            if code == sqlstate::UNDEFINED_OBJECT || code == sqlstate::INVALID_PARAMETER_VALUE {
-                // A setting no server takes (an unknown name, a value its
-                // type refuses: `-c work_mem=banana`, a startup parameter
-                // Postgres does not know) fails the same way on every
-                // server: the session ends, as Postgres refuses such a login
-                // (probe V: every later statement got 22023, for ever).
+            let never_taken = !self.handle.settings_taken.load(Ordering::Relaxed);
+            if never_taken
+                && (code == sqlstate::UNDEFINED_OBJECT || code == sqlstate::INVALID_PARAMETER_VALUE)
+            {
+                // Settings no server ever took (an unknown name, a value
+                // its type refuses: `-c work_mem=banana`, a startup
+                // parameter Postgres does not know) fail the same way on
+                // every server: the session ends, as Postgres refuses such a
+                // login (probe V: every later statement got 22023, for ever).
                 return Need::Close(self.core.fatal(
                     code,
                     "this session's settings (startup parameters, options, SET) are refused \
@@ -1523,6 +1526,11 @@ impl Session {
     /// Hand the server's state to the core, which runs the work on it.
     fn seat(&mut self, shard: usize, pool: Arc<Pool>, mut co: Checkout) -> Need {
         self.settings_retries = 0;
+        // The client's settings are in force on this server (applied, or
+        // nothing to apply).
+        if !self.handle.settings_taken.load(Ordering::Relaxed) {
+            self.handle.settings_taken.store(true, Ordering::Relaxed);
+        }
         let stand_in = ServerState::placeholder(&co.conn.state);
         let state = std::mem::replace(&mut co.conn.state, stand_in);
         self.server = Some(Server { co, pool });
