@@ -888,3 +888,36 @@ async fn a_console_set_keeps_the_shard_map_in_force() {
     });
     assert_eq!(shard.as_deref(), Some("s0"));
 }
+
+/// A transaction whose client left while its statement ran holds its tenant
+/// until the backend is done: a statement that ignores the cancel runs on
+/// and commits, and PAUSE TENANT must not answer before (probe X: it
+/// answered at once, a MOVE went ahead, and the row landed on the old shard
+/// after the new map was published).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_waits_for_the_backend_of_a_client_that_left() {
+    let s = setup();
+    let admin = connect(&s.b, "admin", "admin", "pgbouncer").await;
+    let (c, conn) = tokio_postgres::connect(&s.b.conn_str(APP_USER, APP_PASSWORD, "app"), NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    // Two seconds of sleeps, each cancel caught, then the row.
+    let sql = "/* tenant_id=42 */ DO $$ DECLARE t timestamptz := clock_timestamp(); BEGIN \
+               WHILE clock_timestamp() < t + interval '2 seconds' LOOP \
+               BEGIN PERFORM pg_sleep(0.05); EXCEPTION WHEN query_canceled THEN NULL; END; \
+               END LOOP; \
+               INSERT INTO accounts (tenant_id, n, port) VALUES (42, 77, current_setting('port')); \
+               END $$";
+    let running = tokio::spawn(async move { c.batch_execute(sql).await });
+    s.shards[0].wait_running(sql).await;
+    // The client goes; its statement runs on.
+    running.abort();
+    conn.abort();
+    console(&admin, "PAUSE TENANT '42' 30").await.unwrap();
+    assert!(
+        shard_rows(&s.shards[0]).contains(&(42, 77)),
+        "PAUSE answered while the tenant's statement still ran"
+    );
+    console(&admin, "RESUME TENANT '42'").await.unwrap();
+}

@@ -898,7 +898,7 @@ impl Pool {
             .map(|[d, u]| [d.shed(), u.shed()])
             .filter(|s| s.contains(&true));
         if let Some(given) = shed {
-            self.close_with(c.conn, false, given);
+            self.close_with(c.conn, given);
         } else if keep {
             // A server that read one big message keeps no big buffer in the
             // pool (probe V: memory a client made it take stayed until the
@@ -934,19 +934,37 @@ impl Pool {
     /// only when it next writes, so a long query would run on, a backend
     /// outside the pool's count, and clients that keep timing out would pile
     /// them up past `max_connections`.
-    pub fn discard_busy(&self, c: Checkout) {
+    ///
+    /// `hold` (the transaction's holds on its tenants) is dropped only once
+    /// the server has closed its end, or [`BUSY_CLOSE_WAIT`] passed: a
+    /// backend that ignores the cancel runs on and commits, and a `PAUSE
+    /// TENANT` must not count the tenant drained before (probe X: a MOVE went
+    /// ahead while it ran, and its row landed on the old shard).
+    pub fn discard_busy(&self, c: Checkout, hold: Box<dyn Send>) {
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
-        self.close_with(c.conn, true, [false; 2]);
+        self.total.fetch_sub(1, Ordering::Relaxed);
+        let caps = self.caps.get().cloned();
+        let closing = Closing::start();
+        let conn = c.conn;
+        tokio::spawn(async move {
+            crate::server::send_cancel(*conn.cancel).await;
+            conn.terminate_within(BUSY_CLOSE_WAIT).await;
+            drop(hold);
+            for c in caps.iter().flatten() {
+                c.give();
+            }
+            drop(closing);
+        });
         self.release(c.permit, c.from_reserve, c.tenant);
     }
 
     fn close(&self, conn: Box<ServerConn>) {
-        self.close_with(conn, false, [false; 2]);
+        self.close_with(conn, [false; 2]);
     }
 
-    /// Close `conn`, a cancel first if `cancel_first`; `given` says which of
-    /// the shared caps (database, user) already had its slot back.
-    fn close_with(&self, conn: Box<ServerConn>, cancel_first: bool, given: [bool; 2]) {
+    /// Close `conn`; `given` says which of the shared caps (database, user)
+    /// already had its slot back.
+    fn close_with(&self, conn: Box<ServerConn>, given: [bool; 2]) {
         self.total.fetch_sub(1, Ordering::Relaxed);
         // The shared caps' slots come back once the backend is gone, so a cap
         // holds as Postgres counts connections (an evicted server is not still
@@ -954,9 +972,6 @@ impl Pool {
         let caps = self.caps.get().cloned();
         let closing = Closing::start();
         tokio::spawn(async move {
-            if cancel_first {
-                crate::server::send_cancel(*conn.cancel).await;
-            }
             conn.terminate().await;
             for (c, given) in caps.iter().flatten().zip(given) {
                 if !given {
@@ -1064,6 +1079,11 @@ impl Pool {
         self.reconnect();
     }
 }
+
+/// How long a server closed in the middle of its client's work is waited
+/// for: its backend ends its statement (cancelled first) before it reads the
+/// Terminate.
+pub const BUSY_CLOSE_WAIT: Duration = Duration::from_secs(30);
 
 /// Read-buffer room an idle server keeps (what a new connection starts with).
 const RBUF_KEPT: usize = 16 * 1024;

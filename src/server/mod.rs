@@ -744,7 +744,13 @@ impl ServerConn {
     /// server to close its end: Postgres closes the socket only after the
     /// backend has left its process array, so a connection cap counted by
     /// Postgres (`max_connections`) sees it gone once this returns.
-    pub async fn terminate(mut self) {
+    pub async fn terminate(self) {
+        self.terminate_within(Duration::from_secs(2)).await;
+    }
+
+    /// Send Terminate and wait, up to `wait`, for the server to close its
+    /// end: a backend reads the Terminate only once its statement is over.
+    pub async fn terminate_within(mut self, wait: Duration) {
         let mut out = BytesMut::new();
         protocol::terminate(&mut out);
         let closed = async {
@@ -753,7 +759,7 @@ impl ServerConn {
             while self.stream.read(&mut sink).await? > 0 {}
             Ok::<(), std::io::Error>(())
         };
-        let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
+        let _ = tokio::time::timeout(wait, closed).await;
     }
 
     /// True if the server has sent something (or closed) while idle: such a connection

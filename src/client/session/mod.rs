@@ -1887,7 +1887,8 @@ impl Session {
         } else if clean {
             pool.discard(co);
         } else {
-            pool.discard_busy(co);
+            // Its tenants stay held until the backend is done.
+            pool.discard_busy(co, Box::new(self.core.take_tickets()));
         }
         self.app.transaction_finished();
     }

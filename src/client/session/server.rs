@@ -30,6 +30,12 @@ impl Core {
         Some(sync.sql)
     }
 
+    /// The transaction's holds on its tenants, for a server closed in the
+    /// middle of its work to keep until the backend is done.
+    pub fn take_tickets(&mut self) -> Vec<crate::app::gate::Ticket> {
+        self.route.take_tickets()
+    }
+
     /// The driver could not get a server (or restore the role on it).
     pub fn attach_failed(&mut self, e: PgError) -> Need {
         self.wait.delivered();

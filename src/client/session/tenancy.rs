@@ -486,6 +486,12 @@ impl Tenancy {
         self.tickets.iter().any(|t| t.key() == key)
     }
 
+    /// The transaction's holds on its tenants, taken away: to be kept until
+    /// its server is done with its work (see `Pool::discard_busy`).
+    pub(super) fn take_tickets(&mut self) -> Vec<Ticket> {
+        std::mem::take(&mut self.tickets)
+    }
+
     /// Keep a hold on a tenant until the transaction ends.
     pub(super) fn keep(&mut self, ticket: Ticket) {
         self.tickets.push(ticket);
