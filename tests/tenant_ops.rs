@@ -921,3 +921,48 @@ async fn a_pause_waits_for_the_backend_of_a_client_that_left() {
     );
     console(&admin, "RESUME TENANT '42'").await.unwrap();
 }
+
+/// MOVE TENANT publishes the maps it wrote and keeps every other file as in
+/// force (probe X: it read every file again, so another database's map, half
+/// written or broken, was published with it, or failed the move).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_reads_again_only_the_maps_it_wrote() {
+    let shards: Vec<PgCluster> = (0..3).map(|_| PgCluster::start()).collect();
+    for c in &shards {
+        c.psql(
+            "app",
+            "CREATE TABLE accounts (tenant_id bigint NOT NULL, n bigint NOT NULL, port text NOT NULL);
+             ALTER TABLE accounts OWNER TO app;",
+        );
+    }
+    let uuids = "version = 1\nmethod = \"citus\"\nkey_type = \"uuid\"\n";
+    let cfg = support::routed_config(shards.iter(), POOL, "")
+        + &format!(
+            "[databases.other]\ndbname = \"app\"\nserver_user = \"app\"\nserver_password = \"secret\"\n\
+             shards = [ {} ]\n[databases.other.routing]\nkey = \"tenant_id\"\nshard_map = \"{{DIR}}/uuids.toml\"\n",
+            support::shard_list(shards.iter())
+        );
+    let b = Bouncer::start_with_files(&cfg, &[("shardmap.toml", MAP), ("uuids.toml", uuids)]);
+    let admin = connect(&b, "admin", "admin", "pgbouncer").await;
+    // The other database's map is broken on disk (the watcher refuses it).
+    b.write_file("uuids.toml", "version = 2\nmethod = \"citus\"\n[tenants\n");
+    console(&admin, "PAUSE TENANT '42'").await.unwrap();
+    console(&admin, "MOVE TENANT '42' TO s2").await.unwrap();
+    console(&admin, "RESUME TENANT '42'").await.unwrap();
+    let c = connect(&b, APP_USER, APP_PASSWORD, "app").await;
+    c.batch_execute(
+        "INSERT INTO accounts (tenant_id, n, port) VALUES (42, 5, current_setting('port'))",
+    )
+    .await
+    .unwrap();
+    assert!(shard_rows(&shards[2]).contains(&(42, 5)));
+    // The other database keeps the map in force.
+    let msgs = admin.simple_query("SHOW SHARD_MAP").await.unwrap();
+    let version = msgs.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) if r.get("database") == Some("other") => {
+            r.get("version").map(str::to_string)
+        }
+        _ => None,
+    });
+    assert_eq!(version.as_deref(), Some("1"));
+}

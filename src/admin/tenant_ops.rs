@@ -289,7 +289,8 @@ pub fn move_to(app: &App, key: &str, shard: &str) -> Result<String, PgError> {
     // file watcher would too, a moment later).
     // The gate learns of the move before the new map is published (the
     // tenant is paused too, so nothing of it runs meanwhile).
-    match app.snapshot.modify(|_| Ok(()), |s| app.record_moves(s)) {
+    let paths: Vec<PathBuf> = edits.iter().map(|e| e.0.clone()).collect();
+    match app.snapshot.reread_maps(&paths, |s| app.record_moves(s)) {
         Ok(new) => {
             // Work routed with an older configuration must not reach the old shard.
             for k in distinct(&keys) {

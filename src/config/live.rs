@@ -76,7 +76,7 @@ impl Snapshot {
     /// Build a snapshot from a validated config, loading and validating every shard
     /// map. Any error rejects the whole snapshot.
     pub fn build(config: Config, generation: u64) -> Result<Snapshot, String> {
-        Self::build_from(config, generation, None)
+        Self::build_from(config, generation, None, &[])
     }
 
     /// Build a snapshot as [`Snapshot::build`], but with the files of `prev`
@@ -84,18 +84,22 @@ impl Snapshot {
     /// again: for a console `SET`, which changes one setting. It read every
     /// file, and published a shard map a writer had half written, or failed
     /// on one the file watcher had refused (probe U).
+    /// `reread`: shard map files read again all the same (those a `MOVE
+    /// TENANT` just wrote).
     pub fn build_keeping_files(
         config: Config,
         generation: u64,
         prev: &Snapshot,
+        reread: &[PathBuf],
     ) -> Result<Snapshot, String> {
-        Self::build_from(config, generation, Some(prev))
+        Self::build_from(config, generation, Some(prev), reread)
     }
 
     fn build_from(
         config: Config,
         generation: u64,
         prev: Option<&Snapshot>,
+        reread: &[PathBuf],
     ) -> Result<Snapshot, String> {
         // Files are read here, so a reload with a broken certificate or auth file
         // fails as a whole and the previous snapshot stays.
@@ -114,7 +118,8 @@ impl Snapshot {
             let kept = prev
                 .and_then(|p| p.dbs.get(name))
                 .and_then(|d| d.routing.as_ref().map(|r| (d, r)))
-                .filter(|(d, _)| d.cfg.shards == db.shards);
+                .filter(|(d, _)| d.cfg.shards == db.shards)
+                .filter(|(_, r)| r.map_source.as_ref().is_none_or(|p| !reread.contains(p)));
             let routing = load_routing(&config, name, db, kept.map(|(_, r)| r))?;
             dbs.insert(
                 name.clone(),
@@ -339,7 +344,7 @@ impl Live {
         edit: impl FnOnce(&mut Config) -> Result<(), String>,
         apply: impl FnOnce(&Snapshot),
     ) -> Result<Arc<Snapshot>, String> {
-        self.publish(edit, apply, true)
+        self.publish(edit, apply, None)
     }
 
     /// [`Live::modify`] with the files in force (certificates, auth file,
@@ -349,14 +354,28 @@ impl Live {
         edit: impl FnOnce(&mut Config) -> Result<(), String>,
         apply: impl FnOnce(&Snapshot),
     ) -> Result<Arc<Snapshot>, String> {
-        self.publish(edit, apply, false)
+        self.publish(edit, apply, Some(&[]))
     }
 
+    /// Publish the configuration in force with the shard map files `maps`
+    /// read again, and every other file as it is in force: a `MOVE TENANT`,
+    /// which wrote `maps` (probe X: it read every file, and published
+    /// another database's map a writer had half written).
+    pub fn reread_maps(
+        &self,
+        maps: &[PathBuf],
+        apply: impl FnOnce(&Snapshot),
+    ) -> Result<Arc<Snapshot>, String> {
+        self.publish(|_| Ok(()), apply, Some(maps))
+    }
+
+    /// `keep`: build with the files in force but those listed (`None`: read
+    /// every file).
     fn publish(
         &self,
         edit: impl FnOnce(&mut Config) -> Result<(), String>,
         apply: impl FnOnce(&Snapshot),
-        read_files: bool,
+        keep: Option<&[PathBuf]>,
     ) -> Result<Arc<Snapshot>, String> {
         // Every publisher holds this lock, so the snapshot read here is the one
         // replaced.
@@ -367,10 +386,9 @@ impl Live {
         cfg.validate()?;
         // A new generation: live sessions pick the change up between transactions.
         let generation = self.next_generation();
-        let new = Arc::new(if read_files {
-            Snapshot::build(cfg, generation)?
-        } else {
-            Snapshot::build_keeping_files(cfg, generation, &prev)?
+        let new = Arc::new(match keep {
+            None => Snapshot::build(cfg, generation)?,
+            Some(reread) => Snapshot::build_keeping_files(cfg, generation, &prev, reread)?,
         });
         no_older_maps(&self.current.load(), &new)?;
         apply(&new);
