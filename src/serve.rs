@@ -38,7 +38,7 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
         let (a1, a2) = (app.clone(), app.clone());
         tokio::spawn(crate::config::watch::run(
             move || watched_files(&a1),
-            move || match a2.reload() {
+            move |changed: &[std::path::PathBuf]| match reload_for(&a2, changed) {
                 Ok(msg) => {
                     crate::admin::metrics::reload(true);
                     tracing::info!("file change: {msg}");
@@ -230,6 +230,32 @@ impl Workers {
         })
         .await;
     }
+}
+
+/// A reload for files that changed: only shard maps changed (a MOVE TENANT
+/// of this process or another, a map deployed), those maps are read again
+/// into the configuration in force, console `SET`s kept (probe X: a MOVE
+/// rewrote its map file, and the watcher's full reload undid an online
+/// per-tenant cap); anything else, the config file and everything it names.
+fn reload_for(app: &App, changed: &[std::path::PathBuf]) -> Result<String, String> {
+    use crate::config::watch::normalize;
+    let snap = app.snapshot.load();
+    let maps: Vec<(std::path::PathBuf, std::path::PathBuf)> = snap
+        .dbs
+        .values()
+        .filter_map(|db| db.routing.as_ref()?.map_source.clone())
+        .map(|p| (normalize(&p), p))
+        .collect();
+    let config = app.snapshot.path().map(normalize);
+    let mut reread = Vec::new();
+    for c in changed {
+        match maps.iter().find(|(n, _)| n == c) {
+            Some((_, p)) if config.as_ref() != Some(c) => reread.push(p.clone()),
+            _ => return app.reload(),
+        }
+    }
+    drop(snap);
+    app.reload_maps(&reread)
 }
 
 /// The config file and every shard map it names.

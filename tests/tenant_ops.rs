@@ -966,3 +966,31 @@ async fn a_move_reads_again_only_the_maps_it_wrote() {
     });
     assert_eq!(version.as_deref(), Some("1"));
 }
+
+/// The file watcher reads a changed shard map again into the configuration
+/// in force: console SETs stay (probe X: the map a MOVE rewrote made the
+/// watcher reload the config file, which undid an online per-tenant cap and
+/// pool size).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_change_keeps_console_settings() {
+    let s = setup();
+    let admin = connect(&s.b, "admin", "admin", "pgbouncer").await;
+    console(&admin, "SET default_pool_size = 3").await.unwrap();
+    console(&admin, "PAUSE TENANT '42'").await.unwrap();
+    console(&admin, "MOVE TENANT '42' TO s2").await.unwrap();
+    console(&admin, "RESUME TENANT '42'").await.unwrap();
+    s.b.wait_for_log("shard map(s) read again").await;
+    let msgs = admin.simple_query("SHOW CONFIG").await.unwrap();
+    let size = msgs.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) if r.get("key") == Some("default_pool_size") => {
+            r.get("value").map(str::to_string)
+        }
+        _ => None,
+    });
+    assert_eq!(size.as_deref(), Some("3"));
+    assert!(
+        !s.b.log().contains("configuration reloaded"),
+        "{}",
+        s.b.log()
+    );
+}

@@ -153,6 +153,16 @@ impl App {
         Ok(msg)
     }
 
+    /// Read the shard map files `maps` again into the configuration in force
+    /// (console `SET`s kept), the other files as they are in force; on any
+    /// error the old configuration stays.
+    pub fn reload_maps(&self, maps: &[std::path::PathBuf]) -> Result<String, String> {
+        self.snapshot
+            .reread_maps(maps, |snap| self.record_moves(snap))?;
+        let names: Vec<String> = maps.iter().map(|p| p.display().to_string()).collect();
+        Ok(format!("shard map(s) read again: {}", names.join(", ")))
+    }
+
     /// After a reload or a console SET: sessions that wait with the timeouts
     /// of `before` take up the new ones now, not at their next statement
     /// (probe O: `idle_transaction_timeout` turned on by a reload spared the

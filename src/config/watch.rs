@@ -28,7 +28,7 @@ const REFRESH: Duration = Duration::from_secs(2);
 
 /// Absolute form of `p` for comparison with event paths (the file itself may not
 /// exist at this instant, so only its directory is canonicalized).
-fn normalize(p: &Path) -> PathBuf {
+pub fn normalize(p: &Path) -> PathBuf {
     let dir = p
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -151,12 +151,15 @@ impl Watched {
     }
 }
 
-/// Watch `files()` and call `reload()` after changes settle. `files` is asked again
-/// after each reload, since a new config may name other shard maps. Runs until the
-/// process exits; returns early only if no watcher can be created.
+/// Watch `files()` and call `reload(changed)` after changes settle, with the
+/// paths whose events led to it (absolute; an empty one: a change seen
+/// otherwise, such as a symlink that resolves elsewhere). `files` is asked
+/// again after each reload, since a new config may name other shard maps.
+/// Runs until the process exits; returns early only if no watcher can be
+/// created.
 pub async fn run(
     files: impl Fn() -> Vec<PathBuf> + Send + 'static,
-    reload: impl Fn() + Send + 'static,
+    reload: impl Fn(&[PathBuf]) + Send + 'static,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(PathBuf, Write, bool)>();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -212,6 +215,11 @@ pub async fn run(
         // Files written to and not closed yet.
         let mut open: HashSet<PathBuf> = HashSet::new();
         watched.note(&mut open, &p, w);
+        let mut changed = vec![if p.as_os_str().is_empty() {
+            p.clone()
+        } else {
+            normalize(&p)
+        }];
         let deadline = tokio::time::Instant::now() + MAX_WAIT;
         let quiet = tokio::time::sleep(DEBOUNCE);
         tokio::pin!(quiet);
@@ -229,6 +237,10 @@ pub async fn run(
                     // and says whether the file is still being written.
                     Some((p, w, entries)) => {
                         if watched.concerns(&p, entries) {
+                            let n = normalize(&p);
+                            if !changed.contains(&n) {
+                                changed.push(n);
+                            }
                             watched.note(&mut open, &p, w);
                             let until = (tokio::time::Instant::now() + DEBOUNCE).min(deadline);
                             quiet.as_mut().reset(until);
@@ -237,7 +249,7 @@ pub async fn run(
                 },
             }
         }
-        reload();
+        reload(&changed);
         let _ = watched.refresh(&mut watcher, files());
     }
 }
