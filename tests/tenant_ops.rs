@@ -994,3 +994,33 @@ async fn a_map_change_keeps_console_settings() {
         s.b.log()
     );
 }
+
+/// A lowered `query_wait_timeout` reaches a client held by PAUSE TENANT, as
+/// it reaches one queued for a server (probe X: it kept the one it began
+/// with).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowered_query_wait_timeout_reaches_a_held_client() {
+    let s = setup();
+    let admin = connect(&s.b, "admin", "admin", "pgbouncer").await;
+    console(&admin, "PAUSE TENANT '42'").await.unwrap();
+    let c = connect(&s.b, APP_USER, APP_PASSWORD, "app").await;
+    let held = tokio::spawn(async move {
+        c.simple_query("SELECT 1 FROM accounts WHERE tenant_id = 42")
+            .await
+            .map(|_| ())
+    });
+    eventually(Duration::from_secs(15), "the client held", || async {
+        tenant_state(&admin, "42")
+            .await
+            .is_some_and(|(_, held)| held == "1")
+    })
+    .await;
+    console(&admin, "SET query_wait_timeout = 1").await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(20), held)
+        .await
+        .expect("the held client kept its first query_wait_timeout")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(code(&e), "57014", "{e}");
+    console(&admin, "RESUME TENANT '42'").await.unwrap();
+}

@@ -1593,7 +1593,11 @@ impl Session {
             tenant = key.as_str(),
             "held: tenant paused"
         );
-        let deadline = tokio::time::Instant::now() + timeout.as_std();
+        // Read again when a reload wakes the session: a lowered
+        // `query_wait_timeout` reaches it, counted from the start of its wait
+        // (probe X). None: no limit (0), as for a wait for a server.
+        let started = tokio::time::Instant::now();
+        let mut until = timeout.non_zero().map(|t| started + t);
         let outcome = if !self.handle.cancel_step(cancel::IDLE, cancel::QUEUED) {
             // A cancel came before this work was read (UNREAD): it was for this.
             Outcome::Cancelled
@@ -1630,9 +1634,12 @@ impl Session {
                         // the process stopped).
                         shutdown.set(app.shutdown.notified());
                         shutdown.as_mut().enable();
+                        if let Some(db) = app.snapshot.load().dbs.get(&db_name) {
+                            until = db.settings.query_wait_timeout.non_zero().map(|t| started + t);
+                        }
                     }
                     () = &mut changed => {}
-                    () = tokio::time::sleep_until(deadline) => break Outcome::TimedOut,
+                    () = deadline(until) => break Outcome::TimedOut,
                     // Its work must not run once it is gone.
                     () = &mut gone => break Outcome::Gone,
                 }
