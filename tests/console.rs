@@ -836,6 +836,42 @@ async fn lowering_a_shared_cap_closes_the_busy_servers_above_it() {
     a_busy_pool_converges_to_a_lowered("max_user_connections").await;
 }
 
+/// Idle servers above a lowered shared cap are closed at once, not when they
+/// age out (probe X: four idle servers stayed above `max_db_connections = 1`).
+#[tokio::test(flavor = "multi_thread")]
+async fn lowering_a_shared_cap_closes_the_idle_servers_above_it() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&config(&pg, "default_pool_size = 10"));
+    let a = admin(&b).await;
+    let servers_on_shard = || {
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend'",
+        )
+        .parse::<usize>()
+        .unwrap()
+    };
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let c = app(&b).await;
+        c.simple_query("BEGIN; SELECT 1").await.unwrap();
+        clients.push(c);
+    }
+    for c in &clients {
+        c.simple_query("COMMIT").await.unwrap();
+    }
+    assert_eq!(servers_on_shard(), 4);
+    q(&a, "SET max_db_connections = 1").await;
+    eventually(
+        Duration::from_secs(10),
+        "the idle servers above the cap were not closed",
+        || async { servers_on_shard() <= 1 },
+    )
+    .await;
+    // And the pool still serves.
+    clients[0].simple_query("SELECT 1").await.unwrap();
+}
+
 /// Ten servers busy, then `SET <setting> = 2`: once the work moves on, two
 /// servers are left on the shard, and load does not open more.
 async fn a_busy_pool_converges_to_a_lowered(setting: &str) {

@@ -54,6 +54,12 @@ impl ConnCap {
         self.open.load(Ordering::Acquire)
     }
 
+    /// More connections are open than the limit allows (it was lowered).
+    pub fn is_over(&self) -> bool {
+        let limit = self.limit();
+        limit > 0 && self.open() > limit
+    }
+
     /// Every slot is taken.
     pub fn is_full(&self) -> bool {
         let limit = self.limit();

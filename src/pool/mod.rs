@@ -357,6 +357,38 @@ impl Pool {
         if let Some([d, u]) = self.caps.get() {
             d.set_limit(db);
             u.set_limit(user);
+            self.shed_idle();
+        }
+    }
+
+    /// Close idle servers (coldest first) while a shared cap is above its
+    /// limit: lowered, it left the idle ones open until they aged out (probe
+    /// X); busy ones are shed as they come back (see [`Pool::checkin`]).
+    fn shed_idle(&self) {
+        let Some([d, u]) = self.caps.get() else {
+            return;
+        };
+        loop {
+            let conn = {
+                let mut idle = self
+                    .idle
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if idle.is_empty() || !(d.is_over() || u.is_over()) {
+                    return;
+                }
+                idle.remove(0)
+            };
+            let given = [d.shed(), u.shed()];
+            if given == [false; 2] {
+                // No longer over (another pool shed meanwhile): keep it.
+                self.idle
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(0, conn);
+                return;
+            }
+            self.close_with(conn, given);
         }
     }
 
