@@ -135,9 +135,15 @@ fn hibernate(
     };
     parked.compact();
     let id = handle.id;
-    let until = parked.idle_deadline();
     let app = seat.app().clone();
     handle.dormant.store(true, Ordering::SeqCst);
+    // Read after `dormant` is set: a reload from then on rouses it (or, if
+    // it comes before the sleeper is in the dormitory, moves the epoch
+    // looked at below); one before is in the configuration read here (a
+    // full test run under load caught a client that slept through a reload
+    // that turned client_idle_timeout on).
+    let epoch = app.wake_epoch.load(Ordering::SeqCst);
+    let until = parked.idle_deadline_in(&app.snapshot.load());
     let sleeper = handle.clone();
     dorm.sleep(crate::net::dormant::Sleeper {
         tcp,
@@ -153,7 +159,10 @@ fn hibernate(
     // What came before `dormant` was set found no sleeper to wake (see
     // `ClientHandle::rouse`): wake it now. A wake that comes twice finds it
     // gone the second time.
-    if handle.has_news() || app.shutting_down.load(Ordering::SeqCst) {
+    if handle.has_news()
+        || app.shutting_down.load(Ordering::SeqCst)
+        || app.wake_epoch.load(Ordering::SeqCst) != epoch
+    {
         dorm.wake(id);
     }
 }

@@ -206,9 +206,12 @@ impl Parked {
         self.pools = Vec::new();
     }
 
-    /// When `client_idle_timeout` ends this client if it stays parked.
-    pub fn idle_deadline(&self) -> Option<Instant> {
-        idle_deadline(self.core.db(), self.last_activity).map(|d| d.0)
+    /// When `client_idle_timeout` ends this client if it stays parked, under
+    /// the configuration `snap` (the one in force: a parked session has not
+    /// taken up a reload).
+    pub fn idle_deadline_in(&self, snap: &crate::config::Snapshot) -> Option<Instant> {
+        let db = snap.dbs.get(&self.core.db().name);
+        idle_deadline(db.map_or(self.core.db(), |d| d), self.last_activity).map(|d| d.0)
     }
 }
 
