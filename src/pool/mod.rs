@@ -977,10 +977,35 @@ impl Pool {
         self.total.fetch_sub(1, Ordering::Relaxed);
         let caps = self.caps.get().cloned();
         let closing = Closing::start();
-        let conn = c.conn;
+        let mut conn = c.conn;
+        let target = self.target.load_full();
         tokio::spawn(async move {
             crate::server::send_cancel(*conn.cancel).await;
-            conn.terminate_within(BUSY_CLOSE_WAIT).await;
+            if !conn.terminate_within(BUSY_CLOSE_WAIT).await {
+                // Still running past its cancel (a statement that catches
+                // it): its backend is ended, so it can commit nothing once
+                // its tenants count as free (probe Z: after the wait a MOVE
+                // went ahead and the statement committed on the old shard).
+                let pid = conn.cancel.pid;
+                tracing::warn!(
+                    pid,
+                    "a server left mid-statement ran on {} s past its cancel; terminating its backend",
+                    BUSY_CLOSE_WAIT.as_secs()
+                );
+                if let Ok(mut other) =
+                    crate::server::ServerConn::connect(&target, Duration::from_secs(10)).await
+                {
+                    let _ = other
+                        .internal_row(&format!("SELECT pg_catalog.pg_terminate_backend({pid})"))
+                        .await;
+                    other.terminate().await;
+                }
+                if !conn.closed_within(BUSY_CLOSE_WAIT).await {
+                    // Nothing more can be done from here; the holds go, as
+                    // they would when the process exits.
+                    tracing::error!(pid, "a backend left mid-statement could not be ended");
+                }
+            }
             drop(hold);
             for c in caps.iter().flatten() {
                 c.give();

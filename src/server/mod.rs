@@ -744,22 +744,37 @@ impl ServerConn {
     /// server to close its end: Postgres closes the socket only after the
     /// backend has left its process array, so a connection cap counted by
     /// Postgres (`max_connections`) sees it gone once this returns.
-    pub async fn terminate(self) {
+    pub async fn terminate(mut self) {
         self.terminate_within(Duration::from_secs(2)).await;
     }
 
     /// Send Terminate and wait, up to `wait`, for the server to close its
     /// end: a backend reads the Terminate only once its statement is over.
-    pub async fn terminate_within(mut self, wait: Duration) {
+    /// Whether it closed.
+    pub async fn terminate_within(&mut self, wait: Duration) -> bool {
         let mut out = BytesMut::new();
         protocol::terminate(&mut out);
+        let stream = &mut self.stream;
         let closed = async {
-            self.stream.write_all(&out).await?;
-            let mut sink = [0u8; 512];
-            while self.stream.read(&mut sink).await? > 0 {}
-            Ok::<(), std::io::Error>(())
+            stream.write_all(&out).await?;
+            Self::until_closed(stream).await
         };
-        let _ = tokio::time::timeout(wait, closed).await;
+        matches!(tokio::time::timeout(wait, closed).await, Ok(Ok(())))
+    }
+
+    /// Wait, up to `wait`, for the server to close its end (after a
+    /// Terminate, or once its backend was ended). Whether it closed.
+    pub async fn closed_within(&mut self, wait: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(wait, Self::until_closed(&mut self.stream)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    async fn until_closed(stream: &mut crate::net::Stream) -> std::io::Result<()> {
+        let mut sink = [0u8; 512];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok(())
     }
 
     /// True if the server has sent something (or closed) while idle: such a connection
