@@ -249,10 +249,17 @@ fn reload_for(app: &App, changed: &[std::path::PathBuf]) -> Result<String, Strin
     let config = app.snapshot.path().map(normalize);
     let mut reread = Vec::new();
     for c in changed {
-        match maps.iter().find(|(n, _)| n == c) {
-            Some((_, p)) if config.as_ref() != Some(c) => reread.push(p.clone()),
-            _ => return app.reload(),
+        // Every database that reads the file, however its path is spelled
+        // (probe Z: the second spelling kept the old map).
+        let named: Vec<&std::path::PathBuf> = maps
+            .iter()
+            .filter(|(n, _)| n == c)
+            .map(|(_, p)| p)
+            .collect();
+        if named.is_empty() || config.as_ref() == Some(c) {
+            return app.reload();
         }
+        reread.extend(named.into_iter().cloned());
     }
     drop(snap);
     app.reload_maps(&reread)

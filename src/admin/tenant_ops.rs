@@ -139,7 +139,9 @@ pub async fn pause(app: &App, key: &str, timeout: Option<u64>) -> Result<(), PgE
         sqlstate::QUERY_CANCELED,
         format!(
             "PAUSE TENANT {key:?} timed out after {} s: client(s) {clients} (SHOW CLIENTS) \
-             still hold transactions of it; the tenant was not paused",
+             still hold transactions of it; the tenant was not paused (a client that left \
+             while its statement ran is no longer listed: its server is being closed, and \
+             its backend ended if it runs on)",
             timeout.as_secs()
         ),
     ))

@@ -119,7 +119,12 @@ impl Snapshot {
                 .and_then(|p| p.dbs.get(name))
                 .and_then(|d| d.routing.as_ref().map(|r| (d, r)))
                 .filter(|(d, _)| d.cfg.shards == db.shards)
-                .filter(|(_, r)| r.map_source.as_ref().is_none_or(|p| !reread.contains(p)));
+                .filter(|(_, r)| {
+                    r.map_source.as_ref().is_none_or(|p| {
+                        let p = super::watch::normalize(p);
+                        !reread.iter().any(|r| super::watch::normalize(r) == p)
+                    })
+                });
             let routing = load_routing(&config, name, db, kept.map(|(_, r)| r))?;
             dbs.insert(
                 name.clone(),

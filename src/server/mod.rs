@@ -771,9 +771,11 @@ impl ServerConn {
         )
     }
 
+    /// Read and drop what the server sends until it closes its end; a read
+    /// error (a reset) is a closed end too.
     async fn until_closed(stream: &mut crate::net::Stream) -> std::io::Result<()> {
         let mut sink = [0u8; 512];
-        while stream.read(&mut sink).await? > 0 {}
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
         Ok(())
     }
 

@@ -154,7 +154,11 @@ impl Bouncer {
             };
             let subst = |s: &str| substitute(s, port, &dir);
             for (name, contents) in files {
-                std::fs::write(dir.join(name), subst(contents))
+                let path = dir.join(name);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).expect("create a file's directory");
+                }
+                std::fs::write(path, subst(contents))
                     .unwrap_or_else(|e| panic!("write {name}: {e}"));
             }
             std::fs::write(&config_path, subst(&hibernating(config_toml)))

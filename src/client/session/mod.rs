@@ -1674,9 +1674,11 @@ impl Session {
             Outcome::TimedOut => self.core.attach_failed(PgError::new(
                 sqlstate::QUERY_CANCELED,
                 format!(
-                    "tenant {} stayed paused (PAUSE TENANT) longer than query_wait_timeout ({})",
+                    "tenant {} stayed paused (PAUSE TENANT) longer than query_wait_timeout ({} s)",
                     key.as_str(),
-                    timeout
+                    // The one in force when it ran out (probe Z: a lowered
+                    // one was applied, the first one named).
+                    until.map_or(0, |u| u.saturating_duration_since(started).as_secs())
                 ),
             )),
             Outcome::Killed => return Err(self.killed()),
