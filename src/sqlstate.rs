@@ -73,6 +73,8 @@ pub const INSUFFICIENT_RESOURCES: &str = "53000";
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
 /// undefined_object (console: no such client)
 pub const UNDEFINED_OBJECT: &str = "42704";
+/// A parameter that can only be set when a connection starts.
+pub const CANT_CHANGE_RUNTIME_PARAM: &str = "55P02";
 /// object_not_in_prerequisite_state (console: already paused, not paused)
 pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 /// configuration_limit_exceeded (too many prepared statements on a connection)

@@ -2755,12 +2755,15 @@ async fn big_notices_stream_and_big_errors_are_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_no_server_takes_end_the_session_with_postgres_code() {
     let pg = PgCluster::start();
-    let cfg = basic_config(&[&pg], "").replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let cfg = basic_config(&[&pg], "default_pool_size = 1")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"");
     let b = Bouncer::start(&cfg);
     for (params, want) in [
         (&[("x0", "v")][..], "42704"),
         (&[("options", "-c nosuch_guc=1")], "42704"),
         (&[("options", "-c work_mem=banana")], "22023"),
+        // Taken by Postgres at connection start only: no pooled server can.
+        (&[("options", "-c ignore_system_indexes=on")], "55P02"),
     ] {
         let (mut r, login) = Raw::startup(b.port, "app", "app", params);
         assert_eq!(
@@ -2778,4 +2781,15 @@ async fn settings_no_server_takes_end_the_session_with_postgres_code() {
     }
     let c = b.connect("app", "", "app").await;
     assert_eq!(int_of(&c, "SELECT 3").await, 3);
+    // A setting one server refuses for its history is no such setting: a
+    // server where a client used a temporary table can no longer change
+    // temp_buffers, and another is tried (probe Y: the login was ended).
+    c.batch_execute("CREATE TEMP TABLE t (x int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    drop(c);
+    let (mut r, _) = Raw::startup(b.port, "app", "app", &[("options", "-c temp_buffers=2000")]);
+    let m = r.query("SHOW temp_buffers").run(1);
+    assert!(support::raw::error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(support::raw::first_column(&m), ["16000kB"]);
 }

@@ -1476,10 +1476,21 @@ impl Session {
             // one found closed in the pool is. Not after a cancel, which the
             // work gets (57014).
             let closed = matches!(e, crate::server::ServerError::Io(_));
+            // `temp_buffers` cannot change on a server where any client has
+            // used a temporary table (`DISCARD TEMP` does not undo that): the
+            // server's history, not the client's setting (probe Y: such a
+            // login was ended). Another server is tried; this one is closed.
+            let server_history = matches!(
+                &e,
+                crate::server::ServerError::Refused(info) if info.message.contains("temp_buffers")
+            );
             let cancelled = self.handle.cancel.load(Ordering::Acquire) == cancel::CANCELED;
             pool.discard(co);
             self.app.transaction_finished();
-            if closed && !cancelled && self.settings_retries < MAX_SETTINGS_RETRIES {
+            if (closed || server_history)
+                && !cancelled
+                && self.settings_retries < MAX_SETTINGS_RETRIES
+            {
                 self.settings_retries += 1;
                 self.handle.cancel_step(cancel::SENDING, cancel::IDLE);
                 return Need::Attach(shard);
@@ -1495,6 +1506,11 @@ impl Session {
                     sqlstate::UNDEFINED_OBJECT
                 }
                 crate::server::ServerError::Refused(info)
+                    if info.code == sqlstate::CANT_CHANGE_RUNTIME_PARAM =>
+                {
+                    sqlstate::CANT_CHANGE_RUNTIME_PARAM
+                }
+                crate::server::ServerError::Refused(info)
                     if info.code != sqlstate::INSUFFICIENT_PRIVILEGE =>
                 {
                     sqlstate::INVALID_PARAMETER_VALUE
@@ -1504,17 +1520,28 @@ impl Session {
             };
             let never_taken = !self.handle.settings_taken.load(Ordering::Relaxed);
             if never_taken
-                && (code == sqlstate::UNDEFINED_OBJECT || code == sqlstate::INVALID_PARAMETER_VALUE)
+                && !server_history
+                && matches!(
+                    code,
+                    sqlstate::UNDEFINED_OBJECT
+                        | sqlstate::INVALID_PARAMETER_VALUE
+                        | sqlstate::CANT_CHANGE_RUNTIME_PARAM
+                        | sqlstate::INSUFFICIENT_PRIVILEGE
+                )
             {
                 // Settings no server ever took (an unknown name, a value
                 // its type refuses: `-c work_mem=banana`, a startup
                 // parameter Postgres does not know) fail the same way on
                 // every server: the session ends, as Postgres refuses such a
                 // login (probe V: every later statement got 22023, for ever).
+                // A setting Postgres takes only at connection start (55P02,
+                // `-c ignore_system_indexes=on`) cannot be given to a
+                // pooled server: said so (probe Y), as are 42501 ones.
                 return Need::Close(self.core.fatal(
                     code,
                     "this session's settings (startup parameters, options, SET) are refused \
-                     by the server: an unknown setting or an invalid value",
+                     by the server: an unknown setting, an invalid value, one that can only \
+                     be set when a connection starts, or one this role may not set",
                 ));
             }
             return self.core.attach_failed(PgError::new(
