@@ -1971,3 +1971,29 @@ async fn data_modifying_ctes_for_another_shards_tenant_are_refused() {
     });
     bad.finish("data_modifying_ctes_for_another_shards_tenant_are_refused");
 }
+
+/// Under the lock, a key parameter of no declared type compared with two key
+/// columns is refused: a temporary table's `"char"` tenant_id, met first,
+/// types it, and the value 'bravo' becomes tenant 'b' (probe Y: a session
+/// locked to one tenant wrote another's row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_lock_a_key_parameter_typed_by_another_key_column_is_refused() {
+    let f = Fixture::start();
+    let mut c = f.raw("locked", &[("tenant_id", B)]);
+    let (errs, ..) = raw_step(&mut c, "BEGIN");
+    assert!(errs.is_empty(), "{errs:?}");
+    let (errs, ..) = raw_step(&mut c, "CREATE TEMP TABLE chk (tenant_id \"char\")");
+    assert!(errs.is_empty(), "{errs:?}");
+    c.parse_typed(
+        "",
+        "WITH c AS (SELECT 1 FROM chk WHERE tenant_id = $1) \
+         INSERT INTO accounts (tenant_id, name) VALUES ($1, 'probe')",
+        &[0],
+    )
+    .bind_raw("", &[Some(B.as_bytes())], &[0])
+    .execute()
+    .sync();
+    assert_eq!(error_codes(&c.run(1)), ["22023"]);
+    raw_step(&mut c, "ROLLBACK");
+    assert_eq!(f.counts("name = 'probe'"), [0, 0]);
+}

@@ -850,6 +850,12 @@ const USED_ELSEWHERE: &str = "is used elsewhere in the statement too, and its ty
      Postgres takes from its first use, is not known: declare its type in the Parse, or use \
      another parameter there";
 
+/// [`bind_mentions`]'s refusal, under `lock_startup_tenant`, of a key
+/// parameter of no known type used in more than one key position.
+const USED_TWICE_UNDER_LOCK: &str = "is compared with more than one key column, and its type, \
+     which Postgres takes from its first use, is not known (lock_startup_tenant): declare its \
+     type in the Parse, or use one parameter per column";
+
 /// Add a tenant mention to the unit's, unless it repeats the last one (as the
 /// text's own analysis does): PgJDBC's `reWriteBatchedInserts` binds one
 /// tenant's rows 128 to a statement, and 10,000 of its rows got 54001 for
@@ -895,6 +901,14 @@ fn bind_mentions(
         if keyed && types.get(i) == 0 && f.params_elsewhere.contains(&n) {
             // Its type is Postgres's choice, and may come from another use.
             err = Some(bad(i + 1, USED_ELSEWHERE));
+            return;
+        }
+        if keyed && types.get(i) == 0 && r.lock_startup_tenant && f.params_repeated.contains(&n) {
+            // Under the lock, not even another table's key column may type
+            // it: one of another type (`"char"`, `char(2)`, a temporary
+            // table's) reads the value as another tenant (probe Y: a
+            // session locked to 'bXYZ' wrote tenant 'b''s row).
+            err = Some(bad(i + 1, USED_TWICE_UNDER_LOCK));
             return;
         }
         // Read as the parameter's type, then as a cast reads it (`$1::int`

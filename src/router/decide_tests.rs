@@ -298,6 +298,22 @@ fn a_key_parameter_used_elsewhere_needs_a_known_type() {
     }
     let both = "SELECT * FROM a JOIN b ON b.tenant_id = $1 WHERE a.tenant_id = $1";
     assert_eq!(shard(&extended(&r, &t, Tx::Idle, both, &["1"])), Some(0));
+    // Under the lock, two key columns may not type it either (probe Y: a
+    // temporary table's `"char"` tenant_id did).
+    let locked = routing(ALL, true, NoTenant::Reject);
+    let t1 = Tenants {
+        startup: Some(key("1")),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(&extended(&locked, &t1, Tx::Idle, both, &["1"])),
+        "22023"
+    );
+    let one = "SELECT * FROM a WHERE a.tenant_id = $1";
+    assert_eq!(
+        shard(&extended(&locked, &t1, Tx::Idle, one, &["1"])),
+        Some(0)
+    );
     // With its type declared, it is read as that type.
     let mut f = Facts::default();
     let sql = "INSERT INTO a (tenant_id, created_by) VALUES ($1, $1)";

@@ -336,6 +336,10 @@ pub struct Facts {
     /// Key parameters the text also uses outside a key position: the type
     /// Postgres gives them may come from there (see `params_used_elsewhere`).
     pub params_elsewhere: Vec<u16>,
+    /// Key parameters the text uses in more than one key position: another
+    /// table's key column of another type (a temporary one included) may
+    /// type them (see `params_used_elsewhere`).
+    pub params_repeated: Vec<u16>,
     /// Custom (dotted) settings the text sets by name: they are read back by name
     /// because Postgres lists no placeholder settings in `pg_settings`.
     pub custom_settings: Vec<String>,
@@ -395,6 +399,7 @@ impl Facts {
         self.array_params.clear();
         self.conv_params.clear();
         self.params_elsewhere.clear();
+        self.params_repeated.clear();
         self.custom_settings.clear();
         self.setting_params.clear();
         self.setting_exprs = false;
@@ -889,6 +894,9 @@ fn params_used_elsewhere(stmt: &[u8], std: bool, reported: &[(u16, usize)], out:
     for (&(n, keyed), &(_, all)) in reported.iter().zip(&seen) {
         if all > keyed && !out.params_elsewhere.contains(&n) {
             out.params_elsewhere.push(n);
+        }
+        if keyed > 1 && !out.params_repeated.contains(&n) {
+            out.params_repeated.push(n);
         }
     }
 }
