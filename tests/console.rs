@@ -836,6 +836,16 @@ async fn lowering_a_shared_cap_closes_the_busy_servers_above_it() {
     a_busy_pool_converges_to_a_lowered("max_user_connections").await;
 }
 
+/// Server connections of role `app` open on `pg`.
+fn servers_of_app(pg: &PgCluster) -> usize {
+    pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend'",
+    )
+    .parse::<usize>()
+    .unwrap()
+}
+
 /// Idle servers above a lowered shared cap are closed at once, not when they
 /// age out (probe X: four idle servers stayed above `max_db_connections = 1`).
 #[tokio::test(flavor = "multi_thread")]
@@ -843,14 +853,7 @@ async fn lowering_a_shared_cap_closes_the_idle_servers_above_it() {
     let pg = PgCluster::start();
     let b = Bouncer::start(&config(&pg, "default_pool_size = 10"));
     let a = admin(&b).await;
-    let servers_on_shard = || {
-        pg.psql(
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend'",
-        )
-        .parse::<usize>()
-        .unwrap()
-    };
+    let servers_on_shard = || servers_of_app(&pg);
     let mut clients = Vec::new();
     for _ in 0..4 {
         let c = app(&b).await;
@@ -878,14 +881,7 @@ async fn a_busy_pool_converges_to_a_lowered(setting: &str) {
     let pg = PgCluster::start();
     let b = Bouncer::start(&config(&pg, "default_pool_size = 10"));
     let a = admin(&b).await;
-    let servers_on_shard = || {
-        pg.psql(
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend'",
-        )
-        .parse::<usize>()
-        .unwrap()
-    };
+    let servers_on_shard = || servers_of_app(&pg);
     // Ten clients in transactions: all ten servers of the pool are busy.
     let mut clients = Vec::new();
     for _ in 0..10 {

@@ -45,6 +45,14 @@ fn setup() -> Setup {
 
 /// Three shards with `accounts`, and a bouncer with `pool` as its `[pool]`.
 fn setup_with(pool: &str) -> Setup {
+    let shards = three_shards();
+    let cfg = support::routed_config(shards.iter(), pool, "");
+    let b = Bouncer::start_with_files(&cfg, &[("shardmap.toml", MAP)]);
+    Setup { shards, b }
+}
+
+/// Three shards, each with an empty `accounts` table.
+fn three_shards() -> Vec<PgCluster> {
     let shards: Vec<PgCluster> = (0..3).map(|_| PgCluster::start()).collect();
     for c in &shards {
         c.psql(
@@ -53,9 +61,25 @@ fn setup_with(pool: &str) -> Setup {
              ALTER TABLE accounts OWNER TO app;",
         );
     }
-    let cfg = support::routed_config(shards.iter(), pool, "");
-    let b = Bouncer::start_with_files(&cfg, &[("shardmap.toml", MAP)]);
-    Setup { shards, b }
+    shards
+}
+
+/// Column `col` of the first row of console command `sql` whose column
+/// `key_col` is `key` (any row when `key_col` is empty).
+async fn console_value(
+    a: &Client,
+    sql: &str,
+    key_col: &str,
+    key: &str,
+    col: &str,
+) -> Option<String> {
+    let msgs = a.simple_query(sql).await.expect(sql);
+    msgs.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) if key_col.is_empty() || r.get(key_col) == Some(key) => {
+            r.get(col).map(str::to_string)
+        }
+        _ => None,
+    })
 }
 
 async fn connect(b: &Bouncer, user: &str, password: &str, db: &str) -> Client {
@@ -881,11 +905,7 @@ async fn a_console_set_keeps_the_shard_map_in_force() {
     .await
     .unwrap();
     assert!(shard_rows(&s.shards[0]).contains(&(42, 9)));
-    let msgs = admin.simple_query("SHOW ROUTE '42'").await.unwrap();
-    let shard = msgs.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(r) => r.get("shard").map(str::to_string),
-        _ => None,
-    });
+    let shard = console_value(&admin, "SHOW ROUTE '42'", "", "", "shard").await;
     assert_eq!(shard.as_deref(), Some("s0"));
 }
 
@@ -927,14 +947,7 @@ async fn a_pause_waits_for_the_backend_of_a_client_that_left() {
 /// written or broken, was published with it, or failed the move).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_reads_again_only_the_maps_it_wrote() {
-    let shards: Vec<PgCluster> = (0..3).map(|_| PgCluster::start()).collect();
-    for c in &shards {
-        c.psql(
-            "app",
-            "CREATE TABLE accounts (tenant_id bigint NOT NULL, n bigint NOT NULL, port text NOT NULL);
-             ALTER TABLE accounts OWNER TO app;",
-        );
-    }
+    let shards = three_shards();
     let uuids = "version = 1\nmethod = \"citus\"\nkey_type = \"uuid\"\n";
     let cfg = support::routed_config(shards.iter(), POOL, "")
         + &format!(
@@ -957,13 +970,7 @@ async fn a_move_reads_again_only_the_maps_it_wrote() {
     .unwrap();
     assert!(shard_rows(&shards[2]).contains(&(42, 5)));
     // The other database keeps the map in force.
-    let msgs = admin.simple_query("SHOW SHARD_MAP").await.unwrap();
-    let version = msgs.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(r) if r.get("database") == Some("other") => {
-            r.get("version").map(str::to_string)
-        }
-        _ => None,
-    });
+    let version = console_value(&admin, "SHOW SHARD_MAP", "database", "other", "version").await;
     assert_eq!(version.as_deref(), Some("1"));
 }
 
@@ -980,13 +987,7 @@ async fn a_map_change_keeps_console_settings() {
     console(&admin, "MOVE TENANT '42' TO s2").await.unwrap();
     console(&admin, "RESUME TENANT '42'").await.unwrap();
     s.b.wait_for_log("shard map(s) read again").await;
-    let msgs = admin.simple_query("SHOW CONFIG").await.unwrap();
-    let size = msgs.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(r) if r.get("key") == Some("default_pool_size") => {
-            r.get("value").map(str::to_string)
-        }
-        _ => None,
-    });
+    let size = console_value(&admin, "SHOW CONFIG", "key", "default_pool_size", "value").await;
     assert_eq!(size.as_deref(), Some("3"));
     assert!(
         !s.b.log().contains("configuration reloaded"),
@@ -1030,14 +1031,7 @@ async fn a_lowered_query_wait_timeout_reaches_a_held_client() {
 /// tenant's work went to the old shard).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_map_named_twice_changes_for_both_databases() {
-    let shards: Vec<PgCluster> = (0..3).map(|_| PgCluster::start()).collect();
-    for c in &shards {
-        c.psql(
-            "app",
-            "CREATE TABLE accounts (tenant_id bigint NOT NULL, n bigint NOT NULL, port text NOT NULL);
-             ALTER TABLE accounts OWNER TO app;",
-        );
-    }
+    let shards = three_shards();
     let cfg = support::routed_config(shards.iter(), POOL, "")
         + &format!(
             "[databases.app2]\ndbname = \"app\"\nserver_user = \"app\"\nserver_password = \"secret\"\n\
