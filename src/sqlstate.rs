@@ -122,3 +122,52 @@ impl std::fmt::Display for PgError {
 }
 
 impl std::error::Error for PgError {}
+
+/// The constant for `code` (a code a server sent), if it is one of those
+/// named here: codes are passed on as `&'static str`.
+pub fn known(code: &str) -> Option<&'static str> {
+    [
+        SUCCESSFUL_COMPLETION,
+        PROTOCOL_VIOLATION,
+        CONNECTION_FAILURE,
+        CANNOT_CONNECT,
+        INVALID_PASSWORD,
+        INVALID_AUTHORIZATION,
+        INVALID_CATALOG_NAME,
+        TOO_MANY_CONNECTIONS,
+        FEATURE_NOT_SUPPORTED,
+        QUERY_CANCELED,
+        ADMIN_SHUTDOWN,
+        IDLE_IN_TRANSACTION_TIMEOUT,
+        INSUFFICIENT_PRIVILEGE,
+        SYNTAX_ERROR,
+        NO_TENANT,
+        INVALID_PARAMETER_VALUE,
+        CONFIG_FILE_ERROR,
+        INTERNAL_ERROR,
+        INVALID_SAVEPOINT,
+        IN_FAILED_SQL_TRANSACTION,
+        ACTIVE_SQL_TRANSACTION,
+        NO_ACTIVE_SQL_TRANSACTION,
+        RESERVED_NAME,
+        STATEMENT_TOO_COMPLEX,
+        DUPLICATE_PSTATEMENT,
+        INVALID_SQL_STATEMENT_NAME,
+        PROGRAM_LIMIT_EXCEEDED,
+        OUT_OF_MEMORY,
+        DISK_FULL,
+        IO_ERROR,
+        INSUFFICIENT_RESOURCES,
+        CANNOT_CONNECT_NOW,
+        UNDEFINED_OBJECT,
+        CANT_CHANGE_RUNTIME_PARAM,
+        OBJECT_NOT_IN_PREREQUISITE_STATE,
+        CONFIGURATION_LIMIT_EXCEEDED,
+        INVALID_NAME,
+    ]
+    .into_iter()
+    .find(|c| *c == code)
+}
+
+/// invalid_name (a malformed setting name: `plpgsql.x` once plpgsql is loaded)
+pub const INVALID_NAME: &str = "42602";

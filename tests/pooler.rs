@@ -2764,6 +2764,10 @@ async fn settings_no_server_takes_end_the_session_with_postgres_code() {
         (&[("options", "-c work_mem=banana")], "22023"),
         // Taken by Postgres at connection start only: no pooled server can.
         (&[("options", "-c ignore_system_indexes=on")], "55P02"),
+        // A bad value of the setting a server's history may also refuse
+        // (probe AA: it was taken for that history, kept the session, and
+        // churned servers).
+        (&[("options", "-c temp_buffers=banana")], "22023"),
     ] {
         let (mut r, login) = Raw::startup(b.port, "app", "app", params);
         assert_eq!(

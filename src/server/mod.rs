@@ -188,6 +188,10 @@ pub struct ServerState {
     /// reveal. Any other client gets `DISCARD SEQUENCES` pipelined ahead of
     /// its work ([`Self::sync_statement`]) instead of a round trip on release.
     pub sequences_of: Option<i32>,
+    /// A client used temporary objects here: Postgres then refuses to change
+    /// `temp_buffers` for the connection's life, whatever `DISCARD TEMP`
+    /// did, and a client's `temp_buffers` refused here says nothing of it.
+    pub temps_used: bool,
 }
 
 impl ServerState {
@@ -211,6 +215,7 @@ impl ServerState {
             broken: false,
             local_addr,
             sequences_of: None,
+            temps_used: false,
         }
     }
 
@@ -240,6 +245,7 @@ impl ServerState {
             broken: true,
             local_addr: None,
             sequences_of: None,
+            temps_used: false,
         }
     }
 
@@ -619,6 +625,7 @@ impl ServerConn {
             }
             sql.push_str(") AS s;");
         }
+        self.temps_used |= resets.any(Effects::TEMP);
         for (bit, stmt) in [
             (Effects::CURSOR, "CLOSE ALL"),
             (Effects::LISTEN, "UNLISTEN *"),

@@ -1480,10 +1480,11 @@ impl Session {
             // used a temporary table (`DISCARD TEMP` does not undo that): the
             // server's history, not the client's setting (probe Y: such a
             // login was ended). Another server is tried; this one is closed.
-            let server_history = matches!(
-                &e,
-                crate::server::ServerError::Refused(info) if info.message.contains("temp_buffers")
-            );
+            let server_history = co.conn.temps_used
+                && matches!(
+                    &e,
+                    crate::server::ServerError::Refused(info) if info.message.contains("temp_buffers")
+                );
             let cancelled = self.handle.cancel.load(Ordering::Acquire) == cancel::CANCELED;
             pool.discard(co);
             self.app.transaction_finished();
@@ -1499,36 +1500,16 @@ impl Session {
             self.handle.cancel_done();
             // The server's words may name what the previous client had set:
             // the client gets the code only.
-            let code = match &e {
-                crate::server::ServerError::Refused(info)
-                    if info.code == sqlstate::UNDEFINED_OBJECT =>
-                {
-                    sqlstate::UNDEFINED_OBJECT
-                }
-                crate::server::ServerError::Refused(info)
-                    if info.code == sqlstate::CANT_CHANGE_RUNTIME_PARAM =>
-                {
-                    sqlstate::CANT_CHANGE_RUNTIME_PARAM
-                }
-                crate::server::ServerError::Refused(info)
-                    if info.code != sqlstate::INSUFFICIENT_PRIVILEGE =>
-                {
-                    sqlstate::INVALID_PARAMETER_VALUE
-                }
-                crate::server::ServerError::Refused(_) => sqlstate::INSUFFICIENT_PRIVILEGE,
-                _ => sqlstate::CONNECTION_FAILURE,
+            // Postgres's code (safe to pass on, unlike its words).
+            let (code, no_server_takes) = match &e {
+                crate::server::ServerError::Refused(info) => (
+                    sqlstate::known(&info.code).unwrap_or(sqlstate::INVALID_PARAMETER_VALUE),
+                    refused_everywhere(&info.code, &info.message),
+                ),
+                _ => (sqlstate::CONNECTION_FAILURE, false),
             };
             let never_taken = !self.handle.settings_taken.load(Ordering::Relaxed);
-            if never_taken
-                && !server_history
-                && matches!(
-                    code,
-                    sqlstate::UNDEFINED_OBJECT
-                        | sqlstate::INVALID_PARAMETER_VALUE
-                        | sqlstate::CANT_CHANGE_RUNTIME_PARAM
-                        | sqlstate::INSUFFICIENT_PRIVILEGE
-                )
-            {
+            if never_taken && !server_history && no_server_takes {
                 // Settings no server ever took (an unknown name, a value
                 // its type refuses: `-c work_mem=banana`, a startup
                 // parameter Postgres does not know) fail the same way on
@@ -1536,7 +1517,10 @@ impl Session {
                 // login (probe V: every later statement got 22023, for ever).
                 // A setting Postgres takes only at connection start (55P02,
                 // `-c ignore_system_indexes=on`) cannot be given to a
-                // pooled server: said so (probe Y), as are 42501 ones.
+                // pooled server: said so (probe Y). Refusals that depend
+                // on the server (42501 of a setting a loaded library made
+                // superuser-only, a tablespace Postgres skips at connection
+                // start but not in a SET: probe AA) are errors as before.
                 return Need::Close(self.core.fatal(
                     code,
                     "this session's settings (startup parameters, options, SET) are refused \
@@ -2182,6 +2166,21 @@ fn raised(flag: &std::sync::atomic::AtomicBool) -> impl std::future::Future<Outp
             std::task::Poll::Pending
         }
     })
+}
+
+/// Whether Postgres's refusal (`code`, `message`) of a client's settings is
+/// one every server gives: an unknown setting, a value its type refuses, a
+/// setting only a connection's start takes, an isolation level a SET cannot
+/// change. Others may be the server's (what a loaded library or the role's
+/// rights make of a setting).
+fn refused_everywhere(code: &str, message: &str) -> bool {
+    match code {
+        sqlstate::UNDEFINED_OBJECT => message.starts_with("unrecognized configuration parameter"),
+        sqlstate::INVALID_PARAMETER_VALUE
+        | sqlstate::CANT_CHANGE_RUNTIME_PARAM
+        | sqlstate::ACTIVE_SQL_TRANSACTION => true,
+        _ => false,
+    }
 }
 
 /// Ready once `epoch` (`App::wake_epoch`) has moved past `seen`; polled when
