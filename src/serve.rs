@@ -238,17 +238,18 @@ impl Workers {
 /// rewrote its map file, and the watcher's full reload undid an online
 /// per-tenant cap); anything else, the config file and everything it names.
 fn reload_for(app: &App, changed: &[std::path::PathBuf]) -> Result<String, String> {
-    use crate::config::watch::normalize;
+    use crate::config::watch::file_identity;
     let snap = app.snapshot.load();
     let maps: Vec<(std::path::PathBuf, std::path::PathBuf)> = snap
         .dbs
         .values()
         .filter_map(|db| db.routing.as_ref()?.map_source.clone())
-        .map(|p| (normalize(&p), p))
+        .map(|p| (file_identity(&p), p))
         .collect();
-    let config = app.snapshot.path().map(normalize);
+    let config = app.snapshot.path().map(file_identity);
     let mut reread = Vec::new();
     for c in changed {
+        let c = &file_identity(c);
         // Every database that reads the file, however its path is spelled
         // (probe Z: the second spelling kept the old map).
         let named: Vec<&std::path::PathBuf> = maps
@@ -339,6 +340,7 @@ pub async fn shutdown(app: &Arc<App>) {
     for p in app.pools.all() {
         p.close_all();
     }
+    crate::pool::Pool::end_closing_now();
     // The servers closing now (a query on them cancelled first, for the
     // clients just ended) are closed by tasks on the worker threads: stopping
     // those first would drop the cancels (probe S: a statement running at

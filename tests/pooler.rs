@@ -2797,3 +2797,36 @@ async fn settings_no_server_takes_end_the_session_with_postgres_code() {
     assert!(support::raw::error_codes(&m).is_empty(), "{m:?}");
     assert_eq!(support::raw::first_column(&m), ["16000kB"]);
 }
+
+/// A statement that catches its cancel and is still running when shutdown
+/// ends its client has its backend ended before the process exits: it
+/// commits nothing after (probe BB: it ran on after the exit and committed
+/// on a tenant's old shard after a restart, a pause and a move).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_the_backend_of_a_statement_that_ignores_its_cancel() {
+    let pg = PgCluster::start();
+    pg.psql("app", "CREATE TABLE t (who text); GRANT ALL ON t TO app");
+    let cfg = basic_config(&[&pg], "")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"")
+        .replace("[pool]", "[limits]\nshutdown_timeout = \"1s\"\n\n[pool]");
+    let mut b = Bouncer::start(&cfg);
+    let c = b.connect("app", "", "app").await;
+    let sql = "DO $$ DECLARE t timestamptz := clock_timestamp(); BEGIN \
+               WHILE clock_timestamp() < t + interval '6 seconds' LOOP \
+               BEGIN PERFORM pg_sleep(0.05); EXCEPTION WHEN query_canceled THEN NULL; END; \
+               END LOOP; INSERT INTO t VALUES ('after the exit'); END $$";
+    let running = tokio::spawn(async move { c.batch_execute(sql).await });
+    pg.wait_running(sql).await;
+    b.signal(libc::SIGTERM);
+    b.wait_exit(Duration::from_secs(20)).await.expect("no exit");
+    let _ = running.await;
+    // Its backend is gone, and nothing it did is.
+    eventually(Duration::from_secs(15), "the backend to end", || async {
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'DO $$%'",
+        ) == "0"
+    })
+    .await;
+    assert_eq!(pg.psql("app", "SELECT count(*) FROM t"), "0");
+}

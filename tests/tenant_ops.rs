@@ -1026,26 +1026,37 @@ async fn a_lowered_query_wait_timeout_reaches_a_held_client() {
     console(&admin, "RESUME TENANT '42'").await.unwrap();
 }
 
-/// A map file two databases name in two spellings is read again for both
-/// when it changes (probe Z: the second spelling kept the old map, and its
-/// tenant's work went to the old shard).
+/// A map file databases name in several spellings, a symlink among them,
+/// is read again for each when it changes (probes Z and BB: the other
+/// spellings kept the old map, and their tenant's work went to the old
+/// shard).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_map_named_twice_changes_for_both_databases() {
     let shards = three_shards();
     let cfg = support::routed_config(shards.iter(), POOL, "")
         + &format!(
             "[databases.app2]\ndbname = \"app\"\nserver_user = \"app\"\nserver_password = \"secret\"\n\
-             shards = [ {} ]\n[databases.app2.routing]\nkey = \"tenant_id\"\nshard_map = \"{{DIR}}/sub/../shardmap.toml\"\n",
+             shards = [ {0} ]\n[databases.app2.routing]\nkey = \"tenant_id\"\nshard_map = \"{{DIR}}/sub/../shardmap.toml\"\n\
+             [databases.app3]\ndbname = \"app\"\nserver_user = \"app\"\nserver_password = \"secret\"\n\
+             shards = [ {0} ]\n[databases.app3.routing]\nkey = \"tenant_id\"\nshard_map = \"{{DIR}}/link.toml\"\n",
             support::shard_list(shards.iter())
         );
-    let b = Bouncer::start_with_files(&cfg, &[("shardmap.toml", MAP), ("sub/keep", "")]);
+    let link = format!("{}shardmap.toml", support::SYMLINK);
+    let b = Bouncer::start_with_files(
+        &cfg,
+        &[
+            ("shardmap.toml", MAP),
+            ("sub/keep", ""),
+            ("link.toml", &link),
+        ],
+    );
     b.write_file(
         "shardmap.toml",
         &MAP.replace("version = 1", "version = 2")
             .replace("\"42\" = \"s0\"", "\"42\" = \"s1\""),
     );
     b.wait_for_log("shard map(s) read again").await;
-    for (db, n) in [("app", 1), ("app2", 2)] {
+    for (db, n) in [("app", 1), ("app2", 2), ("app3", 3)] {
         let c = connect(&b, APP_USER, APP_PASSWORD, db).await;
         c.batch_execute(&format!(
             "INSERT INTO accounts (tenant_id, n, port) VALUES (42, {n}, current_setting('port'))"

@@ -121,8 +121,8 @@ impl Snapshot {
                 .filter(|(d, _)| d.cfg.shards == db.shards)
                 .filter(|(_, r)| {
                     r.map_source.as_ref().is_none_or(|p| {
-                        let p = super::watch::normalize(p);
-                        !reread.iter().any(|r| super::watch::normalize(r) == p)
+                        let p = super::watch::file_identity(p);
+                        !reread.iter().any(|r| super::watch::file_identity(r) == p)
                     })
                 });
             let routing = load_routing(&config, name, db, kept.map(|(_, r)| r))?;

@@ -40,6 +40,14 @@ pub fn normalize(p: &Path) -> PathBuf {
     }
 }
 
+/// The file `p` names, for telling whether two paths name one file: its
+/// canonical path (symlinks resolved, the file's own included: probe BB, a
+/// map named through a link and through its target was read again for one
+/// name only), or [`normalize`]'s when it does not exist.
+pub fn file_identity(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| normalize(p))
+}
+
 /// What an event says about a file written to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Write {

@@ -981,29 +981,44 @@ impl Pool {
         let target = self.target.load_full();
         tokio::spawn(async move {
             crate::server::send_cancel(*conn.cancel).await;
-            if !conn.terminate_within(BUSY_CLOSE_WAIT).await {
+            // Shutdown does not wait: it ends the backend at once.
+            let first = tokio::select! {
+                closed = conn.terminate_within(BUSY_CLOSE_WAIT) => closed,
+                () = shutdown_closing() => false,
+            };
+            if !first {
                 // Still running past its cancel (a statement that catches
                 // it): its backend is ended, so it can commit nothing once
                 // its tenants count as free (probe Z: after the wait a MOVE
                 // went ahead and the statement committed on the old shard).
+                // Tried again until it is gone: the holds stay until then,
+                // and a PAUSE TENANT times out naming the client (probe BB:
+                // the connection to end it was refused, `max_connections` or
+                // the role's limit, and the holds went while it ran on).
                 let pid = conn.cancel.pid;
                 tracing::warn!(
                     pid,
-                    "a server left mid-statement ran on {} s past its cancel; terminating its backend",
-                    BUSY_CLOSE_WAIT.as_secs()
+                    "a server left mid-statement runs on past its cancel; terminating its backend"
                 );
-                if let Ok(mut other) =
-                    crate::server::ServerConn::connect(&target, Duration::from_secs(10)).await
-                {
-                    let _ = other
-                        .internal_row(&format!("SELECT pg_catalog.pg_terminate_backend({pid})"))
-                        .await;
-                    other.terminate().await;
-                }
-                if !conn.closed_within(BUSY_CLOSE_WAIT).await {
-                    // Nothing more can be done from here; the holds go, as
-                    // they would when the process exits.
-                    tracing::error!(pid, "a backend left mid-statement could not be ended");
+                for attempt in 1u64.. {
+                    if let Ok(mut other) =
+                        crate::server::ServerConn::connect(&target, Duration::from_secs(10)).await
+                    {
+                        let _ = other
+                            .internal_row(&format!("SELECT pg_catalog.pg_terminate_backend({pid})"))
+                            .await;
+                        other.terminate().await;
+                    }
+                    if conn.closed_within(TERMINATE_RETRY).await {
+                        break;
+                    }
+                    if attempt % 60 == 1 {
+                        tracing::warn!(
+                            pid,
+                            attempt,
+                            "a backend left mid-statement is not ended yet; its tenants stay held"
+                        );
+                    }
                 }
             }
             drop(hold);
@@ -1044,6 +1059,13 @@ impl Pool {
     /// threads, whose runtimes would drop the closing tasks.
     pub fn closing() -> usize {
         CLOSING.load(Ordering::Acquire)
+    }
+
+    /// Shutdown: end the backends of servers closed in the middle of work now,
+    /// without waiting for their statements.
+    pub fn end_closing_now() {
+        SHUTTING.store(true, Ordering::Release);
+        SHUTTING_NOTIFY.notify_waiters();
     }
 
     /// Periodic maintenance: expire idle servers and keep `min_pool_size` warm.
@@ -1141,6 +1163,27 @@ impl Pool {
 /// for: its backend ends its statement (cancelled first) before it reads the
 /// Terminate.
 pub const BUSY_CLOSE_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a backend being ended is waited for before it is tried again.
+const TERMINATE_RETRY: Duration = Duration::from_secs(5);
+
+/// Set at shutdown: servers closed in the middle of work have their backends
+/// ended at once rather than after [`BUSY_CLOSE_WAIT`] (probe BB: a
+/// statement that caught its cancel ran on after the exit, and committed on
+/// the old shard after a restart, a pause and a move).
+static SHUTTING: AtomicBool = AtomicBool::new(false);
+static SHUTTING_NOTIFY: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Ready once shutdown ended the wait for busy servers' backends.
+async fn shutdown_closing() {
+    loop {
+        let n = SHUTTING_NOTIFY.notified();
+        if SHUTTING.load(Ordering::Acquire) {
+            return;
+        }
+        n.await;
+    }
+}
 
 /// Read-buffer room an idle server keeps (what a new connection starts with).
 const RBUF_KEPT: usize = 16 * 1024;

@@ -35,6 +35,10 @@ pub struct Bouncer {
     _tmp: tempfile::TempDir,
 }
 
+/// The contents of a file given to [`Bouncer::start_with_files`] that make
+/// it a symbolic link to what follows.
+pub const SYMLINK: &str = "@symlink:";
+
 impl Bouncer {
     /// The process's resident and peak resident memory in KiB (`VmRSS`, `VmHWM`).
     pub fn memory_kib(&self) -> (u64, u64) {
@@ -157,6 +161,14 @@ impl Bouncer {
                 let path = dir.join(name);
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent).expect("create a file's directory");
+                }
+                // `@symlink:<target>`: a symbolic link to `target`.
+                if let Some(target) = contents.strip_prefix(SYMLINK) {
+                    if !path.exists() {
+                        std::os::unix::fs::symlink(target, &path)
+                            .unwrap_or_else(|e| panic!("symlink {name}: {e}"));
+                    }
+                    continue;
                 }
                 std::fs::write(path, subst(contents))
                     .unwrap_or_else(|e| panic!("write {name}: {e}"));

@@ -18,7 +18,7 @@ mod util;
 mod wait;
 
 #[allow(unused_imports)] // not every test crate uses every helper
-pub use bouncer::{basic_config, routed_config, shard_list, Bouncer};
+pub use bouncer::{basic_config, routed_config, shard_list, Bouncer, SYMLINK};
 pub use pg::{PgCluster, APP_PASSWORD, APP_USER};
 #[allow(unused_imports)] // not every test crate reads the console
 pub use util::clients_waiting;
