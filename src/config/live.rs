@@ -79,22 +79,12 @@ impl Snapshot {
         Self::build_from(config, generation, None, &[])
     }
 
-    /// Build a snapshot as [`Snapshot::build`], but with the files of `prev`
-    /// (its certificates, auth file and shard maps) instead of reading them
-    /// again: for a console `SET`, which changes one setting. It read every
-    /// file, and published a shard map a writer had half written, or failed
-    /// on one the file watcher had refused (probe U).
-    /// `reread`: shard map files read again all the same (those a `MOVE
-    /// TENANT` just wrote).
-    pub fn build_keeping_files(
-        config: Config,
-        generation: u64,
-        prev: &Snapshot,
-        reread: &[PathBuf],
-    ) -> Result<Snapshot, String> {
-        Self::build_from(config, generation, Some(prev), reread)
-    }
-
+    /// [`Snapshot::build`], or with `prev`'s files (its certificates, auth
+    /// file and shard maps) instead of reading them again, but for the maps
+    /// `reread`: for a console `SET`, which changes one setting (probe U: it
+    /// read every file, and published a shard map a writer had half written,
+    /// or failed on one the file watcher had refused), and for a `MOVE
+    /// TENANT` or a map change, which read only their maps.
     fn build_from(
         config: Config,
         generation: u64,
@@ -393,7 +383,7 @@ impl Live {
         let generation = self.next_generation();
         let new = Arc::new(match keep {
             None => Snapshot::build(cfg, generation)?,
-            Some(reread) => Snapshot::build_keeping_files(cfg, generation, &prev, reread)?,
+            Some(reread) => Snapshot::build_from(cfg, generation, Some(&prev), reread)?,
         });
         no_older_maps(&self.current.load(), &new)?;
         apply(&new);

@@ -361,6 +361,14 @@ impl Pool {
         }
     }
 
+    /// Give up a server's slot in each shared cap above its lowered limit
+    /// ([`ConnCap::shed`]): which caps gave one, `None` if none did (the
+    /// server may stay).
+    fn shed_slots(&self) -> Option<[bool; 2]> {
+        let [d, u] = self.caps.get()?;
+        Some([d.shed(), u.shed()]).filter(|g| g.contains(&true))
+    }
+
     /// Close idle servers (coldest first) while a shared cap is above its
     /// limit: lowered, it left the idle ones open until they aged out (probe
     /// X); busy ones are shed as they come back (see [`Pool::checkin`]).
@@ -379,16 +387,15 @@ impl Pool {
                 }
                 idle.remove(0)
             };
-            let given = [d.shed(), u.shed()];
-            if given == [false; 2] {
+            let Some(given) = self.shed_slots() else {
                 // No longer over (another pool shed meanwhile): keep it.
                 self.idle
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .insert(0, conn);
                 return;
-            }
-            self.close_with(conn, given);
+            };
+            self.close_with(conn, given, ServerConn::terminate);
         }
     }
 
@@ -924,13 +931,9 @@ impl Pool {
         // A shared cap lowered below what is open: this server goes, its slot
         // given up now (a busy pool's servers would otherwise stay over the
         // new limit until they aged out).
-        let shed = keep
-            .then(|| self.caps.get())
-            .flatten()
-            .map(|[d, u]| [d.shed(), u.shed()])
-            .filter(|s| s.contains(&true));
+        let shed = keep.then(|| self.shed_slots()).flatten();
         if let Some(given) = shed {
-            self.close_with(c.conn, given);
+            self.close_with(c.conn, given, ServerConn::terminate);
         } else if keep {
             // A server that read one big message keeps no big buffer in the
             // pool (probe V: memory a client made it take stayed until the
@@ -968,75 +971,32 @@ impl Pool {
     /// them up past `max_connections`.
     ///
     /// `hold` (the transaction's holds on its tenants) is dropped only once
-    /// the server has closed its end, or [`BUSY_CLOSE_WAIT`] passed: a
-    /// backend that ignores the cancel runs on and commits, and a `PAUSE
-    /// TENANT` must not count the tenant drained before (probe X: a MOVE went
-    /// ahead while it ran, and its row landed on the old shard).
+    /// the backend is gone (see [`end_busy`]): one that ignores the cancel
+    /// runs on and commits, and a `PAUSE TENANT` must not count the tenant
+    /// drained before (probe X: a MOVE went ahead while it ran, and its row
+    /// landed on the old shard).
     pub fn discard_busy(&self, c: Checkout, hold: Box<dyn Send>) {
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
-        self.total.fetch_sub(1, Ordering::Relaxed);
-        let caps = self.caps.get().cloned();
-        let closing = Closing::start();
-        let mut conn = c.conn;
         let target = self.target.load_full();
-        tokio::spawn(async move {
-            crate::server::send_cancel(*conn.cancel).await;
-            // Shutdown does not wait: it ends the backend at once.
-            let first = tokio::select! {
-                closed = conn.terminate_within(BUSY_CLOSE_WAIT) => closed,
-                () = shutdown_closing() => false,
-            };
-            if !first {
-                // Still running past its cancel (a statement that catches
-                // it): its backend is ended, so it can commit nothing once
-                // its tenants count as free (probe Z: after the wait a MOVE
-                // went ahead and the statement committed on the old shard).
-                // Tried again until it is gone: the holds stay until then,
-                // and a PAUSE TENANT times out naming the client (probe BB:
-                // the connection to end it was refused, `max_connections` or
-                // the role's limit, and the holds went while it ran on).
-                let pid = conn.cancel.pid;
-                tracing::warn!(
-                    pid,
-                    "a server left mid-statement runs on past its cancel; terminating its backend"
-                );
-                for attempt in 1u64.. {
-                    if let Ok(mut other) =
-                        crate::server::ServerConn::connect(&target, Duration::from_secs(10)).await
-                    {
-                        let _ = other
-                            .internal_row(&format!("SELECT pg_catalog.pg_terminate_backend({pid})"))
-                            .await;
-                        other.terminate().await;
-                    }
-                    if conn.closed_within(TERMINATE_RETRY).await {
-                        break;
-                    }
-                    if attempt % 60 == 1 {
-                        tracing::warn!(
-                            pid,
-                            attempt,
-                            "a backend left mid-statement is not ended yet; its tenants stay held"
-                        );
-                    }
-                }
-            }
-            drop(hold);
-            for c in caps.iter().flatten() {
-                c.give();
-            }
-            drop(closing);
-        });
+        self.close_with(c.conn, [false; 2], move |conn| end_busy(conn, target, hold));
         self.release(c.permit, c.from_reserve, c.tenant);
     }
 
     fn close(&self, conn: Box<ServerConn>) {
-        self.close_with(conn, [false; 2]);
+        self.close_with(conn, [false; 2], ServerConn::terminate);
     }
 
-    /// Close `conn`; `given` says which of the shared caps (database, user)
-    /// already had its slot back.
-    fn close_with(&self, conn: Box<ServerConn>, given: [bool; 2]) {
+    /// Close `conn` by `end` (a Terminate, or more for a busy server), on a
+    /// task of its own; `given` says which of the shared caps (database,
+    /// user) already had its slot back.
+    fn close_with<F>(
+        &self,
+        conn: Box<ServerConn>,
+        given: [bool; 2],
+        end: impl FnOnce(ServerConn) -> F + Send + 'static,
+    ) where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         self.total.fetch_sub(1, Ordering::Relaxed);
         // The shared caps' slots come back once the backend is gone, so a cap
         // holds as Postgres counts connections (an evicted server is not still
@@ -1044,7 +1004,7 @@ impl Pool {
         let caps = self.caps.get().cloned();
         let closing = Closing::start();
         tokio::spawn(async move {
-            conn.terminate().await;
+            end(*conn).await;
             for (c, given) in caps.iter().flatten().zip(given) {
                 if !given {
                     c.give();
@@ -1159,10 +1119,52 @@ impl Pool {
     }
 }
 
+/// End a server its client left in the middle of work: cancel its
+/// statement, then Terminate, and wait for the backend to close its end.
+/// One still running past its cancel after [`BUSY_CLOSE_WAIT`] (a statement
+/// that catches it), or at shutdown at once, is ended with
+/// `pg_terminate_backend` over a connection of `target`, tried again until
+/// it is gone (probes Z and BB: after a bounded wait, or a refused
+/// connection, or the exit, it committed on the old shard after PAUSE and
+/// MOVE). `hold` goes last.
+async fn end_busy(mut conn: ServerConn, target: Arc<Target>, hold: Box<dyn Send>) {
+    crate::server::send_cancel(*conn.cancel).await;
+    let closed = tokio::select! {
+        closed = conn.terminate_within(BUSY_CLOSE_WAIT) => closed,
+        () = shutdown_closing() => false,
+    };
+    if !closed {
+        let pid = conn.cancel.pid;
+        tracing::warn!(
+            pid,
+            "a server left mid-statement runs on past its cancel; terminating its backend"
+        );
+        for attempt in 1u64.. {
+            if let Ok(mut other) = ServerConn::connect(&target, Duration::from_secs(10)).await {
+                let _ = other
+                    .internal_row(&format!("SELECT pg_catalog.pg_terminate_backend({pid})"))
+                    .await;
+                other.terminate().await;
+            }
+            if conn.closed_within(TERMINATE_RETRY).await {
+                break;
+            }
+            if attempt % 60 == 1 {
+                tracing::warn!(
+                    pid,
+                    attempt,
+                    "a backend left mid-statement is not ended yet; its tenants stay held"
+                );
+            }
+        }
+    }
+    drop(hold);
+}
+
 /// How long a server closed in the middle of its client's work is waited
 /// for: its backend ends its statement (cancelled first) before it reads the
 /// Terminate.
-pub const BUSY_CLOSE_WAIT: Duration = Duration::from_secs(30);
+const BUSY_CLOSE_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a backend being ended is waited for before it is tried again.
 const TERMINATE_RETRY: Duration = Duration::from_secs(5);
