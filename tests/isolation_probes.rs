@@ -2323,6 +2323,16 @@ fn values_route_as_postgres_reads_them_not_as_spelled() {
         f.direct(1, "DELETE FROM accounts WHERE name = 'probe'");
     }
     assert_eq!(f.accounts(), before);
+    // `SET tenant_id = 02002` is tenant 2002, as Postgres reads the SET
+    // value (probe W: '02002', whose override is s0).
+    let mut s = f.raw("apptext", &[]);
+    for set in ["SET tenant_id = 02002", "SET tenant_id = +2002"] {
+        let (errs, _) = q(&mut s, set);
+        assert!(errs.is_empty(), "{set}: {errs:?}");
+        let (errs, v) = q(&mut s, "SELECT name FROM shard_marker");
+        assert!(errs.is_empty(), "{set}: {errs:?}");
+        assert_eq!(v, ["s1"], "{set}");
+    }
 }
 
 /// Under a client encoding Postgres converts (LATIN1 here), a tenant key past
