@@ -2291,6 +2291,21 @@ fn values_route_as_postgres_reads_them_not_as_spelled() {
         .execute()
         .sync();
     assert_eq!(first_column(&c.run(1)), ["s1"]);
+    // However long the integer is spelled (probe W: past 63 bytes it was
+    // refused, where Postgres reads 2002).
+    let long = format!("{}2002", "0".repeat(100));
+    for (sql, ty) in [(probe("$1::text"), INT4), (probe("$1::int::text"), 0)] {
+        c.parse_typed("", &sql, &[ty])
+            .bind_raw("", &[Some(long.as_bytes())], &[0])
+            .execute()
+            .sync();
+        let m = c.run(1);
+        assert!(error_codes(&m).is_empty(), "{sql}: {m:?}");
+        assert_eq!(first_column(&m), ["s1"], "{sql}");
+    }
+    let (errs, v) = q(&mut c, &probe(&format!("'{long}'::int8::text")));
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["s1"]);
     // INSERT rows get what Postgres stores in the text column: '2002' and
     // the lower-case uuid, both s1's tenants. Each row must land there.
     let before = f.accounts();

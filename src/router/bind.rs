@@ -1,7 +1,7 @@
 //! Bind parameter values read as tenant keys (text, or binary int2/int4/int8,
 //! text-like and uuid), the way Postgres would read them for the key column.
 
-use super::key::TenantKey;
+use super::key::{parse_pg_int8, TenantKey};
 use super::shardmap::parse_uuid;
 
 /// Well-known type OIDs a binary tenant value may have.
@@ -121,9 +121,7 @@ pub fn param_key(value: Option<&[u8]>, format: i16, oid: u32) -> Result<TenantKe
         // from 'b'); a uuid reads upper case and braces as its one spelling.
         return match oid {
             oid::INT2 | oid::INT4 | oid::INT8 => {
-                let n = TenantKey::new(v)
-                    .and_then(|k| k.parse_pg_int8())
-                    .ok_or("is not an integer")?;
+                let n = parse_pg_int8(v).ok_or("is not an integer")?;
                 let fits = match oid {
                     oid::INT2 => i16::try_from(n).is_ok(),
                     oid::INT4 => i32::try_from(n).is_ok(),
@@ -160,6 +158,25 @@ pub fn param_key(value: Option<&[u8]>, format: i16, oid: u32) -> Result<TenantKe
     }
 }
 
+/// [`param_key`], then read as `conv` reads it (`$1::int`). An integer
+/// cast reads the text sent, however long: Postgres takes `'000…042'` (any
+/// number of leading zeros or blanks) as 42, so the 63-byte limit of a key
+/// applies to the integer's text, not to what was sent (probe W).
+pub fn param_key_as(
+    value: Option<&[u8]>,
+    format: i16,
+    oid: u32,
+    conv: Option<Conv>,
+) -> Result<TenantKey, &'static str> {
+    if let (Some(Conv::Int), 0, Some(v)) = (conv, format, value) {
+        if key_type(oid) && oid != oid::UUID {
+            return int_key(parse_pg_int8(v).ok_or("is not an integer")?);
+        }
+    }
+    let key = param_key(value, format, oid)?;
+    conv.map_or(Ok(key), |c| c.apply(&key))
+}
+
 /// A cast that makes Postgres read a value as an integer or a uuid on its way
 /// to the key column, whatever the value's own type (`'042'::int`,
 /// `$1::uuid`, `ARRAY['042']::int[]::text[]`): the value the key column gets
@@ -179,9 +196,15 @@ impl Conv {
     /// `key` read as this type and printed: the key of the value Postgres
     /// makes of it. The error says why Postgres would refuse it (22023).
     pub fn apply(self, key: &TenantKey) -> Result<TenantKey, &'static str> {
+        self.apply_text(key.as_bytes())
+    }
+
+    /// [`Conv::apply`] to text not yet made a key, of any length (see
+    /// [`param_key_as`]).
+    pub fn apply_text(self, text: &[u8]) -> Result<TenantKey, &'static str> {
         match self {
-            Conv::Int => int_key(key.parse_pg_int8().ok_or("is not an integer")?),
-            Conv::Uuid => uuid_key(&parse_uuid(key.as_bytes()).ok_or("is not a valid uuid")?),
+            Conv::Int => int_key(parse_pg_int8(text).ok_or("is not an integer")?),
+            Conv::Uuid => uuid_key(&parse_uuid(text).ok_or("is not a valid uuid")?),
         }
     }
 }
@@ -440,6 +463,11 @@ mod tests {
         assert!(k(b"70000", 21).is_err(), "int2 range");
         assert!(k(b"3000000000", 23).is_err(), "int4 range");
         assert_eq!(k(b"3000000000", 20).as_deref(), Ok("3000000000"));
+        // However long the text: the limit is the integer's (probe W).
+        let long = format!("{}042", "0".repeat(100));
+        assert_eq!(k(long.as_bytes(), 23).as_deref(), Ok("42"));
+        let long = format!("{}42{}", " ".repeat(70), " ".repeat(70));
+        assert_eq!(k(long.as_bytes(), 20).as_deref(), Ok("42"));
         // Text types other than `character` keep every byte.
         for oid in [0, 25, 1043, 19] {
             assert_eq!(k(b"042 ", oid).as_deref(), Ok("042 "), "{oid}");

@@ -17,7 +17,7 @@
 //! * **A transaction stays on its shard** (0A000 for work naming another), and a
 //!   transaction shardbouncer failed itself stays failed (25P02) until it ends.
 
-use super::bind::{param_array_keys, param_key, ParamTypes, ParamValues};
+use super::bind::{param_array_keys, param_key_as, ParamTypes, ParamValues};
 use super::key::TenantKey;
 use super::scanner::Source;
 use super::shardmap::ShardMap;
@@ -930,8 +930,7 @@ fn bind_mentions(
                 return;
             }
             if !array {
-                let key = param_key(v, values.format(i), types.get(i))
-                    .and_then(|k| conv.map_or(Ok(k), |c| c.apply(&k)));
+                let key = param_key_as(v, values.format(i), types.get(i), conv);
                 match key {
                     Ok(key) => push_mention(
                         scratch,

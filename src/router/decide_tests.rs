@@ -245,6 +245,52 @@ fn a_bind_value_is_read_as_its_cast_reads_it() {
     }
 }
 
+/// An integer is read however long it is spelled: Postgres takes any number
+/// of leading zeros or blanks, so the 63-byte limit of a key is the limit of
+/// the integer's text, not of the value sent (probe W: refused, 22023).
+#[test]
+fn an_integer_is_read_however_long_it_is_spelled() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let zeros = format!("{}42", "0".repeat(100));
+    let blanks = format!("{}042 ", " ".repeat(100));
+    for value in [&zeros, &blanks] {
+        let d = extended(
+            &r,
+            &t,
+            Tx::Idle,
+            "SELECT * FROM a WHERE tenant_id = $1::int",
+            &[value],
+        );
+        assert_eq!(shard(&d), Some(1), "{value:?}");
+    }
+    let sql = format!("SELECT * FROM a WHERE tenant_id = '{zeros}'::int8");
+    assert_eq!(shard(&query(&r, &t, Tx::Idle, &sql)), Some(1));
+    let sql = format!("SELECT * FROM a WHERE tenant_id = E'{blanks}'::int");
+    assert_eq!(shard(&query(&r, &t, Tx::Idle, &sql)), Some(1));
+    // Not an integer however it is read, and a text key past 63 bytes, stay
+    // refused.
+    let long = format!("{}x", "0".repeat(100));
+    let d = extended(
+        &r,
+        &t,
+        Tx::Idle,
+        "SELECT * FROM a WHERE tenant_id = $1::int",
+        &[&long],
+    );
+    assert_eq!(code(&d), "22023");
+    let d = extended(
+        &r,
+        &t,
+        Tx::Idle,
+        "SELECT * FROM a WHERE tenant_id = $1",
+        &[&zeros],
+    );
+    assert_eq!(code(&d), "22023");
+    let sql = format!("SELECT * FROM a WHERE tenant_id = '{zeros}'");
+    assert_eq!(code(&query(&r, &t, Tx::Idle, &sql)), "22023");
+}
+
 /// A Bind of a statement the client does not have gets Postgres's 26000
 /// where the unit would want for a tenant: drivers prepare again on it
 /// (probe T: 42P17).

@@ -81,27 +81,35 @@ impl TenantKey {
     /// key column as bigint, so `'042'` routes exactly where the server will
     /// store it.
     pub fn parse_pg_int8(&self) -> Option<i64> {
-        let t = trim_pg_space(self.as_bytes());
-        let (neg, digits) = match t.split_first() {
-            Some((b'-', rest)) => (true, rest),
-            Some((b'+', rest)) => (false, rest),
-            _ => (false, t),
-        };
-        if digits.is_empty() {
+        parse_pg_int8(self.as_bytes())
+    }
+}
+
+/// [`TenantKey::parse_pg_int8`] of any text, however long: Postgres reads an
+/// integer with a thousand leading zeros or blanks as well as a short one
+/// (probe W: such a value was refused as a key past 63 bytes before it was
+/// read as the integer it is).
+pub(crate) fn parse_pg_int8(text: &[u8]) -> Option<i64> {
+    let t = trim_pg_space(text);
+    let (neg, digits) = match t.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, t),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut acc: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
             return None;
         }
-        let mut acc: i64 = 0;
-        for &d in digits {
-            if !d.is_ascii_digit() {
-                return None;
-            }
-            acc = acc.checked_mul(10)?.checked_sub((d - b'0') as i64)?;
-        }
-        if neg {
-            Some(acc)
-        } else {
-            acc.checked_neg()
-        }
+        acc = acc.checked_mul(10)?.checked_sub((d - b'0') as i64)?;
+    }
+    if neg {
+        Some(acc)
+    } else {
+        acc.checked_neg()
     }
 }
 

@@ -113,6 +113,12 @@ impl TenantToken<'_> {
         match *self {
             TenantToken::Bare(b) => TenantKey::new(b),
             TenantToken::Int(b) => int_literal_key(b),
+            // A literal with no quote or backslash in it is its own text,
+            // read as the cast reads it however long it is (`'000…042'::int`
+            // is 42; probe W: refused as a key past 63 bytes).
+            TenantToken::QuotedAs { raw, conv, .. } if memchr2(b'\'', b'\\', raw).is_none() => {
+                conv.apply_text(raw).ok()
+            }
             TenantToken::QuotedAs { raw, escape, conv } => conv
                 .apply(&TenantToken::Quoted { raw, escape }.to_key()?)
                 .ok(),
