@@ -2830,3 +2830,92 @@ async fn shutdown_ends_the_backend_of_a_statement_that_ignores_its_cancel() {
     .await;
     assert_eq!(pg.psql("app", "SELECT count(*) FROM t"), "0");
 }
+
+/// The last value of each reported parameter the client was told, in order.
+fn last_reported(msgs: &[support::raw::Msg], name: &str) -> Option<String> {
+    msgs.iter()
+        .filter(|(t, _)| *t == b'S')
+        .filter_map(|(_, b)| shardbouncer::protocol::parse_parameter_status(b))
+        .filter(|(k, _)| *k == name)
+        .last()
+        .map(|(_, v)| v.to_string())
+}
+
+/// `RESET`, `RESET ALL`, `DISCARD ALL` and `SET .. TO DEFAULT` go back to
+/// what the client gave at connect, as on Postgres, not to the pool's
+/// server's values; the client is told the reported ones again; another
+/// client of the same server gets none of them (probe DD: asyncpg's pool
+/// runs `RESET ALL` on every release, and its `search_path` and
+/// `statement_timeout` were gone from the second use on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_goes_back_to_the_settings_given_at_connect() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "default_pool_size = 1\n")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    let params: &[(&str, &str)] = &[
+        ("application_name", "fromstartup"),
+        ("DateStyle", "German"),
+        (
+            "options",
+            "-c search_path=s_mine -c statement_timeout=33s -c app.tenant=acme",
+        ),
+    ];
+    const READ: &str = "SELECT pg_catalog.concat_ws('|', current_setting('search_path'), \
+        current_setting('statement_timeout'), \
+        coalesce(nullif(current_setting('app.tenant', true), ''), '-'), \
+        current_setting('application_name'), current_setting('DateStyle'))";
+    for reset in [
+        "RESET ALL",
+        "DISCARD ALL",
+        "RESET search_path; RESET statement_timeout; RESET app.tenant; \
+         RESET application_name; RESET DateStyle",
+        "SET search_path TO DEFAULT; SET application_name TO DEFAULT",
+        // Set again after the reset, in the same transaction: kept.
+        "BEGIN; RESET ALL; SET search_path = s_later; SET DateStyle = 'ISO, MDY'; COMMIT",
+    ] {
+        let (mut d, mut direct) = Raw::startup(pg.port, "trustuser", "app", params);
+        let (mut v, mut via) = Raw::startup(b.port, "app", "app", params);
+        let mut read = Vec::new();
+        for (c, seen) in [(&mut d, &mut direct), (&mut v, &mut via)] {
+            // Something else first, so that the reset is not the first use.
+            seen.extend(c.query("SET work_mem = '5MB'").run(1));
+            seen.extend(c.query(reset).run(1));
+            let m = c.query(READ).run(1);
+            read.push(support::raw::first_column(&m));
+            seen.extend(m);
+        }
+        assert!(
+            support::raw::error_codes(&via).is_empty(),
+            "{reset}: {via:?}"
+        );
+        assert_eq!(read[1], read[0], "{reset}");
+        for name in ["application_name", "DateStyle"] {
+            assert_eq!(
+                last_reported(&via, name),
+                last_reported(&direct, name),
+                "{name} after {reset}"
+            );
+        }
+        // Another client of the same (one) server: the pool's values (a
+        // custom setting's name stays defined, empty: README, "Left to the
+        // application").
+        let (mut other, _) = Raw::startup(b.port, "app", "app", &[]);
+        let msgs = other.query(READ).run(1);
+        let (mut fresh, _) = Raw::startup(pg.port, "trustuser", "app", &[]);
+        let want = fresh.query(READ).run(1);
+        assert_eq!(
+            support::raw::first_column(&msgs),
+            support::raw::first_column(&want),
+            "another client after {reset}"
+        );
+        // And the first client still has its own.
+        let msgs = v.query(READ).run(1);
+        let want = d.query(READ).run(1);
+        assert_eq!(
+            support::raw::first_column(&msgs),
+            support::raw::first_column(&want),
+            "{reset}, again"
+        );
+    }
+}

@@ -57,6 +57,19 @@ pub enum ServerError {
     SettingsTooLarge(usize),
 }
 
+/// What [`ServerConn::reset_and_read_back`] read back after a client's
+/// transaction.
+#[derive(Debug, Default)]
+pub struct ReadBack {
+    /// The session settings the client has now, reported parameters aside
+    /// (they travel by ParameterStatus); the default ones are left out.
+    pub settings: ParamSet,
+    /// The reported parameters the client set in its session (source
+    /// `session`): the others are at their reset values, which for a client
+    /// are the ones it gave at connect, not the server's.
+    pub reported_set: Vec<&'static str>,
+}
+
 /// Most bytes of session settings (names and values, as read back) that
 /// follow one client from server to server. Each copy is kept by the client,
 /// by the server it was read from, and in the statement that sets it on the
@@ -576,7 +589,7 @@ impl ServerConn {
         read_back: bool,
         names: &[String],
         login_user: &str,
-    ) -> Result<Option<ParamSet>, ServerError> {
+    ) -> Result<Option<ReadBack>, ServerError> {
         use crate::router::Effects;
         // Read committed: a client's `SERIALIZABLE, READ ONLY, DEFERRABLE`
         // defaults made this wait for a safe snapshot, and the pool with it
@@ -669,6 +682,7 @@ impl ServerConn {
             self.sequences_of = None;
         }
         let mut unreadable = false;
+        let mut reported_set = Vec::new();
         let read = read_back.then(|| {
             let mut set = ParamSet::default();
             // The timeouts: the client's when they differ from their defaults.
@@ -700,7 +714,13 @@ impl ServerConn {
                 let default = match k.as_str() {
                     "role" => v == "none",
                     "session_authorization" => v == login_user,
-                    _ => params::canonical(k).is_some(),
+                    _ => match params::canonical(k) {
+                        Some(c) => {
+                            reported_set.push(c);
+                            true
+                        }
+                        None => false,
+                    },
                 };
                 if !default {
                     set.set(k, v);
@@ -726,7 +746,10 @@ impl ServerConn {
             // What RESET ALL left: the identity, read back above.
             self.unreported.retain(is_identity);
         }
-        Ok(read)
+        Ok(read.map(|settings| ReadBack {
+            settings,
+            reported_set,
+        }))
     }
 
     /// Whether the server carries a client's `idle_session_timeout`: Postgres

@@ -1797,7 +1797,7 @@ impl Session {
         since: Instant,
         mut counters: counters::Counters,
         tenant: Option<TenantKey>,
-        settings: Result<Option<crate::server::ParamSet>, PgError>,
+        settings: Result<Option<crate::server::ReadBack>, PgError>,
     ) -> Need {
         tracing::trace!(client = self.handle.id, server = co.conn.id, "release");
         let xact_us = crate::net::clock::since(since).as_micros() as u64;

@@ -8,7 +8,7 @@ use crate::client::expect::Entry;
 use crate::protocol::{self, tag};
 use crate::router::Effects;
 use crate::server::prepared;
-use crate::server::{ParamSet, ServerState};
+use crate::server::{ReadBack, ServerState};
 use crate::sqlstate::{self, PgError};
 use bytes::BytesMut;
 use std::sync::Arc;
@@ -187,15 +187,27 @@ impl Core {
     /// from it (the client's settings from now on), if anything was, or why
     /// the settings cannot follow the client (too large): the session ends
     /// then, since its next server could not be given them.
-    pub fn released(&mut self, settings: Result<Option<ParamSet>, PgError>) -> Need {
+    pub fn released(&mut self, settings: Result<Option<ReadBack>, PgError>) -> Need {
         self.wait.end_release();
         let kept = match settings {
-            Ok(Some(s)) => self.settings.read_back(s),
-            Ok(None) => Ok(()),
+            Ok(Some(rb)) => self.settings.read_back(rb.settings, &rb.reported_set),
+            Ok(None) => Ok(Vec::new()),
             Err(e) => Err(e),
         };
-        if let Err(e) = kept {
-            return Need::Close(self.fatal(e.code, &e.message));
+        let told = match kept {
+            Ok(told) => told,
+            Err(e) => return Need::Close(self.fatal(e.code, &e.message)),
+        };
+        if !told.is_empty() {
+            // Reported parameters back at the values the client connected
+            // with: it was told the server's defaults when they were reset,
+            // and a driver quotes and parses by them
+            // (`standard_conforming_strings`, `client_encoding`, `DateStyle`).
+            let mut out = BytesMut::new();
+            for (k, v) in &told {
+                protocol::parameter_status(&mut out, k, v);
+            }
+            self.out.push(out.freeze());
         }
         self.check();
         self.client_data()

@@ -36,6 +36,56 @@ pub(super) struct Settings {
     custom: Vec<String>,
     /// Bytes of `unreported` counted in [`HELD_BYTES`].
     held: usize,
+    /// What the client gave at connect, if anything: the values `RESET`,
+    /// `RESET ALL`, `DISCARD ALL` and `SET .. TO DEFAULT` go back to.
+    at_login: Option<AtLogin>,
+}
+
+/// The settings a client gave at connect. Postgres makes them a session's
+/// reset values; a pooled server got them by `SET`, so its own reset values
+/// are the pool's, and what reset a setting is given the client's again
+/// (probe DD: asyncpg's pool, which runs `RESET ALL` on every release, lost
+/// the `search_path` and `statement_timeout` it connected with after the
+/// first use, reading another schema's tables).
+///
+/// Kept in one allocation (every idle client that gave `application_name`
+/// has one): each setting is a kind byte (`r` reported, `u` other), its
+/// name, a NUL, its value and a NUL. Names and values hold no NUL (the
+/// startup packet's own separator).
+struct AtLogin(Box<[u8]>);
+
+impl AtLogin {
+    fn new(reported: &ParamSet, unreported: &ParamSet) -> AtLogin {
+        let mut b = Vec::new();
+        for (kind, set) in [(b'r', reported), (b'u', unreported)] {
+            for (k, v) in set.iter() {
+                b.push(kind);
+                for part in [k.as_bytes(), v.as_bytes()] {
+                    b.extend_from_slice(part);
+                    b.push(0);
+                }
+            }
+        }
+        AtLogin(b.into_boxed_slice())
+    }
+
+    /// The settings of one kind (`r` or `u`), as `(name, value)`.
+    fn of(&self, kind: u8) -> impl Iterator<Item = (&str, &str)> {
+        let mut parts = self.0.split(|&c| c == 0);
+        std::iter::from_fn(move || {
+            let name = parts.next()?;
+            let value = parts.next()?;
+            Some((name, value))
+        })
+        .filter_map(move |(name, value)| {
+            let (&k, name) = name.split_first()?;
+            (k == kind).then_some(())?;
+            Some((
+                std::str::from_utf8(name).ok()?,
+                std::str::from_utf8(value).ok()?,
+            ))
+        })
+    }
 }
 
 impl Drop for Settings {
@@ -65,6 +115,7 @@ impl Settings {
             keys_ascii_only: false,
             custom,
             held,
+            at_login: None,
         }
     }
 
@@ -135,6 +186,9 @@ impl Settings {
                 self.reported.set(&k, v);
             }
         }
+        if !self.reported.is_empty() || !self.unreported.is_empty() {
+            self.at_login = Some(AtLogin::new(&self.reported, &self.unreported));
+        }
     }
 
     /// A ParameterStatus from the client's server: the client's view follows it.
@@ -154,7 +208,34 @@ impl Settings {
     /// Settings read back from a server after the client's transaction, or
     /// 53400 when keeping them would pass [`MAX_ALL_SETTINGS_BYTES`] for all
     /// clients (the old settings are kept then; the caller ends the session).
-    pub(super) fn read_back(&mut self, set: ParamSet) -> Result<(), PgError> {
+    ///
+    /// A setting the client gave at connect that the read back finds at its
+    /// reset value (not set in the session: `reported_set` lists the reported
+    /// parameters that are) is the value given at connect again, as Postgres
+    /// would have it. The reported ones that change are returned: the client
+    /// was told the server's value, and must be told its own.
+    pub(super) fn read_back(
+        &mut self,
+        mut set: ParamSet,
+        reported_set: &[&str],
+    ) -> Result<Vec<(String, String)>, PgError> {
+        let mut told = Vec::new();
+        if let Some(login) = &self.at_login {
+            for (k, v) in login.of(b'u') {
+                if set.get(k).is_none_or(|now| at_reset(k, now)) {
+                    set.set(k, v);
+                }
+            }
+            for (k, v) in login.of(b'r') {
+                let set_here = reported_set.iter().any(|r| params::canonical(k) == Some(r));
+                if !set_here && self.reported.get(k) != Some(v) {
+                    told.push((k.to_string(), v.to_string()));
+                }
+            }
+        }
+        for (k, v) in &told {
+            self.reported_by_server(k, v);
+        }
         let n = set.bytes();
         if n > self.held {
             let more = n - self.held;
@@ -172,9 +253,18 @@ impl Settings {
         }
         self.held = n;
         self.unreported = set;
-        Ok(())
+        Ok(told)
     }
+}
 
+/// Whether `value`, read back for `name`, is the setting's reset value on a
+/// pooled server: a custom setting's placeholder is read back empty once
+/// reset (Postgres cannot drop it).
+fn at_reset(name: &str, value: &str) -> bool {
+    name.contains('.') && value.is_empty()
+}
+
+impl Settings {
     /// Remember custom setting names the client set.
     /// False when some name could not be kept (past the cap): what it set
     /// cannot be read back, and must be cleared with `RESET ALL` instead.
