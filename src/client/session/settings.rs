@@ -284,3 +284,72 @@ impl Settings {
         all
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(pairs: &[(&str, &str)]) -> ParamSet {
+        let mut s = ParamSet::default();
+        for (k, v) in pairs {
+            s.set(k, v);
+        }
+        s
+    }
+
+    /// What a read back finds at its reset value is what the client gave at
+    /// connect; what the client set since is kept; the reported parameters
+    /// that change are returned, to be told to the client.
+    #[test]
+    fn a_reset_setting_goes_back_to_the_value_given_at_connect() {
+        let mut s = Settings::new(
+            set(&[("application_name", "mine"), ("DateStyle", "German, DMY")]),
+            set(&[
+                ("search_path", "s_mine"),
+                ("role", "other"),
+                ("app.tenant", "acme"),
+                ("work_mem", "8MB"),
+            ]),
+        );
+        s.greeted(&set(&[("DateStyle", "German, DMY")]));
+        // RESET ALL: the server reported its own values, and only the
+        // client's later SET of work_mem is in the session.
+        s.reported_by_server("application_name", "");
+        s.reported_by_server("DateStyle", "ISO, MDY");
+        let told = s
+            .read_back(set(&[("work_mem", "1MB"), ("app.tenant", "")]), &[])
+            .unwrap();
+        assert_eq!(
+            told,
+            [
+                ("application_name".to_string(), "mine".to_string()),
+                ("DateStyle".to_string(), "German, DMY".to_string())
+            ]
+        );
+        assert_eq!(s.reported().get("DateStyle"), Some("German, DMY"));
+        let u = s.unreported();
+        assert_eq!(u.get("search_path"), Some("s_mine"));
+        assert_eq!(u.get("role"), Some("other"));
+        assert_eq!(u.get("app.tenant"), Some("acme"));
+        assert_eq!(u.get("work_mem"), Some("1MB"), "set since: kept");
+        // Set in the session since: kept, and nothing to tell.
+        s.reported_by_server("DateStyle", "SQL, DMY");
+        let told = s
+            .read_back(set(&[("search_path", "s_later")]), &["DateStyle"])
+            .unwrap();
+        assert!(told.is_empty(), "{told:?}");
+        assert_eq!(s.unreported().get("search_path"), Some("s_later"));
+        assert_eq!(s.reported().get("DateStyle"), Some("SQL, DMY"));
+    }
+
+    /// A client that gave nothing at connect keeps no record of it.
+    #[test]
+    fn nothing_given_at_connect_keeps_nothing() {
+        let mut s = Settings::new(ParamSet::default(), ParamSet::default());
+        s.greeted(&set(&[("DateStyle", "ISO, MDY")]));
+        assert!(s.at_login.is_none());
+        let told = s.read_back(set(&[("work_mem", "1MB")]), &[]).unwrap();
+        assert!(told.is_empty());
+        assert_eq!(s.unreported().get("work_mem"), Some("1MB"));
+    }
+}
