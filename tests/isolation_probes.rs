@@ -3927,3 +3927,56 @@ fn a_key_parameter_typed_by_another_use_is_refused_unless_declared() {
         "1"
     );
 }
+
+/// A tenant value cast to a type Postgres finds by name (`text`, `int8`,
+/// `uuid`, ...) is refused once the transaction may have created a type: a
+/// temporary domain `pg_temp.text AS varchar(1)` made `'bravo'::text` the
+/// tenant `b`, whose row was written on bravo's shard (probe EE). Nothing
+/// is written on either shard; once the transaction is over (its temporary
+/// objects gone), the same text routes again.
+#[test]
+fn a_cast_a_temporary_type_could_shadow_is_refused_after_types_may_have_been_created() {
+    const CREATE: &str = "CREATE DOMAIN pg_temp.text AS varchar(1)";
+    const INSERT: &str =
+        "INSERT INTO accounts (tenant_id, name) VALUES ('bravo'::text, 'probe-ee')";
+    let f = Fixture::start();
+    let before = f.accounts();
+    let mut c = f.raw("apptext", &[]);
+    // One Query.
+    let (errs, _) = q(&mut c, &format!("{CREATE}; {INSERT}"));
+    assert_eq!(errs, ["0A000"]);
+    // A transaction the domain's statement placed, then the INSERT.
+    for sql in ["BEGIN", &format!("/* tenant_id=bravo */ {CREATE}")] {
+        let (errs, _) = q(&mut c, sql);
+        assert!(errs.is_empty(), "{sql}: {errs:?}");
+    }
+    let (errs, _) = q(&mut c, INSERT);
+    assert_eq!(errs, ["0A000"]);
+    let (errs, _) = q(&mut c, "ROLLBACK");
+    assert!(errs.is_empty(), "{errs:?}");
+    // Extended: the domain made in the batch, the key a parameter cast by name.
+    let mut b = f.raw("apptext", &[]);
+    b.query("BEGIN").run(1);
+    b.parse("", &format!("/* tenant_id=bravo */ {CREATE}"))
+        .bind("", &[])
+        .execute()
+        .parse(
+            "",
+            "INSERT INTO accounts (tenant_id, name) VALUES ($1::text, 'probe-ee')",
+        )
+        .bind("", &["bravo"])
+        .execute()
+        .sync();
+    let m = b.run(1);
+    assert_eq!(error_codes(&m), ["0A000"], "{m:?}");
+    b.query("ROLLBACK").run(1);
+    assert_eq!(f.accounts(), before);
+    // A new transaction has no such type: the cast reads bravo.
+    let (errs, v) = q(
+        &mut c,
+        "SELECT (SELECT name FROM shard_marker) WHERE NOT EXISTS \
+         (SELECT 1 FROM accounts WHERE tenant_id = 'bravo'::text AND name = 'none')",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["s1"]);
+}

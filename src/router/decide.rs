@@ -174,6 +174,11 @@ pub struct SessionView<'a> {
     /// Postgres refuses every statement there but its end, so a `SET` of the
     /// tenant is refused too, not answered here (probe M).
     pub server_failed: bool,
+    /// The session's server may hold types or domains of the session's own:
+    /// its transaction (in session mode, the session) ran statements that
+    /// may create them ([`super::Effects::may_create_types`]). A value cast
+    /// to a type found by name ([`Facts::casts_by_name`]) is refused then.
+    pub types_untrusted: bool,
 }
 
 /// One message of an extended-protocol batch, as routing sees it. `V` gives a
@@ -402,6 +407,9 @@ fn query(
     if let Some(v) = f.violation {
         return Err(violation(r, v));
     }
+    if f.casts_by_name && (s.types_untrusted || f.effects.may_create_types()) {
+        return Err(cast_by_name(r));
+    }
     if f.rollback_to && rollback_to_unknown(s) {
         return Err(rollback_to_after_set(r));
     }
@@ -590,6 +598,7 @@ fn batch<'a, V: ParamValues>(
     // (`Some(false)` while they last, `Some(true)` once it executed first).
     let mut begin_first: Option<bool> = Some(false);
     let mut lexing = Lexing {
+        types: s.types_untrusted,
         changed: s.lexing_unsure,
     };
     // A statement that ends the transaction was bound earlier in the batch.
@@ -1220,10 +1229,18 @@ fn no_tenant(r: &Routing) -> Refusal {
 #[derive(Default)]
 struct Lexing {
     changed: bool,
+    /// A type of the session's own may exist (see
+    /// [`SessionView::types_untrusted`]): the session's, or an earlier
+    /// message of the batch may have created one.
+    types: bool,
 }
 
 impl Lexing {
     fn check(&mut self, r: &Routing, s: &SessionView<'_>, f: &Facts) -> Result<(), Refusal> {
+        self.types |= f.effects.may_create_types();
+        if f.casts_by_name && self.types {
+            return Err(cast_by_name(r));
+        }
         if f.rollback_to && rollback_to_unknown(s) {
             return Err(rollback_to_after_set(r));
         }
@@ -1340,6 +1357,23 @@ fn ambiguous(r: &Routing) -> Refusal {
             "cannot route a statement whose {} mentions depend on standard_conforming_strings \
              or client_encoding while that setting changes: send the SET on its own, and \
              prepare statements again after changing it",
+            r.key
+        ),
+    )
+}
+
+/// A tenant value cast to a type Postgres finds by name, where the session
+/// may have a type of that name ahead of `pg_catalog`'s (probe EE: a
+/// temporary domain `text AS varchar(1)` wrote tenant `g`'s row, routed as
+/// `gamma`, on `gamma`'s shard).
+fn cast_by_name(r: &Routing) -> Refusal {
+    Refusal::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!(
+            "cannot route a {} value cast to text, int2, int4, int8 or uuid after this \
+             transaction may have created a type (a CREATE, ALTER, DROP or DO): a temporary \
+             type of that name would read it as another tenant; cast to varchar, int, bigint \
+             or smallint, or send the value without the cast",
             r.key
         ),
     )

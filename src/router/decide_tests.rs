@@ -69,6 +69,7 @@ fn view(t: &Tenants, tx: Tx) -> SessionView<'_> {
         lexing_unsure: false,
         owns_server: false,
         server_failed: false,
+        types_untrusted: false,
     }
 }
 
@@ -289,6 +290,72 @@ fn an_integer_is_read_however_long_it_is_spelled() {
     assert_eq!(code(&d), "22023");
     let sql = format!("SELECT * FROM a WHERE tenant_id = '{zeros}'");
     assert_eq!(code(&query(&r, &t, Tx::Idle, &sql)), "22023");
+}
+
+/// A value cast to a type Postgres finds by name (`text`, `int8`, `uuid`,
+/// ...) is refused where the session may have a type of that name: a
+/// temporary domain `text AS varchar(1)` reads `'gamma'::text` as `g`
+/// (probe EE). Keyword types (`varchar`, `int`, `bigint`) are always
+/// `pg_catalog`'s.
+#[test]
+fn a_cast_to_a_type_found_by_name_is_refused_once_types_may_have_been_created() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let untrusted = SessionView {
+        types_untrusted: true,
+        ..view(&t, Tx::Idle)
+    };
+    let run = |v: &SessionView<'_>, sql: &str| {
+        let mut f = Facts::default();
+        analyze(sql.as_bytes(), r.key.as_bytes(), true, &mut f);
+        decide(&r, v, Unit::query(&f), &mut Vec::new())
+    };
+    for sql in [
+        "INSERT INTO a (tenant_id, x) VALUES ('42'::text, 1)",
+        "SELECT * FROM a WHERE tenant_id = '42'::int8",
+        "SELECT * FROM a WHERE tenant_id IN ('42'::text, 43)",
+        "SELECT * FROM a WHERE tenant_id = ANY(ARRAY['42']::text[])",
+    ] {
+        assert_eq!(shard(&run(&view(&t, Tx::Idle), sql)), Some(1), "{sql}");
+        assert_eq!(code(&run(&untrusted, sql)), "0A000", "{sql}");
+        // In the same text as what may create the type.
+        let both = format!("CREATE DOMAIN pg_temp.text AS varchar(1); {sql}");
+        assert_eq!(code(&run(&view(&t, Tx::Idle), &both)), "0A000", "{both}");
+    }
+    // Keyword types, no cast, and casts elsewhere in the text route.
+    for sql in [
+        "SELECT * FROM a WHERE tenant_id = '42'::varchar",
+        "SELECT * FROM a WHERE tenant_id = '42'::bigint",
+        "SELECT * FROM a WHERE tenant_id = 42",
+        "SELECT x::text FROM a WHERE tenant_id = '42'",
+    ] {
+        assert_eq!(shard(&run(&untrusted, sql)), Some(1), "{sql}");
+    }
+    // A parameter cast by name, in a batch behind what may create the type.
+    let mut create = Facts::default();
+    analyze(
+        b"CREATE DOMAIN pg_temp.int8 AS numeric(2,-1)",
+        r.key.as_bytes(),
+        true,
+        &mut create,
+    );
+    let mut ins = Facts::default();
+    let sql = "INSERT INTO a (tenant_id, x) VALUES ($1::int8, 1)";
+    analyze(sql.as_bytes(), r.key.as_bytes(), true, &mut ins);
+    assert!(ins.casts_by_name);
+    let values = Values(vec![Some(b"42".to_vec()), None]);
+    let d = batch(
+        &r,
+        &t,
+        Tx::Pinned(1),
+        vec![
+            Item::Parse(&create),
+            Item::Execute(b""),
+            Item::Bind(&ins, ParamTypes::default(), &values, b""),
+            Item::Execute(b""),
+        ],
+    );
+    assert_eq!(code(&d), "0A000");
 }
 
 /// A Bind of a statement the client does not have gets Postgres's 26000

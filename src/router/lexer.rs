@@ -168,6 +168,11 @@ pub(super) struct Lexer<'a> {
     /// backslash escapes like `E'...'` (so `'\''` does not end at the second
     /// quote). Lexing with the wrong setting would let a literal pose as SQL.
     std_strings: bool,
+    /// Whether a cast to a type Postgres finds by name (`text`, `int8`,
+    /// `uuid`, ...) reads a value as the built-in type: false when the
+    /// session may have a type of that name ahead of `pg_catalog`'s (see
+    /// [`super::scanner::mentions_strict`]).
+    pub(super) types_by_name: bool,
 }
 
 impl<'a> Lexer<'a> {
@@ -177,6 +182,7 @@ impl<'a> Lexer<'a> {
             s,
             pos: 0,
             std_strings,
+            types_by_name: true,
         }
     }
 

@@ -396,6 +396,14 @@ const SAFE_CASTS: &[&[u8]] = &[
 /// The [`SAFE_CASTS`] that read a value as an integer.
 const INT_CASTS: &[&[u8]] = SAFE_CASTS.split_at(7).0;
 
+/// The [`SAFE_CASTS`] that are no SQL keyword: Postgres finds the type by
+/// name, in the session's temporary schema first, then through
+/// `search_path` (`int`, `integer`, `bigint`, `smallint` and `varchar` are
+/// keywords, always `pg_catalog`'s types). A temporary domain
+/// `pg_temp.text AS varchar(1)` makes `'gamma'::text` the tenant `g` (probe
+/// EE).
+const CASTS_BY_NAME: &[&[u8]] = &[b"int2", b"int4", b"int8", b"text", b"uuid"];
+
 /// Reads one routable value at the cursor: integer (optionally with an
 /// adjacent leading `-`), string, dollar-quoted string or `$n`, followed by
 /// any number of safe casts.
@@ -442,15 +450,15 @@ fn read_value<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<TenantToken<'a>> 
             return None;
         }
         // An integer read as a uuid, or the reverse: Postgres refuses it.
-        tok = tok.read_as(cast_conv(sql, &ty)?)?;
+        tok = tok.read_as(cast_conv(sql, &ty, lx)?)?;
     }
     Some(tok)
 }
 
 /// What a cast to `ty` reads a value as: `Some(None)` for its text (`text`,
 /// `varchar`), `None` for a type not among [`SAFE_CASTS`].
-fn cast_conv(sql: &[u8], ty: &Tok) -> Option<Option<Conv>> {
-    if !is_any_kw(sql, ty, SAFE_CASTS) {
+fn cast_conv(sql: &[u8], ty: &Tok, lx: &Lexer<'_>) -> Option<Option<Conv>> {
+    if !is_any_kw(sql, ty, SAFE_CASTS) || (!lx.types_by_name && is_any_kw(sql, ty, CASTS_BY_NAME)) {
         None
     } else if is_any_kw(sql, ty, INT_CASTS) {
         Some(Some(Conv::Int))
@@ -529,7 +537,7 @@ fn array_casts(sql: &[u8], lx: &mut Lexer<'_>) -> Option<Option<Conv>> {
     while lx.peek_sig().is_some_and(|t| t.k == K::Cast) {
         lx.next_sig();
         let ty = lx.next_sig()?;
-        let now = cast_conv(sql, &ty)?;
+        let now = cast_conv(sql, &ty, lx)?;
         if lx.next_sig()?.k != K::LBrack || lx.next_sig()?.k != K::RBrack {
             return None;
         }
@@ -890,16 +898,15 @@ fn drive<'a>(
     std_strings: bool,
     f: &mut dyn FnMut(Src, TenantToken<'a>) -> ControlFlow<()>,
 ) {
-    let _ = drive_inner(sql, key, std_strings, f);
+    let _ = drive_inner(Lexer::new(sql, std_strings), sql, key, f);
 }
 
 fn drive_inner<'a>(
+    mut lx: Lexer<'a>,
     sql: &'a [u8],
     key: &[u8],
-    std_strings: bool,
     f: &mut dyn FnMut(Src, TenantToken<'a>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
-    let mut lx = Lexer::new(sql, std_strings);
     let mut p1: Option<Tok> = None;
     let mut p2: Option<Tok> = None;
     let mut chain_pred: Option<Tok> = None;
@@ -976,6 +983,24 @@ pub fn mentions<'a>(
         );
         ControlFlow::Continue(())
     });
+}
+
+/// How many mentions [`mentions`] reports in `sql` when a cast to a type
+/// found by name ([`CASTS_BY_NAME`]) reads nothing: fewer than
+/// [`mentions`] when some mention is read through such a cast, which a
+/// type of the session's own can make read another tenant.
+pub fn mentions_strict(sql: &[u8], key: &[u8], std_strings: bool) -> usize {
+    if key.is_empty() {
+        return 0;
+    }
+    let mut lx = Lexer::new(sql, std_strings);
+    lx.types_by_name = false;
+    let mut n = 0;
+    let _ = drive_inner(lx, sql, key, &mut |_, _| {
+        n += 1;
+        ControlFlow::Continue(())
+    });
+    n
 }
 
 #[cfg(test)]

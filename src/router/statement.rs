@@ -192,6 +192,18 @@ impl Effects {
         Effects(self.0 & !other.0)
     }
 
+    /// Whether these effects may have created or changed a type or domain
+    /// (a `CREATE` of anything, `ALTER`, `DROP`, dynamic code): one in the
+    /// session's temporary schema comes before `pg_catalog`'s types of that
+    /// name, whatever `search_path` says.
+    pub fn may_create_types(self) -> bool {
+        self.any(
+            Effects::TEMP
+                .union(Effects::CATALOG)
+                .union(Effects::DYNAMIC),
+        )
+    }
+
     /// Whether these effects may have changed session settings: they are
     /// read back on release (they follow the client, and they are the
     /// server's own record of what the next client's sync must reset), and
@@ -320,6 +332,11 @@ pub struct Facts {
     pub set_value: Option<TenantKey>,
     /// Server-side state the text may leave behind.
     pub effects: Effects,
+    /// Some tenant mention is read through a cast to a type Postgres finds
+    /// by name (`'42'::text`, `$1::int8`): a type or domain of that name the
+    /// session created makes it another value (see
+    /// [`Effects::may_create_types`]).
+    pub casts_by_name: bool,
     /// Literal tenant mentions (comments and scanned values), in textual order;
     /// consecutive repeats are folded.
     pub mentions: Vec<Mention>,
@@ -394,6 +411,7 @@ impl Facts {
         self.std_sensitive = false;
         self.set_value = None;
         self.effects = Effects::none();
+        self.casts_by_name = false;
         self.mentions.clear();
         self.params.clear();
         self.array_params.clear();
@@ -487,31 +505,41 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
             Some(r) => r.1 += 1,
             None => reported.push((n, 1)),
         };
-        scanner::mentions(stmt, key, std_strings, |source, t| match t {
-            TenantToken::Param(n) => {
-                count(n);
-                if !out.params.contains(&n) {
-                    out.params.push(n);
+        let mut seen = 0usize;
+        scanner::mentions(stmt, key, std_strings, |source, t| {
+            seen += 1;
+            match t {
+                TenantToken::Param(n) => {
+                    count(n);
+                    if !out.params.contains(&n) {
+                        out.params.push(n);
+                    }
                 }
-            }
-            TenantToken::ParamArray(n) => {
-                count(n);
-                if !out.array_params.contains(&n) {
-                    out.array_params.push(n);
+                TenantToken::ParamArray(n) => {
+                    count(n);
+                    if !out.array_params.contains(&n) {
+                        out.array_params.push(n);
+                    }
                 }
-            }
-            TenantToken::ParamAs(n, c) | TenantToken::ParamArrayAs(n, c) => {
-                count(n);
-                let p = (n, c, matches!(t, TenantToken::ParamArrayAs(..)));
-                if !out.conv_params.contains(&p) {
-                    out.conv_params.push(p);
+                TenantToken::ParamAs(n, c) | TenantToken::ParamArrayAs(n, c) => {
+                    count(n);
+                    let p = (n, c, matches!(t, TenantToken::ParamArrayAs(..)));
+                    if !out.conv_params.contains(&p) {
+                        out.conv_params.push(p);
+                    }
                 }
+                t => match t.to_key() {
+                    Some(k) => out.mention(k, source),
+                    None => out.violate(Violation::InvalidTenant),
+                },
             }
-            t => match t.to_key() {
-                Some(k) => out.mention(k, source),
-                None => out.violate(Violation::InvalidTenant),
-            },
         });
+        if seen > 0
+            && memchr::memmem::find(stmt, b"::").is_some()
+            && scanner::mentions_strict(stmt, key, std_strings) != seen
+        {
+            out.casts_by_name = true;
+        }
         if !reported.is_empty() {
             params_used_elsewhere(stmt, std_strings, &reported, out);
         }
@@ -1852,6 +1880,31 @@ mod tests {
         let mut f = Facts::default();
         analyze(sql.as_bytes(), KEY, true, &mut f);
         f
+    }
+
+    /// Facts are a buffer reused from text to text: every field is the next
+    /// text's alone (a `casts_by_name` left over from a refused text refused
+    /// the next one, in a test of the whole path).
+    #[test]
+    fn reused_facts_are_those_of_the_last_text_alone() {
+        let texts = [
+            "CREATE DOMAIN pg_temp.text AS varchar(1); INSERT INTO a (tenant_id) VALUES ('g'::text)",
+            "/* tenant_id=7 */ SELECT 1",
+            "SET tenant_id = 4",
+            "SELECT * FROM a WHERE tenant_id = $1::int8 OR x = $1",
+            "BEGIN; SET LOCAL statement_timeout = 1; COMMIT AND CHAIN; SELECT 2",
+            "DISCARD ALL",
+            "SELECT set_config($1, 'x', false) FROM a WHERE tenant_id = ANY($2)",
+            "PREPARE sb_x AS SELECT 1; LISTEN ch; UNLISTEN *",
+            "",
+        ];
+        for a in texts {
+            for b in texts {
+                let mut reused = facts(a);
+                analyze(b.as_bytes(), KEY, true, &mut reused);
+                assert_eq!(reused, facts(b), "{a:?} then {b:?}");
+            }
+        }
     }
 
     fn keys(f: &Facts) -> Vec<String> {

@@ -432,6 +432,10 @@ impl Core {
                 .att
                 .as_ref()
                 .is_some_and(|a| a.status() == TxStatus::Failed),
+            types_untrusted: self
+                .att
+                .as_ref()
+                .is_some_and(|a| a.effects().may_create_types()),
         }
     }
 

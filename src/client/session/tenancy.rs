@@ -69,6 +69,8 @@ pub(super) struct View {
     pub(super) owns_server: bool,
     /// [`SessionView::server_failed`].
     pub(super) server_failed: bool,
+    /// [`SessionView::types_untrusted`].
+    pub(super) types_untrusted: bool,
 }
 
 /// The text of a Parse frame (empty if it is malformed, as routing reads it).
@@ -533,6 +535,7 @@ fn view(tenants: &Tenants, pinned: Option<(TenantKey, Source)>, v: View) -> Sess
         lexing_unsure: v.lexing_unsure,
         owns_server: v.owns_server,
         server_failed: v.server_failed,
+        types_untrusted: v.types_untrusted,
     }
 }
 
