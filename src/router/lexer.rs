@@ -160,6 +160,13 @@ pub(super) fn is_op_char(c: u8) -> bool {
     )
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tokens lexed on this thread, to test that a pass stays linear in its
+    /// input without timing it.
+    pub(super) static LEXED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 #[derive(Clone, Copy)]
 pub(super) struct Lexer<'a> {
     s: &'a [u8],
@@ -286,6 +293,8 @@ impl<'a> Lexer<'a> {
 
     /// Next token including comments; `None` at end of input.
     pub(super) fn next_raw(&mut self) -> Option<Tok> {
+        #[cfg(test)]
+        LEXED.with(|n| n.set(n.get() + 1));
         let b = self.s;
         let mut i = self.pos;
         while i < b.len() && is_space(b[i]) {

@@ -644,10 +644,17 @@ fn reverse_match<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8]) -> Option<Ten
 /// position, or `None` if any row's value is not a plain literal/parameter
 /// (then the whole INSERT names no tenant: reporting only some rows would
 /// let a second tenant's row ride along unnoticed).
+///
+/// `reached` is how far the walk went, however it ended: a walk that fails
+/// never walks that text again for a later `INSERT` inside it (probe EE:
+/// `INSERT INTO t (a, tenant_id) VALUES ((` repeated walked to the end of
+/// the text once per repeat, 40 s of a worker for 600 KB). An `INSERT`
+/// inside a VALUES row is no statement Postgres runs.
 fn insert_rows<'a>(
     sql: &'a [u8],
     mut lx: Lexer<'a>,
     idx: usize,
+    reached: &mut usize,
     f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>,
 ) -> Option<ControlFlow<(), usize>> {
     loop {
@@ -672,7 +679,11 @@ fn insert_rows<'a>(
                 lx = l2;
             }
             at_elem_start = false;
-            let t = lx.next_sig()?;
+            let Some(t) = lx.next_sig() else {
+                *reached = sql.len();
+                return None;
+            };
+            *reached = lx.pos;
             match t.k {
                 K::LParen | K::LBrack => depth += 1,
                 K::RBrack => depth = depth.checked_sub(1)?,
@@ -932,12 +943,16 @@ fn drive_inner<'a>(
                 }
                 if t.s >= insert_done && is_kw(sql, &t, b"INSERT") {
                     if let Some((idx, rows)) = insert_header(sql, lx, key) {
-                        if let Some(ControlFlow::Continue(end)) =
-                            insert_rows(sql, rows, idx, &mut |_| ControlFlow::Continue(()))
-                        {
-                            insert_done = end;
-                            insert_rows(sql, rows, idx, &mut |v| f(Src::Scan, v))
-                                .unwrap_or(ControlFlow::Continue(0))?;
+                        let mut reached = 0;
+                        match insert_rows(sql, rows, idx, &mut reached, &mut |_| {
+                            ControlFlow::Continue(())
+                        }) {
+                            Some(ControlFlow::Continue(end)) => {
+                                insert_done = end;
+                                insert_rows(sql, rows, idx, &mut reached, &mut |v| f(Src::Scan, v))
+                                    .unwrap_or(ControlFlow::Continue(0))?;
+                            }
+                            _ => insert_done = insert_done.max(reached),
                         }
                     }
                 }
@@ -1567,6 +1582,35 @@ mod tests {
         run(b"E'\\");
         run(b"$");
         run(b"U&");
+    }
+
+    /// The tokens the scan lexes grow with the input, not with its square,
+    /// on the inputs that made a walk start over and over (probe EE: INSERT
+    /// rows nested without end, 40 s of a worker for 600 KB).
+    #[test]
+    fn adversarial_inputs_are_scanned_in_linear_work() {
+        let lexed = |unit: &str, n: usize| {
+            let text = unit.repeat(n);
+            crate::router::lexer::LEXED.with(|c| c.set(0));
+            mentions(text.as_bytes(), KEY, true, |_, _| {});
+            crate::router::lexer::LEXED.with(|c| c.get())
+        };
+        for unit in [
+            "INSERT INTO t (a, tenant_id) VALUES ((",
+            "INSERT INTO t (tenant_id, a) VALUES ((1, ",
+            "INSERT INTO t (a, tenant_id) VALUES (1, (",
+            "INSERT INTO t (tenant_id) VALUES (1), (",
+            "tenant_id IN (1, ",
+            "tenant_id = ANY(ARRAY[1, ",
+            "tenant_id = ((",
+            "1 = a.",
+        ] {
+            let (small, large) = (lexed(unit, 500), lexed(unit, 2000));
+            assert!(
+                large <= 5 * small,
+                "{unit:?}: {small} tokens lexed for 500 repeats, {large} for 2000"
+            );
+        }
     }
 
     fn sqlish() -> impl Strategy<Value = Vec<u8>> {

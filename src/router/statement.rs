@@ -1907,6 +1907,42 @@ mod tests {
         }
     }
 
+    /// Every pass of the analysis stays linear in its input: tokens lexed
+    /// grow with the text, not with its square (see the scanner's test of
+    /// the same name).
+    #[test]
+    fn adversarial_inputs_are_analyzed_in_linear_work() {
+        let lexed = |unit: &str, n: usize| {
+            let text = unit.repeat(n);
+            super::super::lexer::LEXED.with(|c| c.set(0));
+            let mut f = Facts::default();
+            analyze(text.as_bytes(), KEY, true, &mut f);
+            super::super::lexer::LEXED.with(|c| c.get())
+        };
+        for unit in [
+            "INSERT INTO t (a, tenant_id) VALUES ((",
+            "WITH a AS (INSERT INTO t (tenant_id) VALUES ((",
+            "CREATE OR REPLACE ",
+            "CREATE TEMP TABLE x (",
+            "SELECT set_config(",
+            "tenant_id = $1 AND f($1, ",
+            "PREPARE sb_x AS ",
+            "LISTEN ",
+            "UNLISTEN ",
+            "SET tenant_id = ",
+            "BEGIN; SET LOCAL a = 1; ",
+            "COMMIT AND CHAIN; ",
+            "DISCARD ALL; ",
+            "SELECT $1::int8 = tenant_id, ",
+        ] {
+            let (small, large) = (lexed(unit, 250), lexed(unit, 1000));
+            assert!(
+                large <= 5 * small,
+                "{unit:?}: {small} tokens lexed for 250 repeats, {large} for 1000"
+            );
+        }
+    }
+
     fn keys(f: &Facts) -> Vec<String> {
         f.mentions
             .iter()
