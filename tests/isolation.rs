@@ -462,6 +462,11 @@ async fn locked_startup_tenant_cannot_be_overridden_by_any_source_in_any_order()
                 "scanned literal B joined to the marker",
                 "SELECT m.name FROM shard_marker m, accounts a WHERE a.tenant_id = 'bravo'",
             ),
+            (
+                // As PgJDBC's simple query mode binds a value (probe CC).
+                "scanned literal B in parentheses",
+                "SELECT name FROM accounts WHERE tenant_id = (('bravo'::varchar))",
+            ),
         ] {
             // B lives on another shard: a cross-shard statement, as without the lock.
             let r = sq(&c, sql).await;

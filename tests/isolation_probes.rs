@@ -2279,6 +2279,9 @@ fn values_route_as_postgres_reads_them_not_as_spelled() {
         "' 2002'::int4::varchar",
         "ANY(ARRAY[02002]::text[])",
         "ANY(ARRAY['02002']::int[]::varchar[])",
+        // In parentheses, as PgJDBC's simple mode binds (probe CC: not read).
+        "('02002'::int8)::text",
+        "((02002))::text",
     ] {
         let (errs, v) = q(&mut c, &probe(lit));
         assert!(errs.is_empty(), "{lit}: {errs:?}");
@@ -2312,6 +2315,7 @@ fn values_route_as_postgres_reads_them_not_as_spelled() {
     for (value, stored) in [
         ("02002", "2002"),
         ("'02002'::int8", "2002"),
+        ("(('02002'::int8))", "2002"),
         (
             "'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A12'::uuid",
             "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12",

@@ -413,16 +413,50 @@ const CASTS_BY_NAME: &[&[u8]] = &[b"int2", b"int4", b"int8", b"text", b"uuid"];
 /// `'042'::int::text` and `042::text` are '42', `'A0EE..'::uuid` is lower
 /// case (probe: routed as written, to another shard; `INSERT .. VALUES
 /// (042, ..)` into a text column stores '42').
+///
+/// In parentheses too, each level with casts of its own: PgJDBC's simple
+/// query mode sends a bound value as `('2'::int8)` (probe CC: not read, so
+/// the statement ran on the session tenant's shard, another tenant's row
+/// with it, or was refused).
 fn read_value<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<TenantToken<'a>> {
+    let mut opens = 0;
+    while lx.peek_sig().is_some_and(|t| t.k == K::LParen) {
+        opens += 1;
+        if opens > MAX_PARENS {
+            return None;
+        }
+        lx.next_sig();
+    }
+    let mut tok = read_atom(sql, lx)?;
+    loop {
+        tok = read_casts(sql, lx, tok)?;
+        if opens == 0 {
+            return Some(tok);
+        }
+        if lx.next_sig()?.k != K::RParen {
+            return None;
+        }
+        opens -= 1;
+    }
+}
+
+/// Most parentheses read around one value: more is no value an application
+/// or driver writes, and each level is a step of the walk.
+const MAX_PARENS: usize = 8;
+
+/// One literal or parameter, unparenthesized and uncast.
+fn read_atom<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<TenantToken<'a>> {
     let t = lx.next_sig()?;
-    let tok = match t.k {
+    Some(match t.k {
         K::Int => TenantToken::Int(text(sql, &t)),
-        K::Op if text(sql, &t) == b"-" => {
+        // `+42` is 42, as Postgres's prefix `+` makes it.
+        K::Op if matches!(text(sql, &t), b"-" | b"+") => {
             let n = lx.next_raw()?;
             if n.k != K::Int || n.s != t.e {
                 return None;
             }
-            TenantToken::Int(&sql[t.s..n.e])
+            let from = if text(sql, &t) == b"-" { t.s } else { n.s };
+            TenantToken::Int(&sql[from..n.e])
         }
         K::Str { escape } => TenantToken::Quoted {
             raw: body(sql, &t),
@@ -438,8 +472,15 @@ fn read_value<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<TenantToken<'a>> 
         }
         K::Param(n) => TenantToken::Param(n),
         _ => return None,
-    };
-    let mut tok = tok;
+    })
+}
+
+/// Any number of safe casts after a value: the value as they read it.
+fn read_casts<'a>(
+    sql: &'a [u8],
+    lx: &mut Lexer<'a>,
+    mut tok: TenantToken<'a>,
+) -> Option<TenantToken<'a>> {
     while lx.peek_sig().is_some_and(|t| t.k == K::Cast) {
         lx.next_sig();
         let ty = lx.next_sig()?;
@@ -959,7 +1000,7 @@ fn drive_inner<'a>(
             }
             // A value that may start `value = key` (reversed comparison).
             K::Int | K::Str { .. } | K::Dollar | K::Param(_) | K::Op
-                if (t.k != K::Op || text(sql, &t) == b"-") && pred_ok(sql, p1) =>
+                if (t.k != K::Op || matches!(text(sql, &t), b"-" | b"+")) && pred_ok(sql, p1) =>
             {
                 if let Some(v) = reverse_match(sql, before, key) {
                     f(Src::Scan, v)?;
@@ -1414,6 +1455,41 @@ mod tests {
             vec!["9", "1", "2", "3"]
         );
         assert!(all("SELECT 1").is_empty());
+    }
+
+    /// Values in parentheses, each level with its casts, and a prefix `+`,
+    /// are the values Postgres makes of them (probe CC: PgJDBC's simple
+    /// mode binds `('2'::int8)`).
+    #[test]
+    fn parenthesized_values_are_read() {
+        for (sql, want) in [
+            ("SELECT * FROM t WHERE tenant_id = ('2'::int8)", vec!["2"]),
+            ("SELECT * FROM t WHERE tenant_id = ((042))", vec!["42"]),
+            ("SELECT * FROM t WHERE tenant_id = ('2')::bigint", vec!["2"]),
+            ("SELECT * FROM t WHERE tenant_id = +042", vec!["42"]),
+            ("SELECT * FROM t WHERE tenant_id = (-7)", vec!["-7"]),
+            ("SELECT * FROM t WHERE tenant_id IN ((1), ('2'::int8))", vec!["1", "2"]),
+            (
+                "INSERT INTO t (tenant_id, x) VALUES (('2'::int8), ('a')), ((3), 'b')",
+                vec!["2", "3"],
+            ),
+            ("SELECT * FROM t WHERE +5 = tenant_id", vec!["5"]),
+        ] {
+            assert_eq!(all(sql), want, "{sql}");
+        }
+        // Not a value: computed, a row, a subquery, too deep.
+        for sql in [
+            "SELECT * FROM t WHERE tenant_id = (2) + 1",
+            "SELECT * FROM t WHERE tenant_id = ('a' || 'b')",
+            "SELECT * FROM t WHERE tenant_id IN ((1, 2))",
+            "SELECT * FROM t WHERE tenant_id = (SELECT 2)",
+            "SELECT * FROM t WHERE tenant_id = (((((((((2)))))))))",
+            "SELECT * FROM t WHERE tenant_id = (2",
+            "INSERT INTO t (tenant_id, x) VALUES ((1, 2), 'a')",
+        ] {
+            assert!(all(sql).is_empty(), "{sql}: {:?}", all(sql));
+        }
+        assert_eq!(all("SELECT * FROM t WHERE tenant_id = ((((((((2))))))))"), ["2"]);
     }
 
     #[test]
