@@ -781,6 +781,23 @@ fn batch<'a, V: ParamValues>(
             };
         }
     }
+    if set_msgs > 0
+        && n_set_execs == 0
+        && begin_first == Some(true)
+        && begin_msgs == other_msgs
+        && begin_execs == 1
+        && executes == 1
+        && !begin_after_set
+        && s.tx == Tx::Idle
+    {
+        // A BEGIN run, then a SET only parsed and described: PgJDBC with
+        // server-prepared statements from the first use
+        // (`prepareThreshold=-1`) and autocommit off sends the SET's Bind
+        // and Execute in the next batch (probe CC: refused). The BEGIN is
+        // held; the SET's Parse is answered inside it, and its Execute
+        // later is a SET in the held transaction.
+        return Ok(Decision::Local(Local::BeginThenRest));
+    }
     if set_msgs > 0 {
         if other_msgs > 0 || executes > 0 || n_set_execs > 1 {
             return Err(Refusal::new(

@@ -980,6 +980,19 @@ fn set_through_the_extended_protocol_is_answered_alone_in_its_batch() {
             key: Some(key("3"))
         })
     );
+    // prepareThreshold=-1: the SET only parsed and described behind the
+    // BEGIN, bound and executed in the next batch. The BEGIN is held, and
+    // the rest decided inside it (probe CC: refused).
+    assert_eq!(
+        run(vec![
+            Item::Parse(&begin),
+            Item::Bind(&begin, ParamTypes::default(), &v, b""),
+            Item::Execute(b""),
+            Item::Parse(&set_local),
+            Item::Other,
+        ]),
+        Decision::Local(Local::BeginThenRest)
+    );
     let mut refused = vec![
         // The SET first, then BEGIN.
         vec![

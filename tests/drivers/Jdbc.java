@@ -215,45 +215,57 @@ public class Jdbc {
             try (Statement st = c.createStatement()) {
                 st.execute("RESET tenant_id");
             }
-            // autocommit off (Spring's @Transactional): the BEGIN goes out in the
-            // SET's own batch. SET LOCAL pins this transaction only; an insert
-            // rolled back is gone, one committed stays, on the tenant's shard.
-            c.setAutoCommit(false);
-            for (Map.Entry<String, String> e : TENANT_PORTS.entrySet()) {
-                for (String form : new String[] {"SET LOCAL", "SET"}) {
-                    try (Statement st = c.createStatement()) {
-                        st.execute(form + " tenant_id = '" + e.getKey() + "'");
-                    }
-                    eq(form + " after BEGIN, tenant " + e.getKey(),
-                        one(c, "SELECT current_setting('port'), count(*) FROM accounts WHERE name = ?", "owner of " + e.getKey()),
-                        e.getValue() + "|1");
-                    try (PreparedStatement ps = c.prepareStatement("INSERT INTO accounts (tenant_id, name) VALUES (?, ?)")) {
-                        ps.setString(1, e.getKey());
-                        ps.setString(2, "jdbc tx " + form);
-                        ps.executeUpdate();
-                    }
-                    if (form.equals("SET LOCAL")) c.rollback(); else c.commit();
-                }
-                try (Statement st = c.createStatement()) {
-                    st.execute("SET tenant_id = '" + e.getKey() + "'");
-                }
-                eq("commit kept, rollback gone, tenant " + e.getKey(),
-                    one(c, "SELECT current_setting('port'), count(*) FROM accounts WHERE name LIKE ?", "jdbc tx %"),
-                    e.getValue() + "|1");
-                try (Statement st = c.createStatement()) {
-                    st.execute("DELETE FROM accounts WHERE name LIKE 'jdbc tx %'");
-                }
-                c.commit();
-            }
-            c.setAutoCommit(true);
+            setTenantInTransactions(c, "");
             try (Statement st = c.createStatement()) {
                 st.execute("RESET tenant_id");
+            }
+            // Server-prepared from the first use (prepareThreshold=-1): PgJDBC
+            // sends BEGIN with the SET's Parse and Describe, and its Bind and
+            // Execute in the next batch (probe CC: refused, 0A000).
+            try (Connection p = connect(SHARDED_DB, "prepareThreshold=-1")) {
+                setTenantInTransactions(p, "prepareThreshold=-1: ");
             }
             // A tenant that is not in the map's key space is refused at the SET.
             expectSqlState("SET of an empty tenant", "22023", () -> {
                 try (Statement st = c.createStatement()) { st.execute("SET tenant_id = ''"); }
             });
         }
+    }
+
+    // autocommit off (Spring's @Transactional), SET tenant_id in each
+    // transaction. `label` names the connection's mode in failures.
+    static void setTenantInTransactions(Connection c, String label) throws Exception {
+        // autocommit off (Spring's @Transactional): the BEGIN goes out in the
+        // SET's own batch. SET LOCAL pins this transaction only; an insert
+        // rolled back is gone, one committed stays, on the tenant's shard.
+        c.setAutoCommit(false);
+        for (Map.Entry<String, String> e : TENANT_PORTS.entrySet()) {
+            for (String form : new String[] {"SET LOCAL", "SET"}) {
+                try (Statement st = c.createStatement()) {
+                    st.execute(form + " tenant_id = '" + e.getKey() + "'");
+                }
+                eq(label + form + " after BEGIN, tenant " + e.getKey(),
+                    one(c, "SELECT current_setting('port'), count(*) FROM accounts WHERE name = ?", "owner of " + e.getKey()),
+                    e.getValue() + "|1");
+                try (PreparedStatement ps = c.prepareStatement("INSERT INTO accounts (tenant_id, name) VALUES (?, ?)")) {
+                    ps.setString(1, e.getKey());
+                    ps.setString(2, "jdbc tx " + form);
+                    ps.executeUpdate();
+                }
+                if (form.equals("SET LOCAL")) c.rollback(); else c.commit();
+            }
+            try (Statement st = c.createStatement()) {
+                st.execute("SET tenant_id = '" + e.getKey() + "'");
+            }
+            eq(label + "commit kept, rollback gone, tenant " + e.getKey(),
+                one(c, "SELECT current_setting('port'), count(*) FROM accounts WHERE name LIKE ?", "jdbc tx %"),
+                e.getValue() + "|1");
+            try (Statement st = c.createStatement()) {
+                st.execute("DELETE FROM accounts WHERE name LIKE 'jdbc tx %'");
+            }
+            c.commit();
+        }
+        c.setAutoCommit(true);
     }
 
     static void shardedParamTenant(int w) throws Exception {
