@@ -183,7 +183,7 @@ pub fn param_key_as(
 /// is that integer's or uuid's, and its text is the one Postgres prints
 /// (probe: `INSERT .. VALUES ('042'::int, ..)` into a text column stores
 /// '42', and was routed as '042').
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Conv {
     /// An integer type (`int`, `int2`, `int4`, `int8`, `integer`, `bigint`,
     /// `smallint`).

@@ -924,12 +924,16 @@ fn bind_mentions(
             err = Some(encoding(r));
             return;
         }
-        if keyed && types.get(i) == 0 && f.params_elsewhere.contains(&n) {
+        if keyed && types.get(i) == 0 && f.params_elsewhere.binary_search(&n).is_ok() {
             // Its type is Postgres's choice, and may come from another use.
             err = Some(bad(i + 1, USED_ELSEWHERE));
             return;
         }
-        if keyed && types.get(i) == 0 && r.lock_startup_tenant && f.params_repeated.contains(&n) {
+        if keyed
+            && types.get(i) == 0
+            && r.lock_startup_tenant
+            && f.params_repeated.binary_search(&n).is_ok()
+        {
             // Under the lock, not even another table's key column may type
             // it: one of another type (`"char"`, `char(2)`, a temporary
             // table's) reads the value as another tenant (probe Y: a
@@ -946,7 +950,7 @@ fn bind_mentions(
             .binary_search(&n)
             .is_ok()
             .then_some((None, true));
-        let convs = f.conv_params.iter().filter(|p| p.0 == n);
+        let convs = f.convs_of(n).iter();
         for (conv, array) in plain
             .into_iter()
             .chain(array)

@@ -358,6 +358,35 @@ fn a_cast_to_a_type_found_by_name_is_refused_once_types_may_have_been_created() 
     assert_eq!(code(&d), "0A000");
 }
 
+/// A statement of 65,535 key parameters is analyzed and decided in
+/// n log n: a search per mention took a worker for a minute (probe FF). Its
+/// values name one tenant (repeats count once), or two shards.
+#[test]
+fn a_statement_of_every_parameter_there_can_be_is_decided() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let n = u16::MAX as usize;
+    for cast in ["", "::int"] {
+        let list: Vec<String> = (1..=n).map(|i| format!("${i}{cast}")).collect();
+        let sql = format!("SELECT * FROM a WHERE tenant_id IN ({})", list.join(", "));
+        let mut values = vec!["42"; n];
+        assert_eq!(
+            shard(&extended(&r, &t, Tx::Idle, &sql, &values)),
+            Some(1),
+            "{cast}"
+        );
+        values[n - 1] = "1";
+        let other = shard_of("1");
+        if other != 1 {
+            assert_eq!(
+                code(&extended(&r, &t, Tx::Idle, &sql, &values)),
+                "0A000",
+                "{cast}"
+            );
+        }
+    }
+}
+
 /// A Bind of a statement the client does not have gets Postgres's 26000
 /// where the unit would want for a tenant: drivers prepare again on it
 /// (probe T: 42P17).

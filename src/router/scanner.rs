@@ -1468,7 +1468,10 @@ mod tests {
             ("SELECT * FROM t WHERE tenant_id = ('2')::bigint", vec!["2"]),
             ("SELECT * FROM t WHERE tenant_id = +042", vec!["42"]),
             ("SELECT * FROM t WHERE tenant_id = (-7)", vec!["-7"]),
-            ("SELECT * FROM t WHERE tenant_id IN ((1), ('2'::int8))", vec!["1", "2"]),
+            (
+                "SELECT * FROM t WHERE tenant_id IN ((1), ('2'::int8))",
+                vec!["1", "2"],
+            ),
             (
                 "INSERT INTO t (tenant_id, x) VALUES (('2'::int8), ('a')), ((3), 'b')",
                 vec!["2", "3"],
@@ -1489,7 +1492,10 @@ mod tests {
         ] {
             assert!(all(sql).is_empty(), "{sql}: {:?}", all(sql));
         }
-        assert_eq!(all("SELECT * FROM t WHERE tenant_id = ((((((((2))))))))"), ["2"]);
+        assert_eq!(
+            all("SELECT * FROM t WHERE tenant_id = ((((((((2))))))))"),
+            ["2"]
+        );
     }
 
     #[test]

@@ -340,22 +340,23 @@ pub struct Facts {
     /// Literal tenant mentions (comments and scanned values), in textual order;
     /// consecutive repeats are folded.
     pub mentions: Vec<Mention>,
-    /// `$n` parameters compared with the key (1-based, deduplicated): their
+    /// `$n` parameters compared with the key (1-based, sorted, deduplicated): their
     /// values come from the Bind.
     pub params: Vec<u16>,
-    /// `$n` parameters of `key = ANY($n)` (1-based, deduplicated): arrays, every
+    /// `$n` parameters of `key = ANY($n)` (1-based, sorted, deduplicated): arrays, every
     /// element of which is a tenant.
     pub array_params: Vec<u16>,
     /// `$n` parameters read by a cast to an integer or uuid type (`$1::int`,
-    /// `ANY($1::uuid[])`; deduplicated): the Bind value, or each element of it
+    /// `ANY($1::uuid[])`; sorted, deduplicated): the Bind value, or each element of it
     /// (`true`: an array), as the cast reads it.
     pub conv_params: Vec<(u16, Conv, bool)>,
     /// Key parameters the text also uses outside a key position: the type
     /// Postgres gives them may come from there (see `params_used_elsewhere`).
+    /// Sorted.
     pub params_elsewhere: Vec<u16>,
     /// Key parameters the text uses in more than one key position: another
     /// table's key column of another type (a temporary one included) may
-    /// type them (see `params_used_elsewhere`).
+    /// type them (see `params_used_elsewhere`). Sorted.
     pub params_repeated: Vec<u16>,
     /// Custom (dotted) settings the text sets by name: they are read back by name
     /// because Postgres lists no placeholder settings in `pg_settings`.
@@ -386,11 +387,18 @@ impl Facts {
             .max(convs)
     }
 
+    /// The casts `$n` is read through in key positions (sorted by parameter).
+    pub fn convs_of(&self, n: u16) -> &[(u16, Conv, bool)] {
+        let lo = self.conv_params.partition_point(|p| p.0 < n);
+        let hi = self.conv_params.partition_point(|p| p.0 <= n);
+        &self.conv_params[lo..hi]
+    }
+
     /// Whether `$n` gives a tenant through the Bind.
     pub fn is_key_param(&self, n: u16) -> bool {
         self.params.binary_search(&n).is_ok()
             || self.array_params.binary_search(&n).is_ok()
-            || self.conv_params.iter().any(|p| p.0 == n)
+            || !self.convs_of(n).is_empty()
     }
 
     fn clear(&mut self) {
@@ -499,34 +507,27 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
                 | Kind::Discard { all: true }
         );
         effects(stmt, std_strings, out);
-        // How often each key parameter was reported, to tell its other uses.
-        let mut reported: Vec<(u16, usize)> = Vec::new();
-        let mut count = |n: u16| match reported.iter_mut().find(|r| r.0 == n) {
-            Some(r) => r.1 += 1,
-            None => reported.push((n, 1)),
-        };
+        // Every key position of a parameter, to tell its other uses. Kept
+        // as a list sorted once, and the parameter lists sorted and
+        // deduplicated at the end: a search per mention made a statement of
+        // 65,535 parameters take a worker for a minute (probe FF).
+        let mut uses: Vec<u16> = Vec::new();
         let mut seen = 0usize;
         scanner::mentions(stmt, key, std_strings, |source, t| {
             seen += 1;
             match t {
                 TenantToken::Param(n) => {
-                    count(n);
-                    if !out.params.contains(&n) {
-                        out.params.push(n);
-                    }
+                    uses.push(n);
+                    out.params.push(n);
                 }
                 TenantToken::ParamArray(n) => {
-                    count(n);
-                    if !out.array_params.contains(&n) {
-                        out.array_params.push(n);
-                    }
+                    uses.push(n);
+                    out.array_params.push(n);
                 }
                 TenantToken::ParamAs(n, c) | TenantToken::ParamArrayAs(n, c) => {
-                    count(n);
-                    let p = (n, c, matches!(t, TenantToken::ParamArrayAs(..)));
-                    if !out.conv_params.contains(&p) {
-                        out.conv_params.push(p);
-                    }
+                    uses.push(n);
+                    out.conv_params
+                        .push((n, c, matches!(t, TenantToken::ParamArrayAs(..))));
                 }
                 t => match t.to_key() {
                     Some(k) => out.mention(k, source),
@@ -540,12 +541,22 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
         {
             out.casts_by_name = true;
         }
-        if !reported.is_empty() {
-            params_used_elsewhere(stmt, std_strings, &reported, out);
+        if !uses.is_empty() {
+            uses.sort_unstable();
+            params_used_elsewhere(stmt, std_strings, &uses, out);
         }
     });
-    out.params.sort_unstable();
-    out.array_params.sort_unstable();
+    for list in [
+        &mut out.params,
+        &mut out.array_params,
+        &mut out.params_elsewhere,
+        &mut out.params_repeated,
+    ] {
+        list.sort_unstable();
+        list.dedup();
+    }
+    out.conv_params.sort_unstable();
+    out.conv_params.dedup();
     if !key.is_empty() && unicode_escapes(sql).0 {
         out.violate(Violation::EscapedIdentifier);
     }
@@ -909,21 +920,28 @@ fn classify_set<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8], out: &mut Fact
 /// AS (SELECT $1 = 'x'::"char") INSERT .. VALUES ($1, ..)` stores the
 /// one-character `"char"` of the value, not its text (probe W: the row went
 /// to another tenant's shard, past the lock too).
-fn params_used_elsewhere(stmt: &[u8], std: bool, reported: &[(u16, usize)], out: &mut Facts) {
-    let mut seen: Vec<(u16, usize)> = reported.iter().map(|r| (r.0, 0)).collect();
+fn params_used_elsewhere(stmt: &[u8], std: bool, uses: &[u16], out: &mut Facts) {
+    // (parameter, uses in key positions, uses anywhere), sorted.
+    let mut counts: Vec<(u16, usize, usize)> = Vec::new();
+    for &n in uses {
+        match counts.last_mut() {
+            Some(c) if c.0 == n => c.1 += 1,
+            _ => counts.push((n, 1, 0)),
+        }
+    }
     let mut lx = Lexer::new(stmt, std);
     while let Some(t) = lx.next_sig() {
         if let K::Param(n) = t.k {
-            if let Some(s) = seen.iter_mut().find(|s| s.0 == n) {
-                s.1 += 1;
+            if let Ok(i) = counts.binary_search_by_key(&n, |c| c.0) {
+                counts[i].2 += 1;
             }
         }
     }
-    for (&(n, keyed), &(_, all)) in reported.iter().zip(&seen) {
-        if all > keyed && !out.params_elsewhere.contains(&n) {
+    for (n, keyed, all) in counts {
+        if all > keyed {
             out.params_elsewhere.push(n);
         }
-        if keyed > 1 && !out.params_repeated.contains(&n) {
+        if keyed > 1 {
             out.params_repeated.push(n);
         }
     }
