@@ -93,6 +93,7 @@ fn bench_decide(c: &mut Criterion) {
         lexing_unsure: false,
         owns_server: false,
         server_failed: false,
+        types_untrusted: false,
     };
     let mut scratch = Vec::new();
     let mut f = Facts::default();

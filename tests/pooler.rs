@@ -2919,3 +2919,43 @@ async fn reset_goes_back_to_the_settings_given_at_connect() {
         );
     }
 }
+
+/// A backend ended under a client: the server's FATAL error is the client's
+/// one answer, as on its own connection, and no second error follows (probe
+/// GG: a second one, claiming the transaction was aborted when its COMMIT
+/// had committed, made psycopg 3 raise "received 2 results" with no
+/// SQLSTATE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_ended_under_a_client_gets_the_servers_one_error() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "default_pool_size = 2\n")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    for in_tx in [true, false] {
+        let mut c = Raw::login(b.port, "app", "app");
+        let killed = if in_tx {
+            // Idle in a transaction.
+            c.query("BEGIN").run(1);
+            let m = c.query("SELECT pg_backend_pid()").run(1);
+            let pid = support::raw::first_column(&m)[0].clone();
+            pg.psql("postgres", &format!("SELECT pg_terminate_backend({pid})"))
+        } else {
+            // In the middle of a statement.
+            c.query("SELECT pg_sleep(30)").send();
+            pg.wait_running("SELECT pg_sleep(30)").await;
+            pg.psql(
+                "postgres",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE query = 'SELECT pg_sleep(30)'",
+            )
+        };
+        assert_eq!(killed, "t");
+        let mut errors = Vec::new();
+        while let Some((t, body)) = c.read_msg() {
+            if t == b'E' {
+                errors.push(shardbouncer::protocol::parse_error(&body).code);
+            }
+        }
+        assert_eq!(errors, ["57P01"], "in a transaction: {in_tx}");
+    }
+}

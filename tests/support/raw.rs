@@ -243,6 +243,12 @@ impl Raw {
         std::iter::from_fn(|| self.read_msg()).collect()
     }
 
+    /// Send what was built, reading nothing (the connection may be closing).
+    pub fn send(&mut self) {
+        let out = std::mem::take(&mut self.out);
+        let _ = self.s.write_all(&out);
+    }
+
     /// Simple Query.
     pub fn query(&mut self, sql: &str) -> &mut Raw {
         let mut b = sql.as_bytes().to_vec();

@@ -124,6 +124,10 @@ pub(super) struct Attachment {
     expect: Expectations,
     /// An ErrorResponse was seen for the entry at the head of `expect`.
     head_failed: bool,
+    /// The server sent a FATAL (or PANIC) error, passed on to the client:
+    /// its connection ends, and the client has been told why (see
+    /// [`super::core::Core::server_lost`]).
+    server_fatal: bool,
     /// The portal last bound here to a statement that drops every prepared
     /// statement (`DISCARD ALL`, `DEALLOCATE ALL`): its Execute clears the
     /// client's own names too, as the simple Query does.
@@ -218,6 +222,7 @@ impl Attachment {
             to_server,
             expect,
             head_failed: false,
+            server_fatal: false,
             dropping_portal: None,
             resetting_portal: None,
             status: TxStatus::Idle,
@@ -613,6 +618,12 @@ impl Attachment {
 
     /// The server's state; the attachment's allocation and its queues' room
     /// are kept for this worker's next [`Attachment::boxed`].
+    /// Whether the server's FATAL error reached the client (see
+    /// [`Attachment::server_fatal`]'s field).
+    pub(super) fn server_fatal(&self) -> bool {
+        self.server_fatal
+    }
+
     pub(super) fn into_state(self: Box<Self>) -> ServerState {
         let (
             Attachment {
@@ -838,6 +849,14 @@ impl Attachment {
                     }
                     if t == tag::backend::ERROR_RESPONSE {
                         a.head_failed = true;
+                        if mode != Mode::Swallow
+                            && matches!(
+                                protocol::parse_error(body).severity.as_str(),
+                                "FATAL" | "PANIC"
+                            )
+                        {
+                            a.server_fatal = true;
+                        }
                         if let Some(def) = a.expect.front().and_then(|e| e.stmt.clone()) {
                             let info = protocol::parse_error(body);
                             if prepared::stale_error(&info.code, &info.message) {

@@ -1025,18 +1025,48 @@ impl Core {
     /// The server connection died under us: the client is told and the session
     /// ends. Returns the server's state, if one was attached, to be discarded.
     pub fn server_lost(&mut self) -> (Option<ServerState>, End) {
+        let mut told = false;
         let state = self.att.take().map(|a| {
+            told = a.server_fatal();
             let mut st = a.into_state();
             st.broken = true;
-            // Forward whatever the server said last (e.g. FATAL 57P01 from
-            // pg_terminate_backend).
-            let rest = st.rbuf.split().freeze();
+            // Forward the whole messages the server sent last (e.g. FATAL
+            // 57P01 from pg_terminate_backend); a message cut short would
+            // leave the client reading our error as its rest.
+            let mut whole = 0;
+            while let Ok(Some((t, len))) =
+                protocol::frame_header(&st.rbuf[whole..], usize::MAX >> 1)
+            {
+                if t == tag::backend::ERROR_RESPONSE
+                    && matches!(
+                        protocol::parse_error(&st.rbuf[whole + 5..whole + 1 + len])
+                            .severity
+                            .as_str(),
+                        "FATAL" | "PANIC"
+                    )
+                {
+                    told = true;
+                }
+                whole += 1 + len;
+            }
+            let rest = st.rbuf.split_to(whole).freeze();
             self.out.push(rest);
             st
         });
+        if told {
+            // The server's FATAL error is the client's answer, as on its own
+            // connection: a second error for the same command made psycopg
+            // 3 raise "received 2 results" with no SQLSTATE (probe GG).
+            self.emit();
+            return (state, "the server ended the connection".to_string());
+        }
+        // Nothing says how far the server got: a COMMIT under way may have
+        // committed (probe GG: 40 of 41 such transactions had, and the
+        // message said they were aborted).
         let end = self.fatal(
             sqlstate::CONNECTION_FAILURE,
-            "server connection lost; the transaction was aborted",
+            "server connection lost; work not yet answered may or may not have been done \
+             (an open transaction is rolled back, unless its COMMIT had reached the server)",
         );
         (state, end)
     }
