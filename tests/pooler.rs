@@ -2858,7 +2858,8 @@ async fn reset_goes_back_to_the_settings_given_at_connect() {
         ("DateStyle", "German"),
         (
             "options",
-            "-c search_path=s_mine -c statement_timeout=33s -c app.tenant=acme",
+            "-c search_path=s_mine -c statement_timeout=33s -c app.tenant=acme \
+             -c default_transaction_read_only=on",
         ),
     ];
     const READ: &str = "SELECT pg_catalog.concat_ws('|', current_setting('search_path'), \
@@ -2873,6 +2874,9 @@ async fn reset_goes_back_to_the_settings_given_at_connect() {
         "SET search_path TO DEFAULT; SET application_name TO DEFAULT",
         // Set again after the reset, in the same transaction: kept.
         "BEGIN; RESET ALL; SET search_path = s_later; SET DateStyle = 'ISO, MDY'; COMMIT",
+        // Set to the server's default, no reset: kept (probe FF: the
+        // timeout given at connect came back).
+        "SET statement_timeout = 0; SET app.tenant = ''",
     ] {
         let (mut d, mut direct) = Raw::startup(pg.port, "trustuser", "app", params);
         let (mut v, mut via) = Raw::startup(b.port, "app", "app", params);
@@ -2890,7 +2894,11 @@ async fn reset_goes_back_to_the_settings_given_at_connect() {
             "{reset}: {via:?}"
         );
         assert_eq!(read[1], read[0], "{reset}");
-        for name in ["application_name", "DateStyle"] {
+        for name in [
+            "application_name",
+            "DateStyle",
+            "default_transaction_read_only",
+        ] {
             assert_eq!(
                 last_reported(&via, name),
                 last_reported(&direct, name),
@@ -2957,5 +2965,36 @@ async fn a_backend_ended_under_a_client_gets_the_servers_one_error() {
             }
         }
         assert_eq!(errors, ["57P01"], "in a transaction: {in_tx}");
+    }
+}
+
+/// `session_authorization` at connect is dropped, as Postgres drops it: the
+/// session's user is the login's, and the client is told so (probe FF: the
+/// pooler applied it, and the session ran as that role for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_authorization_at_connect_is_dropped_as_postgres_drops_it() {
+    let pg = PgCluster::start();
+    pg.psql("postgres", "CREATE ROLE sa_other");
+    let cfg = basic_config(&[&pg], "default_pool_size = 1\n")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    const WHO: &str = "SELECT session_user || '|' || current_user";
+    let (mut plain, _) = Raw::startup(b.port, "app", "app", &[]);
+    let want = support::raw::first_column(&plain.query(WHO).run(1));
+    for params in [
+        &[("options", "-c session_authorization=sa_other")][..],
+        &[("session_authorization", "sa_other")],
+    ] {
+        let (mut c, login) = Raw::startup(b.port, "app", "app", params);
+        assert_eq!(
+            login.last().map(|m| m.0),
+            Some(b'Z'),
+            "{params:?}: {login:?}"
+        );
+        let m = c.query(WHO).run(1);
+        assert_eq!(support::raw::first_column(&m), want, "{params:?}");
+        let m = c.query("RESET SESSION AUTHORIZATION").run(1);
+        assert!(support::raw::error_codes(&m).is_empty(), "{m:?}");
+        assert_eq!(support::raw::first_column(&c.query(WHO).run(1)), want);
     }
 }

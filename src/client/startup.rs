@@ -168,6 +168,14 @@ pub struct ClientLogin {
     pub overwritten: Vec<(String, String)>,
 }
 
+/// A setting Postgres takes at connect and then drops: the login's user is
+/// the session's authorization whatever `session_authorization` says (probe
+/// FF: applied by the pooler, the session ran as that role, and no RESET
+/// undid it).
+fn ignored_at_login(name: &str) -> bool {
+    name.eq_ignore_ascii_case("session_authorization")
+}
+
 impl ClientLogin {
     /// Sort startup parameters into reported/unreported settings.
     pub fn from_params(params: &[(String, String)]) -> Result<ClientLogin, LoginError> {
@@ -199,6 +207,9 @@ impl ClientLogin {
             let opts = protocol::startup::parse_options(v)
                 .map_err(|e| LoginError::new(sqlstate::PROTOCOL_VIOLATION, e))?;
             for (k, v) in opts {
+                if ignored_at_login(&k) {
+                    continue;
+                }
                 out.settings.push((k.clone(), v.clone()));
                 add(&k, &v, &mut out)?;
             }
@@ -206,6 +217,7 @@ impl ClientLogin {
         for (k, v) in params {
             match k.as_str() {
                 "user" | "database" | "replication" | "options" => {}
+                _ if ignored_at_login(k) => {}
                 _ => {
                     out.settings.push((k.clone(), v.clone()));
                     add(k, v, &mut out)?;
@@ -266,5 +278,36 @@ mod tests {
         .unwrap();
         assert_eq!(login.reported.get("TimeZone"), Some("UTC"));
         assert_eq!(login.reported.get("DateStyle"), Some("ISO, DMY"));
+    }
+
+    /// `session_authorization` at connect is dropped, as Postgres drops it:
+    /// the login's user is the session's (probe FF: the session ran as the
+    /// role named).
+    #[test]
+    fn session_authorization_at_connect_is_dropped() {
+        let p = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        for params in [
+            &[("options", "-c session_authorization=bob")][..],
+            &[("session_authorization", "bob")],
+            &[("options", "-c SESSION_AUTHORIZATION=bob -c work_mem=8MB")],
+        ] {
+            let login = ClientLogin::from_params(&p(params)).unwrap();
+            assert_eq!(
+                login.unreported.get("session_authorization"),
+                None,
+                "{params:?}"
+            );
+            assert!(
+                !login
+                    .settings
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("session_authorization")),
+                "{params:?}"
+            );
+        }
     }
 }

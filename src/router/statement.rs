@@ -161,6 +161,14 @@ impl Effects {
     /// got 0A000). `CREATE` is [`Effects::TEMP`] already. Outside
     /// [`Effects::ALL`]; [`Effects::resets`] drops it.
     pub const CATALOG: Effects = Effects(4096);
+    /// A setting went back to its reset value (`RESET`, `RESET ALL`,
+    /// `DISCARD ALL`, `SET .. TO DEFAULT`): for a client, the value it gave
+    /// at connect, which a pooled server does not have as its own. A setting
+    /// read back at the server's default after such a statement is given
+    /// the connect value again; after anything else it stays as set
+    /// (`SET statement_timeout = 0`: probe FF). Outside [`Effects::ALL`];
+    /// [`Effects::resets`] drops it.
+    pub const RESETS: Effects = Effects(8192);
 
     /// No effect.
     pub const fn none() -> Effects {
@@ -237,7 +245,8 @@ impl Effects {
         let s = self.without(
             Effects::LOCAL_SETTINGS
                 .union(Effects::LEXING)
-                .union(Effects::CATALOG),
+                .union(Effects::CATALOG)
+                .union(Effects::RESETS),
         );
         if s.any(Effects::DYNAMIC) {
             Effects::ALL
@@ -749,7 +758,7 @@ fn classify(sql: &[u8], key: &[u8], std: bool, out: &mut Facts) -> Kind {
             return Kind::ResetTenant;
         }
         lx = save;
-        out.effects.add(Effects::SETTINGS);
+        out.effects.add(Effects::SETTINGS.union(Effects::RESETS));
         let Some(t) = lx.next_sig() else {
             return Kind::Other;
         };
@@ -769,7 +778,11 @@ fn classify(sql: &[u8], key: &[u8], std: bool, out: &mut Facts) -> Kind {
                 out.resets_all = true;
                 out.discards_all = true;
                 out.drops_statements = true;
-                out.effects.add(Effects::SETTINGS.union(Effects::PREPARED));
+                out.effects.add(
+                    Effects::SETTINGS
+                        .union(Effects::PREPARED)
+                        .union(Effects::RESETS),
+                );
                 Kind::Discard { all: true }
             }
             Some(t) if is_any_kw(sql, &t, &[b"PLANS", b"SEQUENCES", b"TEMP", b"TEMPORARY"]) => {
@@ -910,8 +923,28 @@ fn classify_set<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8], out: &mut Fact
         return Kind::TxScoped("SET");
     }
     out.effects.add(Effects::SETTINGS);
+    if sets_default(sql, lx) {
+        out.effects.add(Effects::RESETS);
+    }
     note_setting_name(sql, t, lx, out);
     Kind::Set
+}
+
+/// Whether the rest of a `SET` names its setting's reset value: `TO
+/// DEFAULT`, `= DEFAULT`, `SET SESSION AUTHORIZATION DEFAULT`, `SET TIME
+/// ZONE LOCAL` (or `DEFAULT`). Any such keyword up to the statement's end
+/// counts: a false alarm only gives back a value given at connect that the
+/// read back finds at the server's default.
+fn sets_default(sql: &[u8], mut lx: Lexer<'_>) -> bool {
+    while let Some(t) = lx.next_sig() {
+        if t.k == K::Semi {
+            break;
+        }
+        if is_any_kw(sql, &t, &[b"DEFAULT", b"LOCAL"]) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Note the key parameters of `stmt` that it also uses outside a key

@@ -495,6 +495,11 @@ impl Core {
         });
     }
 
+    /// See [`Settings::announce_untracked`].
+    pub fn announce_untracked(&self, announced: &mut ParamSet) {
+        self.settings.announce_untracked(announced);
+    }
+
     /// The client's settings, as the login greeting announced them.
     pub fn greeted(&mut self, announced: &ParamSet) {
         self.settings.greeted(announced);

@@ -571,6 +571,7 @@ impl Session {
                 .unwrap_or_else(|| v.to_string());
             ps.set(k, &v);
         }
+        self.core.announce_untracked(&mut ps);
         self.core.greeted(&ps);
         let mut out = bytes::BytesMut::new();
         protocol::auth_ok(&mut out);

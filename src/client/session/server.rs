@@ -155,6 +155,7 @@ impl Core {
             state.broken = true;
         }
         let read_back = effects.may_change_settings();
+        self.settings.expect_reset(effects.any(Effects::RESETS));
         let mut resets = effects.resets();
         if self.seeded() {
             // The client's seed (a startup option, or set in an earlier
@@ -194,6 +195,7 @@ impl Core {
             Ok(None) => Ok(Vec::new()),
             Err(e) => Err(e),
         };
+        self.settings.expect_reset(false);
         let told = match kept {
             Ok(told) => told,
             Err(e) => return Need::Close(self.fatal(e.code, &e.message)),

@@ -39,6 +39,11 @@ pub(super) struct Settings {
     /// What the client gave at connect, if anything: the values `RESET`,
     /// `RESET ALL`, `DISCARD ALL` and `SET .. TO DEFAULT` go back to.
     at_login: Option<AtLogin>,
+    /// The transaction being released ran a statement that sends settings
+    /// back to their reset values ([`crate::router::Effects::RESETS`]): its
+    /// read back gives those it finds at the server's default the values
+    /// given at connect.
+    reset_pending: bool,
 }
 
 /// The settings a client gave at connect. Postgres makes them a session's
@@ -116,6 +121,7 @@ impl Settings {
             custom,
             held,
             at_login: None,
+            reset_pending: false,
         }
     }
 
@@ -209,10 +215,13 @@ impl Settings {
     /// 53400 when keeping them would pass [`MAX_ALL_SETTINGS_BYTES`] for all
     /// clients (the old settings are kept then; the caller ends the session).
     ///
-    /// A setting the client gave at connect that the read back finds at its
-    /// reset value (not set in the session: `reported_set` lists the reported
-    /// parameters that are) is the value given at connect again, as Postgres
-    /// would have it. The reported ones that change are returned: the client
+    /// After a transaction that sent settings back to their reset values
+    /// ([`Settings::expect_reset`]), a setting the client gave at connect
+    /// that the read back finds at the server's value (not set in the
+    /// session: `reported_set` lists the reported parameters that are) is
+    /// the value given at connect again, as Postgres would have it. After
+    /// any other transaction it stays as read: `SET statement_timeout = 0`
+    /// is the server's default too (probe FF). The reported ones that change are returned: the client
     /// was told the server's value, and must be told its own.
     pub(super) fn read_back(
         &mut self,
@@ -220,10 +229,15 @@ impl Settings {
         reported_set: &[&str],
     ) -> Result<Vec<(String, String)>, PgError> {
         let mut told = Vec::new();
-        if let Some(login) = &self.at_login {
+        let reset = std::mem::take(&mut self.reset_pending);
+        if let Some(login) = self.at_login.as_ref().filter(|_| reset) {
             for (k, v) in login.of(b'u') {
                 if set.get(k).is_none_or(|now| at_reset(k, now)) {
                     set.set(k, v);
+                    if REPORTED_UNTRACKED.contains(&k) {
+                        // Postgres reported the server's value at the reset.
+                        told.push((k.to_string(), reported_bool(v)));
+                    }
                 }
             }
             for (k, v) in login.of(b'r') {
@@ -254,6 +268,46 @@ impl Settings {
         self.held = n;
         self.unreported = set;
         Ok(told)
+    }
+}
+
+impl Settings {
+    /// Put into `announced` (the ParameterStatus of the login) the values the
+    /// client gave at connect of the settings Postgres reports that the
+    /// pooler does not track: it announced the pool's server's
+    /// `default_transaction_read_only`, not the client's own (probe FF).
+    pub(super) fn announce_untracked(&self, announced: &mut ParamSet) {
+        for &name in REPORTED_UNTRACKED {
+            if let Some(v) = self.unreported.get(name) {
+                announced.set(name, &reported_bool(v));
+            }
+        }
+    }
+
+    /// Whether the transaction being released sent settings back to their
+    /// reset values (see [`Settings::read_back`]); cleared by the read back.
+    pub(super) fn expect_reset(&mut self, reset: bool) {
+        self.reset_pending = reset;
+    }
+}
+
+/// Settings a client may give at connect that Postgres reports by
+/// ParameterStatus, besides the tracked ones (`crate::server::TRACKED_PARAMS`).
+const REPORTED_UNTRACKED: &[&str] = &["default_transaction_read_only"];
+
+/// A boolean setting's value as Postgres reports it (`on`/`off`) from any
+/// spelling it takes (`true`, `yes`, `1`, a unique prefix); anything else
+/// as given.
+fn reported_bool(v: &str) -> String {
+    let l = v.trim().to_ascii_lowercase();
+    let prefix_of = |word: &str| !l.is_empty() && word.starts_with(l.as_str());
+    if l == "on" || l == "1" || prefix_of("true") || prefix_of("yes") {
+        "on".to_string()
+    } else if l == "0" || l.len() >= 2 && prefix_of("off") || prefix_of("false") || prefix_of("no")
+    {
+        "off".to_string()
+    } else {
+        v.to_string()
     }
 }
 
@@ -316,6 +370,7 @@ mod tests {
         // client's later SET of work_mem is in the session.
         s.reported_by_server("application_name", "");
         s.reported_by_server("DateStyle", "ISO, MDY");
+        s.expect_reset(true);
         let told = s
             .read_back(set(&[("work_mem", "1MB"), ("app.tenant", "")]), &[])
             .unwrap();
@@ -334,12 +389,48 @@ mod tests {
         assert_eq!(u.get("work_mem"), Some("1MB"), "set since: kept");
         // Set in the session since: kept, and nothing to tell.
         s.reported_by_server("DateStyle", "SQL, DMY");
+        s.expect_reset(true);
         let told = s
             .read_back(set(&[("search_path", "s_later")]), &["DateStyle"])
             .unwrap();
         assert!(told.is_empty(), "{told:?}");
         assert_eq!(s.unreported().get("search_path"), Some("s_later"));
         assert_eq!(s.reported().get("DateStyle"), Some("SQL, DMY"));
+    }
+
+    /// Without a statement that sends settings back to their reset values,
+    /// a setting read back at the server's default was set so (`SET
+    /// statement_timeout = 0`, `SET ROLE NONE`, `SET app.x = ''`): it stays.
+    #[test]
+    fn a_setting_set_to_the_servers_default_stays() {
+        let mut s = Settings::new(
+            ParamSet::default(),
+            set(&[
+                ("statement_timeout", "5s"),
+                ("role", "other"),
+                ("app.x", "v"),
+            ]),
+        );
+        s.greeted(&ParamSet::default());
+        let told = s.read_back(set(&[("app.x", "")]), &[]).unwrap();
+        assert!(told.is_empty());
+        let u = s.unreported();
+        assert_eq!(u.get("statement_timeout"), None);
+        assert_eq!(u.get("role"), None);
+        assert_eq!(u.get("app.x"), Some(""));
+    }
+
+    #[test]
+    fn booleans_are_reported_as_postgres_spells_them() {
+        for v in ["on", "ON", "true", "t", "yes", "y", "1", " tru "] {
+            assert_eq!(reported_bool(v), "on", "{v}");
+        }
+        for v in ["off", "OFF", "false", "f", "no", "n", "0", "of"] {
+            assert_eq!(reported_bool(v), "off", "{v}");
+        }
+        for v in ["o", "maybe", ""] {
+            assert_eq!(reported_bool(v), v, "{v}");
+        }
     }
 
     /// A client that gave nothing at connect keeps no record of it.
