@@ -2834,10 +2834,10 @@ async fn shutdown_ends_the_backend_of_a_statement_that_ignores_its_cancel() {
 /// The last value of each reported parameter the client was told, in order.
 fn last_reported(msgs: &[support::raw::Msg], name: &str) -> Option<String> {
     msgs.iter()
+        .rev()
         .filter(|(t, _)| *t == b'S')
         .filter_map(|(_, b)| shardbouncer::protocol::parse_parameter_status(b))
-        .filter(|(k, _)| *k == name)
-        .last()
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
 
