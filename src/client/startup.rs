@@ -259,17 +259,19 @@ impl ClientLogin {
 mod tests {
     use super::*;
 
+    /// Startup parameters as the login gets them.
+    fn owned(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     /// `options` first, then the other parameters, which win; a DateStyle
     /// given in part keeps the rest of the one before it (probe R: PgJDBC's
     /// order).
     #[test]
     fn startup_settings_apply_in_postgres_order() {
-        let p = |v: &[(&str, &str)]| {
-            v.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<Vec<_>>()
-        };
-        let login = ClientLogin::from_params(&p(&[
+        let login = ClientLogin::from_params(&owned(&[
             ("user", "app"),
             ("TimeZone", "UTC"),
             ("DateStyle", "ISO"),
@@ -285,17 +287,12 @@ mod tests {
     /// role named).
     #[test]
     fn session_authorization_at_connect_is_dropped() {
-        let p = |v: &[(&str, &str)]| {
-            v.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<Vec<_>>()
-        };
         for params in [
             &[("options", "-c session_authorization=bob")][..],
             &[("session_authorization", "bob")],
             &[("options", "-c SESSION_AUTHORIZATION=bob -c work_mem=8MB")],
         ] {
-            let login = ClientLogin::from_params(&p(params)).unwrap();
+            let login = ClientLogin::from_params(&owned(params)).unwrap();
             assert_eq!(
                 login.unreported.get("session_authorization"),
                 None,

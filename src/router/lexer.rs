@@ -167,6 +167,27 @@ thread_local! {
     pub(super) static LEXED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// Asserts that `run` lexes, on each of `units` repeated `4 * n` times, at
+/// most five times the tokens it lexes on it repeated `n` times: linear
+/// work, counted without timing anything.
+#[cfg(test)]
+pub(super) fn assert_linear(units: &[&str], n: usize, run: impl Fn(&[u8])) {
+    let lexed = |unit: &str, repeats: usize| {
+        let text = unit.repeat(repeats);
+        LEXED.with(|c| c.set(0));
+        run(text.as_bytes());
+        LEXED.with(|c| c.get())
+    };
+    for unit in units {
+        let (small, large) = (lexed(unit, n), lexed(unit, 4 * n));
+        assert!(
+            large <= 5 * small,
+            "{unit:?}: {small} tokens lexed for {n} repeats, {large} for {}",
+            4 * n
+        );
+    }
+}
+
 #[derive(Clone, Copy)]
 pub(super) struct Lexer<'a> {
     s: &'a [u8],

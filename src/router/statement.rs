@@ -1963,35 +1963,26 @@ mod tests {
     /// the same name).
     #[test]
     fn adversarial_inputs_are_analyzed_in_linear_work() {
-        let lexed = |unit: &str, n: usize| {
-            let text = unit.repeat(n);
-            super::super::lexer::LEXED.with(|c| c.set(0));
-            let mut f = Facts::default();
-            analyze(text.as_bytes(), KEY, true, &mut f);
-            super::super::lexer::LEXED.with(|c| c.get())
-        };
-        for unit in [
-            "INSERT INTO t (a, tenant_id) VALUES ((",
-            "WITH a AS (INSERT INTO t (tenant_id) VALUES ((",
-            "CREATE OR REPLACE ",
-            "CREATE TEMP TABLE x (",
-            "SELECT set_config(",
-            "tenant_id = $1 AND f($1, ",
-            "PREPARE sb_x AS ",
-            "LISTEN ",
-            "UNLISTEN ",
-            "SET tenant_id = ",
-            "BEGIN; SET LOCAL a = 1; ",
-            "COMMIT AND CHAIN; ",
-            "DISCARD ALL; ",
-            "SELECT $1::int8 = tenant_id, ",
-        ] {
-            let (small, large) = (lexed(unit, 250), lexed(unit, 1000));
-            assert!(
-                large <= 5 * small,
-                "{unit:?}: {small} tokens lexed for 250 repeats, {large} for 1000"
-            );
-        }
+        super::super::lexer::assert_linear(
+            &[
+                "INSERT INTO t (a, tenant_id) VALUES ((",
+                "WITH a AS (INSERT INTO t (tenant_id) VALUES ((",
+                "CREATE OR REPLACE ",
+                "CREATE TEMP TABLE x (",
+                "SELECT set_config(",
+                "tenant_id = $1 AND f($1, ",
+                "PREPARE sb_x AS ",
+                "LISTEN ",
+                "UNLISTEN ",
+                "SET tenant_id = ",
+                "BEGIN; SET LOCAL a = 1; ",
+                "COMMIT AND CHAIN; ",
+                "DISCARD ALL; ",
+                "SELECT $1::int8 = tenant_id, ",
+            ],
+            250,
+            |text| analyze(text, KEY, true, &mut Facts::default()),
+        );
     }
 
     fn keys(f: &Facts) -> Vec<String> {
