@@ -122,6 +122,7 @@ fuzz_target!(|data: &[u8]| {
         lexing_unsure: head[4] & 16 != 0,
         owns_server,
         server_failed: head[0] & 0x80 != 0,
+        types_untrusted: head[1] & 8 != 0,
     };
     let mut scratch = Vec::new();
     let d = if extended {
@@ -159,6 +160,14 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
+    }
+    // A value read through a cast to a type found by name never places work
+    // where the session may have a type of that name of its own.
+    if view.types_untrusted && f.casts_by_name && tx != Tx::Failed {
+        assert!(
+            !matches!(d, Decision::Shard { .. } | Decision::TenantFree),
+            "{d:?} with a cast by name after types may have been created"
+        );
     }
     // Under an encoding Postgres converts, no key past ASCII places work.
     if keys_ascii_only {
