@@ -618,6 +618,12 @@ impl Attachment {
 
     /// The server's state; the attachment's allocation and its queues' room
     /// are kept for this worker's next [`Attachment::boxed`].
+    /// Whether a message is being streamed to the client and is not whole
+    /// yet: the client has part of it.
+    pub(super) fn mid_message(&self) -> bool {
+        self.s_stream_left > 0
+    }
+
     /// Whether the server's FATAL error reached the client (see
     /// [`Attachment::server_fatal`]'s field).
     pub(super) fn server_fatal(&self) -> bool {

@@ -1031,33 +1031,52 @@ impl Core {
     /// ends. Returns the server's state, if one was attached, to be discarded.
     pub fn server_lost(&mut self) -> (Option<ServerState>, End) {
         let mut told = false;
+        let mut cut = false;
         let state = self.att.take().map(|a| {
             told = a.server_fatal();
+            cut = a.mid_message();
             let mut st = a.into_state();
             st.broken = true;
+            if cut {
+                // The client has part of a message the server never
+                // finished: nothing more can be read as a message by it, so
+                // the connection just closes, as a broken one would.
+                return st;
+            }
             // Forward the whole messages the server sent last (e.g. FATAL
             // 57P01 from pg_terminate_backend); a message cut short would
             // leave the client reading our error as its rest.
             let mut whole = 0;
-            while let Ok(Some((t, len))) =
+            while let Ok(Some((t, total))) =
                 protocol::frame_header(&st.rbuf[whole..], usize::MAX >> 1)
             {
+                let Some(frame) = st.rbuf.get(whole..whole + total) else {
+                    // Its header only (probe HH: sliced past the end, a
+                    // panic that left the pool's count of servers in use
+                    // one too high).
+                    break;
+                };
                 if t == tag::backend::ERROR_RESPONSE
                     && matches!(
-                        protocol::parse_error(&st.rbuf[whole + 5..whole + 1 + len])
-                            .severity
-                            .as_str(),
+                        protocol::parse_error(&frame[5..]).severity.as_str(),
                         "FATAL" | "PANIC"
                     )
                 {
                     told = true;
                 }
-                whole += 1 + len;
+                whole += total;
             }
             let rest = st.rbuf.split_to(whole).freeze();
             self.out.push(rest);
             st
         });
+        if cut {
+            self.emit();
+            return (
+                state,
+                "server connection lost in the middle of a message".to_string(),
+            );
+        }
         if told {
             // The server's FATAL error is the client's answer, as on its own
             // connection: a second error for the same command made psycopg
