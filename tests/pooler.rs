@@ -2869,14 +2869,14 @@ async fn reset_goes_back_to_the_settings_given_at_connect() {
     for reset in [
         "RESET ALL",
         "DISCARD ALL",
-        "RESET search_path; RESET statement_timeout; RESET app.tenant; \
-         RESET application_name; RESET DateStyle",
-        "SET search_path TO DEFAULT; SET application_name TO DEFAULT",
+        "SELECT 1; RESET ALL",
         // Set again after the reset, in the same transaction: kept.
         "BEGIN; RESET ALL; SET search_path = s_later; SET DateStyle = 'ISO, MDY'; COMMIT",
         // Set to the server's default, no reset: kept (probe FF: the
         // timeout given at connect came back).
         "SET statement_timeout = 0; SET app.tenant = ''",
+        // Set so, then another setting reset by name: kept (probe HH).
+        "SET statement_timeout = 0; SET app.tenant = ''; COMMIT; RESET work_mem",
     ] {
         let (mut d, mut direct) = Raw::startup(pg.port, "trustuser", "app", params);
         let (mut v, mut via) = Raw::startup(b.port, "app", "app", params);

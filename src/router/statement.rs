@@ -161,13 +161,15 @@ impl Effects {
     /// got 0A000). `CREATE` is [`Effects::TEMP`] already. Outside
     /// [`Effects::ALL`]; [`Effects::resets`] drops it.
     pub const CATALOG: Effects = Effects(4096);
-    /// A setting went back to its reset value (`RESET`, `RESET ALL`,
-    /// `DISCARD ALL`, `SET .. TO DEFAULT`): for a client, the value it gave
-    /// at connect, which a pooled server does not have as its own. A setting
-    /// read back at the server's default after such a statement is given
-    /// the connect value again; after anything else it stays as set
-    /// (`SET statement_timeout = 0`: probe FF). Outside [`Effects::ALL`];
-    /// [`Effects::resets`] drops it.
+    /// Every setting went back to its reset value (`RESET ALL`, `DISCARD
+    /// ALL`): for a client, the value it gave at connect, which a pooled
+    /// server does not have as its own. A setting read back at the server's
+    /// default after such a statement is given the connect value again;
+    /// after anything else it stays as set (`SET statement_timeout = 0`:
+    /// probe FF). A `RESET` of one setting is not one: the read back cannot
+    /// tell which setting it was from one set to the server's default
+    /// earlier (probe HH). Outside [`Effects::ALL`]; [`Effects::resets`]
+    /// drops it.
     pub const RESETS: Effects = Effects(8192);
 
     /// No effect.
@@ -758,11 +760,12 @@ fn classify(sql: &[u8], key: &[u8], std: bool, out: &mut Facts) -> Kind {
             return Kind::ResetTenant;
         }
         lx = save;
-        out.effects.add(Effects::SETTINGS.union(Effects::RESETS));
+        out.effects.add(Effects::SETTINGS);
         let Some(t) = lx.next_sig() else {
             return Kind::Other;
         };
         if is_kw(sql, &t, b"ALL") {
+            out.effects.add(Effects::RESETS);
             out.resets_all = true;
             return Kind::ResetAll;
         }
@@ -923,28 +926,8 @@ fn classify_set<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8], out: &mut Fact
         return Kind::TxScoped("SET");
     }
     out.effects.add(Effects::SETTINGS);
-    if sets_default(sql, lx) {
-        out.effects.add(Effects::RESETS);
-    }
     note_setting_name(sql, t, lx, out);
     Kind::Set
-}
-
-/// Whether the rest of a `SET` names its setting's reset value: `TO
-/// DEFAULT`, `= DEFAULT`, `SET SESSION AUTHORIZATION DEFAULT`, `SET TIME
-/// ZONE LOCAL` (or `DEFAULT`). Any such keyword up to the statement's end
-/// counts: a false alarm only gives back a value given at connect that the
-/// read back finds at the server's default.
-fn sets_default(sql: &[u8], mut lx: Lexer<'_>) -> bool {
-    while let Some(t) = lx.next_sig() {
-        if t.k == K::Semi {
-            break;
-        }
-        if is_any_kw(sql, &t, &[b"DEFAULT", b"LOCAL"]) {
-            return true;
-        }
-    }
-    false
 }
 
 /// Note the key parameters of `stmt` that it also uses outside a key
