@@ -2282,6 +2282,9 @@ fn values_route_as_postgres_reads_them_not_as_spelled() {
         // In parentheses, as PgJDBC's simple mode binds (probe CC: not read).
         "('02002'::int8)::text",
         "((02002))::text",
+        // CAST(..), as Hibernate writes it, and a sign apart (probe HH).
+        "CAST(CAST('02002' AS int8) AS text)",
+        "(+ 2002)::text",
     ] {
         let (errs, v) = q(&mut c, &probe(lit));
         assert!(errs.is_empty(), "{lit}: {errs:?}");

@@ -419,6 +419,11 @@ const CASTS_BY_NAME: &[&[u8]] = &[b"int2", b"int4", b"int8", b"text", b"uuid"];
 /// the statement ran on the session tenant's shard, another tenant's row
 /// with it, or was refused).
 fn read_value<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<TenantToken<'a>> {
+    read_value_in(sql, lx, 0)
+}
+
+/// [`read_value`] inside `depth` `CAST(..)`s.
+fn read_value_in<'a>(sql: &'a [u8], lx: &mut Lexer<'a>, depth: usize) -> Option<TenantToken<'a>> {
     let mut opens = 0;
     while lx.peek_sig().is_some_and(|t| t.k == K::LParen) {
         opens += 1;
@@ -427,7 +432,7 @@ fn read_value<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<TenantToken<'a>> 
         }
         lx.next_sig();
     }
-    let mut tok = read_atom(sql, lx)?;
+    let mut tok = read_atom(sql, lx, depth)?;
     loop {
         tok = read_casts(sql, lx, tok)?;
         if opens == 0 {
@@ -444,19 +449,48 @@ fn read_value<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<TenantToken<'a>> 
 /// or driver writes, and each level is a step of the walk.
 const MAX_PARENS: usize = 8;
 
-/// One literal or parameter, unparenthesized and uncast.
-fn read_atom<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<TenantToken<'a>> {
+/// Most `CAST(..)`s read inside one another.
+const MAX_CASTS: usize = 4;
+
+/// One literal or parameter, unparenthesized, or a `CAST(value AS type)`
+/// of a safe type (Hibernate writes `cast(? as bigint)`; probe HH: not read,
+/// so the statement ran on the session tenant's shard).
+fn read_atom<'a>(sql: &'a [u8], lx: &mut Lexer<'a>, depth: usize) -> Option<TenantToken<'a>> {
     let t = lx.next_sig()?;
     Some(match t.k {
         K::Int => TenantToken::Int(text(sql, &t)),
-        // `+42` is 42, as Postgres's prefix `+` makes it.
-        K::Op if matches!(text(sql, &t), b"-" | b"+") => {
+        // `+42` is 42, as Postgres's prefix `+` makes it, blanks or a
+        // comment between or not (`-` reads only when it touches the
+        // digits: its token is the text of the negative number).
+        K::Op if text(sql, &t) == b"+" => {
+            let n = lx.next_sig()?;
+            if n.k != K::Int {
+                return None;
+            }
+            TenantToken::Int(text(sql, &n))
+        }
+        K::Op if text(sql, &t) == b"-" => {
             let n = lx.next_raw()?;
             if n.k != K::Int || n.s != t.e {
                 return None;
             }
-            let from = if text(sql, &t) == b"-" { t.s } else { n.s };
-            TenantToken::Int(&sql[from..n.e])
+            TenantToken::Int(&sql[t.s..n.e])
+        }
+        K::Ident
+            if depth < MAX_CASTS
+                && is_kw(sql, &t, b"CAST")
+                && lx.peek_sig().is_some_and(|n| n.k == K::LParen) =>
+        {
+            lx.next_sig();
+            let v = read_value_in(sql, lx, depth + 1)?;
+            if !is_kw(sql, &lx.next_sig()?, b"AS") {
+                return None;
+            }
+            let ty = lx.next_sig()?;
+            if lx.next_sig()?.k != K::RParen {
+                return None;
+            }
+            v.read_as(cast_conv(sql, &ty, lx)?)?
         }
         K::Str { escape } => TenantToken::Quoted {
             raw: body(sql, &t),
@@ -1477,6 +1511,20 @@ mod tests {
                 vec!["2", "3"],
             ),
             ("SELECT * FROM t WHERE +5 = tenant_id", vec!["5"]),
+            ("SELECT * FROM t WHERE tenant_id = + 042", vec!["42"]),
+            ("SELECT * FROM t WHERE tenant_id = +/* c */42", vec!["42"]),
+            (
+                "SELECT * FROM t WHERE tenant_id = CAST('042' AS int8)",
+                vec!["42"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = cast((42) as text)",
+                vec!["42"],
+            ),
+            (
+                "INSERT INTO t (tenant_id, x) VALUES (CAST(CAST('007' AS int) AS text), 1)",
+                vec!["7"],
+            ),
         ] {
             assert_eq!(all(sql), want, "{sql}");
         }
@@ -1489,6 +1537,11 @@ mod tests {
             "SELECT * FROM t WHERE tenant_id = (((((((((2)))))))))",
             "SELECT * FROM t WHERE tenant_id = (2",
             "INSERT INTO t (tenant_id, x) VALUES ((1, 2), 'a')",
+            "SELECT * FROM t WHERE tenant_id = - 42",
+            "SELECT * FROM t WHERE tenant_id = CAST('ab' AS varchar(1))",
+            "SELECT * FROM t WHERE tenant_id = CAST('ab' AS char)",
+            "SELECT * FROM t WHERE tenant_id = CAST(x AS text)",
+            "SELECT * FROM t WHERE tenant_id = CAST(CAST(CAST(CAST(CAST(2 AS int) AS int) AS int) AS int) AS int)",
         ] {
             assert!(all(sql).is_empty(), "{sql}: {:?}", all(sql));
         }
@@ -1680,6 +1733,8 @@ mod tests {
                 "tenant_id IN (1, ",
                 "tenant_id = ANY(ARRAY[1, ",
                 "tenant_id = ((",
+                "tenant_id = CAST(",
+                "tenant_id = CAST((+ ",
                 "1 = a.",
             ],
             500,
