@@ -3949,8 +3949,11 @@ fn a_cast_a_temporary_type_could_shadow_is_refused_after_types_may_have_been_cre
     let f = Fixture::start();
     let before = f.accounts();
     let mut c = f.raw("apptext", &[]);
-    // One Query.
+    // One Query, in both spellings of the cast (probe II: CAST(..) was read).
     let (errs, _) = q(&mut c, &format!("{CREATE}; {INSERT}"));
+    assert_eq!(errs, ["0A000"]);
+    let cast = INSERT.replace("'bravo'::text", "CAST('bravo' AS text)");
+    let (errs, _) = q(&mut c, &format!("{CREATE}; {cast}"));
     assert_eq!(errs, ["0A000"]);
     // A transaction the domain's statement placed, then the INSERT.
     for sql in ["BEGIN", &format!("/* tenant_id=bravo */ {CREATE}")] {

@@ -315,6 +315,9 @@ fn a_cast_to_a_type_found_by_name_is_refused_once_types_may_have_been_created() 
         "SELECT * FROM a WHERE tenant_id = '42'::int8",
         "SELECT * FROM a WHERE tenant_id IN ('42'::text, 43)",
         "SELECT * FROM a WHERE tenant_id = ANY(ARRAY['42']::text[])",
+        // The CAST spelling, which has no `::` (probe II).
+        "SELECT * FROM a WHERE tenant_id = CAST('42' AS text)",
+        "SELECT * FROM a WHERE CAST(42 AS int8) = tenant_id",
     ] {
         assert_eq!(shard(&run(&view(&t, Tx::Idle), sql)), Some(1), "{sql}");
         assert_eq!(code(&run(&untrusted, sql)), "0A000", "{sql}");

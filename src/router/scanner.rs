@@ -1016,6 +1016,12 @@ fn drive_inner<'a>(
                 if ident_eq(sql, &t, key) && pred_ok(sql, chain_pred) {
                     forward_match(sql, lx, f)?;
                 }
+                // `CAST(..) = key`, as `key = CAST(..)` (probe II).
+                if is_kw(sql, &t, b"CAST") && pred_ok(sql, p1) {
+                    if let Some(v) = reverse_match(sql, before, key) {
+                        f(Src::Scan, v)?;
+                    }
+                }
                 if t.s >= insert_done && is_kw(sql, &t, b"INSERT") {
                     if let Some((idx, rows)) = insert_header(sql, lx, key) {
                         let mut reached = 0;
@@ -1032,8 +1038,9 @@ fn drive_inner<'a>(
                     }
                 }
             }
-            // A value that may start `value = key` (reversed comparison).
-            K::Int | K::Str { .. } | K::Dollar | K::Param(_) | K::Op
+            // A value that may start `value = key` (reversed comparison),
+            // in parentheses too (probe II: `(42) = tenant_id` was not read).
+            K::Int | K::Str { .. } | K::Dollar | K::Param(_) | K::Op | K::LParen
                 if (t.k != K::Op || matches!(text(sql, &t), b"-" | b"+")) && pred_ok(sql, p1) =>
             {
                 if let Some(v) = reverse_match(sql, before, key) {
@@ -1512,6 +1519,15 @@ mod tests {
             ),
             ("SELECT * FROM t WHERE +5 = tenant_id", vec!["5"]),
             ("SELECT * FROM t WHERE tenant_id = + 042", vec!["42"]),
+            ("SELECT * FROM t WHERE (42) = tenant_id", vec!["42"]),
+            (
+                "SELECT * FROM t WHERE CAST('042' AS int8) = t.tenant_id",
+                vec!["42"],
+            ),
+            (
+                "SELECT * FROM t WHERE ((7)) = tenant_id AND x = 1",
+                vec!["7"],
+            ),
             ("SELECT * FROM t WHERE tenant_id = +/* c */42", vec!["42"]),
             (
                 "SELECT * FROM t WHERE tenant_id = CAST('042' AS int8)",
@@ -1735,6 +1751,8 @@ mod tests {
                 "tenant_id = ((",
                 "tenant_id = CAST(",
                 "tenant_id = CAST((+ ",
+                "WHERE ((",
+                "WHERE CAST(",
                 "1 = a.",
             ],
             500,
