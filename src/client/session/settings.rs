@@ -36,13 +36,13 @@ pub(super) struct Settings {
     custom: Vec<String>,
     /// Bytes of `unreported` counted in [`HELD_BYTES`].
     held: usize,
-    /// What the client gave at connect, if anything: the values `RESET`,
-    /// `RESET ALL`, `DISCARD ALL` and `SET .. TO DEFAULT` go back to.
+    /// What the client gave at connect, if anything: the values `RESET ALL`
+    /// and `DISCARD ALL` go back to.
     at_login: Option<AtLogin>,
-    /// The transaction being released ran a statement that sends settings
-    /// back to their reset values ([`crate::router::Effects::RESETS`]): its
-    /// read back gives those it finds at the server's default the values
-    /// given at connect.
+    /// The transaction being released ran `RESET ALL` or `DISCARD ALL`
+    /// ([`crate::router::Effects::RESETS`]): its read back gives the
+    /// settings it finds at the server's default the values given at
+    /// connect.
     reset_pending: bool,
 }
 
@@ -215,14 +215,15 @@ impl Settings {
     /// 53400 when keeping them would pass [`MAX_ALL_SETTINGS_BYTES`] for all
     /// clients (the old settings are kept then; the caller ends the session).
     ///
-    /// After a transaction that sent settings back to their reset values
+    /// After a transaction that ran `RESET ALL` or `DISCARD ALL`
     /// ([`Settings::expect_reset`]), a setting the client gave at connect
     /// that the read back finds at the server's value (not set in the
     /// session: `reported_set` lists the reported parameters that are) is
     /// the value given at connect again, as Postgres would have it. After
     /// any other transaction it stays as read: `SET statement_timeout = 0`
-    /// is the server's default too (probe FF). The reported ones that change are returned: the client
-    /// was told the server's value, and must be told its own.
+    /// is the server's default too (probe FF). The reported settings that
+    /// change are returned: the client was told the server's value, and
+    /// must be told its own.
     pub(super) fn read_back(
         &mut self,
         mut set: ParamSet,
@@ -269,9 +270,7 @@ impl Settings {
         self.unreported = set;
         Ok(told)
     }
-}
 
-impl Settings {
     /// Put into `announced` (the ParameterStatus of the login) the values the
     /// client gave at connect of the settings Postgres reports that the
     /// pooler does not track: it announced the pool's server's
@@ -284,10 +283,29 @@ impl Settings {
         }
     }
 
-    /// Whether the transaction being released sent settings back to their
-    /// reset values (see [`Settings::read_back`]); cleared by the read back.
+    /// Whether the transaction being released ran `RESET ALL` or `DISCARD
+    /// ALL` (see [`Settings::read_back`]); cleared by the read back.
     pub(super) fn expect_reset(&mut self, reset: bool) {
         self.reset_pending = reset;
+    }
+
+    /// Remember custom setting names the client set.
+    /// False when some name could not be kept (past the cap): what it set
+    /// cannot be read back, and must be cleared with `RESET ALL` instead.
+    #[must_use]
+    pub(super) fn note_custom(&mut self, names: &[String]) -> bool {
+        let mut all = true;
+        for n in names {
+            if self.custom.contains(n) {
+                continue;
+            }
+            if self.custom.len() < MAX_CUSTOM_SETTINGS {
+                self.custom.push(n.clone());
+            } else {
+                all = false;
+            }
+        }
+        all
     }
 }
 
@@ -316,27 +334,6 @@ fn reported_bool(v: &str) -> String {
 /// reset (Postgres cannot drop it).
 fn at_reset(name: &str, value: &str) -> bool {
     name.contains('.') && value.is_empty()
-}
-
-impl Settings {
-    /// Remember custom setting names the client set.
-    /// False when some name could not be kept (past the cap): what it set
-    /// cannot be read back, and must be cleared with `RESET ALL` instead.
-    #[must_use]
-    pub(super) fn note_custom(&mut self, names: &[String]) -> bool {
-        let mut all = true;
-        for n in names {
-            if self.custom.contains(n) {
-                continue;
-            }
-            if self.custom.len() < MAX_CUSTOM_SETTINGS {
-                self.custom.push(n.clone());
-            } else {
-                all = false;
-            }
-        }
-        all
-    }
 }
 
 #[cfg(test)]
