@@ -862,6 +862,14 @@ async fn a_move_waits_for_its_pause_and_a_pause_answers_only_for_itself() {
         let c = connect(&s.b, "admin", "admin", "pgbouncer").await;
         tokio::spawn(async move { console(&c, "PAUSE TENANT '42' 60").await })
     };
+    // The second PAUSE in force before the first's answer is looked at (the
+    // full test run once read the state before the second's PAUSE arrived).
+    eventually(
+        Duration::from_secs(15),
+        "the second PAUSE in force",
+        paused_now,
+    )
+    .await;
     let (code, msg) = first.await.unwrap().unwrap_err();
     assert_eq!(code, "55000", "{msg}");
     assert!(
