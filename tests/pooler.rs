@@ -2512,17 +2512,7 @@ async fn shutdown_ends_queued_work_serves_cancels_and_cancels_what_outlives_it()
         "the running statement finished"
     );
     // What ran past the timeout was cancelled: nothing of it commits later.
-    eventually(
-        Duration::from_secs(15),
-        "the late statement to end",
-        || async {
-            pg.psql(
-                "postgres",
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO t%'",
-            ) == "0"
-        },
-    )
-    .await;
+    no_backend_runs(&pg, "INSERT INTO t%").await;
     assert_eq!(pg.psql("app", "SELECT count(*) FROM t"), "0");
     drop(in_tx);
 }
@@ -2821,14 +2811,19 @@ async fn shutdown_ends_the_backend_of_a_statement_that_ignores_its_cancel() {
     b.wait_exit(Duration::from_secs(20)).await.expect("no exit");
     let _ = running.await;
     // Its backend is gone, and nothing it did is.
-    eventually(Duration::from_secs(15), "the backend to end", || async {
-        pg.psql(
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'DO $$%'",
-        ) == "0"
-    })
-    .await;
+    no_backend_runs(&pg, "DO $$%").await;
     assert_eq!(pg.psql("app", "SELECT count(*) FROM t"), "0");
+}
+
+/// Wait until no backend of `pg` runs a statement `LIKE` `pattern`.
+async fn no_backend_runs(pg: &PgCluster, pattern: &str) {
+    let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '{pattern}'");
+    eventually(
+        Duration::from_secs(15),
+        format!("no backend to run {pattern}"),
+        || async { pg.psql("postgres", &sql) == "0" },
+    )
+    .await;
 }
 
 /// The last value of each reported parameter the client was told, in order.

@@ -514,6 +514,13 @@ pub struct ErrorInfo {
     pub message: String,
 }
 
+impl ErrorInfo {
+    /// A FATAL or PANIC error: the server ends the connection after it.
+    pub fn ends_connection(&self) -> bool {
+        matches!(self.severity.as_str(), "FATAL" | "PANIC")
+    }
+}
+
 /// Decode a DataRow body into text values (`None` = NULL); stops at a malformed
 /// value.
 pub fn parse_data_row(body: &[u8]) -> Vec<Option<String>> {

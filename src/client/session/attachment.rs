@@ -855,12 +855,7 @@ impl Attachment {
                     }
                     if t == tag::backend::ERROR_RESPONSE {
                         a.head_failed = true;
-                        if mode != Mode::Swallow
-                            && matches!(
-                                protocol::parse_error(body).severity.as_str(),
-                                "FATAL" | "PANIC"
-                            )
-                        {
+                        if mode != Mode::Swallow && protocol::parse_error(body).ends_connection() {
                             a.server_fatal = true;
                         }
                         if let Some(def) = a.expect.front().and_then(|e| e.stmt.clone()) {

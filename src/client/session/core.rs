@@ -1057,10 +1057,7 @@ impl Core {
                     break;
                 };
                 if t == tag::backend::ERROR_RESPONSE
-                    && matches!(
-                        protocol::parse_error(&frame[5..]).severity.as_str(),
-                        "FATAL" | "PANIC"
-                    )
+                    && protocol::parse_error(&frame[5..]).ends_connection()
                 {
                     told = true;
                 }
