@@ -187,6 +187,22 @@ impl World {
                         .core
                         .unspilled(bytes::BytesMut::from(&spool[..]))
                 }
+                Need::ServerGone => {
+                    let (shard, i) = self.clients[c]
+                        .attached
+                        .take()
+                        .expect("server gone of no server");
+                    let (state, _) = self.clients[c].core.server_lost();
+                    assert!(state.is_some_and(|s| s.broken), "a gone server kept");
+                    // The backend is gone: a new one takes its place.
+                    self.pools[shard][i] = Slot {
+                        state: Some(ServerState::new(SocketAddr::from(([127, 0, 0, 1], 1)), None)),
+                        model: FakeServer::default(),
+                        holder: None,
+                    };
+                    self.clients[c].closed = true;
+                    break;
+                }
                 Need::Paused(key) => {
                     assert!(self.clients[c].attached.is_none(), "held with a server");
                     assert!(self.gate.is_paused(&key), "held for a tenant not paused");

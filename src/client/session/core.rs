@@ -56,6 +56,10 @@ pub enum Need {
     /// The rest of the spilled message has come: read the spool's first `n`
     /// bytes back, empty it, and hand them to [`Core::unspilled`].
     Unspill(usize),
+    /// The server's FATAL error reached the client, which takes its
+    /// connection as over (as on its own connection to Postgres): call
+    /// [`Core::server_lost`], and end the session.
+    ServerGone,
     /// The session must end; the client has been told why.
     Close(End),
 }

@@ -213,6 +213,13 @@ impl FakeServer {
                             &[self.status.as_byte()],
                         );
                     }
+                    if sql.contains("GOODBYE") {
+                        // A backend terminated just as it went idle: its FATAL
+                        // error comes in the same read as the ReadyForQuery.
+                        let body = "SFATAL\0C57P01\0Mterminating connection due to \
+                                    administrator command\0\0";
+                        msg(&mut out, tag::backend::ERROR_RESPONSE, body.as_bytes());
+                    }
                 }
                 tag::frontend::PARSE => {
                     let (name, rest) = cstr(&body);
@@ -527,6 +534,14 @@ impl Harness {
                     assert_eq!(spool.len(), n, "unspill of what was not spilled");
                     self.unspilled += 1;
                     self.core.unspilled(bytes::BytesMut::from(&spool[..]))
+                }
+                Need::ServerGone => {
+                    let shard = self.attached.take().expect("server gone of no server");
+                    let (state, end) = self.core.server_lost();
+                    assert!(state.is_some_and(|s| s.broken), "a gone server kept");
+                    self.states[shard] = None;
+                    self.closed = Some(end);
+                    break;
                 }
                 Need::Paused(key) => {
                     assert!(self.attached.is_none(), "held while attached");

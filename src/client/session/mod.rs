@@ -1077,6 +1077,7 @@ impl Session {
             need = match need {
                 Need::Io => return Ok(()),
                 Need::Close(e) => return Err(e),
+                Need::ServerGone => return Err(self.server_lost()),
                 // Boxed: checkout and reset futures are large, and inline they
                 // would be part of every client's task while it sits idle (one
                 // allocation per transaction is cheaper than ~1.6 KiB per client).

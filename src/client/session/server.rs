@@ -236,6 +236,13 @@ impl Core {
             Err(ScanStop::StatementMode) => return self.refuse_transaction_block(),
         }
         self.drain_synthetic();
+        if self.att.as_ref().is_some_and(|a| a.server_fatal()) {
+            // Ended now, not at the server's close: a FATAL behind the
+            // transaction's ReadyForQuery (a backend terminated as it went
+            // idle) let the release go on, whose read back then failed, and
+            // the client got the pooler's 08006 as a second error (probe II).
+            return Need::ServerGone;
+        }
         if self.terminating && self.att.as_ref().is_some_and(|a| a.copy_in()) {
             // The client sent a COPY FROM STDIN and its Terminate together:
             // the data can never come (nothing after a Terminate is read),

@@ -1291,3 +1291,21 @@ fn a_server_that_reports_too_many_parameters_is_dropped() {
     h.server_turn();
     assert_eq!(h.client_errors(), ["08006"]);
 }
+
+#[test]
+fn a_fatal_error_behind_the_ready_for_query_ends_the_session_with_one_error() {
+    // Probe II: a backend terminated just as it went idle sent its FATAL in
+    // the same read as the ReadyForQuery. The release went on, its read back
+    // failed on the dead server, and the client got 57P01 and then 08006.
+    let mut h = Harness::new("app");
+    h.send(&[query(
+        "SET work_mem = '2MB'; SELECT GOODBYE WHERE tenant_id = 1",
+    )]);
+    h.server_turn();
+    assert_eq!(h.client_errors(), ["57P01"]);
+    assert_eq!(h.releases, 0, "a server that ended went back to the pool");
+    assert!(
+        h.closed.is_some(),
+        "the session went on after the server's FATAL"
+    );
+}
