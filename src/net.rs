@@ -30,6 +30,10 @@ thread_local! {
 /// runtime, a test's runtime, a blocking-pool thread.
 pub const NO_WORKER: u16 = u16::MAX;
 
+/// Most bytes read and dropped from a peer while its connection closes
+/// ([`Stream::close_after_reading`]).
+pub const CLOSE_DRAIN_MAX: usize = 1 << 20;
+
 /// The worker runtime the calling thread belongs to. Sockets registered by a
 /// task on worker `w` are driven by `w`'s event loop; a pool hands a server to a
 /// client on another worker only after [`Stream::rehome`].
@@ -172,6 +176,31 @@ impl Stream {
         let mut buf = ReadBuf::new(&mut probe);
         // Ready with data, EOF (0 bytes) or an error: all mean "not idle".
         tcp.poll_peek(&mut cx, &mut buf).is_ready()
+    }
+
+    /// End the connection so that what was written to it reaches the peer:
+    /// our end of the stream is sent behind the data still queued, then what
+    /// the peer sends is read and dropped until it closes, for at most
+    /// `within` and [`CLOSE_DRAIN_MAX`] bytes. Closed with its input unread,
+    /// the kernel resets the connection instead, which can drop the data still
+    /// on its way: a client's last error (probe II: libpq then reported
+    /// "server closed the connection unexpectedly", with no SQLSTATE).
+    pub async fn close_after_reading(&mut self, within: std::time::Duration) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let drain = async {
+            if self.shutdown().await.is_err() {
+                return;
+            }
+            let mut buf = vec![0u8; 4096];
+            let mut left = CLOSE_DRAIN_MAX;
+            while left > 0 {
+                match self.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(within, drain).await;
     }
 
     /// Write what the socket takes now, without waiting: `None` when that

@@ -467,6 +467,50 @@ async fn an_unknown_message_type_is_refused_at_once() {
     }
 }
 
+/// A session the pooler ends with an error while the client's next bytes are
+/// on their way ends in order: the error, then the end of the stream. Closed
+/// with input unread, the socket was reset, and libpq clients lost the error
+/// ("server closed the connection unexpectedly", no SQLSTATE: probe II).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_with_input_unread_ends_in_order() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "").replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    for round in 0..3 {
+        let mut r = Raw::login(b.port, "app", "app");
+        r.s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // A message type Postgres does not know, then more than the pooler
+        // reads at once.
+        let mut bytes = vec![0xFFu8];
+        bytes.extend(std::iter::repeat_n(b'x', 256 * 1024));
+        let mut w = r.s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let _ = w.write_all(&bytes);
+        });
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let end = loop {
+            match r.s.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(e),
+            }
+        };
+        writer.join().unwrap();
+        let mut rest = &got[..];
+        let m: Vec<_> = std::iter::from_fn(|| support::raw::read_msg(&mut rest)).collect();
+        assert_eq!(
+            support::raw::error_codes(&m),
+            ["08P01"],
+            "round {round}: {m:?}"
+        );
+        assert!(
+            end.is_ok(),
+            "round {round}: the connection was reset: {end:?}"
+        );
+    }
+}
+
 /// A client may send its COPY data and CopyDone right behind the COPY Query (or
 /// Execute), without waiting for CopyInResponse: Postgres reads them next.
 /// Through the pooler the COPY then ends as it does in Postgres, the client goes
