@@ -3990,3 +3990,71 @@ fn a_cast_a_temporary_type_could_shadow_is_refused_after_types_may_have_been_cre
     assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(v, ["s1"]);
 }
+
+/// A domain named like a built-in type, in a schema the client's
+/// `search_path` puts ahead of `pg_catalog`, is what a cast to that name
+/// finds: `'bravo'::text` would be the tenant `b` to Postgres (probe FF,
+/// left documented until now). While the path may do so (set in the text,
+/// the transaction or the session, at connect or by `set_config`), such a
+/// cast of a tenant value is refused; nothing is written on either shard. A
+/// path with `pg_catalog` first routes the cast as before.
+#[test]
+fn a_cast_a_search_path_could_shadow_is_refused() {
+    const PATH: &str = "evil, pg_catalog, public";
+    const INSERT: &str =
+        "INSERT INTO accounts (tenant_id, name) VALUES ('bravo'::text, 'probe-ff')";
+    let f = Fixture::start();
+    for s in 0..2 {
+        f.direct(
+            s,
+            "CREATE SCHEMA evil; CREATE DOMAIN evil.text AS varchar(1); \
+             GRANT USAGE ON SCHEMA evil TO app",
+        );
+    }
+    let before = f.accounts();
+    let cast = INSERT.replace("'bravo'::text", "CAST('bravo' AS text)");
+    // Set for the session, in a transaction of its own.
+    let mut c = f.raw("apptext", &[]);
+    let (errs, _) = q(&mut c, &format!("SET search_path = {PATH}"));
+    assert!(errs.is_empty(), "{errs:?}");
+    for sql in [INSERT, &cast] {
+        let (errs, _) = q(&mut c, sql);
+        assert_eq!(errs, ["0A000"], "{sql}");
+    }
+    // In the same Query.
+    let mut c = f.raw("apptext", &[]);
+    let (errs, _) = q(&mut c, &format!("SET search_path = {PATH}; {INSERT}"));
+    assert_eq!(errs, ["0A000"]);
+    // At connect.
+    let opts = "-c search_path=evil,pg_catalog,public";
+    let mut c = f.raw("apptext", &[("options", opts)]);
+    let (errs, _) = q(&mut c, INSERT);
+    assert_eq!(errs, ["0A000"]);
+    // By set_config, and by SET LOCAL, in the transaction.
+    let mut c = f.raw("apptext", &[]);
+    for set in [
+        format!("/* tenant_id=bravo */ SELECT set_config('search_path', '{PATH}', true)"),
+        format!("SET LOCAL search_path = {PATH}"),
+    ] {
+        for sql in ["BEGIN", set.as_str()] {
+            let (errs, _) = q(&mut c, sql);
+            assert!(errs.is_empty(), "{sql}: {errs:?}");
+        }
+        let (errs, _) = q(&mut c, INSERT);
+        assert_eq!(errs, ["0A000"], "after {set}");
+        let (errs, _) = q(&mut c, "ROLLBACK");
+        assert!(errs.is_empty(), "{errs:?}");
+    }
+    assert_eq!(f.accounts(), before);
+    // pg_catalog first: the cast is pg_catalog's, and reads bravo.
+    let mut c = f.raw("apptext", &[]);
+    let (errs, _) = q(&mut c, "SET search_path = pg_catalog, evil, public");
+    assert!(errs.is_empty(), "{errs:?}");
+    let (errs, v) = q(
+        &mut c,
+        "SELECT (SELECT name FROM shard_marker) WHERE NOT EXISTS \
+         (SELECT 1 FROM accounts WHERE tenant_id = 'bravo'::text AND name = 'none')",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["s1"]);
+}

@@ -176,8 +176,10 @@ pub struct SessionView<'a> {
     pub server_failed: bool,
     /// The session's server may hold types or domains of the session's own:
     /// its transaction (in session mode, the session) ran statements that
-    /// may create them ([`super::Effects::may_create_types`]). A value cast
-    /// to a type found by name ([`Facts::casts_by_name`]) is refused then.
+    /// may create them ([`super::Effects::may_create_types`]); or the
+    /// client's `search_path` names `pg_catalog` after another schema
+    /// ([`super::search_path`]). A value cast to a type found by name
+    /// ([`Facts::casts_by_name`]) is refused then.
     pub types_untrusted: bool,
 }
 
@@ -1392,9 +1394,10 @@ fn cast_by_name(r: &Routing) -> Refusal {
         sqlstate::FEATURE_NOT_SUPPORTED,
         format!(
             "cannot route a {} value cast to text, int2, int4, int8 or uuid after this \
-             transaction may have created a type (a CREATE, ALTER, DROP or DO): a temporary \
-             type of that name would read it as another tenant; cast to varchar, int, bigint \
-             or smallint, or send the value without the cast",
+             transaction may have created a type (a CREATE, ALTER, DROP or DO), or while \
+             search_path may name pg_catalog after another schema: a type of that name there \
+             would read it as another tenant; cast to varchar, int, bigint or smallint, or send \
+             the value without the cast",
             r.key
         ),
     )

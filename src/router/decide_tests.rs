@@ -321,9 +321,18 @@ fn a_cast_to_a_type_found_by_name_is_refused_once_types_may_have_been_created() 
     ] {
         assert_eq!(shard(&run(&view(&t, Tx::Idle), sql)), Some(1), "{sql}");
         assert_eq!(code(&run(&untrusted, sql)), "0A000", "{sql}");
-        // In the same text as what may create the type.
-        let both = format!("CREATE DOMAIN pg_temp.text AS varchar(1); {sql}");
-        assert_eq!(code(&run(&view(&t, Tx::Idle), &both)), "0A000", "{both}");
+        // In the same text as what may create the type, or put a schema
+        // that has one ahead of pg_catalog.
+        for before in [
+            "CREATE DOMAIN pg_temp.text AS varchar(1)",
+            "SET search_path = evil, pg_catalog",
+            "SELECT set_config('search_path', 'evil, pg_catalog', true)",
+        ] {
+            let both = format!("{before}; {sql}");
+            assert_eq!(code(&run(&view(&t, Tx::Idle), &both)), "0A000", "{both}");
+        }
+        let safe = format!("SET search_path = pg_catalog, evil; {sql}");
+        assert_eq!(shard(&run(&view(&t, Tx::Idle), &safe)), Some(1), "{safe}");
     }
     // Keyword types, no cast, and casts elsewhere in the text route.
     for sql in [

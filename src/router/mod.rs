@@ -3,6 +3,8 @@
 //! * [`lexer`]: Postgres-compatible SQL lexing (literals, quotes, comments).
 //! * [`scanner`]: every tenant a statement mentions (comment, predicate, INSERT).
 //! * [`statement`]: the statements of a text, their forms and side effects.
+//! * [`search_path`]: whether a `search_path` lets other types shadow
+//!   `pg_catalog`'s.
 //! * [`decide`]: the one function that routes a unit of work.
 //! * [`bind`]: Bind parameter values as tenant keys.
 //! * [`hash`]: Postgres-compatible hash functions (lookup3, `hashint8`, ...).
@@ -20,6 +22,7 @@ pub mod key;
 pub mod keyed;
 mod lexer;
 pub mod scanner;
+pub mod search_path;
 pub mod shardmap;
 pub mod statement;
 

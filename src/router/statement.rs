@@ -171,6 +171,13 @@ impl Effects {
     /// earlier (probe HH). Outside [`Effects::ALL`]; [`Effects::resets`]
     /// drops it.
     pub const RESETS: Effects = Effects(8192);
+    /// `search_path` may now name `pg_catalog` after another schema, where a
+    /// type named like a built-in one would be found first (see
+    /// [`super::search_path`]): a `SET` or `set_config` of such a path, or
+    /// of one the text does not spell out, or an `UPDATE pg_settings`.
+    /// Nothing to reset (the path is a setting, read back as any other).
+    /// Outside [`Effects::ALL`]; [`Effects::resets`] drops it.
+    pub const TYPE_PATH: Effects = Effects(16384);
 
     /// No effect.
     pub const fn none() -> Effects {
@@ -205,12 +212,17 @@ impl Effects {
     /// Whether these effects may have created or changed a type or domain
     /// (a `CREATE` of anything, `ALTER`, `DROP`, dynamic code): one in the
     /// session's temporary schema comes before `pg_catalog`'s types of that
-    /// name, whatever `search_path` says.
+    /// name, whatever `search_path` says. Or whether they may have put
+    /// another schema ahead of `pg_catalog` in `search_path`
+    /// ([`Effects::TYPE_PATH`], a setting of unknown name), where one made
+    /// earlier would come first.
     pub fn may_create_types(self) -> bool {
         self.any(
             Effects::TEMP
                 .union(Effects::CATALOG)
-                .union(Effects::DYNAMIC),
+                .union(Effects::DYNAMIC)
+                .union(Effects::TYPE_PATH)
+                .union(Effects::UNNAMED_SETTINGS),
         )
     }
 
@@ -248,7 +260,8 @@ impl Effects {
             Effects::LOCAL_SETTINGS
                 .union(Effects::LEXING)
                 .union(Effects::CATALOG)
-                .union(Effects::RESETS),
+                .union(Effects::RESETS)
+                .union(Effects::TYPE_PATH),
         );
         if s.any(Effects::DYNAMIC) {
             Effects::ALL
@@ -923,11 +936,68 @@ fn classify_set<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8], out: &mut Fact
             push_ident(sql, &t, &mut name);
             note_builtin(out, &name);
         }
+        note_path(sql, &t, lx, out);
         return Kind::TxScoped("SET");
     }
     out.effects.add(Effects::SETTINGS);
+    note_path(sql, &t, lx, out);
     note_setting_name(sql, t, lx, out);
     Kind::Set
+}
+
+/// After `SET [LOCAL | SESSION] name`: a `search_path` that may name
+/// `pg_catalog` after another schema is [`Effects::TYPE_PATH`].
+fn note_path(sql: &[u8], name: &Tok, lx: Lexer<'_>, out: &mut Facts) {
+    let is_path = match name.k {
+        K::Ident => text(sql, name).eq_ignore_ascii_case(b"search_path"),
+        K::QIdent => body(sql, name) == b"search_path",
+        _ => false,
+    };
+    if is_path && set_path_shadows(sql, lx) {
+        out.effects.add(Effects::TYPE_PATH);
+    }
+}
+
+/// After `SET [LOCAL] search_path`: whether the value may name `pg_catalog`
+/// after another schema. Each value is one name, as Postgres takes a list
+/// setting's values: a plain identifier folds to lower case, and a string is
+/// one name (`'a, pg_catalog'` is the schema `a, pg_catalog`). `TO DEFAULT`
+/// is the pool's own path. Anything else counts as shadowing.
+fn set_path_shadows(sql: &[u8], mut lx: Lexer<'_>) -> bool {
+    match lx.next_sig() {
+        Some(t) if is_op(sql, &t, b"=") || is_kw(sql, &t, b"TO") => {}
+        _ => return true,
+    }
+    let mut first = true;
+    loop {
+        let Some(v) = lx.next_sig() else {
+            return true;
+        };
+        if first && is_kw(sql, &v, b"DEFAULT") && lx.peek_sig().is_none() {
+            return false;
+        }
+        let catalog = match v.k {
+            K::Ident => text(sql, &v).eq_ignore_ascii_case(b"pg_catalog"),
+            K::QIdent => body(sql, &v) == b"pg_catalog",
+            K::Str { escape } => {
+                let b = body(sql, &v);
+                if escape && b.contains(&b'\\') {
+                    return true;
+                }
+                b == b"pg_catalog"
+            }
+            _ => return true,
+        };
+        if catalog {
+            return !first;
+        }
+        first = false;
+        match lx.next_sig() {
+            None => return false,
+            Some(t) if t.k == K::Comma => {}
+            Some(_) => return true,
+        }
+    }
 }
 
 /// Whether `stmt` has the word `cast` in any case (anywhere: a false alarm
@@ -1383,8 +1453,11 @@ fn push_ident(sql: &[u8], t: &Tok, out: &mut String) {
 /// Over-matching only costs a reset at release.
 const STATE_WORDS: &[(&[u8], Effects)] = &[
     (b"set_config", Effects::SETTINGS),
-    // The view's update rule calls set_config.
-    (b"pg_settings", Effects::SETTINGS),
+    // The view's update rule calls set_config, of any setting.
+    (
+        b"pg_settings",
+        Effects(Effects::SETTINGS.0 | Effects::TYPE_PATH.0),
+    ),
     (b"advisory", Effects::ADVISORY),
     (b"nextval", Effects::SEQUENCES),
     (b"setval", Effects::SEQUENCES),
@@ -1614,6 +1687,9 @@ fn lexed_effects(sql: &[u8], std: bool, out: &mut Facts) {
                         {
                             named = true;
                             let name = k.as_str().to_ascii_lowercase();
+                            if name == "search_path" && config_path_shadows(sql, l2) {
+                                out.effects.add(Effects::TYPE_PATH);
+                            }
                             if name.contains('.') {
                                 note_custom(out, name);
                             } else {
@@ -1636,6 +1712,28 @@ fn lexed_effects(sql: &[u8], std: bool, out: &mut Facts) {
             out.effects.add(Effects::ADVISORY);
         }
     }
+}
+
+/// After `set_config('search_path',`: whether the value may name
+/// `pg_catalog` after another schema (a list, as `current_setting` gives
+/// it: [`super::search_path::shadows_catalog`]). A value other than one
+/// string literal counts as so.
+fn config_path_shadows(sql: &[u8], mut lx: Lexer<'_>) -> bool {
+    let Some(v) = lx.next_sig() else {
+        return true;
+    };
+    let K::Str { escape } = v.k else {
+        return true;
+    };
+    if !lx.next_sig().is_some_and(|t| t.k == K::Comma) {
+        return true;
+    }
+    let b = body(sql, &v);
+    if escape && b.contains(&b'\\') {
+        return true;
+    }
+    let path = String::from_utf8_lossy(b).replace("''", "'");
+    super::search_path::shadows_catalog(&path)
 }
 
 /// Whether `sql` has a Unicode-escaped identifier (`U&"..."`) and a
@@ -2237,6 +2335,51 @@ mod tests {
         let mut f = Facts::default();
         analyze(sql, KEY, false, &mut f);
         assert_eq!(keys(&f), vec!["1"]);
+    }
+
+    #[test]
+    fn a_search_path_that_may_put_a_schema_ahead_of_pg_catalog_is_noted() {
+        let path = |s: &str| facts(s).effects.any(Effects::TYPE_PATH);
+        for sql in [
+            "SET search_path = evil, pg_catalog",
+            "SET search_path TO evil, PG_CATALOG, public",
+            "SET SESSION search_path = \"$user\", pg_catalog",
+            "SET LOCAL search_path = pg_temp, 'pg_catalog'",
+            "SET \"search_path\" = evil, \"pg_catalog\"",
+            "SET search_path = evil, E'pg\\x5fcatalog'",
+            "SET search_path = evil, pg_catalog.x",
+            "SET search_path FROM CURRENT",
+            "SELECT set_config('search_path', 'evil, pg_catalog', false)",
+            "SELECT set_config('SEARCH_PATH', 'evil,pg_catalog', true)",
+            "SELECT set_config('search_path', $1, false)",
+            "SELECT set_config('search_path', 'evil, ' || 'pg_catalog', false)",
+            "SELECT set_config('search_path', E'evil, pg\\x5fcatalog', false)",
+            "UPDATE pg_settings SET setting = 'evil, pg_catalog' WHERE name = 'search_path'",
+            "SELECT 1; SET search_path = evil, pg_catalog",
+        ] {
+            assert!(path(sql), "{sql}");
+        }
+        for sql in [
+            "SET search_path = public",
+            "SET search_path TO \"$user\", public",
+            "SET search_path = pg_catalog, evil",
+            "SET LOCAL search_path = 'pg_catalog', evil",
+            "SET search_path = evil, 'evil, pg_catalog'",
+            "SET search_path = evil, \"PG_CATALOG\"",
+            "SET search_path TO DEFAULT",
+            "SET work_mem = 'pg_catalog'",
+            "SELECT set_config('search_path', 'public, evil', false)",
+            "SELECT set_config('search_path', 'pg_catalog, evil', false)",
+            "SELECT set_config('work_mem', 'evil, pg_catalog', false)",
+            "RESET search_path",
+        ] {
+            assert!(!path(sql), "{sql}");
+        }
+        // A setting of a name the text does not spell out may be the path.
+        assert!(facts("SELECT set_config($1, $2, false)")
+            .effects
+            .may_create_types());
+        assert!(Effects::TYPE_PATH.resets().is_empty());
     }
 
     #[test]

@@ -432,10 +432,15 @@ impl Core {
                 .att
                 .as_ref()
                 .is_some_and(|a| a.status() == TxStatus::Failed),
-            types_untrusted: self
-                .att
-                .as_ref()
-                .is_some_and(|a| a.effects().may_create_types()),
+            types_untrusted: self.settings.path_shadows()
+                || self
+                    .att
+                    .as_ref()
+                    .is_some_and(|a| a.effects().may_create_types())
+                || self
+                    .txn
+                    .held()
+                    .is_some_and(|h| h.effects.may_create_types()),
         }
     }
 

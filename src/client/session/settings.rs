@@ -31,6 +31,10 @@ pub(super) struct Settings {
     /// ([`crate::router::keys_read_as_sent`] is false): a tenant key past
     /// ASCII is another tenant to it.
     keys_ascii_only: bool,
+    /// The client's `search_path` names `pg_catalog` after another schema
+    /// ([`crate::router::search_path::shadows_catalog`]): a type found by
+    /// name may not be `pg_catalog`'s.
+    path_shadows: bool,
     /// Custom (dotted) settings the client set: Postgres lists no placeholder
     /// settings in `pg_settings`, so they are read back by name.
     custom: Vec<String>,
@@ -44,6 +48,14 @@ pub(super) struct Settings {
     /// settings it finds at the server's default the values given at
     /// connect.
     reset_pending: bool,
+}
+
+/// Whether `set`'s `search_path` (any spelling of the name: a startup
+/// parameter is taken as given) names `pg_catalog` after another schema.
+fn path_shadows(set: &ParamSet) -> bool {
+    set.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("search_path") && crate::router::search_path::shadows_catalog(v)
+    })
 }
 
 /// The settings a client gave at connect. Postgres makes them a session's
@@ -113,6 +125,7 @@ impl Settings {
         let held = unreported.bytes();
         HELD_BYTES.add(held);
         Settings {
+            path_shadows: path_shadows(&unreported),
             reported,
             unreported,
             std_strings: true,
@@ -158,6 +171,12 @@ impl Settings {
     /// encoding is converted).
     pub(super) fn keys_ascii_only(&self) -> bool {
         self.keys_ascii_only
+    }
+
+    /// Whether the client's `search_path` may find a type named like a
+    /// built-in one before `pg_catalog`'s.
+    pub(super) fn path_shadows(&self) -> bool {
+        self.path_shadows
     }
 
     /// Custom setting names to read back.
@@ -267,6 +286,7 @@ impl Settings {
             HELD_BYTES.release(self.held - n);
         }
         self.held = n;
+        self.path_shadows = path_shadows(&set);
         self.unreported = set;
         Ok(told)
     }
@@ -346,6 +366,21 @@ mod tests {
             s.set(k, v);
         }
         s
+    }
+
+    /// The client's `search_path` says whether a type found by name may be
+    /// another than `pg_catalog`'s: given at connect, and as read back.
+    #[test]
+    fn a_path_ahead_of_the_catalog_is_known_from_connect_and_read_back() {
+        let mut s = Settings::new(set(&[]), set(&[("SEARCH_PATH", "evil, pg_catalog")]));
+        assert!(s.path_shadows());
+        s.read_back(set(&[("search_path", "public")]), &[]).unwrap();
+        assert!(!s.path_shadows());
+        s.read_back(set(&[("search_path", "\"$user\", pg_catalog")]), &[])
+            .unwrap();
+        assert!(s.path_shadows());
+        s.read_back(set(&[]), &[]).unwrap();
+        assert!(!s.path_shadows());
     }
 
     /// What a read back finds at its reset value is what the client gave at
