@@ -964,6 +964,74 @@ impl Pool {
         self.release(c.permit, c.from_reserve, c.tenant);
     }
 
+    /// Account for a checkout its session dropped without giving it back
+    /// (the client's task panicked and unwound): the server's socket closes
+    /// with it, unterminated, and the pool's counts of servers open and in
+    /// use, the shared caps' slots and the permit come back as for a
+    /// [`Self::discard`]. Else each such drop left the pool one server short
+    /// and `SHOW POOLS` one active for good, and `PAUSE` waited for ever
+    /// for it (probe HH).
+    pub fn abandon(&self, c: Checkout) {
+        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        self.total.fetch_sub(1, Ordering::Relaxed);
+        if let Some(caps) = self.caps.get() {
+            for cap in caps {
+                cap.give();
+            }
+        }
+        self.release(c.permit, c.from_reserve, c.tenant);
+    }
+
+    /// A pool of `size` servers that never connects: for tests.
+    #[cfg(test)]
+    pub(crate) fn unconnected(size: usize) -> Arc<Pool> {
+        let key = PoolKey {
+            database: "d".into(),
+            user: "u".into(),
+            shard: "s".into(),
+        };
+        let target = Target {
+            host: "127.0.0.1".into(),
+            port: 1,
+            dbname: "d".into(),
+            user: "u".into(),
+            password: None,
+            scram_keys: None,
+            tls: Default::default(),
+        };
+        let settings = PoolSettings {
+            default_pool_size: size,
+            ..Default::default()
+        };
+        Pool::new(key, target, settings)
+    }
+
+    /// A checkout of a server that is not connected (its socket is
+    /// [`crate::net::Stream::Closed`]), counted as an open one in use: for
+    /// tests of what is done with a checkout.
+    #[cfg(test)]
+    pub(crate) fn unconnected_checkout(&self) -> Checkout {
+        let permit = self
+            .main
+            .sem
+            .clone()
+            .try_acquire_owned()
+            .expect("a free permit");
+        self.total.fetch_add(1, Ordering::Relaxed);
+        self.stats.active.fetch_add(1, Ordering::Relaxed);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.target.load().port));
+        Checkout {
+            conn: Box::new(ServerConn {
+                stream: crate::net::Stream::Closed,
+                home: crate::net::worker(),
+                state: crate::server::ServerState::new(addr, None),
+            }),
+            permit,
+            from_reserve: false,
+            tenant: None,
+        }
+    }
+
     /// Close a server its client left in the middle of work (a query may be
     /// running on it): cancel that first. Postgres notices a closed socket
     /// only when it next writes, so a long query would run on, a backend
@@ -1290,8 +1358,22 @@ impl Drop for Closing {
 
 #[cfg(test)]
 mod tests {
-    use super::Limit;
+    use super::{Limit, Pool};
     use std::sync::atomic::Ordering;
+
+    /// A checkout dropped by its session unaccounted (its task panicked) is
+    /// counted back, and its slot serves the next checkout.
+    #[test]
+    fn an_abandoned_checkout_gives_its_server_and_slot_back() {
+        let p = Pool::unconnected(1);
+        let c = p.unconnected_checkout();
+        assert_eq!(p.stats.active.load(Ordering::Relaxed), 1);
+        assert_eq!(p.main.sem.available_permits(), 0);
+        p.abandon(c);
+        assert_eq!(p.stats.active.load(Ordering::Relaxed), 0);
+        assert_eq!(p.total.load(Ordering::Relaxed), 0);
+        assert_eq!(p.main.sem.available_permits(), 1);
+    }
 
     fn take(l: &Limit) -> tokio::sync::OwnedSemaphorePermit {
         l.sem.clone().try_acquire_owned().expect("a free permit")

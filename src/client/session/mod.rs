@@ -68,6 +68,40 @@ struct Server {
     pool: Arc<Pool>,
 }
 
+/// The session's server, if it has one. What ends a session gives it back
+/// (a release, [`Session::server_lost`], [`Session::finish`]); should the
+/// session's task unwind with it instead (a panic), dropping the slot
+/// accounts for it with its pool ([`Pool::abandon`]): probe HH saw a pool's
+/// count of servers in use stay one too high for good, and `PAUSE` wait for
+/// ever.
+#[derive(Default)]
+struct ServerSlot(Option<Server>);
+
+impl std::ops::Deref for ServerSlot {
+    type Target = Option<Server>;
+    fn deref(&self) -> &Option<Server> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServerSlot {
+    fn deref_mut(&mut self) -> &mut Option<Server> {
+        &mut self.0
+    }
+}
+
+impl Drop for ServerSlot {
+    fn drop(&mut self) {
+        if let Some(Server { co, pool }) = self.0.take() {
+            tracing::warn!(
+                server = co.conn.id,
+                "a session ended holding its server: the server is closed"
+            );
+            pool.abandon(co);
+        }
+    }
+}
+
 /// What the event loop saw.
 enum Event {
     ClientRead(std::io::Result<usize>),
@@ -135,7 +169,7 @@ impl Parked {
             password,
             handle,
             core,
-            server: None,
+            server: ServerSlot::default(),
             pools,
             pools_gen,
             last_activity,
@@ -405,7 +439,7 @@ pub struct Session {
     password: Option<Box<str>>,
     handle: Arc<ClientHandle>,
     core: Core,
-    server: Option<Server>,
+    server: ServerSlot,
     /// Pools by shard index, for `db.generation` = `pools_gen`.
     pools: Vec<Option<Arc<Pool>>>,
     pools_gen: u64,
@@ -466,7 +500,7 @@ impl Session {
             password: password.map(String::into_boxed_str),
             handle,
             core,
-            server: None,
+            server: ServerSlot::default(),
             pools: Vec::new(),
             pools_gen: 0,
             last_activity: Instant::now(),
@@ -1552,7 +1586,7 @@ impl Session {
         }
         let stand_in = ServerState::placeholder(&co.conn.state);
         let state = std::mem::replace(&mut co.conn.state, stand_in);
-        self.server = Some(Server { co, pool });
+        *self.server = Some(Server { co, pool });
         self.core.attached(shard, state)
     }
 
@@ -2278,5 +2312,32 @@ impl Drop for TenantWaiting {
         if let Some(cell) = self.cell.take() {
             cell.waiting_dec(crate::net::clock::since(self.since).as_micros() as u64);
         }
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::{Server, ServerSlot};
+    use crate::pool::Pool;
+    use std::sync::atomic::Ordering;
+
+    /// A session's task that unwinds with its server (a panic) gives the
+    /// server back to its pool's count: a panic used to leave the pool one
+    /// server short for good.
+    #[test]
+    fn a_session_dropped_with_its_server_gives_it_back() {
+        let pool = Pool::unconnected(1);
+        let co = pool.unconnected_checkout();
+        let slot = ServerSlot(Some(Server {
+            co,
+            pool: pool.clone(),
+        }));
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _slot = slot;
+            panic!("a bug in the session");
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(pool.stats.active.load(Ordering::Relaxed), 0);
+        assert!(pool.unconnected_checkout().conn.id > 0, "its slot is free");
     }
 }
