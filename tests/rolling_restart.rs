@@ -9,12 +9,18 @@ mod support;
 
 use std::time::Duration;
 use support::{basic_config, eventually, Bouncer, PgCluster};
+use tokio::io::AsyncReadExt;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
-/// Run `SELECT pg_sleep(30)` on `c` and cancel it through the shared port.
+/// Run `SELECT pg_sleep(30)` on `c` and cancel it through the shared `port`,
+/// waiting as libpq's `PQcancel` does for the cancel connection to close: the
+/// cancel has then reached Postgres. (tokio-postgres does not wait: Postgres
+/// signals a backend twice for one cancel, and the second signal, late on a
+/// loaded machine, cancelled the next query.)
 async fn cancel_through_the_port(
     pg: &PgCluster,
+    port: u16,
     c: tokio_postgres::Client,
 ) -> tokio_postgres::Client {
     let token = c.cancel_token();
@@ -23,7 +29,16 @@ async fn cancel_through_the_port(
         (r, c)
     });
     pg.wait_running("SELECT pg_sleep(30)").await;
-    token.cancel_query(NoTls).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    token.cancel_query_raw(&mut s, NoTls).await.unwrap();
+    let mut b = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(20), s.read(&mut b)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the cancel connection was not closed: {closed:?}"
+    );
     let (r, c) = tokio::time::timeout(Duration::from_secs(20), slow)
         .await
         .expect("the cancel never reached the query")
@@ -68,7 +83,7 @@ async fn a_rolling_restart_on_a_shared_address_loses_no_client() {
 
     // Both listen: a cancel reaches its client whichever process gets it.
     for _ in 0..3 {
-        staying = cancel_through_the_port(&pg, staying).await;
+        staying = cancel_through_the_port(&pg, old.port, staying).await;
     }
 
     // Files crashed processes left, sorting before the live peer's, do not
@@ -102,7 +117,7 @@ async fn a_rolling_restart_on_a_shared_address_loses_no_client() {
     }
     // The old process's client runs on, and its cancels (which can only reach
     // the new process now) are passed to the old one.
-    staying = cancel_through_the_port(&pg, staying).await;
+    staying = cancel_through_the_port(&pg, old.port, staying).await;
     let n: i64 = staying
         .query_one("SELECT count(*) FROM generate_series(1, 10)", &[])
         .await
@@ -155,7 +170,7 @@ async fn a_process_alone_on_a_shared_address_serves_cancels_while_it_stops() {
     c.batch_execute("BEGIN").await.unwrap();
     b.signal(libc::SIGTERM);
     b.wait_for_log("shutting down").await;
-    let c = cancel_through_the_port(&pg, c).await;
+    let c = cancel_through_the_port(&pg, b.port, c).await;
     drop(c);
     let status = b.wait_exit(Duration::from_secs(20)).await.expect("no exit");
     assert!(status.success(), "{status}");
@@ -181,7 +196,7 @@ async fn processes_stopped_together_still_serve_cancels() {
         Some(true),
         "the listener went while clients run"
     );
-    let c = cancel_through_the_port(&pg, c).await;
+    let c = cancel_through_the_port(&pg, first.port, c).await;
     drop(c);
     for b in [&mut first, &mut second] {
         let status = b.wait_exit(Duration::from_secs(20)).await.expect("no exit");

@@ -5,7 +5,10 @@
 //! `<peer_dir>/shardbouncer-<pid>.sock`; a process that finds no client for a
 //! cancel's key passes the 16 bytes to every other socket in the directory.
 //! A passed cancel is looked up where it arrives and never passed again, so a
-//! cancel costs at most one hop to each peer.
+//! cancel costs at most one hop to each peer. A peer closes the socket once it
+//! has handled the cancel, and the pass waits for that: the client's cancel
+//! connection closes only once the cancel has reached Postgres, as when its
+//! own process has the client (libpq's `PQcancel` waits for that close).
 
 use crate::app::App;
 use crate::protocol::{self, startup::StartupPacket};
@@ -18,6 +21,9 @@ use tokio::net::{UnixListener, UnixStream};
 
 /// How long one pass to a peer, or a peer's read of one, may take.
 const PASS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a pass waits for the peer to have handled the cancel: past the
+/// time a cancel to Postgres may take (`server::send_cancel`).
+const HANDLED_TIMEOUT: Duration = Duration::from_secs(6);
 /// Peers a cancel is passed to at most; files that are no live peer (left by
 /// a process that crashed) do not count, up to [`MAX_FILES`] looked at.
 const MAX_PEERS: usize = 16;
@@ -60,11 +66,14 @@ pub fn listen(app: &Arc<App>, dir: &Path) -> std::io::Result<PathBuf> {
             };
             let app = app.clone();
             tokio::spawn(async move {
+                let mut stream = stream;
                 if let Ok(Some((pid, secret))) =
-                    tokio::time::timeout(PASS_TIMEOUT, read_passed(stream)).await
+                    tokio::time::timeout(PASS_TIMEOUT, read_passed(&mut stream)).await
                 {
                     super::cancel_here(&app, pid, secret).await;
                 }
+                // Closed once handled: the passing process waits for it.
+                drop(stream);
                 drop(slot);
             });
         }
@@ -73,7 +82,7 @@ pub fn listen(app: &Arc<App>, dir: &Path) -> std::io::Result<PathBuf> {
 }
 
 /// One passed cancel: the 16 bytes of a CancelRequest, as a client sends it.
-async fn read_passed(mut s: UnixStream) -> Option<(i32, i32)> {
+async fn read_passed(s: &mut UnixStream) -> Option<(i32, i32)> {
     let mut b = [0u8; 16];
     s.read_exact(&mut b).await.ok()?;
     if i32::from_be_bytes([b[0], b[1], b[2], b[3]]) != 16 {
@@ -126,11 +135,20 @@ pub async fn pass(dir: &Path, pid: i32, secret: i32) {
         let passed = tokio::time::timeout(PASS_TIMEOUT, async {
             let mut s = UnixStream::connect(&p).await?;
             s.write_all(&msg).await?;
-            s.shutdown().await
+            s.shutdown().await?;
+            Ok::<_, std::io::Error>(s)
         })
         .await;
-        if matches!(passed, Ok(Ok(()))) {
+        if let Ok(Ok(mut s)) = passed {
             live += 1;
+            // Until the peer has handled it (it closes then): a cancel that
+            // reached the process with the client is in Postgres's hands
+            // before the client hears it went through. Postgres signals a
+            // backend twice for one cancel (the process and its group); a
+            // client that sends its next query once told could have that
+            // query cancelled by the second signal (a test saw it, under load).
+            let mut b = [0u8; 1];
+            let _ = tokio::time::timeout(HANDLED_TIMEOUT, s.read(&mut b)).await;
         }
     }
 }
