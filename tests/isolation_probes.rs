@@ -784,7 +784,7 @@ fn the_seed_setting_and_alter_table_sequences_stay_with_their_client() {
 /// Session settings follow their client, so the pooler keeps a copy of
 /// them: with no bound, a few clients setting megabytes of custom settings
 /// took it from 8 MB to 267 MB, never given back (probe). Past 1 MiB of
-/// settings the client is told why (53400) and its session ends; the server
+/// settings the client is told why (53400, at its next message) and its session ends; the server
 /// that has them is closed, so the next client never sees them. Below it,
 /// settings follow as always.
 #[test]
@@ -801,12 +801,16 @@ fn session_settings_past_their_bound_end_the_session_and_never_reach_the_next_cl
     );
     let (errs, _) = q(&mut c1, &format!("SET app.big2 = '{big}'"));
     assert!(errs.is_empty(), "the SET itself runs: {errs:?}");
+    // Told as the answer to its next message (sent behind the ReadyForQuery
+    // the client had, libpq took it for a notice: probe JJ), then closed.
+    c1.query("SELECT 1").send();
     let rest: Vec<Msg> = std::iter::from_fn(|| c1.read_msg()).collect();
     assert_eq!(
         error_codes(&rest),
         ["53400"],
         "past the bound the client is told, then closed: {rest:?}"
     );
+    assert_eq!(rest.len(), 1, "{rest:?}");
     let mut c2 = f.raw("plain1", &[]);
     let (errs, v) = q(
         &mut c2,

@@ -171,7 +171,13 @@ impl World {
                         "released inside a transaction"
                     );
                     assert!(r.state.rbuf.is_empty(), "released with unread bytes");
-                    slot.state = Some(r.state);
+                    if r.state.broken {
+                        // The pool closes it: a new one takes its place.
+                        slot.state = Some(ServerState::new(SocketAddr::from(([127, 0, 0, 1], 1)), None));
+                        slot.model = FakeServer::default();
+                    } else {
+                        slot.state = Some(r.state);
+                    }
                     slot.holder = None;
                     self.clients[c].core.released(Ok(None))
                 }

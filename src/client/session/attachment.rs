@@ -735,6 +735,31 @@ impl Attachment {
             };
             let mut replace: Option<Bytes> = None;
             let body = &rest[5..len];
+            if t == tag::backend::ERROR_RESPONSE
+                && mode == Mode::Forward
+                && a.expect.is_empty()
+                && a.status == TxStatus::Idle
+                && !a.ext.open
+                && !a.copy_in
+                && ctx.pool_mode != PoolMode::Session
+                && protocol::parse_error(body).ends_connection()
+            {
+                // The server ended between transactions (a backend
+                // terminated as it went idle): no work of the client's ran
+                // there, so nothing is told; the server is closed at its
+                // release and the session goes on with another, as when an
+                // idle server in the pool ends. Passed on, behind the
+                // ReadyForQuery the client already had, libpq took the FATAL
+                // for a notice and the client's next statement failed with no
+                // SQLSTATE (probe JJ).
+                a.conn.broken = true;
+                if pos > 0 {
+                    ctx.to_client.push(a.conn.rbuf.split_to(pos).freeze());
+                    (pos, request_start) = (0, 0);
+                }
+                let _ = a.conn.rbuf.split_to(len);
+                continue;
+            }
             if t == tag::backend::COMMAND_COMPLETE
                 && mode == Mode::Forward
                 && ctx.pool_mode == PoolMode::Statement

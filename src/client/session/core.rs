@@ -126,6 +126,12 @@ pub struct Core {
     /// is read, and the session ends once that work is answered (as Postgres
     /// runs every message before a Terminate, then closes).
     pub(super) terminating: bool,
+    /// The session cannot go on (its settings could not be read back after
+    /// its last transaction): the error answers the client's next message,
+    /// and the session ends. Sent at once, behind the ReadyForQuery the
+    /// client already had, libpq takes such an error for a notice and
+    /// reports its next statement failing with no SQLSTATE (probe JJ).
+    pub(super) doomed: Option<Box<crate::sqlstate::PgError>>,
     /// A portal whose Bind shardbouncer answered (boxed: almost no client
     /// has one). See [`LocalPortal`].
     pub(super) local_portal: Option<Box<LocalPortal>>,
@@ -201,6 +207,7 @@ impl Core {
             && self.out.is_clear()
             && self.route.is_clear()
             && !self.terminating
+            && self.doomed.is_none()
             // A LISTEN portal may be bound in a batch with no Sync yet: the
             // client may still run it. A SET's portal dies with the implicit
             // transaction, as on Postgres.
@@ -236,6 +243,7 @@ impl Core {
             counters,
             gate: _,
             terminating: _,
+            doomed: _,
             local_portal: _,
             last_bound: _,
         } = self;
@@ -282,6 +290,7 @@ impl Core {
             counters: Counters::unpark(answered, counters),
             gate,
             terminating: false,
+            doomed: None,
             local_portal: None,
             last_bound: None,
         }
@@ -312,6 +321,7 @@ impl Core {
             counters: Counters::default(),
             gate,
             terminating: false,
+            doomed: None,
             local_portal: None,
             last_bound: None,
         }
@@ -681,6 +691,13 @@ impl Core {
     pub fn client_data(&mut self) -> Need {
         if self.wait.busy() {
             return Need::Io;
+        }
+        if self.doomed.is_some() {
+            if self.inbound.is_empty() && !self.wait.has_stalled() {
+                return Need::Io;
+            }
+            let e = self.doomed.take().expect("doomed");
+            return Need::Close(self.fatal(e.code, &e.message));
         }
         // Stalled work is decided once the server has answered everything in flight.
         if self.wait.has_stalled() && self.nothing_owed_and_sent() {

@@ -369,7 +369,7 @@ pub struct Harness {
     pub servers: Vec<FakeServer>,
     /// Each shard's server state while it is in the pool (what it has
     /// prepared follows it from one attachment to the next, as in a pool).
-    states: Vec<Option<ServerState>>,
+    pub states: Vec<Option<ServerState>>,
     /// The shard whose server is attached.
     attached: Option<usize>,
     /// Servers handed out so far, and releases.
@@ -392,6 +392,8 @@ pub struct Harness {
     pub park: bool,
     /// Times the core was parked.
     pub parks: usize,
+    /// A release that reads settings back fails to (the server ended).
+    pub read_back_fails: bool,
 }
 
 const ROUTED: &str = r#"
@@ -405,6 +407,9 @@ shards = [ { name = "s0", host = "127.0.0.1", port = 1 }, { name = "s1", host = 
 no_tenant = "default"
 default_shard = "s0"
 [databases.plain]
+shards = [ { name = "s0", host = "127.0.0.1", port = 1 } ]
+[databases.sess]
+mode = "session"
 shards = [ { name = "s0", host = "127.0.0.1", port = 1 } ]
 "#;
 
@@ -446,6 +451,7 @@ impl Harness {
             unspilled: 0,
             park: false,
             parks: 0,
+            read_back_fails: false,
         }
     }
 
@@ -520,9 +526,17 @@ impl Harness {
                         "released inside a transaction"
                     );
                     assert!(r.state.rbuf.is_empty(), "released with unread bytes");
+                    let read = if r.read_back && self.read_back_fails {
+                        Err(crate::sqlstate::PgError::fatal(
+                            crate::sqlstate::CONNECTION_FAILURE,
+                            "settings cannot follow",
+                        ))
+                    } else {
+                        Ok(None)
+                    };
                     self.states[shard] = Some(r.state);
                     self.releases += 1;
-                    self.core.released(Ok(None))
+                    self.core.released(read)
                 }
                 Need::Spill(chunk) => {
                     assert!(!chunk.is_empty(), "an empty spill");

@@ -198,7 +198,12 @@ impl Core {
         self.settings.expect_reset(false);
         let told = match kept {
             Ok(told) => told,
-            Err(e) => return Need::Close(self.fatal(e.code, &e.message)),
+            Err(e) => {
+                // The answer to the client's next message (see `doomed`).
+                self.doomed = Some(Box::new(e));
+                self.check();
+                return self.client_data();
+            }
         };
         if !told.is_empty() {
             // Reported parameters back at the values the client connected

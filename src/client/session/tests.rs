@@ -1293,19 +1293,73 @@ fn a_server_that_reports_too_many_parameters_is_dropped() {
 }
 
 #[test]
-fn a_fatal_error_behind_the_ready_for_query_ends_the_session_with_one_error() {
-    // Probe II: a backend terminated just as it went idle sent its FATAL in
-    // the same read as the ReadyForQuery. The release went on, its read back
-    // failed on the dead server, and the client got 57P01 and then 08006.
+fn a_server_that_ends_between_transactions_is_replaced_unseen() {
+    // Probe II, then JJ: a backend terminated just as it went idle sent its
+    // FATAL in the same read as the ReadyForQuery. Passed on, libpq took it
+    // for a notice and the client's next statement failed with no SQLSTATE.
+    // No work of the client's ran there: the server is closed at its
+    // release, unseen, and the next transaction gets another.
     let mut h = Harness::new("app");
-    h.send(&[query(
-        "SET work_mem = '2MB'; SELECT GOODBYE WHERE tenant_id = 1",
-    )]);
+    h.send(&[query("SELECT GOODBYE WHERE tenant_id = 1")]);
     h.server_turn();
-    assert_eq!(h.client_errors(), ["57P01"]);
-    assert_eq!(h.releases, 0, "a server that ended went back to the pool");
+    assert_eq!(h.client_tags(), "DCZI");
+    assert_eq!(h.releases, 1);
+    assert!(h.closed.is_none(), "{:?}", h.closed);
+    let shard = h
+        .core
+        .db()
+        .routing
+        .as_ref()
+        .unwrap()
+        .map
+        .route(&tenant("1"))
+        .unwrap()
+        .shard;
     assert!(
-        h.closed.is_some(),
-        "the session went on after the server's FATAL"
+        h.states[shard].as_ref().is_some_and(|s| s.broken),
+        "a server that ended kept"
     );
+    h.send(&[query("SELECT 2 WHERE tenant_id = 1")]);
+    h.server_turn();
+    assert_eq!((h.client_tags().as_str(), h.attaches), ("DCZI", 2));
+}
+
+#[test]
+fn a_server_that_ends_inside_a_transaction_or_a_session_ends_the_session_with_its_error() {
+    // Its FATAL is the client's one error (probe GG), and the session ends
+    // at once (probe II: a release went on behind it).
+    for (db, sql) in [
+        ("app", "BEGIN; SELECT GOODBYE WHERE tenant_id = 1"),
+        ("sess", "SELECT GOODBYE"),
+    ] {
+        let mut h = Harness::new(db);
+        h.send(&[query(sql)]);
+        h.server_turn();
+        assert_eq!(h.client_errors(), ["57P01"], "{db}");
+        assert_eq!(
+            h.releases, 0,
+            "{db}: a server that ended went back to the pool"
+        );
+        assert!(
+            h.closed.is_some(),
+            "{db}: the session went on after the server's FATAL"
+        );
+    }
+}
+
+#[test]
+fn a_session_whose_settings_cannot_follow_it_is_told_at_its_next_message() {
+    // Probe JJ: the 08006 sent behind the ReadyForQuery the client already
+    // had was taken by libpq for a notice, and the client's next statement
+    // failed with no SQLSTATE. It answers the next message instead.
+    let mut h = Harness::new("app");
+    h.read_back_fails = true;
+    h.send(&[query("SET work_mem = '2MB'; SELECT 1 WHERE tenant_id = 1")]);
+    h.server_turn();
+    assert_eq!(h.client_tags(), "DCDCZI");
+    assert!(h.closed.is_none());
+    h.send(&[query("SELECT 2 WHERE tenant_id = 1")]);
+    assert_eq!(h.client_errors(), ["08006"]);
+    assert!(h.closed.is_some());
+    assert_eq!(h.attaches, 1, "the next statement reached a server");
 }
