@@ -597,6 +597,40 @@ fn a_malformed_query_to_the_console_ends_the_connection() {
     assert!(support::raw::error_codes(&m).is_empty(), "{m:?}");
 }
 
+/// A console query past the console's 64 KiB limit is refused with an error
+/// the client can read (08P01), then the end of the stream: the connection
+/// was reset with the query's rest unread, and the error lost (probe KK).
+#[test]
+fn a_console_query_past_its_limit_gets_its_error_before_the_end() {
+    use std::io::{Read, Write};
+    let pg = PgCluster::start();
+    let cfg = config(&pg, "").replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    for size in [70_000usize, 200_000] {
+        let (mut c, login) = support::raw::Raw::startup(b.port, "admin", "pgbouncer", &[]);
+        assert!(login.iter().any(|(t, _)| *t == b'Z'), "{login:?}");
+        let body = format!("SHOW ROUTE '{}'\0", "x".repeat(size));
+        let mut m = vec![b'Q'];
+        m.extend(((body.len() + 4) as i32).to_be_bytes());
+        m.extend(body.as_bytes());
+        let mut w = c.s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let _ = w.write_all(&m);
+        });
+        let mut got = Vec::new();
+        let end = c.s.read_to_end(&mut got);
+        writer.join().unwrap();
+        let mut rest = &got[..];
+        let msgs: Vec<_> = std::iter::from_fn(|| support::raw::read_msg(&mut rest)).collect();
+        assert_eq!(
+            support::raw::error_codes(&msgs),
+            ["08P01"],
+            "{size}: {msgs:?}"
+        );
+        assert!(end.is_ok(), "{size}: the connection was reset: {end:?}");
+    }
+}
+
 /// KILL_CLIENT reaches clients that send nothing more: one in the middle of a
 /// transaction (its server attached, so it neither lingers nor parks) and one
 /// idle between transactions that never sleeps (`client_hibernate_after =

@@ -68,6 +68,12 @@ async fn run(
     // packet, credentials, the authentication exchange) is not part of the
     // client's task for its whole life.
     let Some((session, registered)) = Box::pin(login(app, stream, count)).await? else {
+        // A CancelRequest, or a console session, is over. Ended in order: a
+        // TLS client gets its close_notify (libpq 17 reported a cancel sent
+        // over TLS as failed, "unexpected eof while reading": probe JJ).
+        stream
+            .close_after_reading(std::time::Duration::from_secs(1))
+            .await;
         return Ok(());
     };
     let handle = session.handle().clone();
