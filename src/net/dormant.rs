@@ -106,6 +106,8 @@ impl Bell {
 struct Bed {
     tcp: mio::net::TcpStream,
     id: i32,
+    /// Which sleep of the dormitory's this is (its deadline's, if any).
+    sleep: u64,
     resume: Resume,
 }
 
@@ -116,9 +118,12 @@ struct Dormitory {
     /// Beds by token; `None` is free (listed in `free`).
     beds: Vec<Option<Bed>>,
     free: Vec<usize>,
-    /// Deadlines, soonest first; stale entries (the bed woke or was reused) are
-    /// skipped by comparing the id.
-    deadlines: BinaryHeap<std::cmp::Reverse<(Instant, usize, i32)>>,
+    /// Deadlines, soonest first, of beds by token and sleep; stale entries
+    /// (the sleeper woke, the bed was laid again) are skipped by comparing
+    /// the sleep.
+    deadlines: BinaryHeap<std::cmp::Reverse<(Instant, usize, u64)>>,
+    /// Sleeps so far: each bed's is its own.
+    sleeps: u64,
 }
 
 impl Dormitory {
@@ -138,6 +143,7 @@ impl Dormitory {
             beds: Vec::new(),
             free: Vec::new(),
             deadlines: BinaryHeap::new(),
+            sleeps: 0,
         })
     }
 
@@ -229,10 +235,38 @@ impl Dormitory {
             resume(tcp.into());
             return;
         }
+        self.sleeps += 1;
+        let sleep = self.sleeps;
+        self.beds[token] = Some(Bed {
+            tcp,
+            id,
+            sleep,
+            resume,
+        });
         if let Some(at) = until {
-            self.deadlines.push(std::cmp::Reverse((at, token, id)));
+            self.deadlines.push(std::cmp::Reverse((at, token, sleep)));
+            let asleep = self.beds.len() - self.free.len();
+            if self.deadlines.len() > 2 * asleep + 64 {
+                self.drop_stale_deadlines();
+            }
         }
-        self.beds[token] = Some(Bed { tcp, id, resume });
+    }
+
+    /// Drop the deadlines of sleepers that woke otherwise (their bytes, a
+    /// wake): each stayed until it came due, and a client that slept and woke
+    /// often under a long `client_idle_timeout` piled them up, one per sleep,
+    /// kept for the whole timeout after it had left (probe KK: RSS grew by
+    /// megabytes a minute). Done when they pass twice the sleepers, so
+    /// their count stays within that and the work per sleep is constant on
+    /// average.
+    fn drop_stale_deadlines(&mut self) {
+        let beds = &self.beds;
+        self.deadlines
+            .retain(|std::cmp::Reverse((_, token, sleep))| {
+                beds.get(*token)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|b| b.sleep == *sleep)
+            });
     }
 
     fn wake_ready(&mut self, events: &mut mio::Events) {
@@ -261,12 +295,18 @@ impl Dormitory {
 
     fn wake_due(&mut self) {
         let now = Instant::now();
-        while let Some(std::cmp::Reverse((at, token, id))) = self.deadlines.peek().copied() {
+        while let Some(std::cmp::Reverse((at, token, sleep))) = self.deadlines.peek().copied() {
             if at > now {
                 break;
             }
             self.deadlines.pop();
-            if self.beds.get(token).and_then(Option::as_ref).map(|b| b.id) == Some(id) {
+            if self
+                .beds
+                .get(token)
+                .and_then(Option::as_ref)
+                .map(|b| b.sleep)
+                == Some(sleep)
+            {
                 self.wake_token(token);
             }
         }
@@ -277,6 +317,7 @@ impl Dormitory {
         let Some(Bed {
             mut tcp,
             id,
+            sleep: _,
             resume,
         }) = self.beds.get_mut(token).and_then(Option::take)
         else {
@@ -366,6 +407,34 @@ mod tests {
             "not before its deadline"
         );
         assert!(woken.try_recv().is_err(), "each woke once");
+    }
+
+    /// The deadlines of sleepers woken by their bytes do not pile up: a
+    /// client sleeping and waking a thousand times under a long idle timeout
+    /// leaves a bounded number of them behind.
+    #[tokio::test]
+    async fn deadlines_of_sleepers_that_woke_do_not_pile_up() {
+        let bell = Arc::new(Bell {
+            cmds: Mutex::new(Vec::new()),
+            ring: tokio::sync::Notify::new(),
+        });
+        let mut dorm = Dormitory::new(bell).unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (mut ours, _peer) = pair(&l);
+        let far = Instant::now() + Duration::from_secs(3600);
+        for _ in 0..1000 {
+            let (back, got) = std::sync::mpsc::channel();
+            dorm.lay(Sleeper {
+                tcp: ours,
+                id: 5,
+                until: Some(far),
+                resume: Box::new(move |tcp| back.send(tcp).unwrap()),
+            });
+            ASLEEP.fetch_add(1, Ordering::Relaxed);
+            dorm.wake_token(0);
+            ours = got.recv().unwrap();
+        }
+        assert!(dorm.deadlines.len() <= 64 + 2, "{}", dorm.deadlines.len());
     }
 
     /// A client put to sleep and woken in the same batch of commands is woken
