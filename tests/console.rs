@@ -436,6 +436,57 @@ async fn stats_counters_are_exact() {
     );
 }
 
+/// A RESUME while a PAUSE waits for a running transaction ends the pause:
+/// that PAUSE fails (55000) when it would have answered, as PAUSE TENANT
+/// does. It answered PAUSE with the database running (probe KK), to an
+/// operator about to restart Postgres.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pause_resumed_while_it_waits_fails() {
+    let pg = PgCluster::start();
+    let b = Bouncer::start(&config(&pg, ""));
+    let a1 = admin(&b).await;
+    let a2 = admin(&b).await;
+    let busy = app(&b).await;
+    busy.simple_query("BEGIN").await.unwrap();
+    busy.simple_query("SELECT 1").await.unwrap();
+    for target in ["PAUSE app", "PAUSE"] {
+        let a = admin(&b).await;
+        let cmd = target.to_string();
+        let pause = tokio::spawn(async move { a.simple_query(&cmd).await });
+        until("SHOW DATABASES says paused", || async {
+            q(&a2, "SHOW DATABASES")
+                .await
+                .get("name", "app", "paused")
+                .as_deref()
+                == Some("1")
+        })
+        .await;
+        let resume = target.replace("PAUSE", "RESUME");
+        a1.simple_query(&resume).await.unwrap();
+        // The transaction goes on, and ends: the PAUSE answers then.
+        busy.simple_query("SELECT 2").await.unwrap();
+        busy.simple_query("COMMIT").await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(10), pause)
+            .await
+            .expect("PAUSE answers")
+            .unwrap();
+        let e = r.expect_err("a PAUSE resumed while it waited succeeded");
+        assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE),
+            "{target}: {e}"
+        );
+        busy.simple_query("BEGIN").await.unwrap();
+        busy.simple_query("SELECT 1").await.unwrap();
+    }
+    // Not paused: new transactions run.
+    let c = app(&b).await;
+    tokio::time::timeout(Duration::from_secs(10), c.simple_query("SELECT 1"))
+        .await
+        .expect("a new transaction waits: still paused")
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn pause_waits_for_running_transaction_and_holds_new_ones() {
     let pg = PgCluster::start();

@@ -600,10 +600,26 @@ impl Console {
             p.pause();
         }
         let _watch = app.watch_transactions();
+        // A RESUME while this waits ends the pause: this PAUSE then fails, as
+        // PAUSE TENANT does (probe KK: it answered PAUSE, the database
+        // running, to an operator about to restart Postgres).
+        let in_force = || match &db {
+            None => app.admin.paused_all.load(Ordering::Acquire),
+            Some(d) => app.admin.is_paused(d),
+        };
         loop {
             let done = app.tx_done.notified();
             tokio::pin!(done);
             done.as_mut().enable();
+            if !in_force() {
+                return Err(err(
+                    sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!(
+                        "PAUSE {}: resumed while this command waited",
+                        db.as_deref().unwrap_or("(all)")
+                    ),
+                ));
+            }
             let active: usize = pools
                 .iter()
                 .map(|p| p.stats.active.load(Ordering::Acquire))
