@@ -617,6 +617,31 @@ async fn reload_with_a_broken_file_keeps_the_old_config() {
     );
 }
 
+/// A database's PAUSE and DISABLE end with it: removed by a reload and added
+/// back, it is neither paused nor disabled. They came back with it, and
+/// RESUME and ENABLE could not name it while it was gone (probe KK).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_removed_and_added_back_is_neither_paused_nor_disabled() {
+    let pg = PgCluster::start();
+    let good = config(&pg, "");
+    let b = Bouncer::start(&good);
+    let a = admin(&b).await;
+    q(&a, "PAUSE app").await;
+    q(&a, "DISABLE app").await;
+    b.write_config(&good.replace("[databases.app]", "[databases.other]"));
+    q(&a, "RELOAD").await;
+    b.write_config(&good);
+    q(&a, "RELOAD").await;
+    let dbs = q(&a, "SHOW DATABASES").await;
+    assert_eq!(dbs.get("name", "app", "paused").as_deref(), Some("0"));
+    assert_eq!(dbs.get("name", "app", "disabled").as_deref(), Some("0"));
+    let c = app(&b).await;
+    tokio::time::timeout(Duration::from_secs(10), c.simple_query("SELECT 1"))
+        .await
+        .expect("still paused")
+        .unwrap();
+}
+
 /// A malformed Query to the console gets 08P01 and the connection closes,
 /// as on an application database: one without its NUL ran, and NULs inside
 /// one were dropped, the pieces run together (probe).

@@ -89,6 +89,18 @@ impl AdminState {
         }
     }
 
+    /// Forget the PAUSE and DISABLE of databases the configuration no longer
+    /// has (`keep` says which it has): RESUME and ENABLE cannot name them,
+    /// and one added back came back paused or refusing logins, with nothing
+    /// to undo it while it was gone (probe KK). PgBouncer forgets them too.
+    pub fn forget_databases(&self, keep: impl Fn(&str) -> bool) {
+        for set in [&self.paused, &self.disabled] {
+            set.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|db| keep(db));
+        }
+    }
+
     /// The SHOW STATS averages (updated once per `stats_period` by the admin task).
     pub fn averages(&self) -> MutexGuard<'_, Averages> {
         self.averages.lock().unwrap_or_else(|p| p.into_inner())

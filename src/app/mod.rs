@@ -266,6 +266,7 @@ impl App {
                 .get(&k.database)
                 .is_some_and(|db| db.shard_index(&k.shard).is_some())
         });
+        self.admin.forget_databases(|db| snap.dbs.contains_key(db));
     }
 
     /// Called when a client detaches from a server.
