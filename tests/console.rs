@@ -678,7 +678,6 @@ fn a_malformed_query_to_the_console_ends_the_connection() {
 /// was reset with the query's rest unread, and the error lost (probe KK).
 #[test]
 fn a_console_query_past_its_limit_gets_its_error_before_the_end() {
-    use std::io::{Read, Write};
     let pg = PgCluster::start();
     let cfg = config(&pg, "").replace("type = \"scram-sha-256\"", "type = \"trust\"");
     let b = Bouncer::start(&cfg);
@@ -689,15 +688,7 @@ fn a_console_query_past_its_limit_gets_its_error_before_the_end() {
         let mut m = vec![b'Q'];
         m.extend(((body.len() + 4) as i32).to_be_bytes());
         m.extend(body.as_bytes());
-        let mut w = c.s.try_clone().unwrap();
-        let writer = std::thread::spawn(move || {
-            let _ = w.write_all(&m);
-        });
-        let mut got = Vec::new();
-        let end = c.s.read_to_end(&mut got);
-        writer.join().unwrap();
-        let mut rest = &got[..];
-        let msgs: Vec<_> = std::iter::from_fn(|| support::raw::read_msg(&mut rest)).collect();
+        let (msgs, end) = support::raw::send_and_read_to_close(&mut c.s, m);
         assert_eq!(
             support::raw::error_codes(&msgs),
             ["08P01"],

@@ -483,22 +483,7 @@ async fn a_session_ended_with_input_unread_ends_in_order() {
         // reads at once.
         let mut bytes = vec![0xFFu8];
         bytes.extend(std::iter::repeat_n(b'x', 256 * 1024));
-        let mut w = r.s.try_clone().unwrap();
-        let writer = std::thread::spawn(move || {
-            let _ = w.write_all(&bytes);
-        });
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        let end = loop {
-            match r.s.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) => break Err(e),
-            }
-        };
-        writer.join().unwrap();
-        let mut rest = &got[..];
-        let m: Vec<_> = std::iter::from_fn(|| support::raw::read_msg(&mut rest)).collect();
+        let (m, end) = support::raw::send_and_read_to_close(&mut r.s, bytes);
         assert_eq!(
             support::raw::error_codes(&m),
             ["08P01"],

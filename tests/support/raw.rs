@@ -288,6 +288,24 @@ impl Raw {
     }
 }
 
+/// Write `bytes` to `s` (from a thread: the peer may stop reading) while
+/// reading everything it sends until it closes: the messages, and how the
+/// stream ended (`Err` for a reset).
+pub fn send_and_read_to_close(
+    s: &mut TcpStream,
+    bytes: Vec<u8>,
+) -> (Vec<Msg>, std::io::Result<()>) {
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&bytes);
+    });
+    let mut got = Vec::new();
+    let end = s.read_to_end(&mut got).map(|_| ());
+    writer.join().unwrap();
+    let mut rest = &got[..];
+    (std::iter::from_fn(|| read_msg(&mut rest)).collect(), end)
+}
+
 /// Read one backend message from any stream, or `None` at EOF.
 pub fn read_msg(s: &mut impl Read) -> Option<Msg> {
     let mut hdr = [0u8; 5];
