@@ -242,10 +242,11 @@ impl Core {
         }
         self.drain_synthetic();
         if self.att.as_ref().is_some_and(|a| a.server_fatal()) {
-            // Ended now, not at the server's close: a FATAL behind the
-            // transaction's ReadyForQuery (a backend terminated as it went
-            // idle) let the release go on, whose read back then failed, and
-            // the client got the pooler's 08006 as a second error (probe II).
+            // The server's FATAL reached the client (inside its transaction,
+            // or in session mode; one between transactions is not passed on:
+            // see `Attachment::scan`). Ended now, not at the server's close:
+            // a release could go on behind it, whose read back failed, and the
+            // client got the pooler's 08006 as a second error (probe II).
             return Need::ServerGone;
         }
         if self.terminating && self.att.as_ref().is_some_and(|a| a.copy_in()) {
