@@ -4055,6 +4055,24 @@ fn a_cast_a_search_path_could_shadow_is_refused() {
         let (errs, _) = q(&mut c, "ROLLBACK");
         assert!(errs.is_empty(), "{errs:?}");
     }
+    // Prepared before the path changes (or a type is made), executed after:
+    // Postgres analyzes the statement again, with the types found then
+    // (probe LL: tenant b stored on bravo's shard).
+    let prepare = format!("/* tenant_id=bravo */ PREPARE ins AS {INSERT}");
+    for change in [
+        format!("SET LOCAL search_path = {PATH}"),
+        format!("SELECT set_config('search_path', '{PATH}', true)"),
+        "CREATE DOMAIN pg_temp.text AS varchar(1)".to_string(),
+    ] {
+        for sql in ["/* tenant_id=bravo */ BEGIN", &prepare, &change] {
+            let (errs, _) = q(&mut c, sql);
+            assert!(errs.is_empty(), "{sql}: {errs:?}");
+        }
+        let (errs, _) = q(&mut c, "/* tenant_id=bravo */ EXECUTE ins");
+        assert_eq!(errs, ["0A000"], "after {change}");
+        let (errs, _) = q(&mut c, "ROLLBACK");
+        assert!(errs.is_empty(), "{errs:?}");
+    }
     assert_eq!(f.accounts(), before);
     // pg_catalog first: the cast is pg_catalog's, and reads bravo.
     let mut c = f.raw("apptext", &[]);

@@ -1393,11 +1393,12 @@ fn cast_by_name(r: &Routing) -> Refusal {
     Refusal::new(
         sqlstate::FEATURE_NOT_SUPPORTED,
         format!(
-            "cannot route a {} value cast to text, int2, int4, int8 or uuid after this \
-             transaction may have created a type (a CREATE, ALTER, DROP or DO), or while \
-             search_path may name pg_catalog after another schema: a type of that name there \
-             would read it as another tenant; cast to varchar, int, bigint or smallint, or send \
-             the value without the cast",
+            "cannot route a {} value cast to text, int2, int4, int8 or uuid (or an EXECUTE of \
+             an SQL prepared statement, which may hold one) after this transaction may have \
+             created a type (a CREATE, ALTER, DROP or DO), or while search_path may name \
+             pg_catalog after another schema: a type of that name there would read it as \
+             another tenant; cast to varchar, int, bigint or smallint, or send the value \
+             without the cast",
             r.key
         ),
     )

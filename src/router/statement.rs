@@ -359,7 +359,10 @@ pub struct Facts {
     /// Some tenant mention is read through a cast to a type Postgres finds
     /// by name (`'42'::text`, `$1::int8`): a type or domain of that name the
     /// session created makes it another value (see
-    /// [`Effects::may_create_types`]).
+    /// [`Effects::may_create_types`]). An SQL `EXECUTE` of a prepared
+    /// statement counts too: what it runs may hold one, and Postgres analyzes
+    /// it again, with the types found then, once `search_path` changed
+    /// (probe LL: prepared before a `SET LOCAL search_path`, executed after).
     pub casts_by_name: bool,
     /// Literal tenant mentions (comments and scanned values), in textual order;
     /// consecutive repeats are folded.
@@ -1660,6 +1663,15 @@ fn lexed_effects(sql: &[u8], std: bool, out: &mut Facts) {
         if kw(b"EXECUTE") && lx.peek_sig().is_some_and(|n| is_reserved_name(sql, &n)) {
             out.violate(Violation::ReservedName);
         }
+        // `EXECUTE name` of an SQL prepared statement (not a trigger's
+        // `EXECUTE FUNCTION`, nor `GRANT EXECUTE ON`): see `casts_by_name`.
+        if kw(b"EXECUTE")
+            && lx
+                .peek_sig()
+                .is_some_and(|n| !is_any_kw(sql, &n, &[b"FUNCTION", b"PROCEDURE", b"ON"]))
+        {
+            out.casts_by_name = true;
+        }
         let starts = |p: &[u8]| w.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
         if w.eq_ignore_ascii_case(b"set_config") {
             out.effects.add(Effects::SETTINGS);
@@ -2374,6 +2386,25 @@ mod tests {
             "RESET search_path",
         ] {
             assert!(!path(sql), "{sql}");
+        }
+        // An SQL EXECUTE may run a cast by name (analyzed again after the
+        // path changed); a trigger's EXECUTE FUNCTION and GRANT EXECUTE do not.
+        for (sql, executes) in [
+            ("EXECUTE ins", true),
+            ("EXECUTE ins ('bravo')", true),
+            ("EXPLAIN ANALYZE EXECUTE ins", true),
+            ("CREATE TABLE t AS EXECUTE ins", true),
+            (
+                "CREATE TRIGGER t AFTER INSERT ON x FOR EACH ROW EXECUTE FUNCTION f()",
+                false,
+            ),
+            (
+                "CREATE TRIGGER t BEFORE UPDATE ON x EXECUTE PROCEDURE f()",
+                false,
+            ),
+            ("GRANT EXECUTE ON FUNCTION f() TO r", false),
+        ] {
+            assert_eq!(facts(sql).casts_by_name, executes, "{sql}");
         }
         // A setting of a name the text does not spell out may be the path.
         assert!(facts("SELECT set_config($1, $2, false)")
