@@ -5,8 +5,9 @@
 //! `<peer_dir>/shardbouncer-<pid>.sock`; a process that finds no client for a
 //! cancel's key passes the 16 bytes to every other socket in the directory.
 //! A passed cancel is looked up where it arrives and never passed again, so a
-//! cancel costs at most one hop to each peer. A peer closes the socket once it
-//! has handled the cancel, and the pass waits for that: the client's cancel
+//! cancel costs at most one hop to each peer. Every peer gets it at once, and
+//! answers once it has handled it (`Y`: it had the client; `N`: not); the
+//! pass waits for the `Y` (a few seconds at most): the client's cancel
 //! connection closes only once the cancel has reached Postgres, as when its
 //! own process has the client (libpq's `PQcancel` waits for that close).
 
@@ -21,13 +22,15 @@ use tokio::net::{UnixListener, UnixStream};
 
 /// How long one pass to a peer, or a peer's read of one, may take.
 const PASS_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a pass waits for the peer to have handled the cancel: past the
-/// time a cancel to Postgres may take (`server::send_cancel`).
-const HANDLED_TIMEOUT: Duration = Duration::from_secs(6);
-/// Peers a cancel is passed to at most; files that are no live peer (left by
-/// a process that crashed) do not count, up to [`MAX_FILES`] looked at.
-const MAX_PEERS: usize = 16;
-/// Files of the directory looked at, at most, per cancel.
+/// How long a pass waits, at most, for the peer that has the client to say
+/// it handled the cancel (a hung peer never says anything).
+const HANDLED_TIMEOUT: Duration = Duration::from_secs(3);
+/// A peer's answer: it had the client, and the cancel is in Postgres's hands.
+const HANDLED: u8 = b'Y';
+/// A peer's answer: it has no client with that key.
+const NOT_HERE: u8 = b'N';
+/// Files of the directory looked at, at most, per cancel; every live peer
+/// among them gets it, at once.
 const MAX_FILES: usize = 256;
 /// Passed cancels handled at once; more wait for the accept.
 const MAX_IN_FLIGHT: usize = 64;
@@ -70,9 +73,11 @@ pub fn listen(app: &Arc<App>, dir: &Path) -> std::io::Result<PathBuf> {
                 if let Ok(Some((pid, secret))) =
                     tokio::time::timeout(PASS_TIMEOUT, read_passed(&mut stream)).await
                 {
-                    super::cancel_here(&app, pid, secret).await;
+                    // Answered once handled: the passing process waits for it.
+                    let here = super::cancel_here(&app, pid, secret).await;
+                    let answer = if here { HANDLED } else { NOT_HERE };
+                    let _ = tokio::time::timeout(PASS_TIMEOUT, stream.write_all(&[answer])).await;
                 }
-                // Closed once handled: the passing process waits for it.
                 drop(stream);
                 drop(slot);
             });
@@ -124,31 +129,47 @@ pub async fn pass(dir: &Path, pid: i32, secret: i32) {
     peers.sort();
     let mut msg = BytesMut::with_capacity(16);
     protocol::cancel_request(&mut msg, pid, secret);
-    let mut live = 0;
+    let msg = msg.freeze();
+    // Every peer at once: one that is hung (stopped, wedged) costs a
+    // canceller its wait once, not once per peer, and does not hold up the
+    // cancel of a client on a healthy one (probe LL: 6 s per hung peer,
+    // one after another). A peer that is gone left its file: its connect
+    // fails at once (probe Q: files of crashed processes that sort first
+    // kept the cancel from the live peer).
+    let mut passes = tokio::task::JoinSet::new();
     for p in peers {
-        if live == MAX_PEERS {
-            break;
-        }
-        // A peer that is gone left its file: the connect fails at once, and
-        // it does not count (probe Q: files of crashed processes that sort
-        // first kept the cancel from the live peer).
-        let passed = tokio::time::timeout(PASS_TIMEOUT, async {
-            let mut s = UnixStream::connect(&p).await?;
-            s.write_all(&msg).await?;
-            s.shutdown().await?;
-            Ok::<_, std::io::Error>(s)
-        })
-        .await;
-        if let Ok(Ok(mut s)) = passed {
-            live += 1;
-            // Until the peer has handled it (it closes then): a cancel that
-            // reached the process with the client is in Postgres's hands
-            // before the client hears it went through. Postgres signals a
-            // backend twice for one cancel (the process and its group); a
-            // client that sends its next query once told could have that
-            // query cancelled by the second signal (a test saw it, under load).
+        let msg = msg.clone();
+        passes.spawn(async move {
+            let sent = tokio::time::timeout(PASS_TIMEOUT, async {
+                let mut s = UnixStream::connect(&p).await?;
+                s.write_all(&msg).await?;
+                s.shutdown().await?;
+                Ok::<_, std::io::Error>(s)
+            })
+            .await;
+            let Ok(Ok(mut s)) = sent else {
+                return false;
+            };
             let mut b = [0u8; 1];
-            let _ = tokio::time::timeout(HANDLED_TIMEOUT, s.read(&mut b)).await;
-        }
+            matches!(
+                tokio::time::timeout(HANDLED_TIMEOUT, s.read(&mut b)).await,
+                Ok(Ok(1)) if b[0] == HANDLED
+            )
+        });
     }
+    // Until the peer with the client has handled it: the cancel is then in
+    // Postgres's hands before the client hears it went through. Postgres
+    // signals a backend twice for one cancel (the process and its group); a
+    // client that sends its next query once told could have that query
+    // cancelled by the second signal (a test saw it, under load).
+    let _ = tokio::time::timeout(PASS_TIMEOUT + HANDLED_TIMEOUT, async {
+        while let Some(done) = passes.join_next().await {
+            if matches!(done, Ok(true)) {
+                return;
+            }
+        }
+    })
+    .await;
+    // Passes still waiting are dropped with the set: each peer already has
+    // the cancel, or never will.
 }
