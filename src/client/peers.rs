@@ -27,8 +27,15 @@ const PASS_TIMEOUT: Duration = Duration::from_secs(1);
 const HANDLED_TIMEOUT: Duration = Duration::from_secs(3);
 /// A peer's answer: it had the client, and the cancel is in Postgres's hands.
 const HANDLED: u8 = b'Y';
-/// A peer's answer: it has no client with that key.
+/// A peer's answer: it has no client with that key (or the cancel came too
+/// late to act on).
 const NOT_HERE: u8 = b'N';
+/// A passed cancel a peer gets to later than this after it was passed is
+/// dropped: the peer was stopped or starved meanwhile, the query it was
+/// for may have ended, and the cancel would stop the client's next one
+/// (probe MM: a peer stopped for 2.5 s, then continued, cancelled the query
+/// its client sent once the first was answered).
+const MAX_PASS_AGE: Duration = Duration::from_secs(1);
 /// Files of the directory looked at, at most, per cancel; every live peer
 /// among them gets it, at once.
 const MAX_FILES: usize = 256;
@@ -70,11 +77,11 @@ pub fn listen(app: &Arc<App>, dir: &Path) -> std::io::Result<PathBuf> {
             let app = app.clone();
             tokio::spawn(async move {
                 let mut stream = stream;
-                if let Ok(Some((pid, secret))) =
+                if let Ok(Some((pid, secret, fresh))) =
                     tokio::time::timeout(PASS_TIMEOUT, read_passed(&mut stream)).await
                 {
                     // Answered once handled: the passing process waits for it.
-                    let here = super::cancel_here(&app, pid, secret).await;
+                    let here = fresh && super::cancel_here(&app, pid, secret).await;
                     let answer = if here { HANDLED } else { NOT_HERE };
                     let _ = tokio::time::timeout(PASS_TIMEOUT, stream.write_all(&[answer])).await;
                 }
@@ -86,15 +93,26 @@ pub fn listen(app: &Arc<App>, dir: &Path) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
-/// One passed cancel: the 16 bytes of a CancelRequest, as a client sends it.
-async fn read_passed(s: &mut UnixStream) -> Option<(i32, i32)> {
+/// One passed cancel: the 16 bytes of a CancelRequest, as a client sends it,
+/// then when it was passed ([`monotonic_ms`], 8 bytes; a process of an
+/// earlier version sends none). `true`: passed less than [`MAX_PASS_AGE`]
+/// ago (or not said).
+async fn read_passed(s: &mut UnixStream) -> Option<(i32, i32, bool)> {
     let mut b = [0u8; 16];
     s.read_exact(&mut b).await.ok()?;
     if i32::from_be_bytes([b[0], b[1], b[2], b[3]]) != 16 {
         return None;
     }
+    let mut at = [0u8; 8];
+    let fresh = match s.read_exact(&mut at).await {
+        Ok(_) => {
+            let age = monotonic_ms().saturating_sub(u64::from_be_bytes(at));
+            u128::from(age) <= MAX_PASS_AGE.as_millis()
+        }
+        Err(_) => true,
+    };
     match protocol::startup::parse_startup(&b[4..]).ok()? {
-        StartupPacket::Cancel { pid, secret } => Some((pid, secret)),
+        StartupPacket::Cancel { pid, secret } => Some((pid, secret, fresh)),
         _ => None,
     }
 }
@@ -127,8 +145,9 @@ pub async fn pass(dir: &Path, pid: i32, secret: i32) {
         })
         .collect();
     peers.sort();
-    let mut msg = BytesMut::with_capacity(16);
+    let mut msg = BytesMut::with_capacity(24);
     protocol::cancel_request(&mut msg, pid, secret);
+    msg.extend_from_slice(&monotonic_ms().to_be_bytes());
     let msg = msg.freeze();
     // Every peer at once: one that is hung (stopped, wedged) costs a
     // canceller its wait once, not once per peer, and does not hold up the
@@ -172,4 +191,44 @@ pub async fn pass(dir: &Path, pid: i32, secret: i32) {
     .await;
     // Passes still waiting are dropped with the set: each peer already has
     // the cancel, or never will.
+}
+
+/// Milliseconds on the system's monotonic clock, the same for every process
+/// on the machine (`CLOCK_MONOTONIC`): when a cancel was passed.
+fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn passed(extra: Option<u64>) -> Option<(i32, i32, bool)> {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        let mut msg = BytesMut::new();
+        protocol::cancel_request(&mut msg, 7, 9);
+        if let Some(at) = extra {
+            msg.extend_from_slice(&at.to_be_bytes());
+        }
+        a.write_all(&msg).await.unwrap();
+        a.shutdown().await.unwrap();
+        read_passed(&mut b).await
+    }
+
+    /// A passed cancel a peer gets to long after it was passed is not acted
+    /// on (probe MM: it stopped the client's next query); one from a process
+    /// that does not say when is.
+    #[tokio::test]
+    async fn a_cancel_passed_long_ago_is_dropped() {
+        let now = monotonic_ms();
+        assert_eq!(passed(Some(now)).await, Some((7, 9, true)));
+        assert_eq!(passed(Some(now - 5_000)).await, Some((7, 9, false)));
+        assert_eq!(passed(None).await, Some((7, 9, true)));
+    }
 }
