@@ -674,7 +674,22 @@ impl ServerConn {
         if sql == READ_COMMITTED {
             return Ok(None);
         }
-        let rows = self.internal_rows(&sql).await?;
+        // Its first statements run under the client's own timeouts (to read
+        // them): a `statement_timeout` of a millisecond or so can cancel
+        // them now and then (a test saw it on a quiet machine), and the
+        // session then ended for nothing. Cancelled there, nothing of it ran
+        // (one implicit transaction): it is tried again, twice at most.
+        let mut tries = 0;
+        let rows = loop {
+            match self.internal_rows(&sql).await {
+                Err(ServerError::Refused(e))
+                    if e.code == crate::sqlstate::QUERY_CANCELED && read_back && tries < 2 =>
+                {
+                    tries += 1;
+                }
+                r => break r?,
+            }
+        };
         if resets.any(Effects::PREPARED) {
             self.prepared.clear();
         }
