@@ -33,6 +33,9 @@ pub const NO_WORKER: u16 = u16::MAX;
 /// Most bytes read and dropped from a peer while its connection closes
 /// ([`Stream::close_after_reading`]).
 pub const CLOSE_DRAIN_MAX: usize = 1 << 20;
+/// Longest a closing connection waits for its peer to close
+/// ([`Stream::close_after_reading`]).
+pub const CLOSE_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The worker runtime the calling thread belongs to. Sockets registered by a
 /// task on worker `w` are driven by `w`'s event loop; a pool hands a server to a
@@ -181,11 +184,11 @@ impl Stream {
     /// End the connection so that what was written to it reaches the peer:
     /// our end of the stream is sent behind the data still queued, then what
     /// the peer sends is read and dropped until it closes, for at most
-    /// `within` and [`CLOSE_DRAIN_MAX`] bytes. Closed with its input unread,
+    /// [`CLOSE_DRAIN_TIME`] and [`CLOSE_DRAIN_MAX`] bytes. Closed with its input unread,
     /// the kernel resets the connection instead, which can drop the data still
     /// on its way: a client's last error (probe II: libpq then reported
     /// "server closed the connection unexpectedly", with no SQLSTATE).
-    pub async fn close_after_reading(&mut self, within: std::time::Duration) {
+    pub async fn close_after_reading(&mut self) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let drain = async {
             if self.shutdown().await.is_err() {
@@ -200,7 +203,7 @@ impl Stream {
                 }
             }
         };
-        let _ = tokio::time::timeout(within, drain).await;
+        let _ = tokio::time::timeout(CLOSE_DRAIN_TIME, drain).await;
     }
 
     /// Write what the socket takes now, without waiting: `None` when that

@@ -71,9 +71,7 @@ async fn run(
         // A CancelRequest, or a console session, is over. Ended in order: a
         // TLS client gets its close_notify (libpq 17 reported a cancel sent
         // over TLS as failed, "unexpected eof while reading": probe JJ).
-        stream
-            .close_after_reading(std::time::Duration::from_secs(1))
-            .await;
+        stream.close_after_reading().await;
         return Ok(());
     };
     let handle = session.handle().clone();

@@ -1660,17 +1660,15 @@ fn lexed_effects(sql: &[u8], std: bool, out: &mut Facts) {
         // `EXECUTE name` anywhere, not only first (`EXPLAIN ANALYZE EXECUTE`,
         // `CREATE TABLE .. AS EXECUTE`): a shardbouncer statement name runs
         // another client's statement (probe).
-        if kw(b"EXECUTE") && lx.peek_sig().is_some_and(|n| is_reserved_name(sql, &n)) {
-            out.violate(Violation::ReservedName);
-        }
-        // `EXECUTE name` of an SQL prepared statement (not a trigger's
-        // `EXECUTE FUNCTION`, nor `GRANT EXECUTE ON`): see `casts_by_name`.
-        if kw(b"EXECUTE")
-            && lx
-                .peek_sig()
-                .is_some_and(|n| !is_any_kw(sql, &n, &[b"FUNCTION", b"PROCEDURE", b"ON"]))
-        {
-            out.casts_by_name = true;
+        if let Some(n) = lx.peek_sig().filter(|_| kw(b"EXECUTE")) {
+            if is_reserved_name(sql, &n) {
+                out.violate(Violation::ReservedName);
+            }
+            // `EXECUTE name` of an SQL prepared statement (not a trigger's
+            // `EXECUTE FUNCTION`, nor `GRANT EXECUTE ON`): see `casts_by_name`.
+            if !is_any_kw(sql, &n, &[b"FUNCTION", b"PROCEDURE", b"ON"]) {
+                out.casts_by_name = true;
+            }
         }
         let starts = |p: &[u8]| w.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
         if w.eq_ignore_ascii_case(b"set_config") {

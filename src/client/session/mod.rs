@@ -672,13 +672,16 @@ impl Session {
         }
         // Whatever happened, the server must not go back dirty.
         self.detach_on_exit().await;
-        let second = std::time::Duration::from_secs(1);
-        let flushed = tokio::time::timeout(second, self.core.to_client().flush_all(stream)).await;
+        let flushed = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            self.core.to_client().flush_all(stream),
+        )
+        .await;
         if matches!(flushed, Ok(Ok(()))) {
             // The client's next request may already be on its way: closed
             // unread, it would reset the connection and could cost the
             // client the error just sent.
-            stream.close_after_reading(second).await;
+            stream.close_after_reading().await;
         }
         res
     }
