@@ -270,14 +270,37 @@ const OTHER_REPORTED: &[&str] = &[
 
 /// A small name → value map. Linear search: it holds about a dozen entries.
 /// Well-known names are not copied (every client's set holds them).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ParamSet(Vec<(std::borrow::Cow<'static, str>, String)>);
+///
+/// The place of each of [`TRACKED_PARAMS`] is kept beside the entries: every
+/// transaction compares those six on the server it gets (see
+/// `ServerState::sync_statement`), and finding them by a pass over the
+/// entries was about 700 of the pooler's 17,300 instructions per
+/// `pgbench -S` transaction (callgrind, three sets per transaction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamSet {
+    entries: Vec<(std::borrow::Cow<'static, str>, String)>,
+    /// Index in `entries` of each tracked name, `NOT_HERE` when absent. A
+    /// function of `entries` (so the derived equality means the same).
+    tracked_at: [u32; TRACKED_PARAMS.len()],
+}
+
+/// `ParamSet::tracked_at` of a tracked name the set does not hold.
+const NOT_HERE: u32 = u32::MAX;
+
+impl Default for ParamSet {
+    fn default() -> Self {
+        ParamSet {
+            entries: Vec::new(),
+            tracked_at: [NOT_HERE; TRACKED_PARAMS.len()],
+        }
+    }
+}
 
 impl ParamSet {
     /// Give back unused capacity (a set kept for long, by an idle client).
     pub fn shrink_to_fit(&mut self) {
-        self.0.shrink_to_fit();
-        for (k, v) in &mut self.0 {
+        self.entries.shrink_to_fit();
+        for (k, v) in &mut self.entries {
             if let std::borrow::Cow::Owned(k) = k {
                 k.shrink_to_fit();
             }
@@ -287,31 +310,28 @@ impl ParamSet {
 
     /// Value of `key` (exact name).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
+        if let Some(i) = tracked_index(key) {
+            return self.tracked_value(i);
+        }
+        self.entries
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
 
-    /// The value of each of [`TRACKED_PARAMS`], in its order, found in one
-    /// pass. Every transaction compares them on the server it gets (see
-    /// `ServerState::sync_statement`): looked up one by one, the six names
-    /// cost eighteen scans of three sets, a fifth of that function's time in
-    /// the pooler's instructions per `pgbench -S` transaction (callgrind).
+    fn tracked_value(&self, i: usize) -> Option<&str> {
+        let at = self.tracked_at[i];
+        (at != NOT_HERE).then(|| self.entries[at as usize].1.as_str())
+    }
+
+    /// The value of each of [`TRACKED_PARAMS`], in its order.
     pub fn tracked(&self) -> [Option<&str>; TRACKED_PARAMS.len()] {
-        let mut out = [None; TRACKED_PARAMS.len()];
-        for (k, v) in &self.0 {
-            if let Some(i) = tracked_index(k) {
-                // The first entry of a name, as `get` finds it.
-                out[i] = out[i].or(Some(v.as_str()));
-            }
-        }
-        out
+        std::array::from_fn(|i| self.tracked_value(i))
     }
 
     /// Insert or replace, reusing the existing allocation when the value is unchanged.
     pub fn set(&mut self, key: &str, value: &str) {
-        if let Some((_, v)) = self.0.iter_mut().find(|(k, _)| k == key) {
+        if let Some((_, v)) = self.entries.iter_mut().find(|(k, _)| k == key) {
             if v != value {
                 v.clear();
                 v.push_str(value);
@@ -322,38 +342,47 @@ impl ParamSet {
                 Some(n) => std::borrow::Cow::Borrowed(*n),
                 None => std::borrow::Cow::Owned(key.to_owned()),
             };
-            self.0.push((key, value.to_owned()));
+            if let Some(i) = tracked_index(&key) {
+                self.tracked_at[i] = self.entries.len() as u32;
+            }
+            self.entries.push((key, value.to_owned()));
         }
     }
 
     /// Remove `key`.
     pub fn remove(&mut self, key: &str) {
-        self.0.retain(|(k, _)| k != key);
+        self.retain(|k| k != key);
     }
 
     /// Keep only the names `keep` accepts.
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        self.0.retain(|(k, _)| keep(k));
+        self.entries.retain(|(k, _)| keep(k));
+        self.tracked_at = [NOT_HERE; TRACKED_PARAMS.len()];
+        for (at, (k, _)) in self.entries.iter().enumerate() {
+            if let Some(i) = tracked_index(k) {
+                self.tracked_at[i] = at as u32;
+            }
+        }
     }
 
     /// Iterate in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_str()))
+        self.entries.iter().map(|(k, v)| (k.as_ref(), v.as_str()))
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len()
     }
 
     /// Bytes of names and values (what keeping the set costs, roughly).
     pub fn bytes(&self) -> usize {
-        self.0.iter().map(|(k, v)| k.len() + v.len()).sum()
+        self.entries.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 
     /// True when empty.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
     }
 }
 
@@ -375,10 +404,10 @@ mod tests {
             [("application_name", "longer value"), ("my.custom", "b")]
         );
         assert!(
-            matches!(p.0[0].0, std::borrow::Cow::Borrowed(_)),
+            matches!(p.entries[0].0, std::borrow::Cow::Borrowed(_)),
             "not copied"
         );
-        assert!(matches!(p.0[1].0, std::borrow::Cow::Owned(_)));
+        assert!(matches!(p.entries[1].0, std::borrow::Cow::Owned(_)));
     }
 
     #[test]
@@ -408,6 +437,34 @@ mod tests {
         assert_eq!(t[2], Some("UTC"));
         assert_eq!(t[5], Some("app"));
         assert_eq!(t[0], None, "server_encoding is not client_encoding");
+    }
+
+    /// The kept places of the tracked names follow every change: compared
+    /// with a pass over the entries after each step of a mixed sequence.
+    #[test]
+    fn tracked_places_follow_sets_removes_and_retains() {
+        let names = ["TimeZone", "x.a", "DateStyle", "application_name", "y.b"];
+        let mut p = ParamSet::default();
+        let check = |p: &ParamSet| {
+            for (i, n) in TRACKED_PARAMS.iter().enumerate() {
+                let by_pass = p.iter().find(|(k, _)| k == n).map(|(_, v)| v);
+                assert_eq!(p.tracked()[i], by_pass, "{n}");
+                assert_eq!(p.get(n), by_pass, "{n}");
+            }
+        };
+        for step in 0..200usize {
+            let name = names[step * 7 % names.len()];
+            match step % 5 {
+                0..=2 => p.set(name, &step.to_string()),
+                3 => p.remove(name),
+                _ => p.retain(|k| k.len() % 2 == step % 2),
+            }
+            check(&p);
+        }
+        p.set("TimeZone", "UTC");
+        p.remove("x.a");
+        check(&p);
+        assert_eq!(p.get("TimeZone"), Some("UTC"));
     }
 
     #[test]
