@@ -49,7 +49,7 @@ fn pool_with_idle(
             pool.adopt_idle(ServerConn {
                 stream: Stream::from(c),
                 home: net::worker(),
-                state: ServerState::new(addr, None),
+                state: Box::new(ServerState::new(addr, None)),
             });
         }
     });

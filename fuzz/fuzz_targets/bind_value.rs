@@ -39,7 +39,9 @@ fn map(text: &str) -> ShardMap {
 }
 
 fn shard(m: &ShardMap, key: &str) -> Option<usize> {
-    m.route(&TenantKey::new(key.as_bytes())?).ok().map(|r| r.shard)
+    m.route(&TenantKey::new(key.as_bytes())?)
+        .ok()
+        .map(|r| r.shard)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -56,7 +58,12 @@ fuzz_target!(|data: &[u8]| {
             assert!(!k.as_bytes().is_empty() && k.as_bytes().len() <= 63);
             if format == 0 {
                 // Unescaped, an element's bytes are in the text (backslashes aside).
-                let plain: Vec<u8> = k.as_bytes().iter().copied().filter(|&c| c != b'\\').collect();
+                let plain: Vec<u8> = k
+                    .as_bytes()
+                    .iter()
+                    .copied()
+                    .filter(|&c| c != b'\\')
+                    .collect();
                 let hay: Vec<u8> = v.iter().copied().filter(|&c| c != b'\\').collect();
                 assert!(
                     plain.is_empty() || hay.windows(plain.len()).any(|w| w == &plain[..]),
@@ -93,17 +100,27 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     // A type that reads other text as the same number is never a key's type.
-    assert!(!matches!(oid, FLOAT8 | NUMERIC) || format != 0, "text {v:?} of type {oid} routed");
+    assert!(
+        !matches!(oid, FLOAT8 | NUMERIC) || format != 0,
+        "text {v:?} of type {oid} routed"
+    );
     if format == 0 {
         match oid {
             INT2 | INT4 | INT8 => {
                 let n = TenantKey::new(v).and_then(|k| k.parse_pg_int8());
-                assert_eq!(Some(key.as_str().to_string()), n.map(|n| n.to_string()), "{v:?}");
+                assert_eq!(
+                    Some(key.as_str().to_string()),
+                    n.map(|n| n.to_string()),
+                    "{v:?}"
+                );
             }
             UUID => {
                 let u = parse_uuid(v).expect("a uuid read");
                 assert_eq!(parse_uuid(key.as_bytes()), Some(u));
-                assert!(!key.as_str().bytes().any(|c| c.is_ascii_uppercase()), "{key}");
+                assert!(
+                    !key.as_str().bytes().any(|c| c.is_ascii_uppercase()),
+                    "{key}"
+                );
                 assert_eq!(key.as_str().len(), 36, "{key}");
             }
             _ => assert_eq!(key.as_bytes(), v, "text is the key as sent"),

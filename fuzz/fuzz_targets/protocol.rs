@@ -39,7 +39,9 @@ fn walk_frames(buf: &[u8], max: usize) {
                 assert!(len > m);
                 return;
             }
-            Err(e @ FrameError::TooLargeForType { .. }) => panic!("frame_header knows no types: {e}"),
+            Err(e @ FrameError::TooLargeForType { .. }) => {
+                panic!("frame_header knows no types: {e}")
+            }
         }
     }
 }

@@ -97,8 +97,12 @@ fuzz_target!(|data: &[u8]| {
     let ascii_only = head[4] & 8 != 0;
     let keys_ascii_only = head[4] & 32 != 0;
     // A transaction a tenant placed, or one tenant-free work opened.
-    let pinned_by = (head[4] & 64 != 0)
-        .then(|| (TenantKey::new(KEYS[(head[1] >> 4 & 7) as usize].as_bytes()).unwrap(), Source::Scan));
+    let pinned_by = (head[4] & 64 != 0).then(|| {
+        (
+            TenantKey::new(KEYS[(head[1] >> 4 & 7) as usize].as_bytes()).unwrap(),
+            Source::Scan,
+        )
+    });
     // Session mode: the server is the session's, on the shard `pinned_by` placed.
     let owns_server = head[4] & 128 != 0;
     // The text, then Bind values separated by 0xff.
@@ -172,7 +176,10 @@ fuzz_target!(|data: &[u8]| {
     // Under an encoding Postgres converts, no key past ASCII places work.
     if keys_ascii_only {
         if let Decision::Shard { .. } = d {
-            assert!(named.iter().all(|k| k.as_bytes().is_ascii()), "{named:?} under a converted encoding");
+            assert!(
+                named.iter().all(|k| k.as_bytes().is_ascii()),
+                "{named:?} under a converted encoding"
+            );
         }
     }
     // Under an encoding that hides ASCII bytes, text past ASCII never runs.
@@ -249,19 +256,30 @@ fuzz_target!(|data: &[u8]| {
         if !placed && !matches!(tx, Tx::Unsettled(_)) && locked.is_none() {
             let mut all_free = true;
             kinds(sql, b"tenant_id", std, |k| all_free &= k.tenant_free());
-            assert!(all_free, "placed with no tenant: {:?} in {tx:?}", String::from_utf8_lossy(sql));
+            assert!(
+                all_free,
+                "placed with no tenant: {:?} in {tx:?}",
+                String::from_utf8_lossy(sql)
+            );
         }
     }
     // Answered here without a server: only what names no tenant, where the
     // transaction is held or not yet begun.
     match &d {
         Decision::Local(Local::Hold) => {
-            assert!(matches!(tx, Tx::Held { .. }), "held outside a held BEGIN: {tx:?}");
+            assert!(
+                matches!(tx, Tx::Held { .. }),
+                "held outside a held BEGIN: {tx:?}"
+            );
             assert!(named.is_empty(), "held, naming {named:?}");
         }
         Decision::Local(Local::BeginThenRest) => {
             assert!(extended && tx == Tx::Idle, "{tx:?}");
-            assert!(f.is_only(Kind::Begin) && named.is_empty(), "{:?}", String::from_utf8_lossy(sql));
+            assert!(
+                f.is_only(Kind::Begin) && named.is_empty(),
+                "{:?}",
+                String::from_utf8_lossy(sql)
+            );
         }
         _ => {}
     }
@@ -269,7 +287,10 @@ fuzz_target!(|data: &[u8]| {
     // Postgres refuses it, never answered here.
     if head[0] & 0x80 != 0 {
         assert!(
-            !matches!(d, Decision::Local(Local::SetTenant { .. } | Local::SetLocalOutsideTx)),
+            !matches!(
+                d,
+                Decision::Local(Local::SetTenant { .. } | Local::SetLocalOutsideTx)
+            ),
             "{d:?} in a failed transaction"
         );
     }

@@ -75,7 +75,7 @@ const SQL: &[&str] = &[
 
 /// A server in a pool: its state (away while a client holds it) and its model.
 struct Slot {
-    state: Option<ServerState>,
+    state: Option<Box<ServerState>>,
     model: FakeServer,
     holder: Option<usize>,
 }
@@ -143,10 +143,10 @@ impl World {
                         Some(i) => i,
                         None => {
                             pool.push(Slot {
-                                state: Some(ServerState::new(
+                                state: Some(Box::new(ServerState::new(
                                     SocketAddr::from(([127, 0, 0, 1], 1)),
                                     None,
-                                )),
+                                ))),
                                 model: FakeServer::default(),
                                 holder: None,
                             });
@@ -173,7 +173,10 @@ impl World {
                     assert!(r.state.rbuf.is_empty(), "released with unread bytes");
                     if r.state.broken {
                         // The pool closes it: a new one takes its place.
-                        slot.state = Some(ServerState::new(SocketAddr::from(([127, 0, 0, 1], 1)), None));
+                        slot.state = Some(Box::new(ServerState::new(
+                            SocketAddr::from(([127, 0, 0, 1], 1)),
+                            None,
+                        )));
                         slot.model = FakeServer::default();
                     } else {
                         slot.state = Some(r.state);
@@ -202,7 +205,10 @@ impl World {
                     assert!(state.is_some_and(|s| s.broken), "a gone server kept");
                     // The backend is gone: a new one takes its place.
                     self.pools[shard][i] = Slot {
-                        state: Some(ServerState::new(SocketAddr::from(([127, 0, 0, 1], 1)), None)),
+                        state: Some(Box::new(ServerState::new(
+                            SocketAddr::from(([127, 0, 0, 1], 1)),
+                            None,
+                        ))),
                         model: FakeServer::default(),
                         holder: None,
                     };

@@ -10,7 +10,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let names: Vec<String> = ["s0", "s1", "s2"].iter().map(|s| s.to_string()).collect();
     if let Ok(map) = ShardMap::parse(text, &names) {
-        for k in ["0", "42", "-7", "9223372036854775807", "acme", "042", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"] {
+        for k in [
+            "0",
+            "42",
+            "-7",
+            "9223372036854775807",
+            "acme",
+            "042",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        ] {
             let key = TenantKey::new(k.as_bytes()).unwrap();
             if let Ok(r) = map.route(&key) {
                 assert!(r.shard < names.len());

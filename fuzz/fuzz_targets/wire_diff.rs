@@ -292,7 +292,9 @@ fn stream(data: &[u8]) {
             // past its frame. Nothing to compare.
             Err(FrameError::BadLength(_)) => return,
             Err(FrameError::TooLarge { .. }) => return,
-            Err(e @ FrameError::TooLargeForType { .. }) => panic!("frame_header knows no types: {e}"),
+            Err(e @ FrameError::TooLargeForType { .. }) => {
+                panic!("frame_header knows no types: {e}")
+            }
             Ok(Some((tag, len))) => {
                 if rest.len() < len {
                     incomplete(tag, rest, len);

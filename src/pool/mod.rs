@@ -1024,7 +1024,7 @@ impl Pool {
             conn: Box::new(ServerConn {
                 stream: crate::net::Stream::Closed,
                 home: crate::net::worker(),
-                state: crate::server::ServerState::new(addr, None),
+                state: Box::new(crate::server::ServerState::new(addr, None)),
             }),
             permit,
             from_reserve: false,

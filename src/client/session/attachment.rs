@@ -118,7 +118,7 @@ pub(super) struct Attachment {
     shard: usize,
     /// When it was attached.
     since: Instant,
-    conn: ServerState,
+    conn: Box<ServerState>,
     to_server: OutQueue,
     /// Responses the server owes, in order.
     expect: Expectations,
@@ -192,7 +192,7 @@ impl Attachment {
 
     /// A new attachment of `conn`, boxed: in the allocation and with the
     /// queues' room of one this worker let go of, when there is one.
-    pub(super) fn boxed(shard: usize, conn: ServerState) -> Box<Attachment> {
+    pub(super) fn boxed(shard: usize, conn: Box<ServerState>) -> Box<Attachment> {
         match SPARE_ATTACHMENTS.with_borrow_mut(Vec::pop) {
             Some(Spare {
                 room,
@@ -210,7 +210,7 @@ impl Attachment {
 
     fn new(
         shard: usize,
-        conn: ServerState,
+        conn: Box<ServerState>,
         to_server: OutQueue,
         expect: Expectations,
     ) -> Attachment {
@@ -630,7 +630,7 @@ impl Attachment {
         self.server_fatal
     }
 
-    pub(super) fn into_state(self: Box<Self>) -> ServerState {
+    pub(super) fn into_state(self: Box<Self>) -> Box<ServerState> {
         let (
             Attachment {
                 conn,
@@ -1197,7 +1197,12 @@ mod tests {
     #[test]
     fn a_spare_attachment_starts_empty_and_keeps_only_bounded_room() {
         drop_spares();
-        let state = || ServerState::new(std::net::SocketAddr::from(([127, 0, 0, 1], 5432)), None);
+        let state = || {
+            Box::new(ServerState::new(
+                std::net::SocketAddr::from(([127, 0, 0, 1], 5432)),
+                None,
+            ))
+        };
         let mut a = Attachment::boxed(0, state());
         for _ in 0..4 {
             a.send_simple(

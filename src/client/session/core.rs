@@ -69,7 +69,7 @@ pub enum Need {
 #[derive(Debug)]
 pub struct Release {
     /// The server's state (to be put back with its socket).
-    pub state: ServerState,
+    pub state: Box<ServerState>,
     /// Session state the client may have left on it: reset before reuse.
     pub effects: Effects,
     /// Settings must be read back (they follow the client).
@@ -1050,7 +1050,7 @@ impl Core {
 
     /// The server connection died under us: the client is told and the session
     /// ends. Returns the server's state, if one was attached, to be discarded.
-    pub fn server_lost(&mut self) -> (Option<ServerState>, End) {
+    pub fn server_lost(&mut self) -> (Option<Box<ServerState>>, End) {
         let mut told = false;
         let mut cut = false;
         let state = self.att.take().map(|a| {
@@ -1115,7 +1115,7 @@ impl Core {
 
     /// The client is gone: the server's state, and whether it is clean enough to go
     /// back to the pool (after the effects are reset).
-    pub fn detach(&mut self) -> Option<(ServerState, bool, Effects)> {
+    pub fn detach(&mut self) -> Option<(Box<ServerState>, bool, Effects)> {
         let a = self.att.take()?;
         let clean = a.clean_to_return() && !self.inbound.mid_frame();
         let effects = a.effects();

@@ -369,7 +369,7 @@ pub struct Harness {
     pub servers: Vec<FakeServer>,
     /// Each shard's server state while it is in the pool (what it has
     /// prepared follows it from one attachment to the next, as in a pool).
-    pub states: Vec<Option<ServerState>>,
+    pub states: Vec<Option<Box<ServerState>>>,
     /// The shard whose server is attached.
     attached: Option<usize>,
     /// Servers handed out so far, and releases.
@@ -513,7 +513,10 @@ impl Harness {
                     self.attached = Some(shard);
                     self.attaches += 1;
                     let mut st = self.states[shard].take().unwrap_or_else(|| {
-                        ServerState::new(SocketAddr::from(([127, 0, 0, 1], 1)), None)
+                        Box::new(ServerState::new(
+                            SocketAddr::from(([127, 0, 0, 1], 1)),
+                            None,
+                        ))
                     });
                     assert!(self.core.prepare_attach(&mut st).is_none());
                     self.core.attached(shard, st)

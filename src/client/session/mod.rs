@@ -52,7 +52,6 @@ use crate::pool::listen::{Inbox, ListenCmd};
 use crate::pool::{Checkout, Pool, PoolError};
 use crate::protocol::{self, sqlstate, TxStatus};
 use crate::router::{contains_ci, ListenOp, TenantKey};
-use crate::server::ServerState;
 use crate::sqlstate::PgError;
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeSet;
@@ -1587,8 +1586,7 @@ impl Session {
         if !self.handle.settings_taken.load(Ordering::Relaxed) {
             self.handle.settings_taken.store(true, Ordering::Relaxed);
         }
-        let stand_in = ServerState::placeholder(&co.conn.state);
-        let state = std::mem::replace(&mut co.conn.state, stand_in);
+        let state = co.conn.lend_state();
         *self.server = Some(Server { co, pool });
         self.core.attached(shard, state)
     }
@@ -1765,7 +1763,7 @@ impl Session {
         let Some(Server { mut co, pool }) = self.server.take() else {
             return self.core.released(Ok(None));
         };
-        co.conn.state = r.state;
+        co.conn.restore_state(r.state);
         self.give_back(co, pool, r.since, r.counters, r.tenant, Ok(None))
     }
 
@@ -1778,7 +1776,7 @@ impl Session {
             return self.core.released(Ok(None));
         };
         let reset = r.needs_reset();
-        co.conn.state = r.state;
+        co.conn.restore_state(r.state);
         let mut settings = Ok(None);
         if reset {
             let login_user = pool.target.load().user.clone();
@@ -1869,7 +1867,7 @@ impl Session {
         let (state, end) = self.core.server_lost();
         if let Some(Server { mut co, pool }) = self.server.take() {
             if let Some(st) = state {
-                co.conn.state = st;
+                co.conn.restore_state(st);
             }
             co.conn.broken = true;
             self.handle.server.set(None);
@@ -1892,7 +1890,7 @@ impl Session {
         }
         let (clean, effects) = match self.core.detach() {
             Some((st, clean, effects)) => {
-                co.conn.state = st;
+                co.conn.restore_state(st);
                 (clean, effects)
             }
             // The state never came back: the server cannot be trusted.

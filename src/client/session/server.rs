@@ -68,7 +68,7 @@ impl Core {
     /// The driver attached a server for `shard`: bring its settings in line with
     /// this client's (pipelined ahead of the client's work), keep its statement
     /// cache bounded, and go on with the work that asked for it.
-    pub fn attached(&mut self, shard: usize, mut conn: ServerState) -> Need {
+    pub fn attached(&mut self, shard: usize, mut conn: Box<ServerState>) -> Need {
         self.wait.delivered();
         // Keep the server's statement cache bounded: close the least used first.
         // Done only when the server is idle, so no error elsewhere can skip it.
