@@ -72,9 +72,15 @@ struct Server {
 /// session's task unwind with it instead (a panic), dropping the slot
 /// accounts for it with its pool ([`Pool::abandon`]): probe HH saw a pool's
 /// count of servers in use stay one too high for good, and `PAUSE` wait for
-/// ever.
-#[derive(Default)]
-struct ServerSlot(Option<Server>);
+/// ever. It ends the transaction's count too ([`App::transaction_finished`]),
+/// which shutdown would otherwise wait `shutdown_timeout` for.
+struct ServerSlot(Option<Server>, Arc<App>);
+
+impl ServerSlot {
+    fn empty(app: &Arc<App>) -> ServerSlot {
+        ServerSlot(None, app.clone())
+    }
+}
 
 impl std::ops::Deref for ServerSlot {
     type Target = Option<Server>;
@@ -97,6 +103,7 @@ impl Drop for ServerSlot {
                 "a session ended holding its server: the server is closed"
             );
             pool.abandon(co);
+            self.1.transaction_finished();
         }
     }
 }
@@ -162,13 +169,14 @@ impl Parked {
             last_activity,
         } = self;
         let core = Core::unpark(core, client_bytes, app.gate.clone());
+        let server = ServerSlot::empty(&app);
         Session {
             app,
             user,
             password,
             handle,
             core,
-            server: ServerSlot::default(),
+            server,
             pools,
             pools_gen,
             last_activity,
@@ -478,6 +486,7 @@ impl Session {
         startup_tenant: Option<TenantKey>,
     ) -> Session {
         let max_msg = app.snapshot.load().config.limits.max_message_size;
+        let server = ServerSlot::empty(&app);
         if let Some(rt) = &db.routing {
             // The tenant key is ours: it must never reach Postgres as a setting.
             login.take_setting(&rt.key);
@@ -499,7 +508,7 @@ impl Session {
             password: password.map(String::into_boxed_str),
             handle,
             core,
-            server: ServerSlot::default(),
+            server,
             pools: Vec::new(),
             pools_gen: 0,
             last_activity: Instant::now(),
@@ -2323,16 +2332,27 @@ mod slot_tests {
     use std::sync::atomic::Ordering;
 
     /// A session's task that unwinds with its server (a panic) gives the
-    /// server back to its pool's count: a panic used to leave the pool one
-    /// server short for good.
+    /// server back to its pool's count, and ends its transaction's count: a
+    /// panic used to leave the pool one server short for good, and shutdown
+    /// waiting `shutdown_timeout` for a transaction no one would end.
     #[test]
     fn a_session_dropped_with_its_server_gives_it_back() {
+        let cfg = crate::config::Config::parse(
+            "[databases.app]\nshards = [ { name = \"s0\", host = \"127.0.0.1\" } ]\n",
+        )
+        .unwrap();
+        let app = crate::app::App::new(cfg, None).unwrap();
         let pool = Pool::unconnected(1);
         let co = pool.unconnected_checkout();
-        let slot = ServerSlot(Some(Server {
-            co,
-            pool: pool.clone(),
-        }));
+        // As `Session::took_server` counts it.
+        app.active_transactions.fetch_add(1, Ordering::SeqCst);
+        let slot = ServerSlot(
+            Some(Server {
+                co,
+                pool: pool.clone(),
+            }),
+            app.clone(),
+        );
         let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let _slot = slot;
             panic!("a bug in the session");
@@ -2340,5 +2360,6 @@ mod slot_tests {
         assert!(unwound.is_err());
         assert_eq!(pool.stats.active.load(Ordering::Relaxed), 0);
         assert!(pool.unconnected_checkout().conn.id > 0, "its slot is free");
+        assert_eq!(app.active_transactions.load(Ordering::SeqCst), 0);
     }
 }
