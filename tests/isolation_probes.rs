@@ -3669,6 +3669,110 @@ fn a_flush_keeps_no_ended_placement() {
     assert_eq!(error_codes(&c.run(1)), ["42P17"]);
 }
 
+/// The same for a transaction a ROLLBACK (or ABORT) ends through an Execute
+/// and a Flush (probe NN: the ROLLBACK's tag is also ROLLBACK TO's, so the
+/// placement stayed until the ReadyForQuery, and work naming no tenant, sent
+/// after the ROLLBACK's answer, ran on bravo's shard). A ROLLBACK TO a
+/// savepoint leaves the transaction, and its placement, where they were.
+#[test]
+fn a_flush_keeps_no_placement_a_rollback_ended() {
+    let f = Fixture::start();
+    let marker = "SELECT name FROM shard_marker";
+    let scan = "SELECT name FROM accounts WHERE tenant_id = 'bravo'";
+    for (end, tag, placing) in [
+        ("ROLLBACK", "ROLLBACK", "SET LOCAL tenant_id = 'bravo'"),
+        ("ABORT", "ROLLBACK", scan),
+        ("rollback", "ROLLBACK", scan),
+        ("COMMIT", "COMMIT", scan),
+        ("END", "COMMIT", "SET LOCAL tenant_id = 'bravo'"),
+    ] {
+        let mut c = f.raw("app", &[]);
+        for sql in ["BEGIN", placing] {
+            assert!(q(&mut c, sql).0.is_empty(), "{sql}");
+        }
+        // The ROLLBACK's answer is read before the next work is sent.
+        let m = c
+            .parse("", end)
+            .bind("", &[])
+            .execute()
+            .msg_flush()
+            .run_until(b'C');
+        assert_eq!(support::raw::command_tags(&m), [tag], "{end}: {m:?}");
+        // Work naming no tenant: no_tenant's answer, not bravo's shard.
+        assert_eq!(q(&mut c, marker).0, ["42P17"], "{end}");
+        c.sync();
+        assert!(error_codes(&c.run(1)).is_empty(), "{end}");
+        // And through Parse/Bind/Execute the same.
+        assert_eq!(q(&mut c, "BEGIN").0, Vec::<String>::new());
+        assert!(q(&mut c, placing).0.is_empty());
+        let m = c
+            .parse("", end)
+            .bind("", &[])
+            .execute()
+            .msg_flush()
+            .run_until(b'C');
+        assert_eq!(support::raw::command_tags(&m), [tag]);
+        c.parse("", marker).bind("", &[]).execute().sync();
+        assert_eq!(error_codes(&c.run(1)), ["42P17"], "{end}");
+        // Sent together, the work behind waits for the ROLLBACK's answer.
+        assert_eq!(q(&mut c, "BEGIN").0, Vec::<String>::new());
+        assert!(q(&mut c, placing).0.is_empty());
+        c.parse("", end).bind("", &[]).execute().msg_flush();
+        c.query(marker);
+        let m = c.run(1);
+        assert_eq!(support::raw::command_tags(&m), [tag], "{end}: {m:?}");
+        assert_eq!(error_codes(&m), ["42P17"], "{end}");
+        c.sync();
+        assert!(error_codes(&c.run(1)).is_empty(), "{end}");
+    }
+    // Queries sent together: the one behind is decided once the end has
+    // been answered, as if sent after it (it ran on bravo's shard, or was
+    // refused as another shard's).
+    for (end, tag) in [("COMMIT", "COMMIT"), ("ROLLBACK", "ROLLBACK")] {
+        let mut c = f.raw("app", &[]);
+        for (behind, rows, errors) in [
+            (marker, vec![], vec!["42P17"]),
+            (
+                "SELECT name FROM accounts WHERE tenant_id = 'alpha'",
+                vec!["owner of alpha"],
+                vec![],
+            ),
+        ] {
+            for sql in ["BEGIN", scan] {
+                assert!(q(&mut c, sql).0.is_empty(), "{sql}");
+            }
+            let m = c.query(end).query(behind).run(2);
+            assert_eq!(support::raw::command_tags(&m)[0], tag, "{m:?}");
+            assert_eq!(error_codes(&m), errors, "{end}, {behind}");
+            assert_eq!(first_column(&m), rows, "{end}, {behind}");
+        }
+    }
+    // A ROLLBACK TO: the transaction goes on, placed by bravo.
+    let mut c = f.raw("app", &[]);
+    for sql in [
+        "BEGIN",
+        "SELECT name FROM accounts WHERE tenant_id = 'bravo'",
+        "SAVEPOINT a",
+    ] {
+        assert!(q(&mut c, sql).0.is_empty(), "{sql}");
+    }
+    let m = c
+        .parse("", "ROLLBACK TO SAVEPOINT a")
+        .bind("", &[])
+        .execute()
+        .msg_flush()
+        .run_until(b'C');
+    assert_eq!(support::raw::command_tags(&m), ["ROLLBACK"]);
+    c.parse("", marker).bind("", &[]).execute().sync();
+    let m = c.run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(first_column(&m), ["s1"]);
+    assert_eq!(
+        support::raw::command_tags(&c.query("ROLLBACK").run(1)),
+        ["ROLLBACK"]
+    );
+}
+
 /// `BEGIN; <a statement shardbouncer refuses>` as one Query leaves the client
 /// in a failed transaction, as Postgres leaves it: its next statements get
 /// 25P02 until it ends (re-probe P: it was left idle, and its next INSERT

@@ -110,6 +110,9 @@ struct Ext {
     /// transaction had committed). The batch stays open until the client's
     /// Sync, as before: only where routing places the next work changes.
     ended_by_query: bool,
+    /// The open batch bound a statement that may be a `ROLLBACK TO` (see
+    /// [`Attachment::may_roll_back_to`]).
+    rolls_back_to: bool,
 }
 
 /// A server attached to the client, as the core sees it.
@@ -151,6 +154,8 @@ pub(super) struct Attachment {
     /// The error of a held statement replayed here (see `Entry::replayed`),
     /// until the client's next statement reports it.
     replay_error: Option<Bytes>,
+    /// Work that may end the transaction went (see [`Self::end_in_flight`]).
+    end_sent: bool,
 }
 
 /// What an attachment let go of leaves for the next one on its worker: a
@@ -232,6 +237,7 @@ impl Attachment {
             unnamed_current: false,
             effects: Effects::none(),
             replay_error: None,
+            end_sent: false,
         }
     }
 
@@ -257,6 +263,16 @@ impl Attachment {
     /// answer: it may yet open a transaction.
     pub(super) fn client_work_in_flight(&self) -> bool {
         self.expect.owes_client()
+    }
+
+    /// Work the client sent went (`ends`: it may end the transaction).
+    pub(super) fn sent_work(&mut self, ends: bool) {
+        self.end_sent = ends || (self.end_sent && self.client_work_in_flight());
+    }
+
+    /// Work that may end the transaction was sent and is not answered yet.
+    pub(super) fn end_in_flight(&self) -> bool {
+        self.end_sent && self.client_work_in_flight()
     }
 
     /// ReadyForQuery messages still owed.
@@ -330,6 +346,34 @@ impl Attachment {
 
     pub(super) fn add_effects(&mut self, e: Effects) {
         self.effects.add(e);
+    }
+
+    /// A statement that may be a `ROLLBACK TO` a savepoint was bound in the
+    /// open batch: a `ROLLBACK` its Executes get may not end the transaction.
+    pub(super) fn bound_rollback_to(&mut self) {
+        // (Noted before the Bind is sent, which may open the next batch.)
+        self.next_batch_message();
+        self.ext.rolls_back_to = true;
+    }
+
+    /// An extended message is about to go, or went: after a Query that ended
+    /// the batch before, it opens a new one.
+    fn next_batch_message(&mut self) {
+        if self.ext.ended_by_query && !self.ext.skipping {
+            // The batch before the Query is over: this one is new.
+            self.ext = Ext::default();
+        }
+    }
+
+    /// Whether a `ROLLBACK` the server just sent for an Execute may be a
+    /// `ROLLBACK TO`'s: Postgres tags both alike. Known from the Binds of
+    /// the batch the Execute is in; said yes only where one was bound, so a
+    /// transaction's end is taken as such (what placed it goes with it)
+    /// before its ReadyForQuery, which a Flush leaves for later.
+    fn may_roll_back_to(&self) -> bool {
+        self.expect
+            .batch_may_roll_back_to()
+            .unwrap_or(self.ext.rolls_back_to)
     }
 
     /// Portal `portal` was bound to a statement that drops every prepared
@@ -446,10 +490,7 @@ impl Attachment {
     pub(super) fn send_ext(&mut self, e: Entry, frame: Bytes) {
         self.expect.push(e);
         self.to_server.push(frame);
-        if self.ext.ended_by_query && !self.ext.skipping {
-            // The batch before the Query is over: this one is new.
-            self.ext = Ext::default();
-        }
+        self.next_batch_message();
         self.ext.open = true;
         self.count_unflushed();
     }
@@ -474,14 +515,15 @@ impl Attachment {
     }
 
     /// Send a Sync (the client's or ours) and its expectation.
-    pub(super) fn send_sync(&mut self, e: Entry, frame: Bytes) {
+    pub(super) fn send_sync(&mut self, mut e: Entry, frame: Bytes) {
+        e.rolls_back_to |= self.ext.rolls_back_to;
         self.expect.push(e);
         self.to_server.push(frame);
         self.ext = Ext::default();
     }
 
     /// Send a simple Query / FunctionCall with its expectation.
-    pub(super) fn send_simple(&mut self, e: Entry, frame: Bytes) {
+    pub(super) fn send_simple(&mut self, mut e: Entry, frame: Bytes) {
         if self.ext.skipping {
             // The server skips everything up to the Sync after an error, a
             // Query too: it owes no answer (probe J: one owed forever held
@@ -489,6 +531,8 @@ impl Attachment {
             self.to_server.push(frame);
             return;
         }
+        // A batch before it ends here, as far as its answers go.
+        e.rolls_back_to |= self.ext.open && self.ext.rolls_back_to;
         self.expect.push(e);
         self.to_server.push(frame);
         // (Skipped, with the rest up to the Sync, after an error.)
@@ -785,12 +829,25 @@ impl Attachment {
                     // What placed it ends with it, before the ReadyForQuery
                     // a Flush leaves for later (re-probe P: `COMMIT`, Flush,
                     // `BEGIN`: the new transaction was the old tenant's).
-                    // (A ROLLBACK's tag is also ROLLBACK TO's: not here.)
                     if ctx.pool_mode != PoolMode::Session {
                         ctx.tenancy.take_pinned();
                     }
                 } else if body.starts_with(b"ROLLBACK\0") {
                     ctx.tenancy.transaction_outcome(false);
+                    // The same for a ROLLBACK (or ABORT, or the COMMIT of a
+                    // failed transaction) run by an Execute, unless its batch
+                    // bound what may be a ROLLBACK TO, tagged alike (probe NN:
+                    // ROLLBACK, Flush, then work naming no tenant ran on the
+                    // ended transaction's shard). A Query's ReadyForQuery
+                    // follows its last statement's answer at once.
+                    if ctx.pool_mode != PoolMode::Session
+                        && a.expect
+                            .front()
+                            .is_some_and(|e| e.tag == tag::frontend::EXECUTE)
+                        && !a.may_roll_back_to()
+                    {
+                        ctx.tenancy.take_pinned();
+                    }
                     if let Some(e) = a.replay_error.take() {
                         // The COMMIT of a transaction a held statement
                         // failed: as on Postgres it answers ROLLBACK; the

@@ -977,6 +977,9 @@ fn note_bound(
     }
     if let Some(a) = att {
         a.add_effects(effects);
+        if f.rollback_to {
+            a.bound_rollback_to();
+        }
         // (The portal's name is looked at only around DISCARD ALL and
         // DEALLOCATE ALL: no work per ordinary Bind.)
         if f.drops_statements || a.has_dropping_portal() {

@@ -135,6 +135,15 @@ impl Core {
                 return Need::Io;
             }
         }
+        if !self.owns_server() && self.att.as_ref().is_some_and(|a| a.end_in_flight()) {
+            // Work behind a transaction's end still in flight: where it goes,
+            // and whether it is refused, depend on the transaction it ends
+            // (probe NN: a ROLLBACK, then work naming no tenant, sent
+            // together, ran on the ended transaction's shard). Decided once
+            // everything in flight has been answered.
+            self.wait.stall(unit);
+            return Need::Io;
+        }
         let decision = match &unit {
             Unit::Simple(tag::frontend::QUERY, frame) => {
                 // A simple Query destroys the unnamed statement (Postgres's
@@ -289,9 +298,9 @@ impl Core {
                     Ok(unit) => unit,
                     Err(need) => return need,
                 };
-                let chains = self.unit_chains(&unit);
+                let ends = self.unit_ends(&unit);
                 let need = self.dispatch(Target::Any, unit);
-                self.chained(chains);
+                self.sent_ends(ends);
                 need
             }
             Decision::Shard { shard, tenant } => {
@@ -302,9 +311,9 @@ impl Core {
                 if let Err((t, why)) = self.enter_tenants(tenant.map(|(t, _)| t)) {
                     return self.tenant_blocked(t, why, unit);
                 }
-                let chains = self.unit_chains(&unit);
+                let ends = self.unit_ends(&unit);
                 let need = self.dispatch(Target::Shard { shard, tenant }, unit);
-                self.chained(chains);
+                self.sent_ends(ends);
                 need
             }
         }
@@ -467,36 +476,55 @@ impl Core {
             .analyze_batch(msgs, key, self.settings.std_strings())
     }
 
-    /// After a unit that ends its transaction `AND CHAIN` went: the
-    /// transaction it begins is on this shard, but no tenant placed it
-    /// (probe: work with no tenant after `COMMIT AND CHAIN` ran on the old
-    /// tenant's shard). Whatever placed the old one ends with it.
-    fn chained(&mut self, chains: bool) {
+    /// After a unit went (`ends`, from [`Self::unit_ends`]). One that ends
+    /// its transaction `AND CHAIN`: the transaction it begins is on this
+    /// shard, but no tenant placed it (probe: work with no tenant after
+    /// `COMMIT AND CHAIN` ran on the old tenant's shard). Whatever placed
+    /// the old one ends with it. One that may end its transaction: until it
+    /// has been answered, work behind it waits (see
+    /// [`Attachment::end_in_flight`](super::attachment::Attachment::end_in_flight)).
+    fn sent_ends(&mut self, (chains, ends): (bool, bool)) {
         if chains {
             self.route.take_pinned();
         }
+        if let Some(a) = self.att.as_mut() {
+            a.sent_work(ends);
+        }
     }
 
-    /// Whether `unit` (analyzed) ends its transaction `AND CHAIN`.
-    fn unit_chains(&self, unit: &Unit) -> bool {
+    /// Whether `unit` (analyzed) ends its transaction `AND CHAIN`, and
+    /// whether it may end it at all (`COMMIT`, `ROLLBACK`, `PREPARE
+    /// TRANSACTION`, with or without a chain).
+    fn unit_ends(&self, unit: &Unit) -> (bool, bool) {
         match unit {
-            Unit::Simple(tag::frontend::QUERY, _) => self.route.facts().chains,
-            Unit::Simple(..) => false,
+            Unit::Simple(tag::frontend::QUERY, _) => {
+                let f = self.route.facts();
+                (f.chains, f.ends_tx || f.chains)
+            }
+            Unit::Simple(..) => (false, false),
             Unit::Batch(msgs) => {
                 let parses = msgs
                     .iter()
                     .filter(|(t, _)| *t == tag::frontend::PARSE)
                     .count();
-                // A Bind of a statement prepared earlier runs its text too.
-                let bound_chains = |frame: &Bytes| {
-                    protocol::Bind::parse(&frame[5..]).is_some_and(|b| {
-                        if b.statement.is_empty() {
-                            self.stmts.unnamed().is_some_and(|(f, _)| f.chains)
-                        } else {
-                            self.stmts.get(b.statement).is_some_and(|d| d.facts.chains)
-                        }
-                    })
+                // A Bind of a statement prepared earlier runs its text too:
+                // (chains, ends) of the bound statements.
+                let bound = |frame: &Bytes| {
+                    let b = protocol::Bind::parse(&frame[5..])?;
+                    let f = if b.statement.is_empty() {
+                        self.stmts.unnamed().map(|(f, _)| f)
+                    } else {
+                        self.stmts.get(b.statement).map(|d| &d.facts)
+                    }?;
+                    Some((f.chains, f.ends_tx))
                 };
+                let (mut bound_chains, mut bound_ends) = (false, false);
+                for (_, frame) in msgs.iter().filter(|(t, _)| *t == tag::frontend::BIND) {
+                    if let Some((c, e)) = bound(frame) {
+                        bound_chains |= c;
+                        bound_ends |= e;
+                    }
+                }
                 let facts = self.route.batch_facts(parses);
                 // A BEGIN parsed after a statement that ends a transaction
                 // (`COMMIT`, then `BEGIN`, each through Parse/Bind/Execute).
@@ -506,11 +534,8 @@ impl Core {
                     ended |= f.ends_tx;
                     begins
                 });
-                begins_after_end
-                    || facts.iter().any(|f| f.chains)
-                    || msgs
-                        .iter()
-                        .any(|(t, frame)| *t == tag::frontend::BIND && bound_chains(frame))
+                let chains = begins_after_end || facts.iter().any(|f| f.chains) || bound_chains;
+                (chains, chains || ended || bound_ends)
             }
         }
     }
