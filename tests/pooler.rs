@@ -1550,6 +1550,73 @@ async fn partial_messages_are_bounded_by_max_buffered() {
     assert!(b.log().contains("max_buffered"), "{}", b.log());
 }
 
+/// Clients that each send most of a message under `spool_threshold` at the
+/// same moment stop near `[limits] max_buffered`, not at the end of their
+/// messages (probe OO: 1,000 clients sending 1 MB each took the pooler to
+/// 700 MB against the 128 MiB default). What the budget counts is what the read buffers
+/// take, grown a doubling at a time; each read past 64 KiB of a message is
+/// claimed against it first; and a client the budget closes gives its
+/// buffer back at once, not after its last words are drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_large_messages_stops_at_max_buffered() {
+    const CLIENTS: usize = 400;
+    const MESSAGE: usize = 1_000_000;
+    const SENT: usize = 990_000;
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"")
+        .replace("[pool]", "[limits]\nmax_buffered = 33554432\n[pool]");
+    let b = Bouncer::start(&cfg);
+    let c = b.connect("app", "", "app").await;
+    assert_eq!(int_of(&c, "SELECT 1").await, 1);
+    let (rss_before, _) = b.memory_kib();
+    let port = b.port;
+    let (closed, answered) = tokio::task::spawn_blocking(move || {
+        let mut m = vec![b'Q'];
+        m.extend_from_slice(&((MESSAGE + 4) as i32).to_be_bytes());
+        m.resize(5 + SENT, b' ');
+        let mut clients: Vec<Raw> = (0..CLIENTS)
+            .map(|_| Raw::login(port, "app", "app"))
+            .collect();
+        for r in &mut clients {
+            let _ = r.s.write_all(&m);
+        }
+        // Then each sends the rest: the pooler answers those it kept (an
+        // empty query) and has told the others why it closed them.
+        let (mut closed, mut answered) = (0, 0);
+        for mut r in clients {
+            let mut rest = vec![b' '; MESSAGE - SENT];
+            rest[MESSAGE - SENT - 1] = 0;
+            let _ = r.s.write_all(&rest);
+            match r.read_msg() {
+                Some((b'E', body)) => {
+                    assert_eq!(error_code(&body), "53200");
+                    closed += 1;
+                }
+                Some(_) => {
+                    r.read_until_ready();
+                    answered += 1;
+                }
+                None => panic!("closed without a word"),
+            }
+        }
+        (closed, answered)
+    })
+    .await
+    .unwrap();
+    let (_, peak) = b.memory_kib();
+    let grew_mib = peak.saturating_sub(rss_before) / 1024;
+    eprintln!("rss before {rss_before} KiB, peak {peak} KiB, closed {closed}, answered {answered}");
+    assert!(closed > 0 && answered > 0);
+    assert!(b.log().contains("max_buffered reached"), "{}", b.log());
+    // The cap (32 MiB) and some room: about 55 MiB here, 175 MiB without
+    // the fixes.
+    assert!(grew_mib < 96, "peak RSS grew by {grew_mib} MiB");
+    assert_eq!(int_of(&c, "SELECT 1").await, 1);
+    let fresh = b.connect("app", "", "app").await;
+    assert_eq!(int_of(&fresh, "SELECT 2").await, 2);
+}
+
 /// With the default limits, clients that send 90% of a 100 MB message and stop
 /// hold a spool file each, not memory: the pooler's RSS grows by less than
 /// 64 MiB, everyone else keeps working, and the files go with the clients.

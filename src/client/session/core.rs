@@ -575,6 +575,11 @@ impl Core {
         self.inbound.len()
     }
 
+    /// Bytes the client's read buffer takes (at least [`Self::client_buffered`]).
+    pub fn client_buffer_size(&self) -> usize {
+        self.inbound.capacity()
+    }
+
     /// Between transactions, give back the buffers an idle client does not need
     /// (the driver then waits for the client's next bytes without a buffer, and
     /// allocates one when they come): most of a pooler's clients are idle, and an
@@ -1111,6 +1116,13 @@ impl Core {
              (an open transaction is rolled back, unless its COMMIT had reached the server)",
         );
         (state, end)
+    }
+
+    /// The session is ending: what the client sent and nothing will read goes
+    /// now, not after the client's last words are drained (see
+    /// `Session::finish`).
+    pub fn discard_client_input(&mut self) {
+        self.inbound.discard_held();
     }
 
     /// The client is gone: the server's state, and whether it is clean enough to go

@@ -146,6 +146,11 @@ impl Inbound {
         self.buf.len()
     }
 
+    /// Bytes the read buffer takes, held or not.
+    pub(super) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Nothing held, in memory or in the spool.
     pub(super) fn is_empty(&self) -> bool {
         self.buf.is_empty() && self.spill.is_none()
@@ -154,6 +159,13 @@ impl Inbound {
     /// A large frame is part way through: the server has only part of it.
     pub(super) fn mid_frame(&self) -> bool {
         self.stream_left > 0
+    }
+
+    /// The session is ending: give back the bytes held and the spilled
+    /// frame's record (whether a COPY frame was streaming through stays known).
+    pub(super) fn discard_held(&mut self) {
+        self.buf = BytesMut::new();
+        self.spill = None;
     }
 
     /// Give the buffer back while nothing is in it (an idle client holds none).
@@ -218,10 +230,15 @@ impl Inbound {
                 self.buf = BytesMut::with_capacity((len - out).min(SPILL_READ));
                 return Next::Spill(head);
             }
-            // Grow toward the frame a step at a time (the buffer doubles as it
-            // fills): reserving a claimed length up front would let a header
-            // alone commit memory the client never sends.
-            let mut step = (len - self.buf.len()).min(1024 * 1024);
+            // Grow toward the frame a step at a time, the buffer doubling as
+            // it fills: reserving a claimed length up front would let a header
+            // alone commit memory the client never sends. (Steps of up to
+            // 1 MiB let a thousand clients that each sent a few KiB of a
+            // large message hold 1 MiB each: reserved memory the allocator
+            // had reused is resident, and `max_buffered` counts what is held.)
+            let mut step = (len - self.buf.len())
+                .min(self.buf.len().max(8192))
+                .min(1024 * 1024);
             if len > self.spill_at {
                 // Never past the spill point (not reached yet, see above): a
                 // frame that will be spilled needs no more memory than that.
