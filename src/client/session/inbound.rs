@@ -50,8 +50,10 @@ struct Spill {
 }
 
 /// While spilling, the read buffer grows by at most this much at a time, so a
-/// spilling client holds little more than one read of its own.
-const SPILL_READ: usize = 256 * 1024;
+/// spilling client holds little more than one read of its own (and the spool
+/// file's write buffer as much again: at 256 KiB, 400 clients stalled in
+/// spooled messages held 510 KiB each, probe OO).
+const SPILL_READ: usize = 64 * 1024;
 
 /// The next thing in the read buffer.
 #[derive(Debug)]
