@@ -98,5 +98,44 @@ fn bench_checkout(c: &mut Criterion) {
     assert_eq!(pool.idle_count(), 1);
 }
 
-criterion_group!(benches, bench_checkout);
+/// What every attach compares: the client's settings against the server's
+/// (`ServerState::sync_statement`), with the fourteen parameters Postgres 15
+/// reports at login, the same on both sides (the common case: nothing to
+/// send).
+fn bench_settings(c: &mut Criterion) {
+    use shardbouncer::server::ParamSet;
+    const REPORTED: &[(&str, &str)] = &[
+        ("application_name", "pgbench"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("default_transaction_read_only", "off"),
+        ("in_hot_standby", "off"),
+        ("integer_datetimes", "on"),
+        ("IntervalStyle", "postgres"),
+        ("is_superuser", "off"),
+        ("server_encoding", "UTF8"),
+        ("server_version", "15.18"),
+        ("session_authorization", "app"),
+        ("standard_conforming_strings", "on"),
+        ("TimeZone", "Etc/UTC"),
+        ("extra_float_digits", "1"),
+    ];
+    let mut state = ServerState::new("127.0.0.1:5432".parse().unwrap(), None);
+    let mut want = ParamSet::default();
+    for (k, v) in REPORTED {
+        state.initial.set(k, v);
+        state.current.set(k, v);
+        want.set(k, v);
+    }
+    let unreported = ParamSet::default();
+    c.bench_function("server/sync_statement/same_settings", |b| {
+        b.iter(|| {
+            assert!(state
+                .sync_statement(criterion::black_box(&want), &unreported)
+                .is_none())
+        })
+    });
+}
+
+criterion_group!(benches, bench_checkout, bench_settings);
 criterion_main!(benches);
