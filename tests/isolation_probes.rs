@@ -3687,31 +3687,27 @@ fn a_flush_keeps_no_placement_a_rollback_ended() {
         ("END", "COMMIT", "SET LOCAL tenant_id = 'bravo'"),
     ] {
         let mut c = f.raw("app", &[]);
-        for sql in ["BEGIN", placing] {
-            assert!(q(&mut c, sql).0.is_empty(), "{sql}");
-        }
-        // The ROLLBACK's answer is read before the next work is sent.
-        let m = c
-            .parse("", end)
-            .bind("", &[])
-            .execute()
-            .msg_flush()
-            .run_until(b'C');
-        assert_eq!(support::raw::command_tags(&m), [tag], "{end}: {m:?}");
+        // A transaction bravo placed, ended through an Execute and a Flush;
+        // the end's answer is read before the next work is sent.
+        let placed_then_ended = |c: &mut Raw| {
+            for sql in ["BEGIN", placing] {
+                assert!(q(c, sql).0.is_empty(), "{sql}");
+            }
+            let m = c
+                .parse("", end)
+                .bind("", &[])
+                .execute()
+                .msg_flush()
+                .run_until(b'C');
+            assert_eq!(support::raw::command_tags(&m), [tag], "{end}: {m:?}");
+        };
+        placed_then_ended(&mut c);
         // Work naming no tenant: no_tenant's answer, not bravo's shard.
         assert_eq!(q(&mut c, marker).0, ["42P17"], "{end}");
         c.sync();
         assert!(error_codes(&c.run(1)).is_empty(), "{end}");
         // And through Parse/Bind/Execute the same.
-        assert_eq!(q(&mut c, "BEGIN").0, Vec::<String>::new());
-        assert!(q(&mut c, placing).0.is_empty());
-        let m = c
-            .parse("", end)
-            .bind("", &[])
-            .execute()
-            .msg_flush()
-            .run_until(b'C');
-        assert_eq!(support::raw::command_tags(&m), [tag]);
+        placed_then_ended(&mut c);
         c.parse("", marker).bind("", &[]).execute().sync();
         assert_eq!(error_codes(&c.run(1)), ["42P17"], "{end}");
         // Sent together, the work behind waits for the ROLLBACK's answer.
