@@ -3769,6 +3769,81 @@ fn a_flush_keeps_no_placement_a_rollback_ended() {
     );
 }
 
+/// A COPY FROM STDIN through Parse/Bind/Execute right behind a COMMIT run
+/// the same way completes: the work behind a transaction's end waits for the
+/// end's answer, but Postgres holds the COPY's answer until the client's
+/// Sync after its CopyDone, which must not wait (probe PP: libpq's
+/// `PQexecParams` of a COMMIT, then of a COPY, hung for good, holding its
+/// server).
+#[test]
+fn a_copy_run_behind_a_commit_through_an_execute_completes() {
+    let f = Fixture::start();
+    for (i, flush) in [false, true].into_iter().enumerate() {
+        let mut c = f.raw("app", &[("tenant_id", "bravo")]);
+        for sql in ["BEGIN", "SELECT name FROM accounts"] {
+            assert!(q(&mut c, sql).0.is_empty(), "{sql}");
+        }
+        c.parse("", "COMMIT").bind("", &[]).execute();
+        if flush {
+            // In one batch with the COPY, a Flush between.
+            c.msg_flush();
+        } else {
+            c.sync();
+            let m = c.run(1);
+            assert_eq!(support::raw::command_tags(&m), ["COMMIT"]);
+        }
+        // As libpq sends it: the Sync right behind the Execute, then the
+        // data, CopyDone and another Sync once CopyInResponse came.
+        let m = c
+            .parse("", "COPY accounts FROM STDIN")
+            .bind("", &[])
+            .execute()
+            .sync()
+            .run_until(b'G');
+        assert!(error_codes(&m).is_empty(), "{m:?}");
+        let row = format!("bravo\tcopied {i}\n");
+        let m = c.copy_data(row.as_bytes()).copy_done().sync().run(1);
+        assert!(error_codes(&m).is_empty(), "{m:?}");
+        assert_eq!(support::raw::command_tags(&m), ["COPY 1"]);
+        assert_eq!(
+            q(
+                &mut c,
+                &format!("SELECT count(*) FROM accounts WHERE name = 'copied {i}'")
+            )
+            .1,
+            ["1"]
+        );
+    }
+    // The end and the COPY in one unit (no transaction open: the COMMIT only
+    // warns), and work with its own Sync right behind the CopyDone: it goes
+    // at once, as the COPY's answer waits for that Sync.
+    let mut c = f.raw("app", &[("tenant_id", "bravo")]);
+    let m = c
+        .parse("", "COMMIT")
+        .bind("", &[])
+        .execute()
+        .parse("", "COPY accounts FROM STDIN")
+        .bind("", &[])
+        .execute()
+        .sync()
+        .run_until(b'G');
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    let m = c
+        .copy_data(b"bravo\tcopied in one unit\n")
+        .copy_done()
+        .parse(
+            "",
+            "SELECT count(*) FROM accounts WHERE name = 'copied in one unit'",
+        )
+        .bind("", &[])
+        .execute()
+        .sync()
+        .run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(support::raw::command_tags(&m), ["COPY 1", "SELECT 1"]);
+    assert_eq!(first_column(&m), ["1"]);
+}
+
 /// `BEGIN; <a statement shardbouncer refuses>` as one Query leaves the client
 /// in a failed transaction, as Postgres leaves it: its next statements get
 /// 25P02 until it ends (re-probe P: it was left idle, and its next INSERT

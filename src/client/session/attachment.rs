@@ -156,6 +156,9 @@ pub(super) struct Attachment {
     replay_error: Option<Bytes>,
     /// Work that may end the transaction went (see [`Self::end_in_flight`]).
     end_sent: bool,
+    /// A COPY FROM STDIN began since the last ReadyForQuery: its answers may
+    /// wait for the client's next Sync (see [`Self::end_in_flight`]).
+    copied: bool,
 }
 
 /// What an attachment let go of leaves for the next one on its worker: a
@@ -238,6 +241,7 @@ impl Attachment {
             effects: Effects::none(),
             replay_error: None,
             end_sent: false,
+            copied: false,
         }
     }
 
@@ -270,9 +274,14 @@ impl Attachment {
         self.end_sent = ends || (self.end_sent && self.client_work_in_flight());
     }
 
-    /// Work that may end the transaction was sent and is not answered yet.
+    /// Work that may end the transaction was sent and is not answered yet,
+    /// and its answers will come without more from the client. After a COPY
+    /// FROM STDIN through an Execute, Postgres holds the Execute's answer
+    /// until the client's next Sync: work behind the end that waited for it
+    /// would wait for good (probe PP: libpq's `PQexecParams` of a COMMIT,
+    /// then of a COPY, hung).
     pub(super) fn end_in_flight(&self) -> bool {
-        self.end_sent && self.client_work_in_flight()
+        self.end_sent && !self.copied && self.client_work_in_flight()
     }
 
     /// ReadyForQuery messages still owed.
@@ -929,6 +938,7 @@ impl Attachment {
                         a.ext.open = true;
                     }
                     a.copy_in = true;
+                    a.copied = true;
                 }
                 tag::backend::NOTICE_RESPONSE | tag::backend::NOTIFICATION_RESPONSE => {}
                 _ => {
@@ -1079,6 +1089,7 @@ impl Attachment {
                         if t == tag::backend::READY_FOR_QUERY {
                             let status = TxStatus::from_byte(body.first().copied().unwrap_or(b'I'));
                             a.status = status;
+                            a.copied = false;
                             if status == TxStatus::Idle {
                                 // Its transaction is over: reported or not.
                                 a.replay_error = None;

@@ -135,12 +135,14 @@ impl Core {
                 return Need::Io;
             }
         }
-        if !self.owns_server() && self.att.as_ref().is_some_and(|a| a.end_in_flight()) {
+        let work = !matches!(&unit, Unit::Batch(msgs) if is_sync_or_flush_only(msgs));
+        if work && !self.owns_server() && self.att.as_ref().is_some_and(|a| a.end_in_flight()) {
             // Work behind a transaction's end still in flight: where it goes,
             // and whether it is refused, depend on the transaction it ends
             // (probe NN: a ROLLBACK, then work naming no tenant, sent
             // together, ran on the ended transaction's shard). Decided once
-            // everything in flight has been answered.
+            // everything in flight has been answered. (A lone Sync or Flush
+            // is no work to decide, and the answers may wait for it.)
             self.wait.stall(unit);
             return Need::Io;
         }
@@ -518,11 +520,34 @@ impl Core {
                     }?;
                     Some((f.chains, f.ends_tx))
                 };
+                // (A statement parsed in this batch: its Parse's facts below;
+                // the session's record of the name is still the one before.)
                 let (mut bound_chains, mut bound_ends) = (false, false);
-                for (_, frame) in msgs.iter().filter(|(t, _)| *t == tag::frontend::BIND) {
-                    if let Some((c, e)) = bound(frame) {
-                        bound_chains |= c;
-                        bound_ends |= e;
+                // (The unnamed statement apart: no allocation for the common
+                // Parse/Bind/Execute of it.)
+                let mut parsed_unnamed = false;
+                let mut parsed: Vec<&[u8]> = Vec::new();
+                for (t, frame) in msgs {
+                    match *t {
+                        tag::frontend::PARSE => match protocol::Parse::parse(&frame[5..]) {
+                            Some(p) if p.name.is_empty() => parsed_unnamed = true,
+                            Some(p) => parsed.push(p.name),
+                            None => {}
+                        },
+                        tag::frontend::BIND => {
+                            let here = protocol::Bind::parse(&frame[5..]).is_some_and(|b| {
+                                if b.statement.is_empty() {
+                                    parsed_unnamed
+                                } else {
+                                    parsed.contains(&b.statement)
+                                }
+                            });
+                            if let Some((c, e)) = bound(frame).filter(|_| !here) {
+                                bound_chains |= c;
+                                bound_ends |= e;
+                            }
+                        }
+                        _ => {}
                     }
                 }
                 let facts = self.route.batch_facts(parses);
