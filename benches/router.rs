@@ -94,6 +94,7 @@ fn bench_decide(c: &mut Criterion) {
         owns_server: false,
         server_failed: false,
         types_untrusted: false,
+        runs_rollback_to: false,
     };
     let mut scratch = Vec::new();
     let mut f = Facts::default();

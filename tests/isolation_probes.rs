@@ -3769,6 +3769,81 @@ fn a_flush_keeps_no_placement_a_rollback_ended() {
     );
 }
 
+/// A `ROLLBACK TO SAVEPOINT` bound to a portal and run by an Execute is
+/// known by its portal, also when an earlier batch bound it (probe PP): its
+/// `ROLLBACK` ends neither the transaction's placement nor the SET tenant,
+/// and once the transaction changed the SET tenant it is refused, as one
+/// bound in the same batch is. A ROLLBACK run beside a portal bound to a
+/// ROLLBACK TO that never runs still ends the placement (probe PP).
+#[test]
+fn a_rollback_to_run_from_a_portal_is_known_by_its_portal() {
+    let f = Fixture::start();
+    let marker = "SELECT name FROM shard_marker";
+    // Bound in one batch, run in a later one, answered before its Sync.
+    let mut c = f.raw("app", &[]);
+    for sql in [
+        "BEGIN",
+        "SELECT name FROM accounts WHERE tenant_id = 'bravo'",
+        "SAVEPOINT a",
+    ] {
+        assert!(q(&mut c, sql).0.is_empty(), "{sql}");
+    }
+    c.parse("rt", "ROLLBACK TO SAVEPOINT a")
+        .bind_portal("p", "rt")
+        .sync();
+    assert!(error_codes(&c.run(1)).is_empty());
+    let m = c.execute_portal("p").msg_flush().run_until(b'C');
+    assert_eq!(support::raw::command_tags(&m), ["ROLLBACK"]);
+    // Still bravo's transaction: work naming no tenant runs there.
+    c.parse("", marker).bind("", &[]).execute().sync();
+    let m = c.run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(first_column(&m), ["s1"]);
+    assert_eq!(
+        support::raw::command_tags(&c.query("ROLLBACK").run(1)),
+        ["ROLLBACK"]
+    );
+    // The SET tenant changed after the portal was bound: refused.
+    let mut c = f.raw("app", &[]);
+    for sql in ["SET tenant_id = 'bravo'", "BEGIN", marker] {
+        assert!(q(&mut c, sql).0.is_empty(), "{sql}");
+    }
+    c.parse("rt", "ROLLBACK TO SAVEPOINT a")
+        .bind_portal("p", "rt")
+        .sync();
+    assert!(error_codes(&c.run(1)).is_empty());
+    for sql in ["SET tenant_id = '2002'", "SAVEPOINT a"] {
+        assert!(q(&mut c, sql).0.is_empty(), "{sql}");
+    }
+    c.execute_portal("p").sync();
+    assert_eq!(error_codes(&c.run(1)), ["0A000"]);
+    assert_eq!(
+        support::raw::command_tags(&c.query("ROLLBACK").run(1)),
+        ["ROLLBACK"]
+    );
+    // A ROLLBACK beside a ROLLBACK TO that is only bound: the placement ends.
+    let mut c = f.raw("app", &[]);
+    for sql in [
+        "BEGIN",
+        "SELECT name FROM accounts WHERE tenant_id = 'bravo'",
+        "SAVEPOINT a",
+    ] {
+        assert!(q(&mut c, sql).0.is_empty(), "{sql}");
+    }
+    let m = c
+        .parse("rt", "ROLLBACK TO SAVEPOINT a")
+        .bind_portal("p", "rt")
+        .parse("", "ROLLBACK")
+        .bind("", &[])
+        .execute()
+        .msg_flush()
+        .run_until(b'C');
+    assert_eq!(support::raw::command_tags(&m), ["ROLLBACK"]);
+    assert_eq!(q(&mut c, marker).0, ["42P17"]);
+    c.sync();
+    assert!(error_codes(&c.run(1)).is_empty());
+}
+
 /// A COPY FROM STDIN through Parse/Bind/Execute right behind a COMMIT run
 /// the same way completes: the work behind a transaction's end waits for the
 /// end's answer, but Postgres holds the COPY's answer until the client's

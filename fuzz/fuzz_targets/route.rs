@@ -127,6 +127,7 @@ fuzz_target!(|data: &[u8]| {
         owns_server,
         server_failed: head[0] & 0x80 != 0,
         types_untrusted: head[1] & 8 != 0,
+        runs_rollback_to: false,
     };
     let mut scratch = Vec::new();
     let d = if extended {

@@ -89,10 +89,8 @@ pub struct Entry {
     /// `PQexecParams` and tokio-postgres send one right behind the Execute):
     /// Postgres ignores them during COPY IN, so they get no answer.
     pub syncs_in_copy: u8,
-    /// For a Sync, or a simple Query sent behind an open batch: the batch it
-    /// ends bound a statement that may be a `ROLLBACK TO`, whose
-    /// CommandComplete (`ROLLBACK`) is also a transaction's end's (see
-    /// [`Expectations::batch_may_roll_back_to`]).
+    /// For an Execute: its portal is bound to a `ROLLBACK TO SAVEPOINT`,
+    /// whose CommandComplete (`ROLLBACK`) is also a transaction's end's.
     pub rolls_back_to: bool,
 }
 
@@ -324,17 +322,6 @@ impl Expectations {
         if e.ends_with_ready() && e.synthetic.is_none() {
             self.ready_owed -= 1;
         }
-    }
-
-    /// Whether the batch of the oldest entry may have run a `ROLLBACK TO`
-    /// (see [`Entry::rolls_back_to`]): what the first entry that ends with a
-    /// ReadyForQuery says, `None` when none is owed yet (the batch is still
-    /// open: a Flush sent its answers ahead of its Sync).
-    pub fn batch_may_roll_back_to(&self) -> Option<bool> {
-        self.q
-            .iter()
-            .find(|e| e.ends_with_ready() && e.synthetic.is_none())
-            .map(|e| e.rolls_back_to)
     }
 
     /// Nothing owed.

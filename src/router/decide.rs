@@ -181,6 +181,10 @@ pub struct SessionView<'a> {
     /// ([`super::search_path`]). A value cast to a type found by name
     /// ([`Facts::casts_by_name`]) is refused then.
     pub types_untrusted: bool,
+    /// The batch runs a portal an earlier batch bound to a `ROLLBACK TO
+    /// SAVEPOINT` (the batch's items do not show its statement): refused, as
+    /// one bound here is, where the transaction changed the SET tenant.
+    pub runs_rollback_to: bool,
 }
 
 /// One message of an extended-protocol batch, as routing sees it. `V` gives a
@@ -347,6 +351,9 @@ pub fn decide<'a, V: ParamValues, I: Iterator<Item = Item<'a, V>>>(
             } else {
                 resolve(r, s, scratch, false, false)
             }
+        }
+        Unit::Batch(_, _) if s.runs_rollback_to && rollback_to_unknown(s) => {
+            Err(rollback_to_after_set(r))
         }
         Unit::Batch(items, _) => batch(r, s, items, scratch),
     };

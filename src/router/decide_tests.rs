@@ -70,6 +70,7 @@ fn view(t: &Tenants, tx: Tx) -> SessionView<'_> {
         owns_server: false,
         server_failed: false,
         types_untrusted: false,
+        runs_rollback_to: false,
     }
 }
 

@@ -174,6 +174,23 @@ impl Raw {
         self.msg(b'E', b"\0\0\0\0\0")
     }
 
+    /// Bind statement `stmt`, with no parameters, into the named portal `portal`.
+    pub fn bind_portal(&mut self, portal: &str, stmt: &str) -> &mut Raw {
+        let mut b = portal.as_bytes().to_vec();
+        b.push(0);
+        b.extend_from_slice(stmt.as_bytes());
+        b.push(0);
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        self.msg(b'B', &b)
+    }
+
+    /// Execute the named portal `portal`, all rows.
+    pub fn execute_portal(&mut self, portal: &str) -> &mut Raw {
+        let mut b = portal.as_bytes().to_vec();
+        b.extend_from_slice(&[0, 0, 0, 0, 0]);
+        self.msg(b'E', &b)
+    }
+
     /// Close(statement).
     pub fn close_stmt(&mut self, stmt: &str) -> &mut Raw {
         let mut b = vec![b'S'];

@@ -110,9 +110,6 @@ struct Ext {
     /// transaction had committed). The batch stays open until the client's
     /// Sync, as before: only where routing places the next work changes.
     ended_by_query: bool,
-    /// The open batch bound a statement that may be a `ROLLBACK TO` (see
-    /// [`Attachment::may_roll_back_to`]).
-    rolls_back_to: bool,
 }
 
 /// A server attached to the client, as the core sees it.
@@ -159,6 +156,12 @@ pub(super) struct Attachment {
     /// A COPY FROM STDIN began since the last ReadyForQuery: its answers may
     /// wait for the client's next Sync (see [`Self::end_in_flight`]).
     copied: bool,
+    /// Portals bound to a `ROLLBACK TO SAVEPOINT` in the transaction: an
+    /// Execute of one is flagged ([`Entry::rolls_back_to`]), so its
+    /// `ROLLBACK` is not taken for the transaction's end (probe PP: a portal
+    /// bound in an earlier batch and run later undid the session's SET
+    /// tenant as a ROLLBACK would). Portals end with their transaction.
+    rollback_to_portals: Vec<Box<[u8]>>,
 }
 
 /// What an attachment let go of leaves for the next one on its worker: a
@@ -242,6 +245,7 @@ impl Attachment {
             replay_error: None,
             end_sent: false,
             copied: false,
+            rollback_to_portals: Vec::new(),
         }
     }
 
@@ -357,32 +361,61 @@ impl Attachment {
         self.effects.add(e);
     }
 
-    /// A statement that may be a `ROLLBACK TO` a savepoint was bound in the
-    /// open batch: a `ROLLBACK` its Executes get may not end the transaction.
-    pub(super) fn bound_rollback_to(&mut self) {
-        // (Noted before the Bind is sent, which may open the next batch.)
-        self.next_batch_message();
-        self.ext.rolls_back_to = true;
+    /// Portal `portal` was bound to a `ROLLBACK TO SAVEPOINT` (`rolls_back`),
+    /// or to another statement.
+    pub(super) fn bound_rollback_to(&mut self, portal: &[u8], rolls_back: bool) {
+        let known = self.rollback_to_portals.iter().position(|p| **p == *portal);
+        match (rolls_back, known) {
+            (true, None) => self.rollback_to_portals.push(portal.into()),
+            (false, Some(i)) => {
+                self.rollback_to_portals.swap_remove(i);
+            }
+            _ => {}
+        }
     }
 
-    /// An extended message is about to go, or went: after a Query that ended
-    /// the batch before, it opens a new one.
+    /// Whether `msgs` (a batch) runs a portal an earlier batch bound to a
+    /// `ROLLBACK TO` (one bound in `msgs` is judged with its Bind).
+    pub(super) fn runs_rollback_to_portal(&self, msgs: &[(u8, Bytes)]) -> bool {
+        if self.rollback_to_portals.is_empty() {
+            return false;
+        }
+        let mut bound_here: Vec<&[u8]> = Vec::new();
+        for (t, frame) in msgs {
+            match *t {
+                tag::frontend::BIND => {
+                    if let Some(b) = frame.get(5..).and_then(crate::protocol::Bind::parse) {
+                        bound_here.push(b.portal);
+                    }
+                }
+                tag::frontend::EXECUTE => {
+                    if let Some(p) = frame.get(5..).and_then(|b| b.split(|&c| c == 0).next()) {
+                        if !bound_here.contains(&p)
+                            && self.rollback_to_portals.iter().any(|r| **r == *p)
+                        {
+                            return true;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// Whether a portal bound to a `ROLLBACK TO` may be run here (a Bind of
+    /// one need not be parsed otherwise).
+    pub(super) fn has_rollback_to_portals(&self) -> bool {
+        !self.rollback_to_portals.is_empty()
+    }
+
+    /// An extended message went: after a Query that ended the batch before,
+    /// it opens a new one.
     fn next_batch_message(&mut self) {
         if self.ext.ended_by_query && !self.ext.skipping {
             // The batch before the Query is over: this one is new.
             self.ext = Ext::default();
         }
-    }
-
-    /// Whether a `ROLLBACK` the server just sent for an Execute may be a
-    /// `ROLLBACK TO`'s: Postgres tags both alike. Known from the Binds of
-    /// the batch the Execute is in; said yes only where one was bound, so a
-    /// transaction's end is taken as such (what placed it goes with it)
-    /// before its ReadyForQuery, which a Flush leaves for later.
-    fn may_roll_back_to(&self) -> bool {
-        self.expect
-            .batch_may_roll_back_to()
-            .unwrap_or(self.ext.rolls_back_to)
     }
 
     /// Portal `portal` was bound to a statement that drops every prepared
@@ -496,7 +529,12 @@ impl Attachment {
     // --- sending ---
 
     /// Send an extended-protocol message that the server answers.
-    pub(super) fn send_ext(&mut self, e: Entry, frame: Bytes) {
+    pub(super) fn send_ext(&mut self, mut e: Entry, frame: Bytes) {
+        if e.tag == tag::frontend::EXECUTE && !self.rollback_to_portals.is_empty() {
+            let portal = frame.get(5..).and_then(|b| b.split(|&c| c == 0).next());
+            e.rolls_back_to =
+                portal.is_some_and(|p| self.rollback_to_portals.iter().any(|r| **r == *p));
+        }
         self.expect.push(e);
         self.to_server.push(frame);
         self.next_batch_message();
@@ -524,15 +562,14 @@ impl Attachment {
     }
 
     /// Send a Sync (the client's or ours) and its expectation.
-    pub(super) fn send_sync(&mut self, mut e: Entry, frame: Bytes) {
-        e.rolls_back_to |= self.ext.rolls_back_to;
+    pub(super) fn send_sync(&mut self, e: Entry, frame: Bytes) {
         self.expect.push(e);
         self.to_server.push(frame);
         self.ext = Ext::default();
     }
 
     /// Send a simple Query / FunctionCall with its expectation.
-    pub(super) fn send_simple(&mut self, mut e: Entry, frame: Bytes) {
+    pub(super) fn send_simple(&mut self, e: Entry, frame: Bytes) {
         if self.ext.skipping {
             // The server skips everything up to the Sync after an error, a
             // Query too: it owes no answer (probe J: one owed forever held
@@ -540,8 +577,6 @@ impl Attachment {
             self.to_server.push(frame);
             return;
         }
-        // A batch before it ends here, as far as its answers go.
-        e.rolls_back_to |= self.ext.open && self.ext.rolls_back_to;
         self.expect.push(e);
         self.to_server.push(frame);
         // (Skipped, with the rest up to the Sync, after an error.)
@@ -842,18 +877,23 @@ impl Attachment {
                         ctx.tenancy.take_pinned();
                     }
                 } else if body.starts_with(b"ROLLBACK\0") {
-                    ctx.tenancy.transaction_outcome(false);
-                    // The same for a ROLLBACK (or ABORT, or the COMMIT of a
-                    // failed transaction) run by an Execute, unless its batch
-                    // bound what may be a ROLLBACK TO, tagged alike (probe NN:
-                    // ROLLBACK, Flush, then work naming no tenant ran on the
-                    // ended transaction's shard). A Query's ReadyForQuery
-                    // follows its last statement's answer at once.
+                    // A ROLLBACK TO SAVEPOINT is tagged alike, and ends
+                    // nothing. One run by an Execute is known by its portal;
+                    // one in a Query is refused once the transaction changed
+                    // the SET tenant, and its ReadyForQuery follows at once.
+                    let head = a.expect.front();
+                    let execute = head.is_some_and(|e| e.tag == tag::frontend::EXECUTE);
+                    if !head.is_some_and(|e| e.rolls_back_to) {
+                        ctx.tenancy.transaction_outcome(false);
+                    }
+                    // What placed the transaction ends with a ROLLBACK (or
+                    // ABORT, or the COMMIT of a failed transaction) an
+                    // Execute ran, before the ReadyForQuery a Flush leaves for
+                    // later (probe NN: ROLLBACK, Flush, then work naming no
+                    // tenant ran on the ended transaction's shard).
                     if ctx.pool_mode != PoolMode::Session
-                        && a.expect
-                            .front()
-                            .is_some_and(|e| e.tag == tag::frontend::EXECUTE)
-                        && !a.may_roll_back_to()
+                        && execute
+                        && !head.is_some_and(|e| e.rolls_back_to)
                     {
                         ctx.tenancy.take_pinned();
                     }
@@ -1093,6 +1133,8 @@ impl Attachment {
                             if status == TxStatus::Idle {
                                 // Its transaction is over: reported or not.
                                 a.replay_error = None;
+                                // And its portals with it.
+                                a.rollback_to_portals.clear();
                             }
                             if e.mode == Mode::Forward {
                                 ctx.counters.query_done(a.expect.ready_owed());

@@ -977,8 +977,10 @@ fn note_bound(
     }
     if let Some(a) = att {
         a.add_effects(effects);
-        if f.rollback_to {
-            a.bound_rollback_to();
+        if f.rollback_to || a.has_rollback_to_portals() {
+            if let Some(b) = Bind::parse(body) {
+                a.bound_rollback_to(b.portal, f.rollback_to);
+            }
         }
         // (The portal's name is looked at only around DISCARD ALL and
         // DEALLOCATE ALL: no work per ordinary Bind.)

@@ -188,7 +188,11 @@ impl Core {
             Unit::Batch(msgs) => match self.db.routing.clone() {
                 Some(rt) => {
                     self.analyze_batch(msgs);
-                    let v = self.view();
+                    let mut v = self.view();
+                    v.runs_rollback_to = self
+                        .att
+                        .as_ref()
+                        .is_some_and(|a| a.runs_rollback_to_portal(msgs));
                     self.route.decide_batch(&rt, v, msgs, &self.stmts)
                 }
                 None => self.unrouted_batch(msgs),
@@ -443,6 +447,7 @@ impl Core {
                 .att
                 .as_ref()
                 .is_some_and(|a| a.status() == TxStatus::Failed),
+            runs_rollback_to: false,
             types_untrusted: self.settings.path_shadows()
                 || self
                     .att

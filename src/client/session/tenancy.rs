@@ -71,6 +71,8 @@ pub(super) struct View {
     pub(super) server_failed: bool,
     /// [`SessionView::types_untrusted`].
     pub(super) types_untrusted: bool,
+    /// [`SessionView::runs_rollback_to`].
+    pub(super) runs_rollback_to: bool,
 }
 
 /// The text of a Parse frame (empty if it is malformed, as routing reads it).
@@ -536,6 +538,7 @@ fn view(tenants: &Tenants, pinned: Option<(TenantKey, Source)>, v: View) -> Sess
         owns_server: v.owns_server,
         server_failed: v.server_failed,
         types_untrusted: v.types_untrusted,
+        runs_rollback_to: v.runs_rollback_to,
     }
 }
 
