@@ -195,6 +195,13 @@ fn q(c: &mut Raw, sql: &str) -> (Vec<String>, Vec<String>) {
     (error_codes(&msgs), first_column(&msgs))
 }
 
+/// Run each statement as a Query; none may fail.
+fn run_ok(c: &mut Raw, sqls: &[&str]) {
+    for sql in sqls {
+        assert!(q(c, sql).0.is_empty(), "{sql}");
+    }
+}
+
 /// A frontend message.
 fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut f = vec![tag];
@@ -3690,9 +3697,7 @@ fn a_flush_keeps_no_placement_a_rollback_ended() {
         // A transaction bravo placed, ended through an Execute and a Flush;
         // the end's answer is read before the next work is sent.
         let placed_then_ended = |c: &mut Raw| {
-            for sql in ["BEGIN", placing] {
-                assert!(q(c, sql).0.is_empty(), "{sql}");
-            }
+            run_ok(c, &["BEGIN", placing]);
             let m = c
                 .parse("", end)
                 .bind("", &[])
@@ -3734,9 +3739,7 @@ fn a_flush_keeps_no_placement_a_rollback_ended() {
                 vec![],
             ),
         ] {
-            for sql in ["BEGIN", scan] {
-                assert!(q(&mut c, sql).0.is_empty(), "{sql}");
-            }
+            run_ok(&mut c, &["BEGIN", scan]);
             let m = c.query(end).query(behind).run(2);
             assert_eq!(support::raw::command_tags(&m)[0], tag, "{m:?}");
             assert_eq!(error_codes(&m), errors, "{end}, {behind}");
@@ -3745,13 +3748,14 @@ fn a_flush_keeps_no_placement_a_rollback_ended() {
     }
     // A ROLLBACK TO: the transaction goes on, placed by bravo.
     let mut c = f.raw("app", &[]);
-    for sql in [
-        "BEGIN",
-        "SELECT name FROM accounts WHERE tenant_id = 'bravo'",
-        "SAVEPOINT a",
-    ] {
-        assert!(q(&mut c, sql).0.is_empty(), "{sql}");
-    }
+    run_ok(
+        &mut c,
+        &[
+            "BEGIN",
+            "SELECT name FROM accounts WHERE tenant_id = 'bravo'",
+            "SAVEPOINT a",
+        ],
+    );
     let m = c
         .parse("", "ROLLBACK TO SAVEPOINT a")
         .bind("", &[])
@@ -3781,13 +3785,14 @@ fn a_rollback_to_run_from_a_portal_is_known_by_its_portal() {
     let marker = "SELECT name FROM shard_marker";
     // Bound in one batch, run in a later one, answered before its Sync.
     let mut c = f.raw("app", &[]);
-    for sql in [
-        "BEGIN",
-        "SELECT name FROM accounts WHERE tenant_id = 'bravo'",
-        "SAVEPOINT a",
-    ] {
-        assert!(q(&mut c, sql).0.is_empty(), "{sql}");
-    }
+    run_ok(
+        &mut c,
+        &[
+            "BEGIN",
+            "SELECT name FROM accounts WHERE tenant_id = 'bravo'",
+            "SAVEPOINT a",
+        ],
+    );
     c.parse("rt", "ROLLBACK TO SAVEPOINT a")
         .bind_portal("p", "rt")
         .sync();
@@ -3805,16 +3810,12 @@ fn a_rollback_to_run_from_a_portal_is_known_by_its_portal() {
     );
     // The SET tenant changed after the portal was bound: refused.
     let mut c = f.raw("app", &[]);
-    for sql in ["SET tenant_id = 'bravo'", "BEGIN", marker] {
-        assert!(q(&mut c, sql).0.is_empty(), "{sql}");
-    }
+    run_ok(&mut c, &["SET tenant_id = 'bravo'", "BEGIN", marker]);
     c.parse("rt", "ROLLBACK TO SAVEPOINT a")
         .bind_portal("p", "rt")
         .sync();
     assert!(error_codes(&c.run(1)).is_empty());
-    for sql in ["SET tenant_id = '2002'", "SAVEPOINT a"] {
-        assert!(q(&mut c, sql).0.is_empty(), "{sql}");
-    }
+    run_ok(&mut c, &["SET tenant_id = '2002'", "SAVEPOINT a"]);
     c.execute_portal("p").sync();
     assert_eq!(error_codes(&c.run(1)), ["0A000"]);
     assert_eq!(
@@ -3823,13 +3824,14 @@ fn a_rollback_to_run_from_a_portal_is_known_by_its_portal() {
     );
     // A ROLLBACK beside a ROLLBACK TO that is only bound: the placement ends.
     let mut c = f.raw("app", &[]);
-    for sql in [
-        "BEGIN",
-        "SELECT name FROM accounts WHERE tenant_id = 'bravo'",
-        "SAVEPOINT a",
-    ] {
-        assert!(q(&mut c, sql).0.is_empty(), "{sql}");
-    }
+    run_ok(
+        &mut c,
+        &[
+            "BEGIN",
+            "SELECT name FROM accounts WHERE tenant_id = 'bravo'",
+            "SAVEPOINT a",
+        ],
+    );
     let m = c
         .parse("rt", "ROLLBACK TO SAVEPOINT a")
         .bind_portal("p", "rt")
@@ -3855,9 +3857,7 @@ fn a_copy_run_behind_a_commit_through_an_execute_completes() {
     let f = Fixture::start();
     for (i, flush) in [false, true].into_iter().enumerate() {
         let mut c = f.raw("app", &[("tenant_id", "bravo")]);
-        for sql in ["BEGIN", "SELECT name FROM accounts"] {
-            assert!(q(&mut c, sql).0.is_empty(), "{sql}");
-        }
+        run_ok(&mut c, &["BEGIN", "SELECT name FROM accounts"]);
         c.parse("", "COMMIT").bind("", &[]).execute();
         if flush {
             // In one batch with the COPY, a Flush between.
