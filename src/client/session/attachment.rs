@@ -5,6 +5,7 @@
 //! statements, transaction) goes through a [`ScanCtx`] of the core's parts.
 
 use super::counters::Counters;
+use super::frames::execute_portal;
 use super::settings::Settings;
 use super::state::{Txn, TxnEvent};
 use super::statements::Statements;
@@ -389,12 +390,9 @@ impl Attachment {
                     }
                 }
                 tag::frontend::EXECUTE => {
-                    if let Some(p) = frame.get(5..).and_then(|b| b.split(|&c| c == 0).next()) {
-                        if !bound_here.contains(&p)
-                            && self.rollback_to_portals.iter().any(|r| **r == *p)
-                        {
-                            return true;
-                        }
+                    let p = execute_portal(&frame[5..]);
+                    if !bound_here.contains(&p) && self.is_rollback_to_portal(p) {
+                        return true;
                     }
                 }
                 _ => {}
@@ -403,19 +401,14 @@ impl Attachment {
         false
     }
 
+    fn is_rollback_to_portal(&self, portal: &[u8]) -> bool {
+        self.rollback_to_portals.iter().any(|p| **p == *portal)
+    }
+
     /// Whether a portal bound to a `ROLLBACK TO` may be run here (a Bind of
     /// one need not be parsed otherwise).
     pub(super) fn has_rollback_to_portals(&self) -> bool {
         !self.rollback_to_portals.is_empty()
-    }
-
-    /// An extended message went: after a Query that ended the batch before,
-    /// it opens a new one.
-    fn next_batch_message(&mut self) {
-        if self.ext.ended_by_query && !self.ext.skipping {
-            // The batch before the Query is over: this one is new.
-            self.ext = Ext::default();
-        }
     }
 
     /// Portal `portal` was bound to a statement that drops every prepared
@@ -531,13 +524,14 @@ impl Attachment {
     /// Send an extended-protocol message that the server answers.
     pub(super) fn send_ext(&mut self, mut e: Entry, frame: Bytes) {
         if e.tag == tag::frontend::EXECUTE && !self.rollback_to_portals.is_empty() {
-            let portal = frame.get(5..).and_then(|b| b.split(|&c| c == 0).next());
-            e.rolls_back_to =
-                portal.is_some_and(|p| self.rollback_to_portals.iter().any(|r| **r == *p));
+            e.rolls_back_to = self.is_rollback_to_portal(execute_portal(&frame[5..]));
         }
         self.expect.push(e);
         self.to_server.push(frame);
-        self.next_batch_message();
+        if self.ext.ended_by_query && !self.ext.skipping {
+            // The batch before the Query is over: this one is new.
+            self.ext = Ext::default();
+        }
         self.ext.open = true;
         self.count_unflushed();
     }
@@ -883,7 +877,8 @@ impl Attachment {
                     // the SET tenant, and its ReadyForQuery follows at once.
                     let head = a.expect.front();
                     let execute = head.is_some_and(|e| e.tag == tag::frontend::EXECUTE);
-                    if !head.is_some_and(|e| e.rolls_back_to) {
+                    let rolls_back_to = head.is_some_and(|e| e.rolls_back_to);
+                    if !rolls_back_to {
                         ctx.tenancy.transaction_outcome(false);
                     }
                     // What placed the transaction ends with a ROLLBACK (or
@@ -891,10 +886,7 @@ impl Attachment {
                     // Execute ran, before the ReadyForQuery a Flush leaves for
                     // later (probe NN: ROLLBACK, Flush, then work naming no
                     // tenant ran on the ended transaction's shard).
-                    if ctx.pool_mode != PoolMode::Session
-                        && execute
-                        && !head.is_some_and(|e| e.rolls_back_to)
-                    {
+                    if ctx.pool_mode != PoolMode::Session && execute && !rolls_back_to {
                         ctx.tenancy.take_pinned();
                     }
                     if let Some(e) = a.replay_error.take() {

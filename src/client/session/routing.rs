@@ -514,42 +514,34 @@ impl Core {
                     .iter()
                     .filter(|(t, _)| *t == tag::frontend::PARSE)
                     .count();
-                // A Bind of a statement prepared earlier runs its text too:
-                // (chains, ends) of the bound statements.
-                let bound = |frame: &Bytes| {
-                    let b = protocol::Bind::parse(&frame[5..])?;
-                    let f = if b.statement.is_empty() {
-                        self.stmts.unnamed().map(|(f, _)| f)
-                    } else {
-                        self.stmts.get(b.statement).map(|d| &d.facts)
-                    }?;
-                    Some((f.chains, f.ends_tx))
-                };
-                // (A statement parsed in this batch: its Parse's facts below;
-                // the session's record of the name is still the one before.)
+                // A Bind of a statement prepared earlier runs its text too;
+                // one parsed in this batch is its Parse's facts, below (the
+                // session's record of the name is still the one before). The
+                // unnamed statement apart: no allocation for the common
+                // Parse/Bind/Execute of it.
                 let (mut bound_chains, mut bound_ends) = (false, false);
-                // (The unnamed statement apart: no allocation for the common
-                // Parse/Bind/Execute of it.)
                 let mut parsed_unnamed = false;
                 let mut parsed: Vec<&[u8]> = Vec::new();
                 for (t, frame) in msgs {
                     match *t {
-                        tag::frontend::PARSE => match protocol::Parse::parse(&frame[5..]) {
-                            Some(p) if p.name.is_empty() => parsed_unnamed = true,
-                            Some(p) => parsed.push(p.name),
+                        tag::frontend::PARSE => match protocol::cstr(&frame[5..]) {
+                            Some((b"", _)) => parsed_unnamed = true,
+                            Some((name, _)) => parsed.push(name),
                             None => {}
                         },
                         tag::frontend::BIND => {
-                            let here = protocol::Bind::parse(&frame[5..]).is_some_and(|b| {
-                                if b.statement.is_empty() {
-                                    parsed_unnamed
-                                } else {
-                                    parsed.contains(&b.statement)
-                                }
-                            });
-                            if let Some((c, e)) = bound(frame).filter(|_| !here) {
-                                bound_chains |= c;
-                                bound_ends |= e;
+                            let Some(b) = protocol::Bind::parse(&frame[5..]) else {
+                                continue;
+                            };
+                            let earlier = if b.statement.is_empty() {
+                                (!parsed_unnamed).then(|| self.stmts.unnamed().map(|(f, _)| f))
+                            } else {
+                                (!parsed.contains(&b.statement))
+                                    .then(|| self.stmts.get(b.statement).map(|d| &d.facts))
+                            };
+                            if let Some(f) = earlier.flatten() {
+                                bound_chains |= f.chains;
+                                bound_ends |= f.ends_tx;
                             }
                         }
                         _ => {}
