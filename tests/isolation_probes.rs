@@ -4330,3 +4330,90 @@ fn a_cast_a_search_path_could_shadow_is_refused() {
     assert!(errs.is_empty(), "{errs:?}");
     assert_cast_reads_bravo(&mut c);
 }
+
+/// A tenant value Postgres reads but the router does not work out is
+/// refused (22023), never skipped (probe QQ: each of these ran on the
+/// session tenant's shard, writing tenant 2002's row on s0, or read only
+/// s0 for a list naming 2002): a number with a fraction, a literal or `$n`
+/// cast to another type, and a list (VALUES rows, IN) whose elements are
+/// read beside one that is not. Parenthesized VALUES and subscripted
+/// columns are read (they were not).
+#[test]
+fn tenant_values_the_router_cannot_read_are_refused_not_skipped() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    // Tenant 1001 (s0) for the session.
+    let mut raw = f.raw("appint", &[("tenant_id", "1001")]);
+    let refused = [
+        "INSERT INTO ledger (tenant_id, note) VALUES (2002::numeric, 'p-unread')",
+        "INSERT INTO ledger (tenant_id, note) VALUES (CAST(2002 AS numeric(8)), 'p-unread')",
+        "INSERT INTO ledger (tenant_id, note) VALUES (2002.0, 'p-unread')",
+        "INSERT INTO ledger (tenant_id, note) VALUES ('2002'::oid, 'p-unread')",
+        "INSERT INTO ledger (tenant_id, note) VALUES (DEFAULT, 'p-unread'), (2002, 'p-unread')",
+        "INSERT INTO ledger (tenant_id, note) VALUES (1000 + 1, 'p-unread'), (2002, 'p-unread')",
+        "INSERT INTO ledger (tenant_id, note) VALUES (NULL, 'p-unread'), (2002, 'p-unread')",
+        "UPDATE ledger SET note = 'p-unread' WHERE tenant_id IN (1000 + 1, 2002)",
+        "UPDATE ledger SET note = 'p-unread' WHERE tenant_id = ANY(ARRAY[abs(1001), 2002])",
+    ];
+    for sql in refused {
+        let (codes, _) = q(&mut raw, sql);
+        bad.check(codes == ["22023"], || format!("{sql}: errors {codes:?}"));
+    }
+    // The same through Parse/Bind/Execute, the cast in the text.
+    let m = raw
+        .parse_typed(
+            "",
+            "INSERT INTO ledger (tenant_id, note) VALUES ($1::numeric, 'p-unread')",
+            &[],
+        )
+        .bind_raw("", &[Some(b"2002")], &[0])
+        .execute()
+        .sync()
+        .run(1);
+    bad.check(error_codes(&m) == ["22023"], || {
+        format!("$1::numeric: errors {:?}", error_codes(&m))
+    });
+    // Read now: another shard's tenant against the session's is 0A000.
+    for sql in [
+        "INSERT INTO ledger (tenant_id, note) (VALUES (2002, 'p-unread'))",
+        "INSERT INTO ledger (tenant_id, note) ((VALUES (1001, 'p-unread'), (2002, 'p-unread')))",
+    ] {
+        let (codes, _) = q(&mut raw, sql);
+        bad.check(codes == ["0A000"], || format!("{sql}: errors {codes:?}"));
+    }
+    let n = f.counts("ledger WHERE note = 'p-unread'");
+    bad.check(n == [0, 0], || {
+        format!("refused statements wrote rows: {n:?}")
+    });
+    // Without a session tenant, parenthesized VALUES and a subscripted
+    // column route to the tenant they name.
+    let mut raw = f.raw("appint", &[]);
+    for sql in [
+        "INSERT INTO ledger (tenant_id, note) (VALUES (2002, 'p-read'))",
+        "INSERT INTO ledger AS l (tenant_id, note) VALUES (2002, 'p-read')",
+    ] {
+        let (codes, _) = q(&mut raw, sql);
+        bad.check(codes.is_empty(), || format!("{sql}: errors {codes:?}"));
+    }
+    for s in 0..2 {
+        f.direct(s, "ALTER TABLE ledger ADD COLUMN tags text[]");
+    }
+    let (codes, _) = q(
+        &mut raw,
+        "INSERT INTO ledger (tags[1], tenant_id, note) VALUES ('x', 2002, 'p-read')",
+    );
+    bad.check(codes.is_empty(), || {
+        format!("subscripted column: errors {codes:?}")
+    });
+    let n = f.counts("ledger WHERE note = 'p-read'");
+    bad.check(n == [0, 3], || format!("rows read as 2002's: {n:?}"));
+    // One computed value alone stays no mention (documented): 42P17 here.
+    let (codes, _) = q(
+        &mut raw,
+        "SELECT note FROM ledger WHERE tenant_id = 2000 + 2",
+    );
+    bad.check(codes == ["42P17"], || {
+        format!("computed alone: errors {codes:?}")
+    });
+    bad.finish("tenant_values_the_router_cannot_read_are_refused_not_skipped");
+}

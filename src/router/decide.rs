@@ -1440,6 +1440,17 @@ fn violation(r: &Routing, v: Violation) -> Refusal {
                 r.key
             ),
         ),
+        Violation::UnreadableTenant => Refusal::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!(
+                "cannot read a {} value as Postgres does: a number with a fraction or exponent, \
+                 a bit string, N'..' or U&'..' literal, a value cast to a type other than int, \
+                 int2, int4, int8, integer, bigint, smallint, text, varchar or uuid, or a list \
+                 (IN, ARRAY, VALUES rows) that mixes plain values with others (DEFAULT, NULL, \
+                 expressions); write each tenant as a plain literal or parameter",
+                r.key
+            ),
+        ),
         Violation::EscapedIdentifier => Refusal::new(
             sqlstate::FEATURE_NOT_SUPPORTED,
             format!(

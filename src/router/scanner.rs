@@ -103,6 +103,17 @@ pub enum TenantToken<'a> {
     /// Double-quoted identifier used as a SET value (`SET tenant_id =
     /// "Acme"`): case preserved, `""` doubled.
     QuotedIdent(&'a [u8]),
+    /// A key value Postgres reads but the router cannot read as it does:
+    /// a number with a fraction or exponent (`42.0`, `4.2e1`), a bit
+    /// string, `N'..'` or `U&'..'` literal, a literal or `$n` cast to a type
+    /// outside [`SAFE_CASTS`] (`42::numeric`, `'acme'::varchar(3)`,
+    /// `$1::oid`), or an element of a list (`IN (..)`, `ARRAY[..]`, the
+    /// key column of VALUES rows) beside elements that are read (`IN (1+0,
+    /// 42)`, `VALUES (DEFAULT, ..), (42, ..)`). Never a key: the unit is
+    /// refused (probe QQ: each was skipped, and the statement ran on the
+    /// session tenant's shard, a tenant-42 row written there, the lock
+    /// and a paused tenant's hold passed).
+    Unreadable,
 }
 
 impl TenantToken<'_> {
@@ -138,7 +149,8 @@ impl TenantToken<'_> {
             TenantToken::Param(_)
             | TenantToken::ParamAs(..)
             | TenantToken::ParamArray(_)
-            | TenantToken::ParamArrayAs(..) => None,
+            | TenantToken::ParamArrayAs(..)
+            | TenantToken::Unreadable => None,
         }
     }
 
@@ -148,6 +160,9 @@ impl TenantToken<'_> {
         let Some(c) = conv else {
             return Some(self);
         };
+        if self == TenantToken::Unreadable {
+            return Some(self);
+        }
         Some(match self {
             TenantToken::Int(b) if c == Conv::Int => TenantToken::Int(b),
             TenantToken::Quoted { raw, escape } => TenantToken::QuotedAs {
@@ -487,10 +502,14 @@ fn read_atom<'a>(sql: &'a [u8], lx: &mut Lexer<'a>, depth: usize) -> Option<Tena
                 return None;
             }
             let ty = lx.next_sig()?;
+            let read = cast_read(sql, &ty, lx)?;
             if lx.next_sig()?.k != K::RParen {
                 return None;
             }
-            v.read_as(cast_conv(sql, &ty, lx)?)?
+            match read {
+                CastRead::As(conv) => v.read_as(conv)?,
+                CastRead::Unknown => TenantToken::Unreadable,
+            }
         }
         K::Str { escape } => TenantToken::Quoted {
             raw: body(sql, &t),
@@ -505,6 +524,9 @@ fn read_atom<'a>(sql: &'a [u8], lx: &mut Lexer<'a>, depth: usize) -> Option<Tena
             TenantToken::Quoted { raw, escape: false }
         }
         K::Param(n) => TenantToken::Param(n),
+        // `42.0`, `4.2e1`, `X'2A'`, `N'acme'`: Postgres makes a tenant of
+        // them that the router does not work out (probe QQ).
+        K::Num | K::Lit => TenantToken::Unreadable,
         _ => return None,
     })
 }
@@ -518,16 +540,93 @@ fn read_casts<'a>(
     while lx.peek_sig().is_some_and(|t| t.k == K::Cast) {
         lx.next_sig();
         let ty = lx.next_sig()?;
+        match cast_read(sql, &ty, lx)? {
+            // An integer read as a uuid, or the reverse: Postgres refuses it.
+            CastRead::As(conv) => tok = tok.read_as(conv)?,
+            CastRead::Unknown => tok = TenantToken::Unreadable,
+        }
         if lx
             .peek_sig()
-            .is_some_and(|t| matches!(t.k, K::LParen | K::LBrack | K::Dot))
+            .is_some_and(|t| matches!(t.k, K::LBrack | K::Dot))
         {
             return None;
         }
-        // An integer read as a uuid, or the reverse: Postgres refuses it.
-        tok = tok.read_as(cast_conv(sql, &ty, lx)?)?;
     }
     Some(tok)
+}
+
+/// What a cast reads a value as.
+enum CastRead {
+    /// As [`cast_conv`] says (`None`: its text).
+    As(Option<Conv>),
+    /// A type outside [`SAFE_CASTS`], or one of them with a modifier that
+    /// may change the value: Postgres makes a value the router does not
+    /// work out ([`TenantToken::Unreadable`]).
+    Unknown,
+}
+
+/// The cast to `ty` at the cursor (past `ty`), and its modifiers, consumed:
+/// `numeric(10, 0)`, `double precision`, `character varying(3)`. `None`
+/// when it cannot be read past (the value is then no mention), or for a
+/// type found by name while the lexer reads none so
+/// ([`Lexer::types_by_name`]).
+fn cast_read(sql: &[u8], ty: &Tok, lx: &mut Lexer<'_>) -> Option<CastRead> {
+    if !is_identlike(ty) {
+        return None;
+    }
+    // The second word of a two-word type name.
+    if lx
+        .peek_sig()
+        .is_some_and(|t| is_any_kw(sql, &t, &[b"PRECISION", b"VARYING"]))
+    {
+        lx.next_sig();
+        return Some(CastRead::Unknown.skip_modifiers(sql, lx)?.0);
+    }
+    let (read, modifier) = match cast_conv(sql, ty, lx) {
+        Some(conv) => CastRead::As(conv),
+        // A type found by name in a walk that reads none.
+        None if is_any_kw(sql, ty, CASTS_BY_NAME) => return None,
+        None => CastRead::Unknown,
+    }
+    .skip_modifiers(sql, lx)?;
+    Some(match (read, modifier) {
+        (read, None) => read,
+        // `varchar(n)` keeps every key whole from 63 characters on (a key
+        // is at most 63 bytes); shorter ones may cut it, as any modifier
+        // of another type may change the value.
+        (CastRead::As(None), Some(n)) if is_kw(sql, ty, b"varchar") && n >= 63 => {
+            CastRead::As(None)
+        }
+        _ => CastRead::Unknown,
+    })
+}
+
+impl CastRead {
+    /// Past a type modifier at the cursor (`(n)`, `(p, s)`): the first
+    /// number of it, if any (`Some(None)` for one that is no number).
+    fn skip_modifiers(self, sql: &[u8], lx: &mut Lexer<'_>) -> Option<(CastRead, Option<u64>)> {
+        if !lx.peek_sig().is_some_and(|t| t.k == K::LParen) {
+            return Some((self, None));
+        }
+        lx.next_sig();
+        let mut first = None;
+        let mut n = 0;
+        loop {
+            let t = lx.next_sig()?;
+            n += 1;
+            match t.k {
+                K::RParen => break,
+                K::Int if n == 1 => {
+                    first = std::str::from_utf8(text(sql, &t))
+                        .ok()
+                        .and_then(|d| d.parse().ok());
+                }
+                K::Int | K::Comma if n <= 4 => {}
+                _ => return None,
+            }
+        }
+        Some((self, Some(first.unwrap_or(0))))
+    }
 }
 
 /// What a cast to `ty` reads a value as: `Some(None)` for its text (`text`,
@@ -571,16 +670,8 @@ fn any_match<'a>(
             let walk =
                 |lx: &mut Lexer<'a>,
                  conv: Option<Conv>,
-                 f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>| loop {
-                    let v = read_value(sql, lx)?.read_as(conv)?;
-                    if let ControlFlow::Break(()) = f(v) {
-                        return Some(ControlFlow::Break(()));
-                    }
-                    match lx.next_sig()?.k {
-                        K::Comma => {}
-                        K::RBrack => return Some(ControlFlow::Continue(())),
-                        _ => return None,
-                    }
+                 f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>| {
+                    list_elements(sql, lx, K::RBrack, conv, f)
                 };
             let _ = walk(lx, None, &mut |_| ControlFlow::Continue(()))?;
             let conv = array_casts(sql, lx)?;
@@ -671,7 +762,8 @@ fn forward_match<'a>(
     ControlFlow::Continue(())
 }
 
-/// `( value {, value} )`; `None` if any element is not a routable value.
+/// `( element {, element} )`: every element read ([`list_elements`]);
+/// `None` if the list cannot be walked.
 fn in_list<'a>(
     sql: &'a [u8],
     lx: &mut Lexer<'a>,
@@ -680,16 +772,79 @@ fn in_list<'a>(
     if lx.next_sig()?.k != K::LParen {
         return None;
     }
+    list_elements(sql, lx, K::RParen, None, f)
+}
+
+/// The elements of a list up to and including `closer` (`)` or `]`), each
+/// read as `conv` reads it: reports every element that is one routable
+/// value, then, when some other element is not ([`skip_element`]: `1+0`,
+/// `f(x)`, `DEFAULT`), [`TenantToken::Unreadable`]: a list that names a
+/// tenant by a value the router reads may name another by one it does not
+/// (probe QQ: `IN (1+0, 42)` ran on tenant 1's shard only). A list with no
+/// element read (a subquery, `IN (f(x))`) reports nothing, as one computed
+/// value does. `None` if the list cannot be walked.
+fn list_elements<'a>(
+    sql: &'a [u8],
+    lx: &mut Lexer<'a>,
+    closer: K,
+    conv: Option<Conv>,
+    f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>,
+) -> Option<ControlFlow<()>> {
+    let (mut read, mut unread) = (0usize, 0usize);
     loop {
-        let v = read_value(sql, lx)?;
-        if let ControlFlow::Break(()) = f(v) {
-            return Some(ControlFlow::Break(()));
+        let mut l2 = *lx;
+        match read_value(sql, &mut l2)
+            .and_then(|v| v.read_as(conv))
+            .filter(|_| {
+                l2.peek_sig()
+                    .is_some_and(|t| t.k == K::Comma || t.k == closer)
+            }) {
+            Some(v) => {
+                *lx = l2;
+                read += 1;
+                if let ControlFlow::Break(()) = f(v) {
+                    return Some(ControlFlow::Break(()));
+                }
+            }
+            None => {
+                skip_element(lx, closer)?;
+                unread += 1;
+            }
         }
-        match lx.next_sig()?.k {
-            K::Comma => {}
-            K::RParen => return Some(ControlFlow::Continue(())),
-            _ => return None,
+        let t = lx.next_sig()?;
+        if t.k == closer {
+            break;
         }
+        if t.k != K::Comma {
+            return None;
+        }
+    }
+    if read > 0 && unread > 0 {
+        return Some(f(TenantToken::Unreadable));
+    }
+    Some(ControlFlow::Continue(()))
+}
+
+/// Past one element of a list: up to the next `,` or `closer` outside
+/// brackets (not consumed). `None` at the end of the text or statement,
+/// or at a bracket that does not match.
+fn skip_element(lx: &mut Lexer<'_>, closer: K) -> Option<()> {
+    let mut depth = 0usize;
+    let mut empty = true;
+    loop {
+        let t = lx.peek_sig()?;
+        match t.k {
+            // An empty element is no list Postgres reads.
+            K::Comma | K::RParen | K::RBrack if depth == 0 => {
+                return (!empty && (t.k == K::Comma || t.k == closer)).then_some(());
+            }
+            K::LParen | K::LBrack => depth += 1,
+            K::RParen | K::RBrack => depth -= 1,
+            K::Semi => return None,
+            _ => {}
+        }
+        lx.next_sig();
+        empty = false;
     }
 }
 
@@ -715,10 +870,14 @@ fn reverse_match<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8]) -> Option<Ten
 }
 
 /// Walks the VALUES rows of `INSERT INTO t (cols) VALUES (...), ...` and
-/// calls `f` with the value at column `idx` of every row. Returns the end
-/// position, or `None` if any row's value is not a plain literal/parameter
-/// (then the whole INSERT names no tenant: reporting only some rows would
-/// let a second tenant's row ride along unnoticed).
+/// calls `f` with the value at column `idx` of every row, then, when some
+/// row's value there is not one routable value (`DEFAULT`, `1+0`, `f(x)`)
+/// beside rows whose value is, with [`TenantToken::Unreadable`] (probe QQ:
+/// `VALUES (DEFAULT, ..), (42, ..)` wrote tenant 42's row on the session
+/// tenant's shard; see [`list_elements`]). `opens`: parentheses around the
+/// VALUES list (`INSERT .. (VALUES (..))`), closed after its last row.
+/// Returns the end position, or `None` if the rows cannot be walked or are
+/// not the rows inserted.
 ///
 /// `reached` is how far the walk went, however it ended: a walk that fails
 /// never walks that text again for a later `INSERT` inside it (probe EE:
@@ -728,10 +887,11 @@ fn reverse_match<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8]) -> Option<Ten
 fn insert_rows<'a>(
     sql: &'a [u8],
     mut lx: Lexer<'a>,
-    idx: usize,
+    (idx, opens): (usize, usize),
     reached: &mut usize,
     f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>,
 ) -> Option<ControlFlow<(), usize>> {
+    let (mut read, mut unread) = (0usize, 0usize);
     loop {
         if lx.next_sig()?.k != K::LParen {
             return None;
@@ -743,15 +903,13 @@ fn insert_rows<'a>(
         loop {
             if at_elem_start && depth == 0 && col == idx {
                 let mut l2 = lx;
-                let v = read_value(sql, &mut l2)?;
-                if !l2
-                    .peek_sig()
-                    .is_some_and(|t| matches!(t.k, K::Comma | K::RParen))
-                {
-                    return None;
+                if let Some(v) = read_value(sql, &mut l2).filter(|_| {
+                    l2.peek_sig()
+                        .is_some_and(|t| matches!(t.k, K::Comma | K::RParen))
+                }) {
+                    found = Some(v);
+                    lx = l2;
                 }
-                found = Some(v);
-                lx = l2;
             }
             at_elem_start = false;
             let Some(t) = lx.next_sig() else {
@@ -772,12 +930,27 @@ fn insert_rows<'a>(
                 _ => {}
             }
         }
-        if let ControlFlow::Break(()) = f(found?) {
-            return Some(ControlFlow::Break(()));
+        // A row without the key's column is no row Postgres inserts.
+        if col < idx {
+            return None;
+        }
+        match found {
+            Some(v) => {
+                read += 1;
+                if let ControlFlow::Break(()) = f(v) {
+                    return Some(ControlFlow::Break(()));
+                }
+            }
+            None => unread += 1,
         }
         if lx.peek_sig().is_some_and(|t| t.k == K::Comma) {
             lx.next_sig();
-        } else if rows_end(sql, lx.peek_sig()) {
+        } else if closes(&mut lx, opens) && rows_end(sql, lx.peek_sig()) {
+            if read > 0 && unread > 0 {
+                if let ControlFlow::Break(()) = f(TenantToken::Unreadable) {
+                    return Some(ControlFlow::Break(()));
+                }
+            }
             return Some(ControlFlow::Continue(lx.pos));
         } else {
             // `VALUES (..) UNION ALL VALUES (..)`, `.. ORDER BY .. LIMIT 1`:
@@ -786,6 +959,11 @@ fn insert_rows<'a>(
             return None;
         }
     }
+}
+
+/// Past `n` closing parentheses at the cursor; false if they are not there.
+fn closes(lx: &mut Lexer<'_>, n: usize) -> bool {
+    (0..n).all(|_| lx.next_sig().is_some_and(|t| t.k == K::RParen))
 }
 
 /// What may follow the last row of a VALUES list whose rows are the rows
@@ -802,9 +980,17 @@ fn rows_end(sql: &[u8], next: Option<Tok>) -> bool {
     }
 }
 
-/// After `INSERT`: `INTO name [AS alias] (cols) [OVERRIDING x VALUE] VALUES`.
-/// Returns (index of the key column, cursor before the first row).
-fn insert_header<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8]) -> Option<(usize, Lexer<'a>)> {
+/// After `INSERT`: `INTO name [AS alias] (cols) [OVERRIDING x VALUE] VALUES`,
+/// the VALUES list in parentheses or not (`(VALUES (..))`; probe QQ: not
+/// read). A column may be subscripted or a field (`tags[1]`, `p.a`; probe
+/// QQ: the whole list was not read). Returns (index of the key column,
+/// parentheses around the VALUES list), and the cursor before the first
+/// row.
+fn insert_header<'a>(
+    sql: &'a [u8],
+    mut lx: Lexer<'a>,
+    key: &[u8],
+) -> Option<((usize, usize), Lexer<'a>)> {
     if !is_kw(sql, &lx.next_sig()?, b"INTO") {
         return None;
     }
@@ -837,11 +1023,27 @@ fn insert_header<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8]) -> Option<(us
         if !is_identlike(&c) {
             return None;
         }
-        if idx.is_none() && ident_eq(sql, &c, key) {
+        let mut sep = lx.next_sig()?;
+        // The key itself only when whole: `tenant_id[1]` or `tenant_id.x`
+        // is a part of it.
+        if idx.is_none() && ident_eq(sql, &c, key) && matches!(sep.k, K::Comma | K::RParen) {
             idx = Some(n);
         }
+        // Subscripts and fields of the column (`tags[1]`, `p.a`, `a[1].b`).
+        while matches!(sep.k, K::LBrack | K::Dot) {
+            if sep.k == K::Dot {
+                if !is_identlike(&lx.next_sig()?) {
+                    return None;
+                }
+            } else {
+                skip_element(&mut lx, K::RBrack)?;
+                if lx.next_sig()?.k != K::RBrack {
+                    return None;
+                }
+            }
+            sep = lx.next_sig()?;
+        }
         n += 1;
-        let sep = lx.next_sig()?;
         match sep.k {
             K::Comma => {}
             K::RParen => break,
@@ -857,10 +1059,15 @@ fn insert_header<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8]) -> Option<(us
         }
         t = lx.next_sig()?;
     }
+    let mut opens = 0;
+    while t.k == K::LParen && opens < MAX_PARENS {
+        opens += 1;
+        t = lx.next_sig()?;
+    }
     if !is_kw(sql, &t, b"VALUES") {
         return None;
     }
-    Some((idx, lx))
+    Some(((idx, opens), lx))
 }
 
 /// Routing pairs inside one comment body: `key=v`, `key: v`, `key='v'`.
@@ -1040,7 +1247,14 @@ fn drive_inner<'a>(
             }
             // A value that may start `value = key` (reversed comparison),
             // in parentheses too (probe II: `(42) = tenant_id` was not read).
-            K::Int | K::Str { .. } | K::Dollar | K::Param(_) | K::Op | K::LParen
+            K::Int
+            | K::Num
+            | K::Lit
+            | K::Str { .. }
+            | K::Dollar
+            | K::Param(_)
+            | K::Op
+            | K::LParen
                 if (t.k != K::Op || matches!(text(sql, &t), b"-" | b"+")) && pred_ok(sql, p1) =>
             {
                 if let Some(v) = reverse_match(sql, before, key) {
@@ -1093,8 +1307,8 @@ pub fn mentions_strict(sql: &[u8], key: &[u8], std_strings: bool) -> usize {
     let mut lx = Lexer::new(sql, std_strings);
     lx.types_by_name = false;
     let mut n = 0;
-    let _ = drive_inner(lx, sql, key, &mut |_, _| {
-        n += 1;
+    let _ = drive_inner(lx, sql, key, &mut |_, t| {
+        n += usize::from(t != TenantToken::Unreadable);
         ControlFlow::Continue(())
     });
     n
@@ -1260,27 +1474,19 @@ mod tests {
             "SELECT * FROM t WHERE tenant_id = 5 - 1",
             "SELECT * FROM t WHERE tenant_id = 5 * 2",
             "SELECT * FROM t WHERE tenant_id = 'a' || 'b'",
-            "SELECT * FROM t WHERE tenant_id = 'a'\n'b'",
             // Joined across a newline: one literal, 'ab' (probe I).
-            "SELECT * FROM t WHERE tenant_id = 'a'\n  -- c\n'b'",
-            "SELECT * FROM t WHERE tenant_id = E'a'\n'b' AND x = 1",
             // A `character` value: 'b', not 'b ', where it meets text
             // (probe I: routed as 'b ', to another shard).
-            "SELECT * FROM t WHERE tenant_id = N'b '",
-            "SELECT * FROM t WHERE tenant_id = N'acme'",
             "SELECT * FROM t WHERE tenant_id = 5 IS FALSE",
             "SELECT * FROM t WHERE tenant_id = 'x' COLLATE \"C\"",
             "SELECT * FROM t WHERE NOT tenant_id = 5",
             "SELECT * FROM t WHERE x - tenant_id = 5",
-            "SELECT * FROM t WHERE tenant_id IN (1, f(2))",
-            "SELECT * FROM t WHERE tenant_id IN (1, 2 + 1)",
             "SELECT * FROM t WHERE tenant_id IN (1, 2) IS TRUE",
             "SELECT * FROM t WHERE tenant_id NOT IN (1)",
             "SELECT * FROM t WHERE tenant_id = ANY($1) + 1",
             "SELECT * FROM t WHERE tenant_id = ANY($1) IS TRUE",
             "SELECT * FROM t WHERE tenant_id = ANY($1::varchar(2)[])",
             "SELECT * FROM t WHERE tenant_id = ANY($1::float8[])",
-            "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[1, f(2)])",
             "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[ARRAY[1]])",
             "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[1, 2] || ARRAY[3])",
             "SELECT * FROM t WHERE tenant_id = ANY('{1,2}')",
@@ -1288,13 +1494,9 @@ mod tests {
             "SELECT * FROM t WHERE tenant_id <> ALL($1)",
             "SELECT * FROM t WHERE tenant_id = ALL($1)",
             "SELECT * FROM t WHERE NOT tenant_id = ANY($1)",
-            "SELECT * FROM t WHERE tenant_id = 4.2",
-            "SELECT * FROM t WHERE tenant_id = 1e3",
             "SELECT * FROM t WHERE tenant_id = 5abc",
             "SELECT * FROM t WHERE tenant_id = - 5",
             "SELECT * FROM t WHERE tenant_id = other_col",
-            "SELECT * FROM t WHERE tenant_id = 'acme'::varchar(2)",
-            "SELECT * FROM t WHERE tenant_id = 'acme'::char",
             "SELECT * FROM t WHERE tenant_id = 'x",
             "SELECT * FROM t WHERE tenant_id = f(5)",
             "SELECT * FROM t WHERE tenant_id.x = 5",
@@ -1307,7 +1509,6 @@ mod tests {
             "INSERT INTO t (a, tenant_id) VALUES (1, 2 + 3)",
             "INSERT INTO t (a, tenant_id) VALUES (1, DEFAULT)",
             "INSERT INTO t (a, tenant_id) VALUES (1)",
-            "INSERT INTO t (a, tenant_id) VALUES (1, 5), (2, f(x))",
             "INSERT INTO t (a, tenant_id) SELECT 1, 2",
             "INSERT INTO t VALUES (1, 2)",
             "INSERT INTO t (a, b) VALUES (1, 2)",
@@ -1498,6 +1699,158 @@ mod tests {
         assert!(all("SELECT 1").is_empty());
     }
 
+    /// A key value Postgres reads but the router does not work out is
+    /// reported as such, never skipped (probe QQ: each ran on the session
+    /// tenant's shard): numbers with a fraction, bit strings, `N''`, casts
+    /// to other types (modifiers and two-word names included), and a list
+    /// element beside elements that are read. A list with none read, or one
+    /// computed value, stays no mention.
+    #[test]
+    fn values_the_router_cannot_read_are_reported_unreadable() {
+        const U: &str = "<Unreadable>";
+        for (sql, want) in [
+            ("SELECT * FROM t WHERE tenant_id = 42.0", vec![U]),
+            ("SELECT * FROM t WHERE tenant_id = 4.2e1", vec![U]),
+            ("SELECT * FROM t WHERE 42. = tenant_id", vec![U]),
+            ("SELECT * FROM t WHERE tenant_id = X'2A'::int", vec![U]),
+            ("SELECT * FROM t WHERE tenant_id = N'acme'", vec![U]),
+            (
+                "SELECT * FROM t WHERE tenant_id = 'a'
+'b'",
+                vec![U],
+            ),
+            ("SELECT * FROM t WHERE tenant_id = 42::numeric", vec![U]),
+            (
+                "SELECT * FROM t WHERE tenant_id = 42::numeric(10, 0) AND x",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = 42::double precision",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = CAST(42 AS numeric)",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = CAST(42 AS numeric(5))",
+                vec![U],
+            ),
+            ("SELECT * FROM t WHERE tenant_id = ('42'::numeric)", vec![U]),
+            (
+                "SELECT * FROM t WHERE tenant_id = 42::int4::numeric::int8",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = '42'::jsonb::int8",
+                vec![U],
+            ),
+            ("SELECT * FROM t WHERE tenant_id = 42::oid", vec![U]),
+            ("SELECT * FROM t WHERE tenant_id = $1::numeric", vec![U]),
+            ("SELECT * FROM t WHERE tenant_id = CAST($1 AS oid)", vec![U]),
+            ("SELECT * FROM t WHERE tenant_id = 'acme'::name", vec![U]),
+            (
+                "SELECT * FROM t WHERE tenant_id = 'acme'::varchar(3)",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = 'acme'::character varying(3)",
+                vec![U],
+            ),
+            ("SELECT * FROM t WHERE tenant_id = 'acme'::char(3)", vec![U]),
+            ("SELECT * FROM t WHERE tenant_id = 'acme'::char", vec![U]),
+            // A varchar long enough for any key cuts none.
+            (
+                "SELECT * FROM t WHERE tenant_id = 'acme'::varchar(63)",
+                vec!["acme"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = CAST($1 AS varchar(255))",
+                vec!["<Param(1)>"],
+            ),
+            // Lists: the elements read, then the mark.
+            (
+                "SELECT * FROM t WHERE tenant_id IN (1+0, 42)",
+                vec!["42", U],
+            ),
+            ("SELECT * FROM t WHERE tenant_id IN (1, f(2))", vec!["1", U]),
+            (
+                "SELECT * FROM t WHERE tenant_id IN (NULL, 42)",
+                vec!["42", U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id IN ((SELECT 1), 42)",
+                vec!["42", U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[abs(1), 42])",
+                vec!["42", U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[1, f(2)]::int8[])",
+                vec!["1", U],
+            ),
+            (
+                "INSERT INTO t (tenant_id, a) VALUES (DEFAULT, 'a'), (42, 'b')",
+                vec!["42", U],
+            ),
+            (
+                "INSERT INTO t (tenant_id, a) VALUES (42, 'a'), (NULL, 'b')",
+                vec!["42", U],
+            ),
+            (
+                "INSERT INTO t (a, tenant_id) VALUES (1, 5), (2, f(x))",
+                vec!["5", U],
+            ),
+            (
+                "INSERT INTO t (tenant_id, a) VALUES (1+0, 'a'), ($2, 'b')",
+                vec!["<Param(2)>", U],
+            ),
+            // A numeric element is itself unread.
+            (
+                "SELECT * FROM t WHERE tenant_id IN (42.0, 43)",
+                vec![U, "43"],
+            ),
+            // Parenthesized VALUES, subscripted and field columns (probe QQ).
+            (
+                "INSERT INTO t (tenant_id, a) (VALUES (42, 'x'))",
+                vec!["42"],
+            ),
+            (
+                "INSERT INTO t (tenant_id, a) ((VALUES (42, 'x'), (43, 'y')))",
+                vec!["42", "43"],
+            ),
+            (
+                "INSERT INTO t (tags[1], tenant_id, a) VALUES ('x', 42, 1)",
+                vec!["42"],
+            ),
+            ("INSERT INTO t (p.a, tenant_id) VALUES (1, 42)", vec!["42"]),
+            (
+                "INSERT INTO t (p[1].a, tenant_id) VALUES (1, 42) RETURNING *",
+                vec!["42"],
+            ),
+        ] {
+            assert_eq!(all(sql), want, "{sql}");
+        }
+        for sql in [
+            // One computed value, or no element read: no mention.
+            "SELECT * FROM t WHERE tenant_id = 1+0",
+            "SELECT * FROM t WHERE tenant_id = 42::numeric + 1",
+            "SELECT * FROM t WHERE tenant_id IN (SELECT tenant_id FROM u)",
+            "SELECT * FROM t WHERE tenant_id IN (f(1), g(2))",
+            "INSERT INTO t (tenant_id, a) VALUES (DEFAULT, 'a'), (DEFAULT, 'b')",
+            // A part of the key is not the key.
+            "INSERT INTO t (tenant_id[1], a) VALUES (42, 'x')",
+            "INSERT INTO t (tenant_id.x, a) VALUES (42, 'x')",
+            // Parenthesized VALUES combined with others are not the rows.
+            "INSERT INTO t (tenant_id, a) (VALUES (1, 'x')) UNION ALL (VALUES (42, 'y'))",
+            // A cast not read past.
+            "SELECT * FROM t WHERE tenant_id = 42::int[]",
+        ] {
+            assert!(all(sql).is_empty(), "{sql}: {:?}", all(sql));
+        }
+    }
+
     /// Values in parentheses, each level with its casts, and a prefix `+`,
     /// are the values Postgres makes of them (probe CC: PgJDBC's simple
     /// mode binds `('2'::int8)`).
@@ -1554,8 +1907,6 @@ mod tests {
             "SELECT * FROM t WHERE tenant_id = (2",
             "INSERT INTO t (tenant_id, x) VALUES ((1, 2), 'a')",
             "SELECT * FROM t WHERE tenant_id = - 42",
-            "SELECT * FROM t WHERE tenant_id = CAST('ab' AS varchar(1))",
-            "SELECT * FROM t WHERE tenant_id = CAST('ab' AS char)",
             "SELECT * FROM t WHERE tenant_id = CAST(x AS text)",
             "SELECT * FROM t WHERE tenant_id = CAST(CAST(CAST(CAST(CAST(2 AS int) AS int) AS int) AS int) AS int)",
         ] {

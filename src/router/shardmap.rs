@@ -207,12 +207,12 @@ pub fn canonical_key(
     match key_type {
         // An ambiguous `auto` key (a text key is always spelled canonically).
         KeyType::Text | KeyType::Auto => Err(format!(
-            "tenant key {key:?} is not a canonical integer; refusing to guess its type"
+            "tenant key '{key}' is not a canonical integer; refusing to guess its type"
         )),
         KeyType::Bigint => key
             .parse_pg_int8()
             .map(|v| Cow::Owned(v.to_string()))
-            .ok_or_else(|| format!("tenant key {key:?} is not a bigint")),
+            .ok_or_else(|| format!("tenant key '{key}' is not a bigint")),
         KeyType::Uuid => {
             let b = parse_uuid(key.as_bytes())
                 .ok_or_else(|| format!("tenant key {key:?} is not a uuid"))?;
@@ -523,7 +523,7 @@ impl ShardMap {
             KeyType::Auto => {
                 if key.is_ambiguous_integer() {
                     return Err(format!(
-                        "tenant key {key:?} is not a canonical integer; refusing to guess its type"
+                        "tenant key '{key}' is not a canonical integer; refusing to guess its type"
                     ));
                 }
                 Ok(key.as_i64())
@@ -531,7 +531,7 @@ impl ShardMap {
             KeyType::Bigint => key
                 .parse_pg_int8()
                 .map(Some)
-                .ok_or_else(|| format!("tenant key {key:?} is not a bigint")),
+                .ok_or_else(|| format!("tenant key '{key}' is not a bigint")),
             KeyType::Text | KeyType::Uuid => Ok(None),
         }
     }

@@ -283,6 +283,10 @@ pub enum Violation {
     TenantSetInMulti,
     /// A tenant value that is not a valid key (empty, too long, bad encoding).
     InvalidTenant,
+    /// A key value Postgres reads that the router cannot read as it does
+    /// ([`TenantToken::Unreadable`]: `42.0`, `42::numeric`, `$1::oid`, one
+    /// element of a list beside others that are read).
+    UnreadableTenant,
     /// More than [`MAX_MENTIONS`] tenant mentions.
     TooManyMentions,
     /// A Unicode-escaped identifier (`U&"..."`) in a routed text: it may
@@ -541,8 +545,10 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
         let mut uses: Vec<u16> = Vec::new();
         let mut seen = 0usize;
         scanner::mentions(stmt, key, std_strings, |source, t| {
-            seen += 1;
+            // (Not counted: the same in the walk of `mentions_strict`.)
+            seen += usize::from(t != TenantToken::Unreadable);
             match t {
+                TenantToken::Unreadable => out.violate(Violation::UnreadableTenant),
                 TenantToken::Param(n) => {
                     uses.push(n);
                     out.params.push(n);
@@ -2293,10 +2299,12 @@ mod tests {
         let f = facts("SELECT * FROM t WHERE tenant_id IN (1, '2', $3) AND x = 1");
         assert_eq!(keys(&f), vec!["1", "2"]);
         assert_eq!(f.params, vec![3]);
-        // Not a plain list: no mention from it at all.
-        assert!(facts("SELECT * FROM t WHERE tenant_id IN (1, f(2))")
-            .mentions
-            .is_empty());
+        // A list with an element not read: the unit is refused (probe QQ).
+        let f = facts("SELECT * FROM t WHERE tenant_id IN (1, f(2))");
+        assert_eq!(f.violation, Some(Violation::UnreadableTenant));
+        let f = facts("INSERT INTO t (tenant_id, a) VALUES ($1::numeric, 'x')");
+        assert_eq!(f.violation, Some(Violation::UnreadableTenant));
+        assert!(f.params.is_empty());
         let f =
             facts("/* tenant_id=9 */ SELECT 1 WHERE tenant_id = 1; SELECT 2 WHERE 3 = tenant_id");
         assert_eq!(keys(&f), vec!["9", "1", "3"]);
