@@ -240,7 +240,8 @@ impl Console {
                 continue;
             }
             tokio::select! {
-                _ = self.handle.kill.notified() => {}
+                // A kill (looked at above) or a spurious wake.
+                _ = self.handle.wake.notified() => {}
                 _ = &mut shutdown => {}
                 r = stream.read_buf(&mut buf) => match r {
                     Ok(0) => return Ok(()),
@@ -629,7 +630,9 @@ impl Console {
             }
             tokio::select! {
                 _ = &mut done => {}
-                _ = self.handle.kill.notified() => return Err(err(sqlstate::ADMIN_SHUTDOWN, "killed")),
+                () = crate::app::until_raised(&self.handle.wake, &self.handle.killed) => {
+                    return Err(err(sqlstate::ADMIN_SHUTDOWN, "killed"))
+                }
             }
         }
         for p in &pools {
@@ -933,7 +936,7 @@ mod tests {
             user: "stats".into(),
             database: "pgbouncer".into(),
             addr: None,
-            kill: tokio::sync::Notify::new(),
+            wake: tokio::sync::Notify::new(),
             killed: AtomicBool::new(false),
             settings_taken: AtomicBool::new(false),
             connected_us: crate::app::clients::now_us(),
@@ -941,11 +944,9 @@ mod tests {
             partial: std::sync::atomic::AtomicUsize::new(0),
             out_of_memory: AtomicBool::new(false),
             cancel: std::sync::atomic::AtomicU8::new(0),
-            cancel_wake: tokio::sync::Notify::new(),
             cancel_signals: Default::default(),
             answered: std::sync::atomic::AtomicU64::new(0),
             cancels_in_flight: std::sync::atomic::AtomicU64::new(0),
-            retries_settled: tokio::sync::Notify::new(),
             dorm: None,
             dormant: AtomicBool::new(false),
         });

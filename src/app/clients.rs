@@ -72,6 +72,13 @@ impl AttachedServer {
     }
 }
 
+/// Signalled whenever a client's cancel in flight has been sent (or stayed
+/// home), and when a session has looked at an [`cancel::UNREAD`] cancel.
+/// One for all clients: its waiters (cancel paths only) check their own
+/// client's state after each signal, so another client's is a spurious
+/// wake, and every client is 32 bytes smaller (the idle bench).
+static RETRIES_SETTLED: Notify = Notify::const_new();
+
 /// What the registry knows about a connected client (console and cancel).
 pub struct ClientHandle {
     /// Process-unique id (also the BackendKeyData pid we hand out).
@@ -86,9 +93,12 @@ pub struct ClientHandle {
     pub database: Arc<str>,
     /// Peer address.
     pub addr: Option<ShownAddr>,
-    /// Set by KILL / KILL_CLIENT / shutdown: the session ends at the next opportunity.
-    pub kill: Notify,
-    /// Whether `kill` was fired (checked when the notify raced).
+    /// Wakes the session's waits: KILL (raises `killed` first) and a cancel
+    /// for it (raises `cancel_signals` first). One `Notify` for both: each
+    /// waiter checks its own flag after a signal, so the other's is a
+    /// spurious wake, and every client is 32 bytes smaller (the idle bench).
+    pub wake: Notify,
+    /// Set by KILL / KILL_CLIENT / shutdown before [`Self::wake`]: the session ends at the next opportunity.
     pub killed: AtomicBool,
     /// A server ran the client's settings at least once: a later failure to
     /// apply them is that server's state (`temp_buffers` after temporary
@@ -106,9 +116,7 @@ pub struct ClientHandle {
     pub out_of_memory: AtomicBool,
     /// Where a CancelRequest for this client goes: one of [`cancel`]'s states.
     pub cancel: AtomicU8,
-    /// Wakes the session when a cancel arrives for work no server has yet.
-    pub cancel_wake: Notify,
-    /// How many times `cancel_wake` was signalled (raised before it is): the
+    /// How many times [`Self::wake`] was signalled for a cancel (raised before it is): the
     /// session's event loop takes a change as the signal, and polls the
     /// `Notify` only to be woken.
     pub cancel_signals: AtomicU32,
@@ -119,9 +127,6 @@ pub struct ClientHandle {
     /// ([`ClientHandle::send_counted`]): retries in the low 32 bits
     /// ([`cancel::RETRY`]), first tries in the high 32 ([`cancel::FIRST`]).
     pub cancels_in_flight: AtomicU64,
-    /// Signalled whenever a cancel in flight has been sent (or stayed home),
-    /// and when the session has looked at an [`cancel::UNREAD`] cancel.
-    pub retries_settled: Notify,
     /// The dormitory of the client's worker (`None` where there is none): an
     /// idle client may sleep there without a task ([`crate::net::dormant`]).
     pub dorm: Option<Arc<crate::net::dormant::Bell>>,
@@ -255,7 +260,7 @@ impl ClientHandle {
             crate::server::send_cancel(key).await;
         }
         self.cancels_in_flight.fetch_sub(unit, Ordering::SeqCst);
-        self.retries_settled.notify_waiters();
+        RETRIES_SETTLED.notify_waiters();
         go
     }
 
@@ -304,11 +309,11 @@ impl ClientHandle {
     }
 
     /// Wait until `done` holds, checked again at each signal of
-    /// [`Self::retries_settled`] (registered before each check, so none is
+    /// [`RETRIES_SETTLED`] (registered before each check, so none is
     /// missed).
     async fn until_settled(&self, done: impl Fn(&Self) -> bool) {
         loop {
-            let settled = self.retries_settled.notified();
+            let settled = RETRIES_SETTLED.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
             if done(self) {
@@ -329,8 +334,8 @@ impl ClientHandle {
     /// Wake the session: the waiter in its event loop and the one of a checkout.
     fn wake_for_cancel(&self) {
         self.cancel_signals.fetch_add(1, Ordering::SeqCst);
-        self.cancel_wake.notify_waiters();
-        self.cancel_wake.notify_one();
+        self.wake.notify_waiters();
+        self.wake.notify_one();
         self.rouse();
     }
 
@@ -355,7 +360,7 @@ impl ClientHandle {
     /// The session acted on a cancel (or gave up on it): back to [`cancel::IDLE`].
     pub fn cancel_done(&self) {
         if self.cancel.swap(cancel::IDLE, Ordering::AcqRel) == cancel::UNREAD {
-            self.retries_settled.notify_waiters();
+            RETRIES_SETTLED.notify_waiters();
         }
     }
 
@@ -363,7 +368,7 @@ impl ClientHandle {
     /// (and cancelled it, or found none): back to [`cancel::IDLE`].
     pub fn unread_done(&self) {
         if self.cancel_step(cancel::UNREAD, cancel::IDLE) {
-            self.retries_settled.notify_waiters();
+            RETRIES_SETTLED.notify_waiters();
         }
     }
 
@@ -381,7 +386,7 @@ impl ClientHandle {
     /// Wait until a cancel arrives for work that waits for a server.
     pub async fn cancelled(&self) {
         loop {
-            let n = self.cancel_wake.notified();
+            let n = self.wake.notified();
             if self.cancel.load(Ordering::Acquire) == cancel::CANCELED {
                 return;
             }
@@ -394,8 +399,8 @@ impl ClientHandle {
     /// Ask the client's session to end.
     pub fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
-        self.kill.notify_waiters();
-        self.kill.notify_one();
+        self.wake.notify_waiters();
+        self.wake.notify_one();
         self.rouse();
     }
 

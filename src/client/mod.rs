@@ -367,7 +367,7 @@ async fn login<'a>(
         user: app.clients.name(&user),
         database: app.clients.name(&database),
         addr: peer.map(Into::into),
-        kill: Notify::new(),
+        wake: Notify::new(),
         killed: AtomicBool::new(false),
         settings_taken: AtomicBool::new(false),
         connected_us: crate::app::clients::now_us(),
@@ -378,11 +378,9 @@ async fn login<'a>(
         partial: std::sync::atomic::AtomicUsize::new(0),
         out_of_memory: AtomicBool::new(false),
         cancel: std::sync::atomic::AtomicU8::new(crate::app::clients::cancel::IDLE),
-        cancel_wake: Notify::new(),
         cancel_signals: Default::default(),
         answered: std::sync::atomic::AtomicU64::new(0),
         cancels_in_flight: std::sync::atomic::AtomicU64::new(0),
-        retries_settled: Notify::new(),
         dorm: crate::net::dormant::here(),
         dormant: AtomicBool::new(false),
     });
@@ -403,7 +401,6 @@ async fn login<'a>(
     let session = Box::new(session::Session::new(
         app.clone(),
         db,
-        handle.user.clone(),
         stored,
         login,
         handle,

@@ -90,9 +90,9 @@ impl<'a, 'n> Wakes<'a, 'n> {
     pub(super) async fn register(&mut self) {
         let (app, handle) = (self.app, self.handle);
         std::future::poll_fn(|cx| {
-            wait_on(&mut self.kill, cx, || handle.kill.notified());
+            wait_on(&mut self.kill, cx, || handle.wake.notified());
             wait_on(&mut self.shutdown, cx, || app.shutdown.notified());
-            wait_on(&mut self.cancel, cx, || handle.cancel_wake.notified());
+            wait_on(&mut self.cancel, cx, || handle.wake.notified());
             Poll::Ready(())
         })
         .await
@@ -145,7 +145,7 @@ impl<'a, 'n> Wakes<'a, 'n> {
     /// in between fires it.
     pub(super) async fn rearm_cancel(&mut self) {
         self.cancels_seen = self.handle.cancel_signals.load(Ordering::SeqCst);
-        self.cancel.set(self.handle.cancel_wake.notified());
+        self.cancel.set(self.handle.wake.notified());
         self.register().await;
     }
 }
