@@ -4417,3 +4417,49 @@ fn tenant_values_the_router_cannot_read_are_refused_not_skipped() {
     });
     bad.finish("tenant_values_the_router_cannot_read_are_refused_not_skipped");
 }
+
+/// Work a client pipelined and left before its answers runs as Postgres
+/// runs it: a transaction it committed is committed, one it rolled back is
+/// not. The pooler cancels a departed client's work only when one unit is
+/// in flight: behind it, a cancel that failed a `BEGIN` left the Queries
+/// after it to commit one by one (probe RR: `BEGIN; INSERT ..; ROLLBACK`
+/// sent as three Queries, the client gone, had its INSERT committed). Here
+/// the cancel would land on the INSERT and roll back what the client
+/// committed.
+#[test]
+fn a_transaction_pipelined_by_a_client_that_left_runs_as_sent() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    for (end, want) in [("COMMIT", 1), ("ROLLBACK", 0)] {
+        let note = format!("p-left-{end}");
+        let mut c = f.raw("appint", &[]);
+        c.query("BEGIN")
+            .query(&format!(
+                "/* tenant_id=2002 */ INSERT INTO ledger (tenant_id, note) SELECT 2002, '{note}' FROM pg_sleep(0.5)"
+            ))
+            .query(end)
+            .send();
+        // Gone once its INSERT runs on s1.
+        let running = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+             AND query LIKE '%{note}%' AND pid <> pg_backend_pid()"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while f.direct(1, &running) != "1" {
+            assert!(std::time::Instant::now() < deadline, "{end}: never ran");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        drop(c);
+        // Until the backend is done with it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while f.direct(1, &running) != "0" {
+            assert!(std::time::Instant::now() < deadline, "{end}: still running");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let n = f.counts(&format!("ledger WHERE note = '{note}'"));
+        bad.check(n == [0, want], || {
+            format!("{end}: rows {n:?}, want [0, {want}]")
+        });
+    }
+    bad.finish("a_transaction_pipelined_by_a_client_that_left_runs_as_sent");
+}

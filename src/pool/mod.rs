@@ -1043,10 +1043,12 @@ impl Pool {
     /// runs on and commits, and a `PAUSE TENANT` must not count the tenant
     /// drained before (probe X: a MOVE went ahead while it ran, and its row
     /// landed on the old shard).
-    pub fn discard_busy(&self, c: Checkout, hold: Box<dyn Send>) {
+    pub fn discard_busy(&self, c: Checkout, hold: Box<dyn Send>, cancel: bool) {
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
         let target = self.target.load_full();
-        self.close_with(c.conn, [false; 2], move |conn| end_busy(conn, target, hold));
+        self.close_with(c.conn, [false; 2], move |conn| {
+            end_busy(conn, target, hold, cancel)
+        });
         self.release(c.permit, c.from_reserve, c.tenant);
     }
 
@@ -1195,8 +1197,14 @@ impl Pool {
 /// it is gone (probes Z and BB: after a bounded wait, or a refused
 /// connection, or the exit, it committed on the old shard after PAUSE and
 /// MOVE). `hold` goes last.
-async fn end_busy(mut conn: ServerConn, target: Arc<Target>, hold: Box<dyn Send>) {
-    crate::server::send_cancel(*conn.cancel).await;
+async fn end_busy(mut conn: ServerConn, target: Arc<Target>, hold: Box<dyn Send>, cancel: bool) {
+    // Without the cancel (work pipelined behind the running unit), the
+    // backend runs what it was sent and then reads the Terminate, which
+    // rolls back what is open, as Postgres does for a client that left;
+    // past the wait, it is ended whole.
+    if cancel {
+        crate::server::send_cancel(*conn.cancel).await;
+    }
     let closed = tokio::select! {
         closed = conn.terminate_within(BUSY_CLOSE_WAIT) => closed,
         () = shutdown_closing() => false,

@@ -1944,6 +1944,7 @@ impl Session {
         if self.handle.detach_server() {
             self.handle.cancels_done().await;
         }
+        let cancel = self.core.cancel_stops_cleanly();
         let (clean, effects) = match self.core.detach() {
             Some((st, clean, effects)) => {
                 co.conn.restore_state(st);
@@ -2007,7 +2008,7 @@ impl Session {
             pool.discard(co);
         } else {
             // Its tenants stay held until the backend is done.
-            pool.discard_busy(co, Box::new(self.core.take_tickets()));
+            pool.discard_busy(co, Box::new(self.core.take_tickets()), cancel);
         }
         self.app.transaction_finished();
     }
