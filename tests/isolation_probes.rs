@@ -4463,3 +4463,129 @@ fn a_transaction_pipelined_by_a_client_that_left_runs_as_sent() {
     }
     bad.finish("a_transaction_pipelined_by_a_client_that_left_runs_as_sent");
 }
+
+/// Transaction control pipelined behind a tenant's autocommit statement is
+/// judged once that statement is answered, as if sent then (probe RR: the
+/// BEGIN went to that statement's server, and the transaction counted as
+/// placed by its tenant: tenant-free work ran on bravo's shard, and
+/// another shard's tenant got 0A000).
+#[test]
+fn a_begin_pipelined_behind_a_tenants_statement_is_not_placed_by_it() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let mut c = f.raw("app", &[]);
+    let m = c
+        .query("/* tenant_id=bravo */ SELECT name FROM shard_marker")
+        .query("BEGIN")
+        .query("SELECT name FROM shard_marker")
+        .query("ROLLBACK")
+        .run(4);
+    bad.check(error_codes(&m) == ["42P17"], || {
+        format!(
+            "tenant-free work in the new transaction: {:?} {:?}",
+            error_codes(&m),
+            first_column(&m)
+        )
+    });
+    for third in [
+        "/* tenant_id=alpha */ SELECT name FROM shard_marker",
+        "SET LOCAL tenant_id = alpha",
+    ] {
+        let m = c
+            .query("/* tenant_id=bravo */ SELECT name FROM shard_marker")
+            .query("BEGIN")
+            .query(third)
+            .query("SELECT name FROM shard_marker")
+            .query("COMMIT")
+            .run(5);
+        let rows = first_column(&m);
+        bad.check(
+            error_codes(&m).is_empty() && rows.last().map(String::as_str) == Some("s0"),
+            || format!("{third}: {:?} {rows:?}", error_codes(&m)),
+        );
+    }
+    // The same through Parse/Bind/Execute.
+    run_ok(&mut c, &["SELECT 1 /* tenant_id=bravo */"]);
+    c.parse("s_begin", "BEGIN").sync().run(1);
+    let m = c
+        .query("/* tenant_id=bravo */ SELECT name FROM shard_marker")
+        .bind("s_begin", &[])
+        .execute()
+        .sync()
+        .query("/* tenant_id=alpha */ SELECT name FROM shard_marker")
+        .query("COMMIT")
+        .run(4);
+    bad.check(
+        error_codes(&m).is_empty() && first_column(&m) == ["s1", "s0"],
+        || {
+            format!(
+                "extended BEGIN: {:?} {:?}",
+                error_codes(&m),
+                first_column(&m)
+            )
+        },
+    );
+    bad.finish("a_begin_pipelined_behind_a_tenants_statement_is_not_placed_by_it");
+}
+
+/// PgJDBC closes the statements it no longer needs ahead of its next batch;
+/// with `prepareThreshold=-1` and autocommit off that batch is a BEGIN's
+/// Bind and Execute, or those and a `SET LOCAL tenant_id`'s Parse and
+/// Describe. The Closes change nothing: the BEGIN is held (probe RR: the
+/// transaction took the first shard, and the SET batch was refused).
+#[test]
+fn closes_ahead_of_a_begin_batch_do_not_stop_it_being_held() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let mut c = f.raw("app", &[]);
+    c.parse("s_begin", "BEGIN")
+        .parse("s_gc1", "SELECT 1")
+        .parse("s_gc2", "SELECT 2")
+        .sync()
+        .run(1);
+    // Close, BEGIN; then bravo's statement.
+    let m = c
+        .close_stmt("s_gc1")
+        .bind("s_begin", &[])
+        .execute()
+        .sync()
+        .query("/* tenant_id=bravo */ SELECT name FROM shard_marker")
+        .query("COMMIT")
+        .run(3);
+    bad.check(
+        error_codes(&m).is_empty() && first_column(&m) == ["s1"],
+        || {
+            format!(
+                "close + BEGIN: {:?} {:?}",
+                error_codes(&m),
+                first_column(&m)
+            )
+        },
+    );
+    // Close, BEGIN, the SET LOCAL's Parse and Describe; its Bind and
+    // Execute next; then tenant-free work in the transaction.
+    let m = c
+        .close_stmt("s_gc2")
+        .bind("s_begin", &[])
+        .execute()
+        .parse("s_set", "SET LOCAL tenant_id = bravo")
+        .describe_stmt("s_set")
+        .sync()
+        .bind("s_set", &[])
+        .execute()
+        .sync()
+        .query("SELECT name FROM shard_marker")
+        .query("COMMIT")
+        .run(4);
+    bad.check(
+        error_codes(&m).is_empty() && first_column(&m) == ["s1"],
+        || {
+            format!(
+                "close + BEGIN + SET LOCAL: {:?} {:?}",
+                error_codes(&m),
+                first_column(&m)
+            )
+        },
+    );
+    bad.finish("closes_ahead_of_a_begin_batch_do_not_stop_it_being_held");
+}

@@ -422,6 +422,15 @@ fn query(
     if f.rollback_to && rollback_to_unknown(s) {
         return Err(rollback_to_after_set(r));
     }
+    if f.tx_control && matches!(s.tx, Tx::Unsettled(_)) {
+        // Pipelined behind work still in flight outside a transaction:
+        // judged once it is answered, as if sent then (probe RR: a BEGIN
+        // right behind a tenant's autocommit statement went to that
+        // statement's server, and the transaction it opened counted as
+        // placed by that tenant: tenant-free work in it ran there, and
+        // another shard's tenant got 0A000).
+        return Ok(Decision::Wait);
+    }
     // (A session-mode server is the session's before and after the COMMIT:
     // the work after it stays there, judged against that shard like the rest.)
     if f.work_after_end && !s.owns_server && (s.tx != Tx::Idle || tenant_ends_with_tx(s.tenants)) {
@@ -634,6 +643,10 @@ fn batch<'a, V: ParamValues>(
             }
             // Its portal described first (pgbench -M extended, psycopg 3).
             (Some(false), Item::DescribePortal(p)) if begin_portal == Some(*p) => Some(false),
+            // Statements or portals closed first: PgJDBC closes the ones it
+            // no longer needs ahead of its next batch (probe RR: the BEGIN
+            // was not held, and the transaction took the first shard).
+            (Some(false), Item::Close) => Some(false),
             (Some(false), Item::Execute(p)) if begin_portal == Some(*p) => Some(true),
             (Some(true), _) => Some(true),
             _ => None,
@@ -768,6 +781,11 @@ fn batch<'a, V: ParamValues>(
                     .is_some_and(|p| p.1);
             }
         }
+    }
+    if (tx_control || begin_msgs > 0) && matches!(s.tx, Tx::Unsettled(_)) {
+        // As for a Query: transaction control pipelined behind work in
+        // flight outside a transaction is judged once that is answered.
+        return Ok(Decision::Wait);
     }
     if set_msgs > 0 && begin_msgs > 0 {
         // Only BEGIN, run once, then the SET, run once, outside a transaction.
