@@ -4589,3 +4589,25 @@ fn closes_ahead_of_a_begin_batch_do_not_stop_it_being_held() {
     );
     bad.finish("closes_ahead_of_a_begin_batch_do_not_stop_it_being_held");
 }
+
+/// A `statement_timeout` the last client left may fire before the settings
+/// Query that brings the next client's settings has lifted it: that Query
+/// is parsed whole before its first statement runs, and a long setting
+/// takes longer than a 1 ms timeout (probe SS: the next client's work got
+/// 57014 "could not apply this session's settings"). That server is closed
+/// and another tried: the work runs.
+#[test]
+fn a_timeout_the_last_client_left_does_not_fail_the_next_clients_settings() {
+    let f = Fixture::start();
+    let mut a = f.raw("plain1", &[]);
+    let mut b = f.raw("plain1", &[]);
+    let big = "x".repeat(800_000);
+    run_ok(&mut a, &["SET statement_timeout = 1"]);
+    run_ok(&mut b, &[&format!("SET app.big = '{big}'")]);
+    // A's settings back on the one server; then B's, the long one among them.
+    let (errs, v) = q(&mut a, "SELECT current_setting('statement_timeout')");
+    assert!(errs.is_empty() && v == ["1ms"], "a: {errs:?} {v:?}");
+    let (errs, v) = q(&mut b, "SELECT length(current_setting('app.big'))");
+    assert!(errs.is_empty(), "b's work failed: {errs:?}");
+    assert_eq!(v, ["800000"]);
+}

@@ -1578,10 +1578,18 @@ impl Session {
                     &e,
                     crate::server::ServerError::Refused(info) if info.message.contains("temp_buffers")
                 );
+            // A `statement_timeout` the last client left fired before the
+            // settings Query lifted it: a server that was applying a long
+            // setting (probe SS: the next client's work got 57014). Closed,
+            // another is tried.
+            let timed_out = matches!(
+                &e,
+                crate::server::ServerError::Refused(info) if info.code == sqlstate::QUERY_CANCELED
+            );
             let cancelled = self.handle.cancel.load(Ordering::Acquire) == cancel::CANCELED;
             pool.discard(co);
             self.app.transaction_finished();
-            if (closed || server_history)
+            if (closed || server_history || timed_out)
                 && !cancelled
                 && self.settings_retries < MAX_SETTINGS_RETRIES
             {
