@@ -4611,3 +4611,40 @@ fn a_timeout_the_last_client_left_does_not_fail_the_next_clients_settings() {
     assert!(errs.is_empty(), "b's work failed: {errs:?}");
     assert_eq!(v, ["800000"]);
 }
+
+/// Transaction control right behind a COPY's CopyDone, with its own Sync: the COPY's answer waits for that Sync, so
+/// it goes at once, never held until the COPY is answered.
+#[test]
+fn transaction_control_right_behind_a_copy_is_not_held_for_its_answer() {
+    let f = Fixture::start();
+    // (A BEGIN there opens a transaction block around the COPY, whose
+    // implicit transaction the Sync after it ends: the ROLLBACK below
+    // undoes the COPY, as on Postgres.)
+    for (i, (next, want)) in [("BEGIN", "0"), ("COMMIT", "1")].into_iter().enumerate() {
+        let mut c = f.raw("app", &[("tenant_id", "bravo")]);
+        let m = c
+            .parse("", "COPY accounts FROM STDIN")
+            .bind("", &[])
+            .execute()
+            .sync()
+            .run_until(b'G');
+        assert!(error_codes(&m).is_empty(), "{m:?}");
+        let row = format!("bravo\tcopied behind {i}\n");
+        let m = c
+            .copy_data(row.as_bytes())
+            .copy_done()
+            .parse("", next)
+            .bind("", &[])
+            .execute()
+            .sync()
+            .run(1);
+        assert!(error_codes(&m).is_empty(), "{next}: {m:?}");
+        let (errs, _) = q(&mut c, "ROLLBACK");
+        assert!(errs.is_empty(), "{next}: {errs:?}");
+        let (errs, v) = q(
+            &mut c,
+            &format!("/* tenant_id=bravo */ SELECT count(*) FROM accounts WHERE name = 'copied behind {i}'"),
+        );
+        assert!(errs.is_empty() && v == [want], "{next}: {errs:?} {v:?}");
+    }
+}
