@@ -709,7 +709,8 @@ impl Drop for Seat {
 }
 
 impl Clients {
-    /// The shared copy of a user, database or application name.
+    /// The shared copy of a user, database or application name (or of the
+    /// secret a user's sessions log in to servers with).
     pub fn name(&self, name: &str) -> Arc<str> {
         let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = names.set.get(name) {

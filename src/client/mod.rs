@@ -357,7 +357,9 @@ async fn login<'a>(
     if let (Some(keys), Some(db)) = (authenticated.scram_keys, &db) {
         app.remember_scram_keys(&db.name, &user, keys);
     }
-    let stored = authenticated.secret;
+    // One shared copy for the clients of a user (each kept its own: a
+    // 32-byte allocation in every idle client).
+    let stored = authenticated.secret.map(|s| app.clients.name(&s));
 
     let id = app.clients.next_id();
     let handle = Arc::new(ClientHandle {

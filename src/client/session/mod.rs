@@ -156,7 +156,7 @@ struct Listening {
 /// [`ClientHandle`] is the one [`Session::run`] keeps.
 pub struct Parked {
     app: Arc<App>,
-    password: Option<Box<str>>,
+    password: Option<Arc<str>>,
     core: ParkedCore,
     pools: PoolCache,
     last_activity: Instant,
@@ -461,7 +461,7 @@ struct PoolsOf {
 /// One logged-in client: the driver around its [`Core`].
 pub struct Session {
     app: Arc<App>,
-    password: Option<Box<str>>,
+    password: Option<Arc<str>>,
     /// The client's registry entry; its `user` is the session's user.
     handle: Arc<ClientHandle>,
     core: Core,
@@ -496,7 +496,7 @@ impl Session {
     pub fn new(
         app: Arc<App>,
         db: Arc<DbRuntime>,
-        password: Option<String>,
+        password: Option<Arc<str>>,
         mut login: ClientLogin,
         handle: Arc<ClientHandle>,
         startup_tenant: Option<TenantKey>,
@@ -518,8 +518,9 @@ impl Session {
         );
         Session {
             app,
-            // A boxed password: 16 bytes instead of 24 in every parked client.
-            password: password.map(String::into_boxed_str),
+            // The shared copy ([`crate::app::Clients::name`]): 16 bytes in
+            // every parked client, and no allocation of its own.
+            password,
             handle,
             core,
             server,
