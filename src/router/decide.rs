@@ -422,15 +422,6 @@ fn query(
     if f.rollback_to && rollback_to_unknown(s) {
         return Err(rollback_to_after_set(r));
     }
-    if f.tx_control && matches!(s.tx, Tx::Unsettled(_)) {
-        // Pipelined behind work still in flight outside a transaction:
-        // judged once it is answered, as if sent then (probe RR: a BEGIN
-        // right behind a tenant's autocommit statement went to that
-        // statement's server, and the transaction it opened counted as
-        // placed by that tenant: tenant-free work in it ran there, and
-        // another shard's tenant got 0A000).
-        return Ok(Decision::Wait);
-    }
     // (A session-mode server is the session's before and after the COMMIT:
     // the work after it stays there, judged against that shard like the rest.)
     if f.work_after_end && !s.owns_server && (s.tx != Tx::Idle || tenant_ends_with_tx(s.tenants)) {
@@ -448,6 +439,16 @@ fn query(
         // It may change standard_conforming_strings or client_encoding half-way:
         // no single lexing of it can be trusted.
         return Err(ambiguous(r));
+    }
+    // (After the refusals that do not depend on the transaction.)
+    if f.tx_control && matches!(s.tx, Tx::Unsettled(_)) {
+        // Pipelined behind work still in flight outside a transaction:
+        // judged once it is answered, as if sent then (probe RR: a BEGIN
+        // right behind a tenant's autocommit statement went to that
+        // statement's server, and the transaction it opened counted as
+        // placed by that tenant: tenant-free work in it ran there, and
+        // another shard's tenant got 0A000).
+        return Ok(Decision::Wait);
     }
     let sets = r.has(Source::Set);
     if f.count == 1 {
