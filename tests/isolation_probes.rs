@@ -4649,3 +4649,53 @@ fn transaction_control_right_behind_a_copy_is_not_held_for_its_answer() {
         assert!(errs.is_empty() && v == [want], "{next}: {errs:?} {v:?}");
     }
 }
+
+/// Work sent between an extended COPY's CopyDone and the client's next
+/// Sync runs in that batch's implicit transaction, as on Postgres: a BEGIN
+/// there makes it a transaction block, which a ROLLBACK then undoes with
+/// the COPY. Sent in one write with the COPY, it hung: it waited for the
+/// COPY's answer, which waited for the Sync behind it (probe TT); sent
+/// once the COPY began, it was answered as if outside it (`Z:I`), and the
+/// COPY outlived the ROLLBACK.
+#[test]
+fn work_between_an_extended_copys_end_and_its_sync_runs_in_its_batch() {
+    let f = Fixture::start();
+    let statuses = |m: &[Msg]| -> String {
+        m.iter()
+            .filter(|(t, _)| *t == b'Z')
+            .map(|(_, b)| b[0] as char)
+            .collect()
+    };
+    for (i, one_write) in [true, false].into_iter().enumerate() {
+        let mut c = f.raw("app", &[("tenant_id", "bravo")]);
+        let row = format!("bravo\tin its batch {i}\n");
+        c.parse("", "COPY accounts FROM STDIN")
+            .bind("", &[])
+            .describe_portal("")
+            .execute()
+            .sync();
+        if !one_write {
+            let m = c.run_until(b'G');
+            assert!(error_codes(&m).is_empty(), "{m:?}");
+        }
+        let m = c
+            .copy_data(row.as_bytes())
+            .copy_done()
+            .query("BEGIN")
+            .sync()
+            .query("SELECT name FROM shard_marker")
+            .query("ROLLBACK")
+            .run(4);
+        assert!(error_codes(&m).is_empty(), "one write {one_write}: {m:?}");
+        assert_eq!(statuses(&m), "TTTI", "one write {one_write}: {m:?}");
+        assert_eq!(first_column(&m), ["s1"]);
+        let (errs, v) = q(
+            &mut c,
+            &format!("SELECT count(*) FROM accounts WHERE name = 'in its batch {i}'"),
+        );
+        assert!(
+            errs.is_empty() && v == ["0"],
+            "one write {one_write}: {errs:?} {v:?}"
+        );
+    }
+}

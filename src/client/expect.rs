@@ -260,7 +260,8 @@ impl Expectations {
     /// Syncs sent between that message and the CopyDone are looked past: if
     /// the COPY starts, Postgres ignores them (a probe's Execute, Sync, data,
     /// CopyDone, Sync lost the client its connection, while the COPY committed).
-    pub fn copy_end_ahead(&mut self) {
+    /// `true` when that message is an Execute.
+    pub fn copy_end_ahead(&mut self) -> bool {
         use crate::protocol::tag::frontend as f;
         let syncs = self
             .q
@@ -269,13 +270,14 @@ impl Expectations {
             .take_while(|e| e.tag == f::SYNC && e.synthetic.is_none())
             .count();
         let Some(at) = self.q.len().checked_sub(syncs + 1) else {
-            return;
+            return false;
         };
         let e = &mut self.q[at];
         if e.tag == f::QUERY || e.tag == f::EXECUTE {
             e.copy_ends = e.copy_ends.saturating_add(1);
             e.syncs_in_copy = u8::try_from(syncs).unwrap_or(u8::MAX);
         }
+        e.tag == f::EXECUTE
     }
 
     /// A COPY FROM STDIN of the oldest request started: whether the client

@@ -157,6 +157,11 @@ pub(super) struct Attachment {
     /// A COPY FROM STDIN began since the last ReadyForQuery: its answers may
     /// wait for the client's next Sync (see [`Self::end_in_flight`]).
     copied: bool,
+    /// That COPY runs through an Execute (sent, or known to run): its
+    /// implicit transaction goes on until the client's next Sync, and
+    /// what the client sends before that Sync runs in it
+    /// ([`Self::in_copy_batch`]).
+    copied_ext: bool,
     /// Portals bound to a `ROLLBACK TO SAVEPOINT` in the transaction: an
     /// Execute of one is flagged ([`Entry::rolls_back_to`]), so its
     /// `ROLLBACK` is not taken for the transaction's end (probe PP: a portal
@@ -246,6 +251,7 @@ impl Attachment {
             replay_error: None,
             end_sent: false,
             copied: false,
+            copied_ext: false,
             rollback_to_portals: Vec::new(),
         }
     }
@@ -305,7 +311,22 @@ impl Attachment {
     /// A CopyDone or CopyFail went to the server before any COPY was known to
     /// run (see [`crate::client::expect::Expectations::copy_end_ahead`]).
     pub(super) fn copy_end_ahead(&mut self) {
-        self.expect.copy_end_ahead();
+        if self.expect.copy_end_ahead() {
+            self.copied = true;
+            self.copied_ext = true;
+        }
+    }
+
+    /// Work in flight ran (or will run) a COPY FROM STDIN through an
+    /// Execute whose batch's Sync has not been answered: what comes before
+    /// the client's next Sync runs in that batch's implicit transaction, on
+    /// this server, and the COPY's answer waits for that Sync, so nothing
+    /// may wait for it (probe TT: a BEGIN sent right behind the CopyDone
+    /// waited for the COPY's answer, which waited for the Sync behind the
+    /// BEGIN; once the COPY was answered, a BEGIN there was answered as if
+    /// outside it).
+    pub(super) fn in_copy_batch(&self) -> bool {
+        self.copied_ext && (self.ext.open || self.client_work_in_flight())
     }
 
     pub(super) fn to_server(&self) -> &OutQueue {
@@ -968,6 +989,7 @@ impl Attachment {
                         // Sync after it.
                         a.expect.drop_syncs_after_head();
                         a.ext.open = true;
+                        a.copied_ext = true;
                     }
                     a.copy_in = true;
                     a.copied = true;
@@ -1122,6 +1144,7 @@ impl Attachment {
                             let status = TxStatus::from_byte(body.first().copied().unwrap_or(b'I'));
                             a.status = status;
                             a.copied = false;
+                            a.copied_ext = false;
                             if status == TxStatus::Idle {
                                 // Its transaction is over: reported or not.
                                 a.replay_error = None;

@@ -49,7 +49,7 @@ impl Core {
             // Tenant-free work runs outside the held BEGIN on this server.
             return h;
         }
-        if a.status() != TxStatus::Idle || a.ext_stays() {
+        if a.status() != TxStatus::Idle || a.ext_stays() || a.in_copy_batch() {
             return Tx::Pinned(a.shard());
         }
         if a.ext_open() {
