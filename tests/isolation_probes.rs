@@ -4611,6 +4611,64 @@ fn a_timeout_the_last_client_left_does_not_fail_the_next_clients_settings() {
     let (errs, v) = q(&mut b, "SELECT length(current_setting('app.big'))");
     assert!(errs.is_empty(), "b's work failed: {errs:?}");
     assert_eq!(v, ["800000"]);
+    // Every server of a pool of four with such a timeout (probe UU: three
+    // retries gave up): each try closes one, and a new one runs the work.
+    let mut b = f.raw("app", &[("tenant_id", "alpha")]);
+    run_ok(&mut b, &[&format!("SET app.big = '{big}'")]);
+    let mut others: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = f.raw("app", &[("tenant_id", "alpha")]);
+            c.query("BEGIN; SELECT pg_sleep(0.3); SET statement_timeout = 1; COMMIT")
+                .send();
+            c
+        })
+        .collect();
+    for c in &mut others {
+        let m = c.read_until_ready();
+        assert!(error_codes(&m).is_empty(), "{m:?}");
+    }
+    let (errs, v) = q(&mut b, "SELECT length(current_setting('app.big'))");
+    assert!(
+        errs.is_empty(),
+        "b's work failed behind four such servers: {errs:?}"
+    );
+    assert_eq!(v, ["800000"]);
+}
+
+/// A client that left with work pipelined behind its running statement has
+/// its server end that work (no cancel: see
+/// `a_transaction_pipelined_by_a_client_that_left_runs_as_sent`); its slot
+/// in the pool comes back only once that backend is gone, so departing
+/// clients never run backends past the pool's size (probe UU: 470 of them
+/// in 20 s filled a shard's `max_connections`).
+#[test]
+fn a_departed_clients_server_keeps_its_pool_slot_until_its_backend_is_gone() {
+    let f = Fixture::start();
+    let mut a = f.raw("plain1", &[]);
+    a.query("SELECT 'p-departed', pg_sleep(1.5)")
+        .query("SELECT 1")
+        .send();
+    let running = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+                   AND query LIKE '%p-departed%' AND pid <> pg_backend_pid()";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while f.direct(0, running) != "1" {
+        assert!(std::time::Instant::now() < deadline, "never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(a);
+    // The pool has one slot: the next client's work waits for it.
+    let mut b = f.raw("plain1", &[]);
+    let (errs, v) = q(
+        &mut b,
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = current_user \
+         AND backend_type = 'client backend' AND state = 'active'",
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(
+        v,
+        ["1"],
+        "the departed client's backend ran beside the pool's one server"
+    );
 }
 
 /// Transaction control right behind a COPY's CopyDone, with its own Sync: the COPY's answer waits for that Sync, so

@@ -1043,13 +1043,26 @@ impl Pool {
     /// runs on and commits, and a `PAUSE TENANT` must not count the tenant
     /// drained before (probe X: a MOVE went ahead while it ran, and its row
     /// landed on the old shard).
-    pub fn discard_busy(&self, c: Checkout, hold: Box<dyn Send>, cancel: bool) {
+    ///
+    /// Its slot in the pool comes back only then too: without a cancel
+    /// (work pipelined behind the running unit) the backend may run on for
+    /// up to [`BUSY_CLOSE_WAIT`], and a slot given back at once let a loop
+    /// of departing clients open a server each, past `max_connections`
+    /// (probe UU: 470 in 20 s filled a shard's 200).
+    pub fn discard_busy(self: &Arc<Self>, c: Checkout, hold: Box<dyn Send>, cancel: bool) {
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
         let target = self.target.load_full();
-        self.close_with(c.conn, [false; 2], move |conn| {
-            end_busy(conn, target, hold, cancel)
+        let pool = self.clone();
+        let Checkout {
+            conn,
+            permit,
+            from_reserve,
+            tenant,
+        } = c;
+        self.close_with(conn, [false; 2], move |conn| async move {
+            end_busy(conn, target, hold, cancel).await;
+            pool.release(permit, from_reserve, tenant);
         });
-        self.release(c.permit, c.from_reserve, c.tenant);
     }
 
     fn close(&self, conn: Box<ServerConn>) {

@@ -1588,11 +1588,21 @@ impl Session {
                 crate::server::ServerError::Refused(info) if info.code == sqlstate::QUERY_CANCELED
             );
             let cancelled = self.handle.cancel.load(Ordering::Acquire) == cancel::CANCELED;
+            // Every pooled server may carry such a timeout (probe UU: four
+            // clients left 1 ms on all four, and three retries were not
+            // enough): each try closes one, and past the pool's size a new
+            // connection, free of it, is made.
+            let retries = if timed_out {
+                let p = pool.settings.load();
+                u8::try_from(p.default_pool_size + p.reserve_pool_size + 1).unwrap_or(u8::MAX)
+            } else {
+                MAX_SETTINGS_RETRIES
+            };
             pool.discard(co);
             self.app.transaction_finished();
             if (closed || server_history || timed_out)
                 && !cancelled
-                && self.settings_retries < MAX_SETTINGS_RETRIES
+                && self.settings_retries < retries
             {
                 self.settings_retries += 1;
                 self.handle.cancel_step(cancel::SENDING, cancel::IDLE);
