@@ -4350,6 +4350,9 @@ fn tenant_values_the_router_cannot_read_are_refused_not_skipped() {
         "INSERT INTO ledger (tenant_id, note) VALUES (CAST(2002 AS numeric(8)), 'p-unread')",
         "INSERT INTO ledger (tenant_id, note) VALUES (2002.0, 'p-unread')",
         "INSERT INTO ledger (tenant_id, note) VALUES ('2002'::oid, 'p-unread')",
+        "INSERT INTO ledger (tenant_id, note) VALUES (2002::pg_catalog.int8, 'p-unread')",
+        "INSERT INTO ledger (tenant_id, note) VALUES (numeric '2002', 'p-unread')",
+        "INSERT INTO ledger (tenant_id, note) VALUES (pg_catalog.int8 '2002', 'p-unread')",
         "INSERT INTO ledger (tenant_id, note) VALUES (DEFAULT, 'p-unread'), (2002, 'p-unread')",
         "INSERT INTO ledger (tenant_id, note) VALUES (1000 + 1, 'p-unread'), (2002, 'p-unread')",
         "INSERT INTO ledger (tenant_id, note) VALUES (NULL, 'p-unread'), (2002, 'p-unread')",
@@ -4377,6 +4380,7 @@ fn tenant_values_the_router_cannot_read_are_refused_not_skipped() {
     // Read now: another shard's tenant against the session's is 0A000.
     for sql in [
         "INSERT INTO ledger (tenant_id, note) (VALUES (2002, 'p-unread'))",
+        "INSERT INTO ledger (tenant_id, note) VALUES (int8 '2002', 'p-unread')",
         "INSERT INTO ledger (tenant_id, note) ((VALUES (1001, 'p-unread'), (2002, 'p-unread')))",
     ] {
         let (codes, _) = q(&mut raw, sql);

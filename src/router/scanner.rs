@@ -527,8 +527,38 @@ fn read_atom<'a>(sql: &'a [u8], lx: &mut Lexer<'a>, depth: usize) -> Option<Tena
         // `42.0`, `4.2e1`, `X'2A'`, `N'acme'`: Postgres makes a tenant of
         // them that the router does not work out (probe QQ).
         K::Num | K::Lit => TenantToken::Unreadable,
+        K::Ident | K::QIdent => return typed_literal(sql, &t, lx),
         _ => return None,
     })
+}
+
+/// A typed literal, `type 'string'` (`int8 '42'`, `varchar(4) 'gamma'`,
+/// `pg_catalog.int8 '42'`), its type at `ty`: read as `'string'::type`
+/// is (probe TT: not read, the value skipped). `None` when no string
+/// follows the type.
+fn typed_literal<'a>(sql: &'a [u8], ty: &Tok, lx: &mut Lexer<'a>) -> Option<TenantToken<'a>> {
+    let mut l2 = *lx;
+    let read = cast_read(sql, ty, &mut l2)?;
+    let s = l2.next_sig()?;
+    let tok = match s.k {
+        K::Str { escape } => TenantToken::Quoted {
+            raw: body(sql, &s),
+            escape,
+        },
+        K::Dollar if memchr(b'\'', body(sql, &s)).is_none() => TenantToken::Quoted {
+            raw: body(sql, &s),
+            escape: false,
+        },
+        // Another literal after a type name: Postgres reads it; the router
+        // does not.
+        K::Dollar | K::Lit => TenantToken::Unreadable,
+        _ => return None,
+    };
+    *lx = l2;
+    match read {
+        CastRead::As(conv) => tok.read_as(conv),
+        CastRead::Unknown => Some(TenantToken::Unreadable),
+    }
 }
 
 /// Any number of safe casts after a value: the value as they read it.
@@ -574,13 +604,29 @@ fn cast_read(sql: &[u8], ty: &Tok, lx: &mut Lexer<'_>) -> Option<CastRead> {
     if !is_identlike(ty) {
         return None;
     }
-    // The second word of a two-word type name.
+    // A schema-qualified name (`pg_catalog.int8`): a type the router does
+    // not resolve (probe TT: it was read past, and the value skipped).
+    if lx.peek_sig().is_some_and(|t| t.k == K::Dot) {
+        lx.next_sig();
+        if !is_identlike(&lx.next_sig()?) {
+            return None;
+        }
+        return Some(CastRead::Unknown.skip_modifiers(sql, lx)?.0);
+    }
+    // The second word of a two-word type name: `character varying` and
+    // `char varying` are `varchar`.
     if lx
         .peek_sig()
         .is_some_and(|t| is_any_kw(sql, &t, &[b"PRECISION", b"VARYING"]))
     {
-        lx.next_sig();
-        return Some(CastRead::Unknown.skip_modifiers(sql, lx)?.0);
+        let second = lx.next_sig()?;
+        let varying =
+            is_kw(sql, &second, b"VARYING") && is_any_kw(sql, ty, &[b"CHARACTER", b"CHAR"]);
+        return Some(match CastRead::Unknown.skip_modifiers(sql, lx)?.1 {
+            Some(n) if varying && n >= 63 => CastRead::As(None),
+            None if varying => CastRead::As(None),
+            _ => CastRead::Unknown,
+        });
     }
     let (read, modifier) = match cast_conv(sql, ty, lx) {
         Some(conv) => CastRead::As(conv),
@@ -1223,8 +1269,14 @@ fn drive_inner<'a>(
                 if ident_eq(sql, &t, key) && pred_ok(sql, chain_pred) {
                     forward_match(sql, lx, f)?;
                 }
-                // `CAST(..) = key`, as `key = CAST(..)` (probe II).
-                if is_kw(sql, &t, b"CAST") && pred_ok(sql, p1) {
+                // `CAST(..) = key`, as `key = CAST(..)` (probe II), and a
+                // typed literal (`int8 '42' = key`, probe TT).
+                let typed = || {
+                    lx.peek_sig().is_some_and(|n| {
+                        matches!(n.k, K::Str { .. } | K::Dollar | K::Lit | K::Dot | K::LParen)
+                    })
+                };
+                if (is_kw(sql, &t, b"CAST") || typed()) && pred_ok(sql, p1) {
                     if let Some(v) = reverse_match(sql, before, key) {
                         f(Src::Scan, v)?;
                     }
@@ -1759,6 +1811,57 @@ mod tests {
             ),
             ("SELECT * FROM t WHERE tenant_id = 'acme'::char(3)", vec![U]),
             ("SELECT * FROM t WHERE tenant_id = 'acme'::char", vec![U]),
+            // Schema-qualified types, typed literals (probe TT).
+            (
+                "SELECT * FROM t WHERE tenant_id = 42::pg_catalog.int8",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = $1::pg_catalog.int8",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = CAST(42 AS pg_catalog.int8)",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = 'gamma'::pg_catalog.varchar(4)",
+                vec![U],
+            ),
+            ("SELECT * FROM t WHERE tenant_id = int8 '42'", vec!["42"]),
+            ("SELECT * FROM t WHERE tenant_id = bigint '042'", vec!["42"]),
+            ("SELECT * FROM t WHERE tenant_id = numeric '42'", vec![U]),
+            (
+                "SELECT * FROM t WHERE tenant_id = varchar(4) 'gamma'",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = pg_catalog.int8 '42'",
+                vec![U],
+            ),
+            ("SELECT * FROM t WHERE tenant_id = int8 $$42$$", vec!["42"]),
+            (
+                "SELECT * FROM t WHERE tenant_id IN (int8 '42', int8 '43')",
+                vec!["42", "43"],
+            ),
+            ("SELECT * FROM t WHERE int8 '42' = tenant_id", vec!["42"]),
+            ("SELECT * FROM t WHERE numeric '42' = tenant_id", vec![U]),
+            (
+                "INSERT INTO t (tenant_id, a) VALUES (int8 '42', 1), (numeric '43', 2)",
+                vec!["42", U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = 'beta'::character varying",
+                vec!["beta"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = CAST('beta' AS character varying(255))",
+                vec!["beta"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = 'beta'::character varying(3)",
+                vec![U],
+            ),
             // A varchar long enough for any key cuts none.
             (
                 "SELECT * FROM t WHERE tenant_id = 'acme'::varchar(63)",
@@ -1846,6 +1949,12 @@ mod tests {
             "INSERT INTO t (tenant_id, a) (VALUES (1, 'x')) UNION ALL (VALUES (42, 'y'))",
             // A cast not read past.
             "SELECT * FROM t WHERE tenant_id = 42::int[]",
+            // No typed literal: a column, a call, a qualified column.
+            "SELECT * FROM t WHERE tenant_id = other_col",
+            "SELECT * FROM t WHERE tenant_id = f('42')",
+            "SELECT * FROM t WHERE tenant_id = u.tenant_id",
+            "SELECT * FROM t WHERE f('42') = tenant_id",
+            "SELECT * FROM t WHERE u.x = tenant_id",
         ] {
             assert!(all(sql).is_empty(), "{sql}: {:?}", all(sql));
         }
