@@ -230,6 +230,23 @@ async fn show_commands_have_pgbouncer_columns() {
         servers.get("database", "app", "port"),
         Some(pg.port.to_string())
     );
+    // A server a client holds shows its local end and connect time as an
+    // idle one does (probe SS: blank while its state was lent out).
+    c.simple_query("BEGIN; SELECT 1").await.unwrap();
+    let servers = q(&a, "SHOW SERVERS").await;
+    assert_eq!(
+        servers.get("database", "app", "state").as_deref(),
+        Some("active")
+    );
+    for col in ["local_addr", "connect_time"] {
+        let v = servers.get("database", "app", col);
+        assert!(v.as_deref().is_some_and(|v| !v.is_empty()), "{col}: {v:?}");
+    }
+    assert_ne!(
+        servers.get("database", "app", "local_port").as_deref(),
+        Some("0")
+    );
+    c.simple_query("COMMIT").await.unwrap();
 
     let mut stats_cols = vec!["database".to_string()];
     stats_cols.extend(STAT_NAMES.iter().map(|n| format!("total_{n}")));

@@ -43,6 +43,12 @@ pub struct CancelKey {
     pub pid: i32,
     /// Backend secret.
     pub secret: i32,
+    /// The connection's local address and when it was made, for the
+    /// console's `SHOW SERVERS` of a server a client holds (its state is
+    /// lent to the session then: probe SS saw them blank).
+    pub local_addr: Option<SocketAddr>,
+    /// See `local_addr`.
+    pub created: Instant,
 }
 
 /// Why a server connection failed.
@@ -258,6 +264,8 @@ impl ServerState {
                 addr,
                 pid: 0,
                 secret: 0,
+                local_addr,
+                created: Instant::now(),
             }),
             initial: ParamSet::default(),
             current: ParamSet::default(),
@@ -283,6 +291,8 @@ impl ServerState {
                 addr: SocketAddr::from(([0, 0, 0, 0], 0)),
                 pid: 0,
                 secret: 0,
+                local_addr: None,
+                created: Instant::now(),
             })
         });
         ServerState {
@@ -537,9 +547,9 @@ impl ServerConn {
             }
         }
         conn.cancel = Arc::new(CancelKey {
-            addr: conn.cancel.addr,
             pid,
             secret,
+            ..*conn.cancel
         });
         conn.current = conn.initial.clone();
         Ok(conn)
