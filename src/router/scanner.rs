@@ -702,10 +702,11 @@ fn any_match<'a>(
     }
     let t = lx.next_sig()?;
     let out = match t.k {
-        K::Param(n) => {
-            let conv = array_casts(sql, lx)?;
-            f(TenantToken::ParamArray(n).read_as(conv)?)
-        }
+        K::Param(n) => match array_casts(sql, lx)? {
+            CastRead::As(conv) => f(TenantToken::ParamArray(n).read_as(conv)?),
+            // `ANY($1::numeric[])`: every element is a tenant Postgres reads.
+            CastRead::Unknown => f(TenantToken::Unreadable),
+        },
         K::Ident if is_kw(sql, &t, b"ARRAY") => {
             if lx.next_sig()?.k != K::LBrack {
                 return None;
@@ -720,11 +721,20 @@ fn any_match<'a>(
                     list_elements(sql, lx, K::RBrack, conv, f)
                 };
             let _ = walk(lx, None, &mut |_| ControlFlow::Continue(()))?;
-            let conv = array_casts(sql, lx)?;
+            let read = array_casts(sql, lx)?;
             let after = *lx;
             if lx.next_sig()?.k != K::RParen {
                 return None;
             }
+            let CastRead::As(conv) = read else {
+                // `ARRAY[42]::numeric[]`.
+                *lx = after;
+                let r = f(TenantToken::Unreadable);
+                if lx.next_sig()?.k != K::RParen {
+                    return None;
+                }
+                return Some(r);
+            };
             *lx = start;
             let _ = walk(lx, conv, &mut |_| ControlFlow::Continue(()))?;
             *lx = start;
@@ -740,27 +750,34 @@ fn any_match<'a>(
     Some(out)
 }
 
-/// `::type[]` casts after an array: only element types of [`SAFE_CASTS`],
-/// each followed by `[]`. `Some` of what they read the elements as (`None`:
-/// their text); `None` when not understood, or when one reads an integer as
-/// a uuid or the reverse.
-fn array_casts(sql: &[u8], lx: &mut Lexer<'_>) -> Option<Option<Conv>> {
+/// `::type[]` casts after an array, each followed by `[]`: what they read
+/// the elements as ([`CastRead::As`], `None`: their text), or
+/// [`CastRead::Unknown`] when one is a type outside [`SAFE_CASTS`]
+/// (`numeric[]`: probe TT, skipped). `None` when not understood, or when
+/// one reads an integer as a uuid or the reverse.
+fn array_casts(sql: &[u8], lx: &mut Lexer<'_>) -> Option<CastRead> {
     let mut conv = None;
+    let mut unknown = false;
     while lx.peek_sig().is_some_and(|t| t.k == K::Cast) {
         lx.next_sig();
         let ty = lx.next_sig()?;
-        let now = cast_conv(sql, &ty, lx)?;
+        let now = cast_read(sql, &ty, lx)?;
         if lx.next_sig()?.k != K::LBrack || lx.next_sig()?.k != K::RBrack {
             return None;
         }
         match (conv, now) {
-            (_, None) => {}
-            (None, n) => conv = n,
-            (Some(c), Some(n)) if c == n => {}
+            (_, CastRead::Unknown) => unknown = true,
+            (_, CastRead::As(None)) => {}
+            (None, CastRead::As(n)) => conv = n,
+            (Some(c), CastRead::As(Some(n))) if c == n => {}
             _ => return None,
         }
     }
-    Some(conv)
+    Some(if unknown {
+        CastRead::Unknown
+    } else {
+        CastRead::As(conv)
+    })
 }
 
 /// After an identifier equal to the key: `= value`, `= ANY (...)` or
@@ -1537,8 +1554,6 @@ mod tests {
             "SELECT * FROM t WHERE tenant_id NOT IN (1)",
             "SELECT * FROM t WHERE tenant_id = ANY($1) + 1",
             "SELECT * FROM t WHERE tenant_id = ANY($1) IS TRUE",
-            "SELECT * FROM t WHERE tenant_id = ANY($1::varchar(2)[])",
-            "SELECT * FROM t WHERE tenant_id = ANY($1::float8[])",
             "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[ARRAY[1]])",
             "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[1, 2] || ARRAY[3])",
             "SELECT * FROM t WHERE tenant_id = ANY('{1,2}')",
@@ -1811,6 +1826,27 @@ mod tests {
             ),
             ("SELECT * FROM t WHERE tenant_id = 'acme'::char(3)", vec![U]),
             ("SELECT * FROM t WHERE tenant_id = 'acme'::char", vec![U]),
+            // Arrays cast to another element type.
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY($1::float8[])",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY($1::varchar(2)[])",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[42]::numeric[])",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[42, f(1)]::numeric[])",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY($1::int8[])",
+                vec!["<ParamArrayAs(1, Int)>"],
+            ),
             // Schema-qualified types, typed literals (probe TT).
             (
                 "SELECT * FROM t WHERE tenant_id = 42::pg_catalog.int8",
