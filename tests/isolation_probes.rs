@@ -4761,3 +4761,39 @@ fn work_between_an_extended_copys_end_and_its_sync_runs_in_its_batch() {
         );
     }
 }
+
+/// A described statement run through the unnamed statement (here: after a
+/// `DO` in its transaction) is described afresh in each transaction: a
+/// schema changed since gets 0A000 as on Postgres, never rows of another
+/// shape than the client was told (probe WW: asyncpg read a float4 column
+/// as the int4 it was told, and an UPDATE stored 8 as 1.1e-44).
+#[test]
+fn a_statement_parsed_afresh_is_described_again_after_a_migration() {
+    let f = Fixture::start();
+    for s in 0..2 {
+        f.direct(
+            s,
+            "CREATE TABLE mig (tenant_id text, v int4); GRANT ALL ON mig TO app; \
+             INSERT INTO mig VALUES ('bravo', 7)",
+        );
+    }
+    let mut c = f.raw("app1", &[("tenant_id", "bravo")]);
+    let m = c
+        .parse("s_mig", "SELECT * FROM mig")
+        .describe_stmt("s_mig")
+        .sync()
+        .run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    let run = |c: &mut Raw| {
+        run_ok(c, &["BEGIN", "DO $$ BEGIN END $$"]);
+        let m = c.bind("s_mig", &[]).execute().sync().run(1);
+        let (errs, _) = q(c, "COMMIT");
+        assert!(errs.is_empty(), "{errs:?}");
+        m
+    };
+    let m = run(&mut c);
+    assert!(error_codes(&m).is_empty(), "before: {m:?}");
+    f.direct(1, "ALTER TABLE mig ADD COLUMN w int4");
+    let m = run(&mut c);
+    assert_eq!(error_codes(&m), ["0A000"], "after the migration: {m:?}");
+}

@@ -76,9 +76,10 @@ pub struct StmtDef {
     /// may infer others from a changed schema, and read binary values as
     /// what they are not (re-probe: asyncpg's int4 7 stored as a real 1e-44).
     pub told_params: std::sync::Mutex<Option<Results>>,
-    /// The result types of the text as planned afresh on the server with
-    /// this id (described through the unnamed statement, where the server's
-    /// copy could not be used).
+    /// The result types of the text as planned afresh in the transaction
+    /// on the server with this key (described through the unnamed
+    /// statement, where the server's copy could not be used; see
+    /// `Attachment::fresh_key`).
     pub fresh_results: std::sync::Mutex<Option<(u64, Results)>>,
     /// The same for its parameter types.
     pub fresh_params: std::sync::Mutex<Option<(u64, Results)>>,

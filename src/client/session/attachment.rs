@@ -168,7 +168,13 @@ pub(super) struct Attachment {
     /// bound in an earlier batch and run later undid the session's SET
     /// tenant as a ROLLBACK would). Portals end with their transaction.
     rollback_to_portals: Vec<Box<[u8]>>,
+    /// The key of what this transaction on this server learned by parsing
+    /// a client's statement afresh ([`Self::fresh_key`]); 0 until asked.
+    fresh_epoch: std::cell::Cell<u64>,
 }
+
+/// Keys of [`Attachment::fresh_key`], process-wide.
+static FRESH_EPOCHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// What an attachment let go of leaves for the next one on its worker: a
 /// transaction built a new attachment, and its queues grew from nothing,
@@ -253,6 +259,7 @@ impl Attachment {
             copied: false,
             copied_ext: false,
             rollback_to_portals: Vec::new(),
+            fresh_epoch: std::cell::Cell::new(0),
         }
     }
 
@@ -647,8 +654,20 @@ impl Attachment {
     }
 
     /// The server's id (its statistics and logs name it so).
-    pub(super) fn server_id(&self) -> u64 {
-        self.conn.id
+    /// What a statement's text was described as when parsed afresh here
+    /// ([`prepared::StmtDef::fresh_results`]) holds for this transaction on
+    /// this server only: a schema may change between transactions, and
+    /// the types a later one gets must be described again (probe WW: after
+    /// `ALTER COLUMN .. TYPE float4`, asyncpg read rows as the int4 it was
+    /// told, and an UPDATE stored its int4 8 as 1.1e-44, where Postgres
+    /// answers 0A000). A key no other transaction has, made when first
+    /// asked (no cost for transactions that never parse afresh).
+    pub(super) fn fresh_key(&self) -> u64 {
+        if self.fresh_epoch.get() == 0 {
+            self.fresh_epoch
+                .set(FRESH_EPOCHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        }
+        self.fresh_epoch.get()
     }
 
     /// See [`prepared::ServerStatements::touch_and_compare`].
@@ -960,7 +979,7 @@ impl Attachment {
                                 protocol::parse_parameter_description(body).collect();
                             if e.verifies_unnamed {
                                 *def.fresh_params.lock().unwrap_or_else(|p| p.into_inner()) =
-                                    Some((a.conn.id, params));
+                                    Some((a.fresh_key(), params));
                             } else {
                                 if e.mode == Mode::Forward {
                                     *def.told_params.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -1148,6 +1167,7 @@ impl Attachment {
                             if status == TxStatus::Idle {
                                 // Its transaction is over: reported or not.
                                 a.replay_error = None;
+                                a.fresh_epoch.set(0);
                                 // And its portals with it.
                                 a.rollback_to_portals.clear();
                             }
@@ -1301,8 +1321,8 @@ fn note_results(a: &Attachment, t: u8, body: &[u8]) {
         _ => prepared::row_types(body),
     };
     if e.verifies_unnamed {
-        *def.fresh_results.lock().unwrap_or_else(|p| p.into_inner()) =
-            results.map(|r| (a.conn.id, r));
+        let key = a.fresh_key();
+        *def.fresh_results.lock().unwrap_or_else(|p| p.into_inner()) = results.map(|r| (key, r));
         return;
     }
     if let Some(r) = results {

@@ -807,9 +807,9 @@ impl Core {
                 Some(*results == *told && told_params.is_none_or(|t| params.as_deref() == Some(t)))
             };
             match a.statements_untrusted() || moved_on {
-                true => (Held::Stale, fresh(a.server_id())),
+                true => (Held::Stale, fresh(a.fresh_key())),
                 false => match a.touch_and_compare(&def, told, told_params) {
-                    (Held::Stale, _) => (Held::Stale, fresh(a.server_id())),
+                    (Held::Stale, _) => (Held::Stale, fresh(a.fresh_key())),
                     other => other,
                 },
             }
