@@ -287,17 +287,27 @@ async fn kill_cancel_and_shutdown_reach_sleeping_clients() {
     // right after may still be taken for the one the cancel was for (they
     // race, as they do into Postgres): one may fail with 57014 (never the
     // client); the next one runs.
+    // The cancel's connection and the queries race into the pooler: on a
+    // busy machine the first query may run before the cancel is read, and
+    // the cancel then counts for the next one the client had already sent
+    // (a full test run under load saw the second fail). Whichever it is,
+    // one cancel ends at most one query, and the client goes on.
     other.cancel_token().cancel_query(NoTls).await.unwrap();
     let mut canceled = 0;
-    while let Err(e) = other.simple_query("SELECT 41 + 1").await {
-        assert_eq!(
-            e.as_db_error().map(|d| d.code().code()),
-            Some("57014"),
-            "{e:?}"
-        );
-        canceled += 1;
-        assert!(canceled < 2, "one cancel ended two queries");
+    for _ in 0..3 {
+        match other.simple_query("SELECT 41 + 1").await {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(
+                    e.as_db_error().map(|d| d.code().code()),
+                    Some("57014"),
+                    "{e:?}"
+                );
+                canceled += 1;
+            }
+        }
     }
+    assert!(canceled < 2, "one cancel ended {canceled} queries");
     assert_eq!(one(&other, "SELECT 41 + 1").await, "42");
     wait_asleep(mport, 1, 2).await;
 
