@@ -4353,6 +4353,7 @@ fn tenant_values_the_router_cannot_read_are_refused_not_skipped() {
         "INSERT INTO ledger (tenant_id, note) VALUES (2002::pg_catalog.int8, 'p-unread')",
         "INSERT INTO ledger (tenant_id, note) VALUES (numeric '2002', 'p-unread')",
         "INSERT INTO ledger (tenant_id, note) VALUES (pg_catalog.int8 '2002', 'p-unread')",
+        "UPDATE ledger SET note = 'p-unread' WHERE tenant_id = '2002' COLLATE \"C\"",
         "INSERT INTO ledger (tenant_id, note) VALUES (DEFAULT, 'p-unread'), (2002, 'p-unread')",
         "INSERT INTO ledger (tenant_id, note) VALUES (1000 + 1, 'p-unread'), (2002, 'p-unread')",
         "INSERT INTO ledger (tenant_id, note) VALUES (NULL, 'p-unread'), (2002, 'p-unread')",
@@ -4796,4 +4797,51 @@ fn a_statement_parsed_afresh_is_described_again_after_a_migration() {
     f.direct(1, "ALTER TABLE mig ADD COLUMN w int4");
     let m = run(&mut c);
     assert_eq!(error_codes(&m), ["0A000"], "after the migration: {m:?}");
+}
+
+/// A statement shardbouncer answers itself (`SET tenant_id`, `RESET
+/// tenant_id`) sent between an extended COPY's end and its Sync, or behind
+/// a stray CopyDone after an Execute, is refused in order: its answer would
+/// wait behind the COPY's, which waits for the Sync behind it (probe VV:
+/// the client hung and its server was kept for good; ten such clients took
+/// a shard's pool).
+#[test]
+fn a_local_answer_between_a_copys_end_and_its_sync_is_refused_not_hung() {
+    let f = Fixture::start();
+    for next in [
+        "SET tenant_id = alpha",
+        "RESET tenant_id",
+        "SET LOCAL tenant_id = bravo",
+    ] {
+        let mut c = f.raw("app", &[("tenant_id", "bravo")]);
+        let m = c
+            .parse("", "COPY accounts FROM STDIN")
+            .bind("", &[])
+            .execute()
+            .sync()
+            .copy_data(b"bravo\tlocal behind copy\n")
+            .copy_done()
+            .query(next)
+            .sync()
+            .run(2);
+        assert_eq!(error_codes(&m), ["0A000"], "{next}: {m:?}");
+        let (errs, v) = q(&mut c, "SELECT name FROM shard_marker");
+        assert!(errs.is_empty() && v == ["s1"], "{next}: {errs:?} {v:?}");
+    }
+    // No COPY at all: a stray CopyDone after an INSERT's Execute.
+    let mut c = f.raw("app", &[("tenant_id", "bravo")]);
+    let m = c
+        .parse(
+            "",
+            "INSERT INTO accounts VALUES ('bravo', 'stray copydone')",
+        )
+        .bind("", &[])
+        .execute()
+        .copy_done()
+        .query("SET tenant_id = alpha")
+        .sync()
+        .run(2);
+    assert_eq!(error_codes(&m), ["0A000"], "{m:?}");
+    let (errs, v) = q(&mut c, "SELECT name FROM shard_marker");
+    assert!(errs.is_empty() && v == ["s1"], "{errs:?} {v:?}");
 }

@@ -204,7 +204,11 @@ impl Core {
             attached = self.att.is_some(),
             "route"
         );
-        let in_flight = self.att.as_ref().is_some_and(|a| a.client_work_in_flight());
+        // (Not inside a COPY's batch: its answer waits for what comes next.)
+        let in_flight = self
+            .att
+            .as_ref()
+            .is_some_and(|a| a.client_work_in_flight() && !a.in_copy_batch());
         if !matches!(decision, Decision::Refuse(_) | Decision::Wait)
             && matches!(unit, Unit::Simple(tag::frontend::QUERY, _))
             && !self.owns_server()
@@ -698,6 +702,19 @@ impl Core {
 
     /// Answer work locally.
     fn local(&mut self, l: Local, unit: Unit) {
+        if matches!(unit, Unit::Simple(..)) && self.att.as_ref().is_some_and(|a| a.in_copy_batch())
+        {
+            // Its answer would queue behind the COPY's, which Postgres holds
+            // until the Sync behind this Query (probe VV: a `SET tenant_id`
+            // there hung the client and kept its server for good). Refused
+            // through the server, in order, as `local_batch` refuses one
+            // behind messages not yet ended by Sync.
+            let e = PgError::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "this statement cannot run between a COPY's end and the Sync of its batch",
+            );
+            return self.unit_error(unit, &e);
+        }
         let frame = match unit {
             Unit::Simple(tag::frontend::QUERY, frame) => frame,
             Unit::Batch(msgs) => return self.local_batch(l, msgs),
