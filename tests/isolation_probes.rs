@@ -4828,6 +4828,55 @@ fn a_local_answer_between_a_copys_end_and_its_sync_is_refused_not_hung() {
         let (errs, v) = q(&mut c, "SELECT name FROM shard_marker");
         assert!(errs.is_empty() && v == ["s1"], "{next}: {errs:?} {v:?}");
     }
+    // The same through Parse/Bind/Execute, and LISTEN; after a CopyFail too
+    // (probe XX: the client hung, or its next statement was never answered).
+    for (end_ok, next) in [
+        (true, "SET LOCAL tenant_id = bravo"),
+        (true, "RESET tenant_id"),
+        (false, "SET LOCAL tenant_id = bravo"),
+        (false, "LISTEN chan"),
+    ] {
+        let mut c = f.raw("app", &[("tenant_id", "bravo")]);
+        c.parse("", "COPY accounts FROM STDIN")
+            .bind("", &[])
+            .execute()
+            .sync()
+            .copy_data(b"bravo\tlocal behind copy, extended\n");
+        let m = if end_ok {
+            c.copy_done()
+        } else {
+            c.copy_fail("client gave up")
+        }
+        .parse("", next)
+        .bind("", &[])
+        .execute()
+        .sync()
+        .run(1);
+        let codes = error_codes(&m);
+        assert!(
+            codes.contains(&"0A000".to_string()) || (!end_ok && codes == ["57014"]),
+            "{next} (CopyDone {end_ok}): {m:?}"
+        );
+        let (errs, v) = q(&mut c, "SELECT name FROM shard_marker");
+        assert!(errs.is_empty() && v == ["s1"], "{next}: {errs:?} {v:?}");
+        let (errs, _) = q(&mut c, "LISTEN chan2");
+        assert!(errs.is_empty(), "{next}: {errs:?}");
+    }
+    // Simple LISTEN there.
+    let mut c = f.raw("app", &[("tenant_id", "bravo")]);
+    let m = c
+        .parse("", "COPY accounts FROM STDIN")
+        .bind("", &[])
+        .execute()
+        .sync()
+        .copy_data(b"bravo\tlisten behind copy\n")
+        .copy_done()
+        .query("LISTEN chan")
+        .sync()
+        .run(2);
+    assert_eq!(error_codes(&m), ["0A000"], "{m:?}");
+    let (errs, v) = q(&mut c, "SELECT name FROM shard_marker");
+    assert!(errs.is_empty() && v == ["s1"], "{errs:?} {v:?}");
     // No COPY at all: a stray CopyDone after an INSERT's Execute.
     let mut c = f.raw("app", &[("tenant_id", "bravo")]);
     let m = c

@@ -585,6 +585,14 @@ fn read_casts<'a>(
             {
                 return None;
             }
+        } else if is_kw(sql, &next, b"UESCAPE") {
+            // `U&'..' UESCAPE '!'`: already unread; its escape goes with it
+            // (probe XX: the statement was read past).
+            lx.next_sig();
+            if !matches!(lx.next_sig()?.k, K::Str { .. }) {
+                return None;
+            }
+            tok = TenantToken::Unreadable;
         } else if is_kw(sql, &next, b"COLLATE") {
             // A collation may make other keys equal to this one (a
             // nondeterministic one ignores case): not read (probe VV:
@@ -821,9 +829,31 @@ fn forward_match<'a>(
     mut lx: Lexer<'a>,
     f: &mut dyn FnMut(Src, TenantToken<'a>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
-    let Some(t) = lx.next_sig() else {
+    let Some(mut t) = lx.next_sig() else {
         return ControlFlow::Continue(());
     };
+    // `key COLLATE "C" = ..`: compared under a collation, which may make
+    // other keys equal (probe XX: read past).
+    let mut collated = false;
+    if is_kw(sql, &t, b"COLLATE") {
+        if lx.next_sig().filter(is_identlike).is_none() {
+            return ControlFlow::Continue(());
+        }
+        while lx.peek_sig().is_some_and(|n| n.k == K::Dot) {
+            lx.next_sig();
+            if !lx.next_sig().is_some_and(|n| is_identlike(&n)) {
+                return ControlFlow::Continue(());
+            }
+        }
+        collated = true;
+        let Some(n) = lx.next_sig() else {
+            return ControlFlow::Continue(());
+        };
+        t = n;
+    }
+    if collated && (is_op(sql, &t, b"=") || is_kw(sql, &t, b"IN")) {
+        return f(Src::Scan, TenantToken::Unreadable);
+    }
     if is_op(sql, &t, b"=") {
         if lx
             .peek_sig()
@@ -1321,7 +1351,10 @@ fn drive_inner<'a>(
                 // typed literal (`int8 '42' = key`, probe TT).
                 let typed = || {
                     lx.peek_sig().is_some_and(|n| {
-                        matches!(n.k, K::Str { .. } | K::Dollar | K::Lit | K::Dot | K::LParen)
+                        matches!(
+                            n.k,
+                            K::Str { .. } | K::Dollar | K::Lit | K::Dot | K::LParen | K::Ident
+                        )
                     })
                 };
                 if (is_kw(sql, &t, b"CAST") || typed()) && pred_ok(sql, p1) {
@@ -1876,6 +1909,40 @@ mod tests {
             (
                 "SELECT * FROM t WHERE tenant_id = ANY($1::int8[])",
                 vec!["<ParamArrayAs(1, Int)>"],
+            ),
+            // Reversed multi-word typed literals, a collated key, UESCAPE
+            // (probe XX).
+            (
+                "SELECT * FROM t WHERE national char 'gamma' = tenant_id",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE character varying 'gamma' = tenant_id",
+                vec!["gamma"],
+            ),
+            (
+                "SELECT * FROM t WHERE nchar varying 'gamma' = tenant_id",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id COLLATE \"C\" = 'gamma'",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE t.tenant_id COLLATE pg_catalog.\"C\" = $1",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id COLLATE \"C\" IN ('a', 'b')",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = U&'gamma' UESCAPE '!'",
+                vec![U],
+            ),
+            (
+                "SELECT * FROM t WHERE U&'!0067amma' UESCAPE '!' = tenant_id",
+                vec![U],
             ),
             // Collations, national character (probe VV).
             (

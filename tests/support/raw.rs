@@ -217,6 +217,13 @@ impl Raw {
         self.msg(b'D', &b)
     }
 
+    /// CopyFail with `reason`.
+    pub fn copy_fail(&mut self, reason: &str) -> &mut Raw {
+        let mut b = reason.as_bytes().to_vec();
+        b.push(0);
+        self.msg(b'f', &b)
+    }
+
     /// Flush.
     pub fn msg_flush(&mut self) -> &mut Raw {
         self.msg(b'H', b"")

@@ -47,6 +47,10 @@ impl Core {
         {
             return Some(unit);
         }
+        if self.in_copy_batch() {
+            self.unit_error(unit, &super::routing::in_copy_batch_refusal());
+            return None;
+        }
         let Some(steps) = self.listen_steps(msgs) else {
             return Some(unit);
         };

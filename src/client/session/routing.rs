@@ -83,6 +83,16 @@ impl Core {
             && self.att.as_ref().is_some_and(|a| a.client_work_in_flight())
     }
 
+    /// The server is inside a COPY's batch ([`super::attachment::Attachment::in_copy_batch`]):
+    /// nothing may be answered here until its Sync. A local answer would
+    /// queue behind the COPY's, which Postgres holds until the client's
+    /// next Sync (probes VV, XX: a `SET tenant_id`, `RESET tenant_id`,
+    /// LISTEN there hung the client and kept its server for good). Such
+    /// work is refused through the server, in order ([`in_copy_batch_refusal`]).
+    pub(super) fn in_copy_batch(&self) -> bool {
+        self.att.as_ref().is_some_and(|a| a.in_copy_batch())
+    }
+
     /// Route one unit of work.
     pub(super) fn route_unit(&mut self, unit: Unit) -> Need {
         if (self.settings_in_flight() && lexing_depends_on_settings(&unit))
@@ -156,6 +166,10 @@ impl Core {
                 let sql = query_text(frame);
                 self.analyze_text(sql);
                 if !self.owns_server() && self.route.facts().has_listen() {
+                    if self.in_copy_batch() {
+                        self.unit_error(unit, &in_copy_batch_refusal());
+                        return Need::Io;
+                    }
                     // Relayed by shardbouncer (`pool::listen`): on a pooled
                     // server it would listen for whoever gets the server next.
                     let ops = router::listen_ops(sql, self.settings.std_strings());
@@ -165,6 +179,7 @@ impl Core {
                 let facts = self.route.facts();
                 if facts.is_only(Kind::Deallocate)
                     && facts.violation.is_none()
+                    && !self.in_copy_batch()
                     && self.deallocate(sql)
                 {
                     // It acted on the client's own statement names: no server needed.
@@ -702,18 +717,8 @@ impl Core {
 
     /// Answer work locally.
     fn local(&mut self, l: Local, unit: Unit) {
-        if matches!(unit, Unit::Simple(..)) && self.att.as_ref().is_some_and(|a| a.in_copy_batch())
-        {
-            // Its answer would queue behind the COPY's, which Postgres holds
-            // until the Sync behind this Query (probe VV: a `SET tenant_id`
-            // there hung the client and kept its server for good). Refused
-            // through the server, in order, as `local_batch` refuses one
-            // behind messages not yet ended by Sync.
-            let e = PgError::new(
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                "this statement cannot run between a COPY's end and the Sync of its batch",
-            );
-            return self.unit_error(unit, &e);
+        if matches!(unit, Unit::Simple(..)) && self.in_copy_batch() {
+            return self.unit_error(unit, &in_copy_batch_refusal());
         }
         let frame = match unit {
             Unit::Simple(tag::frontend::QUERY, frame) => frame,
@@ -963,6 +968,9 @@ impl Core {
     /// ReadyForQuery at Sync. Nothing reaches a server.
     fn local_batch(&mut self, l: Local, msgs: Vec<(u8, Bytes)>) {
         use tag::frontend as f;
+        if self.in_copy_batch() {
+            return self.unit_error(Unit::Batch(msgs), &in_copy_batch_refusal());
+        }
         if self.att.as_ref().is_some_and(|a| a.ext_open()) {
             // The server is inside an extended batch the client has not ended
             // with Sync: an error there makes Postgres skip this SET, and whether
@@ -1305,6 +1313,14 @@ impl Core {
             (Unit::Simple(..), _) => self.inject_error_simple(e),
         }
     }
+}
+
+/// What [`Core::in_copy_batch`] refuses work answered here with.
+pub(super) fn in_copy_batch_refusal() -> PgError {
+    PgError::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        "this statement cannot run between a COPY's end and the Sync of its batch",
+    )
 }
 
 /// Decision for a database without routing: everything goes to its one shard,
