@@ -717,7 +717,7 @@ impl Core {
 
     /// Answer work locally.
     fn local(&mut self, l: Local, unit: Unit) {
-        if matches!(unit, Unit::Simple(..)) && self.in_copy_batch() {
+        if self.in_copy_batch() {
             return self.unit_error(unit, &in_copy_batch_refusal());
         }
         let frame = match unit {
@@ -968,9 +968,6 @@ impl Core {
     /// ReadyForQuery at Sync. Nothing reaches a server.
     fn local_batch(&mut self, l: Local, msgs: Vec<(u8, Bytes)>) {
         use tag::frontend as f;
-        if self.in_copy_batch() {
-            return self.unit_error(Unit::Batch(msgs), &in_copy_batch_refusal());
-        }
         if self.att.as_ref().is_some_and(|a| a.ext_open()) {
             // The server is inside an extended batch the client has not ended
             // with Sync: an error there makes Postgres skip this SET, and whether
