@@ -4424,6 +4424,44 @@ fn tenant_values_the_router_cannot_read_are_refused_not_skipped() {
     bad.finish("tenant_values_the_router_cannot_read_are_refused_not_skipped");
 }
 
+/// The key in parentheses, `IS NOT DISTINCT FROM` and `= ALL(..)` name
+/// their tenant as `=` and `= ANY(..)` do (probe XX: each was read past,
+/// so the statement ran on the session tenant's shard, or was refused as
+/// naming no tenant).
+#[test]
+fn parenthesized_keys_and_other_equalities_name_their_tenant() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let forms = [
+        "(tenant_id) = 2002",
+        "((ledger.tenant_id)) = 2002",
+        "2002 = (tenant_id)",
+        "tenant_id IS NOT DISTINCT FROM 2002",
+        "'2002' IS NOT DISTINCT FROM tenant_id",
+        "tenant_id = ALL(ARRAY[2002])",
+    ];
+    let sql = |w: &str| {
+        format!("SELECT (SELECT name FROM shard_marker) || ': ' || note FROM ledger WHERE {w}")
+    };
+    // No session tenant: each reads tenant 2002's row on s1.
+    let mut raw = f.raw("appint", &[]);
+    for w in forms {
+        let (codes, rows) = q(&mut raw, &sql(w));
+        bad.check(codes.is_empty() && rows == ["s1: ledger of 2002"], || {
+            format!("{w}: errors {codes:?}, rows {rows:?}")
+        });
+    }
+    // Tenant 1001 (s0) for the session: each names another shard's tenant.
+    let mut raw = f.raw("appint", &[("tenant_id", "1001")]);
+    for w in forms {
+        let (codes, rows) = q(&mut raw, &sql(w));
+        bad.check(codes == ["0A000"], || {
+            format!("{w} under 1001: errors {codes:?}, rows {rows:?}")
+        });
+    }
+    bad.finish("parenthesized_keys_and_other_equalities_name_their_tenant");
+}
+
 /// Work a client pipelined and left before its answers runs as Postgres
 /// runs it: a transaction it committed is committed, one it rolled back is
 /// not. The pooler cancels a departed client's work only when one unit is

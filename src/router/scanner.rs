@@ -819,45 +819,71 @@ fn array_casts(sql: &[u8], lx: &mut Lexer<'_>) -> Option<CastRead> {
     })
 }
 
-/// After an identifier equal to the key: `= value`, `= ANY (...)` or
-/// `IN (value, ...)`.
+/// After an identifier equal to the key: `= value`, `IS NOT DISTINCT FROM
+/// value`, `= ANY (...)` (or `ALL`) or `IN (value, ...)`.
 /// Reports every value of an IN list, or none of them when any element is not a
 /// plain literal or parameter (reporting only some would let a second tenant ride
 /// along unnoticed).
+///
+/// `opens`: the `(`s right before the key (`((tenant_id)) = 42`), which
+/// may close before the comparison; `outer_ok`: whether the key closed in
+/// all of them stands where a predicate does ([`pred_ok`] of the token
+/// before them: `x - (tenant_id) = 5` compares `x - tenant_id`).
 fn forward_match<'a>(
     sql: &'a [u8],
     mut lx: Lexer<'a>,
+    opens: usize,
+    outer_ok: bool,
     f: &mut dyn FnMut(Src, TenantToken<'a>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
     let Some(mut t) = lx.next_sig() else {
         return ControlFlow::Continue(());
     };
     // `key COLLATE "C" = ..`: compared under a collation, which may make
-    // other keys equal (probe XX: read past).
+    // other keys equal (probe XX: read past). The key may be in
+    // parentheses, closed before or after its collation (probe XX:
+    // `(tenant_id) = 'x'` was read past).
     let mut collated = false;
-    if is_kw(sql, &t, b"COLLATE") {
-        if lx.next_sig().filter(is_identlike).is_none() {
-            return ControlFlow::Continue(());
-        }
-        while lx.peek_sig().is_some_and(|n| n.k == K::Dot) {
-            lx.next_sig();
-            if !lx.next_sig().is_some_and(|n| is_identlike(&n)) {
+    let mut closed = 0;
+    loop {
+        if is_kw(sql, &t, b"COLLATE") {
+            if lx.next_sig().filter(is_identlike).is_none() {
                 return ControlFlow::Continue(());
             }
+            while lx.peek_sig().is_some_and(|n| n.k == K::Dot) {
+                lx.next_sig();
+                if !lx.next_sig().is_some_and(|n| is_identlike(&n)) {
+                    return ControlFlow::Continue(());
+                }
+            }
+            collated = true;
+        } else if t.k == K::RParen && closed < opens {
+            closed += 1;
+        } else {
+            break;
         }
-        collated = true;
         let Some(n) = lx.next_sig() else {
             return ControlFlow::Continue(());
         };
         t = n;
     }
-    if collated && (is_op(sql, &t, b"=") || is_kw(sql, &t, b"IN")) {
+    if closed > 0 && closed == opens && !outer_ok {
+        return ControlFlow::Continue(());
+    }
+    // `IS NOT DISTINCT FROM` is `=` that also matches NULL with NULL
+    // (probe XX: read past).
+    let equals = is_op(sql, &t, b"=") || not_distinct_from(sql, &t, &mut lx);
+    if collated && (equals || is_kw(sql, &t, b"IN")) {
         return f(Src::Scan, TenantToken::Unreadable);
     }
-    if is_op(sql, &t, b"=") {
-        if lx
-            .peek_sig()
-            .is_some_and(|t| is_any_kw(sql, &t, &[b"ANY", b"SOME"]))
+    if equals {
+        // `= ALL(..)` matches a row when every element equals its key:
+        // each element is a tenant it may match, as for `ANY` (probe XX:
+        // read past).
+        if is_op(sql, &t, b"=")
+            && lx
+                .peek_sig()
+                .is_some_and(|t| is_any_kw(sql, &t, &[b"ANY", b"SOME", b"ALL"]))
         {
             lx.next_sig();
             let start = lx;
@@ -972,12 +998,36 @@ fn skip_element(lx: &mut Lexer<'_>, closer: K) -> Option<()> {
     }
 }
 
-/// `value = [qual.]key`, starting at the value.
+/// `t` is `IS` of `IS NOT DISTINCT FROM`: consumes the rest of it.
+fn not_distinct_from(sql: &[u8], t: &Tok, lx: &mut Lexer<'_>) -> bool {
+    if !is_kw(sql, t, b"IS") {
+        return false;
+    }
+    let mut l2 = *lx;
+    for kw in [&b"NOT"[..], b"DISTINCT", b"FROM"] {
+        if !l2.next_sig().is_some_and(|w| is_kw(sql, &w, kw)) {
+            return false;
+        }
+    }
+    *lx = l2;
+    true
+}
+
+/// `value = [qual.]key` (or `IS NOT DISTINCT FROM`), starting at the
+/// value; the key may be in parentheses (`42 = (tenant_id)`).
 fn reverse_match<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8]) -> Option<TenantToken<'a>> {
     let v = read_value(sql, &mut lx)?;
     let eq = lx.next_sig()?;
-    if !is_op(sql, &eq, b"=") {
+    if !is_op(sql, &eq, b"=") && !not_distinct_from(sql, &eq, &mut lx) {
         return None;
+    }
+    let mut opens = 0;
+    while lx.peek_sig().is_some_and(|t| t.k == K::LParen) {
+        opens += 1;
+        if opens > MAX_PARENS {
+            return None;
+        }
+        lx.next_sig();
     }
     let mut id = lx.next_sig()?;
     if !is_identlike(&id) {
@@ -987,6 +1037,11 @@ fn reverse_match<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8]) -> Option<Ten
         lx.next_sig();
         id = lx.next_sig()?;
         if !is_identlike(&id) {
+            return None;
+        }
+    }
+    for _ in 0..opens {
+        if lx.next_sig()?.k != K::RParen {
             return None;
         }
     }
@@ -1327,6 +1382,9 @@ fn drive_inner<'a>(
     let mut p1: Option<Tok> = None;
     let mut p2: Option<Tok> = None;
     let mut chain_pred: Option<Tok> = None;
+    // The `(`s right before the current token, and the token before them.
+    let (mut run, mut run_pred): (usize, Option<Tok>) = (0, None);
+    let (mut chain_opens, mut chain_outer): (usize, Option<Tok>) = (0, None);
     // INSERT rows already walked; prevents re-walking nested INSERT text
     // (keeps the scan linear on adversarial input).
     let mut insert_done = 0usize;
@@ -1343,9 +1401,10 @@ fn drive_inner<'a>(
                     p1.is_some_and(|p| p.k == K::Dot) && p2.is_some_and(|p| is_identlike(&p));
                 if !continues {
                     chain_pred = p1;
+                    (chain_opens, chain_outer) = (run, run_pred);
                 }
                 if ident_eq(sql, &t, key) && pred_ok(sql, chain_pred) {
-                    forward_match(sql, lx, f)?;
+                    forward_match(sql, lx, chain_opens, pred_ok(sql, chain_outer), f)?;
                 }
                 // `CAST(..) = key`, as `key = CAST(..)` (probe II), and a
                 // typed literal (`int8 '42' = key`, probe TT).
@@ -1395,6 +1454,14 @@ fn drive_inner<'a>(
                 }
             }
             _ => {}
+        }
+        if t.k == K::LParen {
+            if run == 0 {
+                run_pred = p1;
+            }
+            run += 1;
+        } else {
+            run = 0;
         }
         p2 = p1;
         p1 = Some(t);
@@ -1622,7 +1689,15 @@ mod tests {
             "SELECT * FROM t WHERE tenant_id = ANY('{1,2}')",
             "SELECT * FROM t WHERE tenant_id = ANY(f($1))",
             "SELECT * FROM t WHERE tenant_id <> ALL($1)",
-            "SELECT * FROM t WHERE tenant_id = ALL($1)",
+            "SELECT * FROM t WHERE tenant_id IS DISTINCT FROM 5",
+            "SELECT * FROM t WHERE tenant_id IS NOT DISTINCT FROM 5 + 1",
+            "SELECT * FROM t WHERE tenant_id IS NOT 5",
+            "SELECT * FROM t WHERE x - (tenant_id) = 5",
+            "SELECT * FROM t WHERE (x OR tenant_id) = 5",
+            "SELECT * FROM t WHERE (tenant_id) + 1 = 5",
+            "SELECT * FROM t WHERE (tenant_id)) = 5",
+            "SELECT * FROM t WHERE 5 = (tenant_id",
+            "SELECT * FROM t WHERE 5 = (tenant_id) + 1",
             "SELECT * FROM t WHERE NOT tenant_id = ANY($1)",
             "SELECT * FROM t WHERE tenant_id = 5abc",
             "SELECT * FROM t WHERE tenant_id = - 5",
@@ -1782,6 +1857,76 @@ mod tests {
             (
                 "WITH w AS (INSERT INTO t (tenant_id, a) VALUES (1, 'x')) SELECT 1",
                 vec!["1"],
+            ),
+        ] {
+            assert_eq!(all(sql), want, "{sql}");
+        }
+    }
+
+    /// The key in parentheses, `IS NOT DISTINCT FROM` and `= ALL(..)`
+    /// compare it as `=` and `= ANY(..)` do (probe XX: each was read past,
+    /// and the statement ran on the session tenant's shard).
+    #[test]
+    fn parenthesized_keys_and_other_equalities_are_read() {
+        for (sql, want) in [
+            ("SELECT * FROM t WHERE (tenant_id) = 42", vec!["42"]),
+            (
+                "SELECT * FROM t WHERE ((t.tenant_id)) = 'gamma'",
+                vec!["gamma"],
+            ),
+            ("SELECT * FROM t WHERE ((tenant_id) = 42)", vec!["42"]),
+            (
+                "SELECT * FROM t WHERE x AND (\"tenant_id\") IN (1, 42)",
+                vec!["1", "42"],
+            ),
+            ("SELECT * FROM t WHERE 42 = (tenant_id)", vec!["42"]),
+            (
+                "SELECT * FROM t WHERE 'g' = ((t.tenant_id)) AND x",
+                vec!["g"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id IS NOT DISTINCT FROM 42",
+                vec!["42"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id is not distinct from $1",
+                vec!["<Param(1)>"],
+            ),
+            (
+                "SELECT * FROM t WHERE 'g' IS NOT DISTINCT FROM t.tenant_id",
+                vec!["g"],
+            ),
+            (
+                "SELECT * FROM t WHERE (tenant_id) IS NOT DISTINCT FROM 7;",
+                vec!["7"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ALL($1)",
+                vec!["<ParamArray(1)>"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ALL(ARRAY[1, 42])",
+                vec!["1", "42"],
+            ),
+            (
+                "SELECT * FROM t WHERE (tenant_id) = ANY(ARRAY[7])",
+                vec!["7"],
+            ),
+            (
+                "SELECT * FROM t WHERE (tenant_id) COLLATE \"C\" = 'g'",
+                vec!["<Unreadable>"],
+            ),
+            (
+                "SELECT * FROM t WHERE (tenant_id COLLATE \"C\") = 'g'",
+                vec!["<Unreadable>"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id COLLATE \"C\" IS NOT DISTINCT FROM 'g'",
+                vec!["<Unreadable>"],
+            ),
+            (
+                "SELECT * FROM t WHERE (tenant_id) = 42.0",
+                vec!["<Unreadable>"],
             ),
         ] {
             assert_eq!(all(sql), want, "{sql}");
