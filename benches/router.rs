@@ -95,6 +95,7 @@ fn bench_decide(c: &mut Criterion) {
         server_failed: false,
         types_untrusted: false,
         runs_rollback_to: false,
+        held_state: false,
     };
     let mut scratch = Vec::new();
     let mut f = Facts::default();

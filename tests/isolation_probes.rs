@@ -4424,8 +4424,94 @@ fn tenant_values_the_router_cannot_read_are_refused_not_skipped() {
     bad.finish("tenant_values_the_router_cannot_read_are_refused_not_skipped");
 }
 
-/// The key in parentheses, `IS NOT DISTINCT FROM` and `= ALL(..)` name
-/// their tenant as `=` and `= ANY(..)` do (probe XX: each was read past,
+/// A `SHOW` inside a BEGIN no tenant has placed yet runs outside the
+/// transaction: it is refused once the BEGIN's modes or a held `SET`
+/// would make its answer differ there (probe YY: `serializable` read as
+/// `read committed`, a `SET LOCAL work_mem` as the session's value), and a
+/// tenant that places the transaction runs it inside.
+#[test]
+fn show_inside_a_held_transaction_sees_it_or_is_refused() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let mut raw = f.raw("appint", &[]);
+    // A plain BEGIN changes nothing a SHOW reads.
+    q(&mut raw, "BEGIN");
+    let (codes, rows) = q(&mut raw, "SHOW transaction_isolation");
+    bad.check(codes.is_empty() && rows == ["read committed"], || {
+        format!("plain BEGIN: errors {codes:?}, rows {rows:?}")
+    });
+    q(&mut raw, "ROLLBACK");
+    for (begin, held, show) in [
+        (
+            "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY",
+            None,
+            "SHOW transaction_isolation",
+        ),
+        (
+            "START TRANSACTION READ ONLY",
+            None,
+            "SHOW transaction_read_only",
+        ),
+        ("BEGIN", Some("SET LOCAL work_mem = '3MB'"), "SHOW work_mem"),
+        (
+            "BEGIN",
+            Some("SET statement_timeout = '7s'"),
+            "SHOW statement_timeout",
+        ),
+    ] {
+        q(&mut raw, begin);
+        if let Some(h) = held {
+            q(&mut raw, h);
+        }
+        let (codes, rows) = q(&mut raw, show);
+        bad.check(codes == ["0A000"], || {
+            format!("{begin}; {held:?}; {show}: errors {codes:?}, rows {rows:?}")
+        });
+        let m = raw
+            .parse_typed("", show, &[])
+            .bind_raw("", &[], &[])
+            .execute()
+            .sync()
+            .run(1);
+        bad.check(error_codes(&m) == ["25P02"], || {
+            format!("{show} after the refusal: {m:?}")
+        });
+        let (codes, _) = q(&mut raw, "ROLLBACK");
+        bad.check(codes.is_empty(), || format!("ROLLBACK: {codes:?}"));
+        // Through Parse/Bind/Execute too.
+        q(&mut raw, begin);
+        if let Some(h) = held {
+            q(&mut raw, h);
+        }
+        let m = raw
+            .parse_typed("", show, &[])
+            .bind_raw("", &[], &[])
+            .execute()
+            .sync()
+            .run(1);
+        bad.check(error_codes(&m) == ["0A000"], || {
+            format!("{begin}; {held:?}; {show} extended: {m:?}")
+        });
+        q(&mut raw, "ROLLBACK");
+    }
+    // Placed by a tenant, the SHOW runs inside the transaction.
+    q(&mut raw, "BEGIN ISOLATION LEVEL SERIALIZABLE");
+    q(&mut raw, "SET LOCAL work_mem = '3MB'");
+    let (codes, rows) = q(&mut raw, "/* tenant_id=2002 */ SHOW transaction_isolation");
+    bad.check(codes.is_empty() && rows == ["serializable"], || {
+        format!("placed by a comment: errors {codes:?}, rows {rows:?}")
+    });
+    let (codes, rows) = q(&mut raw, "SHOW work_mem");
+    bad.check(codes.is_empty() && rows == ["3MB"], || {
+        format!("inside: errors {codes:?}, rows {rows:?}")
+    });
+    q(&mut raw, "ROLLBACK");
+    bad.finish("show_inside_a_held_transaction_sees_it_or_is_refused");
+}
+
+/// The key in parentheses, `IS NOT DISTINCT FROM`, `= ALL(..)` and a
+/// `HAVING` name their tenant as `=` and `= ANY(..)` in a `WHERE` do
+/// (probes XX and YY: each was read past,
 /// so the statement ran on the session tenant's shard, or was refused as
 /// naming no tenant).
 #[test]
@@ -4439,6 +4525,8 @@ fn parenthesized_keys_and_other_equalities_name_their_tenant() {
         "tenant_id IS NOT DISTINCT FROM 2002",
         "'2002' IS NOT DISTINCT FROM tenant_id",
         "tenant_id = ALL(ARRAY[2002])",
+        // (probe YY: HAVING was read past too.)
+        "true GROUP BY note, tenant_id HAVING tenant_id = 2002",
     ];
     let sql = |w: &str| {
         format!("SELECT (SELECT name FROM shard_marker) || ': ' || note FROM ledger WHERE {w}")

@@ -128,6 +128,8 @@ fuzz_target!(|data: &[u8]| {
         server_failed: head[0] & 0x80 != 0,
         types_untrusted: head[1] & 8 != 0,
         runs_rollback_to: false,
+        // (Bit 0x20 of head[3] places only Pinned and Unsettled.)
+        held_state: matches!(tx, Tx::Held { .. }) && head[3] & 0x20 != 0,
     };
     let mut scratch = Vec::new();
     let d = if extended {

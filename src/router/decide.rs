@@ -185,6 +185,10 @@ pub struct SessionView<'a> {
     /// SAVEPOINT` (the batch's items do not show its statement): refused, as
     /// one bound here is, where the transaction changed the SET tenant.
     pub runs_rollback_to: bool,
+    /// The held BEGIN ([`Tx::Held`]) gave modes (`ISOLATION LEVEL ..`,
+    /// `READ ONLY`) or holds statements (`SET LOCAL`, `SET`): inside the
+    /// transaction, a `SHOW` answers other than outside it.
+    pub held_state: bool,
 }
 
 /// One message of an extended-protocol batch, as routing sees it. `V` gives a
@@ -508,7 +512,36 @@ fn query(
     // COMMIT` inside a held BEGIN, no tenant anywhere, ran on the home shard
     // under `no_tenant = "reject"` and rewrote every tenant's rows there).
     let free = f.tenant_free || plain_set;
-    resolve(r, s, scratch, free && !inside, inside && free)
+    let d = resolve(r, s, scratch, free && !inside, inside && free);
+    if f.shows {
+        return show_in_held(r, s, d);
+    }
+    d
+}
+
+/// A `SHOW` that would run outside a held BEGIN whose modes or held
+/// statements change what it answers there is refused (probe YY: after
+/// `BEGIN ISOLATION LEVEL SERIALIZABLE`, `SHOW transaction_isolation`
+/// answered `read committed`, and after `SET LOCAL work_mem`, the
+/// session's value). One the session's tenant or a comment places runs
+/// inside the transaction, after its BEGIN and held statements.
+fn show_in_held(
+    r: &Routing,
+    s: &SessionView<'_>,
+    d: Result<Decision, Refusal>,
+) -> Result<Decision, Refusal> {
+    match d {
+        Ok(Decision::TenantFree) if s.held_state && matches!(s.tx, Tx::Held { .. }) => {
+            Err(Refusal::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "SHOW inside a transaction no {k} has placed yet, after its BEGIN's modes or a SET, would not see them: name the {k} first (SET {k}, a routing comment), or SHOW before them",
+                    k = r.key
+                ),
+            ))
+        }
+        d => d,
+    }
 }
 
 /// A batch in a transaction shardbouncer failed itself (no server has it).
@@ -587,6 +620,7 @@ fn batch<'a, V: ParamValues>(
     let mut all_free = true;
     let mut ends_tx = false;
     let mut tx_control = false;
+    let mut shows = false;
     // Portals bound in this batch and whether their statement is tenant-free; an
     // Execute of any other portal (one bound earlier) is not known to be.
     let mut portals: [(&[u8], bool); 8] = [(&[], false); 8];
@@ -742,6 +776,7 @@ fn batch<'a, V: ParamValues>(
                 ended |= f.ends_tx;
                 ends_tx |= matches!(f.first, Kind::Commit { .. } | Kind::Rollback { .. });
                 tx_control |= f.tx_control;
+                shows |= f.shows;
                 for m in &f.mentions {
                     if r.has(m.source) {
                         push_mention(scratch, *m);
@@ -873,6 +908,7 @@ fn batch<'a, V: ParamValues>(
         tenant_free && !inside,
         (ends_held || inside) && tenant_free,
     );
+    let d = if shows { show_in_held(r, s, d) } else { d };
     match (d, unknown) {
         // No server for want of a tenant, and a Bind that fails wherever it
         // runs: Postgres's answer, which drivers act on (they prepare the

@@ -71,6 +71,7 @@ fn view(t: &Tenants, tx: Tx) -> SessionView<'_> {
         server_failed: false,
         types_untrusted: false,
         runs_rollback_to: false,
+        held_state: false,
     }
 }
 
@@ -650,6 +651,54 @@ fn tenant_free_is_an_allow_list() {
     assert_eq!(shard(&d), Some(1));
     let r = routing(ALL, false, NoTenant::Default(1));
     assert_eq!(shard(&query(&r, &t, Tx::Idle, "SELECT * FROM a")), Some(1));
+}
+
+/// A SHOW that would run outside a held BEGIN with modes or held
+/// statements is refused: it would answer the session's setting, not the
+/// transaction's (probe YY). Placed by a tenant, it runs inside.
+#[test]
+fn show_outside_a_held_begin_that_changed_settings_is_refused() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let decide_one = |sql: &str, held_state: bool, ext: bool, t: &Tenants| {
+        let mut f = Facts::default();
+        analyze(sql.as_bytes(), r.key.as_bytes(), true, &mut f);
+        let v = SessionView {
+            held_state,
+            ..view(t, Tx::Held { stmts: held_state })
+        };
+        let none = Values(Vec::new());
+        if ext {
+            let items = [
+                Item::Parse(&f),
+                Item::Bind(&f, ParamTypes::default(), &none, b""),
+                Item::Execute(b""),
+            ];
+            decide(&r, &v, Unit::batch(items.into_iter()), &mut Vec::new())
+        } else {
+            decide(&r, &v, Unit::query(&f), &mut Vec::new())
+        }
+    };
+    for ext in [false, true] {
+        for sql in ["SHOW transaction_isolation", "SHOW a; SHOW b"] {
+            assert_eq!(code(&decide_one(sql, true, ext, &t)), "0A000", "{sql}");
+            assert_eq!(decide_one(sql, false, ext, &t), Decision::TenantFree);
+        }
+        // A tenant places the transaction: the SHOW runs inside it.
+        let d = decide_one("/* tenant_id=2 */ SHOW work_mem", true, ext, &t);
+        assert!(matches!(d, Decision::Shard { .. }), "{d:?}");
+        let with = Tenants {
+            set: Some(key("2")),
+            ..Tenants::default()
+        };
+        let d = decide_one("SHOW work_mem", true, ext, &with);
+        assert!(matches!(d, Decision::Shard { .. }), "{d:?}");
+    }
+    // Other tenant-free work still runs outside.
+    assert_eq!(
+        decide_one("DISCARD TEMP", true, false, &t),
+        Decision::TenantFree
+    );
 }
 
 #[test]

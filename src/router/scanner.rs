@@ -336,13 +336,15 @@ fn decode_url(raw: &[u8]) -> Option<TenantKey> {
 
 /// Tokens after which `key = value` is a standalone conjunct/disjunct, not
 /// an operand of some tighter-binding operator (`x - tenant_id = 5`,
-/// `NOT tenant_id = 5`, `UPDATE .. SET tenant_id = 5`).
+/// `NOT tenant_id = 5`, `UPDATE .. SET tenant_id = 5`). `HAVING` filters
+/// groups as `WHERE` filters rows (probe YY: `GROUP BY tenant_id HAVING
+/// tenant_id = 42` ran on the session tenant's shard).
 fn pred_ok(sql: &[u8], p: Option<Tok>) -> bool {
     match p {
         None => true,
         Some(t) => match t.k {
             K::Semi | K::LParen => true,
-            K::Ident => is_any_kw(sql, &t, &[b"WHERE", b"AND", b"OR", b"ON"]),
+            K::Ident => is_any_kw(sql, &t, &[b"WHERE", b"AND", b"OR", b"ON", b"HAVING"]),
             _ => false,
         },
     }
@@ -1870,6 +1872,18 @@ mod tests {
     fn parenthesized_keys_and_other_equalities_are_read() {
         for (sql, want) in [
             ("SELECT * FROM t WHERE (tenant_id) = 42", vec!["42"]),
+            (
+                "SELECT tenant_id FROM t GROUP BY tenant_id HAVING tenant_id = 42",
+                vec!["42"],
+            ),
+            (
+                "SELECT 1 FROM t GROUP BY 1 HAVING 'g' = t.tenant_id",
+                vec!["g"],
+            ),
+            (
+                "SELECT 1 FROM t GROUP BY 1 having tenant_id = $2",
+                vec!["<Param(2)>"],
+            ),
             (
                 "SELECT * FROM t WHERE ((t.tenant_id)) = 'gamma'",
                 vec!["gamma"],

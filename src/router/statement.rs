@@ -341,6 +341,9 @@ pub struct Facts {
     /// The text contains `DISCARD ALL`, which Postgres refuses inside a
     /// transaction block (an implicit one of several statements included).
     pub discards_all: bool,
+    /// The text contains a `SHOW`: its answer is the transaction's setting,
+    /// which a held BEGIN's modes and statements change.
+    pub shows: bool,
     /// The text contains `UNLISTEN *` (or asyncpg's `DO` block running it):
     /// the client's relayed channels go, whatever else the text holds.
     pub unlisten_all: bool,
@@ -446,6 +449,7 @@ impl Facts {
         self.work_after_reset = false;
         self.discards_all = false;
         self.unlisten_all = false;
+        self.shows = false;
         self.drops_statements = false;
         self.std_sensitive = false;
         self.set_value = None;
@@ -795,6 +799,7 @@ fn classify(sql: &[u8], key: &[u8], std: bool, out: &mut Facts) -> Kind {
         return Kind::Reset;
     }
     if kw(b"SHOW") {
+        out.shows = true;
         return Kind::Show;
     }
     if kw(b"DISCARD") {
@@ -1200,6 +1205,15 @@ pub fn begin_parts(sql: &[u8], std: bool) -> (&'static str, Option<String>) {
         tag,
         (!modes.is_empty()).then(|| format!("SET TRANSACTION{modes}")),
     )
+}
+
+/// Whether a `BEGIN` or `START TRANSACTION` gives the transaction modes
+/// ([`begin_parts`] has a `SET TRANSACTION`), without building them.
+pub fn begin_has_modes(sql: &[u8], std: bool) -> bool {
+    let mut lx = Lexer::new(sql, std);
+    lx.next_sig();
+    skip_kw(sql, &mut lx, &[b"WORK", b"TRANSACTION"]);
+    lx.next_sig().is_some_and(|t| t.k != K::Semi)
 }
 
 fn only_modes(sql: &[u8], mut lx: Lexer<'_>) -> bool {
@@ -2171,6 +2185,11 @@ mod tests {
             assert_eq!(
                 begin_parts(sql.as_bytes(), true),
                 (tag, set.map(String::from)),
+                "{sql}"
+            );
+            assert_eq!(
+                begin_has_modes(sql.as_bytes(), true),
+                set.is_some(),
                 "{sql}"
             );
         }

@@ -467,6 +467,10 @@ impl Core {
                 .as_ref()
                 .is_some_and(|a| a.status() == TxStatus::Failed),
             runs_rollback_to: false,
+            held_state: self.txn.held().is_some_and(|h| {
+                !h.stmts.is_empty()
+                    || router::begin_has_modes(query_text(&h.begin), self.settings.std_strings())
+            }),
             types_untrusted: self.settings.path_shadows()
                 || self
                     .att

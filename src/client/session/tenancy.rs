@@ -73,6 +73,8 @@ pub(super) struct View {
     pub(super) types_untrusted: bool,
     /// [`SessionView::runs_rollback_to`].
     pub(super) runs_rollback_to: bool,
+    /// [`SessionView::held_state`].
+    pub(super) held_state: bool,
 }
 
 /// The text of a Parse frame (empty if it is malformed, as routing reads it).
@@ -539,6 +541,7 @@ fn view(tenants: &Tenants, pinned: Option<(TenantKey, Source)>, v: View) -> Sess
         server_failed: v.server_failed,
         types_untrusted: v.types_untrusted,
         runs_rollback_to: v.runs_rollback_to,
+        held_state: v.held_state,
     }
 }
 
