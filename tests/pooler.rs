@@ -1456,6 +1456,50 @@ async fn idle_timeouts_close_clients() {
     assert!(gone);
 }
 
+/// A client holding its server while the server waits for it (an extended
+/// batch with no Sync whose answers all came, a COPY FROM STDIN with no
+/// data) is idle in a transaction: `idle_transaction_timeout` ends it
+/// (25P03), and the server serves the next client (probe ZZ: held for
+/// good, the next client of the shard waited its whole `query_wait_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_its_server_waiting_is_idle_in_a_transaction() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(
+        &[&pg],
+        "default_pool_size = 1\nidle_transaction_timeout = \"300ms\"\nquery_wait_timeout = \"30s\"\n",
+    )
+    .replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    let other = b.connect("app", "", "app").await;
+    other
+        .simple_query("CREATE TABLE IF NOT EXISTS stall_t(x int)")
+        .await
+        .unwrap();
+    for stall in ["flush", "copy"] {
+        let mut a = Raw::login(b.port, "app", "app");
+        if stall == "flush" {
+            a.parse("", "SELECT 1").bind("", &[]).execute().msg_flush();
+            a.run_until(b'C');
+        } else {
+            a.query("COPY stall_t FROM STDIN");
+            a.run_until(b'G');
+        }
+        let t = Instant::now();
+        assert_eq!(int_of(&other, "SELECT 2").await, 2, "{stall}");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{stall}: {:?}",
+            t.elapsed()
+        );
+        let rest: Vec<_> = std::iter::from_fn(|| a.read_msg()).collect();
+        assert_eq!(
+            support::raw::error_codes(&rest),
+            ["25P03"],
+            "{stall}: {rest:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserve_pool_serves_a_client_that_waited() {
     let pg = PgCluster::start();

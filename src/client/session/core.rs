@@ -410,6 +410,18 @@ impl Core {
         self.att.as_deref().is_none_or(Attachment::settled)
     }
 
+    /// The client holds a server that waits for it: a COPY FROM STDIN
+    /// waiting for data, or an extended batch with no Sync yet whose answers
+    /// all came. Either is a transaction (an implicit one) the client keeps
+    /// open, as idle as one inside `BEGIN` (probe ZZ: a Parse/Bind/Execute
+    /// and Flush, or a COPY, then silence, held a shard's server for good,
+    /// past `idle_transaction_timeout`).
+    pub fn server_waits_for_client(&self) -> bool {
+        self.att
+            .as_deref()
+            .is_some_and(|a| a.copy_in() || (a.ext_open() && a.settled()))
+    }
+
     /// The database this session serves.
     pub fn db(&self) -> &Arc<DbRuntime> {
         &self.db

@@ -2156,7 +2156,8 @@ impl Session {
     /// The timeout in force now, if any: idle in a transaction, or idle.
     fn deadline(&self) -> Option<(Instant, &'static str, &'static str)> {
         let settings = &self.core.db().settings;
-        let idle_in_tx = self.core.nothing_owed() && self.core.client_status() != TxStatus::Idle;
+        let idle_in_tx = self.core.nothing_owed() && self.core.client_status() != TxStatus::Idle
+            || self.core.server_waits_for_client();
         if idle_in_tx {
             settings.idle_transaction_timeout.non_zero().map(|t| {
                 (
