@@ -699,6 +699,37 @@ fn a_failed_settings_sync_never_runs_work_with_the_last_clients_settings() {
     );
 }
 
+/// Trusted extensions an application role may install keep session state
+/// behind plain function calls: pg_trgm's `set_limit` sets a setting
+/// (which then follows its client), isn's `isn_weak` a C variable no
+/// statement resets (the server is closed after it). Probe ZZ: the next
+/// client of the server matched fuzzy searches at another threshold, and
+/// ISBNs went unchecked, for good.
+#[test]
+fn extension_functions_that_keep_session_state_leave_it_to_their_client() {
+    let f = Fixture::start();
+    f.direct(0, "CREATE EXTENSION pg_trgm; CREATE EXTENSION isn");
+    let mut c1 = f.raw("plain1", &[]);
+    let mut c2 = f.raw("plain1", &[]);
+    let (errs, _) = q(&mut c1, "SELECT set_limit(0.05), isn_weak(true)");
+    assert!(errs.is_empty(), "{errs:?}");
+    let (errs, v) = q(
+        &mut c2,
+        "SELECT show_limit()::text || ' ' || isn_weak()::text",
+    );
+    assert_eq!(
+        (errs.as_slice(), v.as_slice()),
+        (&[][..], &["0.3 false".to_string()][..]),
+        "the next client of the server"
+    );
+    let (errs, v) = q(&mut c1, "SELECT show_limit()::text");
+    assert_eq!(
+        (errs.as_slice(), v.as_slice()),
+        (&[][..], &["0.05".to_string()][..]),
+        "the client's own threshold"
+    );
+}
+
 // ------------- 11. `SET seed` and sequences filled by ALTER TABLE
 
 /// `seed` is in neither `pg_settings` nor `RESET ALL`, and `ALTER TABLE ..

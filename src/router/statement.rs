@@ -178,6 +178,12 @@ impl Effects {
     /// Nothing to reset (the path is a setting, read back as any other).
     /// Outside [`Effects::ALL`]; [`Effects::resets`] drops it.
     pub const TYPE_PATH: Effects = Effects(16384);
+    /// State no statement resets: a trusted extension's C variable
+    /// (`isn_weak(true)` turns off isn's check digits for the session), or
+    /// a procedural language's own session state (PL/Perl's `%_SHARED`,
+    /// PL/Tcl's globals). The server is closed on release, never pooled.
+    /// Outside [`Effects::ALL`]; [`Effects::resets`] drops it.
+    pub const UNRESETTABLE: Effects = Effects(32768);
 
     /// No effect.
     pub const fn none() -> Effects {
@@ -261,7 +267,8 @@ impl Effects {
                 .union(Effects::LEXING)
                 .union(Effects::CATALOG)
                 .union(Effects::RESETS)
-                .union(Effects::TYPE_PATH),
+                .union(Effects::TYPE_PATH)
+                .union(Effects::UNRESETTABLE),
         );
         if s.any(Effects::DYNAMIC) {
             Effects::ALL
@@ -1486,6 +1493,16 @@ const STATE_WORDS: &[(&[u8], Effects)] = &[
     (b"setval", Effects::SEQUENCES),
     (b"setseed", Effects::SEED),
     (b"pg_temp", Effects::TEMP),
+    // Trusted extensions' functions an application role may run (probe
+    // ZZ): pg_trgm's `set_limit` sets `pg_trgm.similarity_threshold` for
+    // the session (read back as any setting); isn's `isn_weak` flips a C
+    // variable nothing resets. And procedural languages that keep session
+    // state of their own (`DO LANGUAGE plperl`, a function created in one).
+    (b"set_limit", Effects::SETTINGS),
+    (b"isn_weak", Effects::UNRESETTABLE),
+    (b"plperl", Effects::UNRESETTABLE),
+    (b"pltcl", Effects::UNRESETTABLE),
+    (b"plv8", Effects::UNRESETTABLE),
     // Built-ins that run a query given as text, which may be built at run
     // time ('set_' || 'config(...)'), so nothing in the text gives it away.
     (b"query_to_xml", Effects::DYNAMIC),

@@ -147,6 +147,8 @@ impl Core {
         let idle = a.pool_safe();
         debug_assert!(idle, "releasing a server that is not idle");
         let mut state = a.into_state();
+        // State no statement resets: this server serves no one else.
+        state.broken |= effects.any(Effects::UNRESETTABLE);
         if !idle {
             tracing::error!(
                 client = self.client_id,
