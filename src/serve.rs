@@ -38,17 +38,25 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
         let (a1, a2) = (app.clone(), app.clone());
         tokio::spawn(crate::config::watch::run(
             move || watched_files(&a1),
-            move |changed: &[std::path::PathBuf]| match reload_for(&a2, changed) {
-                Ok(msg) => {
-                    crate::admin::metrics::reload(true);
-                    tracing::info!("file change: {msg}");
-                }
-                Err(e) => {
-                    crate::admin::metrics::reload(false);
-                    tracing::error!(
-                        "file change: reload rejected, keeping the old configuration: {e}"
-                    );
-                }
+            move |changed: &[std::path::PathBuf]| {
+                // Files are read on the blocking pool, never on this thread,
+                // which takes the logins (probe AB: a map file that blocked
+                // its reader stopped every login).
+                let (app, changed) = (a2.clone(), changed.to_vec());
+                drop(tokio::task::spawn_blocking(move || {
+                    match reload_for(&app, &changed) {
+                        Ok(msg) => {
+                            crate::admin::metrics::reload(true);
+                            tracing::info!("file change: {msg}");
+                        }
+                        Err(e) => {
+                            crate::admin::metrics::reload(false);
+                            tracing::error!(
+                                "file change: reload rejected, keeping the old configuration: {e}"
+                            );
+                        }
+                    }
+                }));
             },
         ));
     }
@@ -68,16 +76,20 @@ pub async fn run(app: Arc<App>) -> Result<(), String> {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = hup.recv() => match app.reload() {
-                Ok(msg) => {
-                    crate::admin::metrics::reload(true);
-                    tracing::info!("SIGHUP: {msg}")
-                }
-                Err(e) => {
-                    crate::admin::metrics::reload(false);
-                    tracing::error!("SIGHUP: reload rejected, keeping the old configuration: {e}")
-                }
-            },
+            // On the blocking pool, as the watcher's (see above).
+            _ = hup.recv() => {
+                let app = app.clone();
+                drop(tokio::task::spawn_blocking(move || match app.reload() {
+                    Ok(msg) => {
+                        crate::admin::metrics::reload(true);
+                        tracing::info!("SIGHUP: {msg}")
+                    }
+                    Err(e) => {
+                        crate::admin::metrics::reload(false);
+                        tracing::error!("SIGHUP: reload rejected, keeping the old configuration: {e}")
+                    }
+                }));
+            }
             _ = &mut drained, if listener.is_some() && shared => {
                 // The other process on the address takes new clients from
                 // now on. Those the kernel already queued here are served.

@@ -624,6 +624,23 @@ async fn reload_with_a_broken_file_keeps_the_old_config() {
     assert!(msg.contains("[databases."), "{msg}");
     app(&b).await.simple_query("SELECT 1").await.unwrap();
     admin(&b).await.simple_query("SHOW POOLS").await.unwrap();
+    // A FIFO in the file's place is refused, never waited on (probe AB: the
+    // file watcher's reload blocked the thread that takes logins for good,
+    // and a console RELOAD never answered).
+    std::fs::remove_file(&b.config_path).unwrap();
+    let fifo = std::ffi::CString::new(b.config_path.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let (code, msg) = tokio::time::timeout(Duration::from_secs(20), q_err(&a, "RELOAD"))
+        .await
+        .expect("RELOAD answered");
+    assert_eq!(code, "F0000", "{msg}");
+    assert!(msg.contains("not a regular file"), "{msg}");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        app(&b).await.simple_query("SELECT 1").await.unwrap()
+    })
+    .await
+    .expect("a login answered");
+    std::fs::remove_file(&b.config_path).unwrap();
 
     b.write_config(&config(&pg, "default_pool_size = 9"));
     q(&a, "RELOAD;").await;

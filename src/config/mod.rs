@@ -670,9 +670,49 @@ pub const ADMIN_DBS: [&str; 2] = ["pgbouncer", "shardbouncer"];
 /// tries is an error, and the running config stays.
 pub fn read_settled(path: &Path) -> std::io::Result<String> {
     settle(
-        || std::fs::read_to_string(path),
+        || {
+            String::from_utf8(read_regular(path)?)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        },
         std::time::Duration::from_millis(5),
     )
+}
+
+/// Most bytes a file shardbouncer reads (config, shard map, auth file, TLS
+/// certificates and keys) may have: real ones are kilobytes.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// The whole of a regular file of at most [`MAX_FILE_BYTES`]. Opened
+/// without blocking, then checked: a FIFO, device or directory in the
+/// file's place is refused, never waited on or read without end (probe AB:
+/// a FIFO for the shard map blocked the thread that takes logins until a
+/// restart; `/dev/zero` grew the pooler until the kernel killed it).
+pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let too_large = || {
+        std::io::Error::other(format!(
+            "larger than {} MiB, the most a file may have",
+            MAX_FILE_BYTES >> 20
+        ))
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    f.take(MAX_FILE_BYTES + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(buf)
 }
 
 /// Call `read` until two calls `gap` apart agree (at most 20 times).
@@ -1167,6 +1207,32 @@ name = "plain"
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "a = 1\n").unwrap();
         assert_eq!(read_settled(&path).unwrap(), "a = 1\n");
+    }
+
+    /// A FIFO, a device or a directory in a file's place, and a file past
+    /// [`MAX_FILE_BYTES`], are refused at once with the reason (probe AB: a
+    /// FIFO blocked the reader for good, `/dev/zero` was read until the
+    /// kernel killed the pooler).
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("map.toml");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // (A blocking open of a FIFO nobody writes would never return.)
+        let e = read_settled(&fifo).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        for p in [Path::new("/dev/zero"), dir.path()] {
+            let e = read_regular(p).unwrap_err();
+            assert!(e.to_string().contains("not a regular file"), "{e}");
+        }
+        let big = dir.path().join("big.toml");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let e = read_regular(&big).unwrap_err();
+        assert!(e.to_string().contains("larger than 64 MiB"), "{e}");
+        f.set_len(MAX_FILE_BYTES).unwrap();
+        assert_eq!(read_regular(&big).unwrap().len() as u64, MAX_FILE_BYTES);
     }
 
     #[test]

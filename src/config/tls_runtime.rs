@@ -75,7 +75,9 @@ impl TlsRuntime {
 
 fn build_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
     let certs = load_certs(cert, "cert")?;
-    let key_der = PrivateKeyDer::from_pem_file(key)
+    let key_bytes =
+        super::read_regular(key).map_err(|e| format!("[tls] key {}: {e}", key.display()))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_bytes)
         .map_err(|e| format!("[tls] key {}: no usable private key: {e}", key.display()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -89,8 +91,10 @@ fn build_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, 
 }
 
 fn load_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("[tls] {key} {}: {e}", path.display()))?
+    let bytes =
+        super::read_regular(path).map_err(|e| format!("[tls] {key} {}: {e}", path.display()))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+        .map(|c| c.map(CertificateDer::into_owned))
         .collect::<Result<_, _>>()
         .map_err(|e| format!("[tls] {key} {}: {e}", path.display()))?;
     if certs.is_empty() {
@@ -103,8 +107,8 @@ fn load_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, St
 }
 
 fn load_roots(path: &Path) -> Result<(RootCertStore, [u8; 32]), String> {
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("[tls] server_ca {}: {e}", path.display()))?;
+    let bytes = super::read_regular(path)
+        .map_err(|e| format!("[tls] server_ca {}: {e}", path.display()))?;
     let fingerprint: [u8; 32] = Sha256::digest(&bytes).into();
     let certs = load_certs(path, "server_ca")?;
     let mut roots = RootCertStore::empty();

@@ -12,7 +12,11 @@ use std::path::Path;
 
 /// Read and parse an auth file: user name → secret (`None` for an empty secret).
 pub fn load(path: &Path) -> Result<HashMap<String, Option<String>>, String> {
-    let text = std::fs::read_to_string(path)
+    let text = super::read_regular(path)
+        .and_then(|b| {
+            String::from_utf8(b)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })
         .map_err(|e| format!("[auth] auth_file {}: {e}", path.display()))?;
     parse(&text).map_err(|e| format!("[auth] auth_file {}: {e}", path.display()))
 }
