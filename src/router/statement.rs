@@ -647,6 +647,86 @@ fn may_name_lexing_setting(sql: &[u8]) -> bool {
     memchr::memchr(b'\\', sql).is_some() || LEXING_WORDS.iter().any(|w| contains_ci(sql, w))
 }
 
+/// Whether `facts`, the analysis of `sql` under routing key `key`, is the
+/// analysis of every text [`same_shape`] finds of the same shape: `sql`
+/// with other integer literals in place of its own. The analysis reads an
+/// integer's digits only where it may be a tenant (a mention, a `SET` of
+/// the key, a type modifier of a cast read as one), or a setting's value
+/// (`SET x = 5`, `setseed(..)`): so the facts qualify only when the text
+/// cannot name a tenant (no key, or one without digits the text does not
+/// contain, comments included) and leaves no state on the server, nothing
+/// refused, no setting named, nothing past ASCII, no backslash.
+pub fn shape_invariant(facts: &Facts, key: &[u8], sql: &[u8]) -> bool {
+    facts.effects.is_empty()
+        && facts.violation.is_none()
+        && facts.mentions.is_empty()
+        && facts.set_value.is_none()
+        && facts.custom_settings.is_empty()
+        && facts.setting_params.is_empty()
+        && !facts.setting_exprs
+        && !facts.non_ascii
+        && !facts.std_sensitive
+        && memchr::memchr(b'\\', sql).is_none()
+        && (key.is_empty() || (!key.iter().any(u8::is_ascii_digit) && !contains_ci(sql, key)))
+}
+
+/// The byte spans of the integer literals of `sql` (digits only: `42`, not
+/// `4.2` or `$1`), as the router's lexer reads them under
+/// `standard_conforming_strings` = `std_strings`, in order.
+pub fn int_spans(sql: &[u8], std_strings: bool, out: &mut Vec<(u32, u32)>) {
+    out.clear();
+    let mut lx = Lexer::new(sql, std_strings);
+    while let Some(t) = lx.next_raw() {
+        if t.k == K::Int {
+            out.push((t.s as u32, t.e as u32));
+        }
+    }
+}
+
+/// Whether `new` is `old` with other digits in some of `old`'s integer
+/// literals (`ints`, from [`int_spans`]), of any length, and nothing else
+/// changed: the lexer reads both as the same tokens but for those values.
+/// With [`shape_invariant`] facts of `old`, the analysis of `new` is the
+/// same; `pgbench -S` sends one text per transaction that differs from the
+/// last only so, and its analysis was a sixth of the pooler's instructions.
+pub fn same_shape(old: &[u8], ints: &[(u32, u32)], new: &[u8]) -> bool {
+    let (mut i, mut j, mut k) = (0usize, 0usize, 0usize);
+    loop {
+        let n = old[i..]
+            .iter()
+            .zip(&new[j..])
+            .take_while(|(a, b)| a == b)
+            .count();
+        i += n;
+        j += n;
+        if i == old.len() && j == new.len() {
+            return true;
+        }
+        // The first difference: inside or right at the end of a literal of
+        // `old` that starts in the stretch just compared.
+        while ints.get(k).is_some_and(|&(_, e)| (e as usize) < i) {
+            k += 1;
+        }
+        let Some(&(s, e)) = ints.get(k) else {
+            return false;
+        };
+        let (s, e) = (s as usize, e as usize);
+        if s > i || j < i - s {
+            return false;
+        }
+        // The same literal in `new` starts where it starts in `old`,
+        // shifted as everything since the last difference is.
+        let ns = j - (i - s);
+        let digits = new[ns..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return false;
+        }
+        i = e;
+        j = ns + digits;
+        k += 1;
+    }
+}
+
 /// [`analyze`], and when the text has a backslash (the only byte whose meaning
 /// `standard_conforming_strings` changes) also under the other setting, into
 /// `alt`, to tell whether the text is [`Facts::std_sensitive`].
@@ -1816,6 +1896,85 @@ pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Texts of one shape: the same tokens but for the digits of integer
+    /// literals, whatever their length; anything else differs.
+    #[test]
+    fn texts_of_the_same_shape_differ_only_in_integer_literals() {
+        let old = b"SELECT abalance FROM pgbench_accounts WHERE aid = 12345;";
+        let mut ints = Vec::new();
+        int_spans(old, true, &mut ints);
+        assert_eq!(ints, [(50, 55)]);
+        for new in [
+            &b"SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"[..],
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 7;",
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 99999999999;",
+        ] {
+            assert!(same_shape(old, &ints, new), "{}", String::from_utf8_lossy(new));
+        }
+        for new in [
+            &b"SELECT abalance FROM pgbench_accounts WHERE aid = ;"[..],
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 1.5;",
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 12e3;",
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 12x;",
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 12345; ",
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 12345",
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = '12345';",
+            b"SELECT abalance FROM pgbench_accounts1 WHERE aid = 12345;",
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = $1;",
+            b"",
+        ] {
+            assert!(!same_shape(old, &ints, new), "{}", String::from_utf8_lossy(new));
+        }
+        // Several literals; digits in names, comments, strings, parameters
+        // and quoted identifiers are not literals.
+        let old = b"UPDATE t1 SET v = v + -2331 /* 7 */ WHERE id = 5 AND s = '9' AND $1 = \"8\" AND w = 10";
+        int_spans(old, true, &mut ints);
+        assert_eq!(ints.len(), 3, "{ints:?}");
+        assert!(same_shape(
+            old,
+            &ints,
+            b"UPDATE t1 SET v = v + -4 /* 7 */ WHERE id = 123456 AND s = '9' AND $1 = \"8\" AND w = 0"
+        ));
+        for new in [
+            &b"UPDATE t2 SET v = v + -2331 /* 7 */ WHERE id = 5 AND s = '9' AND $1 = \"8\" AND w = 10"[..],
+            b"UPDATE t1 SET v = v + -2331 /* 8 */ WHERE id = 5 AND s = '9' AND $1 = \"8\" AND w = 10",
+            b"UPDATE t1 SET v = v + -2331 /* 7 */ WHERE id = 5 AND s = '1' AND $1 = \"8\" AND w = 10",
+            b"UPDATE t1 SET v = v + -2331 /* 7 */ WHERE id = 5 AND s = '9' AND $2 = \"8\" AND w = 10",
+            b"UPDATE t1 SET v = v + -2331 /* 7 */ WHERE id = 5 AND s = '9' AND $1 = \"9\" AND w = 10",
+        ] {
+            assert!(!same_shape(old, &ints, new), "{}", String::from_utf8_lossy(new));
+        }
+    }
+
+    /// Only facts no integer literal can change are kept for a shape.
+    #[test]
+    fn facts_kept_for_a_shape_cannot_depend_on_an_integer() {
+        let inv = |sql: &str, key: &[u8]| {
+            let mut f = Facts::default();
+            analyze(sql.as_bytes(), key, true, &mut f);
+            shape_invariant(&f, key, sql.as_bytes())
+        };
+        assert!(inv("SELECT abalance FROM pgbench_accounts WHERE aid = 5", b""));
+        assert!(inv("SELECT * FROM t WHERE id = 5", b"tenant_id"));
+        assert!(inv("BEGIN", b"tenant_id"));
+        for sql in [
+            "SELECT * FROM t WHERE tenant_id = 5",
+            "SELECT * FROM t WHERE id = 5 /* tenant_id=5 */",
+            "SELECT * FROM t WHERE x = 'tenant_id'",
+            "SET statement_timeout = 5",
+            "SELECT setseed(0.5)",
+            "SELECT nextval('s')",
+            "INSERT INTO t VALUES (5)",
+            "SELECT 'a\\b'",
+            "SELECT 'é' = 5",
+            "SELECT pg_advisory_lock(5)",
+        ] {
+            assert!(!inv(sql, b"tenant_id"), "{sql}");
+        }
+        // A key with a digit: a literal's digits could spell it.
+        assert!(!inv("SELECT * FROM t WHERE id = 5", b"t1"));
+    }
 
     const KEY: &[u8] = b"tenant_id";
 

@@ -105,6 +105,12 @@ struct Analyzed {
     std_strings: bool,
     /// Whether what is recorded is valid.
     valid: bool,
+    /// The facts kept are those of every text of the same shape as the one
+    /// text kept ([`router::shape_invariant`]).
+    shaped: bool,
+    /// The integer literals of the text kept ([`router::int_spans`]),
+    /// found when a text first differs from it in a digit.
+    ints: Option<Vec<(u32, u32)>>,
 }
 
 impl Analyzed {
@@ -161,8 +167,34 @@ impl Analyzed {
     /// The facts kept no longer match what was recorded.
     fn forget(&mut self) {
         self.valid = false;
+        self.shaped = false;
+        self.ints = None;
         self.texts.clear();
         self.lens.clear();
+    }
+
+    /// Whether the facts kept are those of `text` too: it is the one text
+    /// kept, with other integer literals ([`router::same_shape`]), and the
+    /// facts do not depend on them.
+    fn same_shape(&mut self, key: &[u8], std_strings: bool, text: &[u8]) -> bool {
+        if !self.shaped || self.lens.len() != 1 || self.std_strings != std_strings || self.key != key
+        {
+            return false;
+        }
+        let old = &self.texts[..];
+        // Most texts that are not of the shape differ first elsewhere than
+        // in a digit: no lexing for them.
+        let first = old.iter().zip(text).take_while(|(a, b)| a == b).count();
+        let digit = |t: &[u8]| t.get(first).is_some_and(u8::is_ascii_digit);
+        if !digit(old) && !digit(text) {
+            return false;
+        }
+        let ints = self.ints.get_or_insert_with(|| {
+            let mut v = Vec::new();
+            router::int_spans(old, std_strings, &mut v);
+            v
+        });
+        router::same_shape(old, ints, text)
     }
 }
 
@@ -316,9 +348,13 @@ impl Tenancy {
     /// same text under the same key and setting is not analyzed again
     /// ([`Analyzed`]).
     pub(super) fn analyze(&mut self, sql: &[u8], key: &[u8], std_strings: bool) -> &Facts {
-        if !self.query_made_of.is(key, std_strings, [sql]) {
+        if !self.query_made_of.is(key, std_strings, [sql])
+            && !self.query_made_of.same_shape(key, std_strings, sql)
+        {
             router::analyze_checked(sql, key, std_strings, &mut self.facts, &mut self.alt_facts);
             self.query_made_of.record(key, std_strings, [sql]);
+            self.query_made_of.shaped =
+                self.query_made_of.valid && router::shape_invariant(&self.facts, key, sql);
         }
         &self.facts
     }
