@@ -1500,6 +1500,36 @@ async fn a_client_that_leaves_its_server_waiting_is_idle_in_a_transaction() {
     }
 }
 
+/// The idle timeouts count from the answer to the client's last work, not
+/// from when it was sent: a statement that runs longer than the timeout is
+/// no idleness (probe AC: `BEGIN; SELECT pg_sleep(5)` under a 3 s
+/// `idle_transaction_timeout` was ended as its answer came, and so were a
+/// Flush-ed one and an autocommit one under `client_idle_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_longer_than_the_idle_timeouts_is_not_idleness() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(
+        &[&pg],
+        "idle_transaction_timeout = \"400ms\"\nclient_idle_timeout = \"400ms\"\n",
+    )
+    .replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start(&cfg);
+    let c = b.connect("app", "", "app").await;
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query("SELECT pg_sleep(1)").await.unwrap();
+    c.simple_query("COMMIT").await.unwrap();
+    c.simple_query("SELECT pg_sleep(1)").await.unwrap();
+    assert_eq!(int_of(&c, "SELECT 2").await, 2);
+    let mut r = Raw::login(b.port, "app", "app");
+    r.parse("", "SELECT pg_sleep(1)")
+        .bind("", &[])
+        .execute()
+        .msg_flush();
+    r.run_until(b'C');
+    let m = r.sync().run(1);
+    assert_eq!(support::raw::error_codes(&m), Vec::<String>::new(), "{m:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserve_pool_serves_a_client_that_waited() {
     let pg = PgCluster::start();

@@ -1910,7 +1910,11 @@ mod tests {
             b"SELECT abalance FROM pgbench_accounts WHERE aid = 7;",
             b"SELECT abalance FROM pgbench_accounts WHERE aid = 99999999999;",
         ] {
-            assert!(same_shape(old, &ints, new), "{}", String::from_utf8_lossy(new));
+            assert!(
+                same_shape(old, &ints, new),
+                "{}",
+                String::from_utf8_lossy(new)
+            );
         }
         for new in [
             &b"SELECT abalance FROM pgbench_accounts WHERE aid = ;"[..],
@@ -1924,7 +1928,11 @@ mod tests {
             b"SELECT abalance FROM pgbench_accounts WHERE aid = $1;",
             b"",
         ] {
-            assert!(!same_shape(old, &ints, new), "{}", String::from_utf8_lossy(new));
+            assert!(
+                !same_shape(old, &ints, new),
+                "{}",
+                String::from_utf8_lossy(new)
+            );
         }
         // Several literals; digits in names, comments, strings, parameters
         // and quoted identifiers are not literals.
@@ -1955,7 +1963,10 @@ mod tests {
             analyze(sql.as_bytes(), key, true, &mut f);
             shape_invariant(&f, key, sql.as_bytes())
         };
-        assert!(inv("SELECT abalance FROM pgbench_accounts WHERE aid = 5", b""));
+        assert!(inv(
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 5",
+            b""
+        ));
         assert!(inv("SELECT * FROM t WHERE id = 5", b"tenant_id"));
         assert!(inv("BEGIN", b"tenant_id"));
         for sql in [

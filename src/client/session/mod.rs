@@ -774,6 +774,13 @@ impl Session {
                     return Err(self.server_lost());
                 }
                 Event::ServerRead(Ok(_)) => {
+                    // The client's work being answered is activity too: the
+                    // idle timeouts count from its answer, not from when it
+                    // was sent (probe AC: `BEGIN; SELECT pg_sleep(5)` under a
+                    // 3 s `idle_transaction_timeout` was ended as its answer
+                    // came, and so was an autocommit one under
+                    // `client_idle_timeout`).
+                    self.last_activity = crate::net::clock::now();
                     let need = self.core.server_data();
                     // Published before the answer can reach the client: a cancel
                     // retry must see the request it was for is over.

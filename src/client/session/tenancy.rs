@@ -177,7 +177,10 @@ impl Analyzed {
     /// kept, with other integer literals ([`router::same_shape`]), and the
     /// facts do not depend on them.
     fn same_shape(&mut self, key: &[u8], std_strings: bool, text: &[u8]) -> bool {
-        if !self.shaped || self.lens.len() != 1 || self.std_strings != std_strings || self.key != key
+        if !self.shaped
+            || self.lens.len() != 1
+            || self.std_strings != std_strings
+            || self.key != key
         {
             return false;
         }
