@@ -4537,6 +4537,41 @@ fn show_inside_a_held_transaction_sees_it_or_is_refused() {
         format!("inside: errors {codes:?}, rows {rows:?}")
     });
     q(&mut raw, "ROLLBACK");
+    // A SET among statements that run outside runs inside with them, on
+    // the home shard: ROLLBACK undoes it (probe AC: it outlived the
+    // ROLLBACK, as a session setting).
+    for via_batch in [false, true] {
+        if via_batch {
+            let m = raw
+                .parse("", "BEGIN")
+                .bind("", &[])
+                .execute()
+                .parse("", "SET work_mem = '3MB'")
+                .bind("", &[])
+                .execute()
+                .parse("", "SHOW work_mem")
+                .bind("", &[])
+                .execute()
+                .sync()
+                .run(1);
+            bad.check(
+                error_codes(&m).is_empty() && first_column(&m) == ["3MB"],
+                || format!("batch: {m:?}"),
+            );
+        } else {
+            q(&mut raw, "BEGIN");
+            let (codes, rows) = q(&mut raw, "SET work_mem = '3MB'; SHOW work_mem");
+            bad.check(codes.is_empty() && rows == ["3MB"], || {
+                format!("SET; SHOW: errors {codes:?}, rows {rows:?}")
+            });
+        }
+        let (codes, _) = q(&mut raw, "ROLLBACK");
+        bad.check(codes.is_empty(), || format!("ROLLBACK: {codes:?}"));
+        let (codes, rows) = q(&mut raw, "SHOW work_mem");
+        bad.check(codes.is_empty() && rows == ["4MB"], || {
+            format!("after ROLLBACK (batch {via_batch}): errors {codes:?}, rows {rows:?}")
+        });
+    }
     bad.finish("show_inside_a_held_transaction_sees_it_or_is_refused");
 }
 

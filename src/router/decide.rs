@@ -506,7 +506,10 @@ fn query(
     // Tenant-free work runs outside a held BEGIN, but transaction control
     // there would open, end or mark a transaction the client is not in: it
     // runs inside, on the shard the transaction then belongs to.
-    let inside = matches!(s.tx, Tx::Held { .. }) && f.tx_control;
+    // So does a `SET` or `RESET` among them: outside, it would outlive the
+    // transaction's ROLLBACK (probe AC: `SET work_mem ..; SHOW work_mem`
+    // in a held BEGIN kept the setting after ROLLBACK).
+    let inside = matches!(s.tx, Tx::Held { .. }) && (f.tx_control || sets_setting(f));
     // Only tenant-free transaction control may take the home shard for want
     // of a tenant: work that needs one follows `no_tenant` (probe: `UPDATE ..;
     // COMMIT` inside a held BEGIN, no tenant anywhere, ran on the home shard
@@ -517,6 +520,12 @@ fn query(
         return show_in_held(r, s, d);
     }
     d
+}
+
+/// The text changes a session setting (`SET`, `RESET`, `RESET ALL`): a
+/// change a ROLLBACK undoes, so it runs inside a held BEGIN.
+fn sets_setting(f: &Facts) -> bool {
+    f.effects.any(super::Effects::SETTINGS)
 }
 
 /// A `SHOW` that would run outside a held BEGIN whose modes or held
@@ -621,6 +630,7 @@ fn batch<'a, V: ParamValues>(
     let mut ends_tx = false;
     let mut tx_control = false;
     let mut shows = false;
+    let mut settings = false;
     // Portals bound in this batch and whether their statement is tenant-free; an
     // Execute of any other portal (one bound earlier) is not known to be.
     let mut portals: [(&[u8], bool); 8] = [(&[], false); 8];
@@ -776,6 +786,7 @@ fn batch<'a, V: ParamValues>(
                 ended |= f.ends_tx;
                 ends_tx |= matches!(f.first, Kind::Commit { .. } | Kind::Rollback { .. });
                 tx_control |= f.tx_control;
+                settings |= sets_setting(f);
                 shows |= f.shows;
                 for m in &f.mentions {
                     if r.has(m.source) {
@@ -899,7 +910,7 @@ fn batch<'a, V: ParamValues>(
     let held = matches!(s.tx, Tx::Held { .. }) && executes > 0;
     let ends_held = held && ends_tx;
     // As for a Query: transaction control never runs outside a held BEGIN.
-    let inside = held && tx_control;
+    let inside = held && (tx_control || settings);
     // (As for a Query: the home shard only for tenant-free transaction control.)
     let d = resolve(
         r,

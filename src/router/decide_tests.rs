@@ -732,6 +732,9 @@ fn held_and_failed_transactions() {
         "SHOW work_mem; BEGIN",
         "SHOW work_mem; SAVEPOINT s",
         "SHOW a; COMMIT",
+        // A SET among them too: a ROLLBACK undoes it (probe AC).
+        "SET work_mem = '3MB'; SHOW work_mem",
+        "DISCARD TEMP; RESET work_mem",
     ] {
         assert_eq!(shard(&query(&r, &t, held, sql)), Some(0), "{sql}");
         assert!(matches!(
