@@ -4390,6 +4390,10 @@ fn tenant_values_the_router_cannot_read_are_refused_not_skipped() {
         "INSERT INTO ledger (tenant_id, note) VALUES (NULL, 'p-unread'), (2002, 'p-unread')",
         "UPDATE ledger SET note = 'p-unread' WHERE tenant_id IN (1000 + 1, 2002)",
         "UPDATE ledger SET note = 'p-unread' WHERE tenant_id = ANY(ARRAY[abs(1001), 2002])",
+        // A cast key, a value combined with more (probe AC: read past).
+        "UPDATE ledger SET note = 'p-unread' WHERE tenant_id::int8 = 2002",
+        "UPDATE ledger SET note = 'p-unread' WHERE tenant_id = 2002 IS TRUE",
+        "UPDATE ledger SET note = 'p-unread' WHERE tenant_id = 2000 + 2",
     ];
     for sql in refused {
         let (codes, _) = q(&mut raw, sql);
@@ -4444,10 +4448,10 @@ fn tenant_values_the_router_cannot_read_are_refused_not_skipped() {
     });
     let n = f.counts("ledger WHERE note = 'p-read'");
     bad.check(n == [0, 3], || format!("rows read as 2002's: {n:?}"));
-    // One computed value alone stays no mention (documented): 42P17 here.
+    // A call alone stays no mention (documented): 42P17 here.
     let (codes, _) = q(
         &mut raw,
-        "SELECT note FROM ledger WHERE tenant_id = 2000 + 2",
+        "SELECT note FROM ledger WHERE tenant_id = abs(2002)",
     );
     bad.check(codes == ["42P17"], || {
         format!("computed alone: errors {codes:?}")
@@ -4593,6 +4597,8 @@ fn parenthesized_keys_and_other_equalities_name_their_tenant() {
         "tenant_id = ALL(ARRAY[2002])",
         // (probe YY: HAVING was read past too.)
         "true GROUP BY note, tenant_id HAVING tenant_id = 2002",
+        // (probe AC: and pg_catalog's `=` by name.)
+        "tenant_id OPERATOR(pg_catalog.=) 2002",
     ];
     let sql = |w: &str| {
         format!("SELECT (SELECT name FROM shard_marker) || ': ' || note FROM ledger WHERE {w}")

@@ -386,6 +386,9 @@ fn follower_ok(sql: &[u8], lx: &Lexer<'_>) -> bool {
                     b"CROSS",
                     b"NATURAL",
                     b"DO",
+                    b"HAVING",
+                    b"WHEN",
+                    b"THEN",
                 ],
             ),
             _ => false,
@@ -846,9 +849,17 @@ fn forward_match<'a>(
     // parentheses, closed before or after its collation (probe XX:
     // `(tenant_id) = 'x'` was read past).
     let mut collated = false;
+    // `tenant_id::int = 42`: the key cast, compared with a value: which
+    // keys a value matches then depends on the cast (probe AC: read past).
+    let mut cast = false;
     let mut closed = 0;
     loop {
-        if is_kw(sql, &t, b"COLLATE") {
+        if t.k == K::Cast {
+            if skip_type(sql, &mut lx).is_none() {
+                return ControlFlow::Continue(());
+            }
+            cast = true;
+        } else if is_kw(sql, &t, b"COLLATE") {
             if lx.next_sig().filter(is_identlike).is_none() {
                 return ControlFlow::Continue(());
             }
@@ -873,45 +884,160 @@ fn forward_match<'a>(
         return ControlFlow::Continue(());
     }
     // `IS NOT DISTINCT FROM` is `=` that also matches NULL with NULL
-    // (probe XX: read past).
+    // (probe XX: read past), and so is `OPERATOR(pg_catalog.=)`.
     let equals = is_op(sql, &t, b"=") || not_distinct_from(sql, &t, &mut lx);
+    let equals = match operator_eq(sql, &t, &mut lx) {
+        // Another operator named so: it may match any key.
+        Some(false) => return f(Src::Scan, TenantToken::Unreadable),
+        Some(true) => true,
+        None => equals,
+    };
     if collated && (equals || is_kw(sql, &t, b"IN")) {
         return f(Src::Scan, TenantToken::Unreadable);
     }
+    // What the comparison reads: each value, or once the key is cast, or
+    // once what follows combines the values with more (`tenant_id = 42 IS
+    // TRUE`, `= 1 + 0`: probe AC, read past), one unreadable mention.
+    let mut report = |v: TenantToken<'a>, ok: bool| {
+        if cast || !ok {
+            f(Src::Scan, TenantToken::Unreadable)
+        } else {
+            f(Src::Scan, v)
+        }
+    };
     if equals {
         // `= ALL(..)` matches a row when every element equals its key:
         // each element is a tenant it may match, as for `ANY` (probe XX:
         // read past).
-        if is_op(sql, &t, b"=")
+        if (is_op(sql, &t, b"=") || is_kw(sql, &t, b"OPERATOR"))
             && lx
                 .peek_sig()
                 .is_some_and(|t| is_any_kw(sql, &t, &[b"ANY", b"SOME", b"ALL"]))
         {
             lx.next_sig();
             let start = lx;
-            if any_match(sql, &mut lx, &mut |_| ControlFlow::Continue(())).is_some()
-                && follower_ok(sql, &lx)
+            let mut n = 0;
+            if any_match(sql, &mut lx, &mut |_| {
+                n += 1;
+                ControlFlow::Continue(())
+            })
+            .is_some()
+                && n > 0
             {
+                let ok = follower_ok(sql, &lx);
+                if cast || !ok {
+                    return report(TenantToken::Unreadable, false);
+                }
                 let mut lx = start;
-                any_match(sql, &mut lx, &mut |v| f(Src::Scan, v))
+                any_match(sql, &mut lx, &mut |v| report(v, true))
                     .unwrap_or(ControlFlow::Continue(()))?;
             }
         } else if let Some(v) = read_value(sql, &mut lx) {
-            if follower_ok(sql, &lx) {
-                f(Src::Scan, v)?;
-            }
+            let ok = follower_ok(sql, &lx);
+            report(v, ok)?;
         }
     } else if is_kw(sql, &t, b"IN") {
         let start = lx;
         // First walk validates the whole list, the second reports it.
-        if in_list(sql, &mut lx, &mut |_| ControlFlow::Continue(())).is_some()
-            && follower_ok(sql, &lx)
+        let mut n = 0;
+        if in_list(sql, &mut lx, &mut |_| {
+            n += 1;
+            ControlFlow::Continue(())
+        })
+        .is_some()
+            && n > 0
         {
+            if cast || !follower_ok(sql, &lx) {
+                return report(TenantToken::Unreadable, false);
+            }
             let mut lx = start;
-            in_list(sql, &mut lx, &mut |v| f(Src::Scan, v)).unwrap_or(ControlFlow::Continue(()))?;
+            in_list(sql, &mut lx, &mut |v| report(v, true)).unwrap_or(ControlFlow::Continue(()))?;
         }
     }
     ControlFlow::Continue(())
+}
+
+/// `t` is `OPERATOR` of `OPERATOR([schema.]op)`: consumes the rest, and
+/// tells whether it is `=` (`pg_catalog`'s, or unqualified, as
+/// `search_path` finds `pg_catalog`'s first unless told otherwise). `None`
+/// when `t` is no such operator.
+fn operator_eq(sql: &[u8], t: &Tok, lx: &mut Lexer<'_>) -> Option<bool> {
+    if !is_kw(sql, t, b"OPERATOR") {
+        return None;
+    }
+    let mut l2 = *lx;
+    if l2.next_sig()?.k != K::LParen {
+        return None;
+    }
+    let mut schema_ok = true;
+    let mut op = l2.next_sig()?;
+    if is_identlike(&op) {
+        schema_ok = ident_eq(sql, &op, b"pg_catalog");
+        if l2.next_sig()?.k != K::Dot {
+            return None;
+        }
+        op = l2.next_sig()?;
+    }
+    if op.k != K::Op || l2.next_sig()?.k != K::RParen {
+        return None;
+    }
+    *lx = l2;
+    Some(schema_ok && text(sql, &op) == b"=")
+}
+
+/// Past the type of a `::` cast at the cursor: a name (qualified, or of
+/// several words: `double precision`, `character varying`), its
+/// modifiers and array brackets. `None` when not understood.
+fn skip_type(sql: &[u8], lx: &mut Lexer<'_>) -> Option<()> {
+    if !is_identlike(&lx.next_sig()?) {
+        return None;
+    }
+    while let Some(n) = lx.peek_sig() {
+        if n.k == K::Dot {
+            lx.next_sig();
+            if !is_identlike(&lx.next_sig()?) {
+                return None;
+            }
+        } else if is_any_kw(
+            sql,
+            &n,
+            &[
+                b"PRECISION",
+                b"VARYING",
+                b"CHARACTER",
+                b"CHAR",
+                b"WITH",
+                b"WITHOUT",
+                b"TIME",
+                b"ZONE",
+            ],
+        ) {
+            lx.next_sig();
+        } else {
+            break;
+        }
+    }
+    if lx.peek_sig().is_some_and(|n| n.k == K::LParen) {
+        lx.next_sig();
+        for _ in 0..8 {
+            match lx.next_sig()?.k {
+                K::RParen => break,
+                K::Int | K::Comma | K::Ident => {}
+                _ => return None,
+            }
+        }
+    }
+    while lx.peek_sig().is_some_and(|n| n.k == K::LBrack) {
+        lx.next_sig();
+        let mut t = lx.next_sig()?;
+        if t.k == K::Int {
+            t = lx.next_sig()?;
+        }
+        if t.k != K::RBrack {
+            return None;
+        }
+    }
+    Some(())
 }
 
 /// `( element {, element} )`: every element read ([`list_elements`]);
@@ -1020,7 +1146,10 @@ fn not_distinct_from(sql: &[u8], t: &Tok, lx: &mut Lexer<'_>) -> bool {
 fn reverse_match<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8]) -> Option<TenantToken<'a>> {
     let v = read_value(sql, &mut lx)?;
     let eq = lx.next_sig()?;
-    if !is_op(sql, &eq, b"=") && !not_distinct_from(sql, &eq, &mut lx) {
+    if !is_op(sql, &eq, b"=")
+        && !not_distinct_from(sql, &eq, &mut lx)
+        && operator_eq(sql, &eq, &mut lx) != Some(true)
+    {
         return None;
     }
     let mut opens = 0;
@@ -1047,7 +1176,15 @@ fn reverse_match<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8]) -> Option<Ten
             return None;
         }
     }
-    (ident_eq(sql, &id, key) && follower_ok(sql, &lx)).then_some(v)
+    // A value compared with more than the key (`42 = tenant_id IS TRUE`,
+    // `= tenant_id::text`) is no value the router reads.
+    ident_eq(sql, &id, key).then(|| {
+        if follower_ok(sql, &lx) {
+            v
+        } else {
+            TenantToken::Unreadable
+        }
+    })
 }
 
 /// Walks the VALUES rows of `INSERT INTO t (cols) VALUES (...), ...` and
@@ -1672,44 +1809,31 @@ mod tests {
             "SELECT * FROM t WHERE tenant_id > 5",
             "SELECT * FROM t WHERE tenant_id >= 5",
             "SELECT * FROM t WHERE tenant_id == 5",
-            "SELECT * FROM t WHERE tenant_id = 5 + 1",
-            "SELECT * FROM t WHERE tenant_id = 5 - 1",
-            "SELECT * FROM t WHERE tenant_id = 5 * 2",
-            "SELECT * FROM t WHERE tenant_id = 'a' || 'b'",
             // Joined across a newline: one literal, 'ab' (probe I).
             // A `character` value: 'b', not 'b ', where it meets text
             // (probe I: routed as 'b ', to another shard).
-            "SELECT * FROM t WHERE tenant_id = 5 IS FALSE",
             "SELECT * FROM t WHERE NOT tenant_id = 5",
             "SELECT * FROM t WHERE x - tenant_id = 5",
-            "SELECT * FROM t WHERE tenant_id IN (1, 2) IS TRUE",
             "SELECT * FROM t WHERE tenant_id NOT IN (1)",
-            "SELECT * FROM t WHERE tenant_id = ANY($1) + 1",
-            "SELECT * FROM t WHERE tenant_id = ANY($1) IS TRUE",
             "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[ARRAY[1]])",
             "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[1, 2] || ARRAY[3])",
             "SELECT * FROM t WHERE tenant_id = ANY('{1,2}')",
             "SELECT * FROM t WHERE tenant_id = ANY(f($1))",
             "SELECT * FROM t WHERE tenant_id <> ALL($1)",
             "SELECT * FROM t WHERE tenant_id IS DISTINCT FROM 5",
-            "SELECT * FROM t WHERE tenant_id IS NOT DISTINCT FROM 5 + 1",
             "SELECT * FROM t WHERE tenant_id IS NOT 5",
             "SELECT * FROM t WHERE x - (tenant_id) = 5",
             "SELECT * FROM t WHERE (x OR tenant_id) = 5",
             "SELECT * FROM t WHERE (tenant_id) + 1 = 5",
             "SELECT * FROM t WHERE (tenant_id)) = 5",
             "SELECT * FROM t WHERE 5 = (tenant_id",
-            "SELECT * FROM t WHERE 5 = (tenant_id) + 1",
             "SELECT * FROM t WHERE NOT tenant_id = ANY($1)",
-            "SELECT * FROM t WHERE tenant_id = 5abc",
             "SELECT * FROM t WHERE tenant_id = - 5",
             "SELECT * FROM t WHERE tenant_id = other_col",
             "SELECT * FROM t WHERE tenant_id = 'x",
             "SELECT * FROM t WHERE tenant_id = f(5)",
             "SELECT * FROM t WHERE tenant_id.x = 5",
             "SELECT * FROM t WHERE \"TENANT_ID\" = 5",
-            "SELECT * FROM t WHERE 5 = tenant_id + 1",
-            "SELECT * FROM t WHERE 5 = tenant_id(1)",
             "SELECT tenant_id = 5 FROM t",
             "UPDATE t SET tenant_id = 5",
             "SELECT * FROM t WHERE CASE WHEN tenant_id = 5 THEN true END",
@@ -1862,6 +1986,77 @@ mod tests {
             ),
         ] {
             assert_eq!(all(sql), want, "{sql}");
+        }
+    }
+
+    /// A value read, then combined with more (`= 5 + 1`, `= 5 IS FALSE`,
+    /// `IN (..) IS TRUE`), a key cast (`tenant_id::int = 42`) or compared
+    /// by an operator other than `pg_catalog`'s `=`: one unreadable
+    /// mention, refused, never read past (probe AC: each ran on the session
+    /// tenant's shard). A column or a call alone stays no mention.
+    #[test]
+    fn values_combined_with_more_or_a_cast_key_are_unreadable() {
+        for sql in [
+            "SELECT * FROM t WHERE tenant_id = 5 + 1",
+            "SELECT * FROM t WHERE tenant_id = 5 - 1",
+            "SELECT * FROM t WHERE tenant_id = 5 * 2",
+            "SELECT * FROM t WHERE tenant_id = 'a' || 'b'",
+            "SELECT * FROM t WHERE tenant_id = 5 IS FALSE",
+            "SELECT * FROM t WHERE tenant_id IN (1, 2) IS TRUE",
+            "SELECT * FROM t WHERE tenant_id = ANY($1) + 1",
+            "SELECT * FROM t WHERE tenant_id = ANY($1) IS TRUE",
+            "SELECT * FROM t WHERE tenant_id IS NOT DISTINCT FROM 5 + 1",
+            "SELECT * FROM t WHERE 5 = (tenant_id) + 1",
+            "SELECT * FROM t WHERE tenant_id = 5abc",
+            "SELECT * FROM t WHERE 5 = tenant_id + 1",
+            "SELECT * FROM t WHERE 5 = tenant_id(1)",
+            "SELECT * FROM t WHERE tenant_id = (2) + 1",
+            "SELECT * FROM t WHERE tenant_id = 1+0",
+            "SELECT * FROM t WHERE tenant_id = 42::numeric + 1",
+            "SELECT * FROM t WHERE tenant_id::int = 42",
+            "SELECT * FROM t WHERE t.tenant_id::pg_catalog.int8 = $1",
+            "SELECT * FROM t WHERE tenant_id::character varying(10)[] = ANY($1)",
+            "SELECT * FROM t WHERE tenant_id::text IN ('a', 'b')",
+            "SELECT * FROM t WHERE tenant_id::text IS NOT DISTINCT FROM 'a'",
+            "SELECT * FROM t WHERE 'a' = tenant_id::text",
+            "SELECT * FROM t WHERE tenant_id OPERATOR(public.=) 42",
+            "SELECT * FROM t WHERE tenant_id OPERATOR(<>) 42",
+            "SELECT * FROM t WHERE tenant_id = 42 IS TRUE",
+        ] {
+            assert_eq!(all(sql), ["<Unreadable>"], "{sql}");
+        }
+        for (sql, want) in [
+            (
+                "SELECT * FROM t WHERE tenant_id OPERATOR(pg_catalog.=) 42",
+                "42",
+            ),
+            ("SELECT * FROM t WHERE tenant_id OPERATOR(=) 'g' AND x", "g"),
+            (
+                "SELECT * FROM t WHERE 'g' OPERATOR(pg_catalog.=) tenant_id",
+                "g",
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id OPERATOR(pg_catalog.=) ANY(ARRAY[7])",
+                "7",
+            ),
+            (
+                "SELECT count(*) FROM t WHERE tenant_id = 42 HAVING count(*) > 1",
+                "42",
+            ),
+            (
+                "MERGE INTO t USING s ON t.tenant_id = 42 WHEN MATCHED THEN DO NOTHING",
+                "42",
+            ),
+        ] {
+            assert_eq!(all(sql), [want], "{sql}");
+        }
+        for sql in [
+            "SELECT * FROM t JOIN u ON t.tenant_id::text = u.tenant_id",
+            "SELECT * FROM t WHERE tenant_id::text IN (SELECT x FROM u)",
+            "SELECT tenant_id::text FROM t",
+            "SELECT * FROM t ORDER BY tenant_id::text",
+        ] {
+            assert!(all(sql).is_empty(), "{sql}: {:?}", all(sql));
         }
     }
 
@@ -2262,8 +2457,6 @@ mod tests {
         }
         for sql in [
             // One computed value, or no element read: no mention.
-            "SELECT * FROM t WHERE tenant_id = 1+0",
-            "SELECT * FROM t WHERE tenant_id = 42::numeric + 1",
             "SELECT * FROM t WHERE tenant_id IN (SELECT tenant_id FROM u)",
             "SELECT * FROM t WHERE tenant_id IN (f(1), g(2))",
             "INSERT INTO t (tenant_id, a) VALUES (DEFAULT, 'a'), (DEFAULT, 'b')",
@@ -2333,7 +2526,6 @@ mod tests {
         }
         // Not a value: computed, a row, a subquery, too deep.
         for sql in [
-            "SELECT * FROM t WHERE tenant_id = (2) + 1",
             "SELECT * FROM t WHERE tenant_id = ('a' || 'b')",
             "SELECT * FROM t WHERE tenant_id IN ((1, 2))",
             "SELECT * FROM t WHERE tenant_id = (SELECT 2)",
