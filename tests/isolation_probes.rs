@@ -728,6 +728,21 @@ fn extension_functions_that_keep_session_state_leave_it_to_their_client() {
         (&[][..], &["0.05".to_string()][..]),
         "the client's own threshold"
     );
+    // Reached by dynamic code, by a name the text does not show (probe
+    // AC): the server is closed all the same, isn being installed.
+    for sql in [
+        "SELECT query_to_xml('select i' || 'sn_weak(true)', true, false, '')",
+        "DO $$BEGIN EXECUTE 'select i' || 'sn_weak(true)'; END$$",
+    ] {
+        let (errs, _) = q(&mut c1, sql);
+        assert!(errs.is_empty(), "{sql}: {errs:?}");
+        let (errs, v) = q(&mut c2, "SELECT isn_weak()::text");
+        assert_eq!(
+            (errs.as_slice(), v.as_slice()),
+            (&[][..], &["false".to_string()][..]),
+            "the next client of the server, after {sql}"
+        );
+    }
 }
 
 // ------------- 11. `SET seed` and sequences filled by ALTER TABLE

@@ -722,6 +722,16 @@ impl ServerConn {
         if reset_all {
             sql.push_str("RESET ALL;");
         }
+        // Dynamic code may have reached state no statement resets (isn's
+        // `isn_weak`, a procedural language's globals) by a name the text
+        // does not show (probe AC: `query_to_xml('select i'||'sn_weak(true)',
+        // ..)`, a FunctionCall by OID): where such an extension is
+        // installed, the server is closed rather than pooled. Asked in the
+        // same round trip as the reset.
+        let dynamic = resets.any(Effects::DYNAMIC);
+        if dynamic {
+            sql.push_str(UNRESETTABLE_EXTENSIONS);
+        }
         if sql == READ_COMMITTED {
             return Ok(None);
         }
@@ -741,6 +751,13 @@ impl ServerConn {
                 r => break r?,
             }
         };
+        if dynamic
+            && rows
+                .iter()
+                .any(|r| r.len() == 1 && r[0].as_deref() == Some(UNRESETTABLE_MARK))
+        {
+            self.broken = true;
+        }
         if resets.any(Effects::PREPARED) {
             self.prepared.clear();
         }
@@ -892,6 +909,18 @@ impl ServerConn {
 /// DEFERRABLE` made them wait for a safe snapshot, and the pool with them:
 /// probe). It changes only the transaction's own characteristics, which are
 /// not read back.
+/// The row [`UNRESETTABLE_EXTENSIONS`] gives when one is installed.
+const UNRESETTABLE_MARK: &str = "sb_unresettable";
+
+/// A query for the extensions whose session state no statement resets:
+/// isn (`isn_weak`, a C variable) and the procedural languages that keep
+/// globals of their own (PL/Perl's `%_SHARED`, PL/Tcl's, PL/v8's,
+/// PL/Python's `GD`). After dynamic code on a server where one is
+/// installed, the server is closed.
+const UNRESETTABLE_EXTENSIONS: &str = "SELECT 'sb_unresettable' FROM pg_catalog.pg_extension \
+     WHERE extname::pg_catalog.text OPERATOR(pg_catalog.=) ANY \
+     ('{isn,plperl,plperlu,pltcl,pltclu,plv8,plpython3u}'::pg_catalog.text[]) LIMIT 1;";
+
 const READ_COMMITTED: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED;";
 
 /// Lifts the client's `statement_timeout` and `lock_timeout` (5 ms, say) for
