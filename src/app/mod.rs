@@ -145,20 +145,30 @@ impl App {
     /// published. Returns a description of what changed.
     pub fn reload(&self) -> Result<String, String> {
         let before = self.snapshot.load_full();
-        let msg = self.snapshot.reload(|snap| {
-            self.record_moves(snap);
-            self.apply_to_pools(snap);
-        })?;
+        let msg = self
+            .snapshot
+            .reload(|snap| {
+                self.record_moves(snap);
+                self.apply_to_pools(snap);
+            })
+            .map_err(bounded)?;
         self.wake_if_timeouts_changed(&before);
         Ok(msg)
     }
+
+    /// Most of a refused reload's reason that is told (console, log): a
+    /// parse error quotes the line it is on, and one line of a file may be
+    /// megabytes (probe AC: a 4 MB line made a 4 MB ErrorResponse and 50 MB
+    /// of log).
+    pub const MAX_REASON: usize = 2048;
 
     /// Read the shard map files `maps` again into the configuration in force
     /// (console `SET`s kept), the other files as they are in force; on any
     /// error the old configuration stays.
     pub fn reload_maps(&self, maps: &[std::path::PathBuf]) -> Result<String, String> {
         self.snapshot
-            .reread_maps(maps, |snap| self.record_moves(snap))?;
+            .reread_maps(maps, |snap| self.record_moves(snap))
+            .map_err(bounded)?;
         let names: Vec<String> = maps.iter().map(|p| p.display().to_string()).collect();
         Ok(format!("shard map(s) read again: {}", names.join(", ")))
     }
@@ -334,5 +344,40 @@ pub struct TxWatch<'a>(&'a App);
 impl Drop for TxWatch<'_> {
     fn drop(&mut self) {
         self.0.tx_waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `reason` cut to [`App::MAX_REASON`] bytes, saying how much was left out.
+fn bounded(mut reason: String) -> String {
+    if reason.len() > App::MAX_REASON {
+        let mut cut = App::MAX_REASON;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let more = reason.len() - cut;
+        reason.truncate(cut);
+        reason.push_str(&format!("... ({more} bytes more)"));
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_reason_is_cut_on_a_character_boundary() {
+        assert_eq!(bounded("short".into()), "short");
+        // One byte, then two-byte characters: the cut falls inside one.
+        let long = format!("x{}", "é".repeat(App::MAX_REASON));
+        let cut = bounded(long.clone());
+        let kept = cut.split("... (").next().unwrap();
+        assert_eq!(kept.len(), App::MAX_REASON - 1);
+        assert!(long.starts_with(kept));
+        assert!(
+            cut.ends_with(&format!("({} bytes more)", long.len() - kept.len())),
+            "{}",
+            &cut[kept.len()..]
+        );
     }
 }
