@@ -907,9 +907,13 @@ pub(super) fn raise_sql(code: &str, msg: &str) -> Option<String> {
     if code.len() != 5 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return None;
     }
-    // The message goes inside a dollar-quoted body as an E'' literal.
+    // The message goes inside a dollar-quoted body as an E'' literal, its
+    // `$` written `\x24`: no `$` in the body can end it, and the client
+    // reads the message as sent (probe AD: a fullwidth `＄` stood for it,
+    // so `$1` in a refusal read otherwise inside a transaction).
     let mut lit = String::new();
-    crate::server::push_literal(&mut lit, &msg.replace('$', "＄"));
+    crate::server::push_literal(&mut lit, msg);
+    let lit = lit.replace('$', "\\x24");
     Some(format!(
         "DO $shardbouncer$BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = {lit}; END$shardbouncer$"
     ))
@@ -1050,9 +1054,9 @@ mod tests {
     #[test]
     fn raise_sql_is_safe() {
         let s = raise_sql("0A000", "it's $x$ here \\").unwrap();
-        // The dollar signs become fullwidth ones, written as escapes (the
-        // pooler's SQL is ASCII).
-        assert!(s.contains("E'it''s \\uFF04x\\uFF04 here \\\\'"), "{s}");
+        // The dollar signs are escapes: the body holds none.
+        assert!(s.contains("E'it''s \\x24x\\x24 here \\\\'"), "{s}");
+        assert_eq!(s.matches('$').count(), 4, "{s}");
         assert!(raise_sql("0A0'0", "x").is_none());
     }
 }
