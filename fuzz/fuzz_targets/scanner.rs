@@ -6,12 +6,14 @@
 //!   sorted and in range, a valid `SET key` carries its value, mentions are
 //!   bounded and valid keys);
 //! * `analyze` reports exactly the mentions `scanner::mentions` finds;
-//! * a comment in front of a text changes nothing about it.
+//! * a comment in front of a text changes nothing about it;
+//! * facts a session keeps for a text's shape ([`shape_invariant`]) are the
+//!   facts of the same text with other integer literals.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use shardbouncer::router::statement::{analyze, Facts, Kind, MAX_MENTIONS};
-use shardbouncer::router::{mentions, TenantToken};
+use shardbouncer::router::{int_spans, mentions, same_shape, shape_invariant, TenantToken};
 
 fuzz_target!(|data: &[u8]| {
     // First byte picks how much of the rest is the key name, so key names
@@ -91,4 +93,31 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(f.conv_params, g.conv_params);
     assert_eq!(f.effects, g.effects);
     assert_eq!(f.violation, g.violation);
+    // Facts a session keeps for a shape are those of every text of it: the
+    // same text with other integer literals, of other lengths.
+    if shape_invariant(&f, key, sql) {
+        let mut ints = Vec::new();
+        int_spans(sql, std, &mut ints);
+        let mut other = Vec::with_capacity(sql.len() + 4 * ints.len());
+        let mut at = 0;
+        for (i, &(s, e)) in ints.iter().enumerate() {
+            other.extend_from_slice(&sql[at..s as usize]);
+            let seed = sql.len() + 7 * i;
+            for d in 0..=seed % 4 {
+                other.push(b'0' + ((seed + 3 * d) % 10) as u8);
+            }
+            at = e as usize;
+        }
+        other.extend_from_slice(&sql[at..]);
+        assert!(same_shape(sql, &ints, &other));
+        let mut g = Facts::default();
+        analyze(&other, key, std, &mut g);
+        assert_eq!(f, g, "{:?}", String::from_utf8_lossy(&other));
+        // And a text that differs elsewhere is not of the shape.
+        if let Some(p) = sql.iter().position(|c| c.is_ascii_alphabetic()) {
+            let mut changed = sql.to_vec();
+            changed[p] ^= 0x01;
+            assert!(!same_shape(sql, &ints, &changed));
+        }
+    }
 });
