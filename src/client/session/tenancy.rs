@@ -8,8 +8,8 @@ use crate::app::gate::Ticket;
 use crate::protocol::{self, tag, Bind, Parse};
 use crate::router::bind::ParamTypes;
 use crate::router::{
-    self, Decision, Facts, Item, ListenOp, Mention, Routing, SessionView, Source, TenantKey,
-    Tenants, Tx,
+    self, Decision, Facts, Item, ListenOp, Mention, Routing, SessionView, ShapeCache, Source,
+    TenantKey, Tenants, Tx,
 };
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -84,6 +84,12 @@ fn parse_text(frame: &[u8]) -> &[u8] {
         .and_then(Parse::parse)
         .map(|p| p.query)
         .unwrap_or_default()
+}
+
+thread_local! {
+    /// This worker's analyses by the shape of their text, shared by its
+    /// sessions (see [`ShapeCache`]).
+    static SHAPES: std::cell::RefCell<ShapeCache> = std::cell::RefCell::new(ShapeCache::new());
 }
 
 /// The inputs of the analyses a [`Tenancy`] keeps: the texts (a copy), the
@@ -187,7 +193,7 @@ impl Analyzed {
         let old = &self.texts[..];
         // Most texts that are not of the shape differ first elsewhere than
         // in a digit: no lexing for them.
-        let first = old.iter().zip(text).take_while(|(a, b)| a == b).count();
+        let first = router::common_prefix(old, text);
         let digit = |t: &[u8]| t.get(first).is_some_and(u8::is_ascii_digit);
         if !digit(old) && !digit(text) {
             return false;
@@ -351,14 +357,30 @@ impl Tenancy {
     /// same text under the same key and setting is not analyzed again
     /// ([`Analyzed`]).
     pub(super) fn analyze(&mut self, sql: &[u8], key: &[u8], std_strings: bool) -> &Facts {
-        if !self.query_made_of.is(key, std_strings, [sql])
-            && !self.query_made_of.same_shape(key, std_strings, sql)
+        if self.query_made_of.is(key, std_strings, [sql])
+            || self.query_made_of.same_shape(key, std_strings, sql)
         {
-            router::analyze_checked(sql, key, std_strings, &mut self.facts, &mut self.alt_facts);
-            self.query_made_of.record(key, std_strings, [sql]);
-            self.query_made_of.shaped =
-                self.query_made_of.valid && router::shape_invariant(&self.facts, key, sql);
+            return &self.facts;
         }
+        // Another session of this worker may have analyzed the shape.
+        let hash = ShapeCache::hash(key, std_strings, sql);
+        let facts = &mut self.facts;
+        let hit = SHAPES.with(|c| {
+            c.borrow()
+                .get(hash, key, std_strings, sql)
+                .map(|f| facts.clone_from(f))
+                .is_some()
+        });
+        if !hit {
+            router::analyze_checked(sql, key, std_strings, &mut self.facts, &mut self.alt_facts);
+            SHAPES.with(|c| {
+                c.borrow_mut()
+                    .offer(hash, key, std_strings, sql, &self.facts)
+            });
+        }
+        self.query_made_of.record(key, std_strings, [sql]);
+        self.query_made_of.shaped =
+            self.query_made_of.valid && router::shape_invariant(&self.facts, key, sql);
         &self.facts
     }
 
