@@ -6,8 +6,8 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use shardbouncer::router::bind::ParamValues;
 use shardbouncer::router::keyed::KeyedState;
 use shardbouncer::router::{
-    analyze, decide, Facts, Item, NoTenant, Routing, SessionView, ShardMap, Source, TenantKey,
-    Tenants, Tx, Unit,
+    analyze, decide, int_spans, same_shape, Facts, Item, NoTenant, Routing, SessionView,
+    ShapeCache, ShardMap, Source, TenantKey, Tenants, Tx, Unit,
 };
 use std::sync::Arc;
 
@@ -50,6 +50,26 @@ fn bench_scanner(c: &mut Criterion) {
     let update = b"UPDATE pgbench_accounts SET abalance = abalance + -2331 WHERE aid = 4242;";
     c.bench_function("analyze/pgbench_update_unrouted", |b| {
         b.iter(|| analyze(black_box(update), b"", true, &mut f))
+    });
+    // The same statement with other literals, its shape known: a session
+    // checks it against its last text, a worker's cache by hash and check.
+    let mut ints = Vec::new();
+    int_spans(update, true, &mut ints);
+    let other = b"UPDATE pgbench_accounts SET abalance = abalance + -17 WHERE aid = 99999;";
+    c.bench_function("shape/same_shape_update", |b| {
+        b.iter(|| same_shape(black_box(update), &ints, black_box(other)))
+    });
+    let mut cache = ShapeCache::new();
+    analyze(update, b"", true, &mut f);
+    let h = ShapeCache::hash(b"", true, update);
+    cache.offer(h, b"", true, update, &f);
+    cache.offer(h, b"", true, update, &f);
+    let mut g = Facts::default();
+    c.bench_function("shape/cache_hit_update", |b| {
+        b.iter(|| {
+            let h = ShapeCache::hash(b"", true, black_box(other));
+            g.clone_from(cache.get(h, b"", true, other).expect("kept"));
+        })
     });
 }
 
