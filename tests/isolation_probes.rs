@@ -4409,6 +4409,9 @@ fn tenant_values_the_router_cannot_read_are_refused_not_skipped() {
         "UPDATE ledger SET note = 'p-unread' WHERE tenant_id::int8 = 2002",
         "UPDATE ledger SET note = 'p-unread' WHERE tenant_id = 2002 IS TRUE",
         "UPDATE ledger SET note = 'p-unread' WHERE tenant_id = 2000 + 2",
+        // (probe AE: the key cast by CAST, or computed on.)
+        "UPDATE ledger SET note = 'p-unread' WHERE CAST(tenant_id AS bigint) = 2002",
+        "UPDATE ledger SET note = 'p-unread' WHERE tenant_id + 0 = 2002",
     ];
     for sql in refused {
         let (codes, _) = q(&mut raw, sql);
@@ -4614,6 +4617,9 @@ fn parenthesized_keys_and_other_equalities_name_their_tenant() {
         "true GROUP BY note, tenant_id HAVING tenant_id = 2002",
         // (probe AC: and pg_catalog's `=` by name.)
         "tenant_id OPERATOR(pg_catalog.=) 2002",
+        // (probe AE: SQLAlchemy's cast array, a CASE WHEN filter.)
+        "tenant_id = ANY (CAST(ARRAY[2002] AS BIGINT[]))",
+        "CASE WHEN tenant_id = 2002 THEN true END",
     ];
     let sql = |w: &str| {
         format!("SELECT (SELECT name FROM shard_marker) || ': ' || note FROM ledger WHERE {w}")
@@ -4634,6 +4640,15 @@ fn parenthesized_keys_and_other_equalities_name_their_tenant() {
             format!("{w} under 1001: errors {codes:?}, rows {rows:?}")
         });
     }
+    // A labelled boolean, as SQLAlchemy renders one, is no refusal (probe AE).
+    let mut raw = f.raw("appint", &[]);
+    let (codes, rows) = q(
+        &mut raw,
+        "SELECT note = 'x' AND tenant_id = 2002 AS mine FROM ledger WHERE tenant_id = 2002",
+    );
+    bad.check(codes.is_empty() && rows == ["f"], || {
+        format!("labelled boolean: errors {codes:?}, rows {rows:?}")
+    });
     bad.finish("parenthesized_keys_and_other_equalities_name_their_tenant");
 }
 

@@ -1511,9 +1511,12 @@ fn violation(r: &Routing, v: Violation) -> Refusal {
             format!(
                 "cannot read a {} value as Postgres does: a number with a fraction or exponent, \
                  a bit string, N'..' or U&'..' literal, a value cast to a type other than int, \
-                 int2, int4, int8, integer, bigint, smallint, text, varchar or uuid, or a list \
+                 int2, int4, int8, integer, bigint, smallint, text, varchar or uuid, a list \
                  (IN, ARRAY, VALUES rows) that mixes plain values with others (DEFAULT, NULL, \
-                 expressions); write each tenant as a plain literal or parameter",
+                 expressions), a value more is done to (= 1 + 0, = 42 IS TRUE), the key cast \
+                 or computed on before it is compared (key::int = 42, key + 0 = 42), a COLLATE, \
+                 or an operator other than pg_catalog's =; compare the key itself with each \
+                 tenant as a plain literal or parameter",
                 r.key
             ),
         ),

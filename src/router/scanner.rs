@@ -344,7 +344,12 @@ fn pred_ok(sql: &[u8], p: Option<Tok>) -> bool {
         None => true,
         Some(t) => match t.k {
             K::Semi | K::LParen => true,
-            K::Ident => is_any_kw(sql, &t, &[b"WHERE", b"AND", b"OR", b"ON", b"HAVING"]),
+            // `WHERE CASE WHEN t.tenant_id = 42 THEN ..` (probe AE).
+            K::Ident => is_any_kw(
+                sql,
+                &t,
+                &[b"WHERE", b"AND", b"OR", b"ON", b"HAVING", b"WHEN"],
+            ),
             _ => false,
         },
     }
@@ -358,43 +363,52 @@ fn follower_ok(sql: &[u8], lx: &Lexer<'_>) -> bool {
         None => true,
         Some(t) => match t.k {
             K::Semi | K::RParen | K::Comma => true,
-            K::Ident => is_any_kw(
-                sql,
-                &t,
-                &[
-                    b"AND",
-                    b"OR",
-                    b"ORDER",
-                    b"GROUP",
-                    b"LIMIT",
-                    b"OFFSET",
-                    b"FETCH",
-                    b"RETURNING",
-                    b"FOR",
-                    b"HAVING",
-                    b"WINDOW",
-                    b"UNION",
-                    b"INTERSECT",
-                    b"EXCEPT",
-                    b"ON",
-                    b"WHERE",
-                    b"JOIN",
-                    b"INNER",
-                    b"LEFT",
-                    b"RIGHT",
-                    b"FULL",
-                    b"CROSS",
-                    b"NATURAL",
-                    b"DO",
-                    b"HAVING",
-                    b"WHEN",
-                    b"THEN",
-                ],
-            ),
+            K::Ident => is_any_kw(sql, &t, FOLLOWERS),
             _ => false,
         },
     }
 }
+
+/// The words that may follow `key = value` ([`follower_ok`]).
+const FOLLOWERS: &[&[u8]] = &[
+    b"AND",
+    b"OR",
+    b"ORDER",
+    b"GROUP",
+    b"LIMIT",
+    b"OFFSET",
+    b"FETCH",
+    b"RETURNING",
+    b"FOR",
+    b"HAVING",
+    b"WINDOW",
+    b"UNION",
+    b"INTERSECT",
+    b"EXCEPT",
+    b"ON",
+    b"WHERE",
+    b"JOIN",
+    b"INNER",
+    b"LEFT",
+    b"RIGHT",
+    b"FULL",
+    b"CROSS",
+    b"NATURAL",
+    b"DO",
+    b"WHEN",
+    b"THEN",
+    // (probe AE: SQLAlchemy labels a boolean without parentheses, `.. AND
+    // t.tenant_id = 42 AS mine`.)
+    b"AS",
+    b"FROM",
+    b"ELSE",
+    b"END",
+    b"WITH",
+    b"INTO",
+    b"ASC",
+    b"DESC",
+    b"NULLS",
+];
 
 /// Types a routing value may be cast to: no length modifiers (`varchar(2)`
 /// truncates), no `char` (pads/truncates). The first seven read it as an
@@ -744,54 +758,102 @@ fn any_match<'a>(
     if lx.next_sig()?.k != K::LParen {
         return None;
     }
+    let (base, read) = array_expr(sql, lx, 0)?;
+    if lx.next_sig()?.k != K::RParen {
+        return None;
+    }
+    let out = match (base, read) {
+        // `ANY($1::numeric[])`, `ARRAY[42]::numeric[]`: every element is a
+        // tenant Postgres reads.
+        (_, CastRead::Unknown) => f(TenantToken::Unreadable),
+        (ArrayBase::Param(n), CastRead::As(conv)) => f(TenantToken::ParamArray(n).read_as(conv)?),
+        (ArrayBase::Elements(start), CastRead::As(conv)) => {
+            // The first walk validates every element read as the casts
+            // read it, the second reports them.
+            let mut l = start;
+            let _ = list_elements(sql, &mut l, K::RBrack, conv, &mut |_| {
+                ControlFlow::Continue(())
+            })?;
+            let mut l = start;
+            list_elements(sql, &mut l, K::RBrack, conv, f)?
+        }
+    };
+    Some(out)
+}
+
+/// What an array expression in `ANY(..)` is made of.
+enum ArrayBase<'a> {
+    /// `$n`: the Bind value.
+    Param(u16),
+    /// `ARRAY[..]`: its elements, from the first.
+    Elements(Lexer<'a>),
+}
+
+/// An array expression at the cursor: `$n` or `ARRAY[..]`, in parentheses
+/// and `CAST(.. AS type[])`s, each level with `::type[]` casts of its own
+/// (probe AE: SQLAlchemy's `ANY(CAST(ARRAY[42] AS BIGINT[]))` and the
+/// drivers' `ANY(CAST($1 AS bigint[]))` were read past), and what the casts
+/// together read its elements as. `None` when not understood.
+fn array_expr<'a>(
+    sql: &'a [u8],
+    lx: &mut Lexer<'a>,
+    depth: usize,
+) -> Option<(ArrayBase<'a>, CastRead)> {
+    if depth > MAX_PARENS {
+        return None;
+    }
     let t = lx.next_sig()?;
-    let out = match t.k {
-        K::Param(n) => match array_casts(sql, lx)? {
-            CastRead::As(conv) => f(TenantToken::ParamArray(n).read_as(conv)?),
-            // `ANY($1::numeric[])`: every element is a tenant Postgres reads.
-            CastRead::Unknown => f(TenantToken::Unreadable),
-        },
+    let (base, read) = match t.k {
+        K::Param(n) => (ArrayBase::Param(n), CastRead::As(None)),
         K::Ident if is_kw(sql, &t, b"ARRAY") => {
             if lx.next_sig()?.k != K::LBrack {
                 return None;
             }
-            // The first walk finds the array's casts, the second validates
-            // every element read as they read it, the third reports them.
             let start = *lx;
-            let walk =
-                |lx: &mut Lexer<'a>,
-                 conv: Option<Conv>,
-                 f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>| {
-                    list_elements(sql, lx, K::RBrack, conv, f)
-                };
-            let _ = walk(lx, None, &mut |_| ControlFlow::Continue(()))?;
-            let read = array_casts(sql, lx)?;
-            let after = *lx;
+            let _ = list_elements(sql, lx, K::RBrack, None, &mut |_| ControlFlow::Continue(()))?;
+            (ArrayBase::Elements(start), CastRead::As(None))
+        }
+        K::LParen => {
+            let inner = array_expr(sql, lx, depth + 1)?;
             if lx.next_sig()?.k != K::RParen {
                 return None;
             }
-            let CastRead::As(conv) = read else {
-                // `ARRAY[42]::numeric[]`.
-                *lx = after;
-                let r = f(TenantToken::Unreadable);
-                if lx.next_sig()?.k != K::RParen {
-                    return None;
-                }
-                return Some(r);
-            };
-            *lx = start;
-            let _ = walk(lx, conv, &mut |_| ControlFlow::Continue(()))?;
-            *lx = start;
-            let r = walk(lx, conv, f)?;
-            *lx = after;
-            r
+            inner
+        }
+        K::Ident if is_kw(sql, &t, b"CAST") => {
+            if lx.next_sig()?.k != K::LParen {
+                return None;
+            }
+            let (base, inner) = array_expr(sql, lx, depth + 1)?;
+            if !lx.next_sig().is_some_and(|a| is_kw(sql, &a, b"AS")) {
+                return None;
+            }
+            let ty = lx.next_sig()?;
+            let now = cast_read(sql, &ty, lx)?;
+            if lx.next_sig()?.k != K::LBrack
+                || lx.next_sig()?.k != K::RBrack
+                || lx.next_sig()?.k != K::RParen
+            {
+                return None;
+            }
+            (base, combine_casts(inner, now)?)
         }
         _ => return None,
     };
-    if lx.next_sig()?.k != K::RParen {
-        return None;
-    }
-    Some(out)
+    let casts = array_casts(sql, lx)?;
+    Some((base, combine_casts(read, casts)?))
+}
+
+/// What `first`, then `then`, read array elements as (see [`array_casts`]).
+fn combine_casts(first: CastRead, then: CastRead) -> Option<CastRead> {
+    Some(match (first, then) {
+        (CastRead::Unknown, _) | (_, CastRead::Unknown) => CastRead::Unknown,
+        (CastRead::As(c), CastRead::As(None)) | (CastRead::As(None), CastRead::As(c)) => {
+            CastRead::As(c)
+        }
+        (CastRead::As(Some(a)), CastRead::As(Some(b))) if a == b => CastRead::As(Some(a)),
+        _ => return None,
+    })
 }
 
 /// `::type[]` casts after an array, each followed by `[]`: what they read
@@ -839,11 +901,14 @@ fn forward_match<'a>(
     mut lx: Lexer<'a>,
     opens: usize,
     outer_ok: bool,
+    in_cast: bool,
     f: &mut dyn FnMut(Src, TenantToken<'a>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
     let Some(mut t) = lx.next_sig() else {
         return ControlFlow::Continue(());
     };
+    // `CAST(tenant_id AS bigint) = 42` (probe AE: read past): the key cast.
+    let outer_ok = outer_ok || in_cast;
     // `key COLLATE "C" = ..`: compared under a collation, which may make
     // other keys equal (probe XX: read past). The key may be in
     // parentheses, closed before or after its collation (probe XX:
@@ -854,7 +919,7 @@ fn forward_match<'a>(
     let mut cast = false;
     let mut closed = 0;
     loop {
-        if t.k == K::Cast {
+        if t.k == K::Cast || (in_cast && closed < opens && is_kw(sql, &t, b"AS")) {
             if skip_type(sql, &mut lx).is_none() {
                 return ControlFlow::Continue(());
             }
@@ -882,6 +947,17 @@ fn forward_match<'a>(
     }
     if closed > 0 && closed == opens && !outer_ok {
         return ControlFlow::Continue(());
+    }
+    // `tenant_id + 0 = 42`: the key computed on, then compared with a value
+    // (probe AE: read past).
+    if t.k == K::Op
+        && matches!(
+            text(sql, &t),
+            b"+" | b"-" | b"*" | b"/" | b"%" | b"||" | b"^"
+        )
+        && compared_later(sql, lx)
+    {
+        return f(Src::Scan, TenantToken::Unreadable);
     }
     // `IS NOT DISTINCT FROM` is `=` that also matches NULL with NULL
     // (probe XX: read past), and so is `OPERATOR(pg_catalog.=)`.
@@ -957,6 +1033,37 @@ fn forward_match<'a>(
     ControlFlow::Continue(())
 }
 
+/// Whether the predicate at the cursor, past an operand, is an `=` with a
+/// value the router reads (`.. + 0 = 42`): looked for up to the
+/// predicate's end (`AND`, `OR`, a `)` or `;` of its level), a few tokens.
+fn compared_later(sql: &[u8], mut lx: Lexer<'_>) -> bool {
+    let mut depth = 0usize;
+    for _ in 0..32 {
+        let Some(t) = lx.next_sig() else {
+            return false;
+        };
+        match t.k {
+            K::LParen | K::LBrack => depth += 1,
+            K::RParen | K::RBrack if depth == 0 => return false,
+            K::RParen | K::RBrack => depth -= 1,
+            K::Semi => return false,
+            K::Ident if depth == 0 && !follower_ok_tok(sql, &t) => {}
+            K::Ident if depth == 0 => return false,
+            K::Op if depth == 0 && text(sql, &t) == b"=" => {
+                let mut l2 = lx;
+                return read_value(sql, &mut l2).is_some();
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// `t` is a word that may end a predicate ([`follower_ok`]'s words).
+fn follower_ok_tok(sql: &[u8], t: &Tok) -> bool {
+    is_any_kw(sql, t, FOLLOWERS)
+}
+
 /// `t` is `OPERATOR` of `OPERATOR([schema.]op)`: consumes the rest, and
 /// tells whether it is `=` (`pg_catalog`'s, or unqualified, as
 /// `search_path` finds `pg_catalog`'s first unless told otherwise). `None`
@@ -1022,7 +1129,8 @@ fn skip_type(sql: &[u8], lx: &mut Lexer<'_>) -> Option<()> {
         for _ in 0..8 {
             match lx.next_sig()?.k {
                 K::RParen => break,
-                K::Int | K::Comma | K::Ident => {}
+                // (`numeric(10, -2)`: probe AE.)
+                K::Int | K::Comma | K::Ident | K::Op => {}
                 _ => return None,
             }
         }
@@ -1152,6 +1260,14 @@ fn reverse_match<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8]) -> Option<Ten
     {
         return None;
     }
+    // `42 = CAST(t.tenant_id AS bigint)` (probe AE: read past).
+    let cast_call = lx.peek_sig().is_some_and(|t| is_kw(sql, &t, b"CAST"));
+    if cast_call {
+        lx.next_sig();
+        if lx.peek_sig()?.k != K::LParen {
+            return None;
+        }
+    }
     let mut opens = 0;
     while lx.peek_sig().is_some_and(|t| t.k == K::LParen) {
         opens += 1;
@@ -1171,10 +1287,28 @@ fn reverse_match<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8]) -> Option<Ten
             return None;
         }
     }
+    // The key cast, in the parentheses (`42 = (t.tenant_id::bigint)`) or
+    // by the `CAST`: which keys the value matches depends on the cast.
+    let mut cast = false;
     for _ in 0..opens {
-        if lx.next_sig()?.k != K::RParen {
-            return None;
+        loop {
+            let n = lx.next_sig()?;
+            if n.k == K::RParen {
+                break;
+            }
+            if n.k == K::Cast || (cast_call && is_kw(sql, &n, b"AS")) {
+                skip_type(sql, &mut lx)?;
+                cast = true;
+            } else {
+                return None;
+            }
         }
+    }
+    if cast_call && !cast {
+        return None;
+    }
+    if cast && ident_eq(sql, &id, key) {
+        return Some(TenantToken::Unreadable);
     }
     // A value compared with more than the key (`42 = tenant_id IS TRUE`,
     // `= tenant_id::text`) is no value the router reads.
@@ -1543,7 +1677,9 @@ fn drive_inner<'a>(
                     (chain_opens, chain_outer) = (run, run_pred);
                 }
                 if ident_eq(sql, &t, key) && pred_ok(sql, chain_pred) {
-                    forward_match(sql, lx, chain_opens, pred_ok(sql, chain_outer), f)?;
+                    let in_cast =
+                        chain_opens > 0 && chain_outer.is_some_and(|c| is_kw(sql, &c, b"CAST"));
+                    forward_match(sql, lx, chain_opens, pred_ok(sql, chain_outer), in_cast, f)?;
                 }
                 // `CAST(..) = key`, as `key = CAST(..)` (probe II), and a
                 // typed literal (`int8 '42' = key`, probe TT).
@@ -1824,7 +1960,6 @@ mod tests {
             "SELECT * FROM t WHERE tenant_id IS NOT 5",
             "SELECT * FROM t WHERE x - (tenant_id) = 5",
             "SELECT * FROM t WHERE (x OR tenant_id) = 5",
-            "SELECT * FROM t WHERE (tenant_id) + 1 = 5",
             "SELECT * FROM t WHERE (tenant_id)) = 5",
             "SELECT * FROM t WHERE 5 = (tenant_id",
             "SELECT * FROM t WHERE NOT tenant_id = ANY($1)",
@@ -1836,7 +1971,6 @@ mod tests {
             "SELECT * FROM t WHERE \"TENANT_ID\" = 5",
             "SELECT tenant_id = 5 FROM t",
             "UPDATE t SET tenant_id = 5",
-            "SELECT * FROM t WHERE CASE WHEN tenant_id = 5 THEN true END",
             "INSERT INTO t (a, tenant_id) VALUES (1, 2 + 3)",
             "INSERT INTO t (a, tenant_id) VALUES (1, DEFAULT)",
             "INSERT INTO t (a, tenant_id) VALUES (1)",
@@ -2022,6 +2156,15 @@ mod tests {
             "SELECT * FROM t WHERE tenant_id OPERATOR(public.=) 42",
             "SELECT * FROM t WHERE tenant_id OPERATOR(<>) 42",
             "SELECT * FROM t WHERE tenant_id = 42 IS TRUE",
+            // (probe AE) The key cast by CAST, either side, or computed on.
+            "SELECT * FROM t WHERE CAST(a.tenant_id AS bigint) = 42",
+            "SELECT * FROM t WHERE CAST((tenant_id) AS bigint) IN (42)",
+            "SELECT * FROM t WHERE 42 = CAST(a.tenant_id AS bigint)",
+            "SELECT * FROM t WHERE 42 = (a.tenant_id::bigint)",
+            "SELECT * FROM t WHERE a.tenant_id + 0 = 42",
+            "SELECT * FROM t WHERE (tenant_id) + 1 = 5",
+            "SELECT * FROM t WHERE x AND tenant_id || '' = 'g' AND y",
+            "SELECT * FROM t WHERE tenant_id::numeric(10, -2) = 42",
         ] {
             assert_eq!(all(sql), ["<Unreadable>"], "{sql}");
         }
@@ -2047,10 +2190,41 @@ mod tests {
                 "MERGE INTO t USING s ON t.tenant_id = 42 WHEN MATCHED THEN DO NOTHING",
                 "42",
             ),
+            // (probe AE) Followers SQLAlchemy and DDL send; CASE WHEN.
+            ("SELECT a.x > 5 AND a.tenant_id = 42 AS mine FROM a", "42"),
+            (
+                "CREATE VIEW v AS SELECT * FROM t WHERE tenant_id = 42 WITH CHECK OPTION",
+                "42",
+            ),
+            (
+                "SELECT * FROM t WHERE CASE WHEN a.tenant_id = 42 THEN true END",
+                "42",
+            ),
+            // Arrays in parentheses and CASTs (SQLAlchemy, PgJDBC).
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY (CAST(ARRAY[42] AS BIGINT[]))",
+                "42",
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY((ARRAY['042'])::int8[])",
+                "42",
+            ),
+            ("SELECT * FROM t WHERE tenant_id = ANY(((ARRAY[7])))", "7"),
         ] {
             assert_eq!(all(sql), [want], "{sql}");
         }
+        assert_eq!(
+            all("SELECT * FROM t WHERE tenant_id = ANY(CAST($1 AS bigint[]))"),
+            ["<ParamArrayAs(1, Int)>"]
+        );
+        assert_eq!(
+            all("SELECT * FROM t WHERE tenant_id = ANY(CAST(ARRAY[1] AS numeric[]))"),
+            ["<Unreadable>"]
+        );
         for sql in [
+            "SELECT * FROM t WHERE tenant_id + 1 > 5",
+            "SELECT * FROM t WHERE tenant_id * 2 = u.x",
+            "SELECT * FROM t WHERE tenant_id - 1 = x",
             "SELECT * FROM t JOIN u ON t.tenant_id::text = u.tenant_id",
             "SELECT * FROM t WHERE tenant_id::text IN (SELECT x FROM u)",
             "SELECT tenant_id::text FROM t",
