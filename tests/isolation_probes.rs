@@ -4620,6 +4620,9 @@ fn parenthesized_keys_and_other_equalities_name_their_tenant() {
         // (probe AE: SQLAlchemy's cast array, a CASE WHEN filter.)
         "tenant_id = ANY (CAST(ARRAY[2002] AS BIGINT[]))",
         "CASE WHEN tenant_id = 2002 THEN true END",
+        // (probe AE: row comparisons, as SQLAlchemy's tuple_ sends them.)
+        "(tenant_id, note) = (2002, 'ledger of 2002')",
+        "(note, ledger.tenant_id) IN (('ledger of 2002', 2002), ('x', 2002))",
     ];
     let sql = |w: &str| {
         format!("SELECT (SELECT name FROM shard_marker) || ': ' || note FROM ledger WHERE {w}")

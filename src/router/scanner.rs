@@ -1064,6 +1064,144 @@ fn follower_ok_tok(sql: &[u8], t: &Tok) -> bool {
     is_any_kw(sql, t, FOLLOWERS)
 }
 
+/// A row comparison whose left row names the key, starting at its `(`:
+/// `(tenant_id, id) = (42, 1)` or `(tenant_id, id) IN ((42, 1), (42, 2))`
+/// (SQLAlchemy's `tuple_`, Django's composite keys: probe AE, read past).
+/// Reports the key's value of every row, or one unreadable mention when
+/// one of them is not a value the router reads, or what follows combines
+/// the comparison with more.
+fn row_match<'a>(
+    sql: &'a [u8],
+    mut lx: Lexer<'a>,
+    key: &[u8],
+    f: &mut dyn FnMut(Src, TenantToken<'a>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let Some((k, n)) = row_names(sql, &mut lx, key) else {
+        return ControlFlow::Continue(());
+    };
+    let Some(t) = lx.next_sig() else {
+        return ControlFlow::Continue(());
+    };
+    let in_list = is_kw(sql, &t, b"IN");
+    if !in_list && !is_op(sql, &t, b"=") {
+        return ControlFlow::Continue(());
+    }
+    if in_list && !lx.next_sig().is_some_and(|t| t.k == K::LParen) {
+        return ControlFlow::Continue(());
+    }
+    // First walk: every row has `n` elements and the list ends; the second
+    // reports the key's values.
+    let start = lx;
+    let mut unread = false;
+    let mut rows = 0;
+    let walked = rows_walk(sql, &mut lx, in_list, k, n, &mut |v| {
+        rows += 1;
+        unread |= v.is_none();
+    });
+    if walked.is_none() || rows == 0 {
+        return ControlFlow::Continue(());
+    }
+    if unread || !follower_ok(sql, &lx) {
+        return f(Src::Scan, TenantToken::Unreadable);
+    }
+    let mut lx = start;
+    let mut out = ControlFlow::Continue(());
+    let _ = rows_walk(sql, &mut lx, in_list, k, n, &mut |v| {
+        if out.is_continue() {
+            if let Some(v) = v {
+                out = f(Src::Scan, v);
+            }
+        }
+    });
+    out
+}
+
+/// `( name {, name} )` at the cursor, names qualified or not, one of them
+/// the key: its place and how many names. `None` otherwise, or for one
+/// name (read as `(key) = ..`).
+fn row_names(sql: &[u8], lx: &mut Lexer<'_>, key: &[u8]) -> Option<(usize, usize)> {
+    if lx.next_sig()?.k != K::LParen {
+        return None;
+    }
+    let (mut at, mut n) = (None, 0usize);
+    loop {
+        let mut id = lx.next_sig()?;
+        if !is_identlike(&id) {
+            return None;
+        }
+        while lx.peek_sig().is_some_and(|t| t.k == K::Dot) {
+            lx.next_sig();
+            id = lx.next_sig()?;
+            if !is_identlike(&id) {
+                return None;
+            }
+        }
+        if ident_eq(sql, &id, key) {
+            if at.is_some() {
+                return None;
+            }
+            at = Some(n);
+        }
+        n += 1;
+        if n > 32 {
+            return None;
+        }
+        match lx.next_sig()?.k {
+            K::Comma => {}
+            K::RParen => break,
+            _ => return None,
+        }
+    }
+    (n > 1).then_some(())?;
+    at.map(|k| (k, n))
+}
+
+/// The rows after `=` (one) or `IN (` (a list, up to its `)`): each a
+/// `( .. )` or `ROW( .. )` of `n` elements; calls `f` with each row's
+/// element `k` as read (`None`: not a value the router reads). `None` when
+/// the rows cannot be walked.
+fn rows_walk<'a>(
+    sql: &'a [u8],
+    lx: &mut Lexer<'a>,
+    list: bool,
+    k: usize,
+    n: usize,
+    f: &mut dyn FnMut(Option<TenantToken<'a>>),
+) -> Option<()> {
+    loop {
+        if lx.peek_sig().is_some_and(|t| is_kw(sql, &t, b"ROW")) {
+            lx.next_sig();
+        }
+        if lx.next_sig()?.k != K::LParen {
+            return None;
+        }
+        for i in 0..n {
+            if i == k {
+                let mut l2 = *lx;
+                let v = read_value(sql, &mut l2).filter(|_| {
+                    l2.peek_sig()
+                        .is_some_and(|t| matches!(t.k, K::Comma | K::RParen))
+                });
+                f(v);
+            }
+            skip_element(lx, K::RParen)?;
+            let t = lx.next_sig()?;
+            let want = if i + 1 == n { K::RParen } else { K::Comma };
+            if t.k != want {
+                return None;
+            }
+        }
+        if !list {
+            return Some(());
+        }
+        match lx.next_sig()?.k {
+            K::Comma => {}
+            K::RParen => return Some(()),
+            _ => return None,
+        }
+    }
+}
+
 /// `t` is `OPERATOR` of `OPERATOR([schema.]op)`: consumes the rest, and
 /// tells whether it is `=` (`pg_catalog`'s, or unqualified, as
 /// `search_path` finds `pg_catalog`'s first unless told otherwise). `None`
@@ -1727,6 +1865,9 @@ fn drive_inner<'a>(
                 if let Some(v) = reverse_match(sql, before, key) {
                     f(Src::Scan, v)?;
                 }
+                if t.k == K::LParen {
+                    row_match(sql, before, key, f)?;
+                }
             }
             _ => {}
         }
@@ -2210,8 +2351,41 @@ mod tests {
                 "42",
             ),
             ("SELECT * FROM t WHERE tenant_id = ANY(((ARRAY[7])))", "7"),
+            // Row comparisons (SQLAlchemy's tuple_, Django's composite keys).
+            ("SELECT * FROM t WHERE (tenant_id, id) = (42, 1)", "42"),
+            (
+                "SELECT * FROM t WHERE x AND (t.id, t.tenant_id) = ROW('a', 'g') AND y",
+                "g",
+            ),
         ] {
             assert_eq!(all(sql), [want], "{sql}");
+        }
+        assert_eq!(
+            all("SELECT * FROM t WHERE (tenant_id, id) IN ((7, 1), (7, 2))"),
+            ["7", "7"]
+        );
+        assert_eq!(
+            all("SELECT * FROM t WHERE (tenant_id, id) IN ((7, 1), (42, $1))"),
+            ["7", "42"]
+        );
+        assert_eq!(
+            all("SELECT * FROM t WHERE (tenant_id, id) IN (($1, $2), ($3, $4))"),
+            ["<Param(1)>", "<Param(3)>"]
+        );
+        for sql in [
+            "SELECT * FROM t WHERE (tenant_id, id) IN ((7, 1), (1 + 1, 2))",
+            "SELECT * FROM t WHERE (tenant_id, id) = (42, 1) IS TRUE",
+        ] {
+            assert_eq!(all(sql), ["<Unreadable>"], "{sql}");
+        }
+        for sql in [
+            "SELECT * FROM t WHERE (tenant_id, id) > (42, 1)",
+            "SELECT * FROM t WHERE (tenant_id, id) IN (SELECT a, b FROM u)",
+            "SELECT * FROM t WHERE (tenant_id, id) = (42, 1, 2)",
+            "INSERT INTO t (tenant_id, id) SELECT 1, 2",
+            "SELECT f(tenant_id, id) = (42, 1)",
+        ] {
+            assert!(all(sql).is_empty(), "{sql}: {:?}", all(sql));
         }
         assert_eq!(
             all("SELECT * FROM t WHERE tenant_id = ANY(CAST($1 AS bigint[]))"),
