@@ -4412,6 +4412,9 @@ fn tenant_values_the_router_cannot_read_are_refused_not_skipped() {
         // (probe AE: the key cast by CAST, or computed on.)
         "UPDATE ledger SET note = 'p-unread' WHERE CAST(tenant_id AS bigint) = 2002",
         "UPDATE ledger SET note = 'p-unread' WHERE tenant_id + 0 = 2002",
+        // (probe AG: the key in a call, in parentheses computed on.)
+        "UPDATE ledger SET note = 'p-unread' WHERE COALESCE(tenant_id, 0) = 2002",
+        "UPDATE ledger SET note = 'p-unread' WHERE (tenant_id + 0) IN (2002)",
     ];
     for sql in refused {
         let (codes, _) = q(&mut raw, sql);
@@ -4623,6 +4626,10 @@ fn parenthesized_keys_and_other_equalities_name_their_tenant() {
         // (probe AE: row comparisons, as SQLAlchemy's tuple_ sends them.)
         "(tenant_id, note) = (2002, 'ledger of 2002')",
         "(note, ledger.tenant_id) IN (('ledger of 2002', 2002), ('x', 2002))",
+        // (probe AG: CASE branches SQLAlchemy writes, array type spellings.)
+        "CASE WHEN note <> '' THEN tenant_id = 2002 ELSE false END",
+        "CASE tenant_id WHEN 2002 THEN true ELSE false END",
+        "tenant_id = ANY(CAST(ARRAY[2002] AS bigint ARRAY))",
     ];
     let sql = |w: &str| {
         format!("SELECT (SELECT name FROM shard_marker) || ': ' || note FROM ledger WHERE {w}")

@@ -412,14 +412,15 @@ impl Core {
 
     /// The client holds a server that waits for it: a COPY FROM STDIN
     /// waiting for data, or an extended batch with no Sync yet whose answers
-    /// all came. Either is a transaction (an implicit one) the client keeps
-    /// open, as idle as one inside `BEGIN` (probe ZZ: a Parse/Bind/Execute
-    /// and Flush, or a COPY, then silence, held a shard's server for good,
-    /// past `idle_transaction_timeout`).
+    /// all came, or whose answers Postgres holds for want of a Flush. Each
+    /// is a transaction (an implicit one) the client keeps open, as idle as
+    /// one inside `BEGIN` (probe ZZ: a Parse/Bind/Execute and Flush, or a
+    /// COPY, then silence, held a shard's server for good, past
+    /// `idle_transaction_timeout`; probe AH: the same without the Flush).
     pub fn server_waits_for_client(&self) -> bool {
         self.att
             .as_deref()
-            .is_some_and(|a| a.copy_in() || (a.ext_open() && a.settled()))
+            .is_some_and(|a| a.copy_in() || (a.ext_open() && (a.settled() || a.answers_held())))
     }
 
     /// The database this session serves.
