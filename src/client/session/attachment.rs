@@ -509,12 +509,6 @@ impl Attachment {
         self.ext.open
     }
 
-    /// The open batch has answered messages behind its last Flush or Sync:
-    /// Postgres holds their answers until the client sends one.
-    pub(super) fn answers_held(&self) -> bool {
-        self.ext.open && self.ext.unflushed > 0
-    }
-
     /// The open batch is pinned to this shard: it did tenant work, executed
     /// something, or failed (the server skips to Sync).
     pub(super) fn ext_stays(&self) -> bool {

@@ -412,15 +412,14 @@ impl Core {
 
     /// The client holds a server that waits for it: a COPY FROM STDIN
     /// waiting for data, or an extended batch with no Sync yet whose answers
-    /// all came, or whose answers Postgres holds for want of a Flush. Each
-    /// is a transaction (an implicit one) the client keeps open, as idle as
-    /// one inside `BEGIN` (probe ZZ: a Parse/Bind/Execute and Flush, or a
-    /// COPY, then silence, held a shard's server for good, past
-    /// `idle_transaction_timeout`; probe AH: the same without the Flush).
+    /// all came. Either is a transaction (an implicit one) the client keeps
+    /// open, as idle as one inside `BEGIN` (probe ZZ: a Parse/Bind/Execute
+    /// and Flush, or a COPY, then silence, held a shard's server for good,
+    /// past `idle_transaction_timeout`).
     pub fn server_waits_for_client(&self) -> bool {
         self.att
             .as_deref()
-            .is_some_and(|a| a.copy_in() || (a.ext_open() && (a.settled() || a.answers_held())))
+            .is_some_and(|a| a.copy_in() || (a.ext_open() && a.settled()))
     }
 
     /// The database this session serves.
