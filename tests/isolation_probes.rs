@@ -4653,11 +4653,12 @@ fn parenthesized_keys_and_other_equalities_name_their_tenant() {
     bad.check(codes.is_empty() && rows == ["f"], || {
         format!("labelled boolean: errors {codes:?}, rows {rows:?}")
     });
-    // A CASE in a select list is no filter: with nothing else read it
-    // names no tenant (probe AI: it picked the shard); a join on a row
-    // of columns names none either.
+    // A CASE or a labelled boolean in a select list is no filter: with
+    // nothing else read it names no tenant (probe AI: a CASE picked the
+    // shard); a join on a row of columns names none either.
     for sql in [
         "SELECT CASE WHEN tenant_id = 2002 THEN 'x' END FROM ledger WHERE tenant_id BETWEEN 1 AND 1",
+        "SELECT note = 'x' AND tenant_id = 2002 AS mine FROM ledger WHERE tenant_id BETWEEN 1 AND 1",
         "SELECT 1 FROM ledger a JOIN ledger b ON (a.tenant_id, a.note) = (b.tenant_id, b.note) WHERE a.tenant_id BETWEEN 1 AND 1",
     ] {
         let (codes, rows) = q(&mut raw, sql);

@@ -393,19 +393,23 @@ const FOLLOWERS: &[&[u8]] = &[
     b"NATURAL",
     b"DO",
     b"WHEN",
-    b"THEN",
-    // (probe AE: SQLAlchemy labels a boolean without parentheses, `.. AND
-    // t.tenant_id = 42 AS mine`.)
-    b"AS",
-    b"FROM",
-    b"ELSE",
-    b"END",
     b"WITH",
-    b"INTO",
-    b"ASC",
-    b"DESC",
-    b"NULLS",
 ];
+
+/// Words after `key = value` that show the comparison is an expression
+/// of a select list, an ORDER BY or a CASE, not a filter: it names no
+/// tenant (probe AE: SQLAlchemy's labelled boolean `.. AND t.tenant_id = 42
+/// AS mine` was refused; read as a mention it would pick the shard when
+/// the WHERE names none, as a CASE did for probe AI).
+const NOT_A_FILTER: &[&[u8]] = &[
+    b"AS", b"FROM", b"INTO", b"THEN", b"ELSE", b"END", b"ASC", b"DESC", b"NULLS",
+];
+
+/// What follows the comparison says it is no filter ([`NOT_A_FILTER`]).
+fn not_a_filter(sql: &[u8], lx: &Lexer<'_>) -> bool {
+    lx.peek_sig()
+        .is_some_and(|t| is_any_kw(sql, &t, NOT_A_FILTER))
+}
 
 /// Types a routing value may be cast to: no length modifiers (`varchar(2)`
 /// truncates), no `char` (pads/truncates). The first seven read it as an
@@ -1016,6 +1020,7 @@ fn forward_match<'a>(
             })
             .is_some()
                 && n > 0
+                && !not_a_filter(sql, &lx)
             {
                 let ok = follower_ok(sql, &lx);
                 if cast || !ok {
@@ -1026,8 +1031,10 @@ fn forward_match<'a>(
                     .unwrap_or(ControlFlow::Continue(()))?;
             }
         } else if let Some(v) = read_value(sql, &mut lx) {
-            let ok = follower_ok(sql, &lx);
-            report(v, ok)?;
+            if !not_a_filter(sql, &lx) {
+                let ok = follower_ok(sql, &lx);
+                report(v, ok)?;
+            }
         }
     } else if is_kw(sql, &t, b"IN") {
         let start = lx;
@@ -1039,6 +1046,7 @@ fn forward_match<'a>(
         })
         .is_some()
             && n > 0
+            && !not_a_filter(sql, &lx)
         {
             if cast || !follower_ok(sql, &lx) {
                 return report(TenantToken::Unreadable, false);
@@ -1114,7 +1122,7 @@ fn row_match<'a>(
         rows += 1;
         unread += usize::from(v.is_none());
     });
-    if walked.is_none() || rows == 0 || unread == rows {
+    if walked.is_none() || rows == 0 || unread == rows || not_a_filter(sql, &lx) {
         // (No value read: columns, `(o.tenant_id, o.id) = (a.tenant_id,
         // a.id)`, a join, names no tenant: probe AI.)
         return ControlFlow::Continue(());
@@ -1468,6 +1476,9 @@ fn reverse_match<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8]) -> Option<Ten
     }
     // A value compared with more than the key (`42 = tenant_id IS TRUE`,
     // `= tenant_id::text`) is no value the router reads.
+    if not_a_filter(sql, &lx) {
+        return None;
+    }
     ident_eq(sql, &id, key).then(|| {
         if follower_ok(sql, &lx) {
             v
@@ -2350,7 +2361,6 @@ mod tests {
                 "42",
             ),
             // (probe AE) Followers SQLAlchemy and DDL send.
-            ("SELECT a.x > 5 AND a.tenant_id = 42 AS mine FROM a", "42"),
             (
                 "CREATE VIEW v AS SELECT * FROM t WHERE tenant_id = 42 WITH CHECK OPTION",
                 "42",
@@ -2411,6 +2421,12 @@ mod tests {
             "SELECT 1 FROM a JOIN b ON (b.tenant_id, b.x) = (a.tenant_id, a.x)",
             // A CASE in a select list is no filter (probe AI: it picked the shard).
             "SELECT CASE WHEN tenant_id = 42 THEN 1 END FROM t",
+            "SELECT CASE WHEN x AND tenant_id = 42 THEN 1 END FROM t",
+            // Nor a labelled boolean (probe AE: refused), nor an ORDER BY.
+            "SELECT a.x > 5 AND a.tenant_id = 42 AS mine FROM a",
+            "SELECT x OR tenant_id IN (1, 42) FROM t",
+            "SELECT * FROM t ORDER BY x AND tenant_id = 42 DESC",
+            "SELECT x AND 42 = tenant_id AS m FROM t",
         ] {
             assert!(all(sql).is_empty(), "{sql}: {:?}", all(sql));
         }
