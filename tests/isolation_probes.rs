@@ -4667,6 +4667,99 @@ fn parenthesized_keys_and_other_equalities_name_their_tenant() {
     bad.finish("parenthesized_keys_and_other_equalities_name_their_tenant");
 }
 
+/// A comparison on the key names a tenant only where it filters rows (a
+/// WHERE, ON or HAVING, through grouping parentheses); in a select list or
+/// an aggregate's FILTER it is computed per row and names none; inside a
+/// filter, the key computed on (a CASE, a call, a cast, operand
+/// parentheses, NOT) and compared with a value is refused 22023 (probe AJ:
+/// `count(*) FILTER (WHERE tenant_id = 2002)` ran on s1 alone and counted
+/// its rows only; `WHERE tenant_id = 1001 OR CASE WHEN tenant_id = 2002
+/// ..` ran on s0 and missed 2002's row).
+#[test]
+fn a_comparison_names_a_tenant_only_where_it_filters() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let marked = |cols: &str, rest: &str| {
+        format!("SELECT (SELECT name FROM shard_marker) || ': ' || {cols} FROM ledger {rest}")
+    };
+    // Beside the session's tenant: runs on its shard, not refused 0A000.
+    let mut raw = f.raw("appint", &[("tenant_id", "1001")]);
+    for (sql, want) in [
+        (
+            marked("(tenant_id = 2002)::text", "WHERE tenant_id = 1001"),
+            "s0: false",
+        ),
+        (
+            marked(
+                "count(*) FILTER (WHERE tenant_id = 2002)",
+                "WHERE tenant_id = 1001",
+            ),
+            "s0: 0",
+        ),
+        (
+            marked(
+                "CASE WHEN tenant_id = 2002 THEN 'x' ELSE 'y' END",
+                "WHERE tenant_id = 1001",
+            ),
+            "s0: y",
+        ),
+        // A join on the key and counting it are no computed key.
+        (
+            marked(
+                "note",
+                "WHERE tenant_id = 1001 AND coalesce(tenant_id, 0) = coalesce(tenant_id, 0)",
+            ),
+            "s0: ledger of 1001",
+        ),
+        (
+            marked(
+                "count(*)",
+                "WHERE tenant_id = 1001 HAVING count(tenant_id) = 1",
+            ),
+            "s0: 1",
+        ),
+    ] {
+        let (codes, rows) = q(&mut raw, &sql);
+        bad.check(codes.is_empty() && rows == [want], || {
+            format!("{sql}: errors {codes:?}, rows {rows:?}")
+        });
+    }
+    // With no tenant otherwise: names none (it picked s1 before).
+    let mut raw = f.raw("appint", &[]);
+    for sql in [
+        marked("count(*) FILTER (WHERE tenant_id = 2002)", ""),
+        marked("(tenant_id = 2002)::text", ""),
+    ] {
+        let (codes, rows) = q(&mut raw, &sql);
+        bad.check(codes == ["42P17"], || {
+            format!("{sql}: errors {codes:?}, rows {rows:?}")
+        });
+    }
+    // The key computed on in a filter: refused, with or without a session
+    // tenant, whatever else the filter names.
+    let computed = [
+        "WHERE tenant_id = 1001 OR CASE WHEN tenant_id = 2002 THEN true END",
+        "WHERE tenant_id = 1001 OR CAST(tenant_id = 2002 AS int) = 1",
+        "WHERE CASE tenant_id WHEN 2002 THEN true END",
+        "WHERE COALESCE(tenant_id, 0) = 2002",
+        "WHERE (tenant_id + 0) = 2002",
+        "WHERE NOT tenant_id = 1001",
+        "WHERE tenant_id = 1001 OR note IN (SELECT note FROM ledger WHERE abs(tenant_id) = 2002)",
+        "GROUP BY note HAVING count(*) FILTER (WHERE tenant_id = 2002) > 0",
+    ];
+    for tenant in [&[][..], &[("tenant_id", "1001")][..]] {
+        let mut raw = f.raw("appint", tenant);
+        for w in computed {
+            let sql = marked("note", w);
+            let (codes, rows) = q(&mut raw, &sql);
+            bad.check(codes == ["22023"], || {
+                format!("{w} ({tenant:?}): errors {codes:?}, rows {rows:?}")
+            });
+        }
+    }
+    bad.finish("a_comparison_names_a_tenant_only_where_it_filters");
+}
+
 /// Work a client pipelined and left before its answers runs as Postgres
 /// runs it: a transaction it committed is committed, one it rolled back is
 /// not. The pooler cancels a departed client's work only when one unit is

@@ -2,6 +2,7 @@
 //!
 //! * [`lexer`]: Postgres-compatible SQL lexing (literals, quotes, comments).
 //! * [`scanner`]: every tenant a statement mentions (comment, predicate, INSERT).
+//! * `clause`: which clause of its statement a token stands in, for the scanner.
 //! * [`statement`]: the statements of a text, their forms and side effects.
 //! * [`search_path`]: whether a `search_path` lets other types shadow
 //!   `pg_catalog`'s.
@@ -14,6 +15,7 @@
 //!   partitions, integer ranges, explicit overrides).
 
 pub mod bind;
+mod clause;
 pub mod decide;
 #[cfg(test)]
 mod decide_tests;
