@@ -716,8 +716,55 @@ fn any_match<'a>(
             let mut l = start;
             list_elements(sql, &mut l, K::RBrack, conv, f)?
         }
+        (ArrayBase::Literal(raw), CastRead::As(conv)) => match literal_elements(raw) {
+            // (Validated whole first: no element is reported from an array
+            // that is partly unreadable.)
+            Some(_) => {
+                let mut out = ControlFlow::Continue(());
+                for el in literal_elements(raw)? {
+                    let v = TenantToken::Quoted {
+                        raw: el,
+                        escape: false,
+                    }
+                    .read_as(conv)?;
+                    out = f(v);
+                    if out.is_break() {
+                        break;
+                    }
+                }
+                out
+            }
+            None => f(TenantToken::Unreadable),
+        },
     };
     Some(out)
+}
+
+/// The elements of an array literal's text (`'{1,42}'`, as psycopg 3's
+/// client-side binding and PgJDBC's simple query mode send a bound array:
+/// probe AJ, read past), one dimension, unquoted elements only: `None`
+/// when it holds anything else (quoted or NULL elements, escapes, bounds,
+/// nesting), which the caller reports unreadable.
+fn literal_elements(raw: &[u8]) -> Option<impl Iterator<Item = &[u8]>> {
+    use super::key::trim_pg_space;
+    let inner = trim_pg_space(raw).strip_prefix(b"{")?.strip_suffix(b"}")?;
+    if inner
+        .iter()
+        .any(|&c| matches!(c, b'{' | b'}' | b'"' | b'\\' | b'\''))
+    {
+        return None;
+    }
+    let empty = trim_pg_space(inner).is_empty();
+    let elements = inner.split(|&c| c == b',').map(trim_pg_space);
+    if !empty
+        && elements
+            .clone()
+            .any(|e| e.is_empty() || e.eq_ignore_ascii_case(b"NULL"))
+    {
+        return None;
+    }
+    // `'{}'`: no element, no tenant.
+    Some(elements.filter(move |_| !empty))
 }
 
 /// What an array expression in `ANY(..)` is made of.
@@ -726,6 +773,8 @@ enum ArrayBase<'a> {
     Param(u16),
     /// `ARRAY[..]`: its elements, from the first.
     Elements(Lexer<'a>),
+    /// `'{..}'`: the text of an array literal (no escapes in it).
+    Literal(&'a [u8]),
 }
 
 /// An array expression at the cursor: `$n` or `ARRAY[..]`, in parentheses
@@ -744,6 +793,11 @@ fn array_expr<'a>(
     let t = lx.next_sig()?;
     let (base, read) = match t.k {
         K::Param(n) => (ArrayBase::Param(n), CastRead::As(None)),
+        // An escape string with no backslash in it reads as written.
+        K::Str { escape } if !escape || memchr(b'\\', body(sql, &t)).is_none() => {
+            (ArrayBase::Literal(body(sql, &t)), CastRead::As(None))
+        }
+        K::Dollar => (ArrayBase::Literal(body(sql, &t)), CastRead::As(None)),
         K::Ident if is_kw(sql, &t, b"ARRAY") => {
             if lx.next_sig()?.k != K::LBrack {
                 return None;
@@ -2021,7 +2075,6 @@ mod tests {
             "SELECT * FROM t WHERE tenant_id NOT IN (1)",
             "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[ARRAY[1]])",
             "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[1, 2] || ARRAY[3])",
-            "SELECT * FROM t WHERE tenant_id = ANY('{1,2}')",
             "SELECT * FROM t WHERE tenant_id = ANY(f($1))",
             "SELECT * FROM t WHERE tenant_id <> ALL($1)",
             "SELECT * FROM t WHERE tenant_id IS DISTINCT FROM 5",
@@ -3055,6 +3108,66 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..4),
         ];
         proptest::collection::vec(atoms, 0..24).prop_map(|v| v.concat())
+    }
+
+    /// An array literal's text names each element (psycopg 3's client-side
+    /// binding, PgJDBC's simple query mode: probe AJ, read past); one the
+    /// router cannot split is unreadable, never skipped.
+    #[test]
+    fn array_literals_name_every_element() {
+        for (sql, want) in [
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY('{1,42}')",
+                &["1", "42"][..],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY('{ 042 , 7 }'::int8[])",
+                &["42", "7"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY(CAST('{42}' AS bigint[]))",
+                &["42"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY($${acme,beta}$$::text[])",
+                &["acme", "beta"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY(E'{42}'::int[])",
+                &["42"],
+            ),
+            ("SELECT * FROM t WHERE tenant_id = ANY('{}'::int8[])", &[]),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY('{\"a,b\"}'::text[])",
+                &["<Unreadable>"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY('{1,NULL}'::int8[])",
+                &["<Unreadable>"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY('{{1},{2}}'::int8[])",
+                &["<Unreadable>"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY('[1:1]={42}'::int8[])",
+                &["<Unreadable>"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY('{1,,2}'::int8[])",
+                &["<Unreadable>"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY('{1}'::numeric[])",
+                &["<Unreadable>"],
+            ),
+            (
+                "SELECT * FROM t WHERE tenant_id = ANY(E'{4\\2}'::int8[])",
+                &[],
+            ),
+        ] {
+            assert_eq!(all(sql), want, "{sql}");
+        }
     }
 
     /// A comparison names a tenant only in a filter (WHERE, ON, HAVING,
