@@ -219,6 +219,7 @@ words! {
     ZONE = b"zone" => W::Expr,
     CAST = b"cast" => W::Expr,
     EXISTS = b"exists" => W::Expr,
+    OVERLAPS = b"overlaps" => W::Expr,
     INTERVAL = b"interval" => W::Expr,
     VARIADIC = b"variadic" => W::Expr,
     DEFAULT = b"default" => W::Expr,
@@ -561,6 +562,7 @@ impl Clauses {
         let query = t.k == K::LParen
             && next.peek_sig().is_some_and(|n| {
                 matches!(word(sql, &n), W::Select | W::With | W::Values | W::Table)
+                    || data_modifying(sql, &n, next)
             });
         let f = if query {
             Frame::new(Kind::Query, Place::Other)
@@ -657,6 +659,29 @@ impl Clauses {
             _ => None,
         }
     }
+}
+
+/// Whether `n`, the token after a `(` (with `next` at it), starts a
+/// data-modifying statement: `INSERT INTO`, `DELETE FROM`, `MERGE INTO`,
+/// `UPDATE [ONLY] name` (probe: `WITH x AS (DELETE FROM t WHERE
+/// tenant_id = 'bravo' ..)` was read as an operand, its WHERE not read).
+/// Unreserved words: `(update = 1)` and `(update IS NULL)` compare a
+/// column.
+fn data_modifying(sql: &[u8], n: &Tok, next: &Lexer<'_>) -> bool {
+    if n.k != K::Ident {
+        return false;
+    }
+    let mut l = *next;
+    l.next_sig();
+    let Some(m) = l.next_sig() else {
+        return false;
+    };
+    let w = text(sql, n);
+    let then = |k: &[u8]| is_kw(sql, &m, k);
+    (w.eq_ignore_ascii_case(b"INSERT") && then(b"INTO"))
+        || (w.eq_ignore_ascii_case(b"DELETE") && then(b"FROM"))
+        || (w.eq_ignore_ascii_case(b"MERGE") && then(b"INTO"))
+        || (w.eq_ignore_ascii_case(b"UPDATE") && is_identlike(&m) && word(sql, &m) == W::Name)
 }
 
 /// The place of an operand's inside: in a filter, nested; elsewhere, as
