@@ -4742,6 +4742,12 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
     // The key computed on in a filter: refused, with or without a session
     // tenant, whatever else the filter names.
     let computed = [
+        // (Probe AK: in a list or row of the other side, `NOT <>`, a
+        // grouping compared with a truth value, inside count(..).)
+        "WHERE tenant_id = 1001 OR 2002 IN (tenant_id)",
+        "WHERE NOT (tenant_id <> 1001)",
+        "WHERE (tenant_id <> 2002) = false",
+        "GROUP BY note HAVING max(note) = '' OR count(nullif(tenant_id, 2002)) = 0",
         "WHERE tenant_id = 1001 OR CASE WHEN tenant_id = 2002 THEN true END",
         "WHERE tenant_id = 1001 OR CAST(tenant_id = 2002 AS int) = 1",
         "WHERE CASE tenant_id WHEN 2002 THEN true END",
@@ -4761,6 +4767,39 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
             });
         }
     }
+    // Filters inside a parenthesized query or join, a data-modifying CTE,
+    // behind a label named `case` or `COLLATION FOR (..)`, and a `ROW(..)`
+    // comparison name their tenant (probes AK and AL: read past, so the
+    // statement ran on the session tenant's shard).
+    let hidden = [
+        "SELECT m.name || ': ' || note FROM shard_marker m, ledger WHERE false UNION ALL ((SELECT 'x' WHERE false) UNION ALL SELECT m.name || ': ' || note FROM shard_marker m, ledger WHERE tenant_id = 2002)".to_string(),
+        "WITH d AS (UPDATE ledger SET note = note WHERE tenant_id = 2002 RETURNING note) SELECT (SELECT name FROM shard_marker) || ': ' || note FROM d".to_string(),
+        "SELECT m.name || ': ' || l.note FROM (ledger l JOIN shard_marker m ON l.tenant_id = 2002)".to_string(),
+        marked("note", "WHERE COLLATION FOR (note) IS NOT NULL AND tenant_id = 2002"),
+        marked("note AS case", "WHERE tenant_id = 2002"),
+        marked("note", "WHERE ROW(tenant_id, note) = ROW(2002, 'ledger of 2002')"),
+    ];
+    let mut raw = f.raw("appint", &[]);
+    for sql in &hidden {
+        let (codes, rows) = q(&mut raw, sql);
+        bad.check(codes.is_empty() && rows == ["s1: ledger of 2002"], || {
+            format!("{sql}: errors {codes:?}, rows {rows:?}")
+        });
+    }
+    let mut raw = f.raw("appint", &[("tenant_id", "1001")]);
+    for sql in &hidden {
+        let (codes, rows) = q(&mut raw, sql);
+        bad.check(codes == ["0A000"], || {
+            format!("{sql} under 1001: errors {codes:?}, rows {rows:?}")
+        });
+    }
+    // `DISTINCT ON (..)` is no join filter (probe AK: it picked s1).
+    let mut raw = f.raw("appint", &[]);
+    let sql = "SELECT DISTINCT ON (tenant_id = 2002) note FROM ledger";
+    let (codes, rows) = q(&mut raw, sql);
+    bad.check(codes == ["42P17"], || {
+        format!("{sql}: errors {codes:?}, rows {rows:?}")
+    });
     bad.finish("a_comparison_names_a_tenant_only_where_it_filters");
 }
 

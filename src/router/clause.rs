@@ -70,10 +70,19 @@ pub(super) enum W {
     On,
     Count,
     Within,
-    /// Ends a filter: `ORDER`, `LIMIT`, `JOIN`, `UNION`, `THEN` ..
-    /// ([`word`]); `LEFT`/`RIGHT` only when not a call.
+    /// Ends a filter: `ORDER`, `LIMIT`, `RETURNING`, `FOR` .. ([`word`]).
     Ends,
-    LeftRight,
+    /// `UNION`, `INTERSECT`, `EXCEPT`: also make a parenthesis a query.
+    SetOp,
+    /// `JOIN`, `INNER`, `LEFT`, `RIGHT`, `FULL`, `CROSS`, `NATURAL`: end a
+    /// filter and make a parenthesis of a FROM list a query, unless a
+    /// call or a type (these may name functions and types: `inner(v)`,
+    /// `v::full`).
+    Join,
+    /// `TRUE`, `FALSE`: constants.
+    Bool,
+    /// `ROW`: `ROW(tenant_id, id) = ROW(42, 1)` is a row comparison.
+    Row,
     Group,
     /// Starts a subquery after `(`.
     Select,
@@ -171,8 +180,8 @@ words! {
     WITH = b"with" => W::With,
     VALUES = b"values" => W::Values,
     TABLE = b"table" => W::Table,
-    LEFT = b"left" => W::LeftRight,
-    RIGHT = b"right" => W::LeftRight,
+    LEFT = b"left" => W::Join,
+    RIGHT = b"right" => W::Join,
     IS = b"is" => W::Compares,
     BETWEEN = b"between" => W::Compares,
     LIKE = b"like" => W::Compares,
@@ -188,19 +197,19 @@ words! {
     RETURNING = b"returning" => W::Ends,
     FOR = b"for" => W::Ends,
     WINDOW = b"window" => W::Ends,
-    UNION = b"union" => W::Ends,
-    INTERSECT = b"intersect" => W::Ends,
-    EXCEPT = b"except" => W::Ends,
+    UNION = b"union" => W::SetOp,
+    INTERSECT = b"intersect" => W::SetOp,
+    EXCEPT = b"except" => W::SetOp,
     INTO = b"into" => W::Ends,
     USING = b"using" => W::Ends,
     DO = b"do" => W::Ends,
-    JOIN = b"join" => W::Ends,
-    INNER = b"inner" => W::Ends,
-    CROSS = b"cross" => W::Ends,
-    FULL = b"full" => W::Ends,
-    NATURAL = b"natural" => W::Ends,
-    TRUE = b"true" => W::Expr,
-    FALSE = b"false" => W::Expr,
+    JOIN = b"join" => W::Join,
+    INNER = b"inner" => W::Join,
+    CROSS = b"cross" => W::Join,
+    FULL = b"full" => W::Join,
+    NATURAL = b"natural" => W::Join,
+    TRUE = b"true" => W::Bool,
+    FALSE = b"false" => W::Bool,
     NULL = b"null" => W::Expr,
     UNKNOWN = b"unknown" => W::Expr,
     ISNULL = b"isnull" => W::Expr,
@@ -209,7 +218,7 @@ words! {
     SOME = b"some" => W::Expr,
     ALL = b"all" => W::Expr,
     ARRAY = b"array" => W::Expr,
-    ROW = b"row" => W::Expr,
+    ROW = b"row" => W::Row,
     SYMMETRIC = b"symmetric" => W::Expr,
     TO = b"to" => W::Expr,
     ESCAPE = b"escape" => W::Expr,
@@ -247,6 +256,8 @@ impl Sum {
     const COLUMN: u8 = 2;
     /// A literal or a parameter.
     const VALUE: u8 = 4;
+    /// A row (`(1, tenant_id)`): compared element by element.
+    const ROW: u8 = 8;
 
     fn key(self) -> bool {
         self.0 & Sum::KEY != 0
@@ -254,7 +265,15 @@ impl Sum {
 
     /// Built from literals and parameters alone: it may name a tenant.
     fn constant(self) -> bool {
-        self.0 == Sum::VALUE
+        self.0 & !Sum::ROW == Sum::VALUE
+    }
+
+    /// Whether, compared by an equality with `other`, this computes on
+    /// the key against a constant: all of `other`, or, between rows, any
+    /// element of it (`(id, 42) = (1, tenant_id)`).
+    fn against(self, other: Sum) -> bool {
+        self.key()
+            && (other.constant() || (self.0 & other.0 & Sum::ROW != 0 && other.0 & Sum::VALUE != 0))
     }
 }
 
@@ -262,18 +281,31 @@ impl Sum {
 struct Frame {
     kind: Kind,
     place: Place,
-    /// Inside `count(..)`: the key's value never reaches the comparison
-    /// (`HAVING count(tenant_id) = 1`, SQLAlchemy).
+    /// Right inside `count(`: the key as its whole argument is counted, its
+    /// value never compared (`HAVING count(tenant_id) = 1`, SQLAlchemy).
     counted: bool,
-    /// A row after `=` or `IN` (`(tenant_id, id) IN ((b.tenant_id, 1))`):
-    /// a key that is a whole element of it is compared, not computed on.
-    row: bool,
     /// A simple CASE (`CASE tenant_id WHEN 42`): its WHENs compare its
     /// operand.
     simple: bool,
     /// A type name comes next (after `AS` in `CAST(.. AS type)`), no
     /// column.
     typing: bool,
+    /// Parentheses around an operand (after an operator, `(`, `,`, `IN`,
+    /// `NOT` ..), not a call's.
+    grouping: bool,
+    /// A grouping or `ROW(..)` with more than one element: a row.
+    row: bool,
+    /// A grouping whose whole content so far is the key (`42 = (tenant_id)`,
+    /// `x - (tenant_id)`): the key stands where the grouping does, judged
+    /// when it closes.
+    bare: bool,
+    /// The token before the `(` (kind and span; `None` at the statement's
+    /// start), for a [`Frame::bare`] key.
+    before: Option<(K, u32, u32)>,
+    /// A grouping of a filter in which the key was compared whole
+    /// (`(tenant_id <> 42)`): if the group turns out to be an operand
+    /// (`(tenant_id <> 42) = false`), the key was computed on.
+    compared: bool,
     /// The operand being read at this frame's level.
     side: Sum,
     /// The left operand of the equality being read, if one is.
@@ -290,9 +322,13 @@ impl Frame {
             kind,
             place,
             counted: false,
-            row: false,
             simple: false,
             typing: false,
+            grouping: false,
+            row: false,
+            bare: false,
+            before: None,
+            compared: false,
             side: Sum(0),
             left: None,
             operand: None,
@@ -307,7 +343,7 @@ impl Frame {
         self.side = Sum(0);
         self.typing = false;
         match self.left.take() {
-            Some(l) => (l.key() && r.constant()) || (r.key() && l.constant()),
+            Some(l) => l.against(r) || r.against(l),
             None => false,
         }
     }
@@ -331,17 +367,22 @@ impl Frame {
 }
 
 /// The clause stack of one statement text (see the module docs). The
-/// scanner calls [`Clauses::before`] and [`Clauses::after`] with every
-/// significant token, [`Clauses::key`] with every mention of the key, and
+/// scanner calls [`Clauses::step`] with every significant token,
+/// [`Clauses::key`] with every mention of the key, and
 /// [`Clauses::finish`] at the end.
 pub(super) struct Clauses {
     frames: [Frame; DEPTH],
     depth: usize,
-    /// Frames opened past [`DEPTH`], not yet closed.
-    deep: usize,
+    /// Parentheses and CASEs opened past [`DEPTH`], not yet closed, each
+    /// counted apart (an `END` closes no parenthesis: `(SELECT 1 end)`).
+    deep_parens: usize,
+    deep_cases: usize,
     /// The word of the token being looked at, and of the one before.
     w: W,
     prev: W,
+    /// The token before was `ROW` where a predicate starts: its `(` groups
+    /// a row of a filter.
+    row_start: bool,
     /// The token before was an identifier that names a column unless this
     /// one calls it, qualifies it or is its typed literal (`f(`, `t.`,
     /// `date '..'`): decided at this token, to look ahead no further.
@@ -353,9 +394,11 @@ impl Clauses {
         Clauses {
             frames: [Frame::new(Kind::Query, Place::Other); DEPTH],
             depth: 1,
-            deep: 0,
+            deep_parens: 0,
+            deep_cases: 0,
             w: W::No,
             prev: W::No,
+            row_start: false,
             maybe_column: false,
         }
     }
@@ -366,6 +409,10 @@ impl Clauses {
 
     fn top_mut(&mut self) -> &mut Frame {
         &mut self.frames[self.depth - 1]
+    }
+
+    fn deep(&self) -> bool {
+        self.deep_parens + self.deep_cases > 0
     }
 
     /// Whether the token being looked at, after `p1`, starts a predicate
@@ -382,7 +429,7 @@ impl Clauses {
 
     /// Where the token being looked at stands.
     pub(super) fn place(&self) -> Place {
-        if self.deep > 0 {
+        if self.deep() {
             Place::Deep
         } else {
             self.top().place
@@ -410,13 +457,13 @@ impl Clauses {
                 self.open(sql, t, p1, next);
                 false
             }
-            K::RParen | K::RBrack => self.close(Kind::Paren),
+            K::RParen | K::RBrack => self.close(Kind::Paren, sql, next),
             K::Semi => self.finish(),
             K::Ident if self.w == W::Case => {
                 self.case(sql, next);
                 false
             }
-            K::Ident if self.w == W::End => self.close(Kind::Case),
+            K::Ident if self.w == W::End => self.close(Kind::Case, sql, next),
             _ => false,
         };
         (place, ended | closed)
@@ -426,8 +473,9 @@ impl Clauses {
     #[inline]
     fn operands(&mut self, sql: &[u8], t: &Tok, p1: Option<Tok>, next: &Lexer<'_>) -> bool {
         self.prev = self.w;
-        // After `.`, a word is a name (`t.case`, `t.end`, `t.left`).
-        let name = p1.is_some_and(|p| p.k == K::Dot);
+        // After `.`, a word is a name (`t.case`, `t.end`, `t.left`); after
+        // `::`, a type (`v::full`).
+        let name = p1.is_some_and(|p| matches!(p.k, K::Dot | K::Cast));
         self.w = match t.k {
             K::Ident if !name => word(sql, t),
             K::Ident | K::QIdent => W::Name,
@@ -435,20 +483,38 @@ impl Clauses {
         };
         if std::mem::take(&mut self.maybe_column)
             && !matches!(t.k, K::LParen | K::Dot | K::Str { .. })
-            && self.deep == 0
+            && !self.deep()
         {
             self.top_mut().add(Sum::COLUMN);
         }
-        if self.deep > 0 {
+        if self.deep() {
             return false;
         }
+        if t.k != K::LParen {
+            self.row_start = self.w == W::Row && self.starts_predicate(p1);
+        }
         let top = *self.top();
-        if top.kind == Kind::Query {
-            if let Some(place) = self.clause_word(sql, top.place, next) {
+        let call = || next.peek_sig().is_some_and(|n| n.k == K::LParen);
+        match top.kind {
+            Kind::Query => {
+                if let Some(place) = self.clause_word(sql, top.place, p1, next) {
+                    let ended = top.tracks() && self.top_mut().end_operand();
+                    *self.top_mut() = Frame::new(Kind::Query, place);
+                    return ended;
+                }
+            }
+            // `((SELECT ..) UNION SELECT .. WHERE ..)`, `FROM (t JOIN u ON
+            // ..)`: a parenthesis that holds a query or a join (probe AK:
+            // their WHERE and ON were read as operands).
+            Kind::Paren
+                if self.w == W::SetOp
+                    || (self.w == W::Join && top.place == Place::Other && !call()) =>
+            {
                 let ended = top.tracks() && self.top_mut().end_operand();
-                *self.top_mut() = Frame::new(Kind::Query, place);
+                *self.top_mut() = Frame::new(Kind::Query, Place::Other);
                 return ended;
             }
+            _ => {}
         }
         if !top.tracks() {
             return false;
@@ -457,8 +523,12 @@ impl Clauses {
         let w = self.w;
         let f = self.top_mut();
         match t.k {
-            K::Comma => return f.end_operand(),
-            K::Op if text(sql, t) == b"=" => return f.equality(),
+            K::Comma => {
+                f.row |= f.kind == Kind::Paren && (f.grouping || f.place == Place::Filter);
+                return f.end_operand();
+            }
+            // (`<>`: `NOT tenant_id <> 42` is `tenant_id = 42`.)
+            K::Op if matches!(text(sql, t), b"=" | b"<>" | b"!=") => return f.equality(),
             K::Int | K::Num | K::Str { .. } | K::Dollar | K::Lit | K::Param(_) => {
                 f.add(Sum::VALUE);
                 return false;
@@ -482,7 +552,14 @@ impl Clauses {
                 ended
             }
             W::In | W::Operator => f.equality(),
-            W::Distinct if prev == W::Not => f.equality(),
+            // `IS [NOT] DISTINCT FROM`, and `IS [NOT] TRUE/FALSE/UNKNOWN`
+            // (`(tenant_id = 42) IS FALSE` matches every other tenant).
+            W::Distinct if matches!(prev, W::Not | W::Compares) => f.equality(),
+            W::Compares if is_truth_test(sql, next) => f.equality(),
+            W::Bool => {
+                f.add(Sum::VALUE);
+                false
+            }
             // A type after `::` or `AS` is no column.
             W::Name
             | W::Count
@@ -492,8 +569,8 @@ impl Clauses {
             | W::With
             | W::Values
             | W::Table
-            | W::LeftRight
-                if !f.typing && !p1.is_some_and(|p| p.k == K::Cast) =>
+            | W::Join
+                if !f.typing =>
             {
                 self.maybe_column = true;
                 false
@@ -505,31 +582,64 @@ impl Clauses {
     /// The key, standing where [`Clauses::place`] says: `p1` the token
     /// before its (qualified) name, `next` the cursor after it. In a filter
     /// unless compared as a whole (`key = ..`, `.. = key`, `key IN ..`,
-    /// `key IS ..`, an element of a row), or inside an operand unless in
-    /// `count(..)` or a whole element of a row, it is computed on.
+    /// `key IS ..`, an element of a row), or inside an operand unless the
+    /// whole argument of `count(..)`, it is computed on.
     pub(super) fn key(&mut self, sql: &[u8], p1: Option<Tok>, next: &Lexer<'_>) {
-        if self.deep > 0 {
+        if self.deep() {
             return;
         }
         let top = *self.top();
+        let whole_content = || {
+            p1.is_some_and(|p| p.k == K::LParen)
+                && next.peek_sig().is_some_and(|n| n.k == K::RParen)
+        };
+        if top.place == Place::Nested && top.grouping && top.all.0 == 0 && whole_content() {
+            self.top_mut().bare = true;
+            return;
+        }
         let computed = match top.place {
-            Place::Filter => !whole_operand(sql, p1, next),
-            Place::Nested => !(top.counted || (top.row && row_element(p1, next))),
+            Place::Filter => match whole_operand(sql, p1, next) {
+                Whole::No => true,
+                Whole::Inside => {
+                    self.top_mut().compared = true;
+                    false
+                }
+                Whole::Outside | Whole::Row => false,
+            },
+            Place::Nested => {
+                !(top.counted
+                    && p1.is_some_and(|p| {
+                        p.k == K::LParen || matches!(word(sql, &p), W::Distinct | W::Expr)
+                    })
+                    && next.peek_sig().is_some_and(|n| n.k == K::RParen))
+            }
             _ => return,
         };
         self.top_mut()
             .add(Sum::COLUMN | if computed { Sum::KEY } else { 0 });
     }
 
-    /// `CASE`: a frame until its `END`.
+    /// `CASE`: a frame until its `END`, unless it is a column's label
+    /// (`SELECT 1 AS case FROM ..`, or bare: `SELECT 1 case FROM ..`;
+    /// probe AK: the rest of the statement was read as inside a CASE).
     fn case(&mut self, sql: &[u8], next: &Lexer<'_>) {
-        if self.deep > 0 || self.depth == DEPTH {
-            self.deep += 1;
+        let label = self.prev == W::As
+            || next.peek_sig().is_none_or(|n| {
+                matches!(n.k, K::Comma | K::RParen | K::Semi)
+                    || matches!(
+                        word(sql, &n),
+                        W::From | W::Where | W::Ends | W::SetOp | W::Having | W::Group | W::On
+                    )
+            });
+        if label {
+            return;
+        }
+        if self.deep() || self.depth == DEPTH {
+            self.deep_cases += 1;
             return;
         }
         let top = *self.top();
         let mut f = Frame::new(Kind::Case, inner(top.place));
-        f.counted = top.counted;
         f.simple = !next.peek_sig().is_some_and(|n| word(sql, &n) == W::When);
         self.push(f);
     }
@@ -537,14 +647,16 @@ impl Clauses {
     /// Closes every frame (at a `;` or the end of the text). Returns
     /// whether an equality ended unreadable.
     pub(super) fn finish(&mut self) -> bool {
-        if std::mem::take(&mut self.maybe_column) && self.deep == 0 {
+        self.deep_parens = 0;
+        self.deep_cases = 0;
+        if std::mem::take(&mut self.maybe_column) {
             self.top_mut().add(Sum::COLUMN);
         }
         let mut ended = false;
-        while self.depth > 1 || self.deep > 0 {
-            ended |= self.pop();
+        while self.depth > 1 {
+            ended |= self.pop(None);
         }
-        ended | self.pop()
+        ended | self.pop(None)
     }
 
     fn push(&mut self, f: Frame) {
@@ -554,8 +666,8 @@ impl Clauses {
 
     /// `(` or `[`: a subquery, a grouping of predicates, or an operand.
     fn open(&mut self, sql: &[u8], t: &Tok, p1: Option<Tok>, next: &Lexer<'_>) {
-        if self.deep > 0 || self.depth == DEPTH {
-            self.deep += 1;
+        if self.deep() || self.depth == DEPTH {
+            self.deep_parens += 1;
             return;
         }
         let top = *self.top();
@@ -566,17 +678,36 @@ impl Clauses {
             });
         let f = if query {
             Frame::new(Kind::Query, Place::Other)
-        } else if top.place == Place::Filter && t.k == K::LParen && self.starts_predicate(p1) {
+        } else if top.place == Place::Filter
+            && t.k == K::LParen
+            && (self.starts_predicate(p1) || std::mem::take(&mut self.row_start))
+        {
             Frame::new(Kind::Paren, Place::Filter)
         } else {
             let mut f = Frame::new(Kind::Paren, inner(top.place));
-            f.counted = top.counted || self.prev == W::Count;
-            f.row = t.k == K::LParen
-                && p1.is_some_and(|p| {
-                    is_op(sql, &p, b"=")
-                        || self.prev == W::In
-                        || (top.row && matches!(p.k, K::LParen | K::Comma))
+            f.counted = t.k == K::LParen && self.prev == W::Count;
+            f.grouping = t.k == K::LParen
+                && p1.is_none_or(|p| match p.k {
+                    K::Op | K::LParen | K::Comma | K::Semi => true,
+                    K::Ident => matches!(
+                        self.prev,
+                        W::And
+                            | W::Or
+                            | W::Not
+                            | W::In
+                            | W::When
+                            | W::Then
+                            | W::Else
+                            | W::Where
+                            | W::Having
+                            | W::On
+                            | W::Compares
+                            | W::Distinct
+                            | W::Row
+                    ),
+                    _ => false,
                 });
+            f.before = p1.map(|p| (p.k, p.s as u32, p.e as u32));
             f
         };
         self.push(f);
@@ -584,10 +715,20 @@ impl Clauses {
 
     /// `)`/`]` (a paren or subquery) or `END` (a CASE): closes frames down
     /// to the innermost of that kind in the current statement or subquery,
-    /// if any.
-    fn close(&mut self, kind: Kind) -> bool {
-        if self.deep > 0 {
-            self.deep -= 1;
+    /// if any. `next`: the cursor after it.
+    fn close(&mut self, kind: Kind, sql: &[u8], next: &Lexer<'_>) -> bool {
+        if self.deep() {
+            match kind {
+                Kind::Case if self.deep_cases > 0 => self.deep_cases -= 1,
+                // (An `END` that closes nothing here: a label.)
+                Kind::Case => {}
+                _ if self.deep_parens > 0 => self.deep_parens -= 1,
+                // A parenthesis opened above the deep CASEs: closes them.
+                _ => {
+                    self.deep_cases = 0;
+                    return self.close(kind, sql, next);
+                }
+            }
             return false;
         }
         let Some(at) = (1..self.depth)
@@ -601,20 +742,17 @@ impl Clauses {
             return false;
         };
         let mut ended = false;
-        while self.depth > at {
-            ended |= self.pop();
+        while self.depth > at + 1 {
+            ended |= self.pop(None);
         }
-        ended
+        ended | self.pop(Some((sql, next)))
     }
 
     /// Closes the top frame: ends its operands, and gives what it held to
     /// the operand around it (a subquery gives a value that varies by row).
-    /// The statement's own frame is reset instead.
-    fn pop(&mut self) -> bool {
-        if self.deep > 0 {
-            self.deep -= 1;
-            return false;
-        }
+    /// The statement's own frame is reset instead. `after`: the text and
+    /// the cursor after the frame's `)`, when it closes there.
+    fn pop(&mut self, after: Option<(&[u8], &Lexer<'_>)>) -> bool {
         let i = self.depth - 1;
         let mut f = self.frames[i];
         let ended = f.tracks() && f.end_operand();
@@ -623,24 +761,69 @@ impl Clauses {
             return ended;
         }
         self.depth -= 1;
+        if f.bare {
+            // The key in parentheses, where they stand.
+            let before = f.before.map(|(k, s, e)| {
+                let (s, e) = (s as usize, e as usize);
+                Tok {
+                    k,
+                    s,
+                    e,
+                    bs: s,
+                    be: e,
+                }
+            });
+            match after {
+                Some((sql, next)) => self.key(sql, before, next),
+                None => self.top_mut().add(Sum::COLUMN | Sum::KEY),
+            }
+        }
         let outer = self.top_mut();
         if outer.tracks() {
             outer.add(if f.kind == Kind::Query {
                 Sum::COLUMN
             } else {
-                f.all.0
+                f.all.0 & !Sum::ROW | if f.row { Sum::ROW } else { 0 }
             });
+        }
+        // A grouping in which the key was compared whole: when it is an
+        // operand itself, the key was computed on; when it is inside
+        // another grouping, that one decides.
+        if f.compared && f.kind == Kind::Paren {
+            if let Some((sql, next)) = after {
+                match next.peek_sig() {
+                    Some(n) if n.k == K::RParen => outer.compared |= outer.place == Place::Filter,
+                    Some(n)
+                        if !matches!(n.k, K::Semi | K::Comma) && !is_any_kw(sql, &n, FOLLOWERS) =>
+                    {
+                        outer.add(Sum::KEY)
+                    }
+                    _ => {}
+                }
+            }
         }
         ended
     }
 
     /// The place a clause keyword at the current token moves its statement
     /// to, if it is one (at the statement's or a subquery's own level).
-    fn clause_word(&self, sql: &[u8], now: Place, next: &Lexer<'_>) -> Option<Place> {
-        let next_word = || next.peek_sig().map(|n| (n.k, word(sql, &n)));
+    fn clause_word(
+        &self,
+        sql: &[u8],
+        now: Place,
+        p1: Option<Tok>,
+        next: &Lexer<'_>,
+    ) -> Option<Place> {
+        // A column's label (`SELECT 1 AS where`), a type (`v::full`).
+        if self.prev == W::As || p1.is_some_and(|p| p.k == K::Cast) {
+            return None;
+        }
+        let call = || next.peek_sig().is_some_and(|n| n.k == K::LParen);
         match self.w {
             W::Where | W::Having => Some(Place::Filter),
-            // `ON CONFLICT (..)` names a conflict target, not a join filter.
+            // `DISTINCT ON (..)` is no join filter (probe AK: its
+            // comparison picked the shard); nor is `ON CONFLICT (..)`.
+            W::On if self.prev == W::Distinct => None,
             W::On => Some(
                 match next.peek_sig().filter(|n| {
                     let n = text(sql, n);
@@ -652,13 +835,37 @@ impl Clauses {
             ),
             W::When => Some(Place::MergeWhen),
             W::And if now == Place::MergeWhen => Some(Place::Filter),
-            W::Ends | W::Select | W::Then => Some(Place::Other),
+            // `COLLATION FOR (..)` is a function (probe AK: it ended the
+            // WHERE).
+            W::Ends
+                if p1.is_some_and(|p| {
+                    p.k == K::Ident && text(sql, &p).eq_ignore_ascii_case(b"COLLATION")
+                }) =>
+            {
+                None
+            }
+            W::Ends | W::SetOp | W::Select | W::Then => Some(Place::Other),
+            // `inner(v)`, `full(v)`: functions of these names.
+            W::Join if !call() => Some(Place::Other),
             W::From if self.prev != W::Distinct => Some(Place::Other),
             W::Group if self.prev != W::Within => Some(Place::Other),
-            W::LeftRight if !next_word().is_some_and(|(k, _)| k == K::LParen) => Some(Place::Other),
             _ => None,
         }
     }
+}
+
+/// Whether `IS` (before the cursor `next`) tests a truth value: `IS [NOT]
+/// TRUE`, `FALSE` or `UNKNOWN`, an equality with a constant.
+fn is_truth_test(sql: &[u8], next: &Lexer<'_>) -> bool {
+    let mut l = *next;
+    let mut n = l.next_sig();
+    if n.is_some_and(|t| word(sql, &t) == W::Not) {
+        n = l.next_sig();
+    }
+    n.is_some_and(|t| {
+        word(sql, &t) == W::Bool
+            || (t.k == K::Ident && text(sql, &t).eq_ignore_ascii_case(b"UNKNOWN"))
+    })
 }
 
 /// Whether `n`, the token after a `(` (with `next` at it), starts a
@@ -707,35 +914,53 @@ pub(super) fn predicate_start(sql: &[u8], p1: Option<Tok>) -> bool {
     }
 }
 
-/// Whether the key, between `p1` and the cursor `next`, is a whole element
-/// of a row: `(.., key, ..)`.
-fn row_element(p1: Option<Tok>, next: &Lexer<'_>) -> bool {
-    p1.is_some_and(|p| matches!(p.k, K::LParen | K::Comma))
-        && next
-            .peek_sig()
-            .is_some_and(|n| matches!(n.k, K::Comma | K::RParen))
+/// How the key stands in a filter ([`whole_operand`]).
+enum Whole {
+    /// Computed on.
+    No,
+    /// A whole operand of a comparison in its own parentheses (`tenant_id
+    /// <> 42`, `.. = tenant_id`).
+    Inside,
+    /// The whole content of parentheses compared after them (`(tenant_id)
+    /// = 42`).
+    Outside,
+    /// A whole element of a row (`(tenant_id, id) = ..`).
+    Row,
 }
 
-/// Whether the key, between `p1` and the cursor `next`, is a whole operand
-/// of a comparison in a filter: `key <op> ..`, `key IN/IS/BETWEEN/LIKE ..`
-/// at the start of a predicate, `.. <op> key` at a predicate's end, or a
-/// whole element of a row (`(key, id) = ..`), in parentheses or not.
-fn whole_operand(sql: &[u8], p1: Option<Tok>, next: &Lexer<'_>) -> bool {
+/// How the key, between `p1` and the cursor `next`, stands in a filter:
+/// `key <op> ..`, `key IN/IS/BETWEEN/LIKE ..` at the start of a predicate,
+/// `.. <op> key` at a predicate's end, or a whole element of a row, in
+/// parentheses or not; or computed on.
+fn whole_operand(sql: &[u8], p1: Option<Tok>, next: &Lexer<'_>) -> Whole {
     let mut l = *next;
     let mut n = l.next_sig();
+    let mut closed = false;
     while n.is_some_and(|t| t.k == K::RParen) {
         n = l.next_sig();
+        closed = true;
     }
-    let starts = predicate_start(sql, p1) || p1.is_some_and(|p| p.k == K::Comma);
-    if starts {
-        let compares = n.is_some_and(|t| match t.k {
-            K::Comma => true,
-            K::Op => is_comparison(text(sql, &t)),
-            K::Ident => matches!(word(sql, &t), W::In | W::Compares | W::Not | W::Operator),
-            _ => false,
-        });
-        if compares {
-            return true;
+    let comma = p1.is_some_and(|p| p.k == K::Comma);
+    if predicate_start(sql, p1) || comma {
+        match n {
+            Some(t) if t.k == K::Comma => return Whole::Row,
+            _ if comma && closed => return Whole::Row,
+            Some(t)
+                if match t.k {
+                    K::Op => is_comparison(text(sql, &t)),
+                    K::Ident => {
+                        matches!(word(sql, &t), W::In | W::Compares | W::Not | W::Operator)
+                    }
+                    _ => false,
+                } =>
+            {
+                return if closed {
+                    Whole::Outside
+                } else {
+                    Whole::Inside
+                };
+            }
+            _ => {}
         }
     }
     let after_op = p1.is_some_and(|p| {
@@ -744,13 +969,15 @@ fn whole_operand(sql: &[u8], p1: Option<Tok>, next: &Lexer<'_>) -> bool {
             || p.k == K::RParen
             || word(sql, &p) == W::From
     });
-    after_op
-        && match n {
-            None => true,
-            Some(t) => {
-                matches!(t.k, K::Semi | K::RParen | K::Comma) || is_any_kw(sql, &t, FOLLOWERS)
-            }
-        }
+    let ends = match n {
+        None => true,
+        Some(t) => matches!(t.k, K::Semi | K::RParen | K::Comma) || is_any_kw(sql, &t, FOLLOWERS),
+    };
+    if after_op && ends {
+        Whole::Inside
+    } else {
+        Whole::No
+    }
 }
 
 fn is_comparison(op: &[u8]) -> bool {
@@ -820,10 +1047,10 @@ mod tests {
         for (s, w) in [
             ("and", W::And),
             ("AND", W::And),
-            ("Intersect", W::Ends),
+            ("Intersect", W::SetOp),
             ("symmetric", W::Expr),
             ("count", W::Count),
-            ("left", W::LeftRight),
+            ("left", W::Join),
             ("an", W::Name),
             ("andx", W::Name),
             ("tenant_id", W::Name),

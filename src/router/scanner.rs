@@ -1814,6 +1814,10 @@ fn drive_inner<'a>(
                         )
                     })
                 };
+                // `ROW(tenant_id, id) = ROW(42, 1)` (probe AL: refused).
+                if filter && clauses.starts_predicate(p1) && is_kw(sql, &t, b"ROW") {
+                    row_match(sql, lx, key, f)?;
+                }
                 if filter && clauses.starts_predicate(p1) && (is_kw(sql, &t, b"CAST") || typed()) {
                     if let Some(v) = reverse_match(sql, before, key) {
                         f(Src::Scan, v)?;
@@ -3214,9 +3218,45 @@ mod tests {
             ("SELECT * FROM t WHERE (t.tenant_id, t.id) = (u.tenant_id, 1)", &[]),
             ("SELECT * FROM t WHERE CASE WHEN tenant_id > 0 THEN status = 'x' END", &[]),
             ("SELECT * FROM t WHERE coalesce(tenant_id, 0) > 41", &[]),
+            // Probe AK: a query or a join inside parentheses, a CASE or
+            // clause word that is a label, a function or a type.
+            ("SELECT * FROM t WHERE tenant_id = 1 UNION ALL ((SELECT * FROM t) UNION ALL SELECT * FROM t WHERE tenant_id = 42)", &["1", "42"]),
+            ("WITH x AS ((SELECT 1) UNION ALL SELECT * FROM t WHERE tenant_id = 42) SELECT 1", &["42"]),
+            ("COPY (UPDATE t SET a = 1 WHERE tenant_id = 42 RETURNING 1) TO STDOUT", &["42"]),
+            ("SELECT * FROM (t JOIN u ON u.id = t.id AND t.tenant_id = 42)", &["42"]),
+            ("SELECT * FROM a JOIN (t JOIN u ON u.id = t.id AND u.tenant_id = 42) ON a.id = t.id", &["42"]),
+            ("UPDATE x SET a = 1 FROM (t JOIN u ON u.id = t.id AND t.tenant_id = 42) WHERE x.id = t.id", &["42"]),
+            ("SELECT 1 AS case FROM u WHERE tenant_id = 42", &["42"]),
+            ("SELECT 1 case FROM u WHERE tenant_id = 42", &["42"]),
+            ("SELECT * FROM t WHERE tenant_id = 1 OR EXISTS (SELECT 1 case FROM u WHERE u.tenant_id = 42)", &["1", "42"]),
+            ("SELECT 1 AS where, tenant_id = 7 FROM t WHERE tenant_id = 42", &["42"]),
+            ("SELECT DISTINCT ON (tenant_id = 42) * FROM t", &[]),
+            ("SELECT DISTINCT ON (id) (tenant_id = 42) AS vip, id FROM t WHERE tenant_id = 7", &["7"]),
+            ("SELECT DISTINCT ON (id) CASE WHEN tenant_id = 42 THEN 1 END FROM t WHERE tenant_id = 7", &["7"]),
+            ("SELECT * FROM t WHERE COLLATION FOR (v) IS NOT NULL AND tenant_id = 42", &["42"]),
+            ("SELECT * FROM t WHERE v::full = 1 AND tenant_id = 42", &["42"]),
+            ("SELECT * FROM t WHERE inner(v) = 1 AND tenant_id = 42", &["42"]),
+            ("SELECT * FROM t JOIN u ON full(u.v) = 1 AND u.tenant_id = 42", &["42"]),
+            // Probe AL: ROW(..) rows are rows.
+            ("SELECT * FROM t WHERE ROW(tenant_id, id) = ROW(42, 1)", &["42"]),
+            ("SELECT * FROM t WHERE ROW(tenant_id, id) IN (ROW(42, 1), ROW(43, 2))", &["42", "43"]),
+            // The key alone in parentheses is where they are.
+            ("SELECT * FROM t WHERE 42 = (tenant_id)", &["42"]),
+            ("SELECT * FROM t WHERE ((tenant_id)) = 42", &["42"]),
+            ("SELECT x FROM t GROUP BY x HAVING count(DISTINCT (tenant_id)) = 1", &[]),
+            ("SELECT * FROM t WHERE tenant_id = 42 AND (a.tenant_id) = (b.tenant_id)", &["42"]),
         ] {
             assert_eq!(all(sql), want, "{sql}");
         }
+        // An `END` that closes nothing past the frames followed closes
+        // no parenthesis (probe AK: the subquery closed early, and its
+        // last predicate was read as outside any filter).
+        let sql = format!(
+            "SELECT * FROM (SELECT * FROM t WHERE x IN {}SELECT 1 end{} AND tenant_id = 42) s",
+            "(".repeat(34),
+            ")".repeat(34)
+        );
+        assert_eq!(all(&sql), ["42"], "{sql}");
     }
 
     /// In a filter, the key computed on (in a CASE, a call, a cast,
@@ -3258,6 +3298,22 @@ mod tests {
             "SELECT * FROM t WHERE tenant_id = 1; SELECT * FROM t WHERE CASE WHEN tenant_id = 42 THEN true END",
             // A field of a row: the key is not compared whole.
             "SELECT * FROM t WHERE (t).tenant_id = 42",
+            // Probe AK: the key in a list or row of the other side, under
+            // NOT with `<>`, counted as more than itself, tested for truth.
+            "SELECT * FROM t WHERE tenant_id = 1 OR 42 IN (tenant_id)",
+            "SELECT * FROM t WHERE tenant_id = 1 OR (id, 42) = (1, tenant_id)",
+            "SELECT * FROM t WHERE tenant_id = 1 OR NOT tenant_id <> 42",
+            "SELECT * FROM t WHERE NOT (tenant_id <> 42)",
+            "SELECT * FROM t WHERE tenant_id = 1 OR tenant_id * 1 <> 42 IS FALSE",
+            "SELECT x FROM t GROUP BY x HAVING max(y) = 1 OR count(nullif(tenant_id, 42)) = 0",
+            "SELECT x FROM t GROUP BY x HAVING count(CASE WHEN tenant_id <> 42 THEN 1 END) = 0",
+            "SELECT * FROM t WHERE (tenant_id <> 42) = false",
+            "SELECT * FROM t WHERE ((tenant_id <> 42)) = false",
+            "SELECT * FROM t WHERE int4eq(tenant_id, 42) = true",
+            "SELECT * FROM t WHERE (tenant_id <> 42) IN (true)",
+            "SELECT * FROM t WHERE (tenant_id = 42) IS FALSE",
+            "SELECT * FROM t WHERE x - (tenant_id) = 5",
+            "SELECT * FROM t WHERE 42 IN ((tenant_id))",
         ] {
             assert!(all(sql).contains(&"<Unreadable>".to_string()), "{sql}: {:?}", all(sql));
         }
