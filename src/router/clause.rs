@@ -287,8 +287,8 @@ struct Frame {
     /// A simple CASE (`CASE tenant_id WHEN 42`): its WHENs compare its
     /// operand.
     simple: bool,
-    /// A type name comes next (after `AS` in `CAST(.. AS type)`), no
-    /// column.
+    /// A type name comes next (after `AS` in `CAST(.. AS type)` or `::`,
+    /// up to an operator or the operand's end), no column.
     typing: bool,
     /// Parentheses around an operand (after an operator, `(`, `,`, `IN`,
     /// `NOT` ..), not a call's.
@@ -529,6 +529,10 @@ impl Clauses {
             }
             // (`<>`: `NOT tenant_id <> 42` is `tenant_id = 42`.)
             K::Op if matches!(text(sql, t), b"=" | b"<>" | b"!=") => return f.equality(),
+            // A type's name and modifiers end at an operator.
+            K::Op => f.typing = false,
+            // `42::bigint`, `::double precision`, `::varchar(10)`: a type.
+            K::Cast => f.typing = true,
             K::Int | K::Num | K::Str { .. } | K::Dollar | K::Lit | K::Param(_) => {
                 f.add(Sum::VALUE);
                 return false;

@@ -3215,6 +3215,8 @@ mod tests {
             ("SELECT * FROM t WHERE tenant_id = current_setting('app.tenant')::bigint", &[]),
             ("SELECT * FROM t JOIN u ON coalesce(t.tenant_id, 0) = coalesce(u.tenant_id, 0)", &[]),
             ("SELECT * FROM t JOIN u ON t.tenant_id * 2 = u.x WHERE t.x = 5", &[]),
+            ("SELECT * FROM t JOIN u ON t.tenant_id::int = u.x::int WHERE t.x = 5", &[]),
+            ("SELECT * FROM t JOIN u ON coalesce(t.tenant_id, 0) = 1::int + u.x WHERE t.x = 5", &[]),
             ("SELECT * FROM t WHERE (t.tenant_id, t.id) = (u.tenant_id, 1)", &[]),
             ("SELECT * FROM t WHERE CASE WHEN tenant_id > 0 THEN status = 'x' END", &[]),
             ("SELECT * FROM t WHERE coalesce(tenant_id, 0) > 41", &[]),
@@ -3314,6 +3316,11 @@ mod tests {
             "SELECT * FROM t WHERE (tenant_id = 42) IS FALSE",
             "SELECT * FROM t WHERE x - (tenant_id) = 5",
             "SELECT * FROM t WHERE 42 IN ((tenant_id))",
+            // Casts name types, not columns.
+            "SELECT * FROM t WHERE coalesce(tenant_id, 0) = 42::bigint",
+            "SELECT * FROM t WHERE coalesce(tenant_id, 0) = '42'::character varying(10)",
+            "SELECT * FROM t WHERE coalesce(tenant_id, 0)::double precision = 42",
+            "SELECT * FROM t WHERE coalesce(tenant_id, 0) = abs(42)",
         ] {
             assert!(all(sql).contains(&"<Unreadable>".to_string()), "{sql}: {:?}", all(sql));
         }
