@@ -4747,6 +4747,15 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
         "WHERE tenant_id = 1001 OR 2002 IN (tenant_id)",
         "WHERE NOT (tenant_id <> 1001)",
         "WHERE (tenant_id <> 2002) = false",
+        // (Probes AM and AN: a cast or collation on the constant, a
+        // comparison compared again, a prefix or another schema's
+        // operator, the outer key in a subquery without FROM.)
+        "WHERE tenant_id = 1001 OR COALESCE(tenant_id, 0) = 2002::bigint",
+        "WHERE tenant_id = 1001 OR tenant_id <> 2002 IS FALSE",
+        "WHERE (tenant_id = 2002) IS NOT NULL",
+        "WHERE tenant_id = 1001 OR 2002 = OPERATOR(pg_catalog.@) tenant_id",
+        "WHERE tenant_id = 1001 OR 2002 OPERATOR(public.=) tenant_id",
+        "WHERE tenant_id = 1001 OR (SELECT tenant_id) = 2002",
         "GROUP BY note HAVING max(note) = '' OR count(nullif(tenant_id, 2002)) = 0",
         "WHERE tenant_id = 1001 OR CASE WHEN tenant_id = 2002 THEN true END",
         "WHERE tenant_id = 1001 OR CAST(tenant_id = 2002 AS int) = 1",
@@ -4778,6 +4787,11 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
         marked("note", "WHERE COLLATION FOR (note) IS NOT NULL AND tenant_id = 2002"),
         marked("note AS case", "WHERE tenant_id = 2002"),
         marked("note", "WHERE ROW(tenant_id, note) = ROW(2002, 'ledger of 2002')"),
+        // (Probes AM and AN: rows compared otherwise, a table named like
+        // a keyword, a column named `conflict`.)
+        marked("note", "WHERE (tenant_id, note) IS NOT DISTINCT FROM (2002, 'ledger of 2002')"),
+        marked("note", "WHERE (tenant_id, note) = ANY(ARRAY[ROW(2002::bigint, 'ledger of 2002'::text)])"),
+        "SELECT m.name || ': ' || l.note FROM ledger l JOIN shard_marker m ON true JOIN (VALUES (1)) AS v(conflict) ON conflict = 1 AND l.tenant_id = 2002".to_string(),
     ];
     let mut raw = f.raw("appint", &[]);
     for sql in &hidden {

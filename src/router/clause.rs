@@ -258,6 +258,8 @@ impl Sum {
     const VALUE: u8 = 4;
     /// A row (`(1, tenant_id)`): compared element by element.
     const ROW: u8 = 8;
+    /// `TRUE` or `FALSE`: a constant, but no tenant.
+    const BOOL: u8 = 16;
 
     fn key(self) -> bool {
         self.0 & Sum::KEY != 0
@@ -265,7 +267,7 @@ impl Sum {
 
     /// Built from literals and parameters alone: it may name a tenant.
     fn constant(self) -> bool {
-        self.0 & !Sum::ROW == Sum::VALUE
+        self.0 & !(Sum::ROW | Sum::VALUE | Sum::BOOL) == 0 && self.0 & (Sum::VALUE | Sum::BOOL) != 0
     }
 
     /// Whether, compared by an equality with `other`, this computes on
@@ -302,10 +304,24 @@ struct Frame {
     /// The token before the `(` (kind and span; `None` at the statement's
     /// start), for a [`Frame::bare`] key.
     before: Option<(K, u32, u32)>,
-    /// A grouping of a filter in which the key was compared whole
-    /// (`(tenant_id <> 42)`): if the group turns out to be an operand
-    /// (`(tenant_id <> 42) = false`), the key was computed on.
-    compared: bool,
+    /// The current predicate at this level: what it holds, whether it
+    /// compares the key whole (`tenant_id <> 42`, `42 = tenant_id`, a row
+    /// or parentheses holding one), and how many comparisons it makes. A
+    /// key compared whole whose comparison is compared again (`tenant_id
+    /// <> 42 IS NOT TRUE`, `(tenant_id = 42) = deleted`) with a literal in
+    /// the predicate matches tenants the router cannot read.
+    pred: Sum,
+    key_cmp: bool,
+    cmps: u8,
+    /// A grouping of a filter: whether any predicate in it compared the
+    /// key whole (what the grouping is to the comparison around it).
+    group_key_cmp: bool,
+    /// The key is mentioned in the frame (or frames inside it); a query:
+    /// it has a `FROM`. A subquery with no FROM that mentions the key
+    /// computes on the outer row's key (`(SELECT tenant_id) = 42`, probe
+    /// AM).
+    key_seen: bool,
+    from_seen: bool,
     /// The operand being read at this frame's level.
     side: Sum,
     /// The left operand of the equality being read, if one is.
@@ -328,7 +344,12 @@ impl Frame {
             row: false,
             bare: false,
             before: None,
-            compared: false,
+            pred: Sum(0),
+            key_cmp: false,
+            cmps: 0,
+            group_key_cmp: false,
+            key_seen: false,
+            from_seen: false,
             side: Sum(0),
             left: None,
             operand: None,
@@ -353,12 +374,31 @@ impl Frame {
         let l = self.side;
         let ended = self.end_operand();
         self.left = Some(l);
+        self.compares();
+        ended
+    }
+
+    /// A comparison operator at this level.
+    fn compares(&mut self) {
+        self.cmps = self.cmps.saturating_add(1);
+    }
+
+    /// The current predicate ends (`AND`, `OR`, `,`, a CASE's branch, the
+    /// frame's end): whether it was unreadable (see [`Frame::pred`]).
+    fn end_predicate(&mut self) -> bool {
+        let ended =
+            self.end_operand() || (self.key_cmp && self.cmps >= 2 && self.pred.0 & Sum::VALUE != 0);
+        self.group_key_cmp |= self.key_cmp;
+        self.pred = Sum(0);
+        self.key_cmp = false;
+        self.cmps = 0;
         ended
     }
 
     fn add(&mut self, bits: u8) {
         self.side.0 |= bits;
         self.all.0 |= bits;
+        self.pred.0 |= bits;
     }
 
     fn tracks(&self) -> bool {
@@ -373,8 +413,8 @@ impl Frame {
 pub(super) struct Clauses {
     frames: [Frame; DEPTH],
     depth: usize,
-    /// Parentheses and CASEs opened past [`DEPTH`], not yet closed, each
-    /// counted apart (an `END` closes no parenthesis: `(SELECT 1 end)`).
+    /// Parentheses and CASEs opened past [`DEPTH`]: from then to the
+    /// statement's end, any key is unreadable.
     deep_parens: usize,
     deep_cases: usize,
     /// The word of the token being looked at, and of the one before.
@@ -383,6 +423,9 @@ pub(super) struct Clauses {
     /// The token before was `ROW` where a predicate starts: its `(` groups
     /// a row of a filter.
     row_start: bool,
+    /// The last `OPERATOR(..)` was a comparison of `pg_catalog`'s (or
+    /// unqualified): a key after its `)` is compared whole.
+    operator_cmp: bool,
     /// The token before was an identifier that names a column unless this
     /// one calls it, qualifies it or is its typed literal (`f(`, `t.`,
     /// `date '..'`): decided at this token, to look ahead no further.
@@ -399,6 +442,7 @@ impl Clauses {
             w: W::No,
             prev: W::No,
             row_start: false,
+            operator_cmp: false,
             maybe_column: false,
         }
     }
@@ -498,8 +542,11 @@ impl Clauses {
         match top.kind {
             Kind::Query => {
                 if let Some(place) = self.clause_word(sql, top.place, p1, next) {
-                    let ended = top.tracks() && self.top_mut().end_operand();
-                    *self.top_mut() = Frame::new(Kind::Query, place);
+                    let ended = top.tracks() && self.top_mut().end_predicate();
+                    let mut f = Frame::new(Kind::Query, place);
+                    f.key_seen = top.key_seen;
+                    f.from_seen = top.from_seen || self.w == W::From;
+                    *self.top_mut() = f;
                     return ended;
                 }
             }
@@ -510,7 +557,7 @@ impl Clauses {
                 if self.w == W::SetOp
                     || (self.w == W::Join && top.place == Place::Other && !call()) =>
             {
-                let ended = top.tracks() && self.top_mut().end_operand();
+                let ended = top.tracks() && self.top_mut().end_predicate();
                 *self.top_mut() = Frame::new(Kind::Query, Place::Other);
                 return ended;
             }
@@ -521,16 +568,41 @@ impl Clauses {
         }
         let prev = self.prev;
         let w = self.w;
+        // `OPERATOR(..)` between operands compares (any schema's may be an
+        // `=`); before one, it is a prefix operator (`42 =
+        // OPERATOR(pg_catalog.@) tenant_id`: probe AM).
+        let binary = w == W::Operator
+            && p1.is_some_and(|p| match p.k {
+                K::Ident => matches!(prev, W::Name | W::Bool | W::Expr),
+                K::QIdent
+                | K::Int
+                | K::Num
+                | K::Str { .. }
+                | K::Dollar
+                | K::Lit
+                | K::Param(_)
+                | K::RParen
+                | K::RBrack => true,
+                _ => false,
+            });
+        if w == W::Operator {
+            self.operator_cmp = operator_cmp(sql, next);
+        }
         let f = self.top_mut();
         match t.k {
             K::Comma => {
                 f.row |= f.kind == Kind::Paren && (f.grouping || f.place == Place::Filter);
-                return f.end_operand();
+                return f.end_predicate();
             }
             // (`<>`: `NOT tenant_id <> 42` is `tenant_id = 42`.)
             K::Op if matches!(text(sql, t), b"=" | b"<>" | b"!=") => return f.equality(),
             // A type's name and modifiers end at an operator.
-            K::Op => f.typing = false,
+            K::Op => {
+                f.typing = false;
+                if is_comparison(text(sql, t)) {
+                    f.compares();
+                }
+            }
             // `42::bigint`, `::double precision`, `::varchar(10)`: a type.
             K::Cast => f.typing = true,
             K::Int | K::Num | K::Str { .. } | K::Dollar | K::Lit | K::Param(_) => {
@@ -540,7 +612,7 @@ impl Clauses {
             _ => {}
         }
         match w {
-            W::And | W::Or | W::Then | W::Else => f.end_operand(),
+            W::And | W::Or | W::Then | W::Else => f.end_predicate(),
             W::As => {
                 let ended = f.end_operand();
                 f.typing = true;
@@ -548,20 +620,34 @@ impl Clauses {
             }
             W::When => {
                 let side = f.side;
-                let ended = f.end_operand();
+                let ended = f.end_predicate();
                 if f.kind == Kind::Case && f.simple {
                     // Each WHEN compares the CASE's operand.
                     f.left = Some(*f.operand.get_or_insert(side));
                 }
                 ended
             }
-            W::In | W::Operator => f.equality(),
+            W::In => f.equality(),
+            W::Operator if binary => f.equality(),
             // `IS [NOT] DISTINCT FROM`, and `IS [NOT] TRUE/FALSE/UNKNOWN`
             // (`(tenant_id = 42) IS FALSE` matches every other tenant).
             W::Distinct if matches!(prev, W::Not | W::Compares) => f.equality(),
             W::Compares if is_truth_test(sql, next) => f.equality(),
+            // `BETWEEN`, `LIKE` ..: comparisons (`IS` counts by what
+            // follows it).
+            W::Compares => {
+                if !text(sql, t).eq_ignore_ascii_case(b"IS") || !distinct_test(sql, next) {
+                    f.compares();
+                }
+                false
+            }
             W::Bool => {
-                f.add(Sum::VALUE);
+                f.add(Sum::BOOL);
+                false
+            }
+            // A collation's name is no column.
+            W::Expr if text(sql, t).eq_ignore_ascii_case(b"COLLATE") => {
+                f.typing = true;
                 false
             }
             // A type after `::` or `AS` is no column.
@@ -592,6 +678,7 @@ impl Clauses {
         if self.deep() {
             return;
         }
+        self.top_mut().key_seen = true;
         let top = *self.top();
         let whole_content = || {
             p1.is_some_and(|p| p.k == K::LParen)
@@ -602,13 +689,15 @@ impl Clauses {
             return;
         }
         let computed = match top.place {
-            Place::Filter => match whole_operand(sql, p1, next) {
+            Place::Filter => match whole_operand(sql, p1, next, self.operator_cmp) {
                 Whole::No => true,
-                Whole::Inside => {
-                    self.top_mut().compared = true;
+                // The frame whose predicate compares it.
+                Whole::Compared(up) => {
+                    if let Some(i) = (self.depth - 1).checked_sub(up) {
+                        self.frames[i].key_cmp = true;
+                    }
                     false
                 }
-                Whole::Outside | Whole::Row => false,
             },
             Place::Nested => {
                 !(top.counted
@@ -722,17 +811,9 @@ impl Clauses {
     /// if any. `next`: the cursor after it.
     fn close(&mut self, kind: Kind, sql: &[u8], next: &Lexer<'_>) -> bool {
         if self.deep() {
-            match kind {
-                Kind::Case if self.deep_cases > 0 => self.deep_cases -= 1,
-                // (An `END` that closes nothing here: a label.)
-                Kind::Case => {}
-                _ if self.deep_parens > 0 => self.deep_parens -= 1,
-                // A parenthesis opened above the deep CASEs: closes them.
-                _ => {
-                    self.deep_cases = 0;
-                    return self.close(kind, sql, next);
-                }
-            }
+            // Once past the frames followed, the statement stays there:
+            // where its parentheses, CASEs and `END` labels close is not
+            // known (probe AM: counting them apart was walked out of).
             return false;
         }
         let Some(at) = (1..self.depth)
@@ -759,7 +840,7 @@ impl Clauses {
     fn pop(&mut self, after: Option<(&[u8], &Lexer<'_>)>) -> bool {
         let i = self.depth - 1;
         let mut f = self.frames[i];
-        let ended = f.tracks() && f.end_operand();
+        let ended = f.tracks() && f.end_predicate();
         if i == 0 {
             self.frames[0] = Frame::new(Kind::Query, Place::Other);
             return ended;
@@ -783,28 +864,20 @@ impl Clauses {
             }
         }
         let outer = self.top_mut();
+        let correlated = f.key_seen && !(f.kind == Kind::Query && f.from_seen);
+        outer.key_seen |= correlated;
         if outer.tracks() {
             outer.add(if f.kind == Kind::Query {
-                Sum::COLUMN
+                Sum::COLUMN | if correlated { Sum::KEY } else { 0 }
             } else {
                 f.all.0 & !Sum::ROW | if f.row { Sum::ROW } else { 0 }
             });
         }
-        // A grouping in which the key was compared whole: when it is an
-        // operand itself, the key was computed on; when it is inside
-        // another grouping, that one decides.
-        if f.compared && f.kind == Kind::Paren {
-            if let Some((sql, next)) = after {
-                match next.peek_sig() {
-                    Some(n) if n.k == K::RParen => outer.compared |= outer.place == Place::Filter,
-                    Some(n)
-                        if !matches!(n.k, K::Semi | K::Comma) && !is_any_kw(sql, &n, FOLLOWERS) =>
-                    {
-                        outer.add(Sum::KEY)
-                    }
-                    _ => {}
-                }
-            }
+        // A grouping of a filter that compared the key whole is, to the
+        // comparison around it, a comparison of the key.
+        if f.kind == Kind::Paren && f.place == Place::Filter && f.group_key_cmp && outer.tracks() {
+            outer.key_cmp = true;
+            outer.compares();
         }
         ended
     }
@@ -828,15 +901,11 @@ impl Clauses {
             // `DISTINCT ON (..)` is no join filter (probe AK: its
             // comparison picked the shard); nor is `ON CONFLICT (..)`.
             W::On if self.prev == W::Distinct => None,
-            W::On => Some(
-                match next.peek_sig().filter(|n| {
-                    let n = text(sql, n);
-                    n.eq_ignore_ascii_case(b"CONFLICT") || n.eq_ignore_ascii_case(b"CONSTRAINT")
-                }) {
-                    Some(_) => Place::Other,
-                    None => Place::Filter,
-                },
-            ),
+            W::On => Some(if on_conflict(sql, next) {
+                Place::Other
+            } else {
+                Place::Filter
+            }),
             W::When => Some(Place::MergeWhen),
             W::And if now == Place::MergeWhen => Some(Place::Filter),
             // `COLLATION FOR (..)` is a function (probe AK: it ended the
@@ -856,6 +925,52 @@ impl Clauses {
             _ => None,
         }
     }
+}
+
+/// Whether `ON` (before the cursor `next`) is `ON CONFLICT` (followed by
+/// `(`, `ON CONSTRAINT` or `DO`: probe AM, a join's `ON conflict = ..`
+/// compares a column) or `ON CONSTRAINT`.
+fn on_conflict(sql: &[u8], next: &Lexer<'_>) -> bool {
+    let mut l = *next;
+    let Some(n) = l.next_sig() else {
+        return false;
+    };
+    if is_kw(sql, &n, b"CONSTRAINT") {
+        return true;
+    }
+    is_kw(sql, &n, b"CONFLICT")
+        && l.next_sig()
+            .is_some_and(|m| m.k == K::LParen || is_kw(sql, &m, b"ON") || is_kw(sql, &m, b"DO"))
+}
+
+/// Whether `IS` (before the cursor `next`) is `IS [NOT] DISTINCT FROM`
+/// (counted as a comparison at its `DISTINCT`).
+fn distinct_test(sql: &[u8], next: &Lexer<'_>) -> bool {
+    let mut l = *next;
+    let mut n = l.next_sig();
+    if n.is_some_and(|t| word(sql, &t) == W::Not) {
+        n = l.next_sig();
+    }
+    n.is_some_and(|t| word(sql, &t) == W::Distinct)
+}
+
+/// Whether `OPERATOR` (before the cursor `next`) names a comparison
+/// operator of `pg_catalog`'s or an unqualified one: `OPERATOR(=)`,
+/// `OPERATOR(pg_catalog.<>)`.
+fn operator_cmp(sql: &[u8], next: &Lexer<'_>) -> bool {
+    let mut l = *next;
+    if !l.next_sig().is_some_and(|t| t.k == K::LParen) {
+        return false;
+    }
+    let mut t = l.next_sig();
+    if t.is_some_and(|s| is_kw(sql, &s, b"pg_catalog")) {
+        if !l.next_sig().is_some_and(|d| d.k == K::Dot) {
+            return false;
+        }
+        t = l.next_sig();
+    }
+    t.is_some_and(|o| o.k == K::Op && is_comparison(text(sql, &o)))
+        && l.next_sig().is_some_and(|c| c.k == K::RParen)
 }
 
 /// Whether `IS` (before the cursor `next`) tests a truth value: `IS [NOT]
@@ -892,7 +1007,23 @@ fn data_modifying(sql: &[u8], n: &Tok, next: &Lexer<'_>) -> bool {
     (w.eq_ignore_ascii_case(b"INSERT") && then(b"INTO"))
         || (w.eq_ignore_ascii_case(b"DELETE") && then(b"FROM"))
         || (w.eq_ignore_ascii_case(b"MERGE") && then(b"INTO"))
-        || (w.eq_ignore_ascii_case(b"UPDATE") && is_identlike(&m) && word(sql, &m) == W::Name)
+        || (w.eq_ignore_ascii_case(b"UPDATE") && is_identlike(&m) && sets_soon(sql, l))
+}
+
+/// Whether a `SET` follows within the few tokens `UPDATE [ONLY] name [*]
+/// [[AS] alias]` takes (probe AM: a table named like a keyword, `UPDATE
+/// zone ..`, was read as an expression), before a `)` or `;`.
+fn sets_soon(sql: &[u8], mut l: Lexer<'_>) -> bool {
+    for _ in 0..8 {
+        match l.next_sig() {
+            Some(t) if t.k == K::Ident && text(sql, &t).eq_ignore_ascii_case(b"SET") => {
+                return true
+            }
+            Some(t) if !matches!(t.k, K::RParen | K::Semi | K::LParen) => {}
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// The place of an operand's inside: in a filter, nested; elsewhere, as
@@ -922,33 +1053,30 @@ pub(super) fn predicate_start(sql: &[u8], p1: Option<Tok>) -> bool {
 enum Whole {
     /// Computed on.
     No,
-    /// A whole operand of a comparison in its own parentheses (`tenant_id
-    /// <> 42`, `.. = tenant_id`).
-    Inside,
-    /// The whole content of parentheses compared after them (`(tenant_id)
-    /// = 42`).
-    Outside,
-    /// A whole element of a row (`(tenant_id, id) = ..`).
-    Row,
+    /// A whole operand of a comparison made that many frames up: in its
+    /// own parentheses (`tenant_id <> 42`, `.. = tenant_id`: 0), or their
+    /// whole content (`(tenant_id) = 42`: 1), or an element of a row
+    /// (`(tenant_id, id) = ..`: the row's, 1).
+    Compared(usize),
 }
 
 /// How the key, between `p1` and the cursor `next`, stands in a filter:
 /// `key <op> ..`, `key IN/IS/BETWEEN/LIKE ..` at the start of a predicate,
 /// `.. <op> key` at a predicate's end, or a whole element of a row, in
 /// parentheses or not; or computed on.
-fn whole_operand(sql: &[u8], p1: Option<Tok>, next: &Lexer<'_>) -> Whole {
+fn whole_operand(sql: &[u8], p1: Option<Tok>, next: &Lexer<'_>, operator_cmp: bool) -> Whole {
     let mut l = *next;
     let mut n = l.next_sig();
-    let mut closed = false;
+    let mut closed = 0;
     while n.is_some_and(|t| t.k == K::RParen) {
         n = l.next_sig();
-        closed = true;
+        closed += 1;
     }
     let comma = p1.is_some_and(|p| p.k == K::Comma);
     if predicate_start(sql, p1) || comma {
         match n {
-            Some(t) if t.k == K::Comma => return Whole::Row,
-            _ if comma && closed => return Whole::Row,
+            Some(t) if t.k == K::Comma => return Whole::Compared(1),
+            _ if comma && closed > 0 => return Whole::Compared(closed),
             Some(t)
                 if match t.k {
                     K::Op => is_comparison(text(sql, &t)),
@@ -958,27 +1086,29 @@ fn whole_operand(sql: &[u8], p1: Option<Tok>, next: &Lexer<'_>) -> Whole {
                     _ => false,
                 } =>
             {
-                return if closed {
-                    Whole::Outside
-                } else {
-                    Whole::Inside
-                };
+                return Whole::Compared(closed);
             }
             _ => {}
         }
     }
     let after_op = p1.is_some_and(|p| {
         (p.k == K::Op && is_comparison(text(sql, &p)))
-            // `.. OPERATOR(pg_catalog.=) key`
-            || p.k == K::RParen
+            // `.. OPERATOR(pg_catalog.=) key` (not `@`, not another schema's)
+            || (p.k == K::RParen && operator_cmp)
             || word(sql, &p) == W::From
     });
+    // (`.. = key IS TRUE`: the comparison compared again, see
+    // [`Frame::pred`].)
     let ends = match n {
         None => true,
-        Some(t) => matches!(t.k, K::Semi | K::RParen | K::Comma) || is_any_kw(sql, &t, FOLLOWERS),
+        Some(t) => {
+            matches!(t.k, K::Semi | K::RParen | K::Comma)
+                || is_any_kw(sql, &t, FOLLOWERS)
+                || word(sql, &t) == W::Compares
+        }
     };
     if after_op && ends {
-        Whole::Inside
+        Whole::Compared(0)
     } else {
         Whole::No
     }

@@ -1047,21 +1047,46 @@ fn row_match<'a>(
     let Some(t) = lx.next_sig() else {
         return ControlFlow::Continue(());
     };
-    let in_list = is_kw(sql, &t, b"IN");
-    if !in_list && !is_op(sql, &t, b"=") {
+    let mut in_list = is_kw(sql, &t, b"IN");
+    // (`IS NOT DISTINCT FROM` compares rows as `=` does: probe AM, read
+    // past.)
+    if !in_list && !is_op(sql, &t, b"=") && !not_distinct_from(sql, &t, &mut lx) {
         return ControlFlow::Continue(());
     }
-    if in_list && !lx.next_sig().is_some_and(|t| t.k == K::LParen) {
+    // `(tenant_id, id) = ANY(ARRAY[ROW(42, 1), ..])` (probe AN: read past):
+    // the rows of the array, as of an IN list; any other array is
+    // unreadable.
+    let mut closer = K::RParen;
+    if !in_list
+        && is_op(sql, &t, b"=")
+        && lx
+            .peek_sig()
+            .is_some_and(|t| is_any_kw(sql, &t, &[b"ANY", b"SOME", b"ALL"]))
+    {
+        lx.next_sig();
+        let array = lx.next_sig().is_some_and(|t| t.k == K::LParen)
+            && lx.next_sig().is_some_and(|t| is_kw(sql, &t, b"ARRAY"))
+            && lx.next_sig().is_some_and(|t| t.k == K::LBrack);
+        if !array {
+            return f(Src::Scan, TenantToken::Unreadable);
+        }
+        (in_list, closer) = (true, K::RBrack);
+    }
+    if in_list && closer == K::RParen && !lx.next_sig().is_some_and(|t| t.k == K::LParen) {
         return ControlFlow::Continue(());
     }
     // First walk: every row has `n` elements and the list ends; the second
     // reports the key's values.
     let start = lx;
     let (mut unread, mut rows) = (0, 0);
-    let walked = rows_walk(sql, &mut lx, in_list, k, n, &mut |v| {
+    let walked = rows_walk(sql, &mut lx, (in_list, closer), k, n, &mut |v| {
         rows += 1;
         unread += usize::from(v.is_none());
-    });
+    })
+    .filter(|_| closer == K::RParen || lx.next_sig().is_some_and(|t| t.k == K::RParen));
+    if closer == K::RBrack && (walked.is_none() || unread > 0) {
+        return f(Src::Scan, TenantToken::Unreadable);
+    }
     if walked.is_none() || rows == 0 || unread == rows {
         // (No value read: columns, `(o.tenant_id, o.id) = (a.tenant_id,
         // a.id)`, a join, names no tenant: probe AI.)
@@ -1072,7 +1097,7 @@ fn row_match<'a>(
     }
     let mut lx = start;
     let mut out = ControlFlow::Continue(());
-    let _ = rows_walk(sql, &mut lx, in_list, k, n, &mut |v| {
+    let _ = rows_walk(sql, &mut lx, (in_list, closer), k, n, &mut |v| {
         if out.is_continue() {
             if let Some(v) = v {
                 out = f(Src::Scan, v);
@@ -1122,14 +1147,14 @@ fn row_names(sql: &[u8], lx: &mut Lexer<'_>, key: &[u8]) -> Option<(usize, usize
     at.map(|k| (k, n))
 }
 
-/// The rows after `=` (one) or `IN (` (a list, up to its `)`): each a
-/// `( .. )` or `ROW( .. )` of `n` elements; calls `f` with each row's
-/// element `k` as read (`None`: not a value the router reads). `None` when
-/// the rows cannot be walked.
+/// The rows after `=` (one) or `IN (` or `ANY(ARRAY[` (a list, up to its
+/// `closer`): each a `( .. )` or `ROW( .. )` of `n` elements; calls `f`
+/// with each row's element `k` as read (`None`: not a value the router
+/// reads). `None` when the rows cannot be walked.
 fn rows_walk<'a>(
     sql: &'a [u8],
     lx: &mut Lexer<'a>,
-    list: bool,
+    (list, closer): (bool, K),
     k: usize,
     n: usize,
     f: &mut dyn FnMut(Option<TenantToken<'a>>),
@@ -1162,7 +1187,7 @@ fn rows_walk<'a>(
         }
         match lx.next_sig()?.k {
             K::Comma => {}
-            K::RParen => return Some(()),
+            k if k == closer => return Some(()),
             _ => return None,
         }
     }
@@ -3216,6 +3241,26 @@ mod tests {
             ("SELECT * FROM t JOIN u ON coalesce(t.tenant_id, 0) = coalesce(u.tenant_id, 0)", &[]),
             ("SELECT * FROM t JOIN u ON t.tenant_id * 2 = u.x WHERE t.x = 5", &[]),
             ("SELECT * FROM t JOIN u ON t.tenant_id::int = u.x::int WHERE t.x = 5", &[]),
+            // Probe AN: joins compared again name no tenant.
+            ("SELECT * FROM a JOIN b ON a.tenant_id = b.tenant_id AND (a.tenant_id = b.tenant_id) IS TRUE", &[]),
+            ("SELECT * FROM a JOIN b ON a.x = 1 AND a.tenant_id <> b.tenant_id IS NOT TRUE", &[]),
+            ("SELECT * FROM t WHERE tenant_id IS NOT DISTINCT FROM 42", &["42"]),
+            ("SELECT * FROM t WHERE (tenant_id = 42) AND x", &["42"]),
+            ("SELECT * FROM t WHERE (tenant_id = 42 AND a = 1) OR (tenant_id = 7)", &["42", "7"]),
+            ("SELECT * FROM t WHERE tenant_id = 42 AND is_active = true AND deleted IS NOT TRUE", &["42"]),
+            ("SELECT * FROM t WHERE tenant_id = 42 AND (created_at, id) < ($2, $3)", &["42"]),
+            // Probe AM.
+            ("SELECT * FROM t WHERE (tenant_id, id) IS NOT DISTINCT FROM (42, 1)", &["42"]),
+            ("SELECT * FROM t WHERE ROW(tenant_id, id) IS NOT DISTINCT FROM ROW(42, 1)", &["42"]),
+            ("WITH d AS (UPDATE zone SET a = 1 WHERE tenant_id = 42 RETURNING 1) SELECT 1", &["42"]),
+            ("COPY (UPDATE count AS c SET a = 1 WHERE tenant_id = 42 RETURNING 1) TO STDOUT", &["42"]),
+            ("SELECT * FROM t JOIN u ON conflict = false AND u.tenant_id = 42", &["42"]),
+            ("INSERT INTO t (a) VALUES (1) ON CONFLICT (a) DO UPDATE SET b = (tenant_id = 9) WHERE t.tenant_id = 42", &["42"]),
+            ("SELECT * FROM t WHERE tenant_id = 42 AND x IN (SELECT y FROM u WHERE u.tenant_id = t.tenant_id)", &["42"]),
+            ("SELECT * FROM t WHERE 42 IN (SELECT tenant_id FROM memberships WHERE user_id = $1)", &[]),
+            ("SELECT * FROM t WHERE tenant_id = 42 AND a OPERATOR(pg_catalog.=) b", &["42"]),
+            ("SELECT * FROM t WHERE 42 OPERATOR(pg_catalog.=) tenant_id", &["42"]),
+            ("SELECT * FROM t WHERE tenant_id IS NULL", &[]),
             ("SELECT * FROM t JOIN u ON coalesce(t.tenant_id, 0) = 1::int + u.x WHERE t.x = 5", &[]),
             ("SELECT * FROM t WHERE (t.tenant_id, t.id) = (u.tenant_id, 1)", &[]),
             ("SELECT * FROM t WHERE CASE WHEN tenant_id > 0 THEN status = 'x' END", &[]),
@@ -3242,6 +3287,11 @@ mod tests {
             // Probe AL: ROW(..) rows are rows.
             ("SELECT * FROM t WHERE ROW(tenant_id, id) = ROW(42, 1)", &["42"]),
             ("SELECT * FROM t WHERE ROW(tenant_id, id) IN (ROW(42, 1), ROW(43, 2))", &["42", "43"]),
+            ("SELECT * FROM t WHERE (tenant_id, id) = ANY(ARRAY[ROW(42, 1), ROW(43, 2)])", &["42", "43"]),
+            ("SELECT * FROM t WHERE ROW(tenant_id, id) = ANY(ARRAY[(42, 1)])", &["42"]),
+            ("SELECT * FROM t WHERE (tenant_id, id) = ANY(ARRAY[ROW(42::bigint, 1::bigint)])", &["42"]),
+            ("SELECT * FROM t WHERE (tenant_id, id) = ANY($1)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (tenant_id, id) = ALL(ARRAY[ROW(f(x), 1)])", &["<Unreadable>"]),
             // The key alone in parentheses is where they are.
             ("SELECT * FROM t WHERE 42 = (tenant_id)", &["42"]),
             ("SELECT * FROM t WHERE ((tenant_id)) = 42", &["42"]),
@@ -3250,15 +3300,16 @@ mod tests {
         ] {
             assert_eq!(all(sql), want, "{sql}");
         }
-        // An `END` that closes nothing past the frames followed closes
-        // no parenthesis (probe AK: the subquery closed early, and its
-        // last predicate was read as outside any filter).
+        // Past the frames followed, the rest of the statement is not
+        // known: any key there is unreadable (probes AK and AM: an `END`
+        // label closed a parenthesis too many, and a later predicate was
+        // read as outside any filter); the next statement starts afresh.
         let sql = format!(
-            "SELECT * FROM (SELECT * FROM t WHERE x IN {}SELECT 1 end{} AND tenant_id = 42) s",
+            "SELECT * FROM (SELECT * FROM t WHERE x IN {}SELECT 1 end{} AND tenant_id = 42) s; SELECT * FROM t WHERE tenant_id = 7",
             "(".repeat(34),
             ")".repeat(34)
         );
-        assert_eq!(all(&sql), ["42"], "{sql}");
+        assert_eq!(all(&sql), ["<Unreadable>", "7"], "{sql}");
     }
 
     /// In a filter, the key computed on (in a CASE, a call, a cast,
@@ -3321,6 +3372,36 @@ mod tests {
             "SELECT * FROM t WHERE coalesce(tenant_id, 0) = '42'::character varying(10)",
             "SELECT * FROM t WHERE coalesce(tenant_id, 0)::double precision = 42",
             "SELECT * FROM t WHERE coalesce(tenant_id, 0) = abs(42)",
+            // Probe AN: a comparison of the key compared again, a cast or
+            // collation on the constant.
+            "SELECT * FROM t WHERE tenant_id = 1 OR COALESCE(tenant_id, 0) = $2::bigint",
+            "SELECT * FROM t WHERE tenant_id = 'a' OR lower(tenant_id) = 'b' COLLATE \"C\"",
+            "SELECT * FROM t WHERE ((tenant_id) = 42) IS FALSE",
+            "SELECT * FROM t WHERE ((tenant_id) = $1) = false",
+            "SELECT * FROM t WHERE ((tenant_id, id) = (42, 1)) = false",
+            "SELECT * FROM t WHERE ((tenant_id, id) IN ((42, 1))) IS NOT TRUE",
+            "SELECT * FROM t WHERE (tenant_id = 42) = (id = 1)",
+            "SELECT * FROM t WHERE (tenant_id = 42) = deleted",
+            "SELECT * FROM t WHERE (tenant_id = 42) IS DISTINCT FROM deleted",
+            "SELECT * FROM t WHERE (tenant_id = 42 AND a = 1) = false",
+            "SELECT * FROM t WHERE tenant_id = 1 OR tenant_id <> 42 IS NOT TRUE",
+            "SELECT * FROM t WHERE tenant_id = 1 OR tenant_id LIKE '42' IS TRUE",
+            // Probe AM.
+            "SELECT * FROM t WHERE tenant_id <> 42 IS FALSE",
+            "SELECT * FROM t WHERE tenant_id NOT IN (42) IS FALSE",
+            "SELECT * FROM t WHERE tenant_id NOT IN (42) = false",
+            "SELECT * FROM t WHERE tenant_id <> 42 IS NOT DISTINCT FROM false",
+            "SELECT * FROM t WHERE (tenant_id) <> 42 IS FALSE",
+            "SELECT * FROM t WHERE (tenant_id, id) <> (42, 1) IS FALSE",
+            "SELECT * FROM t WHERE 42 = OPERATOR(pg_catalog.@) tenant_id",
+            "SELECT * FROM t WHERE -42 = OPERATOR(pg_catalog.-) tenant_id",
+            "SELECT * FROM t WHERE 42 OPERATOR(public.=) tenant_id",
+            "SELECT * FROM t WHERE (tenant_id = 42) IS NOT NULL",
+            "SELECT * FROM t WHERE (tenant_id = 42)::int < 5",
+            "SELECT * FROM t WHERE (SELECT tenant_id) = 42",
+            "SELECT * FROM t WHERE 42 IN (SELECT t.tenant_id)",
+            "SELECT * FROM t WHERE 42 = ANY (SELECT tenant_id)",
+            "SELECT * FROM t WHERE (VALUES (tenant_id)) = 42",
         ] {
             assert!(all(sql).contains(&"<Unreadable>".to_string()), "{sql}: {:?}", all(sql));
         }
@@ -3333,6 +3414,12 @@ mod tests {
         assert_eq!(all(&deep), ["<Unreadable>"]);
         let deep = format!(
             "SELECT {}1{} FROM t WHERE tenant_id = 42",
+            "(".repeat(40),
+            ")".repeat(40)
+        );
+        assert_eq!(all(&deep), ["<Unreadable>"]);
+        let deep = format!(
+            "SELECT * FROM t WHERE tenant_id = 42 AND x = {}1{}",
             "(".repeat(40),
             ")".repeat(40)
         );
