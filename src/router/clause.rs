@@ -301,9 +301,8 @@ struct Frame {
     /// `x - (tenant_id)`): the key stands where the grouping does, judged
     /// when it closes.
     bare: bool,
-    /// The token before the `(` (kind and span; `None` at the statement's
-    /// start), for a [`Frame::bare`] key.
-    before: Option<(K, u32, u32)>,
+    /// What stands before the `(`, for a [`Frame::bare`] key.
+    before: Before,
     /// The current predicate at this level: what it holds, whether it
     /// compares the key whole (`tenant_id <> 42`, `42 = tenant_id`, a row
     /// or parentheses holding one), and how many comparisons it makes. A
@@ -343,7 +342,7 @@ impl Frame {
             grouping: false,
             row: false,
             bare: false,
-            before: None,
+            before: Before::Other,
             pred: Sum(0),
             key_cmp: false,
             cmps: 0,
@@ -445,6 +444,20 @@ impl Clauses {
             operator_cmp: false,
             maybe_column: false,
         }
+    }
+
+    /// As [`Clauses::new`] made it, for another text (frames above the
+    /// first are written before they are read).
+    pub(super) fn reset(&mut self) {
+        self.frames[0] = Frame::new(Kind::Query, Place::Other);
+        self.depth = 1;
+        self.deep_parens = 0;
+        self.deep_cases = 0;
+        self.w = W::No;
+        self.prev = W::No;
+        self.row_start = false;
+        self.operator_cmp = false;
+        self.maybe_column = false;
     }
 
     fn top(&self) -> &Frame {
@@ -674,16 +687,14 @@ impl Clauses {
     /// unless compared as a whole (`key = ..`, `.. = key`, `key IN ..`,
     /// `key IS ..`, an element of a row), or inside an operand unless the
     /// whole argument of `count(..)`, it is computed on.
-    pub(super) fn key(&mut self, sql: &[u8], p1: Option<Tok>, next: &Lexer<'_>) {
+    pub(super) fn key(&mut self, sql: &[u8], p1: Before, next: &Lexer<'_>) {
         if self.deep() {
             return;
         }
         self.top_mut().key_seen = true;
         let top = *self.top();
-        let whole_content = || {
-            p1.is_some_and(|p| p.k == K::LParen)
-                && next.peek_sig().is_some_and(|n| n.k == K::RParen)
-        };
+        let whole_content =
+            || p1 == Before::Open && next.peek_sig().is_some_and(|n| n.k == K::RParen);
         if top.place == Place::Nested && top.grouping && top.all.0 == 0 && whole_content() {
             self.top_mut().bare = true;
             return;
@@ -701,9 +712,7 @@ impl Clauses {
             },
             Place::Nested => {
                 !(top.counted
-                    && p1.is_some_and(|p| {
-                        p.k == K::LParen || matches!(word(sql, &p), W::Distinct | W::Expr)
-                    })
+                    && matches!(p1, Before::Open | Before::Distinct)
                     && next.peek_sig().is_some_and(|n| n.k == K::RParen))
             }
             _ => return,
@@ -800,7 +809,7 @@ impl Clauses {
                     ),
                     _ => false,
                 });
-            f.before = p1.map(|p| (p.k, p.s as u32, p.e as u32));
+            f.before = Before::of(sql, p1);
             f
         };
         self.push(f);
@@ -848,18 +857,8 @@ impl Clauses {
         self.depth -= 1;
         if f.bare {
             // The key in parentheses, where they stand.
-            let before = f.before.map(|(k, s, e)| {
-                let (s, e) = (s as usize, e as usize);
-                Tok {
-                    k,
-                    s,
-                    e,
-                    bs: s,
-                    be: e,
-                }
-            });
             match after {
-                Some((sql, next)) => self.key(sql, before, next),
+                Some((sql, next)) => self.key(sql, f.before, next),
                 None => self.top_mut().add(Sum::COLUMN | Sum::KEY),
             }
         }
@@ -874,10 +873,21 @@ impl Clauses {
             });
         }
         // A grouping of a filter that compared the key whole is, to the
-        // comparison around it, a comparison of the key.
+        // comparison around it, a comparison of the key; followed by
+        // anything but the predicate's end (`(tenant_id = 42) NOTNULL`,
+        // `::text ~ '^f'`, `::int - 1`: probe AP), its result is computed
+        // on, as if compared again.
         if f.kind == Kind::Paren && f.place == Place::Filter && f.group_key_cmp && outer.tracks() {
             outer.key_cmp = true;
             outer.compares();
+            if let Some((sql, next)) = after {
+                let ends = next.peek_sig().is_none_or(|n| {
+                    matches!(n.k, K::Semi | K::RParen | K::Comma) || is_any_kw(sql, &n, FOLLOWERS)
+                });
+                if !ends {
+                    outer.compares();
+                }
+            }
         }
         ended
     }
@@ -1049,6 +1059,47 @@ pub(super) fn predicate_start(sql: &[u8], p1: Option<Tok>) -> bool {
     }
 }
 
+/// What stands before the key (or before the `(` of a grouping holding
+/// only the key), as [`whole_operand`] and `count(..)` need it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Before {
+    /// Where a predicate starts ([`predicate_start`]), but `(`.
+    Start,
+    /// `(`: a predicate starts, or a call's first argument.
+    Open,
+    Comma,
+    /// A comparison operator, or `FROM` of `IS DISTINCT FROM`.
+    Cmp,
+    /// `)`: of `OPERATOR(..)`.
+    Close,
+    /// `DISTINCT`, or another expression word (`count(ALL x)`).
+    Distinct,
+    Other,
+}
+
+impl Before {
+    /// What `p1` is.
+    pub(super) fn of(sql: &[u8], p1: Option<Tok>) -> Before {
+        let Some(p) = p1 else {
+            return Before::Start;
+        };
+        match p.k {
+            K::LParen => Before::Open,
+            K::Semi => Before::Start,
+            K::Comma => Before::Comma,
+            K::RParen => Before::Close,
+            K::Op if is_comparison(text(sql, &p)) => Before::Cmp,
+            K::Ident => match word(sql, &p) {
+                W::Where | W::And | W::Or | W::On | W::Having => Before::Start,
+                W::From => Before::Cmp,
+                W::Distinct | W::Expr => Before::Distinct,
+                _ => Before::Other,
+            },
+            _ => Before::Other,
+        }
+    }
+}
+
 /// How the key stands in a filter ([`whole_operand`]).
 enum Whole {
     /// Computed on.
@@ -1064,7 +1115,7 @@ enum Whole {
 /// `key <op> ..`, `key IN/IS/BETWEEN/LIKE ..` at the start of a predicate,
 /// `.. <op> key` at a predicate's end, or a whole element of a row, in
 /// parentheses or not; or computed on.
-fn whole_operand(sql: &[u8], p1: Option<Tok>, next: &Lexer<'_>, operator_cmp: bool) -> Whole {
+fn whole_operand(sql: &[u8], p1: Before, next: &Lexer<'_>, operator_cmp: bool) -> Whole {
     let mut l = *next;
     let mut n = l.next_sig();
     let mut closed = 0;
@@ -1072,8 +1123,8 @@ fn whole_operand(sql: &[u8], p1: Option<Tok>, next: &Lexer<'_>, operator_cmp: bo
         n = l.next_sig();
         closed += 1;
     }
-    let comma = p1.is_some_and(|p| p.k == K::Comma);
-    if predicate_start(sql, p1) || comma {
+    let comma = p1 == Before::Comma;
+    if matches!(p1, Before::Start | Before::Open) || comma {
         match n {
             Some(t) if t.k == K::Comma => return Whole::Compared(1),
             _ if comma && closed > 0 => return Whole::Compared(closed),
@@ -1091,22 +1142,19 @@ fn whole_operand(sql: &[u8], p1: Option<Tok>, next: &Lexer<'_>, operator_cmp: bo
             _ => {}
         }
     }
-    let after_op = p1.is_some_and(|p| {
-        (p.k == K::Op && is_comparison(text(sql, &p)))
-            // `.. OPERATOR(pg_catalog.=) key` (not `@`, not another schema's)
-            || (p.k == K::RParen && operator_cmp)
-            || word(sql, &p) == W::From
-    });
+    // (`.. OPERATOR(pg_catalog.=) key`, not `@`, not another schema's.)
+    let after_op = p1 == Before::Cmp || (p1 == Before::Close && operator_cmp);
     // (`.. = key IS TRUE`: the comparison compared again, see
     // [`Frame::pred`].)
-    let ends = match n {
-        None => true,
-        Some(t) => {
-            matches!(t.k, K::Semi | K::RParen | K::Comma)
-                || is_any_kw(sql, &t, FOLLOWERS)
-                || word(sql, &t) == W::Compares
-        }
-    };
+    let ends = closed > 0
+        || match n {
+            None => true,
+            Some(t) => {
+                matches!(t.k, K::Semi | K::RParen | K::Comma)
+                    || is_any_kw(sql, &t, FOLLOWERS)
+                    || word(sql, &t) == W::Compares
+            }
+        };
     if after_op && ends {
         Whole::Compared(0)
     } else {

@@ -22,7 +22,7 @@
 //!   `standard_conforming_strings`.
 
 use super::bind::Conv;
-use super::clause::{predicate_start, Clauses, Place, FOLLOWERS};
+use super::clause::{predicate_start, Before, Clauses, Place, FOLLOWERS};
 use super::key::{KeyBuilder, TenantKey};
 use super::lexer::*;
 use memchr::{memchr, memchr2};
@@ -1775,11 +1775,34 @@ fn drive<'a>(
     let _ = drive_inner(Lexer::new(sql, std_strings), sql, key, f);
 }
 
+thread_local! {
+    /// The clause stack, kept per thread: its frames are not set up again
+    /// for every text (a few hundred instructions of a short one's scan).
+    static CLAUSES: std::cell::RefCell<Clauses> = std::cell::RefCell::new(Clauses::new());
+}
+
 fn drive_inner<'a>(
+    lx: Lexer<'a>,
+    sql: &'a [u8],
+    key: &[u8],
+    f: &mut dyn FnMut(Src, TenantToken<'a>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    CLAUSES.with(|c| match c.try_borrow_mut() {
+        Ok(mut clauses) => {
+            clauses.reset();
+            drive_clauses(lx, sql, key, f, &mut clauses)
+        }
+        // (Not reentered; a fresh stack if it ever is.)
+        Err(_) => drive_clauses(lx, sql, key, f, &mut Clauses::new()),
+    })
+}
+
+fn drive_clauses<'a>(
     mut lx: Lexer<'a>,
     sql: &'a [u8],
     key: &[u8],
     f: &mut dyn FnMut(Src, TenantToken<'a>) -> ControlFlow<()>,
+    clauses: &mut Clauses,
 ) -> ControlFlow<()> {
     let mut p1: Option<Tok> = None;
     let mut p2: Option<Tok> = None;
@@ -1789,9 +1812,8 @@ fn drive_inner<'a>(
     // INSERT rows already walked; prevents re-walking nested INSERT text
     // (keeps the scan linear on adversarial input).
     let mut insert_done = 0usize;
-    // Which clause each token stands in: a comparison is read only in a
-    // filter, and refused there when it computes on the key.
-    let mut clauses = Clauses::new();
+    // (`clauses`: which clause each token stands in: a comparison is read
+    // only in a filter, and refused there when it computes on the key.)
     // Whether something was reported unreadable: the clause stack's
     // findings are then not reported again (one is enough to refuse).
     let unread = std::cell::Cell::new(false);
@@ -1827,7 +1849,7 @@ fn drive_inner<'a>(
                     if place == Place::Deep && !unread.get() {
                         f(Src::Scan, TenantToken::Unreadable)?;
                     }
-                    clauses.key(sql, chain_pred, &lx);
+                    clauses.key(sql, Before::of(sql, chain_pred), &lx);
                 }
                 // `CAST(..) = key`, as `key = CAST(..)` (probe II), and a
                 // typed literal (`int8 '42' = key`, probe TT).
@@ -3261,6 +3283,10 @@ mod tests {
             ("SELECT * FROM t WHERE tenant_id = 42 AND a OPERATOR(pg_catalog.=) b", &["42"]),
             ("SELECT * FROM t WHERE 42 OPERATOR(pg_catalog.=) tenant_id", &["42"]),
             ("SELECT * FROM t WHERE tenant_id IS NULL", &[]),
+            // Probe AP: a join compared with a truth value names none.
+            ("SELECT * FROM a JOIN b ON (a.tenant_id = b.tenant_id) = true", &[]),
+            ("SELECT * FROM a, b WHERE (a.tenant_id <> b.tenant_id) = false", &[]),
+            ("SELECT * FROM a, b WHERE (a.x = b.tenant_id) = true AND a.tenant_id = 42", &["42"]),
             ("SELECT * FROM t JOIN u ON coalesce(t.tenant_id, 0) = 1::int + u.x WHERE t.x = 5", &[]),
             ("SELECT * FROM t WHERE (t.tenant_id, t.id) = (u.tenant_id, 1)", &[]),
             ("SELECT * FROM t WHERE CASE WHEN tenant_id > 0 THEN status = 'x' END", &[]),
@@ -3402,6 +3428,13 @@ mod tests {
             "SELECT * FROM t WHERE 42 IN (SELECT t.tenant_id)",
             "SELECT * FROM t WHERE 42 = ANY (SELECT tenant_id)",
             "SELECT * FROM t WHERE (VALUES (tenant_id)) = 42",
+            // Probe AP: a key comparison's result computed on otherwise.
+            "SELECT * FROM t WHERE (tenant_id = 42) NOTNULL",
+            "SELECT * FROM t WHERE (tenant_id = 42)::text ~ '^f'",
+            "SELECT * FROM t WHERE (tenant_id = $1)::text ~~ 'f%'",
+            "SELECT * FROM t WHERE ((tenant_id = 42)::int - 1)::bool",
+            "SELECT * FROM t JOIN w ON (t.tenant_id = 42)::text ~ '^f'",
+            "SELECT * FROM t WHERE (42 = tenant_id) = false",
         ] {
             assert!(all(sql).contains(&"<Unreadable>".to_string()), "{sql}: {:?}", all(sql));
         }
