@@ -4756,6 +4756,11 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
         "WHERE tenant_id = 1001 OR 2002 = OPERATOR(pg_catalog.@) tenant_id",
         "WHERE tenant_id = 1001 OR 2002 OPERATOR(public.=) tenant_id",
         "WHERE tenant_id = 1001 OR (SELECT tenant_id) = 2002",
+        // (Probe AO: the key in a subquery's select list with FROM, a
+        // two-word typed literal, a prefix OPERATOR after another.)
+        "WHERE tenant_id = 1001 OR (SELECT ledger.tenant_id FROM shard_marker) = 2002",
+        "WHERE tenant_id = 1001 OR coalesce(tenant_id, 0) = double precision '2002'",
+        "WHERE tenant_id = 1001 OR 2002 OPERATOR(pg_catalog.=) OPERATOR(pg_catalog.@) tenant_id",
         "GROUP BY note HAVING max(note) = '' OR count(nullif(tenant_id, 2002)) = 0",
         "WHERE tenant_id = 1001 OR CASE WHEN tenant_id = 2002 THEN true END",
         "WHERE tenant_id = 1001 OR CAST(tenant_id = 2002 AS int) = 1",
@@ -4792,6 +4797,9 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
         marked("note", "WHERE (tenant_id, note) IS NOT DISTINCT FROM (2002, 'ledger of 2002')"),
         marked("note", "WHERE (tenant_id, note) = ANY(ARRAY[ROW(2002::bigint, 'ledger of 2002'::text)])"),
         "SELECT m.name || ': ' || l.note FROM ledger l JOIN shard_marker m ON true JOIN (VALUES (1)) AS v(conflict) ON conflict = 1 AND l.tenant_id = 2002".to_string(),
+        // (Probe AO: `UPDATE ONLY (t)` in a CTE, a row with a call in it.)
+        "WITH d AS (UPDATE ONLY (ledger) SET note = note WHERE tenant_id = 2002 RETURNING note) SELECT (SELECT name FROM shard_marker) || ': ' || note FROM d".to_string(),
+        marked("note", "WHERE (tenant_id, lower(note)) = (2002, 'ledger of 2002')"),
     ];
     let mut raw = f.raw("appint", &[]);
     for sql in &hidden {

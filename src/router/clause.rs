@@ -315,12 +315,20 @@ struct Frame {
     /// A grouping of a filter: whether any predicate in it compared the
     /// key whole (what the grouping is to the comparison around it).
     group_key_cmp: bool,
-    /// The key is mentioned in the frame (or frames inside it); a query:
-    /// it has a `FROM`. A subquery with no FROM that mentions the key
-    /// computes on the outer row's key (`(SELECT tenant_id) = 42`, probe
-    /// AM).
+    /// The key is mentioned in the frame (or frames inside it); in a query,
+    /// in its select list (before its `FROM`). A subquery whose select
+    /// list mentions the key may compute on the outer row's key
+    /// (`(SELECT tenant_id) = 42`, `(SELECT t.tenant_id FROM x) = 42`:
+    /// probes AM and AO): it is the key computed on.
     key_seen: bool,
     from_seen: bool,
+    /// A query that is an operand of a filter: its select list is
+    /// [`Place::Nested`].
+    in_filter: bool,
+    /// The parentheses of `OPERATOR(..)`.
+    operator: bool,
+    /// A query with `INSERT` at its level: its `ON CONFLICT`.
+    inserting: bool,
     /// The operand being read at this frame's level.
     side: Sum,
     /// The left operand of the equality being read, if one is.
@@ -349,6 +357,9 @@ impl Frame {
             group_key_cmp: false,
             key_seen: false,
             from_seen: false,
+            in_filter: false,
+            operator: false,
+            inserting: false,
             side: Sum(0),
             left: None,
             operand: None,
@@ -425,6 +436,10 @@ pub(super) struct Clauses {
     /// The last `OPERATOR(..)` was a comparison of `pg_catalog`'s (or
     /// unqualified): a key after its `)` is compared whole.
     operator_cmp: bool,
+    /// The token before closed `OPERATOR(..)`, so one after it is a prefix
+    /// operator (`42 OPERATOR(pg_catalog.=) OPERATOR(pg_catalog.@)
+    /// tenant_id`: probe AO).
+    closed_operator: bool,
     /// The token before was an identifier that names a column unless this
     /// one calls it, qualifies it or is its typed literal (`f(`, `t.`,
     /// `date '..'`): decided at this token, to look ahead no further.
@@ -442,6 +457,7 @@ impl Clauses {
             prev: W::No,
             row_start: false,
             operator_cmp: false,
+            closed_operator: false,
             maybe_column: false,
         }
     }
@@ -457,6 +473,7 @@ impl Clauses {
         self.prev = W::No;
         self.row_start = false;
         self.operator_cmp = false;
+        self.closed_operator = false;
         self.maybe_column = false;
     }
 
@@ -530,6 +547,7 @@ impl Clauses {
     #[inline]
     fn operands(&mut self, sql: &[u8], t: &Tok, p1: Option<Tok>, next: &Lexer<'_>) -> bool {
         self.prev = self.w;
+        let after_operator = std::mem::take(&mut self.closed_operator);
         // After `.`, a word is a name (`t.case`, `t.end`, `t.left`); after
         // `::`, a type (`v::full`).
         let name = p1.is_some_and(|p| matches!(p.k, K::Dot | K::Cast));
@@ -538,10 +556,12 @@ impl Clauses {
             K::Ident | K::QIdent => W::Name,
             _ => W::No,
         };
-        if std::mem::take(&mut self.maybe_column)
-            && !matches!(t.k, K::LParen | K::Dot | K::Str { .. })
-            && !self.deep()
-        {
+        // (An identifier before another is a word of a type's name:
+        // `double precision '42'`, `character varying`: probe AO.)
+        let was = std::mem::take(&mut self.maybe_column);
+        let called = matches!(t.k, K::LParen | K::Dot | K::Str { .. });
+        let type_word = matches!(t.k, K::Ident | K::QIdent) && self.w == W::Name;
+        if was && !called && !type_word && !self.deep() {
             self.top_mut().add(Sum::COLUMN);
         }
         if self.deep() {
@@ -550,15 +570,28 @@ impl Clauses {
         if t.k != K::LParen {
             self.row_start = self.w == W::Row && self.starts_predicate(p1);
         }
+        if top_is_insert(sql, t, self.w, self.top()) {
+            self.top_mut().inserting = true;
+        }
         let top = *self.top();
         let call = || next.peek_sig().is_some_and(|n| n.k == K::LParen);
         match top.kind {
             Kind::Query => {
                 if let Some(place) = self.clause_word(sql, top.place, p1, next) {
                     let ended = top.tracks() && self.top_mut().end_predicate();
+                    // (A select list of a query in a filter computes.)
+                    let place = match place {
+                        Place::Other if top.in_filter && matches!(self.w, W::Select | W::SetOp) => {
+                            Place::Nested
+                        }
+                        p => p,
+                    };
                     let mut f = Frame::new(Kind::Query, place);
                     f.key_seen = top.key_seen;
-                    f.from_seen = top.from_seen || self.w == W::From;
+                    f.in_filter = top.in_filter;
+                    f.inserting = top.inserting;
+                    // (A set operation starts another select list.)
+                    f.from_seen = (top.from_seen || self.w == W::From) && self.w != W::SetOp;
                     *self.top_mut() = f;
                     return ended;
                 }
@@ -571,7 +604,18 @@ impl Clauses {
                     || (self.w == W::Join && top.place == Place::Other && !call()) =>
             {
                 let ended = top.tracks() && self.top_mut().end_predicate();
-                *self.top_mut() = Frame::new(Kind::Query, Place::Other);
+                let in_filter = top.tracks() && self.w == W::SetOp;
+                let mut f = Frame::new(
+                    Kind::Query,
+                    inner_query(if in_filter {
+                        Place::Nested
+                    } else {
+                        Place::Other
+                    }),
+                );
+                f.key_seen = top.key_seen;
+                f.in_filter = in_filter;
+                *self.top_mut() = f;
                 return ended;
             }
             _ => {}
@@ -585,6 +629,7 @@ impl Clauses {
         // `=`); before one, it is a prefix operator (`42 =
         // OPERATOR(pg_catalog.@) tenant_id`: probe AM).
         let binary = w == W::Operator
+            && !after_operator
             && p1.is_some_and(|p| match p.k {
                 K::Ident => matches!(prev, W::Name | W::Bool | W::Expr),
                 K::QIdent
@@ -691,8 +736,10 @@ impl Clauses {
         if self.deep() {
             return;
         }
-        self.top_mut().key_seen = true;
         let top = *self.top();
+        if !(top.kind == Kind::Query && top.from_seen) {
+            self.top_mut().key_seen = true;
+        }
         let whole_content =
             || p1 == Before::Open && next.peek_sig().is_some_and(|n| n.k == K::RParen);
         if top.place == Place::Nested && top.grouping && top.all.0 == 0 && whole_content() {
@@ -773,13 +820,15 @@ impl Clauses {
             return;
         }
         let top = *self.top();
-        let query = t.k == K::LParen
-            && next.peek_sig().is_some_and(|n| {
-                matches!(word(sql, &n), W::Select | W::With | W::Values | W::Table)
-                    || data_modifying(sql, &n, next)
-            });
+        let query =
+            t.k == K::LParen && next.peek_sig().is_some_and(|n| starts_query(sql, &n, next));
         let f = if query {
-            Frame::new(Kind::Query, Place::Other)
+            // A subquery that is an operand of a filter: its select list
+            // computes what the filter compares (`WHERE (SELECT tenant_id =
+            // 42)`, `42 IN (SELECT tenant_id ..)`: probe AO).
+            let mut f = Frame::new(Kind::Query, inner_query(top.place));
+            f.in_filter = top.tracks();
+            f
         } else if top.place == Place::Filter
             && t.k == K::LParen
             && (self.starts_predicate(p1) || std::mem::take(&mut self.row_start))
@@ -788,6 +837,7 @@ impl Clauses {
         } else {
             let mut f = Frame::new(Kind::Paren, inner(top.place));
             f.counted = t.k == K::LParen && self.prev == W::Count;
+            f.operator = t.k == K::LParen && self.prev == W::Operator;
             f.grouping = t.k == K::LParen
                 && p1.is_none_or(|p| match p.k {
                     K::Op | K::LParen | K::Comma | K::Semi => true,
@@ -855,6 +905,7 @@ impl Clauses {
             return ended;
         }
         self.depth -= 1;
+        self.closed_operator = f.operator;
         if f.bare {
             // The key in parentheses, where they stand.
             match after {
@@ -863,8 +914,8 @@ impl Clauses {
             }
         }
         let outer = self.top_mut();
-        let correlated = f.key_seen && !(f.kind == Kind::Query && f.from_seen);
-        outer.key_seen |= correlated;
+        let correlated = f.key_seen;
+        outer.key_seen |= correlated && !(outer.kind == Kind::Query && outer.from_seen);
         if outer.tracks() {
             outer.add(if f.kind == Kind::Query {
                 Sum::COLUMN | if correlated { Sum::KEY } else { 0 }
@@ -911,7 +962,7 @@ impl Clauses {
             // `DISTINCT ON (..)` is no join filter (probe AK: its
             // comparison picked the shard); nor is `ON CONFLICT (..)`.
             W::On if self.prev == W::Distinct => None,
-            W::On => Some(if on_conflict(sql, next) {
+            W::On => Some(if self.top().inserting && on_conflict(sql, next) {
                 Place::Other
             } else {
                 Place::Filter
@@ -935,6 +986,11 @@ impl Clauses {
             _ => None,
         }
     }
+}
+
+/// Whether `t` is `INSERT` at the level of query frame `f`.
+fn top_is_insert(sql: &[u8], t: &Tok, w: W, f: &Frame) -> bool {
+    f.kind == Kind::Query && w == W::Name && text(sql, t).eq_ignore_ascii_case(b"INSERT")
 }
 
 /// Whether `ON` (before the cursor `next`) is `ON CONFLICT` (followed by
@@ -997,6 +1053,21 @@ fn is_truth_test(sql: &[u8], next: &Lexer<'_>) -> bool {
     })
 }
 
+/// Whether `n`, the token after a `(` (with `next` at it), starts a query:
+/// `SELECT`, `WITH`, `TABLE`, `VALUES (` (`(values = 1 ..)` compares a
+/// column: probe AO), or a data-modifying statement.
+fn starts_query(sql: &[u8], n: &Tok, next: &Lexer<'_>) -> bool {
+    match word(sql, n) {
+        W::Select | W::With | W::Table => true,
+        W::Values => {
+            let mut l = *next;
+            l.next_sig();
+            l.next_sig().is_some_and(|m| m.k == K::LParen)
+        }
+        _ => data_modifying(sql, n, next),
+    }
+}
+
 /// Whether `n`, the token after a `(` (with `next` at it), starts a
 /// data-modifying statement: `INSERT INTO`, `DELETE FROM`, `MERGE INTO`,
 /// `UPDATE [ONLY] name` (probe: `WITH x AS (DELETE FROM t WHERE
@@ -1017,23 +1088,58 @@ fn data_modifying(sql: &[u8], n: &Tok, next: &Lexer<'_>) -> bool {
     (w.eq_ignore_ascii_case(b"INSERT") && then(b"INTO"))
         || (w.eq_ignore_ascii_case(b"DELETE") && then(b"FROM"))
         || (w.eq_ignore_ascii_case(b"MERGE") && then(b"INTO"))
-        || (w.eq_ignore_ascii_case(b"UPDATE") && is_identlike(&m) && sets_soon(sql, l))
+        || (w.eq_ignore_ascii_case(b"UPDATE") && update_target(sql, m, l))
 }
 
-/// Whether a `SET` follows within the few tokens `UPDATE [ONLY] name [*]
-/// [[AS] alias]` takes (probe AM: a table named like a keyword, `UPDATE
-/// zone ..`, was read as an expression), before a `)` or `;`.
-fn sets_soon(sql: &[u8], mut l: Lexer<'_>) -> bool {
-    for _ in 0..8 {
-        match l.next_sig() {
-            Some(t) if t.k == K::Ident && text(sql, &t).eq_ignore_ascii_case(b"SET") => {
-                return true
-            }
-            Some(t) if !matches!(t.k, K::RParen | K::Semi | K::LParen) => {}
-            _ => return false,
-        }
+/// Whether `m` (then the cursor `l`) is `[ONLY] [(]name[.name][)] [*]
+/// [[AS] alias] SET`, what follows `UPDATE` (probes AM and AO: a table
+/// named like a keyword, `ONLY (t)`; `(update IS NULL AND set = 1)`
+/// compares columns).
+fn update_target(sql: &[u8], m: Tok, mut l: Lexer<'_>) -> bool {
+    let is = |t: &Tok, k: &[u8]| t.k == K::Ident && text(sql, t).eq_ignore_ascii_case(k);
+    let mut t = Some(m);
+    if t.is_some_and(|t| is(&t, b"ONLY")) {
+        t = l.next_sig();
     }
-    false
+    let paren = t.is_some_and(|t| t.k == K::LParen);
+    if paren {
+        t = l.next_sig();
+    }
+    if !t.is_some_and(|t| is_identlike(&t)) {
+        return false;
+    }
+    t = l.next_sig();
+    if t.is_some_and(|t| t.k == K::Dot) {
+        if !l.next_sig().is_some_and(|t| is_identlike(&t)) {
+            return false;
+        }
+        t = l.next_sig();
+    }
+    if paren {
+        if !t.is_some_and(|t| t.k == K::RParen) {
+            return false;
+        }
+        t = l.next_sig();
+    }
+    if t.is_some_and(|t| t.k == K::Op && text(sql, &t) == b"*") {
+        t = l.next_sig();
+    }
+    if t.is_some_and(|t| is(&t, b"AS")) {
+        t = l.next_sig();
+    }
+    if t.is_some_and(|t| is_identlike(&t) && !is(&t, b"SET")) {
+        t = l.next_sig();
+    }
+    t.is_some_and(|t| is(&t, b"SET"))
+}
+
+/// The place of a subquery's select list: in a filter, nested (it
+/// computes what the filter compares); elsewhere, other.
+fn inner_query(p: Place) -> Place {
+    match p {
+        Place::Filter | Place::Nested => Place::Nested,
+        _ => Place::Other,
+    }
 }
 
 /// The place of an operand's inside: in a filter, nested; elsewhere, as

@@ -1041,24 +1041,36 @@ fn row_match<'a>(
     key: &[u8],
     f: &mut dyn FnMut(Src, TenantToken<'a>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
-    let Some((k, n)) = row_names(sql, &mut lx, key) else {
+    let Some((k, n, twice)) = row_names(sql, &mut lx, key) else {
         return ControlFlow::Continue(());
     };
     let Some(t) = lx.next_sig() else {
         return ControlFlow::Continue(());
     };
     let mut in_list = is_kw(sql, &t, b"IN");
-    // (`IS NOT DISTINCT FROM` compares rows as `=` does: probe AM, read
-    // past.)
-    if !in_list && !is_op(sql, &t, b"=") && !not_distinct_from(sql, &t, &mut lx) {
+    // (`IS NOT DISTINCT FROM` and `OPERATOR(pg_catalog.=)` compare rows as
+    // `=` does: probes AM and AO, read past.)
+    let operator = operator_eq(sql, &t, &mut lx);
+    if operator == Some(false) {
+        return f(Src::Scan, TenantToken::Unreadable);
+    }
+    if !in_list
+        && !is_op(sql, &t, b"=")
+        && operator.is_none()
+        && !not_distinct_from(sql, &t, &mut lx)
+    {
         return ControlFlow::Continue(());
+    }
+    // The key twice in the row (`(tenant_id, tenant_id) = (42, 43)`).
+    if twice {
+        return f(Src::Scan, TenantToken::Unreadable);
     }
     // `(tenant_id, id) = ANY(ARRAY[ROW(42, 1), ..])` (probe AN: read past):
     // the rows of the array, as of an IN list; any other array is
     // unreadable.
     let mut closer = K::RParen;
     if !in_list
-        && is_op(sql, &t, b"=")
+        && (is_op(sql, &t, b"=") || operator.is_some())
         && lx
             .peek_sig()
             .is_some_and(|t| is_any_kw(sql, &t, &[b"ANY", b"SOME", b"ALL"]))
@@ -1107,31 +1119,40 @@ fn row_match<'a>(
     out
 }
 
-/// `( name {, name} )` at the cursor, names qualified or not, one of them
-/// the key: its place and how many names. `None` otherwise, or for one
-/// name (read as `(key) = ..`).
-fn row_names(sql: &[u8], lx: &mut Lexer<'_>, key: &[u8]) -> Option<(usize, usize)> {
+/// `( element {, element} )` at the cursor, one of them the key by name
+/// (qualified or not): its place, how many elements, and whether the key
+/// is there twice. `None` otherwise, or for one element (read as `(key) =
+/// ..`).
+fn row_names(sql: &[u8], lx: &mut Lexer<'_>, key: &[u8]) -> Option<(usize, usize, bool)> {
     if lx.next_sig()?.k != K::LParen {
         return None;
     }
-    let (mut at, mut n) = (None, 0usize);
+    let (mut at, mut n, mut twice) = (None, 0usize, false);
     loop {
-        let mut id = lx.next_sig()?;
-        if !is_identlike(&id) {
-            return None;
-        }
-        while lx.peek_sig().is_some_and(|t| t.k == K::Dot) {
-            lx.next_sig();
-            id = lx.next_sig()?;
-            if !is_identlike(&id) {
-                return None;
+        // A plain (qualified) name, or any other element (`lower(x)`, `1`,
+        // `id + 0`: probe AO, the row was not read), skipped.
+        let mut l2 = *lx;
+        let name = (|| {
+            let mut id = l2.next_sig()?;
+            while is_identlike(&id) && l2.peek_sig().is_some_and(|t| t.k == K::Dot) {
+                l2.next_sig();
+                id = l2.next_sig()?;
             }
-        }
-        if ident_eq(sql, &id, key) {
-            if at.is_some() {
-                return None;
+            (is_identlike(&id)
+                && l2
+                    .peek_sig()
+                    .is_some_and(|t| matches!(t.k, K::Comma | K::RParen)))
+            .then_some(id)
+        })();
+        match name {
+            Some(id) => {
+                *lx = l2;
+                if ident_eq(sql, &id, key) {
+                    twice |= at.is_some();
+                    at = Some(n);
+                }
             }
-            at = Some(n);
+            None => skip_element(lx, K::RParen)?,
         }
         n += 1;
         if n > 32 {
@@ -1144,7 +1165,7 @@ fn row_names(sql: &[u8], lx: &mut Lexer<'_>, key: &[u8]) -> Option<(usize, usize
         }
     }
     (n > 1).then_some(())?;
-    at.map(|k| (k, n))
+    at.map(|k| (k, n, twice))
 }
 
 /// The rows after `=` (one) or `IN (` or `ANY(ARRAY[` (a list, up to its
@@ -3279,7 +3300,28 @@ mod tests {
             ("SELECT * FROM t JOIN u ON conflict = false AND u.tenant_id = 42", &["42"]),
             ("INSERT INTO t (a) VALUES (1) ON CONFLICT (a) DO UPDATE SET b = (tenant_id = 9) WHERE t.tenant_id = 42", &["42"]),
             ("SELECT * FROM t WHERE tenant_id = 42 AND x IN (SELECT y FROM u WHERE u.tenant_id = t.tenant_id)", &["42"]),
-            ("SELECT * FROM t WHERE 42 IN (SELECT tenant_id FROM memberships WHERE user_id = $1)", &[]),
+            ("SELECT * FROM t WHERE tenant_id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)", &[]),
+            ("SELECT * FROM t WHERE owner IN (SELECT tenant_id FROM memberships WHERE user_id = $1)", &[]),
+            ("SELECT * FROM t WHERE (SELECT count(*) FROM u WHERE u.tenant_id = t.tenant_id) = 0", &[]),
+            ("SELECT * FROM t WHERE x IN (SELECT id FROM u WHERE u.tenant_id = 42)", &["42"]),
+            // Probe AO: `(values = 1 ..)`, `(update IS NULL AND set = 1 ..)`
+            // compare columns; `UPDATE ONLY (t)` is an update.
+            ("SELECT * FROM t WHERE (values = 1 AND tenant_id = 42)", &["42"]),
+            ("SELECT * FROM t WHERE (update IS NOT NULL AND set = 1 AND tenant_id = 42)", &["42"]),
+            ("WITH d AS (UPDATE ONLY (u) SET a = 1 WHERE tenant_id = 42 RETURNING 1) SELECT 1", &["42"]),
+            ("COPY (UPDATE ONLY (s.u) * AS x SET a = 1 WHERE tenant_id = 42) TO STDOUT", &["42"]),
+            // Probe AO: rows with other elements than names; a join's ON
+            // that starts with a call named `conflict`.
+            ("SELECT * FROM t WHERE (tenant_id, lower(shard)) = (42, 's0')", &["42"]),
+            ("SELECT * FROM t WHERE (tenant_id, id + 0) = (42, 1)", &["42"]),
+            ("SELECT * FROM t WHERE (tenant_id, 1) = (42, 1)", &["42"]),
+            ("SELECT * FROM t WHERE (tenant_id, id) OPERATOR(pg_catalog.=) (42, 1)", &["42"]),
+            ("SELECT x FROM t GROUP BY tenant_id HAVING (tenant_id, max(id)) = (42, 2)", &["42"]),
+            ("SELECT * FROM t WHERE (tenant_id, tenant_id) = (42, 43)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (tenant_id, id) OPERATOR(public.=) (42, 1)", &["<Unreadable>"]),
+            ("SELECT * FROM t JOIN u ON conflict(u.id) AND t.tenant_id = 42", &["42"]),
+            ("INSERT INTO t (a) VALUES (1) ON CONFLICT (a) DO NOTHING", &[]),
+            ("INSERT INTO t (a) VALUES (1) ON CONFLICT ON CONSTRAINT c DO UPDATE SET b = 1 WHERE t.tenant_id = 42", &["42"]),
             ("SELECT * FROM t WHERE tenant_id = 42 AND a OPERATOR(pg_catalog.=) b", &["42"]),
             ("SELECT * FROM t WHERE 42 OPERATOR(pg_catalog.=) tenant_id", &["42"]),
             ("SELECT * FROM t WHERE tenant_id IS NULL", &[]),
@@ -3435,6 +3477,21 @@ mod tests {
             "SELECT * FROM t WHERE ((tenant_id = 42)::int - 1)::bool",
             "SELECT * FROM t JOIN w ON (t.tenant_id = 42)::text ~ '^f'",
             "SELECT * FROM t WHERE (42 = tenant_id) = false",
+            // Probe AO: the key in a subquery's select list, with or
+            // without FROM; a boolean scalar subquery.
+            "SELECT * FROM t WHERE 42 IN (SELECT tenant_id FROM memberships WHERE user_id = $1)",
+            "SELECT * FROM t WHERE (SELECT t.tenant_id FROM w) = 42",
+            "SELECT * FROM t WHERE (SELECT tenant_id UNION SELECT 1 FROM w) = 42",
+            "SELECT * FROM t WHERE (SELECT (SELECT tenant_id) FROM w) = 42",
+            "SELECT * FROM t WHERE 42 IN ((SELECT tenant_id) UNION SELECT -1)",
+            "SELECT * FROM t WHERE (SELECT tenant_id = 42)",
+            "SELECT * FROM t WHERE (SELECT t.tenant_id = 42 FROM w)",
+            "SELECT * FROM t WHERE NOT (SELECT tenant_id <> 42)",
+            "SELECT * FROM t WHERE (VALUES (tenant_id = 42))",
+            "SELECT * FROM t WHERE coalesce(tenant_id, 0) = double precision '42'",
+            "SELECT * FROM t WHERE coalesce(tenant_id, 0) = character varying '42'",
+            "SELECT * FROM t WHERE 42 OPERATOR(pg_catalog.=) OPERATOR(pg_catalog.@) tenant_id",
+            "SELECT * FROM t WHERE (tenant_id <> 42)::text ~ 'f'",
         ] {
             assert!(all(sql).contains(&"<Unreadable>".to_string()), "{sql}: {:?}", all(sql));
         }
