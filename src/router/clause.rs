@@ -737,9 +737,7 @@ impl Clauses {
             return;
         }
         let top = *self.top();
-        if !(top.kind == Kind::Query && top.from_seen) {
-            self.top_mut().key_seen = true;
-        }
+        let seen = !(top.kind == Kind::Query && top.from_seen);
         let whole_content =
             || p1 == Before::Open && next.peek_sig().is_some_and(|n| n.k == K::RParen);
         if top.place == Place::Nested && top.grouping && top.all.0 == 0 && whole_content() {
@@ -762,8 +760,14 @@ impl Clauses {
                     && matches!(p1, Before::Open | Before::Distinct)
                     && next.peek_sig().is_some_and(|n| n.k == K::RParen))
             }
-            _ => return,
+            _ => {
+                self.top_mut().key_seen |= seen;
+                return;
+            }
         };
+        // (Counted whole, in a subquery's select list too, it is no value
+        // of the key: probe AR, `(SELECT count(m.tenant_id) ..) = 2`.)
+        self.top_mut().key_seen |= seen && (computed || top.place == Place::Filter);
         self.top_mut()
             .add(Sum::COLUMN | if computed { Sum::KEY } else { 0 });
     }
@@ -826,8 +830,19 @@ impl Clauses {
             // A subquery that is an operand of a filter: its select list
             // computes what the filter compares (`WHERE (SELECT tenant_id =
             // 42)`, `42 IN (SELECT tenant_id ..)`: probe AO).
-            let mut f = Frame::new(Kind::Query, inner_query(top.place));
-            f.in_filter = top.tracks();
+            // (`EXISTS (SELECT ..)`'s select list is never compared: probe
+            // AR, SQLAlchemy's `.exists()` lists every column.)
+            let exists = p1.is_some_and(|p| is_kw(sql, &p, b"EXISTS"));
+            let in_filter = top.tracks() && !exists;
+            let mut f = Frame::new(
+                Kind::Query,
+                if in_filter {
+                    Place::Nested
+                } else {
+                    Place::Other
+                },
+            );
+            f.in_filter = in_filter;
             f
         } else if top.place == Place::Filter
             && t.k == K::LParen
@@ -914,7 +929,8 @@ impl Clauses {
             }
         }
         let outer = self.top_mut();
-        let correlated = f.key_seen;
+        // (Not an `EXISTS (..)`'s, which compares no value.)
+        let correlated = f.key_seen && (f.kind != Kind::Query || f.in_filter);
         outer.key_seen |= correlated && !(outer.kind == Kind::Query && outer.from_seen);
         if outer.tracks() {
             outer.add(if f.kind == Kind::Query {

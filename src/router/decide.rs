@@ -1509,14 +1509,17 @@ fn violation(r: &Routing, v: Violation) -> Refusal {
         Violation::UnreadableTenant => Refusal::new(
             sqlstate::INVALID_PARAMETER_VALUE,
             format!(
-                "cannot read a {} value as Postgres does: a number with a fraction or exponent, \
-                 a bit string, N'..' or U&'..' literal, a value cast to a type other than int, \
-                 int2, int4, int8, integer, bigint, smallint, text, varchar or uuid, a list \
-                 (IN, ARRAY, VALUES rows) that mixes plain values with others (DEFAULT, NULL, \
-                 expressions), a value more is done to (= 1 + 0, = 42 IS TRUE), the key cast \
-                 or computed on before it is compared (key::int = 42, key + 0 = 42), a COLLATE, \
-                 or an operator other than pg_catalog's =; compare the key itself with each \
-                 tenant as a plain literal or parameter",
+                "cannot read a {} value as Postgres does: in a WHERE, ON or HAVING, the key \
+                 computed on and compared with a literal or parameter (in a call, CASE, cast, \
+                 parentheses that are an operand, after NOT, in a subquery's select list: \
+                 COALESCE(key, 0) = 42, CASE WHEN key = 42 .., NOT key = 42, (SELECT key) = 42), \
+                 a comparison of the key compared again (key <> 42 IS FALSE), a value more is \
+                 done to (= 1 + 0, = 42 IS TRUE), a number with a fraction or exponent, a bit \
+                 string, N'..' or U&'..' literal, a value cast to a type other than int, int2, \
+                 int4, int8, integer, bigint, smallint, text, varchar or uuid, a list (IN, \
+                 ARRAY, VALUES rows) that mixes plain values with others (DEFAULT, NULL, \
+                 expressions), a COLLATE, or an operator other than pg_catalog's =; compare \
+                 the key itself with each tenant as a plain literal or parameter",
                 r.key
             ),
         ),

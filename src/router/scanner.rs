@@ -1076,6 +1076,16 @@ fn row_match<'a>(
             .is_some_and(|t| is_any_kw(sql, &t, &[b"ANY", b"SOME", b"ALL"]))
     {
         lx.next_sig();
+        let mut l2 = lx;
+        // `= ANY (SELECT ..)`: rows of a subquery, as `IN (SELECT ..)`, name
+        // no tenant (probe AR: refused).
+        if l2.next_sig().is_some_and(|t| t.k == K::LParen)
+            && l2
+                .peek_sig()
+                .is_some_and(|t| is_any_kw(sql, &t, &[b"SELECT", b"WITH", b"VALUES", b"TABLE"]))
+        {
+            return ControlFlow::Continue(());
+        }
         let array = lx.next_sig().is_some_and(|t| t.k == K::LParen)
             && lx.next_sig().is_some_and(|t| is_kw(sql, &t, b"ARRAY"))
             && lx.next_sig().is_some_and(|t| t.k == K::LBrack);
@@ -3303,6 +3313,14 @@ mod tests {
             ("SELECT * FROM t WHERE tenant_id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)", &[]),
             ("SELECT * FROM t WHERE owner IN (SELECT tenant_id FROM memberships WHERE user_id = $1)", &[]),
             ("SELECT * FROM t WHERE (SELECT count(*) FROM u WHERE u.tenant_id = t.tenant_id) = 0", &[]),
+            // Probe AR: EXISTS's select list, a row against a subquery,
+            // the key counted whole in a subquery.
+            ("SELECT o.id FROM o WHERE o.tenant_id = 42 AND (EXISTS (SELECT a.tenant_id, a.id FROM a WHERE a.tenant_id = o.tenant_id)) = true", &["42"]),
+            ("SELECT o.id FROM o WHERE o.tenant_id = 42 AND CASE WHEN (EXISTS (SELECT a.tenant_id FROM a WHERE a.id = o.a)) THEN 1 ELSE 0 END = 1", &["42"]),
+            ("SELECT o.id FROM o WHERE o.tenant_id = 42 AND (o.tenant_id, o.a) = ANY (SELECT a.tenant_id, a.id FROM a WHERE a.tenant_id = 42)", &["42", "42"]),
+            ("SELECT o.id FROM o WHERE (o.tenant_id, o.a) = SOME (SELECT a.tenant_id, a.id FROM a WHERE a.score > 1)", &[]),
+            ("SELECT o.id FROM o WHERE o.tenant_id = 42 AND (SELECT count(m.tenant_id) FROM m WHERE m.tenant_id = o.tenant_id) = 2", &["42"]),
+            ("SELECT o.id FROM o WHERE o.tenant_id = 42 AND (SELECT count(DISTINCT m.tenant_id) FROM m WHERE m.a = o.a) = 1", &["42"]),
             ("SELECT * FROM t WHERE x IN (SELECT id FROM u WHERE u.tenant_id = 42)", &["42"]),
             // Probe AO: `(values = 1 ..)`, `(update IS NULL AND set = 1 ..)`
             // compare columns; `UPDATE ONLY (t)` is an update.
