@@ -4761,6 +4761,14 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
         "WHERE tenant_id = 1001 OR (SELECT ledger.tenant_id FROM shard_marker) = 2002",
         "WHERE tenant_id = 1001 OR coalesce(tenant_id, 0) = double precision '2002'",
         "WHERE tenant_id = 1001 OR 2002 OPERATOR(pg_catalog.=) OPERATOR(pg_catalog.@) tenant_id",
+        // (Probe AQ: a value more is done to in parentheses or after a
+        // prefix operator, extra parentheses around a row, the outer key
+        // in a subquery's FROM list, CASE .. END OPERATOR(=).)
+        "WHERE tenant_id = 1001 OR tenant_id = (2002 + 0)",
+        "WHERE tenant_id = 1001 OR tenant_id = @ 2002",
+        "WHERE tenant_id = 1001 OR (tenant_id, note) = ((2002, 'ledger of 2002'))",
+        "WHERE tenant_id = 1001 OR 2002 IN (SELECT x FROM (SELECT tenant_id AS x) s)",
+        "WHERE tenant_id = 1001 OR CASE WHEN true THEN tenant_id END OPERATOR(pg_catalog.=) 2002",
         "GROUP BY note HAVING max(note) = '' OR count(nullif(tenant_id, 2002)) = 0",
         "WHERE tenant_id = 1001 OR CASE WHEN tenant_id = 2002 THEN true END",
         "WHERE tenant_id = 1001 OR CAST(tenant_id = 2002 AS int) = 1",

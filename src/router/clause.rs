@@ -260,6 +260,12 @@ impl Sum {
     const ROW: u8 = 8;
     /// `TRUE` or `FALSE`: a constant, but no tenant.
     const BOOL: u8 = 16;
+    /// The key compared whole, its comparison not read by the scanner
+    /// (`tenant_id = (42 + 0)`, `= @ 42`, `IN (42 + 0)`: probe AQ).
+    const WHOLE: u8 = 32;
+    /// A function's result (`abs(42)`, `current_setting('x')::int`): a
+    /// value the scan does not read, named as such in the README.
+    const CALL: u8 = 64;
 
     fn key(self) -> bool {
         self.0 & Sum::KEY != 0
@@ -267,13 +273,26 @@ impl Sum {
 
     /// Built from literals and parameters alone: it may name a tenant.
     fn constant(self) -> bool {
-        self.0 & !(Sum::ROW | Sum::VALUE | Sum::BOOL) == 0 && self.0 & (Sum::VALUE | Sum::BOOL) != 0
+        self.0 & !(Sum::ROW | Sum::VALUE | Sum::BOOL | Sum::CALL) == 0
+            && self.0 & (Sum::VALUE | Sum::BOOL) != 0
+    }
+
+    /// Holds a literal or parameter (a constant that may be a tenant).
+    fn valued(self) -> bool {
+        self.0 & Sum::VALUE != 0
     }
 
     /// Whether, compared by an equality with `other`, this computes on
     /// the key against a constant: all of `other`, or, between rows, any
     /// element of it (`(id, 42) = (1, tenant_id)`).
     fn against(self, other: Sum) -> bool {
+        if self.0 & Sum::WHOLE != 0
+            && other.constant()
+            && other.valued()
+            && other.0 & Sum::CALL == 0
+        {
+            return true;
+        }
         self.key()
             && (other.constant() || (self.0 & other.0 & Sum::ROW != 0 && other.0 & Sum::VALUE != 0))
     }
@@ -327,6 +346,10 @@ struct Frame {
     in_filter: bool,
     /// The parentheses of `OPERATOR(..)`.
     operator: bool,
+    /// A function's arguments.
+    call: bool,
+    /// The subquery of `EXISTS (..)`, whose select list is never compared.
+    exists: bool,
     /// A query with `INSERT` at its level: its `ON CONFLICT`.
     inserting: bool,
     /// The operand being read at this frame's level.
@@ -359,6 +382,8 @@ impl Frame {
             from_seen: false,
             in_filter: false,
             operator: false,
+            call: false,
+            exists: false,
             inserting: false,
             side: Sum(0),
             left: None,
@@ -590,6 +615,7 @@ impl Clauses {
                     f.key_seen = top.key_seen;
                     f.in_filter = top.in_filter;
                     f.inserting = top.inserting;
+                    f.exists = top.exists;
                     // (A set operation starts another select list.)
                     f.from_seen = (top.from_seen || self.w == W::From) && self.w != W::SetOp;
                     *self.top_mut() = f;
@@ -631,7 +657,7 @@ impl Clauses {
         let binary = w == W::Operator
             && !after_operator
             && p1.is_some_and(|p| match p.k {
-                K::Ident => matches!(prev, W::Name | W::Bool | W::Expr),
+                K::Ident => matches!(prev, W::Name | W::Bool | W::Expr | W::End),
                 K::QIdent
                 | K::Int
                 | K::Num
@@ -732,7 +758,7 @@ impl Clauses {
     /// unless compared as a whole (`key = ..`, `.. = key`, `key IN ..`,
     /// `key IS ..`, an element of a row), or inside an operand unless the
     /// whole argument of `count(..)`, it is computed on.
-    pub(super) fn key(&mut self, sql: &[u8], p1: Before, next: &Lexer<'_>) {
+    pub(super) fn key(&mut self, sql: &[u8], p1: Before, next: &Lexer<'_>, read: bool) {
         if self.deep() {
             return;
         }
@@ -744,13 +770,19 @@ impl Clauses {
             self.top_mut().bare = true;
             return;
         }
+        let whole = whole_operand(sql, p1, next, self.operator_cmp);
         let computed = match top.place {
-            Place::Filter => match whole_operand(sql, p1, next, self.operator_cmp) {
+            Place::Filter => match whole {
                 Whole::No => true,
                 // The frame whose predicate compares it.
-                Whole::Compared(up) => {
+                Whole::Compared(up, _) | Whole::Row(up) => {
                     if let Some(i) = (self.depth - 1).checked_sub(up) {
                         self.frames[i].key_cmp = true;
+                    }
+                    // A comparison the scanner did not read, with a
+                    // constant it could not read either, is refused.
+                    if !read && matches!(whole, Whole::Compared(_, true)) {
+                        self.top_mut().add(Sum::WHOLE);
                     }
                     false
                 }
@@ -843,6 +875,7 @@ impl Clauses {
                 },
             );
             f.in_filter = in_filter;
+            f.exists = exists;
             f
         } else if top.place == Place::Filter
             && t.k == K::LParen
@@ -853,6 +886,7 @@ impl Clauses {
             let mut f = Frame::new(Kind::Paren, inner(top.place));
             f.counted = t.k == K::LParen && self.prev == W::Count;
             f.operator = t.k == K::LParen && self.prev == W::Operator;
+            f.call = t.k == K::LParen && matches!(self.prev, W::Name | W::Count | W::Join);
             f.grouping = t.k == K::LParen
                 && p1.is_none_or(|p| match p.k {
                     K::Op | K::LParen | K::Comma | K::Semi => true,
@@ -924,19 +958,28 @@ impl Clauses {
         if f.bare {
             // The key in parentheses, where they stand.
             match after {
-                Some((sql, next)) => self.key(sql, f.before, next),
+                Some((sql, next)) => self.key(sql, f.before, next, true),
                 None => self.top_mut().add(Sum::COLUMN | Sum::KEY),
             }
         }
         let outer = self.top_mut();
-        // (Not an `EXISTS (..)`'s, which compares no value.)
-        let correlated = f.key_seen && (f.kind != Kind::Query || f.in_filter);
-        outer.key_seen |= correlated && !(outer.kind == Kind::Query && outer.from_seen);
+        // (Not an `EXISTS (..)`'s, which compares no value; a key in a
+        // query's FROM list, a derived table, LATERAL or a function there,
+        // may be the outer row's too: probe AQ. One in its WHERE is no
+        // value of the query.)
+        let correlated = f.key_seen && !f.exists;
+        outer.key_seen |=
+            correlated && !(outer.kind == Kind::Query && outer.place == Place::Filter);
         if outer.tracks() {
+            // (`OPERATOR(..)`'s name is no operand.)
             outer.add(if f.kind == Kind::Query {
                 Sum::COLUMN | if correlated { Sum::KEY } else { 0 }
+            } else if f.operator {
+                0
             } else {
-                f.all.0 & !Sum::ROW | if f.row { Sum::ROW } else { 0 }
+                f.all.0 & !(Sum::ROW | Sum::WHOLE)
+                    | if f.row { Sum::ROW } else { 0 }
+                    | if f.call { Sum::CALL } else { 0 }
             });
         }
         // A grouping of a filter that compared the key whole is, to the
@@ -1125,11 +1168,14 @@ fn update_target(sql: &[u8], m: Tok, mut l: Lexer<'_>) -> bool {
         return false;
     }
     t = l.next_sig();
-    if t.is_some_and(|t| t.k == K::Dot) {
-        if !l.next_sig().is_some_and(|t| is_identlike(&t)) {
-            return false;
+    // (`schema.table`, `db.schema.table`: probe AQ.)
+    for _ in 0..2 {
+        if t.is_some_and(|t| t.k == K::Dot) {
+            if !l.next_sig().is_some_and(|t| is_identlike(&t)) {
+                return false;
+            }
+            t = l.next_sig();
         }
-        t = l.next_sig();
     }
     if paren {
         if !t.is_some_and(|t| t.k == K::RParen) {
@@ -1190,7 +1236,9 @@ pub(super) enum Before {
     /// `(`: a predicate starts, or a call's first argument.
     Open,
     Comma,
-    /// A comparison operator, or `FROM` of `IS DISTINCT FROM`.
+    /// `=`.
+    Eq,
+    /// Another comparison operator, or `FROM` of `IS DISTINCT FROM`.
     Cmp,
     /// `)`: of `OPERATOR(..)`.
     Close,
@@ -1210,6 +1258,7 @@ impl Before {
             K::Semi => Before::Start,
             K::Comma => Before::Comma,
             K::RParen => Before::Close,
+            K::Op if text(sql, &p) == b"=" => Before::Eq,
             K::Op if is_comparison(text(sql, &p)) => Before::Cmp,
             K::Ident => match word(sql, &p) {
                 W::Where | W::And | W::Or | W::On | W::Having => Before::Start,
@@ -1226,11 +1275,15 @@ impl Before {
 enum Whole {
     /// Computed on.
     No,
-    /// A whole operand of a comparison made that many frames up: in its
+    /// A whole operand of a comparison made that many frames up, and
+    /// whether it is an equality (`=`, `IN`, `OPERATOR(..)`): in its
     /// own parentheses (`tenant_id <> 42`, `.. = tenant_id`: 0), or their
     /// whole content (`(tenant_id) = 42`: 1), or an element of a row
     /// (`(tenant_id, id) = ..`: the row's, 1).
-    Compared(usize),
+    Compared(usize, bool),
+    /// An element of a row compared that many frames up (the scanner's
+    /// `row_match` reads it).
+    Row(usize),
 }
 
 /// How the key, between `p1` and the cursor `next`, stands in a filter:
@@ -1248,8 +1301,8 @@ fn whole_operand(sql: &[u8], p1: Before, next: &Lexer<'_>, operator_cmp: bool) -
     let comma = p1 == Before::Comma;
     if matches!(p1, Before::Start | Before::Open) || comma {
         match n {
-            Some(t) if t.k == K::Comma => return Whole::Compared(1),
-            _ if comma && closed > 0 => return Whole::Compared(closed),
+            Some(t) if t.k == K::Comma => return Whole::Row(1),
+            _ if comma && closed > 0 => return Whole::Row(closed),
             Some(t)
                 if match t.k {
                     K::Op => is_comparison(text(sql, &t)),
@@ -1259,13 +1312,15 @@ fn whole_operand(sql: &[u8], p1: Before, next: &Lexer<'_>, operator_cmp: bool) -
                     _ => false,
                 } =>
             {
-                return Whole::Compared(closed);
+                let eq = (t.k == K::Op && text(sql, &t) == b"=")
+                    || matches!(word(sql, &t), W::In | W::Operator);
+                return Whole::Compared(closed, eq);
             }
             _ => {}
         }
     }
     // (`.. OPERATOR(pg_catalog.=) key`, not `@`, not another schema's.)
-    let after_op = p1 == Before::Cmp || (p1 == Before::Close && operator_cmp);
+    let after_op = matches!(p1, Before::Cmp | Before::Eq) || (p1 == Before::Close && operator_cmp);
     // (`.. = key IS TRUE`: the comparison compared again, see
     // [`Frame::pred`].)
     let ends = closed > 0
@@ -1278,7 +1333,7 @@ fn whole_operand(sql: &[u8], p1: Before, next: &Lexer<'_>, operator_cmp: bool) -
             }
         };
     if after_op && ends {
-        Whole::Compared(0)
+        Whole::Compared(0, p1 != Before::Cmp)
     } else {
         Whole::No
     }

@@ -740,6 +740,15 @@ fn any_match<'a>(
     Some(out)
 }
 
+/// Whether the cursor is at `('{}'` (an array literal with no element).
+fn empty_array_literal(sql: &[u8], mut lx: Lexer<'_>) -> bool {
+    lx.next_sig().is_some_and(|t| t.k == K::LParen)
+        && lx.next_sig().is_some_and(|t| {
+            matches!(t.k, K::Str { .. } | K::Dollar)
+                && literal_elements(body(sql, &t)).is_some_and(|mut e| e.next().is_none())
+        })
+}
+
 /// The elements of an array literal's text (`'{1,42}'`, as psycopg 3's
 /// client-side binding and PgJDBC's simple query mode send a bound array:
 /// probe AJ, read past), one dimension, unquoted elements only: `None`
@@ -912,6 +921,7 @@ fn forward_match<'a>(
     sql: &'a [u8],
     mut lx: Lexer<'a>,
     opens: usize,
+    understood: &mut bool,
     f: &mut dyn FnMut(Src, TenantToken<'a>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
     let Some(mut t) = lx.next_sig() else {
@@ -988,6 +998,11 @@ fn forward_match<'a>(
         {
             lx.next_sig();
             let start = lx;
+            // `= ANY('{}')` (psycopg 3's empty list): no tenant, and no
+            // comparison left unread.
+            if empty_array_literal(sql, start) {
+                *understood = true;
+            }
             let mut n = 0;
             if any_match(sql, &mut lx, &mut |_| {
                 n += 1;
@@ -1044,7 +1059,13 @@ fn row_match<'a>(
     let Some((k, n, twice)) = row_names(sql, &mut lx, key) else {
         return ControlFlow::Continue(());
     };
-    let Some(t) = lx.next_sig() else {
+    // A row in parentheses of its own (`((id, tenant_id)) = (1, 42)`:
+    // probe AQ, read past).
+    let mut t = lx.next_sig();
+    while t.is_some_and(|t| t.k == K::RParen) {
+        t = lx.next_sig();
+    }
+    let Some(t) = t else {
         return ControlFlow::Continue(());
     };
     let mut in_list = is_kw(sql, &t, b"IN");
@@ -1108,6 +1129,20 @@ fn row_match<'a>(
     .filter(|_| closer == K::RParen || lx.next_sig().is_some_and(|t| t.k == K::RParen));
     if closer == K::RBrack && (walked.is_none() || unread > 0) {
         return f(Src::Scan, TenantToken::Unreadable);
+    }
+    // Rows that are not walked (`((42, 1))`, a row in extra parentheses:
+    // probe AQ) are unreadable, unless they are a subquery's.
+    if walked.is_none() {
+        let mut l = start;
+        if !in_list && l.peek_sig().is_some_and(|t| t.k == K::LParen) {
+            l.next_sig();
+        }
+        let subquery = l
+            .peek_sig()
+            .is_some_and(|t| is_any_kw(sql, &t, &[b"SELECT", b"WITH", b"VALUES", b"TABLE"]));
+        if !subquery {
+            return f(Src::Scan, TenantToken::Unreadable);
+        }
     }
     if walked.is_none() || rows == 0 || unread == rows {
         // (No value read: columns, `(o.tenant_id, o.id) = (a.tenant_id,
@@ -1848,8 +1883,13 @@ fn drive_clauses<'a>(
     // Whether something was reported unreadable: the clause stack's
     // findings are then not reported again (one is enough to refuse).
     let unread = std::cell::Cell::new(false);
+    // How many values the scan reported: whether a comparison of the key
+    // was read (a reversed one, `42 = tenant_id`, before its key).
+    let reports = std::cell::Cell::new(0usize);
+    let mut reversed = false;
     let f = &mut |s: Src, v: TenantToken<'a>| {
         unread.set(unread.get() || v == TenantToken::Unreadable);
+        reports.set(reports.get() + 1);
         f(s, v)
     };
     loop {
@@ -1874,13 +1914,17 @@ fn drive_clauses<'a>(
                 }
                 // (`tenant_id.x`: a qualifier, not the key.)
                 if ident_eq(sql, &t, key) && !lx.peek_sig().is_some_and(|n| n.k == K::Dot) {
+                    let before = reports.get();
+                    let mut understood = false;
                     if filter && predicate_start(sql, chain_pred) {
-                        forward_match(sql, lx, chain_opens, f)?;
+                        forward_match(sql, lx, chain_opens, &mut understood, f)?;
                     }
+                    let read =
+                        understood || reports.get() > before || std::mem::take(&mut reversed);
                     if place == Place::Deep && !unread.get() {
                         f(Src::Scan, TenantToken::Unreadable)?;
                     }
-                    clauses.key(sql, Before::of(sql, chain_pred), &lx);
+                    clauses.key(sql, Before::of(sql, chain_pred), &lx, read);
                 }
                 // `CAST(..) = key`, as `key = CAST(..)` (probe II), and a
                 // typed literal (`int8 '42' = key`, probe TT).
@@ -1898,6 +1942,7 @@ fn drive_clauses<'a>(
                 }
                 if filter && clauses.starts_predicate(p1) && (is_kw(sql, &t, b"CAST") || typed()) {
                     if let Some(v) = reverse_match(sql, before, key) {
+                        reversed = true;
                         f(Src::Scan, v)?;
                     }
                 }
@@ -1932,6 +1977,7 @@ fn drive_clauses<'a>(
                     && clauses.starts_predicate(p1) =>
             {
                 if let Some(v) = reverse_match(sql, before, key) {
+                    reversed = true;
                     f(Src::Scan, v)?;
                 }
                 if t.k == K::LParen {
@@ -2155,15 +2201,12 @@ mod tests {
             // A `character` value: 'b', not 'b ', where it meets text
             // (probe I: routed as 'b ', to another shard).
             "SELECT * FROM t WHERE tenant_id NOT IN (1)",
-            "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[ARRAY[1]])",
-            "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[1, 2] || ARRAY[3])",
             "SELECT * FROM t WHERE tenant_id = ANY(f($1))",
             "SELECT * FROM t WHERE tenant_id <> ALL($1)",
             "SELECT * FROM t WHERE tenant_id IS DISTINCT FROM 5",
             "SELECT * FROM t WHERE tenant_id IS NOT 5",
             "SELECT * FROM t WHERE (x OR tenant_id) = 5",
             "SELECT * FROM t WHERE (tenant_id)) = 5",
-            "SELECT * FROM t WHERE tenant_id = - 5",
             "SELECT * FROM t WHERE tenant_id = other_col",
             "SELECT * FROM t WHERE tenant_id = 'x",
             "SELECT * FROM t WHERE tenant_id = f(5)",
@@ -2223,10 +2266,10 @@ mod tests {
                 Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
             ),
             ("WHERE tenant_id = $1::uuid", Some("$1 as Uuid")),
-            // Postgres has no such cast: nothing is read.
-            ("WHERE tenant_id = '42'::int::uuid", None),
-            ("WHERE tenant_id = 42::uuid", None),
-            ("WHERE tenant_id = $1::uuid::int", None),
+            // Postgres has no such cast: refused before it refuses it.
+            ("WHERE tenant_id = '42'::int::uuid", Some("<Unreadable>")),
+            ("WHERE tenant_id = 42::uuid", Some("<Unreadable>")),
+            ("WHERE tenant_id = $1::uuid::int", Some("<Unreadable>")),
             ("WHERE tenant_id = '042'::int", Some("42")),
             // Text stays as written.
             ("WHERE tenant_id = '042'::text", Some("042")),
@@ -2268,8 +2311,14 @@ mod tests {
             assert_eq!(all(sql).first().map(String::as_str), Some(want), "{sql}");
         }
         // An element the array's cast cannot read: the array names nothing.
-        assert!(all("SELECT 1 WHERE tenant_id = ANY(ARRAY['042'::int]::uuid[])").is_empty());
-        assert!(all("SELECT 1 WHERE tenant_id = ANY(ARRAY['x', 1]::int[]::uuid[])").is_empty());
+        assert_eq!(
+            all("SELECT 1 WHERE tenant_id = ANY(ARRAY['042'::int]::uuid[])"),
+            ["<Unreadable>"]
+        );
+        assert_eq!(
+            all("SELECT 1 WHERE tenant_id = ANY(ARRAY['x', 1]::int[]::uuid[])"),
+            ["<Unreadable>"]
+        );
         // A parameter array read by a cast.
         let mut got = Vec::new();
         mentions(
@@ -2444,7 +2493,6 @@ mod tests {
         for sql in [
             "SELECT * FROM t WHERE (tenant_id, id) > (42, 1)",
             "SELECT * FROM t WHERE (tenant_id, id) IN (SELECT a, b FROM u)",
-            "SELECT * FROM t WHERE (tenant_id, id) = (42, 1, 2)",
             "INSERT INTO t (tenant_id, id) SELECT 1, 2",
             "SELECT f(tenant_id, id) = (42, 1)",
             // A join on rows of columns (probe AI: refused).
@@ -2886,8 +2934,6 @@ mod tests {
             "INSERT INTO t (tenant_id.x, a) VALUES (42, 'x')",
             // Parenthesized VALUES combined with others are not the rows.
             "INSERT INTO t (tenant_id, a) (VALUES (1, 'x')) UNION ALL (VALUES (42, 'y'))",
-            // A cast not read past.
-            "SELECT * FROM t WHERE tenant_id = 42::int[]",
             // No typed literal: a column, a call, a qualified column.
             "SELECT * FROM t WHERE tenant_id = other_col",
             "SELECT * FROM t WHERE tenant_id = f('42')",
@@ -2947,18 +2993,17 @@ mod tests {
         }
         // Not a value: computed, a row, a subquery, too deep.
         for sql in [
-            "SELECT * FROM t WHERE tenant_id = ('a' || 'b')",
-            "SELECT * FROM t WHERE tenant_id IN ((1, 2))",
             "SELECT * FROM t WHERE tenant_id = (SELECT 2)",
-            "SELECT * FROM t WHERE tenant_id = (((((((((2)))))))))",
-            "SELECT * FROM t WHERE tenant_id = (2",
             "INSERT INTO t (tenant_id, x) VALUES ((1, 2), 'a')",
-            "SELECT * FROM t WHERE tenant_id = - 42",
             "SELECT * FROM t WHERE tenant_id = CAST(x AS text)",
-            "SELECT * FROM t WHERE tenant_id = CAST(CAST(CAST(CAST(CAST(2 AS int) AS int) AS int) AS int) AS int)",
         ] {
             assert!(all(sql).is_empty(), "{sql}: {:?}", all(sql));
         }
+        // A constant past what the scan reads: refused, not skipped.
+        assert_eq!(
+            all("SELECT * FROM t WHERE tenant_id = CAST(CAST(CAST(CAST(CAST(2 AS int) AS int) AS int) AS int) AS int)"),
+            ["<Unreadable>"]
+        );
         assert_eq!(
             all("SELECT * FROM t WHERE tenant_id = ((((((((2))))))))"),
             ["2"]
@@ -3245,7 +3290,7 @@ mod tests {
             ),
             (
                 "SELECT * FROM t WHERE tenant_id = ANY(E'{4\\2}'::int8[])",
-                &[],
+                &["<Unreadable>"],
             ),
         ] {
             assert_eq!(all(sql), want, "{sql}");
@@ -3328,6 +3373,22 @@ mod tests {
             ("SELECT * FROM t WHERE (update IS NOT NULL AND set = 1 AND tenant_id = 42)", &["42"]),
             ("WITH d AS (UPDATE ONLY (u) SET a = 1 WHERE tenant_id = 42 RETURNING 1) SELECT 1", &["42"]),
             ("COPY (UPDATE ONLY (s.u) * AS x SET a = 1 WHERE tenant_id = 42) TO STDOUT", &["42"]),
+            ("WITH d AS (UPDATE app.public.u SET a = 1 WHERE tenant_id = 42 RETURNING 1) SELECT 1", &["42"]),
+            ("SELECT * FROM t WHERE (tenant_id, id) = ((42, 1))", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (tenant_id, id) IN ((42, 1), ((42, 2)))", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE ((id, tenant_id)) = (1, 42)", &["42"]),
+            ("SELECT * FROM t WHERE (tenant_id, id) IN (SELECT a, b FROM u)", &[]),
+            ("SELECT * FROM t WHERE (tenant_id, id) = (SELECT a, b FROM u LIMIT 1)", &[]),
+            ("SELECT * FROM t WHERE (tenant_id, id) IN (VALUES (42, 1))", &[]),
+            ("SELECT * FROM t WHERE (tenant_id, id) = (42, 1, 2)", &["<Unreadable>"]),
+            // Probe AQ: the outer key in a subquery's FROM list.
+            ("SELECT * FROM t WHERE 42 IN (SELECT x FROM (SELECT tenant_id AS x) s)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE 42 IN (SELECT x FROM w, LATERAL (SELECT t.tenant_id AS x) s)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE 42 IN (SELECT x FROM generate_series(tenant_id, tenant_id) x)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE 42 IN (SELECT x FROM unnest(ARRAY[t.tenant_id]) x)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE 42 IN (SELECT * FROM (SELECT tenant_id) s UNION SELECT -1)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = 42 AND (SELECT count(*) FROM u WHERE u.x = (SELECT t.tenant_id)) = 1", &["42"]),
+            ("SELECT * FROM t WHERE tenant_id = 42 AND EXISTS (SELECT u.tenant_id FROM u JOIN (SELECT t.tenant_id AS y) s ON true) = true", &["42"]),
             // Probe AO: rows with other elements than names; a join's ON
             // that starts with a call named `conflict`.
             ("SELECT * FROM t WHERE (tenant_id, lower(shard)) = (42, 's0')", &["42"]),
@@ -3437,6 +3498,22 @@ mod tests {
             "SELECT * FROM t WHERE tenant_id = 1; SELECT * FROM t WHERE CASE WHEN tenant_id = 42 THEN true END",
             // A field of a row: the key is not compared whole.
             "SELECT * FROM t WHERE (t).tenant_id = 42",
+            // Probe AQ: a value more is done to, in parentheses, a list, an
+            // array, after a prefix operator.
+            "SELECT * FROM t WHERE tenant_id = (42 + 0)",
+            "SELECT * FROM t WHERE tenant_id IN (42 + 0, 43 + 0)",
+            "SELECT * FROM t WHERE tenant_id = ANY (ARRAY[42 + 0])",
+            "SELECT * FROM t WHERE tenant_id = -(-42)",
+            "SELECT * FROM t WHERE tenant_id = @ 42",
+            "SELECT * FROM t WHERE tenant_id = OPERATOR(pg_catalog.-) -42",
+            "SELECT * FROM t WHERE tenant_id OPERATOR(pg_catalog.=) OPERATOR(pg_catalog.@) 42",
+            "SELECT * FROM t WHERE (42 + 0) = tenant_id",
+            "SELECT * FROM t WHERE tenant_id = ('a' || 'b')",
+            "SELECT * FROM t WHERE tenant_id = (((((((((2)))))))))",
+            "SELECT * FROM t WHERE tenant_id = 42::int[]",
+            "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[ARRAY[1]])",
+            "SELECT * FROM t WHERE tenant_id = - 5",
+            "SELECT * FROM t WHERE CASE WHEN true THEN tenant_id END OPERATOR(pg_catalog.=) 42",
             // Probe AK: the key in a list or row of the other side, under
             // NOT with `<>`, counted as more than itself, tested for truth.
             "SELECT * FROM t WHERE tenant_id = 1 OR 42 IN (tenant_id)",
