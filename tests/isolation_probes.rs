@@ -4769,6 +4769,12 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
         "WHERE tenant_id = 1001 OR (tenant_id, note) = ((2002, 'ledger of 2002'))",
         "WHERE tenant_id = 1001 OR 2002 IN (SELECT x FROM (SELECT tenant_id AS x) s)",
         "WHERE tenant_id = 1001 OR CASE WHEN true THEN tenant_id END OPERATOR(pg_catalog.=) 2002",
+        // (Probe AS: an unread constant in a row, after IS NOT DISTINCT
+        // FROM, beside a call; a field of a constant row.)
+        "WHERE tenant_id = 1001 OR (note, tenant_id) = ('ledger of 2002', 2002 + 0)",
+        "WHERE tenant_id = 1001 OR tenant_id IS NOT DISTINCT FROM (2002 + 0)",
+        "WHERE tenant_id = 1001 OR tenant_id = (2002 + abs(0))",
+        "WHERE tenant_id = 1001 OR tenant_id = (ROW(2002)).f1",
         "GROUP BY note HAVING max(note) = '' OR count(nullif(tenant_id, 2002)) = 0",
         "WHERE tenant_id = 1001 OR CASE WHEN tenant_id = 2002 THEN true END",
         "WHERE tenant_id = 1001 OR CAST(tenant_id = 2002 AS int) = 1",

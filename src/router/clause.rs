@@ -266,6 +266,10 @@ impl Sum {
     /// A function's result (`abs(42)`, `current_setting('x')::int`): a
     /// value the scan does not read, named as such in the README.
     const CALL: u8 = 64;
+    /// A literal or parameter at the operand's own level, not only in a
+    /// call's arguments (`abs(0) + 42`, `(42 + abs(0))`: probe AS; the
+    /// call's result exemption does not cover it).
+    const LIT: u8 = 128;
 
     fn key(self) -> bool {
         self.0 & Sum::KEY != 0
@@ -273,13 +277,8 @@ impl Sum {
 
     /// Built from literals and parameters alone: it may name a tenant.
     fn constant(self) -> bool {
-        self.0 & !(Sum::ROW | Sum::VALUE | Sum::BOOL | Sum::CALL) == 0
+        self.0 & !(Sum::ROW | Sum::VALUE | Sum::BOOL | Sum::CALL | Sum::LIT) == 0
             && self.0 & (Sum::VALUE | Sum::BOOL) != 0
-    }
-
-    /// Holds a literal or parameter (a constant that may be a tenant).
-    fn valued(self) -> bool {
-        self.0 & Sum::VALUE != 0
     }
 
     /// Whether, compared by an equality with `other`, this computes on
@@ -288,8 +287,7 @@ impl Sum {
     fn against(self, other: Sum) -> bool {
         if self.0 & Sum::WHOLE != 0
             && other.constant()
-            && other.valued()
-            && other.0 & Sum::CALL == 0
+            && (other.0 & Sum::CALL == 0 || other.0 & Sum::LIT != 0)
         {
             return true;
         }
@@ -461,6 +459,8 @@ pub(super) struct Clauses {
     /// The last `OPERATOR(..)` was a comparison of `pg_catalog`'s (or
     /// unqualified): a key after its `)` is compared whole.
     operator_cmp: bool,
+    /// The token before is a `.` after a `)`: a field name follows.
+    close_dot: bool,
     /// The token before closed `OPERATOR(..)`, so one after it is a prefix
     /// operator (`42 OPERATOR(pg_catalog.=) OPERATOR(pg_catalog.@)
     /// tenant_id`: probe AO).
@@ -483,6 +483,7 @@ impl Clauses {
             row_start: false,
             operator_cmp: false,
             closed_operator: false,
+            close_dot: false,
             maybe_column: false,
         }
     }
@@ -499,6 +500,7 @@ impl Clauses {
         self.row_start = false;
         self.operator_cmp = false;
         self.closed_operator = false;
+        self.close_dot = false;
         self.maybe_column = false;
     }
 
@@ -651,6 +653,12 @@ impl Clauses {
         }
         let prev = self.prev;
         let w = self.w;
+        // A field of a parenthesized value (`(ROW(42)).f1`: probe AS) is
+        // no column.
+        let field = std::mem::replace(
+            &mut self.close_dot,
+            t.k == K::Dot && p1.is_some_and(|p| p.k == K::RParen),
+        );
         // `OPERATOR(..)` between operands compares (any schema's may be an
         // `=`); before one, it is a prefix operator (`42 =
         // OPERATOR(pg_catalog.@) tenant_id`: probe AM).
@@ -690,7 +698,7 @@ impl Clauses {
             // `42::bigint`, `::double precision`, `::varchar(10)`: a type.
             K::Cast => f.typing = true,
             K::Int | K::Num | K::Str { .. } | K::Dollar | K::Lit | K::Param(_) => {
-                f.add(Sum::VALUE);
+                f.add(Sum::VALUE | Sum::LIT);
                 return false;
             }
             _ => {}
@@ -744,7 +752,7 @@ impl Clauses {
             | W::Values
             | W::Table
             | W::Join
-                if !f.typing =>
+                if !f.typing && !field =>
             {
                 self.maybe_column = true;
                 false
@@ -781,8 +789,12 @@ impl Clauses {
                     }
                     // A comparison the scanner did not read, with a
                     // constant it could not read either, is refused.
+                    // (On the operand of the frame that compares it:
+                    // `(tenant_id) = (42 + 0)`, probe AS.)
                     if !read && matches!(whole, Whole::Compared(_, true)) {
-                        self.top_mut().add(Sum::WHOLE);
+                        if let Some(i) = (self.depth - 1).checked_sub(up) {
+                            self.frames[i].add(Sum::WHOLE);
+                        }
                     }
                     false
                 }
@@ -977,7 +989,7 @@ impl Clauses {
             } else if f.operator {
                 0
             } else {
-                f.all.0 & !(Sum::ROW | Sum::WHOLE)
+                f.all.0 & !(Sum::ROW | Sum::WHOLE | if f.call { Sum::LIT } else { 0 })
                     | if f.row { Sum::ROW } else { 0 }
                     | if f.call { Sum::CALL } else { 0 }
             });
@@ -1262,7 +1274,9 @@ impl Before {
             K::Op if is_comparison(text(sql, &p)) => Before::Cmp,
             K::Ident => match word(sql, &p) {
                 W::Where | W::And | W::Or | W::On | W::Having => Before::Start,
-                W::From => Before::Cmp,
+                // (`IS [NOT] DISTINCT FROM key`: an equality, or its
+                // negation.)
+                W::From => Before::Eq,
                 W::Distinct | W::Expr => Before::Distinct,
                 _ => Before::Other,
             },
@@ -1313,7 +1327,13 @@ fn whole_operand(sql: &[u8], p1: Before, next: &Lexer<'_>, operator_cmp: bool) -
                 } =>
             {
                 let eq = (t.k == K::Op && text(sql, &t) == b"=")
-                    || matches!(word(sql, &t), W::In | W::Operator);
+                    || matches!(word(sql, &t), W::In | W::Operator)
+                    || (word(sql, &t) == W::Compares && {
+                        // `IS NOT DISTINCT FROM` (probe AS).
+                        let mut l2 = l;
+                        l2.next_sig().is_some_and(|d| word(sql, &d) == W::Not)
+                            && l2.next_sig().is_some_and(|d| word(sql, &d) == W::Distinct)
+                    });
                 return Whole::Compared(closed, eq);
             }
             _ => {}
