@@ -4829,6 +4829,20 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
             format!("{sql} under 1001: errors {codes:?}, rows {rows:?}")
         });
     }
+    // An INSERT's key value the scan does not read is refused, alone too
+    // (probe AS J1: under 1001 the row for 2002 was written on s0).
+    for tenant in [&[][..], &[("tenant_id", "1001")][..]] {
+        let mut raw = f.raw("appint", tenant);
+        for v in ["@ 2002", "2002 + 0", "abs(0) + 2002", "(ROW(2002)).f1"] {
+            let sql = format!("INSERT INTO ledger (tenant_id, note) VALUES ({v}, 'p-as-j1')");
+            let (codes, rows) = q(&mut raw, &sql);
+            bad.check(codes == ["22023"], || {
+                format!("{sql} ({tenant:?}): errors {codes:?}, rows {rows:?}")
+            });
+        }
+    }
+    let n = f.counts("ledger WHERE note = 'p-as-j1'");
+    bad.check(n == [0, 0], || format!("rows written: {n:?}"));
     // `DISTINCT ON (..)` is no join filter (probe AK: it picked s1).
     let mut raw = f.raw("appint", &[]);
     let sql = "SELECT DISTINCT ON (tenant_id = 2002) note FROM ledger";

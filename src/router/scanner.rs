@@ -1241,7 +1241,9 @@ fn rows_walk<'a>(
                 });
                 // A constant the router does not read (`(1, 42 + 0)`,
                 // `(@ 42, 1)`: probe AS) is unreadable, not a column.
-                f(v.or_else(|| constant_element(sql, *lx).then_some(TenantToken::Unreadable)));
+                f(v.or_else(|| {
+                    (constant_element(sql, *lx) != Constant::No).then_some(TenantToken::Unreadable)
+                }));
             }
             skip_element(lx, K::RParen)?;
             let t = lx.next_sig()?;
@@ -1261,39 +1263,87 @@ fn rows_walk<'a>(
     }
 }
 
-/// Whether the row element at the cursor (up to its `,` or `)`) is built
-/// from literals and parameters only: no column, no subquery.
-fn constant_element(sql: &[u8], mut lx: Lexer<'_>) -> bool {
-    let (mut depth, mut value, mut prev) = (0usize, false, None::<Tok>);
+/// What the element at the cursor (up to its `,` or `)`) is built of, when
+/// no column and no subquery is in it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Constant {
+    /// A column, a subquery, or more than the scan follows: no constant.
+    No,
+    /// Literals and parameters only inside a function's arguments
+    /// (`abs(42)`, `current_setting('app.t')::int`): the function's result,
+    /// which the router does not read and the README names as such (as a
+    /// filter's `= abs(42)`).
+    Call,
+    /// A literal or parameter the scan does not read as one value
+    /// (`42 + 0`, `@ 42`, `abs(0) + 42`, `(ROW(42)).f1`).
+    Lit,
+}
+
+/// Whether the element at the cursor (up to its `,` or `)`) is built from
+/// literals and parameters only, and how (see [`Constant`]).
+fn constant_element(sql: &[u8], mut lx: Lexer<'_>) -> Constant {
+    let (mut depth, mut prev, mut before) = (0usize, None::<Tok>, None::<Tok>);
+    // Bit `d`: the parenthesis opened at depth `d` is a function call's.
+    let (mut calls, mut value, mut lit) = (0u64, false, false);
     for _ in 0..256 {
         let Some(t) = lx.next_sig() else {
-            return false;
+            return Constant::No;
         };
         match t.k {
-            K::LParen | K::LBrack => depth += 1,
-            K::RParen | K::RBrack | K::Comma if depth == 0 => return value,
-            K::RParen | K::RBrack => depth -= 1,
-            K::Semi => return false,
-            K::Int | K::Num | K::Str { .. } | K::Dollar | K::Lit | K::Param(_) => value = true,
+            K::LParen | K::LBrack => {
+                // Deeper than any driver writes: not followed, unreadable.
+                if depth >= 63 {
+                    return Constant::Lit;
+                }
+                let call = t.k == K::LParen
+                    && prev.is_some_and(|p| {
+                        matches!(p.k, K::Ident | K::QIdent)
+                            && !is_any_kw(sql, &p, &[b"CAST", b"ROW"])
+                    });
+                if call {
+                    calls |= 1 << depth;
+                }
+                depth += 1;
+            }
+            K::RParen | K::RBrack | K::Comma if depth == 0 => {
+                return match (value, lit) {
+                    (false, _) => Constant::No,
+                    (true, true) => Constant::Lit,
+                    (true, false) => Constant::Call,
+                };
+            }
+            K::RParen | K::RBrack => {
+                depth -= 1;
+                calls &= !(1 << depth);
+            }
+            K::Semi => return Constant::No,
+            K::Int | K::Num | K::Str { .. } | K::Dollar | K::Lit | K::Param(_) => {
+                value = true;
+                // Not inside any call's arguments.
+                lit |= calls & ((1u64 << depth) - 1) == 0;
+            }
             K::Ident | K::QIdent => {
                 let typed = prev.is_some_and(|p| p.k == K::Cast || is_kw(sql, &p, b"AS"));
                 let call = lx.peek_sig().is_some_and(|n| n.k == K::LParen);
+                // A field of a parenthesized value (`(ROW(42)).f1`).
+                let field =
+                    prev.is_some_and(|p| p.k == K::Dot) && before.is_some_and(|p| p.k == K::RParen);
                 let word = is_any_kw(
                     sql,
                     &t,
                     &[b"CAST", b"AS", b"ARRAY", b"ROW", b"TRUE", b"FALSE", b"NULL"],
                 );
                 if is_any_kw(sql, &t, &[b"SELECT", b"VALUES", b"WITH", b"TABLE"])
-                    || !(typed || call || word)
+                    || !(typed || call || word || field)
                 {
-                    return false;
+                    return Constant::No;
                 }
             }
             _ => {}
         }
-        prev = Some(t);
+        (before, prev) = (prev, Some(t));
     }
-    false
+    Constant::No
 }
 
 /// `t` is `OPERATOR` of `OPERATOR([schema.]op)`: consumes the rest, and
@@ -1593,6 +1643,14 @@ fn insert_rows<'a>(
                 }) {
                     found = Some(v);
                     lx = l2;
+                } else if constant_element(sql, lx) == Constant::Lit {
+                    // `VALUES (42 + 0, ..)`, `(@ 42, ..)`: a constant key
+                    // value the router does not read is unreadable, alone
+                    // or not (probe AS: alone, it named no tenant and the
+                    // row went to the session tenant's shard). A function's
+                    // result (`current_setting('app.t')::int`) is not read,
+                    // as in a filter.
+                    found = Some(TenantToken::Unreadable);
                 }
             }
             at_elem_start = false;
@@ -2250,7 +2308,6 @@ mod tests {
             "SELECT * FROM t WHERE \"TENANT_ID\" = 5",
             "SELECT tenant_id = 5 FROM t",
             "UPDATE t SET tenant_id = 5",
-            "INSERT INTO t (a, tenant_id) VALUES (1, 2 + 3)",
             "INSERT INTO t (a, tenant_id) VALUES (1, DEFAULT)",
             "INSERT INTO t (a, tenant_id) VALUES (1)",
             "INSERT INTO t (a, tenant_id) SELECT 1, 2",
@@ -2932,7 +2989,7 @@ mod tests {
             ),
             (
                 "INSERT INTO t (tenant_id, a) VALUES (1+0, 'a'), ($2, 'b')",
-                vec!["<Param(2)>", U],
+                vec![U, "<Param(2)>"],
             ),
             // A numeric element is itself unread.
             (
@@ -3030,7 +3087,6 @@ mod tests {
         // Not a value: computed, a row, a subquery, too deep.
         for sql in [
             "SELECT * FROM t WHERE tenant_id = (SELECT 2)",
-            "INSERT INTO t (tenant_id, x) VALUES ((1, 2), 'a')",
             "SELECT * FROM t WHERE tenant_id = CAST(x AS text)",
         ] {
             assert!(all(sql).is_empty(), "{sql}: {:?}", all(sql));
@@ -3435,6 +3491,19 @@ mod tests {
             ("SELECT * FROM t WHERE (tenant_id, id) = (b.tenant_id, b.id + 1)", &[]),
             ("SELECT * FROM t WHERE (tenant_id, id) = (x.y, 1)", &[]),
             ("SELECT * FROM t WHERE tenant_id IS NOT DISTINCT FROM 42", &["42"]),
+            // ... and as an INSERT's key value, alone too (probe AS J1).
+            ("INSERT INTO t (id, tenant_id, a) VALUES (21, @ 42, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (42 + 0, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES ((42), 'x'), (abs(0) + 43, 'y')", &["42", "<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES ($1 + 0, $2)", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, x) VALUES ((1, 2), 'a')", &["<Unreadable>"]),
+            ("INSERT INTO t (a, tenant_id) VALUES (1, 2 + 3)", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES ((ROW(42)).f1, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (current_setting('app.t')::bigint, 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES (abs(42), 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES (DEFAULT, 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES (NULL, 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES (x.y + 1, 'x')", &[]),
             // Probe AQ: the outer key in a subquery's FROM list.
             ("SELECT * FROM t WHERE 42 IN (SELECT x FROM (SELECT tenant_id AS x) s)", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE 42 IN (SELECT x FROM w, LATERAL (SELECT t.tenant_id AS x) s)", &["<Unreadable>"]),
