@@ -93,6 +93,14 @@ pub(super) enum W {
     Compares,
 }
 
+impl W {
+    /// `WHERE`, `AND`, `OR`, `ON`, `HAVING`: a predicate of a filter
+    /// starts after it.
+    pub(super) fn joins_predicates(self) -> bool {
+        matches!(self, W::Where | W::And | W::Or | W::On | W::Having)
+    }
+}
+
 /// The word token `t` is (see [`W`]).
 pub(super) fn word(sql: &[u8], t: &Tok) -> W {
     if t.k != K::Ident {
@@ -445,11 +453,18 @@ impl Frame {
 /// [`Clauses::finish`] at the end.
 pub(super) struct Clauses {
     frames: [Frame; DEPTH],
+    /// Everything else: set back whole for each text, while the frames
+    /// above the first are written before they are read.
+    s: State,
+}
+
+/// [`Clauses`] but its frames.
+#[derive(Clone, Copy)]
+struct State {
     depth: usize,
-    /// Parentheses and CASEs opened past [`DEPTH`]: from then to the
+    /// A parenthesis or CASE was opened past [`DEPTH`]: from then to the
     /// statement's end, any key is unreadable.
-    deep_parens: usize,
-    deep_cases: usize,
+    deep: bool,
     /// The word of the token being looked at, and of the one before.
     w: W,
     prev: W,
@@ -471,20 +486,26 @@ pub(super) struct Clauses {
     maybe_column: bool,
 }
 
+impl State {
+    /// At the start of a text.
+    const START: State = State {
+        depth: 1,
+        deep: false,
+        w: W::No,
+        prev: W::No,
+        row_start: false,
+        operator_cmp: false,
+        closed_operator: false,
+        close_dot: false,
+        maybe_column: false,
+    };
+}
+
 impl Clauses {
     pub(super) fn new() -> Clauses {
         Clauses {
             frames: [Frame::new(Kind::Query, Place::Other); DEPTH],
-            depth: 1,
-            deep_parens: 0,
-            deep_cases: 0,
-            w: W::No,
-            prev: W::No,
-            row_start: false,
-            operator_cmp: false,
-            closed_operator: false,
-            close_dot: false,
-            maybe_column: false,
+            s: State::START,
         }
     }
 
@@ -492,28 +513,15 @@ impl Clauses {
     /// first are written before they are read).
     pub(super) fn reset(&mut self) {
         self.frames[0] = Frame::new(Kind::Query, Place::Other);
-        self.depth = 1;
-        self.deep_parens = 0;
-        self.deep_cases = 0;
-        self.w = W::No;
-        self.prev = W::No;
-        self.row_start = false;
-        self.operator_cmp = false;
-        self.closed_operator = false;
-        self.close_dot = false;
-        self.maybe_column = false;
+        self.s = State::START;
     }
 
     fn top(&self) -> &Frame {
-        &self.frames[self.depth - 1]
+        &self.frames[self.s.depth - 1]
     }
 
     fn top_mut(&mut self) -> &mut Frame {
-        &mut self.frames[self.depth - 1]
-    }
-
-    fn deep(&self) -> bool {
-        self.deep_parens + self.deep_cases > 0
+        &mut self.frames[self.s.depth - 1]
     }
 
     /// Whether the token being looked at, after `p1`, starts a predicate
@@ -521,16 +529,13 @@ impl Clauses {
     pub(super) fn starts_predicate(&self, p1: Option<Tok>) -> bool {
         match p1 {
             None => true,
-            Some(t) => {
-                matches!(t.k, K::Semi | K::LParen)
-                    || matches!(self.prev, W::Where | W::And | W::Or | W::On | W::Having)
-            }
+            Some(t) => matches!(t.k, K::Semi | K::LParen) || self.s.prev.joins_predicates(),
         }
     }
 
     /// Where the token being looked at stands.
     pub(super) fn place(&self) -> Place {
-        if self.deep() {
+        if self.s.deep {
             Place::Deep
         } else {
             self.top().place
@@ -560,11 +565,11 @@ impl Clauses {
             }
             K::RParen | K::RBrack => self.close(Kind::Paren, sql, next),
             K::Semi => self.finish(),
-            K::Ident if self.w == W::Case => {
+            K::Ident if self.s.w == W::Case => {
                 self.case(sql, next);
                 false
             }
-            K::Ident if self.w == W::End => self.close(Kind::Case, sql, next),
+            K::Ident if self.s.w == W::End => self.close(Kind::Case, sql, next),
             _ => false,
         };
         (place, ended | closed)
@@ -573,31 +578,31 @@ impl Clauses {
     /// [`Clauses::step`]'s first half: clause keywords and operands.
     #[inline]
     fn operands(&mut self, sql: &[u8], t: &Tok, p1: Option<Tok>, next: &Lexer<'_>) -> bool {
-        self.prev = self.w;
-        let after_operator = std::mem::take(&mut self.closed_operator);
+        self.s.prev = self.s.w;
+        let after_operator = std::mem::take(&mut self.s.closed_operator);
         // After `.`, a word is a name (`t.case`, `t.end`, `t.left`); after
         // `::`, a type (`v::full`).
         let name = p1.is_some_and(|p| matches!(p.k, K::Dot | K::Cast));
-        self.w = match t.k {
+        self.s.w = match t.k {
             K::Ident if !name => word(sql, t),
             K::Ident | K::QIdent => W::Name,
             _ => W::No,
         };
         // (An identifier before another is a word of a type's name:
         // `double precision '42'`, `character varying`: probe AO.)
-        let was = std::mem::take(&mut self.maybe_column);
+        let was = std::mem::take(&mut self.s.maybe_column);
         let called = matches!(t.k, K::LParen | K::Dot | K::Str { .. });
-        let type_word = matches!(t.k, K::Ident | K::QIdent) && self.w == W::Name;
-        if was && !called && !type_word && !self.deep() {
+        let type_word = matches!(t.k, K::Ident | K::QIdent) && self.s.w == W::Name;
+        if was && !called && !type_word && !self.s.deep {
             self.top_mut().add(Sum::COLUMN);
         }
-        if self.deep() {
+        if self.s.deep {
             return false;
         }
         if t.k != K::LParen {
-            self.row_start = self.w == W::Row && self.starts_predicate(p1);
+            self.s.row_start = self.s.w == W::Row && self.starts_predicate(p1);
         }
-        if top_is_insert(sql, t, self.w, self.top()) {
+        if top_is_insert(sql, t, self.s.w, self.top()) {
             self.top_mut().inserting = true;
         }
         let top = *self.top();
@@ -608,7 +613,9 @@ impl Clauses {
                     let ended = top.tracks() && self.top_mut().end_predicate();
                     // (A select list of a query in a filter computes.)
                     let place = match place {
-                        Place::Other if top.in_filter && matches!(self.w, W::Select | W::SetOp) => {
+                        Place::Other
+                            if top.in_filter && matches!(self.s.w, W::Select | W::SetOp) =>
+                        {
                             Place::Nested
                         }
                         p => p,
@@ -619,7 +626,7 @@ impl Clauses {
                     f.inserting = top.inserting;
                     f.exists = top.exists;
                     // (A set operation starts another select list.)
-                    f.from_seen = (top.from_seen || self.w == W::From) && self.w != W::SetOp;
+                    f.from_seen = (top.from_seen || self.s.w == W::From) && self.s.w != W::SetOp;
                     *self.top_mut() = f;
                     return ended;
                 }
@@ -628,11 +635,11 @@ impl Clauses {
             // ..)`: a parenthesis that holds a query or a join (probe AK:
             // their WHERE and ON were read as operands).
             Kind::Paren
-                if self.w == W::SetOp
-                    || (self.w == W::Join && top.place == Place::Other && !call()) =>
+                if self.s.w == W::SetOp
+                    || (self.s.w == W::Join && top.place == Place::Other && !call()) =>
             {
                 let ended = top.tracks() && self.top_mut().end_predicate();
-                let in_filter = top.tracks() && self.w == W::SetOp;
+                let in_filter = top.tracks() && self.s.w == W::SetOp;
                 let mut f = Frame::new(
                     Kind::Query,
                     inner_query(if in_filter {
@@ -651,12 +658,12 @@ impl Clauses {
         if !top.tracks() {
             return false;
         }
-        let prev = self.prev;
-        let w = self.w;
+        let prev = self.s.prev;
+        let w = self.s.w;
         // A field of a parenthesized value (`(ROW(42)).f1`: probe AS) is
         // no column.
         let field = std::mem::replace(
-            &mut self.close_dot,
+            &mut self.s.close_dot,
             t.k == K::Dot && p1.is_some_and(|p| p.k == K::RParen),
         );
         // `OPERATOR(..)` between operands compares (any schema's may be an
@@ -678,7 +685,7 @@ impl Clauses {
                 _ => false,
             });
         if w == W::Operator {
-            self.operator_cmp = operator_cmp(sql, next);
+            self.s.operator_cmp = operator_cmp(sql, next);
         }
         let f = self.top_mut();
         match t.k {
@@ -754,7 +761,7 @@ impl Clauses {
             | W::Join
                 if !f.typing && !field =>
             {
-                self.maybe_column = true;
+                self.s.maybe_column = true;
                 false
             }
             _ => false,
@@ -767,7 +774,7 @@ impl Clauses {
     /// `key IS ..`, an element of a row), or inside an operand unless the
     /// whole argument of `count(..)`, it is computed on.
     pub(super) fn key(&mut self, sql: &[u8], p1: Before, next: &Lexer<'_>, read: bool) {
-        if self.deep() {
+        if self.s.deep {
             return;
         }
         let top = *self.top();
@@ -778,13 +785,13 @@ impl Clauses {
             self.top_mut().bare = true;
             return;
         }
-        let whole = whole_operand(sql, p1, next, self.operator_cmp);
+        let whole = whole_operand(sql, p1, next, self.s.operator_cmp);
         let computed = match top.place {
             Place::Filter => match whole {
                 Whole::No => true,
                 // The frame whose predicate compares it.
                 Whole::Compared(up, _) | Whole::Row(up) => {
-                    if let Some(i) = (self.depth - 1).checked_sub(up) {
+                    if let Some(i) = (self.s.depth - 1).checked_sub(up) {
                         self.frames[i].key_cmp = true;
                     }
                     // A comparison the scanner did not read, with a
@@ -792,7 +799,7 @@ impl Clauses {
                     // (On the operand of the frame that compares it:
                     // `(tenant_id) = (42 + 0)`, probe AS.)
                     if !read && matches!(whole, Whole::Compared(_, true)) {
-                        if let Some(i) = (self.depth - 1).checked_sub(up) {
+                        if let Some(i) = (self.s.depth - 1).checked_sub(up) {
                             self.frames[i].add(Sum::WHOLE);
                         }
                     }
@@ -820,7 +827,7 @@ impl Clauses {
     /// (`SELECT 1 AS case FROM ..`, or bare: `SELECT 1 case FROM ..`;
     /// probe AK: the rest of the statement was read as inside a CASE).
     fn case(&mut self, sql: &[u8], next: &Lexer<'_>) {
-        let label = self.prev == W::As
+        let label = self.s.prev == W::As
             || next.peek_sig().is_none_or(|n| {
                 matches!(n.k, K::Comma | K::RParen | K::Semi)
                     || matches!(
@@ -831,8 +838,8 @@ impl Clauses {
         if label {
             return;
         }
-        if self.deep() || self.depth == DEPTH {
-            self.deep_cases += 1;
+        if self.s.deep || self.s.depth == DEPTH {
+            self.s.deep = true;
             return;
         }
         let top = *self.top();
@@ -844,27 +851,26 @@ impl Clauses {
     /// Closes every frame (at a `;` or the end of the text). Returns
     /// whether an equality ended unreadable.
     pub(super) fn finish(&mut self) -> bool {
-        self.deep_parens = 0;
-        self.deep_cases = 0;
-        if std::mem::take(&mut self.maybe_column) {
+        self.s.deep = false;
+        if std::mem::take(&mut self.s.maybe_column) {
             self.top_mut().add(Sum::COLUMN);
         }
         let mut ended = false;
-        while self.depth > 1 {
+        while self.s.depth > 1 {
             ended |= self.pop(None);
         }
         ended | self.pop(None)
     }
 
     fn push(&mut self, f: Frame) {
-        self.frames[self.depth] = f;
-        self.depth += 1;
+        self.frames[self.s.depth] = f;
+        self.s.depth += 1;
     }
 
     /// `(` or `[`: a subquery, a grouping of predicates, or an operand.
     fn open(&mut self, sql: &[u8], t: &Tok, p1: Option<Tok>, next: &Lexer<'_>) {
-        if self.deep() || self.depth == DEPTH {
-            self.deep_parens += 1;
+        if self.s.deep || self.s.depth == DEPTH {
+            self.s.deep = true;
             return;
         }
         let top = *self.top();
@@ -891,19 +897,19 @@ impl Clauses {
             f
         } else if top.place == Place::Filter
             && t.k == K::LParen
-            && (self.starts_predicate(p1) || std::mem::take(&mut self.row_start))
+            && (self.starts_predicate(p1) || std::mem::take(&mut self.s.row_start))
         {
             Frame::new(Kind::Paren, Place::Filter)
         } else {
             let mut f = Frame::new(Kind::Paren, inner(top.place));
-            f.counted = t.k == K::LParen && self.prev == W::Count;
-            f.operator = t.k == K::LParen && self.prev == W::Operator;
-            f.call = t.k == K::LParen && matches!(self.prev, W::Name | W::Count | W::Join);
+            f.counted = t.k == K::LParen && self.s.prev == W::Count;
+            f.operator = t.k == K::LParen && self.s.prev == W::Operator;
+            f.call = t.k == K::LParen && matches!(self.s.prev, W::Name | W::Count | W::Join);
             f.grouping = t.k == K::LParen
                 && p1.is_none_or(|p| match p.k {
                     K::Op | K::LParen | K::Comma | K::Semi => true,
                     K::Ident => matches!(
-                        self.prev,
+                        self.s.prev,
                         W::And
                             | W::Or
                             | W::Not
@@ -930,13 +936,13 @@ impl Clauses {
     /// to the innermost of that kind in the current statement or subquery,
     /// if any. `next`: the cursor after it.
     fn close(&mut self, kind: Kind, sql: &[u8], next: &Lexer<'_>) -> bool {
-        if self.deep() {
+        if self.s.deep {
             // Once past the frames followed, the statement stays there:
             // where its parentheses, CASEs and `END` labels close is not
             // known (probe AM: counting them apart was walked out of).
             return false;
         }
-        let Some(at) = (1..self.depth)
+        let Some(at) = (1..self.s.depth)
             .rev()
             .take_while(|&i| kind == Kind::Paren || self.frames[i].kind != Kind::Query)
             .find(|&i| {
@@ -947,7 +953,7 @@ impl Clauses {
             return false;
         };
         let mut ended = false;
-        while self.depth > at + 1 {
+        while self.s.depth > at + 1 {
             ended |= self.pop(None);
         }
         ended | self.pop(Some((sql, next)))
@@ -958,15 +964,15 @@ impl Clauses {
     /// The statement's own frame is reset instead. `after`: the text and
     /// the cursor after the frame's `)`, when it closes there.
     fn pop(&mut self, after: Option<(&[u8], &Lexer<'_>)>) -> bool {
-        let i = self.depth - 1;
+        let i = self.s.depth - 1;
         let mut f = self.frames[i];
         let ended = f.tracks() && f.end_predicate();
         if i == 0 {
             self.frames[0] = Frame::new(Kind::Query, Place::Other);
             return ended;
         }
-        self.depth -= 1;
-        self.closed_operator = f.operator;
+        self.s.depth -= 1;
+        self.s.closed_operator = f.operator;
         if f.bare {
             // The key in parentheses, where they stand.
             match after {
@@ -1024,15 +1030,15 @@ impl Clauses {
         next: &Lexer<'_>,
     ) -> Option<Place> {
         // A column's label (`SELECT 1 AS where`), a type (`v::full`).
-        if self.prev == W::As || p1.is_some_and(|p| p.k == K::Cast) {
+        if self.s.prev == W::As || p1.is_some_and(|p| p.k == K::Cast) {
             return None;
         }
         let call = || next.peek_sig().is_some_and(|n| n.k == K::LParen);
-        match self.w {
+        match self.s.w {
             W::Where | W::Having => Some(Place::Filter),
             // `DISTINCT ON (..)` is no join filter (probe AK: its
             // comparison picked the shard); nor is `ON CONFLICT (..)`.
-            W::On if self.prev == W::Distinct => None,
+            W::On if self.s.prev == W::Distinct => None,
             W::On => Some(if self.top().inserting && on_conflict(sql, next) {
                 Place::Other
             } else {
@@ -1052,8 +1058,8 @@ impl Clauses {
             W::Ends | W::SetOp | W::Select | W::Then => Some(Place::Other),
             // `inner(v)`, `full(v)`: functions of these names.
             W::Join if !call() => Some(Place::Other),
-            W::From if self.prev != W::Distinct => Some(Place::Other),
-            W::Group if self.prev != W::Within => Some(Place::Other),
+            W::From if self.s.prev != W::Distinct => Some(Place::Other),
+            W::Group if self.s.prev != W::Within => Some(Place::Other),
             _ => None,
         }
     }
@@ -1229,14 +1235,7 @@ fn inner(p: Place) -> Place {
 /// Whether a token after `p1` starts a predicate of a filter (the words
 /// that join predicates, or a grouping parenthesis).
 pub(super) fn predicate_start(sql: &[u8], p1: Option<Tok>) -> bool {
-    match p1 {
-        None => true,
-        Some(t) => match t.k {
-            K::Semi | K::LParen => true,
-            K::Ident => matches!(word(sql, &t), W::Where | W::And | W::Or | W::On | W::Having),
-            _ => false,
-        },
-    }
+    matches!(Before::of(sql, p1), Before::Start | Before::Open)
 }
 
 /// What stands before the key (or before the `(` of a grouping holding
@@ -1273,7 +1272,7 @@ impl Before {
             K::Op if text(sql, &p) == b"=" => Before::Eq,
             K::Op if is_comparison(text(sql, &p)) => Before::Cmp,
             K::Ident => match word(sql, &p) {
-                W::Where | W::And | W::Or | W::On | W::Having => Before::Start,
+                w if w.joins_predicates() => Before::Start,
                 // (`IS [NOT] DISTINCT FROM key`: an equality, or its
                 // negation.)
                 W::From => Before::Eq,
