@@ -4853,6 +4853,67 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
     bad.finish("a_comparison_names_a_tenant_only_where_it_filters");
 }
 
+/// An `INSERT .. SELECT` from constant rows, as SQLAlchemy 2's ORM inserts
+/// several objects with a server-made key, is routed by the rows' tenants,
+/// literal or bound (probe AU: 42P17 with no session tenant, and with one
+/// of another shard the rows were written on its shard).
+#[test]
+fn an_insert_from_constant_rows_is_routed_by_its_rows() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let sa = |rows: &str, note: &str| {
+        format!(
+            "INSERT INTO ledger (tenant_id, note) SELECT p0::BIGINT, p1::TEXT FROM (VALUES {rows}) \
+             AS imp_sen(p0, p1, sen_counter) ORDER BY sen_counter RETURNING (SELECT name FROM shard_marker) || ': {note}'"
+        )
+    };
+    let bound = sa(
+        "($1::BIGINT, $2::TEXT, 0), ($3::BIGINT, $4::TEXT, 1)",
+        "p-au-bound",
+    );
+    for (tenant, want) in [
+        (&[][..], true),
+        (&[("tenant_id", "2002")][..], true),
+        (&[("tenant_id", "1001")][..], false),
+    ] {
+        let mut raw = f.raw("appint", tenant);
+        let sql = sa("(2002, 'p-au-lit', 0), (2002, 'p-au-lit', 1)", "p-au-lit");
+        let (codes, rows) = q(&mut raw, &sql);
+        let ok = if want {
+            codes.is_empty() && rows == ["s1: p-au-lit", "s1: p-au-lit"]
+        } else {
+            codes == ["0A000"]
+        };
+        bad.check(ok, || {
+            format!("{sql} ({tenant:?}): errors {codes:?}, rows {rows:?}")
+        });
+        let m = raw
+            .parse("", &bound)
+            .bind("", &["2002", "p-au-bound", "2002", "p-au-bound"])
+            .execute()
+            .sync()
+            .run(1);
+        let (codes, rows) = (error_codes(&m), first_column(&m));
+        let ok = if want {
+            codes.is_empty() && rows == ["s1: p-au-bound", "s1: p-au-bound"]
+        } else {
+            codes == ["0A000"]
+        };
+        bad.check(ok, || {
+            format!("bound ({tenant:?}): errors {codes:?}, rows {rows:?}")
+        });
+        // Rows of two shards' tenants: refused.
+        let sql = sa("(2002, 'p-au-two', 0), (1001, 'p-au-two', 1)", "p-au-two");
+        let (codes, rows) = q(&mut raw, &sql);
+        bad.check(codes == ["0A000"], || {
+            format!("{sql} ({tenant:?}): errors {codes:?}, rows {rows:?}")
+        });
+    }
+    let n = f.counts("ledger WHERE note LIKE 'p-au-%'");
+    bad.check(n == [0, 8], || format!("rows written: {n:?}, want [0, 8]"));
+    bad.finish("an_insert_from_constant_rows_is_routed_by_its_rows");
+}
+
 /// Work a client pipelined and left before its answers runs as Postgres
 /// runs it: a transaction it committed is committed, one it rolled back is
 /// not. The pooler cancels a departed client's work only when one unit is

@@ -1518,7 +1518,8 @@ fn violation(r: &Routing, v: Violation) -> Refusal {
                  string, N'..' or U&'..' literal, a value cast to a type other than int, int2, \
                  int4, int8, integer, bigint, smallint, text, varchar or uuid, a list (IN, \
                  ARRAY, VALUES rows) that mixes plain values with others (DEFAULT, NULL, \
-                 expressions), a COLLATE, or an operator other than pg_catalog's =; compare \
+                 expressions), an INSERT's key value built of literals (VALUES (42 + 0, ..)), \
+                 a COLLATE, or an operator other than pg_catalog's =; compare \
                  the key itself with each tenant as a plain literal or parameter",
                 r.key
             ),

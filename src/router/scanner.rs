@@ -1621,10 +1621,11 @@ fn reverse_match<'a>(sql: &'a [u8], mut lx: Lexer<'a>, key: &[u8]) -> Option<Ten
 fn insert_rows<'a>(
     sql: &'a [u8],
     mut lx: Lexer<'a>,
-    (idx, opens): (usize, usize),
+    shape: InsertRows<'a>,
     reached: &mut usize,
     f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>,
 ) -> Option<ControlFlow<(), usize>> {
+    let (idx, opens) = (shape.idx, shape.opens);
     let (mut read, mut unread) = (0usize, 0usize);
     loop {
         if lx.next_sig()?.k != K::LParen {
@@ -1679,7 +1680,7 @@ fn insert_rows<'a>(
         match found {
             Some(v) => {
                 read += 1;
-                if let ControlFlow::Break(()) = f(v) {
+                if let ControlFlow::Break(()) = f(shape.cast(sql, v)) {
                     return Some(ControlFlow::Break(()));
                 }
             }
@@ -1687,7 +1688,7 @@ fn insert_rows<'a>(
         }
         if lx.peek_sig().is_some_and(|t| t.k == K::Comma) {
             lx.next_sig();
-        } else if closes(&mut lx, opens) && rows_end(sql, lx.peek_sig()) {
+        } else if closes(&mut lx, opens) && (shape.tail_checked || rows_end(sql, lx.peek_sig())) {
             if read > 0 && unread > 0 {
                 if let ControlFlow::Break(()) = f(TenantToken::Unreadable) {
                     return Some(ControlFlow::Break(()));
@@ -1732,7 +1733,8 @@ fn insert_header<'a>(
     sql: &'a [u8],
     mut lx: Lexer<'a>,
     key: &[u8],
-) -> Option<((usize, usize), Lexer<'a>)> {
+    reached: &mut usize,
+) -> Option<(InsertRows<'a>, Lexer<'a>)> {
     if !is_kw(sql, &lx.next_sig()?, b"INTO") {
         return None;
     }
@@ -1801,6 +1803,9 @@ fn insert_header<'a>(
         }
         t = lx.next_sig()?;
     }
+    if is_kw(sql, &t, b"SELECT") {
+        return select_from_values(sql, lx, idx, reached);
+    }
     let mut opens = 0;
     while t.k == K::LParen && opens < MAX_PARENS {
         opens += 1;
@@ -1809,7 +1814,297 @@ fn insert_header<'a>(
     if !is_kw(sql, &t, b"VALUES") {
         return None;
     }
-    Some(((idx, opens), lx))
+    let rows = InsertRows {
+        idx,
+        opens,
+        casts: None,
+        tail_checked: false,
+    };
+    Some((rows, lx))
+}
+
+/// Where an INSERT's rows are and how to read their key ([`insert_header`]).
+#[derive(Clone, Copy)]
+struct InsertRows<'a> {
+    /// The key's element in each row.
+    idx: usize,
+    /// Parentheses around the VALUES list, closed after its last row.
+    opens: usize,
+    /// Casts the key's select-list item applies to each row's value
+    /// ([`select_from_values`]): the cursor before the first `::`.
+    casts: Option<Lexer<'a>>,
+    /// What follows the rows was checked already: they are the rows
+    /// inserted, whatever comes after their `)`.
+    tail_checked: bool,
+}
+
+impl<'a> InsertRows<'a> {
+    /// `v`, a row's key value, as the select list's casts make it.
+    fn cast(&self, sql: &'a [u8], v: TenantToken<'a>) -> TenantToken<'a> {
+        match self.casts {
+            None => v,
+            Some(mut lx) => read_casts(sql, &mut lx, v).unwrap_or(TenantToken::Unreadable),
+        }
+    }
+}
+
+/// After the `SELECT` of `INSERT INTO t (cols) SELECT ..`: the rows read
+/// when they are constant rows, `SELECT [..,] [v.]name[::type..] [AS x]
+/// [, ..] FROM (VALUES (..), ..) [AS] v (names) [tail]`, or `SELECT * FROM
+/// (VALUES ..) v [(names)]`, the key column's item (at `idx`) naming one
+/// column of `v`. SQLAlchemy 2's ORM inserts several objects with a
+/// server-made primary key so (`INSERT .. SELECT p0::BIGINT, p1::VARCHAR
+/// FROM (VALUES (.., 0), (.., 1)) AS imp_sen(p0, p1, sen_counter) ORDER BY
+/// sen_counter RETURNING ..`; probe AU: refused 42P17 with no session
+/// tenant, written on the session tenant's shard with one).
+///
+/// The tail may filter, order or cut the rows (WHERE, ORDER BY, LIMIT,
+/// RETURNING, ON CONFLICT): every key inserted is then one of the rows'.
+/// Another FROM item (a join's `USING (name)` merges columns), a set
+/// operation, GROUP BY, or anything else is not read (`None`).
+fn select_from_values<'a>(
+    sql: &'a [u8],
+    mut lx: Lexer<'a>,
+    idx: usize,
+    reached: &mut usize,
+) -> Option<(InsertRows<'a>, Lexer<'a>)> {
+    // The key's item: its qualifier, its name, the cursor at its casts.
+    let mut item: Option<(Option<Tok>, Tok, Lexer<'a>)> = None;
+    let star = lx.peek_sig().is_some_and(|t| is_op(sql, &t, b"*"));
+    if star {
+        lx.next_sig();
+    } else {
+        let mut n = 0usize;
+        loop {
+            if n == idx {
+                let mut name = lx.next_sig()?;
+                let mut qual = None;
+                if !is_identlike(&name) || word_like(sql, &name) {
+                    return None;
+                }
+                if lx.peek_sig()?.k == K::Dot {
+                    lx.next_sig();
+                    qual = Some(name);
+                    name = lx.next_sig()?;
+                    if !is_identlike(&name) {
+                        return None;
+                    }
+                }
+                let casts = lx;
+                while lx.peek_sig()?.k == K::Cast {
+                    lx.next_sig();
+                    skip_type(sql, &mut lx)?;
+                }
+                if lx.peek_sig().is_some_and(|t| is_kw(sql, &t, b"AS")) {
+                    lx.next_sig();
+                    if !is_identlike(&lx.next_sig()?) {
+                        return None;
+                    }
+                }
+                item = Some((qual, name, casts));
+            } else {
+                skip_item(sql, &mut lx)?;
+            }
+            let t = lx.peek_sig()?;
+            if t.k == K::Comma {
+                lx.next_sig();
+                n += 1;
+            } else if is_kw(sql, &t, b"FROM") && n >= idx {
+                break;
+            } else {
+                return None;
+            }
+        }
+    }
+    if !is_kw(sql, &lx.next_sig()?, b"FROM") || lx.next_sig()?.k != K::LParen {
+        return None;
+    }
+    if !is_kw(sql, &lx.next_sig()?, b"VALUES") {
+        return None;
+    }
+    let rows_lx = lx;
+    // Past the rows to their `)`: no later INSERT in them is looked at
+    // again (none is a statement Postgres runs).
+    let mut depth = 1usize;
+    while depth > 0 {
+        let Some(t) = lx.next_sig() else {
+            *reached = sql.len();
+            return None;
+        };
+        *reached = lx.pos;
+        match t.k {
+            K::LParen | K::LBrack => depth += 1,
+            K::RParen | K::RBrack => depth -= 1,
+            K::Semi => return None,
+            _ => {}
+        }
+    }
+    let mut alias = lx.next_sig()?;
+    if is_kw(sql, &alias, b"AS") {
+        alias = lx.next_sig()?;
+    }
+    if !is_identlike(&alias) || word_like(sql, &alias) {
+        return None;
+    }
+    let col = match item {
+        None => {
+            // `*`: the rows' columns in order, renamed or not.
+            if lx.peek_sig().is_some_and(|t| t.k == K::LParen) {
+                lx.next_sig();
+                skip_names(&mut lx)?;
+            }
+            idx
+        }
+        Some((qual, name, _)) => {
+            if qual.is_some_and(|q| !same_name(sql, &q, &alias)) || lx.next_sig()?.k != K::LParen {
+                return None;
+            }
+            let mut found = None;
+            let mut i = 0usize;
+            loop {
+                let c = lx.next_sig()?;
+                if !is_identlike(&c) {
+                    return None;
+                }
+                if same_name(sql, &c, &name) {
+                    if found.is_some() {
+                        return None;
+                    }
+                    found = Some(i);
+                }
+                i += 1;
+                match lx.next_sig()?.k {
+                    K::Comma => {}
+                    K::RParen => break,
+                    _ => return None,
+                }
+            }
+            found?
+        }
+    };
+    // The tail: what may only filter, order or cut the rows.
+    match lx.peek_sig() {
+        None => {}
+        Some(t) if matches!(t.k, K::Semi | K::RParen) => {}
+        Some(t)
+            if is_any_kw(
+                sql,
+                &t,
+                &[
+                    b"WHERE",
+                    b"ORDER",
+                    b"LIMIT",
+                    b"OFFSET",
+                    b"FETCH",
+                    b"RETURNING",
+                    b"ON",
+                ],
+            ) =>
+        {
+            let mut depth = 0usize;
+            while let Some(t) = lx.peek_sig() {
+                match t.k {
+                    K::Semi => break,
+                    K::RParen if depth == 0 => break,
+                    K::LParen | K::LBrack => depth += 1,
+                    K::RParen | K::RBrack => depth -= 1,
+                    _ if depth == 0
+                        && is_any_kw(
+                            sql,
+                            &t,
+                            &[
+                                b"UNION",
+                                b"INTERSECT",
+                                b"EXCEPT",
+                                b"GROUP",
+                                b"HAVING",
+                                b"WINDOW",
+                            ],
+                        ) =>
+                    {
+                        return None;
+                    }
+                    _ => {}
+                }
+                lx.next_sig();
+            }
+        }
+        Some(_) => return None,
+    }
+    let rows = InsertRows {
+        idx: col,
+        opens: 1,
+        casts: item.map(|(_, _, casts)| casts),
+        tail_checked: true,
+    };
+    Some((rows, rows_lx))
+}
+
+/// Past one item of a select list, up to the `,` or `FROM` after it.
+fn skip_item(sql: &[u8], lx: &mut Lexer<'_>) -> Option<()> {
+    let mut depth = 0usize;
+    let mut empty = true;
+    loop {
+        let t = lx.peek_sig()?;
+        match t.k {
+            K::Comma if depth == 0 => return (!empty).then_some(()),
+            K::Ident if depth == 0 && is_kw(sql, &t, b"FROM") => return (!empty).then_some(()),
+            K::LParen | K::LBrack => depth += 1,
+            K::RParen | K::RBrack => depth = depth.checked_sub(1)?,
+            K::Semi => return None,
+            _ => {}
+        }
+        lx.next_sig();
+        empty = false;
+    }
+}
+
+/// Past a list of names and its `)`.
+fn skip_names(lx: &mut Lexer<'_>) -> Option<()> {
+    loop {
+        if !is_identlike(&lx.next_sig()?) {
+            return None;
+        }
+        match lx.next_sig()?.k {
+            K::Comma => {}
+            K::RParen => return Some(()),
+            _ => return None,
+        }
+    }
+}
+
+/// Whether two identifiers name the same thing: both unquoted (case
+/// folded) or both quoted (exactly). One of each is taken as different,
+/// which at worst leaves rows unread.
+fn same_name(sql: &[u8], a: &Tok, b: &Tok) -> bool {
+    match (a.k, b.k) {
+        (K::Ident, K::Ident) => text(sql, a).eq_ignore_ascii_case(text(sql, b)),
+        (K::QIdent, K::QIdent) => body(sql, a) == body(sql, b),
+        _ => false,
+    }
+}
+
+/// An unquoted word that starts a clause rather than naming a column or
+/// table (`SELECT FROM ..`, `.. ) ORDER BY`).
+fn word_like(sql: &[u8], t: &Tok) -> bool {
+    is_any_kw(
+        sql,
+        t,
+        &[
+            b"FROM",
+            b"WHERE",
+            b"ORDER",
+            b"GROUP",
+            b"LIMIT",
+            b"OFFSET",
+            b"UNION",
+            b"JOIN",
+            b"RETURNING",
+            b"ON",
+            b"DISTINCT",
+            b"ALL",
+        ],
+    )
 }
 
 /// Routing pairs inside one comment body: `key=v`, `key: v`, `key='v'`.
@@ -2042,18 +2337,22 @@ fn drive_clauses<'a>(
                     }
                 }
                 if t.s >= insert_done && is_kw(sql, &t, b"INSERT") {
-                    if let Some((idx, rows)) = insert_header(sql, lx, key) {
-                        let mut reached = 0;
-                        match insert_rows(sql, rows, idx, &mut reached, &mut |_| {
+                    let mut reached = 0;
+                    if let Some((shape, rows)) = insert_header(sql, lx, key, &mut reached) {
+                        match insert_rows(sql, rows, shape, &mut reached, &mut |_| {
                             ControlFlow::Continue(())
                         }) {
                             Some(ControlFlow::Continue(end)) => {
                                 insert_done = end;
-                                insert_rows(sql, rows, idx, &mut reached, &mut |v| f(Src::Scan, v))
-                                    .unwrap_or(ControlFlow::Continue(0))?;
+                                insert_rows(sql, rows, shape, &mut reached, &mut |v| {
+                                    f(Src::Scan, v)
+                                })
+                                .unwrap_or(ControlFlow::Continue(0))?;
                             }
                             _ => insert_done = insert_done.max(reached),
                         }
+                    } else {
+                        insert_done = insert_done.max(reached);
                     }
                 }
             }
@@ -3395,6 +3694,47 @@ mod tests {
     /// row and names none (probe AJ: `count(*) FILTER (WHERE tenant_id =
     /// 42)` and `SELECT (tenant_id = 42) AS m` ran on tenant 42's shard
     /// alone, and beside `WHERE tenant_id = 1` were refused).
+    /// `INSERT .. SELECT` from constant rows names the rows' tenants
+    /// (probe AU: SQLAlchemy 2's ORM inserts several objects so, and was
+    /// refused 42P17); what may add a row or merge columns is not read.
+    #[test]
+    fn insert_select_from_values_rows_are_read() {
+        const SA: &str =
+            "INSERT INTO items (tenant_id, name) SELECT p0::BIGINT, p1::VARCHAR FROM (VALUES ";
+        let rows = |r: &str, tail: &str| format!("{SA}{r}) AS imp_sen(p0, p1, sen_counter){tail}");
+        for (sql, want) in [
+            (rows("(42, 'a', 0), (43, 'b', 1)", " ORDER BY sen_counter RETURNING items.id"), &["42", "43"][..]),
+            (rows("($1::BIGINT, $2::VARCHAR, 0), ($3::BIGINT, $4::VARCHAR, 1)", " ORDER BY sen_counter RETURNING items.id, items.id AS id__1"), &["<ParamAs(1, Int)>", "<ParamAs(3, Int)>"]),
+            (rows("('042', 'a', 0)", ""), &["42"]),
+            (rows("(42 + 0, 'a', 0)", ""), &["<Unreadable>"]),
+            (rows("(DEFAULT, 'a', 0), (42, 'b', 1)", ""), &["42", "<Unreadable>"]),
+            ("INSERT INTO t (a, tenant_id) SELECT v.x, v.y FROM (VALUES (1, 42)) v(x, y) WHERE v.x > 0".into(), &["42"]),
+            ("INSERT INTO t (a, tenant_id) SELECT * FROM (VALUES (1, 42), (2, 43)) v".into(), &["42", "43"]),
+            ("INSERT INTO t (a, tenant_id) SELECT x, \"Y\" AS k FROM (VALUES (1, 42)) AS v (x, \"Y\") ON CONFLICT DO NOTHING".into(), &["42"]),
+            ("WITH d AS (INSERT INTO t (tenant_id) SELECT y FROM (VALUES (42)) v(y) RETURNING 1) SELECT * FROM d".into(), &["42"]),
+            // The select list's cast applies to each value.
+            ("INSERT INTO t (tenant_id) SELECT y::numeric FROM (VALUES (42)) v(y)".into(), &["<Unreadable>"]),
+            // Another FROM item, a set operation, a grouping, a name that
+            // is no column of the rows, a quoted and an unquoted name,
+            // two columns of the name: not read.
+            ("INSERT INTO t (tenant_id) SELECT y FROM (VALUES (1)) v(y) FULL JOIN (SELECT 42 AS y) w USING (y)".into(), &[]),
+            ("INSERT INTO t (tenant_id) SELECT y FROM (VALUES (1)) v(y), (SELECT 42 AS z) w".into(), &[]),
+            ("INSERT INTO t (tenant_id) SELECT y FROM (VALUES (1)) v(y) UNION SELECT 42".into(), &[]),
+            ("INSERT INTO t (tenant_id) SELECT y FROM (VALUES (1)) v(y) WHERE true UNION ALL SELECT 42".into(), &[]),
+            ("INSERT INTO t (tenant_id) SELECT y FROM (VALUES (1)) v(y) GROUP BY y".into(), &[]),
+            ("INSERT INTO t (tenant_id) SELECT z FROM (VALUES (1)) v(y)".into(), &[]),
+            ("INSERT INTO t (tenant_id) SELECT \"y\" FROM (VALUES (1)) v(y)".into(), &[]),
+            ("INSERT INTO t (tenant_id) SELECT y FROM (VALUES (1, 42)) v(y, y)".into(), &[]),
+            ("INSERT INTO t (tenant_id) SELECT w.y FROM (VALUES (1)) v(y)".into(), &[]),
+            ("INSERT INTO t (tenant_id) SELECT y + 0 FROM (VALUES (1)) v(y)".into(), &[]),
+            ("INSERT INTO t (tenant_id) SELECT DISTINCT y FROM (VALUES (1)) v(y)".into(), &[]),
+            ("INSERT INTO t (tenant_id) SELECT * FROM unnest(ARRAY[42])".into(), &[]),
+            ("INSERT INTO t (a, tenant_id) SELECT y FROM (VALUES (42)) v(y)".into(), &[]),
+        ] {
+            assert_eq!(all(&sql), want, "{sql}");
+        }
+    }
+
     #[test]
     fn only_filters_name_tenants() {
         for (sql, want) in [
