@@ -4775,6 +4775,17 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
         "WHERE tenant_id = 1001 OR tenant_id IS NOT DISTINCT FROM (2002 + 0)",
         "WHERE tenant_id = 1001 OR tenant_id = (2002 + abs(0))",
         "WHERE tenant_id = 1001 OR tenant_id = (ROW(2002)).f1",
+        // (Probe AT: a constant and the key in its own parentheses, NOT
+        // before a reversed comparison, a literal beside a subquery or a
+        // SQL value function, a row's element built of literals, the
+        // outer key in a subquery's ORDER BY, a field named like the key.)
+        "WHERE tenant_id = 1001 OR (2002 + 0) = (tenant_id)",
+        "WHERE tenant_id = 1001 OR NOT 2002 <> tenant_id",
+        "WHERE tenant_id = 1001 OR tenant_id = (SELECT 0) + 2002",
+        "WHERE tenant_id = 1001 OR tenant_id = (current_date - current_date) + 2002",
+        "WHERE tenant_id = 1001 OR (note, tenant_id) = ('ledger of 2002', CASE WHEN true THEN 2002 END)",
+        "WHERE tenant_id = 1001 OR 2002 = (SELECT x FROM unnest(ARRAY[1, 2002]) x ORDER BY x = ledger.tenant_id DESC LIMIT 1)",
+        "WHERE tenant_id = 1001 OR tenant_id = (ROW(2002, 'x')::ledger).tenant_id",
         "GROUP BY note HAVING max(note) = '' OR count(nullif(tenant_id, 2002)) = 0",
         "WHERE tenant_id = 1001 OR CASE WHEN tenant_id = 2002 THEN true END",
         "WHERE tenant_id = 1001 OR CAST(tenant_id = 2002 AS int) = 1",
@@ -4814,6 +4825,8 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
         // (Probe AO: `UPDATE ONLY (t)` in a CTE, a row with a call in it.)
         "WITH d AS (UPDATE ONLY (ledger) SET note = note WHERE tenant_id = 2002 RETURNING note) SELECT (SELECT name FROM shard_marker) || ': ' || note FROM d".to_string(),
         marked("note", "WHERE (tenant_id, lower(note)) = (2002, 'ledger of 2002')"),
+        // (Probe AT: the key in its own parentheses as a row's element.)
+        marked("note", "WHERE (note, (tenant_id)) = ('ledger of 2002', 2002)"),
     ];
     let mut raw = f.raw("appint", &[]);
     for sql in &hidden {
@@ -4833,13 +4846,37 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
     // (probe AS J1: under 1001 the row for 2002 was written on s0).
     for tenant in [&[][..], &[("tenant_id", "1001")][..]] {
         let mut raw = f.raw("appint", tenant);
-        for v in ["@ 2002", "2002 + 0", "abs(0) + 2002", "(ROW(2002)).f1"] {
+        for v in [
+            "@ 2002",
+            "2002 + 0",
+            "abs(0) + 2002",
+            "(ROW(2002)).f1",
+            // (Probe AT.)
+            "CASE WHEN true THEN 2002 END",
+            "int4 '2002' + 0",
+            "(SELECT 0) + 2002",
+            "(current_date - current_date) + 2002",
+        ] {
             let sql = format!("INSERT INTO ledger (tenant_id, note) VALUES ({v}, 'p-as-j1')");
             let (codes, rows) = q(&mut raw, &sql);
             bad.check(codes == ["22023"], || {
                 format!("{sql} ({tenant:?}): errors {codes:?}, rows {rows:?}")
             });
         }
+    }
+    // A constant deeper than the clause stack follows (probe AT: 33
+    // parentheses ran on s0 under 1001).
+    let deep = format!("{}2002{}", "(".repeat(33), ")".repeat(33));
+    for tenant in [&[][..], &[("tenant_id", "1001")][..]] {
+        let mut raw = f.raw("appint", tenant);
+        let sql = marked(
+            "note",
+            &format!("WHERE tenant_id = 1001 OR tenant_id = {deep}"),
+        );
+        let (codes, rows) = q(&mut raw, &sql);
+        bad.check(codes == ["22023"], || {
+            format!("33 parentheses ({tenant:?}): errors {codes:?}, rows {rows:?}")
+        });
     }
     let n = f.counts("ledger WHERE note = 'p-as-j1'");
     bad.check(n == [0, 0], || format!("rows written: {n:?}"));

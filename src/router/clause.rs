@@ -121,7 +121,7 @@ pub(super) fn word(sql: &[u8], t: &Tok) -> W {
 }
 
 /// The longest word [`lookup`] knows.
-const MAX_WORD: usize = 9;
+const MAX_WORD: usize = 17;
 
 /// A word's length and its last seven bytes, lowercased (`| 0x20` folds
 /// the ASCII capitals onto the small letters; other bytes may fold too,
@@ -153,8 +153,8 @@ macro_rules! words {
 
         /// For each first letter (its low five bits), the lengths of the
         /// words that start with it (bit n: length n).
-        const LENGTHS: [u16; 32] = {
-            let mut m = [0u16; 32];
+        const LENGTHS: [u32; 32] = {
+            let mut m = [0u32; 32];
             $(m[($lit[0] & 31) as usize] |= 1 << $lit.len();)*
             m
         };
@@ -240,6 +240,20 @@ words! {
     INTERVAL = b"interval" => W::Expr,
     VARIADIC = b"variadic" => W::Expr,
     DEFAULT = b"default" => W::Expr,
+    // SQL value functions: reserved words, no columns (probe AT:
+    // `= (current_date - current_date) + 42` was taken for a join).
+    USER = b"user" => W::Expr,
+    CURRENT_USER = b"current_user" => W::Expr,
+    CURRENT_ROLE = b"current_role" => W::Expr,
+    SESSION_USER = b"session_user" => W::Expr,
+    SYSTEM_USER = b"system_user" => W::Expr,
+    CURRENT_DATE = b"current_date" => W::Expr,
+    CURRENT_TIME = b"current_time" => W::Expr,
+    CURRENT_TIMESTAMP = b"current_timestamp" => W::Expr,
+    LOCALTIME = b"localtime" => W::Expr,
+    LOCALTIMESTAMP = b"localtimestamp" => W::Expr,
+    CURRENT_SCHEMA = b"current_schema" => W::Expr,
+    CURRENT_CATALOG = b"current_catalog" => W::Expr,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -326,6 +340,15 @@ struct Frame {
     /// `x - (tenant_id)`): the key stands where the grouping does, judged
     /// when it closes.
     bare: bool,
+    /// Whether the scanner read the comparison of the [`Frame::bare`] key
+    /// (`42 = (tenant_id)`; not `(42 + 0) = (tenant_id)`: probe AT, taken
+    /// as read when the grouping closed, so nothing was refused).
+    bare_read: bool,
+    /// The predicate being read started with `NOT`: a comparison of the
+    /// key in it is the key computed on, on either side (`NOT 42 <>
+    /// tenant_id` is `tenant_id = 42`: probe AT, read past while `NOT
+    /// tenant_id <> 42` was refused).
+    negated: bool,
     /// What stands before the `(`, for a [`Frame::bare`] key.
     before: Before,
     /// The current predicate at this level: what it holds, whether it
@@ -347,6 +370,11 @@ struct Frame {
     /// probes AM and AO): it is the key computed on.
     key_seen: bool,
     from_seen: bool,
+    /// A query's ORDER BY, GROUP BY, LIMIT ..: a key there may be the
+    /// outer row's and pick which row a subquery gives (`42 = (SELECT x
+    /// FROM unnest(..) x ORDER BY x = t.tenant_id DESC LIMIT 1)`: probe AT),
+    /// as in its select list.
+    ordering: bool,
     /// A query that is an operand of a filter: its select list is
     /// [`Place::Nested`].
     in_filter: bool,
@@ -379,6 +407,8 @@ impl Frame {
             grouping: false,
             row: false,
             bare: false,
+            bare_read: false,
+            negated: false,
             before: Before::Other,
             pred: Sum(0),
             key_cmp: false,
@@ -386,6 +416,7 @@ impl Frame {
             group_key_cmp: false,
             key_seen: false,
             from_seen: false,
+            ordering: false,
             in_filter: false,
             operator: false,
             call: false,
@@ -431,6 +462,7 @@ impl Frame {
             self.end_operand() || (self.key_cmp && self.cmps >= 2 && self.pred.0 & Sum::VALUE != 0);
         self.group_key_cmp |= self.key_cmp;
         self.pred = Sum(0);
+        self.negated = false;
         self.key_cmp = false;
         self.cmps = 0;
         ended
@@ -593,7 +625,10 @@ impl Clauses {
         let was = std::mem::take(&mut self.s.maybe_column);
         let called = matches!(t.k, K::LParen | K::Dot | K::Str { .. });
         let type_word = matches!(t.k, K::Ident | K::QIdent) && self.s.w == W::Name;
-        if was && !called && !type_word && !self.s.deep {
+        // (`extract(day FROM ..)`, `trim(both FROM ..)`: a field or a
+        // word of the call, before its `FROM`; probe AT.)
+        let field = self.s.w == W::From && self.top().kind == Kind::Paren;
+        if was && !called && !type_word && !field && !self.s.deep {
             self.top_mut().add(Sum::COLUMN);
         }
         if self.s.deep {
@@ -627,6 +662,7 @@ impl Clauses {
                     f.exists = top.exists;
                     // (A set operation starts another select list.)
                     f.from_seen = (top.from_seen || self.s.w == W::From) && self.s.w != W::SetOp;
+                    f.ordering = matches!(self.s.w, W::Ends | W::Group);
                     *self.top_mut() = f;
                     return ended;
                 }
@@ -687,7 +723,9 @@ impl Clauses {
         if w == W::Operator {
             self.s.operator_cmp = operator_cmp(sql, next);
         }
+        let negates = w == W::Not && self.starts_predicate(p1);
         let f = self.top_mut();
+        f.negated |= negates;
         match t.k {
             K::Comma => {
                 f.row |= f.kind == Kind::Paren && (f.grouping || f.place == Place::Filter);
@@ -778,11 +816,12 @@ impl Clauses {
             return;
         }
         let top = *self.top();
-        let seen = !(top.kind == Kind::Query && top.from_seen);
+        let seen = !(top.kind == Kind::Query && top.from_seen) || top.ordering;
         let whole_content =
             || p1 == Before::Open && next.peek_sig().is_some_and(|n| n.k == K::RParen);
         if top.place == Place::Nested && top.grouping && top.all.0 == 0 && whole_content() {
             self.top_mut().bare = true;
+            self.top_mut().bare_read = read;
             return;
         }
         let whole = whole_operand(sql, p1, next, self.s.operator_cmp);
@@ -803,7 +842,7 @@ impl Clauses {
                             self.frames[i].add(Sum::WHOLE);
                         }
                     }
-                    false
+                    top.negated
                 }
             },
             Place::Nested => {
@@ -839,7 +878,7 @@ impl Clauses {
             return;
         }
         if self.s.deep || self.s.depth == DEPTH {
-            self.s.deep = true;
+            self.go_deep();
             return;
         }
         let top = *self.top();
@@ -867,10 +906,22 @@ impl Clauses {
         self.s.depth += 1;
     }
 
+    /// Past [`DEPTH`]: nothing deeper is followed. What the deepest frame
+    /// holds from here on is taken for a constant the scan does not read
+    /// (`tenant_id = ((( .. 33 levels .. 42 .. )))`: probe AT, read past
+    /// where 9 to 31 levels were refused), and any later key is
+    /// unreadable ([`Place::Deep`]).
+    fn go_deep(&mut self) {
+        if !self.s.deep && self.top().tracks() {
+            self.top_mut().add(Sum::VALUE | Sum::LIT);
+        }
+        self.s.deep = true;
+    }
+
     /// `(` or `[`: a subquery, a grouping of predicates, or an operand.
     fn open(&mut self, sql: &[u8], t: &Tok, p1: Option<Tok>, next: &Lexer<'_>) {
         if self.s.deep || self.s.depth == DEPTH {
-            self.s.deep = true;
+            self.go_deep();
             return;
         }
         let top = *self.top();
@@ -976,7 +1027,7 @@ impl Clauses {
         if f.bare {
             // The key in parentheses, where they stand.
             match after {
-                Some((sql, next)) => self.key(sql, f.before, next, true),
+                Some((sql, next)) => self.key(sql, f.before, next, f.bare_read),
                 None => self.top_mut().add(Sum::COLUMN | Sum::KEY),
             }
         }
@@ -990,8 +1041,15 @@ impl Clauses {
             correlated && !(outer.kind == Kind::Query && outer.place == Place::Filter);
         if outer.tracks() {
             // (`OPERATOR(..)`'s name is no operand.)
+            // A subquery is a value the scan does not read, as a call's
+            // result: alone it names no tenant, a literal beside it does
+            // not (`= (SELECT 0) + 42`: probe AT, read past).
             outer.add(if f.kind == Kind::Query {
-                Sum::COLUMN | if correlated { Sum::KEY } else { 0 }
+                if correlated {
+                    Sum::COLUMN | Sum::KEY
+                } else {
+                    Sum::CALL
+                }
             } else if f.operator {
                 0
             } else {

@@ -1178,10 +1178,20 @@ fn row_names(sql: &[u8], lx: &mut Lexer<'_>, key: &[u8]) -> Option<(usize, usize
         // `id + 0`: probe AO, the row was not read), skipped.
         let mut l2 = *lx;
         let name = (|| {
+            // In parentheses of its own too (`(id, (tenant_id)) = (1, 42)`:
+            // probe AT, skipped as another element, so nothing was read).
+            let mut opens = 0;
+            while l2.peek_sig().is_some_and(|t| t.k == K::LParen) && opens < MAX_PARENS {
+                l2.next_sig();
+                opens += 1;
+            }
             let mut id = l2.next_sig()?;
             while is_identlike(&id) && l2.peek_sig().is_some_and(|t| t.k == K::Dot) {
                 l2.next_sig();
                 id = l2.next_sig()?;
+            }
+            if !closes(&mut l2, opens) {
+                return None;
             }
             (is_identlike(&id)
                 && l2
@@ -1242,7 +1252,7 @@ fn rows_walk<'a>(
                 // A constant the router does not read (`(1, 42 + 0)`,
                 // `(@ 42, 1)`: probe AS) is unreadable, not a column.
                 f(v.or_else(|| {
-                    (constant_element(sql, *lx) != Constant::No).then_some(TenantToken::Unreadable)
+                    (constant_element(sql, *lx) == Constant::Lit).then_some(TenantToken::Unreadable)
                 }));
             }
             skip_element(lx, K::RParen)?;
@@ -1263,87 +1273,143 @@ fn rows_walk<'a>(
     }
 }
 
-/// What the element at the cursor (up to its `,` or `)`) is built of, when
-/// no column and no subquery is in it.
+/// What an element the router did not read as a value (up to its `,` or
+/// `)`) is, for a row's key element or an INSERT's key value. An
+/// allow-list: only the forms below name no tenant; anything else with a
+/// literal or parameter in it is [`Constant::Lit`] (probe AT: a check
+/// that took any unknown word for a column let `CASE WHEN true THEN 42
+/// END`, `int4 '42' + 0`, `current_date - current_date + 42`, `(SELECT 0)
+/// + 42` through).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Constant {
-    /// A column, a subquery, or more than the scan follows: no constant.
+    /// One column (a qualified name), `NULL`, `DEFAULT`, or something
+    /// with no literal or parameter in it (`b.x + b.y`).
     No,
-    /// Literals and parameters only inside a function's arguments
-    /// (`abs(42)`, `current_setting('app.t')::int`): the function's result,
-    /// which the router does not read and the README names as such (as a
-    /// filter's `= abs(42)`).
+    /// One function's result or one subquery's, cast or not
+    /// (`current_setting('app.t')::int`, `abs(42)`, `(SELECT 42)`): a
+    /// value the router does not read, which the README names as such
+    /// (as a filter's `= abs(42)`, `= (SELECT ..)`).
     Call,
-    /// A literal or parameter the scan does not read as one value
-    /// (`42 + 0`, `@ 42`, `abs(0) + 42`, `(ROW(42)).f1`).
+    /// A literal, parameter or boolean the scan does not read as one
+    /// value (`42 + 0`, `@ 42`, `abs(0) + 42`, `(ROW(42)).f1`, `true::int`),
+    /// or more than the scan follows.
     Lit,
 }
 
-/// Whether the element at the cursor (up to its `,` or `)`) is built from
-/// literals and parameters only, and how (see [`Constant`]).
-fn constant_element(sql: &[u8], mut lx: Lexer<'_>) -> Constant {
-    let (mut depth, mut prev, mut before) = (0usize, None::<Tok>, None::<Tok>);
-    // Bit `d`: the parenthesis opened at depth `d` is a function call's.
-    let (mut calls, mut value, mut lit) = (0u64, false, false);
+/// What the element at the cursor is (see [`Constant`]).
+fn constant_element(sql: &[u8], lx: Lexer<'_>) -> Constant {
+    if let Some(c) = alone(sql, lx) {
+        return c;
+    }
+    let (mut lx, mut depth) = (lx, 0usize);
     for _ in 0..256 {
         let Some(t) = lx.next_sig() else {
-            return Constant::No;
+            return Constant::Lit;
         };
         match t.k {
-            K::LParen | K::LBrack => {
-                // Deeper than any driver writes: not followed, unreadable.
-                if depth >= 63 {
-                    return Constant::Lit;
-                }
-                let call = t.k == K::LParen
-                    && prev.is_some_and(|p| {
-                        matches!(p.k, K::Ident | K::QIdent)
-                            && !is_any_kw(sql, &p, &[b"CAST", b"ROW"])
-                    });
-                if call {
-                    calls |= 1 << depth;
-                }
-                depth += 1;
-            }
-            K::RParen | K::RBrack | K::Comma if depth == 0 => {
-                return match (value, lit) {
-                    (false, _) => Constant::No,
-                    (true, true) => Constant::Lit,
-                    (true, false) => Constant::Call,
-                };
-            }
-            K::RParen | K::RBrack => {
-                depth -= 1;
-                calls &= !(1 << depth);
-            }
-            K::Semi => return Constant::No,
+            K::LParen | K::LBrack => depth += 1,
+            K::RParen | K::RBrack | K::Comma if depth == 0 => return Constant::No,
+            K::RParen | K::RBrack => depth -= 1,
+            K::Semi => return Constant::Lit,
             K::Int | K::Num | K::Str { .. } | K::Dollar | K::Lit | K::Param(_) => {
-                value = true;
-                // Not inside any call's arguments.
-                lit |= calls & ((1u64 << depth) - 1) == 0;
+                return Constant::Lit;
             }
-            K::Ident | K::QIdent => {
-                let typed = prev.is_some_and(|p| p.k == K::Cast || is_kw(sql, &p, b"AS"));
-                let call = lx.peek_sig().is_some_and(|n| n.k == K::LParen);
-                // A field of a parenthesized value (`(ROW(42)).f1`).
-                let field =
-                    prev.is_some_and(|p| p.k == K::Dot) && before.is_some_and(|p| p.k == K::RParen);
-                let word = is_any_kw(
-                    sql,
-                    &t,
-                    &[b"CAST", b"AS", b"ARRAY", b"ROW", b"TRUE", b"FALSE", b"NULL"],
-                );
-                if is_any_kw(sql, &t, &[b"SELECT", b"VALUES", b"WITH", b"TABLE"])
-                    || !(typed || call || word || field)
-                {
-                    return Constant::No;
-                }
-            }
+            K::Ident if is_any_kw(sql, &t, &[b"TRUE", b"FALSE"]) => return Constant::Lit,
             _ => {}
         }
-        (before, prev) = (prev, Some(t));
     }
-    Constant::No
+    Constant::Lit
+}
+
+/// The element at the cursor when it is one thing alone, in parentheses
+/// and cast or not: a column or `NULL`/`DEFAULT` ([`Constant::No`]), a
+/// call or a subquery ([`Constant::Call`]). `None` otherwise.
+fn alone(sql: &[u8], mut lx: Lexer<'_>) -> Option<Constant> {
+    let mut opens = 0;
+    while lx.peek_sig()?.k == K::LParen && opens < MAX_PARENS {
+        lx.next_sig();
+        opens += 1;
+    }
+    let t = lx.next_sig()?;
+    let what = if opens > 0 && is_any_kw(sql, &t, &[b"SELECT", b"VALUES", b"WITH", b"TABLE"]) {
+        // Its `)` is the first of `opens`.
+        skip_balanced(&mut lx)?;
+        opens -= 1;
+        Constant::Call
+    } else if is_any_kw(sql, &t, &[b"NULL", b"DEFAULT"]) {
+        Constant::No
+    } else if is_identlike(&t)
+        && !is_any_kw(
+            sql,
+            &t,
+            &[
+                b"CASE",
+                b"CAST",
+                b"ROW",
+                b"ARRAY",
+                b"EXISTS",
+                b"NOT",
+                b"OPERATOR",
+                b"TRUE",
+                b"FALSE",
+                b"INTERVAL",
+                b"SELECT",
+                b"VALUES",
+                b"WITH",
+                b"TABLE",
+            ],
+        )
+    {
+        while lx.peek_sig()?.k == K::Dot {
+            lx.next_sig();
+            if !is_identlike(&lx.next_sig()?) {
+                return None;
+            }
+        }
+        if lx.peek_sig()?.k == K::LParen {
+            lx.next_sig();
+            skip_balanced(&mut lx)?;
+            Constant::Call
+        } else {
+            Constant::No
+        }
+    } else {
+        return None;
+    };
+    loop {
+        let t = lx.peek_sig()?;
+        match t.k {
+            K::Cast => {
+                lx.next_sig();
+                skip_type(sql, &mut lx)?;
+            }
+            K::RParen if opens > 0 => {
+                lx.next_sig();
+                opens -= 1;
+            }
+            K::Comma | K::RParen if opens == 0 => return Some(what),
+            _ => return None,
+        }
+    }
+}
+
+/// Past the `)` that closes the parenthesis opened before the cursor,
+/// within 1,024 tokens (a bound on the work per element; a longer one is
+/// not alone, and so is looked at as [`Constant::Lit`] would be).
+fn skip_balanced(lx: &mut Lexer<'_>) -> Option<()> {
+    let mut depth = 1usize;
+    for _ in 0..1024 {
+        if depth == 0 {
+            return Some(());
+        }
+        match lx.next_sig()?.k {
+            K::LParen | K::LBrack => depth += 1,
+            K::RParen | K::RBrack => depth -= 1,
+            K::Semi => return None,
+            _ => {}
+        }
+    }
+    (depth == 0).then_some(())
 }
 
 /// `t` is `OPERATOR` of `OPERATOR([schema.]op)`: consumes the rest, and
@@ -2312,6 +2378,16 @@ fn drive_clauses<'a>(
                     let read =
                         understood || reports.get() > before || std::mem::take(&mut reversed);
                     if place == Place::Deep && !unread.get() {
+                        f(Src::Scan, TenantToken::Unreadable)?;
+                    }
+                    // A field of a value named like the key (`(ROW(42, 1)::t)
+                    // .tenant_id`, `(t).tenant_id`): which value, the scan
+                    // does not follow (probe AT: taken for the key itself,
+                    // `tenant_id = (ROW(42, ..)::t).tenant_id` was a join).
+                    if matches!(place, Place::Filter | Place::Nested)
+                        && p1.is_some_and(|p| p.k == K::Dot)
+                        && p2.is_some_and(|p| p.k == K::RParen)
+                    {
                         f(Src::Scan, TenantToken::Unreadable)?;
                     }
                     clauses.key(sql, Before::of(sql, chain_pred), &lx, read);
@@ -3694,6 +3770,25 @@ mod tests {
     /// row and names none (probe AJ: `count(*) FILTER (WHERE tenant_id =
     /// 42)` and `SELECT (tenant_id = 42) AS m` ran on tenant 42's shard
     /// alone, and beside `WHERE tenant_id = 1` were refused).
+    /// A constant deeper than the clause stack follows is unread, not
+    /// read past (probe AT: 33 parentheses ran on the session tenant's
+    /// shard where 9 to 31 were refused).
+    #[test]
+    fn a_constant_past_the_deepest_frame_is_unreadable() {
+        let p = |n: usize| format!("{}42{}", "(".repeat(n), ")".repeat(n));
+        for n in [10, 31, 33, 40] {
+            for sql in [
+                format!("SELECT * FROM t WHERE tenant_id = {}", p(n)),
+                format!("SELECT * FROM t WHERE tenant_id IN {}", p(n)),
+                format!("SELECT * FROM t WHERE {} = tenant_id", p(n)),
+            ] {
+                assert_eq!(all(&sql), ["<Unreadable>"], "{sql}");
+            }
+            let sql = format!("SELECT * FROM t WHERE tenant_id = 1 AND x = {}", p(n));
+            assert_eq!(all(&sql), ["1"], "{sql}");
+        }
+    }
+
     /// `INSERT .. SELECT` from constant rows names the rows' tenants
     /// (probe AU: SQLAlchemy 2's ORM inserts several objects so, and was
     /// refused 42P17); what may add a row or merge columns is not read.
@@ -3831,6 +3926,20 @@ mod tests {
             ("SELECT * FROM t WHERE (tenant_id, id) = (b.tenant_id, b.id + 1)", &[]),
             ("SELECT * FROM t WHERE (tenant_id, id) = (x.y, 1)", &[]),
             ("SELECT * FROM t WHERE tenant_id IS NOT DISTINCT FROM 42", &["42"]),
+            // Probe AT K9: with the key in its own parentheses on the right.
+            ("SELECT * FROM t WHERE (42 + 0) = (tenant_id)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE 42 + 0 = (tenant_id)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE @ 42 = (tenant_id)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE CASE WHEN true THEN 42 END = (tenant_id)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (42 + 0) = ((tenant_id))", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE int4 '42' + 0 = (tenant_id)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (ROW(42)).f1 = (tenant_id)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE abs(0) + 42 = (tenant_id)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (42 + 0) = (t.tenant_id)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE NOT (42 + 0) <> (tenant_id)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE 42 = (tenant_id) AND id = 1", &["42"]),
+            ("SELECT * FROM t WHERE abs(42) = (tenant_id)", &[]),
+            ("SELECT * FROM t WHERE b.tenant_id = (tenant_id)", &[]),
             // ... and as an INSERT's key value, alone too (probe AS J1).
             ("INSERT INTO t (id, tenant_id, a) VALUES (21, @ 42, 'x')", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, a) VALUES (42 + 0, 'x')", &["<Unreadable>"]),
@@ -3843,7 +3952,65 @@ mod tests {
             ("INSERT INTO t (tenant_id, a) VALUES (abs(42), 'x')", &[]),
             ("INSERT INTO t (tenant_id, a) VALUES (DEFAULT, 'x')", &[]),
             ("INSERT INTO t (tenant_id, a) VALUES (NULL, 'x')", &[]),
-            ("INSERT INTO t (tenant_id, a) VALUES (x.y + 1, 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES (x.y + 1, 'x')", &["<Unreadable>"]),
+            // Probe AT K1, K2, K3, K6: only one column, call or subquery
+            // alone names none; anything else with a literal is unread.
+            ("INSERT INTO t (tenant_id, a) VALUES (CASE WHEN true THEN 42 END, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (int4 '42' + 0, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (pg_catalog.int4 '42' + 0, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES ((42 + 0)::pg_catalog.int4, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (CAST(42 + 0 AS pg_catalog.int4), 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (0 OPERATOR(pg_catalog.+) 42, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (pg_catalog.abs(0) + 42, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (42 + (NOT true)::int, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (42 + 0 * extract(year from now())::int, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (-int4 '1', 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES ((current_date - current_date) + 42, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (length(user) * 0 + 42, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (true::int + true::int, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (CAST(true AS int), 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES ((SELECT 0) + 42, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES ((SELECT 42), 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES (nextval('s')::int, 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES ((current_setting('app.t'))::int8, 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES (NULL::int8, 'x')", &[]),
+            ("SELECT * FROM t WHERE (id, tenant_id) = (1, CASE WHEN true THEN 42 END)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (id, tenant_id) = (1, OPERATOR(pg_catalog.@) 42)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (id, tenant_id) = (1, true::int + true::int)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (id, tenant_id) = (1, (SELECT 0) + 42)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (id, tenant_id) = (b.id, coalesce(b.tenant_id, 0))", &[]),
+            ("SELECT * FROM t WHERE (id, tenant_id) = (b.id + 1, b.tenant_id)", &[]),
+            ("SELECT * FROM t WHERE tenant_id = (SELECT 0) + 42", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id IN ((SELECT 0) + 42)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = EXISTS (SELECT 1)::int * 42", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = 1 AND x = (SELECT max(y) FROM u) + 1", &["1"]),
+            // Probe AT K8: the key in its own parentheses in a row.
+            ("SELECT * FROM t WHERE (id, (tenant_id)) = (1, 42)", &["42"]),
+            ("SELECT * FROM t WHERE (id, (tenant_id)) IN ((1, 42), (1, 43))", &["42", "43"]),
+            ("SELECT * FROM t WHERE ROW(id, ((t.tenant_id))) = ROW(1, 42)", &["42"]),
+            ("SELECT * FROM t WHERE (id, (tenant_id)) = (1, 42 + 0)", &["<Unreadable>"]),
+            // Probe AT: NOT before a reversed comparison.
+            ("SELECT * FROM t WHERE NOT 42 <> tenant_id", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE id = 1 AND NOT 42 <> tenant_id", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE NOT b.x <> a.tenant_id", &[]),
+            ("SELECT * FROM t WHERE tenant_id = 1 AND status NOT IN ('a', 'b')", &["1"]),
+            // Probe AT: a field named like the key, the outer key in a
+            // subquery's ORDER BY or GROUP BY, a constant past 32 levels.
+            ("SELECT * FROM t WHERE tenant_id = (ROW(42, 1, 'x')::u).tenant_id", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id IN ((ROW(42, 1, 'x')::u).tenant_id)", &["<Unreadable>"]),
+            ("SELECT (t).tenant_id FROM t WHERE tenant_id = 1", &["1"]),
+            ("SELECT * FROM t WHERE 42 = (SELECT x FROM unnest(ARRAY[1, 42]) x ORDER BY x = t.tenant_id DESC LIMIT 1)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE 42 = (SELECT x FROM unnest(ARRAY[1, 42]) x GROUP BY x = t.tenant_id, x LIMIT 1)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = 1 AND (SELECT s FROM o WHERE o.tenant_id = 1 ORDER BY o.created DESC LIMIT 1) = 'open'", &["1", "1"]),
+            ("SELECT * FROM t WHERE tenant_id = 1 ORDER BY tenant_id", &["1"]),
+            // Probe AT K2: SQL value functions and extract's field are no
+            // columns.
+            ("SELECT * FROM t WHERE tenant_id = (current_date - current_date) + 42", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = length(user) * 0 + 42", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = extract(day from date '2024-01-01')::int * 42", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = CASE WHEN current_user = current_user THEN 42 END", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = 1 AND created < current_date - 7", &["1"]),
+            ("SELECT * FROM t WHERE tenant_id = 1 AND owner = current_user", &["1"]),
             // Probe AQ: the outer key in a subquery's FROM list.
             ("SELECT * FROM t WHERE 42 IN (SELECT x FROM (SELECT tenant_id AS x) s)", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE 42 IN (SELECT x FROM w, LATERAL (SELECT t.tenant_id AS x) s)", &["<Unreadable>"]),
