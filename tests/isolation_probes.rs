@@ -4722,6 +4722,22 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
             ),
             "s0: 1",
         ),
+        // (Probe AW: a subquery ordered by its key alone, a composite
+        // key's order; an INSERT's key value a cast function result.)
+        (
+            marked(
+                "note",
+                "WHERE tenant_id = 1001 AND (SELECT l2.note FROM ledger l2 WHERE l2.tenant_id = 1001 \
+                 ORDER BY l2.tenant_id, l2.note DESC LIMIT 1) = 'ledger of 1001'",
+            ),
+            "s0: ledger of 1001",
+        ),
+        (
+            "INSERT INTO ledger (tenant_id, note) VALUES (CAST(NULLIF(current_setting('app.none', true), '') \
+             AS BIGINT), 'p-aw-cast') RETURNING (SELECT name FROM shard_marker) || ': ' || note"
+                .to_string(),
+            "s0: p-aw-cast",
+        ),
     ] {
         let (codes, rows) = q(&mut raw, &sql);
         bad.check(codes.is_empty() && rows == [want], || {

@@ -851,7 +851,34 @@ impl Clauses {
                     && next.peek_sig().is_some_and(|n| n.k == K::RParen))
             }
             _ => {
-                self.top_mut().key_seen |= seen;
+                // (An item of ORDER BY or GROUP BY that is the key alone
+                // picks nothing, the outer row's or not: `ORDER BY
+                // o.tenant_id, o.id DESC` of a composite key, probe AW.)
+                let item = top.ordering && matches!(p1, Before::By | Before::Comma) && {
+                    next.peek_sig().is_none_or(|n| {
+                        matches!(n.k, K::Comma | K::RParen | K::Semi)
+                            || is_any_kw(
+                                sql,
+                                &n,
+                                &[
+                                    b"ASC",
+                                    b"DESC",
+                                    b"NULLS",
+                                    b"LIMIT",
+                                    b"OFFSET",
+                                    b"FETCH",
+                                    b"FOR",
+                                    b"HAVING",
+                                    b"WINDOW",
+                                    b"UNION",
+                                    b"INTERSECT",
+                                    b"EXCEPT",
+                                    b"ORDER",
+                                ],
+                            )
+                    })
+                };
+                self.top_mut().key_seen |= seen && !item;
                 return;
             }
         };
@@ -1313,6 +1340,8 @@ pub(super) enum Before {
     Close,
     /// `DISTINCT`, or another expression word (`count(ALL x)`).
     Distinct,
+    /// `BY` (of `ORDER BY`, `GROUP BY`, `PARTITION BY`).
+    By,
     Other,
 }
 
@@ -1335,6 +1364,7 @@ impl Before {
                 // negation.)
                 W::From => Before::Eq,
                 W::Distinct | W::Expr => Before::Distinct,
+                W::Name if text(sql, &p).eq_ignore_ascii_case(b"BY") => Before::By,
                 _ => Before::Other,
             },
             _ => Before::Other,

@@ -1325,6 +1325,14 @@ fn constant_element(sql: &[u8], lx: Lexer<'_>) -> Constant {
 /// and cast or not: a column or `NULL`/`DEFAULT` ([`Constant::No`]), a
 /// call or a subquery ([`Constant::Call`]). `None` otherwise.
 fn alone(sql: &[u8], mut lx: Lexer<'_>) -> Option<Constant> {
+    let what = alone_in(sql, &mut lx, 0)?;
+    matches!(lx.peek_sig()?.k, K::Comma | K::RParen).then_some(what)
+}
+
+/// [`alone`]'s thing at the cursor, with its parentheses and casts, inside
+/// `depth` `CAST(..)`s (`CAST(current_setting('app.t') AS bigint)`, as
+/// SQLAlchemy writes a cast: probe AW, refused); the cursor is left after it.
+fn alone_in(sql: &[u8], lx: &mut Lexer<'_>, depth: usize) -> Option<Constant> {
     let mut opens = 0;
     while lx.peek_sig()?.k == K::LParen && opens < MAX_PARENS {
         lx.next_sig();
@@ -1333,18 +1341,30 @@ fn alone(sql: &[u8], mut lx: Lexer<'_>) -> Option<Constant> {
     let t = lx.next_sig()?;
     let what = if opens > 0 && is_any_kw(sql, &t, &[b"SELECT", b"VALUES", b"WITH", b"TABLE"]) {
         // Its `)` is the first of `opens`.
-        skip_balanced(&mut lx)?;
+        skip_balanced(lx)?;
         opens -= 1;
         Constant::Call
     } else if is_any_kw(sql, &t, &[b"NULL", b"DEFAULT"]) {
         Constant::No
+    } else if is_kw(sql, &t, b"CAST") {
+        if depth >= MAX_CASTS || lx.next_sig()?.k != K::LParen {
+            return None;
+        }
+        let inner = alone_in(sql, lx, depth + 1)?;
+        if !is_kw(sql, &lx.next_sig()?, b"AS") {
+            return None;
+        }
+        skip_type(sql, lx)?;
+        if lx.next_sig()?.k != K::RParen {
+            return None;
+        }
+        inner
     } else if is_identlike(&t)
         && !is_any_kw(
             sql,
             &t,
             &[
                 b"CASE",
-                b"CAST",
                 b"ROW",
                 b"ARRAY",
                 b"EXISTS",
@@ -1368,7 +1388,7 @@ fn alone(sql: &[u8], mut lx: Lexer<'_>) -> Option<Constant> {
         }
         if lx.peek_sig()?.k == K::LParen {
             lx.next_sig();
-            skip_balanced(&mut lx)?;
+            skip_balanced(lx)?;
             Constant::Call
         } else {
             Constant::No
@@ -1381,13 +1401,13 @@ fn alone(sql: &[u8], mut lx: Lexer<'_>) -> Option<Constant> {
         match t.k {
             K::Cast => {
                 lx.next_sig();
-                skip_type(sql, &mut lx)?;
+                skip_type(sql, lx)?;
             }
             K::RParen if opens > 0 => {
                 lx.next_sig();
                 opens -= 1;
             }
-            K::Comma | K::RParen if opens == 0 => return Some(what),
+            _ if opens == 0 => return Some(what),
             _ => return None,
         }
     }
@@ -3974,6 +3994,13 @@ mod tests {
             ("INSERT INTO t (tenant_id, a) VALUES (nextval('s')::int, 'x')", &[]),
             ("INSERT INTO t (tenant_id, a) VALUES ((current_setting('app.t'))::int8, 'x')", &[]),
             ("INSERT INTO t (tenant_id, a) VALUES (NULL::int8, 'x')", &[]),
+            // (Probe AW: SQLAlchemy's `.cast(BigInteger)`.)
+            ("INSERT INTO t (tenant_id, a) VALUES (CAST(current_setting($1, $2) AS BIGINT), 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES (CAST(NULLIF(current_setting('a.t'), '') AS INT8), 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES (CAST((SELECT tenant_id FROM u WHERE id = 1) AS BIGINT), 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES (CAST(CAST(abs(42) AS int) AS BIGINT), 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES (CAST(abs(0) + 42 AS BIGINT), 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (CAST(abs(42) AS BIGINT) + 0, 'x')", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE (id, tenant_id) = (1, CASE WHEN true THEN 42 END)", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE (id, tenant_id) = (1, OPERATOR(pg_catalog.@) 42)", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE (id, tenant_id) = (1, true::int + true::int)", &["<Unreadable>"]),
@@ -4003,6 +4030,13 @@ mod tests {
             ("SELECT * FROM t WHERE 42 = (SELECT x FROM unnest(ARRAY[1, 42]) x GROUP BY x = t.tenant_id, x LIMIT 1)", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE tenant_id = 1 AND (SELECT s FROM o WHERE o.tenant_id = 1 ORDER BY o.created DESC LIMIT 1) = 'open'", &["1", "1"]),
             ("SELECT * FROM t WHERE tenant_id = 1 ORDER BY tenant_id", &["1"]),
+            // (Probe AW: the key alone as an item orders or groups nothing.)
+            ("SELECT * FROM t WHERE tenant_id = 1 AND (SELECT s FROM o WHERE o.tenant_id = 1 ORDER BY o.tenant_id, o.id DESC LIMIT 1) = 'open'", &["1", "1"]),
+            ("SELECT * FROM t WHERE tenant_id = 1 AND (SELECT o.id FROM o WHERE o.tenant_id = 1 ORDER BY o.tenant_id DESC NULLS LAST, o.id DESC LIMIT 1) = 8", &["1", "1"]),
+            ("SELECT * FROM t WHERE tenant_id = 1 AND (SELECT count(*) FROM o WHERE o.tenant_id = 1 GROUP BY o.tenant_id) = 8", &["1", "1"]),
+            ("SELECT * FROM t WHERE 42 = (SELECT x FROM unnest(ARRAY[1, 42]) x ORDER BY t.tenant_id = x DESC LIMIT 1)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE 42 = (SELECT x FROM unnest(ARRAY[1, 42]) x ORDER BY x, abs(x - t.tenant_id) LIMIT 1)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE 42 = (SELECT x FROM unnest(ARRAY[1, 42]) x ORDER BY x LIMIT t.tenant_id)", &["<Unreadable>"]),
             // Probe AT K2: SQL value functions and extract's field are no
             // columns.
             ("SELECT * FROM t WHERE tenant_id = (current_date - current_date) + 42", &["<Unreadable>"]),
