@@ -4802,6 +4802,9 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
         "WHERE tenant_id = 1001 OR (note, tenant_id) = ('ledger of 2002', CASE WHEN true THEN 2002 END)",
         "WHERE tenant_id = 1001 OR 2002 = (SELECT x FROM unnest(ARRAY[1, 2002]) x ORDER BY x = ledger.tenant_id DESC LIMIT 1)",
         "WHERE tenant_id = 1001 OR tenant_id = (ROW(2002, 'x')::ledger).tenant_id",
+        // (Probe AV: a word the scan takes for a column beside a literal.)
+        "WHERE tenant_id = 1001 OR tenant_id = ('' IS NORMALIZED)::int + 2001",
+        "WHERE tenant_id = 1001 OR tenant_id = extract(day from interval '2001' day)::int + 1",
         "GROUP BY note HAVING max(note) = '' OR count(nullif(tenant_id, 2002)) = 0",
         "WHERE tenant_id = 1001 OR CASE WHEN tenant_id = 2002 THEN true END",
         "WHERE tenant_id = 1001 OR CAST(tenant_id = 2002 AS int) = 1",
@@ -4882,17 +4885,21 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
     }
     // A constant deeper than the clause stack follows (probe AT: 33
     // parentheses ran on s0 under 1001).
+    // So is a literal after a call that deep (probe AV).
     let deep = format!("{}2002{}", "(".repeat(33), ")".repeat(33));
+    let deep_call = format!("abs({}0{}) + 2002", "(".repeat(40), ")".repeat(40));
     for tenant in [&[][..], &[("tenant_id", "1001")][..]] {
         let mut raw = f.raw("appint", tenant);
-        let sql = marked(
-            "note",
-            &format!("WHERE tenant_id = 1001 OR tenant_id = {deep}"),
-        );
-        let (codes, rows) = q(&mut raw, &sql);
-        bad.check(codes == ["22023"], || {
-            format!("33 parentheses ({tenant:?}): errors {codes:?}, rows {rows:?}")
-        });
+        for v in [&deep, &deep_call] {
+            let sql = marked(
+                "note",
+                &format!("WHERE tenant_id = 1001 OR tenant_id = {v}"),
+            );
+            let (codes, rows) = q(&mut raw, &sql);
+            bad.check(codes == ["22023"], || {
+                format!("{v} ({tenant:?}): errors {codes:?}, rows {rows:?}")
+            });
+        }
     }
     let n = f.counts("ledger WHERE note = 'p-as-j1'");
     bad.check(n == [0, 0], || format!("rows written: {n:?}"));

@@ -306,15 +306,21 @@ impl Sum {
     /// Whether, compared by an equality with `other`, this computes on
     /// the key against a constant: all of `other`, or, between rows, any
     /// element of it (`(id, 42) = (1, tenant_id)`).
+    ///
+    /// A literal or parameter at `other`'s own level counts whatever else
+    /// is in it: a word the scan takes for a column may be none (`= (''
+    /// IS NORMALIZED)::int + 41`, `interval '41' day`, named arguments:
+    /// probe AV), and the key compared with a column plus a constant is
+    /// no join an application writes.
     fn against(self, other: Sum) -> bool {
-        if self.0 & Sum::WHOLE != 0
-            && other.constant()
-            && (other.0 & Sum::CALL == 0 || other.0 & Sum::LIT != 0)
-        {
+        let lit = other.0 & Sum::LIT != 0;
+        if self.0 & Sum::WHOLE != 0 && ((other.constant() && other.0 & Sum::CALL == 0) || lit) {
             return true;
         }
         self.key()
-            && (other.constant() || (self.0 & other.0 & Sum::ROW != 0 && other.0 & Sum::VALUE != 0))
+            && (other.constant()
+                || lit
+                || (self.0 & other.0 & Sum::ROW != 0 && other.0 & Sum::VALUE != 0))
     }
 }
 
@@ -591,16 +597,10 @@ impl Clauses {
         let ended = self.operands(sql, t, p1, next);
         let place = self.place();
         let closed = match t.k {
-            K::LParen | K::LBrack => {
-                self.open(sql, t, p1, next);
-                false
-            }
+            K::LParen | K::LBrack => self.open(sql, t, p1, next),
             K::RParen | K::RBrack => self.close(Kind::Paren, sql, next),
             K::Semi => self.finish(),
-            K::Ident if self.s.w == W::Case => {
-                self.case(sql, next);
-                false
-            }
+            K::Ident if self.s.w == W::Case => self.case(sql, next),
             K::Ident if self.s.w == W::End => self.close(Kind::Case, sql, next),
             _ => false,
         };
@@ -892,7 +892,7 @@ impl Clauses {
     /// `CASE`: a frame until its `END`, unless it is a column's label
     /// (`SELECT 1 AS case FROM ..`, or bare: `SELECT 1 case FROM ..`;
     /// probe AK: the rest of the statement was read as inside a CASE).
-    fn case(&mut self, sql: &[u8], next: &Lexer<'_>) {
+    fn case(&mut self, sql: &[u8], next: &Lexer<'_>) -> bool {
         let label = self.s.prev == W::As
             || next.peek_sig().is_none_or(|n| {
                 matches!(n.k, K::Comma | K::RParen | K::Semi)
@@ -902,16 +902,16 @@ impl Clauses {
                     )
             });
         if label {
-            return;
+            return false;
         }
         if self.s.deep || self.s.depth == DEPTH {
-            self.go_deep();
-            return;
+            return self.go_deep();
         }
         let top = *self.top();
         let mut f = Frame::new(Kind::Case, inner(top.place));
         f.simple = !next.peek_sig().is_some_and(|n| word(sql, &n) == W::When);
         self.push(f);
+        false
     }
 
     /// Closes every frame (at a `;` or the end of the text). Returns
@@ -938,18 +938,27 @@ impl Clauses {
     /// (`tenant_id = ((( .. 33 levels .. 42 .. )))`: probe AT, read past
     /// where 9 to 31 levels were refused), and any later key is
     /// unreadable ([`Place::Deep`]).
-    fn go_deep(&mut self) {
-        if !self.s.deep && self.top().tracks() {
+    ///
+    /// Returns whether a predicate still open compares the key: it may be
+    /// with what is deeper or after it (`tenant_id = abs((( .. 0 ..))) +
+    /// 42`: probe AV, the `+ 42` after the deep call was never added to
+    /// the operand), so it is unreadable.
+    fn go_deep(&mut self) -> bool {
+        let first = !self.s.deep;
+        if first && self.top().tracks() {
             self.top_mut().add(Sum::VALUE | Sum::LIT);
         }
         self.s.deep = true;
+        first
+            && self.frames[..self.s.depth]
+                .iter()
+                .any(|f| f.key_cmp || f.pred.0 & (Sum::KEY | Sum::WHOLE) != 0)
     }
 
     /// `(` or `[`: a subquery, a grouping of predicates, or an operand.
-    fn open(&mut self, sql: &[u8], t: &Tok, p1: Option<Tok>, next: &Lexer<'_>) {
+    fn open(&mut self, sql: &[u8], t: &Tok, p1: Option<Tok>, next: &Lexer<'_>) -> bool {
         if self.s.deep || self.s.depth == DEPTH {
-            self.go_deep();
-            return;
+            return self.go_deep();
         }
         let top = *self.top();
         let query =
@@ -1008,6 +1017,7 @@ impl Clauses {
             f
         };
         self.push(f);
+        false
     }
 
     /// `)`/`]` (a paren or subquery) or `END` (a CASE): closes frames down

@@ -1817,7 +1817,7 @@ fn rows_end(sql: &[u8], next: Option<Tok>) -> bool {
 /// row.
 fn insert_header<'a>(
     sql: &'a [u8],
-    mut lx: Lexer<'a>,
+    lx: &mut Lexer<'a>,
     key: &[u8],
     reached: &mut usize,
 ) -> Option<(InsertRows<'a>, Lexer<'a>)> {
@@ -1866,7 +1866,7 @@ fn insert_header<'a>(
                     return None;
                 }
             } else {
-                skip_element(&mut lx, K::RBrack)?;
+                skip_element(lx, K::RBrack)?;
                 if lx.next_sig()?.k != K::RBrack {
                     return None;
                 }
@@ -1906,7 +1906,7 @@ fn insert_header<'a>(
         casts: None,
         tail_checked: false,
     };
-    Some((rows, lx))
+    Some((rows, *lx))
 }
 
 /// Where an INSERT's rows are and how to read their key ([`insert_header`]).
@@ -1950,7 +1950,7 @@ impl<'a> InsertRows<'a> {
 /// operation, GROUP BY, or anything else is not read (`None`).
 fn select_from_values<'a>(
     sql: &'a [u8],
-    mut lx: Lexer<'a>,
+    lx: &mut Lexer<'a>,
     idx: usize,
     reached: &mut usize,
 ) -> Option<(InsertRows<'a>, Lexer<'a>)> {
@@ -1976,10 +1976,10 @@ fn select_from_values<'a>(
                         return None;
                     }
                 }
-                let casts = lx;
+                let casts = *lx;
                 while lx.peek_sig()?.k == K::Cast {
                     lx.next_sig();
-                    skip_type(sql, &mut lx)?;
+                    skip_type(sql, lx)?;
                 }
                 if lx.peek_sig().is_some_and(|t| is_kw(sql, &t, b"AS")) {
                     lx.next_sig();
@@ -1989,7 +1989,7 @@ fn select_from_values<'a>(
                 }
                 item = Some((qual, name, casts));
             } else {
-                skip_item(sql, &mut lx)?;
+                skip_item(sql, lx)?;
             }
             let t = lx.peek_sig()?;
             if t.k == K::Comma {
@@ -2008,7 +2008,7 @@ fn select_from_values<'a>(
     if !is_kw(sql, &lx.next_sig()?, b"VALUES") {
         return None;
     }
-    let rows_lx = lx;
+    let rows_lx = *lx;
     // Past the rows to their `)`: no later INSERT in them is looked at
     // again (none is a statement Postgres runs).
     let mut depth = 1usize;
@@ -2037,7 +2037,7 @@ fn select_from_values<'a>(
             // `*`: the rows' columns in order, renamed or not.
             if lx.peek_sig().is_some_and(|t| t.k == K::LParen) {
                 lx.next_sig();
-                skip_names(&mut lx)?;
+                skip_names(lx)?;
             }
             idx
         }
@@ -2127,11 +2127,18 @@ fn select_from_values<'a>(
 }
 
 /// Past one item of a select list, up to the `,` or `FROM` after it.
+/// `None` for an item that is more than one column (`*`, `v.*`, `(v).*`:
+/// probe AV, the key's item was then another column than the one counted).
 fn skip_item(sql: &[u8], lx: &mut Lexer<'_>) -> Option<()> {
     let mut depth = 0usize;
     let mut empty = true;
+    let mut prev: Option<Tok> = None;
     loop {
         let t = lx.peek_sig()?;
+        if is_op(sql, &t, b"*") && prev.is_none_or(|p| p.k == K::Dot) {
+            return None;
+        }
+        prev = Some(t);
         match t.k {
             K::Comma if depth == 0 => return (!empty).then_some(()),
             K::Ident if depth == 0 && is_kw(sql, &t, b"FROM") => return (!empty).then_some(()),
@@ -2434,12 +2441,21 @@ fn drive_clauses<'a>(
                 }
                 if t.s >= insert_done && is_kw(sql, &t, b"INSERT") {
                     let mut reached = 0;
-                    if let Some((shape, rows)) = insert_header(sql, lx, key, &mut reached) {
+                    // (However the header ends, what it walked is not
+                    // walked again for a later `INSERT` in it: probe AV,
+                    // `INSERT INTO u (x, tenant_id) SELECT ` repeated took
+                    // a walk to the end of the text each, 65 s for 576 KB.)
+                    let mut header = lx;
+                    let found = insert_header(sql, &mut header, key, &mut reached);
+                    // (An `INSERT .. SELECT`'s header walks past its rows to
+                    // the statement's end.)
+                    insert_done = insert_done.max(reached).max(header.pos);
+                    if let Some((shape, rows)) = found {
                         match insert_rows(sql, rows, shape, &mut reached, &mut |_| {
                             ControlFlow::Continue(())
                         }) {
                             Some(ControlFlow::Continue(end)) => {
-                                insert_done = end;
+                                insert_done = insert_done.max(end);
                                 insert_rows(sql, rows, shape, &mut reached, &mut |v| {
                                     f(Src::Scan, v)
                                 })
@@ -2447,8 +2463,6 @@ fn drive_clauses<'a>(
                             }
                             _ => insert_done = insert_done.max(reached),
                         }
-                    } else {
-                        insert_done = insert_done.max(reached);
                     }
                 }
             }
@@ -3807,6 +3821,23 @@ mod tests {
             let sql = format!("SELECT * FROM t WHERE tenant_id = 1 AND x = {}", p(n));
             assert_eq!(all(&sql), ["1"], "{sql}");
         }
+        // A literal after a call or subquery deeper than that (probe AV).
+        let p = |n: usize| format!("{}0{}", "(".repeat(n), ")".repeat(n));
+        for sql in [
+            format!("SELECT * FROM t WHERE tenant_id = abs({}) + 42", p(40)),
+            format!("SELECT * FROM t WHERE tenant_id = (SELECT {}) + 42", p(40)),
+            format!("SELECT * FROM t WHERE tenant_id IN (abs({}) + 42)", p(40)),
+            format!(
+                "SELECT * FROM t WHERE tenant_id = 1 OR tenant_id = abs({}) + 42",
+                p(40)
+            ),
+        ] {
+            assert!(
+                all(&sql).contains(&"<Unreadable>".to_string()),
+                "{sql}: {:?}",
+                all(&sql)
+            );
+        }
     }
 
     /// `INSERT .. SELECT` from constant rows names the rows' tenants
@@ -3844,6 +3875,11 @@ mod tests {
             ("INSERT INTO t (tenant_id) SELECT y + 0 FROM (VALUES (1)) v(y)".into(), &[]),
             ("INSERT INTO t (tenant_id) SELECT DISTINCT y FROM (VALUES (1)) v(y)".into(), &[]),
             ("INSERT INTO t (tenant_id) SELECT * FROM unnest(ARRAY[42])".into(), &[]),
+            // An item of several columns before the key's (probe AV).
+            ("INSERT INTO u (id, tenant_id, s) SELECT v.*, a::text FROM (VALUES (1, 42)) v(a, b)".into(), &[]),
+            ("INSERT INTO u (id, tenant_id, s) SELECT (v).*, a FROM (VALUES (1, 42)) v(a, b)".into(), &[]),
+            ("INSERT INTO u (id, tenant_id) SELECT a, *, b FROM (VALUES (1, 42)) v(a, b)".into(), &[]),
+            ("INSERT INTO u (n, tenant_id) SELECT count(*), b FROM (VALUES (1, 42)) v(a, b)".into(), &["42"]),
             ("INSERT INTO t (a, tenant_id) SELECT y FROM (VALUES (42)) v(y)".into(), &[]),
         ] {
             assert_eq!(all(&sql), want, "{sql}");
@@ -4045,6 +4081,15 @@ mod tests {
             ("SELECT * FROM t WHERE tenant_id = CASE WHEN current_user = current_user THEN 42 END", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE tenant_id = 1 AND created < current_date - 7", &["1"]),
             ("SELECT * FROM t WHERE tenant_id = 1 AND owner = current_user", &["1"]),
+            // Probe AV: a literal at the operand's level counts, whatever
+            // word the scan took for a column beside it.
+            ("SELECT * FROM t WHERE tenant_id = ('' IS NORMALIZED)::int + 41", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = length(normalize('x', NFC)) + 41", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = extract(day from interval '41' day)::int + 1", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = extract(day from make_date(year => 2024, month => 1, day => 1))::int + 41", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE ('' IS NORMALIZED)::int + 41 = tenant_id", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = (1 BETWEEN ASYMMETRIC 0 AND 2)::int + 41", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = extract(day from make_date(2024, 1, 1))::int", &[]),
             // Probe AQ: the outer key in a subquery's FROM list.
             ("SELECT * FROM t WHERE 42 IN (SELECT x FROM (SELECT tenant_id AS x) s)", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE 42 IN (SELECT x FROM w, LATERAL (SELECT t.tenant_id AS x) s)", &["<Unreadable>"]),
@@ -4072,7 +4117,9 @@ mod tests {
             ("SELECT * FROM a JOIN b ON (a.tenant_id = b.tenant_id) = true", &[]),
             ("SELECT * FROM a, b WHERE (a.tenant_id <> b.tenant_id) = false", &[]),
             ("SELECT * FROM a, b WHERE (a.x = b.tenant_id) = true AND a.tenant_id = 42", &["42"]),
-            ("SELECT * FROM t JOIN u ON coalesce(t.tenant_id, 0) = 1::int + u.x WHERE t.x = 5", &[]),
+            // (A column plus a literal may be no column at all: probe AV.)
+            ("SELECT * FROM t JOIN u ON coalesce(t.tenant_id, 0) = 1::int + u.x WHERE t.x = 5", &["<Unreadable>"]),
+            ("SELECT * FROM t JOIN u ON coalesce(t.tenant_id, 0) = coalesce(u.x, 1) WHERE t.x = 5", &[]),
             ("SELECT * FROM t WHERE (t.tenant_id, t.id) = (u.tenant_id, 1)", &[]),
             ("SELECT * FROM t WHERE CASE WHEN tenant_id > 0 THEN status = 'x' END", &[]),
             ("SELECT * FROM t WHERE coalesce(tenant_id, 0) > 41", &[]),
