@@ -854,30 +854,11 @@ impl Clauses {
                 // (An item of ORDER BY or GROUP BY that is the key alone
                 // picks nothing, the outer row's or not: `ORDER BY
                 // o.tenant_id, o.id DESC` of a composite key, probe AW.)
-                let item = top.ordering && matches!(p1, Before::By | Before::Comma) && {
-                    next.peek_sig().is_none_or(|n| {
-                        matches!(n.k, K::Comma | K::RParen | K::Semi)
-                            || is_any_kw(
-                                sql,
-                                &n,
-                                &[
-                                    b"ASC",
-                                    b"DESC",
-                                    b"NULLS",
-                                    b"LIMIT",
-                                    b"OFFSET",
-                                    b"FETCH",
-                                    b"FOR",
-                                    b"HAVING",
-                                    b"WINDOW",
-                                    b"UNION",
-                                    b"INTERSECT",
-                                    b"EXCEPT",
-                                    b"ORDER",
-                                ],
-                            )
-                    })
-                };
+                let item = top.ordering
+                    && matches!(p1, Before::By | Before::Comma)
+                    && next.peek_sig().is_none_or(|n| {
+                        ends_here(sql, &n) || is_any_kw(sql, &n, &[b"ASC", b"DESC", b"NULLS"])
+                    });
                 self.top_mut().key_seen |= seen && !item;
                 return;
             }
@@ -1104,9 +1085,7 @@ impl Clauses {
             outer.key_cmp = true;
             outer.compares();
             if let Some((sql, next)) = after {
-                let ends = next.peek_sig().is_none_or(|n| {
-                    matches!(n.k, K::Semi | K::RParen | K::Comma) || is_any_kw(sql, &n, FOLLOWERS)
-                });
+                let ends = next.peek_sig().is_none_or(|n| ends_here(sql, &n));
                 if !ends {
                     outer.compares();
                 }
@@ -1443,11 +1422,7 @@ fn whole_operand(sql: &[u8], p1: Before, next: &Lexer<'_>, operator_cmp: bool) -
     let ends = closed > 0
         || match n {
             None => true,
-            Some(t) => {
-                matches!(t.k, K::Semi | K::RParen | K::Comma)
-                    || is_any_kw(sql, &t, FOLLOWERS)
-                    || word(sql, &t) == W::Compares
-            }
+            Some(t) => ends_here(sql, &t) || word(sql, &t) == W::Compares,
         };
     if after_op && ends {
         Whole::Compared(0, p1 != Before::Cmp)
@@ -1458,6 +1433,12 @@ fn whole_operand(sql: &[u8], p1: Before, next: &Lexer<'_>, operator_cmp: bool) -
 
 fn is_comparison(op: &[u8]) -> bool {
     matches!(op, b"=" | b"<>" | b"!=" | b"<" | b">" | b"<=" | b">=")
+}
+
+/// Whether `n` ends an operand or an item: `;`, `)`, `,` or one of
+/// [`FOLLOWERS`].
+fn ends_here(sql: &[u8], n: &Tok) -> bool {
+    matches!(n.k, K::Semi | K::RParen | K::Comma) || is_any_kw(sql, n, FOLLOWERS)
 }
 
 /// Words that end a predicate: a comparison followed by one of them is
