@@ -4722,6 +4722,15 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
             ),
             "s0: 1",
         ),
+        // (Probe AY: a literal in a CASE's condition or a JSON field's
+        // name beside a join on the key.)
+        (
+            "SELECT m.name || ': ' || l.note FROM ledger l JOIN shard_marker m ON true \
+             JOIN ledger l2 ON l2.tenant_id = CASE WHEN (l.note = 'x') THEN l.tenant_id ELSE l.tenant_id END \
+             WHERE l.tenant_id = 1001 AND l2.tenant_id = (to_jsonb(l) ->> 'tenant_id')::bigint"
+                .to_string(),
+            "s0: ledger of 1001",
+        ),
         // (Probe AW: a subquery ordered by its key alone, a composite
         // key's order; an INSERT's key value a cast function result.)
         (
@@ -4805,6 +4814,12 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
         // (Probe AV: a word the scan takes for a column beside a literal.)
         "WHERE tenant_id = 1001 OR tenant_id = ('' IS NORMALIZED)::int + 2001",
         "WHERE tenant_id = 1001 OR tenant_id = extract(day from interval '2001' day)::int + 1",
+        // (Probe AX: a cast's modifiers past eight tokens, a boolean beside
+        // a call, rows the scanner does not read.)
+        "WHERE tenant_id = 1001 OR tenant_id = abs(0)::numeric(10, - - - - - 2) + 2002",
+        "WHERE tenant_id = 1001 OR tenant_id = abs(2001) + true::int",
+        "WHERE tenant_id = 1001 OR (note, (((((((((tenant_id)))))))))) = ('ledger of 2002', 2002)",
+        "WHERE tenant_id = 1001 OR (2002, 'ledger of 2002') = (tenant_id, note)",
         "GROUP BY note HAVING max(note) = '' OR count(nullif(tenant_id, 2002)) = 0",
         "WHERE tenant_id = 1001 OR CASE WHEN tenant_id = 2002 THEN true END",
         "WHERE tenant_id = 1001 OR CAST(tenant_id = 2002 AS int) = 1",
@@ -4875,6 +4890,7 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
             "int4 '2002' + 0",
             "(SELECT 0) + 2002",
             "(current_date - current_date) + 2002",
+            "abs(0)::numeric(10, - - - - - 2) + 2002",
         ] {
             let sql = format!("INSERT INTO ledger (tenant_id, note) VALUES ({v}, 'p-as-j1')");
             let (codes, rows) = q(&mut raw, &sql);

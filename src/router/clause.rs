@@ -313,8 +313,13 @@ impl Sum {
     /// probe AV), and the key compared with a column plus a constant is
     /// no join an application writes.
     fn against(self, other: Sum) -> bool {
-        let lit = other.0 & Sum::LIT != 0;
-        if self.0 & Sum::WHOLE != 0 && ((other.constant() && other.0 & Sum::CALL == 0) || lit) {
+        // (`= NULL` alone is no tenant.)
+        let lit = other.0 & Sum::LIT != 0 && other.0 & !(Sum::LIT | Sum::ROW | Sum::WHOLE) != 0;
+        // (Between rows the literal may be another element's: `(tenant_id,
+        // id) = (b.tenant_id, b.id + 1)` is a join.)
+        let lit_whole = lit && self.0 & Sum::ROW == 0;
+        if self.0 & Sum::WHOLE != 0 && ((other.constant() && other.0 & Sum::CALL == 0) || lit_whole)
+        {
             return true;
         }
         self.key()
@@ -355,6 +360,14 @@ struct Frame {
     /// tenant_id` is `tenant_id = 42`: probe AT, read past while `NOT
     /// tenant_id <> 42` was refused).
     negated: bool,
+    /// A CASE: in a `THEN` or `ELSE` (its result), and whether a literal
+    /// stood there. A literal only in its conditions (`CASE WHEN o.status
+    /// = 'x' THEN o.tenant_id ..`) is none of its value: probe AY.
+    in_result: bool,
+    result_lit: bool,
+    /// `[..]` after a value: a subscript, whose literals pick an element
+    /// and are none of the value (`(ARRAY[o.tenant_id])[1]`: probe AY).
+    subscript: bool,
     /// What stands before the `(`, for a [`Frame::bare`] key.
     before: Before,
     /// The current predicate at this level: what it holds, whether it
@@ -415,6 +428,9 @@ impl Frame {
             bare: false,
             bare_read: false,
             negated: false,
+            in_result: false,
+            result_lit: false,
+            subscript: false,
             before: Before::Other,
             pred: Sum(0),
             key_cmp: false,
@@ -475,6 +491,7 @@ impl Frame {
     }
 
     fn add(&mut self, bits: u8) {
+        self.result_lit |= self.in_result && bits & Sum::LIT != 0;
         self.side.0 |= bits;
         self.all.0 |= bits;
         self.pred.0 |= bits;
@@ -724,6 +741,9 @@ impl Clauses {
             self.s.operator_cmp = operator_cmp(sql, next);
         }
         let negates = w == W::Not && self.starts_predicate(p1);
+        let json_field = p1.is_some_and(|p| {
+            p.k == K::Op && matches!(text(sql, &p), b"->" | b"->>" | b"#>" | b"#>>")
+        });
         let f = self.top_mut();
         f.negated |= negates;
         match t.k {
@@ -742,20 +762,29 @@ impl Clauses {
             }
             // `42::bigint`, `::double precision`, `::varchar(10)`: a type.
             K::Cast => f.typing = true,
+            // (A JSON field's name or path, `meta ->> 't'`, is none of the
+            // value: probe AY.)
             K::Int | K::Num | K::Str { .. } | K::Dollar | K::Lit | K::Param(_) => {
-                f.add(Sum::VALUE | Sum::LIT);
+                if !json_field {
+                    f.add(Sum::VALUE | Sum::LIT);
+                }
                 return false;
             }
             _ => {}
         }
         match w {
-            W::And | W::Or | W::Then | W::Else => f.end_predicate(),
+            W::Then | W::Else => {
+                f.in_result = f.kind == Kind::Case;
+                f.end_predicate()
+            }
+            W::And | W::Or => f.end_predicate(),
             W::As => {
                 let ended = f.end_operand();
                 f.typing = true;
                 ended
             }
             W::When => {
+                f.in_result = false;
                 let side = f.side;
                 let ended = f.end_predicate();
                 if f.kind == Kind::Case && f.simple {
@@ -778,8 +807,14 @@ impl Clauses {
                 }
                 false
             }
+            // (A literal too, beside a call: `abs(41) + true::int`; so is
+            // NULL, `(NULL IS NULL)::int`: probe AX.)
             W::Bool => {
-                f.add(Sum::BOOL);
+                f.add(Sum::BOOL | Sum::LIT);
+                false
+            }
+            W::Expr if text(sql, t).eq_ignore_ascii_case(b"NULL") => {
+                f.add(Sum::LIT);
                 false
             }
             // A collation's name is no column.
@@ -837,7 +872,10 @@ impl Clauses {
                     // constant it could not read either, is refused.
                     // (On the operand of the frame that compares it:
                     // `(tenant_id) = (42 + 0)`, probe AS.)
-                    if !read && matches!(whole, Whole::Compared(_, true)) {
+                    // (So is a row the scanner did not read: more than 32
+                    // elements, the key in more than eight parentheses:
+                    // probe AX.)
+                    if !read && matches!(whole, Whole::Compared(_, true) | Whole::Row(_)) {
                         if let Some(i) = (self.s.depth - 1).checked_sub(up) {
                             self.frames[i].add(Sum::WHOLE);
                         }
@@ -857,7 +895,8 @@ impl Clauses {
                 let item = top.ordering
                     && matches!(p1, Before::By | Before::Comma)
                     && next.peek_sig().is_none_or(|n| {
-                        ends_here(sql, &n) || is_any_kw(sql, &n, &[b"ASC", b"DESC", b"NULLS"])
+                        ends_here(sql, &n)
+                            || is_any_kw(sql, &n, &[b"ASC", b"DESC", b"NULLS", b"USING"])
                     });
                 self.top_mut().key_seen |= seen && !item;
                 return;
@@ -995,6 +1034,11 @@ impl Clauses {
                     _ => false,
                 });
             f.before = Before::of(sql, p1);
+            f.subscript = t.k == K::LBrack
+                && p1.is_some_and(|p| {
+                    matches!(p.k, K::RParen | K::RBrack | K::QIdent)
+                        || (p.k == K::Ident && self.s.prev == W::Name)
+                });
             f
         };
         self.push(f);
@@ -1071,7 +1115,14 @@ impl Clauses {
             } else if f.operator {
                 0
             } else {
-                f.all.0 & !(Sum::ROW | Sum::WHOLE | if f.call { Sum::LIT } else { 0 })
+                let unvalued = if f.subscript {
+                    Sum::LIT | Sum::VALUE
+                } else if f.call || (f.kind == Kind::Case && !f.result_lit) {
+                    Sum::LIT
+                } else {
+                    0
+                };
+                f.all.0 & !(Sum::ROW | Sum::WHOLE | unvalued)
                     | if f.row { Sum::ROW } else { 0 }
                     | if f.call { Sum::CALL } else { 0 }
             });

@@ -1494,13 +1494,23 @@ fn skip_type(sql: &[u8], lx: &mut Lexer<'_>) -> Option<()> {
     }
     if lx.peek_sig().is_some_and(|n| n.k == K::LParen) {
         lx.next_sig();
+        // (Not closed within eight tokens: no type the scan follows. It
+        // ended there once, and what came after the cast was never looked
+        // at: `abs(0)::numeric(10, - - - - - 2) + 42`, probe AX.)
+        let mut closed = false;
         for _ in 0..8 {
             match lx.next_sig()?.k {
-                K::RParen => break,
+                K::RParen => {
+                    closed = true;
+                    break;
+                }
                 // (`numeric(10, -2)`: probe AE.)
                 K::Int | K::Comma | K::Ident | K::Op => {}
                 _ => return None,
             }
+        }
+        if !closed {
+            return None;
         }
     }
     while lx.peek_sig().is_some_and(|n| n.k == K::LBrack) {
@@ -1892,8 +1902,10 @@ fn insert_header<'a>(
     if is_kw(sql, &t, b"SELECT") {
         return select_from_values(sql, lx, idx, reached);
     }
+    // (Any number: each is walked once, and a walk is never repeated. A
+    // cap left a VALUES list in nine unread: probe AX.)
     let mut opens = 0;
-    while t.k == K::LParen && opens < MAX_PARENS {
+    while t.k == K::LParen {
         opens += 1;
         t = lx.next_sig()?;
     }
@@ -2370,6 +2382,9 @@ fn drive_clauses<'a>(
     // was read (a reversed one, `42 = tenant_id`, before its key).
     let reports = std::cell::Cell::new(0usize);
     let mut reversed = false;
+    // Whether the row the scan is in was read ([`row_match`], at its `(`,
+    // before the key in it): the key's comparison is then read.
+    let mut row_read = false;
     let f = &mut |s: Src, v: TenantToken<'a>| {
         unread.set(unread.get() || v == TenantToken::Unreadable);
         reports.set(reports.get() + 1);
@@ -2402,8 +2417,10 @@ fn drive_clauses<'a>(
                     if filter && predicate_start(sql, chain_pred) {
                         forward_match(sql, lx, chain_opens, &mut understood, f)?;
                     }
-                    let read =
-                        understood || reports.get() > before || std::mem::take(&mut reversed);
+                    let read = understood
+                        || reports.get() > before
+                        || std::mem::take(&mut reversed)
+                        || std::mem::take(&mut row_read);
                     if place == Place::Deep && !unread.get() {
                         f(Src::Scan, TenantToken::Unreadable)?;
                     }
@@ -2431,7 +2448,9 @@ fn drive_clauses<'a>(
                 };
                 // `ROW(tenant_id, id) = ROW(42, 1)` (probe AL: refused).
                 if filter && clauses.starts_predicate(p1) && is_kw(sql, &t, b"ROW") {
+                    let r0 = reports.get();
                     row_match(sql, lx, key, f)?;
+                    row_read |= reports.get() > r0;
                 }
                 if filter && clauses.starts_predicate(p1) && (is_kw(sql, &t, b"CAST") || typed()) {
                     if let Some(v) = reverse_match(sql, before, key) {
@@ -2485,7 +2504,9 @@ fn drive_clauses<'a>(
                     f(Src::Scan, v)?;
                 }
                 if t.k == K::LParen {
+                    let r0 = reports.get();
                     row_match(sql, before, key, f)?;
+                    row_read |= reports.get() > r0;
                 }
             }
             _ => {}
@@ -3821,6 +3842,13 @@ mod tests {
             let sql = format!("SELECT * FROM t WHERE tenant_id = 1 AND x = {}", p(n));
             assert_eq!(all(&sql), ["1"], "{sql}");
         }
+        // A row longer than the scan reads (probe AX).
+        let sql = format!(
+            "SELECT * FROM t WHERE (tenant_id{}) = (42{})",
+            ", id".repeat(32),
+            ", 1".repeat(32)
+        );
+        assert_eq!(all(&sql), ["<Unreadable>"], "{sql}");
         // A literal after a call or subquery deeper than that (probe AV).
         let p = |n: usize| format!("{}0{}", "(".repeat(n), ")".repeat(n));
         for sql in [
@@ -4090,6 +4118,32 @@ mod tests {
             ("SELECT * FROM t WHERE ('' IS NORMALIZED)::int + 41 = tenant_id", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE tenant_id = (1 BETWEEN ASYMMETRIC 0 AND 2)::int + 41", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE tenant_id = extract(day from make_date(2024, 1, 1))::int", &[]),
+            // Probe AX: a cast's modifiers not closed within eight tokens,
+            // booleans and NULL beside a call, rows the scanner does not
+            // read.
+            ("SELECT * FROM t WHERE abs(0)::numeric(10, - - - - - 2) + 42 = tenant_id", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (abs(0)::numeric(10, - - - - - 2) + 42, 'x')", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (id, tenant_id) = (1, abs(0)::numeric(10, - - - - - 2) + 42)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = abs(41) + true::int", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = abs(41) + (NULL IS NULL)::int", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = NULL", &[]),
+            ("SELECT * FROM t WHERE (id, (((((((((tenant_id)))))))))) = (1, 42)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (42, 1) = (tenant_id, id)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (tenant_id, id) = (b.tenant_id, b.id + 1)", &[]),
+            ("INSERT INTO t (tenant_id, a) (((((((((VALUES (42, 'x'), (43, 'y'))))))))))", &["42", "43"]),
+            // Probe AY: a literal only in a CASE's condition, a JSON
+            // field's name, a subscript, is none of the value.
+            ("SELECT * FROM a JOIN o ON a.tenant_id = CASE WHEN (o.status = 'x') THEN o.tenant_id ELSE a.tenant_id END", &[]),
+            ("SELECT * FROM a JOIN o ON a.tenant_id = CASE o.status WHEN 'open' THEN o.tenant_id END", &[]),
+            ("SELECT * FROM a JOIN o ON CASE WHEN o.status = $1 THEN o.tenant_id END = a.tenant_id", &[]),
+            ("SELECT * FROM t WHERE tenant_id = (meta ->> 't')::bigint", &[]),
+            ("SELECT * FROM t WHERE tenant_id = CAST((payload ->> $1::TEXT) AS BIGINT)", &[]),
+            ("SELECT * FROM a JOIN o ON a.tenant_id = (ARRAY[o.tenant_id])[1]", &[]),
+            ("SELECT * FROM t WHERE tenant_id = CASE WHEN x = 'a' THEN 42 END", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = CASE WHEN x = 'a' THEN y ELSE 42 END", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = ('{\"t\": 42}'::jsonb ->> 't')::bigint", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = (ARRAY[42, 43])[1]", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id = x[1] + 41", &["<Unreadable>"]),
             // Probe AQ: the outer key in a subquery's FROM list.
             ("SELECT * FROM t WHERE 42 IN (SELECT x FROM (SELECT tenant_id AS x) s)", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE 42 IN (SELECT x FROM w, LATERAL (SELECT t.tenant_id AS x) s)", &["<Unreadable>"]),
