@@ -4731,6 +4731,19 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
                 .to_string(),
             "s0: ledger of 1001",
         ),
+        // (Probe BA: a row inequality with the key; probe AZ: a CASE's
+        // `ELSE NULL` in a join.)
+        (
+            marked("note", "WHERE tenant_id = 1001 AND (tenant_id, note) <> (1001, 'x')"),
+            "s0: ledger of 1001",
+        ),
+        (
+            "SELECT m.name || ': ' || l.note FROM ledger l JOIN shard_marker m ON true \
+             JOIN ledger l2 ON l2.tenant_id = CASE WHEN l.note = 'ledger of 1001' THEN l.tenant_id ELSE NULL END \
+             WHERE l.tenant_id = 1001"
+                .to_string(),
+            "s0: ledger of 1001",
+        ),
         // (Probe AW: a subquery ordered by its key alone, a composite
         // key's order; an INSERT's key value a cast function result.)
         (
@@ -4820,6 +4833,8 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
         "WHERE tenant_id = 1001 OR tenant_id = abs(2001) + true::int",
         "WHERE tenant_id = 1001 OR (note, (((((((((tenant_id)))))))))) = ('ledger of 2002', 2002)",
         "WHERE tenant_id = 1001 OR (2002, 'ledger of 2002') = (tenant_id, note)",
+        // (Probe AZ: an unread row against a row with a call in it.)
+        "WHERE tenant_id = 1001 OR (note, (((((((((tenant_id)))))))))) = (lower('LEDGER OF 2002'), 2002)",
         "GROUP BY note HAVING max(note) = '' OR count(nullif(tenant_id, 2002)) = 0",
         "WHERE tenant_id = 1001 OR CASE WHEN tenant_id = 2002 THEN true END",
         "WHERE tenant_id = 1001 OR CAST(tenant_id = 2002 AS int) = 1",

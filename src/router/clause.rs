@@ -315,12 +315,17 @@ impl Sum {
     fn against(self, other: Sum) -> bool {
         // (`= NULL` alone is no tenant.)
         let lit = other.0 & Sum::LIT != 0 && other.0 & !(Sum::LIT | Sum::ROW | Sum::WHOLE) != 0;
-        // (Between rows the literal may be another element's: `(tenant_id,
-        // id) = (b.tenant_id, b.id + 1)` is a join.)
-        let lit_whole = lit && self.0 & Sum::ROW == 0;
-        if self.0 & Sum::WHOLE != 0 && ((other.constant() && other.0 & Sum::CALL == 0) || lit_whole)
-        {
-            return true;
+        if self.0 & Sum::WHOLE != 0 {
+            // A row the scanner did not read (it reads rows of columns:
+            // `(tenant_id, id) = (b.tenant_id, b.id + 1)` is a join) is
+            // compared with a constant if any element may be one (probe
+            // AZ: `(.., (((tenant_id)))) = (abs(1), 42)`).
+            if self.0 & Sum::ROW != 0 {
+                return other.0 & (Sum::VALUE | Sum::LIT | Sum::BOOL) != 0;
+            }
+            if (other.constant() && other.0 & Sum::CALL == 0) || lit {
+                return true;
+            }
         }
         self.key()
             && (other.constant()
@@ -368,6 +373,9 @@ struct Frame {
     /// `[..]` after a value: a subscript, whose literals pick an element
     /// and are none of the value (`(ARRAY[o.tenant_id])[1]`: probe AY).
     subscript: bool,
+    /// A row whose element is the key, in a comparison the scanner did not
+    /// read ([`Clauses::key`]).
+    row_unread: bool,
     /// What stands before the `(`, for a [`Frame::bare`] key.
     before: Before,
     /// The current predicate at this level: what it holds, whether it
@@ -431,6 +439,7 @@ impl Frame {
             in_result: false,
             result_lit: false,
             subscript: false,
+            row_unread: false,
             before: Before::Other,
             pred: Sum(0),
             key_cmp: false,
@@ -813,8 +822,12 @@ impl Clauses {
                 f.add(Sum::BOOL | Sum::LIT);
                 false
             }
+            // (Not a CASE's result: `.. ELSE NULL END` of a join, as Django
+            // writes it, is no constant: probe AZ.)
             W::Expr if text(sql, t).eq_ignore_ascii_case(b"NULL") => {
-                f.add(Sum::LIT);
+                if !(f.kind == Kind::Case && f.in_result) {
+                    f.add(Sum::LIT);
+                }
                 false
             }
             // A collation's name is no column.
@@ -872,13 +885,19 @@ impl Clauses {
                     // constant it could not read either, is refused.
                     // (On the operand of the frame that compares it:
                     // `(tenant_id) = (42 + 0)`, probe AS.)
-                    // (So is a row the scanner did not read: more than 32
-                    // elements, the key in more than eight parentheses:
-                    // probe AX.)
-                    if !read && matches!(whole, Whole::Compared(_, true) | Whole::Row(_)) {
+                    if !read && matches!(whole, Whole::Compared(_, true)) {
                         if let Some(i) = (self.s.depth - 1).checked_sub(up) {
                             self.frames[i].add(Sum::WHOLE);
                         }
+                    }
+                    // So is a row the scanner did not read (more than 32
+                    // elements, the key in nine parentheses, values first:
+                    // probe AX), once its `)` shows it compared by an
+                    // equality ([`Clauses::pop`]; `(tenant_id, id) <> (..)`
+                    // matches every other tenant: probe BA).
+                    if !read && matches!(whole, Whole::Row(_)) && self.s.depth >= up {
+                        let row = self.s.depth - up;
+                        self.frames[row].row_unread = true;
                     }
                     top.negated
                 }
@@ -1126,6 +1145,15 @@ impl Clauses {
                     | if f.row { Sum::ROW } else { 0 }
                     | if f.call { Sum::CALL } else { 0 }
             });
+        }
+        // A row with the key the scanner did not read, compared by an
+        // equality (before it, or after its `)`): its comparison is
+        // judged whole (see [`Clauses::key`]).
+        if f.row_unread
+            && outer.tracks()
+            && (f.before == Before::Eq || after.is_some_and(|(sql, next)| equality_next(sql, next)))
+        {
+            outer.add(Sum::WHOLE);
         }
         // A grouping of a filter that compared the key whole is, to the
         // comparison around it, a comparison of the key; followed by
@@ -1484,6 +1512,27 @@ fn whole_operand(sql: &[u8], p1: Before, next: &Lexer<'_>, operator_cmp: bool) -
 
 fn is_comparison(op: &[u8]) -> bool {
     matches!(op, b"=" | b"<>" | b"!=" | b"<" | b">" | b"<=" | b">=")
+}
+
+/// Whether an equality follows the cursor: `=` (`= ANY` too), `IN`, `IS
+/// NOT DISTINCT FROM`, or `OPERATOR(..)` (any: the scan does not tell).
+fn equality_next(sql: &[u8], next: &Lexer<'_>) -> bool {
+    let mut l = *next;
+    let Some(t) = l.next_sig() else {
+        return false;
+    };
+    match t.k {
+        K::Op => text(sql, &t) == b"=",
+        K::Ident => match word(sql, &t) {
+            W::In | W::Operator => true,
+            W::Compares if text(sql, &t).eq_ignore_ascii_case(b"IS") => {
+                l.next_sig().is_some_and(|n| word(sql, &n) == W::Not)
+                    && l.next_sig().is_some_and(|n| word(sql, &n) == W::Distinct)
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Whether `n` ends an operand or an item: `;`, `)`, `,` or one of

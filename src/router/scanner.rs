@@ -1050,10 +1050,15 @@ fn forward_match<'a>(
 /// Reports the key's value of every row, or one unreadable mention when
 /// one of them is not a value the router reads, or what follows combines
 /// the comparison with more.
+///
+/// `understood`: set when the comparison was walked and names no tenant
+/// (rows of columns, a subquery's rows): the clause stack then takes it
+/// for read, not for a row it must judge whole.
 fn row_match<'a>(
     sql: &'a [u8],
     mut lx: Lexer<'a>,
     key: &[u8],
+    understood: &mut bool,
     f: &mut dyn FnMut(Src, TenantToken<'a>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
     let Some((k, n, twice)) = row_names(sql, &mut lx, key) else {
@@ -1105,6 +1110,7 @@ fn row_match<'a>(
                 .peek_sig()
                 .is_some_and(|t| is_any_kw(sql, &t, &[b"SELECT", b"WITH", b"VALUES", b"TABLE"]))
         {
+            *understood = true;
             return ControlFlow::Continue(());
         }
         let array = lx.next_sig().is_some_and(|t| t.k == K::LParen)
@@ -1147,6 +1153,7 @@ fn row_match<'a>(
     if walked.is_none() || rows == 0 || unread == rows {
         // (No value read: columns, `(o.tenant_id, o.id) = (a.tenant_id,
         // a.id)`, a join, names no tenant: probe AI.)
+        *understood = true;
         return ControlFlow::Continue(());
     }
     if unread > 0 || !follower_ok(sql, &lx) {
@@ -2449,7 +2456,7 @@ fn drive_clauses<'a>(
                 // `ROW(tenant_id, id) = ROW(42, 1)` (probe AL: refused).
                 if filter && clauses.starts_predicate(p1) && is_kw(sql, &t, b"ROW") {
                     let r0 = reports.get();
-                    row_match(sql, lx, key, f)?;
+                    row_match(sql, lx, key, &mut row_read, f)?;
                     row_read |= reports.get() > r0;
                 }
                 if filter && clauses.starts_predicate(p1) && (is_kw(sql, &t, b"CAST") || typed()) {
@@ -2505,7 +2512,7 @@ fn drive_clauses<'a>(
                 }
                 if t.k == K::LParen {
                     let r0 = reports.get();
-                    row_match(sql, before, key, f)?;
+                    row_match(sql, before, key, &mut row_read, f)?;
                     row_read |= reports.get() > r0;
                 }
             }
@@ -3849,6 +3856,14 @@ mod tests {
             ", 1".repeat(32)
         );
         assert_eq!(all(&sql), ["<Unreadable>"], "{sql}");
+        for other in [", abs(1)", ", id", ", (SELECT 1)"] {
+            let sql = format!(
+                "SELECT * FROM t WHERE (tenant_id{}) = (42{other}{})",
+                ", id".repeat(32),
+                ", 1".repeat(31)
+            );
+            assert_eq!(all(&sql), ["<Unreadable>"], "{sql}");
+        }
         // A literal after a call or subquery deeper than that (probe AV).
         let p = |n: usize| format!("{}0{}", "(".repeat(n), ")".repeat(n));
         for sql in [
@@ -4144,6 +4159,20 @@ mod tests {
             ("SELECT * FROM t WHERE tenant_id = ('{\"t\": 42}'::jsonb ->> 't')::bigint", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE tenant_id = (ARRAY[42, 43])[1]", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE tenant_id = x[1] + 41", &["<Unreadable>"]),
+            // Probe BA: a row compared otherwise than by an equality is no
+            // row the scan must read; probe AZ: an unread row against a
+            // row with any constant in it; a CASE's `ELSE NULL`.
+            ("SELECT * FROM t WHERE tenant_id = 42 AND (tenant_id, id) <> (42, 1)", &["42"]),
+            ("SELECT * FROM t WHERE (tenant_id, id) <> ($1, $2)", &[]),
+            ("SELECT * FROM t WHERE (tenant_id, id) IS DISTINCT FROM ($1, $2) AND tenant_id = $1", &["<Param(1)>"]),
+            ("SELECT * FROM t WHERE (tenant_id, id) NOT IN ((42, 1))", &[]),
+            ("SELECT * FROM t WHERE (tenant_id, id) > ($1, $2)", &[]),
+            ("SELECT * FROM t WHERE (id, (((((((((tenant_id)))))))))) = (abs(1), 42)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (id, (((((((((tenant_id)))))))))) = (id, 42)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (id, (((((((((tenant_id)))))))))) IN ((1, 42), (id, 43))", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (id, (((((((((tenant_id)))))))))) = (b.id, b.tenant_id)", &[]),
+            ("SELECT * FROM a JOIN b ON a.tenant_id = CASE WHEN b.id = 1 THEN b.tenant_id ELSE NULL END", &[]),
+            ("SELECT * FROM t WHERE tenant_id = CASE WHEN x THEN 42 ELSE NULL END", &["<Unreadable>"]),
             // Probe AQ: the outer key in a subquery's FROM list.
             ("SELECT * FROM t WHERE 42 IN (SELECT x FROM (SELECT tenant_id AS x) s)", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE 42 IN (SELECT x FROM w, LATERAL (SELECT t.tenant_id AS x) s)", &["<Unreadable>"]),
