@@ -4835,6 +4835,8 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
         "WHERE tenant_id = 1001 OR (2002, 'ledger of 2002') = (tenant_id, note)",
         // (Probe AZ: an unread row against a row with a call in it.)
         "WHERE tenant_id = 1001 OR (note, (((((((((tenant_id)))))))))) = (lower('LEDGER OF 2002'), 2002)",
+        // (Probe BC: a row cast before it is compared.)
+        "WHERE tenant_id = 1001 OR (tenant_id, note)::text = '(2002,\"ledger of 2002\")'",
         "GROUP BY note HAVING max(note) = '' OR count(nullif(tenant_id, 2002)) = 0",
         "WHERE tenant_id = 1001 OR CASE WHEN tenant_id = 2002 THEN true END",
         "WHERE tenant_id = 1001 OR CAST(tenant_id = 2002 AS int) = 1",

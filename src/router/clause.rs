@@ -822,10 +822,14 @@ impl Clauses {
                 f.add(Sum::BOOL | Sum::LIT);
                 false
             }
-            // (Not a CASE's result: `.. ELSE NULL END` of a join, as Django
-            // writes it, is no constant: probe AZ.)
+            // (Only tested, `NULL IS NULL`, is it a constant: `.. ELSE NULL
+            // END`, `CAST(NULL AS bigint)` of a join, as Django and
+            // SQLAlchemy write them, are none: probes AZ, BC.)
             W::Expr if text(sql, t).eq_ignore_ascii_case(b"NULL") => {
-                if !(f.kind == Kind::Case && f.in_result) {
+                if next
+                    .peek_sig()
+                    .is_some_and(|n| is_any_kw(sql, &n, &[b"IS", b"ISNULL", b"NOTNULL"]))
+                {
                     f.add(Sum::LIT);
                 }
                 false
@@ -1146,12 +1150,16 @@ impl Clauses {
                     | if f.call { Sum::CALL } else { 0 }
             });
         }
-        // A row with the key the scanner did not read, compared by an
-        // equality (before it, or after its `)`): its comparison is
-        // judged whole (see [`Clauses::key`]).
+        // A row with the key the scanner did not read: its comparison is
+        // judged whole (see [`Clauses::key`]), unless an order or an
+        // inequality compares it, before it or right after its `)`
+        // (`(tenant_id, id) <> ($1, $2)`, keyset `> ($1, $2)`: probe BA);
+        // cast or more done to it, it is the key computed on
+        // (`(tenant_id, id)::text = '(42,1)'`: probe BC).
         if f.row_unread
             && outer.tracks()
-            && (f.before == Before::Eq || after.is_some_and(|(sql, next)| equality_next(sql, next)))
+            && f.before != Before::Cmp
+            && !after.is_some_and(|(sql, next)| inequality_next(sql, next))
         {
             outer.add(Sum::WHOLE);
         }
@@ -1514,20 +1522,19 @@ fn is_comparison(op: &[u8]) -> bool {
     matches!(op, b"=" | b"<>" | b"!=" | b"<" | b">" | b"<=" | b">=")
 }
 
-/// Whether an equality follows the cursor: `=` (`= ANY` too), `IN`, `IS
-/// NOT DISTINCT FROM`, or `OPERATOR(..)` (any: the scan does not tell).
-fn equality_next(sql: &[u8], next: &Lexer<'_>) -> bool {
+/// Whether an order or an inequality follows the cursor: `<>`, `!=`, `<`,
+/// `>`, `<=`, `>=`, `NOT IN`, `IS DISTINCT FROM`.
+fn inequality_next(sql: &[u8], next: &Lexer<'_>) -> bool {
     let mut l = *next;
     let Some(t) = l.next_sig() else {
         return false;
     };
     match t.k {
-        K::Op => text(sql, &t) == b"=",
+        K::Op => matches!(text(sql, &t), b"<>" | b"!=" | b"<" | b">" | b"<=" | b">="),
         K::Ident => match word(sql, &t) {
-            W::In | W::Operator => true,
+            W::Not => l.next_sig().is_some_and(|n| word(sql, &n) == W::In),
             W::Compares if text(sql, &t).eq_ignore_ascii_case(b"IS") => {
-                l.next_sig().is_some_and(|n| word(sql, &n) == W::Not)
-                    && l.next_sig().is_some_and(|n| word(sql, &n) == W::Distinct)
+                l.next_sig().is_some_and(|n| word(sql, &n) == W::Distinct)
             }
             _ => false,
         },

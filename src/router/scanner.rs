@@ -4173,6 +4173,14 @@ mod tests {
             ("SELECT * FROM t WHERE (id, (((((((((tenant_id)))))))))) = (b.id, b.tenant_id)", &[]),
             ("SELECT * FROM a JOIN b ON a.tenant_id = CASE WHEN b.id = 1 THEN b.tenant_id ELSE NULL END", &[]),
             ("SELECT * FROM t WHERE tenant_id = CASE WHEN x THEN 42 ELSE NULL END", &["<Unreadable>"]),
+            // Probe BC: a row cast or more done to before it is compared;
+            // NULL cast in a CASE's result.
+            ("SELECT * FROM t WHERE (tenant_id, id)::text = '(42,1)'", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE ROW(tenant_id, id)::text IN ('(42,1)')", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (tenant_id, id)::text || '' = '(42,1)'", &["<Unreadable>"]),
+            ("SELECT * FROM a JOIN b ON a.tenant_id = CASE WHEN b.id = 1 THEN b.tenant_id ELSE CAST(NULL AS BIGINT) END", &[]),
+            ("SELECT * FROM a JOIN b ON a.tenant_id = CASE WHEN b.id = 1 THEN b.tenant_id ELSE (NULL)::bigint END", &[]),
+            ("SELECT * FROM t WHERE tenant_id = abs(41) + (NULL IS NOT NULL)::int", &["<Unreadable>"]),
             // Probe AQ: the outer key in a subquery's FROM list.
             ("SELECT * FROM t WHERE 42 IN (SELECT x FROM (SELECT tenant_id AS x) s)", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE 42 IN (SELECT x FROM w, LATERAL (SELECT t.tenant_id AS x) s)", &["<Unreadable>"]),
