@@ -4835,6 +4835,9 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
         "WHERE tenant_id = 1001 OR (2002, 'ledger of 2002') = (tenant_id, note)",
         // (Probe AZ: an unread row against a row with a call in it.)
         "WHERE tenant_id = 1001 OR (note, (((((((((tenant_id)))))))))) = (lower('LEDGER OF 2002'), 2002)",
+        // (Probe BB: the key computed on with a constant as a truth value.)
+        "WHERE tenant_id = 1001 OR nullif(tenant_id, 2002) IS NULL",
+        "WHERE tenant_id = 1001 OR int8eq(tenant_id, 2002)",
         // (Probe BC: a row cast before it is compared.)
         "WHERE tenant_id = 1001 OR (tenant_id, note)::text = '(2002,\"ledger of 2002\")'",
         "GROUP BY note HAVING max(note) = '' OR count(nullif(tenant_id, 2002)) = 0",

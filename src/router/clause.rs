@@ -320,8 +320,9 @@ impl Sum {
             // `(tenant_id, id) = (b.tenant_id, b.id + 1)` is a join) is
             // compared with a constant if any element may be one (probe
             // AZ: `(.., (((tenant_id)))) = (abs(1), 42)`).
+            // (A subquery's row too, `= (SELECT 1, 42)`: probe BB.)
             if self.0 & Sum::ROW != 0 {
-                return other.0 & (Sum::VALUE | Sum::LIT | Sum::BOOL) != 0;
+                return other.0 & (Sum::VALUE | Sum::LIT | Sum::BOOL | Sum::CALL) != 0;
             }
             if (other.constant() && other.0 & Sum::CALL == 0) || lit {
                 return true;
@@ -350,6 +351,12 @@ struct Frame {
     /// Parentheses around an operand (after an operator, `(`, `,`, `IN`,
     /// `NOT` ..), not a call's.
     grouping: bool,
+    /// The current predicate has a binary comparison (an equality, an
+    /// order, `LIKE` ..), not only `IS [NOT] NULL` tests.
+    binary: bool,
+    /// A predicate at this level was such a truth value (see
+    /// [`Frame::end_predicate`]).
+    bare_seen: bool,
     /// A grouping or `ROW(..)` with more than one element: a row.
     row: bool,
     /// A grouping whose whole content so far is the key (`42 = (tenant_id)`,
@@ -432,6 +439,8 @@ impl Frame {
             simple: false,
             typing: false,
             grouping: false,
+            binary: false,
+            bare_seen: false,
             row: false,
             bare: false,
             bare_read: false,
@@ -478,6 +487,7 @@ impl Frame {
         let ended = self.end_operand();
         self.left = Some(l);
         self.compares();
+        self.binary = true;
         ended
     }
 
@@ -489,10 +499,18 @@ impl Frame {
     /// The current predicate ends (`AND`, `OR`, `,`, a CASE's branch, the
     /// frame's end): whether it was unreadable (see [`Frame::pred`]).
     fn end_predicate(&mut self) -> bool {
-        let ended =
-            self.end_operand() || (self.key_cmp && self.cmps >= 2 && self.pred.0 & Sum::VALUE != 0);
+        // A predicate that is the key computed on with a constant, used as
+        // a truth value or tested for NULL (`int4eq(tenant_id, 42)`,
+        // `nullif(tenant_id, 42) IS NULL`: probe BB), matches tenants the
+        // scan cannot read.
+        let bare = !self.binary && self.pred.0 & (Sum::KEY | Sum::VALUE) == Sum::KEY | Sum::VALUE;
+        self.bare_seen |= bare;
+        let ended = self.end_operand()
+            || (self.key_cmp && self.cmps >= 2 && self.pred.0 & Sum::VALUE != 0)
+            || (bare && self.place == Place::Filter);
         self.group_key_cmp |= self.key_cmp;
         self.pred = Sum(0);
+        self.binary = false;
         self.negated = false;
         self.key_cmp = false;
         self.cmps = 0;
@@ -767,6 +785,7 @@ impl Clauses {
                 f.typing = false;
                 if is_comparison(text(sql, t)) {
                     f.compares();
+                    f.binary = true;
                 }
             }
             // `42::bigint`, `::double precision`, `::varchar(10)`: a type.
@@ -811,9 +830,11 @@ impl Clauses {
             // `BETWEEN`, `LIKE` ..: comparisons (`IS` counts by what
             // follows it).
             W::Compares => {
-                if !text(sql, t).eq_ignore_ascii_case(b"IS") || !distinct_test(sql, next) {
+                let is = text(sql, t).eq_ignore_ascii_case(b"IS");
+                if !is || !distinct_test(sql, next) {
                     f.compares();
                 }
+                f.binary |= !is;
                 false
             }
             // (A literal too, beside a call: `abs(41) + true::int`; so is
@@ -1117,6 +1138,16 @@ impl Clauses {
             }
         }
         let outer = self.top_mut();
+        // (A grouping or CASE whose predicates all compared is no truth
+        // value of the key: `(coalesce(a.tenant_id, 0) = coalesce(b.tenant_id,
+        // 0))`; its values still go to the predicate around it.)
+        // (A grouping of predicates judged its own.)
+        outer.binary |= match f.kind {
+            Kind::Paren if f.place == Place::Filter => true,
+            Kind::Paren => f.grouping && !f.bare_seen,
+            Kind::Case => !f.bare_seen,
+            Kind::Query => false,
+        };
         // (Not an `EXISTS (..)`'s, which compares no value; a key in a
         // query's FROM list, a derived table, LATERAL or a function there,
         // may be the outer row's too: probe AQ. One in its WHERE is no

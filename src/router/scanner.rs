@@ -2728,7 +2728,6 @@ mod tests {
             "SELECT * FROM t WHERE tenant_id_2 = 5",
             "SELECT * FROM t WHERE tenant_id > 5",
             "SELECT * FROM t WHERE tenant_id >= 5",
-            "SELECT * FROM t WHERE tenant_id == 5",
             // Joined across a newline: one literal, 'ab' (probe I).
             // A `character` value: 'b', not 'b ', where it meets text
             // (probe I: routed as 'b ', to another shard).
@@ -4181,6 +4180,20 @@ mod tests {
             ("SELECT * FROM a JOIN b ON a.tenant_id = CASE WHEN b.id = 1 THEN b.tenant_id ELSE CAST(NULL AS BIGINT) END", &[]),
             ("SELECT * FROM a JOIN b ON a.tenant_id = CASE WHEN b.id = 1 THEN b.tenant_id ELSE (NULL)::bigint END", &[]),
             ("SELECT * FROM t WHERE tenant_id = abs(41) + (NULL IS NOT NULL)::int", &["<Unreadable>"]),
+            // Probe BB: the key computed on with a constant, as a truth
+            // value or tested for NULL; an operator the scan does not know.
+            ("SELECT * FROM t WHERE nullif(tenant_id, 42) IS NULL", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE int4eq(tenant_id, 42)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE id = 1 AND NOT int4ne(tenant_id, 42)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE array_position(ARRAY[42], tenant_id) IS NOT NULL", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE record_eq((tenant_id, id), (42, 1))", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (int4eq(tenant_id, 42))", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE tenant_id == 5", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (id, (((((((((tenant_id)))))))))) = (SELECT 1, 42)", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE coalesce(tenant_id, 0) > 41", &[]),
+            ("SELECT * FROM t WHERE (coalesce(a.tenant_id, 0) = coalesce(b.tenant_id, 0))", &[]),
+            ("SELECT * FROM t WHERE tenant_id = 1 AND is_active AND deleted IS NOT TRUE", &["1"]),
+            ("SELECT * FROM t WHERE tenant_id IS NOT NULL AND tenant_id = 1", &["1"]),
             // Probe AQ: the outer key in a subquery's FROM list.
             ("SELECT * FROM t WHERE 42 IN (SELECT x FROM (SELECT tenant_id AS x) s)", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE 42 IN (SELECT x FROM w, LATERAL (SELECT t.tenant_id AS x) s)", &["<Unreadable>"]),
