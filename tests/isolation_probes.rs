@@ -4731,6 +4731,11 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
                 .to_string(),
             "s0: ledger of 1001",
         ),
+        // (Probe BD: parentheses an operand's, compared after.)
+        (
+            marked("note", "WHERE tenant_id = 1001 AND (tenant_id + 0) > 0"),
+            "s0: ledger of 1001",
+        ),
         // (Probe BA: a row inequality with the key; probe AZ: a CASE's
         // `ELSE NULL` in a join.)
         (
@@ -4838,6 +4843,9 @@ fn a_comparison_names_a_tenant_only_where_it_filters() {
         // (Probe BB: the key computed on with a constant as a truth value.)
         "WHERE tenant_id = 1001 OR nullif(tenant_id, 2002) IS NULL",
         "WHERE tenant_id = 1001 OR int8eq(tenant_id, 2002)",
+        // (Probe BD: the key in parentheses of its own, by an operator the
+        // scan does not know.)
+        "WHERE tenant_id = 1001 OR (tenant_id)::text ~ '^2002$'",
         // (Probe BC: a row cast before it is compared.)
         "WHERE tenant_id = 1001 OR (tenant_id, note)::text = '(2002,\"ledger of 2002\")'",
         "GROUP BY note HAVING max(note) = '' OR count(nullif(tenant_id, 2002)) = 0",

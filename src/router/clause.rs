@@ -354,9 +354,12 @@ struct Frame {
     /// The current predicate has a binary comparison (an equality, an
     /// order, `LIKE` ..), not only `IS [NOT] NULL` tests.
     binary: bool,
-    /// A predicate at this level was such a truth value (see
+    /// A predicate at this level had no binary comparison: what the
+    /// frame holds may be an operand, or a truth value (see
     /// [`Frame::end_predicate`]).
-    bare_seen: bool,
+    open_seen: bool,
+    /// A predicate at this level had one.
+    binary_seen: bool,
     /// A grouping or `ROW(..)` with more than one element: a row.
     row: bool,
     /// A grouping whose whole content so far is the key (`42 = (tenant_id)`,
@@ -440,7 +443,8 @@ impl Frame {
             typing: false,
             grouping: false,
             binary: false,
-            bare_seen: false,
+            open_seen: false,
+            binary_seen: false,
             row: false,
             bare: false,
             bare_read: false,
@@ -503,11 +507,14 @@ impl Frame {
         // a truth value or tested for NULL (`int4eq(tenant_id, 42)`,
         // `nullif(tenant_id, 42) IS NULL`: probe BB), matches tenants the
         // scan cannot read.
+        // (Judged at the clause's own level: parentheses may be an
+        // operand's, `(tenant_id + 0) > account_id`: probe BD.)
         let bare = !self.binary && self.pred.0 & (Sum::KEY | Sum::VALUE) == Sum::KEY | Sum::VALUE;
-        self.bare_seen |= bare;
+        self.open_seen |= !self.binary && self.pred.0 != 0;
+        self.binary_seen |= self.binary;
         let ended = self.end_operand()
             || (self.key_cmp && self.cmps >= 2 && self.pred.0 & Sum::VALUE != 0)
-            || (bare && self.place == Place::Filter);
+            || (bare && self.kind == Kind::Query && self.place == Place::Filter);
         self.group_key_cmp |= self.key_cmp;
         self.pred = Sum(0);
         self.binary = false;
@@ -1141,13 +1148,7 @@ impl Clauses {
         // (A grouping or CASE whose predicates all compared is no truth
         // value of the key: `(coalesce(a.tenant_id, 0) = coalesce(b.tenant_id,
         // 0))`; its values still go to the predicate around it.)
-        // (A grouping of predicates judged its own.)
-        outer.binary |= match f.kind {
-            Kind::Paren if f.place == Place::Filter => true,
-            Kind::Paren => f.grouping && !f.bare_seen,
-            Kind::Case => !f.bare_seen,
-            Kind::Query => false,
-        };
+        outer.binary |= f.kind != Kind::Query && f.binary_seen && !f.open_seen;
         // (Not an `EXISTS (..)`'s, which compares no value; a key in a
         // query's FROM list, a derived table, LATERAL or a function there,
         // may be the outer row's too: probe AQ. One in its WHERE is no
@@ -1193,6 +1194,16 @@ impl Clauses {
             && !after.is_some_and(|(sql, next)| inequality_next(sql, next))
         {
             outer.add(Sum::WHOLE);
+            // (Cast or an operator on it: the key computed on, tested by
+            // `~` too: probe BD.)
+            let computed = after.is_some_and(|(sql, next)| {
+                next.peek_sig().is_some_and(|n| {
+                    n.k == K::Cast || (n.k == K::Op && !is_comparison(text(sql, &n)))
+                })
+            });
+            if computed {
+                outer.add(Sum::KEY);
+            }
         }
         // A grouping of a filter that compared the key whole is, to the
         // comparison around it, a comparison of the key; followed by

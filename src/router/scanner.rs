@@ -4194,6 +4194,17 @@ mod tests {
             ("SELECT * FROM t WHERE (coalesce(a.tenant_id, 0) = coalesce(b.tenant_id, 0))", &[]),
             ("SELECT * FROM t WHERE tenant_id = 1 AND is_active AND deleted IS NOT TRUE", &["1"]),
             ("SELECT * FROM t WHERE tenant_id IS NOT NULL AND tenant_id = 1", &["1"]),
+            // (Probe BD: parentheses an operand's, compared after; the key
+            // in parentheses of its own tested by an unknown operator.)
+            ("SELECT * FROM t WHERE tenant_id = 1 AND (tenant_id + 0) > account_id", &["1"]),
+            ("SELECT * FROM t WHERE tenant_id = 1 AND (tenant_id + $2) * $3 > account_id", &["1"]),
+            ("SELECT * FROM t WHERE tenant_id = 1 AND (coalesce(tenant_id, 0)) > 41", &["1"]),
+            ("SELECT * FROM t WHERE (tenant_id)::text ~ '^42$'", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (tenant_id::text) ~ '^42$'", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE ((tenant_id) + 0) IS NOT NULL", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (tenant_id + 42)::text ~ f()", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE (tenant_id, id)::text ~ '^[(]42,'", &["<Unreadable>"]),
+            ("SELECT * FROM t WHERE ROW(tenant_id)::text ~ '42'", &["<Unreadable>"]),
             // Probe AQ: the outer key in a subquery's FROM list.
             ("SELECT * FROM t WHERE 42 IN (SELECT x FROM (SELECT tenant_id AS x) s)", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE 42 IN (SELECT x FROM w, LATERAL (SELECT t.tenant_id AS x) s)", &["<Unreadable>"]),
