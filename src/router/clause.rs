@@ -775,9 +775,6 @@ impl Clauses {
             self.s.operator_cmp = operator_cmp(sql, next);
         }
         let negates = w == W::Not && self.starts_predicate(p1);
-        let json_field = p1.is_some_and(|p| {
-            p.k == K::Op && matches!(text(sql, &p), b"->" | b"->>" | b"#>" | b"#>>")
-        });
         let f = self.top_mut();
         f.negated |= negates;
         match t.k {
@@ -800,6 +797,10 @@ impl Clauses {
             // (A JSON field's name or path, `meta ->> 't'`, is none of the
             // value: probe AY.)
             K::Int | K::Num | K::Str { .. } | K::Dollar | K::Lit | K::Param(_) => {
+                // (Looked at per literal, not per token.)
+                let json_field = p1.is_some_and(|p| {
+                    p.k == K::Op && matches!(text(sql, &p), b"->" | b"->>" | b"#>" | b"#>>")
+                });
                 if !json_field {
                     f.add(Sum::VALUE | Sum::LIT);
                 }
