@@ -3256,22 +3256,28 @@ fn a_skipped_close_leaves_the_statement() {
 }
 
 /// An INSERT whose VALUES rows are combined with others (`UNION ALL VALUES`,
-/// `UNION ALL SELECT`) inserts rows the VALUES list does not show: its rows
-/// are no mention (probe M: bravo's row, after alpha's and a UNION, was
-/// written on alpha's shard, also from a session locked to another tenant).
+/// `UNION ALL SELECT`) inserts rows the VALUES list does not show: it is
+/// refused 22023, with or without a session tenant (probe M: bravo's row,
+/// after alpha's and a UNION, was written on alpha's shard, also from a
+/// session locked to another tenant; read as no mention, it then ran on
+/// the session tenant's shard).
 #[test]
 fn values_combined_by_a_set_operation_are_no_mention() {
     let f = Fixture::start();
-    let mut c = f.raw("app", &[]);
-    for sql in [
-        "INSERT INTO accounts (tenant_id, name) VALUES ('alpha', 'u') UNION ALL VALUES ('bravo', 'u')",
-        "INSERT INTO accounts (tenant_id, name) VALUES ('alpha', 'u') UNION ALL SELECT 'bravo', 'u'",
-        "WITH w AS (INSERT INTO accounts (tenant_id, name) VALUES ('alpha', 'u') \
-         UNION VALUES ('bravo', 'u') RETURNING 1) SELECT count(*) FROM w",
-    ] {
-        let (errs, _) = q(&mut c, sql);
-        assert_eq!(errs, ["42P17"], "{sql}");
+    for tenant in [&[][..], &[("tenant_id", "alpha")][..]] {
+        let mut c = f.raw("app", tenant);
+        for sql in [
+            "INSERT INTO accounts (tenant_id, name) VALUES ('alpha', 'u') UNION ALL VALUES ('bravo', 'u')",
+            "INSERT INTO accounts (tenant_id, name) VALUES ('alpha', 'u') UNION ALL SELECT 'bravo', 'u'",
+            "INSERT INTO accounts (tenant_id, name) VALUES (DEFAULT, 'u') UNION ALL SELECT 'bravo', 'u'",
+            "WITH w AS (INSERT INTO accounts (tenant_id, name) VALUES ('alpha', 'u') \
+             UNION VALUES ('bravo', 'u') RETURNING 1) SELECT count(*) FROM w",
+        ] {
+            let (errs, _) = q(&mut c, sql);
+            assert_eq!(errs, ["22023"], "{sql} ({tenant:?})");
+        }
     }
+    let mut c = f.raw("app", &[]);
     // The plain rows still route, each checked.
     let (errs, _) = q(
         &mut c,
@@ -5016,6 +5022,150 @@ fn an_insert_from_constant_rows_is_routed_by_its_rows() {
     let n = f.counts("ledger WHERE note LIKE 'p-au-%'");
     bad.check(n == [0, 8], || format!("rows written: {n:?}, want [0, 8]"));
     bad.finish("an_insert_from_constant_rows_is_routed_by_its_rows");
+}
+
+/// `array_send` of an `int8[]`: one dimension, no NULL, from 1.
+fn int8_array(values: &[i64]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for v in [1i32, 0] {
+        b.extend_from_slice(&v.to_be_bytes());
+    }
+    b.extend_from_slice(&20u32.to_be_bytes());
+    b.extend_from_slice(&(values.len() as i32).to_be_bytes());
+    b.extend_from_slice(&1i32.to_be_bytes());
+    for v in values {
+        b.extend_from_slice(&8i32.to_be_bytes());
+        b.extend_from_slice(&v.to_be_bytes());
+    }
+    b
+}
+
+/// An `INSERT .. SELECT` of arrays unnested into rows (Django 5.2's
+/// `bulk_create`, asyncpg's bulk idiom) or of a constant key is routed by
+/// the tenants it inserts: literal arrays, text and binary bound ones, a
+/// constant or bound key item (probe AU F2: 42P17 with no session tenant,
+/// and with one of another shard the rows were written on its shard).
+/// Rows of two shards, or a constant the router does not read, are
+/// refused.
+#[test]
+fn an_insert_of_unnested_arrays_is_routed_by_their_elements() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let ret = "RETURNING (SELECT name FROM shard_marker)";
+    let unnest = |keys: &str, note: &str| {
+        format!(
+            "INSERT INTO ledger (note, tenant_id) SELECT * FROM UNNEST((ARRAY['{note}', '{note}'])::text[], ({keys})::bigint[]) {ret}"
+        )
+    };
+    let bound = format!(
+        "INSERT INTO ledger (tenant_id, note) SELECT * FROM unnest($1::bigint[], $2::text[]) {ret}"
+    );
+    let named = format!(
+        "INSERT INTO ledger (note, tenant_id) SELECT u.n, u.t FROM unnest($2::text[], $1) WITH ORDINALITY AS u(n, t, o) ORDER BY o {ret}"
+    );
+    let constant = |key: &str, note: &str| {
+        format!(
+            "INSERT INTO ledger (tenant_id, note) SELECT {key}, '{note}' \
+             WHERE NOT EXISTS (SELECT 1 FROM ledger WHERE note = 'never') {ret}"
+        )
+    };
+    for (tenant, want) in [
+        (&[][..], true),
+        (&[("tenant_id", "2002")][..], true),
+        (&[("tenant_id", "1001")][..], false),
+    ] {
+        let mut raw = f.raw("appint", tenant);
+        let expect = |codes: &[String], rows: &[String], n: usize| {
+            if want {
+                codes.is_empty() && rows.len() == n && rows.iter().all(|r| r == "s1")
+            } else {
+                codes == ["0A000"] && rows.is_empty()
+            }
+        };
+        for sql in [
+            unnest("ARRAY[2002, 2002]", "p-un-lit"),
+            unnest("'{2002, 02002}'", "p-un-lit"),
+        ] {
+            let (codes, rows) = q(&mut raw, &sql);
+            bad.check(expect(&codes, &rows, 2), || {
+                format!("{sql} ({tenant:?}): errors {codes:?}, rows {rows:?}")
+            });
+        }
+        // Text-format arrays, then a binary int8[] with the type unnamed in
+        // the Parse (asyncpg's way: Postgres and the router take it from the
+        // cast).
+        let m = raw
+            .parse("", &bound)
+            .bind("", &["{2002,2002}", "{p-un-bound,p-un-bound}"])
+            .execute()
+            .sync()
+            .run(1);
+        let (codes, rows) = (error_codes(&m), first_column(&m));
+        bad.check(expect(&codes, &rows, 2), || {
+            format!("bound text ({tenant:?}): errors {codes:?}, rows {rows:?}")
+        });
+        let keys = int8_array(&[2002, 2002, 2002]);
+        let m = raw
+            .parse_typed("", &named, &[1016, 1009])
+            .bind_raw(
+                "",
+                &[Some(&keys), Some(b"{p-un-bin,p-un-bin,p-un-bin}")],
+                &[1, 0],
+            )
+            .execute()
+            .sync()
+            .run(1);
+        let (codes, rows) = (error_codes(&m), first_column(&m));
+        bad.check(expect(&codes, &rows, 3), || {
+            format!("bound binary ({tenant:?}): errors {codes:?}, rows {rows:?}")
+        });
+        // A constant key, literal and bound.
+        let sql = constant("2002", "p-un-const");
+        let (codes, rows) = q(&mut raw, &sql);
+        bad.check(expect(&codes, &rows, 1), || {
+            format!("{sql} ({tenant:?}): errors {codes:?}, rows {rows:?}")
+        });
+        let m = raw
+            .parse("", &constant("$1::int8", "p-un-const"))
+            .bind("", &["2002"])
+            .execute()
+            .sync()
+            .run(1);
+        let (codes, rows) = (error_codes(&m), first_column(&m));
+        bad.check(expect(&codes, &rows, 1), || {
+            format!("bound constant ({tenant:?}): errors {codes:?}, rows {rows:?}")
+        });
+        // Rows of two shards' tenants, bound or not, and constants the
+        // router does not read: refused, whatever the session's tenant.
+        for sql in [
+            unnest("ARRAY[2002, 1001]", "p-un-two"),
+            constant("2001 + 1", "p-un-two"),
+            format!("INSERT INTO ledger (tenant_id, note) SELECT 2002, 'p-un-two' UNION ALL SELECT 1001, 'p-un-two' {ret}"),
+        ] {
+            let (codes, rows) = q(&mut raw, &sql);
+            bad.check(!codes.is_empty() && rows.is_empty(), || {
+                format!("{sql} ({tenant:?}): errors {codes:?}, rows {rows:?}")
+            });
+        }
+        let keys = int8_array(&[2002, 1001]);
+        let m = raw
+            .parse_typed("", &named, &[1016, 1009])
+            .bind_raw("", &[Some(&keys), Some(b"{p-un-two,p-un-two}")], &[1, 0])
+            .execute()
+            .sync()
+            .run(1);
+        bad.check(error_codes(&m) == ["0A000"], || {
+            format!(
+                "bound binary, two shards ({tenant:?}): errors {:?}",
+                error_codes(&m)
+            )
+        });
+    }
+    let n = f.counts("ledger WHERE note LIKE 'p-un-%'");
+    bad.check(n == [0, 22], || {
+        format!("rows written: {n:?}, want [0, 22]")
+    });
+    bad.finish("an_insert_of_unnested_arrays_is_routed_by_their_elements");
 }
 
 /// Work a client pipelined and left before its answers runs as Postgres

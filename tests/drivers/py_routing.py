@@ -88,6 +88,31 @@ async def run_asyncpg():
             eq(f"asyncpg refused executemany left no row of {tenant}", n, 0)
         for tenant, _shard, _port in TENANTS[:2]:
             await conn.execute("DELETE FROM accounts WHERE tenant_id = $1 AND name LIKE 'bulk %'", tenant)
+        # asyncpg's bulk idiom: arrays unnested into rows, each a binary
+        # array parameter. The rows go to their tenant's shard (it was
+        # refused 42P17: no tenant read); rows of two shards are refused.
+        unnest = (
+            "INSERT INTO accounts (tenant_id, name) SELECT * FROM unnest($1::text[], $2::text[]) "
+            "RETURNING (SELECT name FROM shard_marker)"
+        )
+        for tenant, shard, _port in TENANTS:
+            try:
+                got = await conn.fetch(unnest, [tenant, tenant], ["unnest a", "unnest b"])
+            except Exception as e:  # noqa: BLE001
+                fail(f"asyncpg unnest tenant {tenant}: {type(e).__name__}: {e}")
+            eq(f"asyncpg unnest tenant {tenant} shard", [r[0] for r in got], [shard, shard])
+        try:
+            await conn.fetch(unnest, [t0, t1], ["unnest mixed", "unnest mixed"])
+            fail("asyncpg unnest across two shards was not refused")
+        except asyncpg.PostgresError as e:
+            eq("asyncpg unnest across two shards: SQLSTATE", e.sqlstate, "0A000")
+        for tenant, _shard, _port in TENANTS:
+            n = await conn.fetchval(
+                "WITH d AS (DELETE FROM accounts WHERE tenant_id = $1 AND name LIKE 'unnest %' RETURNING 1) "
+                "SELECT count(*) FROM d",
+                tenant,
+            )
+            eq(f"asyncpg unnest rows of {tenant}", n, 2)
     finally:
         await conn.close()
 
@@ -157,6 +182,34 @@ def run_psycopg():
             except Exception as e:  # noqa: BLE001
                 fail(f"psycopg pipeline SET LOCAL, tenant {tenant}: {type(e).__name__}: {e}")
             eq(f"psycopg pipeline SET LOCAL, tenant {tenant}", got, [(shard, "7s")])
+    # Django 5.2's bulk_create on PostgreSQL: `SELECT * FROM UNNEST((%s)::type[],
+    # ..)`, a list per column; bound by the server (psycopg's default cursor)
+    # and spelled in the text (ClientCursor, Django's default with psycopg 3).
+    bulk = (
+        "INSERT INTO accounts (tenant_id, name) SELECT * FROM UNNEST((%s)::text[], (%s)::text[]) "
+        "RETURNING (SELECT name FROM shard_marker)"
+    )
+    (t0, _s0, _p0), (t1, _s1, _p1) = TENANTS[0], TENANTS[1]
+    for cursor in (psycopg.Cursor, psycopg.ClientCursor):
+        label = f"psycopg {cursor.__name__} UNNEST"
+        with psycopg.connect(conninfo, autocommit=True, cursor_factory=cursor) as conn:
+            for tenant, shard, _port in TENANTS:
+                try:
+                    got = conn.execute(bulk, ([tenant, tenant], ["bulk_create a", "bulk_create b"])).fetchall()
+                except Exception as e:  # noqa: BLE001
+                    fail(f"{label} tenant {tenant}: {type(e).__name__}: {e}")
+                eq(f"{label} tenant {tenant} shard", got, [(shard,), (shard,)])
+            try:
+                conn.execute(bulk, ([t0, t1], ["bulk_create mixed", "bulk_create mixed"]))
+                fail(f"{label} across two shards was not refused")
+            except psycopg.Error as e:
+                eq(f"{label} across two shards: SQLSTATE", e.sqlstate, "0A000")
+            for tenant, _shard, _port in TENANTS:
+                n = conn.execute(
+                    "SELECT count(*) FROM accounts WHERE tenant_id = %s AND name LIKE 'bulk_create %%'", (tenant,)
+                ).fetchone()[0]
+                eq(f"{label} rows of {tenant}", n, 2)
+                conn.execute("DELETE FROM accounts WHERE tenant_id = %s AND name LIKE 'bulk_create %%'", (tenant,))
 
 
 def main():
