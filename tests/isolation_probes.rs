@@ -5168,6 +5168,46 @@ fn an_insert_of_unnested_arrays_is_routed_by_their_elements() {
     bad.finish("an_insert_of_unnested_arrays_is_routed_by_their_elements");
 }
 
+/// The types a Describe of the unnamed statement reports are that
+/// statement's: a statement parsed into the unnamed slot before the answer
+/// came is not typed by it. Here `SELECT $1::text` is described, then
+/// replaced by an INSERT of a bigint key before the answer: a later binary
+/// Bind was read as text '10010000' and routed so, while Postgres read the
+/// same eight bytes as the bigint 3544385890265608240.
+#[test]
+fn a_describe_types_only_the_statement_it_described() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let mut raw = f.raw("appint", &[]);
+    let m = raw
+        .parse("", "SELECT $1::text")
+        .describe_stmt("")
+        .parse(
+            "",
+            "INSERT INTO ledger (tenant_id, note) VALUES ($1, 'p-desc') RETURNING (SELECT name FROM shard_marker)",
+        )
+        .sync()
+        .run(1);
+    bad.check(error_codes(&m).is_empty(), || {
+        format!("parse, describe, parse: {:?}", error_codes(&m))
+    });
+    let m = raw
+        .bind_raw("", &[Some(b"10010000")], &[1])
+        .execute()
+        .sync()
+        .run(1);
+    bad.check(error_codes(&m) == ["22023"], || {
+        format!(
+            "binary Bind of the INSERT: errors {:?}, rows {:?}",
+            error_codes(&m),
+            first_column(&m)
+        )
+    });
+    let n = f.counts("ledger WHERE note = 'p-desc'");
+    bad.check(n == [0, 0], || format!("rows written: {n:?}"));
+    bad.finish("a_describe_types_only_the_statement_it_described");
+}
+
 /// Work a client pipelined and left before its answers runs as Postgres
 /// runs it: a transaction it committed is committed, one it rolled back is
 /// not. The pooler cancels a departed client's work only when one unit is

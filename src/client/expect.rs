@@ -44,9 +44,10 @@ pub struct Entry {
     /// For Parse: the statement that becomes prepared on this server when it succeeds.
     /// For Describe of a statement: where to record the inferred parameter types.
     pub stmt: Option<Arc<StmtDef>>,
-    /// A Describe of the unnamed statement: its ParameterDescription goes to the
-    /// session's unnamed-statement slot.
-    pub describes_unnamed: bool,
+    /// A Describe of the unnamed statement (the number of the client's
+    /// unnamed Parse it describes): its ParameterDescription goes to the
+    /// session's unnamed-statement slot if that Parse is still the client's.
+    pub describes_unnamed: Option<u32>,
     /// A Parse of `stmt`'s text into the unnamed statement, where the server's
     /// copy could not be used: failed or skipped, it says nothing of that
     /// copy, which the server still has (probe W: the copy was forgotten, and
@@ -104,7 +105,7 @@ impl Entry {
             stmt: None,
             drops_statements: false,
             patch_status: false,
-            describes_unnamed: false,
+            describes_unnamed: None,
             parses_unnamed: false,
             verifies_unnamed: false,
             replayed: false,
@@ -134,7 +135,7 @@ impl Entry {
             stmt: None,
             drops_statements: false,
             patch_status: false,
-            describes_unnamed: false,
+            describes_unnamed: None,
             parses_unnamed: false,
             verifies_unnamed: false,
             replayed: false,
@@ -158,7 +159,7 @@ impl Entry {
             stmt: None,
             drops_statements: false,
             patch_status: false,
-            describes_unnamed: false,
+            describes_unnamed: None,
             parses_unnamed: false,
             verifies_unnamed: false,
             replayed: false,

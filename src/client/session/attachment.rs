@@ -971,9 +971,9 @@ impl Attachment {
                 }
                 tag::backend::PARAMETER_DESCRIPTION => {
                     if let Some(e) = a.expect.front() {
-                        if e.describes_unnamed {
+                        if let Some(seq) = e.describes_unnamed {
                             ctx.stmts
-                                .describe_unnamed(protocol::parse_parameter_description(body));
+                                .describe_unnamed(seq, protocol::parse_parameter_description(body));
                         } else if let Some(def) = &e.stmt {
                             let params: prepared::Results =
                                 protocol::parse_parameter_description(body).collect();
@@ -1297,7 +1297,9 @@ fn warning(code: &str, message: &str) -> BytesMut {
 /// it was told (see `prepared::Results`).
 fn note_results(a: &Attachment, t: u8, body: &[u8]) {
     let Some(e) = a.expect.front() else { return };
-    let (tag::frontend::DESCRIBE, Some(def), false) = (e.tag, &e.stmt, e.describes_unnamed) else {
+    let (tag::frontend::DESCRIBE, Some(def), false) =
+        (e.tag, &e.stmt, e.describes_unnamed.is_some())
+    else {
         return;
     };
     if !e.verifies_unnamed && e.mode == Mode::Forward {

@@ -460,7 +460,7 @@ impl Core {
                         ));
                     }
                     let mut e = Entry::forward(t);
-                    e.describes_unnamed = t == f::DESCRIBE;
+                    e.describes_unnamed = (t == f::DESCRIBE).then(|| self.stmts.unnamed_seq());
                     if let Some(a) = self.att.as_mut() {
                         a.send_ext(e, frame);
                     }

@@ -343,8 +343,22 @@ impl Statements {
         ))
     }
 
-    /// The server described the unnamed statement's parameters.
-    pub(super) fn describe_unnamed(&mut self, oids: impl Iterator<Item = u32>) {
+    /// The number of the client's latest unnamed Parse (see
+    /// [`Statements::describe_unnamed`]).
+    pub(super) fn unnamed_seq(&self) -> u32 {
+        self.unnamed.seq
+    }
+
+    /// The server described the parameters of unnamed Parse `seq`: they are
+    /// the unnamed statement's if that Parse is still the client's latest. A
+    /// later one parsed before the answer came is another statement
+    /// (`SELECT $1::text` described, then an INSERT of a bigint key parsed
+    /// ahead of the answer, had its binary Bind read as text and routed by
+    /// a value Postgres did not read).
+    pub(super) fn describe_unnamed(&mut self, seq: u32, oids: impl Iterator<Item = u32>) {
+        if self.unnamed.seq != seq || self.unnamed.parse.is_none() {
+            return;
+        }
         self.unnamed.described.clear();
         self.unnamed.described.extend(oids);
     }
