@@ -5208,6 +5208,98 @@ fn a_describe_types_only_the_statement_it_described() {
     bad.finish("a_describe_types_only_the_statement_it_described");
 }
 
+/// A text parsed again into the unnamed statement after the server
+/// described it (asyncpg with `statement_cache_size=0`: Parse, Describe,
+/// Flush, then Parse again with the Bind) keeps the described types, and
+/// the server gets them declared: its binary key is routed as the described
+/// type (was 22023), and read so by Postgres even when the text now means
+/// another table (a `search_path` set in between: Postgres would have read
+/// the eight bytes `10010000` as text, the router as a bigint). A different
+/// text is not typed by that Describe.
+#[test]
+fn a_text_parsed_again_keeps_the_types_it_was_described_with() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    for shard in 0..2 {
+        f.direct(
+            shard,
+            "CREATE SCHEMA alt; CREATE TABLE alt.ledger (tenant_id text, note text); \
+             GRANT USAGE ON SCHEMA alt TO app; GRANT ALL ON alt.ledger TO app",
+        );
+    }
+    let text = "INSERT INTO ledger (tenant_id, note) VALUES ($1, 'p-redesc') RETURNING (SELECT name FROM shard_marker)";
+    let mut raw = f.raw("appint", &[]);
+    let describe = |raw: &mut Raw| {
+        let m = raw
+            .parse("", text)
+            .describe_stmt("")
+            .msg_flush()
+            .run_until(b'T');
+        m.iter().any(|m| m.0 == b't')
+    };
+    bad.check(describe(&mut raw), || "no ParameterDescription".to_string());
+    let m = raw
+        .parse("", text)
+        .bind_raw("", &[Some(&2002i64.to_be_bytes())], &[1])
+        .execute()
+        .sync()
+        .run(1);
+    bad.check(
+        error_codes(&m).is_empty() && first_column(&m) == ["s1"],
+        || {
+            format!(
+                "parsed again: errors {:?}, rows {:?}",
+                error_codes(&m),
+                first_column(&m)
+            )
+        },
+    );
+    // The same after a search_path that makes the text another table's.
+    bad.check(describe(&mut raw), || "no ParameterDescription".to_string());
+    let m = raw
+        .parse("sp", "SET search_path = alt, public")
+        .bind("sp", &[])
+        .execute()
+        .parse("", text)
+        .bind_raw("", &[Some(b"10010000")], &[1])
+        .execute()
+        .sync()
+        .run(1);
+    let as_int = i64::from_be_bytes(*b"10010000");
+    bad.check(error_codes(&m).is_empty(), || {
+        format!("after search_path: errors {:?}", error_codes(&m))
+    });
+    let mut check = f.raw("appint", &[]);
+    let (codes, rows) = q(
+        &mut check,
+        &format!(
+            "/* tenant_id={as_int} */ SELECT tenant_id FROM alt.ledger WHERE note = 'p-redesc'"
+        ),
+    );
+    bad.check(codes.is_empty() && rows == [as_int.to_string()], || {
+        format!("the row on its tenant's shard: errors {codes:?}, rows {rows:?}")
+    });
+    let n = f.counts("alt.ledger");
+    bad.check(n.iter().sum::<i64>() == 1, || {
+        format!("alt.ledger rows: {n:?}")
+    });
+    // Another text is not typed by the Describe.
+    let mut raw = f.raw("appint", &[]);
+    bad.check(describe(&mut raw), || "no ParameterDescription".to_string());
+    let m = raw
+        .parse("", &format!("{text} "))
+        .bind_raw("", &[Some(&2002i64.to_be_bytes())], &[1])
+        .execute()
+        .sync()
+        .run(1);
+    bad.check(error_codes(&m) == ["22023"], || {
+        format!("another text: errors {:?}", error_codes(&m))
+    });
+    let n = f.counts("ledger WHERE note = 'p-redesc'");
+    bad.check(n == [0, 1], || format!("ledger rows: {n:?}"));
+    bad.finish("a_text_parsed_again_keeps_the_types_it_was_described_with");
+}
+
 /// Work a client pipelined and left before its answers runs as Postgres
 /// runs it: a transaction it committed is committed, one it rolled back is
 /// not. The pooler cancels a departed client's work only when one unit is

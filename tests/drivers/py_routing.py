@@ -115,6 +115,25 @@ async def run_asyncpg():
             eq(f"asyncpg unnest rows of {tenant}", n, 2)
     finally:
         await conn.close()
+    # Without its statement cache (PgBouncer's advice for asyncpg), asyncpg
+    # parses and describes each text, then parses it again with its Bind
+    # (binary values in the described types): refused 22023 as binary of an
+    # unspecified type while the second Parse did not keep the described types.
+    conn = await asyncpg.connect(
+        host=HOST, port=PORT, user=USER, password=PASSWORD, database=DB, statement_cache_size=0
+    )
+    try:
+        for i in range(2):
+            for tenant, shard, _port in TENANTS:
+                try:
+                    got = await conn.fetchrow(
+                        "SELECT a.name, m.name FROM accounts a, shard_marker m WHERE a.tenant_id = $1", tenant
+                    )
+                except Exception as e:  # noqa: BLE001
+                    fail(f"asyncpg statement_cache_size=0 round {i} tenant {tenant}: {type(e).__name__}: {e}")
+                eq(f"asyncpg statement_cache_size=0 round {i} tenant {tenant}", tuple(got), (f"owner of {tenant}", shard))
+    finally:
+        await conn.close()
 
 
 def run_psycopg():

@@ -12,7 +12,7 @@
 
 use super::core::{Core, Need, Unit};
 use super::frames::{describe_statement_name, is_named_parse, is_named_statement_close};
-use super::statements::reserved_name;
+use super::statements::{declared_parse, reserved_name};
 use crate::client::expect::{Entry, Mode};
 use crate::protocol::{self, tag, Bind, Parse};
 use crate::router::statement::Violation;
@@ -330,6 +330,14 @@ impl Core {
                         return self.inject_error_ext(&reserved_name());
                     }
                     self.counters.server_parse();
+                    // The same statement parsed again after the server
+                    // described it (asyncpg without its statement cache):
+                    // it keeps the described types, declared to the server.
+                    let redescribed = self.stmts.redescribed(&frame).map(<[u32]>::to_vec);
+                    let sent = match &redescribed {
+                        Some(types) => declared_parse(self.out.build(), p.query, types),
+                        None => frame.clone(),
+                    };
                     // Kept after this read: a copy, so an idle client does not pin
                     // the whole read buffer its Parse arrived in.
                     let kept = Bytes::copy_from_slice(&frame);
@@ -339,11 +347,14 @@ impl Core {
                         Ok(seq) => seq,
                         Err(e) => return self.inject_error_ext(&e),
                     };
+                    if let Some(types) = redescribed {
+                        self.stmts.describe_unnamed(seq, types.into_iter());
+                    }
                     if let Some(a) = self.att.as_mut() {
                         a.set_unnamed_current(true);
                         let mut e = Entry::forward(t);
                         e.sets_unnamed = Some(seq);
-                        a.send_ext(e, frame);
+                        a.send_ext(e, sent);
                     }
                     return;
                 }
@@ -619,16 +630,23 @@ impl Core {
         // The client's record comes first: a simple Query answered here (a
         // local DEALLOCATE, a held BEGIN) dropped it while the server still
         // holds the statement parsed before.
-        let Some(p) = self.stmts.unnamed_parse() else {
+        if self.stmts.unnamed_parse().is_none() {
             return false;
-        };
+        }
         let Some(a) = self.att.as_mut() else {
             return false;
         };
         if a.unnamed_current() {
             return true;
         }
-        let p = p.clone();
+        // (With the described types declared: the values are read as the
+        // router read them, on this server too.)
+        let Some(p) = self.stmts.unnamed_parse_declared(self.out.build()) else {
+            return false;
+        };
+        let Some(a) = self.att.as_mut() else {
+            return false;
+        };
         let mut e = Entry::forward(tag::frontend::PARSE);
         e.mode = Mode::SwallowOk;
         a.send_ext(e, p);

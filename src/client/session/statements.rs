@@ -6,13 +6,13 @@
 //! the same context.
 
 use super::budget::Budget;
-use crate::protocol::Parse;
+use crate::protocol::{self, Parse};
 use crate::router::bind::ParamTypes;
 use crate::router::statement::{Violation, RESERVED_PREFIX};
 use crate::router::Facts;
 use crate::server::prepared::{self, StmtDef};
 use crate::sqlstate::{self, PgError};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -343,6 +343,33 @@ impl Statements {
         ))
     }
 
+    /// The parameter types the server described for the client's unnamed
+    /// statement, when `frame` (a whole Parse message) parses that same
+    /// statement again: the same text and declared types. asyncpg with
+    /// `statement_cache_size=0` (PgBouncer's advice for it) parses and
+    /// describes each text, then parses it again ahead of its Bind, whose
+    /// binary values it encodes in the described types. The new statement
+    /// is given these types, declared in the Parse the server gets
+    /// ([`declared_parse`]), so that Postgres reads the values as the
+    /// router did, whatever changed in between.
+    pub(super) fn redescribed(&self, frame: &[u8]) -> Option<&[u32]> {
+        let u = &self.unnamed;
+        (!u.described.is_empty() && u.parse.as_deref() == Some(frame)).then_some(&u.described[..])
+    }
+
+    /// The client's unnamed Parse as a server gets it: with the types the
+    /// server described declared (see [`Statements::redescribed`]), so that
+    /// a copy re-created on another server reads Bind values as the router
+    /// did; as the client sent it when not described.
+    pub(super) fn unnamed_parse_declared(&self, out: &mut BytesMut) -> Option<Bytes> {
+        let frame = self.unnamed.parse.as_ref()?;
+        if self.unnamed.described.is_empty() {
+            return Some(frame.clone());
+        }
+        let p = Parse::parse(frame.get(5..)?)?;
+        Some(declared_parse(out, p.query, &self.unnamed.described))
+    }
+
     /// The number of the client's latest unnamed Parse (see
     /// [`Statements::describe_unnamed`]).
     pub(super) fn unnamed_seq(&self) -> u32 {
@@ -362,6 +389,18 @@ impl Statements {
         self.unnamed.described.clear();
         self.unnamed.described.extend(oids);
     }
+}
+
+/// An unnamed Parse of `query` declaring parameter types `types` (see
+/// [`Statements::redescribed`]).
+pub(super) fn declared_parse(out: &mut BytesMut, query: &[u8], types: &[u32]) -> Bytes {
+    let mut t = Vec::with_capacity(2 + 4 * types.len());
+    t.extend_from_slice(&(types.len() as i16).to_be_bytes());
+    for oid in types {
+        t.extend_from_slice(&oid.to_be_bytes());
+    }
+    protocol::parse(out, b"", query, &t);
+    out.split().freeze()
 }
 
 /// The refusal of a statement name in shardbouncer's namespace.

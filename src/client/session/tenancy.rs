@@ -3,6 +3,7 @@
 //! unit to unit, so routing allocates nothing per query). The decision itself is
 //! [`router::decide`]'s; this file gathers what it sees.
 
+use super::frames::describe_statement_name;
 use super::statements::Statements;
 use crate::app::gate::Ticket;
 use crate::protocol::{self, tag, Bind, Parse};
@@ -16,7 +17,9 @@ use std::collections::HashMap;
 
 /// A statement parsed earlier in the batch being routed: its index among the
 /// batch's Parses and its declared parameter types.
-type InBatch<'a> = (usize, &'a [u8]);
+/// A statement parsed in a batch: its Parse's index among the batch's,
+/// its declared and its described parameter types.
+type InBatch<'a> = (usize, &'a [u8], &'a [u32]);
 
 /// What routing knows of the session.
 #[derive(Debug, Default)]
@@ -468,14 +471,22 @@ impl Tenancy {
         let mut pi = 0;
         let mut unnamed_at: Option<InBatch<'_>> = None;
         let mut named: Option<HashMap<&[u8], InBatch<'_>>> = None;
+        // The client's unnamed statement is still the one before the batch
+        // (no unnamed Parse or Close in it yet).
+        let mut unnamed_kept = true;
         let items = msgs.iter().filter_map(move |(t, frame)| {
             let body = &frame[5..];
             match *t {
                 tag::frontend::PARSE => {
                     let p = Parse::parse(body)?;
-                    let at = (pi, p.param_types);
+                    let mut at = (pi, p.param_types, &[][..]);
                     pi += 1;
                     if p.name.is_empty() {
+                        // Parsed again as described (asyncpg without its
+                        // statement cache): see `Statements::redescribed`.
+                        if std::mem::take(&mut unnamed_kept) {
+                            at.2 = stmts.redescribed(frame).unwrap_or_default();
+                        }
                         unnamed_at = Some(at);
                     } else {
                         named.get_or_insert_with(HashMap::new).insert(p.name, at);
@@ -490,11 +501,11 @@ impl Tenancy {
                         named.as_ref().and_then(|m| m.get(b.statement).copied())
                     };
                     Some(match in_batch {
-                        Some((fi, declared)) => Item::Bind(
+                        Some((fi, declared, described)) => Item::Bind(
                             &batch_facts[fi],
                             ParamTypes {
                                 declared,
-                                described: &[],
+                                described,
                             },
                             b,
                             b.portal,
@@ -520,7 +531,12 @@ impl Tenancy {
                     ))
                 }
                 tag::frontend::DESCRIBE => Some(Item::Other),
-                tag::frontend::CLOSE => Some(Item::Close),
+                tag::frontend::CLOSE => {
+                    if describe_statement_name(body).is_some_and(<[u8]>::is_empty) {
+                        unnamed_kept = false;
+                    }
+                    Some(Item::Close)
+                }
                 _ => None,
             }
         });
