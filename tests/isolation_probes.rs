@@ -5051,6 +5051,9 @@ fn int8_array(values: &[i64]) -> Vec<u8> {
 fn an_insert_of_unnested_arrays_is_routed_by_their_elements() {
     let f = Fixture::start();
     let mut bad = Findings::default();
+    for shard in 0..2 {
+        f.direct(shard, "CREATE TYPE pair AS (n text, t bigint)");
+    }
     let ret = "RETURNING (SELECT name FROM shard_marker)";
     let unnest = |keys: &str, note: &str| {
         format!(
@@ -5141,6 +5144,16 @@ fn an_insert_of_unnested_arrays_is_routed_by_their_elements() {
             unnest("ARRAY[2002, 1001]", "p-un-two"),
             constant("2001 + 1", "p-un-two"),
             format!("INSERT INTO ledger (tenant_id, note) SELECT 2002, 'p-un-two' UNION ALL SELECT 1001, 'p-un-two' {ret}"),
+            // Probe CA: an array of a composite type before the key's is
+            // two columns (u.t is 2002, not ARRAY[1001]'s); forms near the
+            // ones read; the ordinality (tenant 1).
+            format!("INSERT INTO ledger (tenant_id, note) SELECT u.t, 'p-un-two' FROM unnest(ARRAY[ROW('y', 2002)::pair], ARRAY[1001]) AS u(n, t, z) {ret}"),
+            format!("INSERT INTO ledger (note, tenant_id) SELECT *, 2002 FROM (VALUES ('p-un-two')) v(b) {ret}"),
+            format!("INSERT INTO ledger (tenant_id, note) SELECT v.* FROM (VALUES (2002, 'p-un-two')) v(a, b) {ret}"),
+            format!("INSERT INTO ledger (tenant_id, note) SELECT * FROM unnest(string_to_array('2002,2002', ',')::bigint[], ARRAY['p-un-two', 'p-un-two']) {ret}"),
+            format!("INSERT INTO ledger (tenant_id, note) SELECT * FROM unnest(ARRAY[[2002], [2002]], ARRAY['p-un-two', 'p-un-two']) {ret}"),
+            format!("INSERT INTO ledger (tenant_id, note) SELECT u.o, u.n FROM unnest(ARRAY[2002], ARRAY['p-un-two']) WITH ORDINALITY AS u(t, n, o) {ret}"),
+            format!("INSERT INTO ledger (tenant_id, note) SELECT g, 'p-un-two' FROM generate_series(2002, 2002) g {ret}"),
         ] {
             let (codes, rows) = q(&mut raw, &sql);
             bad.check(!codes.is_empty() && rows.is_empty(), || {

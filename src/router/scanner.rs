@@ -610,6 +610,21 @@ fn cast_read(sql: &[u8], ty: &Tok, lx: &mut Lexer<'_>) -> Option<CastRead> {
         }
         return Some(CastRead::Unknown.skip_modifiers(sql, lx)?.0);
     }
+    // `time[stamp] [(p)] with[out] time zone` (Django's DateTimeField in
+    // its `UNNEST((%s)::timestamp with time zone[], ..)`): no key type.
+    if is_any_kw(sql, ty, &[b"TIME", b"TIMESTAMP"]) {
+        CastRead::Unknown.skip_modifiers(sql, lx)?;
+        if lx
+            .peek_sig()
+            .is_some_and(|t| is_any_kw(sql, &t, &[b"WITH", b"WITHOUT"]))
+        {
+            lx.next_sig();
+            if !is_kw(sql, &lx.next_sig()?, b"TIME") || !is_kw(sql, &lx.next_sig()?, b"ZONE") {
+                return None;
+            }
+        }
+        return Some(CastRead::Unknown);
+    }
     // The second word of a two-word type name: `character varying` and
     // `char varying` are `varchar`.
     if lx
@@ -720,6 +735,17 @@ fn array_elements<'a>(
         (_, CastRead::Unknown) => f(TenantToken::Unreadable),
         (ArrayBase::Param(n), CastRead::As(conv)) => f(TenantToken::ParamArray(n).read_as(conv)?),
         (ArrayBase::Elements(start), CastRead::As(conv)) => {
+            // Elements of several types are made the type Postgres finds
+            // for them all before any cast: `ARRAY['043', 8]` is {43,8}.
+            let mut kinds = Kinds::default();
+            let mut l = start;
+            let _ = list_elements(sql, &mut l, K::RBrack, None, &mut |v| {
+                kinds.add(&v);
+                ControlFlow::Continue(())
+            })?;
+            if kinds.mixed() {
+                return Some(f(TenantToken::Unreadable));
+            }
             // The first walk validates every element read as the casts
             // read it, the second reports them.
             let mut l = start;
@@ -751,6 +777,36 @@ fn array_elements<'a>(
         },
     };
     Some(out)
+}
+
+/// The types of the values of one column of constant rows, or of one
+/// array's elements, as far as the scan reads them. Postgres gives them
+/// all one type (the rules of UNION, CASE, VALUES and ARRAY): where untyped
+/// literals or parameters meet typed values, the untyped ones become that
+/// type (`VALUES ('043'), (8)` is a column of integers, '043' the integer
+/// 43, stored as '43' in a text key: probe CA F2 routed it as '043').
+/// Such a mix is unreadable.
+#[derive(Default, Clone, Copy)]
+struct Kinds(u8);
+
+impl Kinds {
+    /// Count one value in.
+    fn add(&mut self, v: &TenantToken<'_>) {
+        self.0 |= match v {
+            TenantToken::Quoted { .. } | TenantToken::Param(_) => 1,
+            TenantToken::Int(_) => 2,
+            TenantToken::QuotedAs { conv, .. } | TenantToken::ParamAs(_, conv) => match conv {
+                Conv::Int => 2,
+                Conv::Uuid => 4,
+            },
+            _ => 8,
+        };
+    }
+
+    /// Untyped values among typed ones, or values of several types.
+    fn mixed(self) -> bool {
+        self.0.count_ones() > 1
+    }
 }
 
 /// Whether the cursor is at `('{}'` (an array literal with no element).
@@ -1743,6 +1799,8 @@ fn insert_rows<'a>(
 ) -> Option<ControlFlow<(), usize>> {
     let (idx, opens) = (shape.idx, shape.opens);
     let (mut read, mut unread) = (0usize, 0usize);
+    // (Rows selected from are of one type per column: see [`Kinds`].)
+    let mut kinds = Kinds::default();
     loop {
         if lx.next_sig()?.k != K::LParen {
             return None;
@@ -1796,6 +1854,7 @@ fn insert_rows<'a>(
         match found {
             Some(v) => {
                 read += 1;
+                kinds.add(&v);
                 if let ControlFlow::Break(()) = f(shape.cast(sql, v)) {
                     return Some(ControlFlow::Break(()));
                 }
@@ -1805,7 +1864,7 @@ fn insert_rows<'a>(
         if lx.peek_sig().is_some_and(|t| t.k == K::Comma) {
             lx.next_sig();
         } else if closes(&mut lx, opens) && (shape.tail_checked || rows_end(sql, lx.peek_sig())) {
-            if read > 0 && unread > 0 {
+            if (read > 0 && unread > 0) || (shape.tail_checked && kinds.mixed()) {
                 if let ControlFlow::Break(()) = f(TenantToken::Unreadable) {
                     return Some(ControlFlow::Break(()));
                 }
@@ -2025,6 +2084,40 @@ fn insert_select<'a>(
     idx: usize,
     reached: &mut usize,
 ) -> Option<Inserted<'a>> {
+    let start = *lx;
+    match select_source(sql, lx, idx, reached) {
+        KeyFrom::Read(inserted) => Some(inserted),
+        KeyFrom::Table => None,
+        // A select list or FROM list the scan could not follow (`v.*`, `*,
+        // 42`, `DISTINCT ON`, `IS DISTINCT FROM`): unreadable if it may
+        // insert constants (probe CA F3: `SELECT *, 42 FROM (VALUES ..)`,
+        // read as no tenant, wrote tenant 42 on the session tenant's shard).
+        KeyFrom::Lost => {
+            let mut l = start;
+            constant_select(sql, &mut l, reached, 0).then_some(Inserted::Unread)
+        }
+    }
+}
+
+/// Where an `INSERT .. SELECT`'s key comes from ([`select_source`]).
+enum KeyFrom<'a> {
+    /// Read (or found unreadable).
+    Read(Inserted<'a>),
+    /// A table's rows, or a function's result over them: no tenant named.
+    Table,
+    /// Not followed: unreadable if the select may insert constants
+    /// ([`constant_select`]).
+    Lost,
+}
+
+/// [`insert_select`]'s reading, at the select list.
+fn select_source<'a>(
+    sql: &'a [u8],
+    lx: &mut Lexer<'a>,
+    idx: usize,
+    reached: &mut usize,
+) -> KeyFrom<'a> {
+    use KeyFrom::{Lost, Read, Table};
     // (`DISTINCT` keeps some of the rows, whose keys are read the same;
     // `DISTINCT ON (..)` is not read.)
     if lx
@@ -2033,11 +2126,14 @@ fn insert_select<'a>(
     {
         lx.next_sig();
         if lx.peek_sig().is_some_and(|t| is_kw(sql, &t, b"ON")) {
-            return None;
+            return Lost;
         }
     }
-    // The key's item: its qualifier, its name, the cursor at its casts.
+    // The key's item: its qualifier, its name, the cursor at its casts;
+    // or `other`, one that is neither a name nor a constant (a call, an
+    // expression of columns).
     let mut item: Option<(Option<Tok>, Tok, Lexer<'a>)> = None;
+    let mut other = false;
     let star = lx.peek_sig().is_some_and(|t| is_op(sql, &t, b"*"));
     if star {
         lx.next_sig();
@@ -2045,43 +2141,68 @@ fn insert_select<'a>(
         let mut n = 0usize;
         loop {
             if n == idx {
-                match select_item(sql, lx, reached)? {
-                    Item::Name(qual, name, casts) => item = Some((qual, name, casts)),
+                match select_item(sql, lx, reached) {
+                    Some(Item::Name(qual, name, casts)) => item = Some((qual, name, casts)),
                     // One value for every row: only a set operation adds
                     // rows that do not have it, which makes it a constant
                     // among rows the scan does not read.
-                    Item::Value(v) if no_set_operation(sql, lx, reached) => {
-                        return Some(Inserted::Value(v));
+                    Some(Item::Value(v)) if no_set_operation(sql, lx, reached) => {
+                        return Read(Inserted::Value(v));
                     }
-                    Item::Value(_) | Item::Unread => {
+                    Some(Item::Value(_) | Item::Unread) => {
                         no_set_operation(sql, lx, reached);
-                        return Some(Inserted::Unread);
+                        return Read(Inserted::Unread);
+                    }
+                    None => {
+                        if skip_item(sql, lx).is_none() {
+                            return Lost;
+                        }
+                        other = true;
                     }
                 }
-            } else {
-                skip_item(sql, lx)?;
+            } else if skip_item(sql, lx).is_none() {
+                return Lost;
             }
-            let t = lx.peek_sig()?;
-            if t.k == K::Comma {
-                lx.next_sig();
-                n += 1;
-            } else if is_kw(sql, &t, b"FROM") && n >= idx {
-                break;
-            } else {
-                return None;
+            match lx.peek_sig() {
+                Some(t) if t.k == K::Comma => {
+                    lx.next_sig();
+                    n += 1;
+                }
+                Some(t) if is_kw(sql, &t, b"FROM") && n >= idx => break,
+                // A call with no FROM (`SELECT nextval('s'), ..`).
+                _ if other => return Table,
+                _ => return Lost,
             }
         }
     }
-    if !is_kw(sql, &lx.next_sig()?, b"FROM") {
-        return None;
+    if !lx.next_sig().is_some_and(|t| is_kw(sql, &t, b"FROM")) {
+        return Lost;
     }
-    let from = lx.next_sig()?;
+    let Some(from) = lx.next_sig() else {
+        return Lost;
+    };
     if from.k != K::LParen {
-        return unnest_arrays(sql, from, lx, item, idx, reached);
+        if let Some(inserted) = unnest_arrays(sql, from, lx, item, idx, reached) {
+            return Read(if other { Inserted::Unread } else { inserted });
+        }
+        // A function's rows (`generate_series(1, 2)`, `jsonb_to_recordset(
+        // $1)`, `ROWS FROM (..)`, `LATERAL ..`): made of constants.
+        let mut l = *lx;
+        return if table_function(sql, from, &mut l) {
+            Read(Inserted::Unread)
+        } else {
+            Table
+        };
     }
-    if !is_kw(sql, &lx.next_sig()?, b"VALUES") {
-        return None;
+    if !lx.peek_sig().is_some_and(|t| is_kw(sql, &t, b"VALUES")) {
+        // A subquery: unreadable if it may select constants.
+        return if constant_select_in(sql, *lx, reached) {
+            Read(Inserted::Unread)
+        } else {
+            Table
+        };
     }
+    lx.next_sig();
     let rows_lx = *lx;
     // Past the rows to their `)`: no later INSERT in them is looked at
     // again (none is a statement Postgres runs).
@@ -2089,24 +2210,24 @@ fn insert_select<'a>(
     while depth > 0 {
         let Some(t) = lx.next_sig() else {
             *reached = sql.len();
-            return None;
+            return Lost;
         };
         *reached = lx.pos;
         match t.k {
             K::LParen | K::LBrack => depth += 1,
             K::RParen | K::RBrack => depth -= 1,
-            K::Semi => return None,
+            K::Semi => return Lost,
             _ => {}
         }
     }
-    // Constant rows the key's item does not name a column of, or with more
-    // after them (a set operation, a join, a grouping): not read, and
-    // not routed as if the session's tenant's.
+    // Constant rows the key's item does not name a column of (or computes
+    // on), or with more after them (a set operation, a join, a grouping):
+    // not read, and not routed as if the session's tenant's.
     let Some(col) = item_column(sql, lx, item.map(|(q, n, _)| (q, n)), idx, false) else {
-        return Some(Inserted::Unread);
+        return Read(Inserted::Unread);
     };
-    if rows_tail(sql, lx).is_none() {
-        return Some(Inserted::Unread);
+    if other || rows_tail(sql, lx).is_none() {
+        return Read(Inserted::Unread);
     }
     let rows = InsertRows {
         idx: col,
@@ -2114,7 +2235,92 @@ fn insert_select<'a>(
         casts: item.map(|(_, _, casts)| casts),
         tail_checked: true,
     };
-    Some(Inserted::Rows(rows, rows_lx))
+    Read(Inserted::Rows(rows, rows_lx))
+}
+
+/// Whether `from`, the first item of a FROM list, is a function's rows
+/// (`f(..)`, `schema.f(..)`, `ROWS FROM (..)`, `LATERAL ..`) rather than
+/// a table's: rows made of the statement's constants.
+fn table_function(sql: &[u8], from: Tok, lx: &mut Lexer<'_>) -> bool {
+    if is_any_kw(sql, &from, &[b"ROWS", b"LATERAL"]) {
+        return true;
+    }
+    if !is_identlike(&from) {
+        return false;
+    }
+    while lx.peek_sig().is_some_and(|t| t.k == K::Dot) {
+        lx.next_sig();
+        if !lx.next_sig().is_some_and(|t| is_identlike(&t)) {
+            return false;
+        }
+    }
+    lx.peek_sig().is_some_and(|t| t.k == K::LParen)
+}
+
+/// Whether a select, at its select list (after `SELECT`), may insert
+/// constants: a literal, parameter or boolean in its select list, or a
+/// FROM list whose first item is constant rows (`(VALUES ..)`), a
+/// function's rows ([`table_function`]) or such a subquery (followed up to
+/// four deep; deeper counts as constant). `reached`: how far it looked.
+fn constant_select(sql: &[u8], lx: &mut Lexer<'_>, reached: &mut usize, depth: usize) -> bool {
+    if depth > 4 {
+        return true;
+    }
+    let mut level = 0usize;
+    let mut prev: Option<Tok> = None;
+    while let Some(t) = lx.next_sig() {
+        *reached = (*reached).max(lx.pos);
+        match t.k {
+            K::LParen | K::LBrack => level += 1,
+            K::RParen | K::RBrack if level == 0 => return false,
+            K::RParen | K::RBrack => level -= 1,
+            K::Semi if level == 0 => return false,
+            K::Int | K::Num | K::Str { .. } | K::Dollar | K::Lit | K::Param(_) => return true,
+            K::Ident if is_any_kw(sql, &t, &[b"TRUE", b"FALSE"]) => return true,
+            // The FROM list (not `IS [NOT] DISTINCT FROM`'s).
+            K::Ident
+                if level == 0
+                    && is_kw(sql, &t, b"FROM")
+                    && !prev.is_some_and(|p| is_kw(sql, &p, b"DISTINCT")) =>
+            {
+                let Some(from) = lx.next_sig() else {
+                    return false;
+                };
+                if from.k == K::LParen {
+                    return match lx.peek_sig() {
+                        Some(v) if is_kw(sql, &v, b"VALUES") => true,
+                        Some(v) if is_kw(sql, &v, b"SELECT") => {
+                            lx.next_sig();
+                            constant_select(sql, lx, reached, depth + 1)
+                        }
+                        // `((..))`, `(TABLE ..)`, a join in parentheses.
+                        _ => true,
+                    };
+                }
+                return table_function(sql, from, lx);
+            }
+            // (`DISTINCT ON (..)`'s `ON` is no clause.)
+            _ if level == 0
+                && item_stop(sql, &t)
+                && !is_kw(sql, &t, b"FROM")
+                && !prev.is_some_and(|p| is_kw(sql, &p, b"DISTINCT")) =>
+            {
+                return false
+            }
+            _ => {}
+        }
+        prev = Some(t);
+    }
+    false
+}
+
+/// [`constant_select`] of the subquery whose `(` was just read (at its
+/// first token): `SELECT ..` followed; anything else counts as constant.
+fn constant_select_in(sql: &[u8], mut lx: Lexer<'_>, reached: &mut usize) -> bool {
+    if !lx.next_sig().is_some_and(|t| is_kw(sql, &t, b"SELECT")) {
+        return true;
+    }
+    constant_select(sql, &mut lx, reached, 1)
 }
 
 /// The key's item in an `INSERT .. SELECT`'s select list ([`select_item`]).
@@ -2151,16 +2357,28 @@ fn select_item<'a>(sql: &'a [u8], lx: &mut Lexer<'a>, reached: &mut usize) -> Op
     }
     let mut l = start;
     if alone_in(sql, &mut l, 0).is_some() && item_end(sql, &mut l) {
-        return None;
+        // `unnest(ARRAY[42, 43])` in a select list: rows of the array's
+        // elements (probe CB F2), not one function's result.
+        let mut u = start;
+        let unnest = u.next_sig().is_some_and(|t| {
+            table_function(sql, t, &mut u) && text(sql, &t).eq_ignore_ascii_case(b"unnest")
+        });
+        return (unnest && has_constant(sql, start)).then_some(Item::Unread);
     }
     // Anything else: a literal, parameter or boolean in it is a constant
     // the scan does not read (as a VALUES row's).
     let mut l = start;
     let mut depth = 0usize;
+    let mut prev: Option<Tok> = None;
     while let Some(t) = l.peek_sig() {
-        if depth == 0 && (matches!(t.k, K::Comma | K::RParen | K::Semi) || item_stop(sql, &t)) {
+        let after_distinct = prev.is_some_and(|p| is_kw(sql, &p, b"DISTINCT"));
+        if depth == 0
+            && !after_distinct
+            && (matches!(t.k, K::Comma | K::RParen | K::Semi) || item_stop(sql, &t))
+        {
             break;
         }
+        prev = Some(t);
         l.next_sig();
         *reached = (*reached).max(l.pos);
         match t.k {
@@ -2262,19 +2480,24 @@ fn no_set_operation(sql: &[u8], lx: &mut Lexer<'_>, reached: &mut usize) -> bool
 }
 
 /// After `FROM` in an `INSERT .. SELECT`, at `from`: arrays unnested into
-/// rows, `unnest(a, b, ..) [WITH ORDINALITY] [[AS] v [(names)]] [tail]`,
+/// rows, `unnest(a, b, ..) [WITH ORDINALITY] [[AS] u [(names)]] [tail]`,
 /// each row made of the arrays' elements at one index, the key's item
 /// naming one of its columns (or `*`). Django's `bulk_create` (`SELECT *
 /// FROM UNNEST((%s)::bigint[], ..)`) and asyncpg's bulk idiom
 /// (`unnest($1::bigint[], $2::text[])`) insert so (probe AU F2: refused
 /// 42P17 with no session tenant; with one, written on its shard whatever
-/// tenants the arrays held).
+/// tenants the arrays held). `None` when `from` is no `unnest`.
 ///
 /// Only `unnest` of two arrays or more, which Postgres runs as
 /// `pg_catalog.unnest` of each, whatever `search_path` holds or the
 /// session created; `unnest` of one array is whichever function of that
 /// name fits the array's type best, which any schema may hold (one in
-/// `pg_catalog.unnest(..)` is read).
+/// `pg_catalog.unnest(..)` is read). Column `i` is array `i`'s only when
+/// every array before the key's is of a type of one column ([`one_column`]:
+/// probe CA F1, an array of a composite type gives a column per field, and
+/// `unnest('a:1'::tsvector, ..)` three, so another array's elements were
+/// read as the key's). Whatever is not read so is unreadable: the rows are
+/// the statement's constants.
 fn unnest_arrays<'a>(
     sql: &'a [u8],
     from: Tok,
@@ -2283,54 +2506,230 @@ fn unnest_arrays<'a>(
     idx: usize,
     reached: &mut usize,
 ) -> Option<Inserted<'a>> {
+    // (Quoted names too: `"unnest"` is the same function, probe CA F3.)
+    let named = |t: &Tok, word: &[u8]| match t.k {
+        K::Ident => is_kw(sql, t, word),
+        K::QIdent => body(sql, t) == word,
+        _ => false,
+    };
+    let mut l = *lx;
+    let qualified = named(&from, b"pg_catalog") && l.peek_sig()?.k == K::Dot;
     let mut name = from;
-    let qualified = is_kw(sql, &from, b"pg_catalog") && lx.peek_sig()?.k == K::Dot;
     if qualified {
-        lx.next_sig();
-        name = lx.next_sig()?;
+        l.next_sig();
+        name = l.next_sig()?;
     }
-    if !is_kw(sql, &name, b"unnest") || lx.next_sig()?.k != K::LParen {
+    if !named(&name, b"unnest") || l.peek_sig()?.k != K::LParen {
         return None;
     }
+    l.next_sig();
+    *lx = l;
     let args = *lx;
     let mut n = 0usize;
     loop {
-        skip_element(lx, K::RParen)?;
+        if skip_element(lx, K::RParen).is_none() {
+            *reached = (*reached).max(lx.pos);
+            return Some(Inserted::Unread);
+        }
         *reached = (*reached).max(lx.pos);
         n += 1;
-        if lx.next_sig()?.k == K::RParen {
-            break;
+        match lx.next_sig().map(|t| t.k) {
+            Some(K::RParen) => break,
+            Some(K::Comma) => {}
+            _ => return Some(Inserted::Unread),
         }
     }
+    // One array, unqualified: a function of that name the scan cannot
+    // tell; `pg_catalog.unnest` of several: Postgres refuses it.
     if (n >= 2) == qualified {
-        return None;
+        return Some(Inserted::Unread);
     }
     if lx.peek_sig().is_some_and(|t| is_kw(sql, &t, b"WITH")) {
         lx.next_sig();
-        if !is_kw(sql, &lx.next_sig()?, b"ORDINALITY") {
-            return None;
+        if !lx.next_sig().is_some_and(|t| is_kw(sql, &t, b"ORDINALITY")) {
+            return Some(Inserted::Unread);
         }
     }
-    // (`WITH ORDINALITY`'s column, after the arrays', is no key; as for
-    // VALUES, a name that is none of the columns and a tail with more
-    // than the rows are unreadable.)
+    // (As for VALUES, a name that is none of the columns, a tail with more
+    // than the rows, and `WITH ORDINALITY`'s column, 1 to n whatever the
+    // arrays hold (probe CA F4), are unreadable.)
     let col = match item_column(sql, lx, item.map(|(q, n, _)| (q, n)), idx, true) {
-        Some(col) if col >= n => return None,
-        Some(col) if rows_tail(sql, lx).is_some() => col,
+        Some(col) if col < n && rows_tail(sql, lx).is_some() => col,
         _ => return Some(Inserted::Unread),
     };
     let mut arg = args;
     for _ in 0..col {
+        if !one_column(sql, arg) {
+            return Some(Inserted::Unread);
+        }
         skip_element(&mut arg, K::RParen)?;
         arg.next_sig();
     }
     let mut l = arg;
     if let Some((base, read)) = array_expr(sql, &mut l, 0) {
-        if matches!(l.peek_sig()?.k, K::Comma | K::RParen) {
+        if one_column(sql, arg) {
             return Some(Inserted::Array(base, read, item.map(|(_, _, c)| c)));
         }
     }
-    (constant_element(sql, arg) == Constant::Lit).then_some(Inserted::Unread)
+    // Built some other way (`string_to_array('42,42', ',')::bigint[]`,
+    // `ARRAY[ARRAY[42]]`, probe CB F1): unreadable if built of constants.
+    has_constant(sql, arg).then_some(Inserted::Unread)
+}
+
+/// Whether the array expression at the cursor (an `unnest` argument, up
+/// to its `,` or `)`) is one [`array_expr`] reads, of a type whose
+/// elements are one column each: every cast in it to a built-in type of
+/// one value ([`one_value_type`]), or none. Types Postgres finds by name
+/// count only while [`Lexer::types_by_name`] (a temporary composite type
+/// named `text` would make `::text[]` several columns: the statement's
+/// `casts_by_name` then refuses it where the session may have made one).
+fn one_column(sql: &[u8], lx: Lexer<'_>) -> bool {
+    let mut l = lx;
+    if array_expr(sql, &mut l, 0).is_none()
+        || !l
+            .peek_sig()
+            .is_some_and(|t| matches!(t.k, K::Comma | K::RParen))
+    {
+        return false;
+    }
+    let end = l.pos;
+    let mut l = lx;
+    let mut prev: Option<Tok> = None;
+    while let Some(t) = l.next_sig() {
+        if t.s >= end {
+            break;
+        }
+        let cast = t.k == K::Cast || (is_kw(sql, &t, b"AS") && prev.is_some());
+        prev = Some(t);
+        if cast {
+            let Some(ty) = l.next_sig() else { return false };
+            if !one_value_type(sql, &ty, &mut l) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Whether the type named at `ty` (the cursor after it) is a built-in type
+/// of one value: an SQL keyword type (`bigint`, `integer`, `varchar(n)`,
+/// `numeric(p, s)`, `double precision`, `timestamp with time zone`, ..,
+/// always `pg_catalog`'s), or one found by name (`int8`, `text`, `uuid`,
+/// `jsonb`, ..) while the lexer takes such names as written.
+fn one_value_type(sql: &[u8], ty: &Tok, lx: &mut Lexer<'_>) -> bool {
+    const KEYWORDS: &[&[u8]] = &[
+        b"int",
+        b"integer",
+        b"bigint",
+        b"smallint",
+        b"boolean",
+        b"real",
+        b"float",
+        b"double",
+        b"numeric",
+        b"decimal",
+        b"dec",
+        b"char",
+        b"character",
+        b"varchar",
+        b"nchar",
+        b"national",
+        b"time",
+        b"timestamp",
+        b"interval",
+        b"bit",
+    ];
+    const BY_NAME: &[&[u8]] = &[
+        b"int2",
+        b"int4",
+        b"int8",
+        b"float4",
+        b"float8",
+        b"bool",
+        b"text",
+        b"bpchar",
+        b"name",
+        b"uuid",
+        b"json",
+        b"jsonb",
+        b"bytea",
+        b"date",
+        b"timestamptz",
+        b"timetz",
+        b"inet",
+        b"cidr",
+        b"macaddr",
+        b"money",
+        b"oid",
+        b"xml",
+    ];
+    if ty.k != K::Ident || lx.peek_sig().is_some_and(|t| t.k == K::Dot) {
+        return false;
+    }
+    if !(is_any_kw(sql, ty, KEYWORDS) || (lx.types_by_name && is_any_kw(sql, ty, BY_NAME))) {
+        return false;
+    }
+    // The rest of the name, its modifiers and `[]`s: nothing else.
+    loop {
+        match lx.peek_sig() {
+            Some(t)
+                if is_any_kw(
+                    sql,
+                    &t,
+                    &[
+                        b"PRECISION",
+                        b"VARYING",
+                        b"CHARACTER",
+                        b"CHAR",
+                        b"WITH",
+                        b"WITHOUT",
+                        b"TIME",
+                        b"ZONE",
+                    ],
+                ) =>
+            {
+                lx.next_sig();
+            }
+            Some(t) if matches!(t.k, K::LParen | K::LBrack) => {
+                let close = if t.k == K::LParen {
+                    K::RParen
+                } else {
+                    K::RBrack
+                };
+                lx.next_sig();
+                loop {
+                    match lx.next_sig().map(|t| t.k) {
+                        Some(k) if k == close => break,
+                        Some(K::Int | K::Comma) => {}
+                        Some(K::Op) => {}
+                        _ => return false,
+                    }
+                }
+            }
+            Some(t) if is_kw(sql, &t, b"ARRAY") => {
+                lx.next_sig();
+            }
+            _ => return true,
+        }
+    }
+}
+
+/// Whether the element at the cursor (up to its `,` or `)`) holds a
+/// literal, parameter or boolean anywhere.
+fn has_constant(sql: &[u8], mut lx: Lexer<'_>) -> bool {
+    let mut depth = 0usize;
+    while let Some(t) = lx.next_sig() {
+        match t.k {
+            K::Comma | K::RParen | K::RBrack if depth == 0 => return false,
+            K::LParen | K::LBrack => depth += 1,
+            K::RParen | K::RBrack => depth -= 1,
+            K::Semi => return false,
+            K::Int | K::Num | K::Str { .. } | K::Dollar | K::Lit | K::Param(_) => return true,
+            K::Ident if is_any_kw(sql, &t, &[b"TRUE", b"FALSE"]) => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// After a FROM item of constant rows, at its alias: `[AS] v [(names)]`.
@@ -2463,14 +2862,21 @@ fn skip_item(sql: &[u8], lx: &mut Lexer<'_>) -> Option<()> {
     let mut empty = true;
     let mut prev: Option<Tok> = None;
     loop {
-        let t = lx.peek_sig()?;
+        // (The last item of a select list with no FROM ends the statement.)
+        let Some(t) = lx.peek_sig() else {
+            return (!empty).then_some(());
+        };
         if is_op(sql, &t, b"*") && prev.is_none_or(|p| p.k == K::Dot) {
             return None;
         }
+        // (`IS [NOT] DISTINCT FROM` is no FROM list: probe CA.)
+        let after_distinct = prev.is_some_and(|p| is_kw(sql, &p, b"DISTINCT"));
         prev = Some(t);
         match t.k {
-            K::Comma if depth == 0 => return (!empty).then_some(()),
-            K::Ident if depth == 0 && is_kw(sql, &t, b"FROM") => return (!empty).then_some(()),
+            K::Comma | K::Semi | K::RParen if depth == 0 => return (!empty).then_some(()),
+            K::Ident if depth == 0 && item_stop(sql, &t) && !after_distinct => {
+                return (!empty).then_some(())
+            }
             K::LParen | K::LBrack => depth += 1,
             K::RParen | K::RBrack => depth = depth.checked_sub(1)?,
             K::Semi => return None,
@@ -2806,10 +3212,28 @@ fn drive_clauses<'a>(
                         // Every element is a row's key: one the scan does
                         // not understand leaves the rows unread.
                         Some(Inserted::Array(base, read, casts)) => {
-                            array_elements(sql, base, read, &mut |v| {
+                            // (An `ARRAY[..]` none of whose elements is
+                            // read, `ARRAY[[42], [43]]`, names no tenant
+                            // in a filter; here its elements are the rows'
+                            // keys: probe CA F3.)
+                            let empty = match base {
+                                ArrayBase::Elements(l) => {
+                                    l.peek_sig().is_some_and(|t| t.k == K::RBrack)
+                                }
+                                _ => true,
+                            };
+                            let mut n = 0usize;
+                            let out = array_elements(sql, base, read, &mut |v| {
+                                n += 1;
                                 f(Src::Scan, cast_by(sql, casts, v))
-                            })
-                            .unwrap_or_else(|| f(Src::Scan, TenantToken::Unreadable))?;
+                            });
+                            match out {
+                                Some(ControlFlow::Continue(())) if n == 0 && !empty => {
+                                    f(Src::Scan, TenantToken::Unreadable)?
+                                }
+                                Some(flow) => flow?,
+                                None => f(Src::Scan, TenantToken::Unreadable)?,
+                            }
                         }
                         None => {}
                     }
@@ -3154,9 +3578,11 @@ mod tests {
                 "SELECT 1 WHERE tenant_id = ANY(ARRAY['042']::int[]::text[])",
                 "42",
             ),
+            // Untyped '042' beside the integer 7 is the integer 42 before
+            // the cast ({'42','7'}): unreadable (probe CA F2).
             (
                 "SELECT 1 WHERE tenant_id = SOME(ARRAY['042', 7]::varchar[])",
-                "042",
+                "<Unreadable>",
             ),
         ] {
             assert_eq!(all(sql).first().map(String::as_str), Some(want), "{sql}");
@@ -3731,11 +4157,11 @@ mod tests {
             ),
             (
                 "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[abs(1), 42])",
-                vec!["42", U],
+                vec![U],
             ),
             (
                 "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[1, f(2)]::int8[])",
-                vec!["1", U],
+                vec![U],
             ),
             (
                 "INSERT INTO t (tenant_id, a) VALUES (DEFAULT, 'a'), (42, 'b')",
@@ -4240,16 +4666,19 @@ mod tests {
             ("INSERT INTO t (tenant_id) SELECT w.y FROM (VALUES (1)) v(y)".into(), &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id) SELECT y + 0 FROM (VALUES (1)) v(y)".into(), &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id) SELECT DISTINCT y FROM (VALUES (1)) v(y)".into(), &["1"]),
-            ("INSERT INTO t (tenant_id) SELECT DISTINCT ON (y) y FROM (VALUES (1)) v(y)".into(), &[]),
+            ("INSERT INTO t (tenant_id) SELECT DISTINCT ON (y) y FROM (VALUES (1)) v(y)".into(), &["<Unreadable>"]),
             // One array unnested: the function named so that fits best,
-            // which any schema may hold.
-            ("INSERT INTO t (tenant_id) SELECT * FROM unnest(ARRAY[42])".into(), &[]),
-            // An item of several columns before the key's (probe AV).
-            ("INSERT INTO u (id, tenant_id, s) SELECT v.*, a::text FROM (VALUES (1, 42)) v(a, b)".into(), &[]),
-            ("INSERT INTO u (id, tenant_id, s) SELECT (v).*, a FROM (VALUES (1, 42)) v(a, b)".into(), &[]),
-            ("INSERT INTO u (id, tenant_id) SELECT a, *, b FROM (VALUES (1, 42)) v(a, b)".into(), &[]),
+            // which any schema may hold; its constants are unreadable.
+            ("INSERT INTO t (tenant_id) SELECT * FROM unnest(ARRAY[42])".into(), &["<Unreadable>"]),
+            // An item of several columns before the key's (probe AV):
+            // constant rows not read, unreadable (probe CA F3).
+            ("INSERT INTO u (id, tenant_id, s) SELECT v.*, a::text FROM (VALUES (1, 42)) v(a, b)".into(), &["<Unreadable>"]),
+            ("INSERT INTO u (id, tenant_id, s) SELECT (v).*, a FROM (VALUES (1, 42)) v(a, b)".into(), &["<Unreadable>"]),
+            ("INSERT INTO u (id, tenant_id) SELECT a, *, b FROM (VALUES (1, 42)) v(a, b)".into(), &["<Unreadable>"]),
+            ("INSERT INTO u (id, tenant_id) SELECT s.*, 42 FROM s".into(), &["<Unreadable>"]),
+            ("INSERT INTO u (id, tenant_id) SELECT s.*, s.x FROM s".into(), &[]),
             ("INSERT INTO u (n, tenant_id) SELECT count(*), b FROM (VALUES (1, 42)) v(a, b)".into(), &["42"]),
-            ("INSERT INTO t (a, tenant_id) SELECT y FROM (VALUES (42)) v(y)".into(), &[]),
+            ("INSERT INTO t (a, tenant_id) SELECT y FROM (VALUES (42)) v(y)".into(), &["<Unreadable>"]),
         ] {
             assert_eq!(all(&sql), want, "{sql}");
         }
@@ -4278,15 +4707,16 @@ mod tests {
             ("INSERT INTO t (tenant_id, name) SELECT * FROM unnest($1::numeric[], $2::text[])", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, name) SELECT * FROM unnest(ARRAY[42] || $1, $2::text[])", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, name) SELECT * FROM unnest('{42,NULL}'::int8[], $2::text[])", &["<Unreadable>"]),
-            ("INSERT INTO t (tenant_id, name) SELECT * FROM unnest(ARRAY[42, 1 + 1], $2::text[])", &["42", "<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, name) SELECT * FROM unnest(ARRAY[42, 1 + 1], $2::text[])", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, name) SELECT * FROM unnest($1::bigint[], $2::text[]) UNION SELECT 7, 'x'", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, name) SELECT * FROM unnest($1::bigint[], $2::text[]) u JOIN s ON true", &["<Unreadable>"]),
             // Not read: a function's result, one array's unnest, the
             // ordinality; a column the arrays do not have is unreadable.
-            ("INSERT INTO t (tenant_id, name) SELECT * FROM unnest(f($1), $2::text[])", &[]),
-            ("INSERT INTO t (tenant_id) SELECT * FROM unnest($1::bigint[])", &[]),
-            ("INSERT INTO t (tenant_id) SELECT * FROM public.unnest($1::bigint[], $2::text[])", &[]),
-            ("INSERT INTO t (tenant_id) SELECT o FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY u(t, n, o)", &[]),
+            ("INSERT INTO t (tenant_id, name) SELECT * FROM unnest(f($1), $2::text[])", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, name) SELECT * FROM unnest(f(x), $2::text[])", &[]),
+            ("INSERT INTO t (tenant_id) SELECT * FROM unnest($1::bigint[])", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id) SELECT * FROM public.unnest($1::bigint[], $2::text[])", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id) SELECT o FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY u(t, n, o)", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id) SELECT z FROM unnest($1::bigint[], $2::text[]) u(t, n)", &["<Unreadable>"]),
             // A constant key item: every row's.
             ("INSERT INTO t (tenant_id, name) SELECT 42, 'a'", &["42"]),
@@ -4301,6 +4731,61 @@ mod tests {
             ("INSERT INTO t (tenant_id, name) (SELECT * FROM unnest($1::int8[], $2::text[]))", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, name) (SELECT tenant_id, name FROM s WHERE tenant_id = 5)", &["5"]),
             ("INSERT INTO t (tenant_id, name) SELECT $1, 'a' INTERSECT SELECT tenant_id, name FROM s", &["<Unreadable>"]),
+            // Probe CA F1: an array before the key's of a type of several
+            // columns (a composite, `unnest(tsvector)`'s three), or of a
+            // type the scan does not know: the columns are not the arrays.
+            ("INSERT INTO items (tenant_id, name) SELECT u.b, u.c FROM unnest(ARRAY[ROW(0, 42, 'x', 1)::items], ARRAY[1001]) AS u(a, b, c, d, e)", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT u.t, u.n FROM unnest('a:1'::tsvector, ARRAY[42], ARRAY['x'], ARRAY[1001]) AS u(l, p, w, t, n, z)", &["<Unreadable>"]),
+            ("INSERT INTO items (id, tenant_id) SELECT * FROM unnest($1::items[], $2::int8[])", &["<Unreadable>"]),
+            ("INSERT INTO items (id, tenant_id) SELECT * FROM unnest($1::public.int8[], $2::int8[])", &["<Unreadable>"]),
+            ("INSERT INTO items (id, tenant_id) SELECT * FROM pg_catalog.unnest(ARRAY[ROW(900, 42, 'x', 1)::items])", &["<Unreadable>"]),
+            // Arrays of built-in types of one value before it: read.
+            ("INSERT INTO items (a, b, c, d, e, tenant_id) SELECT * FROM unnest(($1)::varchar(100)[], ($2)::timestamp with time zone[], ($3)::numeric(10, 2)[], ($4)::double precision[], ($5)::jsonb[], ($6)::bigint[])", &["<ParamArrayAs(6, Int)>"]),
+            ("INSERT INTO items (a, tenant_id) SELECT * FROM UNNEST((ARRAY[true, false])::boolean[], (ARRAY[42, 43])::bigint[])", &["42", "43"]),
+            ("INSERT INTO items (a, tenant_id) SELECT * FROM UNNEST(ARRAY['x', 'y'], ARRAY[42, 43])", &["42", "43"]),
+            // Probe CA F2: untyped and typed values in one column or array
+            // are made one type first ('043' beside 8 is the integer 43).
+            ("INSERT INTO items (tenant_id, name) SELECT v.t, v.n FROM (VALUES ('043', 'x'), (8, 'y')) v(t, n)", &["043", "8", "<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT * FROM unnest(ARRAY['043', 8], ARRAY['x', 'y'])", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT v.t, v.n FROM (VALUES ($1, 'x'), (8, 'y')) v(t, n)", &["<Param(1)>", "8", "<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT v.t, v.n FROM (VALUES ('043', 'x'), ('8', 'y')) v(t, n)", &["043", "8"]),
+            ("INSERT INTO items (tenant_id, name) SELECT * FROM unnest(ARRAY['043', '8'], ARRAY['x', 'y'])", &["043", "8"]),
+            ("INSERT INTO items (tenant_id, name) VALUES ('043', 'x'), (8, 'y')", &["043", "8"]),
+            // Probe CA F3, CB F2: forms near the ones read, unreadable.
+            ("INSERT INTO items (name, tenant_id) SELECT 'a' IS DISTINCT FROM 'b', 42", &["42"]),
+            ("INSERT INTO items (name, tenant_id) SELECT v.b IS DISTINCT FROM 'z', v.a FROM (VALUES (42, 'x')) v(a, b)", &["42"]),
+            ("INSERT INTO items (name, tenant_id) SELECT *, 42 FROM (VALUES ('x')) v(b)", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT v.* FROM (VALUES (42, 'x')) v(a, b)", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT DISTINCT ON (1) 42, 'x'", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT DISTINCT ON (a) a, b FROM (VALUES (42, 'x')) v(a, b)", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT (v.t), v.n FROM (VALUES (42, 'x')) v(t, n)", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT CAST(v.t AS bigint), v.n FROM (VALUES (42, 'x')) v(t, n)", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT (u.t), u.n FROM unnest(ARRAY[42], ARRAY['x']) u(t, n)", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT * FROM \"unnest\"(ARRAY[42], ARRAY['x'])", &["42"]),
+            ("INSERT INTO items (tenant_id) SELECT * FROM \"pg_catalog\".unnest('{42,43}'::int8[])", &["42", "43"]),
+            ("INSERT INTO items (tenant_id, name) SELECT * FROM unnest(ARRAY[[42], [43]], ARRAY['x', 'y'])", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT * FROM unnest(ARRAY[ARRAY[42], ARRAY[43]], ARRAY['x', 'y'])", &["<Unreadable>"]),
+            ("INSERT INTO items (name, tenant_id) (SELECT *, 42 FROM (VALUES ('x')) v(b))", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT * FROM unnest(string_to_array('42,42', ',')::bigint[], ARRAY['a', 'b'])", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT * FROM unnest(array_fill(42::bigint, ARRAY[2]), ARRAY['a', 'b'])", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT u.*, 5 FROM unnest(ARRAY[42], ARRAY['x']) u", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT * FROM (SELECT * FROM unnest(ARRAY[42], ARRAY['x'])) w", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT * FROM ROWS FROM (unnest(ARRAY[42]), unnest(ARRAY['x']))", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT s.a, s.b FROM (SELECT 42 AS a, 'x' AS b) s", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT g, 'x' FROM generate_series(1, 2) g", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT r.t, r.n FROM jsonb_to_recordset($1) AS r(t bigint, n text)", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT coalesce(v.t, v.t), v.n FROM (VALUES (42, 'x')) v(t, n)", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT unnest(ARRAY[42, 43]), unnest(ARRAY['a', 'b'])", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT unnest($1::int8[]), 'x'", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT nextval('s'), 'x'", &[]),
+            // Probe CA F4: the ordinality, 1 to n.
+            ("INSERT INTO items (tenant_id, name) SELECT u.o, u.n FROM unnest(ARRAY[42, 43], ARRAY['a', 'b']) WITH ORDINALITY AS u(t, n, o)", &["<Unreadable>"]),
+            ("INSERT INTO items (name, n, tenant_id) SELECT * FROM unnest(ARRAY['a', 'b'], ARRAY[5, 6]) WITH ORDINALITY", &["<Unreadable>"]),
+            // Rows of a table, or of a subquery of one: not read.
+            ("INSERT INTO t (name, tenant_id) SELECT w.n, w.t FROM (SELECT name AS n, tenant_id AS t FROM src WHERE tenant_id = 5) w", &["5"]),
+            ("INSERT INTO t (name, tenant_id) SELECT DISTINCT ON (x) x, tenant_id FROM src", &[]),
+            ("INSERT INTO audit (tenant_id, action) SELECT tenant_id, 'archived' FROM orders WHERE tenant_id = 42", &["42"]),
+            ("INSERT INTO t (name, tenant_id) SELECT x, f(tenant_id) FROM src, unnest(src.arr) a", &[]),
             // A column, a call: not read.
             ("INSERT INTO t (name, tenant_id) SELECT x, tenant_id FROM src WHERE tenant_id = 5", &["5"]),
             ("INSERT INTO t (name, tenant_id) SELECT x, coalesce(tenant_id, 0) FROM src", &[]),
