@@ -589,6 +589,17 @@ fn tenant_free_is_an_allow_list() {
         "(SELECT * FROM a)",
         ";SELECT * FROM a",
         "WITH q AS (SELECT 1) SELECT * FROM a",
+        // Settings and server facts only with no FROM, else not.
+        "SELECT version() FROM a",
+        "SELECT version(), * FROM a",
+        "SELECT set_config('a.b', (SELECT name FROM a LIMIT 1), false)",
+        "SELECT current_setting(name) FROM a",
+        "SELECT current_setting(x)",
+        "SELECT f()",
+        "SELECT public.version()",
+        "SELECT version() WHERE EXISTS (SELECT 1 FROM a)",
+        "SELECT version() UNION SELECT name FROM a",
+        "SELECT 1",
     ] {
         assert_eq!(code(&query(&r, &t, Tx::Idle, sql)), "42P17", "{sql}");
     }
@@ -597,6 +608,15 @@ fn tenant_free_is_an_allow_list() {
         "",
         "DISCARD ALL",
         "LISTEN a; UNLISTEN a",
+        // Drivers' and ORMs' connection setup (probe CB: Django's time
+        // zone, SQLAlchemy's version and schema, asyncpg's jit switch).
+        "SELECT set_config('TimeZone', 'UTC', false)",
+        "SELECT set_config('TimeZone', $1, false)",
+        "select pg_catalog.version()",
+        "select current_schema()",
+        "SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new",
+        "SELECT current_user, session_user, current_database() db, pg_backend_pid()",
+        "SELECT current_setting('search_path'::text)",
     ] {
         assert_eq!(query(&r, &t, Tx::Idle, sql), Decision::TenantFree, "{sql}");
     }

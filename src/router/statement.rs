@@ -79,6 +79,13 @@ pub enum Kind {
     /// asyncpg's `DO` block that runs `UNLISTEN *` (the exact text). It
     /// touches no tenant data.
     Cleanup,
+    /// A `SELECT` with no FROM of the server's settings and facts only
+    /// ([`info_select`]): `SELECT set_config('TimeZone', 'UTC', false)`
+    /// (Django's connection setup), `select pg_catalog.version()`, `select
+    /// current_schema()` (SQLAlchemy's), `SELECT current_setting('jit')`
+    /// (asyncpg's). It touches no tenant data; what it sets follows the
+    /// client as a `SET` does.
+    Info,
     /// Anything else: it may touch tenant data.
     Other,
 }
@@ -1107,6 +1114,9 @@ fn classify(sql: &[u8], key: &[u8], std: bool, out: &mut Facts) -> Kind {
             out.effects.add(Effects::ADVISORY);
             return Kind::Cleanup;
         }
+        if info_select(sql, lx) {
+            return Kind::Info;
+        }
     }
     if kw(b"DO") {
         let mut l2 = lx;
@@ -1496,6 +1506,105 @@ fn is_prepare_transaction(sql: &[u8], std: bool) -> bool {
         && lx
             .next_sig()
             .is_some_and(|t| is_kw(sql, &t, b"TRANSACTION"))
+}
+
+/// Functions of the server's settings and facts that read no table: the
+/// only calls an [`Kind::Info`] select may make.
+const INFO_FUNCTIONS: &[&[u8]] = &[
+    b"version",
+    b"current_setting",
+    b"set_config",
+    b"current_schema",
+    b"current_schemas",
+    b"current_database",
+    b"current_user",
+    b"session_user",
+    b"pg_backend_pid",
+    b"pg_is_in_recovery",
+];
+
+/// After `SELECT`: a select list of [`INFO_FUNCTIONS`] calls (qualified
+/// with `pg_catalog` or not), each argument one literal, parameter,
+/// boolean or NULL (cast or not), or of `current_user`, `session_user`,
+/// `current_schema`, `current_catalog`, `user`, each with an alias or not,
+/// and nothing after it (no FROM, WHERE, ..).
+fn info_select(sql: &[u8], mut lx: Lexer<'_>) -> bool {
+    const VALUES: &[&[u8]] = &[
+        b"current_user",
+        b"session_user",
+        b"current_schema",
+        b"current_catalog",
+        b"user",
+    ];
+    loop {
+        let Some(mut name) = lx.next_sig() else {
+            return false;
+        };
+        if is_kw(sql, &name, b"pg_catalog") && lx.peek_sig().is_some_and(|t| t.k == K::Dot) {
+            lx.next_sig();
+            let Some(n) = lx.next_sig() else { return false };
+            name = n;
+        }
+        if lx.peek_sig().is_some_and(|t| t.k == K::LParen) {
+            if !is_any_kw(sql, &name, INFO_FUNCTIONS) {
+                return false;
+            }
+            lx.next_sig();
+            if lx.peek_sig().is_some_and(|t| t.k == K::RParen) {
+                lx.next_sig();
+            } else {
+                loop {
+                    if !info_argument(sql, &mut lx) {
+                        return false;
+                    }
+                    match lx.next_sig().map(|t| t.k) {
+                        Some(K::Comma) => {}
+                        Some(K::RParen) => break,
+                        _ => return false,
+                    }
+                }
+            }
+        } else if !is_any_kw(sql, &name, VALUES) {
+            return false;
+        }
+        // An alias.
+        if lx.peek_sig().is_some_and(|t| is_kw(sql, &t, b"AS")) {
+            lx.next_sig();
+            if !lx.next_sig().is_some_and(|t| is_identlike(&t)) {
+                return false;
+            }
+        } else if lx
+            .peek_sig()
+            .is_some_and(|t| t.k == K::QIdent || (t.k == K::Ident && !is_kw(sql, &t, b"FROM")))
+        {
+            lx.next_sig();
+        }
+        match lx.next_sig() {
+            None => return true,
+            Some(t) if t.k == K::Comma => {}
+            Some(_) => return false,
+        }
+    }
+}
+
+/// One constant argument of an [`info_select`] call: a literal,
+/// parameter, `TRUE`, `FALSE` or `NULL`, cast by `::name` or not.
+fn info_argument(sql: &[u8], lx: &mut Lexer<'_>) -> bool {
+    let Some(t) = lx.next_sig() else { return false };
+    let constant = matches!(
+        t.k,
+        K::Str { .. } | K::Dollar | K::Int | K::Num | K::Param(_)
+    ) || is_any_kw(sql, &t, &[b"TRUE", b"FALSE", b"NULL"]);
+    if !constant {
+        return false;
+    }
+    while lx.peek_sig().is_some_and(|t| t.k == K::Cast) {
+        lx.next_sig();
+        if !lx.next_sig().is_some_and(|t| t.k == K::Ident) {
+            return false;
+        }
+    }
+    true
 }
 
 /// The body of asyncpg's (before 0.30) pool-release `DO` block, which runs

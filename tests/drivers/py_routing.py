@@ -201,6 +201,25 @@ def run_psycopg():
             except Exception as e:  # noqa: BLE001
                 fail(f"psycopg pipeline SET LOCAL, tenant {tenant}: {type(e).__name__}: {e}")
             eq(f"psycopg pipeline SET LOCAL, tenant {tenant}", got, [(shard, "7s")])
+    # Connection setup with no tenant (Django's time zone, SQLAlchemy's
+    # version and schema queries): settings and server facts only, run on
+    # any shard (they were 42P17), the setting following the client to
+    # every tenant's shard.
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        try:
+            conn.execute("SELECT set_config('TimeZone', %s, false)", ("Asia/Tokyo",))
+            version = conn.execute("select pg_catalog.version()").fetchone()[0]
+            schema = conn.execute("select current_schema()").fetchone()[0]
+        except Exception as e:  # noqa: BLE001
+            fail(f"psycopg connection setup with no tenant: {type(e).__name__}: {e}")
+        eq("psycopg select version()", version.startswith("PostgreSQL"), True)
+        eq("psycopg select current_schema()", schema, "public")
+        for tenant, shard, _port in TENANTS:
+            got = conn.execute(
+                "SELECT current_setting('TimeZone'), m.name FROM accounts a, shard_marker m WHERE a.tenant_id = %s",
+                (tenant,),
+            ).fetchall()
+            eq(f"psycopg set_config followed the client to {tenant}'s shard", got, [("Asia/Tokyo", shard)])
     # Django 5.2's bulk_create on PostgreSQL: `SELECT * FROM UNNEST((%s)::type[],
     # ..)`, a list per column; bound by the server (psycopg's default cursor)
     # and spelled in the text (ClientCursor, Django's default with psycopg 3).
