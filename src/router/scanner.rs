@@ -1349,6 +1349,15 @@ fn rows_walk<'a>(
     }
 }
 
+/// A literal, parameter, `TRUE` or `FALSE`: a token that makes what holds
+/// it a constant the statement gives.
+fn is_constant(sql: &[u8], t: &Tok) -> bool {
+    matches!(
+        t.k,
+        K::Int | K::Num | K::Str { .. } | K::Dollar | K::Lit | K::Param(_)
+    ) || (t.k == K::Ident && is_any_kw(sql, t, &[b"TRUE", b"FALSE"]))
+}
+
 /// What an element the router did not read as a value (up to its `,` or
 /// `)`) is, for a row's key element or an INSERT's key value. An
 /// allow-list: only the forms below name no tenant; anything else with a
@@ -1387,10 +1396,7 @@ fn constant_element(sql: &[u8], lx: Lexer<'_>) -> Constant {
             K::RParen | K::RBrack | K::Comma if depth == 0 => return Constant::No,
             K::RParen | K::RBrack => depth -= 1,
             K::Semi => return Constant::Lit,
-            K::Int | K::Num | K::Str { .. } | K::Dollar | K::Lit | K::Param(_) => {
-                return Constant::Lit;
-            }
-            K::Ident if is_any_kw(sql, &t, &[b"TRUE", b"FALSE"]) => return Constant::Lit,
+            _ if is_constant(sql, &t) => return Constant::Lit,
             _ => {}
         }
     }
@@ -2275,8 +2281,7 @@ fn constant_select(sql: &[u8], lx: &mut Lexer<'_>, reached: &mut usize, depth: u
             K::RParen | K::RBrack if level == 0 => return false,
             K::RParen | K::RBrack => level -= 1,
             K::Semi if level == 0 => return false,
-            K::Int | K::Num | K::Str { .. } | K::Dollar | K::Lit | K::Param(_) => return true,
-            K::Ident if is_any_kw(sql, &t, &[b"TRUE", b"FALSE"]) => return true,
+            _ if is_constant(sql, &t) => return true,
             // The FROM list (not `IS [NOT] DISTINCT FROM`'s).
             K::Ident
                 if level == 0
@@ -2385,10 +2390,7 @@ fn select_item<'a>(sql: &'a [u8], lx: &mut Lexer<'a>, reached: &mut usize) -> Op
             K::LParen | K::LBrack => depth += 1,
             // (A `]` with no `[`: no item Postgres reads.)
             K::RParen | K::RBrack => depth = depth.checked_sub(1)?,
-            K::Int | K::Num | K::Str { .. } | K::Dollar | K::Lit | K::Param(_) => {
-                return Some(Item::Unread);
-            }
-            K::Ident if is_any_kw(sql, &t, &[b"TRUE", b"FALSE"]) => return Some(Item::Unread),
+            _ if is_constant(sql, &t) => return Some(Item::Unread),
             _ => {}
         }
     }
@@ -2724,8 +2726,7 @@ fn has_constant(sql: &[u8], mut lx: Lexer<'_>) -> bool {
             K::LParen | K::LBrack => depth += 1,
             K::RParen | K::RBrack => depth -= 1,
             K::Semi => return false,
-            K::Int | K::Num | K::Str { .. } | K::Dollar | K::Lit | K::Param(_) => return true,
-            K::Ident if is_any_kw(sql, &t, &[b"TRUE", b"FALSE"]) => return true,
+            _ if is_constant(sql, &t) => return true,
             _ => {}
         }
     }
