@@ -2191,18 +2191,18 @@ fn select_source<'a>(
         if let Some(inserted) = unnest_arrays(sql, from, lx, item, idx, reached) {
             return Read(if other { Inserted::Unread } else { inserted });
         }
-        // A function's rows (`generate_series(1, 2)`, `jsonb_to_recordset(
-        // $1)`, `ROWS FROM (..)`, `LATERAL ..`): made of constants.
-        let mut l = *lx;
-        return if table_function(sql, from, &mut l) {
-            Read(Inserted::Unread)
-        } else {
-            Table
-        };
     }
-    if !lx.peek_sig().is_some_and(|t| is_kw(sql, &t, b"VALUES")) {
-        // A subquery: unreadable if it may select constants.
-        return if constant_select_in(sql, *lx, reached) {
+    if from.k != K::LParen || !lx.peek_sig().is_some_and(|t| is_kw(sql, &t, b"VALUES")) {
+        // Rows of tables, or of a function or subquery made of the
+        // statement's constants (`generate_series(1, 2)`, `jsonb_to_
+        // recordset($1)`, `(SELECT 42 AS t) s`), where the key's item may
+        // come from: unreadable.
+        let qual = match (&item, star || other) {
+            (Some((q, _, _)), false) => *q,
+            _ => None,
+        };
+        let mut l = *lx;
+        return if constant_from(sql, from, &mut l, qual, reached, 0) {
             Read(Inserted::Unread)
         } else {
             Table
@@ -2244,6 +2244,186 @@ fn select_source<'a>(
     Read(Inserted::Rows(rows, rows_lx))
 }
 
+/// Words that end a FROM list, or join its items.
+const FROM_ENDS: &[&[u8]] = &[
+    b"WHERE",
+    b"GROUP",
+    b"HAVING",
+    b"WINDOW",
+    b"ORDER",
+    b"LIMIT",
+    b"OFFSET",
+    b"FETCH",
+    b"RETURNING",
+    b"UNION",
+    b"INTERSECT",
+    b"EXCEPT",
+    b"FOR",
+];
+const JOIN_WORDS: &[&[u8]] = &[
+    b"JOIN", b"NATURAL", b"INNER", b"LEFT", b"RIGHT", b"FULL", b"CROSS", b"OUTER",
+];
+
+/// Whether a FROM list, at its first token `first` (the cursor after it),
+/// holds an item made of the statement's constants ([`table_function`],
+/// `(VALUES ..)`, a subquery that may select constants: see
+/// [`constant_select`]) that the key's item may come from: the one its
+/// qualifier `qual` names, or any when it has none (or names none of
+/// them). Tables, and items not followed, count as tables unless constant.
+fn constant_from(
+    sql: &[u8],
+    first: Tok,
+    lx: &mut Lexer<'_>,
+    qual: Option<Tok>,
+    reached: &mut usize,
+    depth: usize,
+) -> bool {
+    let mut t = first;
+    let mut any = false;
+    loop {
+        // One item.
+        let mut name: Option<Tok> = None;
+        let lateral = is_kw(sql, &t, b"LATERAL");
+        if lateral {
+            let Some(n) = lx.next_sig() else { return any };
+            t = n;
+        }
+        let constant = if t.k == K::LParen {
+            let inner = *lx;
+            let c = match lx.peek_sig() {
+                Some(v) if is_kw(sql, &v, b"SELECT") => {
+                    constant_select_in(sql, inner, reached, depth + 1)
+                }
+                // `(VALUES ..)`, `(TABLE ..)`, a join in parentheses.
+                _ => true,
+            };
+            if skip_parens(lx, reached).is_none() {
+                return true;
+            }
+            c
+        } else if is_identlike(&t) {
+            // (`ROWS FROM (f(..), ..)`: its functions' arguments.)
+            if is_kw(sql, &t, b"ROWS") && lx.peek_sig().is_some_and(|f| is_kw(sql, &f, b"FROM")) {
+                lx.next_sig();
+            } else {
+                name = Some(t);
+            }
+            while lx.peek_sig().is_some_and(|d| d.k == K::Dot) {
+                lx.next_sig();
+                match lx.next_sig() {
+                    Some(n) if is_identlike(&n) => name = Some(n),
+                    _ => return true,
+                }
+            }
+            // A function's rows: made of constants if its arguments hold
+            // some (`unnest(src.arr)` is a table's).
+            if lx.peek_sig().is_some_and(|p| p.k == K::LParen) {
+                lx.next_sig();
+                let args = *lx;
+                if skip_parens(lx, reached).is_none() {
+                    return true;
+                }
+                holds_constant(sql, args, lx.pos)
+            } else {
+                false
+            }
+        } else {
+            return true;
+        };
+        if lx.peek_sig().is_some_and(|w| is_kw(sql, &w, b"WITH")) {
+            lx.next_sig();
+            lx.next_sig();
+        }
+        // Its alias, and the alias's column list.
+        let alias = match lx.peek_sig() {
+            Some(a) if is_kw(sql, &a, b"AS") => {
+                lx.next_sig();
+                lx.next_sig()
+            }
+            Some(a)
+                if is_identlike(&a)
+                    && !is_any_kw(sql, &a, FROM_ENDS)
+                    && !is_any_kw(sql, &a, JOIN_WORDS)
+                    && !is_any_kw(sql, &a, &[b"ON", b"USING", b"TABLESAMPLE"]) =>
+            {
+                lx.next_sig();
+                Some(a)
+            }
+            _ => None,
+        };
+        if alias.is_some() {
+            name = alias;
+            if lx.peek_sig().is_some_and(|p| p.k == K::LParen) {
+                lx.next_sig();
+                if skip_parens(lx, reached).is_none() {
+                    return true;
+                }
+            }
+        }
+        let named = qual.is_some_and(|q| name.is_some_and(|n| same_name(sql, &q, &n)));
+        if named {
+            return constant;
+        }
+        any |= constant;
+        if any && qual.is_none() {
+            return true;
+        }
+        // To the next item (after `,` or a JOIN), past a join's condition.
+        let mut depth = 0usize;
+        let next = loop {
+            let Some(w) = lx.next_sig() else { return any };
+            *reached = (*reached).max(lx.pos);
+            match w.k {
+                K::LParen | K::LBrack => depth += 1,
+                K::RParen | K::RBrack if depth == 0 => return any,
+                K::RParen | K::RBrack => depth -= 1,
+                K::Semi => return any,
+                K::Comma if depth == 0 => match lx.next_sig() {
+                    Some(n) => break n,
+                    None => return any,
+                },
+                _ if depth == 0 && is_any_kw(sql, &w, FROM_ENDS) => return any,
+                _ if depth == 0 && is_kw(sql, &w, b"JOIN") => match lx.next_sig() {
+                    Some(n) => break n,
+                    None => return any,
+                },
+                _ => {}
+            }
+        };
+        t = next;
+    }
+}
+
+/// Whether the text from the cursor to `end` holds a literal, parameter
+/// or boolean ([`is_constant`]).
+fn holds_constant(sql: &[u8], mut lx: Lexer<'_>, end: usize) -> bool {
+    while let Some(t) = lx.next_sig() {
+        if t.s >= end {
+            return false;
+        }
+        if is_constant(sql, &t) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Past a parenthesized part whose `(` was just read, to its `)`.
+fn skip_parens(lx: &mut Lexer<'_>, reached: &mut usize) -> Option<()> {
+    let mut depth = 1usize;
+    while depth > 0 {
+        let t = lx.next_sig()?;
+        *reached = (*reached).max(lx.pos);
+        match t.k {
+            K::LParen | K::LBrack => depth += 1,
+            K::RParen | K::RBrack => depth -= 1,
+            K::Semi => return None,
+            _ => {}
+        }
+    }
+    Some(())
+}
+
 /// Whether `from`, the first item of a FROM list, is a function's rows
 /// (`f(..)`, `schema.f(..)`, `ROWS FROM (..)`, `LATERAL ..`) rather than
 /// a table's: rows made of the statement's constants.
@@ -2265,9 +2445,9 @@ fn table_function(sql: &[u8], from: Tok, lx: &mut Lexer<'_>) -> bool {
 
 /// Whether a select, at its select list (after `SELECT`), may insert
 /// constants: a literal, parameter or boolean in its select list, or a
-/// FROM list whose first item is constant rows (`(VALUES ..)`), a
-/// function's rows ([`table_function`]) or such a subquery (followed up to
-/// four deep; deeper counts as constant). `reached`: how far it looked.
+/// FROM list with an item made of constants ([`constant_from`]; subqueries
+/// followed up to four deep, deeper counts as constant). `reached`: how
+/// far it looked.
 fn constant_select(sql: &[u8], lx: &mut Lexer<'_>, reached: &mut usize, depth: usize) -> bool {
     if depth > 4 {
         return true;
@@ -2291,18 +2471,7 @@ fn constant_select(sql: &[u8], lx: &mut Lexer<'_>, reached: &mut usize, depth: u
                 let Some(from) = lx.next_sig() else {
                     return false;
                 };
-                if from.k == K::LParen {
-                    return match lx.peek_sig() {
-                        Some(v) if is_kw(sql, &v, b"VALUES") => true,
-                        Some(v) if is_kw(sql, &v, b"SELECT") => {
-                            lx.next_sig();
-                            constant_select(sql, lx, reached, depth + 1)
-                        }
-                        // `((..))`, `(TABLE ..)`, a join in parentheses.
-                        _ => true,
-                    };
-                }
-                return table_function(sql, from, lx);
+                return constant_from(sql, from, lx, None, reached, depth);
             }
             // (`DISTINCT ON (..)`'s `ON` is no clause.)
             _ if level == 0
@@ -2321,11 +2490,11 @@ fn constant_select(sql: &[u8], lx: &mut Lexer<'_>, reached: &mut usize, depth: u
 
 /// [`constant_select`] of the subquery whose `(` was just read (at its
 /// first token): `SELECT ..` followed; anything else counts as constant.
-fn constant_select_in(sql: &[u8], mut lx: Lexer<'_>, reached: &mut usize) -> bool {
+fn constant_select_in(sql: &[u8], mut lx: Lexer<'_>, reached: &mut usize, depth: usize) -> bool {
     if !lx.next_sig().is_some_and(|t| is_kw(sql, &t, b"SELECT")) {
         return true;
     }
-    constant_select(sql, &mut lx, reached, 1)
+    constant_select(sql, &mut lx, reached, depth)
 }
 
 /// The key's item in an `INSERT .. SELECT`'s select list ([`select_item`]).
@@ -4787,6 +4956,16 @@ mod tests {
             ("INSERT INTO t (name, tenant_id) SELECT DISTINCT ON (x) x, tenant_id FROM src", &[]),
             ("INSERT INTO audit (tenant_id, action) SELECT tenant_id, 'archived' FROM orders WHERE tenant_id = 42", &["42"]),
             ("INSERT INTO t (name, tenant_id) SELECT x, f(tenant_id) FROM src, unnest(src.arr) a", &[]),
+            // A constant FROM item after a table's: the key's item from
+            // it (or maybe, unqualified) is unreadable; from the table's,
+            // not read.
+            ("INSERT INTO t (tenant_id, name) SELECT u.t, 'x' FROM shard_marker, unnest(ARRAY[42], ARRAY['x']) u(t, n)", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, name) SELECT t, 'x' FROM shard_marker m JOIN (VALUES (42)) v(t) ON true", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, name) SELECT v.t, 'x' FROM shard_marker m CROSS JOIN LATERAL (SELECT 42 AS t) v", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, name) SELECT s.tenant_id, g FROM src s, generate_series(1, 3) g WHERE s.tenant_id = 42", &["42"]),
+            ("INSERT INTO t (tenant_id, name) SELECT s.tenant_id, o.x FROM src AS s LEFT OUTER JOIN other o ON o.id = s.id AND o.k = 'a' WHERE s.tenant_id = $1", &["<Param(1)>"]),
+            ("INSERT INTO t (tenant_id, name) SELECT s.tenant_id, o.x FROM ONLY src s JOIN other o USING (id) ON CONFLICT DO NOTHING", &[]),
+            ("INSERT INTO t (tenant_id, name) SELECT tenant_id, x FROM src s TABLESAMPLE SYSTEM (10) WHERE tenant_id = 7", &["7"]),
             // A column, a call: not read.
             ("INSERT INTO t (name, tenant_id) SELECT x, tenant_id FROM src WHERE tenant_id = 5", &["5"]),
             ("INSERT INTO t (name, tenant_id) SELECT x, coalesce(tenant_id, 0) FROM src", &[]),
