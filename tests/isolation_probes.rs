@@ -5054,6 +5054,10 @@ fn an_insert_of_unnested_arrays_is_routed_by_their_elements() {
     for shard in 0..2 {
         f.direct(shard, "CREATE TYPE pair AS (n text, t bigint)");
     }
+    let pair_array: u32 = f
+        .direct(0, "SELECT 'pair[]'::regtype::oid")
+        .parse()
+        .unwrap();
     let ret = "RETURNING (SELECT name FROM shard_marker)";
     let unnest = |keys: &str, note: &str| {
         format!(
@@ -5154,12 +5158,35 @@ fn an_insert_of_unnested_arrays_is_routed_by_their_elements() {
             format!("INSERT INTO ledger (tenant_id, note) SELECT * FROM unnest(ARRAY[[2002], [2002]], ARRAY['p-un-two', 'p-un-two']) {ret}"),
             format!("INSERT INTO ledger (tenant_id, note) SELECT u.o, u.n FROM unnest(ARRAY[2002], ARRAY['p-un-two']) WITH ORDINALITY AS u(t, n, o) {ret}"),
             format!("INSERT INTO ledger (tenant_id, note) SELECT g, 'p-un-two' FROM generate_series(2002, 2002) g {ret}"),
+            // Probe CD F2, CC F4: rows of a CTE of constants (SQLAlchemy's
+            // `values().cte()`), a WITH after the column list.
+            format!("WITH c(t, n) AS (VALUES (2002, 'p-un-two')) INSERT INTO ledger (tenant_id, note) SELECT c.t, c.n FROM c {ret}"),
+            format!("INSERT INTO ledger (tenant_id, note) WITH c AS (SELECT 1) SELECT 2002, 'p-un-two' UNION ALL SELECT 1001, 'p-un-two' {ret}"),
         ] {
             let (codes, rows) = q(&mut raw, &sql);
             bad.check(!codes.is_empty() && rows.is_empty(), || {
                 format!("{sql} ({tenant:?}): errors {codes:?}, rows {rows:?}")
             });
         }
+        // Probe CC F1: an array parameter declared of a composite type
+        // before the key's is two columns (u.t is its 2002).
+        let m = raw
+            .parse_typed(
+                "",
+                &format!("INSERT INTO ledger (tenant_id, note) SELECT u.t, 'p-un-two' FROM unnest($1, ARRAY[1001]) AS u(n, t, z) {ret}"),
+                &[pair_array],
+            )
+            .bind("", &["{\"(y,2002)\"}"])
+            .execute()
+            .sync()
+            .run(1);
+        bad.check(error_codes(&m) == ["22023"], || {
+            format!(
+                "composite parameter ({tenant:?}): errors {:?}, rows {:?}",
+                error_codes(&m),
+                first_column(&m)
+            )
+        });
         let keys = int8_array(&[2002, 1001]);
         let m = raw
             .parse_typed("", &named, &[1016, 1009])

@@ -786,6 +786,11 @@ fn array_elements<'a>(
 /// type (`VALUES ('043'), (8)` is a column of integers, '043' the integer
 /// 43, stored as '43' in a text key: probe CA F2 routed it as '043').
 /// Such a mix is unreadable.
+///
+/// A parameter is of the type its Parse declares, which the text does not
+/// tell (probe CC F3: `ARRAY['043', $1]` with `$1` declared int4 is an
+/// array of integers): beside anything else, another parameter included,
+/// it is unreadable too.
 #[derive(Default, Clone, Copy)]
 struct Kinds(u8);
 
@@ -793,7 +798,10 @@ impl Kinds {
     /// Count one value in.
     fn add(&mut self, v: &TenantToken<'_>) {
         self.0 |= match v {
-            TenantToken::Quoted { .. } | TenantToken::Param(_) => 1,
+            // (A second parameter sets the second bit.)
+            TenantToken::Param(_) if self.0 & 16 != 0 => 32,
+            TenantToken::Param(_) => 16,
+            TenantToken::Quoted { .. } => 1,
             TenantToken::Int(_) => 2,
             TenantToken::QuotedAs { conv, .. } | TenantToken::ParamAs(_, conv) => match conv {
                 Conv::Int => 2,
@@ -1916,6 +1924,7 @@ fn insert_header<'a>(
     lx: &mut Lexer<'a>,
     key: &[u8],
     reached: &mut usize,
+    ctes: &[Tok],
 ) -> Option<Inserted<'a>> {
     if !is_kw(sql, &lx.next_sig()?, b"INTO") {
         return None;
@@ -1985,8 +1994,21 @@ fn insert_header<'a>(
         }
         t = lx.next_sig()?;
     }
+    // `INSERT INTO t (cols) WITH c AS (..) SELECT ..` (probe CC F4: the
+    // key after it was not read).
+    let mut own = Vec::new();
+    let ctes = if is_kw(sql, &t, b"WITH") {
+        own.extend_from_slice(ctes);
+        if constant_ctes(sql, lx, &mut own, reached).is_none() {
+            return Some(Inserted::Unread);
+        }
+        t = lx.next_sig()?;
+        &own[..]
+    } else {
+        ctes
+    };
     if is_kw(sql, &t, b"SELECT") {
-        return insert_select(sql, lx, idx, reached);
+        return insert_select(sql, lx, idx, reached, ctes);
     }
     // (Any number: each is walked once, and a walk is never repeated. A
     // cap left a VALUES list in nine unread: probe AX.)
@@ -1995,10 +2017,14 @@ fn insert_header<'a>(
         opens += 1;
         t = lx.next_sig()?;
     }
+    if opens > 0 && is_kw(sql, &t, b"WITH") {
+        // `(WITH .. SELECT ..)`: not followed.
+        return Some(Inserted::Unread);
+    }
     if opens > 0 && is_kw(sql, &t, b"SELECT") {
         // `(SELECT 42, ..) UNION (SELECT ..)`: what the key's item holds
         // is not all that is inserted.
-        return insert_select(sql, lx, idx, reached).map(|_| Inserted::Unread);
+        return insert_select(sql, lx, idx, reached, ctes).map(|_| Inserted::Unread);
     }
     if !is_kw(sql, &t, b"VALUES") {
         return None;
@@ -2089,9 +2115,10 @@ fn insert_select<'a>(
     lx: &mut Lexer<'a>,
     idx: usize,
     reached: &mut usize,
+    ctes: &[Tok],
 ) -> Option<Inserted<'a>> {
     let start = *lx;
-    match select_source(sql, lx, idx, reached) {
+    match select_source(sql, lx, idx, reached, ctes) {
         KeyFrom::Read(inserted) => Some(inserted),
         KeyFrom::Table => None,
         // A select list or FROM list the scan could not follow (`v.*`, `*,
@@ -2122,6 +2149,7 @@ fn select_source<'a>(
     lx: &mut Lexer<'a>,
     idx: usize,
     reached: &mut usize,
+    ctes: &[Tok],
 ) -> KeyFrom<'a> {
     use KeyFrom::{Lost, Read, Table};
     // (`DISTINCT` keeps some of the rows, whose keys are read the same;
@@ -2202,7 +2230,7 @@ fn select_source<'a>(
             _ => None,
         };
         let mut l = *lx;
-        return if constant_from(sql, from, &mut l, qual, reached, 0) {
+        return if constant_from(sql, from, &mut l, qual, reached, 0, ctes) {
             Read(Inserted::Unread)
         } else {
             Table
@@ -2277,6 +2305,7 @@ fn constant_from(
     qual: Option<Tok>,
     reached: &mut usize,
     depth: usize,
+    ctes: &[Tok],
 ) -> bool {
     let mut t = first;
     let mut any = false;
@@ -2316,7 +2345,9 @@ fn constant_from(
                 }
             }
             // A function's rows: made of constants if its arguments hold
-            // some (`unnest(src.arr)` is a table's).
+            // some (`unnest(src.arr)` is a table's). A CTE of constants
+            // (`WITH c AS (VALUES ..)`, SQLAlchemy's `values().cte()`:
+            // probe CD F2).
             if lx.peek_sig().is_some_and(|p| p.k == K::LParen) {
                 lx.next_sig();
                 let args = *lx;
@@ -2325,7 +2356,7 @@ fn constant_from(
                 }
                 holds_constant(sql, args, lx.pos)
             } else {
-                false
+                name.is_some_and(|n| n.s == t.s) && ctes.iter().any(|c| same_name(sql, c, &t))
             }
         } else {
             return true;
@@ -2408,6 +2439,65 @@ fn holds_constant(sql: &[u8], mut lx: Lexer<'_>, end: usize) -> bool {
     false
 }
 
+/// After `WITH`: its CTEs, `[RECURSIVE] name [(cols)] AS [[NOT]
+/// MATERIALIZED] (body), ..`, the cursor left at the statement they go
+/// with. Pushes the name of every CTE whose rows may be made of constants
+/// (a body of `VALUES ..`, or a select that may hold constants: see
+/// [`constant_select`]; a data-modifying one's rows are its table's).
+/// `None` when not followed.
+fn constant_ctes(
+    sql: &[u8],
+    lx: &mut Lexer<'_>,
+    out: &mut Vec<Tok>,
+    reached: &mut usize,
+) -> Option<()> {
+    if lx.peek_sig().is_some_and(|t| is_kw(sql, &t, b"RECURSIVE")) {
+        lx.next_sig();
+    }
+    loop {
+        let name = lx.next_sig()?;
+        if !is_identlike(&name) {
+            return None;
+        }
+        let mut t = lx.next_sig()?;
+        if t.k == K::LParen {
+            skip_parens(lx, reached)?;
+            t = lx.next_sig()?;
+        }
+        if !is_kw(sql, &t, b"AS") {
+            return None;
+        }
+        t = lx.next_sig()?;
+        if is_kw(sql, &t, b"NOT") {
+            t = lx.next_sig()?;
+        }
+        if is_kw(sql, &t, b"MATERIALIZED") {
+            t = lx.next_sig()?;
+        }
+        if t.k != K::LParen {
+            return None;
+        }
+        let body = *lx;
+        let constant = match lx.peek_sig() {
+            Some(b) if is_kw(sql, &b, b"VALUES") => true,
+            Some(b) if is_kw(sql, &b, b"SELECT") => constant_select_in(sql, body, reached, 1),
+            Some(b) if is_any_kw(sql, &b, &[b"INSERT", b"UPDATE", b"DELETE", b"MERGE"]) => false,
+            _ => true,
+        };
+        if constant && out.len() < 64 {
+            out.push(name);
+        } else if constant {
+            return None;
+        }
+        skip_parens(lx, reached)?;
+        if lx.peek_sig().is_some_and(|c| c.k == K::Comma) {
+            lx.next_sig();
+        } else {
+            return Some(());
+        }
+    }
+}
+
 /// Past a parenthesized part whose `(` was just read, to its `)`.
 fn skip_parens(lx: &mut Lexer<'_>, reached: &mut usize) -> Option<()> {
     let mut depth = 1usize;
@@ -2471,7 +2561,7 @@ fn constant_select(sql: &[u8], lx: &mut Lexer<'_>, reached: &mut usize, depth: u
                 let Some(from) = lx.next_sig() else {
                     return false;
                 };
-                return constant_from(sql, from, lx, None, reached, depth);
+                return constant_from(sql, from, lx, None, reached, depth, &[]);
             }
             // (`DISTINCT ON (..)`'s `ON` is no clause.)
             _ if level == 0
@@ -2736,9 +2826,14 @@ fn unnest_arrays<'a>(
         skip_element(&mut arg, K::RParen)?;
         arg.next_sig();
     }
+    // (The key's own array: its elements are read by their casts, a
+    // parameter by its declared type, which must be an array of a key
+    // type.)
     let mut l = arg;
     if let Some((base, read)) = array_expr(sql, &mut l, 0) {
-        if one_column(sql, arg) {
+        if l.peek_sig()
+            .is_some_and(|t| matches!(t.k, K::Comma | K::RParen))
+        {
             return Some(Inserted::Array(base, read, item.map(|(_, _, c)| c)));
         }
     }
@@ -2748,38 +2843,59 @@ fn unnest_arrays<'a>(
 }
 
 /// Whether the array expression at the cursor (an `unnest` argument, up
-/// to its `,` or `)`) is one [`array_expr`] reads, of a type whose
-/// elements are one column each: every cast in it to a built-in type of
-/// one value ([`one_value_type`]), or none. Types Postgres finds by name
-/// count only while [`Lexer::types_by_name`] (a temporary composite type
-/// named `text` would make `::text[]` several columns: the statement's
-/// `casts_by_name` then refuses it where the session may have made one).
-fn one_column(sql: &[u8], lx: Lexer<'_>) -> bool {
-    let mut l = lx;
-    if array_expr(sql, &mut l, 0).is_none()
-        || !l
-            .peek_sig()
-            .is_some_and(|t| matches!(t.k, K::Comma | K::RParen))
-    {
-        return false;
-    }
-    let end = l.pos;
-    let mut l = lx;
+/// to its `,` or `)`) is of a type whose elements are one column each. An
+/// allow-list of what it may be made of: literals (any string form:
+/// psycopg 3 spells a JSON array `E'{..}'`), `ARRAY[..]`, parentheses,
+/// `NULL`, `TRUE`, `FALSE`, signs, casts (`::type`, `CAST(.. AS type)`)
+/// to built-in types of one value ([`one_value_type`]), and parameters
+/// each cast so after it (a bare `$1`, or `ARRAY[$1]`, is of the type its
+/// Parse declares, maybe a composite: probe CC F1). Anything else (a
+/// typed literal `items '(..)'`, a call, a column) is not. Types Postgres
+/// finds by name count only while [`Lexer::types_by_name`] (a temporary
+/// composite type named `text` would make `::text[]` several columns: the
+/// statement's `casts_by_name` then refuses it where the session may have
+/// made one).
+fn one_column(sql: &[u8], mut lx: Lexer<'_>) -> bool {
+    let mut depth = 0usize;
+    // The depths of parameters no cast has followed yet.
+    let mut pending: Vec<usize> = Vec::new();
     let mut prev: Option<Tok> = None;
-    while let Some(t) = l.next_sig() {
-        if t.s >= end {
-            break;
-        }
-        let cast = t.k == K::Cast || (is_kw(sql, &t, b"AS") && prev.is_some());
-        prev = Some(t);
+    loop {
+        let Some(t) = lx.next_sig() else { return false };
+        let cast = match t.k {
+            K::Comma | K::RParen if depth == 0 => return pending.is_empty() && prev.is_some(),
+            K::LParen | K::LBrack => {
+                depth += 1;
+                false
+            }
+            K::RParen | K::RBrack => {
+                depth -= 1;
+                false
+            }
+            K::Param(_) => {
+                pending.push(depth);
+                false
+            }
+            K::Int | K::Num | K::Str { .. } | K::Dollar | K::Comma => false,
+            K::Cast => true,
+            K::Op if matches!(text(sql, &t), b"-" | b"+") => false,
+            K::Ident if is_any_kw(sql, &t, &[b"ARRAY", b"NULL", b"TRUE", b"FALSE"]) => false,
+            // `CAST(` .. `AS type)`.
+            K::Ident if is_kw(sql, &t, b"CAST") => false,
+            K::Ident if is_kw(sql, &t, b"AS") => true,
+            _ => return false,
+        };
         if cast {
-            let Some(ty) = l.next_sig() else { return false };
-            if !one_value_type(sql, &ty, &mut l) {
+            let Some(ty) = lx.next_sig() else {
+                return false;
+            };
+            if !one_value_type(sql, &ty, &mut lx) {
                 return false;
             }
+            pending.retain(|&d| d < depth);
         }
+        prev = Some(t);
     }
-    true
 }
 
 /// Whether the type named at `ty` (the cursor after it) is a built-in type
@@ -3283,9 +3399,18 @@ fn drive_clauses<'a>(
         reports.set(reports.get() + 1);
         f(s, v)
     };
+    // The statement's start, and the CTEs of constants its `WITH` defines
+    // (found at its first INSERT: `WITH c AS (VALUES ..) INSERT .. SELECT
+    // .. FROM c`, probe CD F2).
+    let mut stmt_lx = lx;
+    let mut ctes: Vec<Tok> = Vec::new();
+    let mut ctes_at: Option<usize> = None;
     loop {
         let before = lx;
         let Some(t) = lx.next_raw() else { break };
+        if t.k == K::Semi {
+            stmt_lx = lx;
+        }
         if t.k == K::Comment {
             comment_pairs(body(sql, &t), key, &mut |v| f(Src::Comment, v))?;
             continue;
@@ -3358,7 +3483,16 @@ fn drive_clauses<'a>(
                     // `INSERT INTO u (x, tenant_id) SELECT ` repeated took
                     // a walk to the end of the text each, 65 s for 576 KB.)
                     let mut header = lx;
-                    let found = insert_header(sql, &mut header, key, &mut reached);
+                    if ctes_at != Some(stmt_lx.pos) {
+                        ctes.clear();
+                        let mut l = stmt_lx;
+                        if l.next_sig().is_some_and(|w| is_kw(sql, &w, b"WITH")) {
+                            let mut r = 0;
+                            let _ = constant_ctes(sql, &mut l, &mut ctes, &mut r);
+                        }
+                        ctes_at = Some(stmt_lx.pos);
+                    }
+                    let found = insert_header(sql, &mut header, key, &mut reached, &ctes);
                     // (An `INSERT .. SELECT`'s header walks past its rows to
                     // the statement's end.)
                     insert_done = insert_done.max(reached).max(header.pos);
@@ -4084,9 +4218,11 @@ mod tests {
             all("SELECT * FROM t WHERE tenant_id = ANY(ARRAY[1, 42])"),
             ["1", "42"]
         );
+        // (A parameter beside a literal may make it its declared type:
+        // probe CC F3.)
         assert_eq!(
             all("SELECT * FROM t WHERE tenant_id = ANY (ARRAY['a', $2]::text[]) ORDER BY 1"),
-            ["a", "<Param(2)>"]
+            ["<Unreadable>"]
         );
         assert_eq!(
             all("SELECT * FROM t WHERE tenant_id = ANY($1) OR tenant_id = 7"),
@@ -4913,6 +5049,35 @@ mod tests {
             ("INSERT INTO items (a, b, c, d, e, tenant_id) SELECT * FROM unnest(($1)::varchar(100)[], ($2)::timestamp with time zone[], ($3)::numeric(10, 2)[], ($4)::double precision[], ($5)::jsonb[], ($6)::bigint[])", &["<ParamArrayAs(6, Int)>"]),
             ("INSERT INTO items (a, tenant_id) SELECT * FROM UNNEST((ARRAY[true, false])::boolean[], (ARRAY[42, 43])::bigint[])", &["42", "43"]),
             ("INSERT INTO items (a, tenant_id) SELECT * FROM UNNEST(ARRAY['x', 'y'], ARRAY[42, 43])", &["42", "43"]),
+            // Probe CC F4, CD F2: a WITH after the column list; rows of a
+            // CTE of constants (SQLAlchemy's `values().cte()`).
+            ("INSERT INTO items (tenant_id, name) WITH c AS (SELECT 1) VALUES (42, 'x')", &["42"]),
+            ("INSERT INTO items (tenant_id, name) WITH c AS (SELECT 1) SELECT 42, 'x'", &["42"]),
+            ("INSERT INTO items (tenant_id, name) WITH c AS (SELECT 1) SELECT * FROM unnest(ARRAY[42], ARRAY['x'])", &["42"]),
+            ("INSERT INTO items (tenant_id, name) (WITH c AS (SELECT 1) SELECT 42, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) WITH c AS (VALUES (42, 'x')) SELECT * FROM c", &["<Unreadable>"]),
+            ("WITH src(tenant_id, name) AS (VALUES (42, 'a'), (42, 'b')) INSERT INTO items (tenant_id, name) SELECT src.tenant_id, src.name FROM src", &["<Unreadable>"]),
+            ("WITH p AS (SELECT 42::bigint AS t) INSERT INTO items (tenant_id, name) SELECT p.t, 'x' FROM p", &["<Unreadable>"]),
+            ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) INSERT INTO items (tenant_id) SELECT n FROM r", &["<Unreadable>"]),
+            // A CTE of a table's rows, or one that moves them: not read.
+            ("WITH moved AS (DELETE FROM items WHERE tenant_id = 42 RETURNING *) INSERT INTO archive (tenant_id, name) SELECT tenant_id, name FROM moved", &["42"]),
+            ("WITH s AS (SELECT tenant_id, name FROM items WHERE tenant_id = $1) INSERT INTO archive (tenant_id, name) SELECT s.tenant_id, s.name FROM s", &["<Param(1)>"]),
+            ("WITH c AS (VALUES (1)) INSERT INTO archive (tenant_id, name) SELECT tenant_id, name FROM items WHERE tenant_id = 7", &["7"]),
+            // Probe CC F1/F2: a parameter of a declared type, a typed
+            // literal before the key's array: maybe a composite.
+            ("INSERT INTO items (tenant_id, name) SELECT u.b, u.c FROM unnest($1, ARRAY[1001]) AS u(a, b, c, d, e)", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT u.b, u.c FROM unnest(ARRAY[$1], ARRAY[1001]) AS u(a, b, c, d, e)", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT u.b, u.c FROM unnest(ARRAY[items '(0,42,x,1)'], ARRAY[1001]) AS u(a, b, c, d, e)", &["<Unreadable>"]),
+            ("INSERT INTO items (a, tenant_id) SELECT * FROM unnest(ARRAY[$1::text, $2::text], ARRAY[1001])", &["1001"]),
+            ("INSERT INTO items (a, tenant_id) SELECT * FROM unnest(CAST($1 AS text[]), ARRAY[1001])", &["1001"]),
+            // Probe CD F1: psycopg 3 spells a JSON array with escapes.
+            ("INSERT INTO items (name, tenant_id) SELECT * FROM UNNEST((E'{\"a\\\\b\",\"c\"}')::text[], ('{42,42}'::int8[])::bigint[])", &["42", "42"]),
+            ("INSERT INTO wide (meta, tenant_id) SELECT * FROM UNNEST(( E'{\"{\\\\\"k\\\\\": 0}\"}'::jsonb[])::jsonb[], ('{42}'::int8[])::bigint[])", &["42"]),
+            // Probe CC F3: a parameter beside a literal, or another one.
+            ("INSERT INTO items (tenant_id, name) SELECT * FROM unnest(ARRAY['043', $1], ARRAY['x', 'y'])", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT v.t, v.n FROM (VALUES ('043', 'x'), ($1, 'y')) v(t, n)", &["043", "<Param(1)>", "<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT v.t, v.n FROM (VALUES ($1, 'x'), ($2, 'y')) v(t, n)", &["<Param(1)>", "<Param(2)>", "<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT v.t, v.n FROM (VALUES ($1::int8, 'x'), ($2::int8, 'y')) v(t, n)", &["<ParamAs(1, Int)>", "<ParamAs(2, Int)>"]),
             // Probe CA F2: untyped and typed values in one column or array
             // are made one type first ('043' beside 8 is the integer 43).
             ("INSERT INTO items (tenant_id, name) SELECT v.t, v.n FROM (VALUES ('043', 'x'), (8, 'y')) v(t, n)", &["043", "8", "<Unreadable>"]),
