@@ -2550,7 +2550,7 @@ fn constant_select(sql: &[u8], lx: &mut Lexer<'_>, reached: &mut usize, depth: u
             K::LParen | K::LBrack => level += 1,
             K::RParen | K::RBrack if level == 0 => return false,
             K::RParen | K::RBrack => level -= 1,
-            K::Semi if level == 0 => return false,
+            K::Semi => return false,
             _ if is_constant(sql, &t) => return true,
             // The FROM list (not `IS [NOT] DISTINCT FROM`'s).
             K::Ident
@@ -2636,9 +2636,10 @@ fn select_item<'a>(sql: &'a [u8], lx: &mut Lexer<'a>, reached: &mut usize) -> Op
     let mut prev: Option<Tok> = None;
     while let Some(t) = l.peek_sig() {
         let after_distinct = prev.is_some_and(|p| is_kw(sql, &p, b"DISTINCT"));
-        if depth == 0
-            && !after_distinct
-            && (matches!(t.k, K::Comma | K::RParen | K::Semi) || item_stop(sql, &t))
+        if t.k == K::Semi
+            || (depth == 0
+                && !after_distinct
+                && (matches!(t.k, K::Comma | K::RParen) || item_stop(sql, &t)))
         {
             break;
         }
@@ -3158,14 +3159,16 @@ fn skip_item(sql: &[u8], lx: &mut Lexer<'_>) -> Option<()> {
         // (`IS [NOT] DISTINCT FROM` is no FROM list: probe CA.)
         let after_distinct = prev.is_some_and(|p| is_kw(sql, &p, b"DISTINCT"));
         prev = Some(t);
+        // (A `;` ends the statement as the end of the text does, however
+        // deep: the statement is analyzed on its own too.)
         match t.k {
-            K::Comma | K::Semi | K::RParen if depth == 0 => return (!empty).then_some(()),
+            K::Comma | K::RParen if depth == 0 => return (!empty).then_some(()),
+            K::Semi => return (!empty).then_some(()),
             K::Ident if depth == 0 && item_stop(sql, &t) && !after_distinct => {
                 return (!empty).then_some(())
             }
             K::LParen | K::LBrack => depth += 1,
             K::RParen | K::RBrack => depth = depth.checked_sub(1)?,
-            K::Semi => return None,
             _ => {}
         }
         lx.next_sig();
@@ -5137,6 +5140,30 @@ mod tests {
             ("INSERT INTO t (name, tenant_id) SELECT x, current_setting('app.t')::int FROM src", &[]),
         ] {
             assert_eq!(all(sql), want, "{sql}");
+        }
+    }
+
+    /// A `;` ends an INSERT .. SELECT's walk as the end of the text does,
+    /// however deep in parentheses: `analyze` reads each statement on its
+    /// own and must find what a walk of the whole text finds (fuzz: the
+    /// walk went past the `;` into the next statement's literal).
+    #[test]
+    fn a_semicolon_ends_an_insert_select_as_the_end_does() {
+        for (whole, first) in [
+            (
+                "INSERT INTO s(tenant_id,e,e)SELECT\nS d,((;''",
+                "INSERT INTO s(tenant_id,e,e)SELECT\nS d,((",
+            ),
+            (
+                "INSERT INTO s (e, tenant_id) SELECT x, (y; SELECT 42",
+                "INSERT INTO s (e, tenant_id) SELECT x, (y",
+            ),
+            (
+                "INSERT INTO s (tenant_id) SELECT a FROM (SELECT b FROM c; SELECT 1",
+                "INSERT INTO s (tenant_id) SELECT a FROM (SELECT b FROM c",
+            ),
+        ] {
+            assert_eq!(all(whole), all(first), "{whole}");
         }
     }
 
