@@ -5162,6 +5162,11 @@ fn an_insert_of_unnested_arrays_is_routed_by_their_elements() {
             // `values().cte()`), a WITH after the column list.
             format!("WITH c(t, n) AS (VALUES (2002, 'p-un-two')) INSERT INTO ledger (tenant_id, note) SELECT c.t, c.n FROM c {ret}"),
             format!("INSERT INTO ledger (tenant_id, note) WITH c AS (SELECT 1) SELECT 2002, 'p-un-two' UNION ALL SELECT 1001, 'p-un-two' {ret}"),
+            // Probe CE: a CTE returning constants, one selecting from a CTE
+            // of constants, a set operation's constant branch.
+            format!("WITH m AS (UPDATE ledger SET note = note WHERE tenant_id = 1001 RETURNING 2002 AS t) INSERT INTO ledger (tenant_id, note) SELECT m.t, 'p-un-two' FROM m {ret}"),
+            format!("WITH c(a) AS (VALUES (2002)), d AS (SELECT a FROM c) INSERT INTO ledger (tenant_id, note) SELECT d.a, 'p-un-two' FROM d {ret}"),
+            format!("INSERT INTO ledger (tenant_id, note) SELECT s.t, 'p-un-two' FROM (SELECT tenant_id AS t FROM ledger WHERE false UNION ALL SELECT 2002) s {ret}"),
         ] {
             let (codes, rows) = q(&mut raw, &sql);
             bad.check(!codes.is_empty() && rows.is_empty(), || {

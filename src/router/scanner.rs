@@ -2127,7 +2127,7 @@ fn insert_select<'a>(
         // read as no tenant, wrote tenant 42 on the session tenant's shard).
         KeyFrom::Lost => {
             let mut l = start;
-            constant_select(sql, &mut l, reached, 0).then_some(Inserted::Unread)
+            constant_select(sql, &mut l, reached, 0, ctes).then_some(Inserted::Unread)
         }
     }
 }
@@ -2312,8 +2312,8 @@ fn constant_from(
     loop {
         // One item.
         let mut name: Option<Tok> = None;
-        let lateral = is_kw(sql, &t, b"LATERAL");
-        if lateral {
+        // (`ONLY c` names c: probe CE F3.)
+        while is_any_kw(sql, &t, &[b"LATERAL", b"ONLY"]) {
             let Some(n) = lx.next_sig() else { return any };
             t = n;
         }
@@ -2321,7 +2321,7 @@ fn constant_from(
             let inner = *lx;
             let c = match lx.peek_sig() {
                 Some(v) if is_kw(sql, &v, b"SELECT") => {
-                    constant_select_in(sql, inner, reached, depth + 1)
+                    constant_select_in(sql, inner, reached, depth + 1, ctes)
                 }
                 // `(VALUES ..)`, `(TABLE ..)`, a join in parentheses.
                 _ => true,
@@ -2400,21 +2400,26 @@ fn constant_from(
             return true;
         }
         // To the next item (after `,` or a JOIN), past a join's condition.
-        let mut depth = 0usize;
+        // (Its end is left for the caller: `UNION ..` may follow.)
+        let mut level = 0usize;
         let next = loop {
-            let Some(w) = lx.next_sig() else { return any };
+            let Some(w) = lx.peek_sig() else { return any };
+            match w.k {
+                K::RParen | K::RBrack if level == 0 => return any,
+                K::Semi => return any,
+                _ if level == 0 && is_any_kw(sql, &w, FROM_ENDS) => return any,
+                _ => {}
+            }
+            lx.next_sig();
             *reached = (*reached).max(lx.pos);
             match w.k {
-                K::LParen | K::LBrack => depth += 1,
-                K::RParen | K::RBrack if depth == 0 => return any,
-                K::RParen | K::RBrack => depth -= 1,
-                K::Semi => return any,
-                K::Comma if depth == 0 => match lx.next_sig() {
+                K::LParen | K::LBrack => level += 1,
+                K::RParen | K::RBrack => level -= 1,
+                K::Comma if level == 0 => match lx.next_sig() {
                     Some(n) => break n,
                     None => return any,
                 },
-                _ if depth == 0 && is_any_kw(sql, &w, FROM_ENDS) => return any,
-                _ if depth == 0 && is_kw(sql, &w, b"JOIN") => match lx.next_sig() {
+                _ if level == 0 && is_kw(sql, &w, b"JOIN") => match lx.next_sig() {
                     Some(n) => break n,
                     None => return any,
                 },
@@ -2478,24 +2483,53 @@ fn constant_ctes(
             return None;
         }
         let body = *lx;
-        let constant = match lx.peek_sig() {
+        let dml = lx
+            .peek_sig()
+            .is_some_and(|b| is_any_kw(sql, &b, &[b"INSERT", b"UPDATE", b"DELETE", b"MERGE"]));
+        let mut constant = match lx.peek_sig() {
             Some(b) if is_kw(sql, &b, b"VALUES") => true,
-            Some(b) if is_kw(sql, &b, b"SELECT") => constant_select_in(sql, body, reached, 1),
-            Some(b) if is_any_kw(sql, &b, &[b"INSERT", b"UPDATE", b"DELETE", b"MERGE"]) => false,
+            // (Selecting from an earlier CTE of constants: probe CE F2.)
+            Some(b) if is_kw(sql, &b, b"SELECT") => constant_select_in(sql, body, reached, 1, out),
+            Some(_) if dml => false,
             _ => true,
         };
+        skip_parens(lx, reached)?;
+        if dml {
+            // Its rows are its table's, unless what it returns holds
+            // constants (`RETURNING 42 AS t`: probe CE F1).
+            constant = returning_constant(sql, body, lx.pos);
+        }
         if constant && out.len() < 64 {
             out.push(name);
         } else if constant {
             return None;
         }
-        skip_parens(lx, reached)?;
         if lx.peek_sig().is_some_and(|c| c.k == K::Comma) {
             lx.next_sig();
         } else {
             return Some(());
         }
     }
+}
+
+/// Whether a data-modifying statement from the cursor to `end` returns
+/// something holding a constant (`RETURNING 42 AS t`).
+fn returning_constant(sql: &[u8], mut lx: Lexer<'_>, end: usize) -> bool {
+    let mut level = 0usize;
+    while let Some(t) = lx.next_sig() {
+        if t.s >= end {
+            return false;
+        }
+        match t.k {
+            K::LParen | K::LBrack => level += 1,
+            K::RParen | K::RBrack => level = level.saturating_sub(1),
+            _ if level == 0 && is_kw(sql, &t, b"RETURNING") => {
+                return holds_constant(sql, lx, end);
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Past a parenthesized part whose `(` was just read, to its `)`.
@@ -2538,12 +2572,20 @@ fn table_function(sql: &[u8], from: Tok, lx: &mut Lexer<'_>) -> bool {
 /// FROM list with an item made of constants ([`constant_from`]; subqueries
 /// followed up to four deep, deeper counts as constant). `reached`: how
 /// far it looked.
-fn constant_select(sql: &[u8], lx: &mut Lexer<'_>, reached: &mut usize, depth: usize) -> bool {
+fn constant_select(
+    sql: &[u8],
+    lx: &mut Lexer<'_>,
+    reached: &mut usize,
+    depth: usize,
+    ctes: &[Tok],
+) -> bool {
     if depth > 4 {
         return true;
     }
     let mut level = 0usize;
     let mut prev: Option<Tok> = None;
+    // In a select list (the first, or one after a set operation).
+    let mut in_list = true;
     while let Some(t) = lx.next_sig() {
         *reached = (*reached).max(lx.pos);
         match t.k {
@@ -2551,25 +2593,49 @@ fn constant_select(sql: &[u8], lx: &mut Lexer<'_>, reached: &mut usize, depth: u
             K::RParen | K::RBrack if level == 0 => return false,
             K::RParen | K::RBrack => level -= 1,
             K::Semi => return false,
-            _ if is_constant(sql, &t) => return true,
+            _ if in_list && is_constant(sql, &t) => return true,
             // The FROM list (not `IS [NOT] DISTINCT FROM`'s).
             K::Ident
                 if level == 0
+                    && in_list
                     && is_kw(sql, &t, b"FROM")
                     && !prev.is_some_and(|p| is_kw(sql, &p, b"DISTINCT")) =>
             {
                 let Some(from) = lx.next_sig() else {
                     return false;
                 };
-                return constant_from(sql, from, lx, None, reached, depth, &[]);
+                if constant_from(sql, from, lx, None, reached, depth, ctes) {
+                    return true;
+                }
+                in_list = false;
+            }
+            // Another select's rows (probe CE F4: `.. UNION ALL SELECT
+            // 42` after a table's): judged as the first's.
+            K::Ident if level == 0 && is_any_kw(sql, &t, &[b"UNION", b"INTERSECT", b"EXCEPT"]) => {
+                while lx
+                    .peek_sig()
+                    .is_some_and(|w| is_any_kw(sql, &w, &[b"ALL", b"DISTINCT", b"SELECT"]))
+                {
+                    lx.next_sig();
+                }
+                if lx
+                    .peek_sig()
+                    .is_some_and(|w| w.k == K::LParen || is_any_kw(sql, &w, &[b"VALUES", b"TABLE"]))
+                {
+                    return true;
+                }
+                in_list = true;
+                prev = None;
+                continue;
             }
             // (`DISTINCT ON (..)`'s `ON` is no clause.)
             _ if level == 0
+                && in_list
                 && item_stop(sql, &t)
                 && !is_kw(sql, &t, b"FROM")
                 && !prev.is_some_and(|p| is_kw(sql, &p, b"DISTINCT")) =>
             {
-                return false
+                in_list = false;
             }
             _ => {}
         }
@@ -2580,11 +2646,17 @@ fn constant_select(sql: &[u8], lx: &mut Lexer<'_>, reached: &mut usize, depth: u
 
 /// [`constant_select`] of the subquery whose `(` was just read (at its
 /// first token): `SELECT ..` followed; anything else counts as constant.
-fn constant_select_in(sql: &[u8], mut lx: Lexer<'_>, reached: &mut usize, depth: usize) -> bool {
+fn constant_select_in(
+    sql: &[u8],
+    mut lx: Lexer<'_>,
+    reached: &mut usize,
+    depth: usize,
+    ctes: &[Tok],
+) -> bool {
     if !lx.next_sig().is_some_and(|t| is_kw(sql, &t, b"SELECT")) {
         return true;
     }
-    constant_select(sql, &mut lx, reached, depth)
+    constant_select(sql, &mut lx, reached, depth, ctes)
 }
 
 /// The key's item in an `INSERT .. SELECT`'s select list ([`select_item`]).
@@ -3197,8 +3269,23 @@ fn same_name(sql: &[u8], a: &Tok, b: &Tok) -> bool {
     match (a.k, b.k) {
         (K::Ident, K::Ident) => text(sql, a).eq_ignore_ascii_case(text(sql, b)),
         (K::QIdent, K::QIdent) => body(sql, a) == body(sql, b),
+        // An unquoted name is its lower case (probe CE F3: `WITH C ..
+        // FROM "c"`); a quoted one with `""` in it is taken as another.
+        (K::Ident, K::QIdent) => folds_to(text(sql, a), body(sql, b)),
+        (K::QIdent, K::Ident) => folds_to(text(sql, b), body(sql, a)),
         _ => false,
     }
+}
+
+/// Whether unquoted `word` folds to the quoted name `quoted` (ASCII
+/// folding, as Postgres does; a non-ASCII word is taken as different).
+fn folds_to(word: &[u8], quoted: &[u8]) -> bool {
+    word.is_ascii()
+        && word.len() == quoted.len()
+        && word
+            .iter()
+            .zip(quoted)
+            .all(|(w, q)| w.to_ascii_lowercase() == *q)
 }
 
 /// An unquoted word that starts a clause rather than naming a column or
@@ -4970,7 +5057,8 @@ mod tests {
             ("INSERT INTO t (tenant_id) SELECT y FROM (VALUES (1)) v(y) WHERE true UNION ALL SELECT 42".into(), &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id) SELECT y FROM (VALUES (1)) v(y) GROUP BY y".into(), &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id) SELECT z FROM (VALUES (1)) v(y)".into(), &["<Unreadable>"]),
-            ("INSERT INTO t (tenant_id) SELECT \"y\" FROM (VALUES (1)) v(y)".into(), &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id) SELECT \"y\" FROM (VALUES (1)) v(y)".into(), &["1"]),
+            ("INSERT INTO t (tenant_id) SELECT \"Y\" FROM (VALUES (1)) v(y)".into(), &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id) SELECT y FROM (VALUES (1, 42)) v(y, y)".into(), &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id) SELECT w.y FROM (VALUES (1)) v(y)".into(), &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id) SELECT y + 0 FROM (VALUES (1)) v(y)".into(), &["<Unreadable>"]),
@@ -5062,6 +5150,20 @@ mod tests {
             ("WITH src(tenant_id, name) AS (VALUES (42, 'a'), (42, 'b')) INSERT INTO items (tenant_id, name) SELECT src.tenant_id, src.name FROM src", &["<Unreadable>"]),
             ("WITH p AS (SELECT 42::bigint AS t) INSERT INTO items (tenant_id, name) SELECT p.t, 'x' FROM p", &["<Unreadable>"]),
             ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) INSERT INTO items (tenant_id) SELECT n FROM r", &["<Unreadable>"]),
+            // Probe CE: a CTE that returns constants, one selecting from
+            // a CTE of constants, a name folded or after ONLY, a constant
+            // branch of a set operation in a subquery or CTE.
+            ("WITH m AS (INSERT INTO accounts (tenant_id, name) VALUES (1001, 'a') RETURNING 42 AS t, 'x' AS n) INSERT INTO items (tenant_id, name) SELECT m.t, m.n FROM m", &["1001", "<Unreadable>"]),
+            ("WITH m AS (UPDATE accounts SET name = 'b' WHERE tenant_id = 1001 RETURNING 42 AS t, name) INSERT INTO items (tenant_id, name) SELECT m.t, m.name FROM m", &["1001", "<Unreadable>"]),
+            ("WITH c(a, b) AS (VALUES (42, 'x')), d AS (SELECT a, b FROM c) INSERT INTO items (tenant_id, name) SELECT d.a, d.b FROM d", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) WITH c(a, b) AS (VALUES (42, 'x')), d AS (SELECT a, b FROM c) SELECT d.a, d.b FROM d", &["<Unreadable>"]),
+            ("WITH c(a, b) AS (VALUES (42, 'x')) INSERT INTO items (tenant_id, name) SELECT s.a, s.b FROM (SELECT a, b FROM c) s", &["<Unreadable>"]),
+            ("WITH c(a, b) AS (VALUES (42, 'x')) INSERT INTO items (tenant_id, name) SELECT s.a, s.b FROM items i, (SELECT a, b FROM c) s", &["<Unreadable>"]),
+            ("WITH C(a, b) AS (VALUES (42, 'x')) INSERT INTO items (tenant_id, name) SELECT a, b FROM \"c\"", &["<Unreadable>"]),
+            ("WITH c(a, b) AS (VALUES (42, 'x')) INSERT INTO items (tenant_id, name) SELECT a, b FROM ONLY c", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT s.t, 'x' FROM (SELECT tenant_id AS t FROM items UNION ALL SELECT 42) s", &["<Unreadable>"]),
+            ("WITH s AS (SELECT tenant_id AS t FROM items UNION ALL SELECT 42) INSERT INTO items (tenant_id, name) SELECT s.t, 'x' FROM s", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT s.t, 'x' FROM (SELECT tenant_id AS t FROM items WHERE tenant_id = 5 UNION ALL SELECT tenant_id FROM other) s", &["5"]),
             // A CTE of a table's rows, or one that moves them: not read.
             ("WITH moved AS (DELETE FROM items WHERE tenant_id = 42 RETURNING *) INSERT INTO archive (tenant_id, name) SELECT tenant_id, name FROM moved", &["42"]),
             ("WITH s AS (SELECT tenant_id, name FROM items WHERE tenant_id = $1) INSERT INTO archive (tenant_id, name) SELECT s.tenant_id, s.name FROM s", &["<Param(1)>"]),
