@@ -1540,7 +1540,13 @@ fn info_select(sql: &[u8], mut lx: Lexer<'_>) -> bool {
         let Some(mut name) = lx.next_sig() else {
             return false;
         };
-        if is_kw(sql, &name, b"pg_catalog") && lx.peek_sig().is_some_and(|t| t.k == K::Dot) {
+        // (Judged by its first word before anything else is lexed: every
+        // SELECT comes here.)
+        let catalog = is_kw(sql, &name, b"pg_catalog");
+        if !catalog && !is_any_kw(sql, &name, INFO_FUNCTIONS) && !is_any_kw(sql, &name, VALUES) {
+            return false;
+        }
+        if catalog && lx.peek_sig().is_some_and(|t| t.k == K::Dot) {
             lx.next_sig();
             let Some(n) = lx.next_sig() else { return false };
             name = n;
