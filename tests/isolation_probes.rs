@@ -5167,6 +5167,10 @@ fn an_insert_of_unnested_arrays_is_routed_by_their_elements() {
             format!("WITH m AS (UPDATE ledger SET note = note WHERE tenant_id = 1001 RETURNING 2002 AS t) INSERT INTO ledger (tenant_id, note) SELECT m.t, 'p-un-two' FROM m {ret}"),
             format!("WITH c(a) AS (VALUES (2002)), d AS (SELECT a FROM c) INSERT INTO ledger (tenant_id, note) SELECT d.a, 'p-un-two' FROM d {ret}"),
             format!("INSERT INTO ledger (tenant_id, note) SELECT s.t, 'p-un-two' FROM (SELECT tenant_id AS t FROM ledger WHERE false UNION ALL SELECT 2002) s {ret}"),
+            // Probe CF: a constant branch after a table's; an INSERT CTE
+            // returning the constants it wrote.
+            format!("INSERT INTO ledger (tenant_id, note) SELECT tenant_id, note FROM ledger WHERE false UNION ALL SELECT 2002, 'p-un-two' {ret}"),
+            format!("WITH m AS (INSERT INTO ledger VALUES (2002, 'p-un-two') RETURNING *) INSERT INTO ledger (tenant_id, note) SELECT * FROM m {ret}"),
         ] {
             let (codes, rows) = q(&mut raw, &sql);
             bad.check(!codes.is_empty() && rows.is_empty(), || {

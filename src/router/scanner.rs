@@ -2120,7 +2120,13 @@ fn insert_select<'a>(
     let start = *lx;
     match select_source(sql, lx, idx, reached, ctes) {
         KeyFrom::Read(inserted) => Some(inserted),
-        KeyFrom::Table => None,
+        // A table's rows, unless a later branch of a set operation is
+        // made of constants, or the select names a CTE of constants
+        // anywhere (a scalar subquery of one: probe CF F1, F2).
+        KeyFrom::Table => {
+            let mut l = start;
+            later_constants(sql, &mut l, reached, ctes).then_some(Inserted::Unread)
+        }
         // A select list or FROM list the scan could not follow (`v.*`, `*,
         // 42`, `DISTINCT ON`, `IS DISTINCT FROM`): unreadable if it may
         // insert constants (probe CA F3: `SELECT *, 42 FROM (VALUES ..)`,
@@ -2131,6 +2137,60 @@ fn insert_select<'a>(
         }
     }
 }
+
+/// Whether a select, from its select list to its end, names a CTE of
+/// constants anywhere (or the statement's CTEs were not followed: see
+/// [`CTES_LOST`]), or a branch after a set operation at its own level
+/// may be made of constants (`.. FROM accounts UNION ALL SELECT 42, 'x'`).
+fn later_constants(sql: &[u8], lx: &mut Lexer<'_>, reached: &mut usize, ctes: &[Tok]) -> bool {
+    if ctes.first().is_some_and(|t| t.k == CTES_LOST.k) {
+        return true;
+    }
+    let mut level = 0usize;
+    while let Some(t) = lx.next_sig() {
+        *reached = (*reached).max(lx.pos);
+        match t.k {
+            K::LParen | K::LBrack => level += 1,
+            K::RParen | K::RBrack if level == 0 => return false,
+            K::RParen | K::RBrack => level -= 1,
+            K::Semi => return false,
+            K::Ident | K::QIdent if ctes.iter().any(|c| same_name(sql, c, &t)) => return true,
+            K::Ident if level == 0 && is_any_kw(sql, &t, &[b"UNION", b"INTERSECT", b"EXCEPT"]) => {
+                while lx
+                    .peek_sig()
+                    .is_some_and(|w| is_any_kw(sql, &w, &[b"ALL", b"DISTINCT"]))
+                {
+                    lx.next_sig();
+                }
+                match lx.next_sig() {
+                    Some(w) if is_kw(sql, &w, b"SELECT") => {
+                        if constant_select(sql, lx, reached, 1, ctes) {
+                            return true;
+                        }
+                        return false;
+                    }
+                    // `(SELECT ..)`, `VALUES ..`, `TABLE c`.
+                    _ => return true,
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// A statement's CTEs that could not be followed (too many of constants,
+/// a form not read): put first in the list of CTEs of constants, it makes
+/// every `INSERT .. SELECT` of the statement not read unreadable (probe CF
+/// F4: a 65th CTE of constants, or one after a `CYCLE` clause, was
+/// forgotten).
+const CTES_LOST: Tok = Tok {
+    k: K::Semi,
+    s: 0,
+    e: 0,
+    bs: 0,
+    be: 0,
+};
 
 /// Where an `INSERT .. SELECT`'s key comes from ([`select_source`]).
 enum KeyFrom<'a> {
@@ -2456,9 +2516,14 @@ fn constant_ctes(
     out: &mut Vec<Tok>,
     reached: &mut usize,
 ) -> Option<()> {
-    if lx.peek_sig().is_some_and(|t| is_kw(sql, &t, b"RECURSIVE")) {
+    let first = out.len();
+    // (`WITH RECURSIVE` lets a CTE read one defined after it: probe CF F3.
+    // Then one CTE of constants makes them all so.)
+    let recursive = lx.peek_sig().is_some_and(|t| is_kw(sql, &t, b"RECURSIVE"));
+    if recursive {
         lx.next_sig();
     }
+    let mut names: Vec<Tok> = Vec::new();
     loop {
         let name = lx.next_sig()?;
         if !is_identlike(&name) {
@@ -2496,20 +2561,90 @@ fn constant_ctes(
         skip_parens(lx, reached)?;
         if dml {
             // Its rows are its table's, unless what it returns holds
-            // constants (`RETURNING 42 AS t`: probe CE F1).
-            constant = returning_constant(sql, body, lx.pos);
+            // constants (`RETURNING 42 AS t`: probe CE F1), or it is an
+            // INSERT of constants returning what it wrote (`INSERT INTO t
+            // VALUES (42, ..) RETURNING *`: probe CF F5).
+            let insert = lx_at_kw(sql, body, b"INSERT");
+            constant = returning_constant(sql, body, lx.pos)
+                || (insert && returns(sql, body, lx.pos) && holds_constant(sql, body, lx.pos));
         }
-        if constant && out.len() < 64 {
+        names.push(name);
+        if constant {
+            if out.len() >= 64 {
+                return None;
+            }
             out.push(name);
-        } else if constant {
-            return None;
+        }
+        // `SEARCH .. SET col`, `CYCLE .. USING col` (probe CF F4: the CTEs
+        // after one were not read).
+        while lx
+            .peek_sig()
+            .is_some_and(|w| w.k != K::Comma && is_any_kw(sql, &w, &[b"SEARCH", b"CYCLE"]))
+        {
+            loop {
+                match lx.peek_sig() {
+                    Some(w) if w.k == K::Comma => break,
+                    Some(w)
+                        if is_any_kw(
+                            sql,
+                            &w,
+                            &[
+                                b"SELECT", b"INSERT", b"UPDATE", b"DELETE", b"MERGE", b"VALUES",
+                                b"TABLE",
+                            ],
+                        ) =>
+                    {
+                        break
+                    }
+                    Some(w) if w.k == K::LParen => {
+                        lx.next_sig();
+                        skip_parens(lx, reached)?;
+                    }
+                    Some(_) => {
+                        lx.next_sig();
+                    }
+                    None => return None,
+                }
+            }
         }
         if lx.peek_sig().is_some_and(|c| c.k == K::Comma) {
             lx.next_sig();
         } else {
+            if recursive && out.len() > first {
+                out.truncate(first);
+                for n in names {
+                    if out.len() >= 64 {
+                        return None;
+                    }
+                    out.push(n);
+                }
+            }
             return Some(());
         }
     }
+}
+
+/// Whether the statement at the cursor starts with `word`.
+fn lx_at_kw(sql: &[u8], mut lx: Lexer<'_>, word: &[u8]) -> bool {
+    lx.next_sig().is_some_and(|t| is_kw(sql, &t, word))
+}
+
+/// Whether a data-modifying statement from the cursor to `end` has a
+/// `RETURNING` at its own level.
+fn returns(sql: &[u8], mut lx: Lexer<'_>, end: usize) -> bool {
+    let mut level = 0usize;
+    while let Some(t) = lx.next_sig() {
+        if t.s >= end {
+            return false;
+        }
+        match t.k {
+            K::LParen | K::LBrack => level += 1,
+            K::RParen | K::RBrack => level = level.saturating_sub(1),
+            _ if level == 0 && is_kw(sql, &t, b"RETURNING") => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Whether a data-modifying statement from the cursor to `end` returns
@@ -3278,10 +3413,11 @@ fn same_name(sql: &[u8], a: &Tok, b: &Tok) -> bool {
 }
 
 /// Whether unquoted `word` folds to the quoted name `quoted` (ASCII
-/// folding, as Postgres does; a non-ASCII word is taken as different).
+/// letters to lower case, as Postgres does).
 fn folds_to(word: &[u8], quoted: &[u8]) -> bool {
-    word.is_ascii()
-        && word.len() == quoted.len()
+    // (Postgres folds only ASCII letters in a multibyte encoding: `É`
+    // unquoted is `"É"`, probe CF F6.)
+    word.len() == quoted.len()
         && word
             .iter()
             .zip(quoted)
@@ -3578,7 +3714,9 @@ fn drive_clauses<'a>(
                         let mut l = stmt_lx;
                         if l.next_sig().is_some_and(|w| is_kw(sql, &w, b"WITH")) {
                             let mut r = 0;
-                            let _ = constant_ctes(sql, &mut l, &mut ctes, &mut r);
+                            if constant_ctes(sql, &mut l, &mut ctes, &mut r).is_none() {
+                                ctes.insert(0, CTES_LOST);
+                            }
                         }
                         ctes_at = Some(stmt_lx.pos);
                     }
@@ -5164,6 +5302,25 @@ mod tests {
             ("INSERT INTO items (tenant_id, name) SELECT s.t, 'x' FROM (SELECT tenant_id AS t FROM items UNION ALL SELECT 42) s", &["<Unreadable>"]),
             ("WITH s AS (SELECT tenant_id AS t FROM items UNION ALL SELECT 42) INSERT INTO items (tenant_id, name) SELECT s.t, 'x' FROM s", &["<Unreadable>"]),
             ("INSERT INTO items (tenant_id, name) SELECT s.t, 'x' FROM (SELECT tenant_id AS t FROM items WHERE tenant_id = 5 UNION ALL SELECT tenant_id FROM other) s", &["5"]),
+            // Probe CF: a constant branch after a table's at the select's
+            // own level, a scalar subquery of a CTE of constants, WITH
+            // RECURSIVE forward references, CTEs after SEARCH/CYCLE, an
+            // INSERT CTE returning what it wrote, non-ASCII names.
+            ("INSERT INTO items (tenant_id, name) SELECT tenant_id, name FROM accounts UNION ALL SELECT 42, 'x'", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT tenant_id, name FROM accounts UNION ALL (SELECT 42, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT tenant_id, name FROM accounts UNION ALL VALUES (42, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT tenant_id, name FROM accounts EXCEPT SELECT tenant_id, name FROM a2 UNION ALL SELECT 42, 'x'", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT tenant_id, name FROM accounts WHERE tenant_id = 5 UNION ALL SELECT tenant_id, name FROM a2 WHERE tenant_id = 5", &["5", "5"]),
+            ("WITH c(a, b) AS (VALUES (42, 'x')) INSERT INTO items (tenant_id, name) SELECT (SELECT a FROM c), 'x'", &["<Unreadable>"]),
+            ("WITH c(a, b) AS (VALUES (42, 'x')) INSERT INTO items (tenant_id, name) SELECT coalesce((SELECT a FROM c), 7), 'x'", &["<Unreadable>"]),
+            ("WITH c(a, b) AS (VALUES (42, 'x')) INSERT INTO items (tenant_id, name) SELECT s.t, 'x' FROM (SELECT (SELECT a FROM c) AS t) s", &["<Unreadable>"]),
+            ("WITH RECURSIVE d AS (SELECT a, b FROM c), c(a, b) AS (VALUES (42, 'x')) INSERT INTO items (tenant_id, name) SELECT d.a, d.b FROM d", &["<Unreadable>"]),
+            ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) CYCLE n SET is_cycle USING path, c(a, b) AS (VALUES (42, 'x')) INSERT INTO items (tenant_id, name) SELECT a, b FROM c", &["<Unreadable>"]),
+            ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) SEARCH DEPTH FIRST BY n SET ord, c(a, b) AS (VALUES (42, 'x')) INSERT INTO items (tenant_id, name) SELECT a, b FROM c", &["<Unreadable>"]),
+            ("WITH m AS (INSERT INTO notes VALUES (42, 'x') RETURNING *) INSERT INTO items (tenant_id, name) SELECT * FROM m", &["<Unreadable>"]),
+            ("WITH m AS (INSERT INTO notes (k, name) SELECT 42, 'x' RETURNING k, name) INSERT INTO items (tenant_id, name) SELECT * FROM m", &["<Unreadable>"]),
+            ("WITH É(a, b) AS (VALUES (42, 'x')) INSERT INTO items (tenant_id, name) SELECT a, b FROM \"É\"", &["<Unreadable>"]),
+            ("WITH \"É\"(a, b) AS (VALUES (42, 'x')) INSERT INTO items (tenant_id, name) SELECT a, b FROM É", &["<Unreadable>"]),
             // A CTE of a table's rows, or one that moves them: not read.
             ("WITH moved AS (DELETE FROM items WHERE tenant_id = 42 RETURNING *) INSERT INTO archive (tenant_id, name) SELECT tenant_id, name FROM moved", &["42"]),
             ("WITH s AS (SELECT tenant_id, name FROM items WHERE tenant_id = $1) INSERT INTO archive (tenant_id, name) SELECT s.tenant_id, s.name FROM s", &["<Param(1)>"]),
@@ -5243,6 +5400,27 @@ mod tests {
         ] {
             assert_eq!(all(sql), want, "{sql}");
         }
+    }
+
+    /// More CTEs of constants than the scan keeps: every INSERT .. SELECT
+    /// of the statement not read is unreadable (probe CF F4: the 65th was
+    /// forgotten, and its rows went to the session tenant's shard).
+    #[test]
+    fn too_many_ctes_of_constants_are_unreadable() {
+        for n in [10, 63, 64, 100] {
+            let mut sql = String::from("WITH ");
+            for i in 0..n {
+                sql.push_str(&format!("k{i} AS (SELECT 1), "));
+            }
+            sql.push_str("c(a, b) AS (VALUES (42, 'x')) INSERT INTO items (tenant_id, name) SELECT a, b FROM c");
+            assert_eq!(all(&sql), ["<Unreadable>"], "{n}");
+        }
+        let mut sql = String::from("WITH ");
+        for i in 0..100 {
+            sql.push_str(&format!("k{i} AS (SELECT 1), "));
+        }
+        sql.push_str("c AS (SELECT 1) INSERT INTO items (tenant_id, name) SELECT tenant_id, name FROM t WHERE tenant_id = 7");
+        assert_eq!(all(&sql), ["<Unreadable>", "7"]);
     }
 
     /// A `;` ends an INSERT .. SELECT's walk as the end of the text does,
