@@ -214,6 +214,15 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    /// The same lexer, its text ending at `end` (a statement's end, before
+    /// its `;`): a walk from here sees the end of the text there, as the
+    /// statement analyzed on its own does.
+    pub(super) fn until(mut self, end: usize) -> Self {
+        let end = end.clamp(self.pos.min(self.s.len()), self.s.len());
+        self.s = &self.s[..end];
+        self
+    }
+
     #[inline]
     fn at(&self, i: usize) -> u8 {
         self.s.get(i).copied().unwrap_or(0)

@@ -3631,6 +3631,10 @@ fn drive_clauses<'a>(
     let mut stmt_lx = lx;
     let mut ctes: Vec<Tok> = Vec::new();
     let mut ctes_at: Option<usize> = None;
+    // Where the statement ends (its `;`), found at its first INSERT: the
+    // INSERT's walks end there, as when the statement is analyzed on its
+    // own (fuzz: a `;` in parentheses was read as a FROM item).
+    let mut stmt_end: Option<(usize, usize)> = None;
     loop {
         let before = lx;
         let Some(t) = lx.next_raw() else { break };
@@ -3708,10 +3712,25 @@ fn drive_clauses<'a>(
                     // walked again for a later `INSERT` in it: probe AV,
                     // `INSERT INTO u (x, tenant_id) SELECT ` repeated took
                     // a walk to the end of the text each, 65 s for 576 KB.)
-                    let mut header = lx;
+                    let end = match stmt_end {
+                        Some((at, end)) if at == stmt_lx.pos => end,
+                        _ => {
+                            let mut l = lx;
+                            let mut end = sql.len();
+                            while let Some(n) = l.next_sig() {
+                                if n.k == K::Semi {
+                                    end = n.s;
+                                    break;
+                                }
+                            }
+                            stmt_end = Some((stmt_lx.pos, end));
+                            end
+                        }
+                    };
+                    let mut header = lx.until(end);
                     if ctes_at != Some(stmt_lx.pos) {
                         ctes.clear();
-                        let mut l = stmt_lx;
+                        let mut l = stmt_lx.until(end);
                         if l.next_sig().is_some_and(|w| is_kw(sql, &w, b"WITH")) {
                             let mut r = 0;
                             if constant_ctes(sql, &mut l, &mut ctes, &mut r).is_none() {
@@ -5441,6 +5460,18 @@ mod tests {
             (
                 "INSERT INTO s (tenant_id) SELECT a FROM (SELECT b FROM c; SELECT 1",
                 "INSERT INTO s (tenant_id) SELECT a FROM (SELECT b FROM c",
+            ),
+            (
+                "INSERT INTO s(tenant_id) SELECT x FROM s()((p(()) E'' )) E'\\d',;",
+                "INSERT INTO s(tenant_id) SELECT x FROM s()((p(()) E'' )) E'\\d',",
+            ),
+            (
+                "INSERT INTO s (tenant_id) SELECT x FROM a, ;",
+                "INSERT INTO s (tenant_id) SELECT x FROM a, ",
+            ),
+            (
+                "INSERT INTO s (tenant_id) WITH RECUR;SIVE x",
+                "INSERT INTO s (tenant_id) WITH RECUR",
             ),
         ] {
             assert_eq!(all(whole), all(first), "{whole}");
