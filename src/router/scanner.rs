@@ -3742,7 +3742,10 @@ fn drive_clauses<'a>(
                     let found = insert_header(sql, &mut header, key, &mut reached, &ctes);
                     // (An `INSERT .. SELECT`'s header walks past its rows to
                     // the statement's end.)
-                    insert_done = insert_done.max(reached).max(header.pos);
+                    // (Walks end at the statement's end: one that reached
+                    // the end of its text reached that, not the next
+                    // statement's INSERT.)
+                    insert_done = insert_done.max(reached.min(end)).max(header.pos);
                     match found {
                         Some(Inserted::Rows(shape, rows)) => {
                             match insert_rows(sql, rows, shape, &mut reached, &mut |_| {
@@ -3755,7 +3758,7 @@ fn drive_clauses<'a>(
                                     })
                                     .unwrap_or(ControlFlow::Continue(0))?;
                                 }
-                                _ => insert_done = insert_done.max(reached),
+                                _ => insert_done = insert_done.max(reached.min(end)),
                             }
                         }
                         Some(Inserted::Value(v)) => f(Src::Scan, v)?,
@@ -5476,6 +5479,11 @@ mod tests {
         ] {
             assert_eq!(all(whole), all(first), "{whole}");
         }
+        // The second statement is read as if on its own (fuzz).
+        assert_eq!(
+            all("INSERT INTO s(tenant_id,e,e)VALUES(((;INSERT INTO s(tenant_id,e,e)VALUES($1,);"),
+            ["<Param(1)>"]
+        );
     }
 
     #[test]
