@@ -2300,19 +2300,8 @@ fn select_source<'a>(
     let rows_lx = *lx;
     // Past the rows to their `)`: no later INSERT in them is looked at
     // again (none is a statement Postgres runs).
-    let mut depth = 1usize;
-    while depth > 0 {
-        let Some(t) = lx.next_sig() else {
-            *reached = sql.len();
-            return Lost;
-        };
-        *reached = lx.pos;
-        match t.k {
-            K::LParen | K::LBrack => depth += 1,
-            K::RParen | K::RBrack => depth -= 1,
-            K::Semi => return Lost,
-            _ => {}
-        }
+    if skip_parens(lx, reached).is_none() {
+        return Lost;
     }
     // Constant rows the key's item does not name a column of (or computes
     // on), or with more after them (a set operation, a join, a grouping):
@@ -2353,7 +2342,7 @@ const JOIN_WORDS: &[&[u8]] = &[
 ];
 
 /// Whether a FROM list, at its first token `first` (the cursor after it),
-/// holds an item made of the statement's constants ([`table_function`],
+/// holds an item made of the statement's constants (a function's rows,
 /// `(VALUES ..)`, a subquery that may select constants: see
 /// [`constant_select`]) that the key's item may come from: the one its
 /// qualifier `qual` names, or any when it has none (or names none of
@@ -2548,15 +2537,16 @@ fn constant_ctes(
             return None;
         }
         let body = *lx;
-        let dml = lx
-            .peek_sig()
-            .is_some_and(|b| is_any_kw(sql, &b, &[b"INSERT", b"UPDATE", b"DELETE", b"MERGE"]));
-        let mut constant = match lx.peek_sig() {
-            Some(b) if is_kw(sql, &b, b"VALUES") => true,
+        let opening = lx.peek_sig();
+        let is = |word: &[u8]| opening.is_some_and(|b| is_kw(sql, &b, word));
+        let dml = is(b"INSERT") || is(b"UPDATE") || is(b"DELETE") || is(b"MERGE");
+        let mut constant = if is(b"VALUES") {
+            true
+        } else if is(b"SELECT") {
             // (Selecting from an earlier CTE of constants: probe CE F2.)
-            Some(b) if is_kw(sql, &b, b"SELECT") => constant_select_in(sql, body, reached, 1, out),
-            Some(_) if dml => false,
-            _ => true,
+            constant_select_in(sql, body, reached, 1, out)
+        } else {
+            !dml
         };
         skip_parens(lx, reached)?;
         if dml {
@@ -2564,9 +2554,10 @@ fn constant_ctes(
             // constants (`RETURNING 42 AS t`: probe CE F1), or it is an
             // INSERT of constants returning what it wrote (`INSERT INTO t
             // VALUES (42, ..) RETURNING *`: probe CF F5).
-            let insert = lx_at_kw(sql, body, b"INSERT");
-            constant = returning_constant(sql, body, lx.pos)
-                || (insert && returns(sql, body, lx.pos) && holds_constant(sql, body, lx.pos));
+            constant = returning(sql, body, lx.pos).is_some_and(|list| {
+                holds_constant(sql, list, lx.pos)
+                    || (is(b"INSERT") && holds_constant(sql, body, lx.pos))
+            });
         }
         names.push(name);
         if constant {
@@ -2624,47 +2615,22 @@ fn constant_ctes(
     }
 }
 
-/// Whether the statement at the cursor starts with `word`.
-fn lx_at_kw(sql: &[u8], mut lx: Lexer<'_>, word: &[u8]) -> bool {
-    lx.next_sig().is_some_and(|t| is_kw(sql, &t, word))
-}
-
-/// Whether a data-modifying statement from the cursor to `end` has a
-/// `RETURNING` at its own level.
-fn returns(sql: &[u8], mut lx: Lexer<'_>, end: usize) -> bool {
+/// A data-modifying statement's `RETURNING` list at its own level, from
+/// the cursor to `end`: the cursor after the word, if there is one.
+fn returning<'a>(sql: &[u8], mut lx: Lexer<'a>, end: usize) -> Option<Lexer<'a>> {
     let mut level = 0usize;
     while let Some(t) = lx.next_sig() {
         if t.s >= end {
-            return false;
+            return None;
         }
         match t.k {
             K::LParen | K::LBrack => level += 1,
             K::RParen | K::RBrack => level = level.saturating_sub(1),
-            _ if level == 0 && is_kw(sql, &t, b"RETURNING") => return true,
+            _ if level == 0 && is_kw(sql, &t, b"RETURNING") => return Some(lx),
             _ => {}
         }
     }
-    false
-}
-
-/// Whether a data-modifying statement from the cursor to `end` returns
-/// something holding a constant (`RETURNING 42 AS t`).
-fn returning_constant(sql: &[u8], mut lx: Lexer<'_>, end: usize) -> bool {
-    let mut level = 0usize;
-    while let Some(t) = lx.next_sig() {
-        if t.s >= end {
-            return false;
-        }
-        match t.k {
-            K::LParen | K::LBrack => level += 1,
-            K::RParen | K::RBrack => level = level.saturating_sub(1),
-            _ if level == 0 && is_kw(sql, &t, b"RETURNING") => {
-                return holds_constant(sql, lx, end);
-            }
-            _ => {}
-        }
-    }
-    false
+    None
 }
 
 /// Past a parenthesized part whose `(` was just read, to its `)`.
@@ -2681,25 +2647,6 @@ fn skip_parens(lx: &mut Lexer<'_>, reached: &mut usize) -> Option<()> {
         }
     }
     Some(())
-}
-
-/// Whether `from`, the first item of a FROM list, is a function's rows
-/// (`f(..)`, `schema.f(..)`, `ROWS FROM (..)`, `LATERAL ..`) rather than
-/// a table's: rows made of the statement's constants.
-fn table_function(sql: &[u8], from: Tok, lx: &mut Lexer<'_>) -> bool {
-    if is_any_kw(sql, &from, &[b"ROWS", b"LATERAL"]) {
-        return true;
-    }
-    if !is_identlike(&from) {
-        return false;
-    }
-    while lx.peek_sig().is_some_and(|t| t.k == K::Dot) {
-        lx.next_sig();
-        if !lx.next_sig().is_some_and(|t| is_identlike(&t)) {
-            return false;
-        }
-    }
-    lx.peek_sig().is_some_and(|t| t.k == K::LParen)
 }
 
 /// Whether a select, at its select list (after `SELECT`), may insert
@@ -2831,9 +2778,8 @@ fn select_item<'a>(sql: &'a [u8], lx: &mut Lexer<'a>, reached: &mut usize) -> Op
         // `unnest(ARRAY[42, 43])` in a select list: rows of the array's
         // elements (probe CB F2), not one function's result.
         let mut u = start;
-        let unnest = u.next_sig().is_some_and(|t| {
-            table_function(sql, t, &mut u) && text(sql, &t).eq_ignore_ascii_case(b"unnest")
-        });
+        let unnest = u.next_sig().is_some_and(|t| is_kw(sql, &t, b"unnest"))
+            && u.peek_sig().is_some_and(|p| p.k == K::LParen);
         return (unnest && has_constant(sql, start)).then_some(Item::Unread);
     }
     // Anything else: a literal, parameter or boolean in it is a constant
