@@ -5169,8 +5169,17 @@ fn an_insert_of_unnested_arrays_is_routed_by_their_elements() {
             format!("INSERT INTO ledger (tenant_id, note) SELECT s.t, 'p-un-two' FROM (SELECT tenant_id AS t FROM ledger WHERE false UNION ALL SELECT 2002) s {ret}"),
             // Probe CF: a constant branch after a table's; an INSERT CTE
             // returning the constants it wrote.
-            format!("INSERT INTO ledger (tenant_id, note) SELECT tenant_id, note FROM ledger WHERE false UNION ALL SELECT 2002, 'p-un-two' {ret}"),
+            format!("INSERT INTO ledger (tenant_id, note) SELECT tenant_id, note FROM ledger WHERE false UNION ALL SELECT 2001 + 1, 'p-un-two' {ret}"),
             format!("WITH m AS (INSERT INTO ledger VALUES (2002, 'p-un-two') RETURNING *) INSERT INTO ledger (tenant_id, note) SELECT * FROM m {ret}"),
+            // Probe CG: constants through a data-modifying CTE's FROM, a
+            // CTE in a scalar subquery, `TABLE c`, a CTE list after
+            // EXPLAIN, `WITHIN GROUP`. Only a table's column is allowed.
+            format!("WITH d AS (UPDATE ledger SET note = note FROM (VALUES (2002)) v(t) WHERE false RETURNING v.t) INSERT INTO ledger (tenant_id, note) SELECT t, 'p-un-two' FROM d {ret}"),
+            format!("WITH c AS (SELECT 2002 AS t), d AS (SELECT (SELECT t FROM c) AS t) INSERT INTO ledger (tenant_id, note) SELECT t, 'p-un-two' FROM d {ret}"),
+            format!("WITH c AS (SELECT 2002::bigint AS t, 'p-un-two' AS n) INSERT INTO ledger (tenant_id, note) TABLE c {ret}"),
+            format!("EXPLAIN ANALYZE WITH c AS (SELECT 2002 AS t) INSERT INTO ledger (tenant_id, note) SELECT t, 'p-un-two' FROM c {ret}"),
+            format!("INSERT INTO ledger (tenant_id, note) SELECT t, 'p-un-two' FROM (SELECT mode() WITHIN GROUP (ORDER BY 1), 2002 AS t) s {ret}"),
+            format!("WITH c AS (SELECT 2002 AS t) INSERT INTO ledger (tenant_id, note) SELECT t, 'p-un-two' FROM c {ret}"),
         ] {
             let (codes, rows) = q(&mut raw, &sql);
             bad.check(!codes.is_empty() && rows.is_empty(), || {
