@@ -1519,8 +1519,11 @@ fn violation(r: &Routing, v: Violation) -> Refusal {
                  int4, int8, integer, bigint, smallint, text, varchar or uuid, a list (IN, \
                  ARRAY, VALUES rows) that mixes plain values with others (DEFAULT, NULL, \
                  expressions), an INSERT's key value built of literals (VALUES (42 + 0, ..)), \
-                 a COLLATE, or an operator other than pg_catalog's =; compare \
-                 the key itself with each tenant as a plain literal or parameter",
+                 an INSERT .. SELECT whose key is not a table's column (from a subquery, a \
+                 CTE, a function's rows, or computed: name the tenant in the key's item, \
+                 SELECT 42, .. or SELECT $1, ..), a COLLATE, or an operator other than \
+                 pg_catalog's =; compare the key itself with each tenant as a plain literal \
+                 or parameter",
                 r.key
             ),
         ),
