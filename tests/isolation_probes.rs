@@ -5180,6 +5180,10 @@ fn an_insert_of_unnested_arrays_is_routed_by_their_elements() {
             format!("EXPLAIN ANALYZE WITH c AS (SELECT 2002 AS t) INSERT INTO ledger (tenant_id, note) SELECT t, 'p-un-two' FROM c {ret}"),
             format!("INSERT INTO ledger (tenant_id, note) SELECT t, 'p-un-two' FROM (SELECT mode() WITHIN GROUP (ORDER BY 1), 2002 AS t) s {ret}"),
             format!("WITH c AS (SELECT 2002 AS t) INSERT INTO ledger (tenant_id, note) SELECT t, 'p-un-two' FROM c {ret}"),
+            // ... and as a VALUES key: a function's result, a subquery's
+            // constant cast.
+            format!("INSERT INTO ledger (tenant_id, note) VALUES (abs(2002), 'p-un-two') {ret}"),
+            format!("INSERT INTO ledger (tenant_id, note) VALUES ((SELECT '02002')::int8, 'p-un-two') {ret}"),
         ] {
             let (codes, rows) = q(&mut raw, &sql);
             bad.check(!codes.is_empty() && rows.is_empty(), || {

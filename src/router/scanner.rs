@@ -1809,6 +1809,7 @@ fn insert_rows<'a>(
     mut lx: Lexer<'a>,
     shape: InsertRows<'a>,
     reached: &mut usize,
+    ctes: &Ctes,
     f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>,
 ) -> Option<ControlFlow<(), usize>> {
     let (idx, opens) = (shape.idx, shape.opens);
@@ -1832,14 +1833,16 @@ fn insert_rows<'a>(
                 }) {
                     found = Some(v);
                     lx = l2;
-                } else if constant_element(sql, lx) == Constant::Lit {
-                    // `VALUES (42 + 0, ..)`, `(@ 42, ..)`: a constant key
-                    // value the router does not read is unreadable, alone
-                    // or not (probe AS: alone, it named no tenant and the
-                    // row went to the session tenant's shard). A function's
-                    // result (`current_setting('app.t')::int`) is not read,
-                    // as in a filter.
-                    found = Some(TenantToken::Unreadable);
+                } else {
+                    match constant_element(sql, lx) {
+                        // `VALUES (42 + 0, ..)`, `(@ 42, ..)`: a constant key
+                        // value the router does not read is unreadable, alone
+                        // or not (probe AS: alone, it named no tenant and the
+                        // row went to the session tenant's shard).
+                        Constant::Lit => found = Some(TenantToken::Unreadable),
+                        Constant::Call => found = called_key(sql, lx, reached, ctes),
+                        Constant::No => {}
+                    }
                 }
             }
             at_elem_start = false;
@@ -1892,6 +1895,57 @@ fn insert_rows<'a>(
             return Some(f(TenantToken::Unreadable).map_continue(|()| lx.pos));
         }
     }
+}
+
+/// An INSERT's key value that is one call or one subquery, cast or not
+/// ([`Constant::Call`]): a subquery's one item is read as an `INSERT ..
+/// SELECT`'s key item is ([`select_source`]): a table's column names no
+/// tenant (`None`), a constant is read (when nothing casts the subquery's
+/// result). Anything else, a function's result included
+/// (`current_setting('app.t')::int`, `nextval('s')`), is unreadable: the
+/// allow-list of `INSERT .. SELECT` (probe CG: `VALUES ((SELECT 42), ..)`
+/// wrote tenant 42 on the session tenant's shard).
+fn called_key<'a>(
+    sql: &'a [u8],
+    mut lx: Lexer<'a>,
+    reached: &mut usize,
+    ctes: &Ctes,
+) -> Option<TenantToken<'a>> {
+    let (mut opens, mut casts) = (0usize, false);
+    // (`CAST((SELECT ..) AS bigint)`, as SQLAlchemy writes a cast.)
+    while opens < MAX_PARENS {
+        match lx.peek_sig() {
+            Some(t) if t.k == K::LParen => {}
+            Some(t) if is_kw(sql, &t, b"CAST") => {
+                lx.next_sig();
+                casts = true;
+                if !lx.peek_sig().is_some_and(|p| p.k == K::LParen) {
+                    return Some(TenantToken::Unreadable);
+                }
+            }
+            _ => break,
+        }
+        lx.next_sig();
+        opens += 1;
+    }
+    if opens == 0 || !lx.next_sig().is_some_and(|t| is_kw(sql, &t, b"SELECT")) {
+        return Some(TenantToken::Unreadable);
+    }
+    let v = match select_source(sql, &mut lx, 0, reached, ctes) {
+        KeyFrom::Table => match set_operation(sql, &mut lx, reached) {
+            None => return None,
+            Some(_) => return Some(TenantToken::Unreadable),
+        },
+        KeyFrom::Read(Inserted::Value(v)) => v,
+        _ => return Some(TenantToken::Unreadable),
+    };
+    // `(SELECT 42)`, with nothing after it: `(SELECT '042')::int` is 42.
+    let bare = !casts
+        && closes(&mut lx, opens)
+        && lx
+            .peek_sig()
+            .is_some_and(|t| matches!(t.k, K::Comma | K::RParen));
+    Some(if bare { v } else { TenantToken::Unreadable })
 }
 
 /// Past `n` closing parentheses at the cursor; false if they are not there.
@@ -3571,12 +3625,16 @@ fn drive_clauses<'a>(
                     insert_done = insert_done.max(reached.min(end)).max(header.pos);
                     match found {
                         Some(Inserted::Rows(shape, rows)) => {
-                            match insert_rows(sql, rows, shape, &mut reached, &mut |_| {
+                            let c = match &ctes {
+                                Some((_, c)) => c,
+                                None => &Ctes::Unknown,
+                            };
+                            match insert_rows(sql, rows, shape, &mut reached, c, &mut |_| {
                                 ControlFlow::Continue(())
                             }) {
                                 Some(ControlFlow::Continue(end)) => {
                                     insert_done = insert_done.max(end);
-                                    insert_rows(sql, rows, shape, &mut reached, &mut |v| {
+                                    insert_rows(sql, rows, shape, &mut reached, c, &mut |v| {
                                         f(Src::Scan, v)
                                     })
                                     .unwrap_or(ControlFlow::Continue(0))?;
@@ -5474,7 +5532,9 @@ mod tests {
             ("SELECT * FROM t WHERE 42 = (tenant_id) AND id = 1", &["42"]),
             ("SELECT * FROM t WHERE abs(42) = (tenant_id)", &[]),
             ("SELECT * FROM t WHERE b.tenant_id = (tenant_id)", &[]),
-            // ... and as an INSERT's key value, alone too (probe AS J1).
+            // ... and as an INSERT's key value, alone too (probe AS J1):
+            // a call's result is unreadable there (probe CG: the
+            // INSERT .. SELECT allow-list), a column's names none.
             ("INSERT INTO t (id, tenant_id, a) VALUES (21, @ 42, 'x')", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, a) VALUES (42 + 0, 'x')", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, a) VALUES ((42), 'x'), (abs(0) + 43, 'y')", &["42", "<Unreadable>"]),
@@ -5482,13 +5542,23 @@ mod tests {
             ("INSERT INTO t (tenant_id, x) VALUES ((1, 2), 'a')", &["<Unreadable>"]),
             ("INSERT INTO t (a, tenant_id) VALUES (1, 2 + 3)", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, a) VALUES ((ROW(42)).f1, 'x')", &["<Unreadable>"]),
-            ("INSERT INTO t (tenant_id, a) VALUES (current_setting('app.t')::bigint, 'x')", &[]),
-            ("INSERT INTO t (tenant_id, a) VALUES (abs(42), 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES (current_setting('app.t')::bigint, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (abs(42), 'x')", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, a) VALUES (DEFAULT, 'x')", &[]),
+            // A subquery's one item, read as an INSERT .. SELECT's: a
+            // table's column names none, a constant is read (when not
+            // cast), anything else is unreadable (probe CG).
+            ("INSERT INTO t (tenant_id, a) VALUES ((SELECT tenant_id FROM u WHERE id = 1), 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES ((SELECT tenant_id FROM u WHERE id = 1)::int8, 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES ((SELECT '042')::int, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (CAST((SELECT 42) AS bigint), 'x')", &["<Unreadable>"]),
+            ("WITH c AS (SELECT 42 AS t) INSERT INTO t (tenant_id, a) VALUES ((SELECT t FROM c), 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES ((SELECT t FROM (SELECT 42 AS t) s), 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES ((SELECT tenant_id FROM u UNION SELECT 42), 'x')", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, a) VALUES (NULL, 'x')", &[]),
             ("INSERT INTO t (tenant_id, a) VALUES (x.y + 1, 'x')", &["<Unreadable>"]),
-            // Probe AT K1, K2, K3, K6: only one column, call or subquery
-            // alone names none; anything else with a literal is unread.
+            // Probe AT K1, K2, K3, K6: anything with a literal in it is
+            // unread.
             ("INSERT INTO t (tenant_id, a) VALUES (CASE WHEN true THEN 42 END, 'x')", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, a) VALUES (int4 '42' + 0, 'x')", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, a) VALUES (pg_catalog.int4 '42' + 0, 'x')", &["<Unreadable>"]),
@@ -5504,15 +5574,15 @@ mod tests {
             ("INSERT INTO t (tenant_id, a) VALUES (true::int + true::int, 'x')", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, a) VALUES (CAST(true AS int), 'x')", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, a) VALUES ((SELECT 0) + 42, 'x')", &["<Unreadable>"]),
-            ("INSERT INTO t (tenant_id, a) VALUES ((SELECT 42), 'x')", &[]),
-            ("INSERT INTO t (tenant_id, a) VALUES (nextval('s')::int, 'x')", &[]),
-            ("INSERT INTO t (tenant_id, a) VALUES ((current_setting('app.t'))::int8, 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES ((SELECT 42), 'x')", &["42"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (nextval('s')::int, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES ((current_setting('app.t'))::int8, 'x')", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, a) VALUES (NULL::int8, 'x')", &[]),
             // (Probe AW: SQLAlchemy's `.cast(BigInteger)`.)
-            ("INSERT INTO t (tenant_id, a) VALUES (CAST(current_setting($1, $2) AS BIGINT), 'x')", &[]),
-            ("INSERT INTO t (tenant_id, a) VALUES (CAST(NULLIF(current_setting('a.t'), '') AS INT8), 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES (CAST(current_setting($1, $2) AS BIGINT), 'x')", &["<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) VALUES (CAST(NULLIF(current_setting('a.t'), '') AS INT8), 'x')", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, a) VALUES (CAST((SELECT tenant_id FROM u WHERE id = 1) AS BIGINT), 'x')", &[]),
-            ("INSERT INTO t (tenant_id, a) VALUES (CAST(CAST(abs(42) AS int) AS BIGINT), 'x')", &[]),
+            ("INSERT INTO t (tenant_id, a) VALUES (CAST(CAST(abs(42) AS int) AS BIGINT), 'x')", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, a) VALUES (CAST(abs(0) + 42 AS BIGINT), 'x')", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, a) VALUES (CAST(abs(42) AS BIGINT) + 0, 'x')", &["<Unreadable>"]),
             ("SELECT * FROM t WHERE (id, tenant_id) = (1, CASE WHEN true THEN 42 END)", &["<Unreadable>"]),
