@@ -1809,6 +1809,7 @@ fn insert_rows<'a>(
     mut lx: Lexer<'a>,
     shape: InsertRows<'a>,
     reached: &mut usize,
+    key: &[u8],
     ctes: &Ctes,
     f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>,
 ) -> Option<ControlFlow<(), usize>> {
@@ -1840,7 +1841,13 @@ fn insert_rows<'a>(
                         // or not (probe AS: alone, it named no tenant and the
                         // row went to the session tenant's shard).
                         Constant::Lit => found = Some(TenantToken::Unreadable),
-                        Constant::Call => found = called_key(sql, lx, reached, ctes),
+                        Constant::Call => found = called_key(sql, lx, reached, key, ctes),
+                        // Only NULL and DEFAULT name none: a VALUES row has
+                        // no column to read, so anything else is computed
+                        // (probe CH F2: `+(SELECT t FROM c)`, `current_schema`).
+                        Constant::No if !null_or_default(sql, lx) => {
+                            found = Some(TenantToken::Unreadable)
+                        }
                         Constant::No => {}
                     }
                 }
@@ -1897,6 +1904,44 @@ fn insert_rows<'a>(
     }
 }
 
+/// Whether the element at the cursor is `NULL` or `DEFAULT`, in
+/// parentheses and cast or not, alone up to its `,` or `)`.
+fn null_or_default(sql: &[u8], mut lx: Lexer<'_>) -> bool {
+    let mut opens = 0usize;
+    while lx.peek_sig().is_some_and(|t| t.k == K::LParen) {
+        if opens == MAX_PARENS {
+            return false;
+        }
+        lx.next_sig();
+        opens += 1;
+    }
+    if !lx
+        .next_sig()
+        .is_some_and(|t| is_any_kw(sql, &t, &[b"NULL", b"DEFAULT"]))
+    {
+        return false;
+    }
+    loop {
+        match lx.peek_sig() {
+            Some(t) if t.k == K::Cast => {
+                lx.next_sig();
+                if skip_type(sql, &mut lx).is_none() {
+                    return false;
+                }
+            }
+            Some(t) if t.k == K::RParen && opens > 0 => {
+                lx.next_sig();
+                opens -= 1;
+            }
+            _ => break,
+        }
+    }
+    opens == 0
+        && lx
+            .peek_sig()
+            .is_some_and(|t| matches!(t.k, K::Comma | K::RParen))
+}
+
 /// An INSERT's key value that is one call or one subquery, cast or not
 /// ([`Constant::Call`]): a subquery's one item is read as an `INSERT ..
 /// SELECT`'s key item is ([`select_source`]): a table's column names no
@@ -1909,6 +1954,7 @@ fn called_key<'a>(
     sql: &'a [u8],
     mut lx: Lexer<'a>,
     reached: &mut usize,
+    key: &[u8],
     ctes: &Ctes,
 ) -> Option<TenantToken<'a>> {
     let (mut opens, mut casts) = (0usize, false);
@@ -1931,7 +1977,7 @@ fn called_key<'a>(
     if opens == 0 || !lx.next_sig().is_some_and(|t| is_kw(sql, &t, b"SELECT")) {
         return Some(TenantToken::Unreadable);
     }
-    let v = match select_source(sql, &mut lx, 0, reached, ctes) {
+    let v = match select_source(sql, &mut lx, 0, reached, key, ctes) {
         KeyFrom::Table => match set_operation(sql, &mut lx, reached) {
             None => return None,
             Some(_) => return Some(TenantToken::Unreadable),
@@ -2057,13 +2103,13 @@ fn insert_header<'a>(
         t = lx.next_sig()?;
     }
     if is_kw(sql, &t, b"SELECT") {
-        return insert_select(sql, lx, idx, reached, ctes);
+        return insert_select(sql, lx, idx, reached, key, ctes);
     }
     if is_kw(sql, &t, b"TABLE") {
-        // `TABLE t`, as `SELECT * FROM t` (probe CG F3: `TABLE c` of a CTE
-        // of constants was not read).
-        let from = lx.next_sig()?;
-        return (!table_from(sql, from, lx, None, reached, ctes)).then_some(Inserted::Unread);
+        // `TABLE t`, as `SELECT * FROM t`: which column is the key's, the
+        // text does not say (probe CG F3: `TABLE c` of a CTE of constants
+        // was not read).
+        return Some(Inserted::Unread);
     }
     // (Any number: each is walked once, and a walk is never repeated. A
     // cap left a VALUES list in nine unread: probe AX.)
@@ -2079,7 +2125,7 @@ fn insert_header<'a>(
     if opens > 0 && is_kw(sql, &t, b"SELECT") {
         // `(SELECT 42, ..) UNION (SELECT ..)`: what the key's item holds
         // is not all that is inserted.
-        return insert_select(sql, lx, idx, reached, ctes).map(|_| Inserted::Unread);
+        return insert_select(sql, lx, idx, reached, key, ctes).map(|_| Inserted::Unread);
     }
     if !is_kw(sql, &t, b"VALUES") {
         return None;
@@ -2174,10 +2220,11 @@ fn insert_select<'a>(
     lx: &mut Lexer<'a>,
     idx: usize,
     reached: &mut usize,
+    key: &[u8],
     ctes: &Ctes,
 ) -> Option<Inserted<'a>> {
     loop {
-        match select_source(sql, lx, idx, reached, ctes) {
+        match select_source(sql, lx, idx, reached, key, ctes) {
             KeyFrom::Read(inserted) => return Some(inserted),
             KeyFrom::Lost => return Some(Inserted::Unread),
             // Every branch of a set operation must be a table's too
@@ -2260,6 +2307,7 @@ fn select_source<'a>(
     lx: &mut Lexer<'a>,
     idx: usize,
     reached: &mut usize,
+    key: &[u8],
     ctes: &Ctes,
 ) -> KeyFrom<'a> {
     use KeyFrom::{Lost, Read, Table};
@@ -2281,6 +2329,8 @@ fn select_source<'a>(
     }
     // The key's item: its qualifier, its name, the cursor at its casts.
     let mut item: Option<(Option<Tok>, Tok, Lexer<'a>)> = None;
+    // (`SELECT *`: which column is the key's, the text says only of
+    // constant rows or arrays.)
     let star = lx.peek_sig().is_some_and(|t| is_op(sql, &t, b"*"));
     if star {
         lx.next_sig();
@@ -2329,7 +2379,12 @@ fn select_source<'a>(
         }
     }
     if from.k != K::LParen || !lx.peek_sig().is_some_and(|t| is_kw(sql, &t, b"VALUES")) {
-        let qual = item.and_then(|(q, _, _)| q);
+        // A stored table's key column, not another column or all of them
+        // (probe CH F6: `SELECT n, ..` copied a number stored in another
+        // column into the key).
+        let Some((qual, _, _)) = item.filter(|(_, n, _)| ident_eq(sql, n, key)) else {
+            return Lost;
+        };
         return if table_from(sql, from, lx, qual, reached, ctes) {
             Table
         } else {
@@ -2401,6 +2456,8 @@ fn table_from(
     let mut all = true;
     let mut named = false;
     let mut found = false;
+    // The item was joined (`JOIN t ON ..`).
+    let mut joined = false;
     loop {
         // One item.
         let mut name: Option<Tok> = None;
@@ -2422,6 +2479,7 @@ fn table_from(
                 table = false;
                 lx.next_sig();
             } else {
+                table &= !is_any_kw(sql, &t, VALUE_FUNCTIONS);
                 name = Some(t);
             }
             let mut parts = 1;
@@ -2475,6 +2533,9 @@ fn table_from(
         if alias.is_some() {
             name = alias;
             if lx.peek_sig().is_some_and(|p| p.k == K::LParen) {
+                // Its columns renamed: which is the key, the text does not
+                // say (probe CH F6: `AS x(a, b, c, tenant_id)`).
+                table = false;
                 lx.next_sig();
                 if skip_parens(lx, reached).is_none() {
                     return false;
@@ -2488,21 +2549,23 @@ fn table_from(
         }
         all &= table;
         // To the next item (after `,` or a JOIN), past a join's condition
-        // and a `TABLESAMPLE`.
+        // and a `TABLESAMPLE`. (A word after `.` is a name: `a.where`,
+        // probe CH F4.)
         let mut level = 0usize;
+        let mut prev_dot = false;
+        // The `ON` of a join's condition, when the item was joined; any
+        // other is the INSERT's `ON CONFLICT` (probe CH F4: a column named
+        // `conflict` in a join's condition ended the list).
+        let mut condition = joined;
         let next = loop {
             let end = match lx.peek_sig() {
                 None => true,
                 Some(w) => match w.k {
                     K::RParen | K::RBrack if level == 0 => true,
                     K::Semi => true,
+                    _ if prev_dot => false,
                     _ if level == 0 && is_any_kw(sql, &w, FROM_ENDS) => true,
-                    // `INSERT .. SELECT .. FROM t ON CONFLICT ..`.
-                    _ if level == 0 && is_kw(sql, &w, b"ON") => {
-                        let mut l = *lx;
-                        l.next_sig();
-                        l.peek_sig().is_some_and(|c| is_kw(sql, &c, b"CONFLICT"))
-                    }
+                    _ if level == 0 && is_kw(sql, &w, b"ON") => !std::mem::take(&mut condition),
                     _ => false,
                 },
             };
@@ -2513,15 +2576,22 @@ fn table_from(
                 return false;
             };
             *reached = (*reached).max(lx.pos);
+            let after_dot = std::mem::replace(&mut prev_dot, w.k == K::Dot);
             match w.k {
                 K::LParen | K::LBrack => level += 1,
                 K::RParen | K::RBrack => level -= 1,
                 K::Comma if level == 0 => match lx.next_sig() {
-                    Some(n) => break n,
+                    Some(n) => {
+                        joined = false;
+                        break n;
+                    }
                     None => return false,
                 },
-                _ if level == 0 && is_kw(sql, &w, b"JOIN") => match lx.next_sig() {
-                    Some(n) => break n,
+                _ if level == 0 && !after_dot && is_kw(sql, &w, b"JOIN") => match lx.next_sig() {
+                    Some(n) => {
+                        joined = true;
+                        break n;
+                    }
                     None => return false,
                 },
                 _ => {}
@@ -2726,7 +2796,9 @@ fn select_item<'a>(sql: &'a [u8], lx: &mut Lexer<'a>, reached: &mut usize) -> Op
     let mut depth = 0usize;
     let mut prev: Option<Tok> = None;
     while let Some(t) = l.peek_sig() {
-        let after_distinct = prev.is_some_and(|p| is_kw(sql, &p, b"DISTINCT"));
+        // (A word after `AS` or `.` is a name: probe CH F5.)
+        let after_distinct =
+            prev.is_some_and(|p| is_any_kw(sql, &p, &[b"DISTINCT", b"AS"]) || p.k == K::Dot);
         if t.k == K::Semi
             || (depth == 0
                 && !after_distinct
@@ -2753,7 +2825,7 @@ fn select_item<'a>(sql: &'a [u8], lx: &mut Lexer<'a>, reached: &mut usize) -> Op
 fn item_name<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<Item<'a>> {
     let mut name = lx.next_sig()?;
     let mut qual = None;
-    if !is_identlike(&name) || word_like(sql, &name) {
+    if !is_identlike(&name) || word_like(sql, &name) || is_any_kw(sql, &name, VALUE_FUNCTIONS) {
         return None;
     }
     if lx.peek_sig()?.k == K::Dot {
@@ -3247,8 +3319,10 @@ fn skip_item(sql: &[u8], lx: &mut Lexer<'_>) -> Option<()> {
         if is_op(sql, &t, b"*") && prev.is_none_or(|p| p.k == K::Dot) {
             return None;
         }
-        // (`IS [NOT] DISTINCT FROM` is no FROM list: probe CA.)
-        let after_distinct = prev.is_some_and(|p| is_kw(sql, &p, b"DISTINCT"));
+        // (`IS [NOT] DISTINCT FROM` is no FROM list: probe CA. A word after
+        // `AS` or `.` is a name: `x AS from`, `s.from`, probe CH F5.)
+        let after_distinct =
+            prev.is_some_and(|p| is_any_kw(sql, &p, &[b"DISTINCT", b"AS"]) || p.k == K::Dot);
         prev = Some(t);
         // (A `;` ends the statement as the end of the text does, however
         // deep: the statement is analyzed on its own too.)
@@ -3285,15 +3359,34 @@ fn skip_names(lx: &mut Lexer<'_>) -> Option<()> {
 /// folded) or both quoted (exactly). One of each is taken as different,
 /// which at worst leaves rows unread.
 fn same_name(sql: &[u8], a: &Tok, b: &Tok) -> bool {
+    // Postgres cuts a name to 63 bytes (NAMEDATALEN - 1, at a character's
+    // end): two longer names that start alike are one (probe CH F3: a CTE
+    // named 63 c's and `x` was the FROM item 63 c's and `y`).
+    let (ta, tb) = (truncated(text(sql, a)), truncated(text(sql, b)));
+    let (ba, bb) = (truncated(body(sql, a)), truncated(body(sql, b)));
     match (a.k, b.k) {
-        (K::Ident, K::Ident) => text(sql, a).eq_ignore_ascii_case(text(sql, b)),
-        (K::QIdent, K::QIdent) => body(sql, a) == body(sql, b),
+        (K::Ident, K::Ident) => ta.eq_ignore_ascii_case(tb),
+        (K::QIdent, K::QIdent) => ba == bb,
         // An unquoted name is its lower case (probe CE F3: `WITH C ..
         // FROM "c"`); a quoted one with `""` in it is taken as another.
-        (K::Ident, K::QIdent) => folds_to(text(sql, a), body(sql, b)),
-        (K::QIdent, K::Ident) => folds_to(text(sql, b), body(sql, a)),
+        (K::Ident, K::QIdent) => folds_to(ta, bb),
+        (K::QIdent, K::Ident) => folds_to(tb, ba),
         _ => false,
     }
+}
+
+/// A name as Postgres keeps it: its first 63 bytes, cut at a UTF-8
+/// character's start (`pg_mbcliplen`).
+fn truncated(name: &[u8]) -> &[u8] {
+    const MAX: usize = 63;
+    if name.len() <= MAX {
+        return name;
+    }
+    let mut end = MAX;
+    while end > 0 && (name[end] & 0xC0) == 0x80 {
+        end -= 1;
+    }
+    &name[..end]
 }
 
 /// Whether unquoted `word` folds to the quoted name `quoted` (ASCII
@@ -3310,6 +3403,25 @@ fn folds_to(word: &[u8], quoted: &[u8]) -> bool {
 
 /// An unquoted word that starts a clause rather than naming a column or
 /// table (`SELECT FROM ..`, `.. ) ORDER BY`).
+/// SQL's value functions written with no parentheses (`current_schema`,
+/// `current_user`, `user`, ..): unquoted, a call, not a column or a table
+/// (probe CH F1: `SELECT current_schema, ..` and `FROM current_schema`
+/// passed as a table's column, and wrote the schema's name as the key).
+const VALUE_FUNCTIONS: &[&[u8]] = &[
+    b"CURRENT_CATALOG",
+    b"CURRENT_DATE",
+    b"CURRENT_ROLE",
+    b"CURRENT_SCHEMA",
+    b"CURRENT_TIME",
+    b"CURRENT_TIMESTAMP",
+    b"CURRENT_USER",
+    b"LOCALTIME",
+    b"LOCALTIMESTAMP",
+    b"SESSION_USER",
+    b"SYSTEM_USER",
+    b"USER",
+];
+
 fn word_like(sql: &[u8], t: &Tok) -> bool {
     is_any_kw(
         sql,
@@ -3629,12 +3741,12 @@ fn drive_clauses<'a>(
                                 Some((_, c)) => c,
                                 None => &Ctes::Unknown,
                             };
-                            match insert_rows(sql, rows, shape, &mut reached, c, &mut |_| {
+                            match insert_rows(sql, rows, shape, &mut reached, key, c, &mut |_| {
                                 ControlFlow::Continue(())
                             }) {
                                 Some(ControlFlow::Continue(end)) => {
                                     insert_done = insert_done.max(end);
-                                    insert_rows(sql, rows, shape, &mut reached, c, &mut |v| {
+                                    insert_rows(sql, rows, shape, &mut reached, key, c, &mut |v| {
                                         f(Src::Scan, v)
                                     })
                                     .unwrap_or(ControlFlow::Continue(0))?;
@@ -5151,7 +5263,7 @@ mod tests {
             ("INSERT INTO items (tenant_id, name) SELECT t, 'x' FROM (SELECT mode() WITHIN GROUP (ORDER BY 1), 42 AS t) s", &["<Unreadable>"]),
             ("INSERT INTO items (tenant_id, name) SELECT t, 'x' FROM (SELECT current_user AS where, 42 AS t) s", &["<Unreadable>"]),
             ("WITH c AS (VALUES (42, 'x')), d AS (SELECT column1 AS distinct FROM c) INSERT INTO items (tenant_id, name) SELECT \"distinct\", 'x' FROM d", &["<Unreadable>"]),
-            ("INSERT INTO items (n, tenant_id, name) SELECT NULL::int, tenant_id, name FROM accounts WHERE tenant_id = 1 AND false UNION ALL SELECT NULL AS where, 42, 'x'", &["<Unreadable>", "1"]),
+            ("INSERT INTO items (n, tenant_id, name) SELECT NULL::int, tenant_id, name FROM accounts WHERE tenant_id = 1 AND false UNION ALL SELECT NULL AS where, 42, 'x'", &["42", "1"]),
             ("WITH c AS (SELECT 42 AS t) INSERT INTO items (tenant_id, name) SELECT t, 'x' FROM c", &["<Unreadable>"]),
             ("WITH RECURSIVE c AS (SELECT 42 AS t) INSERT INTO items (tenant_id, name) SELECT t, 'x' FROM c", &["<Unreadable>"]),
             ("WITH c AS (SELECT 1), \"D\" AS (SELECT 42 AS t) INSERT INTO items (tenant_id, name) SELECT t, 'x' FROM \"D\"", &["<Unreadable>"]),
@@ -5167,6 +5279,33 @@ mod tests {
             ("INSERT INTO items (tenant_id, name) SELECT tenant_id, name FROM accounts UNION ALL SELECT tenant_id, name FROM a2", &[]),
             ("INSERT INTO items (tenant_id, name) SELECT tenant_id, name FROM accounts UNION ALL SELECT tenant_id, name FROM (SELECT 42 AS tenant_id, 'x' AS name) s", &["<Unreadable>"]),
             ("INSERT INTO items (tenant_id, name) SELECT DISTINCT ON (name) tenant_id, name FROM accounts", &[]),
+            // Probe CH: SQL's value functions are no column or table (F1);
+            // a VALUES key computed without a literal (F2); CTE names cut
+            // to 63 bytes (F3); a column named `conflict` in a join's
+            // condition, `a.where` (F4); an item aliased `from` (F5);
+            // another column than the key, a column list renaming the
+            // table's, `*` (F6).
+            ("INSERT INTO items (tenant_id, name) SELECT current_schema, name FROM shard_marker", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT tenant_id, 'x' FROM current_schema AS c(tenant_id)", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT c.tenant_id, 'x' FROM current_user c", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) VALUES (current_schema, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) VALUES (USER, 'x')", &["<Unreadable>"]),
+            ("WITH c AS (SELECT 42::bigint AS t) INSERT INTO items (tenant_id, name) VALUES (+(SELECT t FROM c), 'x')", &["<Unreadable>"]),
+            ("WITH c AS (SELECT 42::bigint AS t) INSERT INTO items (tenant_id, name) VALUES (- - (SELECT t FROM c), 'x')", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) VALUES (length(current_schema) * 2, 'x')", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) VALUES ((NULL)::bigint, 'x'), (DEFAULT, 'y')", &[]),
+            ("WITH ccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccx AS (SELECT 42::bigint AS tenant_id) INSERT INTO items (tenant_id, name) SELECT tenant_id, 'x' FROM ccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccy", &["<Unreadable>"]),
+            ("WITH \"ééééééééééééééééééééééééééééééééx\" AS (SELECT 42::bigint AS tenant_id) INSERT INTO items (tenant_id, name) SELECT tenant_id, 'x' FROM \"ééééééééééééééééééééééééééééééééy\"", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT tenant_id, 'x' FROM shard_marker m LEFT JOIN accounts a ON conflict IS NULL, (SELECT 42::bigint AS tenant_id) s", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT m.tenant_id, 'x' FROM shard_marker m LEFT JOIN accounts a ON conflict IS NULL, (SELECT 42::bigint AS tenant_id) s", &[]),
+            ("INSERT INTO items (tenant_id, name) SELECT tenant_id, 'x' FROM accounts a JOIN b ON a.where = b.for, (SELECT 42::bigint AS tenant_id) s", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT tenant_id, name AS from FROM LATERAL (SELECT 42::bigint AS tenant_id, 'x' AS name) s", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT s.tenant_id, s.from FROM (SELECT 42::bigint AS tenant_id, 'x' AS from) s", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT n, name FROM items", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT x.tenant_id, x.b FROM items AS x(a, b, c, tenant_id)", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT * FROM accounts", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT tenant_id, name FROM accounts a JOIN b ON a.id = b.id ON CONFLICT DO NOTHING", &[]),
+            ("INSERT INTO items (tenant_id, name) SELECT a.tenant_id, b.where FROM accounts a JOIN b USING (id)", &[]),
         ] {
             assert_eq!(all(sql), want, "{sql}");
         }
@@ -5201,7 +5340,7 @@ mod tests {
             // Not read: a function's result, one array's unnest, the
             // ordinality; a column the arrays do not have is unreadable.
             ("INSERT INTO t (tenant_id, name) SELECT * FROM unnest(f($1), $2::text[])", &["<Unreadable>"]),
-            ("INSERT INTO t (tenant_id, name) SELECT * FROM unnest(f(x), $2::text[])", &[]),
+            ("INSERT INTO t (tenant_id, name) SELECT * FROM unnest(f(x), $2::text[])", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id) SELECT * FROM unnest($1::bigint[])", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id) SELECT * FROM public.unnest($1::bigint[], $2::text[])", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id) SELECT o FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY u(t, n, o)", &["<Unreadable>"]),
