@@ -5832,3 +5832,61 @@ fn a_local_answer_between_a_copys_end_and_its_sync_is_refused_not_hung() {
     let (errs, v) = q(&mut c, "SELECT name FROM shard_marker");
     assert!(errs.is_empty() && v == ["s1"], "{errs:?} {v:?}");
 }
+
+/// An `INSERT .. SELECT` that copies a table's key column (an archive that
+/// moves rows through a DELETE CTE, SQLAlchemy's `from_select` of a
+/// subquery, jOOQ's fully qualified names) routes by the statement's
+/// tenant and writes the rows where they were: the allow-list of probe CG,
+/// widened by probe CI. The same forms with a constant in the key's place
+/// are refused, whatever the session's tenant.
+#[test]
+fn an_insert_of_a_tables_key_column_stays_with_its_rows() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    for shard in 0..2 {
+        f.direct(
+            shard,
+            "CREATE TABLE ledger_archive (tenant_id bigint, note text);\n\
+             GRANT ALL ON ledger_archive TO app",
+        );
+    }
+    let ret = "RETURNING (SELECT name FROM shard_marker)";
+    for tenant in [&[][..], &[("tenant_id", "2002")][..]] {
+        let mut raw = f.raw("appint", tenant);
+        for sql in [
+            format!("WITH moved AS (DELETE FROM ledger WHERE tenant_id = 2002 RETURNING *) INSERT INTO ledger_archive (tenant_id, note) SELECT tenant_id, note FROM moved {ret}"),
+            format!("INSERT INTO ledger (tenant_id, note) SELECT anon_1.tenant_id, anon_1.note FROM (SELECT ledger_archive.tenant_id AS tenant_id, ledger_archive.note AS note FROM ledger_archive WHERE ledger_archive.tenant_id = 2002) AS anon_1 {ret}"),
+            format!("DELETE FROM ledger_archive WHERE tenant_id = 2002 {ret}"),
+            format!("insert into \"public\".\"ledger_archive\" (tenant_id, note) select \"public\".\"ledger\".\"tenant_id\", \"public\".\"ledger\".\"note\" from \"public\".\"ledger\" where \"public\".\"ledger\".\"tenant_id\" = 2002 {ret}"),
+        ] {
+            let (codes, rows) = q(&mut raw, &sql);
+            bad.check(codes.is_empty() && rows.iter().all(|r| r == "s1"), || {
+                format!("{sql} ({tenant:?}): errors {codes:?}, rows {rows:?}")
+            });
+        }
+        // The same shapes with tenant 2002 in the key's place, run by a
+        // session of tenant 1001 (s0) or none: refused (22023 or 0A000).
+        let mut other = f.raw("appint", &[("tenant_id", "1001")]);
+        for sql in [
+            format!("WITH moved AS (DELETE FROM ledger WHERE tenant_id = 1001 RETURNING 2002 AS tenant_id, note) INSERT INTO ledger_archive (tenant_id, note) SELECT tenant_id, note FROM moved {ret}"),
+            format!("WITH moved AS (UPDATE ledger SET tenant_id = 2002 WHERE tenant_id = 1001 RETURNING *) INSERT INTO ledger_archive (tenant_id, note) SELECT tenant_id, note FROM moved {ret}"),
+            format!("INSERT INTO ledger_archive (tenant_id, note) SELECT anon_1.tenant_id, anon_1.note FROM (SELECT 2002 AS tenant_id, 'x' AS note) AS anon_1 {ret}"),
+            format!("INSERT INTO ledger_archive (tenant_id, note) SELECT s.tenant_id, 'x' FROM (SELECT tenant_id FROM (SELECT 2002::bigint AS tenant_id) x) s {ret}"),
+        ] {
+            let (codes, rows) = q(&mut other, &sql);
+            bad.check(!codes.is_empty() && rows.is_empty(), || {
+                format!("{sql}: errors {codes:?}, rows {rows:?}")
+            });
+        }
+    }
+    // Every 2002 row is on s1, none on s0 (each round moves the ledger's
+    // to the archive, copies them back, empties the archive and copies
+    // the ledger's again: one row, then two); 1001's stayed in place.
+    let n = f.counts("ledger_archive WHERE tenant_id = 2002");
+    bad.check(n == [0, 2], || format!("archived 2002 rows: {n:?}"));
+    let n = f.counts("ledger WHERE tenant_id = 2002");
+    bad.check(n == [0, 2], || format!("2002's ledger rows: {n:?}"));
+    let n = f.counts("ledger WHERE tenant_id = 1001");
+    bad.check(n == [1, 0], || format!("1001's ledger rows: {n:?}"));
+    bad.finish("an_insert_of_a_tables_key_column_stays_with_its_rows");
+}

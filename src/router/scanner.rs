@@ -2270,19 +2270,48 @@ fn set_operation(sql: &[u8], lx: &mut Lexer<'_>, reached: &mut usize) -> Option<
 
 /// The CTEs a statement defines ([`cte_names`]).
 pub(super) enum Ctes {
-    /// Their names (none: the statement defines none).
-    Names(Vec<Tok>),
+    /// Each CTE (none: the statement defines none), and whether the
+    /// statement has a `WITH RECURSIVE`.
+    Names(Vec<Cte>, bool),
     /// Not followed: any FROM item named by one word may be one.
     Unknown,
+}
+
+/// One CTE of a statement.
+pub(super) struct Cte {
+    name: Tok,
+    /// Where its body starts (after its `(`).
+    body: usize,
+    /// It names its columns (`c (a, b) AS (..)`): which is the key, its
+    /// body does not say.
+    columns: bool,
+    /// Whether its body gives a table's key column, once judged
+    /// ([`keyed_body`]): each CTE's body is walked once however many FROM
+    /// items name it.
+    keyed: std::cell::Cell<Option<bool>>,
 }
 
 impl Ctes {
     /// Whether a FROM item named `name` (one word) may be a CTE.
     fn may_name(&self, sql: &[u8], name: &Tok) -> bool {
         match self {
-            Ctes::Names(names) => names.iter().any(|c| same_name(sql, c, name)),
+            Ctes::Names(ctes, _) => ctes.iter().any(|c| same_name(sql, &c.name, name)),
             Ctes::Unknown => true,
         }
+    }
+
+    /// The one CTE named `name`, whose body tells its columns: none when
+    /// two CTEs of the statement have that name (which one a FROM item
+    /// means depends on scopes the walk does not follow), it renames its
+    /// columns, or the statement has a `WITH RECURSIVE` (a CTE may read
+    /// itself).
+    fn body_of(&self, sql: &[u8], name: &Tok) -> Option<&Cte> {
+        let Ctes::Names(ctes, false) = self else {
+            return None;
+        };
+        let mut named = ctes.iter().filter(|c| same_name(sql, &c.name, name));
+        let one = named.next()?;
+        (named.next().is_none() && !one.columns).then_some(one)
     }
 }
 
@@ -2329,6 +2358,9 @@ fn select_source<'a>(
     }
     // The key's item: its qualifier, its name, the cursor at its casts.
     let mut item: Option<(Option<Tok>, Tok, Lexer<'a>)> = None;
+    // Or one column in another spelling (parentheses, `CAST(.. AS ..)`, a
+    // bare alias): read as a table's column only (probe CI F4).
+    let mut column: Option<(Option<Tok>, Tok)> = None;
     // (`SELECT *`: which column is the key's, the text says only of
     // constant rows or arrays.)
     let star = lx.peek_sig().is_some_and(|t| is_op(sql, &t, b"*"));
@@ -2352,7 +2384,10 @@ fn select_source<'a>(
                     }
                     // Computed (a call, an expression, a subquery): not a
                     // stored value.
-                    None => return Lost,
+                    None => match plain_item(sql, lx) {
+                        Some((q, n, _)) => column = Some((q, n)),
+                        None => return Lost,
+                    },
                 }
             } else if skip_item(sql, lx).is_none() {
                 return Lost;
@@ -2373,6 +2408,15 @@ fn select_source<'a>(
     let Some(from) = lx.next_sig() else {
         return Lost;
     };
+    if let Some((qual, name)) = column {
+        return if ident_eq(sql, &name, key)
+            && table_from(sql, from, lx, qual, reached, (key, ctes), 0)
+        {
+            Table
+        } else {
+            Lost
+        };
+    }
     if from.k != K::LParen {
         if let Some(inserted) = unnest_arrays(sql, from, lx, item, idx, reached) {
             return Read(inserted);
@@ -2385,7 +2429,7 @@ fn select_source<'a>(
         let Some((qual, _, _)) = item.filter(|(_, n, _)| ident_eq(sql, n, key)) else {
             return Lost;
         };
-        return if table_from(sql, from, lx, qual, reached, ctes) {
+        return if table_from(sql, from, lx, qual, reached, (key, ctes), 0) {
             Table
         } else {
             Lost
@@ -2444,13 +2488,14 @@ const JOIN_WORDS: &[&[u8]] = &[
 /// `LATERAL`, `ROWS FROM`, a join in parentheses is no table; nor is a
 /// name of one word that a CTE of the statement has (`ctes`): a CTE is
 /// never named with a schema. The cursor is left at the FROM list's end.
-fn table_from(
-    sql: &[u8],
+fn table_from<'a>(
+    sql: &'a [u8],
     first: Tok,
-    lx: &mut Lexer<'_>,
+    lx: &mut Lexer<'a>,
     qual: Option<Tok>,
     reached: &mut usize,
-    ctes: &Ctes,
+    (key, ctes): (&[u8], &Ctes),
+    depth: usize,
 ) -> bool {
     let mut t = first;
     let mut all = true;
@@ -2470,7 +2515,11 @@ fn table_from(
             t = n;
         }
         if t.k == K::LParen {
-            table = false;
+            // A subquery whose key column is a table's (SQLAlchemy's
+            // `from_select` of a `select(..).subquery()`: probe CI F2).
+            let mut inner = *lx;
+            table &= inner.next_sig().is_some_and(|w| is_kw(sql, &w, b"SELECT"))
+                && keyed_select(sql, inner, key, ctes, depth + 1, reached);
             if skip_parens(lx, reached).is_none() {
                 return false;
             }
@@ -2492,7 +2541,22 @@ fn table_from(
                 parts += 1;
             }
             if parts == 1 && ctes.may_name(sql, &t) {
-                table = false;
+                // A CTE whose key column is a table's: one selecting it,
+                // or one moving rows (`WITH moved AS (DELETE .. RETURNING
+                // *)`: probe CI F1).
+                table &= ctes.body_of(sql, &t).is_some_and(|c| match c.keyed.get() {
+                    Some(keyed) => keyed,
+                    None => {
+                        // (Judged once: `false` while it is, so a CTE met
+                        // again inside its own judging is not.)
+                        c.keyed.set(Some(false));
+                        let mut b = *lx;
+                        b.pos = c.body;
+                        let keyed = keyed_body(sql, b, key, ctes, depth + 1, reached);
+                        c.keyed.set(Some(keyed));
+                        keyed
+                    }
+                });
             }
             if lx.peek_sig().is_some_and(|p| p.k == K::LParen) {
                 // A function's rows.
@@ -2601,6 +2665,261 @@ fn table_from(
     }
 }
 
+/// How deep [`keyed_select`] follows subqueries and CTEs of subqueries.
+const MAX_KEYED_DEPTH: usize = 4;
+
+/// Whether a CTE's body (the cursor after its `(`) gives a column named as
+/// the key that is a stored table's key column ([`keyed_select`],
+/// [`keyed_dml`]).
+fn keyed_body<'a>(
+    sql: &'a [u8],
+    mut lx: Lexer<'a>,
+    key: &[u8],
+    ctes: &Ctes,
+    depth: usize,
+    reached: &mut usize,
+) -> bool {
+    match lx.next_sig() {
+        Some(w) if is_kw(sql, &w, b"SELECT") => keyed_select(sql, lx, key, ctes, depth, reached),
+        Some(w) if is_any_kw(sql, &w, &[b"DELETE", b"UPDATE"]) => {
+            keyed_dml(sql, w, lx, key, depth, reached)
+        }
+        _ => false,
+    }
+}
+
+/// Whether a select (the cursor after its `SELECT`) gives a column named
+/// as the key that is a stored table's key column: its item of that name
+/// is `[q.]key[::type]` (aliased or not to the key's name) or `*`, from
+/// FROM items that are tables, or subqueries or CTEs of this kind (to
+/// [`MAX_KEYED_DEPTH`]), and no set operation follows. An item of another
+/// form named as the key (`42 AS tenant_id`, `f(x) tenant_id`) is not.
+fn keyed_select<'a>(
+    sql: &'a [u8],
+    mut lx: Lexer<'a>,
+    key: &[u8],
+    ctes: &Ctes,
+    depth: usize,
+    reached: &mut usize,
+) -> bool {
+    if depth > MAX_KEYED_DEPTH {
+        return false;
+    }
+    if lx
+        .peek_sig()
+        .is_some_and(|t| is_any_kw(sql, &t, &[b"DISTINCT", b"ALL"]))
+    {
+        lx.next_sig();
+        if lx.peek_sig().is_some_and(|t| is_kw(sql, &t, b"ON")) {
+            lx.next_sig();
+            if !lx.next_sig().is_some_and(|p| p.k == K::LParen)
+                || skip_parens(&mut lx, reached).is_none()
+            {
+                return false;
+            }
+        }
+    }
+    // The qualifier of the key's item (`None` inside: unqualified).
+    let mut source: Option<Option<Tok>> = None;
+    loop {
+        let start = lx;
+        if lx.peek_sig().is_some_and(|t| is_op(sql, &t, b"*")) {
+            lx.next_sig();
+            if source.replace(None).is_some() {
+                return false;
+            }
+        } else if let Some((qual, name, alias)) = plain_item(sql, &mut lx) {
+            if ident_eq(sql, &alias.unwrap_or(name), key)
+                && (!ident_eq(sql, &name, key) || source.replace(qual).is_some())
+            {
+                return false;
+            }
+        } else {
+            lx = start;
+            if skip_item(sql, &mut lx).is_none() {
+                return false;
+            }
+            // (An item computed and named as the key: its last word.)
+            let mut l = start;
+            let mut last = None;
+            while let Some(t) = l.next_sig() {
+                if t.s >= lx.pos {
+                    break;
+                }
+                last = Some(t);
+            }
+            if last.is_some_and(|t| ident_eq(sql, &t, key)) {
+                return false;
+            }
+        }
+        match lx.next_sig() {
+            Some(t) if t.k == K::Comma => {}
+            Some(t) if is_kw(sql, &t, b"FROM") => break,
+            _ => return false,
+        }
+    }
+    let (Some(qual), Some(from)) = (source, lx.next_sig()) else {
+        return false;
+    };
+    table_from(sql, from, &mut lx, qual, reached, (key, ctes), depth)
+        && set_operation(sql, &mut lx, reached).is_none()
+}
+
+/// Whether a data-modifying CTE's body (`word`, its first, read) gives a
+/// column named as the key that is the table's stored key: `DELETE FROM
+/// table [alias] [WHERE ..] RETURNING ..` (no `USING`), or `UPDATE table
+/// [alias] SET .. [WHERE ..] RETURNING ..` (no `FROM`, the key nowhere in
+/// its `SET`), its `RETURNING` item of the key's name `*`, `q.*` or
+/// `[q.]key`.
+fn keyed_dml<'a>(
+    sql: &'a [u8],
+    word: Tok,
+    mut lx: Lexer<'a>,
+    key: &[u8],
+    depth: usize,
+    reached: &mut usize,
+) -> bool {
+    if depth > MAX_KEYED_DEPTH {
+        return false;
+    }
+    let update = is_kw(sql, &word, b"UPDATE");
+    if !update && !lx.next_sig().is_some_and(|t| is_kw(sql, &t, b"FROM")) {
+        return false;
+    }
+    if lx.peek_sig().is_some_and(|t| is_kw(sql, &t, b"ONLY")) {
+        lx.next_sig();
+    }
+    // The table (a CTE is never the target of one).
+    if !lx.next_sig().is_some_and(|t| is_identlike(&t)) {
+        return false;
+    }
+    // To `RETURNING`, at the body's level: no `USING` or `FROM` joins
+    // other rows in, no `SET` touches the key.
+    let mut level = 0usize;
+    let mut in_set = false;
+    loop {
+        let Some(t) = lx.next_sig() else {
+            return false;
+        };
+        *reached = (*reached).max(lx.pos);
+        match t.k {
+            K::LParen | K::LBrack => level += 1,
+            K::RParen | K::RBrack if level == 0 => return false,
+            K::RParen | K::RBrack => level -= 1,
+            K::Semi => return false,
+            _ if in_set && ident_eq(sql, &t, key) => return false,
+            _ if level > 0 => {}
+            _ if is_any_kw(sql, &t, &[b"USING", b"FROM"]) => return false,
+            _ if update && is_kw(sql, &t, b"SET") => in_set = true,
+            _ if is_kw(sql, &t, b"WHERE") => in_set = false,
+            _ if is_kw(sql, &t, b"RETURNING") => break,
+            _ => {}
+        }
+    }
+    // Its items, to the body's `)`.
+    loop {
+        let start = lx;
+        let star = match (lx.next_sig(), lx.peek_sig()) {
+            (Some(s), _) if is_op(sql, &s, b"*") => true,
+            (Some(q), Some(d)) if is_identlike(&q) && d.k == K::Dot => {
+                lx.next_sig();
+                lx.next_sig().is_some_and(|s| is_op(sql, &s, b"*"))
+            }
+            _ => false,
+        };
+        if !star {
+            lx = start;
+            if let Some((_, name, alias)) = plain_item(sql, &mut lx) {
+                if ident_eq(sql, &alias.unwrap_or(name), key) && !ident_eq(sql, &name, key) {
+                    return false;
+                }
+            } else {
+                lx = start;
+                if skip_item(sql, &mut lx).is_none() {
+                    return false;
+                }
+                let mut l = start;
+                let mut last = None;
+                while let Some(t) = l.next_sig() {
+                    if t.s >= lx.pos {
+                        break;
+                    }
+                    last = Some(t);
+                }
+                if last.is_some_and(|t| ident_eq(sql, &t, key)) {
+                    return false;
+                }
+            }
+        }
+        match lx.next_sig() {
+            Some(t) if t.k == K::Comma => {}
+            Some(t) if t.k == K::RParen => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// A select-list item that is one column, `[a.[b.]]q.name[::type..]`, in
+/// parentheses or `CAST(.. AS type)` or not, then its alias (`AS x` or a
+/// bare `x`), up to the item's end (its `,`, `FROM` or `)`): its
+/// qualifier, name and alias. The cursor is left at the end.
+fn plain_item<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<(Option<Tok>, Tok, Option<Tok>)> {
+    let mut l = *lx;
+    let mut wraps: Vec<bool> = Vec::new();
+    loop {
+        match l.peek_sig()? {
+            t if t.k == K::LParen => wraps.push(false),
+            t if is_kw(sql, &t, b"CAST") => {
+                l.next_sig();
+                if l.peek_sig()?.k != K::LParen {
+                    return None;
+                }
+                wraps.push(true);
+            }
+            _ => break,
+        }
+        l.next_sig();
+        if wraps.len() > MAX_PARENS {
+            return None;
+        }
+    }
+    let Some(Item::Name(qual, name, _)) = item_name(sql, &mut l) else {
+        return None;
+    };
+    while let Some(cast) = wraps.pop() {
+        if cast {
+            if !l.next_sig().is_some_and(|a| is_kw(sql, &a, b"AS")) {
+                return None;
+            }
+            skip_type(sql, &mut l)?;
+        }
+        if l.next_sig()?.k != K::RParen {
+            return None;
+        }
+        while l.peek_sig().is_some_and(|c| c.k == K::Cast) {
+            l.next_sig();
+            skip_type(sql, &mut l)?;
+        }
+    }
+    let alias = match l.peek_sig() {
+        Some(a) if is_kw(sql, &a, b"AS") => {
+            l.next_sig();
+            Some(l.next_sig().filter(is_identlike)?)
+        }
+        Some(a) if is_identlike(&a) && !item_stop(sql, &a) && !word_like(sql, &a) => {
+            l.next_sig();
+            Some(a)
+        }
+        _ => None,
+    };
+    match l.peek_sig() {
+        Some(t) if matches!(t.k, K::Comma | K::RParen) || is_kw(sql, &t, b"FROM") => {}
+        _ => return None,
+    }
+    *lx = l;
+    Some((qual, name, alias))
+}
+
 /// The CTEs the statement read by `lx` (its start to its end) defines,
 /// at any level: every `WITH [RECURSIVE] name [(cols)] AS [[NOT]
 /// MATERIALIZED] (..), ..` in it (`WITH TIME ZONE`, `WITH ORDINALITY AS
@@ -2616,10 +2935,10 @@ fn cte_names(sql: &[u8], mut lx: Lexer<'_>) -> Ctes {
         Out,
         /// After `WITH [RECURSIVE]`, or a CTE's `)` and `,`: a name next.
         Head,
-        /// After a CTE's name (and its column list).
-        Name(Tok),
+        /// After a CTE's name (and whether it has a column list).
+        Name(Tok, bool),
         /// After its `AS [NOT] [MATERIALIZED]`.
-        As(Tok),
+        As(Tok, bool),
         /// After a CTE's body: `,` and another CTE may follow.
         Body,
     }
@@ -2630,16 +2949,22 @@ fn cte_names(sql: &[u8], mut lx: Lexer<'_>) -> Ctes {
         Columns(Tok),
         Body,
     }
-    let mut names = Vec::new();
+    let mut ctes = Vec::new();
+    let mut recursive = false;
     let mut opens: Vec<Open> = Vec::new();
     let mut at = At::Out;
     while let Some(t) = lx.next_sig() {
         at = match (at, t.k) {
             (_, K::LParen) => {
                 opens.push(match at {
-                    At::Name(n) => Open::Columns(n),
-                    At::As(n) => {
-                        names.push(n);
+                    At::Name(n, _) => Open::Columns(n),
+                    At::As(name, columns) => {
+                        ctes.push(Cte {
+                            name,
+                            body: lx.pos,
+                            columns,
+                            keyed: std::cell::Cell::new(None),
+                        });
                         Open::Body
                     }
                     _ => Open::Other,
@@ -2647,7 +2972,7 @@ fn cte_names(sql: &[u8], mut lx: Lexer<'_>) -> Ctes {
                 At::Out
             }
             (_, K::RParen) => match opens.pop() {
-                Some(Open::Columns(n)) => At::Name(n),
+                Some(Open::Columns(n)) => At::Name(n, true),
                 Some(Open::Body) => At::Body,
                 _ => At::Out,
             },
@@ -2656,18 +2981,21 @@ fn cte_names(sql: &[u8], mut lx: Lexer<'_>) -> Ctes {
                 // (Their lists have commas too: not followed.)
                 return Ctes::Unknown;
             }
-            (At::Head, _) if is_kw(sql, &t, b"RECURSIVE") => At::Head,
-            (At::Head, _) if is_identlike(&t) => At::Name(t),
-            (At::Name(n), _) if is_kw(sql, &t, b"AS") => At::As(n),
-            (At::As(n), _) if is_any_kw(sql, &t, &[b"NOT", b"MATERIALIZED"]) => At::As(n),
+            (At::Head, _) if is_kw(sql, &t, b"RECURSIVE") => {
+                recursive = true;
+                At::Head
+            }
+            (At::Head, _) if is_identlike(&t) => At::Name(t, false),
+            (At::Name(n, c), _) if is_kw(sql, &t, b"AS") => At::As(n, c),
+            (At::As(n, c), _) if is_any_kw(sql, &t, &[b"NOT", b"MATERIALIZED"]) => At::As(n, c),
             _ if is_kw(sql, &t, b"WITH") => At::Head,
             _ => At::Out,
         };
-        if names.len() > 1024 {
+        if ctes.len() > 1024 {
             return Ctes::Unknown;
         }
     }
-    Ctes::Names(names)
+    Ctes::Names(ctes, recursive)
 }
 
 /// After `WITH`: past its CTEs, `[RECURSIVE] name [(cols)] AS [[NOT]
@@ -2828,7 +3156,8 @@ fn item_name<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<Item<'a>> {
     if !is_identlike(&name) || word_like(sql, &name) || is_any_kw(sql, &name, VALUE_FUNCTIONS) {
         return None;
     }
-    if lx.peek_sig()?.k == K::Dot {
+    // (`schema.table.name` as jOOQ writes it: probe CI F3.)
+    while lx.peek_sig()?.k == K::Dot {
         lx.next_sig();
         qual = Some(name);
         name = lx.next_sig()?;
@@ -5031,6 +5360,9 @@ mod tests {
                 "INSERT INTO t (tenant_id) SELECT tenant_id FROM s UNION SELECT tenant_id FROM s ",
                 "INSERT INTO t (tenant_id) SELECT tenant_id FROM s JOIN s ON (",
                 "INSERT INTO t (tenant_id) TABLE s, ",
+                // FROM items naming one CTE, subqueries in subqueries.
+                "WITH c AS (SELECT tenant_id FROM t) INSERT INTO u (tenant_id) SELECT tenant_id FROM c, c, ",
+                "INSERT INTO u (tenant_id) SELECT s.tenant_id FROM (SELECT tenant_id FROM (",
             ],
             500,
             |text| mentions(text, KEY, true, |_, _| {}),
@@ -5306,6 +5638,39 @@ mod tests {
             ("INSERT INTO items (tenant_id, name) SELECT * FROM accounts", &["<Unreadable>"]),
             ("INSERT INTO items (tenant_id, name) SELECT tenant_id, name FROM accounts a JOIN b ON a.id = b.id ON CONFLICT DO NOTHING", &[]),
             ("INSERT INTO items (tenant_id, name) SELECT a.tenant_id, b.where FROM accounts a JOIN b USING (id)", &[]),
+            // Probe CI: a table's key column spelled otherwise (F3, F4),
+            // through a subquery or CTE that selects it or moves rows
+            // (F1, F2); anything near those that is not one is refused.
+            ("insert into \"public\".\"audit\" (tenant_id, x) select \"public\".\"orders\".\"tenant_id\", 1 from \"public\".\"orders\" where \"public\".\"orders\".\"tenant_id\" = $1", &["<Param(1)>"]),
+            ("INSERT INTO audit (tenant_id, x) SELECT o.tenant_id tenant_id, 1 FROM orders o", &[]),
+            ("INSERT INTO audit (tenant_id, x) SELECT (o.tenant_id), 1 FROM orders o", &[]),
+            ("INSERT INTO audit (tenant_id, x) SELECT CAST(o.tenant_id AS bigint), 1 FROM orders o", &[]),
+            ("INSERT INTO audit (tenant_id, x) SELECT CAST(o.n AS bigint), 1 FROM orders o", &["<Unreadable>"]),
+            ("INSERT INTO audit (tenant_id, x) SELECT (o.tenant_id), 1 FROM (SELECT 42 AS tenant_id) o", &["<Unreadable>"]),
+            ("WITH moved AS (DELETE FROM items WHERE tenant_id = $1 AND n < 3 RETURNING *) INSERT INTO archive (id, tenant_id, name) SELECT id, tenant_id, name FROM moved", &["<Param(1)>"]),
+            ("WITH u AS (UPDATE orders SET n = n + 1 WHERE tenant_id = 5 RETURNING tenant_id, id) INSERT INTO audit (tenant_id, x) SELECT tenant_id, id FROM u", &["5"]),
+            ("WITH u AS (UPDATE orders SET tenant_id = 42 WHERE tenant_id = 5 RETURNING *) INSERT INTO audit (tenant_id, x) SELECT tenant_id, id FROM u", &["5", "<Unreadable>"]),
+            ("WITH u AS (UPDATE orders SET n = 1 WHERE tenant_id = 5 RETURNING 42 AS tenant_id) INSERT INTO audit (tenant_id) SELECT tenant_id FROM u", &["5", "<Unreadable>"]),
+            ("WITH u AS (UPDATE orders SET n = 1 WHERE tenant_id = 5 RETURNING n AS tenant_id) INSERT INTO audit (tenant_id) SELECT tenant_id FROM u", &["5", "<Unreadable>"]),
+            ("WITH u AS (UPDATE orders SET n = 1 WHERE tenant_id = 5 RETURNING (SELECT 42) tenant_id) INSERT INTO audit (tenant_id) SELECT tenant_id FROM u", &["5", "<Unreadable>"]),
+            ("WITH u AS (UPDATE orders SET n = 1 FROM (VALUES (42)) v(t) WHERE orders.tenant_id = 5 RETURNING orders.tenant_id) INSERT INTO audit (tenant_id) SELECT tenant_id FROM u", &["5", "<Unreadable>"]),
+            ("WITH d AS (DELETE FROM orders USING c WHERE orders.tenant_id = 5 RETURNING orders.tenant_id) INSERT INTO audit (tenant_id) SELECT tenant_id FROM d", &["5", "<Unreadable>"]),
+            ("WITH d AS (INSERT INTO orders (tenant_id) SELECT tenant_id FROM x RETURNING *) INSERT INTO audit (tenant_id) SELECT tenant_id FROM d", &["<Unreadable>"]),
+            ("INSERT INTO audit (tenant_id, x) SELECT anon_1.tenant_id, anon_1.x FROM (SELECT items.tenant_id AS tenant_id, items.x AS x FROM items WHERE items.tenant_id = $1::BIGINT) AS anon_1", &["<ParamAs(1, Int)>"]),
+            ("INSERT INTO audit (tenant_id, x) SELECT s.tenant_id, 1 FROM (SELECT * FROM items) s", &[]),
+            ("INSERT INTO audit (tenant_id, x) SELECT s.tenant_id, 1 FROM (SELECT *, 42 AS tenant_id FROM items) s", &["<Unreadable>"]),
+            ("INSERT INTO audit (tenant_id, x) SELECT s.tenant_id, 1 FROM (SELECT n AS tenant_id FROM items) s", &["<Unreadable>"]),
+            ("INSERT INTO audit (tenant_id, x) SELECT s.tenant_id, 1 FROM (SELECT tenant_id FROM items UNION ALL SELECT 42) s", &["<Unreadable>"]),
+            ("INSERT INTO audit (tenant_id, x) SELECT s.tenant_id, 1 FROM (SELECT tenant_id FROM (SELECT 42 AS tenant_id) x) s", &["<Unreadable>"]),
+            ("INSERT INTO audit (tenant_id, x) SELECT s.tenant_id, 1 FROM (SELECT tenant_id FROM (SELECT tenant_id FROM (SELECT tenant_id FROM (SELECT tenant_id FROM items) a) b) c) s", &[]),
+            ("INSERT INTO audit (tenant_id, x) SELECT s.tenant_id, 1 FROM (SELECT tenant_id FROM (SELECT tenant_id FROM (SELECT tenant_id FROM (SELECT tenant_id FROM (SELECT tenant_id FROM items) a) b) c) d) s", &["<Unreadable>"]),
+            ("WITH a AS (SELECT 42 AS tenant_id), b AS (SELECT tenant_id FROM a) INSERT INTO audit (tenant_id) SELECT tenant_id FROM b", &["<Unreadable>"]),
+            ("WITH a AS (SELECT tenant_id FROM items), b AS (SELECT tenant_id FROM a) INSERT INTO audit (tenant_id) SELECT tenant_id FROM b", &[]),
+            ("WITH a (tenant_id) AS (SELECT n FROM items) INSERT INTO audit (tenant_id) SELECT tenant_id FROM a", &["<Unreadable>"]),
+            ("WITH a AS (SELECT tenant_id FROM items) INSERT INTO audit (tenant_id) SELECT tenant_id FROM a WHERE EXISTS (WITH a AS (SELECT 42 AS tenant_id) SELECT 1 FROM a)", &["<Unreadable>"]),
+            ("WITH RECURSIVE a AS (SELECT tenant_id FROM items) INSERT INTO audit (tenant_id) SELECT tenant_id FROM a", &["<Unreadable>"]),
+            ("WITH a AS (SELECT tenant_id FROM items) INSERT INTO audit (tenant_id) SELECT tenant_id FROM a, a b, a c", &[]),
+            ("INSERT INTO audit (tenant_id, x) WITH src AS (SELECT tenant_id, x FROM orders WHERE tenant_id = 5) SELECT tenant_id, x FROM src", &["5"]),
         ] {
             assert_eq!(all(sql), want, "{sql}");
         }
@@ -5413,10 +5778,10 @@ mod tests {
             ("WITH m AS (INSERT INTO notes (k, name) SELECT 42, 'x' RETURNING k, name) INSERT INTO items (tenant_id, name) SELECT * FROM m", &["<Unreadable>"]),
             ("WITH É(a, b) AS (VALUES (42, 'x')) INSERT INTO items (tenant_id, name) SELECT a, b FROM \"É\"", &["<Unreadable>"]),
             ("WITH \"É\"(a, b) AS (VALUES (42, 'x')) INSERT INTO items (tenant_id, name) SELECT a, b FROM É", &["<Unreadable>"]),
-            // A CTE, even of a table's rows or one that moves them:
-            // unreadable (only a table's column is allowed, probe CG).
-            ("WITH moved AS (DELETE FROM items WHERE tenant_id = 42 RETURNING *) INSERT INTO archive (tenant_id, name) SELECT tenant_id, name FROM moved", &["42", "<Unreadable>"]),
-            ("WITH s AS (SELECT tenant_id, name FROM items WHERE tenant_id = $1) INSERT INTO archive (tenant_id, name) SELECT s.tenant_id, s.name FROM s", &["<Param(1)>", "<Unreadable>"]),
+            // A CTE of a table's key column, or one that moves rows:
+            // not read (probe CI F1); one of constants is unreadable.
+            ("WITH moved AS (DELETE FROM items WHERE tenant_id = 42 RETURNING *) INSERT INTO archive (tenant_id, name) SELECT tenant_id, name FROM moved", &["42"]),
+            ("WITH s AS (SELECT tenant_id, name FROM items WHERE tenant_id = $1) INSERT INTO archive (tenant_id, name) SELECT s.tenant_id, s.name FROM s", &["<Param(1)>"]),
             ("WITH c AS (VALUES (1)) INSERT INTO archive (tenant_id, name) SELECT tenant_id, name FROM items WHERE tenant_id = 7", &["7"]),
             // Probe CC F1/F2: a parameter of a declared type, a typed
             // literal before the key's array: maybe a composite.
