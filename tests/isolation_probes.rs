@@ -5890,3 +5890,127 @@ fn an_insert_of_a_tables_key_column_stays_with_its_rows() {
     bad.check(n == [1, 0], || format!("1001's ledger rows: {n:?}"));
     bad.finish("an_insert_of_a_tables_key_column_stays_with_its_rows");
 }
+
+/// The rows of a `COPY .. FROM STDIN` are tenant mentions too: each must
+/// be a tenant of the shard its COPY runs on. A row of another shard's
+/// tenant ends the COPY with the refusal and nothing of it is written,
+/// however the data comes (after CopyInResponse or pipelined behind the
+/// Query, through the extended protocol, in text, CSV or binary, split
+/// across CopyData messages anywhere). Before, a session of tenant 1001
+/// wrote tenant 2002's rows on 1001's shard.
+#[test]
+fn copy_rows_are_tenants_of_the_copys_shard() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    let copy = "COPY ledger (tenant_id, note) FROM STDIN";
+    let mut c = f.raw("appint", &[("tenant_id", "1001")]);
+    // Rows of the session's tenant, and NULL: written on its shard.
+    let m = c.query(copy).run_until(b'G');
+    bad.check(error_codes(&m).is_empty(), || format!("COPY start: {m:?}"));
+    let m = c
+        .copy_data(b"1001\tcp-ok 1\n10")
+        .copy_data(b"01\tcp-ok 2\n\\N\tcp-ok null\n")
+        .copy_done()
+        .run(1);
+    bad.check(
+        error_codes(&m).is_empty() && support::raw::command_tags(&m) == ["COPY 3"],
+        || format!("rows of 1001: {m:?}"),
+    );
+    // A row of 2002 (s1), split across messages, after good rows: 0A000,
+    // nothing written; the session goes on.
+    let m = c.query(copy).run_until(b'G');
+    bad.check(error_codes(&m).is_empty(), || format!("COPY start: {m:?}"));
+    let m = c
+        .copy_data(b"1001\tcp-bad 1\n20")
+        .copy_data(b"02\tcp-bad 2\n1001\tcp-bad 3\n")
+        .copy_done()
+        .run(1);
+    bad.check(error_codes(&m) == ["0A000"], || {
+        format!("a row of 2002: {m:?}")
+    });
+    let (codes, rows) = q(
+        &mut c,
+        "SELECT count(*)::text FROM ledger WHERE note = 'cp-ok 1'",
+    );
+    bad.check(codes.is_empty() && rows == ["1"], || {
+        format!("after the refusal: {codes:?} {rows:?}")
+    });
+    // Pipelined behind the Query, the data and its end in one write.
+    let mut b = frame(b'Q', format!("{copy}\0").as_bytes());
+    b.extend(frame(b'd', b"1001\tcp-bad 4\n2002\tcp-bad 5\n"));
+    b.extend(frame(b'c', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    bad.check(error_codes(&m) == ["0A000"], || format!("pipelined: {m:?}"));
+    // Through the extended protocol, the data behind the Execute.
+    let mut b = parse_msg("", copy);
+    b.extend(bind_msg("", ""));
+    b.extend(execute_msg(""));
+    b.extend(frame(b'd', b"2002\tcp-bad 6\n"));
+    b.extend(frame(b'c', b""));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    bad.check(error_codes(&m) == ["0A000"], || format!("extended: {m:?}"));
+    // CSV with a header and a quoted key; binary (the map's key_type is
+    // bigint: eight bytes are an int8).
+    let m = c
+        .query("COPY ledger (note, tenant_id) FROM STDIN (FORMAT csv, HEADER)")
+        .run_until(b'G');
+    bad.check(error_codes(&m).is_empty(), || format!("CSV start: {m:?}"));
+    let m = c
+        .copy_data(b"note,tenant_id\n\"cp-bad 7, a\",\"20")
+        .copy_data(b"02\"\n")
+        .copy_done()
+        .run(1);
+    bad.check(error_codes(&m) == ["0A000"], || format!("CSV: {m:?}"));
+    let mut bin = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
+    bin.extend_from_slice(&2i16.to_be_bytes());
+    bin.extend_from_slice(&8i32.to_be_bytes());
+    bin.extend_from_slice(&2002i64.to_be_bytes());
+    bin.extend_from_slice(&8i32.to_be_bytes());
+    bin.extend_from_slice(b"cp-bad 8");
+    bin.extend_from_slice(&(-1i16).to_be_bytes());
+    let m = c
+        .query("COPY ledger (tenant_id, note) FROM STDIN (FORMAT binary)")
+        .run_until(b'G');
+    bad.check(error_codes(&m).is_empty(), || {
+        format!("binary start: {m:?}")
+    });
+    let m = c.copy_data(&bin).copy_done().run(1);
+    bad.check(error_codes(&m) == ["0A000"], || format!("binary: {m:?}"));
+    // A routing comment names the COPY's tenant: its rows follow it.
+    let mut n = f.raw("appint", &[]);
+    let m = n
+        .query(&format!("/* tenant_id=2002 */ {copy}"))
+        .run_until(b'G');
+    bad.check(error_codes(&m).is_empty(), || {
+        format!("comment start: {m:?}")
+    });
+    let m = n.copy_data(b"2002\tcp-ok 3\n").copy_done().run(1);
+    bad.check(error_codes(&m).is_empty(), || format!("comment: {m:?}"));
+    let counts = f.counts("ledger WHERE note LIKE 'cp-bad%'");
+    bad.check(counts == [0, 0], || {
+        format!("refused rows written: {counts:?}")
+    });
+    let counts = f.counts("ledger WHERE note LIKE 'cp-ok%'");
+    bad.check(counts == [3, 1], || format!("rows written: {counts:?}"));
+    // psql's \copy from a file, the session's tenant 1001 (s0) given at
+    // connect: the row of 2002 ends it.
+    let file = f.bouncer.dir.join("rows.tsv");
+    std::fs::write(&file, "1001\tcp-psql\n2002\tcp-psql\n").unwrap();
+    let out = f.bouncer.psql(
+        "app",
+        "secret",
+        "dbname=appint options=-ctenant_id=1001",
+        &format!("\\copy ledger (tenant_id, note) from '{}'", file.display()),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    bad.check(
+        !out.status.success() && err.contains("cross-shard COPY"),
+        || format!("psql \\copy: {err}"),
+    );
+    let counts = f.counts("ledger WHERE note = 'cp-psql'");
+    bad.check(counts == [0, 0], || {
+        format!("psql rows written: {counts:?}")
+    });
+    bad.finish("copy_rows_are_tenants_of_the_copys_shard");
+}

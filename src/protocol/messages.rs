@@ -421,6 +421,13 @@ pub fn describe(buf: &mut BytesMut, kind: u8, name: &[u8]) {
     finish(buf, at);
 }
 
+/// CopyFail with `message`.
+pub fn copy_fail(buf: &mut BytesMut, message: &str) {
+    let at = begin(buf, b'f');
+    put_cstr(buf, message.as_bytes());
+    finish(buf, at);
+}
+
 /// Flush.
 pub fn flush(buf: &mut BytesMut) {
     let at = begin(buf, b'H');

@@ -2,7 +2,7 @@
 //! text-like and uuid), the way Postgres would read them for the key column.
 
 use super::key::{parse_pg_int8, TenantKey};
-use super::shardmap::parse_uuid;
+use super::shardmap::{parse_uuid, KeyType};
 
 /// Well-known type OIDs a binary tenant value may have.
 mod oid {
@@ -217,6 +217,24 @@ fn int_key(n: i64) -> Result<TenantKey, &'static str> {
     let _ = write!(w, "{n}");
     let len = 24 - w.len();
     TenantKey::new(&buf[..len]).ok_or("is not a valid key")
+}
+
+/// A binary COPY field's key, read as the shard map's `key_type` says the
+/// key column is (an integer's width tells int2, int4 or int8). The error
+/// says what is wrong, for a 22023 message.
+pub fn copy_binary_key(key_type: KeyType, v: &[u8]) -> Result<TenantKey, &'static str> {
+    match (key_type, v.len()) {
+        (KeyType::Bigint, 8) => int_key(i64::from_be_bytes(v.try_into().unwrap_or([0; 8]))),
+        (KeyType::Bigint, 4) => int_key(i32::from_be_bytes(v.try_into().unwrap_or([0; 4])) as i64),
+        (KeyType::Bigint, 2) => int_key(i16::from_be_bytes(v.try_into().unwrap_or([0; 2])) as i64),
+        (KeyType::Uuid, 16) => uuid_key(v.try_into().unwrap_or(&[0; 16])),
+        (KeyType::Text, _) => TenantKey::new(v).ok_or("is not 1 to 63 bytes of UTF-8"),
+        (KeyType::Auto, _) => Err(
+            "is in binary format, whose type the router knows only from the shard map: \
+             set key_type (bigint, text or uuid) there, or send the rows as text or CSV",
+        ),
+        _ => Err("is not a value of the shard map's key_type"),
+    }
 }
 
 /// A uuid's key: the lower-case hyphenated text Postgres prints.

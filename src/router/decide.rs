@@ -17,7 +17,8 @@
 //! * **A transaction stays on its shard** (0A000 for work naming another), and a
 //!   transaction shardbouncer failed itself stays failed (25P02) until it ends.
 
-use super::bind::{param_array_keys, param_key_as, ParamTypes, ParamValues};
+use super::bind::{copy_binary_key, param_array_keys, param_key_as, ParamTypes, ParamValues};
+use super::copy::{CopyReader, CopyValue};
 use super::key::TenantKey;
 use super::scanner::Source;
 use super::shardmap::ShardMap;
@@ -1484,6 +1485,11 @@ fn aborted() -> Refusal {
     )
 }
 
+/// The refusal of a text for `v` (what [`decide`] answers it).
+pub fn violation_refusal(r: &Routing, v: Violation) -> Refusal {
+    violation(r, v)
+}
+
 fn violation(r: &Routing, v: Violation) -> Refusal {
     match v {
         Violation::ReservedName => Refusal::new(
@@ -1518,13 +1524,26 @@ fn violation(r: &Routing, v: Violation) -> Refusal {
                  string, N'..' or U&'..' literal, a value cast to a type other than int, int2, \
                  int4, int8, integer, bigint, smallint, text, varchar or uuid, a list (IN, \
                  ARRAY, VALUES rows) that mixes plain values with others (DEFAULT, NULL, \
-                 expressions), an INSERT's key value built of literals (VALUES (42 + 0, ..)), \
-                 an INSERT .. SELECT whose key is not a table's column (from a subquery, a \
-                 CTE, a function's rows, or computed: name the tenant in the key's item, \
-                 SELECT 42, .. or SELECT $1, ..), a COLLATE, or an operator other than \
+                 expressions), an INSERT's key value built of literals or computed \
+                 (VALUES (42 + 0, ..), VALUES (current_setting('app.t')::int, ..): send the \
+                 tenant as a literal or parameter), an INSERT .. SELECT whose key is not a \
+                 table's key column (another column, constants in a subquery or CTE, a \
+                 function's rows, or computed: name the tenant in the key's item, SELECT 42, \
+                 .. or SELECT $1, ..), a COLLATE, or an operator other than \
                  pg_catalog's =; compare the key itself with each tenant as a plain literal \
                  or parameter",
                 r.key
+            ),
+        ),
+        Violation::UnreadableCopy => Refusal::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!(
+                "cannot read the rows of this COPY .. FROM STDIN, which writes {k}: an \
+                 ENCODING option, an option the router does not read, or a second COPY \
+                 FROM STDIN in the same Query or batch (send one per Query; FORMAT text, csv \
+                 or binary with DELIMITER, NULL, QUOTE, ESCAPE, HEADER, FORCE_NULL or \
+                 FORCE_NOT_NULL are read)",
+                k = r.key
             ),
         ),
         Violation::EscapedIdentifier => Refusal::new(
@@ -1541,6 +1560,97 @@ fn violation(r: &Routing, v: Violation) -> Refusal {
                 r.key
             ),
         ),
+    }
+}
+
+/// The rows of a `COPY .. FROM STDIN` running on `shard`, as they come
+/// (`data`: one CopyData payload; `None`: the CopyDone): each row's tenant
+/// must live on that shard, as every tenant a unit names must ([`decide`]
+/// saw the COPY's statement, not its rows), and be the locked tenant
+/// under `lock_startup_tenant`; a NULL key names none. `last`: the last
+/// tenant let through, which the next row repeats most of the time. The
+/// first row refused ends the COPY with the refusal: nothing of it may
+/// be written.
+pub fn copy_rows(
+    r: &Routing,
+    s: &SessionView<'_>,
+    shard: usize,
+    reader: &mut CopyReader,
+    data: Option<&[u8]>,
+    last: &mut Option<TenantKey>,
+) -> Result<(), Refusal> {
+    if s.ascii_only && data.is_some_and(|d| !d.is_ascii()) {
+        // Postgres splits the rows after converting them: a character of
+        // these encodings may end in a byte the reader takes for a
+        // delimiter, quote or backslash.
+        return Err(encoding(r));
+    }
+    let key_type = r.map.key_type();
+    let mut check = |n: u64, v: CopyValue<'_>| -> Result<(), Refusal> {
+        let bad = |why: &str| {
+            Refusal::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("COPY row {n}: the {} value {why}", r.key),
+            )
+        };
+        let key = match v {
+            CopyValue::Null => return Ok(()),
+            CopyValue::Unreadable(why) => return Err(bad(why)),
+            CopyValue::Text(t) => {
+                TenantKey::new(t).ok_or_else(|| bad("is not 1 to 63 bytes of UTF-8"))?
+            }
+            CopyValue::Binary(b) => copy_binary_key(key_type, b).map_err(bad)?,
+        };
+        if *last == Some(key) {
+            return Ok(());
+        }
+        if s.keys_ascii_only && !key.as_bytes().is_ascii() {
+            return Err(key_encoding(r));
+        }
+        let other = r.shard_of(&key)?;
+        if let Some(l) = s.tenants.locked(r) {
+            if key != l {
+                let (code, what) = if other != shard {
+                    (
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        "cross-shard statement refused",
+                    )
+                } else {
+                    (sqlstate::INSUFFICIENT_PRIVILEGE, "tenant lock")
+                };
+                return Err(Refusal::new(
+                    code,
+                    format!(
+                        "{what}: {k} is locked to '{l}' (shard {s1}) for this connection by \
+                         lock_startup_tenant, but COPY row {n} names {k} '{key}' (shard {s2}); \
+                         the COPY wrote nothing",
+                        k = r.key,
+                        s1 = r.shard_name(shard),
+                        s2 = r.shard_name(other),
+                    ),
+                ));
+            }
+        }
+        if other != shard {
+            return Err(Refusal::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "cross-shard COPY refused: row {n} names {k} '{key}', which lives on shard \
+                     {s2}, but this COPY runs on shard {s1}; the COPY wrote nothing (copy each \
+                     shard's tenants in a COPY of their own, naming the tenant at connect, in a \
+                     routing comment or with SET {k})",
+                    k = r.key,
+                    s1 = r.shard_name(shard),
+                    s2 = r.shard_name(other),
+                ),
+            ));
+        }
+        *last = Some(key);
+        Ok(())
+    };
+    match data {
+        Some(d) => reader.feed(d, &mut check),
+        None => reader.finish(&mut check),
     }
 }
 

@@ -2051,3 +2051,72 @@ fn a_session_server_runs_work_after_a_commit_in_the_same_query() {
     let other = "COMMIT; SELECT * FROM a WHERE tenant_id = 1";
     assert_eq!(code(&d(&on_s1(true), other)), "0A000");
 }
+
+/// A COPY's rows ([`copy_rows`]): each must be a tenant of the COPY's
+/// shard, the locked tenant under the lock; NULL names none; a binary key
+/// needs the map's key type; the first refusal ends the reading.
+#[test]
+fn copy_rows_must_live_on_the_copys_shard() {
+    use super::copy::{copy_in, CopyIn, CopyReader};
+    let rows = |r: &Routing, t: &Tenants, shard: usize, sql: &str, data: &[&[u8]]| {
+        let CopyIn::Rows(f) = copy_in(sql.as_bytes(), b"tenant_id", true) else {
+            panic!("{sql}");
+        };
+        let mut reader = CopyReader::new(&f);
+        let mut last = None;
+        let v = view(t, Tx::Idle);
+        for d in data {
+            copy_rows(r, &v, shard, &mut reader, Some(d), &mut last)?;
+        }
+        copy_rows(r, &v, shard, &mut reader, None, &mut last)
+    };
+    let text = "COPY t (tenant_id, a) FROM STDIN";
+    let r = routing(ALL, false, NoTenant::Reject);
+    let none = Tenants::default();
+    // Tenants 1 and 3 live on s0, 42 on s1.
+    assert!(rows(&r, &none, 0, text, &[b"1\tx\n3\ty\n\\N\tz\n"]).is_ok());
+    let e = rows(&r, &none, 0, text, &[b"1\tx\n4", b"2\ty\n1\tz\n"]).unwrap_err();
+    assert_eq!(e.code, "0A000");
+    assert!(e.message.contains("row 2"), "{}", e.message);
+    // The last row needs no line end.
+    assert_eq!(
+        rows(&r, &none, 0, text, &[b"1\tx\n42\ty"])
+            .unwrap_err()
+            .code,
+        "0A000"
+    );
+    assert_eq!(
+        rows(&r, &none, 0, text, &[b"\tempty\n"]).unwrap_err().code,
+        "22023"
+    );
+    // Under the lock: another tenant of the same shard is 42501.
+    let locked = routing(ALL, true, NoTenant::Reject);
+    let one = Tenants {
+        startup: Some(key("1")),
+        ..Default::default()
+    };
+    assert!(rows(&locked, &one, 0, text, &[b"1\tx\n"]).is_ok());
+    assert_eq!(
+        rows(&locked, &one, 0, text, &[b"3\tx\n"]).unwrap_err().code,
+        "42501"
+    );
+    assert_eq!(
+        rows(&locked, &one, 0, text, &[b"42\tx\n"])
+            .unwrap_err()
+            .code,
+        "0A000"
+    );
+    // Binary keys need the map's key type: this map's is `auto`.
+    let mut bin = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
+    bin.extend_from_slice(&1i16.to_be_bytes());
+    bin.extend_from_slice(&8i32.to_be_bytes());
+    bin.extend_from_slice(&1i64.to_be_bytes());
+    let e = rows(
+        &r,
+        &none,
+        0,
+        "COPY t (tenant_id) FROM STDIN (FORMAT binary)",
+        &[&bin],
+    );
+    assert_eq!(e.unwrap_err().code, "22023");
+}

@@ -3,6 +3,7 @@
 //! * [`lexer`]: Postgres-compatible SQL lexing (literals, quotes, comments).
 //! * [`scanner`]: every tenant a statement mentions (comment, predicate, INSERT).
 //! * `clause`: which clause of its statement a token stands in, for the scanner.
+//! * [`copy`]: the key field of a `COPY .. FROM STDIN`'s rows, read as they stream.
 //! * [`statement`]: the statements of a text, their forms and side effects.
 //! * [`search_path`]: whether a `search_path` lets other types shadow
 //!   `pg_catalog`'s.
@@ -16,6 +17,7 @@
 
 pub mod bind;
 mod clause;
+pub mod copy;
 pub mod decide;
 #[cfg(test)]
 mod decide_tests;

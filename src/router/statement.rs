@@ -13,6 +13,7 @@
 //! a tenant. A multi-statement text is tenant-free only if every statement is.
 
 use super::bind::Conv;
+use super::copy::CopyIn;
 use super::key::TenantKey;
 use super::lexer::*;
 use super::scanner::{self, Source, TenantToken};
@@ -303,6 +304,10 @@ pub enum Violation {
     UnreadableTenant,
     /// More than [`MAX_MENTIONS`] tenant mentions.
     TooManyMentions,
+    /// A `COPY .. FROM STDIN` writing the key whose rows the router cannot
+    /// read ([`CopyIn::Unreadable`]: an `ENCODING`, an option it does not
+    /// know), or one of two in a text.
+    UnreadableCopy,
     /// A Unicode-escaped identifier (`U&"..."`) in a routed text: it may
     /// spell the tenant key, which the scanner would then not see.
     EscapedIdentifier,
@@ -417,6 +422,9 @@ pub struct Facts {
     pub setting_exprs: bool,
     /// Set when the text must be refused.
     pub violation: Option<Violation>,
+    /// What the text's `COPY .. FROM STDIN` reads from the client: whose
+    /// rows the session checks as they stream ([`super::decide::copy_rows`]).
+    pub copy: CopyIn,
 }
 
 impl Facts {
@@ -479,6 +487,17 @@ impl Facts {
         self.setting_params.clear();
         self.setting_exprs = false;
         self.violation = None;
+        self.copy = CopyIn::None;
+    }
+
+    /// A statement's COPY ([`super::copy::copy_in`]). One `COPY .. FROM
+    /// STDIN` per text when one writes the key: which one a CopyData
+    /// belongs to, only the server's answers would tell.
+    fn copy_statement(&mut self, c: CopyIn) {
+        self.copy = self.copy.then(&c);
+        if matches!(self.copy, CopyIn::Unreadable(_)) {
+            self.violate(Violation::UnreadableCopy);
+        }
     }
 
     fn violate(&mut self, v: Violation) {
@@ -667,6 +686,7 @@ fn may_name_lexing_setting(sql: &[u8]) -> bool {
 pub fn shape_invariant(facts: &Facts, key: &[u8], sql: &[u8]) -> bool {
     facts.violation.is_none()
         && facts.mentions.is_empty()
+        && !matches!(facts.copy, CopyIn::Rows(_))
         && facts.set_value.is_none()
         && facts.custom_settings.is_empty()
         && facts.setting_params.is_empty()
@@ -948,6 +968,11 @@ fn classify(sql: &[u8], key: &[u8], std: bool, out: &mut Facts) -> Kind {
     }
     let word = text(sql, &first);
     let kw = |w: &[u8]| word.eq_ignore_ascii_case(w);
+    if kw(b"COPY") {
+        // Its rows, when they come from the client and hold the key.
+        out.copy_statement(super::copy::copy_in(sql, key, std));
+        return Kind::Other;
+    }
     if kw(b"BEGIN") {
         if lx
             .peek_sig()

@@ -152,6 +152,10 @@ pub(super) struct Attachment {
     /// The error of a held statement replayed here (see `Entry::replayed`),
     /// until the client's next statement reports it.
     replay_error: Option<Bytes>,
+    /// shardbouncer ended the COPY running here for a row it refused (a
+    /// CopyFail): the error the client gets in place of the server's for
+    /// it, up to the next ReadyForQuery.
+    copy_refusal: Option<Bytes>,
     /// Work that may end the transaction went (see [`Self::end_in_flight`]).
     end_sent: bool,
     /// A COPY FROM STDIN began since the last ReadyForQuery: its answers may
@@ -255,6 +259,7 @@ impl Attachment {
             unnamed_current: false,
             effects: Effects::none(),
             replay_error: None,
+            copy_refusal: None,
             end_sent: false,
             copied: false,
             copied_ext: false,
@@ -309,6 +314,12 @@ impl Attachment {
 
     pub(super) fn copy_in(&self) -> bool {
         self.copy_in
+    }
+
+    /// shardbouncer sends a CopyFail for a row it refused: `error` answers
+    /// the client in place of the server's error for the COPY.
+    pub(super) fn copy_refused(&mut self, error: Bytes) {
+        self.copy_refusal = Some(error);
     }
 
     pub(super) fn end_copy_in(&mut self) {
@@ -1040,6 +1051,14 @@ impl Attachment {
                                 forward = false;
                             }
                         }
+                        if mode == Mode::Forward {
+                            if let Some(r) = a.copy_refusal.take() {
+                                // The COPY ended by the CopyFail for a row
+                                // shardbouncer refused: the client is told why.
+                                replace = Some(r);
+                                forward = false;
+                            }
+                        }
                         if ctx.txn.is_local() && mode != Mode::Swallow {
                             // Tenant-free work failed outside the held BEGIN: the
                             // client's transaction is failed, as it would be.
@@ -1089,6 +1108,11 @@ impl Attachment {
                             replace = Some(w.freeze());
                             forward = false;
                         }
+                    }
+                    if t == tag::backend::READY_FOR_QUERY {
+                        // (A COPY that had ended before the CopyFail came
+                        // answers none: nothing is left to replace.)
+                        a.copy_refusal = None;
                     }
                     if t == tag::backend::READY_FOR_QUERY
                         && !a.expect.front().is_some_and(|e| e.completed_by(t))

@@ -743,7 +743,10 @@ impl Core {
             {
                 break;
             }
-            match self.inbound.next(self.att.is_some()) {
+            match self
+                .inbound
+                .next(self.att.is_some() && !self.route.copy_armed())
+            {
                 Next::More => break,
                 Next::Spill(chunk) => return Need::Spill(chunk),
                 Next::Unspill(n) => return Need::Unspill(n),
@@ -800,6 +803,29 @@ impl Core {
         }
     }
 
+    /// A row of the COPY the client is sending was refused (`e`): in place
+    /// of the CopyData that holds it, the server gets a CopyFail (so it
+    /// ends the COPY having written nothing), and the client gets `e` as
+    /// the COPY's error; its copy messages after that are dropped, as
+    /// Postgres drops them after a COPY failed.
+    fn refuse_copy(&mut self, e: &PgError) -> Need {
+        tracing::debug!(client = self.client_id, code = e.code, "COPY row refused");
+        let mut err = BytesMut::new();
+        protocol::pg_error(&mut err, tag::backend::ERROR_RESPONSE, e);
+        let mut fail = BytesMut::new();
+        protocol::copy_fail(&mut fail, "a row was refused by shardbouncer");
+        let need = match self.att.as_mut() {
+            Some(a) => {
+                a.copy_refused(err.freeze());
+                self.client_frame(tag::frontend::COPY_FAIL, fail.freeze())
+            }
+            // (No server runs it: nothing to end.)
+            None => Need::Io,
+        };
+        self.route.drop_copy_messages();
+        need
+    }
+
     fn nothing_owed_and_sent(&self) -> bool {
         self.att
             .as_ref()
@@ -811,6 +837,28 @@ impl Core {
         if let Err(what) = protocol::validate_frontend(t, &frame[5..]) {
             // As Postgres: a malformed message ends the connection.
             return Need::Close(self.fatal(sqlstate::PROTOCOL_VIOLATION, what));
+        }
+        if self.route.drops_copy_message(t) {
+            return Need::Io;
+        }
+        if self.route.copy_armed() && self.batch.is_empty() {
+            // The rows of a COPY whose work went (data held in a batch is
+            // checked when the batch goes: `copy_of_unit`).
+            let checked = match t {
+                f::COPY_DATA | f::COPY_DONE => self.db.routing.clone().map(|rt| {
+                    let v = self.view();
+                    let data = (t == f::COPY_DATA).then(|| &frame[5..]);
+                    self.route.copy_rows(&rt, v, data)
+                }),
+                f::COPY_FAIL => {
+                    self.route.end_copy();
+                    None
+                }
+                _ => None,
+            };
+            if let Some(Err(e)) = checked {
+                return self.refuse_copy(&e);
+            }
         }
         if let Some(a) = self.att.as_mut() {
             if a.copy_in() {

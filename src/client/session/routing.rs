@@ -13,6 +13,7 @@ use super::tenancy::View;
 use crate::app::gate::Blocked;
 use crate::config::PoolMode;
 use crate::protocol::{self, tag, Parse, TxStatus};
+use crate::router::copy::CopyIn;
 use crate::router::{self, Decision, Effects, Facts, Kind, ListenOp, Local, Source, TenantKey, Tx};
 use crate::sqlstate::{self, PgError};
 use bytes::{Bytes, BytesMut};
@@ -336,6 +337,10 @@ impl Core {
                 if let Err((t, why)) = self.enter_tenants(tenant.map(|(t, _)| t)) {
                     return self.tenant_blocked(t, why, unit);
                 }
+                if let Err(e) = self.copy_of_unit(&unit, shard) {
+                    self.unit_error(unit, &e);
+                    return Need::Io;
+                }
                 let ends = self.unit_ends(&unit);
                 let need = self.dispatch(Target::Shard { shard, tenant }, unit);
                 self.sent_ends(ends);
@@ -446,8 +451,62 @@ impl Core {
             && !self.owns_server()
     }
 
+    /// A unit of work going to `shard`: when it runs a `COPY .. FROM STDIN`,
+    /// the rows' check starts (or stops, for one whose rows hold no key);
+    /// with one running, the COPY data the unit carries (sent right behind
+    /// its Execute) is checked now. Refused: nothing of the unit is sent.
+    fn copy_of_unit(&mut self, unit: &Unit, shard: usize) -> Result<(), PgError> {
+        let Some(rt) = self.db.routing.clone() else {
+            return Ok(());
+        };
+        let copy = match unit {
+            Unit::Simple(tag::frontend::QUERY, _) => self.route.facts().copy.clone(),
+            Unit::Batch(_) => self.route.take_batch_copy(),
+            Unit::Simple(..) => CopyIn::None,
+        };
+        match &copy {
+            CopyIn::None => {}
+            CopyIn::Unreadable(_) => {
+                self.route.end_copy();
+                return Err(router::decide::violation_refusal(
+                    &rt,
+                    router::statement::Violation::UnreadableCopy,
+                ));
+            }
+            c => self.route.arm_copy(c, shard),
+        }
+        let Unit::Batch(msgs) = unit else {
+            return Ok(());
+        };
+        if !self.route.copy_armed() {
+            return Ok(());
+        }
+        for (t, frame) in msgs {
+            let out = match *t {
+                tag::frontend::COPY_DATA => {
+                    let v = self.view();
+                    self.route.copy_rows(&rt, v, Some(&frame[5..]))
+                }
+                tag::frontend::COPY_DONE => {
+                    let v = self.view();
+                    self.route.copy_rows(&rt, v, None)
+                }
+                tag::frontend::COPY_FAIL => {
+                    self.route.end_copy();
+                    Ok(())
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = out {
+                self.route.end_copy();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Routing's view of the session for one decision.
-    fn view(&self) -> View {
+    pub(super) fn view(&self) -> View {
         View {
             tx: self.tx_view(),
             std_strings: self.settings.std_strings(),

@@ -8,10 +8,12 @@ use super::statements::Statements;
 use crate::app::gate::Ticket;
 use crate::protocol::{self, tag, Bind, Parse};
 use crate::router::bind::ParamTypes;
+use crate::router::copy::{CopyIn, CopyReader};
 use crate::router::{
     self, Decision, Facts, Item, ListenOp, Mention, Routing, SessionView, ShapeCache, Source,
     TenantKey, Tenants, Tx,
 };
+use crate::sqlstate::PgError;
 use bytes::Bytes;
 use std::collections::HashMap;
 
@@ -53,6 +55,24 @@ pub(super) struct Tenancy {
     /// Transactions ended so far (wrapping): what was bound in one
     /// ([`super::core::LocalPortal`]) ends with it.
     tx_ends: u32,
+    /// The rows of the `COPY .. FROM STDIN` the session's work runs, when
+    /// they hold the key: checked as they come ([`Tenancy::copy_rows`]).
+    copy: Option<Box<CopyCheck>>,
+    /// The COPY the batch decided last binds ([`Tenancy::decide_batch`]).
+    batch_copy: CopyIn,
+    /// A COPY shardbouncer ended for a row it refused: the client's copy
+    /// messages are dropped until its CopyDone or CopyFail (or anything
+    /// else), as Postgres drops them after a COPY failed.
+    copy_dropping: bool,
+}
+
+/// A `COPY .. FROM STDIN` whose rows are checked: their reader, the shard
+/// the COPY runs on, and the last tenant let through.
+#[derive(Debug)]
+struct CopyCheck {
+    reader: CopyReader,
+    shard: usize,
+    last: Option<TenantKey>,
 }
 
 /// The session's view for one decision.
@@ -249,6 +269,11 @@ impl Tenancy {
             tickets: _,
             saved_set: _,
             tx_ends: _,
+            // (A COPY's check outlives no server: data sent with none
+            // attached is dropped.)
+            copy: _,
+            batch_copy: _,
+            copy_dropping: _,
         } = self;
         tenants
     }
@@ -474,6 +499,9 @@ impl Tenancy {
         // The client's unnamed statement is still the one before the batch
         // (no unnamed Parse or Close in it yet).
         let mut unnamed_kept = true;
+        // The COPY FROM STDIN its Binds bind, for its rows' check.
+        let copy = std::cell::RefCell::new(CopyIn::None);
+        let copy_of = &copy;
         let items = msgs.iter().filter_map(move |(t, frame)| {
             let body = &frame[5..];
             match *t {
@@ -500,7 +528,7 @@ impl Tenancy {
                     } else {
                         named.as_ref().and_then(|m| m.get(b.statement).copied())
                     };
-                    Some(match in_batch {
+                    let item = match in_batch {
                         Some((fi, declared, described)) => Item::Bind(
                             &batch_facts[fi],
                             ParamTypes {
@@ -518,7 +546,14 @@ impl Tenancy {
                             Some(def) => Item::Bind(&def.facts, def.param_types(), b, b.portal),
                             None => Item::BindUnknown(b.statement),
                         },
-                    })
+                    };
+                    if let Item::Bind(f, ..) = &item {
+                        if f.copy != CopyIn::None {
+                            let mut c = copy_of.borrow_mut();
+                            *c = c.then(&f.copy);
+                        }
+                    }
+                    Some(item)
                 }
                 tag::frontend::EXECUTE => Some(Item::Execute(
                     protocol::cstr(body).map(|(p, _)| p).unwrap_or_default(),
@@ -540,7 +575,73 @@ impl Tenancy {
                 _ => None,
             }
         });
-        router::decide(rt, &view, router::Unit::batch(items), &mut self.mentions)
+        let decision = router::decide(rt, &view, router::Unit::batch(items), &mut self.mentions);
+        self.batch_copy = copy.into_inner();
+        decision
+    }
+
+    /// The COPY the batch decided last binds (taken).
+    pub(super) fn take_batch_copy(&mut self) -> CopyIn {
+        std::mem::take(&mut self.batch_copy)
+    }
+
+    /// Work that runs a `COPY .. FROM STDIN` goes to `shard`: its rows are
+    /// checked from now on when they hold the key (`c`), else not at all.
+    pub(super) fn arm_copy(&mut self, c: &CopyIn, shard: usize) {
+        self.copy = match c {
+            CopyIn::Rows(f) => Some(Box::new(CopyCheck {
+                reader: CopyReader::new(f),
+                shard,
+                last: None,
+            })),
+            _ => None,
+        };
+    }
+
+    /// Rows of a COPY are being checked.
+    pub(super) fn copy_armed(&self) -> bool {
+        self.copy.is_some()
+    }
+
+    /// The COPY ended (a CopyFail, the client's or shardbouncer's).
+    pub(super) fn end_copy(&mut self) {
+        self.copy = None;
+    }
+
+    /// Whether the client's copy message of type `t` is one of a COPY
+    /// shardbouncer ended (dropped); the first other message, or its
+    /// CopyDone or CopyFail, ends the dropping.
+    pub(super) fn drops_copy_message(&mut self, t: u8) -> bool {
+        use tag::frontend as f;
+        let drop = self.copy_dropping && matches!(t, f::COPY_DATA | f::COPY_DONE | f::COPY_FAIL);
+        self.copy_dropping &= t == f::COPY_DATA;
+        drop
+    }
+
+    /// Drop the client's copy messages from now on (see
+    /// [`Tenancy::drops_copy_message`]).
+    pub(super) fn drop_copy_messages(&mut self) {
+        self.copy_dropping = true;
+    }
+
+    /// The next CopyData payload of the checked COPY (`None`: its
+    /// CopyDone), judged by [`router::decide::copy_rows`]. The check ends
+    /// with the data, or at the first row refused.
+    pub(super) fn copy_rows(
+        &mut self,
+        rt: &Routing,
+        v: View,
+        data: Option<&[u8]>,
+    ) -> Result<(), PgError> {
+        let Some(c) = self.copy.as_mut() else {
+            return Ok(());
+        };
+        let view = view(&self.tenants, self.pinned, v);
+        let out = router::decide::copy_rows(rt, &view, c.shard, &mut c.reader, data, &mut c.last);
+        if data.is_none() || out.is_err() {
+            self.copy = None;
+        }
+        out
     }
 
     /// The tenants the unit decided last mentions (comments, literals, Bind
