@@ -5872,6 +5872,11 @@ fn an_insert_of_a_tables_key_column_stays_with_its_rows() {
             format!("WITH moved AS (UPDATE ledger SET tenant_id = 2002 WHERE tenant_id = 1001 RETURNING *) INSERT INTO ledger_archive (tenant_id, note) SELECT tenant_id, note FROM moved {ret}"),
             format!("INSERT INTO ledger_archive (tenant_id, note) SELECT anon_1.tenant_id, anon_1.note FROM (SELECT 2002 AS tenant_id, 'x' AS note) AS anon_1 {ret}"),
             format!("INSERT INTO ledger_archive (tenant_id, note) SELECT s.tenant_id, 'x' FROM (SELECT tenant_id FROM (SELECT 2002::bigint AS tenant_id) x) s {ret}"),
+            // Probe CJ: named like the key by Postgres, not by an alias; an
+            // item past the second ON of nested joins.
+            format!("INSERT INTO ledger_archive (tenant_id, note) SELECT s.tenant_id, 'x' FROM (SELECT *, (SELECT 2002::bigint AS tenant_id) FROM shard_marker) s {ret}"),
+            format!("WITH m AS (UPDATE shard_marker SET name = name RETURNING (SELECT 2002::bigint AS tenant_id)) INSERT INTO ledger_archive (tenant_id, note) SELECT tenant_id, 'x' FROM m {ret}"),
+            format!("INSERT INTO ledger_archive (tenant_id, note) SELECT tenant_id, 'x' FROM shard_marker a JOIN shard_marker b JOIN shard_marker d ON true ON true, (SELECT 2002::bigint AS tenant_id) c {ret}"),
         ] {
             let (codes, rows) = q(&mut other, &sql);
             bad.check(!codes.is_empty() && rows.is_empty(), || {

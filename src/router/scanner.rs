@@ -811,6 +811,14 @@ impl Kinds {
         };
     }
 
+    /// Count in a parameter cast to a text type (`$1::varchar`): its value
+    /// is its own type's made text, whatever the others are, a text value
+    /// as an untyped literal becomes one beside it (SQLAlchemy's ORM sends
+    /// a text key's rows so: probe CI F5, refused as two parameters).
+    fn add_text_param(&mut self) {
+        self.0 |= 1;
+    }
+
     /// Untyped values among typed ones, or values of several types.
     fn mixed(self) -> bool {
         self.0.count_ones() > 1
@@ -1824,6 +1832,7 @@ fn insert_rows<'a>(
         let mut col = 0usize;
         let mut depth = 0usize;
         let mut found = None;
+        let mut text_param = false;
         let mut at_elem_start = true;
         loop {
             if at_elem_start && depth == 0 && col == idx {
@@ -1832,6 +1841,13 @@ fn insert_rows<'a>(
                     l2.peek_sig()
                         .is_some_and(|t| matches!(t.k, K::Comma | K::RParen))
                 }) {
+                    // (A parameter read as itself with a cast after it is
+                    // one cast to a text type: the others are read as
+                    // integers or uuids, or not at all.)
+                    let mut l3 = lx;
+                    text_param = matches!(v, TenantToken::Param(_))
+                        && l3.next_sig().is_some_and(|p| matches!(p.k, K::Param(_)))
+                        && l3.peek_sig().is_some_and(|c| c.k == K::Cast);
                     found = Some(v);
                     lx = l2;
                 } else {
@@ -1878,7 +1894,11 @@ fn insert_rows<'a>(
         match found {
             Some(v) => {
                 read += 1;
-                kinds.add(&v);
+                if std::mem::take(&mut text_param) {
+                    kinds.add_text_param();
+                } else {
+                    kinds.add(&v);
+                }
                 if let ControlFlow::Break(()) = f(shape.cast(sql, v)) {
                     return Some(ControlFlow::Break(()));
                 }
@@ -2501,8 +2521,10 @@ fn table_from<'a>(
     let mut all = true;
     let mut named = false;
     let mut found = false;
-    // The item was joined (`JOIN t ON ..`).
-    let mut joined = false;
+    // Joins whose condition (`ON ..`, `USING (..)`) has not come yet, and
+    // whether the next `JOIN` takes none.
+    let mut conditions = 0usize;
+    let mut unconditioned = false;
     loop {
         // One item.
         let mut name: Option<Tok> = None;
@@ -2617,10 +2639,6 @@ fn table_from<'a>(
         // probe CH F4.)
         let mut level = 0usize;
         let mut prev_dot = false;
-        // The `ON` of a join's condition, when the item was joined; any
-        // other is the INSERT's `ON CONFLICT` (probe CH F4: a column named
-        // `conflict` in a join's condition ended the list).
-        let mut condition = joined;
         let next = loop {
             let end = match lx.peek_sig() {
                 None => true,
@@ -2629,7 +2647,12 @@ fn table_from<'a>(
                     K::Semi => true,
                     _ if prev_dot => false,
                     _ if level == 0 && is_any_kw(sql, &w, FROM_ENDS) => true,
-                    _ if level == 0 && is_kw(sql, &w, b"ON") => !std::mem::take(&mut condition),
+                    // The `ON` of a join's condition, while a join has none
+                    // yet; any other is the INSERT's `ON CONFLICT` (probe
+                    // CH F4: a column named `conflict` in a condition ended
+                    // the list; CJ F3: so did the second `ON` of `a JOIN b
+                    // JOIN c ON .. ON ..`).
+                    _ if level == 0 && is_kw(sql, &w, b"ON") => conditions == 0,
                     _ => false,
                 },
             };
@@ -2645,15 +2668,21 @@ fn table_from<'a>(
                 K::LParen | K::LBrack => level += 1,
                 K::RParen | K::RBrack => level -= 1,
                 K::Comma if level == 0 => match lx.next_sig() {
-                    Some(n) => {
-                        joined = false;
-                        break n;
-                    }
+                    Some(n) => break n,
                     None => return false,
                 },
+                _ if level == 0 && !after_dot && is_any_kw(sql, &w, &[b"ON", b"USING"]) => {
+                    conditions = conditions.saturating_sub(1);
+                }
+                _ if level == 0 && !after_dot && is_any_kw(sql, &w, &[b"CROSS", b"NATURAL"]) => {
+                    unconditioned = true;
+                }
                 _ if level == 0 && !after_dot && is_kw(sql, &w, b"JOIN") => match lx.next_sig() {
                     Some(n) => {
-                        joined = true;
+                        // (`CROSS JOIN` and `NATURAL JOIN` take none.)
+                        if !std::mem::take(&mut unconditioned) {
+                            conditions += 1;
+                        }
                         break n;
                     }
                     None => return false,
@@ -2736,19 +2765,7 @@ fn keyed_select<'a>(
             }
         } else {
             lx = start;
-            if skip_item(sql, &mut lx).is_none() {
-                return false;
-            }
-            // (An item computed and named as the key: its last word.)
-            let mut l = start;
-            let mut last = None;
-            while let Some(t) = l.next_sig() {
-                if t.s >= lx.pos {
-                    break;
-                }
-                last = Some(t);
-            }
-            if last.is_some_and(|t| ident_eq(sql, &t, key)) {
+            if skip_item(sql, &mut lx).is_none() || !aliased_apart(sql, start, lx.pos, key) {
                 return false;
             }
         }
@@ -2835,18 +2852,7 @@ fn keyed_dml<'a>(
                 }
             } else {
                 lx = start;
-                if skip_item(sql, &mut lx).is_none() {
-                    return false;
-                }
-                let mut l = start;
-                let mut last = None;
-                while let Some(t) = l.next_sig() {
-                    if t.s >= lx.pos {
-                        break;
-                    }
-                    last = Some(t);
-                }
-                if last.is_some_and(|t| ident_eq(sql, &t, key)) {
+                if skip_item(sql, &mut lx).is_none() || !aliased_apart(sql, start, lx.pos, key) {
                     return false;
                 }
             }
@@ -2857,6 +2863,24 @@ fn keyed_dml<'a>(
             _ => return false,
         }
     }
+}
+
+/// Whether a computed select-list item (from the cursor to `end`) is
+/// named apart from the key: it ends in `AS name`, another name. Postgres
+/// names an item with no alias after what it computes (a scalar
+/// subquery's column, a field selected, a function, a cast's argument):
+/// `(SELECT 42 AS tenant_id)`, `(r).tenant_id::int8` and `tenant_id(r)`
+/// are all named `tenant_id` (probe CJ F1, F2), so none without `AS` is.
+fn aliased_apart(sql: &[u8], mut lx: Lexer<'_>, end: usize, key: &[u8]) -> bool {
+    let (mut before, mut last) = (None, None);
+    while let Some(t) = lx.next_sig() {
+        if t.s >= end {
+            break;
+        }
+        before = last.replace(t);
+    }
+    before.is_some_and(|a| is_kw(sql, &a, b"AS"))
+        && last.is_some_and(|n| is_identlike(&n) && !ident_eq(sql, &n, key))
 }
 
 /// A select-list item that is one column, `[a.[b.]]q.name[::type..]`, in
@@ -5556,6 +5580,15 @@ mod tests {
             ("INSERT INTO t (tenant_id) SELECT y + 0 FROM (VALUES (1)) v(y)".into(), &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id) SELECT DISTINCT y FROM (VALUES (1)) v(y)".into(), &["1"]),
             ("INSERT INTO t (tenant_id) SELECT DISTINCT ON (y) y FROM (VALUES (1)) v(y)".into(), &["1"]),
+            // SQLAlchemy's ORM with a text key (psycopg 3, asyncpg): every
+            // parameter cast to a text type is read as its own type made
+            // text (probe CI F5: refused as two parameters); a bare one
+            // beside it, or a length-limited cast, is not.
+            ("INSERT INTO t (tenant_id, a) SELECT p0::VARCHAR, p1::VARCHAR FROM (VALUES ($1::VARCHAR, $2::VARCHAR, 0), ($3::VARCHAR, $4::VARCHAR, 1)) AS imp_sen(p0, p1, sen_counter) ORDER BY sen_counter".into(), &["<Param(1)>", "<Param(3)>"]),
+            ("INSERT INTO t (tenant_id, a) SELECT p0, p1 FROM (VALUES ($1::text, 'x'), ('043', 'y')) AS v(p0, p1)".into(), &["<Param(1)>", "043"]),
+            ("INSERT INTO t (tenant_id, a) SELECT p0, p1 FROM (VALUES ($1::text, 'x'), (43, 'y')) AS v(p0, p1)".into(), &["<Param(1)>", "43", "<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) SELECT p0, p1 FROM (VALUES ($1::text, 'x'), ($2, 'y')) AS v(p0, p1)".into(), &["<Param(1)>", "<Param(2)>", "<Unreadable>"]),
+            ("INSERT INTO t (tenant_id, a) SELECT p0, p1 FROM (VALUES ($1::varchar(3), 'x'), ($2::text, 'y')) AS v(p0, p1)".into(), &["<Unreadable>", "<Param(2)>", "<Unreadable>"]),
             // One array unnested: the function named so that fits best,
             // which any schema may hold; its constants are unreadable.
             ("INSERT INTO t (tenant_id) SELECT * FROM unnest(ARRAY[42])".into(), &["<Unreadable>"]),
@@ -5671,6 +5704,18 @@ mod tests {
             ("WITH RECURSIVE a AS (SELECT tenant_id FROM items) INSERT INTO audit (tenant_id) SELECT tenant_id FROM a", &["<Unreadable>"]),
             ("WITH a AS (SELECT tenant_id FROM items) INSERT INTO audit (tenant_id) SELECT tenant_id FROM a, a b, a c", &[]),
             ("INSERT INTO audit (tenant_id, x) WITH src AS (SELECT tenant_id, x FROM orders WHERE tenant_id = 5) SELECT tenant_id, x FROM src", &["5"]),
+            // Probe CJ: an item Postgres names like the key with no alias
+            // (F1, F2); a second `ON` of nested joins (F3).
+            ("INSERT INTO items (tenant_id, name) SELECT s.tenant_id, 'x' FROM (SELECT *, (SELECT 42 AS tenant_id) FROM shard_marker) s", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT s.tenant_id, 'x' FROM (SELECT *, (ROW(1, 42)::items).tenant_id::int8 FROM shard_marker) s", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT s.tenant_id, 'x' FROM (SELECT *, tenant_id(ROW(1, 42)::items) FROM shard_marker) s", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT s.tenant_id, 'x' FROM (SELECT *, lower(name) AS n FROM items) s", &[]),
+            ("WITH m AS (UPDATE shard_marker SET name = name RETURNING (SELECT 42 AS tenant_id)) INSERT INTO items (tenant_id, name) SELECT tenant_id, 'x' FROM m", &["<Unreadable>"]),
+            ("WITH m AS (DELETE FROM accounts WHERE tenant_id = 1 RETURNING name, (SELECT 42 AS tenant_id)::int8) INSERT INTO items (tenant_id, name) SELECT m.tenant_id, m.name FROM m", &["1", "<Unreadable>"]),
+            ("WITH m AS (DELETE FROM accounts WHERE tenant_id = 1 RETURNING name, lower(name) AS l, tenant_id) INSERT INTO items (tenant_id, name) SELECT m.tenant_id, m.name FROM m", &["1"]),
+            ("INSERT INTO items (tenant_id, name) SELECT tenant_id, 'x' FROM shard_marker a JOIN shard_marker b JOIN shard_marker d ON true ON true, (SELECT 42 AS tenant_id) c", &["<Unreadable>"]),
+            ("INSERT INTO items (tenant_id, name) SELECT a.tenant_id, 'x' FROM accounts a JOIN b JOIN d ON true ON true NATURAL JOIN e CROSS JOIN f ON CONFLICT DO NOTHING", &[]),
+            ("INSERT INTO items (tenant_id, name) SELECT tenant_id, 'x' FROM accounts a NATURAL JOIN b CROSS JOIN c JOIN d USING (id), (SELECT 42 AS tenant_id) e", &["<Unreadable>"]),
         ] {
             assert_eq!(all(sql), want, "{sql}");
         }

@@ -220,6 +220,28 @@ def run_psycopg():
                 (tenant,),
             ).fetchall()
             eq(f"psycopg set_config followed the client to {tenant}'s shard", got, [("Asia/Tokyo", shard)])
+    # SQLAlchemy 2's ORM add_all with a text key (its insertmanyvalues form,
+    # bound by the server): every value cast to VARCHAR (was 22023, two
+    # parameters in one column of constant rows).
+    orm = (
+        "INSERT INTO accounts (tenant_id, name) SELECT p0::VARCHAR, p1::VARCHAR FROM "
+        "(VALUES (%s::VARCHAR, %s::VARCHAR, 0), (%s::VARCHAR, %s::VARCHAR, 1)) "
+        "AS imp_sen(p0, p1, sen_counter) ORDER BY sen_counter RETURNING (SELECT name FROM shard_marker)"
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for tenant, shard, _port in TENANTS:
+            try:
+                got = conn.execute(orm, (tenant, "orm a", tenant, "orm b")).fetchall()
+                conn.execute("DELETE FROM accounts WHERE tenant_id = %s AND name LIKE 'orm %%'", (tenant,))
+            except Exception as e:  # noqa: BLE001
+                fail(f"psycopg SQLAlchemy-ORM rows, tenant {tenant}: {type(e).__name__}: {e}")
+            eq(f"psycopg SQLAlchemy-ORM rows, tenant {tenant}", got, [(shard,), (shard,)])
+        (t0, _s0, _p0), (t1, _s1, _p1) = TENANTS[0], TENANTS[1]
+        try:
+            conn.execute(orm, (t0, "orm mixed", t1, "orm mixed"))
+            fail("psycopg SQLAlchemy-ORM rows of two shards were not refused")
+        except psycopg.Error as e:
+            eq("psycopg SQLAlchemy-ORM rows of two shards: SQLSTATE", e.sqlstate, "0A000")
     # Django 5.2's bulk_create on PostgreSQL: `SELECT * FROM UNNEST((%s)::type[],
     # ..)`, a list per column; bound by the server (psycopg's default cursor)
     # and spelled in the text (ClientCursor, Django's default with psycopg 3).
