@@ -223,6 +223,11 @@ impl<'a> Lexer<'a> {
         self
     }
 
+    /// The text from the cursor to the end.
+    pub(super) fn rest(&self) -> &'a [u8] {
+        &self.s[self.pos.min(self.s.len())..]
+    }
+
     #[inline]
     fn at(&self, i: usize) -> u8 {
         self.s.get(i).copied().unwrap_or(0)

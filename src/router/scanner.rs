@@ -1818,7 +1818,7 @@ fn insert_rows<'a>(
     shape: InsertRows<'a>,
     reached: &mut usize,
     key: &[u8],
-    ctes: &Ctes,
+    ctes: &Ctes<'_>,
     f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>,
 ) -> Option<ControlFlow<(), usize>> {
     let (idx, opens) = (shape.idx, shape.opens);
@@ -1975,7 +1975,7 @@ fn called_key<'a>(
     mut lx: Lexer<'a>,
     reached: &mut usize,
     key: &[u8],
-    ctes: &Ctes,
+    ctes: &Ctes<'_>,
 ) -> Option<TenantToken<'a>> {
     let (mut opens, mut casts) = (0usize, false);
     // (`CAST((SELECT ..) AS bigint)`, as SQLAlchemy writes a cast.)
@@ -2044,7 +2044,7 @@ fn insert_header<'a>(
     lx: &mut Lexer<'a>,
     key: &[u8],
     reached: &mut usize,
-    ctes: &Ctes,
+    ctes: &Ctes<'_>,
 ) -> Option<Inserted<'a>> {
     if !is_kw(sql, &lx.next_sig()?, b"INTO") {
         return None;
@@ -2241,7 +2241,7 @@ fn insert_select<'a>(
     idx: usize,
     reached: &mut usize,
     key: &[u8],
-    ctes: &Ctes,
+    ctes: &Ctes<'_>,
 ) -> Option<Inserted<'a>> {
     loop {
         match select_source(sql, lx, idx, reached, key, ctes) {
@@ -2288,8 +2288,17 @@ fn set_operation(sql: &[u8], lx: &mut Lexer<'_>, reached: &mut usize) -> Option<
     None
 }
 
-/// The CTEs a statement defines ([`cte_names`]).
-pub(super) enum Ctes {
+/// The CTEs a statement defines, found the first time they are asked for
+/// ([`cte_names`]): an INSERT whose key is a literal or parameter never
+/// does, and pays no walk of its statement for them.
+pub(super) struct Ctes<'a> {
+    /// The statement, its start to its end.
+    stmt: Lexer<'a>,
+    found: std::cell::OnceCell<CteList>,
+}
+
+/// The CTEs of a statement ([`cte_names`]).
+enum CteList {
     /// Each CTE (none: the statement defines none), and whether the
     /// statement has a `WITH RECURSIVE`.
     Names(Vec<Cte>, bool),
@@ -2311,12 +2320,32 @@ pub(super) struct Cte {
     keyed: std::cell::Cell<Option<bool>>,
 }
 
-impl Ctes {
+impl<'a> Ctes<'a> {
+    /// The CTEs of the statement `stmt` reads (its start to its end).
+    fn new(stmt: Lexer<'a>) -> Ctes<'a> {
+        Ctes {
+            stmt,
+            found: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// CTEs not followed: every name of one word may be one.
+    fn unknown(stmt: Lexer<'a>) -> Ctes<'a> {
+        Ctes {
+            stmt,
+            found: std::cell::OnceCell::from(CteList::Unknown),
+        }
+    }
+
+    fn list(&self, sql: &[u8]) -> &CteList {
+        self.found.get_or_init(|| cte_names(sql, self.stmt))
+    }
+
     /// Whether a FROM item named `name` (one word) may be a CTE.
     fn may_name(&self, sql: &[u8], name: &Tok) -> bool {
-        match self {
-            Ctes::Names(ctes, _) => ctes.iter().any(|c| same_name(sql, &c.name, name)),
-            Ctes::Unknown => true,
+        match self.list(sql) {
+            CteList::Names(ctes, _) => ctes.iter().any(|c| same_name(sql, &c.name, name)),
+            CteList::Unknown => true,
         }
     }
 
@@ -2326,7 +2355,7 @@ impl Ctes {
     /// columns, or the statement has a `WITH RECURSIVE` (a CTE may read
     /// itself).
     fn body_of(&self, sql: &[u8], name: &Tok) -> Option<&Cte> {
-        let Ctes::Names(ctes, false) = self else {
+        let CteList::Names(ctes, false) = self.list(sql) else {
             return None;
         };
         let mut named = ctes.iter().filter(|c| same_name(sql, &c.name, name));
@@ -2357,7 +2386,7 @@ fn select_source<'a>(
     idx: usize,
     reached: &mut usize,
     key: &[u8],
-    ctes: &Ctes,
+    ctes: &Ctes<'_>,
 ) -> KeyFrom<'a> {
     use KeyFrom::{Lost, Read, Table};
     // (`DISTINCT` and `DISTINCT ON (..)` keep some of the rows, whose keys
@@ -2514,7 +2543,7 @@ fn table_from<'a>(
     lx: &mut Lexer<'a>,
     qual: Option<Tok>,
     reached: &mut usize,
-    (key, ctes): (&[u8], &Ctes),
+    (key, ctes): (&[u8], &Ctes<'_>),
     depth: usize,
 ) -> bool {
     let mut t = first;
@@ -2704,7 +2733,7 @@ fn keyed_body<'a>(
     sql: &'a [u8],
     mut lx: Lexer<'a>,
     key: &[u8],
-    ctes: &Ctes,
+    ctes: &Ctes<'_>,
     depth: usize,
     reached: &mut usize,
 ) -> bool {
@@ -2727,7 +2756,7 @@ fn keyed_select<'a>(
     sql: &'a [u8],
     mut lx: Lexer<'a>,
     key: &[u8],
-    ctes: &Ctes,
+    ctes: &Ctes<'_>,
     depth: usize,
     reached: &mut usize,
 ) -> bool {
@@ -2950,7 +2979,11 @@ fn plain_item<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<(Option<Tok>, Tok
 /// u`, `WITH (options)` are none). A FROM item of such a name may be a CTE,
 /// whatever its body ([`table_from`]). Allocates only for a statement
 /// that has a `WITH`.
-fn cte_names(sql: &[u8], mut lx: Lexer<'_>) -> Ctes {
+fn cte_names(sql: &[u8], mut lx: Lexer<'_>) -> CteList {
+    // (Most statements have no `WITH`: not lexed again for it.)
+    if !super::statement::contains_ci(lx.rest(), b"with") {
+        return CteList::Names(Vec::new(), false);
+    }
     // One pass, whatever the nesting (a walk per `WITH` of what follows
     // it would be quadratic in nested CTEs).
     #[derive(Clone, Copy)]
@@ -3003,7 +3036,7 @@ fn cte_names(sql: &[u8], mut lx: Lexer<'_>) -> Ctes {
             (At::Body, K::Comma) => At::Head,
             (At::Body, _) if is_any_kw(sql, &t, &[b"SEARCH", b"CYCLE"]) => {
                 // (Their lists have commas too: not followed.)
-                return Ctes::Unknown;
+                return CteList::Unknown;
             }
             (At::Head, _) if is_kw(sql, &t, b"RECURSIVE") => {
                 recursive = true;
@@ -3016,10 +3049,10 @@ fn cte_names(sql: &[u8], mut lx: Lexer<'_>) -> Ctes {
             _ => At::Out,
         };
         if ctes.len() > 1024 {
-            return Ctes::Unknown;
+            return CteList::Unknown;
         }
     }
-    Ctes::Names(ctes, recursive)
+    CteList::Names(ctes, recursive)
 }
 
 /// After `WITH`: past its CTEs, `[RECURSIVE] name [(cols)] AS [[NOT]
@@ -3977,7 +4010,7 @@ fn drive_clauses<'a>(
     // The statement's start, and the CTEs it defines (found at its first
     // INSERT, once per statement: see [`cte_names`]).
     let mut stmt_lx = lx;
-    let mut ctes: Option<(usize, Ctes)> = None;
+    let mut ctes: Option<(usize, Ctes<'a>)> = None;
     // Where the statement ends (its `;`), found at its first INSERT: the
     // INSERT's walks end there, as when the statement is analyzed on its
     // own (fuzz: a `;` in parentheses was read as a FROM item).
@@ -4076,7 +4109,7 @@ fn drive_clauses<'a>(
                     };
                     let mut header = lx.until(end);
                     if ctes.as_ref().is_none_or(|(at, _)| *at != stmt_lx.pos) {
-                        ctes = Some((stmt_lx.pos, cte_names(sql, stmt_lx.until(end))));
+                        ctes = Some((stmt_lx.pos, Ctes::new(stmt_lx.until(end))));
                     }
                     let found = match &ctes {
                         Some((_, c)) => insert_header(sql, &mut header, key, &mut reached, c),
@@ -4090,9 +4123,10 @@ fn drive_clauses<'a>(
                     insert_done = insert_done.max(reached.min(end)).max(header.pos);
                     match found {
                         Some(Inserted::Rows(shape, rows)) => {
+                            let unknown = Ctes::unknown(stmt_lx);
                             let c = match &ctes {
                                 Some((_, c)) => c,
-                                None => &Ctes::Unknown,
+                                None => &unknown,
                             };
                             match insert_rows(sql, rows, shape, &mut reached, key, c, &mut |_| {
                                 ControlFlow::Continue(())
