@@ -458,14 +458,41 @@ pub enum CopyValue<'a> {
     Unreadable(&'static str),
 }
 
-/// A byte held back until the next shows what it is (text and CSV).
+/// Bytes held back until the next show what they are (text and CSV).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pend {
     None,
     /// A `\` (text: it escapes the next byte; CSV: at a line's start).
     Backslash,
-    /// `\.`: a line end next ends the data.
-    Dot,
+    /// `\.`, and the bytes after it so far (up to two): the end of the
+    /// data if a line end of the data's style follows ([`end_marker`]).
+    Dot([u8; 2], u8),
+}
+
+/// The style of the data's line ends, as its first line ends (Postgres's
+/// `eol_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Eol {
+    Unknown,
+    Nl,
+    Cr,
+    CrNl,
+}
+
+/// Whether `\.` and the bytes after it (`after`) end the data, as
+/// Postgres 15's `CopyReadLineText` decides (`None`: more bytes tell).
+/// Only a line end of the data's style does: under `\r\n` lines, `\.` then
+/// a lone `\r` or `\n` is data in CSV (and fails the COPY in text), so
+/// the rows after it are still rows (probe CK F1: they were not read).
+fn end_marker(eol: Eol, after: &[u8]) -> Option<bool> {
+    match (eol, after) {
+        (_, []) | (Eol::CrNl, [b'\r']) => None,
+        (Eol::CrNl, [b'\r', b'\n']) => Some(true),
+        (Eol::CrNl, _) => Some(false),
+        (Eol::Nl, [c, ..]) => Some(*c == b'\n'),
+        (Eol::Cr, [c, ..]) => Some(*c == b'\r'),
+        (Eol::Unknown, [c, ..]) => Some(matches!(c, b'\r' | b'\n')),
+    }
 }
 
 /// Where a CSV field stands (Postgres's `CopyReadAttributesCSV`).
@@ -514,6 +541,10 @@ pub struct CopyReader {
     line_empty: bool,
     /// A `\r` ended the last line: a `\n` right after it is that end too.
     cr: bool,
+    /// The data's line end style, and whether the line end just read was
+    /// the first (a `\n` after its `\r` makes the style `\r\n`).
+    eol: Eol,
+    first_end: bool,
     /// CSV, as Postgres splits lines: inside quotes, and whether the last
     /// byte was an escape there.
     in_quote: bool,
@@ -547,6 +578,8 @@ impl CopyReader {
             pend: Pend::None,
             line_empty: true,
             cr: false,
+            eol: Eol::Unknown,
+            first_end: false,
             in_quote: false,
             last_escape: false,
             csv: Field::Unquoted,
@@ -609,16 +642,92 @@ impl CopyReader {
             return Ok(());
         }
         match std::mem::replace(&mut self.pend, Pend::None) {
-            // (`\.` at the very end ends the data.)
-            Pend::Dot => {}
+            // (`\.` at the very end is data, as no line end follows it:
+            // probe CK F2, a last row `\.` went unread.)
+            Pend::Dot(after, n) => self.not_end(&after[..n as usize], row)?,
             Pend::Backslash => self.data(b'\\'),
             Pend::None => {}
         }
-        if !self.line_empty {
+        if !self.line_empty && !self.done {
             self.end_line(row)?;
         }
         self.done = true;
         Ok(())
+    }
+
+    /// A line end (`c`) read: it sets the data's style if it is the first.
+    fn line_end(&mut self, c: u8) {
+        self.cr = c == b'\r';
+        if self.eol == Eol::Unknown {
+            self.eol = if c == b'\r' { Eol::Cr } else { Eol::Nl };
+        }
+    }
+
+    /// The byte after a line end's `\r`: a `\n` is part of that end (and
+    /// makes the first one's style `\r\n`). `true` when it was.
+    fn after_cr(&mut self, c: u8) -> bool {
+        if !std::mem::take(&mut self.cr) || c != b'\n' {
+            return false;
+        }
+        if self.eol == Eol::Cr && self.first_end {
+            self.eol = Eol::CrNl;
+        }
+        true
+    }
+
+    /// `\.` with `after` was no end: it is data, read again as data
+    /// (Postgres goes back to the byte after the `\`).
+    fn not_end<E>(
+        &mut self,
+        after: &[u8],
+        row: &mut dyn FnMut(u64, CopyValue<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut held = [0u8; 3];
+        held[0] = b'.';
+        held[1..=after.len()].copy_from_slice(after);
+        let held = &held[..=after.len()];
+        if self.f.format == Format::Text {
+            // (Postgres fails the COPY: "end-of-copy marker corrupt".)
+            self.data(b'\\');
+            self.data(b'.');
+            for &c in &held[1..] {
+                if !self.done {
+                    self.text_byte(c, row)?;
+                }
+            }
+        } else {
+            self.csv_byte(b'\\', row)?;
+            for &c in held {
+                if !self.done {
+                    self.csv_line_byte(c, row)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `\.` and `after` so far: the end, no end, or more to come.
+    fn dot<E>(
+        &mut self,
+        after: [u8; 2],
+        n: usize,
+        row: &mut dyn FnMut(u64, CopyValue<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match end_marker(self.eol, &after[..n]) {
+            None => {
+                self.pend = Pend::Dot(after, n as u8);
+                Ok(())
+            }
+            Some(true) => {
+                // (Text: the line before `\.` is the last row.)
+                if !self.line_empty {
+                    self.end_line(row)?;
+                }
+                self.done = true;
+                Ok(())
+            }
+            Some(false) => self.not_end(&after[..n], row),
+        }
     }
 
     /// A byte of the current line's data.
@@ -680,38 +789,28 @@ impl CopyReader {
         c: u8,
         row: &mut dyn FnMut(u64, CopyValue<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        if std::mem::take(&mut self.cr) && c == b'\n' {
-            return Ok(());
-        }
         match std::mem::replace(&mut self.pend, Pend::None) {
             Pend::None => {}
-            Pend::Backslash if c == b'.' => {
-                self.pend = Pend::Dot;
-                return Ok(());
-            }
+            Pend::Backslash if c == b'.' => return self.dot([0; 2], 0, row),
             Pend::Backslash => {
                 self.data(b'\\');
                 self.data(c);
                 return Ok(());
             }
-            Pend::Dot if c == b'\n' || c == b'\r' => {
-                if !self.line_empty {
-                    self.end_line(row)?;
-                }
-                self.done = true;
-                return Ok(());
-            }
-            Pend::Dot => {
-                // Postgres fails the COPY ("end-of-copy marker corrupt"):
-                // read on as data.
-                self.data(b'\\');
-                self.data(b'.');
+            Pend::Dot(mut after, n) => {
+                after[n as usize] = c;
+                return self.dot(after, n as usize + 1, row);
             }
         }
+        if self.after_cr(c) {
+            return Ok(());
+        }
+        self.first_end = false;
         match c {
             b'\\' => self.pend = Pend::Backslash,
             b'\n' | b'\r' => {
-                self.cr = c == b'\r';
+                self.first_end = self.eol == Eol::Unknown;
+                self.line_end(c);
                 self.end_line(row)?;
             }
             _ if c == self.f.delim => {
@@ -731,24 +830,17 @@ impl CopyReader {
         c: u8,
         row: &mut dyn FnMut(u64, CopyValue<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        if std::mem::take(&mut self.cr) && c == b'\n' {
-            return Ok(());
-        }
         match std::mem::replace(&mut self.pend, Pend::None) {
             Pend::None => {}
-            Pend::Backslash if c == b'.' => {
-                self.pend = Pend::Dot;
-                return Ok(());
-            }
+            Pend::Backslash if c == b'.' => return self.dot([0; 2], 0, row),
             Pend::Backslash => self.csv_byte(b'\\', row)?,
-            Pend::Dot if c == b'\n' || c == b'\r' => {
-                self.done = true;
-                return Ok(());
+            Pend::Dot(mut after, n) => {
+                after[n as usize] = c;
+                return self.dot(after, n as usize + 1, row);
             }
-            Pend::Dot => {
-                self.csv_byte(b'\\', row)?;
-                self.csv_byte(b'.', row)?;
-            }
+        }
+        if self.after_cr(c) {
+            return Ok(());
         }
         if c == b'\\' && self.line_empty && !self.in_quote {
             self.pend = Pend::Backslash;
@@ -776,9 +868,11 @@ impl CopyReader {
             self.last_escape = false;
         }
         if !self.in_quote && (c == b'\n' || c == b'\r') {
-            self.cr = c == b'\r';
+            self.first_end = self.eol == Eol::Unknown;
+            self.line_end(c);
             return self.end_line(row);
         }
+        self.first_end = false;
         self.line_empty = false;
         // Fields.
         let delim = match self.csv {
@@ -1205,6 +1299,24 @@ mod tests {
             rows(&h, &[b"\"tenant\nid\",a\n42,x\r\n43,y\r\n"]),
             ["1:42", "2:43"]
         );
+        // Probe CK F1: under \r\n lines, `\.` then a lone \r or \n is data
+        // in CSV (the quote `.` after it hides the line end), so the rows
+        // after it are read; F2: `\.` at the very end is a row.
+        let dotq = format_of("COPY t (name, tenant_id) FROM STDIN (FORMAT csv, QUOTE '.')");
+        let data = b"ok,1\r\n\\.\rX.,1\r\nLEAKED,42\r\n";
+        let want = ["1:1", "2:1", "3:42"];
+        assert_eq!(rows(&dotq, &[data]), want);
+        for i in 0..data.len() {
+            assert_eq!(rows(&dotq, &[&data[..i], &data[i..]]), want, "{i}");
+        }
+        assert_eq!(
+            rows(&dotq, &[b"ok,1\r\n\\.\nX.,1\r\nL,42\r\n"]),
+            ["1:1", "2:1", "3:42"]
+        );
+        assert_eq!(rows(&dotq, &[b"ok,1\r\n\\.\r\nL,42\r\n"]), ["1:1"]);
+        let one = format_of("COPY t (tenant_id) FROM STDIN (FORMAT csv)");
+        assert_eq!(rows(&one, &[b"bravo\n\\."]), ["1:bravo", "2:\\."]);
+        assert_eq!(rows(&one, &[b"bravo\n\\.\n"]), ["1:bravo"]);
         let forced =
             format_of("COPY t (tenant_id) FROM STDIN (FORMAT csv, FORCE_NOT_NULL (tenant_id))");
         // (An empty line is a row of one empty field.)

@@ -1109,9 +1109,12 @@ impl Attachment {
                             forward = false;
                         }
                     }
-                    if t == tag::backend::READY_FOR_QUERY {
+                    if t == tag::backend::READY_FOR_QUERY && mode == Mode::Forward {
                         // (A COPY that had ended before the CopyFail came
-                        // answers none: nothing is left to replace.)
+                        // answers none: nothing is left to replace. Not at
+                        // the ReadyForQuery of shardbouncer's own statements
+                        // ahead of the COPY: probe CK F5, the refusal was
+                        // dropped there and the client got 57014.)
                         a.copy_refusal = None;
                     }
                     if t == tag::backend::READY_FOR_QUERY

@@ -324,6 +324,16 @@ impl Core {
                     Ok(unit) => unit,
                     Err(need) => return need,
                 };
+                // (A batch that only binds a COPY's portal is tenant-free:
+                // its Execute, in a later batch, runs it.)
+                let shard = self
+                    .att
+                    .as_ref()
+                    .map_or_else(|| self.home_shard(), |a| a.shard());
+                if let Err(e) = self.copy_of_unit(&unit, shard) {
+                    self.unit_error(unit, &e);
+                    return Need::Io;
+                }
                 let ends = self.unit_ends(&unit);
                 let need = self.dispatch(Target::Any, unit);
                 self.sent_ends(ends);
@@ -459,30 +469,50 @@ impl Core {
         let Some(rt) = self.db.routing.clone() else {
             return Ok(());
         };
+        // Its data is held to ASCII when the encoding may hide ASCII bytes
+        // in characters, or may change before the COPY runs (probe CK F4).
+        let v = self.view();
+        let ascii = v.ascii_only || v.lexing_unsure || self.settings_in_flight();
         let copy = match unit {
             Unit::Simple(tag::frontend::QUERY, _) => self.route.facts().copy.clone(),
             Unit::Batch(_) => self.route.take_batch_copy(),
             Unit::Simple(..) => CopyIn::None,
         };
-        match &copy {
-            CopyIn::None => {}
-            CopyIn::Unreadable(_) => {
-                self.route.end_copy();
-                return Err(router::decide::violation_refusal(
-                    &rt,
-                    router::statement::Violation::UnreadableCopy,
-                ));
-            }
-            c => self.route.arm_copy(c, shard),
+        if let CopyIn::Unreadable(_) = &copy {
+            self.route.end_copy();
+            return Err(router::decide::violation_refusal(
+                &rt,
+                router::statement::Violation::UnreadableCopy,
+            ));
         }
         let Unit::Batch(msgs) = unit else {
+            if copy != CopyIn::None {
+                let ascii = ascii || self.route.facts().effects.may_change_lexing();
+                self.route.arm_copy(&copy, shard, ascii);
+            }
             return Ok(());
         };
-        if !self.route.copy_armed() {
-            return Ok(());
-        }
-        for (t, frame) in msgs {
+        // In the batch's order: a Bind of a COPY names its portal's COPY,
+        // an Execute of that portal starts it (its data, after it, is its
+        // rows; copy messages before it, Postgres ignores).
+        let ascii = ascii || self.route.batch_changes_lexing();
+        for (i, (t, frame)) in msgs.iter().enumerate() {
             let out = match *t {
+                tag::frontend::BIND => {
+                    if let Some(b) = protocol::Bind::parse(&frame[5..]) {
+                        let c = self.route.batch_copy_at(i).cloned();
+                        self.route.bind_copy(b.portal, c);
+                    }
+                    Ok(())
+                }
+                tag::frontend::EXECUTE => {
+                    let portal = protocol::cstr(&frame[5..])
+                        .map(|(p, _)| p)
+                        .unwrap_or_default();
+                    self.route.execute_copy(portal, shard, ascii);
+                    Ok(())
+                }
+                _ if !self.route.copy_armed() => Ok(()),
                 tag::frontend::COPY_DATA => {
                     let v = self.view();
                     self.route.copy_rows(&rt, v, Some(&frame[5..]))

@@ -58,8 +58,19 @@ pub(super) struct Tenancy {
     /// The rows of the `COPY .. FROM STDIN` the session's work runs, when
     /// they hold the key: checked as they come ([`Tenancy::copy_rows`]).
     copy: Option<Box<CopyCheck>>,
-    /// The COPY the batch decided last binds ([`Tenancy::decide_batch`]).
+    /// The COPY the batch decided last binds ([`Tenancy::decide_batch`]),
+    /// all its Binds' COPYs told together ([`CopyIn::then`]).
     batch_copy: CopyIn,
+    /// Each Bind of a COPY in that batch: its message's index, its COPY.
+    batch_copies: Vec<(usize, CopyIn)>,
+    /// A Bind in that batch binds a statement that may change how text
+    /// is read (`SET client_encoding`, ..).
+    batch_changes_lexing: bool,
+    /// Portals bound to a `COPY .. FROM STDIN` (in a batch that has gone):
+    /// the COPY an Execute of one runs, whichever batch it comes in (probe
+    /// CK F3: a COPY bound, then run after a Flush, went unchecked). At
+    /// most [`MAX_COPY_PORTALS`].
+    copy_portals: Vec<(Box<[u8]>, CopyIn)>,
     /// A COPY shardbouncer ended for a row it refused: the client's copy
     /// messages are dropped until its CopyDone or CopyFail (or anything
     /// else), as Postgres drops them after a COPY failed.
@@ -67,13 +78,20 @@ pub(super) struct Tenancy {
 }
 
 /// A `COPY .. FROM STDIN` whose rows are checked: their reader, the shard
-/// the COPY runs on, and the last tenant let through.
+/// the COPY runs on, the last tenant let through, and whether its data is
+/// held to ASCII (the client's encoding may be one whose characters hide
+/// ASCII bytes, or may be changing in the work that runs the COPY: probe
+/// CK F4, `SET client_encoding = 'SJIS'; COPY ..` in one Query).
 #[derive(Debug)]
 struct CopyCheck {
     reader: CopyReader,
     shard: usize,
     last: Option<TenantKey>,
+    ascii: bool,
 }
+
+/// The most portals bound to a COPY the session remembers.
+const MAX_COPY_PORTALS: usize = 16;
 
 /// The session's view for one decision.
 #[derive(Debug, Clone, Copy)]
@@ -273,6 +291,9 @@ impl Tenancy {
             // attached is dropped.)
             copy: _,
             batch_copy: _,
+            batch_copies: _,
+            batch_changes_lexing: _,
+            copy_portals: _,
             copy_dropping: _,
         } = self;
         tenants
@@ -502,7 +523,12 @@ impl Tenancy {
         // The COPY FROM STDIN its Binds bind, for its rows' check.
         let copy = std::cell::RefCell::new(CopyIn::None);
         let copy_of = &copy;
-        let items = msgs.iter().filter_map(move |(t, frame)| {
+        let copies = std::cell::RefCell::new(std::mem::take(&mut self.batch_copies));
+        copies.borrow_mut().clear();
+        let copies_of = &copies;
+        let changes = std::cell::Cell::new(false);
+        let changes_of = &changes;
+        let items = msgs.iter().enumerate().filter_map(move |(i, (t, frame))| {
             let body = &frame[5..];
             match *t {
                 tag::frontend::PARSE => {
@@ -548,9 +574,11 @@ impl Tenancy {
                         },
                     };
                     if let Item::Bind(f, ..) = &item {
+                        changes_of.set(changes_of.get() || f.effects.may_change_lexing());
                         if f.copy != CopyIn::None {
                             let mut c = copy_of.borrow_mut();
                             *c = c.then(&f.copy);
+                            copies_of.borrow_mut().push((i, f.copy.clone()));
                         }
                     }
                     Some(item)
@@ -577,6 +605,8 @@ impl Tenancy {
         });
         let decision = router::decide(rt, &view, router::Unit::batch(items), &mut self.mentions);
         self.batch_copy = copy.into_inner();
+        self.batch_copies = copies.into_inner();
+        self.batch_changes_lexing = changes.get();
         decision
     }
 
@@ -585,14 +615,50 @@ impl Tenancy {
         std::mem::take(&mut self.batch_copy)
     }
 
+    /// A Bind in the batch decided last binds a statement that may change
+    /// how text is read.
+    pub(super) fn batch_changes_lexing(&self) -> bool {
+        self.batch_changes_lexing
+    }
+
+    /// The COPY the Bind at message `i` of the batch decided last binds.
+    pub(super) fn batch_copy_at(&self, i: usize) -> Option<&CopyIn> {
+        self.batch_copies
+            .iter()
+            .find(|(at, _)| *at == i)
+            .map(|(_, c)| c)
+    }
+
+    /// Portal `portal` is bound, to a COPY (`c`) or to anything else.
+    pub(super) fn bind_copy(&mut self, portal: &[u8], c: Option<CopyIn>) {
+        self.copy_portals.retain(|(p, _)| &p[..] != portal);
+        if let Some(c) = c {
+            if self.copy_portals.len() == MAX_COPY_PORTALS {
+                self.copy_portals.remove(0);
+            }
+            self.copy_portals.push((portal.into(), c));
+        }
+    }
+
+    /// Portal `portal` runs: if bound to a COPY, that COPY is the one
+    /// running (see [`Tenancy::arm_copy`]).
+    pub(super) fn execute_copy(&mut self, portal: &[u8], shard: usize, ascii: bool) {
+        if let Some(i) = self.copy_portals.iter().position(|(p, _)| &p[..] == portal) {
+            let (_, c) = self.copy_portals.remove(i);
+            self.arm_copy(&c, shard, ascii);
+        }
+    }
+
     /// Work that runs a `COPY .. FROM STDIN` goes to `shard`: its rows are
-    /// checked from now on when they hold the key (`c`), else not at all.
-    pub(super) fn arm_copy(&mut self, c: &CopyIn, shard: usize) {
+    /// checked from now on when they hold the key (`c`), else not at all;
+    /// `ascii`: its data is held to ASCII ([`CopyCheck`]).
+    pub(super) fn arm_copy(&mut self, c: &CopyIn, shard: usize, ascii: bool) {
         self.copy = match c {
             CopyIn::Rows(f) => Some(Box::new(CopyCheck {
                 reader: CopyReader::new(f),
                 shard,
                 last: None,
+                ascii,
             })),
             _ => None,
         };
@@ -636,7 +702,8 @@ impl Tenancy {
         let Some(c) = self.copy.as_mut() else {
             return Ok(());
         };
-        let view = view(&self.tenants, self.pinned, v);
+        let mut view = view(&self.tenants, self.pinned, v);
+        view.ascii_only |= c.ascii;
         let out = router::decide::copy_rows(rt, &view, c.shard, &mut c.reader, data, &mut c.last);
         if data.is_none() || out.is_err() {
             self.copy = None;
