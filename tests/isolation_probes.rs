@@ -6002,6 +6002,37 @@ fn copy_rows_are_tenants_of_the_copys_shard() {
     bad.check(error_codes(&m) == ["0A000"], || {
         format!("bound apart: {m:?}")
     });
+    // Probe CL F2: the portal bound again to another statement in a
+    // savepoint rolled back, then run: still the COPY.
+    let mut d = f.raw("appint", &[("tenant_id", "1001")]);
+    let (codes, _) = q(&mut d, "BEGIN");
+    bad.check(codes.is_empty(), || format!("BEGIN: {codes:?}"));
+    let mut b = parse_msg("cq", copy);
+    b.extend(bind_msg("cqp", "cq"));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut d, &b, b'Z');
+    bad.check(error_codes(&m).is_empty(), || format!("bind cqp: {m:?}"));
+    let (codes, _) = q(&mut d, "SAVEPOINT sp");
+    bad.check(codes.is_empty(), || format!("SAVEPOINT: {codes:?}"));
+    let mut b = parse_msg("one", "SELECT 1");
+    b.extend(bind_msg("cqp", "one"));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut d, &b, b'Z');
+    bad.check(error_codes(&m) == ["42P03"], || {
+        format!("bind cqp again: {m:?}")
+    });
+    let (codes, _) = q(&mut d, "ROLLBACK TO SAVEPOINT sp");
+    bad.check(codes.is_empty(), || format!("ROLLBACK TO: {codes:?}"));
+    let mut b = execute_msg("cqp");
+    b.extend(frame(b'd', b"2002\tcp-bad 10\n"));
+    b.extend(frame(b'c', b""));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut d, &b, b'Z');
+    bad.check(error_codes(&m) == ["0A000"], || {
+        format!("rebound portal: {m:?}")
+    });
+    let (codes, _) = q(&mut d, "ROLLBACK");
+    bad.check(codes.is_empty(), || format!("ROLLBACK: {codes:?}"));
     // Probe CK F4: an encoding whose characters hide ASCII bytes set in
     // the COPY's own Query (0x95 0x5C is one SJIS character, its second
     // byte a backslash): the data is held to ASCII.

@@ -645,7 +645,13 @@ impl CopyReader {
             // (`\.` at the very end is data, as no line end follows it:
             // probe CK F2, a last row `\.` went unread.)
             Pend::Dot(after, n) => self.not_end(&after[..n as usize], row)?,
-            Pend::Backslash => self.data(b'\\'),
+            // A `\` that ends the data escapes nothing and Postgres drops
+            // it (probe CL F3: `42\` at the very end was read as `42\`,
+            // another tenant than the 42 stored). A CSV line's is data.
+            Pend::Backslash if self.f.format == Format::Text => {}
+            Pend::Backslash => {
+                self.csv_byte(b'\\', row)?;
+            }
             Pend::None => {}
         }
         if !self.line_empty && !self.done {
@@ -927,9 +933,13 @@ impl CopyReader {
         while i < raw.len() {
             let c = raw[i];
             i += 1;
-            if c != b'\\' || i == raw.len() {
+            if c != b'\\' {
                 v.push(c);
                 continue;
+            }
+            if i == raw.len() {
+                // (A `\` ending the line: Postgres drops it.)
+                break;
             }
             let e = raw[i];
             i += 1;
@@ -1274,6 +1284,9 @@ mod tests {
         assert_eq!(rows(&f, &[b"a\t1\nb\t2"]), ["1:1", "2:2"]);
         assert_eq!(rows(&f, &[b"a\t1\nb\t2\\.\n"]), ["1:1", "2:2"]);
         assert_eq!(rows(&f, &[b"a\t1\n\\."]), ["1:1"]);
+        // A `\` that ends the data escapes nothing: dropped (probe CL F3).
+        assert_eq!(rows(&f, &[b"a\t1\nb\t42\\"]), ["1:1", "2:42"]);
+        assert_eq!(rows(&f, &[b"a\t1\nb\t42", b"\\"]), ["1:1", "2:42"]);
         // An escaped line end is data; a row short of the key is none.
         assert_eq!(rows(&f, &[b"a\\\n\t7\nshort\n"]), ["1:7"]);
         let h = format_of("COPY t (tenant_id) FROM STDIN (HEADER)");

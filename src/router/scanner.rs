@@ -2144,8 +2144,11 @@ fn insert_header<'a>(
     }
     if opens > 0 && is_kw(sql, &t, b"SELECT") {
         // `(SELECT 42, ..) UNION (SELECT ..)`: what the key's item holds
-        // is not all that is inserted.
-        return insert_select(sql, lx, idx, reached, key, ctes).map(|_| Inserted::Unread);
+        // is not all that is inserted; nor is a table's column (probe CL
+        // F5: `(SELECT tenant_id .. FROM items) UNION ALL SELECT 42, ..`
+        // was taken as a table's rows, its later branches unread).
+        let _ = insert_select(sql, lx, idx, reached, key, ctes);
+        return Some(Inserted::Unread);
     }
     if !is_kw(sql, &t, b"VALUES") {
         return None;
@@ -5750,6 +5753,9 @@ mod tests {
             ("INSERT INTO items (tenant_id, name) SELECT tenant_id, 'x' FROM shard_marker a JOIN shard_marker b JOIN shard_marker d ON true ON true, (SELECT 42 AS tenant_id) c", &["<Unreadable>"]),
             ("INSERT INTO items (tenant_id, name) SELECT a.tenant_id, 'x' FROM accounts a JOIN b JOIN d ON true ON true NATURAL JOIN e CROSS JOIN f ON CONFLICT DO NOTHING", &[]),
             ("INSERT INTO items (tenant_id, name) SELECT tenant_id, 'x' FROM accounts a NATURAL JOIN b CROSS JOIN c JOIN d USING (id), (SELECT 42 AS tenant_id) e", &["<Unreadable>"]),
+            // Probe CL F5: a first branch in parentheses, a table's.
+            ("INSERT INTO items (tenant_id, name) (SELECT tenant_id, name FROM items WHERE tenant_id = 1) UNION ALL SELECT 42, 'leak'", &["<Unreadable>", "1"]),
+            ("INSERT INTO items (tenant_id, name) (SELECT tenant_id, name FROM items WHERE tenant_id = 1)", &["<Unreadable>", "1"]),
         ] {
             assert_eq!(all(sql), want, "{sql}");
         }
@@ -5800,7 +5806,7 @@ mod tests {
             ("INSERT INTO t (tenant_id, name) SELECT 42, 'a' UNION ALL SELECT 43, 'b'", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, name) (SELECT 42, 'a') UNION ALL (SELECT 43, 'b')", &["<Unreadable>"]),
             ("INSERT INTO t (tenant_id, name) (SELECT * FROM unnest($1::int8[], $2::text[]))", &["<Unreadable>"]),
-            ("INSERT INTO t (tenant_id, name) (SELECT tenant_id, name FROM s WHERE tenant_id = 5)", &["5"]),
+            ("INSERT INTO t (tenant_id, name) (SELECT tenant_id, name FROM s WHERE tenant_id = 5)", &["<Unreadable>", "5"]),
             ("INSERT INTO t (tenant_id, name) SELECT $1, 'a' INTERSECT SELECT tenant_id, name FROM s", &["<Unreadable>"]),
             // Probe CA F1: an array before the key's of a type of several
             // columns (a composite, `unnest(tsvector)`'s three), or of a

@@ -495,22 +495,47 @@ impl Core {
         // In the batch's order: a Bind of a COPY names its portal's COPY,
         // an Execute of that portal starts it (its data, after it, is its
         // rows; copy messages before it, Postgres ignores).
+        if self
+            .att
+            .as_ref()
+            .is_none_or(|a| a.status() == TxStatus::Idle && !a.ext_open() && a.settled())
+        {
+            self.route.portals_gone();
+        }
         let ascii = ascii || self.route.batch_changes_lexing();
         for (i, (t, frame)) in msgs.iter().enumerate() {
             let out = match *t {
-                tag::frontend::BIND => {
-                    if let Some(b) = protocol::Bind::parse(&frame[5..]) {
-                        let c = self.route.batch_copy_at(i).cloned();
-                        self.route.bind_copy(b.portal, c);
+                tag::frontend::BIND => match (
+                    protocol::Bind::parse(&frame[5..]),
+                    self.route.batch_copy_at(i).cloned(),
+                ) {
+                    (Some(b), Some(c)) => {
+                        if self.route.bind_copy(b.portal, c) {
+                            Ok(())
+                        } else {
+                            Err(PgError::new(
+                                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                                format!(
+                                    "more than {} portals bound to COPY FROM STDIN in one transaction",
+                                    super::tenancy::MAX_COPY_PORTALS
+                                ),
+                            ))
+                        }
                     }
-                    Ok(())
-                }
+                    _ => Ok(()),
+                },
                 tag::frontend::EXECUTE => {
                     let portal = protocol::cstr(&frame[5..])
                         .map(|(p, _)| p)
                         .unwrap_or_default();
-                    self.route.execute_copy(portal, shard, ascii);
-                    Ok(())
+                    if self.route.execute_copy(portal, shard, ascii) {
+                        Ok(())
+                    } else {
+                        Err(router::decide::violation_refusal(
+                            &rt,
+                            router::statement::Violation::UnreadableCopy,
+                        ))
+                    }
                 }
                 _ if !self.route.copy_armed() => Ok(()),
                 tag::frontend::COPY_DATA => {

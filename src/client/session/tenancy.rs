@@ -66,11 +66,15 @@ pub(super) struct Tenancy {
     /// A Bind in that batch binds a statement that may change how text
     /// is read (`SET client_encoding`, ..).
     batch_changes_lexing: bool,
-    /// Portals bound to a `COPY .. FROM STDIN` (in a batch that has gone):
-    /// the COPY an Execute of one runs, whichever batch it comes in (probe
-    /// CK F3: a COPY bound, then run after a Flush, went unchecked). At
-    /// most [`MAX_COPY_PORTALS`].
-    copy_portals: Vec<(Box<[u8]>, CopyIn)>,
+    /// Portals bound to a `COPY .. FROM STDIN` since the session's server
+    /// was last idle (no portal outlives that): the COPY an Execute of one
+    /// runs, whichever batch it comes in (probe CK F3: a COPY bound, then
+    /// run after a Flush, went unchecked). A portal bound again stays bound
+    /// to its COPY (the Bind may have failed on the server: probe CL F2),
+    /// and one bound to two different COPYs is refused when it runs. At
+    /// most [`MAX_COPY_PORTALS`]; a Bind past them is refused (probe CL F1:
+    /// the oldest was forgotten).
+    copy_portals: Vec<(Box<[u8]>, CopyIn, bool)>,
     /// A COPY shardbouncer ended for a row it refused: the client's copy
     /// messages are dropped until its CopyDone or CopyFail (or anything
     /// else), as Postgres drops them after a COPY failed.
@@ -91,7 +95,7 @@ struct CopyCheck {
 }
 
 /// The most portals bound to a COPY the session remembers.
-const MAX_COPY_PORTALS: usize = 16;
+pub(super) const MAX_COPY_PORTALS: usize = 256;
 
 /// The session's view for one decision.
 #[derive(Debug, Clone, Copy)]
@@ -629,23 +633,39 @@ impl Tenancy {
             .map(|(_, c)| c)
     }
 
-    /// Portal `portal` is bound, to a COPY (`c`) or to anything else.
-    pub(super) fn bind_copy(&mut self, portal: &[u8], c: Option<CopyIn>) {
-        self.copy_portals.retain(|(p, _)| &p[..] != portal);
-        if let Some(c) = c {
-            if self.copy_portals.len() == MAX_COPY_PORTALS {
-                self.copy_portals.remove(0);
-            }
-            self.copy_portals.push((portal.into(), c));
+    /// The session's server is idle (or there is none): no portal is left.
+    pub(super) fn portals_gone(&mut self) {
+        self.copy_portals.clear();
+    }
+
+    /// Portal `portal` is bound to a COPY (`c`). `false` when the session
+    /// already remembers [`MAX_COPY_PORTALS`] others.
+    pub(super) fn bind_copy(&mut self, portal: &[u8], c: CopyIn) -> bool {
+        let full = self.copy_portals.len() >= MAX_COPY_PORTALS;
+        match self
+            .copy_portals
+            .iter_mut()
+            .find(|(p, ..)| &p[..] == portal)
+        {
+            Some((_, old, mixed)) => *mixed |= *old != c,
+            None if full => return false,
+            None => self.copy_portals.push((portal.into(), c, false)),
         }
+        true
     }
 
     /// Portal `portal` runs: if bound to a COPY, that COPY is the one
-    /// running (see [`Tenancy::arm_copy`]).
-    pub(super) fn execute_copy(&mut self, portal: &[u8], shard: usize, ascii: bool) {
-        if let Some(i) = self.copy_portals.iter().position(|(p, _)| &p[..] == portal) {
-            let (_, c) = self.copy_portals.remove(i);
-            self.arm_copy(&c, shard, ascii);
+    /// running (see [`Tenancy::arm_copy`]). `false` when it was bound to
+    /// two different COPYs (which one runs, only the server knows).
+    pub(super) fn execute_copy(&mut self, portal: &[u8], shard: usize, ascii: bool) -> bool {
+        match self.copy_portals.iter().find(|(p, ..)| &p[..] == portal) {
+            Some((_, _, true)) => false,
+            Some((_, c, false)) => {
+                let c = c.clone();
+                self.arm_copy(&c, shard, ascii);
+                true
+            }
+            None => true,
         }
     }
 
