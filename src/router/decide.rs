@@ -1154,28 +1154,8 @@ fn resolve(
         let shard = r.shard_of(&l)?;
         if let Some(m) = mentions.iter().find(|m| m.key != l) {
             let other = r.shard_of(&m.key)?;
-            // Another shard is a cross-shard statement (0A000, as without the
-            // lock); another tenant on the same shard is still not this
-            // connection's tenant (42501).
-            let (code, what) = if other != shard {
-                (
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    "cross-shard statement refused",
-                )
-            } else {
-                (sqlstate::INSUFFICIENT_PRIVILEGE, "tenant lock")
-            };
-            return Err(Refusal::new(
-                code,
-                format!(
-                    "{what}: {k} is locked to '{l}' (shard {s1}) for this connection by lock_startup_tenant, but the {src} names {k} '{other_key}' (shard {s2})",
-                    k = r.key,
-                    s1 = r.shard_name(shard),
-                    src = source_noun(m.source),
-                    other_key = m.key,
-                    s2 = r.shard_name(other),
-                ),
-            ));
+            let named = format!("the {}", source_noun(m.source));
+            return Err(lock_refusal(r, (&l, shard), (&m.key, other), &named, ""));
         }
         return place(r, s, shard, Some((l, Source::Startup)));
     }
@@ -1281,6 +1261,36 @@ fn place(
         Tx::Unsettled(u) if u != shard => Ok(Decision::Wait),
         _ => Ok(Decision::Shard { shard, tenant }),
     }
+}
+
+/// The refusal of tenant `key` (on its shard), which `named` names, under
+/// the lock to `locked` (on its shard): another shard's is a cross-shard
+/// statement (0A000, as without the lock); another tenant on the same
+/// shard is still not this connection's tenant (42501).
+fn lock_refusal(
+    r: &Routing,
+    (locked, shard): (&TenantKey, usize),
+    (key, other): (&TenantKey, usize),
+    named: &str,
+    tail: &str,
+) -> Refusal {
+    let (code, what) = if other != shard {
+        (
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "cross-shard statement refused",
+        )
+    } else {
+        (sqlstate::INSUFFICIENT_PRIVILEGE, "tenant lock")
+    };
+    Refusal::new(
+        code,
+        format!(
+            "{what}: {k} is locked to '{locked}' (shard {s1}) for this connection by lock_startup_tenant, but {named} names {k} '{key}' (shard {s2}){tail}",
+            k = r.key,
+            s1 = r.shard_name(shard),
+            s2 = r.shard_name(other),
+        ),
+    )
 }
 
 fn cross_tx(
@@ -1610,24 +1620,13 @@ pub fn copy_rows(
         let other = r.shard_of(&key)?;
         if let Some(l) = s.tenants.locked(r) {
             if key != l {
-                let (code, what) = if other != shard {
-                    (
-                        sqlstate::FEATURE_NOT_SUPPORTED,
-                        "cross-shard statement refused",
-                    )
-                } else {
-                    (sqlstate::INSUFFICIENT_PRIVILEGE, "tenant lock")
-                };
-                return Err(Refusal::new(
-                    code,
-                    format!(
-                        "{what}: {k} is locked to '{l}' (shard {s1}) for this connection by \
-                         lock_startup_tenant, but COPY row {n} names {k} '{key}' (shard {s2}); \
-                         the COPY wrote nothing",
-                        k = r.key,
-                        s1 = r.shard_name(shard),
-                        s2 = r.shard_name(other),
-                    ),
+                let named = format!("COPY row {n}");
+                return Err(lock_refusal(
+                    r,
+                    (&l, shard),
+                    (&key, other),
+                    &named,
+                    "; the COPY wrote nothing",
                 ));
             }
         }
