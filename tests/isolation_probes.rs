@@ -6002,6 +6002,22 @@ fn copy_rows_are_tenants_of_the_copys_shard() {
     bad.check(error_codes(&m) == ["0A000"], || {
         format!("bound apart: {m:?}")
     });
+    // Probe CM F1: Postgres cuts a portal's name to 63 bytes: bound under
+    // one long name, run under another that starts alike.
+    let (long1, long2) = (
+        format!("{}1", "p".repeat(63)),
+        format!("{}2", "p".repeat(63)),
+    );
+    let mut b = parse_msg("cl", copy);
+    b.extend(bind_msg(&long1, "cl"));
+    b.extend(execute_msg(&long2));
+    b.extend(frame(b'd', b"2002\tcp-bad 11\n"));
+    b.extend(frame(b'c', b""));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    bad.check(error_codes(&m) == ["0A000"], || {
+        format!("long portal names: {m:?}")
+    });
     // Probe CL F2: the portal bound again to another statement in a
     // savepoint rolled back, then run: still the COPY.
     let mut d = f.raw("appint", &[("tenant_id", "1001")]);
@@ -6080,4 +6096,27 @@ fn copy_rows_are_tenants_of_the_copys_shard() {
         format!("psql rows written: {counts:?}")
     });
     bad.finish("copy_rows_are_tenants_of_the_copys_shard");
+}
+
+/// Session mode: a BEGIN held, then a batch that only parses (asyncpg's
+/// `prepare` inside a transaction), then COMMIT: the COMMIT ends the held
+/// BEGIN and the client's later work commits. It went to the server,
+/// which had no transaction (25P01), the BEGIN stayed held and was replayed
+/// ahead of the next INSERT, which then never committed (probe CM F3).
+#[test]
+fn a_held_begin_ends_at_its_commit_in_session_mode() {
+    let f = Fixture::start();
+    let mut c = f.raw("appsess", &[("tenant_id", "alpha")]);
+    let (codes, _) = q(&mut c, "BEGIN");
+    assert!(codes.is_empty(), "BEGIN: {codes:?}");
+    let m = c.parse("cmp", "SELECT 1").sync().run(1);
+    assert!(error_codes(&m).is_empty(), "parse: {m:?}");
+    let m = c.query("COMMIT").run(1);
+    assert!(error_codes(&m).is_empty(), "COMMIT: {m:?}");
+    let status = m.iter().rev().find(|(t, _)| *t == b'Z').map(|(_, b)| b[0]);
+    assert_eq!(status, Some(b'I'), "status after COMMIT: {m:?}");
+    let (codes, _) = q(&mut c, "INSERT INTO accounts VALUES ('alpha', 'cm-f3')");
+    assert!(codes.is_empty(), "INSERT: {codes:?}");
+    let n = f.counts("accounts WHERE name = 'cm-f3'");
+    assert_eq!(n, [1, 0], "committed while the client is connected");
 }

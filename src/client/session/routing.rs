@@ -42,13 +42,17 @@ impl Core {
         let Some(a) = &self.att else {
             return held.unwrap_or(Tx::Idle);
         };
+        if let Some(h) = held {
+            // Tenant-free work runs outside the held BEGIN on this server;
+            // its COMMIT or ROLLBACK ends the held BEGIN here, in session
+            // mode too (probe CM F3: taken for the server's, where no
+            // transaction was open, it left the BEGIN held, to be replayed
+            // ahead of the client's next work, which then never committed).
+            return h;
+        }
         if self.owns_server() {
             // A routed session-mode client stays on the shard it started on.
             return Tx::Pinned(a.shard());
-        }
-        if let Some(h) = held {
-            // Tenant-free work runs outside the held BEGIN on this server.
-            return h;
         }
         if a.status() != TxStatus::Idle || a.ext_stays() || a.in_copy_batch() {
             return Tx::Pinned(a.shard());
@@ -531,9 +535,16 @@ impl Core {
                     if self.route.execute_copy(portal, shard, ascii) {
                         Ok(())
                     } else {
-                        Err(router::decide::violation_refusal(
-                            &rt,
-                            router::statement::Violation::UnreadableCopy,
+                        Err(PgError::new(
+                            sqlstate::INVALID_PARAMETER_VALUE,
+                            format!(
+                                "portal \"{}\" was bound to two different COPY FROM STDIN \
+                                 statements in this transaction, and which one runs only the \
+                                 server knows (a Bind may have failed): bind each COPY to a \
+                                 portal of its own, or run it in its own transaction or as a \
+                                 simple Query",
+                                String::from_utf8_lossy(portal)
+                            ),
                         ))
                     }
                 }

@@ -94,6 +94,12 @@ struct CopyCheck {
     ascii: bool,
 }
 
+/// A portal's name as Postgres keeps it: its first 63 bytes (probe CM F1:
+/// a COPY bound to one long name ran under another that starts alike).
+fn portal_name(name: &[u8]) -> &[u8] {
+    &name[..name.len().min(63)]
+}
+
 /// The most portals bound to a COPY the session remembers.
 pub(super) const MAX_COPY_PORTALS: usize = 256;
 
@@ -641,6 +647,7 @@ impl Tenancy {
     /// Portal `portal` is bound to a COPY (`c`). `false` when the session
     /// already remembers [`MAX_COPY_PORTALS`] others.
     pub(super) fn bind_copy(&mut self, portal: &[u8], c: CopyIn) -> bool {
+        let portal = portal_name(portal);
         let full = self.copy_portals.len() >= MAX_COPY_PORTALS;
         match self
             .copy_portals
@@ -658,6 +665,7 @@ impl Tenancy {
     /// running (see [`Tenancy::arm_copy`]). `false` when it was bound to
     /// two different COPYs (which one runs, only the server knows).
     pub(super) fn execute_copy(&mut self, portal: &[u8], shard: usize, ascii: bool) -> bool {
+        let portal = portal_name(portal);
         match self.copy_portals.iter().find(|(p, ..)| &p[..] == portal) {
             Some((_, _, true)) => false,
             Some((_, c, false)) => {
