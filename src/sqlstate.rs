@@ -61,6 +61,8 @@ pub const DUPLICATE_PSTATEMENT: &str = "42P05";
 pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
 /// program_limit_exceeded
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+/// name_too_long.
+pub const NAME_TOO_LONG: &str = "42622";
 /// out_of_memory (a client over its statement budget)
 pub const OUT_OF_MEMORY: &str = "53200";
 /// disk_full (the spool for large client messages is full: `[limits] max_spooled`)

@@ -6119,4 +6119,9 @@ fn a_held_begin_ends_at_its_commit_in_session_mode() {
     assert!(codes.is_empty(), "INSERT: {codes:?}");
     let n = f.counts("accounts WHERE name = 'cm-f3'");
     assert_eq!(n, [1, 0], "committed while the client is connected");
+    // Probe CM F2: names past the 63 bytes Postgres keeps would alias on
+    // the session's server: refused.
+    let mut c = f.raw("appsess", &[("tenant_id", "alpha")]);
+    let m = c.parse(&"s".repeat(64), "SELECT 1").sync().run_until(b'E');
+    assert_eq!(error_codes(&m), ["42622"], "{m:?}");
 }

@@ -838,6 +838,19 @@ impl Core {
             // As Postgres: a malformed message ends the connection.
             return Need::Close(self.fatal(sqlstate::PROTOCOL_VIOLATION, what));
         }
+        if self.owns_server()
+            && self.db.routing.is_some()
+            && super::frames::long_name(t, &frame[5..])
+        {
+            // Session mode passes the client's names to the server, which
+            // keeps 63 bytes of each: two longer names that start alike
+            // would be one statement there and two here (probe CM F2: a
+            // COPY ran where the router judged a SELECT).
+            return Need::Close(self.fatal(
+                sqlstate::NAME_TOO_LONG,
+                "prepared statement and portal names are at most 63 bytes in session mode",
+            ));
+        }
         if self.route.drops_copy_message(t) {
             return Need::Io;
         }

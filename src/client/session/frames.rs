@@ -26,6 +26,23 @@ pub(super) fn describe_statement_name(body: &[u8]) -> Option<&[u8]> {
     protocol::cstr(rest).map(|(n, _)| n)
 }
 
+/// Whether a Parse, Bind, Describe, Close or Execute body (of type `t`)
+/// names a statement or portal longer than the 63 bytes Postgres keeps of
+/// a name: two such names that start alike are one to the server.
+pub(super) fn long_name(t: u8, body: &[u8]) -> bool {
+    use tag::frontend as f;
+    const MAX: usize = 63;
+    fn long(b: &[u8]) -> Option<(bool, &[u8])> {
+        protocol::cstr(b).map(|(n, rest)| (n.len() > MAX, rest))
+    }
+    match t {
+        f::PARSE | f::EXECUTE => long(body).is_some_and(|(l, _)| l),
+        f::BIND => long(body).is_some_and(|(l, rest)| l || long(rest).is_some_and(|(l, _)| l)),
+        f::DESCRIBE | f::CLOSE => body.get(1..).and_then(long).is_some_and(|(l, _)| l),
+        _ => false,
+    }
+}
+
 /// The portal an Execute body names.
 pub(super) fn execute_portal(body: &[u8]) -> &[u8] {
     let end = memchr::memchr(0, body).unwrap_or(body.len());
@@ -84,6 +101,20 @@ mod tests {
     #[test]
     fn statement_names() {
         assert_eq!(describe_statement_name(b"Sfoo\0"), Some(&b"foo"[..]));
+        let long = [b'n'; 64];
+        let mut parse = long.to_vec();
+        parse.extend_from_slice(b"\0SELECT 1\0\0\0");
+        assert!(long_name(tag::frontend::PARSE, &parse));
+        assert!(!long_name(tag::frontend::PARSE, &parse[1..]));
+        let mut bind = b"\0".to_vec();
+        bind.extend_from_slice(&long);
+        bind.extend_from_slice(b"\0\0\0\0\0\0\0");
+        assert!(long_name(tag::frontend::BIND, &bind));
+        let mut close = b"P".to_vec();
+        close.extend_from_slice(&long);
+        close.push(0);
+        assert!(long_name(tag::frontend::CLOSE, &close));
+        assert!(long_name(tag::frontend::EXECUTE, &close[1..]));
         assert_eq!(describe_statement_name(b"Pfoo\0"), None);
         assert!(is_named_statement_close(b"C\0\0\0\x09Sab\0"));
         assert!(!is_named_statement_close(b"C\0\0\0\x07S\0"));
