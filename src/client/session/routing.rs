@@ -479,7 +479,7 @@ impl Core {
         let ascii = v.ascii_only || v.lexing_unsure || self.settings_in_flight();
         let copy = match unit {
             Unit::Simple(tag::frontend::QUERY, _) => self.route.facts().copy.clone(),
-            Unit::Batch(_) => self.route.take_batch_copy(),
+            Unit::Batch(_) => self.route.batch_copy(),
             Unit::Simple(..) => CopyIn::None,
         };
         if let CopyIn::Unreadable(_) = &copy {

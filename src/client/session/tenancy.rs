@@ -58,9 +58,6 @@ pub(super) struct Tenancy {
     /// The rows of the `COPY .. FROM STDIN` the session's work runs, when
     /// they hold the key: checked as they come ([`Tenancy::copy_rows`]).
     copy: Option<Box<CopyCheck>>,
-    /// The COPY the batch decided last binds ([`Tenancy::decide_batch`]),
-    /// all its Binds' COPYs told together ([`CopyIn::then`]).
-    batch_copy: CopyIn,
     /// Each Bind of a COPY in that batch: its message's index, its COPY.
     batch_copies: Vec<(usize, CopyIn)>,
     /// A Bind in that batch binds a statement that may change how text
@@ -300,7 +297,6 @@ impl Tenancy {
             // (A COPY's check outlives no server: data sent with none
             // attached is dropped.)
             copy: _,
-            batch_copy: _,
             batch_copies: _,
             batch_changes_lexing: _,
             copy_portals: _,
@@ -531,8 +527,6 @@ impl Tenancy {
         // (no unnamed Parse or Close in it yet).
         let mut unnamed_kept = true;
         // The COPY FROM STDIN its Binds bind, for its rows' check.
-        let copy = std::cell::RefCell::new(CopyIn::None);
-        let copy_of = &copy;
         let copies = std::cell::RefCell::new(std::mem::take(&mut self.batch_copies));
         copies.borrow_mut().clear();
         let copies_of = &copies;
@@ -586,8 +580,6 @@ impl Tenancy {
                     if let Item::Bind(f, ..) = &item {
                         changes_of.set(changes_of.get() || f.effects.may_change_lexing());
                         if f.copy != CopyIn::None {
-                            let mut c = copy_of.borrow_mut();
-                            *c = c.then(&f.copy);
                             copies_of.borrow_mut().push((i, f.copy.clone()));
                         }
                     }
@@ -614,15 +606,15 @@ impl Tenancy {
             }
         });
         let decision = router::decide(rt, &view, router::Unit::batch(items), &mut self.mentions);
-        self.batch_copy = copy.into_inner();
         self.batch_copies = copies.into_inner();
         self.batch_changes_lexing = changes.get();
         decision
     }
 
-    /// The COPY the batch decided last binds (taken).
-    pub(super) fn take_batch_copy(&mut self) -> CopyIn {
-        std::mem::take(&mut self.batch_copy)
+    /// The COPY the batch decided last binds: all its Binds' COPYs told
+    /// together ([`CopyIn::then`]).
+    pub(super) fn batch_copy(&self) -> CopyIn {
+        (self.batch_copies.iter()).fold(CopyIn::None, |all, (_, c)| all.then(c))
     }
 
     /// A Bind in the batch decided last binds a statement that may change
