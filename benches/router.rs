@@ -122,6 +122,7 @@ fn bench_decide(c: &mut Criterion) {
         types_untrusted: false,
         runs_rollback_to: false,
         held_state: false,
+        server_copies: false,
     };
     let mut scratch = Vec::new();
     let mut f = Facts::default();

@@ -6125,3 +6125,126 @@ fn a_held_begin_ends_at_its_commit_in_session_mode() {
     let m = c.parse(&"s".repeat(64), "SELECT 1").sync().run_until(b'E');
     assert_eq!(error_codes(&m), ["42622"], "{m:?}");
 }
+
+/// Probe CN: the statement or portal a message names is the one the server
+/// runs. Each attack puts a row of `bravo` (s1) on `alpha`'s shard (s0)
+/// through a keyed COPY the router would not have checked.
+#[test]
+fn a_copy_runs_checked_under_every_name_the_server_knows_it_by() {
+    let f = Fixture::start();
+    let copy = "COPY accounts (tenant_id, name) FROM STDIN";
+    let leaked = || f.counts("accounts WHERE name LIKE 'cn-%'");
+    // F1: under LATIN1, Postgres converts a name before it keeps 63 bytes,
+    // so `p..éé` and `p..éè` are one portal there: a name past ASCII is
+    // refused under a converted encoding, in both modes.
+    for db in ["app", "appsess"] {
+        let mut c = f.raw(db, &[("tenant_id", "alpha"), ("client_encoding", "LATIN1")]);
+        let mut b = frame(
+            b'P',
+            b"s1\0COPY accounts (tenant_id, name) FROM STDIN\0\0\0",
+        );
+        // (63 bytes as sent, 65 as Postgres converts them.)
+        let mut bind = b"p".repeat(61);
+        bind.extend_from_slice(b"\xe9\xe9\0s1\0\0\0\0\0\0\0");
+        b.extend(frame(b'B', &bind));
+        let mut exec = b"p".repeat(61);
+        exec.extend_from_slice(b"\xe9\xe8\0\0\0\0\0");
+        b.extend(frame(b'E', &exec));
+        b.extend(frame(b'd', b"bravo\tcn-f1\n"));
+        b.extend(frame(b'c', b""));
+        b.extend(frame(b'S', b""));
+        let m = send_until(&mut c, &b, b'E');
+        assert_eq!(error_codes(&m), ["0A000"], "{db} LATIN1 names: {m:?}");
+        // The same names in UTF-8 are read as Postgres reads them.
+        let mut c = f.raw(db, &[("tenant_id", "alpha")]);
+        let (codes, _) = q(&mut c, "SELECT 1");
+        assert!(codes.is_empty(), "{db} UTF8: {codes:?}");
+    }
+    assert_eq!(leaked(), [0, 0], "F1");
+    // F2 (session mode): an SQL EXECUTE of a COPY prepared through the
+    // protocol, as a Query, among others, and through Parse/Bind/Execute.
+    let mut c = f.raw("appsess", &[("tenant_id", "alpha")]);
+    let m = c.parse("s", copy).sync().run(1);
+    assert!(error_codes(&m).is_empty(), "parse: {m:?}");
+    for sql in [
+        "EXECUTE s",
+        "SELECT 1; EXECUTE s",
+        "explain analyze execute s",
+    ] {
+        let mut b = frame(b'Q', format!("{sql}\0").as_bytes());
+        b.extend(frame(b'd', b"bravo\tcn-f2\n"));
+        b.extend(frame(b'c', b""));
+        let m = send_until(&mut c, &b, b'Z');
+        assert_eq!(error_codes(&m), ["0A000"], "{sql}: {m:?}");
+    }
+    let mut b = parse_msg("", "EXECUTE s");
+    b.extend(bind_msg("", ""));
+    b.extend(execute_msg(""));
+    b.extend(frame(b'd', b"bravo\tcn-f2\n"));
+    b.extend(frame(b'c', b""));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert_eq!(error_codes(&m), ["0A000"], "extended EXECUTE: {m:?}");
+    // The COPY itself still runs, checked.
+    let m = c.bind("s", &[]).execute().msg_flush().run_until(b'G');
+    assert!(error_codes(&m).is_empty(), "COPY start: {m:?}");
+    let m = c.copy_data(b"alpha\tcn-ok\n").copy_done().sync().run(1);
+    assert_eq!(support::raw::command_tags(&m), ["COPY 1"], "{m:?}");
+    assert_eq!(leaked(), [1, 0], "F2");
+    // F3 (session mode): a Close and re-Parse the server skips behind an
+    // error leave the COPY; the router knows it is still the COPY.
+    let mut b = parse_msg("bad", "selec syntax error");
+    b.extend(frame(b'C', b"Ss\0"));
+    b.extend(parse_msg("s", "SELECT 1"));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert_eq!(error_codes(&m), ["42601"], "skipped Close: {m:?}");
+    let mut b = bind_msg("", "s");
+    b.extend(execute_msg(""));
+    b.extend(frame(b'd', b"bravo\tcn-f3\n"));
+    b.extend(frame(b'c', b""));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert_eq!(error_codes(&m), ["0A000"], "after the skipped Close: {m:?}");
+    // A Close skipped behind a runtime error, then a Parse of the name:
+    // the server still has the COPY (42P05), and so does the router.
+    let mut b = parse_msg("", "SELECT 1/0");
+    b.extend(bind_msg("", ""));
+    b.extend(execute_msg(""));
+    b.extend(frame(b'C', b"Ss\0"));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert_eq!(error_codes(&m), ["22012"], "{m:?}");
+    let m = c.parse("s", "SELECT 1").sync().run(1);
+    assert_eq!(error_codes(&m), ["42P05"], "re-Parse: {m:?}");
+    // A DEALLOCATE the server refuses (in a failed transaction) leaves it.
+    let (codes, _) = q(&mut c, "BEGIN");
+    assert!(codes.is_empty());
+    let (codes, _) = q(&mut c, "SELECT 1/0");
+    assert_eq!(codes, ["22012"]);
+    let (codes, _) = q(&mut c, "DEALLOCATE s");
+    assert_eq!(codes, ["25P02"]);
+    let (codes, _) = q(&mut c, "ROLLBACK");
+    assert!(codes.is_empty());
+    let mut b = bind_msg("", "s");
+    b.extend(execute_msg(""));
+    b.extend(frame(b'd', b"bravo\tcn-f3\n"));
+    b.extend(frame(b'c', b""));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert_eq!(
+        error_codes(&m),
+        ["0A000"],
+        "after the failed DEALLOCATE: {m:?}"
+    );
+    // One that succeeds frees the name, and a Close that runs does too.
+    let (codes, _) = q(&mut c, "DEALLOCATE s");
+    assert!(codes.is_empty(), "DEALLOCATE: {codes:?}");
+    let m = c.parse("s", copy).sync().run(1);
+    assert!(error_codes(&m).is_empty(), "parse again: {m:?}");
+    let m = c.close_stmt("s").sync().run(1);
+    assert!(error_codes(&m).is_empty(), "close: {m:?}");
+    let m = c.parse("s", "SELECT 1").sync().run(1);
+    assert!(error_codes(&m).is_empty(), "parse after close: {m:?}");
+    assert_eq!(leaked(), [1, 0], "F3");
+}

@@ -130,6 +130,7 @@ fuzz_target!(|data: &[u8]| {
         runs_rollback_to: false,
         // (Bit 0x20 of head[3] places only Pinned and Unsettled.)
         held_state: matches!(tx, Tx::Held { .. }) && head[3] & 0x20 != 0,
+        server_copies: owns_server && head[2] & 0x40 != 0,
     };
     let mut scratch = Vec::new();
     let d = if extended {

@@ -93,6 +93,12 @@ pub struct Entry {
     /// For an Execute: its portal is bound to a `ROLLBACK TO SAVEPOINT`,
     /// whose CommandComplete (`ROLLBACK`) is also a transaction's end's.
     pub rolls_back_to: bool,
+    /// For a simple Query or an Execute on a routed database: the router
+    /// read a `COPY .. FROM STDIN` in its work (its rows are checked, or
+    /// hold no key). A COPY the server starts for any other is one the
+    /// router did not read, and ends the session; the client's copy
+    /// messages are passed on only while one that is read may run.
+    pub copies: bool,
 }
 
 impl Entry {
@@ -116,6 +122,7 @@ impl Entry {
             copy_ends: 0,
             syncs_in_copy: 0,
             rolls_back_to: false,
+            copies: false,
         }
     }
 
@@ -129,23 +136,8 @@ impl Entry {
     /// An injected message whose responses are dropped.
     pub fn swallow(tag: u8) -> Entry {
         Entry {
-            tag,
             mode: Mode::Swallow,
-            synthetic: None,
-            stmt: None,
-            drops_statements: false,
-            patch_status: false,
-            describes_unnamed: None,
-            parses_unnamed: false,
-            verifies_unnamed: false,
-            replayed: false,
-            sets_unnamed: None,
-            raised: false,
-            instead: None,
-            client_name: None,
-            copy_ends: 0,
-            syncs_in_copy: 0,
-            rolls_back_to: false,
+            ..Entry::forward(tag)
         }
     }
 
@@ -153,23 +145,8 @@ impl Entry {
     /// client message it answers (S for a locally answered Sync, and so on).
     pub fn synthetic(tag: u8, reply: Bytes) -> Entry {
         Entry {
-            tag,
-            mode: Mode::Forward,
             synthetic: Some(reply),
-            stmt: None,
-            drops_statements: false,
-            patch_status: false,
-            describes_unnamed: None,
-            parses_unnamed: false,
-            verifies_unnamed: false,
-            replayed: false,
-            sets_unnamed: None,
-            raised: false,
-            instead: None,
-            client_name: None,
-            copy_ends: 0,
-            syncs_in_copy: 0,
-            rolls_back_to: false,
+            ..Entry::forward(tag)
         }
     }
 
@@ -222,6 +199,12 @@ pub struct Expectations {
 }
 
 impl Expectations {
+    /// Whether a simple Query or Execute waiting for its answers may start a
+    /// COPY the router read ([`Entry::copies`]).
+    pub fn copies_ahead(&self) -> bool {
+        self.q.iter().any(|e| e.copies)
+    }
+
     /// Drop every entry and keep the room, unless it grew past `max_room`
     /// entries (then it is freed).
     pub fn clear_keeping_room(&mut self, max_room: usize) {

@@ -18,7 +18,7 @@
 //!   transaction shardbouncer failed itself stays failed (25P02) until it ends.
 
 use super::bind::{copy_binary_key, param_array_keys, param_key_as, ParamTypes, ParamValues};
-use super::copy::{CopyReader, CopyValue};
+use super::copy::{CopyIn, CopyReader, CopyValue};
 use super::key::TenantKey;
 use super::scanner::Source;
 use super::shardmap::ShardMap;
@@ -190,6 +190,11 @@ pub struct SessionView<'a> {
     /// `READ ONLY`) or holds statements (`SET LOCAL`, `SET`): inside the
     /// transaction, a `SHOW` answers other than outside it.
     pub held_state: bool,
+    /// Session mode: the client prepared a `COPY .. FROM STDIN` through the
+    /// protocol, under its own name on its server. An SQL `EXECUTE` may run
+    /// it, as a statement the router reads as no COPY, so its rows would
+    /// go unchecked: refused ([`Facts::executes`]; probe CN F2).
+    pub server_copies: bool,
 }
 
 /// One message of an extended-protocol batch, as routing sees it. `V` gives a
@@ -423,6 +428,9 @@ fn query(
     }
     if f.casts_by_name && (s.types_untrusted || f.effects.may_create_types()) {
         return Err(cast_by_name(r));
+    }
+    if f.executes && s.server_copies {
+        return Err(execute_of_copy());
     }
     if f.rollback_to && rollback_to_unknown(s) {
         return Err(rollback_to_after_set(r));
@@ -664,6 +672,7 @@ fn batch<'a, V: ParamValues>(
     let mut lexing = Lexing {
         types: s.types_untrusted,
         changed: s.lexing_unsure,
+        copies: false,
     };
     // A statement that ends the transaction was bound earlier in the batch.
     let mut ended = false;
@@ -1340,6 +1349,9 @@ struct Lexing {
     /// [`SessionView::types_untrusted`]): the session's, or an earlier
     /// message of the batch may have created one.
     types: bool,
+    /// Session mode: an earlier message of the batch parsed a `COPY .. FROM
+    /// STDIN` (see [`SessionView::server_copies`]).
+    copies: bool,
 }
 
 impl Lexing {
@@ -1347,6 +1359,11 @@ impl Lexing {
         self.types |= f.effects.may_create_types();
         if f.casts_by_name && self.types {
             return Err(cast_by_name(r));
+        }
+        // (A COPY parsed earlier in the batch is the server's by its EXECUTE.)
+        self.copies |= s.owns_server && f.copy != CopyIn::None;
+        if f.executes && (s.server_copies || self.copies) {
+            return Err(execute_of_copy());
         }
         if f.rollback_to && rollback_to_unknown(s) {
             return Err(rollback_to_after_set(r));
@@ -1485,6 +1502,15 @@ fn cast_by_name(r: &Routing) -> Refusal {
              without the cast",
             r.key
         ),
+    )
+}
+
+fn execute_of_copy() -> Refusal {
+    Refusal::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        "an SQL EXECUTE cannot run in session mode once the client has prepared a COPY FROM \
+         STDIN through the protocol: the COPY's rows would not be checked; run the COPY \
+         through Bind and Execute, or as a simple Query",
     )
 }
 

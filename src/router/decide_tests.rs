@@ -72,6 +72,7 @@ fn view(t: &Tenants, tx: Tx) -> SessionView<'_> {
         types_untrusted: false,
         runs_rollback_to: false,
         held_state: false,
+        server_copies: false,
     }
 }
 

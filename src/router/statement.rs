@@ -390,6 +390,11 @@ pub struct Facts {
     /// it again, with the types found then, once `search_path` changed
     /// (probe LL: prepared before a `SET LOCAL search_path`, executed after).
     pub casts_by_name: bool,
+    /// Some statement is an SQL `EXECUTE` of a prepared statement (anywhere:
+    /// `EXPLAIN ANALYZE EXECUTE`, `CREATE TABLE .. AS EXECUTE`): in session
+    /// mode it may run a `COPY .. FROM STDIN` the client prepared through
+    /// the protocol (see `SessionView::server_copies`).
+    pub executes: bool,
     /// Literal tenant mentions (comments and scanned values), in textual order;
     /// consecutive repeats are folded.
     pub mentions: Vec<Mention>,
@@ -477,6 +482,7 @@ impl Facts {
         self.set_value = None;
         self.effects = Effects::none();
         self.casts_by_name = false;
+        self.executes = false;
         self.mentions.clear();
         self.params.clear();
         self.array_params.clear();
@@ -2057,6 +2063,7 @@ fn lexed_effects(sql: &[u8], std: bool, out: &mut Facts) {
             // `EXECUTE FUNCTION`, nor `GRANT EXECUTE ON`): see `casts_by_name`.
             if !is_any_kw(sql, &n, &[b"FUNCTION", b"PROCEDURE", b"ON"]) {
                 out.casts_by_name = true;
+                out.executes = true;
             }
         }
         let starts = |p: &[u8]| w.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));

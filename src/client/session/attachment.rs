@@ -80,6 +80,8 @@ pub(super) struct ScanCtx<'a> {
     pub(super) tenancy: &'a mut Tenancy,
     pub(super) pool_mode: PoolMode,
     pub(super) client_id: i32,
+    /// The database routes by tenant (see [`Entry::copies`]).
+    pub(super) routed: bool,
 }
 
 /// Why a scan stopped early: the session must end.
@@ -88,6 +90,9 @@ pub(super) enum ScanStop {
     Protocol(String),
     /// A transaction block in statement pooling mode.
     StatementMode,
+    /// The server started a `COPY .. FROM STDIN` the router did not read
+    /// ([`Entry::copies`]).
+    UnexpectedCopy,
 }
 
 /// The extended-protocol batch open on the server (messages since the last Sync).
@@ -314,6 +319,12 @@ impl Attachment {
 
     pub(super) fn copy_in(&self) -> bool {
         self.copy_in
+    }
+
+    /// A COPY the router read runs, or may start with the answers owed
+    /// ([`Entry::copies`]): the client's copy messages are its data.
+    pub(super) fn copies_expected(&self) -> bool {
+        self.copy_in || self.expect.copies_ahead()
     }
 
     /// shardbouncer sends a CopyFail for a row it refused: `error` answers
@@ -1002,6 +1013,17 @@ impl Attachment {
                         }
                     }
                 }
+                tag::backend::COPY_IN_RESPONSE
+                    if ctx.routed && !a.expect.front().is_some_and(|e| e.copies) =>
+                {
+                    // Its rows would go unchecked (a statement the router
+                    // took for another: probe CN F2, an SQL EXECUTE of a
+                    // COPY prepared through the protocol). The client's
+                    // copy messages were not passed on; the server is
+                    // closed, which ends the COPY having written nothing.
+                    a.conn.broken = true;
+                    return Err(ScanStop::UnexpectedCopy);
+                }
                 tag::backend::COPY_IN_RESPONSE if a.expect.take_copy_end() => {
                     // The client pipelined this COPY's data and its end right
                     // behind the Query or Execute: they are on their way, and
@@ -1148,8 +1170,10 @@ impl Attachment {
                             // prepares (and closes) that will not happen.
                             let mut reopened = Vec::new();
                             for d in a.expect.skip_to_sync() {
-                                if let (tag::frontend::CLOSE, Some(def), Some(name), true) =
-                                    (d.tag, &d.stmt, &d.client_name, d.synthetic.is_some())
+                                // (A Close of a client's statement, answered
+                                // here or by its session-mode server.)
+                                if let (tag::frontend::CLOSE, Some(def), Some(name)) =
+                                    (d.tag, &d.stmt, &d.client_name)
                                 {
                                     reopened.push((name.clone(), def.clone()));
                                 }
@@ -1185,6 +1209,14 @@ impl Attachment {
                         }
                         if e.drops_statements && !failed {
                             ctx.stmts.clear();
+                        }
+                        if let (tag::frontend::QUERY, false, Some(def), Some(name)) =
+                            (e.tag, failed, &e.stmt, &e.client_name)
+                        {
+                            // A session-mode `DEALLOCATE name` the server did.
+                            if ctx.stmts.get(name).is_some_and(|d| Arc::ptr_eq(d, def)) {
+                                ctx.stmts.remove(name);
+                            }
                         }
                         if t == tag::backend::READY_FOR_QUERY {
                             let status = TxStatus::from_byte(body.first().copied().unwrap_or(b'I'));

@@ -745,7 +745,7 @@ impl Core {
             }
             match self
                 .inbound
-                .next(self.att.is_some() && !self.route.copy_armed())
+                .next(self.copy_message_passes() && !self.route.copy_armed())
             {
                 Next::More => break,
                 Next::Spill(chunk) => return Need::Spill(chunk),
@@ -826,6 +826,15 @@ impl Core {
         need
     }
 
+    /// Whether the client's copy messages go to its server now: one is
+    /// attached and, on a routed database, a COPY the router read runs or
+    /// may start there ([`Attachment::copies_expected`]).
+    fn copy_message_passes(&self) -> bool {
+        self.att
+            .as_ref()
+            .is_some_and(|a| self.db.routing.is_none() || a.copies_expected())
+    }
+
     fn nothing_owed_and_sent(&self) -> bool {
         self.att
             .as_ref()
@@ -851,6 +860,21 @@ impl Core {
                 "prepared statement and portal names are at most 63 bytes in session mode",
             ));
         }
+        if self.db.routing.is_some()
+            && (self.settings.keys_ascii_only() || self.encoding_unsure())
+            && super::frames::non_ascii_name(t, &frame[5..])
+        {
+            // Postgres converts a name to its own encoding and then keeps
+            // 63 bytes of it: names that differ past ASCII may be one there
+            // and two here (probe CN F1: a COPY's portal ran unchecked
+            // under a second name). Drivers name in ASCII.
+            return Need::Close(self.fatal(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "prepared statement and portal names past ASCII need client_encoding UTF8 \
+                 on a routed database (Postgres converts a name before it keeps 63 bytes \
+                 of it)",
+            ));
+        }
         if self.route.drops_copy_message(t) {
             return Need::Io;
         }
@@ -872,6 +896,15 @@ impl Core {
             if let Some(Err(e)) = checked {
                 return self.refuse_copy(&e);
             }
+        }
+        if matches!(t, f::COPY_DATA | f::COPY_DONE | f::COPY_FAIL)
+            && self.batch.is_empty()
+            && !self.copy_message_passes()
+        {
+            // No COPY the router read runs or may start: Postgres ignores
+            // copy messages then, and one it did not read must not get
+            // them (see `Entry::copies`).
+            return Need::Io;
         }
         if let Some(a) = self.att.as_mut() {
             if a.copy_in() {

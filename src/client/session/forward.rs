@@ -11,12 +11,15 @@
 //!   client's statements run through the unnamed statement, re-parsed each time.
 
 use super::core::{Core, Need, Unit};
-use super::frames::{describe_statement_name, is_named_parse, is_named_statement_close};
+use super::frames::{
+    describe_statement_name, execute_portal, is_named_parse, is_named_statement_close, query_text,
+};
 use super::statements::{declared_parse, reserved_name};
 use crate::client::expect::{Entry, Mode};
 use crate::protocol::{self, tag, Bind, Parse};
+use crate::router::copy::CopyIn;
 use crate::router::statement::Violation;
-use crate::router::{self, Effects, Facts};
+use crate::router::{self, Effects, Facts, Kind};
 use crate::server::prepared::{self, Held, StmtDef};
 use crate::sqlstate::{self, PgError};
 use bytes::{Bytes, BytesMut};
@@ -195,6 +198,8 @@ impl Core {
     /// Forward a simple Query / FunctionCall to the attached server.
     fn forward_simple(&mut self, t: u8, frame: Bytes) {
         let mut drops = false;
+        let mut deallocates = None;
+        let mut copies = false;
         let mut effects = Effects::DYNAMIC;
         if t == tag::frontend::QUERY {
             // The analysis is this Query's (route_unit made it).
@@ -204,6 +209,18 @@ impl Core {
                 effects.add(Effects::DYNAMIC);
             }
             drops = facts.drops_statements;
+            copies = facts.copy != CopyIn::None;
+            if self.owns_server() && facts.is_only(Kind::Deallocate) {
+                // Session mode: the name goes when the server's DEALLOCATE
+                // succeeds (one it fails or skips leaves the statement, and
+                // the record must say what the server runs).
+                if let Some(Deallocated::One(name)) = deallocated(query_text(&frame)) {
+                    deallocates = self
+                        .stmts
+                        .get(name.as_bytes())
+                        .map(|def| (Bytes::from(name), def.clone()));
+                }
+            }
             if !self.settings.note_custom(&facts.custom_settings) {
                 effects.add(Effects::UNNAMED_SETTINGS);
             }
@@ -233,6 +250,11 @@ impl Core {
         self.counters.query_sent(a.ready_owed());
         let mut e = Entry::forward(t);
         e.drops_statements = drops;
+        e.copies = copies;
+        if let Some((name, def)) = deallocates {
+            e.stmt = Some(def);
+            e.client_name = Some(name);
+        }
         a.send_simple(e, frame);
     }
 
@@ -242,45 +264,29 @@ impl Core {
     /// server goes to that server, which answers as Postgres does: false, and
     /// nothing was done.
     pub(super) fn deallocate(&mut self, sql: &[u8]) -> bool {
-        let text = String::from_utf8_lossy(sql);
-        let mut words = text
-            .trim()
-            .trim_end_matches(';')
-            .split_whitespace()
-            .skip(1)
-            .peekable();
-        if words
-            .peek()
-            .is_some_and(|w| w.eq_ignore_ascii_case("prepare"))
-        {
-            words.next();
-        }
-        let name = words.next().unwrap_or("");
         if self.owns_server() {
-            // Session mode: the server holds the client's statements under its
-            // names and answers; the record follows.
-            if name.eq_ignore_ascii_case("all") {
-                self.stmts.clear();
-            } else {
-                self.stmts.remove(ident_name(name).as_bytes());
-            }
+            // Session mode: the server holds the client's statements under
+            // its names and answers; the record follows its answer (see
+            // `forward_simple`).
             return false;
         }
+        let Some(name) = deallocated(sql) else {
+            return false;
+        };
         // SQL-level statements live on the attached server only (a release
         // deallocates them): only then can the server have any.
         let sql_level = self
             .att
             .as_ref()
             .is_some_and(|a| a.effects().any(Effects::PREPARED.union(Effects::DYNAMIC)));
-        if name.eq_ignore_ascii_case("all") {
+        let Deallocated::One(name) = name else {
             if sql_level {
                 return false;
             }
             self.stmts.clear();
             self.simple_reply("DEALLOCATE ALL");
             return true;
-        }
-        let name = ident_name(name);
+        };
         if self.stmts.remove(name.as_bytes()) {
             self.simple_reply("DEALLOCATE");
         } else if sql_level {
@@ -571,11 +577,21 @@ impl Core {
                 }
             }
             f::CLOSE if is_named_statement_close(&frame) && self.owns_server() => {
-                // The server closes its own statement and answers.
-                if let Some(name) = describe_statement_name(body) {
-                    self.stmts.remove(name);
+                // The server closes its own statement and answers. Skipped
+                // behind an error in its batch, it closed nothing: the
+                // statement is the client's again (probe CN F3: the router
+                // took a skipped Close and re-Parse as done, and a later
+                // Bind ran the server's old COPY unchecked).
+                let closed = describe_statement_name(body)
+                    .and_then(|name| Some((frame.slice_ref(name), self.stmts.take(name)?)));
+                let Some((name, def)) = closed else {
+                    return self.send_ext(t, frame);
+                };
+                let mut e = Entry::forward(t).with_stmt(def);
+                e.client_name = Some(name);
+                if let Some(a) = self.att.as_mut() {
+                    a.send_ext(e, frame);
                 }
-                self.send_ext(t, frame)
             }
             f::CLOSE if is_named_statement_close(&frame) => self.close_statement(&frame),
             f::CLOSE => {
@@ -657,12 +673,24 @@ impl Core {
 
     /// Queue an extended message unchanged, with its expectation.
     pub(super) fn send_ext(&mut self, t: u8, frame: Bytes) {
+        let routed = self.db.routing.is_some();
         let Some(a) = self.att.as_mut() else { return };
         match t {
             tag::frontend::FLUSH => a.send_flush(frame),
             // COPY data that came in a batch, right behind its Execute: the
             // server answers none of it (a CopyDone or CopyFail ends the COPY
             // the Execute starts).
+            // Dropped when no COPY the router read may run (see
+            // `Core::copy_message_passes`): a Flush instead, since the batch
+            // went at it as at a Flush, and work behind it waits for its
+            // answers.
+            tag::frontend::COPY_DATA | tag::frontend::COPY_DONE | tag::frontend::COPY_FAIL
+                if routed && !a.copies_expected() =>
+            {
+                let mut b = BytesMut::new();
+                protocol::flush(&mut b);
+                a.send_flush(b.freeze());
+            }
             tag::frontend::COPY_DATA => a.send_raw(frame),
             tag::frontend::COPY_DONE | tag::frontend::COPY_FAIL => {
                 a.copy_end_ahead();
@@ -671,6 +699,11 @@ impl Core {
             tag::frontend::SYNC => {
                 self.counters.query_sent(a.ready_owed());
                 a.send_sync(Entry::forward(t), frame);
+            }
+            tag::frontend::EXECUTE => {
+                let mut e = Entry::forward(t);
+                e.copies = routed && self.route.portal_copies(execute_portal(&frame[5..]));
+                a.send_ext(e, frame);
             }
             _ => a.send_ext(Entry::forward(t), frame),
         }
@@ -969,6 +1002,40 @@ fn fresh_on(
 
 /// A statement name as written in SQL, as Postgres names it: quoted names kept
 /// exactly, unquoted ones folded to lower case.
+/// What a `DEALLOCATE [PREPARE] name | ALL` deallocates.
+pub(super) enum Deallocated {
+    All,
+    One(String),
+}
+
+/// The target of the `DEALLOCATE` statement `sql` (`None`: not one).
+fn deallocated(sql: &[u8]) -> Option<Deallocated> {
+    let text = String::from_utf8_lossy(sql);
+    let mut words = text
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .peekable();
+    if !words
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("deallocate"))
+    {
+        return None;
+    }
+    if words
+        .peek()
+        .is_some_and(|w| w.eq_ignore_ascii_case("prepare"))
+    {
+        words.next();
+    }
+    let name = words.next().unwrap_or("");
+    Some(if name.eq_ignore_ascii_case("all") {
+        Deallocated::All
+    } else {
+        Deallocated::One(ident_name(name))
+    })
+}
+
 fn ident_name(word: &str) -> String {
     if word.len() >= 2 && word.starts_with('"') && word.ends_with('"') {
         word[1..word.len() - 1].replace("\"\"", "\"")

@@ -30,15 +30,33 @@ pub(super) fn describe_statement_name(body: &[u8]) -> Option<&[u8]> {
 /// names a statement or portal longer than the 63 bytes Postgres keeps of
 /// a name: two such names that start alike are one to the server.
 pub(super) fn long_name(t: u8, body: &[u8]) -> bool {
+    any_name(t, body, |n| n.len() > 63)
+}
+
+/// Whether a Parse, Bind, Describe, Close or Execute body (of type `t`)
+/// names a statement or portal with a byte past ASCII. Postgres converts a
+/// name to the server's encoding before it keeps 63 bytes of it, so under
+/// a converted `client_encoding` two names that differ in such bytes may
+/// be one to the server and two to the router (probe CN F1: a COPY's
+/// portal ran unchecked under a second name).
+pub(super) fn non_ascii_name(t: u8, body: &[u8]) -> bool {
+    any_name(t, body, |n| !n.is_ascii())
+}
+
+/// Whether a statement or portal name the message (of type `t`) carries
+/// passes `test`.
+fn any_name(t: u8, body: &[u8], test: impl Fn(&[u8]) -> bool) -> bool {
     use tag::frontend as f;
-    const MAX: usize = 63;
-    fn long(b: &[u8]) -> Option<(bool, &[u8])> {
-        protocol::cstr(b).map(|(n, rest)| (n.len() > MAX, rest))
+    fn first<'a>(b: &'a [u8], test: &impl Fn(&[u8]) -> bool) -> Option<(bool, &'a [u8])> {
+        protocol::cstr(b).map(|(n, rest)| (test(n), rest))
     }
+    let first = |b| first(b, &test);
     match t {
-        f::PARSE | f::EXECUTE => long(body).is_some_and(|(l, _)| l),
-        f::BIND => long(body).is_some_and(|(l, rest)| l || long(rest).is_some_and(|(l, _)| l)),
-        f::DESCRIBE | f::CLOSE => body.get(1..).and_then(long).is_some_and(|(l, _)| l),
+        f::PARSE | f::EXECUTE => first(body).is_some_and(|(hit, _)| hit),
+        f::BIND => {
+            first(body).is_some_and(|(hit, rest)| hit || first(rest).is_some_and(|(h, _)| h))
+        }
+        f::DESCRIBE | f::CLOSE => body.get(1..).and_then(first).is_some_and(|(hit, _)| hit),
         _ => false,
     }
 }
@@ -115,6 +133,17 @@ mod tests {
         close.push(0);
         assert!(long_name(tag::frontend::CLOSE, &close));
         assert!(long_name(tag::frontend::EXECUTE, &close[1..]));
+        assert!(!non_ascii_name(tag::frontend::CLOSE, &close));
+        assert!(non_ascii_name(tag::frontend::EXECUTE, b"p\xe9\0\0\0\0\0"));
+        assert!(non_ascii_name(
+            tag::frontend::BIND,
+            b"\0s\xe8\0\0\0\0\0\0\0"
+        ));
+        assert!(!non_ascii_name(
+            tag::frontend::BIND,
+            b"p\0s\0\0\0\0\0\0\0\xe9"
+        ));
+        assert!(non_ascii_name(tag::frontend::DESCRIBE, b"P\xe9\0"));
         assert_eq!(describe_statement_name(b"Pfoo\0"), None);
         assert!(is_named_statement_close(b"C\0\0\0\x09Sab\0"));
         assert!(!is_named_statement_close(b"C\0\0\0\x07S\0"));

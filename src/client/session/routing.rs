@@ -6,7 +6,7 @@
 use super::core::{Core, Need, Unit};
 use super::frames::{
     describe_statement_name, is_parse_only_batch, is_sync_or_flush_only,
-    lexing_depends_on_settings, query_text,
+    lexing_depends_on_settings, non_ascii_name, query_text,
 };
 use super::state::TxnEvent;
 use super::tenancy::View;
@@ -75,6 +75,26 @@ impl Core {
         self.att
             .as_ref()
             .is_some_and(|a| a.effects().may_change_lexing() && !a.settled())
+    }
+
+    /// The client's encoding (or another setting that changes how its
+    /// bytes are read) may change before its next message runs: work in
+    /// flight, held, or open in a batch without Sync may set it.
+    pub(super) fn encoding_unsure(&self) -> bool {
+        self.settings_in_flight() || self.lexing_may_change()
+    }
+
+    /// [`View::lexing_unsure`]: statements held with a locally answered
+    /// BEGIN, or run in a batch with no Sync yet, may have changed a
+    /// setting that changes how text is read.
+    fn lexing_may_change(&self) -> bool {
+        self.txn
+            .held()
+            .is_some_and(|h| h.effects.may_change_lexing())
+            || self
+                .att
+                .as_ref()
+                .is_some_and(|a| a.ext_open() && a.effects().may_change_lexing())
     }
 
     /// The session's tenant may change when the work in flight is answered:
@@ -213,7 +233,20 @@ impl Core {
                         .att
                         .as_ref()
                         .is_some_and(|a| a.runs_rollback_to_portal(msgs));
-                    self.route.decide_batch(&rt, v, msgs, &self.stmts)
+                    let d = self.route.decide_batch(&rt, v, msgs, &self.stmts);
+                    if self.route.batch_changes_lexing()
+                        && msgs.iter().any(|(t, f)| non_ascii_name(*t, &f[5..]))
+                    {
+                        // The batch may change the encoding its later names
+                        // are read in (see `non_ascii_name`).
+                        Decision::Refuse(PgError::new(
+                            sqlstate::FEATURE_NOT_SUPPORTED,
+                            "prepared statement and portal names past ASCII cannot follow a \
+                             change of client_encoding in the same batch on a routed database",
+                        ))
+                    } else {
+                        d
+                    }
                 }
                 None => self.unrouted_batch(msgs),
             },
@@ -429,8 +462,15 @@ impl Core {
         if self.att.as_ref().is_some_and(|a| a.ext_open()) {
             // A batch not yet ended by Sync is open on a server: its answers
             // come first, so nothing can be answered here. The batch runs as
-            // a whole, as before (a later tenant of another shard is refused).
-            return self.dispatch(Target::Any, Unit::Batch(msgs));
+            // a whole, as before (a later tenant of another shard is refused),
+            // its COPY checked as any batch's.
+            let unit = Unit::Batch(msgs);
+            let shard = self.att.as_ref().map_or(0, |a| a.shard());
+            if let Err(e) = self.copy_of_unit(&unit, shard) {
+                self.unit_error(unit, &e);
+                return Need::Io;
+            }
+            return self.dispatch(Target::Any, unit);
         }
         let Some(at) = msgs.iter().position(|(t, _)| *t == tag::frontend::EXECUTE) else {
             let e = PgError::new(sqlstate::INTERNAL_ERROR, "internal: no BEGIN to hold");
@@ -578,20 +618,14 @@ impl Core {
             std_strings: self.settings.std_strings(),
             ascii_only: self.settings.ascii_only(),
             keys_ascii_only: self.settings.keys_ascii_only(),
-            lexing_unsure: self
-                .txn
-                .held()
-                .is_some_and(|h| h.effects.may_change_lexing())
-                || self
-                    .att
-                    .as_ref()
-                    .is_some_and(|a| a.ext_open() && a.effects().may_change_lexing()),
+            lexing_unsure: self.lexing_may_change(),
             owns_server: self.owns_server(),
             server_failed: self
                 .att
                 .as_ref()
                 .is_some_and(|a| a.status() == TxStatus::Failed),
             runs_rollback_to: false,
+            server_copies: self.owns_server() && self.stmts.any_copy(),
             held_state: self.txn.held().is_some_and(|h| {
                 !h.stmts.is_empty()
                     || router::begin_has_modes(query_text(&h.begin), self.settings.std_strings())

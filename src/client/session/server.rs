@@ -236,11 +236,20 @@ impl Core {
             tenancy: &mut self.route,
             pool_mode: self.db.settings.mode,
             client_id: self.client_id,
+            routed: self.db.routing.is_some(),
         };
         match a.scan(&mut ctx) {
             Ok(()) => {}
             Err(ScanStop::Protocol(e)) => return self.server_protocol_error(e),
             Err(ScanStop::StatementMode) => return self.refuse_transaction_block(),
+            Err(ScanStop::UnexpectedCopy) => {
+                return Need::Close(self.fatal(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "the server started a COPY FROM STDIN that shardbouncer did not read \
+                     (an SQL EXECUTE of a COPY prepared through the protocol, or a COPY it \
+                     does not recognize): its rows cannot be checked, so the session ends",
+                ))
+            }
         }
         self.drain_synthetic();
         if self.att.as_ref().is_some_and(|a| a.server_fatal()) {

@@ -74,6 +74,9 @@ pub(super) struct Statements {
     /// Named statements that LISTEN or UNLISTEN (see `listen_ext`): looked
     /// at for every batch, so counted rather than searched.
     listens: u32,
+    /// Named statements that are a `COPY .. FROM STDIN` (an SQL `EXECUTE`
+    /// of one in session mode runs it: see `SessionView::server_copies`).
+    copies: u32,
 }
 
 impl Drop for Statements {
@@ -110,6 +113,7 @@ impl Statements {
             dropped,
             all_dropped_at,
             listens: _,
+            copies: _,
         } = self;
         let Unnamed {
             facts,
@@ -178,11 +182,30 @@ impl Statements {
             .unwrap_or(0)
             .max(self.all_dropped_at);
         let def = Arc::new(def);
-        self.listens += u32::from(def.facts.has_listen());
+        self.tally(&def, true);
         self.bytes += size;
         self.named
             .insert(Bytes::copy_from_slice(p.name), def.clone());
         Ok(def)
+    }
+
+    /// Count a named statement in (`add`) or out of [`Statements::listens`]
+    /// and [`Statements::copies`].
+    fn tally(&mut self, def: &StmtDef, add: bool) {
+        let listen = u32::from(def.facts.has_listen());
+        let copy = u32::from(def.facts.copy != crate::router::copy::CopyIn::None);
+        if add {
+            self.listens += listen;
+            self.copies += copy;
+        } else {
+            self.listens -= listen;
+            self.copies -= copy;
+        }
+    }
+
+    /// Whether a named statement of the client's is a `COPY .. FROM STDIN`.
+    pub(super) fn any_copy(&self) -> bool {
+        self.copies > 0
     }
 
     /// Whether a statement of the client's (named, or the unnamed one) is a
@@ -205,7 +228,7 @@ impl Statements {
     /// the server skips the Close).
     pub(super) fn take(&mut self, name: &[u8]) -> Option<Arc<StmtDef>> {
         let def = self.named.remove(name)?;
-        self.listens -= u32::from(def.facts.has_listen());
+        self.tally(&def, false);
         self.release(held_by(name, &def));
         if !self.named.values().any(|d| d.hash == def.hash) {
             if self.dropped.len() >= MAX_DROPPED {
@@ -229,7 +252,7 @@ impl Statements {
         if hold_bytes(size).is_err() {
             return;
         }
-        self.listens += u32::from(def.facts.has_listen());
+        self.tally(&def, true);
         self.bytes += size;
         self.named.insert(Bytes::copy_from_slice(name), def);
     }
@@ -238,6 +261,7 @@ impl Statements {
     pub(super) fn clear(&mut self) {
         self.named.clear();
         self.listens = 0;
+        self.copies = 0;
         self.release(self.bytes);
         self.dropped.clear();
         self.all_dropped_at = prepared::tick();
@@ -246,18 +270,18 @@ impl Statements {
     /// A Parse of `def` failed (or was skipped): the name it would have created
     /// does not exist, as in Postgres.
     pub(super) fn forget(&mut self, def: &Arc<StmtDef>) {
-        let mut freed = 0;
-        let mut listens = 0;
+        let mut freed = Vec::new();
         self.named.retain(|name, d| {
             let keep = !Arc::ptr_eq(d, def);
             if !keep {
-                freed += held_by(name, d);
-                listens += u32::from(d.facts.has_listen());
+                freed.push((held_by(name, d), d.clone()));
             }
             keep
         });
-        self.listens -= listens;
-        self.release(freed);
+        for (n, d) in freed {
+            self.tally(&d, false);
+            self.release(n);
+        }
     }
 
     /// `n` bytes of statement text are no longer held.

@@ -123,6 +123,8 @@ pub(super) struct View {
     pub(super) runs_rollback_to: bool,
     /// [`SessionView::held_state`].
     pub(super) held_state: bool,
+    /// [`SessionView::server_copies`].
+    pub(super) server_copies: bool,
 }
 
 /// The text of a Parse frame (empty if it is malformed, as routing reads it).
@@ -653,6 +655,13 @@ impl Tenancy {
         true
     }
 
+    /// Whether portal `portal` was bound to a `COPY .. FROM STDIN` since
+    /// the session's server was last idle.
+    pub(super) fn portal_copies(&self, portal: &[u8]) -> bool {
+        let portal = portal_name(portal);
+        self.copy_portals.iter().any(|(p, ..)| &p[..] == portal)
+    }
+
     /// Portal `portal` runs: if bound to a COPY, that COPY is the one
     /// running (see [`Tenancy::arm_copy`]). `false` when it was bound to
     /// two different COPYs (which one runs, only the server knows).
@@ -807,6 +816,7 @@ fn view(tenants: &Tenants, pinned: Option<(TenantKey, Source)>, v: View) -> Sess
         types_untrusted: v.types_untrusted,
         runs_rollback_to: v.runs_rollback_to,
         held_state: v.held_state,
+        server_copies: v.server_copies,
     }
 }
 

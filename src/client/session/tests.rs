@@ -1363,3 +1363,31 @@ fn a_session_whose_settings_cannot_follow_it_is_told_at_its_next_message() {
     assert!(h.closed.is_some());
     assert_eq!(h.attaches, 1, "the next statement reached a server");
 }
+
+#[test]
+fn a_copy_the_router_did_not_read_gets_no_data_and_ends_the_session() {
+    // The scripted server starts a COPY FROM STDIN for any text that begins
+    // with COPY: `COPY (..) TO STDOUT` stands for a statement the router
+    // reads as no COPY FROM STDIN (in Postgres: an SQL EXECUTE of a COPY
+    // prepared through the protocol).
+    let mut h = Harness::new("app");
+    h.send(&[
+        query("COPY (SELECT 1) TO STDOUT /* tenant_id=1 */"),
+        frame(tag::frontend::COPY_DATA, b"42\n"),
+        frame(tag::frontend::COPY_DONE, b""),
+    ]);
+    h.server_turn();
+    assert_eq!(h.client_errors(), ["0A000"]);
+    assert!(h.closed.is_some());
+    let kinds: Vec<u8> = h.servers.iter().flat_map(|s| &s.log).map(|m| m.0).collect();
+    assert_eq!(kinds, [tag::frontend::QUERY], "the server got the data");
+    // A COPY the router reads gets its data.
+    let mut h = Harness::new("app");
+    h.send(&[
+        query("COPY t (a) FROM STDIN /* tenant_id=1 */"),
+        frame(tag::frontend::COPY_DATA, b"42\n"),
+        frame(tag::frontend::COPY_DONE, b""),
+    ]);
+    h.server_turn();
+    assert_eq!(h.client_tags(), "GCZI");
+}
