@@ -2053,6 +2053,62 @@ fn a_session_server_runs_work_after_a_commit_in_the_same_query() {
     assert_eq!(code(&d(&on_s1(true), other)), "0A000");
 }
 
+#[test]
+fn an_sql_execute_is_refused_where_it_may_run_a_copy_the_client_prepared() {
+    // Session mode, once the client prepared a COPY FROM STDIN through the
+    // protocol (probe CN F2): an SQL EXECUTE anywhere in a text would run
+    // it as a statement the router reads as no COPY. A trigger's EXECUTE
+    // FUNCTION and GRANT EXECUTE are no such EXECUTE.
+    let r = routing(ALL, false, NoTenant::Default(0));
+    let t = Tenants::default();
+    let v = |copies: bool| SessionView {
+        pinned_by: Some((key("2"), Source::Comment)),
+        owns_server: true,
+        server_copies: copies,
+        ..view(&t, Tx::Pinned(shard_of("2")))
+    };
+    for sql in [
+        "EXECUTE s",
+        "SELECT 1; execute s(1)",
+        "EXPLAIN ANALYZE EXECUTE s",
+        "CREATE TABLE x AS EXECUTE s",
+    ] {
+        let f = analyzed(&r, sql.as_bytes());
+        assert!(f.executes, "{sql}");
+        let d = decide(&r, &v(true), Unit::query(&f), &mut Vec::new());
+        assert_eq!(code(&d), "0A000", "{sql}");
+        let d = decide(&r, &v(false), Unit::query(&f), &mut Vec::new());
+        // (A CREATE may create a type: refused then for the cast it may run.)
+        assert!(
+            !matches!(d, Decision::Refuse(_)) || sql.starts_with("CREATE"),
+            "{sql}: {d:?}"
+        );
+    }
+    for sql in [
+        "CREATE TRIGGER t BEFORE INSERT ON a FOR EACH ROW EXECUTE FUNCTION f()",
+        "GRANT EXECUTE ON FUNCTION f() TO r",
+    ] {
+        assert!(!analyzed(&r, sql.as_bytes()).executes, "{sql}");
+    }
+    // In a batch: a COPY parsed ahead of the EXECUTE counts too.
+    let copy = analyzed(&r, b"COPY a (tenant_id, x) FROM STDIN");
+    let exec = analyzed(&r, b"EXECUTE s");
+    let none = Values(Vec::new());
+    let items = [
+        Item::Parse(&copy),
+        Item::Parse(&exec),
+        Item::Bind(&exec, ParamTypes::default(), &none, b""),
+        Item::Execute(b""),
+    ];
+    let d = decide(
+        &r,
+        &v(false),
+        Unit::batch(items.into_iter()),
+        &mut Vec::new(),
+    );
+    assert_eq!(code(&d), "0A000");
+}
+
 /// A COPY's rows ([`copy_rows`]): each must be a tenant of the COPY's
 /// shard, the locked tenant under the lock; NULL names none; a binary key
 /// needs the map's key type; the first refusal ends the reading.
