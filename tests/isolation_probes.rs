@@ -6247,4 +6247,64 @@ fn a_copy_runs_checked_under_every_name_the_server_knows_it_by() {
     let m = c.parse("s", "SELECT 1").sync().run(1);
     assert!(error_codes(&m).is_empty(), "parse after close: {m:?}");
     assert_eq!(leaked(), [1, 0], "F3");
+    // F4: two COPYs through the unnamed portal in one transaction
+    // (tokio-postgres's `copy_in` twice) each run, checked by their own
+    // column lists.
+    let mut c = f.raw("app", &[("tenant_id", "alpha")]);
+    let (codes, _) = q(&mut c, "BEGIN");
+    assert!(codes.is_empty());
+    for (sql, row) in [
+        (copy, &b"alpha\tcn-f4 a\n"[..]),
+        (
+            "COPY accounts (name, tenant_id) FROM STDIN",
+            b"cn-f4 b\talpha\n",
+        ),
+    ] {
+        let mut b = parse_msg("", sql);
+        b.extend(bind_msg("", ""));
+        b.extend(execute_msg(""));
+        b.extend(frame(b'd', row));
+        b.extend(frame(b'c', b""));
+        b.extend(frame(b'S', b""));
+        let m = send_until(&mut c, &b, b'Z');
+        assert!(error_codes(&m).is_empty(), "{sql}: {m:?}");
+    }
+    let (codes, _) = q(&mut c, "COMMIT");
+    assert!(codes.is_empty());
+    assert_eq!(leaked(), [3, 0], "F4");
+    // A portal bound again to another COPY in a savepoint rolled back (the
+    // Bind failed: 42P03) runs its first COPY: refused, which one runs
+    // only the server knows.
+    let (codes, _) = q(&mut c, "BEGIN");
+    assert!(codes.is_empty());
+    let mut b = parse_msg("ca", copy);
+    b.extend(parse_msg(
+        "cb",
+        "COPY accounts (name, tenant_id) FROM STDIN",
+    ));
+    b.extend(bind_msg("p", "ca"));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    let (codes, _) = q(&mut c, "SAVEPOINT sp");
+    assert!(codes.is_empty());
+    let mut b = bind_msg("p", "cb");
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert_eq!(error_codes(&m), ["42P03"], "{m:?}");
+    let (codes, _) = q(&mut c, "ROLLBACK TO SAVEPOINT sp");
+    assert!(codes.is_empty());
+    let mut b = execute_msg("p");
+    b.extend(frame(b'd', b"bravo\talpha\n"));
+    b.extend(frame(b'c', b""));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert_eq!(error_codes(&m), ["22023"], "{m:?}");
+    let (codes, _) = q(&mut c, "ROLLBACK");
+    assert!(codes.is_empty());
+    assert_eq!(leaked(), [3, 0], "after the savepoint");
+    assert_eq!(
+        f.counts("accounts WHERE tenant_id = 'bravo' AND name = 'alpha'"),
+        [0, 0]
+    );
 }

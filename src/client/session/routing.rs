@@ -530,6 +530,11 @@ impl Core {
             ));
         }
         let Unit::Batch(msgs) = unit else {
+            if matches!(unit, Unit::Simple(tag::frontend::QUERY, _))
+                && self.route.facts().rollback_to
+            {
+                self.route.rolls_back_to();
+            }
             if copy != CopyIn::None {
                 let ascii = ascii || self.route.facts().effects.may_change_lexing();
                 self.route.arm_copy(&copy, shard, ascii);
@@ -547,6 +552,14 @@ impl Core {
             self.route.portals_gone();
         }
         let ascii = ascii || self.route.batch_changes_lexing();
+        if self.route.batch_rolls_back()
+            || self
+                .att
+                .as_ref()
+                .is_some_and(|a| a.runs_rollback_to_portal(msgs))
+        {
+            self.route.rolls_back_to();
+        }
         for (i, (t, frame)) in msgs.iter().enumerate() {
             let out = match *t {
                 tag::frontend::BIND => match (
@@ -579,10 +592,9 @@ impl Core {
                             sqlstate::INVALID_PARAMETER_VALUE,
                             format!(
                                 "portal \"{}\" was bound to two different COPY FROM STDIN \
-                                 statements in this transaction, and which one runs only the \
-                                 server knows (a Bind may have failed): bind each COPY to a \
-                                 portal of its own, or run it in its own transaction or as a \
-                                 simple Query",
+                                 statements around a ROLLBACK TO SAVEPOINT, and which one runs \
+                                 only the server knows (a Bind may have failed): bind each COPY \
+                                 to a portal of its own, or run it as a simple Query",
                                 String::from_utf8_lossy(portal)
                             ),
                         ))

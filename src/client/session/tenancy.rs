@@ -66,12 +66,20 @@ pub(super) struct Tenancy {
     /// Portals bound to a `COPY .. FROM STDIN` since the session's server
     /// was last idle (no portal outlives that): the COPY an Execute of one
     /// runs, whichever batch it comes in (probe CK F3: a COPY bound, then
-    /// run after a Flush, went unchecked). A portal bound again stays bound
-    /// to its COPY (the Bind may have failed on the server: probe CL F2),
-    /// and one bound to two different COPYs is refused when it runs. At
-    /// most [`MAX_COPY_PORTALS`]; a Bind past them is refused (probe CL F1:
-    /// the oldest was forgotten).
-    copy_portals: Vec<(Box<[u8]>, CopyIn, bool)>,
+    /// run after a Flush, went unchecked). A portal bound again to another
+    /// statement stays bound to its COPY (the Bind may have failed on the
+    /// server: probe CL F2). One bound again to another COPY is that COPY's
+    /// from then on, and notes [`Tenancy::rollbacks_to`] then: a Bind that
+    /// failed fails its transaction, so only a `ROLLBACK TO SAVEPOINT` since
+    /// could bring back the portal's older COPY, and then it is refused
+    /// when it runs (probe CN F4: tokio-postgres's `copy_in` twice in a
+    /// transaction was refused). At most [`MAX_COPY_PORTALS`]; a Bind past
+    /// them is refused (probe CL F1: the oldest was forgotten).
+    copy_portals: Vec<(Box<[u8]>, CopyIn, Option<u32>)>,
+    /// Units sent that may roll back to a savepoint (wrapping).
+    rollbacks_to: u32,
+    /// A Bind in the batch decided last binds a `ROLLBACK TO SAVEPOINT`.
+    batch_rolls_back: bool,
     /// A COPY shardbouncer ended for a row it refused: the client's copy
     /// messages are dropped until its CopyDone or CopyFail (or anything
     /// else), as Postgres drops them after a COPY failed.
@@ -302,6 +310,8 @@ impl Tenancy {
             batch_copies: _,
             batch_changes_lexing: _,
             copy_portals: _,
+            rollbacks_to: _,
+            batch_rolls_back: _,
             copy_dropping: _,
         } = self;
         tenants
@@ -534,6 +544,8 @@ impl Tenancy {
         let copies_of = &copies;
         let changes = std::cell::Cell::new(false);
         let changes_of = &changes;
+        let rolls = std::cell::Cell::new(false);
+        let rolls_of = &rolls;
         let items = msgs.iter().enumerate().filter_map(move |(i, (t, frame))| {
             let body = &frame[5..];
             match *t {
@@ -581,6 +593,7 @@ impl Tenancy {
                     };
                     if let Item::Bind(f, ..) = &item {
                         changes_of.set(changes_of.get() || f.effects.may_change_lexing());
+                        rolls_of.set(rolls_of.get() || f.rollback_to);
                         if f.copy != CopyIn::None {
                             copies_of.borrow_mut().push((i, f.copy.clone()));
                         }
@@ -610,6 +623,7 @@ impl Tenancy {
         let decision = router::decide(rt, &view, router::Unit::batch(items), &mut self.mentions);
         self.batch_copies = copies.into_inner();
         self.batch_changes_lexing = changes.get();
+        self.batch_rolls_back = rolls.get();
         decision
     }
 
@@ -633,9 +647,20 @@ impl Tenancy {
             .map(|(_, c)| c)
     }
 
+    /// A Bind in the batch decided last binds a `ROLLBACK TO SAVEPOINT`.
+    pub(super) fn batch_rolls_back(&self) -> bool {
+        self.batch_rolls_back
+    }
+
     /// The session's server is idle (or there is none): no portal is left.
     pub(super) fn portals_gone(&mut self) {
         self.copy_portals.clear();
+    }
+
+    /// A unit that may roll back to a savepoint goes to the server (see
+    /// [`Tenancy::copy_portals`]).
+    pub(super) fn rolls_back_to(&mut self) {
+        self.rollbacks_to = self.rollbacks_to.wrapping_add(1);
     }
 
     /// Portal `portal` is bound to a COPY (`c`). `false` when the session
@@ -648,9 +673,14 @@ impl Tenancy {
             .iter_mut()
             .find(|(p, ..)| &p[..] == portal)
         {
-            Some((_, old, mixed)) => *mixed |= *old != c,
+            Some((_, old, rebound)) => {
+                if *old != c {
+                    *old = c;
+                    *rebound = Some(self.rollbacks_to);
+                }
+            }
             None if full => return false,
-            None => self.copy_portals.push((portal.into(), c, false)),
+            None => self.copy_portals.push((portal.into(), c, None)),
         }
         true
     }
@@ -664,12 +694,14 @@ impl Tenancy {
 
     /// Portal `portal` runs: if bound to a COPY, that COPY is the one
     /// running (see [`Tenancy::arm_copy`]). `false` when it was bound to
-    /// two different COPYs (which one runs, only the server knows).
+    /// another COPY before a `ROLLBACK TO SAVEPOINT` (which one runs, only
+    /// the server knows).
     pub(super) fn execute_copy(&mut self, portal: &[u8], shard: usize, ascii: bool) -> bool {
         let portal = portal_name(portal);
+        let now = self.rollbacks_to;
         match self.copy_portals.iter().find(|(p, ..)| &p[..] == portal) {
-            Some((_, _, true)) => false,
-            Some((_, c, false)) => {
+            Some((_, _, Some(at))) if *at != now => false,
+            Some((_, c, _)) => {
                 let c = c.clone();
                 self.arm_copy(&c, shard, ascii);
                 true
