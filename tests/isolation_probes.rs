@@ -6307,4 +6307,44 @@ fn a_copy_runs_checked_under_every_name_the_server_knows_it_by() {
         f.counts("accounts WHERE tenant_id = 'bravo' AND name = 'alpha'"),
         [0, 0]
     );
+    // Probe CO F1: Postgres reads FROM STDOUT as FROM STDIN, alone, beside
+    // another COPY in one Query (data pipelined), and in one batch.
+    let mut c = f.raw("app", &[("tenant_id", "alpha")]);
+    for (sql, rows, code) in [
+        (
+            "COPY accounts (tenant_id, name) FROM STDOUT",
+            &[&b"bravo\tcn-co\n"[..]][..],
+            "0A000",
+        ),
+        (
+            "COPY accounts (name) FROM STDIN; COPY accounts (tenant_id, name) FROM STDOUT",
+            &[b"cn-co\n", b"bravo\tcn-co\n"],
+            "22023",
+        ),
+    ] {
+        let mut b = frame(b'Q', format!("{sql}\0").as_bytes());
+        for row in rows {
+            b.extend(frame(b'd', row));
+            b.extend(frame(b'c', b""));
+        }
+        let m = send_until(&mut c, &b, b'Z');
+        assert_eq!(error_codes(&m), [code], "{sql}: {m:?}");
+    }
+    let mut b = parse_msg("a", "COPY accounts (name) FROM STDIN");
+    b.extend(bind_msg("pa", "a"));
+    b.extend(parse_msg(
+        "b",
+        "COPY accounts (tenant_id, name) FROM STDOUT",
+    ));
+    b.extend(bind_msg("pb", "b"));
+    b.extend(execute_msg("pa"));
+    b.extend(frame(b'd', b"cn-co\n"));
+    b.extend(frame(b'c', b""));
+    b.extend(execute_msg("pb"));
+    b.extend(frame(b'd', b"bravo\tcn-co\n"));
+    b.extend(frame(b'c', b""));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert_eq!(error_codes(&m), ["22023"], "one batch: {m:?}");
+    assert_eq!(f.counts("accounts WHERE name = 'cn-co'"), [0, 0], "CO F1");
 }

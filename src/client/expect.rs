@@ -93,12 +93,15 @@ pub struct Entry {
     /// For an Execute: its portal is bound to a `ROLLBACK TO SAVEPOINT`,
     /// whose CommandComplete (`ROLLBACK`) is also a transaction's end's.
     pub rolls_back_to: bool,
-    /// For a simple Query or an Execute on a routed database: the router
-    /// read a `COPY .. FROM STDIN` in its work (its rows are checked, or
-    /// hold no key). A COPY the server starts for any other is one the
-    /// router did not read, and ends the session; the client's copy
-    /// messages are passed on only while one that is read may run.
-    pub copies: bool,
+    /// For a simple Query or an Execute on a routed database: how many
+    /// `COPY .. FROM STDIN` the router read in its work (their rows are
+    /// checked, or hold no key). A COPY the server starts beyond them is
+    /// one the router did not read, and ends the session; the client's
+    /// copy messages are passed on only while one that is read may run
+    /// ([`Expectations::copy_message_passes`]; probe CO F1).
+    pub copies: u8,
+    /// Of [`Entry::copies`], how many the server started.
+    pub copies_started: u8,
 }
 
 impl Entry {
@@ -122,7 +125,8 @@ impl Entry {
             copy_ends: 0,
             syncs_in_copy: 0,
             rolls_back_to: false,
-            copies: false,
+            copies: 0,
+            copies_started: 0,
         }
     }
 
@@ -199,10 +203,38 @@ pub struct Expectations {
 }
 
 impl Expectations {
-    /// Whether a simple Query or Execute waiting for its answers may start a
-    /// COPY the router read ([`Entry::copies`]).
-    pub fn copies_ahead(&self) -> bool {
-        self.q.iter().any(|e| e.copies)
+    /// Whether a copy message the client sends now, with no COPY running
+    /// for it, goes to the server: it belongs to the next COPY the last
+    /// Query or Execute sent starts (as [`Self::copy_end_ahead`] reads
+    /// it), and that must be one the router read ([`Entry::copies`]).
+    /// Otherwise Postgres ignores it, or it would feed a COPY whose rows
+    /// nobody checks.
+    pub fn copy_message_passes(&self) -> bool {
+        self.last_request().is_some_and(|e| {
+            u16::from(e.copies_started) + u16::from(e.copy_ends) < u16::from(e.copies)
+        })
+    }
+
+    /// The oldest request started a COPY FROM STDIN: `false` when that is
+    /// more COPYs than the router read in it ([`Entry::copies`]).
+    pub fn start_copy(&mut self) -> bool {
+        match self.q.front_mut() {
+            Some(e) if e.copies_started < e.copies => {
+                e.copies_started += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The last simple Query or Execute sent, looking past the Syncs sent
+    /// after it (Postgres ignores them during a COPY it starts).
+    fn last_request(&self) -> Option<&Entry> {
+        use crate::protocol::tag::frontend as f;
+        let syncs = self.syncs_at_end();
+        let at = self.q.len().checked_sub(syncs + 1)?;
+        let e = &self.q[at];
+        (e.tag == f::QUERY || e.tag == f::EXECUTE).then_some(e)
     }
 
     /// Drop every entry and keep the room, unless it grew past `max_room`
@@ -247,12 +279,7 @@ impl Expectations {
     /// `true` when that message is an Execute.
     pub fn copy_end_ahead(&mut self) -> bool {
         use crate::protocol::tag::frontend as f;
-        let syncs = self
-            .q
-            .iter()
-            .rev()
-            .take_while(|e| e.tag == f::SYNC && e.synthetic.is_none())
-            .count();
+        let syncs = self.syncs_at_end();
         let Some(at) = self.q.len().checked_sub(syncs + 1) else {
             return false;
         };
@@ -262,6 +289,16 @@ impl Expectations {
             e.syncs_in_copy = u8::try_from(syncs).unwrap_or(u8::MAX);
         }
         e.tag == f::EXECUTE
+    }
+
+    /// Syncs (the client's, not answered here) at the end of the queue.
+    fn syncs_at_end(&self) -> usize {
+        use crate::protocol::tag::frontend as f;
+        self.q
+            .iter()
+            .rev()
+            .take_while(|e| e.tag == f::SYNC && e.synthetic.is_none())
+            .count()
     }
 
     /// A COPY FROM STDIN of the oldest request started: whether the client
@@ -370,6 +407,33 @@ impl Expectations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_messages_pass_only_for_the_copies_the_router_read() {
+        // A Query in which the router read one COPY FROM STDIN.
+        let mut q = Expectations::default();
+        let mut e = Entry::forward(fe::QUERY);
+        e.copies = 1;
+        q.push(e);
+        // Its data and end, pipelined: they pass; data behind them would
+        // feed a second COPY the router did not read.
+        assert!(q.copy_message_passes());
+        q.copy_end_ahead();
+        assert!(!q.copy_message_passes());
+        // The server starts one COPY for it, not a second.
+        assert!(q.start_copy());
+        assert!(!q.start_copy());
+        // Behind an Execute the router read no COPY in, none passes, even
+        // with an earlier request's COPY still owed.
+        let mut q = Expectations::default();
+        let mut e = Entry::forward(fe::EXECUTE);
+        e.copies = 1;
+        q.push(e);
+        q.push(Entry::forward(fe::EXECUTE));
+        q.push(Entry::forward(fe::SYNC));
+        assert!(!q.copy_message_passes());
+        assert!(q.start_copy());
+    }
 
     #[test]
     fn syncs_between_a_copy_and_its_early_end_get_no_answer() {

@@ -141,8 +141,12 @@ pub fn copy_in(stmt: &[u8], key: &[u8], std_strings: bool) -> CopyIn {
         return CopyIn::None;
     }
     // `FROM 'file'` and `FROM PROGRAM ..` read on the server, not from the
-    // client.
-    if !lx.next_sig().is_some_and(|s| is_kw(stmt, &s, b"STDIN")) {
+    // client; `FROM STDOUT` is the client too (Postgres's `copy_file_name`
+    // takes either word for it: probe CO F1, such a COPY ran unchecked).
+    if !lx
+        .next_sig()
+        .is_some_and(|s| is_kw(stmt, &s, b"STDIN") || is_kw(stmt, &s, b"STDOUT"))
+    {
         return CopyIn::None;
     }
     let Some(column) = column else {
@@ -1202,6 +1206,9 @@ mod tests {
         assert_eq!(fmt("COPY t (tenant_id) FROM PROGRAM 'cat'"), CopyIn::None);
         assert_eq!(fmt("COPY t FROM STDIN"), CopyIn::Unread);
         assert_eq!(fmt("COPY t (a, b) FROM STDIN"), CopyIn::Unread);
+        // Postgres reads FROM STDOUT as FROM STDIN (probe CO F1).
+        assert_eq!(fmt("COPY t (a, b) FROM stdout"), CopyIn::Unread);
+        assert_eq!(format_of("COPY t (tenant_id) FROM STDOUT").column, 0);
         let f = format_of("COPY s.t (a, \"tenant_id\", b) FROM STDIN");
         assert_eq!(
             (f.format, f.column, f.delim, &f.null[..]),

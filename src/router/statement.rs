@@ -430,6 +430,9 @@ pub struct Facts {
     /// What the text's `COPY .. FROM STDIN` reads from the client: whose
     /// rows the session checks as they stream ([`super::decide::copy_rows`]).
     pub copy: CopyIn,
+    /// How many statements are a `COPY .. FROM STDIN` (or `FROM STDOUT`,
+    /// which Postgres reads the same), [`Facts::copy`] or not.
+    pub copies: u8,
 }
 
 impl Facts {
@@ -494,12 +497,16 @@ impl Facts {
         self.setting_exprs = false;
         self.violation = None;
         self.copy = CopyIn::None;
+        self.copies = 0;
     }
 
     /// A statement's COPY ([`super::copy::copy_in`]). One `COPY .. FROM
     /// STDIN` per text when one writes the key: which one a CopyData
     /// belongs to, only the server's answers would tell.
     fn copy_statement(&mut self, c: CopyIn) {
+        if c != CopyIn::None {
+            self.copies = self.copies.saturating_add(1);
+        }
         self.copy = self.copy.then(&c);
         if matches!(self.copy, CopyIn::Unreadable(_)) {
             self.violate(Violation::UnreadableCopy);

@@ -321,10 +321,11 @@ impl Attachment {
         self.copy_in
     }
 
-    /// A COPY the router read runs, or may start with the answers owed
-    /// ([`Entry::copies`]): the client's copy messages are its data.
+    /// A COPY the router read runs, or the client's next copy message is
+    /// for one it read that the last request sent starts
+    /// ([`crate::client::expect::Expectations::copy_message_passes`]).
     pub(super) fn copies_expected(&self) -> bool {
-        self.copy_in || self.expect.copies_ahead()
+        self.copy_in || self.expect.copy_message_passes()
     }
 
     /// shardbouncer sends a CopyFail for a row it refused: `error` answers
@@ -1013,9 +1014,7 @@ impl Attachment {
                         }
                     }
                 }
-                tag::backend::COPY_IN_RESPONSE
-                    if ctx.routed && !a.expect.front().is_some_and(|e| e.copies) =>
-                {
+                tag::backend::COPY_IN_RESPONSE if ctx.routed && !a.expect.start_copy() => {
                     // Its rows would go unchecked (a statement the router
                     // took for another: probe CN F2, an SQL EXECUTE of a
                     // COPY prepared through the protocol). The client's

@@ -906,6 +906,9 @@ impl Core {
             // them (see `Entry::copies`).
             return Need::Io;
         }
+        // (A copy message of the COPY the server runs now is no end sent
+        // ahead of one: `Attachment::copy_end_ahead`.)
+        let in_copy = self.att.as_ref().is_some_and(|a| a.copy_in());
         if let Some(a) = self.att.as_mut() {
             if a.copy_in() {
                 match t {
@@ -994,7 +997,7 @@ impl Core {
             }
             f::COPY_DATA | f::COPY_DONE | f::COPY_FAIL => {
                 if let Some(a) = self.att.as_mut() {
-                    if t != f::COPY_DATA {
+                    if t != f::COPY_DATA && !in_copy {
                         a.copy_end_ahead();
                     }
                     a.send_raw(frame);

@@ -17,7 +17,6 @@ use super::frames::{
 use super::statements::{declared_parse, reserved_name};
 use crate::client::expect::{Entry, Mode};
 use crate::protocol::{self, tag, Bind, Parse};
-use crate::router::copy::CopyIn;
 use crate::router::statement::Violation;
 use crate::router::{self, Effects, Facts, Kind};
 use crate::server::prepared::{self, Held, StmtDef};
@@ -199,7 +198,7 @@ impl Core {
     fn forward_simple(&mut self, t: u8, frame: Bytes) {
         let mut drops = false;
         let mut deallocates = None;
-        let mut copies = false;
+        let mut copies = 0;
         let mut effects = Effects::DYNAMIC;
         if t == tag::frontend::QUERY {
             // The analysis is this Query's (route_unit made it).
@@ -209,7 +208,7 @@ impl Core {
                 effects.add(Effects::DYNAMIC);
             }
             drops = facts.drops_statements;
-            copies = facts.copy != CopyIn::None;
+            copies = facts.copies;
             if self.owns_server() && facts.is_only(Kind::Deallocate) {
                 // Session mode: the name goes when the server's DEALLOCATE
                 // succeeds (one it fails or skips leaves the statement, and
@@ -702,7 +701,8 @@ impl Core {
             }
             tag::frontend::EXECUTE => {
                 let mut e = Entry::forward(t);
-                e.copies = routed && self.route.portal_copies(execute_portal(&frame[5..]));
+                e.copies =
+                    u8::from(routed && self.route.portal_copies(execute_portal(&frame[5..])));
                 a.send_ext(e, frame);
             }
             _ => a.send_ext(Entry::forward(t), frame),
