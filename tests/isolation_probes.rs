@@ -6347,4 +6347,24 @@ fn a_copy_runs_checked_under_every_name_the_server_knows_it_by() {
     let m = send_until(&mut c, &b, b'Z');
     assert_eq!(error_codes(&m), ["22023"], "one batch: {m:?}");
     assert_eq!(f.counts("accounts WHERE name = 'cn-co'"), [0, 0], "CO F1");
+    // Probe CP: the refusal reaches the client behind a pipelined request,
+    // and replaces only the error of the COPY it ended (the COPY behind a
+    // failed statement never starts: the client gets that error).
+    for (sql, want) in [
+        ("COPY accounts (tenant_id, name) FROM STDIN", &["0A000"][..]),
+        (
+            "SELECT 1/0; COPY accounts (tenant_id, name) FROM STDIN",
+            &["22012"],
+        ),
+    ] {
+        let mut b = frame(b'Q', b"SELECT 1\0");
+        b.extend(frame(b'Q', format!("{sql}\0").as_bytes()));
+        b.extend(frame(b'd', b"bravo\tcn-cp\n"));
+        b.extend(frame(b'c', b""));
+        c.s.write_all(&b).unwrap();
+        let mut m = c.read_until_ready();
+        m.extend(c.read_until_ready());
+        assert_eq!(error_codes(&m), want, "{sql}: {m:?}");
+    }
+    assert_eq!(f.counts("accounts WHERE name = 'cn-cp'"), [0, 0], "CP");
 }

@@ -84,6 +84,10 @@ pub(super) struct ScanCtx<'a> {
     pub(super) routed: bool,
 }
 
+/// The reason of the CopyFail shardbouncer sends for a COPY whose row it
+/// refused; the server quotes it in its 57014.
+pub(super) const COPY_FAIL_REASON: &str = "a row was refused by shardbouncer";
+
 /// Why a scan stopped early: the session must end.
 pub(super) enum ScanStop {
     /// The server broke the protocol, or our picture of it.
@@ -159,7 +163,10 @@ pub(super) struct Attachment {
     replay_error: Option<Bytes>,
     /// shardbouncer ended the COPY running here for a row it refused (a
     /// CopyFail): the error the client gets in place of the server's for
-    /// it, up to the next ReadyForQuery.
+    /// it, the one that quotes that CopyFail ([`COPY_FAIL_REASON`]; probe
+    /// CP: the next ReadyForQuery, a pipelined request's, dropped it, and
+    /// an error of a statement ahead of a COPY that never started was
+    /// replaced by it).
     copy_refusal: Option<Bytes>,
     /// Work that may end the transaction went (see [`Self::end_in_flight`]).
     end_sent: bool,
@@ -1072,11 +1079,14 @@ impl Attachment {
                                 forward = false;
                             }
                         }
-                        if mode == Mode::Forward {
-                            if let Some(r) = a.copy_refusal.take() {
+                        if mode == Mode::Forward && a.copy_refusal.is_some() {
+                            let info = protocol::parse_error(body);
+                            if info.code == crate::sqlstate::QUERY_CANCELED
+                                && info.message.contains(COPY_FAIL_REASON)
+                            {
                                 // The COPY ended by the CopyFail for a row
                                 // shardbouncer refused: the client is told why.
-                                replace = Some(r);
+                                replace = a.copy_refusal.take();
                                 forward = false;
                             }
                         }
@@ -1129,14 +1139,6 @@ impl Attachment {
                             replace = Some(w.freeze());
                             forward = false;
                         }
-                    }
-                    if t == tag::backend::READY_FOR_QUERY && mode == Mode::Forward {
-                        // (A COPY that had ended before the CopyFail came
-                        // answers none: nothing is left to replace. Not at
-                        // the ReadyForQuery of shardbouncer's own statements
-                        // ahead of the COPY: probe CK F5, the refusal was
-                        // dropped there and the client got 57014.)
-                        a.copy_refusal = None;
                     }
                     if t == tag::backend::READY_FOR_QUERY
                         && !a.expect.front().is_some_and(|e| e.completed_by(t))

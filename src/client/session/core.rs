@@ -743,10 +743,13 @@ impl Core {
             {
                 break;
             }
-            match self
-                .inbound
-                .next(self.copy_message_passes() && !self.route.copy_armed())
-            {
+            let (att, routed, armed) = (
+                &self.att,
+                self.db.routing.is_some(),
+                self.route.copy_armed(),
+            );
+            let can_stream = || !armed && copy_message_passes(att.as_deref(), routed);
+            match self.inbound.next(can_stream) {
                 Next::More => break,
                 Next::Spill(chunk) => return Need::Spill(chunk),
                 Next::Unspill(n) => return Need::Unspill(n),
@@ -813,7 +816,7 @@ impl Core {
         let mut err = BytesMut::new();
         protocol::pg_error(&mut err, tag::backend::ERROR_RESPONSE, e);
         let mut fail = BytesMut::new();
-        protocol::copy_fail(&mut fail, "a row was refused by shardbouncer");
+        protocol::copy_fail(&mut fail, super::attachment::COPY_FAIL_REASON);
         let need = match self.att.as_mut() {
             Some(a) => {
                 a.copy_refused(err.freeze());
@@ -830,9 +833,7 @@ impl Core {
     /// attached and, on a routed database, a COPY the router read runs or
     /// may start there ([`Attachment::copies_expected`]).
     fn copy_message_passes(&self) -> bool {
-        self.att
-            .as_ref()
-            .is_some_and(|a| self.db.routing.is_none() || a.copies_expected())
+        copy_message_passes(self.att.as_deref(), self.db.routing.is_some())
     }
 
     fn nothing_owed_and_sent(&self) -> bool {
@@ -861,8 +862,8 @@ impl Core {
             ));
         }
         if self.db.routing.is_some()
-            && (self.settings.keys_ascii_only() || self.encoding_unsure())
             && super::frames::non_ascii_name(t, &frame[5..])
+            && (self.settings.keys_ascii_only() || self.encoding_unsure())
         {
             // Postgres converts a name to its own encoding and then keeps
             // 63 bytes of it: names that differ past ASCII may be one there
@@ -1265,4 +1266,10 @@ impl Core {
             }
         }
     }
+}
+
+/// [`Core::copy_message_passes`], of an attachment and whether the database
+/// routes.
+fn copy_message_passes(att: Option<&Attachment>, routed: bool) -> bool {
+    att.is_some_and(|a| !routed || a.copies_expected())
 }

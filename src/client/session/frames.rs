@@ -44,19 +44,21 @@ pub(super) fn non_ascii_name(t: u8, body: &[u8]) -> bool {
 }
 
 /// Whether a statement or portal name the message (of type `t`) carries
-/// passes `test`.
+/// passes `test`. (Asked of every message: names are short, so a plain
+/// loop finds their end, cheaper than `memchr`'s setup.)
 fn any_name(t: u8, body: &[u8], test: impl Fn(&[u8]) -> bool) -> bool {
     use tag::frontend as f;
-    fn first<'a>(b: &'a [u8], test: &impl Fn(&[u8]) -> bool) -> Option<(bool, &'a [u8])> {
-        protocol::cstr(b).map(|(n, rest)| (test(n), rest))
+    /// The C string `b` starts with, and what follows its NUL.
+    fn name(b: &[u8]) -> Option<(&[u8], &[u8])> {
+        let end = b.iter().position(|&c| c == 0)?;
+        Some((&b[..end], &b[end + 1..]))
     }
-    let first = |b| first(b, &test);
     match t {
-        f::PARSE | f::EXECUTE => first(body).is_some_and(|(hit, _)| hit),
-        f::BIND => {
-            first(body).is_some_and(|(hit, rest)| hit || first(rest).is_some_and(|(h, _)| h))
-        }
-        f::DESCRIBE | f::CLOSE => body.get(1..).and_then(first).is_some_and(|(hit, _)| hit),
+        f::PARSE | f::EXECUTE => name(body).is_some_and(|(n, _)| test(n)),
+        f::BIND => name(body).is_some_and(|(portal, rest)| {
+            test(portal) || name(rest).is_some_and(|(stmt, _)| test(stmt))
+        }),
+        f::DESCRIBE | f::CLOSE => body.get(1..).and_then(name).is_some_and(|(n, _)| test(n)),
         _ => false,
     }
 }

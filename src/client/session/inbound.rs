@@ -178,8 +178,9 @@ impl Inbound {
     }
 
     /// Take the next frame, or piece of one. Large COPY data streams when
-    /// `can_stream` (a server is attached to take it).
-    pub(super) fn next(&mut self, can_stream: bool) -> Next {
+    /// `can_stream` says so (a server is attached to take it, for a COPY
+    /// the router read): asked only for such a frame.
+    pub(super) fn next(&mut self, can_stream: impl FnOnce() -> bool) -> Next {
         if self.stream_left > 0 {
             let n = self.stream_left.min(self.buf.len());
             if n == 0 {
@@ -213,7 +214,7 @@ impl Inbound {
             Err(e) => return Next::Bad(format!("invalid frontend message: {e}")),
         };
         if self.buf.len() < len {
-            if tag == tag::frontend::COPY_DATA && len > STREAM_THRESHOLD && can_stream {
+            if tag == tag::frontend::COPY_DATA && len > STREAM_THRESHOLD && can_stream() {
                 // Stream big COPY data through instead of buffering it whole.
                 let avail = self.buf.len();
                 self.stream_left = len - avail;

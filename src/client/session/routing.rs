@@ -522,6 +522,19 @@ impl Core {
             Unit::Batch(_) => self.route.batch_copy(),
             Unit::Simple(..) => CopyIn::None,
         };
+        if matches!(unit, Unit::Simple(tag::frontend::QUERY, _))
+            && self.route.facts().copies == u8::MAX
+        {
+            // Each COPY the server starts is counted against those read
+            // (`Entry::copies`), which stops there.
+            return Err(PgError::new(
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "more than {} COPY FROM STDIN statements in one Query",
+                    u8::MAX - 1
+                ),
+            ));
+        }
         if let CopyIn::Unreadable(_) = &copy {
             self.route.end_copy();
             return Err(router::decide::violation_refusal(
