@@ -6126,6 +6126,18 @@ fn a_held_begin_ends_at_its_commit_in_session_mode() {
     assert_eq!(error_codes(&m), ["42622"], "{m:?}");
 }
 
+/// CopyData of each row, CopyDone and Sync: a COPY's data sent behind the
+/// Execute that starts it.
+fn rows_then_sync(rows: &[&[u8]]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for row in rows {
+        b.extend(frame(b'd', row));
+    }
+    b.extend(frame(b'c', b""));
+    b.extend(frame(b'S', b""));
+    b
+}
+
 /// Probe CN: the statement or portal a message names is the one the server
 /// runs. Each attack puts a row of `bravo` (s1) on `alpha`'s shard (s0)
 /// through a keyed COPY the router would not have checked.
@@ -6150,9 +6162,7 @@ fn a_copy_runs_checked_under_every_name_the_server_knows_it_by() {
         let mut exec = b"p".repeat(61);
         exec.extend_from_slice(b"\xe9\xe8\0\0\0\0\0");
         b.extend(frame(b'E', &exec));
-        b.extend(frame(b'd', b"bravo\tcn-f1\n"));
-        b.extend(frame(b'c', b""));
-        b.extend(frame(b'S', b""));
+        b.extend(rows_then_sync(&[b"bravo\tcn-f1\n"]));
         let m = send_until(&mut c, &b, b'E');
         assert_eq!(error_codes(&m), ["0A000"], "{db} LATIN1 names: {m:?}");
         // The same names in UTF-8 are read as Postgres reads them.
@@ -6180,9 +6190,7 @@ fn a_copy_runs_checked_under_every_name_the_server_knows_it_by() {
     let mut b = parse_msg("", "EXECUTE s");
     b.extend(bind_msg("", ""));
     b.extend(execute_msg(""));
-    b.extend(frame(b'd', b"bravo\tcn-f2\n"));
-    b.extend(frame(b'c', b""));
-    b.extend(frame(b'S', b""));
+    b.extend(rows_then_sync(&[b"bravo\tcn-f2\n"]));
     let m = send_until(&mut c, &b, b'Z');
     assert_eq!(error_codes(&m), ["0A000"], "extended EXECUTE: {m:?}");
     // The COPY itself still runs, checked.
@@ -6201,9 +6209,7 @@ fn a_copy_runs_checked_under_every_name_the_server_knows_it_by() {
     assert_eq!(error_codes(&m), ["42601"], "skipped Close: {m:?}");
     let mut b = bind_msg("", "s");
     b.extend(execute_msg(""));
-    b.extend(frame(b'd', b"bravo\tcn-f3\n"));
-    b.extend(frame(b'c', b""));
-    b.extend(frame(b'S', b""));
+    b.extend(rows_then_sync(&[b"bravo\tcn-f3\n"]));
     let m = send_until(&mut c, &b, b'Z');
     assert_eq!(error_codes(&m), ["0A000"], "after the skipped Close: {m:?}");
     // A Close skipped behind a runtime error, then a Parse of the name:
@@ -6228,9 +6234,7 @@ fn a_copy_runs_checked_under_every_name_the_server_knows_it_by() {
     assert!(codes.is_empty());
     let mut b = bind_msg("", "s");
     b.extend(execute_msg(""));
-    b.extend(frame(b'd', b"bravo\tcn-f3\n"));
-    b.extend(frame(b'c', b""));
-    b.extend(frame(b'S', b""));
+    b.extend(rows_then_sync(&[b"bravo\tcn-f3\n"]));
     let m = send_until(&mut c, &b, b'Z');
     assert_eq!(
         error_codes(&m),
@@ -6263,9 +6267,7 @@ fn a_copy_runs_checked_under_every_name_the_server_knows_it_by() {
         let mut b = parse_msg("", sql);
         b.extend(bind_msg("", ""));
         b.extend(execute_msg(""));
-        b.extend(frame(b'd', row));
-        b.extend(frame(b'c', b""));
-        b.extend(frame(b'S', b""));
+        b.extend(rows_then_sync(&[row]));
         let m = send_until(&mut c, &b, b'Z');
         assert!(error_codes(&m).is_empty(), "{sql}: {m:?}");
     }
@@ -6295,9 +6297,7 @@ fn a_copy_runs_checked_under_every_name_the_server_knows_it_by() {
     let (codes, _) = q(&mut c, "ROLLBACK TO SAVEPOINT sp");
     assert!(codes.is_empty());
     let mut b = execute_msg("p");
-    b.extend(frame(b'd', b"bravo\talpha\n"));
-    b.extend(frame(b'c', b""));
-    b.extend(frame(b'S', b""));
+    b.extend(rows_then_sync(&[b"bravo\talpha\n"]));
     let m = send_until(&mut c, &b, b'Z');
     assert_eq!(error_codes(&m), ["22023"], "{m:?}");
     let (codes, _) = q(&mut c, "ROLLBACK");
@@ -6341,9 +6341,7 @@ fn a_copy_runs_checked_under_every_name_the_server_knows_it_by() {
     b.extend(frame(b'd', b"cn-co\n"));
     b.extend(frame(b'c', b""));
     b.extend(execute_msg("pb"));
-    b.extend(frame(b'd', b"bravo\tcn-co\n"));
-    b.extend(frame(b'c', b""));
-    b.extend(frame(b'S', b""));
+    b.extend(rows_then_sync(&[b"bravo\tcn-co\n"]));
     let m = send_until(&mut c, &b, b'Z');
     assert_eq!(error_codes(&m), ["22023"], "one batch: {m:?}");
     assert_eq!(f.counts("accounts WHERE name = 'cn-co'"), [0, 0], "CO F1");
