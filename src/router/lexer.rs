@@ -577,3 +577,15 @@ pub(super) fn ident_eq(sql: &[u8], t: &Tok, key: &[u8]) -> bool {
         _ => false,
     }
 }
+
+/// ASCII case-insensitive substring search (a word the lexer need not
+/// find as a token: a quick test before a scan).
+pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), hay).any(|i| {
+        hay.get(i + 1..i + 1 + rest.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(rest))
+    })
+}

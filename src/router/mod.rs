@@ -34,10 +34,11 @@ pub use decide::{
     decide, Decision, Item, Local, NoTenant, Refusal, Routing, SessionView, Tenants, Tx, Unit,
 };
 pub use key::TenantKey;
+pub use lexer::contains_ci;
 pub use lexer::{ascii_unsafe_encoding, keys_read_as_sent};
 pub use scanner::{mentions, Source, TenantToken};
 pub use shardmap::{KeyType, Method, Route, RouteReason, ShardMap};
 pub use statement::{
-    analyze, analyze_checked, begin_has_modes, common_prefix, contains_ci, int_spans, listen_ops,
-    same_shape, shape_invariant, Effects, Facts, Kind, ListenOp, Mention, ShapeCache,
+    analyze, analyze_checked, begin_has_modes, common_prefix, int_spans, listen_ops, same_shape,
+    shape_invariant, Effects, Facts, Kind, ListenOp, Mention, ShapeCache,
 };

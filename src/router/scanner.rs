@@ -2984,7 +2984,7 @@ fn plain_item<'a>(sql: &'a [u8], lx: &mut Lexer<'a>) -> Option<(Option<Tok>, Tok
 /// that has a `WITH`.
 fn cte_names(sql: &[u8], mut lx: Lexer<'_>) -> CteList {
     // (Most statements have no `WITH`: not lexed again for it.)
-    if !super::statement::contains_ci(lx.rest(), b"with") {
+    if !super::lexer::contains_ci(lx.rest(), b"with") {
         return CteList::Names(Vec::new(), false);
     }
     // One pass, whatever the nesting (a walk per `WITH` of what follows

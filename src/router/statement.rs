@@ -2167,18 +2167,6 @@ fn unicode_escapes(sql: &[u8]) -> (bool, bool) {
     (ident, string)
 }
 
-/// ASCII case-insensitive substring search.
-/// ASCII case-insensitive substring search.
-pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, rest)) = needle.split_first() else {
-        return true;
-    };
-    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), hay).any(|i| {
-        hay.get(i + 1..i + 1 + rest.len())
-            .is_some_and(|w| w.eq_ignore_ascii_case(rest))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
