@@ -6098,6 +6098,63 @@ fn copy_rows_are_tenants_of_the_copys_shard() {
     bad.finish("copy_rows_are_tenants_of_the_copys_shard");
 }
 
+/// Probe CQ (session mode, where the client's names are its server's): a
+/// protocol Bind runs only a text the router holds. A name SQL prepared,
+/// or one SQL may have freed and prepared again (a DEALLOCATE among other
+/// statements, a DO block), is refused until parsed again; a lone
+/// DEALLOCATE, as drivers send, is followed exactly.
+#[test]
+fn a_bind_runs_only_a_text_the_router_holds_in_session_mode() {
+    let f = Fixture::start();
+    let mut c = f.raw("appsess", &[("tenant_id", "alpha")]);
+    let keyed = "INSERT INTO accounts (tenant_id, name) VALUES ($1, $2)";
+    let swapped = "INSERT INTO accounts (name, tenant_id) VALUES ($1, $2)";
+    let bind_run =
+        |c: &mut Raw, stmt: &str| c.bind(stmt, &["bravo", "alpha"]).execute().sync().run(1);
+    // SQL PREPARE, then a protocol Bind of its name.
+    let (codes, _) = q(&mut c, &format!("PREPARE p1 AS {keyed}"));
+    assert!(codes.is_empty(), "{codes:?}");
+    let m = bind_run(&mut c, "p1");
+    assert_eq!(error_codes(&m), ["0A000"], "SQL-prepared: {m:?}");
+    // A name freed and prepared again by SQL the router does not follow.
+    for (name, sql) in [
+        ("p2", format!("DEALLOCATE p2; PREPARE p2 AS {keyed}")),
+        (
+            "p3",
+            format!(
+                "DO $$BEGIN EXECUTE 'DEALLOCATE p3'; EXECUTE 'PREPARE p3 AS {}'; END$$",
+                keyed.replace('\'', "''")
+            ),
+        ),
+    ] {
+        let m = c.parse(name, swapped).sync().run(1);
+        assert!(error_codes(&m).is_empty(), "{name}: {m:?}");
+        let (codes, _) = q(&mut c, &sql);
+        assert!(codes.is_empty(), "{sql}: {codes:?}");
+        let m = bind_run(&mut c, name);
+        assert_eq!(error_codes(&m), ["0A000"], "{sql}: {m:?}");
+        // Closed and parsed again, it is the router's text again.
+        let m = c.close_stmt(name).sync().run(1);
+        assert!(error_codes(&m).is_empty(), "{name}: {m:?}");
+        let m = c.parse(name, swapped).sync().run(1);
+        assert!(error_codes(&m).is_empty(), "{name}: {m:?}");
+        let m = c.bind(name, &["cq ok", "alpha"]).execute().sync().run(1);
+        assert!(error_codes(&m).is_empty(), "{name} again: {m:?}");
+    }
+    // A lone DEALLOCATE (psycopg 3's eviction) leaves the other names.
+    let m = c.parse("p4", swapped).sync().run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    let (codes, _) = q(&mut c, "DEALLOCATE p2");
+    assert!(codes.is_empty(), "{codes:?}");
+    let m = c.bind("p4", &["cq ok", "alpha"]).execute().sync().run(1);
+    assert!(error_codes(&m).is_empty(), "after a lone DEALLOCATE: {m:?}");
+    assert_eq!(
+        f.counts("accounts WHERE tenant_id = 'bravo' AND name = 'alpha'"),
+        [0, 0]
+    );
+    assert_eq!(f.counts("accounts WHERE name = 'cq ok'"), [3, 0]);
+}
+
 /// Session mode: a BEGIN held, then a batch that only parses (asyncpg's
 /// `prepare` inside a transaction), then COMMIT: the COMMIT ends the held
 /// BEGIN and the client's later work commits. It went to the server,

@@ -810,6 +810,13 @@ fn batch<'a, V: ParamValues>(
                     return Err(violation(r, Violation::TooManyMentions));
                 }
             }
+            Item::BindUnknown(name) if s.owns_server && !name.is_empty() => {
+                // Session mode passes the client's names to its server,
+                // which may hold one the router has no text for (an SQL
+                // PREPARE, or SQL since that freed the name and prepared
+                // another): its Bind would run unchecked (probe CQ).
+                return Err(unread_statement(name));
+            }
             Item::BindUnknown(name) => {
                 other_msgs += 1;
                 binds += 1;
@@ -938,6 +945,20 @@ fn batch<'a, V: ParamValues>(
         (Err(e), Some(name)) if e.code == sqlstate::NO_TENANT => Err(unknown_statement(name)),
         (d, _) => d,
     }
+}
+
+/// Session mode: a Bind of a name whose text the router does not hold.
+fn unread_statement(name: &[u8]) -> Refusal {
+    Refusal::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!(
+            "prepared statement \"{}\" was not parsed through the protocol on this connection, \
+             or SQL may have replaced it since (PREPARE, DEALLOCATE, DISCARD, or a DO block): \
+             shardbouncer cannot check what its Bind runs; Close it and Parse it again \
+             through the protocol",
+            String::from_utf8_lossy(name)
+        ),
+    )
 }
 
 /// Postgres's error for a Bind of a statement that does not exist.

@@ -2109,6 +2109,30 @@ fn an_sql_execute_is_refused_where_it_may_run_a_copy_the_client_prepared() {
     assert_eq!(code(&d), "0A000");
 }
 
+#[test]
+fn a_bind_of_a_name_without_text_is_refused_in_session_mode() {
+    // Session mode: the server may hold the name (an SQL PREPARE): its
+    // Bind would run unchecked. Elsewhere the name is the client's alone
+    // (26000 where no tenant places it).
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let items = || [Item::BindUnknown(&b"p1"[..]), Item::<&Values>::Execute(b"")];
+    let owns = SessionView {
+        pinned_by: Some((key("2"), Source::Comment)),
+        owns_server: true,
+        ..view(&t, Tx::Pinned(shard_of("2")))
+    };
+    let d = decide(&r, &owns, Unit::batch(items().into_iter()), &mut Vec::new());
+    assert_eq!(code(&d), "0A000");
+    let d = decide(
+        &r,
+        &view(&t, Tx::Idle),
+        Unit::batch(items().into_iter()),
+        &mut Vec::new(),
+    );
+    assert_eq!(code(&d), "26000");
+}
+
 /// A COPY's rows ([`copy_rows`]): each must be a tenant of the COPY's
 /// shard, the locked tenant under the lock; NULL names none; a binary key
 /// needs the map's key type; the first refusal ends the reading.

@@ -1009,7 +1009,7 @@ pub(super) enum Deallocated {
 }
 
 /// The target of the `DEALLOCATE` statement `sql` (`None`: not one).
-fn deallocated(sql: &[u8]) -> Option<Deallocated> {
+pub(super) fn deallocated(sql: &[u8]) -> Option<Deallocated> {
     let text = String::from_utf8_lossy(sql);
     let mut words = text
         .trim()
@@ -1029,6 +1029,19 @@ fn deallocated(sql: &[u8]) -> Option<Deallocated> {
         words.next();
     }
     let name = words.next().unwrap_or("");
+    // One plain or quoted identifier and nothing after it; anything else
+    // (a comment, a name past ASCII) is not read (`None`).
+    let plain = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$');
+    let quoted = name.len() >= 2
+        && name.starts_with('"')
+        && name.ends_with('"')
+        && !name[1..name.len() - 1].replace("\"\"", "").contains('"');
+    if words.next().is_some() || !(plain || quoted) {
+        return None;
+    }
     Some(if name.eq_ignore_ascii_case("all") {
         Deallocated::All
     } else {
