@@ -6098,32 +6098,40 @@ fn copy_rows_are_tenants_of_the_copys_shard() {
     bad.finish("copy_rows_are_tenants_of_the_copys_shard");
 }
 
-/// Probe CQ (session mode, where the client's names are its server's): a
-/// protocol Bind runs only a text the router holds. A name SQL prepared,
-/// or one SQL may have freed and prepared again (a DEALLOCATE among other
-/// statements, a DO block), is refused until parsed again; a lone
-/// DEALLOCATE, as drivers send, is followed exactly.
+/// Probes CQ and CR (session mode, where the client's names are its
+/// server's): a protocol Bind runs only a text the router read. A name SQL
+/// prepared is refused; once SQL may have freed a name and prepared another
+/// text under it (a DEALLOCATE, a DO block that builds one, a function the
+/// session created, even pipelined right ahead of the Bind), the Bind runs
+/// the router's text, parsed afresh, and never the server's replacement.
 #[test]
-fn a_bind_runs_only_a_text_the_router_holds_in_session_mode() {
+fn a_bind_runs_only_a_text_the_router_read_in_session_mode() {
     let f = Fixture::start();
     let mut c = f.raw("appsess", &[("tenant_id", "alpha")]);
     let keyed = "INSERT INTO accounts (tenant_id, name) VALUES ($1, $2)";
     let swapped = "INSERT INTO accounts (name, tenant_id) VALUES ($1, $2)";
-    let bind_run =
-        |c: &mut Raw, stmt: &str| c.bind(stmt, &["bravo", "alpha"]).execute().sync().run(1);
     // SQL PREPARE, then a protocol Bind of its name.
     let (codes, _) = q(&mut c, &format!("PREPARE p1 AS {keyed}"));
     assert!(codes.is_empty(), "{codes:?}");
-    let m = bind_run(&mut c, "p1");
+    let m = c.bind("p1", &["bravo", "cq"]).execute().sync().run(1);
     assert_eq!(error_codes(&m), ["0A000"], "SQL-prepared: {m:?}");
-    // A name freed and prepared again by SQL the router does not follow.
+    // A name freed and prepared again by SQL: the Bind runs the text the
+    // router read (its values name alpha), not the server's.
+    let quoted = keyed.replace('\'', "''");
     for (name, sql) in [
         ("p2", format!("DEALLOCATE p2; PREPARE p2 AS {keyed}")),
         (
             "p3",
             format!(
-                "DO $$BEGIN EXECUTE 'DEALLOCATE p3'; EXECUTE 'PREPARE p3 AS {}'; END$$",
-                keyed.replace('\'', "''")
+                "DO $$BEGIN EXECUTE 'DEALLO' || 'CATE p3'; EXECUTE 'PREPARE p3 AS {quoted}'; END$$"
+            ),
+        ),
+        (
+            "p4",
+            format!(
+                "CREATE FUNCTION pg_temp.ex(q text) RETURNS void LANGUAGE plpgsql AS \
+                 $f$BEGIN EXECUTE q; END$f$; SELECT pg_temp.ex('DEALLOCATE p4'); \
+                 SELECT pg_temp.ex('PREPARE p4 AS {quoted}')"
             ),
         ),
     ] {
@@ -6131,28 +6139,34 @@ fn a_bind_runs_only_a_text_the_router_holds_in_session_mode() {
         assert!(error_codes(&m).is_empty(), "{name}: {m:?}");
         let (codes, _) = q(&mut c, &sql);
         assert!(codes.is_empty(), "{sql}: {codes:?}");
-        let m = bind_run(&mut c, name);
-        assert_eq!(error_codes(&m), ["0A000"], "{sql}: {m:?}");
-        // Closed and parsed again, it is the router's text again.
-        let m = c.close_stmt(name).sync().run(1);
-        assert!(error_codes(&m).is_empty(), "{name}: {m:?}");
-        let m = c.parse(name, swapped).sync().run(1);
-        assert!(error_codes(&m).is_empty(), "{name}: {m:?}");
-        let m = c.bind(name, &["cq ok", "alpha"]).execute().sync().run(1);
-        assert!(error_codes(&m).is_empty(), "{name} again: {m:?}");
+        let m = c.bind(name, &["bravo", "alpha"]).execute().sync().run(1);
+        assert!(error_codes(&m).is_empty(), "{sql}: {m:?}");
     }
-    // A lone DEALLOCATE (psycopg 3's eviction) leaves the other names.
-    let m = c.parse("p4", swapped).sync().run(1);
+    // Pipelined: the DEALLOCATE and PREPARE ahead of the Bind, unanswered.
+    let m = c.parse("p5", swapped).sync().run(1);
     assert!(error_codes(&m).is_empty(), "{m:?}");
-    let (codes, _) = q(&mut c, "DEALLOCATE p2");
-    assert!(codes.is_empty(), "{codes:?}");
-    let m = c.bind("p4", &["cq ok", "alpha"]).execute().sync().run(1);
-    assert!(error_codes(&m).is_empty(), "after a lone DEALLOCATE: {m:?}");
+    let mut b = frame(b'Q', b"DEALLOCATE p5\0");
+    b.extend(frame(b'Q', format!("PREPARE p5 AS {keyed}\0").as_bytes()));
+    b.extend(
+        c.bind("p5", &["bravo", "alpha"])
+            .execute()
+            .sync()
+            .take_built(),
+    );
+    c.s.write_all(&b).unwrap();
+    let mut m = c.read_until_ready();
+    m.extend(c.read_until_ready());
+    m.extend(c.read_until_ready());
+    assert!(error_codes(&m).is_empty(), "pipelined: {m:?}");
+    // What ran: four rows of alpha named bravo, none of tenant bravo.
     assert_eq!(
-        f.counts("accounts WHERE tenant_id = 'bravo' AND name = 'alpha'"),
+        f.counts("accounts WHERE tenant_id = 'alpha' AND name = 'bravo'"),
+        [4, 0]
+    );
+    assert_eq!(
+        f.counts("accounts WHERE tenant_id = 'bravo' AND name IN ('alpha', 'cq')"),
         [0, 0]
     );
-    assert_eq!(f.counts("accounts WHERE name = 'cq ok'"), [3, 0]);
 }
 
 /// Session mode: a BEGIN held, then a batch that only parses (asyncpg's

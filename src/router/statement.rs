@@ -369,11 +369,6 @@ pub struct Facts {
     /// The text contains `DISCARD ALL` or `DEALLOCATE ALL`: the client's own
     /// prepared statements are gone once it succeeds.
     pub drops_statements: bool,
-    /// The text may free a prepared statement's name for another (a
-    /// `DEALLOCATE` or `DISCARD`, or server-side code, `DO` or `CALL`, that
-    /// spells one): in session mode, a name the client parsed through the
-    /// protocol may run another text after it (probe CQ F1).
-    pub frees_statements: bool,
     /// The `standard_conforming_strings` the text was lexed under.
     pub std_strings: bool,
     /// The text means something else (other tenants, other statements) when
@@ -486,7 +481,6 @@ impl Facts {
         self.unlisten_all = false;
         self.shows = false;
         self.drops_statements = false;
-        self.frees_statements = false;
         self.std_sensitive = false;
         self.set_value = None;
         self.effects = Effects::none();
@@ -635,8 +629,6 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
             params_used_elsewhere(stmt, std_strings, &uses, out);
         }
     });
-    out.frees_statements = out.effects.any(Effects::PREPARED.union(Effects::DYNAMIC))
-        && (contains_ci(sql, b"deallocate") || contains_ci(sql, b"discard"));
     for list in [
         &mut out.params,
         &mut out.array_params,

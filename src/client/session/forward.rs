@@ -484,8 +484,22 @@ impl Core {
                 }
                 if self.owns_server() {
                     // Under the client's own name. A name it never parsed may
-                    // be an SQL-level PREPARE: the server judges.
+                    // be an SQL-level PREPARE: the server judges (routing
+                    // refuses its Bind: its text is not read).
                     let def = self.stmts.get(name).cloned();
+                    if let Some(def) = def
+                        .as_ref()
+                        .filter(|_| self.att.as_ref().is_some_and(|a| a.statements_untrusted()))
+                    {
+                        // SQL ran on this server that may have freed the
+                        // name and prepared another text under it (PREPARE,
+                        // DEALLOCATE, DISCARD, DO, CALL, a function the
+                        // session created: probes CQ, CR): what runs is the
+                        // text routing read, parsed afresh into the unnamed
+                        // statement, as transaction mode runs a name it
+                        // cannot trust.
+                        return self.run_reparsed(t, &frame, name, def.clone());
+                    }
                     if t == f::BIND {
                         match &def {
                             Some(d) => note_bound(
@@ -634,6 +648,38 @@ impl Core {
             }
             _ => self.send_ext(t, frame),
         }
+    }
+
+    /// Session mode: a Bind or Describe (`frame`) of the client's statement
+    /// `name` (`def`), run through the unnamed statement parsed afresh from
+    /// the text routing read (see the caller).
+    fn run_reparsed(&mut self, t: u8, frame: &Bytes, name: &[u8], def: Arc<StmtDef>) {
+        if t == tag::frontend::BIND {
+            note_bound(
+                self.att.as_deref_mut(),
+                &mut self.settings,
+                &def.facts,
+                &frame[5..],
+                false,
+            );
+        }
+        let Some(msg) = prepared::rewrite_name(self.out.build(), frame, "") else {
+            return self.inject_error_ext(&PgError::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "malformed message",
+            ));
+        };
+        let parse = def.parse_as(self.out.build(), b"");
+        self.counters.server_parse();
+        let Some(a) = self.att.as_mut() else { return };
+        let mut p = Entry::forward(tag::frontend::PARSE).with_stmt(def.clone());
+        p.mode = Mode::SwallowOk;
+        p.parses_unnamed = true;
+        a.send_ext(p, parse);
+        a.set_unnamed_current(false);
+        let mut e = Entry::forward(t).with_stmt(def);
+        e.client_name = Some(Bytes::copy_from_slice(name));
+        a.send_ext(e, msg);
     }
 
     /// Make sure the server holds the client's unnamed statement before a Bind or

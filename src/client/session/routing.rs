@@ -371,7 +371,6 @@ impl Core {
                     self.unit_error(unit, &e);
                     return Need::Io;
                 }
-                self.statements_may_change(&unit);
                 let ends = self.unit_ends(&unit);
                 let need = self.dispatch(Target::Any, unit);
                 self.sent_ends(ends);
@@ -389,7 +388,6 @@ impl Core {
                     self.unit_error(unit, &e);
                     return Need::Io;
                 }
-                self.statements_may_change(&unit);
                 let ends = self.unit_ends(&unit);
                 let need = self.dispatch(Target::Shard { shard, tenant }, unit);
                 self.sent_ends(ends);
@@ -472,7 +470,6 @@ impl Core {
                 self.unit_error(unit, &e);
                 return Need::Io;
             }
-            self.statements_may_change(&unit);
             return self.dispatch(Target::Any, unit);
         }
         let Some(at) = msgs.iter().position(|(t, _)| *t == tag::frontend::EXECUTE) else {
@@ -506,34 +503,6 @@ impl Core {
         matches!(unit, Unit::Batch(msgs) if is_parse_only_batch(msgs))
             && self.att.is_none()
             && !self.owns_server()
-    }
-
-    /// Session mode: SQL in `unit` may free a name the client parsed and
-    /// prepare another text under it (a `DEALLOCATE` among other statements
-    /// or in a batch, a `DO` block that spells one: probe CQ F1), so every
-    /// name held now is suspect ([`super::statements::Statements::suspect_all`]).
-    /// A Query that is one `DEALLOCATE name`, `DEALLOCATE ALL` or `DISCARD
-    /// ALL` is followed exactly, once the server did it.
-    fn statements_may_change(&mut self, unit: &Unit) {
-        if !self.owns_server() {
-            return;
-        }
-        let frees = match unit {
-            Unit::Simple(tag::frontend::QUERY, frame) => {
-                let f = self.route.facts();
-                let followed = f.count == 1
-                    && (f.drops_statements
-                        || (f.is_only(Kind::Deallocate)
-                            && super::forward::deallocated(query_text(frame)).is_some()));
-                f.frees_statements && !followed
-            }
-            Unit::Batch(_) => self.route.batch_frees_statements(),
-            // (A FunctionCall runs code shardbouncer does not see: README.)
-            Unit::Simple(..) => false,
-        };
-        if frees {
-            self.stmts.suspect_all();
-        }
     }
 
     /// A unit of work going to `shard`: when it runs a `COPY .. FROM STDIN`,

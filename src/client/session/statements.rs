@@ -13,7 +13,7 @@ use crate::router::Facts;
 use crate::server::prepared::{self, StmtDef};
 use crate::sqlstate::{self, PgError};
 use bytes::{Bytes, BytesMut};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Most statement names one client may hold (a runaway client cannot grow memory).
@@ -77,11 +77,6 @@ pub(super) struct Statements {
     /// Named statements that are a `COPY .. FROM STDIN` (an SQL `EXECUTE`
     /// of one in session mode runs it: see `SessionView::server_copies`).
     copies: u32,
-    /// Session mode: names whose statement on the server may no longer be
-    /// the text recorded here (SQL freed it and may have prepared another
-    /// under the name: [`Statements::suspect_all`]). Not bound until parsed
-    /// again.
-    suspects: HashSet<Bytes>,
 }
 
 impl Drop for Statements {
@@ -119,7 +114,6 @@ impl Statements {
             all_dropped_at,
             listens: _,
             copies: _,
-            suspects,
         } = self;
         let Unnamed {
             facts,
@@ -132,7 +126,6 @@ impl Statements {
         // Parse yet: none set). Compared only in debug builds: comparing them
         // cost about 1% of the CPU of a `pgbench -S` transaction.
         let default = named.is_empty()
-            && suspects.is_empty()
             && dropped.is_empty()
             && *all_dropped_at == 0
             && declared.is_empty()
@@ -154,12 +147,6 @@ impl Statements {
     ) -> Result<Arc<StmtDef>, PgError> {
         if facts.violation == Some(Violation::ReservedName) {
             return Err(reserved_name());
-        }
-        if self.suspects.remove(p.name) {
-            // Its server statement may be gone: the server judges the name
-            // (42P05 if it still has one), and this text is the name's if
-            // it takes it.
-            self.take(p.name);
         }
         if self.named.contains_key(p.name) {
             return Err(PgError::new(
@@ -197,7 +184,6 @@ impl Statements {
         let def = Arc::new(def);
         self.tally(&def, true);
         self.bytes += size;
-        self.suspects.remove(p.name);
         self.named
             .insert(Bytes::copy_from_slice(p.name), def.clone());
         Ok(def)
@@ -231,23 +217,6 @@ impl Statements {
     /// The statement named `name`.
     pub(super) fn get(&self, name: &[u8]) -> Option<&Arc<StmtDef>> {
         self.named.get(name)
-    }
-
-    /// The statement named `name`, unless the server's may be another
-    /// ([`Statements::suspects`]).
-    pub(super) fn get_sure(&self, name: &[u8]) -> Option<&Arc<StmtDef>> {
-        self.named
-            .get(name)
-            .filter(|_| !self.suspects.contains(name))
-    }
-
-    /// Session mode: SQL went to the server that may have freed any name
-    /// and prepared another text under it (a `DEALLOCATE` among other
-    /// statements, a `DO` block that spells one: probe CQ F1); every name
-    /// held now is suspect until parsed again.
-    pub(super) fn suspect_all(&mut self) {
-        self.suspects.clear();
-        self.suspects.extend(self.named.keys().cloned());
     }
 
     /// Close/DEALLOCATE of one name; whether it existed.
@@ -291,7 +260,6 @@ impl Statements {
     /// `DEALLOCATE ALL` / `DISCARD ALL`: every name goes.
     pub(super) fn clear(&mut self) {
         self.named.clear();
-        self.suspects.clear();
         self.listens = 0;
         self.copies = 0;
         self.release(self.bytes);

@@ -80,9 +80,6 @@ pub(super) struct Tenancy {
     rollbacks_to: u32,
     /// A Bind in the batch decided last binds a `ROLLBACK TO SAVEPOINT`.
     batch_rolls_back: bool,
-    /// A Bind in the batch decided last binds a statement that may free a
-    /// prepared statement's name ([`Facts::frees_statements`]).
-    batch_frees_statements: bool,
     /// A COPY shardbouncer ended for a row it refused: the client's copy
     /// messages are dropped until its CopyDone or CopyFail (or anything
     /// else), as Postgres drops them after a COPY failed.
@@ -315,7 +312,6 @@ impl Tenancy {
             copy_portals: _,
             rollbacks_to: _,
             batch_rolls_back: _,
-            batch_frees_statements: _,
             copy_dropping: _,
         } = self;
         tenants
@@ -550,8 +546,6 @@ impl Tenancy {
         let changes_of = &changes;
         let rolls = std::cell::Cell::new(false);
         let rolls_of = &rolls;
-        let frees = std::cell::Cell::new(false);
-        let frees_of = &frees;
         let items = msgs.iter().enumerate().filter_map(move |(i, (t, frame))| {
             let body = &frame[5..];
             match *t {
@@ -592,9 +586,7 @@ impl Tenancy {
                             Some((facts, types)) => Item::Bind(facts, types, b, b.portal),
                             None => Item::BindUnknown(b""),
                         },
-                        // (A suspect name is as unknown: its text may not
-                        // be the server's.)
-                        None => match stmts.get_sure(b.statement) {
+                        None => match stmts.get(b.statement) {
                             Some(def) => Item::Bind(&def.facts, def.param_types(), b, b.portal),
                             None => Item::BindUnknown(b.statement),
                         },
@@ -602,7 +594,6 @@ impl Tenancy {
                     if let Item::Bind(f, ..) = &item {
                         changes_of.set(changes_of.get() || f.effects.may_change_lexing());
                         rolls_of.set(rolls_of.get() || f.rollback_to);
-                        frees_of.set(frees_of.get() || f.frees_statements);
                         if f.copy != CopyIn::None {
                             copies_of.borrow_mut().push((i, f.copy.clone()));
                         }
@@ -633,7 +624,6 @@ impl Tenancy {
         self.batch_copies = copies.into_inner();
         self.batch_changes_lexing = changes.get();
         self.batch_rolls_back = rolls.get();
-        self.batch_frees_statements = frees.get();
         decision
     }
 
@@ -660,12 +650,6 @@ impl Tenancy {
     /// A Bind in the batch decided last binds a `ROLLBACK TO SAVEPOINT`.
     pub(super) fn batch_rolls_back(&self) -> bool {
         self.batch_rolls_back
-    }
-
-    /// A Bind in the batch decided last binds a statement that may free a
-    /// prepared statement's name ([`Facts::frees_statements`]).
-    pub(super) fn batch_frees_statements(&self) -> bool {
-        self.batch_frees_statements
     }
 
     /// The session's server is idle (or there is none): no portal is left.
