@@ -848,7 +848,10 @@ impl Core {
             (f::BIND | f::DESCRIBE, _, _) => {}
             _ => return Verdict::Go,
         }
-        if self.owns_server() {
+        // (Session mode runs the client's names as they are, unless SQL may
+        // have replaced them: then through the unnamed statement, parsed
+        // afresh, as here; see `run_reparsed`.)
+        if self.owns_server() && !self.att.as_ref().is_some_and(|a| a.statements_untrusted()) {
             return Verdict::Go;
         }
         // The statement's name only (the portal's, then it): cheap, for every
