@@ -6107,6 +6107,31 @@ fn copy_rows_are_tenants_of_the_copys_shard() {
 #[test]
 fn a_bind_runs_only_a_text_the_router_read_in_session_mode() {
     let f = Fixture::start();
+    // Until SQL may have replaced a name, a Bind runs the server's own
+    // statement of that name (its plans count there); after, the text the
+    // router read, parsed afresh (probe CS: every Bind was parsed again).
+    let mut c = f.raw("appsess", &[("tenant_id", "alpha")]);
+    let runs = |c: &mut Raw| {
+        let (codes, rows) = q(
+            c,
+            "SELECT (generic_plans + custom_plans)::text FROM pg_prepared_statements \
+             WHERE name = 'plans'",
+        );
+        assert!(codes.is_empty(), "{codes:?}");
+        rows
+    };
+    let m = c.parse("plans", "SELECT $1::int").sync().run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    for _ in 0..3 {
+        let m = c.bind("plans", &["7"]).execute().sync().run(1);
+        assert!(error_codes(&m).is_empty(), "{m:?}");
+    }
+    assert_eq!(runs(&mut c), ["3"], "runs of the server's statement");
+    let (codes, _) = q(&mut c, "DO $$BEGIN END$$");
+    assert!(codes.is_empty(), "{codes:?}");
+    let m = c.bind("plans", &["7"]).execute().sync().run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(runs(&mut c), ["3"], "after a DO, parsed afresh");
     let mut c = f.raw("appsess", &[("tenant_id", "alpha")]);
     let keyed = "INSERT INTO accounts (tenant_id, name) VALUES ($1, $2)";
     let swapped = "INSERT INTO accounts (name, tenant_id) VALUES ($1, $2)";

@@ -952,9 +952,8 @@ fn unread_statement(name: &[u8]) -> Refusal {
     Refusal::new(
         sqlstate::FEATURE_NOT_SUPPORTED,
         format!(
-            "prepared statement \"{}\" was not parsed through the protocol on this connection, \
-             or SQL may have replaced it since (PREPARE, DEALLOCATE, DISCARD, or a DO block): \
-             shardbouncer cannot check what its Bind runs; Close it and Parse it again \
+            "prepared statement \"{}\" was not parsed through the protocol on this connection \
+             (an SQL PREPARE?): shardbouncer cannot check what its Bind runs; Parse it \
              through the protocol",
             String::from_utf8_lossy(name)
         ),

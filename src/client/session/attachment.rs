@@ -158,6 +158,11 @@ pub(super) struct Attachment {
     /// Server-side state the work sent here may have created: what to reset or
     /// read back before the server goes to another client.
     effects: Effects,
+    /// Session mode: the client parsed statements under its own names here
+    /// (reset as [`Effects::PREPARED`] before another client gets the
+    /// server, but no reason to distrust those names: see
+    /// [`Attachment::statements_untrusted`]).
+    client_named: bool,
     /// The error of a held statement replayed here (see `Entry::replayed`),
     /// until the client's next statement reports it.
     replay_error: Option<Bytes>,
@@ -270,6 +275,7 @@ impl Attachment {
             s_stream_left: 0,
             unnamed_current: false,
             effects: Effects::none(),
+            client_named: false,
             replay_error: None,
             copy_refusal: None,
             end_sent: false,
@@ -413,7 +419,16 @@ impl Attachment {
     }
 
     pub(super) fn effects(&self) -> Effects {
-        self.effects
+        if self.client_named {
+            self.effects.union(Effects::PREPARED)
+        } else {
+            self.effects
+        }
+    }
+
+    /// Session mode: the client parsed a statement under its own name.
+    pub(super) fn client_named(&mut self) {
+        self.client_named = true;
     }
 
     pub(super) fn add_effects(&mut self, e: Effects) {

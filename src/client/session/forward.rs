@@ -372,8 +372,9 @@ impl Core {
                 if transparent {
                     // The client's own Parse, under its own name: DEALLOCATE ALL
                     // before another client gets the server, unless the reset
-                    // query clears it anyway.
-                    a.add_effects(Effects::PREPARED);
+                    // query clears it anyway (not SQL that may replace names:
+                    // probe CS, every Bind was parsed again).
+                    a.client_named();
                     self.counters.server_parse();
                     a.send_ext(Entry::forward(f::PARSE).with_stmt(def), frame);
                     return;
