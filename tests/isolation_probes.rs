@@ -6132,6 +6132,20 @@ fn a_bind_runs_only_a_text_the_router_read_in_session_mode() {
     let m = c.bind("plans", &["7"]).execute().sync().run(1);
     assert!(error_codes(&m).is_empty(), "{m:?}");
     assert_eq!(runs(&mut c), ["3"], "after a DO, parsed afresh");
+    // Parsed afresh after an ALTER, a statement keeps the parameter types
+    // its client was told, as Postgres keeps them (probe CT: 0A000).
+    let (codes, _) = q(&mut c, "CREATE TEMP TABLE ct (tenant_id text, a int4)");
+    assert!(codes.is_empty(), "{codes:?}");
+    let m = c
+        .parse("ins", "INSERT INTO ct VALUES ($1, $2)")
+        .describe_stmt("ins")
+        .sync()
+        .run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    let (codes, _) = q(&mut c, "ALTER TABLE ct ALTER a TYPE int8");
+    assert!(codes.is_empty(), "{codes:?}");
+    let m = c.bind("ins", &["alpha", "5"]).execute().sync().run(1);
+    assert!(error_codes(&m).is_empty(), "after the ALTER: {m:?}");
     let mut c = f.raw("appsess", &[("tenant_id", "alpha")]);
     let keyed = "INSERT INTO accounts (tenant_id, name) VALUES ($1, $2)";
     let swapped = "INSERT INTO accounts (name, tenant_id) VALUES ($1, $2)";

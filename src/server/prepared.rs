@@ -193,6 +193,28 @@ impl StmtDef {
         protocol::parse(out, name, &self.query, &self.types);
         out.split().freeze()
     }
+
+    /// [`StmtDef::parse_as`], declaring the parameter types the client was
+    /// told when it was (Postgres keeps a statement's parameter types from
+    /// its Parse: parsed afresh after an `ALTER`, it must not take others;
+    /// probe CT).
+    pub fn parse_as_told(&self, out: &mut BytesMut, name: &[u8]) -> Bytes {
+        let told = self
+            .told_params
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(told) = told else {
+            return self.parse_as(out, name);
+        };
+        let mut types = Vec::with_capacity(2 + 4 * told.len());
+        types.extend_from_slice(&(told.len() as i16).to_be_bytes());
+        for oid in told.iter() {
+            types.extend_from_slice(&oid.to_be_bytes());
+        }
+        protocol::parse(out, name, &self.query, &types);
+        out.split().freeze()
+    }
 }
 
 /// Whether a server can run a statement under its content-addressed name.

@@ -670,7 +670,7 @@ impl Core {
                 "malformed message",
             ));
         };
-        let parse = def.parse_as(self.out.build(), b"");
+        let parse = def.parse_as_told(self.out.build(), b"");
         self.counters.server_parse();
         let Some(a) = self.att.as_mut() else { return };
         let mut p = Entry::forward(tag::frontend::PARSE).with_stmt(def.clone());
@@ -878,6 +878,7 @@ impl Core {
             .as_mut()
             .is_some_and(|a| !a.statements_untrusted() && a.has_prepared(&def) == Held::Missing);
         let moved_on = missing && self.settings_moved_since(&def);
+        let owns = self.owns_server();
         let Some(a) = self.att.as_mut() else {
             return Verdict::Go;
         };
@@ -927,7 +928,13 @@ impl Core {
         match held {
             Held::Stale => {
                 parse.parses_unnamed = true;
-                a.send_ext(parse, def.parse_as(&mut b, b""));
+                // (Session mode: as `run_reparsed` parses it.)
+                let msg = if owns {
+                    def.parse_as_told(&mut b, b"")
+                } else {
+                    def.parse_as(&mut b, b"")
+                };
+                a.send_ext(parse, msg);
                 a.set_unnamed_current(false);
                 protocol::describe(&mut b, b'S', b"");
                 let mut e = Entry::swallow(f::DESCRIBE).with_stmt(def.clone());
