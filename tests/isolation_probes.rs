@@ -5954,9 +5954,7 @@ fn copy_rows_are_tenants_of_the_copys_shard() {
     let mut b = parse_msg("", copy);
     b.extend(bind_msg("", ""));
     b.extend(execute_msg(""));
-    b.extend(frame(b'd', b"2002\tcp-bad 6\n"));
-    b.extend(frame(b'c', b""));
-    b.extend(frame(b'S', b""));
+    b.extend(rows_then_sync(&[b"2002\tcp-bad 6\n"]));
     let m = send_until(&mut c, &b, b'Z');
     bad.check(error_codes(&m) == ["0A000"], || format!("extended: {m:?}"));
     // CSV with a header and a quoted key; binary (the map's key_type is
@@ -5995,9 +5993,7 @@ fn copy_rows_are_tenants_of_the_copys_shard() {
     bad.check(error_codes(&m).is_empty(), || format!("bind: {m:?}"));
     let mut b = frame(b'c', b"");
     b.extend(execute_msg("cpp"));
-    b.extend(frame(b'd', b"2002\tcp-bad 9\n"));
-    b.extend(frame(b'c', b""));
-    b.extend(frame(b'S', b""));
+    b.extend(rows_then_sync(&[b"2002\tcp-bad 9\n"]));
     let m = send_until(&mut c, &b, b'Z');
     bad.check(error_codes(&m) == ["0A000"], || {
         format!("bound apart: {m:?}")
@@ -6011,9 +6007,7 @@ fn copy_rows_are_tenants_of_the_copys_shard() {
     let mut b = parse_msg("cl", copy);
     b.extend(bind_msg(&long1, "cl"));
     b.extend(execute_msg(&long2));
-    b.extend(frame(b'd', b"2002\tcp-bad 11\n"));
-    b.extend(frame(b'c', b""));
-    b.extend(frame(b'S', b""));
+    b.extend(rows_then_sync(&[b"2002\tcp-bad 11\n"]));
     let m = send_until(&mut c, &b, b'Z');
     bad.check(error_codes(&m) == ["0A000"], || {
         format!("long portal names: {m:?}")
@@ -6040,9 +6034,7 @@ fn copy_rows_are_tenants_of_the_copys_shard() {
     let (codes, _) = q(&mut d, "ROLLBACK TO SAVEPOINT sp");
     bad.check(codes.is_empty(), || format!("ROLLBACK TO: {codes:?}"));
     let mut b = execute_msg("cqp");
-    b.extend(frame(b'd', b"2002\tcp-bad 10\n"));
-    b.extend(frame(b'c', b""));
-    b.extend(frame(b'S', b""));
+    b.extend(rows_then_sync(&[b"2002\tcp-bad 10\n"]));
     let m = send_until(&mut d, &b, b'Z');
     bad.check(error_codes(&m) == ["0A000"], || {
         format!("rebound portal: {m:?}")

@@ -204,17 +204,22 @@ impl StmtDef {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let Some(told) = told else {
-            return self.parse_as(out, name);
-        };
-        let mut types = Vec::with_capacity(2 + 4 * told.len());
-        types.extend_from_slice(&(told.len() as i16).to_be_bytes());
-        for oid in told.iter() {
-            types.extend_from_slice(&oid.to_be_bytes());
+        match told {
+            Some(told) => parse_declared(out, name, &self.query, &told),
+            None => self.parse_as(out, name),
         }
-        protocol::parse(out, name, &self.query, &types);
-        out.split().freeze()
     }
+}
+
+/// A Parse of `query` as statement `name` declaring parameter types `types`.
+pub fn parse_declared(out: &mut BytesMut, name: &[u8], query: &[u8], types: &[u32]) -> Bytes {
+    let mut t = Vec::with_capacity(2 + 4 * types.len());
+    t.extend_from_slice(&(types.len() as i16).to_be_bytes());
+    for oid in types {
+        t.extend_from_slice(&oid.to_be_bytes());
+    }
+    protocol::parse(out, name, query, &t);
+    out.split().freeze()
 }
 
 /// Whether a server can run a statement under its content-addressed name.

@@ -6,7 +6,7 @@
 //! the same context.
 
 use super::budget::Budget;
-use crate::protocol::{self, Parse};
+use crate::protocol::Parse;
 use crate::router::bind::ParamTypes;
 use crate::router::statement::{Violation, RESERVED_PREFIX};
 use crate::router::Facts;
@@ -270,18 +270,20 @@ impl Statements {
     /// A Parse of `def` failed (or was skipped): the name it would have created
     /// does not exist, as in Postgres.
     pub(super) fn forget(&mut self, def: &Arc<StmtDef>) {
-        let mut freed = Vec::new();
+        let (mut freed, mut gone) = (0, 0);
         self.named.retain(|name, d| {
             let keep = !Arc::ptr_eq(d, def);
             if !keep {
-                freed.push((held_by(name, d), d.clone()));
+                freed += held_by(name, d);
+                gone += 1;
             }
             keep
         });
-        for (n, d) in freed {
-            self.tally(&d, false);
-            self.release(n);
+        // (Every name gone held `def` itself.)
+        for _ in 0..gone {
+            self.tally(def, false);
         }
+        self.release(freed);
     }
 
     /// `n` bytes of statement text are no longer held.
@@ -418,13 +420,7 @@ impl Statements {
 /// An unnamed Parse of `query` declaring parameter types `types` (see
 /// [`Statements::redescribed`]).
 pub(super) fn declared_parse(out: &mut BytesMut, query: &[u8], types: &[u32]) -> Bytes {
-    let mut t = Vec::with_capacity(2 + 4 * types.len());
-    t.extend_from_slice(&(types.len() as i16).to_be_bytes());
-    for oid in types {
-        t.extend_from_slice(&oid.to_be_bytes());
-    }
-    protocol::parse(out, b"", query, &t);
-    out.split().freeze()
+    prepared::parse_declared(out, b"", query, types)
 }
 
 /// The refusal of a statement name in shardbouncer's namespace.
