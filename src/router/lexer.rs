@@ -377,12 +377,17 @@ impl<'a> Lexer<'a> {
             b'$' => {
                 if n1.is_ascii_digit() {
                     let mut j = i + 1;
-                    let mut v: u32 = 0;
+                    let mut v: i64 = 0;
                     while j < b.len() && b[j].is_ascii_digit() {
-                        v = v.saturating_mul(10).saturating_add((b[j] - b'0') as u32);
+                        v = v.saturating_mul(10).saturating_add((b[j] - b'0') as i64);
                         j += 1;
                     }
-                    if j < b.len() && is_ident_cont(b[j]) || v == 0 || v > u16::MAX as u32 {
+                    // The number Postgres reads: `atol` (which saturates)
+                    // stored in an `int`, so `$4294967297` is `$1` (probe
+                    // CV F2: read as no parameter, a filter on it named no
+                    // tenant).
+                    let v = v as i32;
+                    if j < b.len() && is_ident_cont(b[j]) || !(1..=u16::MAX as i32).contains(&v) {
                         // Trailing junk or out-of-range parameter number.
                         self.tok(K::Other, s, j)
                     } else {

@@ -4395,6 +4395,26 @@ mod tests {
         assert_eq!(TenantToken::ParamArray(1).to_key(), None);
         assert_eq!(scan_key("SELECT * FROM t WHERE tenant_id = $0"), None);
         assert_eq!(scan_key("SELECT * FROM t WHERE tenant_id = $70000"), None);
+        // Postgres reads `$n` with `atol` into an `int` (probe CV F2).
+        for sql in [
+            &b"SELECT * FROM t WHERE tenant_id = $4294967297"[..],
+            b"SELECT * FROM t WHERE tenant_id = $00000000004294967297",
+            b"DELETE FROM t WHERE tenant_id = $8589934593",
+        ] {
+            assert_eq!(p(sql), Some(TenantToken::Param(1)));
+        }
+        assert_eq!(
+            p(b"SELECT * FROM t WHERE tenant_id = ANY($4294967298)"),
+            Some(TenantToken::ParamArray(2))
+        );
+        assert_eq!(
+            scan_key("SELECT * FROM t WHERE tenant_id = $4294967296"),
+            None
+        );
+        assert_eq!(
+            scan_key("SELECT * FROM t WHERE tenant_id = $99999999999999999999"),
+            None
+        );
     }
 
     #[test]
