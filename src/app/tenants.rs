@@ -219,7 +219,8 @@ impl TenantRegistry {
 
     /// Count one finished transaction of `tenant` in `database`, run on
     /// `shard`. `known` is the tenant's cell if the session has it (from its
-    /// wait for the server): then there is no lookup.
+    /// wait for the server, or its last transaction): then there is no
+    /// lookup. The cell used, for the session to keep.
     pub fn record_transaction(
         &self,
         known: Option<&Arc<TenantCell>>,
@@ -228,7 +229,7 @@ impl TenantRegistry {
         shard: &str,
         xact_us: u64,
         queries: u64,
-    ) {
+    ) -> Arc<TenantCell> {
         let count = |c: &TenantCell| {
             c.xact_count.fetch_add(1, Ordering::Relaxed);
             c.query_count.fetch_add(queries, Ordering::Relaxed);
@@ -241,21 +242,38 @@ impl TenantRegistry {
                 *s = shard.to_string();
             }
         };
+        self.cell(known, database, tenant, count)
+    }
+
+    /// `known` if it is the live cell of `tenant` in `database` (no lookup),
+    /// else the registry's; stamped as seen now, after `f` ran on it.
+    fn cell(
+        &self,
+        known: Option<&Arc<TenantCell>>,
+        database: &str,
+        tenant: &str,
+        f: impl FnOnce(&TenantCell),
+    ) -> Arc<TenantCell> {
         match known {
             Some(c) if c.is(database, tenant) => {
                 c.touch(self.tick.fetch_add(1, Ordering::Relaxed));
-                count(c);
+                f(c);
+                c.clone()
             }
-            _ => {
-                self.with_cell(database, tenant, count);
-            }
+            _ => self.with_cell(database, tenant, f),
         }
     }
 
     /// A client of `tenant` starts waiting for a server: its cell, for
-    /// [`TenantCell::waiting_dec`] when the wait is over.
-    pub fn waiting_inc(&self, database: &str, tenant: &str) -> Arc<TenantCell> {
-        self.with_cell(database, tenant, |c| {
+    /// [`TenantCell::waiting_dec`] when the wait is over. `known` as in
+    /// [`TenantRegistry::record_transaction`].
+    pub fn waiting_inc(
+        &self,
+        known: Option<&Arc<TenantCell>>,
+        database: &str,
+        tenant: &str,
+    ) -> Arc<TenantCell> {
+        self.cell(known, database, tenant, |c| {
             c.waiting.fetch_add(1, Ordering::Relaxed);
         })
     }
@@ -349,7 +367,7 @@ mod tests {
         }
         r.record_transaction(None, "app", "globex", "s0", 1000, 1);
         r.record_transaction(None, "other", "acme", "s0", 10, 1);
-        let globex = r.waiting_inc("app", "globex");
+        let globex = r.waiting_inc(None, "app", "globex");
         let top = r.top(2);
         assert_eq!(top.len(), 2);
         assert_eq!(
@@ -407,7 +425,7 @@ mod tests {
         // Four tenants per shard: acme and globex both fit, wherever the
         // per-process key puts them.
         let r = TenantRegistry::with_capacity(64);
-        let acme = r.waiting_inc("app", "acme");
+        let acme = r.waiting_inc(None, "app", "acme");
         acme.waiting_dec(5);
         r.record_transaction(Some(&acme), "app", "acme", "s0", 10, 1);
         // The cell of another tenant is not this one's.

@@ -483,8 +483,9 @@ pub struct Session {
     /// The client's socket, to notice it closing while the work waits for a
     /// server (set by the event loop, which owns the stream).
     client_fd: Option<std::os::fd::RawFd>,
-    /// The statistics cell of the tenant whose work last waited for a server:
-    /// the transaction is counted into it at the release without a lookup.
+    /// The statistics cell of the tenant this session's work last ran for
+    /// (or waited for a server for): its next transaction, or wait, of the
+    /// same tenant is counted into it without a lookup.
     tenant_cell: Option<Arc<TenantCell>>,
     /// Servers in a row found closed when the client's settings were applied
     /// (see [`Session::apply_settings`]).
@@ -1355,8 +1356,9 @@ impl Session {
                 std::task::Poll::Pending => {
                     // Counted out however the wait ends, this future dropped
                     // mid-wait (KILL, shutdown) included.
-                    let waiting =
-                        tenant.map(|t| TenantWaiting::start(&self.app, self.core.db(), t));
+                    let waiting = tenant.map(|t| {
+                        TenantWaiting::start(&self.app, self.core.db(), t, &self.tenant_cell)
+                    });
                     // Shutdown ends a queued client at once, with the reason
                     // (probe O: it waited for a server, and was dropped without
                     // a word when the process exited).
@@ -1412,7 +1414,9 @@ impl Session {
                             .non_zero()
                             .map(|w| started + w);
                     };
-                    self.tenant_cell = waiting.map(TenantWaiting::end);
+                    if let Some(w) = waiting {
+                        self.tenant_cell = Some(w.end());
+                    }
                     let r = match r {
                         Ok(r) => r,
                         Err(killed) => {
@@ -1928,16 +1932,17 @@ impl Session {
         stats.xact_time_us.fetch_add(xact_us, Ordering::Relaxed);
         let done = counters.flush(stats);
         crate::admin::metrics::record_transaction(&pool, xact_us, done.query_us, done.queries);
-        let known = self.tenant_cell.take();
+        // The tenant's cell is kept from one transaction to the next (no
+        // lookup while the session keeps routing to the same tenant).
         if let Some(tenant) = tenant {
-            self.app.tenants.record_transaction(
-                known.as_ref(),
+            self.tenant_cell = Some(self.app.tenants.record_transaction(
+                self.tenant_cell.as_ref(),
                 &self.core.db().name,
                 tenant.as_str(),
                 &pool.key.shard,
                 xact_us,
                 done.queries,
-            );
+            ));
         }
         pool.checkin(co);
         self.app.transaction_finished();
@@ -2375,9 +2380,17 @@ struct TenantWaiting {
 }
 
 impl TenantWaiting {
-    fn start(app: &Arc<App>, db: &Arc<DbRuntime>, tenant: TenantKey) -> TenantWaiting {
+    fn start(
+        app: &Arc<App>,
+        db: &Arc<DbRuntime>,
+        tenant: TenantKey,
+        known: &Option<Arc<TenantCell>>,
+    ) -> TenantWaiting {
         TenantWaiting {
-            cell: Some(app.tenants.waiting_inc(&db.name, tenant.as_str())),
+            cell: Some(
+                app.tenants
+                    .waiting_inc(known.as_ref(), &db.name, tenant.as_str()),
+            ),
             since: crate::net::clock::now(),
         }
     }

@@ -84,6 +84,29 @@ pub(super) struct Tenancy {
     /// messages are dropped until its CopyDone or CopyFail (or anything
     /// else), as Postgres drops them after a COPY failed.
     copy_dropping: bool,
+    /// How many times `facts` was written: the identity of the analysis a
+    /// decision saw ([`Decided`]).
+    facts_gen: u32,
+    /// The last Query decision and what it was decided from ([`Decided`]).
+    decided: Option<Decided>,
+}
+
+/// A Query decision kept with every input [`router::decide`] saw: the
+/// routing configuration (held, so its address is not reused), the session's
+/// view, its tenant settings and pin, and the analysis. A unit that finds no
+/// server is decided, waits for one, and is decided again once attached;
+/// with the same inputs the pure function gives the same decision (and the
+/// same mentions, still in the scratch), so the second asks this instead.
+/// Only run-somewhere decisions are kept; any other decision clears it, as
+/// do the other units' decisions, which overwrite the mentions.
+#[derive(Debug)]
+struct Decided {
+    rt: std::sync::Arc<Routing>,
+    view: View,
+    tenants: Tenants,
+    pinned: Option<(TenantKey, Source)>,
+    facts_gen: u32,
+    decision: Decision,
 }
 
 /// A `COPY .. FROM STDIN` whose rows are checked: their reader, the shard
@@ -109,7 +132,7 @@ fn portal_name(name: &[u8]) -> &[u8] {
 pub(super) const MAX_COPY_PORTALS: usize = 256;
 
 /// The session's view for one decision.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct View {
     /// Where the transaction stands.
     pub(super) tx: Tx,
@@ -313,6 +336,8 @@ impl Tenancy {
             rollbacks_to: _,
             batch_rolls_back: _,
             copy_dropping: _,
+            facts_gen: _,
+            decided: _,
         } = self;
         tenants
     }
@@ -431,6 +456,7 @@ impl Tenancy {
         }
         // Another session of this worker may have analyzed the shape.
         let hash = ShapeCache::hash(key, std_strings, sql);
+        self.facts_gen = self.facts_gen.wrapping_add(1);
         let facts = &mut self.facts;
         let hit = SHAPES.with(|c| {
             c.borrow()
@@ -503,18 +529,39 @@ impl Tenancy {
     }
 
     /// Decide the Query analyzed last.
-    pub(super) fn decide_query(&mut self, rt: &Routing, v: View) -> Decision {
+    pub(super) fn decide_query(&mut self, rt: &std::sync::Arc<Routing>, v: View) -> Decision {
+        if let Some(d) = &self.decided {
+            if std::sync::Arc::ptr_eq(&d.rt, rt)
+                && d.view == v
+                && d.tenants == self.tenants
+                && d.pinned == self.pinned
+                && d.facts_gen == self.facts_gen
+            {
+                return d.decision.clone();
+            }
+        }
         let view = view(&self.tenants, self.pinned, v);
-        router::decide(
+        let decision = router::decide(
             rt,
             &view,
             router::Unit::query(&self.facts),
             &mut self.mentions,
-        )
+        );
+        self.decided =
+            matches!(decision, Decision::Shard { .. } | Decision::TenantFree).then(|| Decided {
+                rt: rt.clone(),
+                view: v,
+                tenants: self.tenants,
+                pinned: self.pinned,
+                facts_gen: self.facts_gen,
+                decision: decision.clone(),
+            });
+        decision
     }
 
     /// Decide a FunctionCall.
     pub(super) fn decide_function_call(&mut self, rt: &Routing, v: View) -> Decision {
+        self.decided = None;
         let view = view(&self.tenants, self.pinned, v);
         router::decide(rt, &view, router::Unit::function_call(), &mut self.mentions)
     }
@@ -529,6 +576,7 @@ impl Tenancy {
         msgs: &[(u8, Bytes)],
         stmts: &Statements,
     ) -> Decision {
+        self.decided = None;
         let view = view(&self.tenants, self.pinned, v);
         let batch_facts = &self.batch_facts;
         // Statements as of each point in the batch: a Parse in it, else an earlier one.
