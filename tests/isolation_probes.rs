@@ -6468,3 +6468,82 @@ fn a_copy_runs_checked_under_every_name_the_server_knows_it_by() {
     }
     assert_eq!(f.counts("accounts WHERE name = 'cn-cp'"), [0, 0], "CP");
 }
+
+// ------------- MERGE's INSERT and parameter numbers as Postgres reads them
+
+/// Probe CV: a MERGE's `WHEN NOT MATCHED THEN INSERT (cols) VALUES (..)` was
+/// not read (F1: tenant 2002's rows written on tenant 1001's shard, by a
+/// literal, a Bind value or a constant subquery's column), and `$4294967297`,
+/// which Postgres reads as `$1`, was no parameter to the router (F2: a
+/// filter on it named no tenant, and ran on the session's shard). Each is
+/// refused now, and nothing is written; a MERGE that names its own tenant,
+/// or takes the key from a stored table, still runs.
+#[test]
+fn a_merges_insert_and_a_wrapped_parameter_number_name_their_tenant() {
+    let f = Fixture::start();
+    let mut bad = Findings::default();
+    // Tenant 1001 (s0) for the session.
+    let mut raw = f.raw("appint", &[("tenant_id", "1001")]);
+    let merge = "MERGE INTO ledger l USING (SELECT 1) s ON false WHEN NOT MATCHED THEN INSERT";
+    for sql in [
+        format!("{merge} (tenant_id, note) VALUES (2002, 'p-merge')"),
+        format!("EXPLAIN ANALYZE {merge} (note, tenant_id) VALUES ('p-merge', 2002)"),
+        "MERGE INTO ledger l USING (SELECT 2002 AS t) s ON false WHEN NOT MATCHED THEN \
+         INSERT (tenant_id, note) VALUES (s.t, 'p-merge')"
+            .to_string(),
+    ] {
+        let (errs, _) = q(&mut raw, &sql);
+        bad.check(errs.len() == 1 && ["0A000", "22023"].contains(&errs[0].as_str()), || {
+            format!("{sql}: errors {errs:?}")
+        });
+    }
+    let m = raw
+        .parse_typed(
+            "",
+            &format!("{merge} (tenant_id, note) VALUES ($1, 'p-merge')"),
+            &[20],
+        )
+        .bind_raw("", &[Some(b"2002")], &[0])
+        .execute()
+        .sync()
+        .run(1);
+    bad.check(error_codes(&m) == ["0A000"], || {
+        format!("bound MERGE: errors {:?}", error_codes(&m))
+    });
+    let n = f.counts("ledger WHERE note = 'p-merge'");
+    bad.check(n == [0, 0], || format!("refused MERGEs wrote rows: {n:?}"));
+    // The session's own tenant, and a stored table's key column, run.
+    let (errs, _) = q(
+        &mut raw,
+        &format!("{merge} (tenant_id, note) VALUES (1001, 'p-merge-own')"),
+    );
+    bad.check(errs.is_empty(), || format!("own tenant's MERGE: {errs:?}"));
+    let (errs, _) = q(
+        &mut raw,
+        "MERGE INTO ledger l USING ledger s ON false WHEN NOT MATCHED AND s.tenant_id = 1001 \
+         THEN INSERT (tenant_id, note) VALUES (s.tenant_id, 'p-merge-copy')",
+    );
+    bad.check(errs.is_empty(), || format!("table-sourced MERGE: {errs:?}"));
+    let n = f.counts("ledger WHERE note IN ('p-merge-own', 'p-merge-copy')");
+    bad.check(n[0] >= 2 && n[1] == 0, || format!("own MERGEs: {n:?}"));
+    // `$4294967297` is `$1`: bound to 2002 (s1), it names tenant 2002.
+    for sql in [
+        "SELECT note FROM ledger WHERE tenant_id = $4294967297",
+        "DELETE FROM ledger WHERE tenant_id = $00000000004294967297 RETURNING note",
+        "SELECT note FROM ledger WHERE tenant_id = ANY($4294967297)",
+    ] {
+        let value: &[u8] = if sql.contains("ANY") { b"{2002}" } else { b"2002" };
+        let m = raw
+            .parse("", sql)
+            .bind_raw("", &[Some(value)], &[0])
+            .execute()
+            .sync()
+            .run(1);
+        bad.check(error_codes(&m) == ["0A000"] && first_column(&m).is_empty(), || {
+            format!("{sql}: errors {:?}, rows {:?}", error_codes(&m), first_column(&m))
+        });
+    }
+    let n = f.counts("ledger WHERE tenant_id = 2002");
+    bad.check(n[1] >= 1, || format!("tenant 2002's rows: {n:?}"));
+    bad.finish("a_merges_insert_and_a_wrapped_parameter_number_name_their_tenant");
+}

@@ -1850,6 +1850,18 @@ fn insert_rows<'a>(
                         && l3.peek_sig().is_some_and(|c| c.k == K::Cast);
                     found = Some(v);
                     lx = l2;
+                } else if let Some(table) = shape
+                    .merge
+                    .and_then(|src| merge_source_column(sql, lx, src, reached, key, ctes))
+                {
+                    // A column of the MERGE's source: a stored table's names
+                    // no tenant (its rows are of the shard the statement
+                    // runs on, as an `INSERT .. SELECT`'s); any other
+                    // source's (a subquery, a CTE, `USING (SELECT 42 AS
+                    // t)`) is not read (probe CV F1).
+                    if !table {
+                        found = Some(TenantToken::Unreadable);
+                    }
                 } else {
                     match constant_element(sql, lx) {
                         // `VALUES (42 + 0, ..)`, `(@ 42, ..)`: a constant key
@@ -2071,41 +2083,7 @@ fn insert_header<'a>(
     if t.k != K::LParen {
         return None;
     }
-    let mut idx = None;
-    let mut n = 0usize;
-    loop {
-        let c = lx.next_sig()?;
-        if !is_identlike(&c) {
-            return None;
-        }
-        let mut sep = lx.next_sig()?;
-        // The key itself only when whole: `tenant_id[1]` or `tenant_id.x`
-        // is a part of it.
-        if idx.is_none() && ident_eq(sql, &c, key) && matches!(sep.k, K::Comma | K::RParen) {
-            idx = Some(n);
-        }
-        // Subscripts and fields of the column (`tags[1]`, `p.a`, `a[1].b`).
-        while matches!(sep.k, K::LBrack | K::Dot) {
-            if sep.k == K::Dot {
-                if !is_identlike(&lx.next_sig()?) {
-                    return None;
-                }
-            } else {
-                skip_element(lx, K::RBrack)?;
-                if lx.next_sig()?.k != K::RBrack {
-                    return None;
-                }
-            }
-            sep = lx.next_sig()?;
-        }
-        n += 1;
-        match sep.k {
-            K::Comma => {}
-            K::RParen => break,
-            _ => return None,
-        }
-    }
-    let idx = idx?;
+    let idx = key_column(sql, lx, key)??;
     let mut t = lx.next_sig()?;
     if is_kw(sql, &t, b"OVERRIDING") {
         lx.next_sig()?;
@@ -2158,8 +2136,156 @@ fn insert_header<'a>(
         opens,
         casts: None,
         tail_checked: false,
+        merge: None,
     };
     Some(Inserted::Rows(rows, *lx))
+}
+
+/// An INSERT's column list, the cursor after its `(`: the index of the key
+/// column in it (`None` when it has none), the cursor after its `)`. A
+/// column may be subscripted or a field (`tags[1]`, `p.a`; probe QQ: the
+/// whole list was not read). `None` when it is no column list.
+fn key_column(sql: &[u8], lx: &mut Lexer<'_>, key: &[u8]) -> Option<Option<usize>> {
+    let mut idx = None;
+    let mut n = 0usize;
+    loop {
+        let c = lx.next_sig()?;
+        if !is_identlike(&c) {
+            return None;
+        }
+        let mut sep = lx.next_sig()?;
+        // The key itself only when whole: `tenant_id[1]` or `tenant_id.x`
+        // is a part of it.
+        if idx.is_none() && ident_eq(sql, &c, key) && matches!(sep.k, K::Comma | K::RParen) {
+            idx = Some(n);
+        }
+        // Subscripts and fields of the column (`tags[1]`, `p.a`, `a[1].b`).
+        while matches!(sep.k, K::LBrack | K::Dot) {
+            if sep.k == K::Dot {
+                if !is_identlike(&lx.next_sig()?) {
+                    return None;
+                }
+            } else {
+                skip_element(lx, K::RBrack)?;
+                if lx.next_sig()?.k != K::RBrack {
+                    return None;
+                }
+            }
+            sep = lx.next_sig()?;
+        }
+        n += 1;
+        match sep.k {
+            K::Comma => {}
+            K::RParen => break,
+            _ => return None,
+        }
+    }
+    Some(idx)
+}
+
+/// After a MERGE's `INSERT` (`WHEN NOT MATCHED .. THEN INSERT`): `(cols)
+/// [OVERRIDING x VALUE] VALUES (..)`, its one row read as an INSERT's
+/// (probe CV F1: not read, a tenant-42 row was written on tenant 1's
+/// shard). `source`: the cursor after the MERGE's `USING`, if its header
+/// was read. `None` when it inserts no key value the text gives: no column
+/// list (as an INSERT's, not read), none naming the key, `DEFAULT VALUES`.
+fn merge_insert<'a>(
+    sql: &'a [u8],
+    lx: &mut Lexer<'a>,
+    key: &[u8],
+    source: Option<Lexer<'a>>,
+) -> Option<(InsertRows<'a>, Lexer<'a>)> {
+    if lx.next_sig()?.k != K::LParen {
+        return None;
+    }
+    let idx = key_column(sql, lx, key)??;
+    let mut t = lx.next_sig()?;
+    if is_kw(sql, &t, b"OVERRIDING") {
+        lx.next_sig()?;
+        if !is_kw(sql, &lx.next_sig()?, b"VALUE") {
+            return None;
+        }
+        t = lx.next_sig()?;
+    }
+    if !is_kw(sql, &t, b"VALUES") {
+        return None;
+    }
+    let rows = InsertRows {
+        idx,
+        opens: 0,
+        casts: None,
+        // One row, then the next `WHEN`, the statement's end, ..
+        tail_checked: true,
+        merge: Some(source),
+    };
+    Some((rows, *lx))
+}
+
+/// After `MERGE`: `INTO name [[AS] alias] USING`, the cursor after
+/// `USING` (its source: a table, or a subquery, in parentheses).
+fn merge_source<'a>(sql: &'a [u8], mut lx: Lexer<'a>) -> Option<Lexer<'a>> {
+    if !is_kw(sql, &lx.next_sig()?, b"INTO") {
+        return None;
+    }
+    let mut t = lx.next_sig()?;
+    if is_kw(sql, &t, b"ONLY") {
+        t = lx.next_sig()?;
+    }
+    if !is_identlike(&t) {
+        return None;
+    }
+    loop {
+        t = lx.next_sig()?;
+        if t.k != K::Dot {
+            break;
+        }
+        if !is_identlike(&lx.next_sig()?) {
+            return None;
+        }
+    }
+    if is_kw(sql, &t, b"AS") {
+        t = lx.next_sig()?;
+    }
+    if !is_kw(sql, &t, b"USING") {
+        if !is_identlike(&t) {
+            return None;
+        }
+        t = lx.next_sig()?;
+    }
+    is_kw(sql, &t, b"USING").then_some(lx)
+}
+
+/// Whether the element at the cursor of a MERGE's VALUES row is a column of
+/// its source, `[q.]name[::type]` alone up to its `,` or `)`: `Some(true)`
+/// when the source (`source`, the cursor after `USING`; `None` when the
+/// header was not read) is a stored table (or the item `q` names is),
+/// `Some(false)` when it is not. `None` when the element is no column.
+fn merge_source_column(
+    sql: &[u8],
+    lx: Lexer<'_>,
+    source: Option<Lexer<'_>>,
+    reached: &mut usize,
+    key: &[u8],
+    ctes: &Ctes<'_>,
+) -> Option<bool> {
+    let mut l = lx;
+    let first = l.peek_sig()?;
+    if is_any_kw(sql, &first, &[b"NULL", b"DEFAULT", b"TRUE", b"FALSE"]) {
+        return None;
+    }
+    let Item::Name(qual, _, _) = item_name(sql, &mut l)? else {
+        return None;
+    };
+    if !l.peek_sig().is_some_and(|t| matches!(t.k, K::Comma | K::RParen)) {
+        return None;
+    }
+    let Some(mut src) = source else {
+        return Some(false);
+    };
+    let Some(first) = src.next_sig() else {
+        return Some(false);
+    };
+    Some(table_from(sql, first, &mut src, qual, reached, (key, ctes), 0))
 }
 
 /// What an INSERT inserts in its key column, as far as the scan reads it
@@ -2192,6 +2318,10 @@ struct InsertRows<'a> {
     /// What follows the rows was checked already: they are the rows
     /// inserted, whatever comes after their `)`.
     tail_checked: bool,
+    /// A MERGE's `INSERT .. VALUES (..)`, whose row may name its source's
+    /// columns: the cursor after the MERGE's `USING`, when its header was
+    /// read ([`merge_source`]).
+    merge: Option<Option<Lexer<'a>>>,
 }
 
 impl<'a> InsertRows<'a> {
@@ -2508,6 +2638,7 @@ fn select_source<'a>(
         opens: 1,
         casts: item.map(|(_, _, casts)| casts),
         tail_checked: true,
+        merge: None,
     };
     Read(Inserted::Rows(rows, rows_lx))
 }
@@ -4018,6 +4149,9 @@ fn drive_clauses<'a>(
     // INSERT's walks end there, as when the statement is analyzed on its
     // own (fuzz: a `;` in parentheses was read as a FROM item).
     let mut stmt_end: Option<(usize, usize)> = None;
+    // The statement's MERGE, where one was met: the cursor after its
+    // `USING`, if its header was read.
+    let mut merge: Option<(usize, Option<Lexer<'a>>)> = None;
     loop {
         let before = lx;
         let Some(t) = lx.next_raw() else { break };
@@ -4089,27 +4223,49 @@ fn drive_clauses<'a>(
                         f(Src::Scan, v)?;
                     }
                 }
-                if t.s >= insert_done && is_kw(sql, &t, b"INSERT") {
+                if is_kw(sql, &t, b"MERGE") && lx.peek_sig().is_some_and(|n| is_kw(sql, &n, b"INTO"))
+                {
+                    merge = Some((stmt_lx.pos, merge_source(sql, lx)));
+                }
+                // A MERGE's `WHEN NOT MATCHED .. THEN INSERT` (`THEN` is
+                // followed by an INSERT nowhere else).
+                if t.s >= insert_done
+                    && is_kw(sql, &t, b"INSERT")
+                    && p1.is_some_and(|p| is_kw(sql, &p, b"THEN"))
+                {
+                    let end = statement_end(lx, stmt_lx.pos, &mut stmt_end, sql.len());
+                    if ctes.as_ref().is_none_or(|(at, _)| *at != stmt_lx.pos) {
+                        ctes = Some((stmt_lx.pos, Ctes::new(stmt_lx.until(end))));
+                    }
+                    let source = match merge {
+                        Some((at, source)) if at == stmt_lx.pos => source,
+                        _ => None,
+                    };
+                    let mut header = lx.until(end);
+                    let found = merge_insert(sql, &mut header, key, source);
+                    insert_done = insert_done.max(header.pos);
+                    if let (Some((shape, rows)), Some((_, c))) = (found, &ctes) {
+                        let mut reached = 0;
+                        match insert_rows(sql, rows, shape, &mut reached, key, c, &mut |_| {
+                            ControlFlow::Continue(())
+                        }) {
+                            Some(ControlFlow::Continue(end)) => {
+                                insert_done = insert_done.max(end);
+                                insert_rows(sql, rows, shape, &mut reached, key, c, &mut |v| {
+                                    f(Src::Scan, v)
+                                })
+                                .unwrap_or(ControlFlow::Continue(0))?;
+                            }
+                            _ => insert_done = insert_done.max(reached.min(end)),
+                        }
+                    }
+                } else if t.s >= insert_done && is_kw(sql, &t, b"INSERT") {
                     let mut reached = 0;
                     // (However the header ends, what it walked is not
                     // walked again for a later `INSERT` in it: probe AV,
                     // `INSERT INTO u (x, tenant_id) SELECT ` repeated took
                     // a walk to the end of the text each, 65 s for 576 KB.)
-                    let end = match stmt_end {
-                        Some((at, end)) if at == stmt_lx.pos => end,
-                        _ => {
-                            let mut l = lx;
-                            let mut end = sql.len();
-                            while let Some(n) = l.next_sig() {
-                                if n.k == K::Semi {
-                                    end = n.s;
-                                    break;
-                                }
-                            }
-                            stmt_end = Some((stmt_lx.pos, end));
-                            end
-                        }
-                    };
+                    let end = statement_end(lx, stmt_lx.pos, &mut stmt_end, sql.len());
                     let mut header = lx.until(end);
                     if ctes.as_ref().is_none_or(|(at, _)| *at != stmt_lx.pos) {
                         ctes = Some((stmt_lx.pos, Ctes::new(stmt_lx.until(end))));
@@ -4210,6 +4366,30 @@ fn drive_clauses<'a>(
         f(Src::Scan, TenantToken::Unreadable)?;
     }
     ControlFlow::Continue(())
+}
+
+/// Where the statement that starts at `stmt` ends (its `;`, or the text's
+/// end), searched from the cursor once per statement (`found`).
+fn statement_end(
+    mut lx: Lexer<'_>,
+    stmt: usize,
+    found: &mut Option<(usize, usize)>,
+    len: usize,
+) -> usize {
+    match *found {
+        Some((at, end)) if at == stmt => end,
+        _ => {
+            let mut end = len;
+            while let Some(n) = lx.next_sig() {
+                if n.k == K::Semi {
+                    end = n.s;
+                    break;
+                }
+            }
+            *found = Some((stmt, end));
+            end
+        }
+    }
 }
 
 /// Calls `f` with every tenant mention in `sql` (routing comments and scanned
@@ -6029,6 +6209,59 @@ mod tests {
             all("INSERT INTO s(tenant_id,e,e)VALUES(((;INSERT INTO s(tenant_id,e,e)VALUES($1,);"),
             ["<Param(1)>"]
         );
+    }
+
+    #[test]
+    fn a_merges_insert_values_are_read_as_an_inserts() {
+        // Probe CV F1: the INSERT of `WHEN NOT MATCHED` was not read.
+        let m = "MERGE INTO items i USING (SELECT 1) s ON false WHEN NOT MATCHED THEN INSERT";
+        let t = "MERGE INTO items i USING src s ON i.id = s.id WHEN NOT MATCHED THEN INSERT";
+        for (sql, want) in [
+            (format!("{m} (tenant_id, name) VALUES (42, 'x')"), &["42"][..]),
+            (format!("{m} (name, tenant_id) VALUES ('x', $2)"), &["<Param(2)>"]),
+            (format!("{m} (name, tenant_id) VALUES ('x', '042'::int8)"), &["42"]),
+            (format!("{m} (tenant_id, name) OVERRIDING USER VALUE VALUES (43, 'x')"), &["43"]),
+            (format!("{m} (tenant_id, name) VALUES (42 + 0, 'x')"), &["<Unreadable>"]),
+            (format!("{m} (tenant_id, name) VALUES (current_user, 'x')"), &["<Unreadable>"]),
+            (format!("{m} (tenant_id, name) VALUES (nextval('s'), 'x')"), &["<Unreadable>"]),
+            (format!("{m} (tenant_id, name) VALUES (NULL, 'x')"), &[]),
+            (format!("{m} (tenant_id, name) VALUES (DEFAULT, 'x')"), &[]),
+            (format!("{m} DEFAULT VALUES"), &[]),
+            (format!("{m} (name) VALUES ('x')"), &[]),
+            // No column list: which is the key, the text does not say (as
+            // an INSERT's, documented).
+            (format!("{m} VALUES (42, 'x')"), &[]),
+            // A column of a subquery's rows, or of a CTE's: not read.
+            (
+                "MERGE INTO items i USING (SELECT 42 AS t) s ON false WHEN NOT MATCHED THEN \
+                 INSERT (tenant_id, name) VALUES (s.t, 'x')"
+                    .to_string(),
+                &["<Unreadable>"],
+            ),
+            (
+                "WITH c AS (SELECT 42 AS tenant_id) MERGE INTO items USING c ON false \
+                 WHEN NOT MATCHED THEN INSERT (tenant_id) VALUES (c.tenant_id)"
+                    .to_string(),
+                &["<Unreadable>"],
+            ),
+            // A stored table's column: its rows are the shard's.
+            (format!("{t} (tenant_id, name) VALUES (s.tenant_id, s.name)"), &[]),
+            (format!("{t} (tenant_id, name) VALUES (tenant_id, name)"), &[]),
+            (format!("{t} (tenant_id, name) VALUES (s.tenant_id::bigint, s.name)"), &[]),
+            // With the other clauses, a filter and EXPLAIN.
+            (
+                "MERGE INTO items i USING src s ON i.tenant_id = 1 AND i.id = s.id \
+                 WHEN MATCHED THEN UPDATE SET name = 'y' \
+                 WHEN NOT MATCHED AND s.n > 1 THEN INSERT (tenant_id, name) VALUES (42, 'x') \
+                 WHEN NOT MATCHED THEN DO NOTHING"
+                    .to_string(),
+                &["1", "42"],
+            ),
+            (format!("EXPLAIN ANALYZE {m} (tenant_id, name) VALUES (42, 'x')"), &["42"]),
+            (format!("{m} (tenant_id, name) VALUES (42, 'x'); SELECT 1"), &["42"]),
+        ] {
+            assert_eq!(all(&sql), want, "{sql}");
+        }
     }
 
     #[test]
