@@ -6473,13 +6473,14 @@ fn a_copy_runs_checked_under_every_name_the_server_knows_it_by() {
 
 /// Probe CV: a MERGE's `WHEN NOT MATCHED THEN INSERT (cols) VALUES (..)` was
 /// not read (F1: tenant 2002's rows written on tenant 1001's shard, by a
-/// literal, a Bind value or a constant subquery's column), and `$4294967297`,
+/// literal, a Bind value or a constant subquery's column), nor a value an
+/// UPDATE's SET list gives the key (F3), and `$4294967297`,
 /// which Postgres reads as `$1`, was no parameter to the router (F2: a
 /// filter on it named no tenant, and ran on the session's shard). Each is
 /// refused now, and nothing is written; a MERGE that names its own tenant,
 /// or takes the key from a stored table, still runs.
 #[test]
-fn a_merges_insert_and_a_wrapped_parameter_number_name_their_tenant() {
+fn merge_update_set_and_wrapped_parameter_numbers_name_their_tenant() {
     let f = Fixture::start();
     let mut bad = Findings::default();
     // Tenant 1001 (s0) for the session.
@@ -6526,6 +6527,37 @@ fn a_merges_insert_and_a_wrapped_parameter_number_name_their_tenant() {
     bad.check(errs.is_empty(), || format!("table-sourced MERGE: {errs:?}"));
     let n = f.counts("ledger WHERE note IN ('p-merge-own', 'p-merge-copy')");
     bad.check(n[0] >= 2 && n[1] == 0, || format!("own MERGEs: {n:?}"));
+    // A value given to the key in a SET list names its tenant (probe CV F3:
+    // tenant 1001's row became tenant 2002's, on s0).
+    for sql in [
+        "UPDATE ledger SET tenant_id = 2002 WHERE tenant_id = 1001",
+        "UPDATE ledger SET note = note, (tenant_id) = ROW(2002) WHERE tenant_id = 1001",
+        "MERGE INTO ledger l USING (SELECT 1) s ON l.tenant_id = 1001 \
+         WHEN MATCHED THEN UPDATE SET tenant_id = 2002",
+    ] {
+        let (errs, _) = q(&mut raw, sql);
+        bad.check(errs == ["0A000"], || format!("{sql}: errors {errs:?}"));
+    }
+    let m = raw
+        .parse_typed(
+            "",
+            "UPDATE ledger SET tenant_id = $1 WHERE tenant_id = $2",
+            &[20, 20],
+        )
+        .bind_raw("", &[Some(b"2002"), Some(b"1001")], &[0])
+        .execute()
+        .sync()
+        .run(1);
+    bad.check(error_codes(&m) == ["0A000"], || {
+        format!("bound UPDATE SET: errors {:?}", error_codes(&m))
+    });
+    let (errs, _) = q(
+        &mut raw,
+        "UPDATE ledger SET tenant_id = 1001, note = note WHERE tenant_id = 1001",
+    );
+    bad.check(errs.is_empty(), || format!("own tenant's UPDATE SET: {errs:?}"));
+    let n = f.counts("ledger WHERE tenant_id = 2002");
+    bad.check(n[0] == 0, || format!("tenant 2002's rows: {n:?}"));
     // `$4294967297` is `$1`: bound to 2002 (s1), it names tenant 2002.
     for sql in [
         "SELECT note FROM ledger WHERE tenant_id = $4294967297",
@@ -6545,5 +6577,5 @@ fn a_merges_insert_and_a_wrapped_parameter_number_name_their_tenant() {
     }
     let n = f.counts("ledger WHERE tenant_id = 2002");
     bad.check(n[1] >= 1, || format!("tenant 2002's rows: {n:?}"));
-    bad.finish("a_merges_insert_and_a_wrapped_parameter_number_name_their_tenant");
+    bad.finish("merge_update_set_and_wrapped_parameter_numbers_name_their_tenant");
 }

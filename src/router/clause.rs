@@ -1376,7 +1376,7 @@ fn data_modifying(sql: &[u8], n: &Tok, next: &Lexer<'_>) -> bool {
 /// [[AS] alias] SET`, what follows `UPDATE` (probes AM and AO: a table
 /// named like a keyword, `ONLY (t)`; `(update IS NULL AND set = 1)`
 /// compares columns).
-fn update_target(sql: &[u8], m: Tok, mut l: Lexer<'_>) -> bool {
+pub(super) fn update_target(sql: &[u8], m: Tok, mut l: Lexer<'_>) -> bool {
     let is = |t: &Tok, k: &[u8]| t.k == K::Ident && text(sql, t).eq_ignore_ascii_case(k);
     let mut t = Some(m);
     if t.is_some_and(|t| is(&t, b"ONLY")) {

@@ -22,7 +22,7 @@
 //!   `standard_conforming_strings`.
 
 use super::bind::Conv;
-use super::clause::{predicate_start, Before, Clauses, Place, FOLLOWERS};
+use super::clause::{predicate_start, update_target, Before, Clauses, Place, FOLLOWERS};
 use super::key::{KeyBuilder, TenantKey};
 use super::lexer::*;
 use memchr::{memchr, memchr2};
@@ -4152,6 +4152,10 @@ fn drive_clauses<'a>(
     // The statement's MERGE, where one was met: the cursor after its
     // `USING`, if its header was read.
     let mut merge: Option<(usize, Option<Lexer<'a>>)> = None;
+    // An UPDATE's SET list being walked, and an `UPDATE t` whose `SET` is
+    // to come.
+    let mut set_list: Option<SetList> = None;
+    let mut update_pending = false;
     loop {
         let before = lx;
         let Some(t) = lx.next_raw() else { break };
@@ -4161,6 +4165,26 @@ fn drive_clauses<'a>(
         if t.k == K::Comment {
             comment_pairs(body(sql, &t), key, &mut |v| f(Src::Comment, v))?;
             continue;
+        }
+        if let Some(list) = &mut set_list {
+            if !list.step(sql, &t, lx, key, &mut |v| f(Src::Scan, v))? {
+                set_list = None;
+            }
+        } else if is_kw(sql, &t, b"SET")
+            && (std::mem::take(&mut update_pending)
+                || (p1.is_some_and(|p| is_kw(sql, &p, b"UPDATE"))
+                    && p2.is_some_and(|p| is_any_kw(sql, &p, &[b"DO", b"THEN"]))))
+        {
+            set_list = Some(SetList {
+                item: true,
+                ..SetList::default()
+            });
+        } else if is_kw(sql, &t, b"UPDATE")
+            && !p1.is_some_and(|p| is_any_kw(sql, &p, &[b"FOR", b"KEY", b"DO", b"THEN"]))
+        {
+            update_pending = lx
+                .peek_sig()
+                .is_some_and(|m| update_target(sql, m, skip_one(lx)));
         }
         let (place, ended) = clauses.step(sql, &t, p1, &lx);
         if ended && !unread.get() {
@@ -4366,6 +4390,175 @@ fn drive_clauses<'a>(
         f(Src::Scan, TenantToken::Unreadable)?;
     }
     ControlFlow::Continue(())
+}
+
+/// The cursor past its next significant token.
+fn skip_one(mut lx: Lexer<'_>) -> Lexer<'_> {
+    lx.next_sig();
+    lx
+}
+
+/// The walk of an UPDATE's SET list (`UPDATE t SET`, `ON CONFLICT ..
+/// DO UPDATE SET`, a MERGE's `THEN UPDATE SET`), token by token: a value
+/// given to the key column is a tenant mention, as an INSERT's (probe CV
+/// F1, F3: `SET tenant_id = 42` moved tenant 1's row to tenant 42 on
+/// tenant 1's shard, where 42's rows are not). Its end is not looked for
+/// where a value could hide it (a `FROM`, which `IS DISTINCT FROM` holds):
+/// past the end, a `,` of a FROM list starts no item the key is assigned
+/// in, so walking on reads nothing more.
+#[derive(Default)]
+struct SetList {
+    /// Brackets opened within the list.
+    depth: usize,
+    /// `CASE`s open outside brackets (their `WHEN` ends no MERGE action).
+    cases: usize,
+    /// The next token starts an item (after `SET` or a `,`).
+    item: bool,
+}
+
+impl SetList {
+    /// One token `t` (the cursor `lx` after it); `false` when the list
+    /// ended at it.
+    fn step<'a>(
+        &mut self,
+        sql: &'a [u8],
+        t: &Tok,
+        lx: Lexer<'a>,
+        key: &[u8],
+        f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>,
+    ) -> ControlFlow<(), bool> {
+        if std::mem::take(&mut self.item) && self.depth == 0 {
+            if is_identlike(t) && ident_eq(sql, t, key) {
+                let mut l = lx;
+                if l.next_sig().is_some_and(|e| is_op(sql, &e, b"=")) {
+                    if let Some(v) = set_value(sql, l, key) {
+                        f(v)?;
+                    }
+                }
+            } else if t.k == K::LParen {
+                // `(a, tenant_id) = (1, 42)`, `= ROW(..)`, `= (SELECT ..)`.
+                let mut l = lx;
+                if let Some(Some(idx)) = key_column(sql, &mut l, key) {
+                    if let Some(v) = set_row_value(sql, l, key, idx) {
+                        f(v)?;
+                    }
+                }
+            }
+        }
+        match t.k {
+            K::LParen | K::LBrack => self.depth += 1,
+            K::RParen | K::RBrack if self.depth == 0 => return ControlFlow::Continue(false),
+            K::RParen | K::RBrack => self.depth -= 1,
+            K::Semi => return ControlFlow::Continue(false),
+            K::Comma if self.depth == 0 => self.item = true,
+            _ if self.depth > 0 => {}
+            _ if is_kw(sql, t, b"CASE") => self.cases += 1,
+            _ if is_kw(sql, t, b"END") => self.cases = self.cases.saturating_sub(1),
+            _ if is_any_kw(sql, t, &[b"WHERE", b"RETURNING"]) => {
+                return ControlFlow::Continue(false)
+            }
+            _ if self.cases == 0 && is_kw(sql, t, b"WHEN") => return ControlFlow::Continue(false),
+            _ => {}
+        }
+        ControlFlow::Continue(true)
+    }
+}
+
+/// The value of a SET item's `key =` (the cursor after `=`), as an
+/// INSERT's row value: a value read, `None` for NULL, DEFAULT, the key
+/// itself (the row's own, no change) or `EXCLUDED.key` (the row the INSERT
+/// tried, whose key its VALUES gave); anything else, another table's key
+/// among it, is unreadable.
+fn set_value<'a>(sql: &'a [u8], lx: Lexer<'a>, key: &[u8]) -> Option<TenantToken<'a>> {
+    let ends = |l: &Lexer<'_>| set_item_ends(sql, l.peek_sig());
+    let mut l = lx;
+    if let Some(v) = read_value(sql, &mut l) {
+        if ends(&l) {
+            return Some(v);
+        }
+    }
+    let mut l = lx;
+    if let Some(t) = l.next_sig() {
+        if is_any_kw(sql, &t, &[b"NULL", b"DEFAULT"]) && skip_casts(sql, &mut l) && ends(&l) {
+            return None;
+        }
+        if is_identlike(&t) {
+            let mut name = t;
+            if l.peek_sig().is_some_and(|d| d.k == K::Dot) {
+                l.next_sig();
+                match l.next_sig() {
+                    Some(n) if is_kw(sql, &t, b"EXCLUDED") && is_identlike(&n) => name = n,
+                    _ => return Some(TenantToken::Unreadable),
+                }
+            }
+            if ident_eq(sql, &name, key) && skip_casts(sql, &mut l) && ends(&l) {
+                return None;
+            }
+        }
+    }
+    Some(TenantToken::Unreadable)
+}
+
+/// Past `::type` casts at the cursor; false if one cannot be skipped.
+fn skip_casts(sql: &[u8], lx: &mut Lexer<'_>) -> bool {
+    while lx.peek_sig().is_some_and(|c| c.k == K::Cast) {
+        lx.next_sig();
+        if skip_type(sql, lx).is_none() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether `next` ends a SET item's value.
+fn set_item_ends(sql: &[u8], next: Option<Tok>) -> bool {
+    match next {
+        None => true,
+        Some(t) => {
+            matches!(t.k, K::Comma | K::Semi | K::RParen)
+                || is_any_kw(sql, &t, &[b"WHERE", b"FROM", b"RETURNING", b"WHEN"])
+        }
+    }
+}
+
+/// The key's value of a multi-column SET item, `(cols) = (values)` or `=
+/// ROW(values)`, the cursor after the columns' `)`; `idx`: the key's
+/// column. As [`set_value`]; a subquery's row is unreadable.
+fn set_row_value<'a>(
+    sql: &'a [u8],
+    mut lx: Lexer<'a>,
+    key: &[u8],
+    idx: usize,
+) -> Option<TenantToken<'a>> {
+    let unread = Some(TenantToken::Unreadable);
+    if !lx.next_sig().is_some_and(|e| is_op(sql, &e, b"=")) {
+        return unread;
+    }
+    let mut t = lx.next_sig();
+    if t.is_some_and(|r| is_kw(sql, &r, b"ROW")) {
+        t = lx.next_sig();
+    }
+    if !t.is_some_and(|p| p.k == K::LParen) {
+        return unread;
+    }
+    for _ in 0..idx {
+        if skip_element(&mut lx, K::RParen).is_none()
+            || !lx.next_sig().is_some_and(|c| c.k == K::Comma)
+        {
+            return unread;
+        }
+    }
+    let mut l = lx;
+    if l.next_sig().is_some_and(|s| is_kw(sql, &s, b"SELECT")) {
+        return unread;
+    }
+    // The element, alone up to its `,` or `)`, as a one-column item's value.
+    let mut end = lx;
+    if skip_element(&mut end, K::RParen).is_none() {
+        return unread;
+    }
+    let elem = lx.until(end.pos);
+    set_value(sql, elem, key)
 }
 
 /// Where the statement that starts at `stmt` ends (its `;`, or the text's
@@ -4627,7 +4820,7 @@ mod tests {
             "SELECT * FROM t WHERE tenant_id.x = 5",
             "SELECT * FROM t WHERE \"TENANT_ID\" = 5",
             "SELECT tenant_id = 5 FROM t",
-            "UPDATE t SET tenant_id = 5",
+            "UPDATE t SET x = (tenant_id = 5)",
             "INSERT INTO t (a, tenant_id) VALUES (1, DEFAULT)",
             "INSERT INTO t (a, tenant_id) VALUES (1)",
             "INSERT INTO t VALUES (1, 2)",
@@ -5919,7 +6112,7 @@ mod tests {
             ("INSERT INTO audit (tenant_id, x) SELECT (o.tenant_id), 1 FROM (SELECT 42 AS tenant_id) o", &["<Unreadable>"]),
             ("WITH moved AS (DELETE FROM items WHERE tenant_id = $1 AND n < 3 RETURNING *) INSERT INTO archive (id, tenant_id, name) SELECT id, tenant_id, name FROM moved", &["<Param(1)>"]),
             ("WITH u AS (UPDATE orders SET n = n + 1 WHERE tenant_id = 5 RETURNING tenant_id, id) INSERT INTO audit (tenant_id, x) SELECT tenant_id, id FROM u", &["5"]),
-            ("WITH u AS (UPDATE orders SET tenant_id = 42 WHERE tenant_id = 5 RETURNING *) INSERT INTO audit (tenant_id, x) SELECT tenant_id, id FROM u", &["5", "<Unreadable>"]),
+            ("WITH u AS (UPDATE orders SET tenant_id = 42 WHERE tenant_id = 5 RETURNING *) INSERT INTO audit (tenant_id, x) SELECT tenant_id, id FROM u", &["42", "5", "<Unreadable>"]),
             ("WITH u AS (UPDATE orders SET n = 1 WHERE tenant_id = 5 RETURNING 42 AS tenant_id) INSERT INTO audit (tenant_id) SELECT tenant_id FROM u", &["5", "<Unreadable>"]),
             ("WITH u AS (UPDATE orders SET n = 1 WHERE tenant_id = 5 RETURNING n AS tenant_id) INSERT INTO audit (tenant_id) SELECT tenant_id FROM u", &["5", "<Unreadable>"]),
             ("WITH u AS (UPDATE orders SET n = 1 WHERE tenant_id = 5 RETURNING (SELECT 42) tenant_id) INSERT INTO audit (tenant_id) SELECT tenant_id FROM u", &["5", "<Unreadable>"]),
@@ -6261,6 +6454,64 @@ mod tests {
             (format!("{m} (tenant_id, name) VALUES (42, 'x'); SELECT 1"), &["42"]),
         ] {
             assert_eq!(all(&sql), want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_value_set_to_the_key_is_a_mention() {
+        // Probe CV F3: `SET tenant_id = 42` moved a row to tenant 42 on
+        // another tenant's shard.
+        for (sql, want) in [
+            ("UPDATE t SET tenant_id = 42 WHERE tenant_id = 1", &["42", "1"][..]),
+            ("UPDATE t SET name = 'x', tenant_id = 42 WHERE id = 1", &["42"]),
+            ("UPDATE t SET tenant_id = $2, name = $1 WHERE id = $3", &["<Param(2)>"]),
+            ("UPDATE ONLY s.t AS x SET tenant_id = '042'::int8", &["42"]),
+            ("UPDATE t SET tenant_id = NULL WHERE tenant_id = 1", &["1"]),
+            ("UPDATE t SET tenant_id = DEFAULT, a = 1", &[]),
+            ("UPDATE t SET tenant_id = tenant_id, a = 1", &[]),
+            ("UPDATE t SET tenant_id = 42 + 0", &["<Unreadable>"]),
+            ("UPDATE t SET tenant_id = o.tenant_id FROM o WHERE o.id = t.id", &["<Unreadable>"]),
+            ("UPDATE t SET tenant_id = (SELECT 42)", &["<Unreadable>"]),
+            ("UPDATE t SET (a, tenant_id) = (1, 42) WHERE id = 1", &["42"]),
+            ("UPDATE t SET (a, tenant_id) = ROW(1, $1)", &["<Param(1)>"]),
+            ("UPDATE t SET (tenant_id, a) = (SELECT 42, 1)", &["<Unreadable>"]),
+            ("UPDATE t SET (a, b) = (SELECT tenant_id, 1 FROM u)", &[]),
+            // A value that holds a `FROM`, a CASE, a comparison: later items read.
+            (
+                "UPDATE t SET a = b IS DISTINCT FROM c, d = CASE WHEN x THEN 1 END, tenant_id = 42",
+                &["42"],
+            ),
+            ("UPDATE t SET a = f(b, tenant_id = 1), c = 2", &[]),
+            ("UPDATE t SET a = (tenant_id = 42)", &[]),
+            // The same in an upsert and a MERGE; EXCLUDED's key is the row's.
+            (
+                "INSERT INTO t (tenant_id, a) VALUES (1, 2) ON CONFLICT (id) DO UPDATE \
+                 SET tenant_id = EXCLUDED.tenant_id, a = EXCLUDED.a",
+                &["1"],
+            ),
+            (
+                "INSERT INTO t (tenant_id, a) VALUES (1, 2) ON CONFLICT (id) DO UPDATE SET tenant_id = 42",
+                &["1", "42"],
+            ),
+            (
+                "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET tenant_id = 42 \
+                 WHEN NOT MATCHED THEN DO NOTHING",
+                &["42"],
+            ),
+            (
+                "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET tenant_id = s.tenant_id",
+                &["<Unreadable>"],
+            ),
+            (
+                "WITH u AS (UPDATE t SET tenant_id = 42 RETURNING *) SELECT * FROM u",
+                &["42"],
+            ),
+            // Not an UPDATE's SET list.
+            ("SELECT * FROM t FOR UPDATE", &[]),
+            ("ALTER TABLE t ALTER COLUMN tenant_id SET DEFAULT 42", &[]),
+            ("CREATE FUNCTION f() RETURNS int SET tenant_id = 42 AS 'select 1' LANGUAGE sql", &[]),
+        ] {
+            assert_eq!(all(sql), want, "{sql}");
         }
     }
 
