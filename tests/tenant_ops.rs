@@ -736,6 +736,110 @@ async fn a_move_by_map_reload_sends_back_transactions_routed_before_it() {
     assert_eq!(shard_rows(&s.shards[2]).len(), 1);
 }
 
+/// A reload that moves a tenant reaches sessions that hold it already
+/// (probe CW F1, F2): its own transaction open across the reload fails at
+/// its next statement (55000) instead of writing on the old shard, and a
+/// client that pipelines autocommit statements without pause (so its
+/// session never came to where it takes up a reload) is routed by the new
+/// map once what it sent before has been answered. Every row records the
+/// time its shard wrote it: none reaches the old shard after the new one
+/// took the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_moves_a_tenant_reaches_sessions_already_holding_it() {
+    let s = setup();
+    for c in &s.shards {
+        c.psql(
+            "app",
+            "CREATE TABLE ticks (tenant_id bigint, at timestamptz DEFAULT clock_timestamp());
+             GRANT ALL ON ticks TO app;",
+        );
+    }
+    let admin = connect(&s.b, "admin", "admin", "pgbouncer").await;
+    let c = connect(&s.b, APP_USER, APP_PASSWORD, "app").await;
+    // Tenant 42's own transaction, open across the move to s2.
+    begin_42(&c, 1).await;
+    s.b.write_file(
+        "shardmap.toml",
+        &MAP.replace("version = 1", "version = 2")
+            .replace("\"42\" = \"s0\"", "\"42\" = \"s2\""),
+    );
+    console(&admin, "RELOAD").await.unwrap();
+    let e = c
+        .simple_query("INSERT INTO accounts VALUES (42, 2, current_setting('port'))")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "55000", "{}", message(&e));
+    c.simple_query("ROLLBACK").await.unwrap();
+    assert!(
+        shard_rows(&s.shards[0]).is_empty(),
+        "a row on 42's old shard"
+    );
+
+    // A pipeline of autocommit INSERTs (twenty in flight on one connection
+    // at all times), and the move back to s0 under it.
+    let p = Arc::new(connect(&s.b, APP_USER, APP_PASSWORD, "app").await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (p, stop) = (p.clone(), stop.clone());
+        writers.spawn(async move {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Err(e) = p
+                    .simple_query("INSERT INTO ticks (tenant_id) VALUES (42) /* tenant_id=42 */")
+                    .await
+                {
+                    errors.push(message(&e));
+                }
+            }
+            errors
+        });
+    }
+    let count = |shard: usize| -> i64 {
+        s.shards[shard]
+            .psql("app", "SELECT count(*) FROM ticks")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    eventually(Duration::from_secs(30), "the pipeline on s2", || async {
+        count(2) >= 200
+    })
+    .await;
+    s.b.write_file("shardmap.toml", &MAP.replace("version = 1", "version = 3"));
+    console(&admin, "RELOAD").await.unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the pipeline moved to s0",
+        || async { count(0) >= 1 },
+    )
+    .await;
+    let moved_at = s.shards[0].psql("app", "SELECT min(at) FROM ticks");
+    eventually(
+        Duration::from_secs(30),
+        "more of the pipeline on s0",
+        || async { count(0) >= 200 },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    while let Some(errors) = writers.join_next().await {
+        let errors = errors.unwrap();
+        assert!(errors.is_empty(), "pipelined INSERTs failed: {errors:?}");
+    }
+    let late = s.shards[2].psql(
+        "app",
+        &format!(
+            "SELECT count(*) FROM ticks WHERE at >= '{}'",
+            moved_at.trim()
+        ),
+    );
+    assert_eq!(
+        late.trim(),
+        "0",
+        "rows on the old shard after the new one took one"
+    );
+}
+
 /// MOVE TENANT edits the map in force, one move at a time: two at once both
 /// land (probe L: one was undone while both answered OK), and a map file on
 /// disk that is not the map in force (an older one put back, which the

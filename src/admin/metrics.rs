@@ -19,7 +19,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 /// Tenants exported as series.
@@ -209,20 +209,47 @@ impl DbRouting {
 }
 
 fn routing(db: &str, f: impl FnOnce(&DbRouting)) {
-    static CACHE: OnceLock<RwLock<KeyedMap<String, DbRouting>>> = OnceLock::new();
+    thread_local! {
+        /// This thread's last database's handles: a routed transaction
+        /// counts its decision without a lock or a hash (a worker's
+        /// sessions are mostly of one database).
+        static LAST: std::cell::RefCell<Option<(Box<str>, Arc<DbRouting>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let mut f = Some(f);
+    LAST.with(|l| {
+        if let Some((name, r)) = &*l.borrow() {
+            if **name == *db {
+                if let Some(f) = f.take() {
+                    f(r);
+                }
+            }
+        }
+    });
+    if let Some(f) = f {
+        let r = shared_routing(db);
+        f(&r);
+        LAST.with(|l| *l.borrow_mut() = Some((db.into(), r)));
+    }
+}
+
+/// The handles of `db`, made on its first use.
+fn shared_routing(db: &str) -> Arc<DbRouting> {
+    static CACHE: OnceLock<RwLock<KeyedMap<String, Arc<DbRouting>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(r) = cache
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .get(db)
     {
-        return f(r);
+        return r.clone();
     }
     let mut w = cache
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    f(w.entry(db.to_string())
-        .or_insert_with(|| DbRouting::new(db)));
+    w.entry(db.to_string())
+        .or_insert_with(|| Arc::new(DbRouting::new(db)))
+        .clone()
 }
 
 /// A statement of `database` was routed using the tenant found in `source`

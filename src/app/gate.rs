@@ -230,6 +230,19 @@ impl TenantGate {
         }
     }
 
+    /// Whether `key` moved after configuration `generation` was built
+    /// (`routed_with`: the database and map that configuration routes by):
+    /// a session that holds the tenant already (a transaction, or
+    /// transactions pipelined one behind another) asks at each unit.
+    pub fn moved_since(
+        &self,
+        key: &TenantKey,
+        generation: u64,
+        routed_with: Option<(&str, &ShardMap)>,
+    ) -> bool {
+        self.stale(key, generation, routed_with)
+    }
+
     /// Whether `key` moved after configuration `generation` was built.
     fn stale(
         &self,

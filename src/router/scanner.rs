@@ -2276,7 +2276,10 @@ fn merge_source_column(
     let Item::Name(qual, _, _) = item_name(sql, &mut l)? else {
         return None;
     };
-    if !l.peek_sig().is_some_and(|t| matches!(t.k, K::Comma | K::RParen)) {
+    if !l
+        .peek_sig()
+        .is_some_and(|t| matches!(t.k, K::Comma | K::RParen))
+    {
         return None;
     }
     let Some(mut src) = source else {
@@ -2285,7 +2288,15 @@ fn merge_source_column(
     let Some(first) = src.next_sig() else {
         return Some(false);
     };
-    Some(table_from(sql, first, &mut src, qual, reached, (key, ctes), 0))
+    Some(table_from(
+        sql,
+        first,
+        &mut src,
+        qual,
+        reached,
+        (key, ctes),
+        0,
+    ))
 }
 
 /// What an INSERT inserts in its key column, as far as the scan reads it
@@ -4247,7 +4258,8 @@ fn drive_clauses<'a>(
                         f(Src::Scan, v)?;
                     }
                 }
-                if is_kw(sql, &t, b"MERGE") && lx.peek_sig().is_some_and(|n| is_kw(sql, &n, b"INTO"))
+                if is_kw(sql, &t, b"MERGE")
+                    && lx.peek_sig().is_some_and(|n| is_kw(sql, &n, b"INTO"))
                 {
                     merge = Some((stmt_lx.pos, merge_source(sql, lx)));
                 }
@@ -6410,13 +6422,34 @@ mod tests {
         let m = "MERGE INTO items i USING (SELECT 1) s ON false WHEN NOT MATCHED THEN INSERT";
         let t = "MERGE INTO items i USING src s ON i.id = s.id WHEN NOT MATCHED THEN INSERT";
         for (sql, want) in [
-            (format!("{m} (tenant_id, name) VALUES (42, 'x')"), &["42"][..]),
-            (format!("{m} (name, tenant_id) VALUES ('x', $2)"), &["<Param(2)>"]),
-            (format!("{m} (name, tenant_id) VALUES ('x', '042'::int8)"), &["42"]),
-            (format!("{m} (tenant_id, name) OVERRIDING USER VALUE VALUES (43, 'x')"), &["43"]),
-            (format!("{m} (tenant_id, name) VALUES (42 + 0, 'x')"), &["<Unreadable>"]),
-            (format!("{m} (tenant_id, name) VALUES (current_user, 'x')"), &["<Unreadable>"]),
-            (format!("{m} (tenant_id, name) VALUES (nextval('s'), 'x')"), &["<Unreadable>"]),
+            (
+                format!("{m} (tenant_id, name) VALUES (42, 'x')"),
+                &["42"][..],
+            ),
+            (
+                format!("{m} (name, tenant_id) VALUES ('x', $2)"),
+                &["<Param(2)>"],
+            ),
+            (
+                format!("{m} (name, tenant_id) VALUES ('x', '042'::int8)"),
+                &["42"],
+            ),
+            (
+                format!("{m} (tenant_id, name) OVERRIDING USER VALUE VALUES (43, 'x')"),
+                &["43"],
+            ),
+            (
+                format!("{m} (tenant_id, name) VALUES (42 + 0, 'x')"),
+                &["<Unreadable>"],
+            ),
+            (
+                format!("{m} (tenant_id, name) VALUES (current_user, 'x')"),
+                &["<Unreadable>"],
+            ),
+            (
+                format!("{m} (tenant_id, name) VALUES (nextval('s'), 'x')"),
+                &["<Unreadable>"],
+            ),
             (format!("{m} (tenant_id, name) VALUES (NULL, 'x')"), &[]),
             (format!("{m} (tenant_id, name) VALUES (DEFAULT, 'x')"), &[]),
             (format!("{m} DEFAULT VALUES"), &[]),
@@ -6438,9 +6471,18 @@ mod tests {
                 &["<Unreadable>"],
             ),
             // A stored table's column: its rows are the shard's.
-            (format!("{t} (tenant_id, name) VALUES (s.tenant_id, s.name)"), &[]),
-            (format!("{t} (tenant_id, name) VALUES (tenant_id, name)"), &[]),
-            (format!("{t} (tenant_id, name) VALUES (s.tenant_id::bigint, s.name)"), &[]),
+            (
+                format!("{t} (tenant_id, name) VALUES (s.tenant_id, s.name)"),
+                &[],
+            ),
+            (
+                format!("{t} (tenant_id, name) VALUES (tenant_id, name)"),
+                &[],
+            ),
+            (
+                format!("{t} (tenant_id, name) VALUES (s.tenant_id::bigint, s.name)"),
+                &[],
+            ),
             // With the other clauses, a filter and EXPLAIN.
             (
                 "MERGE INTO items i USING src s ON i.tenant_id = 1 AND i.id = s.id \
@@ -6450,8 +6492,14 @@ mod tests {
                     .to_string(),
                 &["1", "42"],
             ),
-            (format!("EXPLAIN ANALYZE {m} (tenant_id, name) VALUES (42, 'x')"), &["42"]),
-            (format!("{m} (tenant_id, name) VALUES (42, 'x'); SELECT 1"), &["42"]),
+            (
+                format!("EXPLAIN ANALYZE {m} (tenant_id, name) VALUES (42, 'x')"),
+                &["42"],
+            ),
+            (
+                format!("{m} (tenant_id, name) VALUES (42, 'x'); SELECT 1"),
+                &["42"],
+            ),
         ] {
             assert_eq!(all(&sql), want, "{sql}");
         }

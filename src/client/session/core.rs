@@ -1235,17 +1235,17 @@ impl Core {
         self.inbound.discard_held();
     }
 
-    /// Whether a cancel of the attached server's work in flight stops it
-    /// without changing what the rest of it does: at most one unit
-    /// (simple Query, or batch up to its Sync) owes its ReadyForQuery.
-    /// Behind a first one, a cancel that fails a `BEGIN` (a held one
-    /// replayed, or the client's own) leaves the Queries pipelined behind
-    /// it to run and commit one by one (probe RR: a client that sent
-    /// `BEGIN; INSERT ..; ROLLBACK` as three Queries and closed had its
-    /// INSERT committed). An error in a unit skips only the rest of that
-    /// unit.
-    pub fn cancel_stops_cleanly(&self) -> bool {
-        self.att.as_ref().is_none_or(|a| a.ready_owed() <= 1)
+    /// What the attached server has left to run of a departed client's
+    /// work ([`crate::pool::LeftWork`]): a cancel stops it without changing
+    /// what the rest of it does only when one unit (simple Query, or batch
+    /// up to its Sync) owes its ReadyForQuery. Behind a first one, a cancel
+    /// that fails a `BEGIN` (a held one replayed, or the client's own)
+    /// leaves the Queries pipelined behind it to run and commit one by one
+    /// (probe RR: a client that sent `BEGIN; INSERT ..; ROLLBACK` as three
+    /// Queries and closed had its INSERT committed). An error in a unit
+    /// skips only the rest of that unit.
+    pub fn left_work(&self) -> crate::pool::LeftWork {
+        crate::pool::LeftWork::of(self.att.as_ref().map_or(0, |a| a.ready_owed()))
     }
 
     /// The client is gone: the server's state, and whether it is clean enough to go

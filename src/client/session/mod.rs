@@ -1975,7 +1975,7 @@ impl Session {
         if self.handle.detach_server() {
             self.handle.cancels_done().await;
         }
-        let cancel = self.core.cancel_stops_cleanly();
+        let left = self.core.left_work();
         let (clean, effects) = match self.core.detach() {
             Some((st, clean, effects)) => {
                 co.conn.restore_state(st);
@@ -2039,7 +2039,7 @@ impl Session {
             pool.discard(co);
         } else {
             // Its tenants stay held until the backend is done.
-            pool.discard_busy(co, Box::new(self.core.take_tickets()), cancel);
+            pool.discard_busy(co, Box::new(self.core.take_tickets()), left);
         }
         self.app.transaction_finished();
     }
