@@ -607,7 +607,9 @@ async fn port_of_tenant(c: &Client, tenant: i64) -> String {
 
 /// A reload that moves a range boundary (console RELOAD, then SIGHUP) changes
 /// where the next transaction goes; a transaction pinned before the reload
-/// finishes on its shard; a session whose tenant came at connect follows too.
+/// finishes on its shard when its tenant stays there, and fails at its next
+/// statement when the reload moved it; a session whose tenant came at
+/// connect follows too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn range_reload_moves_a_boundary_for_the_next_transaction() {
     let (shards, b) = start_range_fixture();
@@ -638,17 +640,30 @@ async fn range_reload_moves_a_boundary_for_the_next_transaction() {
         );
     }
 
-    // A transaction pinned to s1 by tenant 1200 before the reload.
-    let pinned = connect(&b, "").await;
-    pinned.simple_query("BEGIN").await.unwrap();
+    // A transaction pinned to s1 by tenant 1200 before the reload (which
+    // moves it), and one pinned there by tenant 4000 (which stays).
+    let moved = connect(&b, "").await;
+    moved.simple_query("BEGIN").await.unwrap();
     assert_eq!(
         port_name(
-            &pinned,
+            &moved,
             "SELECT current_setting('port'), (SELECT name FROM accounts WHERE tenant_id = 1200)"
         )
         .await
         .unwrap(),
         (p1.clone(), Some("owner of 1200".into()))
+    );
+    let pinned = connect(&b, "").await;
+    pinned.simple_query("BEGIN").await.unwrap();
+    assert_eq!(
+        port_name(
+            &pinned,
+            "SELECT current_setting('port'), (SELECT 'x' FROM accounts WHERE tenant_id = 4000 LIMIT 1)"
+        )
+        .await
+        .unwrap()
+        .0,
+        p1
     );
 
     // Another, which will name 1500 after the reload: s1's tenant before
@@ -704,7 +719,17 @@ async fn range_reload_moves_a_boundary_for_the_next_transaction() {
     assert_eq!(code(&e), "55000", "{}", msg(&e));
     pinned2.simple_query("ROLLBACK").await.unwrap();
 
-    // The transaction that was pinned before the reload finishes on s1.
+    // The moved tenant's own transaction: its next statement, naming no
+    // tenant, would run on the old shard (probe CW F2): refused.
+    let e = moved
+        .simple_query("SELECT current_setting('port'), 'moved'")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "55000", "{}", msg(&e));
+    moved.simple_query("ROLLBACK").await.unwrap();
+
+    // A transaction that was pinned before the reload by a tenant that
+    // stays finishes on s1.
     assert_eq!(
         port_name(&pinned, "SELECT current_setting('port'), 'pinned'")
             .await

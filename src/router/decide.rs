@@ -78,10 +78,17 @@ impl Routing {
     /// Shard of `key`, or an error naming it.
     pub fn shard_of(&self, key: &TenantKey) -> Result<usize, Refusal> {
         self.map.route(key).map(|r| r.shard).map_err(|e| {
-            Refusal::new(
-                sqlstate::NO_TENANT,
-                format!("cannot route {} '{key}': {e}", self.key),
-            )
+            // A value the key type cannot read (`042` under `auto`, `abc`
+            // for a bigint key) is an invalid tenant value, 22023, as the
+            // scan's own unreadable values are (probe CW F6: 42P17, which
+            // says no tenant was found); one the map has no place for (no
+            // range covers it) names a tenant it does not route.
+            let code = if self.map.canonical_tenant(key).is_err() {
+                sqlstate::INVALID_PARAMETER_VALUE
+            } else {
+                sqlstate::NO_TENANT
+            };
+            Refusal::new(code, format!("cannot route {} '{key}': {e}", self.key))
         })
     }
 

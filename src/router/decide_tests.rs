@@ -238,8 +238,10 @@ fn a_bind_value_is_read_as_its_cast_reads_it() {
             &["{42,x}"],
             "22023",
         ),
-        // Without the cast, '042' is no canonical integer: its type is unknown.
-        ("SELECT * FROM a WHERE tenant_id = $1", &["042"], "42P17"),
+        // Without the cast, '042' is no canonical integer: its type is
+        // unknown, an invalid tenant value (probe CW F6: it was 42P17).
+        ("SELECT * FROM a WHERE tenant_id = $1", &["042"], "22023"),
+        ("SELECT * FROM a WHERE tenant_id = $1", &["42.0"], "22023"),
     ] {
         assert_eq!(
             code(&extended(&r, &t, Tx::Idle, sql, values)),

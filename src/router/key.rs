@@ -55,7 +55,7 @@ impl TenantKey {
     /// True if Postgres would read the key as an integer (`int8in` accepts
     /// surrounding whitespace, a `+` sign and leading zeros) but the key is not
     /// in canonical form ("042", "+1", " 42", "-0"), or if it is all digits but
-    /// outside i64. Such a key names tenant 42 for an integer column and the
+    /// outside i64, or if it is a number of another form ("42.0", "4.2e1"). Such a key names tenant 42 for an integer column and the
     /// string "042" for a text column, so a router that cannot know the
     /// column type must refuse it rather than guess.
     pub fn is_ambiguous_integer(&self) -> bool {
@@ -73,7 +73,14 @@ impl TenantKey {
             Some(b'-') | Some(b'+') => &t[1..],
             _ => t,
         };
-        !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) && self.as_i64().is_none()
+        if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+            return self.as_i64().is_none();
+        }
+        // A number of another form (`42.0`, `4.2e1`, `.5`): a numeric
+        // column reads it as a number (42), a text column as the text, and
+        // an integer one refuses it (probe CW F4: routed as the text, to
+        // another shard than 42's).
+        numeric_syntax(digits)
     }
 
     /// Parses the key the way Postgres' `int8in` would (whitespace around,
@@ -82,6 +89,31 @@ impl TenantKey {
     /// store it.
     pub fn parse_pg_int8(&self) -> Option<i64> {
         parse_pg_int8(self.as_bytes())
+    }
+}
+
+/// Whether `b` (past its sign) is a number as Postgres's `numeric` reads
+/// one: digits with a decimal point among or around them, and an exponent,
+/// with at least one digit before the exponent.
+fn numeric_syntax(b: &[u8]) -> bool {
+    let mantissa = b
+        .iter()
+        .position(|c| matches!(c, b'e' | b'E'))
+        .map_or(b, |e| &b[..e]);
+    let digits = mantissa.iter().filter(|c| c.is_ascii_digit()).count();
+    let points = mantissa.iter().filter(|c| **c == b'.').count();
+    if digits == 0 || points > 1 || digits + points != mantissa.len() {
+        return false;
+    }
+    match b.get(mantissa.len() + 1..) {
+        None => true,
+        Some(exp) => {
+            let exp = match exp.first() {
+                Some(b'-') | Some(b'+') => &exp[1..],
+                _ => exp,
+            };
+            !exp.is_empty() && exp.iter().all(u8::is_ascii_digit)
+        }
     }
 }
 
@@ -244,7 +276,10 @@ mod tests {
             Some(b'-') | Some(b'+') => &t[1..],
             _ => t,
         };
-        !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) && k.as_i64().is_none()
+        if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+            return k.as_i64().is_none();
+        }
+        numeric_syntax(digits)
     }
 
     proptest! {
@@ -253,7 +288,7 @@ mod tests {
         /// and lengths around 18 and 19 digits.
         #[test]
         fn the_fast_paths_of_is_ambiguous_integer_change_nothing(
-            s in "[0-9 +a-]{0,3}[0-9]{0,20}[ a0-9]{0,2}"
+            s in "[0-9 +a.e-]{0,3}[0-9]{0,20}[ a0-9.eE]{0,2}"
         ) {
             if let Some(k) = TenantKey::new(s.as_bytes()) {
                 prop_assert_eq!(k.is_ambiguous_integer(), ambiguous_the_long_way(&k), "{:?}", s);
@@ -305,7 +340,25 @@ mod tests {
         assert!(!amb("42"));
         assert!(!amb("acme"));
         assert!(!amb("-"));
-        assert!(!amb("1.0"));
+        // Numbers of other forms: a numeric column reads them as numbers
+        // (probe CW F4).
+        for n in [
+            "1.0", "42.0", "4.2e1", "42e0", ".5", "5.", "-1.5E-3", " 42.0 ",
+        ] {
+            assert!(amb(n), "{n}");
+        }
+        for t in [
+            "1.2.3",
+            "4e",
+            "e4",
+            "1e+",
+            ".",
+            "1-2",
+            "v1.0",
+            "123e4567-e89b-12d3-a456-426614174000",
+        ] {
+            assert!(!amb(t), "{t}");
+        }
         assert!(amb(" 42"));
         assert!(amb("42\n"));
         let p = |s: &str| TenantKey::new(s.as_bytes()).unwrap().parse_pg_int8();
