@@ -156,6 +156,18 @@ impl Fixture {
         Fixture { shards, bouncer }
     }
 
+    /// Write shard map `file` and reload it (SIGHUP), waiting until the
+    /// reload is done.
+    fn reload_map(&self, file: &str, text: &str) {
+        self.bouncer.write_file(file, text);
+        self.bouncer.signal(libc::SIGHUP);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(self.bouncer.wait_for_log("SIGHUP: configuration reloaded"));
+    }
+
     /// A raw protocol client through the bouncer, with extra startup parameters.
     fn raw(&self, db: &str, params: &[(&str, &str)]) -> Raw {
         Raw::login_with(self.bouncer.port, "app", db, params)
@@ -3001,16 +3013,10 @@ fn a_session_mode_client_follows_a_reloaded_map_from_its_next_transaction() {
     // shard), in transaction mode too.
     let mut held = f.raw("app", &[]);
     assert!(q(&mut held, "BEGIN").0.is_empty());
-    f.bouncer.write_file(
+    f.reload_map(
         "shardmap.toml",
         &MAP.replace("alpha = \"s0\"", "alpha = \"s1\""),
     );
-    f.bouncer.signal(libc::SIGHUP);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f.bouncer.wait_for_log("SIGHUP: configuration reloaded"));
     let (errs, v) = q(
         &mut held,
         "SELECT name FROM shard_marker WHERE NOT EXISTS \
@@ -6644,16 +6650,10 @@ fn a_pipelining_client_follows_a_reload_that_moves_its_tenant() {
         }
     };
     until("the pipeline on s1", &|| pipe(1) >= 200);
-    f.bouncer.write_file(
+    f.reload_map(
         "shardmap_int.toml",
         &MAP_INT.replace("\"2002\" = \"s1\"", "\"2002\" = \"s0\""),
     );
-    f.bouncer.signal(libc::SIGHUP);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f.bouncer.wait_for_log("SIGHUP: configuration reloaded"));
     until("the pipeline moved to s0", &|| pipe(0) >= 1);
     writer.join().unwrap();
     let errors = reader.join().unwrap();

@@ -2045,6 +2045,43 @@ fn rows_end(sql: &[u8], next: Option<Tok>) -> bool {
     }
 }
 
+/// `INTO [ONLY] name[.name..]` at the cursor (`ONLY` where `only` allows
+/// it, as MERGE does): the token after the name.
+fn into_name(sql: &[u8], lx: &mut Lexer<'_>, only: bool) -> Option<Tok> {
+    if !is_kw(sql, &lx.next_sig()?, b"INTO") {
+        return None;
+    }
+    let mut t = lx.next_sig()?;
+    if only && is_kw(sql, &t, b"ONLY") {
+        t = lx.next_sig()?;
+    }
+    if !is_identlike(&t) {
+        return None;
+    }
+    loop {
+        t = lx.next_sig()?;
+        if t.k != K::Dot {
+            return Some(t);
+        }
+        if !is_identlike(&lx.next_sig()?) {
+            return None;
+        }
+    }
+}
+
+/// The token at the cursor, past an `OVERRIDING {SYSTEM | USER} VALUE`.
+fn past_overriding(sql: &[u8], lx: &mut Lexer<'_>) -> Option<Tok> {
+    let t = lx.next_sig()?;
+    if !is_kw(sql, &t, b"OVERRIDING") {
+        return Some(t);
+    }
+    lx.next_sig()?;
+    if !is_kw(sql, &lx.next_sig()?, b"VALUE") {
+        return None;
+    }
+    lx.next_sig()
+}
+
 /// After `INSERT`: `INTO name [AS alias] (cols) [OVERRIDING x VALUE] VALUES`,
 /// the VALUES list in parentheses or not (`(VALUES (..))`; probe QQ: not
 /// read). A column may be subscripted or a field (`tags[1]`, `p.a`; probe
@@ -2058,22 +2095,7 @@ fn insert_header<'a>(
     reached: &mut usize,
     ctes: &Ctes<'_>,
 ) -> Option<Inserted<'a>> {
-    if !is_kw(sql, &lx.next_sig()?, b"INTO") {
-        return None;
-    }
-    let mut t = lx.next_sig()?;
-    if !is_identlike(&t) {
-        return None;
-    }
-    loop {
-        t = lx.next_sig()?;
-        if t.k != K::Dot {
-            break;
-        }
-        if !is_identlike(&lx.next_sig()?) {
-            return None;
-        }
-    }
+    let mut t = into_name(sql, lx, false)?;
     if is_kw(sql, &t, b"AS") {
         if !is_identlike(&lx.next_sig()?) {
             return None;
@@ -2084,14 +2106,7 @@ fn insert_header<'a>(
         return None;
     }
     let idx = key_column(sql, lx, key)??;
-    let mut t = lx.next_sig()?;
-    if is_kw(sql, &t, b"OVERRIDING") {
-        lx.next_sig()?;
-        if !is_kw(sql, &lx.next_sig()?, b"VALUE") {
-            return None;
-        }
-        t = lx.next_sig()?;
-    }
+    let mut t = past_overriding(sql, lx)?;
     // `INSERT INTO t (cols) WITH c AS (..) SELECT ..` (probe CC F4: the
     // key after it was not read).
     if is_kw(sql, &t, b"WITH") {
@@ -2199,15 +2214,7 @@ fn merge_insert<'a>(
         return None;
     }
     let idx = key_column(sql, lx, key)??;
-    let mut t = lx.next_sig()?;
-    if is_kw(sql, &t, b"OVERRIDING") {
-        lx.next_sig()?;
-        if !is_kw(sql, &lx.next_sig()?, b"VALUE") {
-            return None;
-        }
-        t = lx.next_sig()?;
-    }
-    if !is_kw(sql, &t, b"VALUES") {
+    if !is_kw(sql, &past_overriding(sql, lx)?, b"VALUES") {
         return None;
     }
     let rows = InsertRows {
@@ -2224,25 +2231,7 @@ fn merge_insert<'a>(
 /// After `MERGE`: `INTO name [[AS] alias] USING`, the cursor after
 /// `USING` (its source: a table, or a subquery, in parentheses).
 fn merge_source<'a>(sql: &'a [u8], mut lx: Lexer<'a>) -> Option<Lexer<'a>> {
-    if !is_kw(sql, &lx.next_sig()?, b"INTO") {
-        return None;
-    }
-    let mut t = lx.next_sig()?;
-    if is_kw(sql, &t, b"ONLY") {
-        t = lx.next_sig()?;
-    }
-    if !is_identlike(&t) {
-        return None;
-    }
-    loop {
-        t = lx.next_sig()?;
-        if t.k != K::Dot {
-            break;
-        }
-        if !is_identlike(&lx.next_sig()?) {
-            return None;
-        }
-    }
+    let mut t = into_name(sql, &mut lx, true)?;
     if is_kw(sql, &t, b"AS") {
         t = lx.next_sig()?;
     }
