@@ -6541,6 +6541,10 @@ fn merge_update_set_and_wrapped_parameter_numbers_name_their_tenant() {
         "UPDATE ledger SET note = note, (tenant_id) = ROW(2002) WHERE tenant_id = 1001",
         "MERGE INTO ledger l USING (SELECT 1) s ON l.tenant_id = 1001 \
          WHEN MATCHED THEN UPDATE SET tenant_id = 2002",
+        // Probe CX F1, F3: an alias named `set`, a keyword after a dot.
+        "UPDATE ledger AS set SET tenant_id = 2002 WHERE tenant_id = 1001",
+        "UPDATE ledger SET note = x.where, tenant_id = 2002 \
+         FROM (SELECT 'n' AS \"where\") x WHERE ledger.tenant_id = 1001",
     ] {
         let (errs, _) = q(&mut raw, sql);
         bad.check(errs == ["0A000"], || format!("{sql}: errors {errs:?}"));
@@ -6567,6 +6571,18 @@ fn merge_update_set_and_wrapped_parameter_numbers_name_their_tenant() {
     });
     let n = f.counts("ledger WHERE tenant_id = 2002");
     bad.check(n[0] == 0, || format!("tenant 2002's rows: {n:?}"));
+    // The new value never picks the shard (probe CX F9: routed by it, an
+    // UPDATE by another column changed tenant 2002's shard's rows).
+    let mut none = f.raw("appint", &[]);
+    let (errs, _) = q(
+        &mut none,
+        "UPDATE ledger SET tenant_id = 2002, note = 'p-moved' WHERE note LIKE 'ledger of %'",
+    );
+    bad.check(errs == ["42P17"], || {
+        format!("UPDATE by another column: {errs:?}")
+    });
+    let n = f.counts("ledger WHERE note = 'p-moved'");
+    bad.check(n == [0, 0], || format!("rows the UPDATE changed: {n:?}"));
     // `$4294967297` is `$1`: bound to 2002 (s1), it names tenant 2002.
     for sql in [
         "SELECT note FROM ledger WHERE tenant_id = $4294967297",

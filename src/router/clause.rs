@@ -1376,7 +1376,23 @@ fn data_modifying(sql: &[u8], n: &Tok, next: &Lexer<'_>) -> bool {
 /// [[AS] alias] SET`, what follows `UPDATE` (probes AM and AO: a table
 /// named like a keyword, `ONLY (t)`; `(update IS NULL AND set = 1)`
 /// compares columns).
-pub(super) fn update_target(sql: &[u8], m: Tok, mut l: Lexer<'_>) -> bool {
+pub(super) fn update_target(sql: &[u8], m: Tok, l: Lexer<'_>) -> bool {
+    update_parts(sql, m, l).is_some()
+}
+
+/// What [`update_target`] reads: the target's name (its last part), its
+/// alias, and the `SET` that starts the SET list.
+#[derive(Clone, Copy)]
+pub(super) struct UpdateParts {
+    pub(super) name: Tok,
+    pub(super) alias: Option<Tok>,
+    pub(super) set: Tok,
+}
+
+/// [`update_target`], with its parts. The word after `AS` is the alias
+/// whatever it spells (`UPDATE t AS set SET ..`: probe CX F1, taken for
+/// the SET list, which hid the real one).
+pub(super) fn update_parts(sql: &[u8], m: Tok, mut l: Lexer<'_>) -> Option<UpdateParts> {
     let is = |t: &Tok, k: &[u8]| t.k == K::Ident && text(sql, t).eq_ignore_ascii_case(k);
     let mut t = Some(m);
     if t.is_some_and(|t| is(&t, b"ONLY")) {
@@ -1386,35 +1402,35 @@ pub(super) fn update_target(sql: &[u8], m: Tok, mut l: Lexer<'_>) -> bool {
     if paren {
         t = l.next_sig();
     }
-    if !t.is_some_and(|t| is_identlike(&t)) {
-        return false;
-    }
+    let mut name = t.filter(is_identlike)?;
     t = l.next_sig();
     // (`schema.table`, `db.schema.table`: probe AQ.)
     for _ in 0..2 {
         if t.is_some_and(|t| t.k == K::Dot) {
-            if !l.next_sig().is_some_and(|t| is_identlike(&t)) {
-                return false;
-            }
+            name = l.next_sig().filter(is_identlike)?;
             t = l.next_sig();
         }
     }
     if paren {
         if !t.is_some_and(|t| t.k == K::RParen) {
-            return false;
+            return None;
         }
         t = l.next_sig();
     }
     if t.is_some_and(|t| t.k == K::Op && text(sql, &t) == b"*") {
         t = l.next_sig();
     }
+    let mut alias = None;
     if t.is_some_and(|t| is(&t, b"AS")) {
+        alias = l.next_sig().filter(is_identlike);
+        alias?;
+        t = l.next_sig();
+    } else if t.is_some_and(|t| is_identlike(&t) && !is(&t, b"SET")) {
+        alias = t;
         t = l.next_sig();
     }
-    if t.is_some_and(|t| is_identlike(&t) && !is(&t, b"SET")) {
-        t = l.next_sig();
-    }
-    t.is_some_and(|t| is(&t, b"SET"))
+    let set = t.filter(|t| is(t, b"SET"))?;
+    Some(UpdateParts { name, alias, set })
 }
 
 /// The place of a subquery's select list: in a filter, nested (it

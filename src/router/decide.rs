@@ -63,6 +63,12 @@ pub struct Routing {
 impl Routing {
     /// Whether `s` is an enabled source.
     pub fn has(&self, s: Source) -> bool {
+        // (A SET list's values are found by the scan.)
+        let s = if s == Source::Written {
+            Source::Scan
+        } else {
+            s
+        };
         self.sources.contains(&s)
     }
 
@@ -1056,6 +1062,13 @@ fn bind_mentions(
         // Read as the parameter's type, then as a cast reads it (`$1::int`
         // of '042' is 42), for each way the text uses it: as one value or
         // as an array, with or without a cast.
+        // A value only a SET list gives the key checks the shard, never
+        // picks it.
+        let source = if f.written_params.binary_search(&n).is_ok() {
+            Source::Written
+        } else {
+            Source::Scan
+        };
         let plain = f.params.binary_search(&n).is_ok().then_some((None, false));
         let array = f
             .array_params
@@ -1074,13 +1087,7 @@ fn bind_mentions(
             if !array {
                 let key = param_key_as(v, values.format(i), types.get(i), conv);
                 match key {
-                    Ok(key) => push_mention(
-                        scratch,
-                        Mention {
-                            key,
-                            source: Source::Scan,
-                        },
-                    ),
+                    Ok(key) => push_mention(scratch, Mention { key, source }),
                     Err(why) => err = Some(bad(i + 1, why)),
                 }
                 continue;
@@ -1094,13 +1101,7 @@ fn bind_mentions(
                     types.get(i),
                     room,
                     &mut |key| match conv.map_or(Ok(key), |c| c.apply(&key)) {
-                        Ok(key) => push_mention(
-                            scratch,
-                            Mention {
-                                key,
-                                source: Source::Scan,
-                            },
-                        ),
+                        Ok(key) => push_mention(scratch, Mention { key, source }),
                         Err(why) => unread = unread.or(Some(why)),
                     },
                 );
@@ -1207,7 +1208,7 @@ fn resolve(
             Source::Comment | Source::Scan => {
                 mentions.iter().find(|m| m.source == *src).map(|m| m.key)
             }
-            Source::Default => None,
+            Source::Default | Source::Written => None,
         }
         .map(|k| (k, *src));
         if primary.is_some() {
@@ -1218,7 +1219,7 @@ fn resolve(
         if tenant_free {
             return Ok(Decision::TenantFree);
         }
-        return match s.tx {
+        let decision = match s.tx {
             // The transaction's shard stands in for a tenant only when a
             // tenant placed it. One that tenant-free work opened (`BEGIN; SET
             // ..` as one Query, or a session-mode server first taken for a
@@ -1246,6 +1247,27 @@ fn resolve(
                 NoTenant::Reject => Err(no_tenant(r)),
             },
         };
+        // What a SET list writes (the only mentions left: the others would
+        // have given a tenant) lives where the work runs.
+        if let Ok(Decision::Shard { shard, .. }) = decision {
+            for m in mentions {
+                let other = r.shard_of(&m.key)?;
+                if other != shard {
+                    return Err(Refusal::new(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!(
+                            "cross-shard statement refused: this work runs on shard {} but {k} '{b}' ({sb}) lives on shard {}",
+                            r.shard_name(shard),
+                            r.shard_name(other),
+                            k = r.key,
+                            b = m.key,
+                            sb = m.source,
+                        ),
+                    ));
+                }
+            }
+        }
+        return decision;
     };
     let shard = r.shard_of(&key)?;
     for m in mentions {
@@ -1713,5 +1735,6 @@ fn source_noun(s: Source) -> &'static str {
         Source::Set => "SET",
         Source::Startup => "startup parameter",
         Source::Default => "default",
+        Source::Written => "SET list",
     }
 }

@@ -166,6 +166,73 @@ fn a_mention_routes_and_two_shards_are_refused() {
     assert_eq!(shard(&d), Some(0));
 }
 
+/// A value an UPDATE's SET list gives the key is checked against the
+/// shard the work runs on, and never picks it (probe CX F9: `UPDATE .. SET
+/// tenant_id = 42 WHERE id = 1` went to 42's shard, where row 1 was another
+/// tenant's).
+#[test]
+fn a_value_a_set_list_writes_checks_the_shard_and_never_picks_it() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let none = Tenants::default();
+    let one = Tenants {
+        startup: Some(key("1")),
+        ..Default::default()
+    };
+    let forty_two = Tenants {
+        startup: Some(key("42")),
+        ..Default::default()
+    };
+    let sql = "UPDATE a SET tenant_id = 42, x = 1 WHERE id = 1";
+    assert_eq!(code(&query(&r, &none, Tx::Idle, sql)), "42P17");
+    assert_eq!(code(&query(&r, &one, Tx::Idle, sql)), "0A000");
+    assert_eq!(shard(&query(&r, &forty_two, Tx::Idle, sql)), Some(1));
+    // The filter's tenant places it; the new value is checked.
+    let d = query(
+        &r,
+        &none,
+        Tx::Idle,
+        "UPDATE a SET tenant_id = 3 WHERE tenant_id = 1",
+    );
+    assert_eq!(shard(&d), Some(0));
+    let sql = "UPDATE a SET tenant_id = 42 WHERE tenant_id = 1";
+    assert_eq!(code(&query(&r, &none, Tx::Idle, sql)), "0A000");
+    // Bound: a parameter only the SET list uses picks nothing; one also in
+    // the filter does.
+    let sql = "UPDATE a SET tenant_id = $1 WHERE id = $2";
+    assert_eq!(
+        code(&extended(&r, &none, Tx::Idle, sql, &["42", "7"])),
+        "42P17"
+    );
+    assert_eq!(
+        code(&extended(&r, &one, Tx::Idle, sql, &["42", "7"])),
+        "0A000"
+    );
+    assert_eq!(
+        shard(&extended(&r, &one, Tx::Idle, sql, &["3", "7"])),
+        Some(0)
+    );
+    let sql = "UPDATE a SET tenant_id = $1 WHERE tenant_id = $1";
+    assert_eq!(shard(&extended(&r, &none, Tx::Idle, sql, &["42"])), Some(1));
+    // In a transaction a tenant placed, and under no_tenant = default.
+    let mut v = view(&none, Tx::Pinned(0));
+    v.pinned_by = Some((key("1"), Source::Scan));
+    let mut f = Facts::default();
+    crate::router::statement::analyze(
+        b"UPDATE a SET tenant_id = 42 WHERE id = 1",
+        b"tenant_id",
+        true,
+        &mut f,
+    );
+    let mut scratch = Vec::new();
+    let d = decide(&r, &v, Unit::query(&f), &mut scratch);
+    assert_eq!(code(&d), "0A000");
+    let r = routing(ALL, false, NoTenant::Default(0));
+    let sql = "UPDATE a SET tenant_id = 42 WHERE id = 1";
+    assert_eq!(code(&query(&r, &none, Tx::Idle, sql)), "0A000");
+    let sql = "UPDATE a SET tenant_id = 3 WHERE id = 1";
+    assert_eq!(shard(&query(&r, &none, Tx::Idle, sql)), Some(0));
+}
+
 #[test]
 fn every_bind_parameter_is_checked() {
     let r = routing(ALL, false, NoTenant::Reject);

@@ -22,7 +22,9 @@
 //!   `standard_conforming_strings`.
 
 use super::bind::Conv;
-use super::clause::{predicate_start, update_target, Before, Clauses, Place, FOLLOWERS};
+use super::clause::{
+    predicate_start, update_parts, Before, Clauses, Place, UpdateParts, FOLLOWERS,
+};
 use super::key::{KeyBuilder, TenantKey};
 use super::lexer::*;
 use memchr::{memchr, memchr2};
@@ -43,6 +45,13 @@ pub enum Source {
     Scan,
     /// The database's configured default tenant.
     Default,
+    /// A value an UPDATE's SET list gives the key (found by the scan): the
+    /// row's new tenant, which must live on the shard the statement runs
+    /// on, but never picks it (the rows it changes are those its filter
+    /// selects, wherever the new value lives: probe CX F9, an `UPDATE ..
+    /// SET tenant_id = 42 WHERE id = 1` routed by it changed another
+    /// tenant's row 1 on 42's shard).
+    Written,
 }
 
 impl fmt::Display for Source {
@@ -53,6 +62,7 @@ impl fmt::Display for Source {
             Source::Set => "set",
             Source::Scan => "scan",
             Source::Default => "default",
+            Source::Written => "set list",
         })
     }
 }
@@ -4074,6 +4084,8 @@ fn comment_pairs<'a>(
 enum Src {
     Comment,
     Scan,
+    /// A SET list's value of the key ([`Source::Written`]).
+    Written,
 }
 
 /// One pass over the statement reporting every tenant mention in textual
@@ -4155,7 +4167,7 @@ fn drive_clauses<'a>(
     // An UPDATE's SET list being walked, and an `UPDATE t` whose `SET` is
     // to come.
     let mut set_list: Option<SetList> = None;
-    let mut update_pending = false;
+    let mut update_pending: Option<UpdateParts> = None;
     loop {
         let before = lx;
         let Some(t) = lx.next_raw() else { break };
@@ -4167,24 +4179,28 @@ fn drive_clauses<'a>(
             continue;
         }
         if let Some(list) = &mut set_list {
-            if !list.step(sql, &t, lx, key, &mut |v| f(Src::Scan, v))? {
+            if !list.step(sql, &t, lx, key, &mut |v| f(Src::Written, v))? {
                 set_list = None;
             }
+        } else if let Some(u) = update_pending.filter(|u| u.set.s == t.s) {
+            update_pending = None;
+            set_list = Some(SetList::new(Some((u.name, u.alias)), false));
         } else if is_kw(sql, &t, b"SET")
-            && (std::mem::take(&mut update_pending)
-                || (p1.is_some_and(|p| is_kw(sql, &p, b"UPDATE"))
-                    && p2.is_some_and(|p| is_any_kw(sql, &p, &[b"DO", b"THEN"]))))
+            && p1.is_some_and(|p| is_kw(sql, &p, b"UPDATE"))
+            && p2.is_some_and(|p| is_any_kw(sql, &p, &[b"DO", b"THEN"]))
         {
-            set_list = Some(SetList {
-                item: true,
-                ..SetList::default()
-            });
+            // (`ON CONFLICT .. DO UPDATE SET`: EXCLUDED is the row the
+            // INSERT tried; a MERGE's `THEN UPDATE SET`.)
+            let upsert = p2.is_some_and(|p| is_kw(sql, &p, b"DO"));
+            set_list = Some(SetList::new(None, upsert));
         } else if is_kw(sql, &t, b"UPDATE")
-            && !p1.is_some_and(|p| is_any_kw(sql, &p, &[b"FOR", b"KEY", b"DO", b"THEN"]))
+            && !p1.is_some_and(|p| {
+                p.k == K::Dot || is_any_kw(sql, &p, &[b"FOR", b"KEY", b"DO", b"THEN"])
+            })
         {
             update_pending = lx
                 .peek_sig()
-                .is_some_and(|m| update_target(sql, m, skip_one(lx)));
+                .and_then(|m| update_parts(sql, m, skip_one(lx)));
         }
         let (place, ended) = clauses.step(sql, &t, p1, &lx);
         if ended && !unread.get() {
@@ -4401,13 +4417,14 @@ fn skip_one(mut lx: Lexer<'_>) -> Lexer<'_> {
 
 /// The walk of an UPDATE's SET list (`UPDATE t SET`, `ON CONFLICT ..
 /// DO UPDATE SET`, a MERGE's `THEN UPDATE SET`), token by token: a value
-/// given to the key column is a tenant mention, as an INSERT's (probe CV
-/// F1, F3: `SET tenant_id = 42` moved tenant 1's row to tenant 42 on
-/// tenant 1's shard, where 42's rows are not). Its end is not looked for
-/// where a value could hide it (a `FROM`, which `IS DISTINCT FROM` holds):
-/// past the end, a `,` of a FROM list starts no item the key is assigned
-/// in, so walking on reads nothing more.
-#[derive(Default)]
+/// given to the key column is the row's new tenant ([`Source::Written`]:
+/// checked against the shard, never picking it; probe CV F1, F3: `SET
+/// tenant_id = 42` moved tenant 1's row to tenant 42 on tenant 1's shard,
+/// where 42's rows are not). Its end is not looked for where a value could
+/// hide it (a `FROM`, which `IS DISTINCT FROM` holds; a keyword after a
+/// `.`, which is a name: probe CX F3, `x.where`): past the end, a `,` of a
+/// FROM list starts no item the key is assigned in, so walking on reads
+/// nothing more.
 struct SetList {
     /// Brackets opened within the list.
     depth: usize,
@@ -4415,9 +4432,28 @@ struct SetList {
     cases: usize,
     /// The next token starts an item (after `SET` or a `,`).
     item: bool,
+    /// The token before was a `.`: this one is a name, whatever it spells.
+    after_dot: bool,
+    /// An UPDATE's target table (its name's last part) and alias: its own
+    /// key, so qualified, is the row's own.
+    target: Option<(Tok, Option<Tok>)>,
+    /// `ON CONFLICT .. DO UPDATE SET`: `EXCLUDED` is the row the INSERT
+    /// tried (anywhere else it may be any alias: probe CX F2).
+    upsert: bool,
 }
 
 impl SetList {
+    fn new(target: Option<(Tok, Option<Tok>)>, upsert: bool) -> SetList {
+        SetList {
+            depth: 0,
+            cases: 0,
+            item: true,
+            after_dot: false,
+            target,
+            upsert,
+        }
+    }
+
     /// One token `t` (the cursor `lx` after it); `false` when the list
     /// ended at it.
     fn step<'a>(
@@ -4432,27 +4468,27 @@ impl SetList {
             if is_identlike(t) && ident_eq(sql, t, key) {
                 let mut l = lx;
                 if l.next_sig().is_some_and(|e| is_op(sql, &e, b"=")) {
-                    if let Some(v) = set_value(sql, l, key) {
-                        f(v)?;
-                    }
+                    self.value(sql, l, key, f)?;
                 }
             } else if t.k == K::LParen {
                 // `(a, tenant_id) = (1, 42)`, `= ROW(..)`, `= (SELECT ..)`.
                 let mut l = lx;
                 if let Some(Some(idx)) = key_column(sql, &mut l, key) {
-                    if let Some(v) = set_row_value(sql, l, key, idx) {
-                        f(v)?;
+                    match set_row_element(sql, l, idx) {
+                        Some(elem) => self.value(sql, elem, key, f)?,
+                        None => f(TenantToken::Unreadable)?,
                     }
                 }
             }
         }
+        let name = std::mem::replace(&mut self.after_dot, t.k == K::Dot);
         match t.k {
             K::LParen | K::LBrack => self.depth += 1,
             K::RParen | K::RBrack if self.depth == 0 => return ControlFlow::Continue(false),
             K::RParen | K::RBrack => self.depth -= 1,
             K::Semi => return ControlFlow::Continue(false),
             K::Comma if self.depth == 0 => self.item = true,
-            _ if self.depth > 0 => {}
+            _ if self.depth > 0 || name => {}
             _ if is_kw(sql, t, b"CASE") => self.cases += 1,
             _ if is_kw(sql, t, b"END") => self.cases = self.cases.saturating_sub(1),
             _ if is_any_kw(sql, t, &[b"WHERE", b"RETURNING"]) => {
@@ -4463,41 +4499,166 @@ impl SetList {
         }
         ControlFlow::Continue(true)
     }
-}
 
-/// The value of a SET item's `key =` (the cursor after `=`), as an
-/// INSERT's row value: a value read, `None` for NULL, DEFAULT, the key
-/// itself (the row's own, no change) or `EXCLUDED.key` (the row the INSERT
-/// tried, whose key its VALUES gave); anything else, another table's key
-/// among it, is unreadable.
-fn set_value<'a>(sql: &'a [u8], lx: Lexer<'a>, key: &[u8]) -> Option<TenantToken<'a>> {
-    let ends = |l: &Lexer<'_>| set_item_ends(sql, l.peek_sig());
-    let mut l = lx;
-    if let Some(v) = read_value(sql, &mut l) {
-        if ends(&l) {
-            return Some(v);
+    /// The value of a SET item's `key =` (the cursor after `=`, up to the
+    /// item's end), as an INSERT's row value: each value read is the row's
+    /// new tenant. None for NULL, DEFAULT, the row's own key (unqualified,
+    /// or qualified by the UPDATE's target or alias) or `EXCLUDED.key` in
+    /// an upsert (the row the INSERT tried, whose key its VALUES gave). A
+    /// CASE whose every result is a value read or NULL gives each (Django's
+    /// `bulk_update`: probe CX F6). Anything else, another table's key
+    /// among it, is unreadable.
+    fn value<'a>(
+        &self,
+        sql: &'a [u8],
+        lx: Lexer<'a>,
+        key: &[u8],
+        f: &mut dyn FnMut(TenantToken<'a>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        let ends = |l: &Lexer<'_>| set_item_ends(sql, l.peek_sig());
+        let mut l = lx;
+        if let Some(v) = read_value(sql, &mut l) {
+            if ends(&l) {
+                return f(v);
+            }
         }
-    }
-    let mut l = lx;
-    if let Some(t) = l.next_sig() {
+        let mut l = lx;
+        let Some(t) = l.next_sig() else {
+            return f(TenantToken::Unreadable);
+        };
         if is_any_kw(sql, &t, &[b"NULL", b"DEFAULT"]) && skip_casts(sql, &mut l) && ends(&l) {
-            return None;
+            return ControlFlow::Continue(());
         }
         if is_identlike(&t) {
             let mut name = t;
+            let mut own = true;
             if l.peek_sig().is_some_and(|d| d.k == K::Dot) {
                 l.next_sig();
-                match l.next_sig() {
-                    Some(n) if is_kw(sql, &t, b"EXCLUDED") && is_identlike(&n) => name = n,
-                    _ => return Some(TenantToken::Unreadable),
-                }
+                let Some(n) = l.next_sig().filter(is_identlike) else {
+                    return f(TenantToken::Unreadable);
+                };
+                own = (self.upsert && is_kw(sql, &t, b"EXCLUDED"))
+                    || self.target.is_some_and(|(table, alias)| match alias {
+                        // (With an alias, the table's name no longer names it.)
+                        Some(a) => same_name(sql, &a, &t),
+                        None => same_name(sql, &table, &t),
+                    });
+                name = n;
             }
-            if ident_eq(sql, &name, key) && skip_casts(sql, &mut l) && ends(&l) {
+            if own && ident_eq(sql, &name, key) && skip_casts(sql, &mut l) && ends(&l) {
+                return ControlFlow::Continue(());
+            }
+        }
+        match case_results(sql, lx) {
+            Some((results, mut after)) => {
+                let casts = after;
+                if !skip_casts(sql, &mut after) || !ends(&after) {
+                    return f(TenantToken::Unreadable);
+                }
+                let casts = (casts.pos != after.pos).then_some(casts);
+                for r in results.into_iter().flatten() {
+                    f(cast_by(sql, casts, r))?;
+                }
+                ControlFlow::Continue(())
+            }
+            None => f(TenantToken::Unreadable),
+        }
+    }
+}
+
+/// The most results of a CASE read ([`case_results`]).
+const MAX_CASE_RESULTS: usize = 32;
+
+/// A CASE's results as [`case_results`] gives them (`None`: NULL).
+type CaseResults<'a> = Vec<Option<TenantToken<'a>>>;
+
+/// `[(..] CASE .. END [)..]` at the cursor, every result of which (after
+/// `THEN` and `ELSE`) is a value [`read_value`] reads or NULL, alone up to
+/// its `WHEN`, `ELSE` or `END`: those results, and the cursor after the
+/// CASE's closing parentheses (before any cast). `None` for anything else.
+fn case_results<'a>(sql: &'a [u8], mut lx: Lexer<'a>) -> Option<(CaseResults<'a>, Lexer<'a>)> {
+    let mut opens = 0usize;
+    while lx.peek_sig()?.k == K::LParen {
+        opens += 1;
+        if opens > MAX_PARENS {
+            return None;
+        }
+        lx.next_sig();
+    }
+    if !is_kw(sql, &lx.next_sig()?, b"CASE") {
+        return None;
+    }
+    let mut results = Vec::new();
+    // To the first WHEN (past a simple CASE's operand), then from each
+    // WHEN to its THEN: conditions, skipped with their brackets and CASEs.
+    let skip_to = |lx: &mut Lexer<'a>, word: &[u8]| -> Option<()> {
+        let (mut depth, mut cases) = (0usize, 0usize);
+        let mut after_dot = false;
+        loop {
+            let t = lx.next_sig()?;
+            let name = std::mem::replace(&mut after_dot, t.k == K::Dot);
+            match t.k {
+                K::LParen | K::LBrack => depth += 1,
+                K::RParen | K::RBrack => depth = depth.checked_sub(1)?,
+                K::Semi => return None,
+                _ if depth > 0 || name => {}
+                _ if is_kw(sql, &t, b"CASE") => cases += 1,
+                _ if cases > 0 && is_kw(sql, &t, b"END") => cases -= 1,
+                _ if cases == 0 && is_kw(sql, &t, word) => return Some(()),
+                _ => {}
+            }
+        }
+    };
+    skip_to(&mut lx, b"WHEN")?;
+    loop {
+        skip_to(&mut lx, b"THEN")?;
+        // A result, then WHEN (another branch), ELSE or END.
+        let mut next = case_result(sql, &mut lx, &mut results)?;
+        if is_kw(sql, &next, b"ELSE") {
+            next = case_result(sql, &mut lx, &mut results)?;
+            if !is_kw(sql, &next, b"END") {
                 return None;
             }
         }
+        if is_kw(sql, &next, b"END") {
+            break;
+        }
+        if !is_kw(sql, &next, b"WHEN") || results.len() >= MAX_CASE_RESULTS {
+            return None;
+        }
     }
-    Some(TenantToken::Unreadable)
+    if !closes(&mut lx, opens) {
+        return None;
+    }
+    Some((results, lx))
+}
+
+/// One result of a CASE ([`case_results`]) at the cursor, pushed to
+/// `results`: the token after it (`WHEN`, `ELSE` or `END`).
+fn case_result<'a>(
+    sql: &'a [u8],
+    lx: &mut Lexer<'a>,
+    results: &mut CaseResults<'a>,
+) -> Option<Tok> {
+    let word = |t: &Tok| is_any_kw(sql, t, &[b"WHEN", b"ELSE", b"END"]);
+    let mut l = *lx;
+    if let Some(v) = read_value(sql, &mut l) {
+        if l.peek_sig().is_some_and(|t| word(&t)) {
+            *lx = l;
+            results.push(Some(v));
+            return lx.next_sig();
+        }
+    }
+    let mut l = *lx;
+    if l.next_sig().is_some_and(|t| is_kw(sql, &t, b"NULL"))
+        && skip_casts(sql, &mut l)
+        && l.peek_sig().is_some_and(|t| word(&t))
+    {
+        *lx = l;
+        results.push(None);
+        return lx.next_sig();
+    }
+    None
 }
 
 /// Past `::type` casts at the cursor; false if one cannot be skipped.
@@ -4522,44 +4683,34 @@ fn set_item_ends(sql: &[u8], next: Option<Tok>) -> bool {
     }
 }
 
-/// The key's value of a multi-column SET item, `(cols) = (values)` or `=
+/// The key's element of a multi-column SET item, `(cols) = (values)` or `=
 /// ROW(values)`, the cursor after the columns' `)`; `idx`: the key's
-/// column. As [`set_value`]; a subquery's row is unreadable.
-fn set_row_value<'a>(
-    sql: &'a [u8],
-    mut lx: Lexer<'a>,
-    key: &[u8],
-    idx: usize,
-) -> Option<TenantToken<'a>> {
-    let unread = Some(TenantToken::Unreadable);
+/// column. The element alone (a cursor that ends with it), for
+/// [`SetList::value`]; `None` for anything else (a subquery's row).
+fn set_row_element<'a>(sql: &'a [u8], mut lx: Lexer<'a>, idx: usize) -> Option<Lexer<'a>> {
     if !lx.next_sig().is_some_and(|e| is_op(sql, &e, b"=")) {
-        return unread;
+        return None;
     }
     let mut t = lx.next_sig();
     if t.is_some_and(|r| is_kw(sql, &r, b"ROW")) {
         t = lx.next_sig();
     }
     if !t.is_some_and(|p| p.k == K::LParen) {
-        return unread;
+        return None;
     }
     for _ in 0..idx {
-        if skip_element(&mut lx, K::RParen).is_none()
-            || !lx.next_sig().is_some_and(|c| c.k == K::Comma)
-        {
-            return unread;
+        skip_element(&mut lx, K::RParen)?;
+        if !lx.next_sig().is_some_and(|c| c.k == K::Comma) {
+            return None;
         }
     }
     let mut l = lx;
     if l.next_sig().is_some_and(|s| is_kw(sql, &s, b"SELECT")) {
-        return unread;
+        return None;
     }
-    // The element, alone up to its `,` or `)`, as a one-column item's value.
     let mut end = lx;
-    if skip_element(&mut end, K::RParen).is_none() {
-        return unread;
-    }
-    let elem = lx.until(end.pos);
-    set_value(sql, elem, key)
+    skip_element(&mut end, K::RParen)?;
+    Some(lx.until(end.pos))
 }
 
 /// Where the statement that starts at `stmt` ends (its `;`, or the text's
@@ -4606,6 +4757,7 @@ pub fn mentions<'a>(
             match src {
                 Src::Comment => Source::Comment,
                 Src::Scan => Source::Scan,
+                Src::Written => Source::Written,
             },
             v,
         );
@@ -6543,6 +6695,44 @@ mod tests {
                 "WITH u AS (UPDATE t SET tenant_id = 42 RETURNING *) SELECT * FROM u",
                 &["42"],
             ),
+            // Probe CX: an alias named `set` (F1), an alias named
+            // `excluded` (F2), a keyword after a dot (F3), qualified own key
+            // (F7), Django's bulk_update CASE (F6).
+            ("UPDATE items AS set SET tenant_id = 42 WHERE tenant_id = 1", &["42", "1"]),
+            ("WITH u AS (UPDATE items AS set SET tenant_id = 42) SELECT 1", &["42"]),
+            (
+                "UPDATE items SET tenant_id = excluded.tenant_id FROM (SELECT 42::bigint AS tenant_id) excluded",
+                &["<Unreadable>"],
+            ),
+            (
+                "MERGE INTO items t USING (SELECT 42 AS tenant_id) excluded ON t.tenant_id = 1 \
+                 WHEN MATCHED THEN UPDATE SET tenant_id = excluded.tenant_id",
+                &["1", "<Unreadable>"],
+            ),
+            ("UPDATE items SET n = x.where, tenant_id = 42 FROM x WHERE items.tenant_id = 1", &["42", "1"]),
+            ("UPDATE items SET n = x.returning, tenant_id = 42 FROM x", &["42"]),
+            (
+                "UPDATE items SET n = CASE WHEN x.end = 1 THEN 1 WHEN x.end = 2 THEN 2 END, tenant_id = 42 FROM x",
+                &["42"],
+            ),
+            (
+                "MERGE INTO items t USING s ON t.tenant_id = 1 WHEN MATCHED THEN UPDATE SET n = s.when, tenant_id = 42",
+                &["1", "42"],
+            ),
+            ("UPDATE items SET tenant_id = items.tenant_id, n = 5 WHERE items.tenant_id = 1", &["1"]),
+            ("UPDATE items x SET tenant_id = x.tenant_id WHERE x.tenant_id = 1", &["1"]),
+            ("UPDATE items x SET tenant_id = items.tenant_id WHERE x.tenant_id = 1", &["<Unreadable>", "1"]),
+            ("UPDATE s.items SET \"tenant_id\" = \"items\".\"tenant_id\"", &[]),
+            (
+                "UPDATE \"items\" SET \"tenant_id\" = (CASE WHEN (\"items\".\"id\" = 1) THEN 1 \
+                 WHEN (\"items\".\"id\" = 2) THEN 3 ELSE NULL END)::bigint, \"n\" = (CASE WHEN \
+                 (\"items\".\"id\" = 1) THEN 11 ELSE NULL END)::integer WHERE \"items\".\"id\" IN (1, 2)",
+                &["1", "3"],
+            ),
+            ("UPDATE t SET tenant_id = CASE WHEN a THEN $1 ELSE $2 END", &["<Param(1)>", "<Param(2)>"]),
+            ("UPDATE t SET tenant_id = CASE WHEN a THEN 42 ELSE b END", &["<Unreadable>"]),
+            ("UPDATE t SET tenant_id = CASE WHEN a THEN 42 END + 1", &["<Unreadable>"]),
+            ("UPDATE t SET tenant_id = CASE x WHEN 1 THEN 42 END", &["42"]),
             // Not an UPDATE's SET list.
             ("SELECT * FROM t FOR UPDATE", &[]),
             ("ALTER TABLE t ALTER COLUMN tenant_id SET DEFAULT 42", &[]),

@@ -416,6 +416,10 @@ pub struct Facts {
     /// table's key column of another type (a temporary one included) may
     /// type them (see `params_used_elsewhere`). Sorted.
     pub params_repeated: Vec<u16>,
+    /// Key parameters the text uses only as a value an UPDATE's SET list
+    /// gives the key: their values are checked against the shard, never
+    /// pick it ([`super::Source::Written`]). Sorted.
+    pub written_params: Vec<u16>,
     /// Custom (dotted) settings the text sets by name: they are read back by name
     /// because Postgres lists no placeholder settings in `pg_settings`.
     pub custom_settings: Vec<String>,
@@ -492,6 +496,7 @@ impl Facts {
         self.conv_params.clear();
         self.params_elsewhere.clear();
         self.params_repeated.clear();
+        self.written_params.clear();
         self.custom_settings.clear();
         self.setting_params.clear();
         self.setting_exprs = false;
@@ -593,10 +598,23 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
         // deduplicated at the end: a search per mention made a statement of
         // 65,535 parameters take a worker for a minute (probe FF).
         let mut uses: Vec<u16> = Vec::new();
+        // Parameters in SET-list positions, and in any other key position.
+        let (mut written, mut routing): (Vec<u16>, Vec<u16>) = (Vec::new(), Vec::new());
         let mut seen = 0usize;
         scanner::mentions(stmt, key, std_strings, |source, t| {
             // (Not counted: the same in the walk of `mentions_strict`.)
             seen += usize::from(t != TenantToken::Unreadable);
+            if let TenantToken::Param(n)
+            | TenantToken::ParamArray(n)
+            | TenantToken::ParamAs(n, _)
+            | TenantToken::ParamArrayAs(n, _) = t
+            {
+                if source == Source::Written {
+                    written.push(n);
+                } else {
+                    routing.push(n);
+                }
+            }
             match t {
                 TenantToken::Unreadable => out.violate(Violation::UnreadableTenant),
                 TenantToken::Param(n) => {
@@ -628,12 +646,19 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
             uses.sort_unstable();
             params_used_elsewhere(stmt, std_strings, &uses, out);
         }
+        routing.sort_unstable();
+        out.written_params.extend(
+            written
+                .into_iter()
+                .filter(|n| routing.binary_search(n).is_err()),
+        );
     });
     for list in [
         &mut out.params,
         &mut out.array_params,
         &mut out.params_elsewhere,
         &mut out.params_repeated,
+        &mut out.written_params,
     ] {
         list.sort_unstable();
         list.dedup();

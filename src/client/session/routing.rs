@@ -1585,5 +1585,6 @@ fn source_name(s: Source) -> &'static str {
         Source::Set => "set",
         Source::Scan => "scan",
         Source::Default => "default",
+        Source::Written => "written",
     }
 }
