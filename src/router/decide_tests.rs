@@ -213,6 +213,12 @@ fn a_value_a_set_list_writes_checks_the_shard_and_never_picks_it() {
     );
     let sql = "UPDATE a SET tenant_id = $1 WHERE tenant_id = $1";
     assert_eq!(shard(&extended(&r, &none, Tx::Idle, sql, &["42"])), Some(1));
+    // A MERGE's INSERT alike: its other actions change what ON matches.
+    let sql = "MERGE INTO a USING s ON a.id = s.id WHEN MATCHED THEN UPDATE SET x = 1 \
+               WHEN NOT MATCHED THEN INSERT (tenant_id, x) VALUES (42, 1)";
+    assert_eq!(code(&query(&r, &none, Tx::Idle, sql)), "42P17");
+    assert_eq!(code(&query(&r, &one, Tx::Idle, sql)), "0A000");
+    assert_eq!(shard(&query(&r, &forty_two, Tx::Idle, sql)), Some(1));
     // In a transaction a tenant placed, and under no_tenant = default.
     let mut v = view(&none, Tx::Pinned(0));
     v.pinned_by = Some((key("1"), Source::Scan));

@@ -4291,9 +4291,13 @@ fn drive_clauses<'a>(
                             ControlFlow::Continue(())
                         }) {
                             Some(ControlFlow::Continue(end)) => {
+                                // The row a MERGE may insert is written, as
+                                // a SET list's value is: its other actions
+                                // change the rows its ON matches, wherever
+                                // that value lives (probe CX F9's form).
                                 insert_done = insert_done.max(end);
                                 insert_rows(sql, rows, shape, &mut reached, key, c, &mut |v| {
-                                    f(Src::Scan, v)
+                                    f(Src::Written, v)
                                 })
                                 .unwrap_or(ControlFlow::Continue(0))?;
                             }
