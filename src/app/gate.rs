@@ -232,8 +232,7 @@ impl TenantGate {
 
     /// Whether `key` moved after configuration `generation` was built
     /// (`routed_with`: the database and map that configuration routes by):
-    /// a session that holds the tenant already (a transaction, or
-    /// transactions pipelined one behind another) asks at each unit.
+    /// a transaction that holds the tenant already asks at each unit.
     pub fn moved_since(
         &self,
         key: &TenantKey,

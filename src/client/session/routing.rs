@@ -387,6 +387,9 @@ impl Core {
                 let routed_by = tenant
                     .map(|(t, _)| t)
                     .or_else(|| self.route.pinned().map(|(t, _)| t));
+                if let Some(t) = self.moved_in_open_transaction(routed_by) {
+                    return self.tenant_blocked(t, Blocked::Stale, unit);
+                }
                 if let Err((t, why)) = self.enter_tenants(routed_by) {
                     return self.tenant_blocked(t, why, unit);
                 }
@@ -808,15 +811,6 @@ impl Core {
             .as_ref()
             .map(|rt| (self.db.name.as_str(), &*rt.map));
         if self.route.holds(&key) {
-            // Held since before a reload moved it: a transaction open then
-            // fails at its next unit naming the tenant, and work pipelined
-            // behind earlier transactions waits for them, then is routed by
-            // the new map (probe CW F1, F2: both ran on the old shard after
-            // RELOAD returned, a pipeline for most of a minute, since the
-            // session never came to the point where it takes up a reload).
-            if self.gate.moved_since(&key, self.db.generation, routed_with) {
-                return Err(Blocked::Stale);
-            }
             return Ok(());
         }
         match self
@@ -847,6 +841,31 @@ impl Core {
             Ok(()) => Ok(unit),
             Err(why) => Err(self.tenant_blocked(pin, why, unit)),
         }
+    }
+
+    /// A tenant of the unit (the one it is routed by, or placed by, or one
+    /// it mentions) that a reload moved since this session's configuration
+    /// was built, while a transaction holding it is open on a server
+    /// (transaction mode): its next unit would run on the old shard (probe
+    /// CW F2: a tenant's own transaction open across RELOAD kept writing
+    /// there). [`Self::tenant_blocked`] refuses it (55000), as it refuses a
+    /// tenant named for the first time in such a transaction; its COMMIT and
+    /// ROLLBACK are tenant-free. (Session mode: the next transaction is
+    /// refused 0A000 once the session takes up the reload.)
+    fn moved_in_open_transaction(&self, routed_by: Option<TenantKey>) -> Option<TenantKey> {
+        if self.owns_server() || !matches!(self.tx_view(), Tx::Pinned(_)) {
+            return None;
+        }
+        let routed_with = self
+            .db
+            .routing
+            .as_ref()
+            .map(|rt| (self.db.name.as_str(), &*rt.map));
+        let mentions = (0..self.route.mention_count()).map(|i| self.route.mention(i));
+        routed_by.into_iter().chain(mentions).find(|t| {
+            let key = self.gate_key(*t);
+            self.route.holds(&key) && self.gate.moved_since(&key, self.db.generation, routed_with)
+        })
     }
 
     /// Hold every tenant the unit touches: the one it was routed by and every
