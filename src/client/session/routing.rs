@@ -850,10 +850,17 @@ impl Core {
     /// CW F2: a tenant's own transaction open across RELOAD kept writing
     /// there). [`Self::tenant_blocked`] refuses it (55000), as it refuses a
     /// tenant named for the first time in such a transaction; its COMMIT and
-    /// ROLLBACK are tenant-free. (Session mode: the next transaction is
-    /// refused 0A000 once the session takes up the reload.)
+    /// ROLLBACK are tenant-free. In session mode only a transaction block
+    /// counts (the session's next transaction is refused 0A000 once it
+    /// takes up the reload). Work pipelined behind earlier transactions is
+    /// not held for it: a first fix that did stalled some pipelining clients
+    /// for good under repeated reloads (probe CY F1).
     fn moved_in_open_transaction(&self, routed_by: Option<TenantKey>) -> Option<TenantKey> {
-        if self.owns_server() || !matches!(self.tx_view(), Tx::Pinned(_)) {
+        let open = self.att.as_ref().is_some_and(|a| {
+            a.status() != TxStatus::Idle
+                || (!self.owns_server() && matches!(self.tx_view(), Tx::Pinned(_)))
+        });
+        if !open {
             return None;
         }
         let routed_with = self
