@@ -1250,39 +1250,38 @@ fn resolve(
         // What a SET list writes (the only mentions left: the others would
         // have given a tenant) lives where the work runs.
         if let Ok(Decision::Shard { shard, .. }) = decision {
-            for m in mentions {
-                let other = r.shard_of(&m.key)?;
-                if other != shard {
-                    return Err(Refusal::new(
-                        sqlstate::FEATURE_NOT_SUPPORTED,
-                        format!(
-                            "cross-shard statement refused: this work runs on shard {} but {k} '{b}' ({sb}) lives on shard {}",
-                            r.shard_name(shard),
-                            r.shard_name(other),
-                            k = r.key,
-                            b = m.key,
-                            sb = m.source,
-                        ),
-                    ));
-                }
-            }
+            all_on(r, mentions, shard, None)?;
         }
         return decision;
     };
     let shard = r.shard_of(&key)?;
+    all_on(r, mentions, shard, Some((key, source)))?;
+    place(r, s, shard, Some((key, source)))
+}
+
+/// Every mention lives on `shard`, the shard of `by` (the unit's tenant) or
+/// where the work runs without one: else the cross-shard refusal.
+fn all_on(
+    r: &Routing,
+    mentions: &[Mention],
+    shard: usize,
+    by: Option<(TenantKey, Source)>,
+) -> Result<(), Refusal> {
     for m in mentions {
-        if m.key == key {
+        if by.is_some_and(|(k, _)| m.key == k) {
             continue;
         }
         let other = r.shard_of(&m.key)?;
         if other != shard {
+            let here = match by {
+                Some((k, src)) => format!("{} '{k}' ({src}) lives", r.key),
+                None => "this work runs".to_string(),
+            };
             return Err(Refusal::new(
                 sqlstate::FEATURE_NOT_SUPPORTED,
                 format!(
-                    "cross-shard statement refused: {k} '{a}' ({sa}) lives on shard {s1} but {k} '{b}' ({sb}) lives on shard {s2}",
+                    "cross-shard statement refused: {here} on shard {s1} but {k} '{b}' ({sb}) lives on shard {s2}",
                     k = r.key,
-                    a = key,
-                    sa = source,
                     s1 = r.shard_name(shard),
                     b = m.key,
                     sb = m.source,
@@ -1291,7 +1290,7 @@ fn resolve(
             ));
         }
     }
-    place(r, s, shard, Some((key, source)))
+    Ok(())
 }
 
 /// Work that needs `shard`, given where the transaction stands.

@@ -4286,23 +4286,13 @@ fn drive_clauses<'a>(
                     let found = merge_insert(sql, &mut header, key, source);
                     insert_done = insert_done.max(header.pos);
                     if let (Some((shape, rows)), Some((_, c))) = (found, &ctes) {
+                        // The row a MERGE may insert is written, as a SET
+                        // list's value is: its other actions change the
+                        // rows its ON matches, wherever that value lives
+                        // (probe CX F9's form).
                         let mut reached = 0;
-                        match insert_rows(sql, rows, shape, &mut reached, key, c, &mut |_| {
-                            ControlFlow::Continue(())
-                        }) {
-                            Some(ControlFlow::Continue(end)) => {
-                                // The row a MERGE may insert is written, as
-                                // a SET list's value is: its other actions
-                                // change the rows its ON matches, wherever
-                                // that value lives (probe CX F9's form).
-                                insert_done = insert_done.max(end);
-                                insert_rows(sql, rows, shape, &mut reached, key, c, &mut |v| {
-                                    f(Src::Written, v)
-                                })
-                                .unwrap_or(ControlFlow::Continue(0))?;
-                            }
-                            _ => insert_done = insert_done.max(reached.min(end)),
-                        }
+                        let walk = (rows, shape, c, end, Src::Written);
+                        insert_done = insert_done.max(walk_rows(sql, key, walk, &mut reached, f)?);
                     }
                 } else if t.s >= insert_done && is_kw(sql, &t, b"INSERT") {
                     let mut reached = 0;
@@ -4332,18 +4322,9 @@ fn drive_clauses<'a>(
                                 Some((_, c)) => c,
                                 None => &unknown,
                             };
-                            match insert_rows(sql, rows, shape, &mut reached, key, c, &mut |_| {
-                                ControlFlow::Continue(())
-                            }) {
-                                Some(ControlFlow::Continue(end)) => {
-                                    insert_done = insert_done.max(end);
-                                    insert_rows(sql, rows, shape, &mut reached, key, c, &mut |v| {
-                                        f(Src::Scan, v)
-                                    })
-                                    .unwrap_or(ControlFlow::Continue(0))?;
-                                }
-                                _ => insert_done = insert_done.max(reached.min(end)),
-                            }
+                            let walk = (rows, shape, c, end, Src::Scan);
+                            insert_done =
+                                insert_done.max(walk_rows(sql, key, walk, &mut reached, f)?);
                         }
                         Some(Inserted::Value(v)) => f(Src::Scan, v)?,
                         Some(Inserted::Unread) => f(Src::Scan, TenantToken::Unreadable)?,
@@ -4715,6 +4696,34 @@ fn set_row_element<'a>(sql: &'a [u8], mut lx: Lexer<'a>, idx: usize) -> Option<L
     let mut end = lx;
     skip_element(&mut end, K::RParen)?;
     Some(lx.until(end.pos))
+}
+
+/// An INSERT's (or a MERGE's) VALUES rows: the cursor before the first,
+/// how to read them, the statement's CTEs, where it ends, and what their
+/// key values are reported as.
+type RowsWalk<'a, 'c> = (Lexer<'a>, InsertRows<'a>, &'c Ctes<'a>, usize, Src);
+
+/// Walk the rows once to see that they are the rows inserted, then report
+/// each key value; how far the walk went, for no later INSERT in them to
+/// walk them again.
+fn walk_rows<'a>(
+    sql: &'a [u8],
+    key: &[u8],
+    (rows, shape, ctes, end, src): RowsWalk<'a, '_>,
+    reached: &mut usize,
+    f: &mut dyn FnMut(Src, TenantToken<'a>) -> ControlFlow<()>,
+) -> ControlFlow<(), usize> {
+    let dry = insert_rows(sql, rows, shape, reached, key, ctes, &mut |_| {
+        ControlFlow::Continue(())
+    });
+    match dry {
+        Some(ControlFlow::Continue(done)) => {
+            insert_rows(sql, rows, shape, reached, key, ctes, &mut |v| f(src, v))
+                .unwrap_or(ControlFlow::Continue(0))?;
+            ControlFlow::Continue(done)
+        }
+        _ => ControlFlow::Continue((*reached).min(end)),
+    }
 }
 
 /// Where the statement that starts at `stmt` ends (its `;`, or the text's
