@@ -1596,6 +1596,17 @@ fn violation(r: &Routing, v: Violation) -> Refusal {
                 r.key
             ),
         ),
+        Violation::UnreadableWritten => Refusal::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!(
+                "cannot read the {k} value this statement writes: an UPDATE's SET list \
+                 (ON CONFLICT .. DO UPDATE and MERGE's UPDATE too) or a MERGE's INSERT may \
+                 give {k} a literal or parameter (or a CASE of them), NULL, DEFAULT, the \
+                 row's own {k} or, in an upsert, EXCLUDED.{k}; another table's column, a \
+                 subquery or an expression could write another tenant's key on this shard",
+                k = r.key
+            ),
+        ),
         Violation::UnreadableTenant => Refusal::new(
             sqlstate::INVALID_PARAMETER_VALUE,
             format!(

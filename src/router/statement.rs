@@ -302,6 +302,10 @@ pub enum Violation {
     /// ([`TenantToken::Unreadable`]: `42.0`, `42::numeric`, `$1::oid`, one
     /// element of a list beside others that are read).
     UnreadableTenant,
+    /// A value an UPDATE's SET list (or a MERGE's INSERT) gives the key that
+    /// the router cannot read ([`Source::Written`]): another table's column,
+    /// a subquery, an expression.
+    UnreadableWritten,
     /// More than [`MAX_MENTIONS`] tenant mentions.
     TooManyMentions,
     /// A `COPY .. FROM STDIN` writing the key whose rows the router cannot
@@ -616,6 +620,9 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
                 }
             }
             match t {
+                TenantToken::Unreadable if source == Source::Written => {
+                    out.violate(Violation::UnreadableWritten)
+                }
                 TenantToken::Unreadable => out.violate(Violation::UnreadableTenant),
                 TenantToken::Param(n) => {
                     uses.push(n);
@@ -2863,6 +2870,16 @@ mod tests {
         let f = facts("INSERT INTO t (tenant_id, a) VALUES ($1::numeric, 'x')");
         assert_eq!(f.violation, Some(Violation::UnreadableTenant));
         assert!(f.params.is_empty());
+        // A SET list's values: written, checked apart (probe CX F8, F9).
+        let f = facts("UPDATE t SET tenant_id = o.tenant_id FROM o WHERE t.id = o.id");
+        assert_eq!(f.violation, Some(Violation::UnreadableWritten));
+        let f = facts("UPDATE t SET tenant_id = $1, a = $2 WHERE tenant_id = $3");
+        assert_eq!(
+            (f.params.clone(), f.written_params.clone()),
+            (vec![1, 3], vec![1])
+        );
+        let f = facts("UPDATE t SET tenant_id = $1 WHERE tenant_id = $1");
+        assert!(f.written_params.is_empty(), "{:?}", f.written_params);
         let f =
             facts("/* tenant_id=9 */ SELECT 1 WHERE tenant_id = 1; SELECT 2 WHERE 3 = tenant_id");
         assert_eq!(keys(&f), vec!["9", "1", "3"]);
