@@ -230,6 +230,13 @@ impl TenantGate {
         }
     }
 
+    /// Whether any tenant moved after configuration `generation` was built
+    /// (one atomic load): what [`TenantGate::moved_since`] asks first, for a
+    /// caller to ask before it spells its tenants out.
+    pub fn any_moved_since(&self, generation: u64) -> bool {
+        generation < self.last_move.load(Ordering::Acquire)
+    }
+
     /// Whether `key` moved after configuration `generation` was built
     /// (`routed_with`: the database and map that configuration routes by):
     /// a transaction that holds the tenant already asks at each unit.
@@ -249,7 +256,7 @@ impl TenantGate {
         generation: u64,
         routed_with: Option<(&str, &ShardMap)>,
     ) -> bool {
-        if generation >= self.last_move.load(Ordering::Acquire) {
+        if !self.any_moved_since(generation) {
             return false;
         }
         if let Some((db, map)) = routed_with {

@@ -805,14 +805,14 @@ impl Core {
     /// configuration was built.
     fn enter_tenant(&mut self, t: TenantKey) -> Result<(), Blocked> {
         let key = self.gate_key(t);
+        if self.route.holds(&key) {
+            return Ok(());
+        }
         let routed_with = self
             .db
             .routing
             .as_ref()
             .map(|rt| (self.db.name.as_str(), &*rt.map));
-        if self.route.holds(&key) {
-            return Ok(());
-        }
         match self
             .gate
             .enter(key, self.client_id, self.db.generation, routed_with)
@@ -860,7 +860,9 @@ impl Core {
             a.status() != TxStatus::Idle
                 || (!self.owns_server() && matches!(self.tx_view(), Tx::Pinned(_)))
         });
-        if !open {
+        // (Every unit of a transaction asks: nothing spelled out unless a
+        // tenant moved at all since the session's configuration.)
+        if !open || !self.gate.any_moved_since(self.db.generation) {
             return None;
         }
         let routed_with = self
