@@ -25,7 +25,7 @@
 mod support;
 
 use std::io::Write;
-use support::raw::{error_codes, first_column, Msg, Raw};
+use support::raw::{command_tags, error_codes, first_column, Msg, Raw};
 use support::{Bouncer, PgCluster};
 
 const MAP: &str = r#"version = 1
@@ -6562,6 +6562,20 @@ fn merge_update_set_and_wrapped_parameter_numbers_name_their_tenant() {
     bad.check(error_codes(&m) == ["0A000"], || {
         format!("bound UPDATE SET: errors {:?}", error_codes(&m))
     });
+    // Probe CZ F1: a subquery's select list is no row of values (its first
+    // branch's 1001 was read, and its second's 2002 written on s0; a column
+    // of its own FROM was taken for the row's own key).
+    for sql in [
+        "UPDATE ledger SET (note, tenant_id) = \
+         (SELECT 'p-row', 1001 WHERE false UNION ALL SELECT 'p-row', 2002) WHERE tenant_id = 1001",
+        "UPDATE ledger SET (note, tenant_id) = \
+         (SELECT 'p-row', tenant_id FROM (VALUES (2002::bigint)) v(tenant_id)) WHERE tenant_id = 1001",
+        "MERGE INTO ledger l USING (SELECT 1) s ON l.tenant_id = 1001 WHEN MATCHED THEN \
+         UPDATE SET (note, tenant_id) = ((SELECT 'p-row', 1001 WHERE false) UNION ALL SELECT 'p-row', 2002)",
+    ] {
+        let (errs, _) = q(&mut raw, sql);
+        bad.check(errs == ["22023"], || format!("{sql}: errors {errs:?}"));
+    }
     let (errs, _) = q(
         &mut raw,
         "UPDATE ledger SET tenant_id = 1001, note = note WHERE tenant_id = 1001",
@@ -6614,6 +6628,147 @@ fn merge_update_set_and_wrapped_parameter_numbers_name_their_tenant() {
     let n = f.counts("ledger WHERE tenant_id = 2002");
     bad.check(n[1] >= 1, || format!("tenant 2002's rows: {n:?}"));
     bad.finish("merge_update_set_and_wrapped_parameter_numbers_name_their_tenant");
+}
+
+/// Probe CW F1: a client that pipelines autocommit statements without a
+/// pause never came to the point where its session takes up a reload, and
+/// a tenant the reloaded map moved kept being written on its old shard (for
+/// most of a minute in the probe). Its work is now routed by the new map
+/// once what it sent before has been answered: no row of the tenant reaches
+/// the old shard after the new one took the first, and none is lost.
+#[test]
+fn a_pipelining_client_follows_a_reload_that_moves_its_tenant() {
+    const N: usize = 20_000;
+    let f = Fixture::start();
+    let mut raw = f.raw("appint", &[]);
+    let mut out = raw.s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut chunk = Vec::new();
+        for i in 0..N {
+            let sql = "INSERT INTO ledger (tenant_id, note) \
+                       VALUES (2002, 'p-pipe ' || clock_timestamp())\0";
+            chunk.push(b'Q');
+            chunk.extend_from_slice(&((sql.len() + 4) as u32).to_be_bytes());
+            chunk.extend_from_slice(sql.as_bytes());
+            if i % 200 == 199 {
+                out.write_all(&chunk).unwrap();
+                chunk.clear();
+            }
+        }
+        out.write_all(&chunk).unwrap();
+    });
+    let reader = std::thread::spawn(move || {
+        let mut errors = Vec::new();
+        for _ in 0..N {
+            errors.extend(error_codes(&raw.read_until_ready()));
+        }
+        errors
+    });
+    let pipe = |shard: usize| -> i64 {
+        f.direct(
+            shard,
+            "SELECT count(*) FROM ledger WHERE note LIKE 'p-pipe %'",
+        )
+        .parse()
+        .unwrap()
+    };
+    let until = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    until("the pipeline on s1", &|| pipe(1) >= 200);
+    f.reload_map(
+        "shardmap_int.toml",
+        &MAP_INT.replace("\"2002\" = \"s1\"", "\"2002\" = \"s0\""),
+    );
+    until("the pipeline moved to s0", &|| pipe(0) >= 1);
+    writer.join().unwrap();
+    let errors = reader.join().unwrap();
+    assert!(errors.is_empty(), "pipelined INSERTs failed: {errors:?}");
+    let moved_at = f.direct(
+        0,
+        "SELECT min(substr(note, 8)::timestamptz) FROM ledger WHERE note LIKE 'p-pipe %'",
+    );
+    let late = f.direct(
+        1,
+        &format!(
+            "SELECT count(*) FROM ledger WHERE note LIKE 'p-pipe %' \
+             AND substr(note, 8)::timestamptz >= '{moved_at}'"
+        ),
+    );
+    assert_eq!(
+        late, "0",
+        "rows on the old shard after the new one took one"
+    );
+    assert_eq!(pipe(0) + pipe(1), N as i64, "rows lost");
+}
+
+/// The reload a pipelining client takes up between two units (probe CW F1)
+/// can come while the unit in flight opens a transaction on the old shard
+/// (a Query ending in `BEGIN; INSERT ..`, still running): what follows it
+/// is routed by the new map and checked against the configuration the
+/// transaction's tenants were held with: work naming no tenant in it is
+/// refused (55000), and the COMMIT rolls it back. Before, all of it ran, and committed, on the old
+/// shard after the reload had returned. A lock held on the old shard keeps
+/// the first unit in flight until the rest is sent.
+#[test]
+fn a_transaction_opened_behind_a_reload_does_not_run_on_the_old_shard() {
+    let f = Fixture::start();
+    let mut locker = Raw::login_with(f.shards[1].port, "postgres", "app", &[]);
+    let m = locker
+        .query("BEGIN; SELECT pg_advisory_xact_lock(77)")
+        .run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    let mut raw = f.raw("appint", &[]);
+    raw.query(
+        "SELECT pg_advisory_xact_lock_shared(77) FROM ledger WHERE tenant_id = 2002; \
+         BEGIN; INSERT INTO ledger (tenant_id, note) VALUES (2002, 'p-pre')",
+    )
+    .send();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while f.direct(
+        1,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+    ) != "1"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first Query never waited for the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    f.reload_map(
+        "shardmap_int.toml",
+        &MAP_INT.replace("\"2002\" = \"s1\"", "\"2002\" = \"s0\""),
+    );
+    raw.query("UPDATE ledger SET note = 'p-upd' WHERE note = 'p-pre'")
+        .query("INSERT INTO ledger (tenant_id, note) VALUES (2002, 'p-post')")
+        .query("COMMIT")
+        .send();
+    let m = locker.query("COMMIT").run(1);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    let first = raw.read_until_ready();
+    assert!(error_codes(&first).is_empty(), "{first:?}");
+    let upd = error_codes(&raw.read_until_ready());
+    let post = error_codes(&raw.read_until_ready());
+    let commit = raw.read_until_ready();
+    // Placed by 2002, held with the configuration before the reload.
+    assert_eq!(upd, ["55000"], "the UPDATE naming no tenant");
+    assert_eq!(post.len(), 1, "the moved tenant's INSERT: {post:?}");
+    assert!(
+        ["0A000", "25P02"].contains(&post[0].as_str()),
+        "the moved tenant's INSERT: {post:?}"
+    );
+    assert_eq!(
+        command_tags(&commit),
+        ["ROLLBACK"],
+        "the COMMIT: {commit:?}"
+    );
+    let n = f.counts("ledger WHERE note IN ('p-pre', 'p-post', 'p-upd')");
+    assert_eq!(n, [0, 0], "rows the transaction left");
 }
 
 /// Probe CW F3: a client that pipelined hundreds of statements and left had

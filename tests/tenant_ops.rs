@@ -741,8 +741,8 @@ async fn a_move_by_map_reload_sends_back_transactions_routed_before_it() {
 /// writing on the old shard. And twenty autocommit INSERTs kept in flight
 /// on one connection follow the move: every row records the time its shard
 /// wrote it, and none reaches the old shard after the new one took the
-/// first. (A raw pipeline that never lets its answers catch up keeps the
-/// old map until it does: probe CW F1, left open; see README "Shard map".)
+/// first. (A raw pipeline that never lets its answers catch up follows it
+/// too: `isolation_probes::a_pipelining_client_follows_a_reload_that_moves_its_tenant`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_moves_a_tenant_reaches_its_open_transaction_and_pipelines() {
     let s = setup();

@@ -4680,7 +4680,7 @@ fn set_row_element<'a>(sql: &'a [u8], mut lx: Lexer<'a>, idx: usize) -> Option<L
     if t.is_some_and(|r| is_kw(sql, &r, b"ROW")) {
         t = lx.next_sig();
     }
-    if !t.is_some_and(|p| p.k == K::LParen) {
+    if !t.is_some_and(|p| p.k == K::LParen) || !plain_row(sql, lx) {
         return None;
     }
     for _ in 0..idx {
@@ -4696,6 +4696,49 @@ fn set_row_element<'a>(sql: &'a [u8], mut lx: Lexer<'a>, idx: usize) -> Option<L
     let mut end = lx;
     skip_element(&mut end, K::RParen)?;
     Some(lx.until(end.pos))
+}
+
+/// Whether the row whose `(` the cursor is after holds values only: no
+/// word of a query outside brackets. Its elements are found by their commas,
+/// which a subquery's select list has too (probe CZ F1: in `(n, tenant_id)
+/// = (SELECT 0, 1 WHERE false UNION ALL SELECT 0, 42)`, `1` was read as the
+/// key's value, and 42 written on 1's shard; a column of the subquery's own
+/// FROM was taken for the row's own key). A keyword after a `.` is a name.
+fn plain_row(sql: &[u8], mut lx: Lexer<'_>) -> bool {
+    const QUERY: &[&[u8]] = &[
+        b"SELECT",
+        b"WITH",
+        b"VALUES",
+        b"TABLE",
+        b"UNION",
+        b"INTERSECT",
+        b"EXCEPT",
+        b"FROM",
+        b"WHERE",
+        b"GROUP",
+        b"HAVING",
+        b"WINDOW",
+        b"ORDER",
+        b"LIMIT",
+        b"OFFSET",
+        b"FETCH",
+        b"FOR",
+        b"INTO",
+    ];
+    let mut depth = 0usize;
+    let mut after_dot = false;
+    while let Some(t) = lx.next_sig() {
+        let name = std::mem::replace(&mut after_dot, t.k == K::Dot);
+        match t.k {
+            K::LParen | K::LBrack => depth += 1,
+            K::RParen | K::RBrack if depth == 0 => return true,
+            K::RParen | K::RBrack => depth -= 1,
+            K::Semi => return false,
+            _ if depth == 0 && !name && is_any_kw(sql, &t, QUERY) => return false,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// An INSERT's (or a MERGE's) VALUES rows: the cursor before the first,
@@ -6677,6 +6720,29 @@ mod tests {
             ("UPDATE t SET (a, tenant_id) = (1, 42) WHERE id = 1", &["42"]),
             ("UPDATE t SET (a, tenant_id) = ROW(1, $1)", &["<Param(1)>"]),
             ("UPDATE t SET (tenant_id, a) = (SELECT 42, 1)", &["<Unreadable>"]),
+            // Probe CZ F1: a subquery's select list is no row of values.
+            (
+                "UPDATE t SET (n, tenant_id) = (SELECT 0, 1 WHERE false UNION ALL SELECT 0, 42)",
+                &["<Unreadable>"],
+            ),
+            (
+                "UPDATE t SET (n, tenant_id) = (SELECT 0, tenant_id FROM (VALUES (42)) v(tenant_id))",
+                &["<Unreadable>"],
+            ),
+            (
+                "UPDATE t SET (n, tenant_id) = ((SELECT 0, 1 WHERE false) UNION ALL SELECT 0, 42)",
+                &["<Unreadable>"],
+            ),
+            (
+                "UPDATE t SET (n, tenant_id) = (WITH x AS (SELECT 1) SELECT 0, 42 FROM x)",
+                &["<Unreadable>"],
+            ),
+            (
+                "INSERT INTO t (id, tenant_id) VALUES (2, 1) ON CONFLICT (id) DO UPDATE SET \
+                 (n, tenant_id) = (SELECT 0, excluded.tenant_id FROM (VALUES (42)) excluded(tenant_id))",
+                &["1", "<Unreadable>"],
+            ),
+            ("UPDATE t SET (n, tenant_id) = (x.from, 42)", &["42"]),
             ("UPDATE t SET (a, b) = (SELECT tenant_id, 1 FROM u)", &[]),
             // A value that holds a `FROM`, a CASE, a comparison: later items read.
             (

@@ -477,7 +477,24 @@ impl Core {
             && !a.ext_open()
             && self.batch.is_empty()
             && !self.wait.has_stalled();
-        if !between {
+        // Between two units of work with none of a transaction open as far
+        // as the server has said (answers may still be owed): a client that
+        // pipelines without letting its answers catch up never comes to the
+        // point above, and its work was routed by the old map for as long as
+        // it kept on (probe CW F1: a moved tenant's rows written on its old
+        // shard). Its next unit is routed by the new map: one for another
+        // shard waits for the work in flight, as a unit of another tenant
+        // does, and is refused if that work turns out to have opened a
+        // transaction. Tickets held stay checked against the configuration
+        // they were taken with (`Tenancy::held_with`).
+        let between_units = !between
+            && a.status() == TxStatus::Idle
+            && !a.ext_open()
+            && !a.ext_stays()
+            && !a.in_copy_batch()
+            && !a.copy_in()
+            && matches!(self.txn, Txn::OnServer);
+        if !between && !between_units {
             return Ok(());
         }
         let Some(new) = db(&self.db) else {
@@ -487,7 +504,13 @@ impl Core {
             && new.cfg.shards == self.db.cfg.shards
             && new.dbname() == self.db.dbname()
         {
+            self.route.tickets_outlive(&self.db);
             self.db = new;
+            return Ok(());
+        }
+        if between_units {
+            // The server's shard may mean another one under the new
+            // configuration: taken up once nothing is in flight.
             return Ok(());
         }
         Err(self.fatal(

@@ -860,20 +860,20 @@ impl Core {
             a.status() != TxStatus::Idle
                 || (!self.owns_server() && matches!(self.tx_view(), Tx::Pinned(_)))
         });
+        // The configuration the transaction's tenants were held with: the
+        // session's, unless it took up a newer one behind work in flight
+        // that turned out to open this transaction.
+        let db = self.route.held_with().unwrap_or(&self.db);
         // (Every unit of a transaction asks: nothing spelled out unless a
-        // tenant moved at all since the session's configuration.)
-        if !open || !self.gate.any_moved_since(self.db.generation) {
+        // tenant moved at all since that configuration.)
+        if !open || !self.gate.any_moved_since(db.generation) {
             return None;
         }
-        let routed_with = self
-            .db
-            .routing
-            .as_ref()
-            .map(|rt| (self.db.name.as_str(), &*rt.map));
+        let routed_with = db.routing.as_ref().map(|rt| (db.name.as_str(), &*rt.map));
         let mentions = (0..self.route.mention_count()).map(|i| self.route.mention(i));
         routed_by.into_iter().chain(mentions).find(|t| {
             let key = self.gate_key(*t);
-            self.route.holds(&key) && self.gate.moved_since(&key, self.db.generation, routed_with)
+            self.route.holds(&key) && self.gate.moved_since(&key, db.generation, routed_with)
         })
     }
 

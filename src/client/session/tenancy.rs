@@ -6,6 +6,7 @@
 use super::frames::describe_statement_name;
 use super::statements::Statements;
 use crate::app::gate::Ticket;
+use crate::app::DbRuntime;
 use crate::protocol::{self, tag, Bind, Parse};
 use crate::router::bind::ParamTypes;
 use crate::router::copy::{CopyIn, CopyReader};
@@ -16,6 +17,7 @@ use crate::router::{
 use crate::sqlstate::PgError;
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A statement parsed earlier in the batch being routed: its index among the
 /// batch's Parses and its declared parameter types.
@@ -48,6 +50,11 @@ pub(super) struct Tenancy {
     /// The tenants this transaction holds ([`crate::app::gate`]): a PAUSE of
     /// one of them waits until the transaction ends.
     tickets: Vec<Ticket>,
+    /// The configuration `tickets` were taken with, once the session has
+    /// taken up a newer one while holding them (between pipelined units:
+    /// [`super::core::Core::maybe_reload`]): a transaction they turn out to
+    /// have opened still asks whether its tenants moved since then.
+    held_with: Option<HeldWith>,
     /// `tenants.set` as it was before the open transaction first changed it:
     /// Postgres undoes a session setting made in a transaction that rolls
     /// back, and so does this ([`Tenancy::transaction_outcome`]).
@@ -288,6 +295,15 @@ impl Analyzed {
     }
 }
 
+/// [`Tenancy::held_with`]'s configuration (shown by its generation).
+struct HeldWith(Arc<DbRuntime>);
+
+impl std::fmt::Debug for HeldWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HeldWith(generation {})", self.0.generation)
+    }
+}
+
 impl Tenancy {
     /// A session that logged in with this tenant (if any).
     pub(super) fn new(startup: Option<TenantKey>) -> Tenancy {
@@ -325,6 +341,7 @@ impl Tenancy {
             mentions: _,
             listen_ops: _,
             tickets: _,
+            held_with: _,
             saved_set: _,
             tx_ends: _,
             // (A COPY's check outlives no server: data sent with none
@@ -839,6 +856,9 @@ impl Tenancy {
     /// Give back the tickets taken after the first `n`.
     pub(super) fn drop_tickets_from(&mut self, n: usize) {
         self.tickets.truncate(n);
+        if self.tickets.is_empty() {
+            self.held_with = None;
+        }
     }
 
     /// Whether this transaction holds the (canonical) tenant `key`.
@@ -849,7 +869,22 @@ impl Tenancy {
     /// The transaction's holds on its tenants, taken away: to be kept until
     /// its server is done with its work (see `Pool::discard_busy`).
     pub(super) fn take_tickets(&mut self) -> Vec<Ticket> {
+        self.held_with = None;
         std::mem::take(&mut self.tickets)
+    }
+
+    /// The session takes up configuration `new` in place of `old` with
+    /// tickets held: they stay `old`'s ([`Tenancy::held_with`]).
+    pub(super) fn tickets_outlive(&mut self, old: &Arc<DbRuntime>) {
+        if !self.tickets.is_empty() && self.held_with.is_none() {
+            self.held_with = Some(HeldWith(old.clone()));
+        }
+    }
+
+    /// The configuration the tickets held were taken with, when the session
+    /// has taken up a newer one since.
+    pub(super) fn held_with(&self) -> Option<&Arc<DbRuntime>> {
+        self.held_with.as_ref().map(|h| &h.0)
     }
 
     /// Keep a hold on a tenant until the transaction ends.
@@ -863,6 +898,7 @@ impl Tenancy {
     /// [`Tenancy::park`]).
     pub(super) fn release_tickets(&mut self) {
         self.tickets.clear();
+        self.held_with = None;
     }
 
     /// A LISTEN/UNLISTEN answered here, for the driver.
