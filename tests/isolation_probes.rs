@@ -105,7 +105,7 @@ fn config(shards: &[PgCluster]) -> String {
         )
     };
     [
-        "[listen]\naddr = \"127.0.0.1:{PORT}\"\n[pool]\nmode = \"transaction\"\ndefault_pool_size = 4\nserver_connect_timeout = \"2s\"\nquery_wait_timeout = \"20s\"\n[auth]\ntype = \"trust\"\n[[users]]\nname = \"app\"\npassword = \"secret\"\n".to_string(),
+        "[listen]\naddr = \"127.0.0.1:{PORT}\"\n[pool]\nmode = \"transaction\"\ndefault_pool_size = 4\nserver_connect_timeout = \"2s\"\nquery_wait_timeout = \"20s\"\n[auth]\ntype = \"trust\"\n[[users]]\nname = \"app\"\npassword = \"secret\"\n[[users]]\nname = \"admin\"\npassword = \"admin\"\n[admin]\nusers = [\"admin\"]\n".to_string(),
         db("app", "", "shardmap.toml"),
         db("app1", "default_pool_size = 1", "shardmap.toml"),
         db("appint", "", "shardmap_int.toml"),
@@ -6769,6 +6769,95 @@ fn a_transaction_opened_behind_a_reload_does_not_run_on_the_old_shard() {
     );
     let n = f.counts("ledger WHERE note IN ('p-pre', 'p-post', 'p-upd')");
     assert_eq!(n, [0, 0], "rows the transaction left");
+}
+
+/// Probe CY F3: PAUSE TENANT never took hold against a client that
+/// pipelines the tenant's autocommit statements without letting its answers
+/// catch up: a session holds a tenant for as long as its server stays
+/// attached, which for such a client is for good, so the pause timed out
+/// (and a MOVE TENANT was refused). Its next statement of the tenant now
+/// waits for what is in flight, gives the server back and waits for the
+/// pause, as new work does: no row of the tenant is written between the
+/// pause and the resume, and none is lost.
+#[test]
+fn a_pause_takes_hold_against_a_pipeline_that_never_drains() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let f = Fixture::start();
+    let mut raw = f.raw("appint", &[]);
+    let mut out = raw.s.try_clone().unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    // Two hundred Queries a write, for as long as the test runs, then one
+    // that says it is the last.
+    let writer = std::thread::spawn(move || {
+        let q = |chunk: &mut Vec<u8>, sql: &str| {
+            chunk.push(b'Q');
+            chunk.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
+            chunk.extend_from_slice(sql.as_bytes());
+            chunk.push(0);
+        };
+        let mut chunk = Vec::new();
+        while !stopped.load(Ordering::Relaxed) {
+            for _ in 0..200 {
+                q(
+                    &mut chunk,
+                    "INSERT INTO ledger (tenant_id, note) \
+                     VALUES (2002, 'p-pause ' || clock_timestamp())",
+                );
+            }
+            out.write_all(&chunk).unwrap();
+            chunk.clear();
+        }
+        q(&mut chunk, "SELECT 'p-end' /* tenant_id=2002 */");
+        out.write_all(&chunk).unwrap();
+    });
+    let reader = std::thread::spawn(move || {
+        let mut errors = Vec::new();
+        loop {
+            let m = raw.read_until_ready();
+            errors.extend(error_codes(&m));
+            if first_column(&m) == ["p-end"] {
+                return errors;
+            }
+        }
+    });
+    let count = || -> i64 {
+        f.direct(1, "SELECT count(*) FROM ledger WHERE note LIKE 'p-pause %'")
+            .parse()
+            .unwrap()
+    };
+    let until = |n: i64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while count() < n {
+            assert!(std::time::Instant::now() < deadline, "the pipeline stopped");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    until(2000);
+    let mut admin = Raw::login_with(f.bouncer.port, "admin", "pgbouncer", &[]);
+    let m = admin.query("PAUSE TENANT '2002' 10").run(1);
+    let paused = f.direct(1, "SELECT clock_timestamp()");
+    let held = count();
+    let resumed = f.direct(1, "SELECT clock_timestamp()");
+    admin.query("RESUME TENANT '2002'").run(1);
+    until(held + 2000);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let errors = reader.join().unwrap();
+    assert!(
+        error_codes(&m).is_empty(),
+        "PAUSE TENANT: {:?}",
+        error_codes(&m)
+    );
+    assert!(errors.is_empty(), "pipelined INSERTs failed: {errors:?}");
+    let during = f.direct(
+        1,
+        &format!(
+            "SELECT count(*) FROM ledger WHERE note LIKE 'p-pause %' \
+             AND substr(note, 9)::timestamptz BETWEEN '{paused}' AND '{resumed}'"
+        ),
+    );
+    assert_eq!(during, "0", "rows written while the tenant was paused");
 }
 
 /// Probe CW F3: a client that pipelined hundreds of statements and left had

@@ -289,6 +289,11 @@ impl TenantGate {
         self.last_move.fetch_max(generation, Ordering::AcqRel);
     }
 
+    /// Whether any tenant is paused now (one atomic load).
+    pub fn any_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire) != 0
+    }
+
     /// Whether new transactions of `key` wait.
     pub fn is_paused(&self, key: &TenantKey) -> bool {
         if self.paused.load(Ordering::Acquire) == 0 {
