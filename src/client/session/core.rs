@@ -438,11 +438,15 @@ impl Core {
     /// same mode; when the reload changed those, the session ends (`Err`:
     /// 57P01, so the client reconnects) rather than route by a map that no
     /// longer says where its tenants are.
+    ///
+    /// `generation`: the configuration's in force (nothing to take up if it
+    /// is this session's).
     pub fn maybe_reload(
         &mut self,
+        generation: u64,
         db: impl FnOnce(&DbRuntime) -> Option<Arc<DbRuntime>>,
     ) -> Result<(), End> {
-        if self.wait.busy() {
+        if generation == self.db.generation || self.wait.busy() {
             return Ok(());
         }
         let Some(a) = &self.att else {

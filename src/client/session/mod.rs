@@ -855,7 +855,7 @@ impl Session {
         // Between transactions: pick up reloaded settings and maps.
         let snap = self.app.snapshot.load();
         let mut removed = None;
-        self.core.maybe_reload(|cur| {
+        self.core.maybe_reload(snap.generation, |cur| {
             let new = (snap.generation != cur.generation)
                 .then(|| snap.dbs.get(&cur.name).cloned())
                 .flatten();

@@ -387,10 +387,14 @@ impl Core {
                 let routed_by = tenant
                     .map(|(t, _)| t)
                     .or_else(|| self.route.pinned().map(|(t, _)| t));
-                let unit = match self.yield_to_pause(routed_by, unit) {
-                    Ok(unit) => unit,
-                    Err(need) => return need,
-                };
+                if self.gate.any_paused() {
+                    if let Some(busy) = self.yields_to_pause(routed_by) {
+                        self.wait.stall(unit);
+                        // Routed again once everything in flight has been
+                        // answered, or once the server is back.
+                        return if busy { Need::Io } else { self.release() };
+                    }
+                }
                 if let Some(t) = self.moved_in_open_transaction(routed_by) {
                     return self.tenant_blocked(t, Blocked::Stale, unit);
                 }
@@ -883,38 +887,28 @@ impl Core {
 
     /// A tenant of the unit that this session holds from its earlier work,
     /// paused since, with no transaction open on the server: the unit waits
-    /// for the work in flight, then the server goes back (and with it the
-    /// hold) and the unit is routed again, to wait for the pause as new work
-    /// does. Transaction mode holds a tenant for as long as the server stays
-    /// attached, which for a client that pipelines without letting its
-    /// answers catch up is for good (probe CY F3: PAUSE TENANT never took
-    /// hold against one, and the MOVE was refused). `Err` is what the
-    /// session needs meanwhile.
-    fn yield_to_pause(&mut self, routed_by: Option<TenantKey>, unit: Unit) -> Result<Unit, Need> {
-        if !self.gate.any_paused() || self.owns_server() || !matches!(self.txn, Txn::OnServer) {
-            return Ok(unit);
+    /// for the work in flight (`Some(true)`), then the server goes back
+    /// (`Some(false)`: and with it the hold) and the unit is routed again,
+    /// to wait for the pause as new work does. Transaction mode holds a
+    /// tenant for as long as the server stays attached, which for a client
+    /// that pipelines without letting its answers catch up is for good
+    /// (probe CY F3: PAUSE TENANT never took hold against one, and the MOVE
+    /// was refused). Asked only while some tenant is paused.
+    #[cold]
+    fn yields_to_pause(&self, routed_by: Option<TenantKey>) -> Option<bool> {
+        if self.owns_server() || !matches!(self.txn, Txn::OnServer) {
+            return None;
         }
-        let Some(a) = &self.att else {
-            return Ok(unit);
-        };
+        let a = self.att.as_ref()?;
         if a.status() != TxStatus::Idle || a.ext_open() || a.ext_stays() || a.in_copy_batch() {
-            return Ok(unit);
+            return None;
         }
         let mentions = (0..self.route.mention_count()).map(|i| self.route.mention(i));
         let paused = routed_by.into_iter().chain(mentions).any(|t| {
             let key = self.gate_key(t);
             self.gate.is_paused(&key) && self.route.holds(&key)
         });
-        if !paused {
-            return Ok(unit);
-        }
-        let busy = !a.settled() || !a.to_server().is_empty();
-        self.wait.stall(unit);
-        if busy {
-            // Routed again once everything in flight has been answered.
-            return Err(Need::Io);
-        }
-        Err(self.release())
+        paused.then(|| !a.settled() || !a.to_server().is_empty())
     }
 
     /// Hold every tenant the unit touches: the one it was routed by and every
