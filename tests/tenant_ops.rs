@@ -839,6 +839,85 @@ async fn a_reload_that_moves_a_tenant_reaches_its_open_transaction_and_pipelines
     );
 }
 
+/// Clients waiting in the pool's queue when PAUSE TENANT arrives hold the
+/// tenant already: each runs once it gets its server, and every client
+/// goes on after RESUME (probe DA F1: a first version of the fix for
+/// pipelining clients sent such a unit back as it got its server, and the
+/// server went with it, never given back: after three PAUSE/RESUME cycles
+/// every client of the tenant was stuck and its shard's pool was gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_queued_for_a_server_run_through_pause_and_resume() {
+    const CLIENTS: usize = 14;
+    let s = setup();
+    s.shards[0].psql(
+        "app",
+        "CREATE TABLE ticks (tenant_id bigint, at timestamptz DEFAULT clock_timestamp());
+         GRANT ALL ON ticks TO app;",
+    );
+    let admin = connect(&s.b, "admin", "admin", "pgbouncer").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress: Arc<Vec<std::sync::atomic::AtomicU64>> =
+        Arc::new((0..CLIENTS).map(|_| Default::default()).collect());
+    let mut clients = tokio::task::JoinSet::new();
+    // More clients than the pool's six servers: some always wait for one.
+    for i in 0..CLIENTS {
+        let c = connect(&s.b, APP_USER, APP_PASSWORD, "app").await;
+        let (stop, progress) = (stop.clone(), progress.clone());
+        clients.spawn(async move {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match c
+                    .simple_query("INSERT INTO ticks (tenant_id) VALUES (42) /* tenant_id=42 */")
+                    .await
+                {
+                    Ok(_) => {
+                        progress[i].fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => errors.push(message(&e)),
+                }
+            }
+            errors
+        });
+    }
+    let counts = || -> Vec<u64> { progress.iter().map(|p| p.load(Ordering::Relaxed)).collect() };
+    for _ in 0..5 {
+        let before = counts();
+        eventually(Duration::from_secs(30), "every client ran", || async {
+            counts().iter().zip(&before).all(|(now, then)| now > then)
+        })
+        .await;
+        console(&admin, "PAUSE TENANT '42' 20")
+            .await
+            .expect("PAUSE TENANT");
+        console(&admin, "RESUME TENANT '42'").await.unwrap();
+    }
+    let before = counts();
+    eventually(
+        Duration::from_secs(30),
+        "every client ran after the last RESUME",
+        || async { counts().iter().zip(&before).all(|(now, then)| now > then) },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    while let Some(errors) = clients.join_next().await {
+        let errors = errors.unwrap();
+        assert!(errors.is_empty(), "INSERTs failed: {errors:?}");
+    }
+    // Every server is back in the pool.
+    eventually(
+        Duration::from_secs(30),
+        "the servers given back",
+        || async {
+            let msgs = admin.simple_query("SHOW POOLS").await.unwrap();
+            msgs.iter().all(|m| match m {
+                SimpleQueryMessage::Row(r) => r.get("sv_active") == Some("0"),
+                _ => true,
+            })
+        },
+    )
+    .await;
+}
+
 /// MOVE TENANT edits the map in force, one move at a time: two at once both
 /// land (probe L: one was undone while both answered OK), and a map file on
 /// disk that is not the map in force (an older one put back, which the

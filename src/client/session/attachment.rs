@@ -175,6 +175,8 @@ pub(super) struct Attachment {
     copy_refusal: Option<Bytes>,
     /// Work that may end the transaction went (see [`Self::end_in_flight`]).
     end_sent: bool,
+    /// Work of the client's went here (see [`Self::carried_client_work`]).
+    carried: bool,
     /// A COPY FROM STDIN began since the last ReadyForQuery: its answers may
     /// wait for the client's next Sync (see [`Self::end_in_flight`]).
     copied: bool,
@@ -275,6 +277,7 @@ impl Attachment {
             s_stream_left: 0,
             unnamed_current: false,
             effects: Effects::none(),
+            carried: false,
             client_named: false,
             replay_error: None,
             copy_refusal: None,
@@ -313,6 +316,15 @@ impl Attachment {
     /// Work the client sent went (`ends`: it may end the transaction).
     pub(super) fn sent_work(&mut self, ends: bool) {
         self.end_sent = ends || (self.end_sent && self.client_work_in_flight());
+        self.carried = true;
+    }
+
+    /// Work of the client's went to this server since it was attached: a
+    /// tenant held now may have been held for that work, not for the unit
+    /// that asked for the server (whose holds, taken before it waited for
+    /// one, let it run through a pause).
+    pub(super) fn carried_client_work(&self) -> bool {
+        self.carried
     }
 
     /// Work that may end the transaction was sent and is not answered yet,

@@ -388,11 +388,8 @@ impl Core {
                     .map(|(t, _)| t)
                     .or_else(|| self.route.pinned().map(|(t, _)| t));
                 if self.gate.any_paused() {
-                    if let Some(busy) = self.yields_to_pause(routed_by) {
-                        self.wait.stall(unit);
-                        // Routed again once everything in flight has been
-                        // answered, or once the server is back.
-                        return if busy { Need::Io } else { self.release() };
+                    if let Some(t) = self.held_and_paused(routed_by) {
+                        return self.tenant_blocked(t, Blocked::Paused, unit);
                     }
                 }
                 if let Some(t) = self.moved_in_open_transaction(routed_by) {
@@ -886,29 +883,36 @@ impl Core {
     }
 
     /// A tenant of the unit that this session holds from its earlier work,
-    /// paused since, with no transaction open on the server: the unit waits
-    /// for the work in flight (`Some(true)`), then the server goes back
-    /// (`Some(false)`: and with it the hold) and the unit is routed again,
-    /// to wait for the pause as new work does. Transaction mode holds a
-    /// tenant for as long as the server stays attached, which for a client
-    /// that pipelines without letting its answers catch up is for good
-    /// (probe CY F3: PAUSE TENANT never took hold against one, and the MOVE
-    /// was refused). Asked only while some tenant is paused.
+    /// paused since, with no transaction open on the server. Transaction
+    /// mode holds a tenant for as long as the server stays attached, which
+    /// for a client that pipelines without letting its answers catch up is
+    /// for good (probe CY F3: PAUSE TENANT never took hold against one, and
+    /// the MOVE was refused): [`Self::tenant_blocked`] lets the work in
+    /// flight be answered and gives the server (and the hold) back, and the
+    /// unit waits for the pause as new work does. (A transaction open on
+    /// the server runs to its end through the pause, and so does the unit
+    /// that asked for the server, as PAUSE counted it: probe DA F1, sent
+    /// back as it got its server, it took the server with it.) Asked only
+    /// while some tenant is paused.
     #[cold]
-    fn yields_to_pause(&self, routed_by: Option<TenantKey>) -> Option<bool> {
+    fn held_and_paused(&self, routed_by: Option<TenantKey>) -> Option<TenantKey> {
         if self.owns_server() || !matches!(self.txn, Txn::OnServer) {
             return None;
         }
         let a = self.att.as_ref()?;
-        if a.status() != TxStatus::Idle || a.ext_open() || a.ext_stays() || a.in_copy_batch() {
+        if !a.carried_client_work()
+            || a.status() != TxStatus::Idle
+            || a.ext_open()
+            || a.ext_stays()
+            || a.in_copy_batch()
+        {
             return None;
         }
         let mentions = (0..self.route.mention_count()).map(|i| self.route.mention(i));
-        let paused = routed_by.into_iter().chain(mentions).any(|t| {
-            let key = self.gate_key(t);
+        routed_by.into_iter().chain(mentions).find(|t| {
+            let key = self.gate_key(*t);
             self.gate.is_paused(&key) && self.route.holds(&key)
-        });
-        paused.then(|| !a.settled() || !a.to_server().is_empty())
+        })
     }
 
     /// Hold every tenant the unit touches: the one it was routed by and every

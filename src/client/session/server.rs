@@ -103,8 +103,10 @@ impl Core {
         // The work that asked for the server goes now (pipelined behind any
         // statement above, which cannot open a transaction).
         if let Some(unit) = self.wait.take_stalled() {
-            if let Need::Close(e) = self.route_unit(unit) {
-                return Need::Close(e);
+            // (What it needs of the driver, it needs before anything else.)
+            match self.route_unit(unit) {
+                Need::Io => {}
+                need => return need,
             }
         }
         self.client_data()
