@@ -25,7 +25,7 @@
 mod support;
 
 use std::io::Write;
-use support::raw::{command_tags, error_codes, first_column, Msg, Raw};
+use support::raw::{command_tags, error_codes, first_column, tags, Msg, Raw};
 use support::{Bouncer, PgCluster};
 
 const MAP: &str = r#"version = 1
@@ -6706,17 +6706,10 @@ fn a_pipelining_client_follows_a_reload_that_moves_its_tenant() {
     assert_eq!(pipe(0) + pipe(1), N as i64, "rows lost");
 }
 
-/// The reload a pipelining client takes up between two units (probe CW F1)
-/// can come while the unit in flight opens a transaction on the old shard
-/// (a Query ending in `BEGIN; INSERT ..`, still running): what follows it
-/// is routed by the new map and checked against the configuration the
-/// transaction's tenants were held with: work naming no tenant in it is
-/// refused (55000), and the COMMIT rolls it back. Before, all of it ran, and committed, on the old
-/// shard after the reload had returned. A lock held on the old shard keeps
-/// the first unit in flight until the rest is sent.
-#[test]
-fn a_transaction_opened_behind_a_reload_does_not_run_on_the_old_shard() {
-    let f = Fixture::start();
+/// Tenant 2002's Query `SELECT .. ; BEGIN; INSERT ..` held in flight on
+/// its shard, s1 (by a lock held there), while a reload moves 2002 to s0;
+/// then `after`, pipelined behind it. The answers to `after`.
+fn opened_behind_a_reload(f: &Fixture, after: &[&str]) -> Vec<Vec<Msg>> {
     let mut locker = Raw::login_with(f.shards[1].port, "postgres", "app", &[]);
     let m = locker
         .query("BEGIN; SELECT pg_advisory_xact_lock(77)")
@@ -6744,29 +6737,44 @@ fn a_transaction_opened_behind_a_reload_does_not_run_on_the_old_shard() {
         "shardmap_int.toml",
         &MAP_INT.replace("\"2002\" = \"s1\"", "\"2002\" = \"s0\""),
     );
-    raw.query("UPDATE ledger SET note = 'p-upd' WHERE note = 'p-pre'")
-        .query("INSERT INTO ledger (tenant_id, note) VALUES (2002, 'p-post')")
-        .query("COMMIT")
-        .send();
+    for sql in after {
+        raw.query(sql);
+    }
+    raw.send();
     let m = locker.query("COMMIT").run(1);
     assert!(error_codes(&m).is_empty(), "{m:?}");
     let first = raw.read_until_ready();
     assert!(error_codes(&first).is_empty(), "{first:?}");
-    let upd = error_codes(&raw.read_until_ready());
-    let post = error_codes(&raw.read_until_ready());
-    let commit = raw.read_until_ready();
+    after.iter().map(|_| raw.read_until_ready()).collect()
+}
+
+/// The reload a pipelining client takes up between two units (probe CW F1)
+/// can come while the unit in flight opens a transaction on the old shard
+/// (a Query ending in `BEGIN; INSERT ..`, still running): what follows it
+/// is routed by the new map and checked against the configuration the
+/// transaction's tenants were held with: work naming no tenant in it is
+/// refused (55000), and the COMMIT then rolls it back. Before, all of it
+/// ran, and committed, on the old shard after the reload had returned. A lock held on the old shard keeps the
+/// first unit in flight until the rest is sent.
+#[test]
+fn a_transaction_opened_behind_a_reload_does_not_run_on_the_old_shard() {
+    let f = Fixture::start();
+    let a = opened_behind_a_reload(
+        &f,
+        &[
+            "UPDATE ledger SET note = 'p-upd' WHERE note = 'p-pre'",
+            "INSERT INTO ledger (tenant_id, note) VALUES (2002, 'p-post')",
+            "COMMIT",
+        ],
+    );
     // Placed by 2002, held with the configuration before the reload.
-    assert_eq!(upd, ["55000"], "the UPDATE naming no tenant");
-    assert_eq!(post.len(), 1, "the moved tenant's INSERT: {post:?}");
+    assert_eq!(error_codes(&a[0]), ["55000"], "the UPDATE naming no tenant");
+    let post = error_codes(&a[1]);
     assert!(
-        ["0A000", "25P02"].contains(&post[0].as_str()),
+        post == ["0A000"] || post == ["25P02"],
         "the moved tenant's INSERT: {post:?}"
     );
-    assert_eq!(
-        command_tags(&commit),
-        ["ROLLBACK"],
-        "the COMMIT: {commit:?}"
-    );
+    assert_eq!(command_tags(&a[2]), ["ROLLBACK"], "the COMMIT: {:?}", a[2]);
     let n = f.counts("ledger WHERE note IN ('p-pre', 'p-post', 'p-upd')");
     assert_eq!(n, [0, 0], "rows the transaction left");
 }
@@ -6858,6 +6866,44 @@ fn a_pause_takes_hold_against_a_pipeline_that_never_drains() {
         ),
     );
     assert_eq!(during, "0", "rows written while the tenant was paused");
+}
+
+/// Probe DA F4: in session mode, once the map moved the session's tenant
+/// (or while it was paused), a Sync sent alone got an error (0A000, 55000)
+/// before its ReadyForQuery; psycopg's pipeline mode, which ends with one,
+/// hung for good. A Sync alone runs nothing: it gets its ReadyForQuery
+/// only, and a statement is still refused.
+#[test]
+fn a_lone_sync_in_session_mode_gets_only_its_ready_for_query_after_a_move() {
+    let f = Fixture::start();
+    let mut c = f.raw("appsess", &[("tenant_id", "bravo")]);
+    let m = c
+        .parse("", "SELECT name FROM shard_marker")
+        .bind("", &[])
+        .execute()
+        .sync()
+        .run(1);
+    assert_eq!(first_column(&m), ["s1"], "{m:?}");
+    f.reload_map(
+        "shardmap.toml",
+        &MAP.replace("version = 1", "version = 2")
+            .replace("bravo = \"s1\"", "bravo = \"s0\""),
+    );
+    let m = c.sync().run(1);
+    assert_eq!(tags(&m), "Z", "a lone Sync after the move: {m:?}");
+    let m = c.msg_flush().sync().run(1);
+    assert_eq!(tags(&m), "Z", "a Flush and a Sync: {m:?}");
+    let m = c
+        .parse("", "SELECT name FROM shard_marker")
+        .bind("", &[])
+        .execute()
+        .sync()
+        .run(1);
+    assert_eq!(
+        error_codes(&m),
+        ["0A000"],
+        "a statement after the move: {m:?}"
+    );
 }
 
 /// Probe CW F3: a client that pipelined hundreds of statements and left had

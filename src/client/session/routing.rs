@@ -171,6 +171,15 @@ impl Core {
             }
         }
         let work = !matches!(&unit, Unit::Batch(msgs) if is_sync_or_flush_only(msgs));
+        if !work && self.owns_server() && self.att.is_some() && matches!(self.txn, Txn::OnServer) {
+            // Session mode: a Sync or Flush alone runs nothing on the
+            // session's server, whatever its tenant has become since; an
+            // error for it answers no statement (probe DA F4: after a move
+            // or during a pause, each lone Sync got 0A000 or 55000, and
+            // psycopg's pipeline mode hung on it).
+            self.forward_unit(unit);
+            return Need::Io;
+        }
         if work && !self.owns_server() && self.att.as_ref().is_some_and(|a| a.end_in_flight()) {
             // Work behind a transaction's end still in flight: where it goes,
             // and whether it is refused, depend on the transaction it ends
@@ -720,6 +729,40 @@ impl Core {
         }
     }
 
+    /// The analysis of each statement `msgs` binds that was prepared before
+    /// the batch; one parsed in the batch is its Parse's facts (the
+    /// session's record of the name is still the one before). The unnamed
+    /// statement apart: no allocation for the common Parse/Bind/Execute of
+    /// it.
+    fn bound_from_earlier(&self, msgs: &[(u8, Bytes)], mut f: impl FnMut(&Facts)) {
+        let mut parsed_unnamed = false;
+        let mut parsed: Vec<&[u8]> = Vec::new();
+        for (t, frame) in msgs {
+            match *t {
+                tag::frontend::PARSE => match protocol::cstr(&frame[5..]) {
+                    Some((b"", _)) => parsed_unnamed = true,
+                    Some((name, _)) => parsed.push(name),
+                    None => {}
+                },
+                tag::frontend::BIND => {
+                    let Some(b) = protocol::Bind::parse(&frame[5..]) else {
+                        continue;
+                    };
+                    let earlier = if b.statement.is_empty() {
+                        (!parsed_unnamed).then(|| self.stmts.unnamed().map(|(f, _)| f))
+                    } else {
+                        (!parsed.contains(&b.statement))
+                            .then(|| self.stmts.get(b.statement).map(|d| &d.facts))
+                    };
+                    if let Some(facts) = earlier.flatten() {
+                        f(facts);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Whether `unit` (analyzed) ends its transaction `AND CHAIN`, and
     /// whether it may end it at all (`COMMIT`, `ROLLBACK`, `PREPARE
     /// TRANSACTION`, with or without a chain).
@@ -735,39 +778,12 @@ impl Core {
                     .iter()
                     .filter(|(t, _)| *t == tag::frontend::PARSE)
                     .count();
-                // A Bind of a statement prepared earlier runs its text too;
-                // one parsed in this batch is its Parse's facts, below (the
-                // session's record of the name is still the one before). The
-                // unnamed statement apart: no allocation for the common
-                // Parse/Bind/Execute of it.
+                // A Bind of a statement prepared earlier runs its text too.
                 let (mut bound_chains, mut bound_ends) = (false, false);
-                let mut parsed_unnamed = false;
-                let mut parsed: Vec<&[u8]> = Vec::new();
-                for (t, frame) in msgs {
-                    match *t {
-                        tag::frontend::PARSE => match protocol::cstr(&frame[5..]) {
-                            Some((b"", _)) => parsed_unnamed = true,
-                            Some((name, _)) => parsed.push(name),
-                            None => {}
-                        },
-                        tag::frontend::BIND => {
-                            let Some(b) = protocol::Bind::parse(&frame[5..]) else {
-                                continue;
-                            };
-                            let earlier = if b.statement.is_empty() {
-                                (!parsed_unnamed).then(|| self.stmts.unnamed().map(|(f, _)| f))
-                            } else {
-                                (!parsed.contains(&b.statement))
-                                    .then(|| self.stmts.get(b.statement).map(|d| &d.facts))
-                            };
-                            if let Some(f) = earlier.flatten() {
-                                bound_chains |= f.chains;
-                                bound_ends |= f.ends_tx;
-                            }
-                        }
-                        _ => {}
-                    }
-                }
+                self.bound_from_earlier(msgs, |f| {
+                    bound_chains |= f.chains;
+                    bound_ends |= f.ends_tx;
+                });
                 let facts = self.route.batch_facts(parses);
                 // A BEGIN parsed after a statement that ends a transaction
                 // (`COMMIT`, then `BEGIN`, each through Parse/Bind/Execute).
