@@ -4703,28 +4703,10 @@ fn set_row_element<'a>(sql: &'a [u8], mut lx: Lexer<'a>, idx: usize) -> Option<L
 /// which a subquery's select list has too (probe CZ F1: in `(n, tenant_id)
 /// = (SELECT 0, 1 WHERE false UNION ALL SELECT 0, 42)`, `1` was read as the
 /// key's value, and 42 written on 1's shard; a column of the subquery's own
-/// FROM was taken for the row's own key). A keyword after a `.` is a name.
+/// FROM was taken for the row's own key). The words: a select list's
+/// ends ([`item_stop`]) and a query's starts. A keyword after a `.` is a
+/// name.
 fn plain_row(sql: &[u8], mut lx: Lexer<'_>) -> bool {
-    const QUERY: &[&[u8]] = &[
-        b"SELECT",
-        b"WITH",
-        b"VALUES",
-        b"TABLE",
-        b"UNION",
-        b"INTERSECT",
-        b"EXCEPT",
-        b"FROM",
-        b"WHERE",
-        b"GROUP",
-        b"HAVING",
-        b"WINDOW",
-        b"ORDER",
-        b"LIMIT",
-        b"OFFSET",
-        b"FETCH",
-        b"FOR",
-        b"INTO",
-    ];
     let mut depth = 0usize;
     let mut after_dot = false;
     while let Some(t) = lx.next_sig() {
@@ -4734,7 +4716,17 @@ fn plain_row(sql: &[u8], mut lx: Lexer<'_>) -> bool {
             K::RParen | K::RBrack if depth == 0 => return true,
             K::RParen | K::RBrack => depth -= 1,
             K::Semi => return false,
-            _ if depth == 0 && !name && is_any_kw(sql, &t, QUERY) => return false,
+            _ if depth == 0
+                && !name
+                && (item_stop(sql, &t)
+                    || is_any_kw(
+                        sql,
+                        &t,
+                        &[b"SELECT", b"WITH", b"VALUES", b"TABLE", b"FOR", b"INTO"],
+                    )) =>
+            {
+                return false
+            }
             _ => {}
         }
     }

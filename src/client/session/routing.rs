@@ -161,17 +161,17 @@ impl Core {
             PortalUse::Rebound => self.local_portal = None,
             PortalUse::None => {}
         }
-        if let Unit::Batch(msgs) = &unit {
-            if self.att.is_none() && is_sync_or_flush_only(msgs) {
-                // Nothing is in flight: a lone Sync needs no server.
+        let work = !matches!(&unit, Unit::Batch(msgs) if is_sync_or_flush_only(msgs));
+        if !work && self.att.is_none() {
+            // Nothing is in flight: a lone Sync needs no server.
+            if let Unit::Batch(msgs) = &unit {
                 if msgs.last().is_some_and(|(t, _)| *t == tag::frontend::SYNC) {
                     self.emit_rfq();
                 }
-                return Need::Io;
             }
+            return Need::Io;
         }
-        let work = !matches!(&unit, Unit::Batch(msgs) if is_sync_or_flush_only(msgs));
-        if !work && self.owns_server() && self.att.is_some() && matches!(self.txn, Txn::OnServer) {
+        if !work && self.owns_server() && matches!(self.txn, Txn::OnServer) {
             // Session mode: a Sync or Flush alone runs nothing on the
             // session's server, whatever its tenant has become since; an
             // error for it answers no statement (probe DA F4: after a move
