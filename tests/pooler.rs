@@ -2006,6 +2006,37 @@ async fn a_client_that_leaves_while_queued_never_runs_its_work() {
     holder.batch_execute("COMMIT").await.unwrap();
     assert_eq!(int_of(&holder, "SELECT 7").await, 7);
     assert_eq!(pg.psql("app", "SELECT count(*) FROM ghosts"), "0");
+    // A client that leaves just as the server it waits for is given back: the
+    // queue looks for a close once a second, and the server is looked at once
+    // more before the work goes (probe DA F6).
+    for round in 0..3 {
+        holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        let ghost = support::blocking(move || {
+            let mut c = Raw::login(port, "app", "app");
+            for i in 0..20 {
+                c.query(&format!("INSERT INTO ghosts VALUES ('late {round} {i}')"));
+            }
+            let bytes = c.take_built();
+            c.s.write_all(&bytes).unwrap();
+            c
+        });
+        eventually(Duration::from_secs(15), "one queued client", || async {
+            support::clients_waiting(&admin, "app").await == 1
+        })
+        .await;
+        drop(ghost);
+        holder.batch_execute("COMMIT").await.unwrap();
+        eventually(Duration::from_secs(15), "the queue to empty", || async {
+            support::clients_waiting(&admin, "app").await == 0
+        })
+        .await;
+        assert_eq!(int_of(&holder, "SELECT 7").await, 7);
+        assert_eq!(
+            pg.psql("app", "SELECT count(*) FROM ghosts"),
+            "0",
+            "round {round}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

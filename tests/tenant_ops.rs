@@ -10,6 +10,7 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1130,6 +1131,58 @@ async fn a_pause_waits_for_the_backend_of_a_client_that_left() {
         "PAUSE answered while the tenant's statement still ran"
     );
     console(&admin, "RESUME TENANT '42'").await.unwrap();
+}
+
+/// A client that leaves while its tenant is paused never has its work run,
+/// also when RESUME comes right behind its close (probe DA F6: the close was
+/// looked for once a second, and 50 INSERTs pipelined by a client gone half a
+/// second before RESUME were all written on the shard).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_just_before_resume_never_runs_its_work() {
+    let shards = three_shards();
+    let cfg = support::routed_config(shards.iter(), POOL, "")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let b = Bouncer::start_with_files(&cfg, &[("shardmap.toml", MAP)]);
+    let admin = connect(&b, "admin", "admin", "pgbouncer").await;
+    for round in 0..3 {
+        console(&admin, "PAUSE TENANT '42' 20").await.unwrap();
+        let port = b.port;
+        let ghost = support::blocking(move || {
+            let mut c = support::raw::Raw::login(port, APP_USER, "app");
+            for i in 0..50 {
+                c.query(&format!(
+                    "INSERT INTO accounts (tenant_id, n, port) \
+                     VALUES (42, {i}, current_setting('port'))"
+                ));
+            }
+            let bytes = c.take_built();
+            c.s.write_all(&bytes).unwrap();
+            c
+        });
+        eventually(Duration::from_secs(15), "the client held", || async {
+            tenant_state(&admin, "42").await.map(|s| s.1) == Some("1".into())
+        })
+        .await;
+        drop(ghost);
+        console(&admin, "RESUME TENANT '42'").await.unwrap();
+        eventually(Duration::from_secs(15), "the client gone", || async {
+            let msgs = admin.simple_query("SHOW CLIENTS").await.unwrap();
+            !msgs.iter().any(
+                |m| matches!(m, SimpleQueryMessage::Row(r) if r.get("database") == Some("app")),
+            )
+        })
+        .await;
+        // A transaction of the tenant after RESUME: the ghost's work, had it
+        // run, ran before it.
+        let c = connect(&b, APP_USER, APP_PASSWORD, "app").await;
+        c.simple_query("SELECT 1 /* tenant_id=42 */").await.unwrap();
+        for shard in &shards {
+            assert!(
+                shard_rows(shard).is_empty(),
+                "round {round}: the departed client's INSERTs ran"
+            );
+        }
+    }
 }
 
 /// MOVE TENANT publishes the maps it wrote and keeps every other file as in

@@ -1431,9 +1431,21 @@ impl Session {
                             });
                         }
                     };
+                    // Its work must not run once it is gone: a client that
+                    // timed out and retried would see its write twice. The
+                    // watch looks once a second, so a server that comes in
+                    // the meantime is looked at once more (probe DA F6): it
+                    // goes back untouched.
+                    let r = match r {
+                        Some(Some(Ok(co)))
+                            if self.client_fd.is_some_and(crate::net::peer_closed) =>
+                        {
+                            pool.checkin(co);
+                            None
+                        }
+                        r => r,
+                    };
                     let Some(r) = r else {
-                        // Its work must not run once it is gone: a client that
-                        // timed out and retried would see its write twice.
                         self.handle.cancel_done();
                         return Need::Close(
                             "client closed the connection while waiting for a server".into(),
@@ -1757,6 +1769,13 @@ impl Session {
                     break Outcome::Shutdown;
                 }
                 if !gate.is_paused(&key) {
+                    // A client that left in the last second (the watch below
+                    // looks once a second) must not have its work run either
+                    // (probe DA F6: 50 pipelined INSERTs of a client gone
+                    // half a second before RESUME were written).
+                    if self.client_fd.is_some_and(crate::net::peer_closed) {
+                        break Outcome::Gone;
+                    }
                     break Outcome::Resumed;
                 }
                 tokio::select! {
