@@ -2645,6 +2645,51 @@ fn a_tenant_repeated_at_connect_with_another_value_is_refused() {
     assert_eq!(v, ["owner of alpha"]);
 }
 
+/// A tenant given at connect that the key type cannot read is refused at
+/// login (22023), where a driver's pool sees it: such a client logged in,
+/// and then every statement it sent failed, the tenant-free ones too (probe
+/// DB F3). Canonical spellings log in and route.
+#[test]
+fn a_tenant_given_at_connect_that_cannot_be_read_is_refused_at_login() {
+    let f = Fixture::start();
+    let port = f.bouncer.port;
+    // `auto` routes integers spelled canonically only; `bigint` reads keys
+    // as Postgres's `int8in` does (`042` is 42 there).
+    let unreadable: [(&str, &[&str]); 2] = [
+        (
+            "app",
+            &["042", "+2002", " 2002", "2002 ", "99999999999999999999"],
+        ),
+        (
+            "appint",
+            &["99999999999999999999", "20 02", "abc", "2002.0"],
+        ),
+    ];
+    for (db, values) in unreadable {
+        for &v in values {
+            for params in [
+                &[("tenant_id", v)][..],
+                &[(
+                    "options",
+                    &*format!("-c tenant_id={}", v.replace(' ', "\\ ")),
+                )],
+            ] {
+                let (_, m) = Raw::startup(port, "app", db, params);
+                assert_eq!(error_codes(&m), ["22023"], "{db} {params:?}: {m:?}");
+                assert!(!m.iter().any(|(t, _)| *t == b'Z'), "{db} {params:?}");
+            }
+        }
+        let mut c = f.raw(db, &[("tenant_id", "2002")]);
+        let (errs, v) = q(&mut c, "SELECT name FROM shard_marker");
+        assert!(errs.is_empty(), "{db}: {errs:?}");
+        assert_eq!(v, ["s1"], "{db}");
+    }
+    // A text key reads them all as its own tenants.
+    let mut c = f.raw("apptext", &[("tenant_id", "042")]);
+    let (errs, _) = q(&mut c, "SELECT name FROM shard_marker");
+    assert!(errs.is_empty(), "{errs:?}");
+}
+
 /// A COPY FROM STDIN sent with a Terminate in the same write (as a client
 /// that gives up does): the data can never come. The pooler waited for the
 /// COPY, holding the server for good, and other clients of the pool got no

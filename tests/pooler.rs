@@ -223,6 +223,81 @@ async fn max_client_conn_refuses_with_53300() {
     assert!(msg(&e).contains("max_client_conn"), "{}", msg(&e));
 }
 
+/// Connections that never finish logging in (nothing sent, a startup packet
+/// cut short, a password exchange left half way) do not keep everyone out
+/// for `client_login_timeout`: once max_client_conn is reached, a newcomer
+/// takes the slot of the oldest login that has stalled for two seconds, and
+/// never a logged-in client's (probe DB F1: six idle sockets refused every
+/// login with 53300 for the whole timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_logins_give_their_slots_to_newcomers_at_max_client_conn() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "client_login_timeout = \"120s\"\n")
+        .replace("[pool]", "[limits]\nmax_client_conn = 4\n[pool]");
+    let b = Bouncer::start(&cfg);
+    let c1 = b.connect("app", "secret", "app").await;
+    let port = b.port;
+    // Three stalled logins: nothing sent; half a startup packet; a startup
+    // packet and no answer to the password request.
+    let stalled = support::blocking(move || {
+        let silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut half = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        half.write_all(&[0, 0, 0, 40, 0, 3]).unwrap();
+        let mut asked = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut body = 196608i32.to_be_bytes().to_vec();
+        for kv in ["user", "app", "database", "app", ""] {
+            body.extend_from_slice(kv.as_bytes());
+            body.push(0);
+        }
+        let mut pkt = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        pkt.extend_from_slice(&body);
+        asked.write_all(&pkt).unwrap();
+        let mut tag = [0u8; 1];
+        asked.read_exact(&mut tag).unwrap();
+        assert_eq!(tag[0], b'R', "a password request");
+        vec![silent, half, asked]
+    });
+    // A fifth connection finds the limit reached and nothing old enough yet.
+    let e = b
+        .try_connect("app", "secret", "app")
+        .await
+        .expect_err("over max_client_conn");
+    assert_eq!(code(&e), "53300");
+    // Once they have stalled for a while, newcomers get in: three of them.
+    let mut newcomers = Vec::new();
+    for i in 0..3 {
+        let c = eventually_ok(Duration::from_secs(20), || async {
+            b.try_connect("app", "secret", "app")
+                .await
+                .map_err(|e| format!("newcomer {i}: {e}"))
+        })
+        .await;
+        assert_eq!(int_of(&c, "SELECT 5").await, 5, "newcomer {i}");
+        newcomers.push(c);
+    }
+    // The stalled ones were told why and closed.
+    support::blocking(move || {
+        for mut s in stalled {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got);
+            let text = String::from_utf8_lossy(&got);
+            assert!(text.contains("53300"), "{text:?}");
+        }
+    });
+    // Four logged-in clients: the next is refused, and nobody was evicted.
+    let e = b
+        .try_connect("app", "secret", "app")
+        .await
+        .expect_err("over max_client_conn");
+    assert_eq!(code(&e), "53300");
+    assert!(msg(&e).contains("max_client_conn"), "{}", msg(&e));
+    assert_eq!(int_of(&c1, "SELECT 6").await, 6);
+    for c in &newcomers {
+        assert_eq!(int_of(c, "SELECT 7").await, 7);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_clients_share_a_small_pool() {
     let pg = PgCluster::start();

@@ -501,6 +501,11 @@ pub struct Clients {
     spooled: AtomicUsize,
     /// User and database names, one copy each for all their clients ([`Clients::name`]).
     names: Mutex<Names>,
+    /// Connections still logging in, oldest first (by a sequence number taken
+    /// at accept), each with the signal that evicts it
+    /// ([`Clients::evict_stalled_login`]).
+    pending: Mutex<std::collections::BTreeMap<u64, (std::time::Instant, Arc<Notify>)>>,
+    pending_seq: AtomicU64,
 }
 
 /// Interned names: thousands of idle clients of one user and database share
@@ -525,6 +530,8 @@ impl Default for Clients {
             budget_freed: tokio::sync::Notify::new(),
             spooled: AtomicUsize::new(0),
             names: Mutex::default(),
+            pending: Mutex::default(),
+            pending_seq: AtomicU64::new(0),
         }
     }
 }
@@ -622,6 +629,81 @@ impl Clients {
     pub fn take_connected_peak(&self) -> usize {
         let now = self.connected();
         self.connected_peak.swap(now, Ordering::Relaxed).max(now)
+    }
+}
+
+/// How long a login must have been going on before a newcomer that finds
+/// `max_client_conn` reached may take its slot: a login takes milliseconds
+/// (a few round trips and one SCRAM computation), so one this old is most
+/// likely stalled on purpose.
+pub const STALLED_LOGIN: Duration = Duration::from_secs(2);
+
+impl Clients {
+    fn pending(
+        &self,
+    ) -> MutexGuard<'_, std::collections::BTreeMap<u64, (std::time::Instant, Arc<Notify>)>> {
+        // Single inserts and removes: consistent even if a holder panicked.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Count a connection that has just been accepted as logging in, until
+    /// the returned guard is dropped (at the end of its login).
+    pub fn login_started(&self) -> PendingLogin<'_> {
+        let seq = self.pending_seq.fetch_add(1, Ordering::Relaxed);
+        let evicted = Arc::new(Notify::new());
+        self.pending()
+            .insert(seq, (std::time::Instant::now(), evicted.clone()));
+        PendingLogin {
+            clients: self,
+            seq,
+            evicted,
+        }
+    }
+
+    /// Evict the oldest login in progress other than `own`, if it has been
+    /// going on for [`STALLED_LOGIN`] or more; whether one was. A client that
+    /// opens connections and never finishes logging in (sends nothing, stops
+    /// half way through the startup packet or the password exchange) would
+    /// otherwise hold `max_client_conn` slots for the whole
+    /// `client_login_timeout` and keep everyone else out (probe DB F1): to do
+    /// so now, it has to open that many connections every two seconds.
+    pub fn evict_stalled_login(&self, own: &PendingLogin<'_>) -> bool {
+        let mut pending = self.pending();
+        let oldest = pending
+            .iter()
+            .find(|(seq, _)| **seq != own.seq)
+            .filter(|(_, (since, _))| since.elapsed() >= STALLED_LOGIN)
+            .map(|(seq, _)| *seq);
+        match oldest.and_then(|seq| pending.remove(&seq)) {
+            Some((_, evicted)) => {
+                // A permit: taken even if its login is not waiting right now.
+                evicted.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A connection counted as logging in ([`Clients::login_started`]); counted
+/// out when dropped.
+pub struct PendingLogin<'a> {
+    clients: &'a Clients,
+    seq: u64,
+    evicted: Arc<Notify>,
+}
+
+impl PendingLogin<'_> {
+    /// The signal a newcomer gives when it evicts this login
+    /// ([`Clients::evict_stalled_login`]).
+    pub fn evicted(&self) -> Arc<Notify> {
+        self.evicted.clone()
+    }
+}
+
+impl Drop for PendingLogin<'_> {
+    fn drop(&mut self) {
+        self.clients.pending().remove(&self.seq);
     }
 }
 

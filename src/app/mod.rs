@@ -12,7 +12,9 @@ pub mod gate;
 pub mod tenants;
 
 pub use admin_state::AdminState;
-pub use clients::{ClientActivity, ClientHandle, Clients, CountGuard, Registered, Seat};
+pub use clients::{
+    ClientActivity, ClientHandle, Clients, CountGuard, PendingLogin, Registered, Seat,
+};
 // Old paths of items that moved to `config::live`, kept for the client session
 // (src/client/session/, fuzz/fuzz_targets/session.rs) until it imports them from
 // `crate::config`.

@@ -7,7 +7,7 @@ pub mod session;
 mod spool;
 pub mod startup;
 
-use crate::app::{App, ClientActivity, ClientHandle, CountGuard, Registered, Seat};
+use crate::app::{App, ClientActivity, ClientHandle, CountGuard, PendingLogin, Registered, Seat};
 use crate::auth::LoginError;
 use crate::protocol::{self, sqlstate};
 use bytes::BytesMut;
@@ -41,7 +41,8 @@ pub async fn serve(app: Arc<App>, std: std::net::TcpStream) {
         }
     };
     let (slot, count) = CountGuard::take(&app.clients);
-    let refused = run(&app, &mut stream, slot, count).await.err();
+    let pending = app.clients.login_started();
+    let refused = run(&app, &mut stream, slot, count, pending).await.err();
     // Boxed (and made before it is awaited, so no login error is kept beside
     // it): a refusal's write is not part of every client's task.
     if let Some(refusal) = refused.map(|e| Box::pin(refuse(stream, e))) {
@@ -63,11 +64,24 @@ async fn run(
     stream: &mut ClientStream,
     slot: CountGuard<'_>,
     count: usize,
+    pending: PendingLogin<'_>,
 ) -> Result<(), LoginError> {
+    let evicted = pending.evicted();
+    let mut pending = Some(pending);
     // Boxed, and over before the session starts: what login needs (the startup
     // packet, credentials, the authentication exchange) is not part of the
     // client's task for its whole life.
-    let Some((session, registered)) = Box::pin(login(app, stream, count)).await? else {
+    let logged_in = tokio::select! {
+        biased;
+        r = Box::pin(login(app, stream, count, &mut pending)) => r?,
+        () = evicted.notified() => {
+            return Err(LoginError::new(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                "login not completed in time while max_client_conn was reached",
+            ))
+        }
+    };
+    let Some((session, registered)) = logged_in else {
         // A CancelRequest, or a console session, is over. Ended in order: a
         // TLS client gets its close_notify (libpq 17 reported a cancel sent
         // over TLS as failed, "unexpected eof while reading": probe JJ).
@@ -214,6 +228,7 @@ async fn login<'a>(
     app: &'a Arc<App>,
     stream: &mut ClientStream,
     count: usize,
+    pending: &mut Option<PendingLogin<'_>>,
 ) -> Result<Option<(Box<session::Session>, Registered<'a>)>, LoginError> {
     let peer = stream.tcp().and_then(|t| t.peer_addr().ok());
     let snap = app.snapshot.load_full();
@@ -252,7 +267,13 @@ async fn login<'a>(
             "shardbouncer is shutting down",
         ));
     }
-    if count > snap.config.limits.max_client_conn {
+    // A login that has stalled for a while gives its slot to this one.
+    let room = || {
+        pending
+            .as_ref()
+            .is_some_and(|own| app.clients.evict_stalled_login(own))
+    };
+    if count > snap.config.limits.max_client_conn && !room() {
         return Err(LoginError::new(
             sqlstate::TOO_MANY_CONNECTIONS,
             format!(
@@ -345,6 +366,8 @@ async fn login<'a>(
         deadline,
     ))
     .await?;
+    // Logged in: no newcomer may evict it any more.
+    *pending = None;
     if unknown_db {
         return Err(LoginError::new(
             sqlstate::INVALID_CATALOG_NAME,
@@ -447,18 +470,27 @@ fn startup_tenant(
         }
         given = Some(v);
     }
-    match given {
-        None => Ok(None),
-        Some(v) => crate::router::TenantKey::new(v.as_bytes())
-            .map(Some)
-            .ok_or_else(|| {
-                LoginError::new(
-                    sqlstate::INVALID_PARAMETER_VALUE,
-                    format!(
-                        "invalid {} at connect: tenant keys are 1 to 63 bytes of UTF-8",
-                        rt.key
-                    ),
-                )
-            }),
+    let Some(v) = given else {
+        return Ok(None);
+    };
+    let key = crate::router::TenantKey::new(v.as_bytes()).ok_or_else(|| {
+        LoginError::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!(
+                "invalid {} at connect: tenant keys are 1 to 63 bytes of UTF-8",
+                rt.key
+            ),
+        )
+    })?;
+    // A value the key type cannot read (`042`, `+42`, ` 42` for an integer
+    // key) would fail every statement of the session, the tenant-free ones
+    // too: refused here, where a driver's pool sees it (probe DB F3: such
+    // clients logged in and got 22023 at each statement).
+    if let Err(e) = rt.map.canonical_tenant(&key) {
+        return Err(LoginError::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("invalid {} '{v}' at connect: {e}", rt.key),
+        ));
     }
+    Ok(Some(key))
 }
