@@ -6751,6 +6751,103 @@ fn a_pipelining_client_follows_a_reload_that_moves_its_tenant() {
     assert_eq!(pipe(0) + pipe(1), N as i64, "rows lost");
 }
 
+/// Probe DA F2: a reload that changes the shard list (here: adds s2 and
+/// moves tenant 2002 there) is taken up by a session only with no server
+/// attached, and a client that kept thousands of messages in flight never
+/// came to that point: it wrote the moved tenant's rows on the old shard
+/// for as long as it went on (5.6 s in the probe). Now no more of its work
+/// is read until what is in flight has been answered and the server given
+/// back: no row of the tenant reaches the old shard after the new one took
+/// the first, and none is lost.
+#[test]
+fn a_pipelining_client_follows_a_reload_that_adds_a_shard() {
+    const N: usize = 20_000;
+    let f = Fixture::start();
+    let s2 = PgCluster::start();
+    s2.psql(
+        "app",
+        "CREATE TABLE ledger (tenant_id bigint, note text); GRANT ALL ON ledger TO app;",
+    );
+    let mut raw = f.raw("appint", &[]);
+    let mut out = raw.s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut chunk = Vec::new();
+        for i in 0..N {
+            let sql = "INSERT INTO ledger (tenant_id, note) \
+                       VALUES (2002, 'p-pipe ' || clock_timestamp())\0";
+            chunk.push(b'Q');
+            chunk.extend_from_slice(&((sql.len() + 4) as u32).to_be_bytes());
+            chunk.extend_from_slice(sql.as_bytes());
+            if i % 200 == 199 {
+                out.write_all(&chunk).unwrap();
+                chunk.clear();
+            }
+        }
+        out.write_all(&chunk).unwrap();
+    });
+    let reader = std::thread::spawn(move || {
+        let mut errors = Vec::new();
+        for _ in 0..N {
+            errors.extend(error_codes(&raw.read_until_ready()));
+        }
+        errors
+    });
+    let count = "SELECT count(*) FROM ledger WHERE note LIKE 'p-pipe %'";
+    let on_s1 = || -> i64 { f.direct(1, count).parse().unwrap() };
+    let on_s2 = || -> i64 { s2.psql("app", count).parse().unwrap() };
+    let until = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    until("the pipeline on s1", &|| on_s1() >= 200);
+    let both = support::shard_list(f.shards.iter());
+    let three = support::shard_list(f.shards.iter().chain([&s2]));
+    let appint = |shards: &str, map: &str| {
+        format!(
+            "[databases.appint]\ndbname = \"app\"\nserver_user = \"app\"\nserver_password = \"secret\"\nshards = [ {shards} ]\n\n\
+             [databases.appint.routing]\nkey = \"tenant_id\"\nshard_map = \"{{DIR}}/{map}\"\n"
+        )
+    };
+    let cfg = config(&f.shards);
+    let old = appint(&both, "shardmap_int.toml");
+    assert!(cfg.contains(&old), "the fixture's appint section");
+    f.bouncer.write_file(
+        "shardmap_int3.toml",
+        &MAP_INT.replace("\"2002\" = \"s1\"", "\"2002\" = \"s2\""),
+    );
+    f.bouncer
+        .write_config_atomic(&cfg.replace(&old, &appint(&three, "shardmap_int3.toml")));
+    f.bouncer.signal(libc::SIGHUP);
+    until("the pipeline moved to s2", &|| on_s2() >= 1);
+    writer.join().unwrap();
+    let errors = reader.join().unwrap();
+    assert!(errors.is_empty(), "pipelined INSERTs failed: {errors:?}");
+    let moved_at = s2.psql(
+        "app",
+        "SELECT min(substr(note, 8)::timestamptz) FROM ledger WHERE note LIKE 'p-pipe %'",
+    );
+    let late = f.direct(
+        1,
+        &format!(
+            "SELECT count(*) FROM ledger WHERE note LIKE 'p-pipe %' \
+             AND substr(note, 8)::timestamptz >= '{moved_at}'"
+        ),
+    );
+    assert_eq!(
+        late, "0",
+        "rows on the old shard after the new one took one"
+    );
+    assert_eq!(
+        f.counts("ledger WHERE note LIKE 'p-pipe %'")[0],
+        0,
+        "rows on s0"
+    );
+    assert_eq!(on_s1() + on_s2(), N as i64, "rows lost");
+}
+
 /// Tenant 2002's Query `SELECT .. ; BEGIN; INSERT ..` held in flight on
 /// its shard, s1 (by a lock held there), while a reload moves 2002 to s0;
 /// then `after`, pipelined behind it. The answers to `after`.

@@ -450,6 +450,7 @@ impl Core {
             return Ok(());
         }
         let Some(a) = &self.att else {
+            self.wait.reload_taken();
             // A BEGIN held here has reached no server either: its first
             // tenant statement is placed by the new map (probe: after a
             // reload that moved the tenant, it went to the old shard).
@@ -514,7 +515,14 @@ impl Core {
         }
         if between_units {
             // The server's shard may mean another one under the new
-            // configuration: taken up once nothing is in flight.
+            // configuration: taken up once nothing is in flight and the
+            // server is given back. Until then no more of the client's work
+            // is read (probe DA F2: a client that kept 10,000 messages in
+            // flight never came to that point, and wrote a moved tenant's
+            // rows on its old shard for as long as it went on). If the work
+            // in flight opens a transaction, reading goes on once it is
+            // answered, by the old configuration, to the transaction's end.
+            self.wait.hold_for_reload();
             return Ok(());
         }
         Err(self.fatal(
@@ -642,6 +650,7 @@ impl Core {
         !self.terminating
             && !self.wait.has_stalled()
             && self.wait.awaiting().is_none()
+            && !self.reload_holds_reading()
             && self
                 .att
                 .as_ref()
@@ -767,6 +776,7 @@ impl Core {
                     .att
                     .as_ref()
                     .is_some_and(|a| a.to_server().len() >= HIGH_WATER)
+                || self.reload_holds_reading()
             {
                 break;
             }
@@ -861,6 +871,19 @@ impl Core {
     /// may start there ([`Attachment::copies_expected`]).
     fn copy_message_passes(&self) -> bool {
         copy_message_passes(self.att.as_deref(), self.db.routing.is_some())
+    }
+
+    /// A reload that changed the shards waits for the work in flight (no
+    /// transaction open as far as the server has said): no client frame is
+    /// read meanwhile. Once the work is answered, the server goes back (and
+    /// the reload is taken up), or a transaction it opened goes on.
+    fn reload_holds_reading(&self) -> bool {
+        self.wait.reload_waits()
+            && self
+                .att
+                .as_ref()
+                .is_some_and(|a| a.status() == TxStatus::Idle)
+            && !self.nothing_owed_and_sent()
     }
 
     fn nothing_owed_and_sent(&self) -> bool {

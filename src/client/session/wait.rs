@@ -17,6 +17,11 @@ pub(super) struct Wait {
     paused: Option<TenantKey>,
     /// The server is being reset and returned.
     releasing: bool,
+    /// A reload that changed the database's shards waits for the work in
+    /// flight to be answered and the server given back
+    /// ([`super::core::Core::maybe_reload`]): until then no client frame is
+    /// read, so none is routed by the old shard list.
+    reload: bool,
 }
 
 impl Wait {
@@ -80,6 +85,21 @@ impl Wait {
         self.releasing = true;
     }
 
+    /// A reload waits for the work in flight (see [`Wait::reload`]).
+    pub(super) fn hold_for_reload(&mut self) {
+        self.reload = true;
+    }
+
+    /// The reload was taken up (or has nothing to wait for any more).
+    pub(super) fn reload_taken(&mut self) {
+        self.reload = false;
+    }
+
+    /// A reload waits for the work in flight.
+    pub(super) fn reload_waits(&self) -> bool {
+        self.reload
+    }
+
     /// The server was given back.
     pub(super) fn end_release(&mut self) {
         self.releasing = false;
@@ -99,8 +119,9 @@ impl Wait {
             awaiting,
             paused,
             releasing,
+            reload,
         } = self;
-        stalled.is_none() && awaiting.is_none() && paused.is_none() && !releasing
+        stalled.is_none() && awaiting.is_none() && paused.is_none() && !releasing && !reload
     }
 
     /// A server is requested or being given back: client work waits for it.
