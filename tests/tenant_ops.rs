@@ -1217,6 +1217,65 @@ async fn a_move_reads_again_only_the_maps_it_wrote() {
     assert_eq!(version.as_deref(), Some("1"));
 }
 
+/// A tenant key that the maps of two databases route is two tenants:
+/// `MOVE TENANT` without a database is refused and changes nothing, and
+/// `MOVE TENANT db 'key'` moves the one of that database only (probe DC F1:
+/// moving bigint tenant 7 of `app` also moved text tenant '7' of another
+/// database, whose rows nobody had copied, and split it over two shards).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_names_its_database_when_two_maps_route_the_key() {
+    let shards = three_shards();
+    let texts = "version = 1\nmethod = \"citus\"\nkey_type = \"text\"\n";
+    let cfg = support::routed_config(shards.iter(), POOL, "")
+        + &format!(
+            "[databases.apptext]\ndbname = \"app\"\nserver_user = \"app\"\nserver_password = \"secret\"\n\
+             shards = [ {} ]\n[databases.apptext.routing]\nkey = \"tenant_id\"\nshard_map = \"{{DIR}}/texts.toml\"\n",
+            support::shard_list(shards.iter())
+        );
+    let b = Bouncer::start_with_files(&cfg, &[("shardmap.toml", MAP), ("texts.toml", texts)]);
+    let admin = connect(&b, "admin", "admin", "pgbouncer").await;
+    let route = |db: &'static str| {
+        let admin = &admin;
+        async move {
+            console_value(admin, &format!("SHOW ROUTE {db} '7'"), "", "", "shard")
+                .await
+                .expect("a route")
+        }
+    };
+    let text_shard = route("apptext").await;
+    assert_eq!(route("app").await, "s1");
+    console(&admin, "PAUSE TENANT '7'").await.unwrap();
+    let (code, msg) = console(&admin, "MOVE TENANT '7' TO s2").await.unwrap_err();
+    assert_eq!(code, "22023", "{msg}");
+    assert!(msg.contains("MOVE TENANT app '7'"), "{msg}");
+    assert_eq!(route("app").await, "s1", "a refused move changed app");
+    assert_eq!(route("apptext").await, text_shard);
+    let (code, _) = console(&admin, "MOVE TENANT nosuch '7' TO s2")
+        .await
+        .unwrap_err();
+    assert_eq!(code, "42704");
+    console(&admin, "MOVE TENANT app '7' TO s2").await.unwrap();
+    console(&admin, "RESUME TENANT '7'").await.unwrap();
+    assert_eq!(route("app").await, "s2");
+    assert_eq!(
+        route("apptext").await,
+        text_shard,
+        "the other database's tenant moved"
+    );
+    // Rows prove it: each database's tenant 7 is written where its map says.
+    for (db, n) in [("app", 1), ("apptext", 2)] {
+        let c = connect(&b, APP_USER, APP_PASSWORD, db).await;
+        c.batch_execute(&format!(
+            "INSERT INTO accounts (tenant_id, n, port) VALUES ('7', {n}, current_setting('port'))"
+        ))
+        .await
+        .unwrap();
+    }
+    let text_index: usize = text_shard[1..].parse().unwrap();
+    assert!(shard_rows(&shards[2]).contains(&(7, 1)));
+    assert!(shard_rows(&shards[text_index]).contains(&(7, 2)));
+}
+
 /// The file watcher reads a changed shard map again into the configuration
 /// in force: console SETs stay (probe X: the map a MOVE rewrote made the
 /// watcher reload the config file, which undid an online per-tenant cap and

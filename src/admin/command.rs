@@ -34,9 +34,10 @@ pub enum Command {
     PauseTenant(String, Option<u64>),
     /// `RESUME TENANT key`: release the tenant's held transactions.
     ResumeTenant(String),
-    /// `MOVE TENANT key TO shard`: place a paused tenant on another shard (the
-    /// shard map is rewritten and reloaded).
-    MoveTenant(String, String),
+    /// `MOVE TENANT [db] key TO shard`: place a paused tenant on another
+    /// shard (the shard map is rewritten and reloaded); with `db`, only in
+    /// the map of that database (and the databases that share its file).
+    MoveTenant(String, String, Option<String>),
     /// An empty query string.
     Empty,
 }
@@ -230,7 +231,7 @@ pub fn parse(query: &str) -> Result<Command, ParseError> {
     })
 }
 
-/// `PAUSE TENANT key [seconds]`, `RESUME TENANT key`, `MOVE TENANT key TO shard`
+/// `PAUSE TENANT key [seconds]`, `RESUME TENANT key`, `MOVE TENANT [db] key TO shard`
 /// (`args` after TENANT). A key is best quoted ('Acme'): bare words are folded
 /// to lower case, as identifiers are.
 fn tenant_command(q: &str, cmd: &str, args: &[Tok]) -> Result<Command, ParseError> {
@@ -240,7 +241,7 @@ fn tenant_command(q: &str, cmd: &str, args: &[Tok]) -> Result<Command, ParseErro
             match cmd {
                 "pause" => "PAUSE TENANT 'key' [timeout_seconds]",
                 "resume" => "RESUME TENANT 'key'",
-                _ => "MOVE TENANT 'key' TO shard",
+                _ => "MOVE TENANT [database] 'key' TO shard",
             }
         ))
     };
@@ -253,7 +254,10 @@ fn tenant_command(q: &str, cmd: &str, args: &[Tok]) -> Result<Command, ParseErro
         }
         ("resume", [k]) => Command::ResumeTenant(key(k)?),
         ("move", [k, Tok::Word(to), shard]) if to == "to" => {
-            Command::MoveTenant(key(k)?, key(shard)?)
+            Command::MoveTenant(key(k)?, key(shard)?, None)
+        }
+        ("move", [db, k, Tok::Word(to), shard]) if to == "to" => {
+            Command::MoveTenant(key(k)?, key(shard)?, Some(key(db)?))
         }
         _ => return Err(usage()),
     })
@@ -287,11 +291,15 @@ mod tests {
         );
         assert_eq!(
             parse("MOVE TENANT '42' TO s2").unwrap(),
-            Command::MoveTenant("42".into(), "s2".into())
+            Command::MoveTenant("42".into(), "s2".into(), None)
+        );
+        assert_eq!(
+            parse("MOVE TENANT app '42' TO s2").unwrap(),
+            Command::MoveTenant("42".into(), "s2".into(), Some("app".into()))
         );
         assert_eq!(
             parse("MOVE TENANT '42' TO \"S2\"").unwrap(),
-            Command::MoveTenant("42".into(), "S2".into())
+            Command::MoveTenant("42".into(), "S2".into(), None)
         );
         // One argument is still a database named "tenant".
         assert_eq!(

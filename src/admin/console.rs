@@ -467,12 +467,12 @@ impl Console {
             Command::ResumeTenant(key) => {
                 tenant_ops::resume(&app, &key).map(|()| Reply::Done("RESUME"))
             }
-            Command::MoveTenant(key, shard) => {
-                off_worker(&app, move |app| tenant_ops::move_to(app, &key, &shard))
-                    .await
-                    .map_err(|e| err(sqlstate::INTERNAL_ERROR, e))?
-                    .map(|what| Reply::Notice("MOVE TENANT", what, "MOVE"))
-            }
+            Command::MoveTenant(key, shard, db) => off_worker(&app, move |app| {
+                tenant_ops::move_to(app, &key, &shard, db.as_deref())
+            })
+            .await
+            .map_err(|e| err(sqlstate::INTERNAL_ERROR, e))?
+            .map(|what| Reply::Notice("MOVE TENANT", what, "MOVE")),
         }
     }
 

@@ -67,7 +67,7 @@ pub const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USE
 \tPAUSE [<db>]\n\
 \tRESUME [<db>]\n\
 \tPAUSE TENANT '<key>' [<timeout_seconds>]\n\
-\tMOVE TENANT '<key>' TO <shard>\n\
+\tMOVE TENANT [<db>] '<key>' TO <shard>\n\
 \tRESUME TENANT '<key>'\n\
 \tDISABLE <db>\n\
 \tENABLE <db>\n\

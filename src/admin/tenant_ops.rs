@@ -63,6 +63,63 @@ fn distinct(keys: &BTreeMap<String, TenantKey>) -> Vec<TenantKey> {
     v
 }
 
+/// The databases whose tenant `key` one MOVE TENANT moves: those of one map
+/// file, the one of database `db` if named. Unnamed, a key that the maps of
+/// several files route is refused: each map is a key space of its own (a
+/// text map routes any key), and moving them all moved a tenant of another
+/// database whose rows nobody copied (probe DC F1: `MOVE TENANT '7'` for a
+/// bigint database also moved text tenant '7' of another one, which was
+/// then split over two shards).
+fn one_map(
+    app: &App,
+    key: &str,
+    mut keys: BTreeMap<String, TenantKey>,
+    db: Option<&str>,
+) -> Result<BTreeMap<String, TenantKey>, PgError> {
+    let snap = app.snapshot.load();
+    let file = |name: &str| {
+        snap.dbs
+            .get(name)
+            .and_then(|d| d.routing.as_ref())
+            .and_then(|r| r.map_source.clone())
+    };
+    let chosen = match db {
+        Some(db) => {
+            if !keys.contains_key(db) {
+                return Err(PgError::new(
+                    sqlstate::UNDEFINED_OBJECT,
+                    format!("database {db:?} does not route tenant {key:?}"),
+                ));
+            }
+            file(db)
+        }
+        None => {
+            let files: std::collections::BTreeSet<Option<PathBuf>> =
+                keys.keys().map(|name| file(name)).collect();
+            if files.len() > 1 {
+                let names: Vec<&str> = keys.keys().map(String::as_str).collect();
+                return Err(PgError::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!(
+                        "tenant {key:?} is routed by the shard maps of several databases \
+                         ({}), each a tenant of its own: name the database whose tenant \
+                         moves (MOVE TENANT {} '{key}' TO shard); nothing was changed",
+                        names.join(", "),
+                        names[0]
+                    ),
+                ));
+            }
+            return Ok(keys);
+        }
+    };
+    match chosen {
+        // Every database that reads the same file moves with it.
+        Some(path) => keys.retain(|name, _| file(name).as_ref() == Some(&path)),
+        None => keys.retain(|name, _| Some(name.as_str()) == db),
+    }
+    Ok(keys)
+}
+
 /// `PAUSE TENANT key [seconds]`.
 pub async fn pause(app: &App, key: &str, timeout: Option<u64>) -> Result<(), PgError> {
     let keys = distinct(&keys_of(app, key)?);
@@ -188,10 +245,10 @@ pub fn resume(app: &App, key: &str) -> Result<(), PgError> {
 /// publishes the result; two at once read the same file, and the second
 /// write undid the first while both answered (probe L, once MOVE left the
 /// worker thread).
-pub fn move_to(app: &App, key: &str, shard: &str) -> Result<String, PgError> {
+pub fn move_to(app: &App, key: &str, shard: &str, db: Option<&str>) -> Result<String, PgError> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let keys = keys_of(app, key)?;
+    let keys = one_map(app, key, keys_of(app, key)?, db)?;
     if let Some(k) = distinct(&keys).iter().find(|k| !app.gate.is_drained(k)) {
         let why = if app.gate.is_paused(k) {
             "its PAUSE TENANT still waits for its transactions to end"
