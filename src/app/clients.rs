@@ -699,6 +699,14 @@ impl PendingLogin<'_> {
     pub fn evicted(&self) -> Arc<Notify> {
         self.evicted.clone()
     }
+
+    /// The login is done: counted out. `false` if a newcomer evicted it
+    /// first (it took this slot, so this login must not go on).
+    pub fn finish(self) -> bool {
+        let kept = self.clients.pending().remove(&self.seq).is_some();
+        std::mem::forget(self);
+        kept
+    }
 }
 
 impl Drop for PendingLogin<'_> {

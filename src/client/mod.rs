@@ -50,6 +50,16 @@ pub async fn serve(app: Arc<App>, std: std::net::TcpStream) {
     }
 }
 
+/// What a login that a newcomer evicted is told ([`Clients::evict_stalled_login`]).
+///
+/// [`Clients::evict_stalled_login`]: crate::app::Clients::evict_stalled_login
+fn evicted_login() -> LoginError {
+    LoginError::new(
+        sqlstate::TOO_MANY_CONNECTIONS,
+        "login not completed in time while max_client_conn was reached",
+    )
+}
+
 /// Tell a client its login was refused, and why (given a second to take it).
 async fn refuse(mut stream: ClientStream, e: LoginError) {
     let peer = stream.tcp().and_then(|t| t.peer_addr().ok());
@@ -74,12 +84,7 @@ async fn run(
     let logged_in = tokio::select! {
         biased;
         r = Box::pin(login(app, stream, count, &mut pending)) => r?,
-        () = evicted.notified() => {
-            return Err(LoginError::new(
-                sqlstate::TOO_MANY_CONNECTIONS,
-                "login not completed in time while max_client_conn was reached",
-            ))
-        }
+        () = evicted.notified() => return Err(evicted_login()),
     };
     let Some((session, registered)) = logged_in else {
         // A CancelRequest, or a console session, is over. Ended in order: a
@@ -366,8 +371,11 @@ async fn login<'a>(
         deadline,
     ))
     .await?;
-    // Logged in: no newcomer may evict it any more.
-    *pending = None;
+    // Logged in: no newcomer may evict it any more (one that did just now
+    // has its slot).
+    if pending.take().is_some_and(|p| !p.finish()) {
+        return Err(evicted_login());
+    }
     if unknown_db {
         return Err(LoginError::new(
             sqlstate::INVALID_CATALOG_NAME,
