@@ -6675,21 +6675,21 @@ fn merge_update_set_and_wrapped_parameter_numbers_name_their_tenant() {
     bad.finish("merge_update_set_and_wrapped_parameter_numbers_name_their_tenant");
 }
 
-/// Probe CW F1: a client that pipelines autocommit statements without a
-/// pause never came to the point where its session takes up a reload, and
-/// a tenant the reloaded map moved kept being written on its old shard (for
-/// most of a minute in the probe). Its work is now routed by the new map
-/// once what it sent before has been answered: no row of the tenant reaches
-/// the old shard after the new one took the first, and none is lost.
-#[test]
-fn a_pipelining_client_follows_a_reload_that_moves_its_tenant() {
-    const N: usize = 20_000;
-    let f = Fixture::start();
-    let mut raw = f.raw("appint", &[]);
+/// `n` autocommit INSERTs of tenant 2002 into `ledger` (note `p-pipe
+/// <clock_timestamp()>`), pipelined on `raw` by one thread in writes of 200
+/// and read by another: the writer, and the reader with the SQLSTATEs of
+/// the errors it got.
+fn pipelined_2002_inserts(
+    mut raw: Raw,
+    n: usize,
+) -> (
+    std::thread::JoinHandle<()>,
+    std::thread::JoinHandle<Vec<String>>,
+) {
     let mut out = raw.s.try_clone().unwrap();
     let writer = std::thread::spawn(move || {
         let mut chunk = Vec::new();
-        for i in 0..N {
+        for i in 0..n {
             let sql = "INSERT INTO ledger (tenant_id, note) \
                        VALUES (2002, 'p-pipe ' || clock_timestamp())\0";
             chunk.push(b'Q');
@@ -6704,11 +6704,34 @@ fn a_pipelining_client_follows_a_reload_that_moves_its_tenant() {
     });
     let reader = std::thread::spawn(move || {
         let mut errors = Vec::new();
-        for _ in 0..N {
+        for _ in 0..n {
             errors.extend(error_codes(&raw.read_until_ready()));
         }
         errors
     });
+    (writer, reader)
+}
+
+/// Poll `cond` every 20 ms until it holds (a minute at most).
+fn wait_until(what: &str, cond: &dyn Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Probe CW F1: a client that pipelines autocommit statements without a
+/// pause never came to the point where its session takes up a reload, and
+/// a tenant the reloaded map moved kept being written on its old shard (for
+/// most of a minute in the probe). Its work is now routed by the new map
+/// once what it sent before has been answered: no row of the tenant reaches
+/// the old shard after the new one took the first, and none is lost.
+#[test]
+fn a_pipelining_client_follows_a_reload_that_moves_its_tenant() {
+    const N: usize = 20_000;
+    let f = Fixture::start();
+    let (writer, reader) = pipelined_2002_inserts(f.raw("appint", &[]), N);
     let pipe = |shard: usize| -> i64 {
         f.direct(
             shard,
@@ -6717,19 +6740,12 @@ fn a_pipelining_client_follows_a_reload_that_moves_its_tenant() {
         .parse()
         .unwrap()
     };
-    let until = |what: &str, cond: &dyn Fn() -> bool| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !cond() {
-            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    };
-    until("the pipeline on s1", &|| pipe(1) >= 200);
+    wait_until("the pipeline on s1", &|| pipe(1) >= 200);
     f.reload_map(
         "shardmap_int.toml",
         &MAP_INT.replace("\"2002\" = \"s1\"", "\"2002\" = \"s0\""),
     );
-    until("the pipeline moved to s0", &|| pipe(0) >= 1);
+    wait_until("the pipeline moved to s0", &|| pipe(0) >= 1);
     writer.join().unwrap();
     let errors = reader.join().unwrap();
     assert!(errors.is_empty(), "pipelined INSERTs failed: {errors:?}");
@@ -6768,41 +6784,11 @@ fn a_pipelining_client_follows_a_reload_that_adds_a_shard() {
         "app",
         "CREATE TABLE ledger (tenant_id bigint, note text); GRANT ALL ON ledger TO app;",
     );
-    let mut raw = f.raw("appint", &[]);
-    let mut out = raw.s.try_clone().unwrap();
-    let writer = std::thread::spawn(move || {
-        let mut chunk = Vec::new();
-        for i in 0..N {
-            let sql = "INSERT INTO ledger (tenant_id, note) \
-                       VALUES (2002, 'p-pipe ' || clock_timestamp())\0";
-            chunk.push(b'Q');
-            chunk.extend_from_slice(&((sql.len() + 4) as u32).to_be_bytes());
-            chunk.extend_from_slice(sql.as_bytes());
-            if i % 200 == 199 {
-                out.write_all(&chunk).unwrap();
-                chunk.clear();
-            }
-        }
-        out.write_all(&chunk).unwrap();
-    });
-    let reader = std::thread::spawn(move || {
-        let mut errors = Vec::new();
-        for _ in 0..N {
-            errors.extend(error_codes(&raw.read_until_ready()));
-        }
-        errors
-    });
+    let (writer, reader) = pipelined_2002_inserts(f.raw("appint", &[]), N);
     let count = "SELECT count(*) FROM ledger WHERE note LIKE 'p-pipe %'";
     let on_s1 = || -> i64 { f.direct(1, count).parse().unwrap() };
     let on_s2 = || -> i64 { s2.psql("app", count).parse().unwrap() };
-    let until = |what: &str, cond: &dyn Fn() -> bool| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !cond() {
-            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    };
-    until("the pipeline on s1", &|| on_s1() >= 200);
+    wait_until("the pipeline on s1", &|| on_s1() >= 200);
     let both = support::shard_list(f.shards.iter());
     let three = support::shard_list(f.shards.iter().chain([&s2]));
     let appint = |shards: &str, map: &str| {
@@ -6821,7 +6807,7 @@ fn a_pipelining_client_follows_a_reload_that_adds_a_shard() {
     f.bouncer
         .write_config_atomic(&cfg.replace(&old, &appint(&three, "shardmap_int3.toml")));
     f.bouncer.signal(libc::SIGHUP);
-    until("the pipeline moved to s2", &|| on_s2() >= 1);
+    wait_until("the pipeline moved to s2", &|| on_s2() >= 1);
     writer.join().unwrap();
     let errors = reader.join().unwrap();
     assert!(errors.is_empty(), "pipelined INSERTs failed: {errors:?}");
