@@ -6712,6 +6712,25 @@ fn pipelined_2002_inserts(
     (writer, reader)
 }
 
+/// When the first row of [`pipelined_2002_inserts`] a shard has was written.
+const FIRST_PIPE_ROW: &str =
+    "SELECT min(substr(note, 8)::timestamptz) FROM ledger WHERE note LIKE 'p-pipe %'";
+
+/// No row of [`pipelined_2002_inserts`] on s1 written at `moved_at` or later.
+fn no_pipe_row_on_s1_after(f: &Fixture, moved_at: &str) {
+    let late = f.direct(
+        1,
+        &format!(
+            "SELECT count(*) FROM ledger WHERE note LIKE 'p-pipe %' \
+             AND substr(note, 8)::timestamptz >= '{moved_at}'"
+        ),
+    );
+    assert_eq!(
+        late, "0",
+        "rows on the old shard after the new one took one"
+    );
+}
+
 /// Poll `cond` every 20 ms until it holds (a minute at most).
 fn wait_until(what: &str, cond: &dyn Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -6749,21 +6768,8 @@ fn a_pipelining_client_follows_a_reload_that_moves_its_tenant() {
     writer.join().unwrap();
     let errors = reader.join().unwrap();
     assert!(errors.is_empty(), "pipelined INSERTs failed: {errors:?}");
-    let moved_at = f.direct(
-        0,
-        "SELECT min(substr(note, 8)::timestamptz) FROM ledger WHERE note LIKE 'p-pipe %'",
-    );
-    let late = f.direct(
-        1,
-        &format!(
-            "SELECT count(*) FROM ledger WHERE note LIKE 'p-pipe %' \
-             AND substr(note, 8)::timestamptz >= '{moved_at}'"
-        ),
-    );
-    assert_eq!(
-        late, "0",
-        "rows on the old shard after the new one took one"
-    );
+    let moved_at = f.direct(0, FIRST_PIPE_ROW);
+    no_pipe_row_on_s1_after(&f, &moved_at);
     assert_eq!(pipe(0) + pipe(1), N as i64, "rows lost");
 }
 
@@ -6811,21 +6817,8 @@ fn a_pipelining_client_follows_a_reload_that_adds_a_shard() {
     writer.join().unwrap();
     let errors = reader.join().unwrap();
     assert!(errors.is_empty(), "pipelined INSERTs failed: {errors:?}");
-    let moved_at = s2.psql(
-        "app",
-        "SELECT min(substr(note, 8)::timestamptz) FROM ledger WHERE note LIKE 'p-pipe %'",
-    );
-    let late = f.direct(
-        1,
-        &format!(
-            "SELECT count(*) FROM ledger WHERE note LIKE 'p-pipe %' \
-             AND substr(note, 8)::timestamptz >= '{moved_at}'"
-        ),
-    );
-    assert_eq!(
-        late, "0",
-        "rows on the old shard after the new one took one"
-    );
+    let moved_at = s2.psql("app", FIRST_PIPE_ROW);
+    no_pipe_row_on_s1_after(&f, &moved_at);
     assert_eq!(
         f.counts("ledger WHERE note LIKE 'p-pipe %'")[0],
         0,
