@@ -175,12 +175,19 @@ fn render(cmd: &Command) -> Vec<String> {
             format!("RESUME TENANT {}", lit(k)),
             format!("resume \"tenant\" {};", lit(k)),
         ],
-        Command::MoveTenant(k, s) if s.is_empty() => {
+        Command::MoveTenant(k, s, None) if s.is_empty() => {
             vec![format!("MOVE TENANT {} TO {}", lit(k), lit(s))]
         }
-        Command::MoveTenant(k, s) => vec![
+        Command::MoveTenant(k, s, None) => vec![
             format!("MOVE TENANT {} TO {}", lit(k), lit(s)),
             format!("move tenant {} to {};", lit(k), ident(s)),
+        ],
+        Command::MoveTenant(k, s, Some(db)) if s.is_empty() || db.is_empty() => {
+            vec![format!("MOVE TENANT {} {} TO {}", lit(db), lit(k), lit(s))]
+        }
+        Command::MoveTenant(k, s, Some(db)) => vec![
+            format!("MOVE TENANT {} {} TO {}", lit(db), lit(k), lit(s)),
+            format!("move tenant {} {} to {};", ident(db), lit(k), ident(s)),
         ],
     }
 }
