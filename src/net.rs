@@ -485,6 +485,25 @@ pub fn peer_closed(fd: std::os::fd::RawFd) -> bool {
     }
 }
 
+/// Whether the peer of socket `fd` closed its side and nothing it sent is
+/// left unread: the next read would be the end of the stream. (Elsewhere
+/// than on Linux: never said.)
+pub fn closed_and_drained(fd: std::os::fd::RawFd) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let mut unread: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int; the caller owns the socket `fd`
+        // for as long as it calls this.
+        let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut unread) };
+        rc == 0 && unread == 0 && peer_closed(fd)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = fd;
+        false
+    }
+}
+
 /// Resolves once [`peer_closed`] says the peer of `fd` closed, looked at every
 /// `every` (a plain sleep, not an `Interval`: most waits end before the first
 /// look, and an interval costs a boxed timer and an immediate first tick).

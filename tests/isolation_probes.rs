@@ -6989,6 +6989,73 @@ fn a_pause_takes_hold_against_a_pipeline_that_never_drains() {
     assert_eq!(during, "0", "rows written while the tenant was paused");
 }
 
+/// Probe DE F1: a client pipelines a slow statement of one shard, then
+/// INSERTs of another shard's tenant and of its own, and closes its
+/// connection (no Terminate) while the first runs. The INSERTs wait for the
+/// statement in flight, and no client byte is read meanwhile: the close was
+/// seen only after, and the INSERT ran on the other shard 0.8 s after the
+/// client had gone. Gone is gone: neither INSERT runs.
+#[test]
+fn work_queued_behind_a_running_statement_of_a_departed_client_never_runs() {
+    let f = Fixture::start();
+    let mut admin = Raw::login_with(f.bouncer.port, "admin", "pgbouncer", &[]);
+    let clients = |admin: &mut Raw| -> usize {
+        let m = admin.query("SHOW CLIENTS").run(1);
+        m.iter().filter(|(t, _)| *t == b'D').count()
+    };
+    let idle = clients(&mut admin);
+    for round in 0..3 {
+        let note = format!("p-left {round}");
+        let mut c = f.raw("appint", &[]);
+        c.query(&format!(
+            "SELECT pg_sleep(0.5), '{note}' FROM ledger WHERE tenant_id = 1001 LIMIT 1"
+        ));
+        c.query(&format!(
+            "INSERT INTO ledger (tenant_id, note) VALUES (2002, '{note}')"
+        ));
+        c.query(&format!(
+            "INSERT INTO ledger (tenant_id, note) VALUES (1001, '{note}')"
+        ));
+        c.send();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let running = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+             AND query LIKE 'SELECT pg_sleep(0.5), ''{note}''%'"
+        );
+        while f.direct(0, &running) != "1" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: the sleep never ran"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Closed with nothing unread (the sleep's answer is still to come):
+        // the pooler sees the end of the stream, no reset.
+        drop(c);
+        while clients(&mut admin) != idle {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: the client stayed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // The sleep is over too: what was to run behind it has run, if ever.
+        while f.direct(0, &running) != "0" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: still asleep"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let rows = f.counts(&format!("ledger WHERE note = '{note}'"));
+        assert_eq!(
+            rows,
+            [0, 0],
+            "round {round}: the departed client's INSERTs ran"
+        );
+    }
+}
+
 /// Probe DA F4: in session mode, once the map moved the session's tenant
 /// (or while it was paused), a Sync sent alone got an error (0A000, 55000)
 /// before its ReadyForQuery; psycopg's pipeline mode, which ends with one,

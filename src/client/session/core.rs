@@ -755,7 +755,12 @@ impl Core {
         // Stalled work is decided once the server has answered everything in flight.
         if self.wait.has_stalled() && self.nothing_owed_and_sent() {
             if let Some(unit) = self.wait.take_stalled() {
-                match self.route_unit(unit) {
+                self.wait.set_waited(true);
+                let need = self.route_unit(unit);
+                if !matches!(need, Need::Attach(_)) {
+                    self.wait.set_waited(false);
+                }
+                match need {
                     Need::Io => {}
                     need => return need,
                 }
@@ -871,6 +876,15 @@ impl Core {
     /// may start there ([`Attachment::copies_expected`]).
     fn copy_message_passes(&self) -> bool {
         copy_message_passes(self.att.as_deref(), self.db.routing.is_some())
+    }
+
+    /// Whether the server asked for now is for a unit that waited for the
+    /// work in flight first: no client byte was read meanwhile, so a client
+    /// that closed its connection then is seen only now. `true` also when
+    /// the client said goodbye first (a Terminate among the bytes read):
+    /// then its work runs, as Postgres runs everything before a Terminate.
+    pub fn unit_waited(&self) -> bool {
+        self.wait.waited() && !self.inbound.holds_terminate()
     }
 
     /// A reload that changed the shards waits for the work in flight (no

@@ -158,6 +158,26 @@ impl Inbound {
         self.buf.is_empty() && self.spill.is_none()
     }
 
+    /// Whether the whole frames held include a Terminate (the client said
+    /// goodbye after them). Walks the frames: asked only on a rare path.
+    pub(super) fn holds_terminate(&self) -> bool {
+        if self.stream_left > 0 || self.spill.is_some() {
+            return false;
+        }
+        let mut rest = &self.buf[..];
+        while rest.len() >= 5 {
+            if rest[0] == crate::protocol::tag::frontend::TERMINATE {
+                return true;
+            }
+            let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+            match rest.get(1 + len..) {
+                Some(r) if len >= 4 => rest = r,
+                _ => return false,
+            }
+        }
+        false
+    }
+
     /// A large frame is part way through: the server has only part of it.
     pub(super) fn mid_frame(&self) -> bool {
         self.stream_left > 0

@@ -1181,6 +1181,18 @@ impl Session {
                 // Boxed: checkout and reset futures are large, and inline they
                 // would be part of every client's task while it sits idle (one
                 // allocation per transaction is cheaper than ~1.6 KiB per client).
+                // A unit that waited for the work in flight, with no client
+                // byte read meanwhile: a client that left then (no Terminate,
+                // nothing more sent) is seen only now, and its work must not
+                // go on to another server (probe DE F1: an INSERT pipelined
+                // behind a running statement of another shard ran 0.8 s after
+                // its client had closed the connection).
+                Need::Attach(_)
+                    if self.core.unit_waited()
+                        && self.client_fd.is_some_and(crate::net::closed_and_drained) =>
+                {
+                    return Err("client closed the connection".into());
+                }
                 Need::Attach(shard) => match self.attach_now(shard) {
                     Attaching::Done(need) => need,
                     Attaching::Wait => Box::pin(self.attach(shard)).await,

@@ -22,6 +22,10 @@ pub(super) struct Wait {
     /// ([`super::core::Core::maybe_reload`]): until then no client frame is
     /// read, so none is routed by the old shard list.
     reload: bool,
+    /// The unit asking for a server waited for the work in flight first: no
+    /// client byte was read meanwhile, so the client may have left unseen
+    /// ([`super::core::Core::unit_waited`]).
+    waited: bool,
 }
 
 impl Wait {
@@ -78,6 +82,18 @@ impl Wait {
     pub(super) fn delivered(&mut self) {
         self.awaiting = None;
         self.paused = None;
+        self.waited = false;
+    }
+
+    /// Whether the unit routed now waited for the work in flight (see
+    /// [`Wait::waited`]).
+    pub(super) fn set_waited(&mut self, waited: bool) {
+        self.waited = waited;
+    }
+
+    /// The unit asking for a server waited for the work in flight first.
+    pub(super) fn waited(&self) -> bool {
+        self.waited
     }
 
     /// The server is being given back.
@@ -120,8 +136,14 @@ impl Wait {
             paused,
             releasing,
             reload,
+            waited,
         } = self;
-        stalled.is_none() && awaiting.is_none() && paused.is_none() && !releasing && !reload
+        stalled.is_none()
+            && awaiting.is_none()
+            && paused.is_none()
+            && !releasing
+            && !reload
+            && !waited
     }
 
     /// A server is requested or being given back: client work waits for it.
