@@ -703,9 +703,9 @@ impl PendingLogin<'_> {
     /// The login is done: counted out. `false` if a newcomer evicted it
     /// first (it took this slot, so this login must not go on).
     pub fn finish(self) -> bool {
-        let kept = self.clients.pending().remove(&self.seq).is_some();
-        std::mem::forget(self);
-        kept
+        // Dropped after: its Drop finds nothing left to remove. (Not
+        // forgotten: that leaked the signal, one allocation per login.)
+        self.clients.pending().remove(&self.seq).is_some()
     }
 }
 
