@@ -6731,6 +6731,39 @@ fn no_pipe_row_on_s1_after(f: &Fixture, moved_at: &str) {
     );
 }
 
+/// A third cluster with the fixture's `ledger` table, for shard s2.
+fn third_shard() -> PgCluster {
+    let s2 = PgCluster::start();
+    s2.psql(
+        "app",
+        "CREATE TABLE ledger (tenant_id bigint, note text); GRANT ALL ON ledger TO app;",
+    );
+    s2
+}
+
+/// Reload (SIGHUP) a configuration whose `appint` has `s2` as a third
+/// shard, with a map that moves tenant 2002 there. Not waited for.
+fn add_s2_moving_2002(f: &Fixture, s2: &PgCluster) {
+    let both = support::shard_list(f.shards.iter());
+    let three = support::shard_list(f.shards.iter().chain([s2]));
+    let appint = |shards: &str, map: &str| {
+        format!(
+            "[databases.appint]\ndbname = \"app\"\nserver_user = \"app\"\nserver_password = \"secret\"\nshards = [ {shards} ]\n\n\
+             [databases.appint.routing]\nkey = \"tenant_id\"\nshard_map = \"{{DIR}}/{map}\"\n"
+        )
+    };
+    let cfg = config(&f.shards);
+    let old = appint(&both, "shardmap_int.toml");
+    assert!(cfg.contains(&old), "the fixture's appint section");
+    f.bouncer.write_file(
+        "shardmap_int3.toml",
+        &MAP_INT.replace("\"2002\" = \"s1\"", "\"2002\" = \"s2\""),
+    );
+    f.bouncer
+        .write_config_atomic(&cfg.replace(&old, &appint(&three, "shardmap_int3.toml")));
+    f.bouncer.signal(libc::SIGHUP);
+}
+
 /// Poll `cond` every 20 ms until it holds (a minute at most).
 fn wait_until(what: &str, cond: &dyn Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -6785,34 +6818,13 @@ fn a_pipelining_client_follows_a_reload_that_moves_its_tenant() {
 fn a_pipelining_client_follows_a_reload_that_adds_a_shard() {
     const N: usize = 20_000;
     let f = Fixture::start();
-    let s2 = PgCluster::start();
-    s2.psql(
-        "app",
-        "CREATE TABLE ledger (tenant_id bigint, note text); GRANT ALL ON ledger TO app;",
-    );
+    let s2 = third_shard();
     let (writer, reader) = pipelined_2002_inserts(f.raw("appint", &[]), N);
     let count = "SELECT count(*) FROM ledger WHERE note LIKE 'p-pipe %'";
     let on_s1 = || -> i64 { f.direct(1, count).parse().unwrap() };
     let on_s2 = || -> i64 { s2.psql("app", count).parse().unwrap() };
     wait_until("the pipeline on s1", &|| on_s1() >= 200);
-    let both = support::shard_list(f.shards.iter());
-    let three = support::shard_list(f.shards.iter().chain([&s2]));
-    let appint = |shards: &str, map: &str| {
-        format!(
-            "[databases.appint]\ndbname = \"app\"\nserver_user = \"app\"\nserver_password = \"secret\"\nshards = [ {shards} ]\n\n\
-             [databases.appint.routing]\nkey = \"tenant_id\"\nshard_map = \"{{DIR}}/{map}\"\n"
-        )
-    };
-    let cfg = config(&f.shards);
-    let old = appint(&both, "shardmap_int.toml");
-    assert!(cfg.contains(&old), "the fixture's appint section");
-    f.bouncer.write_file(
-        "shardmap_int3.toml",
-        &MAP_INT.replace("\"2002\" = \"s1\"", "\"2002\" = \"s2\""),
-    );
-    f.bouncer
-        .write_config_atomic(&cfg.replace(&old, &appint(&three, "shardmap_int3.toml")));
-    f.bouncer.signal(libc::SIGHUP);
+    add_s2_moving_2002(&f, &s2);
     wait_until("the pipeline moved to s2", &|| on_s2() >= 1);
     writer.join().unwrap();
     let errors = reader.join().unwrap();
@@ -6825,6 +6837,48 @@ fn a_pipelining_client_follows_a_reload_that_adds_a_shard() {
         "rows on s0"
     );
     assert_eq!(on_s1() + on_s2(), N as i64, "rows lost");
+}
+
+/// Probe DD F1: a COPY FROM STDIN read behind work in flight as a reload
+/// adds a shard (and moves the COPY's tenant there) waited for good: it
+/// went to a server by the old configuration, and its data, held unread
+/// until the work in flight was answered, never followed. It runs on the
+/// tenant's new shard, and so does the statement behind it.
+#[test]
+fn a_copy_behind_work_in_flight_runs_after_a_reload_that_adds_a_shard() {
+    let f = Fixture::start();
+    let s2 = third_shard();
+    let mut c = f.raw("appint", &[]);
+    c.query("SELECT pg_sleep(0.5), 'p-copy' FROM ledger WHERE tenant_id = 2002 LIMIT 1")
+        .send();
+    wait_until("the sleep running on s1", &|| {
+        f.direct(
+            1,
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+             AND query LIKE 'SELECT pg_sleep(0.5), ''p-copy''%'",
+        ) == "1"
+    });
+    add_s2_moving_2002(&f, &s2);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f.bouncer.wait_for_log("SIGHUP: configuration reloaded"));
+    c.query("COPY ledger (tenant_id, note) FROM STDIN /* tenant_id=2002 */")
+        .copy_data(b"2002\tp-copy row\n")
+        .copy_done()
+        .query("INSERT INTO ledger (tenant_id, note) VALUES (2002, 'p-copy after')");
+    // Three answers (the Raw client's reads time out after 20 s: a hang fails).
+    let m = c.run(3);
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    assert_eq!(
+        s2.psql(
+            "app",
+            "SELECT count(*) FROM ledger WHERE note LIKE 'p-copy%'"
+        ),
+        "2"
+    );
+    assert_eq!(f.counts("ledger WHERE note LIKE 'p-copy%'"), [0, 0]);
 }
 
 /// Tenant 2002's Query `SELECT .. ; BEGIN; INSERT ..` held in flight on

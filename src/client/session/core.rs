@@ -745,6 +745,15 @@ impl Core {
         if self.wait.busy() {
             return Need::Io;
         }
+        if self.wait.reload_waits() && self.att.is_none() {
+            // The reload waited for the server to go back: it is taken up
+            // before anything more is routed (`maybe_reload`, which the
+            // driver calls before it waits), never by the old shard list
+            // (probe DD F1: work read here went by the old configuration,
+            // and a COPY attached that way then waited for good for data
+            // the hold kept unread).
+            return Need::Io;
+        }
         if self.doomed.is_some() {
             if self.inbound.is_empty() && !self.wait.has_stalled() {
                 return Need::Io;

@@ -59,6 +59,8 @@ impl Core {
         if let Some(db) = db {
             if self.att.is_none() {
                 self.db = db;
+                // The configuration in force now: nothing left to wait for.
+                self.wait.reload_taken();
             }
         }
         self.check();
