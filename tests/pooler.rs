@@ -298,6 +298,53 @@ async fn stalled_logins_give_their_slots_to_newcomers_at_max_client_conn() {
     }
 }
 
+/// Sockets that never send a byte cannot pile up past max_client_conn: a
+/// connection over the limit evicts the oldest stalled login as it comes,
+/// before it says anything itself (probe DE F3: 300 silent sockets were all
+/// held for client_login_timeout and took the process's file descriptors,
+/// since the limit was looked at only once a startup packet came).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_cannot_pile_up_past_max_client_conn() {
+    let pg = PgCluster::start();
+    let cfg = basic_config(&[&pg], "client_login_timeout = \"120s\"\n")
+        .replace("[pool]", "[limits]\nmax_client_conn = 3\n[pool]");
+    let b = Bouncer::start(&cfg);
+    let port = b.port;
+    let old: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // Newcomers that send nothing either: once the first three have stalled
+    // for two seconds, each evicts one of them.
+    let mut newcomers = Vec::new();
+    let mut old = old;
+    for s in &mut old {
+        s.set_nonblocking(true).unwrap();
+    }
+    let closed = |s: &mut TcpStream| -> bool {
+        let mut buf = [0u8; 256];
+        match s.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !old.iter_mut().all(&closed) {
+        assert!(Instant::now() < deadline, "the silent sockets stayed");
+        newcomers.push(TcpStream::connect(("127.0.0.1", port)).unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A real client gets in once the newcomers have stalled too.
+    drop(newcomers);
+    let c = eventually_ok(Duration::from_secs(20), || async {
+        b.try_connect("app", "secret", "app")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    assert_eq!(int_of(&c, "SELECT 8").await, 8);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_clients_share_a_small_pool() {
     let pg = PgCluster::start();

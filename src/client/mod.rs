@@ -42,7 +42,16 @@ pub async fn serve(app: Arc<App>, std: std::net::TcpStream) {
     };
     let (slot, count) = CountGuard::take(&app.clients);
     let pending = app.clients.login_started();
-    let refused = run(&app, &mut stream, slot, count, pending).await.err();
+    // Over the limit, a connection takes the slot of a stalled login at once,
+    // before it says anything: sockets that never send a byte are evicted
+    // as they come, so they cannot pile up past `max_client_conn` and take
+    // the process's file descriptors (probe DE F3: silent sockets were
+    // counted only once their startup packet came, which they never sent).
+    let made_room = count > app.snapshot.load().config.limits.max_client_conn
+        && app.clients.evict_stalled_login(&pending);
+    let refused = run(&app, &mut stream, slot, count, pending, made_room)
+        .await
+        .err();
     // Boxed (and made before it is awaited, so no login error is kept beside
     // it): a refusal's write is not part of every client's task.
     if let Some(refusal) = refused.map(|e| Box::pin(refuse(stream, e))) {
@@ -75,16 +84,19 @@ async fn run(
     slot: CountGuard<'_>,
     count: usize,
     pending: PendingLogin<'_>,
+    made_room: bool,
 ) -> Result<(), LoginError> {
-    let evicted = pending.evicted();
-    let mut pending = Some(pending);
     // Boxed, and over before the session starts: what login needs (the startup
-    // packet, credentials, the authentication exchange) is not part of the
-    // client's task for its whole life.
-    let logged_in = tokio::select! {
-        biased;
-        r = Box::pin(login(app, stream, count, &mut pending)) => r?,
-        () = evicted.notified() => return Err(evicted_login()),
+    // packet, credentials, the authentication exchange, the eviction signal)
+    // is not part of the client's task for its whole life.
+    let logged_in = {
+        let evicted = pending.evicted();
+        let mut pending = Some(pending);
+        tokio::select! {
+            biased;
+            r = Box::pin(login(app, stream, count, &mut pending, made_room)) => r?,
+            () = evicted.notified() => return Err(evicted_login()),
+        }
     };
     let Some((session, registered)) = logged_in else {
         // A CancelRequest, or a console session, is over. Ended in order: a
@@ -234,6 +246,7 @@ async fn login<'a>(
     stream: &mut ClientStream,
     count: usize,
     pending: &mut Option<PendingLogin<'_>>,
+    made_room: bool,
 ) -> Result<Option<(Box<session::Session>, Registered<'a>)>, LoginError> {
     let peer = stream.tcp().and_then(|t| t.peer_addr().ok());
     let snap = app.snapshot.load_full();
@@ -272,11 +285,13 @@ async fn login<'a>(
             "shardbouncer is shutting down",
         ));
     }
-    // A login that has stalled for a while gives its slot to this one.
+    // A login that has stalled for a while gives its slot to this one (one
+    // did already when it connected, if `made_room`).
     let room = || {
-        pending
-            .as_ref()
-            .is_some_and(|own| app.clients.evict_stalled_login(own))
+        made_room
+            || pending
+                .as_ref()
+                .is_some_and(|own| app.clients.evict_stalled_login(own))
     };
     if count > snap.config.limits.max_client_conn && !room() {
         return Err(LoginError::new(
