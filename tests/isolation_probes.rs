@@ -2690,6 +2690,58 @@ fn a_tenant_given_at_connect_that_cannot_be_read_is_refused_at_login() {
     assert!(errs.is_empty(), "{errs:?}");
 }
 
+/// Two spellings of one tenant given at connect are one tenant: `02002` and
+/// `2002` of a bigint key agree (probe DE F6: user `app.42` with
+/// `-c tenant_id=042` was refused as two values), while two tenants still
+/// conflict. The console counts the tenant once, under its canonical spelling,
+/// whichever spelling routed it (probe DE F7: `42` and `042` were two rows of
+/// SHOW TENANTS).
+#[test]
+fn spellings_of_one_tenant_are_one_tenant_at_connect_and_in_the_console() {
+    let f = Fixture::start();
+    let port = f.bouncer.port;
+    let mut c = f.raw(
+        "appint",
+        &[("tenant_id", "02002"), ("options", "-c tenant_id=+2002")],
+    );
+    let (errs, v) = q(&mut c, "SELECT name FROM shard_marker");
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, ["s1"]);
+    let (_, m) = Raw::startup(
+        port,
+        "app",
+        "appint",
+        &[("tenant_id", "02002"), ("options", "-c tenant_id=1001")],
+    );
+    assert_eq!(error_codes(&m), ["22023"], "{m:?}");
+    // One more transaction under each spelling, by comment.
+    let mut d = f.raw("appint", &[]);
+    for t in ["2002", "002002"] {
+        let (errs, v) = q(
+            &mut d,
+            &format!("/* tenant_id={t} */ SELECT name FROM shard_marker"),
+        );
+        assert!(errs.is_empty(), "{t}: {errs:?}");
+        assert_eq!(v, ["s1"], "{t}");
+    }
+    let mut admin = Raw::login(port, "admin", "shardbouncer");
+    let m = admin.query("SHOW TENANTS").run(1);
+    let rows: Vec<Vec<String>> = m
+        .iter()
+        .filter(|(t, _)| *t == b'D')
+        .map(|(_, b)| {
+            shardbouncer::protocol::parse_data_row(b)
+                .into_iter()
+                .map(|v| v.unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    let appint: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == "appint").collect();
+    assert_eq!(appint.len(), 1, "{rows:?}");
+    // database, tenant, shard, xact_count: the three transactions above.
+    assert_eq!(&appint[0][..4], &["appint", "2002", "s1", "3"], "{rows:?}");
+}
+
 /// A COPY FROM STDIN sent with a Terminate in the same write (as a client
 /// that gives up does): the data can never come. The pooler waited for the
 /// COPY, holding the server for good, and other clients of the pool got no

@@ -471,7 +471,7 @@ fn startup_tenant(
     // user name: they must agree. Postgres applies `options` before the other
     // parameters whatever their order, so "the last one" would not be the
     // one Postgres saw; a conflict is refused rather than resolved.
-    let mut given = None;
+    let mut given: Option<crate::router::TenantKey> = None;
     // Values a repeated parameter overwrote count too (probe: `tenant_id`
     // given twice, or two `options`, logged in as the last one).
     let values = login
@@ -482,7 +482,29 @@ fn startup_tenant(
         .map(|(_, v)| v.as_str())
         .chain(from_user);
     for v in values {
-        if given.is_some_and(|g| g != v) {
+        let key = crate::router::TenantKey::new(v.as_bytes()).ok_or_else(|| {
+            LoginError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!(
+                    "invalid {} at connect: tenant keys are 1 to 63 bytes of UTF-8",
+                    rt.key
+                ),
+            )
+        })?;
+        // A value the key type cannot read (`042`, `+42`, ` 42` for an
+        // integer key) would fail every statement of the session, the
+        // tenant-free ones too: refused here, where a driver's pool sees it
+        // (probe DB F3: such clients logged in and got 22023 at each
+        // statement).
+        let key = rt.map.canonical_tenant(&key).map_err(|e| {
+            LoginError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("invalid {} '{v}' at connect: {e}", rt.key),
+            )
+        })?;
+        // Compared as the tenants they name, not as spelled (probe DE F6:
+        // user `app.42` with `-c tenant_id=042` on a bigint map was refused).
+        if given.is_some_and(|g| g != key) {
             return Err(LoginError::new(
                 sqlstate::INVALID_PARAMETER_VALUE,
                 format!(
@@ -491,29 +513,7 @@ fn startup_tenant(
                 ),
             ));
         }
-        given = Some(v);
+        given = Some(key);
     }
-    let Some(v) = given else {
-        return Ok(None);
-    };
-    let key = crate::router::TenantKey::new(v.as_bytes()).ok_or_else(|| {
-        LoginError::new(
-            sqlstate::INVALID_PARAMETER_VALUE,
-            format!(
-                "invalid {} at connect: tenant keys are 1 to 63 bytes of UTF-8",
-                rt.key
-            ),
-        )
-    })?;
-    // A value the key type cannot read (`042`, `+42`, ` 42` for an integer
-    // key) would fail every statement of the session, the tenant-free ones
-    // too: refused here, where a driver's pool sees it (probe DB F3: such
-    // clients logged in and got 22023 at each statement).
-    if let Err(e) = rt.map.canonical_tenant(&key) {
-        return Err(LoginError::new(
-            sqlstate::INVALID_PARAMETER_VALUE,
-            format!("invalid {} '{v}' at connect: {e}", rt.key),
-        ));
-    }
-    Ok(Some(key))
+    Ok(given)
 }

@@ -1369,6 +1369,7 @@ impl Session {
                     // Counted out however the wait ends, this future dropped
                     // mid-wait (KILL, shutdown) included.
                     let waiting = tenant.map(|t| {
+                        let t = self.core.gate_key(t);
                         TenantWaiting::start(&self.app, self.core.db(), t, &self.tenant_cell)
                     });
                     // Shutdown ends a queued client at once, with the reason
@@ -1966,6 +1967,9 @@ impl Session {
         // The tenant's cell is kept from one transaction to the next (no
         // lookup while the session keeps routing to the same tenant).
         if let Some(tenant) = tenant {
+            // Counted under the tenant's canonical spelling, as the gate and
+            // the console know it (probe DE F7: `42` and `042` were two rows).
+            let tenant = self.core.gate_key(tenant);
             self.tenant_cell = Some(self.app.tenants.record_transaction(
                 self.tenant_cell.as_ref(),
                 &self.core.db().name,
