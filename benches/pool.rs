@@ -131,7 +131,7 @@ fn bench_settings(c: &mut Criterion) {
     c.bench_function("server/sync_statement/same_settings", |b| {
         b.iter(|| {
             assert!(state
-                .sync_statement(criterion::black_box(&want), &unreported)
+                .sync_statement(criterion::black_box(&want), &want, &unreported)
                 .is_none())
         })
     });

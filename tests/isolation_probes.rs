@@ -1505,6 +1505,59 @@ fn bind_values_of_numeric_types_are_refused_not_routed_by_their_text() {
 const SCS_SMUGGLE: &str =
     "INSERT INTO accounts (tenant_id, name) VALUES ('alpha', '\\''), ('bravo', 'p-scs') --')";
 
+/// A client lexes and quotes its text by the `standard_conforming_strings`
+/// and `client_encoding` it was told at login, and so does the router; every
+/// server it uses runs the text the same way, whatever that shard's own
+/// defaults (probe DF F1: told `on` from s1's server, the client's s0 server
+/// ran with s0's database default `off`, and this INSERT, one tenant to the
+/// router, wrote bravo's row on s0; a psycopg2 app quoting by `on` was open
+/// to injection through a correctly quoted value).
+#[test]
+fn every_server_reads_the_text_as_the_client_was_told_at_login() {
+    let f = Fixture::start();
+    f.direct(
+        0,
+        "ALTER DATABASE app SET standard_conforming_strings = off; \
+         ALTER DATABASE app SET client_encoding = 'SJIS'",
+    );
+    let before = f.accounts();
+    // A client of s1 first: its server's parameters are what later clients
+    // are told while no s0 server has been opened.
+    let mut b = f.raw("app", &[("tenant_id", "bravo")]);
+    assert_eq!(q(&mut b, "SELECT name FROM shard_marker").1, ["s1"]);
+    let (mut c, m) = Raw::startup(f.bouncer.port, "app", "app", &[("tenant_id", "alpha")]);
+    let told = |name: &str| {
+        m.iter().filter(|(t, _)| *t == b'S').find_map(|(_, b)| {
+            shardbouncer::protocol::parse_parameter_status(b)
+                .filter(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    };
+    assert_eq!(told("standard_conforming_strings").as_deref(), Some("on"));
+    assert_eq!(told("client_encoding").as_deref(), Some("UTF8"));
+    for (setting, want) in [
+        ("standard_conforming_strings", "on"),
+        ("client_encoding", "UTF8"),
+    ] {
+        let (errs, v) = q(
+            &mut c,
+            &format!("SELECT current_setting('{setting}') || '@' || name FROM shard_marker"),
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(v, [format!("{want}@s0")], "{setting}");
+    }
+    let (errs, _) = q(&mut c, SCS_SMUGGLE);
+    assert!(!errs.is_empty(), "read by `on`, the text is not an INSERT");
+    assert_eq!(f.accounts(), before, "nothing written");
+    // The client's own SET still goes as the client says.
+    assert!(q(&mut c, "SET standard_conforming_strings = off")
+        .0
+        .is_empty());
+    let (errs, v) = q(&mut c, r"SELECT 'a\\b' || name FROM shard_marker");
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(v, [r"a\bs0"]);
+}
+
 /// A setting changed by an earlier statement of the same unit changes how the
 /// rest is lexed (probe: an extended batch whose first Execute turned
 /// `standard_conforming_strings` off had its next Parse routed by the old

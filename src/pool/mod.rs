@@ -113,8 +113,9 @@ pub struct Pool {
     pub total: AtomicUsize,
     /// Bumped by RECONNECT or a target change: older servers are closed when released.
     pub generation: AtomicU64,
-    /// Parameters of the first server seen, sent to clients at login.
-    pub server_params: Mutex<Option<crate::server::ParamSet>>,
+    /// Parameters of the first server seen, sent to clients at login. Shared:
+    /// each client keeps what it was told (see `ServerState::sync_statement`).
+    pub server_params: Mutex<Option<Arc<crate::server::ParamSet>>>,
     /// When the last connection attempt failed, and why (`None` once one
     /// succeeds): clients that were already waiting then get that error at
     /// once instead of each trying for `server_connect_timeout` in turn.
@@ -900,7 +901,7 @@ impl Pool {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if sp.is_none() {
-                    *sp = Some(c.initial.clone());
+                    *sp = Some(Arc::new(c.initial.clone()));
                 }
             }
             Err(e) => {

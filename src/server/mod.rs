@@ -321,13 +321,25 @@ impl ServerState {
     }
 
     /// Build the statement that makes this server's session settings match a client's:
-    /// `want` holds reported parameters the client set (absent = the server default),
+    /// `want` holds reported parameters the client set, `told` the values the
+    /// client was told at login (what stands in for a parameter it did not
+    /// set; the server's own default only when neither has it),
     /// `want_unreported` the other settings it set (including `role` and
     /// `session_authorization`). Returns `None` when nothing differs, which is the
     /// common case.
+    ///
+    /// Why `told` and not the server's default: the client lexes and quotes
+    /// by what it was told (`standard_conforming_strings`,
+    /// `client_encoding`), and so does the router. A shard whose default
+    /// differs (its own configuration, an `ALTER DATABASE .. SET` a tenant
+    /// ran) must not run the client's text under another reading (probe DF
+    /// F1: a literal ending in a backslash hid a second tenant's row from the
+    /// router on a shard with `standard_conforming_strings = off`, and a
+    /// psycopg2 app quoting by `on` was open to injection).
     pub fn sync_statement(
         &self,
         want: &ParamSet,
+        told: &ParamSet,
         want_unreported: &ParamSet,
     ) -> Option<SyncStatement> {
         let mut sql = String::new();
@@ -344,14 +356,14 @@ impl ServerState {
             }
         }
         let (want_t, current) = (want.tracked(), self.current.tracked());
-        // The server's defaults only stand in for what the client has not
-        // got (a client usually has all six: the server reported them).
-        let initial = match want_t.iter().all(Option::is_some) {
-            true => [None; TRACKED_PARAMS.len()],
-            false => self.initial.tracked(),
+        // What the client was told, then the server's defaults, stand in for
+        // what the client has not set.
+        let (told_t, initial) = match want_t.iter().all(Option::is_some) {
+            true => ([None; TRACKED_PARAMS.len()], [None; TRACKED_PARAMS.len()]),
+            false => (told.tracked(), self.initial.tracked()),
         };
         for (i, &key) in TRACKED_PARAMS.iter().enumerate() {
-            let Some(desired) = want_t[i].or(initial[i]) else {
+            let Some(desired) = want_t[i].or(told_t[i]).or(initial[i]) else {
                 continue;
             };
             if current[i] != Some(desired) {
@@ -1067,5 +1079,62 @@ pub async fn send_cancel(key: CancelKey) {
     };
     if let Err(e) = tokio::time::timeout(Duration::from_secs(5), fut).await {
         tracing::warn!("cancel request to {} timed out: {e}", key.addr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(kv: &[(&str, &str)]) -> ParamSet {
+        let mut p = ParamSet::default();
+        for (k, v) in kv {
+            p.set(k, v);
+        }
+        p
+    }
+
+    /// A reported parameter the client did not set is given the value the
+    /// client was told at login, not left at this server's own default
+    /// (probe DF F1: a shard whose `standard_conforming_strings` default was
+    /// `off` ran text the client and the router had read by `on`); what the
+    /// client set wins over both, and the server's default stands in only
+    /// for what it was told nothing of.
+    #[test]
+    fn what_the_client_was_told_stands_in_for_what_it_did_not_set() {
+        let mut s = ServerState::new("127.0.0.1:5432".parse().unwrap(), None);
+        s.initial = set(&[
+            ("standard_conforming_strings", "off"),
+            ("client_encoding", "SJIS"),
+            ("TimeZone", "UTC"),
+        ]);
+        s.current = s.initial.clone();
+        let told = set(&[
+            ("standard_conforming_strings", "on"),
+            ("client_encoding", "UTF8"),
+        ]);
+        let none = ParamSet::default();
+        let sql = s.sync_statement(&none, &told, &none).unwrap().sql;
+        assert!(
+            sql.contains("E'standard_conforming_strings',E'on'"),
+            "{sql}"
+        );
+        assert!(sql.contains("E'client_encoding',E'UTF8'"), "{sql}");
+        assert!(!sql.contains("TimeZone"), "{sql}");
+        // The client's own value wins.
+        let want = set(&[("standard_conforming_strings", "off")]);
+        let sql = s.sync_statement(&want, &told, &none).unwrap().sql;
+        assert!(!sql.contains("standard_conforming_strings"), "{sql}");
+        // Once the server is as the client was told, nothing is sent.
+        s.current = set(&[
+            ("standard_conforming_strings", "on"),
+            ("client_encoding", "UTF8"),
+            ("TimeZone", "UTC"),
+        ]);
+        assert!(s.sync_statement(&none, &told, &none).is_none());
+        // Told nothing of it: the server's default is put back.
+        s.current.set("TimeZone", "Asia/Tokyo");
+        let sql = s.sync_statement(&none, &told, &none).unwrap().sql;
+        assert!(sql.contains("E'TimeZone',E'UTC'"), "{sql}");
     }
 }

@@ -561,9 +561,10 @@ impl Core {
         self.settings.announce_untracked(announced);
     }
 
-    /// The client's settings, as the login greeting announced them.
-    pub fn greeted(&mut self, announced: &ParamSet) {
-        self.settings.greeted(announced);
+    /// The client's settings, as the login greeting announced them, and the
+    /// defaults it was told (see [`Settings::greeted`]).
+    pub fn greeted(&mut self, announced: &ParamSet, told: Arc<ParamSet>) {
+        self.settings.greeted(announced, told);
     }
 
     /// Reported parameters the client set at login.

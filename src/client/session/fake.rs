@@ -435,7 +435,7 @@ impl Harness {
             None,
             gate.clone(),
         );
-        core.greeted(&ParamSet::default());
+        core.greeted(&ParamSet::default(), Default::default());
         Harness {
             core,
             servers: (0..n).map(|_| FakeServer::default()).collect(),

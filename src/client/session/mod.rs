@@ -622,7 +622,8 @@ impl Session {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone();
         }
-        let mut ps = defaults.unwrap_or_else(fallback_params);
+        let told = defaults.unwrap_or_else(|| Arc::new(fallback_params()));
+        let mut ps = (*told).clone();
         for (k, v) in self.core.reported().iter() {
             // A DateStyle given in part takes the rest from the server's own value.
             let v = crate::server::params::canonical_value(k, v, ps.get(k).unwrap_or("ISO, MDY"))
@@ -630,7 +631,7 @@ impl Session {
             ps.set(k, &v);
         }
         self.core.announce_untracked(&mut ps);
-        self.core.greeted(&ps);
+        self.core.greeted(&ps, told);
         let mut out = bytes::BytesMut::new();
         protocol::auth_ok(&mut out);
         for (k, v) in ps.iter() {

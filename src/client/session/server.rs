@@ -25,7 +25,11 @@ impl Core {
     /// Pipelined, the client's work then ran with the previous client's
     /// settings, an RLS tenant setting or `search_path` among them (probe).
     pub fn prepare_attach(&self, conn: &mut ServerState) -> Option<String> {
-        let sync = conn.sync_statement(self.settings.reported(), self.settings.unreported())?;
+        let sync = conn.sync_statement(
+            self.settings.reported(),
+            self.settings.told(),
+            self.settings.unreported(),
+        )?;
         conn.assume_synced(self.settings.unreported());
         Some(sync.sql)
     }
@@ -79,7 +83,11 @@ impl Core {
             .evict_over(self.db.settings.max_prepared_statements);
         // The driver applied this client's settings already (`prepare_attach`).
         debug_assert!(conn
-            .sync_statement(self.settings.reported(), self.settings.unreported())
+            .sync_statement(
+                self.settings.reported(),
+                self.settings.told(),
+                self.settings.unreported()
+            )
             .is_none());
         let discard_sequences = conn.take_foreign_sequences(self.client_id);
         let mut att = Attachment::boxed(shard, conn);

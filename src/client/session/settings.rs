@@ -18,8 +18,13 @@ static HELD_BYTES: Budget = Budget::new(MAX_ALL_SETTINGS_BYTES);
 
 /// The settings a client's servers must have while it uses them.
 pub(super) struct Settings {
-    /// Reported parameters (TimeZone, DateStyle, ...) as the client last saw them.
+    /// Reported parameters (TimeZone, DateStyle, ...) the client set, as it
+    /// last saw them.
     reported: ParamSet,
+    /// The parameters announced at login, before the client's own: what its
+    /// servers are given for a reported parameter it did not set (shared by
+    /// the pool's clients; see `ServerState::sync_statement`).
+    told: Option<std::sync::Arc<ParamSet>>,
     /// Every other non-default setting, role and session authorization included.
     unreported: ParamSet,
     /// `standard_conforming_strings`: how the client's literals are lexed.
@@ -127,6 +132,7 @@ impl Settings {
         Settings {
             path_shadows: path_shadows(&unreported),
             reported,
+            told: None,
             unreported,
             std_strings: true,
             ascii_only: false,
@@ -149,6 +155,13 @@ impl Settings {
     /// Reported parameters.
     pub(super) fn reported(&self) -> &ParamSet {
         &self.reported
+    }
+
+    /// The parameters announced at login, before the client's own
+    /// ([`Settings::greeted`]); empty before the login's greeting.
+    pub(super) fn told(&self) -> &ParamSet {
+        static NOTHING: std::sync::LazyLock<ParamSet> = std::sync::LazyLock::new(ParamSet::default);
+        self.told.as_deref().unwrap_or(&NOTHING)
     }
 
     /// Other settings.
@@ -184,8 +197,11 @@ impl Settings {
         &self.custom
     }
 
-    /// The parameters announced at login (they fix the lexing mode too).
-    pub(super) fn greeted(&mut self, announced: &ParamSet) {
+    /// The parameters announced at login (they fix the lexing mode too), and
+    /// `told`, the defaults among them: the values its servers are given for
+    /// what the client did not set.
+    pub(super) fn greeted(&mut self, announced: &ParamSet, told: std::sync::Arc<ParamSet>) {
+        self.told = Some(told);
         self.std_strings = announced.get("standard_conforming_strings") != Some("off");
         // What the client asked for counts too, in whatever spelling: the
         // server's canonical name arrives only once a server has it.
@@ -397,7 +413,7 @@ mod tests {
                 ("work_mem", "8MB"),
             ]),
         );
-        s.greeted(&set(&[("DateStyle", "German, DMY")]));
+        s.greeted(&set(&[("DateStyle", "German, DMY")]), Default::default());
         // RESET ALL: the server reported its own values, and only the
         // client's later SET of work_mem is in the session.
         s.reported_by_server("application_name", "");
@@ -443,7 +459,7 @@ mod tests {
                 ("app.x", "v"),
             ]),
         );
-        s.greeted(&ParamSet::default());
+        s.greeted(&ParamSet::default(), Default::default());
         let told = s.read_back(set(&[("app.x", "")]), &[]).unwrap();
         assert!(told.is_empty());
         let u = s.unreported();
@@ -469,7 +485,7 @@ mod tests {
     #[test]
     fn nothing_given_at_connect_keeps_nothing() {
         let mut s = Settings::new(ParamSet::default(), ParamSet::default());
-        s.greeted(&set(&[("DateStyle", "ISO, MDY")]));
+        s.greeted(&set(&[("DateStyle", "ISO, MDY")]), Default::default());
         assert!(s.at_login.is_none());
         let told = s.read_back(set(&[("work_mem", "1MB")]), &[]).unwrap();
         assert!(told.is_empty());
