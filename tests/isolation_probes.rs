@@ -1081,6 +1081,36 @@ fn bind_value(stmt: &str, value: &[u8]) -> Vec<u8> {
     frame(b'B', &b)
 }
 
+/// One Bind larger than the batch bound (a 70 MB value, as psycopg 3 and
+/// asyncpg send it: Bind, Execute, Sync in one write) goes at its Execute, as
+/// the same value in a Query does (probe DG F2: the client was closed with
+/// 53400, "held without Sync or Execute exceed 64 MiB"). Its row lands on
+/// the tenant's shard.
+#[test]
+fn one_bind_larger_than_the_batch_bound_goes_at_its_execute() {
+    let f = Fixture::start();
+    let value = vec![b'v'; 70 << 20];
+    let mut c = f.raw("app", &[("tenant_id", "bravo")]);
+    let mut b = parse_msg(
+        "big",
+        "INSERT INTO accounts (tenant_id, name) VALUES ('bravo', 'big ' || length($1))",
+    );
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+    let mut b = bind_value("big", &value);
+    b.extend(execute_msg(""));
+    b.extend(frame(b'S', b""));
+    let m = send_until(&mut c, &b, b'Z');
+    assert!(error_codes(&m).is_empty(), "{:?}", error_codes(&m));
+    assert_eq!(support::raw::command_tags(&m), ["INSERT 0 1"]);
+    assert_eq!(
+        f.counts(&format!("accounts WHERE name = 'big {}'", 70 << 20)),
+        [0, 1],
+        "rows per shard"
+    );
+}
+
 /// Large Binds held for a batch without a Sync: past 8 MiB the batch goes at
 /// its next Execute, so the pooler holds little of a long batch of large rows
 /// (and its rows land on the tenant's shard), and past 64 MiB with no Execute

@@ -22,6 +22,8 @@ pub(super) struct Batch {
     msgs: Vec<(u8, Bytes)>,
     /// Their bytes.
     bytes: usize,
+    /// The bytes of the largest of them.
+    largest: usize,
     /// After an error we raised with no server: drop client messages until Sync.
     skip_until_sync: bool,
     /// [`SLICE`], or less for the session fuzz target.
@@ -33,6 +35,7 @@ impl Default for Batch {
         Batch {
             msgs: Vec::new(),
             bytes: 0,
+            largest: 0,
             skip_until_sync: false,
             slice_at: SLICE as u32,
         }
@@ -40,9 +43,12 @@ impl Default for Batch {
 }
 
 /// Most bytes of messages held before a Sync or Flush (or an Execute that
-/// ends a slice): a client could otherwise make the pooler hold 100,000
-/// messages of up to `max_message_size` each (probe: 1,600 Binds of 1 MB, no
-/// Execute, no Sync, took 1.5 GB).
+/// ends a slice), besides the largest one: a client could otherwise make the
+/// pooler hold 100,000 messages of up to `max_message_size` each (probe:
+/// 1,600 Binds of 1 MB, no Execute, no Sync, took 1.5 GB). The largest is
+/// left out so that one Bind or Parse up to `max_message_size` (a 70 MB
+/// value, as psycopg 3 and asyncpg send it) goes at its Execute, as the same
+/// text in a Query does (probe DG F2: it ended the session with 53400).
 pub(super) const MAX_BATCH_BYTES: usize = 64 << 20;
 
 /// A batch holding this many bytes goes at its next Execute, as at
@@ -69,7 +75,8 @@ impl TooLong {
             ),
             TooLong::Bytes => (
                 crate::protocol::sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
-                "extended-protocol messages held without Sync or Execute exceed 64 MiB",
+                "extended-protocol messages held without Sync or Execute exceed 64 MiB \
+                 besides the largest one",
             ),
         }
     }
@@ -79,11 +86,12 @@ impl Batch {
     /// Hold a message.
     pub(super) fn push(&mut self, t: u8, frame: Bytes) -> Result<(), TooLong> {
         self.bytes += frame.len();
+        self.largest = self.largest.max(frame.len());
         self.msgs.push((t, frame));
         if self.msgs.len() > MAX_BATCH {
             return Err(TooLong::Messages);
         }
-        if self.bytes > MAX_BATCH_BYTES {
+        if self.bytes - self.largest > MAX_BATCH_BYTES {
             return Err(TooLong::Bytes);
         }
         Ok(())
@@ -92,6 +100,7 @@ impl Batch {
     /// The messages held, leaving none.
     pub(super) fn take(&mut self) -> Vec<(u8, Bytes)> {
         self.bytes = 0;
+        self.largest = 0;
         std::mem::take(&mut self.msgs)
     }
 
@@ -122,6 +131,7 @@ impl Batch {
         let Batch {
             msgs,
             bytes: _,
+            largest: _,
             skip_until_sync,
             slice_at: _,
         } = self;

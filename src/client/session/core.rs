@@ -649,6 +649,12 @@ impl Core {
         // After a Terminate nothing is read: a client that closes its socket
         // right after sending one does not end the work before it.
         !self.terminating
+            // Not while the client leaves its answers unread, as Postgres
+            // stops reading once its writes block: answers given here (a
+            // Sync, a `SET tenant_id` with no server) were queued for as
+            // long as the client sent, and one client that never read grew
+            // the pooler by 500 MB a second (probe DG F1).
+            && self.out.len() < HIGH_WATER
             && !self.wait.has_stalled()
             && self.wait.awaiting().is_none()
             && !self.reload_holds_reading()
