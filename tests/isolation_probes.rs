@@ -1081,6 +1081,64 @@ fn bind_value(stmt: &str, value: &[u8]) -> Vec<u8> {
     frame(b'B', &b)
 }
 
+/// Work sent in the same write ahead of a malformed message runs, and is
+/// answered, before the session ends with 08P01, as Postgres reads a message
+/// only once it is done with the one before (probe DG F3: the work was
+/// dropped unanswered). A batch with no Sync before the bad message is not
+/// committed, as on Postgres.
+#[test]
+fn work_ahead_of_a_malformed_message_runs_before_the_session_ends() {
+    let f = Fixture::start();
+    let insert =
+        |name: &str| format!("INSERT INTO accounts (tenant_id, name) VALUES ('bravo', '{name}')");
+    let query = |sql: &str| {
+        let mut b = sql.as_bytes().to_vec();
+        b.push(0);
+        frame(b'Q', &b)
+    };
+    let cases: [(&str, Vec<u8>, i64); 3] = [
+        ("simple", query(&insert("bad-simple")), 1),
+        (
+            "extended",
+            [
+                parse_msg("", &insert("bad-extended")),
+                bind_msg("", ""),
+                execute_msg(""),
+                frame(b'S', b""),
+            ]
+            .concat(),
+            1,
+        ),
+        (
+            "no-sync",
+            [
+                parse_msg("", &insert("bad-no-sync")),
+                bind_msg("", ""),
+                execute_msg(""),
+            ]
+            .concat(),
+            0,
+        ),
+    ];
+    for (what, work, rows) in cases {
+        let mut c = f.raw("app", &[]);
+        let mut bytes = work;
+        bytes.extend(frame(b'z', b""));
+        let (m, _) = support::raw::send_and_read_to_close(&mut c.s, bytes);
+        let codes = error_codes(&m);
+        assert_eq!(codes, ["08P01"], "{what}: {m:?}");
+        if rows == 1 {
+            assert_eq!(command_tags(&m), ["INSERT 0 1"], "{what}");
+            assert!(tags(&m).ends_with("ZE"), "{what}: {}", tags(&m));
+        }
+        assert_eq!(
+            f.counts(&format!("accounts WHERE name = 'bad-{what}'")),
+            [0, rows],
+            "{what}: rows per shard"
+        );
+    }
+}
+
 /// One Bind larger than the batch bound (a 70 MB value, as psycopg 3 and
 /// asyncpg send it: Bind, Execute, Sync in one write) goes at its Execute, as
 /// the same value in a Query does (probe DG F2: the client was closed with

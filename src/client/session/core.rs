@@ -761,7 +761,7 @@ impl Core {
             // the hold kept unread).
             return Need::Io;
         }
-        if self.doomed.is_some() {
+        if self.doomed.is_some() && !self.terminating {
             if self.inbound.is_empty() && !self.wait.has_stalled() {
                 return Need::Io;
             }
@@ -785,10 +785,13 @@ impl Core {
         if self.terminating {
             // Nothing after a Terminate is read; the end waits for the work
             // before it (this is where the core comes back as it is answered).
-            return if self.quiet() {
-                Need::Close("client terminated".into())
-            } else {
-                Need::Io
+            return match (self.quiet(), self.doomed.take()) {
+                (true, Some(e)) => Need::Close(self.fatal(e.code, &e.message)),
+                (true, None) => Need::Close("client terminated".into()),
+                (false, e) => {
+                    self.doomed = e;
+                    Need::Io
+                }
             };
         }
         loop {
@@ -818,9 +821,7 @@ impl Core {
                         }
                     }
                 }
-                Next::Bad(msg) => {
-                    return Need::Close(self.fatal(sqlstate::PROTOCOL_VIOLATION, &msg))
-                }
+                Next::Bad(msg) => return self.bad_message(&msg),
                 Next::Frame(tag, frame) => match self.client_frame(tag, frame) {
                     // Nothing after a Terminate is read.
                     Need::Io if self.terminating => return Need::Io,
@@ -841,6 +842,20 @@ impl Core {
     /// implicit transaction of one when the client terminates.)
     fn quiet(&self) -> bool {
         !self.wait.has_stalled() && !self.wait.busy() && self.nothing_owed_and_sent()
+    }
+
+    /// A malformed message: the session ends with 08P01, once the work
+    /// before it is answered. Postgres reads a message only once it is done
+    /// with the one before, so work sent in the same write ahead of a bad
+    /// message runs, and commits (probe DG F3: it was dropped unanswered).
+    fn bad_message(&mut self, msg: &str) -> Need {
+        match self.terminate() {
+            Need::Io => {
+                self.doomed = Some(Box::new(PgError::new(sqlstate::PROTOCOL_VIOLATION, msg)));
+                Need::Io
+            }
+            _ => Need::Close(self.fatal(sqlstate::PROTOCOL_VIOLATION, msg)),
+        }
     }
 
     /// The client's Terminate: the session ends now, or once the work before
@@ -1085,10 +1100,7 @@ impl Core {
                 }
                 Need::Io
             }
-            other => Need::Close(self.fatal(
-                sqlstate::PROTOCOL_VIOLATION,
-                &format!("invalid frontend message type {other}"),
-            )),
+            other => self.bad_message(&format!("invalid frontend message type {other}")),
         }
     }
 
