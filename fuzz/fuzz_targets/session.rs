@@ -505,7 +505,7 @@ fuzz_target!(|data: &[u8]| {
                     None,
                     gate.clone(),
                 );
-                core.greeted(&ParamSet::default());
+                core.greeted(&ParamSet::default(), Default::default());
                 Client {
                     core,
                     attached: None,
