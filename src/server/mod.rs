@@ -356,14 +356,14 @@ impl ServerState {
             }
         }
         let (want_t, current) = (want.tracked(), self.current.tracked());
-        // What the client was told, then the server's defaults, stand in for
-        // what the client has not set.
-        let (told_t, initial) = match want_t.iter().all(Option::is_some) {
-            true => ([None; TRACKED_PARAMS.len()], [None; TRACKED_PARAMS.len()]),
-            false => (told.tracked(), self.initial.tracked()),
-        };
         for (i, &key) in TRACKED_PARAMS.iter().enumerate() {
-            let Some(desired) = want_t[i].or(told_t[i]).or(initial[i]) else {
+            // What the client was told, then the server's default, stand in
+            // for what the client has not set (looked up one by one: most
+            // clients set one or two of the six).
+            let desired = want_t[i]
+                .or_else(|| told.tracked_value(i))
+                .or_else(|| self.initial.tracked_value(i));
+            let Some(desired) = desired else {
                 continue;
             };
             if current[i] != Some(desired) {

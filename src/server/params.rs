@@ -330,7 +330,8 @@ impl ParamSet {
             .map(|(_, v)| v.as_str())
     }
 
-    fn tracked_value(&self, i: usize) -> Option<&str> {
+    /// The value of `TRACKED_PARAMS[i]`.
+    pub fn tracked_value(&self, i: usize) -> Option<&str> {
         match self.tracked_at[i] {
             NOT_HERE => None,
             FAR => self

@@ -849,6 +849,11 @@ impl Core {
     /// with the one before, so work sent in the same write ahead of a bad
     /// message runs, and commits (probe DG F3: it was dropped unanswered).
     fn bad_message(&mut self, msg: &str) -> Need {
+        if self.att.as_ref().is_some_and(|a| a.copy_in()) {
+            // A COPY from the client would wait for good for the data that
+            // will not come: Postgres fails it, and so does the end now.
+            return Need::Close(self.fatal(sqlstate::PROTOCOL_VIOLATION, msg));
+        }
         match self.terminate() {
             Need::Io => {
                 self.doomed = Some(Box::new(PgError::new(sqlstate::PROTOCOL_VIOLATION, msg)));
@@ -941,7 +946,7 @@ impl Core {
         use tag::frontend as f;
         if let Err(what) = protocol::validate_frontend(t, &frame[5..]) {
             // As Postgres: a malformed message ends the connection.
-            return Need::Close(self.fatal(sqlstate::PROTOCOL_VIOLATION, what));
+            return self.bad_message(what);
         }
         if self.owns_server()
             && self.db.routing.is_some()
