@@ -1147,6 +1147,20 @@ fn work_ahead_of_a_malformed_message_runs_before_the_session_ends() {
     }
 }
 
+/// Prepare statement `big`: an INSERT of a row of `tenant` named after the
+/// length of its one parameter (`big <length>`).
+fn prepare_big(c: &mut Raw, tenant: &str) {
+    let mut b = parse_msg(
+        "big",
+        &format!(
+            "INSERT INTO accounts (tenant_id, name) VALUES ('{tenant}', 'big ' || length($1))"
+        ),
+    );
+    b.extend(frame(b'S', b""));
+    let m = send_until(c, &b, b'Z');
+    assert!(error_codes(&m).is_empty(), "{m:?}");
+}
+
 /// One Bind larger than the batch bound (a 70 MB value, as psycopg 3 and
 /// asyncpg send it: Bind, Execute, Sync in one write) goes at its Execute, as
 /// the same value in a Query does (probe DG F2: the client was closed with
@@ -1157,13 +1171,7 @@ fn one_bind_larger_than_the_batch_bound_goes_at_its_execute() {
     let f = Fixture::start();
     let value = vec![b'v'; 70 << 20];
     let mut c = f.raw("app", &[("tenant_id", "bravo")]);
-    let mut b = parse_msg(
-        "big",
-        "INSERT INTO accounts (tenant_id, name) VALUES ('bravo', 'big ' || length($1))",
-    );
-    b.extend(frame(b'S', b""));
-    let m = send_until(&mut c, &b, b'Z');
-    assert!(error_codes(&m).is_empty(), "{m:?}");
+    prepare_big(&mut c, "bravo");
     let mut b = bind_value("big", &value);
     b.extend(execute_msg(""));
     b.extend(frame(b'S', b""));
@@ -1187,13 +1195,7 @@ fn bytes_held_for_a_batch_without_its_sync_are_bounded() {
     let f = Fixture::start();
     let value = vec![b'v'; 900_000];
     let mut c = f.raw("app", &[("tenant_id", "alpha")]);
-    let mut b = parse_msg(
-        "big",
-        "INSERT INTO accounts (tenant_id, name) VALUES ('alpha', 'big ' || length($1))",
-    );
-    b.extend(frame(b'S', b""));
-    let m = send_until(&mut c, &b, b'Z');
-    assert!(error_codes(&m).is_empty(), "{m:?}");
+    prepare_big(&mut c, "alpha");
     let (before, _) = f.bouncer.memory_kib();
     // 200 rows of 900 KB (180 MB) and one Sync, from another thread: the
     // pooler reads them only as the server takes them.

@@ -77,7 +77,8 @@ pub struct Release {
     /// The server carries the client's `idle_session_timeout`, lifted before
     /// it idles in the pool (see `ServerConn::has_idle_timeout`).
     pub idle_timeout: bool,
-    /// The tenant that pinned the transaction, if any (SHOW TENANTS).
+    /// The tenant that pinned the transaction, if any, in its canonical
+    /// spelling (SHOW TENANTS).
     pub tenant: Option<TenantKey>,
     /// When the server was attached.
     pub since: std::time::Instant,
@@ -385,11 +386,6 @@ impl Core {
     /// The LISTEN/UNLISTEN requests answered since the last call, in order.
     pub fn take_listen_ops(&mut self) -> Vec<ListenOp> {
         self.route.take_listen_ops()
-    }
-
-    /// The tenant whose work waits for the server being requested.
-    pub fn awaited_tenant(&self) -> Option<TenantKey> {
-        self.wait.awaited_tenant()
     }
 
     /// Who the server being requested is for, as the pool's fair queue knows

@@ -1346,8 +1346,10 @@ impl Session {
     /// never runs, and the client gets 57014 as if Postgres had cancelled it.
     async fn attach(&mut self, shard: usize) -> Need {
         let pool = self.pool_for(shard);
-        let tenant = self.core.awaited_tenant();
         let who = self.core.awaited_for();
+        // Counted under the tenant's canonical spelling, as the gate and the
+        // console know it (probe DE F7: `42` and `042` were two rows).
+        let tenant = who.map(|(key, _)| key);
         if self.sending {
             // The last server's work is all written (it was given back): settle a
             // cancel meant for it before this work's own.
@@ -1370,7 +1372,6 @@ impl Session {
                     // Counted out however the wait ends, this future dropped
                     // mid-wait (KILL, shutdown) included.
                     let waiting = tenant.map(|t| {
-                        let t = self.core.gate_key(t);
                         TenantWaiting::start(&self.app, self.core.db(), t, &self.tenant_cell)
                     });
                     // Shutdown ends a queued client at once, with the reason
@@ -1968,9 +1969,6 @@ impl Session {
         // The tenant's cell is kept from one transaction to the next (no
         // lookup while the session keeps routing to the same tenant).
         if let Some(tenant) = tenant {
-            // Counted under the tenant's canonical spelling, as the gate and
-            // the console know it (probe DE F7: `42` and `042` were two rows).
-            let tenant = self.core.gate_key(tenant);
             self.tenant_cell = Some(self.app.tenants.record_transaction(
                 self.tenant_cell.as_ref(),
                 &self.core.db().name,

@@ -146,7 +146,8 @@ impl Core {
         let effects = a.effects();
         let since = a.since();
         self.wait.begin_release();
-        let tenant = self.route.take_pinned().map(|(t, _)| t);
+        // Counted under its canonical spelling (SHOW TENANTS: probe DE F7).
+        let tenant = self.route.take_pinned().map(|(t, _)| self.gate_key(t));
         self.route.release_tickets();
         if !self.txn.is_local() {
             // A SET LOCAL tenant ends with the transaction.
