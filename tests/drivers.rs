@@ -47,6 +47,14 @@ CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 GRANT ALL ON items TO app;
 ";
 
+/// Every shard of the sharded database: a type and a table of the
+/// application's (each tenant's row holds its shard's number in `tags`).
+const SEED_SHARDED: &str = "\
+CREATE TYPE grade AS ENUM ('low', 'high');
+CREATE TABLE grades (tenant_id text, g grade, tags bigint[]);
+GRANT ALL ON grades TO app;
+";
+
 struct Fixture {
     shards: Vec<PgCluster>,
     bouncer: Bouncer,
@@ -103,13 +111,17 @@ impl Fixture {
             let mut sql = String::from(
                 "CREATE TABLE accounts (tenant_id text, name text);\nGRANT ALL ON accounts TO app;\n",
             );
+            // A type of the application's on every shard: drivers look it up
+            // in the catalog, with no tenant, before they can send a value.
+            sql.push_str(SEED_SHARDED);
             if i == 0 {
                 sql.push_str(SEED_SINGLE);
             }
             for t in TENANTS {
                 if route(&map, t) == i {
                     sql.push_str(&format!(
-                        "INSERT INTO accounts VALUES ('{t}', 'owner of {t}');\n"
+                        "INSERT INTO accounts VALUES ('{t}', 'owner of {t}');\n\
+                         INSERT INTO grades VALUES ('{t}', 'high', ARRAY[{i}, 7]);\n"
                     ));
                 }
             }
@@ -273,6 +285,33 @@ fn python_psycopg2() {
     require_python_module("psycopg2", "psycopg2-binary");
     let f = Fixture::start();
     f.run("psycopg2", "python3", &["tests/drivers/py_psycopg2.py"]);
+}
+
+/// psql's `\d` sends catalog reads only: through the sharded database with
+/// no tenant, they run on any shard, where the table is the same.
+#[test]
+fn psql_describes_a_table_of_the_sharded_database_without_a_tenant() {
+    let f = Fixture::start();
+    for (cmd, want) in [
+        ("\\d grades", "tags"),
+        ("\\dT grade", "grade"),
+        ("\\dt", "grades"),
+    ] {
+        let out = f.bouncer.psql("app", "secret", "sharded", cmd);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains(want),
+            "{cmd}: {}\n{text}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Not the table's rows: those need a tenant.
+    let out = f
+        .bouncer
+        .psql("app", "secret", "sharded", "SELECT count(*) FROM grades");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("tenant"), "{err}");
 }
 
 #[test]

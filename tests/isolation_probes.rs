@@ -7392,3 +7392,120 @@ fn a_departed_clients_long_pipeline_ends_with_its_backend() {
         "{after} rows after the client left with {at_leave} written"
     );
 }
+
+// ------------- catalog reads: any shard, never a table that shadows the catalog
+
+/// A catalog read (drivers' type and table introspection, psql's `\d`)
+/// names no tenant and runs on any shard. A name it finds through
+/// `search_path` is trusted only while `pg_catalog` comes first: a schema
+/// of the application's ahead of it, whose table `pg_type` holds each
+/// shard's data, is never read without a tenant, however the path was set.
+/// Each shard's `evil.pg_type` row names its shard, so a read of it shows.
+#[test]
+fn a_catalog_read_never_reads_a_table_that_shadows_the_catalog() {
+    let f = Fixture::start();
+    for s in 0..2 {
+        f.direct(
+            s,
+            &format!(
+                "CREATE SCHEMA evil; CREATE TABLE evil.pg_type (typname name, secret text); \
+                 INSERT INTO evil.pg_type VALUES ('int4', 'data of s{s}'); \
+                 GRANT USAGE ON SCHEMA evil TO app; GRANT SELECT ON evil.pg_type TO app;"
+            ),
+        );
+    }
+    let read = "SELECT t::text FROM pg_type t WHERE t.typname = 'int4'";
+    // (`text` too is a name `search_path` finds.)
+    let qualified = "SELECT t::pg_catalog.text FROM pg_catalog.pg_type t WHERE t.typname = 'int4'";
+    let catalog_row = |rows: &[String]| rows.len() == 1 && !rows[0].contains("data of");
+    let mut c = f.raw("app", &[]);
+    let (errs, rows) = q(&mut c, read);
+    assert!(errs.is_empty() && catalog_row(&rows), "{errs:?} {rows:?}");
+    for set in [
+        "SET search_path = evil, pg_catalog",
+        "SELECT set_config('search_path', 'evil, pg_catalog', false)",
+    ] {
+        let mut c = f.raw("app", &[]);
+        // In the same text as the setting, and after it.
+        let (errs, rows) = q(&mut c, &format!("{set}; {read}"));
+        assert_eq!((errs, rows), (vec!["42P17".to_string()], vec![]), "{set}");
+        let (errs, _) = q(&mut c, set);
+        assert!(errs.is_empty(), "{set}: {errs:?}");
+        let (errs, rows) = q(&mut c, read);
+        assert_eq!((errs, rows), (vec!["42P17".to_string()], vec![]), "{set}");
+        // Through the extended protocol too.
+        let msgs = c
+            .parse("", read)
+            .bind("", &[])
+            .execute()
+            .sync()
+            .run_until(b'Z');
+        assert_eq!(error_codes(&msgs), ["42P17"], "{set}: extended");
+        // Qualified, it is the catalog's.
+        let (errs, rows) = q(&mut c, qualified);
+        assert!(
+            errs.is_empty() && catalog_row(&rows),
+            "{set}: {errs:?} {rows:?}"
+        );
+        // The schema's table by its own name: the application's data.
+        let (errs, _) = q(&mut c, "SELECT t::text FROM evil.pg_type t");
+        assert_eq!(errs, ["42P17"], "{set}");
+    }
+    // With a tenant, it runs on the tenant's shard like any of its work.
+    let mut c = f.raw("app", &[("tenant_id", "bravo")]);
+    run_ok(&mut c, &["SET search_path = evil, pg_catalog"]);
+    let (errs, rows) = q(&mut c, read);
+    assert_eq!(errs, Vec::<String>::new());
+    assert!(
+        rows.len() == 1 && rows[0].contains("data of s1"),
+        "{rows:?}"
+    );
+}
+
+/// A catalog read that joins or reads a table of the application's, calls
+/// a function that runs SQL, or casts to a type of the application's is
+/// no catalog read: without a tenant it runs nowhere (42P17), and the
+/// domain's CHECK (which writes a row where it runs) never runs. A
+/// parameter of that domain through the protocol, even of a statement
+/// that reads only server settings, makes it need a tenant too.
+#[test]
+fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
+    let f = Fixture::start();
+    for s in 0..2 {
+        f.direct(
+            s,
+            "CREATE TABLE ran (what text); GRANT ALL ON ran TO app; \
+             CREATE FUNCTION note_ran(v text) RETURNS bool LANGUAGE sql \
+             AS $f$ INSERT INTO ran VALUES (v) RETURNING true $f$; \
+             CREATE DOMAIN noted AS text CHECK (note_ran(VALUE));",
+        );
+    }
+    let oid: u32 = f.direct(0, "SELECT 'noted'::regtype::oid").parse().unwrap();
+    assert!(oid >= 16_384, "{oid}");
+    let mut c = f.raw("app", &[]);
+    for sql in [
+        "SELECT c.relname FROM pg_catalog.pg_class c JOIN accounts a ON true",
+        "SELECT c.relname FROM pg_catalog.pg_class c, accounts",
+        "SELECT relname FROM pg_class WHERE relname IN (SELECT name FROM accounts)",
+        "SELECT query_to_xml('SELECT * FROM accounts', true, false, '')",
+        "SELECT 'x'::noted",
+        "SELECT CAST('x' AS noted) FROM pg_catalog.pg_class LIMIT 1",
+        "SELECT * FROM pg_stats WHERE tablename = 'accounts'",
+    ] {
+        let (errs, rows) = q(&mut c, sql);
+        assert_eq!((errs, rows), (vec!["42P17".to_string()], vec![]), "{sql}");
+    }
+    for sql in [
+        "SELECT set_config('application_name', $1, false)",
+        "SELECT t.oid FROM pg_catalog.pg_type t WHERE t.typname = $1",
+    ] {
+        let msgs = c
+            .parse_typed("", sql, &[oid])
+            .bind("", &["int4"])
+            .execute()
+            .sync()
+            .run_until(b'Z');
+        assert_eq!(error_codes(&msgs), ["42P17"], "{sql}");
+    }
+    assert_eq!(f.counts("ran"), [0, 0], "the domain's CHECK ran");
+}

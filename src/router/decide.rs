@@ -536,12 +536,34 @@ fn query(
     // of a tenant: work that needs one follows `no_tenant` (probe: `UPDATE ..;
     // COMMIT` inside a held BEGIN, no tenant anywhere, ran on the home shard
     // under `no_tenant = "reject"` and rewrote every tenant's rows there).
-    let free = f.tenant_free || plain_set;
+    let free = free_here(f, s.types_untrusted) || plain_set;
     let d = resolve(r, s, scratch, free && !inside, inside && free);
     if f.shows {
         return show_in_held(r, s, d);
     }
     d
+}
+
+/// Whether the text is tenant-free for this session. A catalog read that
+/// names a relation, function or type without its schema is not while the
+/// session may have one of that name ahead of `pg_catalog`'s (its own
+/// types, or a `search_path` naming `pg_catalog` after another schema):
+/// what it reads would be another schema's, not the catalog.
+/// `untrusted`: the session's types are ([`SessionView::types_untrusted`]),
+/// or an earlier message of the batch may have created one; the text's own
+/// statements count too.
+fn free_here(f: &Facts, untrusted: bool) -> bool {
+    f.tenant_free && !(f.catalog_by_name && (untrusted || f.effects.may_create_types()))
+}
+
+/// Whether a Bind gives a parameter of a type of the database's own
+/// (an OID past Postgres's built-in ones): its input function, or a
+/// domain's `CHECK`, may run the application's code, which may read a
+/// tenant's rows, so the statement is not tenant-free.
+fn user_typed(types: &ParamTypes<'_>, count: usize) -> bool {
+    /// Postgres's `FirstNormalObjectId`: OIDs below are built in.
+    const FIRST_NORMAL_OID: u32 = 16384;
+    (0..count).any(|i| types.get(i) >= FIRST_NORMAL_OID)
 }
 
 /// The text changes a session setting (`SET`, `RESET`, `RESET ALL`): a
@@ -780,7 +802,7 @@ fn batch<'a, V: ParamValues>(
                     p.1 = None;
                 }
                 // With the SET source off, `SET key = ..` is an ordinary setting.
-                let free = f.tenant_free
+                let free = (free_here(f, lexing.types) && !user_typed(&types, values.count()))
                     || (!sets
                         && f.count == 1
                         && matches!(f.first, Kind::SetTenant { .. } | Kind::ResetTenant));
@@ -799,10 +821,16 @@ fn batch<'a, V: ParamValues>(
                     return Err(ambiguous(r));
                 }
                 lexing.check(r, s, f)?;
-                if ended && !f.tenant_free && (s.tx != Tx::Idle || tenant_ends_with_tx(s.tenants)) {
+                if ended
+                    && !free_here(f, lexing.types)
+                    && (s.tx != Tx::Idle || tenant_ends_with_tx(s.tenants))
+                {
                     return Err(work_after_tx_end(r));
                 }
-                if (reset || f.work_after_reset) && !f.tenant_free && tenant_set(s.tenants) {
+                if (reset || f.work_after_reset)
+                    && !free_here(f, lexing.types)
+                    && tenant_set(s.tenants)
+                {
                     return Err(work_after_reset(r));
                 }
                 reset |= f.resets_all;

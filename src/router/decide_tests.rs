@@ -670,12 +670,13 @@ fn tenant_free_is_an_allow_list() {
         "SELECT version(), * FROM a",
         "SELECT set_config('a.b', (SELECT name FROM a LIMIT 1), false)",
         "SELECT current_setting(name) FROM a",
-        "SELECT current_setting(x)",
         "SELECT f()",
         "SELECT public.version()",
         "SELECT version() WHERE EXISTS (SELECT 1 FROM a)",
         "SELECT version() UNION SELECT name FROM a",
-        "SELECT 1",
+        "SELECT 1 FROM a",
+        // The catalog read with a table of the application's.
+        "SELECT * FROM pg_catalog.pg_class c JOIN a ON true",
     ] {
         assert_eq!(code(&query(&r, &t, Tx::Idle, sql)), "42P17", "{sql}");
     }
@@ -693,6 +694,10 @@ fn tenant_free_is_an_allow_list() {
         "SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new",
         "SELECT current_user, session_user, current_database() db, pg_backend_pid()",
         "SELECT current_setting('search_path'::text)",
+        // Health checks, and catalog reads (router::catalog): drivers'
+        // type and table introspection.
+        "SELECT 1",
+        "SELECT t.oid FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace",
     ] {
         assert_eq!(query(&r, &t, Tx::Idle, sql), Decision::TenantFree, "{sql}");
     }
@@ -2275,4 +2280,98 @@ fn copy_rows_must_live_on_the_copys_shard() {
         &[&bin],
     );
     assert_eq!(e.unwrap_err().code, "22023");
+}
+
+/// A catalog read (router::catalog) runs on any shard. One that names a
+/// relation, function or type without its schema does only while the
+/// session may have no object of that name ahead of `pg_catalog`'s: a
+/// `search_path` naming another schema first would read that schema's
+/// `pg_type`, which may be a table of the application's.
+#[test]
+fn a_catalog_read_by_name_runs_anywhere_only_while_names_are_trusted() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let untrusted = SessionView {
+        types_untrusted: true,
+        ..view(&t, Tx::Idle)
+    };
+    let run = |v: &SessionView<'_>, sql: &str| {
+        let mut f = Facts::default();
+        analyze(sql.as_bytes(), r.key.as_bytes(), true, &mut f);
+        decide(&r, v, Unit::query(&f), &mut Vec::new())
+    };
+    let by_name = "SELECT t.oid FROM pg_type t WHERE t.typname = 'mood'";
+    let qualified = "SELECT t.oid FROM pg_catalog.pg_type t WHERE t.typname = 'mood'";
+    assert_eq!(run(&view(&t, Tx::Idle), by_name), Decision::TenantFree);
+    assert_eq!(code(&run(&untrusted, by_name)), "42P17");
+    assert_eq!(run(&untrusted, qualified), Decision::TenantFree);
+    for before in [
+        "SET search_path = evil, pg_catalog",
+        "SELECT set_config('search_path', 'evil, pg_catalog', false)",
+    ] {
+        let both = format!("{before}; {by_name}");
+        assert_eq!(code(&run(&view(&t, Tx::Idle), &both)), "42P17", "{both}");
+        let both = format!("{before}; {qualified}");
+        assert_eq!(
+            run(&view(&t, Tx::Idle), &both),
+            Decision::TenantFree,
+            "{both}"
+        );
+    }
+    // With a tenant, it goes where the tenant's work goes.
+    let t42 = Tenants {
+        startup: Some(key("42")),
+        ..Default::default()
+    };
+    let untrusted42 = SessionView {
+        types_untrusted: true,
+        ..view(&t42, Tx::Idle)
+    };
+    assert_eq!(shard(&run(&untrusted42, by_name)), Some(1));
+}
+
+/// A Bind that gives a parameter a type of the database's own (its OID
+/// past the built-in ones) may run the application's code (a domain's
+/// CHECK): the statement is then not tenant-free.
+#[test]
+fn a_parameter_of_a_type_of_the_databases_own_is_not_tenant_free() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let mut f = Facts::default();
+    let sql = "SELECT t.oid FROM pg_catalog.pg_type t WHERE t.typname = $1";
+    analyze(sql.as_bytes(), r.key.as_bytes(), true, &mut f);
+    let v = Values(vec![Some(b"mood".to_vec())]);
+    let run = |oid: u32| {
+        let declared = oid.to_be_bytes();
+        let types = ParamTypes {
+            declared: &declared,
+            described: &[],
+        };
+        batch(
+            &r,
+            &t,
+            Tx::Idle,
+            [
+                Item::Parse(&f),
+                Item::Bind(&f, types, &v, b""),
+                Item::Execute(b""),
+            ],
+        )
+    };
+    assert_eq!(run(0), Decision::TenantFree);
+    assert_eq!(run(19), Decision::TenantFree); // name
+    assert_eq!(code(&run(16_384)), "42P17");
+    // Described, not declared: the same.
+    let described = [16_500u32];
+    let types = ParamTypes {
+        declared: &[],
+        described: &described,
+    };
+    let d = batch(
+        &r,
+        &t,
+        Tx::Idle,
+        [Item::Bind(&f, types, &v, b""), Item::Execute(b"")],
+    );
+    assert_eq!(code(&d), "42P17");
 }

@@ -5,6 +5,7 @@
 //! * `clause`: which clause of its statement a token stands in, for the scanner.
 //! * [`copy`]: the key field of a `COPY .. FROM STDIN`'s rows, read as they stream.
 //! * [`statement`]: the statements of a text, their forms and side effects.
+//! * [`catalog`]: whether a `SELECT` reads the system catalogs alone.
 //! * [`search_path`]: whether a `search_path` lets other types shadow
 //!   `pg_catalog`'s.
 //! * [`decide`]: the one function that routes a unit of work.
@@ -16,6 +17,7 @@
 //!   partitions, integer ranges, explicit overrides).
 
 pub mod bind;
+pub mod catalog;
 mod clause;
 pub mod copy;
 pub mod decide;

@@ -87,6 +87,14 @@ pub enum Kind {
     /// (asyncpg's). It touches no tenant data; what it sets follows the
     /// client as a `SET` does.
     Info,
+    /// A `SELECT` (or `WITH .. SELECT`) of the system catalogs only, with
+    /// built-in functions and types ([`super::catalog`]): asyncpg's type
+    /// introspection, PgJDBC's `DatabaseMetaData`, psql's `\d`. Every
+    /// shard has the same schema, and it reads no tenant's rows. One that
+    /// names a relation, function or type without its schema
+    /// ([`Facts::catalog_by_name`]) is tenant-free only while the
+    /// session's types and `search_path` are trusted.
+    Catalog,
     /// Anything else: it may touch tenant data.
     Other,
 }
@@ -394,6 +402,10 @@ pub struct Facts {
     /// it again, with the types found then, once `search_path` changed
     /// (probe LL: prepared before a `SET LOCAL search_path`, executed after).
     pub casts_by_name: bool,
+    /// Some statement is a [`Kind::Catalog`] read that names a relation,
+    /// function or type without its schema: what `search_path` (and the
+    /// session's temporary schema) finds by that name decides what it reads.
+    pub catalog_by_name: bool,
     /// Some statement is an SQL `EXECUTE` of a prepared statement (anywhere:
     /// `EXPLAIN ANALYZE EXECUTE`, `CREATE TABLE .. AS EXECUTE`): in session
     /// mode it may run a `COPY .. FROM STDIN` the client prepared through
@@ -493,6 +505,7 @@ impl Facts {
         self.set_value = None;
         self.effects = Effects::none();
         self.casts_by_name = false;
+        self.catalog_by_name = false;
         self.executes = false;
         self.mentions.clear();
         self.params.clear();
@@ -1186,6 +1199,12 @@ fn classify(sql: &[u8], key: &[u8], std: bool, out: &mut Facts) -> Kind {
         }
         if info_select(sql, lx) {
             return Kind::Info;
+        }
+    }
+    if kw(b"SELECT") || kw(b"WITH") {
+        if let Some(c) = super::catalog::catalog_read(sql, std) {
+            out.catalog_by_name |= c.by_name;
+            return Kind::Catalog;
         }
     }
     if kw(b"DO") {
@@ -2676,7 +2695,7 @@ mod tests {
             assert!(facts(sql).tenant_free, "{sql}");
         }
         for sql in [
-            "SELECT 1",
+            "SELECT 1 FROM t",
             "SET x = 1; SELECT * FROM t",
             "SHOW x; SELECT * FROM t",
             "COMMIT; SELECT * FROM t",
@@ -2693,7 +2712,7 @@ mod tests {
             "BEGIN foo",
             "123",
             // Postgres ends a -- comment at a carriage return too.
-            "SHOW work_mem --\r; SELECT 1",
+            "SHOW work_mem --\r; SELECT * FROM t",
         ] {
             assert!(!facts(sql).tenant_free, "{sql}");
         }
@@ -3006,7 +3025,7 @@ mod tests {
         for sql in [
             "SELECT pg_advisory_unlock_all() FROM accounts",
             "SELECT pg_advisory_unlock_all(), name FROM accounts",
-            "SELECT pg_advisory_unlock_all",
+            "SELECT pg_advisory_unlock_all() FROM pg_class",
             "CLOSE ALL c",
             "CLOSE c",
             "DO $$ BEGIN PERFORM * FROM pg_listening_channels() LIMIT 1; DELETE FROM accounts; END; $$",

@@ -379,6 +379,41 @@ public class Jdbc {
 
     interface ThrowingInt { void run(int w) throws Exception; }
 
+    // No tenant at connect: DatabaseMetaData (catalog reads naming no tenant)
+    // runs on any shard; a PreparedStatement with an array parameter, and a
+    // result of the application's enum, run on the tenant's shard.
+    static void shardedMetadata() throws Exception {
+        try (Connection c = connect(SHARDED_DB, "")) {
+            DatabaseMetaData md = c.getMetaData();
+            List<String> cols = new ArrayList<>();
+            try (ResultSet rs = md.getColumns(null, "public", "grades", "%")) {
+                while (rs.next()) cols.add(rs.getString("COLUMN_NAME") + ":" + rs.getString("TYPE_NAME"));
+            }
+            eq("getColumns(grades)", cols, List.of("tenant_id:text", "g:grade", "tags:_int8"));
+            int tables = 0;
+            try (ResultSet rs = md.getTables(null, "public", "%", new String[] {"TABLE"})) {
+                while (rs.next()) if (rs.getString("TABLE_NAME").equals("grades")) tables++;
+            }
+            eq("getTables finds grades", tables, 1);
+            try (ResultSet rs = md.getPrimaryKeys(null, "public", "grades")) {
+                eq("getPrimaryKeys(grades) (none)", rs.next(), false);
+            }
+            try (PreparedStatement ps = c.prepareStatement(
+                    "SELECT g, tags[2], current_setting('port') FROM grades WHERE tenant_id = ? AND tags @> ?")) {
+                for (Map.Entry<String, String> e : TENANT_PORTS.entrySet()) {
+                    ps.setString(1, e.getKey());
+                    ps.setArray(2, c.createArrayOf("bigint", new Long[] {7L}));
+                    try (ResultSet rs = ps.executeQuery()) {
+                        eq("grades row of " + e.getKey(), rs.next(), true);
+                        eq("grades of " + e.getKey(), rs.getString(1) + "|" + rs.getLong(2) + "|" + rs.getString(3), "high|7|" + e.getValue());
+                        eq("column type of g, from the catalog", rs.getMetaData().getColumnTypeName(1), "grade");
+                    }
+                }
+            }
+            expectSqlState("a catalog read joined with grades", "42P17", () -> one(c, "SELECT c.relname FROM pg_catalog.pg_class c JOIN grades ON true"));
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         for (String kv : ENV.get("SB_TENANT_PORTS").split(",")) {
             String[] p = kv.split("=", 2);
@@ -393,6 +428,8 @@ public class Jdbc {
             shardedSetTenant();
             step("sharded: tenant as a parameter, " + WORKERS + " concurrent connections");
             parallel("sharded worker", WORKERS, Jdbc::shardedParamTenant);
+            step("sharded: DatabaseMetaData with no tenant");
+            shardedMetadata();
         } catch (Exception e) {
             java.io.StringWriter sw = new java.io.StringWriter();
             e.printStackTrace(new java.io.PrintWriter(sw));

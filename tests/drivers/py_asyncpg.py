@@ -243,6 +243,39 @@ async def migration_test():
         await direct.close()
 
 
+async def sharded_catalog_reads():
+    """No tenant at connect, the tenant in each query: asyncpg looks up the
+    enum `grade` (and `grade[]`) with its own catalog query first, which
+    names no tenant; shardbouncer runs it on any shard. The query it was
+    for goes to the tenant's shard (its row holds that shard's number)."""
+    conn = await connect(SHARDED_DB)
+    try:
+        for t, port in TENANT_PORTS.items():
+            rows = await conn.fetch(
+                "SELECT g, tags[2], current_setting('port') FROM grades WHERE tenant_id = $1 AND g = ANY($2::grade[])",
+                t,
+                ["high", "low"],
+            )
+            C.eq(f"catalog: tenant {t} row", [tuple(r) for r in rows], [("high", 7, port)])
+        C.eq(
+            "catalog: a type lookup of the application's own",
+            await conn.fetchval(
+                "SELECT t.typname FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n "
+                "ON n.oid = t.typnamespace WHERE t.typname = $1 AND n.nspname = 'public'",
+                "grade",
+            ),
+            "grade",
+        )
+        C.eq("catalog: a health check", await conn.fetchval("SELECT 1"), 1)
+        try:
+            await conn.fetch("SELECT c.relname FROM pg_catalog.pg_class c JOIN grades g ON true")
+            fail("a catalog read joined with a table of the application's ran without a tenant")
+        except asyncpg.PostgresError as e:
+            C.eq("catalog: joined with a table, refused", e.sqlstate, "42P17")
+    finally:
+        await conn.close()
+
+
 async def main():
     step("asyncpg: a migration under a cached statement")
     await migration_test()
@@ -258,6 +291,8 @@ async def main():
     await sharded_pool_param_tenant()
     step("sharded: tenant as a parameter, %d concurrent connections" % WORKERS)
     await asyncio.gather(*(sharded_param_tenant(w) for w in range(WORKERS)))
+    step("sharded: type introspection with no tenant")
+    await sharded_catalog_reads()
     C.done()
 
 

@@ -212,6 +212,24 @@ def listen_notify():
             C.ok("LISTEN mixed with a statement: 0A000", True)
 
 
+def sharded_catalog_reads():
+    """No tenant at connect: psycopg's TypeInfo/EnumInfo lookups (catalog
+    reads naming no tenant) run on any shard; the loaded enum adapter then
+    reads each tenant's row on its shard."""
+    from psycopg.types.enum import EnumInfo, register_enum
+
+    with connect(SHARDED_DB, autocommit=True) as conn:
+        info = EnumInfo.fetch(conn, "grade")
+        C.ok("catalog: EnumInfo.fetch found grade", info is not None)
+        C.eq("catalog: grade labels", list(info.labels), ["low", "high"])
+        register_enum(info, conn)
+        for t, port in TENANT_PORTS.items():
+            row = conn.execute(
+                "SELECT g, current_setting('port') FROM grades WHERE tenant_id = %s", (t,)
+            ).fetchone()
+            C.eq(f"catalog: tenant {t} enum row", (row[0].name, row[1]), ("high", port))
+
+
 def main():
     step("single database, %d concurrent connections" % WORKERS)
     run_threads(worker, WORKERS)
@@ -223,6 +241,8 @@ def main():
     sharded_startup_tenant()
     step("sharded: tenant as a parameter, %d concurrent connections" % WORKERS)
     run_threads(sharded_param_tenant, WORKERS)
+    step("sharded: type introspection with no tenant")
+    sharded_catalog_reads()
     C.done()
 
 

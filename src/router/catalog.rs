@@ -1,0 +1,1259 @@
+//! Catalog reads: a `SELECT` of the system catalogs alone, as drivers and
+//! tools send to learn types and tables (asyncpg's type introspection,
+//! PgJDBC's `DatabaseMetaData`, psql's `\d`, SQLAlchemy's reflection). It
+//! reads no tenant's rows, so it may run on any shard: every shard has the
+//! same schema.
+//!
+//! The test is an allow-list over every token of the statement, never "the
+//! first word looked harmless" ([`catalog_read`]):
+//! * every relation it reads (each item after `FROM`, `JOIN` and a `FROM`
+//!   list's comma, at any depth) is a catalog of the schema ([`RELATIONS`],
+//!   `pg_catalog`'s, qualified or not), a view of `information_schema`
+//!   (qualified), or a `WITH` query of the statement in scope;
+//! * every function it calls is one of [`FUNCTIONS`], which read the catalog
+//!   or compute on their arguments (no `query_to_xml`, no `nextval`, no
+//!   `pg_advisory_lock`, no `set_config`);
+//! * every type it casts to is a built-in one ([`TYPES`]): a domain's
+//!   `CHECK` could run a function of the application's;
+//! * every operator is one of a few spellings of `pg_catalog`'s;
+//! * nothing locks, writes or creates (`FOR`, `INTO`, `INSERT`, `UPDATE`,
+//!   `DELETE`, `MERGE`, `TABLE`, `OPERATOR(..)`).
+//!
+//! Catalogs that hold row data (`pg_stats`, `pg_statistic`,
+//! `pg_largeobject`), other sessions' text (`pg_stat_activity`,
+//! `pg_prepared_statements`, which lists other clients' statements on a
+//! pooled server) or a sequence's value (`pg_sequences`) are not on the list.
+//!
+//! What it cannot see: an unqualified name is found through `search_path`
+//! (relations through the session's temporary schema first). The caller is
+//! told whether the statement names anything so ([`CatalogRead::by_name`]),
+//! and the routing decision takes it as tenant-free only while the session's
+//! types and `search_path` are trusted (`SessionView::types_untrusted`).
+
+use super::lexer::{body, ident_eq, is_any_kw, is_kw, text, Lexer, Tok, K};
+
+/// A statement [`catalog_read`] accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogRead {
+    /// It names a relation, function or type without its schema, which
+    /// `search_path` (or the session's temporary schema) resolves.
+    pub by_name: bool,
+}
+
+/// Catalogs and catalog views of `pg_catalog` that describe the schema, the
+/// roles and the server, and hold no row of a user table.
+const RELATIONS: &[&[u8]] = &[
+    b"pg_aggregate",
+    b"pg_am",
+    b"pg_amop",
+    b"pg_amproc",
+    b"pg_attrdef",
+    b"pg_attribute",
+    b"pg_auth_members",
+    b"pg_available_extension_versions",
+    b"pg_available_extensions",
+    b"pg_cast",
+    b"pg_class",
+    b"pg_collation",
+    b"pg_constraint",
+    b"pg_conversion",
+    b"pg_database",
+    b"pg_default_acl",
+    b"pg_depend",
+    b"pg_description",
+    b"pg_enum",
+    b"pg_event_trigger",
+    b"pg_extension",
+    b"pg_foreign_data_wrapper",
+    b"pg_foreign_server",
+    b"pg_foreign_table",
+    b"pg_group",
+    b"pg_index",
+    b"pg_indexes",
+    b"pg_inherits",
+    b"pg_init_privs",
+    b"pg_language",
+    b"pg_matviews",
+    b"pg_namespace",
+    b"pg_opclass",
+    b"pg_operator",
+    b"pg_opfamily",
+    b"pg_partitioned_table",
+    b"pg_policies",
+    b"pg_policy",
+    b"pg_proc",
+    b"pg_publication",
+    b"pg_publication_namespace",
+    b"pg_publication_rel",
+    b"pg_range",
+    b"pg_rewrite",
+    b"pg_roles",
+    b"pg_rules",
+    b"pg_sequence",
+    b"pg_settings",
+    b"pg_shdepend",
+    b"pg_shdescription",
+    b"pg_statistic_ext",
+    b"pg_tables",
+    b"pg_tablespace",
+    b"pg_timezone_abbrevs",
+    b"pg_timezone_names",
+    b"pg_transform",
+    b"pg_trigger",
+    b"pg_ts_config",
+    b"pg_ts_config_map",
+    b"pg_ts_dict",
+    b"pg_ts_parser",
+    b"pg_ts_template",
+    b"pg_type",
+    b"pg_user",
+    b"pg_views",
+];
+
+/// Functions of `pg_catalog` a catalog read may call: they read the
+/// catalog or compute on their arguments, and change nothing.
+const FUNCTIONS: &[&[u8]] = &[
+    b"abs",
+    b"array_agg",
+    b"array_length",
+    b"array_lower",
+    b"array_position",
+    b"array_to_string",
+    b"array_upper",
+    b"avg",
+    b"bool_and",
+    b"bool_or",
+    b"btrim",
+    b"cardinality",
+    b"char_length",
+    b"col_description",
+    b"concat",
+    b"concat_ws",
+    b"count",
+    b"current_database",
+    b"current_schema",
+    b"current_schemas",
+    b"current_setting",
+    b"current_user",
+    b"dense_rank",
+    b"format_type",
+    b"generate_series",
+    b"generate_subscripts",
+    b"has_any_column_privilege",
+    b"has_column_privilege",
+    b"has_database_privilege",
+    b"has_function_privilege",
+    b"has_schema_privilege",
+    b"has_sequence_privilege",
+    b"has_table_privilege",
+    b"has_type_privilege",
+    b"json_agg",
+    b"json_build_object",
+    b"jsonb_agg",
+    b"jsonb_build_object",
+    b"left",
+    b"length",
+    b"lower",
+    b"lpad",
+    b"ltrim",
+    b"max",
+    b"min",
+    b"obj_description",
+    b"octet_length",
+    b"pg_backend_pid",
+    b"pg_char_to_encoding",
+    b"pg_collation_is_visible",
+    b"pg_column_is_updatable",
+    b"pg_conversion_is_visible",
+    b"pg_encoding_to_char",
+    b"pg_function_is_visible",
+    b"pg_get_constraintdef",
+    b"pg_get_expr",
+    b"pg_get_function_arguments",
+    b"pg_get_function_identity_arguments",
+    b"pg_get_function_result",
+    b"pg_get_functiondef",
+    b"pg_get_indexdef",
+    b"pg_get_keywords",
+    b"pg_get_partition_constraintdef",
+    b"pg_get_partkeydef",
+    b"pg_get_ruledef",
+    b"pg_get_serial_sequence",
+    b"pg_get_statisticsobjdef",
+    b"pg_get_statisticsobjdef_columns",
+    b"pg_get_triggerdef",
+    b"pg_get_userbyid",
+    b"pg_get_viewdef",
+    b"pg_has_role",
+    b"pg_indexes_size",
+    b"pg_is_in_recovery",
+    b"pg_opclass_is_visible",
+    b"pg_partition_ancestors",
+    b"pg_relation_is_publishable",
+    b"pg_operator_is_visible",
+    b"pg_relation_is_updatable",
+    b"pg_relation_size",
+    b"pg_size_pretty",
+    b"pg_table_is_visible",
+    b"pg_table_size",
+    b"pg_tablespace_location",
+    b"pg_total_relation_size",
+    b"pg_type_is_visible",
+    b"pg_typeof",
+    b"quote_ident",
+    b"quote_literal",
+    b"rank",
+    b"regexp_replace",
+    b"replace",
+    b"right",
+    b"round",
+    b"row_number",
+    b"rpad",
+    b"rtrim",
+    b"session_user",
+    b"shobj_description",
+    b"split_part",
+    b"starts_with",
+    b"string_agg",
+    b"string_to_array",
+    b"strpos",
+    b"to_regclass",
+    b"to_regnamespace",
+    b"to_regproc",
+    b"to_regprocedure",
+    b"to_regrole",
+    b"to_regtype",
+    b"substr",
+    b"sum",
+    b"translate",
+    b"unnest",
+    b"upper",
+    b"version",
+];
+
+/// `information_schema`'s own functions (SQL functions over the catalog),
+/// called qualified (PgJDBC's `_pg_expandarray`).
+const INFO_SCHEMA_FUNCTIONS: &[&[u8]] = &[
+    b"_pg_char_max_length",
+    b"_pg_char_octet_length",
+    b"_pg_datetime_precision",
+    b"_pg_expandarray",
+    b"_pg_index_position",
+    b"_pg_interval_type",
+    b"_pg_keysequal",
+    b"_pg_numeric_precision",
+    b"_pg_numeric_precision_radix",
+    b"_pg_numeric_scale",
+    b"_pg_truetypid",
+    b"_pg_truetypmod",
+];
+
+/// Type names a catalog read may cast to or write a literal of: SQL's
+/// keyword types (always `pg_catalog`'s) and built-in types found by name.
+const KEYWORD_TYPES: &[&[u8]] = &[
+    b"bigint",
+    b"bit",
+    b"boolean",
+    b"char",
+    b"character",
+    b"dec",
+    b"decimal",
+    b"double",
+    b"float",
+    b"int",
+    b"integer",
+    b"interval",
+    b"numeric",
+    b"real",
+    b"smallint",
+    b"time",
+    b"timestamp",
+    b"varchar",
+];
+
+/// Built-in types found by name (see [`KEYWORD_TYPES`]).
+const TYPES: &[&[u8]] = &[
+    b"aclitem",
+    b"bool",
+    b"bpchar",
+    b"bytea",
+    b"char",
+    b"cid",
+    b"date",
+    b"float4",
+    b"float8",
+    b"int2",
+    b"int2vector",
+    b"int4",
+    b"int8",
+    b"json",
+    b"jsonb",
+    b"name",
+    b"oid",
+    b"oidvector",
+    b"regclass",
+    b"regcollation",
+    b"regconfig",
+    b"regnamespace",
+    b"regoper",
+    b"regoperator",
+    b"regproc",
+    b"regprocedure",
+    b"regrole",
+    b"regtype",
+    b"text",
+    b"tid",
+    b"timestamptz",
+    b"timetz",
+    b"uuid",
+    b"xid",
+];
+
+/// Words that follow a keyword type (`double precision`, `character
+/// varying`, `timestamp with time zone`).
+const TYPE_TAIL: &[&[u8]] = &[
+    b"precision",
+    b"varying",
+    b"with",
+    b"without",
+    b"time",
+    b"zone",
+];
+
+/// Operators a catalog read may use: spellings of `pg_catalog`'s
+/// comparisons, arithmetic, concatenation, pattern and array operators.
+const OPERATORS: &[&[u8]] = &[
+    b"=", b"<>", b"!=", b"<", b">", b"<=", b">=", b"+", b"-", b"*", b"/", b"%", b"||", b"~", b"~*",
+    b"!~", b"!~*", b"~~", b"!~~", b"~~*", b"!~~*", b"@>", b"<@", b"&&", b"&", b"|",
+];
+
+/// Words that lock, write, create or read a relation outside a `FROM`:
+/// refused anywhere.
+const FORBIDDEN: &[&[u8]] = &[
+    b"copy",
+    b"delete",
+    b"for",
+    b"insert",
+    b"into",
+    b"lock",
+    b"merge",
+    b"table",
+    b"tablesample",
+    b"update",
+];
+
+/// Words after which `(` opens syntax, not a call of a function of that
+/// name (`ANY(..)`, `COALESCE(..)`, `IN (..)`, `OVER (..)`). Unquoted, each
+/// is a keyword Postgres's grammar reads itself; the ones that compute
+/// (`SUBSTRING`, `EXTRACT`, `TRIM`, ..) call `pg_catalog`'s functions.
+const SYNTAX_PAREN: &[&[u8]] = &[
+    b"all",
+    b"and",
+    b"any",
+    b"array",
+    b"as",
+    b"between",
+    b"by",
+    b"case",
+    b"cast",
+    b"coalesce",
+    b"distinct",
+    b"else",
+    b"except",
+    b"exists",
+    b"filter",
+    b"greatest",
+    b"group",
+    b"having",
+    b"ilike",
+    b"in",
+    b"intersect",
+    b"is",
+    b"least",
+    b"like",
+    b"limit",
+    b"not",
+    b"nullif",
+    b"offset",
+    b"on",
+    b"or",
+    b"over",
+    b"row",
+    b"select",
+    b"some",
+    b"then",
+    b"union",
+    b"using",
+    b"values",
+    b"when",
+    b"where",
+];
+
+/// Words whose parentheses hold arguments separated by `FROM`, `FOR` or
+/// `PLACING` (`SUBSTRING(x FROM 1 FOR 2)`): syntax that calls
+/// `pg_catalog`'s function of that name.
+const ARGS_FROM: &[&[u8]] = &[b"extract", b"overlay", b"position", b"substring", b"trim"];
+
+/// Words that may follow a FROM item (unquoted): any other word there is
+/// its alias.
+const AFTER_ITEM: &[&[u8]] = &[
+    b"as",
+    b"cross",
+    b"except",
+    b"fetch",
+    b"for",
+    b"full",
+    b"group",
+    b"having",
+    b"inner",
+    b"intersect",
+    b"join",
+    b"left",
+    b"limit",
+    b"natural",
+    b"offset",
+    b"on",
+    b"order",
+    b"outer",
+    b"right",
+    b"tablesample",
+    b"union",
+    b"using",
+    b"where",
+    b"window",
+    b"with",
+];
+
+/// Words a string literal may follow that are not a type name (`THEN
+/// 'x'`, `LIKE 'pg_%'`): after any other word, `word 'x'` is a typed
+/// literal and the word must be a built-in type.
+const BEFORE_LITERAL: &[&[u8]] = &[
+    b"all",
+    b"and",
+    b"any",
+    b"as",
+    b"between",
+    b"both",
+    b"by",
+    b"case",
+    b"distinct",
+    b"else",
+    b"escape",
+    b"leading",
+    b"trailing",
+    b"ilike",
+    b"in",
+    b"is",
+    b"like",
+    b"limit",
+    b"not",
+    b"offset",
+    b"on",
+    b"or",
+    b"select",
+    b"similar",
+    b"then",
+    b"to",
+    b"when",
+    b"where",
+];
+
+/// Words that end a `FROM` list at their depth.
+const FROM_ENDS: &[&[u8]] = &[
+    b"except",
+    b"fetch",
+    b"group",
+    b"having",
+    b"intersect",
+    b"limit",
+    b"offset",
+    b"order",
+    b"select",
+    b"union",
+    b"where",
+    b"window",
+];
+
+/// Nesting deeper than this is not followed: refused.
+const MAX_DEPTH: usize = 32;
+
+/// One level of parentheses or brackets.
+#[derive(Default, Clone, Copy)]
+struct Frame {
+    /// A `[` (array subscript or constructor), not a `(`.
+    bracket: bool,
+    /// Inside a `FROM` list at this depth: a comma starts the next item.
+    in_from: bool,
+    /// The parentheses of `CAST(..)`: an `AS` here is followed by a type.
+    cast: bool,
+    /// The parentheses of `SUBSTRING`, `TRIM`, `EXTRACT`, `OVERLAY` or
+    /// `POSITION`: `FROM`, `FOR` and `PLACING` here separate arguments.
+    args_from: bool,
+    /// The arguments of a function read in a FROM: an alias may follow.
+    call_in_from: bool,
+    /// The parentheses stand where a `FROM` item does: a subquery, or a
+    /// parenthesized join whose first item comes first.
+    item: bool,
+    /// The body of a `WITH` query (its name, and whether the list is
+    /// `RECURSIVE`): once it closes, the list goes on or the statement does.
+    cte: Option<(Tok, bool)>,
+}
+
+/// Whether `sql` (one statement, starting with `SELECT` or `WITH`) is a
+/// catalog read (see the module's documentation); `None` if it is not.
+pub fn catalog_read(sql: &[u8], std_strings: bool) -> Option<CatalogRead> {
+    let mut w = Walk {
+        sql,
+        lx: Lexer::new(sql, std_strings),
+        frames: [Frame::default(); MAX_DEPTH],
+        depth: 0,
+        ctes: Vec::new(),
+        by_name: false,
+    };
+    w.run().then_some(CatalogRead { by_name: w.by_name })
+}
+
+struct Walk<'a> {
+    sql: &'a [u8],
+    lx: Lexer<'a>,
+    /// The open parentheses and brackets: `frames[..=depth]` (on the stack:
+    /// every SELECT a client sends comes here first).
+    frames: [Frame; MAX_DEPTH],
+    depth: usize,
+    /// `WITH` query names in scope, each with the depth whose frame holds it.
+    ctes: Vec<(Tok, usize)>,
+    by_name: bool,
+}
+
+impl Walk<'_> {
+    fn frame(&mut self) -> &mut Frame {
+        &mut self.frames[self.depth]
+    }
+
+    fn top(&self) -> &Frame {
+        &self.frames[self.depth]
+    }
+
+    fn push(&mut self, f: Frame) -> bool {
+        if self.depth + 1 >= MAX_DEPTH {
+            return false;
+        }
+        self.depth += 1;
+        self.frames[self.depth] = f;
+        true
+    }
+
+    fn run(&mut self) -> bool {
+        let Some(first) = self.lx.next_sig() else {
+            return false;
+        };
+        // At the start of a frame (a `WITH` may come), and at a FROM item.
+        let (mut start, mut item) = (false, false);
+        if is_kw(self.sql, &first, b"WITH") {
+            if !self.with_query() {
+                return false;
+            }
+            start = true;
+        } else if !is_kw(self.sql, &first, b"SELECT") {
+            return false;
+        }
+        // What the next word may be: an alias (after `AS`, or right after
+        // a FROM item), or the `FROM` of `IS [NOT] DISTINCT FROM`.
+        let mut after = After::Any;
+        while let Some(t) = self.lx.next_sig() {
+            if start {
+                start = false;
+                if is_kw(self.sql, &t, b"WITH") {
+                    if !self.with_query() {
+                        return false;
+                    }
+                    start = true;
+                    continue;
+                }
+                if self.top().item && !is_any_kw(self.sql, &t, &[b"SELECT", b"VALUES"]) {
+                    // A parenthesized join: its first item comes first.
+                    self.frame().in_from = true;
+                    item = true;
+                }
+            }
+            let was = std::mem::replace(&mut after, After::Any);
+            if std::mem::take(&mut item) {
+                match self.item_at(t) {
+                    Some(Next::Item) => item = true,
+                    Some(Next::Open(f)) => {
+                        if !self.push(f) {
+                            return false;
+                        }
+                        start = f.item;
+                    }
+                    Some(Next::Go) => after = After::Item,
+                    None => return false,
+                }
+                continue;
+            }
+            match t.k {
+                K::LParen => {
+                    if !self.push(Frame::default()) {
+                        return false;
+                    }
+                    start = true;
+                }
+                K::LBrack => {
+                    if !self.push(Frame {
+                        bracket: true,
+                        ..Frame::default()
+                    }) {
+                        return false;
+                    }
+                }
+                K::RParen | K::RBrack => {
+                    if self.depth == 0 || self.top().bracket != (t.k == K::RBrack) {
+                        return false;
+                    }
+                    let f = self.frames[self.depth];
+                    self.ctes.retain(|c| c.1 < self.depth);
+                    self.depth -= 1;
+                    if f.call_in_from {
+                        after = After::Item;
+                    }
+                    if let Some((name, recursive)) = f.cte {
+                        match self.cte_done(name, recursive) {
+                            Some(next_body) => start = next_body,
+                            None => return false,
+                        }
+                    }
+                }
+                K::Comma => {
+                    let f = self.frame();
+                    if f.in_from && !f.bracket {
+                        item = true;
+                    }
+                }
+                K::Dot => {
+                    // A field of a parenthesized value: `(t).name`.
+                    match self.lx.next_sig() {
+                        Some(n) if matches!(n.k, K::Ident | K::QIdent) => {
+                            if self.lx.peek_sig().is_some_and(|p| p.k == K::LParen) {
+                                return false;
+                            }
+                        }
+                        Some(n) if n.k == K::Op && text(self.sql, &n) == b"*" => {}
+                        _ => return false,
+                    }
+                }
+                K::Cast => {
+                    if !self.type_name() {
+                        return false;
+                    }
+                }
+                K::Op => {
+                    if !OPERATORS.contains(&text(self.sql, &t)) {
+                        return false;
+                    }
+                }
+                K::Str { .. } | K::Dollar | K::Int | K::Num | K::Param(_) | K::Colon => {}
+                K::Lit => {
+                    // `U&"..."` is an identifier: a name spelled with escapes.
+                    let s = text(self.sql, &t);
+                    if s.len() > 2 && s[..2].eq_ignore_ascii_case(b"u&") && s[2] == b'"' {
+                        return false;
+                    }
+                }
+                K::Ident | K::QIdent => match self.word(t, was) {
+                    Some(Next::Item) => item = true,
+                    Some(Next::Go) => {
+                        after = if is_kw(self.sql, &t, b"AS") && !self.top().cast {
+                            After::As
+                        } else if is_kw(self.sql, &t, b"ORDINALITY") {
+                            // `WITH ORDINALITY cols(a, b)`: an alias comes.
+                            After::Item
+                        } else if is_any_kw(self.sql, &t, &[b"IS", b"NOT"])
+                            && (was == After::Is || is_kw(self.sql, &t, b"IS"))
+                        {
+                            After::Is
+                        } else if was == After::Is && is_kw(self.sql, &t, b"DISTINCT") {
+                            After::Distinct
+                        } else {
+                            After::Any
+                        };
+                    }
+                    Some(Next::Open(f)) => {
+                        if !self.push(f) {
+                            return false;
+                        }
+                        start = true;
+                    }
+                    None => return false,
+                },
+                K::Semi | K::Comment | K::Other => return false,
+            }
+        }
+        self.depth == 0 && !item && !start
+    }
+
+    /// A word outside a FROM item: a keyword, a column, a function's name,
+    /// an alias. `after` tells what came just before.
+    fn word(&mut self, t: Tok, after: After) -> Option<Next> {
+        let sql = self.sql;
+        let chain = self.chain(t)?;
+        let next = self.lx.peek_sig();
+        let paren = next.is_some_and(|n| n.k == K::LParen);
+        let literal = next.is_some_and(|n| matches!(n.k, K::Str { .. } | K::Dollar | K::Lit));
+        let keyword = chain.len == 1 && t.k == K::Ident;
+        let w = text(sql, &t);
+        let is = |list: &[&[u8]]| keyword && list.iter().any(|k| w.eq_ignore_ascii_case(k));
+        let alias = match after {
+            After::As => true,
+            // Right after a FROM item, a word that is not a keyword of
+            // what may follow one: `generate_series(1, 32) pos(n)`.
+            After::Item => !is(AFTER_ITEM),
+            _ => false,
+        };
+        if is(FORBIDDEN) && !(self.top().args_from && is(&[b"for"])) {
+            // (Refused as an alias too: `FROM pg_class update` is one, and
+            // refusing it costs nothing.)
+            return None;
+        }
+        if alias {
+            // An alias (`AS x`, `x(a, b)`): a `(` after it lists column
+            // names, walked as any parentheses are.
+            return (chain.len == 1 && !chain.star).then_some(Next::Go);
+        }
+        if keyword {
+            if self.top().args_from && is(&[b"from", b"for", b"placing"]) {
+                // `SUBSTRING(x FROM 1 FOR 2)`, `TRIM(BOTH ' ' FROM x)`.
+                return Some(Next::Go);
+            }
+            if is(&[b"from"]) && after == After::Distinct {
+                // `IS [NOT] DISTINCT FROM`: a comparison.
+                return Some(Next::Go);
+            }
+            if is(&[b"operator"]) {
+                return self.operator().then_some(Next::Go);
+            }
+            if is(&[b"from", b"join"]) {
+                self.frame().in_from = true;
+                return Some(Next::Item);
+            }
+            if is(FROM_ENDS) {
+                self.frame().in_from = false;
+            }
+            if is(&[b"as"]) && self.top().cast {
+                return self.type_name().then_some(Next::Go);
+            }
+            if paren {
+                if is(&[b"cast"]) {
+                    self.lx.next_sig();
+                    return Some(Next::Open(Frame {
+                        cast: true,
+                        ..Frame::default()
+                    }));
+                }
+                if is(ARGS_FROM) {
+                    self.lx.next_sig();
+                    return Some(Next::Open(Frame {
+                        args_from: true,
+                        ..Frame::default()
+                    }));
+                }
+                if is(SYNTAX_PAREN) {
+                    return Some(Next::Go);
+                }
+                return self.function(&chain).then_some(Next::Go);
+            }
+            if literal && !is(BEFORE_LITERAL) {
+                // `text 'x'`: a literal of that type.
+                return self.known_type(&chain).then_some(Next::Go);
+            }
+            return Some(Next::Go);
+        }
+        if paren {
+            return self.function(&chain).then_some(Next::Go);
+        }
+        if literal {
+            return self.known_type(&chain).then_some(Next::Go);
+        }
+        Some(Next::Go)
+    }
+
+    /// After `OPERATOR`: `(op)` or `(pg_catalog.op)`, `op` one of
+    /// [`OPERATORS`] (psql's `OPERATOR(pg_catalog.~)`).
+    fn operator(&mut self) -> bool {
+        if !self.lx.next_sig().is_some_and(|n| n.k == K::LParen) {
+            return false;
+        }
+        let mut op = self.lx.next_sig();
+        if op.is_some_and(|n| ident_eq(self.sql, &n, b"pg_catalog")) {
+            if !self.lx.next_sig().is_some_and(|n| n.k == K::Dot) {
+                return false;
+            }
+            op = self.lx.next_sig();
+        }
+        op.is_some_and(|n| n.k == K::Op && OPERATORS.contains(&text(self.sql, &n)))
+            && self.lx.next_sig().is_some_and(|n| n.k == K::RParen)
+    }
+
+    /// A FROM item at `t`.
+    fn item_at(&mut self, t: Tok) -> Option<Next> {
+        match t.k {
+            K::LParen => Some(Next::Open(Frame {
+                item: true,
+                ..Frame::default()
+            })),
+            K::Ident if is_any_kw(self.sql, &t, &[b"LATERAL", b"ONLY"]) => Some(Next::Item),
+            K::Ident | K::QIdent => {
+                let chain = self.chain(t)?;
+                if chain.star {
+                    return None;
+                }
+                if self.lx.peek_sig().is_some_and(|n| n.k == K::LParen) {
+                    if !self.function(&chain) {
+                        return None;
+                    }
+                    self.lx.next_sig();
+                    return Some(Next::Open(Frame {
+                        call_in_from: true,
+                        ..Frame::default()
+                    }));
+                }
+                self.relation(&chain).then_some(Next::Go)
+            }
+            _ => None,
+        }
+    }
+
+    /// A dotted name starting at `first` (the cursor after it): up to three
+    /// parts, or a `.*` after the last.
+    fn chain(&mut self, first: Tok) -> Option<Chain> {
+        let mut c = Chain {
+            parts: [first; 3],
+            len: 1,
+            star: false,
+        };
+        while self.lx.peek_sig().is_some_and(|n| n.k == K::Dot) {
+            self.lx.next_sig();
+            let n = self.lx.next_sig()?;
+            if n.k == K::Op && text(self.sql, &n) == b"*" {
+                c.star = true;
+                return Some(c);
+            }
+            if !matches!(n.k, K::Ident | K::QIdent) || c.len == 3 {
+                return None;
+            }
+            c.parts[c.len] = n;
+            c.len += 1;
+        }
+        Some(c)
+    }
+
+    /// A relation read in a FROM: a catalog, an `information_schema` view, or
+    /// a `WITH` query in scope.
+    fn relation(&mut self, c: &Chain) -> bool {
+        let sql = self.sql;
+        match c.len {
+            1 => {
+                let name = c.parts[0];
+                if self.ctes.iter().any(|(n, _)| same_name(sql, n, &name)) {
+                    return true;
+                }
+                let known = RELATIONS.iter().any(|r| ident_eq(sql, &name, r));
+                self.by_name |= known;
+                known
+            }
+            2 => {
+                let (schema, name) = (c.parts[0], c.parts[1]);
+                (ident_eq(sql, &schema, b"pg_catalog")
+                    && RELATIONS.iter().any(|r| ident_eq(sql, &name, r)))
+                    || ident_eq(sql, &schema, b"information_schema")
+            }
+            _ => false,
+        }
+    }
+
+    /// A function called by name `c`.
+    fn function(&mut self, c: &Chain) -> bool {
+        let sql = self.sql;
+        if c.star {
+            return false;
+        }
+        match c.len {
+            1 => {
+                let known = FUNCTIONS.iter().any(|f| ident_eq(sql, &c.parts[0], f));
+                self.by_name |= known;
+                known
+            }
+            2 => {
+                let (schema, name) = (c.parts[0], c.parts[1]);
+                (ident_eq(sql, &schema, b"pg_catalog")
+                    && FUNCTIONS.iter().any(|f| ident_eq(sql, &name, f)))
+                    || (ident_eq(sql, &schema, b"information_schema")
+                        && INFO_SCHEMA_FUNCTIONS
+                            .iter()
+                            .any(|f| ident_eq(sql, &name, f)))
+            }
+            _ => false,
+        }
+    }
+
+    /// A type named by `c` (a typed literal's): built in.
+    fn known_type(&mut self, c: &Chain) -> bool {
+        let sql = self.sql;
+        if c.star {
+            return false;
+        }
+        match c.len {
+            1 => {
+                let t = c.parts[0];
+                if t.k == K::Ident && is_any_kw(sql, &t, KEYWORD_TYPES) {
+                    return true;
+                }
+                let known = TYPES.iter().any(|n| ident_eq(sql, &t, n));
+                self.by_name |= known;
+                known
+            }
+            2 => {
+                let (schema, name) = (c.parts[0], c.parts[1]);
+                (ident_eq(sql, &schema, b"pg_catalog")
+                    && (TYPES
+                        .iter()
+                        .chain(KEYWORD_TYPES)
+                        .any(|n| ident_eq(sql, &name, n))))
+                    || ident_eq(sql, &schema, b"information_schema")
+            }
+            _ => false,
+        }
+    }
+
+    /// The type after `::` or a CAST's `AS`: a built-in name, the words of
+    /// a keyword type, a modifier list of numbers, and `[]`s.
+    fn type_name(&mut self) -> bool {
+        let Some(t) = self.lx.next_sig() else {
+            return false;
+        };
+        if !matches!(t.k, K::Ident | K::QIdent) {
+            return false;
+        }
+        let Some(c) = self.chain(t) else {
+            return false;
+        };
+        if !self.known_type(&c) {
+            return false;
+        }
+        while self
+            .lx
+            .peek_sig()
+            .is_some_and(|n| is_any_kw(self.sql, &n, TYPE_TAIL))
+        {
+            self.lx.next_sig();
+        }
+        if self.lx.peek_sig().is_some_and(|n| n.k == K::LParen) {
+            self.lx.next_sig();
+            loop {
+                match self.lx.next_sig().map(|n| n.k) {
+                    Some(K::Int | K::Comma) => {}
+                    Some(K::RParen) => break,
+                    _ => return false,
+                }
+            }
+        }
+        while self.lx.peek_sig().is_some_and(|n| n.k == K::LBrack) {
+            self.lx.next_sig();
+            if self.lx.peek_sig().is_some_and(|n| n.k == K::Int) {
+                self.lx.next_sig();
+            }
+            if !self.lx.next_sig().is_some_and(|n| n.k == K::RBrack) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// After `WITH`: `[RECURSIVE]`, then the first query's name, columns
+    /// and `AS [[NOT] MATERIALIZED] (`, leaving the walk in its body.
+    fn with_query(&mut self) -> bool {
+        let recursive = self
+            .lx
+            .peek_sig()
+            .is_some_and(|n| is_kw(self.sql, &n, b"RECURSIVE"));
+        if recursive {
+            self.lx.next_sig();
+        }
+        self.cte_header(recursive)
+    }
+
+    /// One `WITH` query's header, up to the `(` of its body.
+    fn cte_header(&mut self, recursive: bool) -> bool {
+        let sql = self.sql;
+        let Some(name) = self.lx.next_sig() else {
+            return false;
+        };
+        if !matches!(name.k, K::Ident | K::QIdent) {
+            return false;
+        }
+        if self.lx.peek_sig().is_some_and(|n| n.k == K::LParen) {
+            self.lx.next_sig();
+            loop {
+                match self.lx.next_sig() {
+                    Some(n) if matches!(n.k, K::Ident | K::QIdent | K::Comma) => {}
+                    Some(n) if n.k == K::RParen => break,
+                    _ => return false,
+                }
+            }
+        }
+        if !self.lx.next_sig().is_some_and(|n| is_kw(sql, &n, b"AS")) {
+            return false;
+        }
+        if self.lx.peek_sig().is_some_and(|n| is_kw(sql, &n, b"NOT")) {
+            self.lx.next_sig();
+        }
+        if self
+            .lx
+            .peek_sig()
+            .is_some_and(|n| is_kw(sql, &n, b"MATERIALIZED"))
+        {
+            self.lx.next_sig();
+        }
+        if !self.lx.next_sig().is_some_and(|n| n.k == K::LParen) {
+            return false;
+        }
+        // The list's names are the statement's from here on (its own body
+        // included, when RECURSIVE; a later query's name is not yet, so a
+        // reference to it reads as a relation, and is refused unless a
+        // catalog). The frame holding them is the one the WITH is in.
+        if recursive {
+            self.ctes.push((name, self.depth));
+        }
+        self.push(Frame {
+            cte: Some((name, recursive)),
+            ..Frame::default()
+        })
+    }
+
+    /// A `WITH` query's body closed: the next query of the list (`true`:
+    /// the walk is at the start of its body), or the statement.
+    fn cte_done(&mut self, name: Tok, recursive: bool) -> Option<bool> {
+        if !recursive {
+            self.ctes.push((name, self.depth));
+        }
+        match self.lx.peek_sig() {
+            Some(n) if n.k == K::Comma => {
+                self.lx.next_sig();
+                self.cte_header(recursive).then_some(true)
+            }
+            // SEARCH / CYCLE clauses are not followed.
+            Some(n) if is_any_kw(self.sql, &n, &[b"SEARCH", b"CYCLE"]) => None,
+            _ => Some(false),
+        }
+    }
+}
+
+/// What the walk expects after a token.
+enum Next {
+    /// Anything.
+    Go,
+    /// A FROM item.
+    Item,
+    /// The contents of the `(` just consumed, in this frame.
+    Open(Frame),
+}
+
+/// What came just before a word.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum After {
+    Any,
+    /// `AS` (not a CAST's): an alias.
+    As,
+    /// A FROM item (or `WITH ORDINALITY`): an alias may come.
+    Item,
+    /// `IS` or `IS NOT`.
+    Is,
+    /// `IS [NOT] DISTINCT`: its `FROM` compares.
+    Distinct,
+}
+
+/// A dotted name.
+struct Chain {
+    parts: [Tok; 3],
+    len: usize,
+    /// Ends in `.*`.
+    star: bool,
+}
+
+/// Whether two identifiers name the same thing (unquoted ones folded to
+/// lower case, quoted ones as written).
+fn same_name(sql: &[u8], a: &Tok, b: &Tok) -> bool {
+    fn folded(sql: &[u8], t: &Tok) -> Vec<u8> {
+        match t.k {
+            K::QIdent => body(sql, t).to_vec(),
+            _ => text(sql, t).to_ascii_lowercase(),
+        }
+    }
+    folded(sql, a) == folded(sql, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::statement::{analyze, Facts, Kind};
+
+    /// The statements in `testdata/catalog_reads.txt`: each follows a
+    /// `-- source:` line and ends at a line `-- end`.
+    fn corpus() -> Vec<(String, String)> {
+        let text = include_str!("testdata/catalog_reads.txt");
+        let mut out = Vec::new();
+        let mut source = String::new();
+        let mut body: Option<String> = None;
+        for line in text.split_inclusive('\n') {
+            if let Some(s) = line.strip_prefix("-- source: ") {
+                source = s.trim_end().to_string();
+                body = Some(String::new());
+            } else if line.trim_end() == "-- end" {
+                let mut b = body.take().unwrap_or_default();
+                if b.ends_with('\n') {
+                    b.pop();
+                }
+                out.push((source.clone(), b));
+            } else if let Some(b) = body.as_mut() {
+                b.push_str(line);
+            }
+        }
+        out
+    }
+
+    fn kind(sql: &str) -> Kind {
+        let mut f = Facts::default();
+        analyze(sql.as_bytes(), b"tenant_id", true, &mut f);
+        f.first
+    }
+
+    #[test]
+    fn reads_of_the_catalog_alone_are_catalog_reads() {
+        for sql in [
+            "SELECT 1",
+            "select $1::int8[]",
+            "SELECT t.oid FROM pg_catalog.pg_type AS t WHERE t.typname = $1",
+            "SELECT * FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace",
+            "SELECT * FROM \"pg_class\"",
+            "SELECT * FROM information_schema.columns WHERE table_name = 'orders'",
+            "WITH RECURSIVE r(oid) AS (SELECT oid FROM pg_type UNION ALL \
+             SELECT t.typelem FROM pg_type t, r WHERE t.oid = r.oid) SELECT * FROM r",
+            "WITH a AS (SELECT 1 AS x), b AS (SELECT * FROM a) SELECT * FROM b",
+            "SELECT * FROM pg_class c WHERE c.relname OPERATOR(pg_catalog.~) '^(x)$' \
+             COLLATE pg_catalog.default",
+            "SELECT substring(relname FROM 1 FOR 3), trim(both ' ' from relname) FROM pg_class",
+            "SELECT a.n FROM pg_catalog.generate_series(1, 3) a(n)",
+            "SELECT x FROM unnest(ARRAY[1,2]) WITH ORDINALITY u(x, i)",
+            "SELECT CAST(oid AS pg_catalog.text), oid::regclass::text FROM pg_class",
+            "SELECT setting FROM pg_settings WHERE name = 'max_index_keys' \
+             AND setting IS NOT DISTINCT FROM boot_val",
+        ] {
+            assert_eq!(kind(sql), Kind::Catalog, "{sql}");
+        }
+    }
+
+    /// Forms that read (or may read, or change) a tenant's rows, or run the
+    /// application's code, wherever they hide in the statement.
+    #[test]
+    fn anything_else_is_not_a_catalog_read() {
+        for sql in [
+            "SELECT * FROM orders",
+            "SELECT * FROM pg_class, orders",
+            "SELECT * FROM pg_class c JOIN orders o ON true",
+            "SELECT * FROM pg_class c JOIN pg_type t ON t.oid = ANY(ARRAY[1,2]), orders",
+            "SELECT * FROM pg_class c LEFT JOIN pg_type t USING (oid) CROSS JOIN orders",
+            "SELECT * FROM (pg_class c JOIN orders o ON true)",
+            "SELECT * FROM ((orders))",
+            "SELECT * FROM pg_class, LATERAL (SELECT * FROM orders) o",
+            "SELECT (SELECT count(*) FROM orders)",
+            "SELECT * FROM pg_class WHERE oid IN (SELECT x FROM orders)",
+            "SELECT * FROM pg_class WHERE relname IS DISTINCT FROM (SELECT n FROM orders)",
+            "SELECT substring(relname FROM (SELECT n FROM orders)) FROM pg_class",
+            "SELECT * FROM pg_class UNION SELECT * FROM orders",
+            "SELECT * FROM pg_class AS a, orders",
+            "SELECT * FROM pg_class where_, orders",
+            "SELECT * FROM generate_series(1, 2) g(i), orders",
+            "SELECT * FROM unnest(ARRAY[1]) WITH ORDINALITY u(x, i), orders",
+            "SELECT * FROM pg_class c(query_to_xml('select 1', true, false, ''))",
+            // A later WITH query's name, before it is defined, is a table.
+            "WITH a AS (SELECT * FROM b), b AS (SELECT 1) SELECT * FROM a",
+            // A WITH query's name outside its scope is a table.
+            "SELECT * FROM (WITH s AS (SELECT 1) SELECT * FROM s) x, s",
+            "WITH x AS (DELETE FROM orders RETURNING *) SELECT * FROM x",
+            "WITH x AS (SELECT 1) INSERT INTO orders SELECT * FROM x",
+            "SELECT * INTO t FROM pg_class",
+            "SELECT * FROM pg_class FOR UPDATE",
+            "SELECT * FROM pg_class update",
+            "SELECT * FROM pg_class WHERE oid IN (TABLE orders)",
+            "SELECT * FROM ROWS FROM (generate_series(1, 2))",
+            "SELECT * FROM public.pg_class",
+            "SELECT * FROM pg_temp.pg_class",
+            "SELECT * FROM app.pg_catalog.pg_class",
+            "SELECT * FROM \"PG_CLASS\"",
+            "SELECT * FROM information_schema.tables, orders",
+            // Catalogs that hold rows, other sessions' text, a sequence's value.
+            "SELECT * FROM pg_stats",
+            "SELECT * FROM pg_catalog.pg_statistic",
+            "SELECT * FROM pg_stat_activity",
+            "SELECT * FROM pg_prepared_statements",
+            "SELECT * FROM pg_largeobject",
+            "SELECT * FROM pg_sequences",
+            // Functions that read rows, change state or take locks.
+            "SELECT query_to_xml('select * from orders', true, false, '')",
+            "SELECT pg_catalog.table_to_xml('orders', true, false, '')",
+            "SELECT U&\"quer\\0079_to_xml\"('select 1', true, false, '')",
+            "SELECT nextval('s')",
+            "SELECT pg_advisory_lock(1) FROM pg_class",
+            "SELECT set_config('a.b', 'c', false) FROM pg_class",
+            "SELECT public.format_type(1, 2)",
+            "SELECT my_function() FROM pg_class",
+            // Types of the application's (a domain's CHECK runs its code).
+            "SELECT 'x'::my_domain",
+            "SELECT my_domain 'x'",
+            "SELECT CAST('x' AS my_domain)",
+            "SELECT 'x'::public.text",
+            // Operators of the application's.
+            "SELECT 1 OPERATOR(public.===) 2",
+            "SELECT oid ### 1 FROM pg_class",
+            "SELECT oid -> 1 FROM pg_class",
+        ] {
+            assert_ne!(kind(sql), Kind::Catalog, "{sql}");
+        }
+        let deep = format!("SELECT {}1{}", "(".repeat(40), ")".repeat(40));
+        assert_ne!(kind(&deep), Kind::Catalog);
+    }
+
+    #[test]
+    fn names_found_through_search_path_are_told() {
+        let read = |sql: &str| super::catalog_read(sql.as_bytes(), true).map(|c| c.by_name);
+        assert_eq!(read("SELECT 1"), Some(false));
+        assert_eq!(read("SELECT * FROM pg_catalog.pg_type"), Some(false));
+        assert_eq!(
+            read("SELECT pg_catalog.format_type(t.oid, NULL)::pg_catalog.text FROM pg_catalog.pg_type t"),
+            Some(false)
+        );
+        assert_eq!(read("WITH a AS (SELECT 1) SELECT * FROM a"), Some(false));
+        assert_eq!(read("SELECT * FROM pg_type"), Some(true));
+        assert_eq!(read("SELECT format_type(1, NULL)"), Some(true));
+        assert_eq!(read("SELECT 'x'::text"), Some(true));
+        assert_eq!(read("SELECT 'x'::varchar(3)"), Some(false));
+    }
+
+    #[test]
+    fn drivers_catalog_reads_are_tenant_free() {
+        let mut f = Facts::default();
+        let mut bad = Vec::new();
+        let all = corpus();
+        for (source, sql) in &all {
+            analyze(sql.as_bytes(), b"tenant_id", true, &mut f);
+            if !f.tenant_free {
+                bad.push(format!("{source}\n{sql}\n"));
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "{} of {} not tenant-free:\n{}",
+            bad.len(),
+            all.len(),
+            bad.join("\n")
+        );
+    }
+}
