@@ -47,6 +47,12 @@ fn bench_scanner(c: &mut Criterion) {
     c.bench_function("analyze/unrouted", |b| {
         b.iter(|| analyze(black_box(short), b"", true, &mut f))
     });
+    // A driver's catalog read (asyncpg's type lookup, PgJDBC's), walked
+    // token by token at every depth to be taken as tenant-free.
+    let catalog = b"SELECT t.oid, t.typelem AS elemtype, t.typtype AS kind FROM pg_catalog.pg_type AS t INNER JOIN pg_catalog.pg_namespace ns ON (ns.oid = t.typnamespace) WHERE t.typname = $1 AND ns.nspname = $2";
+    c.bench_function("analyze/catalog_read", |b| {
+        b.iter(|| analyze(black_box(catalog), KEY, true, &mut f))
+    });
     // What `pgbench -S` sends, on a database without routing.
     let pgbench = b"SELECT abalance FROM pgbench_accounts WHERE aid = 4242;";
     c.bench_function("analyze/pgbench_select_unrouted", |b| {

@@ -7415,8 +7415,9 @@ fn a_catalog_read_never_reads_a_table_that_shadows_the_catalog() {
         );
     }
     let read = "SELECT t::text FROM pg_type t WHERE t.typname = 'int4'";
-    // (`text` too is a name `search_path` finds.)
-    let qualified = "SELECT t::pg_catalog.text FROM pg_catalog.pg_type t WHERE t.typname = 'int4'";
+    // (`text` and `=` too are names `search_path` finds.)
+    let qualified = "SELECT t::pg_catalog.text FROM pg_catalog.pg_type t \
+                     WHERE t.typname OPERATOR(pg_catalog.=) 'int4'";
     let catalog_row = |rows: &[String]| rows.len() == 1 && !rows[0].contains("data of");
     let mut c = f.raw("app", &[]);
     let (errs, rows) = q(&mut c, read);
@@ -7506,6 +7507,24 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
             .sync()
             .run_until(b'Z');
         assert_eq!(error_codes(&msgs), ["42P17"], "{sql}");
+        // A Bind runs the type's input with no Execute after it (probe CR
+        // F3: the CHECK ran on the first shard).
+        let msgs = c
+            .parse_typed("", sql, &[oid])
+            .bind("", &["int4"])
+            .sync()
+            .run_until(b'Z');
+        assert_eq!(error_codes(&msgs), ["42P17"], "{sql}: no Execute");
+    }
+    // A function called as a field (`(x).f` is `f(x)`, probe CR F1), and
+    // keywords Postgres also takes for a type's name (F2).
+    for sql in [
+        "SELECT ('SELECT note_ran(name)::text FROM accounts').ts_stat",
+        "SELECT ('x'::text).note_ran FROM pg_catalog.pg_class LIMIT 1",
+        "SELECT c.relname::text.note_ran FROM pg_catalog.pg_class c LIMIT 1",
+    ] {
+        let (errs, rows) = q(&mut c, sql);
+        assert_eq!((errs, rows), (vec!["42P17".to_string()], vec![]), "{sql}");
     }
     assert_eq!(f.counts("ran"), [0, 0], "the domain's CHECK ran");
 }

@@ -341,7 +341,8 @@ async fn scan_finds_literals_and_bind_parameters() {
     for t in [1i64, 2, 3, 42] {
         let row = c
             .query_one(
-                "SELECT current_setting('port') WHERE $1::int8 = $1 AND 'tenant_id' <> '' AND true",
+                "SELECT current_setting('port') FROM accounts \
+                 WHERE $1::int8 = $1 AND 'tenant_id' <> '' AND true LIMIT 1",
                 &[&t],
             )
             .await;

@@ -30,7 +30,7 @@
 //! and the routing decision takes it as tenant-free only while the session's
 //! types and `search_path` are trusted (`SessionView::types_untrusted`).
 
-use super::lexer::{body, ident_eq, is_any_kw, is_kw, text, Lexer, Tok, K};
+use super::lexer::{body, contains_ci, ident_eq, is_any_kw, is_kw, text, Lexer, Tok, K};
 
 /// A statement [`catalog_read`] accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,9 +343,11 @@ const FORBIDDEN: &[&[u8]] = &[
 ];
 
 /// Words after which `(` opens syntax, not a call of a function of that
-/// name (`ANY(..)`, `COALESCE(..)`, `IN (..)`, `OVER (..)`). Unquoted, each
-/// is a keyword Postgres's grammar reads itself; the ones that compute
-/// (`SUBSTRING`, `EXTRACT`, `TRIM`, ..) call `pg_catalog`'s functions.
+/// name (`ANY(..)`, `COALESCE(..)`, `IN (..)`). Each is a keyword Postgres's
+/// grammar never takes for a function's name when unquoted (reserved, or a
+/// column-name keyword). `OVER`, `FILTER` and `BY` may name functions: they
+/// are syntax only where the grammar puts them (see [`Walk::word`]); `IS`,
+/// `LIKE` and `ILIKE` may too, and a `(` after them is read as a call.
 const SYNTAX_PAREN: &[&[u8]] = &[
     b"all",
     b"and",
@@ -353,31 +355,24 @@ const SYNTAX_PAREN: &[&[u8]] = &[
     b"array",
     b"as",
     b"between",
-    b"by",
     b"case",
-    b"cast",
     b"coalesce",
     b"distinct",
     b"else",
     b"except",
     b"exists",
-    b"filter",
     b"greatest",
     b"group",
     b"having",
-    b"ilike",
     b"in",
     b"intersect",
-    b"is",
     b"least",
-    b"like",
     b"limit",
     b"not",
     b"nullif",
     b"offset",
     b"on",
     b"or",
-    b"over",
     b"row",
     b"select",
     b"some",
@@ -424,38 +419,61 @@ const AFTER_ITEM: &[&[u8]] = &[
     b"with",
 ];
 
-/// Words a string literal may follow that are not a type name (`THEN
-/// 'x'`, `LIKE 'pg_%'`): after any other word, `word 'x'` is a typed
-/// literal and the word must be a built-in type.
-const BEFORE_LITERAL: &[&[u8]] = &[
+/// Reserved words a string literal may follow (`THEN 'x'`, `SELECT 'x'`):
+/// never a type's name. After any other word, `word 'x'` is a literal of
+/// type `word` (whose input, or a domain's `CHECK`, may run code), so the
+/// word must be a built-in type, or one of [`OPERATOR_WORDS`] after an
+/// operand, or `BY` after `ORDER`, `GROUP` or `PARTITION`.
+const RESERVED_BEFORE_LITERAL: &[&[u8]] = &[
     b"all",
     b"and",
     b"any",
     b"as",
     b"between",
     b"both",
-    b"by",
     b"case",
     b"distinct",
     b"else",
-    b"escape",
-    b"leading",
-    b"trailing",
-    b"ilike",
+    b"end",
+    b"having",
     b"in",
-    b"is",
-    b"like",
+    b"leading",
     b"limit",
     b"not",
     b"offset",
     b"on",
     b"or",
     b"select",
-    b"similar",
+    b"some",
     b"then",
     b"to",
+    b"trailing",
     b"when",
     b"where",
+];
+
+/// Words Postgres may also take for a type's or function's name that stand
+/// between two operands as operators: after an operand they are operators.
+const OPERATOR_WORDS: &[&[u8]] = &[b"escape", b"ilike", b"is", b"like", b"similar"];
+
+/// Words after which an expression starts (so the next word is not an
+/// operator): never an operand, though not reserved.
+const EXPRESSION_STARTS: &[&[u8]] = &[
+    b"by",
+    b"escape",
+    b"first",
+    b"following",
+    b"groups",
+    b"ilike",
+    b"is",
+    b"like",
+    b"next",
+    b"partition",
+    b"preceding",
+    b"range",
+    b"rows",
+    b"similar",
+    b"zone",
 ];
 
 /// Words that end a `FROM` list at their depth.
@@ -472,6 +490,770 @@ const FROM_ENDS: &[&[u8]] = &[
     b"union",
     b"where",
     b"window",
+];
+
+/// The columns of [`RELATIONS`] and of `information_schema`'s views (read
+/// off PostgreSQL 15), sorted: the names a catalog read may take after a
+/// dot (see [`Walk::word`]).
+const FIELD_NAMES: &[&[u8]] = &[
+    b"abbrev",
+    b"action_condition",
+    b"action_order",
+    b"action_orientation",
+    b"action_reference_new_row",
+    b"action_reference_new_table",
+    b"action_reference_old_row",
+    b"action_reference_old_table",
+    b"action_statement",
+    b"action_timing",
+    b"adbin",
+    b"admin_option",
+    b"adnum",
+    b"adrelid",
+    b"aggcombinefn",
+    b"aggdeserialfn",
+    b"aggfinalextra",
+    b"aggfinalfn",
+    b"aggfinalmodify",
+    b"aggfnoid",
+    b"agginitval",
+    b"aggkind",
+    b"aggmfinalextra",
+    b"aggmfinalfn",
+    b"aggmfinalmodify",
+    b"aggminitval",
+    b"aggminvtransfn",
+    b"aggmtransfn",
+    b"aggmtransspace",
+    b"aggmtranstype",
+    b"aggnumdirectargs",
+    b"aggserialfn",
+    b"aggsortop",
+    b"aggtransfn",
+    b"aggtransspace",
+    b"aggtranstype",
+    b"amhandler",
+    b"amname",
+    b"amopfamily",
+    b"amoplefttype",
+    b"amopmethod",
+    b"amopopr",
+    b"amoppurpose",
+    b"amoprighttype",
+    b"amopsortfamily",
+    b"amopstrategy",
+    b"amproc",
+    b"amprocfamily",
+    b"amproclefttype",
+    b"amprocnum",
+    b"amprocrighttype",
+    b"amtype",
+    b"as_locator",
+    b"attacl",
+    b"attalign",
+    b"attbyval",
+    b"attcacheoff",
+    b"attcollation",
+    b"attcompression",
+    b"attfdwoptions",
+    b"attgenerated",
+    b"atthasdef",
+    b"atthasmissing",
+    b"attidentity",
+    b"attinhcount",
+    b"attisdropped",
+    b"attislocal",
+    b"attlen",
+    b"attmissingval",
+    b"attname",
+    b"attndims",
+    b"attnotnull",
+    b"attnum",
+    b"attoptions",
+    b"attrelid",
+    b"attribute_default",
+    b"attribute_name",
+    b"attribute_udt_catalog",
+    b"attribute_udt_name",
+    b"attribute_udt_schema",
+    b"attstattarget",
+    b"attstorage",
+    b"atttypid",
+    b"atttypmod",
+    b"authorization_identifier",
+    b"boot_val",
+    b"castcontext",
+    b"castfunc",
+    b"castmethod",
+    b"castsource",
+    b"casttarget",
+    b"catalog_name",
+    b"category",
+    b"cfgname",
+    b"cfgnamespace",
+    b"cfgowner",
+    b"cfgparser",
+    b"character_maximum_length",
+    b"character_octet_length",
+    b"character_repertoire",
+    b"character_set_catalog",
+    b"character_set_name",
+    b"character_set_schema",
+    b"character_value",
+    b"check_clause",
+    b"check_option",
+    b"classid",
+    b"classoid",
+    b"cmd",
+    b"collation_catalog",
+    b"collation_name",
+    b"collation_schema",
+    b"collcollate",
+    b"collctype",
+    b"collection_type_identifier",
+    b"collencoding",
+    b"colliculocale",
+    b"collisdeterministic",
+    b"collname",
+    b"collnamespace",
+    b"collowner",
+    b"collprovider",
+    b"collversion",
+    b"column_default",
+    b"column_name",
+    b"comment",
+    b"comments",
+    b"commit_action",
+    b"conbin",
+    b"condefault",
+    b"condeferrable",
+    b"condeferred",
+    b"conexclop",
+    b"confdelsetcols",
+    b"confdeltype",
+    b"conffeqop",
+    b"confkey",
+    b"confmatchtype",
+    b"conforencoding",
+    b"confrelid",
+    b"confupdtype",
+    b"conindid",
+    b"coninhcount",
+    b"conislocal",
+    b"conkey",
+    b"conname",
+    b"connamespace",
+    b"connoinherit",
+    b"conowner",
+    b"conparentid",
+    b"conpfeqop",
+    b"conppeqop",
+    b"conproc",
+    b"conrelid",
+    b"constraint_catalog",
+    b"constraint_name",
+    b"constraint_schema",
+    b"constraint_type",
+    b"context",
+    b"contoencoding",
+    b"contype",
+    b"contypid",
+    b"convalidated",
+    b"created",
+    b"cycle_option",
+    b"data_type",
+    b"datacl",
+    b"datallowconn",
+    b"datcollate",
+    b"datcollversion",
+    b"datconnlimit",
+    b"datctype",
+    b"datdba",
+    b"datetime_precision",
+    b"datfrozenxid",
+    b"daticulocale",
+    b"datistemplate",
+    b"datlocprovider",
+    b"datminmxid",
+    b"datname",
+    b"dattablespace",
+    b"dbid",
+    b"defaclacl",
+    b"defaclnamespace",
+    b"defaclobjtype",
+    b"defaclrole",
+    b"default_character_set_catalog",
+    b"default_character_set_name",
+    b"default_character_set_schema",
+    b"default_collate_catalog",
+    b"default_collate_name",
+    b"default_collate_schema",
+    b"default_version",
+    b"definition",
+    b"delete_rule",
+    b"dependent_column",
+    b"deptype",
+    b"description",
+    b"dictinitoption",
+    b"dictname",
+    b"dictnamespace",
+    b"dictowner",
+    b"dicttemplate",
+    b"domain_catalog",
+    b"domain_default",
+    b"domain_name",
+    b"domain_schema",
+    b"dtd_identifier",
+    b"encoding",
+    b"enforced",
+    b"enumlabel",
+    b"enumsortorder",
+    b"enumtypid",
+    b"enumvals",
+    b"ev_action",
+    b"ev_class",
+    b"ev_enabled",
+    b"ev_qual",
+    b"ev_type",
+    b"event_manipulation",
+    b"event_object_catalog",
+    b"event_object_column",
+    b"event_object_schema",
+    b"event_object_table",
+    b"evtenabled",
+    b"evtevent",
+    b"evtfoid",
+    b"evtname",
+    b"evtowner",
+    b"evttags",
+    b"extcondition",
+    b"extconfig",
+    b"external_language",
+    b"external_name",
+    b"extname",
+    b"extnamespace",
+    b"extowner",
+    b"extra_desc",
+    b"extrelocatable",
+    b"extversion",
+    b"fdwacl",
+    b"fdwhandler",
+    b"fdwname",
+    b"fdwoptions",
+    b"fdwowner",
+    b"fdwvalidator",
+    b"feature_id",
+    b"feature_name",
+    b"foreign_data_wrapper_catalog",
+    b"foreign_data_wrapper_language",
+    b"foreign_data_wrapper_name",
+    b"foreign_server_catalog",
+    b"foreign_server_name",
+    b"foreign_server_type",
+    b"foreign_server_version",
+    b"foreign_table_catalog",
+    b"foreign_table_name",
+    b"foreign_table_schema",
+    b"form_of_use",
+    b"ftoptions",
+    b"ftrelid",
+    b"ftserver",
+    b"generation_expression",
+    b"grantee",
+    b"grantor",
+    b"grolist",
+    b"groname",
+    b"grosysid",
+    b"group_name",
+    b"hasindexes",
+    b"hasrules",
+    b"hastriggers",
+    b"identity_cycle",
+    b"identity_generation",
+    b"identity_increment",
+    b"identity_maximum",
+    b"identity_minimum",
+    b"identity_start",
+    b"implementation_info_id",
+    b"implementation_info_name",
+    b"increment",
+    b"indcheckxmin",
+    b"indclass",
+    b"indcollation",
+    b"indexdef",
+    b"indexname",
+    b"indexprs",
+    b"indexrelid",
+    b"indimmediate",
+    b"indisclustered",
+    b"indisexclusion",
+    b"indislive",
+    b"indisprimary",
+    b"indisready",
+    b"indisreplident",
+    b"indisunique",
+    b"indisvalid",
+    b"indkey",
+    b"indnatts",
+    b"indnkeyatts",
+    b"indnullsnotdistinct",
+    b"indoption",
+    b"indpred",
+    b"indrelid",
+    b"inhdetachpending",
+    b"inhparent",
+    b"inhrelid",
+    b"inhseqno",
+    b"initially_deferred",
+    b"initprivs",
+    b"installed",
+    b"installed_version",
+    b"integer_value",
+    b"interval_precision",
+    b"interval_type",
+    b"is_deferrable",
+    b"is_derived_reference_attribute",
+    b"is_deterministic",
+    b"is_dst",
+    b"is_final",
+    b"is_generated",
+    b"is_grantable",
+    b"is_identity",
+    b"is_implicitly_invocable",
+    b"is_insertable_into",
+    b"is_instantiable",
+    b"is_instead",
+    b"is_null_call",
+    b"is_nullable",
+    b"is_result",
+    b"is_self_referencing",
+    b"is_supported",
+    b"is_trigger_deletable",
+    b"is_trigger_insertable_into",
+    b"is_trigger_updatable",
+    b"is_typed",
+    b"is_udt_dependent",
+    b"is_updatable",
+    b"is_user_defined_cast",
+    b"is_verified_by",
+    b"ispopulated",
+    b"lanacl",
+    b"laninline",
+    b"lanispl",
+    b"lanname",
+    b"lanowner",
+    b"lanplcallfoid",
+    b"lanpltrusted",
+    b"lanvalidator",
+    b"last_altered",
+    b"library_name",
+    b"mapcfg",
+    b"mapdict",
+    b"mapseqno",
+    b"maptokentype",
+    b"match_option",
+    b"matviewname",
+    b"matviewowner",
+    b"max_dynamic_result_sets",
+    b"max_val",
+    b"maximum_cardinality",
+    b"maximum_value",
+    b"member",
+    b"min_val",
+    b"minimum_value",
+    b"module_catalog",
+    b"module_name",
+    b"module_schema",
+    b"name",
+    b"new_savepoint_level",
+    b"nspacl",
+    b"nspname",
+    b"nspowner",
+    b"nulls_distinct",
+    b"numeric_precision",
+    b"numeric_precision_radix",
+    b"numeric_scale",
+    b"object_catalog",
+    b"object_name",
+    b"object_schema",
+    b"object_type",
+    b"objid",
+    b"objoid",
+    b"objsubid",
+    b"oid",
+    b"opcdefault",
+    b"opcfamily",
+    b"opcintype",
+    b"opckeytype",
+    b"opcmethod",
+    b"opcname",
+    b"opcnamespace",
+    b"opcowner",
+    b"opfmethod",
+    b"opfname",
+    b"opfnamespace",
+    b"opfowner",
+    b"oprcanhash",
+    b"oprcanmerge",
+    b"oprcode",
+    b"oprcom",
+    b"oprjoin",
+    b"oprkind",
+    b"oprleft",
+    b"oprname",
+    b"oprnamespace",
+    b"oprnegate",
+    b"oprowner",
+    b"oprrest",
+    b"oprresult",
+    b"oprright",
+    b"option_name",
+    b"option_value",
+    b"ordering_category",
+    b"ordering_form",
+    b"ordering_routine_catalog",
+    b"ordering_routine_name",
+    b"ordering_routine_schema",
+    b"ordinal_position",
+    b"pad_attribute",
+    b"parameter_default",
+    b"parameter_mode",
+    b"parameter_name",
+    b"parameter_style",
+    b"partattrs",
+    b"partclass",
+    b"partcollation",
+    b"partdefid",
+    b"partexprs",
+    b"partnatts",
+    b"partrelid",
+    b"partstrat",
+    b"passwd",
+    b"pending_restart",
+    b"permissive",
+    b"pnnspid",
+    b"pnpubid",
+    b"polcmd",
+    b"policyname",
+    b"polname",
+    b"polpermissive",
+    b"polqual",
+    b"polrelid",
+    b"polroles",
+    b"polwithcheck",
+    b"position_in_unique_constraint",
+    b"prattrs",
+    b"privilege_type",
+    b"privtype",
+    b"proacl",
+    b"proallargtypes",
+    b"proargdefaults",
+    b"proargmodes",
+    b"proargnames",
+    b"proargtypes",
+    b"probin",
+    b"proconfig",
+    b"procost",
+    b"proisstrict",
+    b"prokind",
+    b"prolang",
+    b"proleakproof",
+    b"proname",
+    b"pronamespace",
+    b"pronargdefaults",
+    b"pronargs",
+    b"proowner",
+    b"proparallel",
+    b"proretset",
+    b"prorettype",
+    b"prorows",
+    b"prosecdef",
+    b"prosqlbody",
+    b"prosrc",
+    b"prosupport",
+    b"protrftypes",
+    b"provariadic",
+    b"provolatile",
+    b"prpubid",
+    b"prqual",
+    b"prrelid",
+    b"prsend",
+    b"prsheadline",
+    b"prslextype",
+    b"prsname",
+    b"prsnamespace",
+    b"prsstart",
+    b"prstoken",
+    b"puballtables",
+    b"pubdelete",
+    b"pubinsert",
+    b"pubname",
+    b"pubowner",
+    b"pubtruncate",
+    b"pubupdate",
+    b"pubviaroot",
+    b"qual",
+    b"ref_dtd_identifier",
+    b"refclassid",
+    b"reference_generation",
+    b"reference_type",
+    b"refobjid",
+    b"refobjsubid",
+    b"relacl",
+    b"relallvisible",
+    b"relam",
+    b"relchecks",
+    b"relfilenode",
+    b"relforcerowsecurity",
+    b"relfrozenxid",
+    b"relhasindex",
+    b"relhasrules",
+    b"relhassubclass",
+    b"relhastriggers",
+    b"relispartition",
+    b"relispopulated",
+    b"relisshared",
+    b"relkind",
+    b"relminmxid",
+    b"relname",
+    b"relnamespace",
+    b"relnatts",
+    b"relocatable",
+    b"reloftype",
+    b"reloptions",
+    b"relowner",
+    b"relpages",
+    b"relpartbound",
+    b"relpersistence",
+    b"relreplident",
+    b"relrewrite",
+    b"relrowsecurity",
+    b"reltablespace",
+    b"reltoastrelid",
+    b"reltuples",
+    b"reltype",
+    b"requires",
+    b"reset_val",
+    b"result_cast_as_locator",
+    b"result_cast_char_max_length",
+    b"result_cast_char_octet_length",
+    b"result_cast_char_set_catalog",
+    b"result_cast_char_set_name",
+    b"result_cast_char_set_schema",
+    b"result_cast_collation_catalog",
+    b"result_cast_collation_name",
+    b"result_cast_collation_schema",
+    b"result_cast_datetime_precision",
+    b"result_cast_dtd_identifier",
+    b"result_cast_from_data_type",
+    b"result_cast_interval_precision",
+    b"result_cast_interval_type",
+    b"result_cast_maximum_cardinality",
+    b"result_cast_numeric_precision",
+    b"result_cast_numeric_precision_radix",
+    b"result_cast_numeric_scale",
+    b"result_cast_scope_catalog",
+    b"result_cast_scope_name",
+    b"result_cast_scope_schema",
+    b"result_cast_type_udt_catalog",
+    b"result_cast_type_udt_name",
+    b"result_cast_type_udt_schema",
+    b"rngcanonical",
+    b"rngcollation",
+    b"rngmultitypid",
+    b"rngsubdiff",
+    b"rngsubopc",
+    b"rngsubtype",
+    b"rngtypid",
+    b"rolbypassrls",
+    b"rolcanlogin",
+    b"rolconfig",
+    b"rolconnlimit",
+    b"rolcreatedb",
+    b"rolcreaterole",
+    b"role_name",
+    b"roleid",
+    b"roles",
+    b"rolinherit",
+    b"rolname",
+    b"rolpassword",
+    b"rolreplication",
+    b"rolsuper",
+    b"rolvaliduntil",
+    b"routine_body",
+    b"routine_catalog",
+    b"routine_definition",
+    b"routine_name",
+    b"routine_schema",
+    b"routine_type",
+    b"rowsecurity",
+    b"rulename",
+    b"schema",
+    b"schema_level_routine",
+    b"schema_name",
+    b"schema_owner",
+    b"schemaname",
+    b"scope_catalog",
+    b"scope_name",
+    b"scope_schema",
+    b"security_type",
+    b"self_referencing_column_name",
+    b"seqcache",
+    b"seqcycle",
+    b"seqincrement",
+    b"seqmax",
+    b"seqmin",
+    b"seqrelid",
+    b"seqstart",
+    b"seqtypid",
+    b"sequence_catalog",
+    b"sequence_name",
+    b"sequence_schema",
+    b"setting",
+    b"short_desc",
+    b"sizing_id",
+    b"sizing_name",
+    b"source",
+    b"source_dtd_identifier",
+    b"sourcefile",
+    b"sourceline",
+    b"spcacl",
+    b"spcname",
+    b"spcoptions",
+    b"spcowner",
+    b"specific_catalog",
+    b"specific_name",
+    b"specific_schema",
+    b"sql_data_access",
+    b"sql_path",
+    b"srvacl",
+    b"srvfdw",
+    b"srvname",
+    b"srvoptions",
+    b"srvowner",
+    b"srvtype",
+    b"srvversion",
+    b"start_value",
+    b"stxexprs",
+    b"stxkeys",
+    b"stxkind",
+    b"stxname",
+    b"stxnamespace",
+    b"stxowner",
+    b"stxrelid",
+    b"stxstattarget",
+    b"sub_feature_id",
+    b"sub_feature_name",
+    b"superuser",
+    b"supported_value",
+    b"table_catalog",
+    b"table_name",
+    b"table_schema",
+    b"table_type",
+    b"tablename",
+    b"tableowner",
+    b"tablespace",
+    b"tgargs",
+    b"tgattr",
+    b"tgconstraint",
+    b"tgconstrindid",
+    b"tgconstrrelid",
+    b"tgdeferrable",
+    b"tgenabled",
+    b"tgfoid",
+    b"tginitdeferred",
+    b"tgisinternal",
+    b"tgname",
+    b"tgnargs",
+    b"tgnewtable",
+    b"tgoldtable",
+    b"tgparentid",
+    b"tgqual",
+    b"tgrelid",
+    b"tgtype",
+    b"tmplinit",
+    b"tmpllexize",
+    b"tmplname",
+    b"tmplnamespace",
+    b"to_sql_specific_catalog",
+    b"to_sql_specific_name",
+    b"to_sql_specific_schema",
+    b"transform_type",
+    b"trffromsql",
+    b"trflang",
+    b"trftosql",
+    b"trftype",
+    b"trigger_catalog",
+    b"trigger_name",
+    b"trigger_schema",
+    b"trusted",
+    b"typacl",
+    b"typalign",
+    b"typanalyze",
+    b"typarray",
+    b"typbasetype",
+    b"typbyval",
+    b"typcategory",
+    b"typcollation",
+    b"typdefault",
+    b"typdefaultbin",
+    b"typdelim",
+    b"type_udt_catalog",
+    b"type_udt_name",
+    b"type_udt_schema",
+    b"typelem",
+    b"typinput",
+    b"typisdefined",
+    b"typispreferred",
+    b"typlen",
+    b"typmodin",
+    b"typmodout",
+    b"typname",
+    b"typnamespace",
+    b"typndims",
+    b"typnotnull",
+    b"typoutput",
+    b"typowner",
+    b"typreceive",
+    b"typrelid",
+    b"typsend",
+    b"typstorage",
+    b"typsubscript",
+    b"typtype",
+    b"typtypmod",
+    b"udt_catalog",
+    b"udt_name",
+    b"udt_schema",
+    b"umoptions",
+    b"umuser",
+    b"unique_constraint_catalog",
+    b"unique_constraint_name",
+    b"unique_constraint_schema",
+    b"unit",
+    b"update_rule",
+    b"usebypassrls",
+    b"useconfig",
+    b"usecreatedb",
+    b"usename",
+    b"user_defined_type_catalog",
+    b"user_defined_type_category",
+    b"user_defined_type_name",
+    b"user_defined_type_schema",
+    b"userepl",
+    b"usesuper",
+    b"usesysid",
+    b"utc_offset",
+    b"valuntil",
+    b"vartype",
+    b"version",
+    b"view_catalog",
+    b"view_definition",
+    b"view_name",
+    b"view_schema",
+    b"viewname",
+    b"viewowner",
+    b"with_check",
+    b"with_hierarchy",
 ];
 
 /// Nesting deeper than this is not followed: refused.
@@ -491,6 +1273,8 @@ struct Frame {
     args_from: bool,
     /// The arguments of a function read in a FROM: an alias may follow.
     call_in_from: bool,
+    /// The column names of an alias (`AS t(a, b)`): each defines a name.
+    columns: bool,
     /// The parentheses stand where a `FROM` item does: a subquery, or a
     /// parenthesized join whose first item comes first.
     item: bool,
@@ -502,15 +1286,33 @@ struct Frame {
 /// Whether `sql` (one statement, starting with `SELECT` or `WITH`) is a
 /// catalog read (see the module's documentation); `None` if it is not.
 pub fn catalog_read(sql: &[u8], std_strings: bool) -> Option<CatalogRead> {
+    // Every SELECT the router analyzes comes here. One that reads a relation
+    // but names no catalog anywhere is an application's: told by a scan of
+    // its bytes, not a walk of its tokens (the walk would reach its first
+    // relation only after the select list). A catalog read by a WITH query
+    // or a function in FROM alone is refused with it: fail closed.
+    if contains_ci(sql, b"from")
+        && !contains_ci(sql, b"pg_")
+        && !contains_ci(sql, b"information_schema")
+    {
+        return None;
+    }
     let mut w = Walk {
         sql,
         lx: Lexer::new(sql, std_strings),
         frames: [Frame::default(); MAX_DEPTH],
         depth: 0,
         ctes: Vec::new(),
+        defined: Vec::new(),
+        fields: Vec::new(),
+        taken: [None; 3],
         by_name: false,
     };
-    w.run().then_some(CatalogRead { by_name: w.by_name })
+    let read = w.run()
+        && w.fields
+            .iter()
+            .all(|f| w.defined.iter().any(|d| same_name(sql, d, f)));
+    read.then_some(CatalogRead { by_name: w.by_name })
 }
 
 struct Walk<'a> {
@@ -522,10 +1324,27 @@ struct Walk<'a> {
     depth: usize,
     /// `WITH` query names in scope, each with the depth whose frame holds it.
     ctes: Vec<(Tok, usize)>,
+    /// Names the statement gives its columns and relations (after `AS`, in
+    /// an alias's or a `WITH` query's column list).
+    defined: Vec<Tok>,
+    /// `alias.name` references whose name is no catalog's column: each must
+    /// be a name the statement defines ([`Walk::defined`]), checked at the
+    /// end (a subquery's columns are defined after the outer select list
+    /// names them).
+    fields: Vec<Tok>,
+    /// The last token taken, the one before it, and the one before that.
+    taken: [Option<Tok>; 3],
     by_name: bool,
 }
 
 impl Walk<'_> {
+    /// The next significant token, kept in [`Walk::taken`].
+    fn next(&mut self) -> Option<Tok> {
+        let t = self.lx.next_sig()?;
+        self.taken = [Some(t), self.taken[0], self.taken[1]];
+        Some(t)
+    }
+
     fn frame(&mut self) -> &mut Frame {
         &mut self.frames[self.depth]
     }
@@ -544,7 +1363,7 @@ impl Walk<'_> {
     }
 
     fn run(&mut self) -> bool {
-        let Some(first) = self.lx.next_sig() else {
+        let Some(first) = self.next() else {
             return false;
         };
         // At the start of a frame (a `WITH` may come), and at a FROM item.
@@ -560,7 +1379,7 @@ impl Walk<'_> {
         // What the next word may be: an alias (after `AS`, or right after
         // a FROM item), or the `FROM` of `IS [NOT] DISTINCT FROM`.
         let mut after = After::Any;
-        while let Some(t) = self.lx.next_sig() {
+        while let Some(t) = self.next() {
             if start {
                 start = false;
                 if is_kw(self.sql, &t, b"WITH") {
@@ -577,6 +1396,7 @@ impl Walk<'_> {
                 }
             }
             let was = std::mem::replace(&mut after, After::Any);
+            let [_, prev, prev2] = self.taken;
             if std::mem::take(&mut item) {
                 match self.item_at(t) {
                     Some(Next::Item) => item = true,
@@ -630,10 +1450,16 @@ impl Walk<'_> {
                     }
                 }
                 K::Dot => {
-                    // A field of a parenthesized value: `(t).name`.
-                    match self.lx.next_sig() {
+                    // A field of a parenthesized value: `(t).name`. Postgres
+                    // reads `(x).f` as `f(x)` when `x` has no field `f`
+                    // (probe CR F1: `('SELECT ..').ts_stat` ran the query,
+                    // `(pid).pg_cancel_backend` cancelled another client's
+                    // statement), so the name must be a catalog column's.
+                    match self.next() {
                         Some(n) if matches!(n.k, K::Ident | K::QIdent) => {
-                            if self.lx.peek_sig().is_some_and(|p| p.k == K::LParen) {
+                            if self.lx.peek_sig().is_some_and(|p| p.k == K::LParen)
+                                || !is_field_name(self.sql, &n)
+                            {
                                 return false;
                             }
                         }
@@ -650,6 +1476,15 @@ impl Walk<'_> {
                     if !OPERATORS.contains(&text(self.sql, &t)) {
                         return false;
                     }
+                    // Found by name too: a schema ahead of `pg_catalog` may
+                    // have an operator of that spelling (probe CR F4). (Not
+                    // a `*` of all columns: `SELECT *`, `t.*`, `count(*)`.)
+                    let star = text(self.sql, &t) == b"*"
+                        && prev.is_none_or(|p| {
+                            matches!(p.k, K::Comma | K::LParen | K::Dot)
+                                || is_kw(self.sql, &p, b"SELECT")
+                        });
+                    self.by_name |= !star;
                 }
                 K::Str { .. } | K::Dollar | K::Int | K::Num | K::Param(_) | K::Colon => {}
                 K::Lit => {
@@ -659,7 +1494,7 @@ impl Walk<'_> {
                         return false;
                     }
                 }
-                K::Ident | K::QIdent => match self.word(t, was) {
+                K::Ident | K::QIdent => match self.word(t, was, [prev, prev2]) {
                     Some(Next::Item) => item = true,
                     Some(Next::Go) => {
                         after = if is_kw(self.sql, &t, b"AS") && !self.top().cast {
@@ -692,8 +1527,9 @@ impl Walk<'_> {
     }
 
     /// A word outside a FROM item: a keyword, a column, a function's name,
-    /// an alias. `after` tells what came just before.
-    fn word(&mut self, t: Tok, after: After) -> Option<Next> {
+    /// an alias. `after` tells what came just before, `prev` the token
+    /// before it and `prev2` the one before that.
+    fn word(&mut self, t: Tok, after: After, [prev, prev2]: [Option<Tok>; 2]) -> Option<Next> {
         let sql = self.sql;
         let chain = self.chain(t)?;
         let next = self.lx.peek_sig();
@@ -702,6 +1538,7 @@ impl Walk<'_> {
         let keyword = chain.len == 1 && t.k == K::Ident;
         let w = text(sql, &t);
         let is = |list: &[&[u8]]| keyword && list.iter().any(|k| w.eq_ignore_ascii_case(k));
+        let prev_is = |list: &[&[u8]]| prev.is_some_and(|p| is_any_kw(sql, &p, list));
         let alias = match after {
             After::As => true,
             // Right after a FROM item, a word that is not a keyword of
@@ -714,10 +1551,29 @@ impl Walk<'_> {
             // refusing it costs nothing.)
             return None;
         }
+        if self.top().columns {
+            // An alias's column names (`AS t(a, b)`): names, nothing else.
+            if chain.len != 1 || chain.star || paren {
+                return None;
+            }
+            self.defined.push(t);
+            return Some(Next::Go);
+        }
         if alias {
             // An alias (`AS x`, `x(a, b)`): a `(` after it lists column
-            // names, walked as any parentheses are.
-            return (chain.len == 1 && !chain.star).then_some(Next::Go);
+            // names.
+            if chain.len != 1 || chain.star {
+                return None;
+            }
+            self.defined.push(t);
+            if paren {
+                self.next();
+                return Some(Next::Open(Frame {
+                    columns: true,
+                    ..Frame::default()
+                }));
+            }
+            return Some(Next::Go);
         }
         if keyword {
             if self.top().args_from && is(&[b"from", b"for", b"placing"]) {
@@ -731,6 +1587,16 @@ impl Walk<'_> {
             if is(&[b"operator"]) {
                 return self.operator().then_some(Next::Go);
             }
+            if is(&[b"collate"]) {
+                // A collation's name (`COLLATE pg_catalog.default`,
+                // `COLLATE "C"`): no code of the application's runs.
+                let n = self.next()?;
+                if !matches!(n.k, K::Ident | K::QIdent) {
+                    return None;
+                }
+                let c = self.chain(n)?;
+                return (!c.star).then_some(Next::Go);
+            }
             if is(&[b"from", b"join"]) {
                 self.frame().in_from = true;
                 return Some(Next::Item);
@@ -741,29 +1607,39 @@ impl Walk<'_> {
             if is(&[b"as"]) && self.top().cast {
                 return self.type_name().then_some(Next::Go);
             }
+            // `ORDER BY`, `GROUP BY`, `PARTITION BY`: the keyword.
+            let by = is(&[b"by"]) && prev_is(&[b"order", b"group", b"partition"]);
             if paren {
                 if is(&[b"cast"]) {
-                    self.lx.next_sig();
+                    self.next();
                     return Some(Next::Open(Frame {
                         cast: true,
                         ..Frame::default()
                     }));
                 }
                 if is(ARGS_FROM) {
-                    self.lx.next_sig();
+                    self.next();
                     return Some(Next::Open(Frame {
                         args_from: true,
                         ..Frame::default()
                     }));
                 }
-                if is(SYNTAX_PAREN) {
+                // `agg(..) FILTER (WHERE ..)`, `f(..) OVER (..)`: after a call.
+                let clause = is(&[b"over", b"filter"]) && prev.is_some_and(|p| p.k == K::RParen);
+                if is(SYNTAX_PAREN) || clause || by {
                     return Some(Next::Go);
                 }
                 return self.function(&chain).then_some(Next::Go);
             }
-            if literal && !is(BEFORE_LITERAL) {
-                // `text 'x'`: a literal of that type.
-                return self.known_type(&chain).then_some(Next::Go);
+            if literal {
+                // `x LIKE 'a'`, `x NOT ILIKE 'a'`, `'a' ESCAPE '!'`.
+                let operand = |t: Option<Tok>| t.is_some_and(|p| ends_operand(sql, &p));
+                let operator =
+                    is(OPERATOR_WORDS) && (operand(prev) || (prev_is(&[b"not"]) && operand(prev2)));
+                if !(is(RESERVED_BEFORE_LITERAL) || operator || by) {
+                    // `text 'x'`: a literal of that type.
+                    return self.known_type(&chain).then_some(Next::Go);
+                }
             }
             return Some(Next::Go);
         }
@@ -773,24 +1649,54 @@ impl Walk<'_> {
         if literal {
             return self.known_type(&chain).then_some(Next::Go);
         }
+        // A column: `alias.name` or `alias.column.field`. Postgres reads a
+        // name that is no column of what precedes it as a call of the
+        // function of that name on it (probe CR F1), so each name after
+        // the first is a catalog column's, or (after an alias) a name the
+        // statement defines.
+        let schema = [b"pg_catalog".as_slice(), b"information_schema"]
+            .iter()
+            .any(|n| ident_eq(sql, &chain.parts[0], n));
+        if schema {
+            // `pg_catalog.pg_class.relname`: a catalog's column, qualified.
+            let table = Chain {
+                parts: [chain.parts[0], chain.parts[1], chain.parts[1]],
+                len: 2,
+                star: false,
+            };
+            let column = chain.star || is_field_name(sql, &chain.parts[2]);
+            return (chain.len == 3 && self.relation(&table) && column).then_some(Next::Go);
+        }
+        if chain.len > 1 {
+            for (i, part) in chain.parts[..chain.len].iter().enumerate().skip(1) {
+                if is_field_name(sql, part) {
+                    continue;
+                }
+                if i == 1 && chain.len == 2 {
+                    self.fields.push(*part);
+                    continue;
+                }
+                return None;
+            }
+        }
         Some(Next::Go)
     }
 
     /// After `OPERATOR`: `(op)` or `(pg_catalog.op)`, `op` one of
     /// [`OPERATORS`] (psql's `OPERATOR(pg_catalog.~)`).
     fn operator(&mut self) -> bool {
-        if !self.lx.next_sig().is_some_and(|n| n.k == K::LParen) {
+        if !self.next().is_some_and(|n| n.k == K::LParen) {
             return false;
         }
-        let mut op = self.lx.next_sig();
+        let mut op = self.next();
         if op.is_some_and(|n| ident_eq(self.sql, &n, b"pg_catalog")) {
-            if !self.lx.next_sig().is_some_and(|n| n.k == K::Dot) {
+            if !self.next().is_some_and(|n| n.k == K::Dot) {
                 return false;
             }
-            op = self.lx.next_sig();
+            op = self.next();
         }
         op.is_some_and(|n| n.k == K::Op && OPERATORS.contains(&text(self.sql, &n)))
-            && self.lx.next_sig().is_some_and(|n| n.k == K::RParen)
+            && self.next().is_some_and(|n| n.k == K::RParen)
     }
 
     /// A FROM item at `t`.
@@ -810,7 +1716,7 @@ impl Walk<'_> {
                     if !self.function(&chain) {
                         return None;
                     }
-                    self.lx.next_sig();
+                    self.next();
                     return Some(Next::Open(Frame {
                         call_in_from: true,
                         ..Frame::default()
@@ -831,8 +1737,8 @@ impl Walk<'_> {
             star: false,
         };
         while self.lx.peek_sig().is_some_and(|n| n.k == K::Dot) {
-            self.lx.next_sig();
-            let n = self.lx.next_sig()?;
+            self.next();
+            let n = self.next()?;
             if n.k == K::Op && text(self.sql, &n) == b"*" {
                 c.star = true;
                 return Some(c);
@@ -927,7 +1833,7 @@ impl Walk<'_> {
     /// The type after `::` or a CAST's `AS`: a built-in name, the words of
     /// a keyword type, a modifier list of numbers, and `[]`s.
     fn type_name(&mut self) -> bool {
-        let Some(t) = self.lx.next_sig() else {
+        let Some(t) = self.next() else {
             return false;
         };
         if !matches!(t.k, K::Ident | K::QIdent) {
@@ -944,12 +1850,12 @@ impl Walk<'_> {
             .peek_sig()
             .is_some_and(|n| is_any_kw(self.sql, &n, TYPE_TAIL))
         {
-            self.lx.next_sig();
+            self.next();
         }
         if self.lx.peek_sig().is_some_and(|n| n.k == K::LParen) {
-            self.lx.next_sig();
+            self.next();
             loop {
-                match self.lx.next_sig().map(|n| n.k) {
+                match self.next().map(|n| n.k) {
                     Some(K::Int | K::Comma) => {}
                     Some(K::RParen) => break,
                     _ => return false,
@@ -957,11 +1863,11 @@ impl Walk<'_> {
             }
         }
         while self.lx.peek_sig().is_some_and(|n| n.k == K::LBrack) {
-            self.lx.next_sig();
+            self.next();
             if self.lx.peek_sig().is_some_and(|n| n.k == K::Int) {
-                self.lx.next_sig();
+                self.next();
             }
-            if !self.lx.next_sig().is_some_and(|n| n.k == K::RBrack) {
+            if !self.next().is_some_and(|n| n.k == K::RBrack) {
                 return false;
             }
         }
@@ -976,7 +1882,7 @@ impl Walk<'_> {
             .peek_sig()
             .is_some_and(|n| is_kw(self.sql, &n, b"RECURSIVE"));
         if recursive {
-            self.lx.next_sig();
+            self.next();
         }
         self.cte_header(recursive)
     }
@@ -984,36 +1890,37 @@ impl Walk<'_> {
     /// One `WITH` query's header, up to the `(` of its body.
     fn cte_header(&mut self, recursive: bool) -> bool {
         let sql = self.sql;
-        let Some(name) = self.lx.next_sig() else {
+        let Some(name) = self.next() else {
             return false;
         };
         if !matches!(name.k, K::Ident | K::QIdent) {
             return false;
         }
         if self.lx.peek_sig().is_some_and(|n| n.k == K::LParen) {
-            self.lx.next_sig();
+            self.next();
             loop {
-                match self.lx.next_sig() {
-                    Some(n) if matches!(n.k, K::Ident | K::QIdent | K::Comma) => {}
+                match self.next() {
+                    Some(n) if matches!(n.k, K::Ident | K::QIdent) => self.defined.push(n),
+                    Some(n) if n.k == K::Comma => {}
                     Some(n) if n.k == K::RParen => break,
                     _ => return false,
                 }
             }
         }
-        if !self.lx.next_sig().is_some_and(|n| is_kw(sql, &n, b"AS")) {
+        if !self.next().is_some_and(|n| is_kw(sql, &n, b"AS")) {
             return false;
         }
         if self.lx.peek_sig().is_some_and(|n| is_kw(sql, &n, b"NOT")) {
-            self.lx.next_sig();
+            self.next();
         }
         if self
             .lx
             .peek_sig()
             .is_some_and(|n| is_kw(sql, &n, b"MATERIALIZED"))
         {
-            self.lx.next_sig();
+            self.next();
         }
-        if !self.lx.next_sig().is_some_and(|n| n.k == K::LParen) {
+        if !self.next().is_some_and(|n| n.k == K::LParen) {
             return false;
         }
         // The list's names are the statement's from here on (its own body
@@ -1037,7 +1944,7 @@ impl Walk<'_> {
         }
         match self.lx.peek_sig() {
             Some(n) if n.k == K::Comma => {
-                self.lx.next_sig();
+                self.next();
                 self.cte_header(recursive).then_some(true)
             }
             // SEARCH / CYCLE clauses are not followed.
@@ -1077,6 +1984,44 @@ struct Chain {
     len: usize,
     /// Ends in `.*`.
     star: bool,
+}
+
+/// Whether token `t` ends an operand: a literal, a parameter, a `)` or `]`,
+/// or a name that is none of the words an expression starts after.
+fn ends_operand(sql: &[u8], t: &Tok) -> bool {
+    match t.k {
+        K::Str { .. } | K::Dollar | K::Lit | K::Int | K::Num | K::Param(_) => true,
+        K::RParen | K::RBrack | K::QIdent => true,
+        K::Ident => {
+            !is_any_kw(sql, t, RESERVED_BEFORE_LITERAL)
+                && !is_any_kw(sql, t, EXPRESSION_STARTS)
+                && !is_any_kw(sql, t, SYNTAX_PAREN)
+                && !is_any_kw(sql, t, FROM_ENDS)
+        }
+        _ => false,
+    }
+}
+
+/// Whether `t` is the name of a column of a catalog [`catalog_read`] may
+/// read ([`FIELD_NAMES`]), or a field of `information_schema._pg_expandarray`'s
+/// result (`x`, `n`).
+fn is_field_name(sql: &[u8], t: &Tok) -> bool {
+    let mut buf = [0u8; 64];
+    let name: &[u8] = match t.k {
+        K::Ident => {
+            let w = text(sql, t);
+            if w.len() > buf.len() {
+                return false;
+            }
+            for (b, c) in buf.iter_mut().zip(w) {
+                *b = c.to_ascii_lowercase();
+            }
+            &buf[..w.len()]
+        }
+        K::QIdent => body(sql, t),
+        _ => return false,
+    };
+    name == b"x" || name == b"n" || FIELD_NAMES.binary_search(&name).is_ok()
 }
 
 /// Whether two identifiers name the same thing (unquoted ones folded to
@@ -1136,15 +2081,24 @@ mod tests {
             "SELECT * FROM information_schema.columns WHERE table_name = 'orders'",
             "WITH RECURSIVE r(oid) AS (SELECT oid FROM pg_type UNION ALL \
              SELECT t.typelem FROM pg_type t, r WHERE t.oid = r.oid) SELECT * FROM r",
-            "WITH a AS (SELECT 1 AS x), b AS (SELECT * FROM a) SELECT * FROM b",
+            "WITH a AS (SELECT oid AS x FROM pg_type), b AS (SELECT * FROM a) SELECT b.x FROM b",
             "SELECT * FROM pg_class c WHERE c.relname OPERATOR(pg_catalog.~) '^(x)$' \
              COLLATE pg_catalog.default",
             "SELECT substring(relname FROM 1 FOR 3), trim(both ' ' from relname) FROM pg_class",
             "SELECT a.n FROM pg_catalog.generate_series(1, 3) a(n)",
-            "SELECT x FROM unnest(ARRAY[1,2]) WITH ORDINALITY u(x, i)",
+            "SELECT u.x FROM pg_catalog.unnest(ARRAY[1,2]) WITH ORDINALITY u(x, i)",
             "SELECT CAST(oid AS pg_catalog.text), oid::regclass::text FROM pg_class",
             "SELECT setting FROM pg_settings WHERE name = 'max_index_keys' \
              AND setting IS NOT DISTINCT FROM boot_val",
+            "SELECT relname FROM pg_class WHERE relname LIKE 'pg!_%' ESCAPE '!' \
+             AND relname NOT ILIKE 'x%' ORDER BY relname",
+            "SELECT count(*) FILTER (WHERE relkind = 'r'), \
+             row_number() OVER (PARTITION BY relkind ORDER BY relname) FROM pg_class \
+             GROUP BY relkind, relname",
+            "SELECT tmp.table_cat FROM (SELECT NULL AS TABLE_CAT FROM pg_class) AS tmp",
+            "SELECT relname FROM pg_class WHERE relname::text LIKE 'pg%'",
+            "SELECT pg_catalog.pg_class.relname FROM pg_catalog.pg_class",
+            "SELECT (information_schema._pg_expandarray(i.indkey)).n FROM pg_index i",
         ] {
             assert_eq!(kind(sql), Kind::Catalog, "{sql}");
         }
@@ -1214,6 +2168,30 @@ mod tests {
             "SELECT 1 OPERATOR(public.===) 2",
             "SELECT oid ### 1 FROM pg_class",
             "SELECT oid -> 1 FROM pg_class",
+            // A name after a dot that is no column of what precedes it is a
+            // call of that function on it (probe CR F1).
+            "SELECT ('SELECT 1').ts_stat FROM pg_class LIMIT 1",
+            "SELECT (b).pg_stat_get_backend_activity FROM generate_series(1, 40) b",
+            "SELECT (1234).pg_cancel_backend FROM pg_class LIMIT 1",
+            "SELECT ('s'::regclass).nextval FROM pg_class LIMIT 1",
+            "SELECT c.leak_row FROM pg_class c",
+            "SELECT c.relname.ts_stat FROM pg_class c",
+            "SELECT 1 AS ts_stat FROM pg_class c WHERE (c.relname).ts_stat IS NULL",
+            "SELECT pg_catalog.pg_class.ts_stat FROM pg_catalog.pg_class",
+            "SELECT pg_catalog.orders.name FROM pg_catalog.pg_class",
+            // Keywords Postgres also takes for a function's or a type's name
+            // (probe CR F2).
+            "SELECT filter(1) FROM pg_class",
+            "SELECT over(1) FROM pg_class",
+            "SELECT by(1) FROM pg_class",
+            "SELECT is(1) FROM pg_class",
+            "SELECT like(1) FROM pg_class",
+            "SELECT ilike(1) FROM pg_class",
+            "SELECT escape 'x' FROM pg_class",
+            "SELECT similar 'x' FROM pg_class",
+            "SELECT 1 FROM pg_class WHERE like 'x' IS NULL",
+            "SELECT 1 FROM pg_class ORDER BY escape 'x'",
+            "SELECT by 'x' FROM pg_class",
         ] {
             assert_ne!(kind(sql), Kind::Catalog, "{sql}");
         }
@@ -1230,7 +2208,10 @@ mod tests {
             read("SELECT pg_catalog.format_type(t.oid, NULL)::pg_catalog.text FROM pg_catalog.pg_type t"),
             Some(false)
         );
-        assert_eq!(read("WITH a AS (SELECT 1) SELECT * FROM a"), Some(false));
+        assert_eq!(
+            read("WITH a AS (SELECT oid FROM pg_catalog.pg_type) SELECT * FROM a"),
+            Some(false)
+        );
         assert_eq!(read("SELECT * FROM pg_type"), Some(true));
         assert_eq!(read("SELECT format_type(1, NULL)"), Some(true));
         assert_eq!(read("SELECT 'x'::text"), Some(true));

@@ -671,6 +671,8 @@ fn batch<'a, V: ParamValues>(
 ) -> Result<Decision, Refusal> {
     let mut executes = 0usize;
     let mut all_free = true;
+    // Every Bind of the batch binds a tenant-free statement.
+    let mut binds_free = true;
     let mut ends_tx = false;
     let mut tx_control = false;
     let mut shows = false;
@@ -806,6 +808,13 @@ fn batch<'a, V: ParamValues>(
                     || (!sets
                         && f.count == 1
                         && matches!(f.first, Kind::SetTenant { .. } | Kind::ResetTenant));
+                // Postgres plans the statement at its Bind, folding its
+                // immutable calls and estimating with its stable ones, and
+                // reads the values through their types' input: the Bind runs
+                // code of the application's whether an Execute follows or
+                // not (probe CR F3: Parse, Bind and Sync of a statement over
+                // `accounts` ran its functions on the first shard).
+                binds_free &= free;
                 if let Some(p) = portals[..n_portals].iter_mut().find(|p| p.0 == portal) {
                     p.1 = free;
                 } else if n_portals < portals.len() {
@@ -961,10 +970,11 @@ fn batch<'a, V: ParamValues>(
         // default shard).
         return Ok(Decision::Local(Local::Hold));
     }
-    // Parse/Describe/Bind alone read only the schema, the same on every shard;
-    // what runs is tenant-free only if every executed portal was bound here by a
-    // tenant-free statement.
-    let tenant_free = executes == 0 || all_free;
+    // Parse and Describe alone read only the schema, the same on every
+    // shard; a Bind runs code (see `binds_free`); what runs is tenant-free
+    // only if every executed portal was bound here by a tenant-free
+    // statement.
+    let tenant_free = binds_free && (executes == 0 || all_free);
     let held = matches!(s.tx, Tx::Held { .. }) && executes > 0;
     let ends_held = held && ends_tx;
     // As for a Query: transaction control never runs outside a held BEGIN.

@@ -2301,7 +2301,9 @@ fn a_catalog_read_by_name_runs_anywhere_only_while_names_are_trusted() {
         decide(&r, v, Unit::query(&f), &mut Vec::new())
     };
     let by_name = "SELECT t.oid FROM pg_type t WHERE t.typname = 'mood'";
-    let qualified = "SELECT t.oid FROM pg_catalog.pg_type t WHERE t.typname = 'mood'";
+    // (Operators too are found by name: `OPERATOR(pg_catalog.=)`.)
+    let qualified =
+        "SELECT t.oid FROM pg_catalog.pg_type t WHERE t.typname OPERATOR(pg_catalog.=) 'mood'";
     assert_eq!(run(&view(&t, Tx::Idle), by_name), Decision::TenantFree);
     assert_eq!(code(&run(&untrusted, by_name)), "42P17");
     assert_eq!(run(&untrusted, qualified), Decision::TenantFree);
@@ -2372,6 +2374,59 @@ fn a_parameter_of_a_type_of_the_databases_own_is_not_tenant_free() {
         &t,
         Tx::Idle,
         [Item::Bind(&f, types, &v, b""), Item::Execute(b"")],
+    );
+    assert_eq!(code(&d), "42P17");
+    // A Bind runs code with no Execute after it (the type's input; the
+    // statement's planning folds its immutable calls): probe CR F3.
+    let declared = 16_384u32.to_be_bytes();
+    let types = ParamTypes {
+        declared: &declared,
+        described: &[],
+    };
+    let d = batch(
+        &r,
+        &t,
+        Tx::Idle,
+        [Item::Parse(&f), Item::Bind(&f, types, &v, b"")],
+    );
+    assert_eq!(code(&d), "42P17");
+}
+
+/// A Bind of a statement that is not tenant-free, with no Execute, is
+/// routed as if it ran: Postgres plans the statement at its Bind, and the
+/// plan may call the application's functions (probe CR F3). Parse and
+/// Describe alone still run anywhere.
+#[test]
+fn a_bind_without_an_execute_needs_the_tenant_its_statement_needs() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let mut f = Facts::default();
+    let sql = "SELECT * FROM a WHERE tenant_id = $1 AND f(x)";
+    analyze(sql.as_bytes(), r.key.as_bytes(), true, &mut f);
+    let no_values = Values(vec![]);
+    let parse_only = batch(&r, &t, Tx::Idle, [Item::<&Values>::Parse(&f), Item::Other]);
+    assert_eq!(parse_only, Decision::TenantFree);
+    let v42 = Values(vec![Some(b"42".to_vec())]);
+    let d = batch(
+        &r,
+        &t,
+        Tx::Idle,
+        [
+            Item::Parse(&f),
+            Item::Bind(&f, ParamTypes::default(), &v42, b""),
+        ],
+    );
+    assert_eq!(shard(&d), Some(1));
+    let mut g = Facts::default();
+    analyze(b"SELECT f(x) FROM a", r.key.as_bytes(), true, &mut g);
+    let d = batch(
+        &r,
+        &t,
+        Tx::Idle,
+        [
+            Item::Parse(&g),
+            Item::Bind(&g, ParamTypes::default(), &no_values, b""),
+        ],
     );
     assert_eq!(code(&d), "42P17");
 }
