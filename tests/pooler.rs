@@ -3403,3 +3403,71 @@ async fn a_backend_ended_mid_result_leaves_the_pool_whole() {
     }
     assert!(!b.log().contains("panicked"), "{}", b.log());
 }
+
+/// Spooled messages read back whole share `[limits] max_buffered`: one
+/// always passes, the next waits until the first is sent on (probe DH F1:
+/// eight clients each sending a 250 MB Bind held 2 GB at once). Here A's
+/// 3 MiB INSERT waits for the one server of `app`, which B holds in a
+/// transaction, and so holds its bytes; C's 3 MiB INSERT through `app2`,
+/// whose pool is free, would pass the 4 MiB cap, so it waits (and does not
+/// run) until A's is sent. Nothing is lost: both rows are written.
+#[test]
+fn large_messages_read_back_from_the_spool_share_max_buffered() {
+    let pg = PgCluster::start();
+    pg.psql(
+        "app",
+        "CREATE TABLE big (who text, n int); GRANT ALL ON big TO app;",
+    );
+    let cfg = basic_config(&[&pg], "default_pool_size = 1")
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"");
+    let app2 =
+        cfg[cfg.find("[databases.app]").unwrap()..].replace("[databases.app]", "[databases.app2]");
+    let cfg = format!(
+        "{cfg}\n{app2}\n[limits]\nmax_buffered = 4194304\nspool_threshold = 65536\n\
+         [admin]\nusers = [\"admin\"]\n[[users]]\nname = \"admin\"\npassword = \"admin\"\n"
+    );
+    let b = Bouncer::start(&cfg);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin = rt.block_on(b.connect("admin", "admin", "pgbouncer"));
+    let insert = |who: &str| {
+        format!(
+            "INSERT INTO big VALUES ('{who}', length('{}'))",
+            "x".repeat(3 << 20)
+        )
+    };
+    let mut holder = Raw::login(b.port, "app", "app");
+    let m = holder.query("BEGIN; SELECT 1").run(1);
+    assert!(support::raw::error_codes(&m).is_empty(), "{m:?}");
+    let mut a = Raw::login(b.port, "app", "app");
+    a.query(&insert("a")).send();
+    // A's message is whole, routed, and waits for the server.
+    rt.block_on(eventually(
+        Duration::from_secs(10),
+        "A waiting for a server",
+        || async { support::clients_waiting(&admin, "app").await == 1 },
+    ));
+    let mut c = Raw::login(b.port, "app", "app2");
+    c.query(&insert("c")).send();
+    rt.block_on(b.wait_for_log("a large message waits for memory"));
+    assert_eq!(pg.psql("app", "SELECT count(*) FROM big"), "0");
+    let m = holder.query("COMMIT").run(1);
+    assert!(support::raw::error_codes(&m).is_empty(), "{m:?}");
+    for (who, r) in [("a", &mut a), ("c", &mut c)] {
+        let m = r.read_until_ready();
+        assert_eq!(
+            support::raw::command_tags(&m),
+            ["INSERT 0 1"],
+            "{who}: {m:?}"
+        );
+    }
+    assert_eq!(
+        pg.psql(
+            "app",
+            "SELECT string_agg(who || n, ',' ORDER BY who) FROM big"
+        ),
+        format!("a{n},c{n}", n = 3 << 20)
+    );
+}

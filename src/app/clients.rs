@@ -499,6 +499,11 @@ pub struct Clients {
     budget_freed: tokio::sync::Notify,
     /// Bytes all sessions hold in spool files (`[limits] max_spooled`).
     spooled: AtomicUsize,
+    /// Bytes of spooled messages read back whole, until their sessions have
+    /// sent them on ([`Clients::hold_whole`], `[limits] max_buffered`).
+    whole: AtomicUsize,
+    /// Fired when bytes of [`Clients::hold_whole`] are given back.
+    whole_freed: tokio::sync::Notify,
     /// User and database names, one copy each for all their clients ([`Clients::name`]).
     names: Mutex<Names>,
     /// Connections still logging in, oldest first (by a sequence number taken
@@ -529,6 +534,8 @@ impl Default for Clients {
             buffered: AtomicUsize::new(0),
             budget_freed: tokio::sync::Notify::new(),
             spooled: AtomicUsize::new(0),
+            whole: AtomicUsize::new(0),
+            whole_freed: tokio::sync::Notify::new(),
             names: Mutex::default(),
             pending: Mutex::default(),
             pending_seq: AtomicU64::new(0),
@@ -585,6 +592,38 @@ impl Clients {
                 t.checked_add(n).filter(|&after| after <= cap)
             })
             .is_ok()
+    }
+
+    /// Count `n` more bytes of a spooled message read back into memory:
+    /// when none are counted (one message always passes, however large), or
+    /// when the total stays within `cap` (`[limits] max_buffered`). `false`:
+    /// nothing counted; wait for [`Clients::whole_freed`] and ask again.
+    /// Without it, every client that sent a message of up to
+    /// `max_message_size` held all of it at once (probe DH: eight 250 MB
+    /// Binds took the pooler to 2 GB).
+    pub fn hold_whole(&self, n: usize, cap: usize) -> bool {
+        self.whole
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                let after = t.saturating_add(n);
+                (t == 0 || after <= cap).then_some(after)
+            })
+            .is_ok()
+    }
+
+    /// `n` bytes of [`Clients::hold_whole`] are gone from memory.
+    pub fn release_whole(&self, n: usize) {
+        self.whole.fetch_sub(n, Ordering::AcqRel);
+        self.whole_freed.notify_waiters();
+    }
+
+    /// Bytes of spooled messages held whole now.
+    pub fn whole_held(&self) -> usize {
+        self.whole.load(Ordering::Acquire)
+    }
+
+    /// Notified when bytes of [`Clients::hold_whole`] are given back.
+    pub fn whole_freed(&self) -> &tokio::sync::Notify {
+        &self.whole_freed
     }
 
     /// `n` bytes left the spool files.

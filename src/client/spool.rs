@@ -74,11 +74,14 @@ impl Spool {
         Ok(())
     }
 
-    /// Everything written, read back (the spool is then dropped by the caller).
-    pub async fn read_all(&mut self) -> std::io::Result<BytesMut> {
+    /// Everything written, read back into a buffer with room for `room`
+    /// bytes (the whole message: its rest is appended without moving it).
+    /// The spool is then dropped by the caller.
+    pub async fn read_all(&mut self, room: usize) -> std::io::Result<BytesMut> {
         self.file.flush().await?;
         self.file.seek(SeekFrom::Start(0)).await?;
-        let mut buf = BytesMut::zeroed(self.len);
+        let mut buf = BytesMut::with_capacity(room.max(self.len));
+        buf.resize(self.len, 0);
         self.file.read_exact(&mut buf).await?;
         Ok(buf)
     }
@@ -122,7 +125,7 @@ mod tests {
         // Past the cap: refused, and nothing more is counted.
         assert!(matches!(s.append(&a).await, Err(SpoolError::Full(400_000))));
         assert_eq!(app.clients.spooled(), a.len() + 4);
-        let back = s.read_all().await.unwrap();
+        let back = s.read_all(0).await.unwrap();
         assert_eq!(&back[..a.len()], &a[..]);
         assert_eq!(&back[a.len()..], b"tail");
         drop(s);

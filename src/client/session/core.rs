@@ -608,6 +608,24 @@ impl Core {
         self.client_data()
     }
 
+    /// Length of the whole message being spilled (what [`Need::Unspill`]
+    /// makes whole again), if one is.
+    pub fn spilled_len(&self) -> Option<usize> {
+        self.inbound.spilled_len()
+    }
+
+    /// Nothing the client sent is held here or still on its way to a
+    /// server: no frame read and not handled, no batch, no unit waiting, and
+    /// the attached server has been sent everything (a message read back
+    /// from the spool is gone from memory, but for what a prepared
+    /// statement keeps of it).
+    pub fn holds_no_client_work(&self) -> bool {
+        self.inbound.is_empty()
+            && self.batch.is_empty()
+            && !self.wait.has_stalled()
+            && self.att.as_ref().is_none_or(|a| a.to_server().is_empty())
+    }
+
     /// The client read buffer (the driver reads into it).
     pub fn cbuf(&mut self) -> &mut BytesMut {
         self.inbound.buf_mut()

@@ -38,6 +38,11 @@ pub(super) struct Inbound {
     spill_at: usize,
     /// The frame being spilled, if any.
     spill: Option<Spill>,
+    /// A whole frame to give before what `buf` holds: a spilled one read
+    /// back, in an allocation of its own (so its memory goes as soon as it
+    /// is sent, whatever the client sent after it), or one put back
+    /// ([`Inbound::unread`]).
+    ready: Option<Bytes>,
 }
 
 /// A large frame part of which is in the spool file.
@@ -82,6 +87,7 @@ impl Inbound {
             max_msg,
             spill_at: usize::MAX,
             spill: None,
+            ready: None,
         }
     }
 
@@ -94,9 +100,14 @@ impl Inbound {
             max_msg,
             spill_at,
             spill,
+            ready,
         } = self;
-        (buf.is_empty() && buf.capacity() == 0 && *stream_left == 0 && spill.is_none())
-            .then_some((*max_msg, *spill_at))
+        (buf.is_empty()
+            && buf.capacity() == 0
+            && *stream_left == 0
+            && spill.is_none()
+            && ready.is_none())
+        .then_some((*max_msg, *spill_at))
     }
 
     /// An empty inbound with these limits (from [`Inbound::park`]) and the
@@ -108,6 +119,7 @@ impl Inbound {
             max_msg,
             spill_at,
             spill: None,
+            ready: None,
         }
     }
 
@@ -116,26 +128,32 @@ impl Inbound {
         self.spill_at = n;
     }
 
-    /// The spool's bytes read back (as asked by [`Next::Unspill`]): they go in
-    /// front of what is buffered, and the frame is whole again.
+    /// The spool's bytes read back (as asked by [`Next::Unspill`]): the rest
+    /// of the frame, which is at the front of what is buffered, joins them,
+    /// and the frame is whole again: the next one [`Inbound::next`] gives,
+    /// in the allocation `head` came in (it has room for the rest), never
+    /// shared with what the client sent after it.
     pub(super) fn unspilled(&mut self, head: BytesMut) {
         let spill = self.spill.take().expect("unspilled without a spill");
         debug_assert_eq!(head.len(), spill.out);
+        let rest = (spill.len - spill.out).min(self.buf.len());
         let mut whole = head;
-        whole.reserve(self.buf.len());
-        whole.extend_from_slice(&self.buf);
-        self.buf = whole;
+        whole.extend_from_slice(&self.buf[..rest]);
+        let _ = self.buf.split_to(rest);
+        self.ready = Some(whole.freeze());
+    }
+
+    /// Length of the whole frame being spilled, if one is.
+    pub(super) fn spilled_len(&self) -> Option<usize> {
+        self.spill.map(|s| s.len)
     }
 
     /// Put a whole frame just taken back in front of what is buffered: it is
     /// the next one [`Inbound::next`] gives. Only right after `next` gave it,
     /// before anything else is taken (no frame is then streaming or spilled).
     pub(super) fn unread(&mut self, frame: Bytes) {
-        debug_assert!(self.stream_left == 0 && self.spill.is_none());
-        let mut whole = BytesMut::with_capacity(frame.len() + self.buf.len());
-        whole.extend_from_slice(&frame);
-        whole.extend_from_slice(&self.buf);
-        self.buf = whole;
+        debug_assert!(self.stream_left == 0 && self.spill.is_none() && self.ready.is_none());
+        self.ready = Some(frame);
     }
 
     /// The read buffer (the driver reads into it).
@@ -143,7 +161,9 @@ impl Inbound {
         &mut self.buf
     }
 
-    /// Bytes held and not yet processed.
+    /// Bytes held and not yet processed, in the read buffer (a whole frame
+    /// read back from the spool is counted with the spooled ones, see
+    /// `Clients::hold_whole`).
     pub(super) fn len(&self) -> usize {
         self.buf.len()
     }
@@ -155,7 +175,7 @@ impl Inbound {
 
     /// Nothing held, in memory or in the spool.
     pub(super) fn is_empty(&self) -> bool {
-        self.buf.is_empty() && self.spill.is_none()
+        self.buf.is_empty() && self.spill.is_none() && self.ready.is_none()
     }
 
     /// Whether the whole frames held include a Terminate (the client said
@@ -163,6 +183,13 @@ impl Inbound {
     pub(super) fn holds_terminate(&self) -> bool {
         if self.stream_left > 0 || self.spill.is_some() {
             return false;
+        }
+        if self
+            .ready
+            .as_ref()
+            .is_some_and(|f| f.first() == Some(&tag::frontend::TERMINATE))
+        {
+            return true;
         }
         let mut rest = &self.buf[..];
         while rest.len() >= 5 {
@@ -188,6 +215,7 @@ impl Inbound {
     pub(super) fn discard_held(&mut self) {
         self.buf = BytesMut::new();
         self.spill = None;
+        self.ready = None;
     }
 
     /// Give the buffer back while nothing is in it (an idle client holds none).
@@ -201,6 +229,9 @@ impl Inbound {
     /// `can_stream` says so (a server is attached to take it, for a COPY
     /// the router read): asked only for such a frame.
     pub(super) fn next(&mut self, can_stream: impl FnOnce() -> bool) -> Next {
+        if let Some(frame) = self.ready.take() {
+            return Next::Frame(frame[0], frame);
+        }
         if self.stream_left > 0 {
             let n = self.stream_left.min(self.buf.len());
             if n == 0 {

@@ -187,6 +187,7 @@ impl Parked {
             sending: false,
             listening: None,
             spool: None,
+            whole: None,
             woken_by: Some(event),
             client_fd: None,
             tenant_cell: None,
@@ -478,6 +479,10 @@ pub struct Session {
     /// The start of a large message, on disk while the rest arrives (boxed:
     /// most clients never send one).
     spool: Option<Box<Spool>>,
+    /// The bytes of a spooled message read back, counted against `[limits]
+    /// max_buffered` with every client's ([`crate::app::Clients::hold_whole`]) until the
+    /// session holds none of the client's work ([`Core::holds_no_client_work`]).
+    whole: Option<WholeClaim>,
     /// What woke the session from [`Parked`], until the event loop handles it.
     woken_by: Option<Event>,
     /// The client's socket, to notice it closing while the work waits for a
@@ -531,6 +536,7 @@ impl Session {
             sending: false,
             listening: None,
             spool: None,
+            whole: None,
             woken_by: None,
             client_fd: None,
             tenant_cell: None,
@@ -1176,7 +1182,14 @@ impl Session {
     async fn serve(&mut self, mut need: Need) -> Result<(), End> {
         loop {
             need = match need {
-                Need::Io => return Ok(()),
+                Need::Io => {
+                    // A spooled message read back is counted until it is
+                    // sent on (one Option looked at per event otherwise).
+                    if self.whole.is_some() && self.core.holds_no_client_work() {
+                        self.whole = None;
+                    }
+                    return Ok(());
+                }
                 Need::Close(e) => return Err(e),
                 Need::ServerGone => return Err(self.server_lost()),
                 // Boxed: checkout and reset futures are large, and inline they
@@ -1255,7 +1268,10 @@ impl Session {
     }
 
     /// The rest of a spooled message has come: read the spool back into memory,
-    /// where the message is routed and sent as any other.
+    /// where the message is routed and sent as any other. Its bytes are
+    /// counted against `[limits] max_buffered` with every client's spooled
+    /// messages held whole: past it, the session waits for others to send
+    /// theirs on (one always passes), bounded by `query_wait_timeout`.
     async fn unspill(&mut self, n: usize) -> Need {
         let Some(mut spool) = self.spool.take() else {
             return Need::Close(self.core.fatal(
@@ -1264,7 +1280,11 @@ impl Session {
             ));
         };
         debug_assert_eq!(spool.len(), n);
-        let read = spool.read_all().await;
+        let len = self.core.spilled_len().unwrap_or(n);
+        if let Err(end) = self.claim_whole(len).await {
+            return Need::Close(end);
+        }
+        let read = spool.read_all(len).await;
         drop(spool);
         match read {
             Ok(head) => {
@@ -1272,6 +1292,89 @@ impl Session {
                 self.core.unspilled(head)
             }
             Err(e) => self.spool_failed(&format!("cannot read a spool file back: {e}")),
+        }
+    }
+
+    /// Count `len` bytes of a message read back whole against `[limits]
+    /// max_buffered` ([`crate::app::Clients::hold_whole`]), waiting while other clients'
+    /// hold it; the session keeps the claim until it has sent the message
+    /// on. KILL, shutdown, the client leaving or `query_wait_timeout` end the
+    /// wait, and the session.
+    async fn claim_whole(&mut self, len: usize) -> Result<(), End> {
+        // (A claim still held is for work sent on already: this message
+        // replaces it.)
+        self.whole = None;
+        let app = self.app.clone();
+        let cap = |app: &App| app.snapshot.load().config.limits.max_buffered;
+        let claim = |app: &Arc<App>| WholeClaim {
+            len,
+            app: app.clone(),
+        };
+        if app.clients.hold_whole(len, cap(&app)) {
+            self.whole = Some(claim(&app));
+            return Ok(());
+        }
+        tracing::info!(
+            client = self.handle.id,
+            bytes = len,
+            held = app.clients.whole_held(),
+            cap = cap(&app),
+            "a large message waits for memory: other clients' large messages hold max_buffered"
+        );
+        let handle = self.handle.clone();
+        let started = tokio::time::Instant::now();
+        let wait = self.core.db().settings.query_wait_timeout;
+        let until = wait.non_zero().map(|t| started + t);
+        let kill = handle.wake.notified();
+        let shutdown = app.shutdown.notified();
+        let gone = client_gone(self.client_fd);
+        tokio::pin!(kill, shutdown, gone);
+        kill.as_mut().enable();
+        shutdown.as_mut().enable();
+        loop {
+            let freed = app.clients.whole_freed().notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if handle.killed.load(Ordering::Acquire) {
+                return Err(self.killed());
+            }
+            if app.shutting_down.load(Ordering::Acquire) {
+                return Err(self.core.fatal(
+                    sqlstate::ADMIN_SHUTDOWN,
+                    "terminating connection: shardbouncer is shutting down",
+                ));
+            }
+            if app.clients.hold_whole(len, cap(&app)) {
+                self.whole = Some(claim(&app));
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                () = &mut kill => {
+                    kill.set(handle.wake.notified());
+                    kill.as_mut().enable();
+                }
+                () = &mut shutdown => {
+                    shutdown.set(app.shutdown.notified());
+                    shutdown.as_mut().enable();
+                }
+                () = &mut freed => {}
+                () = deadline(until) => {
+                    return Err(self.core.fatal(
+                        sqlstate::OUT_OF_MEMORY,
+                        &format!(
+                            "closing this connection: its message of {len} bytes waited longer \
+                             than query_wait_timeout ({} s) for other clients' large messages \
+                             to leave memory ([limits] max_buffered, {} bytes)",
+                            wait.non_zero().map_or(0, |t| t.as_secs()),
+                            cap(&app)
+                        ),
+                    ));
+                }
+                () = &mut gone => {
+                    return Err("client closed the connection while its large message waited for memory".into());
+                }
+            }
         }
     }
 
@@ -2108,6 +2211,7 @@ impl Session {
             sending,
             listening,
             spool,
+            whole,
             woken_by,
             client_fd: _,
             tenant_cell: _,
@@ -2115,6 +2219,8 @@ impl Session {
         } = unbox(self);
         debug_assert!(server.is_none() && buffered == 0 && !sending);
         debug_assert!(listening.is_none() && spool.is_none() && woken_by.is_none());
+        // (A parkable session holds no client work: a claim left goes with
+        // the session when it parks.)
         match core.park() {
             // The handle is dropped here: `run` keeps its own, and gives it
             // back at the wake.
@@ -2137,6 +2243,7 @@ impl Session {
                 sending,
                 listening,
                 spool,
+                whole,
                 woken_by,
                 client_fd: None,
                 tenant_cell: None,
@@ -2403,6 +2510,19 @@ async fn client_gone(fd: Option<std::os::fd::RawFd>) {
     match fd {
         Some(fd) => crate::net::peer_gone(fd, std::time::Duration::from_secs(1)).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Bytes of a spooled message read back whole, counted against `[limits]
+/// max_buffered` ([`crate::app::Clients::hold_whole`]) until dropped.
+struct WholeClaim {
+    len: usize,
+    app: Arc<App>,
+}
+
+impl Drop for WholeClaim {
+    fn drop(&mut self) {
+        self.app.clients.release_whole(self.len);
     }
 }
 
