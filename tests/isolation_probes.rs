@@ -386,12 +386,13 @@ fn quoted_identifiers_do_not_hide_session_state_from_the_next_client() {
 
 // ---------------- 5. a portal bound by a tenant-free batch is executed later
 
-/// Parse + Bind without Execute is tenant-free (it reads only the schema), and a
-/// batch whose Binds are all of tenant-free statements is tenant-free even when
-/// it executes another portal. Together: bind `SELECT ... FROM accounts` into a
+/// A batch whose Binds are all of tenant-free statements is tenant-free even
+/// when it executes another portal. So: bind `SELECT ... FROM accounts` into a
 /// named portal in a Flush-terminated batch, then in the next batch bind a
 /// `SHOW` and Execute the first portal. With no tenant anywhere (`no_tenant =
-/// "reject"`) that must fail with 42P17; it runs unscoped on s0.
+/// "reject"`) that must fail with 42P17; it ran unscoped on s0. (The Bind
+/// alone now needs a tenant too, since Postgres plans the statement there,
+/// probe CR F3: the first batch is refused, and the portal never exists.)
 #[test]
 fn executing_a_portal_needs_a_tenant_even_next_to_a_tenant_free_bind() {
     let f = Fixture::start();
@@ -399,8 +400,10 @@ fn executing_a_portal_needs_a_tenant_even_next_to_a_tenant_free_bind() {
     let mut b1 = parse_msg("s1", "SELECT 'row of ' || tenant_id FROM accounts");
     b1.extend(bind_msg("p1", "s1"));
     b1.extend(frame(b'H', b""));
-    let msgs = send_until(&mut c, &b1, b'2');
-    assert!(error_codes(&msgs).is_empty(), "batch 1: {msgs:?}");
+    let msgs = send_until(&mut c, &b1, b'E');
+    assert_eq!(error_codes(&msgs), ["42P17"], "batch 1: {msgs:?}");
+    let msgs = send_until(&mut c, &frame(b'S', b""), b'Z');
+    assert!(error_codes(&msgs).is_empty(), "batch 1's Sync: {msgs:?}");
 
     let mut b2 = parse_msg("", "SHOW work_mem");
     b2.extend(bind_msg("", ""));

@@ -363,7 +363,9 @@ async fn scan_finds_literals_and_bind_parameters() {
     }
     // Keys inside literals, dollar quotes and quoted identifiers are not scanned.
     let e = c
-        .simple_query("SELECT 'tenant_id = 42' AS \"tenant_id = 7\", $$ tenant_id = 9 $$")
+        .simple_query(
+            "SELECT 'tenant_id = 42' AS \"tenant_id = 7\", $$ tenant_id = 9 $$ FROM accounts",
+        )
         .await
         .unwrap_err();
     assert_eq!(code(&e), "42P17");

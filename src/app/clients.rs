@@ -601,11 +601,14 @@ impl Clients {
     /// Without it, every client that sent a message of up to
     /// `max_message_size` held all of it at once (probe DH: eight 250 MB
     /// Binds took the pooler to 2 GB).
-    pub fn hold_whole(&self, n: usize, cap: usize) -> bool {
+    /// `own`: what the asking session holds already (its earlier messages,
+    /// still held): with only its own counted, it passes too, so a session
+    /// never waits for itself.
+    pub fn hold_whole(&self, n: usize, own: usize, cap: usize) -> bool {
         self.whole
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
                 let after = t.saturating_add(n);
-                (t == 0 || after <= cap).then_some(after)
+                (t <= own || after <= cap).then_some(after)
             })
             .is_ok()
     }

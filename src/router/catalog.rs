@@ -1275,6 +1275,9 @@ struct Frame {
     call_in_from: bool,
     /// The column names of an alias (`AS t(a, b)`): each defines a name.
     columns: bool,
+    /// This frame's number in the statement (the statement's own is 0): a
+    /// FROM item's alias is seen in the frame it is in and those inside.
+    id: u32,
     /// The parentheses stand where a `FROM` item does: a subquery, or a
     /// parenthesized join whose first item comes first.
     item: bool,
@@ -1305,13 +1308,27 @@ pub fn catalog_read(sql: &[u8], std_strings: bool) -> Option<CatalogRead> {
         ctes: Vec::new(),
         defined: Vec::new(),
         fields: Vec::new(),
+        fields_see: Vec::new(),
+        aliases: Vec::new(),
+        pushed: 0,
+        last_item: Rows::Catalog,
         taken: [None; 3],
         by_name: false,
     };
     let read = w.run()
         && w.fields
             .iter()
-            .all(|f| w.defined.iter().any(|d| same_name(sql, d, f)));
+            .zip(&w.fields_see)
+            .all(|((alias, field), open)| {
+                let named = || {
+                    w.aliases
+                        .iter()
+                        .filter(|a| open.contains(&a.2) && same_name(sql, &a.0, alias))
+                };
+                named().next().is_some()
+                    && named().all(|a| a.1 == Rows::Derived)
+                    && w.defined.iter().any(|d| same_name(sql, d, field))
+            });
     read.then_some(CatalogRead { by_name: w.by_name })
 }
 
@@ -1328,10 +1345,26 @@ struct Walk<'a> {
     /// an alias's or a `WITH` query's column list).
     defined: Vec<Tok>,
     /// `alias.name` references whose name is no catalog's column: each must
-    /// be a name the statement defines ([`Walk::defined`]), checked at the
-    /// end (a subquery's columns are defined after the outer select list
-    /// names them).
-    fields: Vec<Tok>,
+    /// be a name the statement defines ([`Walk::defined`]), after an alias
+    /// of composite rows only ([`Walk::aliases`]), checked at the end (a
+    /// subquery's columns are defined after the outer select list names
+    /// them). Postgres reads `alias.f` as `f(alias)` when the rows have no
+    /// column `f`: on a function's single value of any type, any function
+    /// of one argument would run (probe CS G1: `b.ts_stat AS ts_stat ..
+    /// FROM unnest(ARRAY['SELECT ..']) b` ran the query); on a composite
+    /// row, only one taking a row (none of `pg_catalog`'s do harm).
+    fields: Vec<(Tok, Tok)>,
+    /// For each of [`Walk::fields`], the frames open where it stands: the
+    /// aliases of those are the ones it may name (a subquery's own are not).
+    fields_see: Vec<Vec<u32>>,
+    /// The names FROM items are known by, what their rows are, and the
+    /// frame they are in: a relation's or `WITH` query's own name and its
+    /// alias, a subquery's alias, a function's name and alias.
+    aliases: Vec<(Tok, Rows, u32)>,
+    /// Frames opened so far (numbers them).
+    pushed: u32,
+    /// The rows of the last relation taken as a FROM item.
+    last_item: Rows,
     /// The last token taken, the one before it, and the one before that.
     taken: [Option<Tok>; 3],
     by_name: bool,
@@ -1357,8 +1390,12 @@ impl Walk<'_> {
         if self.depth + 1 >= MAX_DEPTH {
             return false;
         }
+        self.pushed += 1;
         self.depth += 1;
-        self.frames[self.depth] = f;
+        self.frames[self.depth] = Frame {
+            id: self.pushed,
+            ..f
+        };
         true
     }
 
@@ -1406,7 +1443,8 @@ impl Walk<'_> {
                         }
                         start = f.item;
                     }
-                    Some(Next::Go) => after = After::Item,
+                    // (A function's item ends at its `)`, below.)
+                    Some(Next::Go) => after = After::Item(self.last_item),
                     None => return false,
                 }
                 continue;
@@ -1434,7 +1472,10 @@ impl Walk<'_> {
                     self.ctes.retain(|c| c.1 < self.depth);
                     self.depth -= 1;
                     if f.call_in_from {
-                        after = After::Item;
+                        after = After::Item(Rows::Value);
+                    } else if f.item {
+                        // A subquery, or a parenthesized join.
+                        after = After::Item(Rows::Derived);
                     }
                     if let Some((name, recursive)) = f.cte {
                         match self.cte_done(name, recursive) {
@@ -1498,10 +1539,13 @@ impl Walk<'_> {
                     Some(Next::Item) => item = true,
                     Some(Next::Go) => {
                         after = if is_kw(self.sql, &t, b"AS") && !self.top().cast {
-                            After::As
+                            After::As(match was {
+                                After::Item(rows) => Some(rows),
+                                _ => None,
+                            })
                         } else if is_kw(self.sql, &t, b"ORDINALITY") {
                             // `WITH ORDINALITY cols(a, b)`: an alias comes.
-                            After::Item
+                            After::Item(Rows::Value)
                         } else if is_any_kw(self.sql, &t, &[b"IS", b"NOT"])
                             && (was == After::Is || is_kw(self.sql, &t, b"IS"))
                         {
@@ -1539,12 +1583,13 @@ impl Walk<'_> {
         let w = text(sql, &t);
         let is = |list: &[&[u8]]| keyword && list.iter().any(|k| w.eq_ignore_ascii_case(k));
         let prev_is = |list: &[&[u8]]| prev.is_some_and(|p| is_any_kw(sql, &p, list));
-        let alias = match after {
-            After::As => true,
+        // An alias, and the rows of the FROM item it names, if it does.
+        let (alias, of_item) = match after {
+            After::As(item) => (true, item),
             // Right after a FROM item, a word that is not a keyword of
             // what may follow one: `generate_series(1, 32) pos(n)`.
-            After::Item => !is(AFTER_ITEM),
-            _ => false,
+            After::Item(rows) => (!is(AFTER_ITEM), Some(rows)),
+            _ => (false, None),
         };
         if is(FORBIDDEN) && !(self.top().args_from && is(&[b"for"])) {
             // (Refused as an alias too: `FROM pg_class update` is one, and
@@ -1566,6 +1611,12 @@ impl Walk<'_> {
                 return None;
             }
             self.defined.push(t);
+            if let Some(rows) = of_item {
+                // Rows named with their columns (`pos(n)`) have those.
+                let id = self.top().id;
+                self.aliases
+                    .push((t, if paren { Rows::Derived } else { rows }, id));
+            }
             if paren {
                 self.next();
                 return Some(Next::Open(Frame {
@@ -1673,7 +1724,9 @@ impl Walk<'_> {
                     continue;
                 }
                 if i == 1 && chain.len == 2 {
-                    self.fields.push(*part);
+                    self.fields.push((chain.parts[0], *part));
+                    let open = self.frames[..=self.depth].iter().map(|f| f.id).collect();
+                    self.fields_see.push(open);
                     continue;
                 }
                 return None;
@@ -1712,16 +1765,24 @@ impl Walk<'_> {
                 if chain.star {
                     return None;
                 }
+                let name = chain.parts[chain.len - 1];
                 if self.lx.peek_sig().is_some_and(|n| n.k == K::LParen) {
                     if !self.function(&chain) {
                         return None;
                     }
                     self.next();
+                    let id = self.top().id;
+                    self.aliases.push((name, Rows::Value, id));
                     return Some(Next::Open(Frame {
                         call_in_from: true,
                         ..Frame::default()
                     }));
                 }
+                let cte =
+                    chain.len == 1 && self.ctes.iter().any(|(n, _)| same_name(self.sql, n, &name));
+                self.last_item = if cte { Rows::Derived } else { Rows::Catalog };
+                let id = self.top().id;
+                self.aliases.push((name, self.last_item, id));
                 self.relation(&chain).then_some(Next::Go)
             }
             _ => None,
@@ -1968,14 +2029,27 @@ enum Next {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum After {
     Any,
-    /// `AS` (not a CAST's): an alias.
-    As,
+    /// `AS` (not a CAST's): an alias; `Some` when `AS` came right after a
+    /// FROM item (see [`After::Item`]).
+    As(Option<Rows>),
     /// A FROM item (or `WITH ORDINALITY`): an alias may come.
-    Item,
+    Item(Rows),
     /// `IS` or `IS NOT`.
     Is,
     /// `IS [NOT] DISTINCT`: its `FROM` compares.
     Distinct,
+}
+
+/// What the rows of a FROM item are, as `alias.name` reads them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Rows {
+    /// A function's: one value, of any type (`alias.f` is `f(value)`).
+    Value,
+    /// A catalog's: its columns only.
+    Catalog,
+    /// A `WITH` query's, a subquery's, or a function's named with their
+    /// columns: names the statement gives.
+    Derived,
 }
 
 /// A dotted name.
@@ -2097,6 +2171,11 @@ mod tests {
              GROUP BY relkind, relname",
             "SELECT tmp.table_cat FROM (SELECT NULL AS TABLE_CAT FROM pg_class) AS tmp",
             "SELECT relname FROM pg_class WHERE relname::text LIKE 'pg%'",
+            // PgJDBC's (probe CS G4).
+            "SELECT setting FROM pg_catalog.pg_settings WHERE name='max_index_keys'",
+            "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname !~ '^pg_temp_'",
+            "SELECT s.leak, u.n FROM (SELECT 1 AS leak FROM pg_class) s, \
+             pg_catalog.unnest(ARRAY[1]) u(n)",
             "SELECT pg_catalog.pg_class.relname FROM pg_catalog.pg_class",
             "SELECT (information_schema._pg_expandarray(i.indkey)).n FROM pg_index i",
         ] {
@@ -2192,6 +2271,15 @@ mod tests {
             "SELECT 1 FROM pg_class WHERE like 'x' IS NULL",
             "SELECT 1 FROM pg_class ORDER BY escape 'x'",
             "SELECT by 'x' FROM pg_class",
+            // A name the statement gives, after an alias whose rows lack it:
+            // a function's value, or a catalog's row (probe CS G1).
+            "SELECT b.ts_stat AS ts_stat FROM pg_catalog.unnest(ARRAY['SELECT 1']) b",
+            "SELECT unnest.ts_stat AS ts_stat FROM pg_catalog.unnest(ARRAY['SELECT 1'])",
+            "SELECT b.nextval AS nextval FROM pg_catalog.unnest(ARRAY['s']) AS b",
+            "SELECT c.leak_row AS leak_row FROM pg_catalog.pg_class c",
+            "SELECT x.leak FROM (SELECT 1 AS leak) s, pg_catalog.pg_class x",
+            "SELECT o.leak FROM pg_catalog.unnest(ARRAY[1]) WITH ORDINALITY o, \
+             (SELECT 1 AS leak) s",
         ] {
             assert_ne!(kind(sql), Kind::Catalog, "{sql}");
         }

@@ -609,7 +609,13 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
                 | Kind::TxScoped(_)
                 | Kind::Discard { all: true }
         );
-        effects(stmt, std_strings, out);
+        // A catalog read changes nothing: the words its text holds
+        // (`pg_settings`, `pg_temp` in a pattern) are no effect (probe CS
+        // G4: PgJDBC's `max_index_keys` lookup was taken as setting
+        // something, and so as untrusting its own names).
+        if kind != Kind::Catalog {
+            effects(stmt, std_strings, out);
+        }
         // Every key position of a parameter, to tell its other uses. Kept
         // as a list sorted once, and the parameter lists sorted and
         // deduplicated at the end: a search per mention made a statement of

@@ -614,13 +614,13 @@ impl Core {
         self.inbound.spilled_len()
     }
 
-    /// Nothing the client sent is held here or still on its way to a
-    /// server: no frame read and not handled, no batch, no unit waiting, and
-    /// the attached server has been sent everything (a message read back
-    /// from the spool is gone from memory, but for what a prepared
-    /// statement keeps of it).
+    /// No message read back from the spool is held here or still on its
+    /// way to a server: none waits to be handled, no batch is held, no unit
+    /// waits, and the attached server has been sent everything (it is gone
+    /// from memory, but for what a prepared statement keeps of it). What
+    /// the read buffer and the spool hold of the next message is not that.
     pub fn holds_no_client_work(&self) -> bool {
-        self.inbound.is_empty()
+        !self.inbound.has_ready()
             && self.batch.is_empty()
             && !self.wait.has_stalled()
             && self.att.as_ref().is_none_or(|a| a.to_server().is_empty())

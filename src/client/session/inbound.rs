@@ -143,6 +143,12 @@ impl Inbound {
         self.ready = Some(whole.freeze());
     }
 
+    /// A whole frame waits to be given ([`Inbound::unspilled`],
+    /// [`Inbound::unread`]).
+    pub(super) fn has_ready(&self) -> bool {
+        self.ready.is_some()
+    }
+
     /// Length of the whole frame being spilled, if one is.
     pub(super) fn spilled_len(&self) -> Option<usize> {
         self.spill.map(|s| s.len)
