@@ -7525,6 +7525,11 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
         "SELECT ('SELECT note_ran(name)::text FROM accounts').ts_stat",
         "SELECT ('x'::text).note_ran FROM pg_catalog.pg_class LIMIT 1",
         "SELECT c.relname::text.note_ran FROM pg_catalog.pg_class c LIMIT 1",
+        // A name the statement gives, on a function's single value (probe
+        // CS G1: `alias.f` is `f(alias)`).
+        "SELECT b.ts_stat AS ts_stat FROM pg_catalog.unnest(ARRAY[\
+         'SELECT note_ran(name)::text::tsvector FROM accounts']) b",
+        "SELECT b.note_ran AS note_ran FROM pg_catalog.unnest(ARRAY['x']) b",
     ] {
         let (errs, rows) = q(&mut c, sql);
         assert_eq!((errs, rows), (vec!["42P17".to_string()], vec![]), "{sql}");
