@@ -82,6 +82,22 @@ fn query(r: &Routing, t: &Tenants, tx: Tx, sql: &str) -> Decision {
     decide(r, &view(t, tx), Unit::query(&f), &mut Vec::new())
 }
 
+/// A session whose server may hold types of its own, or whose
+/// `search_path` names `pg_catalog` after another schema.
+fn untrusted(t: &Tenants) -> SessionView<'_> {
+    SessionView {
+        types_untrusted: true,
+        ..view(t, Tx::Idle)
+    }
+}
+
+/// Decide `sql` as a simple Query for session `v`.
+fn query_in(r: &Routing, v: &SessionView<'_>, sql: &str) -> Decision {
+    let mut f = Facts::default();
+    analyze(sql.as_bytes(), r.key.as_bytes(), true, &mut f);
+    decide(r, v, Unit::query(&f), &mut Vec::new())
+}
+
 /// Text-format Bind values.
 struct Values(Vec<Option<Vec<u8>>>);
 
@@ -379,15 +395,8 @@ fn an_integer_is_read_however_long_it_is_spelled() {
 fn a_cast_to_a_type_found_by_name_is_refused_once_types_may_have_been_created() {
     let r = routing(ALL, false, NoTenant::Reject);
     let t = Tenants::default();
-    let untrusted = SessionView {
-        types_untrusted: true,
-        ..view(&t, Tx::Idle)
-    };
-    let run = |v: &SessionView<'_>, sql: &str| {
-        let mut f = Facts::default();
-        analyze(sql.as_bytes(), r.key.as_bytes(), true, &mut f);
-        decide(&r, v, Unit::query(&f), &mut Vec::new())
-    };
+    let distrust = untrusted(&t);
+    let run = |v: &SessionView<'_>, sql: &str| query_in(&r, v, sql);
     for sql in [
         "INSERT INTO a (tenant_id, x) VALUES ('42'::text, 1)",
         "SELECT * FROM a WHERE tenant_id = '42'::int8",
@@ -398,7 +407,7 @@ fn a_cast_to_a_type_found_by_name_is_refused_once_types_may_have_been_created() 
         "SELECT * FROM a WHERE CAST(42 AS int8) = tenant_id",
     ] {
         assert_eq!(shard(&run(&view(&t, Tx::Idle), sql)), Some(1), "{sql}");
-        assert_eq!(code(&run(&untrusted, sql)), "0A000", "{sql}");
+        assert_eq!(code(&run(&distrust, sql)), "0A000", "{sql}");
         // In the same text as what may create the type, or put a schema
         // that has one ahead of pg_catalog.
         for before in [
@@ -419,7 +428,7 @@ fn a_cast_to_a_type_found_by_name_is_refused_once_types_may_have_been_created() 
         "SELECT * FROM a WHERE tenant_id = 42",
         "SELECT x::text FROM a WHERE tenant_id = '42'",
     ] {
-        assert_eq!(shard(&run(&untrusted, sql)), Some(1), "{sql}");
+        assert_eq!(shard(&run(&distrust, sql)), Some(1), "{sql}");
     }
     // A parameter cast by name, in a batch behind what may create the type.
     let mut create = Facts::default();
@@ -2291,22 +2300,15 @@ fn copy_rows_must_live_on_the_copys_shard() {
 fn a_catalog_read_by_name_runs_anywhere_only_while_names_are_trusted() {
     let r = routing(ALL, false, NoTenant::Reject);
     let t = Tenants::default();
-    let untrusted = SessionView {
-        types_untrusted: true,
-        ..view(&t, Tx::Idle)
-    };
-    let run = |v: &SessionView<'_>, sql: &str| {
-        let mut f = Facts::default();
-        analyze(sql.as_bytes(), r.key.as_bytes(), true, &mut f);
-        decide(&r, v, Unit::query(&f), &mut Vec::new())
-    };
+    let distrust = untrusted(&t);
+    let run = |v: &SessionView<'_>, sql: &str| query_in(&r, v, sql);
     let by_name = "SELECT t.oid FROM pg_type t WHERE t.typname = 'mood'";
     // (Operators too are found by name: `OPERATOR(pg_catalog.=)`.)
     let qualified =
         "SELECT t.oid FROM pg_catalog.pg_type t WHERE t.typname OPERATOR(pg_catalog.=) 'mood'";
     assert_eq!(run(&view(&t, Tx::Idle), by_name), Decision::TenantFree);
-    assert_eq!(code(&run(&untrusted, by_name)), "42P17");
-    assert_eq!(run(&untrusted, qualified), Decision::TenantFree);
+    assert_eq!(code(&run(&distrust, by_name)), "42P17");
+    assert_eq!(run(&distrust, qualified), Decision::TenantFree);
     for before in [
         "SET search_path = evil, pg_catalog",
         "SELECT set_config('search_path', 'evil, pg_catalog', false)",
@@ -2325,11 +2327,7 @@ fn a_catalog_read_by_name_runs_anywhere_only_while_names_are_trusted() {
         startup: Some(key("42")),
         ..Default::default()
     };
-    let untrusted42 = SessionView {
-        types_untrusted: true,
-        ..view(&t42, Tx::Idle)
-    };
-    assert_eq!(shard(&run(&untrusted42, by_name)), Some(1));
+    assert_eq!(shard(&run(&untrusted(&t42), by_name)), Some(1));
 }
 
 /// A Bind that gives a parameter a type of the database's own (its OID
