@@ -7530,6 +7530,11 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
         "SELECT b.ts_stat AS ts_stat FROM pg_catalog.unnest(ARRAY[\
          'SELECT note_ran(name)::text::tsvector FROM accounts']) b",
         "SELECT b.note_ran AS note_ran FROM pg_catalog.unnest(ARRAY['x']) b",
+        // The same with a column list (probe CT H1), and a name given to
+        // another query's column (H4).
+        "SELECT b.note_ran AS note_ran FROM pg_catalog.unnest(ARRAY['x']) AS b(q)",
+        "SELECT s.note_ran FROM (SELECT relname AS x FROM pg_catalog.pg_class) s, \
+         (SELECT 1 AS note_ran) t",
     ] {
         let (errs, rows) = q(&mut c, sql);
         assert_eq!((errs, rows), (vec!["42P17".to_string()], vec![]), "{sql}");

@@ -601,14 +601,17 @@ impl Clients {
     /// Without it, every client that sent a message of up to
     /// `max_message_size` held all of it at once (probe DH: eight 250 MB
     /// Binds took the pooler to 2 GB).
-    /// `own`: what the asking session holds already (its earlier messages,
-    /// still held): with only its own counted, it passes too, so a session
-    /// never waits for itself.
+    /// `own`: what the asking session holds already (its earlier messages of
+    /// a batch, still held). Such a session passes at once, over the cap if
+    /// need be: were it to wait, two sessions each holding a message and
+    /// asking for their next would wait for each other (probe CT M1). What
+    /// one session holds is bounded by its own batch limits, and no session
+    /// holding nothing starts past the cap.
     pub fn hold_whole(&self, n: usize, own: usize, cap: usize) -> bool {
         self.whole
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
                 let after = t.saturating_add(n);
-                (t <= own || after <= cap).then_some(after)
+                (own > 0 || t == 0 || after <= cap).then_some(after)
             })
             .is_ok()
     }

@@ -1266,6 +1266,9 @@ struct Frame {
     bracket: bool,
     /// Inside a `FROM` list at this depth: a comma starts the next item.
     in_from: bool,
+    /// In a select list at this depth (after `SELECT`, before `FROM` or the
+    /// clause that ends it): a column named last in an item is an output.
+    in_select: bool,
     /// The parentheses of `CAST(..)`: an `AS` here is followed by a type.
     cast: bool,
     /// The parentheses of `SUBSTRING`, `TRIM`, `EXTRACT`, `OVERLAY` or
@@ -1273,8 +1276,14 @@ struct Frame {
     args_from: bool,
     /// The arguments of a function read in a FROM: an alias may follow.
     call_in_from: bool,
-    /// The column names of an alias (`AS t(a, b)`): each defines a name.
+    /// The column names of an alias (`AS t(a, b)`): each defines a name,
+    /// and is a column of that alias (its index in [`Walk::aliases`], when
+    /// it names a FROM item).
     columns: bool,
+    columns_of: Option<usize>,
+    /// A parenthesized join: its items' names are seen outside it, as
+    /// Postgres sees them.
+    join: bool,
     /// This frame's number in the statement (the statement's own is 0): a
     /// FROM item's alias is seen in the frame it is in and those inside.
     id: u32,
@@ -1306,11 +1315,14 @@ pub fn catalog_read(sql: &[u8], std_strings: bool) -> Option<CatalogRead> {
         frames: [Frame::default(); MAX_DEPTH],
         depth: 0,
         ctes: Vec::new(),
-        defined: Vec::new(),
+        outputs: Vec::new(),
+        last_body: 0,
+        stars: Vec::new(),
         fields: Vec::new(),
         fields_see: Vec::new(),
         aliases: Vec::new(),
         pushed: 0,
+        columns: Vec::new(),
         last_item: Rows::Catalog,
         taken: [None; 3],
         by_name: false,
@@ -1319,16 +1331,7 @@ pub fn catalog_read(sql: &[u8], std_strings: bool) -> Option<CatalogRead> {
         && w.fields
             .iter()
             .zip(&w.fields_see)
-            .all(|((alias, field), open)| {
-                let named = || {
-                    w.aliases
-                        .iter()
-                        .filter(|a| open.contains(&a.2) && same_name(sql, &a.0, alias))
-                };
-                named().next().is_some()
-                    && named().all(|a| a.1 == Rows::Derived)
-                    && w.defined.iter().any(|d| same_name(sql, d, field))
-            });
+            .all(|(f, open)| w.field_ok(f, open));
     read.then_some(CatalogRead { by_name: w.by_name })
 }
 
@@ -1340,10 +1343,16 @@ struct Walk<'a> {
     frames: [Frame; MAX_DEPTH],
     depth: usize,
     /// `WITH` query names in scope, each with the depth whose frame holds it.
-    ctes: Vec<(Tok, usize)>,
-    /// Names the statement gives its columns and relations (after `AS`, in
-    /// an alias's or a `WITH` query's column list).
-    defined: Vec<Tok>,
+    ctes: Vec<(Tok, usize, u32)>,
+    /// Names the statement gives the columns of its queries: a select list's
+    /// (after `AS`), with the frame of the query it is in, and a `WITH`
+    /// query's column list, with the frame of its body.
+    outputs: Vec<(Tok, u32)>,
+    /// The frame of the last subquery or `WITH` query taken as a FROM item.
+    last_body: u32,
+    /// Frames whose select list has a `*` (`SELECT *`, `t.*`): their
+    /// outputs include the columns its FROM items' aliases list.
+    stars: Vec<u32>,
     /// `alias.name` references whose name is no catalog's column: each must
     /// be a name the statement defines ([`Walk::defined`]), after an alias
     /// of composite rows only ([`Walk::aliases`]), checked at the end (a
@@ -1360,9 +1369,12 @@ struct Walk<'a> {
     /// The names FROM items are known by, what their rows are, and the
     /// frame they are in: a relation's or `WITH` query's own name and its
     /// alias, a subquery's alias, a function's name and alias.
-    aliases: Vec<(Tok, Rows, u32)>,
+    aliases: Vec<(Tok, Rows, u32, u32)>,
     /// Frames opened so far (numbers them).
     pushed: u32,
+    /// The column lists of FROM items' aliases (`b(q)`, `pg_class c(x)`):
+    /// the alias's index in [`Walk::aliases`], and the name.
+    columns: Vec<(usize, Tok)>,
     /// The rows of the last relation taken as a FROM item.
     last_item: Rows,
     /// The last token taken, the one before it, and the one before that.
@@ -1371,6 +1383,54 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
+    /// Whether `alias.field` (a field no catalog has) names a column. Every
+    /// FROM item of a function called `alias`, anywhere in the statement,
+    /// and every catalog's in scope, must have `field` in its alias's column
+    /// list: `alias.f` on a function's value is `f(value)`, any function
+    /// (probe CT H1-H3: a column list, a parenthesized join, a name Postgres
+    /// cuts to 63 bytes). The others of that name in scope are a `WITH`
+    /// query's or a subquery's, and the statement must define `field`.
+    fn field_ok(&self, (alias, field): &(Tok, Tok), open: &[u32]) -> bool {
+        let sql = self.sql;
+        let mut in_scope = false;
+        for (i, (name, rows, frame, body)) in self.aliases.iter().enumerate() {
+            if !same_name(sql, name, alias) {
+                continue;
+            }
+            let seen = open.contains(frame);
+            // A function's value anywhere (scope aside: Postgres may see it
+            // where this walk does not); a catalog's rows in scope.
+            let listed = self
+                .columns
+                .iter()
+                .any(|(a, c)| *a == i && same_name(sql, c, field));
+            if (*rows == Rows::Value || (*rows == Rows::Catalog && seen)) && !listed {
+                return false;
+            }
+            if *rows == Rows::Derived && seen {
+                // A column of that query: named in its select list or its
+                // column list (probe CT H4: any name given anywhere let
+                // `s.f` call an application's `f(anyelement)`).
+                let output = self
+                    .outputs
+                    .iter()
+                    .any(|(o, f)| f == body && same_name(sql, o, field));
+                // `SELECT * FROM .., f(..) AS koi(key, ..)`: `key` too.
+                let starred = self.stars.contains(body)
+                    && self.columns.iter().any(|(a, c)| {
+                        self.aliases.get(*a).is_some_and(|x| x.2 == *body)
+                            && same_name(sql, c, field)
+                    });
+                let output = output || starred;
+                if !(listed || output) {
+                    return false;
+                }
+            }
+            in_scope |= seen;
+        }
+        in_scope
+    }
+
     /// The next significant token, kept in [`Walk::taken`].
     fn next(&mut self) -> Option<Tok> {
         let t = self.lx.next_sig()?;
@@ -1384,6 +1444,16 @@ impl Walk<'_> {
 
     fn top(&self) -> &Frame {
         &self.frames[self.depth]
+    }
+
+    /// The frame a FROM item's name is seen in: the innermost open one that
+    /// is not a parenthesized join.
+    fn scope(&self) -> u32 {
+        self.frames[..=self.depth]
+            .iter()
+            .rev()
+            .find(|f| !f.join)
+            .map_or(0, |f| f.id)
     }
 
     fn push(&mut self, f: Frame) -> bool {
@@ -1429,6 +1499,7 @@ impl Walk<'_> {
                 if self.top().item && !is_any_kw(self.sql, &t, &[b"SELECT", b"VALUES"]) {
                     // A parenthesized join: its first item comes first.
                     self.frame().in_from = true;
+                    self.frame().join = true;
                     item = true;
                 }
             }
@@ -1476,9 +1547,10 @@ impl Walk<'_> {
                     } else if f.item {
                         // A subquery, or a parenthesized join.
                         after = After::Item(Rows::Derived);
+                        self.last_body = f.id;
                     }
                     if let Some((name, recursive)) = f.cte {
-                        match self.cte_done(name, recursive) {
+                        match self.cte_done(name, recursive, f.id) {
                             Some(next_body) => start = next_body,
                             None => return false,
                         }
@@ -1526,6 +1598,10 @@ impl Walk<'_> {
                                 || is_kw(self.sql, &p, b"SELECT")
                         });
                     self.by_name |= !star;
+                    if star && self.top().in_select {
+                        let id = self.top().id;
+                        self.stars.push(id);
+                    }
                 }
                 K::Str { .. } | K::Dollar | K::Int | K::Num | K::Param(_) | K::Colon => {}
                 K::Lit => {
@@ -1601,7 +1677,9 @@ impl Walk<'_> {
             if chain.len != 1 || chain.star || paren {
                 return None;
             }
-            self.defined.push(t);
+            if let Some(i) = self.top().columns_of {
+                self.columns.push((i, t));
+            }
             return Some(Next::Go);
         }
         if alias {
@@ -1610,17 +1688,33 @@ impl Walk<'_> {
             if chain.len != 1 || chain.star {
                 return None;
             }
-            self.defined.push(t);
-            if let Some(rows) = of_item {
-                // Rows named with their columns (`pos(n)`) have those.
-                let id = self.top().id;
-                self.aliases
-                    .push((t, if paren { Rows::Derived } else { rows }, id));
+            let mut columns_of = None;
+            match of_item {
+                Some(rows) => {
+                    // (A function's rows named with their columns, `b(q)`,
+                    // are still its value to Postgres: `b.f` is `f(b)`,
+                    // probe CT H1.)
+                    columns_of = Some(self.aliases.len());
+                    let id = self.scope();
+                    let body = if rows == Rows::Derived {
+                        self.last_body
+                    } else {
+                        0
+                    };
+                    self.aliases.push((t, rows, id, body));
+                }
+                // A select list's column name: an output of this frame's
+                // query.
+                None => {
+                    let id = self.top().id;
+                    self.outputs.push((t, id));
+                }
             }
             if paren {
                 self.next();
                 return Some(Next::Open(Frame {
                     columns: true,
+                    columns_of,
                     ..Frame::default()
                 }));
             }
@@ -1650,10 +1744,12 @@ impl Walk<'_> {
             }
             if is(&[b"from", b"join"]) {
                 self.frame().in_from = true;
+                self.frame().in_select = false;
                 return Some(Next::Item);
             }
             if is(FROM_ENDS) {
                 self.frame().in_from = false;
+                self.frame().in_select = is(&[b"select"]);
             }
             if is(&[b"as"]) && self.top().cast {
                 return self.type_name().then_some(Next::Go);
@@ -1699,6 +1795,18 @@ impl Walk<'_> {
         }
         if literal {
             return self.known_type(&chain).then_some(Next::Go);
+        }
+        // A select list's item that is a column (`s.r`, `r`): an output of
+        // this frame's query, named as the column.
+        let item_ends =
+            next.is_none_or(|n| matches!(n.k, K::Comma | K::RParen) || is_kw(sql, &n, b"FROM"));
+        if self.top().in_select && item_ends {
+            let id = self.top().id;
+            if chain.star {
+                self.stars.push(id);
+            } else {
+                self.outputs.push((chain.parts[chain.len - 1], id));
+            }
         }
         // A column: `alias.name` or `alias.column.field`. Postgres reads a
         // name that is no column of what precedes it as a call of the
@@ -1771,18 +1879,32 @@ impl Walk<'_> {
                         return None;
                     }
                     self.next();
-                    let id = self.top().id;
-                    self.aliases.push((name, Rows::Value, id));
+                    let id = self.scope();
+                    self.aliases.push((name, Rows::Value, id, 0));
                     return Some(Next::Open(Frame {
                         call_in_from: true,
                         ..Frame::default()
                     }));
                 }
-                let cte =
-                    chain.len == 1 && self.ctes.iter().any(|(n, _)| same_name(self.sql, n, &name));
-                self.last_item = if cte { Rows::Derived } else { Rows::Catalog };
-                let id = self.top().id;
-                self.aliases.push((name, self.last_item, id));
+                let cte = (chain.len == 1)
+                    .then(|| {
+                        // The innermost of that name in scope.
+                        self.ctes
+                            .iter()
+                            .rev()
+                            .find(|(n, ..)| same_name(self.sql, n, &name))
+                            .map(|c| c.2)
+                    })
+                    .flatten();
+                self.last_item = if cte.is_some() {
+                    Rows::Derived
+                } else {
+                    Rows::Catalog
+                };
+                self.last_body = cte.unwrap_or(0);
+                let id = self.scope();
+                self.aliases
+                    .push((name, self.last_item, id, self.last_body));
                 self.relation(&chain).then_some(Next::Go)
             }
             _ => None,
@@ -1820,7 +1942,7 @@ impl Walk<'_> {
         match c.len {
             1 => {
                 let name = c.parts[0];
-                if self.ctes.iter().any(|(n, _)| same_name(sql, n, &name)) {
+                if self.ctes.iter().any(|(n, ..)| same_name(sql, n, &name)) {
                     return true;
                 }
                 let known = RELATIONS.iter().any(|r| ident_eq(sql, &name, r));
@@ -1961,7 +2083,10 @@ impl Walk<'_> {
             self.next();
             loop {
                 match self.next() {
-                    Some(n) if matches!(n.k, K::Ident | K::QIdent) => self.defined.push(n),
+                    // (The body's frame is the next one opened.)
+                    Some(n) if matches!(n.k, K::Ident | K::QIdent) => {
+                        self.outputs.push((n, self.pushed + 1))
+                    }
                     Some(n) if n.k == K::Comma => {}
                     Some(n) if n.k == K::RParen => break,
                     _ => return false,
@@ -1989,7 +2114,7 @@ impl Walk<'_> {
         // reference to it reads as a relation, and is refused unless a
         // catalog). The frame holding them is the one the WITH is in.
         if recursive {
-            self.ctes.push((name, self.depth));
+            self.ctes.push((name, self.depth, self.pushed + 1));
         }
         self.push(Frame {
             cte: Some((name, recursive)),
@@ -1999,9 +2124,9 @@ impl Walk<'_> {
 
     /// A `WITH` query's body closed: the next query of the list (`true`:
     /// the walk is at the start of its body), or the statement.
-    fn cte_done(&mut self, name: Tok, recursive: bool) -> Option<bool> {
+    fn cte_done(&mut self, name: Tok, recursive: bool, body: u32) -> Option<bool> {
         if !recursive {
-            self.ctes.push((name, self.depth));
+            self.ctes.push((name, self.depth, body));
         }
         match self.lx.peek_sig() {
             Some(n) if n.k == K::Comma => {
@@ -2100,12 +2225,29 @@ fn is_field_name(sql: &[u8], t: &Tok) -> bool {
 
 /// Whether two identifiers name the same thing (unquoted ones folded to
 /// lower case, quoted ones as written).
+/// A quoted identifier's body with its doubled quotes made single.
+fn unquoted(b: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        v.push(b[i]);
+        i += if b[i] == b'"' { 2 } else { 1 };
+    }
+    v
+}
+
+/// Postgres cuts longer names to this many bytes (`NAMEDATALEN - 1`): two
+/// names alike in their first 63 bytes are one (probe CT H3).
+const NAME_MAX: usize = 63;
+
 fn same_name(sql: &[u8], a: &Tok, b: &Tok) -> bool {
     fn folded(sql: &[u8], t: &Tok) -> Vec<u8> {
-        match t.k {
-            K::QIdent => body(sql, t).to_vec(),
+        let mut v = match t.k {
+            K::QIdent => unquoted(body(sql, t)),
             _ => text(sql, t).to_ascii_lowercase(),
-        }
+        };
+        v.truncate(NAME_MAX);
+        v
     }
     folded(sql, a) == folded(sql, b)
 }
@@ -2176,6 +2318,9 @@ mod tests {
             "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname !~ '^pg_temp_'",
             "SELECT s.leak, u.n FROM (SELECT 1 AS leak FROM pg_class) s, \
              pg_catalog.unnest(ARRAY[1]) u(n)",
+            "SELECT b.q, c.x FROM pg_catalog.unnest(ARRAY[1]) AS b(q), pg_catalog.pg_class c(x)",
+            "WITH w(y) AS (SELECT oid FROM pg_type) SELECT w.y, s.x, s.nspname FROM w, \
+             (SELECT oid AS x, n.nspname FROM pg_namespace n) s",
             "SELECT pg_catalog.pg_class.relname FROM pg_catalog.pg_class",
             "SELECT (information_schema._pg_expandarray(i.indkey)).n FROM pg_index i",
         ] {
@@ -2280,9 +2425,29 @@ mod tests {
             "SELECT x.leak FROM (SELECT 1 AS leak) s, pg_catalog.pg_class x",
             "SELECT o.leak FROM pg_catalog.unnest(ARRAY[1]) WITH ORDINALITY o, \
              (SELECT 1 AS leak) s",
+            // A function's value named with a column list is still its value
+            // (probe CT H1); one inside a parenthesized join is seen outside
+            // it (H2).
+            "SELECT b.ts_stat AS ts_stat FROM pg_catalog.unnest(ARRAY['SELECT 1']) AS b(q)",
+            "SELECT b.ts_stat FROM (pg_catalog.pg_class c CROSS JOIN \
+             pg_catalog.unnest(ARRAY['SELECT 1']) b), (SELECT 1 AS ts_stat) d",
+            "SELECT c.leak FROM pg_catalog.pg_class AS c(x), (SELECT 1 AS leak) d",
+            // A name given, but not to that query's columns (probe CT H4).
+            "SELECT s.leak FROM (SELECT oid AS x FROM pg_class) s, (SELECT 2 AS leak) t",
+            "SELECT s.leak AS leak FROM (SELECT oid AS x FROM pg_class) s",
+            "WITH w AS (SELECT oid AS x FROM pg_type) SELECT w.leak AS leak FROM w",
+            "SELECT s.leak FROM (SELECT 1 AS x FROM pg_class c(leak)) s",
         ] {
             assert_ne!(kind(sql), Kind::Catalog, "{sql}");
         }
+        // Postgres cuts names to 63 bytes: two aliases alike in those are one
+        // (probe CT H3).
+        let a = "a".repeat(63);
+        let sql = format!(
+            "SELECT {a}1.ts_stat FROM (SELECT 1 AS ts_stat) {a}1, \
+             pg_catalog.unnest(ARRAY['SELECT 1']) {a}2"
+        );
+        assert_ne!(kind(&sql), Kind::Catalog, "{sql}");
         let deep = format!("SELECT {}1{}", "(".repeat(40), ")".repeat(40));
         assert_ne!(kind(&deep), Kind::Catalog);
     }
