@@ -504,6 +504,9 @@ pub struct Clients {
     whole: AtomicUsize,
     /// Fired when bytes of [`Clients::hold_whole`] are given back.
     whole_freed: tokio::sync::Notify,
+    /// The one client (its id; 0: none) let past `max_buffered` because it
+    /// held a message already ([`Clients::hold_whole`]).
+    whole_over: std::sync::atomic::AtomicI32,
     /// User and database names, one copy each for all their clients ([`Clients::name`]).
     names: Mutex<Names>,
     /// Connections still logging in, oldest first (by a sequence number taken
@@ -536,6 +539,7 @@ impl Default for Clients {
             spooled: AtomicUsize::new(0),
             whole: AtomicUsize::new(0),
             whole_freed: tokio::sync::Notify::new(),
+            whole_over: std::sync::atomic::AtomicI32::new(0),
             names: Mutex::default(),
             pending: Mutex::default(),
             pending_seq: AtomicU64::new(0),
@@ -601,24 +605,42 @@ impl Clients {
     /// Without it, every client that sent a message of up to
     /// `max_message_size` held all of it at once (probe DH: eight 250 MB
     /// Binds took the pooler to 2 GB).
-    /// `own`: what the asking session holds already (its earlier messages of
-    /// a batch, still held). Such a session passes at once, over the cap if
-    /// need be: were it to wait, two sessions each holding a message and
-    /// asking for their next would wait for each other (probe CT M1). What
-    /// one session holds is bounded by its own batch limits, and no session
-    /// holding nothing starts past the cap.
-    pub fn hold_whole(&self, n: usize, own: usize, cap: usize) -> bool {
-        self.whole
+    /// `own`: what client `client` holds already (its earlier messages of a
+    /// batch, still held). One such client at a time passes past the cap:
+    /// were it to wait, two clients each holding a message and asking for
+    /// their next would wait for each other (probe CT M1); were all let
+    /// past, each could take a small message first and then a large one
+    /// (probe CU M2). It stays the one until it holds none.
+    pub fn hold_whole(&self, n: usize, own: usize, cap: usize, client: i32) -> bool {
+        let fits = self
+            .whole
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
                 let after = t.saturating_add(n);
-                (own > 0 || t == 0 || after <= cap).then_some(after)
+                (t == 0 || after <= cap).then_some(after)
             })
-            .is_ok()
+            .is_ok();
+        if fits || own == 0 {
+            return fits;
+        }
+        let over = &self.whole_over;
+        if over.load(Ordering::Acquire) == client
+            || over
+                .compare_exchange(0, client, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.whole.fetch_add(n, Ordering::AcqRel);
+            return true;
+        }
+        false
     }
 
-    /// `n` bytes of [`Clients::hold_whole`] are gone from memory.
-    pub fn release_whole(&self, n: usize) {
+    /// `n` bytes of [`Clients::hold_whole`], all that client `client` held,
+    /// are gone from memory.
+    pub fn release_whole(&self, n: usize, client: i32) {
         self.whole.fetch_sub(n, Ordering::AcqRel);
+        let _ = self
+            .whole_over
+            .compare_exchange(client, 0, Ordering::AcqRel, Ordering::Acquire);
         self.whole_freed.notify_waiters();
     }
 

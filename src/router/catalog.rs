@@ -1269,6 +1269,9 @@ struct Frame {
     /// In a select list at this depth (after `SELECT`, before `FROM` or the
     /// clause that ends it): a column named last in an item is an output.
     in_select: bool,
+    /// A `UNION`, `INTERSECT` or `EXCEPT` came at this depth: the query's
+    /// columns are its first branch's, named already (probe CU T6).
+    branched: bool,
     /// The parentheses of `CAST(..)`: an `AS` here is followed by a type.
     cast: bool,
     /// The parentheses of `SUBSTRING`, `TRIM`, `EXTRACT`, `OVERLAY` or
@@ -1322,12 +1325,14 @@ pub fn catalog_read(sql: &[u8], std_strings: bool) -> Option<CatalogRead> {
         fields_see: Vec::new(),
         aliases: Vec::new(),
         pushed: 0,
+        too_long: false,
         columns: Vec::new(),
         last_item: Rows::Catalog,
         taken: [None; 3],
         by_name: false,
     };
     let read = w.run()
+        && !w.too_long
         && w.fields
             .iter()
             .zip(&w.fields_see)
@@ -1372,6 +1377,8 @@ struct Walk<'a> {
     aliases: Vec<(Tok, Rows, u32, u32)>,
     /// Frames opened so far (numbers them).
     pushed: u32,
+    /// A name past [`NAME_MAX`] bytes was seen: refused.
+    too_long: bool,
     /// The column lists of FROM items' aliases (`b(q)`, `pg_class c(x)`):
     /// the alias's index in [`Walk::aliases`], and the name.
     columns: Vec<(usize, Tok)>,
@@ -1434,6 +1441,12 @@ impl Walk<'_> {
     /// The next significant token, kept in [`Walk::taken`].
     fn next(&mut self) -> Option<Tok> {
         let t = self.lx.next_sig()?;
+        // Postgres cuts a name past 63 bytes on a character's boundary, so
+        // two names may be one to it and two here (probe CU N1: `"Aé"` and
+        // `"A"`): such names are not followed.
+        if matches!(t.k, K::Ident | K::QIdent) && t.be - t.bs > NAME_MAX {
+            self.too_long = true;
+        }
         self.taken = [Some(t), self.taken[0], self.taken[1]];
         Some(t)
     }
@@ -1598,7 +1611,7 @@ impl Walk<'_> {
                                 || is_kw(self.sql, &p, b"SELECT")
                         });
                     self.by_name |= !star;
-                    if star && self.top().in_select {
+                    if star && self.top().in_select && !self.top().branched {
                         let id = self.top().id;
                         self.stars.push(id);
                     }
@@ -1705,10 +1718,11 @@ impl Walk<'_> {
                 }
                 // A select list's column name: an output of this frame's
                 // query.
-                None => {
+                None if !self.top().branched => {
                     let id = self.top().id;
                     self.outputs.push((t, id));
                 }
+                None => {}
             }
             if paren {
                 self.next();
@@ -1750,6 +1764,9 @@ impl Walk<'_> {
             if is(FROM_ENDS) {
                 self.frame().in_from = false;
                 self.frame().in_select = is(&[b"select"]);
+            }
+            if is(&[b"union", b"intersect", b"except"]) {
+                self.frame().branched = true;
             }
             if is(&[b"as"]) && self.top().cast {
                 return self.type_name().then_some(Next::Go);
@@ -1800,7 +1817,7 @@ impl Walk<'_> {
         // this frame's query, named as the column.
         let item_ends =
             next.is_none_or(|n| matches!(n.k, K::Comma | K::RParen) || is_kw(sql, &n, b"FROM"));
-        if self.top().in_select && item_ends {
+        if self.top().in_select && !self.top().branched && item_ends {
             let id = self.top().id;
             if chain.star {
                 self.stars.push(id);
@@ -2448,6 +2465,24 @@ mod tests {
              pg_catalog.unnest(ARRAY['SELECT 1']) {a}2"
         );
         assert_ne!(kind(&sql), Kind::Catalog, "{sql}");
+        // Cut on a character's boundary, `"{62 a}é"` is `"{62 a}"` to
+        // Postgres: names past 63 bytes are not followed (probe CU N1).
+        let a = "a".repeat(62);
+        let sql = format!(
+            "SELECT (SELECT \"{a}é\".ts_stat AS ts_stat FROM \
+             pg_catalog.unnest(ARRAY['SELECT 1']) \"{a}\" LIMIT 1) \
+             FROM (SELECT 1 AS ts_stat) \"{a}é\""
+        );
+        assert_ne!(kind(&sql), Kind::Catalog, "{sql}");
+        // A UNION's columns are its first branch's (probe CU T6).
+        for sql in [
+            "SELECT s.leak AS leak FROM (SELECT 1 AS a FROM pg_class UNION ALL \
+             SELECT * FROM pg_catalog.unnest(ARRAY[1]) b(leak)) s",
+            "SELECT s.leak FROM (SELECT oid AS a FROM pg_class UNION \
+             SELECT oid AS leak FROM pg_type) s",
+        ] {
+            assert_ne!(kind(sql), Kind::Catalog, "{sql}");
+        }
         let deep = format!("SELECT {}1{}", "(".repeat(40), ")".repeat(40));
         assert_ne!(kind(&deep), Kind::Catalog);
     }

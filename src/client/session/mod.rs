@@ -1274,6 +1274,7 @@ impl Session {
             None => {
                 self.whole = Some(WholeClaim {
                     len,
+                    client: self.handle.id,
                     app: self.app.clone(),
                 })
             }
@@ -1323,7 +1324,8 @@ impl Session {
         let own = self.whole.as_ref().map_or(0, |w| w.len);
         let app = self.app.clone();
         let cap = |app: &App| app.snapshot.load().config.limits.max_buffered;
-        if app.clients.hold_whole(len, own, cap(&app)) {
+        let id = self.handle.id;
+        if app.clients.hold_whole(len, own, cap(&app), id) {
             self.add_whole(len);
             return Ok(());
         }
@@ -1357,7 +1359,7 @@ impl Session {
                     "terminating connection: shardbouncer is shutting down",
                 ));
             }
-            if app.clients.hold_whole(len, own, cap(&app)) {
+            if app.clients.hold_whole(len, own, cap(&app), id) {
                 self.add_whole(len);
                 return Ok(());
             }
@@ -2530,12 +2532,13 @@ async fn client_gone(fd: Option<std::os::fd::RawFd>) {
 /// max_buffered` ([`crate::app::Clients::hold_whole`]) until dropped.
 struct WholeClaim {
     len: usize,
+    client: i32,
     app: Arc<App>,
 }
 
 impl Drop for WholeClaim {
     fn drop(&mut self) {
-        self.app.clients.release_whole(self.len);
+        self.app.clients.release_whole(self.len, self.client);
     }
 }
 
