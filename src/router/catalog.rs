@@ -1374,7 +1374,7 @@ struct Walk<'a> {
     /// The names FROM items are known by, what their rows are, and the
     /// frame they are in: a relation's or `WITH` query's own name and its
     /// alias, a subquery's alias, a function's name and alias.
-    aliases: Vec<(Tok, Rows, u32, u32)>,
+    aliases: Vec<(Tok, Rows, u32, u32, bool)>,
     /// Frames opened so far (numbers them).
     pushed: u32,
     /// A name past [`NAME_MAX`] bytes was seen: refused.
@@ -1400,7 +1400,7 @@ impl Walk<'_> {
     fn field_ok(&self, (alias, field): &(Tok, Tok), open: &[u32]) -> bool {
         let sql = self.sql;
         let mut in_scope = false;
-        for (i, (name, rows, frame, body)) in self.aliases.iter().enumerate() {
+        for (i, (name, rows, frame, body, _)) in self.aliases.iter().enumerate() {
             if !same_name(sql, name, alias) {
                 continue;
             }
@@ -1425,7 +1425,9 @@ impl Walk<'_> {
                 // `SELECT * FROM .., f(..) AS koi(key, ..)`: `key` too.
                 let starred = self.stars.contains(body)
                     && self.columns.iter().any(|(a, c)| {
-                        self.aliases.get(*a).is_some_and(|x| x.2 == *body)
+                        // (Not a later branch's: a UNION's columns are its
+                        // first branch's, probe CV.)
+                        self.aliases.get(*a).is_some_and(|x| x.2 == *body && !x.4)
                             && same_name(sql, c, field)
                     });
                 let output = output || starred;
@@ -1457,6 +1459,16 @@ impl Walk<'_> {
 
     fn top(&self) -> &Frame {
         &self.frames[self.depth]
+    }
+
+    /// Whether the frame a FROM item's name is seen in ([`Walk::scope`]) is
+    /// past its first branch (a `UNION`, `INTERSECT` or `EXCEPT` came).
+    fn branched(&self) -> bool {
+        self.frames[..=self.depth]
+            .iter()
+            .rev()
+            .find(|f| !f.join)
+            .is_some_and(|f| f.branched)
     }
 
     /// The frame a FROM item's name is seen in: the innermost open one that
@@ -1714,7 +1726,8 @@ impl Walk<'_> {
                     } else {
                         0
                     };
-                    self.aliases.push((t, rows, id, body));
+                    let late = self.branched();
+                    self.aliases.push((t, rows, id, body, late));
                 }
                 // A select list's column name: an output of this frame's
                 // query.
@@ -1897,7 +1910,8 @@ impl Walk<'_> {
                     }
                     self.next();
                     let id = self.scope();
-                    self.aliases.push((name, Rows::Value, id, 0));
+                    let late = self.branched();
+                    self.aliases.push((name, Rows::Value, id, 0, late));
                     return Some(Next::Open(Frame {
                         call_in_from: true,
                         ..Frame::default()
@@ -1920,8 +1934,9 @@ impl Walk<'_> {
                 };
                 self.last_body = cte.unwrap_or(0);
                 let id = self.scope();
+                let late = self.branched();
                 self.aliases
-                    .push((name, self.last_item, id, self.last_body));
+                    .push((name, self.last_item, id, self.last_body, late));
                 self.relation(&chain).then_some(Next::Go)
             }
             _ => None,
@@ -2480,6 +2495,9 @@ mod tests {
              SELECT * FROM pg_catalog.unnest(ARRAY[1]) b(leak)) s",
             "SELECT s.leak FROM (SELECT oid AS a FROM pg_class UNION \
              SELECT oid AS leak FROM pg_type) s",
+            // A first branch's `*` takes only its own FROM items' columns.
+            "SELECT s.leak AS leak FROM (SELECT * FROM pg_catalog.unnest(ARRAY[1]) c(a) \
+             UNION ALL SELECT 2 FROM pg_catalog.unnest(ARRAY[1]) b(leak)) s",
         ] {
             assert_ne!(kind(sql), Kind::Catalog, "{sql}");
         }
