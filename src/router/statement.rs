@@ -91,7 +91,7 @@ pub enum Kind {
     /// built-in functions and types ([`super::catalog`]): asyncpg's type
     /// introspection, PgJDBC's `DatabaseMetaData`, psql's `\d`. Every
     /// shard has the same schema, and it reads no tenant's rows. One that
-    /// names a relation, function or type without its schema
+    /// names a relation, function, type or operator without its schema
     /// ([`Facts::catalog_by_name`]) is tenant-free only while the
     /// session's types and `search_path` are trusted.
     Catalog,
@@ -403,7 +403,7 @@ pub struct Facts {
     /// (probe LL: prepared before a `SET LOCAL search_path`, executed after).
     pub casts_by_name: bool,
     /// Some statement is a [`Kind::Catalog`] read that names a relation,
-    /// function or type without its schema: what `search_path` (and the
+    /// function, type or operator without its schema: what `search_path` (and the
     /// session's temporary schema) finds by that name decides what it reads.
     pub catalog_by_name: bool,
     /// Some statement is an SQL `EXECUTE` of a prepared statement (anywhere:
