@@ -224,6 +224,11 @@ pub struct Live {
     current: ArcSwap<Snapshot>,
     path: Option<PathBuf>,
     generation: AtomicU64,
+    /// The generation of the snapshot last published: one atomic load tells
+    /// a session whether there is anything new to take up, where a
+    /// [`Live::load`] (an arc-swap debt slot, about 50 instructions) at
+    /// every event was 1.5% of a `pgbench -S` transaction's (callgrind).
+    published: AtomicU64,
     reload_lock: Mutex<()>,
 }
 
@@ -235,6 +240,7 @@ impl Live {
             current: ArcSwap::from_pointee(snap),
             path,
             generation: AtomicU64::new(1),
+            published: AtomicU64::new(1),
             reload_lock: Mutex::new(()),
         })
     }
@@ -242,6 +248,12 @@ impl Live {
     /// The current snapshot, cheaply (for a short look; see [`Live::load_full`]).
     pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.current.load()
+    }
+
+    /// The generation of the snapshot last published (a [`Live::load`] made
+    /// after this returns sees that one or a newer one).
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
     }
 
     /// The current snapshot, to keep.
@@ -313,6 +325,7 @@ impl Live {
             }
         }
         self.current.store(Arc::new(snap));
+        self.published.store(gen, Ordering::Release);
         for n in &notes {
             tracing::warn!("{n}");
         }
@@ -388,6 +401,7 @@ impl Live {
         no_older_maps(&self.current.load(), &new)?;
         apply(&new);
         self.current.store(new.clone());
+        self.published.store(generation, Ordering::Release);
         Ok(new)
     }
 }

@@ -192,6 +192,7 @@ impl Parked {
             client_fd: None,
             tenant_cell: None,
             settings_retries: 0,
+            taken_up: TakenUp::default(),
         }
     }
 
@@ -495,6 +496,29 @@ pub struct Session {
     /// Servers in a row found closed when the client's settings were applied
     /// (see [`Session::apply_settings`]).
     settings_retries: u8,
+    /// What the session took from the configuration last published.
+    taken_up: TakenUp,
+}
+
+/// What a session took from the configuration generation it last looked at
+/// ([`Session::prepare_wait`]), so that it does not look again until another
+/// is published.
+#[derive(Debug, Clone, Copy)]
+struct TakenUp {
+    /// That generation (0: none yet; a configuration's generations start at 1).
+    generation: u64,
+    /// How long an idle session lingers whole before it parks: [`LINGER`], or
+    /// `[limits] client_hibernate_after` if shorter.
+    linger: std::time::Duration,
+}
+
+impl Default for TakenUp {
+    fn default() -> TakenUp {
+        TakenUp {
+            generation: 0,
+            linger: LINGER,
+        }
+    }
 }
 
 impl Session {
@@ -541,6 +565,7 @@ impl Session {
             client_fd: None,
             tenant_cell: None,
             settings_retries: 0,
+            taken_up: TakenUp::default(),
         }
     }
 
@@ -859,33 +884,44 @@ impl Session {
         if self.handle.killed.load(Ordering::Acquire) {
             return Err(self.killed());
         }
-        // Between transactions: pick up reloaded settings and maps.
-        let snap = self.app.snapshot.load();
-        let mut removed = None;
-        self.core.maybe_reload(snap.generation, |cur| {
-            let new = (snap.generation != cur.generation)
-                .then(|| snap.dbs.get(&cur.name).cloned())
-                .flatten();
-            if snap.generation != cur.generation && new.is_none() {
-                removed = Some(cur.name.clone());
+        // Between transactions: pick up reloaded settings and maps, unless
+        // nothing was published since the session last did (or could not).
+        let published = self.app.snapshot.published();
+        if published != self.taken_up.generation || published != self.core.db().generation {
+            let snap = self.app.snapshot.load();
+            let mut removed = None;
+            self.core.maybe_reload(snap.generation, |cur| {
+                let new = (snap.generation != cur.generation)
+                    .then(|| snap.dbs.get(&cur.name).cloned())
+                    .flatten();
+                if snap.generation != cur.generation && new.is_none() {
+                    removed = Some(cur.name.clone());
+                }
+                new
+            })?;
+            let between = self.server.is_none()
+                || self.core.owns_server()
+                    && self.core.nothing_owed()
+                    && self.core.client_status() == TxStatus::Idle;
+            if let Some(db) = removed.filter(|_| between) {
+                // Every statement would fail ("disabled"), and never say why or
+                // that a new connection is refused (probe O): told once, as
+                // Postgres ends the sessions of a database it drops.
+                return Err(self.core.fatal(
+                    sqlstate::ADMIN_SHUTDOWN,
+                    &format!("database \"{db}\" was removed from shardbouncer's configuration"),
+                ));
             }
-            new
-        })?;
-        let between = self.server.is_none()
-            || self.core.owns_server()
-                && self.core.nothing_owed()
-                && self.core.client_status() == TxStatus::Idle;
-        if let Some(db) = removed.filter(|_| between) {
-            // Every statement would fail ("disabled"), and never say why or
-            // that a new connection is refused (probe O): told once, as
-            // Postgres ends the sessions of a database it drops.
-            return Err(self.core.fatal(
-                sqlstate::ADMIN_SHUTDOWN,
-                &format!("database \"{db}\" was removed from shardbouncer's configuration"),
-            ));
+            let limits = &snap.config.limits;
+            self.core.spill_above(limits.spool_threshold);
+            self.taken_up = TakenUp {
+                generation: snap.generation,
+                linger: match limits.client_hibernate_after.as_std() {
+                    h if h.is_zero() => LINGER,
+                    h => LINGER.min(h),
+                },
+            };
         }
-        self.core.spill_above(snap.config.limits.spool_threshold);
-        drop(snap);
         self.follow_reloaded_pools();
         let need = self.core.client_data();
         self.serve(need).await?;
@@ -939,18 +975,7 @@ impl Session {
         stream: &mut super::ClientStream,
         wakes: &mut Wakes<'_, '_>,
     ) -> Option<Event> {
-        let hibernate = self
-            .app
-            .snapshot
-            .load()
-            .config
-            .limits
-            .client_hibernate_after
-            .as_std();
-        let linger = match hibernate.is_zero() {
-            true => LINGER,
-            false => LINGER.min(hibernate),
-        };
+        let linger = self.taken_up.linger;
         crate::net::coarse::timeout(linger, self.wait_idle(stream, wakes)).await
     }
 
@@ -2231,6 +2256,7 @@ impl Session {
             client_fd: _,
             tenant_cell: _,
             settings_retries: _,
+            taken_up: _,
         } = unbox(self);
         debug_assert!(server.is_none() && buffered == 0 && !sending);
         debug_assert!(listening.is_none() && spool.is_none() && woken_by.is_none());
@@ -2263,6 +2289,7 @@ impl Session {
                 client_fd: None,
                 tenant_cell: None,
                 settings_retries: 0,
+                taken_up: TakenUp::default(),
             })),
         }
     }
