@@ -7481,7 +7481,9 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
             "CREATE TABLE ran (what text); GRANT ALL ON ran TO app; \
              CREATE FUNCTION note_ran(v text) RETURNS bool LANGUAGE sql \
              AS $f$ INSERT INTO ran VALUES (v) RETURNING true $f$; \
-             CREATE DOMAIN noted AS text CHECK (note_ran(VALUE));",
+             CREATE DOMAIN noted AS text CHECK (note_ran(VALUE)); \
+             CREATE FUNCTION note_row(r record) RETURNS bool LANGUAGE plpgsql \
+             AS $f$ BEGIN INSERT INTO ran VALUES ('row'); RETURN true; END $f$;",
         );
     }
     let oid: u32 = f.direct(0, "SELECT 'noted'::regtype::oid").parse().unwrap();
@@ -7535,9 +7537,33 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
         "SELECT b.note_ran AS note_ran FROM pg_catalog.unnest(ARRAY['x']) AS b(q)",
         "SELECT s.note_ran FROM (SELECT relname AS x FROM pg_catalog.pg_class) s, \
          (SELECT 1 AS note_ran) t",
+        // Probe CW: `ordinality` taken for an alias (F1), an expression's
+        // last name (F2), a column list that renames (F3, F4), a cast to a
+        // domain in a setting's read (F6).
+        "SELECT *, 1 AS ordinality FROM accounts /* pg_ */",
+        "SELECT s.note_row FROM (SELECT 0 + t.note_row FROM (SELECT 1 AS note_row) t) s, \
+         pg_catalog.pg_class LIMIT 1",
+        "SELECT s.note_row FROM (SELECT 1 AS note_row) s(a), pg_catalog.pg_class LIMIT 1",
+        "SELECT s.note_row FROM (SELECT * FROM (pg_catalog.pg_namespace n \
+         JOIN pg_catalog.generate_series(1,1) g(note_row) ON true) AS j(a,b,c,d,e)) s LIMIT 1",
+        "SELECT current_setting('x'::noted, true)",
     ] {
         let (errs, rows) = q(&mut c, sql);
         assert_eq!((errs, rows), (vec!["42P17".to_string()], vec![]), "{sql}");
     }
+    // A Parse alone reads an array literal of the domain through its input,
+    // which checks the CHECK (probe CW F5).
+    let msgs = c
+        .parse_typed("", "SELECT '{x}'::noted[]", &[])
+        .sync()
+        .run_until(b'Z');
+    assert_eq!(error_codes(&msgs), ["42P17"], "a Parse alone");
     assert_eq!(f.counts("ran"), [0, 0], "the domain's CHECK ran");
+    // A plain read of the catalogs still runs, and finds the domain.
+    let (errs, rows) = q(
+        &mut c,
+        "SELECT t.typname FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n \
+         ON n.oid = t.typnamespace WHERE t.typname = 'noted' AND n.nspname = 'public'",
+    );
+    assert_eq!((errs, rows), (vec![], vec!["noted".to_string()]));
 }

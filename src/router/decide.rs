@@ -749,6 +749,13 @@ fn batch<'a, V: ParamValues>(
                     return Err(violation(r, v));
                 }
                 lexing.check(r, s, f)?;
+                // A Parse reads the text's constants through their types'
+                // input, which may be the application's code (a domain's
+                // CHECK in an array's input; probe CW F5): such a Parse
+                // needs what its statement needs, as a Bind does.
+                if f.parse_runs_input {
+                    binds_free &= free_here(f, lexing.types);
+                }
                 if is_set(f) {
                     set_msgs += 1;
                 } else {

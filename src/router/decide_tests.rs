@@ -684,8 +684,15 @@ fn tenant_free_is_an_allow_list() {
         "SELECT version() WHERE EXISTS (SELECT 1 FROM a)",
         "SELECT version() UNION SELECT name FROM a",
         "SELECT 1 FROM a",
+        // A cast to a type of the application's runs its code (a domain's
+        // CHECK), whatever the function (probe CW F6).
+        "SELECT current_setting('x'::tdom, true)",
+        "SELECT set_config('app.x', 'y'::tdom, false)",
+        "SELECT current_setting('x'::public.text)",
         // The catalog read with a table of the application's.
         "SELECT * FROM pg_catalog.pg_class c JOIN a ON true",
+        // `ordinality` is no alias's announcement (probe CW F1).
+        "SELECT *, 1 AS ordinality FROM a /* pg_ */",
     ] {
         assert_eq!(code(&query(&r, &t, Tx::Idle, sql)), "42P17", "{sql}");
     }
@@ -706,7 +713,7 @@ fn tenant_free_is_an_allow_list() {
         // Health checks, and catalog reads (router::catalog): drivers'
         // type and table introspection.
         "SELECT 1",
-        "SELECT t.oid FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace",
+        "SELECT t.oid, typarray FROM pg_type t WHERE t.typname = 'json'",
     ] {
         assert_eq!(query(&r, &t, Tx::Idle, sql), Decision::TenantFree, "{sql}");
     }
@@ -2302,10 +2309,10 @@ fn a_catalog_read_by_name_runs_anywhere_only_while_names_are_trusted() {
     let t = Tenants::default();
     let distrust = untrusted(&t);
     let run = |v: &SessionView<'_>, sql: &str| query_in(&r, v, sql);
-    let by_name = "SELECT t.oid FROM pg_type t WHERE t.typname = 'mood'";
-    // (Operators too are found by name: `OPERATOR(pg_catalog.=)`.)
-    let qualified =
-        "SELECT t.oid FROM pg_catalog.pg_type t WHERE t.typname OPERATOR(pg_catalog.=) 'mood'";
+    // psycopg2's and SQLAlchemy's (catalog reads are of captured forms).
+    let by_name = "SELECT t.oid, typarray FROM pg_type t WHERE t.typname = 'mood'";
+    let qualified = "SELECT pg_catalog.pg_opclass.oid, pg_catalog.pg_opclass.opcname \
+                     FROM pg_catalog.pg_opclass WHERE NOT pg_catalog.pg_opclass.opcdefault";
     assert_eq!(run(&view(&t, Tx::Idle), by_name), Decision::TenantFree);
     assert_eq!(code(&run(&distrust, by_name)), "42P17");
     assert_eq!(run(&distrust, qualified), Decision::TenantFree);
@@ -2338,7 +2345,9 @@ fn a_parameter_of_a_type_of_the_databases_own_is_not_tenant_free() {
     let r = routing(ALL, false, NoTenant::Reject);
     let t = Tenants::default();
     let mut f = Facts::default();
-    let sql = "SELECT t.oid FROM pg_catalog.pg_type t WHERE t.typname = $1";
+    // psycopg 3's `TypeInfo.fetch`.
+    let sql = "SELECT typname AS name, oid, typarray AS array_oid, oid::regtype::text AS regtype, \
+               typdelim AS delimiter FROM pg_type t WHERE t.oid = to_regtype($1) ORDER BY t.oid";
     analyze(sql.as_bytes(), r.key.as_bytes(), true, &mut f);
     let v = Values(vec![Some(b"mood".to_vec())]);
     let run = |oid: u32| {
@@ -2427,4 +2436,39 @@ fn a_bind_without_an_execute_needs_the_tenant_its_statement_needs() {
         ],
     );
     assert_eq!(code(&d), "42P17");
+}
+
+/// Postgres reads a text's constants through their types' input at Parse:
+/// an array (or composite) of a domain checks the domain's CHECK, the
+/// application's code. A Parse of such a text needs what its statement
+/// needs; other Parses (and Describes) still run anywhere (probe CW F5).
+#[test]
+fn a_parse_that_reads_a_constant_of_the_applications_type_needs_a_tenant() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let parse_only = |sql: &str| {
+        let mut f = Facts::default();
+        analyze(sql.as_bytes(), r.key.as_bytes(), true, &mut f);
+        batch(&r, &t, Tx::Idle, [Item::<&Values>::Parse(&f)])
+    };
+    for sql in [
+        "SELECT '{x}'::tdom[]",
+        "SELECT '{x}'::public.tdom[]",
+        "SELECT CAST('{x}' AS tdom[])",
+        "SELECT _tdom '{x}'",
+        "SELECT \"_tdom\" '{x}'",
+        "SELECT * FROM a WHERE c = '(x)'::comp",
+        "SELECT $$(x)$$::comp",
+    ] {
+        assert_eq!(code(&parse_only(sql)), "42P17", "{sql}");
+    }
+    for sql in [
+        "SELECT * FROM a WHERE s = 'x' AND d > DATE '2020-01-01' AND t LIKE 'a%' ESCAPE '!'",
+        "SELECT '{1}'::int8[], CAST('x' AS pg_catalog.text), 'x'::character varying",
+        "SELECT * FROM a WHERE ts AT TIME ZONE 'UTC' > now() - INTERVAL '1 day'",
+        "SELECT * FROM a WHERE b = $1::tdom",
+        "UPDATE a SET s = 'x' WHERE id = $1 RETURNING 'done'",
+    ] {
+        assert_eq!(parse_only(sql), Decision::TenantFree, "{sql}");
+    }
 }

@@ -204,6 +204,11 @@ pub(super) struct Lexer<'a> {
 }
 
 impl<'a> Lexer<'a> {
+    /// The `standard_conforming_strings` it lexes under.
+    pub(super) fn std_strings(&self) -> bool {
+        self.std_strings
+    }
+
     /// A lexer at the start of `s`, with `standard_conforming_strings` = `std_strings`.
     pub(super) fn new(s: &'a [u8], std_strings: bool) -> Self {
         Lexer {

@@ -406,6 +406,10 @@ pub struct Facts {
     /// function, type or operator without its schema: what `search_path` (and the
     /// session's temporary schema) finds by that name decides what it reads.
     pub catalog_by_name: bool,
+    /// Parsing the text may run the input of a type that is not built in
+    /// ([`super::catalog::parse_runs_input`]): a Parse of it alone runs the
+    /// application's code.
+    pub parse_runs_input: bool,
     /// Some statement is an SQL `EXECUTE` of a prepared statement (anywhere:
     /// `EXPLAIN ANALYZE EXECUTE`, `CREATE TABLE .. AS EXECUTE`): in session
     /// mode it may run a `COPY .. FROM STDIN` the client prepared through
@@ -506,6 +510,7 @@ impl Facts {
         self.effects = Effects::none();
         self.casts_by_name = false;
         self.catalog_by_name = false;
+        self.parse_runs_input = false;
         self.executes = false;
         self.mentions.clear();
         self.params.clear();
@@ -571,6 +576,8 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
     out.clear();
     out.std_strings = std_strings;
     out.non_ascii = !sql.is_ascii();
+    out.parse_runs_input = memchr::memchr2(b'\'', b'$', sql).is_some()
+        && super::catalog::parse_runs_input(sql, std_strings);
     let mut set_tenant_seen = false;
     split(sql, std_strings, |stmt| {
         let kind = classify(stmt, key, std_strings, out);
@@ -982,7 +989,7 @@ pub fn kinds(sql: &[u8], key: &[u8], std_strings: bool, mut f: impl FnMut(Kind))
 
 /// Calls `f` with each statement of `sql` (split at top-level `;`, which the
 /// lexer never sees inside literals, quoted identifiers or comments).
-fn split(sql: &[u8], std_strings: bool, mut f: impl FnMut(&[u8])) {
+pub(super) fn split(sql: &[u8], std_strings: bool, mut f: impl FnMut(&[u8])) {
     if memchr::memchr(b';', sql).is_none() {
         return f(sql);
     }
@@ -1689,7 +1696,8 @@ fn info_select(sql: &[u8], mut lx: Lexer<'_>) -> bool {
 }
 
 /// One constant argument of an [`info_select`] call: a literal,
-/// parameter, `TRUE`, `FALSE` or `NULL`, cast by `::name` or not.
+/// parameter, `TRUE`, `FALSE` or `NULL`, cast by `::name` to a built-in
+/// type or not.
 fn info_argument(sql: &[u8], lx: &mut Lexer<'_>) -> bool {
     let Some(t) = lx.next_sig() else { return false };
     let constant = matches!(
@@ -1699,9 +1707,14 @@ fn info_argument(sql: &[u8], lx: &mut Lexer<'_>) -> bool {
     if !constant {
         return false;
     }
+    // Cast to built-in types only: a literal cast to a domain runs its
+    // `CHECK`, the application's code (probe CW F6: `current_setting('x'::dom)`).
     while lx.peek_sig().is_some_and(|t| t.k == K::Cast) {
         lx.next_sig();
-        if !lx.next_sig().is_some_and(|t| t.k == K::Ident) {
+        if !lx
+            .next_sig()
+            .is_some_and(|t| t.k == K::Ident && super::catalog::builtin_type(sql, &t))
+        {
             return false;
         }
     }
