@@ -7559,6 +7559,23 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
         .run_until(b'Z');
     assert_eq!(error_codes(&msgs), ["42P17"], "a Parse alone");
     assert_eq!(f.counts("ran"), [0, 0], "the domain's CHECK ran");
+    // Parsed with a tenant, described later without one: the server the
+    // Describe goes to parses it (probe CW F5).
+    let (errs, _) = q(&mut c, "SET tenant_id = 1");
+    assert!(errs.is_empty(), "{errs:?}");
+    let msgs = c
+        .parse_typed("arr", "SELECT '{x}'::noted[]", &[])
+        .sync()
+        .run_until(b'Z');
+    assert!(error_codes(&msgs).is_empty(), "{msgs:?}");
+    // (Named statements follow the client: shardbouncer may prepare it on a
+    // server only when it is bound or described.)
+    let ran = f.counts("ran");
+    let (errs, _) = q(&mut c, "RESET tenant_id");
+    assert!(errs.is_empty(), "{errs:?}");
+    let msgs = c.describe_stmt("arr").sync().run_until(b'Z');
+    assert_eq!(error_codes(&msgs), ["42P17"], "a Describe alone");
+    assert_eq!(f.counts("ran"), ran, "the domain's CHECK ran again");
     // A plain read of the catalogs still runs, and finds the domain.
     let (errs, rows) = q(
         &mut c,

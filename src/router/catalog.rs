@@ -1323,6 +1323,12 @@ pub fn catalog_read(sql: &[u8], std_strings: bool) -> Option<CatalogRead> {
         return None;
     }
     let known = constants_only(sql, std_strings) || known_form(sql, std_strings);
+    // Nor is a long text walked unless its form is known: the walk compares
+    // each FROM item with every `WITH` name in scope (probe CX F2: a crafted
+    // 1 MB text held a worker for 120 s).
+    if !known && sql.len() > PLAIN_MAX {
+        return None;
+    }
     walk(sql, std_strings, known)
 }
 
@@ -1368,85 +1374,105 @@ pub(super) fn builtin_type(sql: &[u8], t: &Tok) -> bool {
     is_any_kw(sql, t, KEYWORD_TYPES) || TYPES.iter().any(|n| ident_eq(sql, t, n))
 }
 
-/// Words that may stand right before a string literal without naming its
-/// type, past [`RESERVED_BEFORE_LITERAL`] and [`OPERATOR_WORDS`]: the
-/// grammar's (`AT TIME ZONE 'x'`, `COMMENT .. IS 'x'`, `DO $$..$$`,
-/// `ALTER TYPE .. ADD VALUE 'x'`, `SET ROLE 'x'`, `COPY .. FROM 'file'`).
-const GRAMMAR_BEFORE_LITERAL: &[&[u8]] = &[
-    b"after",
-    b"authorization",
-    b"before",
-    b"by",
-    b"connection",
-    b"content",
+/// Reserved words a string literal may follow besides
+/// [`RESERVED_BEFORE_LITERAL`] (`DO $$..$$`, `COPY .. FROM 'file'`, `SELECT
+/// 'a' UNION SELECT 'b'`): Postgres takes no type of these names.
+const RESERVED_ALSO_BEFORE_LITERAL: &[&[u8]] = &[
     b"default",
-    b"delimiter",
     b"do",
-    b"document",
-    b"encoding",
     b"except",
     b"for",
-    b"format",
     b"from",
     b"intersect",
-    b"key",
-    b"language",
-    b"location",
-    b"names",
     b"null",
-    b"passing",
-    b"password",
     b"placing",
-    b"quote",
     b"returning",
-    b"role",
-    b"schema",
-    b"uescape",
     b"union",
-    b"until",
     b"using",
-    b"value",
-    b"version",
     b"with",
-    b"zone",
 ];
 
 /// Whether parsing `sql` may run the input function of a type that is not
-/// built in: a string literal cast (`'{x}'::dom[]`, `CAST('..' AS t)`) or
-/// typed (`t '(x)'`) to such a type. Postgres reads such a constant at
-/// Parse, and the input of an array or a composite of a domain checks the
-/// domain's `CHECK`, the application's code (probe CW F5: a Parse and a
-/// Sync alone ran it). Fails toward `true`: a word before a literal that is
-/// neither a built-in type nor a word of the grammar counts.
+/// built in. Postgres reads a string literal's constant at Parse through
+/// the input of the type it is cast or coerced to, and the input of an
+/// array or a composite of a domain checks the domain's `CHECK`, the
+/// application's code (probe CW F5: a Parse and a Sync alone ran it). A
+/// cast applies through parentheses and `ARRAY[..]`, and a literal takes
+/// the type of another branch's cast (`CASE .. ELSE NULL::t[]`), so: a text
+/// with a string literal and a cast anywhere (`::`, `CAST(.. AS ..)`; but a
+/// parameter's) to a type not built in, or a literal right after a word
+/// that may name a type (any but a reserved word or a built-in type's;
+/// probe CX F1: `location '(x)'`). A parameter's cast alone is left: a
+/// literal coerced to its type (`CASE .. THEN $1::t[] ELSE '{x}' END`) is
+/// not seen (README, "Left to the application").
 pub(super) fn parse_runs_input(sql: &[u8], std_strings: bool) -> bool {
     let mut lx = Lexer::new(sql, std_strings);
-    let (mut prev, mut prev2): (Option<Tok>, Option<Tok>) = (None, None);
+    let (mut literal, mut cast) = (false, false);
+    let mut prev: Option<Tok> = None;
+    let mut prev2: Option<Tok> = None;
+    // Depths of the open `CAST(`s, and the current depth.
+    let mut casts: Vec<usize> = Vec::new();
+    let mut depth = 0usize;
     while let Some(t) = lx.next_sig() {
-        if matches!(t.k, K::Str { .. } | K::Dollar | K::Lit) {
-            let typed = prev.is_some_and(|p| {
-                p.k == K::QIdent
-                    || (p.k == K::Ident
-                        && !builtin_type(sql, &p)
-                        && !is_any_kw(sql, &p, RESERVED_BEFORE_LITERAL)
-                        && !is_any_kw(sql, &p, OPERATOR_WORDS)
-                        && !is_any_kw(sql, &p, GRAMMAR_BEFORE_LITERAL))
-            });
-            let mut after = lx;
-            let cast = after.next_sig().is_some_and(|n| n.k == K::Cast)
-                && !builtin_type_at(sql, &mut after);
-            let mut after = lx;
-            let cast_as = prev.is_some_and(|p| p.k == K::LParen)
-                && prev2.is_some_and(|p| is_kw(sql, &p, b"CAST"))
-                && after.next_sig().is_some_and(|a| is_kw(sql, &a, b"AS"))
-                && !builtin_type_at(sql, &mut after);
-            if typed || cast || cast_as {
-                return true;
+        match t.k {
+            K::Str { .. } | K::Dollar | K::Lit => {
+                literal = true;
+                let typed = prev.is_some_and(|p| {
+                    p.k == K::QIdent || (p.k == K::Ident && may_name_a_type(sql, &p, prev2))
+                });
+                if typed {
+                    return true;
+                }
             }
+            // A parameter's cast reads no constant (its value comes at the
+            // Bind, which is routed as its statement: asyncpg's
+            // `ANY($2::grade[])`).
+            K::Cast if !prev.is_some_and(|p| matches!(p.k, K::Param(_))) => {
+                let mut after = lx;
+                cast |= !builtin_type_at(sql, &mut after);
+            }
+            K::LParen => {
+                if prev.is_some_and(|p| is_kw(sql, &p, b"CAST")) {
+                    casts.push(depth);
+                }
+                depth += 1;
+            }
+            K::RParen => {
+                depth = depth.saturating_sub(1);
+                if casts.last() == Some(&depth) {
+                    casts.pop();
+                }
+            }
+            K::Ident
+                if is_kw(sql, &t, b"AS") && depth > 0 && casts.last() == Some(&(depth - 1)) =>
+            {
+                let mut after = lx;
+                cast |= !builtin_type_at(sql, &mut after);
+            }
+            _ => {}
+        }
+        if literal && cast {
+            return true;
         }
         prev2 = prev;
         prev = Some(t);
     }
     false
+}
+
+/// Whether the word `p` before a string literal may be the name of the
+/// literal's type: not a built-in type, not a reserved word, and not a word
+/// of the grammar where it stands (`x LIKE 'a'`, `x NOT LIKE 'a'`, `AT TIME
+/// ZONE 'x'`, `U&'..' UESCAPE '!'`); `before` is the token before `p`.
+fn may_name_a_type(sql: &[u8], p: &Tok, before: Option<Tok>) -> bool {
+    let after_operand = before.is_some_and(|o| ends_operand(sql, &o) || is_kw(sql, &o, b"NOT"));
+    let not_a_type = builtin_type(sql, p)
+        || is_any_kw(sql, p, RESERVED_BEFORE_LITERAL)
+        || is_any_kw(sql, p, RESERVED_ALSO_BEFORE_LITERAL)
+        || (is_any_kw(sql, p, OPERATOR_WORDS) && after_operand)
+        || (is_kw(sql, p, b"ZONE") && before.is_some_and(|o| is_kw(sql, &o, b"TIME")))
+        || (is_kw(sql, p, b"UESCAPE") && before.is_some_and(|o| o.k == K::Lit));
+    !not_a_type
 }
 
 /// Whether the type named next in `lx` is a built-in one: a word of
@@ -2831,6 +2857,17 @@ mod tests {
             "SELECT {} FROM {} pg_catalog.pg_am",
             vec!["s.zz"; 3000].join(", "),
             "(SELECT 1 AS zz) s, ".repeat(3000)
+        );
+        assert_ne!(kind(&sql), Kind::Catalog);
+        // CX F2: nor is a long text of no known form walked (each FROM item
+        // against every `WITH` name took 120 s over 1 MB).
+        let sql = format!(
+            "WITH {} SELECT 1 FROM {} /* pg_ */",
+            (0..12_000)
+                .map(|i| format!("a{i} AS (SELECT 1)"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            vec!["pg_class"; 24_000].join(", ")
         );
         assert_ne!(kind(&sql), Kind::Catalog);
         // Constants need no captured form; the walk still checks them.

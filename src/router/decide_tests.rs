@@ -2459,6 +2459,18 @@ fn a_parse_that_reads_a_constant_of_the_applications_type_needs_a_tenant() {
         "SELECT \"_tdom\" '{x}'",
         "SELECT * FROM a WHERE c = '(x)'::comp",
         "SELECT $$(x)$$::comp",
+        // Probe CX F1: through parentheses and `ARRAY[..]`, by another
+        // branch's type, and after a word Postgres may take for a type.
+        "SELECT ('{x}')::tdom[]",
+        "SELECT CAST(('{x}') AS tdom[])",
+        "SELECT ARRAY['(x)']::ctype[]",
+        "SELECT CASE WHEN true THEN '{x}' ELSE NULL::tdom[] END",
+        "SELECT '(x)' UNION ALL SELECT NULL::ctype",
+        "SELECT location '(x)'",
+        "SELECT like '(x)'",
+        // (Fails closed: the literal is a date, but a text with a literal
+        // and a cast to the application's type is taken as one.)
+        "SELECT * FROM a WHERE t::date = '2020-01-01' AND u = c::tdom",
     ] {
         assert_eq!(code(&parse_only(sql)), "42P17", "{sql}");
     }
@@ -2468,6 +2480,11 @@ fn a_parse_that_reads_a_constant_of_the_applications_type_needs_a_tenant() {
         "SELECT * FROM a WHERE ts AT TIME ZONE 'UTC' > now() - INTERVAL '1 day'",
         "SELECT * FROM a WHERE b = $1::tdom",
         "UPDATE a SET s = 'x' WHERE id = $1 RETURNING 'done'",
+        "SELECT CAST(a.b AS text) AS c, 'x' AS d FROM a WHERE s NOT LIKE 'y' AND t IS NULL",
+        "SELECT 'a' UNION SELECT 'b' FROM a",
+        "SELECT * FROM a WHERE u = $1::tdom",
+        // asyncpg's (a parameter's cast reads no constant).
+        "SELECT g, current_setting('port') FROM a WHERE t = $1 AND g = ANY($2::grade[])",
     ] {
         assert_eq!(parse_only(sql), Decision::TenantFree, "{sql}");
     }

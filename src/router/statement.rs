@@ -576,7 +576,10 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
     out.clear();
     out.std_strings = std_strings;
     out.non_ascii = !sql.is_ascii();
-    out.parse_runs_input = memchr::memchr2(b'\'', b'$', sql).is_some()
+    // Only a string literal runs an input: a quote, or a `$` that is no
+    // parameter's (a dollar quote).
+    out.parse_runs_input = (memchr::memchr(b'\'', sql).is_some()
+        || memchr::memchr_iter(b'$', sql).any(|i| !sql.get(i + 1).is_some_and(u8::is_ascii_digit)))
         && super::catalog::parse_runs_input(sql, std_strings);
     let mut set_tenant_seen = false;
     split(sql, std_strings, |stmt| {

@@ -675,7 +675,29 @@ impl Tenancy {
                             .unwrap_or_default(),
                     ))
                 }
-                tag::frontend::DESCRIBE => Some(Item::Other),
+                tag::frontend::DESCRIBE => {
+                    // A Describe may make a server parse the statement again
+                    // (prepared anew on the server the unit goes to, or
+                    // analyzed again after `search_path` changed): one whose
+                    // Parse reads a constant through the input of a type
+                    // that is not built in is decided as its Parse (probe CW
+                    // F5). One parsed in this batch: its Parse is.
+                    let earlier = describe_statement_name(body).and_then(|name| {
+                        if name.is_empty() {
+                            unnamed_kept
+                                .then(|| stmts.unnamed().map(|(f, _)| f))
+                                .flatten()
+                        } else if named.as_ref().is_some_and(|m| m.contains_key(name)) {
+                            None
+                        } else {
+                            stmts.get(name).map(|d| &d.facts)
+                        }
+                    });
+                    match earlier {
+                        Some(f) if f.parse_runs_input => Some(Item::Parse(f)),
+                        _ => Some(Item::Other),
+                    }
+                }
                 tag::frontend::CLOSE => {
                     if describe_statement_name(body).is_some_and(<[u8]>::is_empty) {
                         unnamed_kept = false;
