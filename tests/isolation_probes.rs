@@ -7553,11 +7553,17 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
     }
     // A Parse alone reads an array literal of the domain through its input,
     // which checks the CHECK (probe CW F5).
-    let msgs = c
-        .parse_typed("", "SELECT '{x}'::noted[]", &[])
-        .sync()
-        .run_until(b'Z');
-    assert_eq!(error_codes(&msgs), ["42P17"], "a Parse alone");
+    // Nor through parentheses, another branch's cast, or a call of the
+    // array type's name (probes CX F1, CY F1).
+    for sql in [
+        "SELECT '{x}'::noted[]",
+        "SELECT ('{x}')::noted[]",
+        "SELECT CASE WHEN true THEN '{x}' ELSE NULL::noted[] END",
+        "SELECT _noted('{x}')",
+    ] {
+        let msgs = c.parse_typed("", sql, &[]).sync().run_until(b'Z');
+        assert_eq!(error_codes(&msgs), ["42P17"], "a Parse alone: {sql}");
+    }
     assert_eq!(f.counts("ran"), [0, 0], "the domain's CHECK ran");
     // Parsed with a tenant, described later without one: the server the
     // Describe goes to parses it (probe CW F5).

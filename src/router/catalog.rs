@@ -1420,7 +1420,24 @@ pub(super) fn parse_runs_input(sql: &[u8], std_strings: bool) -> bool {
                 let typed = prev.is_some_and(|p| {
                     p.k == K::QIdent || (p.k == K::Ident && may_name_a_type(sql, &p, prev2))
                 });
-                if typed {
+                // `name('..')` is a cast to the type `name` when there is one
+                // (probe CY F1: `_dom('{x}')`, the domain's array type), and a
+                // function of the application's reads its argument through
+                // its parameter's type: one literal alone in a call of a name
+                // that is neither a built-in type nor a function of the
+                // catalog's counts.
+                let mut after = lx;
+                let call = prev.is_some_and(|p| p.k == K::LParen)
+                    && prev2.is_some_and(|n| {
+                        matches!(n.k, K::Ident | K::QIdent)
+                            && !(n.k == K::Ident
+                                && (builtin_type(sql, &n)
+                                    || FUNCTIONS.iter().any(|f| ident_eq(sql, &n, f))
+                                    || is_any_kw(sql, &n, RESERVED_BEFORE_LITERAL)
+                                    || is_any_kw(sql, &n, RESERVED_ALSO_BEFORE_LITERAL)))
+                    })
+                    && after.next_sig().is_some_and(|c| c.k == K::RParen);
+                if typed || call {
                     return true;
                 }
             }
@@ -1461,10 +1478,14 @@ pub(super) fn parse_runs_input(sql: &[u8], std_strings: bool) -> bool {
 }
 
 /// Whether the word `p` before a string literal may be the name of the
-/// literal's type: not a built-in type, not a reserved word, and not a word
+/// literal's type: qualified, or not a built-in type, not a reserved word, and not a word
 /// of the grammar where it stands (`x LIKE 'a'`, `x NOT LIKE 'a'`, `AT TIME
 /// ZONE 'x'`, `U&'..' UESCAPE '!'`); `before` is the token before `p`.
 fn may_name_a_type(sql: &[u8], p: &Tok, before: Option<Tok>) -> bool {
+    // `schema.text '(x)'` is that schema's `text` (probe CY F2).
+    if before.is_some_and(|b| b.k == K::Dot) {
+        return true;
+    }
     let after_operand = before.is_some_and(|o| ends_operand(sql, &o) || is_kw(sql, &o, b"NOT"));
     let not_a_type = builtin_type(sql, p)
         || is_any_kw(sql, p, RESERVED_BEFORE_LITERAL)
@@ -1577,12 +1598,22 @@ fn known_form(sql: &[u8], std_strings: bool) -> bool {
     let forms = FORMS.get_or_init(|| {
         let mut forms = std::collections::HashSet::new();
         for (_, text) in captured() {
-            super::statement::split(text.as_bytes(), true, |stmt| {
+            let text = text.as_bytes();
+            let mut add = |stmt: &[u8]| {
                 let f = form(stmt, true);
                 if !f.is_empty() {
                     forms.insert(f);
                 }
-            });
+            };
+            let mut lx = Lexer::new(text, true);
+            let mut start = 0;
+            while let Some(t) = lx.next_raw() {
+                if t.k == K::Semi {
+                    add(&text[start..t.s]);
+                    start = t.e;
+                }
+            }
+            add(&text[start..]);
         }
         forms
     });

@@ -2468,6 +2468,13 @@ fn a_parse_that_reads_a_constant_of_the_applications_type_needs_a_tenant() {
         "SELECT '(x)' UNION ALL SELECT NULL::ctype",
         "SELECT location '(x)'",
         "SELECT like '(x)'",
+        // Probe CY: a cast written as a call, and a built-in type's name
+        // in another schema.
+        "SELECT _tdom('{x}')",
+        "SELECT public._tdom(E'{x}')",
+        "SELECT \"_tdom\"($$ {x} $$)",
+        "SELECT * FROM a WHERE v <> ALL(_tdom /* c */ ( '{x}' ))",
+        "SELECT app2.text '(x)'",
         // (Fails closed: the literal is a date, but a text with a literal
         // and a cast to the application's type is taken as one.)
         "SELECT * FROM a WHERE t::date = '2020-01-01' AND u = c::tdom",
@@ -2483,6 +2490,7 @@ fn a_parse_that_reads_a_constant_of_the_applications_type_needs_a_tenant() {
         "SELECT CAST(a.b AS text) AS c, 'x' AS d FROM a WHERE s NOT LIKE 'y' AND t IS NULL",
         "SELECT 'a' UNION SELECT 'b' FROM a",
         "SELECT * FROM a WHERE u = $1::tdom",
+        "SELECT lower('X'), pg_catalog.length('x'), coalesce(a, 'y'), f('a', 'b') FROM a",
         // asyncpg's (a parameter's cast reads no constant).
         "SELECT g, current_setting('port') FROM a WHERE t = $1 AND g = ANY($2::grade[])",
     ] {

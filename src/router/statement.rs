@@ -992,7 +992,7 @@ pub fn kinds(sql: &[u8], key: &[u8], std_strings: bool, mut f: impl FnMut(Kind))
 
 /// Calls `f` with each statement of `sql` (split at top-level `;`, which the
 /// lexer never sees inside literals, quoted identifiers or comments).
-pub(super) fn split(sql: &[u8], std_strings: bool, mut f: impl FnMut(&[u8])) {
+fn split(sql: &[u8], std_strings: bool, mut f: impl FnMut(&[u8])) {
     if memchr::memchr(b';', sql).is_none() {
         return f(sql);
     }
