@@ -5,15 +5,17 @@
 //! same schema.
 //!
 //! Two allow-lists, both of which must hold ([`catalog_read`]):
-//! * **the statement's form** is one drivers and tools are known to send
-//!   (`testdata/catalog_reads.txt`, captured from their statement logs):
-//!   the same tokens but for the values of its string and number literals
-//!   ([`form`]). A `SELECT` with no `FROM` and no name after a dot but
-//!   `pg_catalog.` (`SELECT 1`, `SELECT pg_catalog.version()`) needs no
-//!   captured form. Six rounds of probes each found a way through the walk
-//!   below alone (aliases, renamed columns, `ordinality`, `x.f` calling
-//!   `f(x)`): the walk is a partial parser of SQL, and a finite list of
-//!   forms is what can be reviewed;
+//! * **the statement's form**: a plain read ([`Walk::plain`]: every name
+//!   after a dot a column name of the catalogs, no `ORDINALITY` or
+//!   `LATERAL`), a `SELECT` of constants ([`constants_only`]: no `FROM`, no
+//!   name after a dot but `pg_catalog.`'s), or a form drivers and tools are
+//!   known to send (`testdata/catalog_reads.txt`, captured from their
+//!   statement logs): the same tokens but for the values of its string and
+//!   number literals ([`form`]). Six rounds of probes each found a way
+//!   through the walk below alone, every one in what a plain read leaves
+//!   out (names a statement gives its subqueries' columns, alias lists that
+//!   rename them, `ordinality` taken for an alias): the walk is a partial
+//!   parser of SQL, and a finite list of forms is what can be reviewed;
 //! * **the walk**, an allow-list over every token of the statement, never
 //!   "the first word looked harmless":
 //! * every relation it reads (each item after `FROM`, `JOIN` and a `FROM`
@@ -1333,8 +1335,8 @@ pub fn catalog_read(sql: &[u8], std_strings: bool) -> Option<CatalogRead> {
 }
 
 /// The walk (see the module's documentation): whether every token of `sql`
-/// keeps to the allow-lists. Unless the statement's form is `known`, its
-/// FROM items must be catalogs alone ([`Walk::plain`]).
+/// keeps to the allow-lists. Unless the statement's form is `known`, it must
+/// also be a plain read ([`Walk::plain`]).
 fn walk(sql: &[u8], std_strings: bool, known: bool) -> Option<CatalogRead> {
     let mut w = Walk {
         sql,
@@ -1400,9 +1402,11 @@ const RESERVED_ALSO_BEFORE_LITERAL: &[&[u8]] = &[
 /// cast applies through parentheses and `ARRAY[..]`, and a literal takes
 /// the type of another branch's cast (`CASE .. ELSE NULL::t[]`), so: a text
 /// with a string literal and a cast anywhere (`::`, `CAST(.. AS ..)`; but a
-/// parameter's) to a type not built in, or a literal right after a word
-/// that may name a type (any but a reserved word or a built-in type's;
-/// probe CX F1: `location '(x)'`). A parameter's cast alone is left: a
+/// parameter's) to a type not built in, a literal right after a word that
+/// may name a type ([`may_name_a_type`]; probe CX F1: `location '(x)'`), or
+/// one literal alone in a call of a name that is neither a built-in type
+/// nor a function of [`FUNCTIONS`] (probe CY F1: `_dom('{x}')` is a cast to
+/// the domain's array type). A parameter's cast alone is left: a
 /// literal coerced to its type (`CASE .. THEN $1::t[] ELSE '{x}' END`) is
 /// not seen (README, "Left to the application").
 pub(super) fn parse_runs_input(sql: &[u8], std_strings: bool) -> bool {
