@@ -7483,7 +7483,9 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
              AS $f$ INSERT INTO ran VALUES (v) RETURNING true $f$; \
              CREATE DOMAIN noted AS text CHECK (note_ran(VALUE)); \
              CREATE FUNCTION note_row(r record) RETURNS bool LANGUAGE plpgsql \
-             AS $f$ BEGIN INSERT INTO ran VALUES ('row'); RETURN true; END $f$;",
+             AS $f$ BEGIN INSERT INTO ran VALUES ('row'); RETURN true; END $f$; \
+             CREATE SCHEMA shadow; CREATE TYPE shadow.text AS (v noted); \
+             GRANT USAGE ON SCHEMA shadow TO app;",
         );
     }
     let oid: u32 = f.direct(0, "SELECT 'noted'::regtype::oid").parse().unwrap();
@@ -7582,6 +7584,25 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
     let msgs = c.describe_stmt("arr").sync().run_until(b'Z');
     assert_eq!(error_codes(&msgs), ["42P17"], "a Describe alone");
     assert_eq!(f.counts("ran"), ran, "the domain's CHECK ran again");
+    // A built-in type's name another schema ahead of `pg_catalog` shadows
+    // (its `text` a composite of the domain): a Parse alone through it is
+    // refused while the path says so, and runs once it no longer does
+    // (probe CY F2).
+    let (errs, _) = q(&mut c, "SET search_path = shadow, pg_catalog, public");
+    assert!(errs.is_empty(), "{errs:?}");
+    let msgs = c
+        .parse_typed("", "SELECT '(x)'::text", &[])
+        .sync()
+        .run_until(b'Z');
+    assert_eq!(error_codes(&msgs), ["42P17"], "through shadow.text");
+    assert_eq!(f.counts("ran"), ran, "shadow.text's input ran the CHECK");
+    let (errs, _) = q(&mut c, "RESET search_path");
+    assert!(errs.is_empty(), "{errs:?}");
+    let msgs = c
+        .parse_typed("", "SELECT '(x)'::text", &[])
+        .sync()
+        .run_until(b'Z');
+    assert!(error_codes(&msgs).is_empty(), "{msgs:?}");
     // A plain read of the catalogs still runs, and finds the domain.
     let (errs, rows) = q(
         &mut c,

@@ -1395,7 +1395,7 @@ const RESERVED_ALSO_BEFORE_LITERAL: &[&[u8]] = &[
 ];
 
 /// Whether parsing `sql` may run the input function of a type that is not
-/// built in. Postgres reads a string literal's constant at Parse through
+/// built in ([`ParseInput::Application`]). Postgres reads a string literal's constant at Parse through
 /// the input of the type it is cast or coerced to, and the input of an
 /// array or a composite of a domain checks the domain's `CHECK`, the
 /// application's code (probe CW F5: a Parse and a Sync alone ran it). A
@@ -1409,14 +1409,23 @@ const RESERVED_ALSO_BEFORE_LITERAL: &[&[u8]] = &[
 /// the domain's array type). A parameter's cast alone is left: a
 /// literal coerced to its type (`CASE .. THEN $1::t[] ELSE '{x}' END`) is
 /// not seen (README, "Left to the application").
-pub(super) fn parse_runs_input(sql: &[u8], std_strings: bool) -> bool {
+///
+/// Built-in types named without `pg_catalog.` (`'(x)'::text`) are what
+/// `search_path` finds by those names: [`ParseInput::ByName`] (probe CY F2).
+pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
     let mut lx = Lexer::new(sql, std_strings);
-    let (mut literal, mut cast) = (false, false);
+    let (mut literal, mut cast, mut by_name) = (false, false, false);
     let mut prev: Option<Tok> = None;
     let mut prev2: Option<Tok> = None;
     // Depths of the open `CAST(`s, and the current depth.
     let mut casts: Vec<usize> = Vec::new();
     let mut depth = 0usize;
+    // A built-in type found by name (not a keyword type, not qualified).
+    let found_by_name = |n: &Tok| {
+        n.k == K::Ident
+            && !is_any_kw(sql, n, KEYWORD_TYPES)
+            && TYPES.iter().any(|t| ident_eq(sql, n, t))
+    };
     while let Some(t) = lx.next_sig() {
         match t.k {
             K::Str { .. } | K::Dollar | K::Lit => {
@@ -1431,7 +1440,9 @@ pub(super) fn parse_runs_input(sql: &[u8], std_strings: bool) -> bool {
                 // that is neither a built-in type nor a function of the
                 // catalog's counts.
                 let mut after = lx;
-                let call = prev.is_some_and(|p| p.k == K::LParen)
+                let alone = prev.is_some_and(|p| p.k == K::LParen)
+                    && after.next_sig().is_some_and(|c| c.k == K::RParen);
+                let call = alone
                     && prev2.is_some_and(|n| {
                         matches!(n.k, K::Ident | K::QIdent)
                             && !(n.k == K::Ident
@@ -1439,18 +1450,24 @@ pub(super) fn parse_runs_input(sql: &[u8], std_strings: bool) -> bool {
                                     || FUNCTIONS.iter().any(|f| ident_eq(sql, &n, f))
                                     || is_any_kw(sql, &n, RESERVED_BEFORE_LITERAL)
                                     || is_any_kw(sql, &n, RESERVED_ALSO_BEFORE_LITERAL)))
-                    })
-                    && after.next_sig().is_some_and(|c| c.k == K::RParen);
+                    });
                 if typed || call {
-                    return true;
+                    return ParseInput::Application;
                 }
+                by_name |= prev
+                    .is_some_and(|p| found_by_name(&p) && !prev2.is_some_and(|d| d.k == K::Dot))
+                    || (alone && prev2.is_some_and(|n| found_by_name(&n)));
             }
             // A parameter's cast reads no constant (its value comes at the
             // Bind, which is routed as its statement: asyncpg's
             // `ANY($2::grade[])`).
             K::Cast if !prev.is_some_and(|p| matches!(p.k, K::Param(_))) => {
                 let mut after = lx;
-                cast |= !builtin_type_at(sql, &mut after);
+                match type_at(sql, &mut after) {
+                    TypeName::Other => cast = true,
+                    TypeName::ByName => by_name = true,
+                    TypeName::Qualified => {}
+                }
             }
             K::LParen => {
                 if prev.is_some_and(|p| is_kw(sql, &p, b"CAST")) {
@@ -1468,17 +1485,78 @@ pub(super) fn parse_runs_input(sql: &[u8], std_strings: bool) -> bool {
                 if is_kw(sql, &t, b"AS") && depth > 0 && casts.last() == Some(&(depth - 1)) =>
             {
                 let mut after = lx;
-                cast |= !builtin_type_at(sql, &mut after);
+                match type_at(sql, &mut after) {
+                    TypeName::Other => cast = true,
+                    TypeName::ByName => by_name = true,
+                    TypeName::Qualified => {}
+                }
             }
             _ => {}
         }
         if literal && cast {
-            return true;
+            return ParseInput::Application;
         }
         prev2 = prev;
         prev = Some(t);
     }
-    false
+    if literal && by_name {
+        ParseInput::ByName
+    } else {
+        ParseInput::Builtin
+    }
+}
+
+/// What a Parse of a text may read its string literals through
+/// ([`parse_input`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ParseInput {
+    /// Built-in types' input only (or no literal).
+    #[default]
+    Builtin,
+    /// Built-in types named without their schema: whatever `search_path`
+    /// finds by those names, which is `pg_catalog`'s while it is trusted.
+    ByName,
+    /// A type that may be the application's.
+    Application,
+}
+
+/// How a type is named ([`type_at`]).
+enum TypeName {
+    /// A keyword type, or `pg_catalog.` and a built-in name: `pg_catalog`'s.
+    Qualified,
+    /// A built-in type's name without its schema.
+    ByName,
+    /// Anything else: may be the application's.
+    Other,
+}
+
+/// How the type named next in `lx` is named.
+fn type_at(sql: &[u8], lx: &mut Lexer<'_>) -> TypeName {
+    let Some(t) = lx.next_sig() else {
+        return TypeName::Other;
+    };
+    if !matches!(t.k, K::Ident | K::QIdent) {
+        return TypeName::Other;
+    }
+    if lx.peek_sig().is_some_and(|d| d.k == K::Dot) {
+        lx.next_sig();
+        let builtin = ident_eq(sql, &t, b"pg_catalog")
+            && lx
+                .next_sig()
+                .is_some_and(|n| matches!(n.k, K::Ident | K::QIdent) && builtin_type(sql, &n));
+        return if builtin {
+            TypeName::Qualified
+        } else {
+            TypeName::Other
+        };
+    }
+    if t.k == K::Ident && is_any_kw(sql, &t, KEYWORD_TYPES) {
+        TypeName::Qualified
+    } else if builtin_type(sql, &t) {
+        TypeName::ByName
+    } else {
+        TypeName::Other
+    }
 }
 
 /// Whether the word `p` before a string literal may be the name of the
@@ -1498,23 +1576,6 @@ fn may_name_a_type(sql: &[u8], p: &Tok, before: Option<Tok>) -> bool {
         || (is_kw(sql, p, b"ZONE") && before.is_some_and(|o| is_kw(sql, &o, b"TIME")))
         || (is_kw(sql, p, b"UESCAPE") && before.is_some_and(|o| o.k == K::Lit));
     !not_a_type
-}
-
-/// Whether the type named next in `lx` is a built-in one: a word of
-/// [`KEYWORD_TYPES`] or [`TYPES`], or `pg_catalog.` and one of them.
-fn builtin_type_at(sql: &[u8], lx: &mut Lexer<'_>) -> bool {
-    let Some(t) = lx.next_sig() else { return false };
-    if !matches!(t.k, K::Ident | K::QIdent) {
-        return false;
-    }
-    if lx.peek_sig().is_some_and(|d| d.k == K::Dot) {
-        lx.next_sig();
-        return ident_eq(sql, &t, b"pg_catalog")
-            && lx
-                .next_sig()
-                .is_some_and(|n| matches!(n.k, K::Ident | K::QIdent) && builtin_type(sql, &n));
-    }
-    t.k == K::Ident && builtin_type(sql, &t)
 }
 
 /// Longest text taken as a [`Walk::plain`] read of no known form.

@@ -22,7 +22,9 @@ use super::copy::{CopyIn, CopyReader, CopyValue};
 use super::key::TenantKey;
 use super::scanner::Source;
 use super::shardmap::ShardMap;
-use super::statement::{Facts, Kind, Mention, Violation, MAX_MENTIONS, RESERVED_PREFIX};
+use super::statement::{
+    Facts, Kind, Mention, ParseInput, Violation, MAX_MENTIONS, RESERVED_PREFIX,
+};
 use crate::sqlstate::{self, PgError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -751,9 +753,15 @@ fn batch<'a, V: ParamValues>(
                 lexing.check(r, s, f)?;
                 // A Parse reads the text's constants through their types'
                 // input, which may be the application's code (a domain's
-                // CHECK in an array's input; probe CW F5): such a Parse
-                // needs what its statement needs, as a Bind does.
-                if f.parse_runs_input {
+                // CHECK in an array's input; probe CW F5), as may a built-in
+                // type's name where `search_path` is not trusted (CY F2):
+                // such a Parse needs what its statement needs, as a Bind does.
+                let reads_app = match f.parse_input {
+                    ParseInput::Application => true,
+                    ParseInput::ByName => lexing.types,
+                    ParseInput::Builtin => false,
+                };
+                if reads_app {
                     binds_free &= free_here(f, lexing.types);
                 }
                 if is_set(f) {

@@ -2497,3 +2497,44 @@ fn a_parse_that_reads_a_constant_of_the_applications_type_needs_a_tenant() {
         assert_eq!(parse_only(sql), Decision::TenantFree, "{sql}");
     }
 }
+
+/// A built-in type's name without its schema is what `search_path` finds:
+/// while the session's names are not trusted, a Parse that reads a literal
+/// through one needs what its statement needs (probe CY F2: an application
+/// composite `text` in a schema ahead of `pg_catalog`).
+#[test]
+fn a_parse_through_a_type_found_by_name_needs_a_tenant_where_names_are_untrusted() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let parse_only = |v: &SessionView<'_>, sql: &str| {
+        let mut f = Facts::default();
+        analyze(sql.as_bytes(), r.key.as_bytes(), true, &mut f);
+        decide(
+            &r,
+            v,
+            Unit::batch([Item::<&Values>::Parse(&f)].into_iter()),
+            &mut Vec::new(),
+        )
+    };
+    let distrust = untrusted(&t);
+    for sql in [
+        "SELECT '(x)'::text",
+        "SELECT CAST('(x)' AS json)",
+        "SELECT text '(x)'",
+        "SELECT json('(x)')",
+    ] {
+        assert_eq!(
+            parse_only(&view(&t, Tx::Idle), sql),
+            Decision::TenantFree,
+            "{sql}"
+        );
+        assert_eq!(code(&parse_only(&distrust, sql)), "42P17", "{sql}");
+    }
+    // Keyword types and `pg_catalog.` are `pg_catalog`'s whatever the path.
+    for sql in [
+        "SELECT '1'::integer, CAST('x' AS pg_catalog.text), varchar 'y'",
+        "SELECT * FROM a WHERE b = $1::text",
+    ] {
+        assert_eq!(parse_only(&distrust, sql), Decision::TenantFree, "{sql}");
+    }
+}

@@ -42,5 +42,5 @@ pub use scanner::{mentions, Source, TenantToken};
 pub use shardmap::{KeyType, Method, Route, RouteReason, ShardMap};
 pub use statement::{
     analyze, analyze_checked, begin_has_modes, common_prefix, int_spans, listen_ops, same_shape,
-    shape_invariant, Effects, Facts, Kind, ListenOp, Mention, ShapeCache,
+    shape_invariant, Effects, Facts, Kind, ListenOp, Mention, ParseInput, ShapeCache,
 };

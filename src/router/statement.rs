@@ -13,6 +13,7 @@
 //! a tenant. A multi-statement text is tenant-free only if every statement is.
 
 use super::bind::Conv;
+pub use super::catalog::ParseInput;
 use super::copy::CopyIn;
 use super::key::TenantKey;
 use super::lexer::*;
@@ -406,10 +407,10 @@ pub struct Facts {
     /// function, type or operator without its schema: what `search_path` (and the
     /// session's temporary schema) finds by that name decides what it reads.
     pub catalog_by_name: bool,
-    /// Parsing the text may run the input of a type that is not built in
-    /// ([`super::catalog::parse_runs_input`]): a Parse of it alone runs the
-    /// application's code.
-    pub parse_runs_input: bool,
+    /// What parsing the text reads its string literals through
+    /// ([`super::catalog::parse_input`]): the input of a type that may not
+    /// be built in runs the application's code at a Parse alone.
+    pub parse_input: ParseInput,
     /// Some statement is an SQL `EXECUTE` of a prepared statement (anywhere:
     /// `EXPLAIN ANALYZE EXECUTE`, `CREATE TABLE .. AS EXECUTE`): in session
     /// mode it may run a `COPY .. FROM STDIN` the client prepared through
@@ -510,7 +511,7 @@ impl Facts {
         self.effects = Effects::none();
         self.casts_by_name = false;
         self.catalog_by_name = false;
-        self.parse_runs_input = false;
+        self.parse_input = ParseInput::Builtin;
         self.executes = false;
         self.mentions.clear();
         self.params.clear();
@@ -578,9 +579,13 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
     out.non_ascii = !sql.is_ascii();
     // Only a string literal runs an input: a quote, or a `$` that is no
     // parameter's (a dollar quote).
-    out.parse_runs_input = (memchr::memchr(b'\'', sql).is_some()
-        || memchr::memchr_iter(b'$', sql).any(|i| !sql.get(i + 1).is_some_and(u8::is_ascii_digit)))
-        && super::catalog::parse_runs_input(sql, std_strings);
+    out.parse_input = if memchr::memchr(b'\'', sql).is_some()
+        || memchr::memchr_iter(b'$', sql).any(|i| !sql.get(i + 1).is_some_and(u8::is_ascii_digit))
+    {
+        super::catalog::parse_input(sql, std_strings)
+    } else {
+        ParseInput::Builtin
+    };
     let mut set_tenant_seen = false;
     split(sql, std_strings, |stmt| {
         let kind = classify(stmt, key, std_strings, out);

@@ -694,7 +694,9 @@ impl Tenancy {
                         }
                     });
                     match earlier {
-                        Some(f) if f.parse_runs_input => Some(Item::Parse(f)),
+                        Some(f) if f.parse_input != router::ParseInput::Builtin => {
+                            Some(Item::Parse(f))
+                        }
                         _ => Some(Item::Other),
                     }
                 }
