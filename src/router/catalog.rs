@@ -1324,14 +1324,31 @@ pub fn catalog_read(sql: &[u8], std_strings: bool) -> Option<CatalogRead> {
     {
         return None;
     }
-    let known = constants_only(sql, std_strings) || known_form(sql, std_strings);
+    // Limits count tokens, not bytes: texts of one shape (other integer
+    // literals, of other lengths) must be decided alike, as a session keeps
+    // one analysis for all of them (`ShapeCache`).
+    let short = tokens_within(sql, std_strings, PLAIN_MAX);
+    let known = (short && constants_only(sql, std_strings)) || known_form(sql, std_strings);
     // Nor is a long text walked unless its form is known: the walk compares
     // each FROM item with every `WITH` name in scope (probe CX F2: a crafted
     // 1 MB text held a worker for 120 s).
-    if !known && sql.len() > PLAIN_MAX {
+    if !known && !short {
         return None;
     }
     walk(sql, std_strings, known)
+}
+
+/// Whether `sql` has at most `max` significant tokens.
+fn tokens_within(sql: &[u8], std_strings: bool, max: usize) -> bool {
+    let mut lx = Lexer::new(sql, std_strings);
+    let mut n = 0;
+    while lx.next_sig().is_some() {
+        n += 1;
+        if n > max {
+            return false;
+        }
+    }
+    true
 }
 
 /// The walk (see the module's documentation): whether every token of `sql`
@@ -1578,12 +1595,13 @@ fn may_name_a_type(sql: &[u8], p: &Tok, before: Option<Tok>) -> bool {
     !not_a_type
 }
 
-/// Longest text taken as a [`Walk::plain`] read of no known form.
-const PLAIN_MAX: usize = 16 * 1024;
+/// Most tokens of a [`Walk::plain`] read of no known form (psql's longest
+/// `\d` query has about 400).
+const PLAIN_MAX: usize = 4096;
 
-/// Longest text taken as [`constants_only`]: a health check or a
-/// setting's read is short.
-const CONSTANTS_MAX: usize = 4096;
+/// Most tokens of a [`constants_only`] read: a health check or a setting's
+/// read is short.
+const CONSTANTS_MAX: usize = 1024;
 
 /// A `SELECT` that reads no relation: no `FROM` anywhere, and no name after
 /// a dot but a function of `pg_catalog` (`SELECT 1`, `SELECT now()`,
@@ -1591,12 +1609,14 @@ const CONSTANTS_MAX: usize = 4096;
 /// type in it; with no `FROM` there is no alias, and with no other dot no
 /// field of a row (`(x).f` calls `f(x)`).
 fn constants_only(sql: &[u8], std_strings: bool) -> bool {
-    if sql.len() > CONSTANTS_MAX {
-        return false;
-    }
     let mut lx = Lexer::new(sql, std_strings);
     let mut prev: Option<Tok> = None;
+    let mut n = 0;
     while let Some(t) = lx.next_sig() {
+        n += 1;
+        if n > CONSTANTS_MAX {
+            return false;
+        }
         match t.k {
             K::Ident if is_kw(sql, &t, b"FROM") => return false,
             K::Dot if !prev.is_some_and(|p| ident_eq(sql, &p, b"pg_catalog")) => return false,
@@ -1738,7 +1758,8 @@ struct Walk<'a> {
 impl Walk<'_> {
     /// A read whose every name after a dot is a column of the catalogs
     /// (but `x` and `n`, the fields of `_pg_expandarray`'s rows), with no
-    /// `ORDINALITY` or `LATERAL`, in at most [`PLAIN_MAX`] bytes: every hole
+    /// `ORDINALITY` or `LATERAL`, of at most [`PLAIN_MAX`] tokens (checked
+    /// by [`catalog_read`] before the walk): every hole
     /// six probe rounds found was a name after a dot the walk took for a
     /// column the statement gives (a subquery's, a `WITH` query's, an alias
     /// list's: renamed, or an expression's), or `ordinality` taken for an
@@ -1746,7 +1767,7 @@ impl Walk<'_> {
     /// (`x.typname` calls a function `typname(x)` of its own: README).
     fn plain(&self) -> bool {
         let sql = self.sql;
-        if sql.len() > PLAIN_MAX || !self.fields.is_empty() {
+        if !self.fields.is_empty() {
             return false;
         }
         let mut lx = Lexer::new(sql, self.lx.std_strings());
