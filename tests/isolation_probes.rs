@@ -7557,30 +7557,31 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
     // which checks the CHECK (probe CW F5).
     // Nor through parentheses, another branch's cast, or a call of the
     // array type's name (probes CX F1, CY F1).
+    let parse_alone = |c: &mut Raw, name: &str, sql: &str| {
+        error_codes(&c.parse_typed(name, sql, &[]).sync().run_until(b'Z'))
+    };
     for sql in [
         "SELECT '{x}'::noted[]",
         "SELECT ('{x}')::noted[]",
         "SELECT CASE WHEN true THEN '{x}' ELSE NULL::noted[] END",
         "SELECT _noted('{x}')",
     ] {
-        let msgs = c.parse_typed("", sql, &[]).sync().run_until(b'Z');
-        assert_eq!(error_codes(&msgs), ["42P17"], "a Parse alone: {sql}");
+        assert_eq!(
+            parse_alone(&mut c, "", sql),
+            ["42P17"],
+            "a Parse alone: {sql}"
+        );
     }
     assert_eq!(f.counts("ran"), [0, 0], "the domain's CHECK ran");
     // Parsed with a tenant, described later without one: the server the
     // Describe goes to parses it (probe CW F5).
-    let (errs, _) = q(&mut c, "SET tenant_id = 1");
+    run_ok(&mut c, &["SET tenant_id = 1"]);
+    let errs = parse_alone(&mut c, "arr", "SELECT '{x}'::noted[]");
     assert!(errs.is_empty(), "{errs:?}");
-    let msgs = c
-        .parse_typed("arr", "SELECT '{x}'::noted[]", &[])
-        .sync()
-        .run_until(b'Z');
-    assert!(error_codes(&msgs).is_empty(), "{msgs:?}");
     // (Named statements follow the client: shardbouncer may prepare it on a
     // server only when it is bound or described.)
     let ran = f.counts("ran");
-    let (errs, _) = q(&mut c, "RESET tenant_id");
-    assert!(errs.is_empty(), "{errs:?}");
+    run_ok(&mut c, &["RESET tenant_id"]);
     let msgs = c.describe_stmt("arr").sync().run_until(b'Z');
     assert_eq!(error_codes(&msgs), ["42P17"], "a Describe alone");
     assert_eq!(f.counts("ran"), ran, "the domain's CHECK ran again");
@@ -7588,21 +7589,17 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
     // (its `text` a composite of the domain): a Parse alone through it is
     // refused while the path says so, and runs once it no longer does
     // (probe CY F2).
-    let (errs, _) = q(&mut c, "SET search_path = shadow, pg_catalog, public");
-    assert!(errs.is_empty(), "{errs:?}");
-    let msgs = c
-        .parse_typed("", "SELECT '(x)'::text", &[])
-        .sync()
-        .run_until(b'Z');
-    assert_eq!(error_codes(&msgs), ["42P17"], "through shadow.text");
+    run_ok(&mut c, &["SET search_path = shadow, pg_catalog, public"]);
+    let shadowed = "SELECT '(x)'::text";
+    assert_eq!(
+        parse_alone(&mut c, "", shadowed),
+        ["42P17"],
+        "through shadow.text"
+    );
     assert_eq!(f.counts("ran"), ran, "shadow.text's input ran the CHECK");
-    let (errs, _) = q(&mut c, "RESET search_path");
+    run_ok(&mut c, &["RESET search_path"]);
+    let errs = parse_alone(&mut c, "", shadowed);
     assert!(errs.is_empty(), "{errs:?}");
-    let msgs = c
-        .parse_typed("", "SELECT '(x)'::text", &[])
-        .sync()
-        .run_until(b'Z');
-    assert!(error_codes(&msgs).is_empty(), "{msgs:?}");
     // A plain read of the catalogs still runs, and finds the domain.
     let (errs, rows) = q(
         &mut c,

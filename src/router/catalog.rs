@@ -42,7 +42,7 @@
 //! and the routing decision takes it as tenant-free only while the session's
 //! types and `search_path` are trusted (`SessionView::types_untrusted`).
 
-use super::lexer::{body, contains_ci, ident_eq, is_any_kw, is_kw, text, Lexer, Tok, K};
+use super::lexer::{body, contains_ci, ident_eq, is_any_kw, is_kw, split, text, Lexer, Tok, K};
 
 /// A statement [`catalog_read`] accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1634,7 +1634,7 @@ fn constants_only(sql: &[u8], std_strings: bool) -> bool {
 /// the values of such literals, which are data: they can change what a
 /// catalog read finds (a table's name, an OID), not what it reads or calls.
 /// Other literals (`U&".."` names, bit strings) keep their text.
-pub(crate) fn form(sql: &[u8], std_strings: bool) -> Vec<u8> {
+fn form(sql: &[u8], std_strings: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(sql.len().min(16 * 1024));
     let mut lx = Lexer::new(sql, std_strings);
     while let Some(t) = lx.next_sig() {
@@ -1654,7 +1654,7 @@ pub(crate) fn form(sql: &[u8], std_strings: bool) -> Vec<u8> {
 }
 
 /// The captured statements of `testdata/catalog_reads.txt`: (source, text).
-pub(crate) fn captured() -> Vec<(&'static str, &'static str)> {
+fn captured() -> Vec<(&'static str, &'static str)> {
     let text: &'static str = include_str!("testdata/catalog_reads.txt");
     let mut out = Vec::new();
     let mut source = "";
@@ -1683,22 +1683,12 @@ fn known_form(sql: &[u8], std_strings: bool) -> bool {
     let forms = FORMS.get_or_init(|| {
         let mut forms = std::collections::HashSet::new();
         for (_, text) in captured() {
-            let text = text.as_bytes();
-            let mut add = |stmt: &[u8]| {
+            split(text.as_bytes(), true, |stmt| {
                 let f = form(stmt, true);
                 if !f.is_empty() {
                     forms.insert(f);
                 }
-            };
-            let mut lx = Lexer::new(text, true);
-            let mut start = 0;
-            while let Some(t) = lx.next_raw() {
-                if t.k == K::Semi {
-                    add(&text[start..t.s]);
-                    start = t.e;
-                }
-            }
-            add(&text[start..]);
+            });
         }
         forms
     });

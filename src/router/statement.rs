@@ -995,47 +995,6 @@ pub fn kinds(sql: &[u8], key: &[u8], std_strings: bool, mut f: impl FnMut(Kind))
     });
 }
 
-/// Calls `f` with each statement of `sql` (split at top-level `;`, which the
-/// lexer never sees inside literals, quoted identifiers or comments).
-fn split(sql: &[u8], std_strings: bool, mut f: impl FnMut(&[u8])) {
-    if memchr::memchr(b';', sql).is_none() {
-        return f(sql);
-    }
-    if !may_hide_semicolons(sql) {
-        // Every `;` is one the lexer would return: split at each without it.
-        let mut start = 0;
-        for at in memchr::memchr_iter(b';', sql) {
-            f(&sql[start..at]);
-            start = at + 1;
-        }
-        return f(&sql[start..]);
-    }
-    let mut lx = Lexer::new(sql, std_strings);
-    let mut start = 0;
-    while let Some(t) = lx.next_raw() {
-        if t.k == K::Semi {
-            f(&sql[start..t.s]);
-            start = t.e;
-        }
-    }
-    f(&sql[start..]);
-}
-
-/// Whether `sql` has a byte that may begin a token in which a `;` is not a
-/// statement's end: a string or quoted identifier (`'`, `"`, and with them
-/// every prefixed form, `E'`, `U&"` ...), a dollar quote (`$`), a comment
-/// (`--`, `/*`). Without any of them, the lexer reads every `;` as
-/// [`K::Semi`], whatever `standard_conforming_strings` says. (A lone `-` or
-/// `/` is an operator, or part of one: `abalance + -2331` in pgbench's
-/// UPDATE.)
-fn may_hide_semicolons(sql: &[u8]) -> bool {
-    memchr::memchr3(b'\'', b'"', b'$', sql).is_some()
-        || memchr::memchr2_iter(b'-', b'/', sql).any(|i| {
-            let next = sql.get(i + 1).copied();
-            (next == Some(b'-') && sql[i] == b'-') || (next == Some(b'*') && sql[i] == b'/')
-        })
-}
-
 /// Classify one statement; records SET values, reserved names and settings.
 fn classify(sql: &[u8], key: &[u8], std: bool, out: &mut Facts) -> Kind {
     let mut lx = Lexer::new(sql, std);
