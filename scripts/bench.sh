@@ -113,8 +113,9 @@ OUT=${BENCH_OUT:-$ROOT/target/bench}
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 STARTED=$(date +%s)
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+SCRIPT=bench
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 has_section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
 
@@ -151,14 +152,6 @@ for w in $WORKLOADS; do
 done
 
 # ---- programs ------------------------------------------------------------------
-pg_bin() { # pg_bin NAME: path of a PostgreSQL program
-    local name=$1 d
-    if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
-    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5 -V -r); do
-        if [[ -x "$d/$name" ]]; then echo "$d/$name"; return; fi
-    done
-    die "$name not found on PATH nor in /usr/lib/postgresql/*/bin"
-}
 INITDB=$(pg_bin initdb)
 PG_CTL=$(pg_bin pg_ctl)
 PSQL=$(pg_bin psql)
@@ -177,15 +170,7 @@ if [[ ! -x $PGBOUNCER ]]; then
     [[ -x $PGBOUNCER ]] || die "PgBouncer not found at $PGBOUNCER (apt-get install pgbouncer, or set PGBOUNCER=)"
 fi
 
-as_pg() { # run a server-side program as `postgres` when we are root
-    if [[ $(id -u) -eq 0 ]]; then
-        runuser -u postgres -- "$@"
-    else
-        "$@"
-    fi
-}
-[[ $(id -u) -ne 0 ]] || id -u postgres >/dev/null 2>&1 ||
-    die "running as root but there is no 'postgres' OS user (useradd -r postgres)"
+need_postgres_user
 
 # Open files: a pooler holds one per client (plus its servers), pgbench and the
 # idle client one per connection. Children inherit the limit; runuser resets the
@@ -196,25 +181,6 @@ if (($(ulimit -Sn) < NOFILE_WANT)); then
     ulimit -Sn "$NOFILE_WANT" 2>/dev/null || ulimit -Sn "$(ulimit -Hn)"
 fi
 (($(ulimit -Sn) >= NOFILE_WANT)) || say "warning: open files limit $(ulimit -Sn) < $NOFILE_WANT; big client counts may fail"
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-TAKEN=()
-free_port() { # a port nobody listens on and we have not handed out yet
-    local p=$((20000 + RANDOM % 12000))
-    while port_in_use "$p" || [[ " ${TAKEN[*]} " == *" $p "* ]]; do p=$((p + 1)); done
-    TAKEN+=("$p")
-    echo "$p"
-}
-
-wait_port() { # wait_port PORT PID
-    local i
-    for i in $(seq 1 400); do
-        port_in_use "$1" && return 0
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
 
 # ---- shardbouncer binary -------------------------------------------------------
 if [[ -n ${BENCH_SB_BIN:-} ]]; then
@@ -235,15 +201,7 @@ elif [[ -n ${BENCH_REV:-} ]]; then
     SB_BIN="$REV_DIR/target/release/shardbouncer"
     SB_REV=$(git -C "$ROOT" log --oneline -1 "$REV_SHA")
 else
-    say "building shardbouncer (cargo build --release)"
-    (cd "$ROOT" && cargo build --release --quiet)
-    TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-    [[ $TARGET_DIR = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
-    SB_BIN="$TARGET_DIR/release/shardbouncer"
-    SB_REV="$(git -C "$ROOT" log --oneline -1 2>/dev/null || echo '?')"
-    if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
-        SB_REV+=" + uncommitted changes in src/"
-    fi
+    build_shardbouncer --quiet
 fi
 [[ -x $SB_BIN ]] || die "shardbouncer binary not found at $SB_BIN"
 
@@ -275,7 +233,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- PostgreSQL ----------------------------------------------------------------
-PG_PORT=$(free_port)
+free_port PG_PORT
 PG_MAX_CONN=$((MAX_CLIENTS + 4 * POOL_SIZE + 100))
 ((PG_MAX_CONN >= 200)) || PG_MAX_CONN=200
 say "initdb + start PostgreSQL on 127.0.0.1:$PG_PORT ($TMP), max_connections $PG_MAX_CONN"
@@ -325,7 +283,7 @@ EOF
 fi
 
 # ---- shardbouncer (SCRAM; also the routing section's databases) -----------------
-SB_PORT=$(free_port)
+free_port SB_PORT
 cat >"$TMP/shardmap-s0.toml" <<'EOF'
 # written by scripts/bench.sh: citus hashing, but s0 owns the whole hash space
 version = 1
@@ -444,7 +402,7 @@ echo '"app" "secret"' >"$TMP/userlist.txt"
 chmod 600 "$TMP/userlist.txt"
 [[ $(id -u) -ne 0 ]] || chown postgres: "$TMP/userlist.txt"
 
-PGB_PORT=$(free_port)
+free_port PGB_PORT
 write_pgbouncer_ini pgbouncer "$PGB_PORT" scram-sha-256 $((MAX_CLIENTS + 100))
 say "starting PgBouncer $PGB_VERSION on 127.0.0.1:$PGB_PORT"
 PGB_PID=$(start_pgbouncer pgbouncer "$PGB_PORT")
@@ -752,7 +710,7 @@ declare -A IDLE
 if has_section idle; then
     idle_maxc=$((IDLE_CLIENTS + 100))
     for t in $IDLE_TARGETS; do
-        port=$(free_port)
+        free_port port
         case $t in
             pgbouncer)
                 write_pgbouncer_ini pgbouncer-idle "$port" trust "$idle_maxc"

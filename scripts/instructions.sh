@@ -51,17 +51,10 @@ TX=${INSTR_TX:-1000}
 WARM=${INSTR_WARM:-200}
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-die() { printf 'instructions: %s\n' "$*" >&2; exit 1; }
+SCRIPT=instructions
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
-pg_bin() { # pg_bin NAME: path of a PostgreSQL program
-    local name=$1 d
-    if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
-    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5 -V -r); do
-        if [[ -x "$d/$name" ]]; then echo "$d/$name"; return; fi
-    done
-    die "$name not found on PATH nor in /usr/lib/postgresql/*/bin"
-}
 INITDB=$(pg_bin initdb)
 PG_CTL=$(pg_bin pg_ctl)
 PSQL=$(pg_bin psql)
@@ -72,44 +65,14 @@ if [[ " $TARGETS " == *" pgbouncer "* && ! -x $PGBOUNCER ]]; then
     die "PgBouncer not found at $PGBOUNCER (apt-get install pgbouncer, or set PGBOUNCER=)"
 fi
 
-as_pg() { # run a server-side program as `postgres` when we are root
-    if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-[[ $(id -u) -ne 0 ]] || id -u postgres >/dev/null 2>&1 ||
-    die "running as root but there is no 'postgres' OS user (useradd -r postgres)"
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-TAKEN=()
-free_port() {
-    local p=$((20000 + RANDOM % 12000))
-    while port_in_use "$p" || [[ " ${TAKEN[*]} " == *" $p "* ]]; do p=$((p + 1)); done
-    TAKEN+=("$p")
-    echo "$p"
-}
-wait_port() { # wait_port PORT PID: up to 60 s (valgrind starts slowly)
-    local i
-    for i in $(seq 1 1200); do
-        port_in_use "$1" && return 0
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
+need_postgres_user
 
 # ---- shardbouncer binary -------------------------------------------------------
 if [[ -n ${INSTR_SB_BIN:-} ]]; then
     SB_BIN=$INSTR_SB_BIN
     SB_REV="(prebuilt $SB_BIN)"
 else
-    say "building shardbouncer (cargo build --release)"
-    (cd "$ROOT" && cargo build --release --quiet)
-    TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-    [[ $TARGET_DIR = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
-    SB_BIN="$TARGET_DIR/release/shardbouncer"
-    SB_REV="$(git -C "$ROOT" log --oneline -1 2>/dev/null || echo '?')"
-    if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
-        SB_REV+=" + uncommitted changes in src/"
-    fi
+    build_shardbouncer --quiet
 fi
 [[ -x $SB_BIN ]] || die "shardbouncer binary not found at $SB_BIN"
 
@@ -140,7 +103,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- PostgreSQL ----------------------------------------------------------------
-PG_PORT=$(free_port)
+free_port PG_PORT
 say "initdb + start PostgreSQL on 127.0.0.1:$PG_PORT ($TMP)"
 (cd "$TMP" && as_pg "$INITDB" -D "$PGDATA" -U postgres --auth-local=trust --auth-host=trust \
     -E UTF8 --locale=C --no-sync >"$TMP/initdb.log" 2>&1) || { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
@@ -240,7 +203,8 @@ start_pooler() { # start_pooler TARGET PORT: under callgrind, counting from the 
             ;;
     esac
     POOLER_PID=$!
-    wait_port "$port" "$POOLER_PID" || { cat "$TMP/pooler.$target.log" >&2; die "$target did not start"; }
+    # Up to 60 s: valgrind starts slowly.
+    wait_port "$port" "$POOLER_PID" 60 || { cat "$TMP/pooler.$target.log" >&2; die "$target did not start"; }
     # The process under valgrind (for PgBouncer not $!, which is runuser): its
     # pid is in the name of the dump file callgrind opened at its start.
     local f
@@ -279,7 +243,7 @@ wl_flags() { # pgbench flags and database of a workload
 
 declare -A RESULT
 for target in $TARGETS; do
-    port=$(free_port)
+    free_port port
     say "starting $target under callgrind on 127.0.0.1:$port"
     start_pooler "$target" "$port"
     for w in $WORKLOADS; do

@@ -23,43 +23,16 @@ CONF_EXAMPLE="$ROOT/conf/shardbouncer.toml"
 MAP_EXAMPLE="$ROOT/conf/shardmap.toml"
 SHARDS=(s0 s1)
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
+SCRIPT=quickstart
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 # ---- locate PostgreSQL -------------------------------------------------------
-pg_bin() { # pg_bin NAME: print the path of a PostgreSQL program
-    local name=$1 d
-    if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
-    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5 -V -r); do
-        if [[ -x "$d/$name" ]]; then echo "$d/$name"; return; fi
-    done
-    die "$name not found on PATH nor in /usr/lib/postgresql/*/bin (install PostgreSQL, e.g. apt-get install postgresql)"
-}
 INITDB=$(pg_bin initdb)
 PG_CTL=$(pg_bin pg_ctl)
 PSQL=$(pg_bin psql)
 
-# Server-side programs run as `postgres` when we are root.
-as_pg() {
-    if [[ $(id -u) -eq 0 ]]; then
-        id -u postgres >/dev/null 2>&1 || die "running as root but there is no 'postgres' OS user (useradd -r postgres)"
-        runuser -u postgres -- "$@"
-    else
-        "$@"
-    fi
-}
-
 cluster_dir() { echo "$QS/pg$1"; }
-
-port_in_use() { # true if something accepts TCP connections on 127.0.0.1:$1
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-next_free_port() { # next_free_port START [EXCLUDED...]
-    local p=$1; shift
-    while port_in_use "$p" || [[ " $* " == *" $p "* ]]; do p=$((p + 1)); done
-    echo "$p"
-}
 
 stop_clusters() {
     local i dir
@@ -82,12 +55,8 @@ esac
 MODE=${1:-run}
 
 # ---- build -------------------------------------------------------------------
-say "building shardbouncer (cargo build --release)"
-(cd "$ROOT" && cargo build --release)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-[[ $TARGET_DIR = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
-BIN="$TARGET_DIR/release/shardbouncer"
-[[ -x $BIN ]] || die "built binary not found at $BIN"
+build_shardbouncer
+BIN=$SB_BIN
 
 # ---- clusters ----------------------------------------------------------------
 mkdir -p "$QS"

@@ -42,29 +42,16 @@ THREADS=${SOAK_THREADS:-2}
 SCALE=${SOAK_SCALE:-10}
 SAMPLE=${SOAK_SAMPLE:-0.05}
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-die() { printf 'soak: %s\n' "$*" >&2; exit 1; }
+SCRIPT=soak
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
-pg_bin() { # pg_bin NAME: path of a PostgreSQL program
-    local name=$1 d
-    if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
-    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5 -V -r); do
-        if [[ -x "$d/$name" ]]; then echo "$d/$name"; return; fi
-    done
-    die "$name not found on PATH nor in /usr/lib/postgresql/*/bin"
-}
 INITDB=$(pg_bin initdb)
 PG_CTL=$(pg_bin pg_ctl)
 PSQL=$(pg_bin psql)
 PGBENCH=$(pg_bin pgbench)
 
-as_pg() { if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-    local p=$((20000 + RANDOM % 20000))
-    while port_in_use "$p" || [[ $p == "${PG_PORT:-}" ]]; do p=$((p + 1)); done
-    echo "$p"
-}
+need_postgres_user
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # Descriptors: one per client in pgbench and in shardbouncer, plus slack.
@@ -75,11 +62,7 @@ if [[ $(ulimit -Hn) != unlimited && $(ulimit -Hn) -lt $NEED_FDS ]]; then
 fi
 ulimit -Sn "$NEED_FDS"
 
-say "building shardbouncer (cargo build --release)"
-(cd "$ROOT" && cargo build --release --quiet)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-[[ $TARGET_DIR = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
-SB_BIN="$TARGET_DIR/release/shardbouncer"
+build_shardbouncer --quiet
 
 TMP=$(mktemp -d /tmp/sbsoak.XXXXXX)
 chmod 755 "$TMP"
@@ -98,7 +81,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PG_PORT=$(free_port)
+free_port PG_PORT
 say "PostgreSQL on 127.0.0.1:$PG_PORT"
 (cd "$TMP" && as_pg "$INITDB" -D "$PGDATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
     -E UTF8 --locale=C --no-sync >"$TMP/initdb.log" 2>&1) || { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
@@ -122,7 +105,7 @@ EOF
 PGPASSWORD=secret "$PGBENCH" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U app app \
     >"$TMP/pgbench-init.log" 2>&1 || { cat "$TMP/pgbench-init.log" >&2; die "pgbench -i failed"; }
 
-SB_PORT=$(free_port)
+free_port SB_PORT
 cat >"$TMP/shardbouncer.toml" <<EOF
 [listen]
 addr = "127.0.0.1:$SB_PORT"
@@ -152,8 +135,7 @@ EOF
 say "shardbouncer on 127.0.0.1:$SB_PORT (default_pool_size $POOL_SIZE)"
 "$SB_BIN" --config "$TMP/shardbouncer.toml" >"$TMP/shardbouncer.log" 2>&1 &
 SB_PID=$!
-for _ in $(seq 1 200); do port_in_use "$SB_PORT" && break; sleep 0.05; done
-port_in_use "$SB_PORT" || { cat "$TMP/shardbouncer.log" >&2; die "shardbouncer did not start"; }
+wait_port "$SB_PORT" "$SB_PID" 10 || { cat "$TMP/shardbouncer.log" >&2; die "shardbouncer did not start"; }
 RSS_IDLE=$(rss_kib "$SB_PID")
 
 # RSS once a second while the soak runs.
