@@ -7485,11 +7485,21 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
              CREATE FUNCTION note_row(r record) RETURNS bool LANGUAGE plpgsql \
              AS $f$ BEGIN INSERT INTO ran VALUES ('row'); RETURN true; END $f$; \
              CREATE SCHEMA shadow; CREATE TYPE shadow.text AS (v noted); \
-             GRANT USAGE ON SCHEMA shadow TO app;",
+             GRANT USAGE ON SCHEMA shadow TO app; \
+             CREATE FUNCTION takes_noted(a noted[]) RETURNS int LANGUAGE sql AS $f$ SELECT 1 $f$; \
+             CREATE FUNCTION level(r anyelement) RETURNS bool LANGUAGE plpgsql \
+             AS $f$ BEGIN INSERT INTO ran VALUES ('level'); RETURN true; END $f$; \
+             CREATE FUNCTION description(r anyelement) RETURNS bool LANGUAGE plpgsql \
+             AS $f$ BEGIN INSERT INTO ran VALUES ('description'); RETURN true; END $f$;",
         );
     }
     let oid: u32 = f.direct(0, "SELECT 'noted'::regtype::oid").parse().unwrap();
     assert!(oid >= 16_384, "{oid}");
+    // The array type's OID is the same on both shards (created alike).
+    let array_oid: u32 = f
+        .direct(0, "SELECT '_noted'::regtype::oid")
+        .parse()
+        .unwrap();
     let mut c = f.raw("app", &[]);
     for sql in [
         "SELECT c.relname FROM pg_catalog.pg_class c JOIN accounts a ON true",
@@ -7549,6 +7559,14 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
         "SELECT s.note_row FROM (SELECT * FROM (pg_catalog.pg_namespace n \
          JOIN pg_catalog.generate_series(1,1) g(note_row) ON true) AS j(a,b,c,d,e)) s LIMIT 1",
         "SELECT current_setting('x'::noted, true)",
+        // Probe DJ F1, F2: a catalog column's name after `(..)` or after a
+        // function's alias, a function's rows' column, `tableoid` after a
+        // view's alias: each a call of the application's function.
+        "SELECT ('chosen').level",
+        "SELECT ('chosen').description",
+        "SELECT b.description FROM pg_catalog.unnest(ARRAY['chosen']) b",
+        "SELECT r.tableoid FROM pg_catalog.pg_roles r LIMIT 1",
+        "SELECT t.level FROM pg_catalog.pg_options_to_table(ARRAY['a=b']) t",
     ] {
         let (errs, rows) = q(&mut c, sql);
         assert_eq!((errs, rows), (vec!["42P17".to_string()], vec![]), "{sql}");
@@ -7565,12 +7583,28 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
         "SELECT ('{x}')::noted[]",
         "SELECT CASE WHEN true THEN '{x}' ELSE NULL::noted[] END",
         "SELECT _noted('{x}')",
+        // Probe DI F1, F2: the call in other spellings, an application's
+        // function's argument however written.
+        "SELECT _noted(('{x}'))",
+        "SELECT _noted(ALL '{x}')",
+        "SELECT _noted(U&'{x}' UESCAPE '!')",
+        "SELECT takes_noted(a => '{x}')",
+        "SELECT takes_noted(('{x}'))",
     ] {
         assert_eq!(
             parse_alone(&mut c, "", sql),
             ["42P17"],
             "a Parse alone: {sql}"
         );
+    }
+    // Probe DI F4: a literal coerced to a parameter's declared type, the
+    // domain's array type, in a text with a tenant's column or none.
+    for sql in [
+        "SELECT '{x}' = $1",
+        "SELECT 1 FROM pg_catalog.pg_class WHERE $1 = '{x}'",
+    ] {
+        let msgs = c.parse_typed("", sql, &[array_oid]).sync().run_until(b'Z');
+        assert_eq!(error_codes(&msgs), ["42P17"], "declared {sql}");
     }
     assert_eq!(f.counts("ran"), [0, 0], "the domain's CHECK ran");
     // Parsed with a tenant, described later without one: the server the

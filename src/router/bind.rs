@@ -77,7 +77,20 @@ pub struct ParamTypes<'a> {
     pub described: &'a [u32],
 }
 
+/// Postgres's `FirstNormalObjectId`: OIDs below are built in.
+pub const FIRST_NORMAL_OID: u32 = 16384;
+
 impl ParamTypes<'_> {
+    /// Whether the Parse declares a parameter of a type of the database's
+    /// own (an OID past the built-in ones): Postgres reads a literal it
+    /// coerces to that type (`'{x}' = $1`) through the type's input at the
+    /// Parse (probe DI F4).
+    pub fn declares_own_type(&self) -> bool {
+        self.declared
+            .chunks_exact(4)
+            .any(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) >= FIRST_NORMAL_OID)
+    }
+
     /// Declared, else described, type of parameter `i` (0-based); 0 when unknown.
     pub fn get(&self, i: usize) -> u32 {
         let declared = i

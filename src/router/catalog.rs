@@ -34,8 +34,10 @@
 //! Catalogs that hold row data (`pg_stats`, `pg_statistic`,
 //! `pg_largeobject`, `pg_largeobject_metadata`), other sessions' text
 //! (`pg_stat_activity`, `pg_prepared_statements`, which lists other
-//! clients' statements on a pooled server) or a sequence's value
-//! (`pg_sequences`) are not on the list.
+//! clients' statements on a pooled server), a sequence's value
+//! (`pg_sequences`) or secrets (`pg_user_mappings`' options,
+//! `pg_db_role_setting`, `pg_subscription`'s connection strings: probe DJ
+//! F3) are not on the list.
 //!
 //! What it cannot see: an unqualified name is found through `search_path`
 //! (relations through the session's temporary schema first). The caller is
@@ -71,7 +73,6 @@ const RELATIONS: &[&[u8]] = &[
     b"pg_constraint",
     b"pg_conversion",
     b"pg_database",
-    b"pg_db_role_setting",
     b"pg_default_acl",
     b"pg_depend",
     b"pg_description",
@@ -109,7 +110,6 @@ const RELATIONS: &[&[u8]] = &[
     b"pg_shdepend",
     b"pg_shdescription",
     b"pg_statistic_ext",
-    b"pg_subscription",
     b"pg_tables",
     b"pg_tablespace",
     b"pg_timezone_abbrevs",
@@ -123,7 +123,6 @@ const RELATIONS: &[&[u8]] = &[
     b"pg_ts_template",
     b"pg_type",
     b"pg_user",
-    b"pg_user_mappings",
     b"pg_views",
 ];
 
@@ -526,10 +525,12 @@ const FROM_ENDS: &[&[u8]] = &[
     b"window",
 ];
 
-/// The columns of [`RELATIONS`], of `information_schema`'s views and of
-/// the functions of [`FUNCTIONS`] that return rows (read off PostgreSQL
-/// 15), and the system column `tableoid` (psql's `\dd`), sorted: the names
-/// a catalog read may take after a dot (see [`Walk::word`]).
+/// The columns of [`RELATIONS`] and of `information_schema`'s views (read
+/// off PostgreSQL 15), sorted: the names a catalog read may take after a
+/// dot (see [`Walk::word`]). Not `tableoid` (a column of tables only: after
+/// a view's alias `v.tableoid` is `tableoid(v)`), nor the columns of the
+/// functions of [`FUNCTIONS`] that return rows (`level`, `alias`: probe DJ
+/// F1, an application's `level(x)` ran).
 const FIELD_NAMES: &[&[u8]] = &[
     b"abbrev",
     b"action_condition",
@@ -567,7 +568,6 @@ const FIELD_NAMES: &[&[u8]] = &[
     b"aggtransfn",
     b"aggtransspace",
     b"aggtranstype",
-    b"alias",
     b"amhandler",
     b"amname",
     b"amopfamily",
@@ -872,7 +872,6 @@ const FIELD_NAMES: &[&[u8]] = &[
     b"is_updatable",
     b"is_user_defined_cast",
     b"is_verified_by",
-    b"isleaf",
     b"ispopulated",
     b"lanacl",
     b"laninline",
@@ -883,7 +882,6 @@ const FIELD_NAMES: &[&[u8]] = &[
     b"lanpltrusted",
     b"lanvalidator",
     b"last_altered",
-    b"level",
     b"library_name",
     b"mapcfg",
     b"mapdict",
@@ -959,7 +957,6 @@ const FIELD_NAMES: &[&[u8]] = &[
     b"parameter_mode",
     b"parameter_name",
     b"parameter_style",
-    b"parentrelid",
     b"parname",
     b"partattrs",
     b"partclass",
@@ -1051,7 +1048,6 @@ const FIELD_NAMES: &[&[u8]] = &[
     b"relhasrules",
     b"relhassubclass",
     b"relhastriggers",
-    b"relid",
     b"relispartition",
     b"relispopulated",
     b"relisshared",
@@ -1151,9 +1147,6 @@ const FIELD_NAMES: &[&[u8]] = &[
     b"sequence_catalog",
     b"sequence_name",
     b"sequence_schema",
-    b"setconfig",
-    b"setdatabase",
-    b"setrole",
     b"setting",
     b"short_desc",
     b"sizing_id",
@@ -1173,7 +1166,6 @@ const FIELD_NAMES: &[&[u8]] = &[
     b"sql_path",
     b"srvacl",
     b"srvfdw",
-    b"srvid",
     b"srvname",
     b"srvoptions",
     b"srvowner",
@@ -1190,19 +1182,6 @@ const FIELD_NAMES: &[&[u8]] = &[
     b"stxstattarget",
     b"sub_feature_id",
     b"sub_feature_name",
-    b"subbinary",
-    b"subconninfo",
-    b"subdbid",
-    b"subdisableonerr",
-    b"subenabled",
-    b"subname",
-    b"subowner",
-    b"subpublications",
-    b"subskiplsn",
-    b"subslotname",
-    b"substream",
-    b"subsynccommit",
-    b"subtwophasestate",
     b"superuser",
     b"supported_value",
     b"table_catalog",
@@ -1210,7 +1189,6 @@ const FIELD_NAMES: &[&[u8]] = &[
     b"table_schema",
     b"table_type",
     b"tablename",
-    b"tableoid",
     b"tableowner",
     b"tablespace",
     b"tgargs",
@@ -1238,7 +1216,6 @@ const FIELD_NAMES: &[&[u8]] = &[
     b"to_sql_specific_catalog",
     b"to_sql_specific_name",
     b"to_sql_specific_schema",
-    b"tokid",
     b"transform_type",
     b"trffromsql",
     b"trflang",
@@ -1285,7 +1262,6 @@ const FIELD_NAMES: &[&[u8]] = &[
     b"udt_catalog",
     b"udt_name",
     b"udt_schema",
-    b"umid",
     b"umoptions",
     b"umuser",
     b"unique_constraint_catalog",
@@ -1421,6 +1397,7 @@ fn walk(sql: &[u8], std_strings: bool, known: bool) -> Option<CatalogRead> {
         too_long: false,
         columns: Vec::new(),
         last_item: Rows::Catalog,
+        catalog_fields: Vec::new(),
         taken: [None; 3],
         by_name: false,
     };
@@ -1434,7 +1411,8 @@ fn walk(sql: &[u8], std_strings: bool, known: bool) -> Option<CatalogRead> {
         && w.fields
             .iter()
             .zip(&w.fields_see)
-            .all(|(f, open)| w.field_ok(f, open));
+            .all(|(f, open)| w.field_ok(f, open))
+        && w.catalog_fields.iter().all(|f| w.value_field_ok(f));
     read.then_some(CatalogRead { by_name: w.by_name })
 }
 
@@ -1462,31 +1440,40 @@ const RESERVED_ALSO_BEFORE_LITERAL: &[&[u8]] = &[
 ];
 
 /// Whether parsing `sql` may run the input function of a type that is not
-/// built in ([`ParseInput::Application`]). Postgres reads a string literal's constant at Parse through
-/// the input of the type it is cast or coerced to, and the input of an
-/// array or a composite of a domain checks the domain's `CHECK`, the
-/// application's code (probe CW F5: a Parse and a Sync alone ran it). A
-/// cast applies through parentheses and `ARRAY[..]`, and a literal takes
-/// the type of another branch's cast (`CASE .. ELSE NULL::t[]`), so: a text
-/// with a string literal and a cast anywhere (`::`, `CAST(.. AS ..)`; but a
-/// parameter's) to a type not built in, a literal right after a word that
-/// may name a type ([`may_name_a_type`]; probe CX F1: `location '(x)'`), or
-/// one literal alone in a call of a name that is neither a built-in type
-/// nor a function of [`FUNCTIONS`] (probe CY F1: `_dom('{x}')` is a cast to
-/// the domain's array type). A parameter's cast alone is left: a
-/// literal coerced to its type (`CASE .. THEN $1::t[] ELSE '{x}' END`) is
-/// not seen (README, "Left to the application").
+/// built in ([`ParseInput::Application`]). Postgres reads a string literal's
+/// constant at Parse through the input of the type it is cast or coerced
+/// to, and the input of an array, a composite or a range of a domain checks
+/// the domain's `CHECK`, the application's code (probe CW F5: a Parse and a
+/// Sync alone ran it). A cast applies through parentheses and `ARRAY[..]`,
+/// and a literal takes the type of another branch's cast (`CASE .. ELSE
+/// NULL::t[] END`), so: a text with a string literal and a cast anywhere
+/// (`::`, `CAST(.. AS ..)`; but a parameter's) to a type not built in, a
+/// literal right after a word that may name a type ([`may_name_a_type`];
+/// probe CX F1: `location '(x)'`), or a literal anywhere in the arguments
+/// of a call ([`Call`]) of a name that is neither a built-in type nor a
+/// function of `pg_catalog`'s: `_dom('{x}')` is a cast to the domain's
+/// array type (probe CY F1), an application's function reads its arguments
+/// through its parameters' types, and parentheses, `ALL`, `DISTINCT`,
+/// named arguments and `ORDER BY` change neither (DI F1, F2). A qualified
+/// call counts unless `pg_catalog.` qualifies it (DI F3). A parameter's
+/// cast alone is left: a literal coerced to its type (`CASE .. THEN
+/// $1::t[] ELSE '{x}' END`), or to a column's or an operand's, is not seen
+/// (README, "Left to the application").
 ///
-/// Built-in types named without `pg_catalog.` (`'(x)'::text`) are what
-/// `search_path` finds by those names: [`ParseInput::ByName`] (probe CY F2).
+/// Built-in types and `pg_catalog`'s functions named without `pg_catalog.`
+/// (`'(x)'::text`, `int4('(x)')`) are what `search_path` finds by those
+/// names: [`ParseInput::ByName`] (probe CY F2).
 pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
     let mut lx = Lexer::new(sql, std_strings);
     let (mut literal, mut cast, mut by_name) = (false, false, false);
     let mut prev: Option<Tok> = None;
     let mut prev2: Option<Tok> = None;
-    // Depths of the open `CAST(`s, and the current depth.
+    let mut prev3: Option<Tok> = None;
+    // Depths of the open `CAST(`s.
     let mut casts: Vec<usize> = Vec::new();
-    let mut depth = 0usize;
+    // For each open parenthesis, the innermost call it is in (itself, or
+    // the one around grouping parentheses): a literal's is the last.
+    let mut calls: Vec<Call> = Vec::new();
     // A built-in type found by name (not a keyword type, not qualified).
     let found_by_name = |n: &Tok| {
         n.k == K::Ident
@@ -1500,30 +1487,14 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
                 let typed = prev.is_some_and(|p| {
                     p.k == K::QIdent || (p.k == K::Ident && may_name_a_type(sql, &p, prev2))
                 });
-                // `name('..')` is a cast to the type `name` when there is one
-                // (probe CY F1: `_dom('{x}')`, the domain's array type), and a
-                // function of the application's reads its argument through
-                // its parameter's type: one literal alone in a call of a name
-                // that is neither a built-in type nor a function of the
-                // catalog's counts.
-                let mut after = lx;
-                let alone = prev.is_some_and(|p| p.k == K::LParen)
-                    && after.next_sig().is_some_and(|c| c.k == K::RParen);
-                let call = alone
-                    && prev2.is_some_and(|n| {
-                        matches!(n.k, K::Ident | K::QIdent)
-                            && !(n.k == K::Ident
-                                && (builtin_type(sql, &n)
-                                    || FUNCTIONS.iter().any(|f| ident_eq(sql, &n, f))
-                                    || is_any_kw(sql, &n, RESERVED_BEFORE_LITERAL)
-                                    || is_any_kw(sql, &n, RESERVED_ALSO_BEFORE_LITERAL)))
-                    });
-                if typed || call {
-                    return ParseInput::Application;
+                match calls.last() {
+                    _ if typed => return ParseInput::Application,
+                    Some(Call::Application) => return ParseInput::Application,
+                    Some(Call::ByName) => by_name = true,
+                    _ => {}
                 }
                 by_name |= prev
-                    .is_some_and(|p| found_by_name(&p) && !prev2.is_some_and(|d| d.k == K::Dot))
-                    || (alone && prev2.is_some_and(|n| found_by_name(&n)));
+                    .is_some_and(|p| found_by_name(&p) && !prev2.is_some_and(|d| d.k == K::Dot));
             }
             // A parameter's cast reads no constant (its value comes at the
             // Bind, which is routed as its statement: asyncpg's
@@ -1538,18 +1509,24 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
             }
             K::LParen => {
                 if prev.is_some_and(|p| is_kw(sql, &p, b"CAST")) {
-                    casts.push(depth);
+                    casts.push(calls.len());
                 }
-                depth += 1;
+                let here = match Call::at(sql, prev, prev2, prev3) {
+                    Call::Group => calls.last().copied().unwrap_or(Call::Group),
+                    c => c,
+                };
+                calls.push(here);
             }
             K::RParen => {
-                depth = depth.saturating_sub(1);
-                if casts.last() == Some(&depth) {
+                calls.pop();
+                if casts.last() == Some(&calls.len()) {
                     casts.pop();
                 }
             }
             K::Ident
-                if is_kw(sql, &t, b"AS") && depth > 0 && casts.last() == Some(&(depth - 1)) =>
+                if is_kw(sql, &t, b"AS")
+                    && !calls.is_empty()
+                    && casts.last() == Some(&(calls.len() - 1)) =>
             {
                 let mut after = lx;
                 match type_at(sql, &mut after) {
@@ -1563,6 +1540,7 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
         if literal && cast {
             return ParseInput::Application;
         }
+        prev3 = prev2;
         prev2 = prev;
         prev = Some(t);
     }
@@ -1571,6 +1549,89 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
     } else {
         ParseInput::Builtin
     }
+}
+
+/// What a `(` opens, for [`parse_input`]: whose input its literals are
+/// read through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// Grouping, a subquery, or the grammar's (`IN (..)`, `VALUES (..)`,
+    /// `COALESCE(..)`, `CAST(..)`, `agg(..) FILTER (..)`).
+    Group,
+    /// A call `pg_catalog` answers whatever the path: a keyword type's
+    /// (`numeric(10, 2)`), or a `pg_catalog.`-qualified function or type.
+    Builtin,
+    /// A call of a built-in type or a `pg_catalog` function by its name
+    /// alone: what `search_path` finds by that name.
+    ByName,
+    /// A call of any other name: the application's function, procedure,
+    /// aggregate or type (`_dom('{x}')`, a cast).
+    Application,
+}
+
+impl Call {
+    /// The call a `(` after `prev` (after `prev2` and `prev3`) opens.
+    fn at(sql: &[u8], prev: Option<Tok>, prev2: Option<Tok>, prev3: Option<Tok>) -> Call {
+        let Some(p) = prev else {
+            return Call::Group;
+        };
+        match p.k {
+            K::QIdent => return Call::Application,
+            K::Ident => {}
+            _ => return Call::Group,
+        }
+        if prev2.is_some_and(|d| d.k == K::Dot) {
+            let catalog = prev3.is_some_and(|q| ident_eq(sql, &q, b"pg_catalog"))
+                && (builtin_type(sql, &p) || catalog_function(sql, &p));
+            return if catalog {
+                Call::Builtin
+            } else {
+                Call::Application
+            };
+        }
+        // `agg(..) FILTER (WHERE ..)`, `f(..) OVER (..)`: after a call.
+        let clause =
+            is_any_kw(sql, &p, &[b"over", b"filter"]) && prev2.is_some_and(|c| c.k == K::RParen);
+        if clause
+            || is_any_kw(sql, &p, SYNTAX_PAREN)
+            || is_any_kw(sql, &p, RESERVED_BEFORE_LITERAL)
+            || is_any_kw(sql, &p, RESERVED_ALSO_BEFORE_LITERAL)
+            || is_kw(sql, &p, b"cast")
+        {
+            Call::Group
+        } else if is_any_kw(sql, &p, KEYWORD_TYPES) {
+            Call::Builtin
+        } else if builtin_type(sql, &p)
+            || catalog_function(sql, &p)
+            || is_any_kw(sql, &p, ARGS_FROM)
+        {
+            Call::ByName
+        } else {
+            Call::Application
+        }
+    }
+}
+
+/// Whether the unquoted word `t` names a function of `pg_catalog`'s
+/// (`pg_catalog_functions.txt`, PostgreSQL 15's).
+fn catalog_function(sql: &[u8], t: &Tok) -> bool {
+    static NAMES: std::sync::OnceLock<Vec<&'static [u8]>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        include_str!("pg_catalog_functions.txt")
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::as_bytes)
+            .collect()
+    });
+    let w = text(sql, t);
+    let mut buf = [0u8; NAME_MAX];
+    if t.k != K::Ident || w.len() > buf.len() {
+        return false;
+    }
+    for (b, c) in buf.iter_mut().zip(w) {
+        *b = c.to_ascii_lowercase();
+    }
+    names.binary_search(&&buf[..w.len()]).is_ok()
 }
 
 /// What a Parse of a text may read its string literals through
@@ -1790,6 +1851,9 @@ struct Walk<'a> {
     columns: Vec<(usize, Tok)>,
     /// The rows of the last relation taken as a FROM item.
     last_item: Rows,
+    /// `alias.name` references whose name is a catalog's column: each
+    /// alias a function's value has must list it ([`Walk::value_field_ok`]).
+    catalog_fields: Vec<(Tok, Tok)>,
     /// The last token taken, the one before it, and the one before that.
     taken: [Option<Tok>; 3],
     by_name: bool,
@@ -1822,6 +1886,25 @@ impl Walk<'_> {
             after_dot = t.k == K::Dot;
         }
         true
+    }
+
+    /// Whether `alias.field` (a catalog's column name) is no call on a
+    /// function's value: no FROM item of a function called `alias`,
+    /// anywhere in the statement, leaves `field` out of its alias's column
+    /// list (scope aside, as in [`Walk::field_ok`]).
+    fn value_field_ok(&self, (alias, field): &(Tok, Tok)) -> bool {
+        let sql = self.sql;
+        self.aliases
+            .iter()
+            .enumerate()
+            .all(|(i, (name, rows, ..))| {
+                *rows != Rows::Value
+                    || !same_name(sql, name, alias)
+                    || self
+                        .columns
+                        .iter()
+                        .any(|(a, c)| *a == i && same_name(sql, c, field))
+            })
     }
 
     /// Whether `alias.field` (a field no catalog has) names a column. Every
@@ -1946,6 +2029,11 @@ impl Walk<'_> {
         // a FROM item), or the `FROM` of `IS [NOT] DISTINCT FROM`.
         let mut after = After::Any;
         while let Some(t) = self.next() {
+            // A name Postgres would cut refuses the read (see `next`): no
+            // need to compare it with anything first.
+            if self.too_long {
+                return false;
+            }
             if start {
                 start = false;
                 if is_kw(self.sql, &t, b"WITH") {
@@ -2026,11 +2114,14 @@ impl Walk<'_> {
                     // reads `(x).f` as `f(x)` when `x` has no field `f`
                     // (probe CR F1: `('SELECT ..').ts_stat` ran the query,
                     // `(pid).pg_cancel_backend` cancelled another client's
-                    // statement), so the name must be a catalog column's.
+                    // statement; DJ F2: `('chosen').description` ran an
+                    // application's `description(text)`), so the name must
+                    // be a field of `_pg_expandarray`'s rows, the only ones
+                    // drivers read so (PgJDBC's `(i.keys).x`).
                     match self.next() {
                         Some(n) if matches!(n.k, K::Ident | K::QIdent) => {
                             if self.lx.peek_sig().is_some_and(|p| p.k == K::LParen)
-                                || !is_field_name(self.sql, &n)
+                                || !(ident_eq(self.sql, &n, b"x") || ident_eq(self.sql, &n, b"n"))
                             {
                                 return false;
                             }
@@ -2233,6 +2324,11 @@ impl Walk<'_> {
                     }));
                 }
                 if is(ARGS_FROM) {
+                    // `substring(a, b)` and `overlay(a, b, c)` with commas
+                    // are calls of whatever `search_path` finds by those
+                    // names (probe DI F6), unlike their `FROM`/`PLACING`
+                    // syntax: both count as named.
+                    self.by_name = true;
                     self.next();
                     return Some(Next::Open(Frame {
                         args_from: true,
@@ -2297,6 +2393,13 @@ impl Walk<'_> {
         if chain.len > 1 {
             for (i, part) in chain.parts[..chain.len].iter().enumerate().skip(1) {
                 if is_field_name(sql, part) {
+                    // A catalog's column, but after a function's alias only
+                    // one its alias lists (probe DJ F2: `b.description ..
+                    // FROM unnest(ARRAY['chosen']) b` ran an application's
+                    // `description(text)`): checked at the end.
+                    if i == 1 && chain.len == 2 {
+                        self.catalog_fields.push((chain.parts[0], *part));
+                    }
                     continue;
                 }
                 if i == 1 && chain.len == 2 {
@@ -2693,33 +2796,30 @@ fn is_field_name(sql: &[u8], t: &Tok) -> bool {
     name == b"x" || name == b"n" || FIELD_NAMES.binary_search(&name).is_ok()
 }
 
-/// Whether two identifiers name the same thing (unquoted ones folded to
-/// lower case, quoted ones as written).
-/// A quoted identifier's body with its doubled quotes made single.
-fn unquoted(b: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        v.push(b[i]);
-        i += if b[i] == b'"' { 2 } else { 1 };
-    }
-    v
-}
-
 /// Postgres cuts longer names to this many bytes (`NAMEDATALEN - 1`): two
 /// names alike in their first 63 bytes are one (probe CT H3).
 const NAME_MAX: usize = 63;
 
+/// Whether two identifiers name the same thing (unquoted ones folded to
+/// lower case, quoted ones as written with `""` as `"`), cut as Postgres
+/// cuts them.
 fn same_name(sql: &[u8], a: &Tok, b: &Tok) -> bool {
-    fn folded(sql: &[u8], t: &Tok) -> Vec<u8> {
-        let mut v = match t.k {
-            K::QIdent => unquoted(body(sql, t)),
-            _ => text(sql, t).to_ascii_lowercase(),
-        };
-        v.truncate(NAME_MAX);
-        v
+    // Folded lazily and no further than Postgres keeps: a name of megabytes
+    // compared with every `WITH` name held a worker for seconds (probe DI
+    // F5: 580 names and a 2 MB quoted one took 6 s).
+    fn folded<'s>(sql: &'s [u8], t: &Tok) -> impl Iterator<Item = u8> + 's {
+        let quoted = t.k == K::QIdent;
+        let name = if quoted { body(sql, t) } else { text(sql, t) };
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            let c = *name.get(i)?;
+            // A quoted name's `""` is one `"`; an unquoted one folds.
+            i += if quoted && c == b'"' { 2 } else { 1 };
+            Some(if quoted { c } else { c.to_ascii_lowercase() })
+        })
+        .take(NAME_MAX)
     }
-    folded(sql, a) == folded(sql, b)
+    folded(sql, a).eq(folded(sql, b))
 }
 
 #[cfg(test)]
@@ -2962,6 +3062,75 @@ mod tests {
         assert_eq!(read("SELECT format_type(1, NULL)"), Some(true));
         assert_eq!(read("SELECT 'x'::text"), Some(true));
         assert_eq!(read("SELECT 'x'::varchar(3)"), Some(false));
+    }
+
+    /// Probe DJ F1, F2: `x.f` is `f(x)` where `x` has no column `f`.
+    #[test]
+    fn no_name_after_a_dot_calls_a_function_of_the_applications() {
+        // Not after `(..)` but for `_pg_expandarray`'s fields, not after a
+        // function's alias unless its alias lists the name, not `tableoid`
+        // (a view has none) nor a function's rows' columns.
+        for sql in [
+            "SELECT ('attacker chosen').level",
+            "SELECT (42).description",
+            "SELECT ('chosen').description",
+            "SELECT (n.nspname).relid FROM pg_catalog.pg_namespace n",
+            "SELECT b.description FROM pg_catalog.unnest(ARRAY['chosen']) b",
+            "SELECT b.description FROM pg_catalog.generate_series(7, 7) b",
+            "SELECT b.alias FROM pg_catalog.unnest(ARRAY['x']) b",
+            "SELECT r.tableoid FROM pg_catalog.pg_roles r",
+            "SELECT t.tableoid FROM information_schema.tables t",
+            "SELECT t.level FROM pg_catalog.pg_options_to_table(ARRAY['a=b']) t",
+            "SELECT c.level FROM pg_catalog.pg_class c",
+            // Secrets: user mappings' options, role settings, subscriptions'
+            // connection strings.
+            "SELECT u.umoptions FROM pg_catalog.pg_user_mappings u",
+            "SELECT s.setconfig FROM pg_catalog.pg_db_role_setting s",
+            "SELECT subconninfo FROM pg_catalog.pg_subscription",
+        ] {
+            refused(sql);
+        }
+        for sql in [
+            "SELECT b.description FROM pg_catalog.unnest(ARRAY['x']) AS b(description)",
+            "SELECT d.description FROM pg_catalog.pg_description d",
+            "SELECT p.parname FROM pg_catalog.pg_parameter_acl p",
+        ] {
+            assert!(walked(sql), "{sql}");
+        }
+        // PgJDBC's `(..).x` and `(..).n` stay (in its captured forms).
+        assert!(walked(
+            "SELECT (information_schema._pg_expandarray(i.indkey)).n FROM pg_catalog.pg_index i"
+        ));
+    }
+
+    /// `substring(a, b)` with commas is a call of whatever `search_path`
+    /// finds by that name (probe DI F6), like `lower(a)`.
+    #[test]
+    fn a_call_by_name_is_by_name_in_the_grammars_spellings_too() {
+        for sql in [
+            "SELECT substring(relname, 1) FROM pg_catalog.pg_class",
+            "SELECT overlay(relname, 'x', 1) FROM pg_catalog.pg_class",
+            "SELECT lower(relname) FROM pg_catalog.pg_class",
+        ] {
+            let read = super::catalog_read(sql.as_bytes(), true);
+            assert_eq!(read, Some(super::CatalogRead { by_name: true }), "{sql}");
+        }
+    }
+
+    /// A name of megabytes is refused before it is compared with every
+    /// `WITH` name (probe DI F5: 580 names and a 2 MB one held a worker
+    /// for 6 s, copying the name for each comparison); names compare cut
+    /// to 63 bytes, without a copy.
+    #[test]
+    fn a_long_name_is_refused_before_it_is_compared() {
+        let ctes: Vec<String> = (0..580).map(|i| format!("a{i} AS (SELECT 1)")).collect();
+        for name in [format!("\"{}\"", "b".repeat(1 << 20)), "c".repeat(1 << 20)] {
+            let sql = format!("WITH {} SELECT 1 FROM pg_class, {name}", ctes.join(", "));
+            assert_eq!(super::catalog_read(sql.as_bytes(), true), None);
+        }
+        let long = "d".repeat(70);
+        let sql = format!("WITH \"{long}\" AS (SELECT 1) SELECT * FROM {long}");
+        assert_eq!(super::catalog_read(sql.as_bytes(), true), None);
     }
 
     /// A name after a dot that is not a catalog's column (a name the

@@ -217,6 +217,10 @@ pub struct SessionView<'a> {
 pub enum Item<'a, V> {
     /// A Parse of a text.
     Parse(&'a Facts),
+    /// A Parse of a text that declares a parameter of a type of the
+    /// database's own ([`ParamTypes::declares_own_type`]): a string literal
+    /// Postgres coerces to it is read through that type's input.
+    ParseTyped(&'a Facts),
     /// A Bind of a known statement: its facts, parameter types and values, and
     /// the portal it creates.
     Bind(&'a Facts, ParamTypes<'a>, V, &'a [u8]),
@@ -563,9 +567,7 @@ fn free_here(f: &Facts, untrusted: bool) -> bool {
 /// domain's `CHECK`, may run the application's code, which may read a
 /// tenant's rows, so the statement is not tenant-free.
 fn user_typed(types: &ParamTypes<'_>, count: usize) -> bool {
-    /// Postgres's `FirstNormalObjectId`: OIDs below are built in.
-    const FIRST_NORMAL_OID: u32 = 16384;
-    (0..count).any(|i| types.get(i) >= FIRST_NORMAL_OID)
+    (0..count).any(|i| types.get(i) >= super::bind::FIRST_NORMAL_OID)
 }
 
 /// The text changes a session setting (`SET`, `RESET`, `RESET ALL`): a
@@ -745,8 +747,9 @@ fn batch<'a, V: ParamValues>(
             (Some(true), _) => Some(true),
             _ => None,
         };
+        let own_types = matches!(item, Item::ParseTyped(_));
         match item {
-            Item::Parse(f) => {
+            Item::Parse(f) | Item::ParseTyped(f) => {
                 if let Some(v) = f.violation {
                     return Err(violation(r, v));
                 }
@@ -754,15 +757,20 @@ fn batch<'a, V: ParamValues>(
                 // A Parse reads the text's constants through their types'
                 // input, which may be the application's code (a domain's
                 // CHECK in an array's input; probe CW F5), as may a built-in
-                // type's name where `search_path` is not trusted (CY F2):
-                // such a Parse needs what its statement needs, as a Bind does.
-                let reads_app = match f.parse_input {
-                    ParseInput::Application => true,
-                    ParseInput::ByName => lexing.types,
-                    ParseInput::Builtin => false,
-                };
+                // type's name where `search_path` is not trusted (CY F2),
+                // or a parameter's declared type a literal is coerced to
+                // (DI F4): such a Parse needs what its statement needs, as
+                // a Bind does.
+                let reads_app = (own_types && f.literal)
+                    || match f.parse_input {
+                        ParseInput::Application => true,
+                        ParseInput::ByName => lexing.types,
+                        ParseInput::Builtin => false,
+                    };
                 if reads_app {
-                    binds_free &= free_here(f, lexing.types);
+                    // (A tenant-free text, a catalog read, with a literal of
+                    // the database's own type is not, as at its Bind.)
+                    binds_free &= free_here(f, lexing.types) && !(own_types && f.literal);
                 }
                 if is_set(f) {
                     set_msgs += 1;

@@ -2475,11 +2475,27 @@ fn a_parse_that_reads_a_constant_of_the_applications_type_needs_a_tenant() {
         "SELECT \"_tdom\"($$ {x} $$)",
         "SELECT * FROM a WHERE v <> ALL(_tdom /* c */ ( '{x}' ))",
         "SELECT app2.text '(x)'",
+        // Probe DI F1-F3: a literal anywhere in the arguments of a call of
+        // the application's (or a type's) name, however spelled.
+        "SELECT _tdom(('{x}'))",
+        "SELECT _tdom(ALL '{x}')",
+        "SELECT _tdom(U&'{x}' UESCAPE '!')",
+        "SELECT _tdom(/*c*/('{x}'/*c*/)/*c*/)",
+        "SELECT trange(('[a,b]')), tmultirange('{[a,b]}')",
+        "SELECT * FROM unnest(_tdom(('{x}')))",
+        "SELECT f1(a => '{x}'), f1(a := '{x}')",
+        "CALL p1(('{x}'))",
+        "SELECT agg1(DISTINCT '{x}'), agg1('{x}' ORDER BY 1)",
+        "SELECT f2('{x}', 1)",
+        "SELECT lower(f2(x, '{x}')) FROM a",
+        "SELECT app2.int4('(x)'), public.lower('x')",
         // (Fails closed: the literal is a date, but a text with a literal
         // and a cast to the application's type is taken as one.)
         "SELECT * FROM a WHERE t::date = '2020-01-01' AND u = c::tdom",
     ] {
-        assert_eq!(code(&parse_only(sql)), "42P17", "{sql}");
+        let d = parse_only(sql);
+        assert!(matches!(d, Decision::Refuse(_)), "{sql}: {d:?}");
+        assert_eq!(code(&d), "42P17", "{sql}");
     }
     for sql in [
         "SELECT * FROM a WHERE s = 'x' AND d > DATE '2020-01-01' AND t LIKE 'a%' ESCAPE '!'",
@@ -2490,12 +2506,63 @@ fn a_parse_that_reads_a_constant_of_the_applications_type_needs_a_tenant() {
         "SELECT CAST(a.b AS text) AS c, 'x' AS d FROM a WHERE s NOT LIKE 'y' AND t IS NULL",
         "SELECT 'a' UNION SELECT 'b' FROM a",
         "SELECT * FROM a WHERE u = $1::tdom",
-        "SELECT lower('X'), pg_catalog.length('x'), coalesce(a, 'y'), f('a', 'b') FROM a",
+        "SELECT lower('X'), pg_catalog.length('x'), coalesce(a, 'y'), f(a, b) FROM a",
+        // `pg_catalog`'s functions, grammar and keyword types.
+        "SELECT date_trunc('day', t), to_char(t, 'YYYY'), jsonb_build_object('k', v) FROM a",
+        "SELECT count(*) FILTER (WHERE s = 'x'), nullif(s, ''), s IN ('a', 'b') FROM a",
+        "SELECT substring(s FROM 'x'), trim(both 'x' from s), numeric(10, 2) 'x' FROM a",
+        "INSERT INTO a (s, t) VALUES ('x', $1)",
+        "SELECT pg_catalog.format('%s', 'x'), extract(epoch FROM t) FROM a",
         // asyncpg's (a parameter's cast reads no constant).
         "SELECT g, current_setting('port') FROM a WHERE t = $1 AND g = ANY($2::grade[])",
     ] {
         assert_eq!(parse_only(sql), Decision::TenantFree, "{sql}");
     }
+}
+
+/// A Parse that declares a parameter of the database's own type reads a
+/// literal Postgres coerces to it through that type's input (probe DI F4:
+/// `'{x}' = $1` with `$1` declared as a domain's array type ran its
+/// `CHECK`): it needs what its statement needs, as its Bind does.
+#[test]
+fn a_parse_declaring_a_type_of_the_databases_own_needs_a_tenant_for_its_literals() {
+    let r = routing(ALL, false, NoTenant::Reject);
+    let t = Tenants::default();
+    let typed = |sql: &str| {
+        let mut f = Facts::default();
+        analyze(sql.as_bytes(), r.key.as_bytes(), true, &mut f);
+        let d = batch(&r, &t, Tx::Idle, [Item::<&Values>::ParseTyped(&f)]);
+        let plain = batch(&r, &t, Tx::Idle, [Item::<&Values>::Parse(&f)]);
+        (d, plain)
+    };
+    for sql in [
+        "SELECT '{x}' = $1",
+        "SELECT COALESCE($1, '{x}')",
+        "SELECT 1 FROM pg_catalog.pg_class WHERE $1 = $$ {x} $$",
+    ] {
+        let (d, plain) = typed(sql);
+        assert_eq!(code(&d), "42P17", "{sql}");
+        assert_eq!(plain, Decision::TenantFree, "{sql}");
+    }
+    // No literal: nothing is read through the type at the Parse.
+    assert_eq!(typed("SELECT $1 IS NULL").0, Decision::TenantFree);
+    let types = |oids: &[u32]| {
+        oids.iter()
+            .flat_map(|o| o.to_be_bytes())
+            .collect::<Vec<u8>>()
+    };
+    let own = types(&[25, 16411]);
+    let builtin = types(&[25, 1007]);
+    fn declares_own(d: &[u8]) -> bool {
+        crate::router::bind::ParamTypes {
+            declared: d,
+            described: &[],
+        }
+        .declares_own_type()
+    }
+    assert!(declares_own(&own));
+    assert!(!declares_own(&builtin));
+    assert!(!declares_own(&[]));
 }
 
 /// A built-in type's name without its schema is what `search_path` finds:
@@ -2522,6 +2589,12 @@ fn a_parse_through_a_type_found_by_name_needs_a_tenant_where_names_are_untrusted
         "SELECT CAST('(x)' AS json)",
         "SELECT text '(x)'",
         "SELECT json('(x)')",
+        // Probe DI F3: other spellings of a call; a function's name is
+        // found by `search_path` as a type's is.
+        "SELECT int4(('(x)'))",
+        "SELECT int4(ALL '(x)')",
+        "SELECT lower('x')",
+        "SELECT date_trunc('day', t) FROM a",
     ] {
         assert_eq!(
             parse_only(&view(&t, Tx::Idle), sql),
@@ -2534,6 +2607,7 @@ fn a_parse_through_a_type_found_by_name_needs_a_tenant_where_names_are_untrusted
     for sql in [
         "SELECT '1'::integer, CAST('x' AS pg_catalog.text), varchar 'y'",
         "SELECT * FROM a WHERE b = $1::text",
+        "SELECT pg_catalog.int4('1'), pg_catalog.lower('x'), numeric(10, 2) '1'",
     ] {
         assert_eq!(parse_only(&distrust, sql), Decision::TenantFree, "{sql}");
     }

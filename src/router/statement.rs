@@ -411,6 +411,9 @@ pub struct Facts {
     /// ([`super::catalog::parse_input`]): the input of a type that may not
     /// be built in runs the application's code at a Parse alone.
     pub parse_input: ParseInput,
+    /// The text has a string literal (a quote, or a `$` that is no
+    /// parameter's): a Parse reads it through some type's input.
+    pub literal: bool,
     /// Some statement is an SQL `EXECUTE` of a prepared statement (anywhere:
     /// `EXPLAIN ANALYZE EXECUTE`, `CREATE TABLE .. AS EXECUTE`): in session
     /// mode it may run a `COPY .. FROM STDIN` the client prepared through
@@ -512,6 +515,7 @@ impl Facts {
         self.casts_by_name = false;
         self.catalog_by_name = false;
         self.parse_input = ParseInput::Builtin;
+        self.literal = false;
         self.executes = false;
         self.mentions.clear();
         self.params.clear();
@@ -579,9 +583,9 @@ pub fn analyze(sql: &[u8], key: &[u8], std_strings: bool, out: &mut Facts) {
     out.non_ascii = !sql.is_ascii();
     // Only a string literal runs an input: a quote, or a `$` that is no
     // parameter's (a dollar quote).
-    out.parse_input = if memchr::memchr(b'\'', sql).is_some()
-        || memchr::memchr_iter(b'$', sql).any(|i| !sql.get(i + 1).is_some_and(u8::is_ascii_digit))
-    {
+    out.literal = memchr::memchr(b'\'', sql).is_some()
+        || memchr::memchr_iter(b'$', sql).any(|i| !sql.get(i + 1).is_some_and(u8::is_ascii_digit));
+    out.parse_input = if out.literal {
         super::catalog::parse_input(sql, std_strings)
     } else {
         ParseInput::Builtin

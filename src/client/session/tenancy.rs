@@ -628,7 +628,16 @@ impl Tenancy {
                     } else {
                         named.get_or_insert_with(HashMap::new).insert(p.name, at);
                     }
-                    Some(Item::Parse(&batch_facts[at.0]))
+                    let types = router::bind::ParamTypes {
+                        declared: p.param_types,
+                        described: &[],
+                    };
+                    let f = &batch_facts[at.0];
+                    Some(if types.declares_own_type() {
+                        Item::ParseTyped(f)
+                    } else {
+                        Item::Parse(f)
+                    })
                 }
                 tag::frontend::BIND => {
                     let b = Bind::parse(body)?;
@@ -684,17 +693,18 @@ impl Tenancy {
                     // F5). One parsed in this batch: its Parse is.
                     let earlier = describe_statement_name(body).and_then(|name| {
                         if name.is_empty() {
-                            unnamed_kept
-                                .then(|| stmts.unnamed().map(|(f, _)| f))
-                                .flatten()
+                            unnamed_kept.then(|| stmts.unnamed()).flatten()
                         } else if named.as_ref().is_some_and(|m| m.contains_key(name)) {
                             None
                         } else {
-                            stmts.get(name).map(|d| &d.facts)
+                            stmts.get(name).map(|d| (&d.facts, d.param_types()))
                         }
                     });
                     match earlier {
-                        Some(f) if f.parse_input != router::ParseInput::Builtin => {
+                        Some((f, types)) if f.literal && types.declares_own_type() => {
+                            Some(Item::ParseTyped(f))
+                        }
+                        Some((f, _)) if f.parse_input != router::ParseInput::Builtin => {
                             Some(Item::Parse(f))
                         }
                         _ => Some(Item::Other),
