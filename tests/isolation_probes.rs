@@ -7567,6 +7567,9 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
         "SELECT b.description FROM pg_catalog.unnest(ARRAY['chosen']) b",
         "SELECT r.tableoid FROM pg_catalog.pg_roles r LIMIT 1",
         "SELECT t.level FROM pg_catalog.pg_options_to_table(ARRAY['a=b']) t",
+        // Probe DK F4: a join's alias over a function's value.
+        "SELECT j.description FROM (pg_catalog.unnest(ARRAY['chosen']) b \
+         CROSS JOIN pg_catalog.pg_am a) j",
     ] {
         let (errs, rows) = q(&mut c, sql);
         assert_eq!((errs, rows), (vec!["42P17".to_string()], vec![]), "{sql}");
@@ -7590,6 +7593,9 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
         "SELECT _noted(U&'{x}' UESCAPE '!')",
         "SELECT takes_noted(a => '{x}')",
         "SELECT takes_noted(('{x}'))",
+        // Probe DK F3: beside a parameter cast to the array type.
+        "SELECT '{x}' = $1::_noted",
+        "SELECT COALESCE($1::noted[], '{x}')",
     ] {
         assert_eq!(
             parse_alone(&mut c, "", sql),

@@ -282,6 +282,9 @@ const INFO_SCHEMA_FUNCTIONS: &[&[u8]] = &[
 
 /// Type names a catalog read may cast to or write a literal of: SQL's
 /// keyword types (always `pg_catalog`'s) and built-in types found by name.
+/// Not `double`: only `double precision` is a keyword type, `double` alone
+/// is whatever `search_path` finds by that name (probe DK F2; see
+/// [`double_precision`]).
 const KEYWORD_TYPES: &[&[u8]] = &[
     b"bigint",
     b"bit",
@@ -290,7 +293,6 @@ const KEYWORD_TYPES: &[&[u8]] = &[
     b"character",
     b"dec",
     b"decimal",
-    b"double",
     b"float",
     b"int",
     b"integer",
@@ -1474,6 +1476,11 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
     // For each open parenthesis, the innermost call it is in (itself, or
     // the one around grouping parentheses): a literal's is the last.
     let mut calls: Vec<Call> = Vec::new();
+    // For the statement's level and each open parenthesis: whether a
+    // string literal, and a parameter's cast to a type not built in, stand
+    // in it. Both in one: the literal may take the parameter's type
+    // (`'{x}' = $1::t[]`, `COALESCE($1::t[], '{x}')`; probe DK F3).
+    let mut level: Vec<(bool, bool)> = vec![(false, false)];
     // A built-in type found by name (not a keyword type, not qualified).
     let found_by_name = |n: &Tok| {
         n.k == K::Ident
@@ -1484,6 +1491,12 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
         match t.k {
             K::Str { .. } | K::Dollar | K::Lit => {
                 literal = true;
+                if let Some(l) = level.last_mut() {
+                    l.0 = true;
+                    if l.1 {
+                        return ParseInput::Application;
+                    }
+                }
                 let typed = prev.is_some_and(|p| {
                     p.k == K::QIdent || (p.k == K::Ident && may_name_a_type(sql, &p, prev2))
                 });
@@ -1498,8 +1511,19 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
             }
             // A parameter's cast reads no constant (its value comes at the
             // Bind, which is routed as its statement: asyncpg's
-            // `ANY($2::grade[])`).
-            K::Cast if !prev.is_some_and(|p| matches!(p.k, K::Param(_))) => {
+            // `ANY($2::grade[])`), but a literal beside it takes its type.
+            K::Cast if prev.is_some_and(|p| matches!(p.k, K::Param(_))) => {
+                let mut after = lx;
+                if matches!(type_at(sql, &mut after), TypeName::Other) {
+                    if let Some(l) = level.last_mut() {
+                        l.1 = true;
+                        if l.0 {
+                            return ParseInput::Application;
+                        }
+                    }
+                }
+            }
+            K::Cast => {
                 let mut after = lx;
                 match type_at(sql, &mut after) {
                     TypeName::Other => cast = true,
@@ -1516,9 +1540,13 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
                     c => c,
                 };
                 calls.push(here);
+                level.push((false, false));
             }
             K::RParen => {
                 calls.pop();
+                if level.len() > 1 {
+                    level.pop();
+                }
                 if casts.last() == Some(&calls.len()) {
                     casts.pop();
                 }
@@ -1678,13 +1706,19 @@ fn type_at(sql: &[u8], lx: &mut Lexer<'_>) -> TypeName {
             TypeName::Other
         };
     }
-    if t.k == K::Ident && is_any_kw(sql, &t, KEYWORD_TYPES) {
+    if t.k == K::Ident && is_any_kw(sql, &t, KEYWORD_TYPES) || double_precision(sql, &t, lx) {
         TypeName::Qualified
     } else if builtin_type(sql, &t) {
         TypeName::ByName
     } else {
         TypeName::Other
     }
+}
+
+/// Whether `t` is `double` and `PRECISION` follows it in `lx`: the keyword
+/// type (`double` alone is a name `search_path` resolves).
+fn double_precision(sql: &[u8], t: &Tok, lx: &Lexer<'_>) -> bool {
+    is_kw(sql, t, b"double") && lx.peek_sig().is_some_and(|n| is_kw(sql, &n, b"precision"))
 }
 
 /// Whether the word `p` before a string literal may be the name of the
@@ -1702,6 +1736,7 @@ fn may_name_a_type(sql: &[u8], p: &Tok, before: Option<Tok>) -> bool {
         || is_any_kw(sql, p, RESERVED_ALSO_BEFORE_LITERAL)
         || (is_any_kw(sql, p, OPERATOR_WORDS) && after_operand)
         || (is_kw(sql, p, b"ZONE") && before.is_some_and(|o| is_kw(sql, &o, b"TIME")))
+        || (is_kw(sql, p, b"PRECISION") && before.is_some_and(|o| is_kw(sql, &o, b"DOUBLE")))
         || (is_kw(sql, p, b"UESCAPE") && before.is_some_and(|o| o.k == K::Lit));
     !not_a_type
 }
@@ -1851,9 +1886,10 @@ struct Walk<'a> {
     columns: Vec<(usize, Tok)>,
     /// The rows of the last relation taken as a FROM item.
     last_item: Rows,
-    /// `alias.name` references whose name is a catalog's column: each
-    /// alias a function's value has must list it ([`Walk::value_field_ok`]).
-    catalog_fields: Vec<(Tok, Tok)>,
+    /// `alias.name` references whose name is a catalog's column, with the
+    /// frames open where each stands: a function's value's alias must list
+    /// it, a query's in scope define it ([`Walk::value_field_ok`]).
+    catalog_fields: Vec<(Tok, Tok, Vec<u32>)>,
     /// The last token taken, the one before it, and the one before that.
     taken: [Option<Tok>; 3],
     by_name: bool,
@@ -1889,22 +1925,76 @@ impl Walk<'_> {
     }
 
     /// Whether `alias.field` (a catalog's column name) is no call on a
-    /// function's value: no FROM item of a function called `alias`,
-    /// anywhere in the statement, leaves `field` out of its alias's column
-    /// list (scope aside, as in [`Walk::field_ok`]).
-    fn value_field_ok(&self, (alias, field): &(Tok, Tok)) -> bool {
+    /// function's value or a query's row: no FROM item of a function called
+    /// `alias`, anywhere in the statement (scope aside, as in
+    /// [`Walk::field_ok`]), leaves `field` out of its alias's column list,
+    /// and no query of that name in scope (a subquery, a `WITH` query, a
+    /// parenthesized join) that reads a function's value lacks it (probe DK
+    /// F4: `j.description` of a join of `unnest(ARRAY['chosen'])` ran an
+    /// application's `description`).
+    fn value_field_ok(&self, (alias, field, open): &(Tok, Tok, Vec<u32>)) -> bool {
         let sql = self.sql;
         self.aliases
             .iter()
             .enumerate()
-            .all(|(i, (name, rows, ..))| {
-                *rows != Rows::Value
-                    || !same_name(sql, name, alias)
-                    || self
-                        .columns
-                        .iter()
-                        .any(|(a, c)| *a == i && same_name(sql, c, field))
+            .all(|(i, (name, rows, frame, body, _))| {
+                if !same_name(sql, name, alias) {
+                    return true;
+                }
+                let listed = self
+                    .columns
+                    .iter()
+                    .any(|(a, c)| *a == i && same_name(sql, c, field));
+                match rows {
+                    Rows::Value => listed,
+                    // (A query of catalogs alone has their columns only.)
+                    // (A `SELECT *` of a catalog brings its columns, as a
+                    // catalog's alias does.)
+                    Rows::Derived if open.contains(frame) && self.reads_a_value() => {
+                        listed || self.defines(*body, field) || self.stars_a_catalog(*body)
+                    }
+                    _ => true,
+                }
             })
+    }
+
+    /// Whether the statement reads a function's value in a FROM item: a
+    /// query's or a join's rows may hold it, a value of any type (a join's
+    /// items stand in the frame around it, so any counts).
+    fn reads_a_value(&self) -> bool {
+        self.aliases
+            .iter()
+            .any(|(_, rows, ..)| *rows == Rows::Value)
+    }
+
+    /// Whether the query whose frame is `body` has a `SELECT *` and a
+    /// catalog among its FROM items.
+    fn stars_a_catalog(&self, body: u32) -> bool {
+        self.stars.contains(&body)
+            && self
+                .aliases
+                .iter()
+                .any(|(_, rows, frame, ..)| *rows == Rows::Catalog && *frame == body)
+    }
+
+    /// Whether the query whose frame is `body` has a column `field`: named
+    /// in its select list or its column list, or brought by its `SELECT *`
+    /// from a FROM item's alias list.
+    fn defines(&self, body: u32, field: &Tok) -> bool {
+        let sql = self.sql;
+        let output = self
+            .outputs
+            .iter()
+            .any(|(o, f)| *f == body && same_name(sql, o, field));
+        // `SELECT * FROM .., f(..) AS koi(key, ..)`: `key` too.
+        output
+            || self.stars.contains(&body)
+                && self.columns.iter().any(|(a, c)| {
+                    // (Not a later branch's: a UNION's columns are its first
+                    // branch's, probe CV.)
+                    self.aliases.get(*a).is_some_and(|x| x.2 == body && !x.4)
+                        && same_name(sql, c, field)
+                })
     }
 
     /// Whether `alias.field` (a field no catalog has) names a column. Every
@@ -1931,26 +2021,11 @@ impl Walk<'_> {
             if (*rows == Rows::Value || (*rows == Rows::Catalog && seen)) && !listed {
                 return false;
             }
-            if *rows == Rows::Derived && seen {
-                // A column of that query: named in its select list or its
-                // column list (probe CT H4: any name given anywhere let
-                // `s.f` call an application's `f(anyelement)`).
-                let output = self
-                    .outputs
-                    .iter()
-                    .any(|(o, f)| f == body && same_name(sql, o, field));
-                // `SELECT * FROM .., f(..) AS koi(key, ..)`: `key` too.
-                let starred = self.stars.contains(body)
-                    && self.columns.iter().any(|(a, c)| {
-                        // (Not a later branch's: a UNION's columns are its
-                        // first branch's, probe CV.)
-                        self.aliases.get(*a).is_some_and(|x| x.2 == *body && !x.4)
-                            && same_name(sql, c, field)
-                    });
-                let output = output || starred;
-                if !(listed || output) {
-                    return false;
-                }
+            // A column of that query: named in its select list or its
+            // column list (probe CT H4: any name given anywhere let `s.f`
+            // call an application's `f(anyelement)`).
+            if *rows == Rows::Derived && seen && !(listed || self.defines(*body, field)) {
+                return false;
             }
             in_scope |= seen;
         }
@@ -2398,7 +2473,8 @@ impl Walk<'_> {
                     // FROM unnest(ARRAY['chosen']) b` ran an application's
                     // `description(text)`): checked at the end.
                     if i == 1 && chain.len == 2 {
-                        self.catalog_fields.push((chain.parts[0], *part));
+                        let open = self.frames[..=self.depth].iter().map(|f| f.id).collect();
+                        self.catalog_fields.push((chain.parts[0], *part, open));
                     }
                     continue;
                 }
@@ -2598,7 +2674,7 @@ impl Walk<'_> {
         let Some(c) = self.chain(t) else {
             return false;
         };
-        if !self.known_type(&c) {
+        if !(self.known_type(&c) || c.len == 1 && double_precision(self.sql, &t, &self.lx)) {
             return false;
         }
         while self
@@ -3082,6 +3158,12 @@ mod tests {
             "SELECT t.tableoid FROM information_schema.tables t",
             "SELECT t.level FROM pg_catalog.pg_options_to_table(ARRAY['a=b']) t",
             "SELECT c.level FROM pg_catalog.pg_class c",
+            // Probe DK F4: a join's or a query's alias over a function's
+            // value; probe DK F2: `double` alone.
+            "SELECT j.description FROM (pg_catalog.unnest(ARRAY['chosen']) b \
+             CROSS JOIN pg_catalog.pg_am a) j",
+            "SELECT s.description FROM (SELECT b.x FROM pg_catalog.unnest(ARRAY['chosen']) b(x)) s",
+            "SELECT '(x)'::double",
             // Secrets: user mappings' options, role settings, subscriptions'
             // connection strings.
             "SELECT u.umoptions FROM pg_catalog.pg_user_mappings u",
@@ -3094,6 +3176,9 @@ mod tests {
             "SELECT b.description FROM pg_catalog.unnest(ARRAY['x']) AS b(description)",
             "SELECT d.description FROM pg_catalog.pg_description d",
             "SELECT p.parname FROM pg_catalog.pg_parameter_acl p",
+            "SELECT s.relname FROM (SELECT c.relname, b.x FROM pg_catalog.pg_class c, \
+             pg_catalog.unnest(ARRAY[1]) b(x)) s",
+            "SELECT '1'::double precision",
         ] {
             assert!(walked(sql), "{sql}");
         }

@@ -2487,6 +2487,16 @@ fn a_parse_that_reads_a_constant_of_the_applications_type_needs_a_tenant() {
         "CALL p1(('{x}'))",
         "SELECT agg1(DISTINCT '{x}'), agg1('{x}' ORDER BY 1)",
         "SELECT f2('{x}', 1)",
+        // Probe DK F2: `double` alone is no keyword type.
+        "SELECT '(x)'::double",
+        "SELECT double '(x)'",
+        "SELECT CAST('(x)' AS double)",
+        // Probe DK F3: a literal beside a parameter cast to the
+        // application's type takes that type.
+        "SELECT '{x}' = $1::_tdom",
+        "SELECT COALESCE($1::tdom[], '{x}')",
+        "SELECT CASE WHEN $2 THEN $1::tdom[] ELSE '{x}' END",
+        "SELECT 1 FROM pg_catalog.pg_class WHERE '{x}' = $1::_tdom",
         "SELECT lower(f2(x, '{x}')) FROM a",
         "SELECT app2.int4('(x)'), public.lower('x')",
         // (Fails closed: the literal is a date, but a text with a literal
@@ -2513,6 +2523,8 @@ fn a_parse_that_reads_a_constant_of_the_applications_type_needs_a_tenant() {
         "SELECT substring(s FROM 'x'), trim(both 'x' from s), numeric(10, 2) 'x' FROM a",
         "INSERT INTO a (s, t) VALUES ('x', $1)",
         "SELECT pg_catalog.format('%s', 'x'), extract(epoch FROM t) FROM a",
+        "SELECT '1'::double precision, double precision '2', CAST('3' AS double precision)",
+        "SELECT * FROM a WHERE t = $1 AND g = ANY($2::grade[]) AND s = 'x'",
         // asyncpg's (a parameter's cast reads no constant).
         "SELECT g, current_setting('port') FROM a WHERE t = $1 AND g = ANY($2::grade[])",
     ] {
