@@ -7596,6 +7596,9 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
         // Probe DK F3: beside a parameter cast to the array type.
         "SELECT '{x}' = $1::_noted",
         "SELECT COALESCE($1::noted[], '{x}')",
+        // Probe DL F1, F2: at another level, or typed by a call.
+        "VALUES ('{x}'), ($1::_noted)",
+        "SELECT takes_noted($1), '{x}' = $1",
     ] {
         assert_eq!(
             parse_alone(&mut c, "", sql),

@@ -1476,11 +1476,15 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
     // For each open parenthesis, the innermost call it is in (itself, or
     // the one around grouping parentheses): a literal's is the last.
     let mut calls: Vec<Call> = Vec::new();
-    // For the statement's level and each open parenthesis: whether a
-    // string literal, and a parameter's cast to a type not built in, stand
-    // in it. Both in one: the literal may take the parameter's type
-    // (`'{x}' = $1::t[]`, `COALESCE($1::t[], '{x}')`; probe DK F3).
-    let mut level: Vec<(bool, bool)> = vec![(false, false)];
+    // A parameter cast to a type not built in, or passed to a call of the
+    // application's: Postgres gives it that type, and a literal it is
+    // compared or unified with takes it (`'{x}' = $1::t[]`,
+    // `COALESCE($1::t[], '{x}')`, `VALUES ('{x}'), ($1::t[])`, `f($1),
+    // '{x}' = $1`; probes DK F3, DL F1, F2). Parentheses, lists, branches
+    // and subqueries all carry it, so any literal counts but one in the
+    // arguments of a built-in function's call, which its parameter types
+    // (asyncpg's `current_setting('port') .. ANY($2::grade[])`).
+    let (mut app_param, mut free_literal) = (false, false);
     // A built-in type found by name (not a keyword type, not qualified).
     let found_by_name = |n: &Tok| {
         n.k == K::Ident
@@ -1491,12 +1495,7 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
         match t.k {
             K::Str { .. } | K::Dollar | K::Lit => {
                 literal = true;
-                if let Some(l) = level.last_mut() {
-                    l.0 = true;
-                    if l.1 {
-                        return ParseInput::Application;
-                    }
-                }
+                free_literal |= calls.last().is_none_or(|c| *c == Call::Group);
                 let typed = prev.is_some_and(|p| {
                     p.k == K::QIdent || (p.k == K::Ident && may_name_a_type(sql, &p, prev2))
                 });
@@ -1515,14 +1514,10 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
             K::Cast if prev.is_some_and(|p| matches!(p.k, K::Param(_))) => {
                 let mut after = lx;
                 if matches!(type_at(sql, &mut after), TypeName::Other) {
-                    if let Some(l) = level.last_mut() {
-                        l.1 = true;
-                        if l.0 {
-                            return ParseInput::Application;
-                        }
-                    }
+                    app_param = true;
                 }
             }
+            K::Param(_) if calls.last() == Some(&Call::Application) => app_param = true,
             K::Cast => {
                 let mut after = lx;
                 match type_at(sql, &mut after) {
@@ -1540,13 +1535,9 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
                     c => c,
                 };
                 calls.push(here);
-                level.push((false, false));
             }
             K::RParen => {
                 calls.pop();
-                if level.len() > 1 {
-                    level.pop();
-                }
                 if casts.last() == Some(&calls.len()) {
                     casts.pop();
                 }
@@ -1565,7 +1556,7 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
             }
             _ => {}
         }
-        if literal && cast {
+        if (literal && cast) || (free_literal && app_param) {
             return ParseInput::Application;
         }
         prev3 = prev2;
@@ -1929,9 +1920,9 @@ impl Walk<'_> {
     /// `alias`, anywhere in the statement (scope aside, as in
     /// [`Walk::field_ok`]), leaves `field` out of its alias's column list,
     /// and no query of that name in scope (a subquery, a `WITH` query, a
-    /// parenthesized join) that reads a function's value lacks it (probe DK
-    /// F4: `j.description` of a join of `unnest(ARRAY['chosen'])` ran an
-    /// application's `description`).
+    /// parenthesized join) lacks it while the statement reads a function's
+    /// value (probe DK F4: `j.description` of a join of
+    /// `unnest(ARRAY['chosen'])` ran an application's `description`).
     fn value_field_ok(&self, (alias, field, open): &(Tok, Tok, Vec<u32>)) -> bool {
         let sql = self.sql;
         self.aliases
@@ -1949,7 +1940,11 @@ impl Walk<'_> {
                     Rows::Value => listed,
                     // (A query of catalogs alone has their columns only.)
                     // (A `SELECT *` of a catalog brings its columns, as a
-                    // catalog's alias does.)
+                    // catalog's alias does: any catalog column's name, the
+                    // README's "named like a catalog column" class. Only
+                    // while the statement reads a function's value: drivers'
+                    // `SELECT *` chains over catalogs name columns the walk
+                    // cannot follow.)
                     Rows::Derived if open.contains(frame) && self.reads_a_value() => {
                         listed || self.defines(*body, field) || self.stars_a_catalog(*body)
                     }

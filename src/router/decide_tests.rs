@@ -2497,6 +2497,17 @@ fn a_parse_that_reads_a_constant_of_the_applications_type_needs_a_tenant() {
         "SELECT COALESCE($1::tdom[], '{x}')",
         "SELECT CASE WHEN $2 THEN $1::tdom[] ELSE '{x}' END",
         "SELECT 1 FROM pg_catalog.pg_class WHERE '{x}' = $1::_tdom",
+        // Probe DL F1, F2: at any level, and a parameter an application's
+        // function gives its type (so asyncpg's `ANY($2::grade[])` with a
+        // literal elsewhere is refused too, but in a built-in's call).
+        "SELECT ('{x}') = $1::_tdom",
+        "SELECT $1::_tdom IN ('{x}')",
+        "VALUES ('{x}'), ($1::_tdom)",
+        "SELECT '{x}' UNION (SELECT $1::_tdom)",
+        "SELECT ('{x}', 1) = ($1::_tdom, 1)",
+        "SELECT '{x}' = (SELECT $1::_tdom)",
+        "SELECT f1($1), '{x}' = $1",
+        "SELECT * FROM a WHERE t = $1 AND g = ANY($2::grade[]) AND s = 'x'",
         "SELECT lower(f2(x, '{x}')) FROM a",
         "SELECT app2.int4('(x)'), public.lower('x')",
         // (Fails closed: the literal is a date, but a text with a literal
@@ -2524,7 +2535,6 @@ fn a_parse_that_reads_a_constant_of_the_applications_type_needs_a_tenant() {
         "INSERT INTO a (s, t) VALUES ('x', $1)",
         "SELECT pg_catalog.format('%s', 'x'), extract(epoch FROM t) FROM a",
         "SELECT '1'::double precision, double precision '2', CAST('3' AS double precision)",
-        "SELECT * FROM a WHERE t = $1 AND g = ANY($2::grade[]) AND s = 'x'",
         // asyncpg's (a parameter's cast reads no constant).
         "SELECT g, current_setting('port') FROM a WHERE t = $1 AND g = ANY($2::grade[])",
     ] {
