@@ -1414,7 +1414,10 @@ fn walk(sql: &[u8], std_strings: bool, known: bool) -> Option<CatalogRead> {
             .iter()
             .zip(&w.fields_see)
             .all(|(f, open)| w.field_ok(f, open))
-        && w.catalog_fields.iter().all(|f| w.value_field_ok(f));
+        && {
+            let value = w.reads_a_value();
+            w.catalog_fields.iter().all(|f| w.value_field_ok(f, value))
+        };
     read.then_some(CatalogRead { by_name: w.by_name })
 }
 
@@ -1923,7 +1926,12 @@ impl Walk<'_> {
     /// parenthesized join) lacks it while the statement reads a function's
     /// value (probe DK F4: `j.description` of a join of
     /// `unnest(ARRAY['chosen'])` ran an application's `description`).
-    fn value_field_ok(&self, (alias, field, open): &(Tok, Tok, Vec<u32>)) -> bool {
+    /// `reads_a_value`: [`Walk::reads_a_value`], told once for all fields.
+    fn value_field_ok(
+        &self,
+        (alias, field, open): &(Tok, Tok, Vec<u32>),
+        reads_a_value: bool,
+    ) -> bool {
         let sql = self.sql;
         self.aliases
             .iter()
@@ -1938,14 +1946,13 @@ impl Walk<'_> {
                     .any(|(a, c)| *a == i && same_name(sql, c, field));
                 match rows {
                     Rows::Value => listed,
-                    // (A query of catalogs alone has their columns only.)
                     // (A `SELECT *` of a catalog brings its columns, as a
                     // catalog's alias does: any catalog column's name, the
                     // README's "named like a catalog column" class. Only
                     // while the statement reads a function's value: drivers'
                     // `SELECT *` chains over catalogs name columns the walk
                     // cannot follow.)
-                    Rows::Derived if open.contains(frame) && self.reads_a_value() => {
+                    Rows::Derived if reads_a_value && open.contains(frame) => {
                         listed || self.defines(*body, field) || self.stars_a_catalog(*body)
                     }
                     _ => true,
