@@ -7599,6 +7599,8 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
         // Probe DL F1, F2: at another level, or typed by a call.
         "VALUES ('{x}'), ($1::_noted)",
         "SELECT takes_noted($1), '{x}' = $1",
+        // Probe DM F1: a polymorphic built-in's literal beside it.
+        "SELECT array_cat($1::_noted, '{x}')",
     ] {
         assert_eq!(
             parse_alone(&mut c, "", sql),

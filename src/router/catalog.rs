@@ -1485,9 +1485,16 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
     // `COALESCE($1::t[], '{x}')`, `VALUES ('{x}'), ($1::t[])`, `f($1),
     // '{x}' = $1`; probes DK F3, DL F1, F2). Parentheses, lists, branches
     // and subqueries all carry it, so any literal counts but one in the
-    // arguments of a built-in function's call, which its parameter types
-    // (asyncpg's `current_setting('port') .. ANY($2::grade[])`).
+    // arguments of a built-in function's call with no parameter among
+    // them, which its parameter types (asyncpg's `current_setting('port')
+    // .. ANY($2::grade[])`); a polymorphic one unifies a literal with a
+    // parameter beside it (`array_cat($1::_dom, '{x}')`, probe DM F1).
     let (mut app_param, mut free_literal) = (false, false);
+    // For each open parenthesis: the index of the call it is in (itself or
+    // an outer one; `usize::MAX` for none), and for a call, whether a
+    // literal and whether a parameter stand in its arguments.
+    let mut owner: Vec<usize> = Vec::new();
+    let mut holds: Vec<(bool, bool)> = Vec::new();
     // A built-in type found by name (not a keyword type, not qualified).
     let found_by_name = |n: &Tok| {
         n.k == K::Ident
@@ -1499,6 +1506,9 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
             K::Str { .. } | K::Dollar | K::Lit => {
                 literal = true;
                 free_literal |= calls.last().is_none_or(|c| *c == Call::Group);
+                if let Some(&o) = owner.last().filter(|o| **o != usize::MAX) {
+                    holds[o].0 = true;
+                }
                 let typed = prev.is_some_and(|p| {
                     p.k == K::QIdent || (p.k == K::Ident && may_name_a_type(sql, &p, prev2))
                 });
@@ -1520,7 +1530,19 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
                     app_param = true;
                 }
             }
-            K::Param(_) if calls.last() == Some(&Call::Application) => app_param = true,
+            K::Param(_) => {
+                app_param |= calls.last() == Some(&Call::Application)
+                    // An operator not among the built-in spellings may be
+                    // the application's, and types the parameter as a call
+                    // does (probe DM F2: `$1 === 1, $1 = '{x}'`).
+                    || prev.is_some_and(|p| p.k == K::Op && !builtin_operator(sql, &p))
+                    || lx
+                        .peek_sig()
+                        .is_some_and(|n| n.k == K::Op && !builtin_operator(sql, &n));
+                if let Some(&o) = owner.last().filter(|o| **o != usize::MAX) {
+                    holds[o].1 = true;
+                }
+            }
             K::Cast => {
                 let mut after = lx;
                 match type_at(sql, &mut after) {
@@ -1533,14 +1555,34 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
                 if prev.is_some_and(|p| is_kw(sql, &p, b"CAST")) {
                     casts.push(calls.len());
                 }
-                let here = match Call::at(sql, prev, prev2, prev3) {
+                let at = Call::at(sql, prev, prev2, prev3);
+                let here = match at {
                     Call::Group => calls.last().copied().unwrap_or(Call::Group),
                     c => c,
                 };
                 calls.push(here);
+                if at == Call::Group {
+                    owner.push(owner.last().copied().unwrap_or(usize::MAX));
+                } else {
+                    owner.push(holds.len());
+                    holds.push((false, false));
+                }
             }
             K::RParen => {
                 calls.pop();
+                if let Some(o) = owner.pop() {
+                    // A call's arguments closed: a literal beside a
+                    // parameter there may take the parameter's type; the
+                    // parameter stands in the call around it too.
+                    let own = o != usize::MAX && owner.last() != Some(&o);
+                    if own {
+                        let (lit, param) = holds[o];
+                        free_literal |= lit && param;
+                        if let Some(&outer) = owner.last().filter(|x| **x != usize::MAX) {
+                            holds[outer].1 |= param;
+                        }
+                    }
+                }
                 if casts.last() == Some(&calls.len()) {
                     casts.pop();
                 }
@@ -1565,6 +1607,12 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
         prev3 = prev2;
         prev2 = prev;
         prev = Some(t);
+    }
+    // Calls left open at the end (Postgres refuses the text, but fail
+    // closed).
+    free_literal |= holds.iter().any(|(lit, param)| *lit && *param);
+    if free_literal && app_param {
+        return ParseInput::Application;
     }
     if literal && by_name {
         ParseInput::ByName
@@ -1632,6 +1680,21 @@ impl Call {
             Call::Application
         }
     }
+}
+
+/// Operators of `pg_catalog`'s spellings (for the Parse rule: another may
+/// be the application's, and give a parameter beside it its type).
+const BUILTIN_OPERATORS: &[&[u8]] = &[
+    b"=", b"<>", b"!=", b"<", b">", b"<=", b">=", b"+", b"-", b"*", b"/", b"%", b"^", b"||", b"~",
+    b"~*", b"!~", b"!~*", b"~~", b"!~~", b"~~*", b"!~~*", b"@>", b"<@", b"&&", b"&", b"|", b"#",
+    b"<<", b">>", b"@@", b"@", b"->", b"->>", b"#>", b"#>>", b"?", b"?|", b"?&", b"@?", b"<->",
+    b"-|-", b"&<", b"&>", b"<<|", b"|>>", b"&<|", b"|&>", b"<<=", b">>=", b"~=", b"|/", b"||/",
+    b"!!", b"#-", b"<^", b">^", b"?#", b"?-", b"?-|", b"?||",
+];
+
+/// Whether the operator token `t` is spelled as one of `pg_catalog`'s.
+fn builtin_operator(sql: &[u8], t: &Tok) -> bool {
+    BUILTIN_OPERATORS.contains(&text(sql, t))
 }
 
 /// Whether the unquoted word `t` names a function of `pg_catalog`'s

@@ -2507,6 +2507,14 @@ fn a_parse_that_reads_a_constant_of_the_applications_type_needs_a_tenant() {
         "SELECT ('{x}', 1) = ($1::_tdom, 1)",
         "SELECT '{x}' = (SELECT $1::_tdom)",
         "SELECT f1($1), '{x}' = $1",
+        // Probe DM F1: a polymorphic built-in unifies its literal with the
+        // parameter beside it; F2: an operator of the application's types
+        // the parameter as a call does.
+        "SELECT array_cat($1::_tdom, '{x}')",
+        "SELECT array_cat('{x}', $1::_tdom)",
+        "SELECT f1($1), array_cat($1, '{x}')",
+        "SELECT 1 FROM pg_catalog.pg_class WHERE width_bucket($1::tdom, '{x}') > 0",
+        "SELECT $1 === 1, $1 = '{x}'",
         "SELECT * FROM a WHERE t = $1 AND g = ANY($2::grade[]) AND s = 'x'",
         "SELECT lower(f2(x, '{x}')) FROM a",
         "SELECT app2.int4('(x)'), public.lower('x')",
