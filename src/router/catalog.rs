@@ -1476,9 +1476,6 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
     let mut prev3: Option<Tok> = None;
     // Depths of the open `CAST(`s.
     let mut casts: Vec<usize> = Vec::new();
-    // For each open parenthesis, the innermost call it is in (itself, or
-    // the one around grouping parentheses): a literal's is the last.
-    let mut calls: Vec<Call> = Vec::new();
     // A parameter cast to a type not built in, or passed to a call of the
     // application's: Postgres gives it that type, and a literal it is
     // compared or unified with takes it (`'{x}' = $1::t[]`,
@@ -1490,11 +1487,11 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
     // .. ANY($2::grade[])`); a polymorphic one unifies a literal with a
     // parameter beside it (`array_cat($1::_dom, '{x}')`, probe DM F1).
     let (mut app_param, mut free_literal) = (false, false);
-    // For each open parenthesis: the index of the call it is in (itself or
-    // an outer one; `usize::MAX` for none), and for a call, whether a
-    // literal and whether a parameter stand in its arguments.
-    let mut owner: Vec<usize> = Vec::new();
-    let mut holds: Vec<(bool, bool)> = Vec::new();
+    // The calls seen, and for each open parenthesis the call it is in
+    // (itself, or the one around grouping parentheses; `None` for none): a
+    // literal's or a parameter's is the last.
+    let mut calls: Vec<Args> = Vec::new();
+    let mut parens: Vec<Option<usize>> = Vec::new();
     // A built-in type found by name (not a keyword type, not qualified).
     let found_by_name = |n: &Tok| {
         n.k == K::Ident
@@ -1505,18 +1502,21 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
         match t.k {
             K::Str { .. } | K::Dollar | K::Lit => {
                 literal = true;
-                free_literal |= calls.last().is_none_or(|c| *c == Call::Group);
-                if let Some(&o) = owner.last().filter(|o| **o != usize::MAX) {
-                    holds[o].0 = true;
-                }
+                let inside = parens.last().copied().flatten();
+                free_literal |= inside.is_none();
                 let typed = prev.is_some_and(|p| {
                     p.k == K::QIdent || (p.k == K::Ident && may_name_a_type(sql, &p, prev2))
                 });
-                match calls.last() {
-                    _ if typed => return ParseInput::Application,
-                    Some(Call::Application) => return ParseInput::Application,
-                    Some(Call::ByName) => by_name = true,
-                    _ => {}
+                if let Some(c) = inside {
+                    calls[c].literal = true;
+                    match calls[c].call {
+                        Call::Application => return ParseInput::Application,
+                        Call::ByName => by_name = true,
+                        _ => {}
+                    }
+                }
+                if typed {
+                    return ParseInput::Application;
                 }
                 by_name |= prev
                     .is_some_and(|p| found_by_name(&p) && !prev2.is_some_and(|d| d.k == K::Dot));
@@ -1531,7 +1531,8 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
                 }
             }
             K::Param(_) => {
-                app_param |= calls.last() == Some(&Call::Application)
+                let inside = parens.last().copied().flatten();
+                app_param |= inside.is_some_and(|c| calls[c].call == Call::Application)
                     // An operator not among the built-in spellings may be
                     // the application's, and types the parameter as a call
                     // does (probe DM F2: `$1 === 1, $1 = '{x}'`).
@@ -1539,8 +1540,8 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
                     || lx
                         .peek_sig()
                         .is_some_and(|n| n.k == K::Op && !builtin_operator(sql, &n));
-                if let Some(&o) = owner.last().filter(|o| **o != usize::MAX) {
-                    holds[o].1 = true;
+                if let Some(c) = inside {
+                    calls[c].param = true;
                 }
             }
             K::Cast => {
@@ -1553,44 +1554,42 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
             }
             K::LParen => {
                 if prev.is_some_and(|p| is_kw(sql, &p, b"CAST")) {
-                    casts.push(calls.len());
+                    casts.push(parens.len());
                 }
-                let at = Call::at(sql, prev, prev2, prev3);
-                let here = match at {
-                    Call::Group => calls.last().copied().unwrap_or(Call::Group),
-                    c => c,
+                let here = match Call::at(sql, prev, prev2, prev3) {
+                    Call::Group => parens.last().copied().flatten(),
+                    call => {
+                        calls.push(Args {
+                            call,
+                            literal: false,
+                            param: false,
+                        });
+                        Some(calls.len() - 1)
+                    }
                 };
-                calls.push(here);
-                if at == Call::Group {
-                    owner.push(owner.last().copied().unwrap_or(usize::MAX));
-                } else {
-                    owner.push(holds.len());
-                    holds.push((false, false));
-                }
+                parens.push(here);
             }
             K::RParen => {
-                calls.pop();
-                if let Some(o) = owner.pop() {
-                    // A call's arguments closed: a literal beside a
-                    // parameter there may take the parameter's type; the
-                    // parameter stands in the call around it too.
-                    let own = o != usize::MAX && owner.last() != Some(&o);
-                    if own {
-                        let (lit, param) = holds[o];
-                        free_literal |= lit && param;
-                        if let Some(&outer) = owner.last().filter(|x| **x != usize::MAX) {
-                            holds[outer].1 |= param;
+                if let Some(Some(c)) = parens.pop() {
+                    let outer = parens.last().copied().flatten();
+                    if outer != Some(c) {
+                        // A call's arguments closed: a literal beside a
+                        // parameter there may take the parameter's type;
+                        // the parameter stands in the call around it too.
+                        free_literal |= calls[c].literal && calls[c].param;
+                        if let Some(o) = outer {
+                            calls[o].param |= calls[c].param;
                         }
                     }
                 }
-                if casts.last() == Some(&calls.len()) {
+                if casts.last() == Some(&parens.len()) {
                     casts.pop();
                 }
             }
             K::Ident
                 if is_kw(sql, &t, b"AS")
-                    && !calls.is_empty()
-                    && casts.last() == Some(&(calls.len() - 1)) =>
+                    && !parens.is_empty()
+                    && casts.last() == Some(&(parens.len() - 1)) =>
             {
                 let mut after = lx;
                 match type_at(sql, &mut after) {
@@ -1610,7 +1609,7 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
     }
     // Calls left open at the end (Postgres refuses the text, but fail
     // closed).
-    free_literal |= holds.iter().any(|(lit, param)| *lit && *param);
+    free_literal |= calls.iter().any(|c| c.literal && c.param);
     if free_literal && app_param {
         return ParseInput::Application;
     }
@@ -1637,6 +1636,15 @@ enum Call {
     /// A call of any other name: the application's function, procedure,
     /// aggregate or type (`_dom('{x}')`, a cast).
     Application,
+}
+
+/// A call [`parse_input`] saw, and what stands in its arguments.
+struct Args {
+    call: Call,
+    /// A string literal.
+    literal: bool,
+    /// A parameter (in a call inside its arguments too).
+    param: bool,
 }
 
 impl Call {
@@ -1708,15 +1716,19 @@ fn catalog_function(sql: &[u8], t: &Tok) -> bool {
             .map(str::as_bytes)
             .collect()
     });
+    let mut buf = [0u8; 64];
+    t.k == K::Ident && lowered(sql, t, &mut buf).is_some_and(|w| names.binary_search(&w).is_ok())
+}
+
+/// The unquoted word `t` in lower case, as Postgres folds it, in `buf`;
+/// `None` if it is longer (no name of the lists is).
+fn lowered<'b>(sql: &[u8], t: &Tok, buf: &'b mut [u8; 64]) -> Option<&'b [u8]> {
     let w = text(sql, t);
-    let mut buf = [0u8; NAME_MAX];
-    if t.k != K::Ident || w.len() > buf.len() {
-        return false;
-    }
-    for (b, c) in buf.iter_mut().zip(w) {
+    let out = buf.get_mut(..w.len())?;
+    for (b, c) in out.iter_mut().zip(w) {
         *b = c.to_ascii_lowercase();
     }
-    names.binary_search(&&buf[..w.len()]).is_ok()
+    Some(out)
 }
 
 /// What a Parse of a text may read its string literals through
@@ -2921,16 +2933,10 @@ fn ends_operand(sql: &[u8], t: &Tok) -> bool {
 fn is_field_name(sql: &[u8], t: &Tok) -> bool {
     let mut buf = [0u8; 64];
     let name: &[u8] = match t.k {
-        K::Ident => {
-            let w = text(sql, t);
-            if w.len() > buf.len() {
-                return false;
-            }
-            for (b, c) in buf.iter_mut().zip(w) {
-                *b = c.to_ascii_lowercase();
-            }
-            &buf[..w.len()]
-        }
+        K::Ident => match lowered(sql, t, &mut buf) {
+            Some(w) => w,
+            None => return false,
+        },
         K::QIdent => body(sql, t),
         _ => return false,
     };
