@@ -7316,6 +7316,60 @@ fn work_queued_behind_a_running_statement_of_a_departed_client_never_runs() {
     }
 }
 
+/// The same pipeline with a Terminate behind it, in the same write, and the
+/// socket closed while the first statement runs: the client said goodbye
+/// after its work, so all of it runs, as Postgres runs everything before a
+/// Terminate. The INSERT of the other shard waits for the statement in
+/// flight, by when the Terminate is read and the socket closed; it was
+/// dropped as if its client had left without a word.
+#[test]
+fn work_queued_behind_a_running_statement_before_a_terminate_runs() {
+    let f = Fixture::start();
+    let mut admin = Raw::login_with(f.bouncer.port, "admin", "pgbouncer", &[]);
+    let clients = |admin: &mut Raw| -> usize {
+        let m = admin.query("SHOW CLIENTS").run(1);
+        m.iter().filter(|(t, _)| *t == b'D').count()
+    };
+    let idle = clients(&mut admin);
+    // First a slow answer, then a large one (megabytes the pooler can no
+    // longer write, and must not wait to write).
+    for (round, first) in [
+        "SELECT pg_sleep(0.3), 'p-goodbye 0' FROM ledger WHERE tenant_id = 1001 LIMIT 1",
+        "SELECT repeat('x', 1000), 'p-goodbye 1' FROM ledger, generate_series(1, 20000) \
+         WHERE tenant_id = 1001",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let note = format!("p-goodbye {round}");
+        let mut c = f.raw("appint", &[]);
+        c.query(first);
+        c.query(&format!(
+            "INSERT INTO ledger (tenant_id, note) VALUES (2002, '{note}')"
+        ));
+        c.query(&format!(
+            "INSERT INTO ledger (tenant_id, note) VALUES (1001, '{note}')"
+        ));
+        c.terminate();
+        c.send();
+        drop(c);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        // The session ends once its work is answered (or dropped).
+        while clients(&mut admin) != idle {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: the client stayed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(
+            f.counts(&format!("ledger WHERE note = '{note}'")),
+            [1, 1],
+            "round {round}: the INSERTs sent before the Terminate"
+        );
+    }
+}
+
 /// Probe DA F4: in session mode, once the map moved the session's tenant
 /// (or while it was paused), a Sync sent alone got an error (0A000, 55000)
 /// before its ReadyForQuery; psycopg's pipeline mode, which ends with one,

@@ -509,7 +509,8 @@ async fn session_and_statement_modes() {
 async fn work_sent_before_a_terminate_runs() {
     let pg = PgCluster::start();
     let cfg = basic_config(&[&pg], "default_pool_size = 1\n")
-        .replace("type = \"scram-sha-256\"", "type = \"trust\"");
+        .replace("type = \"scram-sha-256\"", "type = \"trust\"")
+        + "[admin]\nusers = [\"admin\"]\n[[users]]\nname = \"admin\"\npassword = \"admin\"\n";
     let b = Bouncer::start(&cfg);
     let c = b.connect("app", "", "app").await;
     c.batch_execute("CREATE TABLE before_x(n int)")
@@ -547,6 +548,37 @@ async fn work_sent_before_a_terminate_runs() {
         || {
             let c = &c;
             let sql = count(3);
+            async move { int_of(c, &sql).await == 1 }
+        },
+    )
+    .await;
+
+    // The same while the pool's one server is busy: the work waits for it
+    // with its socket already closed, and still runs once the server comes
+    // (the close follows the Terminate read with it; it is not a client that
+    // gave up while queued, whose work
+    // `a_client_that_leaves_while_queued_never_runs_its_work` drops).
+    // It was dropped here whenever the checker above held the server.
+    let admin = b.connect("admin", "admin", "pgbouncer").await;
+    c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let mut r = Raw::login(b.port, "app", "app");
+    r.query("INSERT INTO before_x VALUES (5)").terminate();
+    let out = r.take_built();
+    r.s.write_all(&out).unwrap();
+    drop(r);
+    eventually(
+        Duration::from_secs(15),
+        "the insert to wait for a server",
+        || async { support::clients_waiting(&admin, "app").await == 1 },
+    )
+    .await;
+    c.batch_execute("COMMIT").await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the insert sent before Terminate, once the server came",
+        || {
+            let c = &c;
+            let sql = count(5);
             async move { int_of(c, &sql).await == 1 }
         },
     )

@@ -797,12 +797,21 @@ impl Session {
                     Need::Io
                 }
                 Event::ClientRead(Err(e)) => return Err(format!("client read: {e}")),
-                Event::ClientWrote(Ok(0)) => return Err("client closed the connection".into()),
-                Event::ClientWrote(Ok(n)) => {
+                Event::ClientWrote(Ok(n)) if n > 0 => {
                     self.core.client_wrote(n);
                     Need::Io
                 }
-                Event::ClientWrote(Err(e)) => return Err(format!("client write: {e}")),
+                Event::ClientWrote(failed) => {
+                    // Unless the client left after its Terminate: then its
+                    // work goes on.
+                    if !self.core.client_unreachable() {
+                        return Err(match failed {
+                            Ok(_) => "client closed the connection".into(),
+                            Err(e) => format!("client write: {e}"),
+                        });
+                    }
+                    Need::Io
+                }
                 Event::ServerRead(Ok(0)) | Event::ServerRead(Err(_)) => {
                     return Err(self.server_lost());
                 }
@@ -1140,6 +1149,18 @@ impl Session {
             next = l.rx.try_recv().ok();
         }
         Ok(())
+    }
+
+    /// The client's socket, to watch for a client that leaves while its work
+    /// waits (for a server, or a paused tenant): such work is dropped, as a
+    /// client that gave up and retried would otherwise see its write twice.
+    /// None once the client said goodbye behind that work
+    /// ([`Core::said_goodbye`]): its close is then the end it announced, and
+    /// the work runs (a query and its Terminate in one write, the socket
+    /// closed behind them, lost its insert whenever the pool's server was
+    /// busy at that moment).
+    fn left_without_goodbye(&self) -> Option<std::os::fd::RawFd> {
+        self.client_fd.filter(|_| !self.core.said_goodbye())
     }
 
     /// The FATAL for a session ended from outside: by an operator's KILL, or for
@@ -1551,7 +1572,7 @@ impl Session {
                             () = raised(&handle.killed) => break Err(true),
                             r = &mut checkout => break Ok(Some(Some(r))),
                             () = handle.cancelled() => break Ok(Some(None)),
-                            () = client_gone(self.client_fd) => break Ok(None),
+                            () = client_gone(self.left_without_goodbye()) => break Ok(None),
                             () = deadline(cut) => {
                                 break Ok(Some(Some(Err(PoolError::WaitTimeout))))
                             }
@@ -1596,7 +1617,9 @@ impl Session {
                     // goes back untouched.
                     let r = match r {
                         Some(Some(Ok(co)))
-                            if self.client_fd.is_some_and(crate::net::peer_closed) =>
+                            if self
+                                .left_without_goodbye()
+                                .is_some_and(crate::net::peer_closed) =>
                         {
                             pool.checkin(co);
                             None
@@ -1912,7 +1935,7 @@ impl Session {
             let app = self.app.clone();
             let kill = handle.wake.notified();
             let shutdown = app.shutdown.notified();
-            let gone = client_gone(self.client_fd);
+            let gone = client_gone(self.left_without_goodbye());
             tokio::pin!(kill, shutdown, gone);
             kill.as_mut().enable();
             shutdown.as_mut().enable();
@@ -1931,7 +1954,10 @@ impl Session {
                     // looks once a second) must not have its work run either
                     // (probe DA F6: 50 pipelined INSERTs of a client gone
                     // half a second before RESUME were written).
-                    if self.client_fd.is_some_and(crate::net::peer_closed) {
+                    if self
+                        .left_without_goodbye()
+                        .is_some_and(crate::net::peer_closed)
+                    {
                         break Outcome::Gone;
                     }
                     break Outcome::Resumed;
