@@ -687,7 +687,7 @@ impl Core {
     /// and (with a server) what goes to it and where its bytes arrive.
     pub fn io(&mut self) -> (&mut BytesMut, &OutQueue, Option<(&OutQueue, &mut BytesMut)>) {
         let server = self.att.as_deref_mut().map(Attachment::io);
-        (self.inbound.buf_mut(), self.out.for_writing(), server)
+        (self.inbound.buf_mut(), self.out.queue(), server)
     }
 
     /// The client read `n` bytes.
@@ -733,22 +733,7 @@ impl Core {
 
     /// Everything for the client (the driver flushes it before closing).
     pub fn to_client(&mut self) -> &mut OutQueue {
-        self.out.for_writing()
-    }
-
-    /// A write to the client failed (or its socket is closed). `true`: the
-    /// session goes on, for the client [`Self::said_goodbye`] behind the
-    /// work not yet run. That work runs, its answers dropped, and the
-    /// session ends once it is answered, as if the client had stayed to the
-    /// end (a closed socket behind a Terminate is the end it announced; the
-    /// first answer's write failing dropped the work after it).
-    /// `false`: the session ends.
-    pub fn client_unreachable(&mut self) -> bool {
-        if !self.said_goodbye() {
-            return false;
-        }
-        self.out.unreachable();
-        true
+        self.out.queue()
     }
 
     /// `n` bytes were written to the server: the last write of a finished
@@ -955,10 +940,12 @@ impl Core {
     /// Whether a Terminate was read behind the work not yet run: read (the
     /// session is ending once that work is answered) or among the bytes
     /// held. Its socket closing then is the end it announced, not a client
-    /// that gave up: the work before it runs, as Postgres runs everything
-    /// before a Terminate, however long it waits for a server. (A Terminate
-    /// still unread in the socket is a client that left while queued: its
-    /// work is dropped, see `Session::attach`.)
+    /// that gave up: work waiting for a server still runs once one comes,
+    /// as Postgres runs the statement it read before its client left. (A
+    /// Terminate still unread in the socket is a client that left while
+    /// queued: its work is dropped, see `Session::attach`. And as in
+    /// Postgres, once a write of an answer fails the session ends, and the
+    /// rest of a long pipeline with it.)
     pub fn said_goodbye(&self) -> bool {
         self.terminating || self.inbound.holds_terminate()
     }

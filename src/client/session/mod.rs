@@ -797,21 +797,12 @@ impl Session {
                     Need::Io
                 }
                 Event::ClientRead(Err(e)) => return Err(format!("client read: {e}")),
-                Event::ClientWrote(Ok(n)) if n > 0 => {
+                Event::ClientWrote(Ok(0)) => return Err("client closed the connection".into()),
+                Event::ClientWrote(Ok(n)) => {
                     self.core.client_wrote(n);
                     Need::Io
                 }
-                Event::ClientWrote(failed) => {
-                    // Unless the client left after its Terminate: then its
-                    // work goes on.
-                    if !self.core.client_unreachable() {
-                        return Err(match failed {
-                            Ok(_) => "client closed the connection".into(),
-                            Err(e) => format!("client write: {e}"),
-                        });
-                    }
-                    Need::Io
-                }
+                Event::ClientWrote(Err(e)) => return Err(format!("client write: {e}")),
                 Event::ServerRead(Ok(0)) | Event::ServerRead(Err(_)) => {
                     return Err(self.server_lost());
                 }

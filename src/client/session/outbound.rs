@@ -11,9 +11,6 @@ pub(super) struct Outbound {
     queue: OutQueue,
     /// Scratch for messages we build (split off whole, so no copy).
     scratch: BytesMut,
-    /// The client's socket failed after its Terminate was read: what is
-    /// queued for it is dropped, and the work before the Terminate goes on.
-    unreachable: bool,
 }
 
 impl Outbound {
@@ -43,23 +40,6 @@ impl Outbound {
         &mut self.queue
     }
 
-    /// The queue, to write from: emptied first once the client is
-    /// [`Self::unreachable`] (so nothing is written to it again).
-    pub(super) fn for_writing(&mut self) -> &mut OutQueue {
-        if self.unreachable {
-            let n = self.queue.len();
-            self.queue.advance(n);
-        }
-        &mut self.queue
-    }
-
-    /// The client can no longer be written to: drop what is queued for it,
-    /// and from now on what is queued after.
-    pub(super) fn unreachable(&mut self) {
-        self.unreachable = true;
-        self.for_writing();
-    }
-
     /// Bytes queued.
     pub(super) fn len(&self) -> usize {
         self.queue.len()
@@ -72,11 +52,7 @@ impl Outbound {
 
     /// Nothing queued and nothing built but not queued.
     pub(super) fn is_clear(&self) -> bool {
-        let Outbound {
-            queue,
-            scratch,
-            unreachable: _,
-        } = self;
+        let Outbound { queue, scratch } = self;
         queue.is_empty() && scratch.is_empty()
     }
 
