@@ -1398,7 +1398,7 @@ fn walk(sql: &[u8], std_strings: bool, known: bool) -> Option<CatalogRead> {
         pushed: 0,
         too_long: false,
         columns: Vec::new(),
-        last_item: Rows::Catalog,
+        last_item: Rows::Catalog(None),
         catalog_fields: Vec::new(),
         taken: [None; 3],
         by_name: false,
@@ -1720,6 +1720,57 @@ fn catalog_function(sql: &[u8], t: &Tok) -> bool {
     t.k == K::Ident && lowered(sql, t, &mut buf).is_some_and(|w| names.binary_search(&w).is_ok())
 }
 
+/// PostgreSQL 15's catalog relations (`pg_catalog` and
+/// `information_schema`), sorted by name, each with its columns, sorted
+/// (`pg_catalog_columns.txt`).
+fn catalog_relations() -> &'static [(&'static [u8], Vec<&'static [u8]>)] {
+    type Relations = Vec<(&'static [u8], Vec<&'static [u8]>)>;
+    static RELS: std::sync::OnceLock<Relations> = std::sync::OnceLock::new();
+    RELS.get_or_init(|| {
+        include_str!("pg_catalog_columns.txt")
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|l| {
+                let mut words = l.split(' ').map(str::as_bytes);
+                Some((words.next()?, words.collect()))
+            })
+            .collect()
+    })
+}
+
+/// The name `t` as Postgres reads it: folded to lower case unless quoted
+/// (`None`: longer than any name of the lists).
+fn folded<'b>(sql: &'b [u8], t: &Tok, buf: &'b mut [u8; 64]) -> Option<&'b [u8]> {
+    match t.k {
+        K::Ident => lowered(sql, t, buf),
+        K::QIdent => Some(body(sql, t)),
+        _ => None,
+    }
+}
+
+/// The index in [`catalog_relations`] of the relation named `t`.
+fn relation_index(sql: &[u8], t: &Tok) -> Option<u16> {
+    let mut buf = [0u8; 64];
+    let name = folded(sql, t, &mut buf)?;
+    let i = catalog_relations()
+        .binary_search_by(|(r, _)| (*r).cmp(name))
+        .ok()?;
+    u16::try_from(i).ok()
+}
+
+/// Whether catalog relation `rel` ([`relation_index`]) has a column named
+/// `t`.
+fn has_column(rel: u16, sql: &[u8], t: &Tok) -> bool {
+    let mut buf = [0u8; 64];
+    let (Some(name), Some((_, columns))) = (
+        folded(sql, t, &mut buf),
+        catalog_relations().get(usize::from(rel)),
+    ) else {
+        return false;
+    };
+    columns.binary_search(&name).is_ok()
+}
+
 /// The unquoted word `t` in lower case, as Postgres folds it, in `buf`;
 /// `None` if it is longer (no name of the lists is).
 fn lowered<'b>(sql: &[u8], t: &Tok, buf: &'b mut [u8; 64]) -> Option<&'b [u8]> {
@@ -1996,18 +2047,30 @@ impl Walk<'_> {
     /// Whether `alias.field` (a catalog's column name) is no call on a
     /// function's value or a query's row: no FROM item of a function called
     /// `alias`, anywhere in the statement (scope aside, as in
-    /// [`Walk::field_ok`]), leaves `field` out of its alias's column list,
-    /// and no query of that name in scope (a subquery, a `WITH` query, a
-    /// parenthesized join) lacks it while the statement reads a function's
-    /// value (probe DK F4: `j.description` of a join of
-    /// `unnest(ARRAY['chosen'])` ran an application's `description`).
-    /// `reads_a_value`: [`Walk::reads_a_value`], told once for all fields.
+    /// [`Walk::field_ok`]), leaves `field` out of its alias's column list;
+    /// and where the reference stands, the FROM item that name stands for
+    /// (the innermost in scope: a nearer query's own hides an outer one's)
+    /// has a column `field`. A catalog's alias: the relation has one
+    /// ([`has_column`]; probe DK: `c.description FROM pg_class c` ran an
+    /// application's `description(anyelement)`). A query's (a subquery, a
+    /// `WITH` query, a parenthesized join): it defines `field`, while the
+    /// statement reads a function's value (probe DK F4: `j.description` of
+    /// a join of `unnest(ARRAY['chosen'])` ran an application's
+    /// `description`). `reads_a_value`: [`Walk::reads_a_value`], told once
+    /// for all fields.
     fn value_field_ok(
         &self,
         (alias, field, open): &(Tok, Tok, Vec<u32>),
         reads_a_value: bool,
     ) -> bool {
         let sql = self.sql;
+        let depth = |frame: &u32| open.iter().position(|f| f == frame);
+        let innermost = self
+            .aliases
+            .iter()
+            .filter(|(name, ..)| same_name(sql, name, alias))
+            .filter_map(|(_, _, frame, ..)| depth(frame))
+            .max();
         self.aliases
             .iter()
             .enumerate()
@@ -2015,19 +2078,26 @@ impl Walk<'_> {
                 if !same_name(sql, name, alias) {
                     return true;
                 }
+                let renamed = self.columns.iter().any(|(a, _)| *a == i);
                 let listed = self
                     .columns
                     .iter()
                     .any(|(a, c)| *a == i && same_name(sql, c, field));
+                let nearest = depth(frame).is_some() && depth(frame) == innermost;
                 match rows {
                     Rows::Value => listed,
+                    // (A column list renames the relation's first columns:
+                    // only a listed name is sure to be one.)
+                    Rows::Catalog(Some(rel)) if nearest => {
+                        listed || !renamed && has_column(*rel, sql, field)
+                    }
                     // (A `SELECT *` of a catalog brings its columns, as a
                     // catalog's alias does: any catalog column's name, the
                     // README's "named like a catalog column" class. Only
                     // while the statement reads a function's value: drivers'
                     // `SELECT *` chains over catalogs name columns the walk
                     // cannot follow.)
-                    Rows::Derived if reads_a_value && open.contains(frame) => {
+                    Rows::Derived if reads_a_value && nearest => {
                         listed || self.defines(*body, field) || self.stars_a_catalog(*body)
                     }
                     _ => true,
@@ -2051,7 +2121,7 @@ impl Walk<'_> {
             && self
                 .aliases
                 .iter()
-                .any(|(_, rows, frame, ..)| *rows == Rows::Catalog && *frame == body)
+                .any(|(_, rows, frame, ..)| matches!(rows, Rows::Catalog(_)) && *frame == body)
     }
 
     /// Whether the query whose frame is `body` has a column `field`: named
@@ -2095,7 +2165,7 @@ impl Walk<'_> {
                 .columns
                 .iter()
                 .any(|(a, c)| *a == i && same_name(sql, c, field));
-            if (*rows == Rows::Value || (*rows == Rows::Catalog && seen)) && !listed {
+            if (*rows == Rows::Value || (matches!(rows, Rows::Catalog(_)) && seen)) && !listed {
                 return false;
             }
             // A column of that query: named in its select list or its
@@ -2624,7 +2694,7 @@ impl Walk<'_> {
                 self.last_item = if cte.is_some() {
                     Rows::Derived
                 } else {
-                    Rows::Catalog
+                    Rows::Catalog(relation_index(self.sql, &name))
                 };
                 self.last_body = cte.unwrap_or(0);
                 let id = self.scope();
@@ -2896,8 +2966,9 @@ enum After {
 enum Rows {
     /// A function's: one value, of any type (`alias.f` is `f(value)`).
     Value,
-    /// A catalog's: its columns only.
-    Catalog,
+    /// A catalog's: its columns only; `Some`: the relation's index in
+    /// [`catalog_relations`] (`None`: one PostgreSQL 15 does not have).
+    Catalog(Option<u16>),
     /// A `WITH` query's, a subquery's, or a function's named with their
     /// columns: names the statement gives.
     Derived,
@@ -2932,13 +3003,8 @@ fn ends_operand(sql: &[u8], t: &Tok) -> bool {
 /// result (`x`, `n`).
 fn is_field_name(sql: &[u8], t: &Tok) -> bool {
     let mut buf = [0u8; 64];
-    let name: &[u8] = match t.k {
-        K::Ident => match lowered(sql, t, &mut buf) {
-            Some(w) => w,
-            None => return false,
-        },
-        K::QIdent => body(sql, t),
-        _ => return false,
+    let Some(name) = folded(sql, t, &mut buf) else {
+        return false;
     };
     name == b"x" || name == b"n" || FIELD_NAMES.binary_search(&name).is_ok()
 }
@@ -3257,6 +3323,47 @@ mod tests {
         assert!(walked(
             "SELECT (information_schema._pg_expandarray(i.indkey)).n FROM pg_catalog.pg_index i"
         ));
+    }
+
+    /// After a catalog's alias, a name is that relation's column only if it
+    /// has one (PostgreSQL 15's columns, `pg_catalog_columns.txt`): Postgres
+    /// reads `c.description` of `pg_class c`, which has no such column, as
+    /// `description(c)`, a function of the application's (probe DK: the
+    /// README's "named like a catalog column" class, a global list of
+    /// column names then). A nearer query's alias of the same name hides
+    /// the outer one's, as in Postgres.
+    #[test]
+    fn a_name_after_a_catalogs_alias_is_one_of_its_columns() {
+        for sql in [
+            "SELECT c.description FROM pg_catalog.pg_class c",
+            "SELECT pg_class.description FROM pg_catalog.pg_class",
+            "SELECT c.relname FROM pg_catalog.pg_class c WHERE c.nspname = 'x'",
+            "SELECT t.attname FROM information_schema.tables t",
+            "SELECT \"C\".description FROM pg_catalog.pg_class \"C\"",
+            "SELECT c.\"description\" FROM pg_catalog.pg_class c",
+            // The inner query's `c` is pg_class: its `c.attname` is a call.
+            "SELECT c.attname FROM pg_catalog.pg_attribute c \
+             WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.attname = 'x')",
+            // A column list renames the first columns: only listed names.
+            "SELECT c.relname FROM pg_catalog.pg_class c(a, b)",
+        ] {
+            refused(sql);
+        }
+        for sql in [
+            "SELECT c.relname, c.oid FROM pg_catalog.pg_class c",
+            "SELECT d.description FROM pg_catalog.pg_description d",
+            "SELECT t.table_name FROM information_schema.tables t",
+            "SELECT c.\"relname\" FROM pg_catalog.pg_class c",
+            "SELECT C.RELNAME FROM pg_catalog.pg_class C",
+            // Each reference is to the nearest `c`.
+            "SELECT c.relname FROM pg_catalog.pg_class c \
+             WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_attribute c WHERE c.attname = 'x')",
+            "SELECT c.relname FROM pg_catalog.pg_class c \
+             WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid)",
+            "SELECT c.b FROM pg_catalog.pg_class c(a, b)",
+        ] {
+            assert!(walked(sql), "{sql}");
+        }
     }
 
     /// `substring(a, b)` with commas is a call of whatever `search_path`
