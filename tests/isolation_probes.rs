@@ -7556,8 +7556,10 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
         "SELECT 'x'::noted",
         "SELECT CAST('x' AS noted) FROM pg_catalog.pg_class LIMIT 1",
         "SELECT * FROM pg_stats WHERE tablename = 'accounts'",
-        // pg_class has no column `description`: `description(c)` runs.
+        // pg_class has no column `description`, nor has the query (probe
+        // DL F3): `description(c)`, `description(s)` run.
         "SELECT c.description FROM pg_catalog.pg_class c LIMIT 1",
+        "SELECT s.description FROM (SELECT 'chosen' AS y FROM pg_catalog.pg_am a) s",
     ] {
         let (errs, rows) = q(&mut c, sql);
         assert_eq!((errs, rows), (vec!["42P17".to_string()], vec![]), "{sql}");

@@ -1414,10 +1414,7 @@ fn walk(sql: &[u8], std_strings: bool, known: bool) -> Option<CatalogRead> {
             .iter()
             .zip(&w.fields_see)
             .all(|(f, open)| w.field_ok(f, open))
-        && {
-            let value = w.reads_a_value();
-            w.catalog_fields.iter().all(|f| w.value_field_ok(f, value))
-        };
+        && w.catalog_fields.iter().all(|f| w.value_field_ok(f));
     read.then_some(CatalogRead { by_name: w.by_name })
 }
 
@@ -2053,16 +2050,12 @@ impl Walk<'_> {
     /// has a column `field`. A catalog's alias: the relation has one
     /// ([`has_column`]; probe DK: `c.description FROM pg_class c` ran an
     /// application's `description(anyelement)`). A query's (a subquery, a
-    /// `WITH` query, a parenthesized join): it defines `field`, while the
-    /// statement reads a function's value (probe DK F4: `j.description` of
-    /// a join of `unnest(ARRAY['chosen'])` ran an application's
-    /// `description`). `reads_a_value`: [`Walk::reads_a_value`], told once
-    /// for all fields.
-    fn value_field_ok(
-        &self,
-        (alias, field, open): &(Tok, Tok, Vec<u32>),
-        reads_a_value: bool,
-    ) -> bool {
+    /// `WITH` query, a parenthesized join): it has such a column
+    /// ([`Walk::brings`]; probe DK F4: `j.description` of a join of
+    /// `unnest(ARRAY['chosen'])`, and DL F3: `s.description` of `(SELECT
+    /// 'chosen' AS y FROM pg_am a) s`, ran an application's
+    /// `description`).
+    fn value_field_ok(&self, (alias, field, open): &(Tok, Tok, Vec<u32>)) -> bool {
         let sql = self.sql;
         let depth = |frame: &u32| open.iter().position(|f| f == frame);
         let innermost = self
@@ -2097,31 +2090,34 @@ impl Walk<'_> {
                     // while the statement reads a function's value: drivers'
                     // `SELECT *` chains over catalogs name columns the walk
                     // cannot follow.)
-                    Rows::Derived if reads_a_value && nearest => {
-                        listed || self.defines(*body, field) || self.stars_a_catalog(*body)
-                    }
+                    Rows::Derived if nearest => listed || self.brings(*body, field, CHAIN_MAX),
                     _ => true,
                 }
             })
     }
 
-    /// Whether the statement reads a function's value in a FROM item: a
-    /// query's or a join's rows may hold it, a value of any type (a join's
-    /// items stand in the frame around it, so any counts).
-    fn reads_a_value(&self) -> bool {
-        self.aliases
-            .iter()
-            .any(|(_, rows, ..)| *rows == Rows::Value)
-    }
-
-    /// Whether the query whose frame is `body` has a `SELECT *` and a
-    /// catalog among its FROM items.
-    fn stars_a_catalog(&self, body: u32) -> bool {
-        self.stars.contains(&body)
-            && self
-                .aliases
-                .iter()
-                .any(|(_, rows, frame, ..)| matches!(rows, Rows::Catalog(_)) && *frame == body)
+    /// Whether the query whose frame is `body` has a column `field`: one
+    /// it defines ([`Walk::defines`]), or one its `SELECT *` brings from a
+    /// catalog among its FROM items that has it ([`has_column`]; any
+    /// catalog column's name from one PostgreSQL 15 does not have) or
+    /// from a query among them that has it. `hops` bounds the chain: a
+    /// recursive `WITH` query reads itself.
+    fn brings(&self, body: u32, field: &Tok, hops: u8) -> bool {
+        if self.defines(body, field) {
+            return true;
+        }
+        if hops == 0 || !self.stars.contains(&body) {
+            return false;
+        }
+        self.aliases.iter().any(|(_, rows, frame, inner, _)| {
+            *frame == body
+                && match rows {
+                    Rows::Catalog(Some(rel)) => has_column(*rel, self.sql, field),
+                    Rows::Catalog(None) => true,
+                    Rows::Derived => self.brings(*inner, field, hops - 1),
+                    Rows::Value => false,
+                }
+        })
     }
 
     /// Whether the query whose frame is `body` has a column `field`: named
@@ -2177,6 +2173,15 @@ impl Walk<'_> {
             in_scope |= seen;
         }
         in_scope
+    }
+
+    /// `name`, a select list's item ending before `next`, is a column of
+    /// this frame's query (its first branch's, for a UNION).
+    fn select_output(&mut self, name: Tok, next: Option<Tok>) {
+        if self.top().in_select && !self.top().branched && item_ends(self.sql, next) {
+            let id = self.top().id;
+            self.outputs.push((name, id));
+        }
     }
 
     /// The next significant token, kept in [`Walk::taken`].
@@ -2574,6 +2579,13 @@ impl Walk<'_> {
                     return self.known_type(&chain).then_some(Next::Go);
                 }
             }
+            // A select list's item that is a bare column named like a
+            // catalog's (`SELECT attrelid FROM ..`): an output of this
+            // frame's query. (Only such names: a keyword's output is named
+            // otherwise, `SELECT true` gives `bool`.)
+            if is_field_name(sql, &t) {
+                self.select_output(t, next);
+            }
             return Some(Next::Go);
         }
         if paren {
@@ -2584,15 +2596,13 @@ impl Walk<'_> {
         }
         // A select list's item that is a column (`s.r`, `r`): an output of
         // this frame's query, named as the column.
-        let item_ends =
-            next.is_none_or(|n| matches!(n.k, K::Comma | K::RParen) || is_kw(sql, &n, b"FROM"));
-        if self.top().in_select && !self.top().branched && item_ends {
-            let id = self.top().id;
-            if chain.star {
+        if chain.star {
+            if self.top().in_select && !self.top().branched && item_ends(sql, next) {
+                let id = self.top().id;
                 self.stars.push(id);
-            } else {
-                self.outputs.push((chain.parts[chain.len - 1], id));
             }
+        } else {
+            self.select_output(chain.parts[chain.len - 1], next);
         }
         // A column: `alias.name` or `alias.column.field`. Postgres reads a
         // name that is no column of what precedes it as a call of the
@@ -2982,6 +2992,12 @@ struct Chain {
     star: bool,
 }
 
+/// Whether a select list's item ends before `next`: at a comma, the `)`
+/// that closes its query, `FROM`, or the end.
+fn item_ends(sql: &[u8], next: Option<Tok>) -> bool {
+    next.is_none_or(|n| matches!(n.k, K::Comma | K::RParen) || is_kw(sql, &n, b"FROM"))
+}
+
 /// Whether token `t` ends an operand: a literal, a parameter, a `)` or `]`,
 /// or a name that is none of the words an expression starts after.
 fn ends_operand(sql: &[u8], t: &Tok) -> bool {
@@ -3008,6 +3024,10 @@ fn is_field_name(sql: &[u8], t: &Tok) -> bool {
     };
     name == b"x" || name == b"n" || FIELD_NAMES.binary_search(&name).is_ok()
 }
+
+/// The most queries a `SELECT *` chain is followed through
+/// ([`Walk::brings`]); a longer one is refused.
+const CHAIN_MAX: u8 = 8;
 
 /// Postgres cuts longer names to this many bytes (`NAMEDATALEN - 1`): two
 /// names alike in their first 63 bytes are one (probe CT H3).
@@ -3330,8 +3350,10 @@ mod tests {
     /// reads `c.description` of `pg_class c`, which has no such column, as
     /// `description(c)`, a function of the application's (probe DK: the
     /// README's "named like a catalog column" class, a global list of
-    /// column names then). A nearer query's alias of the same name hides
-    /// the outer one's, as in Postgres.
+    /// column names then). The same after a query's alias (probe DL F3):
+    /// its select list must name the column, or its `SELECT *` bring it
+    /// from a catalog that has it. A nearer query's alias of the same name
+    /// hides the outer one's, as in Postgres.
     #[test]
     fn a_name_after_a_catalogs_alias_is_one_of_its_columns() {
         for sql in [
@@ -3346,6 +3368,16 @@ mod tests {
              WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.attname = 'x')",
             // A column list renames the first columns: only listed names.
             "SELECT c.relname FROM pg_catalog.pg_class c(a, b)",
+            // Probe DL F3: a query's alias, its rows without such a column.
+            "SELECT s.description FROM (SELECT 'chosen' AS y FROM pg_catalog.pg_am a) s",
+            "SELECT s.description FROM (SELECT * FROM pg_catalog.pg_am a) s",
+            "SELECT s.relname FROM (SELECT relname AS x FROM pg_catalog.pg_class) s",
+            "WITH a AS (SELECT * FROM pg_catalog.pg_class) SELECT a.description FROM a",
+            "WITH a AS (SELECT * FROM pg_catalog.pg_class), b AS (SELECT * FROM a) \
+             SELECT b.description FROM b",
+            // (Fail closed: the walk does not follow a join's columns.)
+            "SELECT j.relname FROM (pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n \
+             ON c.relnamespace = n.oid) j",
         ] {
             refused(sql);
         }
@@ -3361,6 +3393,12 @@ mod tests {
             "SELECT c.relname FROM pg_catalog.pg_class c \
              WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid)",
             "SELECT c.b FROM pg_catalog.pg_class c(a, b)",
+            // A query's columns: named, bare, or brought by `SELECT *`.
+            "SELECT s.amname FROM (SELECT * FROM pg_catalog.pg_am a) s",
+            "SELECT s.relname FROM (SELECT relname FROM pg_catalog.pg_class) s",
+            "SELECT s.relname FROM (SELECT c.relname FROM pg_catalog.pg_class c) s",
+            "WITH a AS (SELECT * FROM pg_catalog.pg_class), b AS (SELECT * FROM a) \
+             SELECT b.relname FROM b",
         ] {
             assert!(walked(sql), "{sql}");
         }
