@@ -7320,7 +7320,8 @@ fn work_queued_behind_a_running_statement_of_a_departed_client_never_runs() {
 /// socket closed while the first statement runs: the client said goodbye
 /// behind its work, so the unit after the running one still runs, as
 /// Postgres, whose client leaves, runs the statement it is running and the
-/// next. (Postgres stops once a write of an answer fails; so does the
+/// next (here: the unit that gets a server once the client is gone, and
+/// nothing behind it). (Postgres stops once a write of an answer fails; so does the
 /// pooler, and a long pipeline is not run to its end: see
 /// `a_departed_clients_long_pipeline_ends_with_its_backend`.) The INSERT of
 /// the other shard waits for the statement in flight; it saw the closed
@@ -7345,8 +7346,22 @@ fn the_unit_behind_the_running_one_runs_when_a_terminate_follows() {
         ));
         c.terminate();
         c.send();
-        drop(c);
+        // Closed once the first statement runs (closed before its server
+        // came, nothing behind that statement would run: see
+        // pooler::work_sent_before_a_terminate_runs).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let running = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+             AND query LIKE 'SELECT pg_sleep(0.3), ''{note}''%'"
+        );
+        while f.direct(0, &running) != "1" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: the sleep never ran"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        drop(c);
         // The session ends once its work is answered (or dropped).
         while clients(&mut admin) != idle {
             assert!(
@@ -7361,6 +7376,65 @@ fn the_unit_behind_the_running_one_runs_when_a_terminate_follows() {
             "round {round}: the INSERT sent before the Terminate"
         );
     }
+}
+
+/// Probe DN-3: an INSERT waiting for a server (the pool's one server held
+/// by another client's transaction) when a reload moved its tenant ran on
+/// the old shard once the server freed up there, after the tenant's other
+/// clients had written on the new one. The work is routed again when the
+/// reload comes, and runs where the map now puts the tenant.
+#[test]
+fn work_queued_for_a_server_runs_where_a_reload_moved_its_tenant() {
+    let f = Fixture::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin = rt.block_on(f.bouncer.connect("admin", "admin", "pgbouncer"));
+    let waiting = |n: usize, what: &str| {
+        rt.block_on(support::eventually(
+            std::time::Duration::from_secs(15),
+            what.to_string(),
+            || async { support::clients_waiting(&admin, "app1").await == n },
+        ))
+    };
+    // Tenant 2002 is on s1, whose one server (app1's pool of 1) the holder
+    // keeps in a transaction.
+    let mut holder = f.raw("app1", &[("tenant_id", "2002")]);
+    assert_eq!(
+        command_tags(&holder.query("BEGIN; SELECT 1").run(1)),
+        ["BEGIN", "SELECT 1"]
+    );
+    let mut simple = f.raw("app1", &[("tenant_id", "2002")]);
+    simple.query("INSERT INTO ledger (tenant_id, note) VALUES (2002, 'p-queued-move')");
+    simple.send();
+    waiting(1, "the simple INSERT to wait for a server");
+    let mut extended = f.raw("app1", &[("tenant_id", "2002")]);
+    extended
+        .parse(
+            "",
+            "INSERT INTO ledger (tenant_id, note) VALUES (2002, 'p-queued-move')",
+        )
+        .bind("", &[])
+        .execute()
+        .sync();
+    extended.send();
+    waiting(2, "the extended INSERT to wait for a server");
+    f.reload_map(
+        "shardmap.toml",
+        &MAP.replace("version = 1", "version = 2")
+            .replace("\"2002\" = \"s1\"", "\"2002\" = \"s0\""),
+    );
+    // Routed again at the reload: s0's pool has its server free.
+    let m = simple.read_until_ready();
+    assert_eq!(command_tags(&m), ["INSERT 0 1"], "{m:?}");
+    assert_eq!(command_tags(&extended.read_until_ready()), ["INSERT 0 1"]);
+    assert_eq!(command_tags(&holder.query("COMMIT").run(1)), ["COMMIT"]);
+    assert_eq!(
+        f.counts("ledger WHERE note = 'p-queued-move'"),
+        [2, 0],
+        "the queued INSERTs ran on the tenant's old shard"
+    );
 }
 
 /// Probe DA F4: in session mode, once the map moved the session's tenant
@@ -7537,7 +7611,9 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
              CREATE FUNCTION level(r anyelement) RETURNS bool LANGUAGE plpgsql \
              AS $f$ BEGIN INSERT INTO ran VALUES ('level'); RETURN true; END $f$; \
              CREATE FUNCTION description(r anyelement) RETURNS bool LANGUAGE plpgsql \
-             AS $f$ BEGIN INSERT INTO ran VALUES ('description'); RETURN true; END $f$;",
+             AS $f$ BEGIN INSERT INTO ran VALUES ('description'); RETURN true; END $f$; \
+             CREATE FUNCTION noted_op(noted[], int) RETURNS bool LANGUAGE sql AS $f$ SELECT true $f$; \
+             CREATE OPERATOR === (leftarg = noted[], rightarg = int, function = noted_op);",
         );
     }
     let oid: u32 = f.direct(0, "SELECT 'noted'::regtype::oid").parse().unwrap();
@@ -7652,6 +7728,11 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
         "SELECT takes_noted($1), '{x}' = $1",
         // Probe DM F1: a polymorphic built-in's literal beside it.
         "SELECT array_cat($1::_noted, '{x}')",
+        // Probe DN F1: typed by an operator of the application's, not right
+        // beside it; F5: through a column of the statement's own.
+        "SELECT ($1) === 1, $1 = '{x}'",
+        "SELECT $1 OPERATOR(public.===) 1, array_cat($1, '{x}')",
+        "WITH c AS (SELECT $1::_noted a) SELECT array_cat(a, '{x}') FROM c",
     ] {
         assert_eq!(
             parse_alone(&mut c, "", sql),

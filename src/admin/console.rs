@@ -808,7 +808,7 @@ pub fn apply_set(app: &App, key: &str, value: &str) -> Result<(), String> {
         .snapshot
         .modify_setting(|cfg| set_key(cfg, &key, value), |s| app.record_moves(s))?;
     app.apply_to_pools(&snap);
-    app.wake_if_timeouts_changed(&before);
+    app.wake_if_waits_changed(&before);
     Ok(())
 }
 

@@ -154,7 +154,7 @@ impl App {
                 self.apply_to_pools(snap);
             })
             .map_err(bounded)?;
-        self.wake_if_timeouts_changed(&before);
+        self.wake_if_waits_changed(&before);
         Ok(msg)
     }
 
@@ -168,24 +168,35 @@ impl App {
     /// (console `SET`s kept), the other files as they are in force; on any
     /// error the old configuration stays.
     pub fn reload_maps(&self, maps: &[std::path::PathBuf]) -> Result<String, String> {
+        let before = self.snapshot.load_full();
         self.snapshot
             .reread_maps(maps, |snap| self.record_moves(snap))
             .map_err(bounded)?;
+        self.wake_if_waits_changed(&before);
         let names: Vec<String> = maps.iter().map(|p| p.display().to_string()).collect();
         Ok(format!("shard map(s) read again: {}", names.join(", ")))
     }
 
-    /// After a reload or a console SET: sessions that wait with the timeouts
-    /// of `before` take up the new ones now, not at their next statement
-    /// (probe O: `idle_transaction_timeout` turned on by a reload spared the
-    /// client already idle in its transaction, holding its locks).
-    pub fn wake_if_timeouts_changed(&self, before: &Snapshot) {
+    /// After a reload, a console SET or a shard map read again: sessions that
+    /// wait with the timeouts of `before` take up the new ones now, not at
+    /// their next statement (probe O: `idle_transaction_timeout` turned on by
+    /// a reload spared the client already idle in its transaction, holding
+    /// its locks); work waiting for a server is routed again when a
+    /// database's shard map or shards changed (probe DN-3: it ran on the
+    /// tenant's old shard once a server freed up there).
+    pub fn wake_if_waits_changed(&self, before: &Snapshot) {
         let now = self.snapshot.load();
         let changed = now.dbs.iter().any(|(name, db)| {
             before.dbs.get(name).is_some_and(|b| {
                 b.settings.client_idle_timeout != db.settings.client_idle_timeout
                     || b.settings.idle_transaction_timeout != db.settings.idle_transaction_timeout
                     || b.settings.query_wait_timeout != db.settings.query_wait_timeout
+                    || b.cfg.shards != db.cfg.shards
+                    || match (&b.routing, &db.routing) {
+                        (Some(b), Some(n)) => !Arc::ptr_eq(&b.map, &n.map),
+                        (None, None) => false,
+                        _ => true,
+                    }
             })
         });
         if changed {

@@ -1484,6 +1484,17 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
     // .. ANY($2::grade[])`); a polymorphic one unifies a literal with a
     // parameter beside it (`array_cat($1::_dom, '{x}')`, probe DM F1).
     let (mut app_param, mut free_literal) = (false, false);
+    // A literal in a polymorphic built-in's arguments: it takes the type of
+    // what is beside it, which a parameter of the application's type may
+    // reach through a column of the statement's own (probe DN F5: `WITH c
+    // AS (SELECT $1::_dom a) SELECT array_cat(a, '{x}') FROM c`).
+    let mut poly_literal = false;
+    // An operator that is not one of the built-in spellings, or one
+    // qualified by another schema than `pg_catalog`, may be the
+    // application's, and types a parameter as a call does, wherever the
+    // parameter stands (probes DM F2: `$1 === 1, $1 = '{x}'`; DN F1:
+    // `($1) === 1`, `$1 COLLATE "C" === 1`, `OPERATOR(public.===)`).
+    let (mut app_operator, mut param) = (false, false);
     // The calls seen, and for each open parenthesis the call it is in
     // (itself, or the one around grouping parentheses; `None` for none): a
     // literal's or a parameter's is the last.
@@ -1506,6 +1517,7 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
                 });
                 if let Some(c) = inside {
                     calls[c].literal = true;
+                    poly_literal |= calls[c].poly;
                     match calls[c].call {
                         Call::Application => return ParseInput::Application,
                         Call::ByName => by_name = true,
@@ -1528,18 +1540,19 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
                 }
             }
             K::Param(_) => {
+                param = true;
                 let inside = parens.last().copied().flatten();
-                app_param |= inside.is_some_and(|c| calls[c].call == Call::Application)
-                    // An operator not among the built-in spellings may be
-                    // the application's, and types the parameter as a call
-                    // does (probe DM F2: `$1 === 1, $1 = '{x}'`).
-                    || prev.is_some_and(|p| p.k == K::Op && !builtin_operator(sql, &p))
-                    || lx
-                        .peek_sig()
-                        .is_some_and(|n| n.k == K::Op && !builtin_operator(sql, &n));
+                app_param |= inside.is_some_and(|c| calls[c].call == Call::Application);
                 if let Some(c) = inside {
                     calls[c].param = true;
                 }
+            }
+            // (`=>` names an argument.)
+            K::Op if text(sql, &t) == b"=>" => {}
+            K::Op => {
+                app_operator |= !builtin_operator(sql, &t)
+                    || (prev.is_some_and(|p| p.k == K::Dot)
+                        && !prev2.is_some_and(|s| ident_eq(sql, &s, b"pg_catalog")));
             }
             K::Cast => {
                 let mut after = lx;
@@ -1560,6 +1573,8 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
                             call,
                             literal: false,
                             param: false,
+                            poly: matches!(call, Call::Builtin | Call::ByName)
+                                && prev.is_some_and(|p| polymorphic_function(sql, &p)),
                         });
                         Some(calls.len() - 1)
                     }
@@ -1597,7 +1612,8 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
             }
             _ => {}
         }
-        if (literal && cast) || (free_literal && app_param) {
+        app_param |= app_operator && param;
+        if (literal && cast) || ((free_literal || poly_literal) && app_param) {
             return ParseInput::Application;
         }
         prev3 = prev2;
@@ -1607,7 +1623,7 @@ pub(super) fn parse_input(sql: &[u8], std_strings: bool) -> ParseInput {
     // Calls left open at the end (Postgres refuses the text, but fail
     // closed).
     free_literal |= calls.iter().any(|c| c.literal && c.param);
-    if free_literal && app_param {
+    if (free_literal || poly_literal) && app_param {
         return ParseInput::Application;
     }
     if literal && by_name {
@@ -1642,6 +1658,9 @@ struct Args {
     literal: bool,
     /// A parameter (in a call inside its arguments too).
     param: bool,
+    /// A built-in call of a polymorphic function's name
+    /// ([`polymorphic_function`]).
+    poly: bool,
 }
 
 impl Call {
@@ -1702,13 +1721,28 @@ fn builtin_operator(sql: &[u8], t: &Tok) -> bool {
     BUILTIN_OPERATORS.contains(&text(sql, t))
 }
 
+/// Whether the unquoted word `t` names a polymorphic function of
+/// `pg_catalog`'s (`pg_catalog_polymorphic.txt`, PostgreSQL 15's).
+fn polymorphic_function(sql: &[u8], t: &Tok) -> bool {
+    static NAMES: NameList = NameList::new();
+    listed(&NAMES, include_str!("pg_catalog_polymorphic.txt"), sql, t)
+}
+
 /// Whether the unquoted word `t` names a function of `pg_catalog`'s
 /// (`pg_catalog_functions.txt`, PostgreSQL 15's).
 fn catalog_function(sql: &[u8], t: &Tok) -> bool {
-    static NAMES: std::sync::OnceLock<Vec<&'static [u8]>> = std::sync::OnceLock::new();
-    let names = NAMES.get_or_init(|| {
-        include_str!("pg_catalog_functions.txt")
-            .lines()
+    static NAMES: NameList = NameList::new();
+    listed(&NAMES, include_str!("pg_catalog_functions.txt"), sql, t)
+}
+
+/// A list of names read once from one of the router's name files.
+type NameList = std::sync::OnceLock<Vec<&'static [u8]>>;
+
+/// Whether the unquoted word `t`, folded, is one of the names of `file`
+/// (one a line, sorted bytewise, `#` comments), read into `cache` once.
+fn listed(cache: &'static NameList, file: &'static str, sql: &[u8], t: &Tok) -> bool {
+    let names = cache.get_or_init(|| {
+        file.lines()
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .map(str::as_bytes)
             .collect()

@@ -2521,6 +2521,19 @@ fn a_parse_that_reads_a_constant_of_the_applications_type_needs_a_tenant() {
         // (Fails closed: the literal is a date, but a text with a literal
         // and a cast to the application's type is taken as one.)
         "SELECT * FROM a WHERE t::date = '2020-01-01' AND u = c::tdom",
+        // Probe DN F1: an operator of the application's anywhere, not only
+        // right beside the parameter; one qualified by another schema.
+        "SELECT ($1) === 1, $1 = '{x}'",
+        "SELECT $1 COLLATE \"C\" === 1, $1 = '{x}'",
+        "SELECT $1 OPERATOR(public.===) 1, $1 = '{x}'",
+        "SELECT $1 OPERATOR(public.=) 1, $1 = '{x}'",
+        "SELECT !!! ($1), $1 = '{x}'",
+        "SELECT CASE WHEN ($1) === 1 THEN 1 END, array_cat($1, '{x}')",
+        // Probe DN F5: through a column of the statement's own into a
+        // polymorphic built-in.
+        "WITH c AS (SELECT $1::_tdom a) SELECT array_cat(a, '{x}') FROM c",
+        "SELECT array_cat(a, '{x}') FROM (SELECT $1::_tdom) s(a)",
+        "SELECT pg_catalog.array_cat(a, '{x}') FROM (VALUES ($1::_tdom)) s(a)",
     ] {
         let d = parse_only(sql);
         assert!(matches!(d, Decision::Refuse(_)), "{sql}: {d:?}");
@@ -2545,6 +2558,12 @@ fn a_parse_that_reads_a_constant_of_the_applications_type_needs_a_tenant() {
         "SELECT '1'::double precision, double precision '2', CAST('3' AS double precision)",
         // asyncpg's (a parameter's cast reads no constant).
         "SELECT g, current_setting('port') FROM a WHERE t = $1 AND g = ANY($2::grade[])",
+        // Built-in operators and named arguments, beside a parameter; a
+        // polymorphic built-in's literal with no parameter of the
+        // application's type in the text.
+        "SELECT * FROM a WHERE t = $1 AND s || 'x' <> 'y' AND j ->> 'k' = $2",
+        "SELECT make_interval(days => $1), 'x' FROM a",
+        "SELECT array_cat(a, '{1}'), lower('X') FROM a WHERE t = $1",
     ] {
         assert_eq!(parse_only(sql), Decision::TenantFree, "{sql}");
     }

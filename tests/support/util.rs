@@ -240,20 +240,21 @@ pub(crate) fn says_address_in_use(log: &str) -> bool {
         || log.contains("could not create any TCP/IP sockets")
 }
 
-/// `cl_waiting` of database `db` in the console's SHOW POOLS (0 when it has no
-/// pool yet).
+/// `cl_waiting` of database `db` in the console's SHOW POOLS, over all its
+/// shards' pools (0 when it has no pool yet).
 pub async fn clients_waiting(admin: &tokio_postgres::Client, db: &str) -> usize {
     let mut col = None;
+    let mut waiting = 0;
     for m in admin.simple_query("SHOW POOLS").await.unwrap() {
         match m {
             tokio_postgres::SimpleQueryMessage::RowDescription(d) => {
                 col = d.iter().position(|c| c.name() == "cl_waiting");
             }
             tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some(db) => {
-                return r.get(col.unwrap()).unwrap().parse().unwrap();
+                waiting += r.get(col.unwrap()).unwrap().parse::<usize>().unwrap();
             }
             _ => {}
         }
     }
-    0
+    waiting
 }

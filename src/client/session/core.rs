@@ -947,7 +947,23 @@ impl Core {
     /// Postgres, once a write of an answer fails the session ends, and the
     /// rest of a long pipeline with it.)
     pub fn said_goodbye(&self) -> bool {
-        self.terminating || self.inbound.holds_terminate()
+        // (Held frames are walked only when there are some: at every attach
+        // of a client that does not pipeline, there are none.)
+        self.terminating || !self.inbound.is_empty() && self.inbound.holds_terminate()
+    }
+
+    /// The client said goodbye and its socket is closed as its work gets a
+    /// server: the unit that asked for the server runs, and the session
+    /// ends once it is answered; nothing read behind it runs. (The
+    /// Terminate itself stays, to be taken as any: a batch left without
+    /// its Sync gets the Flush that ends it, or the session would wait for
+    /// good with the server.)
+    pub fn nothing_after_this_unit(&mut self) {
+        if self.terminating {
+            self.inbound.discard_held();
+        } else {
+            self.inbound.keep_only_terminate();
+        }
     }
 
     /// A reload that changed the shards waits for the work in flight (no

@@ -877,15 +877,10 @@ impl Session {
         }
     }
 
-    /// Before waiting: end a killed session, pick up reloaded settings and
-    /// maps, serve whatever the client's bytes ask for, and give back what an
-    /// idle session does not need.
-    async fn prepare_wait(&mut self) -> Result<(), End> {
-        if self.handle.killed.load(Ordering::Acquire) {
-            return Err(self.killed());
-        }
-        // Between transactions: pick up reloaded settings and maps, unless
-        // nothing was published since the session last did (or could not).
+    /// Pick up reloaded settings and maps (between transactions, or for a
+    /// unit that waits to be routed again), unless nothing was published
+    /// since the session last did (or could not).
+    fn take_up_reload(&mut self) -> Result<(), End> {
         let published = self.app.snapshot.published();
         if published != self.taken_up.generation || published != self.core.db().generation {
             let snap = self.app.snapshot.load();
@@ -922,6 +917,17 @@ impl Session {
                 },
             };
         }
+        Ok(())
+    }
+
+    /// Before waiting: end a killed session, pick up reloaded settings and
+    /// maps, serve whatever the client's bytes ask for, and give back what an
+    /// idle session does not need.
+    async fn prepare_wait(&mut self) -> Result<(), End> {
+        if self.handle.killed.load(Ordering::Acquire) {
+            return Err(self.killed());
+        }
+        self.take_up_reload()?;
         self.follow_reloaded_pools();
         let need = self.core.client_data();
         self.serve(need).await?;
@@ -1551,6 +1557,7 @@ impl Session {
                     let mut epoch = app.wake_epoch.load(Ordering::SeqCst);
                     let mut cut: Option<tokio::time::Instant> = None;
                     let mut own_wake = false;
+                    let mut rerouted = false;
                     let r = loop {
                         let rewake = own_wake.then(|| app.shutdown.notified());
                         tokio::pin!(rewake);
@@ -1577,6 +1584,10 @@ impl Session {
                         }
                         epoch = app.wake_epoch.load(Ordering::SeqCst);
                         own_wake = true;
+                        if self.routing_changed() {
+                            rerouted = true;
+                            break Ok(None);
+                        }
                         cut = pool
                             .settings
                             .load()
@@ -1615,6 +1626,15 @@ impl Session {
                             pool.checkin(co);
                             None
                         }
+                        // A reload changed where the database's work goes
+                        // while this work waited (the wake-up it sends may
+                        // come after the server): the server goes back
+                        // untouched, and the work is routed again.
+                        Some(Some(Ok(co))) if self.routing_changed() => {
+                            pool.checkin(co);
+                            return self.route_again();
+                        }
+                        None if rerouted => return self.route_again(),
                         r => r,
                     };
                     let Some(r) = r else {
@@ -1638,6 +1658,50 @@ impl Session {
             Some(sql) => self.apply_settings(shard, pool, co, sql).await,
             None => self.seat(shard, pool, co),
         }
+    }
+
+    /// Whether the configuration in force places this database's work
+    /// otherwise than the one the session routes by: another shard map, or
+    /// other shards (or the database is gone).
+    fn routing_changed(&self) -> bool {
+        let snap = self.app.snapshot.load();
+        let cur = self.core.db();
+        if snap.generation == cur.generation {
+            return false;
+        }
+        let Some(new) = snap.dbs.get(&cur.name) else {
+            return true;
+        };
+        new.cfg.shards != cur.cfg.shards
+            || match (&new.routing, &cur.routing) {
+                (Some(n), Some(o)) => !Arc::ptr_eq(&n.map, &o.map),
+                (None, None) => false,
+                _ => true,
+            }
+    }
+
+    /// The work waiting for a server is routed again, with the configuration
+    /// in force: a reload moved where its database's tenants go while it
+    /// waited, and none of it reached a server (probe DN-3: an INSERT queued
+    /// for a full pool when a reload moved its tenant ran on the old shard
+    /// once a server freed up there, after the tenant's other clients had
+    /// written on the new one).
+    fn route_again(&mut self) -> Need {
+        self.handle.activity.attached();
+        if !self.handle.cancel_step(cancel::QUEUED, cancel::IDLE) {
+            // A cancel came meanwhile: it was for this work.
+            self.handle.cancel_done();
+            return self.core.attach_failed(PgError::new(
+                sqlstate::QUERY_CANCELED,
+                "canceling statement due to user request",
+            ));
+        }
+        self.core.route_again();
+        if let Err(e) = self.take_up_reload() {
+            return Need::Close(e);
+        }
+        self.follow_reloaded_pools();
+        self.core.client_data()
     }
 
     /// [`Self::attach`] without an await, when it needs none (the common case):
@@ -1851,6 +1915,16 @@ impl Session {
         // nothing to apply).
         if !self.handle.settings_taken.load(Ordering::Relaxed) {
             self.handle.settings_taken.store(true, Ordering::Relaxed);
+        }
+        // A client that said goodbye and closed its socket: the unit that
+        // asked for this server runs, nothing read behind it does, as
+        // Postgres runs the statement it read and stops at the first answer
+        // it cannot write (probe DN-2: of 300 INSERTs pipelined before a
+        // Terminate, up to 31 ran once the pool freed up or a RESUME came;
+        // a BEGIN, INSERTs and COMMIT sent as four Queries committed, where
+        // Postgres rolls them back).
+        if self.core.said_goodbye() && self.client_fd.is_some_and(crate::net::peer_closed) {
+            self.core.nothing_after_this_unit();
         }
         let state = co.conn.lend_state();
         *self.server = Some(Server { co, pool });

@@ -40,6 +40,19 @@ impl Core {
         self.route.take_tickets()
     }
 
+    /// The server asked for is not taken: a reload changed where the
+    /// database's work goes while the unit waited for it. None of the unit
+    /// reached a server, so its holds on tenants go; the driver takes up
+    /// the configuration in force, and [`Core::client_data`] routes the
+    /// unit again by it.
+    pub fn route_again(&mut self) {
+        self.wait.delivered();
+        if self.att.is_none() {
+            self.route.release_tickets();
+        }
+        self.check();
+    }
+
     /// The driver could not get a server (or restore the role on it).
     pub fn attach_failed(&mut self, e: PgError) -> Need {
         self.wait.delivered();
