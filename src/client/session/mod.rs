@@ -880,9 +880,22 @@ impl Session {
     /// Pick up reloaded settings and maps (between transactions, or for a
     /// unit that waits to be routed again), unless nothing was published
     /// since the session last did (or could not).
+    #[inline]
     fn take_up_reload(&mut self) -> Result<(), End> {
+        // (One atomic load per wait when nothing was published: the rest is
+        // out of line, rare.)
         let published = self.app.snapshot.published();
         if published != self.taken_up.generation || published != self.core.db().generation {
+            return self.take_up_published();
+        }
+        Ok(())
+    }
+
+    /// [`Self::take_up_reload`] when a configuration was published since.
+    #[cold]
+    #[inline(never)]
+    fn take_up_published(&mut self) -> Result<(), End> {
+        {
             let snap = self.app.snapshot.load();
             let mut removed = None;
             self.core.maybe_reload(snap.generation, |cur| {
@@ -1085,12 +1098,22 @@ impl Session {
 
     /// After a reload that replaced a pool (its shard moved, a shard was added),
     /// move the client's channels to the relays of the pools it now uses.
+    #[inline]
     fn follow_reloaded_pools(&mut self) {
         let generation = self.core.db().generation;
-        match &self.listening {
-            Some(l) if l.generation != generation => {}
-            _ => return,
+        if self
+            .listening
+            .as_ref()
+            .is_some_and(|l| l.generation != generation)
+        {
+            self.rejoin_reloaded_pools(generation);
         }
+    }
+
+    /// [`Self::follow_reloaded_pools`] when the pools changed.
+    #[cold]
+    #[inline(never)]
+    fn rejoin_reloaded_pools(&mut self, generation: u64) {
         let shards = self.core.db().cfg.shards.len();
         let now: Vec<Arc<Pool>> = (0..shards).map(|s| self.pool_for(s)).collect();
         let client = self.handle.id;
