@@ -168,6 +168,23 @@ impl Fixture {
             .block_on(self.bouncer.wait_for_log("SIGHUP: configuration reloaded"));
     }
 
+    /// Wait until `sql` on shard `shard`, directly, gives `want` (an event
+    /// of the server's, looked at every 10 ms), or until `deadline`: then
+    /// fail with `what`.
+    fn until_direct(
+        &self,
+        shard: usize,
+        sql: &str,
+        want: &str,
+        deadline: std::time::Instant,
+        what: &str,
+    ) {
+        while self.direct(shard, sql) != want {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// A raw protocol client through the bouncer, with extra startup parameters.
     fn raw(&self, db: &str, params: &[(&str, &str)]) -> Raw {
         Raw::login_with(self.bouncer.port, "app", db, params)
@@ -5650,17 +5667,11 @@ fn a_transaction_pipelined_by_a_client_that_left_runs_as_sent() {
              AND query LIKE '%{note}%' AND pid <> pg_backend_pid()"
         );
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while f.direct(1, &running) != "1" {
-            assert!(std::time::Instant::now() < deadline, "{end}: never ran");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        f.until_direct(1, &running, "1", deadline, &format!("{end}: never ran"));
         drop(c);
         // Until the backend is done with it.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while f.direct(1, &running) != "0" {
-            assert!(std::time::Instant::now() < deadline, "{end}: still running");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        f.until_direct(1, &running, "0", deadline, &format!("{end}: still running"));
         let n = f.counts(&format!("ledger WHERE note = '{note}'"));
         bad.check(n == [0, want], || {
             format!("{end}: rows {n:?}, want [0, {want}]")
@@ -5855,10 +5866,7 @@ fn a_departed_clients_server_keeps_its_pool_slot_until_its_backend_is_gone() {
     let running = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
                    AND query LIKE '%p-departed%' AND pid <> pg_backend_pid()";
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while f.direct(0, running) != "1" {
-        assert!(std::time::Instant::now() < deadline, "never ran");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    f.until_direct(0, running, "1", deadline, "never ran");
     drop(a);
     // The pool has one slot: the next client's work waits for it.
     let mut b = f.raw("plain1", &[]);
@@ -7249,6 +7257,50 @@ fn a_pause_takes_hold_against_a_pipeline_that_never_drains() {
     assert_eq!(during, "0", "rows written while the tenant was paused");
 }
 
+/// The clients the console lists (its own included).
+fn clients(admin: &mut Raw) -> usize {
+    let m = admin.query("SHOW CLIENTS").run(1);
+    m.iter().filter(|(t, _)| *t == b'D').count()
+}
+
+/// A client pipelines a 0.3 s sleep of tenant 1001's shard (s0), then an
+/// INSERT of each tenant of `then` noted `note`, and a Terminate if
+/// `terminate`: returned with the query that counts the sleep running, once
+/// it runs.
+fn behind_a_sleep(
+    f: &Fixture,
+    note: &str,
+    then: &[u32],
+    terminate: bool,
+    deadline: std::time::Instant,
+) -> (Raw, String) {
+    let mut c = f.raw("appint", &[]);
+    c.query(&format!(
+        "SELECT pg_sleep(0.3), '{note}' FROM ledger WHERE tenant_id = 1001 LIMIT 1"
+    ));
+    for t in then {
+        c.query(&format!(
+            "INSERT INTO ledger (tenant_id, note) VALUES ({t}, '{note}')"
+        ));
+    }
+    if terminate {
+        c.terminate();
+    }
+    c.send();
+    let running = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+         AND query LIKE 'SELECT pg_sleep(0.3), ''{note}''%'"
+    );
+    f.until_direct(
+        0,
+        &running,
+        "1",
+        deadline,
+        &format!("{note}: the sleep never ran"),
+    );
+    (c, running)
+}
+
 /// Probe DE F1: a client pipelines a slow statement of one shard, then
 /// INSERTs of another shard's tenant and of its own, and closes its
 /// connection (no Terminate) while the first runs. The INSERTs wait for the
@@ -7259,36 +7311,11 @@ fn a_pause_takes_hold_against_a_pipeline_that_never_drains() {
 fn work_queued_behind_a_running_statement_of_a_departed_client_never_runs() {
     let f = Fixture::start();
     let mut admin = Raw::login_with(f.bouncer.port, "admin", "pgbouncer", &[]);
-    let clients = |admin: &mut Raw| -> usize {
-        let m = admin.query("SHOW CLIENTS").run(1);
-        m.iter().filter(|(t, _)| *t == b'D').count()
-    };
     let idle = clients(&mut admin);
     for round in 0..3 {
         let note = format!("p-left {round}");
-        let mut c = f.raw("appint", &[]);
-        c.query(&format!(
-            "SELECT pg_sleep(0.5), '{note}' FROM ledger WHERE tenant_id = 1001 LIMIT 1"
-        ));
-        c.query(&format!(
-            "INSERT INTO ledger (tenant_id, note) VALUES (2002, '{note}')"
-        ));
-        c.query(&format!(
-            "INSERT INTO ledger (tenant_id, note) VALUES (1001, '{note}')"
-        ));
-        c.send();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let running = format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
-             AND query LIKE 'SELECT pg_sleep(0.5), ''{note}''%'"
-        );
-        while f.direct(0, &running) != "1" {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "round {round}: the sleep never ran"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        let (c, running) = behind_a_sleep(&f, &note, &[2002, 1001], false, deadline);
         // Closed with nothing unread (the sleep's answer is still to come):
         // the pooler sees the end of the stream, no reset.
         drop(c);
@@ -7300,13 +7327,13 @@ fn work_queued_behind_a_running_statement_of_a_departed_client_never_runs() {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         // The sleep is over too: what was to run behind it has run, if ever.
-        while f.direct(0, &running) != "0" {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "round {round}: still asleep"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        f.until_direct(
+            0,
+            &running,
+            "0",
+            deadline,
+            &format!("round {round}: still asleep"),
+        );
         let rows = f.counts(&format!("ledger WHERE note = '{note}'"));
         assert_eq!(
             rows,
@@ -7330,37 +7357,14 @@ fn work_queued_behind_a_running_statement_of_a_departed_client_never_runs() {
 fn the_unit_behind_the_running_one_runs_when_a_terminate_follows() {
     let f = Fixture::start();
     let mut admin = Raw::login_with(f.bouncer.port, "admin", "pgbouncer", &[]);
-    let clients = |admin: &mut Raw| -> usize {
-        let m = admin.query("SHOW CLIENTS").run(1);
-        m.iter().filter(|(t, _)| *t == b'D').count()
-    };
     let idle = clients(&mut admin);
     for round in 0..3 {
         let note = format!("p-goodbye {round}");
-        let mut c = f.raw("appint", &[]);
-        c.query(&format!(
-            "SELECT pg_sleep(0.3), '{note}' FROM ledger WHERE tenant_id = 1001 LIMIT 1"
-        ));
-        c.query(&format!(
-            "INSERT INTO ledger (tenant_id, note) VALUES (2002, '{note}')"
-        ));
-        c.terminate();
-        c.send();
         // Closed once the first statement runs (closed before its server
         // came, nothing behind that statement would run: see
         // pooler::work_sent_before_a_terminate_runs).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let running = format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
-             AND query LIKE 'SELECT pg_sleep(0.3), ''{note}''%'"
-        );
-        while f.direct(0, &running) != "1" {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "round {round}: the sleep never ran"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        let (c, _) = behind_a_sleep(&f, &note, &[2002], true, deadline);
         drop(c);
         // The session ends once its work is answered (or dropped).
         while clients(&mut admin) != idle {
@@ -7506,10 +7510,7 @@ fn a_departed_clients_long_pipeline_ends_with_its_backend() {
     let running = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%p-ghost%' \
                    AND pid <> pg_backend_pid()";
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while f.direct(1, running) != "0" {
-        assert!(std::time::Instant::now() < deadline, "still running");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    f.until_direct(1, running, "0", deadline, "still running");
     let after = ghosts();
     assert!(
         after <= at_leave + 3,
