@@ -7347,8 +7347,7 @@ fn work_queued_behind_a_running_statement_of_a_departed_client_never_runs() {
 /// socket closed while the first statement runs: the client said goodbye
 /// behind its work, so the unit after the running one still runs, as
 /// Postgres, whose client leaves, runs the statement it is running and the
-/// next (here: the unit that gets a server once the client is gone, and
-/// nothing behind it). (Postgres stops once a write of an answer fails; so does the
+/// next. (Postgres stops once a write of an answer fails; so does the
 /// pooler, and a long pipeline is not run to its end: see
 /// `a_departed_clients_long_pipeline_ends_with_its_backend`.) The INSERT of
 /// the other shard waits for the statement in flight; it saw the closed
@@ -7360,9 +7359,7 @@ fn the_unit_behind_the_running_one_runs_when_a_terminate_follows() {
     let idle = clients(&mut admin);
     for round in 0..3 {
         let note = format!("p-goodbye {round}");
-        // Closed once the first statement runs (closed before its server
-        // came, nothing behind that statement would run: see
-        // pooler::work_sent_before_a_terminate_runs).
+        // Closed once the first statement runs.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let (c, _) = behind_a_sleep(&f, &note, &[2002], true, deadline);
         drop(c);
@@ -7637,6 +7634,11 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
         // DL F3): `description(c)`, `description(s)` run.
         "SELECT c.description FROM pg_catalog.pg_class c LIMIT 1",
         "SELECT s.description FROM (SELECT 'chosen' AS y FROM pg_catalog.pg_am a) s",
+        // Probe DO F1: a column list renames the query's columns.
+        "SELECT s.description FROM (SELECT description FROM pg_catalog.pg_description) s(x) \
+         LIMIT 1",
+        "WITH w(x) AS (SELECT description FROM pg_catalog.pg_description) \
+         SELECT w.description FROM w LIMIT 1",
     ] {
         let (errs, rows) = q(&mut c, sql);
         assert_eq!((errs, rows), (vec!["42P17".to_string()], vec![]), "{sql}");

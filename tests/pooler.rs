@@ -584,39 +584,6 @@ async fn work_sent_before_a_terminate_runs() {
     )
     .await;
 
-    // Pipelines with their Terminate, the socket closed while they wait:
-    // the unit that gets the server runs, not the rest, as Postgres runs the
-    // statement it read and stops at the first answer it cannot write (probe
-    // DN-2: up to 31 of 300 ran). So a transaction sent as three Queries is
-    // rolled back, as in Postgres (it committed).
-    c.batch_execute("BEGIN; SELECT 1").await.unwrap();
-    let mut many = Raw::login(b.port, "app", "app");
-    for _ in 0..50 {
-        many.query("INSERT INTO before_x VALUES (7)");
-    }
-    let out = many.terminate().take_built();
-    many.s.write_all(&out).unwrap();
-    let mut txn = Raw::login(b.port, "app", "app");
-    let out = txn
-        .query("BEGIN")
-        .query("INSERT INTO before_x VALUES (8)")
-        .query("COMMIT")
-        .terminate()
-        .take_built();
-    txn.s.write_all(&out).unwrap();
-    eventually(
-        Duration::from_secs(15),
-        "both to wait for the server",
-        || async { support::clients_waiting(&admin, "app").await == 2 },
-    )
-    .await;
-    drop((many, txn));
-    c.batch_execute("COMMIT").await.unwrap();
-    // (The pool's one server serves the queue in order: the check's own
-    // query runs after both.)
-    assert_eq!(int_of(&c, &count(7)).await, 1);
-    assert_eq!(int_of(&c, &count(8)).await, 0);
-
     // A transaction block left open by the Terminate: rolled back.
     let mut r = Raw::login(b.port, "app", "app");
     r.query("BEGIN; INSERT INTO before_x VALUES (4)")

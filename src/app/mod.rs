@@ -181,8 +181,8 @@ impl App {
     /// wait with the timeouts of `before` take up the new ones now, not at
     /// their next statement (probe O: `idle_transaction_timeout` turned on by
     /// a reload spared the client already idle in its transaction, holding
-    /// its locks); work waiting for a server is routed again when a
-    /// database's shard map or shards changed (probe DN-3: it ran on the
+    /// its locks); work waiting for a server is routed again when a tenant
+    /// moved or a database's shards changed (probe DN-3: it ran on the
     /// tenant's old shard once a server freed up there).
     pub fn wake_if_waits_changed(&self, before: &Snapshot) {
         let now = self.snapshot.load();
@@ -192,13 +192,8 @@ impl App {
                     || b.settings.idle_transaction_timeout != db.settings.idle_transaction_timeout
                     || b.settings.query_wait_timeout != db.settings.query_wait_timeout
                     || b.cfg.shards != db.cfg.shards
-                    || match (&b.routing, &db.routing) {
-                        (Some(b), Some(n)) => !Arc::ptr_eq(&b.map, &n.map),
-                        (None, None) => false,
-                        _ => true,
-                    }
             })
-        });
+        }) || self.gate.any_moved_since(before.generation);
         if changed {
             self.wake_sessions();
         }

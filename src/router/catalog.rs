@@ -1390,6 +1390,7 @@ fn walk(sql: &[u8], std_strings: bool, known: bool) -> Option<CatalogRead> {
         depth: 0,
         ctes: Vec::new(),
         outputs: Vec::new(),
+        cte_columns: Vec::new(),
         last_body: 0,
         stars: Vec::new(),
         fields: Vec::new(),
@@ -2006,6 +2007,9 @@ struct Walk<'a> {
     /// (after `AS`), with the frame of the query it is in, and a `WITH`
     /// query's column list, with the frame of its body.
     outputs: Vec<(Tok, u32)>,
+    /// A `WITH` query's column list, with the frame of its body: its
+    /// columns are these, whatever its select list names (probe DO F1).
+    cte_columns: Vec<(Tok, u32)>,
     /// The frame of the last subquery or `WITH` query taken as a FROM item.
     last_body: u32,
     /// Frames whose select list has a `*` (`SELECT *`, `t.*`): their
@@ -2124,7 +2128,11 @@ impl Walk<'_> {
                     // while the statement reads a function's value: drivers'
                     // `SELECT *` chains over catalogs name columns the walk
                     // cannot follow.)
-                    Rows::Derived if nearest => listed || self.brings(*body, field, CHAIN_MAX),
+                    // (A column list renames the query's first columns:
+                    // only a listed name is sure to be one, probe DO F1.)
+                    Rows::Derived if nearest => {
+                        listed || !renamed && self.brings(*body, field, CHAIN_MAX)
+                    }
                     _ => true,
                 }
             })
@@ -2139,6 +2147,10 @@ impl Walk<'_> {
     fn brings(&self, body: u32, field: &Tok, hops: u8) -> bool {
         if self.defines(body, field) {
             return true;
+        }
+        if self.cte_columns.iter().any(|(_, f)| *f == body) {
+            // Its column list names its columns, starred ones too.
+            return false;
         }
         if hops == 0 || !self.stars.contains(&body) {
             return false;
@@ -2159,6 +2171,13 @@ impl Walk<'_> {
     /// from a FROM item's alias list.
     fn defines(&self, body: u32, field: &Tok) -> bool {
         let sql = self.sql;
+        if self.cte_columns.iter().any(|(_, f)| *f == body) {
+            // A `WITH` query's column list renames its select list's.
+            return self
+                .cte_columns
+                .iter()
+                .any(|(c, f)| *f == body && same_name(sql, c, field));
+        }
         let output = self
             .outputs
             .iter()
@@ -2925,7 +2944,7 @@ impl Walk<'_> {
                 match self.next() {
                     // (The body's frame is the next one opened.)
                     Some(n) if matches!(n.k, K::Ident | K::QIdent) => {
-                        self.outputs.push((n, self.pushed + 1))
+                        self.cte_columns.push((n, self.pushed + 1))
                     }
                     Some(n) if n.k == K::Comma => {}
                     Some(n) if n.k == K::RParen => break,
@@ -3409,6 +3428,13 @@ mod tests {
             "WITH a AS (SELECT * FROM pg_catalog.pg_class) SELECT a.description FROM a",
             "WITH a AS (SELECT * FROM pg_catalog.pg_class), b AS (SELECT * FROM a) \
              SELECT b.description FROM b",
+            // Probe DO F1: a column list renames a query's columns.
+            "SELECT s.relname FROM (SELECT relname FROM pg_catalog.pg_class) s(x)",
+            "SELECT s.oid FROM (SELECT * FROM pg_catalog.pg_class) s(a)",
+            "WITH w(x) AS (SELECT relname FROM pg_catalog.pg_class) SELECT w.relname FROM w",
+            "WITH w(x) AS (SELECT * FROM pg_catalog.pg_type) SELECT w.typname FROM w",
+            "SELECT s.relname FROM (SELECT relname FROM pg_catalog.pg_class UNION \
+             SELECT relname FROM pg_catalog.pg_class) s(q)",
             // (Fail closed: the walk does not follow a join's columns.)
             "SELECT j.relname FROM (pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n \
              ON c.relnamespace = n.oid) j",
@@ -3433,6 +3459,10 @@ mod tests {
             "SELECT s.relname FROM (SELECT c.relname FROM pg_catalog.pg_class c) s",
             "WITH a AS (SELECT * FROM pg_catalog.pg_class), b AS (SELECT * FROM a) \
              SELECT b.relname FROM b",
+            // A column list's own names.
+            "SELECT s.relname FROM (SELECT relname FROM pg_catalog.pg_class) s(relname)",
+            "WITH w(relname) AS (SELECT c.relname FROM pg_catalog.pg_class c) \
+             SELECT w.relname FROM w",
         ] {
             assert!(walked(sql), "{sql}");
         }

@@ -952,20 +952,6 @@ impl Core {
         self.terminating || !self.inbound.is_empty() && self.inbound.holds_terminate()
     }
 
-    /// The client said goodbye and its socket is closed as its work gets a
-    /// server: the unit that asked for the server runs, and the session
-    /// ends once it is answered; nothing read behind it runs. (The
-    /// Terminate itself stays, to be taken as any: a batch left without
-    /// its Sync gets the Flush that ends it, or the session would wait for
-    /// good with the server.)
-    pub fn nothing_after_this_unit(&mut self) {
-        if self.terminating {
-            self.inbound.discard_held();
-        } else {
-            self.inbound.keep_only_terminate();
-        }
-    }
-
     /// A reload that changed the shards waits for the work in flight (no
     /// transaction open as far as the server has said): no client frame is
     /// read meanwhile. Once the work is answered, the server goes back (and

@@ -216,13 +216,6 @@ impl Inbound {
         self.stream_left > 0
     }
 
-    /// The client left after its Terminate: of the frames held, only that
-    /// Terminate stays; the ones before it are dropped unread.
-    pub(super) fn keep_only_terminate(&mut self) {
-        self.discard_held();
-        crate::protocol::terminate(&mut self.buf);
-    }
-
     /// The session is ending: give back the bytes held and the spilled
     /// frame's record (whether a COPY frame was streaming through stays known).
     pub(super) fn discard_held(&mut self) {

@@ -1684,8 +1684,12 @@ impl Session {
     }
 
     /// Whether the configuration in force places this database's work
-    /// otherwise than the one the session routes by: another shard map, or
-    /// other shards (or the database is gone).
+    /// otherwise than the one the session routes by: a tenant moved since
+    /// (the gate records every move a reload makes, [`App::record_moves`]),
+    /// or the database has other shards (or is gone). Not for a reload that
+    /// changed nothing of that: a waiting client is routed again, and waits
+    /// again, only when it may have to (probe DO F2: every RELOAD did, and
+    /// restarted its `query_wait_timeout`).
     fn routing_changed(&self) -> bool {
         let snap = self.app.snapshot.load();
         let cur = self.core.db();
@@ -1695,12 +1699,7 @@ impl Session {
         let Some(new) = snap.dbs.get(&cur.name) else {
             return true;
         };
-        new.cfg.shards != cur.cfg.shards
-            || match (&new.routing, &cur.routing) {
-                (Some(n), Some(o)) => !Arc::ptr_eq(&n.map, &o.map),
-                (None, None) => false,
-                _ => true,
-            }
+        new.cfg.shards != cur.cfg.shards || self.app.gate.any_moved_since(cur.generation)
     }
 
     /// The work waiting for a server is routed again, with the configuration
@@ -1938,16 +1937,6 @@ impl Session {
         // nothing to apply).
         if !self.handle.settings_taken.load(Ordering::Relaxed) {
             self.handle.settings_taken.store(true, Ordering::Relaxed);
-        }
-        // A client that said goodbye and closed its socket: the unit that
-        // asked for this server runs, nothing read behind it does, as
-        // Postgres runs the statement it read and stops at the first answer
-        // it cannot write (probe DN-2: of 300 INSERTs pipelined before a
-        // Terminate, up to 31 ran once the pool freed up or a RESUME came;
-        // a BEGIN, INSERTs and COMMIT sent as four Queries committed, where
-        // Postgres rolls them back).
-        if self.core.said_goodbye() && self.client_fd.is_some_and(crate::net::peer_closed) {
-            self.core.nothing_after_this_unit();
         }
         let state = co.conn.lend_state();
         *self.server = Some(Server { co, pool });
