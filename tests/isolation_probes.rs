@@ -7639,6 +7639,9 @@ fn what_only_looks_like_a_catalog_read_needs_a_tenant() {
          LIMIT 1",
         "WITH w(x) AS (SELECT description FROM pg_catalog.pg_description) \
          SELECT w.description FROM w LIMIT 1",
+        // Probe DP F1: and what a `*` brings from it.
+        "SELECT t.description FROM (SELECT * FROM (SELECT description \
+         FROM pg_catalog.pg_description) s(x)) t LIMIT 1",
     ] {
         let (errs, rows) = q(&mut c, sql);
         assert_eq!((errs, rows), (vec!["42P17".to_string()], vec![]), "{sql}");

@@ -2152,6 +2152,18 @@ impl Walk<'_> {
             // Its column list names its columns, starred ones too.
             return false;
         }
+        // A column list on one of its FROM items renames what its `*`
+        // brings from it: then only listed names (which item's columns a
+        // list renames is not followed: fail closed; probe DP F1: `SELECT *
+        // FROM (..) s(x)` brought `relname` past the list).
+        let renamed_here = self.columns.iter().any(|(a, _)| {
+            self.aliases
+                .get(*a)
+                .is_some_and(|x| x.2 == body && x.1 != Rows::Value)
+        });
+        if renamed_here {
+            return false;
+        }
         if hops == 0 || !self.stars.contains(&body) {
             return false;
         }
@@ -3428,6 +3440,14 @@ mod tests {
             "WITH a AS (SELECT * FROM pg_catalog.pg_class) SELECT a.description FROM a",
             "WITH a AS (SELECT * FROM pg_catalog.pg_class), b AS (SELECT * FROM a) \
              SELECT b.description FROM b",
+            // Probe DP F1: a column list renames what a `*` brings.
+            "SELECT t.relname FROM (SELECT * FROM (SELECT relname FROM pg_catalog.pg_class) s(x)) t",
+            "SELECT t.relname FROM (SELECT * FROM pg_catalog.pg_class c(a, b)) t",
+            "SELECT t.relname FROM (SELECT * FROM (SELECT * FROM pg_catalog.pg_class) s(a, b)) t",
+            "SELECT t.relname FROM (SELECT * FROM (SELECT * FROM (SELECT relname \
+             FROM pg_catalog.pg_class) s(x)) u) t",
+            "WITH w AS (SELECT * FROM (SELECT relname FROM pg_catalog.pg_class) s(x)) \
+             SELECT w.relname FROM w",
             // Probe DO F1: a column list renames a query's columns.
             "SELECT s.relname FROM (SELECT relname FROM pg_catalog.pg_class) s(x)",
             "SELECT s.oid FROM (SELECT * FROM pg_catalog.pg_class) s(a)",

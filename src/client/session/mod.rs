@@ -1683,13 +1683,14 @@ impl Session {
         }
     }
 
-    /// Whether the configuration in force places this database's work
-    /// otherwise than the one the session routes by: a tenant moved since
+    /// Whether the configuration in force places the waiting unit otherwise
+    /// than the one the session routes by: one of its tenants moved since
     /// (the gate records every move a reload makes, [`App::record_moves`]),
     /// or the database has other shards (or is gone). Not for a reload that
     /// changed nothing of that: a waiting client is routed again, and waits
     /// again, only when it may have to (probe DO F2: every RELOAD did, and
-    /// restarted its `query_wait_timeout`).
+    /// restarted its `query_wait_timeout`; DP F2: so did a move of another
+    /// tenant).
     fn routing_changed(&self) -> bool {
         let snap = self.app.snapshot.load();
         let cur = self.core.db();
@@ -1699,7 +1700,9 @@ impl Session {
         let Some(new) = snap.dbs.get(&cur.name) else {
             return true;
         };
-        new.cfg.shards != cur.cfg.shards || self.app.gate.any_moved_since(cur.generation)
+        new.cfg.shards != cur.cfg.shards
+            || self.app.gate.any_moved_since(cur.generation)
+                && self.core.waiting_tenants_moved(cur.generation)
     }
 
     /// The work waiting for a server is routed again, with the configuration

@@ -898,6 +898,25 @@ impl Core {
         })
     }
 
+    /// Whether a tenant of the unit waiting for a server (the one it is
+    /// routed by, or one it mentions: the last unit routed, as nothing is
+    /// read while it waits) moved since configuration `generation`: then
+    /// it is routed again (the driver's `Session::attach`). A move of another tenant
+    /// leaves it its place in the queue and its deadline (probe DP F2).
+    pub fn waiting_tenants_moved(&self, generation: u64) -> bool {
+        let db = &self.db;
+        let routed_with = db.routing.as_ref().map(|rt| (db.name.as_str(), &*rt.map));
+        let mentions = (0..self.route.mention_count()).map(|i| self.route.mention(i));
+        self.wait
+            .awaited_tenant()
+            .into_iter()
+            .chain(mentions)
+            .any(|t| {
+                let key = self.gate_key(t);
+                self.gate.moved_since(&key, generation, routed_with)
+            })
+    }
+
     /// A tenant of the unit that this session holds from its earlier work,
     /// paused since, with no transaction open on the server. Transaction
     /// mode holds a tenant for as long as the server stays attached, which
