@@ -947,8 +947,8 @@ impl Core {
     /// Postgres, once a write of an answer fails the session ends, and the
     /// rest of a long pipeline with it.)
     pub fn said_goodbye(&self) -> bool {
-        // (Held frames are walked only when there are some: at every attach
-        // of a client that does not pipeline, there are none.)
+        // (Asked on the queue's paths only; the held frames are walked only
+        // when there are some.)
         self.terminating || !self.inbound.is_empty() && self.inbound.holds_terminate()
     }
 
