@@ -537,21 +537,24 @@ async fn work_sent_before_a_terminate_runs() {
     // The socket closed right behind the Terminate, before any answer: the
     // insert still commits (the server finishes it, then goes back to the
     // pool, whose one server the check below needs).
-    let mut r = Raw::login(b.port, "app", "app");
-    r.query("INSERT INTO before_x VALUES (3)").terminate();
-    let out = r.take_built();
-    r.s.write_all(&out).unwrap();
-    drop(r);
-    eventually(
-        Duration::from_secs(10),
-        "the insert sent before Terminate",
-        || {
-            let c = &c;
-            let sql = count(3);
+    // An INSERT of `n` and the Terminate in one write, the socket closed
+    // at once; then the row, once it is there.
+    let insert_and_leave = |n: i32| {
+        let mut r = Raw::login(b.port, "app", "app");
+        r.query(&format!("INSERT INTO before_x VALUES ({n})"))
+            .terminate();
+        let out = r.take_built();
+        r.s.write_all(&out).unwrap();
+    };
+    let inserted = |n: i32, what: &'static str| {
+        let c = &c;
+        eventually(Duration::from_secs(10), what, move || {
+            let sql = count(n);
             async move { int_of(c, &sql).await == 1 }
-        },
-    )
-    .await;
+        })
+    };
+    insert_and_leave(3);
+    inserted(3, "the insert sent before Terminate").await;
 
     // The same while the pool's one server is busy: the work waits for it
     // with its socket already closed, and still runs once the server comes
@@ -561,11 +564,7 @@ async fn work_sent_before_a_terminate_runs() {
     // It was dropped here whenever the checker above held the server.
     let admin = b.connect("admin", "admin", "pgbouncer").await;
     c.batch_execute("BEGIN; SELECT 1").await.unwrap();
-    let mut r = Raw::login(b.port, "app", "app");
-    r.query("INSERT INTO before_x VALUES (5)").terminate();
-    let out = r.take_built();
-    r.s.write_all(&out).unwrap();
-    drop(r);
+    insert_and_leave(5);
     eventually(
         Duration::from_secs(15),
         "the insert to wait for a server",
@@ -573,16 +572,7 @@ async fn work_sent_before_a_terminate_runs() {
     )
     .await;
     c.batch_execute("COMMIT").await.unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the insert sent before Terminate, once the server came",
-        || {
-            let c = &c;
-            let sql = count(5);
-            async move { int_of(c, &sql).await == 1 }
-        },
-    )
-    .await;
+    inserted(5, "the insert sent before Terminate, once the server came").await;
 
     // A transaction block left open by the Terminate: rolled back.
     let mut r = Raw::login(b.port, "app", "app");
